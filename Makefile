@@ -1,0 +1,34 @@
+# Thin wrapper over CMake. Every target installs missing Debian packages first.
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+CMAKE_FLAGS ?=
+EDGESPEC_MODELS ?= $(abspath ../shared/models)
+export EDGESPEC_MODELS
+
+.PHONY: all deps test demo asan bench clean configure
+
+all: deps configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@scripts/install-deps.sh
+
+configure:
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+
+test: all
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: all
+	@scripts/demo.sh $(BUILD)
+
+asan: deps
+	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DES_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+bench: all
+	@scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan

@@ -1,0 +1,187 @@
+/*
+ * edgespec.h — the public C API of edgespec.
+ *
+ * Everything here is an opaque handle with an *_init / *_free pair, or a plain struct of parameters.
+ * Every fallible function returns an es_status; when it is not ES_OK and the caller passed a non-NULL
+ * es_err, err->msg holds a human-readable sentence naming what was wrong. Library code never exits
+ * the process and never prints: logging and progress go through callbacks the caller supplies.
+ */
+#ifndef EDGESPEC_H
+#define EDGESPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ES_VERSION_STRING "0.1.0"
+
+/* ---- status codes ------------------------------------------------------------------------------ */
+
+typedef enum es_status {
+    ES_OK = 0,
+    ES_ERR_INVALID_ARG,  /* the caller passed something out of contract */
+    ES_ERR_IO,           /* a file or socket could not be opened, read or written */
+    ES_ERR_FORMAT,       /* malformed input: a model file, tokenizer file, frame or request */
+    ES_ERR_UNSUPPORTED,  /* well-formed but not supported (architecture, tensor type, version) */
+    ES_ERR_NOMEM,        /* an allocation failed */
+    ES_ERR_RANGE,        /* a value is out of its allowed range (context length, token id, ...) */
+    ES_ERR_FULL,         /* a capacity is exhausted (KV pool, sequences, sessions) */
+    ES_ERR_MISMATCH,     /* two things that must agree do not (draft vs target vocabulary) */
+    ES_ERR_PROTOCOL,     /* the peer broke the wire protocol */
+    ES_ERR_BUSY,         /* try again later */
+    ES_ERR_TIMEOUT,      /* a peer stayed silent too long */
+    ES_ERR_INTERNAL,     /* a bug: an invariant did not hold */
+    ES_STATUS_COUNT
+} es_status;
+
+/* A short, stable, lower-case name for a status ("ok", "format", ...). Never NULL. */
+const char *es_status_str(es_status st);
+
+/* Error detail filled by fallible functions (when non-NULL). */
+typedef struct es_err {
+    char msg[512];
+} es_err;
+
+/* Logging and progress callbacks. `level`: 0 error, 1 warning, 2 info, 3 debug. `fraction` in [0,1]. */
+typedef void (*es_log_fn)(void *ud, int level, const char *msg);
+typedef void (*es_progress_fn)(void *ud, const char *what, double fraction);
+
+/* ---- model ------------------------------------------------------------------------------------- */
+
+typedef struct es_model es_model;
+
+typedef struct es_model_params {
+    bool use_mmap;            /* default true: tensors stay in the page cache, not copied */
+    es_log_fn log;            /* optional */
+    es_progress_fn progress;  /* optional */
+    void *ud;                 /* passed to log / progress */
+} es_model_params;
+
+es_model_params es_model_default_params(void);
+
+/* Loads a GGUF model (architectures llama and qwen2). */
+es_status es_model_load(const char *path, const es_model_params *params, es_model **out, es_err *err);
+void es_model_free(es_model *model);
+
+int es_model_n_vocab(const es_model *model);
+int es_model_n_ctx_train(const es_model *model);
+int es_model_n_layer(const es_model *model);
+int es_model_n_embd(const es_model *model);
+/* Bytes of weights read for one decode step (every weight matrix once). */
+uint64_t es_model_weight_bytes(const es_model *model);
+/* A one-line description ("llama 64d 5L 8h/4kv vocab 512 f32"). Copies into buf, returns buf. */
+const char *es_model_desc(const es_model *model, char *buf, size_t len);
+
+/* ---- tokenizer --------------------------------------------------------------------------------- */
+
+typedef struct es_tokenizer es_tokenizer;
+
+/* The tokenizer stored in a model's GGUF metadata. Owned by the model: do not free. */
+const es_tokenizer *es_model_tokenizer(const es_model *model);
+
+/* Encodes UTF-8 text. add_bos: prepend BOS when the tokenizer has one. parse_special: recognise
+ * special-token texts (e.g. "<|im_start|>") in the input. Writes at most `cap` ids and returns the
+ * number the full encoding has; when that is larger than `cap` nothing beyond `cap` is written. */
+es_status es_tokenize(const es_tokenizer *tok, const char *text, size_t len, bool add_bos, bool parse_special,
+                      int32_t *ids, int cap, int *n_out, es_err *err);
+/* The bytes of one token (byte-fallback tokens decoded to their byte). prev: the previous token or -1
+ * (SentencePiece drops the leading space of the first piece after BOS). Returns bytes written. */
+int es_token_to_piece(const es_tokenizer *tok, int32_t prev, int32_t id, char *buf, int cap);
+int es_tokenizer_n_vocab(const es_tokenizer *tok);
+int32_t es_tokenizer_bos(const es_tokenizer *tok);  /* -1 if none */
+int32_t es_tokenizer_eos(const es_tokenizer *tok);  /* -1 if none */
+/* 64-bit fingerprint of every token's text, the vocabulary size and BOS/EOS: equal fingerprints mean
+ * two models share a vocabulary. */
+uint64_t es_tokenizer_fingerprint(const es_tokenizer *tok);
+
+/* ---- context: KV cache + forward pass ---------------------------------------------------------- */
+
+typedef struct es_ctx es_ctx;
+
+typedef struct es_ctx_params {
+    int n_threads;        /* compute threads (>= 1) */
+    int n_ctx;            /* max positions per sequence (0: the model's training context) */
+    int n_seq_max;        /* max sequences alive at once */
+    int n_batch_max;      /* max tokens in one es_decode call */
+    int kv_block_size;    /* tokens per KV page (default 16) */
+    int64_t kv_blocks;    /* pages in the pool (0: enough for n_seq_max full sequences) */
+} es_ctx_params;
+
+es_ctx_params es_ctx_default_params(void);
+
+es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx **out, es_err *err);
+void es_ctx_free(es_ctx *ctx);
+
+/* One forward pass over n tokens of one or more sequences.
+ *
+ * Token i belongs to sequence seq[i] and is stored in that sequence's KV cache right after everything
+ * the sequence held before this call (in batch order among that sequence's tokens). It attends to
+ * every token the sequence held before the call, plus its ancestors in this batch: parent[i] is the
+ * batch index of its parent (which must be < i and belong to the same sequence), or -1 when its only
+ * predecessor is the cached prefix. A chain (prefill, chain verification) has parent[i] = i-1; a
+ * token tree gives each node its parent. pos[i] is the RoPE position (depth in the sequence).
+ * logits[i] != 0 asks for the logits of row i (read them with es_ctx_logits(ctx, i)).
+ * parent == NULL means a chain per sequence; logits == NULL means logits for the last token only. */
+typedef struct es_batch {
+    int n_tokens;
+    const int32_t *token;
+    const int32_t *pos;
+    const int32_t *seq;
+    const int32_t *parent;
+    const int8_t *logits;
+} es_batch;
+
+es_status es_decode(es_ctx *ctx, const es_batch *batch, es_err *err);
+/* Logits (n_vocab floats) of batch row i of the last es_decode, or NULL if they were not asked for. */
+const float *es_ctx_logits(const es_ctx *ctx, int i);
+
+/* Sequences live in a shared paged KV pool. */
+es_status es_seq_open(es_ctx *ctx, int *seq_out, es_err *err);
+void es_seq_close(es_ctx *ctx, int seq);                       /* frees its pages */
+int es_seq_len(const es_ctx *ctx, int seq);                     /* tokens held */
+es_status es_seq_truncate(es_ctx *ctx, int seq, int len, es_err *err);
+/* Keeps `n` of the tokens at slots >= base (slots[k] strictly increasing, each >= base and < len)
+ * by moving them to slots base, base+1, ... and truncating to base + n. This is how the accepted path
+ * of a verified token tree is kept and the rejected branches dropped. */
+es_status es_seq_keep(es_ctx *ctx, int seq, int base, const int32_t *slots, int n, es_err *err);
+int64_t es_ctx_kv_blocks_used(const es_ctx *ctx);
+int64_t es_ctx_kv_blocks_total(const es_ctx *ctx);
+const es_model *es_ctx_model(const es_ctx *ctx);
+
+/* ---- sampling ---------------------------------------------------------------------------------- */
+
+typedef struct es_sampler es_sampler;
+
+typedef struct es_sampler_params {
+    float temperature;      /* 0: greedy (argmax) */
+    int top_k;              /* 0: off */
+    float top_p;            /* 1: off */
+    float min_p;            /* 0: off */
+    float repeat_penalty;   /* 1: off */
+    int repeat_last_n;      /* tokens the penalty looks back over */
+    uint64_t seed;
+} es_sampler_params;
+
+es_sampler_params es_sampler_default_params(void);
+es_status es_sampler_init(const es_sampler_params *p, int n_vocab, es_sampler **out, es_err *err);
+void es_sampler_free(es_sampler *s);
+/* Samples a token from raw logits (not modified). */
+int32_t es_sampler_sample(es_sampler *s, const float *logits);
+/* The normalised distribution sampling would draw from (after penalties, temperature, top-k/p,
+ * min-p) written to probs[n_vocab]; for temperature 0 a one-hot at the argmax. Speculative
+ * acceptance rules need p and q as distributions. */
+void es_sampler_probs(es_sampler *s, const float *logits, float *probs);
+/* Records an emitted token (for the repetition penalty). */
+void es_sampler_accept(es_sampler *s, int32_t token);
+void es_sampler_reset(es_sampler *s);
+/* Uniform double in [0,1) from the sampler's seeded stream. */
+double es_sampler_uniform(es_sampler *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EDGESPEC_H */

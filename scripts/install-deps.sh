@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages edgespec needs to build and test. Idempotent: it installs only what is
+# missing and says what it installs. Usage: scripts/install-deps.sh [--check]
+#   --check  exit 1 (installing nothing) if something is missing.
+set -euo pipefail
+
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang python3)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  echo "missing packages: ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2 || true
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,95 @@
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+bool cli_parse_long(const char *s, long lo, long hi, long *out) {
+    if (!s || !*s) return false;
+    errno = 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_u64(const char *s, uint64_t *out) {
+    if (!s || !*s || *s == '-') return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || *end) return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+bool cli_parse_float(const char *s, double lo, double hi, double *out) {
+    if (!s || !*s) return false;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+int cli_error(const char *cmd, const char *fmt, ...) {
+    fprintf(stderr, "edgespec %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
+    fprintf(stderr, "edgespec %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\n", usage);
+    return 2;
+}
+
+void cli_progress(void *ud, const char *what, double fraction) {
+    (void)ud;
+    static int tty = -1;
+    if (tty < 0) tty = isatty(2);
+    if (!tty) return;
+    if (fraction < 0) fraction = 0;
+    if (fraction > 1) fraction = 1;
+    int w = 30, fill = (int)(fraction * w + 0.5);
+    fprintf(stderr, "\r%-24.24s [", what ? what : "");
+    for (int i = 0; i < w; i++) fputc(i < fill ? '#' : ' ', stderr);
+    fprintf(stderr, "] %3d%%", (int)(fraction * 100 + 0.5));
+    if (fraction >= 1) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void cli_log(void *ud, int level, const char *msg) {
+    (void)ud;
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    if (level > 2 && !getenv("EDGESPEC_DEBUG")) return;
+    if (level < 0) level = 0;
+    if (level > 3) level = 3;
+    fprintf(stderr, "edgespec: %s: %s\n", names[level], msg);
+}
+
+const char *cli_models_dir(void) {
+    const char *v = getenv("EDGESPEC_MODELS");
+    return v && *v ? v : "../shared/models";
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

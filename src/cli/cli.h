@@ -1,0 +1,38 @@
+/* cli.h — shared pieces of the command-line front end. Each subcommand lives in its own cmd_*.c and
+ * returns the process exit code: 0 success, 1 runtime failure, 2 usage error. */
+#ifndef ES_CLI_H
+#define ES_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "edgespec.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Strict number parsing: the whole string must be a number within [lo, hi]. */
+bool cli_parse_long(const char *s, long lo, long hi, long *out);
+bool cli_parse_u64(const char *s, uint64_t *out);
+bool cli_parse_float(const char *s, double lo, double hi, double *out);
+
+/* Prints "edgespec <cmd>: <message>" on stderr; returns 1 (or 2 for usage errors via cli_usage_error). */
+int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Progress callback: draws a bar on stderr when stderr is a terminal, silent otherwise. */
+void cli_progress(void *ud, const char *what, double fraction);
+/* Log callback: prints to stderr (levels <= 2 unless EDGESPEC_DEBUG is set). */
+void cli_log(void *ud, int level, const char *msg);
+
+/* $EDGESPEC_MODELS or ../shared/models. */
+const char *cli_models_dir(void);
+
+/* Monotonic seconds. */
+double cli_now(void);
+
+#endif

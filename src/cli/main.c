@@ -1,0 +1,48 @@
+/* main.c — `edgespec <subcommand> ...`: dispatches to cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} command;
+
+static const command k_commands[] = {
+    {"run", cmd_run, "generate text with a model (optionally speculative with --draft)"},
+    {"convert", cmd_convert, "convert llama2.c or Hugging Face models to GGUF"},
+    {"quantize", cmd_quantize, "re-quantise a GGUF model (q8_0, q4_0, f16, bf16, f32)"},
+    {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"synth", cmd_synth, "write a synthetic GGUF at a real model's shape (random or padded)"},
+    {"bench", cmd_bench, "measure decode / prefill / verify speed"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "edgespec %s — speculative LLM serving with edge drafters\n\nusage: edgespec <command> [options]\n\ncommands:\n",
+            ES_VERSION_STRING);
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", k_commands[i].name, k_commands[i].help);
+    fprintf(f, "\nRun 'edgespec <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("edgespec %s\n", ES_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "edgespec: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,45 @@
+/* convert.h — producing GGUF files: from llama2.c checkpoints, from Hugging Face directories, by
+ * re-quantising a GGUF, and synthetic models for performance work. */
+#ifndef ES_CONVERT_H
+#define ES_CONVERT_H
+
+#include "edgespec.h"
+
+typedef struct es_convert_opts {
+    uint32_t out_type;        /* type of the 2-D weight matrices: ES_TYPE_F32 (default), F16, BF16, Q8_0, Q4_0.
+                                 Matrices whose row length is not a multiple of the block size stay F32;
+                                 norms and biases are always F32. */
+    const char *name;         /* general.name (NULL: derived from the input file name) */
+    es_progress_fn progress;  /* optional */
+    es_log_fn log;            /* optional */
+    void *ud;
+} es_convert_opts;
+
+es_convert_opts es_convert_default_opts(void);
+
+/* llama2.c checkpoint (legacy fp32 header of 7 int32, or "ak42" version 2 int8) + its tokenizer. */
+es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path, const char *out_path,
+                             const es_convert_opts *opts, es_err *err);
+/* Hugging Face directory: config.json, model.safetensors, tokenizer.json (+ tokenizer_config.json). */
+es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_opts *opts, es_err *err);
+/* Rewrites every 2-D weight matrix of a GGUF in `type`; metadata is kept. */
+es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, const es_convert_opts *opts,
+                      es_err *err);
+
+typedef struct es_synth_opts {
+    const char *shape;        /* tinyllama-1.1b, llama-7b, qwen2-0.5b, stories15m, stories42m, stories110m,
+                                 or "custom:dim=512,ff=1376,layers=9,heads=8,kv=4,ctx=512[,vocab=N]" */
+    const char *pad_from;     /* NULL: random weights; else the small GGUF to expand */
+    const char *tokenizer;    /* random mode: a llama2.c tokenizer .bin for the vocabulary (NULL: synthetic) */
+    uint32_t type;            /* weight type (F32 default) */
+    float noise;              /* pad mode: std-dev of values put into the zero blocks */
+    uint64_t seed;
+    const char *out_path;
+    es_progress_fn progress;
+    es_log_fn log;
+    void *ud;
+} es_synth_opts;
+
+es_status es_synth(const es_synth_opts *opts, es_err *err);
+
+#endif

@@ -1,0 +1,45 @@
+/* matmul.h — the one hot kernel: Y = X · Wᵀ for a weight matrix W stored [rows][cols] in any
+ * supported type and n activation rows X [n][cols] in f32.
+ *
+ * The work is split across the thread pool by weight rows, and each thread computes all n activation
+ * rows for its slice of W, so every weight block is read from memory once per call whatever n is:
+ * verifying k draft tokens costs about one decode step while the model is memory-bound.
+ *
+ * For Q8_0 / Q4_0 weights the activations are first quantised to Q8_0 (once per call, into the
+ * caller's scratch) so the inner loop is an int8 dot product. The kernel for the running CPU is
+ * picked at init (scalar reference, AVX2, AVX-512; EDGESPEC_CPU forces one). */
+#ifndef ES_KERNELS_MATMUL_H
+#define ES_KERNELS_MATMUL_H
+
+#include <stdint.h>
+
+#include "kernels/types.h"
+#include "util/threadpool.h"
+
+/* A 2-D weight view: `rows` rows of `cols` elements of `type`, rows contiguous (row_bytes apart). */
+typedef struct es_mat {
+    uint32_t type;
+    int64_t rows, cols;
+    size_t row_bytes;
+    const void *data;
+} es_mat;
+
+typedef enum es_cpu_level { ES_CPU_SCALAR = 0, ES_CPU_AVX2 = 1, ES_CPU_AVX512 = 2, ES_CPU_NEON = 3 } es_cpu_level;
+
+/* The level in use: the best the CPU supports, lowered by $EDGESPEC_CPU (scalar|avx2|avx512). */
+es_cpu_level es_cpu_level_get(void);
+const char *es_cpu_level_name(es_cpu_level l);
+/* Forces a level for tests (clamped to what the CPU supports). Returns the level now in use. */
+es_cpu_level es_cpu_level_set(es_cpu_level l);
+
+/* Bytes of scratch es_matmul needs for n rows of `cols` (activation quantisation). */
+size_t es_matmul_scratch_size(int64_t n, int64_t cols);
+
+/* y[n][w->rows] = x[n][w->cols] · wᵀ. `scratch` holds es_matmul_scratch_size(n, cols) bytes.
+ * x and y rows are contiguous (stride cols and rows). Never allocates. */
+void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch);
+
+/* Dequantises row r of w into dst[cols] (embedding lookups). */
+void es_mat_get_row(const es_mat *w, int64_t r, float *dst);
+
+#endif

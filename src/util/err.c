@@ -1,0 +1,43 @@
+#include "util/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const k_status_names[ES_STATUS_COUNT] = {
+    [ES_OK] = "ok",
+    [ES_ERR_INVALID_ARG] = "invalid argument",
+    [ES_ERR_IO] = "i/o error",
+    [ES_ERR_FORMAT] = "malformed input",
+    [ES_ERR_UNSUPPORTED] = "unsupported",
+    [ES_ERR_NOMEM] = "out of memory",
+    [ES_ERR_RANGE] = "out of range",
+    [ES_ERR_FULL] = "capacity exhausted",
+    [ES_ERR_MISMATCH] = "mismatch",
+    [ES_ERR_PROTOCOL] = "protocol error",
+    [ES_ERR_BUSY] = "busy",
+    [ES_ERR_TIMEOUT] = "timeout",
+    [ES_ERR_INTERNAL] = "internal error",
+};
+
+const char *es_status_str(es_status st) {
+    if ((unsigned)st >= ES_STATUS_COUNT) return "unknown status";
+    return k_status_names[st];
+}
+
+es_status es_fail(es_err *err, es_status st, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+void es_err_prefix(es_err *err, const char *prefix) {
+    if (!err) return;
+    char tmp[sizeof err->msg];
+    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->msg);
+    memcpy(err->msg, tmp, sizeof tmp);
+}

@@ -1,0 +1,18 @@
+/* err.h — filling an es_err and returning a status in one expression. */
+#ifndef ES_UTIL_ERR_H
+#define ES_UTIL_ERR_H
+
+#include "edgespec.h"
+
+/* Formats the message into err (when non-NULL) and returns st, so call sites read
+ * `return es_fail(err, ES_ERR_FORMAT, "tensor %s: ...", name);`. */
+es_status es_fail(es_err *err, es_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Prefixes err->msg with "<prefix>: " (for adding context such as a file name). */
+void es_err_prefix(es_err *err, const char *prefix);
+
+/* Overflow-checked arithmetic on sizes: return false on overflow. */
+static inline bool es_mul_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline bool es_add_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
+
+#endif

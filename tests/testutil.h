@@ -1,0 +1,60 @@
+/* testutil.h — a tiny test harness: CHECK macros that count failures and report file:line, and
+ * helpers to find the shared models and the converted test models. Each test_*.c is its own
+ * executable, registered with CTest; it exits non-zero when any check failed. */
+#ifndef ES_TESTUTIL_H
+#define ES_TESTUTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int es_test_failures;
+extern int es_test_checks;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        es_test_checks++;                                                             \
+        if (!(cond)) {                                                                \
+            es_test_failures++;                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
+        }                                                                             \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                          \
+    do {                                                                              \
+        es_test_checks++;                                                             \
+        if (!(cond)) {                                                                \
+            es_test_failures++;                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                             \
+            fputc('\n', stderr);                                                      \
+        }                                                                             \
+    } while (0)
+
+/* Asserts an es_status is ES_OK, printing err->msg otherwise. */
+#define CHECK_OK(expr, errp)                                                          \
+    do {                                                                              \
+        es_test_checks++;                                                             \
+        es_status st_ = (expr);                                                       \
+        if (st_ != ES_OK) {                                                           \
+            es_test_failures++;                                                       \
+            fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr,       \
+                    es_status_str(st_), (errp) ? (errp)->msg : "");                   \
+        }                                                                             \
+    } while (0)
+
+/* Prints "N passed, M failed" and returns the process exit code. */
+int es_test_finish(const char *name);
+
+/* $EDGESPEC_MODELS/<file> (default ../shared/models). Returns a static buffer per call slot. */
+const char *es_test_shared_model(const char *file);
+/* $ES_TEST_MODELS/<file>: the GGUFs converted by scripts/make-test-models.sh (build/models). */
+const char *es_test_model(const char *file);
+/* $ES_SHARED/<rel> (the shared folder). */
+const char *es_test_shared(const char *rel);
+/* A fresh path under $ES_BUILD/tmp for a test's output file. */
+const char *es_test_tmp(const char *file);
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated); NULL on failure. */
+char *es_test_read_file(const char *path, size_t *len);
+
+#endif
