@@ -38,6 +38,14 @@ es_status es_fail(es_err *err, es_status st, const char *fmt, ...) {
 void es_err_prefix(es_err *err, const char *prefix) {
     if (!err) return;
     char tmp[sizeof err->msg];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->msg);
+    size_t n = strlen(prefix);
+    if (n > sizeof tmp - 3) n = sizeof tmp - 3;
+    memcpy(tmp, prefix, n);
+    tmp[n] = ':';
+    tmp[n + 1] = ' ';
+    size_t m = strnlen(err->msg, sizeof err->msg);
+    if (m > sizeof tmp - n - 3) m = sizeof tmp - n - 3;
+    memcpy(tmp + n + 2, err->msg, m);
+    tmp[n + 2 + m] = 0;
     memcpy(err->msg, tmp, sizeof tmp);
 }
