@@ -1,0 +1,127 @@
+/* types.c — the traits table: names, block sizes and scalar (reference) conversions per type. */
+#include "kernels/types.h"
+
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/fp16.h"
+
+static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+static void f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+
+static void f16_to_float(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = es_fp16_to_fp32(s[i]);
+}
+static void f16_from_float(const float *src, void *dst, int64_t n) {
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = es_fp32_to_fp16(src[i]);
+}
+
+static void bf16_to_float(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = es_bf16_to_fp32(s[i]);
+}
+static void bf16_from_float(const float *src, void *dst, int64_t n) {
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = es_fp32_to_bf16(src[i]);
+}
+
+static void q8_0_to_float(const void *src, float *dst, int64_t n) {
+    const es_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const float d = es_fp16_to_fp32(b[i].d);
+        for (int j = 0; j < ES_QK; j++) dst[i * ES_QK + j] = d * (float)b[i].qs[j];
+    }
+}
+
+/* Symmetric: d = max|x| / 127, q = round(x / d). */
+static void q8_0_from_float(const float *src, void *dst, int64_t n) {
+    es_block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const float *x = src + i * ES_QK;
+        float amax = 0.0f;
+        for (int j = 0; j < ES_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = es_fp32_to_fp16(d);
+        for (int j = 0; j < ES_QK; j++) b[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+static void q4_0_to_float(const void *src, float *dst, int64_t n) {
+    const es_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const float d = es_fp16_to_fp32(b[i].d);
+        for (int j = 0; j < ES_QK / 2; j++) {
+            dst[i * ES_QK + j] = d * (float)((b[i].qs[j] & 0x0f) - 8);
+            dst[i * ES_QK + j + ES_QK / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+/* The value of largest magnitude maps to -8 (d = max / -8), so the full 4-bit range is used. */
+static void q4_0_from_float(const float *src, void *dst, int64_t n) {
+    es_block_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const float *x = src + i * ES_QK;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < ES_QK; j++)
+            if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+        const float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = es_fp32_to_fp16(d);
+        for (int j = 0; j < ES_QK / 2; j++) {
+            int q0 = (int)(x[j] * id + 8.5f), q1 = (int)(x[j + ES_QK / 2] * id + 8.5f);
+            q0 = q0 < 0 ? 0 : q0 > 15 ? 15 : q0;
+            q1 = q1 < 0 ? 0 : q1 > 15 ? 15 : q1;
+            b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static const es_type_traits k_traits[ES_TYPE_COUNT] = {
+    [ES_TYPE_F32] = {"f32", 1, 4, true, f32_to_float, f32_from_float},
+    [ES_TYPE_F16] = {"f16", 1, 2, true, f16_to_float, f16_from_float},
+    [ES_TYPE_BF16] = {"bf16", 1, 2, true, bf16_to_float, bf16_from_float},
+    [ES_TYPE_Q8_0] = {"q8_0", ES_QK, sizeof(es_block_q8_0), true, q8_0_to_float, q8_0_from_float},
+    [ES_TYPE_Q4_0] = {"q4_0", ES_QK, sizeof(es_block_q4_0), true, q4_0_to_float, q4_0_from_float},
+    /* Known to the GGUF reader (sizes), not yet computable here. */
+    [ES_TYPE_Q4_1] = {"q4_1", 32, 20, false, NULL, NULL},
+    [ES_TYPE_Q5_0] = {"q5_0", 32, 22, false, NULL, NULL},
+    [ES_TYPE_Q5_1] = {"q5_1", 32, 24, false, NULL, NULL},
+    [ES_TYPE_Q8_1] = {"q8_1", 32, 36, false, NULL, NULL},
+    [ES_TYPE_Q2_K] = {"q2_k", 256, 84, false, NULL, NULL},
+    [ES_TYPE_Q3_K] = {"q3_k", 256, 110, false, NULL, NULL},
+    [ES_TYPE_Q4_K] = {"q4_k", 256, 144, false, NULL, NULL},
+    [ES_TYPE_Q5_K] = {"q5_k", 256, 176, false, NULL, NULL},
+    [ES_TYPE_Q6_K] = {"q6_k", 256, 210, false, NULL, NULL},
+    [ES_TYPE_Q8_K] = {"q8_k", 256, 292, false, NULL, NULL},
+    [ES_TYPE_I8] = {"i8", 1, 1, false, NULL, NULL},
+    [ES_TYPE_I16] = {"i16", 1, 2, false, NULL, NULL},
+    [ES_TYPE_I32] = {"i32", 1, 4, false, NULL, NULL},
+    [ES_TYPE_I64] = {"i64", 1, 8, false, NULL, NULL},
+    [ES_TYPE_F64] = {"f64", 1, 8, false, NULL, NULL},
+};
+
+const es_type_traits *es_type_get(uint32_t type) {
+    if (type >= ES_TYPE_COUNT || !k_traits[type].name) return NULL;
+    return &k_traits[type];
+}
+
+const char *es_type_name(uint32_t type) {
+    const es_type_traits *t = es_type_get(type);
+    return t ? t->name : "unknown";
+}
+
+int es_type_from_name(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < ES_TYPE_COUNT; i++)
+        if (k_traits[i].name && k_traits[i].from_float && !strcasecmp(name, k_traits[i].name)) return i;
+    return -1;
+}
+
+size_t es_row_size(uint32_t type, int64_t n) {
+    const es_type_traits *t = es_type_get(type);
+    if (!t || n < 0 || n % t->blck_size != 0) return 0;
+    return (size_t)(n / t->blck_size) * t->type_size;
+}
