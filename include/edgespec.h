@@ -54,8 +54,9 @@ typedef void (*es_progress_fn)(void *ud, const char *what, double fraction);
 
 typedef struct es_model es_model;
 
+/* Models are memory-mapped read-only: weights stay in the page cache and are shared by every process
+ * that maps the same file; only norms and biases stored in non-f32 types are copied (as f32). */
 typedef struct es_model_params {
-    bool use_mmap;            /* default true: tensors stay in the page cache, not copied */
     es_log_fn log;            /* optional */
     es_progress_fn progress;  /* optional */
     void *ud;                 /* passed to log / progress */
@@ -109,6 +110,7 @@ typedef struct es_ctx_params {
     int n_batch_max;      /* max tokens in one es_decode call */
     int kv_block_size;    /* tokens per KV page (default 16) */
     int64_t kv_blocks;    /* pages in the pool (0: enough for n_seq_max full sequences) */
+    int n_logits_max;     /* max rows of logits one es_decode may ask for (0: n_batch_max) */
 } es_ctx_params;
 
 es_ctx_params es_ctx_default_params(void);

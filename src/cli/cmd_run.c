@@ -1,7 +1,57 @@
+/* cmd_run.c — `edgespec run`: generate text from a prompt with one model (or speculatively with a
+ * draft model, see cmd_run_spec.c). Generated text streams to stdout; timing goes to stderr; with
+ * --json one object is printed on stdout at the end instead. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
+#include "cli/run_opts.h"
+
+static const char *k_usage =
+    "edgespec run -m MODEL.gguf (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+    "             [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--threads N]\n"
+    "             [--ctx N] [--batch N] [--no-bos] [--json]\n"
+    "             [--draft DRAFT.gguf [--spec chain|tree] [--accept greedy|match|rejection] [--draft-max K] ...]";
+
+static void print_help(void) {
+    printf("usage: %s\n\n"
+           "Generates text from PROMPT and prints it (not the prompt) on stdout; timing on stderr.\n\n"
+           "  -m, --model FILE       GGUF model (llama or qwen2 architecture)\n"
+           "  -p, --prompt TEXT      prompt text\n"
+           "  -f, --file FILE        read the prompt from a file\n"
+           "  -n, --n-predict N      tokens to generate at most (default 256; stops earlier at EOS, or at BOS\n"
+           "                         for llama2.c story models, or when the context is full)\n"
+           "  --temp T               temperature; 0 = greedy (default 0)\n"
+           "  --top-k K              keep the K most likely tokens (0 = off, default 40 when sampling)\n"
+           "  --top-p P              nucleus sampling (default 1 = off)\n"
+           "  --min-p P              drop tokens below P x the top probability (default 0 = off)\n"
+           "  --repeat-penalty R     llama.cpp-style repetition penalty (default 1 = off)\n"
+           "  --repeat-last-n N      tokens the penalty looks back over (default 64)\n"
+           "  --seed S               sampling seed (default 42)\n"
+           "  -t, --threads N        compute threads (default: number of cores)\n"
+           "  -c, --ctx N            context length (default: the model's)\n"
+           "  -b, --batch N          prefill chunk size (default 512)\n"
+           "  --no-bos               do not prepend BOS\n"
+           "  --json                 print one JSON object with tokens, text and timings\n"
+           "  --draft FILE           speculative decoding with this draft model (see `edgespec run --help-spec`)\n",
+           k_usage);
+}
 
 int cmd_run(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_error("run", "not implemented yet");
+    es_run_opts o;
+    int rc = es_run_opts_parse(argc, argv, &o, k_usage);
+    if (rc == -1) {
+        print_help();
+        return 0;
+    }
+    if (rc == -2) {
+        es_run_opts_print_spec_help();
+        return 0;
+    }
+    if (rc != 0) return rc;
+    if (o.draft_path) return es_run_speculative(&o);
+    return es_run_plain(&o);
 }

@@ -1,0 +1,391 @@
+/* forward.c — es_ctx: the KV cache plus the Llama/Qwen2 forward pass over a batch of tokens.
+ *
+ * One es_decode evaluates n tokens of any number of sequences at once. Every weight matrix is applied
+ * to all n rows in one es_matmul (weights read once per pass), so a speculative verification of a
+ * whole token tree, or many sessions' drafts together, costs about one decode step while the model is
+ * memory-bound. Attention is per token: the sequence's cached prefix plus the token's ancestors in the
+ * batch (a tree mask given by parent indices, never a dense mask).
+ *
+ * All scratch is allocated in es_ctx_init from the batch limits; es_decode never allocates. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/matmul.h"
+#include "model/kv.h"
+#include "model/model.h"
+#include "util/err.h"
+#include "util/threadpool.h"
+
+struct es_ctx {
+    const es_model *model;
+    es_ctx_params p;
+    es_kv *kv;
+    es_threadpool *tp;
+
+    /* per-batch bookkeeping, [n_batch_max] unless noted */
+    int32_t *slot;        /* KV slot of each token in its sequence */
+    int32_t *anc_off;     /* start of token i's ancestor list in anc (root first, itself last) */
+    int32_t *anc_len;
+    int32_t *anc;         /* [n_batch_max * (n_batch_max + 1) / 2] worst case: one chain */
+    int32_t *prefix_len;  /* cached length of token i's sequence before this call */
+    int32_t *seq_count;   /* [n_seq_max] tokens of each sequence in this batch */
+    int32_t *seq_last;    /* [n_seq_max] batch index of the last token seen per sequence */
+    int32_t *logit_row;   /* row in `logits` for batch index i, -1 if none */
+    int32_t *out_idx;     /* batch indices whose logits were asked for */
+
+    /* activations */
+    float *x;             /* (n, n_embd) residual stream */
+    float *xb;            /* (n, max(n_embd, q_dim)) normed input / attention output */
+    float *q;             /* (n, q_dim) */
+    float *k, *v;         /* (n, kv_dim) */
+    float *hb, *hb2;      /* (n, n_ff) */
+    float *tmp;           /* (n, n_embd) projection output before the residual add */
+    float *att;           /* (n_threads, n_ctx + n_batch_max) attention scores */
+    float *rope_cos, *rope_sin; /* (n, rope_dim/2) */
+    float *inv_freq;      /* (rope_dim/2) */
+    float *logits;        /* (n_logits_max, n_vocab) */
+    float *xl;            /* (n_logits_max, n_embd) final-normed rows that want logits */
+    void *mm_scratch;
+    int n_last;           /* n_tokens of the last decode */
+    int n_out;
+};
+
+es_ctx_params es_ctx_default_params(void) {
+    es_ctx_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 1;
+    p.n_seq_max = 1;
+    p.n_batch_max = 512;
+    p.kv_block_size = 16;
+    return p;
+}
+
+void es_ctx_free(es_ctx *c) {
+    if (!c) return;
+    es_kv_free(c->kv);
+    es_threadpool_free(c->tp);
+    free(c->slot); free(c->anc_off); free(c->anc_len); free(c->anc); free(c->prefix_len);
+    free(c->seq_count); free(c->seq_last); free(c->logit_row); free(c->out_idx);
+    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->hb); free(c->hb2); free(c->tmp);
+    free(c->att); free(c->rope_cos); free(c->rope_sin); free(c->inv_freq); free(c->logits); free(c->xl);
+    free(c->mm_scratch);
+    free(c);
+}
+
+static void *falloc(size_t n_floats, bool *ok) {
+    void *p = malloc(n_floats ? n_floats * sizeof(float) : 1);
+    if (!p) *ok = false;
+    return p;
+}
+
+es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx **out, es_err *err) {
+    *out = NULL;
+    es_ctx_params p = params ? *params : es_ctx_default_params();
+    const es_hparams *hp = &model->hp;
+    if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train;
+    if (p.kv_block_size <= 0) p.kv_block_size = 16;
+    if (p.n_threads <= 0 || p.n_threads > 512) return es_fail(err, ES_ERR_INVALID_ARG, "threads must be in 1..512");
+    if (p.n_seq_max <= 0 || p.n_seq_max > 65536) return es_fail(err, ES_ERR_INVALID_ARG, "n_seq_max must be in 1..65536");
+    if (p.n_batch_max <= 0 || p.n_batch_max > 8192) return es_fail(err, ES_ERR_INVALID_ARG, "n_batch_max must be in 1..8192");
+    if (p.n_ctx > (1 << 24)) return es_fail(err, ES_ERR_INVALID_ARG, "context %d too large", p.n_ctx);
+    if (p.n_logits_max <= 0 || p.n_logits_max > p.n_batch_max) p.n_logits_max = p.n_batch_max;
+    const int64_t per_seq = (p.n_ctx + p.kv_block_size - 1) / p.kv_block_size;
+    if (p.kv_blocks <= 0) p.kv_blocks = per_seq * p.n_seq_max;
+
+    es_ctx *c = calloc(1, sizeof *c);
+    if (!c) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    c->model = model;
+    c->p = p;
+    es_status st;
+    const int kv_dim = hp->n_head_kv * hp->head_dim;
+    if ((st = es_kv_init(hp->n_layer, kv_dim, p.kv_block_size, p.kv_blocks, p.n_seq_max, p.n_ctx, &c->kv, err)) != ES_OK ||
+        (st = es_threadpool_init(p.n_threads, &c->tp, err)) != ES_OK) {
+        es_ctx_free(c);
+        return st;
+    }
+    const size_t n = (size_t)p.n_batch_max, d = (size_t)hp->n_embd;
+    const size_t qd = (size_t)hp->n_head * hp->head_dim;
+    const size_t wide = qd > d ? qd : d;
+    bool ok = true;
+    c->slot = malloc(n * sizeof(int32_t));
+    c->anc_off = malloc(n * sizeof(int32_t));
+    c->anc_len = malloc(n * sizeof(int32_t));
+    c->anc = malloc(n * (n + 1) / 2 * sizeof(int32_t));
+    c->prefix_len = malloc(n * sizeof(int32_t));
+    c->seq_count = calloc((size_t)p.n_seq_max, sizeof(int32_t));
+    c->seq_last = malloc((size_t)p.n_seq_max * sizeof(int32_t));
+    c->logit_row = malloc(n * sizeof(int32_t));
+    c->out_idx = malloc(n * sizeof(int32_t));
+    if (!c->slot || !c->anc_off || !c->anc_len || !c->anc || !c->prefix_len || !c->seq_count || !c->seq_last ||
+        !c->logit_row || !c->out_idx)
+        ok = false;
+    c->x = falloc(n * d, &ok);
+    c->xb = falloc(n * wide, &ok);
+    c->q = falloc(n * qd, &ok);
+    c->k = falloc(n * (size_t)kv_dim, &ok);
+    c->v = falloc(n * (size_t)kv_dim, &ok);
+    c->hb = falloc(n * (size_t)hp->n_ff, &ok);
+    c->hb2 = falloc(n * (size_t)hp->n_ff, &ok);
+    c->tmp = falloc(n * d, &ok);
+    c->att = falloc((size_t)p.n_threads * ((size_t)p.n_ctx + n), &ok);
+    c->rope_cos = falloc(n * (size_t)hp->rope_dim / 2, &ok);
+    c->rope_sin = falloc(n * (size_t)hp->rope_dim / 2, &ok);
+    c->inv_freq = falloc((size_t)hp->rope_dim / 2, &ok);
+    c->logits = falloc((size_t)p.n_logits_max * (size_t)hp->n_vocab, &ok);
+    c->xl = falloc((size_t)p.n_logits_max * d, &ok);
+    size_t mm = 0, cols[] = {d, qd, (size_t)hp->n_ff};
+    for (int i = 0; i < 3; i++) {
+        size_t s = es_matmul_scratch_size((int64_t)n, (int64_t)cols[i]);
+        if (s > mm) mm = s;
+    }
+    c->mm_scratch = malloc(mm ? mm : 1);
+    if (!c->mm_scratch) ok = false;
+    if (!ok) {
+        es_ctx_free(c);
+        return es_fail(err, ES_ERR_NOMEM, "cannot allocate the context's scratch buffers (batch %d, context %d)",
+                       p.n_batch_max, p.n_ctx);
+    }
+    /* Inverse frequencies computed exactly as llama2.c does (float powf), so greedy outputs match it. */
+    for (int i = 0; i < hp->rope_dim / 2; i++)
+        c->inv_freq[i] = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+    *out = c;
+    return ES_OK;
+}
+
+/* ---- elementwise helpers ---------------------------------------------------------------------- */
+
+static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
+    float ss = 0.0f;
+    for (int j = 0; j < n; j++) ss += x[j] * x[j];
+    ss /= (float)n;
+    ss += eps;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
+}
+
+/* Rotates each head's first rope_dim dims: consecutive pairs (2i, 2i+1) for llama, halves
+ * (i, i + rope_dim/2) for NEOX-style qwen2. */
+static void rope(float *vec, int n_heads, int head_dim, int rope_dim, bool neox, const float *cs, const float *sn) {
+    const int half = rope_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            const float v0 = v[a], v1 = v[b];
+            v[a] = v0 * cs[i] - v1 * sn[i];
+            v[b] = v0 * sn[i] + v1 * cs[i];
+        }
+    }
+}
+
+/* ---- attention -------------------------------------------------------------------------------- */
+
+typedef struct {
+    es_ctx *c;
+    const es_batch *b;
+    int layer;
+    int n;
+} att_task;
+
+/* Work item w = (token i, head h). Scores over the cached prefix (walked page by page) and the
+ * token's ancestors in this batch; softmax; weighted sum of V into xb. */
+static void attention_worker(void *ud, int ith, int nth) {
+    att_task *t = ud;
+    es_ctx *c = t->c;
+    const es_hparams *hp = &c->model->hp;
+    const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const int kv_dim = hp->n_head_kv * hd, bs = es_kv_block_size(c->kv);
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->att + (size_t)ith * ((size_t)c->p.n_ctx + (size_t)c->p.n_batch_max);
+    int64_t lo, hi;
+    es_split_range((int64_t)t->n * n_head, ith, nth, &lo, &hi);
+    for (int64_t w = lo; w < hi; w++) {
+        const int i = (int)(w / n_head), h = (int)(w % n_head), kvh = h / group;
+        const int seq = t->b->seq[i];
+        const float *q = c->q + (size_t)i * n_head * hd + (size_t)h * hd;
+        const int P = c->prefix_len[i], A = c->anc_len[i];
+        const int32_t *anc = c->anc + c->anc_off[i];
+        const int32_t *table = es_kv_seq_blocks(c->kv, seq);
+        float maxv = -INFINITY;
+        for (int s = 0; s < P; s++) {
+            const float *k = es_kv_block_k(c->kv, table[s / bs], t->layer) + (size_t)(s % bs) * kv_dim + (size_t)kvh * hd;
+            float dot = 0.0f;
+            for (int j = 0; j < hd; j++) dot += q[j] * k[j];
+            scores[s] = dot * scale;
+            if (scores[s] > maxv) maxv = scores[s];
+        }
+        for (int a = 0; a < A; a++) {
+            const int s = c->slot[anc[a]];
+            const float *k = es_kv_block_k(c->kv, table[s / bs], t->layer) + (size_t)(s % bs) * kv_dim + (size_t)kvh * hd;
+            float dot = 0.0f;
+            for (int j = 0; j < hd; j++) dot += q[j] * k[j];
+            scores[P + a] = dot * scale;
+            if (scores[P + a] > maxv) maxv = scores[P + a];
+        }
+        float sum = 0.0f;
+        for (int s = 0; s < P + A; s++) {
+            scores[s] = expf(scores[s] - maxv);
+            sum += scores[s];
+        }
+        const float inv = 1.0f / sum;
+        float *o = c->xb + (size_t)i * n_head * hd + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int s = 0; s < P + A; s++) {
+            const int slot = s < P ? s : c->slot[anc[s - P]];
+            const float *v = es_kv_block_v(c->kv, table[slot / bs], t->layer) + (size_t)(slot % bs) * kv_dim + (size_t)kvh * hd;
+            const float a = scores[s] * inv;
+            for (int j = 0; j < hd; j++) o[j] += a * v[j];
+        }
+    }
+}
+
+/* ---- batch validation and bookkeeping --------------------------------------------------------- */
+
+/* Checks the batch, fills slot / prefix / ancestor lists, and reserves KV pages. On failure nothing
+ * in the cache has changed. */
+static es_status prepare(es_ctx *c, const es_batch *b, es_err *err) {
+    const int n = b->n_tokens, nv = c->model->hp.n_vocab;
+    if (n <= 0 || n > c->p.n_batch_max)
+        return es_fail(err, ES_ERR_INVALID_ARG, "batch of %d tokens (must be 1..%d)", n, c->p.n_batch_max);
+    if (!b->token || !b->pos || !b->seq) return es_fail(err, ES_ERR_INVALID_ARG, "batch arrays token, pos and seq are required");
+    for (int s = 0; s < c->p.n_seq_max; s++) { c->seq_count[s] = 0; c->seq_last[s] = -1; }
+    int n_out = 0;
+    int32_t anc_used = 0;
+    for (int i = 0; i < n; i++) {
+        const int seq = b->seq[i];
+        if (!es_kv_seq_valid(c->kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "batch token %d: sequence %d is not open", i, seq);
+        if (b->token[i] < 0 || b->token[i] >= nv)
+            return es_fail(err, ES_ERR_RANGE, "batch token %d: id %d outside the vocabulary (0..%d)", i, b->token[i], nv - 1);
+        if (b->pos[i] < 0 || b->pos[i] >= c->p.n_ctx)
+            return es_fail(err, ES_ERR_RANGE, "batch token %d: position %d outside the context (0..%d)", i, b->pos[i], c->p.n_ctx - 1);
+        int par = b->parent ? b->parent[i] : c->seq_last[seq];
+        if (par >= i || par < -1 || (par >= 0 && b->seq[par] != seq))
+            return es_fail(err, ES_ERR_INVALID_ARG, "batch token %d: parent %d must be an earlier token of the same sequence or -1", i, par);
+        c->prefix_len[i] = es_kv_seq_len(c->kv, seq);
+        c->slot[i] = c->prefix_len[i] + c->seq_count[seq]++;
+        c->seq_last[seq] = i;
+        /* ancestors: the parent's list, then itself */
+        const int plen = par >= 0 ? c->anc_len[par] : 0;
+        c->anc_off[i] = anc_used;
+        if (plen) memcpy(c->anc + anc_used, c->anc + c->anc_off[par], (size_t)plen * sizeof(int32_t));
+        c->anc[anc_used + plen] = i;
+        c->anc_len[i] = plen + 1;
+        anc_used += plen + 1;
+        const bool want = b->logits ? b->logits[i] != 0 : false;
+        c->logit_row[i] = -1;
+        if (want) {
+            if (n_out >= c->p.n_logits_max)
+                return es_fail(err, ES_ERR_RANGE, "batch asks for more than %d rows of logits", c->p.n_logits_max);
+            c->logit_row[i] = n_out;
+            c->out_idx[n_out++] = i;
+        }
+    }
+    if (!b->logits) { /* default: the last token */
+        c->logit_row[n - 1] = 0;
+        c->out_idx[0] = n - 1;
+        n_out = 1;
+    }
+    c->n_out = n_out;
+    /* Reserve pages; roll back every sequence touched so far on failure. */
+    for (int s = 0; s < c->p.n_seq_max; s++) {
+        if (!c->seq_count[s]) continue;
+        es_status st = es_kv_seq_reserve(c->kv, s, es_kv_seq_len(c->kv, s) + c->seq_count[s], err);
+        if (st != ES_OK) {
+            for (int r = 0; r < s; r++)
+                if (c->seq_count[r]) es_kv_seq_truncate(c->kv, r, es_kv_seq_len(c->kv, r));
+            return st;
+        }
+    }
+    return ES_OK;
+}
+
+/* ---- the forward pass ------------------------------------------------------------------------- */
+
+es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
+    if (!c || !b) return es_fail(err, ES_ERR_INVALID_ARG, "null context or batch");
+    es_status st = prepare(c, b, err);
+    if (st != ES_OK) return st;
+    const es_model *m = c->model;
+    const es_hparams *hp = &m->hp;
+    const int n = b->n_tokens, d = hp->n_embd, hd = hp->head_dim, ff = hp->n_ff;
+    const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, half = hp->rope_dim / 2;
+
+    for (int i = 0; i < n; i++) {
+        es_mat_get_row(&m->tok_embd, b->token[i], c->x + (size_t)i * d);
+        for (int j = 0; j < half; j++) {
+            const float val = (float)b->pos[i] * c->inv_freq[j];
+            c->rope_cos[(size_t)i * half + j] = cosf(val);
+            c->rope_sin[(size_t)i * half + j] = sinf(val);
+        }
+    }
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        const es_layer *L = &m->layers[il];
+        for (int i = 0; i < n; i++) rmsnorm(c->xb + (size_t)i * d, c->x + (size_t)i * d, L->attn_norm, d, hp->rms_eps);
+        es_matmul(c->tp, c->q, &L->wq, c->xb, n, c->mm_scratch);
+        es_matmul(c->tp, c->k, &L->wk, c->xb, n, c->mm_scratch);
+        es_matmul(c->tp, c->v, &L->wv, c->xb, n, c->mm_scratch);
+        for (int i = 0; i < n; i++) {
+            float *q = c->q + (size_t)i * qd, *k = c->k + (size_t)i * kvd, *v = c->v + (size_t)i * kvd;
+            if (L->bq) for (int j = 0; j < qd; j++) q[j] += L->bq[j];
+            if (L->bk) for (int j = 0; j < kvd; j++) k[j] += L->bk[j];
+            if (L->bv) for (int j = 0; j < kvd; j++) v[j] += L->bv[j];
+            const float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
+            rope(q, hp->n_head, hd, hp->rope_dim, hp->rope_neox, cs, sn);
+            rope(k, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, cs, sn);
+            memcpy(es_kv_k(c->kv, b->seq[i], il, c->slot[i]), k, (size_t)kvd * sizeof(float));
+            memcpy(es_kv_v(c->kv, b->seq[i], il, c->slot[i]), v, (size_t)kvd * sizeof(float));
+        }
+        att_task at = {c, b, il, n};
+        es_threadpool_run(c->tp, attention_worker, &at);
+        es_matmul(c->tp, c->tmp, &L->wo, c->xb, n, c->mm_scratch);
+        for (size_t j = 0; j < (size_t)n * d; j++) c->x[j] += c->tmp[j];
+
+        for (int i = 0; i < n; i++) rmsnorm(c->xb + (size_t)i * d, c->x + (size_t)i * d, L->ffn_norm, d, hp->rms_eps);
+        es_matmul(c->tp, c->hb, &L->w1, c->xb, n, c->mm_scratch);
+        es_matmul(c->tp, c->hb2, &L->w3, c->xb, n, c->mm_scratch);
+        for (size_t j = 0; j < (size_t)n * ff; j++) {
+            const float g = c->hb[j];
+            c->hb[j] = g * (1.0f / (1.0f + expf(-g))) * c->hb2[j];
+        }
+        es_matmul(c->tp, c->tmp, &L->w2, c->hb, n, c->mm_scratch);
+        for (size_t j = 0; j < (size_t)n * d; j++) c->x[j] += c->tmp[j];
+    }
+
+    for (int r = 0; r < c->n_out; r++)
+        rmsnorm(c->xl + (size_t)r * d, c->x + (size_t)c->out_idx[r] * d, m->output_norm, d, hp->rms_eps);
+    if (c->n_out > 0) es_matmul(c->tp, c->logits, &m->output, c->xl, c->n_out, c->mm_scratch);
+
+    for (int s = 0; s < c->p.n_seq_max; s++)
+        if (c->seq_count[s]) es_kv_seq_set_len(c->kv, s, es_kv_seq_len(c->kv, s) + c->seq_count[s]);
+    c->n_last = n;
+    return ES_OK;
+}
+
+const float *es_ctx_logits(const es_ctx *c, int i) {
+    if (i < 0 || i >= c->n_last || c->logit_row[i] < 0) return NULL;
+    return c->logits + (size_t)c->logit_row[i] * c->model->hp.n_vocab;
+}
+
+/* ---- sequences -------------------------------------------------------------------------------- */
+
+es_status es_seq_open(es_ctx *c, int *seq, es_err *err) { return es_kv_seq_open(c->kv, seq, err); }
+void es_seq_close(es_ctx *c, int seq) { es_kv_seq_close(c->kv, seq); }
+int es_seq_len(const es_ctx *c, int seq) { return es_kv_seq_len(c->kv, seq); }
+
+es_status es_seq_truncate(es_ctx *c, int seq, int len, es_err *err) {
+    if (!es_kv_seq_valid(c->kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d is not open", seq);
+    if (len < 0 || len > es_kv_seq_len(c->kv, seq))
+        return es_fail(err, ES_ERR_RANGE, "cannot truncate sequence %d of %d tokens to %d", seq, es_kv_seq_len(c->kv, seq), len);
+    es_kv_seq_truncate(c->kv, seq, len);
+    return ES_OK;
+}
+
+es_status es_seq_keep(es_ctx *c, int seq, int base, const int32_t *slots, int n, es_err *err) {
+    return es_kv_seq_keep(c->kv, seq, base, slots, n, err);
+}
+
+int64_t es_ctx_kv_blocks_used(const es_ctx *c) { return es_kv_blocks_used(c->kv); }
+int64_t es_ctx_kv_blocks_total(const es_ctx *c) { return es_kv_blocks_total(c->kv); }
+const es_model *es_ctx_model(const es_ctx *c) { return c->model; }

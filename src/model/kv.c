@@ -1,0 +1,165 @@
+#include "model/kv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/err.h"
+
+typedef struct kv_seq {
+    bool open;
+    int len;        /* slots holding tokens */
+    int n_blocks;   /* pages owned */
+    int32_t *table; /* [max_blocks_per_seq] page ids */
+} kv_seq;
+
+struct es_kv {
+    int n_layer, kv_dim, block_size, n_ctx, n_seq_max, max_blocks_per_seq;
+    int64_t n_blocks, n_free;
+    size_t block_floats; /* floats per page per K (or V): n_layer * block_size * kv_dim */
+    float *k, *v;        /* [n_blocks][n_layer][block_size][kv_dim] */
+    int32_t *free_list;  /* stack of free page ids */
+    kv_seq *seqs;
+    int32_t *tables;     /* backing store of every seq's table */
+};
+
+es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx, es_kv **out,
+                     es_err *err) {
+    *out = NULL;
+    if (n_layer <= 0 || kv_dim <= 0 || block_size <= 0 || block_size > 4096 || n_blocks <= 0 || n_blocks > INT32_MAX ||
+        n_seq_max <= 0 || n_seq_max > 1 << 20 || n_ctx <= 0)
+        return es_fail(err, ES_ERR_INVALID_ARG, "bad KV cache parameters");
+    es_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    kv->n_layer = n_layer;
+    kv->kv_dim = kv_dim;
+    kv->block_size = block_size;
+    kv->n_ctx = n_ctx;
+    kv->n_seq_max = n_seq_max;
+    kv->max_blocks_per_seq = (n_ctx + block_size - 1) / block_size;
+    kv->n_blocks = n_blocks;
+    kv->block_floats = (size_t)n_layer * (size_t)block_size * (size_t)kv_dim;
+    uint64_t total;
+    if (!es_mul_ok(kv->block_floats, (uint64_t)n_blocks, &total) || !es_mul_ok(total, sizeof(float), &total)) {
+        free(kv);
+        return es_fail(err, ES_ERR_INVALID_ARG, "KV pool size overflows");
+    }
+    kv->k = malloc(total);
+    kv->v = malloc(total);
+    kv->free_list = malloc((size_t)n_blocks * sizeof(int32_t));
+    kv->seqs = calloc((size_t)n_seq_max, sizeof *kv->seqs);
+    kv->tables = malloc((size_t)n_seq_max * (size_t)kv->max_blocks_per_seq * sizeof(int32_t));
+    if (!kv->k || !kv->v || !kv->free_list || !kv->seqs || !kv->tables) {
+        es_kv_free(kv);
+        return es_fail(err, ES_ERR_NOMEM, "cannot allocate a KV pool of %.1f MB", 2.0 * (double)total / 1e6);
+    }
+    /* Pop order low ids first: the stack holds ids descending. */
+    for (int64_t i = 0; i < n_blocks; i++) kv->free_list[i] = (int32_t)(n_blocks - 1 - i);
+    kv->n_free = n_blocks;
+    for (int s = 0; s < n_seq_max; s++) kv->seqs[s].table = kv->tables + (size_t)s * kv->max_blocks_per_seq;
+    *out = kv;
+    return ES_OK;
+}
+
+void es_kv_free(es_kv *kv) {
+    if (!kv) return;
+    free(kv->k);
+    free(kv->v);
+    free(kv->free_list);
+    free(kv->seqs);
+    free(kv->tables);
+    free(kv);
+}
+
+es_status es_kv_seq_open(es_kv *kv, int *seq, es_err *err) {
+    for (int s = 0; s < kv->n_seq_max; s++) {
+        if (!kv->seqs[s].open) {
+            kv->seqs[s].open = true;
+            kv->seqs[s].len = 0;
+            kv->seqs[s].n_blocks = 0;
+            *seq = s;
+            return ES_OK;
+        }
+    }
+    return es_fail(err, ES_ERR_FULL, "all %d sequences are in use", kv->n_seq_max);
+}
+
+bool es_kv_seq_valid(const es_kv *kv, int seq) { return seq >= 0 && seq < kv->n_seq_max && kv->seqs[seq].open; }
+
+static void release_blocks(es_kv *kv, kv_seq *s, int keep_blocks) {
+    while (s->n_blocks > keep_blocks) kv->free_list[kv->n_free++] = s->table[--s->n_blocks];
+}
+
+void es_kv_seq_close(es_kv *kv, int seq) {
+    if (!es_kv_seq_valid(kv, seq)) return;
+    kv_seq *s = &kv->seqs[seq];
+    release_blocks(kv, s, 0);
+    s->len = 0;
+    s->open = false;
+}
+
+int es_kv_seq_len(const es_kv *kv, int seq) { return es_kv_seq_valid(kv, seq) ? kv->seqs[seq].len : -1; }
+
+es_status es_kv_seq_reserve(es_kv *kv, int seq, int len, es_err *err) {
+    if (!es_kv_seq_valid(kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d is not open", seq);
+    if (len > kv->n_ctx)
+        return es_fail(err, ES_ERR_RANGE, "sequence %d would hold %d tokens, more than the context of %d", seq, len,
+                       kv->n_ctx);
+    kv_seq *s = &kv->seqs[seq];
+    int need = (len + kv->block_size - 1) / kv->block_size;
+    if (need <= s->n_blocks) return ES_OK;
+    if (need - s->n_blocks > kv->n_free)
+        return es_fail(err, ES_ERR_FULL, "KV pool exhausted: sequence %d needs %d more pages, %lld free of %lld", seq,
+                       need - s->n_blocks, (long long)kv->n_free, (long long)kv->n_blocks);
+    while (s->n_blocks < need) s->table[s->n_blocks++] = kv->free_list[--kv->n_free];
+    return ES_OK;
+}
+
+void es_kv_seq_set_len(es_kv *kv, int seq, int len) { kv->seqs[seq].len = len; }
+
+void es_kv_seq_truncate(es_kv *kv, int seq, int len) {
+    if (!es_kv_seq_valid(kv, seq) || len < 0) return;
+    kv_seq *s = &kv->seqs[seq];
+    if (len < s->len) s->len = len;
+    release_blocks(kv, s, (s->len + kv->block_size - 1) / kv->block_size);
+}
+
+static inline size_t slot_offset(const es_kv *kv, const kv_seq *s, int layer, int slot) {
+    int32_t b = s->table[slot / kv->block_size];
+    return (size_t)b * kv->block_floats + ((size_t)layer * kv->block_size + (size_t)(slot % kv->block_size)) * kv->kv_dim;
+}
+
+float *es_kv_k(es_kv *kv, int seq, int layer, int slot) { return kv->k + slot_offset(kv, &kv->seqs[seq], layer, slot); }
+float *es_kv_v(es_kv *kv, int seq, int layer, int slot) { return kv->v + slot_offset(kv, &kv->seqs[seq], layer, slot); }
+
+es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int n, es_err *err) {
+    if (!es_kv_seq_valid(kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d is not open", seq);
+    kv_seq *s = &kv->seqs[seq];
+    if (base < 0 || base > s->len || n < 0 || n > s->len - base)
+        return es_fail(err, ES_ERR_RANGE, "keep of %d slots from %d in a sequence of %d", n, base, s->len);
+    for (int k = 0; k < n; k++)
+        if (slots[k] < base + k || slots[k] >= s->len || (k > 0 && slots[k] <= slots[k - 1]))
+            return es_fail(err, ES_ERR_RANGE, "keep: slot list must be increasing within [%d, %d)", base, s->len);
+    const size_t row = (size_t)kv->kv_dim * sizeof(float);
+    for (int k = 0; k < n; k++) {
+        if (slots[k] == base + k) continue;
+        for (int l = 0; l < kv->n_layer; l++) {
+            memcpy(kv->k + slot_offset(kv, s, l, base + k), kv->k + slot_offset(kv, s, l, slots[k]), row);
+            memcpy(kv->v + slot_offset(kv, s, l, base + k), kv->v + slot_offset(kv, s, l, slots[k]), row);
+        }
+    }
+    es_kv_seq_truncate(kv, seq, base + n);
+    return ES_OK;
+}
+
+int es_kv_block_size(const es_kv *kv) { return kv->block_size; }
+const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq) { return kv->seqs[seq].table; }
+float *es_kv_block_k(es_kv *kv, int32_t block, int layer) {
+    return kv->k + (size_t)block * kv->block_floats + (size_t)layer * kv->block_size * kv->kv_dim;
+}
+float *es_kv_block_v(es_kv *kv, int32_t block, int layer) {
+    return kv->v + (size_t)block * kv->block_floats + (size_t)layer * kv->block_size * kv->kv_dim;
+}
+int64_t es_kv_blocks_used(const es_kv *kv) { return kv->n_blocks - kv->n_free; }
+int64_t es_kv_blocks_total(const es_kv *kv) { return kv->n_blocks; }
+int es_kv_n_seq_max(const es_kv *kv) { return kv->n_seq_max; }
+int es_kv_n_ctx(const es_kv *kv) { return kv->n_ctx; }

@@ -1,0 +1,51 @@
+/* kv.h — a paged KV cache shared by many sequences.
+ *
+ * Memory is a pool of fixed-size pages ("blocks") of block_size token slots; a page holds the K and V
+ * rows of every layer for its slots. Each sequence owns a block table; slot s of a sequence lives in
+ * page table[s / block_size] at offset s % block_size. Pages are taken from a free list as a sequence
+ * grows and returned when it is truncated or closed, so the pool's memory budget is shared by all
+ * sessions and a finished session frees its memory at once. */
+#ifndef ES_MODEL_KV_H
+#define ES_MODEL_KV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "edgespec.h"
+
+typedef struct es_kv es_kv;
+
+/* Pool of n_blocks pages for n_seq_max sequences of at most n_ctx slots each. */
+es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx, es_kv **out,
+                     es_err *err);
+void es_kv_free(es_kv *kv);
+
+es_status es_kv_seq_open(es_kv *kv, int *seq, es_err *err);
+void es_kv_seq_close(es_kv *kv, int seq);
+bool es_kv_seq_valid(const es_kv *kv, int seq);
+int es_kv_seq_len(const es_kv *kv, int seq);
+/* Makes room for `len` slots (allocating pages); on ES_ERR_FULL nothing changes. */
+es_status es_kv_seq_reserve(es_kv *kv, int seq, int len, es_err *err);
+/* Sets the sequence length (<= reserved capacity) without freeing pages (used after a forward pass). */
+void es_kv_seq_set_len(es_kv *kv, int seq, int len);
+/* Shrinks to len, returning whole pages no longer used. */
+void es_kv_seq_truncate(es_kv *kv, int seq, int len);
+/* Moves slots[k] (strictly increasing, >= base, < len) to base + k, then truncates to base + n. */
+es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int n, es_err *err);
+
+/* K / V row (kv_dim floats) of a slot in one layer. The slot must be within the reserved capacity. */
+float *es_kv_k(es_kv *kv, int seq, int layer, int slot);
+float *es_kv_v(es_kv *kv, int seq, int layer, int slot);
+
+int es_kv_block_size(const es_kv *kv);
+/* The page table of a sequence (for walking slots page by page in attention). */
+const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq);
+float *es_kv_block_k(es_kv *kv, int32_t block, int layer); /* block_size rows of kv_dim */
+float *es_kv_block_v(es_kv *kv, int32_t block, int layer);
+
+int64_t es_kv_blocks_used(const es_kv *kv);
+int64_t es_kv_blocks_total(const es_kv *kv);
+int es_kv_n_seq_max(const es_kv *kv);
+int es_kv_n_ctx(const es_kv *kv);
+
+#endif

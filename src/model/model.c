@@ -1,0 +1,168 @@
+/* model.c — loading a GGUF into an es_model: find every tensor by its standard name, check its type
+ * and shape against the hyper-parameters, and keep views into the mapping (no copies of matrices). */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/err.h"
+
+es_model_params es_model_default_params(void) {
+    es_model_params p;
+    memset(&p, 0, sizeof p);
+    return p;
+}
+
+/* Looks up a tensor, checks it is 2-D [cols, rows] in a supported type and fills the view. */
+static es_status bind_mat(const es_gguf *g, const char *name, int64_t cols, int64_t rows, es_mat *m, es_err *err) {
+    const es_gguf_tensor *t = es_gguf_find_tensor(g, name);
+    if (!t) return es_fail(err, ES_ERR_FORMAT, "tensor '%s' is missing", name);
+    const es_type_traits *tr = es_type_get(t->type);
+    if (!tr || !tr->to_float)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this build cannot compute with", name,
+                       es_type_name(t->type));
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return es_fail(err, ES_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+                       (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                       (long long)cols, (long long)rows);
+    m->type = t->type;
+    m->rows = rows;
+    m->cols = cols;
+    m->row_bytes = es_row_size(t->type, cols);
+    m->data = t->data;
+    return ES_OK;
+}
+
+/* Counts the floats needed for copies of 1-D tensors that are not stored as f32. */
+static int64_t vec_copy_need(const es_gguf *g, const char *name) {
+    const es_gguf_tensor *t = es_gguf_find_tensor(g, name);
+    return t && t->type != ES_TYPE_F32 ? t->ne[0] : 0;
+}
+
+/* Binds a 1-D tensor of n elements as f32: in place when it is f32, else converted into *pool. */
+static es_status bind_vec(const es_gguf *g, const char *name, int64_t n, bool required, const float **out, float **pool,
+                          es_err *err) {
+    const es_gguf_tensor *t = es_gguf_find_tensor(g, name);
+    *out = NULL;
+    if (!t) return required ? es_fail(err, ES_ERR_FORMAT, "tensor '%s' is missing", name) : ES_OK;
+    if (t->n_dims != 1 || t->ne[0] != n)
+        return es_fail(err, ES_ERR_FORMAT, "tensor '%s' has %lld elements in %d dims, expected a vector of %lld", name,
+                       (long long)t->ne[0], t->n_dims, (long long)n);
+    if (t->type == ES_TYPE_F32) {
+        *out = (const float *)t->data;
+        return ES_OK;
+    }
+    const es_type_traits *tr = es_type_get(t->type);
+    if (!tr || !tr->to_float || n % tr->blck_size)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "tensor '%s' has type %s, unsupported for a vector", name,
+                       es_type_name(t->type));
+    tr->to_float(t->data, *pool, n);
+    *out = *pool;
+    *pool += n;
+    return ES_OK;
+}
+
+static uint64_t mat_bytes(const es_mat *m) { return (uint64_t)m->row_bytes * (uint64_t)m->rows; }
+
+static void report(const es_model_params *p, double frac) {
+    if (p && p->progress) p->progress(p->ud, "loading", frac);
+}
+
+es_status es_model_load(const char *path, const es_model_params *params, es_model **out, es_err *err) {
+    *out = NULL;
+    es_model *m = calloc(1, sizeof *m);
+    if (!m) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    es_status st = es_gguf_open(path, &m->gguf, err);
+    if (st != ES_OK) goto fail;
+    const es_gguf *g = m->gguf;
+    report(params, 0.1);
+    if ((st = es_hparams_from_gguf(g, &m->hp, err)) != ES_OK) goto fail;
+    const es_hparams *hp = &m->hp;
+    if ((st = es_tokenizer_from_gguf(g, &m->tok, err)) != ES_OK) goto fail;
+    if (es_tokenizer_n_vocab(m->tok) != hp->n_vocab) {
+        st = es_fail(err, ES_ERR_FORMAT, "tokenizer has %d tokens but the model's vocabulary is %d",
+                     es_tokenizer_n_vocab(m->tok), hp->n_vocab);
+        goto fail;
+    }
+    const char *nm;
+    size_t nlen;
+    snprintf(m->name, sizeof m->name, "%s", es_gguf_get_str(g, "general.name", &nm, &nlen) ? nm : "model");
+
+    const int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) { st = es_fail(err, ES_ERR_NOMEM, "out of memory"); goto fail; }
+
+    /* One pool for every converted vector, sized by a first pass over the names. */
+    char name[96];
+    int64_t need = vec_copy_need(g, "output_norm.weight");
+    static const char *const vec_names[] = {"attn_norm.weight", "ffn_norm.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias"};
+    for (int il = 0; il < hp->n_layer; il++)
+        for (size_t k = 0; k < sizeof vec_names / sizeof vec_names[0]; k++)
+            need += vec_copy_need(g, es_tensor_name(name, sizeof name, il, vec_names[k]));
+    if (need > 0 && !(m->owned = malloc((size_t)need * sizeof(float)))) {
+        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    float *pool = m->owned;
+
+    if ((st = bind_mat(g, "token_embd.weight", d, hp->n_vocab, &m->tok_embd, err)) != ES_OK) goto fail;
+    if ((st = bind_vec(g, "output_norm.weight", d, true, &m->output_norm, &pool, err)) != ES_OK) goto fail;
+    if (hp->tied_output) m->output = m->tok_embd;
+    else if ((st = bind_mat(g, "output.weight", d, hp->n_vocab, &m->output, err)) != ES_OK) goto fail;
+    m->weight_bytes = mat_bytes(&m->output);
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        es_layer *L = &m->layers[il];
+#define MAT(field, suffix, cols, rows) \
+    if ((st = bind_mat(g, es_tensor_name(name, sizeof name, il, suffix), cols, rows, &L->field, err)) != ES_OK) goto fail; \
+    m->weight_bytes += mat_bytes(&L->field);
+#define VEC(field, suffix, n, req) \
+    if ((st = bind_vec(g, es_tensor_name(name, sizeof name, il, suffix), n, req, &L->field, &pool, err)) != ES_OK) goto fail;
+        VEC(attn_norm, "attn_norm.weight", d, true)
+        VEC(ffn_norm, "ffn_norm.weight", d, true)
+        MAT(wq, "attn_q.weight", d, qd)
+        MAT(wk, "attn_k.weight", d, kvd)
+        MAT(wv, "attn_v.weight", d, kvd)
+        MAT(wo, "attn_output.weight", qd, d)
+        MAT(w1, "ffn_gate.weight", d, hp->n_ff)
+        MAT(w2, "ffn_down.weight", hp->n_ff, d)
+        MAT(w3, "ffn_up.weight", d, hp->n_ff)
+        VEC(bq, "attn_q.bias", qd, hp->qkv_bias)
+        VEC(bk, "attn_k.bias", kvd, hp->qkv_bias)
+        VEC(bv, "attn_v.bias", kvd, hp->qkv_bias)
+#undef MAT
+#undef VEC
+        report(params, 0.1 + 0.9 * (il + 1) / hp->n_layer);
+    }
+    *out = m;
+    return ES_OK;
+fail:
+    es_err_prefix(err, path);
+    es_model_free(m);
+    return st;
+}
+
+void es_model_free(es_model *m) {
+    if (!m) return;
+    free(m->layers);
+    free(m->owned);
+    es_tokenizer_free(m->tok);
+    es_gguf_free(m->gguf);
+    free(m);
+}
+
+int es_model_n_vocab(const es_model *m) { return m->hp.n_vocab; }
+int es_model_n_ctx_train(const es_model *m) { return m->hp.n_ctx_train; }
+int es_model_n_layer(const es_model *m) { return m->hp.n_layer; }
+int es_model_n_embd(const es_model *m) { return m->hp.n_embd; }
+uint64_t es_model_weight_bytes(const es_model *m) { return m->weight_bytes; }
+const es_tokenizer *es_model_tokenizer(const es_model *m) { return m->tok; }
+
+const char *es_model_desc(const es_model *m, char *buf, size_t len) {
+    const es_hparams *hp = &m->hp;
+    snprintf(buf, len, "%s %dd %dL %dh/%dkv ff %d vocab %d ctx %d %s (%.1f MB of weights)", es_arch_name(hp->arch),
+             hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff, hp->n_vocab, hp->n_ctx_train,
+             es_type_name(m->layers[0].wq.type), (double)m->weight_bytes / 1e6);
+    return buf;
+}

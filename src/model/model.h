@@ -1,0 +1,36 @@
+/* model.h — the loaded model: hyper-parameters plus typed views into the memory-mapped GGUF. */
+#ifndef ES_MODEL_MODEL_H
+#define ES_MODEL_MODEL_H
+
+#include "edgespec.h"
+#include "gguf/gguf.h"
+#include "kernels/matmul.h"
+#include "model/hparams.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct es_layer {
+    const float *attn_norm;        /* (n_embd) */
+    es_mat wq;                     /* (n_head*head_dim rows, n_embd cols) */
+    es_mat wk, wv;                 /* (n_head_kv*head_dim, n_embd) */
+    es_mat wo;                     /* (n_embd, n_head*head_dim) */
+    const float *bq, *bk, *bv;     /* qwen2 biases (rows of wq / wk / wv), NULL for llama */
+    const float *ffn_norm;         /* (n_embd) */
+    es_mat w1;                     /* gate (n_ff, n_embd) */
+    es_mat w2;                     /* down (n_embd, n_ff) */
+    es_mat w3;                     /* up   (n_ff, n_embd) */
+} es_layer;
+
+struct es_model {
+    es_hparams hp;
+    es_gguf *gguf;                 /* owns the mapping every es_mat points into */
+    es_tokenizer *tok;
+    es_mat tok_embd;               /* (n_vocab, n_embd) */
+    const float *output_norm;      /* (n_embd) */
+    es_mat output;                 /* (n_vocab, n_embd); a copy of tok_embd's view when tied */
+    es_layer *layers;              /* [n_layer] */
+    float *owned;                  /* f32 copies of small vectors stored in other types */
+    uint64_t weight_bytes;         /* bytes of matrices read per decode step */
+    char name[128];
+};
+
+#endif
