@@ -120,12 +120,15 @@ void es_ctx_free(es_ctx *ctx);
 
 /* One forward pass over n tokens of one or more sequences.
  *
- * Token i belongs to sequence seq[i] and is stored in that sequence's KV cache right after everything
- * the sequence held before this call (in batch order among that sequence's tokens). It attends to
- * every token the sequence held before the call, plus its ancestors in this batch: parent[i] is the
- * batch index of its parent (which must be < i and belong to the same sequence), or -1 when its only
- * predecessor is the cached prefix. A chain (prefill, chain verification) has parent[i] = i-1; a
- * token tree gives each node its parent. pos[i] is the RoPE position (depth in the sequence).
+ * Token i belongs to sequence seq[i] and is stored in that sequence's KV cache in the next free slot
+ * (slots are taken in batch order). Every token attends to itself and its ancestors, and nothing else:
+ *  - parent[i] >= 0: its parent is batch token parent[i] (which must come earlier, same sequence);
+ *  - parent[i] == -1: its parent is in the cache: slot cache_parent[i] when cache_parent is given and
+ *    cache_parent[i] >= 0, else the sequence's last slot before this call.
+ * A chain (prefill, chain verification) has parent[i] = i-1; a token tree gives each node its parent;
+ * a tree grown over several calls (draft trees) points new nodes at cached slots. Slots of one branch
+ * are never seen by another, so rejected branches need no cleanup before es_seq_keep.
+ * pos[i] is the RoPE position (the token's depth in the sequence).
  * logits[i] != 0 asks for the logits of row i (read them with es_ctx_logits(ctx, i)).
  * parent == NULL means a chain per sequence; logits == NULL means logits for the last token only. */
 typedef struct es_batch {
@@ -135,6 +138,7 @@ typedef struct es_batch {
     const int32_t *seq;
     const int32_t *parent;
     const int8_t *logits;
+    const int32_t *cache_parent;
 } es_batch;
 
 es_status es_decode(es_ctx *ctx, const es_batch *batch, es_err *err);
@@ -144,11 +148,12 @@ const float *es_ctx_logits(const es_ctx *ctx, int i);
 /* Sequences live in a shared paged KV pool. */
 es_status es_seq_open(es_ctx *ctx, int *seq_out, es_err *err);
 void es_seq_close(es_ctx *ctx, int seq);                       /* frees its pages */
-int es_seq_len(const es_ctx *ctx, int seq);                     /* tokens held */
+int es_seq_len(const es_ctx *ctx, int seq);                     /* slots held (tokens of every branch) */
 es_status es_seq_truncate(es_ctx *ctx, int seq, int len, es_err *err);
 /* Keeps `n` of the tokens at slots >= base (slots[k] strictly increasing, each >= base and < len)
  * by moving them to slots base, base+1, ... and truncating to base + n. This is how the accepted path
- * of a verified token tree is kept and the rejected branches dropped. */
+ * of a verified token tree is kept and the rejected branches dropped; the kept slots must form a path
+ * (each the parent of the next, the first a child of slot base-1) and become a plain chain. */
 es_status es_seq_keep(es_ctx *ctx, int seq, int base, const int32_t *slots, int n, es_err *err);
 int64_t es_ctx_kv_blocks_used(const es_ctx *ctx);
 int64_t es_ctx_kv_blocks_total(const es_ctx *ctx);

@@ -17,6 +17,9 @@
 #include "util/err.h"
 #include "util/threadpool.h"
 
+/* How deep a branch of not-yet-compacted tree slots in the cache may be below the sequence's chain. */
+#define ES_MAX_CACHED_TREE_DEPTH 256
+
 struct es_ctx {
     const es_model *model;
     es_ctx_params p;
@@ -25,10 +28,12 @@ struct es_ctx {
 
     /* per-batch bookkeeping, [n_batch_max] unless noted */
     int32_t *slot;        /* KV slot of each token in its sequence */
-    int32_t *anc_off;     /* start of token i's ancestor list in anc (root first, itself last) */
+    int32_t *anc_off;     /* ... plus the slots anc[anc_off[i] .. + anc_len[i]): cached tree ancestors,
+                             then batch ancestors, itself last (root first) */
     int32_t *anc_len;
-    int32_t *anc;         /* [n_batch_max * (n_batch_max + 1) / 2] worst case: one chain */
-    int32_t *prefix_len;  /* cached length of token i's sequence before this call */
+    int32_t *anc;         /* [anc_cap] */
+    int64_t anc_cap;      /* n(n+1)/2 (one chain) + n * ES_MAX_CACHED_TREE_DEPTH */
+    int32_t *prefix_len;  /* token i attends to the contiguous chain of slots [0, prefix_len[i]) ... */
     int32_t *seq_count;   /* [n_seq_max] tokens of each sequence in this batch */
     int32_t *seq_last;    /* [n_seq_max] batch index of the last token seen per sequence */
     int32_t *logit_row;   /* row in `logits` for batch index i, -1 if none */
@@ -111,7 +116,8 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->slot = malloc(n * sizeof(int32_t));
     c->anc_off = malloc(n * sizeof(int32_t));
     c->anc_len = malloc(n * sizeof(int32_t));
-    c->anc = malloc(n * (n + 1) / 2 * sizeof(int32_t));
+    c->anc_cap = (int64_t)(n * (n + 1) / 2 + n * ES_MAX_CACHED_TREE_DEPTH);
+    c->anc = malloc((size_t)c->anc_cap * sizeof(int32_t));
     c->prefix_len = malloc(n * sizeof(int32_t));
     c->seq_count = calloc((size_t)p.n_seq_max, sizeof(int32_t));
     c->seq_last = malloc((size_t)p.n_seq_max * sizeof(int32_t));
@@ -216,7 +222,7 @@ static void attention_worker(void *ud, int ith, int nth) {
             if (scores[s] > maxv) maxv = scores[s];
         }
         for (int a = 0; a < A; a++) {
-            const int s = c->slot[anc[a]];
+            const int s = anc[a];
             const float *k = es_kv_block_k(c->kv, table[s / bs], t->layer) + (size_t)(s % bs) * kv_dim + (size_t)kvh * hd;
             float dot = 0.0f;
             for (int j = 0; j < hd; j++) dot += q[j] * k[j];
@@ -232,7 +238,7 @@ static void attention_worker(void *ud, int ith, int nth) {
         float *o = c->xb + (size_t)i * n_head * hd + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int s = 0; s < P + A; s++) {
-            const int slot = s < P ? s : c->slot[anc[s - P]];
+            const int slot = s < P ? s : anc[s - P];
             const float *v = es_kv_block_v(c->kv, table[slot / bs], t->layer) + (size_t)(slot % bs) * kv_dim + (size_t)kvh * hd;
             const float a = scores[s] * inv;
             for (int j = 0; j < hd; j++) o[j] += a * v[j];
@@ -251,7 +257,7 @@ static es_status prepare(es_ctx *c, const es_batch *b, es_err *err) {
     if (!b->token || !b->pos || !b->seq) return es_fail(err, ES_ERR_INVALID_ARG, "batch arrays token, pos and seq are required");
     for (int s = 0; s < c->p.n_seq_max; s++) { c->seq_count[s] = 0; c->seq_last[s] = -1; }
     int n_out = 0;
-    int32_t anc_used = 0;
+    int64_t anc_used = 0;
     for (int i = 0; i < n; i++) {
         const int seq = b->seq[i];
         if (!es_kv_seq_valid(c->kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "batch token %d: sequence %d is not open", i, seq);
@@ -262,16 +268,36 @@ static es_status prepare(es_ctx *c, const es_batch *b, es_err *err) {
         int par = b->parent ? b->parent[i] : c->seq_last[seq];
         if (par >= i || par < -1 || (par >= 0 && b->seq[par] != seq))
             return es_fail(err, ES_ERR_INVALID_ARG, "batch token %d: parent %d must be an earlier token of the same sequence or -1", i, par);
-        c->prefix_len[i] = es_kv_seq_len(c->kv, seq);
-        c->slot[i] = c->prefix_len[i] + c->seq_count[seq]++;
+        const int len0 = es_kv_seq_len(c->kv, seq);
+        c->slot[i] = len0 + c->seq_count[seq]++;
         c->seq_last[seq] = i;
-        /* ancestors: the parent's list, then itself */
-        const int plen = par >= 0 ? c->anc_len[par] : 0;
-        c->anc_off[i] = anc_used;
-        if (plen) memcpy(c->anc + anc_used, c->anc + c->anc_off[par], (size_t)plen * sizeof(int32_t));
-        c->anc[anc_used + plen] = i;
-        c->anc_len[i] = plen + 1;
-        anc_used += plen + 1;
+        c->anc_off[i] = (int32_t)anc_used;
+        if (par >= 0) { /* the parent's attention set, then itself */
+            const int plen = c->anc_len[par];
+            if (anc_used + plen + 1 > c->anc_cap) return es_fail(err, ES_ERR_RANGE, "batch token %d: tree too deep", i);
+            memcpy(c->anc + anc_used, c->anc + c->anc_off[par], (size_t)plen * sizeof(int32_t));
+            c->prefix_len[i] = c->prefix_len[par];
+            c->anc[anc_used + plen] = c->slot[i];
+            c->anc_len[i] = plen + 1;
+        } else { /* parent in the cache: walk its tree ancestors up to the chain */
+            int s = b->cache_parent && b->cache_parent[i] >= 0 ? b->cache_parent[i] : len0 - 1;
+            if (s >= len0)
+                return es_fail(err, ES_ERR_INVALID_ARG, "batch token %d: cached parent slot %d beyond the sequence's %d slots", i, s, len0);
+            const int lin = es_kv_seq_linear(c->kv, seq);
+            const int32_t *sp = es_kv_seq_parents(c->kv, seq);
+            int depth = 0;
+            for (int t = s; t >= lin; t = sp[t]) depth++;
+            if (depth > ES_MAX_CACHED_TREE_DEPTH || anc_used + depth + 1 > c->anc_cap)
+                return es_fail(err, ES_ERR_RANGE, "batch token %d: cached branch of %d slots is deeper than %d", i, depth, ES_MAX_CACHED_TREE_DEPTH);
+            int k = depth;
+            for (int t = s; t >= lin; t = sp[t]) c->anc[anc_used + --k] = t;
+            int t = s;
+            while (t >= lin) t = sp[t];
+            c->prefix_len[i] = t + 1; /* t is the last chain slot on the path (or -1) */
+            c->anc[anc_used + depth] = c->slot[i];
+            c->anc_len[i] = depth + 1;
+        }
+        anc_used += c->anc_len[i];
         const bool want = b->logits ? b->logits[i] != 0 : false;
         c->logit_row[i] = -1;
         if (want) {
@@ -357,8 +383,15 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
         rmsnorm(c->xl + (size_t)r * d, c->x + (size_t)c->out_idx[r] * d, m->output_norm, d, hp->rms_eps);
     if (c->n_out > 0) es_matmul(c->tp, c->logits, &m->output, c->xl, c->n_out, c->mm_scratch);
 
+    for (int i = 0; i < n; i++) { /* record each new slot's parent: the slot before it in its list */
+        const int A = c->anc_len[i];
+        es_kv_seq_parents(c->kv, b->seq[i])[c->slot[i]] = A >= 2 ? c->anc[c->anc_off[i] + A - 2] : c->prefix_len[i] - 1;
+    }
     for (int s = 0; s < c->p.n_seq_max; s++)
-        if (c->seq_count[s]) es_kv_seq_set_len(c->kv, s, es_kv_seq_len(c->kv, s) + c->seq_count[s]);
+        if (c->seq_count[s]) {
+            es_kv_seq_set_len(c->kv, s, es_kv_seq_len(c->kv, s) + c->seq_count[s]);
+            es_kv_seq_update_linear(c->kv, s);
+        }
     c->n_last = n;
     return ES_OK;
 }

@@ -10,6 +10,8 @@ typedef struct kv_seq {
     int len;        /* slots holding tokens */
     int n_blocks;   /* pages owned */
     int32_t *table; /* [max_blocks_per_seq] page ids */
+    int32_t *parent; /* [n_ctx] parent slot of each slot */
+    int linear;      /* slots [0, linear) form a chain */
 } kv_seq;
 
 struct es_kv {
@@ -20,6 +22,7 @@ struct es_kv {
     int32_t *free_list;  /* stack of free page ids */
     kv_seq *seqs;
     int32_t *tables;     /* backing store of every seq's table */
+    int32_t *parents;    /* backing store of every seq's parent array */
 };
 
 es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx, es_kv **out,
@@ -48,14 +51,18 @@ es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, 
     kv->free_list = malloc((size_t)n_blocks * sizeof(int32_t));
     kv->seqs = calloc((size_t)n_seq_max, sizeof *kv->seqs);
     kv->tables = malloc((size_t)n_seq_max * (size_t)kv->max_blocks_per_seq * sizeof(int32_t));
-    if (!kv->k || !kv->v || !kv->free_list || !kv->seqs || !kv->tables) {
+    kv->parents = malloc((size_t)n_seq_max * (size_t)n_ctx * sizeof(int32_t));
+    if (!kv->k || !kv->v || !kv->free_list || !kv->seqs || !kv->tables || !kv->parents) {
         es_kv_free(kv);
         return es_fail(err, ES_ERR_NOMEM, "cannot allocate a KV pool of %.1f MB", 2.0 * (double)total / 1e6);
     }
     /* Pop order low ids first: the stack holds ids descending. */
     for (int64_t i = 0; i < n_blocks; i++) kv->free_list[i] = (int32_t)(n_blocks - 1 - i);
     kv->n_free = n_blocks;
-    for (int s = 0; s < n_seq_max; s++) kv->seqs[s].table = kv->tables + (size_t)s * kv->max_blocks_per_seq;
+    for (int s = 0; s < n_seq_max; s++) {
+        kv->seqs[s].table = kv->tables + (size_t)s * kv->max_blocks_per_seq;
+        kv->seqs[s].parent = kv->parents + (size_t)s * n_ctx;
+    }
     *out = kv;
     return ES_OK;
 }
@@ -67,6 +74,7 @@ void es_kv_free(es_kv *kv) {
     free(kv->free_list);
     free(kv->seqs);
     free(kv->tables);
+    free(kv->parents);
     free(kv);
 }
 
@@ -76,6 +84,7 @@ es_status es_kv_seq_open(es_kv *kv, int *seq, es_err *err) {
             kv->seqs[s].open = true;
             kv->seqs[s].len = 0;
             kv->seqs[s].n_blocks = 0;
+            kv->seqs[s].linear = 0;
             *seq = s;
             return ES_OK;
         }
@@ -94,6 +103,7 @@ void es_kv_seq_close(es_kv *kv, int seq) {
     kv_seq *s = &kv->seqs[seq];
     release_blocks(kv, s, 0);
     s->len = 0;
+    s->linear = 0;
     s->open = false;
 }
 
@@ -120,6 +130,7 @@ void es_kv_seq_truncate(es_kv *kv, int seq, int len) {
     if (!es_kv_seq_valid(kv, seq) || len < 0) return;
     kv_seq *s = &kv->seqs[seq];
     if (len < s->len) s->len = len;
+    if (s->linear > s->len) s->linear = s->len;
     release_blocks(kv, s, (s->len + kv->block_size - 1) / kv->block_size);
 }
 
@@ -147,8 +158,18 @@ es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int
             memcpy(kv->v + slot_offset(kv, s, l, base + k), kv->v + slot_offset(kv, s, l, slots[k]), row);
         }
     }
+    for (int k = 0; k < n; k++) s->parent[base + k] = base + k - 1;
     es_kv_seq_truncate(kv, seq, base + n);
+    es_kv_seq_update_linear(kv, seq);
     return ES_OK;
+}
+
+int32_t *es_kv_seq_parents(es_kv *kv, int seq) { return kv->seqs[seq].parent; }
+int es_kv_seq_linear(const es_kv *kv, int seq) { return kv->seqs[seq].linear; }
+
+void es_kv_seq_update_linear(es_kv *kv, int seq) {
+    kv_seq *s = &kv->seqs[seq];
+    while (s->linear < s->len && s->parent[s->linear] == s->linear - 1) s->linear++;
 }
 
 int es_kv_block_size(const es_kv *kv) { return kv->block_size; }

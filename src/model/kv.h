@@ -30,12 +30,21 @@ es_status es_kv_seq_reserve(es_kv *kv, int seq, int len, es_err *err);
 void es_kv_seq_set_len(es_kv *kv, int seq, int len);
 /* Shrinks to len, returning whole pages no longer used. */
 void es_kv_seq_truncate(es_kv *kv, int seq, int len);
-/* Moves slots[k] (strictly increasing, >= base, < len) to base + k, then truncates to base + n. */
+/* Moves slots[k] (strictly increasing, >= base, < len) to base + k, then truncates to base + n. The
+ * kept slots are taken to be a path (each the parent of the next), so they become a chain. */
 es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int n, es_err *err);
 
 /* K / V row (kv_dim floats) of a slot in one layer. The slot must be within the reserved capacity. */
 float *es_kv_k(es_kv *kv, int seq, int layer, int slot);
 float *es_kv_v(es_kv *kv, int seq, int layer, int slot);
+
+/* Tree structure of a sequence's slots: parent slot of every slot (-1 for slot 0), and the length of
+ * the leading run of slots that form a plain chain (slot i's parent is i-1). Tokens attend to their
+ * ancestors only, so slots of rejected or not-yet-verified branches stay invisible to other branches. */
+int32_t *es_kv_seq_parents(es_kv *kv, int seq);
+int es_kv_seq_linear(const es_kv *kv, int seq);
+/* Recomputes the linear run after slots [from, len) got parents. */
+void es_kv_seq_update_linear(es_kv *kv, int seq);
 
 int es_kv_block_size(const es_kv *kv);
 /* The page table of a sequence (for walking slots page by page in attention). */
