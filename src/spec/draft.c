@@ -1,0 +1,375 @@
+/* draft.c — the draft side: grows a chain or a token tree under the root with a small model.
+ *
+ * Tree drafting (SpecExec / SpecEdge style): every node has a score, the sum of the draft's
+ * log-probabilities along its path. Level by level, the frontier (nodes added at the previous level)
+ * is evaluated in ONE batched draft forward; each frontier node proposes its `width` best children
+ * (or `width` children sampled without replacement, for the rejection rule); then only the `budget`
+ * best-scored nodes of the whole tree are kept. A child never scores above its parent (log q <= 0)
+ * and ties keep the shallower node, so the kept set is closed under ancestors.
+ *
+ * The draft's KV cache follows the tree: an evaluated node occupies a slot whose parent is its
+ * parent's slot (es_batch.cache_parent), so branches never see each other; after the verdict the
+ * accepted path is compacted with es_seq_keep and everything else dropped. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spec/spec.h"
+#include "util/err.h"
+#include "util/rng.h"
+
+typedef struct dnode {
+    int32_t token, parent, depth; /* parent: index into nodes, -1 root */
+    float score;                  /* cumulative draft log-probability */
+    int32_t slot;                 /* draft KV slot once evaluated, else -1 */
+    int32_t order;                /* creation order (tie-break) */
+    bool keep;
+} dnode;
+
+struct es_drafter {
+    es_ctx *ctx;
+    int seq;
+    int n_vocab, n_ctx;
+    es_drafter_params p;
+    es_sampler *prop;        /* proposal distribution (temperature, top-k) when sampling */
+    es_rng rng;
+    int k_cur;
+    int kv_confirmed;        /* confirmed tokens in the draft KV (a chain) */
+    int32_t *pending;        /* confirmed tokens not yet in the KV (root excluded) */
+    int n_pending;
+    float *probs;            /* (n_vocab) */
+    int32_t *topi;           /* (width) scratch */
+    /* this round */
+    dnode nodes[ES_SPEC_MAX_NODES * 2 + 64];
+    int n_nodes;
+    int32_t root_slot;
+    int32_t out_index[ES_SPEC_MAX_NODES * 2 + 64]; /* node -> index in the emitted tree */
+    int32_t tree_node[ES_SPEC_MAX_NODES];           /* emitted index -> node */
+    int32_t q_off_node[ES_SPEC_MAX_NODES * 2 + 65];  /* proposal of owner o (0 root, i+1 node i) */
+    int32_t q_n_node[ES_SPEC_MAX_NODES * 2 + 65];
+    /* batch scratch */
+    int32_t b_tok[ES_SPEC_MAX_NODES + 1], b_pos[ES_SPEC_MAX_NODES + 1], b_seq[ES_SPEC_MAX_NODES + 1];
+    int32_t b_cpar[ES_SPEC_MAX_NODES + 1], b_par[ES_SPEC_MAX_NODES + 1], b_node[ES_SPEC_MAX_NODES + 1];
+    int8_t b_logits[ES_SPEC_MAX_NODES + 1];
+};
+
+es_drafter_params es_drafter_default_params(void) {
+    es_drafter_params p;
+    memset(&p, 0, sizeof p);
+    p.mode = ES_DRAFT_CHAIN;
+    p.k_max = 8;
+    p.k_min = 1;
+    p.p_min = 0.0f;
+    p.adaptive = true;
+    p.tree_budget = 32;
+    p.tree_depth = 6;
+    p.tree_width = 4;
+    p.temperature = 1.0f;
+    p.q_top_k = 32;
+    return p;
+}
+
+es_status es_drafter_init(es_ctx *ctx, int seq, const es_drafter_params *p, es_drafter **out, es_err *err) {
+    *out = NULL;
+    if (p->k_max < 1 || p->k_max > ES_SPEC_MAX_NODES) return es_fail(err, ES_ERR_INVALID_ARG, "draft length must be in 1..%d", ES_SPEC_MAX_NODES);
+    if (p->k_min < 0 || p->k_min > p->k_max) return es_fail(err, ES_ERR_INVALID_ARG, "draft minimum must be in 0..draft maximum");
+    if (p->tree_budget < 1 || p->tree_budget > ES_SPEC_MAX_NODES) return es_fail(err, ES_ERR_INVALID_ARG, "tree budget must be in 1..%d", ES_SPEC_MAX_NODES);
+    if (p->tree_depth < 1 || p->tree_depth > ES_SPEC_MAX_NODES) return es_fail(err, ES_ERR_INVALID_ARG, "tree depth must be in 1..%d", ES_SPEC_MAX_NODES);
+    if (p->tree_width < 1 || p->tree_width > 64) return es_fail(err, ES_ERR_INVALID_ARG, "tree width must be in 1..64");
+    if (p->sample && (p->q_top_k < 1 || p->q_top_k > ES_SPEC_MAX_Q))
+        return es_fail(err, ES_ERR_INVALID_ARG, "proposal top-k must be in 1..%d", ES_SPEC_MAX_Q);
+    if (p->sample && !(p->temperature > 0)) return es_fail(err, ES_ERR_INVALID_ARG, "proposal temperature must be > 0");
+    es_drafter *d = calloc(1, sizeof *d);
+    if (!d) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    d->ctx = ctx;
+    d->seq = seq;
+    d->p = *p;
+    d->n_vocab = es_model_n_vocab(es_ctx_model(ctx));
+    d->n_ctx = es_model_n_ctx_train(es_ctx_model(ctx));
+    d->k_cur = p->k_max;
+    d->kv_confirmed = es_seq_len(ctx, seq);
+    es_rng_seed(&d->rng, p->seed ^ 0xd4afull);
+    d->pending = malloc((size_t)(d->n_ctx + 8) * sizeof(int32_t));
+    d->probs = malloc((size_t)d->n_vocab * sizeof(float));
+    d->topi = malloc(64 * sizeof(int32_t));
+    if (!d->pending || !d->probs || !d->topi) { es_drafter_free(d); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    if (p->sample) {
+        es_sampler_params sp = es_sampler_default_params();
+        sp.temperature = p->temperature;
+        sp.top_k = p->q_top_k;
+        sp.top_p = 1.0f;
+        sp.min_p = 0.0f;
+        sp.repeat_penalty = 1.0f;
+        sp.seed = p->seed;
+        es_status st = es_sampler_init(&sp, d->n_vocab, &d->prop, err);
+        if (st != ES_OK) { es_drafter_free(d); return st; }
+    }
+    *out = d;
+    return ES_OK;
+}
+
+void es_drafter_free(es_drafter *d) {
+    if (!d) return;
+    es_sampler_free(d->prop);
+    free(d->pending);
+    free(d->probs);
+    free(d->topi);
+    free(d);
+}
+
+int es_drafter_k(const es_drafter *d) { return d->k_cur; }
+
+es_status es_drafter_prefill(es_drafter *d, const int32_t *tokens, int n, es_err *err) {
+    if (n < 0 || d->n_pending + n > d->n_ctx) return es_fail(err, ES_ERR_RANGE, "draft prefill of %d tokens exceeds the context", n);
+    memcpy(d->pending + d->n_pending, tokens, (size_t)n * sizeof(int32_t));
+    d->n_pending += n;
+    return ES_OK;
+}
+
+/* Evaluates the pending chain followed by the root; returns the root's logits. */
+static es_status eval_root(es_drafter *d, int32_t root, const float **logits, es_err *err) {
+    es_status st = es_seq_truncate(d->ctx, d->seq, d->kv_confirmed, err); /* drop any stale tree slots */
+    if (st != ES_OK) return st;
+    int32_t *all = d->pending; /* pending has room for the root */
+    all[d->n_pending] = root;
+    const int n = d->n_pending + 1, chunk = ES_SPEC_MAX_NODES + 1;
+    for (int at = 0; at < n; at += chunk) {
+        const int m = n - at < chunk ? n - at : chunk;
+        const int base = es_seq_len(d->ctx, d->seq);
+        for (int i = 0; i < m; i++) { d->b_pos[i] = base + i; d->b_seq[i] = d->seq; }
+        es_batch b = {m, all + at, d->b_pos, d->b_seq, NULL, NULL, NULL};
+        if ((st = es_decode(d->ctx, &b, err)) != ES_OK) return st;
+        if (at + m == n) *logits = es_ctx_logits(d->ctx, m - 1);
+    }
+    d->root_slot = es_seq_len(d->ctx, d->seq) - 1;
+    d->kv_confirmed = d->root_slot; /* the root is not confirmed-in-KV until accepted */
+    d->n_pending = 0;
+    return ES_OK;
+}
+
+/* log-softmax normaliser of a logits row */
+static float log_sum_exp(const float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > m) m = x[i];
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)(x[i] - m));
+    return m + (float)log(s);
+}
+
+/* The w best tokens of a logits row (descending). */
+static int top_tokens(const float *x, int n, int w, int32_t *out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (k < w) k++;
+        else if (x[i] <= x[out[k - 1]]) continue;
+        int j = k - 1;
+        while (j > 0 && x[out[j - 1]] < x[i]) { out[j] = out[j - 1]; j--; }
+        out[j] = i;
+    }
+    return k;
+}
+
+typedef struct child { int32_t token; float logq; } child;
+
+/* Proposes up to w children of one node from its logits. When sampling, also records the node's
+ * sparse proposal q into the tree (owner o). Returns the number of children. */
+static int propose(es_drafter *d, const float *logits, int w, child *out, es_spec_tree *t, int owner, float *top_p) {
+    if (!d->p.sample) {
+        const float lse = log_sum_exp(logits, d->n_vocab);
+        const int k = top_tokens(logits, d->n_vocab, w, d->topi);
+        for (int j = 0; j < k; j++) out[j] = (child){d->topi[j], logits[d->topi[j]] - lse};
+        *top_p = k ? expf(out[0].logq) : 0;
+        return k;
+    }
+    /* Sparse proposal: the draft's distribution at the proposal temperature, top q_top_k. */
+    es_sampler_probs(d->prop, logits, d->probs);
+    int nq = 0;
+    const int cap = (int)(sizeof t->q_tok / sizeof t->q_tok[0]);
+    if (t->q_used + d->p.q_top_k > cap) return 0; /* proposal table full: no more children */
+    const int off = t->q_used;
+    float best = 0;
+    for (int i = 0; i < d->n_vocab && nq < ES_SPEC_MAX_Q; i++)
+        if (d->probs[i] > 0) {
+            t->q_tok[off + nq] = i;
+            t->q_p[off + nq] = d->probs[i];
+            if (d->probs[i] > best) best = d->probs[i];
+            nq++;
+        }
+    double s = 0;
+    for (int k = 0; k < nq; k++) s += t->q_p[off + k];
+    for (int k = 0; k < nq; k++) t->q_p[off + k] = (float)(t->q_p[off + k] / s);
+    d->q_off_node[owner] = off;
+    d->q_n_node[owner] = nq;
+    t->q_used += nq;
+    *top_p = best;
+    /* w draws without replacement */
+    float q[ES_SPEC_MAX_Q];
+    for (int k = 0; k < nq; k++) q[k] = t->q_p[off + k];
+    int m = 0;
+    for (; m < w && m < nq; m++) {
+        int kk = es_spec_sample(q, nq, es_rng_uniform(&d->rng));
+        out[m] = (child){t->q_tok[off + kk], logf(t->q_p[off + kk])};
+        q[kk] = 0;
+    }
+    return m;
+}
+
+static int node_cmp(const void *a, const void *b) {
+    const dnode *x = *(dnode *const *)a, *y = *(dnode *const *)b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->depth != y->depth) return x->depth < y->depth ? -1 : 1;
+    return x->order < y->order ? -1 : 1;
+}
+
+es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *t, es_err *err) {
+    memset(t, 0, offsetof(es_spec_tree, q_tok));
+    t->has_q = d->p.sample;
+    d->n_nodes = 0;
+    memset(d->q_n_node, 0, sizeof d->q_n_node);
+    memset(d->q_off_node, 0, sizeof d->q_off_node);
+    const float *logits = NULL;
+    es_status st = eval_root(d, root, &logits, err);
+    if (st != ES_OK) return st;
+    const int room = d->n_ctx - es_seq_len(d->ctx, d->seq) - 1;
+    if (max_nodes > room) max_nodes = room;
+    if (max_nodes <= 0) return ES_OK;
+    child ch[64];
+    float top_p;
+
+    if (d->p.mode == ES_DRAFT_CHAIN) {
+        int k_lim = d->p.adaptive ? d->k_cur : d->p.k_max;
+        if (k_lim > max_nodes) k_lim = max_nodes;
+        int32_t parent_slot = d->root_slot;
+        for (int k = 0; k < k_lim; k++) {
+            if (propose(d, logits, 1, ch, t, k, &top_p) < 1) break;
+            if (d->p.p_min > 0 && top_p < d->p.p_min && k >= d->p.k_min) break;
+            t->token[k] = ch[0].token;
+            t->parent[k] = k - 1;
+            t->depth[k] = k + 1;
+            t->n = k + 1;
+            d->nodes[k] = (dnode){ch[0].token, k - 1, k + 1, 0, -1, k, true};
+            if (k + 1 == k_lim) break;
+            int32_t pos = d->root_slot + k + 1;
+            es_batch b = {1, &t->token[k], &pos, &d->seq, NULL, NULL, &parent_slot};
+            int32_t par = -1;
+            b.parent = &par;
+            if ((st = es_decode(d->ctx, &b, err)) != ES_OK) return st;
+            parent_slot = es_seq_len(d->ctx, d->seq) - 1;
+            d->nodes[k].slot = parent_slot;
+            logits = es_ctx_logits(d->ctx, 0);
+        }
+        for (int k = 0; k < t->n; k++) d->tree_node[k] = k;
+        d->n_nodes = t->n;
+        if (t->has_q)
+            for (int o = 0; o <= t->n; o++) { t->q_off[o] = d->q_off_node[o]; t->q_n[o] = d->q_n_node[o]; }
+        return ES_OK;
+    }
+
+    /* Tree: level by level. The frontier starts as the root (node -1) with its logits in hand. */
+    const int budget = d->p.tree_budget < max_nodes ? d->p.tree_budget : max_nodes;
+    const int cap_nodes = (int)(sizeof d->nodes / sizeof d->nodes[0]);
+    int frontier[ES_SPEC_MAX_NODES + 1], n_front = 1, order = 0;
+    frontier[0] = -1;
+    const float *front_logits[ES_SPEC_MAX_NODES + 1];
+    front_logits[0] = logits;
+    dnode *sorted[sizeof d->nodes / sizeof d->nodes[0]];
+    for (int level = 1; level <= d->p.tree_depth && n_front > 0; level++) {
+        /* children of every frontier node */
+        const int first_new = d->n_nodes;
+        for (int f = 0; f < n_front; f++) {
+            const int pn = frontier[f];
+            const float base = pn < 0 ? 0.0f : d->nodes[pn].score;
+            const int m = propose(d, front_logits[f], d->p.tree_width, ch, t, pn + 1, &top_p);
+            for (int j = 0; j < m && d->n_nodes < cap_nodes; j++) {
+                dnode *nd = &d->nodes[d->n_nodes++];
+                *nd = (dnode){ch[j].token, pn, level, base + ch[j].logq, -1, order++, true};
+            }
+        }
+        /* keep the best `budget` nodes overall */
+        int n_alive = 0;
+        for (int i = 0; i < d->n_nodes; i++)
+            if (d->nodes[i].keep) sorted[n_alive++] = &d->nodes[i];
+        qsort(sorted, (size_t)n_alive, sizeof sorted[0], node_cmp);
+        for (int i = budget; i < n_alive; i++) sorted[i]->keep = false;
+        /* a node whose parent was dropped cannot stay (ties are broken toward parents, so this
+         * only triggers on exact score ties across depths) */
+        for (int i = first_new; i < d->n_nodes; i++)
+            if (d->nodes[i].parent >= 0 && !d->nodes[d->nodes[i].parent].keep) d->nodes[i].keep = false;
+        if (level == d->p.tree_depth) break;
+        /* the new frontier: surviving new nodes that could still add children above the cut */
+        float cut = -INFINITY;
+        if (n_alive >= budget) cut = sorted[budget - 1]->score;
+        n_front = 0;
+        for (int i = first_new; i < d->n_nodes && n_front < ES_SPEC_MAX_NODES; i++)
+            if (d->nodes[i].keep && (n_alive < budget || d->nodes[i].score > cut)) {
+                d->b_node[n_front] = i;
+                frontier[n_front++] = i;
+            }
+        if (n_front == 0) break;
+        /* one batched draft forward over the frontier */
+        const int base = es_seq_len(d->ctx, d->seq);
+        for (int f = 0; f < n_front; f++) {
+            const dnode *nd = &d->nodes[frontier[f]];
+            d->b_tok[f] = nd->token;
+            d->b_pos[f] = d->root_slot + nd->depth; /* root sits at position root_slot */
+            d->b_seq[f] = d->seq;
+            d->b_par[f] = -1;
+            d->b_cpar[f] = nd->parent < 0 ? d->root_slot : d->nodes[nd->parent].slot;
+            d->b_logits[f] = 1;
+        }
+        es_batch b = {n_front, d->b_tok, d->b_pos, d->b_seq, d->b_par, d->b_logits, d->b_cpar};
+        if ((st = es_decode(d->ctx, &b, err)) != ES_OK) return st;
+        for (int f = 0; f < n_front; f++) {
+            d->nodes[frontier[f]].slot = base + f;
+            front_logits[f] = es_ctx_logits(d->ctx, f);
+        }
+    }
+    /* Emit the kept nodes in creation order (parents before children). */
+    int n = 0;
+    for (int i = 0; i < d->n_nodes; i++) {
+        d->out_index[i] = -1;
+        if (!d->nodes[i].keep || n >= ES_SPEC_MAX_NODES) continue;
+        const int par = d->nodes[i].parent;
+        if (par >= 0 && d->out_index[par] < 0) continue;
+        t->token[n] = d->nodes[i].token;
+        t->parent[n] = par < 0 ? -1 : d->out_index[par];
+        t->depth[n] = d->nodes[i].depth;
+        d->tree_node[n] = i;
+        d->out_index[i] = n++;
+    }
+    t->n = n;
+    if (t->has_q) { /* the proposals indexed by emitted owner */
+        t->q_off[0] = d->q_off_node[0];
+        t->q_n[0] = d->q_n_node[0];
+        for (int k = 0; k < n; k++) {
+            t->q_off[k + 1] = d->q_off_node[d->tree_node[k] + 1];
+            t->q_n[k + 1] = d->q_n_node[d->tree_node[k] + 1];
+        }
+    }
+    return ES_OK;
+}
+
+es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_verdict *v, es_err *err) {
+    /* Keep the root, then the evaluated prefix of the accepted path. */
+    int32_t slots[ES_SPEC_MAX_PATH + 1];
+    int n = 0;
+    slots[n++] = d->root_slot;
+    int k = 0;
+    for (; k < v->n_accepted; k++) {
+        const int idx = v->path[k];
+        if (idx < 0 || idx >= t->n) return es_fail(err, ES_ERR_RANGE, "verdict names node %d of a %d-node tree", idx, t->n);
+        const int32_t s = d->nodes[d->tree_node[idx]].slot;
+        if (s < 0) break;
+        slots[n++] = s;
+    }
+    es_status st = es_seq_keep(d->ctx, d->seq, d->root_slot, slots, n, err);
+    if (st != ES_OK) return st;
+    d->kv_confirmed = d->root_slot + n;
+    /* accepted tokens the draft never evaluated are fed with the next round */
+    for (; k < v->n_accepted; k++) d->pending[d->n_pending++] = t->token[v->path[k]];
+    if (d->p.adaptive && d->p.mode == ES_DRAFT_CHAIN && t->n > 0) {
+        if (v->n_accepted == t->n) d->k_cur = d->k_cur + 2 < d->p.k_max ? d->k_cur + 2 : d->p.k_max;
+        else d->k_cur = v->n_accepted + 1 > d->p.k_min ? v->n_accepted + 1 : (d->p.k_min > 0 ? d->p.k_min : 1);
+    }
+    return ES_OK;
+}

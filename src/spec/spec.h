@@ -1,0 +1,135 @@
+/* spec.h — speculative decoding: a draft side that proposes a token tree and a verify side that checks
+ * it against the target model in one forward pass.
+ *
+ * The two sides are separate objects that share nothing but what would cross a network: the tree
+ * (token ids, parent indices, and — for the rejection rule only — the draft's sparse proposal
+ * distributions) and the verdict (accepted node path + one bonus token). The edge–server split sends
+ * exactly these over the wire.
+ *
+ * Conventions. The *confirmed* sequence is the prompt plus every emitted token. Each side's KV cache
+ * holds the confirmed sequence except its last token, the *root* of the next round. A round: the
+ * drafter grows a tree under the root; the verifier evaluates root + tree in one batch, walks the tree
+ * with the acceptance rule, keeps root + accepted path in its KV, and returns the path plus a bonus
+ * token sampled from the target at the end of the path; the bonus is the next root. A tree with no
+ * nodes is a plain autoregressive step. */
+#ifndef ES_SPEC_SPEC_H
+#define ES_SPEC_SPEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "edgespec.h"
+
+#define ES_SPEC_MAX_NODES 256 /* draft nodes per tree (root excluded) */
+#define ES_SPEC_MAX_Q 64      /* entries of one sparse proposal distribution */
+
+typedef enum es_accept_rule {
+    ES_ACCEPT_GREEDY = 0,   /* target argmax per node; output identical to target-only greedy */
+    ES_ACCEPT_MATCH,        /* sample-then-match (SpecEdge): one target sample per node */
+    ES_ACCEPT_REJECTION,    /* speculative sampling: min(1, p/q), residual max(0, p - q); trees use
+                               recursive rejection sampling over siblings drawn without replacement */
+    ES_ACCEPT_SYNTHETIC,    /* benchmarking only: accept each draft token with probability alpha */
+} es_accept_rule;
+
+const char *es_accept_rule_name(es_accept_rule r);
+/* "greedy" | "match" | "rejection" | "synthetic"; -1 if unknown. */
+int es_accept_rule_parse(const char *s);
+
+/* A draft tree. Nodes are in topological order (parent index < own index); parent -1 = the root.
+ * Siblings appear in the order they were drawn (the rejection rule depends on it). */
+typedef struct es_spec_tree {
+    int n;
+    int32_t token[ES_SPEC_MAX_NODES];
+    int32_t parent[ES_SPEC_MAX_NODES];
+    int32_t depth[ES_SPEC_MAX_NODES]; /* 1 for children of the root */
+    /* Sparse proposal distributions (rejection rule only): the distribution the children of owner o
+     * were drawn from, o = 0 for the root and o = k+1 for node k; q_n[o] == 0 if o has no children. */
+    bool has_q;
+    int32_t q_off[ES_SPEC_MAX_NODES + 1];
+    int32_t q_n[ES_SPEC_MAX_NODES + 1];
+    int32_t q_tok[ES_SPEC_MAX_NODES * 8];
+    float q_p[ES_SPEC_MAX_NODES * 8];
+    int q_used;
+} es_spec_tree;
+
+/* Checks the invariants a verifier relies on (counts, parent order, depths, token range, q sums).
+ * Used on every tree that arrives from elsewhere. */
+es_status es_spec_tree_validate(const es_spec_tree *t, int n_vocab, es_err *err);
+
+#define ES_SPEC_MAX_PATH 257
+typedef struct es_spec_verdict {
+    int n_accepted;                      /* nodes on the accepted path */
+    int32_t path[ES_SPEC_MAX_PATH];      /* their indices, root's child first */
+    int32_t bonus;                       /* target token after the path */
+    int n_tokens;                        /* n_accepted + 1 */
+    int32_t tokens[ES_SPEC_MAX_PATH + 1];/* emitted tokens: path tokens, then the bonus */
+} es_spec_verdict;
+
+/* Fails with ES_ERR_MISMATCH (naming the first differing token) unless draft and target share the
+ * vocabulary: same size, same text for every token, same BOS and EOS. */
+es_status es_spec_check_vocab(const es_tokenizer *target, const es_tokenizer *draft, es_err *err);
+
+/* ---- acceptance at one node (pure functions over distributions; unit-tested for exactness) ---- */
+
+/* Recursive rejection sampling at a node whose children tokens c[0..m) were drawn without replacement
+ * from the sparse proposal (qt, qp, nq). p is the target distribution (n_vocab, modified in place:
+ * it ends as the residual). Returns the index of the accepted child, or -1 and *bonus = a sample of
+ * the final residual. u() draws uniforms. */
+int es_spec_rrs(float *p, int n_vocab, const int32_t *c, int m, const int32_t *qt, const float *qp, int nq,
+                double (*u)(void *), void *uctx, int32_t *bonus);
+/* Samples from an (unnormalised, non-negative) distribution by inverse CDF. */
+int32_t es_spec_sample(const float *p, int n, double r);
+
+/* ---- verify side ------------------------------------------------------------------------------ */
+
+typedef struct es_verifier es_verifier;
+
+typedef struct es_verifier_params {
+    es_accept_rule rule;
+    es_sampler_params sampling; /* the target's sampling (temperature 0 for greedy) */
+    double synthetic_alpha;     /* ES_ACCEPT_SYNTHETIC */
+} es_verifier_params;
+
+/* Verifies trees for sequence `seq` of a target context (which it does not own). */
+es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es_verifier **out, es_err *err);
+void es_verifier_free(es_verifier *v);
+/* Puts confirmed tokens (all but the root) into the target's cache, in chunks. */
+es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_err *err);
+/* One round: evaluates root + tree, applies the rule, keeps root + accepted path in the KV. */
+es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *tree, es_spec_verdict *out, es_err *err);
+
+/* ---- draft side ------------------------------------------------------------------------------- */
+
+typedef struct es_drafter es_drafter;
+
+typedef enum es_draft_mode { ES_DRAFT_CHAIN = 0, ES_DRAFT_TREE = 1 } es_draft_mode;
+
+typedef struct es_drafter_params {
+    es_draft_mode mode;
+    int k_max;           /* chain: most tokens per round */
+    int k_min;           /* chain: fewest tokens per round when adaptive */
+    float p_min;         /* chain: stop drafting when the draft's top probability falls below */
+    bool adaptive;       /* chain: grow k by 2 after a fully accepted round, shrink to accepted+1 else */
+    int tree_budget;     /* tree: most nodes */
+    int tree_depth;      /* tree: most levels */
+    int tree_width;      /* tree: most children per node */
+    bool sample;         /* draw children by sampling without replacement and ship q (rejection rule) */
+    float temperature;   /* proposal temperature when sampling */
+    int q_top_k;         /* proposal support when sampling (<= ES_SPEC_MAX_Q) */
+    uint64_t seed;
+} es_drafter_params;
+
+es_drafter_params es_drafter_default_params(void);
+
+es_status es_drafter_init(es_ctx *ctx, int seq, const es_drafter_params *p, es_drafter **out, es_err *err);
+void es_drafter_free(es_drafter *d);
+/* Records confirmed tokens (all but the root); they are evaluated lazily with the next draft. */
+es_status es_drafter_prefill(es_drafter *d, const int32_t *tokens, int n, es_err *err);
+/* Grows a tree under `root` with at most `max_nodes` nodes (and depth <= max_depth). */
+es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *out, es_err *err);
+/* Applies a verdict: keeps root + accepted path in the draft cache, queues the rest. */
+es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
+/* Current chain length target (adaptive). */
+int es_drafter_k(const es_drafter *d);
+
+#endif
