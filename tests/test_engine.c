@@ -44,7 +44,7 @@ static int greedy(es_ctx *c, const int32_t *prompt, int n_prompt, int max_positi
     CHECK_OK(es_seq_open(c, &seq, &err), &err);
     int32_t pos[512], seqs[512];
     for (int i = 0; i < n_prompt; i++) { pos[i] = i; seqs[i] = seq; }
-    es_batch b = {n_prompt, prompt, pos, seqs, NULL, NULL};
+    es_batch b = {n_prompt, prompt, pos, seqs, NULL, NULL, NULL};
     CHECK_OK(es_decode(c, &b, &err), &err);
     const int nv = es_model_n_vocab(es_ctx_model(c));
     const float *lg = es_ctx_logits(c, n_prompt - 1);
@@ -54,7 +54,7 @@ static int greedy(es_ctx *c, const int32_t *prompt, int n_prompt, int max_positi
         out[n++] = t;
         if (t == 1 || p == max_positions) break;
         int32_t pp = p;
-        es_batch b1 = {1, &t, &pp, &seq, NULL, NULL};
+        es_batch b1 = {1, &t, &pp, &seq, NULL, NULL, NULL};
         if (es_decode(c, &b1, &err) != ES_OK) { CHECK_MSG(0, "%s", err.msg); break; }
         lg = es_ctx_logits(c, 0);
     }
@@ -145,14 +145,14 @@ static void test_batch_equals_steps(es_model *m) {
     int32_t pos[NT], seq[NT];
     int8_t want[NT];
     for (int i = 0; i < NT; i++) { pos[i] = i; seq[i] = sa; want[i] = 1; }
-    es_batch b = {NT, k_tokens, pos, seq, NULL, want};
+    es_batch b = {NT, k_tokens, pos, seq, NULL, want, NULL};
     CHECK_OK(es_decode(c, &b, &err), &err);
     float *batch_logits = malloc((size_t)NT * nv * sizeof(float));
     for (int i = 0; i < NT; i++) memcpy(batch_logits + (size_t)i * nv, es_ctx_logits(c, i), (size_t)nv * sizeof(float));
     float worst = 0;
     for (int i = 0; i < NT; i++) {
         int32_t t = k_tokens[i], p = i;
-        es_batch b1 = {1, &t, &p, &sb, NULL, NULL};
+        es_batch b1 = {1, &t, &p, &sb, NULL, NULL, NULL};
         CHECK_OK(es_decode(c, &b1, &err), &err);
         worst = fmaxf(worst, max_diff(es_ctx_logits(c, 0), batch_logits + (size_t)i * nv, nv));
     }
@@ -170,7 +170,7 @@ static void chain_logits(es_ctx *c, const int32_t *toks, int n, float *out) {
     CHECK_OK(es_seq_open(c, &s, &err), &err);
     int32_t pos[64], seq[64];
     for (int i = 0; i < n; i++) { pos[i] = i; seq[i] = s; }
-    es_batch b = {n, toks, pos, seq, NULL, NULL};
+    es_batch b = {n, toks, pos, seq, NULL, NULL, NULL};
     CHECK_OK(es_decode(c, &b, &err), &err);
     memcpy(out, es_ctx_logits(c, n - 1), (size_t)es_model_n_vocab(es_ctx_model(c)) * sizeof(float));
     es_seq_close(c, s);
@@ -185,7 +185,7 @@ static void test_tree_and_keep(es_model *m) {
     CHECK_OK(es_seq_open(c, &s, &err), &err);
     int32_t pos[16], seq[16];
     for (int i = 0; i < P; i++) { pos[i] = i; seq[i] = s; }
-    es_batch pre = {P, k_tokens, pos, seq, NULL, NULL};
+    es_batch pre = {P, k_tokens, pos, seq, NULL, NULL, NULL};
     CHECK_OK(es_decode(c, &pre, &err), &err);
 
     /* Tree:        0
@@ -198,7 +198,7 @@ static void test_tree_and_keep(es_model *m) {
     const int32_t dep[6] = {0, 1, 1, 2, 2, 2};
     int8_t want[6];
     for (int i = 0; i < 6; i++) { pos[i] = P + dep[i]; seq[i] = s; want[i] = 1; }
-    es_batch tree = {6, tok, pos, seq, par, want};
+    es_batch tree = {6, tok, pos, seq, par, want, NULL};
     CHECK_OK(es_decode(c, &tree, &err), &err);
     CHECK(es_seq_len(c, s) == P + 6);
     float *tl = malloc((size_t)6 * nv * sizeof(float)), *ref = malloc((size_t)nv * sizeof(float));
@@ -221,7 +221,7 @@ static void test_tree_and_keep(es_model *m) {
     CHECK_OK(es_seq_keep(c, s, P, slots, 3, &err), &err);
     CHECK(es_seq_len(c, s) == P + 3);
     int32_t t = 317, p = P + 3;
-    es_batch one = {1, &t, &p, &s, NULL, NULL};
+    es_batch one = {1, &t, &p, &s, NULL, NULL, NULL};
     CHECK_OK(es_decode(c, &one, &err), &err);
     int32_t chain[16];
     memcpy(chain, k_tokens, P * sizeof(int32_t));
@@ -266,7 +266,7 @@ static void test_multi_seq_and_errors(es_model *m) {
         tok[2 * i + 1] = k_tokens[10 + i]; pos[2 * i + 1] = i; seq[2 * i + 1] = b2;
     }
     want[8] = want[9] = 1;
-    es_batch bb = {10, tok, pos, seq, NULL, want};
+    es_batch bb = {10, tok, pos, seq, NULL, want, NULL};
     CHECK_OK(es_decode(c, &bb, &err), &err);
     float *la = malloc((size_t)nv * 4), *lb = malloc((size_t)nv * 4), *ref = malloc((size_t)nv * 4);
     memcpy(la, es_ctx_logits(c, 8), (size_t)nv * 4);
@@ -279,17 +279,17 @@ static void test_multi_seq_and_errors(es_model *m) {
 
     /* Rejected batches change nothing. */
     int32_t badtok = nv + 5, p0 = 5;
-    es_batch e1 = {1, &badtok, &p0, &a, NULL, NULL};
+    es_batch e1 = {1, &badtok, &p0, &a, NULL, NULL, NULL};
     CHECK(es_decode(c, &e1, &err) == ES_ERR_RANGE);
     CHECK(strstr(err.msg, "vocabulary") != NULL);
     int32_t two[2] = {5, 6}, pp[2] = {5, 5}, ss[2] = {a, b2}, parent[2] = {-1, 0};
-    es_batch e2 = {2, two, pp, ss, parent, NULL};
+    es_batch e2 = {2, two, pp, ss, parent, NULL, NULL};
     CHECK(es_decode(c, &e2, &err) == ES_ERR_INVALID_ARG);
     int32_t closed = 3;
-    es_batch e3 = {1, two, pp, &closed, NULL, NULL};
+    es_batch e3 = {1, two, pp, &closed, NULL, NULL, NULL};
     CHECK(es_decode(c, &e3, &err) == ES_ERR_INVALID_ARG);
     int32_t farpos = 1 << 20;
-    es_batch e4 = {1, two, &farpos, &a, NULL, NULL};
+    es_batch e4 = {1, two, &farpos, &a, NULL, NULL, NULL};
     CHECK(es_decode(c, &e4, &err) == ES_ERR_RANGE);
     CHECK(es_seq_len(c, a) == 5 && es_seq_len(c, b2) == 5);
 
@@ -315,10 +315,10 @@ static void test_pool_exhaustion(es_model *m) {
     CHECK_OK(es_seq_open(c, &b, &err), &err);
     int32_t pos[10], seq[10];
     for (int i = 0; i < 10; i++) { pos[i] = i; seq[i] = a; }
-    es_batch ba = {10, k_tokens, pos, seq, NULL, NULL};
+    es_batch ba = {10, k_tokens, pos, seq, NULL, NULL, NULL};
     CHECK_OK(es_decode(c, &ba, &err), &err);
     for (int i = 0; i < 10; i++) seq[i] = b;
-    es_batch bb = {10, k_tokens, pos, seq, NULL, NULL};
+    es_batch bb = {10, k_tokens, pos, seq, NULL, NULL, NULL};
     CHECK(es_decode(c, &bb, &err) == ES_ERR_FULL);
     CHECK(strstr(err.msg, "KV pool") != NULL);
     CHECK(es_seq_len(c, b) == 0);

@@ -54,7 +54,7 @@ int es_run_plain(es_run_opts *o) {
     for (int at = 0; at < n_prompt; at += o->n_batch) {
         int n = n_prompt - at < o->n_batch ? n_prompt - at : o->n_batch;
         for (int i = 0; i < n; i++) pos[i] = at + i;
-        es_batch b = {n, prompt_ids + at, pos, seqv, NULL, NULL};
+        es_batch b = {n, prompt_ids + at, pos, seqv, NULL, NULL, NULL};
         if (es_decode(ctx, &b, &err) != ES_OK) { cli_error("run", "prefill: %s", err.msg); goto done; }
         logits = es_ctx_logits(ctx, n - 1);
     }
@@ -73,7 +73,7 @@ int es_run_plain(es_run_opts *o) {
         es_run_output_token(&out, t);
         if (n_gen >= o->n_predict || n_prompt + n_gen >= n_ctx) break;
         int32_t p = n_prompt + n_gen - 1;
-        es_batch b = {1, &t, &p, &seq, NULL, NULL};
+        es_batch b = {1, &t, &p, &seq, NULL, NULL, NULL};
         if (es_decode(ctx, &b, &err) != ES_OK) { cli_error("run", "decode: %s", err.msg); goto done; }
         logits = es_ctx_logits(ctx, 0);
     }

@@ -1,13 +1,186 @@
+/* run_spec.c — `edgespec run --draft`: speculative decoding in one process. The drafter and the
+ * verifier are the same objects the edge and the server use; here they simply live side by side. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "cli/run_opts.h"
+#include "cli/run_output.h"
+#include "spec/spec.h"
 
 void es_run_opts_print_spec_help(void) {
-    printf("Speculative decoding options are not available in this build yet.\n");
+    printf("Speculative decoding with `edgespec run -m TARGET.gguf --draft DRAFT.gguf`:\n\n"
+           "  --draft FILE           draft model; must share the target's vocabulary (checked)\n"
+           "  --spec chain|tree      draft a chain of tokens or a token tree (default chain)\n"
+           "  --accept RULE          greedy (default at --temp 0): output identical to the target alone;\n"
+           "                         match: sample-then-match (SpecEdge), one target sample per node;\n"
+           "                         rejection (default when sampling): speculative sampling, min(1, p/q)\n"
+           "                         with residual resampling; recursive over siblings for trees.\n"
+           "                         All three keep the target's output distribution exactly.\n"
+           "  --draft-max K          chain: most draft tokens per round (default 8)\n"
+           "  --draft-min K          chain: fewest tokens when adapting (default 1)\n"
+           "  --draft-p-min P        chain: stop drafting when the draft's top probability < P (default 0)\n"
+           "  --no-adaptive          chain: always draft --draft-max tokens\n"
+           "  --tree-budget N        tree: most nodes (default 32)\n"
+           "  --tree-depth N         tree: most levels (default 6)\n"
+           "  --tree-width N         tree: most children per node (default 4)\n"
+           "  --synthetic-accept A   BENCHMARKING ONLY: accept each draft token with probability A; the\n"
+           "                         output is then NOT the target's (reported as synthetic)\n");
+}
+
+static es_ctx *make_ctx(es_model *m, const es_run_opts *o) {
+    es_ctx_params cp = es_ctx_default_params();
+    cp.n_threads = o->n_threads;
+    cp.n_ctx = o->n_ctx;
+    cp.n_batch_max = ES_SPEC_MAX_NODES + 1;
+    es_ctx *c = NULL;
+    es_err err = {{0}};
+    if (es_ctx_init(m, &cp, &c, &err) != ES_OK) cli_error("run", "%s", err.msg);
+    return c;
 }
 
 int es_run_speculative(es_run_opts *o) {
-    (void)o;
-    return cli_error("run", "--draft: speculative decoding is not available in this build yet");
+    int rc = 1;
+    es_err err = {{0}};
+    es_model *target = NULL, *draft = NULL;
+    es_ctx *tctx = NULL, *dctx = NULL;
+    es_verifier *ver = NULL;
+    es_drafter *dr = NULL;
+    int32_t *gen = NULL;
+    es_run_prompt pr = {0};
+    es_spec_tree *tree = malloc(sizeof *tree);
+    es_spec_verdict *vd = malloc(sizeof *vd);
+    if (!tree || !vd) { cli_error("run", "out of memory"); goto done; }
+    if (!(target = es_run_load_model(o->model_path)) || !(draft = es_run_load_model(o->draft_path))) goto done;
+    const es_tokenizer *tok = es_model_tokenizer(target);
+    if (es_spec_check_vocab(tok, es_model_tokenizer(draft), &err) != ES_OK) {
+        cli_error("run", "draft %s cannot draft for %s: %s", o->draft_path, o->model_path, err.msg);
+        goto done;
+    }
+    int rule = o->synthetic_alpha >= 0 ? ES_ACCEPT_SYNTHETIC : es_accept_rule_parse(o->accept);
+    if (rule == ES_ACCEPT_GREEDY && o->sp.temperature > 0) {
+        cli_error("run", "--accept greedy needs --temp 0; use match or rejection when sampling");
+        goto done;
+    }
+    if (es_run_tokenize(tok, o, &pr) != 0) goto done;
+    if (!(tctx = make_ctx(target, o)) || !(dctx = make_ctx(draft, o))) goto done;
+    const int n_ctx_t = o->n_ctx > 0 ? o->n_ctx : es_model_n_ctx_train(target);
+    const int n_ctx_d = o->n_ctx > 0 ? o->n_ctx : es_model_n_ctx_train(draft);
+    const int n_ctx = n_ctx_t < n_ctx_d ? n_ctx_t : n_ctx_d;
+    if (pr.n >= n_ctx) { cli_error("run", "the prompt has %d tokens but the context holds %d", pr.n, n_ctx); goto done; }
+
+    int tseq, dseq;
+    if (es_seq_open(tctx, &tseq, &err) != ES_OK || es_seq_open(dctx, &dseq, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
+    es_verifier_params vp = {.rule = (es_accept_rule)rule, .sampling = o->sp, .synthetic_alpha = o->synthetic_alpha};
+    if (es_verifier_init(tctx, tseq, &vp, &ver, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
+    es_drafter_params dp = es_drafter_default_params();
+    dp.mode = strcmp(o->spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+    dp.k_max = o->draft_max;
+    dp.k_min = o->draft_min > o->draft_max ? o->draft_max : o->draft_min;
+    dp.p_min = (float)o->draft_p_min;
+    dp.adaptive = o->adaptive;
+    dp.tree_budget = o->tree_budget;
+    dp.tree_depth = o->tree_depth;
+    dp.tree_width = o->tree_width;
+    dp.sample = rule == ES_ACCEPT_REJECTION;
+    dp.temperature = o->sp.temperature > 0 ? o->sp.temperature : 1.0f;
+    dp.seed = o->sp.seed;
+    if (es_drafter_init(dctx, dseq, &dp, &dr, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
+
+    es_run_output out;
+    es_run_output_init(&out, o, tok, pr.ids, pr.n);
+    double t0 = cli_now();
+    if (es_verifier_prefill(ver, pr.ids, pr.n - 1, &err) != ES_OK || es_drafter_prefill(dr, pr.ids, pr.n - 1, &err) != ES_OK) {
+        cli_error("run", "prefill: %s", err.msg);
+        goto done;
+    }
+    double t1 = cli_now();
+    out.prefill_s = t1 - t0;
+
+    gen = malloc(((size_t)o->n_predict + ES_SPEC_MAX_PATH + 1) * sizeof *gen);
+    if (!gen) { cli_error("run", "out of memory"); goto done; }
+    int n_gen = 0, rounds = 0;
+    long drafted = 0, accepted = 0;
+    long depth_hits[ES_SPEC_MAX_PATH + 1] = {0};
+    double t_draft = 0, t_verify = 0;
+    const char *stop = "length";
+    const int32_t bos = es_tokenizer_bos(tok), eos = es_tokenizer_eos(tok);
+    int32_t root = pr.ids[pr.n - 1];
+    bool done_gen = o->n_predict == 0;
+    while (!done_gen) {
+        const int len = pr.n + n_gen; /* confirmed tokens; the target KV holds len - 1 */
+        if (len >= n_ctx) { stop = "context"; break; }
+        /* never draft past the token budget or the context */
+        int max_nodes = o->n_predict - n_gen - 1;
+        if (max_nodes > n_ctx - len - 1) max_nodes = n_ctx - len - 1;
+        if (max_nodes < 0) max_nodes = 0;
+        double a = cli_now();
+        if (es_drafter_draft(dr, root, max_nodes, tree, &err) != ES_OK) { cli_error("run", "draft: %s", err.msg); goto done; }
+        double b = cli_now();
+        if (es_verifier_verify(ver, root, tree, vd, &err) != ES_OK) { cli_error("run", "verify: %s", err.msg); goto done; }
+        double c = cli_now();
+        if (es_drafter_accept(dr, tree, vd, &err) != ES_OK) { cli_error("run", "draft: %s", err.msg); goto done; }
+        t_draft += (b - a) + (cli_now() - c);
+        t_verify += c - b;
+        rounds++;
+        drafted += tree->n;
+        accepted += vd->n_accepted;
+        for (int k = 1; k <= vd->n_accepted; k++) depth_hits[k]++;
+        for (int k = 0; k < vd->n_tokens; k++) {
+            const int32_t t = vd->tokens[k];
+            gen[n_gen++] = t;
+            if (t == eos || t == bos) { stop = "eos"; done_gen = true; break; }
+            es_run_output_token(&out, t);
+            if (n_gen >= o->n_predict) { done_gen = true; break; }
+        }
+        root = vd->bonus;
+    }
+    out.decode_s = cli_now() - t1;
+
+    cJSON *spec = cJSON_CreateObject();
+    cJSON_AddStringToObject(spec, "draft", o->draft_path);
+    cJSON_AddStringToObject(spec, "mode", o->spec_mode);
+    cJSON_AddStringToObject(spec, "accept", es_accept_rule_name((es_accept_rule)rule));
+    cJSON_AddBoolToObject(spec, "synthetic", rule == ES_ACCEPT_SYNTHETIC);
+    if (rule == ES_ACCEPT_SYNTHETIC) cJSON_AddNumberToObject(spec, "synthetic_alpha", o->synthetic_alpha);
+    cJSON_AddNumberToObject(spec, "rounds", rounds);
+    cJSON_AddNumberToObject(spec, "drafted", (double)drafted);
+    cJSON_AddNumberToObject(spec, "accepted", (double)accepted);
+    cJSON_AddNumberToObject(spec, "acceptance_length", rounds ? 1.0 + (double)accepted / rounds : 0);
+    cJSON_AddNumberToObject(spec, "acceptance_rate", drafted ? (double)accepted / (double)drafted : 0);
+    int maxd = 0;
+    for (int k = 1; k <= ES_SPEC_MAX_PATH; k++)
+        if (depth_hits[k]) maxd = k;
+    cJSON *dh = cJSON_CreateArray();
+    for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)depth_hits[k]));
+    cJSON_AddItemToObject(spec, "accepted_at_depth", dh);
+    cJSON_AddNumberToObject(spec, "draft_seconds", t_draft);
+    cJSON_AddNumberToObject(spec, "verify_seconds", t_verify);
+    if (dp.mode == ES_DRAFT_TREE) {
+        cJSON_AddNumberToObject(spec, "tree_budget", dp.tree_budget);
+        cJSON_AddNumberToObject(spec, "tree_depth", dp.tree_depth);
+        cJSON_AddNumberToObject(spec, "tree_width", dp.tree_width);
+    } else {
+        cJSON_AddNumberToObject(spec, "draft_max", dp.k_max);
+        cJSON_AddBoolToObject(spec, "adaptive", dp.adaptive);
+    }
+    if (rule == ES_ACCEPT_SYNTHETIC) fprintf(stderr, "edgespec run: SYNTHETIC acceptance (alpha %.2f): output is not the target's\n", o->synthetic_alpha);
+    es_run_output_finish(&out, gen, n_gen, stop, target, spec);
+    es_run_output_free(&out);
+    rc = 0;
+done:
+    free(gen);
+    free(pr.ids);
+    free(tree);
+    free(vd);
+    es_drafter_free(dr);
+    es_verifier_free(ver);
+    es_ctx_free(dctx);
+    es_ctx_free(tctx);
+    es_model_free(draft);
+    es_model_free(target);
+    es_run_opts_free(o);
+    return rc;
 }
