@@ -22,4 +22,9 @@ fi
 if [ ! -s "$out/stories260K-q4_0.gguf" ] || [ "$bin" -nt "$out/stories260K-q4_0.gguf" ]; then
   "$bin" quantize "$out/stories260K.gguf" "$out/stories260K-q4_0.gguf.tmp" q4_0 && mv "$out/stories260K-q4_0.gguf.tmp" "$out/stories260K-q4_0.gguf"
 fi
+# A deliberately bad draft: random weights, same vocabulary. It may only make speculation slower.
+if [ ! -s "$out/draft-random.gguf" ] || [ "$bin" -nt "$out/draft-random.gguf" ]; then
+  "$bin" synth --random --shape custom:dim=32,ff=64,layers=1,heads=2,kv=1,ctx=512,vocab=512 \
+    --tokenizer "$models/tok512.bin" --seed 7 -o "$out/draft-random.gguf.tmp" && mv "$out/draft-random.gguf.tmp" "$out/draft-random.gguf"
+fi
 echo "test models ready in $out"

@@ -118,6 +118,7 @@ void es_drafter_free(es_drafter *d) {
 }
 
 int es_drafter_k(const es_drafter *d) { return d->k_cur; }
+int es_drafter_kv_len(const es_drafter *d) { return d->kv_confirmed; }
 
 es_status es_drafter_prefill(es_drafter *d, const int32_t *tokens, int n, es_err *err) {
     if (n < 0 || d->n_pending + n > d->n_ctx) return es_fail(err, ES_ERR_RANGE, "draft prefill of %d tokens exceeds the context", n);

@@ -131,5 +131,8 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */
 int es_drafter_k(const es_drafter *d);
+/* Confirmed tokens held in the draft cache (a prefix of the confirmed sequence); the rest are fed
+ * with the next draft. */
+int es_drafter_kv_len(const es_drafter *d);
 
 #endif
