@@ -30,6 +30,8 @@ void es_run_opts_print_spec_help(void) {
            "                         output is then NOT the target's (reported as synthetic)\n");
 }
 
+static void on_token(void *ud, int32_t t) { es_run_output_token(ud, t); }
+
 static es_ctx *make_ctx(es_model *m, const es_run_opts *o) {
     es_ctx_params cp = es_ctx_default_params();
     cp.n_threads = o->n_threads;
@@ -50,9 +52,6 @@ int es_run_speculative(es_run_opts *o) {
     es_drafter *dr = NULL;
     int32_t *gen = NULL;
     es_run_prompt pr = {0};
-    es_spec_tree *tree = malloc(sizeof *tree);
-    es_spec_verdict *vd = malloc(sizeof *vd);
-    if (!tree || !vd) { cli_error("run", "out of memory"); goto done; }
     if (!(target = es_run_load_model(o->model_path)) || !(draft = es_run_load_model(o->draft_path))) goto done;
     const es_tokenizer *tok = es_model_tokenizer(target);
     if (es_spec_check_vocab(tok, es_model_tokenizer(draft), &err) != ES_OK) {
@@ -91,53 +90,23 @@ int es_run_speculative(es_run_opts *o) {
 
     es_run_output out;
     es_run_output_init(&out, o, tok, pr.ids, pr.n);
+    gen = malloc(((size_t)o->n_predict + 1) * sizeof *gen);
+    if (!gen) { cli_error("run", "out of memory"); goto done; }
+    const int32_t stops[2] = {es_tokenizer_bos(tok), es_tokenizer_eos(tok)};
+    es_spec_stats st;
     double t0 = cli_now();
-    if (es_verifier_prefill(ver, pr.ids, pr.n - 1, &err) != ES_OK || es_drafter_prefill(dr, pr.ids, pr.n - 1, &err) != ES_OK) {
-        cli_error("run", "prefill: %s", err.msg);
+    if (es_spec_generate(dr, ver, pr.ids, pr.n, o->n_predict, n_ctx, stops, 2, gen, &st, on_token, &out, &err) != ES_OK) {
+        cli_error("run", "%s", err.msg);
+        es_run_output_free(&out);
         goto done;
     }
-    double t1 = cli_now();
-    out.prefill_s = t1 - t0;
-
-    gen = malloc(((size_t)o->n_predict + ES_SPEC_MAX_PATH + 1) * sizeof *gen);
-    if (!gen) { cli_error("run", "out of memory"); goto done; }
-    int n_gen = 0, rounds = 0;
-    long drafted = 0, accepted = 0;
-    long depth_hits[ES_SPEC_MAX_PATH + 1] = {0};
-    double t_draft = 0, t_verify = 0;
-    const char *stop = "length";
-    const int32_t bos = es_tokenizer_bos(tok), eos = es_tokenizer_eos(tok);
-    int32_t root = pr.ids[pr.n - 1];
-    bool done_gen = o->n_predict == 0;
-    while (!done_gen) {
-        const int len = pr.n + n_gen; /* confirmed tokens; the target KV holds len - 1 */
-        if (len >= n_ctx) { stop = "context"; break; }
-        /* never draft past the token budget or the context */
-        int max_nodes = o->n_predict - n_gen - 1;
-        if (max_nodes > n_ctx - len - 1) max_nodes = n_ctx - len - 1;
-        if (max_nodes < 0) max_nodes = 0;
-        double a = cli_now();
-        if (es_drafter_draft(dr, root, max_nodes, tree, &err) != ES_OK) { cli_error("run", "draft: %s", err.msg); goto done; }
-        double b = cli_now();
-        if (es_verifier_verify(ver, root, tree, vd, &err) != ES_OK) { cli_error("run", "verify: %s", err.msg); goto done; }
-        double c = cli_now();
-        if (es_drafter_accept(dr, tree, vd, &err) != ES_OK) { cli_error("run", "draft: %s", err.msg); goto done; }
-        t_draft += (b - a) + (cli_now() - c);
-        t_verify += c - b;
-        rounds++;
-        drafted += tree->n;
-        accepted += vd->n_accepted;
-        for (int k = 1; k <= vd->n_accepted; k++) depth_hits[k]++;
-        for (int k = 0; k < vd->n_tokens; k++) {
-            const int32_t t = vd->tokens[k];
-            gen[n_gen++] = t;
-            if (t == eos || t == bos) { stop = "eos"; done_gen = true; break; }
-            es_run_output_token(&out, t);
-            if (n_gen >= o->n_predict) { done_gen = true; break; }
-        }
-        root = vd->bonus;
-    }
-    out.decode_s = cli_now() - t1;
+    /* prefill happens inside the first rounds (lazily on the draft side), so it is counted as decode */
+    out.decode_s = cli_now() - t0;
+    const int n_gen = st.n_generated, rounds = st.rounds;
+    const long drafted = st.drafted, accepted = st.accepted;
+    const char *stop = st.stop;
+    const long *depth_hits = st.accepted_at_depth;
+    const double t_draft = st.draft_seconds, t_verify = st.verify_seconds;
 
     cJSON *spec = cJSON_CreateObject();
     cJSON_AddStringToObject(spec, "draft", o->draft_path);
@@ -173,8 +142,6 @@ int es_run_speculative(es_run_opts *o) {
 done:
     free(gen);
     free(pr.ids);
-    free(tree);
-    free(vd);
     es_drafter_free(dr);
     es_verifier_free(ver);
     es_ctx_free(dctx);

@@ -135,4 +135,23 @@ int es_drafter_k(const es_drafter *d);
  * with the next draft. */
 int es_drafter_kv_len(const es_drafter *d);
 
+/* ---- a whole generation --------------------------------------------------------------------- */
+
+typedef struct es_spec_stats {
+    int rounds;
+    long drafted, accepted;
+    long accepted_at_depth[ES_SPEC_MAX_PATH + 1]; /* [d]: rounds that accepted at least d tokens */
+    double draft_seconds, verify_seconds;
+    int n_generated;
+    const char *stop;                             /* "length", "eos", "context" */
+} es_spec_stats;
+
+/* Runs draft/verify rounds from a prompt (both sides fresh: nothing of the prompt in their caches)
+ * until n_predict tokens, a stop token (any of stop_ids) or the context end. Generated tokens go to
+ * out (capacity n_predict; the stop token included); on_token (optional) sees each one as it is
+ * confirmed, stop token excluded. */
+es_status es_spec_generate(es_drafter *d, es_verifier *v, const int32_t *prompt, int n_prompt, int n_predict, int n_ctx,
+                           const int32_t *stop_ids, int n_stop, int32_t *out, es_spec_stats *st,
+                           void (*on_token)(void *ud, int32_t tok), void *ud, es_err *err);
+
 #endif
