@@ -26,7 +26,7 @@ static int g_slot;
 
 static const char *join(const char *dir, const char *file) {
     char *p = g_paths[g_slot++ % SLOTS];
-    snprintf(p, 4096, "%s/%s", dir, file);
+    if (snprintf(p, 4096, "%s/%s", dir, file) >= 4096) fprintf(stderr, "testutil: path too long: %s/%s\n", dir, file);
     return p;
 }
 
