@@ -118,7 +118,7 @@ static int bench_model(int argc, char **argv) {
     }
     double dec_s = cli_now() - t0;
     es_seq_truncate(c, seq, n_prompt, &err);
-    double kt[16];
+    double kt[16] = {0};
     for (int i = 0; i < nk; i++) kt[i] = time_batch(c, seq, n_prompt, ks[i], reps, nv);
     double k1 = kt[0];
     for (int i = 0; i < nk; i++) if (ks[i] == 1) k1 = kt[i];
