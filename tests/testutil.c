@@ -22,9 +22,7 @@ static int g_slot;
 
 static const char *join(const char *dir, const char *file) {
     char *p = g_paths[g_slot++ % SLOTS];
-    /* A path that does not fit is truncated (and will fail to open); using the result keeps
-     * -Wformat-truncation quiet. */
-    if (snprintf(p, 4096, "%s/%s", dir, file) >= 4096) p[4095] = 0;
+    if (snprintf(p, 4096, "%s/%s", dir, file) >= 4096) fprintf(stderr, "testutil: path too long: %s/%s\n", dir, file);
     return p;
 }
 
