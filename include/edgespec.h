@@ -161,6 +161,13 @@ const es_model *es_ctx_model(const es_ctx *ctx);
 
 /* ---- sampling ---------------------------------------------------------------------------------- */
 
+/* Order of application (details in src/sample/sampler.h): NaN logits -> -inf, +inf -> FLT_MAX;
+ * repetition penalty over the distinct tokens among the last repeat_last_n accepted (logit > 0 ->
+ * logit / penalty, else logit * penalty); temperature (0: one-hot argmax, ties -> lowest id); top-k;
+ * softmax; top-p (smallest most-likely set whose mass reaches top_p, >= 1 token); min-p (drop p <
+ * min_p * p_max); renormalise; draw by inverse CDF with one uniform from the sampler's own stream
+ * (none when temperature is 0). No token with a finite logit: one-hot at token 0. A sampler is not
+ * thread-safe; use one per sequence. */
 typedef struct es_sampler es_sampler;
 
 typedef struct es_sampler_params {
@@ -184,6 +191,7 @@ int32_t es_sampler_sample(es_sampler *s, const float *logits);
 void es_sampler_probs(es_sampler *s, const float *logits, float *probs);
 /* Records an emitted token (for the repetition penalty). */
 void es_sampler_accept(es_sampler *s, int32_t token);
+/* Back to the state es_sampler_init left: clears the history and reseeds the stream with params.seed. */
 void es_sampler_reset(es_sampler *s);
 /* Uniform double in [0,1) from the sampler's seeded stream. */
 double es_sampler_uniform(es_sampler *s);
