@@ -5,8 +5,9 @@
 
 #include <stddef.h>
 
-/* Reads a `bytes`-sized buffer (allocated and touched first) with n_threads threads, best of `reps`
- * passes; returns GB/s (1e9 bytes per second), or a negative number if the buffer cannot be allocated. */
+/* Reads a `bytes`-sized buffer (0: 1 GiB; allocated and written first by the threads that read it)
+ * with n_threads threads, best of `reps` passes; returns GB/s (1e9 bytes per second), or a negative
+ * number if the buffer cannot be allocated or holds fewer 16-byte vectors than threads. */
 double es_membw_read_gbs(size_t bytes, int n_threads, int reps);
 
 #endif
