@@ -169,6 +169,27 @@ static void test_words(void) {
     CHECK(es_token_to_piece(g, -1, mark, buf, 32) == 6 && memcmp(buf, "<mark>", 6) == 0);
     CHECK(es_token_to_piece(g, -1, xyz, buf, 32) == 3);
 
+    /* BOS is added only when both the caller and the vocabulary ask for it */
+    {
+        es_vocab_spec spec = {.kind = ES_TOK_BPE, .n_vocab = s.n, .tokens = (const char *const *)s.tokens,
+                              .types = s.types, .merges = (const char *const *)s.merges, .n_merges = s.n_merges,
+                              .bos = endoftext, .eos = endoftext, .unk = -1, .pad = -1};
+        es_tokenizer *nb = NULL, *wb = NULL;
+        es_err err_ = {{0}}, *err = &err_;
+        CHECK_OK(es_tokenizer_init(&spec, &nb, err), err);
+        spec.add_bos = true;
+        CHECK_OK(es_tokenizer_init(&spec, &wb, err), err);
+        if (nb && wb) {
+            CHECK(enc(nb, "he", 2, false, ids, 64) == 1 && ids[0] != endoftext);
+            CHECK(enc(wb, "he", 2, false, ids, 64) == 2 && ids[0] == endoftext);
+            int cnt = -1;
+            CHECK_OK(es_tokenize(wb, "he", 2, false, false, ids, 64, &cnt, err), err);
+            CHECK(cnt == 1 && ids[0] != endoftext);
+        }
+        es_tokenizer_free(nb);
+        es_tokenizer_free(wb);
+    }
+
     /* arbitrary bytes round-trip under every pre-tokeniser */
     es_rng r;
     es_rng_seed(&r, 7);
