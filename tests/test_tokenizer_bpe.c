@@ -2,6 +2,7 @@
  * rank order (ties leftmost), the three pre-tokenisers split as their regexes do, arbitrary bytes
  * (NULs, invalid UTF-8) round-trip, special and user-defined tokens are matched literally, and
  * tokenizer.json files with ByteLevel pre-tokenizers load as the right variant. */
+#include <cjson/cJSON.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -271,6 +272,46 @@ static void test_pretokenizers(void) {
     check_split(TOK_PRE_GPT2, "a\xFF\xFE b", "a|\xFF\xFE| b");
 }
 
+/* tests/data/pretok-ref.jsonl: the original regexes run by JavaScript's RegExp engine
+ * (scripts/gen-pretok-ref.mjs) on random strings of characters whose class is known exactly. */
+static void test_pretok_reference(void) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/data/pretok-ref.jsonl", getenv("ES_SRC") ? getenv("ES_SRC") : ".");
+    size_t len;
+    char *data = es_test_read_file(path, &len);
+    CHECK_MSG(data != NULL, "cannot read %s (set ES_SRC to the source tree)", path);
+    if (!data) return;
+    int lines = 0, bad = 0;
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) { bad++; continue; }
+        const char *pre = cJSON_GetObjectItem(j, "pre")->valuestring, *text = cJSON_GetObjectItem(j, "text")->valuestring;
+        tok_pre p = !strcmp(pre, "gpt2") ? TOK_PRE_GPT2 : !strcmp(pre, "qwen2") ? TOK_PRE_QWEN2 : TOK_PRE_LLAMA3;
+        char want[1024];
+        size_t k = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "pieces")) {
+            size_t l = strlen(it->valuestring);
+            if (k) want[k++] = '|';
+            if (k + l + 2 > sizeof want) break;
+            memcpy(want + k, it->valuestring, l);
+            k += l;
+        }
+        want[k] = 0;
+        pieces got = {.s = text};
+        es_err err_ = {{0}}, *err = &err_;
+        tok_pretokenize(p, text, strlen(text), collect, &got, err);
+        if (strcmp(got.out, want) != 0) {
+            if (bad++ < 5) fprintf(stderr, "pre %s \"%s\":\n  got  \"%s\"\n  want \"%s\"\n", pre, text, got.out, want);
+        }
+        cJSON_Delete(j);
+        lines++;
+    }
+    CHECK(lines >= 600);
+    CHECK_MSG(bad == 0, "%d of %d pre-tokenizer splits differ from the regex", bad, lines);
+    free(data);
+}
+
 static void test_unicode(void) {
     CHECK(tok_cc_table_ok());
     for (int b = 0; b < 256; b++) CHECK(tok_cp_to_byte(tok_byte_to_cp((uint8_t)b)) == b);
@@ -345,6 +386,7 @@ static void test_hf_bytelevel(void) {
 int main(void) {
     test_unicode();
     test_pretokenizers();
+    test_pretok_reference();
     test_rank_order();
     test_words();
     test_hf_bytelevel();
