@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include "edgespec.h"
+
 #include <string.h>
 #include <sys/stat.h>
 
@@ -10,6 +12,8 @@ int es_test_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, es_test_checks - es_test_failures, es_test_failures);
     return es_test_failures ? 1 : 0;
 }
+
+const char *es_test_errmsg(const void *err) { return err ? ((const es_err *)err)->msg : ""; }
 
 static const char *env_or(const char *var, const char *dflt) {
     const char *v = getenv(var);
@@ -22,7 +26,7 @@ static int g_slot;
 
 static const char *join(const char *dir, const char *file) {
     char *p = g_paths[g_slot++ % SLOTS];
-    snprintf(p, 4096, "%s/%s", dir, file);
+    if (snprintf(p, 4096, "%s/%s", dir, file) >= 4096) fprintf(stderr, "testutil: path too long: %s/%s\n", dir, file);
     return p;
 }
 

@@ -38,9 +38,12 @@ extern int es_test_checks;
         if (st_ != ES_OK) {                                                           \
             es_test_failures++;                                                       \
             fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr,       \
-                    es_status_str(st_), (errp) ? (errp)->msg : "");                   \
+                    es_status_str(st_), es_test_errmsg(errp));                          \
         }                                                                             \
     } while (0)
+
+/* err->msg, or "" for NULL (a function, so passing &err does not trip -Waddress). */
+const char *es_test_errmsg(const void *err);
 
 /* Prints "N passed, M failed" and returns the process exit code. */
 int es_test_finish(const char *name);

@@ -41,7 +41,9 @@ typedef struct es_gguf_tensor {
     const void *data;          /* points into the mapping */
 } es_gguf_tensor;
 
-/* Opens and validates a file (memory-mapped, read-only). */
+/* Opens and validates a file (memory-mapped, read-only). Errors: ES_ERR_IO (cannot open / map),
+ * ES_ERR_FORMAT (malformed), ES_ERR_UNSUPPORTED (a GGUF version other than 2 or 3). err->msg names
+ * what is wrong but not the path (callers prefix it). */
 es_status es_gguf_open(const char *path, es_gguf **out, es_err *err);
 /* Parses a caller-owned buffer (not copied; must outlive the handle). Used by tests and fuzzers. */
 es_status es_gguf_open_buffer(const void *data, size_t size, es_gguf **out, es_err *err);
@@ -63,16 +65,24 @@ bool es_gguf_get_u32(const es_gguf *g, const char *key, uint32_t *out);
 bool es_gguf_get_i64(const es_gguf *g, const char *key, int64_t *out);
 bool es_gguf_get_f32(const es_gguf *g, const char *key, float *out); /* float32/float64/integers */
 bool es_gguf_get_bool(const es_gguf *g, const char *key, bool *out);
+/* Any unsigned integer, or a non-negative signed one. */
+bool es_gguf_get_u64(const es_gguf *g, const char *key, uint64_t *out);
+/* float32/float64/integers (not bool), as a double (exact for float64 and integers below 2^53). */
+bool es_gguf_get_f64(const es_gguf *g, const char *key, double *out);
 /* String value: pointer into a NUL-terminated copy; *len excludes the NUL (strings may hold NULs). */
 bool es_gguf_get_str(const es_gguf *g, const char *key, const char **s, size_t *len);
 /* Array value: element type and count. */
 bool es_gguf_get_arr(const es_gguf *g, const char *key, es_gguf_vtype *elem_type, uint64_t *n);
 /* For a numeric array: a pointer to the packed little-endian elements (in the mapping). */
 const void *es_gguf_arr_data(const es_gguf *g, const char *key);
+/* Element i of a numeric (or bool) array as a double; false if absent, not numeric or i >= n. */
+bool es_gguf_arr_f64(const es_gguf *g, const char *key, uint64_t i, double *out);
 /* For a string array: element i (NUL-terminated copy) and its length. */
 const char *es_gguf_arr_str(const es_gguf *g, const char *key, uint64_t i, size_t *len);
 
-/* Printable value for `edgespec info` (arrays shortened). Returns buf. */
+/* Printable value for `edgespec info`: numbers, true/false, strings quoted, escaped and cut after
+ * 80 bytes, arrays of more than 8 elements shortened to `[1, 2, 3, 4, 5, ... (512 items)]`. Output
+ * longer than cap is cut and ends in "...". Returns buf. */
 const char *es_gguf_kv_format(const es_gguf *g, int64_t i, char *buf, size_t cap);
 
 int64_t es_gguf_n_tensors(const es_gguf *g);
@@ -99,10 +109,13 @@ es_status es_gguf_set_bool(es_gguf_writer *w, const char *key, bool v);
 es_status es_gguf_set_str(es_gguf_writer *w, const char *key, const char *v);
 /* Numeric array of a scalar element type (not STRING/ARRAY), n packed little-endian elements. */
 es_status es_gguf_set_arr(es_gguf_writer *w, const char *key, es_gguf_vtype elem, const void *data, uint64_t n);
+/* lens may be NULL when every string is NUL-terminated (then strlen is used). */
 es_status es_gguf_set_arr_str(es_gguf_writer *w, const char *key, const char *const *strs, const size_t *lens, uint64_t n);
 /* Copies every key/value of a reader into the writer (e.g. quantize keeps the metadata). */
 es_status es_gguf_copy_kv(es_gguf_writer *w, const es_gguf *src);
-/* Adds a tensor whose bytes are `data` (referenced, not copied: must stay valid until write). */
+/* Adds a tensor whose bytes are `data` (referenced, not copied: must stay valid until write).
+ * ES_ERR_INVALID_ARG for a name of 64 bytes or more (llama.cpp's limit) or already added, an unknown
+ * type, n_dims outside 1..4, a dimension < 1, or ne[0] not a multiple of the type's block size. */
 es_status es_gguf_add_tensor(es_gguf_writer *w, const char *name, uint32_t type, int n_dims, const int64_t *ne, const void *data);
 /* Adds a tensor whose bytes are produced at write time by fill(ud, ...) (for files larger than memory). */
 es_status es_gguf_add_tensor_fill(es_gguf_writer *w, const char *name, uint32_t type, int n_dims, const int64_t *ne,
