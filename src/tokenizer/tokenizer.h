@@ -48,6 +48,20 @@ void es_tokenizer_free(es_tokenizer *tok);
 /* The token's raw text as stored in the vocabulary (with "▁"); NULL if out of range. */
 const char *es_tokenizer_token_text(const es_tokenizer *tok, int32_t id, size_t *len);
 int32_t es_tokenizer_token_type(const es_tokenizer *tok, int32_t id);
+float es_tokenizer_token_score(const es_tokenizer *tok, int32_t id);
+es_tok_kind es_tokenizer_kind(const es_tokenizer *tok);
+int32_t es_tokenizer_unk(const es_tokenizer *tok); /* -1 if none */
+int32_t es_tokenizer_pad(const es_tokenizer *tok); /* -1 if none */
+/* What the vocabulary asks for: es_tokenize prepends BOS only when both its add_bos argument and
+ * this are true; it never appends EOS (callers that want it check es_tokenizer_add_eos). */
+bool es_tokenizer_add_bos(const es_tokenizer *tok);
+bool es_tokenizer_add_eos(const es_tokenizer *tok);
+/* The longest token text in bytes: a buffer of this size (or 4 when larger) always holds a piece. */
+int es_tokenizer_max_token_len(const es_tokenizer *tok);
+/* The vocabulary's chat template (tokenizer.chat_template), or NULL. */
+const char *es_tokenizer_chat_template(const es_tokenizer *tok);
+/* The type es_tokenizer_init gives token i when spec->types is NULL. */
+int32_t es_tok_infer_type(const es_vocab_spec *spec, int i);
 
 /* A vocabulary loaded from a foreign file: owns its arrays. */
 typedef struct es_vocab es_vocab;
@@ -56,10 +70,15 @@ void es_vocab_free(es_vocab *v);
 /* llama2.c tokenizer .bin: i32 max_token_length, then n_vocab × (f32 score, i32 len, bytes).
  * n_vocab comes from the model header (the file does not store it). Token 0 <unk>, 1 BOS, 2 EOS. */
 es_status es_vocab_load_llama2c(const char *path, int n_vocab, es_vocab **out, es_err *err);
+/* The same from a buffer (not retained). */
+es_status es_vocab_load_llama2c_buffer(const void *data, size_t size, int n_vocab, es_vocab **out, es_err *err);
 /* Hugging Face tokenizer.json (model.type BPE, with or without byte_fallback), plus the optional
  * tokenizer_config.json beside it (bos/eos, add_bos_token, chat_template). */
 es_status es_vocab_load_hf(const char *tokenizer_json, const char *tokenizer_config_json /* may be NULL */,
                            es_vocab **out, es_err *err);
+/* The same from JSON texts in memory (not retained); config may be NULL. */
+es_status es_vocab_load_hf_buffer(const char *json, size_t json_len, const char *config, size_t config_len,
+                                  es_vocab **out, es_err *err);
 /* Writes tokenizer.ggml.{model,tokens,scores,token_type,merges,bos_token_id,eos_token_id,...}. */
 es_status es_vocab_write_gguf(const es_vocab_spec *spec, es_gguf_writer *w, es_err *err);
 
