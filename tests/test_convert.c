@@ -11,6 +11,7 @@
 #include "gguf/gguf.h"
 #include "kernels/types.h"
 #include "testutil.h"
+#include "tokenizer/tokenizer.h"
 
 /* stories260K: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads, vocab 512, seq_len 512 */
 enum { D = 64, HID = 172, L = 5, NH = 8, NKV = 4, V = 512, SEQ = 512, KVD = NKV * (D / NH) };
@@ -88,6 +89,17 @@ static void test_legacy(const char *out) {
     es_gguf_vtype et;
     uint64_t n = 0;
     CHECK(es_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n) && et == ES_GGUF_STRING && n == V);
+    /* the vocabulary written is the one llama2.c's tokenizer uses (golden prompt ids) */
+    es_tokenizer *tok = NULL;
+    CHECK_OK(es_tokenizer_from_gguf(g, &tok, &err), &err);
+    if (tok) {
+        int32_t ids[16];
+        int nid = 0;
+        CHECK_OK(es_tokenize(tok, "Once upon a time", 16, true, false, ids, 16, &nid, &err), &err);
+        CHECK(nid == 5 && ids[0] == 1 && ids[1] == 403 && ids[2] == 407 && ids[3] == 261 && ids[4] == 378);
+        CHECK(es_tokenizer_n_vocab(tok) == V);
+        es_tokenizer_free(tok);
+    }
     CHECK(es_gguf_n_tensors(g) == 2 + 9 * L); /* shared classifier: no output.weight */
     CHECK(es_gguf_find_tensor(g, "output.weight") == NULL);
     CHECK(stats.n_tensors == 2 + 9 * L);

@@ -13,6 +13,7 @@
 #include "gguf/gguf.h"
 #include "kernels/types.h"
 #include "testutil.h"
+#include "tokenizer/tokenizer.h"
 #include "util/fp16.h"
 
 static int64_t get_int(const es_gguf *g, const char *key) {
@@ -54,6 +55,13 @@ static void test_tinystories(void) {
     uint64_t n;
     CHECK(es_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n) && et == ES_GGUF_STRING && n == 2048);
     CHECK(es_gguf_get_str(g, "tokenizer.ggml.model", &s, &len));
+    es_tokenizer *tok = NULL;
+    CHECK_OK(es_tokenizer_from_gguf(g, &tok, &err), &err);
+    if (tok) {
+        CHECK(es_tokenizer_n_vocab(tok) == 2048);
+        CHECK(es_tokenizer_bos(tok) == 1 && es_tokenizer_eos(tok) == 2);
+        es_tokenizer_free(tok);
+    }
     CHECK(es_gguf_n_tensors(g) == 2 + 9 * 2);
     CHECK(es_gguf_find_tensor(g, "output.weight") == NULL); /* tied */
     CHECK(stats.n_params == 2048 * 128 + 2 * (2 * 128 + 128 * 128 * 2 + 64 * 128 * 2 + 3 * 384 * 128) + 128);

@@ -9,6 +9,7 @@
 #include "gguf/gguf.h"
 #include "kernels/types.h"
 #include "testutil.h"
+#include "tokenizer/tokenizer.h"
 
 static int64_t get_int(const es_gguf *g, const char *key) {
     int64_t v = -1;
@@ -66,6 +67,16 @@ static void test_random_llama(void) {
     CHECK(t0 && !strcmp(t0, "<0x41>"));
     t0 = es_gguf_arr_str(g, "tokenizer.ggml.tokens", 299, &len);
     CHECK(t0 && !strcmp(t0, "tok_299"));
+    /* it is a working tokenizer: any text falls back to byte tokens */
+    es_tokenizer *tok = NULL;
+    CHECK_OK(es_tokenizer_from_gguf(g, &tok, &err), &err);
+    if (tok) {
+        int32_t ids[16];
+        int nid = 0;
+        CHECK_OK(es_tokenize(tok, "Hi", 2, true, false, ids, 16, &nid, &err), &err);
+        CHECK(nid >= 3 && ids[0] == 1 && ids[nid - 1] == 3 + 'i');
+        es_tokenizer_free(tok);
+    }
 
     /* statistics: N(0, 0.02) matrices (f32 ffn_down read directly), norms exactly 1 */
     const es_gguf_tensor *t = es_gguf_find_tensor(g, "blk.1.ffn_down.weight");

@@ -202,6 +202,26 @@ int main(void) {
     for (size_t i = 0; i < (size_t)NTOK * sm.hp.n_vocab; i++) lmax = fmax(lmax, fabs(sl[i]));
     CHECK(lmax > 1.0); /* the reference produces real logits */
 
+    /* the converted model reproduces llama2.c's greedy story (golden: "Once upon a time", first 40
+     * generated tokens), teacher-forced: argmax at each position is the next golden token */
+    {
+        static const int golden[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
+                                     337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432,
+                                     352, 266, 268, 388, 426};
+        const int ng = sizeof golden / sizeof golden[0], np = 5, V = sm.hp.n_vocab;
+        double *gl = malloc((size_t)ng * V * sizeof *gl);
+        ref_forward(&sm, golden, ng, gl);
+        int agree = 0;
+        for (int p = np - 1; p < ng - 1; p++) {
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (gl[(size_t)p * V + v] > gl[(size_t)p * V + best]) best = v;
+            agree += best == golden[p + 1];
+        }
+        CHECK_MSG(agree == ng - np, "greedy agreement with llama2.c: %d of %d", agree, ng - np);
+        free(gl);
+    }
+
     /* the brief's target: head size 8 -> 64, GQA groups of 2 kept, 5 -> 9 layers */
     es_hparams hp;
     double d = pad_and_compare(small, &sm, sl, "custom:dim=512,ff=1376,layers=9,heads=8,kv=4,ctx=512", 0, ES_TYPE_F32, big, &hp);

@@ -199,12 +199,13 @@ static es_status plan_push(es_plan *p, const char *name, uint32_t type, int n_di
 es_status es_plan_add_rows(es_plan *p, const char *name, uint32_t type, int n_dims, const int64_t *ne,
                            es_row_fn row, void *ud, bool own_ud, es_err *err) {
     es_plan_tensor *t;
-    es_status st = plan_push(p, name, type, n_dims, ne, &t, err);
+    const es_type_traits *tr = es_type_get(type);
+    es_status st = tr && tr->from_float ? plan_push(p, name, type, n_dims, ne, &t, err)
+                                        : es_fail(err, ES_ERR_INTERNAL, "%s: cannot produce type %s", name, es_type_name(type));
     if (st != ES_OK) {
         if (own_ud) free(ud);
         return st;
     }
-    if (!es_type_get(type)->from_float) return es_fail(err, ES_ERR_INTERNAL, "%s: cannot produce type %s", name, es_type_name(type));
     t->row = row;
     t->ud = ud;
     t->own_ud = own_ud;

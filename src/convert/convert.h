@@ -29,12 +29,19 @@ typedef struct es_convert_opts {
 
 es_convert_opts es_convert_default_opts(void);
 
-/* llama2.c checkpoint (legacy fp32 header of 7 int32, or "ak42" version 2 int8) + its tokenizer. */
+/* llama2.c checkpoint (legacy fp32 header of 7 int32, "ak42" version 1 fp32 or version 2 int8 — the
+ * int8 groups are dequantised exactly, q·s, since they may cross row boundaries) + its tokenizer.
+ * Writes arch llama, rms eps 1e-5, rope base 10000, context = seq_len. ES_ERR_FORMAT for a bad header
+ * or a file whose size is not exactly what the header implies. */
 es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path, const char *out_path,
                              const es_convert_opts *opts, es_err *err);
-/* Hugging Face directory: config.json, model.safetensors, tokenizer.json (+ tokenizer_config.json). */
+/* Hugging Face directory: config.json (model_type llama or qwen2; rope_scaling must be null),
+ * model.safetensors (F32/F16/BF16; not sharded), tokenizer.json (+ tokenizer_config.json). Llama q/k
+ * rows are permuted from HF's rotate-half layout to consecutive RoPE pairs; qwen2 keeps NEOX. */
 es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_opts *opts, es_err *err);
-/* Rewrites every 2-D weight matrix of a GGUF in `type`; metadata is kept. */
+/* Rewrites every 2-D weight matrix (".weight", not a norm) of a GGUF in `type`, dequantising first
+ * when the source is quantised; rows that are not whole blocks stay F32. Metadata is kept
+ * (general.file_type updated); other tensors are copied byte for byte. opts->out_type is ignored. */
 es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, const es_convert_opts *opts,
                       es_err *err);
 
@@ -56,6 +63,8 @@ typedef struct es_synth_opts {
     es_convert_stats *stats;  /* optional: filled on success */
 } es_synth_opts;
 
+/* Random (pad_from NULL) or padded synthetic model (see synth.c for the construction). A bad shape, a
+ * shape that cannot host the small model, or a bad type / noise: ES_ERR_INVALID_ARG. */
 es_status es_synth(const es_synth_opts *opts, es_err *err);
 /* Validates a shape name (or custom:... spec) and gives its vocabulary size. */
 es_status es_synth_check_shape(const char *shape, int *n_vocab, es_err *err);

@@ -55,7 +55,8 @@ typedef struct es_llama2c_info {
 
 /* Reads and validates the header of a checkpoint held in data[0..size) and computes where every
  * tensor lies. Fails with ES_ERR_FORMAT (a bad header, a size that is not exactly what the header
- * implies) or ES_ERR_UNSUPPORTED (an ak42 version other than 1 and 2). */
+ * implies — then info->file_size holds the implied size, else 0) or ES_ERR_UNSUPPORTED (an ak42
+ * version other than 1 and 2). */
 es_status es_llama2c_parse(const void *data, size_t size, es_llama2c_info *info, es_err *err);
 
 /* Row `row` of layer `layer` of tensor `which` (layer ignored for global tensors) as f32 into dst
