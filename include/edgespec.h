@@ -83,13 +83,18 @@ typedef struct es_tokenizer es_tokenizer;
 /* The tokenizer stored in a model's GGUF metadata. Owned by the model: do not free. */
 const es_tokenizer *es_model_tokenizer(const es_model *model);
 
-/* Encodes UTF-8 text. add_bos: prepend BOS when the tokenizer has one. parse_special: recognise
- * special-token texts (e.g. "<|im_start|>") in the input. Writes at most `cap` ids and returns the
- * number the full encoding has; when that is larger than `cap` nothing beyond `cap` is written. */
+/* Encodes UTF-8 text. add_bos: prepend BOS when the tokenizer has one and its vocabulary asks for it
+ * (tokenizer.ggml.add_bos_token: true for llama2.c / SentencePiece vocabularies, usually false for
+ * Qwen2); EOS is never appended. parse_special: recognise control-token texts (e.g. "<|im_start|>")
+ * in the input; user-defined added tokens are always recognised. Writes at most `cap` ids and sets
+ * *n_out to the number the full encoding has; when that is larger than `cap` nothing beyond `cap` is
+ * written (cap 0 with ids NULL counts). */
 es_status es_tokenize(const es_tokenizer *tok, const char *text, size_t len, bool add_bos, bool parse_special,
                       int32_t *ids, int cap, int *n_out, es_err *err);
-/* The bytes of one token (byte-fallback tokens decoded to their byte). prev: the previous token or -1
- * (SentencePiece drops the leading space of the first piece after BOS). Returns bytes written. */
+/* The bytes of one token (byte-fallback tokens decoded to their byte; control tokens to nothing).
+ * prev: the previous token or -1 (SentencePiece drops the leading space of the first piece after BOS).
+ * Returns bytes written: at most `cap`, a longer piece is cut (a buffer of 256 bytes holds any piece
+ * of the usual vocabularies; es_tokenizer_max_token_len in tokenizer.h gives the exact bound). */
 int es_token_to_piece(const es_tokenizer *tok, int32_t prev, int32_t id, char *buf, int cap);
 int es_tokenizer_n_vocab(const es_tokenizer *tok);
 int32_t es_tokenizer_bos(const es_tokenizer *tok);  /* -1 if none */

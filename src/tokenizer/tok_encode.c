@@ -50,12 +50,12 @@ static es_status grow(void **p, size_t *cap, size_t n, size_t sz, es_err *err) {
     return ES_OK;
 }
 
-/* Room for n symbols and the 3n heap entries their merging can push (n - 1 initial pairs, at most
- * two more per merge, at most n - 1 merges). */
+/* Room for n symbols and n heap entries; the heap grows on demand (merging can push at most 3n
+ * entries: n - 1 initial pairs and two per merge, but usually far fewer). */
 static es_status work_reserve(tok_work *w, size_t n, es_err *err) {
     if (n > INT32_MAX / 4) return es_fail(err, ES_ERR_RANGE, "text too long to tokenize (%zu symbols)", n);
     es_status st = grow((void **)&w->sym, &w->sym_cap, n, sizeof(tok_sym), err);
-    if (st == ES_OK) st = grow((void **)&w->heap, &w->heap_cap, 3 * n, sizeof(tok_cand), err);
+    if (st == ES_OK) st = grow((void **)&w->heap, &w->heap_cap, n, sizeof(tok_cand), err);
     return st;
 }
 
@@ -64,7 +64,7 @@ static bool cand_before(const tok_cand *a, const tok_cand *b) {
 }
 
 static void heap_push(tok_cand *h, size_t *n, tok_cand c) {
-    size_t i = (*n)++;
+    size_t i = (*n)++; /* the caller made room */
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         if (!cand_before(&c, &h[parent])) break;
@@ -93,9 +93,10 @@ typedef struct merger {
     const es_tokenizer *t;
     const char *text; /* the bytes the symbols index into */
     tok_sym *sym;
-    tok_cand *heap;
+    tok_work *w;      /* owns the heap: w->heap[0 .. nheap) */
     size_t nheap;
     bool rank_mode;
+    bool oom;         /* the heap could not grow: the result is incomplete */
 } merger;
 
 /* Pushes the pair (a, b) of adjacent live symbols when it can merge. */
@@ -114,16 +115,21 @@ static void try_pair(merger *m, int32_t a, int32_t b) {
         if (!(s > TOK_SCORE_FLOOR)) return;
         c.key = s;
     }
-    heap_push(m->heap, &m->nheap, c);
+    if (m->nheap == m->w->heap_cap &&
+        grow((void **)&m->w->heap, &m->w->heap_cap, 2 * m->w->heap_cap + 16, sizeof(tok_cand), NULL) != ES_OK) {
+        m->oom = true;
+        return;
+    }
+    heap_push(m->w->heap, &m->nheap, c);
 }
 
 /* Merges symbols 0..n-1 (linked in order) to completion and emits the survivors. */
-static void merge_and_emit(merger *m, int32_t n, tok_out *o) {
+static es_status merge_and_emit(merger *m, int32_t n, tok_out *o, es_err *err) {
     tok_sym *s = m->sym;
     m->nheap = 0;
     for (int32_t i = 0; i + 1 < n; i++) try_pair(m, i, i + 1);
     while (m->nheap > 0) {
-        tok_cand c = heap_pop(m->heap, &m->nheap);
+        tok_cand c = heap_pop(m->w->heap, &m->nheap);
         tok_sym *L = &s[c.left], *R = &s[c.right];
         if (L->len == 0 || R->len == 0 || L->next != c.right || L->len + R->len != c.len) continue; /* stale */
         L->len += R->len;
@@ -134,7 +140,9 @@ static void merge_and_emit(merger *m, int32_t n, tok_out *o) {
         if (L->prev >= 0) try_pair(m, L->prev, c.left);
         if (L->next >= 0) try_pair(m, c.left, L->next);
     }
+    if (m->oom) return es_fail(err, ES_ERR_NOMEM, "out of memory merging %d symbols", (int)n);
     for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = s[i].next) tok_emit(o, s[i].id);
+    return ES_OK;
 }
 
 static void add_sym(tok_sym *s, int32_t *n, int32_t id, size_t start, size_t len, bool mergeable) {
@@ -208,9 +216,8 @@ es_status tok_encode_spm(const es_tokenizer *t, tok_work *w, const char *s, size
         }
         i += g;
     }
-    merger mg = {.t = t, .text = b, .sym = sym, .heap = w->heap, .rank_mode = rank_mode};
-    merge_and_emit(&mg, ns, o);
-    return ES_OK;
+    merger mg = {.t = t, .text = b, .sym = sym, .w = w, .rank_mode = rank_mode};
+    return merge_and_emit(&mg, ns, o, err);
 }
 
 typedef struct bpe_ctx {
@@ -245,9 +252,8 @@ static es_status bpe_piece(void *vctx, size_t start, size_t end, es_err *err) {
         int32_t id = t->byte_tok[(uint8_t)p[i]];
         add_sym(sym, &ns, id >= 0 ? id : t->unk, i, 1, true);
     }
-    merger mg = {.t = t, .text = p, .sym = sym, .heap = c->w->heap, .rank_mode = true};
-    merge_and_emit(&mg, ns, c->o);
-    return ES_OK;
+    merger mg = {.t = t, .text = p, .sym = sym, .w = c->w, .rank_mode = true};
+    return merge_and_emit(&mg, ns, c->o, err);
 }
 
 es_status tok_encode_bpe(const es_tokenizer *t, tok_work *w, const char *s, size_t n, tok_out *o, es_err *err) {

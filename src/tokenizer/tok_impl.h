@@ -41,6 +41,7 @@ struct es_tokenizer {
      * spec_first[c + 1]) */
     int32_t *spec_ids;
     uint32_t spec_first[257];
+    bool has_user_defined; /* some literal token is USER_DEFINED (matched even without parse_special) */
 
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix;

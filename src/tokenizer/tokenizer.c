@@ -163,6 +163,7 @@ static es_status build_specials(es_tokenizer *t, es_err *err) {
         if (!is_literal_type(t->type[id]) || t->len[id] == 0) continue;
         unsigned c = (unsigned char)tok_text(t, id)[0];
         /* insertion into the bucket, longest first, then lowest id */
+        t->has_user_defined |= t->type[id] == ES_TOKTYPE_USER_DEFINED;
         uint32_t j = fill[c]++;
         while (j > t->spec_first[c] && t->len[t->spec_ids[j - 1]] < t->len[id]) {
             t->spec_ids[j] = t->spec_ids[j - 1];
@@ -193,9 +194,10 @@ static uint64_t compute_fingerprint(const es_tokenizer *t) {
     return h;
 }
 
+/* The pre-tokenizer a GGUF tokenizer.ggml.pre names (llama.cpp's names and aliases; NULL: GPT-2). */
 static es_status parse_pre(const char *pre, tok_pre *out, es_err *err) {
-    if (!pre || !strcmp(pre, "gpt2") || !strcmp(pre, "default")) *out = TOK_PRE_GPT2;
-    else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) *out = TOK_PRE_LLAMA3;
+    if (!pre || !strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2")) *out = TOK_PRE_GPT2;
+    else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3")) *out = TOK_PRE_LLAMA3;
     else if (!strcmp(pre, "qwen2")) *out = TOK_PRE_QWEN2;
     else return es_fail(err, ES_ERR_UNSUPPORTED, "unsupported BPE pre-tokenizer \"%.64s\"", pre);
     return ES_OK;
@@ -368,7 +370,7 @@ es_status es_tokenize(const es_tokenizer *t, const char *text, size_t len, bool 
     if (add_bos && t->add_bos && t->bos >= 0) tok_emit(&o, t->bos);
     es_status st = ES_OK;
     size_t frag = 0;
-    bool have_literals = t->spec_ids != NULL;
+    bool have_literals = t->spec_ids != NULL && (parse_special || t->has_user_defined);
     for (size_t i = 0; have_literals && i < len && st == ES_OK;) {
         size_t mlen = 0;
         int32_t id = match_literal(t, text + i, len - i, parse_special, &mlen);

@@ -7,7 +7,9 @@
  *    add_space_prefix) and spaces become U+2581 "▁" if the vocabulary uses it (llama2.c vocabularies
  *    use a plain ' '); it is split into UTF-8 characters, each mapped to its token or, failing that, to
  *    its byte tokens <0xXX>; then the adjacent pair whose concatenation is a token with the highest
- *    score is merged, repeatedly. HF tokenizer.json BPE vocabularies get score = -merge rank.
+ *    score is merged, repeatedly (exactly llama2.c's encode). A vocabulary that also has merges (one
+ *    loaded from an HF tokenizer.json) merges by merge rank instead, exactly as Hugging Face's BPE
+ *    does; its scores are set to -merge rank so that score-based consumers agree.
  *  - ES_TOK_BPE ("gpt2" in GGUF): byte-level BPE: a regex-like pre-tokeniser splits the text, bytes
  *    map to printable unicode characters, and merges apply by rank. */
 #ifndef ES_TOKENIZER_TOKENIZER_H

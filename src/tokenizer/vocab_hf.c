@@ -348,17 +348,17 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
         if (st != ES_OK) return st;
         mi++;
     }
+    const char *unk = get_str(model, "unk_token");
+    if (unk) {
+        for (int i = 0; i < n && v->spec.unk < 0; i++)
+            if (!strcmp(v->tokens[i], unk)) v->spec.unk = i;
+        if (v->spec.unk < 0) return es_fail(err, ES_ERR_FORMAT, "unk_token \"%.64s\" is not in the vocabulary", unk);
+        v->types[v->spec.unk] = ES_TOKTYPE_UNKNOWN;
+    }
     /* validates the merges and gives the lookups the rest needs */
     es_status st = es_tokenizer_init(&v->spec, &L->tmp, err);
     if (st != ES_OK) return st;
     const es_tokenizer *t = L->tmp;
-
-    const char *unk = get_str(model, "unk_token");
-    if (unk) {
-        v->spec.unk = tok_lookup(t, unk, strlen(unk));
-        if (v->spec.unk < 0) return es_fail(err, ES_ERR_FORMAT, "unk_token \"%.64s\" is not in the vocabulary", unk);
-        v->types[v->spec.unk] = ES_TOKTYPE_UNKNOWN;
-    }
 
     int32_t pp_bos = -1, pp_eos = -1;
     template_specials(t, get(L->root, "post_processor"), &pp_bos, &pp_eos);
