@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# test_convert_cli.sh — the convert / quantize / synth subcommands: the forms scripts/make-test-models.sh
+# uses, --json output, --help, and exit codes (0 ok, 1 runtime error, 2 usage error).
+set -u
+bin=${ES_BIN:-build/edgespec}
+models=${EDGESPEC_MODELS:-../shared/models}
+tmp=${ES_BUILD:-build}/tmp/cli-convert
+mkdir -p "$tmp"
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+# expect CODE cmd...: runs cmd, checks its exit code; stdout in $tmp/out, stderr in $tmp/err
+expect() {
+  local want=$1; shift
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (want $want): $* -- $(head -c 300 "$tmp/err")"; fi
+}
+has() { # has FILE STRING
+  if grep -qF -- "$2" "$1"; then ok; else bad "'$2' not in $1: $(head -c 300 "$1")"; fi
+}
+
+expect 0 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/s.gguf" --json
+has "$tmp/out" '"arch":"llama"'
+has "$tmp/out" '"n_tensors":47'
+has "$tmp/out" "\"output\":\"$tmp/s.gguf\""
+has "$tmp/out" '"n_params":'
+has "$tmp/out" '"seconds":'
+[ "$(wc -l <"$tmp/out")" -eq 1 ] && ok || bad "--json should print one line"
+expect 0 "$bin" convert llama2c "$models/stories260K_q80.bin" "$models/tok512.bin" -o "$tmp/q80.gguf" --type q4_0
+has "$tmp/err" "wrote $tmp/q80.gguf"
+expect 0 "$bin" convert hf "$models/TinyStories-656K" -o "$tmp/hf.gguf" --json --type f16
+has "$tmp/out" '"n_tensors":20'
+
+expect 0 "$bin" quantize "$tmp/s.gguf" "$tmp/s-q8.gguf" q8_0 --json
+has "$tmp/out" '"n_converted":31'
+has "$tmp/out" '"type":"q8_0"'
+has "$tmp/out" '"n_tensors":47'
+has "$tmp/err" "kept f32"
+expect 0 "$bin" quantize "$tmp/s.gguf" "$tmp/s-q4.gguf" q4_0
+
+expect 0 "$bin" synth --random --shape custom:dim=64,ff=128,layers=2,heads=4,kv=2,vocab=300 --type q8_0 -o "$tmp/r.gguf" --json
+has "$tmp/out" '"mode":"random"'
+has "$tmp/out" '"n_tensors":20'
+expect 0 "$bin" synth --pad-from "$tmp/s.gguf" --shape custom:dim=128,ff=256,layers=6,heads=8,kv=4 -o "$tmp/p.gguf" --json --noise 0.001
+has "$tmp/out" '"mode":"pad"'
+
+for c in convert quantize synth; do
+  expect 0 "$bin" $c --help
+  has "$tmp/out" "usage:"
+done
+
+# usage errors: 2
+expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin"
+expect 2 "$bin" convert llama2c "$models/stories260K.bin" -o "$tmp/x.gguf"
+expect 2 "$bin" convert onnx foo -o "$tmp/x.gguf"
+expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --type q5_k
+expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --bogus
+expect 2 "$bin" convert
+expect 2 "$bin" quantize "$tmp/s.gguf" "$tmp/x.gguf"
+expect 2 "$bin" quantize "$tmp/s.gguf" "$tmp/x.gguf" q3_k
+expect 2 "$bin" synth --random --pad-from "$tmp/s.gguf" --shape stories15m -o "$tmp/x.gguf"
+expect 2 "$bin" synth --random -o "$tmp/x.gguf"
+expect 2 "$bin" synth --random --shape nonsense -o "$tmp/x.gguf"
+has "$tmp/err" "unknown shape"
+expect 2 "$bin" synth --random --shape stories15m
+expect 2 "$bin" synth --pad-from "$tmp/s.gguf" --shape custom:dim=32,ff=256,layers=6,heads=8,kv=4 -o "$tmp/x.gguf"
+
+# runtime errors: 1, with the reason
+expect 1 "$bin" convert llama2c "$tmp/missing.bin" "$models/tok512.bin" -o "$tmp/x.gguf"
+has "$tmp/err" "missing.bin"
+head -c 1056000 "$models/stories260K.bin" >"$tmp/trunc.bin"
+expect 1 "$bin" convert llama2c "$tmp/trunc.bin" "$models/tok512.bin" -o "$tmp/x.gguf"
+has "$tmp/err" "file is 1056000 bytes but a model of this shape needs 1056540"
+expect 1 "$bin" convert hf "$tmp" -o "$tmp/x.gguf"
+expect 1 "$bin" quantize "$tmp/missing.gguf" "$tmp/x.gguf" q8_0
+
+echo "test_convert_cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
