@@ -161,7 +161,7 @@ static int json_ints(const cJSON *arr, int32_t *out, int cap) {
 }
 
 /* Greedy speculative output vs the golden target-only output, for every golden prompt. */
-static void test_greedy_identical(es_model *target, const char *draft_file, es_draft_mode mode) {
+static void test_greedy_identical(es_model *target, const char *draft_file, es_draft_mode mode, int max_prompts) {
     es_model *dm = load(draft_file);
     if (!dm) return;
     es_ctx *tc = make_ctx(target, 3), *dc = make_ctx(dm, 3);
@@ -170,7 +170,7 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
     CHECK(text != NULL);
     int prompts = 0, identical = 0;
     long rounds = 0, drafted = 0, accepted = 0, tokens = 0;
-    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+    for (char *line = text ? strtok(text, "\n") : NULL; line && prompts < max_prompts; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         int32_t prompt[512], want[1024], got[1024];
         int np = json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
@@ -196,7 +196,7 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
     printf("%-22s %-5s: %d/%d identical in full, %ld tokens in %ld rounds, acceptance length %.2f, rate %.2f\n", draft_file,
            mode == ES_DRAFT_TREE ? "tree" : "chain", identical, prompts, tokens, rounds,
            rounds ? 1.0 + (double)accepted / rounds : 0, drafted ? (double)accepted / drafted : 0);
-    CHECK(prompts == 20);
+    CHECK(prompts == max_prompts);
     CHECK(identical >= prompts - 1);
     free(text);
     es_ctx_free(tc);
@@ -296,7 +296,7 @@ static double chi2_two_sample(const int *a, const int *b, int nv, int na, int nb
 static void test_distribution(es_model *target, es_model *draft) {
     es_ctx *tc = make_ctx(target, 3), *dc = make_ctx(draft, 3);
     const int32_t prompt[] = {1, 403, 407, 261, 378};
-    const int np = 5, nv = es_model_n_vocab(target), N = 3000, POS = 3;
+    const int np = 5, nv = es_model_n_vocab(target), N = 2000, POS = 3;
     int *ref = calloc((size_t)POS * nv, sizeof(int));
     /* reference: the target alone, sampling at T = 1 */
     es_err err = {{0}};
@@ -313,7 +313,7 @@ static void test_distribution(es_model *target, es_model *draft) {
         es_batch b = {np, prompt, pos, sq, NULL, NULL, NULL};
         CHECK_OK(es_decode(tc, &b, &err), &err);
         for (int k = 0; k < POS; k++) {
-            int32_t t = es_sampler_sample(smp, es_ctx_logits(tc, 0));
+            int32_t t = es_sampler_sample(smp, es_ctx_logits(tc, k == 0 ? np - 1 : 0));
             ref[k * nv + t]++;
             int32_t p = np + k;
             es_batch b1 = {1, &t, &p, &seq, NULL, NULL, NULL};
@@ -389,10 +389,13 @@ int main(void) {
     es_model *target = load("stories260K.gguf");
     if (!target) return es_test_finish("test_spec");
     test_vocab_check(target);
-    const char *drafts[] = {"stories260K_q80.gguf", "draft-mid.gguf", "draft-small.gguf", "draft-random.gguf"};
+    /* every golden prompt with the distilled drafts; a third of them with the int8 copy and the
+     * random draft (they exercise the extremes: almost all and almost nothing accepted) */
+    const char *drafts[] = {"draft-mid.gguf", "draft-small.gguf", "stories260K_q80.gguf", "draft-random.gguf"};
+    const int n_prompts[] = {20, 20, 7, 7};
     for (int i = 0; i < 4; i++) {
-        test_greedy_identical(target, drafts[i], ES_DRAFT_CHAIN);
-        test_greedy_identical(target, drafts[i], ES_DRAFT_TREE);
+        test_greedy_identical(target, drafts[i], ES_DRAFT_CHAIN, n_prompts[i]);
+        test_greedy_identical(target, drafts[i], ES_DRAFT_TREE, n_prompts[i]);
     }
     es_model *mid = load("draft-mid.gguf");
     if (mid) {

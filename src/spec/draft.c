@@ -224,6 +224,7 @@ static int node_cmp(const void *a, const void *b) {
 
 es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *t, es_err *err) {
     memset(t, 0, offsetof(es_spec_tree, q_tok));
+    t->q_used = 0;
     t->has_q = d->p.sample;
     d->n_nodes = 0;
     memset(d->q_n_node, 0, sizeof d->q_n_node);
@@ -274,27 +275,49 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
     const float *front_logits[ES_SPEC_MAX_NODES + 1];
     front_logits[0] = logits;
     dnode *sorted[sizeof d->nodes / sizeof d->nodes[0]];
+    int kept_before = 0; /* sampling: nodes added before this level */
     for (int level = 1; level <= d->p.tree_depth && n_front > 0; level++) {
         /* children of every frontier node */
         const int first_new = d->n_nodes;
         for (int f = 0; f < n_front; f++) {
             const int pn = frontier[f];
             const float base = pn < 0 ? 0.0f : d->nodes[pn].score;
-            const int m = propose(d, front_logits[f], d->p.tree_width, ch, t, pn + 1, &top_p);
+            /* Sampling: how many children a node gets is fixed before they are drawn (best-scored
+             * frontier nodes first, while the budget lasts) and nothing drawn is pruned afterwards.
+             * Choosing by the drawn tokens' scores would bias the children away from the proposal
+             * q that recursive rejection sampling assumes they were drawn from. */
+            int w = d->p.tree_width;
+            if (d->p.sample) {
+                const int left = budget - (d->n_nodes - first_new) - kept_before;
+                w = w < left ? w : left;
+                if (w <= 0) break;
+            }
+            const int m = propose(d, front_logits[f], w, ch, t, pn + 1, &top_p);
             for (int j = 0; j < m && d->n_nodes < cap_nodes; j++) {
                 dnode *nd = &d->nodes[d->n_nodes++];
                 *nd = (dnode){ch[j].token, pn, level, base + ch[j].logq, -1, order++, true};
             }
         }
+        if (d->p.sample) {
+            kept_before = d->n_nodes;
+            if (level == d->p.tree_depth || kept_before >= budget) break;
+            /* expand the new nodes best first, as many as the budget could still give a child */
+            int n_new = 0;
+            for (int i = first_new; i < d->n_nodes; i++) sorted[n_new++] = &d->nodes[i];
+            qsort(sorted, (size_t)n_new, sizeof sorted[0], node_cmp);
+            n_front = 0;
+            for (int i = 0; i < n_new && n_front < budget - kept_before && n_front < ES_SPEC_MAX_NODES; i++)
+                frontier[n_front++] = (int)(sorted[i] - d->nodes);
+        } else {
         /* keep the best `budget` nodes overall */
         int n_alive = 0;
         for (int i = 0; i < d->n_nodes; i++)
             if (d->nodes[i].keep) sorted[n_alive++] = &d->nodes[i];
         qsort(sorted, (size_t)n_alive, sizeof sorted[0], node_cmp);
         for (int i = budget; i < n_alive; i++) sorted[i]->keep = false;
-        /* a node whose parent was dropped cannot stay (ties are broken toward parents, so this
-         * only triggers on exact score ties across depths) */
-        for (int i = first_new; i < d->n_nodes; i++)
+        /* keep the set closed under ancestors (ties are broken toward parents, so this only
+         * triggers on exact score ties across depths) */
+        for (int i = 0; i < d->n_nodes; i++)
             if (d->nodes[i].parent >= 0 && !d->nodes[d->nodes[i].parent].keep) d->nodes[i].keep = false;
         if (level == d->p.tree_depth) break;
         /* the new frontier: surviving new nodes that could still add children above the cut */
@@ -306,6 +329,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
                 d->b_node[n_front] = i;
                 frontier[n_front++] = i;
             }
+        }
         if (n_front == 0) break;
         /* one batched draft forward over the frontier */
         const int base = es_seq_len(d->ctx, d->seq);
