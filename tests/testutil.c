@@ -22,7 +22,8 @@ static int g_slot;
 
 static const char *join(const char *dir, const char *file) {
     char *p = g_paths[g_slot++ % SLOTS];
-    snprintf(p, 4096, "%s/%s", dir, file);
+    int k = snprintf(p, 4096, "%s/%s", dir, file);
+    if (k < 0 || k >= 4096) p[0] = 0; /* too long: an empty path fails loudly at open */
     return p;
 }
 

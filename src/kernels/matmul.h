@@ -11,6 +11,8 @@
 #ifndef ES_KERNELS_MATMUL_H
 #define ES_KERNELS_MATMUL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/types.h"
@@ -26,17 +28,28 @@ typedef struct es_mat {
 
 typedef enum es_cpu_level { ES_CPU_SCALAR = 0, ES_CPU_AVX2 = 1, ES_CPU_AVX512 = 2, ES_CPU_NEON = 3 } es_cpu_level;
 
-/* The level in use: the best the CPU supports, lowered by $EDGESPEC_CPU (scalar|avx2|avx512). */
+/* The level in use: the best the CPU supports, lowered by $EDGESPEC_CPU (scalar|avx2|avx512, or
+ * avx512-novnni to keep AVX-512 but not use VNNI). Detected once per process (thread-safe) and kept
+ * in one process-wide value: the only mutable state of this module, changed only by the two setters
+ * below, which are meant for tests and benchmarks. Results of int8 kernels do not depend on it. */
 es_cpu_level es_cpu_level_get(void);
 const char *es_cpu_level_name(es_cpu_level l);
 /* Forces a level for tests (clamped to what the CPU supports). Returns the level now in use. */
 es_cpu_level es_cpu_level_set(es_cpu_level l);
+/* Whether the AVX-512 int8 kernels use VNNI (vpdpbusd); the setter enables it only where the CPU has
+ * it and returns the value now in use. */
+bool es_cpu_vnni_get(void);
+bool es_cpu_vnni_set(bool enable);
 
 /* Bytes of scratch es_matmul needs for n rows of `cols` (activation quantisation). */
 size_t es_matmul_scratch_size(int64_t n, int64_t cols);
 
-/* y[n][w->rows] = x[n][w->cols] · wᵀ. `scratch` holds es_matmul_scratch_size(n, cols) bytes.
- * x and y rows are contiguous (stride cols and rows). Never allocates. */
+/* y[n][w->rows] = x[n][w->cols] · wᵀ. `scratch` holds es_matmul_scratch_size(n, cols) bytes (any
+ * alignment; unused, and may be NULL, for F32/F16/BF16 weights). x and y rows are contiguous (stride
+ * cols and rows). Never allocates. w->type must be F32, F16, BF16, Q8_0 or Q4_0 with cols a multiple
+ * of the block size and row_bytes >= es_row_size(type, cols) (the loader checks this); otherwise y
+ * is filled with NaN. Each y row is bit-identical whatever n and the thread count are; for Q8_0 and
+ * Q4_0 it is also identical at every CPU level (see kernels/matmul_impl.h for the arithmetic). */
 void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch);
 
 /* Dequantises row r of w into dst[cols] (embedding lookups). */

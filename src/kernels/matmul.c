@@ -1,0 +1,314 @@
+/* matmul.c — CPU level detection, the scalar reference kernels, activation quantisation and the
+ * threaded driver of es_matmul. The SIMD kernels live in matmul_avx2.c / matmul_avx512.c and
+ * follow the arithmetic contract of matmul_impl.h. */
+#include "kernels/matmul.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/matmul_impl.h"
+#include "util/fp16.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * CPU level. The best level is probed once (pthread_once); the level in use starts as that,
+ * lowered by $EDGESPEC_CPU, and only the test setters change it afterwards. */
+
+typedef struct cpu_state {
+    es_cpu_level best; /* what the hardware (and OS) can run */
+    bool vnni_hw;
+    _Atomic int level; /* in use */
+    _Atomic bool vnni; /* in use (only meaningful at ES_CPU_AVX512) */
+} cpu_state;
+
+static cpu_state g_cpu; /* the process-wide detected-once value (see matmul.h) */
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+
+static void cpu_detect(void) {
+    es_cpu_level best = ES_CPU_SCALAR;
+    bool vnni = false;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    /* __builtin_cpu_supports also checks that the OS saves the YMM/ZMM state (XGETBV). */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        best = ES_CPU_AVX2;
+    if (best == ES_CPU_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        best = ES_CPU_AVX512;
+    vnni = best == ES_CPU_AVX512 && __builtin_cpu_supports("avx512vnni");
+#endif
+    es_cpu_level level = best;
+    bool use_vnni = vnni;
+    const char *env = getenv("EDGESPEC_CPU");
+    if (env && *env) {
+        es_cpu_level want = best;
+        if (!strcmp(env, "scalar")) want = ES_CPU_SCALAR;
+        else if (!strcmp(env, "avx2")) want = ES_CPU_AVX2;
+        else if (!strcmp(env, "avx512")) want = ES_CPU_AVX512;
+        else if (!strcmp(env, "avx512-novnni")) { want = ES_CPU_AVX512; use_vnni = false; }
+        if (want < level) level = want; /* only ever lowers */
+    }
+    g_cpu.best = best;
+    g_cpu.vnni_hw = vnni;
+    atomic_store(&g_cpu.level, (int)level);
+    atomic_store(&g_cpu.vnni, use_vnni);
+}
+
+static cpu_state *cpu(void) {
+    pthread_once(&g_cpu_once, cpu_detect);
+    return &g_cpu;
+}
+
+es_cpu_level es_cpu_level_get(void) { return (es_cpu_level)atomic_load(&cpu()->level); }
+
+const char *es_cpu_level_name(es_cpu_level l) {
+    switch (l) {
+    case ES_CPU_SCALAR: return "scalar";
+    case ES_CPU_AVX2: return "avx2";
+    case ES_CPU_AVX512: return "avx512";
+    case ES_CPU_NEON: return "neon";
+    }
+    return "unknown";
+}
+
+es_cpu_level es_cpu_level_set(es_cpu_level l) {
+    cpu_state *c = cpu();
+    /* x86 levels form a chain scalar < avx2 < avx512; NEON is not a step of it. */
+    es_cpu_level v = l;
+    if (v == ES_CPU_NEON || v > c->best) v = c->best;
+    atomic_store(&c->level, (int)v);
+    return v;
+}
+
+bool es_cpu_vnni_get(void) { return atomic_load(&cpu()->vnni); }
+
+bool es_cpu_vnni_set(bool enable) {
+    cpu_state *c = cpu();
+    bool v = enable && c->vnni_hw;
+    atomic_store(&c->vnni, v);
+    return v;
+}
+
+static const es_mm_kernels *kernels_for_level(void) {
+    cpu_state *c = cpu();
+    switch ((es_cpu_level)atomic_load(&c->level)) {
+#if defined(__x86_64__)
+    case ES_CPU_AVX512: return atomic_load(&c->vnni) ? &es_mm_avx512_vnni : &es_mm_avx512;
+    case ES_CPU_AVX2: return &es_mm_avx2;
+#endif
+    default: return &es_mm_ref;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Scalar reference kernels: the definition of the results (see matmul_impl.h) and the path on
+ * CPUs without AVX2. */
+
+/* Quantises x[nb * 32] to int8 per block (see matmul_impl.h). nearbyintf rounds half to even in
+ * the default rounding mode, like cvtps2dq in the SIMD versions. */
+static void quant_row_ref(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
+                          int32_t *corr) {
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * ES_QK;
+        float amax = 0.0f;
+        for (int i = 0; i < ES_QK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        int32_t sum = 0;
+        for (int i = 0; i < ES_QK; i++) {
+            float v = nearbyintf(xb[i] * id);
+            /* only non-finite inputs land outside [-127, 127]; keep the cast defined */
+            int q = v >= -127.0f && v <= 127.0f ? (int)v : 0;
+            qs[b * stride * ES_QK + i] = (int8_t)q;
+            sum += q;
+        }
+        d[b * stride] = db;
+        corr[b * stride] = ES_QX_MAGIC - c * sum;
+    }
+}
+
+static void q8_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                          int64_t r1) {
+    const int64_t nb = qx->nb, rows = w->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const es_block_q8_0 *wb = (const es_block_q8_0 *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const int8_t *xb = qx->qs + (b * n + j) * ES_QK;
+                int32_t s = 0;
+                for (int i = 0; i < ES_QK; i++) s += (int32_t)wb[b].qs[i] * xb[i];
+                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * qx->d[b * n + j], acc);
+            }
+            y[j * rows + r] = acc;
+        }
+    }
+}
+
+static void q4_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                          int64_t r1) {
+    const int64_t nb = qx->nb, rows = w->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const es_block_q4_0 *wb = (const es_block_q4_0 *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const int8_t *xb = qx->qs + (b * n + j) * ES_QK;
+                int32_t s = 0;
+                for (int i = 0; i < ES_QK / 2; i++) {
+                    s += ((int32_t)(wb[b].qs[i] & 0x0f) - 8) * xb[i];
+                    s += ((int32_t)(wb[b].qs[i] >> 4) - 8) * xb[i + ES_QK / 2];
+                }
+                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * qx->d[b * n + j], acc);
+            }
+            y[j * rows + r] = acc;
+        }
+    }
+}
+
+/* Float weights: the row is converted to f32 in chunks of FCHUNK (so F16/BF16 are decoded once per
+ * row, not once per activation row), then dotted in order into one f32 accumulator per (r, j). */
+#define FCHUNK 256
+
+static void float_rows_ref(const es_mat *w, const float *x, float *y, int64_t n, int64_t r0, int64_t r1) {
+    const int64_t cols = w->cols, rows = w->rows;
+    enum { MAXJ = 64 };
+    float wf[FCHUNK];
+    float acc[MAXJ];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t j0 = 0; j0 < n; j0 += MAXJ) {
+            const int64_t nj = n - j0 < MAXJ ? n - j0 : MAXJ;
+            for (int64_t j = 0; j < nj; j++) acc[j] = 0.0f;
+            for (int64_t c0 = 0; c0 < cols; c0 += FCHUNK) {
+                const int64_t nc = cols - c0 < FCHUNK ? cols - c0 : FCHUNK;
+                const float *src = wf;
+                if (w->type == ES_TYPE_F32) src = (const float *)wr + c0;
+                else if (w->type == ES_TYPE_F16)
+                    for (int64_t i = 0; i < nc; i++) wf[i] = es_fp16_to_fp32(((const uint16_t *)wr)[c0 + i]);
+                else
+                    for (int64_t i = 0; i < nc; i++) wf[i] = es_bf16_to_fp32(((const uint16_t *)wr)[c0 + i]);
+                for (int64_t j = 0; j < nj; j++) {
+                    const float *xr = x + (j0 + j) * cols + c0;
+                    float a = acc[j];
+                    for (int64_t i = 0; i < nc; i++) a += src[i] * xr[i];
+                    acc[j] = a;
+                }
+            }
+            for (int64_t j = 0; j < nj; j++) y[(j0 + j) * rows + r] = acc[j];
+        }
+    }
+}
+
+static void f32_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                         int64_t r1) {
+    float_rows_ref(w, x, y, n, r0, r1);
+}
+
+const es_mm_kernels es_mm_ref = {
+    .f32 = f32_rows_ref,
+    .f16 = f32_rows_ref,
+    .bf16 = f32_rows_ref,
+    .q8_0 = q8_0_rows_ref,
+    .q4_0 = q4_0_rows_ref,
+    .quant_row = quant_row_ref,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Scratch: the quantised activations, three 64-byte aligned arrays (see es_qx). */
+
+#define ALIGN64(v) (((v) + 63) & ~(size_t)63)
+
+size_t es_matmul_scratch_size(int64_t n, int64_t cols) {
+    if (n <= 0 || cols <= 0) return 64;
+    uint64_t nc, nb4;
+    if (!__builtin_mul_overflow((uint64_t)n, (uint64_t)cols, &nc) &&
+        !__builtin_mul_overflow((uint64_t)n, (uint64_t)((cols + ES_QK - 1) / ES_QK) * 4, &nb4) &&
+        nc < SIZE_MAX / 4 && nb4 < SIZE_MAX / 4)
+        return 64 + ALIGN64((size_t)nc) + 2 * ALIGN64((size_t)nb4);
+    return SIZE_MAX; /* no caller can provide it; the loader's size checks fail first */
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The threaded driver. Rows are handed out dynamically in chunks of whole row groups, so a thread
+ * slowed down by other work on the machine does not hold the region up; which thread computes a
+ * row does not change its value. */
+
+typedef struct mm_task {
+    const es_mat *w;
+    const float *x;
+    es_qx qx;
+    float *y;
+    int64_t n;
+    es_mm_rows_fn fn;
+    int64_t chunk_rows; /* a multiple of ES_MM_ROW_ALIGN */
+    _Atomic int64_t next;
+} mm_task;
+
+static void mm_worker(void *ud, int ith, int nth) {
+    mm_task *t = ud;
+    const int64_t rows = t->w->rows;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&t->next, t->chunk_rows, memory_order_relaxed);
+        if (r0 >= rows) break;
+        int64_t r1 = r0 + t->chunk_rows < rows ? r0 + t->chunk_rows : rows;
+        t->fn(t->w, t->x, &t->qx, t->y, t->n, r0, r1);
+    }
+}
+
+static void fill_nan(float *y, int64_t n, int64_t rows) {
+    for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
+}
+
+void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch) {
+    if (n <= 0 || w->rows <= 0) return;
+    const es_mm_kernels *k = kernels_for_level();
+    mm_task t = {.w = w, .x = x, .y = y, .n = n};
+    const int64_t cols = w->cols;
+    switch (w->type) {
+    case ES_TYPE_F32: t.fn = k->f32; break;
+    case ES_TYPE_F16: t.fn = k->f16; break;
+    case ES_TYPE_BF16: t.fn = k->bf16; break;
+    case ES_TYPE_Q8_0: t.fn = k->q8_0; break;
+    case ES_TYPE_Q4_0: t.fn = k->q4_0; break;
+    default: fill_nan(y, n, w->rows); return;
+    }
+    const size_t need = es_row_size(w->type, cols);
+    if (cols <= 0 || need == 0 || w->row_bytes < need) {
+        fill_nan(y, n, w->rows);
+        return;
+    }
+    if (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0) {
+        /* Quantise the activations once for all rows (on this thread: n * cols is small next to the
+         * weights, and the region would need a barrier otherwise). */
+        const int64_t nb = cols / ES_QK;
+        uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        int8_t *qs = (int8_t *)s;
+        float *d = (float *)(s + ALIGN64((size_t)(n * cols)));
+        int32_t *corr = (int32_t *)((uint8_t *)d + ALIGN64((size_t)(n * nb) * 4));
+        const int32_t c = w->type == ES_TYPE_Q8_0 ? 128 : 8;
+        for (int64_t j = 0; j < n; j++) k->quant_row(x + j * cols, nb, n, c, qs + j * ES_QK, d + j, corr + j);
+        t.qx = (es_qx){qs, d, corr, nb, n};
+    }
+
+    /* Split into about 8 chunks per thread; tiny products run inline (a region costs ~1 µs). */
+    const int nth = es_threadpool_n_threads(tp);
+    const int64_t groups = (w->rows + ES_MM_ROW_ALIGN - 1) / ES_MM_ROW_ALIGN;
+    int64_t per = (groups + 8 * nth - 1) / (8 * nth);
+    if (per < 1) per = 1;
+    t.chunk_rows = per * ES_MM_ROW_ALIGN;
+    atomic_init(&t.next, 0);
+    const double macs = (double)w->rows * (double)cols * (double)n;
+    if (nth == 1 || groups == 1 || macs < 65536.0) mm_worker(&t, 0, 1);
+    else es_threadpool_run(tp, mm_worker, &t);
+}
+
+void es_mat_get_row(const es_mat *w, int64_t r, float *dst) {
+    const es_type_traits *tr = es_type_get(w->type);
+    if (!tr || !tr->to_float || r < 0 || r >= w->rows || w->cols % tr->blck_size != 0) {
+        for (int64_t i = 0; i < w->cols; i++) dst[i] = NAN;
+        return;
+    }
+    tr->to_float((const uint8_t *)w->data + (size_t)r * w->row_bytes, dst, w->cols);
+}

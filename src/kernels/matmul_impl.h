@@ -1,0 +1,74 @@
+/* matmul_impl.h — what the per-ISA kernel files share with matmul.c (internal to src/kernels).
+ *
+ * Arithmetic contract, the same at every CPU level so results do not depend on it:
+ *
+ * Quantised weights (Q8_0, Q4_0). Each activation row x[cols] is quantised per 32-element block to
+ * int8 with an f32 scale (not fp16 like a real Q8_0 block: this costs nothing in memory traffic and
+ * keeps the activation error at the int8 rounding alone):
+ *     dx = max|x| / 127,  q = nearbyint(x * (1/dx))   (round half to even, |q| <= 127)
+ * and the row's output is, with the blocks summed strictly in order b = 0, 1, ...:
+ *     acc = 0;  acc = fmaf((float)isum_b, dw_b * dx_b, acc)
+ * where isum_b is the exact integer dot of the block (w_q - 8 for Q4_0) and dw_b the weight scale.
+ * Integer sums are exact and fmaf rounds once, so every level (scalar reference, AVX2, AVX-512
+ * with or without VNNI) produces bit-identical y — for any n, any row tiling and any thread split.
+ *
+ * Float weights (F32, F16, BF16) use the f32 activations directly. Each level accumulates in its
+ * own lane layout, so results differ between levels by rounding only; within one level each
+ * (row, activation row) pair is computed the same way whatever n or the thread split is. */
+#ifndef ES_KERNELS_MATMUL_IMPL_H
+#define ES_KERNELS_MATMUL_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/matmul.h"
+
+/* Rows are handed to kernels in chunks that start at a multiple of this (the widest row group a
+ * kernel processes at once), so a row's arithmetic never depends on where a chunk starts. */
+#define ES_MM_ROW_ALIGN 16
+
+/* The activations quantised for an int8 kernel, block-major so that a kernel walking the blocks
+ * of a weight row finds the n activation rows of a block next to each other (one pointer, constant
+ * offsets): block b of activation row j is qs[(b * n + j) * 32 ..], d[b * n + j], corr[b * n + j]. */
+typedef struct es_qx {
+    const int8_t *qs;    /* [nb][n][32] quantised values */
+    const float *d;      /* [nb][n] per-block scales dx */
+    const int32_t *corr; /* [nb][n] ES_QX_MAGIC - c * (sum of the block's qs): c = 128 for Q8_0, 8 for Q4_0 */
+    int64_t nb;          /* blocks per row = cols / 32 */
+    int64_t n;           /* activation rows */
+} es_qx;
+
+/* Integer-to-float without cvtdq2ps (which competes with vpdpbusd for port 0 on Intel cores):
+ * for |v| < 2^22 the bits ES_QX_MAGIC + v are the float 12582912 + v exactly, so subtracting
+ * ES_QX_MAGIC_F gives (float)v exactly, on a port that is free. The correction in es_qx already
+ * contains the magic, so an accumulator started from it needs nothing more. Block dots are at most
+ * 32 * 128 * 127 < 2^22 in magnitude. */
+#define ES_QX_MAGIC 0x4B400000
+#define ES_QX_MAGIC_F 12582912.0f
+
+/* Computes y[j][r] for all j < n and r in [r0, r1) (r0 a multiple of ES_MM_ROW_ALIGN; r1 too, or
+ * w->rows). x is the f32 input [n][cols] (used by float kernels), qx the quantised one (int8
+ * kernels). y has row stride w->rows. */
+typedef void (*es_mm_rows_fn)(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                              int64_t r1);
+
+/* Quantises one activation row x[nb * 32]: block b goes to qs[b * stride * 32 ..], d[b * stride],
+ * corr[b * stride] (stride = n for the es_qx layout; c is the correction multiplier). Bit-identical
+ * at every level. */
+typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
+                                int32_t *corr);
+
+typedef struct es_mm_kernels {
+    es_mm_rows_fn f32, f16, bf16, q8_0, q4_0;
+    es_quant_row_fn quant_row;
+} es_mm_kernels;
+
+/* Per-level kernel tables (constant; every entry non-NULL). */
+extern const es_mm_kernels es_mm_ref;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const es_mm_kernels es_mm_avx2;
+extern const es_mm_kernels es_mm_avx512;      /* AVX-512 BW/VL, int8 dots with maddubs/madd */
+extern const es_mm_kernels es_mm_avx512_vnni; /* the same with vpdpbusd */
+#endif
+
+#endif
