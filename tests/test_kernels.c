@@ -301,6 +301,37 @@ static void check_misc(void) {
     es_matmul(NULL, y, &odd, x, 1, NULL);
     CHECK(isnan(y[0]));
 
+    /* rows with padding (row_bytes larger than the packed size) give the same results */
+    {
+        es_rng r2;
+        es_rng_seed(&r2, 99);
+        for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
+            const int64_t rows = 37, cols = 96, n = 5;
+            wmat w;
+            wmat_make(&w, k_types[ti], rows, cols, &r2);
+            const size_t pad_rb = w.m.row_bytes + 40;
+            uint8_t *padded = calloc((size_t)rows, pad_rb);
+            for (int64_t r = 0; r < rows; r++)
+                memcpy(padded + (size_t)r * pad_rb, (const uint8_t *)w.data + (size_t)r * w.m.row_bytes, w.m.row_bytes);
+            es_mat pm = w.m;
+            pm.row_bytes = pad_rb;
+            pm.data = padded;
+            float *xx = rand_x(n, cols, &r2), y1[37 * 5], y2[37 * 5];
+            void *scr = malloc(es_matmul_scratch_size(n, cols));
+            for (int li = 0; li < g_nlevels; li++) {
+                matmul_at(&g_levels[li], NULL, y1, &w.m, xx, n, scr);
+                matmul_at(&g_levels[li], NULL, y2, &pm, xx, n, scr);
+                CHECK_MSG(memcmp(y1, y2, sizeof(y1)) == 0, "%s %s: padded rows differ", es_type_name(k_types[ti]),
+                          g_levels[li].name);
+            }
+            free(scr);
+            free(xx);
+            free(padded);
+            wmat_free(&w);
+        }
+        es_cpu_level_set(best);
+    }
+
     /* get_row matches to_float, for every type */
     es_rng rng;
     es_rng_seed(&rng, 7);
@@ -316,8 +347,15 @@ static void check_misc(void) {
 }
 
 int main(void) {
+    /* $EDGESPEC_CPU lowers the level detected at first use; the setter can raise it again up to what
+     * the hardware has */
+    setenv("EDGESPEC_CPU", "avx2", 1);
+    const es_cpu_level first = es_cpu_level_get();
+
     /* the levels this machine has: scalar first (the reference), then the SIMD ones */
     es_cpu_level best = es_cpu_level_set(ES_CPU_AVX512);
+    CHECK_MSG(first == (best < ES_CPU_AVX2 ? best : ES_CPU_AVX2), "EDGESPEC_CPU=avx2 gave %s (hardware: %s)",
+              es_cpu_level_name(first), es_cpu_level_name(best));
     const bool vnni = es_cpu_vnni_set(true);
     g_levels[g_nlevels++] = (level){ES_CPU_SCALAR, false, "scalar"};
     if (best >= ES_CPU_AVX2 && best != ES_CPU_NEON) g_levels[g_nlevels++] = (level){ES_CPU_AVX2, false, "avx2"};

@@ -95,9 +95,11 @@ AI __m256 scales8(const uint8_t *const rp[8], size_t off) {
     uint16_t h[8];
     ES_UNROLL
     for (int i = 0; i < 8; i++) memcpy(&h[i], rp[i] + off, 2);
+    /* (written out: the lane index must be a constant even in unoptimised builds) */
     __m128i v = _mm_cvtsi32_si128(h[0]);
-    ES_UNROLL
-    for (int i = 1; i < 8; i++) v = _mm_insert_epi16(v, h[i], i);
+    v = _mm_insert_epi16(v, h[1], 1), v = _mm_insert_epi16(v, h[2], 2), v = _mm_insert_epi16(v, h[3], 3);
+    v = _mm_insert_epi16(v, h[4], 4), v = _mm_insert_epi16(v, h[5], 5), v = _mm_insert_epi16(v, h[6], 6);
+    v = _mm_insert_epi16(v, h[7], 7);
     return _mm256_cvtph_ps(v);
 }
 
@@ -247,9 +249,9 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
 /* ---- float kernels -------------------------------------------------------------------------- */
 
 /* A tile of 4 weight rows x FJ activation rows, one 8-lane f32 accumulator per pair, columns in
- * order in steps of 8, then a fixed reduction and the leftover columns added in order. Rows and
- * activation rows past the end repeat the last real one and are not stored, so every (r, j) pair
- * is computed the same way whatever the tile holds. */
+ * order in steps of 8, then a fixed reduction and the leftover columns added in order. Rows past
+ * the end repeat the last real one and are not stored; the tile is instantiated per number of
+ * activation rows. Every (r, j) pair is computed the same way whatever the tile holds. */
 #define FR 4
 #define FJ 2
 
@@ -277,43 +279,51 @@ AI float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* FR rows x J activation rows (J <= FJ, a constant after inlining). */
+AI void float_tile(const uint8_t *const rp[FR], const float *x, float *y, int64_t cols, int64_t rows, int64_t r,
+                   int64_t r1, int64_t j0, const int J, const uint32_t type) {
+    const int64_t c8 = cols & ~(int64_t)7;
+    const float *xp[FJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) xp[j] = x + (j0 + j) * cols;
+    __m256 acc[FR][FJ];
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) acc[i][j] = _mm256_setzero_ps();
+    }
+    for (int64_t c = 0; c < c8; c += 8) {
+        __m256 xv[FJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) xv[j] = _mm256_loadu_ps(xp[j] + c);
+        ES_UNROLL
+        for (int i = 0; i < FR; i++) {
+            __m256 wv = load8w(rp[i], c, type);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) {
+            if (r + i >= r1) continue;
+            float s = hsum8(acc[i][j]);
+            for (int64_t c = c8; c < cols; c++) s += load1w(rp[i], c, type) * xp[j][c];
+            y[(j0 + j) * rows + r + i] = s;
+        }
+    }
+}
+
 AI void float_rows(const es_mat *w, const float *x, float *y, int64_t n, int64_t r0, int64_t r1, const uint32_t type) {
-    const int64_t cols = w->cols, rows = w->rows, c8 = cols & ~(int64_t)7;
     for (int64_t r = r0; r < r1; r += FR) {
         const uint8_t *rp[FR];
         ES_UNROLL
         for (int i = 0; i < FR; i++)
             rp[i] = (const uint8_t *)w->data + (size_t)(r + i < r1 ? r + i : r1 - 1) * w->row_bytes;
         for (int64_t j0 = 0; j0 < n; j0 += FJ) {
-            const float *xp[FJ];
-            ES_UNROLL
-            for (int j = 0; j < FJ; j++) xp[j] = x + (j0 + j < n ? j0 + j : n - 1) * cols;
-            __m256 acc[FR][FJ];
-            ES_UNROLL
-            for (int i = 0; i < FR; i++)
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) acc[i][j] = _mm256_setzero_ps();
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 xv[FJ];
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) xv[j] = _mm256_loadu_ps(xp[j] + c);
-                ES_UNROLL
-                for (int i = 0; i < FR; i++) {
-                    __m256 wv = load8w(rp[i], c, type);
-                    ES_UNROLL
-                    for (int j = 0; j < FJ; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
-                }
-            }
-            ES_UNROLL
-            for (int i = 0; i < FR; i++) {
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) {
-                    if (r + i >= r1 || j0 + j >= n) continue;
-                    float s = hsum8(acc[i][j]);
-                    for (int64_t c = c8; c < cols; c++) s += load1w(rp[i], c, type) * xp[j][c];
-                    y[(j0 + j) * rows + r + i] = s;
-                }
-            }
+            if (n - j0 == 1) float_tile(rp, x, y, w->cols, w->rows, r, r1, j0, 1, type);
+            else float_tile(rp, x, y, w->cols, w->rows, r, r1, j0, 2, type);
         }
     }
 }

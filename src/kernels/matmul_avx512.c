@@ -182,12 +182,16 @@ AI __m512 scales16(const uint8_t *const p[16]) {
     uint16_t h[16];
     ES_UNROLL
     for (int i = 0; i < 16; i++) memcpy(&h[i], p[i], 2);
+    /* (written out: the lane index must be a constant even in unoptimised builds) */
+#define INS8(v, o)                                                                                                 \
+    v = _mm_insert_epi16(v, h[(o) + 1], 1), v = _mm_insert_epi16(v, h[(o) + 2], 2),                               \
+    v = _mm_insert_epi16(v, h[(o) + 3], 3), v = _mm_insert_epi16(v, h[(o) + 4], 4),                               \
+    v = _mm_insert_epi16(v, h[(o) + 5], 5), v = _mm_insert_epi16(v, h[(o) + 6], 6),                               \
+    v = _mm_insert_epi16(v, h[(o) + 7], 7)
     __m128i lo = _mm_cvtsi32_si128(h[0]), hi = _mm_cvtsi32_si128(h[8]);
-    ES_UNROLL
-    for (int i = 1; i < 8; i++) {
-        lo = _mm_insert_epi16(lo, h[i], i);
-        hi = _mm_insert_epi16(hi, h[8 + i], i);
-    }
+    INS8(lo, 0);
+    INS8(hi, 8);
+#undef INS8
     return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 
@@ -387,9 +391,9 @@ DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI)
 /* ---- float kernels -------------------------------------------------------------------------- */
 
 /* A tile of FR weight rows x FJ activation rows, one 16-lane f32 accumulator per pair, columns in
- * order in steps of 16 (the last step masked), then the fixed _mm512_reduce_add_ps tree. Rows and
- * activation rows past the end repeat the last real one and are not stored, so each (r, j) pair is
- * computed the same way whatever else its tile holds. */
+ * order in steps of 16 (the last step masked), then the fixed _mm512_reduce_add_ps tree. Rows past
+ * the end repeat the last real one and are not stored; the tile is instantiated per number of
+ * activation rows. Each (r, j) pair is computed the same way whatever else its tile holds. */
 #define FR 4
 #define FJ 4
 
@@ -400,6 +404,50 @@ AI __m512 load16w(const uint8_t *row, int64_t c, __mmask16 m, const uint32_t typ
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* FR rows x J activation rows (J <= FJ, a constant after inlining). */
+AI void float_tile(const uint8_t *const rp[FR], const float *x, float *y, int64_t cols, int64_t rows, int64_t r,
+                   int64_t r1, int64_t j0, const int J, const uint32_t type) {
+    const float *xp[FJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) xp[j] = x + (j0 + j) * cols;
+    __m512 acc[FR][FJ];
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) acc[i][j] = _mm512_setzero_ps();
+    }
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m512 xv[FJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) xv[j] = _mm512_loadu_ps(xp[j] + c);
+        ES_UNROLL
+        for (int i = 0; i < FR; i++) {
+            __m512 wv = load16w(rp[i], c, (__mmask16)0xffff, type);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    if (c < cols) { /* the last columns, masked: the zeros add nothing */
+        const __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
+        __m512 xv[FJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) xv[j] = _mm512_maskz_loadu_ps(m, xp[j] + c);
+        ES_UNROLL
+        for (int i = 0; i < FR; i++) {
+            __m512 wv = load16w(rp[i], c, m, type);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++)
+            if (r + i < r1) y[(j0 + j) * rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    }
+}
+
 AI void float_rows(const es_mat *w, const float *x, float *y, int64_t n, int64_t r0, int64_t r1, const uint32_t type) {
     const int64_t cols = w->cols, rows = w->rows;
     for (int64_t r = r0; r < r1; r += FR) {
@@ -408,43 +456,11 @@ AI void float_rows(const es_mat *w, const float *x, float *y, int64_t n, int64_t
         for (int i = 0; i < FR; i++)
             rp[i] = (const uint8_t *)w->data + (size_t)(r + i < r1 ? r + i : r1 - 1) * w->row_bytes;
         for (int64_t j0 = 0; j0 < n; j0 += FJ) {
-            const float *xp[FJ];
-            ES_UNROLL
-            for (int j = 0; j < FJ; j++) xp[j] = x + (j0 + j < n ? j0 + j : n - 1) * cols;
-            __m512 acc[FR][FJ];
-            ES_UNROLL
-            for (int i = 0; i < FR; i++)
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) acc[i][j] = _mm512_setzero_ps();
-            int64_t c = 0;
-            for (; c + 16 <= cols; c += 16) {
-                __m512 xv[FJ];
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) xv[j] = _mm512_loadu_ps(xp[j] + c);
-                ES_UNROLL
-                for (int i = 0; i < FR; i++) {
-                    __m512 wv = load16w(rp[i], c, (__mmask16)0xffff, type);
-                    ES_UNROLL
-                    for (int j = 0; j < FJ; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
-                }
-            }
-            if (c < cols) { /* the last columns, masked: the zeros add nothing */
-                const __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
-                __m512 xv[FJ];
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) xv[j] = _mm512_maskz_loadu_ps(m, xp[j] + c);
-                ES_UNROLL
-                for (int i = 0; i < FR; i++) {
-                    __m512 wv = load16w(rp[i], c, m, type);
-                    ES_UNROLL
-                    for (int j = 0; j < FJ; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
-                }
-            }
-            ES_UNROLL
-            for (int i = 0; i < FR; i++) {
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++)
-                    if (r + i < r1 && j0 + j < n) y[(j0 + j) * rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+            switch (n - j0 < FJ ? n - j0 : FJ) {
+            case 1: float_tile(rp, x, y, cols, rows, r, r1, j0, 1, type); break;
+            case 2: float_tile(rp, x, y, cols, rows, r, r1, j0, 2, type); break;
+            case 3: float_tile(rp, x, y, cols, rows, r, r1, j0, 3, type); break;
+            default: float_tile(rp, x, y, cols, rows, r, r1, j0, 4, type); break;
             }
         }
     }
