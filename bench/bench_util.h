@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "util/membw.h"
+#include "util/threadpool.h"
 
 /* Seconds on the monotonic clock (arbitrary origin). */
 static inline double es_bench_now(void) {
@@ -32,6 +33,11 @@ static inline uint64_t es_bench_now_ns(void) {
  * allocated or is smaller than one 16-byte vector per thread. */
 static inline double es_bench_read_bandwidth_gbs(int n_threads, size_t bytes) {
     return es_membw_read_gbs(bytes, n_threads, 3);
+}
+
+/* The probe with as many threads as a pool has (NULL: one), best of `reps`. */
+static inline double es_bw_probe(es_threadpool *tp, size_t bytes, int reps) {
+    return es_membw_read_gbs(bytes, tp ? es_threadpool_n_threads(tp) : 1, reps);
 }
 
 #endif

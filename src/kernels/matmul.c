@@ -108,7 +108,8 @@ static const es_mm_kernels *kernels_for_level(void) {
 
 /* Quantises x[nb * 32] to int8 per block (see matmul_impl.h). nearbyintf rounds half to even in
  * the default rounding mode, like cvtps2dq in the SIMD versions. */
-static void quant_row_ref(const float *x, int64_t nb, int32_t c, int8_t *qs, float *d, int32_t *corr) {
+static void quant_row_ref(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
+                          int32_t *corr) {
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * ES_QK;
         float amax = 0.0f;
@@ -119,27 +120,26 @@ static void quant_row_ref(const float *x, int64_t nb, int32_t c, int8_t *qs, flo
             float v = nearbyintf(xb[i] * id);
             /* only non-finite inputs land outside [-127, 127]; keep the cast defined */
             int q = v >= -127.0f && v <= 127.0f ? (int)v : 0;
-            qs[b * ES_QK + i] = (int8_t)q;
+            qs[b * stride * ES_QK + i] = (int8_t)q;
             sum += q;
         }
-        d[b] = db;
-        corr[b] = -c * sum;
+        d[b * stride] = db;
+        corr[b * stride] = ES_QX_MAGIC - c * sum;
     }
 }
 
 static void q8_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                           int64_t r1) {
-    const int64_t nb = qx->nb, cols = w->cols, rows = w->rows;
+    const int64_t nb = qx->nb, rows = w->rows;
     for (int64_t r = r0; r < r1; r++) {
         const es_block_q8_0 *wb = (const es_block_q8_0 *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
         for (int64_t j = 0; j < n; j++) {
-            const int8_t *xq = qx->qs + j * cols;
-            const float *xd = qx->d + j * nb;
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
+                const int8_t *xb = qx->qs + (b * n + j) * ES_QK;
                 int32_t s = 0;
-                for (int i = 0; i < ES_QK; i++) s += (int32_t)wb[b].qs[i] * xq[b * ES_QK + i];
-                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * xd[b], acc);
+                for (int i = 0; i < ES_QK; i++) s += (int32_t)wb[b].qs[i] * xb[i];
+                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * qx->d[b * n + j], acc);
             }
             y[j * rows + r] = acc;
         }
@@ -148,21 +148,19 @@ static void q8_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, floa
 
 static void q4_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                           int64_t r1) {
-    const int64_t nb = qx->nb, cols = w->cols, rows = w->rows;
+    const int64_t nb = qx->nb, rows = w->rows;
     for (int64_t r = r0; r < r1; r++) {
         const es_block_q4_0 *wb = (const es_block_q4_0 *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
         for (int64_t j = 0; j < n; j++) {
-            const int8_t *xq = qx->qs + j * cols;
-            const float *xd = qx->d + j * nb;
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
-                const int8_t *xb = xq + b * ES_QK;
+                const int8_t *xb = qx->qs + (b * n + j) * ES_QK;
                 int32_t s = 0;
                 for (int i = 0; i < ES_QK / 2; i++) {
                     s += ((int32_t)(wb[b].qs[i] & 0x0f) - 8) * xb[i];
                     s += ((int32_t)(wb[b].qs[i] >> 4) - 8) * xb[i + ES_QK / 2];
                 }
-                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * xd[b], acc);
+                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * qx->d[b * n + j], acc);
             }
             y[j * rows + r] = acc;
         }
@@ -290,8 +288,8 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
         float *d = (float *)(s + ALIGN64((size_t)(n * cols)));
         int32_t *corr = (int32_t *)((uint8_t *)d + ALIGN64((size_t)(n * nb) * 4));
         const int32_t c = w->type == ES_TYPE_Q8_0 ? 128 : 8;
-        for (int64_t j = 0; j < n; j++) k->quant_row(x + j * cols, nb, c, qs + j * cols, d + j * nb, corr + j * nb);
-        t.qx = (es_qx){qs, d, corr, nb};
+        for (int64_t j = 0; j < n; j++) k->quant_row(x + j * cols, nb, n, c, qs + j * ES_QK, d + j, corr + j);
+        t.qx = (es_qx){qs, d, corr, nb, n};
     }
 
     /* Split into about 8 chunks per thread; tiny products run inline (a region costs ~1 µs). */

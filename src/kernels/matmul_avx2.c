@@ -32,7 +32,8 @@ AI int32_t hsum8i(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-static void quant_row_avx2(const float *x, int64_t nb, int32_t c, int8_t *qs, float *d, int32_t *corr) {
+static void quant_row_avx2(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
+                             int32_t *corr) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = 0; b < nb; b++) {
@@ -49,15 +50,18 @@ static void quant_row_avx2(const float *x, int64_t nb, int32_t c, int8_t *qs, fl
         __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
         const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-        _mm256_storeu_si256((__m256i *)(qs + b * 32), _mm256_permutevar8x32_epi32(p, perm));
-        d[b] = db;
-        corr[b] = -c * sum;
+        _mm256_storeu_si256((__m256i *)(qs + b * stride * 32), _mm256_permutevar8x32_epi32(p, perm));
+        d[b * stride] = db;
+        corr[b * stride] = ES_QX_MAGIC - c * sum;
     }
 }
 
 /* ---- int8 kernels --------------------------------------------------------------------------- */
 
 #define QJ 4 /* activation rows per pass over a row group (register budget: 16 ymm) */
+
+/* (float)(v - ES_QX_MAGIC) for an accumulator started from the magic (see matmul_impl.h). */
+AI __m256 tofloat(__m256i v) { return _mm256_sub_ps(_mm256_castsi256_ps(v), _mm256_set1_ps(ES_QX_MAGIC_F)); }
 
 AI __m256i bcast32(const int8_t *p) {
     int32_t v;
@@ -85,32 +89,33 @@ AI void transpose8x8(__m256i r[8]) {
     r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
-/* The 8 fp16 block scales (the first 2 bytes of each gathered dword) as f32. */
-AI __m256 scales8(const uint8_t *base, __m256i goff) {
-    __m256i g = _mm256_i32gather_epi32((const int *)(const void *)base, goff, 1);
-    g = _mm256_and_si256(g, _mm256_set1_epi32(0xffff));
-    g = _mm256_packus_epi32(g, g);                 /* per lane: h0 h1 h2 h3 h0 h1 h2 h3 */
-    g = _mm256_permute4x64_epi64(g, 0x08);         /* low 128 bits: h0..h7 */
-    return _mm256_cvtph_ps(_mm256_castsi256_si128(g));
+/* The 8 fp16 block scales at byte `off` of the 8 rows, as f32. Not vpgatherdd: with the gather
+ * data sampling mitigation of recent microcode a gather costs more than the rest of the block. */
+AI __m256 scales8(const uint8_t *const rp[8], size_t off) {
+    uint16_t h[8];
+    ES_UNROLL
+    for (int i = 0; i < 8; i++) memcpy(&h[i], rp[i] + off, 2);
+    /* (written out: the lane index must be a constant even in unoptimised builds) */
+    __m128i v = _mm_cvtsi32_si128(h[0]);
+    v = _mm_insert_epi16(v, h[1], 1), v = _mm_insert_epi16(v, h[2], 2), v = _mm_insert_epi16(v, h[3], 3);
+    v = _mm_insert_epi16(v, h[4], 4), v = _mm_insert_epi16(v, h[5], 5), v = _mm_insert_epi16(v, h[6], 6);
+    v = _mm_insert_epi16(v, h[7], 7);
+    return _mm256_cvtph_ps(v);
 }
 
 /* A row group: pointers to 8 rows (past-the-end rows repeat the last real one; their lanes are
- * computed and dropped) and their byte offsets from the first, for the scale gather. */
+ * computed and dropped). */
 typedef struct grp8 {
     const uint8_t *rp[8];
-    __m256i goff;
     int valid;
 } grp8;
 
 static void grp8_init(grp8 *g, const es_mat *w, int64_t r0) {
-    int32_t off[8];
     ES_UNROLL
     for (int i = 0; i < 8; i++) {
         int64_t r = r0 + i < w->rows ? r0 + i : w->rows - 1;
         g->rp[i] = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        off[i] = (int32_t)((r - r0) * (int64_t)w->row_bytes);
     }
-    g->goff = _mm256_loadu_si256((const __m256i *)off);
     g->valid = w->rows - r0 < 8 ? (int)(w->rows - r0) : 8;
 }
 
@@ -140,18 +145,19 @@ AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
         transpose8x8(W);
         ES_UNROLL
         for (int k = 0; k < 8; k++) A[k] = _mm256_abs_epi8(W[k]);
-        const __m256 dw = scales8(g->rp[0] + off, g->goff);
+        const __m256 dw = scales8(g->rp, off);
+        const int64_t jb0 = b * qx->n + j0; /* block b of activation row j0 */
         ES_UNROLL
         for (int j = 0; j < J; j++) {
-            const int8_t *xb = qx->qs + (j0 + j) * cols + b * 32;
-            __m256i s = _mm256_setzero_si256();
+            const int8_t *xb = qx->qs + (jb0 + j) * 32;
+            __m256i s = _mm256_set1_epi32(ES_QX_MAGIC);
             ES_UNROLL
             for (int k = 0; k < 8; k++) {
                 __m256i p = _mm256_maddubs_epi16(A[k], _mm256_sign_epi8(bcast32(xb + 4 * k), W[k]));
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
             }
-            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[(j0 + j) * nb + b]));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[j]);
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb0 + j]));
+            acc[j] = _mm256_fmadd_ps(tofloat(s), sc, acc[j]);
         }
     }
     ES_UNROLL
@@ -185,32 +191,29 @@ AI void q4_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
             L[k] = _mm256_and_si256(u[k], lo4);                        /* elements 4k..4k+3 */
             H[k] = _mm256_and_si256(_mm256_srli_epi16(u[k], 4), lo4);  /* elements 16+4k.. */
         }
-        const __m256 dw = scales8(g->rp[0] + off - 2, g->goff);
+        const __m256 dw = scales8(g->rp, off - 2);
+        const int64_t jb0 = b * qx->n + j0;
         ES_UNROLL
         for (int j = 0; j < J; j++) {
-            const int8_t *xb = qx->qs + (j0 + j) * cols + b * 32;
+            const int8_t *xb = qx->qs + (jb0 + j) * 32;
             __m256i s16 = _mm256_setzero_si256();
             ES_UNROLL
             for (int k = 0; k < 4; k++) {
                 s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(L[k], bcast32(xb + 4 * k)));
                 s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(H[k], bcast32(xb + 16 + 4 * k)));
             }
-            const int64_t jb = (j0 + j) * nb + b;
+            const int64_t jb = jb0 + j;
             __m256i s = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(qx->corr[jb]));
             const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb]));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[j]);
+            acc[j] = _mm256_fmadd_ps(tofloat(s), sc, acc[j]);
         }
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) store8(y + (j0 + j) * rows + r0, acc[j], g->valid);
 }
 
-/* The gather takes int32 offsets: a row group must span less than 2 GiB. */
-static bool offsets_fit(const es_mat *w) { return w->row_bytes <= (size_t)INT32_MAX / 16; }
-
 static void q8_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                            int64_t r1) {
-    if (!offsets_fit(w)) { es_mm_ref.q8_0(w, x, qx, y, n, r0, r1); return; }
     for (int64_t r = r0; r < r1; r += 8) {
         grp8 g;
         grp8_init(&g, w, r);
@@ -228,7 +231,6 @@ static void q8_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
 
 static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                            int64_t r1) {
-    if (!offsets_fit(w)) { es_mm_ref.q4_0(w, x, qx, y, n, r0, r1); return; }
     for (int64_t r = r0; r < r1; r += 8) {
         grp8 g;
         grp8_init(&g, w, r);
@@ -247,9 +249,9 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
 /* ---- float kernels -------------------------------------------------------------------------- */
 
 /* A tile of 4 weight rows x FJ activation rows, one 8-lane f32 accumulator per pair, columns in
- * order in steps of 8, then a fixed reduction and the leftover columns added in order. Rows and
- * activation rows past the end repeat the last real one and are not stored, so every (r, j) pair
- * is computed the same way whatever the tile holds. */
+ * order in steps of 8, then a fixed reduction and the leftover columns added in order. Rows past
+ * the end repeat the last real one and are not stored; the tile is instantiated per number of
+ * activation rows. Every (r, j) pair is computed the same way whatever the tile holds. */
 #define FR 4
 #define FJ 2
 
@@ -277,39 +279,51 @@ AI float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* FR rows x J activation rows (J <= FJ, a constant after inlining). */
+AI void float_tile(const uint8_t *const rp[FR], const float *x, float *y, int64_t cols, int64_t rows, int64_t r,
+                   int64_t r1, int64_t j0, const int J, const uint32_t type) {
+    const int64_t c8 = cols & ~(int64_t)7;
+    const float *xp[FJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) xp[j] = x + (j0 + j) * cols;
+    __m256 acc[FR][FJ];
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) acc[i][j] = _mm256_setzero_ps();
+    }
+    for (int64_t c = 0; c < c8; c += 8) {
+        __m256 xv[FJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) xv[j] = _mm256_loadu_ps(xp[j] + c);
+        ES_UNROLL
+        for (int i = 0; i < FR; i++) {
+            __m256 wv = load8w(rp[i], c, type);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) {
+            if (r + i >= r1) continue;
+            float s = hsum8(acc[i][j]);
+            for (int64_t c = c8; c < cols; c++) s += load1w(rp[i], c, type) * xp[j][c];
+            y[(j0 + j) * rows + r + i] = s;
+        }
+    }
+}
+
 AI void float_rows(const es_mat *w, const float *x, float *y, int64_t n, int64_t r0, int64_t r1, const uint32_t type) {
-    const int64_t cols = w->cols, rows = w->rows, c8 = cols & ~(int64_t)7;
     for (int64_t r = r0; r < r1; r += FR) {
         const uint8_t *rp[FR];
         ES_UNROLL
         for (int i = 0; i < FR; i++)
             rp[i] = (const uint8_t *)w->data + (size_t)(r + i < r1 ? r + i : r1 - 1) * w->row_bytes;
         for (int64_t j0 = 0; j0 < n; j0 += FJ) {
-            const float *xp[FJ];
-            ES_UNROLL
-            for (int j = 0; j < FJ; j++) xp[j] = x + (j0 + j < n ? j0 + j : n - 1) * cols;
-            __m256 acc[FR][FJ];
-            ES_UNROLL
-            for (int i = 0; i < FR; i++)
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) acc[i][j] = _mm256_setzero_ps();
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 xv[FJ];
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) xv[j] = _mm256_loadu_ps(xp[j] + c);
-                ES_UNROLL
-                for (int i = 0; i < FR; i++) {
-                    __m256 wv = load8w(rp[i], c, type);
-                    ES_UNROLL
-                    for (int j = 0; j < FJ; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
-                }
-            }
-            for (int i = 0; i < FR && r + i < r1; i++)
-                for (int j = 0; j < FJ && j0 + j < n; j++) {
-                    float s = hsum8(acc[i][j]);
-                    for (int64_t c = c8; c < cols; c++) s += load1w(rp[i], c, type) * xp[j][c];
-                    y[(j0 + j) * rows + r + i] = s;
-                }
+            if (n - j0 == 1) float_tile(rp, x, y, w->cols, w->rows, r, r1, j0, 1, type);
+            else float_tile(rp, x, y, w->cols, w->rows, r, r1, j0, 2, type);
         }
     }
 }

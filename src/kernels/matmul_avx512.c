@@ -22,26 +22,95 @@
 
 /* ---- activation quantisation ---------------------------------------------------------------- */
 
-static void quant_row_avx512(const float *x, int64_t nb, int32_t c, int8_t *qs, float *d, int32_t *corr) {
-    for (int64_t b = 0; b < nb; b++) {
+/* Column reduction of 16 vectors: lane b of the result combines all 16 lanes of v[b] (op is max
+ * or add, both exact here, so the order does not matter). Four butterfly levels, 45 operations for
+ * 16 blocks instead of a 9-operation horizontal reduction per block. */
+#define REDUCE16(T, op, unlo, unhi, unlo64, unhi64, shuf, v, out)                                                \
+    do {                                                                                                         \
+        T t_[8], u_[4], c0_, c1_;                                                                                \
+        ES_UNROLL                                                                                                \
+        for (int i_ = 0; i_ < 8; i_++) t_[i_] = op(unlo(v[2 * i_], v[2 * i_ + 1]), unhi(v[2 * i_], v[2 * i_ + 1])); \
+        ES_UNROLL                                                                                                \
+        for (int i_ = 0; i_ < 4; i_++)                                                                           \
+            u_[i_] = op(unlo64(t_[2 * i_], t_[2 * i_ + 1]), unhi64(t_[2 * i_], t_[2 * i_ + 1]));                  \
+        c0_ = op(shuf(u_[0], u_[1], 0x88), shuf(u_[0], u_[1], 0xdd));                                            \
+        c1_ = op(shuf(u_[2], u_[3], 0x88), shuf(u_[2], u_[3], 0xdd));                                            \
+        out = op(shuf(c0_, c1_, 0x88), shuf(c0_, c1_, 0xdd));                                                    \
+    } while (0)
+
+AI __m512 unlo64_ps(__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); }
+AI __m512 unhi64_ps(__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); }
+#define shuf_ps(a, b, imm) _mm512_shuffle_f32x4(a, b, imm)
+#define shuf_si(a, b, imm) _mm512_shuffle_i32x4(a, b, imm)
+
+/* One block, the plain way (row tails shorter than 16 blocks). */
+AI void quant_block(const float *xb, int32_t c, int8_t *qs, float *d, int32_t *corr) {
+    __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+    const __m512 vid = _mm512_set1_ps(id);
+    /* cvtps2dq rounds half to even (MXCSR default), like nearbyintf in the reference */
+    __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+    const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    _mm_storeu_si128((__m128i *)qs, _mm512_cvtsepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtsepi32_epi8(i1));
+    *d = db;
+    *corr = ES_QX_MAGIC - c * sum;
+}
+
+/* 16 blocks at once: the per-block maxima and sums are reduced 16 at a time and the two divisions
+ * are vector divisions, which is what made the one-block version slow. Same arithmetic. */
+static void quant_row_avx512(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
+                             int32_t *corr) {
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16) {
         const float *xb = x + b * 32;
-        __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
-        const __m512 vid = _mm512_set1_ps(id);
-        /* cvtps2dq rounds half to even (MXCSR default), like nearbyintf in the reference */
-        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
-        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-        _mm_storeu_si128((__m128i *)(qs + b * 32), _mm512_cvtsepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtsepi32_epi8(i1));
-        d[b] = db;
-        corr[b] = -c * sum;
+        __m512 m[16];
+        ES_UNROLL
+        for (int i = 0; i < 16; i++)
+            m[i] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + 32 * i)), _mm512_abs_ps(_mm512_loadu_ps(xb + 32 * i + 16)));
+        __m512 amax;
+        REDUCE16(__m512, _mm512_max_ps, _mm512_unpacklo_ps, _mm512_unpackhi_ps, unlo64_ps, unhi64_ps, shuf_ps, m, amax);
+        const __m512 db = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+        const __mmask16 nz = _mm512_cmp_ps_mask(db, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+        const __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), db);
+        float idb[16];
+        _mm512_storeu_ps(idb, id);
+        __m512i sv[16];
+        ES_UNROLL
+        for (int i = 0; i < 16; i++) {
+            const __m512 vid = _mm512_set1_ps(idb[i]);
+            const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * i), vid));
+            const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * i + 16), vid));
+            sv[i] = _mm512_add_epi32(i0, i1);
+            int8_t *q = qs + (b + i) * stride * 32;
+            _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(i0));
+            _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(i1));
+        }
+        __m512i sum;
+        REDUCE16(__m512i, _mm512_add_epi32, _mm512_unpacklo_epi32, _mm512_unpackhi_epi32, _mm512_unpacklo_epi64,
+                 _mm512_unpackhi_epi64, shuf_si, sv, sum);
+        const __m512i cv = _mm512_sub_epi32(_mm512_set1_epi32(ES_QX_MAGIC), _mm512_mullo_epi32(sum, _mm512_set1_epi32(c)));
+        if (stride == 1) {
+            _mm512_storeu_ps(d + b, db);
+            _mm512_storeu_si512(corr + b, cv);
+        } else {
+            float dd[16];
+            int32_t cc[16];
+            _mm512_storeu_ps(dd, db);
+            _mm512_storeu_si512(cc, cv);
+            for (int i = 0; i < 16; i++) {
+                d[(b + i) * stride] = dd[i];
+                corr[(b + i) * stride] = cc[i];
+            }
+        }
     }
+    for (; b < nb; b++) quant_block(x + b * 32, c, qs + b * stride * 32, d + b * stride, corr + b * stride);
 }
 
 /* ---- int8 kernels --------------------------------------------------------------------------- */
 
-#define QJ 8        /* activation rows per pass over a row group (VNNI) */
+#define QJ 16       /* activation rows per pass over a row group (VNNI) */
 #define QJ_NOVNNI 4 /* the maddubs path needs more registers */
 
 /* s + sum over each 4-byte group of u8(a) * s8(4 bytes at p, broadcast). GCC does not fold the
@@ -52,48 +121,89 @@ AI __m512i dpbusd_bcast(__m512i s, __m512i a, const int8_t *p) {
     return s;
 }
 
+/* (float)(v - ES_QX_MAGIC) for an accumulator started from the magic (see matmul_impl.h). */
+AI __m512 tofloat(__m512i v) { return _mm512_sub_ps(_mm512_castsi512_ps(v), _mm512_set1_ps(ES_QX_MAGIC_F)); }
+
 AI __m512i bcast32(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return _mm512_set1_epi32(v);
 }
 
-/* Group of 16 rows: pointers (rows past the end repeat the last real one; their lanes are
- * computed and not stored), byte offsets from the first for the scale gather, store mask. */
+/* A group of 16 consecutive rows. Full groups are addressed as base + i * rb (a few registers; an
+ * array of 16 pointers would be reloaded from the stack every block). The last, partial group uses
+ * the pointer array, rows past the end repeating the last real one (their lanes are computed and
+ * not stored). */
 typedef struct grp16 {
+    const uint8_t *base;
+    size_t rb, rb3, rb4;
     const uint8_t *rp[16];
-    __m512i goff;
     __mmask16 mask;
 } grp16;
 
 static void grp16_init(grp16 *g, const es_mat *w, int64_t r0, int64_t r1) {
-    int32_t off[16];
-    ES_UNROLL
+    g->base = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    g->rb = w->row_bytes;
+    g->rb3 = 3 * w->row_bytes;
+    g->rb4 = 4 * w->row_bytes;
     for (int i = 0; i < 16; i++) {
         int64_t r = r0 + i < w->rows ? r0 + i : w->rows - 1;
         g->rp[i] = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        off[i] = (int32_t)((r - r0) * (int64_t)w->row_bytes);
     }
-    g->goff = _mm512_loadu_si512(off);
     const int64_t valid = r1 - r0 < 16 ? r1 - r0 : 16;
     g->mask = (__mmask16)((1u << valid) - 1);
 }
 
-/* The 16 fp16 block scales (first 2 bytes of each gathered dword) as f32. */
-AI __m512 scales16(const uint8_t *base, __m512i goff) {
-    __m512i v = _mm512_i32gather_epi32(goff, (const void *)base, 1);
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+/* Byte `off` of each of the 16 rows: p[i]. */
+AI void rows16(const grp16 *g, size_t off, const bool tail, const uint8_t *p[16]) {
+    if (tail) {
+        ES_UNROLL
+        for (int i = 0; i < 16; i++) p[i] = g->rp[i] + off;
+        return;
+    }
+    const uint8_t *q = g->base + off;
+    /* opaque to the optimiser: otherwise it turns the 16 addresses into 16 induction variables,
+     * which do not fit in registers and are reloaded from the stack every block */
+    __asm__("" : "+r"(q));
+    ES_UNROLL
+    for (int m = 0; m < 4; m++) {
+        p[4 * m] = q;
+        p[4 * m + 1] = q + g->rb;
+        p[4 * m + 2] = q + 2 * g->rb;
+        p[4 * m + 3] = q + g->rb3;
+        q += g->rb4;
+    }
+}
+
+/* The 16 fp16 block scales at p[i] as f32. Not vpgatherdd: with the gather data sampling
+ * mitigation a gather costs more than the rest of the block; scalar loads combined in general
+ * registers use ports the vector work leaves idle. */
+AI __m512 scales16(const uint8_t *const p[16]) {
+    uint16_t h[16];
+    ES_UNROLL
+    for (int i = 0; i < 16; i++) memcpy(&h[i], p[i], 2);
+    /* (written out: the lane index must be a constant even in unoptimised builds) */
+#define INS8(v, o)                                                                                                 \
+    v = _mm_insert_epi16(v, h[(o) + 1], 1), v = _mm_insert_epi16(v, h[(o) + 2], 2),                               \
+    v = _mm_insert_epi16(v, h[(o) + 3], 3), v = _mm_insert_epi16(v, h[(o) + 4], 4),                               \
+    v = _mm_insert_epi16(v, h[(o) + 5], 5), v = _mm_insert_epi16(v, h[(o) + 6], 6),                               \
+    v = _mm_insert_epi16(v, h[(o) + 7], 7)
+    __m128i lo = _mm_cvtsi32_si128(h[0]), hi = _mm_cvtsi32_si128(h[8]);
+    INS8(lo, 0);
+    INS8(hi, 8);
+#undef INS8
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 
 /* Loads the 32 quant bytes at byte `off` of 16 rows and transposes them: W[k] lane i = bytes
  * 4k..4k+3 of row i. z[i] = [row i | row i+8]; a 4x4 transpose inside each 128-bit lane and a
  * lane permute finish the job. */
-AI void load_q8_16(const grp16 *g, size_t off, __m512i W[8]) {
+AI void load_q8_16(const uint8_t *const p[16], size_t off, __m512i W[8]) {
     __m512i z[8];
     ES_UNROLL
     for (int i = 0; i < 8; i++)
-        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(g->rp[i] + off))),
-                                  _mm256_loadu_si256((const __m256i *)(g->rp[i + 8] + off)), 1);
+        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p[i] + off))),
+                                  _mm256_loadu_si256((const __m256i *)(p[i + 8] + off)), 1);
     __m512i u[8];
     ES_UNROLL
     for (int h = 0; h < 2; h++) {
@@ -120,14 +230,14 @@ AI void load_q8_16(const grp16 *g, size_t off, __m512i W[8]) {
 /* Loads the 16 packed-nibble bytes at `off` of 16 rows: z[i] = [row i | i+4 | i+8 | i+12], a 4x4
  * transpose in each 128-bit lane gives u[k] = dword k of rows 0..15 in order. L[k] holds
  * elements 4k..4k+3 (low nibbles), H[k] elements 16+4k.. (high nibbles), as bytes 0..15. */
-AI void load_q4_16(const grp16 *g, size_t off, __m512i L[4], __m512i H[4]) {
+AI void load_q4_16(const uint8_t *const p[16], size_t off, __m512i L[4], __m512i H[4]) {
     __m512i z[4];
     ES_UNROLL
     for (int i = 0; i < 4; i++) {
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(g->rp[i] + off)));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(g->rp[i + 4] + off)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(g->rp[i + 8] + off)), 2);
-        z[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(g->rp[i + 12] + off)), 3);
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p[i] + off)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p[i + 4] + off)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p[i + 8] + off)), 2);
+        z[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p[i + 12] + off)), 3);
     }
     __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
     __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
@@ -142,37 +252,40 @@ AI void load_q4_16(const grp16 *g, size_t off, __m512i L[4], __m512i H[4]) {
 }
 
 /* y[j][r0..r0+16) for j in [j0, j0+J), Q8_0 weights. */
-AI void q8_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, const bool vnni, float *y,
-                int64_t rows, int64_t r0) {
+AI void q8_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, const bool vnni,
+                const bool tail, float *y, int64_t rows, int64_t r0) {
     const int64_t nb = qx->nb;
-    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80);
+    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80), magic = _mm512_set1_epi32(ES_QX_MAGIC);
     __m512 acc[QJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q8_0);
         __m512i W[8], A[8];
-        load_q8_16(g, off + 2, W);
-        const __m512 dw = scales16(g->rp[0] + off, g->goff);
+        const uint8_t *p[16];
+        rows16(g, off, tail, p);
+        load_q8_16(p, 2, W);
+        const __m512 dw = scales16(p);
         ES_UNROLL
         for (int k = 0; k < 8; k++) {
             if (vnni) W[k] = _mm512_xor_si512(W[k], bias); /* w + 128 as unsigned */
             else A[k] = _mm512_abs_epi8(W[k]);
         }
         /* k outer, j inner: J independent dependency chains side by side for the pipeline */
-        const int8_t *xb = qx->qs + j0 * cols + b * 32;
+        const int64_t jb0 = b * qx->n + j0; /* block b of activation row j0; row j0 + j follows at + j */
+        const int8_t *xb = qx->qs + jb0 * 32;
         __m512i s[QJ];
         ES_UNROLL
-        for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[(j0 + j) * nb + b]) : _mm512_setzero_si512();
+        for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : magic;
         ES_UNROLL
         for (int k = 0; k < 8; k++) {
             const __mmask64 neg = vnni ? 0 : _mm512_movepi8_mask(W[k]);
             ES_UNROLL
             for (int j = 0; j < J; j++) {
                 if (vnni) {
-                    s[j] = dpbusd_bcast(s[j], W[k], xb + j * cols + 4 * k); /* sum (w + 128) x, from -128 sum x */
+                    s[j] = dpbusd_bcast(s[j], W[k], xb + j * 32 + 4 * k); /* sum (w + 128) x, from magic - 128 sum x */
                 } else {
-                    __m512i xv = bcast32(xb + j * cols + 4 * k);
+                    __m512i xv = bcast32(xb + j * 32 + 4 * k);
                     /* x * sign(w): negate x where w < 0 (w == 0 is multiplied by |w| = 0) */
                     xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
                     s[j] = _mm512_add_epi32(s[j], _mm512_madd_epi16(_mm512_maddubs_epi16(A[k], xv), ones));
@@ -181,16 +294,17 @@ AI void q8_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const
         }
         ES_UNROLL
         for (int j = 0; j < J; j++) {
-            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[(j0 + j) * nb + b]));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), sc, acc[j]);
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb0 + j]));
+            acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
         }
     }
+    ES_UNROLL
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, g->mask, acc[j]);
 }
 
 /* y[j][r0..r0+16) for j in [j0, j0+J), Q4_0 weights (nibbles unsigned, -8 via the correction). */
-AI void q4_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, const bool vnni, float *y,
-                int64_t rows, int64_t r0) {
+AI void q4_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, const bool vnni,
+                const bool tail, float *y, int64_t rows, int64_t r0) {
     const int64_t nb = qx->nb;
     const __m512i ones = _mm512_set1_epi16(1);
     __m512 acc[QJ];
@@ -199,19 +313,22 @@ AI void q4_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q4_0);
         __m512i L[4], H[4];
-        load_q4_16(g, off + 2, L, H);
-        const __m512 dw = scales16(g->rp[0] + off, g->goff);
+        const uint8_t *p[16];
+        rows16(g, off, tail, p);
+        load_q4_16(p, 2, L, H);
+        const __m512 dw = scales16(p);
         /* k outer, j inner: J independent dependency chains side by side for the pipeline */
-        const int8_t *xb = qx->qs + j0 * cols + b * 32;
+        const int64_t jb0 = b * qx->n + j0;
+        const int8_t *xb = qx->qs + jb0 * 32;
         __m512i s[QJ];
         ES_UNROLL
         for (int j = 0; j < J; j++)
-            s[j] = vnni ? _mm512_set1_epi32(qx->corr[(j0 + j) * nb + b]) /* -8 * sum(x) */ : _mm512_setzero_si512();
+            s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) /* -8 * sum(x) + magic */ : _mm512_setzero_si512();
         ES_UNROLL
         for (int k = 0; k < 4; k++) {
             ES_UNROLL
             for (int j = 0; j < J; j++) {
-                const int8_t *xj = xb + j * cols;
+                const int8_t *xj = xb + j * 32;
                 if (vnni) {
                     s[j] = dpbusd_bcast(s[j], L[k], xj + 4 * k);
                     s[j] = dpbusd_bcast(s[j], H[k], xj + 16 + 4 * k);
@@ -224,53 +341,59 @@ AI void q4_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const
         }
         ES_UNROLL
         for (int j = 0; j < J; j++) {
-            const int64_t jb = (j0 + j) * nb + b;
+            const int64_t jb = jb0 + j;
             if (!vnni) s[j] = _mm512_add_epi32(_mm512_madd_epi16(s[j], ones), _mm512_set1_epi32(qx->corr[jb]));
             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb]));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), sc, acc[j]);
+            acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
         }
     }
+    ES_UNROLL
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, g->mask, acc[j]);
 }
 
-/* The gather takes int32 offsets: a row group must span less than 2 GiB. */
-static bool offsets_fit(const es_mat *w) { return w->row_bytes <= (size_t)INT32_MAX / 16; }
+/* Instantiates the row loop of a tile kernel for a fixed vnni flag, J = 1..qj. */
+#define TILE_CASE(tile, vnni, qj, tail, J_)                                                                       \
+    case J_: tile(&g, qx, w->cols, j0, J_ <= qj ? J_ : 1, vnni, tail, y, w->rows, r); break;
+#define TILE_SWITCH(tile, vnni, qj, tail)                                                                         \
+    for (int64_t j0 = 0; j0 < n; j0 += qj) {                                                                     \
+        switch (n - j0 < qj ? n - j0 : qj) {                                                                     \
+            TILE_CASE(tile, vnni, qj, tail, 1) TILE_CASE(tile, vnni, qj, tail, 2)                                 \
+            TILE_CASE(tile, vnni, qj, tail, 3) TILE_CASE(tile, vnni, qj, tail, 4)                                 \
+            TILE_CASE(tile, vnni, qj, tail, 5) TILE_CASE(tile, vnni, qj, tail, 6)                                 \
+            TILE_CASE(tile, vnni, qj, tail, 7) TILE_CASE(tile, vnni, qj, tail, 8)                                 \
+            TILE_CASE(tile, vnni, qj, tail, 9) TILE_CASE(tile, vnni, qj, tail, 10)                                \
+            TILE_CASE(tile, vnni, qj, tail, 11) TILE_CASE(tile, vnni, qj, tail, 12)                               \
+            TILE_CASE(tile, vnni, qj, tail, 13) TILE_CASE(tile, vnni, qj, tail, 14)                               \
+            TILE_CASE(tile, vnni, qj, tail, 15)                                                                  \
+        default: tile(&g, qx, w->cols, j0, 16 <= qj ? 16 : 1, vnni, tail, y, w->rows, r); break;                 \
+        }                                                                                                        \
+    }
 
-/* Instantiates the row loop of a tile kernel for a fixed vnni flag, J = 1..QJ (or QJ_NOVNNI). */
-#define DEFINE_ROWS(name, tile, vnni, qj, reffn)                                                                  \
+#define DEFINE_ROWS(name, tile, vnni, qj)                                                                         \
     static void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,         \
                      int64_t r1) {                                                                               \
-        if (!offsets_fit(w)) { reffn(w, x, qx, y, n, r0, r1); return; }                                          \
         for (int64_t r = r0; r < r1; r += 16) {                                                                  \
             grp16 g;                                                                                             \
             grp16_init(&g, w, r, r1);                                                                            \
-            for (int64_t j0 = 0; j0 < n; j0 += qj) {                                                             \
-                const int64_t J = n - j0 < qj ? n - j0 : qj;                                                     \
-                switch (J) {                                                                                     \
-                case 1: tile(&g, qx, w->cols, j0, 1, vnni, y, w->rows, r); break;                                \
-                case 2: tile(&g, qx, w->cols, j0, 2, vnni, y, w->rows, r); break;                                \
-                case 3: tile(&g, qx, w->cols, j0, 3, vnni, y, w->rows, r); break;                                \
-                case 4: tile(&g, qx, w->cols, j0, 4, vnni, y, w->rows, r); break;                                \
-                case 5: tile(&g, qx, w->cols, j0, 5 <= qj ? 5 : 1, vnni, y, w->rows, r); break;                  \
-                case 6: tile(&g, qx, w->cols, j0, 6 <= qj ? 6 : 1, vnni, y, w->rows, r); break;                  \
-                case 7: tile(&g, qx, w->cols, j0, 7 <= qj ? 7 : 1, vnni, y, w->rows, r); break;                  \
-                default: tile(&g, qx, w->cols, j0, 8 <= qj ? 8 : 1, vnni, y, w->rows, r); break;                 \
-                }                                                                                                \
+            if (r + 16 <= w->rows) {                                                                             \
+                TILE_SWITCH(tile, vnni, qj, false)                                                               \
+            } else {                                                                                             \
+                TILE_SWITCH(tile, vnni, qj, true)                                                                \
             }                                                                                                    \
         }                                                                                                        \
     }
 
-DEFINE_ROWS(q8_0_rows_vnni, q8_tile, true, QJ, es_mm_ref.q8_0)
-DEFINE_ROWS(q4_0_rows_vnni, q4_tile, true, QJ, es_mm_ref.q4_0)
-DEFINE_ROWS(q8_0_rows_novnni, q8_tile, false, QJ_NOVNNI, es_mm_ref.q8_0)
-DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI, es_mm_ref.q4_0)
+DEFINE_ROWS(q8_0_rows_vnni, q8_tile, true, QJ)
+DEFINE_ROWS(q4_0_rows_vnni, q4_tile, true, QJ)
+DEFINE_ROWS(q8_0_rows_novnni, q8_tile, false, QJ_NOVNNI)
+DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI)
 
 /* ---- float kernels -------------------------------------------------------------------------- */
 
 /* A tile of FR weight rows x FJ activation rows, one 16-lane f32 accumulator per pair, columns in
- * order in steps of 16 (the last step masked), then the fixed _mm512_reduce_add_ps tree. Rows and
- * activation rows past the end repeat the last real one and are not stored, so each (r, j) pair is
- * computed the same way whatever else its tile holds. */
+ * order in steps of 16 (the last step masked), then the fixed _mm512_reduce_add_ps tree. Rows past
+ * the end repeat the last real one and are not stored; the tile is instantiated per number of
+ * activation rows. Each (r, j) pair is computed the same way whatever else its tile holds. */
 #define FR 4
 #define FJ 4
 
@@ -281,6 +404,50 @@ AI __m512 load16w(const uint8_t *row, int64_t c, __mmask16 m, const uint32_t typ
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* FR rows x J activation rows (J <= FJ, a constant after inlining). */
+AI void float_tile(const uint8_t *const rp[FR], const float *x, float *y, int64_t cols, int64_t rows, int64_t r,
+                   int64_t r1, int64_t j0, const int J, const uint32_t type) {
+    const float *xp[FJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) xp[j] = x + (j0 + j) * cols;
+    __m512 acc[FR][FJ];
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) acc[i][j] = _mm512_setzero_ps();
+    }
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m512 xv[FJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) xv[j] = _mm512_loadu_ps(xp[j] + c);
+        ES_UNROLL
+        for (int i = 0; i < FR; i++) {
+            __m512 wv = load16w(rp[i], c, (__mmask16)0xffff, type);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    if (c < cols) { /* the last columns, masked: the zeros add nothing */
+        const __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
+        __m512 xv[FJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) xv[j] = _mm512_maskz_loadu_ps(m, xp[j] + c);
+        ES_UNROLL
+        for (int i = 0; i < FR; i++) {
+            __m512 wv = load16w(rp[i], c, m, type);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    ES_UNROLL
+    for (int i = 0; i < FR; i++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++)
+            if (r + i < r1) y[(j0 + j) * rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    }
+}
+
 AI void float_rows(const es_mat *w, const float *x, float *y, int64_t n, int64_t r0, int64_t r1, const uint32_t type) {
     const int64_t cols = w->cols, rows = w->rows;
     for (int64_t r = r0; r < r1; r += FR) {
@@ -289,28 +456,12 @@ AI void float_rows(const es_mat *w, const float *x, float *y, int64_t n, int64_t
         for (int i = 0; i < FR; i++)
             rp[i] = (const uint8_t *)w->data + (size_t)(r + i < r1 ? r + i : r1 - 1) * w->row_bytes;
         for (int64_t j0 = 0; j0 < n; j0 += FJ) {
-            const float *xp[FJ];
-            ES_UNROLL
-            for (int j = 0; j < FJ; j++) xp[j] = x + (j0 + j < n ? j0 + j : n - 1) * cols;
-            __m512 acc[FR][FJ];
-            ES_UNROLL
-            for (int i = 0; i < FR; i++)
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) acc[i][j] = _mm512_setzero_ps();
-            for (int64_t c = 0; c < cols; c += 16) {
-                const __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - c)) - 1);
-                __m512 xv[FJ];
-                ES_UNROLL
-                for (int j = 0; j < FJ; j++) xv[j] = _mm512_maskz_loadu_ps(m, xp[j] + c);
-                ES_UNROLL
-                for (int i = 0; i < FR; i++) {
-                    __m512 wv = load16w(rp[i], c, m, type);
-                    ES_UNROLL
-                    for (int j = 0; j < FJ; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
-                }
+            switch (n - j0 < FJ ? n - j0 : FJ) {
+            case 1: float_tile(rp, x, y, cols, rows, r, r1, j0, 1, type); break;
+            case 2: float_tile(rp, x, y, cols, rows, r, r1, j0, 2, type); break;
+            case 3: float_tile(rp, x, y, cols, rows, r, r1, j0, 3, type); break;
+            default: float_tile(rp, x, y, cols, rows, r, r1, j0, 4, type); break;
             }
-            for (int i = 0; i < FR && r + i < r1; i++)
-                for (int j = 0; j < FJ && j0 + j < n; j++) y[(j0 + j) * rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
         }
     }
 }

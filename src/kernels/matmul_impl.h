@@ -27,13 +27,24 @@
  * kernel processes at once), so a row's arithmetic never depends on where a chunk starts. */
 #define ES_MM_ROW_ALIGN 16
 
-/* The activations quantised for an int8 kernel; row j of block b is at [j * nb + b]. */
+/* The activations quantised for an int8 kernel, block-major so that a kernel walking the blocks
+ * of a weight row finds the n activation rows of a block next to each other (one pointer, constant
+ * offsets): block b of activation row j is qs[(b * n + j) * 32 ..], d[b * n + j], corr[b * n + j]. */
 typedef struct es_qx {
-    const int8_t *qs;    /* [n][cols] quantised values */
-    const float *d;      /* [n][nb] per-block scales dx */
-    const int32_t *corr; /* [n][nb] -c * (sum of the block's qs): c = 128 for Q8_0, 8 for Q4_0 */
+    const int8_t *qs;    /* [nb][n][32] quantised values */
+    const float *d;      /* [nb][n] per-block scales dx */
+    const int32_t *corr; /* [nb][n] ES_QX_MAGIC - c * (sum of the block's qs): c = 128 for Q8_0, 8 for Q4_0 */
     int64_t nb;          /* blocks per row = cols / 32 */
+    int64_t n;           /* activation rows */
 } es_qx;
+
+/* Integer-to-float without cvtdq2ps (which competes with vpdpbusd for port 0 on Intel cores):
+ * for |v| < 2^22 the bits ES_QX_MAGIC + v are the float 12582912 + v exactly, so subtracting
+ * ES_QX_MAGIC_F gives (float)v exactly, on a port that is free. The correction in es_qx already
+ * contains the magic, so an accumulator started from it needs nothing more. Block dots are at most
+ * 32 * 128 * 127 < 2^22 in magnitude. */
+#define ES_QX_MAGIC 0x4B400000
+#define ES_QX_MAGIC_F 12582912.0f
 
 /* Computes y[j][r] for all j < n and r in [r0, r1) (r0 a multiple of ES_MM_ROW_ALIGN; r1 too, or
  * w->rows). x is the f32 input [n][cols] (used by float kernels), qx the quantised one (int8
@@ -41,9 +52,11 @@ typedef struct es_qx {
 typedef void (*es_mm_rows_fn)(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                               int64_t r1);
 
-/* Quantises one activation row of nb blocks: qs[nb*32], d[nb], corr[nb] (see es_qx; c is the
- * correction multiplier). Bit-identical at every level. */
-typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int32_t c, int8_t *qs, float *d, int32_t *corr);
+/* Quantises one activation row x[nb * 32]: block b goes to qs[b * stride * 32 ..], d[b * stride],
+ * corr[b * stride] (stride = n for the es_qx layout; c is the correction multiplier). Bit-identical
+ * at every level. */
+typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
+                                int32_t *corr);
 
 typedef struct es_mm_kernels {
     es_mm_rows_fn f32, f16, bf16, q8_0, q4_0;
