@@ -119,6 +119,17 @@ static void grp8_init(grp8 *g, const es_mat *w, int64_t r0) {
     g->valid = w->rows - r0 < 8 ? (int)(w->rows - r0) : 8;
 }
 
+/* The next 8-row group (contiguous), prefetched into L2 1/nb at a time while block b of this one
+ * is computed: a linear stream that helps where the 8 side-by-side row streams are short (see
+ * matmul_avx512.c). */
+AI void prefetch_next(const grp8 *g, int64_t b, const size_t block_bytes) {
+    if (g->valid < 8) return;
+    const size_t rb = (size_t)(g->rp[1] - g->rp[0]);
+    const char *next = (const char *)(g->rp[0] + 8 * rb) + (size_t)b * block_bytes * 8;
+    ES_UNROLL
+    for (size_t o = 0; o < block_bytes * 8; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+}
+
 AI void store8(float *dst, __m256 v, int valid) {
     if (valid == 8) {
         _mm256_storeu_ps(dst, v);
@@ -139,6 +150,7 @@ AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q8_0);
+        prefetch_next(g, b, sizeof(es_block_q8_0));
         __m256i W[8], A[8];
         ES_UNROLL
         for (int i = 0; i < 8; i++) W[i] = _mm256_loadu_si256((const __m256i *)(g->rp[i] + off + 2));
@@ -175,6 +187,7 @@ AI void q4_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q4_0) + 2;
+        prefetch_next(g, b, sizeof(es_block_q4_0));
         __m256i R[4];
         /* R[i] = [row i | row i+4]; a 4x4 transpose within each 128-bit lane then gives
          * u[k] = dword k of rows 0..7 in order */
