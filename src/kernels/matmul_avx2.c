@@ -6,6 +6,11 @@
  * (one row per 32-bit lane). A dot step then broadcasts 4 activation bytes to every lane, so each
  * lane accumulates its own row's block sum and no horizontal reduction is needed; the transposed
  * weights are reused for up to QJ activation rows while they sit in registers. */
+/* Always optimised, also in Debug / sanitizer builds: intrinsic code at -O0 keeps every vector in
+ * memory and runs 20-50x slower, which made sanitizer runs of whole-model tests crawl. */
+#if !defined(__OPTIMIZE__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
 #include <immintrin.h>
 #include <string.h>
 

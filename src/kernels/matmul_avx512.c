@@ -16,6 +16,11 @@
  * pass the tile loop runs within ~10% of the vpdpbusd throughput bound (one per cycle), so a
  * 16-token verification costs what its multiply-adds cost and no more; the weight transposes, the
  * scales and the float epilogue ride on port 5 next to it. */
+/* Always optimised, also in Debug / sanitizer builds: intrinsic code at -O0 keeps every vector in
+ * memory and runs 20-50x slower, which made sanitizer runs of whole-model tests crawl. */
+#if !defined(__OPTIMIZE__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
 #include <immintrin.h>
 #include <string.h>
 
