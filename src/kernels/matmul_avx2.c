@@ -113,6 +113,7 @@ AI __m256 scales8(const uint8_t *const rp[8], size_t off) {
 typedef struct grp8 {
     const uint8_t *rp[8];
     int valid;
+    bool next_in_chunk; /* the next group belongs to this thread's chunk too (prefetch it) */
 } grp8;
 
 static void grp8_init(grp8 *g, const es_mat *w, int64_t r0) {
@@ -128,7 +129,7 @@ static void grp8_init(grp8 *g, const es_mat *w, int64_t r0) {
  * is computed: a linear stream that helps where the 8 side-by-side row streams are short (see
  * matmul_avx512.c). */
 AI void prefetch_next(const grp8 *g, int64_t b, const size_t block_bytes) {
-    if (g->valid < 8) return;
+    if (g->valid < 8 || !g->next_in_chunk) return;
     const size_t rb = (size_t)(g->rp[1] - g->rp[0]);
     const char *next = (const char *)(g->rp[0] + 8 * rb) + (size_t)b * block_bytes * 8;
     ES_UNROLL
@@ -236,6 +237,7 @@ static void q8_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
         grp8 g;
         grp8_init(&g, w, r);
         if (r1 - r < g.valid) g.valid = (int)(r1 - r);
+        g.next_in_chunk = r + 16 <= r1;
         for (int64_t j0 = 0; j0 < n; j0 += QJ) {
             switch (n - j0 < QJ ? n - j0 : QJ) {
             case 1: q8_tile(&g, qx, w->cols, j0, 1, y, w->rows, r); break;
@@ -253,6 +255,7 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
         grp8 g;
         grp8_init(&g, w, r);
         if (r1 - r < g.valid) g.valid = (int)(r1 - r);
+        g.next_in_chunk = r + 16 <= r1;
         for (int64_t j0 = 0; j0 < n; j0 += QJ) {
             switch (n - j0 < QJ ? n - j0 : QJ) {
             case 1: q4_tile(&g, qx, w->cols, j0, 1, y, w->rows, r); break;

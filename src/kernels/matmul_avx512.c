@@ -147,6 +147,7 @@ AI __m512i bcast32(const int8_t *p) {
  * not stored). */
 typedef struct grp16 {
     const uint8_t *base;
+    bool next_in_chunk; /* the next group belongs to this thread's chunk too (prefetch it) */
     size_t rb, rb3, rb4;
     const uint8_t *rp[16];
     __mmask16 mask;
@@ -163,6 +164,7 @@ static void grp16_init(grp16 *g, const es_mat *w, int64_t r0, int64_t r1) {
     }
     const int64_t valid = r1 - r0 < 16 ? r1 - r0 : 16;
     g->mask = (__mmask16)((1u << valid) - 1);
+    g->next_in_chunk = r0 + 32 <= r1;
 }
 
 /* Byte `off` of each of the 16 rows: p[i]. */
@@ -190,9 +192,10 @@ AI void rows16(const grp16 *g, size_t off, const bool tail, const uint8_t *p[16]
  * contiguous) into L2, front to back. The group walks 16 rows side by side, which the hardware
  * prefetcher follows well for long rows but poorly for short ones (2048 columns: 34 KB per group,
  * half a page per row): this linear stream ahead of it took such matrices from 7 to 11 GB/s on
- * one core and costs nothing measurable elsewhere. */
+ * one core and costs nothing measurable elsewhere. Not past the end of the chunk: the next rows
+ * belong to another thread (fetching them twice wastes bandwidth). */
 AI void prefetch_next(const grp16 *g, int64_t b, const size_t block_bytes, const bool tail) {
-    if (tail) return;
+    if (tail || !g->next_in_chunk) return;
     const char *next = (const char *)(g->base + 16 * g->rb) + (size_t)b * block_bytes * 16;
     ES_UNROLL
     for (size_t o = 0; o < block_bytes * 16; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
