@@ -257,6 +257,25 @@ static void mm_worker(void *ud, int ith, int nth) {
     }
 }
 
+/* Activation quantisation, rows split across the threads. */
+typedef struct quant_task {
+    es_quant_row_fn quant_row;
+    const float *x;
+    int64_t cols, nb, n;
+    int32_t c;
+    int8_t *qs;
+    float *d;
+    int32_t *corr;
+} quant_task;
+
+static void quant_worker(void *ud, int ith, int nth) {
+    quant_task *q = ud;
+    int64_t j0, j1;
+    es_split_range(q->n, ith, nth, &j0, &j1);
+    for (int64_t j = j0; j < j1; j++)
+        q->quant_row(q->x + j * q->cols, q->nb, q->n, q->c, q->qs + j * ES_QK, q->d + j, q->corr + j);
+}
+
 static void fill_nan(float *y, int64_t n, int64_t rows) {
     for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
 }
@@ -279,29 +298,35 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
         fill_nan(y, n, w->rows);
         return;
     }
-    if (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0) {
-        /* Quantise the activations once for all rows (on this thread: n * cols is small next to the
-         * weights, and the region would need a barrier otherwise). */
-        const int64_t nb = cols / ES_QK;
-        uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        int8_t *qs = (int8_t *)s;
-        float *d = (float *)(s + ALIGN64((size_t)(n * cols)));
-        int32_t *corr = (int32_t *)((uint8_t *)d + ALIGN64((size_t)(n * nb) * 4));
-        const int32_t c = w->type == ES_TYPE_Q8_0 ? 128 : 8;
-        for (int64_t j = 0; j < n; j++) k->quant_row(x + j * cols, nb, n, c, qs + j * ES_QK, d + j, corr + j);
-        t.qx = (es_qx){qs, d, corr, nb, n};
-    }
-
-    /* Split into about 8 chunks per thread; tiny products run inline (a region costs ~1 µs). */
     const int nth = es_threadpool_n_threads(tp);
     const int64_t groups = (w->rows + ES_MM_ROW_ALIGN - 1) / ES_MM_ROW_ALIGN;
-    int64_t per = (groups + 8 * nth - 1) / (8 * nth);
+    const double macs = (double)w->rows * (double)cols * (double)n;
+    const bool threaded = nth > 1 && groups > 1 && macs >= 65536.0; /* a region costs ~1 µs */
+
+    if (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0) {
+        /* Quantise the activations once for all weight rows; for several rows in a region of its
+         * own (each thread a share of the rows), or the other threads would wait. */
+        const int64_t nb = cols / ES_QK;
+        uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        quant_task q = {.quant_row = k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n,
+                        .c = w->type == ES_TYPE_Q8_0 ? 128 : 8};
+        q.qs = (int8_t *)s;
+        q.d = (float *)(s + ALIGN64((size_t)(n * cols)));
+        q.corr = (int32_t *)((uint8_t *)q.d + ALIGN64((size_t)(n * nb) * 4));
+        if (threaded && n >= 4) es_threadpool_run(tp, quant_worker, &q);
+        else quant_worker(&q, 0, 1);
+        t.qx = (es_qx){q.qs, q.d, q.corr, nb, n};
+    }
+
+    /* Rows in chunks of about 1/4 of a thread's share, handed out dynamically: a thread slowed by
+     * other work on the machine leaves its remaining chunks to the others. Finer chunks measured
+     * slower (each chunk restarts 16 row streams for the prefetchers). */
+    int64_t per = (groups + 4 * nth - 1) / (4 * nth);
     if (per < 1) per = 1;
     t.chunk_rows = per * ES_MM_ROW_ALIGN;
     atomic_init(&t.next, 0);
-    const double macs = (double)w->rows * (double)cols * (double)n;
-    if (nth == 1 || groups == 1 || macs < 65536.0) mm_worker(&t, 0, 1);
-    else es_threadpool_run(tp, mm_worker, &t);
+    if (threaded) es_threadpool_run(tp, mm_worker, &t);
+    else mm_worker(&t, 0, 1);
 }
 
 void es_mat_get_row(const es_mat *w, int64_t r, float *dst) {

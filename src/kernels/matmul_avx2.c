@@ -6,6 +6,11 @@
  * (one row per 32-bit lane). A dot step then broadcasts 4 activation bytes to every lane, so each
  * lane accumulates its own row's block sum and no horizontal reduction is needed; the transposed
  * weights are reused for up to QJ activation rows while they sit in registers. */
+/* Always optimised, also in Debug / sanitizer builds: intrinsic code at -O0 keeps every vector in
+ * memory and runs 20-50x slower, which made sanitizer runs of whole-model tests crawl. */
+#if !defined(__OPTIMIZE__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
 #include <immintrin.h>
 #include <string.h>
 
@@ -108,6 +113,7 @@ AI __m256 scales8(const uint8_t *const rp[8], size_t off) {
 typedef struct grp8 {
     const uint8_t *rp[8];
     int valid;
+    bool next_in_chunk; /* the next group belongs to this thread's chunk too (prefetch it) */
 } grp8;
 
 static void grp8_init(grp8 *g, const es_mat *w, int64_t r0) {
@@ -117,6 +123,17 @@ static void grp8_init(grp8 *g, const es_mat *w, int64_t r0) {
         g->rp[i] = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
     }
     g->valid = w->rows - r0 < 8 ? (int)(w->rows - r0) : 8;
+}
+
+/* The next 8-row group (contiguous), prefetched into L2 1/nb at a time while block b of this one
+ * is computed: a linear stream that helps where the 8 side-by-side row streams are short (see
+ * matmul_avx512.c). */
+AI void prefetch_next(const grp8 *g, int64_t b, const size_t block_bytes) {
+    if (g->valid < 8 || !g->next_in_chunk) return;
+    const size_t rb = (size_t)(g->rp[1] - g->rp[0]);
+    const char *next = (const char *)(g->rp[0] + 8 * rb) + (size_t)b * block_bytes * 8;
+    ES_UNROLL
+    for (size_t o = 0; o < block_bytes * 8; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
 }
 
 AI void store8(float *dst, __m256 v, int valid) {
@@ -139,6 +156,7 @@ AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q8_0);
+        prefetch_next(g, b, sizeof(es_block_q8_0));
         __m256i W[8], A[8];
         ES_UNROLL
         for (int i = 0; i < 8; i++) W[i] = _mm256_loadu_si256((const __m256i *)(g->rp[i] + off + 2));
@@ -175,6 +193,7 @@ AI void q4_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q4_0) + 2;
+        prefetch_next(g, b, sizeof(es_block_q4_0));
         __m256i R[4];
         /* R[i] = [row i | row i+4]; a 4x4 transpose within each 128-bit lane then gives
          * u[k] = dword k of rows 0..7 in order */
@@ -218,6 +237,7 @@ static void q8_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
         grp8 g;
         grp8_init(&g, w, r);
         if (r1 - r < g.valid) g.valid = (int)(r1 - r);
+        g.next_in_chunk = r + 16 <= r1;
         for (int64_t j0 = 0; j0 < n; j0 += QJ) {
             switch (n - j0 < QJ ? n - j0 : QJ) {
             case 1: q8_tile(&g, qx, w->cols, j0, 1, y, w->rows, r); break;
@@ -235,6 +255,7 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
         grp8 g;
         grp8_init(&g, w, r);
         if (r1 - r < g.valid) g.valid = (int)(r1 - r);
+        g.next_in_chunk = r + 16 <= r1;
         for (int64_t j0 = 0; j0 < n; j0 += QJ) {
             switch (n - j0 < QJ ? n - j0 : QJ) {
             case 1: q4_tile(&g, qx, w->cols, j0, 1, y, w->rows, r); break;
