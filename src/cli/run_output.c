@@ -90,8 +90,11 @@ void es_run_output_finish(es_run_output *out, const int32_t *gen, int n_gen, con
     } else {
         putchar('\n');
         fflush(stdout);
-        fprintf(stderr, "edgespec run: prompt %d tokens in %.3f s (%.1f tok/s), generated %d tokens in %.3f s (%.1f tok/s), stop: %s\n",
-                out->n_prompt, out->prefill_s, pf, n_gen, out->decode_s, dc, stop);
+        if (out->prefill_s > 0)
+            fprintf(stderr, "edgespec run: prompt %d tokens in %.3f s (%.1f tok/s), ", out->n_prompt, out->prefill_s, pf);
+        else /* speculative runs prefill inside their first round */
+            fprintf(stderr, "edgespec run: prompt %d tokens (prefilled within the first round), ", out->n_prompt);
+        fprintf(stderr, "generated %d tokens in %.3f s (%.1f tok/s), stop: %s\n", n_gen, out->decode_s, dc, stop);
         if (extra) {
             char *s = cJSON_PrintUnformatted(extra);
             if (s) fprintf(stderr, "edgespec run: spec %s\n", s);

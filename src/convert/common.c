@@ -418,3 +418,24 @@ es_status es_copy_kv_prefix(es_gguf_writer *w, const es_gguf *g, const char *pre
     }
     return ES_OK;
 }
+
+es_status es_convert_writer_begin(const es_hparams *hp, const char *name, const char *src_path, uint32_t out_type,
+                                  const es_vocab_spec *vocab, es_gguf_writer **out, es_err *err) {
+    *out = NULL;
+    es_gguf_writer *w = es_gguf_writer_init();
+    if (!w) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    char stem[128];
+    es_status st;
+    if ((st = es_hparams_to_gguf(hp, w, err)) != ES_OK) goto fail;
+    if ((st = es_gguf_set_str(w, "general.name", name ? name : es_path_stem(src_path, stem, sizeof stem))) != ES_OK) {
+        st = es_fail(err, st, "writing general.name failed");
+        goto fail;
+    }
+    if ((st = es_write_file_type(w, out_type, err)) != ES_OK) goto fail;
+    if ((st = es_vocab_write_gguf(vocab, w, err)) != ES_OK) goto fail;
+    *out = w;
+    return ES_OK;
+fail:
+    es_gguf_writer_free(w);
+    return st;
+}

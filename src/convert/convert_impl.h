@@ -14,6 +14,8 @@
 
 #include "convert/convert.h"
 #include "gguf/gguf.h"
+#include "model/hparams.h"
+#include "tokenizer/tokenizer.h"
 
 /* ---- read-only file mapping ---- */
 
@@ -83,6 +85,10 @@ bool es_convert_type_ok(uint32_t type);
 uint32_t es_file_type_of(uint32_t type);
 /* Writes general.file_type and, for quantised types, general.quantization_version. */
 es_status es_write_file_type(es_gguf_writer *w, uint32_t type, es_err *err);
+/* A new writer holding the metadata every converted model starts with: the shape, general.name
+ * (`name`, or the stem of `src_path`), general.file_type and the tokenizer. NULL *out on failure. */
+es_status es_convert_writer_begin(const es_hparams *hp, const char *name, const char *src_path, uint32_t out_type,
+                                  const es_vocab_spec *vocab, es_gguf_writer **out, es_err *err);
 
 /* Copies one key/value of a reader into the writer (integers keep their value, though narrow integer
  * types are widened to 32 bits; nested arrays are not supported). */

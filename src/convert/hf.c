@@ -315,19 +315,7 @@ es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_
     hp.tied_output = tie;
     const char *embed_name = has_embed ? "model.embed_tokens.weight" : tie && has_head ? "lm_head.weight" : "model.embed_tokens.weight";
 
-    w = es_gguf_writer_init();
-    if (!w) {
-        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    char stem[128];
-    if ((st = es_hparams_to_gguf(&hp, w, err)) != ES_OK) goto done;
-    if ((st = es_gguf_set_str(w, "general.name", opts.name ? opts.name : es_path_stem(dir, stem, sizeof stem))) != ES_OK) {
-        st = es_fail(err, st, "writing general.name failed");
-        goto done;
-    }
-    if ((st = es_write_file_type(w, opts.out_type, err)) != ES_OK) goto done;
-    if ((st = es_vocab_write_gguf(spec, w, err)) != ES_OK) goto done;
+    if ((st = es_convert_writer_begin(&hp, opts.name, dir, opts.out_type, spec, &w, err)) != ES_OK) goto done;
 
     const uint32_t t = opts.out_type;
     const int64_t d = hp.n_embd, f = hp.n_ff, qd = (int64_t)hp.n_head * hp.head_dim, kvd = (int64_t)hp.n_head_kv * hp.head_dim;

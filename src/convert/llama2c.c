@@ -265,19 +265,7 @@ es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path,
     hp.rope_base = 10000.0f;
     hp.tied_output = info.shared_classifier;
 
-    w = es_gguf_writer_init();
-    if (!w) {
-        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    char stem[128];
-    if ((st = es_hparams_to_gguf(&hp, w, err)) != ES_OK) goto done;
-    if ((st = es_gguf_set_str(w, "general.name", opts.name ? opts.name : es_path_stem(model_path, stem, sizeof stem))) != ES_OK) {
-        st = es_fail(err, st, "writing general.name failed");
-        goto done;
-    }
-    if ((st = es_write_file_type(w, opts.out_type, err)) != ES_OK) goto done;
-    if ((st = es_vocab_write_gguf(es_vocab_spec_of(vocab), w, err)) != ES_OK) goto done;
+    if ((st = es_convert_writer_begin(&hp, opts.name, model_path, opts.out_type, es_vocab_spec_of(vocab), &w, err)) != ES_OK) goto done;
 
     const uint32_t t = opts.out_type;
     const uint8_t *d = map.data;
