@@ -1,0 +1,88 @@
+/* edge.h — the edge client: drafts locally with a small model, has the server verify, streams the
+ * confirmed tokens. One es_edge = one connection (handshake done at connect) running one session at a
+ * time; several es_edge objects may share one draft es_model (each has its own draft context).
+ *
+ * A round: draft a tree under the root (es_drafter), send VERIFY, receive the VERDICT, apply it
+ * (es_drafter_accept), emit path tokens + bonus. Proactive drafting (SpecEdge): right after sending,
+ * bet that the tree's most likely root-to-leaf path (first child at every level) is accepted, predict
+ * the bonus with the draft's argmax after that leaf, and draft the next tree under that bet while the
+ * verdict is in flight; on a hit (whole path accepted and bonus as predicted) that tree is sent at
+ * once, on a miss the draft cache is rewound to the real verdict and the bet dropped.
+ *
+ * Without a draft model (mode ES_MODE_AR or ES_MODE_SERVER_SPEC) the edge is a plain client: it sends
+ * OPEN and streams the server's TOKENS frames.
+ *
+ * WAN emulation: emulate_rtt_ms delays every outgoing frame by rtt/2 and every incoming frame by
+ * rtt/2, emulate_bandwidth_kbps adds size*8/kbps to each direction — in-process, so loopback tests
+ * see WAN timing; the draft work overlaps these delays exactly as it would a real network.
+ * If the server goes away mid-generation the edge reconnects with exponential backoff and resumes by
+ * re-opening the session with prompt + tokens confirmed so far; with fallback_local it instead
+ * continues with the draft model alone (saying so through the log callback). */
+#ifndef ES_EDGE_EDGE_H
+#define ES_EDGE_EDGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "edgespec.h"
+#include "net/proto.h"
+#include "spec/spec.h"
+
+typedef struct es_edge es_edge;
+
+typedef struct es_edge_params {
+    const char *host;               /* server address (default 127.0.0.1) */
+    int port;                       /* default 7700 */
+    const es_model *draft;          /* NULL: plain client (mode must be AR or SERVER_SPEC) */
+    int mode;                       /* es_session_mode */
+    int rule;                       /* es_accept_rule */
+    es_sampler_params sampling;     /* the target's sampling (temperature 0 = greedy) */
+    es_drafter_params draft_params; /* chain/tree shape; adaptive length */
+    bool proactive;
+    bool adapt_to_server;           /* follow the server's suggested_budget hints (default true) */
+    int n_threads;                  /* draft compute threads (default 1) */
+    int n_ctx;                      /* 0: the draft model's context, capped by the server's */
+    double emulate_rtt_ms;          /* 0: off */
+    double emulate_bandwidth_kbps;  /* 0: off */
+    const char *api_key;
+    int reconnect_attempts;         /* default 5; backoff 100 ms doubling to 5 s */
+    bool fallback_local;            /* continue with the draft alone when the server is gone */
+    double io_timeout_s;            /* give up on a silent server after this long (default 60) */
+    es_log_fn log;
+    void *log_ud;
+} es_edge_params;
+
+es_edge_params es_edge_default_params(void);
+
+typedef struct es_edge_stats {
+    int n_prompt, n_generated;
+    int stop;                        /* es_proto_stop */
+    int rounds;
+    long drafted, accepted;
+    long accepted_at_depth[ES_SPEC_MAX_PATH + 1];
+    long proactive_attempts, proactive_hits;
+    int64_t bytes_sent, bytes_received; /* wire bytes incl. headers, handshake excluded */
+    int64_t frames_sent, frames_received;
+    double ttft_s;                   /* open sent -> first generated token confirmed */
+    double total_s;
+    double draft_seconds, wait_seconds; /* drafting (incl. proactive) / waiting for the server */
+    int reconnects;
+    int fallback_tokens;             /* tokens produced by the draft alone after the server left */
+} es_edge_stats;
+
+/* Connects and handshakes: ES_ERR_MISMATCH (message names the first differing fact) when the draft's
+ * vocabulary differs from the target's, ES_ERR_PROTOCOL / ES_ERR_IO / ES_ERR_BUSY otherwise. */
+es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err);
+void es_edge_free(es_edge *e);
+/* The server's handshake answer (n_ctx, limits, fingerprint). */
+const es_msg_welcome *es_edge_server_info(const es_edge *e);
+
+/* Generates up to max_tokens after the prompt (token ids, BOS included by the caller). Confirmed tokens
+ * go to out (capacity max_tokens, stop token included) and, as they are confirmed, to on_tokens
+ * (stop token excluded) with the time since the generation started. */
+es_status es_edge_generate(es_edge *e, const int32_t *prompt, int n_prompt, int max_tokens, const int32_t *stop,
+                           int n_stop, int32_t *out, es_edge_stats *st,
+                           void (*on_tokens)(void *ud, const int32_t *toks, int n, double t_s), void *ud,
+                           es_err *err);
+
+#endif

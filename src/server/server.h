@@ -1,0 +1,53 @@
+/* server.h — the verification server's network side: a libevent loop that speaks the wire protocol
+ * (net/proto.h) on TCP, and a compute thread running the scheduler (server/sched.h). The loop never
+ * runs a forward pass; the compute thread never touches a socket. Results cross back through a
+ * mutex-protected queue and a wake-up pipe watched by the loop.
+ *
+ * Per connection: HELLO -> WELCOME (or ERROR + close on version / vocabulary / key mismatch), then any
+ * number of sessions (OPEN -> OPENED, VERIFY -> VERDICT or server-generated TOKENS, CLOSE), PING ->
+ * PONG. A malformed, oversized or out-of-order frame gets an ERROR frame; a frame that breaks framing
+ * (bad header, oversized payload) also closes that connection. Nothing one connection sends can
+ * touch another's sessions. A connection that goes away has all its sessions closed at once (their
+ * KV blocks return to the pool before the next step). Idle sessions/connections time out. */
+#ifndef ES_SERVER_SERVER_H
+#define ES_SERVER_SERVER_H
+
+#include <stdint.h>
+
+#include "edgespec.h"
+#include "server/sched.h"
+
+typedef struct es_server es_server;
+
+typedef struct es_server_params {
+    const char *host;            /* default "127.0.0.1" */
+    int port;                    /* 0: an ephemeral port (read it back with es_server_port) */
+    const es_model *target;
+    const es_tokenizer *target_tok;
+    es_sched_params sched;       /* on_event/ud are set by the server */
+    uint32_t max_payload;        /* frame payload limit (default ES_PROTO_MAX_PAYLOAD_DEFAULT) */
+    int max_prompt_tokens;       /* default: n_ctx - 1 */
+    double idle_timeout_s;       /* close connections silent this long (default 300; 0: never) */
+    double handshake_timeout_s;  /* HELLO must arrive within (default 10) */
+    const char *api_key;         /* NULL or "": none required */
+    es_log_fn log;               /* optional: connection/session events */
+    void *log_ud;
+} es_server_params;
+
+es_server_params es_server_default_params(void);
+
+typedef struct es_server_stats {
+    es_sched_stats sched;
+    int64_t connections_total, connections_open, connections_refused;
+    int64_t frames_in, frames_out, bytes_in, bytes_out;
+    int64_t protocol_errors;     /* malformed / oversized / out-of-order frames answered with ERROR */
+} es_server_stats;
+
+/* Binds, listens, starts the loop thread and the compute thread; returns once accepting. */
+es_status es_server_start(const es_server_params *p, es_server **out, es_err *err);
+int es_server_port(const es_server *s);
+void es_server_get_stats(es_server *s, es_server_stats *out);
+/* Stops accepting, tells open sessions ES_PERR_SHUTDOWN, joins the threads, frees everything. */
+void es_server_free(es_server *s);
+
+#endif
