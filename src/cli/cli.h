@@ -14,6 +14,8 @@ int cmd_quantize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_edge(int argc, char **argv);
 
 /* Strict number parsing: the whole string must be a number within [lo, hi]. */
 bool cli_parse_long(const char *s, long lo, long hi, long *out);

@@ -16,7 +16,9 @@ static const command k_commands[] = {
     {"quantize", cmd_quantize, "re-quantise a GGUF model (q8_0, q4_0, f16, bf16, f32)"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"synth", cmd_synth, "write a synthetic GGUF at a real model's shape (random or padded)"},
-    {"bench", cmd_bench, "measure decode / prefill / verify speed"},
+    {"serve", cmd_serve, "run the verification server (target model) for edge clients"},
+    {"edge", cmd_edge, "generate on an edge device: draft locally, verify on a server"},
+    {"bench", cmd_bench, "measure decode / prefill / verify / serving speed"},
 };
 
 static void usage(FILE *f) {
