@@ -95,8 +95,54 @@ es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es
 void es_verifier_free(es_verifier *v);
 /* Puts confirmed tokens (all but the root) into the target's cache, in chunks. */
 es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_err *err);
-/* One round: evaluates root + tree, applies the rule, keeps root + accepted path in the KV. */
+/* One round: evaluates root + tree, applies the rule, keeps root + accepted path in the KV.
+ * Exactly es_verifier_stage into a private builder + es_decode + es_verifier_finish. */
 es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *tree, es_spec_verdict *out, es_err *err);
+
+/* ---- batched verification: many verifiers' rows in ONE es_decode ------------------------------
+ *
+ * A server verifying many sessions stages each session's rows into one builder, runs one es_decode
+ * over the whole batch (weights read once for everybody), then finishes each verifier:
+ *
+ *     es_batch_builder_clear(&bb);
+ *     for each session: es_verifier_stage_prefill(v, chunk, m, &bb)   (optional, prompt rows)
+ *                       es_verifier_stage(v, root, tree, &bb)         (optional, one round)
+ *     es_batch b = es_batch_builder_batch(&bb);  es_decode(ctx, &b);
+ *     for each session with a round: es_verifier_finish(v, &verdict)
+ *
+ * Rows carry absolute batch parent indices, so sessions never see each other. A verifier may stage
+ * prompt rows and then one round in the same builder (the root then hangs off the last prompt row).
+ * Staging only writes rows and remembers where they are; it touches neither the KV cache nor the
+ * sampler, so when the decode fails the caller can clear the builder and stage again (e.g. each
+ * session alone). es_batch_builder_clear makes everything staged before it stale. */
+typedef struct es_batch_builder {
+    int cap;           /* rows allocated */
+    int n;             /* rows staged */
+    int n_logits;      /* staged rows that ask for logits */
+    uint64_t gen;      /* bumped by every clear */
+    int32_t *token;    /* [cap] the es_batch arrays */
+    int32_t *pos;
+    int32_t *seq;
+    int32_t *parent;   /* absolute batch row, or -1: the sequence's last cached slot */
+    int32_t *cache_parent; /* always -1 (kept so other stagers can point at cached slots) */
+    int8_t *logits;
+} es_batch_builder;
+
+es_status es_batch_builder_init(es_batch_builder *bb, int cap, es_err *err);
+void es_batch_builder_free(es_batch_builder *bb);
+void es_batch_builder_clear(es_batch_builder *bb);
+/* The staged rows as an es_batch (pointers into bb: valid until the builder changes). */
+es_batch es_batch_builder_batch(const es_batch_builder *bb);
+
+/* Appends n confirmed tokens (a chunk of the prompt; no logits) after whatever this verifier holds
+ * in its cache plus what it already staged in bb. ES_ERR_FULL if bb lacks room (nothing staged). */
+es_status es_verifier_stage_prefill(es_verifier *v, const int32_t *tokens, int n, es_batch_builder *bb, es_err *err);
+/* Validates the tree and appends root + nodes (logits for every row). `tree` is referenced, not
+ * copied: it must stay unchanged until es_verifier_finish. One round per verifier per builder. */
+es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *tree, es_batch_builder *bb, es_err *err);
+/* After the builder's batch went through es_decode: walks the staged tree with the acceptance rule
+ * over the batch's logits, keeps root + accepted path in the KV, and clears the staged round. */
+es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err);
 
 /* ---- draft side ------------------------------------------------------------------------------- */
 
