@@ -30,8 +30,8 @@
  * it already holds); it must not call es_sched_step, es_sched_run or es_sched_free. */
 #include "server/sched.h"
 
-#include <stdio.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -340,8 +340,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
         pthread_mutex_lock(&s->mu);
         s->st.sessions_refused++;
         pthread_mutex_unlock(&s->mu);
-        return es_fail(err, ES_ERR_RANGE, "a prompt of %d tokens plus %d new tokens does not fit the context of %d", n_prompt,
-                       max_tokens, s->n_ctx);
+        return es_fail(err, ES_ERR_RANGE, "a prompt of %d tokens plus %d new tokens does not fit the context of %d positions",
+                       n_prompt, sp->max_tokens, s->n_ctx);
     }
 
     /* allocate outside the lock */
