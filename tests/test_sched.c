@@ -13,6 +13,7 @@
 #include "server/sched.h"
 #include "spec/spec.h"
 #include "testutil.h"
+#include "util/threadpool.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
@@ -26,7 +27,7 @@
 #endif
 
 /* tokens checked against the golden output per session (the golden file promises 64) */
-#define NT (SANITIZED ? 40 : 64)
+#define NT 64
 #define MAX_CL 16
 
 typedef struct golden {
@@ -97,6 +98,7 @@ typedef struct harness {
     client cl[MAX_CL];
     int n_cl;
     bool threaded;               /* edge trees are sent by the driver thread, not from the callback */
+    int max_tokens;              /* for the next open_client (0: NT) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } harness;
@@ -202,9 +204,9 @@ static client *open_client(harness *h, int mode, int g, int rule, float temp, ui
     c->id = 1000 + (uint64_t)h->n_cl;
     c->mode = mode;
     c->g = g;
-    c->max_tokens = NT;
+    c->max_tokens = h->max_tokens > 0 ? h->max_tokens : NT;
     c->dseq = -1;
-    es_sched_session_params sp = sess_params(c->id, mode, rule, temp, seed, NT);
+    es_sched_session_params sp = sess_params(c->id, mode, rule, temp, seed, c->max_tokens);
     int granted = 0;
     h->n_cl++;
     if (mode == ES_MODE_EDGE) {
@@ -215,7 +217,7 @@ static client *open_client(harness *h, int mode, int g, int rule, float temp, ui
         c->root = G[g].prompt[G[g].np - 1];
     }
     CHECK_OK(es_sched_open(h->s, &sp, G[g].prompt, G[g].np, &granted, &err), &err);
-    CHECK(granted == NT);
+    CHECK(granted == c->max_tokens);
     if (mode == ES_MODE_EDGE) send_tree(h, c);
     if (h->threaded) pthread_mutex_unlock(&h->mu);
     return c;
@@ -360,6 +362,7 @@ static void test_edge_mixed(es_model *target, es_model *drafts[3], int max_batch
     CHECK(st.rounds > 0 && st.accepted > 0 && st.drafted >= st.accepted);
     CHECK(st.prefill_rows > 0 && st.verify_rows > 0 && st.ar_rows > 0);
     CHECK(st.tokens_generated == 8 * NT);
+    CHECK(st.prefill_rows + st.verify_rows + st.ar_rows == st.batch_rows);
     int lo = 1 << 30, hi = 0;
     for (int i = 0; i < 6; i++) {
         lo = h.cl[i].min_budget < lo ? h.cl[i].min_budget : lo;
@@ -606,12 +609,20 @@ static void test_threaded(es_model *target, es_model *mid) {
     if (!h->s) { free(h); return; }
     pthread_t th;
     pthread_create(&th, NULL, run_thread, h);
+    for (int i = 0; i < 200; i++) { /* wait until it runs: es_sched_step must then refuse */
+        if (es_sched_step(h->s, &err) < 0) break;
+        struct timespec nap = {0, 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    CHECK(es_sched_step(h->s, &err) == -(int)ES_ERR_INVALID_ARG);
     es_ctx *dctx = make_dctx(mid, 3);
     es_drafter_params chain = draft_params(ES_DRAFT_CHAIN), tree = draft_params(ES_DRAFT_TREE);
     open_client(h, ES_MODE_EDGE, 14, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &chain);
     open_client(h, ES_MODE_EDGE, 15, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &tree);
     for (int i = 0; i < 3; i++) open_client(h, ES_MODE_AR, 16 + i, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    h->max_tokens = 200; /* long enough to be closed mid-generation even on a loaded machine */
     client *victim = open_client(h, ES_MODE_AR, 19, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    h->max_tokens = 0;
     /* feed edge trees as verdicts come; close the victim after a few tokens */
     pthread_mutex_lock(&h->mu);
     const time_t t_end = time(NULL) + 120;
@@ -645,7 +656,8 @@ static void test_threaded(es_model *target, es_model *mid) {
     es_sched_stop(h->s);
     pthread_join(th, NULL);
     CHECK(victim->events_after_close == 0);
-    CHECK(victim->n_out < NT && !victim->done);
+    if (victim->done) printf("threaded: the victim finished before it could be closed (a very loaded machine?)\n");
+    else CHECK(victim->closed && victim->n_out < 200);
     for (int i = 0; i < h->n_cl; i++) {
         const client *c = &h->cl[i];
         if (c == victim) { CHECK(golden_ok(c)); continue; }
@@ -668,7 +680,28 @@ static void test_threaded(es_model *target, es_model *mid) {
     free(h);
 }
 
+/* Worker CPU accounting of the thread pool (what compute_cpu_seconds adds up). */
+static void spin_task(void *ud, int ith, int nth) {
+    volatile double x = 0;
+    for (int i = 0; i < 3000000; i++) x += i * 1e-9;
+    (void)ud; (void)ith; (void)nth;
+}
+
+static void test_pool_cpu(void) {
+    es_err err = {{0}};
+    es_threadpool *tp = NULL;
+    CHECK_OK(es_threadpool_init(3, &tp, &err), &err);
+    if (!tp) return;
+    CHECK(es_threadpool_cpu_seconds(tp) < 0.05);
+    for (int r = 0; r < 5; r++) es_threadpool_run(tp, spin_task, NULL);
+    const double c = es_threadpool_cpu_seconds(tp);
+    CHECK_MSG(c > 0.001, "workers used %g s", c);
+    es_threadpool_free(tp);
+    CHECK(es_threadpool_cpu_seconds(NULL) == 0);
+}
+
 int main(void) {
+    test_pool_cpu();
     load_golden();
     es_model *target = load("stories260K.gguf");
     es_model *drafts[3] = {load("draft-mid.gguf"), load("draft-small.gguf"), load("draft-random.gguf")};

@@ -135,6 +135,7 @@ static double thread_cpu_s(void) {
 }
 
 static int imin(int a, int b) { return a < b ? a : b; }
+static uint32_t to_us(double sec) { return sec <= 0 ? 0 : sec >= 4294.0 ? UINT32_MAX : (uint32_t)(sec * 1e6); }
 static int imax(int a, int b) { return a > b ? a : b; }
 
 es_sched_params es_sched_default_params(void) {
@@ -753,8 +754,8 @@ static void publish_sess(es_sched *s, sess *x) {
         ev.verdict = &x->vd;
         ev.tokens = x->vd.tokens;
         ev.n_tokens = x->vd.n_tokens;
-        ev.queue_us = (uint32_t)(x->queue_s * 1e6);
-        ev.verify_us = (uint32_t)(x->verify_s * 1e6);
+        ev.queue_us = to_us(x->queue_s);
+        ev.verify_us = to_us(x->verify_s);
     } else {
         ev.type = ES_EV_TOKENS;
         ev.tokens = x->vd.tokens;
@@ -782,15 +783,23 @@ static bool has_work_locked(const es_sched *s) {
     return false;
 }
 
-static int step(es_sched *s, bool window, es_err *err) {
-    const double cpu0 = thread_cpu_s(), t0 = now_s();
+/* One step. from_run: called by es_sched_run (the batch window applies); otherwise by es_sched_step,
+ * which is refused while a run loop is active (one compute thread at a time). */
+static int step(es_sched *s, bool from_run, es_err *err) {
+    const double cpu0 = thread_cpu_s();
+    double t0 = now_s();
     pthread_mutex_lock(&s->mu);
+    if (!from_run && s->running) {
+        pthread_mutex_unlock(&s->mu);
+        return -(int)es_fail(err, ES_ERR_INVALID_ARG, "es_sched_step while es_sched_run is active");
+    }
     s->stepping = true;
     s->step_tid = pthread_self();
     s->n_order = 0;
     reap_locked(s);
     init_new_locked(s);
-    if (window && s->p.batch_window_ms > 0 && plan_locked(s, false, t0) < s->p.max_batch_tokens / 4) {
+    const int small = from_run && s->p.batch_window_ms > 0 ? plan_locked(s, false, t0) : 0;
+    if (small > 0 && small < s->p.max_batch_tokens / 4) {
         /* a small batch: give the others one chance to join (woken early by open / verify) */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -798,8 +807,10 @@ static int step(es_sched *s, bool window, es_err *err) {
         ts.tv_sec = (time_t)wake;
         ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
         if (!s->stop) pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-        reap_locked(s);
-        init_new_locked(s);
+        const double t1 = now_s();
+        s->st.idle_seconds += t1 - t0; /* waiting for work, not computing */
+        t0 = t1;
+        init_new_locked(s); /* (no reap here: sessions on this step's list must stay until published) */
     }
     const double t_plan = now_s();
     plan_locked(s, true, t_plan);
@@ -869,8 +880,8 @@ static int step(es_sched *s, bool window, es_err *err) {
     s->st.draft_seconds += draft_s;
     s->caller_cpu += thread_cpu_s() - cpu0;
     s->stepping = false;
+    pthread_cond_broadcast(&s->cv); /* es_sched_run may be waiting for this step to end */
     pthread_mutex_unlock(&s->mu);
-    (void)err;
     return rows;
 }
 
@@ -882,6 +893,7 @@ es_status es_sched_run(es_sched *s, es_err *err) {
         pthread_mutex_unlock(&s->mu);
         return es_fail(err, ES_ERR_INVALID_ARG, "the scheduler is already running");
     }
+    while (s->stepping) pthread_cond_wait(&s->cv, &s->mu); /* one compute thread at a time */
     s->running = true;
     while (!s->stop) {
         if (!has_work_locked(s)) {

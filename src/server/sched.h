@@ -114,7 +114,8 @@ void es_sched_free(es_sched *s);
 /* Admits a session or refuses at once: ES_ERR_BUSY (no session slot, or not enough free KV for the
  * prompt), ES_ERR_RANGE (prompt + max_tokens beyond the context: the message says both numbers;
  * *max_tokens_granted is then what would fit), ES_ERR_INVALID_ARG (bad parameters, token out of
- * range, server-spec without a draft model). The prompt is copied; prefill starts with the next step. */
+ * range, server-spec without a draft model). The prompt is copied; prefill starts with the next step.
+ * On success *max_tokens_granted is max_tokens capped at max_new_tokens. */
 es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const int32_t *prompt, int n_prompt,
                         int *max_tokens_granted, es_err *err);
 /* Queues the tree of round `round` of an edge session (copied). ES_ERR_PROTOCOL if the session is
@@ -134,7 +135,8 @@ void es_sched_get_stats(es_sched *s, es_sched_stats *out);
 es_status es_sched_run(es_sched *s, es_err *err);
 void es_sched_stop(es_sched *s);
 /* One step on the calling thread (tests, single-threaded use): returns rows processed (0: no work),
- * or a negative es_status. Events are delivered before it returns. */
+ * or a negative es_status (-ES_ERR_INVALID_ARG while es_sched_run is active: one compute thread).
+ * Events are delivered before it returns. The batch window applies to es_sched_run only. */
 int es_sched_step(es_sched *s, es_err *err);
 
 #endif
