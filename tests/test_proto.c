@@ -50,6 +50,22 @@ static const uint8_t *frame_at(const es_wbuf *w, size_t start, es_frame_header *
 
 static int decode_ok_or_refused(es_status st) { return st == ES_OK || st == ES_ERR_FORMAT || st == ES_ERR_RANGE; }
 
+/* A payload that decodes must re-encode to the same bytes (the encoding is canonical). */
+static bool canonical(int type, uint32_t session, const uint8_t *p, size_t n) {
+    es_err err = {{0}};
+    uint8_t *buf = malloc(n + ES_PROTO_HEADER_SIZE);
+    es_wbuf w;
+    es_wbuf_init(&w, buf, n + ES_PROTO_HEADER_SIZE);
+    es_frame_header h;
+    bool ok = es_proto_reencode(&w, type, session, p, n, &err) == ES_OK && w.len == n + ES_PROTO_HEADER_SIZE &&
+              es_proto_get_header(buf, ES_PROTO_MAX_PAYLOAD_DEFAULT, &h, &err) == ES_OK && h.type == type &&
+              h.len == n && memcmp(buf + ES_PROTO_HEADER_SIZE, p, n) == 0;
+    if (ok && type != ES_FRAME_HELLO && type != ES_FRAME_WELCOME && type != ES_FRAME_PING && type != ES_FRAME_PONG)
+        ok = h.session == session;
+    free(buf);
+    return ok;
+}
+
 /* Hostile variants of one valid frame (header + payload in f[0..n)):
  *  - the payload decodes; every strict prefix of it (in an exact-size heap copy, so ASan sees any
  *    over-read) is refused; one extra byte is refused;
@@ -62,6 +78,7 @@ static void abuse(const uint8_t *f, size_t n, const char *what) {
     const uint8_t *pl = f + ES_PROTO_HEADER_SIZE;
     const size_t pn = n - ES_PROTO_HEADER_SIZE;
     CHECK_MSG(es_proto_check_payload(h.type, pl, pn, &err) == ES_OK, "%s: %s", what, err.msg);
+    CHECK_MSG(canonical(h.type, h.session, pl, pn), "%s: not canonical", what);
 
     /* Every prefix for frames up to 8 KiB; bigger ones (the limit-sized VERIFY and TOKENS) every byte
      * of the first and last 2 KiB and every 7th in between, to stay fast under ASan (each prefix is a
@@ -92,7 +109,7 @@ static void abuse(const uint8_t *f, size_t n, const char *what) {
 
     /* corruption: decode status must be one of the expected ones (crashes are caught by ASan) */
     uint8_t *g = malloc(n);
-    int bad_corrupt = 0, refused = 0, tried = 0;
+    int bad_corrupt = 0, bad_canon = 0, refused = 0, tried = 0;
     const size_t step = n <= 4096 ? 1 : n / 1024;
     for (size_t pos = 0; pos < n; pos += (pos < 64 ? 1 : step)) {
         static const uint8_t flips[3] = {0x01, 0x80, 0xff};
@@ -111,13 +128,18 @@ static void abuse(const uint8_t *f, size_t n, const char *what) {
             uint8_t *p2 = malloc(hh.len ? hh.len : 1); /* exact size: ASan catches any over-read */
             memcpy(p2, g + ES_PROTO_HEADER_SIZE, hh.len);
             st = es_proto_check_payload(hh.type, p2, hh.len, &err);
-            free(p2);
             if (!decode_ok_or_refused(st)) bad_corrupt++;
             if (st != ES_OK) refused++;
+            else if (!canonical(hh.type, hh.session, p2, hh.len)) {
+                if (!bad_canon) fprintf(stderr, "%s: byte %zu ^ 0x%02x decodes but does not re-encode the same\n", what, pos, flips[fi]);
+                bad_canon++;
+            }
+            free(p2);
         }
     }
     free(g);
     CHECK_MSG(bad_corrupt == 0, "%s: %d corruptions gave an unexpected status", what, bad_corrupt);
+    CHECK_MSG(bad_canon == 0, "%s: %d decodable corruptions were not canonical", what, bad_canon);
     CHECK_MSG(refused > 0, "%s: no corruption was ever refused (%d tried)", what, tried);
 }
 
@@ -652,7 +674,21 @@ static void test_verify(void) {
 static void test_verdict(void) {
     es_err err = {{0}};
     size_t n;
-    es_msg_verdict m = {.round = 3, .stop = ES_STOP_NONE, .queue_us = 120, .verify_us = 4567, .suggested_budget = 24}, g;
+    /* golden bytes (docs/PROTOCOL.md): round 7, node 0 accepted, bonus 9 */
+    es_msg_verdict m = {.round = 7}, g;
+    m.v.n_accepted = 1;
+    m.v.path[0] = 0;
+    m.v.n_tokens = 2;
+    m.v.tokens[0] = 5;
+    m.v.tokens[1] = 9;
+    es_wbuf w;
+    es_wbuf_init(&w, g_buf, sizeof g_buf);
+    CHECK_OK(es_proto_put_verdict(&w, 0x01020304, &m, &err), &err);
+    static const uint8_t gold[] = {29, 0, 0, 0, 6, 1, 0, 0, 4, 3, 2, 1, 7, 0, 0, 0, 0, 1, 0, 0, 0,
+                                   2, 0, 5, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    CHECK(w.len == sizeof gold && memcmp(w.data, gold, sizeof gold) == 0);
+
+    m = (es_msg_verdict){.round = 3, .stop = ES_STOP_NONE, .queue_us = 120, .verify_us = 4567, .suggested_budget = 24};
     m.v.n_accepted = 2;
     m.v.path[0] = 0;
     m.v.path[1] = 3;
@@ -681,7 +717,6 @@ static void test_verdict(void) {
     CHECK(g.v.n_accepted == 256 && memcmp(g.v.path, m.v.path, 256 * sizeof(int32_t)) == 0 &&
           memcmp(g.v.tokens, m.v.tokens, 257 * sizeof(int32_t)) == 0 && g.v.bonus == m.v.tokens[256]);
 
-    es_wbuf w;
     es_wbuf_init(&w, g_buf, sizeof g_buf);
     m.v.n_accepted = ES_SPEC_MAX_PATH; /* one too many */
     m.v.n_tokens = ES_SPEC_MAX_PATH + 1;

@@ -482,7 +482,7 @@ es_status es_proto_put_verify(es_wbuf *w, uint32_t session, const es_msg_verify 
     p = put_u16(p, (uint16_t)t->n);
     for (int i = 0; i < t->n; i++) {
         p = put_i32(p, t->token[i]);
-        p = put_u16(p, (uint16_t)(int16_t)t->parent[i]);
+        p = put_u16(p, (uint16_t)(t->parent[i] & 0xffff)); /* -1 -> 0xffff */
     }
     if (t->has_q)
         for (int o = 0; o <= t->n; o++) {
@@ -732,56 +732,77 @@ es_status es_proto_get_ping(const uint8_t *pl, size_t n, es_msg_ping *m, es_err 
 
 /* ---- any payload ---- */
 
-es_status es_proto_check_payload(int type, const uint8_t *p, size_t n, es_err *err) {
-    switch (type) {
-    case ES_FRAME_HELLO: {
-        es_msg_hello m;
-        return es_proto_get_hello(p, n, &m, err);
-    }
-    case ES_FRAME_WELCOME: {
-        es_msg_welcome m;
-        return es_proto_get_welcome(p, n, &m, err);
-    }
-    case ES_FRAME_OPEN: {
-        /* A payload of n bytes holds fewer than n / 4 tokens; the scratch is on the stack up to a
-         * modest size and the call refuses bigger prompts with ES_ERR_RANGE only after the structure
-         * was checked (so fuzzing still reaches every branch). */
-        int32_t prompt[4096];
-        es_msg_open m = {.prompt = prompt};
-        return es_proto_get_open(p, n, &m, (uint32_t)(sizeof prompt / sizeof prompt[0]), err);
-    }
-    case ES_FRAME_OPENED: {
-        es_msg_opened m;
-        return es_proto_get_opened(p, n, &m, err);
-    }
-    case ES_FRAME_VERIFY: {
-        es_spec_tree t;
-        es_msg_verify m = {.tree = &t};
-        return es_proto_get_verify(p, n, &m, ES_SPEC_MAX_NODES, err);
-    }
-    case ES_FRAME_VERDICT: {
-        es_msg_verdict m;
-        return es_proto_get_verdict(p, n, &m, err);
-    }
-    case ES_FRAME_TOKENS: {
+/* Scratch for one decoded message of any type, with its variable-length storage (about 21 KiB). */
+typedef union any_msg {
+    es_msg_hello hello;
+    es_msg_welcome welcome;
+    struct {
+        es_msg_open m;
+        int32_t prompt[4096]; /* OPEN prompts longer than this are refused with ES_ERR_RANGE */
+    } open;
+    es_msg_opened opened;
+    struct {
+        es_msg_verify m;
+        es_spec_tree tree;
+    } verify;
+    es_msg_verdict verdict;
+    struct {
+        es_msg_tokens m;
         int32_t toks[ES_PROTO_MAX_TOKENS_FRAME];
-        es_msg_tokens m = {.tokens = toks};
-        return es_proto_get_tokens(p, n, &m, err);
-    }
-    case ES_FRAME_CLOSE: {
-        es_msg_close m;
-        return es_proto_get_close(p, n, &m, err);
-    }
-    case ES_FRAME_ERROR: {
-        es_msg_error m;
-        return es_proto_get_error(p, n, &m, err);
-    }
+    } tokens;
+    es_msg_close close;
+    es_msg_error error;
+    es_msg_ping ping;
+} any_msg;
+
+static es_status decode_any(int type, const uint8_t *p, size_t n, any_msg *a, es_err *err) {
+    switch (type) {
+    case ES_FRAME_HELLO: return es_proto_get_hello(p, n, &a->hello, err);
+    case ES_FRAME_WELCOME: return es_proto_get_welcome(p, n, &a->welcome, err);
+    case ES_FRAME_OPEN:
+        a->open.m.prompt = a->open.prompt;
+        return es_proto_get_open(p, n, &a->open.m, (uint32_t)(sizeof a->open.prompt / sizeof a->open.prompt[0]), err);
+    case ES_FRAME_OPENED: return es_proto_get_opened(p, n, &a->opened, err);
+    case ES_FRAME_VERIFY:
+        a->verify.m.tree = &a->verify.tree;
+        return es_proto_get_verify(p, n, &a->verify.m, ES_SPEC_MAX_NODES, err);
+    case ES_FRAME_VERDICT: return es_proto_get_verdict(p, n, &a->verdict, err);
+    case ES_FRAME_TOKENS:
+        a->tokens.m.tokens = a->tokens.toks;
+        return es_proto_get_tokens(p, n, &a->tokens.m, err);
+    case ES_FRAME_CLOSE: return es_proto_get_close(p, n, &a->close, err);
+    case ES_FRAME_ERROR: return es_proto_get_error(p, n, &a->error, err);
     case ES_FRAME_PING:
-    case ES_FRAME_PONG: {
-        es_msg_ping m;
-        return es_proto_get_ping(p, n, &m, err);
+    case ES_FRAME_PONG: return es_proto_get_ping(p, n, &a->ping, err);
+    default: return es_fail(err, ES_ERR_FORMAT, "frame type %d is unknown", type);
     }
-    default:
-        return es_fail(err, ES_ERR_FORMAT, "frame type %d is unknown", type);
+}
+
+static es_status encode_any(es_wbuf *w, int type, uint32_t session, const any_msg *a, es_err *err) {
+    switch (type) {
+    case ES_FRAME_HELLO: return es_proto_put_hello(w, &a->hello, err);
+    case ES_FRAME_WELCOME: return es_proto_put_welcome(w, &a->welcome, err);
+    case ES_FRAME_OPEN: return es_proto_put_open(w, session, &a->open.m, err);
+    case ES_FRAME_OPENED: return es_proto_put_opened(w, session, &a->opened, err);
+    case ES_FRAME_VERIFY: return es_proto_put_verify(w, session, &a->verify.m, err);
+    case ES_FRAME_VERDICT: return es_proto_put_verdict(w, session, &a->verdict, err);
+    case ES_FRAME_TOKENS: return es_proto_put_tokens(w, session, &a->tokens.m, err);
+    case ES_FRAME_CLOSE: return es_proto_put_close(w, session, &a->close, err);
+    case ES_FRAME_ERROR: return es_proto_put_error(w, session, &a->error, err);
+    case ES_FRAME_PING:
+    case ES_FRAME_PONG: return es_proto_put_ping(w, type, &a->ping, err);
+    default: return es_fail(err, ES_ERR_INVALID_ARG, "frame type %d is unknown", type);
     }
+}
+
+es_status es_proto_check_payload(int type, const uint8_t *p, size_t n, es_err *err) {
+    any_msg a;
+    return decode_any(type, p, n, &a, err);
+}
+
+es_status es_proto_reencode(es_wbuf *w, int type, uint32_t session, const uint8_t *p, size_t n, es_err *err) {
+    any_msg a;
+    es_status st = decode_any(type, p, n, &a, err);
+    if (st != ES_OK) return st;
+    return encode_any(w, type, session, &a, err);
 }

@@ -239,5 +239,9 @@ es_status es_proto_get_ping(const uint8_t *p, size_t n, es_msg_ping *m, es_err *
 /* Convenience for tests and the fuzzer: decodes any frame payload of the given type into scratch
  * storage and returns its status (the fuzz target drives every decoder through this). */
 es_status es_proto_check_payload(int type, const uint8_t *p, size_t n, es_err *err);
+/* Decodes a payload like es_proto_check_payload and encodes the message again as a whole frame
+ * (header flags 0) into w. The encoding is canonical: for every payload that decodes, the new frame's
+ * payload equals the input byte for byte (tests and the fuzzer hold the two sides to this). */
+es_status es_proto_reencode(es_wbuf *w, int type, uint32_t session, const uint8_t *p, size_t n, es_err *err);
 
 #endif
