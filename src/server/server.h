@@ -12,6 +12,7 @@
 #ifndef ES_SERVER_SERVER_H
 #define ES_SERVER_SERVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "edgespec.h"
@@ -32,6 +33,9 @@ typedef struct es_server_params {
     const char *api_key;         /* NULL or "": none required */
     es_log_fn log;               /* optional: connection/session events */
     void *log_ud;
+    int max_connections;         /* beyond this, a new connection gets ERROR busy (default 1024) */
+    size_t max_output_bytes;     /* unread output a connection may pile up before it is dropped as a
+                                    slow consumer (default 8 MiB) */
 } es_server_params;
 
 es_server_params es_server_default_params(void);
