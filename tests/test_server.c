@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,26 @@
 static int32_t g_prompt[64], g_gen[512];
 static int g_n_prompt, g_n_gen;
 static uint8_t g_payload[RECV_CAP];
+
+/* The server's log, watched for what only it can tell (a slow consumer dropped). */
+static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_slow_drops;
+
+static void test_log(void *ud, int level, const char *msg) {
+    (void)ud;
+    (void)level;
+    pthread_mutex_lock(&g_log_mu);
+    if (strstr(msg, "of output unread")) g_slow_drops++;
+    pthread_mutex_unlock(&g_log_mu);
+    if (getenv("ES_TEST_VERBOSE")) fprintf(stderr, "server: %s\n", msg);
+}
+
+static int slow_drops(void) {
+    pthread_mutex_lock(&g_log_mu);
+    int n = g_slow_drops;
+    pthread_mutex_unlock(&g_log_mu);
+    return n;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -661,10 +682,12 @@ static void test_slow_consumer(es_server *srv, int port) {
     static uint8_t burst[1000 * 20];
     es_wbuf b;
     es_wbuf_init(&b, burst, sizeof burst);
+    bool enc = true;
     for (int i = 0; i < 1000; i++) {
         es_msg_ping p = {.nonce = (uint64_t)i};
-        CHECK_OK(es_proto_put_ping(&b, ES_FRAME_PING, &p, &err), &err);
+        enc = enc && es_proto_put_ping(&b, ES_FRAME_PING, &p, &err) == ES_OK;
     }
+    CHECK(enc && b.len == sizeof burst);
     bool failed = false;
     for (int i = 0; i < 800 && !failed; i++) failed = !send_all(fd, b.data, b.len);
     es_server_stats after = stats_of(srv);
@@ -674,6 +697,49 @@ static void test_slow_consumer(es_server *srv, int port) {
         after = stats_of(srv);
     }
     CHECK_MSG(failed || after.connections_open < before.connections_open, "slow consumer not dropped");
+    t0 = now_s();
+    while (slow_drops() == 0 && now_s() - t0 < 5) sleep_ms(10);
+    CHECK_MSG(slow_drops() == 1, "slow-consumer drops logged: %d", slow_drops());
+    close(fd);
+}
+
+/* With a 0.5 s idle timeout: a session nobody drives ends (ERROR timeout) while the connection,
+ * kept alive by pings, stays; a silent connection is then closed. */
+static void test_idle(int port) {
+    int fd = cl_connect(port, 0);
+    es_msg_hello m = hello_plain();
+    snprintf(m.api_key, sizeof m.api_key, "sekrit");
+    es_msg_welcome w;
+    CHECK(fd >= 0 && cl_hello(fd, &m, &w));
+    CHECK(send_open_ids(fd, 3, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
+    es_msg_opened o;
+    CHECK(expect_opened(fd, 3, &o));
+    double t0 = now_s();
+    bool timed_out = false;
+    es_err err = {{0}};
+    for (int i = 0; i < 30 && !timed_out; i++) {
+        es_msg_ping p = {.nonce = (uint64_t)i};
+        es_wbuf *b = wb();
+        CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
+        CHECK(cl_send_wb(fd, b));
+        es_frame_header h;
+        CHECK(cl_recv(fd, &h));
+        if (h.type == ES_FRAME_ERROR) {
+            es_msg_error e;
+            CHECK(es_proto_get_error(g_payload, h.len, &e, &err) == ES_OK);
+            CHECK_MSG(e.code == ES_PERR_TIMEOUT && h.session == 3, "%s: %s", es_proto_err_name(e.code), e.msg);
+            timed_out = true;
+            CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_PONG);
+        } else {
+            CHECK(h.type == ES_FRAME_PONG);
+        }
+        sleep_ms(100);
+    }
+    CHECK(timed_out);
+    double dt = now_s() - t0;
+    CHECK_MSG(dt > 0.4 && dt < 2.5, "session timed out after %.2f s", dt);
+    EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
+    CHECK(cl_closed(fd));
     close(fd);
 }
 
@@ -724,6 +790,7 @@ int main(void) {
     sp.sched.max_tree_nodes = 32;
     sp.max_payload = 1u << 16;
     sp.handshake_timeout_s = 0.3;
+    sp.log = test_log;
     es_server *srv = NULL;
     CHECK_OK(es_server_start(&sp, &srv, &err), &err);
     if (!srv) {
@@ -733,11 +800,18 @@ int main(void) {
     int port = es_server_port(srv);
     CHECK(port > 0);
 
-    test_handshake(port, tok);
-    test_ar(port);
-    test_edge(port);
-    test_protocol_errors(port, sp.max_payload);
-    test_vanish(srv, port);
+    double t = now_s();
+#define TIMED(call)                                                   \
+    do {                                                              \
+        call;                                                         \
+        fprintf(stderr, "%-40s %.2f s\n", #call, now_s() - t);      \
+        t = now_s();                                                  \
+    } while (0)
+    TIMED(test_handshake(port, tok));
+    TIMED(test_ar(port));
+    TIMED(test_edge(port));
+    TIMED(test_protocol_errors(port, sp.max_payload));
+    TIMED(test_vanish(srv, port));
 
     es_server_stats st = stats_of(srv);
     CHECK(st.connections_total >= 10 && st.connections_refused >= 5);
@@ -761,12 +835,14 @@ int main(void) {
     sp.api_key = "sekrit";
     sp.max_output_bytes = 64 << 10;
     sp.handshake_timeout_s = 10;
+    sp.idle_timeout_s = 0.5;
     srv = NULL;
     CHECK_OK(es_server_start(&sp, &srv, &err), &err);
     if (srv) {
-        test_auth(srv, es_server_port(srv));
-        test_slow_consumer(srv, es_server_port(srv));
-        es_server_free(srv);
+        TIMED(test_auth(srv, es_server_port(srv)));
+        TIMED(test_slow_consumer(srv, es_server_port(srv)));
+        TIMED(test_idle(es_server_port(srv)));
+        TIMED(es_server_free(srv));
     }
 
     /* Binding a port already in use fails with a message. */

@@ -336,8 +336,10 @@ int cmd_serve(int argc, char **argv) {
     char desc[128];
     es_model_desc(target, desc, sizeof desc);
     bool v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "edgespec serve: %s%s%s, %d threads%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
-            sp.sched.n_threads, api_key ? ", api key required" : "", strcmp(host, "127.0.0.1") && strcmp(host, "localhost") && strcmp(host, "::1") ? ", reachable from other machines" : "");
+    bool local = !strcmp(host, "127.0.0.1") || !strcmp(host, "localhost") || !strcmp(host, "::1");
+    fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
+            sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key ? ", api key required" : "",
+            local ? "" : ", reachable from other machines");
     fprintf(stderr, "listening on %s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", es_server_port(srv));
     fflush(stderr);
 

@@ -73,6 +73,7 @@ enum { CONN_HANDSHAKE = 0, CONN_READY, CONN_CLOSING, CONN_DEAD };
 typedef struct es_conn_sess {
     uint32_t id;
     int n_generated;
+    double t_active; /* last OPEN / VERIFY from the client or event from the scheduler */
 } es_conn_sess;
 
 typedef struct es_conn {
@@ -438,6 +439,7 @@ static void deliver_event(es_server *s, const es_sev *e) {
     int si = sess_find(c, sid);
     if (si < 0) return; /* closed by the client meanwhile */
     if (e->n_generated > c->sess[si].n_generated) c->sess[si].n_generated = e->n_generated;
+    c->sess[si].t_active = now_s();
     es_wbuf w;
     es_err err = {{0}};
     switch (e->type) {
@@ -720,6 +722,7 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     }
     c->sess[c->n_sess].id = sid;
     c->sess[c->n_sess].n_generated = 0;
+    c->sess[c->n_sess].t_active = now_s();
     c->n_sess++;
     es_msg_opened o = {.n_prompt = (uint32_t)n_prompt,
                        .max_tokens = granted > 0 ? (uint32_t)granted : m.max_tokens,
@@ -744,13 +747,14 @@ static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n
         send_error(c, sid, ES_PERR_MALFORMED, "VERIFY: %s", err.msg);
         return;
     }
-    if (sess_find(c, sid) < 0) {
+    int si = sess_find(c, sid);
+    if (si < 0) {
         send_error(c, sid, ES_PERR_NO_SESSION, "no session %u on this connection", sid);
         return;
     }
     st = es_sched_verify(s->sched, sess_key(c, sid), m.round, s->tree, &err);
     switch (st) {
-    case ES_OK: break;
+    case ES_OK: c->sess[si].t_active = now_s(); break;
     case ES_ERR_PROTOCOL: send_error(c, sid, ES_PERR_STATE, "%s", err.msg); break;
     case ES_ERR_FORMAT:
     case ES_ERR_RANGE: send_error(c, sid, ES_PERR_INVALID, "%s", err.msg); break;
@@ -986,6 +990,20 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
             conn_fail(c, ES_PERR_TIMEOUT, "no HELLO within %.3g s", s->p.handshake_timeout_s);
         } else if (c->state == CONN_READY && s->p.idle_timeout_s > 0 && t - c->t_active > s->p.idle_timeout_s) {
             conn_fail(c, ES_PERR_TIMEOUT, "idle for %.3g s", s->p.idle_timeout_s);
+        } else if (c->state == CONN_READY && s->p.idle_timeout_s > 0) {
+            /* A session nobody drives holds KV memory: end it even if the connection keeps pinging. */
+            for (int i = 0; i < c->n_sess && c->state == CONN_READY;) {
+                if (t - c->sess[i].t_active <= s->p.idle_timeout_s) {
+                    i++;
+                    continue;
+                }
+                uint32_t sid = c->sess[i].id;
+                uint64_t key = sess_key(c, sid);
+                es_sched_close(s->sched, key);
+                purge_session_events(s, key);
+                sess_remove(c, i);
+                send_error(c, sid, ES_PERR_TIMEOUT, "session idle for %.3g s", s->p.idle_timeout_s);
+            }
         } else if (c->state == CONN_CLOSING && t - c->t_closing > ES_SERVER_CLOSE_GRACE_S) {
             conn_drop(c, "closing connection did not take its last frames");
         }

@@ -28,7 +28,9 @@ typedef struct es_server_params {
     es_sched_params sched;       /* on_event/ud are set by the server */
     uint32_t max_payload;        /* frame payload limit (default ES_PROTO_MAX_PAYLOAD_DEFAULT) */
     int max_prompt_tokens;       /* default: n_ctx - 1 */
-    double idle_timeout_s;       /* close connections silent this long (default 300; 0: never) */
+    double idle_timeout_s;       /* close connections silent this long, and sessions neither driven by
+                                    the client nor advanced by the scheduler this long (default 300;
+                                    0: never) */
     double handshake_timeout_s;  /* HELLO must arrive within (default 10) */
     const char *api_key;         /* NULL or "": none required */
     es_log_fn log;               /* optional: connection/session events */
