@@ -468,13 +468,6 @@ static void test_edge(int port) {
         CHECK(v.v.n_tokens == 3 && v.v.tokens[0] == g[0] && v.v.tokens[1] == g[1] && v.v.tokens[2] == g[2]);
         CHECK(v.stop == ES_STOP_NONE);
     }
-    /* A round out of order is refused; the session stays usable. */
-    {
-        int32_t tok[] = {g[3]};
-        int32_t par[] = {-1};
-        CHECK(send_verify(fd, sid, 5, tok, par, 1));
-        EXPECT_ERROR(fd, sid, ES_PERR_STATE);
-    }
     /* round 1: root = g2 (the bonus); the right child second, then a chain below it. */
     {
         int32_t tok[] = {wrong(g[3]), g[3], g[4], wrong(g[5])};
@@ -499,13 +492,6 @@ static void test_edge(int port) {
         CHECK(expect_verdict(fd, sid, 3, &v));
         CHECK(v.v.n_accepted == 0 && v.v.n_tokens == 1 && v.v.tokens[0] == g[7]);
     }
-    /* A token outside the vocabulary: invalid, session still alive. */
-    {
-        int32_t tok[] = {600};
-        int32_t par[] = {-1};
-        CHECK(send_verify(fd, sid, 4, tok, par, 1));
-        EXPECT_ERROR(fd, sid, ES_PERR_INVALID);
-    }
     {
         int32_t tok[] = {g[8], g[9]};
         int32_t par[] = {-1, 0};
@@ -519,7 +505,8 @@ static void test_edge(int port) {
     CHECK(send_open_ids(fd, sid, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
     EXPECT_ERROR(fd, sid, ES_PERR_STATE);
 
-    /* Closing: acknowledged with CLOSE (client), after which the id is unknown. */
+    /* Closing: acknowledged with CLOSE (client), after which the id is unknown (a second CLOSE is
+     * ignored, a VERIFY gets no_session). */
     es_msg_close c = {.stop = ES_STOP_CLIENT, .n_generated = 0};
     es_err err = {{0}};
     es_wbuf *b = wb();
@@ -529,6 +516,9 @@ static void test_edge(int port) {
     CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_CLOSE && h.session == sid);
     es_msg_close ack;
     CHECK(es_proto_get_close(g_payload, h.len, &ack, &err) == ES_OK && ack.stop == ES_STOP_CLIENT && ack.n_generated == 11);
+    b = wb();
+    CHECK_OK(es_proto_put_close(b, sid, &c, &err), &err);
+    CHECK(cl_send_wb(fd, b));
     {
         int32_t tok[] = {g[11]};
         int32_t par[] = {-1};
@@ -549,6 +539,56 @@ static void test_edge(int port) {
         CHECK(v.stop == ES_STOP_LENGTH);
         CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_CLOSE && h.session == sid);
     }
+
+    /* Errors about a session end it (docs/PROTOCOL.md): a round out of order... */
+    CHECK(send_open_ids(fd, 8, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
+    CHECK(expect_opened(fd, 8, &o));
+    {
+        int32_t tok[] = {g[0]};
+        int32_t par[] = {-1};
+        CHECK(send_verify(fd, 8, 1, tok, par, 1));
+        EXPECT_ERROR(fd, 8, ES_PERR_STATE);
+        CHECK(send_verify(fd, 8, 0, tok, par, 1));
+        EXPECT_ERROR(fd, 8, ES_PERR_NO_SESSION);
+    }
+    /* ... a token outside the vocabulary ... */
+    CHECK(send_open_ids(fd, 8, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
+    CHECK(expect_opened(fd, 8, &o));
+    {
+        int32_t tok[] = {g[0], 600};
+        int32_t par[] = {-1, 0};
+        CHECK(send_verify(fd, 8, 0, tok, par, 2));
+        EXPECT_ERROR(fd, 8, ES_PERR_INVALID);
+    }
+    /* ... a VERIFY that does not decode (parent after its child): malformed, and the connection
+     * carries on with a fresh session of the same id. */
+    CHECK(send_open_ids(fd, 8, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
+    CHECK(expect_opened(fd, 8, &o));
+    {
+        uint8_t fr[ES_PROTO_HEADER_SIZE + 7 + 12];
+        es_frame_header vh = {.len = 7 + 12, .type = ES_FRAME_VERIFY, .version = ES_PROTO_VERSION, .flags = 0, .session = 8};
+        es_proto_put_header(fr, &vh);
+        uint8_t *q = fr + ES_PROTO_HEADER_SIZE;
+        memset(q, 0, 7 + 12);
+        q[5] = 2;                          /* N = 2 */
+        q[7] = 5;                          /* node 0: token 5, parent 1 (not earlier) */
+        q[11] = 1;
+        q[13] = 6;                         /* node 1: token 6, parent -1 */
+        q[17] = 0xff;
+        q[18] = 0xff;
+        CHECK(send_all(fd, fr, sizeof fr));
+        EXPECT_ERROR(fd, 8, ES_PERR_MALFORMED);
+    }
+    CHECK(send_open_ids(fd, 8, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
+    CHECK(expect_opened(fd, 8, &o));
+    {
+        int32_t tok[] = {g[0]};
+        int32_t par[] = {-1};
+        CHECK(send_verify(fd, 8, 0, tok, par, 1));
+        memset(&v, 0, sizeof v);
+        CHECK(expect_verdict(fd, 8, 0, &v));
+        CHECK(v.v.n_accepted == 1 && v.v.n_tokens == 2 && v.v.tokens[1] == g[1]);
+    }
     close(fd);
 }
 
@@ -556,25 +596,31 @@ static void test_protocol_errors(int port, uint32_t max_payload) {
     int fd = connect_ready(port);
     CHECK(fd >= 0);
     es_err err = {{0}};
-    /* A PING whose payload is 3 bytes instead of 8: malformed, the connection stays. */
-    uint8_t bad[ES_PROTO_HEADER_SIZE + 3] = {0};
-    es_frame_header h = {.len = 3, .type = ES_FRAME_PING, .version = ES_PROTO_VERSION, .flags = 0, .session = 0};
-    es_proto_put_header(bad, &h);
-    CHECK(send_all(fd, bad, sizeof bad));
-    EXPECT_ERROR(fd, 0, ES_PERR_MALFORMED);
+    /* A garbage OPEN payload: malformed, for that session; the connection keeps working. */
+    uint8_t junk[ES_PROTO_HEADER_SIZE + 5] = {0};
+    es_frame_header h = {.len = 5, .type = ES_FRAME_OPEN, .version = ES_PROTO_VERSION, .flags = 0, .session = 3};
+    es_proto_put_header(junk, &h);
+    memset(junk + ES_PROTO_HEADER_SIZE, 0xff, 5);
+    CHECK(send_all(fd, junk, sizeof junk));
+    EXPECT_ERROR(fd, 3, ES_PERR_MALFORMED);
     es_msg_ping p = {.nonce = 42};
     es_wbuf *b = wb();
     CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
     CHECK(cl_send_wb(fd, b));
     CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_PONG);
-
-    /* A garbage OPEN payload: malformed, for that session. */
-    uint8_t junk[ES_PROTO_HEADER_SIZE + 5] = {0};
-    h = (es_frame_header){.len = 5, .type = ES_FRAME_OPEN, .version = ES_PROTO_VERSION, .flags = 0, .session = 3};
-    es_proto_put_header(junk, &h);
-    memset(junk + ES_PROTO_HEADER_SIZE, 0xff, 5);
-    CHECK(send_all(fd, junk, sizeof junk));
-    EXPECT_ERROR(fd, 3, ES_PERR_MALFORMED);
+    /* A frame type only the server sends, on a session: state. */
+    es_msg_opened fake = {.n_prompt = 1, .max_tokens = 1, .n_ctx = 256};
+    b = wb();
+    CHECK_OK(es_proto_put_opened(b, 3, &fake, &err), &err);
+    CHECK(cl_send_wb(fd, b));
+    EXPECT_ERROR(fd, 3, ES_PERR_STATE);
+    /* A CLOSE for a session that does not exist is ignored: the next answer is the PONG. */
+    es_msg_close cl = {.stop = ES_STOP_CLIENT, .n_generated = 0};
+    b = wb();
+    CHECK_OK(es_proto_put_close(b, 77, &cl, &err), &err);
+    CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
+    CHECK(cl_send_wb(fd, b));
+    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_PONG);
 
     /* A prompt token outside the vocabulary. */
     int32_t badp[] = {1, 9999};
@@ -625,6 +671,17 @@ static void test_protocol_errors(int port, uint32_t max_payload) {
         }
     }
     CHECK(saw_large);
+    CHECK(cl_closed(fd));
+    close(fd);
+
+    /* A connection-level frame that does not decode (a PING of 3 bytes) ends the connection. */
+    fd = connect_ready(port);
+    CHECK(fd >= 0);
+    uint8_t bad[ES_PROTO_HEADER_SIZE + 3] = {0};
+    h = (es_frame_header){.len = 3, .type = ES_FRAME_PING, .version = ES_PROTO_VERSION, .flags = 0, .session = 0};
+    es_proto_put_header(bad, &h);
+    CHECK(send_all(fd, bad, sizeof bad));
+    EXPECT_ERROR(fd, 0, ES_PERR_MALFORMED);
     CHECK(cl_closed(fd));
     close(fd);
 }

@@ -296,6 +296,14 @@ static void sess_remove(es_conn *c, int i) {
     c->n_sess--;
 }
 
+/* Ends session i of a connection now: the scheduler frees it and nothing queued for it is sent. */
+static void conn_end_session(es_conn *c, int i) {
+    uint64_t key = sess_key(c, c->sess[i].id);
+    es_sched_close(c->srv->sched, key);
+    purge_session_events(c->srv, key);
+    sess_remove(c, i);
+}
+
 /* Ends every session of a connection in the scheduler at once (KV blocks free before the next step). */
 static void conn_close_sessions(es_conn *c) {
     es_server *s = c->srv;
@@ -430,6 +438,20 @@ static void conn_fail(es_conn *c, int code, const char *fmt, ...) {
     conn_close_after_flush(c);
 }
 
+/* An error about one session (docs/PROTOCOL.md, "what an error closes"): the session, if open, ends
+ * with it, so a client never has to guess whether a session it got an ERROR for still holds memory. */
+static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, ...) {
+    char msg[ES_PROTO_MAX_MSG + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int si = sess_find(c, sid);
+    if (si >= 0) conn_end_session(c, si);
+    send_error(c, sid, code, "%s", msg);
+}
+
 /* ---- events from the scheduler -> frames ---- */
 
 static void deliver_event(es_server *s, const es_sev *e) {
@@ -524,8 +546,8 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
     es_msg_hello h;
     es_err err = {{0}};
     if (es_proto_get_hello(p, n, &h, &err) != ES_OK) {
-        /* Framing is intact: the client may send a correct HELLO before the handshake timeout. */
-        send_error(c, 0, ES_PERR_MALFORMED, "HELLO: %s", err.msg);
+        stat_add(s, &s->st.connections_refused, 1);
+        conn_fail(c, ES_PERR_MALFORMED, "HELLO: %s", err.msg);
         return;
     }
     if (h.version_min > ES_PROTO_VERSION || h.version_max < ES_PROTO_VERSION) {
@@ -607,6 +629,10 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
 
 static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) {
     es_server *s = c->srv;
+    if (sid != 0 && sess_find(c, sid) >= 0) {
+        send_error(c, sid, ES_PERR_STATE, "session %u is already open on this connection", sid);
+        return;
+    }
     es_msg_open m;
     memset(&m, 0, sizeof m);
     m.prompt = s->prompt_buf;
@@ -622,10 +648,6 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     }
     if (sid == 0) {
         send_error(c, sid, ES_PERR_INVALID, "session id 0 is reserved for the connection");
-        return;
-    }
-    if (sess_find(c, sid) >= 0) {
-        send_error(c, sid, ES_PERR_STATE, "session %u is already open on this connection", sid);
         return;
     }
     if (m.mode > ES_MODE_SERVER_SPEC) {
@@ -740,11 +762,11 @@ static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n
     es_err err = {{0}};
     es_status st = es_proto_get_verify(p, n, &m, s->max_tree_nodes, &err);
     if (st == ES_ERR_RANGE) {
-        send_error(c, sid, ES_PERR_INVALID, "tree larger than the server's limit of %d nodes", s->max_tree_nodes);
+        session_error(c, sid, ES_PERR_INVALID, "tree larger than the server's limit of %d nodes", s->max_tree_nodes);
         return;
     }
     if (st != ES_OK) {
-        send_error(c, sid, ES_PERR_MALFORMED, "VERIFY: %s", err.msg);
+        session_error(c, sid, ES_PERR_MALFORMED, "VERIFY: %s", err.msg);
         return;
     }
     int si = sess_find(c, sid);
@@ -755,13 +777,14 @@ static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n
     st = es_sched_verify(s->sched, sess_key(c, sid), m.round, s->tree, &err);
     switch (st) {
     case ES_OK: c->sess[si].t_active = now_s(); break;
-    case ES_ERR_PROTOCOL: send_error(c, sid, ES_PERR_STATE, "%s", err.msg); break;
+    case ES_ERR_PROTOCOL: session_error(c, sid, ES_PERR_STATE, "%s", err.msg); break;
     case ES_ERR_FORMAT:
-    case ES_ERR_RANGE: send_error(c, sid, ES_PERR_INVALID, "%s", err.msg); break;
-    case ES_ERR_INVALID_ARG: send_error(c, sid, ES_PERR_NO_SESSION, "%s", err.msg); break;
+    case ES_ERR_RANGE: session_error(c, sid, ES_PERR_INVALID, "%s", err.msg); break;
+    /* The scheduler ended it meanwhile (its DONE / ERROR is queued): the client hears no_session. */
+    case ES_ERR_INVALID_ARG: session_error(c, sid, ES_PERR_NO_SESSION, "%s", err.msg); break;
     case ES_ERR_BUSY:
-    case ES_ERR_FULL: send_error(c, sid, ES_PERR_BUSY, "%s", err.msg); break;
-    default: send_error(c, sid, ES_PERR_INTERNAL, "%s", err.msg); break;
+    case ES_ERR_FULL: session_error(c, sid, ES_PERR_BUSY, "%s", err.msg); break;
+    default: session_error(c, sid, ES_PERR_INTERNAL, "%s", err.msg); break;
     }
 }
 
@@ -770,20 +793,14 @@ static void handle_close(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n)
     es_msg_close m;
     es_err err = {{0}};
     if (es_proto_get_close(p, n, &m, &err) != ES_OK) {
-        send_error(c, sid, ES_PERR_MALFORMED, "CLOSE: %s", err.msg);
+        session_error(c, sid, ES_PERR_MALFORMED, "CLOSE: %s", err.msg);
         return;
     }
     int si = sess_find(c, sid);
-    if (si < 0) {
-        send_error(c, sid, ES_PERR_NO_SESSION, "no session %u on this connection", sid);
-        return;
-    }
-    uint64_t key = sess_key(c, sid);
-    es_sched_close(s->sched, key);
-    purge_session_events(s, key);
+    if (si < 0) return; /* it ended already (its CLOSE / ERROR crossed this one): nothing to say */
     /* Acknowledge, so the client knows nothing more will come for this id and may reuse it. */
     es_msg_close ack = {.stop = ES_STOP_CLIENT, .n_generated = (uint32_t)c->sess[si].n_generated};
-    sess_remove(c, si);
+    conn_end_session(c, si);
     es_wbuf w;
     wbuf_begin(s, &w);
     send_encoded(c, &w, es_proto_put_close(&w, sid, &ack, &err), &err, "CLOSE");
@@ -809,7 +826,7 @@ static void handle_frame(es_conn *c, const es_frame_header *h, const uint8_t *p)
     case ES_FRAME_PING: {
         es_msg_ping m;
         if (es_proto_get_ping(p, h->len, &m, &err) != ES_OK) {
-            send_error(c, h->session, ES_PERR_MALFORMED, "PING: %s", err.msg);
+            conn_fail(c, ES_PERR_MALFORMED, "PING: %s", err.msg);
             break;
         }
         es_wbuf w;
@@ -822,7 +839,8 @@ static void handle_frame(es_conn *c, const es_frame_header *h, const uint8_t *p)
         /* A client reporting a failure of one of its sessions ends that session; of the connection, ends it. */
         es_msg_error m;
         if (es_proto_get_error(p, h->len, &m, &err) != ES_OK) {
-            send_error(c, h->session, ES_PERR_MALFORMED, "ERROR: %s", err.msg);
+            if (h->session == 0) conn_fail(c, ES_PERR_MALFORMED, "ERROR: %s", err.msg);
+            else session_error(c, h->session, ES_PERR_MALFORMED, "ERROR: %s", err.msg);
             break;
         }
         slog(s, 2, "connection %u session %u: client error %s: %s", c->id, h->session, es_proto_err_name(m.code), m.msg);
@@ -830,23 +848,19 @@ static void handle_frame(es_conn *c, const es_frame_header *h, const uint8_t *p)
             conn_close_after_flush(c);
         } else {
             int si = sess_find(c, h->session);
-            if (si >= 0) {
-                uint64_t key = sess_key(c, h->session);
-                es_sched_close(s->sched, key);
-                purge_session_events(s, key);
-                sess_remove(c, si);
-            }
+            if (si >= 0) conn_end_session(c, si);
         }
         break;
     }
     default:
-        send_error(c, h->session, ES_PERR_STATE, "%s is not a frame a client sends", es_frame_type_name(h->type));
+        if (h->session == 0) send_error(c, 0, ES_PERR_STATE, "%s is not a frame a client sends", es_frame_type_name(h->type));
+        else session_error(c, h->session, ES_PERR_STATE, "%s is not a frame a client sends", es_frame_type_name(h->type));
         break;
     }
 }
 
 /* Takes every complete frame off the input. A header that breaks framing ends the connection; a
- * payload that does not decode is answered and the next frame read (framing is intact). */
+ * session frame whose payload does not decode ends that session only (framing is intact). */
 static void conn_read_cb(struct bufferevent *bev, void *arg) {
     es_conn *c = arg;
     es_server *s = c->srv;
@@ -998,10 +1012,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
                     continue;
                 }
                 uint32_t sid = c->sess[i].id;
-                uint64_t key = sess_key(c, sid);
-                es_sched_close(s->sched, key);
-                purge_session_events(s, key);
-                sess_remove(c, i);
+                conn_end_session(c, i);
                 send_error(c, sid, ES_PERR_TIMEOUT, "session idle for %.3g s", s->p.idle_timeout_s);
             }
         } else if (c->state == CONN_CLOSING && t - c->t_closing > ES_SERVER_CLOSE_GRACE_S) {

@@ -6,7 +6,9 @@
  * Per connection: HELLO -> WELCOME (or ERROR + close on version / vocabulary / key mismatch), then any
  * number of sessions (OPEN -> OPENED, VERIFY -> VERDICT or server-generated TOKENS, CLOSE), PING ->
  * PONG. A malformed, oversized or out-of-order frame gets an ERROR frame; a frame that breaks framing
- * (bad header, oversized payload) also closes that connection. Nothing one connection sends can
+ * (bad header, oversized payload) or a connection-level frame that does not decode also closes that
+ * connection, and an ERROR about a session ends that session (docs/PROTOCOL.md, "what an error
+ * closes"); an OPEN for an id already open is refused without touching the open session. Nothing one connection sends can
  * touch another's sessions. A connection that goes away has all its sessions closed at once (their
  * KV blocks return to the pool before the next step). Idle sessions/connections time out. */
 #ifndef ES_SERVER_SERVER_H
