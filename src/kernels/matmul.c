@@ -4,6 +4,9 @@
 #include "kernels/matmul.h"
 
 #include <math.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -32,7 +35,11 @@ static void cpu_detect(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     /* __builtin_cpu_supports also checks that the OS saves the YMM/ZMM state (XGETBV). */
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    /* F16C is read from CPUID directly: clang 14 does not know the "f16c" feature string. Every CPU
+       with AVX2 + FMA has it in practice, but the AVX2 kernels use it, so it is checked. */
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
         best = ES_CPU_AVX2;
     if (best == ES_CPU_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
