@@ -6,12 +6,15 @@
  * Per connection: HELLO -> WELCOME (or ERROR + close on version / vocabulary / key mismatch), then any
  * number of sessions (OPEN -> OPENED, VERIFY -> VERDICT or server-generated TOKENS, CLOSE), PING ->
  * PONG. A malformed, oversized or out-of-order frame gets an ERROR frame; a frame that breaks framing
- * (bad header, oversized payload) also closes that connection. Nothing one connection sends can
+ * (bad header, oversized payload) or a connection-level frame that does not decode also closes that
+ * connection, and an ERROR about a session ends that session (docs/PROTOCOL.md, "what an error
+ * closes"); an OPEN for an id already open is refused without touching the open session. Nothing one connection sends can
  * touch another's sessions. A connection that goes away has all its sessions closed at once (their
  * KV blocks return to the pool before the next step). Idle sessions/connections time out. */
 #ifndef ES_SERVER_SERVER_H
 #define ES_SERVER_SERVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "edgespec.h"
@@ -27,11 +30,16 @@ typedef struct es_server_params {
     es_sched_params sched;       /* on_event/ud are set by the server */
     uint32_t max_payload;        /* frame payload limit (default ES_PROTO_MAX_PAYLOAD_DEFAULT) */
     int max_prompt_tokens;       /* default: n_ctx - 1 */
-    double idle_timeout_s;       /* close connections silent this long (default 300; 0: never) */
+    double idle_timeout_s;       /* close connections silent this long, and sessions neither driven by
+                                    the client nor advanced by the scheduler this long (default 300;
+                                    0: never) */
     double handshake_timeout_s;  /* HELLO must arrive within (default 10) */
     const char *api_key;         /* NULL or "": none required */
     es_log_fn log;               /* optional: connection/session events */
     void *log_ud;
+    int max_connections;         /* beyond this, a new connection gets ERROR busy (default 1024) */
+    size_t max_output_bytes;     /* unread output a connection may pile up before it is dropped as a
+                                    slow consumer (default 8 MiB) */
 } es_server_params;
 
 es_server_params es_server_default_params(void);

@@ -1,0 +1,1303 @@
+/* server.c — the verification server's network side (see server.h).
+ *
+ * Threads. The loop thread owns the event_base and everything reachable from a connection: sockets,
+ * bufferevents, per-connection session sets, the encode/decode scratch buffers. The compute thread
+ * runs es_sched_run and touches nothing here except the event queue: its on_event callback copies the
+ * event into a node, appends it under `mu` and, when the queue was empty, writes one byte to a
+ * non-blocking pipe the loop watches. The loop drains the pipe, takes the whole queue and encodes
+ * each event into a frame for its connection. No libevent object is ever used from two threads, so
+ * libevent needs no locking (evthread_use_pthreads is never called).
+ *
+ * Session keys given to the scheduler are (connection id << 32) | client session id; connection ids
+ * are never reused, so an event whose connection is gone finds nothing and is dropped. When the loop
+ * closes a session itself (client CLOSE, connection gone) it calls es_sched_close, after which the
+ * scheduler emits nothing more for that key, and then purges any of its events still queued: so a
+ * client that re-opens the same session id never sees a stale event of the old one.
+ *
+ * Connections die in two steps: conn_drop unlinks a connection (no more events, sessions closed) and
+ * parks it on a dead list; a deferred event frees it once the current callback has returned, so no
+ * callback ever runs on freed memory. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net/proto.h"
+#include "util/err.h"
+
+#define ES_SERVER_MAX_OUTPUT_DEFAULT ((size_t)8 << 20)
+#define ES_SERVER_CONN_BUCKETS 1024 /* hash buckets of the connection table (power of two) */
+#define ES_SERVER_OBUF_CAP ((size_t)64 << 10) /* one outgoing frame: TOKENS of 4096 ids is ~16 KiB */
+#define ES_SERVER_CLOSE_GRACE_S 2.0 /* a closing connection gets this long to take its last frames */
+#define ES_SERVER_SHUTDOWN_GRACE_S 1.0
+
+/* ---- events crossing from the compute thread ---- */
+
+typedef struct es_sev {
+    struct es_sev *next;
+    int type;
+    uint64_t session;
+    uint32_t round;
+    int stop, n_generated;
+    uint32_t queue_us, verify_us;
+    uint16_t suggested_budget;
+    int code;
+    char msg[ES_PROTO_MAX_MSG + 1];
+    int n_path;                                 /* VERDICT: path length */
+    int n_tokens;
+    int32_t data[];                             /* VERDICT: path[n_path] then tokens; TOKENS: tokens */
+} es_sev;
+
+/* ---- connections ---- */
+
+enum { CONN_HANDSHAKE = 0, CONN_READY, CONN_CLOSING, CONN_DEAD };
+
+typedef struct es_conn_sess {
+    uint32_t id;
+    int n_generated;
+    double t_active; /* last OPEN / VERIFY from the client or event from the scheduler */
+} es_conn_sess;
+
+typedef struct es_conn {
+    struct es_server *srv;
+    uint32_t id;
+    int state;
+    struct bufferevent *bev;
+    struct es_conn *hnext;            /* hash chain */
+    struct es_conn *prev, *next;      /* list of live connections; dead list uses next */
+    double t_open, t_active, t_closing;
+    es_conn_sess *sess;               /* open sessions [n_sess] */
+    int n_sess, cap_sess;
+    char peer[64];
+} es_conn;
+
+struct es_server {
+    /* configuration (resolved defaults) */
+    es_server_params p;
+    char host[256];
+    char api_key[ES_PROTO_MAX_KEY + 1];
+    bool need_key;
+    int n_ctx, n_vocab, max_tree_nodes, max_new_tokens, max_prompt;
+    uint64_t fingerprint;
+    int32_t bos, eos;
+    int tok_n_vocab;
+    size_t max_output;
+    int max_connections;
+    int port;
+
+    es_sched *sched;
+
+    /* shared with the compute thread, under mu */
+    pthread_mutex_t mu;
+    bool mu_ok;
+    es_sev *q_head, *q_tail;
+    bool stop_requested;
+    es_status compute_status;
+    char compute_msg[sizeof(((es_err *)0)->msg)];
+    bool compute_reported;
+    int wake_fd[2];
+
+    /* statistics, under stats_mu (written by the loop, read by anyone) */
+    pthread_mutex_t stats_mu;
+    bool stats_mu_ok;
+    es_server_stats st;
+
+    /* loop-thread state */
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *wake_ev, *tick_ev, *reap_ev, *deadline_ev, *relisten_ev;
+    es_conn *conns;                    /* live list (handshake, ready, closing) */
+    es_conn *dead;                     /* dropped, freed by reap_cb */
+    es_conn *buckets[ES_SERVER_CONN_BUCKETS];
+    int n_conns;
+    uint32_t next_conn_id;
+    bool shutting_down;
+    uint8_t *obuf;                     /* encode scratch [ES_SERVER_OBUF_CAP] */
+    int32_t *prompt_buf;               /* [max_prompt] */
+    es_spec_tree *tree;                /* decode scratch */
+
+    pthread_t loop_thread, compute_thread;
+    bool loop_started, compute_started;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void slog(es_server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void slog(es_server *s, int level, const char *fmt, ...) {
+    if (!s->p.log) return;
+    char buf[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    s->p.log(s->p.log_ud, level, buf);
+}
+
+static uint64_t sess_key(const es_conn *c, uint32_t sid) { return ((uint64_t)c->id << 32) | sid; }
+
+es_server_params es_server_default_params(void) {
+    es_server_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.port = 7700;
+    p.sched = es_sched_default_params();
+    p.max_payload = ES_PROTO_MAX_PAYLOAD_DEFAULT;
+    p.max_prompt_tokens = 0;
+    p.idle_timeout_s = 300;
+    p.handshake_timeout_s = 10;
+    p.max_connections = 1024;
+    p.max_output_bytes = ES_SERVER_MAX_OUTPUT_DEFAULT;
+    return p;
+}
+
+/* ---- the compute side: queueing events ---- */
+
+static void wake_loop(es_server *s) {
+    const uint8_t one = 1;
+    /* A full pipe already means a wake-up is pending; nothing else can fail here that matters. */
+    ssize_t r = write(s->wake_fd[1], &one, 1);
+    (void)r;
+}
+
+/* Called on the compute thread: copies the event (valid only during the call) and wakes the loop.
+ * An allocation failure loses the event; the session then stalls until its idle timeout. */
+static void on_sched_event(void *ud, const es_sched_event *ev) {
+    es_server *s = ud;
+    int n_path = 0, n_tok = 0;
+    const int32_t *path = NULL, *tok = NULL;
+    if (ev->type == ES_EV_VERDICT && ev->verdict) {
+        n_path = ev->verdict->n_accepted;
+        n_tok = ev->verdict->n_tokens;
+        path = ev->verdict->path;
+        tok = ev->verdict->tokens;
+        if (n_path < 0 || n_path > ES_SPEC_MAX_PATH) n_path = 0;
+        if (n_tok < 0 || n_tok > ES_SPEC_MAX_PATH + 1) n_tok = 0;
+    } else if (ev->type == ES_EV_TOKENS && ev->tokens && ev->n_tokens > 0) {
+        n_tok = ev->n_tokens;
+        tok = ev->tokens;
+    }
+    es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t));
+    if (!e) return;
+    e->next = NULL;
+    e->type = ev->type;
+    e->session = ev->session;
+    e->round = ev->round;
+    e->stop = ev->stop;
+    e->n_generated = ev->n_generated;
+    e->queue_us = ev->queue_us;
+    e->verify_us = ev->verify_us;
+    e->suggested_budget = ev->suggested_budget;
+    e->code = ev->code;
+    e->msg[0] = 0;
+    if (ev->msg) snprintf(e->msg, sizeof e->msg, "%s", ev->msg);
+    e->n_path = n_path;
+    e->n_tokens = n_tok;
+    if (n_path) memcpy(e->data, path, (size_t)n_path * sizeof(int32_t));
+    if (n_tok) memcpy(e->data + n_path, tok, (size_t)n_tok * sizeof(int32_t));
+
+    pthread_mutex_lock(&s->mu);
+    bool was_empty = s->q_head == NULL;
+    if (s->q_tail) s->q_tail->next = e;
+    else s->q_head = e;
+    s->q_tail = e;
+    pthread_mutex_unlock(&s->mu);
+    if (was_empty) wake_loop(s);
+}
+
+/* Drops every queued event of one session (after es_sched_close nothing new can arrive for it). */
+static void purge_session_events(es_server *s, uint64_t key) {
+    pthread_mutex_lock(&s->mu);
+    es_sev **pp = &s->q_head, *last = NULL;
+    while (*pp) {
+        es_sev *e = *pp;
+        if (e->session == key) {
+            *pp = e->next;
+            free(e);
+        } else {
+            last = e;
+            pp = &e->next;
+        }
+    }
+    s->q_tail = last;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *compute_main(void *arg) {
+    es_server *s = arg;
+    es_err err = {{0}};
+    es_status st = es_sched_run(s->sched, &err);
+    if (st != ES_OK) {
+        pthread_mutex_lock(&s->mu);
+        s->compute_status = st;
+        snprintf(s->compute_msg, sizeof s->compute_msg, "%s", err.msg);
+        pthread_mutex_unlock(&s->mu);
+        wake_loop(s);
+    }
+    return NULL;
+}
+
+/* ---- statistics ---- */
+
+static void stat_add(es_server *s, int64_t *field, int64_t v) {
+    pthread_mutex_lock(&s->stats_mu);
+    *field += v;
+    pthread_mutex_unlock(&s->stats_mu);
+}
+
+/* ---- connection table ---- */
+
+static es_conn *conn_find(es_server *s, uint32_t id) {
+    for (es_conn *c = s->buckets[id & (ES_SERVER_CONN_BUCKETS - 1)]; c; c = c->hnext)
+        if (c->id == id) return c;
+    return NULL;
+}
+
+static void conn_unlink(es_server *s, es_conn *c) {
+    es_conn **pp = &s->buckets[c->id & (ES_SERVER_CONN_BUCKETS - 1)];
+    while (*pp && *pp != c) pp = &(*pp)->hnext;
+    if (*pp) *pp = c->hnext;
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = c->hnext = NULL;
+    s->n_conns--;
+}
+
+static int sess_find(const es_conn *c, uint32_t sid) {
+    for (int i = 0; i < c->n_sess; i++)
+        if (c->sess[i].id == sid) return i;
+    return -1;
+}
+
+static void sess_remove(es_conn *c, int i) {
+    c->sess[i] = c->sess[c->n_sess - 1];
+    c->n_sess--;
+}
+
+/* Ends session i of a connection now: the scheduler frees it and nothing queued for it is sent. */
+static void conn_end_session(es_conn *c, int i) {
+    uint64_t key = sess_key(c, c->sess[i].id);
+    es_sched_close(c->srv->sched, key);
+    purge_session_events(c->srv, key);
+    sess_remove(c, i);
+}
+
+/* Ends every session of a connection in the scheduler at once (KV blocks free before the next step). */
+static void conn_close_sessions(es_conn *c) {
+    es_server *s = c->srv;
+    for (int i = 0; i < c->n_sess; i++) {
+        uint64_t key = sess_key(c, c->sess[i].id);
+        es_sched_close(s->sched, key);
+        purge_session_events(s, key);
+    }
+    c->n_sess = 0;
+}
+
+static void conn_free(es_conn *c) {
+    if (c->bev) bufferevent_free(c->bev);
+    free(c->sess);
+    free(c);
+}
+
+/* Unlinks a connection at once (its sessions closed, events for it ignored from now on) and frees
+ * it from a deferred callback. Safe to call from any of its own callbacks. */
+static void conn_drop(es_conn *c, const char *why) {
+    if (c->state == CONN_DEAD) return;
+    es_server *s = c->srv;
+    conn_close_sessions(c);
+    conn_unlink(s, c);
+    c->state = CONN_DEAD;
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    c->next = s->dead;
+    s->dead = c;
+    event_active(s->reap_ev, 0, 0);
+    stat_add(s, &s->st.connections_open, -1);
+    slog(s, 3, "connection %u (%s) closed: %s", c->id, c->peer, why);
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_server *s = arg;
+    while (s->dead) {
+        es_conn *c = s->dead;
+        s->dead = c->next;
+        conn_free(c);
+    }
+    if (s->shutting_down && s->n_conns == 0) event_base_loopbreak(s->base);
+}
+
+/* ---- output ---- */
+
+/* Appends an encoded frame to the connection's output; a consumer that lets more than max_output
+ * bytes pile up is dropped (it would otherwise hold server memory without bound). */
+static void conn_write(es_conn *c, const es_wbuf *w) {
+    if (c->state == CONN_DEAD) return;
+    es_server *s = c->srv;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_add(out, w->data, w->len) != 0) {
+        conn_drop(c, "out of memory for output");
+        return;
+    }
+    c->t_active = now_s();
+    pthread_mutex_lock(&s->stats_mu);
+    s->st.frames_out++;
+    s->st.bytes_out += (int64_t)w->len;
+    pthread_mutex_unlock(&s->stats_mu);
+    if (evbuffer_get_length(out) > s->max_output) {
+        slog(s, 1, "connection %u (%s): dropped, more than %zu bytes of output unread (slow consumer)", c->id, c->peer,
+             s->max_output);
+        conn_drop(c, "slow consumer");
+    }
+}
+
+static void wbuf_begin(es_server *s, es_wbuf *w) { es_wbuf_init(w, s->obuf, ES_SERVER_OBUF_CAP); }
+
+static void send_encoded(es_conn *c, es_wbuf *w, es_status st, const es_err *err, const char *what) {
+    if (st != ES_OK) {
+        slog(c->srv, 0, "connection %u: cannot encode %s: %s", c->id, what, err->msg);
+        return;
+    }
+    conn_write(c, w);
+}
+
+static bool is_protocol_error(int code) {
+    return code == ES_PERR_MALFORMED || code == ES_PERR_TOO_LARGE || code == ES_PERR_STATE ||
+           code == ES_PERR_NO_SESSION || code == ES_PERR_INVALID;
+}
+
+static void send_error(es_conn *c, uint32_t sid, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void send_error(es_conn *c, uint32_t sid, int code, const char *fmt, ...) {
+    es_server *s = c->srv;
+    es_msg_error m;
+    memset(&m, 0, sizeof m);
+    m.code = (uint16_t)code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m.msg, sizeof m.msg, fmt, ap);
+    va_end(ap);
+    if (is_protocol_error(code)) stat_add(s, &s->st.protocol_errors, 1);
+    slog(s, 3, "connection %u session %u: error %s: %s", c->id, sid, es_proto_err_name(code), m.msg);
+    es_wbuf w;
+    wbuf_begin(s, &w);
+    es_err err = {{0}};
+    send_encoded(c, &w, es_proto_put_error(&w, sid, &m, &err), &err, "ERROR");
+}
+
+static void closing_write_cb(struct bufferevent *bev, void *arg) {
+    es_conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) conn_drop(c, "closed after error");
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Stops reading, closes the sessions, and drops the connection once what was queued for it has been
+ * written (or after a grace period, enforced by tick_cb). */
+static void conn_close_after_flush(es_conn *c) {
+    if (c->state == CONN_DEAD || c->state == CONN_CLOSING) return;
+    conn_close_sessions(c);
+    c->state = CONN_CLOSING;
+    c->t_closing = now_s();
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setcb(c->bev, NULL, closing_write_cb, conn_event_cb, c);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_drop(c, "closed");
+}
+
+/* A connection-level error that ends the connection: ERROR (session 0), then close. */
+static void conn_fail(es_conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conn_fail(es_conn *c, int code, const char *fmt, ...) {
+    char msg[ES_PROTO_MAX_MSG + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    send_error(c, 0, code, "%s", msg);
+    conn_close_after_flush(c);
+}
+
+/* An error about one session (docs/PROTOCOL.md, "what an error closes"): the session, if open, ends
+ * with it, so a client never has to guess whether a session it got an ERROR for still holds memory. */
+static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, ...) {
+    char msg[ES_PROTO_MAX_MSG + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int si = sess_find(c, sid);
+    if (si >= 0) conn_end_session(c, si);
+    send_error(c, sid, code, "%s", msg);
+}
+
+/* ---- events from the scheduler -> frames ---- */
+
+static void deliver_event(es_server *s, const es_sev *e) {
+    es_conn *c = conn_find(s, (uint32_t)(e->session >> 32));
+    if (!c || c->state != CONN_READY) return;
+    uint32_t sid = (uint32_t)e->session;
+    int si = sess_find(c, sid);
+    if (si < 0) return; /* closed by the client meanwhile */
+    if (e->n_generated > c->sess[si].n_generated) c->sess[si].n_generated = e->n_generated;
+    c->sess[si].t_active = now_s();
+    es_wbuf w;
+    es_err err = {{0}};
+    switch (e->type) {
+    case ES_EV_VERDICT: {
+        es_msg_verdict m;
+        memset(&m, 0, sizeof m);
+        m.round = e->round;
+        m.stop = (uint8_t)e->stop;
+        m.v.n_accepted = e->n_path;
+        memcpy(m.v.path, e->data, (size_t)e->n_path * sizeof(int32_t));
+        m.v.n_tokens = e->n_tokens;
+        memcpy(m.v.tokens, e->data + e->n_path, (size_t)e->n_tokens * sizeof(int32_t));
+        m.v.bonus = e->n_tokens > 0 ? m.v.tokens[e->n_tokens - 1] : -1;
+        m.queue_us = e->queue_us;
+        m.verify_us = e->verify_us;
+        m.suggested_budget = e->suggested_budget;
+        wbuf_begin(s, &w);
+        send_encoded(c, &w, es_proto_put_verdict(&w, sid, &m, &err), &err, "VERDICT");
+        break;
+    }
+    case ES_EV_TOKENS: {
+        /* More tokens than one frame holds are split; only the last piece carries the stop reason. */
+        int off = 0;
+        do {
+            int n = e->n_tokens - off;
+            if (n > ES_PROTO_MAX_TOKENS_FRAME) n = ES_PROTO_MAX_TOKENS_FRAME;
+            es_msg_tokens m;
+            m.n = (uint16_t)n;
+            m.tokens = (int32_t *)(e->data + off);
+            off += n;
+            m.stop = off >= e->n_tokens ? (uint8_t)e->stop : (uint8_t)ES_STOP_NONE;
+            wbuf_begin(s, &w);
+            send_encoded(c, &w, es_proto_put_tokens(&w, sid, &m, &err), &err, "TOKENS");
+        } while (off < e->n_tokens && c->state == CONN_READY);
+        break;
+    }
+    case ES_EV_DONE: {
+        es_msg_close m = {.stop = (uint8_t)e->stop, .n_generated = (uint32_t)c->sess[si].n_generated};
+        sess_remove(c, si);
+        wbuf_begin(s, &w);
+        send_encoded(c, &w, es_proto_put_close(&w, sid, &m, &err), &err, "CLOSE");
+        break;
+    }
+    case ES_EV_ERROR:
+        sess_remove(c, si);
+        send_error(c, sid, e->code ? e->code : ES_PERR_INTERNAL, "%s", e->msg[0] ? e->msg : "session failed");
+        break;
+    default:
+        break;
+    }
+}
+
+static void begin_shutdown(es_server *s);
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    es_server *s = arg;
+    uint8_t junk[256];
+    while (read(fd, junk, sizeof junk) > 0) {
+    }
+    pthread_mutex_lock(&s->mu);
+    es_sev *list = s->q_head;
+    s->q_head = s->q_tail = NULL;
+    bool stop = s->stop_requested;
+    bool report = s->compute_status != ES_OK && !s->compute_reported;
+    if (report) s->compute_reported = true;
+    pthread_mutex_unlock(&s->mu);
+    if (report) slog(s, 0, "compute thread stopped: %s", s->compute_msg);
+    while (list) {
+        es_sev *e = list;
+        list = e->next;
+        if (!s->shutting_down) deliver_event(s, e);
+        free(e);
+    }
+    if (stop && !s->shutting_down) begin_shutdown(s);
+}
+
+/* ---- incoming frames ---- */
+
+static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
+    es_server *s = c->srv;
+    es_msg_hello h;
+    es_err err = {{0}};
+    if (es_proto_get_hello(p, n, &h, &err) != ES_OK) {
+        stat_add(s, &s->st.connections_refused, 1);
+        conn_fail(c, ES_PERR_MALFORMED, "HELLO: %s", err.msg);
+        return;
+    }
+    if (h.version_min > ES_PROTO_VERSION || h.version_max < ES_PROTO_VERSION) {
+        stat_add(s, &s->st.connections_refused, 1);
+        conn_fail(c, ES_PERR_VERSION, "no common protocol version: the client speaks %u..%u, the server %d", h.version_min,
+                  h.version_max, ES_PROTO_VERSION);
+        return;
+    }
+    if (s->need_key) {
+        /* Constant-time over the whole fixed-size field, so the time taken says nothing about how
+         * much of a guessed key was right, nor about its length. */
+        char a[ES_PROTO_MAX_KEY + 1], b[ES_PROTO_MAX_KEY + 1];
+        memset(a, 0, sizeof a);
+        memset(b, 0, sizeof b);
+        memcpy(a, h.api_key, strnlen(h.api_key, ES_PROTO_MAX_KEY));
+        memcpy(b, s->api_key, strnlen(s->api_key, ES_PROTO_MAX_KEY));
+        volatile unsigned diff = 0;
+        for (size_t i = 0; i < sizeof a; i++) diff |= (unsigned)(uint8_t)a[i] ^ (unsigned)(uint8_t)b[i];
+        if (diff != 0) {
+            stat_add(s, &s->st.connections_refused, 1);
+            slog(s, 1, "connection %u (%s): refused, %s api key", c->id, c->peer, h.api_key[0] ? "wrong" : "missing");
+            conn_fail(c, ES_PERR_AUTH, "%s api key", h.api_key[0] ? "wrong" : "missing");
+            return;
+        }
+    }
+    if (h.has_draft) {
+        char msg[ES_PROTO_MAX_MSG + 1];
+        int len = 0;
+        msg[0] = 0;
+#define DIFF(...) \
+    if (len < (int)sizeof msg) len += snprintf(msg + len, sizeof msg - (size_t)len, __VA_ARGS__)
+        if (h.draft_fingerprint != s->fingerprint)
+            DIFF("%stoken fingerprint %016llx (draft) vs %016llx (target)", len ? ", " : "",
+                 (unsigned long long)h.draft_fingerprint, (unsigned long long)s->fingerprint);
+        if ((int64_t)h.draft_n_vocab != s->tok_n_vocab)
+            DIFF("%sn_vocab %u vs %d", len ? ", " : "", h.draft_n_vocab, s->tok_n_vocab);
+        if (h.draft_bos != s->bos) DIFF("%sbos %d vs %d", len ? ", " : "", h.draft_bos, s->bos);
+        if (h.draft_eos != s->eos) DIFF("%seos %d vs %d", len ? ", " : "", h.draft_eos, s->eos);
+#undef DIFF
+        if (msg[0]) {
+            stat_add(s, &s->st.connections_refused, 1);
+            slog(s, 2, "connection %u (%s): refused, draft vocabulary differs: %s", c->id, c->peer, msg);
+            conn_fail(c, ES_PERR_VOCAB, "the draft's vocabulary differs from the target's: %s", msg);
+            return;
+        }
+    }
+    es_msg_welcome w;
+    memset(&w, 0, sizeof w);
+    w.version = ES_PROTO_VERSION;
+    char desc[128], name[160];
+    es_model_desc(s->p.target, desc, sizeof desc);
+    int nl = snprintf(name, sizeof name, "edgespec %s %s", ES_VERSION_STRING, desc);
+    if (nl < 0) nl = 0;
+    if (nl > ES_PROTO_MAX_NAME) nl = ES_PROTO_MAX_NAME;
+    memcpy(w.name, name, (size_t)nl);
+    w.name[nl] = 0;
+    w.target_fingerprint = s->fingerprint;
+    w.n_vocab = (uint32_t)s->tok_n_vocab;
+    w.bos = s->bos;
+    w.eos = s->eos;
+    w.n_ctx = (uint32_t)s->n_ctx;
+    w.max_tree_nodes = (uint32_t)s->max_tree_nodes;
+    w.max_new_tokens = (uint32_t)s->max_new_tokens;
+    w.max_payload = s->p.max_payload;
+    w.rules = (1u << ES_ACCEPT_GREEDY) | (1u << ES_ACCEPT_MATCH) | (1u << ES_ACCEPT_REJECTION);
+    w.has_server_draft = s->p.sched.draft != NULL;
+    es_wbuf wb;
+    wbuf_begin(s, &wb);
+    es_status st = es_proto_put_welcome(&wb, &w, &err);
+    if (st != ES_OK) {
+        conn_fail(c, ES_PERR_INTERNAL, "cannot encode WELCOME: %s", err.msg);
+        return;
+    }
+    c->state = CONN_READY;
+    conn_write(c, &wb);
+    slog(s, 3, "connection %u (%s): handshake done (client \"%s\", %s)", c->id, c->peer, h.name,
+         h.has_draft ? "with a draft" : "no draft");
+}
+
+static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) {
+    es_server *s = c->srv;
+    if (sid != 0 && sess_find(c, sid) >= 0) {
+        send_error(c, sid, ES_PERR_STATE, "session %u is already open on this connection", sid);
+        return;
+    }
+    es_msg_open m;
+    memset(&m, 0, sizeof m);
+    m.prompt = s->prompt_buf;
+    es_err err = {{0}};
+    es_status st = es_proto_get_open(p, n, &m, (uint32_t)s->max_prompt, &err);
+    if (st == ES_ERR_RANGE) {
+        send_error(c, sid, ES_PERR_CONTEXT, "prompt longer than the server's limit of %d tokens", s->max_prompt);
+        return;
+    }
+    if (st != ES_OK) {
+        send_error(c, sid, ES_PERR_MALFORMED, "OPEN: %s", err.msg);
+        return;
+    }
+    if (sid == 0) {
+        send_error(c, sid, ES_PERR_INVALID, "session id 0 is reserved for the connection");
+        return;
+    }
+    if (m.mode > ES_MODE_SERVER_SPEC) {
+        send_error(c, sid, ES_PERR_INVALID, "unknown session mode %u", m.mode);
+        return;
+    }
+    if (m.mode == ES_MODE_SERVER_SPEC && !s->p.sched.draft) {
+        send_error(c, sid, ES_PERR_UNSUPPORTED, "server-spec sessions need a server started with a draft model");
+        return;
+    }
+    if (m.mode != ES_MODE_AR && m.rule > ES_ACCEPT_REJECTION) {
+        send_error(c, sid, ES_PERR_INVALID, "acceptance rule %u is not served", m.rule);
+        return;
+    }
+    if (m.max_tokens < 1) {
+        send_error(c, sid, ES_PERR_INVALID, "max_tokens must be at least 1");
+        return;
+    }
+    if (!isfinite(m.temperature) || m.temperature < 0 || !(m.top_p > 0 && m.top_p <= 1) || !(m.min_p >= 0 && m.min_p <= 1) ||
+        m.top_k < 0) {
+        send_error(c, sid, ES_PERR_INVALID, "sampling parameters out of range (temperature >= 0, top_p in (0,1], "
+                                            "min_p in [0,1], top_k >= 0)");
+        return;
+    }
+    for (int i = 0; i < m.n_stop && i < ES_PROTO_MAX_STOP; i++)
+        if (m.stop[i] < 0 || m.stop[i] >= s->n_vocab) {
+            send_error(c, sid, ES_PERR_INVALID, "stop token %d outside the vocabulary (0..%d)", m.stop[i], s->n_vocab - 1);
+            return;
+        }
+
+    int n_prompt = 0;
+    if (m.flags & ES_OPEN_PROMPT_TEXT) {
+        st = es_tokenize(s->p.target_tok, m.text ? m.text : "", m.text_len, true, false, s->prompt_buf, s->max_prompt,
+                         &n_prompt, &err);
+        if (st != ES_OK) {
+            send_error(c, sid, ES_PERR_INVALID, "cannot tokenise the prompt: %s", err.msg);
+            return;
+        }
+        if (n_prompt > s->max_prompt) {
+            send_error(c, sid, ES_PERR_CONTEXT, "prompt of %d tokens is longer than the server's limit of %d", n_prompt,
+                       s->max_prompt);
+            return;
+        }
+    } else {
+        n_prompt = (int)m.n_prompt;
+        for (int i = 0; i < n_prompt; i++)
+            if (s->prompt_buf[i] < 0 || s->prompt_buf[i] >= s->n_vocab) {
+                send_error(c, sid, ES_PERR_INVALID, "prompt token %d at %d outside the vocabulary (0..%d)", s->prompt_buf[i],
+                           i, s->n_vocab - 1);
+                return;
+            }
+    }
+    if (n_prompt < 1) {
+        send_error(c, sid, ES_PERR_INVALID, "empty prompt (send at least one token, e.g. BOS)");
+        return;
+    }
+
+    es_sched_session_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.id = sess_key(c, sid);
+    sp.mode = m.mode;
+    sp.rule = m.rule;
+    sp.sampling = es_sampler_default_params();
+    sp.sampling.temperature = m.temperature;
+    sp.sampling.top_k = m.top_k;
+    sp.sampling.top_p = m.top_p;
+    sp.sampling.min_p = m.min_p;
+    sp.sampling.repeat_penalty = 1.0f;
+    sp.sampling.seed = m.seed;
+    sp.max_tokens = m.max_tokens > (uint32_t)INT32_MAX ? INT32_MAX : (int)m.max_tokens;
+    sp.stop = m.stop;
+    sp.n_stop = m.n_stop;
+
+    if (c->n_sess == c->cap_sess) {
+        int cap = c->cap_sess ? c->cap_sess * 2 : 4;
+        es_conn_sess *ns = realloc(c->sess, (size_t)cap * sizeof *ns);
+        if (!ns) {
+            send_error(c, sid, ES_PERR_BUSY, "out of memory");
+            return;
+        }
+        c->sess = ns;
+        c->cap_sess = cap;
+    }
+    int granted = 0;
+    st = es_sched_open(s->sched, &sp, s->prompt_buf, n_prompt, &granted, &err);
+    switch (st) {
+    case ES_OK: break;
+    case ES_ERR_BUSY:
+    case ES_ERR_FULL: send_error(c, sid, ES_PERR_BUSY, "%s", err.msg[0] ? err.msg : "server busy"); return;
+    case ES_ERR_RANGE: send_error(c, sid, ES_PERR_CONTEXT, "%s", err.msg); return;
+    case ES_ERR_INVALID_ARG: send_error(c, sid, ES_PERR_INVALID, "%s", err.msg); return;
+    case ES_ERR_UNSUPPORTED: send_error(c, sid, ES_PERR_UNSUPPORTED, "%s", err.msg); return;
+    default: send_error(c, sid, ES_PERR_INTERNAL, "%s", err.msg); return;
+    }
+    c->sess[c->n_sess].id = sid;
+    c->sess[c->n_sess].n_generated = 0;
+    c->sess[c->n_sess].t_active = now_s();
+    c->n_sess++;
+    es_msg_opened o = {.n_prompt = (uint32_t)n_prompt,
+                       .max_tokens = granted > 0 ? (uint32_t)granted : m.max_tokens,
+                       .n_ctx = (uint32_t)s->n_ctx};
+    es_wbuf w;
+    wbuf_begin(s, &w);
+    send_encoded(c, &w, es_proto_put_opened(&w, sid, &o, &err), &err, "OPENED");
+    slog(s, 3, "connection %u session %u: opened (mode %u, %d prompt tokens, %d max)", c->id, sid, m.mode, n_prompt,
+         (int)o.max_tokens);
+}
+
+static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) {
+    es_server *s = c->srv;
+    es_msg_verify m = {.round = 0, .tree = s->tree};
+    es_err err = {{0}};
+    es_status st = es_proto_get_verify(p, n, &m, s->max_tree_nodes, &err);
+    if (st == ES_ERR_RANGE) {
+        session_error(c, sid, ES_PERR_INVALID, "tree larger than the server's limit of %d nodes", s->max_tree_nodes);
+        return;
+    }
+    if (st != ES_OK) {
+        session_error(c, sid, ES_PERR_MALFORMED, "VERIFY: %s", err.msg);
+        return;
+    }
+    int si = sess_find(c, sid);
+    if (si < 0) {
+        send_error(c, sid, ES_PERR_NO_SESSION, "no session %u on this connection", sid);
+        return;
+    }
+    st = es_sched_verify(s->sched, sess_key(c, sid), m.round, s->tree, &err);
+    switch (st) {
+    case ES_OK: c->sess[si].t_active = now_s(); break;
+    case ES_ERR_PROTOCOL: session_error(c, sid, ES_PERR_STATE, "%s", err.msg); break;
+    case ES_ERR_FORMAT:
+    case ES_ERR_RANGE: session_error(c, sid, ES_PERR_INVALID, "%s", err.msg); break;
+    /* The scheduler ended it meanwhile (its DONE / ERROR is queued): the client hears no_session. */
+    case ES_ERR_INVALID_ARG: session_error(c, sid, ES_PERR_NO_SESSION, "%s", err.msg); break;
+    case ES_ERR_BUSY:
+    case ES_ERR_FULL: session_error(c, sid, ES_PERR_BUSY, "%s", err.msg); break;
+    default: session_error(c, sid, ES_PERR_INTERNAL, "%s", err.msg); break;
+    }
+}
+
+static void handle_close(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) {
+    es_server *s = c->srv;
+    es_msg_close m;
+    es_err err = {{0}};
+    if (es_proto_get_close(p, n, &m, &err) != ES_OK) {
+        session_error(c, sid, ES_PERR_MALFORMED, "CLOSE: %s", err.msg);
+        return;
+    }
+    int si = sess_find(c, sid);
+    if (si < 0) return; /* it ended already (its CLOSE / ERROR crossed this one): nothing to say */
+    /* Acknowledge, so the client knows nothing more will come for this id and may reuse it. */
+    es_msg_close ack = {.stop = ES_STOP_CLIENT, .n_generated = (uint32_t)c->sess[si].n_generated};
+    conn_end_session(c, si);
+    es_wbuf w;
+    wbuf_begin(s, &w);
+    send_encoded(c, &w, es_proto_put_close(&w, sid, &ack, &err), &err, "CLOSE");
+}
+
+static void handle_frame(es_conn *c, const es_frame_header *h, const uint8_t *p) {
+    es_server *s = c->srv;
+    es_err err = {{0}};
+    if (c->state == CONN_HANDSHAKE) {
+        if (h->type != ES_FRAME_HELLO) {
+            stat_add(s, &s->st.connections_refused, 1);
+            conn_fail(c, ES_PERR_STATE, "expected HELLO first, got %s", es_frame_type_name(h->type));
+            return;
+        }
+        handle_hello(c, p, h->len);
+        return;
+    }
+    switch (h->type) {
+    case ES_FRAME_HELLO: send_error(c, 0, ES_PERR_STATE, "HELLO twice on one connection"); break;
+    case ES_FRAME_OPEN: handle_open(c, h->session, p, h->len); break;
+    case ES_FRAME_VERIFY: handle_verify(c, h->session, p, h->len); break;
+    case ES_FRAME_CLOSE: handle_close(c, h->session, p, h->len); break;
+    case ES_FRAME_PING: {
+        es_msg_ping m;
+        if (es_proto_get_ping(p, h->len, &m, &err) != ES_OK) {
+            conn_fail(c, ES_PERR_MALFORMED, "PING: %s", err.msg);
+            break;
+        }
+        es_wbuf w;
+        wbuf_begin(s, &w);
+        send_encoded(c, &w, es_proto_put_ping(&w, ES_FRAME_PONG, &m, &err), &err, "PONG");
+        break;
+    }
+    case ES_FRAME_PONG: break;
+    case ES_FRAME_ERROR: {
+        /* A client reporting a failure of one of its sessions ends that session; of the connection, ends it. */
+        es_msg_error m;
+        if (es_proto_get_error(p, h->len, &m, &err) != ES_OK) {
+            if (h->session == 0) conn_fail(c, ES_PERR_MALFORMED, "ERROR: %s", err.msg);
+            else session_error(c, h->session, ES_PERR_MALFORMED, "ERROR: %s", err.msg);
+            break;
+        }
+        slog(s, 2, "connection %u session %u: client error %s: %s", c->id, h->session, es_proto_err_name(m.code), m.msg);
+        if (h->session == 0) {
+            conn_close_after_flush(c);
+        } else {
+            int si = sess_find(c, h->session);
+            if (si >= 0) conn_end_session(c, si);
+        }
+        break;
+    }
+    default:
+        if (h->session == 0) send_error(c, 0, ES_PERR_STATE, "%s is not a frame a client sends", es_frame_type_name(h->type));
+        else session_error(c, h->session, ES_PERR_STATE, "%s is not a frame a client sends", es_frame_type_name(h->type));
+        break;
+    }
+}
+
+/* Takes every complete frame off the input. A header that breaks framing ends the connection; a
+ * session frame whose payload does not decode ends that session only (framing is intact). */
+static void conn_read_cb(struct bufferevent *bev, void *arg) {
+    es_conn *c = arg;
+    es_server *s = c->srv;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (c->state == CONN_HANDSHAKE || c->state == CONN_READY) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail < ES_PROTO_HEADER_SIZE) break;
+        uint8_t hb[ES_PROTO_HEADER_SIZE];
+        evbuffer_copyout(in, hb, sizeof hb);
+        es_frame_header h;
+        memset(&h, 0, sizeof h);
+        es_err err = {{0}};
+        es_status st = es_proto_get_header(hb, s->p.max_payload, &h, &err);
+        if (st != ES_OK) {
+            evbuffer_drain(in, avail);
+            if (c->state == CONN_HANDSHAKE) stat_add(s, &s->st.connections_refused, 1);
+            if (h.version != ES_PROTO_VERSION)
+                conn_fail(c, ES_PERR_VERSION, "frame version %u; this server speaks version %d", h.version,
+                          ES_PROTO_VERSION);
+            else if (st == ES_ERR_RANGE)
+                conn_fail(c, ES_PERR_TOO_LARGE, "payload of %u bytes above the limit of %u", h.len, s->p.max_payload);
+            else
+                conn_fail(c, ES_PERR_MALFORMED, "bad frame header: %s", err.msg);
+            break;
+        }
+        if (avail - ES_PROTO_HEADER_SIZE < h.len) break; /* wait for the whole payload */
+        evbuffer_drain(in, ES_PROTO_HEADER_SIZE);
+        static const uint8_t empty[1] = {0};
+        const uint8_t *payload = h.len ? evbuffer_pullup(in, (ev_ssize_t)h.len) : empty;
+        if (!payload) {
+            conn_drop(c, "out of memory for input");
+            break;
+        }
+        c->t_active = now_s();
+        pthread_mutex_lock(&s->stats_mu);
+        s->st.frames_in++;
+        s->st.bytes_in += ES_PROTO_HEADER_SIZE + (int64_t)h.len;
+        pthread_mutex_unlock(&s->stats_mu);
+        handle_frame(c, &h, payload);
+        if (c->state != CONN_DEAD) evbuffer_drain(in, h.len);
+    }
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg) {
+    (void)bev;
+    es_conn *c = arg;
+    if (what & BEV_EVENT_EOF) conn_drop(c, "peer closed");
+    else if (what & BEV_EVENT_ERROR) conn_drop(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/* ---- accepting ---- */
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg) {
+    (void)l;
+    (void)salen;
+    es_server *s = arg;
+    if (s->shutting_down) {
+        evutil_closesocket(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    es_conn *c = calloc(1, sizeof *c);
+    struct bufferevent *bev = c ? bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(c);
+        evutil_closesocket(fd);
+        slog(s, 0, "out of memory accepting a connection");
+        return;
+    }
+    c->srv = s;
+    c->bev = bev;
+    if (++s->next_conn_id == 0) s->next_conn_id = 1;
+    c->id = s->next_conn_id;
+    c->state = CONN_HANDSHAKE;
+    c->t_open = c->t_active = now_s();
+    char addr[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof addr);
+        port = ntohs(in->sin_port);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof addr);
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", addr, port);
+    es_conn **b = &s->buckets[c->id & (ES_SERVER_CONN_BUCKETS - 1)];
+    c->hnext = *b;
+    *b = c;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    pthread_mutex_lock(&s->stats_mu);
+    s->st.connections_total++;
+    s->st.connections_open++;
+    pthread_mutex_unlock(&s->stats_mu);
+    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    slog(s, 3, "connection %u from %s", c->id, c->peer);
+    if (s->n_conns > s->max_connections) {
+        stat_add(s, &s->st.connections_refused, 1);
+        conn_fail(c, ES_PERR_BUSY, "too many connections (limit %d)", s->max_connections);
+    }
+}
+
+static void relisten_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_server *s = arg;
+    if (s->listener && !s->shutting_down) evconnlistener_enable(s->listener);
+}
+
+/* Out of descriptors: pause accepting for 100 ms instead of spinning on a listener that stays ready. */
+static void accept_error_cb(struct evconnlistener *l, void *arg) {
+    es_server *s = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    slog(s, 1, "accept failed: %s", evutil_socket_error_to_string(e));
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        evconnlistener_disable(l);
+        struct timeval tv = {0, 100000};
+        event_add(s->relisten_ev, &tv);
+    }
+}
+
+/* ---- timers and shutdown ---- */
+
+/* Handshake and idle timeouts, and closing connections that never took their last frames. */
+static void tick_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_server *s = arg;
+    double t = now_s();
+    es_conn *next;
+    for (es_conn *c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_HANDSHAKE && s->p.handshake_timeout_s > 0 && t - c->t_open > s->p.handshake_timeout_s) {
+            stat_add(s, &s->st.connections_refused, 1);
+            conn_fail(c, ES_PERR_TIMEOUT, "no HELLO within %.3g s", s->p.handshake_timeout_s);
+        } else if (c->state == CONN_READY && s->p.idle_timeout_s > 0 && t - c->t_active > s->p.idle_timeout_s) {
+            conn_fail(c, ES_PERR_TIMEOUT, "idle for %.3g s", s->p.idle_timeout_s);
+        } else if (c->state == CONN_READY && s->p.idle_timeout_s > 0) {
+            /* A session nobody drives holds KV memory: end it even if the connection keeps pinging. */
+            for (int i = 0; i < c->n_sess && c->state == CONN_READY;) {
+                if (t - c->sess[i].t_active <= s->p.idle_timeout_s) {
+                    i++;
+                    continue;
+                }
+                uint32_t sid = c->sess[i].id;
+                conn_end_session(c, i);
+                send_error(c, sid, ES_PERR_TIMEOUT, "session idle for %.3g s", s->p.idle_timeout_s);
+            }
+        } else if (c->state == CONN_CLOSING && t - c->t_closing > ES_SERVER_CLOSE_GRACE_S) {
+            conn_drop(c, "closing connection did not take its last frames");
+        }
+    }
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_server *s = arg;
+    event_base_loopbreak(s->base);
+}
+
+/* Runs on the loop thread: no new connections; every open session is told SHUTDOWN and every
+ * connection closes once its output is written (or after a grace period). */
+static void begin_shutdown(es_server *s) {
+    s->shutting_down = true;
+    if (s->listener) {
+        evconnlistener_free(s->listener);
+        s->listener = NULL;
+    }
+    es_conn *next;
+    for (es_conn *c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_READY) {
+            for (int i = 0; i < c->n_sess && c->state == CONN_READY; i++)
+                send_error(c, c->sess[i].id, ES_PERR_SHUTDOWN, "server is stopping");
+        }
+        if (c->state == CONN_READY || c->state == CONN_HANDSHAKE) conn_fail(c, ES_PERR_SHUTDOWN, "server is stopping");
+    }
+    if (s->n_conns == 0) {
+        event_base_loopbreak(s->base);
+        return;
+    }
+    struct timeval tv = {(time_t)ES_SERVER_SHUTDOWN_GRACE_S,
+                         (suseconds_t)((ES_SERVER_SHUTDOWN_GRACE_S - (double)(time_t)ES_SERVER_SHUTDOWN_GRACE_S) * 1e6)};
+    event_add(s->deadline_ev, &tv);
+}
+
+static void *loop_main(void *arg) {
+    es_server *s = arg;
+    /* A write to a socket the peer has closed must fail with EPIPE, not kill the process; SIGPIPE
+     * is thread-directed, so blocking it here leaves the embedding program's handling alone. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+/* ---- start / free ---- */
+
+static es_status open_listener(es_server *s, es_err *err) {
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", s->p.port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int gai = getaddrinfo(s->host, portstr, &hints, &res);
+    if (gai != 0) return es_fail(err, ES_ERR_IO, "cannot resolve host '%s': %s", s->host, gai_strerror(gai));
+    int fd = -1, last_errno = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) break;
+        last_errno = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return es_fail(err, ES_ERR_IO, "cannot listen on %s:%d: %s", s->host, s->p.port, strerror(last_errno));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6) s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    s->listener = evconnlistener_new(s->base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (!s->listener) {
+        close(fd);
+        return es_fail(err, ES_ERR_IO, "cannot listen on %s:%d: libevent refused the socket", s->host, s->p.port);
+    }
+    evconnlistener_set_error_cb(s->listener, accept_error_cb);
+    return ES_OK;
+}
+
+static void server_destroy(es_server *s) {
+    if (!s) return;
+    if (s->loop_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop_requested = true;
+        pthread_mutex_unlock(&s->mu);
+        wake_loop(s);
+        pthread_join(s->loop_thread, NULL);
+    }
+    if (s->compute_started) {
+        /* es_sched_stop may race with es_sched_run starting up; repeat until the thread is gone. */
+        for (;;) {
+            es_sched_stop(s->sched);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_timedjoin_np(s->compute_thread, NULL, &ts) == 0) break;
+        }
+    }
+    while (s->conns) {
+        es_conn *c = s->conns;
+        s->conns = c->next;
+        conn_free(c);
+    }
+    while (s->dead) {
+        es_conn *c = s->dead;
+        s->dead = c->next;
+        conn_free(c);
+    }
+    if (s->listener) evconnlistener_free(s->listener);
+    if (s->wake_ev) event_free(s->wake_ev);
+    if (s->tick_ev) event_free(s->tick_ev);
+    if (s->reap_ev) event_free(s->reap_ev);
+    if (s->deadline_ev) event_free(s->deadline_ev);
+    if (s->relisten_ev) event_free(s->relisten_ev);
+    if (s->base) event_base_free(s->base);
+    if (s->sched) es_sched_free(s->sched);
+    while (s->q_head) {
+        es_sev *e = s->q_head;
+        s->q_head = e->next;
+        free(e);
+    }
+    if (s->wake_fd[0] >= 0) close(s->wake_fd[0]);
+    if (s->wake_fd[1] >= 0) close(s->wake_fd[1]);
+    if (s->mu_ok) pthread_mutex_destroy(&s->mu);
+    if (s->stats_mu_ok) pthread_mutex_destroy(&s->stats_mu);
+    free(s->obuf);
+    free(s->prompt_buf);
+    free(s->tree);
+    free(s);
+}
+
+es_status es_server_start(const es_server_params *p, es_server **out, es_err *err) {
+    if (!out) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: out is NULL");
+    *out = NULL;
+    if (!p || !p->target) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: a target model is required");
+    if (p->port < 0 || p->port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "port %d outside 0..65535", p->port);
+    if (!(p->idle_timeout_s >= 0) || !(p->handshake_timeout_s >= 0))
+        return es_fail(err, ES_ERR_INVALID_ARG, "timeouts must be >= 0");
+    if (p->max_payload != 0 && p->max_payload < 64)
+        return es_fail(err, ES_ERR_INVALID_ARG, "max_payload %u is too small (at least 64 bytes)", p->max_payload);
+    if (p->max_prompt_tokens < 0) return es_fail(err, ES_ERR_INVALID_ARG, "max_prompt_tokens must be >= 0");
+
+    es_server *s = calloc(1, sizeof *s);
+    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    s->wake_fd[0] = s->wake_fd[1] = -1;
+    s->p = *p;
+    snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
+    s->p.host = s->host;
+    if (p->api_key && *p->api_key) {
+        if (strlen(p->api_key) > ES_PROTO_MAX_KEY) {
+            free(s);
+            return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", ES_PROTO_MAX_KEY);
+        }
+        snprintf(s->api_key, sizeof s->api_key, "%s", p->api_key);
+        s->need_key = true;
+    }
+    s->p.api_key = s->need_key ? s->api_key : NULL;
+    if (!s->p.target_tok) s->p.target_tok = es_model_tokenizer(p->target);
+    if (!s->p.max_payload) s->p.max_payload = ES_PROTO_MAX_PAYLOAD_DEFAULT;
+    s->max_output = p->max_output_bytes ? p->max_output_bytes : ES_SERVER_MAX_OUTPUT_DEFAULT;
+    s->max_connections = p->max_connections > 0 ? p->max_connections : 1024;
+
+    /* What the scheduler will use, for the WELCOME limits (same defaults as es_sched_init). */
+    s->n_vocab = es_model_n_vocab(p->target);
+    s->n_ctx = p->sched.n_ctx > 0 ? p->sched.n_ctx : es_model_n_ctx_train(p->target);
+    s->max_tree_nodes = p->sched.max_tree_nodes > 0 ? p->sched.max_tree_nodes : 64;
+    if (s->max_tree_nodes > ES_SPEC_MAX_NODES) s->max_tree_nodes = ES_SPEC_MAX_NODES;
+    s->max_new_tokens = p->sched.max_new_tokens > 0 ? p->sched.max_new_tokens : s->n_ctx;
+    s->max_prompt = p->max_prompt_tokens > 0 ? p->max_prompt_tokens : s->n_ctx - 1;
+    if (s->max_prompt < 1) s->max_prompt = 1;
+    const es_tokenizer *tok = s->p.target_tok;
+    s->fingerprint = tok ? es_tokenizer_fingerprint(tok) : 0;
+    s->tok_n_vocab = tok ? es_tokenizer_n_vocab(tok) : s->n_vocab;
+    s->bos = tok ? es_tokenizer_bos(tok) : -1;
+    s->eos = tok ? es_tokenizer_eos(tok) : -1;
+    if (!tok) {
+        free(s);
+        return es_fail(err, ES_ERR_INVALID_ARG, "the target model has no tokenizer");
+    }
+
+    es_status st = ES_OK;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        free(s);
+        return es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
+    }
+    s->mu_ok = true;
+    if (pthread_mutex_init(&s->stats_mu, NULL) != 0) {
+        st = es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
+        goto fail;
+    }
+    s->stats_mu_ok = true;
+
+    s->obuf = malloc(ES_SERVER_OBUF_CAP);
+    s->prompt_buf = malloc((size_t)s->max_prompt * sizeof(int32_t));
+    s->tree = malloc(sizeof *s->tree);
+    if (!s->obuf || !s->prompt_buf || !s->tree) {
+        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+
+    es_sched_params sp = p->sched;
+    sp.on_event = on_sched_event;
+    sp.ud = s;
+    st = es_sched_init(p->target, &sp, &s->sched, err);
+    if (st != ES_OK) goto fail;
+
+    if (pipe2(s->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
+        st = es_fail(err, ES_ERR_IO, "cannot create a pipe: %s", strerror(errno));
+        goto fail;
+    }
+    s->base = event_base_new();
+    if (!s->base) {
+        st = es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
+        goto fail;
+    }
+    s->wake_ev = event_new(s->base, s->wake_fd[0], EV_READ | EV_PERSIST, wake_cb, s);
+    s->tick_ev = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
+    s->reap_ev = event_new(s->base, -1, 0, reap_cb, s);
+    s->deadline_ev = event_new(s->base, -1, 0, deadline_cb, s);
+    s->relisten_ev = event_new(s->base, -1, 0, relisten_cb, s);
+    if (!s->wake_ev || !s->tick_ev || !s->reap_ev || !s->deadline_ev || !s->relisten_ev) {
+        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* The tick checks timeouts at a quarter of the shortest one, between 20 ms and 1 s. */
+    double tick = 1.0;
+    if (s->p.handshake_timeout_s > 0 && s->p.handshake_timeout_s / 4 < tick) tick = s->p.handshake_timeout_s / 4;
+    if (s->p.idle_timeout_s > 0 && s->p.idle_timeout_s / 4 < tick) tick = s->p.idle_timeout_s / 4;
+    if (tick < 0.02) tick = 0.02;
+    struct timeval tv = {(time_t)tick, (suseconds_t)((tick - floor(tick)) * 1e6)};
+    event_add(s->wake_ev, NULL);
+    event_add(s->tick_ev, &tv);
+
+    st = open_listener(s, err);
+    if (st != ES_OK) goto fail;
+
+    if (pthread_create(&s->compute_thread, NULL, compute_main, s) != 0) {
+        st = es_fail(err, ES_ERR_NOMEM, "cannot start the compute thread");
+        goto fail;
+    }
+    s->compute_started = true;
+    if (pthread_create(&s->loop_thread, NULL, loop_main, s) != 0) {
+        st = es_fail(err, ES_ERR_NOMEM, "cannot start the event-loop thread");
+        goto fail;
+    }
+    s->loop_started = true;
+    slog(s, 2, "listening on %s:%d", s->host, s->port);
+    *out = s;
+    return ES_OK;
+
+fail:
+    server_destroy(s);
+    return st;
+}
+
+int es_server_port(const es_server *s) { return s ? s->port : 0; }
+
+void es_server_get_stats(es_server *s, es_server_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!s) return;
+    pthread_mutex_lock(&s->stats_mu);
+    *out = s->st;
+    pthread_mutex_unlock(&s->stats_mu);
+    es_sched_get_stats(s->sched, &out->sched);
+}
+
+void es_server_free(es_server *s) { server_destroy(s); }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# test_serve_cli.sh — `edgespec serve`: starts on a free port, announces "listening on HOST:PORT" on
+# stderr, stops cleanly on SIGINT / SIGTERM (exit 0, final stats: one JSON object with --json), and
+# refuses bad flags with exit 2.
+set -u
+bin=${ES_BIN:-build/edgespec}
+models=${ES_TEST_MODELS:-build/models}
+tmp=${ES_BUILD:-build}/tmp/cli-serve
+mkdir -p "$tmp"
+model=$models/stories260K.gguf
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+expect() {
+  local want=$1; shift
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (want $want): $* -- $(head -c 300 "$tmp/err")"; fi
+}
+has() { if grep -qF -- "$2" "$1"; then ok; else bad "'$2' not in $1: $(head -c 300 "$1")"; fi; }
+
+# start_server LOG ARGS...: starts serve in the background, waits for "listening on"; sets $pid, $port
+start_server() {
+  local log=$1; shift
+  "$bin" serve -m "$model" --port 0 -t 1 "$@" >"$log.out" 2>"$log" &
+  pid=$!
+  port=
+  for _ in $(seq 1 200); do
+    port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$log" | head -n 1)
+    [ -n "$port" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -n "$port" ]; then ok; else bad "no 'listening on' line: $(head -c 300 "$log")"; fi
+}
+
+# SIGINT, human stats on stderr
+start_server "$tmp/s1" --ctx-size 128 --max-sessions 4 --kv-memory 1M --max-frame 64K --idle-timeout 5
+if [ -n "$port" ]; then
+  # something is listening on the announced port
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ok; else bad "cannot connect to port $port"; fi
+fi
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+[ "$rc" -eq 0 ] && ok || bad "serve exited $rc after SIGINT: $(tail -c 300 "$tmp/s1")"
+has "$tmp/s1" "steps"
+has "$tmp/s1" "connections"
+[ ! -s "$tmp/s1.out" ] && ok || bad "stdout should be empty without --json"
+
+# SIGTERM, --json: exactly one JSON object on stdout
+start_server "$tmp/s2" --json --api-key k --batch-window-ms 1 --max-tree-nodes 16 --prefill-chunk 32 --max-batch-tokens 64
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+[ "$rc" -eq 0 ] && ok || bad "serve exited $rc after SIGTERM"
+[ "$(wc -l <"$tmp/s2.out")" -eq 1 ] && ok || bad "--json should print one line: $(cat "$tmp/s2.out")"
+for k in '"steps":' '"mean_batch_rows":' '"tokens_generated":' '"idle_fraction":' '"compute_cpu_seconds":' \
+         '"sessions_opened":' '"frames_in":' '"bytes_out":' '"protocol_errors":' '"connections_total":0'; do
+  has "$tmp/s2.out" "$k"
+done
+
+expect 0 "$bin" serve --help
+has "$tmp/out" "usage:"
+has "$tmp/out" "--kv-memory"
+
+# usage errors: 2
+expect 2 "$bin" serve
+expect 2 "$bin" serve -m "$model" --bogus
+expect 2 "$bin" serve -m "$model" --port 70000
+expect 2 "$bin" serve -m "$model" --port
+expect 2 "$bin" serve -m "$model" --port 12ab
+expect 2 "$bin" serve -m "$model" -t 0
+expect 2 "$bin" serve -m "$model" --kv-memory 12X
+expect 2 "$bin" serve -m "$model" --kv-memory -5
+expect 2 "$bin" serve -m "$model" --max-tree-nodes 0
+expect 2 "$bin" serve -m "$model" --max-tree-nodes 100000
+expect 2 "$bin" serve -m "$model" --max-frame 10
+expect 2 "$bin" serve -m "$model" --idle-timeout -1
+expect 2 "$bin" serve -m "$model" --batch-window-ms x
+expect 2 "$bin" serve -m "$model" --api-key ""
+expect 2 "$bin" serve -m "$model" --prefill-chunk 600 --max-batch-tokens 512
+has "$tmp/err" "prefill-chunk"
+# runtime errors: 1
+expect 1 "$bin" serve -m "$tmp/does-not-exist.gguf" --port 0
+expect 1 "$bin" serve -m "$model" --host no.such.host.invalid --port 0
+
+echo "test_serve_cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
