@@ -346,7 +346,9 @@ static int bench_spec(int argc, char **argv) {
         if (es_spec_check_vocab(tok, es_model_tokenizer(dm), &err) != ES_OK) { cli_error("bench", "%s: %s", dnames[di], err.msg); es_model_free(dm); continue; }
         const int n_alpha = na ? na : 1;
         for (int ai = 0; ai < n_alpha; ai++)
-            for (int mode = 0; mode < 2; mode++) {
+            /* Synthetic acceptance flips one coin per depth on the first child only, so a tree would be a
+               chain with wasted verify rows: synthetic runs measure chains (as vLLM's synthetic sampler). */
+            for (int mode = 0; mode < (na ? 1 : 2); mode++) {
                 spec_case sc = {dnames[di], (es_draft_mode)mode, na ? alphas[ai] : -1};
                 spec_result r;
                 run_case(target, dm, &sc, threads, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &r);
