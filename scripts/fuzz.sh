@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/ and runs each src/fuzz/fuzz_*.c
 # target for FUZZ_SECONDS. GGUF targets are seeded with a small generated file, the GGUFs the test
-# suite wrote (build/tmp) and the converted test models (build/models; big files cut to 64 KiB).
+# suite wrote (build/tmp) and the converted test models (build/models; big files cut to 64 KiB);
+# fuzz_proto with one valid frame of every type.
 # Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60)
 set -euo pipefail
 secs=${1:-60}
@@ -45,6 +46,37 @@ gguf_seeds() { # DIR: a hand-made valid file (every section present) plus any GG
   done
 }
 
+proto_seeds() { # DIR: one valid payload of every frame type, as "type byte + payload" and as a whole frame
+  local dir=$1
+  emit() { # NAME TYPE SESSION, payload on stdin
+    local pl n
+    pl=$(mktemp)
+    cat >"$pl"
+    n=$(stat -c %s "$pl")
+    { le "$2" 1; cat "$pl"; } >"$dir/$1.typed"
+    { le "$n" 4; le "$2" 1; le 1 1; le 0 2; le "$3" 4; cat "$pl"; } >"$dir/$1.frame"
+    rm -f "$pl"
+  }
+  # floats as IEEE-754 bits: 1.0 = 1065353216, 0.5 = 1056964608, 0.7 = 1060320051, 0.05 = 1028443341
+  { le 1 2; le 1 2; le 4 2; printf edge; le 1 1; le 12345 8; le 512 4; le 1 4; le 2 4; le 3 2; printf key; } | emit hello 1 0
+  { le 1 2; le 5 2; printf serve; le 12345 8; le 512 4; le 1 4; le 2 4; le 2048 4; le 64 4; le 1024 4; le 1048576 4; le 7 4
+    le 1 1; } | emit welcome 2 0
+  { le 0 1; le 2 1; le 64 4; le 1060320051 4; le 1065353216 4; le 1028443341 4; le 40 4; le 42 8; le 1 2; le 2 4; le 0 4
+    le 3 4; le 1 4; le 20 4; le 30 4; } | emit open 3 7
+  { le 1 1; le 0 1; le 64 4; le 0 4; le 1065353216 4; le 0 4; le 0 4; le 0 8; le 0 2; le 1 4; le 11 4; printf 'Once upon a'; } |
+    emit open_text 3 8
+  { le 5 4; le 64 4; le 2048 4; } | emit opened 4 7
+  { le 0 4; le 0 1; le 3 2; le 10 4; le 65535 2; le 11 4; le 0 2; le 12 4; le 65535 2; } | emit verify 5 7
+  { le 1 4; le 1 1; le 2 2; le 10 4; le 65535 2; le 11 4; le 0 2
+    le 2 1; le 10 4; le 1056964608 4; le 12 4; le 1056964608 4; le 1 1; le 11 4; le 1065353216 4; le 0 1; } | emit verify_q 5 7
+  { le 0 4; le 0 1; le 2 2; le 0 2; le 1 2; le 3 2; le 10 4; le 11 4; le 5 4; le 100 4; le 2000 4; le 16 2; } | emit verdict 6 7
+  { le 1 1; le 2 2; le 5 4; le 2 4; } | emit tokens 7 8
+  { le 2 1; le 64 4; } | emit close 8 7
+  { le 5 2; le 4 2; printf busy; } | emit error 9 0
+  le 1234567 8 | emit ping 10 0
+  le 1234567 8 | emit pong 11 0
+}
+
 rc=0
 for t in "${targets[@]}"; do
   corpus=$bdir/corpus/$t seeds=$bdir/seeds/$t
@@ -55,6 +87,7 @@ for t in "${targets[@]}"; do
     printf '"GGUF"\n"general.alignment"\n"general.architecture"\n"tokenizer.ggml.tokens"\n"\\x03\\x00\\x00\\x00"\n' >"$bdir/$t.dict"
     extra+=(-dict="$bdir/$t.dict")
   fi
+  [[ $t == fuzz_proto ]] && proto_seeds "$seeds"
   echo "== $t: ${secs}s"
   if ! "$bdir/$t" -max_total_time="$secs" -max_len=$max_len -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$bdir/artifacts/$t-" "${extra[@]}" "$corpus" "$seeds"; then

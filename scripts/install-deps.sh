@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages edgespec needs to build and test. Idempotent: it installs only what is
-# missing and says what it installs. Usage: scripts/install-deps.sh [--check]
+# missing and says what it installs. Usage: scripts/install-deps.sh [--check] [--bench]
 #   --check  exit 1 (installing nothing) if something is missing.
+#   --bench  also the benchmark extras (gnuplot for the serving curves under docs/).
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang python3)
+check=0
+for a in "$@"; do
+  case "$a" in
+    --check) check=1 ;;
+    --bench) PKGS+=(gnuplot-nox) ;;
+    *) echo "install-deps: unknown option $a" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -16,7 +25,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ "$check" = 1 ]; then
   echo "missing packages: ${missing[*]}" >&2
   exit 1
 fi

@@ -88,7 +88,8 @@ typedef struct es_frame_header {
 
 void es_proto_put_header(uint8_t out[ES_PROTO_HEADER_SIZE], const es_frame_header *h);
 /* Parses 12 bytes. Refuses (ES_ERR_FORMAT) an unknown type, a version other than ES_PROTO_VERSION,
- * or len > max_payload (ES_ERR_RANGE, so the caller can answer TOO_LARGE). */
+ * or len > max_payload (ES_ERR_RANGE, so the caller can answer TOO_LARGE). *h is filled with the raw
+ * fields even on failure, so the caller can tell a version mismatch (answer VERSION) from garbage. */
 es_status es_proto_get_header(const uint8_t in[ES_PROTO_HEADER_SIZE], uint32_t max_payload, es_frame_header *h, es_err *err);
 
 /* ---- a bounded output buffer ---- */
@@ -98,6 +99,9 @@ typedef struct es_wbuf {
     size_t cap, len;
     int overflow; /* set when a write did not fit; the frame must not be sent */
 } es_wbuf;
+
+/* An empty buffer over caller storage data[cap]. */
+void es_wbuf_init(es_wbuf *w, uint8_t *data, size_t cap);
 
 /* ---- messages ---- */
 
@@ -157,8 +161,10 @@ typedef struct es_msg_opened {
 } es_msg_opened;
 
 /* VERIFY: the tree for round `round` (rounds count from 0 per session, strictly +1 each time).
- * Wire: u32 round, u16 n, then n x (i32 token, i16 parent), then if has_q the sparse proposals:
- * for each owner o in 0..n (u8 count, then count x (i32 token, f32 p)). */
+ * Wire: u32 round, u8 vflags (bit 0 = ES_VERIFY_HAS_Q, other bits 0), u16 n, then n x (i32 token,
+ * i16 parent), then if has_q the sparse proposals: for each owner o in 0..n (u8 count, then count x
+ * (i32 token, f32 p)). Depths are not sent: the decoder recomputes them from the parents. */
+#define ES_VERIFY_HAS_Q 1u
 typedef struct es_msg_verify {
     uint32_t round;
     es_spec_tree *tree; /* decoded into / encoded from caller storage */
@@ -166,7 +172,9 @@ typedef struct es_msg_verify {
 
 /* VERDICT: u32 round, u8 stop, u16 n_accepted, n_accepted x u16 path, u16 n_tokens, n x i32 tokens,
  * u32 queue_us, u32 verify_us (server-side timing for the edge's adaptive draft length),
- * u16 suggested_budget (the server's hint for the next tree size; 0 = no hint). */
+ * u16 suggested_budget (the server's hint for the next tree size; 0 = no hint).
+ * n_tokens == n_accepted + 1 (the bonus last; v.bonus is not sent, the decoder sets it from the last
+ * token); path indices strictly increase (a root-to-node path in topological order). */
 typedef struct es_msg_verdict {
     uint32_t round;
     uint8_t stop;              /* es_proto_stop */
@@ -197,7 +205,12 @@ typedef struct es_msg_ping {
 } es_msg_ping;
 
 /* Encoders append one whole frame (header + payload) to `w`; ES_ERR_RANGE if it does not fit (w is
- * then left as it was). Decoders take the payload of a frame whose header was already parsed. */
+ * then left as it was, bytes past w->len included, and w->overflow is set). Encoders refuse
+ * (ES_ERR_INVALID_ARG, nothing written) a message the decoder would refuse, so what encodes decodes.
+ * Decoders take the payload of a frame whose header was already parsed: ES_ERR_FORMAT for anything
+ * malformed (short, trailing bytes, a count above a protocol limit, a bad value), ES_ERR_RANGE when
+ * only the caller's own limit is exceeded (VERIFY above max_nodes, OPEN prompt above prompt_cap).
+ * On failure the message struct holds unspecified (but initialised-within-bounds) contents. */
 es_status es_proto_put_hello(es_wbuf *w, const es_msg_hello *m, es_err *err);
 es_status es_proto_get_hello(const uint8_t *p, size_t n, es_msg_hello *m, es_err *err);
 es_status es_proto_put_welcome(es_wbuf *w, const es_msg_welcome *m, es_err *err);
@@ -226,5 +239,9 @@ es_status es_proto_get_ping(const uint8_t *p, size_t n, es_msg_ping *m, es_err *
 /* Convenience for tests and the fuzzer: decodes any frame payload of the given type into scratch
  * storage and returns its status (the fuzz target drives every decoder through this). */
 es_status es_proto_check_payload(int type, const uint8_t *p, size_t n, es_err *err);
+/* Decodes a payload like es_proto_check_payload and encodes the message again as a whole frame
+ * (header flags 0) into w. The encoding is canonical: for every payload that decodes, the new frame's
+ * payload equals the input byte for byte (tests and the fuzzer hold the two sides to this). */
+es_status es_proto_reencode(es_wbuf *w, int type, uint32_t session, const uint8_t *p, size_t n, es_err *err);
 
 #endif
