@@ -8,9 +8,14 @@
  *  - a draft with another vocabulary is refused (ES_ERR_MISMATCH);
  *  - a second session while the server has one slot: ES_ERR_BUSY;
  *  - the server restarted mid-generation: the edge reconnects and resumes, output still golden;
- *  - the server killed mid-generation with fallback_local: the draft finishes alone. */
+ *  - the server killed mid-generation with fallback_local: the draft finishes alone;
+ *  - a wrong api key is refused; a peer that never answers times out (io_timeout_s). */
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -331,6 +336,50 @@ static void test_busy(es_model *target, es_model *draft) {
     es_server_free(srv);
 }
 
+static void test_key_and_timeout(es_model *target, es_model *draft) {
+    es_err err = {{0}};
+    es_server_params sp = es_server_default_params();
+    sp.host = "127.0.0.1";
+    sp.port = 0;
+    sp.target = target;
+    sp.target_tok = es_model_tokenizer(target);
+    sp.sched.n_threads = 1;
+    sp.api_key = "sesame";
+    sp.log = quiet_log;
+    es_server *srv = NULL;
+    CHECK_OK(es_server_start(&sp, &srv, &err), &err);
+    if (srv) {
+        es_edge_params p = edge_params(es_server_port(srv), draft);
+        es_edge *e = NULL;
+        es_status st = es_edge_connect(&p, &e, &err);
+        CHECK_MSG(st == ES_ERR_INVALID_ARG && e == NULL, "no key: %s (%s)", es_status_str(st), err.msg);
+        p.api_key = "wrong";
+        CHECK(es_edge_connect(&p, &e, &err) == ES_ERR_INVALID_ARG);
+        p.api_key = "sesame";
+        CHECK_OK(es_edge_connect(&p, &e, &err), &err);
+        int32_t out[8];
+        es_edge_stats es;
+        if (e) CHECK_OK(es_edge_generate(e, g_gold[2].prompt, g_gold[2].np, 8, k_stop, 2, out, &es, NULL, NULL, &err), &err);
+        es_edge_free(e);
+        es_server_free(srv);
+    }
+    /* a listener that never says WELCOME */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 4) == 0 &&
+          getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    es_edge_params p = edge_params(ntohs(a.sin_port), draft);
+    p.io_timeout_s = 0.3;
+    es_edge *e = NULL;
+    es_status st = es_edge_connect(&p, &e, &err);
+    CHECK_MSG(st == ES_ERR_TIMEOUT && e == NULL, "silent server: %s (%s)", es_status_str(st), err.msg);
+    close(fd);
+}
+
 /* ---- the server goes away mid-generation ------------------------------------------------------------ */
 
 typedef struct kill_ctx {
@@ -425,6 +474,7 @@ int main(void) {
     CHECK(ss.connections_total >= 8);
     es_server_free(srv);
     test_busy(target, drafts[1]);
+    test_key_and_timeout(target, drafts[2]);
     test_server_loss(target, drafts[0]);
     for (int i = 0; i < 4; i++) es_model_free(drafts[i]);
     es_model_free(target);
