@@ -177,6 +177,34 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */
 int es_drafter_k(const es_drafter *d);
+/* The adaptive chain-length rule es_drafter_accept applies after a round of n_drafted tokens of which
+ * n_accepted were accepted (chain mode with adaptive on; otherwise nothing). */
+void es_drafter_adapt(es_drafter *d, int n_drafted, int n_accepted);
+
+/* ---- proactive drafting (SpecEdge): draft the next tree while the verdict is in flight ----
+ *
+ * Bet: after es_drafter_draft(root) -> tree T (es_drafter_kv_len is then the root's slot, call it
+ * base), save the state, apply a made-up verdict accepting the bet path with es_drafter_accept,
+ * es_drafter_predict the bonus b', and es_drafter_draft(b') the next tree. Hit (the real verdict
+ * accepted that path and its bonus is b'): carry on with the next tree. Miss: es_drafter_rewind to
+ * base + 1 + j (root plus the j leading path tokens the bet and the verdict share are still valid in
+ * the cache), pending = the rest of the real accepted path, restore the saved state and apply
+ * es_drafter_adapt for the real verdict; then es_drafter_draft(real bonus) as usual. Restoring the
+ * random stream makes a proactive run draft exactly the trees a non-proactive one would. */
+typedef struct es_drafter_state {
+    int k_cur;        /* adaptive chain length */
+    uint64_t rng[4];  /* the sampling stream (rejection-rule trees) */
+} es_drafter_state;
+
+void es_drafter_save(const es_drafter *d, es_drafter_state *s);
+void es_drafter_restore(es_drafter *d, const es_drafter_state *s);
+/* Truncates the draft cache to kv_len (<= es_drafter_kv_len) confirmed tokens, drops any tree, and
+ * makes `pending` (n_pending tokens, root excluded) the confirmed tokens still to evaluate. */
+es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, int n_pending, es_err *err);
+/* Evaluates the pending tokens (none pending: the last cached token is popped and re-evaluated, for
+ * its logits) and returns the draft's argmax after them in *next (ties: lowest id). Afterwards the
+ * cache holds every confirmed token and es_drafter_draft(d, *next, ...) drafts under that root. */
+es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err);
 /* Confirmed tokens held in the draft cache (a prefix of the confirmed sequence); the rest are fed
  * with the next draft. */
 int es_drafter_kv_len(const es_drafter *d);
