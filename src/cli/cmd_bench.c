@@ -402,6 +402,7 @@ static int bench_spec(int argc, char **argv) {
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "spec")) return bench_spec(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "serve")) return bench_serve(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "model")) return bench_model(argc - 1, argv + 1);
     return bench_model(argc, argv);
 }
