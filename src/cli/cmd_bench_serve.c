@@ -240,6 +240,11 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
         n_itl += cl[i].n_itl;
         if (cl[i].errors && !first_err) first_err = cl[i].err;
     }
+    if (mode == MODE_SERVER_SPEC) { /* the server drafted: its own counters */
+        rounds = (long)(s1.sched.rounds - s0.sched.rounds);
+        drafted = (long)(s1.sched.drafted - s0.sched.drafted);
+        accepted = (long)(s1.sched.accepted - s0.sched.accepted);
+    }
     double *itl = malloc((size_t)(n_itl > 0 ? n_itl : 1) * sizeof *itl);
     int k = 0;
     for (int i = 0; i < started && itl; i++) {
@@ -345,8 +350,8 @@ int bench_serve(int argc, char **argv) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o.threads = nc > 0 ? (int)nc : 1;
     o.draft_max = 8;
-    o.tree_budget = 16;
-    o.tree_depth = 6;
+    o.tree_budget = 8;
+    o.tree_depth = 8;
     o.tree_width = 4;
     o.rtt_ms = 14.0;
     o.server_cost_h = 5.05;

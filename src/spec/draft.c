@@ -62,8 +62,8 @@ es_drafter_params es_drafter_default_params(void) {
     p.k_min = 1;
     p.p_min = 0.0f;
     p.adaptive = true;
-    p.tree_budget = 32;
-    p.tree_depth = 6;
+    p.tree_budget = 8; /* see README, "Choosing tree parameters" */
+    p.tree_depth = 8;
     p.tree_width = 4;
     p.temperature = 1.0f;
     p.q_top_k = 32;
