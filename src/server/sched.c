@@ -402,6 +402,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     slot->seq = slot->dseq = -1;
     slot->root = pcopy[n_prompt - 1];
     s->st.sessions_opened++;
+    s->st.prompt_tokens += n_prompt;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (max_tokens_granted) *max_tokens_granted = max_tokens;
@@ -873,6 +874,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         s->st.steps++;
         s->st.batch_rows += rows;
         if (max_rows > s->st.max_batch_rows) s->st.max_batch_rows = max_rows;
+        s->st.batch_hist[es_sched_batch_bucket(rows)]++;
     }
     const int worked = s->n_order;
     s->n_order = 0;
@@ -886,6 +888,12 @@ static int step(es_sched *s, bool from_run, es_err *err) {
 }
 
 int es_sched_step(es_sched *s, es_err *err) { return step(s, false, err); }
+
+int es_sched_batch_bucket(int64_t rows) {
+    int b = 0;
+    for (int64_t le = 1; b < ES_SCHED_BATCH_HIST - 1 && rows > le; le *= 2) b++;
+    return b;
+}
 
 es_status es_sched_run(es_sched *s, es_err *err) {
     pthread_mutex_lock(&s->mu);

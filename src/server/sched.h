@@ -88,6 +88,8 @@ typedef struct es_sched_session_params {
     int n_stop;
 } es_sched_session_params;
 
+#define ES_SCHED_BATCH_HIST 12 /* steps by rows: <= 1, 2, 4, ..., 1024, more (es_sched_batch_bucket) */
+
 typedef struct es_sched_stats {
     int64_t steps;
     int64_t batch_rows;           /* total rows over all steps (mean batch = batch_rows / steps) */
@@ -103,7 +105,12 @@ typedef struct es_sched_stats {
     int64_t sessions_opened, sessions_refused, sessions_failed;
     int64_t kv_blocks_used, kv_blocks_total;
     int64_t kv_bytes_per_block;
+    int64_t prompt_tokens;        /* prompt tokens of the sessions admitted */
+    int64_t batch_hist[ES_SCHED_BATCH_HIST]; /* steps by rows (non-cumulative buckets) */
 } es_sched_stats;
+
+/* The histogram bucket of a step of `rows` rows: the smallest b with rows <= 2^b, or the last. */
+int es_sched_batch_bucket(int64_t rows);
 
 es_status es_sched_init(const es_model *target, const es_sched_params *p, es_sched **out, es_err *err);
 /* Stops the compute loop if running and frees every session. */

@@ -1,0 +1,1018 @@
+/* http.c — the OpenAI-compatible HTTP API on an event loop, with a pluggable generation backend
+ * (see http.h for the contract).
+ *
+ * A request that generates is an `hreq` on the es_http's list, keyed by the id it gave the backend.
+ * It ends in one of three ways, each of which frees it exactly once:
+ *  - the backend finishes it (es_http_on_end) or a stop string matches (backend->cancel, then the
+ *    reply is completed);
+ *  - the client goes away: evhttp's close callback (streams: evhttp reads while it sends) or our own
+ *    watch on the socket (plain replies: evhttp does not read while a request is pending, so a peek
+ *    on the socket tells a hang-up from a pipelined request) — backend->cancel at once;
+ *  - shutdown / free.
+ * The close callback is cleared before a reply is completed, so it never fires for a freed hreq. */
+#include "server/http.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net/proto.h"
+#include "server/chat.h"
+#include "server/oai.h"
+#include "tokenizer/detok.h"
+#include "tokenizer/tokenizer.h"
+#include "util/err.h"
+
+#define HTTP_MAX_BODY_DEFAULT ((size_t)1 << 20)
+#define HTTP_MAX_KEY 256
+#define HTTP_MAX_STOP_IDS 8
+#define HTTP_MAX_OUTPUT ((size_t)8 << 20) /* unread SSE bytes before a client counts as gone */
+#define HTTP_TPS_WINDOW 11                /* one-second samples: tokens/s over the last 10 s */
+
+static const char *const EP_COMPLETIONS = "/v1/completions";
+static const char *const EP_CHAT = "/v1/chat/completions";
+static const char *const EP_MODELS = "/v1/models";
+static const char *const EP_HEALTH = "/health";
+static const char *const EP_METRICS = "/metrics";
+static const char *const EP_OTHER = "other";
+
+typedef struct hreq {
+    struct es_http *h;
+    struct hreq *prev, *next;
+    uint64_t id;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct event *watch;          /* plain replies: notices a client hanging up */
+    const char *endpoint;
+    int kind;
+    bool stream, include_usage;
+    char rid[48];
+    int64_t created;
+    char *model;
+    char *stop[ES_OAI_MAX_STOP];
+    int n_stop;
+    int32_t skip[HTTP_MAX_STOP_IDS + 2]; /* ids never shown as text: EOS, BOS, end-of-turn */
+    int n_skip;
+    es_detok dt;
+    es_stopstr ss;
+    es_str piece;                 /* detokenised, before the stop-string check */
+    es_str out;                   /* streams: the next chunk's text; plain: the whole text */
+    int n_prompt, n_generated;
+} hreq;
+
+struct es_http {
+    es_http_params p;
+    char model_name[256], owned_by[64];
+    char key[HTTP_MAX_KEY + 1];
+    size_t key_len;
+    bool need_key;
+    int chat_family;
+    int32_t eot;                  /* the chat family's end-of-turn token, -1 if none */
+    int32_t bos, eos;
+    int n_vocab;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    int port;
+    struct evbuffer *chunk;       /* scratch for one SSE event */
+    struct event *tick;
+    hreq *reqs;
+    int n_active;
+    uint64_t next_id, salt;
+    double t_start;
+    bool shutting_down;
+    es_metrics m;                 /* front-end counters (the backend's part is filled per scrape) */
+    es_http_stats st;
+    double tps_t[HTTP_TPS_WINDOW];
+    int64_t tps_tok[HTTP_TPS_WINDOW];
+    int tps_n, tps_at;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* splitmix64: ids and default seeds that differ between runs and requests */
+static uint64_t mix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static void hlog(es_http *h, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void hlog(es_http *h, int level, const char *fmt, ...) {
+    if (!h->p.log) return;
+    char buf[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    h->p.log(h->p.log_ud, level, buf);
+}
+
+es_http_params es_http_default_params(void) {
+    es_http_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.fd = -1;
+    p.model_name = "edgespec";
+    p.owned_by = "edgespec";
+    p.max_body = HTTP_MAX_BODY_DEFAULT;
+    p.timeout_s = 600;
+    p.chat_family = -1;
+    return p;
+}
+
+/* ---- replies ---- */
+
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+static void count(es_http *h, const char *endpoint, int status) {
+    es_metrics_count_request(&h->m, endpoint, status);
+    h->st.requests++;
+    if (status >= 400) h->st.errors++;
+}
+
+static void reply_body(es_http *h, struct evhttp_request *req, const char *endpoint, int status, const char *ctype,
+                       const char *body) {
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    evhttp_add_header(oh, "Content-Type", ctype);
+    struct evbuffer *b = evbuffer_new();
+    if (b && body) evbuffer_add(b, body, strlen(body));
+    evhttp_send_reply(req, status, reason(status), b);
+    if (b) evbuffer_free(b);
+    count(h, endpoint, status);
+}
+
+static void reply_json(es_http *h, struct evhttp_request *req, const char *endpoint, int status, const char *json) {
+    reply_body(h, req, endpoint, status, "application/json", json ? json : "{}");
+}
+
+static void reply_error(es_http *h, struct evhttp_request *req, const char *endpoint, const es_oai_error *e) {
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    if (e->status == 401) evhttp_add_header(oh, "WWW-Authenticate", "Bearer");
+    if (e->status == 503 || e->status == 429) evhttp_add_header(oh, "Retry-After", "1");
+    char *j = es_oai_error_json(e);
+    reply_json(h, req, endpoint, e->status, j ? j : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
+    free(j);
+}
+
+static void reply_errorf(es_http *h, struct evhttp_request *req, const char *endpoint, int status, const char *type,
+                         const char *code, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static void reply_errorf(es_http *h, struct evhttp_request *req, const char *endpoint, int status, const char *type,
+                         const char *code, const char *fmt, ...) {
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    e.status = status;
+    e.type = type;
+    e.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    reply_error(h, req, endpoint, &e);
+}
+
+/* ---- requests in flight ---- */
+
+static hreq *find_req(es_http *h, uint64_t id) {
+    for (hreq *r = h->reqs; r; r = r->next)
+        if (r->id == id) return r;
+    return NULL;
+}
+
+/* Unlinks and frees; the evhttp request must already be answered or gone. */
+static void req_free(hreq *r) {
+    es_http *h = r->h;
+    if (r->prev) r->prev->next = r->next;
+    else if (h->reqs == r) h->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    h->n_active--;
+    if (r->watch) event_free(r->watch);
+    es_stopstr_free(&r->ss);
+    es_str_free(&r->piece);
+    es_str_free(&r->out);
+    free(r->model);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r);
+}
+
+/* Stops watching the client: from here on the reply is being completed by us. */
+static void req_detach(hreq *r) {
+    if (r->evcon) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+    if (r->watch) {
+        event_free(r->watch);
+        r->watch = NULL;
+    }
+}
+
+/* One SSE event: "data: TEXT\n\n". */
+static void sse(hreq *r, const char *data) {
+    es_http *h = r->h;
+    evbuffer_add(h->chunk, "data: ", 6);
+    evbuffer_add(h->chunk, data, strlen(data));
+    evbuffer_add(h->chunk, "\n\n", 2);
+    evhttp_send_reply_chunk(r->req, h->chunk); /* drains h->chunk */
+}
+
+static void sse_chunk(hreq *r, const char *role, const char *text, const char *finish) {
+    char *j = es_oai_chunk_json(r->kind, r->rid, r->created, r->model, role, text, finish);
+    if (j) sse(r, j);
+    free(j);
+}
+
+static const char *finish_name(int stop) {
+    return stop == ES_STOP_LENGTH || stop == ES_STOP_CONTEXT ? "length" : "stop";
+}
+
+static void req_cancel(hreq *r) {
+    es_http *h = r->h;
+    if (h->p.backend.cancel) h->p.backend.cancel(h->p.backend.ud, r->id);
+}
+
+/* The client is gone: free the session at once; the reply cannot be delivered. */
+static void req_abandon(hreq *r, const char *why) {
+    es_http *h = r->h;
+    req_cancel(r);
+    h->st.disconnects++;
+    if (!r->stream) count(h, r->endpoint, 499); /* a stream was counted with its 200 */
+    hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, r->n_generated);
+}
+
+static void on_close(struct evhttp_connection *evcon, void *arg) {
+    (void)evcon;
+    hreq *r = arg;
+    r->req = NULL; /* evhttp frees it with the connection */
+    r->evcon = NULL;
+    req_abandon(r, "connection closed");
+    req_free(r);
+}
+
+/* Plain replies: the socket became readable while we generate. A peek tells a hang-up (0 bytes or
+ * an error) from the client's next pipelined request (data: stop watching, evhttp reads it later). */
+static void watch_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    hreq *r = arg;
+    char c;
+    const ssize_t k = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (k > 0) {
+        event_free(r->watch);
+        r->watch = NULL;
+        return;
+    }
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    struct evhttp_request *req = r->req;
+    req_detach(r);
+    req_abandon(r, k == 0 ? "hung up" : strerror(errno));
+    /* evhttp still owns the request: answering it makes evhttp find the dead socket and clean up */
+    if (req) evhttp_send_reply(req, 499, reason(499), NULL);
+    req_free(r);
+}
+
+/* Completes the reply with the text still held back, the finish reason and usage. */
+static void req_finish(hreq *r, int stop) {
+    es_http *h = r->h;
+    es_detok_flush(&r->dt, &r->piece);
+    bool oom = false;
+    if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
+    es_str_clear(&r->piece);
+    const bool cut = r->ss.matched;
+    es_stopstr_flush(&r->ss, &r->out);
+    const char *fin = cut ? "stop" : finish_name(stop);
+    const es_oai_usage u = {r->n_prompt, r->n_generated};
+    h->st.completion_tokens += r->n_generated;
+    h->m.http_completion_tokens += r->n_generated;
+    req_detach(r);
+    if (r->stream) {
+        if (r->out.len) sse_chunk(r, NULL, r->out.s, NULL);
+        if (r->kind == ES_OAI_CHAT) sse_chunk(r, NULL, NULL, fin);
+        else sse_chunk(r, NULL, "", fin);
+        if (r->include_usage) {
+            char *j = es_oai_usage_chunk_json(r->kind, r->rid, r->created, r->model, &u);
+            if (j) sse(r, j);
+            free(j);
+        }
+        sse(r, "[DONE]");
+        evhttp_send_reply_end(r->req);
+    } else {
+        char *j = es_oai_response_json(r->kind, r->rid, r->created, r->model, es_str_cstr(&r->out), fin, &u);
+        if (j) reply_json(h, r->req, r->endpoint, 200, j);
+        else reply_errorf(h, r->req, r->endpoint, 500, "server_error", NULL, "out of memory");
+        free(j);
+    }
+    hlog(h, 3, "request %s: done, %d prompt + %d generated tokens, finish %s", r->rid, r->n_prompt, r->n_generated, fin);
+    req_free(r);
+}
+
+/* A failure after the request was accepted: an error reply, or an error event on a stream. */
+static void req_fail(hreq *r, int status, const char *msg) {
+    es_http *h = r->h;
+    es_oai_error e;
+    es_oai_error_set(&e, status > 0 ? status : 500, status == 503 ? "server_error" : status < 500 ? "invalid_request_error" : "server_error",
+                     NULL, NULL, "%s", msg && *msg ? msg : "generation failed");
+    h->st.completion_tokens += r->n_generated;
+    h->m.http_completion_tokens += r->n_generated;
+    req_detach(r);
+    if (r->stream) {
+        char *j = es_oai_error_json(&e);
+        if (j) sse(r, j);
+        free(j);
+        sse(r, "[DONE]");
+        evhttp_send_reply_end(r->req);
+        h->st.errors++;
+    } else {
+        reply_error(h, r->req, r->endpoint, &e);
+    }
+    hlog(h, 1, "request %s failed: %s", r->rid, e.message);
+    req_free(r);
+}
+
+static bool is_skip(const hreq *r, int32_t t) {
+    for (int i = 0; i < r->n_skip; i++)
+        if (r->skip[i] == t) return true;
+    return false;
+}
+
+void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int n_generated) {
+    hreq *r = find_req(h, id);
+    if (!r) return;
+    if (n_generated > r->n_generated) r->n_generated = n_generated;
+    bool oom = false;
+    for (int i = 0; i < n; i++) {
+        if (is_skip(r, toks[i])) continue;
+        if (!es_detok_push(&r->dt, toks[i], &r->piece)) oom = true;
+    }
+    if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
+    es_str_clear(&r->piece);
+    if (oom) {
+        req_cancel(r);
+        req_fail(r, 500, "out of memory");
+        return;
+    }
+    if (r->ss.matched) { /* the stop string ends it: free the session now */
+        req_cancel(r);
+        req_finish(r, ES_STOP_EOS);
+        return;
+    }
+    if (r->stream && r->out.len) {
+        sse_chunk(r, NULL, r->out.s, NULL);
+        es_str_clear(&r->out);
+        /* a client that does not read holds our memory: treat it as gone */
+        struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
+        if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > HTTP_MAX_OUTPUT) {
+            struct evhttp_connection *evcon = r->evcon;
+            req_detach(r);
+            req_abandon(r, "not reading (slow consumer)");
+            req_free(r);
+            evhttp_connection_free(evcon);
+        }
+    }
+}
+
+void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int status, const char *msg) {
+    hreq *r = find_req(h, id);
+    if (!r) return;
+    if (n_generated > r->n_generated) r->n_generated = n_generated;
+    if (stop == ES_STOP_ERROR) req_fail(r, status, msg);
+    else req_finish(r, stop);
+}
+
+/* ---- the endpoints ---- */
+
+static bool auth_ok(const es_http *h, struct evhttp_request *req) {
+    if (!h->need_key) return true;
+    const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    const char *tok = "";
+    if (a && strncasecmp(a, "Bearer ", 7) == 0) {
+        tok = a + 7;
+        while (*tok == ' ') tok++;
+    }
+    /* Constant time over a fixed-size field: the time taken says nothing about how much of a
+     * guessed key was right, nor about the key's length. */
+    char x[HTTP_MAX_KEY + 1], y[HTTP_MAX_KEY + 1];
+    memset(x, 0, sizeof x);
+    memset(y, 0, sizeof y);
+    const size_t tl = strnlen(tok, HTTP_MAX_KEY + 1);
+    memcpy(x, tok, tl > HTTP_MAX_KEY ? HTTP_MAX_KEY : tl);
+    memcpy(y, h->key, h->key_len);
+    volatile unsigned diff = tl != h->key_len;
+    for (size_t i = 0; i < sizeof x; i++) diff |= (unsigned)(uint8_t)x[i] ^ (unsigned)(uint8_t)y[i];
+    return diff == 0;
+}
+
+/* Tokenises text (BOS as the vocabulary asks). NULL with *n = 0 on failure (message in err). */
+static int32_t *tokenize(es_http *h, const char *text, bool special, int *n, es_err *err) {
+    const size_t len = strlen(text);
+    int cap = len < (size_t)INT32_MAX - 16 ? (int)len + 8 : 0, got = 0;
+    *n = 0;
+    if (cap == 0) {
+        es_fail(err, ES_ERR_RANGE, "the prompt is too long");
+        return NULL;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int32_t *ids = malloc((size_t)cap * sizeof *ids);
+        if (!ids) {
+            es_fail(err, ES_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        if (es_tokenize(h->p.tok, text, len, true, special, ids, cap, &got, err) != ES_OK) {
+            free(ids);
+            return NULL;
+        }
+        if (got <= cap) {
+            *n = got;
+            return ids;
+        }
+        free(ids);
+        cap = got;
+    }
+    es_fail(err, ES_ERR_INTERNAL, "tokenisation did not converge");
+    return NULL;
+}
+
+static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
+    if (h->shutting_down) {
+        reply_errorf(h, req, endpoint, 503, "server_error", "shutting_down", "the server is stopping");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const size_t blen = evbuffer_get_length(in);
+    const char *body = blen ? (const char *)evbuffer_pullup(in, -1) : "";
+    es_oai_request q;
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    if (!es_oai_parse_request(kind, body, blen, &q, &e)) {
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
+    es_err err = {{0}};
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    int32_t stop_ids[HTTP_MAX_STOP_IDS];
+    int n_stop_ids = 0;
+    if (h->bos >= 0 && h->bos != h->eos) stop_ids[n_stop_ids++] = h->bos; /* as `edgespec run`: BOS ends a story */
+    if (kind == ES_OAI_CHAT) {
+        es_str text = {0};
+        if (!es_chat_render((es_chat_family)h->chat_family, q.messages, q.n_messages, &text)) {
+            es_str_free(&text);
+            es_oai_request_free(&q);
+            reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
+            return;
+        }
+        prompt = tokenize(h, es_str_cstr(&text), true, &n_prompt, &err);
+        es_str_free(&text);
+        if (h->eot >= 0) stop_ids[n_stop_ids++] = h->eot;
+    } else if (q.prompt) {
+        prompt = tokenize(h, q.prompt, false, &n_prompt, &err);
+    } else {
+        for (int i = 0; i < q.n_prompt_ids; i++)
+            if (q.prompt_ids[i] >= h->n_vocab) {
+                es_oai_error_set(&e, 400, "invalid_request_error", "invalid_value", "prompt",
+                                 "prompt token %d: id %d is outside the vocabulary (0..%d)", i, q.prompt_ids[i], h->n_vocab - 1);
+                es_oai_request_free(&q);
+                reply_error(h, req, endpoint, &e);
+                return;
+            }
+        prompt = q.prompt_ids;
+        n_prompt = q.n_prompt_ids;
+        q.prompt_ids = NULL;
+    }
+    if (!prompt || n_prompt < 1) {
+        es_oai_request_free(&q);
+        free(prompt);
+        if (err.msg[0]) reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "cannot tokenise the prompt: %s", err.msg);
+        else reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "the prompt is empty");
+        return;
+    }
+    int max_tokens = q.max_tokens;
+    if (max_tokens == 0) max_tokens = kind == ES_OAI_CHAT ? h->p.n_ctx - n_prompt : ES_OAI_COMPLETION_DEFAULT_MAX_TOKENS;
+    if (max_tokens < 1) max_tokens = 1; /* a prompt that fills the context: the check below says so */
+    if (!es_oai_check_context(n_prompt, max_tokens, h->p.n_ctx, &e)) {
+        es_oai_request_free(&q);
+        free(prompt);
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
+
+    hreq *r = calloc(1, sizeof *r);
+    if (!r) {
+        es_oai_request_free(&q);
+        free(prompt);
+        reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
+        return;
+    }
+    r->h = h;
+    r->id = h->next_id++;
+    r->req = req;
+    r->evcon = evhttp_request_get_connection(req);
+    r->endpoint = endpoint;
+    r->kind = kind;
+    r->stream = q.stream;
+    r->include_usage = q.stream && q.include_usage;
+    r->created = (int64_t)time(NULL);
+    snprintf(r->rid, sizeof r->rid, "%s-%016llx", kind == ES_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)mix64(h->salt ^ r->id));
+    r->model = q.model ? q.model : strdup(h->model_name);
+    q.model = NULL;
+    for (int i = 0; i < q.n_stop; i++) {
+        r->stop[i] = q.stop[i];
+        q.stop[i] = NULL;
+    }
+    r->n_stop = q.n_stop;
+    q.n_stop = 0;
+    r->n_prompt = n_prompt;
+    if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
+    for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
+    es_detok_init(&r->dt, h->p.tok, prompt[n_prompt - 1]);
+    es_stopstr_init(&r->ss, r->stop, r->n_stop);
+    r->next = h->reqs;
+    if (h->reqs) h->reqs->prev = r;
+    h->reqs = r;
+    h->n_active++;
+
+    es_http_gen g;
+    memset(&g, 0, sizeof g);
+    g.id = r->id;
+    g.prompt = prompt;
+    g.n_prompt = n_prompt;
+    g.max_tokens = max_tokens;
+    g.sampling = es_sampler_default_params();
+    g.sampling.temperature = (float)q.temperature;
+    g.sampling.top_p = (float)q.top_p;
+    g.sampling.top_k = q.top_k;
+    g.sampling.min_p = (float)q.min_p;
+    g.sampling.repeat_penalty = 1.0f;
+    g.sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
+    g.stop = stop_ids;
+    g.n_stop = n_stop_ids;
+    es_oai_request_free(&q);
+    int granted = 0;
+    es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, &err)
+                                      : es_fail(&err, ES_ERR_INTERNAL, "no backend");
+    free(prompt);
+    if (st != ES_OK) {
+        req_free(r);
+        if (st == ES_ERR_BUSY || st == ES_ERR_FULL)
+            reply_errorf(h, req, endpoint, 503, "server_error", "server_busy", "the server is busy: %s", err.msg);
+        else if (st == ES_ERR_RANGE)
+            reply_errorf(h, req, endpoint, 400, "invalid_request_error", "context_length_exceeded", "%s", err.msg);
+        else if (st == ES_ERR_INVALID_ARG)
+            reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "%s", err.msg);
+        else if (st == ES_ERR_IO || st == ES_ERR_TIMEOUT)
+            reply_errorf(h, req, endpoint, 502, "server_error", "upstream_unavailable", "%s", err.msg);
+        else reply_errorf(h, req, endpoint, 500, "server_error", NULL, "%s", err.msg);
+        return;
+    }
+    h->st.completions++;
+    h->st.prompt_tokens += n_prompt;
+    h->m.http_prompt_tokens += n_prompt;
+    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s", r->rid, endpoint, n_prompt, max_tokens, granted,
+         r->stream ? "streaming" : "plain");
+    if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_close, r);
+    if (r->stream) {
+        struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+        evhttp_add_header(oh, "Content-Type", "text/event-stream");
+        evhttp_add_header(oh, "Cache-Control", "no-cache");
+        evhttp_add_header(oh, "X-Accel-Buffering", "no");
+        evhttp_send_reply_start(req, 200, "OK");
+        count(h, endpoint, 200);
+        if (kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
+    } else if (r->evcon) {
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
+        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
+    }
+}
+
+static void handle_models(es_http *h, struct evhttp_request *req, const char *path) {
+    const int64_t created = (int64_t)time(NULL) - (int64_t)(now_s() - h->t_start);
+    if (!strcmp(path, EP_MODELS)) {
+        char *j = es_oai_models_json(h->model_name, created, h->owned_by);
+        reply_json(h, req, EP_MODELS, j ? 200 : 500, j);
+        free(j);
+        return;
+    }
+    const char *id = path + strlen(EP_MODELS) + 1; /* /v1/models/ID */
+    char *dec = evhttp_uridecode(id, 0, NULL);
+    if (!dec || strcmp(dec, h->model_name) != 0) {
+        reply_errorf(h, req, EP_MODELS, 404, "invalid_request_error", "model_not_found", "The model '%.200s' does not exist",
+                     dec ? dec : id);
+        free(dec);
+        return;
+    }
+    free(dec);
+    /* the single model object: the list's element */
+    char *j = es_oai_models_json(h->model_name, created, h->owned_by);
+    char *at = j ? strstr(j, "[{") : NULL;
+    if (at) {
+        size_t n = strlen(at + 1);
+        memmove(j, at + 1, n + 1);
+        char *end = strrchr(j, ']');
+        if (end) *end = 0;
+    }
+    reply_json(h, req, EP_MODELS, at ? 200 : 500, at ? j : NULL);
+    free(j);
+}
+
+static void handle_metrics(es_http *h, struct evhttp_request *req) {
+    es_metrics m = h->m;
+    m.http_active = h->n_active;
+    m.uptime_seconds = now_s() - h->t_start;
+    m.ready = !h->shutting_down;
+    if (h->tps_n >= 2) {
+        const int last = (h->tps_at + HTTP_TPS_WINDOW - 1) % HTTP_TPS_WINDOW;
+        const int first = h->tps_n < HTTP_TPS_WINDOW ? 0 : h->tps_at;
+        const double dt = h->tps_t[last] - h->tps_t[first];
+        m.tokens_per_second = dt > 0 ? (double)(h->tps_tok[last] - h->tps_tok[first]) / dt : 0;
+    }
+    if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
+    /* this scrape counts itself, so two scrapes always see the counter move */
+    count(h, EP_METRICS, 200);
+    es_metrics_count_request(&m, EP_METRICS, 200);
+    es_str out = {0};
+    if (!es_metrics_render(&m, &out)) {
+        es_str_free(&out);
+        reply_errorf(h, req, EP_METRICS, 500, "server_error", NULL, "out of memory");
+        return;
+    }
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    evhttp_add_header(oh, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    struct evbuffer *b = evbuffer_new();
+    if (b) evbuffer_add(b, out.s, out.len);
+    evhttp_send_reply(req, 200, "OK", b);
+    if (b) evbuffer_free(b);
+    es_str_free(&out);
+}
+
+/* Tokens generated so far, sampled once a second for the tokens/s gauge. */
+static void tick_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_http *h = arg;
+    es_metrics m;
+    es_metrics_init(&m);
+    if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
+    const int64_t tok = m.generated_tokens >= 0 ? m.generated_tokens : h->m.http_completion_tokens;
+    h->tps_t[h->tps_at] = now_s();
+    h->tps_tok[h->tps_at] = tok;
+    h->tps_at = (h->tps_at + 1) % HTTP_TPS_WINDOW;
+    if (h->tps_n < HTTP_TPS_WINDOW) h->tps_n++;
+}
+
+static const char *method_name(enum evhttp_cmd_type cmd) {
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    default: return "?";
+    }
+}
+
+static void handle(struct evhttp_request *req, void *arg) {
+    es_http *h = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path || !*path) path = "/";
+    const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD, post = cmd == EVHTTP_REQ_POST;
+    const char *ep = EP_OTHER;
+    bool want_post = false;
+    int kind = -1;
+    if (!strcmp(path, EP_COMPLETIONS)) {
+        ep = EP_COMPLETIONS;
+        want_post = true;
+        kind = ES_OAI_COMPLETION;
+    } else if (!strcmp(path, EP_CHAT)) {
+        ep = EP_CHAT;
+        want_post = true;
+        kind = ES_OAI_CHAT;
+    } else if (!strcmp(path, EP_MODELS) || !strncmp(path, "/v1/models/", 11)) ep = EP_MODELS;
+    else if (!strcmp(path, EP_HEALTH)) ep = EP_HEALTH;
+    else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
+    if (ep == EP_OTHER) {
+        reply_errorf(h, req, ep, 404, "invalid_request_error", "unknown_url", "Unknown request URL: %s %.200s",
+                     method_name(cmd), path);
+        return;
+    }
+    if (want_post ? !post : !get) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", want_post ? "POST" : "GET, HEAD");
+        reply_errorf(h, req, ep, 405, "invalid_request_error", "method_not_allowed", "%s %s is not allowed; use %s",
+                     method_name(cmd), path, want_post ? "POST" : "GET");
+        return;
+    }
+    if (ep == EP_HEALTH) {
+        if (h->shutting_down) reply_json(h, req, ep, 503, "{\"status\":\"stopping\"}");
+        else reply_json(h, req, ep, 200, "{\"status\":\"ok\"}");
+        return;
+    }
+    if (ep == EP_METRICS) {
+        handle_metrics(h, req);
+        return;
+    }
+    if (!auth_ok(h, req)) {
+        const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+        reply_errorf(h, req, ep, 401, "invalid_request_error", "invalid_api_key", "%s",
+                     a ? "Incorrect API key provided." : "You didn't provide an API key (Authorization: Bearer KEY).");
+        return;
+    }
+    if (ep == EP_MODELS) handle_models(h, req, path);
+    else handle_completion(h, req, kind, ep);
+}
+
+/* ---- start / stop ---- */
+
+static es_status take_port(es_http *h, evutil_socket_t fd) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) h->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6) h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return ES_OK;
+}
+
+es_status es_http_listen(const char *host, int port, int *fd_out, int *port_out, es_err *err) {
+    *fd_out = -1;
+    if (port < 0 || port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP port %d outside 0..65535", port);
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    const char *hs = host && *host ? host : "127.0.0.1";
+    int gai = getaddrinfo(hs, portstr, &hints, &res);
+    if (gai != 0) return es_fail(err, ES_ERR_IO, "cannot resolve host '%s': %s", hs, gai_strerror(gai));
+    int fd = -1, last = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) break;
+        last = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return es_fail(err, ES_ERR_IO, "cannot listen on %s:%d for HTTP: %s", hs, port, strerror(last));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (port_out && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) *port_out = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6) *port_out = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    *fd_out = fd;
+    return ES_OK;
+}
+
+static void configure(struct evhttp *http, size_t max_body, double timeout_s) {
+    evhttp_set_max_body_size(http, (ev_ssize_t)max_body);
+    evhttp_set_max_headers_size(http, 64 * 1024);
+    /* every method reaches the handler, which answers 405 in JSON with an Allow header */
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+    evhttp_set_timeout_tv(http, &tv);
+}
+
+es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
+    *out = NULL;
+    if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
+    if (p->n_ctx < 2) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: context of %d positions", p->n_ctx);
+    if (p->api_key && strlen(p->api_key) > HTTP_MAX_KEY) return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", HTTP_MAX_KEY);
+    if (p->chat_family >= ES_CHAT_FAMILY_COUNT) return es_fail(err, ES_ERR_INVALID_ARG, "unknown chat template family %d", p->chat_family);
+    es_http *h = calloc(1, sizeof *h);
+    if (!h) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    h->p = *p;
+    snprintf(h->model_name, sizeof h->model_name, "%s", p->model_name && *p->model_name ? p->model_name : "edgespec");
+    snprintf(h->owned_by, sizeof h->owned_by, "%s", p->owned_by && *p->owned_by ? p->owned_by : "edgespec");
+    h->p.model_name = h->model_name;
+    h->p.owned_by = h->owned_by;
+    if (!h->p.max_body) h->p.max_body = HTTP_MAX_BODY_DEFAULT;
+    if (!(h->p.timeout_s > 0)) h->p.timeout_s = 600;
+    if (p->api_key && *p->api_key) {
+        h->key_len = strlen(p->api_key);
+        memcpy(h->key, p->api_key, h->key_len);
+        h->need_key = true;
+    }
+    h->p.api_key = NULL;
+    h->bos = es_tokenizer_bos(p->tok);
+    h->eos = es_tokenizer_eos(p->tok);
+    h->n_vocab = es_tokenizer_n_vocab(p->tok);
+    h->chat_family = p->chat_family >= 0 ? p->chat_family : (int)es_chat_detect(es_tokenizer_chat_template(p->tok));
+    h->eot = -1;
+    const char *eot = es_chat_end_of_turn((es_chat_family)h->chat_family);
+    if (eot) { /* the end-of-turn marker stops generation when it is one token */
+        int32_t ids[4];
+        int n = 0;
+        es_err e2;
+        if (es_tokenize(p->tok, eot, strlen(eot), false, true, ids, 4, &n, &e2) == ES_OK && n == 1) h->eot = ids[0];
+    }
+    h->next_id = 1;
+    h->salt = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h);
+    h->t_start = now_s();
+    es_metrics_init(&h->m);
+    h->chunk = evbuffer_new();
+    h->http = evhttp_new(p->base);
+    h->tick = event_new(p->base, -1, EV_PERSIST, tick_cb, h);
+    if (!h->chunk || !h->http || !h->tick) {
+        es_http_free(h);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    configure(h->http, h->p.max_body, h->p.timeout_s);
+    evhttp_set_gencb(h->http, handle, h);
+    int fd = p->fd;
+    if (fd < 0) {
+        es_status st = es_http_listen(p->host, p->port, &fd, NULL, err);
+        if (st != ES_OK) {
+            es_http_free(h);
+            return st;
+        }
+    }
+    h->bound = evhttp_accept_socket_with_handle(h->http, fd);
+    if (!h->bound) {
+        close(fd);
+        es_http_free(h);
+        return es_fail(err, ES_ERR_IO, "HTTP API: libevent refused the listening socket");
+    }
+    take_port(h, fd);
+    struct timeval one = {1, 0};
+    event_add(h->tick, &one);
+    hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s)", h->port, h->model_name,
+         es_chat_family_name((es_chat_family)h->chat_family));
+    *out = h;
+    return ES_OK;
+}
+
+int es_http_port(const es_http *h) { return h ? h->port : 0; }
+
+int es_http_shutdown(es_http *h) {
+    if (!h || h->shutting_down) return 0;
+    h->shutting_down = true;
+    if (h->bound) {
+        evhttp_del_accept_socket(h->http, h->bound);
+        h->bound = NULL;
+    }
+    int n = 0;
+    while (h->reqs) {
+        hreq *r = h->reqs;
+        req_cancel(r);
+        req_fail(r, 503, "the server is stopping");
+        n++;
+    }
+    return n;
+}
+
+void es_http_get_stats(const es_http *h, es_http_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!h) return;
+    *out = h->st;
+    out->active = h->n_active;
+}
+
+void es_http_free(es_http *h) {
+    if (!h) return;
+    while (h->reqs) { /* the evhttp requests go with evhttp_free */
+        hreq *r = h->reqs;
+        req_cancel(r);
+        if (r->evcon) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+        req_free(r);
+    }
+    if (h->tick) event_free(h->tick);
+    if (h->http) evhttp_free(h->http);
+    if (h->chunk) evbuffer_free(h->chunk);
+    free(h);
+}
+
+/* ---- while loading ---- */
+
+struct es_http_loading {
+    struct event_base *base;
+    struct evhttp *http;
+    struct event *stop_ev;
+    int pipe_fd[2];
+    pthread_t th;
+    bool started;
+};
+
+static void loading_handle(struct evhttp_request *req, void *arg) {
+    (void)arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *body = path && !strcmp(path, EP_HEALTH)
+                           ? "{\"status\":\"loading\"}"
+                           : "{\"error\":{\"message\":\"the model is loading\",\"type\":\"server_error\",\"param\":null,\"code\":\"model_loading\"}}";
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    evhttp_add_header(oh, "Content-Type", "application/json");
+    evhttp_add_header(oh, "Retry-After", "1");
+    struct evbuffer *b = evbuffer_new();
+    if (b) evbuffer_add(b, body, strlen(body));
+    evhttp_send_reply(req, 503, reason(503), b);
+    if (b) evbuffer_free(b);
+}
+
+static void loading_stop_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_http_loading *l = arg;
+    event_base_loopbreak(l->base);
+}
+
+static void *loading_main(void *arg) {
+    es_http_loading *l = arg;
+    event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static void loading_free(es_http_loading *l) {
+    if (l->stop_ev) event_free(l->stop_ev);
+    if (l->http) evhttp_free(l->http); /* closes its duplicate of the listening socket */
+    if (l->base) event_base_free(l->base);
+    if (l->pipe_fd[0] >= 0) close(l->pipe_fd[0]);
+    if (l->pipe_fd[1] >= 0) close(l->pipe_fd[1]);
+    free(l);
+}
+
+es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err) {
+    *out = NULL;
+    es_http_loading *l = calloc(1, sizeof *l);
+    if (!l) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    l->pipe_fd[0] = l->pipe_fd[1] = -1;
+    const int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0 || pipe2(l->pipe_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
+        if (dfd >= 0) close(dfd);
+        loading_free(l);
+        return es_fail(err, ES_ERR_IO, "cannot set up the loading responder: %s", strerror(errno));
+    }
+    l->base = event_base_new();
+    l->http = l->base ? evhttp_new(l->base) : NULL;
+    l->stop_ev = l->base ? event_new(l->base, l->pipe_fd[0], EV_READ, loading_stop_cb, l) : NULL;
+    if (!l->http || !l->stop_ev || !evhttp_accept_socket_with_handle(l->http, dfd)) {
+        if (!l->http || !l->stop_ev) close(dfd);
+        loading_free(l);
+        return es_fail(err, ES_ERR_NOMEM, "cannot set up the loading responder");
+    }
+    configure(l->http, 64 * 1024, 10);
+    evhttp_set_gencb(l->http, loading_handle, l);
+    event_add(l->stop_ev, NULL);
+    if (pthread_create(&l->th, NULL, loading_main, l) != 0) {
+        loading_free(l);
+        return es_fail(err, ES_ERR_NOMEM, "cannot start the loading responder thread");
+    }
+    l->started = true;
+    *out = l;
+    return ES_OK;
+}
+
+void es_http_loading_stop(es_http_loading *l) {
+    if (!l) return;
+    if (l->started) {
+        const char c = 1;
+        ssize_t k = write(l->pipe_fd[1], &c, 1);
+        (void)k;
+        pthread_join(l->th, NULL);
+    }
+    loading_free(l);
+}

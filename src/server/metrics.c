@@ -1,0 +1,121 @@
+/* metrics.c — Prometheus text exposition (see metrics.h). Label values here are endpoint paths and
+ * fixed words, which never need escaping beyond what esc() does for safety. */
+#include "server/metrics.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void es_metrics_init(es_metrics *m) {
+    memset(m, 0, sizeof *m);
+    m->edge_active = -1;
+    m->prompt_tokens = m->generated_tokens = m->refused = -1;
+    m->drafts = m->draft_tokens = m->accepted_tokens = -1;
+    m->kv_blocks_used = m->kv_blocks_total = -1;
+    m->batch_count = -1;
+    m->queue_depth = -1;
+}
+
+void es_metrics_count_request(es_metrics *m, const char *endpoint, int status) {
+    for (int i = 0; i < m->n_req; i++)
+        if (m->req[i].status == status && !strcmp(m->req[i].endpoint, endpoint)) {
+            m->req[i].count++;
+            return;
+        }
+    if (m->n_req == ES_METRICS_MAX_REQ) return; /* endpoints are a fixed set: cannot fill up in practice */
+    m->req[m->n_req].endpoint = endpoint;
+    m->req[m->n_req].status = status;
+    m->req[m->n_req].count = 1;
+    m->n_req++;
+}
+
+int es_metrics_batch_bucket(int64_t rows) {
+    int b = 0;
+    for (int64_t le = 1; b < ES_METRICS_BATCH_BUCKETS - 1 && rows > le; le *= 2) b++;
+    return b;
+}
+
+static bool family(es_str *o, const char *name, const char *type, const char *help) {
+    return es_str_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A sample value: integers print exactly, other numbers with enough digits; NaN/Inf as Prometheus spells them. */
+static bool value(es_str *o, double v) {
+    if (isnan(v)) return es_str_puts(o, "NaN\n");
+    if (isinf(v)) return es_str_puts(o, v > 0 ? "+Inf\n" : "-Inf\n");
+    if (v == floor(v) && fabs(v) < 9e15) return es_str_printf(o, "%.0f\n", v);
+    return es_str_printf(o, "%.6g\n", v);
+}
+
+static bool simple(es_str *o, const char *name, const char *type, const char *help, double v) {
+    return family(o, name, type, help) && es_str_printf(o, "%s ", name) && value(o, v);
+}
+
+/* Label values: backslash, double quote and newline escaped. */
+static bool esc(es_str *o, const char *s) {
+    bool ok = true;
+    for (; *s && ok; s++) {
+        if (*s == '\\' || *s == '"') ok = es_str_printf(o, "\\%c", *s);
+        else if (*s == '\n') ok = es_str_puts(o, "\\n");
+        else ok = es_str_append(o, s, 1);
+    }
+    return ok;
+}
+
+bool es_metrics_render(const es_metrics *m, es_str *o) {
+    bool ok = family(o, "edgespec_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
+    for (int i = 0; i < m->n_req && ok; i++)
+        ok = es_str_puts(o, "edgespec_requests_total{endpoint=\"") && esc(o, m->req[i].endpoint) &&
+             es_str_printf(o, "\",status=\"%d\"} ", m->req[i].status) && value(o, (double)m->req[i].count);
+    ok = ok && simple(o, "edgespec_http_prompt_tokens_total", "counter", "Prompt tokens of HTTP completion requests.",
+                      (double)m->http_prompt_tokens);
+    ok = ok && simple(o, "edgespec_http_completion_tokens_total", "counter", "Tokens generated for HTTP completion requests.",
+                      (double)m->http_completion_tokens);
+    if (m->prompt_tokens >= 0)
+        ok = ok && simple(o, "edgespec_prompt_tokens_total", "counter", "Prompt tokens of every session (edge and HTTP).",
+                          (double)m->prompt_tokens);
+    if (m->generated_tokens >= 0)
+        ok = ok && simple(o, "edgespec_generated_tokens_total", "counter", "Tokens generated for every session (edge and HTTP).",
+                          (double)m->generated_tokens);
+    ok = ok && simple(o, "edgespec_tokens_per_second", "gauge", "Generated tokens per second over the last 10 seconds.",
+                      m->tokens_per_second);
+    ok = ok && family(o, "edgespec_active_sessions", "gauge", "Sessions generating now, by kind (edge protocol or HTTP).");
+    if (m->edge_active >= 0) ok = ok && es_str_puts(o, "edgespec_active_sessions{kind=\"edge\"} ") && value(o, m->edge_active);
+    ok = ok && es_str_puts(o, "edgespec_active_sessions{kind=\"http\"} ") && value(o, m->http_active);
+    if (m->queue_depth >= 0)
+        ok = ok && simple(o, "edgespec_queued_requests", "gauge", "HTTP requests waiting for a free worker.", m->queue_depth);
+    if (m->refused >= 0)
+        ok = ok && simple(o, "edgespec_refused_total", "counter",
+                          "Sessions refused because the server was full (no session slot, no KV room, or a full queue).",
+                          (double)m->refused);
+    if (m->kv_blocks_total >= 0) {
+        ok = ok && simple(o, "edgespec_kv_blocks_used", "gauge", "KV cache pages in use.", (double)m->kv_blocks_used);
+        ok = ok && simple(o, "edgespec_kv_blocks_total", "gauge", "KV cache pages in the pool.", (double)m->kv_blocks_total);
+    }
+    if (m->batch_count >= 0) {
+        ok = ok && family(o, "edgespec_batch_rows", "histogram", "Rows (tokens) per batched forward pass of the target model.");
+        int64_t cum = 0, le = 1;
+        for (int b = 0; b < ES_METRICS_BATCH_BUCKETS && ok; b++, le *= 2) {
+            cum += m->batch_buckets[b];
+            if (b == ES_METRICS_BATCH_BUCKETS - 1) ok = es_str_puts(o, "edgespec_batch_rows_bucket{le=\"+Inf\"} ");
+            else ok = es_str_printf(o, "edgespec_batch_rows_bucket{le=\"%lld\"} ", (long long)le);
+            ok = ok && value(o, (double)cum);
+        }
+        ok = ok && es_str_puts(o, "edgespec_batch_rows_sum ") && value(o, (double)m->batch_sum);
+        ok = ok && es_str_puts(o, "edgespec_batch_rows_count ") && value(o, (double)m->batch_count);
+    }
+    if (m->drafts >= 0) {
+        ok = ok && simple(o, "edgespec_drafts_total", "counter", "Speculative rounds verified (one draft tree or chain each).",
+                          (double)m->drafts);
+        ok = ok && simple(o, "edgespec_draft_tokens_total", "counter", "Draft tokens proposed for verification.",
+                          (double)m->draft_tokens);
+        ok = ok && simple(o, "edgespec_accepted_tokens_total", "counter", "Draft tokens the target accepted.",
+                          (double)m->accepted_tokens);
+        ok = ok && simple(o, "edgespec_acceptance_length", "gauge",
+                          "Mean tokens confirmed per speculative round (accepted + 1 from the target), since start.",
+                          m->drafts > 0 ? 1.0 + (double)m->accepted_tokens / (double)m->drafts : 0.0);
+    }
+    ok = ok && simple(o, "edgespec_ready", "gauge", "1 when the model is loaded and requests are served.", m->ready ? 1 : 0);
+    ok = ok && simple(o, "edgespec_uptime_seconds", "gauge", "Seconds since the HTTP API started.", m->uptime_seconds);
+    return ok;
+}

@@ -1,0 +1,56 @@
+/* metrics.h — the /metrics page in the Prometheus text exposition format (version 0.0.4): for each
+ * metric family a `# HELP` and a `# TYPE` line, then its samples, all lines of a family together.
+ *
+ * The HTTP front end (requests, HTTP tokens, HTTP sessions, tokens per second) and its backend (the
+ * server's scheduler: KV pool, batches, drafts, edge sessions; or the edge's worker pool) each fill
+ * their part of one es_metrics; es_metrics_render writes the page. A value < 0 means "not
+ * applicable here" and its family is left out (e.g. the KV pool on an edge). */
+#ifndef ES_SERVER_METRICS_H
+#define ES_SERVER_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/str.h"
+
+#define ES_METRICS_MAX_REQ 64      /* distinct (endpoint, status) pairs counted */
+#define ES_METRICS_BATCH_BUCKETS 12 /* batch-size histogram: le 1, 2, 4, ..., 1024, +Inf */
+
+typedef struct es_metrics_req {
+    const char *endpoint;  /* a static string: "/v1/completions", ..., "other" */
+    int status;
+    int64_t count;
+} es_metrics_req;
+
+typedef struct es_metrics {
+    /* ---- the HTTP front end ---- */
+    es_metrics_req req[ES_METRICS_MAX_REQ];
+    int n_req;
+    int64_t http_prompt_tokens, http_completion_tokens;
+    int http_active;               /* HTTP requests generating now */
+    double tokens_per_second;      /* generated tokens per second over the last few seconds */
+    double uptime_seconds;
+    bool ready;
+    /* ---- the backend (< 0: not applicable) ---- */
+    int edge_active;               /* edge-protocol sessions on the server */
+    int64_t prompt_tokens;         /* every session's prompt tokens (server: edge + HTTP) */
+    int64_t generated_tokens;      /* every session's generated tokens */
+    int64_t refused;               /* sessions refused: no slot or no KV room (server), queue full (edge) */
+    int64_t drafts, draft_tokens, accepted_tokens; /* verification rounds, drafted tokens, accepted ones */
+    int64_t kv_blocks_used, kv_blocks_total;
+    int64_t batch_buckets[ES_METRICS_BATCH_BUCKETS]; /* non-cumulative counts per bucket */
+    int64_t batch_count;           /* forward passes (< 0: no batch histogram) */
+    int64_t batch_sum;             /* rows over all of them */
+    int queue_depth;               /* requests waiting for a worker (edge) */
+} es_metrics;
+
+/* Every backend value set to "not applicable". */
+void es_metrics_init(es_metrics *m);
+/* Adds one request to the (endpoint, status) counters (endpoint must be a static string). */
+void es_metrics_count_request(es_metrics *m, const char *endpoint, int status);
+/* The bucket a forward pass of `rows` rows falls in. */
+int es_metrics_batch_bucket(int64_t rows);
+/* Writes the whole page. False when memory runs out. */
+bool es_metrics_render(const es_metrics *m, es_str *out);
+
+#endif

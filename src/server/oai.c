@@ -1,0 +1,516 @@
+/* oai.c — OpenAI request parsing, stop strings and response JSON (see oai.h). */
+#include "server/oai.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer/detok.h"
+
+void es_oai_error_set(es_oai_error *e, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
+    if (!e) return;
+    e->status = status;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+#define BAD(e, code, param, ...) (es_oai_error_set((e), 400, "invalid_request_error", (code), (param), __VA_ARGS__), false)
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s, n + 1);
+    return d;
+}
+
+static bool oom(es_oai_error *e) {
+    es_oai_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return false;
+}
+
+/* A JSON number that is an integer in [lo, hi]. */
+static bool get_int(const cJSON *v, double lo, double hi, int64_t *out) {
+    if (!cJSON_IsNumber(v)) return false;
+    const double d = v->valuedouble;
+    if (!isfinite(d) || floor(d) != d || d < lo || d > hi) return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+static bool is_null(const cJSON *v) { return !v || cJSON_IsNull(v); }
+
+/* Optional number field in [lo, hi] (lo_open: lo itself excluded). */
+static bool opt_number(const cJSON *root, const char *name, double lo, bool lo_open, double hi, double *out, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (is_null(v)) return true;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return BAD(e, "invalid_type", name, "'%s' must be a number", name);
+    const double d = v->valuedouble;
+    if (d < lo || (lo_open && d == lo) || d > hi)
+        return BAD(e, "invalid_value", name, "'%s' must be %s %g and <= %g, got %g", name, lo_open ? ">" : ">=", lo, hi, d);
+    *out = d;
+    return true;
+}
+
+static bool opt_bool(const cJSON *root, const char *name, bool *out, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (is_null(v)) return true;
+    if (!cJSON_IsBool(v)) return BAD(e, "invalid_type", name, "'%s' must be a boolean", name);
+    *out = cJSON_IsTrue(v);
+    return true;
+}
+
+/* Refuses a field that is present and not one of its "off" values. */
+static bool refuse_if_set(const cJSON *root, const char *name, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (is_null(v) || cJSON_IsFalse(v)) return true;
+    return BAD(e, "unsupported_parameter", name, "'%s' is not supported by this server", name);
+}
+
+static bool parse_stop(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (is_null(v)) return true;
+    const cJSON *one[1] = {v};
+    int n = 1;
+    if (cJSON_IsArray(v)) {
+        n = cJSON_GetArraySize(v);
+        if (n > ES_OAI_MAX_STOP) return BAD(e, "invalid_value", "stop", "'stop' holds at most %d strings, got %d", ES_OAI_MAX_STOP, n);
+    } else if (!cJSON_IsString(v)) {
+        return BAD(e, "invalid_type", "stop", "'stop' must be a string or an array of strings");
+    }
+    for (int i = 0; i < n; i++) {
+        const cJSON *s = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, i) : one[0];
+        if (!cJSON_IsString(s)) return BAD(e, "invalid_type", "stop", "'stop' must be a string or an array of strings");
+        const size_t len = strlen(s->valuestring);
+        if (len == 0) return BAD(e, "invalid_value", "stop", "stop strings must not be empty");
+        if (len > ES_OAI_MAX_STOP_LEN) return BAD(e, "invalid_value", "stop", "stop strings are limited to %d bytes", ES_OAI_MAX_STOP_LEN);
+        if (!es_utf8_valid(s->valuestring, len)) return BAD(e, "invalid_value", "stop", "stop strings must be valid UTF-8");
+        if (!(r->stop[r->n_stop] = dup_str(s->valuestring))) return oom(e);
+        r->n_stop++;
+    }
+    return true;
+}
+
+/* Token ids of a prompt given as an array of integers. */
+static bool parse_ids(const cJSON *a, es_oai_request *r, es_oai_error *e) {
+    const int n = cJSON_GetArraySize(a);
+    if (n < 1) return BAD(e, "invalid_value", "prompt", "'prompt' must not be empty");
+    if (n > ES_OAI_MAX_PROMPT_IDS) return BAD(e, "invalid_value", "prompt", "'prompt' holds more than %d tokens", ES_OAI_MAX_PROMPT_IDS);
+    if (!(r->prompt_ids = malloc((size_t)n * sizeof(int32_t)))) return oom(e);
+    int i = 0;
+    for (const cJSON *t = a->child; t; t = t->next, i++) {
+        int64_t id;
+        if (!get_int(t, 0, INT32_MAX, &id))
+            return BAD(e, "invalid_type", "prompt", "'prompt' token %d must be a non-negative integer token id", i);
+        r->prompt_ids[i] = (int32_t)id;
+    }
+    r->n_prompt_ids = n;
+    return true;
+}
+
+static bool parse_prompt(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (is_null(v)) return BAD(e, "missing_required_parameter", "prompt", "'prompt' is required");
+    if (cJSON_IsString(v)) return (r->prompt = dup_str(v->valuestring)) ? true : oom(e);
+    if (!cJSON_IsArray(v)) return BAD(e, "invalid_type", "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
+    const int n = cJSON_GetArraySize(v);
+    if (n == 0) return BAD(e, "invalid_value", "prompt", "'prompt' must not be empty");
+    const cJSON *first = v->child;
+    if (cJSON_IsString(first) || cJSON_IsArray(first)) {
+        /* a batch of prompts would mean several choices: only one is served per request */
+        if (n != 1) return BAD(e, "invalid_value", "prompt", "only one prompt per request is supported, got %d", n);
+        if (cJSON_IsString(first)) return (r->prompt = dup_str(first->valuestring)) ? true : oom(e);
+        return parse_ids(first, r, e);
+    }
+    if (cJSON_IsNumber(first)) return parse_ids(v, r, e);
+    return BAD(e, "invalid_type", "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
+}
+
+static bool parse_messages(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (is_null(v)) return BAD(e, "missing_required_parameter", "messages", "'messages' is required");
+    if (!cJSON_IsArray(v)) return BAD(e, "invalid_type", "messages", "'messages' must be an array");
+    const int n = cJSON_GetArraySize(v);
+    if (n < 1) return BAD(e, "invalid_value", "messages", "'messages' must hold at least one message");
+    if (n > ES_OAI_MAX_MESSAGES) return BAD(e, "invalid_value", "messages", "'messages' holds more than %d messages", ES_OAI_MAX_MESSAGES);
+    if (!(r->messages = calloc((size_t)n, sizeof *r->messages))) return oom(e);
+    int i = 0;
+    for (const cJSON *m = v->child; m; m = m->next, i++) {
+        char param[64];
+        snprintf(param, sizeof param, "messages[%d]", i);
+        if (!cJSON_IsObject(m)) return BAD(e, "invalid_type", param, "'%s' must be an object", param);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        snprintf(param, sizeof param, "messages[%d].role", i);
+        if (!cJSON_IsString(role)) return BAD(e, is_null(role) ? "missing_required_parameter" : "invalid_type", param, "'%s' must be a string", param);
+        const char *rs = role->valuestring;
+        if (!strcmp(rs, "developer")) rs = "system";
+        else if (!strcmp(rs, "function")) rs = "tool";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
+            return BAD(e, "invalid_value", param, "'%s' must be one of system, developer, user, assistant, tool; got '%.64s'", param,
+                       role->valuestring);
+        r->n_messages = i + 1;
+        if (!(r->messages[i].role = dup_str(rs))) return oom(e);
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        snprintf(param, sizeof param, "messages[%d].content", i);
+        es_str text = {0};
+        if (cJSON_IsString(c)) {
+            if (!es_str_puts(&text, c->valuestring)) return oom(e);
+        } else if (cJSON_IsArray(c)) {
+            for (const cJSON *p = c->child; p; p = p->next) {
+                const cJSON *ty = cJSON_GetObjectItemCaseSensitive(p, "type"), *tx = cJSON_GetObjectItemCaseSensitive(p, "text");
+                if (!cJSON_IsObject(p) || !cJSON_IsString(ty)) {
+                    es_str_free(&text);
+                    return BAD(e, "invalid_type", param, "'%s' parts must be objects with a 'type'", param);
+                }
+                if (strcmp(ty->valuestring, "text") != 0) {
+                    es_str_free(&text);
+                    return BAD(e, "unsupported_content", param, "'%s': content parts of type '%.32s' are not supported (text only)", param,
+                               ty->valuestring);
+                }
+                if (!cJSON_IsString(tx)) {
+                    es_str_free(&text);
+                    return BAD(e, "invalid_type", param, "'%s': a text part needs a string 'text'", param);
+                }
+                if (!es_str_puts(&text, tx->valuestring)) {
+                    es_str_free(&text);
+                    return oom(e);
+                }
+            }
+        } else if (!is_null(c)) {
+            return BAD(e, "invalid_type", param, "'%s' must be a string, an array of content parts or null", param);
+        }
+        r->messages[i].content = text.s ? text.s : dup_str("");
+        if (!r->messages[i].content) return oom(e);
+    }
+    return true;
+}
+
+static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!is_null(v)) {
+        if (!cJSON_IsString(v)) return BAD(e, "invalid_type", "model", "'model' must be a string");
+        if (!(r->model = dup_str(v->valuestring))) return oom(e);
+    }
+    if (r->kind == ES_OAI_CHAT) {
+        if (!parse_messages(root, r, e)) return false;
+    } else if (!parse_prompt(root, r, e)) {
+        return false;
+    }
+    const char *mt_name = "max_tokens";
+    v = cJSON_GetObjectItemCaseSensitive(root, mt_name);
+    if (is_null(v) && r->kind == ES_OAI_CHAT) {
+        mt_name = "max_completion_tokens";
+        v = cJSON_GetObjectItemCaseSensitive(root, mt_name);
+    }
+    if (!is_null(v)) {
+        int64_t mt;
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || floor(v->valuedouble) != v->valuedouble)
+            return BAD(e, "invalid_type", mt_name, "'%s' must be an integer", mt_name);
+        if (!get_int(v, 1, INT32_MAX, &mt))
+            return BAD(e, "invalid_value", mt_name, "'%s' must be at least 1, got %.0f", mt_name, v->valuedouble);
+        r->max_tokens = (int)mt;
+    }
+    if (!opt_number(root, "temperature", 0, false, 2, &r->temperature, e)) return false;
+    if (!opt_number(root, "top_p", 0, true, 1, &r->top_p, e)) return false;
+    if (!opt_number(root, "min_p", 0, false, 1, &r->min_p, e)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "top_k");
+    if (!is_null(v)) {
+        int64_t k;
+        if (!get_int(v, 0, 1 << 30, &k)) return BAD(e, "invalid_value", "top_k", "'top_k' must be an integer >= 0");
+        r->top_k = (int)k;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    if (!is_null(v)) {
+        int64_t s;
+        /* JSON numbers are doubles here: integers up to 2^53 are exact */
+        if (!get_int(v, -9007199254740992.0, 9007199254740992.0, &s)) return BAD(e, "invalid_type", "seed", "'seed' must be an integer");
+        r->seed = (uint64_t)s;
+        r->has_seed = true;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "n");
+    if (!is_null(v)) {
+        int64_t n;
+        if (!get_int(v, -1e9, 1e9, &n)) return BAD(e, "invalid_type", "n", "'n' must be an integer");
+        if (n != 1) return BAD(e, "invalid_value", "n", "only n = 1 is supported, got %lld", (long long)n);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "best_of");
+    if (!is_null(v)) {
+        int64_t n;
+        if (!get_int(v, -1e9, 1e9, &n)) return BAD(e, "invalid_type", "best_of", "'best_of' must be an integer");
+        if (n != 1) return BAD(e, "invalid_value", "best_of", "only best_of = 1 is supported, got %lld", (long long)n);
+    }
+    if (!parse_stop(root, r, e)) return false;
+    if (!opt_bool(root, "stream", &r->stream, e)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (!is_null(v)) {
+        if (!cJSON_IsObject(v)) return BAD(e, "invalid_type", "stream_options", "'stream_options' must be an object");
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(v, "include_usage");
+        if (!is_null(u)) {
+            if (!cJSON_IsBool(u)) return BAD(e, "invalid_type", "stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
+            r->include_usage = cJSON_IsTrue(u);
+        }
+    }
+    const char *penalties[] = {"presence_penalty", "frequency_penalty"};
+    for (int i = 0; i < 2; i++) {
+        double p = 0;
+        if (!opt_number(root, penalties[i], -2, false, 2, &p, e)) return false;
+        if (p != 0) return BAD(e, "unsupported_parameter", penalties[i], "'%s' is not supported by this server (only 0)", penalties[i]);
+    }
+    const char *refused[] = {"echo", "logprobs", "top_logprobs", "tools", "functions"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        v = cJSON_GetObjectItemCaseSensitive(root, refused[i]);
+        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) continue; /* empty tool lists change nothing */
+        if (cJSON_IsNumber(v) && v->valuedouble == 0) continue;
+        if (!refuse_if_set(root, refused[i], e)) return false;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "suffix");
+    if (!is_null(v) && !(cJSON_IsString(v) && v->valuestring[0] == 0))
+        return BAD(e, "unsupported_parameter", "suffix", "'suffix' is not supported by this server");
+    v = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (!is_null(v)) {
+        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
+        if (!cJSON_IsString(t)) return BAD(e, "invalid_type", "response_format", "'response_format' must be an object with a 'type'");
+        if (strcmp(t->valuestring, "text") != 0)
+            return BAD(e, "unsupported_parameter", "response_format", "response_format '%.32s' is not supported (text only)", t->valuestring);
+    }
+    return true;
+}
+
+bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request *out, es_oai_error *e) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->temperature = 1.0;
+    out->top_p = 1.0;
+    if (!body || len == 0)
+        return BAD(e, "invalid_json", NULL, "the request body is empty; send a JSON object (Content-Type: application/json)");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (root && end) { /* nothing but white space may follow the value */
+        for (const char *p = end; p < body + len; p++)
+            if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != 0) {
+                cJSON_Delete(root);
+                root = NULL;
+                break;
+            }
+    }
+    if (!root) {
+        const size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return BAD(e, "invalid_json", NULL, "the request body is not valid JSON (near byte %zu)", at);
+    }
+    bool ok = cJSON_IsObject(root) ? parse_fields(root, out, e) : BAD(e, "invalid_json", NULL, "the request body must be a JSON object");
+    cJSON_Delete(root);
+    if (!ok) es_oai_request_free(out);
+    return ok;
+}
+
+void es_oai_request_free(es_oai_request *r) {
+    if (!r) return;
+    free(r->model);
+    free(r->prompt);
+    free(r->prompt_ids);
+    for (int i = 0; i < r->n_messages; i++) {
+        free(r->messages[i].role);
+        free(r->messages[i].content);
+    }
+    free(r->messages);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    const int kind = r->kind;
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+}
+
+bool es_oai_check_context(int n_prompt, int max_tokens, int n_ctx, es_oai_error *e) {
+    if ((int64_t)n_prompt + (int64_t)max_tokens <= (int64_t)n_ctx) return true;
+    es_oai_error_set(e, 400, "invalid_request_error", "context_length_exceeded", "max_tokens",
+                     "This model's maximum context length is %d tokens. However, you requested %lld tokens (%d in the "
+                     "prompt, %d for the completion). Please reduce the prompt or max_tokens.",
+                     n_ctx, (long long)n_prompt + max_tokens, n_prompt, max_tokens);
+    return false;
+}
+
+/* ---- stop strings ---- */
+
+void es_stopstr_init(es_stopstr *s, char *const *stop, int n_stop) {
+    memset(s, 0, sizeof *s);
+    s->stop = stop;
+    s->n_stop = n_stop;
+}
+
+bool es_stopstr_feed(es_stopstr *s, const char *text, size_t n, es_str *out, bool *oomp) {
+    if (s->matched) return true;
+    if (s->n_stop == 0) {
+        if (!es_str_append(out, text, n) && oomp) *oomp = true;
+        return false;
+    }
+    if (!es_str_append(&s->hold, text, n)) {
+        if (oomp) *oomp = true;
+        return false;
+    }
+    const char *h = es_str_cstr(&s->hold);
+    const size_t hl = s->hold.len;
+    /* the earliest full match of any stop string */
+    size_t cut = hl;
+    for (int i = 0; i < s->n_stop; i++) {
+        const char *p = hl ? memmem(h, hl, s->stop[i], strlen(s->stop[i])) : NULL;
+        if (p && (size_t)(p - h) < cut) cut = (size_t)(p - h);
+    }
+    if (cut < hl) {
+        if (!es_str_append(out, h, cut) && oomp) *oomp = true;
+        s->matched = true;
+        es_str_clear(&s->hold);
+        return true;
+    }
+    /* hold back the longest tail that is a proper prefix of some stop string */
+    size_t keep = 0;
+    for (int i = 0; i < s->n_stop; i++) {
+        const size_t sl = strlen(s->stop[i]);
+        for (size_t k = sl - 1 < hl ? sl - 1 : hl; k > keep; k--)
+            if (memcmp(h + hl - k, s->stop[i], k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    if (!es_str_append(out, h, hl - keep) && oomp) *oomp = true;
+    es_str_consume(&s->hold, hl - keep);
+    return false;
+}
+
+bool es_stopstr_flush(es_stopstr *s, es_str *out) {
+    bool ok = s->matched || es_str_append(out, es_str_cstr(&s->hold), s->hold.len);
+    es_str_clear(&s->hold);
+    return ok;
+}
+
+void es_stopstr_free(es_stopstr *s) { es_str_free(&s->hold); }
+
+/* ---- JSON ---- */
+
+static char *print_delete(cJSON *o) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+static cJSON *envelope(int kind, const char *id, int64_t created, const char *model, bool chunk) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", kind == ES_OAI_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)created);
+    cJSON_AddStringToObject(o, "model", model ? model : "");
+    return o;
+}
+
+static void add_usage(cJSON *o, const es_oai_usage *u) {
+    cJSON *j = cJSON_AddObjectToObject(o, "usage");
+    if (!j) return;
+    cJSON_AddNumberToObject(j, "prompt_tokens", u->prompt_tokens);
+    cJSON_AddNumberToObject(j, "completion_tokens", u->completion_tokens);
+    cJSON_AddNumberToObject(j, "total_tokens", (double)u->prompt_tokens + u->completion_tokens);
+}
+
+static void add_finish(cJSON *c, const char *finish_reason) {
+    if (finish_reason) cJSON_AddStringToObject(c, "finish_reason", finish_reason);
+    else cJSON_AddNullToObject(c, "finish_reason");
+}
+
+char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text, const char *finish_reason,
+                           const es_oai_usage *u) {
+    cJSON *o = envelope(kind, id, created, model, false);
+    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+    cJSON *c = cJSON_CreateObject();
+    if (!choices || !c) {
+        cJSON_Delete(c);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (kind == ES_OAI_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(c, "message");
+        if (m) {
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddStringToObject(m, "content", text ? text : "");
+        }
+    } else {
+        cJSON_AddStringToObject(c, "text", text ? text : "");
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    add_finish(c, finish_reason);
+    if (u) add_usage(o, u);
+    return print_delete(o);
+}
+
+char *es_oai_chunk_json(int kind, const char *id, int64_t created, const char *model, const char *role, const char *text,
+                        const char *finish_reason) {
+    cJSON *o = envelope(kind, id, created, model, true);
+    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+    cJSON *c = cJSON_CreateObject();
+    if (!choices || !c) {
+        cJSON_Delete(c);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (kind == ES_OAI_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (d && role) cJSON_AddStringToObject(d, "role", role);
+        if (d && text) cJSON_AddStringToObject(d, "content", text);
+    } else {
+        cJSON_AddStringToObject(c, "text", text ? text : "");
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    add_finish(c, finish_reason);
+    return print_delete(o);
+}
+
+char *es_oai_usage_chunk_json(int kind, const char *id, int64_t created, const char *model, const es_oai_usage *u) {
+    cJSON *o = envelope(kind, id, created, model, true);
+    if (!o) return NULL;
+    cJSON_AddArrayToObject(o, "choices");
+    add_usage(o, u);
+    return print_delete(o);
+}
+
+char *es_oai_error_json(const es_oai_error *e) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *j = o ? cJSON_AddObjectToObject(o, "error") : NULL;
+    if (!j) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddStringToObject(j, "message", e->message);
+    cJSON_AddStringToObject(j, "type", e->type ? e->type : "server_error");
+    if (e->param[0]) cJSON_AddStringToObject(j, "param", e->param);
+    else cJSON_AddNullToObject(j, "param");
+    if (e->code) cJSON_AddStringToObject(j, "code", e->code);
+    else cJSON_AddNullToObject(j, "code");
+    return print_delete(o);
+}
+
+char *es_oai_models_json(const char *model, int64_t created, const char *owned_by) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    cJSON *m = cJSON_CreateObject();
+    if (!data || !m) {
+        cJSON_Delete(m);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddItemToArray(data, m);
+    cJSON_AddStringToObject(m, "id", model);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)created);
+    cJSON_AddStringToObject(m, "owned_by", owned_by ? owned_by : "edgespec");
+    return print_delete(o);
+}

@@ -1,0 +1,116 @@
+/* oai.h — the OpenAI-compatible API as pure functions: request parsing and validation (cJSON) into
+ * a plain struct with OpenAI-style errors, stop-string matching on streamed text, and the JSON of
+ * responses, stream chunks, model lists and errors. No sockets and no model here, so all of it is
+ * testable on its own (tests/test_oai.c); server/http.c puts it on the wire.
+ *
+ * Supported request fields (everything else is ignored, except the unsupported ones listed below,
+ * which are refused with 400 rather than silently changing what the client asked for):
+ *   model (string; echoed back), prompt (completions: a string, an array of one string, an array of
+ *   token ids, or an array of one array of token ids), messages (chat: system / developer / user /
+ *   assistant / tool roles; content a string, null, or an array of {"type":"text","text"} parts),
+ *   max_tokens / max_completion_tokens (>= 1), temperature [0, 2], top_p (0, 1], top_k >= 0 and
+ *   min_p [0, 1] (llama.cpp extensions), seed (integer), stop (string or array of up to 4
+ *   non-empty strings), n (1 only), stream, stream_options.include_usage, presence_penalty and
+ *   frequency_penalty (0 only), user (ignored).
+ * Refused: n != 1, best_of > 1, echo, logprobs / top_logprobs, suffix, response_format other than
+ *   text, tools / functions, non-zero penalties, non-text content parts. */
+#ifndef ES_SERVER_OAI_H
+#define ES_SERVER_OAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/str.h"
+
+#define ES_OAI_MAX_STOP 4         /* OpenAI's limit on stop strings */
+#define ES_OAI_MAX_STOP_LEN 256   /* bytes per stop string */
+#define ES_OAI_MAX_MESSAGES 4096
+#define ES_OAI_MAX_PROMPT_IDS (1 << 20)
+
+typedef enum es_oai_kind { ES_OAI_COMPLETION = 0, ES_OAI_CHAT = 1 } es_oai_kind;
+
+typedef struct es_oai_error {
+    int status;           /* HTTP status */
+    const char *type;     /* "invalid_request_error", "authentication_error", ... */
+    const char *code;     /* NULL or a short machine-readable code ("context_length_exceeded") */
+    char param[64];       /* the offending field, "" if none */
+    char message[512];
+} es_oai_error;
+
+typedef struct es_oai_message {
+    char *role;           /* "system", "user", "assistant", "tool" ("developer" is read as "system") */
+    char *content;        /* text parts joined; "" for null content */
+} es_oai_message;
+
+typedef struct es_oai_request {
+    int kind;                         /* es_oai_kind */
+    char *model;                      /* NULL when not given */
+    char *prompt;                     /* completions with a text prompt */
+    int32_t *prompt_ids;              /* completions with token ids */
+    int n_prompt_ids;
+    es_oai_message *messages;         /* chat */
+    int n_messages;
+    int max_tokens;                   /* 0: not given (completions default 16, chat: what fits) */
+    double temperature, top_p, min_p;
+    int top_k;
+    uint64_t seed;
+    bool has_seed;
+    char *stop[ES_OAI_MAX_STOP];
+    int n_stop;
+    bool stream, include_usage;
+} es_oai_request;
+
+/* Default max_tokens of a completion request without one (OpenAI's). */
+#define ES_OAI_COMPLETION_DEFAULT_MAX_TOKENS 16
+
+/* Parses a request body. On failure fills e (status 400) and returns false; *out is then empty. */
+bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request *out, es_oai_error *e);
+void es_oai_request_free(es_oai_request *r);
+
+/* Fills e as one of the OpenAI error kinds. */
+void es_oai_error_set(es_oai_error *e, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* 400 context_length_exceeded when prompt + max_tokens exceed the context (naming both numbers);
+ * true when it fits. */
+bool es_oai_check_context(int n_prompt, int max_tokens, int n_ctx, es_oai_error *e);
+
+/* ---- stop strings on streamed text ----
+ * Text that could be the beginning of a stop string is held back until it is known not to be; a
+ * match ends the text just before the stop string (which is not returned). */
+typedef struct es_stopstr {
+    char *const *stop;     /* borrowed: the request's strings */
+    int n_stop;
+    es_str hold;
+    bool matched;
+} es_stopstr;
+
+void es_stopstr_init(es_stopstr *s, char *const *stop, int n_stop);
+/* Appends to out the text that is safe to send. Returns true once a stop string has matched (out
+ * then ends before it; later calls add nothing). Sets *oom on allocation failure. */
+bool es_stopstr_feed(es_stopstr *s, const char *text, size_t n, es_str *out, bool *oom);
+/* End of the generation: releases what was held back. */
+bool es_stopstr_flush(es_stopstr *s, es_str *out);
+void es_stopstr_free(es_stopstr *s);
+
+/* ---- response JSON (malloc'd strings, NULL when memory runs out) ---- */
+
+typedef struct es_oai_usage {
+    int prompt_tokens, completion_tokens;
+} es_oai_usage;
+
+/* The whole non-streamed response: a text_completion or a chat.completion object. */
+char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text,
+                           const char *finish_reason, const es_oai_usage *u);
+/* One stream chunk. Chat: delta {role?, content?}; completions: text. finish_reason NULL while
+ * streaming. role NULL except on the first chat chunk; text NULL for an empty delta. */
+char *es_oai_chunk_json(int kind, const char *id, int64_t created, const char *model, const char *role, const char *text,
+                        const char *finish_reason);
+/* The final usage chunk (stream_options.include_usage): choices [] and usage. */
+char *es_oai_usage_chunk_json(int kind, const char *id, int64_t created, const char *model, const es_oai_usage *u);
+/* {"error":{"message","type","param","code"}} */
+char *es_oai_error_json(const es_oai_error *e);
+/* GET /v1/models */
+char *es_oai_models_json(const char *model, int64_t created, const char *owned_by);
+
+#endif
