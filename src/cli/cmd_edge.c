@@ -1,8 +1,12 @@
 /* cmd_edge.c — `edgespec edge`: generate with a remote target. The edge drafts locally with a small
  * model and the server (`edgespec serve`) verifies; or, with --no-draft / --server-spec, the edge is
  * a plain client of a server that generates. Confirmed text streams to stdout as it is confirmed;
- * with --json one object is printed at the end instead. */
+ * with --json one object is printed at the end instead. With --listen the edge instead serves the
+ * OpenAI-compatible API on this machine (edge/edge_http.h) until SIGINT / SIGTERM. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +16,8 @@
 #include "cli/run_opts.h"
 #include "cli/run_output.h"
 #include "edge/edge.h"
+#include "edge/edge_http.h"
+#include "server/chat.h"
 
 static const char *k_usage =
     "edgespec edge -d DRAFT.gguf --server HOST:PORT (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K]\n"
@@ -19,7 +25,10 @@ static const char *k_usage =
     "              [--draft-max K] [--draft-min K] [--draft-p-min P] [--tree-budget N] [--tree-depth N]\n"
     "              [--tree-width N] [--proactive on|off] [--no-draft | --server-spec]\n"
     "              [--emulate-rtt-ms MS] [--emulate-bandwidth-kbps K] [--fallback local|none] [--reconnect N]\n"
-    "              [--api-key K] [-t N] [--json]";
+    "              [--api-key K] [-t N] [--json]\n"
+    "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
+    "              [--http-api-key K] [--model-name NAME] [--chat-template FAMILY] [--http-max-body SIZE]\n"
+    "              [drafting and sampling options as above]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -53,7 +62,18 @@ static void print_help(void) {
            "  -t, --threads N           draft compute threads (default: number of cores)\n"
            "  -c, --ctx N               draft context length (default: the model's)\n"
            "  --no-bos                  do not prepend BOS\n"
-           "  --json                    print one JSON object with text, tokens, timings, spec and wire stats\n",
+           "  --json                    print one JSON object with text, tokens, timings, spec and wire stats\n\n"
+           "Local API: with --listen HOST:PORT (e.g. 127.0.0.1:8081) the edge serves the OpenAI-compatible API\n"
+           "(POST /v1/completions, /v1/chat/completions, GET /v1/models, /health, /metrics) instead of\n"
+           "generating one prompt: each request drafts here and is verified by the server. Runs until SIGINT.\n"
+           "  --listen HOST:PORT        where the local API listens (keep it on 127.0.0.1 unless you mean it)\n"
+           "  --parallel N              generations at once, each with its own server connection (default 4)\n"
+           "  --queue N                 requests waiting for a free worker before 503 (default 64)\n"
+           "  --http-api-key K          key the local API asks of its clients (Bearer; default none)\n"
+           "  --model-name NAME         the model id the API reports (default edgespec-edge)\n"
+           "  --chat-template FAMILY    auto (from the draft model's tokenizer.chat_template), chatml,\n"
+           "                            llama2, llama3, zephyr or fallback\n"
+           "  --http-max-body SIZE      largest request body in bytes (default 1048576)\n",
            k_usage);
 }
 
@@ -67,20 +87,34 @@ typedef struct edge_opts {
     bool fallback;
     int reconnect;
     const char *api_key;
+    /* --listen: the local OpenAI API */
+    bool listen;
+    char listen_host[256];
+    int listen_port;
+    int parallel, queue;
+    const char *http_key, *model_name;
+    int chat_family;
+    long max_body;
 } edge_opts;
 
-static bool parse_server(const char *v, edge_opts *o) {
+/* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port (min_port..65535). */
+static bool parse_hostport(const char *v, char *host, size_t cap, int *port, long min_port) {
     const char *colon = strrchr(v, ':');
     if (!colon || colon == v) return false;
-    long port;
-    if (!cli_parse_long(colon + 1, 1, 65535, &port)) return false;
+    long pv;
+    if (!cli_parse_long(colon + 1, min_port, 65535, &pv)) return false;
     size_t hl = (size_t)(colon - v);
     if (v[0] == '[' && hl >= 2 && v[hl - 1] == ']') { v++; hl -= 2; } /* [v6]:port */
-    if (hl == 0 || hl >= sizeof o->host_buf) return false;
-    memcpy(o->host_buf, v, hl);
-    o->host_buf[hl] = 0;
+    if (hl == 0 || hl >= cap) return false;
+    memcpy(host, v, hl);
+    host[hl] = 0;
+    *port = (int)pv;
+    return true;
+}
+
+static bool parse_server(const char *v, edge_opts *o) {
+    if (!parse_hostport(v, o->host_buf, sizeof o->host_buf, &o->port, 1)) return false;
     o->host = o->host_buf;
-    o->port = (int)port;
     return true;
 }
 
@@ -93,6 +127,9 @@ static int parse(int argc, char **argv, edge_opts *o) {
     o->hints = true;
     o->io_timeout = 60;
     o->reconnect = 5;
+    o->parallel = 4;
+    o->queue = 64;
+    o->chat_family = -1;
     char **rest = calloc((size_t)argc + 3, sizeof *rest);
     if (!rest) return cli_error("edge", "out of memory");
     int nr = 0;
@@ -152,6 +189,36 @@ static int parse(int argc, char **argv, edge_opts *o) {
         } else if (!strcmp(a, "--api-key")) {
             NEED_VALUE();
             o->api_key = v;
+        } else if (!strcmp(a, "--listen")) {
+            NEED_VALUE();
+            if (!parse_hostport(v, o->listen_host, sizeof o->listen_host, &o->listen_port, 0))
+                rc = cli_usage_error("edge", k_usage, "--listen must be HOST:PORT, got '%s'", v);
+            o->listen = true;
+        } else if (!strcmp(a, "--parallel")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 1, 256, &lv)) rc = cli_usage_error("edge", k_usage, "--parallel must be in 1..256, got '%s'", v);
+            o->parallel = (int)lv;
+        } else if (!strcmp(a, "--queue")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 0, 1 << 20, &lv)) rc = cli_usage_error("edge", k_usage, "--queue must be in 0..1048576, got '%s'", v);
+            o->queue = (int)lv;
+        } else if (!strcmp(a, "--http-api-key")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 256) rc = cli_usage_error("edge", k_usage, "--http-api-key must be 1..256 bytes");
+            o->http_key = v;
+        } else if (!strcmp(a, "--model-name")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 255) rc = cli_usage_error("edge", k_usage, "--model-name must be 1..255 bytes");
+            o->model_name = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            NEED_VALUE();
+            o->chat_family = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
+            if (strcmp(v, "auto") && o->chat_family < 0)
+                rc = cli_usage_error("edge", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
+        } else if (!strcmp(a, "--http-max-body")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 256, 1L << 30, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-body must be in 256..1073741824 bytes, got '%s'", v);
+            o->max_body = lv;
         } else if (!strcmp(a, "--repeat-penalty") || !strcmp(a, "--repeat-last-n") || !strcmp(a, "-b") || !strcmp(a, "--batch") ||
                    !strcmp(a, "--synthetic-accept") || !strcmp(a, "--help-spec")) {
             rc = cli_usage_error("edge", k_usage, "%s is not available with `edgespec edge`", a);
@@ -168,6 +235,8 @@ static int parse(int argc, char **argv, edge_opts *o) {
     if (o->no_draft && o->server_spec) return cli_usage_error("edge", k_usage, "give --no-draft or --server-spec, not both");
     if (!have_draft && !o->no_draft && !o->server_spec)
         return cli_usage_error("edge", k_usage, "a draft model is required (-d DRAFT.gguf), or --no-draft / --server-spec");
+    if (o->listen && !have_draft)
+        return cli_usage_error("edge", k_usage, "--listen needs a draft model (-d DRAFT.gguf): it also tokenises the requests");
     if (!strcmp(o->r.accept, "greedy") && o->r.sp.temperature > 0)
         return cli_usage_error("edge", k_usage, "--accept greedy needs --temp 0; use match or rejection when sampling");
     return 0;
@@ -214,6 +283,102 @@ static void edge_log(void *ud, int level, const char *msg) {
     cli_log(NULL, level, line);
 }
 
+/* The edge parameters the options describe (shared by one-shot generation and --listen). */
+static es_edge_params edge_params(const edge_opts *o, const es_model *draft) {
+    es_edge_params p = es_edge_default_params();
+    p.host = o->host;
+    p.port = o->port;
+    p.draft = draft;
+    p.mode = o->no_draft ? ES_MODE_AR : o->server_spec ? ES_MODE_SERVER_SPEC : ES_MODE_EDGE;
+    p.rule = es_accept_rule_parse(o->r.accept);
+    p.sampling = o->r.sp;
+    es_drafter_params *dp = &p.draft_params;
+    dp->mode = strcmp(o->r.spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+    dp->k_max = o->r.draft_max;
+    dp->k_min = o->r.draft_min > o->r.draft_max ? o->r.draft_max : o->r.draft_min;
+    dp->p_min = (float)o->r.draft_p_min;
+    dp->adaptive = o->r.adaptive;
+    dp->tree_budget = o->r.tree_budget > ES_SPEC_MAX_NODES ? ES_SPEC_MAX_NODES : o->r.tree_budget;
+    dp->tree_depth = o->r.tree_depth;
+    dp->tree_width = o->r.tree_width;
+    dp->sample = p.rule == ES_ACCEPT_REJECTION;
+    dp->temperature = o->r.sp.temperature > 0 ? o->r.sp.temperature : 1.0f;
+    dp->seed = o->r.sp.seed;
+    p.proactive = o->proactive;
+    p.adapt_to_server = o->hints;
+    p.n_threads = o->r.n_threads;
+    p.n_ctx = o->r.n_ctx;
+    p.emulate_rtt_ms = o->rtt_ms;
+    p.emulate_bandwidth_kbps = o->kbps;
+    p.api_key = o->api_key;
+    p.reconnect_attempts = o->reconnect;
+    p.fallback_local = o->fallback;
+    p.io_timeout_s = o->io_timeout;
+    p.log = edge_log;
+    return p;
+}
+
+static void listen_log(void *ud, int level, const char *msg) {
+    (void)ud;
+    if (level <= 2) fprintf(stderr, "edgespec edge: %s\n", msg);
+}
+
+/* --listen: serves the local OpenAI API until SIGINT / SIGTERM, then prints what it did. */
+static int run_listen(edge_opts *o) {
+    /* blocked before any thread exists, so that only this thread takes them (sigwait) */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = 1;
+    es_err err = {{0}};
+    es_edge_http *srv = NULL;
+    es_model *draft = es_run_load_model(o->r.draft_path);
+    if (!draft) goto done;
+    char name[256];
+    snprintf(name, sizeof name, "%s", o->model_name ? o->model_name : "edgespec-edge");
+    es_edge_http_params hp = es_edge_http_default_params();
+    hp.host = o->listen_host;
+    hp.port = o->listen_port;
+    hp.edge = edge_params(o, draft);
+    hp.workers = o->parallel;
+    hp.queue = o->queue;
+    hp.api_key = o->http_key;
+    hp.model_name = name;
+    hp.max_body = (size_t)o->max_body;
+    hp.chat_family = o->chat_family;
+    hp.log = listen_log;
+    if (es_edge_http_start(&hp, &srv, &err) != ES_OK) {
+        cli_error("edge", "%s", err.msg);
+        goto done;
+    }
+    const bool v6 = strchr(o->listen_host, ':') != NULL;
+    fprintf(stderr, "edgespec edge: draft %s, server %s:%d, %d workers\n", o->r.draft_path, o->host, o->port, o->parallel);
+    fprintf(stderr, "HTTP API listening on http://%s%s%s:%d\n", v6 ? "[" : "", o->listen_host, v6 ? "]" : "",
+            es_edge_http_port(srv));
+    fflush(stderr);
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    fprintf(stderr, "edgespec edge: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    es_edge_http_stats st;
+    es_edge_http_get_stats(srv, &st);
+    es_edge_http_free(srv);
+    srv = NULL;
+    fprintf(stderr, "edgespec edge: %lld generations (%lld failed, %lld refused), %lld prompt / %lld generated tokens, "
+                    "%lld rounds, acceptance length %.2f\n",
+            (long long)st.generations, (long long)st.failures, (long long)st.refused, (long long)st.prompt_tokens,
+            (long long)st.generated_tokens, (long long)st.rounds, st.rounds ? 1.0 + (double)st.accepted / (double)st.rounds : 0.0);
+    rc = 0;
+done:
+    es_edge_http_free(srv);
+    es_model_free(draft);
+    es_run_opts_free(&o->r);
+    return rc;
+}
+
 int cmd_edge(int argc, char **argv) {
     edge_opts o;
     int rc = parse(argc, argv, &o);
@@ -222,6 +387,7 @@ int cmd_edge(int argc, char **argv) {
         return 0;
     }
     if (rc != 0) return rc;
+    if (o.listen) return run_listen(&o);
     rc = 1;
     es_err err = {{0}};
     es_model *draft = NULL;
@@ -235,36 +401,7 @@ int cmd_edge(int argc, char **argv) {
     const es_tokenizer *tok = draft ? es_model_tokenizer(draft) : NULL;
     if (tok && es_run_tokenize(tok, &o.r, &pr) != 0) goto done;
 
-    es_edge_params p = es_edge_default_params();
-    p.host = o.host;
-    p.port = o.port;
-    p.draft = draft;
-    p.mode = o.no_draft ? ES_MODE_AR : o.server_spec ? ES_MODE_SERVER_SPEC : ES_MODE_EDGE;
-    p.rule = es_accept_rule_parse(o.r.accept);
-    p.sampling = o.r.sp;
-    es_drafter_params *dp = &p.draft_params;
-    dp->mode = strcmp(o.r.spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
-    dp->k_max = o.r.draft_max;
-    dp->k_min = o.r.draft_min > o.r.draft_max ? o.r.draft_max : o.r.draft_min;
-    dp->p_min = (float)o.r.draft_p_min;
-    dp->adaptive = o.r.adaptive;
-    dp->tree_budget = o.r.tree_budget > ES_SPEC_MAX_NODES ? ES_SPEC_MAX_NODES : o.r.tree_budget;
-    dp->tree_depth = o.r.tree_depth;
-    dp->tree_width = o.r.tree_width;
-    dp->sample = p.rule == ES_ACCEPT_REJECTION;
-    dp->temperature = o.r.sp.temperature > 0 ? o.r.sp.temperature : 1.0f;
-    dp->seed = o.r.sp.seed;
-    p.proactive = o.proactive;
-    p.adapt_to_server = o.hints;
-    p.n_threads = o.r.n_threads;
-    p.n_ctx = o.r.n_ctx;
-    p.emulate_rtt_ms = o.rtt_ms;
-    p.emulate_bandwidth_kbps = o.kbps;
-    p.api_key = o.api_key;
-    p.reconnect_attempts = o.reconnect;
-    p.fallback_local = o.fallback;
-    p.io_timeout_s = o.io_timeout;
-    p.log = edge_log;
+    es_edge_params p = edge_params(&o, draft);
     if (es_edge_connect(&p, &e, &err) != ES_OK) {
         cli_error("edge", "%s:%d: %s", o.host, o.port, err.msg);
         goto done;

@@ -4,7 +4,10 @@
  *
  * Signals: SIGINT/SIGTERM are blocked before any thread exists, so every thread the server starts
  * inherits the mask and the main thread alone takes them with sigwait — no handler runs inside
- * library code. SIGPIPE is ignored (a vanished peer is an EPIPE, not a dead server). */
+ * library code. SIGPIPE is ignored (a vanished peer is an EPIPE, not a dead server).
+ *
+ * With --http-port the OpenAI-compatible API listens before the model is loaded: until then a small
+ * responder answers 503 ({"status":"loading"} on /health), then the server takes the same socket. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <pthread.h>
@@ -17,6 +20,8 @@
 
 #include "cli/cli.h"
 #include "net/proto.h"
+#include "server/chat.h"
+#include "server/http.h"
 #include "server/server.h"
 #include "spec/spec.h"
 
@@ -24,7 +29,9 @@ static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
     "               [--kv-memory SIZE] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
-    "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]";
+    "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
+    "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
+    "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback] [--http-no-spec]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -57,6 +64,18 @@ static void print_help(void) {
            "  --api-key KEY            clients must present KEY (default: $EDGESPEC_API_KEY if set, else\n"
            "                           none). Keys on a command line are visible to other local users:\n"
            "                           prefer the environment variable.\n"
+           "  --http-port N            also serve the OpenAI-compatible HTTP API on port N (0 = any free\n"
+           "                           port): POST /v1/completions, /v1/chat/completions (streaming with\n"
+           "                           \"stream\": true), GET /v1/models, /health, /metrics (Prometheus).\n"
+           "                           Requests share the scheduler and batches with edge sessions.\n"
+           "  --http-host ADDR         address of the HTTP API (default: --host)\n"
+           "  --http-max-body SIZE     largest request body (default 1M; larger ones get 413)\n"
+           "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
+           "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
+           "                           tokenizer.chat_template), chatml, llama2, llama3, zephyr, or\n"
+           "                           fallback (\"role: text\" lines)\n"
+           "  --http-no-spec           with --draft, HTTP requests still generate autoregressively\n"
+           "                           (default: they use the server-side draft)\n"
            "  --json                   at exit, print one JSON object with the statistics on stdout\n"
            "  --verbose                log every connection and session event on stderr\n\n"
            "The protocol is plain TCP without encryption: put it behind a TLS tunnel or VPN when it leaves\n"
@@ -145,6 +164,11 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
             (long long)k->sessions_refused, (long long)k->sessions_failed, (long long)st->connections_total,
             (long long)st->connections_refused, (long long)st->frames_in, (long long)st->frames_out,
             (long long)st->bytes_in, (long long)st->bytes_out, (long long)st->protocol_errors);
+    if (st->http.requests)
+        fprintf(stderr, "edgespec serve: http %lld requests (%lld errors, %lld completions, %lld client disconnects), "
+                        "%lld prompt / %lld completion tokens\n",
+                (long long)st->http.requests, (long long)st->http.errors, (long long)st->http.completions,
+                (long long)st->http.disconnects, (long long)st->http.prompt_tokens, (long long)st->http.completion_tokens);
 }
 
 static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port) {
@@ -183,6 +207,15 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "protocol_errors", (double)st->protocol_errors);
     cJSON_AddNumberToObject(o, "kv_blocks_total", (double)k->kv_blocks_total);
     cJSON_AddNumberToObject(o, "kv_bytes_per_block", (double)k->kv_bytes_per_block);
+    cJSON *h = cJSON_AddObjectToObject(o, "http");
+    if (h) {
+        cJSON_AddNumberToObject(h, "requests", (double)st->http.requests);
+        cJSON_AddNumberToObject(h, "errors", (double)st->http.errors);
+        cJSON_AddNumberToObject(h, "completions", (double)st->http.completions);
+        cJSON_AddNumberToObject(h, "disconnects", (double)st->http.disconnects);
+        cJSON_AddNumberToObject(h, "prompt_tokens", (double)st->http.prompt_tokens);
+        cJSON_AddNumberToObject(h, "completion_tokens", (double)st->http.completion_tokens);
+    }
     char *txt = cJSON_PrintUnformatted(o);
     if (txt) printf("%s\n", txt);
     fflush(stdout);
@@ -192,7 +225,8 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
 
 int cmd_serve(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *host = "127.0.0.1", *api_key = NULL;
-    long port = 7700;
+    const char *http_host = NULL, *model_name = NULL;
+    long port = 7700, http_port = -1;
     bool json = false, verbose = false;
     es_server_params sp = es_server_default_params();
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
@@ -278,6 +312,31 @@ int cmd_serve(int argc, char **argv) {
             if (!*v || strlen(v) > ES_PROTO_MAX_KEY)
                 return cli_usage_error("serve", k_usage, "--api-key must be 1..%d bytes", ES_PROTO_MAX_KEY);
             api_key = v;
+        } else if (!strcmp(a, "--http-port")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 0, 65535, &lv)) return cli_usage_error("serve", k_usage, "--http-port must be in 0..65535, got '%s'", v);
+            http_port = lv;
+        } else if (!strcmp(a, "--http-host")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--http-host must be a host name or address");
+            http_host = v;
+        } else if (!strcmp(a, "--http-max-body")) {
+            NEED_VALUE();
+            if (!parse_size(v, 256, 1ull << 30, &uv))
+                return cli_usage_error("serve", k_usage, "--http-max-body must be a size in 256..1G bytes, got '%s'", v);
+            sp.http_max_body = (size_t)uv;
+        } else if (!strcmp(a, "--model-name")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--model-name must be 1..255 bytes");
+            model_name = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            NEED_VALUE();
+            const int f = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
+            if (strcmp(v, "auto") && f < 0)
+                return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
+            sp.chat_family = f;
+        } else if (!strcmp(a, "--http-no-spec")) {
+            sp.http_server_spec = false;
         } else return cli_usage_error("serve", k_usage, "unknown option '%s'", a);
 #undef NEED_VALUE
     }
@@ -308,7 +367,36 @@ int cmd_serve(int argc, char **argv) {
     int rc = 1;
     es_model *target = NULL, *draft = NULL;
     es_server *srv = NULL;
+    es_http_loading *loading = NULL;
+    int http_fd = -1;
     es_err err = {{0}};
+    char name_buf[256];
+    if (http_port >= 0) {
+        if (!http_host) http_host = host;
+        int bound = 0;
+        if (es_http_listen(http_host, (int)http_port, &http_fd, &bound, &err) != ES_OK ||
+            es_http_loading_start(http_fd, &loading, &err) != ES_OK) {
+            cli_error("serve", "%s", err.msg);
+            goto done;
+        }
+        const bool v6h = strchr(http_host, ':') != NULL;
+        fprintf(stderr, "HTTP API listening on http://%s%s%s:%d\n", v6h ? "[" : "", http_host, v6h ? "]" : "", bound);
+        fflush(stderr);
+        if (!model_name) { /* the file's name without folders and .gguf */
+            const char *b = strrchr(model_path, '/');
+            snprintf(name_buf, sizeof name_buf, "%s", b ? b + 1 : model_path);
+            char *dot = strstr(name_buf, ".gguf");
+            if (dot && dot != name_buf && dot[5] == 0) *dot = 0;
+            model_name = name_buf;
+        }
+        /* tests stretch the loading phase to see /health answer 503 (not an option for users) */
+        const char *delay = getenv("EDGESPEC_TEST_LOAD_DELAY_MS");
+        long dms;
+        if (delay && cli_parse_long(delay, 0, 60000, &dms) && dms > 0) {
+            struct timespec ts = {dms / 1000, (dms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
     if (!(target = load_model(model_path))) goto done;
     if (draft_path) {
         if (!(draft = load_model(draft_path))) goto done;
@@ -328,6 +416,15 @@ int cmd_serve(int argc, char **argv) {
     sp.api_key = api_key;
     sp.log = serve_log;
     sp.log_ud = NULL;
+    if (http_fd >= 0) {
+        es_http_loading_stop(loading); /* the socket stays open: connections wait in its backlog */
+        loading = NULL;
+        sp.http = true;
+        sp.http_fd = http_fd;
+        sp.http_host = http_host;
+        sp.model_name = model_name;
+        http_fd = -1; /* es_server_start owns it now */
+    }
     double t0 = cli_now();
     if (es_server_start(&sp, &srv, &err) != ES_OK) {
         cli_error("serve", "%s", err.msg);
@@ -341,12 +438,14 @@ int cmd_serve(int argc, char **argv) {
             sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key ? ", api key required" : "",
             local ? "" : ", reachable from other machines");
     fprintf(stderr, "listening on %s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", es_server_port(srv));
+    if (sp.http) fprintf(stderr, "edgespec serve: HTTP API ready (model \"%s\")\n", model_name);
     fflush(stderr);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
     }
     fprintf(stderr, "edgespec serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    es_server_stop(srv);
     es_server_stats st;
     es_server_get_stats(srv, &st);
     int port_used = es_server_port(srv);
@@ -357,6 +456,8 @@ int cmd_serve(int argc, char **argv) {
     else print_stats_human(&st, uptime);
     rc = 0;
 done:
+    es_http_loading_stop(loading);
+    if (http_fd >= 0) close(http_fd);
     es_server_free(srv);
     es_model_free(draft);
     es_model_free(target);

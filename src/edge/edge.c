@@ -21,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -409,6 +410,7 @@ struct es_edge {
     es_spec_tree tree, next;       /* the round's tree; the tree drafted under a bet */
     es_spec_verdict bet;           /* the bet path as a made-up verdict */
     es_edge_stats *st;             /* stats of the running generation (wire counters), or NULL */
+    atomic_bool cancel;            /* es_edge_cancel: stop at the next confirmed tokens */
 };
 
 static void edge_log(const es_edge *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -639,6 +641,23 @@ void es_edge_free(es_edge *e) {
 
 const es_msg_welcome *es_edge_server_info(const es_edge *e) { return &e->welcome; }
 
+void es_edge_cancel(es_edge *e, bool cancel) {
+    if (e) atomic_store(&e->cancel, cancel);
+}
+
+es_status es_edge_set_sampling(es_edge *e, int rule, const es_sampler_params *sampling, es_err *err) {
+    if (!e || !sampling) return es_fail(err, ES_ERR_INVALID_ARG, "null edge or sampling parameters");
+    if (rule < ES_ACCEPT_GREEDY || rule > ES_ACCEPT_REJECTION)
+        return es_fail(err, ES_ERR_INVALID_ARG, "acceptance rule %d is not available to edges", rule);
+    if (rule == ES_ACCEPT_GREEDY && sampling->temperature != 0)
+        return es_fail(err, ES_ERR_INVALID_ARG, "the greedy rule needs temperature 0");
+    e->p.rule = rule;
+    e->p.sampling = *sampling;
+    e->p.draft_params.temperature = sampling->temperature > 0 ? sampling->temperature : 1.0f;
+    e->p.draft_params.seed = sampling->seed;
+    return ES_OK;
+}
+
 /* ---- one generation ------------------------------------------------------------------------- */
 
 typedef struct gen {
@@ -691,6 +710,10 @@ static void emit(gen *g, const int32_t *toks, int n) {
         g->st->ttft_s = now_s() - g->t_open;
     }
     if (shown > 0 && g->cb) g->cb(g->ud, g->out + first, shown, now_s() - g->t0);
+    if (!g->done && atomic_load(&g->e->cancel)) { /* the caller stopped it (possibly from the callback) */
+        g->done = true;
+        g->stop_reason = ES_STOP_CLIENT;
+    }
 }
 
 /* Sends OPEN for the rest of the generation (prompt + tokens so far) and waits for OPENED. */
@@ -1067,6 +1090,11 @@ static es_status generate(es_edge *e, const int32_t *prompt, int n_prompt, const
     if (prompt && n_prompt < 1) return es_fail(err, ES_ERR_INVALID_ARG, "the prompt must hold at least one token");
     if (!prompt && (!text || e->p.mode == ES_MODE_EDGE)) return es_fail(err, ES_ERR_INVALID_ARG, "edge mode needs prompt token ids");
     if (!e->w) return es_fail(err, ES_ERR_IO, "not connected");
+    if (atomic_load(&e->cancel)) { /* cancelled before it began */
+        st->n_prompt = prompt ? n_prompt : 0;
+        st->stop = ES_STOP_CLIENT;
+        return ES_OK;
+    }
     gen g;
     memset(&g, 0, sizeof g);
     g.e = e;

@@ -77,6 +77,15 @@ void es_edge_free(es_edge *e);
 /* The server's handshake answer (n_ctx, limits, fingerprint). */
 const es_msg_welcome *es_edge_server_info(const es_edge *e);
 
+/* Sets (cancel = true) or clears the request to stop the generation: while it is set, a running
+ * es_edge_generate* ends at the next confirmed tokens with stop ES_STOP_CLIENT (closing its server
+ * session), and one that starts returns at once with no tokens. Only the caller clears it.
+ * Thread-safe; may be called from the on_tokens callback. */
+void es_edge_cancel(es_edge *e, bool cancel);
+/* The target's sampling and the acceptance rule for the next generations (the draft samples at the
+ * same temperature, with the same seed). Not while a generation runs. */
+es_status es_edge_set_sampling(es_edge *e, int rule, const es_sampler_params *sampling, es_err *err);
+
 /* Generates up to max_tokens after the prompt (token ids, BOS included by the caller). Confirmed tokens
  * go to out (capacity max_tokens, stop token included) and, as they are confirmed, to on_tokens
  * (stop token excluded) with the time since the generation started. */

@@ -267,6 +267,8 @@ static void req_abandon(hreq *r, const char *why) {
     es_http *h = r->h;
     req_cancel(r);
     h->st.disconnects++;
+    h->st.completion_tokens += r->n_generated;
+    h->m.http_completion_tokens += r->n_generated;
     if (!r->stream) count(h, r->endpoint, 499); /* a stream was counted with its 200 */
     hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, r->n_generated);
 }
@@ -817,7 +819,7 @@ static void configure(struct evhttp *http, size_t max_body, double timeout_s) {
     evhttp_set_timeout_tv(http, &tv);
 }
 
-es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
+static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
     *out = NULL;
     if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
     if (p->n_ctx < 2) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: context of %d positions", p->n_ctx);
@@ -871,6 +873,7 @@ es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
             return st;
         }
     }
+    *fd_taken = true;
     h->bound = evhttp_accept_socket_with_handle(h->http, fd);
     if (!h->bound) {
         close(fd);
@@ -884,6 +887,14 @@ es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
          es_chat_family_name((es_chat_family)h->chat_family));
     *out = h;
     return ES_OK;
+}
+
+/* A socket handed over in p->fd is ours from here on: closed on failure. */
+es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
+    bool taken = false;
+    es_status st = http_start(p, out, &taken, err);
+    if (st != ES_OK && !taken && p && p->fd >= 0) close(p->fd);
+    return st;
 }
 
 int es_http_port(const es_http *h) { return h ? h->port : 0; }

@@ -86,7 +86,8 @@ typedef struct es_http_stats {
     int active;
 } es_http_stats;
 
-/* Starts listening on p->base (the loop may already run, on the calling thread). */
+/* Starts listening on p->base (the loop may already run, on the calling thread). A socket given in
+ * p->fd belongs to the es_http from here on (closed on failure too). */
 es_status es_http_start(const es_http_params *p, es_http **out, es_err *err);
 int es_http_port(const es_http *h);
 /* The backend's results for generation `id` (unknown ids are ignored: the request is gone).

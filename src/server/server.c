@@ -14,6 +14,11 @@
  * scheduler emits nothing more for that key, and then purges any of its events still queued: so a
  * client that re-opens the same session id never sees a stale event of the old one.
  *
+ * HTTP requests (server/http.h) are sessions of the same scheduler with keys SERVER_HTTP_KEY | request
+ * id (the top bit is never set in an edge key: connection ids stay below 2^31); their events go to the
+ * HTTP front end, which runs on this loop too. Cancelling one (client gone, stop string) is
+ * es_sched_close + purge, as for an edge session.
+ *
  * Connections die in two steps: conn_drop unlinks a connection (no more events, sessions closed) and
  * parks it on a dead list; a deferred event frees it once the current callback has returned, so no
  * callback ever runs on freed memory. */
@@ -41,6 +46,7 @@
 #include <unistd.h>
 
 #include "net/proto.h"
+#include "server/metrics.h"
 #include "util/err.h"
 
 #define ES_SERVER_MAX_OUTPUT_DEFAULT ((size_t)8 << 20)
@@ -48,6 +54,9 @@
 #define ES_SERVER_OBUF_CAP ((size_t)64 << 10) /* one outgoing frame: TOKENS of 4096 ids is ~16 KiB */
 #define ES_SERVER_CLOSE_GRACE_S 2.0 /* a closing connection gets this long to take its last frames */
 #define ES_SERVER_SHUTDOWN_GRACE_S 1.0
+#define SERVER_HTTP_KEY (1ull << 63) /* session keys of HTTP requests */
+
+_Static_assert(ES_SCHED_BATCH_HIST == ES_METRICS_BATCH_BUCKETS, "the batch histogram buckets must agree");
 
 /* ---- events crossing from the compute thread ---- */
 
@@ -134,6 +143,10 @@ struct es_server {
     int32_t *prompt_buf;               /* [max_prompt] */
     es_spec_tree *tree;                /* decode scratch */
 
+    es_http *http;                     /* the OpenAI API (NULL without one) */
+    int http_port;
+    char http_host[256], model_name[256];
+
     pthread_t loop_thread, compute_thread;
     bool loop_started, compute_started;
 };
@@ -169,6 +182,9 @@ es_server_params es_server_default_params(void) {
     p.handshake_timeout_s = 10;
     p.max_connections = 1024;
     p.max_output_bytes = ES_SERVER_MAX_OUTPUT_DEFAULT;
+    p.http_fd = -1;
+    p.chat_family = -1;
+    p.http_server_spec = true;
     return p;
 }
 
@@ -454,7 +470,26 @@ static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, .
 
 /* ---- events from the scheduler -> frames ---- */
 
+/* An event of an HTTP request's session, to the HTTP front end. */
+static void http_deliver(es_server *s, const es_sev *e) {
+    if (!s->http) return;
+    const uint64_t id = e->session & ~SERVER_HTTP_KEY;
+    switch (e->type) {
+    case ES_EV_TOKENS: es_http_on_tokens(s->http, id, e->data, e->n_tokens, e->n_generated); break;
+    case ES_EV_DONE: es_http_on_end(s->http, id, e->stop, e->n_generated, 0, NULL); break;
+    case ES_EV_ERROR:
+        es_http_on_end(s->http, id, ES_STOP_ERROR, e->n_generated, e->code == ES_PERR_CONTEXT ? 400 : 500,
+                       e->msg[0] ? e->msg : "session failed");
+        break;
+    default: break;
+    }
+}
+
 static void deliver_event(es_server *s, const es_sev *e) {
+    if (e->session & SERVER_HTTP_KEY) {
+        http_deliver(s, e);
+        return;
+    }
     es_conn *c = conn_find(s, (uint32_t)(e->session >> 32));
     if (!c || c->state != CONN_READY) return;
     uint32_t sid = (uint32_t)e->session;
@@ -933,7 +968,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->srv = s;
     c->bev = bev;
-    if (++s->next_conn_id == 0) s->next_conn_id = 1;
+    if (++s->next_conn_id >= 0x80000000u) s->next_conn_id = 1; /* the key's top bit marks HTTP sessions */
     c->id = s->next_conn_id;
     c->state = CONN_HANDSHAKE;
     c->t_open = c->t_active = now_s();
@@ -991,11 +1026,21 @@ static void accept_error_cb(struct evconnlistener *l, void *arg) {
 /* ---- timers and shutdown ---- */
 
 /* Handshake and idle timeouts, and closing connections that never took their last frames. */
+static void http_snapshot(es_server *s) {
+    if (!s->http) return;
+    es_http_stats hs;
+    es_http_get_stats(s->http, &hs);
+    pthread_mutex_lock(&s->stats_mu);
+    s->st.http = hs;
+    pthread_mutex_unlock(&s->stats_mu);
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     es_server *s = arg;
     double t = now_s();
+    http_snapshot(s);
     es_conn *next;
     for (es_conn *c = s->conns; c; c = next) {
         next = c->next;
@@ -1036,6 +1081,8 @@ static void begin_shutdown(es_server *s) {
         evconnlistener_free(s->listener);
         s->listener = NULL;
     }
+    const int http_open = s->http ? es_http_shutdown(s->http) : 0;
+    http_snapshot(s);
     es_conn *next;
     for (es_conn *c = s->conns; c; c = next) {
         next = c->next;
@@ -1045,10 +1092,11 @@ static void begin_shutdown(es_server *s) {
         }
         if (c->state == CONN_READY || c->state == CONN_HANDSHAKE) conn_fail(c, ES_PERR_SHUTDOWN, "server is stopping");
     }
-    if (s->n_conns == 0) {
+    if (s->n_conns == 0 && http_open == 0) {
         event_base_loopbreak(s->base);
         return;
     }
+    /* (HTTP replies just sent get the grace period to leave too) */
     struct timeval tv = {(time_t)ES_SERVER_SHUTDOWN_GRACE_S,
                          (suseconds_t)((ES_SERVER_SHUTDOWN_GRACE_S - (double)(time_t)ES_SERVER_SHUTDOWN_GRACE_S) * 1e6)};
     event_add(s->deadline_ev, &tv);
@@ -1109,14 +1157,88 @@ static es_status open_listener(es_server *s, es_err *err) {
     return ES_OK;
 }
 
-static void server_destroy(es_server *s) {
-    if (!s) return;
+/* ---- the HTTP API's backend: HTTP requests are scheduler sessions ---- */
+
+static es_status http_start(void *ud, const es_http_gen *g, int *granted, es_err *err) {
+    es_server *s = ud;
+    es_sched_session_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.id = SERVER_HTTP_KEY | g->id;
+    sp.mode = s->p.sched.draft && s->p.http_server_spec ? ES_MODE_SERVER_SPEC : ES_MODE_AR;
+    /* server-side speculation keeps the target's output: greedy at temperature 0, else the match rule */
+    sp.rule = g->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : ES_ACCEPT_MATCH;
+    sp.sampling = g->sampling;
+    sp.max_tokens = g->max_tokens;
+    sp.stop = g->stop;
+    sp.n_stop = g->n_stop;
+    return es_sched_open(s->sched, &sp, g->prompt, g->n_prompt, granted, err);
+}
+
+static void http_cancel(void *ud, uint64_t id) {
+    es_server *s = ud;
+    const uint64_t key = SERVER_HTTP_KEY | id;
+    es_sched_close(s->sched, key);
+    purge_session_events(s, key);
+}
+
+/* The scheduler's part of /metrics (loop thread: the connection list is ours). */
+static void http_metrics(void *ud, es_metrics *m) {
+    es_server *s = ud;
+    es_sched_stats k;
+    es_sched_get_stats(s->sched, &k);
+    int edge = 0;
+    for (const es_conn *c = s->conns; c; c = c->next) edge += c->n_sess;
+    m->edge_active = edge;
+    m->prompt_tokens = k.prompt_tokens;
+    m->generated_tokens = k.tokens_generated;
+    m->refused = k.sessions_refused;
+    m->drafts = k.rounds;
+    m->draft_tokens = k.drafted;
+    m->accepted_tokens = k.accepted;
+    m->kv_blocks_used = k.kv_blocks_used;
+    m->kv_blocks_total = k.kv_blocks_total;
+    for (int b = 0; b < ES_METRICS_BATCH_BUCKETS; b++) m->batch_buckets[b] = k.batch_hist[b];
+    m->batch_count = k.steps;
+    m->batch_sum = k.batch_rows;
+}
+
+static es_status start_http(es_server *s, es_err *err) {
+    es_http_params hp = es_http_default_params();
+    hp.base = s->base;
+    snprintf(s->http_host, sizeof s->http_host, "%s", s->p.http_host && *s->p.http_host ? s->p.http_host : s->host);
+    snprintf(s->model_name, sizeof s->model_name, "%s", s->p.model_name && *s->p.model_name ? s->p.model_name : "edgespec");
+    hp.host = s->http_host;
+    hp.port = s->p.http_port;
+    hp.fd = s->p.http_fd;
+    hp.api_key = s->need_key ? s->api_key : NULL;
+    hp.model_name = s->model_name;
+    hp.owned_by = "edgespec";
+    if (s->p.http_max_body) hp.max_body = s->p.http_max_body;
+    if (s->p.idle_timeout_s > 0) hp.timeout_s = s->p.idle_timeout_s;
+    hp.tok = s->p.target_tok;
+    hp.n_ctx = s->n_ctx;
+    hp.chat_family = s->p.chat_family;
+    hp.backend.start = http_start;
+    hp.backend.cancel = http_cancel;
+    hp.backend.metrics = http_metrics;
+    hp.backend.ud = s;
+    hp.log = s->p.log;
+    hp.log_ud = s->p.log_ud;
+    es_status st = es_http_start(&hp, &s->http, err);
+    s->p.http_fd = -1; /* taken over (or closed) either way */
+    if (st == ES_OK) s->http_port = es_http_port(s->http);
+    return st;
+}
+
+/* Stops the loop (shutdown with its grace period) and the compute thread; idempotent. */
+static void server_stop(es_server *s) {
     if (s->loop_started) {
         pthread_mutex_lock(&s->mu);
         s->stop_requested = true;
         pthread_mutex_unlock(&s->mu);
         wake_loop(s);
         pthread_join(s->loop_thread, NULL);
+        s->loop_started = false;
     }
     if (s->compute_started) {
         /* es_sched_stop may race with es_sched_run starting up; repeat until the thread is gone. */
@@ -1131,7 +1253,13 @@ static void server_destroy(es_server *s) {
             }
             if (pthread_timedjoin_np(s->compute_thread, NULL, &ts) == 0) break;
         }
+        s->compute_started = false;
     }
+}
+
+static void server_destroy(es_server *s) {
+    if (!s) return;
+    server_stop(s);
     while (s->conns) {
         es_conn *c = s->conns;
         s->conns = c->next;
@@ -1143,6 +1271,8 @@ static void server_destroy(es_server *s) {
         conn_free(c);
     }
     if (s->listener) evconnlistener_free(s->listener);
+    es_http_free(s->http); /* before the scheduler: it cancels what is still open */
+    s->http = NULL;
     if (s->wake_ev) event_free(s->wake_ev);
     if (s->tick_ev) event_free(s->tick_ev);
     if (s->reap_ev) event_free(s->reap_ev);
@@ -1165,7 +1295,7 @@ static void server_destroy(es_server *s) {
     free(s);
 }
 
-es_status es_server_start(const es_server_params *p, es_server **out, es_err *err) {
+static es_status server_start(const es_server_params *p, es_server **out, bool *http_fd_taken, es_err *err) {
     if (!out) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: out is NULL");
     *out = NULL;
     if (!p || !p->target) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: a target model is required");
@@ -1269,6 +1399,8 @@ es_status es_server_start(const es_server_params *p, es_server **out, es_err *er
 
     st = open_listener(s, err);
     if (st != ES_OK) goto fail;
+    *http_fd_taken = true;
+    if (p->http && (st = start_http(s, err)) != ES_OK) goto fail;
 
     if (pthread_create(&s->compute_thread, NULL, compute_main, s) != 0) {
         st = es_fail(err, ES_ERR_NOMEM, "cannot start the compute thread");
@@ -1289,7 +1421,16 @@ fail:
     return st;
 }
 
+es_status es_server_start(const es_server_params *p, es_server **out, es_err *err) {
+    bool taken = false;
+    es_status st = server_start(p, out, &taken, err);
+    if (st != ES_OK && !taken && p && p->http && p->http_fd >= 0) close(p->http_fd);
+    return st;
+}
+
 int es_server_port(const es_server *s) { return s ? s->port : 0; }
+
+int es_server_http_port(const es_server *s) { return s ? s->http_port : 0; }
 
 void es_server_get_stats(es_server *s, es_server_stats *out) {
     memset(out, 0, sizeof *out);
@@ -1298,6 +1439,10 @@ void es_server_get_stats(es_server *s, es_server_stats *out) {
     *out = s->st;
     pthread_mutex_unlock(&s->stats_mu);
     es_sched_get_stats(s->sched, &out->sched);
+}
+
+void es_server_stop(es_server *s) {
+    if (s) server_stop(s);
 }
 
 void es_server_free(es_server *s) { server_destroy(s); }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "edgespec.h"
+#include "server/http.h"
 #include "server/sched.h"
 
 typedef struct es_server es_server;
@@ -40,6 +41,17 @@ typedef struct es_server_params {
     int max_connections;         /* beyond this, a new connection gets ERROR busy (default 1024) */
     size_t max_output_bytes;     /* unread output a connection may pile up before it is dropped as a
                                     slow consumer (default 8 MiB) */
+    /* The OpenAI-compatible HTTP API (server/http.h) on the same loop and the same scheduler: each
+     * completion request is a session (autoregressive, or server-side speculation with sched.draft). */
+    bool http;                   /* serve it (default false) */
+    const char *http_host;       /* default: host */
+    int http_port;               /* 0: an ephemeral port (es_server_http_port) */
+    int http_fd;                 /* >= 0: a listening socket to take over (es_http_listen; closed by
+                                    es_server_start on failure too); default -1 */
+    size_t http_max_body;        /* request body limit (default 1 MiB) */
+    const char *model_name;      /* the model id the HTTP API reports (default "edgespec") */
+    int chat_family;             /* es_chat_family; -1 (default): from the model's chat template */
+    bool http_server_spec;       /* with a draft model: HTTP sessions draft on the server (default true) */
 } es_server_params;
 
 es_server_params es_server_default_params(void);
@@ -49,13 +61,19 @@ typedef struct es_server_stats {
     int64_t connections_total, connections_open, connections_refused;
     int64_t frames_in, frames_out, bytes_in, bytes_out;
     int64_t protocol_errors;     /* malformed / oversized / out-of-order frames answered with ERROR */
+    es_http_stats http;          /* the HTTP API (a snapshot refreshed every second while running) */
 } es_server_stats;
 
 /* Binds, listens, starts the loop thread and the compute thread; returns once accepting. */
 es_status es_server_start(const es_server_params *p, es_server **out, es_err *err);
 int es_server_port(const es_server *s);
+/* The HTTP API's port (0 without one). */
+int es_server_http_port(const es_server *s);
 void es_server_get_stats(es_server *s, es_server_stats *out);
-/* Stops accepting, tells open sessions ES_PERR_SHUTDOWN, joins the threads, frees everything. */
+/* Stops accepting, tells open sessions ES_PERR_SHUTDOWN (HTTP requests get 503 / an error event),
+ * and joins the threads; the statistics stay readable until es_server_free. */
+void es_server_stop(es_server *s);
+/* es_server_stop if still running, then frees everything. */
 void es_server_free(es_server *s);
 
 #endif

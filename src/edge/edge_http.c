@@ -1,0 +1,548 @@
+/* edge_http.c — the edge's local OpenAI-compatible API: evhttp front end on a loop thread, a pool of
+ * es_edge workers (see edge_http.h).
+ *
+ * Locks: `mu` guards the job queue, every worker's current job, the statistics and the stop flag;
+ * `ev_mu` guards the worker -> loop event queue. Neither is held while a generation runs or while the
+ * loop calls into the HTTP front end. A job is owned by the queue until a worker takes it (under mu),
+ * then by that worker until it posts the end event and frees it (under mu). Cancelling (loop thread,
+ * under mu) removes a queued job, or sets the cancel request of the es_edge running it; the worker
+ * clears that request under mu when it takes its next job, so a late cancel never reaches the wrong
+ * generation. Events of a cancelled request still in flight are purged or, arriving later, ignored by
+ * the front end (it no longer knows the id). */
+#include "edge/edge_http.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/err.h"
+
+#define EH_MAX_STOP 8
+
+typedef struct ejob {
+    struct ejob *next;
+    uint64_t id;
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;
+    es_sampler_params sampling;
+    int32_t stop[EH_MAX_STOP];
+    int n_stop;
+    int n_gen;                 /* tokens handed to the loop so far (worker only) */
+    struct es_edge_http *s;
+} ejob;
+
+typedef struct eworker {
+    struct es_edge_http *s;
+    es_edge *e;
+    pthread_t th;
+    bool started;
+    ejob *job;                 /* the generation running now (under mu) */
+} eworker;
+
+enum { EV_TOKENS = 1, EV_END = 2 };
+
+typedef struct eev {
+    struct eev *next;
+    int type;
+    uint64_t id;
+    int stop, n_generated, status;
+    char msg[sizeof(((es_err *)0)->msg)];
+    int n;
+    int32_t toks[];
+} eev;
+
+struct es_edge_http {
+    es_edge_http_params p;
+    char host[256], model_name[256], api_key[257];
+    int rule_sampled;          /* the acceptance rule for requests that sample */
+    int n_ctx;
+    const es_tokenizer *tok;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool mu_ok;
+    ejob *q_head, *q_tail;
+    int q_len;
+    bool stop;
+    es_edge_http_stats st;
+
+    pthread_mutex_t ev_mu;
+    bool ev_mu_ok;
+    eev *ev_head, *ev_tail;
+    bool stop_loop;
+    int wake_fd[2];
+
+    struct event_base *base;
+    struct event *wake_ev, *tick_ev, *deadline_ev;
+    es_http *http;
+    bool shutting_down;
+    pthread_t loop_th;
+    bool loop_started;
+
+    eworker *w;
+    int n_w;
+};
+
+static void ehlog(es_edge_http *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void ehlog(es_edge_http *s, int level, const char *fmt, ...) {
+    if (!s->p.log) return;
+    char buf[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    s->p.log(s->p.log_ud, level, buf);
+}
+
+es_edge_http_params es_edge_http_default_params(void) {
+    es_edge_http_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.port = 8081;
+    p.edge = es_edge_default_params();
+    p.workers = 4;
+    p.queue = 64;
+    p.model_name = "edgespec";
+    p.chat_family = -1;
+    return p;
+}
+
+/* ---- worker -> loop events ---- */
+
+static void wake(es_edge_http *s) {
+    const char c = 1;
+    ssize_t k = write(s->wake_fd[1], &c, 1); /* a full pipe already holds a wake-up */
+    (void)k;
+}
+
+static void post(es_edge_http *s, eev *e) {
+    pthread_mutex_lock(&s->ev_mu);
+    const bool was_empty = s->ev_head == NULL;
+    if (s->ev_tail) s->ev_tail->next = e;
+    else s->ev_head = e;
+    s->ev_tail = e;
+    pthread_mutex_unlock(&s->ev_mu);
+    if (was_empty) wake(s);
+}
+
+static void purge(es_edge_http *s, uint64_t id) {
+    pthread_mutex_lock(&s->ev_mu);
+    eev **pp = &s->ev_head, *last = NULL;
+    while (*pp) {
+        eev *e = *pp;
+        if (e->id == id) {
+            *pp = e->next;
+            free(e);
+        } else {
+            last = e;
+            pp = &e->next;
+        }
+    }
+    s->ev_tail = last;
+    pthread_mutex_unlock(&s->ev_mu);
+}
+
+/* Worker thread: confirmed tokens of the running job (stop tokens are not passed on by the edge).
+ * An allocation failure drops the piece; the usage count at the end stays right. */
+static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
+    (void)t_s;
+    ejob *j = ud;
+    j->n_gen += n;
+    eev *e = malloc(sizeof *e + (size_t)n * sizeof(int32_t));
+    if (!e) return;
+    memset(e, 0, sizeof *e);
+    e->type = EV_TOKENS;
+    e->id = j->id;
+    e->n_generated = j->n_gen;
+    e->n = n;
+    memcpy(e->toks, toks, (size_t)n * sizeof(int32_t));
+    post(j->s, e);
+}
+
+/* The HTTP status an edge failure stands for. */
+static int fail_status(es_status st) {
+    switch (st) {
+    case ES_ERR_BUSY:
+    case ES_ERR_FULL: return 503;
+    case ES_ERR_RANGE:
+    case ES_ERR_INVALID_ARG: return 400;
+    case ES_ERR_IO:
+    case ES_ERR_TIMEOUT:
+    case ES_ERR_PROTOCOL:
+    case ES_ERR_MISMATCH:
+    case ES_ERR_UNSUPPORTED: return 502;
+    default: return 500;
+    }
+}
+
+static void *worker_main(void *arg) {
+    eworker *w = arg;
+    es_edge_http *s = w->s;
+    sigset_t set; /* the embedding program handles signals (cmd_edge waits for them itself) */
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        ejob *j = s->q_head;
+        if (!j) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        s->q_head = j->next;
+        if (!s->q_head) s->q_tail = NULL;
+        s->q_len--;
+        w->job = j;
+        es_edge_cancel(w->e, false); /* a cancel aimed at the previous job must not hit this one */
+        pthread_mutex_unlock(&s->mu);
+
+        es_err err = {{0}};
+        es_edge_stats st;
+        memset(&st, 0, sizeof st);
+        int32_t *out = malloc(((size_t)j->max_tokens + 1) * sizeof *out);
+        es_status rc = out ? ES_OK : es_fail(&err, ES_ERR_NOMEM, "out of memory");
+        const int rule = j->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : s->rule_sampled;
+        if (rc == ES_OK) rc = es_edge_set_sampling(w->e, rule, &j->sampling, &err);
+        if (rc == ES_OK)
+            rc = es_edge_generate(w->e, j->prompt, j->n_prompt, j->max_tokens, j->stop, j->n_stop, out, &st, on_tokens, j, &err);
+        free(out);
+        eev *e = calloc(1, sizeof *e);
+        if (e) {
+            e->type = EV_END;
+            e->id = j->id;
+            e->n_generated = st.n_generated > j->n_gen ? st.n_generated : j->n_gen;
+            e->stop = rc == ES_OK ? st.stop : ES_STOP_ERROR;
+            e->status = rc == ES_OK ? 200 : fail_status(rc);
+            snprintf(e->msg, sizeof e->msg, "%s", rc == ES_OK ? "" : err.msg);
+            post(s, e);
+        }
+        if (rc != ES_OK) ehlog(s, 1, "generation failed: %s", err.msg);
+
+        pthread_mutex_lock(&s->mu);
+        w->job = NULL;
+        s->st.generations++;
+        if (rc != ES_OK) s->st.failures++;
+        s->st.prompt_tokens += j->n_prompt;
+        s->st.generated_tokens += st.n_generated;
+        s->st.rounds += st.rounds;
+        s->st.drafted += st.drafted;
+        s->st.accepted += st.accepted;
+        free(j->prompt);
+        free(j);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- the HTTP front end's backend (loop thread) ---- */
+
+static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *err) {
+    es_edge_http *s = ud;
+    if (g->n_stop + 1 > EH_MAX_STOP) return es_fail(err, ES_ERR_INTERNAL, "too many stop tokens");
+    ejob *j = calloc(1, sizeof *j);
+    int32_t *prompt = malloc((size_t)g->n_prompt * sizeof(int32_t));
+    if (!j || !prompt) {
+        free(j);
+        free(prompt);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    memcpy(prompt, g->prompt, (size_t)g->n_prompt * sizeof(int32_t));
+    j->id = g->id;
+    j->prompt = prompt;
+    j->n_prompt = g->n_prompt;
+    j->max_tokens = g->max_tokens;
+    j->sampling = g->sampling;
+    j->s = s;
+    memcpy(j->stop, g->stop, (size_t)g->n_stop * sizeof(int32_t));
+    j->n_stop = g->n_stop;
+    const int32_t eos = es_tokenizer_eos(s->tok);
+    if (eos >= 0) j->stop[j->n_stop++] = eos;
+    pthread_mutex_lock(&s->mu);
+    if (s->q_len >= s->p.queue) {
+        s->st.refused++;
+        const int busy = s->n_w;
+        pthread_mutex_unlock(&s->mu);
+        free(prompt);
+        free(j);
+        return es_fail(err, ES_ERR_BUSY, "all %d workers are busy and %d requests are waiting", busy, s->p.queue);
+    }
+    if (s->q_tail) s->q_tail->next = j;
+    else s->q_head = j;
+    s->q_tail = j;
+    s->q_len++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    *granted = g->max_tokens;
+    return ES_OK;
+}
+
+static void be_cancel(void *ud, uint64_t id) {
+    es_edge_http *s = ud;
+    pthread_mutex_lock(&s->mu);
+    ejob **pp = &s->q_head, *last = NULL;
+    bool found = false;
+    while (*pp) { /* still waiting: it never starts */
+        ejob *j = *pp;
+        if (j->id == id) {
+            *pp = j->next;
+            s->q_len--;
+            free(j->prompt);
+            free(j);
+            found = true;
+        } else {
+            last = j;
+            pp = &j->next;
+        }
+    }
+    s->q_tail = last;
+    for (int i = 0; i < s->n_w && !found; i++)
+        if (s->w[i].job && s->w[i].job->id == id) {
+            es_edge_cancel(s->w[i].e, true);
+            found = true;
+        }
+    pthread_mutex_unlock(&s->mu);
+    purge(s, id);
+}
+
+static void be_metrics(void *ud, es_metrics *m) {
+    es_edge_http *s = ud;
+    pthread_mutex_lock(&s->mu);
+    m->prompt_tokens = s->st.prompt_tokens;
+    m->generated_tokens = s->st.generated_tokens;
+    m->refused = s->st.refused;
+    m->drafts = s->st.rounds;
+    m->draft_tokens = s->st.drafted;
+    m->accepted_tokens = s->st.accepted;
+    m->queue_depth = s->q_len;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- the loop ---- */
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_edge_http *s = arg;
+    event_base_loopbreak(s->base);
+}
+
+static void snapshot(es_edge_http *s) {
+    es_http_stats hs;
+    es_http_get_stats(s->http, &hs);
+    pthread_mutex_lock(&s->mu);
+    s->st.http = hs;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    snapshot(arg);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    es_edge_http *s = arg;
+    char junk[256];
+    while (read(fd, junk, sizeof junk) > 0) {
+    }
+    pthread_mutex_lock(&s->ev_mu);
+    eev *list = s->ev_head;
+    s->ev_head = s->ev_tail = NULL;
+    const bool stop = s->stop_loop;
+    pthread_mutex_unlock(&s->ev_mu);
+    while (list) {
+        eev *e = list;
+        list = e->next;
+        if (e->type == EV_TOKENS) es_http_on_tokens(s->http, e->id, e->toks, e->n, e->n_generated);
+        else es_http_on_end(s->http, e->id, e->stop, e->n_generated, e->status, e->msg);
+        free(e);
+    }
+    if (stop && !s->shutting_down) {
+        s->shutting_down = true;
+        const int open = es_http_shutdown(s->http);
+        snapshot(s);
+        if (open == 0) {
+            event_base_loopbreak(s->base);
+        } else { /* let the last replies leave */
+            struct timeval tv = {0, 300000};
+            event_add(s->deadline_ev, &tv);
+        }
+    }
+}
+
+static void *loop_main(void *arg) {
+    es_edge_http *s = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+/* ---- start / free ---- */
+
+es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, es_err *err) {
+    *out = NULL;
+    if (!p || !p->edge.draft) return es_fail(err, ES_ERR_INVALID_ARG, "the edge's HTTP API needs a draft model (it also tokenises)");
+    if (p->workers < 1 || p->workers > 1024) return es_fail(err, ES_ERR_INVALID_ARG, "workers must be in 1..1024, got %d", p->workers);
+    if (p->queue < 0) return es_fail(err, ES_ERR_INVALID_ARG, "queue must be >= 0");
+    if (p->port < 0 || p->port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "port %d outside 0..65535", p->port);
+    es_edge_http *s = calloc(1, sizeof *s);
+    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    s->wake_fd[0] = s->wake_fd[1] = -1;
+    s->p = *p;
+    snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
+    snprintf(s->model_name, sizeof s->model_name, "%s", p->model_name && *p->model_name ? p->model_name : "edgespec");
+    snprintf(s->api_key, sizeof s->api_key, "%s", p->api_key ? p->api_key : "");
+    s->p.host = s->host;
+    s->p.model_name = s->model_name;
+    s->p.api_key = s->api_key;
+    s->tok = es_model_tokenizer(p->edge.draft);
+    /* sampled requests use the rule the edge was started with, unless that is greedy */
+    s->rule_sampled = p->edge.rule == ES_ACCEPT_GREEDY ? ES_ACCEPT_REJECTION : p->edge.rule;
+    s->p.edge.rule = ES_ACCEPT_GREEDY;
+    s->p.edge.sampling.temperature = 0;
+    es_status st = ES_OK;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->mu_ok = true;
+    pthread_mutex_init(&s->ev_mu, NULL);
+    s->ev_mu_ok = true;
+    s->w = calloc((size_t)p->workers, sizeof *s->w);
+    if (!s->w) {
+        es_edge_http_free(s);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < p->workers; i++) {
+        s->w[i].s = s;
+        if ((st = es_edge_connect(&s->p.edge, &s->w[i].e, err)) != ES_OK) {
+            es_edge_http_free(s);
+            return st;
+        }
+        s->n_w = i + 1;
+    }
+    const es_msg_welcome *wl = es_edge_server_info(s->w[0].e);
+    s->n_ctx = wl->n_ctx > 0 ? (int)wl->n_ctx : es_model_n_ctx_train(p->edge.draft);
+    const int n_ctx_draft = p->edge.n_ctx > 0 ? p->edge.n_ctx : es_model_n_ctx_train(p->edge.draft);
+    if (n_ctx_draft < s->n_ctx) s->n_ctx = n_ctx_draft;
+
+    if (pipe2(s->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
+        es_edge_http_free(s);
+        return es_fail(err, ES_ERR_IO, "cannot create a pipe: %s", strerror(errno));
+    }
+    s->base = event_base_new();
+    s->wake_ev = s->base ? event_new(s->base, s->wake_fd[0], EV_READ | EV_PERSIST, wake_cb, s) : NULL;
+    s->tick_ev = s->base ? event_new(s->base, -1, EV_PERSIST, tick_cb, s) : NULL;
+    s->deadline_ev = s->base ? event_new(s->base, -1, 0, deadline_cb, s) : NULL;
+    if (!s->wake_ev || !s->tick_ev || !s->deadline_ev) {
+        es_edge_http_free(s);
+        return es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
+    }
+    event_add(s->wake_ev, NULL);
+    struct timeval one = {1, 0};
+    event_add(s->tick_ev, &one);
+
+    es_http_params hp = es_http_default_params();
+    hp.base = s->base;
+    hp.host = s->host;
+    hp.port = p->port;
+    hp.api_key = s->api_key[0] ? s->api_key : NULL;
+    hp.model_name = s->model_name;
+    hp.owned_by = "edgespec-edge";
+    if (p->max_body) hp.max_body = p->max_body;
+    hp.tok = s->tok;
+    hp.n_ctx = s->n_ctx;
+    hp.chat_family = p->chat_family;
+    hp.backend.start = be_start;
+    hp.backend.cancel = be_cancel;
+    hp.backend.metrics = be_metrics;
+    hp.backend.ud = s;
+    hp.log = p->log;
+    hp.log_ud = p->log_ud;
+    if ((st = es_http_start(&hp, &s->http, err)) != ES_OK) {
+        es_edge_http_free(s);
+        return st;
+    }
+    for (int i = 0; i < s->n_w; i++) {
+        if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0) {
+            es_edge_http_free(s);
+            return es_fail(err, ES_ERR_NOMEM, "cannot start a worker thread");
+        }
+        s->w[i].started = true;
+    }
+    if (pthread_create(&s->loop_th, NULL, loop_main, s) != 0) {
+        es_edge_http_free(s);
+        return es_fail(err, ES_ERR_NOMEM, "cannot start the event-loop thread");
+    }
+    s->loop_started = true;
+    ehlog(s, 2, "local API on %s:%d, %d workers, server %s:%d", s->host, es_http_port(s->http), s->n_w, p->edge.host, p->edge.port);
+    *out = s;
+    return ES_OK;
+}
+
+int es_edge_http_port(const es_edge_http *s) { return s && s->http ? es_http_port(s->http) : 0; }
+
+void es_edge_http_get_stats(es_edge_http *s, es_edge_http_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void es_edge_http_free(es_edge_http *s) {
+    if (!s) return;
+    if (s->loop_started) { /* the loop ends the requests in flight, then stops */
+        pthread_mutex_lock(&s->ev_mu);
+        s->stop_loop = true;
+        pthread_mutex_unlock(&s->ev_mu);
+        wake(s);
+        pthread_join(s->loop_th, NULL);
+    }
+    if (s->mu_ok) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        for (int i = 0; i < s->n_w; i++)
+            if (s->w[i].job) es_edge_cancel(s->w[i].e, true);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    for (int i = 0; i < s->n_w; i++)
+        if (s->w[i].started) pthread_join(s->w[i].th, NULL);
+    es_http_free(s->http);
+    for (int i = 0; i < s->n_w; i++) es_edge_free(s->w[i].e);
+    free(s->w);
+    while (s->q_head) {
+        ejob *j = s->q_head;
+        s->q_head = j->next;
+        free(j->prompt);
+        free(j);
+    }
+    while (s->ev_head) {
+        eev *e = s->ev_head;
+        s->ev_head = e->next;
+        free(e);
+    }
+    if (s->wake_ev) event_free(s->wake_ev);
+    if (s->tick_ev) event_free(s->tick_ev);
+    if (s->deadline_ev) event_free(s->deadline_ev);
+    if (s->base) event_base_free(s->base);
+    if (s->wake_fd[0] >= 0) close(s->wake_fd[0]);
+    if (s->wake_fd[1] >= 0) close(s->wake_fd[1]);
+    if (s->ev_mu_ok) pthread_mutex_destroy(&s->ev_mu);
+    if (s->mu_ok) {
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+    }
+    free(s);
+}
