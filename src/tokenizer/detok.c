@@ -27,14 +27,15 @@ static bool cont_ok(unsigned char lead, int k, unsigned char c) {
     return c >= 0x80 && c <= 0xBF;
 }
 
-/* Length of the valid character at s[0..n): > 0 complete, 0 a valid but incomplete prefix, -1
- * invalid (the lead byte alone is to be replaced). */
+/* Length of the valid character at s[0..n): > 0 complete, 0 a valid but incomplete prefix, -k
+ * invalid: its first k bytes (the lead and the continuation bytes that were still valid, the
+ * "maximal subpart" of Unicode 3.9) become one U+FFFD. */
 static int char_at(const unsigned char *s, size_t n) {
     const int l = lead_len(s[0]);
     if (l == 0) return -1;
     for (int k = 1; k < l; k++) {
         if ((size_t)k >= n) return 0;
-        if (!cont_ok(s[0], k, s[k])) return -1;
+        if (!cont_ok(s[0], k, s[k])) return -k;
     }
     return l;
 }
@@ -65,10 +66,10 @@ bool es_detok_bytes(es_detok *d, const char *bytes, size_t n, es_str *out) {
             if (!es_str_append(out, (const char *)d->pend, (size_t)l)) return false;
             d->n_pend = 0;
         } else if (l < 0) {
-            /* the lead is replaced; the bytes after it are looked at again as new input */
+            /* the maximal subpart is replaced; the bytes after it are looked at again as new input */
             unsigned char rest[4];
-            const int nr = d->n_pend - 1;
-            memcpy(rest, d->pend + 1, (size_t)nr);
+            const int nr = d->n_pend + l;
+            memcpy(rest, d->pend - l, (size_t)nr);
             d->n_pend = 0;
             if (!es_str_append(out, k_replacement, sizeof k_replacement)) return false;
             if (!es_detok_bytes(d, (const char *)rest, (size_t)nr, out)) return false;
@@ -89,7 +90,7 @@ bool es_detok_bytes(es_detok *d, const char *bytes, size_t n, es_str *out) {
             return true;
         }
         if (!es_str_append(out, k_replacement, sizeof k_replacement)) return false;
-        i++;
+        i += (size_t)-l;
         run = i;
     }
     return es_str_append(out, bytes + run, i - run);

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# test_http.sh — the OpenAI-compatible HTTP API of `edgespec serve --http-port`, with curl:
+#  - /health answers 503 {"status":"loading"} while the model loads, then 200;
+#  - /v1/models, /v1/models/ID (404 for another id);
+#  - every error status: 401 (missing / wrong bearer key), 404, 405 (+ Allow), 413, 400 (invalid JSON,
+#    wrong type, negative max_tokens, temperature out of range, top_p, n, prompt + max_tokens beyond the
+#    context naming both numbers), 503 when the scheduler is full; errors in OpenAI form;
+#  - a greedy completion and a chat (fallback template) equal `edgespec run` on the same prompt text;
+#    streaming (SSE) gives the same text, a usage chunk and [DONE]; stop strings cut the text;
+#  - a client that disconnects mid-stream, or mid plain request, frees its session at once: the KV
+#    pages in use in /metrics return to 0 long before the generation would have ended;
+#  - /metrics is valid Prometheus text with the documented names, and its counters increase.
+set -u
+bin=${ES_BIN:-build/edgespec}
+models=${ES_TEST_MODELS:-build/models}
+tmp=${ES_BUILD:-build}/tmp/http
+mkdir -p "$tmp"
+model=$models/stories260K.gguf
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+command -v curl >/dev/null || { echo "test_http: curl is required (scripts/install-deps.sh installs it)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "test_http: python3 is required" >&2; exit 1; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+# start LOG ARGS...: starts serve, waits for the HTTP port line; sets $pid and $hport
+start() {
+  local log=$1; shift
+  "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 "$@" >"$log.out" 2>"$log" &
+  pid=$!
+  pids+=("$pid")
+  hport=
+  for _ in $(seq 1 200); do
+    hport=$(sed -n 's|^HTTP API listening on http://.*:\([0-9][0-9]*\)$|\1|p' "$log" | head -n 1)
+    [ -n "$hport" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$hport" ] || { bad "no HTTP port line: $(head -c 400 "$log")"; echo "test_http: $pass passed, $fail failed"; exit 1; }
+}
+# wait_ready PORT: until /health says 200
+wait_ready() {
+  for _ in $(seq 1 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" = 200 ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# req NAME METHOD PATH [curl args...]: body in $tmp/NAME.body, status in $code, headers in $tmp/NAME.hdr
+req() {
+  local name=$1 method=$2 path=$3; shift 3
+  code=$(curl -s -X "$method" -o "$tmp/$name.body" -D "$tmp/$name.hdr" -w '%{http_code}' "$@" "http://127.0.0.1:$port$path")
+}
+KEY=test-key-123
+AUTH=(-H "Authorization: Bearer $KEY")
+want() { # NAME CODE: status check + OpenAI error form for errors
+  if [ "$code" = "$2" ]; then ok; else bad "$1: status $code, want $2: $(head -c 300 "$tmp/$1.body")"; fi
+  if [ "$2" -ge 400 ] && [ "$2" != 413 ]; then
+    python3 - "$tmp/$1.body" <<'EOF' && ok || bad "$1: not an OpenAI error object: $(head -c 300 "$tmp/$1.body")"
+import json, sys
+e = json.load(open(sys.argv[1]))["error"]
+assert isinstance(e["message"], str) and e["message"] and isinstance(e["type"], str) and "code" in e
+EOF
+  fi
+}
+body_has() { if grep -qF -- "$2" "$tmp/$1.body"; then ok; else bad "$1: '$2' not in $(head -c 300 "$tmp/$1.body")"; fi; }
+metric() { # PORT NAME: the value of one sample line (first match), "" if absent
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2; exit }'
+}
+
+# ---- 1. loading: /health is honest while the model loads ----
+EDGESPEC_TEST_LOAD_DELAY_MS=1500 start "$tmp/s1" --api-key "$KEY" --ctx-size 256 --http-max-body 4K --max-sessions 8
+port=$hport
+req health_loading GET /health
+if [ "$code" = 503 ] && grep -qF '"loading"' "$tmp/health_loading.body"; then ok; else bad "health while loading: $code $(cat "$tmp/health_loading.body")"; fi
+req v1_loading POST /v1/completions "${AUTH[@]}" -d '{"prompt":"x"}'
+[ "$code" = 503 ] && ok || bad "completion while loading: $code"
+wait_ready "$port" && ok || bad "/health never became 200"
+req health GET /health
+want health 200
+body_has health '"ok"'
+
+# ---- 2. models ----
+req models GET /v1/models "${AUTH[@]}"
+want models 200
+body_has models '"id":"stories260K"'
+body_has models '"object":"list"'
+req model1 GET /v1/models/stories260K "${AUTH[@]}"
+want model1 200
+body_has model1 '"object":"model"'
+req model404 GET /v1/models/gpt-4 "${AUTH[@]}"
+want model404 404
+body_has model404 model_not_found
+
+# ---- 3. error statuses ----
+req noauth POST /v1/completions -d '{"prompt":"x"}'
+want noauth 401
+grep -qi '^WWW-Authenticate: Bearer' "$tmp/noauth.hdr" && ok || bad "401 without WWW-Authenticate"
+req badauth POST /v1/completions -H "Authorization: Bearer wrong" -d '{"prompt":"x"}'
+want badauth 401
+body_has badauth invalid_api_key
+req badauth2 GET /v1/models -H "Authorization: Bearer ${KEY}x"
+want badauth2 401
+req notfound GET /v2/nothing "${AUTH[@]}"
+want notfound 404
+req notfound2 POST /v1/completion "${AUTH[@]}" -d '{}'
+want notfound2 404
+req method GET /v1/completions "${AUTH[@]}"
+want method 405
+grep -qi '^Allow: POST' "$tmp/method.hdr" && ok || bad "405 without Allow: POST"
+req method2 POST /health -d '{}'
+want method2 405
+req method3 DELETE /v1/models "${AUTH[@]}"
+want method3 405
+head -c 5000 /dev/zero | tr '\0' ' ' >"$tmp/big.json"
+req big POST /v1/completions "${AUTH[@]}" --data-binary @"$tmp/big.json"
+want big 413
+bad400() { # NAME BODY [NEEDLE]
+  req "$1" POST /v1/completions "${AUTH[@]}" -H 'Content-Type: application/json' --data-binary "$2"
+  want "$1" 400
+  [ -z "${3:-}" ] || body_has "$1" "$3"
+}
+bad400 json '{"prompt": "x",' invalid_json
+bad400 nobody '' invalid_json
+bad400 type_prompt '{"prompt": 5}' '"param":"prompt"'
+bad400 type_maxtok '{"prompt": "x", "max_tokens": "ten"}' '"param":"max_tokens"'
+bad400 neg_maxtok '{"prompt": "x", "max_tokens": -5}' 'at least 1'
+bad400 neg_temp '{"prompt": "x", "temperature": -0.5}' '"param":"temperature"'
+bad400 big_temp '{"prompt": "x", "temperature": 2.5}' '"param":"temperature"'
+bad400 top_p '{"prompt": "x", "top_p": 0}' '"param":"top_p"'
+bad400 n2 '{"prompt": "x", "n": 2}' '"param":"n"'
+bad400 stream_type '{"prompt": "x", "stream": "yes"}' '"param":"stream"'
+bad400 token_range '{"prompt": [1, 99999]}' 'outside the vocabulary'
+bad400 context '{"prompt": "Once upon a time", "max_tokens": 300}' 'context_length_exceeded'
+body_has context '256'
+body_has context '300 for the completion'
+req chat_bad POST /v1/chat/completions "${AUTH[@]}" -d '{"messages": [{"role": "robot", "content": "x"}]}'
+want chat_bad 400
+body_has chat_bad 'messages[0].role'
+
+# ---- 4. greedy results equal `edgespec run` ----
+prompt="Once upon a time"
+"$bin" run -m "$model" -p "$prompt" -n 40 -t 1 --temp 0 --json >"$tmp/run.json" 2>"$tmp/run.err" && ok || bad "run failed: $(cat "$tmp/run.err")"
+req compl POST /v1/completions "${AUTH[@]}" -d "{\"model\":\"whatever\",\"prompt\":\"$prompt\",\"max_tokens\":40,\"temperature\":0}"
+want compl 200
+python3 - "$tmp/compl.body" "$tmp/run.json" <<'EOF' && ok || bad "completion differs from edgespec run: $(head -c 400 "$tmp/compl.body")"
+import json, sys
+r = json.load(open(sys.argv[1])); ref = json.load(open(sys.argv[2]))
+assert r["object"] == "text_completion" and r["model"] == "whatever", r
+c = r["choices"][0]
+assert c["text"] == ref["text"], (c["text"], ref["text"])
+assert c["finish_reason"] == ("length" if ref["stop_reason"] == "length" else "stop"), c
+u = r["usage"]
+assert u["prompt_tokens"] == ref["n_prompt"] and u["completion_tokens"] == ref["n_generated"], (u, ref["n_prompt"], ref["n_generated"])
+assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+EOF
+# token-id prompt: the same tokens, the same text
+ids=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["prompt_tokens"]))' "$tmp/run.json")
+req compl_ids POST /v1/completions "${AUTH[@]}" -d "{\"prompt\":$ids,\"max_tokens\":40,\"temperature\":0}"
+want compl_ids 200
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["choices"][0]["text"] == json.load(open(sys.argv[2]))["text"]' \
+  "$tmp/compl_ids.body" "$tmp/run.json" && ok || bad "token-id prompt differs"
+
+# streaming: same text, usage chunk, [DONE]
+curl -sN "${AUTH[@]}" "http://127.0.0.1:$port/v1/completions" \
+  -d "{\"prompt\":\"$prompt\",\"max_tokens\":40,\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$tmp/stream.txt"
+python3 - "$tmp/stream.txt" "$tmp/run.json" <<'EOF' && ok || bad "streamed completion wrong: $(head -c 600 "$tmp/stream.txt")"
+import json, sys
+raw = open(sys.argv[1]).read(); ref = json.load(open(sys.argv[2]))
+events = [e for e in raw.split("\n\n") if e.strip()]
+assert all(e.startswith("data: ") for e in events), events[:3]
+assert events[-1] == "data: [DONE]", events[-1]
+chunks = [json.loads(e[6:]) for e in events[:-1]]
+usage = [c for c in chunks if c.get("usage")]
+text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+assert text == ref["text"], (text, ref["text"])
+assert all(c["object"] == "text_completion" for c in chunks)
+fin = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+assert fin == ["length"], fin
+assert len(usage) == 1 and usage[0]["usage"]["completion_tokens"] == ref["n_generated"] and usage[0]["choices"] == []
+EOF
+
+# chat with the fallback template ("role: text" lines, then "assistant:") equals run on that text
+"$bin" run -m "$model" -p "$(printf 'user: Tell me a story.\nassistant:')" -n 30 -t 1 --temp 0 --json >"$tmp/run_chat.json" 2>/dev/null && ok || bad "run (chat text) failed"
+req chat POST /v1/chat/completions "${AUTH[@]}" -d '{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":30,"temperature":0}'
+want chat 200
+python3 - "$tmp/chat.body" "$tmp/run_chat.json" <<'EOF' && ok || bad "chat differs from run: $(head -c 400 "$tmp/chat.body")"
+import json, sys
+r = json.load(open(sys.argv[1])); ref = json.load(open(sys.argv[2]))
+assert r["object"] == "chat.completion"
+m = r["choices"][0]["message"]
+assert m["role"] == "assistant" and m["content"] == ref["text"], (m, ref["text"])
+assert r["usage"]["prompt_tokens"] == ref["n_prompt"]
+EOF
+curl -sN "${AUTH[@]}" "http://127.0.0.1:$port/v1/chat/completions" \
+  -d '{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":30,"temperature":0,"stream":true}' >"$tmp/chat_stream.txt"
+python3 - "$tmp/chat_stream.txt" "$tmp/run_chat.json" <<'EOF' && ok || bad "streamed chat wrong: $(head -c 600 "$tmp/chat_stream.txt")"
+import json, sys
+raw = open(sys.argv[1]).read(); ref = json.load(open(sys.argv[2]))
+events = [e for e in raw.split("\n\n") if e.strip()]
+assert events[-1] == "data: [DONE]"
+chunks = [json.loads(e[6:]) for e in events[:-1]]
+assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+assert chunks[0]["choices"][0]["delta"].get("role") == "assistant"
+text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+assert text == ref["text"], (text, ref["text"])
+assert chunks[-1]["choices"][0]["finish_reason"] == "length" and not any(c.get("usage") for c in chunks)
+EOF
+
+# stop strings: the text ends before the first match, finish_reason "stop"
+stopword=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["text"]; print(t.split()[4])' "$tmp/run.json")
+req stop POST /v1/completions "${AUTH[@]}" -d "{\"prompt\":\"$prompt\",\"max_tokens\":40,\"temperature\":0,\"stop\":[\"zzz\",\"$stopword\"]}"
+want stop 200
+python3 - "$tmp/stop.body" "$tmp/run.json" "$stopword" <<'EOF' && ok || bad "stop string: $(head -c 400 "$tmp/stop.body")"
+import json, sys
+r = json.load(open(sys.argv[1])); ref = json.load(open(sys.argv[2])); w = sys.argv[3]
+c = r["choices"][0]
+assert c["text"] == ref["text"][:ref["text"].index(w)], (c["text"], w)
+assert c["finish_reason"] == "stop"
+assert r["usage"]["completion_tokens"] < ref["n_generated"]
+EOF
+
+# ---- 5. /metrics: Prometheus text, names, counters increase ----
+curl -s "http://127.0.0.1:$port/metrics" >"$tmp/m1.txt"
+curl -s "${AUTH[@]}" "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"The dog","max_tokens":8,"temperature":0}' >/dev/null
+curl -s -D "$tmp/m2.hdr" "http://127.0.0.1:$port/metrics" >"$tmp/m2.txt"
+grep -qi '^Content-Type: text/plain; version=0.0.4' "$tmp/m2.hdr" && ok || bad "metrics content type"
+python3 - "$tmp/m1.txt" "$tmp/m2.txt" <<'EOF' && ok || bad "metrics: $(head -c 800 "$tmp/m2.txt")"
+import re, sys
+sample = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)?\})? (?P<value>-?[0-9.eE+-]+|NaN|[+-]Inf)$')
+def parse(path):
+    text = open(path).read()
+    assert text.endswith("\n")
+    types, helps, values, fam = {}, set(), {}, None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            fam = line.split()[2]; helps.add(fam); continue
+        if line.startswith("# TYPE "):
+            _, _, name, t = line.split(); assert name == fam and t in ("counter", "gauge", "histogram"), line
+            types[name] = t; continue
+        m = sample.match(line); assert m, line
+        name = m.group("name")
+        base = re.sub(r'_(bucket|sum|count)$', '', name) if types.get(re.sub(r'_(bucket|sum|count)$', '', name)) == "histogram" else name
+        assert base == fam and base in types and base in helps, (line, fam)
+        values[name + (m.group("labels") or "")] = float(m.group("value"))
+    return types, values
+t1, v1 = parse(sys.argv[1]); t2, v2 = parse(sys.argv[2])
+need = {"edgespec_requests_total": "counter", "edgespec_prompt_tokens_total": "counter", "edgespec_generated_tokens_total": "counter",
+        "edgespec_http_prompt_tokens_total": "counter", "edgespec_http_completion_tokens_total": "counter",
+        "edgespec_tokens_per_second": "gauge", "edgespec_active_sessions": "gauge", "edgespec_kv_blocks_used": "gauge",
+        "edgespec_kv_blocks_total": "gauge", "edgespec_batch_rows": "histogram", "edgespec_drafts_total": "counter",
+        "edgespec_draft_tokens_total": "counter", "edgespec_accepted_tokens_total": "counter", "edgespec_acceptance_length": "gauge",
+        "edgespec_refused_total": "counter"}
+for n, t in need.items(): assert t2.get(n) == t, (n, t2.get(n))
+assert 'edgespec_active_sessions{kind="edge"}' in v2 and 'edgespec_active_sessions{kind="http"}' in v2
+assert v2['edgespec_batch_rows_bucket{le="+Inf"}'] == v2["edgespec_batch_rows_count"] > 0
+for k in ('edgespec_requests_total{endpoint="/metrics",status="200"}', 'edgespec_requests_total{endpoint="/v1/completions",status="200"}',
+          "edgespec_generated_tokens_total", "edgespec_prompt_tokens_total", "edgespec_http_completion_tokens_total", "edgespec_batch_rows_count"):
+    assert v2[k] > v1[k], (k, v1[k], v2[k])
+for k, v in v1.items():  # counters never go down
+    n = re.sub(r'\{.*', '', k)
+    if t1.get(n) == "counter": assert v2[k] >= v, k
+assert v2['edgespec_requests_total{endpoint="/v1/completions",status="401"}'] >= 2
+assert v2['edgespec_requests_total{endpoint="/v1/completions",status="400"}'] >= 10
+EOF
+kv_total=$(metric "$port" edgespec_kv_blocks_total)
+[ -n "$kv_total" ] && [ "$kv_total" -gt 0 ] && ok || bad "kv_blocks_total: '$kv_total'"
+
+kill -INT "$pid"
+wait "$pid"
+[ $? -eq 0 ] && ok || bad "serve did not stop cleanly: $(tail -c 300 "$tmp/s1")"
+grep -q "http .* requests" "$tmp/s1" && ok || bad "no http line in the final stats: $(tail -c 400 "$tmp/s1")"
+
+# ---- 6. a full scheduler (503) and clients that disconnect ----
+# The batch window makes each step of a lone session wait 30 ms: 400 tokens take ~12 s, so a session
+# still runs when the second request arrives, and KV pages back to 0 within 3 s can only come from
+# the disconnect.
+start "$tmp/s2" --max-sessions 1 --batch-window-ms 30
+port=$hport
+wait_ready "$port" || bad "second server not ready"
+curl -sN --max-time 60 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"stream":true}' >"$tmp/long.txt" &
+cpid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/long.txt" ] && break; sleep 0.05; done
+used=$(metric "$port" edgespec_kv_blocks_used)
+[ -n "$used" ] && [ "$used" -gt 0 ] && ok || bad "no KV pages in use while streaming: '$used'"
+[ "$(metric "$port" 'edgespec_active_sessions{kind="http"}')" = 1 ] && ok || bad "active http sessions should be 1"
+req busy POST /v1/completions -d '{"prompt":"x","max_tokens":4}'
+want busy 503
+grep -qi '^Retry-After:' "$tmp/busy.hdr" && ok || bad "503 without Retry-After"
+body_has busy server_busy
+kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
+freed=
+for _ in $(seq 1 60); do
+  [ "$(metric "$port" edgespec_kv_blocks_used)" = 0 ] && { freed=1; break; }
+  sleep 0.05
+done
+[ -n "$freed" ] && ok || bad "KV pages not freed after the streaming client left: $(metric "$port" edgespec_kv_blocks_used)"
+[ "$(metric "$port" 'edgespec_active_sessions{kind="http"}')" = 0 ] && ok || bad "http session still active after disconnect"
+# the same for a plain (non-streaming) request whose client gives up
+curl -s --max-time 1 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400}' >/dev/null
+freed=
+for _ in $(seq 1 60); do
+  [ "$(metric "$port" edgespec_kv_blocks_used)" = 0 ] && { freed=1; break; }
+  sleep 0.05
+done
+[ -n "$freed" ] && ok || bad "KV pages not freed after the plain client left"
+# and the slot is free again
+req after POST /v1/completions -d '{"prompt":"x","max_tokens":2}'
+want after 200
+kill -TERM "$pid"
+wait "$pid"
+[ $? -eq 0 ] && ok || bad "second serve did not stop cleanly"
+
+echo "test_http: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,436 @@
+/* test_oai.c — the pure parts of the OpenAI API: request parsing and validation (every 400 the API
+ * promises), stop strings on streamed text, incremental UTF-8 repair, chat templates and the
+ * Prometheus text of /metrics. No model, no sockets. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/chat.h"
+#include "server/metrics.h"
+#include "server/oai.h"
+#include "testutil.h"
+#include "tokenizer/detok.h"
+
+/* Parses body as kind; expects failure with status 400 and `param` (NULL: any) named. */
+static void expect_400(int kind, const char *body, const char *param, const char *needle) {
+    es_oai_request r;
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    const bool ok = es_oai_parse_request(kind, body, strlen(body), &r, &e);
+    CHECK_MSG(!ok, "accepted: %s", body);
+    if (ok) {
+        es_oai_request_free(&r);
+        return;
+    }
+    CHECK_MSG(e.status == 400, "status %d for %s", e.status, body);
+    CHECK_MSG(e.type && !strcmp(e.type, "invalid_request_error"), "type %s for %s", e.type, body);
+    if (param) CHECK_MSG(!strcmp(e.param, param), "param '%s' (want %s) for %s", e.param, param, body);
+    if (needle) CHECK_MSG(strstr(e.message, needle) != NULL, "message '%s' lacks '%s'", e.message, needle);
+}
+
+static bool parse_ok(int kind, const char *body, es_oai_request *r) {
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    const bool ok = es_oai_parse_request(kind, body, strlen(body), r, &e);
+    CHECK_MSG(ok, "refused (%d %s): %s", e.status, e.message, body);
+    return ok;
+}
+
+static void test_parse(void) {
+    es_oai_request r;
+    /* defaults */
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"Once upon\"}", &r)) {
+        CHECK(r.prompt && !strcmp(r.prompt, "Once upon"));
+        CHECK(r.max_tokens == 0 && r.temperature == 1.0 && r.top_p == 1.0 && !r.stream && !r.has_seed && r.n_stop == 0);
+        CHECK(r.model == NULL);
+        es_oai_request_free(&r);
+    }
+    /* every supported field */
+    const char *full = "{\"model\":\"m\",\"prompt\":[\"hi\"],\"max_tokens\":7,\"temperature\":0,\"top_p\":0.5,\"top_k\":3,"
+                       "\"min_p\":0.1,\"seed\":-5,\"stop\":[\"a\",\"bc\"],\"n\":1,\"stream\":true,"
+                       "\"stream_options\":{\"include_usage\":true},\"presence_penalty\":0,\"user\":\"u\",\"logprobs\":null,"
+                       "\"echo\":false,\"suffix\":\"\",\"best_of\":1}";
+    if (parse_ok(ES_OAI_COMPLETION, full, &r)) {
+        CHECK(!strcmp(r.model, "m") && !strcmp(r.prompt, "hi") && r.max_tokens == 7 && r.temperature == 0);
+        CHECK(fabs(r.top_p - 0.5) < 1e-12 && r.top_k == 3 && fabs(r.min_p - 0.1) < 1e-12);
+        CHECK(r.has_seed && r.seed == (uint64_t)(int64_t)-5);
+        CHECK(r.n_stop == 2 && !strcmp(r.stop[0], "a") && !strcmp(r.stop[1], "bc"));
+        CHECK(r.stream && r.include_usage);
+        es_oai_request_free(&r);
+    }
+    /* token-id prompts */
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":[1, 403, 9]}", &r)) {
+        CHECK(!r.prompt && r.n_prompt_ids == 3 && r.prompt_ids[1] == 403);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":[[1,2]], \"stop\":\"x\"}", &r)) {
+        CHECK(r.n_prompt_ids == 2 && r.n_stop == 1 && !strcmp(r.stop[0], "x"));
+        es_oai_request_free(&r);
+    }
+    /* chat: roles, content parts, null content, max_completion_tokens */
+    const char *chat = "{\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
+                       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]},"
+                       "{\"role\":\"assistant\",\"content\":null}],\"max_completion_tokens\":5}";
+    if (parse_ok(ES_OAI_CHAT, chat, &r)) {
+        CHECK(r.n_messages == 3);
+        CHECK(!strcmp(r.messages[0].role, "system") && !strcmp(r.messages[0].content, "be brief"));
+        CHECK(!strcmp(r.messages[1].content, "ab"));
+        CHECK(!strcmp(r.messages[2].role, "assistant") && !strcmp(r.messages[2].content, ""));
+        CHECK(r.max_tokens == 5);
+        es_oai_request_free(&r);
+    }
+    /* trailing white space is fine */
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\"}\r\n  ", &r)) es_oai_request_free(&r);
+
+    /* ---- 400s ---- */
+    expect_400(ES_OAI_COMPLETION, "", NULL, "empty");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":", NULL, "not valid JSON");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\"} trailing", NULL, "not valid JSON");
+    expect_400(ES_OAI_COMPLETION, "[1,2]", NULL, "JSON object");
+    expect_400(ES_OAI_COMPLETION, "{}", "prompt", "required");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":5}", "prompt", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":[]}", "prompt", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt", "one prompt");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":[1,-2]}", "prompt", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":[1,2.5]}", "prompt", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":-1}", "max_tokens", "at least 1");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":\"5\"}", "max_tokens", "integer");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":2.5}", "max_tokens", "integer");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"temperature\":-0.1}", "temperature", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"temperature\":2.5}", "temperature", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"temperature\":\"hot\"}", "temperature", "number");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":0}", "top_p", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1.01}", "top_p", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-1}", "top_k", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":2}", "n", "n = 1");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":\"1\"}", "n", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"seed\":1.5}", "seed", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stream\":1}", "stream", "boolean");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":\"yes\"}}", "stream_options.include_usage", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stop\":3}", "stop", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop", "at most 4");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"\"]}", "stop", "empty");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",7]}", "stop", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"model\":7}", "model", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", "echo", "not supported");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":3}", "logprobs", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", "best_of", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"end\"}", "suffix", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":0.5}", "frequency_penalty", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", "presence_penalty", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
+               "response_format", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", "tools", NULL);
+    expect_400(ES_OAI_CHAT, "{}", "messages", "required");
+    expect_400(ES_OAI_CHAT, "{\"messages\":{}}", "messages", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[]}", "messages", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[3]}", "messages[0]", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", "messages[0].role", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "messages[0].role", "wizard");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", "messages[0].content", "image_url");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
+               "messages[1].content", NULL);
+    /* a chat body on the completions endpoint lacks a prompt, and the reverse */
+    expect_400(ES_OAI_COMPLETION, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "prompt", NULL);
+
+    /* context: both numbers in the message */
+    es_oai_error e;
+    CHECK(es_oai_check_context(10, 20, 30, &e));
+    CHECK(!es_oai_check_context(10, 21, 30, &e));
+    CHECK(e.status == 400 && e.code && !strcmp(e.code, "context_length_exceeded"));
+    CHECK(strstr(e.message, "10 in the prompt") && strstr(e.message, "21 for the completion") && strstr(e.message, "30 tokens"));
+}
+
+/* Feeds text in the given pieces through a stop-string matcher; returns what came out. */
+static char *run_stops(char *const *stops, int n_stops, const char *const *pieces, int n, bool *matched) {
+    es_stopstr s;
+    es_stopstr_init(&s, stops, n_stops);
+    es_str out = {0};
+    *matched = false;
+    for (int i = 0; i < n && !*matched; i++) *matched = es_stopstr_feed(&s, pieces[i], strlen(pieces[i]), &out, NULL);
+    es_stopstr_flush(&s, &out);
+    es_stopstr_free(&s);
+    char *r = strdup(es_str_cstr(&out));
+    es_str_free(&out);
+    return r;
+}
+
+static void test_stopstr(void) {
+    char a[] = "END", b[] = "\n\n", c[] = "xyz";
+    char *stops[] = {a, b, c};
+    bool m;
+    const char *p1[] = {"hello ", "wor", "ld"};
+    char *r = run_stops(stops, 3, p1, 3, &m);
+    CHECK(!m && !strcmp(r, "hello world"));
+    free(r);
+    /* a stop string split over pieces, text before it kept, after it dropped */
+    const char *p2[] = {"one E", "N", "D two"};
+    r = run_stops(stops, 3, p2, 3, &m);
+    CHECK(m && !strcmp(r, "one "));
+    free(r);
+    /* a partial match that turns out not to be one is released */
+    const char *p3[] = {"EN", "X", "\n", "!"};
+    r = run_stops(stops, 3, p3, 4, &m);
+    CHECK(!m && !strcmp(r, "ENX\n!"));
+    free(r);
+    /* the earliest of several matches wins */
+    const char *p4[] = {"a\n\nbEND"};
+    r = run_stops(stops, 3, p4, 1, &m);
+    CHECK(m && !strcmp(r, "a"));
+    free(r);
+    /* held-back text of an unfinished match is flushed at the end */
+    const char *p5[] = {"tail xy"};
+    r = run_stops(stops, 3, p5, 1, &m);
+    CHECK(!m && !strcmp(r, "tail xy"));
+    free(r);
+    /* streaming: a piece that might start a stop string is not released yet */
+    es_stopstr s;
+    es_stopstr_init(&s, stops, 3);
+    es_str out = {0};
+    CHECK(!es_stopstr_feed(&s, "abc E", 5, &out, NULL));
+    CHECK(!strcmp(es_str_cstr(&out), "abc "));
+    CHECK(es_stopstr_feed(&s, "ND", 2, &out, NULL));
+    CHECK(!strcmp(es_str_cstr(&out), "abc "));
+    es_stopstr_free(&s);
+    es_str_free(&out);
+}
+
+static void test_detok(void) {
+    es_detok d;
+    es_detok_init(&d, NULL, -1);
+    es_str out = {0};
+    /* "é" (C3 A9) and "€" (E2 82 AC) split over pushes: nothing until complete */
+    CHECK(es_detok_bytes(&d, "a\xC3", 2, &out));
+    CHECK(!strcmp(es_str_cstr(&out), "a"));
+    CHECK(es_detok_bytes(&d, "\xA9", 1, &out));
+    CHECK(!strcmp(es_str_cstr(&out), "a\xC3\xA9"));
+    CHECK(es_detok_bytes(&d, "\xE2", 1, &out) && es_detok_bytes(&d, "\x82", 1, &out));
+    CHECK(out.len == 3);
+    CHECK(es_detok_bytes(&d, "\xAC!", 2, &out));
+    CHECK(!strcmp(es_str_cstr(&out), "a\xC3\xA9\xE2\x82\xAC!"));
+    es_str_clear(&out);
+    /* invalid bytes become U+FFFD; the byte after a broken lead is read again */
+    CHECK(es_detok_bytes(&d, "\x80x\xC0\xAFy\xE2(", 7, &out));
+    CHECK(!strcmp(es_str_cstr(&out), "\xEF\xBF\xBDx\xEF\xBF\xBD\xEF\xBF\xBDy\xEF\xBF\xBD("));
+    es_str_clear(&out);
+    CHECK(es_detok_bytes(&d, "\xF0\x9F", 2, &out) && out.len == 0);
+    CHECK(es_detok_bytes(&d, "A", 1, &out)); /* cut short */
+    CHECK(!strcmp(es_str_cstr(&out), "\xEF\xBF\xBD" "A"));
+    es_str_clear(&out);
+    CHECK(es_detok_bytes(&d, "\xF0\x9F\x98", 3, &out) && out.len == 0);
+    CHECK(es_detok_flush(&d, &out) && !strcmp(es_str_cstr(&out), "\xEF\xBF\xBD"));
+    es_str_clear(&out);
+    /* surrogates and overlongs are invalid */
+    CHECK(es_detok_bytes(&d, "\xED\xA0\x80", 3, &out) && es_utf8_valid(out.s, out.len) && strstr(out.s, "\xEF\xBF\xBD"));
+    CHECK(!es_utf8_valid("\xED\xA0\x80", 3) && !es_utf8_valid("\xC0\x80", 2) && !es_utf8_valid("\xF4\x90\x80\x80", 4));
+    CHECK(es_utf8_valid("\xF0\x9F\x98\x80 ok", 7));
+    /* a byte-by-byte stream of mixed text reassembles exactly */
+    es_str_clear(&out);
+    es_detok_init(&d, NULL, -1);
+    const char *text = "na\xC3\xAFve \xE2\x82\xAC 5 \xF0\x9F\x98\x80!";
+    for (size_t i = 0; i < strlen(text); i++) CHECK(es_detok_bytes(&d, text + i, 1, &out));
+    CHECK(!strcmp(es_str_cstr(&out), text));
+    es_str_free(&out);
+}
+
+static char *render(es_chat_family f, const es_oai_message *m, int n) {
+    es_str o = {0};
+    CHECK(es_chat_render(f, m, n, &o));
+    char *r = strdup(es_str_cstr(&o));
+    es_str_free(&o);
+    return r;
+}
+
+static void test_chat(void) {
+    /* detection from real-world template strings (abridged) */
+    const char *qwen = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}";
+    const char *llama3 = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}";
+    const char *llama2 = "{% if messages[0]['role'] == 'system' %}{{ bos_token + '[INST] <<SYS>>\\n' }}{% endif %}";
+    const char *zephyr = "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + eos_token }}";
+    CHECK(es_chat_detect(qwen) == ES_CHAT_CHATML);
+    CHECK(es_chat_detect(llama3) == ES_CHAT_LLAMA3);
+    CHECK(es_chat_detect(llama2) == ES_CHAT_LLAMA2);
+    CHECK(es_chat_detect(zephyr) == ES_CHAT_ZEPHYR);
+    CHECK(es_chat_detect(NULL) == ES_CHAT_FALLBACK);
+    CHECK(es_chat_detect("") == ES_CHAT_FALLBACK);
+    CHECK(es_chat_detect("{{ messages }}") == ES_CHAT_FALLBACK);
+    for (int f = 0; f < ES_CHAT_FAMILY_COUNT; f++) CHECK(es_chat_family_parse(es_chat_family_name((es_chat_family)f)) == f);
+    CHECK(es_chat_family_parse("jinja") == -1);
+    CHECK(!strcmp(es_chat_end_of_turn(ES_CHAT_CHATML), "<|im_end|>"));
+    CHECK(!strcmp(es_chat_end_of_turn(ES_CHAT_LLAMA3), "<|eot_id|>"));
+    CHECK(es_chat_end_of_turn(ES_CHAT_FALLBACK) == NULL);
+
+    char sys[] = "system", user[] = "user", asst[] = "assistant", s1[] = "Be brief.", u1[] = "Hi", a1[] = "Hello!", u2[] = "Bye";
+    es_oai_message m[] = {{sys, s1}, {user, u1}, {asst, a1}, {user, u2}};
+    char *r = render(ES_CHAT_CHATML, m, 4);
+    CHECK(!strcmp(r, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+                     "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"));
+    free(r);
+    r = render(ES_CHAT_LLAMA3, m + 1, 1);
+    CHECK(!strcmp(r, "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"));
+    free(r);
+    r = render(ES_CHAT_LLAMA2, m, 4);
+    CHECK_MSG(!strcmp(r, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Bye [/INST]"), "llama2: %s", r);
+    free(r);
+    r = render(ES_CHAT_ZEPHYR, m, 2);
+    CHECK(!strcmp(r, "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"));
+    free(r);
+    r = render(ES_CHAT_FALLBACK, m, 3);
+    CHECK(!strcmp(r, "system: Be brief.\nuser: Hi\nassistant: Hello!\nassistant:"));
+    free(r);
+}
+
+/* Checks Prometheus text exposition rules line by line: every sample belongs to the family of the
+ * last # TYPE, every family has HELP and TYPE before its samples, values parse as numbers. */
+static int check_prometheus(const char *text, int *n_samples) {
+    int bad = 0;
+    char family[128] = "";
+    bool help = false;
+    *n_samples = 0;
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        if (!nl) return bad + 1; /* every line ends with \n */
+        char line[512];
+        size_t len = (size_t)(nl - p);
+        if (len >= sizeof line) return bad + 1;
+        memcpy(line, p, len);
+        line[len] = 0;
+        p = nl + 1;
+        char name[128], type[32];
+        if (sscanf(line, "# HELP %127s", name) == 1) {
+            snprintf(family, sizeof family, "%s", name);
+            help = true;
+            continue;
+        }
+        if (sscanf(line, "# TYPE %127s %31s", name, type) == 2) {
+            if (strcmp(name, family) != 0 || !help) bad++;
+            if (strcmp(type, "counter") && strcmp(type, "gauge") && strcmp(type, "histogram")) bad++;
+            continue;
+        }
+        const char *sp = strrchr(line, ' ');
+        if (!sp || strncmp(line, family, strlen(family)) != 0) {
+            bad++;
+            continue;
+        }
+        char *end;
+        const char *v = sp + 1;
+        if (strcmp(v, "+Inf") && strcmp(v, "-Inf") && strcmp(v, "NaN")) {
+            strtod(v, &end);
+            if (*end) bad++;
+        }
+        (*n_samples)++;
+    }
+    return bad;
+}
+
+static void test_metrics(void) {
+    es_metrics m;
+    es_metrics_init(&m);
+    es_metrics_count_request(&m, "/v1/completions", 200);
+    es_metrics_count_request(&m, "/v1/completions", 200);
+    es_metrics_count_request(&m, "/v1/completions", 400);
+    es_metrics_count_request(&m, "/health", 200);
+    CHECK(m.n_req == 3 && m.req[0].count == 2);
+    m.http_prompt_tokens = 12;
+    m.http_completion_tokens = 34;
+    m.http_active = 2;
+    m.tokens_per_second = 12.5;
+    es_str o = {0};
+    CHECK(es_metrics_render(&m, &o));
+    int n = 0;
+    CHECK_MSG(check_prometheus(o.s, &n) == 0, "%s", o.s);
+    CHECK(strstr(o.s, "edgespec_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2\n"));
+    CHECK(strstr(o.s, "edgespec_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1\n"));
+    CHECK(strstr(o.s, "edgespec_active_sessions{kind=\"http\"} 2\n"));
+    CHECK(strstr(o.s, "edgespec_tokens_per_second 12.5\n"));
+    /* backend parts absent while not applicable */
+    CHECK(!strstr(o.s, "edgespec_kv_blocks_used") && !strstr(o.s, "edgespec_batch_rows") && !strstr(o.s, "kind=\"edge\""));
+    es_str_free(&o);
+
+    /* a server backend: KV, batches, drafts, edge sessions */
+    m.edge_active = 3;
+    m.kv_blocks_used = 5;
+    m.kv_blocks_total = 100;
+    m.prompt_tokens = 40;
+    m.generated_tokens = 90;
+    m.refused = 1;
+    m.drafts = 10;
+    m.draft_tokens = 40;
+    m.accepted_tokens = 25;
+    m.batch_count = 6;
+    m.batch_sum = 1 + 1 + 3 + 8 + 9 + 2000;
+    const int64_t rows[] = {1, 1, 3, 8, 9, 2000};
+    for (int i = 0; i < 6; i++) m.batch_buckets[es_metrics_batch_bucket(rows[i])]++;
+    CHECK(es_metrics_batch_bucket(1) == 0 && es_metrics_batch_bucket(2) == 1 && es_metrics_batch_bucket(3) == 2);
+    CHECK(es_metrics_batch_bucket(1024) == 10 && es_metrics_batch_bucket(1025) == 11 && es_metrics_batch_bucket(1 << 20) == 11);
+    CHECK(es_metrics_render(&m, &o));
+    CHECK_MSG(check_prometheus(o.s, &n) == 0, "%s", o.s);
+    CHECK(strstr(o.s, "edgespec_active_sessions{kind=\"edge\"} 3\n"));
+    CHECK(strstr(o.s, "edgespec_kv_blocks_used 5\n") && strstr(o.s, "edgespec_kv_blocks_total 100\n"));
+    CHECK(strstr(o.s, "edgespec_batch_rows_bucket{le=\"1\"} 2\n"));
+    CHECK(strstr(o.s, "edgespec_batch_rows_bucket{le=\"4\"} 3\n"));
+    CHECK(strstr(o.s, "edgespec_batch_rows_bucket{le=\"16\"} 5\n"));
+    CHECK(strstr(o.s, "edgespec_batch_rows_bucket{le=\"1024\"} 5\n"));
+    CHECK(strstr(o.s, "edgespec_batch_rows_bucket{le=\"+Inf\"} 6\n"));
+    CHECK(strstr(o.s, "edgespec_batch_rows_count 6\n") && strstr(o.s, "edgespec_batch_rows_sum 2022\n"));
+    CHECK(strstr(o.s, "edgespec_acceptance_length 3.5\n"));
+    CHECK(strstr(o.s, "edgespec_draft_tokens_total 40\n") && strstr(o.s, "edgespec_accepted_tokens_total 25\n"));
+    CHECK(strstr(o.s, "# TYPE edgespec_batch_rows histogram\n"));
+    CHECK(strstr(o.s, "# TYPE edgespec_refused_total counter\n"));
+    es_str_free(&o);
+}
+
+/* The response builders produce what OpenAI clients parse. */
+static void test_json(void) {
+    const es_oai_usage u = {5, 7};
+    char *j = es_oai_response_json(ES_OAI_CHAT, "chatcmpl-1", 1700000000, "m", "hi \"there\"", "length", &u);
+    cJSON *o = cJSON_Parse(j);
+    CHECK(o != NULL);
+    if (o) {
+        CHECK(!strcmp(cJSON_GetObjectItem(o, "object")->valuestring, "chat.completion"));
+        const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+        CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")->valuestring, "hi \"there\""));
+        CHECK(!strcmp(cJSON_GetObjectItem(c, "finish_reason")->valuestring, "length"));
+        CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint == 12);
+        cJSON_Delete(o);
+    }
+    free(j);
+    j = es_oai_chunk_json(ES_OAI_COMPLETION, "cmpl-1", 1, "m", NULL, "x", NULL);
+    o = cJSON_Parse(j);
+    CHECK(o && !strcmp(cJSON_GetObjectItem(o, "object")->valuestring, "text_completion"));
+    if (o) {
+        const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(c, "finish_reason")) && !strcmp(cJSON_GetObjectItem(c, "text")->valuestring, "x"));
+    }
+    cJSON_Delete(o);
+    free(j);
+    j = es_oai_chunk_json(ES_OAI_CHAT, "c", 1, "m", "assistant", "", NULL);
+    CHECK(j && strstr(j, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}") && strstr(j, "chat.completion.chunk"));
+    free(j);
+    j = es_oai_usage_chunk_json(ES_OAI_CHAT, "c", 1, "m", &u);
+    CHECK(j && strstr(j, "\"choices\":[]") && strstr(j, "\"completion_tokens\":7"));
+    free(j);
+    es_oai_error e;
+    es_oai_error_set(&e, 401, "invalid_request_error", "invalid_api_key", NULL, "bad key %d", 1);
+    j = es_oai_error_json(&e);
+    CHECK(j && !strcmp(j, "{\"error\":{\"message\":\"bad key 1\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_api_key\"}}"));
+    free(j);
+    j = es_oai_models_json("stories", 5, NULL);
+    CHECK(j && strstr(j, "\"object\":\"list\"") && strstr(j, "\"id\":\"stories\""));
+    free(j);
+}
+
+int main(void) {
+    test_parse();
+    test_stopstr();
+    test_detok();
+    test_chat();
+    test_metrics();
+    test_json();
+    return es_test_finish("test_oai");
+}
