@@ -5,7 +5,7 @@
 #   --bench  also the benchmark extras (gnuplot for the serving curves under docs/).
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang python3)
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang python3 curl nodejs npm)
 check=0
 for a in "$@"; do
   case "$a" in
