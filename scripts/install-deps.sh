@@ -15,8 +15,13 @@ for a in "$@"; do
   esac
 done
 
+# Tools that may come from elsewhere than Debian (NodeSource's nodejs bundles npm and conflicts with
+# Debian's npm package): a working command counts as installed.
+declare -A CMD_OF=([nodejs]=node [npm]=npm [curl]=curl)
+
 missing=()
 for p in "${PKGS[@]}"; do
+  if [ -n "${CMD_OF[$p]:-}" ] && command -v "${CMD_OF[$p]}" >/dev/null 2>&1; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi
