@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -602,6 +603,12 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s", r->rid, endpoint, n_prompt, max_tokens, granted,
          r->stream ? "streaming" : "plain");
     if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_close, r);
+    if (r->stream && r->evcon) { /* each event leaves at once (Nagle would hold it for the peer's delayed ACK) */
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
+        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        const int one = 1;
+        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     if (r->stream) {
         struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
         evhttp_add_header(oh, "Content-Type", "text/event-stream");
