@@ -280,10 +280,14 @@ grep -q "http .* requests" "$tmp/s1" && ok || bad "no http line in the final sta
 start "$tmp/s2" --max-sessions 1 --batch-window-ms 30
 port=$hport
 wait_ready "$port" || bad "second server not ready"
-curl -sN --max-time 60 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"stream":true}' >"$tmp/long.txt" &
+curl -sN --max-time 60 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/long.txt" &
 cpid=$!
 for _ in $(seq 1 100); do [ -s "$tmp/long.txt" ] && break; sleep 0.05; done
-used=$(metric "$port" edgespec_kv_blocks_used)
+for _ in $(seq 1 40); do # (the scheduler publishes its KV count at the end of each step)
+  used=$(metric "$port" edgespec_kv_blocks_used)
+  [ -n "$used" ] && [ "$used" -gt 0 ] && break
+  sleep 0.05
+done
 [ -n "$used" ] && [ "$used" -gt 0 ] && ok || bad "no KV pages in use while streaming: '$used'"
 [ "$(metric "$port" 'edgespec_active_sessions{kind="http"}')" = 1 ] && ok || bad "active http sessions should be 1"
 req busy POST /v1/completions -d '{"prompt":"x","max_tokens":4}'
@@ -299,7 +303,7 @@ done
 [ -n "$freed" ] && ok || bad "KV pages not freed after the streaming client left: $(metric "$port" edgespec_kv_blocks_used)"
 [ "$(metric "$port" 'edgespec_active_sessions{kind="http"}')" = 0 ] && ok || bad "http session still active after disconnect"
 # the same for a plain (non-streaming) request whose client gives up
-curl -s --max-time 1 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400}' >/dev/null
+curl -s --max-time 1 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0}' >/dev/null
 freed=
 for _ in $(seq 1 60); do
   [ "$(metric "$port" edgespec_kv_blocks_used)" = 0 ] && { freed=1; break; }
@@ -309,6 +313,63 @@ done
 # and the slot is free again
 req after POST /v1/completions -d '{"prompt":"x","max_tokens":2}'
 want after 200
+
+# ---- 7. the edge's local API: the same endpoints, and a client that leaves frees the server session ----
+eport=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/s2" | head -n 1)
+"$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" --listen 127.0.0.1:0 --parallel 1 --queue 0 -t 1 \
+  --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
+edpid=$!
+pids+=("$edpid")
+lport=
+for _ in $(seq 1 200); do
+  lport=$(sed -n 's|^HTTP API listening on http://.*:\([0-9][0-9]*\)$|\1|p' "$tmp/edge.err" | head -n 1)
+  [ -n "$lport" ] && break
+  kill -0 "$edpid" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -n "$lport" ]; then
+  ok
+  sport=$port
+  port=$lport
+  req e_health GET /health
+  want e_health 200
+  req e_noauth POST /v1/completions -d '{"prompt":"x"}'
+  want e_noauth 401
+  req e_404 GET /nothing -H "Authorization: Bearer ekey"
+  want e_404 404
+  req e_400 POST /v1/chat/completions -H "Authorization: Bearer ekey" -d '{"messages":[],"max_tokens":3}'
+  want e_400 400
+  curl -sN --max-time 60 -H "Authorization: Bearer ekey" "http://127.0.0.1:$lport/v1/completions" \
+    -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/e_long.txt" &
+  cpid=$!
+  for _ in $(seq 1 100); do [ -s "$tmp/e_long.txt" ] && break; sleep 0.05; done
+  [ -s "$tmp/e_long.txt" ] && ok || bad "the edge streamed nothing"
+  # one worker, no queue: a second request is refused while the first runs
+  req e_busy POST /v1/completions -H "Authorization: Bearer ekey" -d '{"prompt":"x","max_tokens":4}'
+  want e_busy 503
+  for _ in $(seq 1 40); do
+    used=$(metric "$sport" edgespec_kv_blocks_used)
+    [ -n "$used" ] && [ "$used" -gt 0 ] && break
+    sleep 0.05
+  done
+  [ -n "$used" ] && [ "$used" -gt 0 ] && ok || bad "no server KV pages in use while the edge streams: '$used'"
+  kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
+  freed=
+  for _ in $(seq 1 80); do
+    [ "$(metric "$sport" edgespec_kv_blocks_used)" = 0 ] && [ "$(metric "$sport" 'edgespec_active_sessions{kind="edge"}')" = 0 ] && { freed=1; break; }
+    sleep 0.05
+  done
+  [ -n "$freed" ] && ok || bad "the server session of a departed edge client was not freed"
+  grep -q "^edgespec_drafts_total" <(curl -s "http://127.0.0.1:$lport/metrics") && ok || bad "edge metrics lack drafts"
+  port=$sport
+  kill -TERM "$edpid"
+  wait "$edpid"
+  [ $? -eq 0 ] && ok || bad "edge --listen did not stop cleanly: $(tail -c 300 "$tmp/edge.err")"
+else
+  bad "edge --listen did not start: $(head -c 400 "$tmp/edge.err")"
+fi
+"$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 --listen 127.0.0.1:0 -t 1 --reconnect 0 >"$tmp/edge2.out" 2>"$tmp/edge2.err"
+[ $? -eq 1 ] && grep -q "cannot connect" "$tmp/edge2.err" && ok || bad "edge --listen without a server: $(head -c 300 "$tmp/edge2.err")"
 kill -TERM "$pid"
 wait "$pid"
 [ $? -eq 0 ] && ok || bad "second serve did not stop cleanly"

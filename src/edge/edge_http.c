@@ -266,13 +266,15 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
     const int32_t eos = es_tokenizer_eos(s->tok);
     if (eos >= 0) j->stop[j->n_stop++] = eos;
     pthread_mutex_lock(&s->mu);
-    if (s->q_len >= s->p.queue) {
+    int busy = 0; /* workers generating; queued jobs wait for the others */
+    for (int i = 0; i < s->n_w; i++) busy += s->w[i].job != NULL;
+    if (busy + s->q_len >= s->n_w + s->p.queue) {
         s->st.refused++;
-        const int busy = s->n_w;
+        const int waiting = s->q_len;
         pthread_mutex_unlock(&s->mu);
         free(prompt);
         free(j);
-        return es_fail(err, ES_ERR_BUSY, "all %d workers are busy and %d requests are waiting", busy, s->p.queue);
+        return es_fail(err, ES_ERR_BUSY, "all %d workers are busy and %d requests are waiting", s->n_w, waiting);
     }
     if (s->q_tail) s->q_tail->next = j;
     else s->q_head = j;

@@ -26,7 +26,7 @@ typedef struct es_edge_http_params {
     es_edge_params edge;       /* how each worker connects and drafts (edge.draft is required: it
                                   also tokenises the prompts and detokenises the replies) */
     int workers;               /* generations at once (default 4) */
-    int queue;                 /* requests waiting for a worker before 503 (default 64) */
+    int queue;                 /* requests waiting for a worker (all busy) before 503 (default 64) */
     const char *api_key;       /* the local API's key (NULL or "": none) */
     const char *model_name;    /* default "edgespec" */
     size_t max_body;           /* default 1 MiB */

@@ -277,7 +277,10 @@ static void req_abandon(hreq *r, const char *why) {
 static void on_close(struct evhttp_connection *evcon, void *arg) {
     (void)evcon;
     hreq *r = arg;
-    r->req = NULL; /* evhttp frees it with the connection */
+    /* A request whose reply was not complete when its connection failed is detached from it by
+     * evhttp and left to us; one still attached is freed with the connection. */
+    if (r->req && !evhttp_request_get_connection(r->req)) evhttp_request_free(r->req);
+    r->req = NULL;
     r->evcon = NULL;
     req_abandon(r, "connection closed");
     req_free(r);
@@ -494,7 +497,9 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
             reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
             return;
         }
-        prompt = tokenize(h, es_str_cstr(&text), true, &n_prompt, &err);
+        /* the template's markers are control tokens; the fallback transcript is plain text, tokenised
+         * exactly as `edgespec run` would tokenise it */
+        prompt = tokenize(h, es_str_cstr(&text), h->chat_family != ES_CHAT_FALLBACK, &n_prompt, &err);
         es_str_free(&text);
         if (h->eot >= 0) stop_ids[n_stop_ids++] = h->eot;
     } else if (q.prompt) {
