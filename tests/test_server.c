@@ -706,7 +706,14 @@ static void test_vanish(es_server *srv, int port) {
     int32_t tok[] = {g_gen[0], g_gen[1]};
     int32_t par[] = {-1, 0};
     CHECK(send_verify(fb, 2, 0, tok, par, 2));
+    /* Wait for the prefill to be under way (sequences are created and filled by the compute thread),
+     * then vanish: most likely mid-prefill for session 1 and with the tree of session 2 pending. */
     es_server_stats st = stats_of(srv);
+    double t1 = now_s();
+    while (st.sched.kv_blocks_used == 0 && now_s() - t1 < 5) {
+        sleep_ms(1);
+        st = stats_of(srv);
+    }
     CHECK_MSG(st.sched.kv_blocks_used > 0, "kv blocks used %lld", (long long)st.sched.kv_blocks_used);
     close(fb);
 
