@@ -409,6 +409,19 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     CHECK(cl_closed(fd));
     close(fd);
 
+    /* A client that half-closes after its last frames still gets the answers, then EOF. */
+    fd = cl_connect(port, 0);
+    m = hello_plain();
+    b = wb();
+    CHECK_OK(es_proto_put_hello(b, &m, &err), &err);
+    CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
+    CHECK(cl_send_wb(fd, b));
+    shutdown(fd, SHUT_WR);
+    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_WELCOME);
+    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_PONG);
+    CHECK(cl_closed(fd));
+    close(fd);
+
     /* Silence after connecting: the handshake timeout (0.3 s here) closes the connection. */
     double t0 = now_s();
     fd = cl_connect(port, 0);
