@@ -16,6 +16,8 @@ int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_edge(int argc, char **argv);
+/* `edgespec bench serve` (cmd_bench_serve.c); argv[1] == "serve". */
+int bench_serve(int argc, char **argv);
 
 /* Strict number parsing: the whole string must be a number within [lo, hi]. */
 bool cli_parse_long(const char *s, long lo, long hi, long *out);

@@ -258,7 +258,7 @@ static int run_case(es_model *target, es_model *draft, const spec_case *sc, int 
 static int bench_spec(int argc, char **argv) {
     const char *target_path = NULL, *drafts_arg = NULL, *prompts_path = NULL, *alphas_arg = NULL;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = nc > 0 ? (int)nc : 1, n_gen = 128, n_prompts = 8, draft_max = 8, tb = 32, td = 6, tw = 4;
+    int threads = nc > 0 ? (int)nc : 1, n_gen = 128, n_prompts = 8, draft_max = 8, tb = 8, td = 8, tw = 4;
     bool json = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -402,6 +402,7 @@ static int bench_spec(int argc, char **argv) {
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "spec")) return bench_spec(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "serve")) return bench_serve(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "model")) return bench_model(argc - 1, argv + 1);
     return bench_model(argc, argv);
 }

@@ -1,8 +1,373 @@
-/* cmd_edge.c — placeholder until the edge subcommand lands. */
+/* cmd_edge.c — `edgespec edge`: generate with a remote target. The edge drafts locally with a small
+ * model and the server (`edgespec serve`) verifies; or, with --no-draft / --server-spec, the edge is
+ * a plain client of a server that generates. Confirmed text streams to stdout as it is confirmed;
+ * with --json one object is printed at the end instead. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
+#include "cli/run_opts.h"
+#include "cli/run_output.h"
+#include "edge/edge.h"
+
+static const char *k_usage =
+    "edgespec edge -d DRAFT.gguf --server HOST:PORT (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K]\n"
+    "              [--top-p P] [--min-p P] [--seed S] [--spec chain|tree] [--accept greedy|match|rejection]\n"
+    "              [--draft-max K] [--draft-min K] [--draft-p-min P] [--tree-budget N] [--tree-depth N]\n"
+    "              [--tree-width N] [--proactive on|off] [--no-draft | --server-spec]\n"
+    "              [--emulate-rtt-ms MS] [--emulate-bandwidth-kbps K] [--fallback local|none] [--reconnect N]\n"
+    "              [--api-key K] [-t N] [--json]";
+
+static void print_help(void) {
+    printf("usage: %s\n\n"
+           "Generates text from PROMPT with the target model of an `edgespec serve` server. By default the edge\n"
+           "drafts tokens with DRAFT (which must share the target's vocabulary) and the server verifies them:\n"
+           "the output is the target's (greedy: token-identical to running the target alone). The text is\n"
+           "printed as it is confirmed; timing on stderr.\n\n"
+           "  -d, --draft FILE          draft model (GGUF); also tokenises the prompt and prints the text\n"
+           "  --server HOST:PORT        the server (default 127.0.0.1:7700)\n"
+           "  -p, --prompt TEXT         prompt text\n"
+           "  -f, --file FILE           read the prompt from a file\n"
+           "  -n, --n-predict N         tokens to generate at most (default 256)\n"
+           "  --temp T                  the target's temperature; 0 = greedy (default 0)\n"
+           "  --top-k K / --top-p P / --min-p P / --seed S   sampling as in `edgespec run`\n"
+           "  --spec chain|tree         draft a chain or a token tree (default chain)\n"
+           "  --accept RULE             greedy (default at --temp 0), match, rejection (default when sampling)\n"
+           "  --draft-max K, --draft-min K, --draft-p-min P, --no-adaptive   chain drafting (defaults 8, 1, 0)\n"
+           "  --tree-budget N, --tree-depth N, --tree-width N                 tree drafting (32, 6, 4)\n"
+           "  --proactive on|off        draft the next tree while the verdict is in flight, betting on the\n"
+           "                            most likely path (default on)\n"
+           "  --no-server-hints         ignore the server's suggested tree size\n"
+           "  --no-draft                the server generates alone (autoregressive); -d optional\n"
+           "  --server-spec             the server drafts with its own draft model; -d optional\n"
+           "  --emulate-rtt-ms MS       delay every frame by MS/2 each way (WAN emulation on loopback)\n"
+           "  --emulate-bandwidth-kbps K  serialise frames at K kbit/s each way\n"
+           "  --fallback local|none     when the server goes away: finish with the draft alone (local) or\n"
+           "                            reconnect and resume (none, default)\n"
+           "  --reconnect N             reconnection attempts, backoff 100 ms doubling to 5 s (default 5)\n"
+           "  --io-timeout S            give up on a silent server after S seconds (default 60)\n"
+           "  --api-key K               the server's key, if it asks for one\n"
+           "  -t, --threads N           draft compute threads (default: number of cores)\n"
+           "  -c, --ctx N               draft context length (default: the model's)\n"
+           "  --no-bos                  do not prepend BOS\n"
+           "  --json                    print one JSON object with text, tokens, timings, spec and wire stats\n",
+           k_usage);
+}
+
+typedef struct edge_opts {
+    es_run_opts r;           /* the options shared with `edgespec run` */
+    const char *host;
+    char host_buf[256];
+    int port;
+    bool proactive, no_draft, server_spec, hints;
+    double rtt_ms, kbps, io_timeout;
+    bool fallback;
+    int reconnect;
+    const char *api_key;
+} edge_opts;
+
+static bool parse_server(const char *v, edge_opts *o) {
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v) return false;
+    long port;
+    if (!cli_parse_long(colon + 1, 1, 65535, &port)) return false;
+    size_t hl = (size_t)(colon - v);
+    if (v[0] == '[' && hl >= 2 && v[hl - 1] == ']') { v++; hl -= 2; } /* [v6]:port */
+    if (hl == 0 || hl >= sizeof o->host_buf) return false;
+    memcpy(o->host_buf, v, hl);
+    o->host_buf[hl] = 0;
+    o->host = o->host_buf;
+    o->port = (int)port;
+    return true;
+}
+
+/* Parses the edge-only options and hands the rest to the `run` parser (which knows the shared ones). */
+static int parse(int argc, char **argv, edge_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 7700;
+    o->proactive = true;
+    o->hints = true;
+    o->io_timeout = 60;
+    o->reconnect = 5;
+    char **rest = calloc((size_t)argc + 3, sizeof *rest);
+    if (!rest) return cli_error("edge", "out of memory");
+    int nr = 0;
+    rest[nr++] = "edge";
+    rest[nr++] = "-m";
+    rest[nr++] = "-"; /* run's parser wants a model; the edge's model is the draft */
+    bool have_draft = false;
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long lv;
+        double dv;
+#define NEED_VALUE()                                                              \
+    if (!v) { rc = cli_usage_error("edge", k_usage, "%s needs a value", a); break; } \
+    i++;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { rc = -1; break; }
+        else if (!strcmp(a, "-d") || !strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) {
+            NEED_VALUE();
+            rest[nr++] = "--draft";
+            rest[nr++] = (char *)v;
+            have_draft = true;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            rc = cli_usage_error("edge", k_usage, "the target lives on the server; give the draft with -d");
+        } else if (!strcmp(a, "--server")) {
+            NEED_VALUE();
+            if (!parse_server(v, o)) rc = cli_usage_error("edge", k_usage, "--server must be HOST:PORT, got '%s'", v);
+        } else if (!strcmp(a, "--proactive")) {
+            NEED_VALUE();
+            if (!strcmp(v, "on")) o->proactive = true;
+            else if (!strcmp(v, "off")) o->proactive = false;
+            else rc = cli_usage_error("edge", k_usage, "--proactive must be on or off, got '%s'", v);
+        } else if (!strcmp(a, "--no-draft")) o->no_draft = true;
+        else if (!strcmp(a, "--server-spec")) o->server_spec = true;
+        else if (!strcmp(a, "--no-server-hints")) o->hints = false;
+        else if (!strcmp(a, "--emulate-rtt-ms")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, 0, 1e6, &dv)) rc = cli_usage_error("edge", k_usage, "--emulate-rtt-ms must be >= 0, got '%s'", v);
+            o->rtt_ms = dv;
+        } else if (!strcmp(a, "--emulate-bandwidth-kbps")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, 0, 1e9, &dv)) rc = cli_usage_error("edge", k_usage, "--emulate-bandwidth-kbps must be >= 0, got '%s'", v);
+            o->kbps = dv;
+        } else if (!strcmp(a, "--fallback")) {
+            NEED_VALUE();
+            if (!strcmp(v, "local")) o->fallback = true;
+            else if (!strcmp(v, "none")) o->fallback = false;
+            else rc = cli_usage_error("edge", k_usage, "--fallback must be local or none, got '%s'", v);
+        } else if (!strcmp(a, "--reconnect")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 0, 1000, &lv)) rc = cli_usage_error("edge", k_usage, "--reconnect must be in 0..1000, got '%s'", v);
+            o->reconnect = (int)lv;
+        } else if (!strcmp(a, "--io-timeout")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, 0.001, 1e6, &dv)) rc = cli_usage_error("edge", k_usage, "--io-timeout must be > 0, got '%s'", v);
+            o->io_timeout = dv;
+        } else if (!strcmp(a, "--api-key")) {
+            NEED_VALUE();
+            o->api_key = v;
+        } else if (!strcmp(a, "--repeat-penalty") || !strcmp(a, "--repeat-last-n") || !strcmp(a, "-b") || !strcmp(a, "--batch") ||
+                   !strcmp(a, "--synthetic-accept") || !strcmp(a, "--help-spec")) {
+            rc = cli_usage_error("edge", k_usage, "%s is not available with `edgespec edge`", a);
+        } else rest[nr++] = (char *)a;
+#undef NEED_VALUE
+    }
+    if (rc == 0) {
+        rc = es_run_opts_parse(nr, rest, &o->r, k_usage);
+        if (rc == -1 || rc == -2) rc = -1;
+    }
+    free(rest);
+    if (rc != 0) return rc;
+    o->r.model_path = NULL;
+    if (o->no_draft && o->server_spec) return cli_usage_error("edge", k_usage, "give --no-draft or --server-spec, not both");
+    if (!have_draft && !o->no_draft && !o->server_spec)
+        return cli_usage_error("edge", k_usage, "a draft model is required (-d DRAFT.gguf), or --no-draft / --server-spec");
+    if (!strcmp(o->r.accept, "greedy") && o->r.sp.temperature > 0)
+        return cli_usage_error("edge", k_usage, "--accept greedy needs --temp 0; use match or rejection when sampling");
+    return 0;
+}
+
+typedef struct sink {
+    es_run_output out;  /* streamed text (with a local tokenizer) */
+    bool have_tok, json;
+} sink;
+
+static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
+    (void)t_s;
+    sink *s = ud;
+    for (int i = 0; i < n; i++) {
+        if (s->have_tok) es_run_output_token(&s->out, toks[i]);
+        else if (!s->json) {
+            printf("%d ", toks[i]);
+            fflush(stdout);
+        }
+    }
+}
+
+static const char *stop_name(int stop) {
+    switch (stop) {
+    case ES_STOP_EOS: return "eos";
+    case ES_STOP_LENGTH: return "length";
+    case ES_STOP_CONTEXT: return "context";
+    case ES_STOP_CLIENT: return "client";
+    case ES_STOP_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+static cJSON *int_array(const int32_t *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static void edge_log(void *ud, int level, const char *msg) {
+    (void)ud;
+    char line[600];
+    snprintf(line, sizeof line, "edge: %s", msg);
+    cli_log(NULL, level, line);
+}
 
 int cmd_edge(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_error("edge", "not built yet");
+    edge_opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc == -1) {
+        print_help();
+        return 0;
+    }
+    if (rc != 0) return rc;
+    rc = 1;
+    es_err err = {{0}};
+    es_model *draft = NULL;
+    es_edge *e = NULL;
+    int32_t *gen = NULL;
+    es_run_prompt pr = {0};
+    sink sk;
+    memset(&sk, 0, sizeof sk);
+    sk.json = o.r.json;
+    if (o.r.draft_path && !(draft = es_run_load_model(o.r.draft_path))) goto done;
+    const es_tokenizer *tok = draft ? es_model_tokenizer(draft) : NULL;
+    if (tok && es_run_tokenize(tok, &o.r, &pr) != 0) goto done;
+
+    es_edge_params p = es_edge_default_params();
+    p.host = o.host;
+    p.port = o.port;
+    p.draft = draft;
+    p.mode = o.no_draft ? ES_MODE_AR : o.server_spec ? ES_MODE_SERVER_SPEC : ES_MODE_EDGE;
+    p.rule = es_accept_rule_parse(o.r.accept);
+    p.sampling = o.r.sp;
+    es_drafter_params *dp = &p.draft_params;
+    dp->mode = strcmp(o.r.spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+    dp->k_max = o.r.draft_max;
+    dp->k_min = o.r.draft_min > o.r.draft_max ? o.r.draft_max : o.r.draft_min;
+    dp->p_min = (float)o.r.draft_p_min;
+    dp->adaptive = o.r.adaptive;
+    dp->tree_budget = o.r.tree_budget > ES_SPEC_MAX_NODES ? ES_SPEC_MAX_NODES : o.r.tree_budget;
+    dp->tree_depth = o.r.tree_depth;
+    dp->tree_width = o.r.tree_width;
+    dp->sample = p.rule == ES_ACCEPT_REJECTION;
+    dp->temperature = o.r.sp.temperature > 0 ? o.r.sp.temperature : 1.0f;
+    dp->seed = o.r.sp.seed;
+    p.proactive = o.proactive;
+    p.adapt_to_server = o.hints;
+    p.n_threads = o.r.n_threads;
+    p.n_ctx = o.r.n_ctx;
+    p.emulate_rtt_ms = o.rtt_ms;
+    p.emulate_bandwidth_kbps = o.kbps;
+    p.api_key = o.api_key;
+    p.reconnect_attempts = o.reconnect;
+    p.fallback_local = o.fallback;
+    p.io_timeout_s = o.io_timeout;
+    p.log = edge_log;
+    if (es_edge_connect(&p, &e, &err) != ES_OK) {
+        cli_error("edge", "%s:%d: %s", o.host, o.port, err.msg);
+        goto done;
+    }
+    const es_msg_welcome *wl = es_edge_server_info(e);
+    int32_t stops[2];
+    int n_stop = 0;
+    const int32_t bos = tok ? es_tokenizer_bos(tok) : wl->bos, eos = tok ? es_tokenizer_eos(tok) : wl->eos;
+    if (bos >= 0) stops[n_stop++] = bos;
+    if (eos >= 0 && eos != bos) stops[n_stop++] = eos;
+    gen = malloc(((size_t)o.r.n_predict + 1) * sizeof *gen);
+    if (!gen) { cli_error("edge", "out of memory"); goto done; }
+    sk.have_tok = tok != NULL;
+    if (tok) es_run_output_init(&sk.out, &o.r, tok, pr.ids, pr.n);
+    es_edge_stats st;
+    memset(&st, 0, sizeof st);
+    es_status s = ES_OK;
+    if (o.r.n_predict > 0) {
+        if (tok) s = es_edge_generate(e, pr.ids, pr.n, o.r.n_predict, stops, n_stop, gen, &st, on_tokens, &sk, &err);
+        else s = es_edge_generate_text(e, o.r.prompt, o.r.n_predict, stops, n_stop, gen, &st, on_tokens, &sk, &err);
+    }
+    if (s != ES_OK) {
+        if (!o.r.json) putchar('\n');
+        cli_error("edge", "%s", err.msg);
+        if (tok) es_run_output_free(&sk.out);
+        goto done;
+    }
+    const int ng = st.n_generated;
+    const double tps = st.total_s > 0 ? ng / st.total_s : 0;
+    const double acc_len = st.rounds ? 1.0 + (double)st.accepted / st.rounds : 0;
+    const double acc_rate = st.drafted ? (double)st.accepted / (double)st.drafted : 0;
+    const double hit_ratio = st.proactive_attempts ? (double)st.proactive_hits / (double)st.proactive_attempts : 0;
+    const int64_t wire_bytes = st.bytes_sent + st.bytes_received;
+    const char *mode = p.mode == ES_MODE_AR ? "ar" : p.mode == ES_MODE_SERVER_SPEC ? "server-spec" : "edge";
+    if (o.r.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "server", o.host);
+        cJSON_AddNumberToObject(j, "port", o.port);
+        cJSON_AddStringToObject(j, "mode", mode);
+        if (o.r.draft_path) cJSON_AddStringToObject(j, "draft", o.r.draft_path);
+        cJSON_AddStringToObject(j, "text", tok && sk.out.text.s ? sk.out.text.s : "");
+        cJSON_AddItemToObject(j, "tokens", int_array(gen, ng));
+        cJSON_AddNumberToObject(j, "n_prompt", st.n_prompt);
+        cJSON_AddNumberToObject(j, "n_generated", ng);
+        cJSON_AddStringToObject(j, "stop", stop_name(st.stop));
+        cJSON_AddNumberToObject(j, "temperature", o.r.sp.temperature);
+        cJSON_AddNumberToObject(j, "seed", (double)o.r.sp.seed);
+        cJSON *t = cJSON_AddObjectToObject(j, "timings");
+        cJSON_AddNumberToObject(t, "ttft_ms", st.ttft_s * 1000.0);
+        cJSON_AddNumberToObject(t, "total_s", st.total_s);
+        cJSON_AddNumberToObject(t, "tokens_per_s", tps);
+        cJSON *sp = cJSON_AddObjectToObject(j, "spec");
+        cJSON_AddStringToObject(sp, "draft_mode", o.r.spec_mode);
+        cJSON_AddStringToObject(sp, "accept", o.r.accept);
+        cJSON_AddNumberToObject(sp, "rounds", st.rounds);
+        cJSON_AddNumberToObject(sp, "drafted", (double)st.drafted);
+        cJSON_AddNumberToObject(sp, "accepted", (double)st.accepted);
+        cJSON_AddNumberToObject(sp, "acceptance_length", acc_len);
+        cJSON_AddNumberToObject(sp, "acceptance_rate", acc_rate);
+        int maxd = 0;
+        for (int k = 1; k <= ES_SPEC_MAX_PATH; k++)
+            if (st.accepted_at_depth[k]) maxd = k;
+        cJSON *dh = cJSON_AddArrayToObject(sp, "accepted_at_depth");
+        for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)st.accepted_at_depth[k]));
+        cJSON *pa = cJSON_AddObjectToObject(sp, "proactive");
+        cJSON_AddBoolToObject(pa, "enabled", p.mode == ES_MODE_EDGE && o.proactive);
+        cJSON_AddNumberToObject(pa, "attempts", (double)st.proactive_attempts);
+        cJSON_AddNumberToObject(pa, "hits", (double)st.proactive_hits);
+        cJSON_AddNumberToObject(pa, "hit_ratio", hit_ratio);
+        cJSON_AddNumberToObject(sp, "draft_s", st.draft_seconds);
+        cJSON_AddNumberToObject(sp, "wait_s", st.wait_seconds);
+        cJSON *w = cJSON_AddObjectToObject(j, "wire");
+        cJSON_AddNumberToObject(w, "bytes_sent", (double)st.bytes_sent);
+        cJSON_AddNumberToObject(w, "bytes_received", (double)st.bytes_received);
+        cJSON_AddNumberToObject(w, "frames", (double)(st.frames_sent + st.frames_received));
+        cJSON_AddNumberToObject(w, "bytes_per_token", ng ? (double)wire_bytes / ng : 0);
+        cJSON_AddNumberToObject(j, "reconnects", st.reconnects);
+        cJSON_AddNumberToObject(j, "fallback_tokens", st.fallback_tokens);
+        char *js = cJSON_PrintUnformatted(j);
+        if (js) puts(js);
+        free(js);
+        cJSON_Delete(j);
+    } else {
+        putchar('\n');
+        fflush(stdout);
+        fprintf(stderr, "edgespec edge: %s mode, prompt %d tokens, generated %d tokens in %.3f s (%.1f tok/s), ttft %.1f ms, stop: %s\n",
+                mode, st.n_prompt, ng, st.total_s, tps, st.ttft_s * 1000.0, stop_name(st.stop));
+        if (p.mode == ES_MODE_EDGE)
+            fprintf(stderr, "edgespec edge: %d rounds, acceptance length %.2f, rate %.2f, proactive %ld/%ld hits, draft %.3f s, wait %.3f s\n",
+                    st.rounds, acc_len, acc_rate, st.proactive_hits, st.proactive_attempts, st.draft_seconds, st.wait_seconds);
+        fprintf(stderr, "edgespec edge: wire %lld bytes sent, %lld received, %.1f bytes/token", (long long)st.bytes_sent,
+                (long long)st.bytes_received, ng ? (double)wire_bytes / ng : 0.0);
+        if (st.reconnects) fprintf(stderr, ", %d reconnects", st.reconnects);
+        if (st.fallback_tokens) fprintf(stderr, ", %d tokens from the draft alone (server gone)", st.fallback_tokens);
+        fputc('\n', stderr);
+    }
+    if (tok) es_run_output_free(&sk.out);
+    rc = 0;
+done:
+    free(gen);
+    free(pr.ids);
+    es_edge_free(e);
+    es_model_free(draft);
+    es_run_opts_free(&o.r);
+    return rc;
 }

@@ -28,6 +28,7 @@ static char *read_text_file(const char *path) {
 }
 
 int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) {
+    const char *cmd = argc > 0 && argv[0] ? argv[0] : "run"; /* "run", or "edge" sharing these options */
     memset(o, 0, sizeof *o);
     o->n_predict = 256;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
@@ -47,8 +48,8 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
     o->draft_max = 8;
     o->draft_min = 1;
     o->draft_p_min = 0.0;
-    o->tree_budget = 32;
-    o->tree_depth = 6;
+    o->tree_budget = 8; /* measured best on a 2-core CPU: see README "Choosing tree parameters" */
+    o->tree_depth = 8;
     o->tree_width = 4;
     o->synthetic_alpha = -1;
     o->adaptive = true;
@@ -60,7 +61,7 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
         long lv;
         double dv;
 #define NEED_VALUE() \
-    if (!v) return cli_usage_error("run", usage, "%s needs a value", a); \
+    if (!v) return cli_usage_error(cmd, usage, "%s needs a value", a); \
     i++;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
         else if (!strcmp(a, "--help-spec")) return -2;
@@ -71,95 +72,95 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE(); file = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 24, &lv)) return cli_usage_error("run", usage, "-n must be an integer in 0..16777216, got '%s'", v);
+            if (!cli_parse_long(v, 0, 1 << 24, &lv)) return cli_usage_error(cmd, usage, "-n must be an integer in 0..16777216, got '%s'", v);
             o->n_predict = (int)lv;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error("run", usage, "--threads must be in 1..512, got '%s'", v);
+            if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error(cmd, usage, "--threads must be in 1..512, got '%s'", v);
             o->n_threads = (int)lv;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1 << 24, &lv)) return cli_usage_error("run", usage, "--ctx must be a positive integer, got '%s'", v);
+            if (!cli_parse_long(v, 1, 1 << 24, &lv)) return cli_usage_error(cmd, usage, "--ctx must be a positive integer, got '%s'", v);
             o->n_ctx = (int)lv;
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error("run", usage, "--batch must be in 1..8192, got '%s'", v);
+            if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error(cmd, usage, "--batch must be in 1..8192, got '%s'", v);
             o->n_batch = (int)lv;
         } else if (!strcmp(a, "--temp") || !strcmp(a, "--temperature")) {
             NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1e6, &dv)) return cli_usage_error("run", usage, "--temp must be a number >= 0, got '%s'", v);
+            if (!cli_parse_float(v, 0, 1e6, &dv)) return cli_usage_error(cmd, usage, "--temp must be a number >= 0, got '%s'", v);
             o->sp.temperature = (float)dv;
         } else if (!strcmp(a, "--top-k")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 30, &lv)) return cli_usage_error("run", usage, "--top-k must be an integer >= 0, got '%s'", v);
+            if (!cli_parse_long(v, 0, 1 << 30, &lv)) return cli_usage_error(cmd, usage, "--top-k must be an integer >= 0, got '%s'", v);
             o->sp.top_k = (int)lv;
             top_k_set = true;
         } else if (!strcmp(a, "--top-p")) {
             NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv) || dv <= 0) return cli_usage_error("run", usage, "--top-p must be in (0, 1], got '%s'", v);
+            if (!cli_parse_float(v, 0, 1, &dv) || dv <= 0) return cli_usage_error(cmd, usage, "--top-p must be in (0, 1], got '%s'", v);
             o->sp.top_p = (float)dv;
         } else if (!strcmp(a, "--min-p")) {
             NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error("run", usage, "--min-p must be in [0, 1], got '%s'", v);
+            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error(cmd, usage, "--min-p must be in [0, 1], got '%s'", v);
             o->sp.min_p = (float)dv;
         } else if (!strcmp(a, "--repeat-penalty")) {
             NEED_VALUE();
-            if (!cli_parse_float(v, 1e-3, 1e3, &dv)) return cli_usage_error("run", usage, "--repeat-penalty must be > 0, got '%s'", v);
+            if (!cli_parse_float(v, 1e-3, 1e3, &dv)) return cli_usage_error(cmd, usage, "--repeat-penalty must be > 0, got '%s'", v);
             o->sp.repeat_penalty = (float)dv;
         } else if (!strcmp(a, "--repeat-last-n")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error("run", usage, "--repeat-last-n must be >= 0, got '%s'", v);
+            if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error(cmd, usage, "--repeat-last-n must be >= 0, got '%s'", v);
             o->sp.repeat_last_n = (int)lv;
         } else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
             NEED_VALUE();
-            if (!cli_parse_u64(v, &o->sp.seed)) return cli_usage_error("run", usage, "--seed must be a non-negative integer, got '%s'", v);
+            if (!cli_parse_u64(v, &o->sp.seed)) return cli_usage_error(cmd, usage, "--seed must be a non-negative integer, got '%s'", v);
         } else if (!strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) { NEED_VALUE(); o->draft_path = v; }
         else if (!strcmp(a, "--spec")) {
             NEED_VALUE();
-            if (strcmp(v, "chain") && strcmp(v, "tree")) return cli_usage_error("run", usage, "--spec must be chain or tree, got '%s'", v);
+            if (strcmp(v, "chain") && strcmp(v, "tree")) return cli_usage_error(cmd, usage, "--spec must be chain or tree, got '%s'", v);
             o->spec_mode = v;
         } else if (!strcmp(a, "--accept")) {
             NEED_VALUE();
             if (strcmp(v, "greedy") && strcmp(v, "match") && strcmp(v, "rejection"))
-                return cli_usage_error("run", usage, "--accept must be greedy, match or rejection, got '%s'", v);
+                return cli_usage_error(cmd, usage, "--accept must be greedy, match or rejection, got '%s'", v);
             o->accept = v;
         } else if (!strcmp(a, "--draft-max")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 256, &lv)) return cli_usage_error("run", usage, "--draft-max must be in 1..256, got '%s'", v);
+            if (!cli_parse_long(v, 1, 256, &lv)) return cli_usage_error(cmd, usage, "--draft-max must be in 1..256, got '%s'", v);
             o->draft_max = (int)lv;
         } else if (!strcmp(a, "--draft-min")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 0, 256, &lv)) return cli_usage_error("run", usage, "--draft-min must be in 0..256, got '%s'", v);
+            if (!cli_parse_long(v, 0, 256, &lv)) return cli_usage_error(cmd, usage, "--draft-min must be in 0..256, got '%s'", v);
             o->draft_min = (int)lv;
         } else if (!strcmp(a, "--draft-p-min")) {
             NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error("run", usage, "--draft-p-min must be in [0, 1], got '%s'", v);
+            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error(cmd, usage, "--draft-p-min must be in [0, 1], got '%s'", v);
             o->draft_p_min = dv;
         } else if (!strcmp(a, "--tree-budget")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1024, &lv)) return cli_usage_error("run", usage, "--tree-budget must be in 1..1024, got '%s'", v);
+            if (!cli_parse_long(v, 1, 1024, &lv)) return cli_usage_error(cmd, usage, "--tree-budget must be in 1..1024, got '%s'", v);
             o->tree_budget = (int)lv;
         } else if (!strcmp(a, "--tree-depth")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 256, &lv)) return cli_usage_error("run", usage, "--tree-depth must be in 1..256, got '%s'", v);
+            if (!cli_parse_long(v, 1, 256, &lv)) return cli_usage_error(cmd, usage, "--tree-depth must be in 1..256, got '%s'", v);
             o->tree_depth = (int)lv;
         } else if (!strcmp(a, "--tree-width")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error("run", usage, "--tree-width must be in 1..64, got '%s'", v);
+            if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error(cmd, usage, "--tree-width must be in 1..64, got '%s'", v);
             o->tree_width = (int)lv;
         } else if (!strcmp(a, "--synthetic-accept")) {
             NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error("run", usage, "--synthetic-accept must be in [0, 1], got '%s'", v);
+            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error(cmd, usage, "--synthetic-accept must be in [0, 1], got '%s'", v);
             o->synthetic_alpha = dv;
         } else if (!strcmp(a, "--no-adaptive")) o->adaptive = false;
-        else return cli_usage_error("run", usage, "unknown option '%s'", a);
+        else return cli_usage_error(cmd, usage, "unknown option '%s'", a);
 #undef NEED_VALUE
     }
-    if (!o->model_path) return cli_usage_error("run", usage, "a model is required (-m MODEL.gguf)");
-    if (o->prompt && file) return cli_usage_error("run", usage, "give either -p or -f, not both");
+    if (!o->model_path) return cli_usage_error(cmd, usage, "a model is required (-m MODEL.gguf)");
+    if (o->prompt && file) return cli_usage_error(cmd, usage, "give either -p or -f, not both");
     if (file) {
         o->prompt_owned = read_text_file(file);
-        if (!o->prompt_owned) return cli_usage_error("run", usage, "cannot read prompt file '%s'", file);
+        if (!o->prompt_owned) return cli_usage_error(cmd, usage, "cannot read prompt file '%s'", file);
         o->prompt = o->prompt_owned;
     }
     if (!o->prompt) o->prompt = "";

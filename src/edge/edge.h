@@ -85,4 +85,11 @@ es_status es_edge_generate(es_edge *e, const int32_t *prompt, int n_prompt, int 
                            void (*on_tokens)(void *ud, const int32_t *toks, int n, double t_s), void *ud,
                            es_err *err);
 
+/* A plain client (mode AR or SERVER_SPEC) without a local tokenizer: the server tokenises `text`
+ * (adding BOS as its vocabulary asks); st->n_prompt is the server's count. A lost connection can be
+ * resumed only before the first token (resuming needs the prompt's ids). */
+es_status es_edge_generate_text(es_edge *e, const char *text, int max_tokens, const int32_t *stop, int n_stop, int32_t *out,
+                                es_edge_stats *st, void (*on_tokens)(void *ud, const int32_t *toks, int n, double t_s),
+                                void *ud, es_err *err);
+
 #endif

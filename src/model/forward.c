@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/matmul.h"
+#include "model/ctx.h"
 #include "model/kv.h"
 #include "model/model.h"
 #include "util/err.h"
@@ -422,3 +423,10 @@ es_status es_seq_keep(es_ctx *c, int seq, int base, const int32_t *slots, int n,
 int64_t es_ctx_kv_blocks_used(const es_ctx *c) { return es_kv_blocks_used(c->kv); }
 int64_t es_ctx_kv_blocks_total(const es_ctx *c) { return es_kv_blocks_total(c->kv); }
 const es_model *es_ctx_model(const es_ctx *c) { return c->model; }
+
+double es_ctx_worker_cpu_seconds(es_ctx *c) { return es_threadpool_cpu_seconds(c->tp); }
+
+int64_t es_model_kv_bytes_per_block(const es_model *m, int kv_block_size) {
+    const es_hparams *hp = &m->hp; /* matches es_kv_init: K and V, each [n_layer][block_size][kv_dim] f32 */
+    return 2 * (int64_t)hp->n_layer * kv_block_size * (int64_t)hp->n_head_kv * hp->head_dim * (int64_t)sizeof(float);
+}

@@ -66,6 +66,10 @@ typedef struct es_sched_params {
     int max_new_tokens;       /* cap on a session's max_tokens (default: n_ctx) */
     int64_t kv_memory_bytes;  /* KV pool budget (0: enough for max_sessions full contexts) */
     double batch_window_ms;   /* wait up to this long for more work when a step would be small (0) */
+    int knee_tokens;          /* rows per forward pass up to which verification stays memory-bound (on a
+                                 CPU a few dozen: the weights are read once whatever the row count);
+                                 suggested_budget spreads them over the active edge sessions
+                                 (0: default 64; < 0: no hint) */
     const es_model *draft;    /* optional server-side draft model (server-spec sessions) */
     es_drafter_params draft_params;
     void (*on_event)(void *ud, const es_sched_event *ev); /* called on the compute thread */
@@ -110,7 +114,8 @@ void es_sched_free(es_sched *s);
 /* Admits a session or refuses at once: ES_ERR_BUSY (no session slot, or not enough free KV for the
  * prompt), ES_ERR_RANGE (prompt + max_tokens beyond the context: the message says both numbers;
  * *max_tokens_granted is then what would fit), ES_ERR_INVALID_ARG (bad parameters, token out of
- * range, server-spec without a draft model). The prompt is copied; prefill starts with the next step. */
+ * range, server-spec without a draft model). The prompt is copied; prefill starts with the next step.
+ * On success *max_tokens_granted is max_tokens capped at max_new_tokens. */
 es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const int32_t *prompt, int n_prompt,
                         int *max_tokens_granted, es_err *err);
 /* Queues the tree of round `round` of an edge session (copied). ES_ERR_PROTOCOL if the session is
@@ -118,7 +123,9 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
  * ES_ERR_RANGE if the tree is invalid or too large; ES_ERR_INVALID_ARG for an unknown session. */
 es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const es_spec_tree *tree, es_err *err);
 /* Ends a session now (client closed or vanished): no more events for it; its KV blocks are freed
- * before the next step. Unknown ids are ignored. */
+ * before the next step. Unknown ids are ignored. If an event is being delivered when it is called,
+ * it waits for that callback to return (so: do not call it while holding a lock on_event takes);
+ * called from inside on_event it returns at once. */
 void es_sched_close(es_sched *s, uint64_t session);
 void es_sched_get_stats(es_sched *s, es_sched_stats *out);
 
@@ -128,7 +135,8 @@ void es_sched_get_stats(es_sched *s, es_sched_stats *out);
 es_status es_sched_run(es_sched *s, es_err *err);
 void es_sched_stop(es_sched *s);
 /* One step on the calling thread (tests, single-threaded use): returns rows processed (0: no work),
- * or a negative es_status. Events are delivered before it returns. */
+ * or a negative es_status (-ES_ERR_INVALID_ARG while es_sched_run is active: one compute thread).
+ * Events are delivered before it returns. The batch window applies to es_sched_run only. */
 int es_sched_step(es_sched *s, es_err *err);
 
 #endif

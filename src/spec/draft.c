@@ -37,6 +37,7 @@ struct es_drafter {
     int kv_confirmed;        /* confirmed tokens in the draft KV (a chain) */
     int32_t *pending;        /* confirmed tokens not yet in the KV (root excluded) */
     int n_pending;
+    int32_t *kv_tok;         /* (n_ctx + 8) token held by each chain slot [0, kv_confirmed], root included */
     float *probs;            /* (n_vocab) */
     int32_t *topi;           /* (width) scratch */
     /* this round */
@@ -61,8 +62,8 @@ es_drafter_params es_drafter_default_params(void) {
     p.k_min = 1;
     p.p_min = 0.0f;
     p.adaptive = true;
-    p.tree_budget = 32;
-    p.tree_depth = 6;
+    p.tree_budget = 8; /* see README, "Choosing tree parameters" */
+    p.tree_depth = 8;
     p.tree_width = 4;
     p.temperature = 1.0f;
     p.q_top_k = 32;
@@ -90,9 +91,10 @@ es_status es_drafter_init(es_ctx *ctx, int seq, const es_drafter_params *p, es_d
     d->kv_confirmed = es_seq_len(ctx, seq);
     es_rng_seed(&d->rng, p->seed ^ 0xd4afull);
     d->pending = malloc((size_t)(d->n_ctx + 8) * sizeof(int32_t));
+    d->kv_tok = malloc((size_t)(d->n_ctx + 8) * sizeof(int32_t));
     d->probs = malloc((size_t)d->n_vocab * sizeof(float));
     d->topi = malloc(64 * sizeof(int32_t));
-    if (!d->pending || !d->probs || !d->topi) { es_drafter_free(d); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    if (!d->pending || !d->kv_tok || !d->probs || !d->topi) { es_drafter_free(d); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
     if (p->sample) {
         es_sampler_params sp = es_sampler_default_params();
         sp.temperature = p->temperature;
@@ -112,6 +114,7 @@ void es_drafter_free(es_drafter *d) {
     if (!d) return;
     es_sampler_free(d->prop);
     free(d->pending);
+    free(d->kv_tok);
     free(d->probs);
     free(d->topi);
     free(d);
@@ -134,6 +137,8 @@ static es_status eval_root(es_drafter *d, int32_t root, const float **logits, es
     int32_t *all = d->pending; /* pending has room for the root */
     all[d->n_pending] = root;
     const int n = d->n_pending + 1, chunk = ES_SPEC_MAX_NODES + 1;
+    if (d->kv_confirmed + n > d->n_ctx) return es_fail(err, ES_ERR_RANGE, "draft context of %d positions is full", d->n_ctx);
+    memcpy(d->kv_tok + d->kv_confirmed, all, (size_t)n * sizeof(int32_t));
     for (int at = 0; at < n; at += chunk) {
         const int m = n - at < chunk ? n - at : chunk;
         const int base = es_seq_len(d->ctx, d->seq);
@@ -390,11 +395,72 @@ es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_
     es_status st = es_seq_keep(d->ctx, d->seq, d->root_slot, slots, n, err);
     if (st != ES_OK) return st;
     d->kv_confirmed = d->root_slot + n;
+    for (int i = 1; i < n; i++) d->kv_tok[d->root_slot + i] = t->token[v->path[i - 1]];
     /* accepted tokens the draft never evaluated are fed with the next round */
     for (; k < v->n_accepted; k++) d->pending[d->n_pending++] = t->token[v->path[k]];
-    if (d->p.adaptive && d->p.mode == ES_DRAFT_CHAIN && t->n > 0) {
-        if (v->n_accepted == t->n) d->k_cur = d->k_cur + 2 < d->p.k_max ? d->k_cur + 2 : d->p.k_max;
-        else d->k_cur = v->n_accepted + 1 > d->p.k_min ? v->n_accepted + 1 : (d->p.k_min > 0 ? d->p.k_min : 1);
+    d->n_nodes = 0;
+    es_drafter_adapt(d, t->n, v->n_accepted);
+    return ES_OK;
+}
+
+void es_drafter_adapt(es_drafter *d, int n_drafted, int n_accepted) {
+    if (!d->p.adaptive || d->p.mode != ES_DRAFT_CHAIN || n_drafted <= 0) return;
+    if (n_accepted >= n_drafted) d->k_cur = d->k_cur + 2 < d->p.k_max ? d->k_cur + 2 : d->p.k_max;
+    else d->k_cur = n_accepted + 1 > d->p.k_min ? n_accepted + 1 : (d->p.k_min > 0 ? d->p.k_min : 1);
+}
+
+void es_drafter_save(const es_drafter *d, es_drafter_state *s) {
+    s->k_cur = d->k_cur;
+    memcpy(s->rng, d->rng.s, sizeof s->rng);
+}
+
+void es_drafter_restore(es_drafter *d, const es_drafter_state *s) {
+    d->k_cur = s->k_cur;
+    memcpy(d->rng.s, s->rng, sizeof s->rng);
+}
+
+es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, int n_pending, es_err *err) {
+    if (kv_len < 0 || kv_len > d->kv_confirmed)
+        return es_fail(err, ES_ERR_INVALID_ARG, "cannot rewind the draft cache to %d of %d confirmed tokens", kv_len, d->kv_confirmed);
+    if (n_pending < 0 || kv_len + n_pending > d->n_ctx)
+        return es_fail(err, ES_ERR_RANGE, "rewind leaves %d + %d tokens, beyond the draft context %d", kv_len, n_pending, d->n_ctx);
+    es_status st = es_seq_truncate(d->ctx, d->seq, kv_len, err);
+    if (st != ES_OK) return st;
+    d->kv_confirmed = kv_len;
+    if (n_pending > 0) memcpy(d->pending, pending, (size_t)n_pending * sizeof(int32_t));
+    d->n_pending = n_pending;
+    d->n_nodes = 0;
+    return ES_OK;
+}
+
+es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err) {
+    es_status st = es_seq_truncate(d->ctx, d->seq, d->kv_confirmed, err); /* drop tree slots */
+    if (st != ES_OK) return st;
+    if (d->n_pending == 0) { /* recompute the last cached token's logits */
+        if (d->kv_confirmed == 0) return es_fail(err, ES_ERR_INVALID_ARG, "nothing to predict from: the draft holds no tokens");
+        d->kv_confirmed--;
+        if ((st = es_seq_truncate(d->ctx, d->seq, d->kv_confirmed, err)) != ES_OK) return st;
+        d->pending[0] = d->kv_tok[d->kv_confirmed];
+        d->n_pending = 1;
     }
+    const int n = d->n_pending, chunk = ES_SPEC_MAX_NODES + 1;
+    if (d->kv_confirmed + n > d->n_ctx) return es_fail(err, ES_ERR_RANGE, "draft context of %d positions is full", d->n_ctx);
+    const float *logits = NULL;
+    for (int at = 0; at < n; at += chunk) {
+        const int m = n - at < chunk ? n - at : chunk;
+        const int base = es_seq_len(d->ctx, d->seq);
+        for (int i = 0; i < m; i++) { d->b_pos[i] = base + i; d->b_seq[i] = d->seq; }
+        es_batch b = {m, d->pending + at, d->b_pos, d->b_seq, NULL, NULL, NULL};
+        if ((st = es_decode(d->ctx, &b, err)) != ES_OK) return st;
+        if (at + m == n) logits = es_ctx_logits(d->ctx, m - 1);
+    }
+    memcpy(d->kv_tok + d->kv_confirmed, d->pending, (size_t)n * sizeof(int32_t));
+    d->kv_confirmed += n;
+    d->n_pending = 0;
+    d->n_nodes = 0;
+    int32_t best = 0;
+    for (int i = 1; i < d->n_vocab; i++)
+        if (logits[i] > logits[best]) best = i;
+    *next = best;
     return ES_OK;
 }

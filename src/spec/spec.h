@@ -95,8 +95,54 @@ es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es
 void es_verifier_free(es_verifier *v);
 /* Puts confirmed tokens (all but the root) into the target's cache, in chunks. */
 es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_err *err);
-/* One round: evaluates root + tree, applies the rule, keeps root + accepted path in the KV. */
+/* One round: evaluates root + tree, applies the rule, keeps root + accepted path in the KV.
+ * Exactly es_verifier_stage into a private builder + es_decode + es_verifier_finish. */
 es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *tree, es_spec_verdict *out, es_err *err);
+
+/* ---- batched verification: many verifiers' rows in ONE es_decode ------------------------------
+ *
+ * A server verifying many sessions stages each session's rows into one builder, runs one es_decode
+ * over the whole batch (weights read once for everybody), then finishes each verifier:
+ *
+ *     es_batch_builder_clear(&bb);
+ *     for each session: es_verifier_stage_prefill(v, chunk, m, &bb)   (optional, prompt rows)
+ *                       es_verifier_stage(v, root, tree, &bb)         (optional, one round)
+ *     es_batch b = es_batch_builder_batch(&bb);  es_decode(ctx, &b);
+ *     for each session with a round: es_verifier_finish(v, &verdict)
+ *
+ * Rows carry absolute batch parent indices, so sessions never see each other. A verifier may stage
+ * prompt rows and then one round in the same builder (the root then hangs off the last prompt row).
+ * Staging only writes rows and remembers where they are; it touches neither the KV cache nor the
+ * sampler, so when the decode fails the caller can clear the builder and stage again (e.g. each
+ * session alone). es_batch_builder_clear makes everything staged before it stale. */
+typedef struct es_batch_builder {
+    int cap;           /* rows allocated */
+    int n;             /* rows staged */
+    int n_logits;      /* staged rows that ask for logits */
+    uint64_t gen;      /* bumped by every clear */
+    int32_t *token;    /* [cap] the es_batch arrays */
+    int32_t *pos;
+    int32_t *seq;
+    int32_t *parent;   /* absolute batch row, or -1: the sequence's last cached slot */
+    int32_t *cache_parent; /* always -1 (kept so other stagers can point at cached slots) */
+    int8_t *logits;
+} es_batch_builder;
+
+es_status es_batch_builder_init(es_batch_builder *bb, int cap, es_err *err);
+void es_batch_builder_free(es_batch_builder *bb);
+void es_batch_builder_clear(es_batch_builder *bb);
+/* The staged rows as an es_batch (pointers into bb: valid until the builder changes). */
+es_batch es_batch_builder_batch(const es_batch_builder *bb);
+
+/* Appends n confirmed tokens (a chunk of the prompt; no logits) after whatever this verifier holds
+ * in its cache plus what it already staged in bb. ES_ERR_FULL if bb lacks room (nothing staged). */
+es_status es_verifier_stage_prefill(es_verifier *v, const int32_t *tokens, int n, es_batch_builder *bb, es_err *err);
+/* Validates the tree and appends root + nodes (logits for every row). `tree` is referenced, not
+ * copied: it must stay unchanged until es_verifier_finish. One round per verifier per builder. */
+es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *tree, es_batch_builder *bb, es_err *err);
+/* After the builder's batch went through es_decode: walks the staged tree with the acceptance rule
+ * over the batch's logits, keeps root + accepted path in the KV, and clears the staged round. */
+es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err);
 
 /* ---- draft side ------------------------------------------------------------------------------- */
 
@@ -131,6 +177,34 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */
 int es_drafter_k(const es_drafter *d);
+/* The adaptive chain-length rule es_drafter_accept applies after a round of n_drafted tokens of which
+ * n_accepted were accepted (chain mode with adaptive on; otherwise nothing). */
+void es_drafter_adapt(es_drafter *d, int n_drafted, int n_accepted);
+
+/* ---- proactive drafting (SpecEdge): draft the next tree while the verdict is in flight ----
+ *
+ * Bet: after es_drafter_draft(root) -> tree T (es_drafter_kv_len is then the root's slot, call it
+ * base), save the state, apply a made-up verdict accepting the bet path with es_drafter_accept,
+ * es_drafter_predict the bonus b', and es_drafter_draft(b') the next tree. Hit (the real verdict
+ * accepted that path and its bonus is b'): carry on with the next tree. Miss: es_drafter_rewind to
+ * base + 1 + j (root plus the j leading path tokens the bet and the verdict share are still valid in
+ * the cache), pending = the rest of the real accepted path, restore the saved state and apply
+ * es_drafter_adapt for the real verdict; then es_drafter_draft(real bonus) as usual. Restoring the
+ * random stream makes a proactive run draft exactly the trees a non-proactive one would. */
+typedef struct es_drafter_state {
+    int k_cur;        /* adaptive chain length */
+    uint64_t rng[4];  /* the sampling stream (rejection-rule trees) */
+} es_drafter_state;
+
+void es_drafter_save(const es_drafter *d, es_drafter_state *s);
+void es_drafter_restore(es_drafter *d, const es_drafter_state *s);
+/* Truncates the draft cache to kv_len (<= es_drafter_kv_len) confirmed tokens, drops any tree, and
+ * makes `pending` (n_pending tokens, root excluded) the confirmed tokens still to evaluate. */
+es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, int n_pending, es_err *err);
+/* Evaluates the pending tokens (none pending: the last cached token is popped and re-evaluated, for
+ * its logits) and returns the draft's argmax after them in *next (ties: lowest id). Afterwards the
+ * cache holds every confirmed token and es_drafter_draft(d, *next, ...) drafts under that root. */
+es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err);
 /* Confirmed tokens held in the draft cache (a prefix of the confirmed sequence); the rest are fed
  * with the next draft. */
 int es_drafter_kv_len(const es_drafter *d);

@@ -16,13 +16,73 @@ struct es_verifier {
     es_sampler *smp;
     es_rng rng;             /* synthetic acceptance coin flips */
     float *probs;           /* (n_vocab) target distribution at the current node */
-    int32_t batch_tok[ES_SPEC_MAX_NODES + 1], batch_pos[ES_SPEC_MAX_NODES + 1], batch_seq[ES_SPEC_MAX_NODES + 1];
-    int32_t batch_par[ES_SPEC_MAX_NODES + 1];
-    int8_t batch_logits[ES_SPEC_MAX_NODES + 1];
     int32_t children[ES_SPEC_MAX_NODES];
+    es_batch_builder own;   /* es_verifier_verify / es_verifier_prefill: one round or chunk at a time */
+    /* what is staged in a builder (valid while st_bb->gen == st_gen) */
+    const es_batch_builder *st_bb;
+    uint64_t st_gen;
+    int st_rows;            /* rows of this sequence staged */
+    int st_last;            /* batch row of the last of them (-1: none) */
+    int st_root;            /* batch row of the staged root (-1: no round staged) */
+    int st_L;               /* the root's KV slot */
+    const es_spec_tree *st_tree;
 };
 
 static double sampler_uniform(void *ud) { return es_sampler_uniform(ud); }
+
+/* ---- the batch builder ------------------------------------------------------------------------ */
+
+es_status es_batch_builder_init(es_batch_builder *bb, int cap, es_err *err) {
+    memset(bb, 0, sizeof *bb);
+    if (cap < 1 || cap > (1 << 20)) return es_fail(err, ES_ERR_INVALID_ARG, "batch builder capacity %d out of range", cap);
+    bb->cap = cap;
+    bb->token = malloc((size_t)cap * sizeof(int32_t));
+    bb->pos = malloc((size_t)cap * sizeof(int32_t));
+    bb->seq = malloc((size_t)cap * sizeof(int32_t));
+    bb->parent = malloc((size_t)cap * sizeof(int32_t));
+    bb->cache_parent = malloc((size_t)cap * sizeof(int32_t));
+    bb->logits = malloc((size_t)cap);
+    if (!bb->token || !bb->pos || !bb->seq || !bb->parent || !bb->cache_parent || !bb->logits) {
+        es_batch_builder_free(bb);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    return ES_OK;
+}
+
+void es_batch_builder_free(es_batch_builder *bb) {
+    if (!bb) return;
+    free(bb->token);
+    free(bb->pos);
+    free(bb->seq);
+    free(bb->parent);
+    free(bb->cache_parent);
+    free(bb->logits);
+    memset(bb, 0, sizeof *bb);
+}
+
+void es_batch_builder_clear(es_batch_builder *bb) {
+    bb->n = 0;
+    bb->n_logits = 0;
+    bb->gen++;
+}
+
+es_batch es_batch_builder_batch(const es_batch_builder *bb) {
+    es_batch b = {bb->n, bb->token, bb->pos, bb->seq, bb->parent, bb->logits, bb->cache_parent};
+    return b;
+}
+
+/* Forgets staging done in another builder or before the last clear of this one. */
+static void staging_sync(es_verifier *v, const es_batch_builder *bb) {
+    if (v->st_bb == bb && v->st_gen == bb->gen) return;
+    v->st_bb = bb;
+    v->st_gen = bb->gen;
+    v->st_rows = 0;
+    v->st_last = -1;
+    v->st_root = -1;
+    v->st_tree = NULL;
+}
+
+/* ---- the verifier ----------------------------------------------------------------------------- */
 
 es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es_verifier **out, es_err *err) {
     *out = NULL;
@@ -37,11 +97,13 @@ es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es
     v->seq = seq;
     v->p = *p;
     v->n_vocab = es_model_n_vocab(es_ctx_model(ctx));
+    v->st_last = v->st_root = -1;
     es_status st = es_sampler_init(&p->sampling, v->n_vocab, &v->smp, err);
     if (st != ES_OK) { free(v); return st; }
     es_rng_seed(&v->rng, p->sampling.seed ^ 0x5eedf00dull);
     v->probs = malloc((size_t)v->n_vocab * sizeof(float));
     if (!v->probs) { es_verifier_free(v); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    if ((st = es_batch_builder_init(&v->own, ES_SPEC_MAX_NODES + 1, err)) != ES_OK) { es_verifier_free(v); return st; }
     *out = v;
     return ES_OK;
 }
@@ -50,18 +112,40 @@ void es_verifier_free(es_verifier *v) {
     if (!v) return;
     es_sampler_free(v->smp);
     free(v->probs);
+    es_batch_builder_free(&v->own);
     free(v);
 }
 
+es_status es_verifier_stage_prefill(es_verifier *v, const int32_t *tokens, int n, es_batch_builder *bb, es_err *err) {
+    staging_sync(v, bb);
+    if (n < 0) return es_fail(err, ES_ERR_INVALID_ARG, "prefill of %d tokens", n);
+    if (v->st_root >= 0) return es_fail(err, ES_ERR_INVALID_ARG, "prompt rows staged after this builder's round");
+    if (n > bb->cap - bb->n) return es_fail(err, ES_ERR_FULL, "batch has room for %d rows, not %d", bb->cap - bb->n, n);
+    const int base = es_seq_len(v->ctx, v->seq) + v->st_rows;
+    for (int i = 0; i < n; i++) {
+        const int r = bb->n + i;
+        bb->token[r] = tokens[i];
+        bb->pos[r] = base + i;
+        bb->seq[r] = v->seq;
+        bb->parent[r] = i == 0 ? v->st_last : r - 1;
+        bb->cache_parent[r] = -1;
+        bb->logits[r] = 0;
+    }
+    if (n > 0) v->st_last = bb->n + n - 1;
+    bb->n += n;
+    v->st_rows += n;
+    return ES_OK;
+}
+
 es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_err *err) {
-    const int chunk = ES_SPEC_MAX_NODES + 1;
+    const int chunk = v->own.cap;
     for (int at = 0; at < n; at += chunk) {
         const int m = n - at < chunk ? n - at : chunk;
-        const int base = es_seq_len(v->ctx, v->seq);
-        for (int i = 0; i < m; i++) { v->batch_pos[i] = base + i; v->batch_seq[i] = v->seq; v->batch_logits[i] = 0; }
-        es_batch b = {m, tokens + at, v->batch_pos, v->batch_seq, NULL, v->batch_logits, NULL};
-        es_status st = es_decode(v->ctx, &b, err);
+        es_batch_builder_clear(&v->own);
+        es_status st = es_verifier_stage_prefill(v, tokens + at, m, &v->own, err);
         if (st != ES_OK) return st;
+        es_batch b = es_batch_builder_batch(&v->own);
+        if ((st = es_decode(v->ctx, &b, err)) != ES_OK) return st;
     }
     return ES_OK;
 }
@@ -71,33 +155,56 @@ static int32_t target_token(es_verifier *v, const float *logits) {
     return es_sampler_sample(v->smp, logits);
 }
 
-es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *t, es_spec_verdict *out, es_err *err) {
+es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *t, es_batch_builder *bb, es_err *err) {
+    staging_sync(v, bb);
     es_status st = es_spec_tree_validate(t, v->n_vocab, err);
     if (st != ES_OK) return st;
     if (v->p.rule == ES_ACCEPT_REJECTION && t->n > 0 && !t->has_q)
         return es_fail(err, ES_ERR_INVALID_ARG, "the rejection rule needs the draft's proposal distributions");
     if (root < 0 || root >= v->n_vocab) return es_fail(err, ES_ERR_RANGE, "root token %d outside the vocabulary", root);
-    const int L = es_seq_len(v->ctx, v->seq), n = t->n + 1;
-    v->batch_tok[0] = root;
-    v->batch_pos[0] = L;
-    v->batch_par[0] = -1;
+    if (v->st_root >= 0) return es_fail(err, ES_ERR_INVALID_ARG, "a round is already staged in this builder");
+    const int n = t->n + 1;
+    if (n > bb->cap - bb->n) return es_fail(err, ES_ERR_FULL, "batch has room for %d rows, not %d", bb->cap - bb->n, n);
+    const int L = es_seq_len(v->ctx, v->seq) + v->st_rows, r0 = bb->n;
+    /* Node u is batch row r0 + u + 1; the root (row r0) hangs off this verifier's last staged
+     * prompt row, or its last cached slot. */
+    bb->token[r0] = root;
+    bb->pos[r0] = L;
+    bb->parent[r0] = v->st_last;
     for (int i = 0; i < t->n; i++) {
-        v->batch_tok[i + 1] = t->token[i];
-        v->batch_pos[i + 1] = L + t->depth[i];
-        v->batch_par[i + 1] = t->parent[i] + 1;
+        bb->token[r0 + i + 1] = t->token[i];
+        bb->pos[r0 + i + 1] = L + t->depth[i];
+        bb->parent[r0 + i + 1] = r0 + t->parent[i] + 1;
     }
-    for (int i = 0; i < n; i++) { v->batch_seq[i] = v->seq; v->batch_logits[i] = 1; }
-    es_batch b = {n, v->batch_tok, v->batch_pos, v->batch_seq, v->batch_par, v->batch_logits, NULL};
-    if ((st = es_decode(v->ctx, &b, err)) != ES_OK) return st;
+    for (int i = r0; i < r0 + n; i++) { bb->seq[i] = v->seq; bb->logits[i] = 1; bb->cache_parent[i] = -1; }
+    bb->n += n;
+    bb->n_logits += n;
+    v->st_rows += n;
+    v->st_last = r0 + n - 1;
+    v->st_root = r0;
+    v->st_L = L;
+    v->st_tree = t;
+    return ES_OK;
+}
 
-    /* Walk from the root. Node u is batch row u+1 (root = row 0 = node -1). */
+es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) {
+    const es_spec_tree *t = v->st_tree;
+    const int r0 = v->st_root, L = v->st_L;
+    if (!v->st_bb || v->st_gen != v->st_bb->gen || r0 < 0 || !t)
+        return es_fail(err, ES_ERR_INVALID_ARG, "no round staged for this verifier");
+    v->st_root = -1; /* one finish per staged round, whatever happens below */
+    v->st_tree = NULL;
+    if (es_seq_len(v->ctx, v->seq) != L + t->n + 1 || !es_ctx_logits(v->ctx, r0))
+        return es_fail(err, ES_ERR_INVALID_ARG, "the staged round was not decoded");
+
+    /* Walk from the root. Node u is batch row r0 + u + 1 (root = row r0 = node -1). */
     int u = -1;
     out->n_accepted = 0;
     for (;;) {
         int m = 0;
         for (int i = (u < 0 ? 0 : u + 1); i < t->n; i++)
             if (t->parent[i] == u) v->children[m++] = i;
-        const float *logits = es_ctx_logits(v->ctx, u + 1);
+        const float *logits = es_ctx_logits(v->ctx, r0 + u + 1);
         int next = -1;
         int32_t bonus = -1;
         if (v->p.rule == ES_ACCEPT_REJECTION) {
@@ -134,4 +241,13 @@ es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *t
     slots[0] = L;
     for (int k = 0; k < out->n_accepted; k++) slots[k + 1] = L + 1 + out->path[k];
     return es_seq_keep(v->ctx, v->seq, L, slots, out->n_accepted + 1, err);
+}
+
+es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *t, es_spec_verdict *out, es_err *err) {
+    es_batch_builder_clear(&v->own);
+    es_status st = es_verifier_stage(v, root, t, &v->own, err);
+    if (st != ES_OK) return st;
+    es_batch b = es_batch_builder_batch(&v->own);
+    if ((st = es_decode(v->ctx, &b, err)) != ES_OK) return st;
+    return es_verifier_finish(v, out, err);
 }

@@ -30,6 +30,8 @@
 typedef struct es_worker {
     es_threadpool *tp;
     int ith;
+    _Atomic int64_t cpu_ns; /* this worker's CPU time (CLOCK_THREAD_CPUTIME_ID) as last noted */
+    int64_t noted_at;       /* monotonic ns of that note (the worker's own) */
 } es_worker;
 
 struct es_threadpool {
@@ -93,12 +95,26 @@ static bool spin_while_nonzero(_Atomic int *v) {
     }
 }
 
+/* Publishes the calling worker's CPU time so far. Reading a thread CPU clock is a system call (about
+ * a microsecond, as long as a small region), so after a region it is read at most once per
+ * ES_TP_CPU_NOTE_NS; before sleeping always, so an idle pool's total is exact. */
+#define ES_TP_CPU_NOTE_NS 1000000
+static void note_cpu(es_worker *w, bool force) {
+    const int64_t t = now_ns();
+    if (!force && t - w->noted_at < ES_TP_CPU_NOTE_NS) return;
+    w->noted_at = t;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        atomic_store_explicit(&w->cpu_ns, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, memory_order_relaxed);
+}
+
 static void *worker_main(void *arg) {
     es_worker *w = arg;
     es_threadpool *tp = w->tp;
     unsigned seen = 0; /* generation 0 is "no region yet" */
     for (;;) {
         if (!spin_while_eq_uint(&tp->gen, seen)) {
+            note_cpu(w, true); /* the spin before sleeping counts too */
             pthread_mutex_lock(&tp->mu);
             atomic_fetch_add(&tp->n_sleepers, 1);
             while (atomic_load(&tp->gen) == seen) pthread_cond_wait(&tp->cv_work, &tp->mu);
@@ -108,6 +124,7 @@ static void *worker_main(void *arg) {
         seen = atomic_load(&tp->gen);
         if (atomic_load(&tp->stop)) break;
         tp->fn(tp->ud, w->ith, tp->n_threads);
+        note_cpu(w, false);
         if (atomic_fetch_sub(&tp->pending, 1) == 1 && atomic_load(&tp->main_waiting)) {
             pthread_mutex_lock(&tp->mu);
             pthread_cond_signal(&tp->cv_done);
@@ -146,7 +163,10 @@ es_status es_threadpool_init(int n_threads, es_threadpool **out, es_err *err) {
         }
     }
     for (int i = 0; i < n_threads - 1; i++) {
-        tp->workers[i] = (es_worker){tp, i + 1};
+        tp->workers[i].tp = tp;
+        tp->workers[i].ith = i + 1;
+        atomic_init(&tp->workers[i].cpu_ns, 0);
+        tp->workers[i].noted_at = 0;
         int rc = pthread_create(&tp->threads[i], NULL, worker_main, &tp->workers[i]);
         if (rc != 0) {
             es_threadpool_free(tp);
@@ -178,6 +198,13 @@ void es_threadpool_free(es_threadpool *tp) {
 }
 
 int es_threadpool_n_threads(const es_threadpool *tp) { return tp ? tp->n_threads : 1; }
+
+double es_threadpool_cpu_seconds(es_threadpool *tp) {
+    if (!tp) return 0;
+    int64_t ns = 0;
+    for (int i = 0; i < tp->n_started; i++) ns += atomic_load_explicit(&tp->workers[i].cpu_ns, memory_order_relaxed);
+    return (double)ns * 1e-9;
+}
 
 void es_threadpool_run(es_threadpool *tp, es_task_fn fn, void *ud) {
     if (!tp || tp->n_threads == 1) {

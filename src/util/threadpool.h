@@ -13,6 +13,10 @@ typedef void (*es_task_fn)(void *ud, int ith, int nth);
 es_status es_threadpool_init(int n_threads, es_threadpool **out, es_err *err);
 void es_threadpool_free(es_threadpool *tp);
 int es_threadpool_n_threads(const es_threadpool *tp);
+/* CPU seconds the worker threads (not the caller, thread 0) have used since the pool started: exact
+ * once they sleep, at most about a millisecond per worker behind while they are busy. Any thread may
+ * call it; the caller measures its own time with CLOCK_THREAD_CPUTIME_ID. */
+double es_threadpool_cpu_seconds(es_threadpool *tp);
 /* Runs fn(ud, ith, nth) on all nth threads and waits. tp == NULL runs fn(ud, 0, 1) inline. Not
  * re-entrant: one region at a time per pool. */
 void es_threadpool_run(es_threadpool *tp, es_task_fn fn, void *ud);

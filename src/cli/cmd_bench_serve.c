@@ -1,0 +1,505 @@
+/* cmd_bench_serve.c — `edgespec bench serve`: a verification server and N edge clients on loopback,
+ * side by side for several serving modes and client counts, in one process.
+ *
+ * Modes: ar (plain clients, the server generates autoregressively — the server-only baseline),
+ * server-spec (the draft model runs on the server), edge (edges draft, the server verifies) and
+ * edge+proactive (edges also draft under a bet while a verification is in flight).
+ *
+ * Because the edges share this machine's cores with the server, the primary throughput figure is
+ * generated tokens per second of *server compute* (CPU time of the scheduler's compute thread and its
+ * thread pool — what a server operator pays for); wall-clock throughput is reported beside it.
+ * Inter-token latency follows SpecEdge: a verdict that confirms n tokens after a gap of t seconds
+ * contributes n samples of t / n. Cost per 1M tokens follows SpecEdge's model: server $/s × server
+ * compute time (CPU seconds ÷ server threads) + edge $/s × edge busy (drafting) time. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli/cli.h"
+#include "edge/edge.h"
+#include "server/server.h"
+
+static const char *k_usage_serve =
+    "edgespec bench serve -m TARGET.gguf [--draft DRAFT.gguf] [--server-draft DRAFT.gguf]\n"
+    "               [--modes ar,server-spec,edge,edge+proactive] [--clients 1,2,4,8,16,32]\n"
+    "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
+    "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
+    "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
+    "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S] [--json]";
+
+enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_COUNT };
+static const char *k_mode_names[MODE_COUNT] = {"ar", "server-spec", "edge", "edge+proactive"};
+
+typedef struct bs_opts {
+    const char *target_path, *draft_path, *server_draft_path, *prompts_path;
+    int modes[MODE_COUNT], n_modes;
+    int clients[16], n_clients;
+    int n_gen, prompts_per_client, threads, draft_max, tree_budget, tree_depth, tree_width, max_batch_tokens;
+    double rtt_ms, bandwidth_kbps, temp, server_cost_h, edge_cost_h;
+    const char *accept, *spec;
+    uint64_t seed;
+    bool json;
+} bs_opts;
+
+typedef struct bs_prompts {
+    int32_t **tok;
+    int *n;
+    int count;
+} bs_prompts;
+
+/* One client thread's job and results. */
+typedef struct bs_client {
+    /* in */
+    int id, mode;
+    const bs_opts *o;
+    const bs_prompts *prompts;
+    const es_model *draft;
+    int port;
+    int32_t eos;
+    /* out */
+    double *itl;            /* samples (s) */
+    int n_itl, cap_itl;
+    double ttft_sum;
+    int ttft_n;
+    double last_t;
+    long tokens, rounds, drafted, accepted, pro_attempts, pro_hits;
+    int64_t bytes;
+    double draft_s;
+    int errors;
+    char err[sizeof(((es_err *)0)->msg) + 16];
+} bs_client;
+
+static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
+    (void)toks;
+    bs_client *c = ud;
+    if (n <= 0) return;
+    if (c->last_t < 0) { /* first tokens of this generation: time to first token */
+        c->ttft_sum += t_s;
+        c->ttft_n++;
+    } else {
+        const double per = (t_s - c->last_t) / n;
+        for (int i = 0; i < n; i++) {
+            if (c->n_itl == c->cap_itl) {
+                int cap = c->cap_itl ? c->cap_itl * 2 : 256;
+                double *p = realloc(c->itl, (size_t)cap * sizeof *p);
+                if (!p) return;
+                c->itl = p;
+                c->cap_itl = cap;
+            }
+            c->itl[c->n_itl++] = per;
+        }
+    }
+    c->last_t = t_s;
+}
+
+static void *client_main(void *ud) {
+    bs_client *c = ud;
+    const bs_opts *o = c->o;
+    es_edge_params ep = es_edge_default_params();
+    ep.host = "127.0.0.1";
+    ep.port = c->port;
+    const bool has_draft = c->mode == MODE_EDGE || c->mode == MODE_EDGE_PROACTIVE;
+    ep.draft = has_draft ? c->draft : NULL;
+    ep.mode = c->mode == MODE_AR ? ES_MODE_AR : c->mode == MODE_SERVER_SPEC ? ES_MODE_SERVER_SPEC : ES_MODE_EDGE;
+    ep.rule = es_accept_rule_parse(o->accept);
+    ep.sampling.temperature = (float)o->temp;
+    ep.sampling.top_k = 0;
+    ep.sampling.top_p = 1.0f;
+    ep.sampling.min_p = 0.0f;
+    ep.sampling.repeat_penalty = 1.0f;
+    ep.draft_params.mode = !strcmp(o->spec, "tree") ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+    ep.draft_params.k_max = o->draft_max;
+    ep.draft_params.tree_budget = o->tree_budget;
+    ep.draft_params.tree_depth = o->tree_depth;
+    ep.draft_params.tree_width = o->tree_width;
+    ep.draft_params.sample = ep.rule == ES_ACCEPT_REJECTION;
+    ep.proactive = c->mode == MODE_EDGE_PROACTIVE;
+    ep.n_threads = 1;
+    ep.emulate_rtt_ms = o->rtt_ms;
+    ep.emulate_bandwidth_kbps = o->bandwidth_kbps;
+    es_err err = {{0}};
+    es_edge *e = NULL;
+    if (es_edge_connect(&ep, &e, &err) != ES_OK) {
+        snprintf(c->err, sizeof c->err, "%s", err.msg);
+        c->errors++;
+        return NULL;
+    }
+    int32_t *out = malloc((size_t)o->n_gen * sizeof *out);
+    for (int k = 0; k < o->prompts_per_client && out; k++) {
+        const int pi = (c->id * o->prompts_per_client + k) % c->prompts->count;
+        ep.sampling.seed = o->seed + (uint64_t)pi;
+        es_edge_stats st;
+        c->last_t = -1;
+        const int32_t stop[1] = {c->eos};
+        es_status s = es_edge_generate(e, c->prompts->tok[pi], c->prompts->n[pi], o->n_gen, stop, c->eos >= 0 ? 1 : 0, out,
+                                       &st, on_tokens, c, &err);
+        if (s != ES_OK) {
+            snprintf(c->err, sizeof c->err, "%s", err.msg);
+            c->errors++;
+            continue;
+        }
+        c->tokens += st.n_generated;
+        c->rounds += st.rounds;
+        c->drafted += st.drafted;
+        c->accepted += st.accepted;
+        c->pro_attempts += st.proactive_attempts;
+        c->pro_hits += st.proactive_hits;
+        c->bytes += st.bytes_sent + st.bytes_received;
+        c->draft_s += st.draft_seconds;
+    }
+    free(out);
+    es_edge_free(e);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double percentile(double *v, int n, double q) {
+    if (n <= 0) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    int i = (int)ceil(q * n) - 1;
+    if (i < 0) i = 0;
+    if (i >= n) i = n - 1;
+    return v[i];
+}
+
+/* One (mode, clients) point: a fresh server, N client threads, results as a JSON object. */
+static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *target, es_model *draft,
+                        es_model *server_draft, const bs_prompts *prompts) {
+    es_err err = {{0}};
+    es_server_params sp = es_server_default_params();
+    sp.host = "127.0.0.1";
+    sp.port = 0;
+    sp.target = target;
+    sp.target_tok = es_model_tokenizer(target);
+    sp.sched.n_threads = o->threads;
+    sp.sched.max_sessions = n_clients + 4;
+    if (o->max_batch_tokens > 0) sp.sched.max_batch_tokens = o->max_batch_tokens;
+    if (mode == MODE_SERVER_SPEC) {
+        sp.sched.draft = server_draft;
+        sp.sched.draft_params = es_drafter_default_params();
+        sp.sched.draft_params.mode = !strcmp(o->spec, "tree") ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+        sp.sched.draft_params.k_max = o->draft_max;
+        sp.sched.draft_params.tree_budget = o->tree_budget;
+        sp.sched.draft_params.tree_depth = o->tree_depth;
+        sp.sched.draft_params.tree_width = o->tree_width;
+        sp.sched.draft_params.sample = !strcmp(o->accept, "rejection");
+    }
+    es_server *srv = NULL;
+    if (es_server_start(&sp, &srv, &err) != ES_OK) {
+        cli_error("bench", "server: %s", err.msg);
+        return NULL;
+    }
+    es_server_stats s0, s1;
+    es_server_get_stats(srv, &s0);
+    bs_client *cl = calloc((size_t)n_clients, sizeof *cl);
+    pthread_t *th = calloc((size_t)n_clients, sizeof *th);
+    const double t0 = cli_now();
+    int started = 0;
+    for (int i = 0; cl && th && i < n_clients; i++) {
+        cl[i].id = i;
+        cl[i].mode = mode;
+        cl[i].o = o;
+        cl[i].prompts = prompts;
+        cl[i].draft = draft;
+        cl[i].port = es_server_port(srv);
+        cl[i].eos = es_tokenizer_eos(es_model_tokenizer(target));
+        if (pthread_create(&th[i], NULL, client_main, &cl[i]) != 0) break;
+        started++;
+    }
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    const double wall = cli_now() - t0;
+    es_server_get_stats(srv, &s1);
+    es_server_free(srv);
+
+    long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0;
+    int64_t bytes = 0;
+    double draft_s = 0, ttft = 0;
+    int ttft_n = 0, errors = 0, n_itl = 0;
+    const char *first_err = NULL;
+    for (int i = 0; i < started; i++) {
+        tokens += cl[i].tokens;
+        rounds += cl[i].rounds;
+        drafted += cl[i].drafted;
+        accepted += cl[i].accepted;
+        pa += cl[i].pro_attempts;
+        ph += cl[i].pro_hits;
+        bytes += cl[i].bytes;
+        draft_s += cl[i].draft_s;
+        ttft += cl[i].ttft_sum;
+        ttft_n += cl[i].ttft_n;
+        errors += cl[i].errors;
+        n_itl += cl[i].n_itl;
+        if (cl[i].errors && !first_err) first_err = cl[i].err;
+    }
+    if (mode == MODE_SERVER_SPEC) { /* the server drafted: its own counters */
+        rounds = (long)(s1.sched.rounds - s0.sched.rounds);
+        drafted = (long)(s1.sched.drafted - s0.sched.drafted);
+        accepted = (long)(s1.sched.accepted - s0.sched.accepted);
+    }
+    double *itl = malloc((size_t)(n_itl > 0 ? n_itl : 1) * sizeof *itl);
+    int k = 0;
+    for (int i = 0; i < started && itl; i++) {
+        memcpy(itl + k, cl[i].itl, (size_t)cl[i].n_itl * sizeof *itl);
+        k += cl[i].n_itl;
+    }
+    const double cpu = s1.sched.compute_cpu_seconds - s0.sched.compute_cpu_seconds;
+    const double busy = s1.sched.busy_seconds - s0.sched.busy_seconds;
+    const double idle = s1.sched.idle_seconds - s0.sched.idle_seconds;
+    const int64_t steps = s1.sched.steps - s0.sched.steps;
+    const int64_t rows = s1.sched.batch_rows - s0.sched.batch_rows;
+    const double server_cost = o->server_cost_h / 3600.0 * (cpu / o->threads);
+    const double edge_cost = o->edge_cost_h / 3600.0 * draft_s;
+
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "mode", k_mode_names[mode]);
+    cJSON_AddNumberToObject(r, "clients", n_clients);
+    cJSON_AddNumberToObject(r, "tokens", (double)tokens);
+    cJSON_AddNumberToObject(r, "wall_s", wall);
+    cJSON_AddNumberToObject(r, "server_compute_cpu_s", cpu);
+    cJSON_AddNumberToObject(r, "tokens_per_server_compute_s", cpu > 0 ? tokens / cpu : 0);
+    cJSON_AddNumberToObject(r, "tokens_per_s_wall", wall > 0 ? tokens / wall : 0);
+    cJSON_AddNumberToObject(r, "itl_p50_ms", 1e3 * percentile(itl, n_itl, 0.50));
+    cJSON_AddNumberToObject(r, "itl_p99_ms", 1e3 * percentile(itl, n_itl, 0.99));
+    cJSON_AddNumberToObject(r, "ttft_ms", ttft_n ? 1e3 * ttft / ttft_n : 0);
+    cJSON_AddNumberToObject(r, "acceptance_length", rounds ? 1.0 + (double)accepted / rounds : 1.0);
+    cJSON_AddNumberToObject(r, "rounds", (double)rounds);
+    cJSON_AddNumberToObject(r, "drafted", (double)drafted);
+    cJSON_AddNumberToObject(r, "accepted", (double)accepted);
+    cJSON_AddNumberToObject(r, "proactive_attempts", (double)pa);
+    cJSON_AddNumberToObject(r, "proactive_hit_ratio", pa ? (double)ph / pa : 0);
+    cJSON_AddNumberToObject(r, "bytes_per_token", tokens ? (double)bytes / tokens : 0);
+    cJSON_AddNumberToObject(r, "server_idle_fraction", busy + idle > 0 ? idle / (busy + idle) : 0);
+    cJSON_AddNumberToObject(r, "server_steps", (double)steps);
+    cJSON_AddNumberToObject(r, "mean_batch_rows", steps ? (double)rows / steps : 0);
+    cJSON_AddNumberToObject(r, "max_batch_rows", s1.sched.max_batch_rows);
+    cJSON_AddNumberToObject(r, "edge_draft_s", draft_s);
+    cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", tokens ? (server_cost + edge_cost) / tokens * 1e6 : 0);
+    cJSON_AddNumberToObject(r, "errors", errors);
+    if (first_err) cJSON_AddStringToObject(r, "first_error", first_err);
+    for (int i = 0; i < started; i++) free(cl[i].itl);
+    free(itl);
+    free(cl);
+    free(th);
+    return r;
+}
+
+static int parse_int_list(const char *s, int *out, int cap, int lo, int hi) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", s);
+    int n = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        long v;
+        if (n == cap || !cli_parse_long(t, lo, hi, &v)) return -1;
+        out[n++] = (int)v;
+    }
+    return n;
+}
+
+static int parse_modes(const char *s, int *out) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    int n = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        int m = -1;
+        for (int i = 0; i < MODE_COUNT; i++)
+            if (!strcmp(t, k_mode_names[i])) m = i;
+        if (m < 0 || n == MODE_COUNT) return -1;
+        out[n++] = m;
+    }
+    return n;
+}
+
+static int load_prompts(const char *path, const es_tokenizer *tok, int max, bs_prompts *p) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    p->tok = calloc((size_t)max, sizeof *p->tok);
+    p->n = calloc((size_t)max, sizeof *p->n);
+    char line[4096];
+    es_err err = {{0}};
+    while (p->tok && p->n && p->count < max && fgets(line, sizeof line, f)) {
+        size_t l = strcspn(line, "\r\n");
+        line[l] = 0;
+        if (!l) continue;
+        int32_t *t = malloc((l + 8) * sizeof *t);
+        int nt = 0;
+        if (!t || es_tokenize(tok, line, l, true, false, t, (int)l + 8, &nt, &err) != ES_OK || nt < 1) {
+            free(t);
+            continue;
+        }
+        p->tok[p->count] = t;
+        p->n[p->count++] = nt;
+    }
+    fclose(f);
+    return p->count > 0 ? 0 : -1;
+}
+
+int bench_serve(int argc, char **argv) {
+    bs_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_gen = 64;
+    o.prompts_per_client = 1;
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    o.threads = nc > 0 ? (int)nc : 1;
+    o.draft_max = 8;
+    o.tree_budget = 8;
+    o.tree_depth = 8;
+    o.tree_width = 4;
+    o.rtt_ms = 14.0;
+    o.server_cost_h = 5.05;
+    o.edge_cost_h = 0.35;
+    o.accept = "greedy";
+    o.spec = "chain";
+    o.seed = 1;
+    o.n_modes = parse_modes("ar,server-spec,edge,edge+proactive", o.modes);
+    o.n_clients = parse_int_list("1,2,4", o.clients, 16, 1, 4096);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long lv;
+        double dv;
+        if (!strcmp(a, "--json")) { o.json = true; continue; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: %s\n", k_usage_serve); return 0; }
+        if (!v) return cli_usage_error("bench", k_usage_serve, "unknown option or missing value: '%s'", a);
+        i++;
+#define INTOPT(name, var, lo, hi) else if (!strcmp(a, name)) { if (!cli_parse_long(v, lo, hi, &lv)) return cli_usage_error("bench", k_usage_serve, "bad %s '%s'", name, v); var = (int)lv; }
+#define DBLOPT(name, var, lo, hi) else if (!strcmp(a, name)) { if (!cli_parse_float(v, lo, hi, &dv)) return cli_usage_error("bench", k_usage_serve, "bad %s '%s'", name, v); var = dv; }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.target_path = v;
+        else if (!strcmp(a, "--draft") || !strcmp(a, "-d")) o.draft_path = v;
+        else if (!strcmp(a, "--server-draft")) o.server_draft_path = v;
+        else if (!strcmp(a, "--prompts")) o.prompts_path = v;
+        else if (!strcmp(a, "--accept")) {
+            if (es_accept_rule_parse(v) < 0 || !strcmp(v, "synthetic")) return cli_usage_error("bench", k_usage_serve, "bad --accept '%s'", v);
+            o.accept = v;
+        } else if (!strcmp(a, "--spec")) {
+            if (strcmp(v, "chain") && strcmp(v, "tree")) return cli_usage_error("bench", k_usage_serve, "bad --spec '%s'", v);
+            o.spec = v;
+        } else if (!strcmp(a, "--modes")) {
+            if ((o.n_modes = parse_modes(v, o.modes)) <= 0) return cli_usage_error("bench", k_usage_serve, "bad --modes '%s'", v);
+        } else if (!strcmp(a, "--clients")) {
+            if ((o.n_clients = parse_int_list(v, o.clients, 16, 1, 4096)) <= 0) return cli_usage_error("bench", k_usage_serve, "bad --clients '%s'", v);
+        } else if (!strcmp(a, "--seed")) {
+            if (!cli_parse_u64(v, &o.seed)) return cli_usage_error("bench", k_usage_serve, "bad --seed '%s'", v);
+        }
+        INTOPT("--n-gen", o.n_gen, 1, 100000)
+        INTOPT("--prompts-per-client", o.prompts_per_client, 1, 10000)
+        INTOPT("--threads", o.threads, 1, 512)
+        INTOPT("-t", o.threads, 1, 512)
+        INTOPT("--draft-max", o.draft_max, 1, 64)
+        INTOPT("--tree-budget", o.tree_budget, 1, ES_SPEC_MAX_NODES)
+        INTOPT("--tree-depth", o.tree_depth, 1, 64)
+        INTOPT("--tree-width", o.tree_width, 1, 64)
+        INTOPT("--max-batch-tokens", o.max_batch_tokens, 1, 65536)
+        DBLOPT("--rtt-ms", o.rtt_ms, 0, 60000)
+        DBLOPT("--bandwidth-kbps", o.bandwidth_kbps, 0, 1e9)
+        DBLOPT("--temp", o.temp, 0, 100)
+        DBLOPT("--server-cost-per-hour", o.server_cost_h, 0, 1e6)
+        DBLOPT("--edge-cost-per-hour", o.edge_cost_h, 0, 1e6)
+        else return cli_usage_error("bench", k_usage_serve, "unknown option '%s'", a);
+#undef INTOPT
+#undef DBLOPT
+    }
+    if (!o.target_path) return cli_usage_error("bench", k_usage_serve, "-m TARGET is required");
+    if (!strcmp(o.accept, "greedy") && o.temp != 0)
+        return cli_usage_error("bench", k_usage_serve, "--accept greedy needs --temp 0 (use match or rejection to sample)");
+    bool need_draft = false, need_server_draft = false;
+    for (int i = 0; i < o.n_modes; i++) {
+        if (o.modes[i] == MODE_EDGE || o.modes[i] == MODE_EDGE_PROACTIVE) need_draft = true;
+        if (o.modes[i] == MODE_SERVER_SPEC) need_server_draft = true;
+    }
+    if ((need_draft || need_server_draft) && !o.draft_path && !o.server_draft_path)
+        return cli_usage_error("bench", k_usage_serve, "--draft DRAFT is required for the speculative modes");
+    if (!o.server_draft_path) o.server_draft_path = o.draft_path;
+    if (!o.draft_path) o.draft_path = o.server_draft_path;
+    char pdefault[4096];
+    if (!o.prompts_path) {
+        snprintf(pdefault, sizeof pdefault, "%s/../prompts/stories.txt", cli_models_dir());
+        o.prompts_path = pdefault;
+    }
+
+    es_model_params mp = es_model_default_params();
+    es_err err = {{0}};
+    es_model *target = NULL, *draft = NULL, *sdraft = NULL;
+    int rc = 1;
+    if (es_model_load(o.target_path, &mp, &target, &err) != ES_OK) return cli_error("bench", "%s: %s", o.target_path, err.msg);
+    if (need_draft && es_model_load(o.draft_path, &mp, &draft, &err) != ES_OK) {
+        cli_error("bench", "%s: %s", o.draft_path, err.msg);
+        goto done;
+    }
+    if (need_server_draft) {
+        if (need_draft && !strcmp(o.server_draft_path, o.draft_path)) sdraft = draft;
+        else if (es_model_load(o.server_draft_path, &mp, &sdraft, &err) != ES_OK) {
+            cli_error("bench", "%s: %s", o.server_draft_path, err.msg);
+            goto done;
+        }
+    }
+    int max_clients = 0;
+    for (int i = 0; i < o.n_clients; i++) max_clients = o.clients[i] > max_clients ? o.clients[i] : max_clients;
+    bs_prompts prompts = {0};
+    if (load_prompts(o.prompts_path, es_model_tokenizer(target), max_clients * o.prompts_per_client, &prompts) != 0) {
+        cli_error("bench", "cannot read prompts from %s", o.prompts_path);
+        goto done_prompts;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "target", o.target_path);
+    if (need_draft) cJSON_AddStringToObject(root, "draft", o.draft_path);
+    if (need_server_draft) cJSON_AddStringToObject(root, "server_draft", o.server_draft_path);
+    cJSON_AddNumberToObject(root, "server_threads", o.threads);
+    cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
+    cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
+    cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
+    cJSON_AddNumberToObject(root, "bandwidth_kbps", o.bandwidth_kbps);
+    cJSON_AddNumberToObject(root, "temperature", o.temp);
+    cJSON_AddStringToObject(root, "accept", o.accept);
+    cJSON_AddStringToObject(root, "spec", o.spec);
+    cJSON_AddNumberToObject(root, "server_cost_per_hour", o.server_cost_h);
+    cJSON_AddNumberToObject(root, "edge_cost_per_hour", o.edge_cost_h);
+    cJSON *rows = cJSON_AddArrayToObject(root, "results");
+    if (!o.json)
+        printf("%-15s %7s %8s %10s %9s %8s %8s %8s %7s %6s %8s %6s %9s\n", "mode", "clients", "tokens", "tok/cpu-s",
+               "tok/s", "itl p50", "itl p99", "ttft ms", "acc.len", "hit", "B/token", "idle", "$/1M tok");
+    for (int ci = 0; ci < o.n_clients; ci++)
+        for (int mi = 0; mi < o.n_modes; mi++) {
+            fprintf(stderr, "bench serve: %s with %d client(s)...\n", k_mode_names[o.modes[mi]], o.clients[ci]);
+            cJSON *r = run_point(&o, o.modes[mi], o.clients[ci], target, draft, sdraft, &prompts);
+            if (!r) continue;
+            cJSON_AddItemToArray(rows, r);
+#define NUM(k) cJSON_GetNumberValue(cJSON_GetObjectItem(r, k))
+            if (!o.json)
+                printf("%-15s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %9.2f\n", k_mode_names[o.modes[mi]],
+                       o.clients[ci], NUM("tokens"), NUM("tokens_per_server_compute_s"), NUM("tokens_per_s_wall"),
+                       NUM("itl_p50_ms"), NUM("itl_p99_ms"), NUM("ttft_ms"), NUM("acceptance_length"),
+                       NUM("proactive_hit_ratio"), NUM("bytes_per_token"), NUM("server_idle_fraction"),
+                       NUM("cost_per_1m_tokens_usd"));
+            if (NUM("errors") > 0) {
+                const cJSON *fe = cJSON_GetObjectItem(r, "first_error");
+                fprintf(stderr, "bench serve: %s/%d: %.0f client error(s): %s\n", k_mode_names[o.modes[mi]], o.clients[ci],
+                        NUM("errors"), fe ? cJSON_GetStringValue(fe) : "?");
+            }
+#undef NUM
+            fflush(stdout);
+        }
+    if (o.json) {
+        char *s = cJSON_PrintUnformatted(root);
+        if (s) printf("%s\n", s);
+        free(s);
+    }
+    cJSON_Delete(root);
+    rc = 0;
+done_prompts:
+    for (int i = 0; i < prompts.count; i++) free(prompts.tok[i]);
+    free(prompts.tok);
+    free(prompts.n);
+done:
+    if (sdraft && sdraft != draft) es_model_free(sdraft);
+    es_model_free(draft);
+    es_model_free(target);
+    return rc;
+}

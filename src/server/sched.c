@@ -1,0 +1,921 @@
+/* sched.c — the verification server's compute core (see sched.h for the contract).
+ *
+ * One es_ctx holds every session's target KV (one sequence per session, one paged pool), and an
+ * optional second es_ctx holds the server-side draft model's KV for server-spec sessions. A step:
+ *
+ *   1. reap: free sessions that were closed, finished or failed (their KV pages return to the pool);
+ *   2. create the sequences / verifiers / drafters of newly admitted sessions;
+ *   3. plan: every session with work, oldest waiting first, gets a prefill chunk and/or a round
+ *      (edge tree, AR token, server-spec tree) while max_batch_tokens rows (and the logits rows)
+ *      last; a round that does not fit waits for the next step (it is then the oldest, so it goes
+ *      first: nothing starves); edge trees are taken out of the queue here;
+ *   4. draft the server-spec trees (draft context, compute thread);
+ *   5. stage everybody into ONE es_batch_builder and run ONE es_decode; if it fails, stage and
+ *      decode each session alone and fail only those that still fail;
+ *   6. finish each round (acceptance walk, KV compaction), cut the tokens at max_tokens / the first
+ *      stop token, and deliver events; finished sessions are freed at once.
+ *
+ * Threads and locks. `mu` guards the session table's shared fields (state, queued tree, counters
+ * the admission reads), the stats and the stop flag; the compute thread owns the contexts, the
+ * verifiers, drafters and the tree in flight, and takes `mu` only to plan and to publish. Nothing
+ * slow (forward passes, drafting, callbacks) runs under `mu`, so es_sched_open / verify / close from
+ * the event loop never wait for a forward pass.
+ *
+ * Close vs events. Events are delivered by the thread running the step while it holds `ev_mu` (and
+ * not `mu`), and each delivery first re-checks, under `mu`, that the session was not closed.
+ * es_sched_close marks the session closed under `mu`, releases it, then takes and releases `ev_mu`:
+ * a delivery that began before the mark finishes before close returns, and every later delivery sees
+ * the mark. So no event for a session follows the return of es_sched_close. A callback may call
+ * es_sched_open / verify / close (close from the delivering thread does not wait on `ev_mu`, which
+ * it already holds); it must not call es_sched_step, es_sched_run or es_sched_free. */
+#include "server/sched.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/ctx.h"
+#include "util/err.h"
+
+#define SCHED_KV_BLOCK 16
+
+typedef enum sess_state {
+    SESS_FREE = 0, /* slot unused */
+    SESS_NEW,      /* admitted; its sequence / verifier are created at the next step */
+    SESS_LIVE,     /* generating */
+    SESS_GONE,     /* closed, finished or failed: no more events; freed by the compute thread */
+} sess_state;
+
+typedef struct sess {
+    /* ---- guarded by mu ---- */
+    int state;
+    bool client_closed;      /* es_sched_close: deliver nothing more */
+    uint64_t id;
+    uint64_t order;          /* admission number: equal waiting times go to the older session */
+    double ready_since;      /* when its current piece of work became ready (oldest first) */
+    bool awaiting_tree;      /* edge: the next es_sched_verify is expected */
+    bool has_tree;           /* edge: a tree is queued in `pend` */
+    uint32_t round;          /* edge: the round the next tree must carry */
+    double tree_arrival;
+    es_spec_tree *pend;      /* edge: the queued tree */
+    int n_prefilled;         /* prompt tokens in the target KV (of n_prompt - 1) */
+    int n_generated;
+    int64_t kv_blocks;       /* target KV pages it held after the last step */
+    int last_rows;           /* rows of its last round (server-spec load for the budget hint) */
+    /* ---- fixed at open ---- */
+    int mode, rule;
+    es_sampler_params sampling;
+    int32_t stop[ES_PROTO_MAX_STOP + 1];
+    int n_stop;
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;
+    /* ---- the compute thread's ---- */
+    int seq, dseq;           /* -1 until created */
+    es_verifier *v;
+    es_drafter *d;
+    es_spec_tree *work;      /* edge / server-spec: the tree verified this step (AR: NULL) */
+    uint32_t work_round;
+    int32_t root;
+    /* this step */
+    int plan_pf;             /* prompt rows staged */
+    int plan_round;          /* rows reserved for a round (0: none) */
+    int staged_rows;
+    bool decoded;            /* its rows went through a successful es_decode */
+    bool failed;
+    es_status fail_st;
+    es_err fail_err;
+    bool round_done;
+    es_spec_verdict vd;      /* the verdict, cut at max_tokens / the first stop token */
+    int n_emit;
+    int stop_reason;         /* es_proto_stop */
+    double queue_s, verify_s;
+    double accept_s;         /* server-spec: es_drafter_accept time */
+} sess;
+
+struct es_sched {
+    es_sched_params p;
+    const es_model *target;
+    es_ctx *ctx;             /* target: one sequence per session */
+    es_ctx *dctx;            /* server-side draft model (NULL without one) */
+    int n_ctx, n_vocab, n_logits_max, knee;
+    int64_t kv_bytes_per_block;
+    int32_t eos;
+    es_batch_builder bb;
+    es_spec_tree empty;      /* AR rounds verify this (no nodes) */
+
+    sess *sess;              /* [n_slots] */
+    int n_slots;             /* 2 * max_sessions: closed sessions wait for the compute thread's free */
+    sess **order;            /* [n_slots] this step's sessions, oldest waiting first */
+    int n_order;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* work arrived, stop requested, or the run loop exited */
+    pthread_mutex_t ev_mu;   /* held while events are delivered (see the file comment) */
+    bool stop, running;
+    bool stepping;           /* a step is in progress on step_tid */
+    pthread_t step_tid;
+    uint64_t next_order;
+    es_sched_stats st;       /* kv_* and sessions_active refreshed at every step */
+    double caller_cpu;       /* CPU seconds of the threads that ran steps */
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int imin(int a, int b) { return a < b ? a : b; }
+static uint32_t to_us(double sec) { return sec <= 0 ? 0 : sec >= 4294.0 ? UINT32_MAX : (uint32_t)(sec * 1e6); }
+static int imax(int a, int b) { return a > b ? a : b; }
+
+es_sched_params es_sched_default_params(void) {
+    es_sched_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 1;
+    p.max_sessions = 64;
+    p.max_batch_tokens = 512;
+    p.prefill_chunk = 256;
+    p.max_tree_nodes = 64;
+    p.knee_tokens = 64;
+    p.draft_params = es_drafter_default_params();
+    return p;
+}
+
+/* ---- init / free -------------------------------------------------------------------------------- */
+
+es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
+    *out = NULL;
+    if (!target || !params) return es_fail(err, ES_ERR_INVALID_ARG, "scheduler: null target or parameters");
+    es_sched_params p = *params;
+    const es_sched_params dflt = es_sched_default_params();
+    if (p.n_threads <= 0) p.n_threads = dflt.n_threads;
+    if (p.max_sessions <= 0) p.max_sessions = dflt.max_sessions;
+    if (p.max_batch_tokens <= 0) p.max_batch_tokens = dflt.max_batch_tokens;
+    if (p.prefill_chunk <= 0) p.prefill_chunk = dflt.prefill_chunk;
+    if (p.max_tree_nodes <= 0) p.max_tree_nodes = dflt.max_tree_nodes;
+    if (p.knee_tokens == 0) p.knee_tokens = dflt.knee_tokens;
+    if (p.n_ctx <= 0) p.n_ctx = es_model_n_ctx_train(target);
+    if (p.max_sessions > 65536) return es_fail(err, ES_ERR_INVALID_ARG, "max_sessions %d above 65536", p.max_sessions);
+    if (p.max_batch_tokens > 8192) return es_fail(err, ES_ERR_INVALID_ARG, "max_batch_tokens %d above 8192", p.max_batch_tokens);
+    if (p.n_ctx < 2 || p.n_ctx > (1 << 24)) return es_fail(err, ES_ERR_INVALID_ARG, "context of %d positions", p.n_ctx);
+    if (!(p.batch_window_ms >= 0 && p.batch_window_ms <= 10000))
+        return es_fail(err, ES_ERR_INVALID_ARG, "batch window must be in 0..10000 ms");
+    /* a round is root + tree: it must fit one forward pass */
+    p.max_tree_nodes = imin(imin(p.max_tree_nodes, ES_SPEC_MAX_NODES), p.max_batch_tokens - 1);
+    if (p.prefill_chunk > p.max_batch_tokens) p.prefill_chunk = p.max_batch_tokens;
+    if (p.max_new_tokens <= 0 || p.max_new_tokens > p.n_ctx) p.max_new_tokens = p.n_ctx;
+
+    es_sched *s = calloc(1, sizeof *s);
+    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    s->p = p;
+    s->target = target;
+    s->n_ctx = p.n_ctx;
+    s->n_vocab = es_model_n_vocab(target);
+    s->eos = es_tokenizer_eos(es_model_tokenizer(target));
+    s->knee = p.knee_tokens < 0 ? 0 : imin(p.knee_tokens, p.max_batch_tokens);
+    s->kv_bytes_per_block = es_model_kv_bytes_per_block(target, SCHED_KV_BLOCK);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->ev_mu, NULL);
+
+    /* KV pool: the budget in pages, or full contexts for every session */
+    const int64_t per_seq = (p.n_ctx + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK;
+    int64_t blocks = per_seq * p.max_sessions;
+    if (p.kv_memory_bytes > 0) {
+        blocks = p.kv_memory_bytes / s->kv_bytes_per_block;
+        if (blocks < 1) {
+            es_sched_free(s);
+            return es_fail(err, ES_ERR_INVALID_ARG, "KV budget of %lld bytes is below one page (%lld bytes)",
+                           (long long)p.kv_memory_bytes, (long long)s->kv_bytes_per_block);
+        }
+        if (blocks > per_seq * p.max_sessions) blocks = per_seq * p.max_sessions;
+    }
+    if (blocks > INT32_MAX) blocks = INT32_MAX;
+    int64_t lg = (int64_t)p.max_sessions * (p.max_tree_nodes + 1);
+    s->n_logits_max = (int)(lg < p.max_batch_tokens ? lg : p.max_batch_tokens);
+
+    es_ctx_params cp = es_ctx_default_params();
+    cp.n_threads = p.n_threads;
+    cp.n_ctx = p.n_ctx;
+    cp.n_seq_max = p.max_sessions;
+    cp.n_batch_max = p.max_batch_tokens;
+    cp.kv_block_size = SCHED_KV_BLOCK;
+    cp.kv_blocks = blocks;
+    cp.n_logits_max = s->n_logits_max;
+    es_status st = es_ctx_init(target, &cp, &s->ctx, err);
+    if (st == ES_OK && p.draft) {
+        if (es_model_n_vocab(p.draft) != s->n_vocab) {
+            es_sched_free(s);
+            return es_fail(err, ES_ERR_MISMATCH, "draft vocabulary has %d tokens, target has %d", es_model_n_vocab(p.draft),
+                           s->n_vocab);
+        }
+        /* Draft pages: the target's token budget plus room for one draft tree per session. */
+        es_ctx_params dp = cp;
+        dp.n_batch_max = ES_SPEC_MAX_NODES + 1; /* the drafter's largest batch */
+        dp.n_logits_max = 0;
+        dp.kv_blocks = blocks + (int64_t)p.max_sessions * ((ES_SPEC_MAX_NODES + SCHED_KV_BLOCK) / SCHED_KV_BLOCK + 1);
+        if (dp.kv_blocks > per_seq * p.max_sessions) dp.kv_blocks = per_seq * p.max_sessions;
+        st = es_ctx_init(p.draft, &dp, &s->dctx, err);
+    }
+    if (st == ES_OK) st = es_batch_builder_init(&s->bb, p.max_batch_tokens, err);
+    s->n_slots = 2 * p.max_sessions;
+    s->sess = calloc((size_t)s->n_slots, sizeof *s->sess);
+    s->order = calloc((size_t)s->n_slots, sizeof *s->order);
+    if (st == ES_OK && (!s->sess || !s->order)) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+    if (st != ES_OK) {
+        es_sched_free(s);
+        return st;
+    }
+    s->st.kv_blocks_total = es_ctx_kv_blocks_total(s->ctx);
+    s->st.kv_bytes_per_block = s->kv_bytes_per_block;
+    *out = s;
+    return ES_OK;
+}
+
+/* Frees a session's resources and its slot. Compute thread (or es_sched_free), under mu. */
+static void sess_release(es_sched *s, sess *x) {
+    es_verifier_free(x->v);
+    es_drafter_free(x->d);
+    if (x->seq >= 0) es_seq_close(s->ctx, x->seq);
+    if (x->dseq >= 0 && s->dctx) es_seq_close(s->dctx, x->dseq);
+    free(x->prompt);
+    free(x->pend);
+    free(x->work);
+    memset(x, 0, sizeof *x);
+    x->state = SESS_FREE;
+}
+
+void es_sched_free(es_sched *s) {
+    if (!s) return;
+    if (s->sess) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_broadcast(&s->cv);
+        while (s->running) pthread_cond_wait(&s->cv, &s->mu);
+        for (int i = 0; i < s->n_slots; i++)
+            if (s->sess[i].state != SESS_FREE) sess_release(s, &s->sess[i]);
+        pthread_mutex_unlock(&s->mu);
+    }
+    es_batch_builder_free(&s->bb);
+    es_ctx_free(s->dctx);
+    es_ctx_free(s->ctx);
+    free(s->sess);
+    free(s->order);
+    pthread_mutex_destroy(&s->ev_mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* ---- thread-safe calls ---------------------------------------------------------------------------- */
+
+/* An open session by id (not closed, finished or failed), under mu. */
+static sess *find_locked(es_sched *s, uint64_t id) {
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if ((x->state == SESS_NEW || x->state == SESS_LIVE) && x->id == id) return x;
+    }
+    return NULL;
+}
+
+static int64_t blocks_for(int tokens) { return (tokens + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK; }
+
+/* Pages admission may count on, under mu: free now, plus what closed sessions are about to return,
+ * minus what sessions still prefilling will take for their prompts. */
+static int64_t kv_available_locked(es_sched *s) {
+    int64_t avail = s->st.kv_blocks_total - s->st.kv_blocks_used;
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (x->state == SESS_GONE) avail += x->kv_blocks;
+        else if ((x->state == SESS_NEW || x->state == SESS_LIVE) && x->n_prefilled < x->n_prompt - 1) {
+            const int64_t want = blocks_for(x->n_prompt) - x->kv_blocks;
+            if (want > 0) avail -= want;
+        }
+    }
+    return avail;
+}
+
+es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const int32_t *prompt, int n_prompt,
+                        int *max_tokens_granted, es_err *err) {
+    if (max_tokens_granted) *max_tokens_granted = 0;
+    if (!s || !sp) return es_fail(err, ES_ERR_INVALID_ARG, "null scheduler or session parameters");
+    if (sp->mode != ES_MODE_EDGE && sp->mode != ES_MODE_AR && sp->mode != ES_MODE_SERVER_SPEC)
+        return es_fail(err, ES_ERR_INVALID_ARG, "unknown session mode %d", sp->mode);
+    if (sp->mode == ES_MODE_SERVER_SPEC && !s->dctx)
+        return es_fail(err, ES_ERR_INVALID_ARG, "server-spec sessions need a server-side draft model");
+    if (!prompt || n_prompt < 1) return es_fail(err, ES_ERR_INVALID_ARG, "the prompt must hold at least one token");
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
+            return es_fail(err, ES_ERR_INVALID_ARG, "prompt token %d: id %d outside the vocabulary (0..%d)", i, prompt[i],
+                           s->n_vocab - 1);
+    if (sp->max_tokens < 1) return es_fail(err, ES_ERR_INVALID_ARG, "max_tokens must be at least 1");
+    if (sp->n_stop < 0 || sp->n_stop > ES_PROTO_MAX_STOP || (sp->n_stop > 0 && !sp->stop))
+        return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_PROTO_MAX_STOP);
+    /* the verifier's rule: AR samples one token per step with greedy (temperature 0) or match */
+    int rule = sp->rule;
+    if (sp->mode == ES_MODE_AR) rule = sp->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : ES_ACCEPT_MATCH;
+    if (rule != ES_ACCEPT_GREEDY && rule != ES_ACCEPT_MATCH && rule != ES_ACCEPT_REJECTION)
+        return es_fail(err, ES_ERR_INVALID_ARG, "acceptance rule %d is not served (greedy, match, rejection)", rule);
+    if (rule == ES_ACCEPT_GREEDY && sp->sampling.temperature != 0)
+        return es_fail(err, ES_ERR_INVALID_ARG, "the greedy rule needs temperature 0 (use match or rejection to sample)");
+    if (sp->sampling.repeat_penalty != 1.0f)
+        return es_fail(err, ES_ERR_INVALID_ARG, "repetition penalty is not supported by the server");
+    es_sampler *probe = NULL;
+    es_status st = es_sampler_init(&sp->sampling, s->n_vocab, &probe, err); /* validates the sampling values */
+    es_sampler_free(probe);
+    if (st != ES_OK) return es_fail(err, ES_ERR_INVALID_ARG, "%s", err ? err->msg : "bad sampling parameters");
+
+    int max_tokens = imin(sp->max_tokens, s->p.max_new_tokens);
+    if (n_prompt >= s->n_ctx || max_tokens > s->n_ctx - n_prompt) {
+        if (max_tokens_granted) *max_tokens_granted = imax(0, s->n_ctx - n_prompt);
+        pthread_mutex_lock(&s->mu);
+        s->st.sessions_refused++;
+        pthread_mutex_unlock(&s->mu);
+        return es_fail(err, ES_ERR_RANGE, "a prompt of %d tokens plus %d new tokens does not fit the context of %d positions",
+                       n_prompt, sp->max_tokens, s->n_ctx);
+    }
+
+    /* allocate outside the lock */
+    int32_t *pcopy = malloc((size_t)n_prompt * sizeof(int32_t));
+    es_spec_tree *pend = NULL, *work = NULL;
+    if (sp->mode != ES_MODE_AR) work = malloc(sizeof *work);
+    if (sp->mode == ES_MODE_EDGE) pend = malloc(sizeof *pend);
+    if (!pcopy || (sp->mode != ES_MODE_AR && !work) || (sp->mode == ES_MODE_EDGE && !pend)) {
+        free(pcopy);
+        free(pend);
+        free(work);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    memcpy(pcopy, prompt, (size_t)n_prompt * sizeof(int32_t));
+
+    pthread_mutex_lock(&s->mu);
+    int live = 0;
+    sess *slot = NULL;
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state == SESS_NEW || x->state == SESS_LIVE) live++;
+        else if (x->state == SESS_FREE && !slot) slot = x;
+    }
+    if (find_locked(s, sp->id)) st = es_fail(err, ES_ERR_INVALID_ARG, "session %llu is already open", (unsigned long long)sp->id);
+    else if (live >= s->p.max_sessions || !slot)
+        st = es_fail(err, ES_ERR_BUSY, "all %d sessions are in use", s->p.max_sessions);
+    else {
+        const int64_t need = blocks_for(n_prompt) + 1, avail = kv_available_locked(s);
+        if (need > avail)
+            st = es_fail(err, ES_ERR_BUSY, "the KV pool has %lld free pages, the prompt needs %lld", (long long)(avail > 0 ? avail : 0),
+                         (long long)need);
+    }
+    if (st != ES_OK) {
+        if (st == ES_ERR_BUSY) s->st.sessions_refused++;
+        pthread_mutex_unlock(&s->mu);
+        free(pcopy);
+        free(pend);
+        free(work);
+        return st;
+    }
+    memset(slot, 0, sizeof *slot);
+    slot->state = SESS_NEW;
+    slot->id = sp->id;
+    slot->order = s->next_order++;
+    slot->ready_since = now_s();
+    slot->awaiting_tree = sp->mode == ES_MODE_EDGE;
+    slot->pend = pend;
+    slot->work = work;
+    slot->mode = sp->mode;
+    slot->rule = rule;
+    slot->sampling = sp->sampling;
+    for (int i = 0; i < sp->n_stop; i++) slot->stop[slot->n_stop++] = sp->stop[i];
+    if (s->eos >= 0) slot->stop[slot->n_stop++] = s->eos;
+    slot->prompt = pcopy;
+    slot->n_prompt = n_prompt;
+    slot->max_tokens = max_tokens;
+    slot->seq = slot->dseq = -1;
+    slot->root = pcopy[n_prompt - 1];
+    s->st.sessions_opened++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (max_tokens_granted) *max_tokens_granted = max_tokens;
+    return ES_OK;
+}
+
+es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const es_spec_tree *tree, es_err *err) {
+    if (!s || !tree) return es_fail(err, ES_ERR_INVALID_ARG, "null scheduler or tree");
+    if (tree->n > s->p.max_tree_nodes && tree->n <= ES_SPEC_MAX_NODES)
+        return es_fail(err, ES_ERR_RANGE, "tree of %d nodes (this server takes at most %d)", tree->n, s->p.max_tree_nodes);
+    es_status st = es_spec_tree_validate(tree, s->n_vocab, err);
+    if (st != ES_OK) return st;
+    pthread_mutex_lock(&s->mu);
+    sess *x = find_locked(s, session);
+    if (!x) st = es_fail(err, ES_ERR_INVALID_ARG, "unknown session %llu", (unsigned long long)session);
+    else if (x->mode != ES_MODE_EDGE) st = es_fail(err, ES_ERR_PROTOCOL, "session %llu is not an edge session", (unsigned long long)session);
+    else if (x->has_tree || !x->awaiting_tree)
+        st = es_fail(err, ES_ERR_PROTOCOL, "session %llu: the tree of round %u is still being verified", (unsigned long long)session,
+                     x->round ? x->round - 1 : 0);
+    else if (round != x->round)
+        st = es_fail(err, ES_ERR_PROTOCOL, "session %llu: round %u, expected %u", (unsigned long long)session, round, x->round);
+    else if (x->rule == ES_ACCEPT_REJECTION && tree->n > 0 && !tree->has_q)
+        st = es_fail(err, ES_ERR_FORMAT, "the rejection rule needs the draft's proposal distributions");
+    else {
+        /* root + nodes take tree->n + 1 slots from the root's position len - 1 */
+        const int room = s->n_ctx - (x->n_prompt + x->n_generated);
+        if (tree->n > room)
+            st = es_fail(err, ES_ERR_RANGE, "tree of %d nodes; the context has room for %d more", tree->n, room);
+    }
+    if (st == ES_OK) {
+        memcpy(x->pend, tree, sizeof *tree);
+        x->has_tree = true;
+        x->awaiting_tree = false;
+        x->tree_arrival = now_s();
+        if (x->n_prefilled >= x->n_prompt - 1) x->ready_since = x->tree_arrival;
+        x->round++;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+void es_sched_close(es_sched *s, uint64_t session) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    sess *x = find_locked(s, session);
+    if (!x) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    x->client_closed = true;
+    x->state = SESS_GONE;
+    const bool self = s->stepping && pthread_equal(s->step_tid, pthread_self());
+    pthread_cond_broadcast(&s->cv); /* its pages are freed at the next step */
+    pthread_mutex_unlock(&s->mu);
+    /* wait out a delivery in progress (unless it is ours: we are inside its callback) */
+    if (!self) {
+        pthread_mutex_lock(&s->ev_mu);
+        pthread_mutex_unlock(&s->ev_mu);
+    }
+}
+
+void es_sched_get_stats(es_sched *s, es_sched_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    out->compute_cpu_seconds = s->caller_cpu;
+    out->sessions_active = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->sess[i].state == SESS_NEW || s->sess[i].state == SESS_LIVE) out->sessions_active++;
+    pthread_mutex_unlock(&s->mu);
+    out->compute_cpu_seconds += es_ctx_worker_cpu_seconds(s->ctx);
+    if (s->dctx) out->compute_cpu_seconds += es_ctx_worker_cpu_seconds(s->dctx);
+}
+
+/* ---- the step --------------------------------------------------------------------------------- */
+
+static void fail_sess(sess *x, es_status st, const es_err *e) {
+    if (x->failed) return;
+    x->failed = true;
+    x->fail_st = st;
+    snprintf(x->fail_err.msg, sizeof x->fail_err.msg, "%s", e ? e->msg : "");
+}
+
+/* Frees closed / finished / failed sessions and refreshes the KV numbers. Compute thread, under mu. */
+static void reap_locked(es_sched *s) {
+    int active = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state == SESS_GONE) sess_release(s, x);
+        else if (x->state != SESS_FREE) active++;
+    }
+    s->st.sessions_active = active;
+    s->st.kv_blocks_used = es_ctx_kv_blocks_used(s->ctx);
+}
+
+/* Creates sequences, verifiers and drafters of admitted sessions. Failures are reported with this
+ * step's events (the session is put on the step's list). Compute thread, under mu. */
+static void init_new_locked(es_sched *s) {
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state != SESS_NEW) continue;
+        es_err e = {{0}};
+        es_status st = es_seq_open(s->ctx, &x->seq, &e);
+        if (st == ES_OK) {
+            es_verifier_params vp = {(es_accept_rule)x->rule, x->sampling, 0.0};
+            st = es_verifier_init(s->ctx, x->seq, &vp, &x->v, &e);
+        }
+        if (st == ES_OK && x->mode == ES_MODE_SERVER_SPEC) {
+            if ((st = es_seq_open(s->dctx, &x->dseq, &e)) == ES_OK) {
+                es_drafter_params dp = s->p.draft_params;
+                dp.sample = x->rule == ES_ACCEPT_REJECTION; /* ship q for the rejection rule */
+                if (dp.sample && x->sampling.temperature > 0) dp.temperature = x->sampling.temperature;
+                dp.seed = x->sampling.seed;
+                st = es_drafter_init(s->dctx, x->dseq, &dp, &x->d, &e);
+            }
+            if (st == ES_OK) st = es_drafter_prefill(x->d, x->prompt, x->n_prompt - 1, &e);
+        }
+        x->state = SESS_LIVE;
+        x->plan_pf = x->plan_round = 0;
+        x->failed = false;
+        if (st != ES_OK) {
+            fail_sess(x, st, &e);
+            s->order[s->n_order++] = x;
+        }
+    }
+}
+
+/* Rows the session's next round needs now (0: none ready). Compute thread, under mu. */
+static int round_rows(const es_sched *s, const sess *x) {
+    if (x->mode == ES_MODE_EDGE) return x->has_tree ? x->pend->n + 1 : 0;
+    if (x->mode == ES_MODE_AR) return 1;
+    if (!x->d) return 0;
+    /* server-spec: the largest tree the drafter could grow (it is drafted for what is reserved) */
+    const es_drafter_params *dp = &s->p.draft_params;
+    int k = dp->mode == ES_DRAFT_TREE ? dp->tree_budget : (dp->adaptive ? es_drafter_k(x->d) : dp->k_max);
+    k = imin(k, s->p.max_tree_nodes);
+    k = imin(k, x->max_tokens - x->n_generated - 1);
+    k = imin(k, s->n_ctx - (x->n_prompt + x->n_generated) - 1);
+    return 1 + imax(k, 0);
+}
+
+static int ready_cmp(const void *a, const void *b) {
+    const sess *x = *(sess *const *)a, *y = *(sess *const *)b;
+    if (x->ready_since != y->ready_since) return x->ready_since < y->ready_since ? -1 : 1;
+    return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+/* Picks this step's work after the sessions already on the list (init failures): prefill chunks and
+ * rounds, oldest waiting first, within the row and logits budgets. commit = false only counts the
+ * rows; commit = true also takes edge trees out of the queue. Returns the planned rows. Under mu. */
+static int plan_locked(es_sched *s, bool commit, double now) {
+    const int first = s->n_order;
+    int n = first;
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state != SESS_LIVE || x->failed) continue;
+        if (x->n_prefilled < x->n_prompt - 1 || round_rows(s, x) > 0) s->order[n++] = x;
+    }
+    qsort(s->order + first, (size_t)(n - first), sizeof s->order[0], ready_cmp);
+    int rows = s->p.max_batch_tokens, lrows = s->n_logits_max, kept = first;
+    for (int k = first; k < n; k++) {
+        sess *x = s->order[k];
+        const int left = x->n_prompt - 1 - x->n_prefilled;
+        int pf = 0, rr = 0;
+        if (left > 0) pf = imin(imin(s->p.prefill_chunk, left), rows);
+        if (pf == left) { /* the prompt is (or will be) in: a round may follow in the same batch */
+            const int need = round_rows(s, x);
+            if (need > 0 && need <= rows - pf && need <= lrows) rr = need;
+        }
+        if (pf == 0 && rr == 0) continue;
+        rows -= pf + rr;
+        lrows -= rr;
+        if (commit) {
+            x->plan_pf = pf;
+            x->plan_round = rr;
+            x->round_done = false;
+            x->decoded = false;
+            x->accept_s = 0;
+            x->n_emit = 0;
+            x->stop_reason = ES_STOP_NONE;
+            x->queue_s = 0;
+            if (rr && x->mode == ES_MODE_EDGE) { /* take the queued tree */
+                es_spec_tree *t = x->work;
+                x->work = x->pend;
+                x->pend = t;
+                x->has_tree = false;
+                x->work_round = x->round - 1;
+                x->queue_s = now - x->tree_arrival;
+            }
+            s->order[kept++] = x;
+        }
+    }
+    if (commit) s->n_order = kept;
+    else s->n_order = first;
+    return s->p.max_batch_tokens - rows;
+}
+
+/* Stages the session's planned rows into the builder. On failure the builder is left as before. */
+static es_status stage_sess(es_sched *s, sess *x, es_err *e) {
+    const int n0 = s->bb.n, l0 = s->bb.n_logits;
+    es_status st = ES_OK;
+    if (x->plan_pf > 0) st = es_verifier_stage_prefill(x->v, x->prompt + x->n_prefilled, x->plan_pf, &s->bb, e);
+    if (st == ES_OK && x->plan_round > 0) st = es_verifier_stage(x->v, x->root, x->work ? x->work : &s->empty, &s->bb, e);
+    if (st != ES_OK) {
+        s->bb.n = n0;
+        s->bb.n_logits = l0;
+    }
+    x->staged_rows = s->bb.n - n0;
+    return st;
+}
+
+static bool is_stop(const sess *x, int32_t t) {
+    for (int i = 0; i < x->n_stop; i++)
+        if (x->stop[i] == t) return true;
+    return false;
+}
+
+/* After a successful decode: the prompt rows are in; the round is walked, its tokens cut at
+ * max_tokens and the first stop token, and the draft side told. Compute thread, no lock. */
+static void finish_sess(es_sched *s, sess *x, double t_start) {
+    x->decoded = true; /* n_prefilled advances when the step is published */
+    if (!x->plan_round) return;
+    es_err e = {{0}};
+    es_spec_verdict vd;
+    es_status st = es_verifier_finish(x->v, &vd, &e);
+    if (st != ES_OK) {
+        fail_sess(x, st, &e);
+        return;
+    }
+    const es_spec_tree *t = x->work ? x->work : &s->empty;
+    int n = 0, stop = ES_STOP_NONE;
+    for (int k = 0; k < vd.n_tokens && x->n_generated + n < x->max_tokens; k++) {
+        n++;
+        if (is_stop(x, vd.tokens[k])) { stop = ES_STOP_EOS; break; }
+    }
+    if (stop == ES_STOP_NONE) {
+        if (x->n_generated + n >= x->max_tokens) stop = ES_STOP_LENGTH;
+        else if (x->n_prompt + x->n_generated + n >= s->n_ctx) stop = ES_STOP_CONTEXT;
+    }
+    x->vd = vd;
+    if (n < vd.n_tokens) { /* cut: report the path up to the cut, its last token as the bonus */
+        x->vd.n_accepted = n - 1;
+        x->vd.n_tokens = n;
+        x->vd.bonus = vd.tokens[n - 1];
+    }
+    if (stop == ES_STOP_NONE && x->d) { /* server-spec: the draft keeps root + accepted path */
+        const double a = now_s();
+        st = es_drafter_accept(x->d, t, &vd, &e);
+        x->accept_s = now_s() - a;
+        if (st != ES_OK) {
+            fail_sess(x, st, &e);
+            return;
+        }
+    }
+    x->root = vd.bonus;
+    x->n_emit = n;
+    x->stop_reason = stop;
+    x->round_done = true;
+    x->verify_s = now_s() - t_start;
+}
+
+/* Delivers one event unless the session was closed meanwhile (see the file comment). */
+static void deliver(es_sched *s, sess *x, const es_sched_event *ev) {
+    if (!s->p.on_event) return;
+    pthread_mutex_lock(&s->ev_mu);
+    pthread_mutex_lock(&s->mu);
+    const bool closed = x->client_closed;
+    pthread_mutex_unlock(&s->mu);
+    if (!closed) s->p.on_event(s->p.ud, ev);
+    pthread_mutex_unlock(&s->ev_mu);
+}
+
+/* The suggested size of an edge session's next tree: the rows that keep a forward pass memory-bound
+ * (knee) minus what AR and server-spec sessions take, shared by the active edge sessions, minus the
+ * root. Under mu. */
+static int suggested_budget_locked(const es_sched *s) {
+    if (s->knee <= 0) return 0;
+    int n_edge = 0, other = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (x->state != SESS_LIVE && x->state != SESS_NEW) continue;
+        if (x->mode == ES_MODE_EDGE) n_edge++;
+        else if (x->mode == ES_MODE_AR) other++;
+        else other += imax(x->last_rows, 1);
+    }
+    int b = (s->knee - other) / imax(n_edge, 1) - 1;
+    return imax(1, imin(b, s->p.max_tree_nodes));
+}
+
+/* Publishes one session's step under mu and delivers its events. */
+static void publish_sess(es_sched *s, sess *x) {
+    es_sched_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.session = x->id;
+    pthread_mutex_lock(&s->mu);
+    const bool closed = x->client_closed;
+    s->st.draft_seconds += x->accept_s;
+    if (x->decoded) {
+        x->n_prefilled += x->plan_pf;
+        s->st.prefill_rows += x->plan_pf;
+    }
+    if (!x->failed) {
+        if (x->round_done) {
+            if (x->mode == ES_MODE_AR) s->st.ar_rows += x->plan_round ? 1 : 0;
+            else {
+                const int nodes = x->work->n;
+                s->st.verify_rows += nodes + 1;
+                s->st.rounds++;
+                s->st.drafted += nodes;
+                s->st.accepted += x->vd.n_accepted;
+                x->last_rows = nodes + 1;
+            }
+            s->st.tokens_generated += x->n_emit;
+        }
+    }
+    if (closed) { /* nothing more to say; the slot is reaped by the next step */
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    x->kv_blocks = x->seq >= 0 ? blocks_for(es_seq_len(s->ctx, x->seq)) : 0;
+    x->ready_since = now_s();
+    bool ended = x->failed;
+    if (!x->failed && x->round_done) {
+        x->n_generated += x->n_emit;
+        ended = x->stop_reason != ES_STOP_NONE;
+        if (x->mode == ES_MODE_EDGE && !ended) x->awaiting_tree = true; /* before the verdict goes out */
+        if (x->mode == ES_MODE_EDGE) ev.suggested_budget = (uint16_t)suggested_budget_locked(s);
+    }
+    if (ended) {
+        x->state = SESS_GONE;
+        if (x->failed) s->st.sessions_failed++;
+    }
+    pthread_mutex_unlock(&s->mu);
+
+    if (x->failed) {
+        ev.type = ES_EV_ERROR;
+        ev.code = (x->fail_st == ES_ERR_FULL || x->fail_st == ES_ERR_RANGE) ? ES_PERR_CONTEXT : ES_PERR_INTERNAL;
+        ev.msg = x->fail_err.msg;
+        ev.stop = ES_STOP_ERROR;
+        ev.n_generated = x->n_generated;
+        deliver(s, x, &ev);
+        return;
+    }
+    if (!x->round_done) return; /* a prefill chunk only */
+    ev.stop = x->stop_reason;
+    ev.n_generated = x->n_generated;
+    if (x->mode == ES_MODE_EDGE) {
+        ev.type = ES_EV_VERDICT;
+        ev.round = x->work_round;
+        ev.verdict = &x->vd;
+        ev.tokens = x->vd.tokens;
+        ev.n_tokens = x->vd.n_tokens;
+        ev.queue_us = to_us(x->queue_s);
+        ev.verify_us = to_us(x->verify_s);
+    } else {
+        ev.type = ES_EV_TOKENS;
+        ev.tokens = x->vd.tokens;
+        ev.n_tokens = x->n_emit;
+    }
+    deliver(s, x, &ev);
+    if (ended) {
+        es_sched_event done;
+        memset(&done, 0, sizeof done);
+        done.type = ES_EV_DONE;
+        done.session = x->id;
+        done.stop = x->stop_reason;
+        done.n_generated = x->n_generated;
+        deliver(s, x, &done);
+    }
+}
+
+/* True when a step would do something: sessions to create or free, prompt rows, or rounds. Under mu. */
+static bool has_work_locked(const es_sched *s) {
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (x->state == SESS_NEW || x->state == SESS_GONE) return true;
+        if (x->state == SESS_LIVE && (x->n_prefilled < x->n_prompt - 1 || round_rows(s, x) > 0)) return true;
+    }
+    return false;
+}
+
+/* One step. from_run: called by es_sched_run (the batch window applies); otherwise by es_sched_step,
+ * which is refused while a run loop is active (one compute thread at a time). */
+static int step(es_sched *s, bool from_run, es_err *err) {
+    const double cpu0 = thread_cpu_s();
+    double t0 = now_s();
+    pthread_mutex_lock(&s->mu);
+    if (!from_run && s->running) {
+        pthread_mutex_unlock(&s->mu);
+        return -(int)es_fail(err, ES_ERR_INVALID_ARG, "es_sched_step while es_sched_run is active");
+    }
+    s->stepping = true;
+    s->step_tid = pthread_self();
+    s->n_order = 0;
+    reap_locked(s);
+    init_new_locked(s);
+    const int small = from_run && s->p.batch_window_ms > 0 ? plan_locked(s, false, t0) : 0;
+    if (small > 0 && small < s->p.max_batch_tokens / 4) {
+        /* a small batch: give the others one chance to join (woken early by open / verify) */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
+        ts.tv_sec = (time_t)wake;
+        ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
+        if (!s->stop) pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        const double t1 = now_s();
+        s->st.idle_seconds += t1 - t0; /* waiting for work, not computing */
+        t0 = t1;
+        init_new_locked(s); /* (no reap here: sessions on this step's list must stay until published) */
+    }
+    const double t_plan = now_s();
+    plan_locked(s, true, t_plan);
+    pthread_mutex_unlock(&s->mu);
+
+    /* server-spec trees, drafted for the rows reserved */
+    double draft_s = 0;
+    for (int k = 0; k < s->n_order; k++) {
+        sess *x = s->order[k];
+        if (x->failed || x->mode != ES_MODE_SERVER_SPEC || !x->plan_round) continue;
+        es_err e = {{0}};
+        const double a = now_s();
+        es_status st = es_drafter_draft(x->d, x->root, x->plan_round - 1, x->work, &e);
+        draft_s += now_s() - a;
+        if (st != ES_OK) fail_sess(x, st, &e);
+    }
+
+    /* one batch for everybody */
+    es_batch_builder_clear(&s->bb);
+    for (int k = 0; k < s->n_order; k++) {
+        sess *x = s->order[k];
+        es_err e = {{0}};
+        if (x->failed) continue;
+        es_status st = stage_sess(s, x, &e);
+        if (st != ES_OK) fail_sess(x, st, &e);
+    }
+    int rows = 0, max_rows = 0;
+    if (s->bb.n > 0) {
+        es_err e = {{0}};
+        es_batch b = es_batch_builder_batch(&s->bb);
+        if (es_decode(s->ctx, &b, &e) == ES_OK) {
+            rows = max_rows = s->bb.n;
+            for (int k = 0; k < s->n_order; k++)
+                if (!s->order[k]->failed && s->order[k]->staged_rows > 0) finish_sess(s, s->order[k], t_plan);
+        } else { /* alone, so only the sessions that cannot proceed fail */
+            for (int k = 0; k < s->n_order; k++) {
+                sess *x = s->order[k];
+                if (x->failed) continue;
+                es_batch_builder_clear(&s->bb);
+                es_status st = stage_sess(s, x, &e);
+                if (st == ES_OK && s->bb.n > 0) {
+                    b = es_batch_builder_batch(&s->bb);
+                    st = es_decode(s->ctx, &b, &e);
+                    if (st == ES_OK) {
+                        rows += s->bb.n;
+                        max_rows = imax(max_rows, s->bb.n);
+                        finish_sess(s, x, t_plan);
+                    }
+                }
+                if (st != ES_OK) fail_sess(x, st, &e);
+            }
+        }
+    }
+
+    for (int k = 0; k < s->n_order; k++) publish_sess(s, s->order[k]);
+
+    pthread_mutex_lock(&s->mu);
+    reap_locked(s); /* finished and failed sessions give their pages back now */
+    if (rows > 0) {
+        s->st.steps++;
+        s->st.batch_rows += rows;
+        if (max_rows > s->st.max_batch_rows) s->st.max_batch_rows = max_rows;
+    }
+    const int worked = s->n_order;
+    s->n_order = 0;
+    if (worked > 0 || rows > 0) s->st.busy_seconds += now_s() - t0;
+    s->st.draft_seconds += draft_s;
+    s->caller_cpu += thread_cpu_s() - cpu0;
+    s->stepping = false;
+    pthread_cond_broadcast(&s->cv); /* es_sched_run may be waiting for this step to end */
+    pthread_mutex_unlock(&s->mu);
+    return rows;
+}
+
+int es_sched_step(es_sched *s, es_err *err) { return step(s, false, err); }
+
+es_status es_sched_run(es_sched *s, es_err *err) {
+    pthread_mutex_lock(&s->mu);
+    if (s->running) {
+        pthread_mutex_unlock(&s->mu);
+        return es_fail(err, ES_ERR_INVALID_ARG, "the scheduler is already running");
+    }
+    while (s->stepping) pthread_cond_wait(&s->cv, &s->mu); /* one compute thread at a time */
+    s->running = true;
+    while (!s->stop) {
+        if (!has_work_locked(s)) {
+            const double a = now_s();
+            pthread_cond_wait(&s->cv, &s->mu);
+            s->st.idle_seconds += now_s() - a;
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        step(s, true, err);
+        pthread_mutex_lock(&s->mu);
+    }
+    s->stop = false; /* consumed: a later es_sched_run runs again */
+    s->running = false;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return ES_OK;
+}
+
+void es_sched_stop(es_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}

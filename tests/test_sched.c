@@ -1,0 +1,719 @@
+/* test_sched.c — the verification server's compute core without a network: many sessions batched
+ * into one forward pass give exactly the target-alone greedy output (AR, edge trees from local
+ * drafters, server-spec), chunked prefill, KV pages returned on finish and on close, admission and
+ * protocol errors, a session failing inside a batch without hurting the others, seeded sampling
+ * reproducible, and one threaded run (es_sched_run on its own thread, sessions driven from another). */
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "edgespec.h"
+#include "server/sched.h"
+#include "spec/spec.h"
+#include "testutil.h"
+#include "util/threadpool.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+/* tokens checked against the golden output per session (the golden file promises 64) */
+#define NT 64
+#define MAX_CL 16
+
+typedef struct golden {
+    int32_t prompt[64];
+    int np;
+    int32_t gen[300];
+    int ng;
+} golden;
+static golden G[20];
+static int n_golden;
+
+static es_model *load(const char *file) {
+    es_err err = {{0}};
+    es_model *m = NULL;
+    es_model_params mp = es_model_default_params();
+    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
+    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
+    return m;
+}
+
+static int json_ints(const cJSON *arr, int32_t *out, int cap) {
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) if (n < cap) out[n++] = (int32_t)it->valuedouble;
+    return n;
+}
+
+static void load_golden(void) {
+    size_t len;
+    char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
+    CHECK(text != NULL);
+    for (char *line = text ? strtok(text, "\n") : NULL; line && n_golden < 20; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        golden *g = &G[n_golden++];
+        g->np = json_ints(cJSON_GetObjectItem(j, "prompt_ids"), g->prompt, 64);
+        g->ng = json_ints(cJSON_GetObjectItem(j, "gen_ids"), g->gen, 300);
+        cJSON_Delete(j);
+    }
+    free(text);
+    CHECK(n_golden == 20);
+}
+
+/* ---- a test client: collects a session's events; edge clients draft locally and send trees ---- */
+
+typedef struct client {
+    uint64_t id;
+    int mode, g;                 /* golden prompt index */
+    int max_tokens;
+    int32_t out[1024];
+    int n_out, n_events;
+    int stop, err_code, n_generated;
+    bool done, error, closed;    /* closed: es_sched_close returned */
+    int events_after_close;
+    uint32_t next_round;
+    int bad_rounds;
+    int min_budget, max_budget;
+    /* edge */
+    es_drafter *d;
+    es_ctx *dctx;
+    int dseq;
+    es_spec_tree tree;
+    int32_t root;
+    bool want_tree;              /* threaded mode: a verdict arrived, the driver sends the next tree */
+} client;
+
+typedef struct harness {
+    es_sched *s;
+    client cl[MAX_CL];
+    int n_cl;
+    bool threaded;               /* edge trees are sent by the driver thread, not from the callback */
+    int max_tokens;              /* for the next open_client (0: NT) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} harness;
+
+static client *find_client(harness *h, uint64_t id) {
+    for (int i = 0; i < h->n_cl; i++)
+        if (h->cl[i].id == id) return &h->cl[i];
+    return NULL;
+}
+
+/* Drafts the client's next tree and hands it to the scheduler. */
+static void send_tree(harness *h, client *c) {
+    es_err err = {{0}};
+    int max_nodes = c->max_tokens - c->n_out - 1;
+    if (max_nodes < 0) max_nodes = 0;
+    CHECK_OK(es_drafter_draft(c->d, c->root, max_nodes, &c->tree, &err), &err);
+    CHECK_OK(es_sched_verify(h->s, c->id, c->next_round, &c->tree, &err), &err);
+}
+
+static void on_event(void *ud, const es_sched_event *ev) {
+    harness *h = ud;
+    if (h->threaded) pthread_mutex_lock(&h->mu);
+    client *c = find_client(h, ev->session);
+    CHECK(c != NULL);
+    if (!c) goto out;
+    if (c->closed) c->events_after_close++;
+    c->n_events++;
+    CHECK(!c->done && !c->error); /* nothing after DONE / ERROR */
+    switch (ev->type) {
+    case ES_EV_VERDICT: {
+        CHECK(c->mode == ES_MODE_EDGE);
+        if (ev->round != c->next_round) c->bad_rounds++;
+        c->next_round++;
+        CHECK(ev->verdict && ev->verdict->n_tokens == ev->verdict->n_accepted + 1 && ev->n_tokens == ev->verdict->n_tokens);
+        CHECK(ev->suggested_budget >= 1);
+        if (ev->suggested_budget < c->min_budget || !c->min_budget) c->min_budget = ev->suggested_budget;
+        if (ev->suggested_budget > c->max_budget) c->max_budget = ev->suggested_budget;
+        for (int k = 0; k < ev->n_tokens && c->n_out < 1024; k++) c->out[c->n_out++] = ev->tokens[k];
+        c->stop = ev->stop;
+        CHECK(ev->n_generated == c->n_out);
+        if (ev->stop == ES_STOP_NONE) {
+            es_err err = {{0}};
+            CHECK_OK(es_drafter_accept(c->d, &c->tree, ev->verdict, &err), &err);
+            c->root = ev->verdict->bonus;
+            if (h->threaded) c->want_tree = true;
+            else send_tree(h, c); /* from inside the callback: es_sched_verify must take it */
+        }
+        break;
+    }
+    case ES_EV_TOKENS:
+        CHECK(c->mode != ES_MODE_EDGE);
+        CHECK(ev->n_tokens >= 1);
+        for (int k = 0; k < ev->n_tokens && c->n_out < 1024; k++) c->out[c->n_out++] = ev->tokens[k];
+        c->stop = ev->stop;
+        CHECK(ev->n_generated == c->n_out);
+        break;
+    case ES_EV_DONE:
+        CHECK(ev->stop != ES_STOP_NONE && ev->stop == c->stop);
+        c->n_generated = ev->n_generated;
+        c->done = true;
+        break;
+    case ES_EV_ERROR:
+        c->error = true;
+        c->err_code = ev->code;
+        CHECK(ev->msg && ev->msg[0]);
+        break;
+    default:
+        CHECK_MSG(0, "unknown event type %d", ev->type);
+    }
+out:
+    if (h->threaded) {
+        pthread_cond_broadcast(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+    }
+}
+
+static es_sched_session_params sess_params(uint64_t id, int mode, int rule, float temp, uint64_t seed, int max_tokens) {
+    static const int32_t bos_stop[1] = {1}; /* the model ends a story with BOS, as the golden run does */
+    es_sched_session_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.id = id;
+    sp.mode = mode;
+    sp.rule = rule;
+    sp.sampling = es_sampler_default_params();
+    sp.sampling.temperature = temp;
+    sp.sampling.top_k = 0;
+    sp.sampling.top_p = 1.0f;
+    sp.sampling.min_p = 0.0f;
+    sp.sampling.seed = seed;
+    sp.max_tokens = max_tokens;
+    sp.stop = bos_stop;
+    sp.n_stop = 1;
+    return sp;
+}
+
+/* Opens a session on golden prompt g; edge clients get a drafter on dctx and send round 0. */
+static client *open_client(harness *h, int mode, int g, int rule, float temp, uint64_t seed, es_ctx *dctx,
+                           const es_drafter_params *dp) {
+    es_err err = {{0}};
+    if (h->threaded) pthread_mutex_lock(&h->mu); /* the compute thread's callback reads the table */
+    client *c = &h->cl[h->n_cl];
+    memset(c, 0, sizeof *c);
+    c->id = 1000 + (uint64_t)h->n_cl;
+    c->mode = mode;
+    c->g = g;
+    c->max_tokens = h->max_tokens > 0 ? h->max_tokens : NT;
+    c->dseq = -1;
+    es_sched_session_params sp = sess_params(c->id, mode, rule, temp, seed, c->max_tokens);
+    int granted = 0;
+    h->n_cl++;
+    if (mode == ES_MODE_EDGE) {
+        CHECK_OK(es_seq_open(dctx, &c->dseq, &err), &err);
+        c->dctx = dctx;
+        CHECK_OK(es_drafter_init(dctx, c->dseq, dp, &c->d, &err), &err);
+        CHECK_OK(es_drafter_prefill(c->d, G[g].prompt, G[g].np - 1, &err), &err);
+        c->root = G[g].prompt[G[g].np - 1];
+    }
+    CHECK_OK(es_sched_open(h->s, &sp, G[g].prompt, G[g].np, &granted, &err), &err);
+    CHECK(granted == c->max_tokens);
+    if (mode == ES_MODE_EDGE) send_tree(h, c);
+    if (h->threaded) pthread_mutex_unlock(&h->mu);
+    return c;
+}
+
+static void free_clients(harness *h) {
+    for (int i = 0; i < h->n_cl; i++) {
+        es_drafter_free(h->cl[i].d);
+        if (h->cl[i].dseq >= 0) es_seq_close(h->cl[i].dctx, h->cl[i].dseq);
+    }
+    h->n_cl = 0;
+}
+
+static bool all_ended(const harness *h) {
+    for (int i = 0; i < h->n_cl; i++)
+        if (!h->cl[i].done && !h->cl[i].error && !h->cl[i].closed) return false;
+    return true;
+}
+
+/* Steps on this thread until every session ended. */
+static void drive(harness *h) {
+    es_err err = {{0}};
+    for (int it = 0; it < 100000 && !all_ended(h); it++) {
+        int r = es_sched_step(h->s, &err);
+        CHECK_MSG(r >= 0, "step: %s", err.msg);
+        if (r < 0) break;
+    }
+    CHECK(all_ended(h));
+    CHECK(es_sched_step(h->s, &err) == 0); /* nothing left */
+}
+
+/* The client's output is the golden greedy output (first NT tokens, or up to its stop). */
+static bool golden_ok(const client *c) {
+    const golden *g = &G[c->g];
+    int same = 0;
+    while (same < c->n_out && same < g->ng && c->out[same] == g->gen[same]) same++;
+    return same == c->n_out && c->n_out > 0;
+}
+
+static void check_golden(const harness *h, const char *what) {
+    for (int i = 0; i < h->n_cl; i++) {
+        const client *c = &h->cl[i];
+        CHECK_MSG(c->done && !c->error, "%s: session %d (mode %d) did not finish", what, i, c->mode);
+        CHECK_MSG(c->n_out == NT && c->stop == ES_STOP_LENGTH && c->n_generated == NT, "%s: session %d: %d tokens, stop %d", what,
+                  i, c->n_out, c->stop);
+        CHECK_MSG(golden_ok(c), "%s: session %d (mode %d, prompt %d) differs from the golden output", what, i, c->mode, c->g);
+        CHECK(c->bad_rounds == 0);
+    }
+}
+
+static es_sched *make_sched(es_model *target, const es_model *draft, harness *h, int max_sessions, int max_batch, int chunk,
+                            int64_t kv_bytes) {
+    es_err err = {{0}};
+    es_sched_params p = es_sched_default_params();
+    p.max_sessions = max_sessions;
+    p.max_batch_tokens = max_batch;
+    p.prefill_chunk = chunk;
+    p.kv_memory_bytes = kv_bytes;
+    p.draft = draft;
+    p.on_event = on_event;
+    p.ud = h;
+    es_sched *s = NULL;
+    CHECK_OK(es_sched_init(target, &p, &s, &err), &err);
+    h->s = s;
+    return s;
+}
+
+static es_ctx *make_dctx(es_model *m, int n_seq) {
+    es_err err = {{0}};
+    es_ctx_params p = es_ctx_default_params();
+    p.n_seq_max = n_seq;
+    p.n_batch_max = ES_SPEC_MAX_NODES + 1;
+    es_ctx *c = NULL;
+    CHECK_OK(es_ctx_init(m, &p, &c, &err), &err);
+    return c;
+}
+
+static es_drafter_params draft_params(es_draft_mode mode) {
+    es_drafter_params dp = es_drafter_default_params();
+    dp.mode = mode;
+    dp.k_max = 6;
+    dp.tree_budget = 24;
+    dp.tree_depth = 6;
+    dp.tree_width = 3;
+    return dp;
+}
+
+static void check_kv_empty(es_sched *s, const char *what) {
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    CHECK_MSG(st.kv_blocks_used == 0, "%s: %lld KV pages still used", what, (long long)st.kv_blocks_used);
+    CHECK(st.sessions_active == 0);
+}
+
+/* (a) 8 AR greedy sessions batched together give the golden output. */
+static void test_ar_batched(es_model *target) {
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched *s = make_sched(target, NULL, &h, 8, 512, 256, 0);
+    if (!s) return;
+    for (int i = 0; i < 8; i++) open_client(&h, ES_MODE_AR, i, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    drive(&h);
+    check_golden(&h, "ar");
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    CHECK_MSG(st.max_batch_rows > 1, "largest batch %d", st.max_batch_rows);
+    CHECK(st.tokens_generated == 8 * NT);
+    CHECK(st.ar_rows == 8 * NT);
+    CHECK(st.sessions_opened == 8 && st.sessions_failed == 0);
+    CHECK(st.kv_bytes_per_block > 0 && st.kv_blocks_total > 0);
+    CHECK(st.steps > 0 && st.steps <= NT + 2); /* all eight in every step */
+    CHECK(st.compute_cpu_seconds > 0 && st.busy_seconds > 0);
+    check_kv_empty(s, "ar");
+    printf("ar: %lld steps, %lld rows, largest %d, cpu %.3f s\n", (long long)st.steps, (long long)st.batch_rows, st.max_batch_rows,
+           st.compute_cpu_seconds);
+    es_sched_free(s);
+}
+
+/* (b) edge sessions fed by local drafters (chain and tree, three drafts) plus AR sessions in the
+ * same steps; (c) the same with a tiny batch and prefill chunk. */
+static void test_edge_mixed(es_model *target, es_model *drafts[3], int max_batch, int chunk, const char *what) {
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched *s = make_sched(target, NULL, &h, 10, max_batch, chunk, 0);
+    if (!s) return;
+    es_ctx *dctx[3];
+    for (int i = 0; i < 3; i++) dctx[i] = make_dctx(drafts[i], 2);
+    int g = 0;
+    for (int i = 0; i < 3; i++) {
+        es_drafter_params chain = draft_params(ES_DRAFT_CHAIN), tree = draft_params(ES_DRAFT_TREE);
+        if (max_batch < 32) { chain.k_max = 5; tree.tree_budget = 5; }
+        open_client(&h, ES_MODE_EDGE, g++, ES_ACCEPT_GREEDY, 0.0f, 0, dctx[i], &chain);
+        open_client(&h, ES_MODE_EDGE, g++, ES_ACCEPT_GREEDY, 0.0f, 0, dctx[i], &tree);
+    }
+    for (int i = 0; i < 2; i++) open_client(&h, ES_MODE_AR, g++, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    drive(&h);
+    check_golden(&h, what);
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    CHECK(st.max_batch_rows <= max_batch);
+    CHECK(st.max_batch_rows > 1);
+    CHECK(st.rounds > 0 && st.accepted > 0 && st.drafted >= st.accepted);
+    CHECK(st.prefill_rows > 0 && st.verify_rows > 0 && st.ar_rows > 0);
+    CHECK(st.tokens_generated == 8 * NT);
+    CHECK(st.prefill_rows + st.verify_rows + st.ar_rows == st.batch_rows);
+    int lo = 1 << 30, hi = 0;
+    for (int i = 0; i < 6; i++) {
+        lo = h.cl[i].min_budget < lo ? h.cl[i].min_budget : lo;
+        hi = h.cl[i].max_budget > hi ? h.cl[i].max_budget : hi;
+    }
+    CHECK(lo >= 1 && hi <= 64);
+    CHECK(hi > lo); /* the hint grows as sessions leave */
+    check_kv_empty(s, what);
+    printf("%s: %lld steps, mean batch %.1f, largest %d, %lld rounds, acceptance %.2f, budget %d..%d\n", what, (long long)st.steps,
+           (double)st.batch_rows / (double)(st.steps ? st.steps : 1), st.max_batch_rows, (long long)st.rounds,
+           st.rounds ? 1.0 + (double)st.accepted / (double)st.rounds : 0.0, lo, hi);
+    free_clients(&h);
+    for (int i = 0; i < 3; i++) es_ctx_free(dctx[i]);
+    es_sched_free(s);
+}
+
+/* (d) es_sched_close mid-generation: no events after it, pages back at the next step; (e) admission
+ * and protocol errors leave the session (and others) working. */
+static void test_admission_close(es_model *target, es_model *mid) {
+    es_err err = {{0}};
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched *s = make_sched(target, NULL, &h, 3, 512, 256, 0);
+    if (!s) return;
+    es_ctx *dctx = make_dctx(mid, 2);
+    es_drafter_params chain = draft_params(ES_DRAFT_CHAIN);
+    client *e = open_client(&h, ES_MODE_EDGE, 3, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &chain);
+    client *a = open_client(&h, ES_MODE_AR, 4, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    client *x = open_client(&h, ES_MODE_AR, 5, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    int granted = -1;
+    es_sched_session_params sp = sess_params(77, ES_MODE_AR, 0, 0.0f, 0, 8);
+    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_BUSY); /* max_sessions + 1 */
+    /* too long: 5 prompt tokens + 600 > 512 positions; the message names both numbers */
+    sp.max_tokens = 600;
+    sp.id = 78;
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    const int n_ctx_model = es_model_n_ctx_train(target);
+    es_sched_close(s, x->id); /* free a slot: now the refusal must be about the length */
+    x->closed = true;
+    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_RANGE);
+    CHECK(granted == n_ctx_model - G[0].np);
+    CHECK(strstr(err.msg, "600") != NULL);
+    /* a duplicate id, bad values */
+    sp = sess_params(a->id, ES_MODE_AR, 0, 0.0f, 0, 8);
+    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG);
+    sp = sess_params(79, ES_MODE_SERVER_SPEC, 0, 0.0f, 0, 8);
+    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG); /* no draft model */
+    sp = sess_params(79, ES_MODE_EDGE, ES_ACCEPT_GREEDY, 0.7f, 0, 8);
+    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG); /* greedy with temperature */
+    int32_t bad_prompt[2] = {1, 99999};
+    sp = sess_params(79, ES_MODE_AR, 0, 0.0f, 0, 8);
+    CHECK(es_sched_open(s, &sp, bad_prompt, 2, &granted, &err) == ES_ERR_INVALID_ARG);
+
+    /* round 0 is queued (sent at open): a second tree now, wrong rounds, a bad tree, AR verify */
+    es_spec_tree t = e->tree;
+    CHECK(es_sched_verify(s, e->id, 1, &t, &err) == ES_ERR_PROTOCOL);
+    CHECK(es_sched_verify(s, a->id, 0, &t, &err) == ES_ERR_PROTOCOL);
+    CHECK(es_sched_verify(s, 4242, 0, &t, &err) == ES_ERR_INVALID_ARG);
+    es_sched_step(s, &err); /* verdict 0 arrives; round 1 is sent from the callback */
+    CHECK(e->next_round == 1 && e->n_events == 1);
+    CHECK(es_sched_verify(s, e->id, 1, &t, &err) == ES_ERR_PROTOCOL); /* round 1 already queued */
+    es_sched_step(s, &err);
+    CHECK(e->next_round == 2);
+    /* take the queued round-2 tree back out by stepping, then probe while it awaits round 3 */
+    es_sched_step(s, &err);
+    CHECK(e->next_round == 3);
+    es_sched_step(s, &err); /* round 3 verified; round 4 queued by the callback */
+    CHECK(es_sched_verify(s, e->id, 3, &t, &err) == ES_ERR_PROTOCOL); /* old round */
+    CHECK(a->n_out == 4 && !a->done);
+    /* the round-4 tree is queued; stepping applies it */
+    drive(&h);
+    CHECK(golden_ok(e) && e->done && e->n_out == NT);
+    CHECK(golden_ok(a) && a->done && a->n_out == NT);
+    CHECK(x->n_events == 0 && x->events_after_close == 0);
+    check_kv_empty(s, "after close");
+
+    /* bad trees on a session waiting for its first tree */
+    sp = sess_params(90, ES_MODE_EDGE, ES_ACCEPT_GREEDY, 0.0f, 0, NT);
+    CHECK_OK(es_sched_open(s, &sp, G[6].prompt, G[6].np, &granted, &err), &err);
+    memset(&t, 0, sizeof t);
+    t.n = 2;
+    t.token[0] = 5; t.parent[0] = -1; t.depth[0] = 1;
+    t.token[1] = 6; t.parent[1] = 1; t.depth[1] = 2; /* parent not earlier */
+    CHECK(es_sched_verify(s, 90, 0, &t, &err) == ES_ERR_FORMAT);
+    t.parent[1] = 0;
+    t.token[1] = 100000; /* outside the vocabulary */
+    CHECK(es_sched_verify(s, 90, 0, &t, &err) == ES_ERR_RANGE);
+    t.token[1] = 6;
+    t.n = 65; /* above max_tree_nodes */
+    CHECK(es_sched_verify(s, 90, 0, &t, &err) == ES_ERR_RANGE);
+    t.n = 2;
+    CHECK(es_sched_verify(s, 90, 1, &t, &err) == ES_ERR_PROTOCOL); /* wrong round */
+    CHECK_OK(es_sched_verify(s, 90, 0, &t, &err), &err);            /* the right one is taken */
+    /* closed with its tree queued: no events, nothing left */
+    es_sched_close(s, 90);
+    es_sched_close(s, 90); /* twice: ignored */
+    CHECK(es_sched_step(s, &err) == 0);
+    check_kv_empty(s, "closed with a queued tree");
+    /* closed mid-generation: no events after close, its pages back at the next step */
+    client *y = open_client(&h, ES_MODE_AR, 7, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    for (int i = 0; i < 3; i++) es_sched_step(s, &err);
+    CHECK(y->n_out == 3);
+    es_sched_get_stats(s, &st);
+    CHECK(st.kv_blocks_used > 0);
+    es_sched_close(s, y->id);
+    y->closed = true;
+    CHECK(es_sched_step(s, &err) == 0);
+    CHECK(y->n_out == 3 && y->events_after_close == 0);
+    check_kv_empty(s, "closed mid-generation");
+
+    /* KV admission: a budget of 4 pages refuses a prompt that needs 2 + margin when 2 are held */
+    free_clients(&h);
+    es_ctx_free(dctx);
+    es_sched_free(s);
+    memset(&h, 0, sizeof h);
+    s = make_sched(target, NULL, &h, 4, 512, 256, 0);
+    es_sched_get_stats(s, &st);
+    const int64_t bpb = st.kv_bytes_per_block;
+    es_sched_free(s);
+    s = make_sched(target, NULL, &h, 4, 512, 256, 4 * bpb);
+    es_sched_get_stats(s, &st);
+    CHECK(st.kv_blocks_total == 4);
+    sp = sess_params(1, ES_MODE_AR, 0, 0.0f, 0, 8);
+    CHECK_OK(es_sched_open(s, &sp, G[8].prompt, G[8].np, &granted, &err), &err); /* 20 tokens: 2 pages + 1 */
+    sp.id = 2;
+    CHECK(es_sched_open(s, &sp, G[8].prompt, G[8].np, &granted, &err) == ES_ERR_BUSY);
+    es_sched_get_stats(s, &st);
+    CHECK(st.sessions_refused >= 1 && st.sessions_opened == 1);
+    es_sched_free(s); /* frees an unfinished session */
+}
+
+/* (f) a session whose KV runs out inside a batch fails alone; the others finish correctly. */
+static void test_kv_exhaustion(es_model *target) {
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched *s = make_sched(target, NULL, &h, 4, 512, 256, 0);
+    if (!s) return;
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    const int64_t bpb = st.kv_bytes_per_block;
+    es_sched_free(s);
+    /* 3 sessions of ~5..11 + NT tokens need ~3 * 5 pages; give 9 */
+    s = make_sched(target, NULL, &h, 4, 512, 256, 9 * bpb);
+    for (int i = 0; i < 3; i++) open_client(&h, ES_MODE_AR, i, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    drive(&h);
+    int failed = 0, finished = 0;
+    for (int i = 0; i < h.n_cl; i++) {
+        const client *c = &h.cl[i];
+        CHECK(c->done != c->error);
+        if (c->error) {
+            failed++;
+            CHECK(c->err_code == ES_PERR_CONTEXT);
+            CHECK(c->n_out < NT);
+        } else {
+            finished++;
+            CHECK(c->n_out == NT);
+        }
+        CHECK(c->n_out == 0 || golden_ok(c)); /* what each got before failing is right too */
+    }
+    CHECK_MSG(failed >= 1 && finished >= 1, "%d failed, %d finished", failed, finished);
+    es_sched_get_stats(s, &st);
+    CHECK(st.sessions_failed == failed);
+    check_kv_empty(s, "after exhaustion");
+    es_sched_free(s);
+}
+
+/* (g) server-spec sessions (draft-mid, chain and tree) give the golden output; seeded sampling
+ * (AR temperature 1, server-spec match and rejection) is reproducible for equal seeds. */
+static void test_server_spec(es_model *target, es_model *mid) {
+    for (int m = 0; m < 2; m++) {
+        es_err err = {{0}};
+        harness h;
+        memset(&h, 0, sizeof h);
+        es_sched_params p = es_sched_default_params();
+        p.max_sessions = 8;
+        p.draft = mid;
+        p.draft_params = draft_params(m == 0 ? ES_DRAFT_CHAIN : ES_DRAFT_TREE);
+        p.on_event = on_event;
+        p.ud = &h;
+        es_sched *s = NULL;
+        CHECK_OK(es_sched_init(target, &p, &s, &err), &err);
+        if (!s) return;
+        h.s = s;
+        for (int i = 0; i < 3; i++) open_client(&h, ES_MODE_SERVER_SPEC, 10 + i, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+        open_client(&h, ES_MODE_AR, 13, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+        drive(&h);
+        check_golden(&h, m == 0 ? "server-spec chain" : "server-spec tree");
+        es_sched_stats st;
+        es_sched_get_stats(s, &st);
+        CHECK(st.rounds > 0 && st.accepted > 0 && st.draft_seconds > 0);
+        CHECK(st.rounds < 3 * NT); /* speculation: fewer rounds than tokens */
+        check_kv_empty(s, "server-spec");
+        printf("server-spec %s: %lld steps, %lld rounds, acceptance %.2f\n", m == 0 ? "chain" : "tree", (long long)st.steps,
+               (long long)st.rounds, st.rounds ? 1.0 + (double)st.accepted / (double)st.rounds : 0.0);
+
+        /* sampled: pairs with equal seeds agree, a different seed differs */
+        const int rules[3] = {ES_ACCEPT_MATCH, ES_ACCEPT_REJECTION, -1};
+        memset(&h, 0, sizeof h);
+        h.s = s;
+        for (int r = 0; r < 3; r++)
+            for (int k = 0; k < 2; k++) {
+                const int mode = rules[r] < 0 ? ES_MODE_AR : ES_MODE_SERVER_SPEC;
+                open_client(&h, mode, 0, rules[r] < 0 ? 0 : rules[r], 1.0f, 1234 + (uint64_t)r, NULL, NULL);
+            }
+        open_client(&h, ES_MODE_SERVER_SPEC, 0, ES_ACCEPT_REJECTION, 1.0f, 999, NULL, NULL);
+        drive(&h);
+        for (int r = 0; r < 3; r++) {
+            const client *a = &h.cl[2 * r], *b = &h.cl[2 * r + 1];
+            CHECK(a->done && b->done && a->n_out > 0);
+            CHECK_MSG(a->n_out == b->n_out && memcmp(a->out, b->out, (size_t)a->n_out * sizeof(int32_t)) == 0,
+                      "rule %d: equal seeds gave different outputs", rules[r]);
+        }
+        const client *a = &h.cl[2], *c = &h.cl[6];
+        CHECK(!(a->n_out == c->n_out && memcmp(a->out, c->out, (size_t)a->n_out * sizeof(int32_t)) == 0));
+        check_kv_empty(s, "sampled");
+        es_sched_free(s);
+    }
+}
+
+/* ---- threaded: es_sched_run on its own thread; sessions opened, fed and closed from this one ---- */
+
+static void *run_thread(void *arg) {
+    harness *h = arg;
+    es_err err = {{0}};
+    es_status st = es_sched_run(h->s, &err);
+    CHECK_MSG(st == ES_OK, "run: %s", err.msg);
+    return NULL;
+}
+
+static void test_threaded(es_model *target, es_model *mid) {
+    es_err err = {{0}};
+    harness *h = calloc(1, sizeof *h);
+    h->threaded = true;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    es_sched_params p = es_sched_default_params();
+    p.max_sessions = 8;
+    p.n_threads = 2;
+    p.batch_window_ms = 1;
+    p.on_event = on_event;
+    p.ud = h;
+    CHECK_OK(es_sched_init(target, &p, &h->s, &err), &err);
+    if (!h->s) { free(h); return; }
+    pthread_t th;
+    pthread_create(&th, NULL, run_thread, h);
+    for (int i = 0; i < 200; i++) { /* wait until it runs: es_sched_step must then refuse */
+        if (es_sched_step(h->s, &err) < 0) break;
+        struct timespec nap = {0, 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    CHECK(es_sched_step(h->s, &err) == -(int)ES_ERR_INVALID_ARG);
+    es_ctx *dctx = make_dctx(mid, 3);
+    es_drafter_params chain = draft_params(ES_DRAFT_CHAIN), tree = draft_params(ES_DRAFT_TREE);
+    open_client(h, ES_MODE_EDGE, 14, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &chain);
+    open_client(h, ES_MODE_EDGE, 15, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &tree);
+    for (int i = 0; i < 3; i++) open_client(h, ES_MODE_AR, 16 + i, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    h->max_tokens = 200; /* long enough to be closed mid-generation even on a loaded machine */
+    client *victim = open_client(h, ES_MODE_AR, 19, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    h->max_tokens = 0;
+    /* feed edge trees as verdicts come; close the victim after a few tokens */
+    pthread_mutex_lock(&h->mu);
+    const time_t t_end = time(NULL) + 120;
+    while (!all_ended(h) && time(NULL) < t_end) {
+        for (int i = 0; i < h->n_cl; i++) {
+            client *c = &h->cl[i];
+            if (c->want_tree) {
+                c->want_tree = false;
+                send_tree(h, c);
+            }
+        }
+        if (!victim->closed && !victim->done && victim->n_out >= 5) {
+            pthread_mutex_unlock(&h->mu); /* close waits out a delivery in progress, which takes h->mu */
+            es_sched_close(h->s, victim->id);
+            pthread_mutex_lock(&h->mu);
+            victim->closed = true;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        bool pending = false;
+        for (int i = 0; i < h->n_cl; i++) pending |= h->cl[i].want_tree;
+        if (!pending) pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    }
+    pthread_mutex_unlock(&h->mu);
+    CHECK(all_ended(h));
+    /* let the compute thread go idle, then stop it */
+    struct timespec nap = {0, 30 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    es_sched_stop(h->s);
+    pthread_join(th, NULL);
+    CHECK(victim->events_after_close == 0);
+    if (victim->done) printf("threaded: the victim finished before it could be closed (a very loaded machine?)\n");
+    else CHECK(victim->closed && victim->n_out < 200);
+    for (int i = 0; i < h->n_cl; i++) {
+        const client *c = &h->cl[i];
+        if (c == victim) { CHECK(golden_ok(c)); continue; }
+        CHECK_MSG(c->done && c->n_out == NT && golden_ok(c), "threaded: session %d", i);
+    }
+    es_sched_stats st;
+    es_sched_get_stats(h->s, &st);
+    CHECK(st.max_batch_rows > 1);
+    CHECK(st.idle_seconds > 0);
+    CHECK(st.compute_cpu_seconds > 0);
+    CHECK(es_sched_step(h->s, &err) == 0);
+    check_kv_empty(h->s, "threaded");
+    printf("threaded: %lld steps, busy %.3f s, idle %.3f s, cpu %.3f s\n", (long long)st.steps, st.busy_seconds, st.idle_seconds,
+           st.compute_cpu_seconds);
+    free_clients(h);
+    es_ctx_free(dctx);
+    es_sched_free(h->s);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+/* Worker CPU accounting of the thread pool (what compute_cpu_seconds adds up). */
+static void spin_task(void *ud, int ith, int nth) {
+    volatile double x = 0;
+    for (int i = 0; i < 3000000; i++) x += i * 1e-9;
+    (void)ud; (void)ith; (void)nth;
+}
+
+static void test_pool_cpu(void) {
+    es_err err = {{0}};
+    es_threadpool *tp = NULL;
+    CHECK_OK(es_threadpool_init(3, &tp, &err), &err);
+    if (!tp) return;
+    CHECK(es_threadpool_cpu_seconds(tp) < 0.05);
+    for (int r = 0; r < 5; r++) es_threadpool_run(tp, spin_task, NULL);
+    const double c = es_threadpool_cpu_seconds(tp);
+    CHECK_MSG(c > 0.001, "workers used %g s", c);
+    es_threadpool_free(tp);
+    CHECK(es_threadpool_cpu_seconds(NULL) == 0);
+}
+
+int main(void) {
+    test_pool_cpu();
+    load_golden();
+    es_model *target = load("stories260K.gguf");
+    es_model *drafts[3] = {load("draft-mid.gguf"), load("draft-small.gguf"), load("draft-random.gguf")};
+    if (!target || !drafts[0] || !drafts[1] || !drafts[2] || n_golden < 20) return es_test_finish("test_sched");
+    test_ar_batched(target);
+    test_edge_mixed(target, drafts, 512, 256, "edge+ar");
+    test_edge_mixed(target, drafts, 8, 3, "edge+ar, batch 8, chunk 3");
+    test_admission_close(target, drafts[0]);
+    test_kv_exhaustion(target);
+    test_server_spec(target, drafts[0]);
+    test_threaded(target, drafts[0]);
+    for (int i = 0; i < 3; i++) es_model_free(drafts[i]);
+    es_model_free(target);
+    return es_test_finish("test_sched");
+}
