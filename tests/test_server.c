@@ -409,6 +409,19 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     CHECK(cl_closed(fd));
     close(fd);
 
+    /* A client that half-closes after its last frames still gets the answers, then EOF. */
+    fd = cl_connect(port, 0);
+    m = hello_plain();
+    b = wb();
+    CHECK_OK(es_proto_put_hello(b, &m, &err), &err);
+    CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
+    CHECK(cl_send_wb(fd, b));
+    shutdown(fd, SHUT_WR);
+    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_WELCOME);
+    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_PONG);
+    CHECK(cl_closed(fd));
+    close(fd);
+
     /* Silence after connecting: the handshake timeout (0.3 s here) closes the connection. */
     double t0 = now_s();
     fd = cl_connect(port, 0);
@@ -706,7 +719,14 @@ static void test_vanish(es_server *srv, int port) {
     int32_t tok[] = {g_gen[0], g_gen[1]};
     int32_t par[] = {-1, 0};
     CHECK(send_verify(fb, 2, 0, tok, par, 2));
+    /* Wait for the prefill to be under way (sequences are created and filled by the compute thread),
+     * then vanish: most likely mid-prefill for session 1 and with the tree of session 2 pending. */
     es_server_stats st = stats_of(srv);
+    double t1 = now_s();
+    while (st.sched.kv_blocks_used == 0 && now_s() - t1 < 5) {
+        sleep_ms(1);
+        st = stats_of(srv);
+    }
     CHECK_MSG(st.sched.kv_blocks_used > 0, "kv blocks used %lld", (long long)st.sched.kv_blocks_used);
     close(fb);
 

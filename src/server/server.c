@@ -942,8 +942,13 @@ static void conn_read_cb(struct bufferevent *bev, void *arg) {
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg) {
     (void)bev;
     es_conn *c = arg;
-    if (what & BEV_EVENT_EOF) conn_drop(c, "peer closed");
-    else if (what & BEV_EVENT_ERROR) conn_drop(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    /* EOF: the peer sends nothing more, so its sessions end now; what is already queued for it is
+     * still written (a client may half-close after its last frame). An error: nothing can be written. */
+    if (what & BEV_EVENT_ERROR) conn_drop(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else if (what & BEV_EVENT_EOF) {
+        if (c->state == CONN_CLOSING) conn_drop(c, "peer closed");
+        else conn_close_after_flush(c);
+    }
 }
 
 /* ---- accepting ---- */
