@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/ and runs each src/fuzz/fuzz_*.c
 # target for FUZZ_SECONDS. GGUF targets are seeded with a small generated file, the GGUFs the test
 # suite wrote (build/tmp) and the converted test models (build/models; big files cut to 64 KiB);
-# fuzz_proto with one valid frame of every type.
+# fuzz_proto with one valid frame of every type, fuzz_oai with requests of both endpoints.
 # Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60)
 set -euo pipefail
 secs=${1:-60}
@@ -77,6 +77,13 @@ proto_seeds() { # DIR: one valid payload of every frame type, as "type byte + pa
   le 1234567 8 | emit pong 11 0
 }
 
+oai_seeds() { # DIR: requests for both endpoints (byte 0: 0 completions, 1 chat)
+  printf '\0{"prompt":"Once upon a time","max_tokens":16,"temperature":0,"stop":["\\n\\n","END"]}' >"$1/completion"
+  printf '\0{"prompt":[1,2,3],"stream":true,"stream_options":{"include_usage":true},"seed":5}' >"$1/ids"
+  printf '\1{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi \xc3\xa9"}]}],"stop":"a"}' >"$1/chat"
+  printf '\1{"messages":[{"role":"assistant","content":null}],"max_completion_tokens":3,"top_p":0.5}' >"$1/chat2"
+}
+
 rc=0
 for t in "${targets[@]}"; do
   corpus=$bdir/corpus/$t seeds=$bdir/seeds/$t
@@ -88,6 +95,11 @@ for t in "${targets[@]}"; do
     extra+=(-dict="$bdir/$t.dict")
   fi
   [[ $t == fuzz_proto ]] && proto_seeds "$seeds"
+  if [[ $t == fuzz_oai ]]; then
+    oai_seeds "$seeds"
+    printf '"prompt"\n"messages"\n"role"\n"content"\n"stop"\n"max_tokens"\n"temperature"\n"stream_options"\n"include_usage"\n"\\u00e9"\n"\xf0\x9f\x98\x80"\n' >"$bdir/$t.dict"
+    extra+=(-dict="$bdir/$t.dict")
+  fi
   echo "== $t: ${secs}s"
   if ! "$bdir/$t" -max_total_time="$secs" -max_len=$max_len -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$bdir/artifacts/$t-" "${extra[@]}" "$corpus" "$seeds"; then

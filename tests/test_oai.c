@@ -197,6 +197,25 @@ static void test_stopstr(void) {
     CHECK(!strcmp(es_str_cstr(&out), "abc "));
     es_stopstr_free(&s);
     es_str_free(&out);
+    /* a longer stop string that begins earlier wins over a shorter one inside it, once it completes */
+    char l1[] = "abcd", l2[] = "c";
+    char *ls[] = {l1, l2};
+    const char *q1[] = {"xab", "c", "d tail"};
+    r = run_stops(ls, 2, q1, 3, &m);
+    CHECK(m && !strcmp(r, "x"));
+    free(r);
+    const char *q2[] = {"xab", "c", "e"};
+    r = run_stops(ls, 2, q2, 3, &m);
+    CHECK(m && !strcmp(r, "xab"));
+    free(r);
+    /* still pending at the end of the text: the shorter match stands */
+    const char *q3[] = {"xab", "c"};
+    es_stopstr_init(&s, ls, 2);
+    CHECK(!es_stopstr_feed(&s, q3[0], 3, &out, NULL) && !es_stopstr_feed(&s, q3[1], 1, &out, NULL));
+    CHECK(!strcmp(es_str_cstr(&out), "x") && !s.matched);
+    CHECK(es_stopstr_flush(&s, &out) && s.matched && !strcmp(es_str_cstr(&out), "xab"));
+    es_stopstr_free(&s);
+    es_str_free(&out);
 }
 
 static void test_detok(void) {

@@ -314,8 +314,8 @@ static void req_finish(hreq *r, int stop) {
     bool oom = false;
     if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
     es_str_clear(&r->piece);
-    const bool cut = r->ss.matched;
     es_stopstr_flush(&r->ss, &r->out);
+    const bool cut = r->ss.matched;
     const char *fin = cut ? "stop" : finish_name(stop);
     const es_oai_usage u = {r->n_prompt, r->n_generated};
     h->st.completion_tokens += r->n_generated;

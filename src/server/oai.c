@@ -343,6 +343,38 @@ void es_stopstr_init(es_stopstr *s, char *const *stop, int n_stop) {
     s->n_stop = n_stop;
 }
 
+/* Releases what is decided. A full match ends the text at its start unless a match of a longer stop
+ * string might still begin earlier (its beginning ends the held text): then it waits for more text,
+ * so the cut is always at the earliest match in the whole text. `final`: no more text will come. */
+static bool resolve(es_stopstr *s, es_str *out, bool final, bool *oomp) {
+    const char *h = es_str_cstr(&s->hold);
+    const size_t hl = s->hold.len;
+    size_t cut = hl; /* the earliest full match */
+    for (int i = 0; i < s->n_stop; i++) {
+        const char *p = hl ? memmem(h, hl, s->stop[i], strlen(s->stop[i])) : NULL;
+        if (p && (size_t)(p - h) < cut) cut = (size_t)(p - h);
+    }
+    size_t pend = hl; /* the earliest start of an unfinished match running to the end */
+    for (size_t q = 0; q < hl && !final && pend == hl; q++)
+        for (int i = 0; i < s->n_stop; i++) {
+            const size_t sl = strlen(s->stop[i]);
+            if (hl - q < sl && memcmp(h + q, s->stop[i], hl - q) == 0) {
+                pend = q;
+                break;
+            }
+        }
+    if (cut < hl && cut <= pend) {
+        if (!es_str_append(out, h, cut) && oomp) *oomp = true;
+        s->matched = true;
+        es_str_clear(&s->hold);
+        return true;
+    }
+    const size_t rel = pend < cut ? pend : cut;
+    if (!es_str_append(out, h, rel) && oomp) *oomp = true;
+    es_str_consume(&s->hold, rel);
+    return false;
+}
+
 bool es_stopstr_feed(es_stopstr *s, const char *text, size_t n, es_str *out, bool *oomp) {
     if (s->matched) return true;
     if (s->n_stop == 0) {
@@ -353,39 +385,15 @@ bool es_stopstr_feed(es_stopstr *s, const char *text, size_t n, es_str *out, boo
         if (oomp) *oomp = true;
         return false;
     }
-    const char *h = es_str_cstr(&s->hold);
-    const size_t hl = s->hold.len;
-    /* the earliest full match of any stop string */
-    size_t cut = hl;
-    for (int i = 0; i < s->n_stop; i++) {
-        const char *p = hl ? memmem(h, hl, s->stop[i], strlen(s->stop[i])) : NULL;
-        if (p && (size_t)(p - h) < cut) cut = (size_t)(p - h);
-    }
-    if (cut < hl) {
-        if (!es_str_append(out, h, cut) && oomp) *oomp = true;
-        s->matched = true;
-        es_str_clear(&s->hold);
-        return true;
-    }
-    /* hold back the longest tail that is a proper prefix of some stop string */
-    size_t keep = 0;
-    for (int i = 0; i < s->n_stop; i++) {
-        const size_t sl = strlen(s->stop[i]);
-        for (size_t k = sl - 1 < hl ? sl - 1 : hl; k > keep; k--)
-            if (memcmp(h + hl - k, s->stop[i], k) == 0) {
-                keep = k;
-                break;
-            }
-    }
-    if (!es_str_append(out, h, hl - keep) && oomp) *oomp = true;
-    es_str_consume(&s->hold, hl - keep);
-    return false;
+    return resolve(s, out, false, oomp);
 }
 
 bool es_stopstr_flush(es_stopstr *s, es_str *out) {
-    bool ok = s->matched || es_str_append(out, es_str_cstr(&s->hold), s->hold.len);
+    bool oom = false;
+    if (!s->matched && s->hold.len) resolve(s, out, true, &oom);
+    if (!s->matched && s->hold.len && !es_str_append(out, es_str_cstr(&s->hold), s->hold.len)) oom = true;
     es_str_clear(&s->hold);
-    return ok;
+    return !oom;
 }
 
 void es_stopstr_free(es_stopstr *s) { es_str_free(&s->hold); }

@@ -77,7 +77,9 @@ bool es_oai_check_context(int n_prompt, int max_tokens, int n_ctx, es_oai_error 
 
 /* ---- stop strings on streamed text ----
  * Text that could be the beginning of a stop string is held back until it is known not to be; a
- * match ends the text just before the stop string (which is not returned). */
+ * match ends the text just before the stop string (which is not returned). The cut is at the
+ * earliest match in the whole text, whatever the chunking: a match is not taken while a longer stop
+ * string that would begin earlier may still complete. */
 typedef struct es_stopstr {
     char *const *stop;     /* borrowed: the request's strings */
     int n_stop;
@@ -89,7 +91,8 @@ void es_stopstr_init(es_stopstr *s, char *const *stop, int n_stop);
 /* Appends to out the text that is safe to send. Returns true once a stop string has matched (out
  * then ends before it; later calls add nothing). Sets *oom on allocation failure. */
 bool es_stopstr_feed(es_stopstr *s, const char *text, size_t n, es_str *out, bool *oom);
-/* End of the generation: releases what was held back. */
+/* End of the generation: resolves a match still pending and releases what was held back (check
+ * `matched` afterwards). */
 bool es_stopstr_flush(es_stopstr *s, es_str *out);
 void es_stopstr_free(es_stopstr *s);
 

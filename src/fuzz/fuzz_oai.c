@@ -1,0 +1,101 @@
+/* fuzz_oai.c — libFuzzer target for the OpenAI request parser and the text pipeline behind it
+ * (src/server/oai.c, chat.c, tokenizer/detok.c).
+ *
+ * Byte 0 picks the endpoint (even: completions, odd: chat); the rest is the request body, copied to
+ * an exact-size buffer so any over-read is caught. A body must parse or be refused with a 400 that
+ * names a message; a parsed chat request must render under every template family. Then the body's
+ * bytes go through the incremental UTF-8 repair in chunks whose sizes come from the input, and the
+ * result must be valid UTF-8; and through the stop-string matcher (stop strings taken from the
+ * request, or fixed ones), whose output must equal the text up to the earliest match, found naively.
+ * Anything else aborts.
+ *
+ * Build: clang -fsanitize=fuzzer,address,undefined (scripts/fuzz.sh, which seeds it with requests). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/chat.h"
+#include "server/oai.h"
+#include "tokenizer/detok.h"
+
+/* The expected stop-string output: text before the earliest match of any stop string. */
+static size_t naive_cut(const char *t, size_t n, char *const *stop, int n_stop, bool *matched) {
+    *matched = false;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < n_stop; k++) {
+            const size_t l = strlen(stop[k]);
+            if (l && l <= n - i && memcmp(t + i, stop[k], l) == 0) {
+                *matched = true;
+                return i;
+            }
+        }
+    return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    const int kind = data[0] & 1 ? ES_OAI_CHAT : ES_OAI_COMPLETION;
+    const size_t n = size - 1;
+    char *body = malloc(n ? n : 1);
+    if (!body) return 0;
+    memcpy(body, data + 1, n);
+
+    es_oai_request r;
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    if (es_oai_parse_request(kind, body, n, &r, &e)) {
+        if (kind == ES_OAI_CHAT && r.n_messages < 1) abort();
+        if (r.n_stop < 0 || r.n_stop > ES_OAI_MAX_STOP) abort();
+        if (r.max_tokens < 0 || !(r.temperature >= 0 && r.temperature <= 2) || !(r.top_p > 0 && r.top_p <= 1)) abort();
+        for (int f = 0; f < ES_CHAT_FAMILY_COUNT && kind == ES_OAI_CHAT; f++) {
+            es_str out = {0};
+            if (!es_chat_render((es_chat_family)f, r.messages, r.n_messages, &out)) abort();
+            es_str_free(&out);
+        }
+    } else {
+        if (e.status != 400 && e.status != 500) abort();
+        if (!e.message[0] || !e.type) abort();
+        char *j = es_oai_error_json(&e);
+        free(j);
+        memset(&r, 0, sizeof r);
+    }
+
+    /* UTF-8 repair in input-driven chunks: always valid output */
+    es_detok d;
+    es_detok_init(&d, NULL, -1);
+    es_str u = {0};
+    for (size_t i = 0, c = 0; i < n; c++) {
+        size_t k = 1 + (size_t)data[c % size] % 7;
+        if (k > n - i) k = n - i;
+        if (!es_detok_bytes(&d, body + i, k, &u)) abort();
+        i += k;
+    }
+    if (!es_detok_flush(&d, &u)) abort();
+    if (!es_utf8_valid(es_str_cstr(&u), u.len)) abort();
+
+    /* stop strings over the repaired text, fed in chunks */
+    char s0[] = "\n\n", s1[] = "END", s2[] = "a";
+    char *fixed[] = {s0, s1, s2};
+    char *const *stops = r.n_stop ? r.stop : fixed;
+    const int n_stops = r.n_stop ? r.n_stop : 3;
+    es_stopstr ss;
+    es_stopstr_init(&ss, stops, n_stops);
+    es_str out = {0};
+    bool hit = false;
+    for (size_t i = 0, c = 0; i < u.len && !hit; c++) {
+        size_t k = 1 + (size_t)data[(c * 3) % size] % 5;
+        if (k > u.len - i) k = u.len - i;
+        hit = es_stopstr_feed(&ss, u.s + i, k, &out, NULL);
+        i += k;
+    }
+    es_stopstr_flush(&ss, &out);
+    bool want_hit;
+    const size_t cut = naive_cut(es_str_cstr(&u), u.len, stops, n_stops, &want_hit);
+    if (hit != want_hit || out.len != cut || memcmp(es_str_cstr(&out), es_str_cstr(&u), cut) != 0) abort();
+    es_stopstr_free(&ss);
+    es_str_free(&out);
+    es_str_free(&u);
+    es_oai_request_free(&r);
+    free(body);
+    return 0;
+}
