@@ -97,7 +97,8 @@ for t in "${targets[@]}"; do
   [[ $t == fuzz_proto ]] && proto_seeds "$seeds"
   if [[ $t == fuzz_oai ]]; then
     oai_seeds "$seeds"
-    printf '"prompt"\n"messages"\n"role"\n"content"\n"stop"\n"max_tokens"\n"temperature"\n"stream_options"\n"include_usage"\n"\\u00e9"\n"\xf0\x9f\x98\x80"\n' >"$bdir/$t.dict"
+    printf '%s\n' '"prompt"' '"messages"' '"role"' '"content"' '"stop"' '"max_tokens"' '"temperature"' \
+      '"stream_options"' '"include_usage"' '"\\u00e9"' '"\xf0\x9f\x98\x80"' >"$bdir/$t.dict"
     extra+=(-dict="$bdir/$t.dict")
   fi
   echo "== $t: ${secs}s"

@@ -1013,7 +1013,7 @@ es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err) {
     l->http = l->base ? evhttp_new(l->base) : NULL;
     l->stop_ev = l->base ? event_new(l->base, l->pipe_fd[0], EV_READ, loading_stop_cb, l) : NULL;
     if (!l->http || !l->stop_ev || !evhttp_accept_socket_with_handle(l->http, dfd)) {
-        if (!l->http || !l->stop_ev) close(dfd);
+        close(dfd); /* evhttp took nothing */
         loading_free(l);
         return es_fail(err, ES_ERR_NOMEM, "cannot set up the loading responder");
     }
