@@ -272,6 +272,7 @@ static es_sched *make_sched(es_model *target, const es_model *draft, harness *h,
                             int64_t kv_bytes) {
     es_err err = {{0}};
     es_sched_params p = es_sched_default_params();
+    p.knee_tokens = 64; /* fixed, so the hint depends only on the session mix (the automatic knee is timing) */
     p.max_sessions = max_sessions;
     p.max_batch_tokens = max_batch;
     p.prefill_chunk = chunk;

@@ -30,6 +30,7 @@ static const char *k_usage_serve =
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
+    "               [--batch-window-ms MS] [--knee-tokens N]\n"
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S] [--json]";
 
 enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_COUNT };
@@ -40,7 +41,8 @@ typedef struct bs_opts {
     int modes[MODE_COUNT], n_modes;
     int clients[16], n_clients;
     int n_gen, prompts_per_client, threads, draft_max, tree_budget, tree_depth, tree_width, max_batch_tokens;
-    double rtt_ms, bandwidth_kbps, temp, server_cost_h, edge_cost_h;
+    double rtt_ms, bandwidth_kbps, temp, server_cost_h, edge_cost_h, batch_window_ms;
+    int knee_tokens;
     const char *accept, *spec;
     uint64_t seed;
     bool json;
@@ -183,6 +185,8 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
     sp.sched.n_threads = o->threads;
     sp.sched.max_sessions = n_clients + 4;
     if (o->max_batch_tokens > 0) sp.sched.max_batch_tokens = o->max_batch_tokens;
+    sp.sched.batch_window_ms = o->batch_window_ms;
+    if (o->knee_tokens) sp.sched.knee_tokens = o->knee_tokens;
     if (mode == MODE_SERVER_SPEC) {
         sp.sched.draft = server_draft;
         sp.sched.draft_params = es_drafter_default_params();
@@ -281,6 +285,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
     cJSON_AddNumberToObject(r, "server_steps", (double)steps);
     cJSON_AddNumberToObject(r, "mean_batch_rows", steps ? (double)rows / steps : 0);
     cJSON_AddNumberToObject(r, "max_batch_rows", s1.sched.max_batch_rows);
+    cJSON_AddNumberToObject(r, "knee_rows", s1.sched.knee_rows);
     cJSON_AddNumberToObject(r, "edge_draft_s", draft_s);
     cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", tokens ? (server_cost + edge_cost) / tokens * 1e6 : 0);
     cJSON_AddNumberToObject(r, "errors", errors);
@@ -398,6 +403,8 @@ int bench_serve(int argc, char **argv) {
         INTOPT("--tree-width", o.tree_width, 1, 64)
         INTOPT("--max-batch-tokens", o.max_batch_tokens, 1, 65536)
         DBLOPT("--rtt-ms", o.rtt_ms, 0, 60000)
+        DBLOPT("--batch-window-ms", o.batch_window_ms, 0, 10000)
+        INTOPT("--knee-tokens", o.knee_tokens, -1, 65536)
         DBLOPT("--bandwidth-kbps", o.bandwidth_kbps, 0, 1e9)
         DBLOPT("--temp", o.temp, 0, 100)
         DBLOPT("--server-cost-per-hour", o.server_cost_h, 0, 1e6)
@@ -455,6 +462,8 @@ int bench_serve(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
     cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
+    cJSON_AddNumberToObject(root, "batch_window_ms", o.batch_window_ms);
+    cJSON_AddNumberToObject(root, "knee_tokens", o.knee_tokens);
     cJSON_AddNumberToObject(root, "bandwidth_kbps", o.bandwidth_kbps);
     cJSON_AddNumberToObject(root, "temperature", o.temp);
     cJSON_AddStringToObject(root, "accept", o.accept);

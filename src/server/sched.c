@@ -39,6 +39,7 @@
 #include "model/ctx.h"
 #include "util/err.h"
 
+#define SCHED_KNEE_FALLBACK 32  /* automatic knee when profiling is not possible */
 #define SCHED_KV_BLOCK 16
 
 typedef enum sess_state {
@@ -120,6 +121,7 @@ struct es_sched {
     uint64_t next_order;
     es_sched_stats st;       /* kv_* and sessions_active refreshed at every step */
     double caller_cpu;       /* CPU seconds of the threads that ran steps */
+    double cost_a, cost_b;   /* profiled pass time t(rows) = a + b * rows (seconds), 0 if not profiled */
 };
 
 static double now_s(void) {
@@ -146,12 +148,61 @@ es_sched_params es_sched_default_params(void) {
     p.max_batch_tokens = 512;
     p.prefill_chunk = 256;
     p.max_tree_nodes = 64;
-    p.knee_tokens = 64;
+    p.knee_tokens = 0; /* automatic (measured) */
     p.draft_params = es_drafter_default_params();
     return p;
 }
 
 /* ---- init / free -------------------------------------------------------------------------------- */
+
+/* The automatic knee, profiled once at start-up before any session exists (APEX-style: a measured
+ * time predictor, not a guess): time verification-shaped passes of r rows (every row asking for
+ * logits) for a few r, fit t(r) = a + b·r by least squares, and take knee = a / b — the row count at
+ * which the per-row work equals the fixed cost of reading the weights once. Beyond it a pass is
+ * compute-bound and every rejected draft token costs real time. Best of 2 runs per point. */
+static void profile_knee(es_sched *s) {
+    const int cap = imin(imin(s->n_logits_max, s->p.max_batch_tokens), s->n_ctx - 1);
+    static const int rows_try[] = {1, 4, 16, 32, 64};
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int n = 0;
+    int32_t tok[64], pos[64], seq[64];
+    for (size_t k = 0; k < sizeof rows_try / sizeof rows_try[0]; k++) {
+        const int r = rows_try[k];
+        if (r > cap) break;
+        double best = -1;
+        for (int rep = 0; rep < 2; rep++) {
+            es_err e = {{0}};
+            int sq;
+            if (es_seq_open(s->ctx, &sq, &e) != ES_OK) return;
+            int8_t logits[64];
+            for (int i = 0; i < r; i++) {
+                tok[i] = (int32_t)((i * 7919 + 1) % s->n_vocab);
+                pos[i] = i;
+                seq[i] = sq;
+                logits[i] = 1;
+            }
+            es_batch b = {r, tok, pos, seq, NULL, logits, NULL};
+            const double t0 = now_s();
+            const es_status st = es_decode(s->ctx, &b, &e);
+            const double t = now_s() - t0;
+            es_seq_close(s->ctx, sq);
+            if (st != ES_OK) return;
+            if (best < 0 || t < best) best = t;
+        }
+        sx += r;
+        sy += best;
+        sxx += (double)r * r;
+        sxy += r * best;
+        n++;
+    }
+    if (n < 3) return;
+    const double mx = sx / n, my = sy / n, vx = sxx / n - mx * mx;
+    const double b = (sxy / n - mx * my) / vx, a = my - b * mx;
+    s->cost_a = a;
+    s->cost_b = b;
+    if (!(b > 0) || !(a > 0)) { s->knee = cap; return; } /* memory-bound over the whole range */
+    s->knee = imax(4, imin((int)(a / b + 0.5), s->p.max_batch_tokens));
+}
 
 es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
     *out = NULL;
@@ -163,7 +214,6 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     if (p.max_batch_tokens <= 0) p.max_batch_tokens = dflt.max_batch_tokens;
     if (p.prefill_chunk <= 0) p.prefill_chunk = dflt.prefill_chunk;
     if (p.max_tree_nodes <= 0) p.max_tree_nodes = dflt.max_tree_nodes;
-    if (p.knee_tokens == 0) p.knee_tokens = dflt.knee_tokens;
     if (p.n_ctx <= 0) p.n_ctx = es_model_n_ctx_train(target);
     if (p.max_sessions > 65536) return es_fail(err, ES_ERR_INVALID_ARG, "max_sessions %d above 65536", p.max_sessions);
     if (p.max_batch_tokens > 8192) return es_fail(err, ES_ERR_INVALID_ARG, "max_batch_tokens %d above 8192", p.max_batch_tokens);
@@ -182,7 +232,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     s->n_ctx = p.n_ctx;
     s->n_vocab = es_model_n_vocab(target);
     s->eos = es_tokenizer_eos(es_model_tokenizer(target));
-    s->knee = p.knee_tokens < 0 ? 0 : imin(p.knee_tokens, p.max_batch_tokens);
+    s->knee = p.knee_tokens < 0 ? 0 : imin(p.knee_tokens > 0 ? p.knee_tokens : SCHED_KNEE_FALLBACK, p.max_batch_tokens);
     s->kv_bytes_per_block = es_model_kv_bytes_per_block(target, SCHED_KV_BLOCK);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -238,6 +288,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     }
     s->st.kv_blocks_total = es_ctx_kv_blocks_total(s->ctx);
     s->st.kv_bytes_per_block = s->kv_bytes_per_block;
+    if (p.knee_tokens == 0) profile_knee(s);
     *out = s;
     return ES_OK;
 }
@@ -469,6 +520,9 @@ void es_sched_get_stats(es_sched *s, es_sched_stats *out) {
     pthread_mutex_lock(&s->mu);
     *out = s->st;
     out->compute_cpu_seconds = s->caller_cpu;
+    out->knee_rows = s->knee;
+    out->pass_fixed_s = s->cost_a;
+    out->pass_row_s = s->cost_b;
     out->sessions_active = 0;
     for (int i = 0; i < s->n_slots; i++)
         if (s->sess[i].state == SESS_NEW || s->sess[i].state == SESS_LIVE) out->sessions_active++;
@@ -542,6 +596,16 @@ static int round_rows(const es_sched *s, const sess *x) {
     k = imin(k, x->max_tokens - x->n_generated - 1);
     k = imin(k, s->n_ctx - (x->n_prompt + x->n_generated) - 1);
     return 1 + imax(k, 0);
+}
+
+/* Live edge sessions whose next tree has not arrived yet. Under mu. */
+static int edge_awaited_locked(const es_sched *s) {
+    int n = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (x->state == SESS_LIVE && !x->failed && x->mode == ES_MODE_EDGE && x->awaiting_tree && !x->has_tree) n++;
+    }
+    return n;
 }
 
 static int ready_cmp(const void *a, const void *b) {
@@ -799,15 +863,18 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     s->n_order = 0;
     reap_locked(s);
     init_new_locked(s);
-    const int small = from_run && s->p.batch_window_ms > 0 ? plan_locked(s, false, t0) : 0;
-    if (small > 0 && small < s->p.max_batch_tokens / 4) {
-        /* a small batch: give the others one chance to join (woken early by open / verify) */
+    if (from_run && s->p.batch_window_ms > 0 && plan_locked(s, false, t0) < s->p.max_batch_tokens / 4) {
+        /* Pipeline-aware batching: edge sessions whose verdict is out will send their next tree within
+           about one draft + round trip. Wait (up to the window) until every one of them has, so their
+           verifications share one pass over the weights instead of each paying for its own; woken by
+           every es_sched_verify / open. Waiting costs latency, never compute. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
         ts.tv_sec = (time_t)wake;
         ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
-        if (!s->stop) pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        while (!s->stop && edge_awaited_locked(s) > 0 && plan_locked(s, false, now_s()) < s->p.max_batch_tokens / 4)
+            if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0) break; /* window over */
         const double t1 = now_s();
         s->st.idle_seconds += t1 - t0; /* waiting for work, not computing */
         t0 = t1;

@@ -69,7 +69,8 @@ typedef struct es_sched_params {
     int knee_tokens;          /* rows per forward pass up to which verification stays memory-bound (on a
                                  CPU a few dozen: the weights are read once whatever the row count);
                                  suggested_budget spreads them over the active edge sessions
-                                 (0: default 64; < 0: no hint) */
+                                 (0: automatic — profiled at start-up: passes of 1..64 rows timed,
+                                 t(rows) = a + b·rows fitted, knee = a / b; > 0: fixed; < 0: no hint) */
     const es_model *draft;    /* optional server-side draft model (server-spec sessions) */
     es_drafter_params draft_params;
     void (*on_event)(void *ud, const es_sched_event *ev); /* called on the compute thread */
@@ -105,6 +106,8 @@ typedef struct es_sched_stats {
     int64_t sessions_opened, sessions_refused, sessions_failed;
     int64_t kv_blocks_used, kv_blocks_total;
     int64_t kv_bytes_per_block;
+    int knee_rows;                /* knee in use (rows per pass before it turns compute-bound) */
+    double pass_fixed_s, pass_row_s; /* profiled pass time a + b·rows (0 when not profiled) */
     int64_t prompt_tokens;        /* prompt tokens of the sessions admitted */
     int64_t batch_hist[ES_SCHED_BATCH_HIST]; /* steps by rows (non-cumulative buckets) */
 } es_sched_stats;
