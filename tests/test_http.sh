@@ -8,7 +8,8 @@
 #  - a greedy completion and a chat (fallback template) equal `edgespec run` on the same prompt text;
 #    streaming (SSE) gives the same text, a usage chunk and [DONE]; stop strings cut the text;
 #  - a client that disconnects mid-stream, or mid plain request, frees its session at once: the KV
-#    pages in use in /metrics return to 0 long before the generation would have ended;
+#    pages in use in /metrics return to 0 long before the generation would have ended (also through
+#    `edgespec edge --listen`, whose server session closes when its HTTP client leaves);
 #  - /metrics is valid Prometheus text with the documented names, and its counters increase.
 set -u
 bin=${ES_BIN:-build/edgespec}
@@ -273,51 +274,19 @@ wait "$pid"
 [ $? -eq 0 ] && ok || bad "serve did not stop cleanly: $(tail -c 300 "$tmp/s1")"
 grep -q "http .* requests" "$tmp/s1" && ok || bad "no http line in the final stats: $(tail -c 400 "$tmp/s1")"
 
-# ---- 6. a full scheduler (503) and clients that disconnect ----
-# The batch window makes each step of a lone session wait 30 ms: 400 tokens take ~12 s, so a session
-# still runs when the second request arrives, and KV pages back to 0 within 3 s can only come from
-# the disconnect.
-start "$tmp/s2" --max-sessions 1 --batch-window-ms 30
+# ---- 6. the edge's local API, a full scheduler (503), clients that disconnect ----
+# An edge (`edge --listen`) with an emulated 300 ms round trip keeps a server session whose next tree
+# is awaited most of the time; the server's pipeline-aware batch window (30 ms) then holds every step
+# for it, so an HTTP generation of ~350 tokens takes seconds instead of a fraction of one. Sessions
+# are therefore still running when their clients leave, and KV pages back to 0 within 3 s can only
+# come from the disconnects.
+start "$tmp/s2" --max-sessions 2 --batch-window-ms 30
 port=$hport
+sport=$hport
 wait_ready "$port" || bad "second server not ready"
-curl -sN --max-time 60 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/long.txt" &
-cpid=$!
-for _ in $(seq 1 100); do [ -s "$tmp/long.txt" ] && break; sleep 0.05; done
-for _ in $(seq 1 40); do # (the scheduler publishes its KV count at the end of each step)
-  used=$(metric "$port" edgespec_kv_blocks_used)
-  [ -n "$used" ] && [ "$used" -gt 0 ] && break
-  sleep 0.05
-done
-[ -n "$used" ] && [ "$used" -gt 0 ] && ok || bad "no KV pages in use while streaming: '$used'"
-[ "$(metric "$port" 'edgespec_active_sessions{kind="http"}')" = 1 ] && ok || bad "active http sessions should be 1"
-req busy POST /v1/completions -d '{"prompt":"x","max_tokens":4}'
-want busy 503
-grep -qi '^Retry-After:' "$tmp/busy.hdr" && ok || bad "503 without Retry-After"
-body_has busy server_busy
-kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
-freed=
-for _ in $(seq 1 60); do
-  [ "$(metric "$port" edgespec_kv_blocks_used)" = 0 ] && { freed=1; break; }
-  sleep 0.05
-done
-[ -n "$freed" ] && ok || bad "KV pages not freed after the streaming client left: $(metric "$port" edgespec_kv_blocks_used)"
-[ "$(metric "$port" 'edgespec_active_sessions{kind="http"}')" = 0 ] && ok || bad "http session still active after disconnect"
-# the same for a plain (non-streaming) request whose client gives up
-curl -s --max-time 1 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0}' >/dev/null
-freed=
-for _ in $(seq 1 60); do
-  [ "$(metric "$port" edgespec_kv_blocks_used)" = 0 ] && { freed=1; break; }
-  sleep 0.05
-done
-[ -n "$freed" ] && ok || bad "KV pages not freed after the plain client left"
-# and the slot is free again
-req after POST /v1/completions -d '{"prompt":"x","max_tokens":2}'
-want after 200
-
-# ---- 7. the edge's local API: the same endpoints, and a client that leaves frees the server session ----
 eport=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/s2" | head -n 1)
 "$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" --listen 127.0.0.1:0 --parallel 1 --queue 0 -t 1 \
-  --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
+  --emulate-rtt-ms 300 --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
 edpid=$!
 pids+=("$edpid")
 lport=
@@ -327,52 +296,72 @@ for _ in $(seq 1 200); do
   kill -0 "$edpid" 2>/dev/null || break
   sleep 0.05
 done
-if [ -n "$lport" ]; then
-  ok
-  sport=$port
-  port=$lport
-  req e_health GET /health
-  want e_health 200
-  req e_noauth POST /v1/completions -d '{"prompt":"x"}'
-  want e_noauth 401
-  req e_404 GET /nothing -H "Authorization: Bearer ekey"
-  want e_404 404
-  req e_400 POST /v1/chat/completions -H "Authorization: Bearer ekey" -d '{"messages":[],"max_tokens":3}'
-  want e_400 400
-  curl -sN --max-time 60 -H "Authorization: Bearer ekey" "http://127.0.0.1:$lport/v1/completions" \
-    -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/e_long.txt" &
-  cpid=$!
-  for _ in $(seq 1 100); do [ -s "$tmp/e_long.txt" ] && break; sleep 0.05; done
-  [ -s "$tmp/e_long.txt" ] && ok || bad "the edge streamed nothing"
-  # one worker, no queue: a second request is refused while the first runs
-  req e_busy POST /v1/completions -H "Authorization: Bearer ekey" -d '{"prompt":"x","max_tokens":4}'
-  want e_busy 503
-  for _ in $(seq 1 40); do
-    used=$(metric "$sport" edgespec_kv_blocks_used)
-    [ -n "$used" ] && [ "$used" -gt 0 ] && break
+[ -n "$lport" ] || { bad "edge --listen did not start: $(head -c 400 "$tmp/edge.err")"; echo "test_http: $pass passed, $fail failed"; exit 1; }
+# wait_metric PORT NAME OP VALUE [TRIES]: polls /metrics until the sample compares true (20 polls/s)
+wait_metric() {
+  local v
+  for _ in $(seq 1 "${5:-60}"); do
+    v=$(metric "$1" "$2")
+    [ -n "$v" ] && [ "${v%.*}" "$3" "$4" ] && return 0
     sleep 0.05
   done
-  [ -n "$used" ] && [ "$used" -gt 0 ] && ok || bad "no server KV pages in use while the edge streams: '$used'"
-  kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
-  freed=
-  for _ in $(seq 1 80); do
-    [ "$(metric "$sport" edgespec_kv_blocks_used)" = 0 ] && [ "$(metric "$sport" 'edgespec_active_sessions{kind="edge"}')" = 0 ] && { freed=1; break; }
-    sleep 0.05
-  done
-  [ -n "$freed" ] && ok || bad "the server session of a departed edge client was not freed"
-  grep -q "^edgespec_drafts_total" <(curl -s "http://127.0.0.1:$lport/metrics") && ok || bad "edge metrics lack drafts"
-  port=$sport
-  kill -TERM "$edpid"
-  wait "$edpid"
-  [ $? -eq 0 ] && ok || bad "edge --listen did not stop cleanly: $(tail -c 300 "$tmp/edge.err")"
-else
-  bad "edge --listen did not start: $(head -c 400 "$tmp/edge.err")"
-fi
-"$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 --listen 127.0.0.1:0 -t 1 --reconnect 0 >"$tmp/edge2.out" 2>"$tmp/edge2.err"
-[ $? -eq 1 ] && grep -q "cannot connect" "$tmp/edge2.err" && ok || bad "edge --listen without a server: $(head -c 300 "$tmp/edge2.err")"
+  echo "($2 = '$v')" >&2
+  return 1
+}
+port=$lport
+req e_health GET /health
+want e_health 200
+req e_noauth POST /v1/completions -d '{"prompt":"x"}'
+want e_noauth 401
+req e_404 GET /nothing -H "Authorization: Bearer ekey"
+want e_404 404
+req e_400 POST /v1/chat/completions -H "Authorization: Bearer ekey" -d '{"messages":[],"max_tokens":3}'
+want e_400 400
+# the long edge generation (greedy "Once": ~345 tokens at 300 ms per round)
+curl -sN --max-time 60 -H "Authorization: Bearer ekey" "http://127.0.0.1:$lport/v1/completions" \
+  -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/e_long.txt" &
+ecpid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/e_long.txt" ] && break; sleep 0.05; done
+[ -s "$tmp/e_long.txt" ] && ok || bad "the edge streamed nothing"
+# one worker, no queue: a second edge request is refused while the first runs
+req e_busy POST /v1/completions -H "Authorization: Bearer ekey" -d '{"prompt":"x","max_tokens":4}'
+want e_busy 503
+wait_metric "$sport" 'edgespec_active_sessions{kind="edge"}' -eq 1 && ok || bad "the server does not see the edge session"
+
+port=$sport
+# a plain request whose client gives up after 1 s: its session ends at once
+curl -s --max-time 1 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0}' >/dev/null
+wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 0 && ok || bad "a plain request's session outlived its client"
+# a streaming client: running, holding KV; the scheduler is then full (edge + stream = 2 sessions)
+curl -sN --max-time 60 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/long.txt" &
+cpid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/long.txt" ] && break; sleep 0.05; done
+wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 1 && ok || bad "active http sessions should be 1"
+wait_metric "$port" edgespec_kv_blocks_used -gt 0 && ok || bad "no KV pages in use while streaming"
+req busy POST /v1/completions -d '{"prompt":"x","max_tokens":4}'
+want busy 503
+grep -qi '^Retry-After:' "$tmp/busy.hdr" && ok || bad "503 without Retry-After"
+body_has busy server_busy
+kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
+wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 0 && ok || bad "http session still active after its streaming client left"
+grep -q '"finish_reason":"length"\|"finish_reason":"stop"' "$tmp/long.txt" && bad "the stream ended before its client left: the test proves nothing" || ok
+# the edge's client leaves too: the edge cancels, the server session closes; nothing holds KV any more
+kill "$ecpid" 2>/dev/null; wait "$ecpid" 2>/dev/null
+wait_metric "$port" edgespec_kv_blocks_used -eq 0 && ok || bad "KV pages not back to 0 after every client left"
+wait_metric "$port" 'edgespec_active_sessions{kind="edge"}' -eq 0 && ok || bad "the edge's server session outlived its HTTP client"
+grep -q '\[DONE\]' "$tmp/e_long.txt" && bad "the edge stream ended before its client left" || ok
+# and the slots are free again
+req after POST /v1/completions -d '{"prompt":"x","max_tokens":2}'
+want after 200
+curl -s "http://127.0.0.1:$lport/metrics" | grep -q "^edgespec_drafts_total" && ok || bad "edge metrics lack drafts"
+kill -TERM "$edpid"
+wait "$edpid"
+[ $? -eq 0 ] && ok || bad "edge --listen did not stop cleanly: $(tail -c 300 "$tmp/edge.err")"
 kill -TERM "$pid"
 wait "$pid"
 [ $? -eq 0 ] && ok || bad "second serve did not stop cleanly"
+"$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 --listen 127.0.0.1:0 -t 1 --reconnect 0 >"$tmp/edge2.out" 2>"$tmp/edge2.err"
+[ $? -eq 1 ] && grep -q "cannot connect" "$tmp/edge2.err" && ok || bad "edge --listen without a server: $(head -c 300 "$tmp/edge2.err")"
 
 echo "test_http: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
