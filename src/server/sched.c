@@ -159,7 +159,7 @@ es_sched_params es_sched_default_params(void) {
  * time predictor, not a guess): time verification-shaped passes of r rows (every row asking for
  * logits) for a few r, fit t(r) = a + b·r by least squares, and take knee = a / b — the row count at
  * which the per-row work equals the fixed cost of reading the weights once. Beyond it a pass is
- * compute-bound and every rejected draft token costs real time. Best of 2 runs per point. */
+ * compute-bound and every rejected draft token costs real time. Best of 3 runs per point. */
 static void profile_knee(es_sched *s) {
     const int cap = imin(imin(s->n_logits_max, s->p.max_batch_tokens), s->n_ctx - 1);
     static const int rows_try[] = {1, 4, 16, 32, 64};
@@ -170,7 +170,7 @@ static void profile_knee(es_sched *s) {
         const int r = rows_try[k];
         if (r > cap) break;
         double best = -1;
-        for (int rep = 0; rep < 2; rep++) {
+        for (int rep = 0; rep < 3; rep++) {
             es_err e = {{0}};
             int sq;
             if (es_seq_open(s->ctx, &sq, &e) != ES_OK) return;
