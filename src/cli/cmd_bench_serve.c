@@ -359,6 +359,7 @@ int bench_serve(int argc, char **argv) {
     o.tree_depth = 8;
     o.tree_width = 4;
     o.rtt_ms = 14.0;
+    o.batch_window_ms = 20;
     o.server_cost_h = 5.05;
     o.edge_cost_h = 0.35;
     o.accept = "greedy";

@@ -56,7 +56,7 @@ static void print_help(void) {
            "  --kv-memory SIZE         KV cache budget shared by all sessions: bytes, or with a suffix\n"
            "                           K, M, G (powers of 1024; e.g. 512M, 2G); default: enough for\n"
            "                           --max-sessions full contexts. A session that does not fit is busy.\n"
-           "  --batch-window-ms MS     wait up to MS for more work when a step would be small (default 0)\n"
+           "  --batch-window-ms MS     wait up to MS for the edges' next trees to batch them (default 20)\n"
            "  --max-frame BYTES        largest frame payload accepted (default 1M; suffixes as above)\n"
            "  --idle-timeout S         close connections silent for S seconds (default 300; 0 = never)\n"
            "  --handshake-timeout S    a new connection must say HELLO within S seconds (default 10)\n"

@@ -148,6 +148,7 @@ es_sched_params es_sched_default_params(void) {
     p.max_batch_tokens = 512;
     p.prefill_chunk = 256;
     p.max_tree_nodes = 64;
+    p.batch_window_ms = 20; /* measured: gathers the edge cohort (bench serve, 4 clients: +33 % tokens per CPU-second) */
     p.knee_tokens = 0; /* automatic (measured) */
     p.draft_params = es_drafter_default_params();
     return p;
