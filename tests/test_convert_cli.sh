@@ -1,24 +1,9 @@
 #!/usr/bin/env bash
 # test_convert_cli.sh — the convert / quantize / synth subcommands: the forms scripts/make-test-models.sh
 # uses, --json output, --help, and exit codes (0 ok, 1 runtime error, 2 usage error).
-set -u
-bin=${ES_BIN:-build/edgespec}
-models=${EDGESPEC_MODELS:-../shared/models}
-tmp=${ES_BUILD:-build}/tmp/cli-convert
-mkdir -p "$tmp"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-# expect CODE cmd...: runs cmd, checks its exit code; stdout in $tmp/out, stderr in $tmp/err
-expect() {
-  local want=$1; shift
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (want $want): $* -- $(head -c 300 "$tmp/err")"; fi
-}
-has() { # has FILE STRING
-  if grep -qF -- "$2" "$1"; then ok; else bad "'$2' not in $1: $(head -c 300 "$1")"; fi
-}
+. "$(dirname "$0")/lib.sh"
+es_test_init cli-convert
+models=${EDGESPEC_MODELS:-../shared/models} # the sources, not the converted test models
 
 expect 0 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/s.gguf" --json
 has "$tmp/out" '"arch":"llama"'
@@ -75,5 +60,4 @@ has "$tmp/err" "file is 1056000 bytes but a model of this shape needs 1056540"
 expect 1 "$bin" convert hf "$tmp" -o "$tmp/x.gguf"
 expect 1 "$bin" quantize "$tmp/missing.gguf" "$tmp/x.gguf" q8_0
 
-echo "test_convert_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+es_test_finish test_convert_cli

@@ -38,15 +38,6 @@ static golden g_gold[N_GOLDEN];
 static int g_n_gold;
 static const int32_t k_stop[2] = {1, 2};
 
-static es_model *load(const char *file) {
-    es_err err = {{0}};
-    es_model *m = NULL;
-    es_model_params mp = es_model_default_params();
-    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
-    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
-    return m;
-}
-
 static void quiet_log(void *ud, int level, const char *msg) {
     (void)ud;
     if (getenv("EDGESPEC_DEBUG") || level == 0) fprintf(stderr, "[%s] %s\n", level == 0 ? "error" : "log", msg);
@@ -280,7 +271,7 @@ static void test_emulation(const es_server *srv, es_model *draft) {
 /* ---- refusals --------------------------------------------------------------------------------------- */
 
 static void test_vocab_mismatch(const es_server *srv) {
-    es_model *other = load("tinystories656k.gguf");
+    es_model *other = es_test_load_model("tinystories656k.gguf");
     if (!other) return;
     es_edge_params p = edge_params(es_server_port(srv), other);
     es_edge *e = NULL;
@@ -452,13 +443,13 @@ static void test_server_loss(es_model *target, es_model *draft) {
 
 int main(void) {
     load_golden();
-    es_model *target = load("stories260K.gguf");
+    es_model *target = es_test_load_model("stories260K.gguf");
     const char *names[4] = {"stories260K_q80", "draft-mid", "draft-small", "draft-random"};
     es_model *drafts[4];
     char file[64];
     for (int i = 0; i < 4; i++) {
         snprintf(file, sizeof file, "%s.gguf", names[i]);
-        drafts[i] = load(file);
+        drafts[i] = es_test_load_model(file);
     }
     if (!target || !drafts[0] || !drafts[1] || !drafts[2] || !drafts[3] || g_n_gold < N_GOLDEN) return es_test_finish("test_edge");
     es_server *srv = start_server(target, drafts[1], 0, 0);

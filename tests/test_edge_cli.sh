@@ -3,33 +3,14 @@
 # `edgespec run` on the target for the same greedy prompt (chain and tree, proactive on and off,
 # --no-draft, --server-spec, emulated RTT); --json prints exactly one object that parses and carries
 # the documented fields; usage errors exit 2, a foreign vocabulary or a missing server exit 1.
-set -u
-bin=${ES_BIN:-build/edgespec}
-models=${ES_TEST_MODELS:-build/models}
-tmp=${ES_BUILD:-build}/tmp/cli-edge
-mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+es_test_init cli-edge
 target=$models/stories260K.gguf
 draft=$models/draft-mid.gguf
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect() {
-  local want=$1; shift
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (want $want): $* -- $(head -c 400 "$tmp/err")"; fi
-}
-has() { if grep -qF -- "$2" "$1"; then ok; else bad "'$2' not in $1: $(head -c 300 "$1")"; fi; }
 
 "$bin" serve -m "$target" --port 0 -t 1 --draft "$models/draft-small.gguf" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 pid=$!
-port=
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/serve.err" | head -n 1)
-  [ -n "$port" ] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.05
-done
+port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
 if [ -z "$port" ]; then
   bad "the server did not start: $(head -c 400 "$tmp/serve.err")"
   echo "test_edge_cli: $pass passed, $fail failed"
@@ -101,5 +82,4 @@ wait "$pid"
 # nobody listening
 expect 1 "$bin" edge -d "$draft" --server "$srv" -p "$prompt" -n 4 --reconnect 0
 
-echo "test_edge_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+es_test_finish test_edge_cli

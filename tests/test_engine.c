@@ -9,15 +9,6 @@
 #include "edgespec.h"
 #include "testutil.h"
 
-static es_model *load(const char *file) {
-    es_err err = {{0}};
-    es_model *m = NULL;
-    es_model_params mp = es_model_default_params();
-    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
-    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
-    return m;
-}
-
 static es_ctx *make_ctx(es_model *m, int n_seq, int threads) {
     es_err err = {{0}};
     es_ctx_params p = es_ctx_default_params();
@@ -62,13 +53,6 @@ static int greedy(es_ctx *c, const int32_t *prompt, int n_prompt, int max_positi
     return n;
 }
 
-static int json_ints(const cJSON *arr, int32_t *out, int cap) {
-    int n = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr) if (n < cap) out[n++] = (int32_t)it->valuedouble;
-    return n;
-}
-
 /* Returns the number of prompts whose whole generation matched; *n_first64 counts those whose
  * first 64 tokens matched. */
 static int golden_run(const char *model_file, int threads, int *n_first64, int *n_first16, int *n_total, bool strict) {
@@ -76,7 +60,7 @@ static int golden_run(const char *model_file, int threads, int *n_first64, int *
     char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
     CHECK(text != NULL);
     if (!text) return 0;
-    es_model *m = load(model_file);
+    es_model *m = es_test_load_model(model_file);
     if (!m) { free(text); return 0; }
     es_ctx *c = make_ctx(m, 1, threads);
     int full = 0;
@@ -87,8 +71,8 @@ static int golden_run(const char *model_file, int threads, int *n_first64, int *
         cJSON *j = cJSON_Parse(line);
         if (!j) continue;
         int32_t prompt[512], want[1024], got[1024], enc[512];
-        int np = json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
-        int nw = json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
+        int np = es_test_json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
+        int nw = es_test_json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
         int maxpos = cJSON_GetObjectItem(j, "max_positions")->valueint;
         const char *ptext = cJSON_GetObjectItem(j, "prompt")->valuestring;
         /* The tokenizer stored in the GGUF must encode the prompt like the reference did. */
@@ -340,7 +324,7 @@ static void test_pool_exhaustion(es_model *m) {
 
 int main(void) {
     test_golden();
-    es_model *m = load("stories260K.gguf");
+    es_model *m = es_test_load_model("stories260K.gguf");
     if (m) {
         test_batch_equals_steps(m);
         test_tree_and_keep(m);

@@ -11,15 +11,9 @@
 #    pages in use in /metrics return to 0 long before the generation would have ended (also through
 #    `edgespec edge --listen`, whose server session closes when its HTTP client leaves);
 #  - /metrics is valid Prometheus text with the documented names, and its counters increase.
-set -u
-bin=${ES_BIN:-build/edgespec}
-models=${ES_TEST_MODELS:-build/models}
-tmp=${ES_BUILD:-build}/tmp/http
-mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+es_test_init http
 model=$models/stories260K.gguf
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 command -v curl >/dev/null || { echo "test_http: curl is required (scripts/install-deps.sh installs it)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "test_http: python3 is required" >&2; exit 1; }
 pids=()
@@ -32,13 +26,7 @@ start() {
   "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 "$@" >"$log.out" 2>"$log" &
   pid=$!
   pids+=("$pid")
-  hport=
-  for _ in $(seq 1 200); do
-    hport=$(sed -n 's|^HTTP API listening on http://.*:\([0-9][0-9]*\)$|\1|p' "$log" | head -n 1)
-    [ -n "$hport" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
+  hport=$(wait_line "$log" "$pid" "$ES_RE_HTTP")
   [ -n "$hport" ] || { bad "no HTTP port line: $(head -c 400 "$log")"; echo "test_http: $pass passed, $fail failed"; exit 1; }
 }
 # wait_ready PORT: until /health says 200
@@ -289,13 +277,7 @@ eport=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/s2" | head -n 1)
   --emulate-rtt-ms 300 --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
 edpid=$!
 pids+=("$edpid")
-lport=
-for _ in $(seq 1 200); do
-  lport=$(sed -n 's|^HTTP API listening on http://.*:\([0-9][0-9]*\)$|\1|p' "$tmp/edge.err" | head -n 1)
-  [ -n "$lport" ] && break
-  kill -0 "$edpid" 2>/dev/null || break
-  sleep 0.05
-done
+lport=$(wait_line "$tmp/edge.err" "$edpid" "$ES_RE_HTTP")
 [ -n "$lport" ] || { bad "edge --listen did not start: $(head -c 400 "$tmp/edge.err")"; echo "test_http: $pass passed, $fail failed"; exit 1; }
 # wait_metric PORT NAME OP VALUE [TRIES]: polls /metrics until the sample compares true (20 polls/s)
 wait_metric() {
@@ -363,5 +345,4 @@ wait "$pid"
 "$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 --listen 127.0.0.1:0 -t 1 --reconnect 0 >"$tmp/edge2.out" 2>"$tmp/edge2.err"
 [ $? -eq 1 ] && grep -q "cannot connect" "$tmp/edge2.err" && ok || bad "edge --listen without a server: $(head -c 300 "$tmp/edge2.err")"
 
-echo "test_http: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+es_test_finish test_http

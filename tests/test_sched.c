@@ -39,22 +39,6 @@ typedef struct golden {
 static golden G[20];
 static int n_golden;
 
-static es_model *load(const char *file) {
-    es_err err = {{0}};
-    es_model *m = NULL;
-    es_model_params mp = es_model_default_params();
-    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
-    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
-    return m;
-}
-
-static int json_ints(const cJSON *arr, int32_t *out, int cap) {
-    int n = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr) if (n < cap) out[n++] = (int32_t)it->valuedouble;
-    return n;
-}
-
 static void load_golden(void) {
     size_t len;
     char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
@@ -62,8 +46,8 @@ static void load_golden(void) {
     for (char *line = text ? strtok(text, "\n") : NULL; line && n_golden < 20; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         golden *g = &G[n_golden++];
-        g->np = json_ints(cJSON_GetObjectItem(j, "prompt_ids"), g->prompt, 64);
-        g->ng = json_ints(cJSON_GetObjectItem(j, "gen_ids"), g->gen, 300);
+        g->np = es_test_json_ints(cJSON_GetObjectItem(j, "prompt_ids"), g->prompt, 64);
+        g->ng = es_test_json_ints(cJSON_GetObjectItem(j, "gen_ids"), g->gen, 300);
         cJSON_Delete(j);
     }
     free(text);
@@ -704,8 +688,9 @@ static void test_pool_cpu(void) {
 int main(void) {
     test_pool_cpu();
     load_golden();
-    es_model *target = load("stories260K.gguf");
-    es_model *drafts[3] = {load("draft-mid.gguf"), load("draft-small.gguf"), load("draft-random.gguf")};
+    es_model *target = es_test_load_model("stories260K.gguf");
+    es_model *drafts[3] = {es_test_load_model("draft-mid.gguf"), es_test_load_model("draft-small.gguf"),
+                           es_test_load_model("draft-random.gguf")};
     if (!target || !drafts[0] || !drafts[1] || !drafts[2] || n_golden < 20) return es_test_finish("test_sched");
     test_ar_batched(target);
     test_edge_mixed(target, drafts, 512, 256, "edge+ar");

@@ -2,35 +2,16 @@
 # test_serve_cli.sh — `edgespec serve`: starts on a free port, announces "listening on HOST:PORT" on
 # stderr, stops cleanly on SIGINT / SIGTERM (exit 0, final stats: one JSON object with --json), and
 # refuses bad flags with exit 2.
-set -u
-bin=${ES_BIN:-build/edgespec}
-models=${ES_TEST_MODELS:-build/models}
-tmp=${ES_BUILD:-build}/tmp/cli-serve
-mkdir -p "$tmp"
+. "$(dirname "$0")/lib.sh"
+es_test_init cli-serve
 model=$models/stories260K.gguf
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect() {
-  local want=$1; shift
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (want $want): $* -- $(head -c 300 "$tmp/err")"; fi
-}
-has() { if grep -qF -- "$2" "$1"; then ok; else bad "'$2' not in $1: $(head -c 300 "$1")"; fi; }
 
 # start_server LOG ARGS...: starts serve in the background, waits for "listening on"; sets $pid, $port
 start_server() {
   local log=$1; shift
   "$bin" serve -m "$model" --port 0 -t 1 "$@" >"$log.out" 2>"$log" &
   pid=$!
-  port=
-  for _ in $(seq 1 200); do
-    port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
+  port=$(wait_line "$log" "$pid" "$ES_RE_LISTEN")
   if [ -n "$port" ]; then ok; else bad "no 'listening on' line: $(head -c 300 "$log")"; fi
 }
 
@@ -85,5 +66,4 @@ has "$tmp/err" "prefill-chunk"
 expect 1 "$bin" serve -m "$tmp/does-not-exist.gguf" --port 0
 expect 1 "$bin" serve -m "$model" --host no.such.host.invalid --port 0
 
-echo "test_serve_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+es_test_finish test_serve_cli

@@ -12,15 +12,6 @@
 #include "testutil.h"
 #include "util/rng.h"
 
-static es_model *load(const char *file) {
-    es_err err = {{0}};
-    es_model *m = NULL;
-    es_model_params mp = es_model_default_params();
-    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
-    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
-    return m;
-}
-
 static es_ctx *make_ctx(es_model *m, int n_seq) {
     es_err err = {{0}};
     es_ctx_params p = es_ctx_default_params();
@@ -153,16 +144,9 @@ static int spec_generate(es_ctx *tc, es_ctx *dc, const run_cfg *cfg, const int32
     return n;
 }
 
-static int json_ints(const cJSON *arr, int32_t *out, int cap) {
-    int n = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr) if (n < cap) out[n++] = (int32_t)it->valuedouble;
-    return n;
-}
-
 /* Greedy speculative output vs the golden target-only output, for every golden prompt. */
 static void test_greedy_identical(es_model *target, const char *draft_file, es_draft_mode mode, int max_prompts) {
-    es_model *dm = load(draft_file);
+    es_model *dm = es_test_load_model(draft_file);
     if (!dm) return;
     es_ctx *tc = make_ctx(target, 3), *dc = make_ctx(dm, 3);
     size_t len;
@@ -173,8 +157,8 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
     for (char *line = text ? strtok(text, "\n") : NULL; line && prompts < max_prompts; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         int32_t prompt[512], want[1024], got[1024];
-        int np = json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
-        int nw = json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
+        int np = es_test_json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
+        int nw = es_test_json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
         run_cfg cfg = {mode, ES_ACCEPT_GREEDY, 0.0f, 6, 24, 6, 3, true, 1, prompts < 2};
         run_stats st;
         int ng = spec_generate(tc, dc, &cfg, prompt, np, nw, got, &st);
@@ -380,7 +364,7 @@ static void test_tree_budget1_is_chain1(es_model *target, es_model *draft) {
 }
 
 static void test_vocab_check(es_model *target) {
-    es_model *other = load("tinystories656k.gguf");
+    es_model *other = es_test_load_model("tinystories656k.gguf");
     if (!other) return;
     es_err err = {{0}};
     CHECK(es_spec_check_vocab(es_model_tokenizer(target), es_model_tokenizer(other), &err) == ES_ERR_MISMATCH);
@@ -391,7 +375,7 @@ static void test_vocab_check(es_model *target) {
 
 int main(void) {
     test_rrs_exact();
-    es_model *target = load("stories260K.gguf");
+    es_model *target = es_test_load_model("stories260K.gguf");
     if (!target) return es_test_finish("test_spec");
     test_vocab_check(target);
     /* every golden prompt with the distilled drafts; a third of them with the int8 copy and the
@@ -406,7 +390,7 @@ int main(void) {
         test_greedy_identical(target, drafts[i], ES_DRAFT_CHAIN, n_prompts[i]);
         test_greedy_identical(target, drafts[i], ES_DRAFT_TREE, n_prompts[i]);
     }
-    es_model *mid = load("draft-mid.gguf");
+    es_model *mid = es_test_load_model("draft-mid.gguf");
     if (mid) {
         test_tree_budget1_is_chain1(target, mid);
         test_distribution(target, mid);

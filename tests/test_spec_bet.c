@@ -13,15 +13,6 @@
 #include "spec/spec.h"
 #include "testutil.h"
 
-static es_model *load(const char *file) {
-    es_err err = {{0}};
-    es_model *m = NULL;
-    es_model_params mp = es_model_default_params();
-    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
-    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
-    return m;
-}
-
 static es_ctx *make_ctx(es_model *m) {
     es_err err = {{0}};
     es_ctx_params p = es_ctx_default_params();
@@ -182,16 +173,9 @@ static void run(es_ctx *tc, es_ctx *dc, const cfg *c, const int32_t *prompt, int
     es_seq_close(dc, ds);
 }
 
-static int json_ints(const cJSON *a, int32_t *out, int cap) {
-    int n = 0;
-    const cJSON *x;
-    cJSON_ArrayForEach(x, a) if (n < cap) out[n++] = (int32_t)x->valueint;
-    return n;
-}
-
 int main(void) {
-    es_model *target = load("stories260K.gguf");
-    es_model *mid = load("draft-mid.gguf"), *small = load("draft-small.gguf");
+    es_model *target = es_test_load_model("stories260K.gguf");
+    es_model *mid = es_test_load_model("draft-mid.gguf"), *small = es_test_load_model("draft-small.gguf");
     if (!target || !mid || !small) return es_test_finish("test_spec_bet");
     es_ctx *tc = make_ctx(target), *dc_mid = make_ctx(mid), *dc_small = make_ctx(small);
     size_t flen;
@@ -203,8 +187,8 @@ int main(void) {
     for (char *line = text ? strtok(text, "\n") : NULL; line && prompts < 3; line = strtok(NULL, "\n"), prompts++) {
         cJSON *j = cJSON_Parse(line);
         int32_t prompt[512], want[1024];
-        const int np = json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
-        const int nw = json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
+        const int np = es_test_json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
+        const int nw = es_test_json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
         cJSON_Delete(j);
         const int max_gen = nw < 96 ? nw : 96;
         for (int mode = 0; mode < 2; mode++) {

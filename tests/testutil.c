@@ -1,7 +1,6 @@
 #include "testutil.h"
 
-#include "edgespec.h"
-
+#include <cjson/cJSON.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -53,4 +52,20 @@ char *es_test_read_file(const char *path, size_t *len) {
     fclose(f);
     if (buf) { buf[n] = 0; if (len) *len = (size_t)n; }
     return buf;
+}
+
+es_model *es_test_load_model(const char *file) {
+    es_err err = {{0}};
+    es_model *m = NULL;
+    es_model_params mp = es_model_default_params();
+    es_status st = es_model_load(es_test_model(file), &mp, &m, &err);
+    CHECK_MSG(st == ES_OK, "loading %s: %s", file, err.msg);
+    return m;
+}
+
+int es_test_json_ints(const cJSON *arr, int32_t *out, int cap) {
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) if (n < cap) out[n++] = (int32_t)it->valuedouble;
+    return n;
 }

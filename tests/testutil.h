@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "edgespec.h"
+
 extern int es_test_failures;
 extern int es_test_checks;
 
@@ -59,5 +61,14 @@ const char *es_test_tmp(const char *file);
 
 /* Reads a whole file into a malloc'd buffer (NUL-terminated); NULL on failure. */
 char *es_test_read_file(const char *path, size_t *len);
+
+/* Loads es_test_model(file) with default parameters; on failure a failed check naming the file, and
+ * NULL. */
+es_model *es_test_load_model(const char *file);
+
+/* Copies the numbers of a JSON array (e.g. the golden file's "prompt_ids") into out[0..cap) as int32;
+ * returns how many were copied (0 for NULL). */
+struct cJSON;
+int es_test_json_ints(const struct cJSON *arr, int32_t *out, int cap);
 
 #endif

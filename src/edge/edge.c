@@ -14,7 +14,6 @@
 #include "edge/edge.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -31,6 +30,7 @@
 #include <unistd.h>
 
 #include "util/err.h"
+#include "util/wakeq.h"
 
 #define EDGE_NAME "edgespec-edge " ES_VERSION_STRING
 #define EDGE_OBUF (ES_PROTO_HEADER_SIZE + ES_PROTO_MAX_PAYLOAD_DEFAULT)
@@ -64,7 +64,7 @@ typedef struct qframe {
 
 typedef struct wire {
     int fd;
-    int wake[2];                /* pipe: caller -> I/O thread ("look at the queue again") */
+    es_wake wake;               /* caller -> I/O thread ("look at the queue again") */
     pthread_t th;
     bool th_started;
     pthread_mutex_t mu;         /* guards everything below except rbuf */
@@ -219,18 +219,14 @@ static void *wire_thread(void *arg) {
             tsp = &ts;
         }
         pthread_mutex_unlock(&w->mu);
-        struct pollfd pf[2] = {{w->fd, (short)(POLLIN | (blocked ? POLLOUT : 0)), 0}, {w->wake[0], POLLIN, 0}};
+        struct pollfd pf[2] = {{w->fd, (short)(POLLIN | (blocked ? POLLOUT : 0)), 0}, {es_wake_fd(&w->wake), POLLIN, 0}};
         const int r = ppoll(pf, 2, tsp, NULL);
         if (r < 0 && errno != EINTR) {
             pthread_mutex_lock(&w->mu);
             wire_die(w, "poll: %s", strerror(errno));
             break;
         }
-        if (r > 0 && (pf[1].revents & POLLIN)) {
-            char buf[64];
-            while (read(w->wake[0], buf, sizeof buf) > 0) {
-            }
-        }
+        if (r > 0 && (pf[1].revents & POLLIN)) es_wake_drain(&w->wake);
         if (r > 0 && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) wire_read(w);
         pthread_mutex_lock(&w->mu);
     }
@@ -239,11 +235,7 @@ static void *wire_thread(void *arg) {
     return NULL;
 }
 
-static void wire_poke(wire *w) {
-    const char c = 1;
-    ssize_t k = write(w->wake[1], &c, 1); /* a full pipe already holds a wake-up */
-    (void)k;
-}
+static void wire_poke(wire *w) { es_wake_poke(&w->wake); }
 
 static void wire_close(wire *w) {
     if (!w) return;
@@ -255,8 +247,7 @@ static void wire_close(wire *w) {
         pthread_join(w->th, NULL);
     }
     if (w->fd >= 0) close(w->fd);
-    if (w->wake[0] >= 0) close(w->wake[0]);
-    if (w->wake[1] >= 0) close(w->wake[1]);
+    es_wake_free(&w->wake);
     qfree_list(w->out_head);
     qfree_list(w->in_head);
     pthread_mutex_destroy(&w->mu);
@@ -299,7 +290,6 @@ static es_status wire_open(const char *host, int port, double timeout_s, double 
     wire *w = calloc(1, sizeof *w);
     if (!w) { close(fd); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
     w->fd = fd;
-    w->wake[0] = w->wake[1] = -1;
     w->half_rtt_s = rtt_ms > 0 ? rtt_ms / 2000.0 : 0.0;
     w->kbps = kbps > 0 ? kbps : 0.0;
     pthread_mutex_init(&w->mu, NULL);
@@ -308,9 +298,10 @@ static es_status wire_open(const char *host, int port, double timeout_s, double 
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+    es_status st = es_wake_init(&w->wake, err);
+    if (st != ES_OK) {
         wire_close(w);
-        return es_fail(err, ES_ERR_IO, "pipe: %s", strerror(errno));
+        return st;
     }
     if (pthread_create(&w->th, NULL, wire_thread, w) != 0) {
         wire_close(w);

@@ -2,8 +2,8 @@
  * es_edge workers (see edge_http.h).
  *
  * Locks: `mu` guards the job queue, every worker's current job, the statistics and the stop flag;
- * `ev_mu` guards the worker -> loop event queue. Neither is held while a generation runs or while the
- * loop calls into the HTTP front end. A job is owned by the queue until a worker takes it (under mu),
+ * the worker -> loop event queue (an es_wakeq, util/wakeq.h) has its own lock. Neither is held
+ * while a generation runs or while the loop calls into the HTTP front end. A job is owned by the queue until a worker takes it (under mu),
  * then by that worker until it posts the end event and frees it (under mu). Cancelling (loop thread,
  * under mu) removes a queued job, or sets the cancel request of the es_edge running it; the worker
  * clears that request under mu when it takes its next job, so a late cancel never reaches the wrong
@@ -11,18 +11,17 @@
  * the front end (it no longer knows the id). */
 #include "edge/edge_http.h"
 
-#include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "util/err.h"
+#include "util/wakeq.h"
 
 #define EH_MAX_STOP 8
 
@@ -50,9 +49,8 @@ typedef struct eworker {
 enum { EV_TOKENS = 1, EV_END = 2 };
 
 typedef struct eev {
-    struct eev *next;
+    es_wakeq_node node;        /* first: queue link; key = the request id */
     int type;
-    uint64_t id;
     int stop, n_generated, status;
     char msg[sizeof(((es_err *)0)->msg)];
     int n;
@@ -74,11 +72,8 @@ struct es_edge_http {
     bool stop;
     es_edge_http_stats st;
 
-    pthread_mutex_t ev_mu;
-    bool ev_mu_ok;
-    eev *ev_head, *ev_tail;
-    bool stop_loop;
-    int wake_fd[2];
+    es_wakeq evq;              /* worker -> loop events (eev) */
+    atomic_bool stop_loop;     /* set before a wake-up: the loop ends the requests and returns */
 
     struct event_base *base;
     struct event *wake_ev, *tick_ev, *deadline_ev;
@@ -117,38 +112,9 @@ es_edge_http_params es_edge_http_default_params(void) {
 
 /* ---- worker -> loop events ---- */
 
-static void wake(es_edge_http *s) {
-    const char c = 1;
-    ssize_t k = write(s->wake_fd[1], &c, 1); /* a full pipe already holds a wake-up */
-    (void)k;
-}
+static void post(es_edge_http *s, eev *e) { es_wakeq_push(&s->evq, &e->node); }
 
-static void post(es_edge_http *s, eev *e) {
-    pthread_mutex_lock(&s->ev_mu);
-    const bool was_empty = s->ev_head == NULL;
-    if (s->ev_tail) s->ev_tail->next = e;
-    else s->ev_head = e;
-    s->ev_tail = e;
-    pthread_mutex_unlock(&s->ev_mu);
-    if (was_empty) wake(s);
-}
-
-static void purge(es_edge_http *s, uint64_t id) {
-    pthread_mutex_lock(&s->ev_mu);
-    eev **pp = &s->ev_head, *last = NULL;
-    while (*pp) {
-        eev *e = *pp;
-        if (e->id == id) {
-            *pp = e->next;
-            free(e);
-        } else {
-            last = e;
-            pp = &e->next;
-        }
-    }
-    s->ev_tail = last;
-    pthread_mutex_unlock(&s->ev_mu);
-}
+static void purge(es_edge_http *s, uint64_t id) { es_wakeq_purge(&s->evq, id, free); }
 
 /* Worker thread: confirmed tokens of the running job (stop tokens are not passed on by the edge).
  * An allocation failure drops the piece; the usage count at the end stays right. */
@@ -160,7 +126,7 @@ static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
     if (!e) return;
     memset(e, 0, sizeof *e);
     e->type = EV_TOKENS;
-    e->id = j->id;
+    e->node.key = j->id;
     e->n_generated = j->n_gen;
     e->n = n;
     memcpy(e->toks, toks, (size_t)n * sizeof(int32_t));
@@ -217,7 +183,7 @@ static void *worker_main(void *arg) {
         eev *e = calloc(1, sizeof *e);
         if (e) {
             e->type = EV_END;
-            e->id = j->id;
+            e->node.key = j->id;
             e->n_generated = st.n_generated > j->n_gen ? st.n_generated : j->n_gen;
             e->stop = rc == ES_OK ? st.stop : ES_STOP_ERROR;
             e->status = rc == ES_OK ? 200 : fail_status(rc);
@@ -351,21 +317,18 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
     (void)what;
     es_edge_http *s = arg;
-    char junk[256];
-    while (read(fd, junk, sizeof junk) > 0) {
-    }
-    pthread_mutex_lock(&s->ev_mu);
-    eev *list = s->ev_head;
-    s->ev_head = s->ev_tail = NULL;
-    const bool stop = s->stop_loop;
-    pthread_mutex_unlock(&s->ev_mu);
+    es_wakeq_drain(&s->evq);
+    eev *list = (eev *)es_wakeq_pop_all(&s->evq);
+    const bool stop = atomic_load(&s->stop_loop);
     while (list) {
         eev *e = list;
-        list = e->next;
-        if (e->type == EV_TOKENS) es_http_on_tokens(s->http, e->id, e->toks, e->n, e->n_generated);
-        else es_http_on_end(s->http, e->id, e->stop, e->n_generated, e->status, e->msg);
+        list = (eev *)e->node.next;
+        const uint64_t id = e->node.key;
+        if (e->type == EV_TOKENS) es_http_on_tokens(s->http, id, e->toks, e->n, e->n_generated);
+        else es_http_on_end(s->http, id, e->stop, e->n_generated, e->status, e->msg);
         free(e);
     }
     if (stop && !s->shutting_down) {
@@ -401,7 +364,6 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     if (p->port < 0 || p->port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "port %d outside 0..65535", p->port);
     es_edge_http *s = calloc(1, sizeof *s);
     if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    s->wake_fd[0] = s->wake_fd[1] = -1;
     s->p = *p;
     snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
     snprintf(s->model_name, sizeof s->model_name, "%s", p->model_name && *p->model_name ? p->model_name : "edgespec");
@@ -418,8 +380,10 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->mu_ok = true;
-    pthread_mutex_init(&s->ev_mu, NULL);
-    s->ev_mu_ok = true;
+    if ((st = es_wakeq_init(&s->evq, err)) != ES_OK) {
+        es_edge_http_free(s);
+        return st;
+    }
     s->w = calloc((size_t)p->workers, sizeof *s->w);
     if (!s->w) {
         es_edge_http_free(s);
@@ -438,12 +402,8 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     const int n_ctx_draft = p->edge.n_ctx > 0 ? p->edge.n_ctx : es_model_n_ctx_train(p->edge.draft);
     if (n_ctx_draft < s->n_ctx) s->n_ctx = n_ctx_draft;
 
-    if (pipe2(s->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
-        es_edge_http_free(s);
-        return es_fail(err, ES_ERR_IO, "cannot create a pipe: %s", strerror(errno));
-    }
     s->base = event_base_new();
-    s->wake_ev = s->base ? event_new(s->base, s->wake_fd[0], EV_READ | EV_PERSIST, wake_cb, s) : NULL;
+    s->wake_ev = s->base ? event_new(s->base, es_wakeq_fd(&s->evq), EV_READ | EV_PERSIST, wake_cb, s) : NULL;
     s->tick_ev = s->base ? event_new(s->base, -1, EV_PERSIST, tick_cb, s) : NULL;
     s->deadline_ev = s->base ? event_new(s->base, -1, 0, deadline_cb, s) : NULL;
     if (!s->wake_ev || !s->tick_ev || !s->deadline_ev) {
@@ -505,10 +465,8 @@ void es_edge_http_get_stats(es_edge_http *s, es_edge_http_stats *out) {
 void es_edge_http_free(es_edge_http *s) {
     if (!s) return;
     if (s->loop_started) { /* the loop ends the requests in flight, then stops */
-        pthread_mutex_lock(&s->ev_mu);
-        s->stop_loop = true;
-        pthread_mutex_unlock(&s->ev_mu);
-        wake(s);
+        atomic_store(&s->stop_loop, true);
+        es_wakeq_wake(&s->evq);
         pthread_join(s->loop_th, NULL);
     }
     if (s->mu_ok) {
@@ -530,18 +488,11 @@ void es_edge_http_free(es_edge_http *s) {
         free(j->prompt);
         free(j);
     }
-    while (s->ev_head) {
-        eev *e = s->ev_head;
-        s->ev_head = e->next;
-        free(e);
-    }
     if (s->wake_ev) event_free(s->wake_ev);
     if (s->tick_ev) event_free(s->tick_ev);
     if (s->deadline_ev) event_free(s->deadline_ev);
     if (s->base) event_base_free(s->base);
-    if (s->wake_fd[0] >= 0) close(s->wake_fd[0]);
-    if (s->wake_fd[1] >= 0) close(s->wake_fd[1]);
-    if (s->ev_mu_ok) pthread_mutex_destroy(&s->ev_mu);
+    es_wakeq_free(&s->evq, free);
     if (s->mu_ok) {
         pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);

@@ -3,8 +3,9 @@
  * Threads. The loop thread owns the event_base and everything reachable from a connection: sockets,
  * bufferevents, per-connection session sets, the encode/decode scratch buffers. The compute thread
  * runs es_sched_run and touches nothing here except the event queue: its on_event callback copies the
- * event into a node, appends it under `mu` and, when the queue was empty, writes one byte to a
- * non-blocking pipe the loop watches. The loop drains the pipe, takes the whole queue and encodes
+ * event into a node and pushes it on an es_wakeq (util/wakeq.h), which writes one byte to a
+ * non-blocking pipe the loop watches when the queue was empty. The loop drains the pipe, takes the
+ * whole queue and encodes
  * each event into a frame for its connection. No libevent object is ever used from two threads, so
  * libevent needs no locking (evthread_use_pthreads is never called).
  *
@@ -29,7 +30,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <fcntl.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -48,6 +48,7 @@
 #include "net/proto.h"
 #include "server/metrics.h"
 #include "util/err.h"
+#include "util/wakeq.h"
 
 #define ES_SERVER_MAX_OUTPUT_DEFAULT ((size_t)8 << 20)
 #define ES_SERVER_CONN_BUCKETS 1024 /* hash buckets of the connection table (power of two) */
@@ -61,9 +62,8 @@ _Static_assert(ES_SCHED_BATCH_HIST == ES_METRICS_BATCH_BUCKETS, "the batch histo
 /* ---- events crossing from the compute thread ---- */
 
 typedef struct es_sev {
-    struct es_sev *next;
+    es_wakeq_node node;                         /* first: queue link; key = the session key */
     int type;
-    uint64_t session;
     uint32_t round;
     int stop, n_generated;
     uint32_t queue_us, verify_us;
@@ -115,14 +115,13 @@ struct es_server {
     es_sched *sched;
 
     /* shared with the compute thread, under mu */
-    pthread_mutex_t mu;
+    es_wakeq q;                        /* compute thread -> loop events (es_sev), and the loop's wake-ups */
+    pthread_mutex_t mu;                /* guards the fields below */
     bool mu_ok;
-    es_sev *q_head, *q_tail;
     bool stop_requested;
     es_status compute_status;
     char compute_msg[sizeof(((es_err *)0)->msg)];
     bool compute_reported;
-    int wake_fd[2];
 
     /* statistics, under stats_mu (written by the loop, read by anyone) */
     pthread_mutex_t stats_mu;
@@ -190,13 +189,6 @@ es_server_params es_server_default_params(void) {
 
 /* ---- the compute side: queueing events ---- */
 
-static void wake_loop(es_server *s) {
-    const uint8_t one = 1;
-    /* A full pipe already means a wake-up is pending; nothing else can fail here that matters. */
-    ssize_t r = write(s->wake_fd[1], &one, 1);
-    (void)r;
-}
-
 /* Called on the compute thread: copies the event (valid only during the call) and wakes the loop.
  * An allocation failure loses the event; the session then stalls until its idle timeout. */
 static void on_sched_event(void *ud, const es_sched_event *ev) {
@@ -216,9 +208,8 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     }
     es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t));
     if (!e) return;
-    e->next = NULL;
+    e->node.key = ev->session;
     e->type = ev->type;
-    e->session = ev->session;
     e->round = ev->round;
     e->stop = ev->stop;
     e->n_generated = ev->n_generated;
@@ -233,32 +224,11 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     if (n_path) memcpy(e->data, path, (size_t)n_path * sizeof(int32_t));
     if (n_tok) memcpy(e->data + n_path, tok, (size_t)n_tok * sizeof(int32_t));
 
-    pthread_mutex_lock(&s->mu);
-    bool was_empty = s->q_head == NULL;
-    if (s->q_tail) s->q_tail->next = e;
-    else s->q_head = e;
-    s->q_tail = e;
-    pthread_mutex_unlock(&s->mu);
-    if (was_empty) wake_loop(s);
+    es_wakeq_push(&s->q, &e->node);
 }
 
 /* Drops every queued event of one session (after es_sched_close nothing new can arrive for it). */
-static void purge_session_events(es_server *s, uint64_t key) {
-    pthread_mutex_lock(&s->mu);
-    es_sev **pp = &s->q_head, *last = NULL;
-    while (*pp) {
-        es_sev *e = *pp;
-        if (e->session == key) {
-            *pp = e->next;
-            free(e);
-        } else {
-            last = e;
-            pp = &e->next;
-        }
-    }
-    s->q_tail = last;
-    pthread_mutex_unlock(&s->mu);
-}
+static void purge_session_events(es_server *s, uint64_t key) { es_wakeq_purge(&s->q, key, free); }
 
 static void *compute_main(void *arg) {
     es_server *s = arg;
@@ -269,7 +239,7 @@ static void *compute_main(void *arg) {
         s->compute_status = st;
         snprintf(s->compute_msg, sizeof s->compute_msg, "%s", err.msg);
         pthread_mutex_unlock(&s->mu);
-        wake_loop(s);
+        es_wakeq_wake(&s->q);
     }
     return NULL;
 }
@@ -473,7 +443,7 @@ static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, .
 /* An event of an HTTP request's session, to the HTTP front end. */
 static void http_deliver(es_server *s, const es_sev *e) {
     if (!s->http) return;
-    const uint64_t id = e->session & ~SERVER_HTTP_KEY;
+    const uint64_t id = e->node.key & ~SERVER_HTTP_KEY;
     switch (e->type) {
     case ES_EV_TOKENS: es_http_on_tokens(s->http, id, e->data, e->n_tokens, e->n_generated); break;
     case ES_EV_DONE: es_http_on_end(s->http, id, e->stop, e->n_generated, 0, NULL); break;
@@ -486,13 +456,13 @@ static void http_deliver(es_server *s, const es_sev *e) {
 }
 
 static void deliver_event(es_server *s, const es_sev *e) {
-    if (e->session & SERVER_HTTP_KEY) {
+    if (e->node.key & SERVER_HTTP_KEY) {
         http_deliver(s, e);
         return;
     }
-    es_conn *c = conn_find(s, (uint32_t)(e->session >> 32));
+    es_conn *c = conn_find(s, (uint32_t)(e->node.key >> 32));
     if (!c || c->state != CONN_READY) return;
-    uint32_t sid = (uint32_t)e->session;
+    uint32_t sid = (uint32_t)e->node.key;
     int si = sess_find(c, sid);
     if (si < 0) return; /* closed by the client meanwhile */
     if (e->n_generated > c->sess[si].n_generated) c->sess[si].n_generated = e->n_generated;
@@ -552,14 +522,12 @@ static void deliver_event(es_server *s, const es_sev *e) {
 static void begin_shutdown(es_server *s);
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
     (void)what;
     es_server *s = arg;
-    uint8_t junk[256];
-    while (read(fd, junk, sizeof junk) > 0) {
-    }
+    es_wakeq_drain(&s->q);
+    es_sev *list = (es_sev *)es_wakeq_pop_all(&s->q);
     pthread_mutex_lock(&s->mu);
-    es_sev *list = s->q_head;
-    s->q_head = s->q_tail = NULL;
     bool stop = s->stop_requested;
     bool report = s->compute_status != ES_OK && !s->compute_reported;
     if (report) s->compute_reported = true;
@@ -567,7 +535,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
     if (report) slog(s, 0, "compute thread stopped: %s", s->compute_msg);
     while (list) {
         es_sev *e = list;
-        list = e->next;
+        list = (es_sev *)e->node.next;
         if (!s->shutting_down) deliver_event(s, e);
         free(e);
     }
@@ -1241,7 +1209,7 @@ static void server_stop(es_server *s) {
         pthread_mutex_lock(&s->mu);
         s->stop_requested = true;
         pthread_mutex_unlock(&s->mu);
-        wake_loop(s);
+        es_wakeq_wake(&s->q);
         pthread_join(s->loop_thread, NULL);
         s->loop_started = false;
     }
@@ -1285,13 +1253,7 @@ static void server_destroy(es_server *s) {
     if (s->relisten_ev) event_free(s->relisten_ev);
     if (s->base) event_base_free(s->base);
     if (s->sched) es_sched_free(s->sched);
-    while (s->q_head) {
-        es_sev *e = s->q_head;
-        s->q_head = e->next;
-        free(e);
-    }
-    if (s->wake_fd[0] >= 0) close(s->wake_fd[0]);
-    if (s->wake_fd[1] >= 0) close(s->wake_fd[1]);
+    es_wakeq_free(&s->q, free);
     if (s->mu_ok) pthread_mutex_destroy(&s->mu);
     if (s->stats_mu_ok) pthread_mutex_destroy(&s->stats_mu);
     free(s->obuf);
@@ -1313,7 +1275,6 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
 
     es_server *s = calloc(1, sizeof *s);
     if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    s->wake_fd[0] = s->wake_fd[1] = -1;
     s->p = *p;
     snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
     s->p.host = s->host;
@@ -1375,16 +1336,13 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     st = es_sched_init(p->target, &sp, &s->sched, err);
     if (st != ES_OK) goto fail;
 
-    if (pipe2(s->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
-        st = es_fail(err, ES_ERR_IO, "cannot create a pipe: %s", strerror(errno));
-        goto fail;
-    }
+    if ((st = es_wakeq_init(&s->q, err)) != ES_OK) goto fail;
     s->base = event_base_new();
     if (!s->base) {
         st = es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
         goto fail;
     }
-    s->wake_ev = event_new(s->base, s->wake_fd[0], EV_READ | EV_PERSIST, wake_cb, s);
+    s->wake_ev = event_new(s->base, es_wakeq_fd(&s->q), EV_READ | EV_PERSIST, wake_cb, s);
     s->tick_ev = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
     s->reap_ev = event_new(s->base, -1, 0, reap_cb, s);
     s->deadline_ev = event_new(s->base, -1, 0, deadline_cb, s);
