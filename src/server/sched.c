@@ -167,8 +167,9 @@ static void profile_knee(es_sched *s) {
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     int n = 0;
     int32_t tok[64], pos[64], seq[64];
-    for (size_t k = 0; k < sizeof rows_try / sizeof rows_try[0]; k++) {
-        const int r = rows_try[k];
+    for (size_t k = 0; k <= sizeof rows_try / sizeof rows_try[0]; k++) {
+        /* k == 0: an unmeasured warm-up pass (first touch of the weights, cold caches) */
+        const int r = rows_try[k == 0 ? 0 : k - 1];
         if (r > cap) break;
         double best = -1;
         for (int rep = 0; rep < 3; rep++) {
@@ -190,6 +191,7 @@ static void profile_knee(es_sched *s) {
             if (st != ES_OK) return;
             if (best < 0 || t < best) best = t;
         }
+        if (k == 0) continue;
         sx += r;
         sy += best;
         sxx += (double)r * r;
@@ -201,7 +203,8 @@ static void profile_knee(es_sched *s) {
     const double b = (sxy / n - mx * my) / vx, a = my - b * mx;
     s->cost_a = a;
     s->cost_b = b;
-    if (!(b > 0) || !(a > 0)) { s->knee = cap; return; } /* memory-bound over the whole range */
+    if (!(b > 0)) { s->knee = cap; return; } /* memory-bound over the whole range */
+    if (!(a > 0)) return;                     /* a noisy fit: keep the fallback */
     s->knee = imax(4, imin((int)(a / b + 0.5), s->p.max_batch_tokens));
 }
 
