@@ -68,6 +68,7 @@ typedef struct client {
     uint32_t next_round;
     int bad_rounds;
     int min_budget, max_budget;
+    int no_draft_hints; /* ES_HINT_NO_DRAFT verdicts */
     /* edge */
     es_drafter *d;
     es_ctx *dctx;
@@ -118,8 +119,11 @@ static void on_event(void *ud, const es_sched_event *ev) {
         c->next_round++;
         CHECK(ev->verdict && ev->verdict->n_tokens == ev->verdict->n_accepted + 1 && ev->n_tokens == ev->verdict->n_tokens);
         CHECK(ev->suggested_budget >= 1);
-        if (ev->suggested_budget < c->min_budget || !c->min_budget) c->min_budget = ev->suggested_budget;
-        if (ev->suggested_budget > c->max_budget) c->max_budget = ev->suggested_budget;
+        if (ev->suggested_budget == ES_HINT_NO_DRAFT) c->no_draft_hints++; /* saturated: send empty trees */
+        else {
+            if (ev->suggested_budget < c->min_budget || !c->min_budget) c->min_budget = ev->suggested_budget;
+            if (ev->suggested_budget > c->max_budget) c->max_budget = ev->suggested_budget;
+        }
         for (int k = 0; k < ev->n_tokens && c->n_out < 1024; k++) c->out[c->n_out++] = ev->tokens[k];
         c->stop = ev->stop;
         CHECK(ev->n_generated == c->n_out);

@@ -924,7 +924,8 @@ static int round_budget(const gen *g, int n_done, int conf_len) {
     if (m > room) m = room;
     if (m > ES_SPEC_MAX_NODES) m = ES_SPEC_MAX_NODES;
     if (g->e->welcome.max_tree_nodes > 0 && m > (int)g->e->welcome.max_tree_nodes) m = (int)g->e->welcome.max_tree_nodes;
-    if (g->e->p.adapt_to_server && g->hint > 0 && m > g->hint) m = g->hint;
+    if (g->e->p.adapt_to_server && g->hint == ES_HINT_NO_DRAFT) m = 0; /* the server is saturated */
+    else if (g->e->p.adapt_to_server && g->hint > 0 && m > g->hint) m = g->hint;
     return m > 0 ? m : 0;
 }
 

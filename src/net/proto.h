@@ -183,6 +183,10 @@ typedef struct es_msg_verdict {
     uint16_t suggested_budget;
 } es_msg_verdict;
 
+/* suggested_budget value: the server is compute-bound; send empty trees (root only, i.e. plain
+ * autoregressive rounds) until the hint changes. Older clients read it as "no limit". */
+#define ES_HINT_NO_DRAFT 0xFFFFu
+
 /* TOKENS: u8 stop, u16 n, n x i32. */
 typedef struct es_msg_tokens {
     uint8_t stop;
