@@ -159,25 +159,25 @@ es_sched_params es_sched_default_params(void) {
 
 /* The automatic knee, profiled once at start-up before any session exists (APEX-style: a measured
  * time predictor, not a guess): time verification-shaped passes of r rows (every row asking for
- * logits) for a few r, fit t(r) = a + b·r by least squares, and take knee = a / b — the row count at
+ * logits) for a few r and take knee = a / b of t(r) = a + b·r — the row count at
  * which the per-row work equals the fixed cost of reading the weights once. Beyond it a pass is
  * compute-bound and every rejected draft token costs real time. Best of 3 runs per point. */
 static void profile_knee(es_sched *s) {
     const int cap = imin(imin(s->n_logits_max, s->p.max_batch_tokens), s->n_ctx - 1);
-    static const int rows_try[] = {1, 4, 16, 32, 64};
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    static const int rows_try[] = {1, 4, 8, 16, 32, 64};
+    double t_at[sizeof rows_try / sizeof rows_try[0]];
     int n = 0;
     int32_t tok[64], pos[64], seq[64];
+    int8_t logits[64];
     for (size_t k = 0; k <= sizeof rows_try / sizeof rows_try[0]; k++) {
         /* k == 0: an unmeasured warm-up pass (first touch of the weights, cold caches) */
         const int r = rows_try[k == 0 ? 0 : k - 1];
         if (r > cap) break;
         double best = -1;
-        for (int rep = 0; rep < 3; rep++) {
+        for (int rep = 0; rep < (k == 0 ? 1 : 3); rep++) {
             es_err e = {{0}};
             int sq;
             if (es_seq_open(s->ctx, &sq, &e) != ES_OK) return;
-            int8_t logits[64];
             for (int i = 0; i < r; i++) {
                 tok[i] = (int32_t)((i * 7919 + 1) % s->n_vocab);
                 pos[i] = i;
@@ -192,21 +192,22 @@ static void profile_knee(es_sched *s) {
             if (st != ES_OK) return;
             if (best < 0 || t < best) best = t;
         }
-        if (k == 0) continue;
-        sx += r;
-        sy += best;
-        sxx += (double)r * r;
-        sxy += r * best;
-        n++;
+        if (k > 0) t_at[n++] = best;
     }
-    if (n < 3) return;
-    const double mx = sx / n, my = sy / n, vx = sxx / n - mx * mx;
-    const double b = (sxy / n - mx * my) / vx, a = my - b * mx;
-    s->cost_a = a;
-    s->cost_b = b;
-    if (!(b > 0)) { s->knee = cap; return; } /* memory-bound over the whole range */
-    if (!(a > 0)) return;                     /* a noisy fit: keep the fallback */
-    s->knee = imax(4, imin((int)(a / b + 0.5), s->p.max_batch_tokens));
+    if (n < 2) return;
+    /* t(r) = a + b·r reaches 2·t(1) at r = a/b + 2: the first crossing of twice the one-row time,
+       interpolated between measured points, is robust to noise where a fitted slope is not */
+    const double t1 = t_at[0];
+    s->cost_b = (t_at[n - 1] - t1) / (rows_try[n - 1] - 1);
+    s->cost_a = t1 - s->cost_b;
+    for (int k = 1; k < n; k++) {
+        if (t_at[k] < 2 * t1) continue;
+        const double r0 = rows_try[k - 1], r1 = rows_try[k], y0 = t_at[k - 1], y1 = t_at[k];
+        const double r = y1 > y0 ? r0 + (2 * t1 - y0) * (r1 - r0) / (y1 - y0) : r1;
+        s->knee = imax(4, imin((int)(r - 2 + 0.5), s->p.max_batch_tokens));
+        return;
+    }
+    s->knee = cap; /* memory-bound over the whole measured range */
 }
 
 es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
