@@ -5,7 +5,9 @@ CMAKE_FLAGS ?=
 EDGESPEC_MODELS ?= $(abspath ../shared/models)
 export EDGESPEC_MODELS
 
-.PHONY: all deps test demo asan bench clean configure
+.PHONY: all deps test demo asan fuzz bench clean configure
+
+FUZZ_SECONDS ?= 60
 
 all: deps configure
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -27,8 +29,13 @@ asan: deps
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, each run for FUZZ_SECONDS; make all first so
+# the GGUF targets are seeded with the converted test models
+fuzz: all
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
 bench: all
 	@scripts/bench.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz
