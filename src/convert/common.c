@@ -16,16 +16,6 @@
 #include "kernels/types.h"
 #include "util/err.h"
 
-void es_convert_logf(es_log_fn log, void *ud, int level, const char *fmt, ...) {
-    if (!log) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    log(ud, level, msg);
-}
-
 es_convert_opts es_convert_default_opts(void) {
     es_convert_opts o;
     memset(&o, 0, sizeof o);

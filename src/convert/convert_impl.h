@@ -102,6 +102,6 @@ int es_convert_default_threads(void);
 /* "dir/name.ext" -> "name" into buf. */
 const char *es_path_stem(const char *path, char *buf, size_t cap);
 
-void es_convert_logf(es_log_fn log, void *ud, int level, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+#define es_convert_logf es_logf /* the shared formatter (util/err.h) */
 
 #endif

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "util/err.h"
+#include "util/sig.h"
 #include "util/wakeq.h"
 
 #define EH_MAX_STOP 8
@@ -86,16 +87,7 @@ struct es_edge_http {
     int n_w;
 };
 
-static void ehlog(es_edge_http *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void ehlog(es_edge_http *s, int level, const char *fmt, ...) {
-    if (!s->p.log) return;
-    char buf[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    s->p.log(s->p.log_ud, level, buf);
-}
+#define ehlog(s, level, ...) es_logf((s)->p.log, (s)->p.log_ud, level, __VA_ARGS__)
 
 es_edge_http_params es_edge_http_default_params(void) {
     es_edge_http_params p;
@@ -152,10 +144,7 @@ static int fail_status(es_status st) {
 static void *worker_main(void *arg) {
     eworker *w = arg;
     es_edge_http *s = w->s;
-    sigset_t set; /* the embedding program handles signals (cmd_edge waits for them itself) */
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    es_thread_block_sigpipe(); /* the embedding program handles signals (cmd_edge waits for them) */
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         ejob *j = s->q_head;
@@ -346,10 +335,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void *loop_main(void *arg) {
     es_edge_http *s = arg;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    es_thread_block_sigpipe();
     event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }

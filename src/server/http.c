@@ -117,16 +117,7 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static void hlog(es_http *h, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void hlog(es_http *h, int level, const char *fmt, ...) {
-    if (!h->p.log) return;
-    char buf[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    h->p.log(h->p.log_ud, level, buf);
-}
+#define hlog(h, level, ...) es_logf((h)->p.log, (h)->p.log_ud, level, __VA_ARGS__)
 
 es_http_params es_http_default_params(void) {
     es_http_params p;

@@ -429,9 +429,9 @@ static void add_finish(cJSON *c, const char *finish_reason) {
     else cJSON_AddNullToObject(c, "finish_reason");
 }
 
-char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text, const char *finish_reason,
-                           const es_oai_usage *u) {
-    cJSON *o = envelope(kind, id, created, model, false);
+/* The envelope plus its one choice ({"index": 0}) in "choices"; NULL (nothing leaked) on failure. */
+static cJSON *envelope_choice(int kind, const char *id, int64_t created, const char *model, bool chunk, cJSON **choice) {
+    cJSON *o = envelope(kind, id, created, model, chunk);
     cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
     cJSON *c = cJSON_CreateObject();
     if (!choices || !c) {
@@ -441,6 +441,15 @@ char *es_oai_response_json(int kind, const char *id, int64_t created, const char
     }
     cJSON_AddItemToArray(choices, c);
     cJSON_AddNumberToObject(c, "index", 0);
+    *choice = c;
+    return o;
+}
+
+char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text, const char *finish_reason,
+                           const es_oai_usage *u) {
+    cJSON *c = NULL;
+    cJSON *o = envelope_choice(kind, id, created, model, false, &c);
+    if (!o) return NULL;
     if (kind == ES_OAI_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         if (m) {
@@ -458,16 +467,9 @@ char *es_oai_response_json(int kind, const char *id, int64_t created, const char
 
 char *es_oai_chunk_json(int kind, const char *id, int64_t created, const char *model, const char *role, const char *text,
                         const char *finish_reason) {
-    cJSON *o = envelope(kind, id, created, model, true);
-    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
-    cJSON *c = cJSON_CreateObject();
-    if (!choices || !c) {
-        cJSON_Delete(c);
-        cJSON_Delete(o);
-        return NULL;
-    }
-    cJSON_AddItemToArray(choices, c);
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON *c = NULL;
+    cJSON *o = envelope_choice(kind, id, created, model, true, &c);
+    if (!o) return NULL;
     if (kind == ES_OAI_CHAT) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (d && role) cJSON_AddStringToObject(d, "role", role);

@@ -48,6 +48,7 @@
 #include "net/proto.h"
 #include "server/metrics.h"
 #include "util/err.h"
+#include "util/sig.h"
 #include "util/wakeq.h"
 
 #define ES_SERVER_MAX_OUTPUT_DEFAULT ((size_t)8 << 20)
@@ -156,16 +157,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void slog(es_server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void slog(es_server *s, int level, const char *fmt, ...) {
-    if (!s->p.log) return;
-    char buf[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    s->p.log(s->p.log_ud, level, buf);
-}
+#define slog(s, level, ...) es_logf((s)->p.log, (s)->p.log_ud, level, __VA_ARGS__)
 
 static uint64_t sess_key(const es_conn *c, uint32_t sid) { return ((uint64_t)c->id << 32) | sid; }
 
@@ -1077,12 +1069,7 @@ static void begin_shutdown(es_server *s) {
 
 static void *loop_main(void *arg) {
     es_server *s = arg;
-    /* A write to a socket the peer has closed must fail with EPIPE, not kill the process; SIGPIPE
-     * is thread-directed, so blocking it here leaves the embedding program's handling alone. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    es_thread_block_sigpipe();
     event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }

@@ -49,3 +49,13 @@ void es_err_prefix(es_err *err, const char *prefix) {
     tmp[n + 2 + m] = 0;
     memcpy(err->msg, tmp, sizeof tmp);
 }
+
+void es_logf(es_log_fn fn, void *ud, int level, const char *fmt, ...) {
+    if (!fn) return;
+    char buf[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fn(ud, level, buf);
+}

@@ -8,6 +8,10 @@
  * `return es_fail(err, ES_ERR_FORMAT, "tensor %s: ...", name);`. */
 es_status es_fail(es_err *err, es_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Formats one log line and hands it to fn (nothing when fn is NULL); the modules with a log
+ * callback in their params use this instead of each formatting its own. */
+void es_logf(es_log_fn fn, void *ud, int level, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* Prefixes err->msg with "<prefix>: " (for adding context such as a file name). */
 void es_err_prefix(es_err *err, const char *prefix);
 
