@@ -274,7 +274,7 @@ sport=$hport
 wait_ready "$port" || bad "second server not ready"
 eport=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/s2" | head -n 1)
 "$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" --listen 127.0.0.1:0 --parallel 1 --queue 0 -t 1 \
-  --emulate-rtt-ms 300 --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
+  --emulate-rtt-ms 1000 --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
 edpid=$!
 pids+=("$edpid")
 lport=$(wait_line "$tmp/edge.err" "$edpid" "$ES_RE_HTTP")
@@ -299,7 +299,7 @@ req e_404 GET /nothing -H "Authorization: Bearer ekey"
 want e_404 404
 req e_400 POST /v1/chat/completions -H "Authorization: Bearer ekey" -d '{"messages":[],"max_tokens":3}'
 want e_400 400
-# the long edge generation (greedy "Once": ~345 tokens at 300 ms per round)
+# the long edge generation (greedy "Once": ~345 tokens at 1 s per round: alive well past the checks below)
 curl -sN --max-time 60 -H "Authorization: Bearer ekey" "http://127.0.0.1:$lport/v1/completions" \
   -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/e_long.txt" &
 ecpid=$!
