@@ -283,6 +283,19 @@ static void quant_worker(void *ud, int ith, int nth) {
         q->quant_row(q->x + j * q->cols, q->nb, q->n, q->c, q->qs + j * ES_QK, q->d + j, q->corr + j);
 }
 
+/* The kernel of table k for a weight type; NULL if the table has none (a level may leave a type to
+ * the scalar reference while its SIMD version does not exist yet) or the type is not supported. */
+static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type) {
+    switch (type) {
+    case ES_TYPE_F32: return k->f32;
+    case ES_TYPE_F16: return k->f16;
+    case ES_TYPE_BF16: return k->bf16;
+    case ES_TYPE_Q8_0: return k->q8_0;
+    case ES_TYPE_Q4_0: return k->q4_0;
+    default: return NULL;
+    }
+}
+
 static void fill_nan(float *y, int64_t n, int64_t rows) {
     for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
 }
@@ -292,13 +305,11 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
     const es_mm_kernels *k = kernels_for_level();
     mm_task t = {.w = w, .x = x, .y = y, .n = n};
     const int64_t cols = w->cols;
-    switch (w->type) {
-    case ES_TYPE_F32: t.fn = k->f32; break;
-    case ES_TYPE_F16: t.fn = k->f16; break;
-    case ES_TYPE_BF16: t.fn = k->bf16; break;
-    case ES_TYPE_Q8_0: t.fn = k->q8_0; break;
-    case ES_TYPE_Q4_0: t.fn = k->q4_0; break;
-    default: fill_nan(y, n, w->rows); return;
+    t.fn = rows_fn(k, w->type);
+    if (!t.fn) t.fn = rows_fn(&es_mm_ref, w->type); /* a level without its own kernel for the type */
+    if (!t.fn) {
+        fill_nan(y, n, w->rows);
+        return;
     }
     const size_t need = es_row_size(w->type, cols);
     if (cols <= 0 || need == 0 || w->row_bytes < need) {

@@ -63,7 +63,8 @@ typedef struct es_mm_kernels {
     es_quant_row_fn quant_row;
 } es_mm_kernels;
 
-/* Per-level kernel tables (constant; every entry non-NULL). */
+/* Per-level kernel tables (constant). es_mm_ref has every entry; in the others a NULL entry falls
+ * back to es_mm_ref's (the quant_row entry must be set where any int8 kernel is). */
 extern const es_mm_kernels es_mm_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const es_mm_kernels es_mm_avx2;
