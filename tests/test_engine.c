@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "edgespec.h"
+#include "kernels/matmul.h"
 #include "testutil.h"
 
 static es_ctx *make_ctx(es_model *m, int n_seq, int threads) {
@@ -95,6 +96,39 @@ static int golden_run(const char *model_file, int threads, int *n_first64, int *
     es_model_free(m);
     free(text);
     return full;
+}
+
+/* The golden test at every CPU level this machine has (the level is set before loading, so the
+ * weight layout a load picks for it is used too): the f32 model meets the golden bar at each level
+ * (float kernels differ by rounding between levels), and the Q8_0 model meets the same bar as
+ * test_golden's Q8_0 check. (These tiny models keep ffn_down in f32, its rows being 172 long,
+ * so their generations may differ between levels by float rounding; the int8 kernels themselves
+ * are bit-identical across levels, which test_kernels checks.) */
+static void test_golden_levels(void) {
+    static const struct { es_cpu_level l; bool vnni; const char *name; } levels[] = {
+        {ES_CPU_SCALAR, false, "scalar"}, {ES_CPU_AVX2, false, "avx2"}, {ES_CPU_AVX512, false, "avx512-novnni"},
+        {ES_CPU_AVX512, true, "avx512"}, {ES_CPU_NEON, false, "neon"}};
+    const es_cpu_level best = es_cpu_level_get();
+    const bool best_vnni = es_cpu_vnni_get();
+    int tested = 0;
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        if (es_cpu_level_set(levels[i].l) != levels[i].l || es_cpu_vnni_set(levels[i].vnni) != levels[i].vnni) continue;
+        int first64, first16, total, full;
+        full = golden_run("stories260K.gguf", 2, &first64, &first16, &total, true);
+        printf("golden f32 at %s: %d/%d in full, %d/%d the first 64 tokens\n", levels[i].name, full, total, first64, total);
+        CHECK_MSG(total == 20 && first64 == total && full >= total - 1, "f32 golden at level %s", levels[i].name);
+        static const char *const qm[] = {"stories260K-q8_0.gguf"}; /* (Q4_0 loses too much on a 64-wide model) */
+        for (int k = 0; k < 1; k++) {
+            full = golden_run(qm[k], 2, &first64, &first16, &total, false);
+            printf("golden %s at %s: %d/%d the first 16 tokens\n", qm[k], levels[i].name, first16, total);
+            CHECK_MSG(total == 20 && first16 * 4 >= total * 3, "%s golden at level %s", qm[k], levels[i].name);
+        }
+        tested++;
+    }
+    printf("golden at every CPU level: %d levels tested\n", tested);
+    CHECK(tested >= 1);
+    es_cpu_level_set(best);
+    es_cpu_vnni_set(best_vnni);
 }
 
 static void test_golden(void) {
@@ -324,6 +358,7 @@ static void test_pool_exhaustion(es_model *m) {
 
 int main(void) {
     test_golden();
+    test_golden_levels();
     es_model *m = es_test_load_model("stories260K.gguf");
     if (m) {
         test_batch_equals_steps(m);
