@@ -54,7 +54,7 @@ done
 expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin"
 expect 2 "$bin" convert llama2c "$models/stories260K.bin" -o "$tmp/x.gguf"
 expect 2 "$bin" convert onnx foo -o "$tmp/x.gguf"
-expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --type q5_k
+expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --type q3_k
 expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --bogus
 expect 2 "$bin" convert
 expect 2 "$bin" quantize "$tmp/s.gguf" "$tmp/x.gguf"
