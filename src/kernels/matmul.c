@@ -303,6 +303,22 @@ static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type) {
     }
 }
 
+/* The K-quant kernel of the level in use from the separate K-quant tables (see matmul_impl.h), or
+ * NULL (not a K-quant, or no SIMD kernel for it at this level). */
+static es_mm_rows_fn kquant_fn(uint32_t type) {
+    const int i = type == ES_TYPE_Q4_K ? 0 : type == ES_TYPE_Q5_K ? 1 : type == ES_TYPE_Q6_K ? 2 : -1;
+    if (i < 0) return NULL;
+#if defined(__x86_64__)
+    cpu_state *c = cpu();
+    switch ((es_cpu_level)atomic_load(&c->level)) {
+    case ES_CPU_AVX512: return atomic_load(&c->vnni) ? es_kq_avx512_vnni[i] : es_kq_avx512[i];
+    case ES_CPU_AVX2: return es_kq_avx2[i];
+    default: break;
+    }
+#endif
+    return NULL;
+}
+
 static void fill_nan(float *y, int64_t n, int64_t rows) {
     for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
 }
@@ -313,6 +329,7 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
     mm_task t = {.w = w, .x = x, .y = y, .n = n};
     const int64_t cols = w->cols;
     t.fn = rows_fn(k, w->type);
+    if (!t.fn) t.fn = kquant_fn(w->type);
     if (!t.fn) t.fn = rows_fn(&es_mm_ref, w->type); /* a level without its own kernel for the type */
     if (!t.fn) {
         fill_nan(y, n, w->rows);

@@ -100,6 +100,12 @@ extern const es_mm_kernels es_mm_ref;
 extern const es_mm_kernels es_mm_avx2;
 extern const es_mm_kernels es_mm_avx512;      /* AVX-512 BW/VL, int8 dots with maddubs/madd */
 extern const es_mm_kernels es_mm_avx512_vnni; /* the same with vpdpbusd */
+/* The K-quant kernels of the SIMD levels, [0] Q4_K, [1] Q5_K, [2] Q6_K (kquant_avx2.c,
+ * kquant_avx512.c). Kept out of the tables above so those files stay untouched; es_matmul uses
+ * them where a table's own K-quant entry is NULL. A NULL entry here falls back to es_mm_ref. */
+extern const es_mm_rows_fn es_kq_avx2[3];
+extern const es_mm_rows_fn es_kq_avx512[3];
+extern const es_mm_rows_fn es_kq_avx512_vnni[3];
 #endif
 
 #endif
