@@ -11,7 +11,7 @@
  *
  * Usage: bench_kernels [type ...] [--threads T] [--n N] [--shape RxC] [--layout rows|x16] [--no-probe]
  *        (layout: default what a model load gives the type, X16 for Q8_0/Q4_0 where the CPU's kernels have it)
- *        (defaults: q8_0 q4_0 f16 f32, threads 1 and 2, n 1..64, the three TinyLlama shapes) */
+ *        (defaults: q8_0 q4_0 q4_k q5_k q6_k f16 f32, threads 1 and 2, n 1..64, the three TinyLlama shapes) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +52,7 @@ static void time_case(es_threadpool *tp, const es_mat *copies, int n_copies, con
 }
 
 int main(int argc, char **argv) {
-    const char *types[8];
+    const char *types[16];
     int n_types = 0;
     int threads[2] = {1, 2}, n_threads = 2;
     int ns[16] = {1, 2, 4, 8, 16, 32, 64}, n_ns = 7;
@@ -80,13 +80,14 @@ int main(int argc, char **argv) {
             layout = !strcmp(argv[i], "rows") ? 0 : !strcmp(argv[i], "x16") ? 1 : -1;
         } else if (!strcmp(argv[i], "--no-probe")) {
             probe = 0;
-        } else if (n_types < 8) {
+        } else if (n_types < 16) {
             types[n_types++] = argv[i];
         }
     }
     if (n_types == 0) {
-        types[0] = "q8_0", types[1] = "q4_0", types[2] = "f16", types[3] = "f32";
-        n_types = 4;
+        types[0] = "q8_0", types[1] = "q4_0", types[2] = "q4_k", types[3] = "q5_k", types[4] = "q6_k";
+        types[5] = "f16", types[6] = "f32";
+        n_types = 7;
     }
 
     es_err err = {0};

@@ -423,7 +423,7 @@ static void test_quantize(const char *fp32_gguf) {
         es_gguf_free(q);
     }
     /* bad arguments */
-    CHECK(es_quantize(fp32_gguf, es_test_tmp("bad.gguf"), ES_TYPE_Q4_K, NULL, &err) == ES_ERR_INVALID_ARG);
+    CHECK(es_quantize(fp32_gguf, es_test_tmp("bad.gguf"), ES_TYPE_Q3_K, NULL, &err) == ES_ERR_INVALID_ARG);
     CHECK(es_quantize(fp32_gguf, fp32_gguf, ES_TYPE_Q8_0, NULL, &err) == ES_ERR_INVALID_ARG);
     CHECK(es_quantize(es_test_tmp("nope.gguf"), es_test_tmp("bad.gguf"), ES_TYPE_Q8_0, NULL, &err) != ES_OK);
     es_gguf_free(f);
@@ -445,7 +445,7 @@ static void test_convert_q8(void) {
     expect_tensor(g, "blk.0.ffn_norm.weight", ES_TYPE_F32, D, 0);
     CHECK(get_int(g, "general.file_type") == 7);
     es_gguf_free(g);
-    o.out_type = ES_TYPE_Q4_K;
+    o.out_type = ES_TYPE_Q3_K;
     CHECK(es_convert_llama2c(es_test_shared_model("stories260K.bin"), es_test_shared_model("tok512.bin"), out, &o, &err) == ES_ERR_INVALID_ARG);
 }
 

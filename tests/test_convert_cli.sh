@@ -23,6 +23,21 @@ has "$tmp/out" '"type":"q8_0"'
 has "$tmp/out" '"n_tensors":47'
 has "$tmp/err" "kept f32"
 expect 0 "$bin" quantize "$tmp/s.gguf" "$tmp/s-q4.gguf" q4_0
+# K-quants: stories260K's rows (64, 172) are no whole 256-element super-blocks, so q4_k_m writes the
+# 32-block stand-ins (q4_0 for q4_k, q8_0 for q6_k) and f32 where even those do not fit
+expect 0 "$bin" quantize "$tmp/s.gguf" "$tmp/s-q4km.gguf" q4_k_m --json
+has "$tmp/out" '"type":"q4_k_m"'
+has "$tmp/out" '"n_converted":31'
+# padded to dim 256 / ff 512 every matrix is a real K-quant; greedy text must start like the f32 model's
+expect 0 "$bin" synth --pad-from "$tmp/s.gguf" --shape custom:dim=256,ff=512,layers=6,heads=8,kv=4 -o "$tmp/p256.gguf"
+expect 0 "$bin" quantize "$tmp/p256.gguf" "$tmp/p256-q4km.gguf" q4_k_m
+has "$tmp/err" "0 matrices kept f32"
+expect 0 "$bin" run -m "$tmp/p256.gguf" -p "Once upon a time" -n 24 -t 1 --temp 0
+head -c 40 "$tmp/out" >"$tmp/f32.head"
+expect 0 "$bin" run -m "$tmp/p256-q4km.gguf" -p "Once upon a time" -n 24 -t 2 --temp 0
+head -c 40 "$tmp/out" >"$tmp/q4km.head"
+cmp -s "$tmp/f32.head" "$tmp/q4km.head" && ok || bad "q4_k_m greedy text starts differently: $(cat "$tmp/q4km.head") vs $(cat "$tmp/f32.head")"
+grep -q "little girl" "$tmp/q4km.head" && ok || bad "q4_k_m greedy text: $(cat "$tmp/q4km.head")"
 
 expect 0 "$bin" synth --random --shape custom:dim=64,ff=128,layers=2,heads=4,kv=2,vocab=300 --type q8_0 -o "$tmp/r.gguf" --json
 has "$tmp/out" '"mode":"random"'
@@ -39,11 +54,12 @@ done
 expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin"
 expect 2 "$bin" convert llama2c "$models/stories260K.bin" -o "$tmp/x.gguf"
 expect 2 "$bin" convert onnx foo -o "$tmp/x.gguf"
-expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --type q5_k
+expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --type q3_k
 expect 2 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/x.gguf" --bogus
 expect 2 "$bin" convert
 expect 2 "$bin" quantize "$tmp/s.gguf" "$tmp/x.gguf"
 expect 2 "$bin" quantize "$tmp/s.gguf" "$tmp/x.gguf" q3_k
+expect 2 "$bin" quantize "$tmp/s.gguf" "$tmp/x.gguf" q5_k_m
 expect 2 "$bin" synth --random --pad-from "$tmp/s.gguf" --shape stories15m -o "$tmp/x.gguf"
 expect 2 "$bin" synth --random -o "$tmp/x.gguf"
 expect 2 "$bin" synth --random --shape nonsense -o "$tmp/x.gguf"

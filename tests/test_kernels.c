@@ -6,12 +6,21 @@
  *   F32        |y - exact| <= 1e-5 * S                       (exact: double product)
  *   F16, BF16  |y - exact| <= 1e-4 * S                       (exact: double product of the
  *                                                              dequantised weights and f32 x)
- *   Q8_0, Q4_0 SIMD == scalar reference, bit for bit (the contract of kernels/matmul_impl.h; the
+ *   Q8_0, Q4_0, Q4_K, Q5_K, Q6_K
+ *              SIMD == scalar reference, bit for bit (the contract of kernels/matmul_impl.h; the
  *              brief's 1e-4 relative is implied), and
  *              |ref - exact| <= sum_b (dx_b / 2) * sum_{i in b} |w_i| + 1e-5 * S
  *              (exact: dequantised weights x f32 x; dx_b = max|x in b| / 127 is the activation
  *              step, so this is the activation rounding error bound), and on these random inputs
  *              the relative error |ref - exact| / sqrt(sum w^2 * sum x^2) is also below 2%.
+ * K-quant round trips (quantise, dequantise; 64 super-blocks of N(0,1) values with 100x sub-blocks
+ * and all-zero sub-blocks mixed in, which stresses the quantised sub-block scales):
+ *   per element |err| <= R_s / nmax + 1.1 * R_max / 63 (Q4_K, Q5_K) or R_max / 127 (Q6_K), where
+ *   R_s is the range of the element's sub-block (0 included), R_max the widest of its super-block
+ *   and nmax = 15, 31, 63: a code step of the sub-block, plus the rounding of the 6-bit (8-bit)
+ *   sub-block scale and min against the super-scales (see kq_bound below); and on plain N(0,1)
+ *   rows the rms error relative to the rms value is below 0.11 (Q4_K), 0.055 (Q5_K), 0.03 (Q6_K).
+ *   to_float also agrees bit for bit with ggml's layout, walked the way ggml walks it.
  * Also: 1 and 2 threads give identical bits; a row's result does not depend on n (computed alone
  * or in a batch of n); round-trip quantisation errors per type; level selection. */
 #include <math.h>
@@ -26,11 +35,13 @@
 #include "util/rng.h"
 #include "util/threadpool.h"
 
-static const uint32_t k_types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+static const uint32_t k_types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,
+                                   ES_TYPE_Q4_0, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
 static const int k_ns[] = {1, 2, 3, 4, 7, 8, 16, 31, 32, 33, 64};
 #define N_NS ((int)(sizeof(k_ns) / sizeof(k_ns[0])))
 
-static bool is_quant(uint32_t t) { return t == ES_TYPE_Q8_0 || t == ES_TYPE_Q4_0; }
+static bool is_kquant(uint32_t t) { return t == ES_TYPE_Q4_K || t == ES_TYPE_Q5_K || t == ES_TYPE_Q6_K; }
+static bool is_quant(uint32_t t) { return t == ES_TYPE_Q8_0 || t == ES_TYPE_Q4_0 || is_kquant(t); }
 
 /* A weight matrix in `type`, from N(0,1) values with a few larger outliers per row. */
 typedef struct wmat {
@@ -262,6 +273,7 @@ static void check_roundtrip(es_rng *rng) {
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
         const uint32_t t = k_types[ti];
         const es_type_traits *tr = es_type_get(t);
+        if (is_kquant(t)) continue; /* check_kquant_roundtrip */
         tr->from_float(x, buf, N);
         tr->to_float(buf, back, N);
         int bad = 0;
@@ -295,6 +307,112 @@ static void check_roundtrip(es_rng *rng) {
     }
     free(x);
     free(back);
+    free(buf);
+}
+
+/* ggml's K-quant layouts, written the way ggml's dequantisers walk them (pointers advancing per
+ * 64 or 128 elements), as an independent statement of the byte format: our to_float must agree
+ * on random bytes. */
+static void ggml_layout_q4_k(const uint8_t *blk, bool q5, float *y) {
+    const float d = es_fp16_to_fp32((uint16_t)(blk[0] | blk[1] << 8)), dmin = es_fp16_to_fp32((uint16_t)(blk[2] | blk[3] << 8));
+    const uint8_t *scales = blk + 4, *qh = blk + 16, *ql = q5 ? blk + 48 : blk + 16;
+    int is = 0;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 256; j += 64, ql += 32, is += 2, u1 <<= 2, u2 <<= 2) {
+        uint8_t sc1, m1, sc2, m2;
+        es_kq_scale_min(is, scales, &sc1, &m1);
+        es_kq_scale_min(is + 1, scales, &sc2, &m2);
+        for (int l = 0; l < 32; l++) *y++ = d * sc1 * (float)((ql[l] & 0xf) + (q5 && (qh[l] & u1) ? 16 : 0)) - dmin * m1;
+        for (int l = 0; l < 32; l++) *y++ = d * sc2 * (float)((ql[l] >> 4) + (q5 && (qh[l] & u2) ? 16 : 0)) - dmin * m2;
+    }
+}
+
+static void ggml_layout_q6_k(const uint8_t *blk, float *y) {
+    const uint8_t *ql = blk, *qh = blk + 128;
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    const float d = es_fp16_to_fp32((uint16_t)(blk[208] | blk[209] << 8));
+    for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8, y += 128)
+        for (int l = 0; l < 32; l++) {
+            const int is = l / 16;
+            y[l] = d * sc[is] * (float)(((ql[l] & 0xf) | ((qh[l] & 3) << 4)) - 32);
+            y[l + 32] = d * sc[is + 2] * (float)(((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            y[l + 64] = d * sc[is + 4] * (float)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            y[l + 96] = d * sc[is + 6] * (float)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+}
+
+/* K-quants: the byte layout against ggml's, and the quantisation error (bounds in the header). */
+static void check_kquant_roundtrip(es_rng *rng) {
+    enum { N = 256 * 64 };
+    float *x = malloc(N * sizeof(float)), *back = malloc(N * sizeof(float)), *want = malloc(N * sizeof(float));
+    uint8_t *buf = malloc(N * 4);
+    static const uint32_t kt[] = {ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    static const double rms_max[] = {0.11, 0.055, 0.03};
+    for (int ti = 0; ti < 3; ti++) {
+        const uint32_t t = kt[ti];
+        const es_type_traits *tr = es_type_get(t);
+        CHECK(tr && tr->supported && tr->blck_size == 256 && es_type_from_name(tr->name) == (int)t);
+        /* layout: random bytes (fp16 scales forced finite and small) */
+        for (size_t i = 0; i < 64 * tr->type_size; i++) buf[i] = (uint8_t)es_rng_next(rng);
+        for (int b = 0; b < 64; b++) {
+            uint8_t *blk = buf + b * tr->type_size;
+            if (t == ES_TYPE_Q6_K) blk[209] = (uint8_t)(blk[209] & 0x83) | 0x20; /* |d| in [2^-7, 2^-5) */
+            else blk[1] = (uint8_t)(blk[1] & 0x83) | 0x20, blk[3] = (uint8_t)(blk[3] & 0x83) | 0x20;
+            if (t == ES_TYPE_Q6_K) ggml_layout_q6_k(blk, want + b * 256);
+            else ggml_layout_q4_k(blk, t == ES_TYPE_Q5_K, want + b * 256);
+        }
+        tr->to_float(buf, back, N);
+        CHECK_MSG(memcmp(back, want, N * sizeof(float)) == 0, "%s: to_float disagrees with ggml's layout", tr->name);
+
+        /* error on mixed data: 100x sub-blocks and zero sub-blocks */
+        const int sub = t == ES_TYPE_Q6_K ? 16 : 32, nmax = t == ES_TYPE_Q4_K ? 15 : t == ES_TYPE_Q5_K ? 31 : 63;
+        for (int i = 0; i < N; i++) {
+            double v = es_rng_normal(rng) * (i / 32 % 5 == 0 ? 100.0 : 1.0);
+            if (i / 32 % 13 == 0) v = 0.0;
+            x[i] = (float)v;
+        }
+        tr->from_float(x, buf, N);
+        tr->to_float(buf, back, N);
+        int bad = 0;
+        double worst = 0;
+        for (int b = 0; b < N / 256; b++) {
+            /* kq_bound: the sub-block's own range / nmax (twice the half code step, leaving room
+             * for a least-squares fit that clips a rare outlier) plus the rounding of the stored
+             * sub-block scale and min against the super-block's: half a step of d (or dmin) is
+             * big / 126 per code range (Q4_K / Q5_K: 6-bit, big / 63 for scale and min
+             * together; Q6_K: int8, big / 127), where big is the super-block's widest sub-block */
+            double big = 0;
+            for (int s = 0; s < 256 / sub; s++) {
+                float lo = 0, hi = 0;
+                for (int i = 0; i < sub; i++) lo = fminf(lo, x[b * 256 + s * sub + i]), hi = fmaxf(hi, x[b * 256 + s * sub + i]);
+                big = fmax(big, hi - lo);
+            }
+            for (int s = 0; s < 256 / sub; s++) {
+                const float *xs = x + b * 256 + s * sub;
+                float lo = 0, hi = 0;
+                for (int i = 0; i < sub; i++) lo = fminf(lo, xs[i]), hi = fmaxf(hi, xs[i]);
+                const double tol = (double)(hi - lo) / nmax + big / (t == ES_TYPE_Q6_K ? 127.0 : 63.0) * 1.1 + 1e-6;
+                for (int i = 0; i < sub; i++) {
+                    const double err = fabs((double)back[xs - x + i] - xs[i]);
+                    if (!(err <= tol)) bad++;
+                    if (err / (hi - lo + 1e-30) > worst) worst = err / (hi - lo + 1e-30);
+                }
+            }
+        }
+        CHECK_MSG(bad == 0, "%s round trip: %d elements over the bound", tr->name, bad);
+        /* rms on plain N(0, 1) */
+        for (int i = 0; i < N; i++) x[i] = (float)es_rng_normal(rng);
+        tr->from_float(x, buf, N);
+        tr->to_float(buf, back, N);
+        double se = 0, sx = 0;
+        for (int i = 0; i < N; i++) se += (back[i] - x[i]) * (double)(back[i] - x[i]), sx += (double)x[i] * x[i];
+        const double rel = sqrt(se / sx);
+        CHECK_MSG(rel <= rms_max[ti], "%s rms error %.4f > %.3f", tr->name, rel, rms_max[ti]);
+        printf("round trip %-5s worst |err| / sub-block range = %.3g, N(0,1) rms rel err = %.4f\n", tr->name, worst, rel);
+    }
+    free(x);
+    free(back);
+    free(want);
     free(buf);
 }
 
@@ -333,7 +451,7 @@ static void check_misc(void) {
         es_rng r2;
         es_rng_seed(&r2, 99);
         for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
-            const int64_t rows = 37, cols = 96, n = 5;
+            const int64_t rows = 37, cols = is_kquant(k_types[ti]) ? 256 : 96, n = 5;
             wmat w;
             wmat_make(&w, k_types[ti], rows, cols, &r2);
             const size_t pad_rb = w.m.row_bytes + 40;
@@ -344,6 +462,8 @@ static void check_misc(void) {
             pm.row_bytes = pad_rb;
             pm.data = padded;
             float *xx = rand_x(n, cols, &r2), y1[37 * 5], y2[37 * 5];
+            memset(y1, 0, sizeof(y1));
+            memset(y2, 0, sizeof(y2));
             void *scr = malloc(es_matmul_scratch_size(n, cols));
             for (int li = 0; li < g_nlevels; li++) {
                 matmul_at(&g_levels[li], NULL, y1, &w.m, xx, n, scr);
@@ -364,10 +484,10 @@ static void check_misc(void) {
     es_rng_seed(&rng, 7);
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
         wmat w;
-        wmat_make(&w, k_types[ti], 5, 64, &rng);
-        float row[64], want[64];
+        wmat_make(&w, k_types[ti], 5, 256, &rng);
+        float row[256], want[256];
         es_mat_get_row(&w.m, 3, row);
-        es_type_get(k_types[ti])->to_float((const uint8_t *)w.data + 3 * w.m.row_bytes, want, 64);
+        es_type_get(k_types[ti])->to_float((const uint8_t *)w.data + 3 * w.m.row_bytes, want, 256);
         CHECK(memcmp(row, want, sizeof(row)) == 0);
         wmat_free(&w);
     }
@@ -402,8 +522,9 @@ int main(void) {
     es_rng_seed(&rng, 1234);
     check_misc();
     check_roundtrip(&rng);
+    check_kquant_roundtrip(&rng);
 
-    static const int64_t small_cols[] = {32, 64, 96};
+    static const int64_t small_cols[] = {32, 64, 96}, k_cols[] = {256, 512, 768};
     static const int64_t all_rows[] = {1, 3, 7, 64, 257};
     static const int f_cols[] = {1, 5, 17, 33}; /* float types need no block multiple */
     static const int n_big[] = {1, 2, 3, 4, 7, 8, 16, 33};
@@ -411,12 +532,14 @@ int main(void) {
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
         const uint32_t t = k_types[ti];
         for (int ci = 0; ci < 3; ci++)
-            for (int ri = 0; ri < 5; ri++) check_shape(t, all_rows[ri], small_cols[ci], k_ns, N_NS, tp2, &rng);
+            for (int ri = 0; ri < 5; ri++)
+                check_shape(t, all_rows[ri], is_kquant(t) ? k_cols[ci] : small_cols[ci], k_ns, N_NS, tp2, &rng);
         if (!is_quant(t))
             for (int ci = 0; ci < 4; ci++) check_shape(t, 7, f_cols[ci], n_three, 1, tp2, &rng);
         /* 4096 + 32 columns: a full row group and a partial one (19 rows) at most n, and 257 rows */
-        check_shape(t, 19, 4096 + 32, n_big, (int)(sizeof(n_big) / sizeof(n_big[0])), tp2, &rng);
-        check_shape(t, 257, 4096 + 32, n_one, 1, tp2, &rng);
+        const int64_t big = is_kquant(t) ? 4096 + 256 : 4096 + 32;
+        check_shape(t, 19, big, n_big, (int)(sizeof(n_big) / sizeof(n_big[0])), tp2, &rng);
+        check_shape(t, 257, big, n_one, 1, tp2, &rng);
         check_batch_invariance(t, 37, 256, 16, tp2, &rng);
     }
     CHECK_MSG(g_exact_fail == 0, "%lld results outside their bound of the exact product", (long long)g_exact_fail);

@@ -179,7 +179,7 @@ static void test_bad_shapes(void) {
     CHECK(es_synth_check_shape("nope", &v, &err) == ES_ERR_INVALID_ARG);
     /* a tokenizer whose size is not the shape's vocabulary */
     CHECK(synth("custom:dim=64,ff=128,layers=1,heads=4,kv=2,vocab=1000", ES_TYPE_F32, 1, es_test_shared_model("tok512.bin"), out, &err) != ES_OK);
-    es_synth_opts o = {.shape = "stories15m", .type = ES_TYPE_Q4_K, .out_path = out};
+    es_synth_opts o = {.shape = "stories15m", .type = ES_TYPE_Q3_K, .out_path = out};
     CHECK(es_synth(&o, &err) == ES_ERR_INVALID_ARG);
 }
 

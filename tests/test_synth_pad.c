@@ -182,10 +182,36 @@ static double pad_and_compare(const char *small, const ref_model *sm, const doub
     ref_forward(&big, k_tokens, NTOK, bl);
     double maxd = 0;
     for (size_t i = 0; i < (size_t)NTOK * sm->hp.n_vocab; i++) maxd = fmax(maxd, fabs(bl[i] - sl[i]));
-    printf("pad %-60s noise %.3g %-4s: max |Δlogit| = %.3g\n", shape, (double)noise, es_type_name(type), maxd);
+    printf("pad %-60s noise %.3g %-6s: max |Δlogit| = %.3g\n", shape, (double)noise, es_convert_type_name(type), maxd);
     free(bl);
     ref_free(&big);
     return maxd;
+}
+
+/* Greedy top-1 agreement of a model with the small one, teacher-forced on llama2.c's golden story:
+ * the fraction of the positions where both argmaxes are the same token. */
+static const int k_golden[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
+                               337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432,
+                               352, 266, 268, 388, 426};
+static double top1_agreement(const ref_model *sm, const char *path) {
+    ref_model big;
+    if (!ref_load(path, &big)) return -1;
+    const int ng = sizeof k_golden / sizeof k_golden[0], V = sm->hp.n_vocab;
+    double *a = malloc((size_t)ng * V * sizeof *a), *b = malloc((size_t)ng * V * sizeof *b);
+    ref_forward(sm, k_golden, ng, a);
+    ref_forward(&big, k_golden, ng, b);
+    int agree = 0;
+    for (int p = 0; p < ng; p++) {
+        int ia = 0, ib = 0;
+        for (int v = 1; v < V; v++) {
+            if (a[(size_t)p * V + v] > a[(size_t)p * V + ia]) ia = v;
+            if (b[(size_t)p * V + v] > b[(size_t)p * V + ib]) ib = v;
+        }
+        agree += ia == ib;
+    }
+    free(a), free(b);
+    ref_free(&big);
+    return (double)agree / ng;
 }
 
 int main(void) {
@@ -205,10 +231,10 @@ int main(void) {
     /* the converted model reproduces llama2.c's greedy story (golden: "Once upon a time", first 40
      * generated tokens), teacher-forced: argmax at each position is the next golden token */
     {
-        static const int golden[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
+        static const int golden_[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
                                      337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432,
                                      352, 266, 268, 388, 426};
-        const int ng = sizeof golden / sizeof golden[0], np = 5, V = sm.hp.n_vocab;
+        const int *golden = golden_, ng = sizeof golden_ / sizeof golden_[0], np = 5, V = sm.hp.n_vocab;
         double *gl = malloc((size_t)ng * V * sizeof *gl);
         ref_forward(&sm, golden, ng, gl);
         int agree = 0;
@@ -262,6 +288,39 @@ int main(void) {
     /* quantised padding: close, not exact */
     d = pad_and_compare(small, &sm, sl, "custom:dim=256,ff=512,layers=6,heads=8,kv=4", 0, ES_TYPE_Q8_0, es_test_tmp("pad-q8.gguf"), NULL);
     CHECK_MSG(d >= 0 && d < 0.5, "q8_0 max diff %g", d);
+    /* K-quants (every row a whole number of 256-element super-blocks): the Q4_K_M mix, then the
+     * types it chose (6 layers: the "more bits" layers are 2 and 5; the embedding is the tied
+     * classifier, so Q6_K) */
+    const char *kqm = es_test_tmp("pad-q4km.gguf");
+    d = pad_and_compare(small, &sm, sl, "custom:dim=256,ff=512,layers=6,heads=8,kv=4", 0, ES_MIX_Q4_K_M, kqm, NULL);
+    double agree = top1_agreement(&sm, kqm);
+    printf("q4_k_m top-1 agreement with f32 on the golden story: %.3f\n", agree);
+    CHECK_MSG(d >= 0 && d < 8 && agree >= 0.8, "q4_k_m max diff %g, top-1 agreement %.3f", d, agree);
+    {
+        es_gguf *g = NULL;
+        CHECK_OK(es_gguf_open(kqm, &g, &err), &err);
+        if (g) {
+            static const struct { const char *name; uint32_t type; } want[] = {
+                {"token_embd.weight", ES_TYPE_Q6_K},     {"blk.0.attn_q.weight", ES_TYPE_Q4_K},
+                {"blk.0.attn_v.weight", ES_TYPE_Q4_K},   {"blk.2.attn_v.weight", ES_TYPE_Q6_K},
+                {"blk.2.ffn_down.weight", ES_TYPE_Q6_K}, {"blk.3.ffn_down.weight", ES_TYPE_Q4_K},
+                {"blk.5.ffn_down.weight", ES_TYPE_Q6_K}, {"blk.5.ffn_up.weight", ES_TYPE_Q4_K},
+                {"blk.5.attn_norm.weight", ES_TYPE_F32}};
+            for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+                const es_gguf_tensor *t = es_gguf_find_tensor(g, want[i].name);
+                CHECK_MSG(t && t->type == want[i].type, "q4_k_m: %s is %s, want %s", want[i].name,
+                          t ? es_type_name(t->type) : "missing", es_type_name(want[i].type));
+            }
+            uint32_t ft = 0;
+            CHECK(es_gguf_get_u32(g, "general.file_type", &ft) && ft == 15);
+            es_gguf_free(g);
+        }
+    }
+    d = pad_and_compare(small, &sm, sl, "custom:dim=256,ff=512,layers=6,heads=8,kv=4", 0, ES_TYPE_Q6_K,
+                        es_test_tmp("pad-q6k.gguf"), NULL);
+    agree = top1_agreement(&sm, es_test_tmp("pad-q6k.gguf"));
+    printf("q6_k top-1 agreement with f32 on the golden story: %.3f\n", agree);
+    CHECK_MSG(d >= 0 && d < 2 && agree >= 0.9, "q6_k max diff %g, top-1 agreement %.3f", d, agree);
 
     /* shapes that cannot host the small model */
     const char *bad[] = {

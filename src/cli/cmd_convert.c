@@ -20,8 +20,10 @@ static void help(void) {
            "model_type llama or qwen2; F32/F16/BF16 weights) to a GGUF file.\n\n"
            "options:\n"
            "  -o, --output PATH  output GGUF file (required)\n"
-           "  --type TYPE        weight matrix type: f32 (default), f16, bf16, q8_0, q4_0; matrices whose rows\n"
-           "                     are not whole 32-element blocks stay f32, norms and biases are always f32\n"
+           "  --type TYPE        weight matrix type: f32 (default), f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k or\n"
+           "                     the mix q4_k_m (see edgespec quantize --help); matrices whose rows are not\n"
+           "                     whole blocks stay f32 (K-quants: q4_0 / q8_0 when they are whole 32-blocks);\n"
+           "                     norms and biases are always f32\n"
            "  --name NAME        general.name (default: the input file or directory name)\n"
            "  --threads N        threads converting big tensors (default: CPUs, at most 8)\n"
            "  --json             print one JSON object {output, arch, n_params, n_tensors, bytes, seconds}\n"
@@ -88,9 +90,9 @@ int cmd_convert(int argc, char **argv) {
     }
     if (npos == 0) return cli_usage_error("convert", k_usage, "which format: llama2c or hf?");
     if (!out) return cli_usage_error("convert", k_usage, "no output file (-o OUT.gguf)");
-    const int type = es_type_from_name(type_name);
-    if (type < 0 || (type != ES_TYPE_F32 && type != ES_TYPE_F16 && type != ES_TYPE_BF16 && type != ES_TYPE_Q8_0 && type != ES_TYPE_Q4_0))
-        return cli_usage_error("convert", k_usage, "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0)", type_name);
+    const int type = es_convert_type_from_name(type_name);
+    if (type < 0 || !es_convert_type_ok((uint32_t)type))
+        return cli_usage_error("convert", k_usage, "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m)", type_name);
 
     es_convert_stats stats;
     es_convert_opts opts = es_convert_default_opts();

@@ -8,12 +8,15 @@
 #include "convert/convert.h"
 #include "kernels/types.h"
 
-static const char k_usage[] = "edgespec quantize IN.gguf OUT.gguf q8_0|q4_0|f16|bf16|f32 [--json] [--threads N]";
+static const char k_usage[] = "edgespec quantize IN.gguf OUT.gguf q8_0|q4_0|q4_k|q5_k|q6_k|q4_k_m|f16|bf16|f32 [--json] [--threads N]";
 
 static void help(void) {
     printf("usage: %s\n\n"
            "Rewrites every 2-D weight matrix (a tensor named *.weight that is not a norm) in the given type,\n"
-           "dequantising quantised sources first; matrices whose rows are not whole 32-element blocks stay\n"
+           "dequantising quantised sources first. q4_k_m is llama.cpp's mix: q4_k, with q6_k for output.weight\n"
+           "(token_embd when tied) and for attn_v / ffn_down in the first and last eighth of the layers and\n"
+           "every third layer between. K-quant matrices whose rows are not whole 256-element super-blocks\n"
+           "are written q4_0 (for q4_k) or q8_0 (q5_k, q6_k); rows that are not whole 32-element blocks stay\n"
            "f32. Metadata and all other tensors are copied unchanged (general.file_type is updated).\n\n"
            "options:\n"
            "  --json       print one JSON object {input, output, type, n_tensors, n_converted, bytes_in, bytes_out}\n"
@@ -46,9 +49,9 @@ int cmd_quantize(int argc, char **argv) {
         }
     }
     if (npos != 3) return cli_usage_error("quantize", k_usage, "need IN.gguf, OUT.gguf and a type");
-    const int type = es_type_from_name(pos[2]);
-    if (type < 0 || (type != ES_TYPE_F32 && type != ES_TYPE_F16 && type != ES_TYPE_BF16 && type != ES_TYPE_Q8_0 && type != ES_TYPE_Q4_0))
-        return cli_usage_error("quantize", k_usage, "unknown type '%s' (q8_0, q4_0, f16, bf16, f32)", pos[2]);
+    const int type = es_convert_type_from_name(pos[2]);
+    if (type < 0 || !es_convert_type_ok((uint32_t)type))
+        return cli_usage_error("quantize", k_usage, "unknown type '%s' (q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, f16, bf16, f32)", pos[2]);
 
     es_convert_stats stats;
     es_convert_opts opts = es_convert_default_opts();
@@ -61,14 +64,14 @@ int cmd_quantize(int argc, char **argv) {
     es_status st = es_quantize(pos[0], pos[1], (uint32_t)type, &opts, &err);
     if (st != ES_OK) return cli_error("quantize", "%s", err.msg);
     const double secs = cli_now() - t0;
-    fprintf(stderr, "edgespec quantize: %s -> %s (%s): %lld tensors, %lld converted, %lld matrices kept f32; %.2f MB -> %.2f MB in %.2f s\n",
-            pos[0], pos[1], es_type_name((uint32_t)type), (long long)stats.n_tensors, (long long)stats.n_converted,
+    fprintf(stderr, "edgespec quantize: %s -> %s (%s): %lld tensors, %lld converted, %lld matrices kept f32 (or a 32-block stand-in of a K-quant); %.2f MB -> %.2f MB in %.2f s\n",
+            pos[0], pos[1], es_convert_type_name((uint32_t)type), (long long)stats.n_tensors, (long long)stats.n_converted,
             (long long)stats.n_kept_f32, (double)stats.bytes_in / 1e6, (double)stats.bytes_out / 1e6, secs);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "input", pos[0]);
         cJSON_AddStringToObject(o, "output", pos[1]);
-        cJSON_AddStringToObject(o, "type", es_type_name((uint32_t)type));
+        cJSON_AddStringToObject(o, "type", es_convert_type_name((uint32_t)type));
         cJSON_AddNumberToObject(o, "n_tensors", (double)stats.n_tensors);
         cJSON_AddNumberToObject(o, "n_converted", (double)stats.n_converted);
         cJSON_AddNumberToObject(o, "bytes_in", (double)stats.bytes_in);

@@ -11,7 +11,7 @@
 #include "kernels/types.h"
 
 static const char k_usage[] =
-    "edgespec synth (--random | --pad-from SMALL.gguf) --shape NAME [--type f32|f16|bf16|q8_0|q4_0] [--noise S]\n"
+    "edgespec synth (--random | --pad-from SMALL.gguf) --shape NAME [--type TYPE] [--noise S]\n"
     "                [--seed N] [--tokenizer TOK.bin] [--threads N] -o OUT.gguf [--json]";
 
 static void help(void) {
@@ -28,7 +28,8 @@ static void help(void) {
            "                       keeps the small model's vocabulary.\n"
            "  --shape NAME         tinyllama-1.1b, llama-7b, qwen2-0.5b, stories15m, stories42m, stories110m, or\n"
            "                       custom:dim=D,ff=F,layers=L,heads=H,kv=K[,ctx=N][,vocab=V][,arch=llama|qwen2][,tied=0|1]\n"
-           "  --type TYPE          weight type (default f32)\n"
+           "  --type TYPE          weight type: f32 (default), f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, or the\n"
+           "                       llama.cpp mix q4_k_m (see edgespec quantize --help)\n"
            "  --noise S            pad mode: N(0, S) in the blocks that are zero by construction (default 0)\n"
            "  --seed N             random seed (default 1234)\n"
            "  --tokenizer TOK.bin  random mode: a llama2.c tokenizer with the shape's vocabulary size\n"
@@ -76,9 +77,9 @@ int cmd_synth(int argc, char **argv) {
     if (random == (pad != NULL)) return cli_usage_error("synth", k_usage, "give exactly one of --random and --pad-from");
     if (!shape) return cli_usage_error("synth", k_usage, "no --shape");
     if (!out) return cli_usage_error("synth", k_usage, "no output file (-o OUT.gguf)");
-    const int type = es_type_from_name(type_name);
-    if (type < 0 || (type != ES_TYPE_F32 && type != ES_TYPE_F16 && type != ES_TYPE_BF16 && type != ES_TYPE_Q8_0 && type != ES_TYPE_Q4_0))
-        return cli_usage_error("synth", k_usage, "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0)", type_name);
+    const int type = es_convert_type_from_name(type_name);
+    if (type < 0 || !es_convert_type_ok((uint32_t)type))
+        return cli_usage_error("synth", k_usage, "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m)", type_name);
     int vocab = 0;
     es_err err;
     if (es_synth_check_shape(shape, &vocab, &err) != ES_OK) return cli_usage_error("synth", k_usage, "%s", err.msg);
@@ -110,7 +111,7 @@ int cmd_synth(int argc, char **argv) {
         cJSON_AddStringToObject(j, "mode", random ? "random" : "pad");
         cJSON_AddStringToObject(j, "shape", shape);
         cJSON_AddStringToObject(j, "arch", arch);
-        cJSON_AddStringToObject(j, "type", es_type_name((uint32_t)type));
+        cJSON_AddStringToObject(j, "type", es_convert_type_name((uint32_t)type));
         cJSON_AddNumberToObject(j, "n_params", (double)stats.n_params);
         cJSON_AddNumberToObject(j, "n_tensors", (double)es_gguf_n_tensors(g));
         cJSON_AddNumberToObject(j, "bytes", (double)es_gguf_file_size(g));

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -119,8 +120,16 @@ void es_unmap_file(es_mapped *m) {
 
 bool es_convert_type_ok(uint32_t type) {
     return type == ES_TYPE_F32 || type == ES_TYPE_F16 || type == ES_TYPE_BF16 || type == ES_TYPE_Q8_0 ||
-           type == ES_TYPE_Q4_0;
+           type == ES_TYPE_Q4_0 || type == ES_TYPE_Q4_K || type == ES_TYPE_Q5_K || type == ES_TYPE_Q6_K ||
+           type == ES_MIX_Q4_K_M;
 }
+
+int es_convert_type_from_name(const char *name) {
+    if (name && !strcasecmp(name, "q4_k_m")) return (int)ES_MIX_Q4_K_M;
+    return es_type_from_name(name);
+}
+
+const char *es_convert_type_name(uint32_t type) { return type == ES_MIX_Q4_K_M ? "q4_k_m" : es_type_name(type); }
 
 uint32_t es_file_type_of(uint32_t type) {
     switch (type) {
@@ -128,13 +137,17 @@ uint32_t es_file_type_of(uint32_t type) {
     case ES_TYPE_Q4_0: return 2; /* LLAMA_FTYPE_MOSTLY_Q4_0 */
     case ES_TYPE_Q8_0: return 7; /* LLAMA_FTYPE_MOSTLY_Q8_0 */
     case ES_TYPE_BF16: return 32; /* LLAMA_FTYPE_MOSTLY_BF16 */
+    case ES_TYPE_Q4_K: return 14; /* LLAMA_FTYPE_MOSTLY_Q4_K_S: all matrices Q4_K */
+    case ES_TYPE_Q5_K: return 16; /* LLAMA_FTYPE_MOSTLY_Q5_K_S */
+    case ES_TYPE_Q6_K: return 18; /* LLAMA_FTYPE_MOSTLY_Q6_K */
+    case ES_MIX_Q4_K_M: return 15; /* LLAMA_FTYPE_MOSTLY_Q4_K_M */
     default: return 0;           /* LLAMA_FTYPE_ALL_F32 */
     }
 }
 
 es_status es_write_file_type(es_gguf_writer *w, uint32_t type, es_err *err) {
     es_status st = es_gguf_set_u32(w, "general.file_type", es_file_type_of(type));
-    if (st == ES_OK && (type == ES_TYPE_Q8_0 || type == ES_TYPE_Q4_0))
+    if (st == ES_OK && es_file_type_of(type) != 0 && type != ES_TYPE_F16 && type != ES_TYPE_BF16)
         st = es_gguf_set_u32(w, "general.quantization_version", 2);
     if (st != ES_OK) return es_fail(err, st, "writing general.file_type failed");
     return ES_OK;
@@ -217,16 +230,46 @@ uint64_t es_plan_n_params(const es_plan *p) {
     return n;
 }
 
+/* llama.cpp's "more bits" layers of Q4_K_M: the first and last eighth, and every third between. */
+static bool more_bits_layer(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* The type the ES_MIX_Q4_K_M rule gives a matrix (before the row-length fallback). */
+static uint32_t q4_k_m_type(const es_plan *p, const char *name) {
+    if (!strcmp(name, "output.weight") || (p->tied_output && !strcmp(name, "token_embd.weight"))) return ES_TYPE_Q6_K;
+    int layer = -1, len = 0;
+    if (sscanf(name, "blk.%d.%n", &layer, &len) == 1 && len > 0 && layer >= 0 && p->n_layers > 0 &&
+        (!strcmp(name + len, "attn_v.weight") || !strcmp(name + len, "ffn_down.weight")) &&
+        more_bits_layer(layer, p->n_layers))
+        return ES_TYPE_Q6_K;
+    return ES_TYPE_Q4_K;
+}
+
+/* A K-quant needs rows of whole 256-element super-blocks; the 32-block type that stands in for it
+ * otherwise: Q4_0 for Q4_K (the same 4.5 bits per weight), Q8_0 for Q5_K and Q6_K (no 5- or
+ * 6-bit 32-block type is implemented; Q8_0 keeps at least their precision). */
+static uint32_t kquant_fallback(uint32_t type) {
+    switch (type) {
+    case ES_TYPE_Q4_K: return ES_TYPE_Q4_0;
+    case ES_TYPE_Q5_K:
+    case ES_TYPE_Q6_K: return ES_TYPE_Q8_0;
+    default: return type;
+    }
+}
+
 uint32_t es_matrix_type(es_plan *p, uint32_t want, const char *name, int64_t ne0) {
+    if (want == ES_MIX_Q4_K_M) want = q4_k_m_type(p, name);
     const es_type_traits *tr = es_type_get(want);
     if (!tr || ne0 % tr->blck_size == 0) return want;
+    const uint32_t fb = kquant_fallback(want);
+    const es_type_traits *ftr = es_type_get(fb);
+    const uint32_t got = fb != want && ne0 % ftr->blck_size == 0 ? fb : ES_TYPE_F32;
     if (p->n_kept_f32++ == 0) {
         snprintf(p->kept_example, sizeof p->kept_example, "%s", name);
         snprintf(p->kept_type, sizeof p->kept_type, "%s", tr->name);
     }
-    es_convert_logf(p->log, p->ud, 3, "%s: rows of %lld are not a multiple of %s's block of %lld: kept as f32", name,
-                    (long long)ne0, tr->name, (long long)tr->blck_size);
-    return ES_TYPE_F32;
+    es_convert_logf(p->log, p->ud, 3, "%s: rows of %lld are not a multiple of %s's block of %lld: written as %s", name,
+                    (long long)ne0, tr->name, (long long)tr->blck_size, es_type_name(got));
+    return got;
 }
 
 /* One thread's share of a tensor fill: rows [lo, hi). */
@@ -300,7 +343,7 @@ static es_status plan_fill(void *ud, void *dst, uint64_t nbytes, es_err *err) {
 es_status es_plan_write(es_plan *p, es_gguf_writer *w, const char *path, es_progress_fn progress, void *pud,
                         es_err *err) {
     if (p->n_kept_f32)
-        es_convert_logf(p->log, p->ud, 2, "%d weight matrices kept as f32: their rows are not whole %s blocks (e.g. %s)",
+        es_convert_logf(p->log, p->ud, 2, "%d weight matrices kept as f32 or a 32-block type: their rows are not whole %s blocks (e.g. %s)",
                         p->n_kept_f32, p->kept_type, p->kept_example);
     for (int i = 0; i < p->n; i++) {
         es_plan_tensor *t = &p->t[i];

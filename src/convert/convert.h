@@ -9,11 +9,27 @@
 typedef struct es_convert_stats {
     int64_t n_tensors;        /* tensors written */
     int64_t n_converted;      /* tensors whose data was converted to the output type (quantize: changed type) */
-    int64_t n_kept_f32;       /* weight matrices left in F32 because their rows are not whole blocks */
+    int64_t n_kept_f32;       /* weight matrices left in F32 (or, for a K-quant, written in its 32-block
+                                 stand-in Q4_0 / Q8_0) because their rows are not whole blocks */
     uint64_t n_params;        /* elements in all tensors */
     uint64_t bytes_in;        /* size of the input file(s) */
     uint64_t bytes_out;       /* size of the written file */
 } es_convert_stats;
+
+/* A weight "type" that is a per-tensor mix rather than one type (passed where a weight type is, in
+ * es_convert_opts.out_type, es_quantize and es_synth_opts.type): llama.cpp's Q4_K_M rule. Q4_K for
+ * most matrices and the token embedding; Q6_K for the output matrix (the token embedding when it is
+ * tied), and for attn_v and ffn_down in the first and last eighth of the layers and every third
+ * layer in between (layer i of n: i < n/8, i >= 7n/8 or (i - n/8) % 3 == 2). Outside ggml's ids. */
+#define ES_MIX_Q4_K_M 0x100u
+
+/* True for the weight types (and mixes) a converter can produce: f32, f16, bf16, q8_0, q4_0, q4_k,
+ * q5_k, q6_k, ES_MIX_Q4_K_M. */
+bool es_convert_type_ok(uint32_t type);
+/* A weight type or mix by name: the names of es_type_from_name plus "q4_k_m"; -1 if unknown. */
+int es_convert_type_from_name(const char *name);
+/* The name of a weight type or mix ("q4_k_m" for ES_MIX_Q4_K_M). */
+const char *es_convert_type_name(uint32_t type);
 
 typedef struct es_convert_opts {
     uint32_t out_type;        /* type of the 2-D weight matrices: ES_TYPE_F32 (default), F16, BF16, Q8_0, Q4_0.

@@ -53,7 +53,9 @@ typedef struct es_plan {
     es_plan_tensor *t;
     int n, cap;
     int n_threads;           /* threads used to fill a big tensor (>= 1) */
-    int n_kept_f32;          /* matrices es_matrix_type left in F32 */
+    int n_kept_f32;          /* matrices es_matrix_type left in F32 (or in a 32-block fallback type) */
+    int n_layers;            /* for the ES_MIX_Q4_K_M rule (0: unknown; attn_v / ffn_down then stay Q4_K) */
+    bool tied_output;        /* the model has no output.weight: token_embd is the classifier (Q4_K_M: Q6_K) */
     char kept_example[96];   /* the first of them, and the type it could not take */
     char kept_type[16];
     es_log_fn log;
@@ -79,8 +81,6 @@ uint64_t es_plan_n_params(const es_plan *p);
  * in which case F32 (a debug log line names it; es_plan_write logs a summary). */
 uint32_t es_matrix_type(es_plan *p, uint32_t want, const char *name, int64_t ne0);
 
-/* True for the output types a converter can produce (f32, f16, bf16, q8_0, q4_0). */
-bool es_convert_type_ok(uint32_t type);
 /* general.file_type value (llama.cpp's LLAMA_FTYPE_*) for a weight type. */
 uint32_t es_file_type_of(uint32_t type);
 /* Writes general.file_type and, for quantised types, general.quantization_version. */

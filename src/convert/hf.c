@@ -263,7 +263,8 @@ es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_
     const es_convert_opts opts = opts_in ? *opts_in : es_convert_default_opts();
     if (!dir || !out_path) return es_fail(err, ES_ERR_INVALID_ARG, "missing path");
     if (!es_convert_type_ok(opts.out_type))
-        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0)", es_type_name(opts.out_type));
+        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m)",
+                       es_convert_type_name(opts.out_type));
 
     char path[4096], path2[4096];
     es_hparams hp;
@@ -279,6 +280,8 @@ es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_
 
     snprintf(path, sizeof path, "%s/config.json", dir);
     if ((st = parse_config(path, &hp, &tie, err)) != ES_OK) goto done;
+    plan.n_layers = hp.n_layer;
+    plan.tied_output = tie;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     snprintf(path2, sizeof path2, "%s/model.safetensors.index.json", dir);
     if (!file_exists(path) && file_exists(path2)) {
@@ -347,8 +350,7 @@ es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_
         memset(opts.stats, 0, sizeof *opts.stats);
         opts.stats->n_tensors = plan.n;
         opts.stats->n_converted = plan.n;
-        for (int i = 0; i < plan.n; i++)
-            if (plan.t[i].n_dims == 2 && plan.t[i].type != t) opts.stats->n_kept_f32++;
+        opts.stats->n_kept_f32 = plan.n_kept_f32;
         opts.stats->n_params = es_plan_n_params(&plan);
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         opts.stats->bytes_in = es_file_size_of(path);

@@ -222,7 +222,8 @@ es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path,
     const es_convert_opts opts = opts_in ? *opts_in : es_convert_default_opts();
     if (!model_path || !tokenizer_path || !out_path) return es_fail(err, ES_ERR_INVALID_ARG, "missing path");
     if (!es_convert_type_ok(opts.out_type))
-        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0)", es_type_name(opts.out_type));
+        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m)",
+                       es_convert_type_name(opts.out_type));
 
     es_mapped map;
     es_status st = es_map_file(model_path, &map, err);
@@ -264,6 +265,8 @@ es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path,
     hp.rms_eps = 1e-5f;
     hp.rope_base = 10000.0f;
     hp.tied_output = info.shared_classifier;
+    plan.n_layers = info.n_layers;
+    plan.tied_output = info.shared_classifier;
 
     if ((st = es_convert_writer_begin(&hp, opts.name, model_path, opts.out_type, es_vocab_spec_of(vocab), &w, err)) != ES_OK) goto done;
 
@@ -288,8 +291,7 @@ es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path,
         memset(opts.stats, 0, sizeof *opts.stats);
         opts.stats->n_tensors = plan.n;
         opts.stats->n_converted = plan.n;
-        for (int i = 0; i < plan.n; i++)
-            if (plan.t[i].n_dims == 2 && plan.t[i].type != t) opts.stats->n_kept_f32++;
+        opts.stats->n_kept_f32 = plan.n_kept_f32;
         opts.stats->n_params = es_plan_n_params(&plan);
         opts.stats->bytes_in = map.size;
         opts.stats->bytes_out = es_file_size_of(out_path);

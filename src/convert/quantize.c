@@ -4,6 +4,7 @@
  * row by row (dequantised through its type's to_float first when the source is quantised); a matrix
  * whose rows are not whole blocks of the target type stays (or becomes) F32. Everything else is
  * copied byte for byte from the input mapping. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,7 +39,8 @@ es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, 
     const es_convert_opts opts = opts_in ? *opts_in : es_convert_default_opts();
     if (!in_path || !out_path) return es_fail(err, ES_ERR_INVALID_ARG, "missing path");
     if (!es_convert_type_ok(type))
-        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0)", es_type_name(type));
+        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m)",
+                       es_convert_type_name(type));
     if (same_file(in_path, out_path)) return es_fail(err, ES_ERR_INVALID_ARG, "input and output are the same file: %s", in_path);
 
     es_gguf *g = NULL;
@@ -50,7 +52,7 @@ es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, 
     es_gguf_writer *w = es_gguf_writer_init();
     es_plan plan;
     es_plan_init(&plan, opts.n_threads, opts.log, opts.ud);
-    int64_t n_converted = 0, n_kept = 0;
+    int64_t n_converted = 0;
     if (!w) {
         st = es_fail(err, ES_ERR_NOMEM, "out of memory");
         goto done;
@@ -64,6 +66,16 @@ es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, 
         goto done;
     }
     if ((st = es_write_file_type(w, type, err)) != ES_OK) goto done;
+    /* what the Q4_K_M rule needs: the layer count (from the blk.N tensor names) and whether the
+     * token embedding doubles as the classifier */
+    plan.tied_output = true;
+    for (int64_t i = 0; i < es_gguf_n_tensors(g); i++) {
+        const char *name = es_gguf_tensor_at(g, i)->name;
+        int layer = -1;
+        if (sscanf(name, "blk.%d.", &layer) == 1 && layer >= 0 && layer < 65536 && layer >= plan.n_layers)
+            plan.n_layers = layer + 1;
+        if (!strcmp(name, "output.weight")) plan.tied_output = false;
+    }
 
     for (int64_t i = 0; i < es_gguf_n_tensors(g); i++) {
         const es_gguf_tensor *t = es_gguf_tensor_at(g, i);
@@ -71,7 +83,6 @@ es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, 
         uint32_t target = t->type;
         if (matrix) {
             target = es_matrix_type(&plan, type, t->name, t->ne[0]);
-            if (target != type) n_kept++;
         }
         if (target == t->type) {
             if ((st = es_plan_add_bytes(&plan, t->name, t->type, t->n_dims, t->ne, t->data, err)) != ES_OK) goto done;
@@ -97,7 +108,7 @@ es_status es_quantize(const char *in_path, const char *out_path, uint32_t type, 
         memset(opts.stats, 0, sizeof *opts.stats);
         opts.stats->n_tensors = plan.n;
         opts.stats->n_converted = n_converted;
-        opts.stats->n_kept_f32 = n_kept;
+        opts.stats->n_kept_f32 = plan.n_kept_f32;
         opts.stats->n_params = es_plan_n_params(&plan);
         opts.stats->bytes_in = es_gguf_file_size(g);
         opts.stats->bytes_out = es_file_size_of(out_path);

@@ -581,7 +581,8 @@ static es_status synth_pad(const es_synth_opts *o, es_hparams *th, const es_gguf
 es_status es_synth(const es_synth_opts *o, es_err *err) {
     if (!o || !o->out_path) return es_fail(err, ES_ERR_INVALID_ARG, "synth: no output path");
     if (!es_convert_type_ok(o->type))
-        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0)", es_type_name(o->type));
+        return es_fail(err, ES_ERR_INVALID_ARG, "cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m)",
+                       es_convert_type_name(o->type));
     if (!(o->noise >= 0.0f && o->noise < 100.0f)) return es_fail(err, ES_ERR_INVALID_ARG, "synth: noise must be in [0, 100)");
     es_hparams hp;
     bool tied;
@@ -596,6 +597,8 @@ es_status es_synth(const es_synth_opts *o, es_err *err) {
     f32_cache cache = {0};
     es_plan plan;
     es_plan_init(&plan, o->n_threads, o->log, o->ud);
+    plan.n_layers = hp.n_layer;
+    plan.tied_output = tied;
     if (!tab) {
         st = es_fail(err, ES_ERR_NOMEM, "out of memory");
         goto done;
@@ -640,8 +643,7 @@ es_status es_synth(const es_synth_opts *o, es_err *err) {
         memset(o->stats, 0, sizeof *o->stats);
         o->stats->n_tensors = plan.n;
         o->stats->n_converted = plan.n;
-        for (int i = 0; i < plan.n; i++)
-            if (plan.t[i].n_dims == 2 && plan.t[i].type != o->type) o->stats->n_kept_f32++;
+        o->stats->n_kept_f32 = plan.n_kept_f32;
         o->stats->n_params = es_plan_n_params(&plan);
         o->stats->bytes_in = small ? es_gguf_file_size(small) : 0;
         o->stats->bytes_out = es_file_size_of(o->out_path);

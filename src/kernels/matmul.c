@@ -222,11 +222,15 @@ const es_mm_kernels es_mm_ref = {
     .q4_0 = q4_0_rows_ref,
     .q8_0_x16 = es_x16_rows_ref,
     .q4_0_x16 = es_x16_rows_ref,
+    .q4_k = es_q4_k_rows_ref,
+    .q5_k = es_q5_k_rows_ref,
+    .q6_k = es_q6_k_rows_ref,
     .quant_row = quant_row_ref,
 };
 
 /* ---------------------------------------------------------------------------------------------
- * Scratch: the quantised activations, three 64-byte aligned arrays (see es_qx). */
+ * Scratch: the quantised activations, five 64-byte aligned arrays (see es_qx): qs [n][cols] int8,
+ * d, corr and fs [n][nb] 4 bytes each, k16 [n][nb][2] int32. */
 
 #define ALIGN64(v) (((v) + 63) & ~(size_t)63)
 
@@ -236,7 +240,7 @@ size_t es_matmul_scratch_size(int64_t n, int64_t cols) {
     if (!__builtin_mul_overflow((uint64_t)n, (uint64_t)cols, &nc) &&
         !__builtin_mul_overflow((uint64_t)n, (uint64_t)((cols + ES_QK - 1) / ES_QK) * 4, &nb4) &&
         nc < SIZE_MAX / 4 && nb4 < SIZE_MAX / 4)
-        return 64 + ALIGN64((size_t)nc) + 2 * ALIGN64((size_t)nb4);
+        return 64 + ALIGN64((size_t)nc) + 5 * ALIGN64((size_t)nb4);
     return SIZE_MAX; /* no caller can provide it; the loader's size checks fail first */
 }
 
@@ -297,8 +301,27 @@ static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type, uint32_t lay
     case ES_TYPE_BF16: return k->bf16;
     case ES_TYPE_Q8_0: return k->q8_0;
     case ES_TYPE_Q4_0: return k->q4_0;
+    case ES_TYPE_Q4_K: return k->q4_k;
+    case ES_TYPE_Q5_K: return k->q5_k;
+    case ES_TYPE_Q6_K: return k->q6_k;
     default: return NULL;
     }
+}
+
+/* The K-quant kernel of the level in use from the separate K-quant tables (see matmul_impl.h), or
+ * NULL (not a K-quant, or no SIMD kernel for it at this level). */
+static es_mm_rows_fn kquant_fn(uint32_t type) {
+    const int i = type == ES_TYPE_Q4_K ? 0 : type == ES_TYPE_Q5_K ? 1 : type == ES_TYPE_Q6_K ? 2 : -1;
+    if (i < 0) return NULL;
+#if defined(__x86_64__)
+    cpu_state *c = cpu();
+    switch ((es_cpu_level)atomic_load(&c->level)) {
+    case ES_CPU_AVX512: return atomic_load(&c->vnni) ? es_kq_avx512_vnni[i] : es_kq_avx512[i];
+    case ES_CPU_AVX2: return es_kq_avx2[i];
+    default: break;
+    }
+#endif
+    return NULL;
 }
 
 static void fill_nan(float *y, int64_t n, int64_t rows) {
@@ -311,6 +334,7 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
     mm_task t = {.w = w, .x = x, .y = y, .n = n};
     const int64_t cols = w->cols;
     t.fn = rows_fn(k, w->type, w->layout);
+    if (!t.fn && w->layout == ES_LAYOUT_ROWS) t.fn = kquant_fn(w->type);
     if (!t.fn) t.fn = rows_fn(&es_mm_ref, w->type, w->layout); /* a level without its own kernel for the type */
     if (!t.fn) {
         fill_nan(y, n, w->rows);
@@ -326,19 +350,28 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
     const double macs = (double)w->rows * (double)cols * (double)n;
     const bool threaded = nth > 1 && groups > 1 && macs >= 65536.0; /* a region costs ~1 µs */
 
-    if (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0) {
+    const bool kquant = w->type == ES_TYPE_Q4_K || w->type == ES_TYPE_Q5_K || w->type == ES_TYPE_Q6_K;
+    if (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0 || kquant) {
         /* Quantise the activations once for all weight rows; for several rows in a region of its
          * own (each thread a share of the rows), or the other threads would wait. */
         const int64_t nb = cols / ES_QK;
         uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
         quant_task q = {.quant_row = k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n,
-                        .c = w->type == ES_TYPE_Q8_0 ? 128 : 8};
+                        .c = w->type == ES_TYPE_Q8_0 ? 128 : w->type == ES_TYPE_Q4_0 ? 8 : 0};
         q.qs = (int8_t *)s;
         q.d = (float *)(s + ALIGN64((size_t)(n * cols)));
         q.corr = (int32_t *)((uint8_t *)q.d + ALIGN64((size_t)(n * nb) * 4));
         if (threaded && n >= 4) es_threadpool_run(tp, quant_worker, &q);
         else quant_worker(&q, 0, 1);
-        t.qx = (es_qx){q.qs, q.d, q.corr, nb, n};
+        t.qx = (es_qx){.qs = q.qs, .d = q.d, .corr = q.corr, .nb = nb, .n = n};
+        if (kquant) {
+            /* the per-block sums the K-quant kernels need (a pass over n * cols bytes) */
+            float *fs = (float *)((uint8_t *)q.corr + ALIGN64((size_t)(n * nb) * 4));
+            int32_t *k16 = (int32_t *)((uint8_t *)fs + ALIGN64((size_t)(n * nb) * 4));
+            es_qx_kquant_sums(q.qs, q.d, nb, n, fs, k16);
+            t.qx.fs = fs;
+            t.qx.k16 = k16;
+        }
     }
 
     /* Rows in chunks of about 1/4 of a thread's share, handed out dynamically: a thread slowed by

@@ -12,6 +12,25 @@
  * Integer sums are exact and fmaf rounds once, so every level (scalar reference, AVX2, AVX-512
  * with or without VNNI) produces bit-identical y — for any n, any row tiling and any thread split.
  *
+ * K-quant weights (Q4_K, Q5_K, Q6_K) use the same per-32 activation blocks: a Q4_K / Q5_K
+ * sub-block is one activation block, a Q6_K sub-block half of one. Per activation block b the
+ * quantisation also yields xsum_b (the sum of its 32 int8 values, as an exact integer) and
+ *     fs_b = dx_b * (float)xsum_b                        (one rounding; es_qx.fs)
+ * and the sums of its two halves (es_qx.k16 holds -32 times them, the Q6_K offset).
+ *
+ *   Q4_K / Q5_K, per weight row and activation row, super-block by super-block in order, with the
+ *   sub-blocks s = 0..7 (activation block b = 8 * superblock + s) in order:
+ *       a = 0;  mn = 0
+ *       for s:  a  = fmaf((float)isum_s, (float)sc_s * dx_b, a)    isum_s = sum q * x_int8, q >= 0
+ *               mn = fmaf((float)m_s, fs_b, mn)
+ *       acc = fmaf(d, a, acc);  acc = fmaf(-dmin, mn, acc)
+ *   (d, dmin the fp16 super-scales as f32; sc_s, m_s the 6-bit scale and min.)
+ *
+ *   Q6_K, per activation block b = 2 sub-blocks c0 = 2(b mod 8), c1 = c0 + 1, in order:
+ *       v = sc_c0 * isum_c0 + sc_c1 * isum_c1              (exact int32; isum_c = sum (q - 32) x)
+ *       acc = fmaf((float)v, d * dx_b, acc)                (int -> float rounds to nearest even,
+ *                                                           as cvtdq2ps does; |v| may pass 2^24)
+ *
  * Float weights (F32, F16, BF16) use the f32 activations directly. Each level accumulates in its
  * own lane layout, so results differ between levels by rounding only; within one level each
  * (row, activation row) pair is computed the same way whatever n or the thread split is. */
@@ -34,6 +53,8 @@ typedef struct es_qx {
     const int8_t *qs;    /* [nb][n][32] quantised values */
     const float *d;      /* [nb][n] per-block scales dx */
     const int32_t *corr; /* [nb][n] ES_QX_MAGIC - c * (sum of the block's qs): c = 128 for Q8_0, 8 for Q4_0 */
+    const float *fs;     /* [nb][n] dx * (float)(sum of the block's qs); K-quants only, else NULL */
+    const int32_t *k16;  /* [nb][n][2] -32 * (sum of each 16-value half of the block); K-quants only */
     int64_t nb;          /* blocks per row = cols / 32 */
     int64_t n;           /* activation rows */
 } es_qx;
@@ -59,13 +80,22 @@ typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int64_t stride, int3
                                 int32_t *corr);
 
 typedef struct es_mm_kernels {
-    es_mm_rows_fn f32, f16, bf16, q8_0, q4_0;
-    es_mm_rows_fn q8_0_x16, q4_0_x16; /* the same types in the X16 layout (kernels/repack.h) */
+    es_mm_rows_fn f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k;
+    es_mm_rows_fn q8_0_x16, q4_0_x16; /* Q8_0 / Q4_0 in the X16 layout (kernels/repack.h) */
     es_quant_row_fn quant_row;
 } es_mm_kernels;
 
 /* The scalar reference on X16 matrices, Q8_0 and Q4_0 (kernels/repack.c). */
 void es_x16_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
+
+/* The K-quant extras of es_qx (fs, k16) from its qs and d, for all nb * n blocks: a plain pass over
+ * the int8 values, so every level gets the same numbers. */
+void es_qx_kquant_sums(const int8_t *qs, const float *d, int64_t nb, int64_t n, float *fs, int32_t *k16);
+
+/* Scalar reference kernels of the K-quants (kernels/matmul_kquant.c). */
+void es_q4_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
+void es_q5_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
+void es_q6_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 
 /* Per-level kernel tables (constant). es_mm_ref has every entry; in the others a NULL entry falls
  * back to es_mm_ref's (the quant_row entry must be set where any int8 kernel is). */
@@ -74,6 +104,12 @@ extern const es_mm_kernels es_mm_ref;
 extern const es_mm_kernels es_mm_avx2;
 extern const es_mm_kernels es_mm_avx512;      /* AVX-512 BW/VL, int8 dots with maddubs/madd */
 extern const es_mm_kernels es_mm_avx512_vnni; /* the same with vpdpbusd */
+/* The K-quant kernels of the SIMD levels, [0] Q4_K, [1] Q5_K, [2] Q6_K (kquant_avx2.c,
+ * kquant_avx512.c). Kept out of the tables above so those files stay untouched; es_matmul uses
+ * them where a table's own K-quant entry is NULL. A NULL entry here falls back to es_mm_ref. */
+extern const es_mm_rows_fn es_kq_avx2[3];
+extern const es_mm_rows_fn es_kq_avx512[3];
+extern const es_mm_rows_fn es_kq_avx512_vnni[3];
 #endif
 
 #endif

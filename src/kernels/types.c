@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kernels/kquant.h"
 #include "util/fp16.h"
 
 static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
@@ -85,6 +86,9 @@ static const es_type_traits k_traits[ES_TYPE_COUNT] = {
     [ES_TYPE_BF16] = {"bf16", 1, 2, true, bf16_to_float, bf16_from_float},
     [ES_TYPE_Q8_0] = {"q8_0", ES_QK, sizeof(es_block_q8_0), true, q8_0_to_float, q8_0_from_float},
     [ES_TYPE_Q4_0] = {"q4_0", ES_QK, sizeof(es_block_q4_0), true, q4_0_to_float, q4_0_from_float},
+    [ES_TYPE_Q4_K] = {"q4_k", ES_QK_K, sizeof(es_block_q4_k), true, es_q4_k_to_float, es_q4_k_from_float},
+    [ES_TYPE_Q5_K] = {"q5_k", ES_QK_K, sizeof(es_block_q5_k), true, es_q5_k_to_float, es_q5_k_from_float},
+    [ES_TYPE_Q6_K] = {"q6_k", ES_QK_K, sizeof(es_block_q6_k), true, es_q6_k_to_float, es_q6_k_from_float},
     /* Known to the GGUF reader (sizes), not yet computable here. */
     [ES_TYPE_Q4_1] = {"q4_1", 32, 20, false, NULL, NULL},
     [ES_TYPE_Q5_0] = {"q5_0", 32, 22, false, NULL, NULL},
@@ -92,9 +96,6 @@ static const es_type_traits k_traits[ES_TYPE_COUNT] = {
     [ES_TYPE_Q8_1] = {"q8_1", 32, 36, false, NULL, NULL},
     [ES_TYPE_Q2_K] = {"q2_k", 256, 84, false, NULL, NULL},
     [ES_TYPE_Q3_K] = {"q3_k", 256, 110, false, NULL, NULL},
-    [ES_TYPE_Q4_K] = {"q4_k", 256, 144, false, NULL, NULL},
-    [ES_TYPE_Q5_K] = {"q5_k", 256, 176, false, NULL, NULL},
-    [ES_TYPE_Q6_K] = {"q6_k", 256, 210, false, NULL, NULL},
     [ES_TYPE_Q8_K] = {"q8_k", 256, 292, false, NULL, NULL},
     [ES_TYPE_I8] = {"i8", 1, 1, false, NULL, NULL},
     [ES_TYPE_I16] = {"i16", 1, 2, false, NULL, NULL},
