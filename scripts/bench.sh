@@ -2,7 +2,7 @@
 # `make bench`: measures the engine and speculative decoding on this machine, side by side in one
 # run, and writes JSON lines to build/bench/results.jsonl (plus a readable log on stderr).
 #   BENCH_SHAPES="tinyllama-1.1b"   synthetic shapes to measure (random weights, like vLLM's dummy load)
-#   BENCH_TYPES="q8_0 q4_0"         weight types
+#   BENCH_TYPES="q8_0 q4_0 q4_k_m"  weight types
 #   BENCH_THREADS=2
 set -euo pipefail
 build=${1:-build}
@@ -11,7 +11,7 @@ models=${EDGESPEC_MODELS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/models}
 export EDGESPEC_MODELS=$models
 threads=${BENCH_THREADS:-2}
 shapes=${BENCH_SHAPES:-tinyllama-1.1b}
-types=${BENCH_TYPES:-q8_0 q4_0}
+types=${BENCH_TYPES:-q8_0 q4_0 q4_k_m}
 out="$build/bench"; mkdir -p "$out"
 res="$out/results.jsonl"; : > "$res"
 "$(dirname "$0")/make-test-models.sh" "$bin" "$build/models" >&2

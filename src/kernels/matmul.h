@@ -5,8 +5,10 @@
  * rows for its slice of W, so every weight block is read from memory once per call whatever n is:
  * verifying k draft tokens costs about one decode step while the model is memory-bound.
  *
- * For Q8_0 / Q4_0 weights the activations are first quantised to int8 blocks of 32 with an f32
- * scale (once per call, into the caller's scratch) so the inner loop is an int8 dot product. The
+ * For Q8_0 / Q4_0 (and K-quant) weights the activations are first quantised to int8 blocks of 32
+ * with an f32 scale (once per call, into the caller's scratch) so the inner loop is an int8 dot
+ * product. Q8_0 / Q4_0 matrices are normally repacked at load into the X16 layout
+ * (kernels/repack.h), which the SIMD kernels read without shuffles; results do not depend on it. The
  * kernels for the running CPU (scalar reference, AVX2, AVX-512 with or without VNNI) are chosen per
  * call from the level below; kernels/matmul_impl.h states the arithmetic they all share. */
 #ifndef ES_KERNELS_MATMUL_H
