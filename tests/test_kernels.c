@@ -493,6 +493,55 @@ static void check_misc(void) {
     }
 }
 
+/* es_matmul_multi equals one es_matmul per matrix, bit for bit, at every level and with 2 threads:
+ * matrices of different row counts sharing an input (q/k/v-like), in one type, in the X16 layout
+ * where there is one, and a mix of types (which falls back to separate calls). */
+static void check_multi(es_threadpool *tp2, es_rng *rng) {
+    static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_Q8_0, ES_TYPE_Q4_0, ES_TYPE_Q4_K, ES_TYPE_Q6_K};
+    static const int64_t rows[3] = {37, 16, 5};
+    const int64_t cols = 512, n = 9;
+    for (size_t ti = 0; ti <= sizeof types / sizeof types[0]; ti++) {
+        const bool mixed = ti == sizeof types / sizeof types[0];
+        wmat w[3];
+        for (int i = 0; i < 3; i++) wmat_make(&w[i], mixed ? types[(size_t)i * 2] : types[ti], rows[i], cols, rng);
+        float *x = rand_x(n, cols, rng);
+        void *scr = malloc(es_matmul_scratch_size(n, cols));
+        float *y1[3], *ym[3];
+        for (int i = 0; i < 3; i++) {
+            y1[i] = malloc((size_t)(n * rows[i]) * sizeof(float));
+            ym[i] = malloc((size_t)(n * rows[i]) * sizeof(float));
+        }
+        for (int layout = 0; layout < 2; layout++) {
+            const es_mat *ws[3];
+            bool have = true;
+            for (int i = 0; i < 3; i++) {
+                if (layout == 1 && !w[i].x16data) have = false;
+                ws[i] = layout == 1 ? &w[i].x16 : &w[i].m;
+            }
+            if (!have) continue;
+            for (int li = 0; li < g_nlevels; li++) {
+                for (int th = 0; th < 2; th++) {
+                    es_threadpool *tp = th ? tp2 : NULL;
+                    for (int i = 0; i < 3; i++) matmul_at(&g_levels[li], tp, y1[i], ws[i], x, n, scr);
+                    es_matmul_multi(tp, 3, ym, ws, x, n, scr);
+                    for (int i = 0; i < 3; i++)
+                        CHECK_MSG(memcmp(y1[i], ym[i], (size_t)(n * rows[i]) * sizeof(float)) == 0,
+                                  "multi %s%s %s threads %d: matrix %d differs from a single matmul",
+                                  mixed ? "mixed" : es_type_name(types[ti]), layout ? " x16" : "", g_levels[li].name,
+                                  th + 1, i);
+                }
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            free(y1[i]);
+            free(ym[i]);
+            wmat_free(&w[i]);
+        }
+        free(x);
+        free(scr);
+    }
+}
+
 int main(void) {
     /* $EDGESPEC_CPU lowers the level detected at first use; the setter can raise it again up to what
      * the hardware has */
@@ -521,6 +570,7 @@ int main(void) {
     es_rng rng;
     es_rng_seed(&rng, 1234);
     check_misc();
+    check_multi(tp2, &rng);
     check_roundtrip(&rng);
     check_kquant_roundtrip(&rng);
 

@@ -249,25 +249,34 @@ size_t es_matmul_scratch_size(int64_t n, int64_t cols) {
  * slowed down by other work on the machine does not hold the region up; which thread computes a
  * row does not change its value. */
 
-typedef struct mm_task {
+typedef struct mm_part {
     const es_mat *w;
-    const float *x;
-    es_qx qx;
     float *y;
-    int64_t n;
     es_mm_rows_fn fn;
     int64_t chunk_rows; /* a multiple of ES_MM_ROW_ALIGN */
-    _Atomic int64_t next;
+} mm_part;
+
+typedef struct mm_task {
+    const float *x;
+    es_qx qx;
+    int64_t n;
+    int m;                                 /* matrices */
+    mm_part part[ES_MATMUL_MULTI_MAX];
+    int64_t first_chunk[ES_MATMUL_MULTI_MAX + 1]; /* chunk numbers of part i: [first_chunk[i], first_chunk[i+1]) */
+    _Atomic int64_t next;                  /* the next chunk to hand out */
 } mm_task;
 
 static void mm_worker(void *ud, int ith, int nth) {
     mm_task *t = ud;
-    const int64_t rows = t->w->rows;
+    int i = 0;
     for (;;) {
-        int64_t r0 = atomic_fetch_add_explicit(&t->next, t->chunk_rows, memory_order_relaxed);
-        if (r0 >= rows) break;
-        int64_t r1 = r0 + t->chunk_rows < rows ? r0 + t->chunk_rows : rows;
-        t->fn(t->w, t->x, &t->qx, t->y, t->n, r0, r1);
+        const int64_t c = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (c >= t->first_chunk[t->m]) break;
+        while (c >= t->first_chunk[i + 1]) i++; /* chunks are handed out in increasing order */
+        const mm_part *p = &t->part[i];
+        const int64_t r0 = (c - t->first_chunk[i]) * p->chunk_rows;
+        const int64_t r1 = r0 + p->chunk_rows < p->w->rows ? r0 + p->chunk_rows : p->w->rows;
+        p->fn(p->w, t->x, &t->qx, p->y, t->n, r0, r1);
     }
 }
 
@@ -328,43 +337,88 @@ static void fill_nan(float *y, int64_t n, int64_t rows) {
     for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
 }
 
-void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch) {
-    if (n <= 0 || w->rows <= 0) return;
-    const es_mm_kernels *k = kernels_for_level();
-    mm_task t = {.w = w, .x = x, .y = y, .n = n};
-    const int64_t cols = w->cols;
-    t.fn = rows_fn(k, w->type, w->layout);
-    if (!t.fn && w->layout == ES_LAYOUT_ROWS) t.fn = kquant_fn(w->type);
-    if (!t.fn) t.fn = rows_fn(&es_mm_ref, w->type, w->layout); /* a level without its own kernel for the type */
-    if (!t.fn) {
-        fill_nan(y, n, w->rows);
-        return;
+/* How a weight type wants its activations: 0 f32 as they are, else the correction multiplier c of
+ * the int8 quantisation + 1000 for the K-quants (which also need the extra sums). */
+static int act_class(uint32_t type) {
+    switch (type) {
+    case ES_TYPE_Q8_0: return 128;
+    case ES_TYPE_Q4_0: return 8;
+    case ES_TYPE_Q4_K: case ES_TYPE_Q5_K: case ES_TYPE_Q6_K: return 1000;
+    default: return 0;
     }
-    const size_t need = es_row_size(w->type, cols);
-    if (cols <= 0 || need == 0 || w->row_bytes < need) {
-        fill_nan(y, n, w->rows);
-        return;
-    }
-    const int nth = es_threadpool_n_threads(tp);
-    const int64_t groups = (w->rows + ES_MM_ROW_ALIGN - 1) / ES_MM_ROW_ALIGN;
-    const double macs = (double)w->rows * (double)cols * (double)n;
-    const bool threaded = nth > 1 && groups > 1 && macs >= 65536.0; /* a region costs ~1 µs */
+}
 
-    const bool kquant = w->type == ES_TYPE_Q4_K || w->type == ES_TYPE_Q5_K || w->type == ES_TYPE_Q6_K;
-    if (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0 || kquant) {
-        /* Quantise the activations once for all weight rows; for several rows in a region of its
-         * own (each thread a share of the rows), or the other threads would wait. */
+/* The kernel for w at level k (falling back to the reference), or NULL if w cannot be multiplied. */
+static es_mm_rows_fn pick(const es_mm_kernels *k, const es_mat *w) {
+    es_mm_rows_fn fn = rows_fn(k, w->type, w->layout);
+    if (!fn && w->layout == ES_LAYOUT_ROWS) fn = kquant_fn(w->type);
+    if (!fn) fn = rows_fn(&es_mm_ref, w->type, w->layout); /* a level without its own kernel for the type */
+    const size_t need = es_row_size(w->type, w->cols);
+    if (w->cols <= 0 || need == 0 || w->row_bytes < need) return NULL;
+    return fn;
+}
+
+void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch) {
+    es_matmul_multi(tp, 1, &y, &w, x, n, scratch);
+}
+
+void es_matmul_multi(es_threadpool *tp, int m, float *const ys[], const es_mat *const ws[], const float *x, int64_t n,
+                     void *scratch) {
+    if (n <= 0 || m <= 0) return;
+    if (m > ES_MATMUL_MULTI_MAX) {
+        es_matmul_multi(tp, ES_MATMUL_MULTI_MAX, ys, ws, x, n, scratch);
+        es_matmul_multi(tp, m - ES_MATMUL_MULTI_MAX, ys + ES_MATMUL_MULTI_MAX, ws + ES_MATMUL_MULTI_MAX, x, n, scratch);
+        return;
+    }
+    const int64_t cols = ws[0]->cols;
+    const int cls = act_class(ws[0]->type);
+    for (int i = 1; i < m; i++)
+        if (ws[i]->cols != cols || act_class(ws[i]->type) != cls) { /* nothing to share: one at a time */
+            for (int j = 0; j < m; j++) es_matmul_multi(tp, 1, ys + j, ws + j, x, n, scratch);
+            return;
+        }
+    const es_mm_kernels *k = kernels_for_level();
+    const int nth = es_threadpool_n_threads(tp);
+    mm_task t = {.x = x, .n = n, .m = 0};
+    t.first_chunk[0] = 0;
+    double macs = 0;
+    int64_t groups_all = 0;
+    for (int i = 0; i < m; i++) {
+        const es_mat *w = ws[i];
+        if (w->rows <= 0) continue;
+        es_mm_rows_fn fn = pick(k, w);
+        if (!fn) {
+            fill_nan(ys[i], n, w->rows);
+            continue;
+        }
+        /* Rows in chunks of about 1/4 of a thread's share, handed out dynamically: a thread slowed
+         * by other work on the machine leaves its remaining chunks to the others. Finer chunks
+         * measured slower (each chunk restarts the prefetchers' streams). */
+        const int64_t groups = (w->rows + ES_MM_ROW_ALIGN - 1) / ES_MM_ROW_ALIGN;
+        int64_t per = (groups + 4 * nth - 1) / (4 * nth);
+        if (per < 1) per = 1;
+        t.part[t.m] = (mm_part){.w = w, .y = ys[i], .fn = fn, .chunk_rows = per * ES_MM_ROW_ALIGN};
+        t.first_chunk[t.m + 1] = t.first_chunk[t.m] + (groups + per - 1) / per;
+        t.m++;
+        macs += (double)w->rows * (double)cols * (double)n;
+        groups_all += groups;
+    }
+    if (t.m == 0) return;
+    const bool threaded = nth > 1 && groups_all > 1 && macs >= 65536.0; /* a region costs ~1 µs */
+
+    if (cls != 0) {
+        /* Quantise the activations once for all weight rows of all matrices; for several rows in a
+         * region of its own (each thread a share of the rows), or the other threads would wait. */
         const int64_t nb = cols / ES_QK;
         uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        quant_task q = {.quant_row = k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n,
-                        .c = w->type == ES_TYPE_Q8_0 ? 128 : w->type == ES_TYPE_Q4_0 ? 8 : 0};
+        quant_task q = {.quant_row = k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n, .c = cls == 1000 ? 0 : cls};
         q.qs = (int8_t *)s;
         q.d = (float *)(s + ALIGN64((size_t)(n * cols)));
         q.corr = (int32_t *)((uint8_t *)q.d + ALIGN64((size_t)(n * nb) * 4));
         if (threaded && n >= 4) es_threadpool_run(tp, quant_worker, &q);
         else quant_worker(&q, 0, 1);
         t.qx = (es_qx){.qs = q.qs, .d = q.d, .corr = q.corr, .nb = nb, .n = n};
-        if (kquant) {
+        if (cls == 1000) {
             /* the per-block sums the K-quant kernels need (a pass over n * cols bytes) */
             float *fs = (float *)((uint8_t *)q.corr + ALIGN64((size_t)(n * nb) * 4));
             int32_t *k16 = (int32_t *)((uint8_t *)fs + ALIGN64((size_t)(n * nb) * 4));
@@ -373,13 +427,6 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
             t.qx.k16 = k16;
         }
     }
-
-    /* Rows in chunks of about 1/4 of a thread's share, handed out dynamically: a thread slowed by
-     * other work on the machine leaves its remaining chunks to the others. Finer chunks measured
-     * slower (each chunk restarts 16 row streams for the prefetchers). */
-    int64_t per = (groups + 4 * nth - 1) / (4 * nth);
-    if (per < 1) per = 1;
-    t.chunk_rows = per * ES_MM_ROW_ALIGN;
     atomic_init(&t.next, 0);
     if (threaded) es_threadpool_run(tp, mm_worker, &t);
     else mm_worker(&t, 0, 1);

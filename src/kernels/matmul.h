@@ -66,6 +66,17 @@ size_t es_matmul_scratch_size(int64_t n, int64_t cols);
  * Q4_0 it is also identical at every CPU level (see kernels/matmul_impl.h for the arithmetic). */
 void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch);
 
+/* The most matrices es_matmul_multi runs in one region (more are split into several calls). */
+#define ES_MATMUL_MULTI_MAX 4
+
+/* ys[i] = x · ws[i]ᵀ for m matrices that take the same input (the q, k, v projections; gate and up):
+ * with the same cols and the same activation format (all int8 of one kind, or all float) the
+ * activations are quantised once and all rows of all matrices are shared out in one parallel
+ * region, so small matrices do not each pay a region and a ragged end. Each ys[i] is bit-identical
+ * to es_matmul(tp, ys[i], ws[i], ...). Otherwise it is m separate es_matmul calls. */
+void es_matmul_multi(es_threadpool *tp, int m, float *const ys[], const es_mat *const ws[], const float *x, int64_t n,
+                     void *scratch);
+
 /* Whether the kernels of the level in use have an X16 version for weights of `type` (so repacking
  * such matrices at load time pays; kernels/repack.h). */
 bool es_matmul_prefers_x16(uint32_t type);
