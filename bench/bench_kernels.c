@@ -9,7 +9,8 @@
  * weights come from DRAM, not the 36 MiB L3, as in a real forward pass. First it prints the read
  * bandwidth probe over 1 GiB with 1 and 2 threads (best of 3).
  *
- * Usage: bench_kernels [type ...] [--threads T] [--n N] [--shape RxC] [--no-probe]
+ * Usage: bench_kernels [type ...] [--threads T] [--n N] [--shape RxC] [--layout rows|x16] [--no-probe]
+ *        (layout: default what a model load gives the type, X16 for Q8_0/Q4_0 where the CPU's kernels have it)
  *        (defaults: q8_0 q4_0 f16 f32, threads 1 and 2, n 1..64, the three TinyLlama shapes) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #include "bench_util.h"
 #include "kernels/matmul.h"
+#include "kernels/repack.h"
 #include "kernels/types.h"
 #include "util/rng.h"
 #include "util/threadpool.h"
@@ -57,6 +59,7 @@ int main(int argc, char **argv) {
     shape shapes[4] = {{2048, 5632}, {5632, 2048}, {2048, 2048}}, one_shape;
     int n_shapes = 3;
     int probe = 1;
+    int layout = -1; /* -1: what a loaded model would use (X16 where the kernels prefer it) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             threads[0] = atoi(argv[++i]);
@@ -72,6 +75,9 @@ int main(int argc, char **argv) {
                 shapes[0] = one_shape;
                 n_shapes = 1;
             }
+        } else if (!strcmp(argv[i], "--layout") && i + 1 < argc) {
+            i++;
+            layout = !strcmp(argv[i], "rows") ? 0 : !strcmp(argv[i], "x16") ? 1 : -1;
         } else if (!strcmp(argv[i], "--no-probe")) {
             probe = 0;
         } else if (n_types < 8) {
@@ -131,6 +137,21 @@ int main(int argc, char **argv) {
                 copies[c] = (es_mat){.type = (uint32_t)type, .rows = rows, .cols = cols, .row_bytes = rb,
                                      .data = data + wbytes * (size_t)c};
             }
+            /* the layout a model load would give these weights (or the one asked for) */
+            const bool x16 = (layout == 1 || (layout < 0 && es_matmul_prefers_x16((uint32_t)type))) &&
+                             es_mat_can_repack(&copies[0]);
+            uint8_t *packed = NULL;
+            if (x16) {
+                const size_t pb = (es_mat_repacked_size(&copies[0]) + 63) & ~(size_t)63;
+                packed = aligned_alloc(64, pb * (size_t)n_copies);
+                if (!packed) {
+                    fprintf(stderr, "out of memory\n");
+                    return 1;
+                }
+                for (int c = 0; c < n_copies; c++) es_mat_repack(tp2, &copies[c], packed + pb * (size_t)c, &copies[c]);
+                free(data);
+                data = NULL;
+            }
             int64_t nmax = 1;
             for (int i = 0; i < n_ns; i++) nmax = ns[i] > nmax ? ns[i] : nmax;
             float *x = malloc((size_t)(nmax * cols) * sizeof(float));
@@ -152,14 +173,15 @@ int main(int argc, char **argv) {
                     const double ms = p10 * 1e3;
                     if (n == 1) ms1 = ms;
                     printf("{\"type\":\"%s\",\"rows\":%lld,\"cols\":%lld,\"n\":%lld,\"threads\":%d,\"ms\":%.4f,"
-                           "\"ms_median\":%.4f,\"gbps\":%.2f,\"cost_vs_n1\":%.3f,\"level\":\"%s\"}\n",
+                           "\"ms_median\":%.4f,\"gbps\":%.2f,\"cost_vs_n1\":%.3f,\"level\":\"%s\",\"layout\":\"%s\"}\n",
                            types[ti], (long long)rows, (long long)cols, (long long)n, threads[thi], ms, med * 1e3,
-                           (double)wbytes / p10 * 1e-9, ms1 > 0 ? ms / ms1 : 0.0, level);
+                           (double)wbytes / p10 * 1e-9, ms1 > 0 ? ms / ms1 : 0.0, level, x16 ? "x16" : "rows");
                     fflush(stdout);
                 }
             }
             free(src);
             free(data);
+            free(packed);
             free(copies);
             free(x);
             free(y);

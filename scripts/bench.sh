@@ -24,7 +24,8 @@ for shape in $shapes; do
     f="$out/$shape-$t.gguf"
     [ -s "$f" ] || "$bin" synth --random --shape "$shape" --type "$t" -o "$f" >&2
     echo "== engine: $shape $t (random weights) ==" >&2
-    "$bin" bench -m "$f" -t "$threads" --n-prompt 128 --n-gen 32 --json | tee -a "$res"
+    # pp512 / tg128 like llama-bench's defaults, so the report can compare
+    "$bin" bench -m "$f" -t "$threads" --n-prompt 512 --n-gen 128 --json | tee -a "$res"
   done
 done
 
@@ -46,3 +47,7 @@ for shape in $shapes; do
   "$bin" bench spec -m "$f" --draft "$d" --synthetic 0.6,0.8 -t "$threads" --n-gen 64 --n-prompts 2 --json | tee -a "$res"
 done
 echo "results in $res" >&2
+if command -v node >/dev/null; then
+  node "$(dirname "$0")/bench-report.mjs" "$res" | tee "$out/report.md"
+  echo "report in $out/report.md" >&2
+fi

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kernels/matmul.h"
+#include "kernels/repack.h"
 #include "kernels/types.h"
 #include "testutil.h"
 #include "util/fp16.h"
@@ -36,6 +37,8 @@ typedef struct wmat {
     es_mat m;
     void *data;
     float *deq; /* [rows][cols] dequantised */
+    es_mat x16; /* Q8_0 / Q4_0: the same matrix in the X16 layout (kernels/repack.h) */
+    void *x16data;
 } wmat;
 
 static void wmat_make(wmat *w, uint32_t type, int64_t rows, int64_t cols, es_rng *rng) {
@@ -52,9 +55,25 @@ static void wmat_make(wmat *w, uint32_t type, int64_t rows, int64_t cols, es_rng
     w->m = (es_mat){.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .data = w->data};
     w->deq = src;
     for (int64_t r = 0; r < rows; r++) es_mat_get_row(&w->m, r, w->deq + r * cols);
+    w->x16data = NULL;
+    if (es_mat_can_repack(&w->m)) {
+        w->x16data = aligned_alloc(64, (es_mat_repacked_size(&w->m) + 63) & ~(size_t)63);
+        es_mat_repack(NULL, &w->m, w->x16data, &w->x16);
+        /* rows read back from X16 are the file's rows */
+        float *row = malloc((size_t)cols * sizeof(float));
+        int bad = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            es_mat_get_row(&w->x16, r, row);
+            if (memcmp(row, w->deq + r * cols, (size_t)cols * sizeof(float)) != 0) bad++;
+        }
+        CHECK_MSG(bad == 0, "%s %lldx%lld: %d rows of the X16 copy read back differently", es_type_name(type),
+                  (long long)rows, (long long)cols, bad);
+        free(row);
+    }
 }
 
 static void wmat_free(wmat *w) {
+    free(w->x16data);
     free(w->data);
     free(w->deq);
 }
@@ -172,6 +191,14 @@ static void check_case(const wmat *w, const float *x, int64_t n, es_threadpool *
         matmul_at(l, tp2, y2, &w->m, x, n, scratch);
         CHECK_MSG(memcmp(y, y2, ny * sizeof(float)) == 0, "%s %s %lldx%lld n=%lld: 2 threads differ from 1",
                   es_type_name(type), l->name, (long long)rows, (long long)cols, (long long)n);
+        if (w->x16data) { /* the X16 layout: the reference's bits, with 1 and 2 threads */
+            matmul_at(l, NULL, y2, &w->x16, x, n, scratch);
+            CHECK_MSG(memcmp(yref, y2, ny * sizeof(float)) == 0, "%s %s %lldx%lld n=%lld: X16 layout differs",
+                      es_type_name(type), l->name, (long long)rows, (long long)cols, (long long)n);
+            matmul_at(l, tp2, y2, &w->x16, x, n, scratch);
+            CHECK_MSG(memcmp(yref, y2, ny * sizeof(float)) == 0, "%s %s %lldx%lld n=%lld: X16 layout, 2 threads, differs",
+                      es_type_name(type), l->name, (long long)rows, (long long)cols, (long long)n);
+        }
     }
     free(xh);
     free(wa);

@@ -581,6 +581,16 @@ es_status es_gguf_open(const char *path, es_gguf **out, es_err *err) {
     return open_common(g, out, err);
 }
 
+void es_gguf_release(const es_gguf *g, const void *p, size_t len) {
+    if (!g || !g->mapped || !p) return;
+    const uintptr_t lo = (uintptr_t)g->base, hi = lo + g->size, a = (uintptr_t)p;
+    if (a < lo || a > hi || len > hi - a) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = (a + page - 1) & ~(page - 1), end = (a + len) & ~(page - 1);
+    /* a private read-only file mapping: dropped pages would simply be read from the file again */
+    if (end > start) (void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 void es_gguf_free(es_gguf *g) {
     if (!g) return;
     if (g->mapped) munmap((void *)g->base, g->size);

@@ -91,6 +91,11 @@ const es_gguf_tensor *es_gguf_find_tensor(const es_gguf *g, const char *name); /
 
 const char *es_gguf_vtype_name(es_gguf_vtype t);
 
+/* Tells the OS that the bytes [p, p + len) of a mapped file will not be read again (a tensor that
+ * was copied into another layout), so its pages leave the process's resident set. Only whole pages
+ * inside the range are released; no effect for a buffer opened with es_gguf_open_buffer. */
+void es_gguf_release(const es_gguf *g, const void *p, size_t len);
+
 /* ---- writer ---- */
 
 typedef struct es_gguf_writer es_gguf_writer;

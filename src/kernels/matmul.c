@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "kernels/matmul_impl.h"
+#include "kernels/repack.h"
 #include "util/fp16.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -219,6 +220,8 @@ const es_mm_kernels es_mm_ref = {
     .bf16 = f32_rows_ref,
     .q8_0 = q8_0_rows_ref,
     .q4_0 = q4_0_rows_ref,
+    .q8_0_x16 = es_x16_rows_ref,
+    .q4_0_x16 = es_x16_rows_ref,
     .quant_row = quant_row_ref,
 };
 
@@ -285,7 +288,9 @@ static void quant_worker(void *ud, int ith, int nth) {
 
 /* The kernel of table k for a weight type; NULL if the table has none (a level may leave a type to
  * the scalar reference while its SIMD version does not exist yet) or the type is not supported. */
-static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type) {
+static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type, uint32_t layout) {
+    if (layout == ES_LAYOUT_X16) return type == ES_TYPE_Q8_0 ? k->q8_0_x16 : type == ES_TYPE_Q4_0 ? k->q4_0_x16 : NULL;
+    if (layout != ES_LAYOUT_ROWS) return NULL;
     switch (type) {
     case ES_TYPE_F32: return k->f32;
     case ES_TYPE_F16: return k->f16;
@@ -305,8 +310,8 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
     const es_mm_kernels *k = kernels_for_level();
     mm_task t = {.w = w, .x = x, .y = y, .n = n};
     const int64_t cols = w->cols;
-    t.fn = rows_fn(k, w->type);
-    if (!t.fn) t.fn = rows_fn(&es_mm_ref, w->type); /* a level without its own kernel for the type */
+    t.fn = rows_fn(k, w->type, w->layout);
+    if (!t.fn) t.fn = rows_fn(&es_mm_ref, w->type, w->layout); /* a level without its own kernel for the type */
     if (!t.fn) {
         fill_nan(y, n, w->rows);
         return;
@@ -347,7 +352,16 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
     else mm_worker(&t, 0, 1);
 }
 
+bool es_matmul_prefers_x16(uint32_t type) {
+    const es_mm_kernels *k = kernels_for_level();
+    return k != &es_mm_ref && rows_fn(k, type, ES_LAYOUT_X16) != NULL;
+}
+
 void es_mat_get_row(const es_mat *w, int64_t r, float *dst) {
+    if (w->layout == ES_LAYOUT_X16) {
+        es_x16_get_row(w, r, dst);
+        return;
+    }
     const es_type_traits *tr = es_type_get(w->type);
     if (!tr || !tr->to_float || r < 0 || r >= w->rows || w->cols % tr->blck_size != 0) {
         for (int64_t i = 0; i < w->cols; i++) dst[i] = NAN;

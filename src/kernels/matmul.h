@@ -19,12 +19,23 @@
 #include "kernels/types.h"
 #include "util/threadpool.h"
 
-/* A 2-D weight view: `rows` rows of `cols` elements of `type`, rows contiguous (row_bytes apart). */
+/* How a matrix's bytes are arranged. */
+typedef enum es_mat_layout {
+    /* As in the file: `rows` rows of `cols` elements of `type`, rows contiguous (row_bytes apart). */
+    ES_LAYOUT_ROWS = 0,
+    /* Q8_0 / Q4_0 only, made by es_mat_repack (kernels/repack.h): rows interleaved in groups of 16,
+     * block by block, in the order the int8 kernels consume them. row_bytes keeps the size of a
+     * file row (for byte counts); the data is es_mat_repacked_size bytes. */
+    ES_LAYOUT_X16 = 1,
+} es_mat_layout;
+
+/* A 2-D weight view. Zero-initialised fields give the file layout. */
 typedef struct es_mat {
     uint32_t type;
     int64_t rows, cols;
     size_t row_bytes;
     const void *data;
+    uint32_t layout; /* es_mat_layout */
 } es_mat;
 
 typedef enum es_cpu_level { ES_CPU_SCALAR = 0, ES_CPU_AVX2 = 1, ES_CPU_AVX512 = 2, ES_CPU_NEON = 3 } es_cpu_level;
@@ -52,6 +63,10 @@ size_t es_matmul_scratch_size(int64_t n, int64_t cols);
  * is filled with NaN. Each y row is bit-identical whatever n and the thread count are; for Q8_0 and
  * Q4_0 it is also identical at every CPU level (see kernels/matmul_impl.h for the arithmetic). */
 void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch);
+
+/* Whether the kernels of the level in use have an X16 version for weights of `type` (so repacking
+ * such matrices at load time pays; kernels/repack.h). */
+bool es_matmul_prefers_x16(uint32_t type);
 
 /* Dequantises row r of w into dst[cols] (embedding lookups). */
 void es_mat_get_row(const es_mat *w, int64_t r, float *dst);

@@ -267,6 +267,100 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
     }
 }
 
+/* ---- int8 kernels on the X16 layout (kernels/repack.h) ------------------------------------- */
+
+/* A 16-row group is two halves of 8: bytes 0..31 of every 64-byte chunk hold rows 0..7, bytes
+ * 32..63 rows 8..15, already in the W[k] order the tiles above build with transposes. So each half
+ * is 8 (Q8_0) or 4 (Q4_0) plain loads and its 8 scales one 16-byte load. Same arithmetic. */
+AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
+                 const int h, int valid, float *y, int64_t rows, int64_t r0) {
+    const int64_t nb = qx->nb;
+    const size_t qb = q8 ? 512 : 256;
+    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[QJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *q = gq + (size_t)b * qb + 32 * h;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + (size_t)b * 32 + 16 * h)));
+        const int64_t jb0 = b * qx->n + j0;
+        if (q8) {
+            __m256i W[8], A[8];
+            ES_UNROLL
+            for (int k = 0; k < 8; k++) {
+                W[k] = _mm256_loadu_si256((const __m256i *)(q + 64 * k));
+                A[k] = _mm256_abs_epi8(W[k]);
+            }
+            ES_UNROLL
+            for (int j = 0; j < J; j++) {
+                const int8_t *xb = qx->qs + (jb0 + j) * 32;
+                __m256i s = _mm256_set1_epi32(ES_QX_MAGIC);
+                ES_UNROLL
+                for (int k = 0; k < 8; k++) {
+                    __m256i p = _mm256_maddubs_epi16(A[k], _mm256_sign_epi8(bcast32(xb + 4 * k), W[k]));
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+                }
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb0 + j]));
+                acc[j] = _mm256_fmadd_ps(tofloat(s), sc, acc[j]);
+            }
+        } else {
+            __m256i L[4], H[4];
+            ES_UNROLL
+            for (int k = 0; k < 4; k++) {
+                const __m256i u = _mm256_loadu_si256((const __m256i *)(q + 64 * k));
+                L[k] = _mm256_and_si256(u, lo4);
+                H[k] = _mm256_and_si256(_mm256_srli_epi16(u, 4), lo4);
+            }
+            ES_UNROLL
+            for (int j = 0; j < J; j++) {
+                const int8_t *xb = qx->qs + (jb0 + j) * 32;
+                __m256i s16 = _mm256_setzero_si256();
+                ES_UNROLL
+                for (int k = 0; k < 4; k++) {
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(L[k], bcast32(xb + 4 * k)));
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(H[k], bcast32(xb + 16 + 4 * k)));
+                }
+                const int64_t jb = jb0 + j;
+                __m256i sv = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(qx->corr[jb]));
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb]));
+                acc[j] = _mm256_fmadd_ps(tofloat(sv), sc, acc[j]);
+            }
+        }
+    }
+    ES_UNROLL
+    for (int j = 0; j < J; j++) store8(y + (j0 + j) * rows + r0 + 8 * h, acc[j], valid);
+}
+
+AI void x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const bool q8) {
+    const int64_t nb = qx->nb;
+    const size_t qb = q8 ? 512 : 256, gbytes = (size_t)nb * (qb + 32);
+    for (int64_t r = r0; r < r1; r += 16) {
+        const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes, *gs = gq + (size_t)nb * qb;
+        for (int h = 0; h < 2; h++) {
+            const int64_t left = r1 - r - 8 * h;
+            if (left <= 0) break;
+            const int valid = left < 8 ? (int)left : 8;
+            for (int64_t j0 = 0; j0 < n; j0 += QJ) {
+                switch (n - j0 < QJ ? n - j0 : QJ) {
+                case 1: x16_half(gq, gs, qx, j0, 1, q8, h, valid, y, w->rows, r); break;
+                case 2: x16_half(gq, gs, qx, j0, 2, q8, h, valid, y, w->rows, r); break;
+                case 3: x16_half(gq, gs, qx, j0, 3, q8, h, valid, y, w->rows, r); break;
+                default: x16_half(gq, gs, qx, j0, 4, q8, h, valid, y, w->rows, r); break;
+                }
+            }
+        }
+    }
+}
+
+static void q8_0_x16_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                          int64_t r1) {
+    x16_rows(w, qx, y, n, r0, r1, true);
+}
+static void q4_0_x16_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                          int64_t r1) {
+    x16_rows(w, qx, y, n, r0, r1, false);
+}
+
 /* ---- float kernels -------------------------------------------------------------------------- */
 
 /* A tile of 4 weight rows x FJ activation rows, one 8-lane f32 accumulator per pair, columns in
@@ -368,5 +462,7 @@ const es_mm_kernels es_mm_avx2 = {
     .bf16 = bf16_rows_avx2,
     .q8_0 = q8_0_rows_avx2,
     .q4_0 = q4_0_rows_avx2,
+    .q8_0_x16 = q8_0_x16_avx2,
+    .q4_0_x16 = q4_0_x16_avx2,
     .quant_row = quant_row_avx2,
 };

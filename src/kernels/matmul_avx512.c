@@ -416,6 +416,125 @@ DEFINE_ROWS(q4_0_rows_vnni, q4_tile, true, QJ)
 DEFINE_ROWS(q8_0_rows_novnni, q8_tile, false, QJ_NOVNNI)
 DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI)
 
+/* ---- int8 kernels on the X16 layout (kernels/repack.h) ------------------------------------- */
+
+/* A group's block is 8 (Q8_0) or 4 (Q4_0) plain 64-byte loads already in the W[k] order of the
+ * kernels above, and its 16 scales one 32-byte load: no shuffles, one linear stream per group.
+ * Without the transposes there is little to amortise per block, so a pass takes at most XJ = 8
+ * activation rows (the 8 weight vectors, 8 sums and 8 accumulators fit in the 32 registers with no
+ * spills) and larger batches make more passes over the group, which is in L2 by then (a group of
+ * 16 rows is at most ~100 KB for the shapes we serve). */
+#define XJ 8
+
+/* y[j][r0..r0+16) for j in [j0, j0+J), one group of an X16 matrix. gq: the group's quants, gs: its
+ * scales. */
+AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
+                 const bool vnni, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+    const int64_t nb = qx->nb;
+    const size_t qb = q8 ? 512 : 256;
+    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80), lo4 = _mm512_set1_epi8(0x0f);
+    const __m512i magic = _mm512_set1_epi32(ES_QX_MAGIC);
+    __m512 acc[XJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *q = gq + (size_t)b * qb;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)b * 32)));
+        const int64_t jb0 = b * qx->n + j0;
+        const int8_t *xb = qx->qs + jb0 * 32;
+        __m512i s[XJ];
+        if (q8) {
+            __m512i W[8], A[8];
+            ES_UNROLL
+            for (int k = 0; k < 8; k++) {
+                W[k] = _mm512_loadu_si512((const void *)(q + 64 * k));
+                if (vnni) W[k] = _mm512_xor_si512(W[k], bias); /* w + 128 as unsigned */
+                else A[k] = _mm512_abs_epi8(W[k]);
+            }
+            ES_UNROLL
+            for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : magic;
+            ES_UNROLL
+            for (int k = 0; k < 8; k++) {
+                const __mmask64 neg = vnni ? 0 : _mm512_movepi8_mask(W[k]);
+                ES_UNROLL
+                for (int j = 0; j < J; j++) {
+                    if (vnni) {
+                        s[j] = dpbusd_bcast(s[j], W[k], xb + j * 32 + 4 * k);
+                    } else {
+                        __m512i xv = bcast32(xb + j * 32 + 4 * k);
+                        xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+                        s[j] = _mm512_add_epi32(s[j], _mm512_madd_epi16(_mm512_maddubs_epi16(A[k], xv), ones));
+                    }
+                }
+            }
+        } else {
+            __m512i L[4], H[4];
+            ES_UNROLL
+            for (int k = 0; k < 4; k++) {
+                const __m512i u = _mm512_loadu_si512((const void *)(q + 64 * k));
+                L[k] = _mm512_and_si512(u, lo4);
+                H[k] = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
+            }
+            ES_UNROLL
+            for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : _mm512_setzero_si512();
+            ES_UNROLL
+            for (int k = 0; k < 4; k++) {
+                ES_UNROLL
+                for (int j = 0; j < J; j++) {
+                    const int8_t *xj = xb + j * 32;
+                    if (vnni) {
+                        s[j] = dpbusd_bcast(s[j], L[k], xj + 4 * k);
+                        s[j] = dpbusd_bcast(s[j], H[k], xj + 16 + 4 * k);
+                    } else {
+                        s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(L[k], bcast32(xj + 4 * k)));
+                        s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(H[k], bcast32(xj + 16 + 4 * k)));
+                    }
+                }
+            }
+            if (!vnni) {
+                ES_UNROLL
+                for (int j = 0; j < J; j++)
+                    s[j] = _mm512_add_epi32(_mm512_madd_epi16(s[j], ones), _mm512_set1_epi32(qx->corr[jb0 + j]));
+            }
+        }
+        ES_UNROLL
+        for (int j = 0; j < J; j++) {
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb0 + j]));
+            acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
+        }
+    }
+    ES_UNROLL
+    for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, mask, acc[j]);
+}
+
+#define X16_CASE(q8, vnni, J_)                                                                                     \
+    case J_: x16_tile(gq, gs, qx, j0, J_, q8, vnni, mask, y, w->rows, r); break;
+
+#define DEFINE_X16_ROWS(name, q8, vnni)                                                                           \
+    static void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,         \
+                     int64_t r1) {                                                                               \
+        const int64_t nb = qx->nb;                                                                               \
+        const size_t gbytes = (size_t)nb * ((q8 ? 512 : 256) + 32);                                             \
+        for (int64_t r = r0; r < r1; r += 16) {                                                                  \
+            const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;                           \
+            const uint8_t *gs = gq + (size_t)nb * (q8 ? 512 : 256);                                              \
+            const int64_t valid = r1 - r < 16 ? r1 - r : 16;                                                     \
+            const __mmask16 mask = (__mmask16)((1u << valid) - 1);                                               \
+            for (int64_t j0 = 0; j0 < n; j0 += XJ) {                                                             \
+                switch (n - j0 < XJ ? n - j0 : XJ) {                                                             \
+                    X16_CASE(q8, vnni, 1) X16_CASE(q8, vnni, 2) X16_CASE(q8, vnni, 3) X16_CASE(q8, vnni, 4)      \
+                    X16_CASE(q8, vnni, 5) X16_CASE(q8, vnni, 6) X16_CASE(q8, vnni, 7)                           \
+                default: x16_tile(gq, gs, qx, j0, XJ, q8, vnni, mask, y, w->rows, r); break;                     \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+
+DEFINE_X16_ROWS(q8_0_x16_vnni, true, true)
+DEFINE_X16_ROWS(q4_0_x16_vnni, false, true)
+DEFINE_X16_ROWS(q8_0_x16_novnni, true, false)
+DEFINE_X16_ROWS(q4_0_x16_novnni, false, false)
+
 /* ---- float kernels -------------------------------------------------------------------------- */
 
 /* A tile of FR weight rows x FJ activation rows, one 16-lane f32 accumulator per pair, columns in
@@ -513,6 +632,8 @@ const es_mm_kernels es_mm_avx512 = {
     .bf16 = bf16_rows_avx512,
     .q8_0 = q8_0_rows_novnni,
     .q4_0 = q4_0_rows_novnni,
+    .q8_0_x16 = q8_0_x16_novnni,
+    .q4_0_x16 = q4_0_x16_novnni,
     .quant_row = quant_row_avx512,
 };
 
@@ -522,5 +643,7 @@ const es_mm_kernels es_mm_avx512_vnni = {
     .bf16 = bf16_rows_avx512,
     .q8_0 = q8_0_rows_vnni,
     .q4_0 = q4_0_rows_vnni,
+    .q8_0_x16 = q8_0_x16_vnni,
+    .q4_0_x16 = q4_0_x16_vnni,
     .quant_row = quant_row_avx512,
 };

@@ -60,8 +60,12 @@ typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int64_t stride, int3
 
 typedef struct es_mm_kernels {
     es_mm_rows_fn f32, f16, bf16, q8_0, q4_0;
+    es_mm_rows_fn q8_0_x16, q4_0_x16; /* the same types in the X16 layout (kernels/repack.h) */
     es_quant_row_fn quant_row;
 } es_mm_kernels;
+
+/* The scalar reference on X16 matrices, Q8_0 and Q4_0 (kernels/repack.c). */
+void es_x16_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 
 /* Per-level kernel tables (constant). es_mm_ref has every entry; in the others a NULL entry falls
  * back to es_mm_ref's (the quant_row entry must be set where any int8 kernel is). */

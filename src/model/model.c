@@ -5,13 +5,58 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "kernels/repack.h"
 #include "util/err.h"
+#include "util/threadpool.h"
 
 es_model_params es_model_default_params(void) {
     es_model_params p;
     memset(&p, 0, sizeof p);
+    const char *e = getenv("EDGESPEC_REPACK");
+    p.no_repack = e && !strcmp(e, "0");
     return p;
+}
+
+/* Repacks every Q8_0 / Q4_0 matrix the forward pass multiplies with (not the embedding table, which
+ * is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
+ * owned by the model; the file's pages of a repacked tensor are released, so memory does not
+ * double. A tied output matrix is copied but its file pages stay (they are the embedding table). */
+/* Repacks one matrix if it pays (see repack_all). */
+static es_status repack_one(es_model *m, es_mat *w, es_threadpool *tp, es_err *err) {
+    if (!es_mat_can_repack(w) || !es_matmul_prefers_x16(w->type)) return ES_OK;
+    const size_t bytes = (es_mat_repacked_size(w) + 63) & ~(size_t)63;
+    void *dst = bytes ? aligned_alloc(64, bytes) : NULL;
+    if (!dst)
+        return es_fail(err, ES_ERR_NOMEM, "out of memory repacking the weights (%zu bytes); EDGESPEC_REPACK=0 keeps the file layout",
+                       bytes);
+    const void *src = w->data;
+    const size_t src_bytes = w->row_bytes * (size_t)w->rows;
+    es_mat_repack(tp, w, dst, w);
+    m->packed[m->n_packed++] = dst;
+    if (src != m->tok_embd.data) es_gguf_release(m->gguf, src, src_bytes);
+    return ES_OK;
+}
+
+/* Repacks every Q8_0 / Q4_0 matrix the forward pass multiplies with (not the embedding table, which
+ * is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
+ * owned by the model; the file's pages of a repacked tensor are released, so memory does not
+ * double. A tied output matrix is copied but its file pages stay (they are the embedding table). */
+static es_status repack_all(es_model *m, es_err *err) {
+    m->packed = calloc(1 + 7 * (size_t)m->hp.n_layer, sizeof *m->packed);
+    if (!m->packed) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    const long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    es_threadpool *tp = NULL;
+    if (nc > 1 && es_threadpool_init(nc > 8 ? 8 : (int)nc, &tp, err) != ES_OK) tp = NULL; /* then on this thread */
+    es_status st = repack_one(m, &m->output, tp, err);
+    for (int il = 0; il < m->hp.n_layer && st == ES_OK; il++) {
+        es_layer *L = &m->layers[il];
+        es_mat *ls[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (int k = 0; k < 7 && st == ES_OK; k++) st = repack_one(m, ls[k], tp, err);
+    }
+    es_threadpool_free(tp);
+    return st;
 }
 
 /* Looks up a tensor, checks it is 2-D [cols, rows] in a supported type and fills the view. */
@@ -133,8 +178,10 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
         VEC(bv, "attn_v.bias", kvd, hp->qkv_bias)
 #undef MAT
 #undef VEC
-        report(params, 0.1 + 0.9 * (il + 1) / hp->n_layer);
+        report(params, 0.1 + 0.8 * (il + 1) / hp->n_layer);
     }
+    if (!(params && params->no_repack) && (st = repack_all(m, err)) != ES_OK) goto fail;
+    report(params, 1.0);
     *out = m;
     return ES_OK;
 fail:
@@ -147,6 +194,8 @@ void es_model_free(es_model *m) {
     if (!m) return;
     free(m->layers);
     free(m->owned);
+    for (int i = 0; i < m->n_packed; i++) free(m->packed[i]);
+    free(m->packed);
     es_tokenizer_free(m->tok);
     es_gguf_free(m->gguf);
     free(m);

@@ -1,4 +1,5 @@
-/* model.h — the loaded model: hyper-parameters plus typed views into the memory-mapped GGUF. */
+/* model.h — the loaded model: hyper-parameters plus typed views into the memory-mapped GGUF (or
+ * into X16 copies of its Q8_0 / Q4_0 matrices, kernels/repack.h). */
 #ifndef ES_MODEL_MODEL_H
 #define ES_MODEL_MODEL_H
 
@@ -29,6 +30,8 @@ struct es_model {
     es_mat output;                 /* (n_vocab, n_embd); a copy of tok_embd's view when tied */
     es_layer *layers;              /* [n_layer] */
     float *owned;                  /* f32 copies of small vectors stored in other types */
+    void **packed;                 /* X16 copies of matrices (kernels/repack.h) */
+    int n_packed;
     uint64_t weight_bytes;         /* bytes of matrices read per decode step */
     char name[128];
 };
