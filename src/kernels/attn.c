@@ -74,6 +74,10 @@ static void f16_to_f32_ref(const uint16_t *src, float *dst, int n) {
     for (int i = 0; i < n; i++) dst[i] = es_fp16_to_fp32(src[i]);
 }
 
+static void q8_to_f32_ref(float d, const int8_t *qs, float *dst) {
+    for (int t = 0; t < ES_QK; t++) dst[t] = d * (float)qs[t];
+}
+
 /* Four independent partial sums: without -ffast-math the compiler keeps a single chain otherwise. */
 static float dot_ref(const float *a, const float *b, int n) {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -113,7 +117,7 @@ static void silu_mul_ref(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] * (1.0f / (1.0f + expf(-g[i]))) * u[i];
 }
 
-static const es_attn_ops ops_ref = {f16_to_f32_ref, dots_ref, axpys_ref, exp_sum_ref, silu_mul_ref};
+static const es_attn_ops ops_ref = {f16_to_f32_ref, q8_to_f32_ref, dots_ref, axpys_ref, exp_sum_ref, silu_mul_ref};
 
 static const es_attn_ops *ops_for(int hd) {
 #if defined(__x86_64__)
@@ -144,10 +148,7 @@ static inline const float *row_f32(const es_attn_ops *ops, es_kv_type type, cons
         return buf;
     case ES_KV_Q8_0: {
         const es_block_q8_0 *b = (const es_block_q8_0 *)row + off / ES_QK;
-        for (int j = 0; j < hd; j += ES_QK, b++) {
-            const float d = es_fp16_to_fp32(b->d);
-            for (int t = 0; t < ES_QK; t++) buf[j + t] = d * (float)b->qs[t];
-        }
+        for (int j = 0; j < hd; j += ES_QK, b++) ops->q8_to_f32(es_fp16_to_fp32(b->d), b->qs, buf + j);
         return buf;
     }
     }

@@ -40,6 +40,14 @@ static void f16_to_f32_avx2(const uint16_t *src, float *dst, int n) {
     for (int i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
 }
 
+static void q8_to_f32_avx2(float d, const int8_t *qs, float *dst) {
+    const __m256 vd = _mm256_set1_ps(d);
+    for (int i = 0; i < 32; i += 8) {
+        const __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + i)));
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(w)));
+    }
+}
+
 static void dots_avx2(const float *q, int n_q, int hd, const float *k, float scale, float *s, int stride) {
     for (int h = 0; h < n_q; h++) {
         const float *qh = q + (size_t)h * hd;
@@ -91,4 +99,4 @@ static void silu_mul_avx2(float *g, const float *u, int64_t n) {
     for (; i < n; i++) g[i] = g[i] * (1.0f / (1.0f + expf(-g[i]))) * u[i];
 }
 
-const es_attn_ops es_attn_ops_avx2 = {f16_to_f32_avx2, dots_avx2, axpys_avx2, exp_sum_avx2, silu_mul_avx2};
+const es_attn_ops es_attn_ops_avx2 = {f16_to_f32_avx2, q8_to_f32_avx2, dots_avx2, axpys_avx2, exp_sum_avx2, silu_mul_avx2};

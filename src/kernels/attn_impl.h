@@ -9,6 +9,8 @@
 typedef struct es_attn_ops {
     /* dst[0..n) = f16 src (n a multiple of 8) */
     void (*f16_to_f32)(const uint16_t *src, float *dst, int n);
+    /* dst[0..32) = d * qs[0..32) (one q8_0 block) */
+    void (*q8_to_f32)(float d, const int8_t *qs, float *dst);
     /* s[h * stride] = scale * dot(q + h*hd, k, hd) for h < n_q (hd a multiple of 8) */
     void (*dots)(const float *q, int n_q, int hd, const float *k, float scale, float *s, int stride);
     /* o[h*hd + j] += p[h * stride] * v[j] for h < n_q, j < hd */
