@@ -113,6 +113,15 @@ uint64_t es_tokenizer_fingerprint(const es_tokenizer *tok);
 
 typedef struct es_ctx es_ctx;
 
+/* Element type of the KV cache rows. F16 (the default) halves the memory of F32 with a logit error
+ * far below what changes a greedy choice except at near-ties; Q8_0 (int8 with one fp16 scale per 32
+ * values, as GGUF Q8_0) quarters it and needs n_head_kv * head_dim and head_dim multiples of 32. */
+typedef enum es_kv_type {
+    ES_KV_F16 = 0,
+    ES_KV_F32 = 1,
+    ES_KV_Q8_0 = 2,
+} es_kv_type;
+
 typedef struct es_ctx_params {
     int n_threads;        /* compute threads (>= 1) */
     int n_ctx;            /* max positions per sequence (0: the model's training context) */
@@ -121,6 +130,7 @@ typedef struct es_ctx_params {
     int kv_block_size;    /* tokens per KV page (default 16) */
     int64_t kv_blocks;    /* pages in the pool (0: enough for n_seq_max full sequences) */
     int n_logits_max;     /* max rows of logits one es_decode may ask for (0: n_batch_max) */
+    es_kv_type kv_type;   /* element type of the cached K / V rows (default ES_KV_F16) */
 } es_ctx_params;
 
 es_ctx_params es_ctx_default_params(void);
@@ -167,6 +177,10 @@ es_status es_seq_truncate(es_ctx *ctx, int seq, int len, es_err *err);
 es_status es_seq_keep(es_ctx *ctx, int seq, int base, const int32_t *slots, int n, es_err *err);
 int64_t es_ctx_kv_blocks_used(const es_ctx *ctx);
 int64_t es_ctx_kv_blocks_total(const es_ctx *ctx);
+/* Bytes of KV cache one token (one slot) takes for `model` with rows of `type`: K and V of every
+ * layer (2 * n_layer * n_head_kv * head_dim * bytes per element; q8_0: 34 bytes per 32 elements).
+ * 0 if the model's shape does not allow the type. */
+int64_t es_ctx_kv_bytes_per_token(const es_model *model, es_kv_type type);
 const es_model *es_ctx_model(const es_ctx *ctx);
 
 /* ---- sampling ---------------------------------------------------------------------------------- */

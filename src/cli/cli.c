@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kernels/attn.h"
+
 bool cli_parse_long(const char *s, long lo, long hi, long *out) {
     if (!s || !*s) return false;
     errno = 0;
@@ -36,6 +38,13 @@ bool cli_parse_float(const char *s, double lo, double hi, double *out) {
     double v = strtod(s, &end);
     if (errno || *end || !isfinite(v) || v < lo || v > hi) return false;
     *out = v;
+    return true;
+}
+
+bool cli_parse_kv_type(const char *s, es_kv_type *out) {
+    const int t = es_kv_type_from_name(s);
+    if (t < 0) return false;
+    *out = (es_kv_type)t;
     return true;
 }
 

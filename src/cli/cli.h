@@ -23,6 +23,8 @@ int bench_serve(int argc, char **argv);
 bool cli_parse_long(const char *s, long lo, long hi, long *out);
 bool cli_parse_u64(const char *s, uint64_t *out);
 bool cli_parse_float(const char *s, double lo, double hi, double *out);
+/* --kv-type: "f32", "f16" or "q8_0". */
+bool cli_parse_kv_type(const char *s, es_kv_type *out);
 
 /* Prints "edgespec <cmd>: <message>" on stderr; returns 1 (or 2 for usage errors via cli_usage_error). */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

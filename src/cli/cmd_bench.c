@@ -9,16 +9,17 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "kernels/attn.h"
 #include "spec/spec.h"
 #include "util/membw.h"
 
 static const char *k_usage_model =
     "edgespec bench [model] -m MODEL.gguf [--threads N] [--n-prompt N] [--n-gen N] [--ks 1,2,4,8,16,32,64]\n"
-    "               [--reps R] [--bw-mib M] [--json]";
+    "               [--reps R] [--bw-mib M] [--kv-type f32|f16|q8_0] [--json]";
 static const char *k_usage_spec =
     "edgespec bench spec -m TARGET.gguf --draft D1.gguf[,D2.gguf...] [--threads N] [--n-gen N] [--prompts FILE]\n"
     "               [--n-prompts N] [--draft-max K] [--tree-budget N --tree-depth N --tree-width N]\n"
-    "               [--synthetic A1[,A2...]] [--json]";
+    "               [--synthetic A1[,A2...]] [--kv-type f32|f16|q8_0] [--json]";
 
 static int parse_list(const char *s, int *out, int cap) {
     int n = 0;
@@ -61,6 +62,7 @@ static int bench_model(int argc, char **argv) {
     int threads = nc > 0 ? (int)nc : 1, n_prompt = 128, n_gen = 32, reps = 5, bw_mib = 512;
     int ks[16] = {1, 2, 4, 8, 16, 32, 64}, nk = 7;
     bool json = false;
+    es_kv_type kv_type = ES_KV_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
@@ -75,6 +77,7 @@ static int bench_model(int argc, char **argv) {
         else if (!strcmp(a, "--reps")) { if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error("bench", k_usage_model, "bad --reps '%s'", v); reps = (int)lv; }
         else if (!strcmp(a, "--bw-mib")) { if (!cli_parse_long(v, 0, 65536, &lv)) return cli_usage_error("bench", k_usage_model, "bad --bw-mib '%s'", v); bw_mib = (int)lv; }
         else if (!strcmp(a, "--ks")) { if ((nk = parse_list(v, ks, 16)) <= 0) return cli_usage_error("bench", k_usage_model, "bad --ks '%s'", v); }
+        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &kv_type)) return cli_usage_error("bench", k_usage_model, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
         else return cli_usage_error("bench", k_usage_model, "unknown option '%s'", a);
     }
     if (!model_path) return cli_usage_error("bench", k_usage_model, "a model is required (-m MODEL.gguf)");
@@ -90,6 +93,7 @@ static int bench_model(int argc, char **argv) {
     cp.n_batch_max = n_prompt > kmax ? n_prompt : kmax;
     cp.n_logits_max = 1;
     cp.n_ctx = n_prompt + n_gen + kmax + 8;
+    cp.kv_type = kv_type;
     if (cp.n_ctx > es_model_n_ctx_train(m) && es_model_n_ctx_train(m) >= n_prompt + kmax + 8) cp.n_ctx = es_model_n_ctx_train(m);
     es_ctx *c = NULL;
     if (es_ctx_init(m, &cp, &c, &err) != ES_OK) { es_model_free(m); return cli_error("bench", "%s", err.msg); }
@@ -133,6 +137,8 @@ static int bench_model(int argc, char **argv) {
         cJSON_AddStringToObject(j, "model", model_path);
         cJSON_AddStringToObject(j, "model_desc", desc);
         cJSON_AddNumberToObject(j, "threads", threads);
+        cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(kv_type));
+        cJSON_AddNumberToObject(j, "kv_bytes_per_token", (double)es_ctx_kv_bytes_per_token(m, kv_type));
         cJSON_AddNumberToObject(j, "weight_bytes_per_token", bytes);
         cJSON_AddNumberToObject(j, "memory_bandwidth_gbs", bw);
         cJSON_AddNumberToObject(j, "decode_tokens_per_second", dec_tps);
@@ -156,6 +162,7 @@ static int bench_model(int argc, char **argv) {
         cJSON_Delete(j);
     } else {
         printf("model      %s\n           %s\nthreads    %d\n", model_path, desc, threads);
+        printf("kv cache   %s, %lld bytes per token\n", es_kv_type_name(kv_type), (long long)es_ctx_kv_bytes_per_token(m, kv_type));
         printf("bandwidth  %.1f GB/s read -> decode bound %.1f tok/s (%.1f MB per token)\n", bw, bound, bytes / 1e6);
         printf("decode     %.2f tok/s (%.0f%% of the bound)\n", dec_tps, bound > 0 ? 100 * dec_tps / bound : 0);
         printf("prefill    %.2f tok/s (%d tokens)\n", pf_tps, n_prompt);
@@ -181,13 +188,14 @@ typedef struct spec_result {
     long tokens, rounds, drafted, accepted;
 } spec_result;
 
-static int run_case(es_model *target, es_model *draft, const spec_case *sc, int threads, int n_gen, int32_t **prompts,
+static int run_case(es_model *target, es_model *draft, const spec_case *sc, int threads, es_kv_type kv_type, int n_gen, int32_t **prompts,
                     const int *np, int n_prompts, int draft_max, int tb, int td, int tw, spec_result *res) {
     memset(res, 0, sizeof *res);
     es_err err = {{0}};
     es_ctx_params cp = es_ctx_default_params();
     cp.n_threads = threads;
     cp.n_batch_max = ES_SPEC_MAX_NODES + 1;
+    cp.kv_type = kv_type;
     es_ctx *tc = NULL, *dc = NULL;
     if (es_ctx_init(target, &cp, &tc, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
     es_model *dm = draft ? draft : target;
@@ -260,6 +268,7 @@ static int bench_spec(int argc, char **argv) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = nc > 0 ? (int)nc : 1, n_gen = 128, n_prompts = 8, draft_max = 8, tb = 8, td = 8, tw = 4;
     bool json = false;
+    es_kv_type kv_type = ES_KV_F16;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
@@ -272,6 +281,7 @@ static int bench_spec(int argc, char **argv) {
         else if (!strcmp(a, "--draft")) drafts_arg = v;
         else if (!strcmp(a, "--prompts")) prompts_path = v;
         else if (!strcmp(a, "--synthetic")) alphas_arg = v;
+        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &kv_type)) return cli_usage_error("bench", k_usage_spec, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
         INTOPT("--threads", threads, 1, 512)
         INTOPT("-t", threads, 1, 512)
         INTOPT("--n-gen", n_gen, 1, 100000)
@@ -331,7 +341,7 @@ static int bench_spec(int argc, char **argv) {
     cJSON *rows = cJSON_CreateArray();
     spec_result base;
     spec_case none = {NULL, ES_DRAFT_CHAIN, -1};
-    run_case(target, NULL, &none, threads, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &base);
+    run_case(target, NULL, &none, threads, kv_type, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &base);
     const double base_tps = base.tokens / base.seconds;
     if (!json) printf("%-40s %-6s %-6s %8s %8s %8s %8s\n", "draft", "mode", "alpha", "tok/s", "speedup", "acc.len", "E_k");
     if (!json) printf("%-40s %-6s %-6s %8.2f %8.2f %8s %8s\n", "(target only)", "-", "-", base_tps, 1.0, "1.00", "-");
@@ -351,7 +361,7 @@ static int bench_spec(int argc, char **argv) {
             for (int mode = 0; mode < (na ? 1 : 2); mode++) {
                 spec_case sc = {dnames[di], (es_draft_mode)mode, na ? alphas[ai] : -1};
                 spec_result r;
-                run_case(target, dm, &sc, threads, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &r);
+                run_case(target, dm, &sc, threads, kv_type, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &r);
                 const double tps = r.tokens / r.seconds, al = r.rounds ? 1.0 + (double)r.accepted / r.rounds : 0;
                 const double alpha = na ? alphas[ai] : (r.drafted ? (double)r.accepted / r.drafted : 0);
                 const int k = draft_max;
@@ -381,6 +391,7 @@ static int bench_spec(int argc, char **argv) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "target", target_path);
         cJSON_AddNumberToObject(j, "threads", threads);
+        cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(kv_type));
         cJSON_AddNumberToObject(j, "n_gen", n_gen);
         cJSON_AddNumberToObject(j, "n_prompts", n_prompts);
         cJSON_AddNumberToObject(j, "draft_max", draft_max);

@@ -21,6 +21,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli/cli.h"
+#include "kernels/attn.h"
 #include "edge/edge.h"
 #include "server/server.h"
 
@@ -30,7 +31,7 @@ static const char *k_usage_serve =
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
-    "               [--batch-window-ms MS] [--knee-tokens N]\n"
+    "               [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S] [--json]";
 
 enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_COUNT };
@@ -43,6 +44,7 @@ typedef struct bs_opts {
     int n_gen, prompts_per_client, threads, draft_max, tree_budget, tree_depth, tree_width, max_batch_tokens;
     double rtt_ms, bandwidth_kbps, temp, server_cost_h, edge_cost_h, batch_window_ms;
     int knee_tokens;
+    es_kv_type kv_type;  /* the server's KV cache (edge drafts keep the default) */
     const char *accept, *spec;
     uint64_t seed;
     bool json;
@@ -186,6 +188,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
     sp.sched.max_sessions = n_clients + 4;
     if (o->max_batch_tokens > 0) sp.sched.max_batch_tokens = o->max_batch_tokens;
     sp.sched.batch_window_ms = o->batch_window_ms;
+    sp.sched.kv_type = o->kv_type;
     if (o->knee_tokens) sp.sched.knee_tokens = o->knee_tokens;
     if (mode == MODE_SERVER_SPEC) {
         sp.sched.draft = server_draft;
@@ -354,6 +357,7 @@ int bench_serve(int argc, char **argv) {
     o.prompts_per_client = 1;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o.threads = nc > 0 ? (int)nc : 1;
+    o.kv_type = ES_KV_F16;
     o.draft_max = 8;
     o.tree_budget = 8;
     o.tree_depth = 8;
@@ -384,6 +388,8 @@ int bench_serve(int argc, char **argv) {
         else if (!strcmp(a, "--accept")) {
             if (es_accept_rule_parse(v) < 0 || !strcmp(v, "synthetic")) return cli_usage_error("bench", k_usage_serve, "bad --accept '%s'", v);
             o.accept = v;
+        } else if (!strcmp(a, "--kv-type")) {
+            if (!cli_parse_kv_type(v, &o.kv_type)) return cli_usage_error("bench", k_usage_serve, "bad --kv-type '%s' (f32, f16 or q8_0)", v);
         } else if (!strcmp(a, "--spec")) {
             if (strcmp(v, "chain") && strcmp(v, "tree")) return cli_usage_error("bench", k_usage_serve, "bad --spec '%s'", v);
             o.spec = v;
@@ -460,6 +466,7 @@ int bench_serve(int argc, char **argv) {
     if (need_draft) cJSON_AddStringToObject(root, "draft", o.draft_path);
     if (need_server_draft) cJSON_AddStringToObject(root, "server_draft", o.server_draft_path);
     cJSON_AddNumberToObject(root, "server_threads", o.threads);
+    cJSON_AddStringToObject(root, "kv_type", es_kv_type_name(o.kv_type));
     cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
     cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);

@@ -61,6 +61,7 @@ static void print_help(void) {
            "  --api-key K               the server's key, if it asks for one\n"
            "  -t, --threads N           draft compute threads (default: number of cores)\n"
            "  -c, --ctx N               draft context length (default: the model's)\n"
+           "  --kv-type f32|f16|q8_0    the draft's KV cache element type (default f16)\n"
            "  --no-bos                  do not prepend BOS\n"
            "  --json                    print one JSON object with text, tokens, timings, spec and wire stats\n\n"
            "Local API: with --listen HOST:PORT (e.g. 127.0.0.1:8081) the edge serves the OpenAI-compatible API\n"
@@ -308,6 +309,7 @@ static es_edge_params edge_params(const edge_opts *o, const es_model *draft) {
     p.adapt_to_server = o->hints;
     p.n_threads = o->r.n_threads;
     p.n_ctx = o->r.n_ctx;
+    p.kv_type = o->r.kv_type;
     p.emulate_rtt_ms = o->rtt_ms;
     p.emulate_bandwidth_kbps = o->kbps;
     p.api_key = o->api_key;

@@ -13,7 +13,7 @@
 static const char *k_usage =
     "edgespec run -m MODEL.gguf (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P]\n"
     "             [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--threads N]\n"
-    "             [--ctx N] [--batch N] [--no-bos] [--json]\n"
+    "             [--ctx N] [--batch N] [--kv-type f32|f16|q8_0] [--no-bos] [--json]\n"
     "             [--draft DRAFT.gguf [--spec chain|tree] [--accept greedy|match|rejection] [--draft-max K] ...]";
 
 static void print_help(void) {
@@ -34,6 +34,9 @@ static void print_help(void) {
            "  -t, --threads N        compute threads (default: number of cores)\n"
            "  -c, --ctx N            context length (default: the model's)\n"
            "  -b, --batch N          prefill chunk size (default 512)\n"
+           "  --kv-type TYPE         KV cache element type: f32, f16 (default) or q8_0 (per 32 values an\n"
+           "                         int8 each and an fp16 scale); memory per token is\n"
+           "                         2 x layers x n_head_kv x head_dim x 4, 2 or 34/32 bytes\n"
            "  --no-bos               do not prepend BOS\n"
            "  --json                 print one JSON object with tokens, text and timings\n"
            "  --draft FILE           speculative decoding with this draft model (see `edgespec run --help-spec`)\n",

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "kernels/attn.h"
 #include "net/proto.h"
 #include "server/chat.h"
 #include "server/http.h"
@@ -28,7 +29,7 @@
 static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
-    "               [--kv-memory SIZE] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
+    "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback] [--http-no-spec]";
@@ -56,6 +57,8 @@ static void print_help(void) {
            "  --kv-memory SIZE         KV cache budget shared by all sessions: bytes, or with a suffix\n"
            "                           K, M, G (powers of 1024; e.g. 512M, 2G); default: enough for\n"
            "                           --max-sessions full contexts. A session that does not fit is busy.\n"
+           "  --kv-type f32|f16|q8_0   KV cache element type (default f16; q8_0: 34 bytes per 32 values);\n"
+           "                           --kv-memory is divided by the real bytes per token of this type\n"
            "  --batch-window-ms MS     wait up to MS for the edges' next trees to batch them (default 20)\n"
            "  --max-frame BYTES        largest frame payload accepted (default 1M; suffixes as above)\n"
            "  --idle-timeout S         close connections silent for S seconds (default 300; 0 = never)\n"
@@ -171,7 +174,8 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
                 (long long)st->http.disconnects, (long long)st->http.prompt_tokens, (long long)st->http.completion_tokens);
 }
 
-static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port) {
+static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port,
+                             es_kv_type kv_type) {
     const es_sched_stats *k = &st->sched;
     double active = k->busy_seconds + k->idle_seconds;
     cJSON *o = cJSON_CreateObject();
@@ -207,6 +211,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "protocol_errors", (double)st->protocol_errors);
     cJSON_AddNumberToObject(o, "kv_blocks_total", (double)k->kv_blocks_total);
     cJSON_AddNumberToObject(o, "kv_bytes_per_block", (double)k->kv_bytes_per_block);
+    cJSON_AddStringToObject(o, "kv_type", es_kv_type_name(kv_type));
     cJSON *h = cJSON_AddObjectToObject(o, "http");
     if (h) {
         cJSON_AddNumberToObject(h, "requests", (double)st->http.requests);
@@ -285,6 +290,10 @@ int cmd_serve(int argc, char **argv) {
             if (!parse_size(v, 1, 1ull << 50, &uv))
                 return cli_usage_error("serve", k_usage, "--kv-memory must be a size such as 536870912, 512M or 2G, got '%s'", v);
             sp.sched.kv_memory_bytes = (int64_t)uv;
+        } else if (!strcmp(a, "--kv-type")) {
+            NEED_VALUE();
+            if (!cli_parse_kv_type(v, &sp.sched.kv_type))
+                return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
         } else if (!strcmp(a, "--batch-window-ms")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 10000, &dv)) return cli_usage_error("serve", k_usage, "--batch-window-ms must be in 0..10000, got '%s'", v);
@@ -452,7 +461,7 @@ int cmd_serve(int argc, char **argv) {
     es_server_free(srv);
     srv = NULL;
     double uptime = cli_now() - t0;
-    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used);
+    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type);
     else print_stats_human(&st, uptime);
     rc = 0;
 done:

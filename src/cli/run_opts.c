@@ -34,6 +34,7 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o->n_threads = nc > 0 ? (int)nc : 1;
     o->n_batch = 512;
+    o->kv_type = ES_KV_F16;
     o->add_bos = true;
     o->sp = es_sampler_default_params();
     o->sp.temperature = 0.0f;
@@ -82,6 +83,9 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 1 << 24, &lv)) return cli_usage_error(cmd, usage, "--ctx must be a positive integer, got '%s'", v);
             o->n_ctx = (int)lv;
+        } else if (!strcmp(a, "--kv-type")) {
+            NEED_VALUE();
+            if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error(cmd, usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error(cmd, usage, "--batch must be in 1..8192, got '%s'", v);

@@ -14,6 +14,7 @@ typedef struct es_run_opts {
     int n_threads;
     int n_ctx;
     int n_batch;
+    es_kv_type kv_type;      /* --kv-type (default f16) */
     bool add_bos;
     bool json;
     es_sampler_params sp;

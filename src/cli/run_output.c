@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "kernels/attn.h"
 
 int es_run_tokenize(const es_tokenizer *tok, const es_run_opts *o, es_run_prompt *out) {
     es_err err = {{0}};
@@ -80,6 +81,7 @@ void es_run_output_finish(es_run_output *out, const int32_t *gen, int n_gen, con
         cJSON_AddNumberToObject(j, "prefill_tokens_per_second", pf);
         cJSON_AddNumberToObject(j, "decode_tokens_per_second", dc);
         cJSON_AddNumberToObject(j, "threads", out->o->n_threads);
+        cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(out->o->kv_type));
         cJSON_AddNumberToObject(j, "temperature", out->o->sp.temperature);
         cJSON_AddNumberToObject(j, "seed", (double)out->o->sp.seed);
         if (extra) cJSON_AddItemToObject(j, "spec", extra);

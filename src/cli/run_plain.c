@@ -27,6 +27,7 @@ int es_run_plain(es_run_opts *o) {
     cp.n_threads = o->n_threads;
     cp.n_ctx = o->n_ctx;
     cp.n_batch_max = o->n_batch;
+    cp.kv_type = o->kv_type;
     cp.n_logits_max = 1;
     if (es_ctx_init(model, &cp, &ctx, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
     const int n_ctx = o->n_ctx > 0 ? o->n_ctx : es_model_n_ctx_train(model);

@@ -37,6 +37,7 @@ static es_ctx *make_ctx(es_model *m, const es_run_opts *o) {
     cp.n_threads = o->n_threads;
     cp.n_ctx = o->n_ctx;
     cp.n_batch_max = ES_SPEC_MAX_NODES + 1;
+    cp.kv_type = o->kv_type;
     es_ctx *c = NULL;
     es_err err = {{0}};
     if (es_ctx_init(m, &cp, &c, &err) != ES_OK) cli_error("run", "%s", err.msg);

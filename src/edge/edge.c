@@ -605,6 +605,7 @@ es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
         cp.n_ctx = p->n_ctx > 0 ? p->n_ctx : 0;
         cp.n_seq_max = 1;
         cp.n_batch_max = ES_SPEC_MAX_NODES + 1;
+        cp.kv_type = p->kv_type;
         if ((s = es_ctx_init(p->draft, &cp, &e->dctx, err)) != ES_OK || (s = es_seq_open(e->dctx, &e->dseq, err)) != ES_OK) {
             es_edge_free(e);
             return s;

@@ -42,6 +42,7 @@ typedef struct es_edge_params {
     bool adapt_to_server;           /* follow the server's suggested_budget hints (default true) */
     int n_threads;                  /* draft compute threads (default 1) */
     int n_ctx;                      /* 0: the draft model's context, capped by the server's */
+    es_kv_type kv_type;             /* the draft context's KV cache rows (default ES_KV_F16) */
     double emulate_rtt_ms;          /* 0: off */
     double emulate_bandwidth_kbps;  /* 0: off */
     const char *api_key;

@@ -8,9 +8,11 @@
  *
  * All scratch is allocated in es_ctx_init from the batch limits; es_decode never allocates. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "kernels/matmul.h"
 #include "model/ctx.h"
 #include "model/kv.h"
@@ -20,6 +22,9 @@
 
 /* How deep a branch of not-yet-compacted tree slots in the cache may be below the sequence's chain. */
 #define ES_MAX_CACHED_TREE_DEPTH 256
+/* Batches of at least this many rows run the elementwise steps (norms, RoPE, SwiGLU) on the thread
+ * pool; smaller ones run them on the calling thread (a parallel region costs a few microseconds). */
+#define ES_EW_PAR_ROWS 4
 
 struct es_ctx {
     const es_model *model;
@@ -47,8 +52,9 @@ struct es_ctx {
     float *k, *v;         /* (n, kv_dim) */
     float *hb, *hb2;      /* (n, n_ff) */
     float *tmp;           /* (n, n_embd) projection output before the residual add */
-    float *att;           /* (n_threads, n_ctx + n_batch_max) attention scores */
-    float *rope_cos, *rope_sin; /* (n, rope_dim/2) */
+    float *att;           /* (n_threads, att_floats) attention kernel scratch */
+    size_t att_floats;
+    float *rope_cos, *rope_sin; /* (n, rope_dim/2) of the batch's positions */
     float *inv_freq;      /* (rope_dim/2) */
     float *logits;        /* (n_logits_max, n_vocab) */
     float *xl;            /* (n_logits_max, n_embd) final-normed rows that want logits */
@@ -64,6 +70,7 @@ es_ctx_params es_ctx_default_params(void) {
     p.n_seq_max = 1;
     p.n_batch_max = 512;
     p.kv_block_size = 16;
+    p.kv_type = ES_KV_F16;
     return p;
 }
 
@@ -105,7 +112,14 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->p = p;
     es_status st;
     const int kv_dim = hp->n_head_kv * hp->head_dim;
-    if ((st = es_kv_init(hp->n_layer, kv_dim, p.kv_block_size, p.kv_blocks, p.n_seq_max, p.n_ctx, &c->kv, err)) != ES_OK ||
+    if (p.kv_type == ES_KV_Q8_0 && (hp->head_dim % 32 || kv_dim % 32)) {
+        es_ctx_free(c);
+        return es_fail(err, ES_ERR_UNSUPPORTED,
+                       "a q8_0 KV cache needs head_dim and n_head_kv * head_dim multiples of 32 (this model: %d and %d); "
+                       "use f16 or f32", hp->head_dim, kv_dim);
+    }
+    if ((st = es_kv_init(hp->n_layer, kv_dim, p.kv_block_size, p.kv_blocks, p.n_seq_max, p.n_ctx, p.kv_type, &c->kv,
+                         err)) != ES_OK ||
         (st = es_threadpool_init(p.n_threads, &c->tp, err)) != ES_OK) {
         es_ctx_free(c);
         return st;
@@ -135,7 +149,8 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->hb = falloc(n * (size_t)hp->n_ff, &ok);
     c->hb2 = falloc(n * (size_t)hp->n_ff, &ok);
     c->tmp = falloc(n * d, &ok);
-    c->att = falloc((size_t)p.n_threads * ((size_t)p.n_ctx + n), &ok);
+    c->att_floats = es_attn_scratch_floats(hp->n_head / hp->n_head_kv, hp->head_dim, p.kv_block_size);
+    c->att = falloc((size_t)p.n_threads * c->att_floats, &ok);
     c->rope_cos = falloc(n * (size_t)hp->rope_dim / 2, &ok);
     c->rope_sin = falloc(n * (size_t)hp->rope_dim / 2, &ok);
     c->inv_freq = falloc((size_t)hp->rope_dim / 2, &ok);
@@ -162,13 +177,18 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
 
 /* ---- elementwise helpers ---------------------------------------------------------------------- */
 
+/* o = w ⊙ x / sqrt(mean(x²) + eps). Eight partial sums so the reduction is not one serial chain. */
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
-    float ss = 0.0f;
-    for (int j = 0; j < n; j++) ss += x[j] * x[j];
+    float acc[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; u++) acc[u] += x[j + u] * x[j + u];
+    float ss = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; j++) ss += x[j] * x[j];
     ss /= (float)n;
     ss += eps;
     ss = 1.0f / sqrtf(ss);
-    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
+    for (int k = 0; k < n; k++) o[k] = w[k] * (ss * x[k]);
 }
 
 /* Rotates each head's first rope_dim dims: consecutive pairs (2i, 2i+1) for llama, halves
@@ -186,6 +206,88 @@ static void rope(float *vec, int n_heads, int head_dim, int rope_dim, bool neox,
     }
 }
 
+/* One parallel region of the elementwise work of a layer, split by batch rows (or by elements for
+ * the SwiGLU gate). */
+typedef enum { EW_NORM, EW_QKV, EW_SWIGLU, EW_FINAL } ew_kind;
+
+typedef struct {
+    es_ctx *c;
+    const es_batch *b;
+    const es_layer *L;
+    const float *norm;   /* EW_NORM / EW_FINAL: the norm weights */
+    int layer, n;
+    ew_kind kind;
+    bool add;            /* EW_NORM: x += tmp first (the previous projection's residual) */
+} ew_task;
+
+static void ew_worker(void *ud, int ith, int nth) {
+    ew_task *t = ud;
+    es_ctx *c = t->c;
+    const es_hparams *hp = &c->model->hp;
+    const int d = hp->n_embd, hd = hp->head_dim, half = hp->rope_dim / 2;
+    const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    int64_t lo, hi;
+    switch (t->kind) {
+    case EW_NORM:
+        es_split_range(t->n, ith, nth, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++) {
+            float *x = c->x + (size_t)i * d;
+            if (t->add) {
+                const float *y = c->tmp + (size_t)i * d;
+                for (int j = 0; j < d; j++) x[j] += y[j];
+            }
+            rmsnorm(c->xb + (size_t)i * d, x, t->norm, d, hp->rms_eps);
+        }
+        break;
+    case EW_FINAL: /* the last residual add and the output norm, only for rows that want logits */
+        es_split_range(c->n_out, ith, nth, &lo, &hi);
+        for (int64_t r = lo; r < hi; r++) {
+            float *x = c->x + (size_t)c->out_idx[r] * d;
+            const float *y = c->tmp + (size_t)c->out_idx[r] * d;
+            for (int j = 0; j < d; j++) x[j] += y[j];
+            rmsnorm(c->xl + (size_t)r * d, x, t->norm, d, hp->rms_eps);
+        }
+        break;
+    case EW_QKV: {
+        const es_layer *L = t->L;
+        es_split_range(t->n, ith, nth, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++) {
+            float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
+            if (t->layer == 0)
+                for (int j = 0; j < half; j++) {
+                    const float val = (float)t->b->pos[i] * c->inv_freq[j];
+                    cs[j] = cosf(val);
+                    sn[j] = sinf(val);
+                }
+            float *q = c->q + (size_t)i * qd, *k = c->k + (size_t)i * kvd, *v = c->v + (size_t)i * kvd;
+            if (L->bq) for (int j = 0; j < qd; j++) q[j] += L->bq[j];
+            if (L->bk) for (int j = 0; j < kvd; j++) k[j] += L->bk[j];
+            if (L->bv) for (int j = 0; j < kvd; j++) v[j] += L->bv[j];
+            rope(q, hp->n_head, hd, hp->rope_dim, hp->rope_neox, cs, sn);
+            rope(k, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, cs, sn);
+            es_kv_store(c->kv, t->b->seq[i], t->layer, c->slot[i], k, v);
+        }
+        break;
+    }
+    case EW_SWIGLU: {
+        /* items: 64-column pieces of every row, so each element is computed the same way (vector lane
+         * or scalar tail) whatever the batch size and thread count */
+        const int ff = hp->n_ff, per_row = (ff + 63) / 64;
+        es_split_range((int64_t)t->n * per_row, ith, nth, &lo, &hi);
+        for (int64_t u = lo; u < hi; u++) {
+            const int64_t i = u / per_row;
+            const int j0 = (int)(u % per_row) * 64, len = ff - j0 < 64 ? ff - j0 : 64;
+            es_vec_silu_mul(c->hb + (size_t)i * ff + j0, c->hb2 + (size_t)i * ff + j0, len);
+        }
+        break;
+    }
+    }
+}
+
+static void run_ew(es_ctx *c, ew_task *t) {
+    es_threadpool_run(t->n >= ES_EW_PAR_ROWS ? c->tp : NULL, ew_worker, t);
+}
+
 /* ---- attention -------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -193,57 +295,32 @@ typedef struct {
     const es_batch *b;
     int layer;
     int n;
+    int n_sub;        /* each kv head's group of query heads is split into n_sub items */
+    atomic_int next;  /* next work item to take */
 } att_task;
 
-/* Work item w = (token i, head h). Scores over the cached prefix (walked page by page) and the
- * token's ancestors in this batch; softmax; weighted sum of V into xb. */
+/* Work items w = (token i, kv head, sub-group), taken dynamically, latest tokens (longest contexts)
+ * first. Each runs es_attn_group over the token's prefix and ancestors for the query heads of its
+ * sub-group, writing their outputs into xb. */
 static void attention_worker(void *ud, int ith, int nth) {
+    (void)nth;
     att_task *t = ud;
     es_ctx *c = t->c;
     const es_hparams *hp = &c->model->hp;
-    const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
-    const int kv_dim = hp->n_head_kv * hd, bs = es_kv_block_size(c->kv);
+    const int hd = hp->head_dim, qd = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
+    const int sub = group / t->n_sub, per_tok = hp->n_head_kv * t->n_sub;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->att + (size_t)ith * ((size_t)c->p.n_ctx + (size_t)c->p.n_batch_max);
-    int64_t lo, hi;
-    es_split_range((int64_t)t->n * n_head, ith, nth, &lo, &hi);
-    for (int64_t w = lo; w < hi; w++) {
-        const int i = (int)(w / n_head), h = (int)(w % n_head), kvh = h / group;
-        const int seq = t->b->seq[i];
-        const float *q = c->q + (size_t)i * n_head * hd + (size_t)h * hd;
-        const int P = c->prefix_len[i], A = c->anc_len[i];
-        const int32_t *anc = c->anc + c->anc_off[i];
-        const int32_t *table = es_kv_seq_blocks(c->kv, seq);
-        float maxv = -INFINITY;
-        for (int s = 0; s < P; s++) {
-            const float *k = es_kv_block_k(c->kv, table[s / bs], t->layer) + (size_t)(s % bs) * kv_dim + (size_t)kvh * hd;
-            float dot = 0.0f;
-            for (int j = 0; j < hd; j++) dot += q[j] * k[j];
-            scores[s] = dot * scale;
-            if (scores[s] > maxv) maxv = scores[s];
-        }
-        for (int a = 0; a < A; a++) {
-            const int s = anc[a];
-            const float *k = es_kv_block_k(c->kv, table[s / bs], t->layer) + (size_t)(s % bs) * kv_dim + (size_t)kvh * hd;
-            float dot = 0.0f;
-            for (int j = 0; j < hd; j++) dot += q[j] * k[j];
-            scores[P + a] = dot * scale;
-            if (scores[P + a] > maxv) maxv = scores[P + a];
-        }
-        float sum = 0.0f;
-        for (int s = 0; s < P + A; s++) {
-            scores[s] = expf(scores[s] - maxv);
-            sum += scores[s];
-        }
-        const float inv = 1.0f / sum;
-        float *o = c->xb + (size_t)i * n_head * hd + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int s = 0; s < P + A; s++) {
-            const int slot = s < P ? s : anc[s - P];
-            const float *v = es_kv_block_v(c->kv, table[slot / bs], t->layer) + (size_t)(slot % bs) * kv_dim + (size_t)kvh * hd;
-            const float a = scores[s] * inv;
-            for (int j = 0; j < hd; j++) o[j] += a * v[j];
-        }
+    float *scratch = c->att + (size_t)ith * c->att_floats;
+    const int64_t total = (int64_t)t->n * per_tok;
+    for (;;) {
+        const int64_t w = atomic_fetch_add(&t->next, 1);
+        if (w >= total) break;
+        const int i = t->n - 1 - (int)(w / per_tok), r = (int)(w % per_tok);
+        const int kvh = r / t->n_sub, h0 = kvh * group + (r % t->n_sub) * sub;
+        es_attn_cache view;
+        es_kv_attn_view(c->kv, t->b->seq[i], t->layer, &view);
+        es_attn_group(&view, kvh, hd, sub, c->q + (size_t)i * qd + (size_t)h0 * hd, scale, c->prefix_len[i],
+                      c->anc + c->anc_off[i], c->anc_len[i], c->xb + (size_t)i * qd + (size_t)h0 * hd, scratch);
     }
 }
 
@@ -335,53 +412,41 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
     if (st != ES_OK) return st;
     const es_model *m = c->model;
     const es_hparams *hp = &m->hp;
-    const int n = b->n_tokens, d = hp->n_embd, hd = hp->head_dim, ff = hp->n_ff;
-    const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, half = hp->rope_dim / 2;
+    const int n = b->n_tokens, d = hp->n_embd;
+    const int nth = es_threadpool_n_threads(c->tp), group = hp->n_head / hp->n_head_kv;
 
-    for (int i = 0; i < n; i++) {
-        es_mat_get_row(&m->tok_embd, b->token[i], c->x + (size_t)i * d);
-        for (int j = 0; j < half; j++) {
-            const float val = (float)b->pos[i] * c->inv_freq[j];
-            c->rope_cos[(size_t)i * half + j] = cosf(val);
-            c->rope_sin[(size_t)i * half + j] = sinf(val);
-        }
-    }
+    for (int i = 0; i < n; i++) es_mat_get_row(&m->tok_embd, b->token[i], c->x + (size_t)i * d);
+    /* Split each kv head's query heads into sub-groups only when there are too few items to keep
+     * every thread busy (decode of one token with few kv heads). */
+    int n_sub = 1;
+    while ((int64_t)n * hp->n_head_kv * n_sub < 2 * (int64_t)nth && group % (2 * n_sub) == 0) n_sub *= 2;
 
     for (int il = 0; il < hp->n_layer; il++) {
         const es_layer *L = &m->layers[il];
-        for (int i = 0; i < n; i++) rmsnorm(c->xb + (size_t)i * d, c->x + (size_t)i * d, L->attn_norm, d, hp->rms_eps);
+        /* x += (previous layer's FFN output); xb = attn_norm(x) */
+        ew_task et = {c, b, L, L->attn_norm, il, n, EW_NORM, il > 0};
+        run_ew(c, &et);
         es_matmul(c->tp, c->q, &L->wq, c->xb, n, c->mm_scratch);
         es_matmul(c->tp, c->k, &L->wk, c->xb, n, c->mm_scratch);
         es_matmul(c->tp, c->v, &L->wv, c->xb, n, c->mm_scratch);
-        for (int i = 0; i < n; i++) {
-            float *q = c->q + (size_t)i * qd, *k = c->k + (size_t)i * kvd, *v = c->v + (size_t)i * kvd;
-            if (L->bq) for (int j = 0; j < qd; j++) q[j] += L->bq[j];
-            if (L->bk) for (int j = 0; j < kvd; j++) k[j] += L->bk[j];
-            if (L->bv) for (int j = 0; j < kvd; j++) v[j] += L->bv[j];
-            const float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
-            rope(q, hp->n_head, hd, hp->rope_dim, hp->rope_neox, cs, sn);
-            rope(k, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, cs, sn);
-            memcpy(es_kv_k(c->kv, b->seq[i], il, c->slot[i]), k, (size_t)kvd * sizeof(float));
-            memcpy(es_kv_v(c->kv, b->seq[i], il, c->slot[i]), v, (size_t)kvd * sizeof(float));
-        }
-        att_task at = {c, b, il, n};
+        et.kind = EW_QKV; /* biases, RoPE, K/V into the cache */
+        run_ew(c, &et);
+        att_task at = {c, b, il, n, n_sub, 0};
         es_threadpool_run(c->tp, attention_worker, &at);
         es_matmul(c->tp, c->tmp, &L->wo, c->xb, n, c->mm_scratch);
-        for (size_t j = 0; j < (size_t)n * d; j++) c->x[j] += c->tmp[j];
-
-        for (int i = 0; i < n; i++) rmsnorm(c->xb + (size_t)i * d, c->x + (size_t)i * d, L->ffn_norm, d, hp->rms_eps);
+        et.kind = EW_NORM; /* x += attention output; xb = ffn_norm(x) */
+        et.norm = L->ffn_norm;
+        et.add = true;
+        run_ew(c, &et);
         es_matmul(c->tp, c->hb, &L->w1, c->xb, n, c->mm_scratch);
         es_matmul(c->tp, c->hb2, &L->w3, c->xb, n, c->mm_scratch);
-        for (size_t j = 0; j < (size_t)n * ff; j++) {
-            const float g = c->hb[j];
-            c->hb[j] = g * (1.0f / (1.0f + expf(-g))) * c->hb2[j];
-        }
+        et.kind = EW_SWIGLU;
+        run_ew(c, &et);
         es_matmul(c->tp, c->tmp, &L->w2, c->hb, n, c->mm_scratch);
-        for (size_t j = 0; j < (size_t)n * d; j++) c->x[j] += c->tmp[j];
     }
 
-    for (int r = 0; r < c->n_out; r++)
-        rmsnorm(c->xl + (size_t)r * d, c->x + (size_t)c->out_idx[r] * d, m->output_norm, d, hp->rms_eps);
+    ew_task ft = {c, b, NULL, m->output_norm, hp->n_layer, c->n_out, EW_FINAL, true};
+    run_ew(c, &ft);
     if (c->n_out > 0) es_matmul(c->tp, c->logits, &m->output, c->xl, c->n_out, c->mm_scratch);
 
     for (int i = 0; i < n; i++) { /* record each new slot's parent: the slot before it in its list */
@@ -426,7 +491,14 @@ const es_model *es_ctx_model(const es_ctx *c) { return c->model; }
 
 double es_ctx_worker_cpu_seconds(es_ctx *c) { return es_threadpool_cpu_seconds(c->tp); }
 
-int64_t es_model_kv_bytes_per_block(const es_model *m, int kv_block_size) {
-    const es_hparams *hp = &m->hp; /* matches es_kv_init: K and V, each [n_layer][block_size][kv_dim] f32 */
-    return 2 * (int64_t)hp->n_layer * kv_block_size * (int64_t)hp->n_head_kv * hp->head_dim * (int64_t)sizeof(float);
+int64_t es_model_kv_bytes_per_block(const es_model *m, int kv_block_size, es_kv_type type) {
+    const es_hparams *hp = &m->hp;
+    return es_kv_bytes_per_block(hp->n_layer, hp->n_head_kv * hp->head_dim, kv_block_size, type);
 }
+
+int64_t es_ctx_kv_bytes_per_token(const es_model *m, es_kv_type type) {
+    if (type == ES_KV_Q8_0 && m->hp.head_dim % 32) return 0;
+    return es_model_kv_bytes_per_block(m, 1, type);
+}
+
+es_kv_type es_ctx_kv_type(const es_ctx *c) { return c->p.kv_type; }

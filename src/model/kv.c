@@ -17,20 +17,35 @@ typedef struct kv_seq {
 struct es_kv {
     int n_layer, kv_dim, block_size, n_ctx, n_seq_max, max_blocks_per_seq;
     int64_t n_blocks, n_free;
-    size_t block_floats; /* floats per page per K (or V): n_layer * block_size * kv_dim */
-    float *k, *v;        /* [n_blocks][n_layer][block_size][kv_dim] */
+    es_kv_type type;
+    size_t row_bytes;    /* one slot's row of kv_dim elements of `type` */
+    size_t page_bytes;   /* bytes per page per K (or V): n_layer * block_size * row_bytes */
+    uint8_t *k, *v;      /* [n_blocks][n_layer][block_size][row_bytes] */
     int32_t *free_list;  /* stack of free page ids */
     kv_seq *seqs;
     int32_t *tables;     /* backing store of every seq's table */
     int32_t *parents;    /* backing store of every seq's parent array */
 };
 
-es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx, es_kv **out,
-                     es_err *err) {
+int64_t es_kv_bytes_per_block(int n_layer, int kv_dim, int block_size, es_kv_type type) {
+    const size_t row = es_kv_type_row_bytes(type, kv_dim);
+    uint64_t b;
+    if (!row || n_layer <= 0 || block_size <= 0 || !es_mul_ok((uint64_t)row, (uint64_t)n_layer, &b) ||
+        !es_mul_ok(b, (uint64_t)block_size, &b) || !es_mul_ok(b, 2, &b) || b > (uint64_t)INT64_MAX)
+        return 0;
+    return (int64_t)b;
+}
+
+es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx,
+                     es_kv_type type, es_kv **out, es_err *err) {
     *out = NULL;
     if (n_layer <= 0 || kv_dim <= 0 || block_size <= 0 || block_size > 4096 || n_blocks <= 0 || n_blocks > INT32_MAX ||
         n_seq_max <= 0 || n_seq_max > 1 << 20 || n_ctx <= 0)
         return es_fail(err, ES_ERR_INVALID_ARG, "bad KV cache parameters");
+    if (type != ES_KV_F32 && type != ES_KV_F16 && type != ES_KV_Q8_0)
+        return es_fail(err, ES_ERR_INVALID_ARG, "unknown KV cache type %d", (int)type);
+    if (type == ES_KV_Q8_0 && kv_dim % 32)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "a q8_0 KV cache needs rows that are a multiple of 32 values, not %d", kv_dim);
     es_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     kv->n_layer = n_layer;
@@ -40,9 +55,11 @@ es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, 
     kv->n_seq_max = n_seq_max;
     kv->max_blocks_per_seq = (n_ctx + block_size - 1) / block_size;
     kv->n_blocks = n_blocks;
-    kv->block_floats = (size_t)n_layer * (size_t)block_size * (size_t)kv_dim;
+    kv->type = type;
+    kv->row_bytes = es_kv_type_row_bytes(type, kv_dim);
+    kv->page_bytes = (size_t)n_layer * (size_t)block_size * kv->row_bytes;
     uint64_t total;
-    if (!es_mul_ok(kv->block_floats, (uint64_t)n_blocks, &total) || !es_mul_ok(total, sizeof(float), &total)) {
+    if (!es_mul_ok(kv->page_bytes, (uint64_t)n_blocks, &total) || total > SIZE_MAX / 2) {
         free(kv);
         return es_fail(err, ES_ERR_INVALID_ARG, "KV pool size overflows");
     }
@@ -134,13 +151,36 @@ void es_kv_seq_truncate(es_kv *kv, int seq, int len) {
     release_blocks(kv, s, (s->len + kv->block_size - 1) / kv->block_size);
 }
 
+/* Byte offset of a slot's row in one layer (same in the K and V pools). */
 static inline size_t slot_offset(const es_kv *kv, const kv_seq *s, int layer, int slot) {
     int32_t b = s->table[slot / kv->block_size];
-    return (size_t)b * kv->block_floats + ((size_t)layer * kv->block_size + (size_t)(slot % kv->block_size)) * kv->kv_dim;
+    return (size_t)b * kv->page_bytes + ((size_t)layer * kv->block_size + (size_t)(slot % kv->block_size)) * kv->row_bytes;
 }
 
-float *es_kv_k(es_kv *kv, int seq, int layer, int slot) { return kv->k + slot_offset(kv, &kv->seqs[seq], layer, slot); }
-float *es_kv_v(es_kv *kv, int seq, int layer, int slot) { return kv->v + slot_offset(kv, &kv->seqs[seq], layer, slot); }
+void es_kv_store(es_kv *kv, int seq, int layer, int slot, const float *k, const float *v) {
+    const size_t off = slot_offset(kv, &kv->seqs[seq], layer, slot);
+    es_kv_row_from_f32(kv->type, k, kv->k + off, kv->kv_dim);
+    es_kv_row_from_f32(kv->type, v, kv->v + off, kv->kv_dim);
+}
+
+void es_kv_load(const es_kv *kv, int seq, int layer, int slot, float *k, float *v) {
+    const size_t off = slot_offset(kv, &kv->seqs[seq], layer, slot);
+    es_kv_row_to_f32(kv->type, kv->k + off, 0, k, kv->kv_dim);
+    es_kv_row_to_f32(kv->type, kv->v + off, 0, v, kv->kv_dim);
+}
+
+void es_kv_attn_view(const es_kv *kv, int seq, int layer, es_attn_cache *out) {
+    out->type = kv->type;
+    out->block_size = kv->block_size;
+    out->row_bytes = kv->row_bytes;
+    out->page_bytes = kv->page_bytes;
+    const size_t lo = (size_t)layer * kv->block_size * kv->row_bytes;
+    out->k = kv->k + lo;
+    out->v = kv->v + lo;
+    out->table = kv->seqs[seq].table;
+}
+
+es_kv_type es_kv_get_type(const es_kv *kv) { return kv->type; }
 
 es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int n, es_err *err) {
     if (!es_kv_seq_valid(kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d is not open", seq);
@@ -150,7 +190,7 @@ es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int
     for (int k = 0; k < n; k++)
         if (slots[k] < base + k || slots[k] >= s->len || (k > 0 && slots[k] <= slots[k - 1]))
             return es_fail(err, ES_ERR_RANGE, "keep: slot list must be increasing within [%d, %d)", base, s->len);
-    const size_t row = (size_t)kv->kv_dim * sizeof(float);
+    const size_t row = kv->row_bytes; /* rows move in their stored form: no requantisation */
     for (int k = 0; k < n; k++) {
         if (slots[k] == base + k) continue;
         for (int l = 0; l < kv->n_layer; l++) {
@@ -174,12 +214,6 @@ void es_kv_seq_update_linear(es_kv *kv, int seq) {
 
 int es_kv_block_size(const es_kv *kv) { return kv->block_size; }
 const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq) { return kv->seqs[seq].table; }
-float *es_kv_block_k(es_kv *kv, int32_t block, int layer) {
-    return kv->k + (size_t)block * kv->block_floats + (size_t)layer * kv->block_size * kv->kv_dim;
-}
-float *es_kv_block_v(es_kv *kv, int32_t block, int layer) {
-    return kv->v + (size_t)block * kv->block_floats + (size_t)layer * kv->block_size * kv->kv_dim;
-}
 int64_t es_kv_blocks_used(const es_kv *kv) { return kv->n_blocks - kv->n_free; }
 int64_t es_kv_blocks_total(const es_kv *kv) { return kv->n_blocks; }
 int es_kv_n_seq_max(const es_kv *kv) { return kv->n_seq_max; }

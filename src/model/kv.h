@@ -4,7 +4,8 @@
  * rows of every layer for its slots. Each sequence owns a block table; slot s of a sequence lives in
  * page table[s / block_size] at offset s % block_size. Pages are taken from a free list as a sequence
  * grows and returned when it is truncated or closed, so the pool's memory budget is shared by all
- * sessions and a finished session frees its memory at once. */
+ * sessions and a finished session frees its memory at once. Rows are stored as f32, f16 or q8_0
+ * (es_kv_type); writes convert from f32, attention reads through an es_attn_cache view. */
 #ifndef ES_MODEL_KV_H
 #define ES_MODEL_KV_H
 
@@ -12,12 +13,17 @@
 #include <stdint.h>
 
 #include "edgespec.h"
+#include "kernels/attn.h"
 
 typedef struct es_kv es_kv;
 
-/* Pool of n_blocks pages for n_seq_max sequences of at most n_ctx slots each. */
-es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx, es_kv **out,
-                     es_err *err);
+/* Pool of n_blocks pages for n_seq_max sequences of at most n_ctx slots each, rows of `type`
+ * (q8_0 needs kv_dim a multiple of 32). */
+es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, int n_seq_max, int n_ctx,
+                     es_kv_type type, es_kv **out, es_err *err);
+/* Bytes of one page: K and V rows of every layer for block_size slots; 0 if the type cannot hold rows
+ * of kv_dim or the size overflows. */
+int64_t es_kv_bytes_per_block(int n_layer, int kv_dim, int block_size, es_kv_type type);
 void es_kv_free(es_kv *kv);
 
 es_status es_kv_seq_open(es_kv *kv, int *seq, es_err *err);
@@ -34,9 +40,14 @@ void es_kv_seq_truncate(es_kv *kv, int seq, int len);
  * kept slots are taken to be a path (each the parent of the next), so they become a chain. */
 es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int n, es_err *err);
 
-/* K / V row (kv_dim floats) of a slot in one layer. The slot must be within the reserved capacity. */
-float *es_kv_k(es_kv *kv, int seq, int layer, int slot);
-float *es_kv_v(es_kv *kv, int seq, int layer, int slot);
+/* Writes the K and V rows (kv_dim floats each, converted to the cache's type) of a slot in one layer.
+ * The slot must be within the reserved capacity. */
+void es_kv_store(es_kv *kv, int seq, int layer, int slot, const float *k, const float *v);
+/* Reads a slot's K / V row back as f32 (kv_dim floats; tests and debugging). */
+void es_kv_load(const es_kv *kv, int seq, int layer, int slot, float *k, float *v);
+/* The attention view of one layer of a sequence (valid until the sequence's pages change). */
+void es_kv_attn_view(const es_kv *kv, int seq, int layer, es_attn_cache *out);
+es_kv_type es_kv_get_type(const es_kv *kv);
 
 /* Tree structure of a sequence's slots: parent slot of every slot (-1 for slot 0), and the length of
  * the leading run of slots that form a plain chain (slot i's parent is i-1). Tokens attend to their
@@ -49,8 +60,6 @@ void es_kv_seq_update_linear(es_kv *kv, int seq);
 int es_kv_block_size(const es_kv *kv);
 /* The page table of a sequence (for walking slots page by page in attention). */
 const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq);
-float *es_kv_block_k(es_kv *kv, int32_t block, int layer); /* block_size rows of kv_dim */
-float *es_kv_block_v(es_kv *kv, int32_t block, int layer);
 
 int64_t es_kv_blocks_used(const es_kv *kv);
 int64_t es_kv_blocks_total(const es_kv *kv);

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/attn.h"
 #include "model/ctx.h"
 #include "util/err.h"
 
@@ -150,6 +151,7 @@ es_sched_params es_sched_default_params(void) {
     p.prefill_chunk = 256;
     p.max_tree_nodes = 64;
     p.batch_window_ms = 20; /* measured: gathers the edge cohort (bench serve, 4 clients: +33 % tokens per CPU-second) */
+    p.kv_type = ES_KV_F16;
     p.knee_tokens = 0; /* automatic (measured) */
     p.draft_params = es_drafter_default_params();
     return p;
@@ -239,7 +241,11 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     s->n_vocab = es_model_n_vocab(target);
     s->eos = es_tokenizer_eos(es_model_tokenizer(target));
     s->knee = p.knee_tokens < 0 ? 0 : imin(p.knee_tokens > 0 ? p.knee_tokens : SCHED_KNEE_FALLBACK, p.max_batch_tokens);
-    s->kv_bytes_per_block = es_model_kv_bytes_per_block(target, SCHED_KV_BLOCK);
+    s->kv_bytes_per_block = es_model_kv_bytes_per_block(target, SCHED_KV_BLOCK, p.kv_type);
+    if (s->kv_bytes_per_block <= 0) {
+        free(s);
+        return es_fail(err, ES_ERR_UNSUPPORTED, "the model's KV rows cannot be stored as %s", es_kv_type_name(p.kv_type));
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->ev_mu, NULL);
@@ -268,6 +274,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     cp.kv_block_size = SCHED_KV_BLOCK;
     cp.kv_blocks = blocks;
     cp.n_logits_max = s->n_logits_max;
+    cp.kv_type = p.kv_type;
     es_status st = es_ctx_init(target, &cp, &s->ctx, err);
     if (st == ES_OK && p.draft) {
         if (es_model_n_vocab(p.draft) != s->n_vocab) {

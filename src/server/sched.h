@@ -65,6 +65,8 @@ typedef struct es_sched_params {
     int max_tree_nodes;       /* largest tree accepted (<= ES_SPEC_MAX_NODES, default 64) */
     int max_new_tokens;       /* cap on a session's max_tokens (default: n_ctx) */
     int64_t kv_memory_bytes;  /* KV pool budget (0: enough for max_sessions full contexts) */
+    es_kv_type kv_type;       /* element type of the KV cache rows (default ES_KV_F16); the budget is
+                                 divided by the real bytes per page of this type */
     double batch_window_ms;   /* edge sessions whose verdict is out: wait up to this long for their next
                                  trees so they share a pass (default 20; 0: never wait) */
     int knee_tokens;          /* rows per forward pass up to which verification stays memory-bound (on a
