@@ -426,9 +426,11 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
         /* x += (previous layer's FFN output); xb = attn_norm(x) */
         ew_task et = {c, b, L, L->attn_norm, il, n, EW_NORM, il > 0};
         run_ew(c, &et);
-        es_matmul(c->tp, c->q, &L->wq, c->xb, n, c->mm_scratch);
-        es_matmul(c->tp, c->k, &L->wk, c->xb, n, c->mm_scratch);
-        es_matmul(c->tp, c->v, &L->wv, c->xb, n, c->mm_scratch);
+        { /* q, k, v share their input: one activation quantisation, one parallel region */
+            float *const ys[3] = {c->q, c->k, c->v};
+            const es_mat *const ws[3] = {&L->wq, &L->wk, &L->wv};
+            es_matmul_multi(c->tp, 3, ys, ws, c->xb, n, c->mm_scratch);
+        }
         et.kind = EW_QKV; /* biases, RoPE, K/V into the cache */
         run_ew(c, &et);
         att_task at = {c, b, il, n, n_sub, 0};
@@ -438,8 +440,11 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
         et.norm = L->ffn_norm;
         et.add = true;
         run_ew(c, &et);
-        es_matmul(c->tp, c->hb, &L->w1, c->xb, n, c->mm_scratch);
-        es_matmul(c->tp, c->hb2, &L->w3, c->xb, n, c->mm_scratch);
+        { /* gate and up, likewise */
+            float *const ys[2] = {c->hb, c->hb2};
+            const es_mat *const ws[2] = {&L->w1, &L->w3};
+            es_matmul_multi(c->tp, 2, ys, ws, c->xb, n, c->mm_scratch);
+        }
         et.kind = EW_SWIGLU;
         run_ew(c, &et);
         es_matmul(c->tp, c->tmp, &L->w2, c->hb, n, c->mm_scratch);
