@@ -755,8 +755,13 @@ static void test_resources(void) {
     fd = connect_ready(port);
     CHECK(fd >= 0 && cl_send_wb(fd, open_frame(1, ES_MODE_EDGE, longp, 240, 64)));
     CHECK(expect_opened(fd, 1));
-    CHECK(cl_send_wb(fd, verify_frame(1, 0, longp + 240, 128, true)));
+    /* mid-generation: one round with a root-only tree first (one token, the bonus) */
+    CHECK(cl_send_wb(fd, verify_frame(1, 0, longp, 0, true)));
+    es_frame_header h;
+    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_VERDICT && h.session == 1);
+    CHECK(cl_send_wb(fd, verify_frame(1, 1, longp + 241, 128, true)));
     msg = EXPECT_ERROR(fd, 1, ES_PERR_CONTEXT);
+    CHECK_MSG(strstr(msg, "KV") != NULL, "%s", msg);
     printf("KV exhausted: \"%s\"\n", msg);
     CHECK(ping_pong(fd));
     close(fd);
