@@ -75,6 +75,7 @@ stop = threading.Event()
 served = {"edge": 0, "http": 0}
 cut = {"edge": 0, "http": 0}          # disconnects we caused on purpose
 errors = {}                           # kind -> count
+examples = {}                         # kind -> the first message of that kind
 gaps = {"edge": {}, "http": {}}       # window index -> [seconds]
 tokens = {"edge": 0, "http": 0}
 procs = set()
@@ -82,9 +83,11 @@ procs = set()
 def now():
     return time.monotonic() - t_start
 
-def err(kind):
+def err(kind, msg=""):
     with lock:
         errors[kind] = errors.get(kind, 0) + 1
+        if msg and kind not in examples:
+            examples[kind] = msg[-300:]
 
 def gap(kind, t, g):
     w = int(t // window_s)
@@ -138,7 +141,7 @@ def edge_worker(i):
         with lock:
             procs.discard(p)
         m = re.search(r"generated (\d+) tokens", e)
-        if killed:
+        if killed or (stop.is_set() and rc == -signal.SIGKILL):
             with lock:
                 cut["edge"] += 1
         elif rc == 0:
@@ -147,7 +150,8 @@ def edge_worker(i):
                 if m:
                     tokens["edge"] += int(m.group(1))
         else:
-            err("edge_" + classify(e.strip().splitlines()[-1] if e.strip() else "exit %d" % rc))
+            lastl = e.strip().splitlines()[-1] if e.strip() else "exit %d" % rc
+            err("edge_" + classify(lastl), "rc %d: %s" % (rc, e.strip()[-600:]))
 
 def http_worker(i):
     rnd = random.Random(1000 + i)
@@ -195,7 +199,7 @@ def http_worker(i):
         except Exception as ex:
             c.close()
             if not stop.is_set():
-                err("http_" + type(ex).__name__)
+                err("http_" + type(ex).__name__, str(ex))
 
 def rss_kb():
     try:
@@ -274,7 +278,7 @@ growth = (rss_end - rss_start) / rss_start if (rss_start and rss_end) else None
 summary = {
     "duration_s": dur, "edges": n_edge, "http_clients": n_http, "max_tokens": max_tokens,
     "kill_pct": kill_pct, "warmup_s": warmup_s,
-    "served": served, "tokens": tokens, "disconnects_injected": cut, "errors": errors,
+    "served": served, "tokens": tokens, "disconnects_injected": cut, "errors": errors, "error_examples": examples,
     "itl_p99_ms_by_window": windows,
     "itl_p99_ms_overall": {"edge": p99(sum(gaps["edge"].values(), [])), "http": p99(sum(gaps["http"].values(), []))},
     "kv_blocks_used_after": kv_after, "server_alive": alive,

@@ -15,7 +15,7 @@
  *    gets ERROR invalid, the connection stays usable.
  * Server B: stopped mid-generation and restarted on the same port: edges with reconnect resume and
  *  give the full golden output; an edge with fallback_local finishes with the draft and says so.
- * Server C (4 session slots, a 24-page KV pool): one session more than the slots gets BUSY at once;
+ * Server C (4 session slots, a 26-page KV pool): one session more than the slots gets BUSY at once;
  *  a prompt as long as the context and a prompt + max_tokens beyond it get a clear CONTEXT error; a
  *  session whose tree needs more KV than is left fails alone (CONTEXT) in a batch with good sessions
  *  (the scheduler's retry-alone path), which finish golden. */
@@ -701,7 +701,8 @@ static void test_resources(void) {
     sp.sched.n_ctx = 512;
     sp.sched.max_sessions = 4;
     sp.sched.max_tree_nodes = 128;
-    const int pages = 24;
+    sp.sched.batch_window_ms = 500;
+    const int pages = 26;
     sp.sched.kv_memory_bytes = (int64_t)pages * es_model_kv_bytes_per_block(g_target, 16);
     es_server *srv = NULL;
     es_err err = {{0}};
@@ -738,10 +739,13 @@ static void test_resources(void) {
     CHECK(ping_pong(fd));
     close(fd);
 
-    /* KV exhausted: two good edges (each at most 4 pages: prompt + 32 tokens + a tree of 8) and a hog
-     * holding 15 pages (240 prompt tokens) that sends a 128-node tree: 23 pages, more than the pool
-     * can give while the good ones hold theirs (at least one page each). The batch fails, the
-     * scheduler retries alone: the hog gets CONTEXT, the good ones go on (9 pages left for them). */
+    /* KV exhausted mid-generation, in a batch with good sessions. Two good edges (each at most 4
+     * pages: prompt + 32 tokens + a tree of 8), a good raw edge session G (1 page) and a hog H holding
+     * 16 pages (240 prompt tokens + one round) whose next tree has 128 nodes: 9 more pages, while at
+     * most 26 - 16 - 1 - 2 = 7 are free (every good session holds at least one). G's and H's trees
+     * go out in one write and the batch window (500 ms, waiting for every edge whose verdict is out)
+     * puts them in one step: the batched decode fails, the scheduler retries each session alone, H
+     * gets CONTEXT and G its verdict; the good edges, with at most 9 pages left for them, go on. */
     job good[2];
     job_init(&good[0], port, g_draft, 0, 0);
     job_init(&good[1], port, g_draft, 3, 1);
@@ -753,15 +757,50 @@ static void test_resources(void) {
     jobs_start(good, 2);
     jobs_wait_progress(good, 2, 1);
     fd = connect_ready(port);
-    CHECK(fd >= 0 && cl_send_wb(fd, open_frame(1, ES_MODE_EDGE, longp, 240, 64)));
+    const golden *gg = &g_gold[0]; /* a 5-token prompt: G stays within one page */
+    CHECK(gg->np + 8 <= 16);
+    CHECK(fd >= 0 && cl_send_wb(fd, open_frame(2, ES_MODE_EDGE, gg->prompt, gg->np, 8)));
+    CHECK(expect_opened(fd, 2));
+    CHECK(cl_send_wb(fd, open_frame(1, ES_MODE_EDGE, longp, 240, 64)));
     CHECK(expect_opened(fd, 1));
-    /* mid-generation: one round with a root-only tree first (one token, the bonus) */
+    /* round 0 of both: G a chain of 2 golden tokens, H a root-only tree (one token, the bonus) */
+    CHECK(cl_send_wb(fd, verify_frame(2, 0, gg->gen, 2, true)));
     CHECK(cl_send_wb(fd, verify_frame(1, 0, longp, 0, true)));
     es_frame_header h;
-    CHECK(cl_recv(fd, &h) && h.type == ES_FRAME_VERDICT && h.session == 1);
-    CHECK(cl_send_wb(fd, verify_frame(1, 1, longp + 241, 128, true)));
-    msg = EXPECT_ERROR(fd, 1, ES_PERR_CONTEXT);
-    CHECK_MSG(strstr(msg, "KV") != NULL, "%s", msg);
+    int verdicts = 0;
+    while (verdicts < 2 && cl_recv(fd, &h)) verdicts += h.type == ES_FRAME_VERDICT;
+    CHECK(verdicts == 2);
+    /* round 1 of both in one write */
+    static uint8_t two[1 << 12];
+    es_wbuf *b = verify_frame(2, 1, gg->gen + 3, 3, true);
+    size_t n2 = b->len;
+    memcpy(two, b->data, n2);
+    b = verify_frame(1, 1, longp + 241, 128, true);
+    CHECK(n2 + b->len <= sizeof two);
+    memcpy(two + n2, b->data, b->len);
+    CHECK(send_all(fd, two, n2 + b->len));
+    bool got_err = false, got_verdict = false;
+    msg = "";
+    while ((!got_err || !got_verdict) && cl_recv(fd, &h)) {
+        es_err err2 = {{0}};
+        if (h.type == ES_FRAME_ERROR && h.session == 1) {
+            static es_msg_error em;
+            CHECK_OK(es_proto_get_error(g_payload, h.len, &em, &err2), &err2);
+            CHECK_MSG(em.code == ES_PERR_CONTEXT && strstr(em.msg, "KV"), "hog: %s: %s", es_proto_err_name(em.code), em.msg);
+            msg = em.msg;
+            got_err = true;
+        } else if (h.type == ES_FRAME_VERDICT && h.session == 2) {
+            es_msg_verdict v;
+            CHECK_OK(es_proto_get_verdict(g_payload, h.len, &v, &err2), &err2);
+            CHECK_MSG(v.round == 1 && v.v.n_accepted == 3 && v.v.tokens[3] == gg->gen[6], "G: round %u, %d accepted", v.round,
+                      v.v.n_accepted);
+            got_verdict = true;
+        } else {
+            CHECK_MSG(0, "unexpected %s for session %u", es_frame_type_name(h.type), h.session);
+            break;
+        }
+    }
+    CHECK(got_err && got_verdict);
     printf("KV exhausted: \"%s\"\n", msg);
     CHECK(ping_pong(fd));
     close(fd);
