@@ -16,7 +16,8 @@
  * Server B: stopped mid-generation and restarted on the same port: edges with reconnect resume and
  *  give the full golden output; an edge with fallback_local finishes with the draft and says so.
  * Server C (4 session slots, a 26-page KV pool): one session more than the slots gets BUSY at once;
- *  a prompt as long as the context and a prompt + max_tokens beyond it get a clear CONTEXT error; a
+ *  a prompt as long as the context and a prompt + max_tokens beyond it get a clear CONTEXT error
+ *  (es_edge: ES_ERR_RANGE with the server's message); a
  *  session whose tree needs more KV than is left fails alone (CONTEXT) in a batch with good sessions
  *  (the scheduler's retry-alone path), which finish golden. */
 #include <arpa/inet.h>
@@ -738,6 +739,18 @@ static void test_resources(void) {
     printf("context errors: \"%s\"\n", msg);
     CHECK(ping_pong(fd));
     close(fd);
+    /* the same through es_edge: ES_ERR_RANGE with the server's message */
+    {
+        job j;
+        job_init(&j, port, NULL, 0, 0);
+        es_edge *e = NULL;
+        CHECK_OK(es_edge_connect(&j.p, &e, &err), &err);
+        static int32_t out[300];
+        es_edge_stats est;
+        es_status s = e ? es_edge_generate(e, longp, 300, 300, k_stop, 2, out, &est, NULL, NULL, &err) : ES_ERR_IO;
+        CHECK_MSG(s == ES_ERR_RANGE && strstr(err.msg, "context"), "es_edge: %s: %s", es_status_str(s), err.msg);
+        es_edge_free(e);
+    }
 
     /* KV exhausted mid-generation, in a batch with good sessions. Two good edges (each at most 4
      * pages: prompt + 32 tokens + a tree of 8), a good raw edge session G (1 page) and a hog H holding
