@@ -704,7 +704,7 @@ static void test_resources(void) {
     sp.sched.max_tree_nodes = 128;
     sp.sched.batch_window_ms = 500;
     const int pages = 26;
-    sp.sched.kv_memory_bytes = (int64_t)pages * es_model_kv_bytes_per_block(g_target, 16);
+    sp.sched.kv_memory_bytes = (int64_t)pages * es_model_kv_bytes_per_block(g_target, 16, sp.sched.kv_type);
     es_server *srv = NULL;
     es_err err = {{0}};
     CHECK_OK(es_server_start(&sp, &srv, &err), &err);
