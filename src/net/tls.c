@@ -275,4 +275,6 @@ void es_tls_close(struct ssl_st *ssl) {
     SSL_free(ssl);
 }
 
+void es_tls_free(struct ssl_st *ssl) { SSL_free(ssl); }
+
 void es_tls_ctx_free(struct ssl_ctx_st *ctx) { SSL_CTX_free(ctx); }

@@ -52,6 +52,8 @@ ssize_t es_tls_read(struct ssl_st *ssl, void *buf, size_t n, bool *want_write);
 ssize_t es_tls_write(struct ssl_st *ssl, const void *buf, size_t n, bool *want_write);
 /* Sends close_notify (best effort, never blocks) and frees the SSL. */
 void es_tls_close(struct ssl_st *ssl);
+/* Frees the SSL without a word to the peer (NULL: nothing). */
+void es_tls_free(struct ssl_st *ssl);
 void es_tls_ctx_free(struct ssl_ctx_st *ctx);
 
 #endif
