@@ -599,6 +599,12 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
     }
     free(f);
     e->st = saved;
+    if (s != ES_OK && !e->tls && (s == ES_ERR_IO || s == ES_ERR_PROTOCOL) && err) {
+        /* a TLS server answers a plain HELLO with an alert or a reset */
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        es_fail(err, s, "%.200s (if the server uses TLS, connect with --tls)", why);
+    }
     if (s != ES_OK) return s;
     if (e->welcome.version != ES_PROTO_VERSION)
         return es_fail(err, ES_ERR_UNSUPPORTED, "the server chose protocol version %u, this edge speaks %d", e->welcome.version, ES_PROTO_VERSION);

@@ -71,6 +71,13 @@ es_status es_tls_server_ctx(const char *cert_file, const char *key_file, struct 
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        const unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            st = es_fail(err, ES_ERR_FORMAT, "TLS key %s does not match the certificate %s (key values mismatch)", key_file,
+                         cert_file);
+            goto fail;
+        }
         st = es_fail(err, ES_ERR_FORMAT, "TLS key %s: %s (expected the PEM private key of %s)", key_file,
                      ssl_reason(why, sizeof why), cert_file);
         goto fail;
@@ -132,9 +139,14 @@ fail:
 static void handshake_why(SSL *ssl, int e, char *buf, size_t cap) {
     const long v = SSL_get_verify_result(ssl);
     char r[256];
-    if (v != X509_V_OK) {
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
         ERR_clear_error();
-        snprintf(buf, cap, "certificate verify failed: %s (give the server's CA with --tls-ca FILE)",
+        snprintf(buf, cap, "certificate verify failed: %s (the certificate does not name this server: connect by a name "
+                           "or address it carries, or name one with --tls-server-name)",
+                 X509_verify_cert_error_string(v));
+    } else if (v != X509_V_OK) {
+        ERR_clear_error();
+        snprintf(buf, cap, "certificate verify failed: %s (give the CA that signed the server's certificate with --tls-ca FILE)",
                  X509_verify_cert_error_string(v));
     } else if (e == SSL_ERROR_SSL) {
         snprintf(buf, cap, "%s (is the server serving TLS on this port?)", ssl_reason(r, sizeof r));
