@@ -5,7 +5,7 @@
 # 401, plain HTTP to the TLS port fails; `edge --tls --tls-ca` generates the same greedy text as the
 # target alone (by address and by name); a wrong CA or name is a certificate error, --tls-insecure
 # connects (with a warning); a plain edge and a wrong key are refused; /metrics counts the auth and
-# handshake failures of each listener; bad certificate / key / keys-file arguments fail at start.
+# handshake failures of each listener; the loading responder speaks TLS; bad certificate / key / keys-file arguments fail at start.
 . "$(dirname "$0")/lib.sh"
 es_test_init tls
 target=$models/stories260K.gguf
@@ -63,11 +63,14 @@ same_as_ref() { # label
 }
 
 # ---- the TLS server ----
-"$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --api-key "$K0" --api-keys-file "$tmp/keys.txt" \
+EDGESPEC_TEST_LOAD_DELAY_MS=1500 "$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --api-key "$K0" --api-keys-file "$tmp/keys.txt" \
   --tls-cert "$pki/srv.pem" --tls-key "$pki/srv.key" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 pid=$!
-port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
 hport=$(wait_line "$tmp/serve.err" "$pid" '^HTTP API listening on https://.*:\([0-9][0-9]*\)$')
+# while the model loads, the responder on the HTTP port speaks TLS too
+code=$(curl -s -o "$tmp/loading.body" -w '%{http_code}' --max-time 20 --cacert "$pki/ca.pem" "https://127.0.0.1:${hport:-1}/health")
+if [ "$code" = 503 ] && grep -qF loading "$tmp/loading.body"; then ok; else bad "https /health while loading: $code $(head -c 200 "$tmp/loading.body")"; fi
+port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
 if [ -z "$port" ] || [ -z "$hport" ]; then
   bad "the TLS server did not start: $(head -c 400 "$tmp/serve.err")"
   kill "$pid" 2>/dev/null

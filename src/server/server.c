@@ -36,6 +36,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -299,7 +300,10 @@ static void conn_close_sessions(es_conn *c) {
 
 static void conn_free(es_conn *c) {
     struct ssl_st *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
-    if (ssl) (void)SSL_shutdown(ssl); /* close_notify, one non-blocking attempt; freed with the bufferevent */
+    if (ssl && SSL_is_init_finished(ssl)) { /* close_notify, one non-blocking attempt; freed with the bufferevent */
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error(); /* nothing of it may linger on this thread's queue for the next connection */
+    }
     if (c->bev) bufferevent_free(c->bev);
     free(c->sess);
     free(c);
