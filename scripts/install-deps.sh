@@ -5,7 +5,8 @@
 #   --bench  also the benchmark extras (gnuplot for the serving curves under docs/).
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang python3 curl nodejs npm)
+# libevent-dev ships libevent_openssl (event2/bufferevent_ssl.h); openssl (the CLI) makes the test certificates
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang python3 curl nodejs npm)
 check=0
 for a in "$@"; do
   case "$a" in

@@ -25,7 +25,7 @@ static const char *k_usage =
     "              [--draft-max K] [--draft-min K] [--draft-p-min P] [--tree-budget N] [--tree-depth N]\n"
     "              [--tree-width N] [--proactive on|off] [--no-draft | --server-spec]\n"
     "              [--emulate-rtt-ms MS] [--emulate-bandwidth-kbps K] [--fallback local|none] [--reconnect N]\n"
-    "              [--api-key K] [-t N] [--json]\n"
+    "              [--api-key K] [--tls [--tls-ca FILE | --tls-insecure] [--tls-server-name NAME]] [-t N] [--json]\n"
     "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
     "              [--http-api-key K] [--model-name NAME] [--chat-template FAMILY] [--http-max-body SIZE]\n"
     "              [drafting and sampling options as above]";
@@ -58,7 +58,13 @@ static void print_help(void) {
            "                            reconnect and resume (none, default)\n"
            "  --reconnect N             reconnection attempts, backoff 100 ms doubling to 5 s (default 5)\n"
            "  --io-timeout S            give up on a silent server after S seconds (default 60)\n"
-           "  --api-key K               the server's key, if it asks for one\n"
+           "  --api-key K               the server's key, if it asks for one (default: $EDGESPEC_API_KEY)\n"
+           "  --tls                     connect with TLS (the server runs with --tls-cert); its certificate is\n"
+           "                            verified against the system's CA store and must name the --server host\n"
+           "  --tls-ca FILE             trust only this PEM CA (e.g. your own) instead; implies --tls\n"
+           "  --tls-server-name NAME    the name the certificate must carry (default: the --server host)\n"
+           "  --tls-insecure            TLS without verifying the certificate (testing only: anyone on the\n"
+           "                            path can impersonate the server); implies --tls\n"
            "  -t, --threads N           draft compute threads (default: number of cores)\n"
            "  -c, --ctx N               draft context length (default: the model's)\n"
            "  --kv-type f32|f16|q8_0    the draft's KV cache element type (default f16)\n"
@@ -88,6 +94,8 @@ typedef struct edge_opts {
     bool fallback;
     int reconnect;
     const char *api_key;
+    bool tls, tls_insecure;
+    const char *tls_ca, *tls_name;
     /* --listen: the local OpenAI API */
     bool listen;
     char listen_host[256];
@@ -190,6 +198,19 @@ static int parse(int argc, char **argv, edge_opts *o) {
         } else if (!strcmp(a, "--api-key")) {
             NEED_VALUE();
             o->api_key = v;
+        } else if (!strcmp(a, "--tls")) {
+            o->tls = true;
+        } else if (!strcmp(a, "--tls-insecure")) {
+            o->tls = o->tls_insecure = true;
+        } else if (!strcmp(a, "--tls-ca")) {
+            NEED_VALUE();
+            o->tls = true;
+            o->tls_ca = v;
+        } else if (!strcmp(a, "--tls-server-name")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 255) rc = cli_usage_error("edge", k_usage, "--tls-server-name must be 1..255 bytes");
+            o->tls = true;
+            o->tls_name = v;
         } else if (!strcmp(a, "--listen")) {
             NEED_VALUE();
             if (!parse_hostport(v, o->listen_host, sizeof o->listen_host, &o->listen_port, 0))
@@ -240,6 +261,15 @@ static int parse(int argc, char **argv, edge_opts *o) {
         return cli_usage_error("edge", k_usage, "--listen needs a draft model (-d DRAFT.gguf): it also tokenises the requests");
     if (!strcmp(o->r.accept, "greedy") && o->r.sp.temperature > 0)
         return cli_usage_error("edge", k_usage, "--accept greedy needs --temp 0; use match or rejection when sampling");
+    if (o->tls_insecure && o->tls_ca)
+        return cli_usage_error("edge", k_usage, "give --tls-ca FILE or --tls-insecure, not both");
+    if (!o->api_key) {
+        const char *env = getenv("EDGESPEC_API_KEY");
+        if (env && *env) o->api_key = env;
+    }
+    if (o->tls_insecure)
+        fprintf(stderr, "edgespec edge: WARNING: --tls-insecure: the server's certificate is NOT verified; anyone on the "
+                        "network path can impersonate the server and read the prompts, text and api key\n");
     return 0;
 }
 
@@ -317,6 +347,10 @@ static es_edge_params edge_params(const edge_opts *o, const es_model *draft) {
     p.fallback_local = o->fallback;
     p.io_timeout_s = o->io_timeout;
     p.log = edge_log;
+    p.tls = o->tls;
+    p.tls_ca = o->tls_ca;
+    p.tls_insecure = o->tls_insecure;
+    p.tls_server_name = o->tls_name;
     return p;
 }
 

@@ -20,7 +20,9 @@
 
 #include "cli/cli.h"
 #include "kernels/attn.h"
+#include "net/keys.h"
 #include "net/proto.h"
+#include "net/tls.h"
 #include "server/chat.h"
 #include "server/http.h"
 #include "server/server.h"
@@ -67,6 +69,11 @@ static void print_help(void) {
            "  --api-key KEY            clients must present KEY (default: $EDGESPEC_API_KEY if set, else\n"
            "                           none). Keys on a command line are visible to other local users:\n"
            "                           prefer the environment variable.\n"
+           "  --api-keys-file FILE     accept every key in FILE too (one per line; blank lines and lines\n"
+           "                           starting with '#' ignored); on both ports\n"
+           "  --tls-cert FILE          serve TLS (1.2 or newer) on the edge port and the HTTP port, with this\n"
+           "                           PEM certificate chain (leaf first); needs --tls-key\n"
+           "  --tls-key FILE           the certificate's PEM private key\n"
            "  --http-port N            also serve the OpenAI-compatible HTTP API on port N (0 = any free\n"
            "                           port): POST /v1/completions, /v1/chat/completions (streaming with\n"
            "                           \"stream\": true), GET /v1/models, /health, /metrics (Prometheus).\n"
@@ -81,8 +88,9 @@ static void print_help(void) {
            "                           (default: they use the server-side draft)\n"
            "  --json                   at exit, print one JSON object with the statistics on stdout\n"
            "  --verbose                log every connection and session event on stderr\n\n"
-           "The protocol is plain TCP without encryption: put it behind a TLS tunnel or VPN when it leaves\n"
-           "a trusted network.\n",
+           "Without --tls-cert both ports speak plain TCP/HTTP: anyone on the path can read prompts, text and\n"
+           "keys. Before exposing the server beyond this machine, use TLS (or a TLS proxy / VPN) and api\n"
+           "keys; see \"Security\" in the README.\n",
            k_usage, ES_SPEC_MAX_NODES);
 }
 
@@ -204,6 +212,8 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "sessions_failed", (double)k->sessions_failed);
     cJSON_AddNumberToObject(o, "connections_total", (double)st->connections_total);
     cJSON_AddNumberToObject(o, "connections_refused", (double)st->connections_refused);
+    cJSON_AddNumberToObject(o, "auth_failures", (double)st->auth_failures);
+    cJSON_AddNumberToObject(o, "tls_handshake_failures", (double)st->tls_handshake_failures);
     cJSON_AddNumberToObject(o, "frames_in", (double)st->frames_in);
     cJSON_AddNumberToObject(o, "frames_out", (double)st->frames_out);
     cJSON_AddNumberToObject(o, "bytes_in", (double)st->bytes_in);
@@ -230,7 +240,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
 
 int cmd_serve(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *host = "127.0.0.1", *api_key = NULL;
-    const char *http_host = NULL, *model_name = NULL;
+    const char *http_host = NULL, *model_name = NULL, *keys_file = NULL, *tls_cert = NULL, *tls_key = NULL;
     long port = 7700, http_port = -1;
     bool json = false, verbose = false;
     es_server_params sp = es_server_default_params();
@@ -321,6 +331,15 @@ int cmd_serve(int argc, char **argv) {
             if (!*v || strlen(v) > ES_PROTO_MAX_KEY)
                 return cli_usage_error("serve", k_usage, "--api-key must be 1..%d bytes", ES_PROTO_MAX_KEY);
             api_key = v;
+        } else if (!strcmp(a, "--api-keys-file")) {
+            NEED_VALUE();
+            keys_file = v;
+        } else if (!strcmp(a, "--tls-cert")) {
+            NEED_VALUE();
+            tls_cert = v;
+        } else if (!strcmp(a, "--tls-key")) {
+            NEED_VALUE();
+            tls_key = v;
         } else if (!strcmp(a, "--http-port")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 0, 65535, &lv)) return cli_usage_error("serve", k_usage, "--http-port must be in 0..65535, got '%s'", v);
@@ -357,6 +376,8 @@ int cmd_serve(int argc, char **argv) {
             api_key = env;
         }
     }
+    if (!tls_cert != !tls_key)
+        return cli_usage_error("serve", k_usage, "TLS needs both --tls-cert FILE and --tls-key FILE");
     if (sp.sched.prefill_chunk > sp.sched.max_batch_tokens)
         return cli_usage_error("serve", k_usage, "--prefill-chunk (%d) cannot exceed --max-batch-tokens (%d)", sp.sched.prefill_chunk,
                                sp.sched.max_batch_tokens);
@@ -380,16 +401,39 @@ int cmd_serve(int argc, char **argv) {
     int http_fd = -1;
     es_err err = {{0}};
     char name_buf[256];
+    es_keys keys = {0};
+    const char **key_ptrs = NULL;
+    struct ssl_ctx_st *tls = NULL;
+    /* Keys and certificates are checked before anything listens or loads: a typo fails at once. */
+    if (keys_file) {
+        if (es_keys_load_file(&keys, keys_file, &err) != ES_OK) {
+            cli_error("serve", "%s", err.msg);
+            goto done;
+        }
+        if (!(key_ptrs = malloc((size_t)keys.n * sizeof *key_ptrs))) {
+            cli_error("serve", "out of memory");
+            goto done;
+        }
+        for (int k = 0; k < keys.n; k++) key_ptrs[k] = keys.k[k];
+        sp.api_keys = key_ptrs;
+        sp.n_api_keys = keys.n;
+    }
+    if (tls_cert && es_tls_server_ctx(tls_cert, tls_key, &tls, &err) != ES_OK) {
+        cli_error("serve", "%s", err.msg);
+        goto done;
+    }
+    sp.tls = tls;
+    const char *scheme = tls ? "https" : "http";
     if (http_port >= 0) {
         if (!http_host) http_host = host;
         int bound = 0;
         if (es_http_listen(http_host, (int)http_port, &http_fd, &bound, &err) != ES_OK ||
-            es_http_loading_start(http_fd, &loading, &err) != ES_OK) {
+            es_http_loading_start_tls(http_fd, tls, &loading, &err) != ES_OK) {
             cli_error("serve", "%s", err.msg);
             goto done;
         }
         const bool v6h = strchr(http_host, ':') != NULL;
-        fprintf(stderr, "HTTP API listening on http://%s%s%s:%d\n", v6h ? "[" : "", http_host, v6h ? "]" : "", bound);
+        fprintf(stderr, "HTTP API listening on %s://%s%s%s:%d\n", scheme, v6h ? "[" : "", http_host, v6h ? "]" : "", bound);
         fflush(stderr);
         if (!model_name) { /* the file's name without folders and .gguf */
             const char *b = strrchr(model_path, '/');
@@ -442,10 +486,18 @@ int cmd_serve(int argc, char **argv) {
     char desc[128];
     es_model_desc(target, desc, sizeof desc);
     bool v6 = strchr(host, ':') != NULL;
-    bool local = !strcmp(host, "127.0.0.1") || !strcmp(host, "localhost") || !strcmp(host, "::1");
-    fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
-            sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key ? ", api key required" : "",
-            local ? "" : ", reachable from other machines");
+#define IS_LOCAL(hn) (!strcmp(hn, "127.0.0.1") || !strcmp(hn, "localhost") || !strcmp(hn, "::1"))
+    bool local = IS_LOCAL(host) && (!sp.http || !http_host || IS_LOCAL(http_host));
+#undef IS_LOCAL
+    fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
+            sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key || keys.n ? ", api key required" : "",
+            tls ? ", TLS" : "", local ? "" : ", reachable from other machines");
+    if (!local && !tls)
+        fprintf(stderr, "edgespec serve: warning: listening beyond this machine without TLS: traffic and keys travel in "
+                        "clear text (see --tls-cert)\n");
+    if (!local && !api_key && !keys.n)
+        fprintf(stderr, "edgespec serve: warning: listening beyond this machine without an api key: anyone who can "
+                        "reach the port can use the model (see --api-key / --api-keys-file)\n");
     fprintf(stderr, "listening on %s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", es_server_port(srv));
     if (sp.http) fprintf(stderr, "edgespec serve: HTTP API ready (model \"%s\")\n", model_name);
     fflush(stderr);
@@ -468,6 +520,9 @@ done:
     es_http_loading_stop(loading);
     if (http_fd >= 0) close(http_fd);
     es_server_free(srv);
+    es_tls_ctx_free(tls); /* after the server and the loading responder, which use it */
+    free(key_ptrs);
+    es_keys_free(&keys);
     es_model_free(draft);
     es_model_free(target);
     return rc;

@@ -7,6 +7,9 @@
  *    serialised it (size*8/kbps, frames queue behind each other) and arrives rtt/2 later, in both
  *    directions. Because the thread keeps time while the caller drafts, drafting overlaps the delay
  *    as it would on a real network. Without emulation frames are written at once.
+ *    With TLS the handshake runs on the caller's thread before the I/O thread starts (blocking, within
+ *    the I/O timeout); afterwards every SSL_read / SSL_write happens on the I/O thread only (one SSL
+ *    object is not safe to use from two threads), so frames are never written from the caller's.
  *  - the session logic (caller's thread): handshake, OPEN, draft/VERIFY/VERDICT rounds with the
  *    proactive bet, or TOKENS streaming for plain clients; reconnection and local fallback.
  *
@@ -29,7 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/tls.h"
 #include "util/err.h"
+#include "util/sig.h"
 #include "util/wakeq.h"
 
 #define EDGE_NAME "edgespec-edge " ES_VERSION_STRING
@@ -64,6 +69,8 @@ typedef struct qframe {
 
 typedef struct wire {
     int fd;
+    struct ssl_st *ssl;         /* TLS on fd (NULL: plain TCP); I/O thread only once it runs */
+    bool ssl_read_wants_write;  /* the last SSL_read waits for the socket to take data (I/O thread) */
     es_wake wake;               /* caller -> I/O thread ("look at the queue again") */
     pthread_t th;
     bool th_started;
@@ -107,7 +114,9 @@ static void wire_die(wire *w, const char *fmt, ...) {
 static bool wire_flush(wire *w, double now) {
     while (w->out_head && w->out_head->due <= now) {
         qframe *f = w->out_head;
-        ssize_t k = send(w->fd, f->data + f->off, f->len - f->off, MSG_NOSIGNAL);
+        bool ww = false;
+        ssize_t k = w->ssl ? es_tls_write(w->ssl, f->data + f->off, f->len - f->off, &ww)
+                           : send(w->fd, f->data + f->off, f->len - f->off, MSG_NOSIGNAL);
         if (k > 0) {
             f->off += (size_t)k;
             if (f->off == f->len) {
@@ -148,7 +157,9 @@ static void wire_read(wire *w) {
             w->rbuf = nb;
             w->rcap = cap;
         }
-        ssize_t k = recv(w->fd, w->rbuf + w->rlen, w->rcap - w->rlen, 0);
+        w->ssl_read_wants_write = false;
+        ssize_t k = w->ssl ? es_tls_read(w->ssl, w->rbuf + w->rlen, w->rcap - w->rlen, &w->ssl_read_wants_write)
+                           : recv(w->fd, w->rbuf + w->rlen, w->rcap - w->rlen, 0);
         const double now = now_s();
         bool eof = false;
         if (k < 0) {
@@ -205,6 +216,7 @@ static void wire_read(wire *w) {
 
 static void *wire_thread(void *arg) {
     wire *w = arg;
+    es_thread_block_sigpipe(); /* TLS writes with write(): a vanished server must not raise SIGPIPE */
     pthread_mutex_lock(&w->mu);
     while (!w->stop && !w->dead) {
         const double now = now_s();
@@ -219,7 +231,8 @@ static void *wire_thread(void *arg) {
             tsp = &ts;
         }
         pthread_mutex_unlock(&w->mu);
-        struct pollfd pf[2] = {{w->fd, (short)(POLLIN | (blocked ? POLLOUT : 0)), 0}, {es_wake_fd(&w->wake), POLLIN, 0}};
+        const bool want_out = blocked || w->ssl_read_wants_write;
+        struct pollfd pf[2] = {{w->fd, (short)(POLLIN | (want_out ? POLLOUT : 0)), 0}, {es_wake_fd(&w->wake), POLLIN, 0}};
         const int r = ppoll(pf, 2, tsp, NULL);
         if (r < 0 && errno != EINTR) {
             pthread_mutex_lock(&w->mu);
@@ -227,8 +240,15 @@ static void *wire_thread(void *arg) {
             break;
         }
         if (r > 0 && (pf[1].revents & POLLIN)) es_wake_drain(&w->wake);
-        if (r > 0 && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) wire_read(w);
+        if (r > 0 && ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) ||
+                      (w->ssl_read_wants_write && (pf[0].revents & POLLOUT))))
+            wire_read(w);
         pthread_mutex_lock(&w->mu);
+    }
+    /* a clean goodbye (close_notify) on the thread that owns the SSL; nothing more is written */
+    if (w->ssl && !w->dead) {
+        es_tls_close(w->ssl);
+        w->ssl = NULL;
     }
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
@@ -246,6 +266,7 @@ static void wire_close(wire *w) {
         wire_poke(w);
         pthread_join(w->th, NULL);
     }
+    es_tls_free(w->ssl);
     if (w->fd >= 0) close(w->fd);
     es_wake_free(&w->wake);
     qfree_list(w->out_head);
@@ -256,9 +277,12 @@ static void wire_close(wire *w) {
     free(w);
 }
 
-/* Connects (within timeout_s) and starts the I/O thread. */
-static es_status wire_open(const char *host, int port, double timeout_s, double rtt_ms, double kbps, wire **out, es_err *err) {
+/* Connects (within timeout_s), runs the TLS handshake naming tls_name when tls is given, and starts
+ * the I/O thread. */
+static es_status wire_open(const char *host, int port, double timeout_s, double rtt_ms, double kbps, struct ssl_ctx_st *tls,
+                           const char *tls_name, wire **out, es_err *err) {
     *out = NULL;
+    const double t_start = now_s();
     char ports[16];
     snprintf(ports, sizeof ports, "%d", port);
     struct addrinfo hints, *res = NULL;
@@ -287,9 +311,18 @@ static es_status wire_open(const char *host, int port, double timeout_s, double 
     if (fd < 0) return es_fail(err, ES_ERR_IO, "cannot connect to %s:%d: %s", host, port, strerror(last_errno));
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct ssl_st *ssl = NULL;
+    if (tls) {
+        es_status ts = es_tls_client_connect(tls, fd, tls_name, t_start + timeout_s, &ssl, err);
+        if (ts != ES_OK) {
+            close(fd);
+            return ts;
+        }
+    }
     wire *w = calloc(1, sizeof *w);
-    if (!w) { close(fd); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    if (!w) { es_tls_free(ssl); close(fd); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
     w->fd = fd;
+    w->ssl = ssl;
     w->half_rtt_s = rtt_ms > 0 ? rtt_ms / 2000.0 : 0.0;
     w->kbps = kbps > 0 ? kbps : 0.0;
     pthread_mutex_init(&w->mu, NULL);
@@ -342,8 +375,9 @@ static es_status wire_send(wire *w, const uint8_t *frame, size_t len, es_err *er
     if (w->out_tail) w->out_tail->next = f;
     else w->out_head = f;
     w->out_tail = f;
-    /* nothing queued ahead and due now: write from here (saves a thread wake-up per frame) */
-    const bool blocked = was_empty && due <= now ? wire_flush(w, now) : false;
+    /* nothing queued ahead and due now: write from here (saves a thread wake-up per frame); with TLS
+     * only the I/O thread touches the SSL */
+    const bool blocked = was_empty && due <= now && !w->ssl ? wire_flush(w, now) : false;
     const bool poke = w->out_head != NULL || blocked;
     pthread_mutex_unlock(&w->mu);
     if (poke) wire_poke(w);
@@ -390,6 +424,8 @@ static es_status wire_recv(wire *w, double deadline, qframe **out, es_err *err) 
 struct es_edge {
     es_edge_params p;
     char *host, *api_key;          /* owned copies of the params' strings */
+    struct ssl_ctx_st *tls;        /* client TLS context (NULL: plain TCP) */
+    char *tls_name;                /* the name the server's certificate must carry */
     wire *w;
     es_msg_welcome welcome;
     es_ctx *dctx;                  /* draft context (NULL without a draft) */
@@ -523,7 +559,7 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
     wire_close(e->w);
     e->w = NULL;
     es_status s = wire_open(e->host, e->p.port, e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0, e->p.emulate_rtt_ms,
-                            e->p.emulate_bandwidth_kbps, &e->w, err);
+                            e->p.emulate_bandwidth_kbps, e->tls, e->tls_name, &e->w, err);
     if (s != ES_OK) return s;
     es_msg_hello h;
     memset(&h, 0, sizeof h);
@@ -563,6 +599,12 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
     }
     free(f);
     e->st = saved;
+    if (s != ES_OK && !e->tls && (s == ES_ERR_IO || s == ES_ERR_PROTOCOL) && err) {
+        /* a TLS server answers a plain HELLO with an alert or a reset */
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        es_fail(err, s, "%.200s (if the server uses TLS, connect with --tls)", why);
+    }
     if (s != ES_OK) return s;
     if (e->welcome.version != ES_PROTO_VERSION)
         return es_fail(err, ES_ERR_UNSUPPORTED, "the server chose protocol version %u, this edge speaks %d", e->welcome.version, ES_PROTO_VERSION);
@@ -594,11 +636,17 @@ es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
     e->tokbuf = malloc(ES_PROTO_MAX_TOKENS_FRAME * sizeof(int32_t));
     e->p.host = e->host;
     e->p.api_key = e->api_key;
-    if (!e->host || (p->api_key && *p->api_key && !e->api_key) || !e->obuf || !e->tokbuf) {
+    e->tls_name = p->tls ? strdup(p->tls_server_name && *p->tls_server_name ? p->tls_server_name : e->host ? e->host : "") : NULL;
+    e->p.tls_ca = e->p.tls_server_name = NULL; /* the caller's strings are not kept */
+    if (!e->host || (p->api_key && *p->api_key && !e->api_key) || !e->obuf || !e->tokbuf || (p->tls && !e->tls_name)) {
         es_edge_free(e);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
     es_status s;
+    if (p->tls && (s = es_tls_client_ctx(p->tls_ca, p->tls_insecure, &e->tls, err)) != ES_OK) {
+        es_edge_free(e);
+        return s;
+    }
     if (p->draft) {
         es_ctx_params cp = es_ctx_default_params();
         cp.n_threads = p->n_threads > 0 ? p->n_threads : 1;
@@ -628,6 +676,8 @@ void es_edge_free(es_edge *e) {
     free(e->tokbuf);
     free(e->host);
     free(e->api_key);
+    es_tls_ctx_free(e->tls);
+    free(e->tls_name);
     free(e);
 }
 

@@ -51,6 +51,14 @@ typedef struct es_edge_params {
     double io_timeout_s;            /* give up on a silent server after this long (default 60) */
     es_log_fn log;
     void *log_ud;
+    /* TLS (the server runs `serve --tls-cert/--tls-key`): the same frames inside TLS 1.2+. The server's
+     * certificate is verified against the system CA store, or only tls_ca (PEM) when given, and must
+     * name tls_server_name (default: host; an address matches the certificate's IP entries).
+     * tls_insecure skips the verification (tests only: anyone in the path can then read the traffic). */
+    bool tls;
+    const char *tls_ca;
+    bool tls_insecure;
+    const char *tls_server_name;
 } es_edge_params;
 
 es_edge_params es_edge_default_params(void);

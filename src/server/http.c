@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -32,7 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/keys.h"
 #include "net/proto.h"
+#include "net/tls.h"
 #include "server/chat.h"
 #include "server/oai.h"
 #include "tokenizer/detok.h"
@@ -79,9 +82,9 @@ typedef struct hreq {
 struct es_http {
     es_http_params p;
     char model_name[256], owned_by[64];
-    char key[HTTP_MAX_KEY + 1];
-    size_t key_len;
-    bool need_key;
+    es_keys keys;                 /* accepted api keys (none: no key needed) */
+    int64_t auth_failures;        /* requests answered 401 */
+    _Atomic int64_t tls_failures; /* failed TLS handshakes (loop thread) */
     int chat_family;
     int32_t eot;                  /* the chat family's end-of-turn token, -1 if none */
     int32_t bos, eos;
@@ -409,24 +412,14 @@ void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int stat
 /* ---- the endpoints ---- */
 
 static bool auth_ok(const es_http *h, struct evhttp_request *req) {
-    if (!h->need_key) return true;
+    if (h->keys.n == 0) return true;
     const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     const char *tok = "";
     if (a && strncasecmp(a, "Bearer ", 7) == 0) {
         tok = a + 7;
         while (*tok == ' ') tok++;
     }
-    /* Constant time over a fixed-size field: the time taken says nothing about how much of a
-     * guessed key was right, nor about the key's length. */
-    char x[HTTP_MAX_KEY + 1], y[HTTP_MAX_KEY + 1];
-    memset(x, 0, sizeof x);
-    memset(y, 0, sizeof y);
-    const size_t tl = strnlen(tok, HTTP_MAX_KEY + 1);
-    memcpy(x, tok, tl > HTTP_MAX_KEY ? HTTP_MAX_KEY : tl);
-    memcpy(y, h->key, h->key_len);
-    volatile unsigned diff = tl != h->key_len;
-    for (size_t i = 0; i < sizeof x; i++) diff |= (unsigned)(uint8_t)x[i] ^ (unsigned)(uint8_t)y[i];
-    return diff == 0;
+    return es_keys_match(&h->keys, tok, strnlen(tok, HTTP_MAX_KEY + 1)); /* constant time (net/keys.h) */
 }
 
 /* Tokenises text (BOS as the vocabulary asks). NULL with *n = 0 on failure (message in err). */
@@ -661,6 +654,8 @@ static void handle_metrics(es_http *h, struct evhttp_request *req) {
         const double dt = h->tps_t[last] - h->tps_t[first];
         m.tokens_per_second = dt > 0 ? (double)(h->tps_tok[last] - h->tps_tok[first]) / dt : 0;
     }
+    m.auth_failures_http = h->auth_failures;
+    if (h->p.tls) m.tls_failures_http = atomic_load(&h->tls_failures);
     if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
     /* this scrape counts itself, so two scrapes always see the counter move */
     count(h, EP_METRICS, 200);
@@ -752,6 +747,7 @@ static void handle(struct evhttp_request *req, void *arg) {
         return;
     }
     if (!auth_ok(h, req)) {
+        h->auth_failures++;
         const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
         reply_errorf(h, req, ep, 401, "invalid_request_error", "invalid_api_key", "%s",
                      a ? "Incorrect API key provided." : "You didn't provide an API key (Authorization: Bearer KEY).");
@@ -822,6 +818,17 @@ static void configure(struct evhttp *http, size_t max_body, double timeout_s) {
     evhttp_set_timeout_tv(http, &tv);
 }
 
+/* evhttp asks for each accepted connection's bufferevent: an accepting TLS one (evhttp sets its fd). */
+static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg) {
+    es_http *h = arg;
+    struct ssl_st *ssl = es_tls_server_ssl(h->p.tls, &h->tls_failures);
+    if (!ssl) return NULL;
+    struct bufferevent *b = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (b) bufferevent_openssl_set_allow_dirty_shutdown(b, 1); /* clients that just close are EOF, not errors */
+    else es_tls_close(ssl);
+    return b;
+}
+
 static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
     *out = NULL;
     if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
@@ -837,12 +844,16 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->p.owned_by = h->owned_by;
     if (!h->p.max_body) h->p.max_body = HTTP_MAX_BODY_DEFAULT;
     if (!(h->p.timeout_s > 0)) h->p.timeout_s = 600;
-    if (p->api_key && *p->api_key) {
-        h->key_len = strlen(p->api_key);
-        memcpy(h->key, p->api_key, h->key_len);
-        h->need_key = true;
+    es_status kst = ES_OK;
+    if (p->api_key && *p->api_key) kst = es_keys_add(&h->keys, p->api_key, err);
+    for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&h->keys, p->api_keys[i], err);
+    if (kst != ES_OK) {
+        es_http_free(h);
+        return kst;
     }
     h->p.api_key = NULL;
+    h->p.api_keys = NULL;
+    h->p.n_api_keys = 0;
     h->bos = es_tokenizer_bos(p->tok);
     h->eos = es_tokenizer_eos(p->tok);
     h->n_vocab = es_tokenizer_n_vocab(p->tok);
@@ -867,6 +878,7 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
     configure(h->http, h->p.max_body, h->p.timeout_s);
+    if (p->tls) evhttp_set_bevcb(h->http, tls_bev_cb, h);
     evhttp_set_gencb(h->http, handle, h);
     int fd = p->fd;
     if (fd < 0) {
@@ -937,6 +949,7 @@ void es_http_free(es_http *h) {
     if (h->tick) event_free(h->tick);
     if (h->http) evhttp_free(h->http);
     if (h->chunk) evbuffer_free(h->chunk);
+    es_keys_free(&h->keys);
     free(h);
 }
 
@@ -989,7 +1002,18 @@ static void loading_free(es_http_loading *l) {
     free(l);
 }
 
-es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err) {
+static struct bufferevent *loading_tls_bev_cb(struct event_base *base, void *arg) {
+    struct ssl_st *ssl = es_tls_server_ssl(arg, NULL);
+    if (!ssl) return NULL;
+    struct bufferevent *b = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (b) bufferevent_openssl_set_allow_dirty_shutdown(b, 1);
+    else es_tls_close(ssl);
+    return b;
+}
+
+es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err) { return es_http_loading_start_tls(fd, NULL, out, err); }
+
+es_status es_http_loading_start_tls(int fd, struct ssl_ctx_st *tls, es_http_loading **out, es_err *err) {
     *out = NULL;
     es_http_loading *l = calloc(1, sizeof *l);
     if (!l) return es_fail(err, ES_ERR_NOMEM, "out of memory");
@@ -1009,6 +1033,7 @@ es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err) {
         return es_fail(err, ES_ERR_NOMEM, "cannot set up the loading responder");
     }
     configure(l->http, 64 * 1024, 10);
+    if (tls) evhttp_set_bevcb(l->http, loading_tls_bev_cb, tls);
     evhttp_set_gencb(l->http, loading_handle, l);
     event_add(l->stop_ev, NULL);
     if (pthread_create(&l->th, NULL, loading_main, l) != 0) {

@@ -18,7 +18,9 @@
  * context), 401 (--api-key: missing or wrong bearer token), 404 (unknown path or model), 405 (wrong
  * method; Allow says which), 413 (body above max_body: answered by evhttp itself, so its body is
  * libevent's HTML, not JSON), 503 (the backend is full: Retry-After: 1; or still loading), 500.
- * /health and /metrics need no key; everything under /v1 does when a key is set.
+ * /health and /metrics need no key; everything under /v1 does when a key is set. Several keys may be
+ * accepted (api_key plus api_keys, net/keys.h); refusals are counted in /metrics
+ * (edgespec_auth_failures_total{listener="http"}). With `tls` the listener speaks HTTPS only.
  *
  * Threads: every function here runs on the loop's thread, except es_http_listen and the loading
  * responder (es_http_loading_*), which have their own. */
@@ -74,6 +76,10 @@ typedef struct es_http_params {
     es_http_backend backend;
     es_log_fn log;               /* optional */
     void *log_ud;
+    const char *const *api_keys; /* more accepted keys besides api_key [n_api_keys] (net/keys.h) */
+    int n_api_keys;
+    struct ssl_ctx_st *tls;      /* non-NULL: serve HTTPS with this server context (net/tls.h); the
+                                    caller keeps it alive until es_http_free */
 } es_http_params;
 
 es_http_params es_http_default_params(void);
@@ -111,6 +117,8 @@ es_status es_http_listen(const char *host, int port, int *fd_out, int *port_out,
  * listening, so connections that arrive meanwhile wait in the backlog for the real server. */
 typedef struct es_http_loading es_http_loading;
 es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err);
+/* The same over TLS with the server context tls (NULL: plain), kept alive by the caller until stop. */
+es_status es_http_loading_start_tls(int fd, struct ssl_ctx_st *tls, es_http_loading **out, es_err *err);
 void es_http_loading_stop(es_http_loading *l);
 
 #endif

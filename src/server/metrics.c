@@ -14,6 +14,8 @@ void es_metrics_init(es_metrics *m) {
     m->kv_blocks_used = m->kv_blocks_total = -1;
     m->batch_count = -1;
     m->queue_depth = -1;
+    m->auth_failures_edge = m->auth_failures_http = -1;
+    m->tls_failures_edge = m->tls_failures_http = -1;
 }
 
 void es_metrics_count_request(es_metrics *m, const char *endpoint, int status) {
@@ -114,6 +116,25 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         ok = ok && simple(o, "edgespec_acceptance_length", "gauge",
                           "Mean tokens confirmed per speculative round (accepted + 1 from the target), since start.",
                           m->drafts > 0 ? 1.0 + (double)m->accepted_tokens / (double)m->drafts : 0.0);
+    }
+    if (m->auth_failures_edge >= 0 || m->auth_failures_http >= 0) {
+        ok = ok && family(o, "edgespec_auth_failures_total", "counter",
+                          "Connections (edge protocol) or requests (HTTP) refused for a missing or wrong api key.");
+        if (m->auth_failures_edge >= 0)
+            ok = ok && es_str_puts(o, "edgespec_auth_failures_total{listener=\"edge\"} ") && value(o, (double)m->auth_failures_edge);
+        if (m->auth_failures_http >= 0)
+            ok = ok && es_str_puts(o, "edgespec_auth_failures_total{listener=\"http\"} ") && value(o, (double)m->auth_failures_http);
+    }
+    if (m->tls_failures_edge >= 0 || m->tls_failures_http >= 0) {
+        ok = ok && family(o, "edgespec_tls_handshake_failures_total", "counter",
+                          "TLS handshakes that failed (plain text on a TLS port, an untrusted or unknown certificate, a "
+                          "peer that hung up mid-handshake).");
+        if (m->tls_failures_edge >= 0)
+            ok = ok && es_str_puts(o, "edgespec_tls_handshake_failures_total{listener=\"edge\"} ") &&
+                 value(o, (double)m->tls_failures_edge);
+        if (m->tls_failures_http >= 0)
+            ok = ok && es_str_puts(o, "edgespec_tls_handshake_failures_total{listener=\"http\"} ") &&
+                 value(o, (double)m->tls_failures_http);
     }
     ok = ok && simple(o, "edgespec_ready", "gauge", "1 when the model is loaded and requests are served.", m->ready ? 1 : 0);
     ok = ok && simple(o, "edgespec_uptime_seconds", "gauge", "Seconds since the HTTP API started.", m->uptime_seconds);

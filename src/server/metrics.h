@@ -42,6 +42,10 @@ typedef struct es_metrics {
     int64_t batch_count;           /* forward passes (< 0: no batch histogram) */
     int64_t batch_sum;             /* rows over all of them */
     int queue_depth;               /* requests waiting for a worker (edge) */
+    /* ---- security, per listener (< 0: no such listener, or no TLS on it) ---- */
+    int64_t auth_failures_edge;    /* edge connections refused for a missing or wrong api key */
+    int64_t auth_failures_http;    /* HTTP requests answered 401 */
+    int64_t tls_failures_edge, tls_failures_http; /* TLS handshakes that failed */
 } es_metrics;
 
 /* Every backend value set to "not applicable". */

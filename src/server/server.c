@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <math.h>
@@ -35,6 +36,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -45,7 +48,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/keys.h"
 #include "net/proto.h"
+#include "net/tls.h"
 #include "server/metrics.h"
 #include "util/err.h"
 #include "util/sig.h"
@@ -103,8 +108,8 @@ struct es_server {
     /* configuration (resolved defaults) */
     es_server_params p;
     char host[256];
-    char api_key[ES_PROTO_MAX_KEY + 1];
-    bool need_key;
+    es_keys keys;                      /* accepted api keys (none: no key needed) */
+    _Atomic int64_t tls_failures;      /* failed edge-port TLS handshakes (counted on the loop thread) */
     int n_ctx, n_vocab, max_tree_nodes, max_new_tokens, max_prompt;
     uint64_t fingerprint;
     int32_t bos, eos;
@@ -294,6 +299,11 @@ static void conn_close_sessions(es_conn *c) {
 }
 
 static void conn_free(es_conn *c) {
+    struct ssl_st *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    if (ssl && SSL_is_init_finished(ssl)) { /* close_notify, one non-blocking attempt; freed with the bufferevent */
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error(); /* nothing of it may linger on this thread's queue for the next connection */
+    }
     if (c->bev) bufferevent_free(c->bev);
     free(c->sess);
     free(c);
@@ -551,22 +561,15 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
                   h.version_max, ES_PROTO_VERSION);
         return;
     }
-    if (s->need_key) {
-        /* Constant-time over the whole fixed-size field, so the time taken says nothing about how
-         * much of a guessed key was right, nor about its length. */
-        char a[ES_PROTO_MAX_KEY + 1], b[ES_PROTO_MAX_KEY + 1];
-        memset(a, 0, sizeof a);
-        memset(b, 0, sizeof b);
-        memcpy(a, h.api_key, strnlen(h.api_key, ES_PROTO_MAX_KEY));
-        memcpy(b, s->api_key, strnlen(s->api_key, ES_PROTO_MAX_KEY));
-        volatile unsigned diff = 0;
-        for (size_t i = 0; i < sizeof a; i++) diff |= (unsigned)(uint8_t)a[i] ^ (unsigned)(uint8_t)b[i];
-        if (diff != 0) {
-            stat_add(s, &s->st.connections_refused, 1);
-            slog(s, 1, "connection %u (%s): refused, %s api key", c->id, c->peer, h.api_key[0] ? "wrong" : "missing");
-            conn_fail(c, ES_PERR_AUTH, "%s api key", h.api_key[0] ? "wrong" : "missing");
-            return;
-        }
+    if (s->keys.n > 0 && !es_keys_match(&s->keys, h.api_key, strnlen(h.api_key, ES_PROTO_MAX_KEY))) {
+        /* (constant time over every accepted key: net/keys.h) */
+        pthread_mutex_lock(&s->stats_mu);
+        s->st.connections_refused++;
+        s->st.auth_failures++;
+        pthread_mutex_unlock(&s->stats_mu);
+        slog(s, 1, "connection %u (%s): refused, %s api key", c->id, c->peer, h.api_key[0] ? "wrong" : "missing");
+        conn_fail(c, ES_PERR_AUTH, "%s api key", h.api_key[0] ? "wrong" : "missing");
+        return;
     }
     if (h.has_draft) {
         char msg[ES_PROTO_MAX_MSG + 1];
@@ -924,7 +927,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     es_conn *c = calloc(1, sizeof *c);
-    struct bufferevent *bev = c ? bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    struct bufferevent *bev = NULL;
+    if (c && s->p.tls) {
+        struct ssl_st *ssl = es_tls_server_ssl(s->p.tls, &s->tls_failures);
+        bev = ssl ? bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE) : NULL;
+        if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1); /* a peer that just closes is EOF */
+        else if (ssl) es_tls_close(ssl);
+    } else if (c) {
+        bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev) {
         free(c);
         evutil_closesocket(fd);
@@ -1160,6 +1171,10 @@ static void http_metrics(void *ud, es_metrics *m) {
     for (int b = 0; b < ES_METRICS_BATCH_BUCKETS; b++) m->batch_buckets[b] = k.batch_hist[b];
     m->batch_count = k.steps;
     m->batch_sum = k.batch_rows;
+    pthread_mutex_lock(&s->stats_mu);
+    m->auth_failures_edge = s->st.auth_failures;
+    pthread_mutex_unlock(&s->stats_mu);
+    if (s->p.tls) m->tls_failures_edge = atomic_load(&s->tls_failures);
 }
 
 static es_status start_http(es_server *s, es_err *err) {
@@ -1170,7 +1185,15 @@ static es_status start_http(es_server *s, es_err *err) {
     hp.host = s->http_host;
     hp.port = s->p.http_port;
     hp.fd = s->p.http_fd;
-    hp.api_key = s->need_key ? s->api_key : NULL;
+    hp.api_key = NULL;
+    const char **keys = NULL;
+    if (s->keys.n > 0) { /* es_http_start copies them */
+        if (!(keys = malloc((size_t)s->keys.n * sizeof *keys))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < s->keys.n; i++) keys[i] = s->keys.k[i];
+    }
+    hp.api_keys = keys;
+    hp.n_api_keys = s->keys.n;
+    hp.tls = s->p.tls;
     hp.model_name = s->model_name;
     hp.owned_by = "edgespec";
     if (s->p.http_max_body) hp.max_body = s->p.http_max_body;
@@ -1185,6 +1208,7 @@ static es_status start_http(es_server *s, es_err *err) {
     hp.log = s->p.log;
     hp.log_ud = s->p.log_ud;
     es_status st = es_http_start(&hp, &s->http, err);
+    free(keys);
     s->p.http_fd = -1; /* taken over (or closed) either way */
     if (st == ES_OK) s->http_port = es_http_port(s->http);
     return st;
@@ -1246,6 +1270,7 @@ static void server_destroy(es_server *s) {
     free(s->obuf);
     free(s->prompt_buf);
     free(s->tree);
+    es_keys_free(&s->keys);
     free(s);
 }
 
@@ -1265,15 +1290,19 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     s->p = *p;
     snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
     s->p.host = s->host;
-    if (p->api_key && *p->api_key) {
-        if (strlen(p->api_key) > ES_PROTO_MAX_KEY) {
+    {
+        es_status kst = ES_OK;
+        if (p->api_key && *p->api_key) kst = es_keys_add(&s->keys, p->api_key, err);
+        for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&s->keys, p->api_keys[i], err);
+        if (kst != ES_OK) {
+            es_keys_free(&s->keys);
             free(s);
-            return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", ES_PROTO_MAX_KEY);
+            return kst;
         }
-        snprintf(s->api_key, sizeof s->api_key, "%s", p->api_key);
-        s->need_key = true;
     }
-    s->p.api_key = s->need_key ? s->api_key : NULL;
+    s->p.api_key = NULL; /* the caller's strings are not kept */
+    s->p.api_keys = NULL;
+    s->p.n_api_keys = 0;
     if (!s->p.target_tok) s->p.target_tok = es_model_tokenizer(p->target);
     if (!s->p.max_payload) s->p.max_payload = ES_PROTO_MAX_PAYLOAD_DEFAULT;
     s->max_output = p->max_output_bytes ? p->max_output_bytes : ES_SERVER_MAX_OUTPUT_DEFAULT;
@@ -1293,12 +1322,14 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     s->bos = tok ? es_tokenizer_bos(tok) : -1;
     s->eos = tok ? es_tokenizer_eos(tok) : -1;
     if (!tok) {
+        es_keys_free(&s->keys);
         free(s);
         return es_fail(err, ES_ERR_INVALID_ARG, "the target model has no tokenizer");
     }
 
     es_status st = ES_OK;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        es_keys_free(&s->keys);
         free(s);
         return es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
     }
@@ -1388,6 +1419,7 @@ void es_server_get_stats(es_server *s, es_server_stats *out) {
     pthread_mutex_lock(&s->stats_mu);
     *out = s->st;
     pthread_mutex_unlock(&s->stats_mu);
+    out->tls_handshake_failures = atomic_load(&s->tls_failures);
     es_sched_get_stats(s->sched, &out->sched);
 }
 

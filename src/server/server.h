@@ -10,7 +10,10 @@
  * connection, and an ERROR about a session ends that session (docs/PROTOCOL.md, "what an error
  * closes"); an OPEN for an id already open is refused without touching the open session. Nothing one connection sends can
  * touch another's sessions. A connection that goes away has all its sessions closed at once (their
- * KV blocks return to the pool before the next step). Idle sessions/connections time out. */
+ * KV blocks return to the pool before the next step). Idle sessions/connections time out.
+ *
+ * Security: with `tls` both listeners (this port and the HTTP API's) accept TLS 1.2+ only; the frames
+ * inside are the same. Keys (api_key and api_keys) are checked in constant time on both listeners. */
 #ifndef ES_SERVER_SERVER_H
 #define ES_SERVER_SERVER_H
 
@@ -52,6 +55,12 @@ typedef struct es_server_params {
     const char *model_name;      /* the model id the HTTP API reports (default "edgespec") */
     int chat_family;             /* es_chat_family; -1 (default): from the model's chat template */
     bool http_server_spec;       /* with a draft model: HTTP sessions draft on the server (default true) */
+    const char *const *api_keys; /* more accepted keys besides api_key [n_api_keys], on both listeners
+                                    (net/keys.h: es_keys_load_file reads an --api-keys-file) */
+    int n_api_keys;
+    struct ssl_ctx_st *tls;      /* non-NULL: both listeners speak TLS only, with this server context
+                                    (net/tls.h: es_tls_server_ctx); kept alive by the caller until
+                                    es_server_free */
 } es_server_params;
 
 es_server_params es_server_default_params(void);
@@ -62,6 +71,9 @@ typedef struct es_server_stats {
     int64_t frames_in, frames_out, bytes_in, bytes_out;
     int64_t protocol_errors;     /* malformed / oversized / out-of-order frames answered with ERROR */
     es_http_stats http;          /* the HTTP API (a snapshot refreshed every second while running) */
+    int64_t auth_failures;       /* connections refused for a missing or wrong api key (also counted
+                                    in connections_refused) */
+    int64_t tls_handshake_failures; /* edge-port TLS handshakes that failed */
 } es_server_stats;
 
 /* Binds, listens, starts the loop thread and the compute thread; returns once accepting. */
