@@ -5,7 +5,8 @@
 #   --bench  also the benchmark extras (gnuplot for the serving curves under docs/).
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang python3 curl nodejs npm)
+# clang: the libFuzzer targets (make fuzz); llvm: llvm-symbolizer, so sanitizer reports have file:line.
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev clang llvm python3 curl nodejs npm)
 check=0
 for a in "$@"; do
   case "$a" in
