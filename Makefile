@@ -5,7 +5,7 @@ CMAKE_FLAGS ?=
 EDGESPEC_MODELS ?= $(abspath ../shared/models)
 export EDGESPEC_MODELS
 
-.PHONY: all deps test demo asan fuzz bench clean configure
+.PHONY: all deps test demo asan tsan fuzz bench clean configure
 
 FUZZ_SECONDS ?= 60
 
@@ -24,10 +24,22 @@ test: all
 demo: all
 	@scripts/demo.sh $(BUILD)
 
+# Release flags (-O2 -g) under the sanitizers: they catch the same bugs, and the statistical tests fit the
+# CTest timeout (at -O0 test_spec alone took ~15 min)
 asan: deps
-	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DES_SANITIZE=ON >/dev/null
+	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DES_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+# ThreadSanitizer over the threaded parts: the server (loop + compute threads), the edge client, the
+# scheduler, the thread pool, the wake-up queue and the fault-injection tests. Suppressions (each one
+# justified) in tests/tsan.supp.
+TSAN_TESTS ?= test_(server|edge|sched|threadpool|wakeq|faults|fuzz_regress)$$
+tsan: deps
+	@test -f build-tsan/CMakeCache.txt || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DES_TSAN=ON >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	@cd build-tsan && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --output-on-failure -j $(JOBS) -R '$(TSAN_TESTS)'
 
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, each run for FUZZ_SECONDS; make all first so
 # the GGUF targets are seeded with the converted test models
@@ -38,4 +50,4 @@ bench: all
 	@scripts/bench.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

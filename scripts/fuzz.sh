@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/ and runs each src/fuzz/fuzz_*.c
 # target for FUZZ_SECONDS. GGUF targets are seeded with a small generated file, the GGUFs the test
 # suite wrote (build/tmp) and the converted test models (build/models; big files cut to 64 KiB);
-# fuzz_proto with one valid frame of every type, fuzz_oai with requests of both endpoints.
+# fuzz_proto with one valid frame of every type, fuzz_oai with requests of both endpoints, fuzz_session
+# with recorded sessions (its model: EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf).
 # Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60)
 set -euo pipefail
 secs=${1:-60}
@@ -84,6 +85,29 @@ oai_seeds() { # DIR: requests for both endpoints (byte 0: 0 completions, 1 chat)
   printf '\1{"messages":[{"role":"assistant","content":null}],"max_completion_tokens":3,"top_p":0.5}' >"$1/chat2"
 }
 
+session_seeds() { # DIR: programs for fuzz_session (the byte code is described in src/fuzz/fuzz_session.c:
+  # op byte = connection (high nibble % 3) and operation (low nibble): 0 HELLO, 2 OPEN, 4 VERIFY, 6 CLOSE,
+  # 7 PING, 8 client ERROR, 9 raw frame, 10 raw bytes, 11 EOF, 12..15 scheduler steps)
+  local d=$1
+  local hello='\x00\x00' hello_draft='\x00\x08' prompt='\x05\x00\x10\x20\x31\x40' steps='\x0f\x0f\x0f'
+  # AR session (mode 1, greedy, 8 tokens), run to the end, then a PING and CLOSE of a finished id
+  printf "${hello}\x02\x01\x01\x08\x00\x00${prompt}${steps}${steps}\x07\x01\x02\x03\x04\x06\x01" >"$d/ar"
+  # edge session (greedy): two rounds of 3-node trees at the rounds the verdicts announce, then CLOSE
+  local tree='\x04\x02\x03\x10\x00\x11\x01\x12\x00'
+  printf "${hello_draft}\x02\x02\x00\x10\x00\x00${prompt}${steps}${tree}${steps}${tree}${steps}\x06\x02" >"$d/edge"
+  # edge session, rejection rule at temperature 0.8, trees with proposal distributions
+  local qtree='\x04\x02\x0c\x10\x00\x11\x01\x12\x00'
+  printf "${hello_draft}\x02\x02\x28\x10\x07\x00${prompt}${steps}${qtree}${steps}${qtree}${steps}" >"$d/rejection"
+  # two connections, three sessions (one busy), one client vanishing mid-prefill
+  printf "${hello}\x10\x00\x02\x01\x01\x10\x00\x00\x27\x00${prompt}\x12\x02\x00\x10\x00\x00${prompt}\x12\x03\x01\x10\x00\x00${prompt}\x0c\x1b${steps}\x14\x02\x01\x10\x00${steps}" >"$d/two_conns"
+  # refused handshakes and protocol errors: wrong key, wrong fingerprint, OPEN before HELLO, garbage
+  printf "\x02\x01\x01\x08\x00\x00${prompt}\x10\x05\x20\x0a\x0b\x00" >"$d/refusals"
+  printf "${hello}\x09\x05\x01\x04\x01\x02\x03\x04\x09\x63\x00\x00\x0a\x05\x00\x00\x00\x10\x03\x04\x01\x80\x07\x00\x00\x00\x00" >"$d/garbage"
+  # text prompt, AR with sampling and a stop token, a client ERROR ending it
+  printf "${hello}\x02\x03\x21\x10\x05\x01\x10\x80\x0f\x08\x03\x0f" >"$d/text"
+}
+
+export EDGESPEC_FUZZ_MODEL=${EDGESPEC_FUZZ_MODEL:-$root/build/models/stories260K.gguf}
 rc=0
 for t in "${targets[@]}"; do
   corpus=$bdir/corpus/$t seeds=$bdir/seeds/$t
@@ -95,15 +119,20 @@ for t in "${targets[@]}"; do
     extra+=(-dict="$bdir/$t.dict")
   fi
   [[ $t == fuzz_proto ]] && proto_seeds "$seeds"
+  [[ $t == fuzz_session ]] && session_seeds "$seeds"
   if [[ $t == fuzz_oai ]]; then
     oai_seeds "$seeds"
     printf '%s\n' '"prompt"' '"messages"' '"role"' '"content"' '"stop"' '"max_tokens"' '"temperature"' \
       '"stream_options"' '"include_usage"' '"\\u00e9"' '"\xf0\x9f\x98\x80"' >"$bdir/$t.dict"
     extra+=(-dict="$bdir/$t.dict")
   fi
+  # inputs kept as regression tests (tests/test_fuzz_regress.c) are seeds too
+  # (after the corpus dir: libFuzzer writes new inputs into the first directory only)
+  regress=()
+  [ -d "$root/tests/data/fuzz-regress/$t" ] && regress=("$root/tests/data/fuzz-regress/$t")
   echo "== $t: ${secs}s"
   if ! "$bdir/$t" -max_total_time="$secs" -max_len=$max_len -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="$bdir/artifacts/$t-" "${extra[@]}" "$corpus" "$seeds"; then
+      -artifact_prefix="$bdir/artifacts/$t-" "${extra[@]}" "$corpus" "$seeds" "${regress[@]}"; then
     echo "fuzz.sh: $t FAILED (crashing input in $bdir/artifacts/)" >&2
     rc=1
   fi

@@ -5,8 +5,9 @@
 #   --bench  also the benchmark extras (gnuplot for the serving curves under docs/).
 set -euo pipefail
 
-# libevent-dev ships libevent_openssl (event2/bufferevent_ssl.h); openssl (the CLI) makes the test certificates
-PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang python3 curl nodejs npm)
+# libevent-dev ships libevent_openssl (event2/bufferevent_ssl.h); openssl (the CLI) makes the test certificates;
+# clang: the libFuzzer targets (make fuzz); llvm: llvm-symbolizer, so sanitizer reports have file:line.
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang llvm python3 curl nodejs npm)
 check=0
 for a in "$@"; do
   case "$a" in

@@ -52,6 +52,7 @@
 #include "net/proto.h"
 #include "net/tls.h"
 #include "server/metrics.h"
+#include "server/server_fuzz.h"
 #include "util/err.h"
 #include "util/sig.h"
 #include "util/wakeq.h"
@@ -1274,7 +1275,10 @@ static void server_destroy(es_server *s) {
     free(s);
 }
 
-static es_status server_start(const es_server_params *p, es_server **out, bool *http_fd_taken, es_err *err) {
+/* test_mode (server_fuzz.h): no listener, no HTTP API, no threads; the caller pumps the loop and the
+ * scheduler itself. */
+static es_status server_start(const es_server_params *p, es_server **out, bool *http_fd_taken, bool test_mode,
+                              es_err *err) {
     if (!out) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: out is NULL");
     *out = NULL;
     if (!p || !p->target) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: a target model is required");
@@ -1378,6 +1382,10 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     event_add(s->wake_ev, NULL);
     event_add(s->tick_ev, &tv);
 
+    if (test_mode) {
+        *out = s;
+        return ES_OK;
+    }
     st = open_listener(s, err);
     if (st != ES_OK) goto fail;
     *http_fd_taken = true;
@@ -1404,7 +1412,7 @@ fail:
 
 es_status es_server_start(const es_server_params *p, es_server **out, es_err *err) {
     bool taken = false;
-    es_status st = server_start(p, out, &taken, err);
+    es_status st = server_start(p, out, &taken, false, err);
     if (st != ES_OK && !taken && p && p->http && p->http_fd >= 0) close(p->http_fd);
     return st;
 }
@@ -1428,3 +1436,62 @@ void es_server_stop(es_server *s) {
 }
 
 void es_server_free(es_server *s) { server_destroy(s); }
+
+/* ---- synchronous test / fuzz hooks (server_fuzz.h) ---- */
+
+es_status es_server_test_new(const es_server_params *p, es_server **out, es_err *err) {
+    if (p && p->http) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_test_new: no HTTP API in test mode");
+    bool taken = false;
+    return server_start(p, out, &taken, true, err);
+}
+
+es_status es_server_test_connect(es_server *s, struct bufferevent **peer, es_err *err) {
+    *peer = NULL;
+    struct bufferevent *pair[2];
+    if (bufferevent_pair_new(s->base, 0, pair) != 0) return es_fail(err, ES_ERR_NOMEM, "cannot create a bufferevent pair");
+    es_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        bufferevent_free(pair[0]);
+        bufferevent_free(pair[1]);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    /* The same bookkeeping as accept_cb, on one end of the pair. */
+    c->srv = s;
+    c->bev = pair[0];
+    if (++s->next_conn_id >= 0x80000000u) s->next_conn_id = 1;
+    c->id = s->next_conn_id;
+    c->state = CONN_HANDSHAKE;
+    c->t_open = c->t_active = now_s();
+    snprintf(c->peer, sizeof c->peer, "test-pair");
+    es_conn **b = &s->buckets[c->id & (ES_SERVER_CONN_BUCKETS - 1)];
+    c->hnext = *b;
+    *b = c;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    pthread_mutex_lock(&s->stats_mu);
+    s->st.connections_total++;
+    s->st.connections_open++;
+    pthread_mutex_unlock(&s->stats_mu);
+    bufferevent_setcb(pair[0], conn_read_cb, NULL, conn_event_cb, c);
+    bufferevent_enable(pair[0], EV_READ | EV_WRITE);
+    bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+    *peer = pair[1];
+    return ES_OK;
+}
+
+void es_server_test_poll(es_server *s) { event_base_loop(s->base, EVLOOP_NONBLOCK); }
+
+int es_server_test_pump(es_server *s, es_err *err) {
+    event_base_loop(s->base, EVLOOP_NONBLOCK);
+    int rows = es_sched_step(s->sched, err);
+    event_base_loop(s->base, EVLOOP_NONBLOCK);
+    return rows;
+}
+
+int es_server_test_n_conns(const es_server *s) {
+    int n = s->n_conns;
+    for (const es_conn *c = s->dead; c; c = c->next) n++;
+    return n;
+}
