@@ -2,7 +2,6 @@
  * every compatible draft, a random draft), exactness of the sampling rules (per node and end to end,
  * including a deliberately wrong rule that must be caught), tree budget 1 == chain k 1, and the KV
  * caches after every round equal a fresh evaluation of the confirmed tokens. */
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,10 +154,11 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
     int prompts = 0, identical = 0;
     long rounds = 0, drafted = 0, accepted = 0, tokens = 0;
     for (char *line = text ? strtok(text, "\n") : NULL; line && prompts < max_prompts; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        int32_t prompt[512], want[1024], got[1024];
-        int np = es_test_json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
-        int nw = es_test_json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
+        static es_test_golden g;
+        if (!es_test_golden_parse(line, &g)) continue;
+        int32_t got[1024];
+        const int32_t *prompt = g.prompt_ids, *want = g.gen_ids;
+        const int np = g.n_prompt, nw = g.n_gen;
         run_cfg cfg = {mode, ES_ACCEPT_GREEDY, 0.0f, 6, 24, 6, 3, true, 1, prompts < 2};
         run_stats st;
         int ng = spec_generate(tc, dc, &cfg, prompt, np, nw, got, &st);
@@ -175,7 +175,6 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
         drafted += st.drafted;
         accepted += st.accepted;
         tokens += ng;
-        cJSON_Delete(j);
     }
     printf("%-22s %-5s: %d/%d identical in full, %ld tokens in %ld rounds, acceptance length %.2f, rate %.2f\n", draft_file,
            mode == ES_DRAFT_TREE ? "tree" : "chain", identical, prompts, tokens, rounds,

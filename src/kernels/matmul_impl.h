@@ -10,7 +10,7 @@
  *     acc = 0;  acc = fmaf((float)isum_b, dw_b * dx_b, acc)
  * where isum_b is the exact integer dot of the block (w_q - 8 for Q4_0) and dw_b the weight scale.
  * Integer sums are exact and fmaf rounds once, so every level (scalar reference, AVX2, AVX-512
- * with or without VNNI) produces bit-identical y — for any n, any row tiling and any thread split.
+ * with or without VNNI, NEON with or without the dot-product extension) produces bit-identical y — for any n, any row tiling and any thread split.
  *
  * Float weights (F32, F16, BF16) use the f32 activations directly. Each level accumulates in its
  * own lane layout, so results differ between levels by rounding only; within one level each
@@ -70,6 +70,10 @@ extern const es_mm_kernels es_mm_ref;
 extern const es_mm_kernels es_mm_avx2;
 extern const es_mm_kernels es_mm_avx512;      /* AVX-512 BW/VL, int8 dots with maddubs/madd */
 extern const es_mm_kernels es_mm_avx512_vnni; /* the same with vpdpbusd */
+#endif
+#if defined(__aarch64__)
+extern const es_mm_kernels es_mm_neon;         /* int8 dots with vmull_s8 / vpadalq_s16 */
+extern const es_mm_kernels es_mm_neon_dotprod; /* the same with vdotq_s32 (Armv8.2 dot product) */
 #endif
 
 #endif
