@@ -5,7 +5,7 @@ CMAKE_FLAGS ?=
 EDGESPEC_MODELS ?= $(abspath ../shared/models)
 export EDGESPEC_MODELS
 
-.PHONY: all deps test demo asan tsan fuzz bench clean configure
+.PHONY: all deps test demo asan tsan fuzz bench clean configure cross-aarch64 test-aarch64
 
 FUZZ_SECONDS ?= 60
 
@@ -49,5 +49,18 @@ fuzz: all
 bench: all
 	@scripts/bench.sh $(BUILD)
 
+# aarch64 edge builds: the inference core and its tests cross compiled into build-aarch64/ (no arm64
+# cJSON / libevent here, so no program: see README "aarch64 / edge devices"), the tests run under
+# qemu-aarch64. The tests read the GGUF models the host build converts (its models_setup fixture).
+cross-aarch64:
+	@scripts/install-deps.sh --aarch64
+	@test -f build-aarch64/CMakeCache.txt || cmake -S . -B build-aarch64 -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DES_HOST_MODELS=$(abspath $(BUILD))/models >/dev/null
+	@cmake --build build-aarch64 -j $(JOBS)
+
+test-aarch64: all cross-aarch64
+	@cd $(BUILD) && ctest -R '^models_setup$$' >/dev/null || { cd $(BUILD) && ctest -R '^models_setup$$' --output-on-failure; exit 1; }
+	@cd build-aarch64 && ctest --output-on-failure -j $(JOBS)
+
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-aarch64

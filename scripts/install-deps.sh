@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages edgespec needs to build and test. Idempotent: it installs only what is
-# missing and says what it installs. Usage: scripts/install-deps.sh [--check] [--bench]
-#   --check  exit 1 (installing nothing) if something is missing.
-#   --bench  also the benchmark extras (gnuplot for the serving curves under docs/).
+# missing and says what it installs. Usage: scripts/install-deps.sh [--check] [--bench] [--aarch64]
+#   --check    exit 1 (installing nothing) if something is missing.
+#   --bench    also the benchmark extras (gnuplot for the serving curves under docs/).
+#   --aarch64  also the aarch64 cross toolchain and qemu user-mode emulation (make cross-aarch64 /
+#              make test-aarch64): on Debian 12 qemu-user provides /usr/bin/qemu-aarch64
+#              (qemu-user-static only the *-static names).
 set -euo pipefail
 
 # libevent-dev ships libevent_openssl (event2/bufferevent_ssl.h); openssl (the CLI) makes the test certificates;
@@ -13,6 +16,7 @@ for a in "$@"; do
   case "$a" in
     --check) check=1 ;;
     --bench) PKGS+=(gnuplot-nox) ;;
+    --aarch64) PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
     *) echo "install-deps: unknown option $a" >&2; exit 2 ;;
   esac
 done

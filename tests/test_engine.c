@@ -1,7 +1,6 @@
 /* test_engine.c — the forward pass and KV cache: golden greedy outputs, batch == single steps,
  * tree mask == separate branches, truncate / keep == fresh evaluation, multi-sequence batches,
  * rejected batches leave the cache untouched. */
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,13 +73,12 @@ static int golden_run(const char *model_file, int threads, int *n_first64, int *
     *n_first16 = 0;
     *n_total = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        if (!j) continue;
-        int32_t prompt[512], want[1024], got[1024], enc[512];
-        int np = es_test_json_ints(cJSON_GetObjectItem(j, "prompt_ids"), prompt, 512);
-        int nw = es_test_json_ints(cJSON_GetObjectItem(j, "gen_ids"), want, 1024);
-        int maxpos = cJSON_GetObjectItem(j, "max_positions")->valueint;
-        const char *ptext = cJSON_GetObjectItem(j, "prompt")->valuestring;
+        static es_test_golden g;
+        if (!es_test_golden_parse(line, &g)) continue;
+        int32_t got[1024], enc[512];
+        const int32_t *prompt = g.prompt_ids, *want = g.gen_ids;
+        const int np = g.n_prompt, nw = g.n_gen, maxpos = g.max_positions;
+        const char *ptext = g.prompt;
         /* The tokenizer stored in the GGUF must encode the prompt like the reference did. */
         int ne = 0;
         es_err err = {{0}};
@@ -95,7 +93,6 @@ static int golden_run(const char *model_file, int threads, int *n_first64, int *
         else if (strict) CHECK_MSG(0, "%s: '%s' diverges from the golden output at token %d", model_file, ptext, same);
         if (same == nw && ng == nw) full++;
         (*n_total)++;
-        cJSON_Delete(j);
     }
     es_ctx_free(c);
     es_model_free(m);

@@ -2,7 +2,9 @@
  * corruption suite (every malformed input rejected with a message naming the problem, never a
  * crash: the suite also runs under ASan, and every parsed buffer is an exact-size allocation so an
  * over-read is caught), and `edgespec info --json` on a written file when $ES_BIN is set. */
+#ifndef ES_CORE_ONLY
 #include <cjson/cJSON.h>
+#endif
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
@@ -662,6 +664,10 @@ static void check_format(const es_gguf *g) {
 }
 
 /* `edgespec info --json` on the written file: one JSON object with the documented fields. */
+#ifdef ES_CORE_ONLY
+/* core-only builds (cross builds) have no program, and no cJSON to read its output */
+static void check_cli(const char *path) { printf("test_gguf: core-only build, skipping the edgespec info check\n"); }
+#else
 static void check_cli(const char *path) {
     const char *bin = getenv("ES_BIN");
     if (!bin || access(bin, X_OK) != 0) {
@@ -720,6 +726,7 @@ static void check_cli(const char *path) {
     }
     CHECK_MSG(strstr(line, "edgespec info: /nonexistent/x.gguf: ") == line, "'%s'", line);
 }
+#endif
 
 static void test_round_trip(void) {
     uint8_t *direct[N_TENSORS];

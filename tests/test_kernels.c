@@ -426,6 +426,11 @@ static void check_misc(void) {
     CHECK(strcmp(es_cpu_level_name(ES_CPU_SCALAR), "scalar") == 0);
 #if defined(__x86_64__)
     CHECK(es_cpu_level_set(ES_CPU_NEON) != ES_CPU_NEON);
+#elif defined(__aarch64__)
+    CHECK(best == ES_CPU_NEON);
+    CHECK(es_cpu_level_set(ES_CPU_NEON) == ES_CPU_NEON);
+    CHECK(es_cpu_level_set(ES_CPU_AVX2) == ES_CPU_NEON); /* an x86 level: the best here */
+    CHECK(strcmp(es_cpu_level_name(ES_CPU_NEON), "neon") == 0);
 #endif
     CHECK(es_cpu_vnni_set(false) == false);
     es_cpu_level_set(best);
@@ -545,13 +550,22 @@ static void check_multi(es_threadpool *tp2, es_rng *rng) {
 int main(void) {
     /* $EDGESPEC_CPU lowers the level detected at first use; the setter can raise it again up to what
      * the hardware has */
+#if defined(__aarch64__)
+    setenv("EDGESPEC_CPU", "neon-nodot", 1);
+    const es_cpu_level first = es_cpu_level_get();
+    CHECK_MSG(first == ES_CPU_NEON && !es_cpu_vnni_get(), "EDGESPEC_CPU=neon-nodot gave %s, dotprod %d",
+              es_cpu_level_name(first), (int)es_cpu_vnni_get());
+#else
     setenv("EDGESPEC_CPU", "avx2", 1);
     const es_cpu_level first = es_cpu_level_get();
+#endif
 
     /* the levels this machine has: scalar first (the reference), then the SIMD ones */
     es_cpu_level best = es_cpu_level_set(ES_CPU_AVX512);
+#if !defined(__aarch64__)
     CHECK_MSG(first == (best < ES_CPU_AVX2 ? best : ES_CPU_AVX2), "EDGESPEC_CPU=avx2 gave %s (hardware: %s)",
               es_cpu_level_name(first), es_cpu_level_name(best));
+#endif
     const bool vnni = es_cpu_vnni_set(true);
     g_levels[g_nlevels++] = (level){ES_CPU_SCALAR, false, "scalar"};
     if (best >= ES_CPU_AVX2 && best != ES_CPU_NEON) g_levels[g_nlevels++] = (level){ES_CPU_AVX2, false, "avx2"};
@@ -559,6 +573,17 @@ int main(void) {
         g_levels[g_nlevels++] = (level){ES_CPU_AVX512, false, "avx512"};
         if (vnni) g_levels[g_nlevels++] = (level){ES_CPU_AVX512, true, "avx512-vnni"};
     }
+    if (best == ES_CPU_NEON) {
+        /* both int8 paths where the CPU has the dot-product extension (qemu's default cpu does) */
+        g_levels[g_nlevels++] = (level){ES_CPU_NEON, false, "neon-nodot"};
+        if (vnni) g_levels[g_nlevels++] = (level){ES_CPU_NEON, true, "neon-dotprod"};
+    }
+    /* $ES_EXPECT_DOT (0 or 1): what the detection must find (set where the CPU is known, e.g. a
+     * qemu cpu model chosen by the test) */
+    const char *expect_dot = getenv("ES_EXPECT_DOT");
+    if (expect_dot && *expect_dot)
+        CHECK_MSG(vnni == (atoi(expect_dot) != 0), "int8 dot-product instruction detected: %d, expected %s", (int)vnni,
+                  expect_dot);
     printf("levels:");
     for (int i = 0; i < g_nlevels; i++) printf(" %s", g_levels[i].name);
     printf("\n");

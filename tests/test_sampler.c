@@ -218,7 +218,7 @@ static void test_temperature_softmax(void) {
         es_sampler_probs(s, l, probs);
         /* softmax(l / T) computed directly in double */
         double mx = -INFINITY, z = 0.0, maxrel = 0.0;
-        for (int i = 0; i < n; i++) mx = fmax(mx, l[i]);
+        for (int i = 0; i < n; i++) mx = l[i] > mx ? l[i] : mx; /* not fmax: GCC 12 aarch64 ICEs vectorising it */
         for (int i = 0; i < n; i++) z += (ref[i] = exp(((double)l[i] - mx) / temps[k]));
         for (int i = 0; i < n; i++) {
             ref[i] /= z;

@@ -1,6 +1,8 @@
 #include "testutil.h"
 
+#ifndef ES_CORE_ONLY
 #include <cjson/cJSON.h>
+#endif
 #include <string.h>
 #include <sys/stat.h>
 
@@ -63,9 +65,102 @@ es_model *es_test_load_model(const char *file) {
     return m;
 }
 
+#ifndef ES_CORE_ONLY
 int es_test_json_ints(const cJSON *arr, int32_t *out, int cap) {
     int n = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) if (n < cap) out[n++] = (int32_t)it->valuedouble;
     return n;
+}
+#endif
+
+/* ---- the golden file's lines, without a JSON library (enough JSON for that one file) ---- */
+
+static const char *skip_ws(const char *p) {
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+    return p;
+}
+
+/* The value after "key": in a flat object (the key quoted, then a colon); NULL if absent. */
+static const char *golden_value(const char *line, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *p = strstr(line, pat);
+    if (!p) return NULL;
+    p = skip_ws(p + strlen(pat));
+    return *p == ':' ? skip_ws(p + 1) : NULL;
+}
+
+/* A JSON array of integers into out[0..cap); -1 if malformed or longer than cap. */
+static int golden_ints(const char *p, int32_t *out, int cap) {
+    if (!p || *p != '[') return -1;
+    p = skip_ws(p + 1);
+    int n = 0;
+    if (*p == ']') return 0;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || n >= cap || v < INT32_MIN || v > INT32_MAX) return -1;
+        out[n++] = (int32_t)v;
+        p = skip_ws(end);
+        if (*p == ']') return n;
+        if (*p != ',') return -1;
+        p = skip_ws(p + 1);
+    }
+}
+
+/* A JSON string (escapes decoded, \uXXXX of the Basic Multilingual Plane as UTF-8) into out[cap]. */
+static bool golden_string(const char *p, char *out, size_t cap) {
+    if (!p || *p != '"') return false;
+    size_t n = 0;
+    for (p++; *p != '"'; p++) {
+        unsigned c = (unsigned char)*p;
+        bool raw = true; /* a byte of the text itself (UTF-8 already), copied as it is */
+        if (c == 0) return false;
+        if (c == '\\') {
+            raw = false;
+            p++;
+            switch (*p) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case '"': case '\\': case '/': c = (unsigned char)*p; break;
+            case 'u': {
+                char hex[5] = {0};
+                for (int i = 0; i < 4; i++) if (!(hex[i] = p[1 + i])) return false;
+                char *end;
+                c = (unsigned)strtoul(hex, &end, 16);
+                if (end != hex + 4 || (c >= 0xd800 && c < 0xe000)) return false;
+                p += 4;
+                break;
+            }
+            default: return false;
+            }
+        }
+        unsigned char buf[3];
+        int len = 1;
+        if (c < 0x80 || raw) buf[0] = (unsigned char)c;
+        else if (c < 0x800) { buf[0] = (unsigned char)(0xc0 | c >> 6); buf[1] = (unsigned char)(0x80 | (c & 0x3f)); len = 2; }
+        else { buf[0] = (unsigned char)(0xe0 | c >> 12); buf[1] = (unsigned char)(0x80 | (c >> 6 & 0x3f)); buf[2] = (unsigned char)(0x80 | (c & 0x3f)); len = 3; }
+        if (n + (size_t)len >= cap) return false;
+        memcpy(out + n, buf, (size_t)len);
+        n += (size_t)len;
+    }
+    out[n] = 0;
+    return true;
+}
+
+bool es_test_golden_parse(const char *line, es_test_golden *g) {
+    const char *mp = golden_value(line, "max_positions");
+    char *end = NULL;
+    long maxpos = mp ? strtol(mp, &end, 10) : -1;
+    g->n_prompt = golden_ints(golden_value(line, "prompt_ids"), g->prompt_ids, 512);
+    g->n_gen = golden_ints(golden_value(line, "gen_ids"), g->gen_ids, 1024);
+    const bool ok = golden_string(golden_value(line, "prompt"), g->prompt, sizeof g->prompt) && end != mp &&
+                    maxpos > 0 && maxpos <= 1 << 20 && g->n_prompt > 0 && g->n_gen >= 0;
+    g->max_positions = (int)maxpos;
+    CHECK_MSG(ok, "malformed golden line: %.120s", line);
+    return ok;
 }

@@ -4,6 +4,8 @@
 #ifndef ES_TESTUTIL_H
 #define ES_TESTUTIL_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -66,9 +68,26 @@ char *es_test_read_file(const char *path, size_t *len);
  * NULL. */
 es_model *es_test_load_model(const char *file);
 
+#ifndef ES_CORE_ONLY
 /* Copies the numbers of a JSON array (e.g. the golden file's "prompt_ids") into out[0..cap) as int32;
- * returns how many were copied (0 for NULL). */
+ * returns how many were copied (0 for NULL). Not in core-only builds (no cJSON there). */
 struct cJSON;
 int es_test_json_ints(const struct cJSON *arr, int32_t *out, int cap);
+#endif
+
+/* One line of the golden greedy file (golden/stories260K-greedy.jsonl: an object with "prompt",
+ * "max_positions", "prompt_ids", "gen_ids"), read without a JSON library so that core-only builds
+ * (cross builds without cJSON) run the golden tests too. */
+typedef struct es_test_golden {
+    char prompt[1024];      /* UTF-8, NUL-terminated */
+    int max_positions;
+    int32_t prompt_ids[512];
+    int n_prompt;
+    int32_t gen_ids[1024];
+    int n_gen;
+} es_test_golden;
+
+/* Parses one golden line; false (and a failed check) if a field is missing, malformed or too long. */
+bool es_test_golden_parse(const char *line, es_test_golden *g);
 
 #endif

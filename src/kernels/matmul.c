@@ -9,6 +9,9 @@
 #endif
 #include <pthread.h>
 #include <stdatomic.h>
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,9 +25,9 @@
 
 typedef struct cpu_state {
     es_cpu_level best; /* what the hardware (and OS) can run */
-    bool vnni_hw;
+    bool vnni_hw;      /* the int8 dot-product instruction: VNNI on x86-64, SDOT on aarch64 */
     _Atomic int level; /* in use */
-    _Atomic bool vnni; /* in use (only meaningful at ES_CPU_AVX512) */
+    _Atomic bool vnni; /* in use (only meaningful at ES_CPU_AVX512 / ES_CPU_NEON) */
 } cpu_state;
 
 static cpu_state g_cpu; /* the process-wide detected-once value (see matmul.h) */
@@ -46,6 +49,14 @@ static void cpu_detect(void) {
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         best = ES_CPU_AVX512;
     vnni = best == ES_CPU_AVX512 && __builtin_cpu_supports("avx512vnni");
+#elif defined(__aarch64__)
+    /* Advanced SIMD is part of the AArch64 base ISA; the dot-product extension (optional from
+     * Armv8.2) is reported by the kernel in HWCAP. */
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+    best = ES_CPU_NEON;
+    vnni = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #endif
     es_cpu_level level = best;
     bool use_vnni = vnni;
@@ -53,10 +64,14 @@ static void cpu_detect(void) {
     if (env && *env) {
         es_cpu_level want = best;
         if (!strcmp(env, "scalar")) want = ES_CPU_SCALAR;
+#if defined(__x86_64__)
         else if (!strcmp(env, "avx2")) want = ES_CPU_AVX2;
         else if (!strcmp(env, "avx512")) want = ES_CPU_AVX512;
         else if (!strcmp(env, "avx512-novnni")) { want = ES_CPU_AVX512; use_vnni = false; }
-        if (want < level) level = want; /* only ever lowers */
+#elif defined(__aarch64__)
+        else if (!strcmp(env, "neon-nodot")) use_vnni = false;
+#endif
+        if (want < level) level = want; /* only ever lowers (on aarch64 the chain is scalar < neon) */
     }
     g_cpu.best = best;
     g_cpu.vnni_hw = vnni;
@@ -83,9 +98,14 @@ const char *es_cpu_level_name(es_cpu_level l) {
 
 es_cpu_level es_cpu_level_set(es_cpu_level l) {
     cpu_state *c = cpu();
-    /* x86 levels form a chain scalar < avx2 < avx512; NEON is not a step of it. */
+    /* x86 levels form a chain scalar < avx2 < avx512, aarch64 ones scalar < neon; a level of the
+     * other architecture means the best this one has. */
     es_cpu_level v = l;
+#if defined(__aarch64__)
+    if (v != ES_CPU_SCALAR) v = c->best;
+#else
     if (v == ES_CPU_NEON || v > c->best) v = c->best;
+#endif
     atomic_store(&c->level, (int)v);
     return v;
 }
@@ -105,6 +125,8 @@ static const es_mm_kernels *kernels_for_level(void) {
 #if defined(__x86_64__)
     case ES_CPU_AVX512: return atomic_load(&c->vnni) ? &es_mm_avx512_vnni : &es_mm_avx512;
     case ES_CPU_AVX2: return &es_mm_avx2;
+#elif defined(__aarch64__)
+    case ES_CPU_NEON: return atomic_load(&c->vnni) ? &es_mm_neon_dotprod : &es_mm_neon;
 #endif
     default: return &es_mm_ref;
     }

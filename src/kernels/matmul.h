@@ -9,7 +9,8 @@
  * with an f32 scale (once per call, into the caller's scratch) so the inner loop is an int8 dot
  * product. Q8_0 / Q4_0 matrices are normally repacked at load into the X16 layout
  * (kernels/repack.h), which the SIMD kernels read without shuffles; results do not depend on it. The
- * kernels for the running CPU (scalar reference, AVX2, AVX-512 with or without VNNI) are chosen per
+ * kernels for the running CPU (scalar reference, AVX2, AVX-512 with or without VNNI, NEON with or
+ * without the dot-product extension) are chosen per
  * call from the level below; kernels/matmul_impl.h states the arithmetic they all share. */
 #ifndef ES_KERNELS_MATMUL_H
 #define ES_KERNELS_MATMUL_H
@@ -42,16 +43,21 @@ typedef struct es_mat {
 
 typedef enum es_cpu_level { ES_CPU_SCALAR = 0, ES_CPU_AVX2 = 1, ES_CPU_AVX512 = 2, ES_CPU_NEON = 3 } es_cpu_level;
 
-/* The level in use: the best the CPU supports, lowered by $EDGESPEC_CPU (scalar|avx2|avx512, or
- * avx512-novnni to keep AVX-512 but not use VNNI). Detected once per process (thread-safe) and kept
- * in one process-wide value: the only mutable state of this module, changed only by the two setters
- * below, which are meant for tests and benchmarks. Results of int8 kernels do not depend on it. */
+/* The level in use: the best the CPU supports, lowered by $EDGESPEC_CPU (x86-64: scalar|avx2|avx512,
+ * or avx512-novnni to keep AVX-512 but not use VNNI; aarch64: scalar|neon, or neon-nodot to keep
+ * NEON but not use the dot-product extension; names of the other architecture are ignored).
+ * Detected once per process (thread-safe) and kept in one process-wide value: the only mutable
+ * state of this module, changed only by the two setters below, which are meant for tests and
+ * benchmarks. Results of int8 kernels do not depend on it. On x86-64 the levels form the chain
+ * scalar < avx2 < avx512; on aarch64 scalar < neon. */
 es_cpu_level es_cpu_level_get(void);
 const char *es_cpu_level_name(es_cpu_level l);
-/* Forces a level for tests (clamped to what the CPU supports). Returns the level now in use. */
+/* Forces a level for tests (clamped to what the CPU supports; a level of the other architecture
+ * means the best this CPU has). Returns the level now in use. */
 es_cpu_level es_cpu_level_set(es_cpu_level l);
-/* Whether the AVX-512 int8 kernels use VNNI (vpdpbusd); the setter enables it only where the CPU has
- * it and returns the value now in use. */
+/* Whether the int8 kernels use the dot-product instruction: VNNI (vpdpbusd) at AVX-512, SDOT
+ * (vdotq_s32) at NEON. The setter enables it only where the CPU has it and returns the value now
+ * in use. */
 bool es_cpu_vnni_get(void);
 bool es_cpu_vnni_set(bool enable);
 

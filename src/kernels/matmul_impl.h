@@ -10,7 +10,7 @@
  *     acc = 0;  acc = fmaf((float)isum_b, dw_b * dx_b, acc)
  * where isum_b is the exact integer dot of the block (w_q - 8 for Q4_0) and dw_b the weight scale.
  * Integer sums are exact and fmaf rounds once, so every level (scalar reference, AVX2, AVX-512
- * with or without VNNI) produces bit-identical y — for any n, any row tiling and any thread split.
+ * with or without VNNI, NEON with or without the dot-product extension) produces bit-identical y — for any n, any row tiling and any thread split.
  *
  * K-quant weights (Q4_K, Q5_K, Q6_K) use the same per-32 activation blocks: a Q4_K / Q5_K
  * sub-block is one activation block, a Q6_K sub-block half of one. Per activation block b the
@@ -110,6 +110,10 @@ extern const es_mm_kernels es_mm_avx512_vnni; /* the same with vpdpbusd */
 extern const es_mm_rows_fn es_kq_avx2[3];
 extern const es_mm_rows_fn es_kq_avx512[3];
 extern const es_mm_rows_fn es_kq_avx512_vnni[3];
+#endif
+#if defined(__aarch64__)
+extern const es_mm_kernels es_mm_neon;         /* int8 dots with vmull_s8 / vpadalq_s16 */
+extern const es_mm_kernels es_mm_neon_dotprod; /* the same with vdotq_s32 (Armv8.2 dot product) */
 #endif
 
 #endif
