@@ -303,7 +303,13 @@ const es_mm_rows_fn es_kq_avx512_vnni[3] = {q4_k_rows_vnni, q5_k_rows_vnni, q6_k
  * L1/L2 by then. */
 #include "kernels/repack.h"
 
-#define KJ 4
+#ifndef KJ_KX
+#define KJ_KX 4 /* activation rows per pass, Q4_K / Q5_K */
+#endif
+#ifndef KJ_Q6
+#define KJ_Q6 4 /* Q6_K */
+#endif
+#define KJ (KJ_KX > KJ_Q6 ? KJ_KX : KJ_Q6)
 
 /* v shifted left by sh bits (right for sh < 0) in 16-bit lanes; sh is a constant after inlining. */
 AI __m512i shift16(__m512i v, const int sh) {
@@ -327,8 +333,7 @@ AI void kx16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, co
     const size_t sbb = es_x16_kq_sb_bytes(type), osc = es_x16_kq_sc(type), om = es_x16_kq_m(type);
     const size_t od = es_x16_kq_d(type), odm = es_x16_kq_dmin(type);
     const int64_t n = qx->n;
-    const __m512i lo4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10), magic = _mm512_set1_epi32(ES_QX_MAGIC);
-    const __m512i ones = _mm512_set1_epi16(1);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10), ones = _mm512_set1_epi16(1);
     __m512 acc[KJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
@@ -344,7 +349,10 @@ AI void kx16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, co
             __m512i s0[KJ], s1[KJ], t0[KJ], t1[KJ];
             ES_UNROLL
             for (int j = 0; j < J; j++) {
-                s0[j] = s1[j] = magic;
+                /* the chains start from the magic; es_qx's corr is exactly that for K-quants, and a
+                 * broadcast from memory costs no ALU uop where a register copy does */
+                s0[j] = _mm512_set1_epi32(qx->corr[b0 + j]);
+                s1[j] = _mm512_set1_epi32(qx->corr[b1 + j]);
                 t0[j] = t1[j] = _mm512_setzero_si512();
             }
             ES_UNROLL
@@ -463,15 +471,24 @@ AI void kq_x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64
         const uint8_t *g = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;
         const int64_t valid = r1 - r < 16 ? r1 - r : 16;
         const __mmask16 mask = (__mmask16)((1u << valid) - 1);
-        for (int64_t j0 = 0; j0 < n; j0 += KJ) {
+        const int kj = type == 2 ? KJ_Q6 : KJ_KX;
+        for (int64_t j0 = 0; j0 < n; j0 += kj) {
 #define KX16(J_)                                                                                                    \
     (type == 2 ? q6x16_tile(g, nsb, qx, j0, J_, vnni, mask, y, w->rows, r)                                          \
                : kx16_tile(g, nsb, qx, j0, J_, type == 1, vnni, mask, y, w->rows, r))
-            switch (n - j0 < KJ ? n - j0 : KJ) {
+            switch (n - j0 < kj ? n - j0 : kj) {
             case 1: KX16(1); break;
             case 2: KX16(2); break;
             case 3: KX16(3); break;
+#if KJ > 4
+            case 4: KX16(4); break;
+            case 5: KX16(5); break;
+            case 6: KX16(6); break;
+            case 7: KX16(7); break;
+            default: KX16(KJ); break;
+#else
             default: KX16(4); break;
+#endif
             }
 #undef KX16
         }
