@@ -462,6 +462,93 @@ AI void q6x16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, c
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, mask, acc[j]);
 }
 
+/* For batches of KJ_DEC activation rows or more, a super-block is decoded once per QJ activation rows
+ * into the kq_dec buffer of the file-layout kernels above (cheap here: no transposes) and their dot
+ * steps run on it; small batches use the tiles above, which need no buffer. */
+#define KJ_DEC 5
+
+AI void decode_kx_x16(const uint8_t *p, const bool q5, kq_dec *D) {
+    const uint32_t type = q5 ? ES_TYPE_Q5_K : ES_TYPE_Q4_K;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
+    ES_UNROLL
+    for (int s = 0; s < 8; s++) {
+        D->sc[s] = u8_ps(p + es_x16_kq_sc(type) + 16 * s);
+        D->mn[s] = u8_ps(p + es_x16_kq_m(type) + 16 * s);
+    }
+    D->d = f16_ps(p + es_x16_kq_d(type));
+    D->dmin = f16_ps(p + es_x16_kq_dmin(type));
+    ES_UNROLL
+    for (int c = 0; c < 4; c++) {
+        ES_UNROLL
+        for (int k = 0; k < 8; k++) {
+            const __m512i u = _mm512_loadu_si512((const void *)(p + 64 * (8 * c + k)));
+            __m512i L = _mm512_and_si512(u, lo4), H = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
+            if (q5) {
+                const __m512i hb = _mm512_loadu_si512((const void *)(p + 64 * (32 + k)));
+                L = or_and(L, shift16(hb, 4 - 2 * c), b4);
+                H = or_and(H, shift16(hb, 3 - 2 * c), b4);
+            }
+            D->q[16 * c + k] = L;
+            D->q[16 * c + 8 + k] = H;
+        }
+    }
+}
+
+AI void decode_q6_x16(const uint8_t *p, kq_dec *D) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b45 = _mm512_set1_epi8(0x30);
+    ES_UNROLL
+    for (int c = 0; c < 16; c++)
+        D->isc[c] = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + es_x16_kq_sc(ES_TYPE_Q6_K) + 16 * c)));
+    D->d = f16_ps(p + es_x16_kq_d(ES_TYPE_Q6_K));
+    ES_UNROLL
+    for (int h = 0; h < 2; h++) {
+        ES_UNROLL
+        for (int k = 0; k < 16; k++) { /* ql chunk 16h + k: blocks 4h + k / 8 (low) and 4h + k / 8 + 2 (high) */
+            const int t = k / 8, kk = k % 8;
+            const __m512i u = _mm512_loadu_si512((const void *)(p + 64 * (16 * h + k)));
+            const __m512i hq = _mm512_loadu_si512((const void *)(p + 64 * (32 + 8 * h + kk)));
+            D->q[32 * h + 8 * t + kk] = or_and(_mm512_and_si512(u, lo4), shift16(hq, 4 - 2 * t), b45);
+            D->q[32 * h + 8 * (t + 2) + kk] =
+                or_and(_mm512_and_si512(_mm512_srli_epi16(u, 4), lo4), shift16(hq, -2 * t), b45);
+        }
+    }
+}
+
+/* The decoded path: as kq_rows, on X16 groups. */
+AI void kq_x16_rows_dec(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const int type,
+                        const bool vnni) {
+    const int64_t nsb = w->cols / ES_QK_K, rows = w->rows;
+    const size_t sbb = es_x16_kq_sb_bytes(w->type), gbytes = es_x16_group_bytes(w->type, qx->nb);
+    kq_dec D __attribute__((aligned(64)));
+    __m512 acc[QJ];
+    for (int64_t r = r0; r < r1; r += 16) {
+        const uint8_t *g = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;
+        const int64_t valid = r1 - r < 16 ? r1 - r : 16;
+        const __mmask16 mask = (__mmask16)((1u << valid) - 1);
+        for (int64_t j0 = 0; j0 < n; j0 += QJ) {
+            const int64_t nj = n - j0 < QJ ? n - j0 : QJ;
+            for (int j = 0; j < nj; j++) acc[j] = _mm512_setzero_ps();
+            for (int64_t sb = 0; sb < nsb; sb++) {
+                if (type == 2) decode_q6_x16(g + (size_t)sb * sbb, &D);
+                else decode_kx_x16(g + (size_t)sb * sbb, type == 1, &D);
+                for (int64_t j = 0; j < nj; j += JU) {
+                    __m512 *aj = acc + j;
+#define STEP(JN_)                                                                                                   \
+    (type == 2 ? q6_step(&D, qx, sb, j0 + j, JN_, vnni, aj) : kx_step(&D, qx, sb, j0 + j, JN_, vnni, aj))
+                    switch (nj - j < JU ? nj - j : JU) {
+                    case 1: STEP(1); break;
+                    case 2: STEP(2); break;
+                    case 3: STEP(3); break;
+                    default: STEP(4); break;
+                    }
+#undef STEP
+                }
+            }
+            for (int j = 0; j < nj; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r, mask, acc[j]);
+        }
+    }
+}
+
 /* type: 0 Q4_K, 1 Q5_K, 2 Q6_K. Groups of 16 rows, activation rows in passes of KJ. */
 AI void kq_x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const int type,
                     const bool vnni) {
@@ -498,7 +585,8 @@ AI void kq_x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64
 #define DEFINE_KQ_X16(name, type, vnni)                                                                             \
     void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1) {     \
         (void)x;                                                                                                    \
-        kq_x16_rows(w, qx, y, n, r0, r1, type, vnni);                                                               \
+        if (n >= KJ_DEC) kq_x16_rows_dec(w, qx, y, n, r0, r1, type, vnni);                                          \
+        else kq_x16_rows(w, qx, y, n, r0, r1, type, vnni);                                                          \
     }
 DEFINE_KQ_X16(es_q4_k_x16_avx512_vnni, 0, true)
 DEFINE_KQ_X16(es_q5_k_x16_avx512_vnni, 1, true)
