@@ -10,7 +10,7 @@
  * bandwidth probe over 1 GiB with 1 and 2 threads (best of 3).
  *
  * Usage: bench_kernels [type ...] [--threads T] [--n N] [--shape RxC] [--layout rows|x16] [--no-probe]
- *        (layout: default what a model load gives the type, X16 for Q8_0/Q4_0 where the CPU's kernels have it)
+ *        (layout: default what a model load gives the type, X16 for Q8_0/Q4_0/K-quants where the CPU's kernels have it)
  *        (defaults: q8_0 q4_0 q4_k q5_k q6_k f16 f32, threads 1 and 2, n 1..64, the three TinyLlama shapes) */
 #include <stdio.h>
 #include <stdlib.h>

@@ -291,3 +291,306 @@ DEFINE_KQ(q6_k_rows_novnni, 2, false)
  * es_mm_avx512_vnni by matmul.c. */
 const es_mm_rows_fn es_kq_avx512[3] = {q4_k_rows_novnni, q5_k_rows_novnni, q6_k_rows_novnni};
 const es_mm_rows_fn es_kq_avx512_vnni[3] = {q4_k_rows_vnni, q5_k_rows_vnni, q6_k_rows_vnni};
+
+/* ---- the X16 layout (kernels/repack.h) ------------------------------------------------------ */
+
+/* In X16 a super-block of a 16-row group is already in register order: every 64-byte chunk is one
+ * vector of 16 rows x 4 codes, the sub-block scales and mins are 16 bytes each (one widening load
+ * per vector) and d, dmin 16 fp16 each. So the decode above reduces to a mask, a shift and (Q5_K,
+ * Q6_K) an OR of the high bits per vector, done per pass of KJ activation rows instead of through
+ * a 4 KB buffer. A pass keeps 5 vectors per activation row live (two dot chains, a, mn, acc), so
+ * KJ = 4 fits the 32 registers; more activation rows make more passes over the group, which is in
+ * L1/L2 by then. */
+#include "kernels/repack.h"
+
+#ifndef KJ_KX
+#define KJ_KX 4 /* activation rows per pass, Q4_K / Q5_K */
+#endif
+#ifndef KJ_Q6
+#define KJ_Q6 4 /* Q6_K */
+#endif
+#define KJ (KJ_KX > KJ_Q6 ? KJ_KX : KJ_Q6)
+
+/* v shifted left by sh bits (right for sh < 0) in 16-bit lanes; sh is a constant after inlining. */
+AI __m512i shift16(__m512i v, const int sh) {
+    if (sh > 0) return _mm512_slli_epi16(v, (unsigned)sh);
+    if (sh < 0) return _mm512_srli_epi16(v, (unsigned)-sh);
+    return v;
+}
+
+/* a | (b & c) */
+AI __m512i or_and(__m512i a, __m512i b, __m512i c) { return _mm512_ternarylogic_epi32(a, b, c, 0xF8); }
+
+/* 16 bytes at p widened to f32 (unsigned or signed). */
+AI __m512 u8_ps(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+AI __m512 i8_ps(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+AI __m512 f16_ps(const uint8_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+/* Q4_K (q5 false) / Q5_K: y[j][r0..r0+16) for j in [j0, j0+J), one group g of nsb super-blocks. */
+AI void kx16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, const int J, const bool q5,
+                  const bool vnni, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+    const uint32_t type = q5 ? ES_TYPE_Q5_K : ES_TYPE_Q4_K;
+    const size_t sbb = es_x16_kq_sb_bytes(type), osc = es_x16_kq_sc(type), om = es_x16_kq_m(type);
+    const size_t od = es_x16_kq_d(type), odm = es_x16_kq_dmin(type);
+    const int64_t n = qx->n;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10), ones = _mm512_set1_epi16(1);
+    __m512 acc[KJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *p = g + (size_t)sb * sbb;
+        __m512 a[KJ], mn[KJ];
+        ES_UNROLL
+        for (int j = 0; j < J; j++) a[j] = mn[j] = _mm512_setzero_ps();
+        ES_UNROLL
+        for (int c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c + 1 (high) */
+            const int64_t b0 = (sb * 8 + 2 * c) * n + j0, b1 = b0 + n;
+            const int8_t *x0 = qx->qs + b0 * 32, *x1 = qx->qs + b1 * 32;
+            __m512i s0[KJ], s1[KJ], t0[KJ], t1[KJ];
+            ES_UNROLL
+            for (int j = 0; j < J; j++) {
+                /* the chains start from the magic; es_qx's corr is exactly that for K-quants, and a
+                 * broadcast from memory costs no ALU uop where a register copy does */
+                s0[j] = _mm512_set1_epi32(qx->corr[b0 + j]);
+                s1[j] = _mm512_set1_epi32(qx->corr[b1 + j]);
+                t0[j] = t1[j] = _mm512_setzero_si512();
+            }
+            ES_UNROLL
+            for (int k = 0; k < 8; k++) {
+                const __m512i u = _mm512_loadu_si512((const void *)(p + 64 * (8 * c + k)));
+                __m512i L = _mm512_and_si512(u, lo4), H = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
+                if (q5) { /* bit s of the qh chunk: the fifth bit of sub-block s, moved to bit 4 */
+                    const __m512i hb = _mm512_loadu_si512((const void *)(p + 64 * (32 + k)));
+                    L = or_and(L, shift16(hb, 4 - 2 * c), b4);
+                    H = or_and(H, shift16(hb, 3 - 2 * c), b4);
+                }
+                ES_UNROLL
+                for (int j = 0; j < J; j++) {
+                    if (vnni) {
+                        s0[j] = dpbusd_bcast(s0[j], L, x0 + j * 32 + 4 * k);
+                        s1[j] = dpbusd_bcast(s1[j], H, x1 + j * 32 + 4 * k);
+                    } else {
+                        /* int16 pair sums, exact: 8 steps of codes <= 15 (Q4_K) or 4 of <= 31 (Q5_K)
+                         * times |x| <= 127 stay below 2^15 */
+                        t0[j] = _mm512_add_epi16(t0[j], _mm512_maddubs_epi16(L, bcast32(x0 + j * 32 + 4 * k)));
+                        t1[j] = _mm512_add_epi16(t1[j], _mm512_maddubs_epi16(H, bcast32(x1 + j * 32 + 4 * k)));
+                        if (k == 7 || (q5 && k == 3)) {
+                            s0[j] = _mm512_add_epi32(s0[j], _mm512_madd_epi16(t0[j], ones));
+                            s1[j] = _mm512_add_epi32(s1[j], _mm512_madd_epi16(t1[j], ones));
+                            t0[j] = t1[j] = _mm512_setzero_si512();
+                        }
+                    }
+                }
+            }
+            const __m512 sc0 = u8_ps(p + osc + 32 * c), sc1 = u8_ps(p + osc + 32 * c + 16);
+            const __m512 m0 = u8_ps(p + om + 32 * c), m1 = u8_ps(p + om + 32 * c + 16);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) {
+                a[j] = _mm512_fmadd_ps(tofloat(s0[j]), _mm512_mul_ps(sc0, _mm512_set1_ps(qx->d[b0 + j])), a[j]);
+                mn[j] = _mm512_fmadd_ps(m0, _mm512_set1_ps(qx->fs[b0 + j]), mn[j]);
+                a[j] = _mm512_fmadd_ps(tofloat(s1[j]), _mm512_mul_ps(sc1, _mm512_set1_ps(qx->d[b1 + j])), a[j]);
+                mn[j] = _mm512_fmadd_ps(m1, _mm512_set1_ps(qx->fs[b1 + j]), mn[j]);
+            }
+        }
+        const __m512 d = f16_ps(p + od), dmin = f16_ps(p + odm);
+        ES_UNROLL
+        for (int j = 0; j < J; j++) {
+            acc[j] = _mm512_fmadd_ps(d, a[j], acc[j]);
+            acc[j] = _mm512_fnmadd_ps(dmin, mn[j], acc[j]);
+        }
+    }
+    ES_UNROLL
+    for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, mask, acc[j]);
+}
+
+/* Q6_K: as kx16_tile. Per 32-block the two 16-element halves are separate chains started from
+ * -32 * (their activation sum) (the codes' offset); sc * isum is below 2^23 in magnitude and the
+ * sum of the two below 2^24, so the f32 products and sum are exact: the int32 v of the contract. */
+AI void q6x16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, const int J, const bool vnni,
+                   __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+    const size_t sbb = es_x16_kq_sb_bytes(ES_TYPE_Q6_K), osc = es_x16_kq_sc(ES_TYPE_Q6_K), od = es_x16_kq_d(ES_TYPE_Q6_K);
+    const int64_t n = qx->n;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b45 = _mm512_set1_epi8(0x30), magic = _mm512_set1_epi32(ES_QX_MAGIC);
+    const __m512i ones = _mm512_set1_epi16(1);
+    __m512 acc[KJ];
+    ES_UNROLL
+    for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *p = g + (size_t)sb * sbb;
+        const __m512 d = f16_ps(p + od);
+        ES_UNROLL
+        for (int s = 0; s < 8; s++) {
+            const int h = s / 4, t = s % 4;
+            const int64_t b = (sb * 8 + s) * n + j0;
+            const int8_t *xb = qx->qs + b * 32;
+            __m512i sh[2][KJ], tt[KJ];
+            ES_UNROLL
+            for (int j = 0; j < J; j++) {
+                sh[0][j] = _mm512_add_epi32(_mm512_set1_epi32(qx->k16[2 * (b + j)]), magic);
+                sh[1][j] = _mm512_add_epi32(_mm512_set1_epi32(qx->k16[2 * (b + j) + 1]), magic);
+                tt[j] = _mm512_setzero_si512();
+            }
+            ES_UNROLL
+            for (int k = 0; k < 8; k++) {
+                const __m512i u = _mm512_loadu_si512((const void *)(p + 64 * (16 * h + 8 * (t & 1) + k)));
+                const __m512i hq = _mm512_loadu_si512((const void *)(p + 64 * (32 + 8 * h + k)));
+                const __m512i lo = (t >> 1) ? _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4) : _mm512_and_si512(u, lo4);
+                const __m512i q = or_and(lo, shift16(hq, 4 - 2 * t), b45); /* codes 0..63 */
+                const int hf = k / 4;
+                ES_UNROLL
+                for (int j = 0; j < J; j++) {
+                    if (vnni) {
+                        sh[hf][j] = dpbusd_bcast(sh[hf][j], q, xb + j * 32 + 4 * k);
+                    } else { /* two steps of 2 products <= 63 * 127 each stay below 2^15 */
+                        tt[j] = _mm512_add_epi16(tt[j], _mm512_maddubs_epi16(q, bcast32(xb + j * 32 + 4 * k)));
+                        if (k & 1) {
+                            sh[hf][j] = _mm512_add_epi32(sh[hf][j], _mm512_madd_epi16(tt[j], ones));
+                            tt[j] = _mm512_setzero_si512();
+                        }
+                    }
+                }
+            }
+            const __m512 sc0 = i8_ps(p + osc + 32 * s), sc1 = i8_ps(p + osc + 32 * s + 16);
+            ES_UNROLL
+            for (int j = 0; j < J; j++) {
+                const __m512 v = _mm512_fmadd_ps(tofloat(sh[1][j]), sc1, _mm512_mul_ps(tofloat(sh[0][j]), sc0));
+                acc[j] = _mm512_fmadd_ps(v, _mm512_mul_ps(d, _mm512_set1_ps(qx->d[b + j])), acc[j]);
+            }
+        }
+    }
+    ES_UNROLL
+    for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, mask, acc[j]);
+}
+
+/* For batches of KJ_DEC activation rows or more, a super-block is decoded once per QJ activation rows
+ * into the kq_dec buffer of the file-layout kernels above (cheap here: no transposes) and their dot
+ * steps run on it; small batches use the tiles above, which need no buffer. */
+#define KJ_DEC 5
+
+AI void decode_kx_x16(const uint8_t *p, const bool q5, kq_dec *D) {
+    const uint32_t type = q5 ? ES_TYPE_Q5_K : ES_TYPE_Q4_K;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
+    ES_UNROLL
+    for (int s = 0; s < 8; s++) {
+        D->sc[s] = u8_ps(p + es_x16_kq_sc(type) + 16 * s);
+        D->mn[s] = u8_ps(p + es_x16_kq_m(type) + 16 * s);
+    }
+    D->d = f16_ps(p + es_x16_kq_d(type));
+    D->dmin = f16_ps(p + es_x16_kq_dmin(type));
+    ES_UNROLL
+    for (int c = 0; c < 4; c++) {
+        ES_UNROLL
+        for (int k = 0; k < 8; k++) {
+            const __m512i u = _mm512_loadu_si512((const void *)(p + 64 * (8 * c + k)));
+            __m512i L = _mm512_and_si512(u, lo4), H = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
+            if (q5) {
+                const __m512i hb = _mm512_loadu_si512((const void *)(p + 64 * (32 + k)));
+                L = or_and(L, shift16(hb, 4 - 2 * c), b4);
+                H = or_and(H, shift16(hb, 3 - 2 * c), b4);
+            }
+            D->q[16 * c + k] = L;
+            D->q[16 * c + 8 + k] = H;
+        }
+    }
+}
+
+AI void decode_q6_x16(const uint8_t *p, kq_dec *D) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), b45 = _mm512_set1_epi8(0x30);
+    ES_UNROLL
+    for (int c = 0; c < 16; c++)
+        D->isc[c] = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + es_x16_kq_sc(ES_TYPE_Q6_K) + 16 * c)));
+    D->d = f16_ps(p + es_x16_kq_d(ES_TYPE_Q6_K));
+    ES_UNROLL
+    for (int h = 0; h < 2; h++) {
+        ES_UNROLL
+        for (int k = 0; k < 16; k++) { /* ql chunk 16h + k: blocks 4h + k / 8 (low) and 4h + k / 8 + 2 (high) */
+            const int t = k / 8, kk = k % 8;
+            const __m512i u = _mm512_loadu_si512((const void *)(p + 64 * (16 * h + k)));
+            const __m512i hq = _mm512_loadu_si512((const void *)(p + 64 * (32 + 8 * h + kk)));
+            D->q[32 * h + 8 * t + kk] = or_and(_mm512_and_si512(u, lo4), shift16(hq, 4 - 2 * t), b45);
+            D->q[32 * h + 8 * (t + 2) + kk] =
+                or_and(_mm512_and_si512(_mm512_srli_epi16(u, 4), lo4), shift16(hq, -2 * t), b45);
+        }
+    }
+}
+
+/* The decoded path: as kq_rows, on X16 groups. */
+AI void kq_x16_rows_dec(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const int type,
+                        const bool vnni) {
+    const int64_t nsb = w->cols / ES_QK_K, rows = w->rows;
+    const size_t sbb = es_x16_kq_sb_bytes(w->type), gbytes = es_x16_group_bytes(w->type, qx->nb);
+    kq_dec D __attribute__((aligned(64)));
+    __m512 acc[QJ];
+    for (int64_t r = r0; r < r1; r += 16) {
+        const uint8_t *g = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;
+        const int64_t valid = r1 - r < 16 ? r1 - r : 16;
+        const __mmask16 mask = (__mmask16)((1u << valid) - 1);
+        for (int64_t j0 = 0; j0 < n; j0 += QJ) {
+            const int64_t nj = n - j0 < QJ ? n - j0 : QJ;
+            for (int j = 0; j < nj; j++) acc[j] = _mm512_setzero_ps();
+            for (int64_t sb = 0; sb < nsb; sb++) {
+                if (type == 2) decode_q6_x16(g + (size_t)sb * sbb, &D);
+                else decode_kx_x16(g + (size_t)sb * sbb, type == 1, &D);
+                for (int64_t j = 0; j < nj; j += JU) {
+                    __m512 *aj = acc + j;
+#define STEP(JN_)                                                                                                   \
+    (type == 2 ? q6_step(&D, qx, sb, j0 + j, JN_, vnni, aj) : kx_step(&D, qx, sb, j0 + j, JN_, vnni, aj))
+                    switch (nj - j < JU ? nj - j : JU) {
+                    case 1: STEP(1); break;
+                    case 2: STEP(2); break;
+                    case 3: STEP(3); break;
+                    default: STEP(4); break;
+                    }
+#undef STEP
+                }
+            }
+            for (int j = 0; j < nj; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r, mask, acc[j]);
+        }
+    }
+}
+
+/* type: 0 Q4_K, 1 Q5_K, 2 Q6_K. Groups of 16 rows, activation rows in passes of KJ. */
+AI void kq_x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const int type,
+                    const bool vnni) {
+    const int64_t nsb = w->cols / ES_QK_K;
+    const size_t gbytes = es_x16_group_bytes(w->type, qx->nb);
+    for (int64_t r = r0; r < r1; r += 16) {
+        const uint8_t *g = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;
+        const int64_t valid = r1 - r < 16 ? r1 - r : 16;
+        const __mmask16 mask = (__mmask16)((1u << valid) - 1);
+        const int kj = type == 2 ? KJ_Q6 : KJ_KX;
+        for (int64_t j0 = 0; j0 < n; j0 += kj) {
+#define KX16(J_)                                                                                                    \
+    (type == 2 ? q6x16_tile(g, nsb, qx, j0, J_, vnni, mask, y, w->rows, r)                                          \
+               : kx16_tile(g, nsb, qx, j0, J_, type == 1, vnni, mask, y, w->rows, r))
+            switch (n - j0 < kj ? n - j0 : kj) {
+            case 1: KX16(1); break;
+            case 2: KX16(2); break;
+            case 3: KX16(3); break;
+#if KJ > 4
+            case 4: KX16(4); break;
+            case 5: KX16(5); break;
+            case 6: KX16(6); break;
+            case 7: KX16(7); break;
+            default: KX16(KJ); break;
+#else
+            default: KX16(4); break;
+#endif
+            }
+#undef KX16
+        }
+    }
+}
+
+#define DEFINE_KQ_X16(name, type, vnni)                                                                             \
+    void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1) {     \
+        (void)x;                                                                                                    \
+        if (n >= KJ_DEC) kq_x16_rows_dec(w, qx, y, n, r0, r1, type, vnni);                                          \
+        else kq_x16_rows(w, qx, y, n, r0, r1, type, vnni);                                                          \
+    }
+DEFINE_KQ_X16(es_q4_k_x16_avx512_vnni, 0, true)
+DEFINE_KQ_X16(es_q5_k_x16_avx512_vnni, 1, true)
+DEFINE_KQ_X16(es_q6_k_x16_avx512_vnni, 2, true)
+DEFINE_KQ_X16(es_q4_k_x16_avx512, 0, false)
+DEFINE_KQ_X16(es_q5_k_x16_avx512, 1, false)
+DEFINE_KQ_X16(es_q6_k_x16_avx512, 2, false)

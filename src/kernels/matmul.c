@@ -247,6 +247,9 @@ const es_mm_kernels es_mm_ref = {
     .q4_k = es_q4_k_rows_ref,
     .q5_k = es_q5_k_rows_ref,
     .q6_k = es_q6_k_rows_ref,
+    .q4_k_x16 = es_q4_k_rows_ref,
+    .q5_k_x16 = es_q5_k_rows_ref,
+    .q6_k_x16 = es_q6_k_rows_ref,
     .quant_row = quant_row_ref,
 };
 
@@ -324,7 +327,16 @@ static void quant_worker(void *ud, int ith, int nth) {
 /* The kernel of table k for a weight type; NULL if the table has none (a level may leave a type to
  * the scalar reference while its SIMD version does not exist yet) or the type is not supported. */
 static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type, uint32_t layout) {
-    if (layout == ES_LAYOUT_X16) return type == ES_TYPE_Q8_0 ? k->q8_0_x16 : type == ES_TYPE_Q4_0 ? k->q4_0_x16 : NULL;
+    if (layout == ES_LAYOUT_X16) {
+        switch (type) {
+        case ES_TYPE_Q8_0: return k->q8_0_x16;
+        case ES_TYPE_Q4_0: return k->q4_0_x16;
+        case ES_TYPE_Q4_K: return k->q4_k_x16;
+        case ES_TYPE_Q5_K: return k->q5_k_x16;
+        case ES_TYPE_Q6_K: return k->q6_k_x16;
+        default: return NULL;
+        }
+    }
     if (layout != ES_LAYOUT_ROWS) return NULL;
     switch (type) {
     case ES_TYPE_F32: return k->f32;

@@ -26,9 +26,10 @@
 typedef enum es_mat_layout {
     /* As in the file: `rows` rows of `cols` elements of `type`, rows contiguous (row_bytes apart). */
     ES_LAYOUT_ROWS = 0,
-    /* Q8_0 / Q4_0 only, made by es_mat_repack (kernels/repack.h): rows interleaved in groups of 16,
-     * block by block, in the order the int8 kernels consume them. row_bytes keeps the size of a
-     * file row (for byte counts); the data is es_mat_repacked_size bytes. */
+    /* Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K only, made by es_mat_repack (kernels/repack.h): rows
+     * interleaved in groups of 16, block by block, in the order the int8 kernels consume them.
+     * row_bytes keeps the size of a file row (for byte counts); the data is es_mat_repacked_size
+     * bytes. */
     ES_LAYOUT_X16 = 1,
 } es_mat_layout;
 

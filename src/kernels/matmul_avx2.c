@@ -464,5 +464,8 @@ const es_mm_kernels es_mm_avx2 = {
     .q4_0 = q4_0_rows_avx2,
     .q8_0_x16 = q8_0_x16_avx2,
     .q4_0_x16 = q4_0_x16_avx2,
+    .q4_k_x16 = es_q4_k_x16_avx2,
+    .q5_k_x16 = es_q5_k_x16_avx2,
+    .q6_k_x16 = es_q6_k_x16_avx2,
     .quant_row = quant_row_avx2,
 };

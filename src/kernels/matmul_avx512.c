@@ -634,6 +634,9 @@ const es_mm_kernels es_mm_avx512 = {
     .q4_0 = q4_0_rows_novnni,
     .q8_0_x16 = q8_0_x16_novnni,
     .q4_0_x16 = q4_0_x16_novnni,
+    .q4_k_x16 = es_q4_k_x16_avx512,
+    .q5_k_x16 = es_q5_k_x16_avx512,
+    .q6_k_x16 = es_q6_k_x16_avx512,
     .quant_row = quant_row_avx512,
 };
 
@@ -645,5 +648,8 @@ const es_mm_kernels es_mm_avx512_vnni = {
     .q4_0 = q4_0_rows_vnni,
     .q8_0_x16 = q8_0_x16_vnni,
     .q4_0_x16 = q4_0_x16_vnni,
+    .q4_k_x16 = es_q4_k_x16_avx512_vnni,
+    .q5_k_x16 = es_q5_k_x16_avx512_vnni,
+    .q6_k_x16 = es_q6_k_x16_avx512_vnni,
     .quant_row = quant_row_avx512,
 };

@@ -82,6 +82,7 @@ typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int64_t stride, int3
 typedef struct es_mm_kernels {
     es_mm_rows_fn f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k;
     es_mm_rows_fn q8_0_x16, q4_0_x16; /* Q8_0 / Q4_0 in the X16 layout (kernels/repack.h) */
+    es_mm_rows_fn q4_k_x16, q5_k_x16, q6_k_x16; /* the K-quants in the X16 layout */
     es_quant_row_fn quant_row;
 } es_mm_kernels;
 
@@ -92,7 +93,7 @@ void es_x16_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y,
  * the int8 values, so every level gets the same numbers. */
 void es_qx_kquant_sums(const int8_t *qs, const float *d, int64_t nb, int64_t n, float *fs, int32_t *k16);
 
-/* Scalar reference kernels of the K-quants (kernels/matmul_kquant.c). */
+/* Scalar reference kernels of the K-quants (kernels/matmul_kquant.c), for either layout. */
 void es_q4_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 void es_q5_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 void es_q6_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
@@ -110,6 +111,19 @@ extern const es_mm_kernels es_mm_avx512_vnni; /* the same with vpdpbusd */
 extern const es_mm_rows_fn es_kq_avx2[3];
 extern const es_mm_rows_fn es_kq_avx512[3];
 extern const es_mm_rows_fn es_kq_avx512_vnni[3];
+/* The K-quant kernels on the X16 layout (same files); matmul_avx2.c and matmul_avx512.c put them
+ * in their tables' *_x16 entries. */
+#define ES_KQ_X16_DECL(name)                                                                                      \
+    void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1)
+ES_KQ_X16_DECL(es_q4_k_x16_avx2);
+ES_KQ_X16_DECL(es_q5_k_x16_avx2);
+ES_KQ_X16_DECL(es_q6_k_x16_avx2);
+ES_KQ_X16_DECL(es_q4_k_x16_avx512);
+ES_KQ_X16_DECL(es_q5_k_x16_avx512);
+ES_KQ_X16_DECL(es_q6_k_x16_avx512);
+ES_KQ_X16_DECL(es_q4_k_x16_avx512_vnni);
+ES_KQ_X16_DECL(es_q5_k_x16_avx512_vnni);
+ES_KQ_X16_DECL(es_q6_k_x16_avx512_vnni);
 #endif
 #if defined(__aarch64__)
 extern const es_mm_kernels es_mm_neon;         /* int8 dots with vmull_s8 / vpadalq_s16 */

@@ -19,8 +19,8 @@ es_model_params es_model_default_params(void) {
     return p;
 }
 
-/* Repacks every Q8_0 / Q4_0 matrix the forward pass multiplies with (not the embedding table, which
- * is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
+/* Repacks every Q8_0 / Q4_0 / K-quant matrix the forward pass multiplies with (not the embedding
+ * table, which is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
  * owned by the model; the file's pages of a repacked tensor are released, so memory does not
  * double. A tied output matrix is copied but its file pages stay (they are the embedding table). */
 /* Repacks one matrix if it pays (see repack_all). */
@@ -39,8 +39,8 @@ static es_status repack_one(es_model *m, es_mat *w, es_threadpool *tp, es_err *e
     return ES_OK;
 }
 
-/* Repacks every Q8_0 / Q4_0 matrix the forward pass multiplies with (not the embedding table, which
- * is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
+/* Repacks every Q8_0 / Q4_0 / K-quant matrix the forward pass multiplies with (not the embedding
+ * table, which is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
  * owned by the model; the file's pages of a repacked tensor are released, so memory does not
  * double. A tied output matrix is copied but its file pages stay (they are the embedding table). */
 static es_status repack_all(es_model *m, es_err *err) {

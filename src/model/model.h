@@ -1,5 +1,5 @@
 /* model.h — the loaded model: hyper-parameters plus typed views into the memory-mapped GGUF (or
- * into X16 copies of its Q8_0 / Q4_0 matrices, kernels/repack.h). */
+ * into X16 copies of its Q8_0 / Q4_0 / K-quant matrices, kernels/repack.h). */
 #ifndef ES_MODEL_MODEL_H
 #define ES_MODEL_MODEL_H
 
