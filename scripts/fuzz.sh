@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/ and runs each src/fuzz/fuzz_*.c
 # target for FUZZ_SECONDS. GGUF targets are seeded with a small generated file, the GGUFs the test
 # suite wrote (build/tmp) and the converted test models (build/models; big files cut to 64 KiB);
-# fuzz_proto with one valid frame of every type, fuzz_oai with requests of both endpoints, fuzz_session
+# fuzz_proto with one valid frame of every type, fuzz_hfconfig with the stored configs and a key dictionary, fuzz_oai with requests of both endpoints, fuzz_session
 # with recorded sessions (its model: EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf).
 # Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60)
 set -euo pipefail
@@ -119,6 +119,12 @@ for t in "${targets[@]}"; do
     extra+=(-dict="$bdir/$t.dict")
   fi
   [[ $t == fuzz_proto ]] && proto_seeds "$seeds"
+  if [[ $t == fuzz_hfconfig ]]; then # seeds: tests/data/fuzz-regress/fuzz_hfconfig (below); keys as a dictionary
+    printf '%s\n' '"model_type"' '"llama"' '"qwen2"' '"hidden_size"' '"intermediate_size"' '"num_hidden_layers"' \
+      '"num_attention_heads"' '"num_key_value_heads"' '"vocab_size"' '"head_dim"' '"rope_theta"' '"rms_norm_eps"' \
+      '"rope_scaling"' '"tie_word_embeddings"' '"hidden_act"' '"silu"' '"max_position_embeddings"' >"$bdir/$t.dict"
+    extra+=(-dict="$bdir/$t.dict")
+  fi
   [[ $t == fuzz_session ]] && session_seeds "$seeds"
   if [[ $t == fuzz_oai ]]; then
     oai_seeds "$seeds"

@@ -22,6 +22,10 @@
 #include "../src/fuzz/fuzz_proto.c"
 #undef LLVMFuzzerTestOneInput
 
+#define LLVMFuzzerTestOneInput fuzz_hfconfig_one
+#include "../src/fuzz/fuzz_hfconfig.c"
+#undef LLVMFuzzerTestOneInput
+
 #include "../src/fuzz/fuzz_session.c"
 
 typedef struct target {
@@ -31,6 +35,7 @@ typedef struct target {
 
 static const target TARGETS[] = {
     {"fuzz_proto", fuzz_proto_one},
+    {"fuzz_hfconfig", fuzz_hfconfig_one},
     {"fuzz_session", es_fuzz_session_one},
 };
 

@@ -104,4 +104,9 @@ const char *es_path_stem(const char *path, char *buf, size_t cap);
 
 #define es_convert_logf es_logf /* the shared formatter (util/err.h) */
 
+/* Parses a Hugging Face config.json (text of len bytes, not NUL-terminated) into hyper-parameters
+ * (validated); *tie: tie_word_embeddings. The error names what is wrong; the caller adds the path.
+ * (hf.c; exposed for its fuzz target.) */
+es_status es_hf_parse_config(const char *text, size_t len, es_hparams *hp, bool *tie, es_err *err);
+
 #endif

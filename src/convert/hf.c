@@ -53,7 +53,6 @@ static bool cfg_true(const cJSON *cfg, const char *key, bool dflt) {
     return cJSON_IsTrue(v);
 }
 
-static es_status parse_config_text(const char *text, size_t len, es_hparams *hp, bool *tie, es_err *err);
 
 /* Reads config.json into hyper-parameters; *tie: tie_word_embeddings. */
 static es_status parse_config(const char *path, es_hparams *hp, bool *tie, es_err *err) {
@@ -61,13 +60,13 @@ static es_status parse_config(const char *path, es_hparams *hp, bool *tie, es_er
     size_t len;
     es_status st = es_read_small_file(path, 16u << 20, &text, &len, err);
     if (st != ES_OK) return st; /* the message names the file */
-    st = parse_config_text(text, len, hp, tie, err);
+    st = es_hf_parse_config(text, len, hp, tie, err);
     free(text);
     if (st != ES_OK) es_err_prefix(err, path);
     return st;
 }
 
-static es_status parse_config_text(const char *text, size_t len, es_hparams *hp, bool *tie, es_err *err) {
+es_status es_hf_parse_config(const char *text, size_t len, es_hparams *hp, bool *tie, es_err *err) {
     es_status st = ES_OK;
     cJSON *cfg = cJSON_ParseWithLength(text, len);
     if (!cfg || !cJSON_IsObject(cfg)) {
