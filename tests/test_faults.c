@@ -77,17 +77,6 @@ static int slow_drops(void) {
     return n;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void load_golden(void) {
     char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), NULL);
     CHECK(text != NULL);
@@ -123,9 +112,9 @@ static es_server_stats stats_of(es_server *s) {
 /* Waits (up to 15 s) until nothing is left on the server: no session, no KV page, no connection. */
 static void check_empty(es_server *srv, const char *what) {
     es_server_stats st = stats_of(srv);
-    const double t0 = now_s();
-    while ((st.sched.kv_blocks_used != 0 || st.sched.sessions_active != 0 || st.connections_open != 0) && now_s() - t0 < 15) {
-        sleep_ms(20);
+    const double t0 = es_test_now_s();
+    while ((st.sched.kv_blocks_used != 0 || st.sched.sessions_active != 0 || st.connections_open != 0) && es_test_now_s() - t0 < 15) {
+        es_test_sleep_ms(20);
         st = stats_of(srv);
     }
     CHECK_MSG(st.sched.kv_blocks_used == 0 && st.sched.sessions_active == 0 && st.connections_open == 0,
@@ -205,12 +194,12 @@ static void jobs_start(job *jobs, int n) {
 
 /* Waits (up to 20 s) until every job has streamed at least `min_tokens` or finished. */
 static void jobs_wait_progress(job *jobs, int n, int min_tokens) {
-    const double t0 = now_s();
+    const double t0 = es_test_now_s();
     for (;;) {
         int ready = 0;
         for (int i = 0; i < n; i++) ready += atomic_load(&jobs[i].streamed) >= min_tokens || atomic_load(&jobs[i].done);
-        if (ready == n || now_s() - t0 > 20) break;
-        sleep_ms(2);
+        if (ready == n || es_test_now_s() - t0 > 20) break;
+        es_test_sleep_ms(2);
     }
 }
 
@@ -252,27 +241,6 @@ static void bg_finish(job *jobs, es_server *srv, const char *what) {
 
 static uint8_t g_payload[RECV_CAP];
 
-static int cl_connect(int port, int rcvbuf) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct timeval tv = {20, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Closes with a reset (SO_LINGER 0) instead of a FIN. */
 static void close_rst(int fd) {
     struct linger lg = {1, 0};
@@ -280,50 +248,22 @@ static void close_rst(int fd) {
     close(fd);
 }
 
-static bool send_all(int fd, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR) continue;
-            return false;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static bool recv_all(int fd, void *p, size_t n) {
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = recv(fd, b, n, 0);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            return false;
-        }
-        b += r;
-        n -= (size_t)r;
-    }
-    return true;
-}
-
 static int cl_recv(int fd, es_frame_header *h) {
     uint8_t hb[ES_PROTO_HEADER_SIZE];
-    if (!recv_all(fd, hb, sizeof hb)) return 0;
+    if (!es_test_recv_all(fd, hb, sizeof hb)) return 0;
     es_err err = {{0}};
     if (es_proto_get_header(hb, RECV_CAP, h, &err) != ES_OK) return 0;
-    if (h->len && !recv_all(fd, g_payload, h->len)) return 0;
+    if (h->len && !es_test_recv_all(fd, g_payload, h->len)) return 0;
     return 1;
 }
 
 /* Reads until the server closes (EOF or reset); false if it is still open after timeout_s. */
 static bool wait_closed(int fd, double timeout_s) {
-    const double t0 = now_s();
+    const double t0 = es_test_now_s();
     uint8_t b[4096];
     struct timeval tv = {0, 200000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    while (now_s() - t0 < timeout_s) {
+    while (es_test_now_s() - t0 < timeout_s) {
         ssize_t r = recv(fd, b, sizeof b, 0);
         if (r == 0) return true;
         if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
@@ -339,7 +279,7 @@ static es_wbuf *wb(void) {
     return &w;
 }
 
-static bool cl_send_wb(int fd, const es_wbuf *w) { return !w->overflow && send_all(fd, w->data, w->len); }
+static bool cl_send_wb(int fd, const es_wbuf *w) { return !w->overflow && es_test_send_all(fd, w->data, w->len); }
 
 /* Expects an ERROR frame (skipping other sessions' frames) for `sid` with `code`; its message. */
 static const char *expect_error(int fd, uint32_t sid, int code, int line) {
@@ -381,7 +321,7 @@ static bool expect_welcome(int fd) {
 }
 
 static int connect_ready(int port) {
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     if (fd < 0 || !cl_send_wb(fd, hello_frame()) || !expect_welcome(fd)) {
         if (fd >= 0) close(fd);
         return -1;
@@ -449,23 +389,23 @@ static void test_mid_frame(es_server *srv, int port) {
     job bg[N_BG];
     bg_start(bg, port, 0);
     /* half a header before the handshake */
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     es_wbuf *b = hello_frame();
-    CHECK(fd >= 0 && send_all(fd, b->data, 6));
+    CHECK(fd >= 0 && es_test_send_all(fd, b->data, 6));
     close(fd);
     /* half a HELLO body */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     b = hello_frame();
-    CHECK(fd >= 0 && send_all(fd, b->data, ES_PROTO_HEADER_SIZE + (b->len - ES_PROTO_HEADER_SIZE) / 2));
+    CHECK(fd >= 0 && es_test_send_all(fd, b->data, ES_PROTO_HEADER_SIZE + (b->len - ES_PROTO_HEADER_SIZE) / 2));
     close(fd);
     /* after the handshake: half an OPEN header, then half an OPEN body */
     fd = connect_ready(port);
     b = open_frame(1, ES_MODE_AR, g_gold[3].prompt, g_gold[3].np, 32);
-    CHECK(fd >= 0 && send_all(fd, b->data, 7));
+    CHECK(fd >= 0 && es_test_send_all(fd, b->data, 7));
     close(fd);
     fd = connect_ready(port);
     b = open_frame(1, ES_MODE_EDGE, g_gold[3].prompt, g_gold[3].np, 32);
-    CHECK(fd >= 0 && send_all(fd, b->data, b->len - 5));
+    CHECK(fd >= 0 && es_test_send_all(fd, b->data, b->len - 5));
     close_rst(fd);
     bg_finish(bg, srv, "mid-frame");
 }
@@ -511,7 +451,7 @@ static void test_slow_consumer(es_server *srv, int port) {
     job bg[N_BG];
     bg_start(bg, port, 9);
     const int drops0 = slow_drops();
-    int fd = cl_connect(port, 4096);
+    int fd = es_test_tcp_connect(port, 4096);
     CHECK(fd >= 0 && cl_send_wb(fd, hello_frame()));
     CHECK(cl_send_wb(fd, open_frame(1, ES_MODE_AR, g_gold[12].prompt, g_gold[12].np, 200)));
     CHECK(cl_send_wb(fd, open_frame(2, ES_MODE_AR, g_gold[13].prompt, g_gold[13].np, 200)));
@@ -523,10 +463,10 @@ static void test_slow_consumer(es_server *srv, int port) {
         es_msg_ping p = {.nonce = (uint64_t)i};
         CHECK(es_proto_put_ping(&b, ES_FRAME_PING, &p, &err) == ES_OK);
     }
-    const double t0 = now_s();
+    const double t0 = es_test_now_s();
     bool failed = false;
-    while (!failed && slow_drops() == drops0 && now_s() - t0 < 20) failed = !send_all(fd, b.data, b.len);
-    while (slow_drops() == drops0 && now_s() - t0 < 20) sleep_ms(10);
+    while (!failed && slow_drops() == drops0 && es_test_now_s() - t0 < 20) failed = !es_test_send_all(fd, b.data, b.len);
+    while (slow_drops() == drops0 && es_test_now_s() - t0 < 20) es_test_sleep_ms(10);
     CHECK_MSG(slow_drops() == drops0 + 1, "slow consumer not dropped (%d drops, send failed %d)", slow_drops() - drops0, failed);
     close(fd);
     bg_finish(bg, srv, "slow consumer");
@@ -535,34 +475,34 @@ static void test_slow_consumer(es_server *srv, int port) {
 /* Sends a frame one byte per 100 ms until the server answers or closes; returns seconds taken and
  * whether the whole frame went out. */
 static double loris(int fd, const uint8_t *p, size_t n, bool *all_sent) {
-    const double t0 = now_s();
+    const double t0 = es_test_now_s();
     size_t i = 0;
     for (; i < n; i++) {
         uint8_t c;
         ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || r == 1) break;
         if (send(fd, p + i, 1, MSG_NOSIGNAL) != 1) break;
-        sleep_ms(100);
+        es_test_sleep_ms(100);
     }
     *all_sent = i == n;
-    return now_s() - t0;
+    return es_test_now_s() - t0;
 }
 
 static void test_slow_loris(es_server *srv, int port, double handshake_s, double idle_s) {
     job bg[N_BG];
     bg_start(bg, port, 12);
     /* a HELLO, byte by byte: the handshake timeout cuts it */
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     static uint8_t frame[4096];
     es_wbuf *b = hello_frame();
     size_t n = b->len;
     memcpy(frame, b->data, n);
     bool all = false;
-    double t0 = now_s();
+    double t0 = es_test_now_s();
     double dt = loris(fd, frame, n, &all);
     CHECK_MSG(!all, "a %zu-byte HELLO at 10 bytes/s went through in %.2f s", n, dt);
     EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
-    dt = now_s() - t0;
+    dt = es_test_now_s() - t0;
     CHECK_MSG(dt >= handshake_s * 0.8 && dt < handshake_s + 5, "HELLO loris cut after %.2f s (timeout %.2f s)", dt, handshake_s);
     CHECK(wait_closed(fd, 5));
     close(fd);
@@ -572,11 +512,11 @@ static void test_slow_loris(es_server *srv, int port, double handshake_s, double
     b = open_frame(1, ES_MODE_AR, g_gold[14].prompt, g_gold[14].np, 8);
     n = b->len;
     memcpy(frame, b->data, n);
-    t0 = now_s();
+    t0 = es_test_now_s();
     dt = loris(fd, frame, n, &all);
     CHECK_MSG(!all, "a %zu-byte OPEN at 10 bytes/s went through in %.2f s", n, dt);
     EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
-    dt = now_s() - t0;
+    dt = es_test_now_s() - t0;
     CHECK_MSG(dt >= idle_s * 0.8 && dt < idle_s + 5, "OPEN loris cut after %.2f s (idle timeout %.2f s)", dt, idle_s);
     CHECK(wait_closed(fd, 5));
     close(fd);
@@ -587,17 +527,17 @@ static void test_half_open(es_server *srv, int port, double handshake_s) {
     job bg[N_BG];
     bg_start(bg, port, 15);
     /* connect, send nothing: cut by the handshake timeout */
-    int silent = cl_connect(port, 0);
-    const double t0 = now_s();
+    int silent = es_test_tcp_connect(port, 0);
+    const double t0 = es_test_now_s();
     /* HELLO then shutdown(SHUT_WR): the WELCOME still arrives, then the server closes */
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     CHECK(fd >= 0 && cl_send_wb(fd, hello_frame()));
     CHECK(shutdown(fd, SHUT_WR) == 0);
     CHECK(expect_welcome(fd));
     CHECK_MSG(wait_closed(fd, 5), "server kept a half-closed connection open");
     close(fd);
     /* HELLO + OPEN + shutdown(SHUT_WR): the session ends at once (its KV returns), the socket closes */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     CHECK(fd >= 0 && cl_send_wb(fd, hello_frame()));
     CHECK(cl_send_wb(fd, open_frame(1, ES_MODE_AR, g_gold[17].prompt, g_gold[17].np, 200)));
     CHECK(shutdown(fd, SHUT_WR) == 0);
@@ -605,7 +545,7 @@ static void test_half_open(es_server *srv, int port, double handshake_s) {
     close(fd);
     /* the silent one */
     EXPECT_ERROR(silent, 0, ES_PERR_TIMEOUT);
-    const double dt = now_s() - t0;
+    const double dt = es_test_now_s() - t0;
     CHECK_MSG(dt >= handshake_s * 0.8 && dt < handshake_s + 5, "silent connection cut after %.2f s", dt);
     CHECK(wait_closed(silent, 5));
     close(silent);
@@ -719,10 +659,10 @@ static void test_resources(void) {
         CHECK(cl_send_wb(fd, open_frame(sid, ES_MODE_EDGE, g_gold[0].prompt, g_gold[0].np, 16)));
         CHECK(expect_opened(fd, sid));
     }
-    double t0 = now_s();
+    double t0 = es_test_now_s();
     CHECK(cl_send_wb(fd, open_frame(5, ES_MODE_EDGE, g_gold[0].prompt, g_gold[0].np, 16)));
     const char *msg = EXPECT_ERROR(fd, 5, ES_PERR_BUSY);
-    CHECK_MSG(now_s() - t0 < 5 && strstr(msg, "4 sessions"), "BUSY after %.2f s: %s", now_s() - t0, msg);
+    CHECK_MSG(es_test_now_s() - t0 < 5 && strstr(msg, "4 sessions"), "BUSY after %.2f s: %s", es_test_now_s() - t0, msg);
     close(fd);
     check_empty(srv, "busy");
 
@@ -791,7 +731,7 @@ static void test_resources(void) {
     b = verify_frame(1, 1, longp + 241, 128, true);
     CHECK(n2 + b->len <= sizeof two);
     memcpy(two + n2, b->data, b->len);
-    CHECK(send_all(fd, two, n2 + b->len));
+    CHECK(es_test_send_all(fd, two, n2 + b->len));
     bool got_err = false, got_verdict = false;
     msg = "";
     while ((!got_err || !got_verdict) && cl_recv(fd, &h)) {
@@ -845,12 +785,12 @@ int main(void) {
     CHECK_OK(es_server_start(&sp, &srv, &err), &err);
     if (srv) {
         const int port = es_server_port(srv);
-        double t = now_s();
+        double t = es_test_now_s();
 #define TIMED(call)                                                 \
     do {                                                            \
         call;                                                       \
-        fprintf(stderr, "%-44s %.2f s\n", #call, now_s() - t);    \
-        t = now_s();                                                \
+        fprintf(stderr, "%-44s %.2f s\n", #call, es_test_now_s() - t);    \
+        t = es_test_now_s();                                                \
     } while (0)
         TIMED(test_mid_frame(srv, port));
         TIMED(test_mid_round(srv, port));

@@ -52,17 +52,6 @@ static int slow_drops(void) {
     return n;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static bool load_golden(void) {
     char *txt = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), NULL);
     if (!txt) return false;
@@ -81,64 +70,16 @@ static bool load_golden(void) {
 
 /* ---- a raw client ---- */
 
-static int cl_connect(int port, int rcvbuf) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct timeval tv = {20, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static bool send_all(int fd, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR) continue;
-            return false;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static bool recv_all(int fd, void *p, size_t n) {
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = recv(fd, b, n, 0);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            return false;
-        }
-        b += r;
-        n -= (size_t)r;
-    }
-    return true;
-}
-
 /* One frame into g_payload: 1, or 0 at EOF / reset / timeout. */
 static int cl_recv(int fd, es_frame_header *h) {
     uint8_t hb[ES_PROTO_HEADER_SIZE];
-    if (!recv_all(fd, hb, sizeof hb)) return 0;
+    if (!es_test_recv_all(fd, hb, sizeof hb)) return 0;
     es_err err = {{0}};
     if (es_proto_get_header(hb, RECV_CAP, h, &err) != ES_OK) {
         fprintf(stderr, "client: bad header from the server: %s\n", err.msg);
         return 0;
     }
-    if (h->len && !recv_all(fd, g_payload, h->len)) return 0;
+    if (h->len && !es_test_recv_all(fd, g_payload, h->len)) return 0;
     return 1;
 }
 
@@ -157,7 +98,7 @@ static es_wbuf *wb(void) {
     return &w;
 }
 
-static bool cl_send_wb(int fd, const es_wbuf *w) { return !w->overflow && send_all(fd, w->data, w->len); }
+static bool cl_send_wb(int fd, const es_wbuf *w) { return !w->overflow && es_test_send_all(fd, w->data, w->len); }
 
 /* Expects an ERROR frame for `sid` with `code`; returns its message in a static buffer. */
 static const char *expect_error(int fd, uint32_t sid, int code, int line) {
@@ -196,7 +137,7 @@ static bool cl_hello(int fd, const es_msg_hello *m, es_msg_welcome *w) {
 }
 
 static int connect_ready(int port) {
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     es_msg_hello m = hello_plain();
     es_msg_welcome w;
     if (fd < 0 || !cl_hello(fd, &m, &w)) {
@@ -316,7 +257,7 @@ static es_server_stats stats_of(es_server *s) {
 /* ---- the tests ---- */
 
 static void test_handshake(int port, const es_tokenizer *tok) {
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     CHECK(fd >= 0);
     es_msg_hello m = hello_plain();
     es_msg_welcome w;
@@ -346,7 +287,7 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     close(fd);
 
     /* The draft's vocabulary must be the target's. */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     m = hello_plain();
     m.has_draft = 1;
     m.draft_fingerprint = es_tokenizer_fingerprint(tok) ^ 1;
@@ -362,13 +303,13 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     close(fd);
 
     /* A draft that does match is welcome. */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     m.draft_fingerprint = es_tokenizer_fingerprint(tok);
     CHECK(cl_hello(fd, &m, &w));
     close(fd);
 
     /* n_vocab differs too: both named. */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     m.draft_fingerprint = 7;
     m.draft_n_vocab = 1000;
     b = wb();
@@ -380,7 +321,7 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     close(fd);
 
     /* No common version (HELLO range), then a frame header of another version. */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     m = hello_plain();
     m.version_min = m.version_max = ES_PROTO_VERSION + 1;
     b = wb();
@@ -390,7 +331,7 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     CHECK(cl_closed(fd));
     close(fd);
 
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     m = hello_plain();
     b = wb();
     CHECK_OK(es_proto_put_hello(b, &m, &err), &err);
@@ -401,7 +342,7 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     close(fd);
 
     /* HELLO must come first. */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     b = wb();
     CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
     CHECK(cl_send_wb(fd, b));
@@ -410,7 +351,7 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     close(fd);
 
     /* A client that half-closes after its last frames still gets the answers, then EOF. */
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     m = hello_plain();
     b = wb();
     CHECK_OK(es_proto_put_hello(b, &m, &err), &err);
@@ -423,11 +364,11 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     close(fd);
 
     /* Silence after connecting: the handshake timeout (0.3 s here) closes the connection. */
-    double t0 = now_s();
-    fd = cl_connect(port, 0);
+    double t0 = es_test_now_s();
+    fd = es_test_tcp_connect(port, 0);
     EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
     CHECK(cl_closed(fd));
-    double dt = now_s() - t0;
+    double dt = es_test_now_s() - t0;
     CHECK_MSG(dt >= 0.25 && dt < 3.0, "handshake timeout after %.2f s", dt);
     close(fd);
 }
@@ -589,7 +530,7 @@ static void test_edge(int port) {
         q[13] = 6;                         /* node 1: token 6, parent -1 */
         q[17] = 0xff;
         q[18] = 0xff;
-        CHECK(send_all(fd, fr, sizeof fr));
+        CHECK(es_test_send_all(fd, fr, sizeof fr));
         EXPECT_ERROR(fd, 8, ES_PERR_MALFORMED);
     }
     CHECK(send_open_ids(fd, 8, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
@@ -614,7 +555,7 @@ static void test_protocol_errors(int port, uint32_t max_payload) {
     es_frame_header h = {.len = 5, .type = ES_FRAME_OPEN, .version = ES_PROTO_VERSION, .flags = 0, .session = 3};
     es_proto_put_header(junk, &h);
     memset(junk + ES_PROTO_HEADER_SIZE, 0xff, 5);
-    CHECK(send_all(fd, junk, sizeof junk));
+    CHECK(es_test_send_all(fd, junk, sizeof junk));
     EXPECT_ERROR(fd, 3, ES_PERR_MALFORMED);
     es_msg_ping p = {.nonce = 42};
     es_wbuf *b = wb();
@@ -672,7 +613,7 @@ static void test_protocol_errors(int port, uint32_t max_payload) {
     uint8_t big[ES_PROTO_HEADER_SIZE];
     h = (es_frame_header){.len = max_payload + 1, .type = ES_FRAME_VERIFY, .version = ES_PROTO_VERSION, .flags = 0, .session = 5};
     es_proto_put_header(big, &h);
-    CHECK(send_all(fd, big, sizeof big));
+    CHECK(es_test_send_all(fd, big, sizeof big));
     bool saw_large = false;
     for (int i = 0; i < 400 && !saw_large; i++) {
         if (!cl_recv(fd, &h)) break;
@@ -693,7 +634,7 @@ static void test_protocol_errors(int port, uint32_t max_payload) {
     uint8_t bad[ES_PROTO_HEADER_SIZE + 3] = {0};
     h = (es_frame_header){.len = 3, .type = ES_FRAME_PING, .version = ES_PROTO_VERSION, .flags = 0, .session = 0};
     es_proto_put_header(bad, &h);
-    CHECK(send_all(fd, bad, sizeof bad));
+    CHECK(es_test_send_all(fd, bad, sizeof bad));
     EXPECT_ERROR(fd, 0, ES_PERR_MALFORMED);
     CHECK(cl_closed(fd));
     close(fd);
@@ -722,9 +663,9 @@ static void test_vanish(es_server *srv, int port) {
     /* Wait for the prefill to be under way (sequences are created and filled by the compute thread),
      * then vanish: most likely mid-prefill for session 1 and with the tree of session 2 pending. */
     es_server_stats st = stats_of(srv);
-    double t1 = now_s();
-    while (st.sched.kv_blocks_used == 0 && now_s() - t1 < 5) {
-        sleep_ms(1);
+    double t1 = es_test_now_s();
+    while (st.sched.kv_blocks_used == 0 && es_test_now_s() - t1 < 5) {
+        es_test_sleep_ms(1);
         st = stats_of(srv);
     }
     CHECK_MSG(st.sched.kv_blocks_used > 0, "kv blocks used %lld", (long long)st.sched.kv_blocks_used);
@@ -736,12 +677,12 @@ static void test_vanish(es_server *srv, int port) {
     CHECK_MSG(n == 64 && memcmp(got, g_gen, 64 * sizeof(int32_t)) == 0, "n %d", n);
     CHECK(stop == ES_STOP_LENGTH);
 
-    double t0 = now_s();
+    double t0 = es_test_now_s();
     do {
         st = stats_of(srv);
         if (st.sched.kv_blocks_used == 0 && st.sched.sessions_active == 0) break;
-        sleep_ms(10);
-    } while (now_s() - t0 < 5);
+        es_test_sleep_ms(10);
+    } while (es_test_now_s() - t0 < 5);
     CHECK_MSG(st.sched.kv_blocks_used == 0, "kv blocks still used: %lld", (long long)st.sched.kv_blocks_used);
     CHECK_MSG(st.sched.sessions_active == 0, "sessions still active: %d", st.sched.sessions_active);
     close(fc);
@@ -749,7 +690,7 @@ static void test_vanish(es_server *srv, int port) {
 
 /* A client that sends and never reads is dropped once its unread output passes the limit. */
 static void test_slow_consumer(es_server *srv, int port) {
-    int fd = cl_connect(port, 4096);
+    int fd = es_test_tcp_connect(port, 4096);
     es_msg_hello m = hello_plain();
     snprintf(m.api_key, sizeof m.api_key, "sekrit");
     es_msg_welcome w;
@@ -766,16 +707,16 @@ static void test_slow_consumer(es_server *srv, int port) {
     }
     CHECK(enc && b.len == sizeof burst);
     bool failed = false;
-    for (int i = 0; i < 800 && !failed; i++) failed = !send_all(fd, b.data, b.len);
+    for (int i = 0; i < 800 && !failed; i++) failed = !es_test_send_all(fd, b.data, b.len);
     es_server_stats after = stats_of(srv);
-    double t0 = now_s();
-    while (!failed && after.connections_open >= before.connections_open && now_s() - t0 < 5) {
-        sleep_ms(10);
+    double t0 = es_test_now_s();
+    while (!failed && after.connections_open >= before.connections_open && es_test_now_s() - t0 < 5) {
+        es_test_sleep_ms(10);
         after = stats_of(srv);
     }
     CHECK_MSG(failed || after.connections_open < before.connections_open, "slow consumer not dropped");
-    t0 = now_s();
-    while (slow_drops() == 0 && now_s() - t0 < 5) sleep_ms(10);
+    t0 = es_test_now_s();
+    while (slow_drops() == 0 && es_test_now_s() - t0 < 5) es_test_sleep_ms(10);
     CHECK_MSG(slow_drops() == 1, "slow-consumer drops logged: %d", slow_drops());
     close(fd);
 }
@@ -783,7 +724,7 @@ static void test_slow_consumer(es_server *srv, int port) {
 /* With a 0.5 s idle timeout: a session nobody drives ends (ERROR timeout) while the connection,
  * kept alive by pings, stays; a silent connection is then closed. */
 static void test_idle(int port) {
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     es_msg_hello m = hello_plain();
     snprintf(m.api_key, sizeof m.api_key, "sekrit");
     es_msg_welcome w;
@@ -791,7 +732,7 @@ static void test_idle(int port) {
     CHECK(send_open_ids(fd, 3, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
     es_msg_opened o;
     CHECK(expect_opened(fd, 3, &o));
-    double t0 = now_s();
+    double t0 = es_test_now_s();
     bool timed_out = false;
     es_err err = {{0}};
     for (int i = 0; i < 30 && !timed_out; i++) {
@@ -810,10 +751,10 @@ static void test_idle(int port) {
         } else {
             CHECK(h.type == ES_FRAME_PONG);
         }
-        sleep_ms(100);
+        es_test_sleep_ms(100);
     }
     CHECK(timed_out);
-    double dt = now_s() - t0;
+    double dt = es_test_now_s() - t0;
     CHECK_MSG(dt > 0.4 && dt < 2.5, "session timed out after %.2f s", dt);
     EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
     CHECK(cl_closed(fd));
@@ -822,7 +763,7 @@ static void test_idle(int port) {
 
 static void test_auth(es_server *srv, int port) {
     (void)srv;
-    int fd = cl_connect(port, 0);
+    int fd = es_test_tcp_connect(port, 0);
     es_msg_hello m = hello_plain();
     es_err err = {{0}};
     es_wbuf *b = wb();
@@ -831,14 +772,14 @@ static void test_auth(es_server *srv, int port) {
     EXPECT_ERROR(fd, 0, ES_PERR_AUTH);
     CHECK(cl_closed(fd));
     close(fd);
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     snprintf(m.api_key, sizeof m.api_key, "sekriT");
     b = wb();
     CHECK_OK(es_proto_put_hello(b, &m, &err), &err);
     CHECK(cl_send_wb(fd, b));
     EXPECT_ERROR(fd, 0, ES_PERR_AUTH);
     close(fd);
-    fd = cl_connect(port, 0);
+    fd = es_test_tcp_connect(port, 0);
     snprintf(m.api_key, sizeof m.api_key, "sekrit");
     es_msg_welcome w;
     CHECK(cl_hello(fd, &m, &w));
@@ -877,12 +818,12 @@ int main(void) {
     int port = es_server_port(srv);
     CHECK(port > 0);
 
-    double t = now_s();
+    double t = es_test_now_s();
 #define TIMED(call)                                                   \
     do {                                                              \
         call;                                                         \
-        fprintf(stderr, "%-40s %.2f s\n", #call, now_s() - t);      \
-        t = now_s();                                                  \
+        fprintf(stderr, "%-40s %.2f s\n", #call, es_test_now_s() - t);      \
+        t = es_test_now_s();                                                  \
     } while (0)
     TIMED(test_handshake(port, tok));
     TIMED(test_ar(port));

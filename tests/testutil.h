@@ -90,4 +90,16 @@ typedef struct es_test_golden {
 /* Parses one golden line; false (and a failed check) if a field is missing, malformed or too long. */
 bool es_test_golden_parse(const char *line, es_test_golden *g);
 
+/* ---- small helpers of the socket-level tests (test_server, test_faults) ---- */
+
+/* Monotonic seconds. */
+double es_test_now_s(void);
+void es_test_sleep_ms(int ms);
+/* A TCP connection to 127.0.0.1:port with TCP_NODELAY and 20 s send/receive timeouts (rcvbuf > 0
+ * also sets SO_RCVBUF, for slow-consumer tests); -1 if it cannot connect. */
+int es_test_tcp_connect(int port, int rcvbuf);
+/* All n bytes, retrying on EINTR (send with MSG_NOSIGNAL); false at EOF, reset, error or timeout. */
+bool es_test_send_all(int fd, const void *p, size_t n);
+bool es_test_recv_all(int fd, void *p, size_t n);
+
 #endif
