@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels/matmul_impl.h"
+#include "kernels/repack.h"
 
 #define AI static inline __attribute__((always_inline))
 /* Loops over registers (rows of a group, activation rows of a tile) must be fully unrolled so the
@@ -277,53 +278,96 @@ AI void load_q4_16(const uint8_t *const p[16], size_t off, __m512i L[4], __m512i
     }
 }
 
+/* One block's exact integer dots for J activation rows, the arithmetic of matmul_impl.h, shared by
+ * the file-layout and the X16 tiles. jb0: the block's index in qx of activation row j0 (row j0 + j
+ * follows at jb0 + j). s[j] comes back ready for tofloat. k outer, j inner: J independent dependency
+ * chains side by side for the pipeline. */
+
+/* Q8_0: W[k] = bytes 4k..4k+3 of the 16 rows' quants, as loaded (changed in place). */
+AI void q8_block(__m512i W[8], const es_qx *qx, int64_t jb0, const int J, const bool vnni, __m512i s[]) {
+    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80), magic = _mm512_set1_epi32(ES_QX_MAGIC);
+    __m512i A[8];
+    ES_UNROLL
+    for (int k = 0; k < 8; k++) {
+        if (vnni) W[k] = _mm512_xor_si512(W[k], bias); /* w + 128 as unsigned */
+        else A[k] = _mm512_abs_epi8(W[k]);
+    }
+    const int8_t *xb = qx->qs + jb0 * 32;
+    ES_UNROLL
+    for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : magic;
+    ES_UNROLL
+    for (int k = 0; k < 8; k++) {
+        const __mmask64 neg = vnni ? 0 : _mm512_movepi8_mask(W[k]);
+        ES_UNROLL
+        for (int j = 0; j < J; j++) {
+            if (vnni) {
+                s[j] = dpbusd_bcast(s[j], W[k], xb + j * 32 + 4 * k); /* sum (w + 128) x, from magic - 128 sum x */
+            } else {
+                __m512i xv = bcast32(xb + j * 32 + 4 * k);
+                /* x * sign(w): negate x where w < 0 (w == 0 is multiplied by |w| = 0) */
+                xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+                s[j] = _mm512_add_epi32(s[j], _mm512_madd_epi16(_mm512_maddubs_epi16(A[k], xv), ones));
+            }
+        }
+    }
+}
+
+/* Q4_0: L[k] / H[k] = elements 4k..4k+3 / 16+4k.. of the 16 rows as unsigned nibbles; the -8 comes
+ * in through the correction. */
+AI void q4_block(const __m512i L[4], const __m512i H[4], const es_qx *qx, int64_t jb0, const int J, const bool vnni,
+                 __m512i s[]) {
+    const __m512i ones = _mm512_set1_epi16(1);
+    const int8_t *xb = qx->qs + jb0 * 32;
+    ES_UNROLL
+    for (int j = 0; j < J; j++)
+        s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) /* -8 * sum(x) + magic */ : _mm512_setzero_si512();
+    ES_UNROLL
+    for (int k = 0; k < 4; k++) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++) {
+            const int8_t *xj = xb + j * 32;
+            if (vnni) {
+                s[j] = dpbusd_bcast(s[j], L[k], xj + 4 * k);
+                s[j] = dpbusd_bcast(s[j], H[k], xj + 16 + 4 * k);
+            } else {
+                /* int16 pair sums <= 2*15*127: all eight of a block fit in int16 */
+                s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(L[k], bcast32(xj + 4 * k)));
+                s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(H[k], bcast32(xj + 16 + 4 * k)));
+            }
+        }
+    }
+    if (!vnni) {
+        ES_UNROLL
+        for (int j = 0; j < J; j++)
+            s[j] = _mm512_add_epi32(_mm512_madd_epi16(s[j], ones), _mm512_set1_epi32(qx->corr[jb0 + j]));
+    }
+}
+
+/* acc[j] += (float)dot_j * (dw * dx_j): the one rounding per block of the contract. */
+AI void block_acc(__m512 acc[], const __m512i s[], __m512 dw, const es_qx *qx, int64_t jb0, const int J) {
+    ES_UNROLL
+    for (int j = 0; j < J; j++) {
+        const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb0 + j]));
+        acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
+    }
+}
+
 /* y[j][r0..r0+16) for j in [j0, j0+J), Q8_0 weights. */
 AI void q8_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, const bool vnni,
                 const bool tail, float *y, int64_t rows, int64_t r0) {
-    const int64_t nb = qx->nb;
-    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80), magic = _mm512_set1_epi32(ES_QX_MAGIC);
     __m512 acc[QJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+    for (int64_t b = 0; b < qx->nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q8_0);
-        __m512i W[8], A[8];
+        __m512i W[8], s[QJ];
         const uint8_t *p[16];
         rows16(g, off, tail, p);
         prefetch_next(g, b, sizeof(es_block_q8_0), tail);
         load_q8_16(p, 2, W);
-        const __m512 dw = scales16(p);
-        ES_UNROLL
-        for (int k = 0; k < 8; k++) {
-            if (vnni) W[k] = _mm512_xor_si512(W[k], bias); /* w + 128 as unsigned */
-            else A[k] = _mm512_abs_epi8(W[k]);
-        }
-        /* k outer, j inner: J independent dependency chains side by side for the pipeline */
-        const int64_t jb0 = b * qx->n + j0; /* block b of activation row j0; row j0 + j follows at + j */
-        const int8_t *xb = qx->qs + jb0 * 32;
-        __m512i s[QJ];
-        ES_UNROLL
-        for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : magic;
-        ES_UNROLL
-        for (int k = 0; k < 8; k++) {
-            const __mmask64 neg = vnni ? 0 : _mm512_movepi8_mask(W[k]);
-            ES_UNROLL
-            for (int j = 0; j < J; j++) {
-                if (vnni) {
-                    s[j] = dpbusd_bcast(s[j], W[k], xb + j * 32 + 4 * k); /* sum (w + 128) x, from magic - 128 sum x */
-                } else {
-                    __m512i xv = bcast32(xb + j * 32 + 4 * k);
-                    /* x * sign(w): negate x where w < 0 (w == 0 is multiplied by |w| = 0) */
-                    xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-                    s[j] = _mm512_add_epi32(s[j], _mm512_madd_epi16(_mm512_maddubs_epi16(A[k], xv), ones));
-                }
-            }
-        }
-        ES_UNROLL
-        for (int j = 0; j < J; j++) {
-            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb0 + j]));
-            acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
-        }
+        const int64_t jb0 = b * qx->n + j0;
+        q8_block(W, qx, jb0, J, vnni, s);
+        block_acc(acc, s, scales16(p), qx, jb0, J);
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, g->mask, acc[j]);
@@ -332,48 +376,19 @@ AI void q8_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const
 /* y[j][r0..r0+16) for j in [j0, j0+J), Q4_0 weights (nibbles unsigned, -8 via the correction). */
 AI void q4_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, const bool vnni,
                 const bool tail, float *y, int64_t rows, int64_t r0) {
-    const int64_t nb = qx->nb;
-    const __m512i ones = _mm512_set1_epi16(1);
     __m512 acc[QJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+    for (int64_t b = 0; b < qx->nb; b++) {
         const size_t off = (size_t)b * sizeof(es_block_q4_0);
-        __m512i L[4], H[4];
+        __m512i L[4], H[4], s[QJ];
         const uint8_t *p[16];
         rows16(g, off, tail, p);
         prefetch_next(g, b, sizeof(es_block_q4_0), tail);
         load_q4_16(p, 2, L, H);
-        const __m512 dw = scales16(p);
-        /* k outer, j inner: J independent dependency chains side by side for the pipeline */
         const int64_t jb0 = b * qx->n + j0;
-        const int8_t *xb = qx->qs + jb0 * 32;
-        __m512i s[QJ];
-        ES_UNROLL
-        for (int j = 0; j < J; j++)
-            s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) /* -8 * sum(x) + magic */ : _mm512_setzero_si512();
-        ES_UNROLL
-        for (int k = 0; k < 4; k++) {
-            ES_UNROLL
-            for (int j = 0; j < J; j++) {
-                const int8_t *xj = xb + j * 32;
-                if (vnni) {
-                    s[j] = dpbusd_bcast(s[j], L[k], xj + 4 * k);
-                    s[j] = dpbusd_bcast(s[j], H[k], xj + 16 + 4 * k);
-                } else {
-                    /* int16 pair sums <= 2*15*127: all eight of a block fit in int16 */
-                    s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(L[k], bcast32(xj + 4 * k)));
-                    s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(H[k], bcast32(xj + 16 + 4 * k)));
-                }
-            }
-        }
-        ES_UNROLL
-        for (int j = 0; j < J; j++) {
-            const int64_t jb = jb0 + j;
-            if (!vnni) s[j] = _mm512_add_epi32(_mm512_madd_epi16(s[j], ones), _mm512_set1_epi32(qx->corr[jb]));
-            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb]));
-            acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
-        }
+        q4_block(L, H, qx, jb0, J, vnni, s);
+        block_acc(acc, s, scales16(p), qx, jb0, J);
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, g->mask, acc[j]);
@@ -430,43 +445,20 @@ DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI)
  * scales. */
 AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
                  const bool vnni, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
-    const int64_t nb = qx->nb;
-    const size_t qb = q8 ? 512 : 256;
-    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80), lo4 = _mm512_set1_epi8(0x0f);
-    const __m512i magic = _mm512_set1_epi32(ES_QX_MAGIC);
+    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
     __m512 acc[XJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+    for (int64_t b = 0; b < qx->nb; b++) {
         const uint8_t *q = gq + (size_t)b * qb;
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)b * 32)));
         const int64_t jb0 = b * qx->n + j0;
-        const int8_t *xb = qx->qs + jb0 * 32;
         __m512i s[XJ];
         if (q8) {
-            __m512i W[8], A[8];
+            __m512i W[8];
             ES_UNROLL
-            for (int k = 0; k < 8; k++) {
-                W[k] = _mm512_loadu_si512((const void *)(q + 64 * k));
-                if (vnni) W[k] = _mm512_xor_si512(W[k], bias); /* w + 128 as unsigned */
-                else A[k] = _mm512_abs_epi8(W[k]);
-            }
-            ES_UNROLL
-            for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : magic;
-            ES_UNROLL
-            for (int k = 0; k < 8; k++) {
-                const __mmask64 neg = vnni ? 0 : _mm512_movepi8_mask(W[k]);
-                ES_UNROLL
-                for (int j = 0; j < J; j++) {
-                    if (vnni) {
-                        s[j] = dpbusd_bcast(s[j], W[k], xb + j * 32 + 4 * k);
-                    } else {
-                        __m512i xv = bcast32(xb + j * 32 + 4 * k);
-                        xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-                        s[j] = _mm512_add_epi32(s[j], _mm512_madd_epi16(_mm512_maddubs_epi16(A[k], xv), ones));
-                    }
-                }
-            }
+            for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(q + 64 * k));
+            q8_block(W, qx, jb0, J, vnni, s);
         } else {
             __m512i L[4], H[4];
             ES_UNROLL
@@ -475,33 +467,9 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
                 L[k] = _mm512_and_si512(u, lo4);
                 H[k] = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
             }
-            ES_UNROLL
-            for (int j = 0; j < J; j++) s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) : _mm512_setzero_si512();
-            ES_UNROLL
-            for (int k = 0; k < 4; k++) {
-                ES_UNROLL
-                for (int j = 0; j < J; j++) {
-                    const int8_t *xj = xb + j * 32;
-                    if (vnni) {
-                        s[j] = dpbusd_bcast(s[j], L[k], xj + 4 * k);
-                        s[j] = dpbusd_bcast(s[j], H[k], xj + 16 + 4 * k);
-                    } else {
-                        s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(L[k], bcast32(xj + 4 * k)));
-                        s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(H[k], bcast32(xj + 16 + 4 * k)));
-                    }
-                }
-            }
-            if (!vnni) {
-                ES_UNROLL
-                for (int j = 0; j < J; j++)
-                    s[j] = _mm512_add_epi32(_mm512_madd_epi16(s[j], ones), _mm512_set1_epi32(qx->corr[jb0 + j]));
-            }
+            q4_block(L, H, qx, jb0, J, vnni, s);
         }
-        ES_UNROLL
-        for (int j = 0; j < J; j++) {
-            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(qx->d[jb0 + j]));
-            acc[j] = _mm512_fmadd_ps(tofloat(s[j]), sc, acc[j]);
-        }
+        block_acc(acc, s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)b * 32))), qx, jb0, J);
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, mask, acc[j]);
@@ -514,10 +482,10 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
     static void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,         \
                      int64_t r1) {                                                                               \
         const int64_t nb = qx->nb;                                                                               \
-        const size_t gbytes = (size_t)nb * ((q8 ? 512 : 256) + 32);                                             \
+        const size_t gbytes = es_x16_group_bytes(w->type, nb), qb = es_x16_qbytes(w->type);                      \
         for (int64_t r = r0; r < r1; r += 16) {                                                                  \
             const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;                           \
-            const uint8_t *gs = gq + (size_t)nb * (q8 ? 512 : 256);                                              \
+            const uint8_t *gs = gq + (size_t)nb * qb;                                                            \
             const int64_t valid = r1 - r < 16 ? r1 - r : 16;                                                     \
             const __mmask16 mask = (__mmask16)((1u << valid) - 1);                                               \
             for (int64_t j0 = 0; j0 < n; j0 += XJ) {                                                             \
