@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "kernels/matmul_impl.h"
+#include "kernels/repack.h"
 
 #define AI static inline __attribute__((always_inline))
 /* Loops over registers (rows of a group, activation rows of a tile) must be fully unrolled so the
@@ -146,11 +147,43 @@ AI void store8(float *dst, __m256 v, int valid) {
     }
 }
 
+/* One block's exact integer dot for activation row j (block index jb in qx), added into acc[j] with
+ * the one rounding of the contract (matmul_impl.h); shared by the file-layout and X16 tiles. */
+
+/* Q8_0: W[k] / A[k] = bytes 4k..4k+3 of the 8 rows' quants and their absolute values. Sign trick:
+ * |w| * (x * sign(w)) for maddubs. */
+AI __m256 q8_dot_acc(const __m256i W[8], const __m256i A[8], const es_qx *qx, int64_t jb, __m256 dw, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *xb = qx->qs + jb * 32;
+    __m256i s = _mm256_set1_epi32(ES_QX_MAGIC);
+    ES_UNROLL
+    for (int k = 0; k < 8; k++) {
+        __m256i p = _mm256_maddubs_epi16(A[k], _mm256_sign_epi8(bcast32(xb + 4 * k), W[k]));
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+    }
+    return _mm256_fmadd_ps(tofloat(s), _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb])), acc);
+}
+
+/* Q4_0: L[k] / H[k] = elements 4k..4k+3 / 16+4k.. of the 8 rows as unsigned nibbles, so maddubs
+ * needs no sign trick and the -8 offset is the precomputed correction -8 * sum(x). Pair sums are at
+ * most 2*15*127, so 8 of them fit in int16. */
+AI __m256 q4_dot_acc(const __m256i L[4], const __m256i H[4], const es_qx *qx, int64_t jb, __m256 dw, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *xb = qx->qs + jb * 32;
+    __m256i s16 = _mm256_setzero_si256();
+    ES_UNROLL
+    for (int k = 0; k < 4; k++) {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(L[k], bcast32(xb + 4 * k)));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(H[k], bcast32(xb + 16 + 4 * k)));
+    }
+    const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(qx->corr[jb]));
+    return _mm256_fmadd_ps(tofloat(s), _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb])), acc);
+}
+
 /* y[j][r0..r0+8) for j in [j0, j0+J): Q8_0 weights, sign trick |w| * (x * sign(w)) for maddubs. */
 AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, float *y, int64_t rows,
                 int64_t r0) {
     const int64_t nb = qx->nb;
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[QJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -166,17 +199,7 @@ AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
         const __m256 dw = scales8(g->rp, off);
         const int64_t jb0 = b * qx->n + j0; /* block b of activation row j0 */
         ES_UNROLL
-        for (int j = 0; j < J; j++) {
-            const int8_t *xb = qx->qs + (jb0 + j) * 32;
-            __m256i s = _mm256_set1_epi32(ES_QX_MAGIC);
-            ES_UNROLL
-            for (int k = 0; k < 8; k++) {
-                __m256i p = _mm256_maddubs_epi16(A[k], _mm256_sign_epi8(bcast32(xb + 4 * k), W[k]));
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
-            }
-            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb0 + j]));
-            acc[j] = _mm256_fmadd_ps(tofloat(s), sc, acc[j]);
-        }
+        for (int j = 0; j < J; j++) acc[j] = q8_dot_acc(W, A, qx, jb0 + j, dw, acc[j]);
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) store8(y + (j0 + j) * rows + r0, acc[j], g->valid);
@@ -187,7 +210,7 @@ AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
 AI void q4_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, float *y, int64_t rows,
                 int64_t r0) {
     const int64_t nb = qx->nb;
-    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0x0f);
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
     __m256 acc[QJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -213,19 +236,7 @@ AI void q4_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const 
         const __m256 dw = scales8(g->rp, off - 2);
         const int64_t jb0 = b * qx->n + j0;
         ES_UNROLL
-        for (int j = 0; j < J; j++) {
-            const int8_t *xb = qx->qs + (jb0 + j) * 32;
-            __m256i s16 = _mm256_setzero_si256();
-            ES_UNROLL
-            for (int k = 0; k < 4; k++) {
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(L[k], bcast32(xb + 4 * k)));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(H[k], bcast32(xb + 16 + 4 * k)));
-            }
-            const int64_t jb = jb0 + j;
-            __m256i s = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(qx->corr[jb]));
-            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb]));
-            acc[j] = _mm256_fmadd_ps(tofloat(s), sc, acc[j]);
-        }
+        for (int j = 0; j < J; j++) acc[j] = q4_dot_acc(L, H, qx, jb0 + j, dw, acc[j]);
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) store8(y + (j0 + j) * rows + r0, acc[j], g->valid);
@@ -275,8 +286,8 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
 AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
                  const int h, int valid, float *y, int64_t rows, int64_t r0) {
     const int64_t nb = qx->nb;
-    const size_t qb = q8 ? 512 : 256;
-    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0x0f);
+    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
     __m256 acc[QJ];
     ES_UNROLL
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -292,17 +303,7 @@ AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
                 A[k] = _mm256_abs_epi8(W[k]);
             }
             ES_UNROLL
-            for (int j = 0; j < J; j++) {
-                const int8_t *xb = qx->qs + (jb0 + j) * 32;
-                __m256i s = _mm256_set1_epi32(ES_QX_MAGIC);
-                ES_UNROLL
-                for (int k = 0; k < 8; k++) {
-                    __m256i p = _mm256_maddubs_epi16(A[k], _mm256_sign_epi8(bcast32(xb + 4 * k), W[k]));
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
-                }
-                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb0 + j]));
-                acc[j] = _mm256_fmadd_ps(tofloat(s), sc, acc[j]);
-            }
+            for (int j = 0; j < J; j++) acc[j] = q8_dot_acc(W, A, qx, jb0 + j, dw, acc[j]);
         } else {
             __m256i L[4], H[4];
             ES_UNROLL
@@ -312,19 +313,7 @@ AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
                 H[k] = _mm256_and_si256(_mm256_srli_epi16(u, 4), lo4);
             }
             ES_UNROLL
-            for (int j = 0; j < J; j++) {
-                const int8_t *xb = qx->qs + (jb0 + j) * 32;
-                __m256i s16 = _mm256_setzero_si256();
-                ES_UNROLL
-                for (int k = 0; k < 4; k++) {
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(L[k], bcast32(xb + 4 * k)));
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(H[k], bcast32(xb + 16 + 4 * k)));
-                }
-                const int64_t jb = jb0 + j;
-                __m256i sv = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(qx->corr[jb]));
-                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb]));
-                acc[j] = _mm256_fmadd_ps(tofloat(sv), sc, acc[j]);
-            }
+            for (int j = 0; j < J; j++) acc[j] = q4_dot_acc(L, H, qx, jb0 + j, dw, acc[j]);
         }
     }
     ES_UNROLL
@@ -333,7 +322,7 @@ AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
 
 AI void x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const bool q8) {
     const int64_t nb = qx->nb;
-    const size_t qb = q8 ? 512 : 256, gbytes = (size_t)nb * (qb + 32);
+    const size_t qb = es_x16_qbytes(w->type), gbytes = es_x16_group_bytes(w->type, nb);
     for (int64_t r = r0; r < r1; r += 16) {
         const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes, *gs = gq + (size_t)nb * qb;
         for (int h = 0; h < 2; h++) {
