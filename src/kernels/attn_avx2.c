@@ -48,26 +48,78 @@ static void q8_to_f32_avx2(float d, const int8_t *qs, float *dst) {
     }
 }
 
-static void dots_avx2(const float *q, int n_q, int hd, const float *k, float scale, float *s, int stride) {
-    for (int h = 0; h < n_q; h++) {
-        const float *qh = q + (size_t)h * hd;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int j = 0;
-        for (; j + 16 <= hd; j += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + j), _mm256_loadu_ps(k + j), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + j + 8), _mm256_loadu_ps(k + j + 8), a1);
+/* Scores of one or two query rows against the 32 keys of a transposed chunk: per key lane one
+ * chain of FMAs over d in order (the same chain for a row whether it is paired or alone). */
+AI void qk_rows(const float *q, int two, int hd, const float *kt, float scale, float *s) {
+    __m256 a[2][4];
+    for (int u = 0; u < 2; u++)
+        for (int v = 0; v < 4; v++) a[u][v] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        const float *k = kt + (size_t)d * ES_ATTN_CHUNK;
+        const __m256 k0 = _mm256_loadu_ps(k), k1 = _mm256_loadu_ps(k + 8), k2 = _mm256_loadu_ps(k + 16),
+                     k3 = _mm256_loadu_ps(k + 24);
+        const __m256 b0 = _mm256_broadcast_ss(q + d);
+        a[0][0] = _mm256_fmadd_ps(b0, k0, a[0][0]);
+        a[0][1] = _mm256_fmadd_ps(b0, k1, a[0][1]);
+        a[0][2] = _mm256_fmadd_ps(b0, k2, a[0][2]);
+        a[0][3] = _mm256_fmadd_ps(b0, k3, a[0][3]);
+        if (two) {
+            const __m256 b1 = _mm256_broadcast_ss(q + hd + d);
+            a[1][0] = _mm256_fmadd_ps(b1, k0, a[1][0]);
+            a[1][1] = _mm256_fmadd_ps(b1, k1, a[1][1]);
+            a[1][2] = _mm256_fmadd_ps(b1, k2, a[1][2]);
+            a[1][3] = _mm256_fmadd_ps(b1, k3, a[1][3]);
         }
-        if (j < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + j), _mm256_loadu_ps(k + j), a0);
-        s[(size_t)h * stride] = scale * hsum8(_mm256_add_ps(a0, a1));
     }
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int u = 0; u < 1 + two; u++)
+        for (int v = 0; v < 4; v++) _mm256_storeu_ps(s + (size_t)u * ES_ATTN_CHUNK + 8 * v, _mm256_mul_ps(a[u][v], sc));
 }
 
-static void axpys_avx2(float *o, int n_q, int hd, const float *p, int stride, const float *v) {
-    for (int h = 0; h < n_q; h++) {
-        const __m256 a = _mm256_set1_ps(p[(size_t)h * stride]);
-        float *oh = o + (size_t)h * hd;
-        for (int j = 0; j < hd; j += 8)
-            _mm256_storeu_ps(oh + j, _mm256_fmadd_ps(a, _mm256_loadu_ps(v + j), _mm256_loadu_ps(oh + j)));
+static void qk_avx2(const float *q, int nr, int hd, const float *kt, float scale, float *s) {
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) qk_rows(q + (size_t)r * hd, 1, hd, kt, scale, s + (size_t)r * ES_ATTN_CHUNK);
+    if (r < nr) qk_rows(q + (size_t)r * hd, 0, hd, kt, scale, s + (size_t)r * ES_ATTN_CHUNK);
+}
+
+/* o[r][j0 .. j0 + 8w) of one or two rows += sum_i p[r][i] v[i][...], w <= 4 vectors, one FMA chain per
+ * element over i in order. */
+AI void pv_rows(float *o, int two, int hd, const float *p, int cnt, const float *const *v, int j0, int w) {
+    __m256 a[2][4];
+    for (int u = 0; u < 1 + two; u++)
+        for (int t = 0; t < w; t++) a[u][t] = _mm256_loadu_ps(o + (size_t)u * hd + j0 + 8 * t);
+    for (int i = 0; i < cnt; i++) {
+        const float *vi = v[i] + j0;
+        const __m256 b0 = _mm256_broadcast_ss(p + i);
+        if (two) {
+            const __m256 b1 = _mm256_broadcast_ss(p + ES_ATTN_CHUNK + i);
+            for (int t = 0; t < w; t++) {
+                const __m256 x = _mm256_loadu_ps(vi + 8 * t);
+                a[0][t] = _mm256_fmadd_ps(b0, x, a[0][t]);
+                a[1][t] = _mm256_fmadd_ps(b1, x, a[1][t]);
+            }
+        } else {
+            for (int t = 0; t < w; t++) a[0][t] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(vi + 8 * t), a[0][t]);
+        }
+    }
+    for (int u = 0; u < 1 + two; u++)
+        for (int t = 0; t < w; t++) _mm256_storeu_ps(o + (size_t)u * hd + j0 + 8 * t, a[u][t]);
+}
+
+static void pv_avx2(float *o, int nr, int hd, const float *p, int cnt, const float *const *v) {
+    for (int r = 0; r < nr; r += 2) {
+        const int two = r + 2 <= nr;
+        for (int j0 = 0; j0 < hd; j0 += 32) {
+            const int w = hd - j0 >= 32 ? 4 : (hd - j0) / 8;
+            float *orow = o + (size_t)r * hd;
+            const float *prow = p + (size_t)r * ES_ATTN_CHUNK;
+            switch (w) { /* constant widths so the accumulators stay in registers */
+            case 4: pv_rows(orow, two, hd, prow, cnt, v, j0, 4); break;
+            case 3: pv_rows(orow, two, hd, prow, cnt, v, j0, 3); break;
+            case 2: pv_rows(orow, two, hd, prow, cnt, v, j0, 2); break;
+            default: pv_rows(orow, two, hd, prow, cnt, v, j0, 1); break;
+            }
+        }
     }
 }
 
@@ -99,4 +151,4 @@ static void silu_mul_avx2(float *g, const float *u, int64_t n) {
     for (; i < n; i++) g[i] = g[i] * (1.0f / (1.0f + expf(-g[i]))) * u[i];
 }
 
-const es_attn_ops es_attn_ops_avx2 = {f16_to_f32_avx2, q8_to_f32_avx2, dots_avx2, axpys_avx2, exp_sum_avx2, silu_mul_avx2};
+const es_attn_ops es_attn_ops_avx2 = {f16_to_f32_avx2, q8_to_f32_avx2, qk_avx2, pv_avx2, exp_sum_avx2, silu_mul_avx2};
