@@ -87,6 +87,11 @@ static void qk_ref(const float *q, int nr, int hd, const float *kt, float scale,
         }
 }
 
+static void transpose_ref(const float *kr, int cnt, int hd, float *kt) {
+    for (int d = 0; d < hd; d++)
+        for (int i = 0; i < ES_ATTN_CHUNK; i++) kt[(size_t)d * ES_ATTN_CHUNK + i] = i < cnt ? kr[(size_t)i * hd + d] : 0.0f;
+}
+
 static void pv_ref(float *o, int nr, int hd, const float *p, int cnt, const float *const *v) {
     for (int r = 0; r < nr; r++)
         for (int j = 0; j < hd; j++) {
@@ -109,7 +114,7 @@ static void silu_mul_ref(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] * (1.0f / (1.0f + expf(-g[i]))) * u[i];
 }
 
-static const es_attn_ops ops_ref = {f16_to_f32_ref, q8_to_f32_ref, qk_ref, pv_ref, exp_sum_ref, silu_mul_ref};
+static const es_attn_ops ops_ref = {f16_to_f32_ref, q8_to_f32_ref, transpose_ref, qk_ref, pv_ref, exp_sum_ref, silu_mul_ref};
 
 static const es_attn_ops *ops_for(int hd) {
 #if defined(__x86_64__)
@@ -127,10 +132,10 @@ void es_vec_silu_mul(float *g, const float *u, int64_t n) { ops_for(8)->silu_mul
 #define PTR_FLOATS ((sizeof(const float *) + sizeof(float) - 1) / sizeof(float))
 
 size_t es_attn_multi_scratch_floats(int n_rows, int head_dim) {
-    /* V row pointers, K chunk transposed and V chunk [CHUNK][head_dim], one converted row; per query
+    /* V row pointers, K chunk as rows and transposed, V chunk [CHUNK][head_dim], one row; per query
      * row: scores [CHUNK], running max, running sum. Rounded to 64 bytes so per-thread scratch areas
      * laid end to end keep the pointers aligned. */
-    const size_t n = ES_ATTN_CHUNK * PTR_FLOATS + 2 * (size_t)ES_ATTN_CHUNK * head_dim +
+    const size_t n = ES_ATTN_CHUNK * PTR_FLOATS + 3 * (size_t)ES_ATTN_CHUNK * head_dim +
                      (size_t)head_dim + (size_t)n_rows * (ES_ATTN_CHUNK + 2);
     return (n + 15) / 16 * 16;
 }
@@ -166,22 +171,21 @@ static inline size_t slot_off(const es_attn_cache *c, int s) {
  * into kt[d][i] (columns cnt.. zero, so the score kernel may compute whole chunks), V rows pointed to
  * by vp[i] (the cache row itself for f32, else converted into vb). */
 typedef struct chunk_buf {
-    float *kt, *vb, *row;
+    float *kr, *kt, *vb, *row;
     const float **vp;
 } chunk_buf;
 
 static void load_chunk(const es_attn_ops *ops, const es_attn_cache *c, int off, int hd, int P, const int32_t *anc,
                        int t0, int cnt, chunk_buf *b) {
-    const int CH = ES_ATTN_CHUNK;
     for (int i = 0; i < cnt; i++) {
         const int t = t0 + i, s = t < P ? t : anc[t - P];
         const size_t so = slot_off(c, s);
-        const float *k = row_f32(ops, c->type, c->k + so, off, hd, b->row);
-        for (int d = 0; d < hd; d++) b->kt[(size_t)d * CH + i] = k[d];
+        float *kr = b->kr + (size_t)i * hd;
+        const float *k = row_f32(ops, c->type, c->k + so, off, hd, kr);
+        if (k != kr) memcpy(kr, k, (size_t)hd * sizeof(float));
         b->vp[i] = row_f32(ops, c->type, c->v + so, off, hd, b->vb + (size_t)i * hd);
     }
-    if (cnt < CH)
-        for (int d = 0; d < hd; d++) memset(b->kt + (size_t)d * CH + cnt, 0, (size_t)(CH - cnt) * sizeof(float));
+    ops->transpose(b->kr, cnt, hd, b->kt);
 }
 
 /* One online-softmax step of nr query rows (q, out: hd apart; sc: their scores, mx / sum: their state)
@@ -215,7 +219,8 @@ void es_attn_multi(const es_attn_cache *c, int kv_head, int head_dim, int n_q, f
     const int hd = head_dim, CH = ES_ATTN_CHUNK, off = kv_head * head_dim, P = prefix_len;
     chunk_buf b;
     b.vp = (const float **)(void *)scratch;
-    b.kt = scratch + CH * PTR_FLOATS;
+    b.kr = scratch + CH * PTR_FLOATS;
+    b.kt = b.kr + (size_t)CH * hd;
     b.vb = b.kt + (size_t)CH * hd;
     b.row = b.vb + (size_t)CH * hd;
     float *sc = b.row + hd, *mx = sc + (size_t)n_tok * n_q * CH,

@@ -14,6 +14,9 @@ typedef struct es_attn_ops {
     void (*f16_to_f32)(const uint16_t *src, float *dst, int n);
     /* dst[0..32) = d * qs[0..32) (one q8_0 block) */
     void (*q8_to_f32)(float d, const int8_t *qs, float *dst);
+    /* kt[d*ES_ATTN_CHUNK + i] = kr[i*hd + d] for i < cnt, 0 for cnt <= i < ES_ATTN_CHUNK, d < hd: a
+     * chunk of K rows transposed for qk (hd a multiple of 8 for SIMD tables) */
+    void (*transpose)(const float *kr, int cnt, int hd, float *kt);
     /* s[r*ES_ATTN_CHUNK + i] = scale * sum_d q[r*hd + d] * kt[d*ES_ATTN_CHUNK + i] for r < nr and every
      * i < ES_ATTN_CHUNK: the scores of nr query rows against a chunk of keys stored transposed (hd rows
      * of ES_ATTN_CHUNK keys). Each score is one chain of multiply-adds over d = 0..hd-1 in order, so a
