@@ -1,7 +1,7 @@
 /* test_attn.c — the online-softmax attention kernel (kernels/attn.h) against a straightforward
  * double-precision three-pass reference, for every KV element type, prefix lengths across page
- * boundaries (0, odd, exact multiples), ancestor lists and GQA groups, at the scalar and the best
- * SIMD level; token groups attending together (es_attn_multi) against each token alone; plus the KV
+ * boundaries (0, odd, exact multiples), ancestor lists and GQA groups, at the scalar level and every
+ * SIMD level the CPU has (AVX2 and AVX-512 have their own tables); token groups attending together (es_attn_multi) against each token alone; plus the KV
  * cache's row formats, es_kv_seq_keep for every type and the SwiGLU helper.
  *
  * Tolerances (max |out - ref| / max |ref| over the n_q x head_dim outputs):
@@ -105,6 +105,15 @@ static double rel_err(const float *got, const double *ref, int n) {
     return e / (m > 0 ? m : 1);
 }
 
+/* Sets the lvl-th level to test: scalar, AVX2 (x86 with AVX-512: its own kernels), the best one;
+ * false when that level is the same as an earlier one. */
+static bool level_at(int lvl, es_cpu_level best) {
+    if (lvl == 1 && best != ES_CPU_AVX512) return false;
+    if (lvl == 2 && best == ES_CPU_SCALAR) return false;
+    es_cpu_level_set(lvl == 0 ? ES_CPU_SCALAR : lvl == 1 ? ES_CPU_AVX2 : best);
+    return true;
+}
+
 static void test_kernel(void) {
     es_rng r;
     es_rng_seed(&r, 7);
@@ -123,8 +132,8 @@ static void test_kernel(void) {
     const es_cpu_level best = es_cpu_level_get();
     double worst[3] = {0}, worst32[3] = {0};
     int cases = 0;
-    for (int lvl = 0; lvl < 2; lvl++) {
-        es_cpu_level_set(lvl ? best : ES_CPU_SCALAR);
+    for (int lvl = 0; lvl < 3; lvl++) {
+        if (!level_at(lvl, best)) continue;
         for (int ti = 0; ti < 3; ti++) {
             for (int bs = 5; bs <= 16; bs += 11) { /* an odd page size and the default */
                 cache c;
@@ -264,8 +273,8 @@ static void test_silu(void) {
     g0[0] = -120.0f;
     g0[1] = 95.0f;
     const es_cpu_level best = es_cpu_level_get();
-    for (int lvl = 0; lvl < 2; lvl++) {
-        es_cpu_level_set(lvl ? best : ES_CPU_SCALAR);
+    for (int lvl = 0; lvl < 3; lvl++) {
+        if (!level_at(lvl, best)) continue;
         memcpy(g, g0, sizeof g);
         es_vec_silu_mul(g, u, N);
         double e = 0;
@@ -299,8 +308,8 @@ static void test_multi(void) {
     const int prefixes[] = {0, 3, 31, 32, 33, 64, 95, 130};
     const es_cpu_level best = es_cpu_level_get();
     int cases = 0, shared_chunks = 0;
-    for (int lvl = 0; lvl < 2; lvl++) {
-        es_cpu_level_set(lvl ? best : ES_CPU_SCALAR);
+    for (int lvl = 0; lvl < 3; lvl++) {
+        if (!level_at(lvl, best)) continue;
         for (int ti = 0; ti < 3; ti++) {
             cache c;
             cache_build(&c, types[ti], 16, rk, rv, &r);

@@ -118,13 +118,15 @@ static const es_attn_ops ops_ref = {f16_to_f32_ref, q8_to_f32_ref, transpose_ref
 
 static const es_attn_ops *ops_for(int hd) {
 #if defined(__x86_64__)
-    if (hd % 8 == 0 && es_cpu_level_get() >= ES_CPU_AVX2 && es_cpu_level_get() != ES_CPU_NEON) return &es_attn_ops_avx2;
+    const es_cpu_level l = es_cpu_level_get();
+    if (hd % 16 == 0 && l == ES_CPU_AVX512) return &es_attn_ops_avx512;
+    if (hd % 8 == 0 && (l == ES_CPU_AVX2 || l == ES_CPU_AVX512)) return &es_attn_ops_avx2;
 #endif
     (void)hd;
     return &ops_ref;
 }
 
-void es_vec_silu_mul(float *g, const float *u, int64_t n) { ops_for(8)->silu_mul(g, u, n); }
+void es_vec_silu_mul(float *g, const float *u, int64_t n) { ops_for(16)->silu_mul(g, u, n); }
 
 /* ---- the kernel ------------------------------------------------------------------------------- */
 

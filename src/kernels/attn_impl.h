@@ -1,5 +1,5 @@
 /* attn_impl.h — the inner operations of the attention kernel and the vector helpers of the forward
- * pass, one table per CPU level (attn.c: portable C; attn_avx2.c: AVX2 + FMA + F16C). */
+ * pass, one table per CPU level (attn.c: portable C; attn_avx2.c: AVX2 + FMA + F16C; attn_avx512.c). */
 #ifndef ES_KERNELS_ATTN_IMPL_H
 #define ES_KERNELS_ATTN_IMPL_H
 
@@ -32,5 +32,6 @@ typedef struct es_attn_ops {
 } es_attn_ops;
 
 extern const es_attn_ops es_attn_ops_avx2;
+extern const es_attn_ops es_attn_ops_avx512;
 
 #endif
