@@ -1,7 +1,8 @@
 /* test_attn.c — the online-softmax attention kernel (kernels/attn.h) against a straightforward
  * double-precision three-pass reference, for every KV element type, prefix lengths across page
- * boundaries (0, odd, exact multiples), ancestor lists and GQA groups, at the scalar and the best
- * SIMD level; plus the KV cache's row formats, es_kv_seq_keep for every type and the SwiGLU helper.
+ * boundaries (0, odd, exact multiples), ancestor lists and GQA groups, at the scalar level and every
+ * SIMD level the CPU has (AVX2 and AVX-512 have their own tables); token groups attending together (es_attn_multi) against each token alone; plus the KV
+ * cache's row formats, es_kv_seq_keep for every type and the SwiGLU helper.
  *
  * Tolerances (max |out - ref| / max |ref| over the n_q x head_dim outputs):
  *  - against the reference computed on the same (dequantised) cache rows: 1e-5 for every type;
@@ -104,6 +105,15 @@ static double rel_err(const float *got, const double *ref, int n) {
     return e / (m > 0 ? m : 1);
 }
 
+/* Sets the lvl-th level to test: scalar, AVX2 (x86 with AVX-512: its own kernels), the best one;
+ * false when that level is the same as an earlier one. */
+static bool level_at(int lvl, es_cpu_level best) {
+    if (lvl == 1 && best != ES_CPU_AVX512) return false;
+    if (lvl == 2 && best == ES_CPU_SCALAR) return false;
+    es_cpu_level_set(lvl == 0 ? ES_CPU_SCALAR : lvl == 1 ? ES_CPU_AVX2 : best);
+    return true;
+}
+
 static void test_kernel(void) {
     es_rng r;
     es_rng_seed(&r, 7);
@@ -122,8 +132,8 @@ static void test_kernel(void) {
     const es_cpu_level best = es_cpu_level_get();
     double worst[3] = {0}, worst32[3] = {0};
     int cases = 0;
-    for (int lvl = 0; lvl < 2; lvl++) {
-        es_cpu_level_set(lvl ? best : ES_CPU_SCALAR);
+    for (int lvl = 0; lvl < 3; lvl++) {
+        if (!level_at(lvl, best)) continue;
         for (int ti = 0; ti < 3; ti++) {
             for (int bs = 5; bs <= 16; bs += 11) { /* an odd page size and the default */
                 cache c;
@@ -263,8 +273,8 @@ static void test_silu(void) {
     g0[0] = -120.0f;
     g0[1] = 95.0f;
     const es_cpu_level best = es_cpu_level_get();
-    for (int lvl = 0; lvl < 2; lvl++) {
-        es_cpu_level_set(lvl ? best : ES_CPU_SCALAR);
+    for (int lvl = 0; lvl < 3; lvl++) {
+        if (!level_at(lvl, best)) continue;
         memcpy(g, g0, sizeof g);
         es_vec_silu_mul(g, u, N);
         double e = 0;
@@ -279,8 +289,88 @@ static void test_silu(void) {
     es_cpu_level_set(best);
 }
 
+/* es_attn_multi: tokens of one sequence attending together (a chain or a tree after a shared prefix)
+ * give each token bit-for-bit the result of the token alone, for prefixes and shared ancestor runs
+ * that end inside, at and across chunk boundaries, every cache type, at the scalar and best level. */
+static void test_multi(void) {
+    enum { NT = 7 };
+    es_rng r;
+    es_rng_seed(&r, 11);
+    float *rk = malloc(sizeof(float) * MAXS * KVD), *rv = malloc(sizeof(float) * MAXS * KVD);
+    for (int i = 0; i < MAXS * KVD; i++) {
+        rk[i] = (float)es_rng_normal(&r);
+        rv[i] = (float)es_rng_normal(&r);
+    }
+    static float q[NT][NQ * HD], out[NT][NQ * HD], alone[NT][NQ * HD];
+    float *scratch = malloc(sizeof(float) * es_attn_multi_scratch_floats(NT * NQ, HD));
+    float *scratch1 = malloc(sizeof(float) * es_attn_multi_scratch_floats(NQ, HD));
+    const es_kv_type types[3] = {ES_KV_F32, ES_KV_F16, ES_KV_Q8_0};
+    const int prefixes[] = {0, 3, 31, 32, 33, 64, 95, 130};
+    const es_cpu_level best = es_cpu_level_get();
+    int cases = 0, shared_chunks = 0;
+    for (int lvl = 0; lvl < 3; lvl++) {
+        if (!level_at(lvl, best)) continue;
+        for (int ti = 0; ti < 3; ti++) {
+            cache c;
+            cache_build(&c, types[ti], 16, rk, rv, &r);
+            es_attn_cache view;
+            cache_view(&c, &view);
+            for (size_t pi = 0; pi < sizeof prefixes / sizeof prefixes[0]; pi++) {
+                const int P = prefixes[pi];
+                for (int shape = 0; shape < 3; shape++) {
+                    /* shape 0: a chain (token k attends to slots P..P+k), 1: a tree whose tokens share a
+                     * trunk of `trunk` slots then branch, 2: one token */
+                    const int nt = shape == 2 ? 1 : NT, trunk = shape == 1 ? (int)(es_rng_next(&r) % 40) : 0;
+                    static int32_t anc[NT][64];
+                    int na[NT], common = 1 << 30;
+                    for (int k = 0; k < nt; k++) {
+                        na[k] = 0;
+                        if (shape == 0)
+                            for (int s = P; s <= P + k; s++) anc[k][na[k]++] = s;
+                        else {
+                            for (int s = P; s < P + trunk; s++) anc[k][na[k]++] = s;
+                            for (int s = P + trunk + k; s < MAXS && na[k] < trunk + 1 + k % 3; s += NT) anc[k][na[k]++] = s;
+                        }
+                        int l = 0;
+                        while (l < na[k] && l < na[0] && anc[k][l] == anc[0][l]) l++;
+                        if (l < common) common = l;
+                        for (int i = 0; i < NQ * HD; i++) q[k][i] = (float)es_rng_normal(&r);
+                    }
+                    if (P + common >= 32 && nt > 1) shared_chunks++;
+                    const int kvh = (int)(es_rng_next(&r) % NKV);
+                    const float scale = 1.0f / sqrtf((float)HD);
+                    es_attn_query tq[NT];
+                    for (int k = 0; k < nt; k++) {
+                        tq[k] = (es_attn_query){q[k], out[k], anc[k], na[k]};
+                        es_attn_group(&view, kvh, HD, NQ, q[k], scale, P, anc[k], na[k], alone[k], scratch1);
+                    }
+                    /* every allowed n_common: none, part of the shared run, all of it */
+                    const int commons[3] = {0, common / 2, common};
+                    for (int ci = 0; ci < 3; ci++) {
+                        memset(out, 0xff, sizeof out);
+                        es_attn_multi(&view, kvh, HD, NQ, scale, P, commons[ci], tq, nt, scratch);
+                        for (int k = 0; k < nt; k++)
+                            CHECK_MSG(!memcmp(out[k], alone[k], sizeof out[k]),
+                                      "%s level %d P %d shape %d common %d: token %d differs from alone",
+                                      es_kv_type_name(types[ti]), lvl, P, shape, commons[ci], k);
+                        cases++;
+                    }
+                }
+            }
+            free(c.k);
+            free(c.v);
+        }
+    }
+    es_cpu_level_set(best);
+    CHECK(shared_chunks > 10); /* the shared path was exercised */
+    printf("attention of token groups: %d cases (%d with shared chunks), each token equal to it alone\n", cases,
+           shared_chunks);
+    free(rk); free(rv); free(scratch); free(scratch1);
+}
+
 int main(void) {
     test_kernel();
+    test_multi();
     test_kv_types();
     test_silu();
     return es_test_finish("test_attn");

@@ -99,6 +99,9 @@ static es_server_params server_params(int port) {
     sp.target_tok = es_model_tokenizer(g_target);
     sp.sched.n_threads = 1;
     sp.sched.knee_tokens = 64; /* fixed: no start-up profiling */
+    /* f32 cache: the golden outputs are an f32 reference's, and the f16 cache flips a late near-tie
+     * of one of these prompts (test_engine measures that) */
+    sp.sched.kv_type = ES_KV_F32;
     sp.log = server_log;
     return sp;
 }

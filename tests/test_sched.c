@@ -689,7 +689,45 @@ static void test_pool_cpu(void) {
     CHECK(es_threadpool_cpu_seconds(NULL) == 0);
 }
 
+/* The load-adaptive tree size: the best of every draft length under the cost model (brute force),
+ * shrinking as edges join, ES_HINT_NO_DRAFT only once drafting is a loss. */
+static void test_best_budget(void) {
+    const int knees[] = {4, 14, 64};
+    const double ps[] = {0.05, 0.3, 0.6, 0.8, 0.95};
+    int no_draft = 0;
+    for (size_t a = 0; a < sizeof knees / sizeof knees[0]; a++)
+        for (size_t b = 0; b < sizeof ps / sizeof ps[0]; b++) {
+            int prev = 1 << 30;
+            for (int n = 1; n <= 128; n *= 2)
+                for (int other = 0; other <= 8; other += 8) {
+                    const int got = es_sched_best_budget(knees[a], n, other, other, ps[b], 64);
+                    const int l = got == ES_HINT_NO_DRAFT ? 0 : got;
+                    CHECK(got == ES_HINT_NO_DRAFT || (got >= 1 && got <= 64));
+                    double best = 0, at_l = 0, yield = 1, pl = 1;
+                    for (int k = 0; k <= 64; k++) {
+                        if (k) { pl *= ps[b]; yield += pl; }
+                        const double r = (other + n * yield) / (knees[a] + other + (double)n * (k + 1));
+                        if (r > best) best = r;
+                        if (k == l) at_l = r;
+                    }
+                    CHECK_MSG(at_l >= best * (1 - 1e-9), "knee %d p %.2f n %d other %d: length %d gives %g, best %g", knees[a],
+                              ps[b], n, other, l, at_l, best);
+                    if (other == 0) {
+                        CHECK_MSG(l <= prev, "knee %d p %.2f: %d edges get %d, fewer got %d", knees[a], ps[b], n, l, prev);
+                        prev = l;
+                    }
+                    no_draft += l == 0;
+                }
+        }
+    CHECK(no_draft > 0);                                                  /* saturation is reached */
+    CHECK(es_sched_best_budget(14, 1, 0, 0, 0.8, 64) >= 4);               /* one edge: long drafts */
+    CHECK(es_sched_best_budget(14, 4, 0, 0, 0.87, 64) >= 4);              /* a few: still several */
+    CHECK(es_sched_best_budget(14, 64, 0, 0, 0.6, 64) == ES_HINT_NO_DRAFT); /* many, poor drafts: none */
+    CHECK(es_sched_best_budget(14, 1, 0, 0, 0.9, 3) == 3);                /* the cap */
+}
+
 int main(void) {
+    test_best_budget();
     test_pool_cpu();
     load_golden();
     es_model *target = es_test_load_model("stories260K.gguf");

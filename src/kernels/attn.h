@@ -41,6 +41,8 @@ typedef struct es_attn_cache {
 
 /* Floats of scratch es_attn_group needs for n_q query heads of head_dim and pages of block_size. */
 size_t es_attn_scratch_floats(int n_q, int head_dim, int block_size);
+/* Floats of scratch es_attn_multi needs for n_rows query rows in all (tokens x heads) of head_dim. */
+size_t es_attn_multi_scratch_floats(int n_rows, int head_dim);
 
 /* out[h][0..head_dim) = softmax_s(scale · q[h]·K[s]) · V[s] for h < n_q, over the slots
  * s ∈ [0, prefix_len) ∪ {anc[0..n_anc)} of kv head `kv_head` (elements [kv_head*head_dim, +head_dim)
@@ -50,6 +52,27 @@ size_t es_attn_scratch_floats(int n_q, int head_dim, int block_size);
  * distinct out / scratch. */
 void es_attn_group(const es_attn_cache *c, int kv_head, int head_dim, int n_q, const float *q, float scale,
                    int prefix_len, const int32_t *anc, int n_anc, float *out, float *scratch);
+
+/* One query token of es_attn_multi: n_q rows of queries and outputs (head_dim floats each, head_dim
+ * apart) and the slots it attends after the shared prefix (its cached tree ancestors, its ancestors
+ * in the batch, itself last). */
+typedef struct es_attn_query {
+    const float *q;
+    float *out;
+    const int32_t *anc;
+    int n_anc;
+} es_attn_query;
+
+/* es_attn_group for n_tok tokens of one sequence at once: every token attends to the slots
+ * [0, prefix_len) and then its own anc list, and the first n_common entries of every token's anc list
+ * are the same slots (n_common <= each n_anc; 0 is always allowed). The chunks that lie wholly in that
+ * shared part of the attended lists are converted once and used for every token's rows, so verifying
+ * a tree or a chain of k tokens reads the prefix's K and V once instead of k times. Each token's
+ * result is bit-identical to the token alone (es_attn_group, or es_attn_multi with n_tok = 1): every
+ * query row does the same arithmetic in the same order whatever else is batched with it. `scratch`
+ * holds es_attn_multi_scratch_floats(n_tok * n_q, head_dim) floats. */
+void es_attn_multi(const es_attn_cache *c, int kv_head, int head_dim, int n_q, float scale, int prefix_len,
+                   int n_common, const es_attn_query *tok, int n_tok, float *scratch);
 
 /* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] (the SwiGLU gate), vectorised where the
  * CPU allows (exp to about 2 ulp there, libm's expf otherwise). */

@@ -1,20 +1,30 @@
 /* attn_impl.h — the inner operations of the attention kernel and the vector helpers of the forward
- * pass, one table per CPU level (attn.c: portable C; attn_avx2.c: AVX2 + FMA + F16C). */
+ * pass, one table per CPU level (attn.c: portable C; attn_avx2.c: AVX2 + FMA + F16C; attn_avx512.c). */
 #ifndef ES_KERNELS_ATTN_IMPL_H
 #define ES_KERNELS_ATTN_IMPL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* Slots per online-softmax step (see attn.c). */
+#define ES_ATTN_CHUNK 32
+
 typedef struct es_attn_ops {
     /* dst[0..n) = f16 src (n a multiple of 8) */
     void (*f16_to_f32)(const uint16_t *src, float *dst, int n);
     /* dst[0..32) = d * qs[0..32) (one q8_0 block) */
     void (*q8_to_f32)(float d, const int8_t *qs, float *dst);
-    /* s[h * stride] = scale * dot(q + h*hd, k, hd) for h < n_q (hd a multiple of 8) */
-    void (*dots)(const float *q, int n_q, int hd, const float *k, float scale, float *s, int stride);
-    /* o[h*hd + j] += p[h * stride] * v[j] for h < n_q, j < hd */
-    void (*axpys)(float *o, int n_q, int hd, const float *p, int stride, const float *v);
+    /* kt[d*ES_ATTN_CHUNK + i] = kr[i*hd + d] for i < cnt, 0 for cnt <= i < ES_ATTN_CHUNK, d < hd: a
+     * chunk of K rows transposed for qk (hd a multiple of 8 for SIMD tables) */
+    void (*transpose)(const float *kr, int cnt, int hd, float *kt);
+    /* s[r*ES_ATTN_CHUNK + i] = scale * sum_d q[r*hd + d] * kt[d*ES_ATTN_CHUNK + i] for r < nr and every
+     * i < ES_ATTN_CHUNK: the scores of nr query rows against a chunk of keys stored transposed (hd rows
+     * of ES_ATTN_CHUNK keys). Each score is one chain of multiply-adds over d = 0..hd-1 in order, so a
+     * row's scores do not depend on nr or on the other rows (hd a multiple of 8 for SIMD tables). */
+    void (*qk)(const float *q, int nr, int hd, const float *kt, float scale, float *s);
+    /* o[r*hd + j] += sum_{i<cnt} p[r*ES_ATTN_CHUNK + i] * v[i][j] for r < nr, j < hd, accumulated over i
+     * in order (one chain per output element, independent of nr). */
+    void (*pv)(float *o, int nr, int hd, const float *p, int cnt, const float *const *v);
     /* x[i] = exp(x[i] - m) for i < n; returns the sum of the new x (in float) */
     float (*exp_sum)(float *x, int n, float m);
     /* g[i] = silu(g[i]) * u[i] */
@@ -22,5 +32,6 @@ typedef struct es_attn_ops {
 } es_attn_ops;
 
 extern const es_attn_ops es_attn_ops_avx2;
+extern const es_attn_ops es_attn_ops_avx512;
 
 #endif

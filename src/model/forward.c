@@ -3,8 +3,9 @@
  * One es_decode evaluates n tokens of any number of sequences at once. Every weight matrix is applied
  * to all n rows in one es_matmul (weights read once per pass), so a speculative verification of a
  * whole token tree, or many sessions' drafts together, costs about one decode step while the model is
- * memory-bound. Attention is per token: the sequence's cached prefix plus the token's ancestors in the
- * batch (a tree mask given by parent indices, never a dense mask).
+ * memory-bound. Each token attends to its sequence's cached prefix plus its ancestors in the batch (a
+ * tree mask given by parent indices, never a dense mask); the tokens of one sequence attend together,
+ * so the prefix's K and V are read once per group of tokens, not once per token.
  *
  * All scratch is allocated in es_ctx_init from the batch limits; es_decode never allocates. */
 #include <math.h>
@@ -22,6 +23,9 @@
 
 /* How deep a branch of not-yet-compacted tree slots in the cache may be below the sequence's chain. */
 #define ES_MAX_CACHED_TREE_DEPTH 256
+/* Most tokens of one sequence whose attention runs together (es_attn_multi: the shared prefix's K and
+ * V converted once for all of them). More would give fewer work items to spread over the threads. */
+#define ES_ATTN_GROUP_MAX 16
 /* Batches of at least this many rows run the elementwise steps (norms, RoPE, SwiGLU) on the thread
  * pool; smaller ones run them on the calling thread (a parallel region costs a few microseconds). */
 #define ES_EW_PAR_ROWS 4
@@ -44,6 +48,9 @@ struct es_ctx {
     int32_t *seq_last;    /* [n_seq_max] batch index of the last token seen per sequence */
     int32_t *logit_row;   /* row in `logits` for batch index i, -1 if none */
     int32_t *out_idx;     /* batch indices whose logits were asked for */
+    int32_t *grp_start;   /* [n_batch_max + 1] attention groups: tokens [grp_start[g], grp_start[g+1]) */
+    int32_t *grp_common;  /* [n_batch_max] leading ancestor-list entries all tokens of group g share */
+    int n_grp;
 
     /* activations */
     float *x;             /* (n, n_embd) residual stream */
@@ -79,7 +86,7 @@ void es_ctx_free(es_ctx *c) {
     es_kv_free(c->kv);
     es_threadpool_free(c->tp);
     free(c->slot); free(c->anc_off); free(c->anc_len); free(c->anc); free(c->prefix_len);
-    free(c->seq_count); free(c->seq_last); free(c->logit_row); free(c->out_idx);
+    free(c->seq_count); free(c->seq_last); free(c->logit_row); free(c->out_idx); free(c->grp_start); free(c->grp_common);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->hb); free(c->hb2); free(c->tmp);
     free(c->att); free(c->rope_cos); free(c->rope_sin); free(c->inv_freq); free(c->logits); free(c->xl);
     free(c->mm_scratch);
@@ -138,6 +145,9 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->seq_last = malloc((size_t)p.n_seq_max * sizeof(int32_t));
     c->logit_row = malloc(n * sizeof(int32_t));
     c->out_idx = malloc(n * sizeof(int32_t));
+    c->grp_start = malloc((n + 1) * sizeof(int32_t));
+    c->grp_common = malloc(n * sizeof(int32_t));
+    if (!c->grp_start || !c->grp_common) ok = false;
     if (!c->slot || !c->anc_off || !c->anc_len || !c->anc || !c->prefix_len || !c->seq_count || !c->seq_last ||
         !c->logit_row || !c->out_idx)
         ok = false;
@@ -149,7 +159,7 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->hb = falloc(n * (size_t)hp->n_ff, &ok);
     c->hb2 = falloc(n * (size_t)hp->n_ff, &ok);
     c->tmp = falloc(n * d, &ok);
-    c->att_floats = es_attn_scratch_floats(hp->n_head / hp->n_head_kv, hp->head_dim, p.kv_block_size);
+    c->att_floats = es_attn_multi_scratch_floats(ES_ATTN_GROUP_MAX * (hp->n_head / hp->n_head_kv), hp->head_dim);
     c->att = falloc((size_t)p.n_threads * c->att_floats, &ok);
     c->rope_cos = falloc(n * (size_t)hp->rope_dim / 2, &ok);
     c->rope_sin = falloc(n * (size_t)hp->rope_dim / 2, &ok);
@@ -294,13 +304,12 @@ typedef struct {
     es_ctx *c;
     const es_batch *b;
     int layer;
-    int n;
     int n_sub;        /* each kv head's group of query heads is split into n_sub items */
     atomic_int next;  /* next work item to take */
 } att_task;
 
-/* Work items w = (token i, kv head, sub-group), taken dynamically, latest tokens (longest contexts)
- * first. Each runs es_attn_group over the token's prefix and ancestors for the query heads of its
+/* Work items w = (token group, kv head, sub-group), taken dynamically, latest groups (longest
+ * contexts) first. Each runs es_attn_multi over the group's tokens for the query heads of its
  * sub-group, writing their outputs into xb. */
 static void attention_worker(void *ud, int ith, int nth) {
     (void)nth;
@@ -308,20 +317,54 @@ static void attention_worker(void *ud, int ith, int nth) {
     es_ctx *c = t->c;
     const es_hparams *hp = &c->model->hp;
     const int hd = hp->head_dim, qd = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
-    const int sub = group / t->n_sub, per_tok = hp->n_head_kv * t->n_sub;
+    const int sub = group / t->n_sub, per_grp = hp->n_head_kv * t->n_sub;
     const float scale = 1.0f / sqrtf((float)hd);
     float *scratch = c->att + (size_t)ith * c->att_floats;
-    const int64_t total = (int64_t)t->n * per_tok;
+    const int64_t total = (int64_t)c->n_grp * per_grp;
+    es_attn_query tq[ES_ATTN_GROUP_MAX];
     for (;;) {
         const int64_t w = atomic_fetch_add(&t->next, 1);
         if (w >= total) break;
-        const int i = t->n - 1 - (int)(w / per_tok), r = (int)(w % per_tok);
+        const int g = c->n_grp - 1 - (int)(w / per_grp), r = (int)(w % per_grp);
         const int kvh = r / t->n_sub, h0 = kvh * group + (r % t->n_sub) * sub;
+        const int i0 = c->grp_start[g], nt = c->grp_start[g + 1] - i0;
+        for (int k = 0; k < nt; k++) {
+            const int i = i0 + k;
+            tq[k].q = c->q + (size_t)i * qd + (size_t)h0 * hd;
+            tq[k].out = c->xb + (size_t)i * qd + (size_t)h0 * hd;
+            tq[k].anc = c->anc + c->anc_off[i];
+            tq[k].n_anc = c->anc_len[i];
+        }
         es_attn_cache view;
-        es_kv_attn_view(c->kv, t->b->seq[i], t->layer, &view);
-        es_attn_group(&view, kvh, hd, sub, c->q + (size_t)i * qd + (size_t)h0 * hd, scale, c->prefix_len[i],
-                      c->anc + c->anc_off[i], c->anc_len[i], c->xb + (size_t)i * qd + (size_t)h0 * hd, scratch);
+        es_kv_attn_view(c->kv, t->b->seq[i0], t->layer, &view);
+        es_attn_multi(&view, kvh, hd, sub, scale, c->prefix_len[i0], c->grp_common[g], tq, nt, scratch);
     }
+}
+
+/* Splits the batch into attention groups: runs of consecutive tokens of one sequence with the same
+ * prefix, at most ES_ATTN_GROUP_MAX long, and the length of the ancestor-list prefix they share (a
+ * chain's first token's whole list; a tree's path to the common ancestor). */
+static void make_groups(es_ctx *c, const es_batch *b) {
+    const int n = b->n_tokens;
+    int g = 0;
+    for (int i = 0; i < n;) {
+        int j = i + 1, common = c->anc_len[i];
+        const int32_t *a0 = c->anc + c->anc_off[i];
+        while (j < n && j - i < ES_ATTN_GROUP_MAX && b->seq[j] == b->seq[i] && c->prefix_len[j] == c->prefix_len[i]) {
+            const int32_t *aj = c->anc + c->anc_off[j];
+            int l = 0;
+            const int lim = common < c->anc_len[j] ? common : c->anc_len[j];
+            while (l < lim && aj[l] == a0[l]) l++;
+            common = l;
+            j++;
+        }
+        c->grp_start[g] = i;
+        c->grp_common[g] = common;
+        g++;
+        i = j;
+    }
+    c->grp_start[g] = n;
+    c->n_grp = g;
 }
 
 /* ---- batch validation and bookkeeping --------------------------------------------------------- */
@@ -418,8 +461,9 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
     for (int i = 0; i < n; i++) es_mat_get_row(&m->tok_embd, b->token[i], c->x + (size_t)i * d);
     /* Split each kv head's query heads into sub-groups only when there are too few items to keep
      * every thread busy (decode of one token with few kv heads). */
+    make_groups(c, b);
     int n_sub = 1;
-    while ((int64_t)n * hp->n_head_kv * n_sub < 2 * (int64_t)nth && group % (2 * n_sub) == 0) n_sub *= 2;
+    while ((int64_t)c->n_grp * hp->n_head_kv * n_sub < 2 * (int64_t)nth && group % (2 * n_sub) == 0) n_sub *= 2;
 
     for (int il = 0; il < hp->n_layer; il++) {
         const es_layer *L = &m->layers[il];
@@ -433,7 +477,7 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
         }
         et.kind = EW_QKV; /* biases, RoPE, K/V into the cache */
         run_ew(c, &et);
-        att_task at = {c, b, il, n, n_sub, 0};
+        att_task at = {c, b, il, n_sub, 0};
         es_threadpool_run(c->tp, attention_worker, &at);
         es_matmul(c->tp, c->tmp, &L->wo, c->xb, n, c->mm_scratch);
         et.kind = EW_NORM; /* x += attention output; xb = ffn_norm(x) */

@@ -752,30 +752,44 @@ static void deliver(es_sched *s, sess *x, const es_sched_event *ev) {
     pthread_mutex_unlock(&s->ev_mu);
 }
 
-/* The suggested size of an edge session's next tree: the rows that keep a forward pass memory-bound
- * (knee) minus what AR and server-spec sessions take, shared by the active edge sessions, minus the
- * root. Under mu. */
+int es_sched_best_budget(int knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes) {
+    if (n_edge <= 0 || max_nodes <= 0) return max_nodes > 0 ? max_nodes : 1;
+    if (p < 0.05) p = 0.05;
+    if (p > 0.95) p = 0.95;
+    /* tokens per unit of pass time for draft length L (L = 0: no draft) */
+    double best = -1, yield = 1, pl = 1;
+    int best_l = 0;
+    for (int l = 0; l <= max_nodes; l++) {
+        if (l > 0) {
+            pl *= p;
+            yield += pl;
+        }
+        const double rate = (other_sessions + n_edge * yield) / (knee + other_rows + (double)n_edge * (l + 1));
+        if (rate > best * (1 + 1e-9)) {
+            best = rate;
+            best_l = l;
+        }
+    }
+    return best_l > 0 ? best_l : (int)ES_HINT_NO_DRAFT;
+}
+
+/* The suggested size of an edge session's next tree (es_sched_best_budget for the live session mix
+ * and the measured first-node acceptance). Under mu. */
 static int suggested_budget_locked(const es_sched *s) {
     if (s->knee <= 0) return 0;
-    int n_edge = 0, other = 0;
+    int n_edge = 0, other_rows = 0, other_sessions = 0;
     for (int i = 0; i < s->n_slots; i++) {
         const sess *x = &s->sess[i];
         if (x->state != SESS_LIVE && x->state != SESS_NEW) continue;
-        if (x->mode == ES_MODE_EDGE) n_edge++;
-        else if (x->mode == ES_MODE_AR) other++;
-        else other += imax(x->last_rows, 1);
+        if (x->mode == ES_MODE_EDGE) {
+            n_edge++;
+            continue;
+        }
+        other_sessions++;
+        other_rows += x->mode == ES_MODE_AR ? 1 : imax(x->last_rows, 1);
     }
-    int b = (s->knee - other) / imax(n_edge, 1) - 1;
-    if (b < 1 && n_edge > 0) {
-        /* Even 1-node trees: a step of n edges costs a + 2bn (a = knee·b) and earns (1 + p)n tokens,
-           against a + bn and n for no draft. Speculation stops paying when n > knee·p / (1 − p), p =
-           how often the first draft token is accepted (measured; 0.8 until 16 rounds are seen). Past
-           that the edges are told to send empty trees: exactly autoregressive, never a loss. */
-        double p = s->first_tried >= 16 ? s->first_hit / s->first_tried : 0.8;
-        if (p > 0.95) p = 0.95;
-        if (n_edge > (s->knee - other) * p / (1.0 - p)) return ES_HINT_NO_DRAFT;
-    }
-    return imax(1, imin(b, s->p.max_tree_nodes));
+    const double p = s->first_tried >= 16 ? s->first_hit / s->first_tried : 0.8;
+    return es_sched_best_budget(s->knee, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes);
 }
 
 /* Publishes one session's step under mu and delivers its events. */

@@ -115,6 +115,16 @@ typedef struct es_sched_stats {
     int64_t batch_hist[ES_SCHED_BATCH_HIST]; /* steps by rows (non-cumulative buckets) */
 } es_sched_stats;
 
+/* The tree size the scheduler suggests to edge sessions (the load-adaptive draft length). A pass of
+ * r rows costs a + b·r (knee = a/b, profiled at start-up); with n_edge edge sessions drafting L nodes
+ * each beside other sessions taking other_rows rows and yielding a token each, a step costs
+ * knee + other_rows + n_edge·(L + 1) row-times and yields other_sessions + n_edge·(1 + p + … + p^L)
+ * tokens when each draft token is accepted with probability p given its parent was. Returns the L in
+ * 1..max_nodes with the most tokens per unit of time, or ES_HINT_NO_DRAFT when drafting nothing
+ * (autoregressive rounds) is best: speculation adapts to the load and is never made a loss by it.
+ * Pure; exposed for tests. */
+int es_sched_best_budget(int knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes);
+
 /* The histogram bucket of a step of `rows` rows: the smallest b with rows <= 2^b, or the last. */
 int es_sched_batch_bucket(int64_t rows);
 
