@@ -421,6 +421,57 @@ static void check_kquant_roundtrip(es_rng *rng) {
     free(buf);
 }
 
+/* K-quant kernels on block bytes no quantiser writes: random bytes (every code, 6-bit scale and
+ * min; Q6_K int8 scales down to -128), a row of all-0xFF and one of all-0x00 codes (Q6_K: q - 32 =
+ * +31 / -32 with scales -1 / -128), against activations that quantise to +-127 in every element:
+ * the integer sums at their bounds (the int16 pair sums of the NEON kernels without dotprod, the
+ * int32 Q6_K scale products). Every level bit for bit against the scalar reference, n = 1 .. 9. */
+static void check_kquant_extremes(es_threadpool *tp2, es_rng *rng) {
+    static const uint32_t kt[] = {ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    enum { ROWS = 11, COLS = 512, NMAX = 9 };
+    float *x = malloc(NMAX * COLS * sizeof(float)), *yref = malloc(NMAX * ROWS * sizeof(float));
+    float *y = malloc(NMAX * ROWS * sizeof(float));
+    void *scr = malloc(es_matmul_scratch_size(NMAX, COLS));
+    for (int j = 0; j < NMAX; j++)
+        for (int i = 0; i < COLS; i++) /* row 0 all +1, row 1 all -1, the others random signs */
+            x[j * COLS + i] = j == 0 ? 1.0f : j == 1 ? -1.0f : (es_rng_next(rng) & 1) ? 0.75f : -0.75f;
+    for (int ti = 0; ti < 3; ti++) {
+        const uint32_t t = kt[ti];
+        const size_t rb = es_row_size(t, COLS), bsz = es_type_get(t)->type_size;
+        uint8_t *data = malloc(rb * ROWS);
+        for (size_t i = 0; i < rb * ROWS; i++) data[i] = (uint8_t)es_rng_next(rng);
+        memset(data, 0xff, rb);      /* row 0 */
+        memset(data + rb, 0x00, rb); /* row 1 */
+        for (int r = 0; r < ROWS; r++)
+            for (size_t b = 0; b < rb / bsz; b++) {
+                uint8_t *blk = data + (size_t)r * rb + b * bsz;
+                if (t == ES_TYPE_Q6_K) {
+                    if (r == 1) memset(blk + offsetof(es_block_q6_k, scales), 0x80, 16); /* -128 */
+                    blk[208] = 0x00, blk[209] = 0x20; /* d = 2^-7 */
+                } else {
+                    if (r == 1) memset(blk + offsetof(es_block_q4_k, scales), 0xff, 12); /* scales, mins 63 */
+                    blk[0] = blk[2] = 0x00, blk[1] = 0x20, blk[3] = 0x1c; /* d = 2^-7, dmin = 2^-8 */
+                }
+            }
+        const es_mat w = {.type = t, .rows = ROWS, .cols = COLS, .row_bytes = rb, .data = data};
+        for (int n = 1; n <= NMAX; n++) {
+            const size_t ny = (size_t)n * ROWS;
+            matmul_at(&g_levels[0], NULL, yref, &w, x, n, scr);
+            for (int li = 1; li < g_nlevels; li++) {
+                matmul_at(&g_levels[li], li % 2 ? tp2 : NULL, y, &w, x, n, scr);
+                CHECK_MSG(memcmp(y, yref, ny * sizeof(float)) == 0, "%s extremes %s n=%d: differs from the reference",
+                          es_type_name(t), g_levels[li].name, n);
+            }
+        }
+        free(data);
+    }
+    es_cpu_level_set(g_levels[g_nlevels - 1].lvl);
+    free(x);
+    free(y);
+    free(yref);
+    free(scr);
+}
+
 static void check_misc(void) {
     /* level selection */
     es_cpu_level best = es_cpu_level_set(ES_CPU_AVX512);
@@ -603,6 +654,7 @@ int main(void) {
     check_multi(tp2, &rng);
     check_roundtrip(&rng);
     check_kquant_roundtrip(&rng);
+    check_kquant_extremes(tp2, &rng);
 
     static const int64_t small_cols[] = {32, 64, 96}, k_cols[] = {256, 512, 768};
     static const int64_t all_rows[] = {1, 3, 7, 64, 257};

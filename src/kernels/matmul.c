@@ -363,6 +363,10 @@ static es_mm_rows_fn kquant_fn(uint32_t type) {
     case ES_CPU_AVX2: return es_kq_avx2[i];
     default: break;
     }
+#elif defined(__aarch64__)
+    cpu_state *c = cpu();
+    if ((es_cpu_level)atomic_load(&c->level) == ES_CPU_NEON)
+        return atomic_load(&c->vnni) ? es_kq_neon_dotprod[i] : es_kq_neon[i];
 #endif
     return NULL;
 }

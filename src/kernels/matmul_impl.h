@@ -128,6 +128,10 @@ ES_KQ_X16_DECL(es_q6_k_x16_avx512_vnni);
 #if defined(__aarch64__)
 extern const es_mm_kernels es_mm_neon;         /* int8 dots with vmull_s8 / vpadalq_s16 */
 extern const es_mm_kernels es_mm_neon_dotprod; /* the same with vdotq_s32 (Armv8.2 dot product) */
+/* The K-quant kernels of the NEON levels on the file layout, [0] Q4_K, [1] Q5_K, [2] Q6_K
+ * (kquant_neon.c), used by es_matmul like es_kq_avx2 where the table's own entry is NULL. */
+extern const es_mm_rows_fn es_kq_neon[3];
+extern const es_mm_rows_fn es_kq_neon_dotprod[3];
 #endif
 
 #endif
