@@ -710,8 +710,14 @@ static void test_best_budget(void) {
                         if (r > best) best = r;
                         if (k == l) at_l = r;
                     }
-                    CHECK_MSG(at_l >= best * (1 - 1e-9), "knee %d p %.2f n %d other %d: length %d gives %g, best %g", knees[a],
-                              ps[b], n, other, l, at_l, best);
+                    const double none = (other + n) / (double)(knees[a] + other + n);
+                    if (l > 0)
+                        CHECK_MSG(at_l >= best * (1 - 1e-9) && at_l >= none * (1 + ES_SCHED_DRAFT_MARGIN) * (1 - 1e-9),
+                                  "knee %d p %.2f n %d other %d: length %d gives %g, best %g, none %g", knees[a], ps[b], n,
+                                  other, l, at_l, best, none);
+                    else /* no draft: the best length does not beat it by the margin */
+                        CHECK_MSG(best < none * (1 + ES_SCHED_DRAFT_MARGIN) * (1 + 1e-9), "knee %d p %.2f n %d other %d: no draft, best %g vs %g",
+                                  knees[a], ps[b], n, other, best, none);
                     if (other == 0) {
                         CHECK_MSG(l <= prev, "knee %d p %.2f: %d edges get %d, fewer got %d", knees[a], ps[b], n, l, prev);
                         prev = l;

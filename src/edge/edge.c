@@ -1027,8 +1027,13 @@ static es_status run_edge(gen *g, es_err *err) {
         const int conf_len = g->n_prompt + g->n;
         if (conf_len >= g->n_ctx) { g->done = true; g->stop_reason = ES_STOP_CONTEXT; close_session(g); break; }
         double t = now_s();
-        if (ready) memcpy(tree, &e->next, sizeof *tree);
-        else if ((s = es_drafter_draft(d, root, round_budget(g, g->n, conf_len), tree, err)) != ES_OK) return s;
+        if (ready) {
+            /* drafted under the bet with the hint of the round before: the verdict since may have
+             * asked for smaller trees (or none). Nodes come parents first, so the first m are a tree. */
+            memcpy(tree, &e->next, sizeof *tree);
+            const int m = round_budget(g, g->n, conf_len);
+            if (tree->n > m) tree->n = m;
+        } else if ((s = es_drafter_draft(d, root, round_budget(g, g->n, conf_len), tree, err)) != ES_OK) return s;
         ready = false;
         st->draft_seconds += now_s() - t;
         /* send the tree */

@@ -752,7 +752,7 @@ static void deliver(es_sched *s, sess *x, const es_sched_event *ev) {
     pthread_mutex_unlock(&s->ev_mu);
 }
 
-int es_sched_best_budget(int knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes) {
+int es_sched_best_budget(double knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes) {
     if (n_edge <= 0 || max_nodes <= 0) return max_nodes > 0 ? max_nodes : 1;
     if (p < 0.05) p = 0.05;
     if (p > 0.95) p = 0.95;
@@ -770,7 +770,10 @@ int es_sched_best_budget(int knee, int n_edge, int other_rows, int other_session
             best_l = l;
         }
     }
-    return best_l > 0 ? best_l : (int)ES_HINT_NO_DRAFT;
+    /* drafting must beat no draft by a margin: p and the knee are estimates, and a rejected draft
+       token is real work once the pass is compute-bound */
+    const double none = (other_sessions + n_edge) / (knee + other_rows + (double)n_edge);
+    return best_l > 0 && best >= none * (1 + ES_SCHED_DRAFT_MARGIN) ? best_l : (int)ES_HINT_NO_DRAFT;
 }
 
 /* The suggested size of an edge session's next tree (es_sched_best_budget for the live session mix
@@ -789,7 +792,10 @@ static int suggested_budget_locked(const es_sched *s) {
         other_rows += x->mode == ES_MODE_AR ? 1 : imax(x->last_rows, 1);
     }
     const double p = s->first_tried >= 16 ? s->first_hit / s->first_tried : 0.8;
-    return es_sched_best_budget(s->knee, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes);
+    /* the cost model's a/b: the profiled fit's when there is one (its slope is taken up to 64 rows,
+       where loaded steps are; the knee is where the curve leaves its flat start), else the knee */
+    const double kappa = s->cost_b > 0 && s->cost_a > 0 ? s->cost_a / s->cost_b : s->knee;
+    return es_sched_best_budget(kappa, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes);
 }
 
 /* Publishes one session's step under mu and delivers its events. */

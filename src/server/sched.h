@@ -121,9 +121,12 @@ typedef struct es_sched_stats {
  * knee + other_rows + n_edge·(L + 1) row-times and yields other_sessions + n_edge·(1 + p + … + p^L)
  * tokens when each draft token is accepted with probability p given its parent was. Returns the L in
  * 1..max_nodes with the most tokens per unit of time, or ES_HINT_NO_DRAFT when drafting nothing
- * (autoregressive rounds) is best: speculation adapts to the load and is never made a loss by it.
+ * (autoregressive rounds) is best or the best length beats it by less than ES_SCHED_DRAFT_MARGIN:
+ * speculation adapts to the load and is not made a loss by it.
  * Pure; exposed for tests. */
-int es_sched_best_budget(int knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes);
+int es_sched_best_budget(double knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes);
+/* How much more (relative) the best draft length must yield than no draft to be suggested. */
+#define ES_SCHED_DRAFT_MARGIN 0.1
 
 /* The histogram bucket of a step of `rows` rows: the smallest b with rows <= 2^b, or the last. */
 int es_sched_batch_bucket(int64_t rows);
