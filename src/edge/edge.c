@@ -1032,7 +1032,10 @@ static es_status run_edge(gen *g, es_err *err) {
              * asked for smaller trees (or none). Nodes come parents first, so the first m are a tree. */
             memcpy(tree, &e->next, sizeof *tree);
             const int m = round_budget(g, g->n, conf_len);
-            if (tree->n > m) tree->n = m;
+            if (tree->n > m) {
+                tree->n = m;
+                st->proactive_cut++;
+            }
         } else if ((s = es_drafter_draft(d, root, round_budget(g, g->n, conf_len), tree, err)) != ES_OK) return s;
         ready = false;
         st->draft_seconds += now_s() - t;
