@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kernels/matmul_impl.h"
+#include "kernels/neon_rows4.h"
 
 #define AI static inline __attribute__((always_inline))
 /* Loops over registers must be fully unrolled so the arrays stay in registers. */
@@ -27,30 +28,6 @@
 #define ES_NO_UNROLL _Pragma("GCC unroll 1")
 
 #define KJ 4 /* activation rows per pass over a row group */
-
-/* The 4 rows' fp16 at byte `off` of each, as f32 (exact, like es_fp16_to_fp32). */
-AI float32x4_t kq_f16x4(const uint8_t *const rp[4], size_t off) {
-    uint16_t h[4];
-    ES_UNROLL
-    for (int i = 0; i < 4; i++) memcpy(&h[i], rp[i] + off, 2);
-    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));
-}
-
-AI void kq_store4(float *dst, float32x4_t v, int valid) {
-    if (valid == 4) {
-        vst1q_f32(dst, v);
-    } else {
-        float t[4];
-        vst1q_f32(t, v);
-        memcpy(dst, t, (size_t)valid * sizeof(float));
-    }
-}
-
-/* The rows r .. r+3, clamped to r1 - 1 (past-the-end lanes are computed and dropped). */
-AI void kq_group4(const es_mat *w, int64_t r, int64_t r1, const uint8_t *rp[4]) {
-    ES_UNROLL
-    for (int i = 0; i < 4; i++) rp[i] = (const uint8_t *)w->data + (size_t)(r + i < r1 ? r + i : r1 - 1) * w->row_bytes;
-}
 
 /* 4 rows of 16 bytes R[i][e] -> T[k] = R[0][4k], R[1][4k], R[2][4k], R[3][4k], R[0][4k+1], ...:
  * byte e of the 4 rows side by side at 4 (e % 4) of T[e / 4]. */

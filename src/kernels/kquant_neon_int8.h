@@ -88,7 +88,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(kx_tile)(const ui
                 mn[j] = vfmaq_n_f32(mn[j], m, qx->fs[bj]);
             }
         }
-        const float32x4_t d = kq_f16x4(rp, off), dmin = kq_f16x4(rp, off + 2);
+        const float32x4_t d = es_neon_f16x4(rp, off), dmin = es_neon_f16x4(rp, off + 2);
         ES_UNROLL
         for (int j = 0; j < J; j++) {
             acc[j] = vfmaq_f32(acc[j], d, a[j]);
@@ -96,7 +96,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(kx_tile)(const ui
         }
     }
     ES_UNROLL
-    for (int j = 0; j < J; j++) kq_store4(y + (j0 + j) * rows + r, acc[j], valid);
+    for (int j = 0; j < J; j++) es_neon_store4(y + (j0 + j) * rows + r, acc[j], valid);
 }
 
 /* Q6_K, as kx_tile: per 32-element activation block s (= Q6_K sub-blocks 2s, 2s + 1) the two
@@ -115,7 +115,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(q6_tile)(const ui
         const size_t off = (size_t)sb * bsz;
         int32_t sc6[16][4]; /* [c] the 4 rows' scale of 16-element sub-block c */
         q6_scales(rp, off, sc6);
-        const float32x4_t d = kq_f16x4(rp, off + offsetof(es_block_q6_k, d));
+        const float32x4_t d = es_neon_f16x4(rp, off + offsetof(es_block_q6_k, d));
         ES_NO_UNROLL
         for (int s = 0; s < 8; s++) {
             /* elements 32s + l = 128h + 32t + l: low 4 bits from nibble t >> 1 of ql[64h + 32(t & 1)
@@ -158,7 +158,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(q6_tile)(const ui
         }
     }
     ES_UNROLL
-    for (int j = 0; j < J; j++) kq_store4(y + (j0 + j) * rows + r, acc[j], valid);
+    for (int j = 0; j < J; j++) es_neon_store4(y + (j0 + j) * rows + r, acc[j], valid);
 }
 
 /* type: 0 Q4_K, 1 Q5_K, 2 Q6_K. Rows [r0, r1) in groups of 4, activation rows in tiles of KJ. */
@@ -169,7 +169,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(kq_rows)(const es
     for (int64_t r = r0; r < r1; r += 4) {
         const uint8_t *rp[4];
         const int valid = r1 - r < 4 ? (int)(r1 - r) : 4;
-        kq_group4(w, r, r1, rp);
+        es_neon_group4(w, r, r1, rp);
         for (int64_t j0 = 0; j0 < n; j0 += KJ) {
             const int64_t J = n - j0 < KJ ? n - j0 : KJ;
 #define ES_KQ_TILE(JJ)                                                                                            \

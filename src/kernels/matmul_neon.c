@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/matmul_impl.h"
+#include "kernels/neon_rows4.h"
 #include "util/fp16.h"
 
 #define AI static inline __attribute__((always_inline))
@@ -62,31 +63,6 @@ static void quant_row_neon(const float *x, int64_t nb, int64_t stride, int32_t c
 /* ---- int8 kernels --------------------------------------------------------------------------- */
 
 #define QJ 4 /* activation rows per pass over a row group (32 vector registers: 8 hold the weights) */
-
-/* The 4 fp16 block scales at byte `off` of the 4 rows, as f32 (exact conversion, like
- * es_fp16_to_fp32). */
-AI float32x4_t scales4(const uint8_t *const rp[4], size_t off) {
-    uint16_t h[4];
-    ES_UNROLL
-    for (int i = 0; i < 4; i++) memcpy(&h[i], rp[i] + off, 2);
-    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));
-}
-
-AI void store4(float *dst, float32x4_t v, int valid) {
-    if (valid == 4) {
-        vst1q_f32(dst, v);
-    } else {
-        float t[4];
-        vst1q_f32(t, v);
-        memcpy(dst, t, (size_t)valid * sizeof(float));
-    }
-}
-
-/* The rows r .. r+3, clamped to r1 - 1 (past-the-end lanes are computed and dropped). */
-AI void group4(const es_mat *w, int64_t r, int64_t r1, const uint8_t *rp[4]) {
-    ES_UNROLL
-    for (int i = 0; i < 4; i++) rp[i] = (const uint8_t *)w->data + (size_t)(r + i < r1 ? r + i : r1 - 1) * w->row_bytes;
-}
 
 #define ES_NEON_DOT 0
 #define ES_NEON_NAME(x) x##_neon

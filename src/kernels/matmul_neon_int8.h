@@ -50,7 +50,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(int8_tile)(const 
                 W[i][1] = vld1q_s8((const int8_t *)(rp[i] + off + 18));
             }
         }
-        const float32x4_t dw = scales4(rp, off);
+        const float32x4_t dw = es_neon_f16x4(rp, off);
         const int64_t jb0 = b * qx->n + j0; /* block b of activation row j0 */
         ES_UNROLL
         for (int j = 0; j < J; j++) {
@@ -66,7 +66,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(int8_tile)(const 
         }
     }
     ES_UNROLL
-    for (int j = 0; j < J; j++) store4(y + (j0 + j) * rows + r, acc[j], valid);
+    for (int j = 0; j < J; j++) es_neon_store4(y + (j0 + j) * rows + r, acc[j], valid);
 }
 
 static inline __attribute__((always_inline)) void ES_NEON_NAME(int8_rows)(const es_mat *w, const es_qx *qx, float *y,
@@ -75,7 +75,7 @@ static inline __attribute__((always_inline)) void ES_NEON_NAME(int8_rows)(const 
     for (int64_t r = r0; r < r1; r += 4) {
         const uint8_t *rp[4];
         const int valid = r1 - r < 4 ? (int)(r1 - r) : 4;
-        group4(w, r, r1, rp);
+        es_neon_group4(w, r, r1, rp);
         for (int64_t j0 = 0; j0 < n; j0 += QJ) {
             switch (n - j0 < QJ ? n - j0 : QJ) {
             case 1: ES_NEON_NAME(int8_tile)(rp, valid, qx, j0, 1, y, w->rows, r, q4); break;
