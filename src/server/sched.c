@@ -123,6 +123,7 @@ struct es_sched {
     es_sched_stats st;       /* kv_* and sessions_active refreshed at every step */
     double caller_cpu;       /* CPU seconds of the threads that ran steps */
     double cost_a, cost_b;   /* profiled pass time t(rows) = a + b * rows (seconds), 0 if not profiled */
+    es_pass_cost cost;       /* the profiled pass times themselves (n = 0 if not profiled) */
     double first_tried, first_hit; /* decayed counts: rounds with a tree, and those accepting its first node */
 };
 
@@ -194,8 +195,13 @@ static void profile_knee(es_sched *s) {
             if (st != ES_OK) return;
             if (best < 0 || t < best) best = t;
         }
-        if (k > 0) t_at[n++] = best;
+        if (k > 0) {
+            s->cost.rows[n] = r;
+            s->cost.t[n] = best;
+            t_at[n++] = best;
+        }
     }
+    s->cost.n = n;
     if (n < 2) return;
     /* t(r) = a + b·r reaches 2·t(1) at r = a/b + 2: the first crossing of twice the one-row time,
        interpolated between measured points, is robust to noise where a fitted slope is not */
@@ -752,27 +758,42 @@ static void deliver(es_sched *s, sess *x, const es_sched_event *ev) {
     pthread_mutex_unlock(&s->ev_mu);
 }
 
-int es_sched_best_budget(double knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes) {
+double es_pass_cost_at(const es_pass_cost *c, double rows) {
+    if (c->n <= 0) return rows;
+    if (c->n == 1) return c->t[0] * rows / (c->rows[0] > 0 ? c->rows[0] : 1);
+    if (rows <= c->rows[0]) return c->t[0];
+    int k = 1;
+    while (k < c->n - 1 && rows > c->rows[k]) k++;
+    const double r0 = c->rows[k - 1], r1 = c->rows[k], t0 = c->t[k - 1], t1 = c->t[k];
+    return r1 > r0 ? t0 + (t1 - t0) * (rows - r0) / (r1 - r0) : t1;
+}
+
+es_pass_cost es_pass_cost_linear(double knee) {
+    es_pass_cost c = {2, {1, 64}, {knee + 1, knee + 64}};
+    return c;
+}
+
+int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, int other_sessions, double p, int max_nodes) {
     if (n_edge <= 0 || max_nodes <= 0) return max_nodes > 0 ? max_nodes : 1;
     if (p < 0.05) p = 0.05;
     if (p > 0.95) p = 0.95;
     /* tokens per unit of pass time for draft length L (L = 0: no draft) */
-    double best = -1, yield = 1, pl = 1;
+    double best = -1, yield = 1, pl = 1, none = 0;
     int best_l = 0;
     for (int l = 0; l <= max_nodes; l++) {
         if (l > 0) {
             pl *= p;
             yield += pl;
         }
-        const double rate = (other_sessions + n_edge * yield) / (knee + other_rows + (double)n_edge * (l + 1));
+        const double rate = (other_sessions + n_edge * yield) / es_pass_cost_at(cost, other_rows + (double)n_edge * (l + 1));
+        if (l == 0) none = rate;
         if (rate > best * (1 + 1e-9)) {
             best = rate;
             best_l = l;
         }
     }
-    /* drafting must beat no draft by a margin: p and the knee are estimates, and a rejected draft
+    /* drafting must beat no draft by a margin: p and the costs are estimates, and a rejected draft
        token is real work once the pass is compute-bound */
-    const double none = (other_sessions + n_edge) / (knee + other_rows + (double)n_edge);
     return best_l > 0 && best >= none * (1 + ES_SCHED_DRAFT_MARGIN) ? best_l : (int)ES_HINT_NO_DRAFT;
 }
 
@@ -792,10 +813,10 @@ static int suggested_budget_locked(const es_sched *s) {
         other_rows += x->mode == ES_MODE_AR ? 1 : imax(x->last_rows, 1);
     }
     const double p = s->first_tried >= 16 ? s->first_hit / s->first_tried : 0.8;
-    /* the cost model's a/b: the profiled fit's when there is one (its slope is taken up to 64 rows,
-       where loaded steps are; the knee is where the curve leaves its flat start), else the knee */
-    const double kappa = s->cost_b > 0 && s->cost_a > 0 ? s->cost_a / s->cost_b : s->knee;
-    return es_sched_best_budget(kappa, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes);
+    /* the pass times profiled at start-up, else the linear curve of the configured knee */
+    const es_pass_cost lin = es_pass_cost_linear(s->knee);
+    return es_sched_best_budget(s->cost.n >= 2 ? &s->cost : &lin, n_edge, other_rows, other_sessions, p,
+                                s->p.max_tree_nodes);
 }
 
 /* Publishes one session's step under mu and delivers its events. */

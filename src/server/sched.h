@@ -115,16 +115,29 @@ typedef struct es_sched_stats {
     int64_t batch_hist[ES_SCHED_BATCH_HIST]; /* steps by rows (non-cumulative buckets) */
 } es_sched_stats;
 
-/* The tree size the scheduler suggests to edge sessions (the load-adaptive draft length). A pass of
- * r rows costs a + b·r (knee = a/b, profiled at start-up); with n_edge edge sessions drafting L nodes
- * each beside other sessions taking other_rows rows and yielding a token each, a step costs
- * knee + other_rows + n_edge·(L + 1) row-times and yields other_sessions + n_edge·(1 + p + … + p^L)
- * tokens when each draft token is accepted with probability p given its parent was. Returns the L in
- * 1..max_nodes with the most tokens per unit of time, or ES_HINT_NO_DRAFT when drafting nothing
- * (autoregressive rounds) is best or the best length beats it by less than ES_SCHED_DRAFT_MARGIN:
- * speculation adapts to the load and is not made a loss by it.
- * Pure; exposed for tests. */
-int es_sched_best_budget(double knee, int n_edge, int other_rows, int other_sessions, double p, int max_nodes);
+/* A measured pass-time curve: t[i] seconds (or any unit) for passes of rows[i] rows, rows increasing;
+ * between points linear, beyond the last point extended along the last segment. */
+#define ES_PASS_COST_MAX 8
+typedef struct es_pass_cost {
+    int n;
+    double rows[ES_PASS_COST_MAX], t[ES_PASS_COST_MAX];
+} es_pass_cost;
+
+/* The curve's time for a pass of `rows` rows (n >= 1; one point: proportional to rows). */
+double es_pass_cost_at(const es_pass_cost *c, double rows);
+/* The linear curve t(r) = knee + r (a pass whose fixed cost equals `knee` rows' work). */
+es_pass_cost es_pass_cost_linear(double knee);
+
+/* The tree size the scheduler suggests to edge sessions (the load-adaptive draft length). With
+ * n_edge edge sessions drafting L nodes each beside other sessions taking other_rows rows and
+ * yielding a token each, a step costs cost(other_rows + n_edge·(L + 1)) and yields
+ * other_sessions + n_edge·(1 + p + … + p^L) tokens when each draft token is accepted with
+ * probability p given its parent was. Returns the L in 1..max_nodes with the most tokens per unit of
+ * time, or ES_HINT_NO_DRAFT when drafting nothing (autoregressive rounds) is best or the best length
+ * beats it by less than ES_SCHED_DRAFT_MARGIN: speculation adapts to the load and is not made a
+ * loss by it. The scheduler passes the pass times it profiled at start-up (APEX-style measured
+ * predictor), or the linear curve of a configured knee. Pure; exposed for tests. */
+int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, int other_sessions, double p, int max_nodes);
 /* How much more (relative) the best draft length must yield than no draft to be suggested. */
 #define ES_SCHED_DRAFT_MARGIN 0.1
 
