@@ -31,12 +31,19 @@ typedef struct cfg {
     uint64_t seed;
     bool proactive;
     bool check_kv;
+    int stop_after;  /* > 0: the abort hook stops bet drafting after this many draft passes */
 } cfg;
+
+/* The abort hook of a bet: yes once *left draft passes have been allowed. */
+static bool stop_hook(void *ud) {
+    int *left = ud;
+    return (*left)-- <= 0;
+}
 
 typedef struct result {
     int n;
     int32_t tok[600];
-    int rounds, attempts, hits, misses_rewound;
+    int rounds, attempts, hits, misses_rewound, stopped;
     float kv_worst;
 } result;
 
@@ -104,7 +111,7 @@ static void run(es_ctx *tc, es_ctx *dc, const cfg *c, const int32_t *prompt, int
         else if (es_drafter_draft(d, root, max_gen - r->n - 1, &tree, &err) != ES_OK) { CHECK_MSG(0, "draft: %s", err.msg); break; }
         ready = false;
         /* the bet, placed while the verdict would be in flight */
-        bool bet = false, bet_tree = false;
+        bool bet = false, bet_tree = false, bet_cut = false;
         int32_t bonus_bet = -1;
         int base = 0, pl = 0;
         es_drafter_state snap;
@@ -123,7 +130,12 @@ static void run(es_ctx *tc, es_ctx *dc, const cfg *c, const int32_t *prompt, int
                 bet = true;
                 if (bonus_bet > 2) {
                     const int left = max_gen - (r->n + pl + 1) - 1;
+                    int passes = c->stop_after;
+                    if (c->stop_after > 0) es_drafter_set_abort(d, stop_hook, &passes);
                     CHECK_OK(es_drafter_draft(d, bonus_bet, left, &next, &err), &err);
+                    es_drafter_set_abort(d, NULL, NULL);
+                    bet_cut = es_drafter_aborted(d);
+                    r->stopped += bet_cut;
                     bet_tree = true;
                 }
             }
@@ -133,7 +145,8 @@ static void run(es_ctx *tc, es_ctx *dc, const cfg *c, const int32_t *prompt, int
         if (bet) {
             int j = 0;
             while (j < vd.n_accepted && j < pl && tree.token[vd.path[j]] == tree.token[fake.path[j]]) j++;
-            const bool hit = vd.n_accepted == pl && j == pl && vd.bonus == bonus_bet;
+            /* as the edge does: a cut bet tree is used by greedy runs only */
+            const bool hit = vd.n_accepted == pl && j == pl && vd.bonus == bonus_bet && (!bet_cut || c->rule == ES_ACCEPT_GREEDY);
             if (hit) {
                 r->hits++;
                 ready = bet_tree;
@@ -194,12 +207,23 @@ int main(void) {
         for (int mode = 0; mode < 2; mode++) {
             es_ctx *dc = prompts % 2 ? dc_small : dc_mid;
             /* greedy: proactive == golden */
-            cfg c = {(es_draft_mode)mode, ES_ACCEPT_GREEDY, 0.0f, 1, true, prompts == 0};
+            cfg c = {(es_draft_mode)mode, ES_ACCEPT_GREEDY, 0.0f, 1, true, prompts == 0, 0};
             run(tc, dc, &c, prompt, np, max_gen, &a);
             int same = 0;
             while (same < a.n && same < max_gen && a.tok[same] == want[same]) same++;
             CHECK_MSG(same == max_gen && a.n == max_gen, "prompt %d %s: proactive greedy diverges from golden at %d",
                       prompts, mode ? "tree" : "chain", same);
+            /* bet drafting stopped early (the verdict came first): smaller bet trees, same output */
+            cfg cs = c;
+            cs.stop_after = 1;
+            static result sa;
+            run(tc, dc, &cs, prompt, np, max_gen, &sa);
+            same = 0;
+            while (same < sa.n && same < max_gen && sa.tok[same] == want[same]) same++;
+            CHECK_MSG(same == max_gen && sa.n == max_gen, "prompt %d %s: stopped bets diverge from golden at %d", prompts,
+                      mode ? "tree" : "chain", same);
+            CHECK_MSG(sa.stopped > 0, "prompt %d %s: no bet was stopped", prompts, mode ? "tree" : "chain");
+            if (cs.check_kv) CHECK_MSG(sa.kv_worst < 1e-4f, "draft KV after stopped bets differs by %g", (double)sa.kv_worst);
             if (c.check_kv) CHECK_MSG(a.kv_worst < 1e-4f, "draft KV differs from a fresh evaluation by %g", (double)a.kv_worst);
             attempts += a.attempts;
             hits += a.hits;
@@ -208,7 +232,7 @@ int main(void) {
             /* sampling: proactive on and off give the same tokens for the same seed */
             const es_accept_rule rules[2] = {ES_ACCEPT_MATCH, ES_ACCEPT_REJECTION};
             for (int ri = 0; ri < 2; ri++) {
-                cfg on = {(es_draft_mode)mode, rules[ri], 1.0f, 7 + (uint64_t)prompts, true, prompts == 0 && ri == 1};
+                cfg on = {(es_draft_mode)mode, rules[ri], 1.0f, 7 + (uint64_t)prompts, true, prompts == 0 && ri == 1, 0};
                 cfg off = on;
                 off.proactive = false;
                 off.check_kv = false;
@@ -216,6 +240,14 @@ int main(void) {
                 run(tc, dc, &off, prompt, np, 64, &b);
                 CHECK_MSG(a.n == b.n && memcmp(a.tok, b.tok, (size_t)a.n * sizeof(int32_t)) == 0,
                           "prompt %d %s %s: proactive output differs from non-proactive", prompts, mode ? "tree" : "chain",
+                          es_accept_rule_name(rules[ri]));
+                /* with bets stopped early too (their trees dropped, so the same samples) */
+                static result sb;
+                cfg ons = on;
+                ons.stop_after = 1;
+                run(tc, dc, &ons, prompt, np, 64, &sb);
+                CHECK_MSG(sb.n == b.n && memcmp(sb.tok, b.tok, (size_t)sb.n * sizeof(int32_t)) == 0,
+                          "prompt %d %s %s: stopped bets change the samples", prompts, mode ? "tree" : "chain",
                           es_accept_rule_name(rules[ri]));
                 CHECK(a.rounds == b.rounds);
                 if (on.check_kv) CHECK_MSG(a.kv_worst < 1e-4f, "draft KV (sampling) differs by %g", (double)a.kv_worst);

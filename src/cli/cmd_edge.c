@@ -507,6 +507,7 @@ int cmd_edge(int argc, char **argv) {
         cJSON_AddNumberToObject(pa, "attempts", (double)st.proactive_attempts);
         cJSON_AddNumberToObject(pa, "hits", (double)st.proactive_hits);
         cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st.proactive_cut);
+        cJSON_AddNumberToObject(pa, "stopped_by_verdict", (double)st.proactive_stopped);
         cJSON_AddNumberToObject(pa, "hit_ratio", hit_ratio);
         cJSON_AddNumberToObject(sp, "draft_s", st.draft_seconds);
         cJSON_AddNumberToObject(sp, "wait_s", st.wait_seconds);

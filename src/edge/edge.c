@@ -387,6 +387,14 @@ static es_status wire_send(wire *w, const uint8_t *frame, size_t len, es_err *er
 /* Takes the next incoming frame once due, waiting until `deadline` (monotonic seconds).
  * ES_ERR_TIMEOUT when the deadline passes, ES_ERR_IO when the connection is gone (after every frame
  * that arrived before has been delivered). The caller frees the frame. */
+/* Whether wire_recv would return at once: a frame is due, or the connection is gone. */
+static bool wire_ready(wire *w) {
+    pthread_mutex_lock(&w->mu);
+    const bool r = (w->in_head && w->in_head->due <= now_s()) || w->dead;
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
 static es_status wire_recv(wire *w, double deadline, qframe **out, es_err *err) {
     *out = NULL;
     pthread_mutex_lock(&w->mu);
@@ -1002,6 +1010,10 @@ static es_status check_verdict(const es_edge *e, const es_spec_tree *t, const es
     return ES_OK;
 }
 
+/* The drafter's abort hook while it drafts under a bet: stop once the real verdict (or anything
+ * else) has arrived, so betting never delays the answer to it. */
+static bool bet_abort(void *ud) { return wire_ready(((es_edge *)ud)->w); }
+
 /* Edge mode: draft locally, verify remotely, with the proactive bet. */
 static es_status run_edge(gen *g, es_err *err) {
     es_edge *e = g->e;
@@ -1046,7 +1058,7 @@ static es_status run_edge(gen *g, es_err *err) {
         if ((s = es_proto_put_verify(&w, g->session, &vm, err)) != ES_OK) return s;
         s = edge_send(e, &w, err);
         /* the bet, while the tree is on its way */
-        bool bet = false, bet_tree = false;
+        bool bet = false, bet_tree = false, bet_cut = false;
         int base = es_drafter_kv_len(d), pl = 0;
         int32_t bonus_bet = -1;
         es_drafter_state snap;
@@ -1064,7 +1076,12 @@ static es_status run_edge(gen *g, es_err *err) {
                 st->proactive_attempts++;
                 if (!is_stop(g, bonus_bet)) {
                     const int n2 = g->n + pl + 1;
-                    if ((s = es_drafter_draft(d, bonus_bet, round_budget(g, n2, conf_len + pl + 1), &e->next, err)) != ES_OK) return s;
+                    es_drafter_set_abort(d, bet_abort, e);
+                    s = es_drafter_draft(d, bonus_bet, round_budget(g, n2, conf_len + pl + 1), &e->next, err);
+                    es_drafter_set_abort(d, NULL, NULL);
+                    if (s != ES_OK) return s;
+                    bet_cut = es_drafter_aborted(d);
+                    if (bet_cut) st->proactive_stopped++;
                     bet_tree = true;
                 }
             }
@@ -1111,7 +1128,11 @@ static es_status run_edge(gen *g, es_err *err) {
         if (bet) {
             int j = 0;
             while (j < v->n_accepted && j < pl && v->path[j] == e->bet.path[j]) j++;
-            if (v->n_accepted == pl && j == pl && v->tokens[pl] == bonus_bet) {
+            /* a bet tree cut short is still a valid tree, but a smaller one than a run without bets
+               would draft: under sampling rules that changes which random draws the round uses, so
+               only greedy keeps it (a sampled run stays token-identical to one without bets) */
+            const bool usable = !bet_cut || e->p.rule == ES_ACCEPT_GREEDY;
+            if (v->n_accepted == pl && j == pl && v->tokens[pl] == bonus_bet && usable) {
                 st->proactive_hits++;
                 ready = bet_tree;
             } else {

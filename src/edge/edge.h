@@ -71,6 +71,7 @@ typedef struct es_edge_stats {
     long accepted_at_depth[ES_SPEC_MAX_PATH + 1];
     long proactive_attempts, proactive_hits;
     long proactive_cut;           /* hits whose tree was cut to a smaller hint from the verdict */
+    long proactive_stopped;       /* bets whose drafting stopped early because the verdict came */
     int64_t bytes_sent, bytes_received; /* wire bytes incl. headers, handshake excluded */
     int64_t frames_sent, frames_received;
     double ttft_s;                   /* open sent -> first generated token confirmed */

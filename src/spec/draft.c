@@ -52,7 +52,24 @@ struct es_drafter {
     int32_t b_tok[ES_SPEC_MAX_NODES + 1], b_pos[ES_SPEC_MAX_NODES + 1], b_seq[ES_SPEC_MAX_NODES + 1];
     int32_t b_cpar[ES_SPEC_MAX_NODES + 1], b_par[ES_SPEC_MAX_NODES + 1], b_node[ES_SPEC_MAX_NODES + 1];
     int8_t b_logits[ES_SPEC_MAX_NODES + 1];
+    /* es_drafter_set_abort */
+    bool (*abort_fn)(void *ud);
+    void *abort_ud;
+    bool aborted;            /* the last es_drafter_draft stopped early at abort_fn's request */
 };
+
+void es_drafter_set_abort(es_drafter *d, bool (*fn)(void *ud), void *ud) {
+    d->abort_fn = fn;
+    d->abort_ud = ud;
+}
+
+bool es_drafter_aborted(const es_drafter *d) { return d->aborted; }
+
+/* Asked before each draft forward pass after the root's; a yes ends the tree where it stands. */
+static bool want_abort(es_drafter *d) {
+    if (d->abort_fn && d->abort_fn(d->abort_ud)) d->aborted = true;
+    return d->aborted;
+}
 
 es_drafter_params es_drafter_default_params(void) {
     es_drafter_params p;
@@ -232,6 +249,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
     t->q_used = 0;
     t->has_q = d->p.sample;
     d->n_nodes = 0;
+    d->aborted = false;
     memset(d->q_n_node, 0, sizeof d->q_n_node);
     memset(d->q_off_node, 0, sizeof d->q_off_node);
     const float *logits = NULL;
@@ -255,7 +273,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
             t->depth[k] = k + 1;
             t->n = k + 1;
             d->nodes[k] = (dnode){ch[0].token, k - 1, k + 1, 0, -1, k, true};
-            if (k + 1 == k_lim) break;
+            if (k + 1 == k_lim || want_abort(d)) break;
             int32_t pos = d->root_slot + k + 1;
             es_batch b = {1, &t->token[k], &pos, &d->seq, NULL, NULL, &parent_slot};
             int32_t par = -1;
@@ -335,7 +353,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
                 frontier[n_front++] = i;
             }
         }
-        if (n_front == 0) break;
+        if (n_front == 0 || want_abort(d)) break;
         /* one batched draft forward over the frontier */
         const int base = es_seq_len(d->ctx, d->seq);
         for (int f = 0; f < n_front; f++) {

@@ -173,6 +173,12 @@ void es_drafter_free(es_drafter *d);
 es_status es_drafter_prefill(es_drafter *d, const int32_t *tokens, int n, es_err *err);
 /* Grows a tree under `root` with at most `max_nodes` nodes (and depth <= max_depth). */
 es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *out, es_err *err);
+/* An optional hook asked before each draft forward pass after the root's: when it says yes, the
+ * draft stops where it stands (a smaller but valid tree, the cache as after any draft) and
+ * es_drafter_aborted is true until the next es_drafter_draft. The edge uses it to stop a proactive
+ * bet's drafting as soon as the real verdict is in. NULL removes it. */
+void es_drafter_set_abort(es_drafter *d, bool (*fn)(void *ud), void *ud);
+bool es_drafter_aborted(const es_drafter *d);
 /* Applies a verdict: keeps root + accepted path in the draft cache, queues the rest. */
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */
