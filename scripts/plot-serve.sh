@@ -30,10 +30,10 @@ for i in $(seq 0 $((n - 1))); do
   m=$(sed -n "$((i + 1))p" "$tmp/modes")
   plots_tp+="'$tmp/$i.dat' using 1:2 with linespoints lw 2 title '$m',"
   plots_wall+="'$tmp/$i.dat' using 1:3 with linespoints lw 2 dt 2 title '$m (wall)',"
-  plots_itl+="'$tmp/$i.dat' using 1:4 with linespoints lw 2 title '$m p50', '$tmp/$i.dat' using 1:5 with linespoints lw 1 dt 2 title '$m p99',"
+  plots_itl+="'$tmp/$i.dat' using 1:4 with linespoints lw 2 lc $((i + 1)) title '$m p50', '$tmp/$i.dat' using 1:5 with linespoints lw 1 dt 2 lc $((i + 1)) title '$m p99',"
 done
 gnuplot <<GP
-set terminal svg size 900,560 dynamic font "sans,12"
+set terminal svg size 900,560 dynamic font "sans,12" noenhanced
 set logscale x 2
 set xlabel "concurrent clients"
 set key outside right
