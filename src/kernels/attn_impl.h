@@ -9,6 +9,21 @@
 /* Slots per online-softmax step (see attn.c). */
 #define ES_ATTN_CHUNK 32
 
+/* The exp of the SIMD tables (attn_avx2.c's exp8, attn_avx512.c's exp16 compute it identically per
+ * lane): clamp to [ES_EXP_LO, ES_EXP_HI], n = round(x·log2 e), r = x − n·ln2 (ln2 in two parts),
+ * y = 1 + r + r²·P(r) with P of degree 5 (Cephes expf), times 2^n. */
+#define ES_EXP_LO (-87.0f)
+#define ES_EXP_HI 88.0f
+#define ES_EXP_LOG2E 1.44269504088896341f
+#define ES_EXP_LN2_HI 0.693359375f
+#define ES_EXP_LN2_LO (-2.12194440e-4f)
+#define ES_EXP_P0 1.9875691500e-4f
+#define ES_EXP_P1 1.3981999507e-3f
+#define ES_EXP_P2 8.3334519073e-3f
+#define ES_EXP_P3 4.1665795894e-2f
+#define ES_EXP_P4 1.6666665459e-1f
+#define ES_EXP_P5 5.0000001201e-1f
+
 typedef struct es_attn_ops {
     /* dst[0..n) = f16 src (n a multiple of 8) */
     void (*f16_to_f32)(const uint16_t *src, float *dst, int n);

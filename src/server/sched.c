@@ -168,7 +168,8 @@ es_sched_params es_sched_default_params(void) {
 static void profile_knee(es_sched *s) {
     const int cap = imin(imin(s->n_logits_max, s->p.max_batch_tokens), s->n_ctx - 1);
     static const int rows_try[] = {1, 4, 8, 16, 32, 64};
-    double t_at[sizeof rows_try / sizeof rows_try[0]];
+    _Static_assert(sizeof rows_try / sizeof rows_try[0] <= ES_PASS_COST_MAX, "es_pass_cost holds every point");
+    double *const t_at = s->cost.t; /* the curve the tree-size hint uses, kept as measured */
     int n = 0;
     int32_t tok[64], pos[64], seq[64];
     int8_t logits[64];
@@ -197,7 +198,6 @@ static void profile_knee(es_sched *s) {
         }
         if (k > 0) {
             s->cost.rows[n] = r;
-            s->cost.t[n] = best;
             t_at[n++] = best;
         }
     }
