@@ -690,9 +690,10 @@ static void test_pool_cpu(void) {
     CHECK(es_threadpool_cpu_seconds(NULL) == 0);
 }
 
-/* The load-adaptive tree size: the best of every draft length under the cost curve (brute force),
- * for linear curves and a measured-shaped one (flat, then linear); shrinking as edges join (linear
- * curves); ES_HINT_NO_DRAFT only once drafting does not pay by the margin. */
+/* The load-adaptive tree size: the best of every draft length under the cost curve plus the wait per
+ * step (brute force), for linear curves and a measured-shaped one (flat, then linear); shrinking as
+ * edges join (linear curves, no wait); growing with the wait; ES_HINT_NO_DRAFT only once drafting
+ * does not pay by the margin. */
 static void test_best_budget(void) {
     /* a curve shaped like this machine's profile: 8 rows 1.5x a decode pass, 16 2.2x, 32 3.6x, 64 7x */
     const es_pass_cost measured = {6, {1, 4, 8, 16, 32, 64}, {1.0, 1.2, 1.5, 2.2, 3.6, 7.0}};
@@ -700,45 +701,68 @@ static void test_best_budget(void) {
     CHECK(fabs(es_pass_cost_at(&measured, 12) - 1.85) < 1e-9 && fabs(es_pass_cost_at(&measured, 128) - 13.8) < 1e-9 &&
           es_pass_cost_at(&measured, 0.5) == 1.0);
     const double ps[] = {0.05, 0.3, 0.6, 0.8, 0.95};
-    int no_draft = 0;
+    const double waits[] = {0, 0.3, 3, 30}; /* in units of the curve */
+    int no_draft = 0, longer = 0;
     for (int a = 0; a < 4; a++)
         for (size_t b = 0; b < sizeof ps / sizeof ps[0]; b++) {
             int prev = 1 << 30;
             for (int n = 1; n <= 128; n *= 2)
                 for (int other = 0; other <= 8; other += 8) {
-                    const int got = es_sched_best_budget(&curves[a], n, other, other, ps[b], 64);
-                    const int l = got == ES_HINT_NO_DRAFT ? 0 : got;
-                    CHECK(got == ES_HINT_NO_DRAFT || (got >= 1 && got <= 64));
-                    double best = 0, at_l = 0, yield = 1, pl = 1, none = 0;
-                    for (int k = 0; k <= 64; k++) {
-                        if (k) { pl *= ps[b]; yield += pl; }
-                        const double r = (other + n * yield) / es_pass_cost_at(&curves[a], other + (double)n * (k + 1));
-                        if (r > best) best = r;
-                        if (k == l) at_l = r;
-                        if (k == 0) none = r;
+                    int l_wait0 = 0;
+                    for (size_t w = 0; w < sizeof waits / sizeof waits[0]; w++) {
+                        const int got = es_sched_best_budget(&curves[a], n, other, other, ps[b], 64, waits[w]);
+                        const int l = got == ES_HINT_NO_DRAFT ? 0 : got;
+                        CHECK(got == ES_HINT_NO_DRAFT || (got >= 1 && got <= 64));
+                        double best = 0, at_l = 0, yield = 1, pl = 1, none = 0;
+                        for (int k = 0; k <= 64; k++) {
+                            if (k) { pl *= ps[b]; yield += pl; }
+                            const double r =
+                                (other + n * yield) / (waits[w] + es_pass_cost_at(&curves[a], other + (double)n * (k + 1)));
+                            if (r > best) best = r;
+                            if (k == l) at_l = r;
+                            if (k == 0) none = r;
+                        }
+                        if (l > 0)
+                            CHECK_MSG(at_l >= best * (1 - 1e-9) && at_l >= none * (1 + ES_SCHED_DRAFT_MARGIN) * (1 - 1e-9),
+                                      "curve %d p %.2f n %d other %d wait %g: length %d gives %g, best %g, none %g", a, ps[b],
+                                      n, other, waits[w], l, at_l, best, none);
+                        else /* no draft: the best length does not beat it by the margin */
+                            CHECK_MSG(best < none * (1 + ES_SCHED_DRAFT_MARGIN) * (1 + 1e-9),
+                                      "curve %d p %.2f n %d other %d wait %g: no draft, best %g vs %g", a, ps[b], n, other,
+                                      waits[w], best, none);
+                        if (w == 0) {
+                            l_wait0 = l;
+                            if (other == 0 && a < 3) {
+                                CHECK_MSG(l <= prev, "curve %d p %.2f: %d edges get %d, fewer got %d", a, ps[b], n, l, prev);
+                                prev = l;
+                            }
+                            no_draft += l == 0;
+                        } else { /* waiting servers never suggest less than saturated ones */
+                            CHECK_MSG(l >= l_wait0, "curve %d p %.2f n %d other %d: wait %g gives %d, no wait %d", a, ps[b],
+                                      n, other, waits[w], l, l_wait0);
+                            longer += l > l_wait0;
+                            l_wait0 = l;
+                        }
                     }
-                    if (l > 0)
-                        CHECK_MSG(at_l >= best * (1 - 1e-9) && at_l >= none * (1 + ES_SCHED_DRAFT_MARGIN) * (1 - 1e-9),
-                                  "curve %d p %.2f n %d other %d: length %d gives %g, best %g, none %g", a, ps[b], n, other,
-                                  l, at_l, best, none);
-                    else /* no draft: the best length does not beat it by the margin */
-                        CHECK_MSG(best < none * (1 + ES_SCHED_DRAFT_MARGIN) * (1 + 1e-9),
-                                  "curve %d p %.2f n %d other %d: no draft, best %g vs %g", a, ps[b], n, other, best, none);
-                    if (other == 0 && a < 3) {
-                        CHECK_MSG(l <= prev, "curve %d p %.2f: %d edges get %d, fewer got %d", a, ps[b], n, l, prev);
-                        prev = l;
-                    }
-                    no_draft += l == 0;
                 }
         }
     CHECK(no_draft > 0); /* saturation is reached */
+    CHECK(longer > 0);   /* and waiting matters */
     const es_pass_cost k14 = es_pass_cost_linear(14);
-    CHECK(es_sched_best_budget(&k14, 1, 0, 0, 0.8, 64) >= 4);                /* one edge: long drafts */
-    CHECK(es_sched_best_budget(&k14, 4, 0, 0, 0.87, 64) >= 4);               /* a few: still several */
-    CHECK(es_sched_best_budget(&k14, 64, 0, 0, 0.6, 64) == ES_HINT_NO_DRAFT); /* many, poor drafts: none */
-    CHECK(es_sched_best_budget(&k14, 1, 0, 0, 0.9, 3) == 3);                 /* the cap */
+    CHECK(es_sched_best_budget(&k14, 1, 0, 0, 0.8, 64, 0) >= 4);                /* one edge: long drafts */
+    CHECK(es_sched_best_budget(&k14, 4, 0, 0, 0.87, 64, 0) >= 4);               /* a few: still several */
+    CHECK(es_sched_best_budget(&k14, 64, 0, 0, 0.6, 64, 0) == ES_HINT_NO_DRAFT); /* many, poor drafts: none */
+    CHECK(es_sched_best_budget(&k14, 1, 0, 0, 0.9, 3, 0) == 3);                 /* the cap */
     /* the measured curve is flat at first: one edge drafts longer than under a linear fit of it */
-    CHECK(es_sched_best_budget(&measured, 1, 0, 0, 0.8, 64) >= 5);
+    CHECK(es_sched_best_budget(&measured, 1, 0, 0, 0.8, 64, 0) >= 5);
+    /* a tiny compute-bound target (pass time proportional to rows, like stories260K): drafting saves
+       no compute, so a saturated server wants none; one edge whose round trip is 100 passes long is
+       the opposite, idle compute is free and it drafts long (the `make demo` case) */
+    const es_pass_cost prop = {2, {1, 64}, {1, 64}};
+    CHECK(es_sched_best_budget(&prop, 1, 0, 0, 0.8, 64, 0) == ES_HINT_NO_DRAFT);
+    CHECK(es_sched_best_budget(&prop, 1, 0, 0, 0.8, 64, 100) >= 8);
+    CHECK(es_sched_best_budget(&prop, 3, 0, 0, 0.8, 64, 30) >= 4);
+    CHECK(es_sched_best_budget(&prop, 1, 0, 0, 0.8, 64, NAN) == ES_HINT_NO_DRAFT); /* a NaN wait is none */
 }
 
 int main(void) {

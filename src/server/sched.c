@@ -125,6 +125,8 @@ struct es_sched {
     double cost_a, cost_b;   /* profiled pass time t(rows) = a + b * rows (seconds), 0 if not profiled */
     es_pass_cost cost;       /* the profiled pass times themselves (n = 0 if not profiled) */
     double first_tried, first_hit; /* decayed counts: rounds with a tree, and those accepting its first node */
+    double last_end;         /* when the last step that computed rows ended (0: none yet) */
+    double wait_avg;         /* decayed mean wall time from one such step's end to the next one's plan */
 };
 
 static double now_s(void) {
@@ -773,11 +775,14 @@ es_pass_cost es_pass_cost_linear(double knee) {
     return c;
 }
 
-int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, int other_sessions, double p, int max_nodes) {
+int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, int other_sessions, double p, int max_nodes,
+                         double wait) {
     if (n_edge <= 0 || max_nodes <= 0) return max_nodes > 0 ? max_nodes : 1;
     if (p < 0.05) p = 0.05;
     if (p > 0.95) p = 0.95;
-    /* tokens per unit of pass time for draft length L (L = 0: no draft) */
+    if (!(wait > 0)) wait = 0; /* (NaN too) */
+    /* tokens per unit of wall time for draft length L (L = 0: no draft): a step's pass plus the wait
+       for its work, which is free compute (the server idles through it whatever L is) */
     double best = -1, yield = 1, pl = 1, none = 0;
     int best_l = 0;
     for (int l = 0; l <= max_nodes; l++) {
@@ -785,7 +790,8 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
             pl *= p;
             yield += pl;
         }
-        const double rate = (other_sessions + n_edge * yield) / es_pass_cost_at(cost, other_rows + (double)n_edge * (l + 1));
+        const double rate =
+            (other_sessions + n_edge * yield) / (wait + es_pass_cost_at(cost, other_rows + (double)n_edge * (l + 1)));
         if (l == 0) none = rate;
         if (rate > best * (1 + 1e-9)) {
             best = rate;
@@ -797,8 +803,8 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
     return best_l > 0 && best >= none * (1 + ES_SCHED_DRAFT_MARGIN) ? best_l : (int)ES_HINT_NO_DRAFT;
 }
 
-/* The suggested size of an edge session's next tree (es_sched_best_budget for the live session mix
- * and the measured first-node acceptance). Under mu. */
+/* The suggested size of an edge session's next tree (es_sched_best_budget for the live session mix,
+ * the measured first-node acceptance and the measured wait between steps). Under mu. */
 static int suggested_budget_locked(const es_sched *s) {
     if (s->knee <= 0) return 0;
     int n_edge = 0, other_rows = 0, other_sessions = 0;
@@ -813,10 +819,12 @@ static int suggested_budget_locked(const es_sched *s) {
         other_rows += x->mode == ES_MODE_AR ? 1 : imax(x->last_rows, 1);
     }
     const double p = s->first_tried >= 16 ? s->first_hit / s->first_tried : 0.8;
-    /* the pass times profiled at start-up, else the linear curve of the configured knee */
+    /* the pass times profiled at start-up (seconds, so the measured wait adds to them), else the
+       linear curve of the configured knee (in rows: no wait, compute alone decides) */
+    if (s->cost.n >= 2)
+        return es_sched_best_budget(&s->cost, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes, s->wait_avg);
     const es_pass_cost lin = es_pass_cost_linear(s->knee);
-    return es_sched_best_budget(s->cost.n >= 2 ? &s->cost : &lin, n_edge, other_rows, other_sessions, p,
-                                s->p.max_tree_nodes);
+    return es_sched_best_budget(&lin, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes, 0);
 }
 
 /* Publishes one session's step under mu and delivers its events. */
@@ -1005,6 +1013,15 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     pthread_mutex_lock(&s->mu);
     reap_locked(s); /* finished and failed sessions give their pages back now */
     if (rows > 0) {
+        /* the wait for this step's work (edges drafting, the network, the batch window): capped, so a
+           server that sat empty for minutes does not skew the average for long */
+        const double t_end = now_s();
+        if (s->last_end > 0) {
+            const double w = t_plan - s->last_end;
+            s->wait_avg = s->st.steps > 1 ? 0.8 * s->wait_avg + 0.2 * (w < 0.5 ? w : 0.5) : w < 0.5 ? w : 0.5;
+        }
+        s->last_end = t_end;
+        s->st.step_wait_s = s->wait_avg;
         s->st.steps++;
         s->st.batch_rows += rows;
         if (max_rows > s->st.max_batch_rows) s->st.max_batch_rows = max_rows;

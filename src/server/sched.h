@@ -103,6 +103,7 @@ typedef struct es_sched_stats {
     int64_t rounds, drafted, accepted; /* edge + server-spec verification rounds */
     double busy_seconds;          /* wall time inside steps */
     double idle_seconds;          /* wall time the compute thread waited for work */
+    double step_wait_s;           /* recent mean wait from one computing step's end to the next's start */
     double compute_cpu_seconds;   /* CPU time of the compute threads (what a server operator pays) */
     double draft_seconds;         /* server-spec drafting (part of busy) */
     int sessions_active;
@@ -130,14 +131,18 @@ es_pass_cost es_pass_cost_linear(double knee);
 
 /* The tree size the scheduler suggests to edge sessions (the load-adaptive draft length). With
  * n_edge edge sessions drafting L nodes each beside other sessions taking other_rows rows and
- * yielding a token each, a step costs cost(other_rows + n_edge·(L + 1)) and yields
- * other_sessions + n_edge·(1 + p + … + p^L) tokens when each draft token is accepted with
- * probability p given its parent was. Returns the L in 1..max_nodes with the most tokens per unit of
- * time, or ES_HINT_NO_DRAFT when drafting nothing (autoregressive rounds) is best or the best length
- * beats it by less than ES_SCHED_DRAFT_MARGIN: speculation adapts to the load and is not made a
- * loss by it. The scheduler passes the pass times it profiled at start-up (APEX-style measured
- * predictor), or the linear curve of a configured knee. Pure; exposed for tests. */
-int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, int other_sessions, double p, int max_nodes);
+ * yielding a token each, a step costs wait + cost(other_rows + n_edge·(L + 1)) of wall time and
+ * yields other_sessions + n_edge·(1 + p + … + p^L) tokens when each draft token is accepted with
+ * probability p given its parent was. `wait` is the time the server waits for each step's work
+ * (edges drafting, the round trip), in the curve's units: idle compute is free, so a server that
+ * waits lets edges draft longer, and a saturated one (wait 0) maximises tokens per unit of compute.
+ * Returns the L in 1..max_nodes with the most tokens per unit of time, or ES_HINT_NO_DRAFT when
+ * drafting nothing (autoregressive rounds) is best or the best length beats it by less than
+ * ES_SCHED_DRAFT_MARGIN: speculation adapts to the load and is not made a loss by it. The scheduler
+ * passes the pass times it profiled at start-up (APEX-style measured predictor) with its measured
+ * wait, or the linear curve of a configured knee with no wait. Pure; exposed for tests. */
+int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, int other_sessions, double p, int max_nodes,
+                         double wait);
 /* How much more (relative) the best draft length must yield than no draft to be suggested. */
 #define ES_SCHED_DRAFT_MARGIN 0.1
 
