@@ -339,6 +339,7 @@ AI void kx16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, co
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *p = g + (size_t)sb * sbb;
+        if (j0 == 0) es_x16_prefetch(p, sbb);
         __m512 a[KJ], mn[KJ];
         ES_UNROLL
         for (int j = 0; j < J; j++) a[j] = mn[j] = _mm512_setzero_ps();
@@ -417,6 +418,7 @@ AI void q6x16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, c
     for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *p = g + (size_t)sb * sbb;
+        if (j0 == 0) es_x16_prefetch(p, sbb);
         const __m512 d = f16_ps(p + od);
         ES_UNROLL
         for (int s = 0; s < 8; s++) {
@@ -529,6 +531,7 @@ AI void kq_x16_rows_dec(const es_mat *w, const es_qx *qx, float *y, int64_t n, i
             const int64_t nj = n - j0 < QJ ? n - j0 : QJ;
             for (int j = 0; j < nj; j++) acc[j] = _mm512_setzero_ps();
             for (int64_t sb = 0; sb < nsb; sb++) {
+                if (j0 == 0) es_x16_prefetch(g + (size_t)sb * sbb, sbb);
                 if (type == 2) decode_q6_x16(g + (size_t)sb * sbb, &D);
                 else decode_kx_x16(g + (size_t)sb * sbb, type == 1, &D);
                 for (int64_t j = 0; j < nj; j += JU) {

@@ -453,6 +453,7 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
     for (int64_t b = 0; b < qx->nb; b++) {
         const uint8_t *q = gq + (size_t)b * qb;
         const int64_t jb0 = b * qx->n + j0;
+        if (j0 == 0) es_x16_prefetch(q, qb); /* (later passes find the group in cache) */
         __m512i s[XJ];
         if (q8) {
             __m512i W[8];
@@ -493,6 +494,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
     for (int64_t b = 0; b < qx->nb; b++) {
         const uint8_t *q = gq + (size_t)b * qb;
         const int64_t jb0 = b * qx->n + j0;
+        if (j0 == 0) es_x16_prefetch(q, qb); /* (later passes find the group in cache) */
         __m512i W[8];
         if (q8) {
             ES_UNROLL
