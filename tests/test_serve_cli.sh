@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_serve_cli.sh — `edgespec serve`: starts on a free port, announces "listening on HOST:PORT" on
 # stderr, stops cleanly on SIGINT / SIGTERM (exit 0, final stats: one JSON object with --json), and
-# refuses bad flags with exit 2.
+# refuses bad flags with exit 2. And `edgespec bench serve`: a small sweep prints one JSON object with
+# every mode and client count, pinning to CPUs works, bad flags exit 2.
 . "$(dirname "$0")/lib.sh"
 es_test_init cli-serve
 model=$models/stories260K.gguf
@@ -65,5 +66,29 @@ has "$tmp/err" "prefill-chunk"
 # runtime errors: 1
 expect 1 "$bin" serve -m "$tmp/does-not-exist.gguf" --port 0
 expect 1 "$bin" serve -m "$model" --host no.such.host.invalid --port 0
+
+# bench serve: two modes x two client counts on the tiny models, edges pinned apart from the server
+# (both on the first CPU this process may use, so it runs on any machine)
+cpu=$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')
+expect 0 "$bin" bench serve -m "$model" --draft "$models/draft-mid.gguf" --modes ar,edge+proactive --clients 1,2 \
+  --n-gen 32 --rtt-ms 1 -t 1 --server-cpus "$cpu" --edge-cpus "$cpu" --json
+python3 - "$tmp/out" <<'PY' && ok || bad "bench serve --json: $(head -c 400 "$tmp/out")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+pts = {(x["mode"], x["clients"]): x for x in r["results"]}
+assert set(pts) == {(m, c) for m in ("ar", "edge+proactive") for c in (1, 2)}, pts.keys()
+assert r["server_cpus"] == 1 and r["edge_cpus"] == 1
+for (m, c), x in pts.items():
+    assert x["errors"] == 0 and x["tokens"] == 32 * c, x
+    assert x["tokens_per_server_compute_s"] > 0 and x["itl_p50_ms"] > 0 and x["bytes_per_token"] > 0, x
+    assert (x["acceptance_length"] == 1) == (m == "ar"), x
+PY
+expect 2 "$bin" bench serve -m "$model" --server-cpus "$cpu"
+has "$tmp/err" "go together"
+expect 2 "$bin" bench serve -m "$model" --server-cpus 99999 --edge-cpus "$cpu"
+expect 2 "$bin" bench serve -m "$model" --server-cpus 1-0 --edge-cpus "$cpu"
+expect 2 "$bin" bench serve -m "$model" --server-cpus x --edge-cpus "$cpu"
+expect 2 "$bin" bench serve -m "$model" --modes ar,nope
+expect 2 "$bin" bench serve -m "$model" --clients 0
 
 es_test_finish test_serve_cli

@@ -11,8 +11,10 @@
  * Inter-token latency follows SpecEdge: a verdict that confirms n tokens after a gap of t seconds
  * contributes n samples of t / n. Cost per 1M tokens follows SpecEdge's model: server $/s × server
  * compute time (CPU seconds ÷ server threads) + edge $/s × edge busy (drafting) time. */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +34,8 @@ static const char *k_usage_serve =
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
     "               [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
-    "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S] [--json]";
+    "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S]\n"
+    "               [--server-cpus LIST --edge-cpus LIST] [--json]";
 
 enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_COUNT };
 static const char *k_mode_names[MODE_COUNT] = {"ar", "server-spec", "edge", "edge+proactive"};
@@ -48,6 +51,11 @@ typedef struct bs_opts {
     const char *accept, *spec;
     uint64_t seed;
     bool json;
+    /* --server-cpus / --edge-cpus: the server's threads and the edges' threads on disjoint cores, so
+       edge drafting (proactive bets above all) does not preempt the server's compute as it would
+       not on separate devices. Empty: no pinning. */
+    cpu_set_t server_cpus, edge_cpus;
+    bool pin;
 } bs_opts;
 
 typedef struct bs_prompts {
@@ -104,6 +112,7 @@ static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
 static void *client_main(void *ud) {
     bs_client *c = ud;
     const bs_opts *o = c->o;
+    if (o->pin) pthread_setaffinity_np(pthread_self(), sizeof o->edge_cpus, &o->edge_cpus);
     es_edge_params ep = es_edge_default_params();
     ep.host = "127.0.0.1";
     ep.port = c->port;
@@ -201,7 +210,13 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
         sp.sched.draft_params.sample = !strcmp(o->accept, "rejection");
     }
     es_server *srv = NULL;
-    if (es_server_start(&sp, &srv, &err) != ES_OK) {
+    /* the server's threads (event loop, compute, pool) are created here and inherit this affinity */
+    cpu_set_t saved;
+    const bool pinned = o->pin && pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0 &&
+                        pthread_setaffinity_np(pthread_self(), sizeof o->server_cpus, &o->server_cpus) == 0;
+    const es_status sst = es_server_start(&sp, &srv, &err);
+    if (pinned) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+    if (sst != ES_OK) {
         cli_error("bench", "server: %s", err.msg);
         return NULL;
     }
@@ -312,6 +327,30 @@ static int parse_int_list(const char *s, int *out, int cap, int lo, int hi) {
     return n;
 }
 
+/* "0,2-3" -> a CPU set; -1 on a malformed list or a CPU this process may not run on. */
+static int parse_cpu_list(const char *s, cpu_set_t *set) {
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) CPU_ZERO(&allowed);
+    CPU_ZERO(set);
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", s);
+    int n = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        char *dash = strchr(t, '-');
+        long lo, hi;
+        if (dash) *dash = 0;
+        if (!cli_parse_long(t, 0, CPU_SETSIZE - 1, &lo)) return -1;
+        hi = lo;
+        if (dash && !cli_parse_long(dash + 1, lo, CPU_SETSIZE - 1, &hi)) return -1;
+        for (long c = lo; c <= hi; c++) {
+            if (!CPU_ISSET((int)c, &allowed)) return -1;
+            CPU_SET((int)c, set);
+            n++;
+        }
+    }
+    return n > 0 ? 0 : -1;
+}
+
 static int parse_modes(const char *s, int *out) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
@@ -371,6 +410,7 @@ int bench_serve(int argc, char **argv) {
     o.seed = 1;
     o.n_modes = parse_modes("ar,server-spec,edge,edge+proactive", o.modes);
     o.n_clients = parse_int_list("1,2,4", o.clients, 16, 1, 4096);
+    int pinned_opts = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
@@ -397,6 +437,11 @@ int bench_serve(int argc, char **argv) {
             if ((o.n_modes = parse_modes(v, o.modes)) <= 0) return cli_usage_error("bench", k_usage_serve, "bad --modes '%s'", v);
         } else if (!strcmp(a, "--clients")) {
             if ((o.n_clients = parse_int_list(v, o.clients, 16, 1, 4096)) <= 0) return cli_usage_error("bench", k_usage_serve, "bad --clients '%s'", v);
+        } else if (!strcmp(a, "--server-cpus") || !strcmp(a, "--edge-cpus")) {
+            cpu_set_t *set = !strcmp(a, "--server-cpus") ? &o.server_cpus : &o.edge_cpus;
+            if (parse_cpu_list(v, set) != 0)
+                return cli_usage_error("bench", k_usage_serve, "bad %s '%s' (CPU numbers this process may use, e.g. 0,2-3)", a, v);
+            pinned_opts |= !strcmp(a, "--server-cpus") ? 1 : 2;
         } else if (!strcmp(a, "--seed")) {
             if (!cli_parse_u64(v, &o.seed)) return cli_usage_error("bench", k_usage_serve, "bad --seed '%s'", v);
         }
@@ -421,6 +466,9 @@ int bench_serve(int argc, char **argv) {
 #undef DBLOPT
     }
     if (!o.target_path) return cli_usage_error("bench", k_usage_serve, "-m TARGET is required");
+    if (pinned_opts && pinned_opts != 3)
+        return cli_usage_error("bench", k_usage_serve, "--server-cpus and --edge-cpus go together");
+    o.pin = pinned_opts == 3;
     if (!strcmp(o.accept, "greedy") && o.temp != 0)
         return cli_usage_error("bench", k_usage_serve, "--accept greedy needs --temp 0 (use match or rejection to sample)");
     bool need_draft = false, need_server_draft = false;
@@ -466,6 +514,10 @@ int bench_serve(int argc, char **argv) {
     if (need_draft) cJSON_AddStringToObject(root, "draft", o.draft_path);
     if (need_server_draft) cJSON_AddStringToObject(root, "server_draft", o.server_draft_path);
     cJSON_AddNumberToObject(root, "server_threads", o.threads);
+    if (o.pin) {
+        cJSON_AddNumberToObject(root, "server_cpus", CPU_COUNT(&o.server_cpus));
+        cJSON_AddNumberToObject(root, "edge_cpus", CPU_COUNT(&o.edge_cpus));
+    }
     cJSON_AddStringToObject(root, "kv_type", es_kv_type_name(o.kv_type));
     cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);

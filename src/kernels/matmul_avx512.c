@@ -444,7 +444,7 @@ DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI)
 /* y[j][r0..r0+16) for j in [j0, j0+J), one group of an X16 matrix. gq: the group's quants, gs: its
  * scales. */
 AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
-                 const bool vnni, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+                 const bool vnni, const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
     const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
     __m512 acc[XJ];
@@ -453,7 +453,7 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
     for (int64_t b = 0; b < qx->nb; b++) {
         const uint8_t *q = gq + (size_t)b * qb;
         const int64_t jb0 = b * qx->n + j0;
-        if (j0 == 0) es_x16_prefetch(q, qb); /* (later passes find the group in cache) */
+        if (pf) es_x16_prefetch(q, qb);
         __m512i s[XJ];
         if (q8) {
             __m512i W[8];
@@ -485,7 +485,7 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
  * they keep the 8-row tiles. The integer sums are exact in any order: the bits equal the 8-row
  * tiles'. */
 AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
-                   __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+                   const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
     const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
     const __m512i lo4 = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[16];
@@ -494,7 +494,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
     for (int64_t b = 0; b < qx->nb; b++) {
         const uint8_t *q = gq + (size_t)b * qb;
         const int64_t jb0 = b * qx->n + j0;
-        if (j0 == 0) es_x16_prefetch(q, qb); /* (later passes find the group in cache) */
+        if (pf) es_x16_prefetch(q, qb);
         __m512i W[8];
         if (q8) {
             ES_UNROLL
@@ -533,10 +533,10 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
 }
 
 #define X16_CASE16(q8, J_)                                                                                        \
-    case J_: x16_tile16(gq, gs, qx, j0, J_, q8, mask, y, w->rows, r); break;
+    case J_: x16_tile16(gq, gs, qx, j0, J_, q8, pf, mask, y, w->rows, r); break;
 
 #define X16_CASE(q8, vnni, J_)                                                                                     \
-    case J_: x16_tile(gq, gs, qx, j0, J_, q8, vnni, mask, y, w->rows, r); break;
+    case J_: x16_tile(gq, gs, qx, j0, J_, q8, vnni, pf, mask, y, w->rows, r); break;
 
 /* Groups of weight rows taken together when the activations outgrow L2 (XG_ACT_BYTES of int8
  * rows): each pass's XJ activation rows are used against XG groups (64 weight rows, ~380 KB of an
@@ -556,6 +556,8 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
             const int64_t re = r1 - rb < 16 * xg ? r1 : rb + 16 * xg;                                            \
             for (int64_t j0 = 0, step; j0 < n; j0 += step) {                                                     \
                 step = vnni && n - j0 >= 12 && n - j0 < 16 ? n - j0 : XJ;                                        \
+                /* the first pass over a group streams it from DRAM (prefill sweeps are compute-bound) */ \
+                const bool pf = j0 == 0 && xg == 1;                                                              \
                 for (int64_t r = rb; r < re; r += 16) {                                                          \
                     const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;                   \
                     const uint8_t *gs = gq + (size_t)nb * qb;                                                    \
@@ -565,7 +567,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                         switch (step) {                                                                          \
                             X16_CASE16(q8, 9) X16_CASE16(q8, 10) X16_CASE16(q8, 11) X16_CASE16(q8, 12)           \
                             X16_CASE16(q8, 13) X16_CASE16(q8, 14) X16_CASE16(q8, 15)                            \
-                        default: x16_tile16(gq, gs, qx, j0, 16, q8, mask, y, w->rows, r); break;                 \
+                        default: x16_tile16(gq, gs, qx, j0, 16, q8, pf, mask, y, w->rows, r); break;                 \
                         }                                                                                        \
                         continue;                                                                                \
                     }                                                                                            \
@@ -573,7 +575,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                         X16_CASE(q8, vnni, 1) X16_CASE(q8, vnni, 2) X16_CASE(q8, vnni, 3)                        \
                         X16_CASE(q8, vnni, 4) X16_CASE(q8, vnni, 5) X16_CASE(q8, vnni, 6)                        \
                         X16_CASE(q8, vnni, 7)                                                                    \
-                    default: x16_tile(gq, gs, qx, j0, XJ, q8, vnni, mask, y, w->rows, r); break;                 \
+                    default: x16_tile(gq, gs, qx, j0, XJ, q8, vnni, pf, mask, y, w->rows, r); break;                 \
                     }                                                                                            \
                 }                                                                                                \
             }                                                                                                    \
