@@ -659,7 +659,7 @@ int main(void) {
     static const int64_t small_cols[] = {32, 64, 96}, k_cols[] = {256, 512, 768};
     static const int64_t all_rows[] = {1, 3, 7, 64, 257};
     static const int f_cols[] = {1, 5, 17, 33}; /* float types need no block multiple */
-    static const int n_big[] = {1, 2, 3, 4, 7, 8, 12, 13, 14, 16, 33};
+    static const int n_big[] = {1, 2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 16, 33};
     static const int n_one[] = {1}, n_three[] = {3};
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
         const uint32_t t = k_types[ti];

@@ -478,14 +478,13 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
 
 /* y[j][r0..r0+16) for J = 9..16 activation rows from j0 (VNNI only): four rows' sums at a time,
  * each folded into its accumulator at once, so the group's 8 weight vectors, 16 accumulators and 4
- * sums fit the 32 registers. One pass then covers a 12..16-row remainder (a typical verification
+ * sums fit the 32 registers. One pass then covers a 9..16-row remainder (a typical verification
  * batch): the group's weights stream from DRAM once while all its rows are computed, instead of a
- * DRAM-bound 8-row pass and a second one from L2. Measured on 2048 x 5632, 2 threads: 12 rows 12 %
- * faster (0.90 vs 1.03 ms), 14 rows ~5 %; 9-10 rows were not faster and keep the 8-row tiles. A
- * whole 16-row batch was not faster either until the software prefetch (es_x16_prefetch) let the
- * stream overlap the compute: since then a TinyLlama Q8_0 16-token verification takes 81-112 ms in
- * one pass against 105-164 ms in two (six interleaved runs, the one pass faster in each). The
- * integer sums are exact in any order: the bits equal the 8-row tiles'. */
+ * DRAM-bound 8-row pass and a second one from L2. Before the software prefetch (es_x16_prefetch)
+ * only 12-15 rows gained (2048 x 5632, 2 threads: 12 rows 0.90 vs 1.03 ms); with it the stream
+ * overlaps the compute and a TinyLlama Q8_0 verification of 9-11 tokens takes 66-68 ms in one pass
+ * against 88-102 ms in two, of 16 tokens 81-112 against 105-164 ms (interleaved runs, the one pass
+ * faster in each). The integer sums are exact in any order: the bits equal the 8-row tiles'. */
 AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
                    const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
     const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
@@ -557,7 +556,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
         for (int64_t rb = r0; rb < r1; rb += 16 * xg) {                                                          \
             const int64_t re = r1 - rb < 16 * xg ? r1 : rb + 16 * xg;                                            \
             for (int64_t j0 = 0, step; j0 < n; j0 += step) {                                                     \
-                step = vnni && n - j0 >= 12 && n - j0 <= 16 ? n - j0 : XJ;                                          \
+                step = vnni && n - j0 >= 9 && n - j0 <= 16 ? n - j0 : XJ;                                           \
                 /* the first pass over a group streams it from DRAM (prefill sweeps are compute-bound) */ \
                 const bool pf = j0 == 0 && xg == 1;                                                              \
                 for (int64_t r = rb; r < re; r += 16) {                                                          \
