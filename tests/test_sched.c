@@ -404,6 +404,9 @@ static void test_wait_hint(es_model *target, es_model *draft) {
     CHECK_MSG(c->no_draft_hints <= 1 && c->max_budget >= 4, "wait hint: %d 'no draft' hints, largest hint %d",
               c->no_draft_hints, c->max_budget);
     CHECK_MSG(st.step_wait_s > 0.02 && st.step_wait_s < 0.5, "step wait %.4f s", st.step_wait_s);
+    /* passes of 4+ rows measured the profile's per-row part against real ones (clamped to [0.25, 4]) */
+    CHECK_MSG(st.pass_row_ratio >= 0.25 && st.pass_row_ratio <= 4 && st.pass_row_ratio != 1.0, "row ratio %g",
+              st.pass_row_ratio);
     printf("wait hint: %lld rounds, acceptance %.2f, hints %d..%d, step wait %.1f ms\n", (long long)st.rounds,
            st.rounds ? 1.0 + (double)st.accepted / (double)st.rounds : 0.0, c->min_budget, c->max_budget, st.step_wait_s * 1e3);
     check_kv_empty(s, "wait hint");

@@ -304,6 +304,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
     cJSON_AddNumberToObject(r, "mean_batch_rows", steps ? (double)rows / steps : 0);
     cJSON_AddNumberToObject(r, "max_batch_rows", s1.sched.max_batch_rows);
     cJSON_AddNumberToObject(r, "knee_rows", s1.sched.knee_rows);
+    cJSON_AddNumberToObject(r, "pass_row_ratio", s1.sched.pass_row_ratio);
     cJSON_AddNumberToObject(r, "edge_draft_s", draft_s);
     cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", tokens ? (server_cost + edge_cost) / tokens * 1e6 : 0);
     cJSON_AddNumberToObject(r, "errors", errors);

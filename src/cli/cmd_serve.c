@@ -205,6 +205,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "idle_seconds", k->idle_seconds);
     cJSON_AddNumberToObject(o, "idle_fraction", active > 0 ? k->idle_seconds / active : 1.0);
     cJSON_AddNumberToObject(o, "step_wait_seconds", k->step_wait_s);
+    cJSON_AddNumberToObject(o, "pass_row_ratio", k->pass_row_ratio);
     cJSON_AddNumberToObject(o, "compute_cpu_seconds", k->compute_cpu_seconds);
     cJSON_AddNumberToObject(o, "draft_seconds", k->draft_seconds);
     cJSON_AddNumberToObject(o, "process_cpu_seconds", process_cpu);

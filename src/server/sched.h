@@ -104,6 +104,8 @@ typedef struct es_sched_stats {
     double busy_seconds;          /* wall time inside steps */
     double idle_seconds;          /* wall time the compute thread waited for work */
     double step_wait_s;           /* recent mean wait from one computing step's end to the next's start */
+    double pass_row_ratio;        /* recent mean of measured / profiled per-row pass time (1: as profiled;
+                                     a diagnostic, the hint uses the profile) */
     double compute_cpu_seconds;   /* CPU time of the compute threads (what a server operator pays) */
     double draft_seconds;         /* server-spec drafting (part of busy) */
     int sessions_active;
