@@ -257,9 +257,18 @@ static void check_golden(const harness *h, const char *what) {
     }
 }
 
+/* A scheduler with parameters p whose events go to the harness h (h->s; NULL on failure). */
+static es_sched *init_sched(es_model *target, es_sched_params p, harness *h) {
+    es_err err = {{0}};
+    p.on_event = on_event;
+    p.ud = h;
+    h->s = NULL;
+    CHECK_OK(es_sched_init(target, &p, &h->s, &err), &err);
+    return h->s;
+}
+
 static es_sched *make_sched(es_model *target, const es_model *draft, harness *h, int max_sessions, int max_batch, int chunk,
                             int64_t kv_bytes) {
-    es_err err = {{0}};
     es_sched_params p = es_sched_default_params();
     p.knee_tokens = 64; /* fixed, so the hint depends only on the session mix (the automatic knee is timing) */
     p.max_sessions = max_sessions;
@@ -267,12 +276,7 @@ static es_sched *make_sched(es_model *target, const es_model *draft, harness *h,
     p.prefill_chunk = chunk;
     p.kv_memory_bytes = kv_bytes;
     p.draft = draft;
-    p.on_event = on_event;
-    p.ud = h;
-    es_sched *s = NULL;
-    CHECK_OK(es_sched_init(target, &p, &s, &err), &err);
-    h->s = s;
-    return s;
+    return init_sched(target, p, h);
 }
 
 static es_ctx *make_dctx(es_model *m, int n_seq) {
@@ -381,12 +385,8 @@ static void test_wait_hint(es_model *target, es_model *draft) {
     es_sched_params p = es_sched_default_params();
     p.knee_tokens = 0; /* profiled curve: seconds, so the measured wait adds to it */
     p.max_sessions = 2;
-    p.on_event = on_event;
-    p.ud = &h;
-    es_sched *s = NULL;
-    CHECK_OK(es_sched_init(target, &p, &s, &err), &err);
+    es_sched *s = init_sched(target, p, &h);
     if (!s) return;
-    h.s = s;
     es_ctx *dctx = make_dctx(draft, 1);
     es_drafter_params chain = draft_params(ES_DRAFT_CHAIN);
     client *c = open_client(&h, ES_MODE_EDGE, 0, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &chain);
@@ -570,19 +570,14 @@ static void test_kv_exhaustion(es_model *target) {
  * (AR temperature 1, server-spec match and rejection) is reproducible for equal seeds. */
 static void test_server_spec(es_model *target, es_model *mid) {
     for (int m = 0; m < 2; m++) {
-        es_err err = {{0}};
         harness h;
         memset(&h, 0, sizeof h);
         es_sched_params p = es_sched_default_params();
         p.max_sessions = 8;
         p.draft = mid;
         p.draft_params = draft_params(m == 0 ? ES_DRAFT_CHAIN : ES_DRAFT_TREE);
-        p.on_event = on_event;
-        p.ud = &h;
-        es_sched *s = NULL;
-        CHECK_OK(es_sched_init(target, &p, &s, &err), &err);
+        es_sched *s = init_sched(target, p, &h);
         if (!s) return;
-        h.s = s;
         for (int i = 0; i < 3; i++) open_client(&h, ES_MODE_SERVER_SPEC, 10 + i, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
         open_client(&h, ES_MODE_AR, 13, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
         drive(&h);
@@ -639,10 +634,7 @@ static void test_threaded(es_model *target, es_model *mid) {
     p.max_sessions = 8;
     p.n_threads = 2;
     p.batch_window_ms = 1;
-    p.on_event = on_event;
-    p.ud = h;
-    CHECK_OK(es_sched_init(target, &p, &h->s, &err), &err);
-    if (!h->s) { free(h); return; }
+    if (!init_sched(target, p, h)) { free(h); return; }
     pthread_t th;
     pthread_create(&th, NULL, run_thread, h);
     for (int i = 0; i < 200; i++) { /* wait until it runs: es_sched_step must then refuse */
