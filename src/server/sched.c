@@ -127,6 +127,7 @@ struct es_sched {
     double first_tried, first_hit; /* decayed counts: rounds with a tree, and those accepting its first node */
     double last_end;         /* when the last step that computed rows ended (0: none yet) */
     double wait_avg;         /* decayed mean wall time from one such step's end to the next one's plan */
+    int64_t n_waits;         /* waits measured */
     double row_ratio;        /* decayed mean of measured / profiled per-row pass time (1 until measured) */
 };
 
@@ -958,7 +959,14 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         init_new_locked(s); /* (no reap here: sessions on this step's list must stay until published) */
     }
     const double t_plan = now_s();
-    plan_locked(s, true, t_plan);
+    if (plan_locked(s, true, t_plan) > 0 && s->last_end > 0) {
+        /* the wait for this step's work (edges drafting, the network, the batch window), counted
+           before this step's verdicts carry their hints; capped, so a server that sat empty for
+           minutes does not skew the average for long */
+        const double w = t_plan - s->last_end < 0.5 ? t_plan - s->last_end : 0.5;
+        s->wait_avg = s->n_waits++ > 0 ? 0.8 * s->wait_avg + 0.2 * w : w;
+        s->st.step_wait_s = s->wait_avg;
+    }
     pthread_mutex_unlock(&s->mu);
 
     /* server-spec trees, drafted for the rows reserved */
@@ -1018,15 +1026,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     pthread_mutex_lock(&s->mu);
     reap_locked(s); /* finished and failed sessions give their pages back now */
     if (rows > 0) {
-        /* the wait for this step's work (edges drafting, the network, the batch window): capped, so a
-           server that sat empty for minutes does not skew the average for long */
-        const double t_end = now_s();
-        if (s->last_end > 0) {
-            const double w = t_plan - s->last_end;
-            s->wait_avg = s->st.steps > 1 ? 0.8 * s->wait_avg + 0.2 * (w < 0.5 ? w : 0.5) : w < 0.5 ? w : 0.5;
-        }
-        s->last_end = t_end;
-        s->st.step_wait_s = s->wait_avg;
+        s->last_end = now_s(); /* the next step's wait starts here */
         /* How the profiled curve's per-row part compares with real passes (a diagnostic in the
            stats): the profile times fresh sequences, while live batches also attend over each
            session's prefix, and on a shared machine get preempted. Passes of 4+ rows only. Not fed
