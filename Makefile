@@ -12,11 +12,15 @@ FUZZ_SECONDS ?= 60
 all: deps configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-deps:
-	@scripts/install-deps.sh
+# the Python tools of the tests (openai client, tokenizers, ...) live in $(BUILD)/venv, shared by every build
+VENV ?= $(abspath $(BUILD))/venv
+CMAKE_FLAGS += -DES_VENV=$(VENV)
 
-configure:
-	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+deps:
+	@scripts/install-deps.sh --venv $(VENV)
+
+configure: deps
+	@test -f $(BUILD)/Makefile || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 
 test: all
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -27,7 +31,7 @@ demo: all
 # Release flags (-O2 -g) under the sanitizers: they catch the same bugs, and the statistical tests fit the
 # CTest timeout (at -O0 test_spec alone took ~15 min)
 asan: deps
-	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DES_SANITIZE=ON >/dev/null
+	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DES_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ctest --output-on-failure -j $(JOBS)
 
@@ -36,7 +40,7 @@ asan: deps
 # justified) in tests/tsan.supp.
 TSAN_TESTS ?= test_(server|edge|sched|threadpool|wakeq|faults|fuzz_regress)$$
 tsan: deps
-	@test -f build-tsan/CMakeCache.txt || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DES_TSAN=ON >/dev/null
+	@test -f build-tsan/CMakeCache.txt || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DES_TSAN=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
 	@cd build-tsan && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ctest --output-on-failure -j $(JOBS) -R '$(TSAN_TESTS)'
@@ -53,7 +57,7 @@ bench: all
 # cJSON / libevent here, so no program: see README "aarch64 / edge devices"), the tests run under
 # qemu-aarch64. The tests read the GGUF models the host build converts (its models_setup fixture).
 cross-aarch64:
-	@scripts/install-deps.sh --aarch64
+	@scripts/install-deps.sh --aarch64 --venv $(VENV)
 	@test -f build-aarch64/CMakeCache.txt || cmake -S . -B build-aarch64 -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DES_HOST_MODELS=$(abspath $(BUILD))/models >/dev/null
 	@cmake --build build-aarch64 -j $(JOBS)

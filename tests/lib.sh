@@ -22,17 +22,31 @@ expect() {
 }
 # has FILE STRING: FILE contains STRING (fixed string)
 has() { if grep -qF -- "$2" "$1"; then ok; else bad "'$2' not in $1: $(head -c 300 "$1")"; fi; }
+# ES_WAIT_CAP_S: how long a wait for an event (a line in a log, a metric reaching a value) may take
+# before the test gives up. It is a cap against hangs, not a timing expectation: the event is what the
+# test waits for, and a loaded machine (sanitizers, ctest -j) may take far longer than an idle one.
+ES_WAIT_CAP_S=${ES_WAIT_CAP_S:-120}
 # wait_line LOG PID REGEX: prints \1 of the first line of LOG matching the sed REGEX (delimiter |),
-# polling for up to 10 s while PID lives; prints nothing if it never appears.
+# polling while PID lives (at most ES_WAIT_CAP_S); prints nothing if it never appears.
 wait_line() {
   local log=$1 pid=$2 re=$3 v=
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 $((ES_WAIT_CAP_S * 20))); do
     v=$(sed -n "s|$re|\\1|p" "$log" | head -n 1)
     [ -n "$v" ] && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
   printf '%s' "$v"
+}
+# es_venv_python: prints the venv's python (build/venv unless ES_VENV says otherwise); fails, saying
+# how to make it, when the venv is missing
+es_venv_python() {
+  local py=${ES_VENV:-build/venv}/bin/python
+  if [ ! -x "$py" ]; then
+    echo "FAIL: no Python venv at ${ES_VENV:-build/venv} (scripts/install-deps.sh makes it)" >&2
+    return 1
+  fi
+  printf '%s' "$py"
 }
 ES_RE_LISTEN='^listening on .*:\([0-9][0-9]*\)$'
 ES_RE_HTTP='^HTTP API listening on http://.*:\([0-9][0-9]*\)$'

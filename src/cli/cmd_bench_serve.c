@@ -11,7 +11,6 @@
  * Inter-token latency follows SpecEdge: a verdict that confirms n tokens after a gap of t seconds
  * contributes n samples of t / n. Cost per 1M tokens follows SpecEdge's model: server $/s × server
  * compute time (CPU seconds ÷ server threads) + edge $/s × edge busy (drafting) time. */
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>

@@ -556,8 +556,8 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
         for (int64_t rb = r0; rb < r1; rb += 16 * xg) {                                                          \
             const int64_t re = r1 - rb < 16 * xg ? r1 : rb + 16 * xg;                                            \
             for (int64_t j0 = 0, step; j0 < n; j0 += step) {                                                     \
-                step = vnni && n - j0 >= 9 && n - j0 <= 16 ? n - j0 : XJ;                                           \
-                /* the first pass over a group streams it from DRAM (prefill sweeps are compute-bound) */ \
+                step = vnni && n - j0 >= 9 && n - j0 <= 16 ? n - j0 : XJ;                                        \
+                /* a group's first pass streams it from DRAM (prefill sweeps: compute-bound) */                  \
                 const bool pf = j0 == 0 && xg == 1;                                                              \
                 for (int64_t r = rb; r < re; r += 16) {                                                          \
                     const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / 16) * gbytes;                   \
@@ -568,7 +568,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                         switch (step) {                                                                          \
                             X16_CASE16(q8, 9) X16_CASE16(q8, 10) X16_CASE16(q8, 11) X16_CASE16(q8, 12)           \
                             X16_CASE16(q8, 13) X16_CASE16(q8, 14) X16_CASE16(q8, 15)                            \
-                        default: x16_tile16(gq, gs, qx, j0, 16, q8, pf, mask, y, w->rows, r); break;                 \
+                        default: x16_tile16(gq, gs, qx, j0, 16, q8, pf, mask, y, w->rows, r); break;             \
                         }                                                                                        \
                         continue;                                                                                \
                     }                                                                                            \
@@ -576,7 +576,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                         X16_CASE(q8, vnni, 1) X16_CASE(q8, vnni, 2) X16_CASE(q8, vnni, 3)                        \
                         X16_CASE(q8, vnni, 4) X16_CASE(q8, vnni, 5) X16_CASE(q8, vnni, 6)                        \
                         X16_CASE(q8, vnni, 7)                                                                    \
-                    default: x16_tile(gq, gs, qx, j0, XJ, q8, vnni, pf, mask, y, w->rows, r); break;                 \
+                    default: x16_tile(gq, gs, qx, j0, XJ, q8, vnni, pf, mask, y, w->rows, r); break;             \
                     }                                                                                            \
                 }                                                                                                \
             }                                                                                                    \

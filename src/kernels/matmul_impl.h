@@ -69,8 +69,8 @@ typedef struct es_qx {
  * 2 and 8 KB ahead were no better than 4, L2 hints (T1) slightly worse. The AVX2 kernels are
  * compute-bound from 4 rows on and their 16-row activation blocks fill L1: there it measured slower
  * and is not used; the Q8_0 / Q4_0 prefill sweeps (kernels/matmul_avx512.c, XG) are
- * compute-bound too and skip it (a quiet-machine pp512 measured 150 tok/s with it against 171
- * without). Past the end of a group the addresses are the next group's (or unmapped, which
+ * compute-bound too and skip it (pp512 measured 150 tok/s with it, against 171 in an earlier,
+ * quieter run without). Past the end of a group the addresses are the next group's (or unmapped, which
  * prefetches ignore). */
 #define ES_X16_PREFETCH_AHEAD 4096
 static inline void es_x16_prefetch(const uint8_t *p, size_t bytes) {

@@ -126,9 +126,7 @@ struct es_sched {
     es_pass_cost cost;       /* the profiled pass times themselves (n = 0 if not profiled) */
     double first_tried, first_hit; /* decayed counts: rounds with a tree, and those accepting its first node */
     double last_end;         /* when the last step that computed rows ended (0: none yet) */
-    double wait_avg;         /* decayed mean wall time from one such step's end to the next one's plan */
-    int64_t n_waits;         /* waits measured */
-    double row_ratio;        /* decayed mean of measured / profiled per-row pass time (1 until measured) */
+    int64_t n_waits;         /* waits measured into st.step_wait_s (its decayed mean) */
 };
 
 static double now_s(void) {
@@ -311,7 +309,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     }
     s->st.kv_blocks_total = es_ctx_kv_blocks_total(s->ctx);
     s->st.kv_bytes_per_block = s->kv_bytes_per_block;
-    s->row_ratio = s->st.pass_row_ratio = 1;
+    s->st.pass_row_ratio = 1; /* until a pass is measured */
     if (p.knee_tokens == 0) profile_knee(s);
     *out = s;
     return ES_OK;
@@ -825,7 +823,7 @@ static int suggested_budget_locked(const es_sched *s) {
     /* the pass times profiled at start-up (seconds, so the measured wait adds to them), else the
        linear curve of the configured knee (in rows: no wait, compute alone decides) */
     if (s->cost.n >= 2)
-        return es_sched_best_budget(&s->cost, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes, s->wait_avg);
+        return es_sched_best_budget(&s->cost, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes, s->st.step_wait_s);
     const es_pass_cost lin = es_pass_cost_linear(s->knee);
     return es_sched_best_budget(&lin, n_edge, other_rows, other_sessions, p, s->p.max_tree_nodes, 0);
 }
@@ -964,8 +962,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
            before this step's verdicts carry their hints; capped, so a server that sat empty for
            minutes does not skew the average for long */
         const double w = t_plan - s->last_end < 0.5 ? t_plan - s->last_end : 0.5;
-        s->wait_avg = s->n_waits++ > 0 ? 0.8 * s->wait_avg + 0.2 * w : w;
-        s->st.step_wait_s = s->wait_avg;
+        s->st.step_wait_s = s->n_waits++ > 0 ? 0.8 * s->st.step_wait_s + 0.2 * w : w;
     }
     pthread_mutex_unlock(&s->mu);
 
@@ -1038,10 +1035,9 @@ static int step(es_sched *s, bool from_run, es_err *err) {
             if (pred > 0) {
                 double obs = (pass_s - c1) / pred;
                 obs = obs < 0.25 ? 0.25 : obs > 4 ? 4 : obs;
-                s->row_ratio = 0.9 * s->row_ratio + 0.1 * obs;
+                s->st.pass_row_ratio = 0.9 * s->st.pass_row_ratio + 0.1 * obs;
             }
         }
-        s->st.pass_row_ratio = s->row_ratio;
         s->st.steps++;
         s->st.batch_rows += rows;
         if (max_rows > s->st.max_batch_rows) s->st.max_batch_rows = max_rows;
