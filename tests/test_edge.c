@@ -265,11 +265,10 @@ static void test_emulation(const es_server *srv, es_model *draft) {
     }
     CHECK(sa.n_generated == 48 && sb.n_generated == 48 && same_prefix(a, b, 48) == 48);
     CHECK(same_prefix(b, g->gen, 48) == 48);
-    /* every round (and the open) waits at least one emulated round trip */
+    /* every round (and the open) waits at least one emulated round trip: lower bounds only, which no
+       load can break (comparing with the loopback run's time would depend on the machine's load) */
     CHECK_MSG(sb.total_s >= 0.020 * (sb.rounds + 1) * 0.95, "emulated run took %.3f s for %d rounds", sb.total_s, sb.rounds);
-    CHECK_MSG(sb.total_s > sa.total_s, "emulated %.3f s vs plain %.3f s", sb.total_s, sa.total_s);
     CHECK(sb.ttft_s >= 0.040 * 0.95); /* open + first verdict: two round trips */
-    CHECK(sb.wait_seconds > sa.wait_seconds);
     printf("rtt 20 ms: %.3f s (%d rounds, wait %.3f s, bets %ld/%ld) vs %.3f s on loopback\n", sb.total_s, sb.rounds,
            sb.wait_seconds, sb.proactive_hits, sb.proactive_attempts, sa.total_s);
 }

@@ -8,8 +8,9 @@
 #  - a greedy completion and a chat (fallback template) equal `edgespec run` on the same prompt text;
 #    streaming (SSE) gives the same text, a usage chunk and [DONE]; stop strings cut the text;
 #  - a client that disconnects mid-stream, or mid plain request, frees its session at once: the KV
-#    pages in use in /metrics return to 0 long before the generation would have ended (also through
-#    `edgespec edge --listen`, whose server session closes when its HTTP client leaves);
+#    pages in use in /metrics return to 0 while the generation is held (parked by a test hook) and could
+#    never have ended by itself (also through `edgespec edge --listen`, whose server session closes
+#    when its HTTP client leaves);
 #  - /metrics is valid Prometheus text with the documented names, and its counters increase.
 . "$(dirname "$0")/lib.sh"
 es_test_init http
@@ -31,7 +32,7 @@ start() {
 }
 # wait_ready PORT: until /health says 200
 wait_ready() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 $((ES_WAIT_CAP_S * 20))); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" = 200 ] && return 0
     sleep 0.05
   done
@@ -60,12 +61,16 @@ metric() { # PORT NAME: the value of one sample line (first match), "" if absent
 }
 
 # ---- 1. loading: /health is honest while the model loads ----
-EDGESPEC_TEST_LOAD_DELAY_MS=1500 start "$tmp/s1" --api-key "$KEY" --ctx-size 256 --http-max-body 4K --max-sessions 8
+# the server holds its loading phase until the gate file exists (EDGESPEC_TEST_LOAD_GATE, a test hook)
+gate=$tmp/load-gate
+rm -f "$gate"
+EDGESPEC_TEST_LOAD_GATE=$gate start "$tmp/s1" --api-key "$KEY" --ctx-size 256 --http-max-body 4K --max-sessions 8
 port=$hport
 req health_loading GET /health
 if [ "$code" = 503 ] && grep -qF '"loading"' "$tmp/health_loading.body"; then ok; else bad "health while loading: $code $(cat "$tmp/health_loading.body")"; fi
 req v1_loading POST /v1/completions "${AUTH[@]}" -d '{"prompt":"x"}'
 [ "$code" = 503 ] && ok || bad "completion while loading: $code"
+touch "$gate"
 wait_ready "$port" && ok || bad "/health never became 200"
 req health GET /health
 want health 200
@@ -263,31 +268,39 @@ wait "$pid"
 grep -q "http .* requests" "$tmp/s1" && ok || bad "no http line in the final stats: $(tail -c 400 "$tmp/s1")"
 
 # ---- 6. the edge's local API, a full scheduler (503), clients that disconnect ----
-# An edge (`edge --listen`) with an emulated 300 ms round trip keeps a server session whose next tree
-# is awaited most of the time; the server's pipeline-aware batch window (30 ms) then holds every step
-# for it, so an HTTP generation of ~350 tokens takes seconds instead of a fraction of one. Sessions
-# are therefore still running when their clients leave, and KV pages back to 0 within 3 s can only
-# come from the disconnects.
-start "$tmp/s2" --max-sessions 2 --batch-window-ms 30
+# The server parks every session once it has generated 8 tokens (EDGESPEC_TEST_PARK_AFTER, a test
+# hook: no further round, KV held, until the session is closed). A long generation therefore stays
+# running for exactly as long as the test needs, on an idle machine or a starved one: every check
+# below waits for an event (a first byte, a metric reaching a value), never for a time to pass.
+EDGESPEC_TEST_PARK_AFTER=8 start "$tmp/s2" --max-sessions 2
 port=$hport
 sport=$hport
 wait_ready "$port" || bad "second server not ready"
-eport=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/s2" | head -n 1)
+eport=$(wait_line "$tmp/s2" "$pid" "$ES_RE_LISTEN")
 "$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" --listen 127.0.0.1:0 --parallel 1 --queue 0 -t 1 \
-  --emulate-rtt-ms 1000 --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
+  --http-api-key ekey >"$tmp/edge.out" 2>"$tmp/edge.err" &
 edpid=$!
 pids+=("$edpid")
 lport=$(wait_line "$tmp/edge.err" "$edpid" "$ES_RE_HTTP")
 [ -n "$lport" ] || { bad "edge --listen did not start: $(head -c 400 "$tmp/edge.err")"; echo "test_http: $pass passed, $fail failed"; exit 1; }
-# wait_metric PORT NAME OP VALUE [TRIES]: polls /metrics until the sample compares true (20 polls/s)
+# wait_metric PORT NAME OP VALUE: polls /metrics until the sample compares true (at most ES_WAIT_CAP_S)
 wait_metric() {
   local v
-  for _ in $(seq 1 "${5:-60}"); do
+  for _ in $(seq 1 $((ES_WAIT_CAP_S * 20))); do
     v=$(metric "$1" "$2")
     [ -n "$v" ] && [ "${v%.*}" "$3" "$4" ] && return 0
     sleep 0.05
   done
   echo "($2 = '$v')" >&2
+  return 1
+}
+# wait_nonempty FILE PID: until FILE has a byte, while PID (its writer) lives
+wait_nonempty() {
+  for _ in $(seq 1 $((ES_WAIT_CAP_S * 20))); do
+    [ -s "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || { [ -s "$1" ]; return; }
+    sleep 0.05
+  done
   return 1
 }
 port=$lport
@@ -299,25 +312,27 @@ req e_404 GET /nothing -H "Authorization: Bearer ekey"
 want e_404 404
 req e_400 POST /v1/chat/completions -H "Authorization: Bearer ekey" -d '{"messages":[],"max_tokens":3}'
 want e_400 400
-# the long edge generation (greedy "Once": ~345 tokens at 1 s per round: alive well past the checks below)
-curl -sN --max-time 60 -H "Authorization: Bearer ekey" "http://127.0.0.1:$lport/v1/completions" \
+# the long edge generation: parked by the server after its first tokens, alive until its client leaves
+curl -sN --max-time 600 -H "Authorization: Bearer ekey" "http://127.0.0.1:$lport/v1/completions" \
   -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/e_long.txt" &
 ecpid=$!
-for _ in $(seq 1 100); do [ -s "$tmp/e_long.txt" ] && break; sleep 0.05; done
-[ -s "$tmp/e_long.txt" ] && ok || bad "the edge streamed nothing"
+wait_nonempty "$tmp/e_long.txt" "$ecpid" && ok || bad "the edge streamed nothing"
+wait_metric "$sport" 'edgespec_active_sessions{kind="edge"}' -eq 1 && ok || bad "the server does not see the edge session"
 # one worker, no queue: a second edge request is refused while the first runs
 req e_busy POST /v1/completions -H "Authorization: Bearer ekey" -d '{"prompt":"x","max_tokens":4}'
 want e_busy 503
-wait_metric "$sport" 'edgespec_active_sessions{kind="edge"}' -eq 1 && ok || bad "the server does not see the edge session"
 
 port=$sport
-# a plain request whose client gives up after 1 s: its session ends at once
-curl -s --max-time 1 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0}' >/dev/null
+# a plain request whose client gives up: its session ends at once
+curl -s --max-time 600 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0}' >/dev/null &
+ppid_=$!
+wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 1 && ok || bad "the plain request's session never ran"
+kill "$ppid_" 2>/dev/null; wait "$ppid_" 2>/dev/null
 wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 0 && ok || bad "a plain request's session outlived its client"
 # a streaming client: running, holding KV; the scheduler is then full (edge + stream = 2 sessions)
-curl -sN --max-time 60 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/long.txt" &
+curl -sN --max-time 600 "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once","max_tokens":400,"temperature":0,"stream":true}' >"$tmp/long.txt" &
 cpid=$!
-for _ in $(seq 1 100); do [ -s "$tmp/long.txt" ] && break; sleep 0.05; done
+wait_nonempty "$tmp/long.txt" "$cpid" && ok || bad "the stream sent nothing"
 wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 1 && ok || bad "active http sessions should be 1"
 wait_metric "$port" edgespec_kv_blocks_used -gt 0 && ok || bad "no KV pages in use while streaming"
 req busy POST /v1/completions -d '{"prompt":"x","max_tokens":4}'
@@ -327,7 +342,8 @@ body_has busy server_busy
 kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
 wait_metric "$port" 'edgespec_active_sessions{kind="http"}' -eq 0 && ok || bad "http session still active after its streaming client left"
 grep -q '"finish_reason":"length"\|"finish_reason":"stop"' "$tmp/long.txt" && bad "the stream ended before its client left: the test proves nothing" || ok
-# the edge's client leaves too: the edge cancels, the server session closes; nothing holds KV any more
+# the edge's client leaves too: the edge cancels while it awaits a verdict, the server session closes;
+# nothing holds KV any more
 kill "$ecpid" 2>/dev/null; wait "$ecpid" 2>/dev/null
 wait_metric "$port" edgespec_kv_blocks_used -eq 0 && ok || bad "KV pages not back to 0 after every client left"
 wait_metric "$port" 'edgespec_active_sessions{kind="edge"}' -eq 0 && ok || bad "the edge's server session outlived its HTTP client"

@@ -363,13 +363,14 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     CHECK(cl_closed(fd));
     close(fd);
 
-    /* Silence after connecting: the handshake timeout (0.3 s here) closes the connection. */
+    /* Silence after connecting: the handshake timeout (0.3 s here) closes the connection (the clock
+       starts before the connection, so dt >= the timeout; no upper bound: a loaded machine cuts late) */
     double t0 = es_test_now_s();
     fd = es_test_tcp_connect(port, 0);
     EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
     CHECK(cl_closed(fd));
     double dt = es_test_now_s() - t0;
-    CHECK_MSG(dt >= 0.25 && dt < 3.0, "handshake timeout after %.2f s", dt);
+    CHECK_MSG(dt >= 0.28, "handshake timeout after %.2f s", dt);
     close(fd);
 }
 
@@ -664,7 +665,7 @@ static void test_vanish(es_server *srv, int port) {
      * then vanish: most likely mid-prefill for session 1 and with the tree of session 2 pending. */
     es_server_stats st = stats_of(srv);
     double t1 = es_test_now_s();
-    while (st.sched.kv_blocks_used == 0 && es_test_now_s() - t1 < 5) {
+    while (st.sched.kv_blocks_used == 0 && es_test_now_s() - t1 < ES_TEST_WAIT_CAP_S) {
         es_test_sleep_ms(1);
         st = stats_of(srv);
     }
@@ -682,7 +683,7 @@ static void test_vanish(es_server *srv, int port) {
         st = stats_of(srv);
         if (st.sched.kv_blocks_used == 0 && st.sched.sessions_active == 0) break;
         es_test_sleep_ms(10);
-    } while (es_test_now_s() - t0 < 5);
+    } while (es_test_now_s() - t0 < ES_TEST_WAIT_CAP_S);
     CHECK_MSG(st.sched.kv_blocks_used == 0, "kv blocks still used: %lld", (long long)st.sched.kv_blocks_used);
     CHECK_MSG(st.sched.sessions_active == 0, "sessions still active: %d", st.sched.sessions_active);
     close(fc);
@@ -710,13 +711,13 @@ static void test_slow_consumer(es_server *srv, int port) {
     for (int i = 0; i < 800 && !failed; i++) failed = !es_test_send_all(fd, b.data, b.len);
     es_server_stats after = stats_of(srv);
     double t0 = es_test_now_s();
-    while (!failed && after.connections_open >= before.connections_open && es_test_now_s() - t0 < 5) {
+    while (!failed && after.connections_open >= before.connections_open && es_test_now_s() - t0 < ES_TEST_WAIT_CAP_S) {
         es_test_sleep_ms(10);
         after = stats_of(srv);
     }
     CHECK_MSG(failed || after.connections_open < before.connections_open, "slow consumer not dropped");
     t0 = es_test_now_s();
-    while (slow_drops() == 0 && es_test_now_s() - t0 < 5) es_test_sleep_ms(10);
+    while (slow_drops() == 0 && es_test_now_s() - t0 < ES_TEST_WAIT_CAP_S) es_test_sleep_ms(10);
     CHECK_MSG(slow_drops() == 1, "slow-consumer drops logged: %d", slow_drops());
     close(fd);
 }
@@ -729,14 +730,16 @@ static void test_idle(int port) {
     snprintf(m.api_key, sizeof m.api_key, "sekrit");
     es_msg_welcome w;
     CHECK(fd >= 0 && cl_hello(fd, &m, &w));
+    /* the clock starts before OPEN, the server's idle clock after it: dt >= the timeout. No upper
+       bound: a loaded machine may end it late (the pings go on until it does, within the cap). */
+    double t0 = es_test_now_s();
     CHECK(send_open_ids(fd, 3, ES_MODE_EDGE, g_prompt, g_n_prompt, 8));
     es_msg_opened o;
     CHECK(expect_opened(fd, 3, &o));
-    double t0 = es_test_now_s();
     bool timed_out = false;
     es_err err = {{0}};
-    for (int i = 0; i < 30 && !timed_out; i++) {
-        es_msg_ping p = {.nonce = (uint64_t)i};
+    for (uint64_t i = 0; !timed_out && es_test_now_s() - t0 < ES_TEST_WAIT_CAP_S; i++) {
+        es_msg_ping p = {.nonce = i};
         es_wbuf *b = wb();
         CHECK_OK(es_proto_put_ping(b, ES_FRAME_PING, &p, &err), &err);
         CHECK(cl_send_wb(fd, b));
@@ -755,7 +758,7 @@ static void test_idle(int port) {
     }
     CHECK(timed_out);
     double dt = es_test_now_s() - t0;
-    CHECK_MSG(dt > 0.4 && dt < 2.5, "session timed out after %.2f s", dt);
+    CHECK_MSG(dt >= 0.48, "session timed out after %.2f s", dt);
     EXPECT_ERROR(fd, 0, ES_PERR_TIMEOUT);
     CHECK(cl_closed(fd));
     close(fd);

@@ -63,13 +63,17 @@ same_as_ref() { # label
 }
 
 # ---- the TLS server ----
-EDGESPEC_TEST_LOAD_DELAY_MS=1500 "$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --api-key "$K0" --api-keys-file "$tmp/keys.txt" \
+# the server holds its loading phase until the gate file exists (EDGESPEC_TEST_LOAD_GATE, a test hook)
+gate=$tmp/load-gate
+rm -f "$gate"
+EDGESPEC_TEST_LOAD_GATE=$gate "$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --api-key "$K0" --api-keys-file "$tmp/keys.txt" \
   --tls-cert "$pki/srv.pem" --tls-key "$pki/srv.key" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 pid=$!
 hport=$(wait_line "$tmp/serve.err" "$pid" '^HTTP API listening on https://.*:\([0-9][0-9]*\)$')
 # while the model loads, the responder on the HTTP port speaks TLS too
-code=$(curl -s -o "$tmp/loading.body" -w '%{http_code}' --max-time 20 --cacert "$pki/ca.pem" "https://127.0.0.1:${hport:-1}/health")
+code=$(curl -s -o "$tmp/loading.body" -w '%{http_code}' --max-time "$ES_WAIT_CAP_S" --cacert "$pki/ca.pem" "https://127.0.0.1:${hport:-1}/health")
 if [ "$code" = 503 ] && grep -qF loading "$tmp/loading.body"; then ok; else bad "https /health while loading: $code $(head -c 200 "$tmp/loading.body")"; fi
+touch "$gate"
 port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
 if [ -z "$port" ] || [ -z "$hport" ]; then
   bad "the TLS server did not start: $(head -c 400 "$tmp/serve.err")"
@@ -83,7 +87,7 @@ wait_line "$tmp/serve.err" "$pid" '^edgespec serve: \(HTTP API ready\).*' >/dev/
 https() { # NAME URLPATH [curl args...]: $code; body in $tmp/NAME.body
   local name=$1 path=$2
   shift 2
-  code=$(curl -s -o "$tmp/$name.body" -w '%{http_code}' --max-time 20 --cacert "$pki/ca.pem" "$@" "https://127.0.0.1:$hport$path")
+  code=$(curl -s -o "$tmp/$name.body" -w '%{http_code}' --max-time "$ES_WAIT_CAP_S" --cacert "$pki/ca.pem" "$@" "https://127.0.0.1:$hport$path")
 }
 want() { if [ "$code" = "$2" ]; then ok; else bad "$1: status $code, want $2: $(head -c 300 "$tmp/$1.body")"; fi; }
 
@@ -101,7 +105,7 @@ https nokey /v1/models
 want nokey 401
 https comment /v1/models -H "Authorization: Bearer # a comment"
 want comment 401
-code=$(curl -s -o "$tmp/byname.body" -w '%{http_code}' --max-time 20 --cacert "$pki/ca.pem" \
+code=$(curl -s -o "$tmp/byname.body" -w '%{http_code}' --max-time "$ES_WAIT_CAP_S" --cacert "$pki/ca.pem" \
   --resolve "localhost:$hport:127.0.0.1" -H "Authorization: Bearer $K1" "https://localhost:$hport/health")
 want byname 200
 https completion /v1/completions -H "Authorization: Bearer $K2" -H 'Content-Type: application/json' \
@@ -143,7 +147,7 @@ expect 1 "$bin" edge -d "$draft" --server "$srv" --tls-ca "$pki/none.pem" -p x -
 has "$tmp/err" "none.pem"
 
 # (d) /metrics counts what was refused, per listener
-code=$(curl -s -o "$tmp/metrics.body" -w '%{http_code}' --max-time 20 --cacert "$pki/ca.pem" "https://127.0.0.1:$hport/metrics")
+code=$(curl -s -o "$tmp/metrics.body" -w '%{http_code}' --max-time "$ES_WAIT_CAP_S" --cacert "$pki/ca.pem" "https://127.0.0.1:$hport/metrics")
 want metrics 200
 metric() { awk -v n="$1" '$1 == n { print $2; exit }' "$tmp/metrics.body"; }
 v=$(metric 'edgespec_auth_failures_total{listener="http"}')

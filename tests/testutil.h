@@ -54,6 +54,13 @@ int es_test_finish(const char *name);
 
 /* $EDGESPEC_MODELS/<file> (default ../shared/models). Returns a static buffer per call slot. */
 const char *es_test_shared_model(const char *file);
+/* How long a test waits for an event (a connection closing, KV pages returning, a thread starting)
+ * before it gives up: a cap against hangs, never a timing expectation. A loaded machine (sanitizers,
+ * ctest -j, other jobs) may take far longer than an idle one; a check that something happens *soon*
+ * is made by ordering (the event is observed while the thing that would otherwise cause it cannot
+ * have happened), not by a clock. */
+#define ES_TEST_WAIT_CAP_S 120.0
+
 /* $ES_TEST_MODELS/<file>: the GGUFs converted by scripts/make-test-models.sh (build/models). */
 const char *es_test_model(const char *file);
 /* $ES_SHARED/<rel> (the shared folder). */

@@ -444,14 +444,24 @@ int cmd_serve(int argc, char **argv) {
             if (dot && dot != name_buf && dot[5] == 0) *dot = 0;
             model_name = name_buf;
         }
-        /* tests stretch the loading phase to see /health answer 503 (not an option for users) */
-        const char *delay = getenv("EDGESPEC_TEST_LOAD_DELAY_MS");
-        long dms;
-        if (delay && cli_parse_long(delay, 0, 60000, &dms) && dms > 0) {
-            struct timespec ts = {dms / 1000, (dms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
+        /* tests hold the loading phase open until they have seen /health answer 503, then create the
+           gate file (not an option for users): no timing assumption, however loaded the machine */
+        const char *gate = getenv("EDGESPEC_TEST_LOAD_GATE");
+        if (gate && *gate) {
+            const struct timespec tick = {0, 10 * 1000000L};
+            for (int i = 0; access(gate, F_OK) != 0; i++) {
+                if (i == 60000) { /* ten minutes: the test that set it is gone */
+                    cli_error("serve", "EDGESPEC_TEST_LOAD_GATE %s never appeared", gate);
+                    goto done;
+                }
+                nanosleep(&tick, NULL);
+            }
         }
     }
+    /* tests keep sessions running for as long as they need (see es_sched_params.park_after_tokens) */
+    const char *park = getenv("EDGESPEC_TEST_PARK_AFTER");
+    long park_n;
+    if (park && cli_parse_long(park, 1, 1 << 30, &park_n)) sp.sched.park_after_tokens = (int)park_n;
     if (!(target = load_model(model_path))) goto done;
     if (draft_path) {
         if (!(draft = load_model(draft_path))) goto done;

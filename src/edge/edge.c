@@ -395,10 +395,16 @@ static bool wire_ready(wire *w) {
     return r;
 }
 
-static es_status wire_recv(wire *w, double deadline, qframe **out, es_err *err) {
+/* cancel (optional): when it turns true the wait ends with ES_OK and *out NULL; whoever sets it
+ * broadcasts w->cv under w->mu (es_edge_cancel), so the flag is seen without polling. */
+static es_status wire_recv(wire *w, double deadline, const atomic_bool *cancel, qframe **out, es_err *err) {
     *out = NULL;
     pthread_mutex_lock(&w->mu);
     for (;;) {
+        if (cancel && atomic_load(cancel)) {
+            pthread_mutex_unlock(&w->mu);
+            return ES_OK;
+        }
         const double now = now_s();
         if (w->in_head && w->in_head->due <= now) {
             qframe *f = w->in_head;
@@ -445,7 +451,9 @@ struct es_edge {
     es_spec_tree tree, next;       /* the round's tree; the tree drafted under a bet */
     es_spec_verdict bet;           /* the bet path as a made-up verdict */
     es_edge_stats *st;             /* stats of the running generation (wire counters), or NULL */
-    atomic_bool cancel;            /* es_edge_cancel: stop at the next confirmed tokens */
+    atomic_bool cancel;            /* es_edge_cancel: stop at the next confirmed tokens, or while a verdict is awaited */
+    pthread_mutex_t wmu;           /* guards the pointer e->w against es_edge_cancel's wake-up from another
+                                      thread (the generating thread swaps it on reconnection) */
 };
 
 static void edge_log(const es_edge *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -525,14 +533,15 @@ static es_status edge_send(es_edge *e, const es_wbuf *w, es_err *err) {
 
 /* The next frame for `session` (or a connection-level one), answering PINGs and dropping stale
  * frames of finished sessions. A connection-level ERROR is returned as its status (recoverable
- * ones as ES_ERR_IO). */
-static es_status edge_next(es_edge *e, uint32_t session, qframe **out, es_err *err) {
+ * ones as ES_ERR_IO). cancellable: es_edge_cancel ends the wait with ES_OK and *out NULL (a client
+ * that left must not wait for a slow or stalled server's next frame). */
+static es_status edge_next(es_edge *e, uint32_t session, bool cancellable, qframe **out, es_err *err) {
     *out = NULL;
     for (;;) {
         const double timeout = e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0;
         qframe *f = NULL;
-        es_status s = wire_recv(e->w, now_s() + timeout, &f, err);
-        if (s != ES_OK) return s;
+        es_status s = wire_recv(e->w, now_s() + timeout, cancellable ? &e->cancel : NULL, &f, err);
+        if (s != ES_OK || !f) return s;
         if (e->st) {
             e->st->bytes_received += (int64_t)(ES_PROTO_HEADER_SIZE + f->len);
             e->st->frames_received++;
@@ -564,11 +573,18 @@ static es_status edge_next(es_edge *e, uint32_t session, qframe **out, es_err *e
 
 /* HELLO -> WELCOME on a fresh connection. */
 static es_status edge_handshake(es_edge *e, es_err *err) {
-    wire_close(e->w);
+    pthread_mutex_lock(&e->wmu);
+    wire *old = e->w;
     e->w = NULL;
+    pthread_mutex_unlock(&e->wmu);
+    wire_close(old);
+    wire *nw = NULL;
     es_status s = wire_open(e->host, e->p.port, e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0, e->p.emulate_rtt_ms,
-                            e->p.emulate_bandwidth_kbps, e->tls, e->tls_name, &e->w, err);
+                            e->p.emulate_bandwidth_kbps, e->tls, e->tls_name, &nw, err);
     if (s != ES_OK) return s;
+    pthread_mutex_lock(&e->wmu);
+    e->w = nw;
+    pthread_mutex_unlock(&e->wmu);
     es_msg_hello h;
     memset(&h, 0, sizeof h);
     h.version_min = ES_PROTO_VERSION;
@@ -591,7 +607,7 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
     s = edge_send(e, &w, err);
     qframe *f = NULL;
     while (s == ES_OK) {
-        if ((s = edge_next(e, 0, &f, err)) != ES_OK) break;
+        if ((s = edge_next(e, 0, false, &f, err)) != ES_OK) break;
         if (f->h.type == ES_FRAME_WELCOME) {
             s = es_proto_get_welcome(f->data, f->len, &e->welcome, err);
             if (s != ES_OK) s = es_fail(err, ES_ERR_PROTOCOL, "malformed WELCOME: %s", err ? err->msg : "");
@@ -636,6 +652,7 @@ es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
     es_edge *e = calloc(1, sizeof *e);
     if (!e) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     e->p = *p;
+    pthread_mutex_init(&e->wmu, NULL);
     e->dseq = -1;
     e->next_session = 1;
     e->host = strdup(p->host && *p->host ? p->host : "127.0.0.1");
@@ -679,6 +696,7 @@ es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
 void es_edge_free(es_edge *e) {
     if (!e) return;
     wire_close(e->w);
+    pthread_mutex_destroy(&e->wmu);
     es_ctx_free(e->dctx);
     free(e->obuf);
     free(e->tokbuf);
@@ -692,7 +710,17 @@ void es_edge_free(es_edge *e) {
 const es_msg_welcome *es_edge_server_info(const es_edge *e) { return &e->welcome; }
 
 void es_edge_cancel(es_edge *e, bool cancel) {
-    if (e) atomic_store(&e->cancel, cancel);
+    if (!e) return;
+    atomic_store(&e->cancel, cancel);
+    if (!cancel) return;
+    /* wake a generation waiting in wire_recv: it checks the flag under w->mu before each wait */
+    pthread_mutex_lock(&e->wmu);
+    if (e->w) {
+        pthread_mutex_lock(&e->w->mu);
+        pthread_cond_broadcast(&e->w->cv);
+        pthread_mutex_unlock(&e->w->mu);
+    }
+    pthread_mutex_unlock(&e->wmu);
 }
 
 es_status es_edge_set_sampling(es_edge *e, int rule, const es_sampler_params *sampling, es_err *err) {
@@ -806,7 +834,7 @@ static es_status open_session(gen *g, es_err *err) {
     if ((s = edge_send(e, &w, err)) != ES_OK) return s;
     qframe *f = NULL;
     for (;;) {
-        if ((s = edge_next(e, g->session, &f, err)) != ES_OK) return s;
+        if ((s = edge_next(e, g->session, false, &f, err)) != ES_OK) return s;
         if (f->h.type == ES_FRAME_OPENED) break;
         if (f->h.type == ES_FRAME_ERROR) {
             es_msg_error em;
@@ -936,8 +964,14 @@ static es_status run_plain(gen *g, es_err *err) {
     while (s == ES_OK && !g->done) {
         qframe *f = NULL;
         const double t = now_s();
-        s = edge_next(e, g->session, &f, err);
+        s = edge_next(e, g->session, true, &f, err);
         g->st->wait_seconds += now_s() - t;
+        if (s == ES_OK && !f) { /* cancelled while the server computes: end the server's session too */
+            g->done = true;
+            g->stop_reason = ES_STOP_CLIENT;
+            close_session(g);
+            break;
+        }
         if (s == ES_OK) {
             if (f->h.type == ES_FRAME_TOKENS) {
                 es_msg_tokens tm;
@@ -1091,8 +1125,14 @@ static es_status run_edge(gen *g, es_err *err) {
         qframe *f = NULL;
         if (s == ES_OK) {
             t = now_s();
-            s = edge_next(e, g->session, &f, err);
+            s = edge_next(e, g->session, true, &f, err);
             st->wait_seconds += now_s() - t;
+            if (s == ES_OK && !f) { /* cancelled while the verdict is awaited: end the server's session too */
+                g->done = true;
+                g->stop_reason = ES_STOP_CLIENT;
+                close_session(g);
+                break;
+            }
         }
         if (s == ES_OK && f->h.type != ES_FRAME_VERDICT) {
             s = session_frame_end(g, f, err);

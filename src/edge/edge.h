@@ -89,8 +89,9 @@ void es_edge_free(es_edge *e);
 const es_msg_welcome *es_edge_server_info(const es_edge *e);
 
 /* Sets (cancel = true) or clears the request to stop the generation: while it is set, a running
- * es_edge_generate* ends at the next confirmed tokens with stop ES_STOP_CLIENT (closing its server
- * session), and one that starts returns at once with no tokens. Only the caller clears it.
+ * es_edge_generate* ends at the next confirmed tokens, or at once while it waits for the server's
+ * verdict or tokens, with stop ES_STOP_CLIENT (closing its server session), and one that starts
+ * returns at once with no tokens. Only the caller clears it.
  * Thread-safe; may be called from the on_tokens callback. */
 void es_edge_cancel(es_edge *e, bool cancel);
 /* The target's sampling and the acceptance rule for the next generations (the draft samples at the

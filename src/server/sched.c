@@ -608,6 +608,7 @@ static void init_new_locked(es_sched *s) {
 
 /* Rows the session's next round needs now (0: none ready). Compute thread, under mu. */
 static int round_rows(const es_sched *s, const sess *x) {
+    if (s->p.park_after_tokens > 0 && x->n_generated >= s->p.park_after_tokens) return 0; /* parked (tests) */
     if (x->mode == ES_MODE_EDGE) return x->has_tree ? x->pend->n + 1 : 0;
     if (x->mode == ES_MODE_AR) return 1;
     if (!x->d) return 0;

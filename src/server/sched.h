@@ -74,6 +74,10 @@ typedef struct es_sched_params {
                                  suggested_budget spreads them over the active edge sessions
                                  (0: automatic — profiled at start-up: passes of 1..64 rows timed,
                                  t(rows) = a + b·rows fitted, knee = a / b; > 0: fixed; < 0: no hint) */
+    int park_after_tokens;    /* tests only (0: off): a session that has generated this many tokens gets
+                                 no further round and stays open, holding its KV, until it is closed —
+                                 so a test can keep a generation running for as long as it needs, with
+                                 no timing assumption (serve reads EDGESPEC_TEST_PARK_AFTER) */
     const es_model *draft;    /* optional server-side draft model (server-spec sessions) */
     es_drafter_params draft_params;
     void (*on_event)(void *ud, const es_sched_event *ev); /* called on the compute thread */
