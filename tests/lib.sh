@@ -3,11 +3,14 @@
 # usage: . "$(dirname "$0")/lib.sh"; es_test_init cli-foo   (sets bin, models, tmp; $tmp is created)
 set -u
 
-# es_test_init SUBDIR: the binary, the converted test models and a scratch folder build/tmp/SUBDIR.
+# es_test_init SUBDIR: the binary, the converted test models and a scratch folder build/tmp/SUBDIR,
+# emptied first: a log left by an earlier run must never be read as this run's (a background server
+# truncates its log only once it has started, and wait_line may look before that).
 es_test_init() {
   bin=${ES_BIN:-build/edgespec}
   models=${ES_TEST_MODELS:-build/models}
   tmp=${ES_BUILD:-build}/tmp/$1
+  rm -rf "$tmp"
   mkdir -p "$tmp"
   pass=0 fail=0
 }

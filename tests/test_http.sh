@@ -24,6 +24,7 @@ trap cleanup EXIT
 # start LOG ARGS...: starts serve, waits for the HTTP port line; sets $pid and $hport
 start() {
   local log=$1; shift
+  : >"$log" # emptied before the server starts: wait_line must not find an earlier server's port
   "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 "$@" >"$log.out" 2>"$log" &
   pid=$!
   pids+=("$pid")

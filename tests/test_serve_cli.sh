@@ -10,6 +10,7 @@ model=$models/stories260K.gguf
 # start_server LOG ARGS...: starts serve in the background, waits for "listening on"; sets $pid, $port
 start_server() {
   local log=$1; shift
+  : >"$log" # emptied before the server starts: wait_line must not find an earlier server's port
   "$bin" serve -m "$model" --port 0 -t 1 "$@" >"$log.out" 2>"$log" &
   pid=$!
   port=$(wait_line "$log" "$pid" "$ES_RE_LISTEN")
