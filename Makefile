@@ -38,7 +38,7 @@ asan: deps
 # ThreadSanitizer over the threaded parts: the server (loop + compute threads), the edge client, the
 # scheduler, the thread pool, the wake-up queue and the fault-injection tests. Suppressions (each one
 # justified) in tests/tsan.supp.
-TSAN_TESTS ?= test_(server|edge|sched|threadpool|wakeq|faults|fuzz_regress)$$
+TSAN_TESTS ?= test_(server|edge|edge_liar|sched|threadpool|wakeq|faults|fuzz_regress)$$
 tsan: deps
 	@test -f build-tsan/CMakeCache.txt || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DES_TSAN=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS)

@@ -397,6 +397,17 @@ static void test_ar(int port) {
     while (same < n && same < 64 && got[same] == g_gen[same]) same++;
     CHECK_MSG(same == 64, "AR tokens agree with the golden output for %d of 64", same);
     CHECK(stop == ES_STOP_LENGTH);
+    /* a text prompt is for AR and SERVER_SPEC sessions (PROTOCOL.md): an EDGE session must send the
+       token ids it drafts from, and the server says so instead of admitting it */
+    m = open_params(ES_MODE_EDGE, 8);
+    m.flags = ES_OPEN_PROMPT_TEXT;
+    m.text = "Once upon a time";
+    m.text_len = (uint32_t)strlen(m.text);
+    b = wb();
+    CHECK_OK(es_proto_put_open(b, 2, &m, &err), &err);
+    CHECK(cl_send_wb(fd, b));
+    const char *msg = EXPECT_ERROR(fd, 2, ES_PERR_INVALID);
+    CHECK_MSG(strstr(msg, "token ids"), "edge session with a text prompt: %s", msg);
     close(fd);
 }
 

@@ -39,6 +39,12 @@
 
 #define EDGE_NAME "edgespec-edge " ES_VERSION_STRING
 #define EDGE_OBUF (ES_PROTO_HEADER_SIZE + ES_PROTO_MAX_PAYLOAD_DEFAULT)
+/* What the edge keeps queued in either direction before it drops the connection, as the server caps
+ * a connection's unread output: a server that floods PINGs and never reads the PONGs, or sends
+ * frames faster than the edge takes them, must not grow the edge's memory without bound. */
+#define EDGE_QUEUE_MAX ((size_t)8 << 20)
+/* the largest context a server may announce (the scheduler's own limit) */
+#define ES_EDGE_MAX_CTX (1 << 24)
 
 static double now_s(void) {
     struct timespec ts;
@@ -77,6 +83,7 @@ typedef struct wire {
     pthread_mutex_t mu;         /* guards everything below except rbuf */
     pthread_cond_t cv;          /* signalled when a frame arrives or the connection dies */
     qframe *out_head, *out_tail, *in_head, *in_tail;
+    size_t out_bytes, in_bytes; /* queued in each direction (capped at EDGE_QUEUE_MAX) */
     bool dead, stop;
     char why[256];              /* why the connection died */
     double half_rtt_s, kbps;    /* emulation (0: off) */
@@ -122,6 +129,7 @@ static bool wire_flush(wire *w, double now) {
             if (f->off == f->len) {
                 w->out_head = f->next;
                 if (!w->out_head) w->out_tail = NULL;
+                w->out_bytes -= f->len;
                 free(f);
             }
             continue;
@@ -184,6 +192,11 @@ static void wire_read(wire *w) {
                 return;
             }
             if (w->rlen - at - ES_PROTO_HEADER_SIZE < h.len) break;
+            if (w->in_bytes + h.len + ES_PROTO_HEADER_SIZE > EDGE_QUEUE_MAX) {
+                wire_die(w, "the server sent more than %zu MiB that the edge has not taken", EDGE_QUEUE_MAX >> 20);
+                pthread_mutex_unlock(&w->mu);
+                return;
+            }
             qframe *f = malloc(sizeof *f + h.len + 1);
             if (!f) {
                 wire_die(w, "out of memory");
@@ -195,6 +208,7 @@ static void wire_read(wire *w) {
             f->len = h.len;
             f->off = 0;
             memcpy(f->data, w->rbuf + at + ES_PROTO_HEADER_SIZE, h.len);
+            w->in_bytes += ES_PROTO_HEADER_SIZE + h.len;
             const double rx = fmax(now, w->in_free) + link_time(w, ES_PROTO_HEADER_SIZE + h.len);
             w->in_free = rx;
             f->due = rx + w->half_rtt_s;
@@ -353,6 +367,12 @@ static es_status wire_send(wire *w, const uint8_t *frame, size_t len, es_err *er
         pthread_mutex_unlock(&w->mu);
         return st;
     }
+    if (w->out_bytes + len > EDGE_QUEUE_MAX) {
+        wire_die(w, "the server does not read what the edge sends (more than %zu MiB queued)", EDGE_QUEUE_MAX >> 20);
+        es_status st = es_fail(err, ES_ERR_IO, "%s", w->why);
+        pthread_mutex_unlock(&w->mu);
+        return st;
+    }
     const double now = now_s();
     double due = now;
     if (w->half_rtt_s > 0 || w->kbps > 0) {
@@ -371,6 +391,7 @@ static es_status wire_send(wire *w, const uint8_t *frame, size_t len, es_err *er
     f->len = len;
     f->off = 0;
     memcpy(f->data, frame, len);
+    w->out_bytes += len;
     const bool was_empty = w->out_head == NULL;
     if (w->out_tail) w->out_tail->next = f;
     else w->out_head = f;
@@ -410,6 +431,7 @@ static es_status wire_recv(wire *w, double deadline, const atomic_bool *cancel, 
             qframe *f = w->in_head;
             w->in_head = f->next;
             if (!w->in_head) w->in_tail = NULL;
+            w->in_bytes -= ES_PROTO_HEADER_SIZE + f->len;
             pthread_mutex_unlock(&w->mu);
             f->next = NULL;
             *out = f;
@@ -464,6 +486,7 @@ static void edge_log(const es_edge *e, int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    es_defang(msg);
     e->p.log(e->p.log_ud, level, msg);
 }
 
@@ -537,10 +560,12 @@ static es_status edge_send(es_edge *e, const es_wbuf *w, es_err *err) {
  * that left must not wait for a slow or stalled server's next frame). */
 static es_status edge_next(es_edge *e, uint32_t session, bool cancellable, qframe **out, es_err *err) {
     *out = NULL;
+    /* one deadline for the frame awaited: PINGs and stale frames of other sessions do not restart
+       it, or a server that keeps talking without answering would hold the edge forever */
+    const double deadline = now_s() + (e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0);
     for (;;) {
-        const double timeout = e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0;
         qframe *f = NULL;
-        es_status s = wire_recv(e->w, now_s() + timeout, cancellable ? &e->cancel : NULL, &f, err);
+        es_status s = wire_recv(e->w, deadline, cancellable ? &e->cancel : NULL, &f, err);
         if (s != ES_OK || !f) return s;
         if (e->st) {
             e->st->bytes_received += (int64_t)(ES_PROTO_HEADER_SIZE + f->len);
@@ -853,10 +878,19 @@ static es_status open_session(gen *g, es_err *err) {
     s = es_proto_get_opened(f->data, f->len, &op, err);
     free(f);
     if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed OPENED: %s", err ? err->msg : "");
+    /* the server's numbers against what was asked, before any is used (a cast of a huge grant
+       would turn it negative) */
+    const uint32_t asked = (uint32_t)(g->max_tokens - g->n);
+    if (op.max_tokens < 1 || op.max_tokens > asked)
+        return es_fail(err, ES_ERR_PROTOCOL, "the server granted %u tokens when %u were asked", op.max_tokens, asked);
+    if (op.n_ctx > ES_EDGE_MAX_CTX)
+        return es_fail(err, ES_ERR_PROTOCOL, "the server announced a context of %u positions (at most %d)", op.n_ctx, ES_EDGE_MAX_CTX);
+    if (op.n_prompt > ES_EDGE_MAX_CTX)
+        return es_fail(err, ES_ERR_PROTOCOL, "the server counted %u prompt tokens", op.n_prompt);
     if (!g->prompt && g->st->n_prompt == 0) g->st->n_prompt = (int)op.n_prompt;
     g->n_ctx = op.n_ctx > 0 ? (int)op.n_ctx : 1 << 30;
     if (e->dctx && e->n_ctx_draft < g->n_ctx) g->n_ctx = e->n_ctx_draft;
-    if ((int)op.max_tokens < g->max_tokens - g->n) {
+    if (op.max_tokens < asked) {
         edge_log(e, 2, "the server granted %u of %d tokens", op.max_tokens, g->max_tokens - g->n);
         g->max_tokens = g->n + (int)op.max_tokens;
     }

@@ -439,7 +439,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
         if (x->state == SESS_NEW || x->state == SESS_LIVE) live++;
         else if (x->state == SESS_FREE && !slot) slot = x;
     }
-    if (find_locked(s, sp->id)) st = es_fail(err, ES_ERR_INVALID_ARG, "session %llu is already open", (unsigned long long)sp->id);
+    if (find_locked(s, sp->id)) st = es_fail(err, ES_ERR_INVALID_ARG, "the session is already open");
     else if (live >= s->p.max_sessions || !slot)
         st = es_fail(err, ES_ERR_BUSY, "all %d sessions are in use", s->p.max_sessions);
     else {
@@ -490,13 +490,12 @@ es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const e
     if (st != ES_OK) return st;
     pthread_mutex_lock(&s->mu);
     sess *x = find_locked(s, session);
-    if (!x) st = es_fail(err, ES_ERR_INVALID_ARG, "unknown session %llu", (unsigned long long)session);
-    else if (x->mode != ES_MODE_EDGE) st = es_fail(err, ES_ERR_PROTOCOL, "session %llu is not an edge session", (unsigned long long)session);
+    if (!x) st = es_fail(err, ES_ERR_INVALID_ARG, "unknown session");
+    else if (x->mode != ES_MODE_EDGE) st = es_fail(err, ES_ERR_PROTOCOL, "not an edge session");
     else if (x->has_tree || !x->awaiting_tree)
-        st = es_fail(err, ES_ERR_PROTOCOL, "session %llu: the tree of round %u is still being verified", (unsigned long long)session,
-                     x->round ? x->round - 1 : 0);
+        st = es_fail(err, ES_ERR_PROTOCOL, "the tree of round %u is still being verified", x->round ? x->round - 1 : 0);
     else if (round != x->round)
-        st = es_fail(err, ES_ERR_PROTOCOL, "session %llu: round %u, expected %u", (unsigned long long)session, round, x->round);
+        st = es_fail(err, ES_ERR_PROTOCOL, "round %u, expected %u", round, x->round);
     else if (x->rule == ES_ACCEPT_REJECTION && tree->n > 0 && !tree->has_q)
         st = es_fail(err, ES_ERR_FORMAT, "the rejection rule needs the draft's proposal distributions");
     else {

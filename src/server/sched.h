@@ -159,7 +159,9 @@ es_status es_sched_init(const es_model *target, const es_sched_params *p, es_sch
 /* Stops the compute loop if running and frees every session. */
 void es_sched_free(es_sched *s);
 
-/* ---- thread-safe calls (any thread, typically the event loop) ---- */
+/* ---- thread-safe calls (any thread, typically the event loop) ----
+ * Their error messages never name the session: its id is the caller's key (the server's is internal,
+ * connection and client id together), and the caller knows which session it asked about. */
 
 /* Admits a session or refuses at once: ES_ERR_BUSY (no session slot, or not enough free KV for the
  * prompt), ES_ERR_RANGE (prompt + max_tokens beyond the context: the message says both numbers;

@@ -678,6 +678,13 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
         }
 
     int n_prompt = 0;
+    if ((m.flags & ES_OPEN_PROMPT_TEXT) && m.mode == ES_MODE_EDGE) {
+        /* the edge drafts from token ids, and its draft and the target must agree on them: a text
+           prompt is for AR and SERVER_SPEC sessions (PROTOCOL.md, OPEN) */
+        send_error(c, sid, ES_PERR_INVALID, "an EDGE session sends its prompt as token ids (text prompts are for AR and "
+                                            "SERVER_SPEC sessions)");
+        return;
+    }
     if (m.flags & ES_OPEN_PROMPT_TEXT) {
         st = es_tokenize(s->p.target_tok, m.text ? m.text : "", m.text_len, true, false, s->prompt_buf, s->max_prompt,
                          &n_prompt, &err);

@@ -25,12 +25,18 @@ const char *es_status_str(es_status st) {
     return k_status_names[st];
 }
 
+void es_defang(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
 es_status es_fail(es_err *err, es_status st, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        es_defang(err->msg);
     }
     return st;
 }
@@ -57,5 +63,6 @@ void es_logf(es_log_fn fn, void *ud, int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    es_defang(buf);
     fn(ud, level, buf);
 }
