@@ -362,4 +362,39 @@ wait "$pid"
 "$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 --listen 127.0.0.1:0 -t 1 --reconnect 0 >"$tmp/edge2.out" 2>"$tmp/edge2.err"
 [ $? -eq 1 ] && grep -q "cannot connect" "$tmp/edge2.err" && ok || bad "edge --listen without a server: $(head -c 300 "$tmp/edge2.err")"
 
+# ---- 7. the KV pool runs out mid-request: the tokens made are the client's ----
+# 4 pages of 16 positions: the prompt is admitted, the generation runs out of pages after ~60 tokens.
+# That is the server's condition, not the request's: the reply ends as "length" with what was made
+# (plain and streaming), never as a 400 that loses the text.
+start "$tmp/s3" --kv-memory 40K --ctx-size 256
+port=$hport
+wait_ready "$port" || bad "third server not ready"
+req kvx POST /v1/completions -d "{\"prompt\":\"$prompt\",\"max_tokens\":200,\"temperature\":0}"
+want kvx 200
+"$bin" run -m "$model" -p "$prompt" -n 200 -t 1 --temp 0 --json >"$tmp/run200.json" 2>/dev/null || bad "run -n 200 failed"
+python3 - "$tmp/kvx.body" "$tmp/run200.json" <<'EOF' && ok || bad "KV exhaustion: $(head -c 400 "$tmp/kvx.body")"
+import json, sys
+r = json.load(open(sys.argv[1])); ref = json.load(open(sys.argv[2]))
+c = r["choices"][0]; u = r["usage"]
+assert c["finish_reason"] == "length", c
+assert 0 < u["completion_tokens"] < 200, u
+assert ref["n_generated"] > u["completion_tokens"], (ref["n_generated"], u)
+assert ref["text"].startswith(c["text"]) and len(c["text"]) > 20, (c["text"], ref["text"])
+EOF
+curl -sN "http://127.0.0.1:$port/v1/completions" -d "{\"prompt\":\"$prompt\",\"max_tokens\":200,\"temperature\":0,\"stream\":true}" >"$tmp/kvx_stream.txt"
+python3 - "$tmp/kvx_stream.txt" "$tmp/kvx.body" <<'EOF' && ok || bad "KV exhaustion, streamed: $(tail -c 400 "$tmp/kvx_stream.txt")"
+import json, sys
+raw = open(sys.argv[1]).read(); plain = json.load(open(sys.argv[2]))
+events = [e for e in raw.split("\n\n") if e.strip()]
+assert events[-1] == "data: [DONE]"
+chunks = [json.loads(e[6:]) for e in events[:-1]]
+assert not any("error" in c for c in chunks), chunks[-1]
+text = "".join(c["choices"][0]["text"] for c in chunks if c.get("choices"))
+fin = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]]
+assert fin == ["length"] and text == plain["choices"][0]["text"], (fin, text)
+EOF
+kill -TERM "$pid"
+wait "$pid"
+[ $? -eq 0 ] && ok || bad "third serve did not stop cleanly"
+
 es_test_finish test_http

@@ -405,7 +405,12 @@ void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int stat
     hreq *r = find_req(h, id);
     if (!r) return;
     if (n_generated > r->n_generated) r->n_generated = n_generated;
-    if (stop == ES_STOP_ERROR) req_fail(r, status, msg);
+    if (stop == ES_STOP_ERROR && status == 503 && r->n_generated > 0) {
+        /* the server ran out of room after tokens were made: they are the client's, so the reply ends
+           as a generation cut short ("length"), as the README promises, not as an error that loses them */
+        hlog(h, 1, "request %s: cut after %d tokens: %s", r->rid, r->n_generated, msg ? msg : "");
+        req_finish(r, ES_STOP_LENGTH);
+    } else if (stop == ES_STOP_ERROR) req_fail(r, status, msg);
     else req_finish(r, stop);
 }
 

@@ -451,7 +451,9 @@ static void http_deliver(es_server *s, const es_sev *e) {
     case ES_EV_TOKENS: es_http_on_tokens(s->http, id, e->data, e->n_tokens, e->n_generated); break;
     case ES_EV_DONE: es_http_on_end(s->http, id, e->stop, e->n_generated, 0, NULL); break;
     case ES_EV_ERROR:
-        es_http_on_end(s->http, id, ES_STOP_ERROR, e->n_generated, e->code == ES_PERR_CONTEXT ? 400 : 500,
+        /* the context was checked at admission: a CONTEXT error now is the KV pool running out, the
+           server's condition (503, retry later), not the request's */
+        es_http_on_end(s->http, id, ES_STOP_ERROR, e->n_generated, e->code == ES_PERR_CONTEXT ? 503 : 500,
                        e->msg[0] ? e->msg : "session failed");
         break;
     default: break;
