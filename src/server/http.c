@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -91,6 +92,10 @@ struct es_http {
     int n_vocab;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    struct event *relisten;      /* re-enables the paused listener (accept ran out of descriptors) */
+    int64_t accept_fails;        /* accept failures, and those not yet reported (one log line per 10 s) */
+    int64_t accept_fails_unlogged;
+    double accept_logged_at;
     int port;
     struct evbuffer *chunk;       /* scratch for one SSE event */
     struct event *tick;
@@ -695,6 +700,57 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     if (h->tps_n < HTTP_TPS_WINDOW) h->tps_n++;
 }
 
+/* ---- running out of descriptors ----
+ * evhttp accepts on its own listener, whose error callback gets the evhttp, not us: the es_http is
+ * found among the base's events by its tick timer (only on an accept error, which is rare). Without
+ * this callback libevent logs every failed accept and retries at once: a listener out of
+ * descriptors spins at full CPU and floods stderr while /health and the edge port starve. */
+typedef struct find_ctx {
+    const struct evhttp *http;
+    es_http *found;
+} find_ctx;
+
+static int find_by_tick(const struct event_base *base, const struct event *ev, void *arg) {
+    (void)base;
+    find_ctx *f = arg;
+    if (event_get_callback(ev) != tick_cb) return 0;
+    es_http *h = event_get_callback_arg(ev);
+    if (h->http != f->http) return 0;
+    f->found = h;
+    return 1;
+}
+
+static void relisten_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    es_http *h = arg;
+    if (h->bound) evconnlistener_enable(evhttp_bound_socket_get_listener(h->bound));
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg) {
+    const int e = EVUTIL_SOCKET_ERROR();
+    find_ctx f = {arg, NULL};
+    event_base_foreach_event(evconnlistener_get_base(l), find_by_tick, &f);
+    es_http *h = f.found;
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        /* pause for 100 ms: the connections waiting in the backlog stay there until descriptors free up */
+        evconnlistener_disable(l);
+        struct timeval tv = {0, 100000};
+        if (h) event_add(h->relisten, &tv);
+        else evconnlistener_enable(l); /* cannot happen: our tick timer is always there */
+    }
+    if (!h) return;
+    h->accept_fails++;
+    h->accept_fails_unlogged++;
+    const double now = now_s();
+    if (h->accept_logged_at == 0 || now - h->accept_logged_at >= 10) {
+        hlog(h, 1, "HTTP API: accept failed: %s (%lld failures in all; pausing 100 ms at a time while descriptors run out)",
+             evutil_socket_error_to_string(e), (long long)h->accept_fails);
+        h->accept_logged_at = now;
+        h->accept_fails_unlogged = 0;
+    }
+}
+
 static const char *method_name(enum evhttp_cmd_type cmd) {
     switch (cmd) {
     case EVHTTP_REQ_GET: return "GET";
@@ -878,7 +934,8 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->chunk = evbuffer_new();
     h->http = evhttp_new(p->base);
     h->tick = event_new(p->base, -1, EV_PERSIST, tick_cb, h);
-    if (!h->chunk || !h->http || !h->tick) {
+    h->relisten = event_new(p->base, -1, 0, relisten_cb, h);
+    if (!h->chunk || !h->http || !h->tick || !h->relisten) {
         es_http_free(h);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
@@ -900,6 +957,7 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
         es_http_free(h);
         return es_fail(err, ES_ERR_IO, "HTTP API: libevent refused the listening socket");
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(h->bound), accept_error_cb);
     take_port(h, fd);
     struct timeval one = {1, 0};
     event_add(h->tick, &one);
@@ -952,6 +1010,7 @@ void es_http_free(es_http *h) {
         req_free(r);
     }
     if (h->tick) event_free(h->tick);
+    if (h->relisten) event_free(h->relisten);
     if (h->http) evhttp_free(h->http);
     if (h->chunk) evbuffer_free(h->chunk);
     es_keys_free(&h->keys);

@@ -138,6 +138,8 @@ struct es_server {
     /* loop-thread state */
     struct event_base *base;
     struct evconnlistener *listener;
+    int64_t accept_fails;       /* failed accepts (loop thread), logged at most once per 10 s */
+    double accept_logged_at;
     struct event *wake_ev, *tick_ev, *reap_ev, *deadline_ev, *relisten_ev;
     es_conn *conns;                    /* live list (handshake, ready, closing) */
     es_conn *dead;                     /* dropped, freed by reap_cb */
@@ -997,11 +999,18 @@ static void relisten_cb(evutil_socket_t fd, short what, void *arg) {
     if (s->listener && !s->shutting_down) evconnlistener_enable(s->listener);
 }
 
-/* Out of descriptors: pause accepting for 100 ms instead of spinning on a listener that stays ready. */
+/* Out of descriptors: pause accepting for 100 ms instead of spinning on a listener that stays ready,
+ * and say so at most once per 10 s (a flood of identical lines would fill the operator's disk). */
 static void accept_error_cb(struct evconnlistener *l, void *arg) {
     es_server *s = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    slog(s, 1, "accept failed: %s", evutil_socket_error_to_string(e));
+    s->accept_fails++;
+    const double now = now_s();
+    if (s->accept_logged_at == 0 || now - s->accept_logged_at >= 10) {
+        slog(s, 1, "accept failed: %s (%lld failures in all; pausing 100 ms at a time while descriptors run out)",
+             evutil_socket_error_to_string(e), (long long)s->accept_fails);
+        s->accept_logged_at = now;
+    }
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
         evconnlistener_disable(l);
         struct timeval tv = {0, 100000};
