@@ -28,6 +28,7 @@ static const char *k_usage =
     "              [--api-key K] [--tls [--tls-ca FILE | --tls-insecure] [--tls-server-name NAME]] [-t N] [--json]\n"
     "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
     "              [--http-api-key K] [--model-name NAME] [--chat-template FAMILY] [--http-max-body SIZE]\n"
+    "              [--http-max-connections N] [--http-request-timeout S]\n"
     "              [drafting and sampling options as above]";
 
 static void print_help(void) {
@@ -80,7 +81,10 @@ static void print_help(void) {
            "  --model-name NAME         the model id the API reports (default edgespec-edge)\n"
            "  --chat-template FAMILY    auto (from the draft model's tokenizer.chat_template), chatml,\n"
            "                            llama2, llama3, zephyr or fallback\n"
-           "  --http-max-body SIZE      largest request body in bytes (default 1048576)\n",
+           "  --http-max-body SIZE      largest request body in bytes (default 1048576)\n"
+           "  --http-max-connections N  open connections to the local API (default 1024); more get 503\n"
+           "  --http-request-timeout S  a request must be complete within S seconds of its connection opening\n"
+           "                            or of its previous reply (default 60; 0: off); else 408\n",
            k_usage);
 }
 
@@ -104,6 +108,8 @@ typedef struct edge_opts {
     const char *http_key, *model_name;
     int chat_family;
     long max_body;
+    int max_conns;       /* --http-max-connections (0: default) */
+    double req_timeout;  /* --http-request-timeout (0: default, < 0: off) */
 } edge_opts;
 
 /* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port (min_port..65535). */
@@ -241,6 +247,15 @@ static int parse(int argc, char **argv, edge_opts *o) {
             NEED_VALUE();
             if (!cli_parse_long(v, 256, 1L << 30, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-body must be in 256..1073741824 bytes, got '%s'", v);
             o->max_body = lv;
+        } else if (!strcmp(a, "--http-max-connections")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 1, 1000000, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-connections must be in 1..1000000, got '%s'", v);
+            o->max_conns = (int)lv;
+        } else if (!strcmp(a, "--http-request-timeout")) {
+            NEED_VALUE();
+            double dv;
+            if (!cli_parse_float(v, 0, 86400, &dv)) rc = cli_usage_error("edge", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
+            else o->req_timeout = dv > 0 ? dv : -1;
         } else if (!strcmp(a, "--repeat-penalty") || !strcmp(a, "--repeat-last-n") || !strcmp(a, "-b") || !strcmp(a, "--batch") ||
                    !strcmp(a, "--synthetic-accept") || !strcmp(a, "--help-spec")) {
             rc = cli_usage_error("edge", k_usage, "%s is not available with `edgespec edge`", a);
@@ -384,6 +399,8 @@ static int run_listen(edge_opts *o) {
     hp.api_key = o->http_key;
     hp.model_name = name;
     hp.max_body = (size_t)o->max_body;
+    hp.max_connections = o->max_conns;
+    hp.request_timeout_s = o->req_timeout;
     hp.chat_family = o->chat_family;
     hp.log = listen_log;
     if (es_edge_http_start(&hp, &srv, &err) != ES_OK) {

@@ -34,6 +34,7 @@ static const char *k_usage =
     "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
+    "               [--http-max-connections N] [--http-request-timeout S]\n"
     "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback] [--http-no-spec]";
 
 static void print_help(void) {
@@ -80,6 +81,10 @@ static void print_help(void) {
            "                           Requests share the scheduler and batches with edge sessions.\n"
            "  --http-host ADDR         address of the HTTP API (default: --host)\n"
            "  --http-max-body SIZE     largest request body (default 1M; larger ones get 413)\n"
+           "  --http-max-connections N open HTTP connections (default 1024); more get 503 and are closed\n"
+           "  --http-request-timeout S a connection's request (headers and body) must be complete within S\n"
+           "                           seconds of opening or of its previous reply, however slowly the bytes\n"
+           "                           trickle in; else 408 and closed (default 60; 0: off)\n"
            "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
            "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
            "                           tokenizer.chat_template), chatml, llama2, llama3, zephyr, or\n"
@@ -175,11 +180,12 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
             (long long)k->sessions_refused, (long long)k->sessions_failed, (long long)st->connections_total,
             (long long)st->connections_refused, (long long)st->frames_in, (long long)st->frames_out,
             (long long)st->bytes_in, (long long)st->bytes_out, (long long)st->protocol_errors);
-    if (st->http.requests)
+    if (st->http.requests || st->http.conns_refused || st->http.conns_timed_out)
         fprintf(stderr, "edgespec serve: http %lld requests (%lld errors, %lld completions, %lld client disconnects), "
-                        "%lld prompt / %lld completion tokens\n",
+                        "%lld prompt / %lld completion tokens; connections %lld refused (limit), %lld cut (request timeout)\n",
                 (long long)st->http.requests, (long long)st->http.errors, (long long)st->http.completions,
-                (long long)st->http.disconnects, (long long)st->http.prompt_tokens, (long long)st->http.completion_tokens);
+                (long long)st->http.disconnects, (long long)st->http.prompt_tokens, (long long)st->http.completion_tokens,
+                (long long)st->http.conns_refused, (long long)st->http.conns_timed_out);
 }
 
 static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port,
@@ -232,6 +238,8 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
         cJSON_AddNumberToObject(h, "disconnects", (double)st->http.disconnects);
         cJSON_AddNumberToObject(h, "prompt_tokens", (double)st->http.prompt_tokens);
         cJSON_AddNumberToObject(h, "completion_tokens", (double)st->http.completion_tokens);
+        cJSON_AddNumberToObject(h, "connections_refused", (double)st->http.conns_refused);
+        cJSON_AddNumberToObject(h, "connections_timed_out", (double)st->http.conns_timed_out);
     }
     char *txt = cJSON_PrintUnformatted(o);
     if (txt) printf("%s\n", txt);
@@ -355,6 +363,16 @@ int cmd_serve(int argc, char **argv) {
             if (!parse_size(v, 256, 1ull << 30, &uv))
                 return cli_usage_error("serve", k_usage, "--http-max-body must be a size in 256..1G bytes, got '%s'", v);
             sp.http_max_body = (size_t)uv;
+        } else if (!strcmp(a, "--http-max-connections")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 1, 1000000, &lv))
+                return cli_usage_error("serve", k_usage, "--http-max-connections must be in 1..1000000, got '%s'", v);
+            sp.http_max_connections = (int)lv;
+        } else if (!strcmp(a, "--http-request-timeout")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, 0, 86400, &dv))
+                return cli_usage_error("serve", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
+            sp.http_request_timeout_s = dv > 0 ? dv : -1;
         } else if (!strcmp(a, "--model-name")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--model-name must be 1..255 bytes");

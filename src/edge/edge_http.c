@@ -408,6 +408,8 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     hp.model_name = s->model_name;
     hp.owned_by = "edgespec-edge";
     if (p->max_body) hp.max_body = p->max_body;
+    if (p->max_connections > 0) hp.max_connections = p->max_connections;
+    if (p->request_timeout_s != 0) hp.request_timeout_s = p->request_timeout_s > 0 ? p->request_timeout_s : 0;
     hp.tok = s->tok;
     hp.n_ctx = s->n_ctx;
     hp.chat_family = p->chat_family;

@@ -30,6 +30,8 @@ typedef struct es_edge_http_params {
     const char *api_key;       /* the local API's key (NULL or "": none) */
     const char *model_name;    /* default "edgespec" */
     size_t max_body;           /* default 1 MiB */
+    int max_connections;       /* open HTTP connections (0: default 1024) */
+    double request_timeout_s;  /* a complete request within this long (0: default 60; < 0: off) */
     int chat_family;           /* -1: from the draft model's chat template */
     es_log_fn log;
     void *log_ud;

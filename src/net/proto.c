@@ -192,14 +192,6 @@ static es_status get_str(rd *r, char *out, size_t cap, const char *field, es_err
     return ES_OK;
 }
 
-/* A display string (a peer's name or error message): as get_str, then control bytes replaced
- * (es_defang), so whatever prints or logs it shows text, never a terminal escape. */
-static es_status get_text(rd *r, char *out, size_t cap, const char *field, es_err *err) {
-    es_status st = get_str(r, out, cap, field, err);
-    if (st == ES_OK) es_defang(out);
-    return st;
-}
-
 static es_status rd_finish(const rd *r, es_err *err) {
     if (r->off != r->n) return es_fail(err, ES_ERR_FORMAT, "%s payload has %zu trailing bytes", r->what, r->n - r->off);
     return ES_OK;
@@ -258,7 +250,7 @@ es_status es_proto_get_hello(const uint8_t *pl, size_t n, es_msg_hello *m, es_er
     es_status st;
     NEED(get_u16(&r, &m->version_min), "version_min");
     NEED(get_u16(&r, &m->version_max), "version_max");
-    if ((st = get_text(&r, m->name, ES_PROTO_MAX_NAME, "name", err)) != ES_OK) return st;
+    if ((st = get_str(&r, m->name, ES_PROTO_MAX_NAME, "name", err)) != ES_OK) return st;
     NEED(get_u8(&r, &m->has_draft), "has_draft");
     NEED(get_u64(&r, &m->draft_fingerprint), "draft_fingerprint");
     NEED(get_u32(&r, &m->draft_n_vocab), "draft_n_vocab");
@@ -311,7 +303,7 @@ es_status es_proto_get_welcome(const uint8_t *pl, size_t n, es_msg_welcome *m, e
     memset(m, 0, sizeof *m);
     es_status st;
     NEED(get_u16(&r, &m->version), "version");
-    if ((st = get_text(&r, m->name, ES_PROTO_MAX_NAME, "name", err)) != ES_OK) return st;
+    if ((st = get_str(&r, m->name, ES_PROTO_MAX_NAME, "name", err)) != ES_OK) return st;
     NEED(get_u64(&r, &m->target_fingerprint), "target_fingerprint");
     NEED(get_u32(&r, &m->n_vocab), "n_vocab");
     NEED(get_i32(&r, &m->bos), "bos");
@@ -714,7 +706,7 @@ es_status es_proto_get_error(const uint8_t *pl, size_t n, es_msg_error *m, es_er
     rd r = {pl, n, 0, "ERROR"};
     memset(m, 0, sizeof *m);
     NEED(get_u16(&r, &m->code), "code"); /* unknown codes pass: a newer peer may send them */
-    es_status st = get_text(&r, m->msg, ES_PROTO_MAX_MSG, "message", err);
+    es_status st = get_str(&r, m->msg, ES_PROTO_MAX_MSG, "message", err);
     if (st != ES_OK) return st;
     return rd_finish(&r, err);
 }

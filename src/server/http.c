@@ -93,6 +93,8 @@ struct es_http {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct event *relisten;      /* re-enables the paused listener (accept ran out of descriptors) */
+    struct hconn *conns;         /* every connection evhttp holds (or has just freed) */
+    int n_conns;
     int64_t accept_fails;        /* accept failures, and those not yet reported (one log line per 10 s) */
     int64_t accept_fails_unlogged;
     double accept_logged_at;
@@ -136,6 +138,8 @@ es_http_params es_http_default_params(void) {
     p.owned_by = "edgespec";
     p.max_body = HTTP_MAX_BODY_DEFAULT;
     p.timeout_s = 600;
+    p.max_connections = 1024;
+    p.request_timeout_s = 60;
     p.chat_family = -1;
     return p;
 }
@@ -686,10 +690,136 @@ static void handle_metrics(es_http *h, struct evhttp_request *req) {
 }
 
 /* Tokens generated so far, sampled once a second for the tokens/s gauge. */
+/* ---- connections: a cap, and a deadline for each request however its bytes trickle in ----
+ * evhttp (libevent 2.1) has neither: its timeout is per read, so one byte every few seconds keeps a
+ * connection forever, and it accepts as many as descriptors allow. It asks us for each accepted
+ * connection's bufferevent (conn_bev_cb), and we keep a reference to it: evhttp frees a connection
+ * by bufferevent_free, which clears the callbacks, and the bufferevent (with its socket) lives on
+ * until our sweep sees that and drops the reference (at the next accept or tick, within a second). */
+typedef struct hconn {
+    struct hconn *next;
+    es_http *h;
+    struct bufferevent *bev;
+    struct event *act;           /* refuse or time out this connection, on the loop */
+    double since;                /* accepted, or its previous reply completed */
+    int busy;                    /* complete requests received and not yet answered */
+    bool refused, cut;
+} hconn;
+
+static void conn_free(hconn *c) {
+    if (c->act) event_free(c->act);
+    bufferevent_decref(c->bev); /* the last reference: the socket closes */
+    free(c);
+}
+
+/* Drops the connections evhttp has freed. */
+static void conn_sweep(es_http *h) {
+    for (hconn **pp = &h->conns; *pp;) {
+        hconn *c = *pp;
+        bufferevent_data_cb rcb = NULL;
+        bufferevent_getcb(c->bev, &rcb, NULL, NULL, NULL);
+        if (rcb) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        h->n_conns--;
+        conn_free(c);
+    }
+}
+
+static hconn *conn_of(es_http *h, struct evhttp_request *req) {
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    for (hconn *c = h->conns; c && bev; c = c->next)
+        if (c->bev == bev) return c;
+    return NULL;
+}
+
+/* A refused or timed-out connection: a last word in plain HTTP (TLS ones just close), then the
+ * socket is shut down, so evhttp sees the end and frees the connection. */
+static void conn_act_cb(evutil_socket_t fd_unused, short what, void *arg) {
+    (void)fd_unused;
+    (void)what;
+    hconn *c = arg;
+    const evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd < 0) return;
+    if (!c->h->p.tls) {
+        const char *body = c->refused ? "{\"error\":{\"message\":\"too many connections; retry later\",\"type\":\"server_error\","
+                                        "\"param\":null,\"code\":\"too_many_connections\"}}"
+                                      : "{\"error\":{\"message\":\"the request did not arrive in time\",\"type\":"
+                                        "\"invalid_request_error\",\"param\":null,\"code\":\"request_timeout\"}}";
+        char msg[512];
+        const int n = snprintf(msg, sizeof msg, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n%sConnection: close\r\n"
+                               "Content-Length: %zu\r\n\r\n%s", c->refused ? "503 Service Unavailable" : "408 Request Timeout",
+                               c->refused ? "Retry-After: 1\r\n" : "", strlen(body), body);
+        if (n > 0 && (size_t)n < sizeof msg) (void)!send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    shutdown(fd, SHUT_RDWR);
+}
+
+static void conn_tick(es_http *h, double now) {
+    conn_sweep(h);
+    if (h->p.request_timeout_s <= 0) return;
+    for (hconn *c = h->conns; c; c = c->next)
+        if (!c->busy && !c->cut && now - c->since > h->p.request_timeout_s) {
+            c->cut = true;
+            h->st.conns_timed_out++;
+            hlog(h, 2, "HTTP connection cut: no complete request within %.3g s", h->p.request_timeout_s);
+            event_active(c->act, EV_TIMEOUT, 0);
+        }
+}
+
+static void req_complete_cb(struct evhttp_request *req, void *arg) {
+    (void)req;
+    hconn *c = arg;
+    if (c->busy > 0) c->busy--;
+    c->since = now_s();
+}
+
+/* evhttp asks for each accepted connection's bufferevent (it sets the socket afterwards): a plain
+ * one, or an accepting TLS one. */
+static struct bufferevent *conn_bev_cb(struct event_base *base, void *arg) {
+    es_http *h = arg;
+    conn_sweep(h);
+    struct bufferevent *b = NULL;
+    if (h->p.tls) {
+        struct ssl_st *ssl = es_tls_server_ssl(h->p.tls, &h->tls_failures);
+        if (!ssl) return NULL;
+        b = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        if (b) bufferevent_openssl_set_allow_dirty_shutdown(b, 1); /* clients that just close are EOF, not errors */
+        else es_tls_close(ssl);
+    } else {
+        b = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!b) return NULL;
+    hconn *c = calloc(1, sizeof *c);
+    if (c) c->act = event_new(base, -1, 0, conn_act_cb, c);
+    if (!c || !c->act) { /* untracked, but served: better than refusing for want of a few bytes */
+        if (c) free(c);
+        return b;
+    }
+    bufferevent_incref(b);
+    c->h = h;
+    c->bev = b;
+    c->since = now_s();
+    c->next = h->conns;
+    h->conns = c;
+    h->n_conns++;
+    if (h->n_conns > h->p.max_connections) {
+        c->refused = true;
+        h->st.conns_refused++;
+        hlog(h, 2, "HTTP connection refused: %d open (limit %d)", h->n_conns - 1, h->p.max_connections);
+        event_active(c->act, EV_TIMEOUT, 0); /* runs once evhttp has given the bufferevent its socket */
+    }
+    return b;
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     es_http *h = arg;
+    conn_tick(h, now_s());
     es_metrics m;
     es_metrics_init(&m);
     if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
@@ -768,6 +898,11 @@ static const char *method_name(enum evhttp_cmd_type cmd) {
 
 static void handle(struct evhttp_request *req, void *arg) {
     es_http *h = arg;
+    hconn *hc = conn_of(h, req);
+    if (hc) { /* a complete request: the deadline waits until its reply is out */
+        hc->busy++;
+        evhttp_request_set_on_complete_cb(req, req_complete_cb, hc);
+    }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     if (!path || !*path) path = "/";
@@ -879,17 +1014,6 @@ static void configure(struct evhttp *http, size_t max_body, double timeout_s) {
     evhttp_set_timeout_tv(http, &tv);
 }
 
-/* evhttp asks for each accepted connection's bufferevent: an accepting TLS one (evhttp sets its fd). */
-static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg) {
-    es_http *h = arg;
-    struct ssl_st *ssl = es_tls_server_ssl(h->p.tls, &h->tls_failures);
-    if (!ssl) return NULL;
-    struct bufferevent *b = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (b) bufferevent_openssl_set_allow_dirty_shutdown(b, 1); /* clients that just close are EOF, not errors */
-    else es_tls_close(ssl);
-    return b;
-}
-
 static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
     *out = NULL;
     if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
@@ -940,7 +1064,7 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
     configure(h->http, h->p.max_body, h->p.timeout_s);
-    if (p->tls) evhttp_set_bevcb(h->http, tls_bev_cb, h);
+    evhttp_set_bevcb(h->http, conn_bev_cb, h);
     evhttp_set_gencb(h->http, handle, h);
     int fd = p->fd;
     if (fd < 0) {
@@ -999,6 +1123,7 @@ void es_http_get_stats(const es_http *h, es_http_stats *out) {
     if (!h) return;
     *out = h->st;
     out->active = h->n_active;
+    out->conns_open = h->n_conns;
 }
 
 void es_http_free(es_http *h) {
@@ -1012,6 +1137,11 @@ void es_http_free(es_http *h) {
     if (h->tick) event_free(h->tick);
     if (h->relisten) event_free(h->relisten);
     if (h->http) evhttp_free(h->http);
+    while (h->conns) { /* evhttp has freed every connection: drop our references */
+        hconn *c = h->conns;
+        h->conns = c->next;
+        conn_free(c);
+    }
     if (h->chunk) evbuffer_free(h->chunk);
     es_keys_free(&h->keys);
     free(h);

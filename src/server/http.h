@@ -70,6 +70,11 @@ typedef struct es_http_params {
     const char *owned_by;        /* /v1/models owned_by (default "edgespec") */
     size_t max_body;             /* request body limit (default 1 MiB) */
     double timeout_s;            /* evhttp's read/write timeout per connection (default 600) */
+    int max_connections;         /* open connections on this port; more are answered 503 and closed
+                                    (default 1024) */
+    double request_timeout_s;    /* a connection must deliver a complete request (headers and body)
+                                    within this long of opening or of its previous reply, however the
+                                    bytes trickle in; else 408 and closed (default 60; 0: off) */
     const es_tokenizer *tok;
     int n_ctx;                   /* positions per session: prompt + max_tokens must fit */
     int chat_family;             /* es_chat_family, or -1: detect from the tokenizer's template */
@@ -89,6 +94,9 @@ typedef struct es_http_stats {
     int64_t completions;         /* completion / chat requests that generated */
     int64_t prompt_tokens, completion_tokens;
     int64_t disconnects;         /* clients that went away before their reply was complete */
+    int64_t conns_refused;       /* connections beyond max_connections */
+    int64_t conns_timed_out;     /* connections cut by request_timeout_s */
+    int conns_open;
     int active;
 } es_http_stats;
 

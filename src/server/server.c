@@ -1216,6 +1216,8 @@ static es_status start_http(es_server *s, es_err *err) {
     hp.model_name = s->model_name;
     hp.owned_by = "edgespec";
     if (s->p.http_max_body) hp.max_body = s->p.http_max_body;
+    if (s->p.http_max_connections > 0) hp.max_connections = s->p.http_max_connections;
+    if (s->p.http_request_timeout_s != 0) hp.request_timeout_s = s->p.http_request_timeout_s > 0 ? s->p.http_request_timeout_s : 0;
     if (s->p.idle_timeout_s > 0) hp.timeout_s = s->p.idle_timeout_s;
     hp.tok = s->p.target_tok;
     hp.n_ctx = s->n_ctx;

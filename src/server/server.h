@@ -52,6 +52,8 @@ typedef struct es_server_params {
     int http_fd;                 /* >= 0: a listening socket to take over (es_http_listen; closed by
                                     es_server_start on failure too); default -1 */
     size_t http_max_body;        /* request body limit (default 1 MiB) */
+    int http_max_connections;    /* open HTTP connections (0: es_http's default, 1024) */
+    double http_request_timeout_s; /* a complete HTTP request within this long (0: default 60; < 0: off) */
     const char *model_name;      /* the model id the HTTP API reports (default "edgespec") */
     int chat_family;             /* es_chat_family; -1 (default): from the model's chat template */
     bool http_server_spec;       /* with a draft model: HTTP sessions draft on the server (default true) */
