@@ -415,6 +415,46 @@ static void test_wait_hint(es_model *target, es_model *draft) {
     es_sched_free(s);
 }
 
+/* Fast open/close churn with no step in between (an idle compute thread): a closed session frees its
+ * slot and pages at once, so 200 opens in a row on a 2-session scheduler all succeed (they found
+ * every slot held by closed sessions after 4 before) and the prefilled ones' pages come back. */
+static void churn_event(void *ud, const es_sched_event *ev) {
+    (void)ev;
+    (*(int *)ud)++;
+}
+
+static void test_churn(es_model *target) {
+    es_sched_params p = es_sched_default_params();
+    p.knee_tokens = 64;
+    p.max_sessions = 2;
+    int events = 0;
+    p.on_event = churn_event;
+    p.ud = &events;
+    es_sched *s = NULL;
+    es_err e0 = {{0}};
+    CHECK_OK(es_sched_init(target, &p, &s, &e0), &e0);
+    if (!s) return;
+    int refused = 0;
+    for (uint64_t id = 1000; id < 1200; id++) {
+        es_sched_session_params sp = sess_params(id, ES_MODE_AR, 0, 0.0f, 0, 8);
+        es_err err = {{0}};
+        int granted = 0;
+        const es_status st = es_sched_open(s, &sp, G[id % 20].prompt, G[id % 20].np, &granted, &err);
+        if (st != ES_OK) {
+            refused++;
+            if (refused == 1) fprintf(stderr, "churn: open %llu refused: %s\n", (unsigned long long)id, err.msg);
+            continue;
+        }
+        /* the first hundred close before any step; later every third gets a sequence and pages first */
+        if (id >= 1100 && id % 3 == 0) CHECK(es_sched_step(s, &err) >= 0);
+        es_sched_close(s, id);
+    }
+    CHECK_MSG(refused == 0, "churn: %d of 200 opens refused", refused);
+    CHECK(events > 0); /* the stepped ones ran */
+    check_kv_empty(s, "churn");
+    es_sched_free(s);
+}
+
 /* (d) es_sched_close mid-generation: no events after it, pages back at the next step; (e) admission
  * and protocol errors leave the session (and others) working. */
 static void test_admission_close(es_model *target, es_model *mid) {
@@ -817,6 +857,7 @@ int main(void) {
     test_edge_mixed(target, drafts, 8, 3, "edge+ar, batch 8, chunk 3");
     test_wait_hint(target, drafts[1]);
     test_admission_close(target, drafts[0]);
+    test_churn(target);
     test_kv_exhaustion(target);
     test_server_spec(target, drafts[0]);
     test_threaded(target, drafts[0]);

@@ -440,8 +440,10 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
         else if (x->state == SESS_FREE && !slot) slot = x;
     }
     if (find_locked(s, sp->id)) st = es_fail(err, ES_ERR_INVALID_ARG, "the session is already open");
-    else if (live >= s->p.max_sessions || !slot)
+    else if (live >= s->p.max_sessions)
         st = es_fail(err, ES_ERR_BUSY, "all %d sessions are in use", s->p.max_sessions);
+    else if (!slot) /* sessions closed during a long step: the step frees them when it ends */
+        st = es_fail(err, ES_ERR_BUSY, "%d closed sessions are still being released; retry shortly", s->n_slots - live);
     else {
         const int64_t need = blocks_for(n_prompt) + 1, avail = kv_available_locked(s);
         if (need > avail)
@@ -528,7 +530,13 @@ void es_sched_close(es_sched *s, uint64_t session) {
     x->client_closed = true;
     x->state = SESS_GONE;
     const bool self = s->stepping && pthread_equal(s->step_tid, pthread_self());
-    pthread_cond_broadcast(&s->cv); /* its pages are freed at the next step */
+    if (!s->stepping) {
+        /* no step holds the contexts (they are touched only by a step or under mu): free the slot and
+           the pages now, so fast open/close churn never finds every slot held by closed sessions */
+        sess_release(s, x);
+        s->st.kv_blocks_used = es_ctx_kv_blocks_used(s->ctx);
+    }
+    pthread_cond_broadcast(&s->cv); /* else its pages are freed at the next step */
     pthread_mutex_unlock(&s->mu);
     /* wait out a delivery in progress (unless it is ours: we are inside its callback) */
     if (!self) {

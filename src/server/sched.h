@@ -174,8 +174,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
  * not an edge session, a tree is already pending, or round is not the expected one; ES_ERR_FORMAT /
  * ES_ERR_RANGE if the tree is invalid or too large; ES_ERR_INVALID_ARG for an unknown session. */
 es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const es_spec_tree *tree, es_err *err);
-/* Ends a session now (client closed or vanished): no more events for it; its KV blocks are freed
- * before the next step. Unknown ids are ignored. If an event is being delivered when it is called,
+/* Ends a session now (client closed or vanished): no more events for it; its slot and KV blocks are
+ * freed at once when no step is running, else when the running step ends. Unknown ids are ignored. If an event is being delivered when it is called,
  * it waits for that callback to return (so: do not call it while holding a lock on_event takes);
  * called from inside on_event it returns at once. */
 void es_sched_close(es_sched *s, uint64_t session);
