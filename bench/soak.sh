@@ -2,15 +2,19 @@
 # soak.sh — a load soak of the edge–server split: `edgespec serve` (stories260K target, HTTP API on)
 # under EDGES edge clients (`edgespec edge` processes in loops, draft-mid / draft-small drafts, chain
 # and tree) and HTTP streaming clients (/v1/completions, stream: true) for DURATION seconds, with
-# random disconnects (an edge process SIGKILLed mid-generation, an HTTP stream dropped mid-way).
+# random disconnects (an edge process SIGKILLed mid-generation, an HTTP stream dropped mid-way), and
+# HOSTILE clients sending bad traffic to both ports (garbage and truncated frames, byte-by-byte
+# trickles and silent connections on the edge port; malformed requests, oversized and trickled
+# bodies, invalid JSON, NUL in prompts, huge headers, half-sent requests on the HTTP port).
 # Samples the server's RSS (/proc/PID/status VmRSS) and /metrics every few seconds; prints one JSON
-# summary at the end: requests served, errors by kind, p99 inter-token latency per time window (from
+# summary at the end: requests served, errors by kind, hostile inputs sent and how each was answered,
+# the server's RSS, open descriptors and threads after warm-up and at the end, p99 inter-token latency per time window (from
 # the clients: gaps between stdout writes of an edge — one write per verification round — and between
 # SSE events of an HTTP stream), KV pages used after everyone left, RSS after warm-up and at the end,
 # and a verdict on whether the RSS grew by more than 10 % after warm-up.
 #
 #   bench/soak.sh DURATION_SECONDS [EDGES=64] [HTTP=16]
-#   env: BUILD (build), THREADS (server threads, 1), MAX_TOKENS (96), KILL_PCT (10: % of clients cut
+#   env: BUILD (build), THREADS (server threads, 1), HOSTILE (4 clients of bad traffic), MAX_TOKENS (96), KILL_PCT (10: % of clients cut
 #        mid-generation), WINDOW_S (10), WARMUP_S (min(10, DURATION/5)), SAMPLE_S (2), TARGET, DRAFTS
 #        (space-separated GGUFs), KEEP_LOG (1: keep the server log in $BUILD/soak-serve.log)
 #
@@ -55,10 +59,12 @@ for _ in $(seq 1 300); do
 done
 [ -n "$port" ] && [ -n "$hport" ] || { echo "soak: the server did not start:" >&2; cat "$tmp/serve.err" >&2; exit 1; }
 
-python3 - "$bin" "$spid" "$port" "$hport" "$dur" "$edges" "$https" "$drafts" <<'EOF'
+python3 - "$bin" "$spid" "$port" "$hport" "$dur" "$edges" "$https" "$drafts" "${HOSTILE:-4}" <<'EOF'
 import http.client, json, os, random, re, signal, subprocess, sys, threading, time
 
-binp, spid, port, hport, dur, n_edge, n_http, drafts = sys.argv[1:9]
+import socket
+binp, spid, port, hport, dur, n_edge, n_http, drafts, n_hostile = sys.argv[1:10]
+n_hostile = int(n_hostile)
 spid, port, hport, dur, n_edge, n_http = int(spid), int(port), int(hport), float(dur), int(n_edge), int(n_http)
 drafts = drafts.split()
 max_tokens = int(os.environ.get("MAX_TOKENS", "96"))
@@ -201,6 +207,89 @@ def http_worker(i):
             if not stop.is_set():
                 err("http_" + type(ex).__name__, str(ex))
 
+hostile = {}                          # attack -> {"sent": n, answers...}
+
+def hostile_note(kind, outcome):
+    with lock:
+        h = hostile.setdefault(kind, {})
+        h[outcome] = h.get(outcome, 0) + 1
+
+def read_all(s, limit=1 << 16):
+    data = b""
+    try:
+        while len(data) < limit:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    except socket.timeout:
+        return data, "open"
+    except OSError:
+        return data, "reset"
+    return data, "closed"
+
+def http_attack(rnd):
+    kinds = {
+        "garbage_request_line": lambda: b"\x16\x03\x01 GARBAGE\r\n\r\n",
+        "invalid_json": lambda: b"POST /v1/completions HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"prompt\":",
+        "nul_in_prompt": lambda: b'POST /v1/completions HTTP/1.1\r\nContent-Length: 43\r\n\r\n{"prompt":"Once\\u0000 upon","max_tokens":4}',
+        "oversized_body": lambda: b"POST /v1/completions HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 65536,
+        "huge_header": lambda: b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n",
+        "half_request": lambda: b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+        "wrong_method": lambda: b"BREW /v1/models HTTP/1.1\r\n\r\n",
+    }
+    kind = rnd.choice(sorted(kinds))
+    try:
+        s = socket.create_connection(("127.0.0.1", hport), timeout=5)
+        try:
+            s.sendall(kinds[kind]())
+        except OSError:
+            pass
+        if kind == "half_request":
+            s.settimeout(0.5)  # give up early: the server's request timeout cuts it later
+        data, how = read_all(s)
+        s.close()
+        status = data[9:12].decode(errors="replace") if data.startswith(b"HTTP/1.") else ("none_" + how)
+        hostile_note("http_" + kind, status)
+    except OSError as ex:
+        hostile_note("http_" + kind, "connect_" + type(ex).__name__)
+
+def edge_attack(rnd):
+    kinds = ["garbage", "truncated_header", "oversized_length", "trickle", "silent"]
+    kind = rnd.choice(kinds)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if kind == "garbage":
+            s.sendall(bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 4096))))
+        elif kind == "truncated_header":
+            s.sendall(b"\x01\x00\x01\x00\x00")
+        elif kind == "oversized_length":  # a header claiming a 4 GiB payload
+            s.sendall(b"\x01\x01\x00\x00" + b"\x00\x00\x00\x00" + b"\xff\xff\xff\xff")
+        elif kind == "trickle":
+            for b in b"\x01\x01\x00\x00\x00\x00\x00\x00\x20\x00\x00\x00":
+                s.sendall(bytes([b]))
+                time.sleep(0.05)
+        s.settimeout(0.5 if kind == "silent" else 5)
+        data, how = read_all(s)
+        s.close()
+        hostile_note("edge_" + kind, how)
+    except OSError as ex:
+        hostile_note("edge_" + kind, "connect_" + type(ex).__name__)
+
+def hostile_worker(i):
+    rnd = random.Random(5000 + i)
+    while not stop.is_set():
+        (http_attack if rnd.random() < 0.5 else edge_attack)(rnd)
+
+def fds_threads():
+    try:
+        n_fd = len(os.listdir("/proc/%d/fd" % spid))
+        with open("/proc/%d/status" % spid) as f:
+            th = next(int(l.split()[1]) for l in f if l.startswith("Threads:"))
+        return n_fd, th
+    except (OSError, StopIteration):
+        return None, None
+
 def rss_kb():
     try:
         with open("/proc/%d/status" % spid) as f:
@@ -238,12 +327,15 @@ def sampler():
 
 threads = [threading.Thread(target=edge_worker, args=(i,), daemon=True) for i in range(n_edge)]
 threads += [threading.Thread(target=http_worker, args=(i,), daemon=True) for i in range(n_http)]
+threads += [threading.Thread(target=hostile_worker, args=(i,), daemon=True) for i in range(n_hostile)]
 st = threading.Thread(target=sampler, daemon=True)
 st.start()
 for t in threads:
     t.start()
+fd0, th0 = fds_threads()  # before any traffic
 time.sleep(warmup_s)
 rss_start = rss_kb()
+fd_warm, th_warm = fds_threads()
 time.sleep(max(0.0, dur - warmup_s))
 stop.set()
 for p in list(procs):
@@ -264,6 +356,14 @@ for _ in range(50):
     time.sleep(0.2)
 rss_end = rss_kb()
 alive = rss_end is not None
+# descriptors of connections that just closed are released at the next sweep: wait for the count to
+# settle back (bounded), then compare with the count before any traffic
+fd_end, th_end = fds_threads()
+for _ in range(100):
+    if fd_end is None or fd0 is None or fd_end <= fd0:
+        break
+    time.sleep(0.1)
+    fd_end, th_end = fds_threads()
 
 def p99(xs):
     xs = sorted(xs)
@@ -285,6 +385,9 @@ summary = {
     "rss_kb": {"start_after_warmup": rss_start, "end": rss_end,
                "max": max((s["rss_kb"] for s in samples if s["rss_kb"]), default=None)},
     "rss_growth_pct": round(growth * 100, 2) if growth is not None else None,
+    "hostile_clients": n_hostile, "hostile": hostile,
+    "fds": {"before_traffic": fd0, "after_warmup": fd_warm, "end": fd_end},
+    "threads": {"before_traffic": th0, "after_warmup": th_warm, "end": th_end},
     "verdict": ("rss_grew" if growth is not None and growth > 0.10 else "rss_stable") if growth is not None else "unknown",
     "samples": samples,
 }

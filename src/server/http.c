@@ -712,13 +712,14 @@ static void conn_free(hconn *c) {
     free(c);
 }
 
-/* Drops the connections evhttp has freed. */
+/* Drops the connections evhttp has freed. A live connection always has evhttp's event callback
+ * (its read callback is NULL while a reply is being written); bufferevent_free clears them all. */
 static void conn_sweep(es_http *h) {
     for (hconn **pp = &h->conns; *pp;) {
         hconn *c = *pp;
-        bufferevent_data_cb rcb = NULL;
-        bufferevent_getcb(c->bev, &rcb, NULL, NULL, NULL);
-        if (rcb) {
+        bufferevent_event_cb ecb = NULL;
+        bufferevent_getcb(c->bev, NULL, NULL, &ecb, NULL);
+        if (ecb) {
             pp = &c->next;
             continue;
         }
@@ -770,9 +771,11 @@ static void conn_tick(es_http *h, double now) {
         }
 }
 
+/* A reply is out (evhttp calls this while the connection still holds the request): the next
+ * request's deadline starts now. The connection is looked up again rather than remembered. */
 static void req_complete_cb(struct evhttp_request *req, void *arg) {
-    (void)req;
-    hconn *c = arg;
+    hconn *c = conn_of(arg, req);
+    if (!c) return;
     if (c->busy > 0) c->busy--;
     c->since = now_s();
 }
@@ -901,7 +904,7 @@ static void handle(struct evhttp_request *req, void *arg) {
     hconn *hc = conn_of(h, req);
     if (hc) { /* a complete request: the deadline waits until its reply is out */
         hc->busy++;
-        evhttp_request_set_on_complete_cb(req, req_complete_cb, hc);
+        evhttp_request_set_on_complete_cb(req, req_complete_cb, h);
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
