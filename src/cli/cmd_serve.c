@@ -32,6 +32,7 @@ static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
     "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
+    "               [--drain-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--http-max-connections N] [--http-request-timeout S]\n"
@@ -65,6 +66,10 @@ static void print_help(void) {
            "  --batch-window-ms MS     wait up to MS for the edges' next trees to batch them (default 20)\n"
            "  --max-frame BYTES        largest frame payload accepted (default 1M; suffixes as above)\n"
            "  --idle-timeout S         close connections silent for S seconds (default 300; 0 = never)\n"
+           "  --drain-timeout S        on SIGTERM, drain first: /health turns 503 \"draining\", new sessions are\n"
+           "                           refused (edges reconnect elsewhere through a balancer), running ones\n"
+           "                           finish; after S seconds the rest are told to move. Exit 0. (default 0:\n"
+           "                           stop at once; SIGINT or a second signal always stops at once)\n"
            "  --handshake-timeout S    a new connection must say HELLO within S seconds (default 10)\n"
            "  --max-connections N      open connections at most (default 1024)\n"
            "  --api-key KEY            clients must present KEY (default: $EDGESPEC_API_KEY if set, else\n"
@@ -253,6 +258,7 @@ int cmd_serve(int argc, char **argv) {
     const char *http_host = NULL, *model_name = NULL, *keys_file = NULL, *tls_cert = NULL, *tls_key = NULL;
     long port = 7700, http_port = -1;
     bool json = false, verbose = false;
+    double drain_timeout_s = 0;
     es_server_params sp = es_server_default_params();
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     sp.sched.n_threads = nc > 0 ? (int)nc : 1;
@@ -323,6 +329,10 @@ int cmd_serve(int argc, char **argv) {
             if (!parse_size(v, 4096, 64ull << 20, &uv))
                 return cli_usage_error("serve", k_usage, "--max-frame must be a size in 4096..64M bytes, got '%s'", v);
             sp.max_payload = (uint32_t)uv;
+        } else if (!strcmp(a, "--drain-timeout")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, 0, 1e7, &dv)) return cli_usage_error("serve", k_usage, "--drain-timeout must be a number of seconds >= 0, got '%s'", v);
+            drain_timeout_s = dv;
         } else if (!strcmp(a, "--idle-timeout")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 1e7, &dv)) return cli_usage_error("serve", k_usage, "--idle-timeout must be a number of seconds >= 0, got '%s'", v);
@@ -535,7 +545,34 @@ int cmd_serve(int argc, char **argv) {
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
     }
-    fprintf(stderr, "edgespec serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    if (sig == SIGTERM && drain_timeout_s > 0) {
+        /* drain: the sessions already running finish here while a balancer sends new ones elsewhere;
+           the wait ends when none is left (checked every 50 ms), at the deadline, or at a second signal */
+        es_server_drain(srv);
+        es_server_stats ds;
+        es_server_get_stats(srv, &ds);
+        fprintf(stderr, "edgespec serve: terminated, draining %d session%s (at most %.3g s)\n", ds.sched.sessions_active,
+                ds.sched.sessions_active == 1 ? "" : "s", drain_timeout_s);
+        fflush(stderr);
+        const double t_drain = cli_now();
+        for (;;) {
+            es_server_get_stats(srv, &ds);
+            if (ds.sched.sessions_active == 0) break;
+            if (cli_now() - t_drain >= drain_timeout_s) {
+                fprintf(stderr, "edgespec serve: drain timeout: %d session%s told to move\n", ds.sched.sessions_active,
+                        ds.sched.sessions_active == 1 ? "" : "s");
+                break;
+            }
+            const struct timespec tick = {0, 50 * 1000000L};
+            if (sigtimedwait(&sigs, NULL, &tick) > 0) {
+                fprintf(stderr, "edgespec serve: a second signal: stopping now\n");
+                break;
+            }
+        }
+        fprintf(stderr, "edgespec serve: drained, stopping\n");
+    } else {
+        fprintf(stderr, "edgespec serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    }
     es_server_stop(srv);
     es_server_stats st;
     es_server_get_stats(srv, &st);

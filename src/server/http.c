@@ -106,6 +106,7 @@ struct es_http {
     uint64_t next_id, salt;
     double t_start;
     bool shutting_down;
+    bool draining;                /* es_http_drain: new completions 503, /health 503 "draining" */
     es_metrics m;                 /* front-end counters (the backend's part is filled per scrape) */
     es_http_stats st;
     double tps_t[HTTP_TPS_WINDOW];
@@ -469,6 +470,10 @@ static int32_t *tokenize(es_http *h, const char *text, bool special, int *n, es_
 static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
     if (h->shutting_down) {
         reply_errorf(h, req, endpoint, 503, "server_error", "shutting_down", "the server is stopping");
+        return;
+    }
+    if (h->draining) {
+        reply_errorf(h, req, endpoint, 503, "server_error", "draining", "this server is draining: retry on another replica");
         return;
     }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -938,6 +943,7 @@ static void handle(struct evhttp_request *req, void *arg) {
     }
     if (ep == EP_HEALTH) {
         if (h->shutting_down) reply_json(h, req, ep, 503, "{\"status\":\"stopping\"}");
+        else if (h->draining) reply_json(h, req, ep, 503, "{\"status\":\"draining\"}");
         else reply_json(h, req, ep, 200, "{\"status\":\"ok\"}");
         return;
     }
@@ -1119,6 +1125,10 @@ int es_http_shutdown(es_http *h) {
         n++;
     }
     return n;
+}
+
+void es_http_drain(es_http *h) {
+    if (h) h->draining = true;
 }
 
 void es_http_get_stats(const es_http *h, es_http_stats *out) {

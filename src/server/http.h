@@ -113,6 +113,9 @@ void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int stat
  * Returns the number of requests that were in flight. */
 int es_http_shutdown(es_http *h);
 void es_http_get_stats(const es_http *h, es_http_stats *out);
+/* Loop thread: new completions get 503 `draining` (with Retry-After), /health 503 {"status":
+ * "draining"}; requests in flight run to their end. */
+void es_http_drain(es_http *h);
 /* Frees everything (the loop must not be running callbacks of it: call on the loop's thread or after
  * the loop stopped). Cancels generations still open. */
 void es_http_free(es_http *h);

@@ -126,6 +126,8 @@ struct es_server {
     pthread_mutex_t mu;                /* guards the fields below */
     bool mu_ok;
     bool stop_requested;
+    bool drain_requested;       /* es_server_drain (guarded by mu; acted on by the loop thread) */
+    bool draining;              /* loop thread: new sessions go elsewhere */
     es_status compute_status;
     char compute_msg[sizeof(((es_err *)0)->msg)];
     bool compute_reported;
@@ -536,6 +538,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
     es_sev *list = (es_sev *)es_wakeq_pop_all(&s->q);
     pthread_mutex_lock(&s->mu);
     bool stop = s->stop_requested;
+    const bool drain = s->drain_requested;
     bool report = s->compute_status != ES_OK && !s->compute_reported;
     if (report) s->compute_reported = true;
     pthread_mutex_unlock(&s->mu);
@@ -545,6 +548,11 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
         list = (es_sev *)e->node.next;
         if (!s->shutting_down) deliver_event(s, e);
         free(e);
+    }
+    if (drain && !s->draining) {
+        s->draining = true;
+        if (s->http) es_http_drain(s->http);
+        slog(s, 1, "draining: new sessions are refused, running ones finish");
     }
     if (stop && !s->shutting_down) begin_shutdown(s);
 }
@@ -631,6 +639,10 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
 }
 
 static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) {
+    if (c->srv->draining) { /* SHUTDOWN is recoverable: the edge reconnects (through a balancer, elsewhere) */
+        send_error(c, sid, ES_PERR_SHUTDOWN, "this server is draining: open the session on another replica");
+        return;
+    }
     es_server *s = c->srv;
     if (sid != 0 && sess_find(c, sid) >= 0) {
         send_error(c, sid, ES_PERR_STATE, "session %u is already open on this connection", sid);
@@ -1453,6 +1465,14 @@ void es_server_get_stats(es_server *s, es_server_stats *out) {
 
 void es_server_stop(es_server *s) {
     if (s) server_stop(s);
+}
+
+void es_server_drain(es_server *s) {
+    if (!s || !s->loop_started) return;
+    pthread_mutex_lock(&s->mu);
+    s->drain_requested = true;
+    pthread_mutex_unlock(&s->mu);
+    es_wakeq_wake(&s->q);
 }
 
 void es_server_free(es_server *s) { server_destroy(s); }

@@ -87,6 +87,12 @@ void es_server_get_stats(es_server *s, es_server_stats *out);
 /* Stops accepting, tells open sessions ES_PERR_SHUTDOWN (HTTP requests get 503 / an error event),
  * and joins the threads; the statistics stay readable until es_server_free. */
 void es_server_stop(es_server *s);
+/* Starts draining (thread-safe, returns at once): sessions already open run to their end, new ones
+ * are refused — OPEN with ES_PERR_SHUTDOWN, which edges treat as "reconnect", so through a load
+ * balancer they go to another replica; HTTP completions get 503 `draining` and /health answers 503
+ * {"status":"draining"}, so a balancer's health check takes the replica out. es_server_get_stats's
+ * sched.sessions_active says when nothing is left; es_server_stop ends it at any time. */
+void es_server_drain(es_server *s);
 /* es_server_stop if still running, then frees everything. */
 void es_server_free(es_server *s);
 
