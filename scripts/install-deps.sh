@@ -15,8 +15,9 @@ set -euo pipefail
 # libevent-dev ships libevent_openssl (event2/bufferevent_ssl.h); openssl (the CLI) makes the test certificates;
 # clang: the libFuzzer targets (make fuzz); llvm: llvm-symbolizer, so sanitizer reports have file:line.
 # python3-venv: build/venv (the official openai client, tokenizers, jinja2, numpy, gguf, from PyPI);
-# nodejs: the benchmark drivers under scripts/*.mjs, which use only node's built-ins.
-PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang llvm python3 python3-venv curl nodejs)
+# nodejs: the benchmark drivers under scripts/*.mjs, which use only node's built-ins;
+# haproxy: the scale-out deployment (deploy/haproxy.cfg) that tests/test_haproxy.sh runs.
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang llvm python3 python3-venv curl nodejs haproxy)
 root=$(cd "$(dirname "$0")/.." && pwd)
 check=0
 venv=$root/build/venv
