@@ -51,6 +51,26 @@ es_venv_python() {
   fi
   printf '%s' "$py"
 }
+# es_reap_on_exit: the background processes a test starts go in the pids array; they are killed when
+# the script exits, however it exits.
+es_reap_on_exit() {
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null' EXIT
+}
+# es_serve_start LOG [ARGS...]: starts `serve -m $model` with an HTTP port in the background (log
+# emptied first; environment assignments before the call reach the server), waits until its HTTP
+# API is ready; sets $pid, $hport (HTTP) and $eport (edge protocol) and appends to the pids array.
+es_serve_start() {
+  local log=$1
+  shift
+  : >"$log"
+  "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 "$@" >"$log.out" 2>"$log" &
+  pid=$!
+  pids+=("$pid")
+  hport=$(wait_line "$log" "$pid" "$ES_RE_HTTP")
+  eport=$(wait_line "$log" "$pid" "$ES_RE_LISTEN")
+  wait_line "$log" "$pid" '^edgespec serve: \(HTTP API ready\).*' >/dev/null
+}
 ES_RE_LISTEN='^listening on .*:\([0-9][0-9]*\)$'
 ES_RE_HTTP='^HTTP API listening on http://.*:\([0-9][0-9]*\)$'
 # es_test_finish NAME: prints the tally; its status (the script's last command) is 0 iff nothing failed.

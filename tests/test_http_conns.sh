@@ -9,19 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 es_test_init http-conns
 model=$models/stories260K.gguf
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
-start() { # LOG ARGS...: sets $pid $hport $eport
-  local log=$1; shift
-  : >"$log"
-  "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 "$@" >"$log.out" 2>"$log" &
-  pid=$!
-  pids+=("$pid")
-  hport=$(wait_line "$log" "$pid" "$ES_RE_HTTP")
-  eport=$(wait_line "$log" "$pid" "$ES_RE_LISTEN")
-  wait_line "$log" "$pid" '^edgespec serve: \(HTTP API ready\).*' >/dev/null
-}
+es_reap_on_exit
 
 cap_check() { # PORT LIMIT: LIMIT idle connections hold every slot; one more gets 503 and EOF
   python3 - "$1" "$2" "$ES_WAIT_CAP_S" <<'PY'
@@ -70,7 +58,7 @@ PY
 }
 
 # ---- 1. the cap, on both HTTP ports ----
-start "$tmp/s1" --http-max-connections 3 --http-request-timeout 0
+es_serve_start "$tmp/s1" --http-max-connections 3 --http-request-timeout 0
 cap_check "$hport" 3 && ok || bad "serve --http-max-connections 3"
 "$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" --listen 127.0.0.1:0 -t 1 --http-max-connections 2 \
   --http-request-timeout 0 >"$tmp/edge.out" 2>"$tmp/edge.err" &
@@ -83,7 +71,7 @@ kill -TERM "$pid"; wait "$pid"
 [ $? -eq 0 ] && ok || bad "serve did not stop cleanly: $(tail -c 300 "$tmp/s1")"
 
 # ---- 2. trickling requests are cut; a long stream is not ----
-EDGESPEC_TEST_PARK_AFTER=4 start "$tmp/s2" --http-request-timeout 1
+EDGESPEC_TEST_PARK_AFTER=4 es_serve_start "$tmp/s2" --http-request-timeout 1
 python3 - "$hport" "$ES_WAIT_CAP_S" <<'PY' && ok || bad "request timeout: $(tail -c 400 "$tmp/s2")"
 import json, socket, sys, time
 port, cap = int(sys.argv[1]), float(sys.argv[2])

@@ -7,9 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 es_test_init http-fds
 model=$models/stories260K.gguf
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
+es_reap_on_exit
 
 : >"$tmp/serve.err"
 (ulimit -n 64 && exec "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 -v >"$tmp/serve.out" 2>"$tmp/serve.err") &

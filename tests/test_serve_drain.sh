@@ -8,19 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 es_test_init serve-drain
 model=$models/stories260K.gguf
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
-start() { # LOG ARGS...: sets $pid $hport $eport
-  local log=$1; shift
-  : >"$log"
-  EDGESPEC_TEST_PARK_AFTER=4 "$bin" serve -m "$model" --port 0 --http-port 0 -t 1 "$@" >"$log.out" 2>"$log" &
-  pid=$!
-  pids+=("$pid")
-  hport=$(wait_line "$log" "$pid" "$ES_RE_HTTP")
-  eport=$(wait_line "$log" "$pid" "$ES_RE_LISTEN")
-  wait_line "$log" "$pid" '^edgespec serve: \(HTTP API ready\).*' >/dev/null
-}
+es_reap_on_exit
 stream() { # PORT OUT: a streaming completion that parks after 4 tokens; waits for its first bytes; sets $cpid
   curl -sN --max-time 600 "http://127.0.0.1:$1/v1/completions" -d '{"prompt":"Once","max_tokens":200,"temperature":0,"stream":true}' >"$2" &
   cpid=$!
@@ -34,7 +22,7 @@ stream() { # PORT OUT: a streaming completion that parks after 4 tokens; waits f
 health() { curl -s -o "$tmp/health.body" -w '%{http_code}' "http://127.0.0.1:$1/health"; }
 
 # ---- 1. drain until the running session ends ----
-start "$tmp/s1" --drain-timeout 600
+EDGESPEC_TEST_PARK_AFTER=4 es_serve_start "$tmp/s1" --drain-timeout 600
 stream "$hport" "$tmp/long1.txt" && ok || bad "the stream never started"
 [ "$(health "$hport")" = 200 ] && ok || bad "/health before the drain"
 kill -TERM "$pid"
@@ -54,7 +42,7 @@ wait "$pid"
 grep -q "draining 1 session" "$tmp/s1" && grep -q "drained, stopping" "$tmp/s1" && ok || bad "drain log: $(tail -c 400 "$tmp/s1")"
 
 # ---- 2. the deadline: the rest are told to move ----
-start "$tmp/s2" --drain-timeout 0.5
+EDGESPEC_TEST_PARK_AFTER=4 es_serve_start "$tmp/s2" --drain-timeout 0.5
 stream "$hport" "$tmp/long2.txt" && ok || bad "the second stream never started"
 kill -TERM "$pid"
 wait "$pid"
@@ -64,7 +52,7 @@ wait "$cpid" 2>/dev/null
 grep -q '"error"' "$tmp/long2.txt" && ok || bad "the moved stream did not end with an error event: $(tail -c 300 "$tmp/long2.txt")"
 
 # ---- 3. without --drain-timeout, SIGTERM stops at once (as before) ----
-start "$tmp/s3"
+es_serve_start "$tmp/s3"
 kill -TERM "$pid"
 wait "$pid"
 [ $? -eq 0 ] && ok || bad "serve without --drain-timeout did not stop cleanly"
