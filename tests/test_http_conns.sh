@@ -124,6 +124,9 @@ except BlockingIOError:
 st.close()
 print(f"trickling requests cut after {dt:.2f} s (timeout 1 s); the parked stream stayed open")
 PY
+curl -s "http://127.0.0.1:$hport/metrics" >"$tmp/m2.txt"
+grep -q '^edgespec_http_connections_timed_out_total 2$' "$tmp/m2.txt" && grep -q '^edgespec_http_connections_refused_total 0$' "$tmp/m2.txt" &&
+  grep -q '^edgespec_http_connections [0-9]' "$tmp/m2.txt" && ok || bad "connection metrics: $(grep http_conn "$tmp/m2.txt")"
 kill -TERM "$pid"; wait "$pid"
 [ $? -eq 0 ] && ok || bad "serve did not stop cleanly: $(tail -c 300 "$tmp/s2")"
 grep -q "connections 0 refused (limit), 2 cut (request timeout)" "$tmp/s2" && ok || bad "the cuts are not in the stats: $(tail -c 300 "$tmp/s2")"

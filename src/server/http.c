@@ -674,6 +674,10 @@ static void handle_metrics(es_http *h, struct evhttp_request *req) {
         m.tokens_per_second = dt > 0 ? (double)(h->tps_tok[last] - h->tps_tok[first]) / dt : 0;
     }
     m.auth_failures_http = h->auth_failures;
+    m.http_conns_open = h->n_conns;
+    m.http_conns_refused = h->st.conns_refused;
+    m.http_conns_timed_out = h->st.conns_timed_out;
+    m.http_accept_failures = h->accept_fails;
     if (h->p.tls) m.tls_failures_http = atomic_load(&h->tls_failures);
     if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
     /* this scrape counts itself, so two scrapes always see the counter move */

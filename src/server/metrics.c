@@ -79,6 +79,15 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
     if (m->generated_tokens >= 0)
         ok = ok && simple(o, "edgespec_generated_tokens_total", "counter", "Tokens generated for every session (edge and HTTP).",
                           (double)m->generated_tokens);
+    ok = ok && simple(o, "edgespec_http_connections", "gauge", "HTTP connections open now.", m->http_conns_open);
+    ok = ok && simple(o, "edgespec_http_connections_refused_total", "counter",
+                      "HTTP connections refused beyond --http-max-connections (503).", (double)m->http_conns_refused);
+    ok = ok && simple(o, "edgespec_http_connections_timed_out_total", "counter",
+                      "HTTP connections cut because a request did not arrive whole within --http-request-timeout (408).",
+                      (double)m->http_conns_timed_out);
+    ok = ok && simple(o, "edgespec_http_accept_failures_total", "counter",
+                      "HTTP accepts that failed (descriptors ran out: accepting pauses 100 ms at a time).",
+                      (double)m->http_accept_failures);
     ok = ok && simple(o, "edgespec_tokens_per_second", "gauge", "Generated tokens per second over the last 10 seconds.",
                       m->tokens_per_second);
     ok = ok && family(o, "edgespec_active_sessions", "gauge", "Sessions generating now, by kind (edge protocol or HTTP).");

@@ -31,6 +31,10 @@ typedef struct es_metrics {
     double tokens_per_second;      /* generated tokens per second over the last few seconds */
     double uptime_seconds;
     bool ready;
+    int http_conns_open;           /* HTTP connections open now */
+    int64_t http_conns_refused;    /* beyond --http-max-connections */
+    int64_t http_conns_timed_out;  /* cut by --http-request-timeout */
+    int64_t http_accept_failures;  /* accepts that failed (descriptors ran out) */
     /* ---- the backend (< 0: not applicable) ---- */
     int edge_active;               /* edge-protocol sessions on the server */
     int64_t prompt_tokens;         /* every session's prompt tokens (server: edge + HTTP) */
