@@ -48,7 +48,7 @@ KEY=test-key-123
 AUTH=(-H "Authorization: Bearer $KEY")
 want() { # NAME CODE: status check + OpenAI error form for errors
   if [ "$code" = "$2" ]; then ok; else bad "$1: status $code, want $2: $(head -c 300 "$tmp/$1.body")"; fi
-  if [ "$2" -ge 400 ] && [ "$2" != 413 ]; then
+  if [ "$2" -ge 400 ]; then
     python3 - "$tmp/$1.body" <<'EOF' && ok || bad "$1: not an OpenAI error object: $(head -c 300 "$tmp/$1.body")"
 import json, sys
 e = json.load(open(sys.argv[1]))["error"]
@@ -112,6 +112,36 @@ want method3 405
 head -c 5000 /dev/zero | tr '\0' ' ' >"$tmp/big.json"
 req big POST /v1/completions "${AUTH[@]}" --data-binary @"$tmp/big.json"
 want big 413
+body_has big request_too_large
+# what libevent answers before our handler sees a request (a malformed request line, an unknown
+# method, headers over the limit, a bad request pipelined after a good one) is JSON too, not HTML
+python3 - "$port" <<'EOF' && ok || bad "libevent's own error pages are not OpenAI JSON"
+import json, socket, sys
+port = int(sys.argv[1])
+def send(raw):
+    s = socket.create_connection(("127.0.0.1", port)); s.sendall(raw); s.settimeout(30)
+    d = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        d += b
+    return d
+# Known gap, not checked: when libevent answers twice on one connection (headers over the limit while
+# the client still sends them, or a malformed request pipelined behind a good one) its first page
+# can stay HTML; only the last answer is checked for the oversized headers
+cases = [(b"\x16\x03\x01 GARBAGE\r\n\r\n", 400, True), (b"BREW /v1/models HTTP/1.1\r\n\r\n", 501, True),
+         (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n", None, False)]
+for raw, status, whole in cases:
+    d = send(raw)
+    last = d[d.rindex(b"HTTP/1.1 "):]
+    head, _, body = last.partition(b"\r\n\r\n")
+    code = int(head[9:12])
+    assert status is None and code in (400, 413) or code == status, (code, head)
+    assert b"Content-Type: application/json" in head, head
+    assert not whole or b"<HTML>" not in d, d[-300:]
+    e = json.loads(body)["error"]
+    assert e["message"] and e["type"] == "invalid_request_error", e
+EOF
 bad400() { # NAME BODY [NEEDLE]
   req "$1" POST /v1/completions "${AUTH[@]}" -H 'Content-Type: application/json' --data-binary "$2"
   want "$1" 400

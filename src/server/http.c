@@ -713,9 +713,53 @@ typedef struct hconn {
     double since;                /* accepted, or its previous reply completed */
     int busy;                    /* complete requests received and not yet answered */
     bool refused, cut;
+    bool rewriting;              /* out_cb is replacing an error page (its own changes are not looked at) */
+    struct evbuffer_cb_entry *out_cb;
 } hconn;
 
+/* evhttp answers what never reaches our handler — a malformed request line or header, an unknown
+ * method (501), a body or headers over the limit (413 / 400) — with a fixed HTML page. The API's
+ * errors are OpenAI JSON objects, so this callback on the connection's output buffer replaces that
+ * page, once evhttp has written it whole, by the same status with a JSON body. The page's last line
+ * cannot occur in anything we send ourselves (our bodies are JSON, with newlines escaped). */
+static const char k_html_tail[] = "</BODY></HTML>\n";
+
+static void out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg) {
+    hconn *c = arg;
+    const size_t tl = sizeof k_html_tail - 1, len = evbuffer_get_length(b);
+    /* an error page is small and comes alone or after a short pipelined reply: larger buffers (a
+       stream's backlog) are not looked at, so the check costs nothing where it cannot match */
+    if (c->rewriting || info->n_added == 0 || len < tl || len > 8192) return;
+    const char *all = (const char *)evbuffer_pullup(b, -1);
+    if (!all || memcmp(all + len - tl, k_html_tail, tl) != 0) return;
+    /* the page's status line: the last "HTTP/1." in the buffer (a pipelined reply may precede it) */
+    size_t start = len;
+    for (const char *q = all; (q = memmem(q, len - (size_t)(q - all), "HTTP/1.", 7)); q++) start = (size_t)(q - all);
+    if (start == len || len - start < 12) return;
+    const int status = atoi(all + start + 9);
+    if (status < 400 || status > 599) return;
+    const char *msg = status == 413 ? "the request is too large (body or headers over the server's limits)"
+                      : status == 501 ? "this HTTP method is not implemented"
+                      : status == 400 ? "malformed HTTP request"
+                                      : reason(status);
+    char body[256];
+    snprintf(body, sizeof body, "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":%s}}", msg,
+             status == 413 ? "\"request_too_large\"" : "null");
+    c->rewriting = true;
+    /* keep what precedes the page, replace the page */
+    struct evbuffer *keep = evbuffer_new();
+    if (keep && evbuffer_remove_buffer(b, keep, start) == (int)start) {
+        evbuffer_drain(b, evbuffer_get_length(b));
+        evbuffer_add_buffer(b, keep);
+        evbuffer_add_printf(b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                            status, reason(status), strlen(body), body);
+    }
+    if (keep) evbuffer_free(keep);
+    c->rewriting = false;
+}
+
 static void conn_free(hconn *c) {
+    if (c->out_cb) evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
     if (c->act) event_free(c->act);
     bufferevent_decref(c->bev); /* the last reference: the socket closes */
     free(c);
@@ -814,6 +858,7 @@ static struct bufferevent *conn_bev_cb(struct event_base *base, void *arg) {
     bufferevent_incref(b);
     c->h = h;
     c->bev = b;
+    c->out_cb = evbuffer_add_cb(bufferevent_get_output(b), out_cb, c);
     c->since = now_s();
     c->next = h->conns;
     h->conns = c;
