@@ -66,6 +66,19 @@ es_status es_sampler_init(const es_sampler_params *p, int n_vocab, es_sampler **
         return es_fail(err, ES_ERR_INVALID_ARG, "sampler: repeat_last_n must be in [0, %d] (got %d)",
                        ES_SAMPLER_MAX_LAST_N, p->repeat_last_n);
 
+    if (p->n_bias < 0 || p->n_bias > ES_SAMPLER_MAX_BIAS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "sampler: %d logit-bias entries (at most %d)", p->n_bias, ES_SAMPLER_MAX_BIAS);
+    for (int i = 0; i < p->n_bias; i++) {
+        if (p->bias[i].id < 0 || p->bias[i].id >= n_vocab)
+            return es_fail(err, ES_ERR_INVALID_ARG, "sampler: logit bias for token %d, outside the vocabulary (0..%d)", p->bias[i].id,
+                           n_vocab - 1);
+        if (!isfinite(p->bias[i].bias))
+            return es_fail(err, ES_ERR_INVALID_ARG, "sampler: the logit bias of token %d is not finite", p->bias[i].id);
+        for (int j = 0; j < i; j++)
+            if (p->bias[j].id == p->bias[i].id)
+                return es_fail(err, ES_ERR_INVALID_ARG, "sampler: token %d has two logit-bias entries", p->bias[i].id);
+    }
+
     es_sampler *s = calloc(1, sizeof *s);
     if (!s) return es_fail(err, ES_ERR_NOMEM, "sampler: out of memory");
     s->p = *p;
@@ -295,8 +308,11 @@ static inline bool penalty_active(const es_sampler *s) {
     return s->p.repeat_penalty != 1.0f && s->hist_len > 0;
 }
 
-/* Steps 1-2: cand[i] = {sanitised, penalised logit i, i} for every token. Returns the largest value
- * (-inf when no token has a finite one). */
+/* Whether the logits are changed before temperature (bias or penalty): the raw-argmax shortcut is off. */
+static inline bool adjust_active(const es_sampler *s) { return s->p.n_bias > 0 || penalty_active(s); }
+
+/* Steps 1-2: cand[i] = {sanitised, biased, penalised logit i, i} for every token. Returns the largest
+ * value (-inf when no token has a finite one). */
 static float prepare_logits(es_sampler *s, const float *logits) {
     es_sampler_cand *c = s->cand;
     const int n = s->n_vocab;
@@ -307,9 +323,13 @@ static float prepare_logits(es_sampler *s, const float *logits) {
         c[i].id = i;
         vmax = x > vmax ? x : vmax;
     }
-    if (!penalty_active(s)) return vmax;
+    if (!adjust_active(s)) return vmax;
+    for (int j = 0; j < s->p.n_bias; j++) { /* ids checked at init; -inf stays -inf */
+        es_sampler_cand *b = &c[s->p.bias[j].id];
+        b->p = sanitise(b->p + s->p.bias[j].bias);
+    }
     const float pen = s->p.repeat_penalty;
-    for (int j = 0; j < s->hist_len; j++) {
+    for (int j = 0; j < (penalty_active(s) ? s->hist_len : 0); j++) {
         const int32_t t = s->hist[j];
         if (s->mark[t]) continue;
         s->mark[t] = 1;
@@ -317,7 +337,7 @@ static float prepare_logits(es_sampler *s, const float *logits) {
         c[t].p = sanitise(x > 0.0f ? x / pen : x * pen);
     }
     for (int j = 0; j < s->hist_len; j++) s->mark[s->hist[j]] = 0;
-    /* A penalised token may have been the max (or, with a penalty < 1, become it): rescan. */
+    /* A biased or penalised token may have been the max (or have become it): rescan. */
     vmax = -INFINITY;
     for (int i = 0; i < n; i++) vmax = c[i].p > vmax ? c[i].p : vmax;
     return vmax;
@@ -375,7 +395,7 @@ int es_sampler_dist(es_sampler *s, const float *logits, const es_sampler_cand **
     size_t n = (size_t)s->n_vocab;
 
     if (p->temperature == 0.0f || p->top_k == 1) {
-        if (!penalty_active(s)) return one_hot(s, argmax_raw(logits, s->n_vocab));
+        if (!adjust_active(s)) return one_hot(s, argmax_raw(logits, s->n_vocab));
         prepare_logits(s, logits);
         size_t best = 0;  /* ties -> lowest id: only a strictly larger value moves it */
         for (size_t i = 1; i < n; i++)

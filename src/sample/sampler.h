@@ -4,6 +4,7 @@
  * The pipeline, applied to a copy of the raw logits (n_vocab floats, never modified):
  *
  *   1. sanitise    NaN -> -inf, +inf -> FLT_MAX (so no arithmetic below produces NaN)
+ *   1b. bias       each logit_bias entry's value is added to its token's logit (clamped as in 1)
  *   2. penalties   for each distinct token among the last repeat_last_n accepted ones (counted once,
  *                  however often it occurs): logit > 0 -> logit / repeat_penalty, else logit *
  *                  repeat_penalty (llama.cpp semantics); the result is clamped to FLT_MAX again

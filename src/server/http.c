@@ -65,6 +65,8 @@ typedef struct hreq {
     const char *endpoint;
     int kind;
     bool stream, include_usage;
+    bool started;                 /* streams: the 200 and the event-stream headers went out (they wait
+                                     for the first tokens, so a failure before any is a plain error) */
     char rid[48];
     int64_t created;
     char *model;
@@ -264,7 +266,7 @@ static void req_abandon(hreq *r, const char *why) {
     h->st.disconnects++;
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
-    if (!r->stream) count(h, r->endpoint, 499); /* a stream was counted with its 200 */
+    if (!r->started) count(h, r->endpoint, 499); /* a started stream was counted with its 200 */
     hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, r->n_generated);
 }
 
@@ -301,6 +303,32 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg) {
     req_free(r);
 }
 
+/* Streams: the first tokens came (or the end, without any): the 200, the event-stream headers and
+ * the chat's role chunk go out now. Until then the request was watched as a plain one, so a failure
+ * before the first token is still an ordinary error status with an OpenAI error object. */
+static void stream_start(hreq *r) {
+    if (!r->stream || r->started) return;
+    es_http *h = r->h;
+    r->started = true;
+    if (r->watch) { /* evhttp reads a streaming connection itself: its close callback takes over */
+        event_free(r->watch);
+        r->watch = NULL;
+    }
+    if (r->evcon) { /* each event leaves at once (Nagle would hold it for the peer's delayed ACK) */
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
+        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        const int one = 1;
+        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(oh, "Content-Type", "text/event-stream");
+    evhttp_add_header(oh, "Cache-Control", "no-cache");
+    evhttp_add_header(oh, "X-Accel-Buffering", "no");
+    evhttp_send_reply_start(r->req, 200, "OK");
+    count(h, r->endpoint, 200);
+    if (r->kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
+}
+
 /* Completes the reply with the text still held back, the finish reason and usage. */
 static void req_finish(hreq *r, int stop) {
     es_http *h = r->h;
@@ -314,6 +342,7 @@ static void req_finish(hreq *r, int stop) {
     const es_oai_usage u = {r->n_prompt, r->n_generated};
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
+    stream_start(r);
     req_detach(r);
     if (r->stream) {
         if (r->out.len) sse_chunk(r, NULL, r->out.s, NULL);
@@ -345,7 +374,7 @@ static void req_fail(hreq *r, int status, const char *msg) {
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
     req_detach(r);
-    if (r->stream) {
+    if (r->started) {
         char *j = es_oai_error_json(&e);
         if (j) sse(r, j);
         free(j);
@@ -386,6 +415,7 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
         req_finish(r, ES_STOP_EOS);
         return;
     }
+    stream_start(r);
     if (r->stream && r->out.len) {
         sse_chunk(r, NULL, r->out.s, NULL);
         es_str_clear(&r->out);
@@ -467,6 +497,14 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         reply_error(h, req, endpoint, &e);
         return;
     }
+    for (int i = 0; i < q.n_bias; i++)
+        if (q.bias[i].id >= h->n_vocab) {
+            es_oai_error_set(&e, 400, "invalid_request_error", "invalid_value", "logit_bias",
+                             "'logit_bias' names token %d, outside the vocabulary (0..%d)", q.bias[i].id, h->n_vocab - 1);
+            es_oai_request_free(&q);
+            reply_error(h, req, endpoint, &e);
+            return;
+        }
     es_err err = {{0}};
     int32_t *prompt = NULL;
     int n_prompt = 0;
@@ -564,10 +602,20 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     g.sampling.top_p = (float)q.top_p;
     g.sampling.top_k = q.top_k;
     g.sampling.min_p = (float)q.min_p;
-    g.sampling.repeat_penalty = 1.0f;
+    g.sampling.repeat_penalty = (float)q.repeat_penalty;
+    if (q.has_repeat_last_n) g.sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
+    g.sampling.n_bias = q.n_bias;
+    for (int i = 0; i < q.n_bias; i++) {
+        g.sampling.bias[i].id = q.bias[i].id;
+        g.sampling.bias[i].bias = q.bias[i].bias;
+    }
     g.sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
     g.stop = stop_ids;
     g.n_stop = n_stop_ids;
+    g.stop_strings = r->stop;
+    g.n_stop_strings = r->n_stop;
+    g.skip = r->skip;
+    g.n_skip = r->n_skip;
     es_oai_request_free(&q);
     int granted = 0;
     es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, &err)
@@ -592,21 +640,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s", r->rid, endpoint, n_prompt, max_tokens, granted,
          r->stream ? "streaming" : "plain");
     if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_close, r);
-    if (r->stream && r->evcon) { /* each event leaves at once (Nagle would hold it for the peer's delayed ACK) */
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
-        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-        const int one = 1;
-        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if (r->stream) {
-        struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
-        evhttp_add_header(oh, "Content-Type", "text/event-stream");
-        evhttp_add_header(oh, "Cache-Control", "no-cache");
-        evhttp_add_header(oh, "X-Accel-Buffering", "no");
-        evhttp_send_reply_start(req, 200, "OK");
-        count(h, endpoint, 200);
-        if (kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
-    } else if (r->evcon) {
+    if (r->evcon) { /* streams too, until their first tokens (stream_start) */
         struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
         const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
         if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
@@ -647,7 +681,8 @@ static void handle_metrics(es_http *h, struct evhttp_request *req) {
     es_metrics m = h->m;
     m.http_active = h->n_active;
     m.uptime_seconds = now_s() - h->t_start;
-    m.ready = !h->shutting_down;
+    const char *up = NULL;
+    m.ready = !h->shutting_down && (!h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up));
     if (h->tps_n >= 2) {
         const int last = (h->tps_at + HTTP_TPS_WINDOW - 1) % HTTP_TPS_WINDOW;
         const int first = h->tps_n < HTTP_TPS_WINDOW ? 0 : h->tps_at;
@@ -738,8 +773,14 @@ static void handle(struct evhttp_request *req, void *arg) {
         return;
     }
     if (ep == EP_HEALTH) {
-        if (h->shutting_down) reply_json(h, req, ep, 503, "{\"status\":\"stopping\"}");
-        else reply_json(h, req, ep, 200, "{\"status\":\"ok\"}");
+        const char *up = NULL;
+        const bool ready = !h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up);
+        char body[256];
+        if (h->shutting_down) snprintf(body, sizeof body, "{\"status\":\"stopping\"}");
+        else if (up) snprintf(body, sizeof body, "{\"status\":\"%s\",\"upstream\":\"%s\"}", ready ? "ok" : "unavailable", up);
+        else snprintf(body, sizeof body, "{\"status\":\"ok\"}");
+        if (!h->shutting_down && !ready) evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        reply_json(h, req, ep, h->shutting_down || !ready ? 503 : 200, body);
         return;
     }
     if (ep == EP_METRICS) {
@@ -900,6 +941,11 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     event_add(h->tick, &one);
     hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s)", h->port, h->model_name,
          es_chat_family_name((es_chat_family)h->chat_family));
+    const char *tmpl = es_tokenizer_chat_template(p->tok);
+    if (p->chat_family < 0 && tmpl && *tmpl && h->chat_family == ES_CHAT_FALLBACK) /* said once, not per request */
+        hlog(h, 1, "the model's chat template is not one of the known families (chatml, llama2, llama3, zephyr): chat "
+                   "requests get a plain \"role: text\" transcript; choose one with --chat-template FAMILY or "
+                   "--chat-template-file FILE");
     *out = h;
     return ES_OK;
 }
