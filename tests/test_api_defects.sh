@@ -146,6 +146,23 @@ has "$tmp/tc.txt" "tool_choice"
 post "$h" /v1/completions '{"prompt":"Once","max_tokens":2,"logit_bias":{"999999":5}}' >"$tmp/lb.txt"
 same "logit_bias outside the vocabulary" "$(head -n 1 "$tmp/lb.txt" | cut -d' ' -f1)" 400
 
+# routes without /v1 (llama.cpp, vLLM), /tokenize and /detokenize
+same "no /v1: completions" "$(text "$h" '{"prompt":"Once","max_tokens":5,"temperature":0}')" \
+  "$(post "$h" /completions '{"prompt":"Once","max_tokens":5,"temperature":0}' | tail -n +2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"], end="")')"
+same "no /v1: chat" "$(post "$h" /chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}' | head -n 1 | cut -d' ' -f1)" 200
+same "no /v1: models" "$(status "$h" /models)" 200
+post "$h" /tokenize "{\"content\":\"$P\"}" >"$tmp/tok.txt"
+toks=$(tail -n +2 "$tmp/tok.txt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+run_toks=$("$bin" run -m "$model" -p "$P" -n 1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
+same "/tokenize = the prompt's ids" "$toks" "$run_toks"
+toks_nobos=$(post "$h" /v1/tokenize "{\"content\":\"$P\",\"add_special\":false}" | tail -n +2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+same "/tokenize add_special false" "$toks_nobos" "[${run_toks#\[1, }"
+same "/detokenize" "$(post "$h" /detokenize "{\"tokens\":$toks}" | tail -n +2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["content"], end="")')" "$P"
+same "/detokenize outside the vocabulary" "$(post "$h" /detokenize '{"tokens":[1,99999]}' | head -n 1 | cut -d' ' -f1)" 400
+same "/detokenize without tokens" "$(post "$h" /detokenize '{"content":"x"}' | head -n 1 | cut -d' ' -f1)" 400
+same "/tokenize with NUL" "$(post "$h" /tokenize '{"content":"a\u0000b"}' | head -n 1 | cut -d' ' -f1)" 400
+same "GET /tokenize" "$(status "$h" /tokenize)" 405
+
 # repetition penalty: exactly `edgespec run --repeat-penalty` (which accepts the prompt into its window)
 ref_plain=$("$bin" run -m "$model" -p "$P" -n 60 2>/dev/null)
 for rp in 1.3 2.0; do
@@ -201,6 +218,7 @@ same "stop string, streamed: generated tokens" "$((g1 - g0))" "$n"
 start_edge "$tmp/edge" "$eport" --reconnect 1 || { es_test_finish test_api_defects; exit 1; }
 l=$lport
 same "edge /health with the server up" "$(status "$l" /health)" 200
+same "edge /tokenize (the draft's tokenizer, the same vocabulary)" "$(post "$l" /tokenize "{\"content\":\"$P\"}" | tail -n +2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')" "$run_toks"
 got=$(text "$l" "{\"prompt\":\"$P\",\"max_tokens\":60,\"temperature\":0,\"repeat_penalty\":1.3,\"repeat_last_n\":16}")
 same "edge-local API, repeat_penalty" "$got" "$ref13"
 same "edge-local API, logit_bias" "$(text "$l" "$bias_req")" "$bias_ar"

@@ -53,6 +53,8 @@ static const char *const EP_CHAT = "/v1/chat/completions";
 static const char *const EP_MODELS = "/v1/models";
 static const char *const EP_HEALTH = "/health";
 static const char *const EP_METRICS = "/metrics";
+static const char *const EP_TOKENIZE = "/tokenize";
+static const char *const EP_DETOKENIZE = "/detokenize";
 static const char *const EP_OTHER = "other";
 
 typedef struct hreq {
@@ -677,6 +679,63 @@ static void handle_models(es_http *h, struct evhttp_request *req, const char *pa
     free(j);
 }
 
+/* POST /tokenize {"content": TEXT, "add_special": BOOL (default true: BOS as the vocabulary asks),
+ * "parse_special": BOOL (default false)} -> {"tokens": [ids]}; POST /detokenize {"tokens": [ids]} ->
+ * {"content": TEXT} (llama.cpp's server: the ids a prompt costs, the text ids stand for). The model's
+ * own tokenizer, as completions use it; text follows the same rules as prompts (NUL refused). */
+static void handle_tokenize(es_http *h, struct evhttp_request *req, const char *ep) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const size_t blen = evbuffer_get_length(in);
+    const char *body = blen ? (const char *)evbuffer_pullup(in, -1) : "";
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    es_oai_tok q;
+    if (!es_oai_parse_tokenize(ep == EP_TOKENIZE, body, blen, &q, &e)) {
+        reply_error(h, req, ep, &e);
+        return;
+    }
+    es_str out = {0};
+    bool ok = true;
+    if (ep == EP_TOKENIZE) {
+        const size_t len = strlen(q.content);
+        int cap = len < (size_t)INT32_MAX - 16 ? (int)len + 8 : 0, n = 0;
+        int32_t *ids = cap ? malloc((size_t)cap * sizeof *ids) : NULL;
+        es_err err = {{0}};
+        if (!ids || es_tokenize(h->p.tok, q.content, len, q.add_special, q.parse_special, ids, cap, &n, &err) != ES_OK || n > cap) {
+            free(ids);
+            es_oai_tok_free(&q);
+            reply_errorf(h, req, ep, ids ? 400 : 500, ids ? "invalid_request_error" : "server_error", NULL, "cannot tokenise: %s",
+                         err.msg[0] ? err.msg : "out of memory");
+            return;
+        }
+        ok = es_str_puts(&out, "{\"tokens\":[");
+        for (int i = 0; i < n && ok; i++) ok = es_str_printf(&out, "%s%d", i ? "," : "", ids[i]);
+        ok = ok && es_str_puts(&out, "]}");
+        free(ids);
+    } else {
+        for (int i = 0; i < q.n_ids; i++)
+            if (q.ids[i] >= h->n_vocab) {
+                reply_errorf(h, req, ep, 400, "invalid_request_error", "invalid_value", "token %d: id %d is outside the vocabulary (0..%d)", i,
+                             q.ids[i], h->n_vocab - 1);
+                es_oai_tok_free(&q);
+                return;
+            }
+        es_detok dt;
+        es_detok_init(&dt, h->p.tok, -1);
+        es_str text = {0};
+        for (int i = 0; i < q.n_ids && ok; i++) ok = es_detok_push(&dt, q.ids[i], &text);
+        ok = ok && es_detok_flush(&dt, &text);
+        char *j = ok ? es_oai_content_json(es_str_cstr(&text)) : NULL;
+        ok = j && es_str_puts(&out, j);
+        free(j);
+        es_str_free(&text);
+    }
+    es_oai_tok_free(&q);
+    if (ok) reply_json(h, req, ep, 200, es_str_cstr(&out));
+    else reply_errorf(h, req, ep, 500, "server_error", NULL, "out of memory");
+    es_str_free(&out);
+}
+
 static void handle_metrics(es_http *h, struct evhttp_request *req) {
     es_metrics m = h->m;
     m.http_active = h->n_active;
@@ -750,6 +809,14 @@ static void handle(struct evhttp_request *req, void *arg) {
     const char *ep = EP_OTHER;
     bool want_post = false;
     int kind = -1;
+    /* llama.cpp and vLLM also answer without the /v1 prefix (clients given a bare host use those) */
+    char v1[96];
+    if (!strncmp(path, "/completions", 12) || !strncmp(path, "/chat/completions", 17) || !strncmp(path, "/models", 7)) {
+        if (strlen(path) + 3 < sizeof v1) {
+            snprintf(v1, sizeof v1, "/v1%s", path);
+            path = v1;
+        }
+    }
     if (!strcmp(path, EP_COMPLETIONS)) {
         ep = EP_COMPLETIONS;
         want_post = true;
@@ -761,6 +828,8 @@ static void handle(struct evhttp_request *req, void *arg) {
     } else if (!strcmp(path, EP_MODELS) || !strncmp(path, "/v1/models/", 11)) ep = EP_MODELS;
     else if (!strcmp(path, EP_HEALTH)) ep = EP_HEALTH;
     else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
+    else if (!strcmp(path, EP_TOKENIZE) || !strcmp(path, "/v1/tokenize")) ep = EP_TOKENIZE, want_post = true;
+    else if (!strcmp(path, EP_DETOKENIZE) || !strcmp(path, "/v1/detokenize")) ep = EP_DETOKENIZE, want_post = true;
     if (ep == EP_OTHER) {
         reply_errorf(h, req, ep, 404, "invalid_request_error", "unknown_url", "Unknown request URL: %s %.200s",
                      method_name(cmd), path);
@@ -795,6 +864,7 @@ static void handle(struct evhttp_request *req, void *arg) {
         return;
     }
     if (ep == EP_MODELS) handle_models(h, req, path);
+    else if (ep == EP_TOKENIZE || ep == EP_DETOKENIZE) handle_tokenize(h, req, ep);
     else handle_completion(h, req, kind, ep);
 }
 

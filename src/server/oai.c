@@ -381,6 +381,58 @@ bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request
     return ok;
 }
 
+bool es_oai_parse_tokenize(bool tokenize, const char *body, size_t len, es_oai_tok *out, es_oai_error *e) {
+    memset(out, 0, sizeof *out);
+    out->add_special = true;
+    if (!body || len == 0) return BAD(e, "invalid_json", NULL, "the request body is empty; send a JSON object");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return BAD(e, "invalid_json", NULL, "the request body must be a JSON object");
+    }
+    if (has_nul_escape(body, len)) {
+        cJSON_Delete(root);
+        return BAD(e, "invalid_value", NULL, "the request holds a NUL character (\\u0000) in a string; text with NUL is not supported");
+    }
+    bool ok = true;
+    if (tokenize) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "content");
+        if (!cJSON_IsString(c)) ok = BAD(e, is_null(c) ? "missing_required_parameter" : "invalid_type", "content", "'content' must be a string");
+        else if (!(out->content = dup_str(c->valuestring))) ok = oom(e);
+        ok = ok && opt_bool(root, "add_special", &out->add_special, e) && opt_bool(root, "parse_special", &out->parse_special, e);
+    } else {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+        const int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : -1;
+        if (n < 0) ok = BAD(e, is_null(t) ? "missing_required_parameter" : "invalid_type", "tokens", "'tokens' must be an array of token ids");
+        else if (n > ES_OAI_MAX_PROMPT_IDS) ok = BAD(e, "invalid_value", "tokens", "'tokens' holds more than %d ids", ES_OAI_MAX_PROMPT_IDS);
+        else if (n > 0 && !(out->ids = malloc((size_t)n * sizeof *out->ids))) ok = oom(e);
+        int i = 0;
+        for (const cJSON *x = ok && n > 0 ? t->child : NULL; x && ok; x = x->next, i++) {
+            int64_t id;
+            if (!get_int(x, 0, INT32_MAX, &id)) ok = BAD(e, "invalid_type", "tokens", "'tokens' entry %d must be a non-negative integer", i);
+            else out->ids[out->n_ids++] = (int32_t)id;
+        }
+    }
+    cJSON_Delete(root);
+    if (!ok) es_oai_tok_free(out);
+    return ok;
+}
+
+void es_oai_tok_free(es_oai_tok *t) {
+    if (!t) return;
+    free(t->content);
+    free(t->ids);
+    memset(t, 0, sizeof *t);
+}
+
+char *es_oai_content_json(const char *text) {
+    cJSON *o = cJSON_CreateObject();
+    char *j = o && cJSON_AddStringToObject(o, "content", text) ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return j;
+}
+
 void es_oai_request_free(es_oai_request *r) {
     if (!r) return;
     free(r->model);

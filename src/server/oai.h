@@ -73,6 +73,20 @@ typedef struct es_oai_request {
     int n_bias;
 } es_oai_request;
 
+/* /tokenize and /detokenize bodies (llama.cpp's server): content + add_special (default true) +
+ * parse_special (default false), or tokens (non-negative ids; the vocabulary is checked by the
+ * caller). Failures fill e (400) as es_oai_parse_request does. */
+typedef struct es_oai_tok {
+    char *content;
+    bool add_special, parse_special;
+    int32_t *ids;
+    int n_ids;
+} es_oai_tok;
+bool es_oai_parse_tokenize(bool tokenize, const char *body, size_t len, es_oai_tok *out, es_oai_error *e);
+void es_oai_tok_free(es_oai_tok *t);
+/* {"content": TEXT} (TEXT valid UTF-8). NULL when out of memory. */
+char *es_oai_content_json(const char *text);
+
 /* Default max_tokens of a completion request without one (OpenAI's). */
 #define ES_OAI_COMPLETION_DEFAULT_MAX_TOKENS 16
 
