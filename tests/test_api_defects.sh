@@ -3,8 +3,8 @@
 #  - `run --json` / `edge --json` print valid UTF-8 when generation ends inside a character;
 #  - CLI: `edge -d FILE` names itself, `serve --port P --http-port P` fails before "listening", the
 #    help texts show the real tree defaults and the K-quants, --chat-template-file;
-#  - fields: top_k -1, NUL in a prompt (400 on both ports), tool_choice, and repetition penalty and
-#    logit bias honoured exactly: greedy with a penalty equals `edgespec run --repeat-penalty` through
+#  - fields: top_k -1, NUL in a prompt (400 on both ports), tool_choice, and repetition, presence and
+#    frequency penalties and logit bias honoured exactly: greedy with a penalty equals `edgespec run --repeat-penalty` through
 #    the server (autoregressive and server-side speculation), the edge-local API and `edgespec edge`;
 #    a logit bias gives the same text on every path and changes it;
 #  - a stop string stops the generator: edgespec_generated_tokens_total rises by the tokens returned;
@@ -179,6 +179,13 @@ for rp in 1.3 2.0; do
   done
 done
 ref13=$("$bin" run -m "$model" -p "$P" -n 60 --repeat-penalty 1.3 --repeat-last-n 16 2>/dev/null)
+# presence / frequency penalties (llama.cpp's rule, same window): the same exactness
+pf=(--presence-penalty 0.4 --frequency-penalty 0.3 --repeat-last-n 32)
+ref_pf=$("$bin" run -m "$model" -p "$P" -n 60 "${pf[@]}" 2>/dev/null)
+[ "$ref_pf" != "$ref_plain" ] && ok || bad "presence/frequency penalties change nothing: the test would prove nothing"
+pf_req="{\"prompt\":\"$P\",\"max_tokens\":60,\"temperature\":0,\"presence_penalty\":0.4,\"frequency_penalty\":0.3,\"repeat_last_n\":32}"
+same "server AR, presence/frequency" "$(text "$h" "$pf_req")" "$ref_pf"
+same "run --draft --spec tree, presence/frequency" "$("$bin" run -m "$model" --draft "$draft" --spec tree -p "$P" -n 60 "${pf[@]}" 2>/dev/null)" "$ref_pf"
 
 # logit bias: the greedy text's first token banned changes the text; every path agrees (below)
 bias='{"410":-100,"261":-100,"383":3.5}'
@@ -222,6 +229,7 @@ same "edge /tokenize (the draft's tokenizer, the same vocabulary)" "$(post "$l" 
 got=$(text "$l" "{\"prompt\":\"$P\",\"max_tokens\":60,\"temperature\":0,\"repeat_penalty\":1.3,\"repeat_last_n\":16}")
 same "edge-local API, repeat_penalty" "$got" "$ref13"
 same "edge-local API, logit_bias" "$(text "$l" "$bias_req")" "$bias_ar"
+same "edge-local API, presence/frequency" "$(text "$l" "$pf_req")" "$ref_pf"
 g0=$(metric "$l" edgespec_generated_tokens_total)
 post "$l" /v1/completions "{\"prompt\":\"$P\",\"max_tokens\":60,\"temperature\":0,\"stop\":[\". \"]}" >"$tmp/estop.txt"
 n=$(python3 -c 'import json,sys; f=open(sys.argv[1]); f.readline(); print(json.load(f)["usage"]["completion_tokens"])' "$tmp/estop.txt")
@@ -264,6 +272,7 @@ same "edge after the server's restart" "$(text "$l" "{\"prompt\":\"$P\",\"max_to
 # server-side speculation with the penalty and the bias
 same "server-spec, repeat_penalty" "$(text "$h" "{\"prompt\":\"$P\",\"max_tokens\":60,\"temperature\":0,\"repeat_penalty\":1.3,\"repeat_last_n\":16}")" "$ref13"
 same "server-spec, logit_bias" "$(text "$h" "$bias_req")" "$bias_ar"
+same "server-spec, presence/frequency" "$(text "$h" "$pf_req")" "$ref_pf"
 stop_pid "$spid"
 stop_pid "$epid"
 

@@ -119,7 +119,7 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":3}", "logprobs", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", "best_of", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"end\"}", "suffix", NULL);
-    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":0.5}", "frequency_penalty", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":2.5}", "frequency_penalty", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", "presence_penalty", NULL);
     expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
                "response_format", NULL);
@@ -453,6 +453,10 @@ static void test_parse_extensions(void) {
     }
     if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\"}", &r)) {
         CHECK(r.repeat_penalty == 1.0 && r.n_bias == 0 && !r.has_repeat_last_n);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":0.5,\"frequency_penalty\":-1.5}", &r)) {
+        CHECK(r.presence_penalty == 0.5 && r.frequency_penalty == -1.5);
         es_oai_request_free(&r);
     }
     if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repetition_penalty\":1.3,\"repeat_last_n\":-1}", &r)) {

@@ -119,6 +119,11 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
             NEED_VALUE();
             if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error(cmd, usage, "--repeat-last-n must be >= 0, got '%s'", v);
             o->sp.repeat_last_n = (int)lv;
+        } else if (!strcmp(a, "--presence-penalty") || !strcmp(a, "--frequency-penalty")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, -2, 2, &dv)) return cli_usage_error(cmd, usage, "%s must be in -2..2, got '%s'", a, v);
+            if (a[2] == 'p') o->sp.presence_penalty = (float)dv;
+            else o->sp.frequency_penalty = (float)dv;
         } else if (!strcmp(a, "--logit-bias")) {
             NEED_VALUE();
             /* TOKEN=BIAS (repeatable; the token id's vocabulary range is checked with the model) */

@@ -813,6 +813,8 @@ static es_status open_session(gen *g, es_err *err) {
     m.seed = e->p.sampling.seed;
     m.repeat_penalty = e->p.sampling.repeat_penalty;
     m.repeat_last_n = e->p.sampling.repeat_last_n;
+    m.presence_penalty = e->p.sampling.presence_penalty;
+    m.frequency_penalty = e->p.sampling.frequency_penalty;
     m.n_bias = (uint16_t)e->p.sampling.n_bias;
     memcpy(m.bias, e->p.sampling.bias, (size_t)e->p.sampling.n_bias * sizeof m.bias[0]);
     m.n_stop = (uint16_t)g->n_stop;

@@ -605,6 +605,8 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     g.sampling.top_k = q.top_k;
     g.sampling.min_p = (float)q.min_p;
     g.sampling.repeat_penalty = (float)q.repeat_penalty;
+    g.sampling.presence_penalty = (float)q.presence_penalty;
+    g.sampling.frequency_penalty = (float)q.frequency_penalty;
     if (q.has_repeat_last_n) g.sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
     g.sampling.n_bias = q.n_bias;
     for (int i = 0; i < q.n_bias; i++) {

@@ -299,12 +299,8 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
             r->include_usage = cJSON_IsTrue(u);
         }
     }
-    const char *penalties[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        double p = 0;
-        if (!opt_number(root, penalties[i], -2, false, 2, &p, e)) return false;
-        if (p != 0) return BAD(e, "unsupported_parameter", penalties[i], "'%s' is not supported by this server (only 0)", penalties[i]);
-    }
+    if (!opt_number(root, "presence_penalty", -2, false, 2, &r->presence_penalty, e)) return false;
+    if (!opt_number(root, "frequency_penalty", -2, false, 2, &r->frequency_penalty, e)) return false;
     if (!parse_penalty_bias(root, r, e)) return false;
     v = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
     if (!is_null(v)) {

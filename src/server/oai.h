@@ -68,6 +68,7 @@ typedef struct es_oai_request {
     bool stream, include_usage;
     double repeat_penalty;            /* repeat_penalty / repetition_penalty (1: off) */
     int repeat_last_n;                /* -1: the whole context */
+    double presence_penalty, frequency_penalty; /* -2..2 (0: off) */
     bool has_repeat_last_n;
     struct { int32_t id; float bias; } *bias; /* logit_bias (ids not yet checked against the vocabulary) */
     int n_bias;

@@ -771,6 +771,8 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     sp.sampling.min_p = m.min_p;
     sp.sampling.repeat_penalty = m.repeat_penalty;
     sp.sampling.repeat_last_n = m.repeat_last_n;
+    sp.sampling.presence_penalty = m.presence_penalty;
+    sp.sampling.frequency_penalty = m.frequency_penalty;
     sp.sampling.n_bias = m.n_bias;
     memcpy(sp.sampling.bias, m.bias, (size_t)m.n_bias * sizeof m.bias[0]);
     sp.sampling.seed = m.seed;

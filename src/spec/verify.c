@@ -150,7 +150,7 @@ es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_e
 }
 
 void es_verifier_add_history(es_verifier *v, const int32_t *tokens, int n) {
-    if (v->p.sampling.repeat_penalty == 1.0f) return;
+    if (!es_sampler_penalized(&v->p.sampling)) return;
     const int keep = v->p.sampling.repeat_last_n; /* only the last ones can matter */
     for (int i = n > keep ? n - keep : 0; i < n; i++) es_sampler_accept(v->smp, tokens[i]);
 }
@@ -206,7 +206,7 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
     /* Walk from the root. Node u is batch row r0 + u + 1 (root = row r0 = node -1). The penalty
      * history follows the walk: the node's distribution sees the root and the path up to it. Only
      * the accepted path is walked, so the history never needs undoing. */
-    const bool hist = v->p.sampling.repeat_penalty != 1.0f;
+    const bool hist = es_sampler_penalized(&v->p.sampling);
     if (hist) es_sampler_accept(v->smp, v->st_root_tok);
     int u = -1;
     out->n_accepted = 0;
