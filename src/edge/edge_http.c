@@ -11,7 +11,6 @@
  * the front end (it no longer knows the id). */
 #include "edge/edge_http.h"
 
-#include <errno.h>
 #include <event2/event.h>
 #include <math.h>
 #include <pthread.h>
