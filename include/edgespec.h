@@ -186,13 +186,22 @@ const es_model *es_ctx_model(const es_ctx *ctx);
 /* ---- sampling ---------------------------------------------------------------------------------- */
 
 /* Order of application (details in src/sample/sampler.h): NaN logits -> -inf, +inf -> FLT_MAX;
- * repetition penalty over the distinct tokens among the last repeat_last_n accepted (logit > 0 ->
- * logit / penalty, else logit * penalty); temperature (0: one-hot argmax, ties -> lowest id); top-k;
- * softmax; top-p (smallest most-likely set whose mass reaches top_p, >= 1 token); min-p (drop p <
- * min_p * p_max); renormalise; draw by inverse CDF with one uniform from the sampler's own stream
- * (none when temperature is 0). No token with a finite logit: one-hot at token 0. A sampler is not
- * thread-safe; use one per sequence. */
+ * logit bias (added to the listed tokens' logits); penalties over the distinct tokens among the last
+ * repeat_last_n accepted: repetition (logit > 0 -> logit / penalty, else logit * penalty), then minus
+ * count * frequency_penalty + presence_penalty (count: occurrences in that window; llama.cpp's rule);
+ * temperature (0: one-hot argmax, ties -> lowest id); top-k; softmax; top-p (smallest most-likely set
+ * whose mass reaches top_p, >= 1 token); min-p (drop p < min_p * p_max); renormalise; draw by inverse
+ * CDF with one uniform from the sampler's own stream (none when temperature is 0). No token with a
+ * finite logit: one-hot at token 0. A sampler is not thread-safe; use one per sequence. */
 typedef struct es_sampler es_sampler;
+
+/* Most logit-bias entries a sampler takes (kept in the parameters by value, so they copy freely). */
+#define ES_SAMPLER_MAX_BIAS 128
+
+typedef struct es_logit_bias {
+    int32_t id;             /* token id in [0, n_vocab) */
+    float bias;             /* added to the token's logit (finite; -100 all but bans the token) */
+} es_logit_bias;
 
 typedef struct es_sampler_params {
     float temperature;      /* 0: greedy (argmax) */
@@ -200,13 +209,19 @@ typedef struct es_sampler_params {
     float top_p;            /* 1: off */
     float min_p;            /* 0: off */
     float repeat_penalty;   /* 1: off */
-    int repeat_last_n;      /* tokens the penalty looks back over */
+    int repeat_last_n;      /* tokens the penalties look back over */
+    float presence_penalty; /* 0: off (finite) */
+    float frequency_penalty; /* 0: off (finite) */
     uint64_t seed;
+    int n_bias;             /* entries of bias in use (0: off); distinct ids */
+    es_logit_bias bias[ES_SAMPLER_MAX_BIAS];
 } es_sampler_params;
 
 es_sampler_params es_sampler_default_params(void);
 es_status es_sampler_init(const es_sampler_params *p, int n_vocab, es_sampler **out, es_err *err);
 void es_sampler_free(es_sampler *s);
+/* Whether any history-dependent penalty is on (repetition != 1, presence or frequency != 0). */
+bool es_sampler_penalized(const es_sampler_params *p);
 /* Samples a token from raw logits (not modified). */
 int32_t es_sampler_sample(es_sampler *s, const float *logits);
 /* The normalised distribution sampling would draw from (after penalties, temperature, top-k/p,

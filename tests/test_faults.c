@@ -628,10 +628,19 @@ static void test_restart(void) {
     if (running[3]) {
         CHECK_MSG(f->stats.fallback_tokens > 0 && atomic_load(&f->said_fallback), "fallback: %d tokens, said so %d",
                   f->stats.fallback_tokens, (int)atomic_load(&f->said_fallback));
-        CHECK(f->stats.reconnects == 0);
+        CHECK(f->stats.reconnects <= 1);
     }
-    const int from_server = f->stats.n_generated - f->stats.fallback_tokens;
-    CHECK(from_server >= 8 && same_prefix(f->out, f->g->gen, from_server) == from_server);
+    /* The fallback job goes on with the draft alone and, between its tokens, tries the server again:
+     * whether the restarted server answers before the generation ends depends on the machine's speed.
+     * Either way the tokens before the loss are the target's; without a resumption all the rest are
+     * the draft's, after one the rest came back from the server (the target's continuation of a text
+     * that now holds draft tokens, so not the golden run's). */
+    if (f->stats.reconnects == 0) {
+        const int from_server = f->stats.n_generated - f->stats.fallback_tokens;
+        CHECK(from_server >= 8 && same_prefix(f->out, f->g->gen, from_server) == from_server);
+    } else {
+        CHECK(f->stats.fallback_tokens >= 1 && same_prefix(f->out, f->g->gen, 8) == 8);
+    }
     CHECK(f->stats.n_generated == GEN || f->stats.stop == ES_STOP_EOS);
     printf("restart: reconnects %d %d %d; fallback %d of %d tokens from the draft alone\n", jobs[0].stats.reconnects,
            jobs[1].stats.reconnects, jobs[2].stats.reconnects, f->stats.fallback_tokens, f->stats.n_generated);

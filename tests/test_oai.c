@@ -104,7 +104,7 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"temperature\":\"hot\"}", "temperature", "number");
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":0}", "top_p", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1.01}", "top_p", NULL);
-    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-1}", "top_k", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-2}", "top_k", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":2}", "n", "n = 1");
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":\"1\"}", "n", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"seed\":1.5}", "seed", NULL);
@@ -119,7 +119,7 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":3}", "logprobs", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", "best_of", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"end\"}", "suffix", NULL);
-    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":0.5}", "frequency_penalty", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":2.5}", "frequency_penalty", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", "presence_penalty", NULL);
     expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
                "response_format", NULL);
@@ -444,8 +444,72 @@ static void test_json(void) {
     free(j);
 }
 
+/* Fields users send from vLLM / llama.cpp clients: honoured, or refused with a reason, never ignored. */
+static void test_parse_extensions(void) {
+    es_oai_request r;
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-1}", &r)) { /* vLLM's "off" */
+        CHECK(r.top_k == 0);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\"}", &r)) {
+        CHECK(r.repeat_penalty == 1.0 && r.n_bias == 0 && !r.has_repeat_last_n);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":0.5,\"frequency_penalty\":-1.5}", &r)) {
+        CHECK(r.presence_penalty == 0.5 && r.frequency_penalty == -1.5);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repetition_penalty\":1.3,\"repeat_last_n\":-1}", &r)) {
+        CHECK(fabs(r.repeat_penalty - 1.3) < 1e-12 && r.has_repeat_last_n && r.repeat_last_n == -1);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repeat_penalty\":0.8,\"logit_bias\":{\"7\":-100,\"12\":2.5}}", &r)) {
+        CHECK(fabs(r.repeat_penalty - 0.8) < 1e-12 && r.n_bias == 2);
+        if (r.n_bias == 2) CHECK(r.bias[0].id == 7 && r.bias[0].bias == -100.0f && r.bias[1].id == 12 && r.bias[1].bias == 2.5f);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"none\"}", &r))
+        es_oai_request_free(&r);
+    if (parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\",\"tools\":[]}", &r))
+        es_oai_request_free(&r);
+    /* a literal backslash followed by u0000 is text, not a NUL */
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"a\\\\u0000b\"}", &r)) {
+        CHECK(r.prompt && !strcmp(r.prompt, "a\\u0000b"));
+        es_oai_request_free(&r);
+    }
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repeat_penalty\":0}", "repeat_penalty", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repetition_penalty\":-1}", "repetition_penalty", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repeat_penalty\":\"high\"}", "repeat_penalty", "number");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"repeat_last_n\":-2}", "repeat_last_n", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":[1]}", "logit_bias", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"a\":1}}", "logit_bias", "token ids");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"-3\":1}}", "logit_bias", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"3\":101}}", "logit_bias", "-100..100");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"3\":\"1\"}}", "logit_bias", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"3\":1,\"3\":2}}", "logit_bias", "twice");
+    es_str many = {0};
+    es_str_puts(&many, "{\"prompt\":\"x\",\"logit_bias\":{");
+    for (int i = 0; i <= ES_OAI_MAX_LOGIT_BIAS; i++) es_str_printf(&many, "%s\"%d\":1", i ? "," : "", i);
+    es_str_puts(&many, "}}");
+    expect_400(ES_OAI_COMPLETION, es_str_cstr(&many), "logit_bias", "at most");
+    es_str_free(&many);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", "tool_choice",
+               "not supported");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":{\"type\":\"function\"}}",
+               "tool_choice", "not supported");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":3}", "tool_choice", NULL);
+    /* NUL would cut the text short: refused wherever it is */
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", NULL, "NUL");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\\u0000\"}]}", NULL, "NUL");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"\\u0000\"]}", NULL, "NUL");
+    const char raw[] = "{\"prompt\":\"a\0b\"}";
+    es_oai_error e;
+    CHECK(!es_oai_parse_request(ES_OAI_COMPLETION, raw, sizeof raw - 1, &r, &e) && e.status == 400);
+}
+
 int main(void) {
     test_parse();
+    test_parse_extensions();
     test_stopstr();
     test_detok();
     test_chat();

@@ -403,6 +403,42 @@ static void test_open(void) {
     CHECK_OK(es_proto_get_open(p, n, &g, 0, &err), &err);
     CHECK(g.flags == ES_OPEN_PROMPT_TEXT && g.text_len == t.text_len && g.n_prompt == 0 && g.text >= (const char *)p &&
           g.text + g.text_len <= (const char *)p + n && memcmp(g.text, text, g.text_len) == 0);
+    /* repetition penalty and logit bias: sent behind PENALTY_BIAS only when they say something */
+    {
+        es_msg_open b = {.mode = ES_MODE_EDGE, .max_tokens = 9, .top_p = 1, .n_prompt = 3, .prompt = prompt, .repeat_penalty = 1.25f,
+                         .repeat_last_n = 16, .presence_penalty = 0.5f, .frequency_penalty = -0.25f, .n_bias = 2};
+        b.bias[0] = (es_logit_bias){7, -100.0f};
+        b.bias[1] = (es_logit_bias){31999, 2.5f};
+        p = encode(enc_open, &b, ES_FRAME_OPEN, g_session, &n, true, "OPEN penalty+bias");
+        g.prompt = got;
+        CHECK_OK(es_proto_get_open(p, n, &g, 300, &err), &err);
+        CHECK(g.flags == ES_OPEN_PENALTY_BIAS && g.n_prompt == 3 && g.repeat_penalty == 1.25f && g.repeat_last_n == 16 &&
+              g.presence_penalty == 0.5f && g.frequency_penalty == -0.25f && g.n_bias == 2 && g.bias[0].id == 7 && g.bias[0].bias == -100.0f && g.bias[1].id == 31999 && g.bias[1].bias == 2.5f);
+        for (size_t cut = 1; cut <= 18 + 16; cut++) /* every truncation of the extension is refused */
+            CHECK_MSG(es_proto_get_open(p, n - cut, &g, 300, &err) != ES_OK, "OPEN cut by %zu accepted", cut);
+        b.repeat_penalty = 1.0f; /* penalties off, bias on: still sent */
+        b.presence_penalty = b.frequency_penalty = 0.0f;
+        p = encode(enc_open, &b, ES_FRAME_OPEN, g_session, &n, true, "OPEN bias");
+        CHECK_OK(es_proto_get_open(p, n, &g, 300, &err), &err);
+        CHECK(g.flags == ES_OPEN_PENALTY_BIAS && g.repeat_penalty == 1.0f && g.n_bias == 2);
+        b.n_bias = 0; /* nothing to say: the old layout */
+        p = encode(enc_open, &b, ES_FRAME_OPEN, g_session, &n, true, "OPEN plain");
+        CHECK_OK(es_proto_get_open(p, n, &g, 300, &err), &err);
+        CHECK(g.flags == 0 && g.repeat_penalty == 1.0f && g.repeat_last_n == 64 && g.n_bias == 0);
+        es_wbuf wb;
+        es_wbuf_init(&wb, g_buf, sizeof g_buf);
+        b.repeat_penalty = -1.0f;
+        CHECK(es_proto_put_open(&wb, 1, &b, &err) == ES_ERR_INVALID_ARG && wb.len == 0);
+        b.repeat_penalty = 1.5f;
+        b.n_bias = 1;
+        b.bias[0].bias = NAN;
+        CHECK(es_proto_put_open(&wb, 1, &b, &err) == ES_ERR_INVALID_ARG && wb.len == 0);
+        b.bias[0] = (es_logit_bias){-4, 1.0f};
+        CHECK(es_proto_put_open(&wb, 1, &b, &err) == ES_ERR_INVALID_ARG && wb.len == 0);
+        b.bias[0] = (es_logit_bias){4, 1.0f};
+        b.frequency_penalty = INFINITY;
+        CHECK(es_proto_put_open(&wb, 1, &b, &err) == ES_ERR_INVALID_ARG && wb.len == 0);
+    }
     /* empty token prompt decodes (the server decides whether that is useful) */
     es_msg_open e = {.mode = ES_MODE_SERVER_SPEC, .max_tokens = 5, .top_p = 1};
     p = encode(enc_open, &e, ES_FRAME_OPEN, g_session, &n, false, "OPEN empty");

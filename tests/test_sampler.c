@@ -645,8 +645,84 @@ static void test_big_vocab(void) {
         printf("%-26s %.2f s\n", #fn, now_s() - t0_);                             \
     } while (0)
 
+/* Logit bias: added before the penalty and temperature; greedy follows it; bad entries are refused. */
+static void test_bias(void) {
+    float l[5] = {2.0f, -1.0f, 1.0f, 0.5f, -INFINITY};
+    es_sampler_params p = plain(0.0f, 0);
+    p.n_bias = 2;
+    p.bias[0] = (es_logit_bias){0, -100.0f}; /* the argmax all but banned */
+    p.bias[1] = (es_logit_bias){4, 100.0f};  /* -inf stays -inf */
+    es_sampler *s = make(&p, 5);
+    CHECK(es_sampler_sample(s, l) == 2);
+    es_sampler_free(s);
+    p.bias[1] = (es_logit_bias){3, 1.6f}; /* 0.5 + 1.6 beats 1 */
+    s = make(&p, 5);
+    CHECK(es_sampler_sample(s, l) == 3);
+    /* sampled: the distribution is softmax of the biased logits */
+    es_sampler_free(s);
+    p.temperature = 1.0f;
+    s = make(&p, 5);
+    float probs[5];
+    es_sampler_probs(s, l, probs);
+    const double e[5] = {exp(-98.0), exp(-1.0), exp(1.0), exp(2.1), 0.0};
+    const double z = e[0] + e[1] + e[2] + e[3];
+    for (int i = 0; i < 5; i++) CHECK_MSG(fabs(probs[i] - e[i] / z) < 1e-6, "biased p[%d] = %g, want %g", i, probs[i], e[i] / z);
+    es_sampler_free(s);
+    es_err err;
+    es_sampler *bad = NULL;
+    p.bias[1] = (es_logit_bias){5, 1.0f}; /* outside the vocabulary */
+    CHECK(es_sampler_init(&p, 5, &bad, &err) == ES_ERR_INVALID_ARG && !bad);
+    p.bias[1] = (es_logit_bias){0, 1.0f}; /* token 0 twice */
+    CHECK(es_sampler_init(&p, 5, &bad, &err) == ES_ERR_INVALID_ARG && !bad);
+    p.bias[1] = (es_logit_bias){1, NAN};
+    CHECK(es_sampler_init(&p, 5, &bad, &err) == ES_ERR_INVALID_ARG && !bad);
+    p.n_bias = ES_SAMPLER_MAX_BIAS + 1;
+    CHECK(es_sampler_init(&p, 5, &bad, &err) == ES_ERR_INVALID_ARG && !bad);
+}
+
+/* Presence and frequency penalties (llama.cpp): after the repetition penalty, minus presence +
+ * count x frequency per distinct token of the window. */
+static void test_presence_frequency(void) {
+    float l[5] = {2.0f, -1.0f, 1.0f, 0.5f, 0.0f};
+    es_sampler_params p = plain(1.0f, 4);
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = 8;
+    es_sampler *s = make(&p, 5);
+    es_sampler_accept(s, 0);
+    es_sampler_accept(s, 0);
+    es_sampler_accept(s, 3);
+    float probs[5];
+    es_sampler_probs(s, l, probs);
+    /* token 0: 2 / 2 - (0.5 + 2 * 0.25) = 0; token 3: 0.5 / 2 - 0.75 = -0.5 */
+    const double e[5] = {exp(0.0), exp(-1.0), exp(1.0), exp(-0.5), exp(0.0)};
+    double z = 0;
+    for (int i = 0; i < 5; i++) z += e[i];
+    for (int i = 0; i < 5; i++) CHECK_MSG(fabs(probs[i] - e[i] / z) < 1e-6, "p[%d] = %g, want %g", i, probs[i], e[i] / z);
+    /* the counts are per call: a second call gives the same */
+    float again[5];
+    es_sampler_probs(s, l, again);
+    CHECK(memcmp(probs, again, sizeof probs) == 0);
+    es_sampler_free(s);
+    p.temperature = 0.0f; /* greedy sees them too: token 0 (2 - 0.5 - 2 x 0.3 = 0.9) falls below token 2 (1) */
+    p.repeat_penalty = 1.0f;
+    p.frequency_penalty = 0.3f;
+    s = make(&p, 5);
+    es_sampler_accept(s, 0);
+    es_sampler_accept(s, 0);
+    CHECK(es_sampler_sample(s, l) == 2);
+    es_sampler_free(s);
+    es_err err;
+    es_sampler *bad = NULL;
+    p.presence_penalty = NAN;
+    CHECK(es_sampler_init(&p, 5, &bad, &err) == ES_ERR_INVALID_ARG && !bad);
+}
+
 int main(void) {
     TIMED(test_greedy);
+    TIMED(test_presence_frequency);
+    TIMED(test_bias);
     TIMED(test_seeds);
     TIMED(test_temperature_softmax);
     TIMED(test_filters);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kernels/attn.h"
+#include "server/chat.h"
 
 bool cli_parse_long(const char *s, long lo, long hi, long *out) {
     if (!s || !*s) return false;
@@ -101,4 +102,29 @@ double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int cli_chat_template_file(const char *cmd, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_error(cmd, "cannot read the chat template %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char buf[65536]; /* templates are a few KB; a longer file is not a chat template */
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    const bool more = fgetc(f) != EOF;
+    fclose(f);
+    buf[n] = 0;
+    if (more) {
+        cli_error(cmd, "%s is larger than %zu bytes: not a chat template", path, sizeof buf - 1);
+        return -1;
+    }
+    const es_chat_family fam = es_chat_detect(buf);
+    if (fam == ES_CHAT_FALLBACK) {
+        cli_error(cmd, "%s is not a template of a known family (chatml, llama2, llama3, zephyr: recognised by their "
+                       "markers); use --chat-template FAMILY",
+                  path);
+        return -1;
+    }
+    return (int)fam;
 }

@@ -35,6 +35,11 @@ void cli_progress(void *ud, const char *what, double fraction);
 /* Log callback: prints to stderr (levels <= 2 unless EDGESPEC_DEBUG is set). */
 void cli_log(void *ud, int level, const char *msg);
 
+/* --chat-template-file FILE: the family of the Jinja template in FILE (recognised by its markers, as
+ * the model's own tokenizer.chat_template is). Returns -1 after printing an error when the file cannot
+ * be read or is not a template of a known family (chatml, llama2, llama3, zephyr). */
+int cli_chat_template_file(const char *cmd, const char *path);
+
 /* $EDGESPEC_MODELS or ../shared/models. */
 const char *cli_models_dir(void);
 

@@ -27,11 +27,12 @@ static const char *k_usage =
     "              [--emulate-rtt-ms MS] [--emulate-bandwidth-kbps K] [--fallback local|none] [--reconnect N]\n"
     "              [--api-key K] [--tls [--tls-ca FILE | --tls-insecure] [--tls-server-name NAME]] [-t N] [--json]\n"
     "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
-    "              [--http-api-key K] [--model-name NAME] [--chat-template FAMILY] [--http-max-body SIZE]\n"
-    "              [--http-max-connections N] [--http-request-timeout S]\n"
+    "              [--http-api-key K] [--model-name NAME] [--chat-template FAMILY | --chat-template-file FILE]\n"
+    "              [--http-max-body SIZE] [--http-max-connections N] [--http-request-timeout S]\n"
     "              [drafting and sampling options as above]";
 
 static void print_help(void) {
+    const es_drafter_params dp = es_drafter_default_params(); /* the defaults the options start from */
     printf("usage: %s\n\n"
            "Generates text from PROMPT with the target model of an `edgespec serve` server. By default the edge\n"
            "drafts tokens with DRAFT (which must share the target's vocabulary) and the server verifies them:\n"
@@ -47,7 +48,7 @@ static void print_help(void) {
            "  --spec chain|tree         draft a chain or a token tree (default chain)\n"
            "  --accept RULE             greedy (default at --temp 0), match, rejection (default when sampling)\n"
            "  --draft-max K, --draft-min K, --draft-p-min P, --no-adaptive   chain drafting (defaults 8, 1, 0)\n"
-           "  --tree-budget N, --tree-depth N, --tree-width N                 tree drafting (32, 6, 4)\n"
+           "  --tree-budget N, --tree-depth N, --tree-width N                 tree drafting (%d, %d, %d)\n"
            "  --proactive on|off        draft the next tree while the verdict is in flight, betting on the\n"
            "                            most likely path (default on)\n"
            "  --no-server-hints         ignore the server's suggested tree size\n"
@@ -81,11 +82,13 @@ static void print_help(void) {
            "  --model-name NAME         the model id the API reports (default edgespec-edge)\n"
            "  --chat-template FAMILY    auto (from the draft model's tokenizer.chat_template), chatml,\n"
            "                            llama2, llama3, zephyr or fallback\n"
+           "  --chat-template-file FILE a Jinja chat template (e.g. the model's own): its family is recognised\n"
+           "                            by its markers (an unknown one is refused)\n"
            "  --http-max-body SIZE      largest request body in bytes (default 1048576)\n"
            "  --http-max-connections N  open connections to the local API (default 1024); more get 503\n"
            "  --http-request-timeout S  a request must be complete within S seconds of its connection opening\n"
            "                            or of its previous reply (default 60; 0: off); else 408\n",
-           k_usage);
+           k_usage, dp.tree_budget, dp.tree_depth, dp.tree_width);
 }
 
 typedef struct edge_opts {
@@ -243,6 +246,10 @@ static int parse(int argc, char **argv, edge_opts *o) {
             o->chat_family = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
             if (strcmp(v, "auto") && o->chat_family < 0)
                 rc = cli_usage_error("edge", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
+        } else if (!strcmp(a, "--chat-template-file")) {
+            NEED_VALUE();
+            o->chat_family = cli_chat_template_file("edge", v);
+            if (o->chat_family < 0) rc = 2;
         } else if (!strcmp(a, "--http-max-body")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 256, 1L << 30, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-body must be in 256..1073741824 bytes, got '%s'", v);
@@ -256,7 +263,7 @@ static int parse(int argc, char **argv, edge_opts *o) {
             double dv;
             if (!cli_parse_float(v, 0, 86400, &dv)) rc = cli_usage_error("edge", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
             else o->req_timeout = dv > 0 ? dv : -1;
-        } else if (!strcmp(a, "--repeat-penalty") || !strcmp(a, "--repeat-last-n") || !strcmp(a, "-b") || !strcmp(a, "--batch") ||
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch") ||
                    !strcmp(a, "--synthetic-accept") || !strcmp(a, "--help-spec")) {
             rc = cli_usage_error("edge", k_usage, "%s is not available with `edgespec edge`", a);
         } else rest[nr++] = (char *)a;
@@ -320,6 +327,27 @@ static cJSON *int_array(const int32_t *v, int n) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
     return a;
+}
+
+static const char *mode_name(const es_edge_params *p) {
+    return p->mode == ES_MODE_AR ? "ar" : p->mode == ES_MODE_SERVER_SPEC ? "server-spec" : "edge";
+}
+
+/* --json when the edge fails before generating: the object still comes, with no tokens and the error. */
+static void print_fail_json(const edge_opts *o, const char *mode, const char *msg) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "server", o->host);
+    cJSON_AddNumberToObject(j, "port", o->port);
+    cJSON_AddStringToObject(j, "mode", mode);
+    cJSON_AddStringToObject(j, "error", msg);
+    cJSON_AddStringToObject(j, "text", "");
+    cJSON_AddItemToObject(j, "tokens", cJSON_CreateArray());
+    cJSON_AddNumberToObject(j, "n_generated", 0);
+    cJSON_AddStringToObject(j, "stop", "error");
+    char *js = cJSON_PrintUnformatted(j);
+    if (js) puts(js);
+    free(js);
+    cJSON_Delete(j);
 }
 
 static void edge_log(void *ud, int level, const char *msg) {
@@ -386,7 +414,7 @@ static int run_listen(edge_opts *o) {
     int rc = 1;
     es_err err = {{0}};
     es_edge_http *srv = NULL;
-    es_model *draft = es_run_load_model(o->r.draft_path);
+    es_model *draft = es_run_load_model("edge", o->r.draft_path);
     if (!draft) goto done;
     char name[256];
     snprintf(name, sizeof name, "%s", o->model_name ? o->model_name : "edgespec-edge");
@@ -450,14 +478,26 @@ int cmd_edge(int argc, char **argv) {
     sink sk;
     memset(&sk, 0, sizeof sk);
     sk.json = o.r.json;
-    if (o.r.draft_path && !(draft = es_run_load_model(o.r.draft_path))) goto done;
+    if (o.r.draft_path && !(draft = es_run_load_model("edge", o.r.draft_path))) goto done;
     const es_tokenizer *tok = draft ? es_model_tokenizer(draft) : NULL;
     if (tok && es_run_tokenize(tok, &o.r, &pr) != 0) goto done;
 
     es_edge_params p = edge_params(&o, draft);
-    if (es_edge_connect(&p, &e, &err) != ES_OK) {
-        cli_error("edge", "%s:%d: %s", o.host, o.port, err.msg);
+    if (es_edge_init(&p, &e, &err) != ES_OK) {
+        cli_error("edge", "%s", err.msg);
         goto done;
+    }
+    es_status cs = es_edge_reconnect(e, &err);
+    if (cs != ES_OK) {
+        /* unreachable with --fallback local: start with the draft alone; the generation switches to the
+           server when it answers */
+        if ((cs == ES_ERR_IO || cs == ES_ERR_TIMEOUT) && p.fallback_local && draft) {
+            fprintf(stderr, "edgespec edge: %s:%d: %s; starting with the draft model alone\n", o.host, o.port, err.msg);
+        } else {
+            cli_error("edge", "%s:%d: %s", o.host, o.port, err.msg);
+            if (o.r.json) print_fail_json(&o, mode_name(&p), err.msg);
+            goto done;
+        }
     }
     const es_msg_welcome *wl = es_edge_server_info(e);
     int32_t stops[2];
@@ -479,8 +519,10 @@ int cmd_edge(int argc, char **argv) {
     if (s != ES_OK) {
         if (!o.r.json) putchar('\n');
         cli_error("edge", "%s", err.msg);
-        if (tok) es_run_output_free(&sk.out);
-        goto done;
+        if (!o.r.json) {
+            if (tok) es_run_output_free(&sk.out);
+            goto done;
+        }
     }
     const int ng = st.n_generated;
     const double tps = st.total_s > 0 ? ng / st.total_s : 0;
@@ -488,18 +530,19 @@ int cmd_edge(int argc, char **argv) {
     const double acc_rate = st.drafted ? (double)st.accepted / (double)st.drafted : 0;
     const double hit_ratio = st.proactive_attempts ? (double)st.proactive_hits / (double)st.proactive_attempts : 0;
     const int64_t wire_bytes = st.bytes_sent + st.bytes_received;
-    const char *mode = p.mode == ES_MODE_AR ? "ar" : p.mode == ES_MODE_SERVER_SPEC ? "server-spec" : "edge";
-    if (o.r.json) {
+    const char *mode = mode_name(&p);
+    if (o.r.json) { /* also after a failure: the tokens it had, and the error */
         cJSON *j = cJSON_CreateObject();
+        if (s != ES_OK) cJSON_AddStringToObject(j, "error", err.msg);
         cJSON_AddStringToObject(j, "server", o.host);
         cJSON_AddNumberToObject(j, "port", o.port);
         cJSON_AddStringToObject(j, "mode", mode);
         if (o.r.draft_path) cJSON_AddStringToObject(j, "draft", o.r.draft_path);
-        cJSON_AddStringToObject(j, "text", tok && sk.out.text.s ? sk.out.text.s : "");
+        cJSON_AddStringToObject(j, "text", tok ? es_run_output_utf8(&sk.out) : "");
         cJSON_AddItemToObject(j, "tokens", int_array(gen, ng));
         cJSON_AddNumberToObject(j, "n_prompt", st.n_prompt);
         cJSON_AddNumberToObject(j, "n_generated", ng);
-        cJSON_AddStringToObject(j, "stop", stop_name(st.stop));
+        cJSON_AddStringToObject(j, "stop", stop_name(s != ES_OK ? ES_STOP_ERROR : st.stop));
         cJSON_AddNumberToObject(j, "temperature", o.r.sp.temperature);
         cJSON_AddNumberToObject(j, "seed", (double)o.r.sp.seed);
         cJSON *t = cJSON_AddObjectToObject(j, "timings");
@@ -539,6 +582,10 @@ int cmd_edge(int argc, char **argv) {
         if (js) puts(js);
         free(js);
         cJSON_Delete(j);
+        if (s != ES_OK) {
+            if (tok) es_run_output_free(&sk.out);
+            goto done;
+        }
     } else {
         putchar('\n');
         fflush(stdout);

@@ -12,7 +12,8 @@
 
 static const char *k_usage =
     "edgespec run -m MODEL.gguf (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P]\n"
-    "             [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--threads N]\n"
+    "             [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--presence-penalty P]\n"
+    "             [--frequency-penalty F] [--logit-bias TOKEN=BIAS] [--seed S] [--threads N]\n"
     "             [--ctx N] [--batch N] [--kv-type f32|f16|q8_0] [--no-bos] [--json]\n"
     "             [--draft DRAFT.gguf [--spec chain|tree] [--accept greedy|match|rejection] [--draft-max K] ...]";
 
@@ -30,6 +31,9 @@ static void print_help(void) {
            "  --min-p P              drop tokens below P x the top probability (default 0 = off)\n"
            "  --repeat-penalty R     llama.cpp-style repetition penalty (default 1 = off)\n"
            "  --repeat-last-n N      tokens the penalty looks back over (default 64)\n"
+           "  --presence-penalty P   subtract P from tokens in the window (llama.cpp; default 0 = off)\n"
+           "  --frequency-penalty F  subtract F x occurrences in the window (default 0 = off)\n"
+           "  --logit-bias ID=B      add B (-100..100) to token ID's logit before sampling; repeatable\n"
            "  --seed S               sampling seed (default 42)\n"
            "  -t, --threads N        compute threads (default: number of cores)\n"
            "  -c, --ctx N            context length (default: the model's)\n"

@@ -36,7 +36,8 @@ static const char *k_usage =
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--http-max-connections N] [--http-request-timeout S]\n"
-    "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback] [--http-no-spec]";
+    "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback | --chat-template-file FILE]\n"
+    "               [--http-no-spec]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -93,7 +94,10 @@ static void print_help(void) {
            "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
            "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
            "                           tokenizer.chat_template), chatml, llama2, llama3, zephyr, or\n"
-           "                           fallback (\"role: text\" lines)\n"
+           "                           fallback (\"role: text\" lines); a template of no known family is\n"
+           "                           warned about at start and served as fallback\n"
+           "  --chat-template-file FILE a Jinja chat template (e.g. the model's own): its family is\n"
+           "                           recognised by its markers (an unknown one is refused)\n"
            "  --http-no-spec           with --draft, HTTP requests still generate autoregressively\n"
            "                           (default: they use the server-side draft)\n"
            "  --json                   at exit, print one JSON object with the statistics on stdout\n"
@@ -393,6 +397,11 @@ int cmd_serve(int argc, char **argv) {
             if (strcmp(v, "auto") && f < 0)
                 return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
             sp.chat_family = f;
+        } else if (!strcmp(a, "--chat-template-file")) {
+            NEED_VALUE();
+            const int f = cli_chat_template_file("serve", v);
+            if (f < 0) return 2;
+            sp.chat_family = f;
         } else if (!strcmp(a, "--http-no-spec")) {
             sp.http_server_spec = false;
         } else return cli_usage_error("serve", k_usage, "unknown option '%s'", a);
@@ -414,6 +423,9 @@ int cmd_serve(int argc, char **argv) {
     if (sp.sched.max_tree_nodes + 1 > sp.sched.max_batch_tokens)
         return cli_usage_error("serve", k_usage, "--max-batch-tokens (%d) must hold a whole tree: at least --max-tree-nodes + 1 (%d)",
                                sp.sched.max_batch_tokens, sp.sched.max_tree_nodes + 1);
+    /* both listeners would take the same socket: refuse before "HTTP API listening" is printed */
+    if (http_port > 0 && http_port == port && (!http_host || !strcmp(http_host, host)))
+        return cli_usage_error("serve", k_usage, "--port and --http-port must differ (both are %ld)", port);
     g_log_level = verbose ? 3 : 1;
 
     /* Before any thread exists (model loading may start some), so that all of them inherit it. */

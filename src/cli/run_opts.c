@@ -1,11 +1,13 @@
 #include "cli/run_opts.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "spec/spec.h"
 
 static char *read_text_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -30,6 +32,7 @@ static char *read_text_file(const char *path) {
 int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) {
     const char *cmd = argc > 0 && argv[0] ? argv[0] : "run"; /* "run", or "edge" sharing these options */
     memset(o, 0, sizeof *o);
+    o->cmd = !strcmp(cmd, "edge") ? "edge" : "run";
     o->n_predict = 256;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o->n_threads = nc > 0 ? (int)nc : 1;
@@ -49,9 +52,10 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
     o->draft_max = 8;
     o->draft_min = 1;
     o->draft_p_min = 0.0;
-    o->tree_budget = 8; /* measured best on a 2-core CPU: see README "Choosing tree parameters" */
-    o->tree_depth = 8;
-    o->tree_width = 4;
+    const es_drafter_params dp = es_drafter_default_params(); /* one place for the defaults (help prints them) */
+    o->tree_budget = dp.tree_budget;
+    o->tree_depth = dp.tree_depth;
+    o->tree_width = dp.tree_width;
     o->synthetic_alpha = -1;
     o->adaptive = true;
     bool top_k_set = false;
@@ -115,6 +119,27 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
             NEED_VALUE();
             if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error(cmd, usage, "--repeat-last-n must be >= 0, got '%s'", v);
             o->sp.repeat_last_n = (int)lv;
+        } else if (!strcmp(a, "--presence-penalty") || !strcmp(a, "--frequency-penalty")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, -2, 2, &dv)) return cli_usage_error(cmd, usage, "%s must be in -2..2, got '%s'", a, v);
+            if (a[2] == 'p') o->sp.presence_penalty = (float)dv;
+            else o->sp.frequency_penalty = (float)dv;
+        } else if (!strcmp(a, "--logit-bias")) {
+            NEED_VALUE();
+            /* TOKEN=BIAS (repeatable; the token id's vocabulary range is checked with the model) */
+            const char *eq = strchr(v, '=');
+            char id[32];
+            if (!eq || (size_t)(eq - v) >= sizeof id) return cli_usage_error(cmd, usage, "--logit-bias takes TOKEN=BIAS, got '%s'", v);
+            memcpy(id, v, (size_t)(eq - v));
+            id[eq - v] = 0;
+            if (!cli_parse_long(id, 0, INT32_MAX, &lv) || !cli_parse_float(eq + 1, -100, 100, &dv))
+                return cli_usage_error(cmd, usage, "--logit-bias takes TOKEN=BIAS (a token id, a bias in -100..100), got '%s'", v);
+            for (int k = 0; k < o->sp.n_bias; k++)
+                if (o->sp.bias[k].id == (int32_t)lv) return cli_usage_error(cmd, usage, "--logit-bias names token %ld twice", lv);
+            if (o->sp.n_bias >= ES_SAMPLER_MAX_BIAS) return cli_usage_error(cmd, usage, "at most %d --logit-bias", ES_SAMPLER_MAX_BIAS);
+            o->sp.bias[o->sp.n_bias].id = (int32_t)lv;
+            o->sp.bias[o->sp.n_bias].bias = (float)dv;
+            o->sp.n_bias++;
         } else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
             NEED_VALUE();
             if (!cli_parse_u64(v, &o->sp.seed)) return cli_usage_error(cmd, usage, "--seed must be a non-negative integer, got '%s'", v);
@@ -189,14 +214,14 @@ void es_textbuf_append(es_textbuf *t, const char *s, size_t n) {
     t->s[t->len] = 0;
 }
 
-es_model *es_run_load_model(const char *path) {
+es_model *es_run_load_model(const char *cmd, const char *path) {
     es_model_params mp = es_model_default_params();
     mp.progress = cli_progress;
     mp.log = cli_log;
     es_model *m = NULL;
     es_err err = {{0}};
     if (es_model_load(path, &mp, &m, &err) != ES_OK) {
-        cli_error("run", "%s", err.msg);
+        cli_error(cmd, "%s", err.msg);
         return NULL;
     }
     return m;

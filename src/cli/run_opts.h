@@ -7,6 +7,7 @@
 #include "edgespec.h"
 
 typedef struct es_run_opts {
+    const char *cmd;         /* the subcommand the options belong to ("run", "edge"), for messages */
     const char *model_path;
     const char *prompt;
     char *prompt_owned;      /* prompt read with -f */
@@ -40,7 +41,7 @@ int es_run_plain(es_run_opts *o);
 int es_run_speculative(es_run_opts *o);
 
 /* Shared by both paths: loads a model with progress and prints errors. NULL on failure. */
-es_model *es_run_load_model(const char *path);
+es_model *es_run_load_model(const char *cmd, const char *path);
 /* Streams a token's text to stdout (when not --json) and appends it to a growing buffer. */
 typedef struct es_textbuf { char *s; size_t len, cap; } es_textbuf;
 void es_textbuf_append(es_textbuf *t, const char *s, size_t n);

@@ -12,21 +12,21 @@ int es_run_tokenize(const es_tokenizer *tok, const es_run_opts *o, es_run_prompt
     size_t len = strlen(o->prompt);
     int cap = (int)(len + 8), n = 0;
     out->ids = malloc((size_t)cap * sizeof(int32_t));
-    if (!out->ids) return cli_error("run", "out of memory");
+    if (!out->ids) return cli_error(o->cmd ? o->cmd : "run", "out of memory");
     if (es_tokenize(tok, o->prompt, len, o->add_bos, false, out->ids, cap, &n, &err) != ES_OK) {
         free(out->ids);
         out->ids = NULL;
-        return cli_error("run", "tokenizing the prompt: %s", err.msg);
+        return cli_error(o->cmd ? o->cmd : "run", "tokenizing the prompt: %s", err.msg);
     }
     if (n > cap) { /* cannot happen for byte-fallback vocabularies, but stay safe */
         free(out->ids);
         out->ids = NULL;
-        return cli_error("run", "prompt tokenisation overflow");
+        return cli_error(o->cmd ? o->cmd : "run", "prompt tokenisation overflow");
     }
     if (n == 0) {
         free(out->ids);
         out->ids = NULL;
-        return cli_error("run", "the prompt is empty and the model has no BOS token to start from");
+        return cli_error(o->cmd ? o->cmd : "run", "the prompt is empty and the model has no BOS token to start from");
     }
     out->n = n;
     return 0;
@@ -39,6 +39,7 @@ void es_run_output_init(es_run_output *out, const es_run_opts *o, const es_token
     out->prompt = prompt;
     out->n_prompt = n_prompt;
     out->prev = n_prompt ? prompt[n_prompt - 1] : -1;
+    es_detok_init(&out->dt, tok, out->prev);
 }
 
 void es_run_output_token(es_run_output *out, int32_t t) {
@@ -48,6 +49,8 @@ void es_run_output_token(es_run_output *out, int32_t t) {
     if (n > (int)sizeof piece) n = (int)sizeof piece;
     out->prev = t;
     es_textbuf_append(&out->text, piece, (size_t)n);
+    /* a token may end inside a character (byte fallback, byte-level BPE): JSON needs whole ones */
+    if (out->o->json && !es_detok_push(&out->dt, t, &out->utf8)) out->utf8_oom = true;
     if (!out->o->json) {
         fwrite(piece, 1, (size_t)n, stdout);
         fflush(stdout);
@@ -72,7 +75,7 @@ void es_run_output_finish(es_run_output *out, const int32_t *gen, int n_gen, con
         cJSON_AddStringToObject(j, "model_desc", es_model_desc(model, desc, sizeof desc));
         cJSON_AddItemToObject(j, "prompt_tokens", int_array(out->prompt, out->n_prompt));
         cJSON_AddItemToObject(j, "tokens", int_array(gen, n_gen));
-        cJSON_AddStringToObject(j, "text", out->text.s ? out->text.s : "");
+        cJSON_AddStringToObject(j, "text", es_run_output_utf8(out));
         cJSON_AddNumberToObject(j, "n_prompt", out->n_prompt);
         cJSON_AddNumberToObject(j, "n_generated", n_gen);
         cJSON_AddStringToObject(j, "stop_reason", stop);
@@ -106,4 +109,12 @@ void es_run_output_finish(es_run_output *out, const int32_t *gen, int n_gen, con
     }
 }
 
-void es_run_output_free(es_run_output *out) { free(out->text.s); }
+const char *es_run_output_utf8(es_run_output *out) {
+    if (!es_detok_flush(&out->dt, &out->utf8)) out->utf8_oom = true;
+    return out->utf8_oom ? "" : es_str_cstr(&out->utf8);
+}
+
+void es_run_output_free(es_run_output *out) {
+    free(out->text.s);
+    es_str_free(&out->utf8);
+}

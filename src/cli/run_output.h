@@ -6,6 +6,8 @@
 #include <cjson/cJSON.h>
 
 #include "cli/run_opts.h"
+#include "tokenizer/detok.h"
+#include "util/str.h"
 
 typedef struct es_run_prompt {
     int32_t *ids; /* malloc'd */
@@ -22,6 +24,9 @@ typedef struct es_run_output {
     int n_prompt;
     int32_t prev;
     es_textbuf text;
+    es_detok dt;       /* the same text as valid UTF-8, for JSON (an unfinished character at the end: U+FFFD) */
+    es_str utf8;
+    bool utf8_oom;
     double prefill_s, decode_s;
 } es_run_output;
 
@@ -32,6 +37,9 @@ void es_run_output_token(es_run_output *out, int32_t t);
  * timing line on stderr. */
 void es_run_output_finish(es_run_output *out, const int32_t *gen, int n_gen, const char *stop, const es_model *model,
                           cJSON *extra);
+/* The generated text as valid UTF-8 (what --json prints): held bytes of a character the generation
+ * ended inside become U+FFFD. Call once, at the end; "" when memory ran out. */
+const char *es_run_output_utf8(es_run_output *out);
 void es_run_output_free(es_run_output *out);
 
 #endif

@@ -14,7 +14,7 @@ int es_run_plain(es_run_opts *o) {
     es_ctx *ctx = NULL;
     es_sampler *smp = NULL;
     int32_t *prompt_ids = NULL, *pos = NULL, *seqv = NULL, *gen = NULL;
-    es_model *model = es_run_load_model(o->model_path);
+    es_model *model = es_run_load_model("run", o->model_path);
     if (!model) goto done;
     const es_tokenizer *tok = es_model_tokenizer(model);
 

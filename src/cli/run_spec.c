@@ -11,6 +11,7 @@
 #include "spec/spec.h"
 
 void es_run_opts_print_spec_help(void) {
+    const es_drafter_params dp = es_drafter_default_params(); /* what `run` uses unless told otherwise */
     printf("Speculative decoding with `edgespec run -m TARGET.gguf --draft DRAFT.gguf`:\n\n"
            "  --draft FILE           draft model; must share the target's vocabulary (checked)\n"
            "  --spec chain|tree      draft a chain of tokens or a token tree (default chain)\n"
@@ -23,11 +24,12 @@ void es_run_opts_print_spec_help(void) {
            "  --draft-min K          chain: fewest tokens when adapting (default 1)\n"
            "  --draft-p-min P        chain: stop drafting when the draft's top probability < P (default 0)\n"
            "  --no-adaptive          chain: always draft --draft-max tokens\n"
-           "  --tree-budget N        tree: most nodes (default 32)\n"
-           "  --tree-depth N         tree: most levels (default 6)\n"
-           "  --tree-width N         tree: most children per node (default 4)\n"
+           "  --tree-budget N        tree: most nodes (default %d)\n"
+           "  --tree-depth N         tree: most levels (default %d)\n"
+           "  --tree-width N         tree: most children per node (default %d)\n"
            "  --synthetic-accept A   BENCHMARKING ONLY: accept each draft token with probability A; the\n"
-           "                         output is then NOT the target's (reported as synthetic)\n");
+           "                         output is then NOT the target's (reported as synthetic)\n",
+           dp.tree_budget, dp.tree_depth, dp.tree_width);
 }
 
 static void on_token(void *ud, int32_t t) { es_run_output_token(ud, t); }
@@ -53,7 +55,7 @@ int es_run_speculative(es_run_opts *o) {
     es_drafter *dr = NULL;
     int32_t *gen = NULL;
     es_run_prompt pr = {0};
-    if (!(target = es_run_load_model(o->model_path)) || !(draft = es_run_load_model(o->draft_path))) goto done;
+    if (!(target = es_run_load_model("run", o->model_path)) || !(draft = es_run_load_model("run", o->draft_path))) goto done;
     const es_tokenizer *tok = es_model_tokenizer(target);
     if (es_spec_check_vocab(tok, es_model_tokenizer(draft), &err) != ES_OK) {
         cli_error("run", "draft %s cannot draft for %s: %s", o->draft_path, o->model_path, err.msg);

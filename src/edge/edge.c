@@ -543,6 +543,7 @@ static void wbuf_reset(es_edge *e, es_wbuf *w) {
 /* Sends an encoded frame, counting it in the running generation's stats. */
 static es_status edge_send(es_edge *e, const es_wbuf *w, es_err *err) {
     if (w->overflow) return es_fail(err, ES_ERR_INTERNAL, "frame did not fit the encode buffer");
+    if (!e->w) return es_fail(err, ES_ERR_IO, "not connected to the server");
     if (w->len > ES_PROTO_HEADER_SIZE + (size_t)e->welcome.max_payload && e->welcome.max_payload > 0)
         return es_fail(err, ES_ERR_RANGE, "a %zu-byte frame exceeds the server's payload limit of %u bytes", w->len,
                        e->welcome.max_payload);
@@ -560,6 +561,7 @@ static es_status edge_send(es_edge *e, const es_wbuf *w, es_err *err) {
  * that left must not wait for a slow or stalled server's next frame). */
 static es_status edge_next(es_edge *e, uint32_t session, bool cancellable, qframe **out, es_err *err) {
     *out = NULL;
+    if (!e->w) return es_fail(err, ES_ERR_IO, "not connected to the server");
     /* one deadline for the frame awaited: PINGs and stale frames of other sessions do not restart
        it, or a server that keeps talking without answering would hold the edge forever */
     const double deadline = now_s() + (e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0);
@@ -664,7 +666,7 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
     return ES_OK;
 }
 
-es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
+es_status es_edge_init(const es_edge_params *p, es_edge **out, es_err *err) {
     *out = NULL;
     if (!p) return es_fail(err, ES_ERR_INVALID_ARG, "no parameters");
     if (p->mode != ES_MODE_EDGE && p->mode != ES_MODE_AR && p->mode != ES_MODE_SERVER_SPEC)
@@ -710,12 +712,31 @@ es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
         }
         e->n_ctx_draft = p->n_ctx > 0 ? p->n_ctx : es_model_n_ctx_train(p->draft);
     }
-    if ((s = edge_handshake(e, err)) != ES_OK) {
-        es_edge_free(e);
-        return s;
-    }
     *out = e;
     return ES_OK;
+}
+
+es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
+    es_status s = es_edge_init(p, out, err);
+    if (s != ES_OK) return s;
+    if ((s = edge_handshake(*out, err)) != ES_OK) {
+        es_edge_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+es_status es_edge_reconnect(es_edge *e, es_err *err) {
+    if (!e) return es_fail(err, ES_ERR_INVALID_ARG, "no edge");
+    return edge_handshake(e, err);
+}
+
+bool es_edge_connected(const es_edge *e) {
+    if (!e || !e->w) return false;
+    pthread_mutex_lock(&e->w->mu);
+    const bool dead = e->w->dead;
+    pthread_mutex_unlock(&e->w->mu);
+    return !dead;
 }
 
 void es_edge_free(es_edge *e) {
@@ -754,6 +775,8 @@ es_status es_edge_set_sampling(es_edge *e, int rule, const es_sampler_params *sa
         return es_fail(err, ES_ERR_INVALID_ARG, "acceptance rule %d is not available to edges", rule);
     if (rule == ES_ACCEPT_GREEDY && sampling->temperature != 0)
         return es_fail(err, ES_ERR_INVALID_ARG, "the greedy rule needs temperature 0");
+    if (sampling->n_bias < 0 || sampling->n_bias > ES_SAMPLER_MAX_BIAS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "at most %d logit-bias entries", ES_SAMPLER_MAX_BIAS);
     e->p.rule = rule;
     e->p.sampling = *sampling;
     e->p.draft_params.temperature = sampling->temperature > 0 ? sampling->temperature : 1.0f;
@@ -779,6 +802,7 @@ typedef struct gen {
     double t0, t_open;
     bool first_seen;
     bool done;
+    bool resumed;                  /* run_local found the server again: verified generation goes on */
     int stop_reason;
     int32_t *conf;                 /* prompt + generated (resumption, local fallback) */
     /* the current server session */
@@ -810,7 +834,7 @@ static void emit(gen *g, const int32_t *toks, int n) {
     }
     if (g->n > first && !g->first_seen) {
         g->first_seen = true;
-        g->st->ttft_s = now_s() - g->t_open;
+        g->st->ttft_s = now_s() - (g->t_open > 0 ? g->t_open : g->t0); /* not opened: generated locally */
     }
     if (shown > 0 && g->cb) g->cb(g->ud, g->out + first, shown, now_s() - g->t0);
     if (!g->done && atomic_load(&g->e->cancel)) { /* the caller stopped it (possibly from the callback) */
@@ -823,6 +847,7 @@ static void emit(gen *g, const int32_t *toks, int n) {
 static es_status open_session(gen *g, es_err *err) {
     es_edge *e = g->e;
     const es_msg_welcome *wl = &e->welcome;
+    if (!e->w) return es_fail(err, ES_ERR_IO, "not connected to the server"); /* the welcome below is not known */
     if (e->p.mode == ES_MODE_EDGE && !(wl->rules & (1u << e->p.rule)))
         return es_fail(err, ES_ERR_UNSUPPORTED, "the server does not support the %s acceptance rule", es_accept_rule_name((es_accept_rule)e->p.rule));
     if (e->p.mode == ES_MODE_SERVER_SPEC && !wl->has_server_draft)
@@ -839,6 +864,12 @@ static es_status open_session(gen *g, es_err *err) {
     m.min_p = e->p.sampling.min_p;
     m.top_k = e->p.sampling.top_k;
     m.seed = e->p.sampling.seed;
+    m.repeat_penalty = e->p.sampling.repeat_penalty;
+    m.repeat_last_n = e->p.sampling.repeat_last_n;
+    m.presence_penalty = e->p.sampling.presence_penalty;
+    m.frequency_penalty = e->p.sampling.frequency_penalty;
+    m.n_bias = (uint16_t)e->p.sampling.n_bias;
+    memcpy(m.bias, e->p.sampling.bias, (size_t)e->p.sampling.n_bias * sizeof m.bias[0]);
     m.n_stop = (uint16_t)g->n_stop;
     for (int j = 0; j < g->n_stop; j++) m.stop[j] = g->stop[j];
     if (g->prompt) {
@@ -928,11 +959,24 @@ static es_status session_frame_end(gen *g, const qframe *f, es_err *err) {
     return es_fail(err, ES_ERR_PROTOCOL, "unexpected %s frame in a session", es_frame_type_name(f->h.type));
 }
 
-/* Finishes the generation with the draft model alone, from the confirmed tokens. The draft cache
- * must hold a prefix of them (kv_len tokens). */
+/* Back to the server from local generation: a new connection and a session re-opened with everything
+ * confirmed so far. True when verified generation can go on. */
+static bool try_resume(gen *g) {
+    es_edge *e = g->e;
+    es_err why = {{0}};
+    if (edge_handshake(e, &why) != ES_OK || open_session(g, &why) != ES_OK) return false;
+    g->st->reconnects++;
+    edge_log(e, 1, "the server is back: verified generation resumes after %d tokens", g->n);
+    return true;
+}
+
+/* Generates with the draft model alone from the confirmed tokens, until the generation ends or the
+ * server can be reached again (g->resumed; tried with capped exponential backoff, 100 ms doubling to
+ * 5 s, between tokens). The draft cache must hold a prefix of the confirmed tokens (kv_len). */
 static es_status run_local(gen *g, int kv_len, es_err *err) {
     es_edge *e = g->e;
     edge_log(e, 1, "the server is gone: continuing with the draft model alone after %d tokens (output is the draft's, not the target's)", g->n);
+    double backoff = 0.1, next_try = now_s() + backoff;
     es_sampler *smp = NULL;
     es_status s = es_sampler_init(&e->p.sampling, es_model_n_vocab(e->p.draft), &smp, err);
     if (s != ES_OK) return s;
@@ -956,6 +1000,14 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
         es_sampler_accept(smp, t);
         g->st->fallback_tokens++;
         emit(g, &t, 1);
+        if (!g->done && now_s() >= next_try) {
+            if (try_resume(g)) {
+                g->resumed = true;
+                break;
+            }
+            backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
+            next_try = now_s() + backoff;
+        }
     }
     es_sampler_free(smp);
     return ES_OK;
@@ -966,7 +1018,15 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
  * when the generation can go on (or finished locally). */
 static es_status recover(gen *g, int kv_len, const es_err *why, es_err *err) {
     es_edge *e = g->e;
-    if (e->p.fallback_local && e->dctx) return run_local(g, kv_len, err);
+    if (e->p.fallback_local && e->dctx) {
+        g->resumed = false;
+        es_status s = run_local(g, kv_len, err);
+        /* the local tokens were decoded past the drafter's bookkeeping: back to its kv_len, the rest
+           (all confirmed but the new root) queued for its next draft */
+        if (s == ES_OK && g->resumed && g->d)
+            s = es_drafter_rewind(g->d, kv_len, g->conf + kv_len, g->n_prompt + g->n - 1 - kv_len, err);
+        return s;
+    }
     double backoff = 0.1;
     es_err last;
     snprintf(last.msg, sizeof last.msg, "%s", why ? why->msg : "connection lost");
@@ -1099,6 +1159,7 @@ static es_status run_edge(gen *g, es_err *err) {
         es_err why = err ? *err : (es_err){{0}};
         if ((s = recover(g, 0, &why, err)) != ES_OK) return s;
         if (g->done) return ES_OK;
+        root = g->conf[g->n_prompt + g->n - 1]; /* tokens may have been made locally meanwhile */
     }
     uint32_t round = 0;
     bool ready = false; /* e->next holds a tree drafted under a winning bet */
@@ -1185,6 +1246,7 @@ static es_status run_edge(gen *g, es_err *err) {
             }
             es_err why = err ? *err : (es_err){{0}};
             if ((s = recover(g, base, &why, err)) != ES_OK) return s;
+            root = g->conf[g->n_prompt + g->n - 1]; /* tokens may have been made locally meanwhile */
             round = 0;
             continue;
         }
@@ -1235,7 +1297,20 @@ static es_status generate(es_edge *e, const int32_t *prompt, int n_prompt, const
     if (n_stop < 0 || n_stop > ES_PROTO_MAX_STOP) return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_PROTO_MAX_STOP);
     if (prompt && n_prompt < 1) return es_fail(err, ES_ERR_INVALID_ARG, "the prompt must hold at least one token");
     if (!prompt && (!text || e->p.mode == ES_MODE_EDGE)) return es_fail(err, ES_ERR_INVALID_ARG, "edge mode needs prompt token ids");
-    if (!e->w) return es_fail(err, ES_ERR_IO, "not connected");
+    if (!es_edge_connected(e)) { /* lost earlier, or never reached: one attempt now */
+        es_err why = {{0}};
+        const es_status hs = edge_handshake(e, &why);
+        if (hs != ES_OK && !lost(hs)) { /* refused (vocabulary, version, key): no fallback hides that */
+            if (err) *err = why;
+            return hs;
+        }
+        if (hs != ES_OK && !(e->p.fallback_local && e->dctx && prompt))
+            return es_fail(err, ES_ERR_IO, "the server is unreachable: %s", why.msg);
+        if (hs != ES_OK) { /* a refused handshake may leave a live connection: generate without it */
+            wire_close(e->w);
+            e->w = NULL;
+        }
+    }
     if (atomic_load(&e->cancel)) { /* cancelled before it began */
         st->n_prompt = prompt ? n_prompt : 0;
         st->stop = ES_STOP_CLIENT;

@@ -17,7 +17,10 @@
  * see WAN timing; the draft work overlaps these delays exactly as it would a real network.
  * If the server goes away mid-generation the edge reconnects with exponential backoff and resumes by
  * re-opening the session with prompt + tokens confirmed so far; with fallback_local it instead
- * continues with the draft model alone (saying so through the log callback). */
+ * continues with the draft model alone (saying so through the log callback), trying to reach the
+ * server between tokens (backoff 100 ms doubling to 5 s) and going back to verified generation, from
+ * everything confirmed so far, once it answers. A generation that starts without a connection tries
+ * once to connect; with fallback_local (and a draft) it then starts locally. */
 #ifndef ES_EDGE_EDGE_H
 #define ES_EDGE_EDGE_H
 
@@ -84,6 +87,14 @@ typedef struct es_edge_stats {
 /* Connects and handshakes: ES_ERR_MISMATCH (message names the first differing fact) when the draft's
  * vocabulary differs from the target's, ES_ERR_PROTOCOL / ES_ERR_IO / ES_ERR_BUSY otherwise. */
 es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err);
+/* es_edge_connect without the connection: validates, sets up the draft context; the server is
+ * reached later (es_edge_reconnect, or the next generation, which tries once). */
+es_status es_edge_init(const es_edge_params *p, es_edge **out, es_err *err);
+/* A fresh connection and handshake (the old one, if any, is dropped). Errors as es_edge_connect.
+ * Not while a generation runs. */
+es_status es_edge_reconnect(es_edge *e, es_err *err);
+/* Whether the edge holds a live connection (false before the first handshake and once it broke). */
+bool es_edge_connected(const es_edge *e);
 void es_edge_free(es_edge *e);
 /* The server's handshake answer (n_ctx, limits, fingerprint). */
 const es_msg_welcome *es_edge_server_info(const es_edge *e);

@@ -12,6 +12,7 @@
 #include "edge/edge_http.h"
 
 #include <event2/event.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "server/oai.h"
 #include "util/err.h"
 #include "util/sig.h"
 #include "util/wakeq.h"
@@ -36,6 +39,8 @@ typedef struct ejob {
     int32_t stop[EH_MAX_STOP];
     int n_stop;
     int n_gen;                 /* tokens handed to the loop so far (worker only) */
+    es_stopwatch *watch;       /* the request's stop strings (NULL: none): the worker stops where one completes */
+    es_edge *e;                /* the worker's edge while it runs the job */
     struct es_edge_http *s;
 } ejob;
 
@@ -45,7 +50,14 @@ typedef struct eworker {
     pthread_t th;
     bool started;
     ejob *job;                 /* the generation running now (under mu) */
+    bool up;                   /* its edge holds a live connection to the server (under mu) */
+    double backoff_s;          /* the next reconnection waits this long (worker only) */
+    double next_try;           /* when an idle worker without a connection tries again (worker only) */
 } eworker;
+
+#define EH_BACKOFF_MIN_S 0.1
+#define EH_BACKOFF_MAX_S 5.0
+#define EH_CHECK_S 0.5 /* how often an idle, connected worker looks whether its connection still lives */
 
 enum { EV_TOKENS = 1, EV_END = 2 };
 
@@ -123,6 +135,9 @@ static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
     e->n = n;
     memcpy(e->toks, toks, (size_t)n * sizeof(int32_t));
     post(j->s, e);
+    /* a completed stop string ends the generation at these tokens (the front end cuts the text at the
+       same token with its own matcher) */
+    if (es_stopwatch_feed(j->watch, toks, n)) es_edge_cancel(j->e, true);
 }
 
 /* The HTTP status an edge failure stands for. */
@@ -141,6 +156,47 @@ static int fail_status(es_status st) {
     }
 }
 
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* After a generation or a reconnection attempt: whether the worker's edge is connected, and when an
+ * idle worker without a connection tries again (capped exponential backoff, for as long as the
+ * process runs). Worker thread, mu not held; `tried`: a reconnection attempt just failed. */
+static void worker_link(eworker *w, bool tried) {
+    const bool up = es_edge_connected(w->e);
+    if (up) w->backoff_s = EH_BACKOFF_MIN_S;
+    else if (tried) w->backoff_s = fmin(w->backoff_s * 2, EH_BACKOFF_MAX_S);
+    w->next_try = mono_s() + (up ? EH_CHECK_S : w->backoff_s);
+    pthread_mutex_lock(&w->s->mu);
+    w->up = up;
+    pthread_mutex_unlock(&w->s->mu);
+}
+
+/* An idle worker looks at its connection now and then (a server that went away is noticed here, for
+ * /health) and, without one, tries again once its backoff has passed. mu held on entry and exit,
+ * released while connecting. Returns false when it is not time yet (then it waits for work until
+ * next_try). */
+static bool worker_reconnect(eworker *w) {
+    es_edge_http *s = w->s;
+    if (mono_s() < w->next_try) return false;
+    pthread_mutex_unlock(&s->mu);
+    if (es_edge_connected(w->e)) {
+        worker_link(w, false);
+        pthread_mutex_lock(&s->mu);
+        return true;
+    }
+    es_err err = {{0}};
+    const es_status rc = es_edge_reconnect(w->e, &err);
+    if (rc == ES_OK) ehlog(s, 1, "connected to the server %s:%d", s->p.edge.host, s->p.edge.port);
+    else if (w->backoff_s >= EH_BACKOFF_MAX_S && w == &s->w[0]) ehlog(s, 3, "the server is still unreachable: %s", err.msg);
+    worker_link(w, rc != ES_OK);
+    pthread_mutex_lock(&s->mu);
+    return true;
+}
+
 static void *worker_main(void *arg) {
     eworker *w = arg;
     es_edge_http *s = w->s;
@@ -149,13 +205,26 @@ static void *worker_main(void *arg) {
     while (!s->stop) {
         ejob *j = s->q_head;
         if (!j) {
-            pthread_cond_wait(&s->cv, &s->mu);
+            if (worker_reconnect(w)) continue;
+            { /* woken by work, or at the next look at the connection */
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                const double wait = fmax(0.0, w->next_try - mono_s());
+                until.tv_sec += (time_t)wait;
+                until.tv_nsec += (long)((wait - floor(wait)) * 1e9);
+                if (until.tv_nsec >= 1000000000L) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&s->cv, &s->mu, &until);
+            }
             continue;
         }
         s->q_head = j->next;
         if (!s->q_head) s->q_tail = NULL;
         s->q_len--;
         w->job = j;
+        j->e = w->e;
         es_edge_cancel(w->e, false); /* a cancel aimed at the previous job must not hit this one */
         pthread_mutex_unlock(&s->mu);
 
@@ -180,6 +249,7 @@ static void *worker_main(void *arg) {
             post(s, e);
         }
         if (rc != ES_OK) ehlog(s, 1, "generation failed: %s", err.msg);
+        worker_link(w, false);
 
         pthread_mutex_lock(&s->mu);
         w->job = NULL;
@@ -190,6 +260,7 @@ static void *worker_main(void *arg) {
         s->st.rounds += st.rounds;
         s->st.drafted += st.drafted;
         s->st.accepted += st.accepted;
+        es_stopwatch_free(j->watch);
         free(j->prompt);
         free(j);
     }
@@ -218,6 +289,12 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
     j->s = s;
     memcpy(j->stop, g->stop, (size_t)g->n_stop * sizeof(int32_t));
     j->n_stop = g->n_stop;
+    if (g->n_stop_strings > 0 && !(j->watch = es_stopwatch_new(s->tok, g->prompt[g->n_prompt - 1], g->stop_strings,
+                                                               g->n_stop_strings, g->skip, g->n_skip))) {
+        free(prompt);
+        free(j);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
     const int32_t eos = es_tokenizer_eos(s->tok);
     if (eos >= 0) j->stop[j->n_stop++] = eos;
     pthread_mutex_lock(&s->mu);
@@ -227,6 +304,7 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
         s->st.refused++;
         const int waiting = s->q_len;
         pthread_mutex_unlock(&s->mu);
+        es_stopwatch_free(j->watch);
         free(prompt);
         free(j);
         return es_fail(err, ES_ERR_BUSY, "all %d workers are busy and %d requests are waiting", s->n_w, waiting);
@@ -251,6 +329,7 @@ static void be_cancel(void *ud, uint64_t id) {
         if (j->id == id) {
             *pp = j->next;
             s->q_len--;
+            es_stopwatch_free(j->watch);
             free(j->prompt);
             free(j);
             found = true;
@@ -267,6 +346,17 @@ static void be_cancel(void *ud, uint64_t id) {
         }
     pthread_mutex_unlock(&s->mu);
     purge(s, id);
+}
+
+/* /health and edgespec_ready: the upstream server, unless the draft alone answers meanwhile. */
+static bool be_health(void *ud, const char **upstream) {
+    es_edge_http *s = ud;
+    bool up = false;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_w; i++) up |= s->w[i].up;
+    pthread_mutex_unlock(&s->mu);
+    *upstream = up ? "connected" : s->p.edge.fallback_local ? "unreachable (answering with the draft model alone)" : "unreachable";
+    return up || s->p.edge.fallback_local;
 }
 
 static void be_metrics(void *ud, es_metrics *m) {
@@ -375,14 +465,37 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
         es_edge_http_free(s);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
+    /* Every worker connects now; a refusal (vocabulary, version, key) fails the start. A server that
+       cannot be reached does too, unless the draft may answer alone (fallback_local): then the API
+       starts, serves locally and the workers keep trying to connect. */
+    bool offline = false;
     for (int i = 0; i < p->workers; i++) {
-        s->w[i].s = s;
-        if ((st = es_edge_connect(&s->p.edge, &s->w[i].e, err)) != ES_OK) {
+        eworker *w = &s->w[i];
+        w->s = s;
+        w->backoff_s = EH_BACKOFF_MIN_S;
+        if ((st = es_edge_init(&s->p.edge, &w->e, err)) != ES_OK) {
             es_edge_http_free(s);
             return st;
         }
         s->n_w = i + 1;
+        if (offline) continue;
+        es_err why = {{0}};
+        st = es_edge_reconnect(w->e, &why);
+        if (st == ES_OK) {
+            w->up = true;
+            continue;
+        }
+        if ((st == ES_ERR_IO || st == ES_ERR_TIMEOUT) && p->edge.fallback_local) {
+            ehlog(s, 1, "the server %s:%d cannot be reached (%s): answering with the draft model alone until it can",
+                  p->edge.host, p->edge.port, why.msg);
+            offline = true;
+            continue;
+        }
+        if (err) *err = why;
+        es_edge_http_free(s);
+        return st;
     }
+    for (int i = 0; i < s->n_w; i++) s->w[i].next_try = mono_s() + s->w[i].backoff_s;
     const es_msg_welcome *wl = es_edge_server_info(s->w[0].e);
     s->n_ctx = wl->n_ctx > 0 ? (int)wl->n_ctx : es_model_n_ctx_train(p->edge.draft);
     const int n_ctx_draft = p->edge.n_ctx > 0 ? p->edge.n_ctx : es_model_n_ctx_train(p->edge.draft);
@@ -416,6 +529,7 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     hp.backend.start = be_start;
     hp.backend.cancel = be_cancel;
     hp.backend.metrics = be_metrics;
+    hp.backend.health = be_health;
     hp.backend.ud = s;
     hp.log = p->log;
     hp.log_ud = p->log_ud;
@@ -473,6 +587,7 @@ void es_edge_http_free(es_edge_http *s) {
     while (s->q_head) {
         ejob *j = s->q_head;
         s->q_head = j->next;
+        es_stopwatch_free(j->watch);
         free(j->prompt);
         free(j);
     }

@@ -46,8 +46,13 @@ typedef struct es_edge_http_stats {
     int64_t rounds, drafted, accepted;
 } es_edge_http_stats;
 
-/* Connects every worker to the server (failing fast on a vocabulary mismatch or a server that cannot
- * be reached), then listens. */
+/* Connects every worker to the server, then listens. Fails fast on a refusal (vocabulary mismatch,
+ * version, key) and on a server that cannot be reached, except with edge.fallback_local: then it
+ * starts anyway and answers with the draft model alone until the server can be reached. A worker
+ * whose connection is gone (server restarted, network down) reconnects on its own while idle, with
+ * backoff from 100 ms doubling to 5 s, for as long as the API runs, and a request that finds it
+ * disconnected tries once more at once. /health is 503 while no worker is connected, unless
+ * fallback_local serves. */
 es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, es_err *err);
 int es_edge_http_port(const es_edge_http *s);
 /* A snapshot (the HTTP part refreshed every second while running). */

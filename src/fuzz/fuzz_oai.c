@@ -1,7 +1,8 @@
 /* fuzz_oai.c — libFuzzer target for the OpenAI request parser and the text pipeline behind it
  * (src/server/oai.c, chat.c, tokenizer/detok.c).
  *
- * Byte 0 picks the endpoint (even: completions, odd: chat); the rest is the request body, copied to
+ * Byte 0 picks the endpoint (bit 0 clear: completions, set: chat; with bit 1 set /tokenize and
+ * /detokenize instead, whose parse must succeed or be refused with 400); the rest is the body, copied to
  * an exact-size buffer so any over-read is caught. A body must parse or be refused with a 400 that
  * names a message; a parsed chat request must render under every template family. Then the body's
  * bytes go through the incremental UTF-8 repair in chunks whose sizes come from the input, and the
@@ -34,6 +35,24 @@ static size_t naive_cut(const char *t, size_t n, char *const *stop, int n_stop, 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
+    if (data[0] & 2) { /* /tokenize (bit 0 clear) or /detokenize bodies */
+        char *b = malloc(size - 1 ? size - 1 : 1);
+        if (!b) return 0;
+        memcpy(b, data + 1, size - 1);
+        es_oai_tok t;
+        es_oai_error te;
+        memset(&te, 0, sizeof te);
+        if (es_oai_parse_tokenize(!(data[0] & 1), b, size - 1, &t, &te)) {
+            if (!(data[0] & 1) && !t.content) abort();
+            for (int i = 0; i < t.n_ids; i++)
+                if (t.ids[i] < 0) abort();
+            es_oai_tok_free(&t);
+        } else if (te.status != 400 && te.status != 500) {
+            abort();
+        }
+        free(b);
+        return 0;
+    }
     const int kind = data[0] & 1 ? ES_OAI_CHAT : ES_OAI_COMPLETION;
     const size_t n = size - 1;
     char *body = malloc(n ? n : 1);
@@ -47,6 +66,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (kind == ES_OAI_CHAT && r.n_messages < 1) abort();
         if (r.n_stop < 0 || r.n_stop > ES_OAI_MAX_STOP) abort();
         if (r.max_tokens < 0 || !(r.temperature >= 0 && r.temperature <= 2) || !(r.top_p > 0 && r.top_p <= 1)) abort();
+        if (!(r.repeat_penalty > 0 && r.repeat_penalty <= 100) || r.n_bias < 0 || r.n_bias > ES_OAI_MAX_LOGIT_BIAS) abort();
+        for (int i = 0; i < r.n_bias; i++)
+            if (r.bias[i].id < 0 || !(r.bias[i].bias >= -100 && r.bias[i].bias <= 100)) abort();
+        if (r.top_k < 0 || !(r.presence_penalty >= -2 && r.presence_penalty <= 2) || !(r.frequency_penalty >= -2 && r.frequency_penalty <= 2))
+            abort();
         for (int f = 0; f < ES_CHAT_FAMILY_COUNT && kind == ES_OAI_CHAT; f++) {
             es_str out = {0};
             if (!es_chat_render((es_chat_family)f, r.messages, r.n_messages, &out)) abort();

@@ -331,7 +331,23 @@ static es_status open_check(const es_msg_open *m, es_err *err) {
     if (m->n_stop > ES_PROTO_MAX_STOP) return es_fail(err, ES_ERR_FORMAT, "OPEN: %u stop tokens (at most %d)", m->n_stop, ES_PROTO_MAX_STOP);
     for (int i = 0; i < m->n_stop; i++)
         if (m->stop[i] < 0) return es_fail(err, ES_ERR_FORMAT, "OPEN: stop token %d", m->stop[i]);
-    if (m->flags & ~ES_OPEN_PROMPT_TEXT) return es_fail(err, ES_ERR_FORMAT, "OPEN: unknown flags 0x%x", m->flags);
+    if (m->flags & ~(ES_OPEN_PROMPT_TEXT | ES_OPEN_PENALTY_BIAS)) return es_fail(err, ES_ERR_FORMAT, "OPEN: unknown flags 0x%x", m->flags);
+    return ES_OK;
+}
+
+/* The ES_OPEN_PENALTY_BIAS fields (decoder: after they were read; encoder: before writing). */
+static es_status open_check_ext(const es_msg_open *m, es_err *err) {
+    if (!isfinite(m->repeat_penalty) || !(m->repeat_penalty > 0))
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: repeat_penalty %g", (double)m->repeat_penalty);
+    if (m->repeat_last_n < 0 || m->repeat_last_n > ES_PROTO_MAX_LAST_N)
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: repeat_last_n %d outside 0..%d", m->repeat_last_n, ES_PROTO_MAX_LAST_N);
+    if (!isfinite(m->presence_penalty) || !isfinite(m->frequency_penalty))
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: presence / frequency penalty %g / %g", (double)m->presence_penalty,
+                       (double)m->frequency_penalty);
+    if (m->n_bias > ES_SAMPLER_MAX_BIAS) return es_fail(err, ES_ERR_FORMAT, "OPEN: %u logit-bias entries (at most %d)", m->n_bias, ES_SAMPLER_MAX_BIAS);
+    for (int i = 0; i < m->n_bias; i++)
+        if (m->bias[i].id < 0 || !isfinite(m->bias[i].bias))
+            return es_fail(err, ES_ERR_FORMAT, "OPEN: logit-bias entry %d (token %d, %g)", i, m->bias[i].id, (double)m->bias[i].bias);
     return ES_OK;
 }
 
@@ -346,7 +362,15 @@ es_status es_proto_put_open(es_wbuf *w, uint32_t session, const es_msg_open *m, 
     if (!text)
         for (uint32_t i = 0; i < cnt; i++)
             if (m->prompt[i] < 0) return es_fail(err, ES_ERR_INVALID_ARG, "OPEN: prompt token %u is %d", i, m->prompt[i]);
-    const uint64_t plen = 1 + 1 + 4 + 4 * 3 + 4 + 8 + 2 + 4 * (uint64_t)m->n_stop + 4 + 4 + (text ? 1 : 4) * (uint64_t)cnt;
+    /* the extension is sent only when it says something, so default sessions stay readable by servers
+       that predate it */
+    const float pen = m->repeat_penalty == 0.0f ? 1.0f : m->repeat_penalty; /* 0: a zeroed message, not set */
+    const bool ext = pen != 1.0f || m->presence_penalty != 0.0f || m->frequency_penalty != 0.0f || m->n_bias > 0;
+    if (ext && pen == m->repeat_penalty && open_check_ext(m, err) != ES_OK) return ES_ERR_INVALID_ARG;
+    if (ext && m->n_bias > ES_SAMPLER_MAX_BIAS) return es_fail(err, ES_ERR_INVALID_ARG, "OPEN: %u logit-bias entries", m->n_bias);
+    const uint32_t flags = (m->flags & ~ES_OPEN_PENALTY_BIAS) | (ext ? ES_OPEN_PENALTY_BIAS : 0);
+    const uint64_t plen = 1 + 1 + 4 + 4 * 3 + 4 + 8 + 2 + 4 * (uint64_t)m->n_stop + 4 + 4 + (text ? 1 : 4) * (uint64_t)cnt +
+                          (ext ? 4 + 4 + 4 + 4 + 2 + 8 * (uint64_t)m->n_bias : 0);
     uint8_t *p;
     if ((st = frame_begin(w, ES_FRAME_OPEN, session, plen, &p, err)) != ES_OK) return st;
     p = put_u8(p, m->mode);
@@ -359,12 +383,23 @@ es_status es_proto_put_open(es_wbuf *w, uint32_t session, const es_msg_open *m, 
     p = put_u64(p, m->seed);
     p = put_u16(p, m->n_stop);
     for (int i = 0; i < m->n_stop; i++) p = put_i32(p, m->stop[i]);
-    p = put_u32(p, m->flags);
+    p = put_u32(p, flags);
     p = put_u32(p, cnt);
     if (text)
         p = put_bytes(p, m->text, cnt);
     else
         for (uint32_t i = 0; i < cnt; i++) p = put_i32(p, m->prompt[i]);
+    if (ext) {
+        p = put_f32(p, pen);
+        p = put_i32(p, m->repeat_last_n);
+        p = put_f32(p, m->presence_penalty);
+        p = put_f32(p, m->frequency_penalty);
+        p = put_u16(p, m->n_bias);
+        for (int i = 0; i < m->n_bias; i++) {
+            p = put_i32(p, m->bias[i].id);
+            p = put_f32(p, m->bias[i].bias);
+        }
+    }
     return frame_end(w, plen, p, err);
 }
 
@@ -406,6 +441,23 @@ es_status es_proto_get_open(const uint8_t *pl, size_t n, es_msg_open *m, uint32_
             if (m->prompt[i] < 0) return es_fail(err, ES_ERR_FORMAT, "OPEN: prompt token %u is %d", i, m->prompt[i]);
         }
         m->n_prompt = cnt;
+    }
+    m->repeat_penalty = 1.0f;
+    m->repeat_last_n = 64;
+    if (m->flags & ES_OPEN_PENALTY_BIAS) {
+        NEED(get_f32(&r, &m->repeat_penalty), "repeat_penalty");
+        NEED(get_i32(&r, &m->repeat_last_n), "repeat_last_n");
+        NEED(get_f32(&r, &m->presence_penalty), "presence_penalty");
+        NEED(get_f32(&r, &m->frequency_penalty), "frequency_penalty");
+        NEED(get_u16(&r, &m->n_bias), "n_bias");
+        if (m->n_bias > ES_SAMPLER_MAX_BIAS)
+            return es_fail(err, ES_ERR_FORMAT, "OPEN: %u logit-bias entries (at most %d)", m->n_bias, ES_SAMPLER_MAX_BIAS);
+        if (!rd_has(&r, 8 * (uint64_t)m->n_bias)) return rd_short(&r, "logit bias", err);
+        for (int i = 0; i < m->n_bias; i++) {
+            get_i32(&r, &m->bias[i].id); /* bytes checked above */
+            get_f32(&r, &m->bias[i].bias);
+        }
+        if ((st = open_check_ext(m, err)) != ES_OK) return st;
     }
     return rd_finish(&r, err);
 }

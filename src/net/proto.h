@@ -136,6 +136,7 @@ typedef enum es_session_mode {
 } es_session_mode;
 
 #define ES_OPEN_PROMPT_TEXT 1u /* flags bit: prompt is UTF-8 text (server tokenises, adds BOS) */
+#define ES_OPEN_PENALTY_BIAS 2u /* flags bit: penalties and logit bias follow the prompt */
 
 typedef struct es_msg_open {
     uint8_t mode;                  /* es_session_mode */
@@ -146,13 +147,21 @@ typedef struct es_msg_open {
     uint64_t seed;
     uint16_t n_stop;
     int32_t stop[ES_PROTO_MAX_STOP];
-    uint32_t flags;                /* ES_OPEN_PROMPT_TEXT */
+    uint32_t flags;                /* ES_OPEN_PROMPT_TEXT, ES_OPEN_PENALTY_BIAS (set by the encoder when
+                                      a penalty or a bias is on; the decoder fills the fields) */
     /* prompt: token ids (n_prompt, decoded into caller storage) or text (pointer into the payload) */
     uint32_t n_prompt;
     int32_t *prompt;
     const char *text;
     uint32_t text_len;
+    /* with ES_OPEN_PENALTY_BIAS (without it: 1, 64, none) */
+    float repeat_penalty;          /* finite, > 0 (1 = off) */
+    int32_t repeat_last_n;         /* 0..ES_PROTO_MAX_LAST_N */
+    float presence_penalty, frequency_penalty; /* finite (0 = off) */
+    uint16_t n_bias;               /* <= ES_SAMPLER_MAX_BIAS */
+    es_logit_bias bias[ES_SAMPLER_MAX_BIAS];
 } es_msg_open;
+#define ES_PROTO_MAX_LAST_N (1 << 20)
 
 typedef struct es_msg_opened {
     uint32_t n_prompt;   /* prompt tokens as evaluated by the server */

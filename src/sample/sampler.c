@@ -24,7 +24,7 @@ struct es_sampler {
     int n_vocab;
     es_rng rng;
     es_sampler_cand *cand;  /* (n_vocab) scratch: logits, then probabilities, of the candidates */
-    uint8_t *mark;          /* (n_vocab) all zero between calls; dedupes the penalty window */
+    uint32_t *count;        /* (n_vocab) all zero between calls; occurrences in the penalty window */
     int32_t *hist;          /* (repeat_last_n) ring of accepted tokens */
     int hist_head;          /* next slot to write */
     int hist_len;           /* valid entries, <= repeat_last_n */
@@ -62,18 +62,33 @@ es_status es_sampler_init(const es_sampler_params *p, int n_vocab, es_sampler **
     if (!(p->repeat_penalty > 0.0f) || !isfinite(p->repeat_penalty))
         return es_fail(err, ES_ERR_INVALID_ARG, "sampler: repeat_penalty must be finite and > 0 (got %g)",
                        (double)p->repeat_penalty);
+    if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty))
+        return es_fail(err, ES_ERR_INVALID_ARG, "sampler: presence and frequency penalties must be finite");
     if (p->repeat_last_n < 0 || p->repeat_last_n > ES_SAMPLER_MAX_LAST_N)
         return es_fail(err, ES_ERR_INVALID_ARG, "sampler: repeat_last_n must be in [0, %d] (got %d)",
                        ES_SAMPLER_MAX_LAST_N, p->repeat_last_n);
+
+    if (p->n_bias < 0 || p->n_bias > ES_SAMPLER_MAX_BIAS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "sampler: %d logit-bias entries (at most %d)", p->n_bias, ES_SAMPLER_MAX_BIAS);
+    for (int i = 0; i < p->n_bias; i++) {
+        if (p->bias[i].id < 0 || p->bias[i].id >= n_vocab)
+            return es_fail(err, ES_ERR_INVALID_ARG, "sampler: logit bias for token %d, outside the vocabulary (0..%d)", p->bias[i].id,
+                           n_vocab - 1);
+        if (!isfinite(p->bias[i].bias))
+            return es_fail(err, ES_ERR_INVALID_ARG, "sampler: the logit bias of token %d is not finite", p->bias[i].id);
+        for (int j = 0; j < i; j++)
+            if (p->bias[j].id == p->bias[i].id)
+                return es_fail(err, ES_ERR_INVALID_ARG, "sampler: token %d has two logit-bias entries", p->bias[i].id);
+    }
 
     es_sampler *s = calloc(1, sizeof *s);
     if (!s) return es_fail(err, ES_ERR_NOMEM, "sampler: out of memory");
     s->p = *p;
     s->n_vocab = n_vocab;
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
-    s->mark = calloc((size_t)n_vocab, 1);
+    s->count = calloc((size_t)n_vocab, sizeof *s->count);
     s->hist = malloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1) * sizeof *s->hist);
-    if (!s->cand || !s->mark || !s->hist) {
+    if (!s->cand || !s->count || !s->hist) {
         es_sampler_free(s);
         return es_fail(err, ES_ERR_NOMEM, "sampler: out of memory for vocabulary of %d", n_vocab);
     }
@@ -85,13 +100,17 @@ es_status es_sampler_init(const es_sampler_params *p, int n_vocab, es_sampler **
 void es_sampler_free(es_sampler *s) {
     if (!s) return;
     free(s->cand);
-    free(s->mark);
+    free(s->count);
     free(s->hist);
     free(s);
 }
 
 const es_sampler_params *es_sampler_get_params(const es_sampler *s) { return &s->p; }
 int es_sampler_n_vocab(const es_sampler *s) { return s->n_vocab; }
+
+bool es_sampler_penalized(const es_sampler_params *p) {
+    return p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+}
 
 /* Tokens outside [0, n_vocab) cannot have been sampled and are ignored. */
 void es_sampler_accept(es_sampler *s, int32_t token) {
@@ -292,11 +311,14 @@ static inline float sanitise(float x) {
 }
 
 static inline bool penalty_active(const es_sampler *s) {
-    return s->p.repeat_penalty != 1.0f && s->hist_len > 0;
+    return es_sampler_penalized(&s->p) && s->hist_len > 0;
 }
 
-/* Steps 1-2: cand[i] = {sanitised, penalised logit i, i} for every token. Returns the largest value
- * (-inf when no token has a finite one). */
+/* Whether the logits are changed before temperature (bias or penalty): the raw-argmax shortcut is off. */
+static inline bool adjust_active(const es_sampler *s) { return s->p.n_bias > 0 || penalty_active(s); }
+
+/* Steps 1-2: cand[i] = {sanitised, biased, penalised logit i, i} for every token. Returns the largest
+ * value (-inf when no token has a finite one). */
 static float prepare_logits(es_sampler *s, const float *logits) {
     es_sampler_cand *c = s->cand;
     const int n = s->n_vocab;
@@ -307,17 +329,25 @@ static float prepare_logits(es_sampler *s, const float *logits) {
         c[i].id = i;
         vmax = x > vmax ? x : vmax;
     }
-    if (!penalty_active(s)) return vmax;
-    const float pen = s->p.repeat_penalty;
-    for (int j = 0; j < s->hist_len; j++) {
-        const int32_t t = s->hist[j];
-        if (s->mark[t]) continue;
-        s->mark[t] = 1;
-        const float x = c[t].p;
-        c[t].p = sanitise(x > 0.0f ? x / pen : x * pen);
+    if (!adjust_active(s)) return vmax;
+    for (int j = 0; j < s->p.n_bias; j++) { /* ids checked at init; -inf stays -inf */
+        es_sampler_cand *b = &c[s->p.bias[j].id];
+        b->p = sanitise(b->p + s->p.bias[j].bias);
     }
-    for (int j = 0; j < s->hist_len; j++) s->mark[s->hist[j]] = 0;
-    /* A penalised token may have been the max (or, with a penalty < 1, become it): rescan. */
+    if (penalty_active(s)) { /* llama.cpp's order: repetition, then frequency and presence */
+        const float pen = s->p.repeat_penalty, freq = s->p.frequency_penalty, pres = s->p.presence_penalty;
+        for (int j = 0; j < s->hist_len; j++) s->count[s->hist[j]]++;
+        for (int j = 0; j < s->hist_len; j++) {
+            const int32_t t = s->hist[j];
+            const uint32_t k = s->count[t];
+            if (k == 0) continue; /* done at its first occurrence */
+            s->count[t] = 0;
+            float x = c[t].p;
+            if (pen != 1.0f) x = x > 0.0f ? x / pen : x * pen;
+            c[t].p = sanitise(x - ((float)k * freq + pres));
+        }
+    }
+    /* A biased or penalised token may have been the max (or have become it): rescan. */
     vmax = -INFINITY;
     for (int i = 0; i < n; i++) vmax = c[i].p > vmax ? c[i].p : vmax;
     return vmax;
@@ -375,7 +405,7 @@ int es_sampler_dist(es_sampler *s, const float *logits, const es_sampler_cand **
     size_t n = (size_t)s->n_vocab;
 
     if (p->temperature == 0.0f || p->top_k == 1) {
-        if (!penalty_active(s)) return one_hot(s, argmax_raw(logits, s->n_vocab));
+        if (!adjust_active(s)) return one_hot(s, argmax_raw(logits, s->n_vocab));
         prepare_logits(s, logits);
         size_t best = 0;  /* ties -> lowest id: only a strictly larger value moves it */
         for (size_t i = 1; i < n; i++)

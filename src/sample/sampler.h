@@ -4,9 +4,11 @@
  * The pipeline, applied to a copy of the raw logits (n_vocab floats, never modified):
  *
  *   1. sanitise    NaN -> -inf, +inf -> FLT_MAX (so no arithmetic below produces NaN)
- *   2. penalties   for each distinct token among the last repeat_last_n accepted ones (counted once,
- *                  however often it occurs): logit > 0 -> logit / repeat_penalty, else logit *
- *                  repeat_penalty (llama.cpp semantics); the result is clamped to FLT_MAX again
+ *   1b. bias       each logit_bias entry's value is added to its token's logit (clamped as in 1)
+ *   2. penalties   for each distinct token among the last repeat_last_n accepted ones: logit > 0 ->
+ *                  logit / repeat_penalty, else logit * repeat_penalty, then minus count *
+ *                  frequency_penalty + presence_penalty, count = its occurrences in the window
+ *                  (llama.cpp semantics); the result is clamped to FLT_MAX again
  *   3. temperature temperature == 0 stops here: a one-hot at the argmax (ties -> lowest id); so
  *                  does top_k == 1, whose result is the same one-hot
  *   4. top-k       keep the top_k largest logits (ties -> lowest id), by partial selection

@@ -54,6 +54,8 @@ static const char *const EP_CHAT = "/v1/chat/completions";
 static const char *const EP_MODELS = "/v1/models";
 static const char *const EP_HEALTH = "/health";
 static const char *const EP_METRICS = "/metrics";
+static const char *const EP_TOKENIZE = "/tokenize";
+static const char *const EP_DETOKENIZE = "/detokenize";
 static const char *const EP_OTHER = "other";
 
 typedef struct hreq {
@@ -66,6 +68,8 @@ typedef struct hreq {
     const char *endpoint;
     int kind;
     bool stream, include_usage;
+    bool started;                 /* streams: the 200 and the event-stream headers went out (they wait
+                                     for the first tokens, so a failure before any is a plain error) */
     char rid[48];
     int64_t created;
     char *model;
@@ -274,7 +278,7 @@ static void req_abandon(hreq *r, const char *why) {
     h->st.disconnects++;
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
-    if (!r->stream) count(h, r->endpoint, 499); /* a stream was counted with its 200 */
+    if (!r->started) count(h, r->endpoint, 499); /* a started stream was counted with its 200 */
     hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, r->n_generated);
 }
 
@@ -311,6 +315,32 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg) {
     req_free(r);
 }
 
+/* Streams: the first tokens came (or the end, without any): the 200, the event-stream headers and
+ * the chat's role chunk go out now. Until then the request was watched as a plain one, so a failure
+ * before the first token is still an ordinary error status with an OpenAI error object. */
+static void stream_start(hreq *r) {
+    if (!r->stream || r->started) return;
+    es_http *h = r->h;
+    r->started = true;
+    if (r->watch) { /* evhttp reads a streaming connection itself: its close callback takes over */
+        event_free(r->watch);
+        r->watch = NULL;
+    }
+    if (r->evcon) { /* each event leaves at once (Nagle would hold it for the peer's delayed ACK) */
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
+        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        const int one = 1;
+        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(oh, "Content-Type", "text/event-stream");
+    evhttp_add_header(oh, "Cache-Control", "no-cache");
+    evhttp_add_header(oh, "X-Accel-Buffering", "no");
+    evhttp_send_reply_start(r->req, 200, "OK");
+    count(h, r->endpoint, 200);
+    if (r->kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
+}
+
 /* Completes the reply with the text still held back, the finish reason and usage. */
 static void req_finish(hreq *r, int stop) {
     es_http *h = r->h;
@@ -324,6 +354,7 @@ static void req_finish(hreq *r, int stop) {
     const es_oai_usage u = {r->n_prompt, r->n_generated};
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
+    stream_start(r);
     req_detach(r);
     if (r->stream) {
         if (r->out.len) sse_chunk(r, NULL, r->out.s, NULL);
@@ -355,7 +386,7 @@ static void req_fail(hreq *r, int status, const char *msg) {
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
     req_detach(r);
-    if (r->stream) {
+    if (r->started) {
         char *j = es_oai_error_json(&e);
         if (j) sse(r, j);
         free(j);
@@ -396,6 +427,7 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
         req_finish(r, ES_STOP_EOS);
         return;
     }
+    stream_start(r);
     if (r->stream && r->out.len) {
         sse_chunk(r, NULL, r->out.s, NULL);
         es_str_clear(&r->out);
@@ -486,6 +518,14 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         reply_error(h, req, endpoint, &e);
         return;
     }
+    for (int i = 0; i < q.n_bias; i++)
+        if (q.bias[i].id >= h->n_vocab) {
+            es_oai_error_set(&e, 400, "invalid_request_error", "invalid_value", "logit_bias",
+                             "'logit_bias' names token %d, outside the vocabulary (0..%d)", q.bias[i].id, h->n_vocab - 1);
+            es_oai_request_free(&q);
+            reply_error(h, req, endpoint, &e);
+            return;
+        }
     es_err err = {{0}};
     int32_t *prompt = NULL;
     int n_prompt = 0;
@@ -583,10 +623,22 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     g.sampling.top_p = (float)q.top_p;
     g.sampling.top_k = q.top_k;
     g.sampling.min_p = (float)q.min_p;
-    g.sampling.repeat_penalty = 1.0f;
+    g.sampling.repeat_penalty = (float)q.repeat_penalty;
+    g.sampling.presence_penalty = (float)q.presence_penalty;
+    g.sampling.frequency_penalty = (float)q.frequency_penalty;
+    if (q.has_repeat_last_n) g.sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
+    g.sampling.n_bias = q.n_bias;
+    for (int i = 0; i < q.n_bias; i++) {
+        g.sampling.bias[i].id = q.bias[i].id;
+        g.sampling.bias[i].bias = q.bias[i].bias;
+    }
     g.sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
     g.stop = stop_ids;
     g.n_stop = n_stop_ids;
+    g.stop_strings = r->stop;
+    g.n_stop_strings = r->n_stop;
+    g.skip = r->skip;
+    g.n_skip = r->n_skip;
     es_oai_request_free(&q);
     int granted = 0;
     es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, &err)
@@ -611,21 +663,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s", r->rid, endpoint, n_prompt, max_tokens, granted,
          r->stream ? "streaming" : "plain");
     if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_close, r);
-    if (r->stream && r->evcon) { /* each event leaves at once (Nagle would hold it for the peer's delayed ACK) */
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
-        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-        const int one = 1;
-        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if (r->stream) {
-        struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
-        evhttp_add_header(oh, "Content-Type", "text/event-stream");
-        evhttp_add_header(oh, "Cache-Control", "no-cache");
-        evhttp_add_header(oh, "X-Accel-Buffering", "no");
-        evhttp_send_reply_start(req, 200, "OK");
-        count(h, endpoint, 200);
-        if (kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
-    } else if (r->evcon) {
+    if (r->evcon) { /* streams too, until their first tokens (stream_start) */
         struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
         const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
         if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
@@ -662,11 +700,69 @@ static void handle_models(es_http *h, struct evhttp_request *req, const char *pa
     free(j);
 }
 
+/* POST /tokenize {"content": TEXT, "add_special": BOOL (default true: BOS as the vocabulary asks),
+ * "parse_special": BOOL (default false)} -> {"tokens": [ids]}; POST /detokenize {"tokens": [ids]} ->
+ * {"content": TEXT} (llama.cpp's server: the ids a prompt costs, the text ids stand for). The model's
+ * own tokenizer, as completions use it; text follows the same rules as prompts (NUL refused). */
+static void handle_tokenize(es_http *h, struct evhttp_request *req, const char *ep) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const size_t blen = evbuffer_get_length(in);
+    const char *body = blen ? (const char *)evbuffer_pullup(in, -1) : "";
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    es_oai_tok q;
+    if (!es_oai_parse_tokenize(ep == EP_TOKENIZE, body, blen, &q, &e)) {
+        reply_error(h, req, ep, &e);
+        return;
+    }
+    es_str out = {0};
+    bool ok = true;
+    if (ep == EP_TOKENIZE) {
+        const size_t len = strlen(q.content);
+        int cap = len < (size_t)INT32_MAX - 16 ? (int)len + 8 : 0, n = 0;
+        int32_t *ids = cap ? malloc((size_t)cap * sizeof *ids) : NULL;
+        es_err err = {{0}};
+        if (!ids || es_tokenize(h->p.tok, q.content, len, q.add_special, q.parse_special, ids, cap, &n, &err) != ES_OK || n > cap) {
+            free(ids);
+            es_oai_tok_free(&q);
+            reply_errorf(h, req, ep, ids ? 400 : 500, ids ? "invalid_request_error" : "server_error", NULL, "cannot tokenise: %s",
+                         err.msg[0] ? err.msg : "out of memory");
+            return;
+        }
+        ok = es_str_puts(&out, "{\"tokens\":[");
+        for (int i = 0; i < n && ok; i++) ok = es_str_printf(&out, "%s%d", i ? "," : "", ids[i]);
+        ok = ok && es_str_puts(&out, "]}");
+        free(ids);
+    } else {
+        for (int i = 0; i < q.n_ids; i++)
+            if (q.ids[i] >= h->n_vocab) {
+                reply_errorf(h, req, ep, 400, "invalid_request_error", "invalid_value", "token %d: id %d is outside the vocabulary (0..%d)", i,
+                             q.ids[i], h->n_vocab - 1);
+                es_oai_tok_free(&q);
+                return;
+            }
+        es_detok dt;
+        es_detok_init(&dt, h->p.tok, -1);
+        es_str text = {0};
+        for (int i = 0; i < q.n_ids && ok; i++) ok = es_detok_push(&dt, q.ids[i], &text);
+        ok = ok && es_detok_flush(&dt, &text);
+        char *j = ok ? es_oai_content_json(es_str_cstr(&text)) : NULL;
+        ok = j && es_str_puts(&out, j);
+        free(j);
+        es_str_free(&text);
+    }
+    es_oai_tok_free(&q);
+    if (ok) reply_json(h, req, ep, 200, es_str_cstr(&out));
+    else reply_errorf(h, req, ep, 500, "server_error", NULL, "out of memory");
+    es_str_free(&out);
+}
+
 static void handle_metrics(es_http *h, struct evhttp_request *req) {
     es_metrics m = h->m;
     m.http_active = h->n_active;
     m.uptime_seconds = now_s() - h->t_start;
-    m.ready = !h->shutting_down;
+    const char *up = NULL;
+    m.ready = !h->shutting_down && (!h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up));
     if (h->tps_n >= 2) {
         const int last = (h->tps_at + HTTP_TPS_WINDOW - 1) % HTTP_TPS_WINDOW;
         const int first = h->tps_n < HTTP_TPS_WINDOW ? 0 : h->tps_at;
@@ -968,6 +1064,14 @@ static void handle(struct evhttp_request *req, void *arg) {
     const char *ep = EP_OTHER;
     bool want_post = false;
     int kind = -1;
+    /* llama.cpp and vLLM also answer without the /v1 prefix (clients given a bare host use those) */
+    char v1[96];
+    if (!strncmp(path, "/completions", 12) || !strncmp(path, "/chat/completions", 17) || !strncmp(path, "/models", 7)) {
+        if (strlen(path) + 3 < sizeof v1) {
+            snprintf(v1, sizeof v1, "/v1%s", path);
+            path = v1;
+        }
+    }
     if (!strcmp(path, EP_COMPLETIONS)) {
         ep = EP_COMPLETIONS;
         want_post = true;
@@ -979,6 +1083,8 @@ static void handle(struct evhttp_request *req, void *arg) {
     } else if (!strcmp(path, EP_MODELS) || !strncmp(path, "/v1/models/", 11)) ep = EP_MODELS;
     else if (!strcmp(path, EP_HEALTH)) ep = EP_HEALTH;
     else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
+    else if (!strcmp(path, EP_TOKENIZE) || !strcmp(path, "/v1/tokenize")) ep = EP_TOKENIZE, want_post = true;
+    else if (!strcmp(path, EP_DETOKENIZE) || !strcmp(path, "/v1/detokenize")) ep = EP_DETOKENIZE, want_post = true;
     if (ep == EP_OTHER) {
         reply_errorf(h, req, ep, 404, "invalid_request_error", "unknown_url", "Unknown request URL: %s %.200s",
                      method_name(cmd), path);
@@ -991,9 +1097,16 @@ static void handle(struct evhttp_request *req, void *arg) {
         return;
     }
     if (ep == EP_HEALTH) {
-        if (h->shutting_down) reply_json(h, req, ep, 503, "{\"status\":\"stopping\"}");
-        else if (h->draining) reply_json(h, req, ep, 503, "{\"status\":\"draining\"}");
-        else reply_json(h, req, ep, 200, "{\"status\":\"ok\"}");
+        const char *up = NULL;
+        const bool ready = !h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up);
+        char body[256];
+        if (h->shutting_down) snprintf(body, sizeof body, "{\"status\":\"stopping\"}");
+        else if (h->draining) snprintf(body, sizeof body, "{\"status\":\"draining\"}");
+        else if (up) snprintf(body, sizeof body, "{\"status\":\"%s\",\"upstream\":\"%s\"}", ready ? "ok" : "unavailable", up);
+        else snprintf(body, sizeof body, "{\"status\":\"ok\"}");
+        const bool down = h->shutting_down || h->draining || !ready;
+        if (!h->shutting_down && down) evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        reply_json(h, req, ep, down ? 503 : 200, body);
         return;
     }
     if (ep == EP_METRICS) {
@@ -1008,6 +1121,7 @@ static void handle(struct evhttp_request *req, void *arg) {
         return;
     }
     if (ep == EP_MODELS) handle_models(h, req, path);
+    else if (ep == EP_TOKENIZE || ep == EP_DETOKENIZE) handle_tokenize(h, req, ep);
     else handle_completion(h, req, kind, ep);
 }
 
@@ -1145,6 +1259,11 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     event_add(h->tick, &one);
     hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s)", h->port, h->model_name,
          es_chat_family_name((es_chat_family)h->chat_family));
+    const char *tmpl = es_tokenizer_chat_template(p->tok);
+    if (p->chat_family < 0 && tmpl && *tmpl && h->chat_family == ES_CHAT_FALLBACK) /* said once, not per request */
+        hlog(h, 1, "the model's chat template is not one of the known families (chatml, llama2, llama3, zephyr): chat "
+                   "requests get a plain \"role: text\" transcript; choose one with --chat-template FAMILY or "
+                   "--chat-template-file FILE");
     *out = h;
     return ES_OK;
 }

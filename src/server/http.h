@@ -46,6 +46,12 @@ typedef struct es_http_gen {
     es_sampler_params sampling;  /* temperature 0 = greedy */
     const int32_t *stop;         /* stop token ids besides the model's EOS (which always stops) */
     int n_stop;
+    /* the request's stop strings and what the front end matches them on (valid during start): a backend
+       that can stop generating where it generates runs an es_stopwatch (server/oai.h) over them */
+    char *const *stop_strings;
+    int n_stop_strings;
+    const int32_t *skip;         /* ids never shown as text */
+    int n_skip;
 } es_http_gen;
 
 typedef struct es_http_backend {
@@ -57,6 +63,9 @@ typedef struct es_http_backend {
     void (*cancel)(void *ud, uint64_t id);
     /* Fills the backend's part of the metrics. */
     void (*metrics)(void *ud, es_metrics *m);
+    /* Optional: whether requests can be served now (/health 200 vs 503, edgespec_ready), with a word on
+     * the upstream for /health's "upstream" field (a static string). NULL: always ready. */
+    bool (*health)(void *ud, const char **upstream);
     void *ud;
 } es_http_backend;
 

@@ -192,6 +192,47 @@ static bool parse_messages(const cJSON *root, es_oai_request *r, es_oai_error *e
     return true;
 }
 
+/* repeat_penalty (llama.cpp) / repetition_penalty (vLLM), repeat_last_n, logit_bias. */
+static bool parse_penalty_bias(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const char *names[] = {"repeat_penalty", "repetition_penalty"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, names[i]);
+        if (is_null(v)) continue;
+        double p = 1;
+        if (!opt_number(root, names[i], 0, true, 100, &p, e)) return false;
+        r->repeat_penalty = p;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "repeat_last_n");
+    if (!is_null(v)) {
+        int64_t n;
+        if (!get_int(v, -1, 1 << 20, &n)) return BAD(e, "invalid_value", "repeat_last_n", "'repeat_last_n' must be an integer in 0..1048576 (or -1: the whole context)");
+        r->repeat_last_n = (int)n;
+        r->has_repeat_last_n = true;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
+    if (is_null(v)) return true;
+    if (!cJSON_IsObject(v)) return BAD(e, "invalid_type", "logit_bias", "'logit_bias' must be an object of token id -> bias");
+    const int n = cJSON_GetArraySize(v);
+    if (n > ES_OAI_MAX_LOGIT_BIAS) return BAD(e, "invalid_value", "logit_bias", "'logit_bias' holds at most %d entries, got %d", ES_OAI_MAX_LOGIT_BIAS, n);
+    if (n == 0) return true;
+    if (!(r->bias = calloc((size_t)n, sizeof *r->bias))) return oom(e);
+    for (const cJSON *b = v->child; b; b = b->next) {
+        const char *k = b->string ? b->string : "";
+        char *endp = NULL;
+        const long id = strtol(k, &endp, 10);
+        if (!*k || *endp || id < 0 || id > INT32_MAX || (k[0] == '0' && k[1]))
+            return BAD(e, "invalid_value", "logit_bias", "'logit_bias' keys must be token ids (decimal integers), got '%.32s'", k);
+        if (!cJSON_IsNumber(b) || !isfinite(b->valuedouble) || b->valuedouble < -100 || b->valuedouble > 100)
+            return BAD(e, "invalid_value", "logit_bias", "'logit_bias' values must be numbers in -100..100 (token %ld)", id);
+        for (int i = 0; i < r->n_bias; i++)
+            if (r->bias[i].id == (int32_t)id) return BAD(e, "invalid_value", "logit_bias", "'logit_bias' names token %ld twice", id);
+        r->bias[r->n_bias].id = (int32_t)id;
+        r->bias[r->n_bias].bias = (float)b->valuedouble;
+        r->n_bias++;
+    }
+    return true;
+}
+
 static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!is_null(v)) {
@@ -223,8 +264,9 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
     v = cJSON_GetObjectItemCaseSensitive(root, "top_k");
     if (!is_null(v)) {
         int64_t k;
-        if (!get_int(v, 0, 1 << 30, &k)) return BAD(e, "invalid_value", "top_k", "'top_k' must be an integer >= 0");
-        r->top_k = (int)k;
+        /* -1 is vLLM's "off", 0 llama.cpp's */
+        if (!get_int(v, -1, 1 << 30, &k)) return BAD(e, "invalid_value", "top_k", "'top_k' must be an integer >= 0 (or -1: off)");
+        r->top_k = k < 0 ? 0 : (int)k;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "seed");
     if (!is_null(v)) {
@@ -257,11 +299,18 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
             r->include_usage = cJSON_IsTrue(u);
         }
     }
-    const char *penalties[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        double p = 0;
-        if (!opt_number(root, penalties[i], -2, false, 2, &p, e)) return false;
-        if (p != 0) return BAD(e, "unsupported_parameter", penalties[i], "'%s' is not supported by this server (only 0)", penalties[i]);
+    if (!opt_number(root, "presence_penalty", -2, false, 2, &r->presence_penalty, e)) return false;
+    if (!opt_number(root, "frequency_penalty", -2, false, 2, &r->frequency_penalty, e)) return false;
+    if (!parse_penalty_bias(root, r, e)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    if (!is_null(v)) {
+        /* without tools "none" and "auto" both mean plain text; anything that asks for a call cannot be served */
+        if (!cJSON_IsString(v) && !cJSON_IsObject(v))
+            return BAD(e, "invalid_type", "tool_choice", "'tool_choice' must be a string or an object");
+        if (!cJSON_IsString(v) || (strcmp(v->valuestring, "none") && strcmp(v->valuestring, "auto")))
+            return BAD(e, "unsupported_parameter", "tool_choice",
+                       "'tool_choice' %s%.32s%s is not supported: tool calls are not served (only \"none\" or \"auto\" without tools)",
+                       cJSON_IsString(v) ? "'" : "", cJSON_IsString(v) ? v->valuestring : "(an object)", cJSON_IsString(v) ? "'" : "");
     }
     const char *refused[] = {"echo", "logprobs", "top_logprobs", "tools", "functions"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
@@ -283,11 +332,25 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
     return true;
 }
 
+/* True when a JSON string in body[0..len) holds the escape \u0000. cJSON would hand the string over cut
+ * at the NUL, so a prompt would lose its tail without a word; the edge protocol refuses NUL in text
+ * too. Escapes only occur inside strings, and "\\" is skipped as a pair, so "\\u0000" (a backslash
+ * then "u0000") is not taken for one. */
+static bool has_nul_escape(const char *body, size_t len) {
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (body[i] != '\\') continue;
+        if (body[i + 1] == 'u' && i + 5 < len && !memcmp(body + i + 2, "0000", 4)) return true;
+        i++; /* the escaped character */
+    }
+    return false;
+}
+
 bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request *out, es_oai_error *e) {
     memset(out, 0, sizeof *out);
     out->kind = kind;
     out->temperature = 1.0;
     out->top_p = 1.0;
+    out->repeat_penalty = 1.0;
     if (!body || len == 0)
         return BAD(e, "invalid_json", NULL, "the request body is empty; send a JSON object (Content-Type: application/json)");
     const char *end = NULL;
@@ -304,10 +367,66 @@ bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request
         const size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
         return BAD(e, "invalid_json", NULL, "the request body is not valid JSON (near byte %zu)", at);
     }
+    if (has_nul_escape(body, len) || (end && end > body && end <= body + len && memchr(body, 0, (size_t)(end - body)))) {
+        cJSON_Delete(root);
+        return BAD(e, "invalid_value", NULL, "the request holds a NUL character (\\u0000) in a string; text with NUL is not supported");
+    }
     bool ok = cJSON_IsObject(root) ? parse_fields(root, out, e) : BAD(e, "invalid_json", NULL, "the request body must be a JSON object");
     cJSON_Delete(root);
     if (!ok) es_oai_request_free(out);
     return ok;
+}
+
+bool es_oai_parse_tokenize(bool tokenize, const char *body, size_t len, es_oai_tok *out, es_oai_error *e) {
+    memset(out, 0, sizeof *out);
+    out->add_special = true;
+    if (!body || len == 0) return BAD(e, "invalid_json", NULL, "the request body is empty; send a JSON object");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return BAD(e, "invalid_json", NULL, "the request body must be a JSON object");
+    }
+    if (has_nul_escape(body, len)) {
+        cJSON_Delete(root);
+        return BAD(e, "invalid_value", NULL, "the request holds a NUL character (\\u0000) in a string; text with NUL is not supported");
+    }
+    bool ok = true;
+    if (tokenize) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "content");
+        if (!cJSON_IsString(c)) ok = BAD(e, is_null(c) ? "missing_required_parameter" : "invalid_type", "content", "'content' must be a string");
+        else if (!(out->content = dup_str(c->valuestring))) ok = oom(e);
+        ok = ok && opt_bool(root, "add_special", &out->add_special, e) && opt_bool(root, "parse_special", &out->parse_special, e);
+    } else {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+        const int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : -1;
+        if (n < 0) ok = BAD(e, is_null(t) ? "missing_required_parameter" : "invalid_type", "tokens", "'tokens' must be an array of token ids");
+        else if (n > ES_OAI_MAX_PROMPT_IDS) ok = BAD(e, "invalid_value", "tokens", "'tokens' holds more than %d ids", ES_OAI_MAX_PROMPT_IDS);
+        else if (n > 0 && !(out->ids = malloc((size_t)n * sizeof *out->ids))) ok = oom(e);
+        int i = 0;
+        for (const cJSON *x = ok && n > 0 ? t->child : NULL; x && ok; x = x->next, i++) {
+            int64_t id;
+            if (!get_int(x, 0, INT32_MAX, &id)) ok = BAD(e, "invalid_type", "tokens", "'tokens' entry %d must be a non-negative integer", i);
+            else out->ids[out->n_ids++] = (int32_t)id;
+        }
+    }
+    cJSON_Delete(root);
+    if (!ok) es_oai_tok_free(out);
+    return ok;
+}
+
+void es_oai_tok_free(es_oai_tok *t) {
+    if (!t) return;
+    free(t->content);
+    free(t->ids);
+    memset(t, 0, sizeof *t);
+}
+
+char *es_oai_content_json(const char *text) {
+    cJSON *o = cJSON_CreateObject();
+    char *j = o && cJSON_AddStringToObject(o, "content", text) ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return j;
 }
 
 void es_oai_request_free(es_oai_request *r) {
@@ -321,6 +440,7 @@ void es_oai_request_free(es_oai_request *r) {
     }
     free(r->messages);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->bias);
     const int kind = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = kind;
@@ -397,6 +517,60 @@ bool es_stopstr_flush(es_stopstr *s, es_str *out) {
 }
 
 void es_stopstr_free(es_stopstr *s) { es_str_free(&s->hold); }
+
+struct es_stopwatch {
+    es_detok dt;
+    es_stopstr ss;
+    char *stop[ES_OAI_MAX_STOP];
+    int n_stop;
+    int32_t skip[ES_STOPWATCH_MAX_SKIP];
+    int n_skip;
+    es_str piece, out;     /* scratch: a token's text, the text released (cleared at every feed) */
+};
+
+es_stopwatch *es_stopwatch_new(const es_tokenizer *tok, int32_t prev, char *const *stop, int n_stop, const int32_t *skip,
+                               int n_skip) {
+    if (n_stop <= 0 || n_stop > ES_OAI_MAX_STOP || n_skip < 0 || n_skip > ES_STOPWATCH_MAX_SKIP) return NULL;
+    es_stopwatch *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    for (int i = 0; i < n_stop; i++) {
+        if (!(w->stop[i] = dup_str(stop[i]))) {
+            es_stopwatch_free(w);
+            return NULL;
+        }
+        w->n_stop = i + 1;
+    }
+    memcpy(w->skip, skip, (size_t)n_skip * sizeof *skip);
+    w->n_skip = n_skip;
+    es_detok_init(&w->dt, tok, prev);
+    es_stopstr_init(&w->ss, w->stop, w->n_stop);
+    return w;
+}
+
+bool es_stopwatch_feed(es_stopwatch *w, const int32_t *toks, int n) {
+    if (!w) return false;
+    bool oom = false;
+    for (int i = 0; i < n && !w->ss.matched; i++) {
+        bool skip = false;
+        for (int k = 0; k < w->n_skip; k++) skip |= toks[i] == w->skip[k];
+        if (skip) continue;
+        es_str_clear(&w->piece);
+        if (!es_detok_push(&w->dt, toks[i], &w->piece)) oom = true;
+        if (w->piece.len) es_stopstr_feed(&w->ss, w->piece.s, w->piece.len, &w->out, &oom);
+        es_str_clear(&w->out);
+    }
+    (void)oom; /* out of memory only makes the watch miss a match: the front end still cuts the text */
+    return w->ss.matched;
+}
+
+void es_stopwatch_free(es_stopwatch *w) {
+    if (!w) return;
+    es_stopstr_free(&w->ss);
+    es_str_free(&w->piece);
+    es_str_free(&w->out);
+    for (int i = 0; i < w->n_stop; i++) free(w->stop[i]);
+    free(w);
+}
 
 /* ---- JSON ---- */
 

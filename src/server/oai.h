@@ -11,9 +11,13 @@
  *   max_tokens / max_completion_tokens (>= 1), temperature [0, 2], top_p (0, 1], top_k >= 0 and
  *   min_p [0, 1] (llama.cpp extensions), seed (integer), stop (string or array of up to 4
  *   non-empty strings), n (1 only), stream, stream_options.include_usage, presence_penalty and
- *   frequency_penalty (0 only), user (ignored).
+ *   frequency_penalty (0 only), repeat_penalty / repetition_penalty (> 0, <= 100; llama.cpp / vLLM:
+ *   1 = off) with repeat_last_n (-1: the whole context), logit_bias (token id -> bias in [-100, 100],
+ *   at most ES_OAI_MAX_LOGIT_BIAS entries), tool_choice ("none" or "auto": no tools are served),
+ *   user (ignored). top_k -1 means off (vLLM), as 0 does.
  * Refused: n != 1, best_of > 1, echo, logprobs / top_logprobs, suffix, response_format other than
- *   text, tools / functions, non-zero penalties, non-text content parts. */
+ *   text, tools / functions, tool_choice asking for a call, non-zero presence / frequency penalties,
+ *   non-text content parts, and any string holding NUL (\u0000), which would cut it short. */
 #ifndef ES_SERVER_OAI_H
 #define ES_SERVER_OAI_H
 
@@ -21,12 +25,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgespec.h"
+#include "tokenizer/detok.h"
 #include "util/str.h"
 
 #define ES_OAI_MAX_STOP 4         /* OpenAI's limit on stop strings */
 #define ES_OAI_MAX_STOP_LEN 256   /* bytes per stop string */
 #define ES_OAI_MAX_MESSAGES 4096
 #define ES_OAI_MAX_PROMPT_IDS (1 << 20)
+#define ES_OAI_MAX_LOGIT_BIAS 128   /* = ES_SAMPLER_MAX_BIAS (the sampler keeps them by value) */
 
 typedef enum es_oai_kind { ES_OAI_COMPLETION = 0, ES_OAI_CHAT = 1 } es_oai_kind;
 
@@ -59,7 +66,27 @@ typedef struct es_oai_request {
     char *stop[ES_OAI_MAX_STOP];
     int n_stop;
     bool stream, include_usage;
+    double repeat_penalty;            /* repeat_penalty / repetition_penalty (1: off) */
+    int repeat_last_n;                /* -1: the whole context */
+    double presence_penalty, frequency_penalty; /* -2..2 (0: off) */
+    bool has_repeat_last_n;
+    struct { int32_t id; float bias; } *bias; /* logit_bias (ids not yet checked against the vocabulary) */
+    int n_bias;
 } es_oai_request;
+
+/* /tokenize and /detokenize bodies (llama.cpp's server): content + add_special (default true) +
+ * parse_special (default false), or tokens (non-negative ids; the vocabulary is checked by the
+ * caller). Failures fill e (400) as es_oai_parse_request does. */
+typedef struct es_oai_tok {
+    char *content;
+    bool add_special, parse_special;
+    int32_t *ids;
+    int n_ids;
+} es_oai_tok;
+bool es_oai_parse_tokenize(bool tokenize, const char *body, size_t len, es_oai_tok *out, es_oai_error *e);
+void es_oai_tok_free(es_oai_tok *t);
+/* {"content": TEXT} (TEXT valid UTF-8). NULL when out of memory. */
+char *es_oai_content_json(const char *text);
 
 /* Default max_tokens of a completion request without one (OpenAI's). */
 #define ES_OAI_COMPLETION_DEFAULT_MAX_TOKENS 16
@@ -95,6 +122,22 @@ bool es_stopstr_feed(es_stopstr *s, const char *text, size_t n, es_str *out, boo
  * `matched` afterwards). */
 bool es_stopstr_flush(es_stopstr *s, es_str *out);
 void es_stopstr_free(es_stopstr *s);
+
+/* ---- stop strings on token ids, where the tokens are made ----
+ * The front end cuts the text at a stop string on its own thread, but by the time it has seen the
+ * match the generator may be tokens ahead. A backend runs this watch on the thread that produces the
+ * tokens (the scheduler's event callback, an edge worker) with the same stop strings, never-shown ids
+ * and detokeniser start as the front end, so it sees the match at the same token and stops there. It
+ * owns copies of everything it is given. */
+typedef struct es_stopwatch es_stopwatch;
+#define ES_STOPWATCH_MAX_SKIP 16
+
+/* NULL when out of memory or when there is nothing to watch (n_stop == 0). */
+es_stopwatch *es_stopwatch_new(const es_tokenizer *tok, int32_t prev, char *const *stop, int n_stop, const int32_t *skip,
+                               int n_skip);
+/* Feeds generated tokens (in order); true once a stop string has completed (stays true). */
+bool es_stopwatch_feed(es_stopwatch *w, const int32_t *toks, int n);
+void es_stopwatch_free(es_stopwatch *w);
 
 /* ---- response JSON (malloc'd strings, NULL when memory runs out) ---- */
 

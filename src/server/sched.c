@@ -401,8 +401,6 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
         return es_fail(err, ES_ERR_INVALID_ARG, "acceptance rule %d is not served (greedy, match, rejection)", rule);
     if (rule == ES_ACCEPT_GREEDY && sp->sampling.temperature != 0)
         return es_fail(err, ES_ERR_INVALID_ARG, "the greedy rule needs temperature 0 (use match or rejection to sample)");
-    if (sp->sampling.repeat_penalty != 1.0f)
-        return es_fail(err, ES_ERR_INVALID_ARG, "repetition penalty is not supported by the server");
     es_sampler *probe = NULL;
     es_status st = es_sampler_init(&sp->sampling, s->n_vocab, &probe, err); /* validates the sampling values */
     es_sampler_free(probe);
@@ -592,6 +590,7 @@ static void init_new_locked(es_sched *s) {
         if (st == ES_OK) {
             es_verifier_params vp = {(es_accept_rule)x->rule, x->sampling, 0.0};
             st = es_verifier_init(s->ctx, x->seq, &vp, &x->v, &e);
+            if (st == ES_OK) es_verifier_add_history(x->v, x->prompt, x->n_prompt - 1);
         }
         if (st == ES_OK && x->mode == ES_MODE_SERVER_SPEC) {
             if ((st = es_seq_open(s->dctx, &x->dseq, &e)) == ES_OK) {

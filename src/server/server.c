@@ -52,6 +52,7 @@
 #include "net/proto.h"
 #include "net/tls.h"
 #include "server/metrics.h"
+#include "server/oai.h"
 #include "server/server_fuzz.h"
 #include "util/err.h"
 #include "util/sig.h"
@@ -132,6 +133,13 @@ struct es_server {
     char compute_msg[sizeof(((es_err *)0)->msg)];
     bool compute_reported;
 
+    /* stop-string watches of HTTP requests (server/oai.h es_stopwatch), under watch_mu: added by the
+       loop before the session opens, fed on the compute thread inside the event callback, dropped by
+       the loop when the request ends (cancel, or its DONE / ERROR delivered) */
+    pthread_mutex_t watch_mu;
+    bool watch_mu_ok;
+    struct swatch *watches;
+
     /* statistics, under stats_mu (written by the loop, read by anyone) */
     pthread_mutex_t stats_mu;
     bool stats_mu_ok;
@@ -193,8 +201,46 @@ es_server_params es_server_default_params(void) {
 
 /* Called on the compute thread: copies the event (valid only during the call) and wakes the loop.
  * An allocation failure loses the event; the session then stalls until its idle timeout. */
+typedef struct swatch {
+    struct swatch *next;
+    uint64_t key;
+    es_stopwatch *w;
+} swatch;
+
+static void watch_drop(es_server *s, uint64_t key) {
+    pthread_mutex_lock(&s->watch_mu);
+    for (swatch **pp = &s->watches; *pp; pp = &(*pp)->next)
+        if ((*pp)->key == key) {
+            swatch *x = *pp;
+            *pp = x->next;
+            es_stopwatch_free(x->w);
+            free(x);
+            break;
+        }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+/* Compute thread, inside the event callback: an HTTP session whose tokens complete a stop string is
+ * closed here, so the next step generates nothing more for it. Its tokens still go to the front end,
+ * whose own matcher ends the reply at the same token. */
+static bool watch_tokens(es_server *s, const es_sched_event *ev) {
+    bool matched = false;
+    pthread_mutex_lock(&s->watch_mu);
+    for (swatch *x = s->watches; x; x = x->next)
+        if (x->key == ev->session) {
+            matched = es_stopwatch_feed(x->w, ev->tokens, ev->n_tokens);
+            break;
+        }
+    pthread_mutex_unlock(&s->watch_mu);
+    if (!matched || ev->stop != ES_STOP_NONE) return false;
+    es_sched_close(s->sched, ev->session);
+    return true;
+}
+
 static void on_sched_event(void *ud, const es_sched_event *ev) {
     es_server *s = ud;
+    const bool stopped = (ev->session & SERVER_HTTP_KEY) && ev->type == ES_EV_TOKENS && ev->tokens && ev->n_tokens > 0 &&
+                         watch_tokens(s, ev);
     int n_path = 0, n_tok = 0;
     const int32_t *path = NULL, *tok = NULL;
     if (ev->type == ES_EV_VERDICT && ev->verdict) {
@@ -227,6 +273,14 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     if (n_tok) memcpy(e->data + n_path, tok, (size_t)n_tok * sizeof(int32_t));
 
     es_wakeq_push(&s->q, &e->node);
+    es_sev *done = stopped ? calloc(1, sizeof *done) : NULL;
+    if (done) { /* the session closed on its stop string: its end, should the front end not get there itself */
+        done->node.key = ev->session;
+        done->type = ES_EV_DONE;
+        done->stop = ES_STOP_EOS;
+        done->n_generated = ev->n_generated;
+        es_wakeq_push(&s->q, &done->node);
+    }
 }
 
 /* Drops every queued event of one session (after es_sched_close nothing new can arrive for it). */
@@ -451,6 +505,7 @@ static void session_error(es_conn *c, uint32_t sid, int code, const char *fmt, .
 static void http_deliver(es_server *s, const es_sev *e) {
     if (!s->http) return;
     const uint64_t id = e->node.key & ~SERVER_HTTP_KEY;
+    if (e->type == ES_EV_DONE || e->type == ES_EV_ERROR) watch_drop(s, e->node.key); /* its last event */
     switch (e->type) {
     case ES_EV_TOKENS: es_http_on_tokens(s->http, id, e->data, e->n_tokens, e->n_generated); break;
     case ES_EV_DONE: es_http_on_end(s->http, id, e->stop, e->n_generated, 0, NULL); break;
@@ -737,7 +792,12 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     sp.sampling.top_k = m.top_k;
     sp.sampling.top_p = m.top_p;
     sp.sampling.min_p = m.min_p;
-    sp.sampling.repeat_penalty = 1.0f;
+    sp.sampling.repeat_penalty = m.repeat_penalty;
+    sp.sampling.repeat_last_n = m.repeat_last_n;
+    sp.sampling.presence_penalty = m.presence_penalty;
+    sp.sampling.frequency_penalty = m.frequency_penalty;
+    sp.sampling.n_bias = m.n_bias;
+    memcpy(sp.sampling.bias, m.bias, (size_t)m.n_bias * sizeof m.bias[0]);
     sp.sampling.seed = m.seed;
     sp.max_tokens = m.max_tokens > (uint32_t)INT32_MAX ? INT32_MAX : (int)m.max_tokens;
     sp.stop = m.stop;
@@ -1173,7 +1233,24 @@ static es_status http_start(void *ud, const es_http_gen *g, int *granted, es_err
     sp.max_tokens = g->max_tokens;
     sp.stop = g->stop;
     sp.n_stop = g->n_stop;
-    return es_sched_open(s->sched, &sp, g->prompt, g->n_prompt, granted, err);
+    /* the watch is in place before the first event can come; without memory for it, the front end
+       still cuts the text (the session only runs on to max_tokens) */
+    swatch *x = g->n_stop_strings > 0 ? calloc(1, sizeof *x) : NULL;
+    if (x && !(x->w = es_stopwatch_new(s->p.target_tok, g->prompt[g->n_prompt - 1], g->stop_strings, g->n_stop_strings,
+                                       g->skip, g->n_skip))) {
+        free(x);
+        x = NULL;
+    }
+    if (x) {
+        x->key = sp.id;
+        pthread_mutex_lock(&s->watch_mu);
+        x->next = s->watches;
+        s->watches = x;
+        pthread_mutex_unlock(&s->watch_mu);
+    }
+    es_status st = es_sched_open(s->sched, &sp, g->prompt, g->n_prompt, granted, err);
+    if (st != ES_OK && x) watch_drop(s, sp.id);
+    return st;
 }
 
 static void http_cancel(void *ud, uint64_t id) {
@@ -1181,6 +1258,7 @@ static void http_cancel(void *ud, uint64_t id) {
     const uint64_t key = SERVER_HTTP_KEY | id;
     es_sched_close(s->sched, key);
     purge_session_events(s, key);
+    watch_drop(s, key); /* after the close: no callback can be feeding it any more */
 }
 
 /* The scheduler's part of /metrics (loop thread: the connection list is ours). */
@@ -1300,6 +1378,13 @@ static void server_destroy(es_server *s) {
     es_wakeq_free(&s->q, free);
     if (s->mu_ok) pthread_mutex_destroy(&s->mu);
     if (s->stats_mu_ok) pthread_mutex_destroy(&s->stats_mu);
+    while (s->watches) {
+        swatch *x = s->watches;
+        s->watches = x->next;
+        es_stopwatch_free(x->w);
+        free(x);
+    }
+    if (s->watch_mu_ok) pthread_mutex_destroy(&s->watch_mu);
     free(s->obuf);
     free(s->prompt_buf);
     free(s->tree);
@@ -1375,6 +1460,11 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
         goto fail;
     }
     s->stats_mu_ok = true;
+    if (pthread_mutex_init(&s->watch_mu, NULL) != 0) {
+        st = es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
+        goto fail;
+    }
+    s->watch_mu_ok = true;
 
     s->obuf = malloc(ES_SERVER_OBUF_CAP);
     s->prompt_buf = malloc((size_t)s->max_prompt * sizeof(int32_t));

@@ -20,6 +20,7 @@ es_status es_spec_generate(es_drafter *d, es_verifier *v, const int32_t *prompt,
     if (n_prompt >= n_ctx) return es_fail(err, ES_ERR_RANGE, "the prompt has %d tokens but the context holds %d", n_prompt, n_ctx);
     es_status s;
     if ((s = es_verifier_prefill(v, prompt, n_prompt - 1, err)) != ES_OK) return s;
+    es_verifier_add_history(v, prompt, n_prompt - 1);
     if ((s = es_drafter_prefill(d, prompt, n_prompt - 1, err)) != ES_OK) return s;
     es_spec_tree tree;
     es_spec_verdict vd;

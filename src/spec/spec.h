@@ -95,6 +95,11 @@ es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es
 void es_verifier_free(es_verifier *v);
 /* Puts confirmed tokens (all but the root) into the target's cache, in chunks. */
 es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_err *err);
+/* The repetition penalty's history: confirmed tokens before the first root (the prompt but its last
+ * token, as prefilled), in order. Each round then adds its root and the accepted path itself, so the
+ * penalty at every node sees exactly the tokens before it, as `edgespec run` does (which accepts the
+ * prompt into its sampler). Call once, before the first round; no-op without a penalty. */
+void es_verifier_add_history(es_verifier *v, const int32_t *tokens, int n);
 /* One round: evaluates root + tree, applies the rule, keeps root + accepted path in the KV.
  * Exactly es_verifier_stage into a private builder + es_decode + es_verifier_finish. */
 es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *tree, es_spec_verdict *out, es_err *err);

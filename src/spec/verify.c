@@ -25,6 +25,7 @@ struct es_verifier {
     int st_last;            /* batch row of the last of them (-1: none) */
     int st_root;            /* batch row of the staged root (-1: no round staged) */
     int st_L;               /* the root's KV slot */
+    int32_t st_root_tok;    /* the staged root token */
     const es_spec_tree *st_tree;
 };
 
@@ -89,8 +90,6 @@ es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es
     if (p->rule < ES_ACCEPT_GREEDY || p->rule > ES_ACCEPT_SYNTHETIC) return es_fail(err, ES_ERR_INVALID_ARG, "unknown acceptance rule");
     if (p->rule == ES_ACCEPT_GREEDY && p->sampling.temperature != 0)
         return es_fail(err, ES_ERR_INVALID_ARG, "the greedy rule needs temperature 0 (use match or rejection to sample)");
-    if (p->sampling.repeat_penalty != 1.0f && p->sampling.repeat_penalty != 0.0f)
-        return es_fail(err, ES_ERR_UNSUPPORTED, "repetition penalty is not supported with speculative decoding");
     es_verifier *v = calloc(1, sizeof *v);
     if (!v) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     v->ctx = ctx;
@@ -150,6 +149,12 @@ es_status es_verifier_prefill(es_verifier *v, const int32_t *tokens, int n, es_e
     return ES_OK;
 }
 
+void es_verifier_add_history(es_verifier *v, const int32_t *tokens, int n) {
+    if (!es_sampler_penalized(&v->p.sampling)) return;
+    const int keep = v->p.sampling.repeat_last_n; /* only the last ones can matter */
+    for (int i = n > keep ? n - keep : 0; i < n; i++) es_sampler_accept(v->smp, tokens[i]);
+}
+
 /* The target's token at a node under greedy / match: argmax or one sample of its distribution. */
 static int32_t target_token(es_verifier *v, const float *logits) {
     return es_sampler_sample(v->smp, logits);
@@ -183,6 +188,7 @@ es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *t,
     v->st_last = r0 + n - 1;
     v->st_root = r0;
     v->st_L = L;
+    v->st_root_tok = root;
     v->st_tree = t;
     return ES_OK;
 }
@@ -197,7 +203,11 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
     if (es_seq_len(v->ctx, v->seq) != L + t->n + 1 || !es_ctx_logits(v->ctx, r0))
         return es_fail(err, ES_ERR_INVALID_ARG, "the staged round was not decoded");
 
-    /* Walk from the root. Node u is batch row r0 + u + 1 (root = row r0 = node -1). */
+    /* Walk from the root. Node u is batch row r0 + u + 1 (root = row r0 = node -1). The penalty
+     * history follows the walk: the node's distribution sees the root and the path up to it. Only
+     * the accepted path is walked, so the history never needs undoing. */
+    const bool hist = es_sampler_penalized(&v->p.sampling);
+    if (hist) es_sampler_accept(v->smp, v->st_root_tok);
     int u = -1;
     out->n_accepted = 0;
     for (;;) {
@@ -230,6 +240,7 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
             break;
         }
         out->path[out->n_accepted++] = next;
+        if (hist) es_sampler_accept(v->smp, t->token[next]);
         u = next;
     }
     out->n_tokens = 0;
