@@ -34,7 +34,7 @@ static const char *k_usage =
     "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
-    "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback] [--http-no-spec]";
+    "               [--chat-template auto|chatml|qwen2|llama2|llama3|zephyr|fallback] [--http-no-spec]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -82,8 +82,8 @@ static void print_help(void) {
            "  --http-max-body SIZE     largest request body (default 1M; larger ones get 413)\n"
            "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
            "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
-           "                           tokenizer.chat_template), chatml, llama2, llama3, zephyr, or\n"
-           "                           fallback (\"role: text\" lines)\n"
+           "                           tokenizer.chat_template), chatml, qwen2, llama2, llama3,\n"
+           "                           zephyr, or fallback (\"role: text\" lines)\n"
            "  --http-no-spec           with --draft, HTTP requests still generate autoregressively\n"
            "                           (default: they use the server-side draft)\n"
            "  --json                   at exit, print one JSON object with the statistics on stdout\n"
@@ -363,7 +363,7 @@ int cmd_serve(int argc, char **argv) {
             NEED_VALUE();
             const int f = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
             if (strcmp(v, "auto") && f < 0)
-                return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
+                return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
             sp.chat_family = f;
         } else if (!strcmp(a, "--http-no-spec")) {
             sp.http_server_spec = false;
