@@ -7,11 +7,15 @@ llama.cpp from source: it is a development tool, not a test dependency; only its
 
 Usage:
   python scripts/gen-llamacpp-ref.py MODEL.gguf OUT.jsonl [N_TOKENS]
+  python scripts/gen-llamacpp-ref.py --margins MODEL.gguf IN.jsonl OUT.jsonl
 
 Output: one JSON object per line, {"prompt": ..., "prompt_ids": [...], "ids": [...]}: the prompt as
 llama.cpp tokenises it (no BOS, as the Qwen2 vocabulary asks; control-token text not parsed) and the
 N_TOKENS (default 32) tokens it then generates greedily (argmax of the logits, one token at a time,
-stopping early only at an end-of-generation token)."""
+stopping early only at an end-of-generation token). --margins adds "margins": for each generated
+token, llama.cpp's own top-1 minus top-2 logit at that step, from one batched pass over prompt and
+continuation; a step with a margin near 0 is a near tie, where kernels that round differently (and
+llama.cpp itself, batched or token by token) may pick either token."""
 import json
 import sys
 
@@ -43,7 +47,28 @@ PROMPTS = [
 ]
 
 
+def add_margins(model, src, dst):
+    llm = Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=2, seed=0, verbose=False, logits_all=True)
+    n_vocab = llm.n_vocab()
+    with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as out:
+        for line in f:
+            r = json.loads(line)
+            llm.reset()
+            p, ids = r["prompt_ids"], r["ids"]
+            llm.eval(p + ids[:-1])
+            margins = []
+            for k in range(len(ids)):
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, len(p) - 1 + k), shape=(n_vocab,))
+                top = np.partition(row, -2)[-2:]
+                margins.append(round(float(top[1] - top[0]), 4))
+            r["margins"] = margins
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return 0
+
+
 def main(argv):
+    if len(argv) == 5 and argv[1] == "--margins":
+        return add_margins(argv[2], argv[3], argv[4])
     if len(argv) not in (3, 4):
         print("usage: gen-llamacpp-ref.py MODEL.gguf OUT.jsonl [N_TOKENS]", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
  * (code, Unicode, emoji, digit runs, whitespace runs, random code points) exactly as Hugging Face's
  * `tokenizers` does (tests/data/qwen2.5-coder-tokenizer-ref.jsonl, scripts/gen-qwen2-tokenizer-ref.py)
  * and decodes them back; each model's own chat template is recognised and rendered exactly as Python
- * jinja2 renders it (scripts/render-chat-ref.py, run here). Exits 77 (CTest: skipped) when the models
+ * jinja2 renders it (scripts/render-chat-ref.py, run here); the prompts of the llama.cpp reference
+ * tokenise as llama.cpp tokenised them. Exits 77 (CTest: skipped) when the models
  * are not in $EDGESPEC_CACHE (default ~/.cache/edgespec/models). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -123,6 +124,35 @@ static void check_tokenizer(const es_tokenizer *t) {
     free(data);
 }
 
+/* The prompts of the llama.cpp reference (scripts/gen-llamacpp-ref.py) tokenise as llama.cpp's own
+ * tokenizer split them (test_real_cli.sh compares the continuations). */
+static void check_llamacpp_prompts(const es_tokenizer *t) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/data/qwen2.5-coder-1.5b-llamacpp-ref.jsonl", getenv("ES_SRC") ? getenv("ES_SRC") : ".");
+    size_t len;
+    char *data = es_test_read_file(path, &len);
+    CHECK_MSG(data != NULL, "cannot read %s", path);
+    if (!data) return;
+    static int32_t want[MAXTOK], got[MAXTOK];
+    int lines = 0;
+    es_err err = {0};
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *jp = j ? cJSON_GetObjectItem(j, "prompt") : NULL, *ji = j ? cJSON_GetObjectItem(j, "prompt_ids") : NULL;
+        CHECK(cJSON_IsString(jp) && cJSON_IsArray(ji));
+        if (cJSON_IsString(jp) && cJSON_IsArray(ji)) {
+            int nw = 0, ng = 0;
+            for (const cJSON *e = ji->child; e && nw < MAXTOK; e = e->next) want[nw++] = (int32_t)e->valuedouble;
+            CHECK_OK(es_tokenize(t, jp->valuestring, strlen(jp->valuestring), true, false, got, MAXTOK, &ng, &err), &err);
+            CHECK_MSG(same_ids(want, nw, got, ng), "llama.cpp prompt %d: %d ids, llama.cpp %d", lines, ng, nw);
+        }
+        cJSON_Delete(j);
+        lines++;
+    }
+    CHECK(lines >= 10);
+    free(data);
+}
+
 /* Renders every conversation of scripts/render-chat-ref.py natively and compares with jinja2's text. */
 static void check_chat(const char *model, const es_tokenizer *t) {
     const char *venv = getenv("ES_VENV") ? getenv("ES_VENV") : "build/venv", *src = getenv("ES_SRC") ? getenv("ES_SRC") : ".";
@@ -171,6 +201,7 @@ int main(void) {
     es_gguf *gt = NULL, *gd = NULL;
     es_tokenizer *tt = open_tok(real_path(k_target), &gt), *td = open_tok(real_path(k_draft), &gd);
     if (tt) check_tokenizer(tt);
+    if (tt) check_llamacpp_prompts(tt);
     if (tt) check_chat(real_path(k_target), tt);
     if (td) check_chat(real_path(k_draft), td);
     es_tokenizer_free(tt);
