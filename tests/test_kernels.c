@@ -346,6 +346,56 @@ static void ggml_layout_q6_k(const uint8_t *blk, float *y) {
         }
 }
 
+/* Q5_0: the byte layout written out as ggml states it (bit j + 12 of qh shifted onto 0x10 for the
+ * upper half), widening to Q8_0 exact, and the quantiser's error within half a step. */
+static void check_q5_0(es_rng *rng) {
+    enum { NB = 64, N = NB * 32 };
+    const es_type_traits *tr = es_type_get(ES_TYPE_Q5_0);
+    CHECK(tr && tr->supported && tr->blck_size == 32 && tr->type_size == 22 && tr->to_float);
+    uint8_t buf[NB * 22];
+    es_block_q8_0 wide[NB];
+    float *want = malloc(N * sizeof(float)), *back = malloc(N * sizeof(float)), *x = malloc(N * sizeof(float));
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)es_rng_next(rng);
+    for (int b = 0; b < NB; b++) {
+        uint8_t *blk = buf + b * 22;
+        blk[1] = (uint8_t)(blk[1] & 0x83) | 0x20; /* |d| in [2^-7, 2^-5): finite */
+        const float d = es_fp16_to_fp32((uint16_t)(blk[0] | blk[1] << 8));
+        const uint32_t qh = (uint32_t)blk[2] | (uint32_t)blk[3] << 8 | (uint32_t)blk[4] << 16 | (uint32_t)blk[5] << 24;
+        for (int j = 0; j < 16; j++) {
+            const int h0 = (int)((qh >> j) << 4) & 0x10, h1 = (int)(qh >> (j + 12)) & 0x10;
+            want[b * 32 + j] = d * (float)(((blk[6 + j] & 0x0f) | h0) - 16);
+            want[b * 32 + j + 16] = d * (float)(((blk[6 + j] >> 4) | h1) - 16);
+        }
+    }
+    tr->to_float(buf, back, N);
+    CHECK_MSG(memcmp(back, want, N * sizeof(float)) == 0, "q5_0: to_float disagrees with ggml's layout");
+    es_q5_0_to_q8_0(buf, wide, N);
+    es_type_get(ES_TYPE_Q8_0)->to_float(wide, back, N);
+    CHECK_MSG(memcmp(back, want, N * sizeof(float)) == 0, "q5_0: the Q8_0 widening is not exact");
+
+    for (int i = 0; i < N; i++) x[i] = (float)(es_rng_normal(rng) * (i / 32 % 5 == 0 ? 100.0 : 1.0));
+    for (int i = 64; i < 96; i++) x[i] = 0.0f; /* an all-zero block */
+    es_q5_0_from_float(x, buf, N);
+    tr->to_float(buf, back, N);
+    int bad = 0;
+    for (int b = 0; b < NB; b++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        /* the largest magnitude maps to code 0 (-16 steps); the other side stops at +15 steps, so a
+           value up to 16 steps there is off by one step at most, everything else by half a step */
+        const float step = amax / 16.0f;
+        for (int j = 0; j < 32; j++) {
+            const float e = fabsf(back[b * 32 + j] - x[b * 32 + j]);
+            const bool top = fabsf(x[b * 32 + j]) > 15.5f * step;
+            if (e > (top ? 1.0f : 0.5f) * step * 1.01f + 1e-6f) bad++;
+        }
+    }
+    CHECK_MSG(bad == 0, "q5_0: %d elements off by more than their bound", bad);
+    free(want);
+    free(back);
+    free(x);
+}
+
 /* K-quants: the byte layout against ggml's, and the quantisation error (bounds in the header). */
 static void check_kquant_roundtrip(es_rng *rng) {
     enum { N = 256 * 64 };
@@ -654,6 +704,7 @@ int main(void) {
     check_multi(tp2, &rng);
     check_roundtrip(&rng);
     check_kquant_roundtrip(&rng);
+    check_q5_0(&rng);
     check_kquant_extremes(tp2, &rng);
 
     static const int64_t small_cols[] = {32, 64, 96}, k_cols[] = {256, 512, 768};

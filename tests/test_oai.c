@@ -271,6 +271,10 @@ static void test_chat(void) {
     const char *llama2 = "{% if messages[0]['role'] == 'system' %}{{ bos_token + '[INST] <<SYS>>\\n' }}{% endif %}";
     const char *zephyr = "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + eos_token }}";
     CHECK(es_chat_detect(qwen) == ES_CHAT_CHATML);
+    const char *qwen25 = "{%- else %}\n        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                         "assistant.<|im_end|>\\n' }}\n    {%- endif %}";
+    CHECK(es_chat_detect(qwen25) == ES_CHAT_QWEN2);
+    CHECK(!strcmp(es_chat_end_of_turn(ES_CHAT_QWEN2), "<|im_end|>"));
     CHECK(es_chat_detect(llama3) == ES_CHAT_LLAMA3);
     CHECK(es_chat_detect(llama2) == ES_CHAT_LLAMA2);
     CHECK(es_chat_detect(zephyr) == ES_CHAT_ZEPHYR);
@@ -288,6 +292,25 @@ static void test_chat(void) {
     char *r = render(ES_CHAT_CHATML, m, 4);
     CHECK(!strcmp(r, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
                      "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"));
+    free(r);
+    /* qwen2: the same with a system message first; without one, Qwen's default opens the prompt */
+    r = render(ES_CHAT_QWEN2, m, 4);
+    CHECK(!strcmp(r, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+                     "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"));
+    free(r);
+    r = render(ES_CHAT_QWEN2, m + 1, 1);
+    CHECK(!strcmp(r, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                     "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+    free(r);
+    /* a run of tool messages is one user turn; a system message later on is an ordinary turn */
+    char tool[] = "tool", t1[] = "42", t2[] = "{\"ok\": true}";
+    es_oai_message mt[] = {{user, u1}, {tool, t1}, {tool, t2}, {sys, s1}, {tool, t1}};
+    r = render(ES_CHAT_QWEN2, mt, 5);
+    CHECK_MSG(!strcmp(r, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\n"
+                         "{\"ok\": true}\n</tool_response><|im_end|>\n<|im_start|>system\nBe brief.<|im_end|>\n"
+                         "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n<|im_start|>assistant\n"),
+              "qwen2 tools: %s", r);
     free(r);
     r = render(ES_CHAT_LLAMA3, m + 1, 1);
     CHECK(!strcmp(r, "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"));

@@ -81,7 +81,7 @@ static void print_help(void) {
            "  --http-api-key K          key the local API asks of its clients (Bearer; default none)\n"
            "  --model-name NAME         the model id the API reports (default edgespec-edge)\n"
            "  --chat-template FAMILY    auto (from the draft model's tokenizer.chat_template), chatml,\n"
-           "                            llama2, llama3, zephyr or fallback\n"
+           "                            qwen2, llama2, llama3, zephyr or fallback\n"
            "  --chat-template-file FILE a Jinja chat template (e.g. the model's own): its family is recognised\n"
            "                            by its markers (an unknown one is refused)\n"
            "  --http-max-body SIZE      largest request body in bytes (default 1048576)\n"
@@ -245,7 +245,7 @@ static int parse(int argc, char **argv, edge_opts *o) {
             NEED_VALUE();
             o->chat_family = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
             if (strcmp(v, "auto") && o->chat_family < 0)
-                rc = cli_usage_error("edge", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
+                rc = cli_usage_error("edge", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
         } else if (!strcmp(a, "--chat-template-file")) {
             NEED_VALUE();
             o->chat_family = cli_chat_template_file("edge", v);

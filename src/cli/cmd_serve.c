@@ -36,7 +36,7 @@ static const char *k_usage =
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--http-max-connections N] [--http-request-timeout S]\n"
-    "               [--chat-template auto|chatml|llama2|llama3|zephyr|fallback | --chat-template-file FILE]\n"
+    "               [--chat-template auto|chatml|qwen2|llama2|llama3|zephyr|fallback | --chat-template-file FILE]\n"
     "               [--http-no-spec]";
 
 static void print_help(void) {
@@ -93,8 +93,8 @@ static void print_help(void) {
            "                           trickle in; else 408 and closed (default 60; 0: off)\n"
            "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
            "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
-           "                           tokenizer.chat_template), chatml, llama2, llama3, zephyr, or\n"
-           "                           fallback (\"role: text\" lines); a template of no known family is\n"
+           "                           tokenizer.chat_template), chatml, qwen2, llama2, llama3, zephyr,\n"
+           "                           or fallback (\"role: text\" lines); a template of no known family is\n"
            "                           warned about at start and served as fallback\n"
            "  --chat-template-file FILE a Jinja chat template (e.g. the model's own): its family is\n"
            "                           recognised by its markers (an unknown one is refused)\n"
@@ -395,7 +395,7 @@ int cmd_serve(int argc, char **argv) {
             NEED_VALUE();
             const int f = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
             if (strcmp(v, "auto") && f < 0)
-                return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, llama2, llama3, zephyr or fallback, got '%s'", v);
+                return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
             sp.chat_family = f;
         } else if (!strcmp(a, "--chat-template-file")) {
             NEED_VALUE();

@@ -80,6 +80,56 @@ static void q4_0_from_float(const float *src, void *dst, int64_t n) {
     }
 }
 
+/* Element j of a Q5_0 block as its code 0..31 (types.h). */
+static inline int q5_0_code(const es_block_q5_0 *b, uint32_t qh, int j) {
+    const int nib = j < ES_QK / 2 ? b->qs[j] & 0x0f : b->qs[j - ES_QK / 2] >> 4;
+    return nib | (int)((qh >> j) & 1) << 4;
+}
+
+static uint32_t q5_0_qh(const es_block_q5_0 *b) {
+    return (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+}
+
+static void q5_0_to_float(const void *src, float *dst, int64_t n) {
+    const es_block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const float d = es_fp16_to_fp32(b[i].d);
+        const uint32_t qh = q5_0_qh(&b[i]);
+        for (int j = 0; j < ES_QK; j++) dst[i * ES_QK + j] = d * (float)(q5_0_code(&b[i], qh, j) - 16);
+    }
+}
+
+void es_q5_0_to_q8_0(const void *src, void *dst, int64_t n) {
+    const es_block_q5_0 *b = src;
+    es_block_q8_0 *o = dst;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const uint32_t qh = q5_0_qh(&b[i]);
+        o[i].d = b[i].d;
+        for (int j = 0; j < ES_QK; j++) o[i].qs[j] = (int8_t)(q5_0_code(&b[i], qh, j) - 16);
+    }
+}
+
+void es_q5_0_from_float(const float *src, void *dst, int64_t n) {
+    es_block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / ES_QK; i++) {
+        const float *x = src + i * ES_QK;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < ES_QK; j++)
+            if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+        const float d = max / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = es_fp32_to_fp16(d);
+        uint32_t qh = 0;
+        memset(b[i].qs, 0, sizeof b[i].qs);
+        for (int j = 0; j < ES_QK; j++) {
+            int q = (int)(x[j] * id + 16.5f);
+            q = q < 0 ? 0 : q > 31 ? 31 : q;
+            b[i].qs[j % (ES_QK / 2)] |= (uint8_t)((q & 0x0f) << (j < ES_QK / 2 ? 0 : 4));
+            qh |= (uint32_t)(q >> 4) << j;
+        }
+        for (int k = 0; k < 4; k++) b[i].qh[k] = (uint8_t)(qh >> (8 * k));
+    }
+}
+
 static const es_type_traits k_traits[ES_TYPE_COUNT] = {
     [ES_TYPE_F32] = {"f32", 1, 4, true, f32_to_float, f32_from_float},
     [ES_TYPE_F16] = {"f16", 1, 2, true, f16_to_float, f16_from_float},
@@ -89,9 +139,10 @@ static const es_type_traits k_traits[ES_TYPE_COUNT] = {
     [ES_TYPE_Q4_K] = {"q4_k", ES_QK_K, sizeof(es_block_q4_k), true, es_q4_k_to_float, es_q4_k_from_float},
     [ES_TYPE_Q5_K] = {"q5_k", ES_QK_K, sizeof(es_block_q5_k), true, es_q5_k_to_float, es_q5_k_from_float},
     [ES_TYPE_Q6_K] = {"q6_k", ES_QK_K, sizeof(es_block_q6_k), true, es_q6_k_to_float, es_q6_k_from_float},
+    /* Dequantised (embedding rows); matrices are widened to Q8_0 at load (types.h). */
+    [ES_TYPE_Q5_0] = {"q5_0", ES_QK, sizeof(es_block_q5_0), true, q5_0_to_float, NULL},
     /* Known to the GGUF reader (sizes), not yet computable here. */
     [ES_TYPE_Q4_1] = {"q4_1", 32, 20, false, NULL, NULL},
-    [ES_TYPE_Q5_0] = {"q5_0", 32, 22, false, NULL, NULL},
     [ES_TYPE_Q5_1] = {"q5_1", 32, 24, false, NULL, NULL},
     [ES_TYPE_Q8_1] = {"q8_1", 32, 36, false, NULL, NULL},
     [ES_TYPE_Q2_K] = {"q2_k", 256, 84, false, NULL, NULL},

@@ -51,6 +51,22 @@ typedef struct {
 } es_block_q4_0;
 static_assert(sizeof(es_block_q4_0) == 18, "q4_0 block size");
 
+/* Q5_0: Q4_0's nibbles plus a fifth bit per element: bit j of qh (a little-endian uint32) is the
+ * high bit of element j, so q is in 0..31 and x = d * (q - 16). */
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[ES_QK / 2];
+} es_block_q5_0;
+static_assert(sizeof(es_block_q5_0) == 22, "q5_0 block size");
+
+/* Q5_0 has no kernels of its own: its values q - 16 (-16..15) are int8 values under the same scale,
+ * so the loader widens a Q5_0 matrix into Q8_0 exactly (n elements, a multiple of ES_QK) and
+ * multiplies it with the Q8_0 kernels; the products are those of a Q5_0 dot product. */
+void es_q5_0_to_q8_0(const void *src, void *dst, int64_t n);
+/* Reference quantiser (tests): the value of largest magnitude maps to -16, as for Q4_0. */
+void es_q5_0_from_float(const float *src, void *dst, int64_t n);
+
 /* K-quants (ggml's "k" formats): super-blocks of ES_QK_K elements, byte-compatible with ggml so
  * llama.cpp's Q4_K_M / Q5_K_M / Q6_K files load as they are. Rows must be a multiple of 256. */
 #define ES_QK_K 256

@@ -3,13 +3,16 @@
 
 #include <string.h>
 
-static const char *const k_names[ES_CHAT_FAMILY_COUNT] = {"fallback", "chatml", "llama2", "llama3", "zephyr"};
+static const char *const k_names[ES_CHAT_FAMILY_COUNT] = {"fallback", "chatml", "llama2", "llama3", "zephyr", "qwen2"};
+
+/* Qwen2 / Qwen2.5 templates open every conversation that has no system message with this one. */
+static const char k_qwen_system[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
 es_chat_family es_chat_detect(const char *t) {
     if (!t || !*t) return ES_CHAT_FALLBACK;
     /* the most specific markers first: Llama-3 and ChatML templates may mention [INST] in comments */
     if (strstr(t, "<|start_header_id|>")) return ES_CHAT_LLAMA3;
-    if (strstr(t, "<|im_start|>")) return ES_CHAT_CHATML;
+    if (strstr(t, "<|im_start|>")) return strstr(t, k_qwen_system) ? ES_CHAT_QWEN2 : ES_CHAT_CHATML;
     if (strstr(t, "[INST]")) return ES_CHAT_LLAMA2;
     if (strstr(t, "<|user|>")) return ES_CHAT_ZEPHYR;
     return ES_CHAT_FALLBACK;
@@ -27,7 +30,7 @@ int es_chat_family_parse(const char *name) {
 
 const char *es_chat_end_of_turn(es_chat_family f) {
     switch (f) {
-    case ES_CHAT_CHATML: return "<|im_end|>";
+    case ES_CHAT_CHATML: case ES_CHAT_QWEN2: return "<|im_end|>";
     case ES_CHAT_LLAMA3: return "<|eot_id|>";
     default: return NULL;
     }
@@ -61,6 +64,23 @@ static bool render_llama2(const es_oai_message *m, int n, es_str *o) {
     return ok;
 }
 
+/* Qwen2's template without tools (the assistant messages carry no tool_calls here). */
+static bool render_qwen2(const es_oai_message *m, int n, es_str *o) {
+    bool ok = true;
+    if (n == 0 || strcmp(m[0].role, "system")) ok = es_str_printf(o, "<|im_start|>system\n%s<|im_end|>\n", k_qwen_system);
+    for (int i = 0; i < n && ok; i++) {
+        if (!strcmp(m[i].role, "tool")) {
+            const bool first = i == 0 || strcmp(m[i - 1].role, "tool"), last = i == n - 1 || strcmp(m[i + 1].role, "tool");
+            if (first) ok = es_str_puts(o, "<|im_start|>user");
+            ok = ok && es_str_printf(o, "\n<tool_response>\n%s\n</tool_response>", m[i].content);
+            if (ok && last) ok = es_str_puts(o, "<|im_end|>\n");
+        } else if (!strcmp(m[i].role, "user") || !strcmp(m[i].role, "system") || !strcmp(m[i].role, "assistant")) {
+            ok = es_str_printf(o, "<|im_start|>%s\n%s<|im_end|>\n", m[i].role, m[i].content);
+        } /* the template writes no other role */
+    }
+    return ok && es_str_puts(o, "<|im_start|>assistant\n");
+}
+
 bool es_chat_render(es_chat_family f, const es_oai_message *m, int n, es_str *o) {
     bool ok = true;
     switch (f) {
@@ -73,6 +93,8 @@ bool es_chat_render(es_chat_family f, const es_oai_message *m, int n, es_str *o)
         return ok && es_str_puts(o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     case ES_CHAT_LLAMA2:
         return render_llama2(m, n, o);
+    case ES_CHAT_QWEN2:
+        return render_qwen2(m, n, o);
     case ES_CHAT_ZEPHYR:
         for (int i = 0; i < n && ok; i++) {
             const char *r = !strcmp(m[i].role, "tool") ? "user" : m[i].role;
