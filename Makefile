@@ -42,7 +42,7 @@ demo-real: all
 asan: deps
 	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DES_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
-	@cd build-asan && ctest --output-on-failure -j $(JOBS)
+	@cd build-asan && ctest --output-on-failure -j $(JOBS) -E '^test_real_cli_sh$$'
 
 # ThreadSanitizer over the threaded parts: the server (loop + compute threads), the edge client, the
 # scheduler, the thread pool, the wake-up queue and the fault-injection tests. Suppressions (each one
