@@ -98,4 +98,18 @@ echo "llama.cpp reference: $same of $total continuations identical, $ties part a
 py=$(es_venv_python) && "$py" "${ES_SRC:-.}/scripts/gen-qwen2-tokenizer-ref.py" "$target" "$tmp/tokref.jsonl" >/dev/null 2>"$tmp/gen.err" &&
   cmp -s "$tmp/tokref.jsonl" "${ES_SRC:-.}/tests/data/qwen2.5-coder-tokenizer-ref.jsonl" && ok ||
   bad "tests/data/qwen2.5-coder-tokenizer-ref.jsonl is not what scripts/gen-qwen2-tokenizer-ref.py writes: $(tail -c 300 "$tmp/gen.err")"
+
+# serve with its defaults (a 32,768-token context for 64 sessions would want ~56 GB of KV): the pool is
+# capped at half of the machine's memory, and the server starts and answers
+: >"$tmp/dflt.err"
+"$bin" serve -m "$target" --port 0 --http-port 0 -t 2 >"$tmp/dflt.out" 2>"$tmp/dflt.err" &
+dpid=$!
+dport=$(wait_line "$tmp/dflt.err" "$dpid" "$ES_RE_HTTP")
+wait_line "$tmp/dflt.err" "$dpid" '^edgespec serve: \(HTTP API ready\).*' >/dev/null
+grep -q "KV pool .* GiB, half of this machine's memory" "$tmp/dflt.err" && ok || bad "no KV cap line: $(head -c 400 "$tmp/dflt.err")"
+[ -n "$dport" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$dport/health")" = 200 ] && ok ||
+  bad "serve with default flags did not come up: $(head -c 400 "$tmp/dflt.err")"
+kill -TERM "$dpid"
+wait "$dpid"
+[ $? -eq 0 ] && ok || bad "serve with default flags did not stop cleanly"
 es_test_finish test_real_cli

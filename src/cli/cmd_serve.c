@@ -20,6 +20,7 @@
 
 #include "cli/cli.h"
 #include "kernels/attn.h"
+#include "model/ctx.h"
 #include "net/keys.h"
 #include "net/proto.h"
 #include "net/tls.h"
@@ -61,7 +62,8 @@ static void print_help(void) {
            "  --max-tree-nodes N       largest draft tree accepted (default 64, at most %d)\n"
            "  --kv-memory SIZE         KV cache budget shared by all sessions: bytes, or with a suffix\n"
            "                           K, M, G (powers of 1024; e.g. 512M, 2G); default: enough for\n"
-           "                           --max-sessions full contexts. A session that does not fit is busy.\n"
+           "                           --max-sessions full contexts, at most half of this machine's\n"
+           "                           memory. A session that does not fit is busy.\n"
            "  --kv-type f32|f16|q8_0   KV cache element type (default f16; q8_0: 34 bytes per 32 values);\n"
            "                           --kv-memory is divided by the real bytes per token of this type\n"
            "  --batch-window-ms MS     wait up to MS for the edges' next trees to batch them (default 20)\n"
@@ -514,6 +516,25 @@ int cmd_serve(int argc, char **argv) {
     if (sp.sched.n_ctx > es_model_n_ctx_train(target))
         fprintf(stderr, "edgespec serve: warning: --ctx-size %d is beyond the model's training context %d\n", sp.sched.n_ctx,
                 es_model_n_ctx_train(target));
+    if (sp.sched.kv_memory_bytes <= 0) {
+        /* the default pool holds a full context for every session; with a real model's context
+           (Qwen2.5: 32,768) and 64 sessions that is tens of GB, so it is capped at half of this
+           machine's memory: sessions are admitted while pages are free (busy otherwise), as with an
+           explicit --kv-memory */
+        const es_sched_params d = es_sched_default_params();
+        const int64_t ms = sp.sched.max_sessions > 0 ? sp.sched.max_sessions : d.max_sessions;
+        const int64_t ctx = sp.sched.n_ctx > 0 ? sp.sched.n_ctx : es_model_n_ctx_train(target);
+        const int64_t per_block = es_model_kv_bytes_per_block(target, 16, sp.sched.kv_type);
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        const double full = (double)ms * (double)((ctx + 15) / 16) * (double)per_block;
+        const double cap = pages > 0 && page > 0 ? 0.5 * (double)pages * (double)page : 0;
+        if (per_block > 0 && cap > 0 && full > cap) {
+            sp.sched.kv_memory_bytes = (int64_t)cap;
+            fprintf(stderr, "edgespec serve: KV pool %.1f GiB, half of this machine's memory (%lld full %lld-token contexts "
+                            "would take %.1f GiB): about %.0f tokens in all; --kv-memory sets it\n",
+                    cap / 1073741824.0, (long long)ms, (long long)ctx, full / 1073741824.0, cap / (double)per_block * 16.0);
+        }
+    }
     sp.host = host;
     sp.port = (int)port;
     sp.target = target;
