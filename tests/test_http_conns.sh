@@ -13,23 +13,22 @@ es_reap_on_exit
 
 cap_check() { # PORT LIMIT: LIMIT idle connections hold every slot; one more gets 503 and EOF
   python3 - "$1" "$2" "$ES_WAIT_CAP_S" <<'PY'
-import json, socket, sys
+import json, socket, sys, time
 port, limit, cap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+def reply_of(s):
+    """Everything the server sends until it closes the connection."""
+    s.settimeout(cap)
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    return data
 idle = []
 for _ in range(limit):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"GET /health HTTP/1.1\r\n")
     idle.append(s)
-# the server has seen them all once a request on one of them... cannot be asked; but a connection
-# accepted after them is the (limit+1)-th whatever the order evhttp handles accepts in
-extra = socket.create_connection(("127.0.0.1", port))
-extra.settimeout(cap)
-data = b""
-while True:
-    chunk = extra.recv(4096)
-    if not chunk:
-        break
-    data += chunk
+# a connection accepted after them is the (limit+1)-th, whatever order evhttp handles the accepts in
+data = reply_of(socket.create_connection(("127.0.0.1", port)))
 head, _, body = data.partition(b"\r\n\r\n")
 assert head.startswith(b"HTTP/1.1 503"), data[:300]
 assert b"Retry-After: 1" in head, head
@@ -37,23 +36,18 @@ e = json.loads(body)["error"]
 assert e["code"] == "too_many_connections" and e["message"], e
 for s in idle:
     s.close()
-# the slots are free again once they are gone: a request gets through (the sweep runs at each accept)
-for attempt in range(int(cap * 10)):
+# the slots come back once those connections are gone (swept at the next accept or tick): a request
+# gets through; until then each attempt is refused with 503
+t0 = time.monotonic()
+while True:
     h = socket.create_connection(("127.0.0.1", port))
-    h.settimeout(cap)
     h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    reply = b""
-    while True:
-        chunk = h.recv(4096)
-        if not chunk:
-            break
-        reply += chunk
+    reply = reply_of(h)
     if reply.startswith(b"HTTP/1.1 200"):
         break
     assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
-    import time; time.sleep(0.1)  # closed connections are swept at the next accept or tick
-else:
-    raise AssertionError("the slots never came back")
+    assert time.monotonic() - t0 < cap, "the slots never came back"
+    time.sleep(0.1)
 PY
 }
 
