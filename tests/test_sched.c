@@ -70,6 +70,9 @@ typedef struct client {
     int bad_rounds;
     int min_budget, max_budget;
     int no_draft_hints; /* ES_HINT_NO_DRAFT verdicts */
+    bool obey_hint;     /* draft no more than the last hint, as an edge with adapt_to_server does */
+    int hint;           /* the last verdict's suggested_budget */
+    int redrafts;       /* hints that allow drafting again after ES_HINT_NO_DRAFT */
     /* edge */
     es_drafter *d;
     es_ctx *dctx;
@@ -100,6 +103,8 @@ static void send_tree(harness *h, client *c) {
     es_err err = {{0}};
     int max_nodes = c->max_tokens - c->n_out - 1;
     if (max_nodes < 0) max_nodes = 0;
+    if (c->obey_hint && c->hint == ES_HINT_NO_DRAFT) max_nodes = 0;
+    else if (c->obey_hint && c->hint > 0 && max_nodes > c->hint) max_nodes = c->hint;
     CHECK_OK(es_drafter_draft(c->d, c->root, max_nodes, &c->tree, &err), &err);
     CHECK_OK(es_sched_verify(h->s, c->id, c->next_round, &c->tree, &err), &err);
 }
@@ -120,6 +125,8 @@ static void on_event(void *ud, const es_sched_event *ev) {
         c->next_round++;
         CHECK(ev->verdict && ev->verdict->n_tokens == ev->verdict->n_accepted + 1 && ev->n_tokens == ev->verdict->n_tokens);
         CHECK(ev->suggested_budget >= 1);
+        if (c->hint == ES_HINT_NO_DRAFT && ev->suggested_budget != ES_HINT_NO_DRAFT) c->redrafts++;
+        c->hint = ev->suggested_budget;
         if (ev->suggested_budget == ES_HINT_NO_DRAFT) c->no_draft_hints++; /* saturated: send empty trees */
         else {
             if (ev->suggested_budget < c->min_budget || !c->min_budget) c->min_budget = ev->suggested_budget;
@@ -357,8 +364,12 @@ static void test_edge_mixed(es_model *target, es_model *drafts[3], int max_batch
     CHECK(st.prefill_rows > 0 && st.verify_rows > 0 && st.ar_rows > 0);
     CHECK(st.tokens_generated == 8 * NT);
     CHECK(st.prefill_rows + st.verify_rows + st.ar_rows == st.batch_rows);
+    /* clients 0..3 draft with draft-mid and draft-small; the random draft's (4, 5) may be told to
+       stop drafting for good on a full batch (each hint follows its own session's acceptance) */
     int lo = 1 << 30, hi = 0;
     for (int i = 0; i < 6; i++) {
+        if (i < 4) CHECK_MSG(h.cl[i].min_budget >= 1, "%s: session %d was never told to draft", what, i);
+        if (h.cl[i].max_budget == 0) continue;
         lo = h.cl[i].min_budget < lo ? h.cl[i].min_budget : lo;
         hi = h.cl[i].max_budget > hi ? h.cl[i].max_budget : hi;
     }
@@ -412,6 +423,41 @@ static void test_wait_hint(es_model *target, es_model *draft) {
     check_kv_empty(s, "wait hint");
     free_clients(&h);
     es_ctx_free(dctx);
+    es_sched_free(s);
+}
+
+/* Each edge's hint follows its own draft's acceptance (SLED: every edge brings its own draft). On a
+ * small knee (4 rows), a good draft (the int8 copy of the target) and a random one share the
+ * server, both obeying their hints: the good one is never told to stop drafting and gets long
+ * trees; the random one is told to stop, and, since a session told not to draft is measured again
+ * later rather than held there by an estimate nothing updates, is allowed to draft again. */
+static void test_per_session_hint(es_model *target, es_model *good, es_model *bad) {
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched_params p = es_sched_default_params();
+    p.knee_tokens = 4;
+    p.max_sessions = 4;
+    es_sched *s = init_sched(target, p, &h);
+    if (!s) return;
+    es_ctx *gctx = make_dctx(good, 1), *bctx = make_dctx(bad, 1);
+    es_drafter_params chain = draft_params(ES_DRAFT_CHAIN);
+    chain.k_max = 16;
+    h.max_tokens = NT;
+    client *g = open_client(&h, ES_MODE_EDGE, 0, ES_ACCEPT_GREEDY, 0.0f, 0, gctx, &chain);
+    client *b = open_client(&h, ES_MODE_EDGE, 1, ES_ACCEPT_GREEDY, 0.0f, 0, bctx, &chain);
+    g->obey_hint = b->obey_hint = true;
+    drive(&h);
+    check_golden(&h, "per-session hint");
+    CHECK_MSG(g->no_draft_hints == 0 && g->max_budget >= 4, "good draft: %d 'no draft' hints, largest hint %d", g->no_draft_hints,
+              g->max_budget);
+    CHECK_MSG(b->no_draft_hints > 0, "random draft: never told to stop drafting (hints %d..%d)", b->min_budget, b->max_budget);
+    CHECK_MSG(b->redrafts > 0, "random draft: %d 'no draft' hints and never allowed to draft again", b->no_draft_hints);
+    printf("per-session hint: good draft hints %d..%d; random draft %d 'no draft' hints, %d returns to drafting\n", g->min_budget,
+           g->max_budget, b->no_draft_hints, b->redrafts);
+    check_kv_empty(s, "per-session hint");
+    free_clients(&h);
+    es_ctx_free(gctx);
+    es_ctx_free(bctx);
     es_sched_free(s);
 }
 
@@ -856,6 +902,9 @@ int main(void) {
     test_edge_mixed(target, drafts, 512, 256, "edge+ar");
     test_edge_mixed(target, drafts, 8, 3, "edge+ar, batch 8, chunk 3");
     test_wait_hint(target, drafts[1]);
+    es_model *q80 = es_test_load_model("stories260K_q80.gguf");
+    if (q80) test_per_session_hint(target, q80, drafts[2]);
+    es_model_free(q80);
     test_admission_close(target, drafts[0]);
     test_churn(target);
     test_kv_exhaustion(target);

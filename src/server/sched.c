@@ -66,6 +66,8 @@ typedef struct sess {
     int n_generated;
     int64_t kv_blocks;       /* target KV pages it held after the last step */
     int last_rows;           /* rows of its last round (server-spec load for the budget hint) */
+    double first_tried, first_hit; /* edge: decayed counts of its rounds with a tree and of those accepting
+                                      the first node (its own draft's quality, not the others') */
     /* ---- fixed at open ---- */
     int mode, rule;
     es_sampler_params sampling;
@@ -124,7 +126,6 @@ struct es_sched {
     double caller_cpu;       /* CPU seconds of the threads that ran steps */
     double cost_a, cost_b;   /* profiled pass time t(rows) = a + b * rows (seconds), 0 if not profiled */
     es_pass_cost cost;       /* the profiled pass times themselves (n = 0 if not profiled) */
-    double first_tried, first_hit; /* decayed counts: rounds with a tree, and those accepting its first node */
     double last_end;         /* when the last step that computed rows ended (0: none yet) */
     int64_t n_waits;         /* waits measured into st.step_wait_s (its decayed mean) */
 };
@@ -811,22 +812,34 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
     return best_l > 0 && best >= none * (1 + ES_SCHED_DRAFT_MARGIN) ? best_l : (int)ES_HINT_NO_DRAFT;
 }
 
-/* The suggested size of an edge session's next tree (es_sched_best_budget for the live session mix,
- * the measured first-node acceptance and the measured wait between steps). Under mu. */
-static int suggested_budget_locked(const es_sched *s) {
+/* A session's first-node acceptance: its decayed counts pulled towards a prior of SCHED_P_PRIOR worth
+ * SCHED_P_WEIGHT rounds. Per session because edges bring their own drafts (SLED): one edge's random
+ * draft must not shrink a good edge's trees. The counts also decay in rounds without a tree, so a
+ * session told not to draft drifts back to the prior and is measured again, instead of being held
+ * at "no draft" forever by an estimate nothing can update. */
+#define SCHED_P_PRIOR 0.8
+#define SCHED_P_WEIGHT 2.0
+#define SCHED_P_DECAY 0.9
+static double session_p(const sess *x) {
+    return (x->first_hit + SCHED_P_PRIOR * SCHED_P_WEIGHT) / (x->first_tried + SCHED_P_WEIGHT);
+}
+
+/* The suggested size of edge session x's next tree (es_sched_best_budget for the live session mix,
+ * x's measured first-node acceptance and the measured wait between steps). Under mu. */
+static int suggested_budget_locked(const es_sched *s, const sess *x) {
     if (s->knee <= 0) return 0;
     int n_edge = 0, other_rows = 0, other_sessions = 0;
     for (int i = 0; i < s->n_slots; i++) {
-        const sess *x = &s->sess[i];
-        if (x->state != SESS_LIVE && x->state != SESS_NEW) continue;
-        if (x->mode == ES_MODE_EDGE) {
+        const sess *y = &s->sess[i];
+        if (y->state != SESS_LIVE && y->state != SESS_NEW) continue;
+        if (y->mode == ES_MODE_EDGE) {
             n_edge++;
             continue;
         }
         other_sessions++;
-        other_rows += x->mode == ES_MODE_AR ? 1 : imax(x->last_rows, 1);
+        other_rows += y->mode == ES_MODE_AR ? 1 : imax(y->last_rows, 1);
     }
-    const double p = s->first_tried >= 16 ? s->first_hit / s->first_tried : 0.8;
+    const double p = session_p(x);
     /* the pass times profiled at start-up (seconds, so the measured wait adds to them), else the
        linear curve of the configured knee (in rows: no wait, compute alone decides) */
     if (s->cost.n >= 2)
@@ -857,10 +870,9 @@ static void publish_sess(es_sched *s, sess *x) {
                 s->st.drafted += nodes;
                 s->st.accepted += x->vd.n_accepted;
                 x->last_rows = nodes + 1;
-                if (nodes > 0) { /* how often a draft's first token is right: what a 1-node tree earns */
-                    s->first_tried = s->first_tried * 0.99 + 1;
-                    s->first_hit = s->first_hit * 0.99 + (x->vd.n_accepted > 0);
-                }
+                /* how often its draft's first token is right: what a 1-node tree earns */
+                x->first_tried = x->first_tried * SCHED_P_DECAY + (nodes > 0);
+                x->first_hit = x->first_hit * SCHED_P_DECAY + (nodes > 0 && x->vd.n_accepted > 0);
             }
             s->st.tokens_generated += x->n_emit;
         }
@@ -876,7 +888,7 @@ static void publish_sess(es_sched *s, sess *x) {
         x->n_generated += x->n_emit;
         ended = x->stop_reason != ES_STOP_NONE;
         if (x->mode == ES_MODE_EDGE && !ended) x->awaiting_tree = true; /* before the verdict goes out */
-        if (x->mode == ES_MODE_EDGE) ev.suggested_budget = (uint16_t)suggested_budget_locked(s);
+        if (x->mode == ES_MODE_EDGE) ev.suggested_budget = (uint16_t)suggested_budget_locked(s, x);
     }
     if (ended) {
         x->state = SESS_GONE;
