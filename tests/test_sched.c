@@ -461,6 +461,83 @@ static void test_per_session_hint(es_model *target, es_model *good, es_model *ba
     es_sched_free(s);
 }
 
+/* The pipeline's structure, stepped on this thread (every tree is back as soon as its verdict is
+ * out, so each step could take every edge): with `gather` every step verifies all four edges
+ * together; with `pipeline` they form two groups of two served in turn — each step verifies one
+ * group, the next step the other — and the outputs are the golden ones either way. */
+static void test_pipeline_groups(es_model *target, es_model *draft, int policy) {
+    const char *what = es_sched_policy_name(policy);
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched_params p = es_sched_default_params();
+    p.knee_tokens = 64;
+    p.max_sessions = 4;
+    p.policy = policy;
+    es_sched *s = init_sched(target, p, &h);
+    if (!s) return;
+    es_ctx *dctx = make_dctx(draft, 4);
+    es_drafter_params chain = draft_params(ES_DRAFT_CHAIN);
+    for (int i = 0; i < 4; i++) open_client(&h, ES_MODE_EDGE, i, ES_ACCEPT_GREEDY, 0.0f, 0, dctx, &chain);
+    es_err err = {{0}};
+    int prev[4] = {0}, full_steps = 0, bad_size = 0, not_alternating = 0;
+    bool last_set[4] = {false};
+    for (int it = 0; it < 10000 && !all_ended(&h); it++) {
+        const int r = es_sched_step(s, &err);
+        CHECK_MSG(r >= 0, "step: %s", err.msg);
+        if (r < 0) break;
+        int n_live = 0, n_served = 0;
+        bool set[4] = {false};
+        for (int i = 0; i < 4; i++) {
+            const client *c = &h.cl[i];
+            set[i] = c->next_round != (uint32_t)prev[i];
+            n_served += set[i];
+            prev[i] = (int)c->next_round;
+            n_live += !c->done || set[i]; /* live through this step */
+        }
+        if (n_live < 4 || n_served == 0) continue; /* prefill, or a session already gone */
+        full_steps++;
+        if (n_served != (policy == ES_SCHED_PIPELINE ? 2 : 4)) bad_size++;
+        if (policy == ES_SCHED_PIPELINE && full_steps > 1)
+            for (int i = 0; i < 4; i++)
+                if (set[i] == last_set[i]) not_alternating++; /* each session every other step */
+        memcpy(last_set, set, sizeof set);
+    }
+    check_golden(&h, what);
+    CHECK(es_sched_step(s, &err) == 0); /* nothing left: the groups are dissolved */
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    CHECK_MSG(full_steps >= 8, "%s: %d steps with all four sessions live", what, full_steps);
+    CHECK_MSG(bad_size == 0, "%s: %d of %d steps verified another number of edges", what, bad_size, full_steps);
+    CHECK_MSG(not_alternating == 0, "%s: %d session-steps broke the alternation", what, not_alternating);
+    CHECK(st.pass_sessions >= st.pass_edge_sessions && st.pass_edge_sessions > 0);
+    CHECK(st.groups == 0); /* every session gone */
+    printf("%s: %lld steps, %.2f edge sessions per pass, %lld rounds\n", what, (long long)st.steps,
+           st.steps ? (double)st.pass_edge_sessions / (double)st.steps : 0.0, (long long)st.rounds);
+    check_kv_empty(s, what);
+    free_clients(&h);
+    es_ctx_free(dctx);
+    es_sched_free(s);
+}
+
+/* es_sched_groups_for: two groups without a measurement (SpecEdge), more when a round outlasts a
+ * pass of half the rows, capped by max_groups and by a third of the sessions. */
+static void test_groups_for(void) {
+    const es_pass_cost c = es_pass_cost_linear(10); /* "seconds": 11 for one row, 10 + r for r */
+    CHECK(es_sched_groups_for(&c, 0, 0, 1, 4) == 0);
+    CHECK(es_sched_groups_for(&c, 1, 8, 100, 4) == 1);
+    CHECK(es_sched_groups_for(NULL, 8, 64, 0.02, 4) == 2);   /* no curve in seconds */
+    CHECK(es_sched_groups_for(&c, 8, 64, 0, 4) == 2);        /* no round measured yet */
+    CHECK(es_sched_groups_for(&c, 2, 16, 1000, 4) == 2);     /* two sessions: two groups of one */
+    CHECK(es_sched_groups_for(&c, 5, 40, 1000, 4) == 2);     /* 5 / 3 < 2: two */
+    CHECK(es_sched_groups_for(&c, 16, 128, 10, 4) == 2);     /* a pass of 64 rows (74) covers a round */
+    CHECK(es_sched_groups_for(&c, 16, 128, 100, 4) == 3);    /* 2 x t(42.7) = 105 >= 100 */
+    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 4) == 4);   /* nothing covers it: the cap */
+    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 3) == 3);   /* max_groups */
+    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 1) == 1);
+    CHECK(es_sched_policy_parse("pipeline") == ES_SCHED_PIPELINE && es_sched_policy_parse("gather") == ES_SCHED_GATHER);
+    CHECK(es_sched_policy_parse("Pipeline") == -1 && es_sched_policy_parse(NULL) == -1 && !es_sched_policy_name(7));
+}
+
 /* Fast open/close churn with no step in between (an idle compute thread): a closed session frees its
  * slot and pages at once, so 200 opens in a row on a 2-session scheduler all succeed (they found
  * every slot held by closed sessions after 4 before) and the prefilled ones' pages come back. */
@@ -892,6 +969,7 @@ static void test_best_budget(void) {
 
 int main(void) {
     test_best_budget();
+    test_groups_for();
     test_pool_cpu();
     load_golden();
     es_model *target = es_test_load_model("stories260K.gguf");
@@ -905,6 +983,8 @@ int main(void) {
     es_model *q80 = es_test_load_model("stories260K_q80.gguf");
     if (q80) test_per_session_hint(target, q80, drafts[2]);
     es_model_free(q80);
+    test_pipeline_groups(target, drafts[0], ES_SCHED_GATHER);
+    test_pipeline_groups(target, drafts[0], ES_SCHED_PIPELINE);
     test_admission_close(target, drafts[0]);
     test_churn(target);
     test_kv_exhaustion(target);

@@ -32,14 +32,15 @@ has "$tmp/s1" "connections"
 [ ! -s "$tmp/s1.out" ] && ok || bad "stdout should be empty without --json"
 
 # SIGTERM, --json: exactly one JSON object on stdout
-start_server "$tmp/s2" --json --api-key k --batch-window-ms 1 --max-tree-nodes 16 --prefill-chunk 32 --max-batch-tokens 64
+start_server "$tmp/s2" --json --api-key k --sched gather --batch-window-ms 1 --max-tree-nodes 16 --prefill-chunk 32 --max-batch-tokens 64
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
 [ "$rc" -eq 0 ] && ok || bad "serve exited $rc after SIGTERM"
 [ "$(wc -l <"$tmp/s2.out")" -eq 1 ] && ok || bad "--json should print one line: $(cat "$tmp/s2.out")"
 for k in '"steps":' '"mean_batch_rows":' '"tokens_generated":' '"idle_fraction":' '"compute_cpu_seconds":' \
-         '"sessions_opened":' '"frames_in":' '"bytes_out":' '"protocol_errors":' '"connections_total":0'; do
+         '"sessions_opened":' '"frames_in":' '"bytes_out":' '"protocol_errors":' '"connections_total":0' \
+         '"sched":"gather"' '"server_busy_fraction":' '"sessions_per_pass":' '"rows_per_pass":' '"groups":0'; do
   has "$tmp/s2.out" "$k"
 done
 
@@ -61,6 +62,8 @@ expect 2 "$bin" serve -m "$model" --max-tree-nodes 100000
 expect 2 "$bin" serve -m "$model" --max-frame 10
 expect 2 "$bin" serve -m "$model" --idle-timeout -1
 expect 2 "$bin" serve -m "$model" --batch-window-ms x
+expect 2 "$bin" serve -m "$model" --sched fifo
+has "$tmp/err" "pipeline or gather"
 expect 2 "$bin" serve -m "$model" --api-key ""
 expect 2 "$bin" serve -m "$model" --prefill-chunk 600 --max-batch-tokens 512
 has "$tmp/err" "prefill-chunk"
@@ -69,20 +72,26 @@ expect 1 "$bin" serve -m "$tmp/does-not-exist.gguf" --port 0
 expect 1 "$bin" serve -m "$model" --host no.such.host.invalid --port 0
 
 # bench serve: two modes x two client counts on the tiny models, edges pinned apart from the server
-# (both on the first CPU this process may use, so it runs on any machine)
+# (both on the first CPU this process may use, so it runs on any machine); the edge mode under both
+# scheduling policies, ar once
 cpu=$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')
 expect 0 "$bin" bench serve -m "$model" --draft "$models/draft-mid.gguf" --modes ar,edge+proactive --clients 1,2 \
-  --n-gen 32 --rtt-ms 1 -t 1 --server-cpus "$cpu" --edge-cpus "$cpu" --json
+  --sched pipeline,gather --n-gen 32 --rtt-ms 1 -t 1 --server-cpus "$cpu" --edge-cpus "$cpu" --json
 python3 - "$tmp/out" <<'PY' && ok || bad "bench serve --json: $(head -c 400 "$tmp/out")"
 import json, sys
 r = json.load(open(sys.argv[1]))
-pts = {(x["mode"], x["clients"]): x for x in r["results"]}
-assert set(pts) == {(m, c) for m in ("ar", "edge+proactive") for c in (1, 2)}, pts.keys()
-assert r["server_cpus"] == 1 and r["edge_cpus"] == 1
-for (m, c), x in pts.items():
+pts = {(x["mode"], x["sched"], x["clients"]): x for x in r["results"]}
+assert len(pts) == len(r["results"]) == 6, pts.keys()
+assert set(pts) == {("ar", "pipeline", c) for c in (1, 2)} | {("edge+proactive", s, c) for s in ("pipeline", "gather") for c in (1, 2)}, pts.keys()
+assert r["server_cpus"] == 1 and r["edge_cpus"] == 1 and r["sched"] == ["pipeline", "gather"]
+for (m, s, c), x in pts.items():
     assert x["errors"] == 0 and x["tokens"] == 32 * c, x
     assert x["tokens_per_server_compute_s"] > 0 and x["itl_p50_ms"] > 0 and x["bytes_per_token"] > 0, x
     assert (x["acceptance_length"] == 1) == (m == "ar"), x
+    assert 0 < x["server_busy_fraction"] <= 1 and x["sessions_per_pass"] >= 1 and x["rows_per_pass"] >= x["sessions_per_pass"], x
+    # one edge is one group; two edges are two groups of one under the pipeline, one group gathered
+    want = 0 if m == "ar" else 1 if c == 1 or s == "gather" else 2
+    assert abs(x["groups"] - want) < 0.5, (want, x)
 PY
 expect 2 "$bin" bench serve -m "$model" --server-cpus "$cpu"
 has "$tmp/err" "go together"
@@ -91,5 +100,7 @@ expect 2 "$bin" bench serve -m "$model" --server-cpus 1-0 --edge-cpus "$cpu"
 expect 2 "$bin" bench serve -m "$model" --server-cpus x --edge-cpus "$cpu"
 expect 2 "$bin" bench serve -m "$model" --modes ar,nope
 expect 2 "$bin" bench serve -m "$model" --clients 0
+expect 2 "$bin" bench serve -m "$model" --sched pipeline,pipeline
+expect 2 "$bin" bench serve -m "$model" --sched later
 
 es_test_finish test_serve_cli

@@ -32,7 +32,7 @@ static const char *k_usage_serve =
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
-    "               [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
+    "               [--sched pipeline,gather] [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S]\n"
     "               [--server-cpus LIST --edge-cpus LIST] [--json]";
 
@@ -46,6 +46,7 @@ typedef struct bs_opts {
     int n_gen, prompts_per_client, threads, draft_max, tree_budget, tree_depth, tree_width, max_batch_tokens;
     double rtt_ms, bandwidth_kbps, temp, server_cost_h, edge_cost_h, batch_window_ms;
     int knee_tokens;
+    int scheds[2], n_scheds; /* es_sched_policy: the edge modes run once under each */
     es_kv_type kv_type;  /* the server's KV cache (edge drafts keep the default) */
     const char *accept, *spec;
     uint64_t seed;
@@ -184,7 +185,7 @@ static double percentile(double *v, int n, double q) {
 }
 
 /* One (mode, clients) point: a fresh server, N client threads, results as a JSON object. */
-static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *target, es_model *draft,
+static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, es_model *target, es_model *draft,
                         es_model *server_draft, const bs_prompts *prompts) {
     es_err err = {{0}};
     es_server_params sp = es_server_default_params();
@@ -196,6 +197,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
     sp.sched.max_sessions = n_clients + 4;
     if (o->max_batch_tokens > 0) sp.sched.max_batch_tokens = o->max_batch_tokens;
     sp.sched.batch_window_ms = o->batch_window_ms;
+    sp.sched.policy = policy;
     sp.sched.kv_type = o->kv_type;
     if (o->knee_tokens) sp.sched.knee_tokens = o->knee_tokens;
     if (mode == MODE_SERVER_SPEC) {
@@ -282,6 +284,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
 
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "mode", k_mode_names[mode]);
+    cJSON_AddStringToObject(r, "sched", es_sched_policy_name(policy));
     cJSON_AddNumberToObject(r, "clients", n_clients);
     cJSON_AddNumberToObject(r, "tokens", (double)tokens);
     cJSON_AddNumberToObject(r, "wall_s", wall);
@@ -299,6 +302,12 @@ static cJSON *run_point(const bs_opts *o, int mode, int n_clients, es_model *tar
     cJSON_AddNumberToObject(r, "proactive_hit_ratio", pa ? (double)ph / pa : 0);
     cJSON_AddNumberToObject(r, "bytes_per_token", tokens ? (double)bytes / tokens : 0);
     cJSON_AddNumberToObject(r, "server_idle_fraction", busy + idle > 0 ? idle / (busy + idle) : 0);
+    cJSON_AddNumberToObject(r, "server_busy_fraction", busy + idle > 0 ? busy / (busy + idle) : 0);
+    const int64_t psess = s1.sched.pass_sessions - s0.sched.pass_sessions;
+    cJSON_AddNumberToObject(r, "sessions_per_pass", steps ? (double)psess / (double)steps : 0);
+    cJSON_AddNumberToObject(r, "rows_per_pass", steps ? (double)rows / (double)steps : 0);
+    cJSON_AddNumberToObject(r, "groups", steps ? (double)(s1.sched.groups_sum - s0.sched.groups_sum) / (double)steps : 0);
+    cJSON_AddNumberToObject(r, "edge_round_trip_ms", 1e3 * s1.sched.round_trip_s);
     cJSON_AddNumberToObject(r, "server_steps", (double)steps);
     cJSON_AddNumberToObject(r, "mean_batch_rows", steps ? (double)rows / steps : 0);
     cJSON_AddNumberToObject(r, "max_batch_rows", s1.sched.max_batch_rows);
@@ -410,6 +419,8 @@ int bench_serve(int argc, char **argv) {
     o.seed = 1;
     o.n_modes = parse_modes("ar,server-spec,edge,edge+proactive", o.modes);
     o.n_clients = parse_int_list("1,2,4", o.clients, 16, 1, 4096);
+    o.scheds[0] = ES_SCHED_PIPELINE;
+    o.n_scheds = 1;
     int pinned_opts = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -442,6 +453,17 @@ int bench_serve(int argc, char **argv) {
             if (parse_cpu_list(v, set) != 0)
                 return cli_usage_error("bench", k_usage_serve, "bad %s '%s' (CPU numbers this process may use, e.g. 0,2-3)", a, v);
             pinned_opts |= !strcmp(a, "--server-cpus") ? 1 : 2;
+        } else if (!strcmp(a, "--sched")) {
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            o.n_scheds = 0;
+            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+                const int pol = es_sched_policy_parse(t);
+                if (pol < 0 || o.n_scheds == 2 || (o.n_scheds == 1 && o.scheds[0] == pol))
+                    return cli_usage_error("bench", k_usage_serve, "--sched takes pipeline, gather or both, got '%s'", v);
+                o.scheds[o.n_scheds++] = pol;
+            }
+            if (!o.n_scheds) return cli_usage_error("bench", k_usage_serve, "--sched takes pipeline, gather or both, got '%s'", v);
         } else if (!strcmp(a, "--seed")) {
             if (!cli_parse_u64(v, &o.seed)) return cli_usage_error("bench", k_usage_serve, "bad --seed '%s'", v);
         }
@@ -523,6 +545,8 @@ int bench_serve(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
     cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
     cJSON_AddNumberToObject(root, "batch_window_ms", o.batch_window_ms);
+    cJSON *sj = cJSON_AddArrayToObject(root, "sched");
+    for (int i = 0; sj && i < o.n_scheds; i++) cJSON_AddItemToArray(sj, cJSON_CreateString(es_sched_policy_name(o.scheds[i])));
     cJSON_AddNumberToObject(root, "knee_tokens", o.knee_tokens);
     cJSON_AddNumberToObject(root, "bandwidth_kbps", o.bandwidth_kbps);
     cJSON_AddNumberToObject(root, "temperature", o.temp);
@@ -532,24 +556,28 @@ int bench_serve(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "edge_cost_per_hour", o.edge_cost_h);
     cJSON *rows = cJSON_AddArrayToObject(root, "results");
     if (!o.json)
-        printf("%-15s %7s %8s %10s %9s %8s %8s %8s %7s %6s %8s %6s %9s\n", "mode", "clients", "tokens", "tok/cpu-s",
-               "tok/s", "itl p50", "itl p99", "ttft ms", "acc.len", "hit", "B/token", "idle", "$/1M tok");
+        printf("%-15s %-8s %7s %8s %10s %9s %8s %8s %8s %7s %6s %8s %6s %6s %9s\n", "mode", "sched", "clients", "tokens",
+               "tok/cpu-s", "tok/s", "itl p50", "itl p99", "ttft ms", "acc.len", "hit", "B/token", "busy", "s/pass", "$/1M tok");
     for (int ci = 0; ci < o.n_clients; ci++)
-        for (int mi = 0; mi < o.n_modes; mi++) {
-            fprintf(stderr, "bench serve: %s with %d client(s)...\n", k_mode_names[o.modes[mi]], o.clients[ci]);
-            cJSON *r = run_point(&o, o.modes[mi], o.clients[ci], target, draft, sdraft, &prompts);
+        for (int mi = 0; mi < o.n_modes; mi++)
+        for (int si = 0; si < o.n_scheds; si++) {
+            const bool edge_mode = o.modes[mi] == MODE_EDGE || o.modes[mi] == MODE_EDGE_PROACTIVE;
+            if (si > 0 && !edge_mode) continue; /* the policy only changes how edge sessions share passes */
+            const char *pol = es_sched_policy_name(o.scheds[si]);
+            fprintf(stderr, "bench serve: %s (%s) with %d client(s)...\n", k_mode_names[o.modes[mi]], pol, o.clients[ci]);
+            cJSON *r = run_point(&o, o.modes[mi], o.scheds[si], o.clients[ci], target, draft, sdraft, &prompts);
             if (!r) continue;
             cJSON_AddItemToArray(rows, r);
 #define NUM(k) cJSON_GetNumberValue(cJSON_GetObjectItem(r, k))
             if (!o.json)
-                printf("%-15s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %9.2f\n", k_mode_names[o.modes[mi]],
-                       o.clients[ci], NUM("tokens"), NUM("tokens_per_server_compute_s"), NUM("tokens_per_s_wall"),
-                       NUM("itl_p50_ms"), NUM("itl_p99_ms"), NUM("ttft_ms"), NUM("acceptance_length"),
-                       NUM("proactive_hit_ratio"), NUM("bytes_per_token"), NUM("server_idle_fraction"),
-                       NUM("cost_per_1m_tokens_usd"));
+                printf("%-15s %-8s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %6.2f %9.2f\n",
+                       k_mode_names[o.modes[mi]], edge_mode ? pol : "-", o.clients[ci], NUM("tokens"),
+                       NUM("tokens_per_server_compute_s"), NUM("tokens_per_s_wall"), NUM("itl_p50_ms"), NUM("itl_p99_ms"),
+                       NUM("ttft_ms"), NUM("acceptance_length"), NUM("proactive_hit_ratio"), NUM("bytes_per_token"),
+                       NUM("server_busy_fraction"), NUM("sessions_per_pass"), NUM("cost_per_1m_tokens_usd"));
             if (NUM("errors") > 0) {
                 const cJSON *fe = cJSON_GetObjectItem(r, "first_error");
-                fprintf(stderr, "bench serve: %s/%d: %.0f client error(s): %s\n", k_mode_names[o.modes[mi]], o.clients[ci],
+                fprintf(stderr, "bench serve: %s/%s/%d: %.0f client error(s): %s\n", k_mode_names[o.modes[mi]], pol, o.clients[ci],
                         NUM("errors"), fe ? cJSON_GetStringValue(fe) : "?");
             }
 #undef NUM

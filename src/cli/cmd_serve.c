@@ -32,7 +32,7 @@
 static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
-    "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
+    "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--drain-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
@@ -66,7 +66,12 @@ static void print_help(void) {
            "                           memory. A session that does not fit is busy.\n"
            "  --kv-type f32|f16|q8_0   KV cache element type (default f16; q8_0: 34 bytes per 32 values);\n"
            "                           --kv-memory is divided by the real bytes per token of this type\n"
-           "  --batch-window-ms MS     wait up to MS for the edges' next trees to batch them (default 20)\n"
+           "  --sched pipeline|gather  how edge sessions share passes (default pipeline): pipeline (SpecEdge)\n"
+           "                           splits them into groups verified in turn, so the server computes one\n"
+           "                           group while the others' edges draft and their trees travel; gather\n"
+           "                           waits for every edge's next tree and verifies them all in one pass\n"
+           "  --batch-window-ms MS     wait up to MS for the next trees of the edges due (pipeline: the group\n"
+           "                           due; gather: all) so they share a pass (default 20; 0: never wait)\n"
            "  --max-frame BYTES        largest frame payload accepted (default 1M; suffixes as above)\n"
            "  --idle-timeout S         close connections silent for S seconds (default 300; 0 = never)\n"
            "  --drain-timeout S        on SIGTERM, drain first: /health turns 503 \"draining\", new sessions are\n"
@@ -200,7 +205,7 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
 }
 
 static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port,
-                             es_kv_type kv_type) {
+                             es_kv_type kv_type, int policy) {
     const es_sched_stats *k = &st->sched;
     double active = k->busy_seconds + k->idle_seconds;
     cJSON *o = cJSON_CreateObject();
@@ -221,6 +226,13 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "busy_seconds", k->busy_seconds);
     cJSON_AddNumberToObject(o, "idle_seconds", k->idle_seconds);
     cJSON_AddNumberToObject(o, "idle_fraction", active > 0 ? k->idle_seconds / active : 1.0);
+    cJSON_AddStringToObject(o, "sched", es_sched_policy_name(policy));
+    cJSON_AddNumberToObject(o, "server_busy_fraction", active > 0 ? k->busy_seconds / active : 0.0);
+    cJSON_AddNumberToObject(o, "sessions_per_pass", k->steps ? (double)k->pass_sessions / (double)k->steps : 0.0);
+    cJSON_AddNumberToObject(o, "edge_sessions_per_pass", k->steps ? (double)k->pass_edge_sessions / (double)k->steps : 0.0);
+    cJSON_AddNumberToObject(o, "rows_per_pass", k->steps ? (double)k->batch_rows / (double)k->steps : 0.0);
+    cJSON_AddNumberToObject(o, "groups", k->groups);
+    cJSON_AddNumberToObject(o, "edge_round_trip_seconds", k->round_trip_s);
     cJSON_AddNumberToObject(o, "step_wait_seconds", k->step_wait_s);
     cJSON_AddNumberToObject(o, "pass_row_ratio", k->pass_row_ratio);
     cJSON_AddNumberToObject(o, "compute_cpu_seconds", k->compute_cpu_seconds);
@@ -326,6 +338,11 @@ int cmd_serve(int argc, char **argv) {
             NEED_VALUE();
             if (!cli_parse_kv_type(v, &sp.sched.kv_type))
                 return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
+        } else if (!strcmp(a, "--sched")) {
+            NEED_VALUE();
+            const int pol = es_sched_policy_parse(v);
+            if (pol < 0) return cli_usage_error("serve", k_usage, "--sched must be pipeline or gather, got '%s'", v);
+            sp.sched.policy = pol;
         } else if (!strcmp(a, "--batch-window-ms")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 10000, &dv)) return cli_usage_error("serve", k_usage, "--batch-window-ms must be in 0..10000, got '%s'", v);
@@ -613,7 +630,7 @@ int cmd_serve(int argc, char **argv) {
     es_server_free(srv);
     srv = NULL;
     double uptime = cli_now() - t0;
-    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type);
+    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type, sp.sched.policy);
     else print_stats_human(&st, uptime);
     rc = 0;
 done:

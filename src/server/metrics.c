@@ -13,6 +13,8 @@ void es_metrics_init(es_metrics *m) {
     m->drafts = m->draft_tokens = m->accepted_tokens = -1;
     m->kv_blocks_used = m->kv_blocks_total = -1;
     m->batch_count = -1;
+    m->busy_seconds = m->idle_seconds = -1;
+    m->groups = -1;
     m->queue_depth = -1;
     m->auth_failures_edge = m->auth_failures_http = -1;
     m->tls_failures_edge = m->tls_failures_http = -1;
@@ -114,7 +116,26 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         }
         ok = ok && es_str_puts(o, "edgespec_batch_rows_sum ") && value(o, (double)m->batch_sum);
         ok = ok && es_str_puts(o, "edgespec_batch_rows_count ") && value(o, (double)m->batch_count);
+        const double passes = m->batch_count > 0 ? (double)m->batch_count : 1;
+        ok = ok && simple(o, "edgespec_sessions_per_pass", "gauge", "Mean sessions with rows in a forward pass, since start.",
+                          (double)m->pass_sessions / passes);
+        ok = ok && simple(o, "edgespec_rows_per_pass", "gauge", "Mean rows per forward pass, since start.",
+                          (double)m->batch_sum / passes);
     }
+    if (m->busy_seconds >= 0) {
+        ok = ok && simple(o, "edgespec_server_busy_seconds_total", "counter", "Seconds the compute thread spent in passes.",
+                          m->busy_seconds);
+        ok = ok && simple(o, "edgespec_server_idle_seconds_total", "counter",
+                          "Seconds the compute thread waited for work (edges drafting, trees in flight, no sessions).",
+                          m->idle_seconds);
+        const double all = m->busy_seconds + m->idle_seconds;
+        ok = ok && simple(o, "edgespec_server_busy_fraction", "gauge",
+                          "Busy seconds over busy + idle seconds since start (how much of the time the server computes).",
+                          all > 0 ? m->busy_seconds / all : 0.0);
+    }
+    if (m->groups >= 0)
+        ok = ok && simple(o, "edgespec_groups", "gauge",
+                          "Edge groups the pipeline scheduler serves in turn now (1: gather, 0: no edge session).", m->groups);
     if (m->drafts >= 0) {
         ok = ok && simple(o, "edgespec_drafts_total", "counter", "Speculative rounds verified (one draft tree or chain each).",
                           (double)m->drafts);

@@ -45,6 +45,9 @@ typedef struct es_metrics {
     int64_t batch_buckets[ES_METRICS_BATCH_BUCKETS]; /* non-cumulative counts per bucket */
     int64_t batch_count;           /* forward passes (< 0: no batch histogram) */
     int64_t batch_sum;             /* rows over all of them */
+    int64_t pass_sessions;         /* sessions with rows in a pass, summed over the passes */
+    double busy_seconds, idle_seconds; /* the compute thread in passes / waiting for work (< 0: n/a) */
+    int groups;                    /* edge groups of the pipeline now (< 0: n/a) */
     int queue_depth;               /* requests waiting for a worker (edge) */
     /* ---- security, per listener (< 0: no such listener, or no TLS on it) ---- */
     int64_t auth_failures_edge;    /* edge connections refused for a missing or wrong api key */

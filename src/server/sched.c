@@ -40,6 +40,8 @@
 #include "model/ctx.h"
 #include "util/err.h"
 
+#define SCHED_MAX_GROUPS 8       /* pipeline groups at most (es_sched_params.max_groups) */
+#define SCHED_REGROUP_VOTES 16   /* steps a new group count must be asked for before it is taken */
 #define SCHED_KNEE_FALLBACK 32  /* automatic knee when profiling is not possible */
 #define SCHED_KV_BLOCK 16
 
@@ -66,6 +68,10 @@ typedef struct sess {
     int n_generated;
     int64_t kv_blocks;       /* target KV pages it held after the last step */
     int last_rows;           /* rows of its last round (server-spec load for the budget hint) */
+    int group;               /* edge, pipeline: its group (-1: not placed yet) */
+    double verdict_at;       /* edge: when its last verdict was published (0: none yet) */
+    double round_s;          /* edge: decayed mean time from a verdict to its next tree (round trip +
+                                drafting), what sizes the pipeline */
     double first_tried, first_hit; /* edge: decayed counts of its rounds with a tree and of those accepting
                                       the first node (its own draft's quality, not the others') */
     /* ---- fixed at open ---- */
@@ -127,6 +133,11 @@ struct es_sched {
     double cost_a, cost_b;   /* profiled pass time t(rows) = a + b * rows (seconds), 0 if not profiled */
     es_pass_cost cost;       /* the profiled pass times themselves (n = 0 if not profiled) */
     double last_end;         /* when the last step that computed rows ended (0: none yet) */
+    int n_groups;            /* pipeline: edge groups in use (0: none formed yet) */
+    int due_group;           /* pipeline: the group whose turn is next */
+    int serve_group;         /* this step's edge group (-1: every edge session may have its round) */
+    int regroup_votes;       /* steps in a row whose sizing asked for another number of groups */
+    int last_n_edge;         /* live edge sessions at the last regrouping */
     int64_t n_waits;         /* waits measured into st.step_wait_s (its decayed mean) */
 };
 
@@ -154,6 +165,8 @@ es_sched_params es_sched_default_params(void) {
     p.max_batch_tokens = 512;
     p.prefill_chunk = 256;
     p.max_tree_nodes = 64;
+    p.policy = ES_SCHED_PIPELINE;
+    p.max_groups = 4;
     p.batch_window_ms = 20; /* measured: gathers the edge cohort (bench serve, 4 clients: +33 % tokens per CPU-second) */
     p.kv_type = ES_KV_F16;
     p.knee_tokens = 0; /* automatic (measured) */
@@ -235,6 +248,11 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     if (p.max_sessions > 65536) return es_fail(err, ES_ERR_INVALID_ARG, "max_sessions %d above 65536", p.max_sessions);
     if (p.max_batch_tokens > 8192) return es_fail(err, ES_ERR_INVALID_ARG, "max_batch_tokens %d above 8192", p.max_batch_tokens);
     if (p.n_ctx < 2 || p.n_ctx > (1 << 24)) return es_fail(err, ES_ERR_INVALID_ARG, "context of %d positions", p.n_ctx);
+    if (p.policy != ES_SCHED_PIPELINE && p.policy != ES_SCHED_GATHER)
+        return es_fail(err, ES_ERR_INVALID_ARG, "unknown scheduling policy %d", p.policy);
+    if (p.max_groups <= 0) p.max_groups = dflt.max_groups;
+    if (p.max_groups > SCHED_MAX_GROUPS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "max_groups %d above %d", p.max_groups, SCHED_MAX_GROUPS);
     if (!(p.batch_window_ms >= 0 && p.batch_window_ms <= 10000))
         return es_fail(err, ES_ERR_INVALID_ARG, "batch window must be in 0..10000 ms");
     /* a round is root + tree: it must fit one forward pass */
@@ -474,6 +492,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     slot->n_prompt = n_prompt;
     slot->max_tokens = max_tokens;
     slot->seq = slot->dseq = -1;
+    slot->group = -1;
     slot->root = pcopy[n_prompt - 1];
     s->st.sessions_opened++;
     s->st.prompt_tokens += n_prompt;
@@ -510,6 +529,10 @@ es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const e
         x->has_tree = true;
         x->awaiting_tree = false;
         x->tree_arrival = now_s();
+        if (x->verdict_at > 0) { /* the edge's round: the verdict's trip, its drafting, the tree's trip */
+            const double r = x->tree_arrival - x->verdict_at;
+            x->round_s = x->round_s > 0 ? 0.7 * x->round_s + 0.3 * r : r;
+        }
         if (x->n_prefilled >= x->n_prompt - 1) x->ready_since = x->tree_arrival;
         x->round++;
         pthread_cond_broadcast(&s->cv);
@@ -638,6 +661,162 @@ static int edge_awaited_locked(const es_sched *s) {
     return n;
 }
 
+static int plan_locked(es_sched *s, bool commit, double now);
+
+/* ---- the pipeline (SpecEdge): edge sessions in groups served in turn ----------------------------
+ * While the server verifies one group, the other groups' verdicts travel and their edges draft, so
+ * the server need not wait for anybody's round trip, and each pass still holds a group's worth of
+ * sessions (one pass over the weights for all of them). The number of groups follows the edges'
+ * measured round time (verdict → next tree) against the profiled pass time; sessions are placed in
+ * the group with the fewest rows when they join, and one is moved when leavers unbalance the
+ * groups. AR, server-draft and prefill work rides along in every pass. */
+
+static bool live_edge(const sess *x) { return x->state == SESS_LIVE && !x->failed && x->mode == ES_MODE_EDGE; }
+
+/* Rows an edge session's round takes: its queued tree, else its last round. */
+static int edge_rows(const sess *x) { return x->has_tree ? x->pend->n + 1 : imax(x->last_rows, 1); }
+
+/* Whether session x may have its round in this step (the pipeline holds back other groups' trees). */
+static bool round_allowed(const es_sched *s, const sess *x) {
+    return s->serve_group < 0 || x->mode != ES_MODE_EDGE || x->group == s->serve_group;
+}
+
+int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups) {
+    if (n_edge <= 1 || max_groups <= 1) return imax(imin(n_edge, 1), 0);
+    const int cap = imin(imin(max_groups, n_edge), imax(2, n_edge / 3));
+    if (cap <= 2 || !(round_s > 0) || !cost || cost->n < 2) return imin(2, cap);
+    for (int g = 2; g < cap; g++)
+        if ((g - 1) * es_pass_cost_at(cost, (double)rows / g) >= round_s) return g;
+    return cap;
+}
+
+/* Sizes the groups and places every live edge session in one. Compute thread, under mu. */
+static void regroup_locked(es_sched *s) {
+    int n_edge = 0, rows = 0, n_rt = 0;
+    double rt = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (!live_edge(x)) continue;
+        n_edge++;
+        rows += edge_rows(x);
+        if (x->round_s > 0) {
+            rt += x->round_s;
+            n_rt++;
+        }
+    }
+    if (n_rt) s->st.round_trip_s = rt / n_rt;
+    /* the profiled curve is in seconds, as the round time is; a configured knee's is not: two groups */
+    const int want = s->p.policy == ES_SCHED_PIPELINE
+                         ? es_sched_groups_for(s->cost.n >= 2 ? &s->cost : NULL, n_edge, rows, n_rt ? rt / n_rt : 0, s->p.max_groups)
+                         : imin(n_edge, 1);
+    bool reform = false;
+    if (want != s->n_groups) {
+        /* sessions came or went: follow at once; a drifting measurement: only once it has asked for
+           the new count SCHED_REGROUP_VOTES steps in a row (no flapping between two counts) */
+        reform = n_edge != s->last_n_edge || s->n_groups == 0 || ++s->regroup_votes >= SCHED_REGROUP_VOTES;
+    } else {
+        s->regroup_votes = 0;
+    }
+    s->last_n_edge = n_edge;
+    if (reform) {
+        s->n_groups = want;
+        s->regroup_votes = 0;
+        for (int i = 0; i < s->n_slots; i++) s->sess[i].group = -1;
+    }
+    s->st.groups = s->n_groups;
+    if (s->due_group >= s->n_groups) s->due_group = 0;
+    const int ng = imax(s->n_groups, 1);
+    int grows[SCHED_MAX_GROUPS] = {0}, gn[SCHED_MAX_GROUPS] = {0};
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (live_edge(x) && x->group >= 0 && x->group < ng) {
+            grows[x->group] += edge_rows(x);
+            gn[x->group]++;
+        }
+    }
+    /* newcomers, largest first, each into the group with the fewest rows (then sessions) */
+    for (;;) {
+        sess *big = NULL;
+        for (int i = 0; i < s->n_slots; i++) {
+            sess *x = &s->sess[i];
+            if (live_edge(x) && (x->group < 0 || x->group >= ng) && (!big || edge_rows(x) > edge_rows(big))) big = x;
+        }
+        if (!big) break;
+        int g = 0;
+        for (int k = 1; k < ng; k++)
+            if (grows[k] < grows[g] || (grows[k] == grows[g] && gn[k] < gn[g])) g = k;
+        big->group = g;
+        grows[g] += edge_rows(big);
+        gn[g]++;
+    }
+    /* leavers can unbalance the groups: move one session (per step) from the group with the most
+       sessions to the one with the fewest, the one that best narrows their difference in rows */
+    int hi = 0, lo = 0;
+    for (int k = 1; k < ng; k++) {
+        if (gn[k] > gn[hi]) hi = k;
+        if (gn[k] < gn[lo]) lo = k;
+    }
+    if (gn[hi] - gn[lo] >= 2) {
+        sess *best = NULL;
+        const int gap = grows[hi] - grows[lo];
+        for (int i = 0; i < s->n_slots; i++) {
+            sess *x = &s->sess[i];
+            if (live_edge(x) && x->group == hi &&
+                (!best || abs(gap - 2 * edge_rows(x)) < abs(gap - 2 * edge_rows(best))))
+                best = x;
+        }
+        if (best) best->group = lo;
+    }
+}
+
+/* Picks the group this step serves (s->serve_group) and, from the run loop, waits up to the batch
+ * window for the stragglers of the group due: its turn is next, and its sessions' trees share a
+ * pass. It does not wait when the group due has no tree yet while another group's are all in
+ * (the rhythm slipped; that group goes now instead). Under mu; may release it while waiting. */
+static void pick_group_locked(es_sched *s, bool wait, double *t0) {
+    s->serve_group = -1;
+    if (s->n_groups < 2) return;
+    struct timespec ts;
+    if (wait) {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
+        ts.tv_sec = (time_t)wake;
+        ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
+    }
+    bool waited = false;
+    for (;;) {
+        int ready[SCHED_MAX_GROUPS] = {0}, awaited[SCHED_MAX_GROUPS] = {0};
+        for (int i = 0; i < s->n_slots; i++) {
+            const sess *x = &s->sess[i];
+            if (!live_edge(x) || x->group < 0 || x->group >= s->n_groups) continue;
+            if (x->has_tree) ready[x->group]++;
+            else if (x->awaiting_tree) awaited[x->group]++;
+        }
+        const int due = s->due_group;
+        int other = -1; /* the next group after the one due with trees in, preferring a complete one */
+        for (int k = 1; k < s->n_groups; k++) {
+            const int g = (due + k) % s->n_groups;
+            if (ready[g] > 0 && (other < 0 || (awaited[g] == 0 && awaited[other] > 0))) other = g;
+        }
+        s->serve_group = due;
+        if (ready[due] == 0 && other >= 0) {
+            s->serve_group = other;
+            break;
+        }
+        if (!wait || s->stop || awaited[due] == 0 || (other >= 0 && awaited[other] == 0) ||
+            plan_locked(s, false, now_s()) >= s->p.max_batch_tokens / 4)
+            break;
+        waited = true;
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0) wait = false; /* the window is over: one last look */
+    }
+    if (waited) {
+        const double t1 = now_s();
+        s->st.idle_seconds += t1 - *t0; /* waiting for work, not computing */
+        *t0 = t1;
+        init_new_locked(s);
+    }
+}
+
 static int ready_cmp(const void *a, const void *b) {
     const sess *x = *(sess *const *)a, *y = *(sess *const *)b;
     if (x->ready_since != y->ready_since) return x->ready_since < y->ready_since ? -1 : 1;
@@ -663,7 +842,7 @@ static int plan_locked(es_sched *s, bool commit, double now) {
         int pf = 0, rr = 0;
         if (left > 0) pf = imin(imin(s->p.prefill_chunk, left), rows);
         if (pf == left) { /* the prompt is (or will be) in: a round may follow in the same batch */
-            const int need = round_rows(s, x);
+            const int need = round_allowed(s, x) ? round_rows(s, x) : 0;
             if (need > 0 && need <= rows - pf && need <= lrows) rr = need;
         }
         if (pf == 0 && rr == 0) continue;
@@ -887,7 +1066,10 @@ static void publish_sess(es_sched *s, sess *x) {
     if (!x->failed && x->round_done) {
         x->n_generated += x->n_emit;
         ended = x->stop_reason != ES_STOP_NONE;
-        if (x->mode == ES_MODE_EDGE && !ended) x->awaiting_tree = true; /* before the verdict goes out */
+        if (x->mode == ES_MODE_EDGE && !ended) {
+            x->awaiting_tree = true; /* before the verdict goes out */
+            x->verdict_at = x->ready_since;
+        }
         if (x->mode == ES_MODE_EDGE) ev.suggested_budget = (uint16_t)suggested_budget_locked(s, x);
     }
     if (ended) {
@@ -958,7 +1140,11 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     s->n_order = 0;
     reap_locked(s);
     init_new_locked(s);
-    if (from_run && s->p.batch_window_ms > 0 && plan_locked(s, false, t0) < s->p.max_batch_tokens / 4) {
+    regroup_locked(s);
+    s->serve_group = -1;
+    if (s->p.policy == ES_SCHED_PIPELINE) {
+        pick_group_locked(s, from_run && s->p.batch_window_ms > 0, &t0);
+    } else if (from_run && s->p.batch_window_ms > 0 && plan_locked(s, false, t0) < s->p.max_batch_tokens / 4) {
         /* Pipeline-aware batching: edge sessions whose verdict is out will send their next tree within
            about one draft + round trip. Wait (up to the window) until every one of them has, so their
            verifications share one pass over the weights instead of each paying for its own; woken by
@@ -1037,6 +1223,12 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         }
     }
 
+    int n_pass = 0, n_pass_edge = 0; /* sessions in this step's passes (counted before publishing reaps them) */
+    for (int k = 0; k < s->n_order; k++) {
+        const sess *x = s->order[k];
+        n_pass += x->decoded;
+        n_pass_edge += x->decoded && x->mode == ES_MODE_EDGE && x->plan_round;
+    }
     for (int k = 0; k < s->n_order; k++) publish_sess(s, s->order[k]);
 
     pthread_mutex_lock(&s->mu);
@@ -1061,6 +1253,11 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         s->st.batch_rows += rows;
         if (max_rows > s->st.max_batch_rows) s->st.max_batch_rows = max_rows;
         s->st.batch_hist[es_sched_batch_bucket(rows)]++;
+        s->st.groups_sum += s->n_groups;
+        s->st.pass_sessions += n_pass;
+        s->st.pass_edge_sessions += n_pass_edge;
+        /* the next group's turn (a step of prefill or AR rows only leaves the turn where it is) */
+        if (n_pass_edge > 0 && s->serve_group >= 0 && s->n_groups > 0) s->due_group = (s->serve_group + 1) % s->n_groups;
     }
     const int worked = s->n_order;
     s->n_order = 0;
@@ -1074,6 +1271,16 @@ static int step(es_sched *s, bool from_run, es_err *err) {
 }
 
 int es_sched_step(es_sched *s, es_err *err) { return step(s, false, err); }
+
+const char *es_sched_policy_name(int policy) {
+    return policy == ES_SCHED_PIPELINE ? "pipeline" : policy == ES_SCHED_GATHER ? "gather" : NULL;
+}
+
+int es_sched_policy_parse(const char *name) {
+    if (name && !strcmp(name, "pipeline")) return ES_SCHED_PIPELINE;
+    if (name && !strcmp(name, "gather")) return ES_SCHED_GATHER;
+    return -1;
+}
 
 int es_sched_batch_bucket(int64_t rows) {
     int b = 0;

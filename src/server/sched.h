@@ -56,6 +56,18 @@ typedef struct es_sched_event {
     const char *msg;                  /* ERROR */
 } es_sched_event;
 
+/* How edge sessions are batched (es_sched_params.policy). */
+typedef enum es_sched_policy {
+    ES_SCHED_PIPELINE = 0, /* SpecEdge: the edge sessions in groups served in turn, so one group's passes
+                              run while the others' verdicts travel and their edges draft (default) */
+    ES_SCHED_GATHER = 1,   /* every edge in one pass: wait (up to the batch window) for all next trees */
+} es_sched_policy;
+
+/* "pipeline" / "gather"; NULL for an unknown value. */
+const char *es_sched_policy_name(int policy);
+/* Parses a policy name; -1 when unknown. */
+int es_sched_policy_parse(const char *name);
+
 typedef struct es_sched_params {
     int n_threads;            /* compute threads of the target forward pass */
     int n_ctx;                /* positions per session (0: the model's context) */
@@ -67,8 +79,12 @@ typedef struct es_sched_params {
     int64_t kv_memory_bytes;  /* KV pool budget (0: enough for max_sessions full contexts) */
     es_kv_type kv_type;       /* element type of the KV cache rows (default ES_KV_F16); the budget is
                                  divided by the real bytes per page of this type */
+    int policy;               /* es_sched_policy (default ES_SCHED_PIPELINE) */
+    int max_groups;           /* pipeline: most edge groups (default 4; the number in use is sized from
+                                 the measured round time of the edges and the profiled pass time) */
     double batch_window_ms;   /* edge sessions whose verdict is out: wait up to this long for their next
-                                 trees so they share a pass (default 20; 0: never wait) */
+                                 trees so they share a pass (gather: all of them; pipeline: the group due
+                                 next) (default 20; 0: never wait) */
     int knee_tokens;          /* rows per forward pass up to which verification stays memory-bound (on a
                                  CPU a few dozen: the weights are read once whatever the row count);
                                  suggested_budget spreads them over the active edge sessions
@@ -120,6 +136,12 @@ typedef struct es_sched_stats {
     double pass_fixed_s, pass_row_s; /* profiled pass time a + b·rows (0 when not profiled) */
     int64_t prompt_tokens;        /* prompt tokens of the sessions admitted */
     int64_t batch_hist[ES_SCHED_BATCH_HIST]; /* steps by rows (non-cumulative buckets) */
+    int64_t pass_sessions;        /* sessions with rows in a pass, summed over passes (per pass: / steps) */
+    int64_t pass_edge_sessions;   /* of them, edge sessions with a round */
+    int groups;                   /* edge groups in use now (pipeline; gather: 1; 0: no edge session) */
+    int64_t groups_sum;           /* edge groups in use at each pass, summed (mean: / steps) */
+    double round_trip_s;          /* recent mean time from an edge verdict to the edge's next tree (its
+                                     network round trip plus its drafting; kept when the edges leave) */
 } es_sched_stats;
 
 /* A measured pass-time curve: t[i] seconds (or any unit) for passes of rows[i] rows, rows increasing;
@@ -151,6 +173,15 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
                          double wait);
 /* How much more (relative) the best draft length must yield than no draft to be suggested. */
 #define ES_SCHED_DRAFT_MARGIN 0.1
+
+/* How many pipeline groups n_edge edge sessions taking `rows` rows a round want, round_s seconds
+ * being their mean time from a verdict to the next tree (round trip + drafting) and `cost` the pass
+ * time in seconds: the fewest g for which g - 1 passes of rows / g rows cover one round (the server
+ * then never waits for a group's trees, and passes stay as large as that allows). At most
+ * max_groups and n_edge, and beyond two at most n_edge / 3, so that a pass keeps several sessions;
+ * the cap when even that does not cover a round. Without a measured round time or a curve in
+ * seconds (cost NULL): two, as in SpecEdge. 0 for no edge session, 1 for one. Pure. */
+int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups);
 
 /* The histogram bucket of a step of `rows` rows: the smallest b with rows <= 2^b, or the last. */
 int es_sched_batch_bucket(int64_t rows);

@@ -1280,6 +1280,10 @@ static void http_metrics(void *ud, es_metrics *m) {
     for (int b = 0; b < ES_METRICS_BATCH_BUCKETS; b++) m->batch_buckets[b] = k.batch_hist[b];
     m->batch_count = k.steps;
     m->batch_sum = k.batch_rows;
+    m->pass_sessions = k.pass_sessions;
+    m->busy_seconds = k.busy_seconds;
+    m->idle_seconds = k.idle_seconds;
+    m->groups = k.groups;
     pthread_mutex_lock(&s->stats_mu);
     m->auth_failures_edge = s->st.auth_failures;
     pthread_mutex_unlock(&s->stats_mu);
