@@ -519,21 +519,32 @@ static void test_pipeline_groups(es_model *target, es_model *draft, int policy) 
     es_sched_free(s);
 }
 
-/* es_sched_groups_for: two groups without a measurement (SpecEdge), more when a round outlasts a
- * pass of half the rows, capped by max_groups and by a third of the sessions. */
+/* es_sched_groups_for: two groups without a measurement (SpecEdge); with one, the count with the
+ * shortest cycle max(g t(R/g), t(R/g) + round), if it beats one group by 10 %; capped by max_groups
+ * and by a third of the sessions. Cycles below for t(r) = 10 + r and R = 128. */
 static void test_groups_for(void) {
     const es_pass_cost c = es_pass_cost_linear(10); /* "seconds": 11 for one row, 10 + r for r */
     CHECK(es_sched_groups_for(&c, 0, 0, 1, 4) == 0);
     CHECK(es_sched_groups_for(&c, 1, 8, 100, 4) == 1);
     CHECK(es_sched_groups_for(NULL, 8, 64, 0.02, 4) == 2);   /* no curve in seconds */
     CHECK(es_sched_groups_for(&c, 8, 64, 0, 4) == 2);        /* no round measured yet */
-    CHECK(es_sched_groups_for(&c, 2, 16, 1000, 4) == 2);     /* two sessions: two groups of one */
-    CHECK(es_sched_groups_for(&c, 5, 40, 1000, 4) == 2);     /* 5 / 3 < 2: two */
-    CHECK(es_sched_groups_for(&c, 16, 128, 10, 4) == 2);     /* a pass of 64 rows (74) covers a round */
-    CHECK(es_sched_groups_for(&c, 16, 128, 100, 4) == 3);    /* 2 x t(42.7) = 105 >= 100 */
-    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 4) == 4);   /* nothing covers it: the cap */
-    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 3) == 3);   /* max_groups */
-    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 1) == 1);
+    /* a short round: 148 with one group, 148 / 158 / 168 with 2 / 3 / 4 — splitting only adds passes */
+    CHECK(es_sched_groups_for(&c, 16, 128, 10, 4) == 1);
+    /* round 100: 238 | 174 | 158 | 168 — three groups keep the server busy */
+    CHECK(es_sched_groups_for(&c, 16, 128, 100, 4) == 3);
+    CHECK(es_sched_groups_for(&c, 16, 128, 100, 2) == 2);    /* max_groups: 174 still beats 238 */
+    CHECK(es_sched_groups_for(&c, 16, 128, 100, 1) == 1);
+    CHECK(es_sched_groups_for(&c, 8, 128, 100, 4) == 2);     /* 8 / 3 = 2 groups at most */
+    /* round 60: 198 | 148 | 158 | 168: two */
+    CHECK(es_sched_groups_for(&c, 16, 128, 60, 4) == 2);
+    /* a round much longer than any pass: the server idles whatever the groups (1138 | 1074 | 1053 |
+       1042), and splitting gains less than 10 %: one */
+    CHECK(es_sched_groups_for(&c, 16, 128, 1000, 4) == 1);
+    /* round 200: 338 | 274 | 253 | 242: four are best, three within 5 % of them */
+    CHECK(es_sched_groups_for(&c, 16, 128, 200, 4) == 3);
+    /* two sessions, 16 rows, round 1000: 1026 against 1018 — less than 10 %: one group */
+    CHECK(es_sched_groups_for(&c, 2, 16, 1000, 4) == 1);
+    CHECK(es_sched_groups_for(&c, 2, 16, 20, 4) == 2);       /* round 20: 46 against 38 */
     CHECK(es_sched_policy_parse("pipeline") == ES_SCHED_PIPELINE && es_sched_policy_parse("gather") == ES_SCHED_GATHER);
     CHECK(es_sched_policy_parse("Pipeline") == -1 && es_sched_policy_parse(NULL) == -1 && !es_sched_policy_name(7));
 }

@@ -683,11 +683,22 @@ static bool round_allowed(const es_sched *s, const sess *x) {
 
 int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups) {
     if (n_edge <= 1 || max_groups <= 1) return imax(imin(n_edge, 1), 0);
-    const int cap = imin(imin(max_groups, n_edge), imax(2, n_edge / 3));
-    if (cap <= 2 || !(round_s > 0) || !cost || cost->n < 2) return imin(2, cap);
-    for (int g = 2; g < cap; g++)
-        if ((g - 1) * es_pass_cost_at(cost, (double)rows / g) >= round_s) return g;
-    return cap;
+    const int cap = imin(imin(imin(max_groups, n_edge), imax(2, n_edge / 3)), SCHED_MAX_GROUPS);
+    if (!(round_s > 0) || !cost || cost->n < 2) return imin(2, cap);
+    /* one cycle (every session one round) with g groups: g passes back to back, or one group's pass
+       plus its round trip, whichever is longer */
+    double cyc[SCHED_MAX_GROUPS + 1];
+    cyc[1] = es_pass_cost_at(cost, rows) + round_s;
+    int best = 1;
+    for (int g = 2; g <= cap; g++) {
+        const double t = es_pass_cost_at(cost, (double)rows / g);
+        cyc[g] = g * t > t + round_s ? g * t : t + round_s;
+        if (cyc[g] < cyc[best]) best = g;
+    }
+    if (best == 1 || cyc[1] < cyc[best] * (1 + ES_SCHED_GROUP_MARGIN)) return 1;
+    for (int g = 2; g < best; g++) /* fewer groups keep passes larger: less compute for the same rows */
+        if (cyc[g] <= cyc[best] * (1 + ES_SCHED_GROUP_MARGIN / 2)) return g;
+    return best;
 }
 
 /* Sizes the groups and places every live edge session in one. Compute thread, under mu. */
@@ -1008,11 +1019,12 @@ static double session_p(const sess *x) {
 static int suggested_budget_locked(const es_sched *s, const sess *x) {
     if (s->knee <= 0) return 0;
     int n_edge = 0, other_rows = 0, other_sessions = 0;
+    const bool grouped = s->n_groups >= 2 && x->group >= 0; /* only x's group shares its passes */
     for (int i = 0; i < s->n_slots; i++) {
         const sess *y = &s->sess[i];
         if (y->state != SESS_LIVE && y->state != SESS_NEW) continue;
         if (y->mode == ES_MODE_EDGE) {
-            n_edge++;
+            n_edge += !grouped || y->group == x->group;
             continue;
         }
         other_sessions++;

@@ -81,7 +81,8 @@ typedef struct es_sched_params {
                                  divided by the real bytes per page of this type */
     int policy;               /* es_sched_policy (default ES_SCHED_PIPELINE) */
     int max_groups;           /* pipeline: most edge groups (default 4; the number in use is sized from
-                                 the measured round time of the edges and the profiled pass time) */
+                                 the measured round time of the edges and the profiled pass time, see
+                                 es_sched_groups_for: 1 when splitting would not pay) */
     double batch_window_ms;   /* edge sessions whose verdict is out: wait up to this long for their next
                                  trees so they share a pass (gather: all of them; pipeline: the group due
                                  next) (default 20; 0: never wait) */
@@ -176,12 +177,16 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
 
 /* How many pipeline groups n_edge edge sessions taking `rows` rows a round want, round_s seconds
  * being their mean time from a verdict to the next tree (round trip + drafting) and `cost` the pass
- * time in seconds: the fewest g for which g - 1 passes of rows / g rows cover one round (the server
- * then never waits for a group's trees, and passes stay as large as that allows). At most
- * max_groups and n_edge, and beyond two at most n_edge / 3, so that a pass keeps several sessions;
- * the cap when even that does not cover a round. Without a measured round time or a curve in
- * seconds (cost NULL): two, as in SpecEdge. 0 for no edge session, 1 for one. Pure. */
+ * time in seconds. With g groups one cycle (a round for every session) lasts
+ * max(g · t(rows / g), t(rows / g) + round_s): passes back to back, or one group's pass plus its
+ * round trip. The count with the shortest cycle (most tokens per second of the server's wall time,
+ * SpecEdge's measure), if it beats a single group (gather) by ES_SCHED_GROUP_MARGIN, else 1; of
+ * counts within half that margin of the best, the fewest (larger passes cost less compute per
+ * row). At most max_groups and n_edge, and beyond two at most n_edge / 3 so that a pass keeps
+ * several sessions. Without a measured round time or a curve in seconds (cost NULL): two, as in
+ * SpecEdge. 0 for no edge session. Pure. */
 int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups);
+#define ES_SCHED_GROUP_MARGIN 0.1
 
 /* The histogram bucket of a step of `rows` rows: the smallest b with rows <= 2^b, or the last. */
 int es_sched_batch_bucket(int64_t rows);
