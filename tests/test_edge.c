@@ -332,6 +332,44 @@ static void test_busy(es_model *target, es_model *draft) {
     es_server_free(srv);
 }
 
+/* The WELCOME's tree limit is the scheduler's own: with 16 rows per pass a round is root + 15 nodes
+ * at most, so a server started with max_tree_nodes 64 advertises 15, and an edge that would draft 20
+ * (k_max 20, no server hints) stays within it and gets the golden output (before, it was told 64,
+ * sent 20 nodes, and its session died on "at most 15"). */
+static void test_limits_advertised(es_model *target, es_model *draft) {
+    es_err err = {{0}};
+    es_server_params sp = es_server_default_params();
+    sp.sched.knee_tokens = 64;
+    sp.sched.max_batch_tokens = 16;
+    sp.sched.prefill_chunk = 16;
+    sp.sched.max_tree_nodes = 64;
+    sp.host = "127.0.0.1";
+    sp.port = 0;
+    sp.target = target;
+    sp.target_tok = es_model_tokenizer(target);
+    sp.sched.n_threads = 1;
+    sp.log = quiet_log;
+    es_server *srv = NULL;
+    CHECK_OK(es_server_start(&sp, &srv, &err), &err);
+    if (!srv) return;
+    es_edge_params p = edge_params(es_server_port(srv), draft);
+    p.draft_params.k_max = 20;
+    p.adapt_to_server = false;
+    es_edge *e = NULL;
+    CHECK_OK(es_edge_connect(&p, &e, &err), &err);
+    if (e) {
+        CHECK_MSG(es_edge_server_info(e)->max_tree_nodes == 15, "WELCOME max_tree_nodes %u", es_edge_server_info(e)->max_tree_nodes);
+        int32_t out[GEN + 1];
+        es_edge_stats st;
+        const golden *g = &g_gold[3];
+        CHECK_OK(es_edge_generate(e, g->prompt, g->np, 32, k_stop, 2, out, &st, NULL, NULL, &err), &err);
+        const int want = g->ng < 32 ? g->ng : 32;
+        CHECK_MSG(st.n_generated == want && same_prefix(out, g->gen, want) == want, "%d tokens", st.n_generated);
+    }
+    es_edge_free(e);
+    es_server_free(srv);
+}
+
 static void test_key_and_timeout(es_model *target, es_model *draft) {
     es_err err = {{0}};
     es_server_params sp = es_server_default_params();
@@ -483,6 +521,7 @@ int main(void) {
     g_knee = 64;
     test_busy(target, drafts[1]);
     test_key_and_timeout(target, drafts[2]);
+    test_limits_advertised(target, drafts[0]);
     test_server_loss(target, drafts[0]);
     for (int i = 0; i < 4; i++) es_model_free(drafts[i]);
     es_model_free(target);

@@ -567,6 +567,14 @@ void es_sched_close(es_sched *s, uint64_t session) {
     }
 }
 
+void es_sched_get_limits(const es_sched *s, es_sched_limits *out) {
+    out->n_ctx = s->n_ctx;
+    out->max_tree_nodes = s->p.max_tree_nodes;
+    out->max_new_tokens = s->p.max_new_tokens;
+    out->max_batch_tokens = s->p.max_batch_tokens;
+    out->max_sessions = s->p.max_sessions;
+}
+
 void es_sched_get_stats(es_sched *s, es_sched_stats *out) {
     pthread_mutex_lock(&s->mu);
     *out = s->st;

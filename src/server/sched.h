@@ -217,6 +217,17 @@ es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const e
 void es_sched_close(es_sched *s, uint64_t session);
 void es_sched_get_stats(es_sched *s, es_sched_stats *out);
 
+/* The limits the scheduler resolved from its parameters (defaults applied, max_tree_nodes clamped to
+ * ES_SPEC_MAX_NODES and to one pass, max_batch_tokens - 1): what a server advertises to its clients. */
+typedef struct es_sched_limits {
+    int n_ctx;            /* positions per session */
+    int max_tree_nodes;   /* largest tree es_sched_verify takes */
+    int max_new_tokens;   /* cap on a session's max_tokens */
+    int max_batch_tokens; /* rows per forward pass */
+    int max_sessions;
+} es_sched_limits;
+void es_sched_get_limits(const es_sched *s, es_sched_limits *out);
+
 /* ---- the compute side ---- */
 
 /* Runs steps until es_sched_stop, sleeping (condition variable) while there is no work. */

@@ -1433,14 +1433,7 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     s->max_output = p->max_output_bytes ? p->max_output_bytes : ES_SERVER_MAX_OUTPUT_DEFAULT;
     s->max_connections = p->max_connections > 0 ? p->max_connections : 1024;
 
-    /* What the scheduler will use, for the WELCOME limits (same defaults as es_sched_init). */
     s->n_vocab = es_model_n_vocab(p->target);
-    s->n_ctx = p->sched.n_ctx > 0 ? p->sched.n_ctx : es_model_n_ctx_train(p->target);
-    s->max_tree_nodes = p->sched.max_tree_nodes > 0 ? p->sched.max_tree_nodes : 64;
-    if (s->max_tree_nodes > ES_SPEC_MAX_NODES) s->max_tree_nodes = ES_SPEC_MAX_NODES;
-    s->max_new_tokens = p->sched.max_new_tokens > 0 ? p->sched.max_new_tokens : s->n_ctx;
-    s->max_prompt = p->max_prompt_tokens > 0 ? p->max_prompt_tokens : s->n_ctx - 1;
-    if (s->max_prompt < 1) s->max_prompt = 1;
     const es_tokenizer *tok = s->p.target_tok;
     s->fingerprint = tok ? es_tokenizer_fingerprint(tok) : 0;
     s->tok_n_vocab = tok ? es_tokenizer_n_vocab(tok) : s->n_vocab;
@@ -1470,6 +1463,20 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     }
     s->watch_mu_ok = true;
 
+    es_sched_params sp = p->sched;
+    sp.on_event = on_sched_event;
+    sp.ud = s;
+    st = es_sched_init(p->target, &sp, &s->sched, err);
+    if (st != ES_OK) goto fail;
+    /* the WELCOME limits are the scheduler's own, as it resolved them (a tree is clamped to one pass) */
+    es_sched_limits lim;
+    es_sched_get_limits(s->sched, &lim);
+    s->n_ctx = lim.n_ctx;
+    s->max_tree_nodes = lim.max_tree_nodes;
+    s->max_new_tokens = lim.max_new_tokens;
+    s->max_prompt = p->max_prompt_tokens > 0 ? p->max_prompt_tokens : s->n_ctx - 1;
+    if (s->max_prompt < 1) s->max_prompt = 1;
+
     s->obuf = malloc(ES_SERVER_OBUF_CAP);
     s->prompt_buf = malloc((size_t)s->max_prompt * sizeof(int32_t));
     s->tree = malloc(sizeof *s->tree);
@@ -1477,12 +1484,6 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
         st = es_fail(err, ES_ERR_NOMEM, "out of memory");
         goto fail;
     }
-
-    es_sched_params sp = p->sched;
-    sp.on_event = on_sched_event;
-    sp.ud = s;
-    st = es_sched_init(p->target, &sp, &s->sched, err);
-    if (st != ES_OK) goto fail;
 
     if ((st = es_wakeq_init(&s->q, err)) != ES_OK) goto fail;
     s->base = event_base_new();
