@@ -175,8 +175,30 @@ es_status es_seq_truncate(es_ctx *ctx, int seq, int len, es_err *err);
  * of a verified token tree is kept and the rejected branches dropped; the kept slots must form a path
  * (each the parent of the next, the first a child of slot base-1) and become a plain chain. */
 es_status es_seq_keep(es_ctx *ctx, int seq, int base, const int32_t *slots, int n, es_err *err);
+/* Pages held by open sequences (pages only the prefix cache holds count as free). */
 int64_t es_ctx_kv_blocks_used(const es_ctx *ctx);
 int64_t es_ctx_kv_blocks_total(const es_ctx *ctx);
+
+/* The prefix cache (off until enabled): the KV pages of a token prefix outlive their sequence and a
+ * later sequence that starts with the same tokens adopts them instead of computing them again (whole
+ * pages; a page is copied before anyone writes into a shared one, so no sequence sees another's
+ * rows change). Cached pages nobody else holds are reclaimed, least recently released first, when
+ * the pool runs out. */
+es_status es_ctx_prefix_cache_enable(es_ctx *ctx, es_err *err);
+/* On an empty sequence: adopts the cached pages matching tokens[0..n); returns the slots it holds now
+ * (the prefix already computed), 0 without a cache or a match. */
+int es_seq_prefix_adopt(es_ctx *ctx, int seq, const int32_t *tokens, int n);
+/* Offers the sequence's full pages to the cache: slot i must hold tokens[i] (its confirmed tokens,
+ * along one chain). Returns the pages newly cached. */
+int es_seq_prefix_keep(es_ctx *ctx, int seq, const int32_t *tokens, int n);
+typedef struct es_prefix_cache_info {
+    bool enabled;
+    int64_t cached_blocks;   /* pages in the cache */
+    int64_t idle_blocks;     /* of them, held by no sequence (reclaimable) */
+    int64_t hit_tokens;      /* prompt tokens adopted instead of computed, since start */
+    int64_t evicted_blocks;  /* pages dropped from the cache to make room */
+} es_prefix_cache_info;
+void es_ctx_prefix_cache_info(const es_ctx *ctx, es_prefix_cache_info *out);
 /* Bytes of KV cache one token (one slot) takes for `model` with rows of `type`: K and V of every
  * layer (2 * n_layer * n_head_kv * head_dim * bytes per element; q8_0: 34 bytes per 32 elements).
  * 0 if the model's shape does not allow the type. */

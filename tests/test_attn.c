@@ -368,10 +368,98 @@ static void test_multi(void) {
     free(rk); free(rv); free(scratch); free(scratch1);
 }
 
+/* The KV prefix cache: pages of a closed sequence are adopted by a later one with the same tokens
+ * (whole pages only, the chain must match from the first page), a shared page is copied before a
+ * sequence writes into it (the cached rows never change), idle cached pages count as free and are
+ * evicted, least recently released first, when the pool runs dry. */
+static void test_prefix_cache(void) {
+    es_err err = {{0}};
+    const int L = 2, D = 32, BS = 8;
+    es_kv *kv = NULL;
+    CHECK_OK(es_kv_init(L, D, BS, 6, 3, 64, ES_KV_F32, &kv, &err), &err);
+    if (!kv) return;
+    int32_t tok[40];
+    for (int i = 0; i < 40; i++) tok[i] = 100 + i;
+    int a, b, c;
+    CHECK(es_kv_prefix_adopt(kv, 0, tok, 40) == 0); /* no cache yet */
+    CHECK_OK(es_kv_prefix_enable(kv, &err), &err);
+    /* sequence a: 20 slots, row values = token * 10 + layer (k) and negative (v) */
+    CHECK_OK(es_kv_seq_open(kv, &a, &err), &err);
+    CHECK_OK(es_kv_seq_reserve(kv, a, 20, &err), &err);
+    float rk[32], rv[32], bk[32], bv[32];
+    for (int sl = 0; sl < 20; sl++)
+        for (int l = 0; l < L; l++) {
+            for (int j = 0; j < D; j++) rk[j] = (float)(tok[sl] * 10 + l), rv[j] = -rk[j];
+            es_kv_store(kv, a, l, sl, rk, rv);
+        }
+    es_kv_seq_set_len(kv, a, 20);
+    for (int i = 0; i < 20; i++) es_kv_seq_parents(kv, a)[i] = i - 1;
+    es_kv_seq_update_linear(kv, a);
+    CHECK(es_kv_blocks_used(kv) == 3);
+    CHECK(es_kv_prefix_keep(kv, a, tok, 20) == 2); /* two full pages; the third holds 4 slots */
+    es_kv_seq_close(kv, a);
+    es_prefix_cache_info pi;
+    es_kv_prefix_stats(kv, &pi);
+    CHECK(pi.enabled && pi.cached_blocks == 2 && pi.idle_blocks == 2);
+    CHECK(es_kv_blocks_used(kv) == 0); /* idle cached pages count as free */
+    /* b: the same first 12 tokens, then others: one page adopted */
+    int32_t other[40];
+    memcpy(other, tok, sizeof other);
+    other[12] = 7;
+    CHECK_OK(es_kv_seq_open(kv, &b, &err), &err);
+    CHECK(es_kv_prefix_adopt(kv, b, other, 30) == 8);
+    CHECK(es_kv_seq_len(kv, b) == 8 && es_kv_seq_linear(kv, b) == 8);
+    es_kv_load(kv, b, 1, 5, bk, bv);
+    CHECK(bk[0] == (float)(tok[5] * 10 + 1) && bv[3] == -bk[3]);
+    /* c: the whole 16 (n limits it to whole pages within 19 tokens) */
+    CHECK_OK(es_kv_seq_open(kv, &c, &err), &err);
+    CHECK(es_kv_prefix_adopt(kv, c, tok, 19) == 16);
+    /* a chain that does not start at the first page finds nothing */
+    int e;
+    CHECK_OK(es_kv_seq_open(kv, &e, &err), &err);
+    CHECK(es_kv_prefix_adopt(kv, e, tok + 8, 30) == 0);
+    es_kv_seq_close(kv, e);
+    /* c rewinds into its second page (shared with the cache) and writes: it gets a copy */
+    es_kv_seq_truncate(kv, c, 10);
+    CHECK_OK(es_kv_seq_reserve(kv, c, 12, &err), &err);
+    for (int j = 0; j < D; j++) rk[j] = 999, rv[j] = -999;
+    for (int l = 0; l < L; l++) {
+        es_kv_store(kv, c, l, 10, rk, rv);
+        es_kv_store(kv, c, l, 11, rk, rv);
+    }
+    es_kv_seq_set_len(kv, c, 12);
+    es_kv_load(kv, c, 0, 9, bk, bv); /* rows before the write were copied with the page */
+    CHECK(bk[0] == (float)(tok[9] * 10));
+    es_kv_load(kv, c, 0, 10, bk, bv);
+    CHECK(bk[0] == 999);
+    es_kv_seq_close(kv, c);
+    int d;
+    CHECK_OK(es_kv_seq_open(kv, &d, &err), &err);
+    CHECK(es_kv_prefix_adopt(kv, d, tok, 40) == 16); /* the cached second page holds what a wrote */
+    es_kv_load(kv, d, 0, 10, bk, bv);
+    CHECK(bk[0] == (float)(tok[10] * 10));
+    es_kv_seq_close(kv, d);
+    es_kv_seq_close(kv, b);
+    /* a sequence that needs the whole pool evicts the idle cached pages */
+    es_kv_prefix_stats(kv, &pi);
+    CHECK(pi.idle_blocks == 2 && es_kv_blocks_used(kv) == 0);
+    CHECK_OK(es_kv_seq_open(kv, &a, &err), &err);
+    CHECK_OK(es_kv_seq_reserve(kv, a, 48, &err), &err);
+    es_kv_prefix_stats(kv, &pi);
+    CHECK(pi.cached_blocks == 0 && pi.evicted_blocks == 2 && es_kv_blocks_used(kv) == 6);
+    CHECK(es_kv_seq_reserve(kv, a, 49, &err) == ES_ERR_FULL);
+    es_kv_seq_close(kv, a);
+    CHECK_OK(es_kv_seq_open(kv, &a, &err), &err);
+    CHECK(es_kv_prefix_adopt(kv, a, tok, 40) == 0);
+    es_kv_seq_close(kv, a);
+    es_kv_free(kv);
+}
+
 int main(void) {
     test_kernel();
     test_multi();
     test_kv_types();
+    test_prefix_cache();
     test_silu();
     return es_test_finish("test_attn");
 }

@@ -549,6 +549,59 @@ static void test_groups_for(void) {
     CHECK(es_sched_policy_parse("Pipeline") == -1 && es_sched_policy_parse(NULL) == -1 && !es_sched_policy_name(7));
 }
 
+/* The prefix cache across sessions: a "second turn" whose prompt is the first session's prompt plus
+ * 40 of its generated tokens adopts every whole page the first one computed (prompt and generated
+ * rows alike) and prefills only the rest, and still continues exactly as the golden greedy output
+ * does; with the cache off the same session prefills everything and gives the same tokens. */
+static void test_prefix_turn(es_model *target, bool cache) {
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched_params p = es_sched_default_params();
+    p.knee_tokens = 64;
+    p.max_sessions = 2;
+    p.prefix_cache = cache;
+    es_sched *s = init_sched(target, p, &h);
+    if (!s) return;
+    const golden *g = &G[5];
+    h.max_tokens = 64;
+    open_client(&h, ES_MODE_AR, 5, ES_ACCEPT_GREEDY, 0.0f, 0, NULL, NULL);
+    drive(&h);
+    CHECK(h.cl[0].done && h.cl[0].n_out == 64 && golden_ok(&h.cl[0]));
+    es_sched_stats st0;
+    es_sched_get_stats(s, &st0);
+    /* second turn: prompt + 40 generated tokens, 16 more */
+    int32_t prompt[512];
+    const int np = g->np + 40;
+    memcpy(prompt, g->prompt, (size_t)g->np * sizeof *prompt);
+    memcpy(prompt + g->np, g->gen, 40 * sizeof *prompt);
+    es_sched_session_params sp = sess_params(77, ES_MODE_AR, ES_ACCEPT_GREEDY, 0.0f, 0, 16);
+    client *c = &h.cl[h.n_cl++];
+    memset(c, 0, sizeof *c);
+    c->id = 77;
+    c->mode = ES_MODE_AR;
+    c->max_tokens = 16;
+    c->dseq = -1;
+    int granted = 0;
+    es_err err = {{0}};
+    CHECK_OK(es_sched_open(s, &sp, prompt, np, &granted, &err), &err);
+    drive(&h);
+    CHECK(c->done && c->n_out == 16);
+    CHECK_MSG(!memcmp(c->out, g->gen + 40, 16 * sizeof *c->out), "second turn (cache %s) differs from the golden output", cache ? "on" : "off");
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    /* the first session's KV held prompt + 63 generated tokens: its whole 16-token pages up to the
+       second prompt's last token but one are adopted */
+    const int64_t want = cache ? (int64_t)((np - 1) / 16) * 16 : 0;
+    CHECK_MSG(st.prefix_hit_tokens == want, "cache %s: %lld prompt tokens adopted, want %lld", cache ? "on" : "off",
+              (long long)st.prefix_hit_tokens, (long long)want);
+    CHECK(st.prefill_rows - st0.prefill_rows == np - 1 - want); /* only the rest is prefilled */
+    if (cache) CHECK(st.prefix_cached_blocks > 0);
+    CHECK(st.kv_blocks_used == 0); /* cached pages nobody holds count as free */
+    printf("prefix cache %s: second turn of %d prompt tokens prefilled %lld, adopted %lld\n", cache ? "on" : "off", np,
+           (long long)(st.prefill_rows - st0.prefill_rows), (long long)st.prefix_hit_tokens);
+    es_sched_free(s);
+}
+
 /* Fast open/close churn with no step in between (an idle compute thread): a closed session frees its
  * slot and pages at once, so 200 opens in a row on a 2-session scheduler all succeed (they found
  * every slot held by closed sessions after 4 before) and the prefilled ones' pages come back. */
@@ -996,6 +1049,8 @@ int main(void) {
     es_model_free(q80);
     test_pipeline_groups(target, drafts[0], ES_SCHED_GATHER);
     test_pipeline_groups(target, drafts[0], ES_SCHED_PIPELINE);
+    test_prefix_turn(target, true);
+    test_prefix_turn(target, false);
     test_admission_close(target, drafts[0]);
     test_churn(target);
     test_kv_exhaustion(target);

@@ -32,7 +32,7 @@
 static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
-    "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
+    "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--drain-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
@@ -70,6 +70,8 @@ static void print_help(void) {
            "                           splits them into groups verified in turn, so the server computes one\n"
            "                           group while the others' edges draft and their trees travel; gather\n"
            "                           waits for every edge's next tree and verifies them all in one pass\n"
+           "  --no-prefix-cache        do not keep finished sessions' KV pages for later prompts that start\n"
+           "                           with the same tokens (multi-turn chat, resumed edges); on by default\n"
            "  --batch-window-ms MS     wait up to MS for the next trees of the edges due (pipeline: the group\n"
            "                           due; gather: all) so they share a pass (default 20; 0: never wait)\n"
            "  --max-frame BYTES        largest frame payload accepted (default 1M; suffixes as above)\n"
@@ -233,6 +235,10 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "rows_per_pass", k->steps ? (double)k->batch_rows / (double)k->steps : 0.0);
     cJSON_AddNumberToObject(o, "groups", k->groups);
     cJSON_AddNumberToObject(o, "edge_round_trip_seconds", k->round_trip_s);
+    cJSON_AddNumberToObject(o, "prompt_tokens", (double)k->prompt_tokens);
+    cJSON_AddNumberToObject(o, "prefix_cache_hit_tokens", (double)k->prefix_hit_tokens);
+    cJSON_AddNumberToObject(o, "prefix_cache_blocks", (double)k->prefix_cached_blocks);
+    cJSON_AddNumberToObject(o, "prefix_cache_evicted_blocks", (double)k->prefix_evicted_blocks);
     cJSON_AddNumberToObject(o, "step_wait_seconds", k->step_wait_s);
     cJSON_AddNumberToObject(o, "pass_row_ratio", k->pass_row_ratio);
     cJSON_AddNumberToObject(o, "compute_cpu_seconds", k->compute_cpu_seconds);
@@ -338,6 +344,8 @@ int cmd_serve(int argc, char **argv) {
             NEED_VALUE();
             if (!cli_parse_kv_type(v, &sp.sched.kv_type))
                 return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
+        } else if (!strcmp(a, "--no-prefix-cache")) {
+            sp.sched.prefix_cache = false;
         } else if (!strcmp(a, "--sched")) {
             NEED_VALUE();
             const int pol = es_sched_policy_parse(v);

@@ -551,3 +551,8 @@ int64_t es_ctx_kv_bytes_per_token(const es_model *m, es_kv_type type) {
 }
 
 es_kv_type es_ctx_kv_type(const es_ctx *c) { return c->p.kv_type; }
+
+es_status es_ctx_prefix_cache_enable(es_ctx *c, es_err *err) { return es_kv_prefix_enable(c->kv, err); }
+int es_seq_prefix_adopt(es_ctx *c, int seq, const int32_t *tokens, int n) { return es_kv_prefix_adopt(c->kv, seq, tokens, n); }
+int es_seq_prefix_keep(es_ctx *c, int seq, const int32_t *tokens, int n) { return es_kv_prefix_keep(c->kv, seq, tokens, n); }
+void es_ctx_prefix_cache_info(const es_ctx *c, es_prefix_cache_info *out) { es_kv_prefix_stats(c->kv, out); }

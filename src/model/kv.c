@@ -14,9 +14,30 @@ typedef struct kv_seq {
     int linear;      /* slots [0, linear) form a chain */
 } kv_seq;
 
+/* The prefix cache's index (es_kv_prefix_enable): pages whose rows are a known token prefix. A page is
+ * named by its chain — the cached page before it (its parent) and the block_size tokens it holds —
+ * so two prompts share page i only if they agree on every token up to its end. Pages only the cache
+ * holds (ref 1) are idle: reclaimable, kept in least-recently-released order and evicted when the
+ * free list runs dry. */
+typedef struct kv_prefix {
+    uint8_t *cached;     /* [n_blocks] the page is in the index */
+    uint64_t *hash;      /* [n_blocks] chain hash up to the page's end */
+    int32_t *up;         /* [n_blocks] the cached page before it in its chain (-1: the first page) */
+    int32_t *tokens;     /* [n_blocks * block_size] the tokens whose rows it holds */
+    int32_t *hnext;      /* [n_blocks] next page in its hash bucket (-1: none) */
+    int32_t *heads;      /* [n_buckets] */
+    uint64_t mask;       /* n_buckets - 1 */
+    int32_t *lru_prev, *lru_next; /* idle pages, oldest first */
+    int32_t lru_head, lru_tail;
+    int64_t n_cached, n_idle;
+    int64_t hit_tokens, evicted;
+} kv_prefix;
+
 struct es_kv {
     int n_layer, kv_dim, block_size, n_ctx, n_seq_max, max_blocks_per_seq;
     int64_t n_blocks, n_free;
+    int32_t *ref;        /* [n_blocks] holders of each page: sequences, plus 1 while it is cached */
+    kv_prefix *px;       /* NULL: no prefix cache */
     es_kv_type type;
     size_t row_bytes;    /* one slot's row of kv_dim elements of `type` */
     size_t page_bytes;   /* bytes per page per K (or V): n_layer * block_size * row_bytes */
@@ -69,7 +90,8 @@ es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, 
     kv->seqs = calloc((size_t)n_seq_max, sizeof *kv->seqs);
     kv->tables = malloc((size_t)n_seq_max * (size_t)kv->max_blocks_per_seq * sizeof(int32_t));
     kv->parents = malloc((size_t)n_seq_max * (size_t)n_ctx * sizeof(int32_t));
-    if (!kv->k || !kv->v || !kv->free_list || !kv->seqs || !kv->tables || !kv->parents) {
+    kv->ref = calloc((size_t)n_blocks, sizeof(int32_t));
+    if (!kv->k || !kv->v || !kv->free_list || !kv->seqs || !kv->tables || !kv->parents || !kv->ref) {
         es_kv_free(kv);
         return es_fail(err, ES_ERR_NOMEM, "cannot allocate a KV pool of %.1f MB", 2.0 * (double)total / 1e6);
     }
@@ -84,8 +106,23 @@ es_status es_kv_init(int n_layer, int kv_dim, int block_size, int64_t n_blocks, 
     return ES_OK;
 }
 
+static void prefix_free(kv_prefix *px) {
+    if (!px) return;
+    free(px->cached);
+    free(px->hash);
+    free(px->up);
+    free(px->tokens);
+    free(px->hnext);
+    free(px->heads);
+    free(px->lru_prev);
+    free(px->lru_next);
+    free(px);
+}
+
 void es_kv_free(es_kv *kv) {
     if (!kv) return;
+    prefix_free(kv->px);
+    free(kv->ref);
     free(kv->k);
     free(kv->v);
     free(kv->free_list);
@@ -111,8 +148,89 @@ es_status es_kv_seq_open(es_kv *kv, int *seq, es_err *err) {
 
 bool es_kv_seq_valid(const es_kv *kv, int seq) { return seq >= 0 && seq < kv->n_seq_max && kv->seqs[seq].open; }
 
+/* ---- page ownership -------------------------------------------------------------------------- */
+
+static void lru_unlink(kv_prefix *px, int32_t b) {
+    const int32_t p = px->lru_prev[b], n = px->lru_next[b];
+    if (p >= 0) px->lru_next[p] = n;
+    else px->lru_head = n;
+    if (n >= 0) px->lru_prev[n] = p;
+    else px->lru_tail = p;
+    px->lru_prev[b] = px->lru_next[b] = -1;
+    px->n_idle--;
+}
+
+static void lru_push(kv_prefix *px, int32_t b) { /* newest */
+    px->lru_prev[b] = px->lru_tail;
+    px->lru_next[b] = -1;
+    if (px->lru_tail >= 0) px->lru_next[px->lru_tail] = b;
+    else px->lru_head = b;
+    px->lru_tail = b;
+    px->n_idle++;
+}
+
+/* One holder less; a page nobody holds goes back to the free list, one only the cache holds idles. */
+static void page_unref(es_kv *kv, int32_t b) {
+    if (--kv->ref[b] == 0) kv->free_list[kv->n_free++] = b;
+    else if (kv->ref[b] == 1 && kv->px && kv->px->cached[b]) lru_push(kv->px, b);
+}
+
+/* One holder more (a sequence adopting a page, or the cache keeping one). */
+static void page_ref(es_kv *kv, int32_t b) {
+    if (kv->ref[b] == 1 && kv->px && kv->px->cached[b]) lru_unlink(kv->px, b);
+    kv->ref[b]++;
+}
+
+static void index_remove(kv_prefix *px, int32_t b) {
+    int32_t *at = &px->heads[px->hash[b] & px->mask];
+    while (*at != b) at = &px->hnext[*at];
+    *at = px->hnext[b];
+    px->cached[b] = 0;
+    px->n_cached--;
+}
+
+/* Pages that can be had now: free, or idle in the cache (evicted on demand). */
+static int64_t pages_available(const es_kv *kv) { return kv->n_free + (kv->px ? kv->px->n_idle : 0); }
+
+/* A page for a sequence (ref 1): from the free list, else the least recently released idle page is
+ * evicted from the cache. The caller checked pages_available. */
+static int32_t page_take(es_kv *kv) {
+    if (kv->n_free == 0) {
+        kv_prefix *px = kv->px;
+        const int32_t b = px->lru_head;
+        lru_unlink(px, b);
+        index_remove(px, b);
+        px->evicted++;
+        kv->ref[b] = 0;
+        kv->free_list[kv->n_free++] = b;
+    }
+    const int32_t b = kv->free_list[--kv->n_free];
+    kv->ref[b] = 1;
+    return b;
+}
+
 static void release_blocks(es_kv *kv, kv_seq *s, int keep_blocks) {
-    while (s->n_blocks > keep_blocks) kv->free_list[kv->n_free++] = s->table[--s->n_blocks];
+    while (s->n_blocks > keep_blocks) page_unref(kv, s->table[--s->n_blocks]);
+}
+
+/* Pages of s from slot `from` on that others hold too (the cache, another sequence): they are about
+ * to be written, so each gets a private copy (copy on write). */
+static int shared_from(const es_kv *kv, const kv_seq *s, int from) {
+    int n = 0;
+    for (int b = from / kv->block_size; b < s->n_blocks; b++) n += kv->ref[s->table[b]] > 1;
+    return n;
+}
+
+static void unshare_from(es_kv *kv, kv_seq *s, int from) {
+    for (int b = from / kv->block_size; b < s->n_blocks; b++) {
+        const int32_t old = s->table[b];
+        if (kv->ref[old] <= 1) continue;
+        const int32_t nb = page_take(kv);
+        memcpy(kv->k + (size_t)nb * kv->page_bytes, kv->k + (size_t)old * kv->page_bytes, kv->page_bytes);
+        memcpy(kv->v + (size_t)nb * kv->page_bytes, kv->v + (size_t)old * kv->page_bytes, kv->page_bytes);
+        s->table[b] = nb;
+        page_unref(kv, old);
+    }
 }
 
 void es_kv_seq_close(es_kv *kv, int seq) {
@@ -132,12 +250,15 @@ es_status es_kv_seq_reserve(es_kv *kv, int seq, int len, es_err *err) {
         return es_fail(err, ES_ERR_RANGE, "sequence %d would hold %d tokens, more than the context of %d", seq, len,
                        kv->n_ctx);
     kv_seq *s = &kv->seqs[seq];
-    int need = (len + kv->block_size - 1) / kv->block_size;
-    if (need <= s->n_blocks) return ES_OK;
-    if (need - s->n_blocks > kv->n_free)
-        return es_fail(err, ES_ERR_FULL, "KV pool exhausted: sequence %d needs %d more pages, %lld free of %lld", seq,
-                       need - s->n_blocks, (long long)kv->n_free, (long long)kv->n_blocks);
-    while (s->n_blocks < need) s->table[s->n_blocks++] = kv->free_list[--kv->n_free];
+    const int need = (len + kv->block_size - 1) / kv->block_size;
+    /* slots from len on will be written: pages there that others hold are copied first */
+    const int more = (need > s->n_blocks ? need - s->n_blocks : 0) + (len > s->len ? shared_from(kv, s, s->len) : 0);
+    if (more == 0) return ES_OK;
+    if (more > pages_available(kv))
+        return es_fail(err, ES_ERR_FULL, "KV pool exhausted: sequence %d needs %d more pages, %lld free of %lld", seq, more,
+                       (long long)pages_available(kv), (long long)kv->n_blocks);
+    if (len > s->len) unshare_from(kv, s, s->len);
+    while (s->n_blocks < need) s->table[s->n_blocks++] = page_take(kv);
     return ES_OK;
 }
 
@@ -190,8 +311,16 @@ es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int
     for (int k = 0; k < n; k++)
         if (slots[k] < base + k || slots[k] >= s->len || (k > 0 && slots[k] <= slots[k - 1]))
             return es_fail(err, ES_ERR_RANGE, "keep: slot list must be increasing within [%d, %d)", base, s->len);
+    int first = n; /* the first slot that moves: pages from it on are written */
+    for (int k = 0; k < n && first == n; k++)
+        if (slots[k] != base + k) first = k;
+    if (first < n) {
+        if (shared_from(kv, s, base + first) > pages_available(kv))
+            return es_fail(err, ES_ERR_FULL, "KV pool exhausted: no page to copy a shared page into");
+        unshare_from(kv, s, base + first);
+    }
     const size_t row = kv->row_bytes; /* rows move in their stored form: no requantisation */
-    for (int k = 0; k < n; k++) {
+    for (int k = first; k < n; k++) {
         if (slots[k] == base + k) continue;
         for (int l = 0; l < kv->n_layer; l++) {
             memcpy(kv->k + slot_offset(kv, s, l, base + k), kv->k + slot_offset(kv, s, l, slots[k]), row);
@@ -214,7 +343,128 @@ void es_kv_seq_update_linear(es_kv *kv, int seq) {
 
 int es_kv_block_size(const es_kv *kv) { return kv->block_size; }
 const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq) { return kv->seqs[seq].table; }
-int64_t es_kv_blocks_used(const es_kv *kv) { return kv->n_blocks - kv->n_free; }
+int64_t es_kv_blocks_used(const es_kv *kv) { return kv->n_blocks - pages_available(kv); }
+
+/* ---- the prefix cache ---------------------------------------------------------------------------- */
+
+es_status es_kv_prefix_enable(es_kv *kv, es_err *err) {
+    if (kv->px) return ES_OK;
+    kv_prefix *px = calloc(1, sizeof *px);
+    if (!px) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    uint64_t nb = 1;
+    while (nb < (uint64_t)kv->n_blocks) nb <<= 1;
+    const size_t n = (size_t)kv->n_blocks;
+    px->mask = nb - 1;
+    px->cached = calloc(n, 1);
+    px->hash = calloc(n, sizeof *px->hash);
+    px->up = malloc(n * sizeof *px->up);
+    px->tokens = malloc(n * (size_t)kv->block_size * sizeof *px->tokens);
+    px->hnext = malloc(n * sizeof *px->hnext);
+    px->heads = malloc((size_t)nb * sizeof *px->heads);
+    px->lru_prev = malloc(n * sizeof *px->lru_prev);
+    px->lru_next = malloc(n * sizeof *px->lru_next);
+    if (!px->cached || !px->hash || !px->up || !px->tokens || !px->hnext || !px->heads || !px->lru_prev || !px->lru_next) {
+        prefix_free(px);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory for the prefix cache's index");
+    }
+    for (uint64_t i = 0; i < nb; i++) px->heads[i] = -1;
+    for (size_t i = 0; i < n; i++) px->lru_prev[i] = px->lru_next[i] = -1;
+    px->lru_head = px->lru_tail = -1;
+    kv->px = px;
+    return ES_OK;
+}
+
+/* FNV-1a over the page's tokens, seeded with the chain hash before it. */
+static uint64_t chain_hash(uint64_t h, const int32_t *tok, int n) {
+    if (!h) h = 1469598103934665603ull;
+    for (int i = 0; i < n; i++) {
+        uint32_t t = (uint32_t)tok[i];
+        for (int k = 0; k < 4; k++, t >>= 8) h = (h ^ (t & 0xff)) * 1099511628211ull;
+    }
+    return h ? h : 1;
+}
+
+/* The cached page after `up` (-1: a chain's first page) holding `tok`, or -1. */
+static int32_t index_find(const es_kv *kv, uint64_t h, int32_t up, const int32_t *tok) {
+    const kv_prefix *px = kv->px;
+    for (int32_t b = px->heads[h & px->mask]; b >= 0; b = px->hnext[b])
+        if (px->hash[b] == h && px->up[b] == up &&
+            !memcmp(px->tokens + (size_t)b * kv->block_size, tok, (size_t)kv->block_size * sizeof *tok))
+            return b;
+    return -1;
+}
+
+int es_kv_prefix_adopt(es_kv *kv, int seq, const int32_t *tokens, int n) {
+    if (!kv->px || !es_kv_seq_valid(kv, seq) || kv->seqs[seq].len != 0 || kv->seqs[seq].n_blocks != 0) return 0;
+    kv_seq *s = &kv->seqs[seq];
+    const int bs = kv->block_size;
+    uint64_t h = 0;
+    int32_t up = -1;
+    int got = 0;
+    while ((got + 1) * bs <= n && got < kv->max_blocks_per_seq) {
+        const int32_t *tok = tokens + (size_t)got * bs;
+        const uint64_t hh = chain_hash(h, tok, bs);
+        const int32_t b = index_find(kv, hh, up, tok);
+        if (b < 0) break;
+        page_ref(kv, b);
+        s->table[got++] = b;
+        h = hh;
+        up = b;
+    }
+    s->n_blocks = got;
+    s->len = got * bs;
+    for (int i = 0; i < s->len; i++) s->parent[i] = i - 1;
+    s->linear = s->len;
+    kv->px->hit_tokens += s->len;
+    return s->len;
+}
+
+int es_kv_prefix_keep(es_kv *kv, int seq, const int32_t *tokens, int n) {
+    if (!kv->px || !es_kv_seq_valid(kv, seq)) return 0;
+    kv_prefix *px = kv->px;
+    kv_seq *s = &kv->seqs[seq];
+    const int bs = kv->block_size;
+    int lim = n < s->linear ? n : s->linear; /* slot i holds tokens[i] along one chain */
+    if (lim > s->len) lim = s->len;
+    uint64_t h = 0;
+    int32_t up = -1;
+    int kept = 0;
+    for (int i = 0; (i + 1) * bs <= lim; i++) {
+        const int32_t *tok = tokens + (size_t)i * bs;
+        const uint64_t hh = chain_hash(h, tok, bs);
+        int32_t b = s->table[i];
+        if (!px->cached[b]) {
+            const int32_t same = index_find(kv, hh, up, tok);
+            if (same >= 0) {
+                b = same; /* another page already holds these rows: the chain goes on through it */
+            } else {
+                px->cached[b] = 1;
+                px->hash[b] = hh;
+                px->up[b] = up;
+                memcpy(px->tokens + (size_t)b * bs, tok, (size_t)bs * sizeof *tok);
+                const uint64_t at = hh & px->mask;
+                px->hnext[b] = px->heads[at];
+                px->heads[at] = b;
+                px->n_cached++;
+                kv->ref[b]++; /* the cache's hold; the sequence still holds it, so it is not idle */
+                kept++;
+            }
+        }
+        h = hh;
+        up = b;
+    }
+    return kept;
+}
+
+void es_kv_prefix_stats(const es_kv *kv, es_prefix_cache_info *out) {
+    memset(out, 0, sizeof *out);
+    if (!kv->px) return;
+    out->enabled = true;
+    out->cached_blocks = kv->px->n_cached;
+    out->idle_blocks = kv->px->n_idle;
+    out->hit_tokens = kv->px->hit_tokens;
+    out->evicted_blocks = kv->px->evicted;
+}
 int64_t es_kv_blocks_total(const es_kv *kv) { return kv->n_blocks; }
 int es_kv_n_seq_max(const es_kv *kv) { return kv->n_seq_max; }
 int es_kv_n_ctx(const es_kv *kv) { return kv->n_ctx; }

@@ -57,6 +57,21 @@ int es_kv_seq_linear(const es_kv *kv, int seq);
 /* Recomputes the linear run after slots [from, len) got parents. */
 void es_kv_seq_update_linear(es_kv *kv, int seq);
 
+/* ---- prefix cache (off until enabled) ----
+ * Pages that hold the K/V rows of a token prefix are kept after their sequence lets go, indexed by
+ * their chain of tokens, and adopted by a later sequence that starts with the same tokens (whole
+ * pages only). A page more than one holder shares is copied before a sequence writes into it, so
+ * sharing never changes anyone's rows. Cached pages nobody else holds count as free: they are
+ * evicted (least recently released first) when the free list runs out. */
+es_status es_kv_prefix_enable(es_kv *kv, es_err *err);
+/* Gives the empty sequence the longest run of cached pages matching tokens[0..n) (whole pages):
+ * returns the slots it now holds (0: none, or no cache, or the sequence is not empty). */
+int es_kv_prefix_adopt(es_kv *kv, int seq, const int32_t *tokens, int n);
+/* Indexes the sequence's full pages whose slots hold tokens[0..n) along one chain; the cache holds
+ * them from then on. Returns the pages newly indexed. */
+int es_kv_prefix_keep(es_kv *kv, int seq, const int32_t *tokens, int n);
+void es_kv_prefix_stats(const es_kv *kv, es_prefix_cache_info *out);
+
 int es_kv_block_size(const es_kv *kv);
 /* The page table of a sequence (for walking slots page by page in attention). */
 const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq);

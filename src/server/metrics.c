@@ -15,6 +15,7 @@ void es_metrics_init(es_metrics *m) {
     m->batch_count = -1;
     m->busy_seconds = m->idle_seconds = -1;
     m->groups = -1;
+    m->prefix_hit_tokens = -1;
     m->queue_depth = -1;
     m->auth_failures_edge = m->auth_failures_http = -1;
     m->tls_failures_edge = m->tls_failures_http = -1;
@@ -132,6 +133,13 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         ok = ok && simple(o, "edgespec_server_busy_fraction", "gauge",
                           "Busy seconds over busy + idle seconds since start (how much of the time the server computes).",
                           all > 0 ? m->busy_seconds / all : 0.0);
+    }
+    if (m->prefix_hit_tokens >= 0) {
+        ok = ok && simple(o, "edgespec_prefix_cache_hit_tokens_total", "counter",
+                          "Prompt tokens whose KV rows were adopted from the prefix cache instead of prefilled.",
+                          (double)m->prefix_hit_tokens);
+        ok = ok && simple(o, "edgespec_prefix_cache_blocks", "gauge", "KV pages held in the prefix cache.",
+                          (double)m->prefix_blocks);
     }
     if (m->groups >= 0)
         ok = ok && simple(o, "edgespec_groups", "gauge",

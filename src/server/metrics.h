@@ -48,6 +48,8 @@ typedef struct es_metrics {
     int64_t pass_sessions;         /* sessions with rows in a pass, summed over the passes */
     double busy_seconds, idle_seconds; /* the compute thread in passes / waiting for work (< 0: n/a) */
     int groups;                    /* edge groups of the pipeline now (< 0: n/a) */
+    int64_t prefix_hit_tokens;     /* prompt tokens adopted from the prefix cache (< 0: n/a) */
+    int64_t prefix_blocks;         /* KV pages in the prefix cache now */
     int queue_depth;               /* requests waiting for a worker (edge) */
     /* ---- security, per listener (< 0: no such listener, or no TLS on it) ---- */
     int64_t auth_failures_edge;    /* edge connections refused for a missing or wrong api key */

@@ -166,6 +166,7 @@ es_sched_params es_sched_default_params(void) {
     p.prefill_chunk = 256;
     p.max_tree_nodes = 64;
     p.policy = ES_SCHED_PIPELINE;
+    p.prefix_cache = true;
     p.max_groups = 4;
     p.batch_window_ms = 20; /* measured: gathers the edge cohort (bench serve, 4 clients: +33 % tokens per CPU-second) */
     p.kv_type = ES_KV_F16;
@@ -317,6 +318,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
         if (dp.kv_blocks > per_seq * p.max_sessions) dp.kv_blocks = per_seq * p.max_sessions;
         st = es_ctx_init(p.draft, &dp, &s->dctx, err);
     }
+    if (st == ES_OK && p.prefix_cache) st = es_ctx_prefix_cache_enable(s->ctx, err);
     if (st == ES_OK) st = es_batch_builder_init(&s->bb, p.max_batch_tokens, err);
     s->n_slots = 2 * p.max_sessions;
     s->sess = calloc((size_t)s->n_slots, sizeof *s->sess);
@@ -338,6 +340,9 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
 static void sess_release(es_sched *s, sess *x) {
     es_verifier_free(x->v);
     es_drafter_free(x->d);
+    /* its confirmed prefix stays in the prefix cache (slot i holds token i of the log; a failed
+       session's rows may be half-written) */
+    if (x->seq >= 0 && !x->failed && s->p.prefix_cache) es_seq_prefix_keep(s->ctx, x->seq, x->prompt, x->n_prompt + x->n_generated);
     if (x->seq >= 0) es_seq_close(s->ctx, x->seq);
     if (x->dseq >= 0 && s->dctx) es_seq_close(s->dctx, x->dseq);
     free(x->prompt);
@@ -435,8 +440,9 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
                        n_prompt, sp->max_tokens, s->n_ctx);
     }
 
-    /* allocate outside the lock */
-    int32_t *pcopy = malloc((size_t)n_prompt * sizeof(int32_t));
+    /* allocate outside the lock; the prompt copy has room for the tokens to come (the session's
+       token log, which names its KV pages for the prefix cache) */
+    int32_t *pcopy = malloc(((size_t)n_prompt + (size_t)max_tokens) * sizeof(int32_t));
     es_spec_tree *pend = NULL, *work = NULL;
     if (sp->mode != ES_MODE_AR) work = malloc(sizeof *work);
     if (sp->mode == ES_MODE_EDGE) pend = malloc(sizeof *pend);
@@ -609,6 +615,10 @@ static void reap_locked(es_sched *s) {
     }
     s->st.sessions_active = active;
     s->st.kv_blocks_used = es_ctx_kv_blocks_used(s->ctx);
+    es_prefix_cache_info pi;
+    es_ctx_prefix_cache_info(s->ctx, &pi);
+    s->st.prefix_cached_blocks = pi.cached_blocks;
+    s->st.prefix_evicted_blocks = pi.evicted_blocks;
 }
 
 /* Creates sequences, verifiers and drafters of admitted sessions. Failures are reported with this
@@ -619,6 +629,10 @@ static void init_new_locked(es_sched *s) {
         if (x->state != SESS_NEW) continue;
         es_err e = {{0}};
         es_status st = es_seq_open(s->ctx, &x->seq, &e);
+        if (st == ES_OK && s->p.prefix_cache) { /* prompt pages computed before: not again */
+            x->n_prefilled = es_seq_prefix_adopt(s->ctx, x->seq, x->prompt, x->n_prompt - 1);
+            s->st.prefix_hit_tokens += x->n_prefilled;
+        }
         if (st == ES_OK) {
             es_verifier_params vp = {(es_accept_rule)x->rule, x->sampling, 0.0};
             st = es_verifier_init(s->ctx, x->seq, &vp, &x->v, &e);
@@ -1084,6 +1098,7 @@ static void publish_sess(es_sched *s, sess *x) {
     x->ready_since = now_s();
     bool ended = x->failed;
     if (!x->failed && x->round_done) {
+        memcpy(x->prompt + x->n_prompt + x->n_generated, x->vd.tokens, (size_t)x->n_emit * sizeof(int32_t)); /* the log */
         x->n_generated += x->n_emit;
         ended = x->stop_reason != ES_STOP_NONE;
         if (x->mode == ES_MODE_EDGE && !ended) {

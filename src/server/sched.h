@@ -91,6 +91,10 @@ typedef struct es_sched_params {
                                  suggested_budget spreads them over the active edge sessions
                                  (0: automatic — profiled at start-up: passes of 1..64 rows timed,
                                  t(rows) = a + b·rows fitted, knee = a / b; > 0: fixed; < 0: no hint) */
+    bool prefix_cache;        /* keep finished sessions' KV pages and let a session whose prompt starts
+                                 with the same tokens adopt them instead of prefilling (default true;
+                                 whole pages of 16 tokens; idle cached pages are reclaimed when the
+                                 pool runs out) */
     int park_after_tokens;    /* tests only (0: off): a session that has generated this many tokens gets
                                  no further round and stays open, holding its KV, until it is closed —
                                  so a test can keep a generation running for as long as it needs, with
@@ -136,6 +140,9 @@ typedef struct es_sched_stats {
     int knee_rows;                /* knee in use (rows per pass before it turns compute-bound) */
     double pass_fixed_s, pass_row_s; /* profiled pass time a + b·rows (0 when not profiled) */
     int64_t prompt_tokens;        /* prompt tokens of the sessions admitted */
+    int64_t prefix_hit_tokens;    /* of them, adopted from the prefix cache instead of prefilled */
+    int64_t prefix_cached_blocks; /* KV pages in the prefix cache now (idle or shared) */
+    int64_t prefix_evicted_blocks;/* pages dropped from it to make room, since start */
     int64_t batch_hist[ES_SCHED_BATCH_HIST]; /* steps by rows (non-cumulative buckets) */
     int64_t pass_sessions;        /* sessions with rows in a pass, summed over passes (per pass: / steps) */
     int64_t pass_edge_sessions;   /* of them, edge sessions with a round */

@@ -1284,6 +1284,8 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->busy_seconds = k.busy_seconds;
     m->idle_seconds = k.idle_seconds;
     m->groups = k.groups;
+    m->prefix_hit_tokens = k.prefix_hit_tokens;
+    m->prefix_blocks = k.prefix_cached_blocks;
     pthread_mutex_lock(&s->stats_mu);
     m->auth_failures_edge = s->st.auth_failures;
     pthread_mutex_unlock(&s->stats_mu);
