@@ -17,7 +17,8 @@ set -euo pipefail
 # python3-venv: build/venv (the official openai client, tokenizers, jinja2, numpy, gguf, from PyPI);
 # nodejs: the benchmark drivers under scripts/*.mjs, which use only node's built-ins;
 # haproxy: the scale-out deployment (deploy/haproxy.cfg) that tests/test_haproxy.sh runs.
-PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang llvm python3 python3-venv curl nodejs haproxy)
+# systemd: systemd-analyze, which tests/test_deploy.sh runs on deploy/edgespec.service.
+PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang llvm python3 python3-venv curl nodejs haproxy systemd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 check=0
 venv=$root/build/venv
