@@ -670,10 +670,9 @@ static void check_cli(const char *path) { printf("test_gguf: core-only build, sk
 #else
 static void check_cli(const char *path) {
     const char *bin = getenv("ES_BIN");
-    if (!bin || access(bin, X_OK) != 0) {
-        printf("test_gguf: ES_BIN not set, skipping the edgespec info check\n");
-        return;
-    }
+    /* CTest sets ES_BIN; without it the check cannot run, and that is a failure, not a pass */
+    CHECK_MSG(bin && access(bin, X_OK) == 0, "ES_BIN (the edgespec program) is not set or not executable: '%s'", bin ? bin : "");
+    if (!bin || access(bin, X_OK) != 0) return;
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s' info '%s' --json", bin, path);
     FILE *p = popen(cmd, "r");
@@ -903,15 +902,14 @@ static void test_truncation_and_damage(void) {
     free(file);
 }
 
-/* The converted test models (when the models fixture made them) open and carry what a loader needs. */
+/* The converted test models (the models fixture makes them) open and carry what a loader needs. */
 static void test_models(void) {
     const char *names[] = {"stories260K.gguf", "stories260K-q8_0.gguf", "tinystories656k.gguf"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *path = es_test_model(names[i]);
-        if (access(path, R_OK) != 0) {
-            printf("test_gguf: %s not found, skipping\n", path);
-            continue;
-        }
+        /* the models fixture makes them before any test runs: missing means it failed */
+        CHECK_MSG(access(path, R_OK) == 0, "%s not found (the models_setup fixture converts it)", path);
+        if (access(path, R_OK) != 0) continue;
         es_gguf *g = NULL;
         es_err err = {{0}};
         CHECK_OK(es_gguf_open(path, &g, &err), &err);

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "net/tls.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/sig.h"
 #include "util/wakeq.h"
@@ -45,12 +46,6 @@
 #define EDGE_QUEUE_MAX ((size_t)8 << 20)
 /* the largest context a server may announce (the scheduler's own limit) */
 #define ES_EDGE_MAX_CTX (1 << 24)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void sleep_s(double s) {
     if (s <= 0) return;
@@ -168,7 +163,7 @@ static void wire_read(wire *w) {
         w->ssl_read_wants_write = false;
         ssize_t k = w->ssl ? es_tls_read(w->ssl, w->rbuf + w->rlen, w->rcap - w->rlen, &w->ssl_read_wants_write)
                            : recv(w->fd, w->rbuf + w->rlen, w->rcap - w->rlen, 0);
-        const double now = now_s();
+        const double now = es_now_s();
         bool eof = false;
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -233,7 +228,7 @@ static void *wire_thread(void *arg) {
     es_thread_block_sigpipe(); /* TLS writes with write(): a vanished server must not raise SIGPIPE */
     pthread_mutex_lock(&w->mu);
     while (!w->stop && !w->dead) {
-        const double now = now_s();
+        const double now = es_now_s();
         const bool blocked = wire_flush(w, now);
         if (w->dead) break;
         struct timespec ts, *tsp = NULL;
@@ -296,7 +291,7 @@ static void wire_close(wire *w) {
 static es_status wire_open(const char *host, int port, double timeout_s, double rtt_ms, double kbps, struct ssl_ctx_st *tls,
                            const char *tls_name, wire **out, es_err *err) {
     *out = NULL;
-    const double t_start = now_s();
+    const double t_start = es_now_s();
     char ports[16];
     snprintf(ports, sizeof ports, "%d", port);
     struct addrinfo hints, *res = NULL;
@@ -373,7 +368,7 @@ static es_status wire_send(wire *w, const uint8_t *frame, size_t len, es_err *er
         pthread_mutex_unlock(&w->mu);
         return st;
     }
-    const double now = now_s();
+    const double now = es_now_s();
     double due = now;
     if (w->half_rtt_s > 0 || w->kbps > 0) {
         const double tx = fmax(now, w->out_free) + link_time(w, len);
@@ -411,7 +406,7 @@ static es_status wire_send(wire *w, const uint8_t *frame, size_t len, es_err *er
 /* Whether wire_recv would return at once: a frame is due, or the connection is gone. */
 static bool wire_ready(wire *w) {
     pthread_mutex_lock(&w->mu);
-    const bool r = (w->in_head && w->in_head->due <= now_s()) || w->dead;
+    const bool r = (w->in_head && w->in_head->due <= es_now_s()) || w->dead;
     pthread_mutex_unlock(&w->mu);
     return r;
 }
@@ -426,7 +421,7 @@ static es_status wire_recv(wire *w, double deadline, const atomic_bool *cancel, 
             pthread_mutex_unlock(&w->mu);
             return ES_OK;
         }
-        const double now = now_s();
+        const double now = es_now_s();
         if (w->in_head && w->in_head->due <= now) {
             qframe *f = w->in_head;
             w->in_head = f->next;
@@ -564,7 +559,7 @@ static es_status edge_next(es_edge *e, uint32_t session, bool cancellable, qfram
     if (!e->w) return es_fail(err, ES_ERR_IO, "not connected to the server");
     /* one deadline for the frame awaited: PINGs and stale frames of other sessions do not restart
        it, or a server that keeps talking without answering would hold the edge forever */
-    const double deadline = now_s() + (e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0);
+    const double deadline = es_now_s() + (e->p.io_timeout_s > 0 ? e->p.io_timeout_s : 60.0);
     for (;;) {
         qframe *f = NULL;
         es_status s = wire_recv(e->w, deadline, cancellable ? &e->cancel : NULL, &f, err);
@@ -834,9 +829,9 @@ static void emit(gen *g, const int32_t *toks, int n) {
     }
     if (g->n > first && !g->first_seen) {
         g->first_seen = true;
-        g->st->ttft_s = now_s() - (g->t_open > 0 ? g->t_open : g->t0); /* not opened: generated locally */
+        g->st->ttft_s = es_now_s() - (g->t_open > 0 ? g->t_open : g->t0); /* not opened: generated locally */
     }
-    if (shown > 0 && g->cb) g->cb(g->ud, g->out + first, shown, now_s() - g->t0);
+    if (shown > 0 && g->cb) g->cb(g->ud, g->out + first, shown, es_now_s() - g->t0);
     if (!g->done && atomic_load(&g->e->cancel)) { /* the caller stopped it (possibly from the callback) */
         g->done = true;
         g->stop_reason = ES_STOP_CLIENT;
@@ -886,7 +881,7 @@ static es_status open_session(gen *g, es_err *err) {
     wbuf_reset(e, &w);
     es_status s = es_proto_put_open(&w, g->session, &m, err);
     if (s != ES_OK) return s;
-    if (g->t_open == 0) g->t_open = now_s();
+    if (g->t_open == 0) g->t_open = es_now_s();
     if ((s = edge_send(e, &w, err)) != ES_OK) return s;
     qframe *f = NULL;
     for (;;) {
@@ -976,7 +971,7 @@ static bool try_resume(gen *g) {
 static es_status run_local(gen *g, int kv_len, es_err *err) {
     es_edge *e = g->e;
     edge_log(e, 1, "the server is gone: continuing with the draft model alone after %d tokens (output is the draft's, not the target's)", g->n);
-    double backoff = 0.1, next_try = now_s() + backoff;
+    double backoff = 0.1, next_try = es_now_s() + backoff;
     es_sampler *smp = NULL;
     es_status s = es_sampler_init(&e->p.sampling, es_model_n_vocab(e->p.draft), &smp, err);
     if (s != ES_OK) return s;
@@ -1000,13 +995,13 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
         es_sampler_accept(smp, t);
         g->st->fallback_tokens++;
         emit(g, &t, 1);
-        if (!g->done && now_s() >= next_try) {
+        if (!g->done && es_now_s() >= next_try) {
             if (try_resume(g)) {
                 g->resumed = true;
                 break;
             }
             backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
-            next_try = now_s() + backoff;
+            next_try = es_now_s() + backoff;
         }
     }
     es_sampler_free(smp);
@@ -1057,9 +1052,9 @@ static es_status run_plain(gen *g, es_err *err) {
     es_status s = open_session(g, err);
     while (s == ES_OK && !g->done) {
         qframe *f = NULL;
-        const double t = now_s();
+        const double t = es_now_s();
         s = edge_next(e, g->session, true, &f, err);
-        g->st->wait_seconds += now_s() - t;
+        g->st->wait_seconds += es_now_s() - t;
         if (s == ES_OK && !f) { /* cancelled while the server computes: end the server's session too */
             g->done = true;
             g->stop_reason = ES_STOP_CLIENT;
@@ -1167,7 +1162,7 @@ static es_status run_edge(gen *g, es_err *err) {
     while (!g->done) {
         const int conf_len = g->n_prompt + g->n;
         if (conf_len >= g->n_ctx) { g->done = true; g->stop_reason = ES_STOP_CONTEXT; close_session(g); break; }
-        double t = now_s();
+        double t = es_now_s();
         if (ready) {
             /* drafted under the bet with the hint of the round before: the verdict since may have
              * asked for smaller trees (or none). Nodes come parents first, so the first m are a tree. */
@@ -1179,7 +1174,7 @@ static es_status run_edge(gen *g, es_err *err) {
             }
         } else if ((s = es_drafter_draft(d, root, round_budget(g, g->n, conf_len), tree, err)) != ES_OK) return s;
         ready = false;
-        st->draft_seconds += now_s() - t;
+        st->draft_seconds += es_now_s() - t;
         /* send the tree */
         es_msg_verify vm = {round, tree};
         es_wbuf w;
@@ -1192,7 +1187,7 @@ static es_status run_edge(gen *g, es_err *err) {
         int32_t bonus_bet = -1;
         es_drafter_state snap;
         if (s == ES_OK && e->p.proactive && tree->n > 0) {
-            t = now_s();
+            t = es_now_s();
             pl = bet_path(tree, e->bet.path);
             bool has_stop = false;
             for (int k = 0; k < pl; k++) has_stop |= is_stop(g, tree->token[e->bet.path[k]]);
@@ -1214,14 +1209,14 @@ static es_status run_edge(gen *g, es_err *err) {
                     bet_tree = true;
                 }
             }
-            st->draft_seconds += now_s() - t;
+            st->draft_seconds += es_now_s() - t;
         }
         /* the verdict */
         qframe *f = NULL;
         if (s == ES_OK) {
-            t = now_s();
+            t = es_now_s();
             s = edge_next(e, g->session, true, &f, err);
-            st->wait_seconds += now_s() - t;
+            st->wait_seconds += es_now_s() - t;
             if (s == ES_OK && !f) { /* cancelled while the verdict is awaited: end the server's session too */
                 g->done = true;
                 g->stop_reason = ES_STOP_CLIENT;
@@ -1329,7 +1324,7 @@ static es_status generate(es_edge *e, const int32_t *prompt, int n_prompt, const
     g.st = st;
     g.cb = on_tokens;
     g.ud = ud;
-    g.t0 = now_s();
+    g.t0 = es_now_s();
     st->n_prompt = g.n_prompt;
     uint64_t cap;
     if (!es_add_ok((uint64_t)g.n_prompt, (uint64_t)max_tokens + 1, &cap) || cap > (1u << 28))
@@ -1344,7 +1339,7 @@ static es_status generate(es_edge *e, const int32_t *prompt, int n_prompt, const
     free(g.conf);
     st->n_generated = g.n;
     st->stop = g.stop_reason;
-    st->total_s = now_s() - g.t0;
+    st->total_s = es_now_s() - g.t0;
     return s;
 }
 

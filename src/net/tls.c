@@ -15,13 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/clock.h"
 #include "util/err.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* The reason of the oldest queued OpenSSL error ("" if none), and clears the queue. */
 static const char *ssl_reason(char *buf, size_t cap) {
@@ -198,7 +193,7 @@ static es_status client_connect(struct ssl_ctx_st *ctx, int fd, const char *host
             SSL_free(ssl);
             return es_fail(err, ES_ERR_IO, "TLS handshake with %s failed: %s", host, why);
         }
-        const double left = deadline - now_s();
+        const double left = deadline - es_now_s();
         if (left <= 0) {
             SSL_free(ssl);
             return es_fail(err, ES_ERR_TIMEOUT, "TLS handshake with %s timed out", host);

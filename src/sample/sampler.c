@@ -105,7 +105,6 @@ void es_sampler_free(es_sampler *s) {
     free(s);
 }
 
-const es_sampler_params *es_sampler_get_params(const es_sampler *s) { return &s->p; }
 int es_sampler_n_vocab(const es_sampler *s) { return s->n_vocab; }
 
 bool es_sampler_penalized(const es_sampler_params *p) {

@@ -67,7 +67,6 @@ void es_cand_select(es_sampler_cand *c, size_t n, size_t k);
 void es_cand_sort(es_sampler_cand *c, size_t n);
 void es_cand_heap_sort(es_sampler_cand *c, size_t n);
 
-const es_sampler_params *es_sampler_get_params(const es_sampler *s);
 int es_sampler_n_vocab(const es_sampler *s);
 
 #endif

@@ -38,6 +38,7 @@
 
 #include "kernels/attn.h"
 #include "model/ctx.h"
+#include "util/clock.h"
 #include "util/err.h"
 
 #define SCHED_MAX_GROUPS 8       /* pipeline groups at most (es_sched_params.max_groups) */
@@ -141,12 +142,6 @@ struct es_sched {
     int64_t n_waits;         /* waits measured into st.step_wait_s (its decayed mean) */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static double thread_cpu_s(void) {
     struct timespec ts;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
@@ -206,9 +201,9 @@ static void profile_knee(es_sched *s) {
                 logits[i] = 1;
             }
             es_batch b = {r, tok, pos, seq, NULL, logits, NULL};
-            const double t0 = now_s();
+            const double t0 = es_now_s();
             const es_status st = es_decode(s->ctx, &b, &e);
-            const double t = now_s() - t0;
+            const double t = es_now_s() - t0;
             es_seq_close(s->ctx, sq);
             if (st != ES_OK) return;
             if (best < 0 || t < best) best = t;
@@ -485,7 +480,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     slot->state = SESS_NEW;
     slot->id = sp->id;
     slot->order = s->next_order++;
-    slot->ready_since = now_s();
+    slot->ready_since = es_now_s();
     slot->awaiting_tree = sp->mode == ES_MODE_EDGE;
     slot->pend = pend;
     slot->work = work;
@@ -534,7 +529,7 @@ es_status es_sched_verify(es_sched *s, uint64_t session, uint32_t round, const e
         memcpy(x->pend, tree, sizeof *tree);
         x->has_tree = true;
         x->awaiting_tree = false;
-        x->tree_arrival = now_s();
+        x->tree_arrival = es_now_s();
         if (x->verdict_at > 0) { /* the edge's round: the verdict's trip, its drafting, the tree's trip */
             const double r = x->tree_arrival - x->verdict_at;
             x->round_s = x->round_s > 0 ? 0.7 * x->round_s + 0.3 * r : r;
@@ -837,13 +832,13 @@ static void pick_group_locked(es_sched *s, bool wait, double *t0) {
             break;
         }
         if (!wait || s->stop || awaited[due] == 0 || (other >= 0 && awaited[other] == 0) ||
-            plan_locked(s, false, now_s()) >= s->p.max_batch_tokens / 4)
+            plan_locked(s, false, es_now_s()) >= s->p.max_batch_tokens / 4)
             break;
         waited = true;
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0) wait = false; /* the window is over: one last look */
     }
     if (waited) {
-        const double t1 = now_s();
+        const double t1 = es_now_s();
         s->st.idle_seconds += t1 - *t0; /* waiting for work, not computing */
         *t0 = t1;
         init_new_locked(s);
@@ -955,9 +950,9 @@ static void finish_sess(es_sched *s, sess *x, double t_start) {
         x->vd.bonus = vd.tokens[n - 1];
     }
     if (stop == ES_STOP_NONE && x->d) { /* server-spec: the draft keeps root + accepted path */
-        const double a = now_s();
+        const double a = es_now_s();
         st = es_drafter_accept(x->d, t, &vd, &e);
-        x->accept_s = now_s() - a;
+        x->accept_s = es_now_s() - a;
         if (st != ES_OK) {
             fail_sess(x, st, &e);
             return;
@@ -967,7 +962,7 @@ static void finish_sess(es_sched *s, sess *x, double t_start) {
     x->n_emit = n;
     x->stop_reason = stop;
     x->round_done = true;
-    x->verify_s = now_s() - t_start;
+    x->verify_s = es_now_s() - t_start;
 }
 
 /* Delivers one event unless the session was closed meanwhile (see the file comment). */
@@ -1095,7 +1090,7 @@ static void publish_sess(es_sched *s, sess *x) {
         return;
     }
     x->kv_blocks = x->seq >= 0 ? blocks_for(es_seq_len(s->ctx, x->seq)) : 0;
-    x->ready_since = now_s();
+    x->ready_since = es_now_s();
     bool ended = x->failed;
     if (!x->failed && x->round_done) {
         memcpy(x->prompt + x->n_prompt + x->n_generated, x->vd.tokens, (size_t)x->n_emit * sizeof(int32_t)); /* the log */
@@ -1164,7 +1159,7 @@ static bool has_work_locked(const es_sched *s) {
  * which is refused while a run loop is active (one compute thread at a time). */
 static int step(es_sched *s, bool from_run, es_err *err) {
     const double cpu0 = thread_cpu_s();
-    double t0 = now_s();
+    double t0 = es_now_s();
     pthread_mutex_lock(&s->mu);
     if (!from_run && s->running) {
         pthread_mutex_unlock(&s->mu);
@@ -1189,14 +1184,14 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
         ts.tv_sec = (time_t)wake;
         ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
-        while (!s->stop && edge_awaited_locked(s) > 0 && plan_locked(s, false, now_s()) < s->p.max_batch_tokens / 4)
+        while (!s->stop && edge_awaited_locked(s) > 0 && plan_locked(s, false, es_now_s()) < s->p.max_batch_tokens / 4)
             if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0) break; /* window over */
-        const double t1 = now_s();
+        const double t1 = es_now_s();
         s->st.idle_seconds += t1 - t0; /* waiting for work, not computing */
         t0 = t1;
         init_new_locked(s); /* (no reap here: sessions on this step's list must stay until published) */
     }
-    const double t_plan = now_s();
+    const double t_plan = es_now_s();
     if (plan_locked(s, true, t_plan) > 0 && s->last_end > 0) {
         /* the wait for this step's work (edges drafting, the network, the batch window), counted
            before this step's verdicts carry their hints; capped, so a server that sat empty for
@@ -1212,9 +1207,9 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         sess *x = s->order[k];
         if (x->failed || x->mode != ES_MODE_SERVER_SPEC || !x->plan_round) continue;
         es_err e = {{0}};
-        const double a = now_s();
+        const double a = es_now_s();
         es_status st = es_drafter_draft(x->d, x->root, x->plan_round - 1, x->work, &e);
-        draft_s += now_s() - a;
+        draft_s += es_now_s() - a;
         if (st != ES_OK) fail_sess(x, st, &e);
     }
 
@@ -1232,10 +1227,10 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     if (s->bb.n > 0) {
         es_err e = {{0}};
         es_batch b = es_batch_builder_batch(&s->bb);
-        const double t_dec = now_s();
+        const double t_dec = es_now_s();
         if (es_decode(s->ctx, &b, &e) == ES_OK) {
             rows = max_rows = s->bb.n;
-            pass_s = now_s() - t_dec;
+            pass_s = es_now_s() - t_dec;
             for (int k = 0; k < s->n_order; k++)
                 if (!s->order[k]->failed && s->order[k]->staged_rows > 0) finish_sess(s, s->order[k], t_plan);
         } else { /* alone, so only the sessions that cannot proceed fail */
@@ -1269,7 +1264,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     pthread_mutex_lock(&s->mu);
     reap_locked(s); /* finished and failed sessions give their pages back now */
     if (rows > 0) {
-        s->last_end = now_s(); /* the next step's wait starts here */
+        s->last_end = es_now_s(); /* the next step's wait starts here */
         /* How the profiled curve's per-row part compares with real passes (a diagnostic in the
            stats): the profile times fresh sequences, while live batches also attend over each
            session's prefix, and on a shared machine get preempted. Passes of 4+ rows only. Not fed
@@ -1296,7 +1291,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     }
     const int worked = s->n_order;
     s->n_order = 0;
-    if (worked > 0 || rows > 0) s->st.busy_seconds += now_s() - t0;
+    if (worked > 0 || rows > 0) s->st.busy_seconds += es_now_s() - t0;
     s->st.draft_seconds += draft_s;
     s->caller_cpu += thread_cpu_s() - cpu0;
     s->stepping = false;
@@ -1333,9 +1328,9 @@ es_status es_sched_run(es_sched *s, es_err *err) {
     s->running = true;
     while (!s->stop) {
         if (!has_work_locked(s)) {
-            const double a = now_s();
+            const double a = es_now_s();
             pthread_cond_wait(&s->cv, &s->mu);
-            s->st.idle_seconds += now_s() - a;
+            s->st.idle_seconds += es_now_s() - a;
             continue;
         }
         pthread_mutex_unlock(&s->mu);

@@ -54,6 +54,7 @@
 #include "server/metrics.h"
 #include "server/oai.h"
 #include "server/server_fuzz.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/sig.h"
 #include "util/wakeq.h"
@@ -168,12 +169,6 @@ struct es_server {
     pthread_t loop_thread, compute_thread;
     bool loop_started, compute_started;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 #define slog(s, level, ...) es_logf((s)->p.log, (s)->p.log_ud, level, __VA_ARGS__)
 
@@ -409,7 +404,7 @@ static void conn_write(es_conn *c, const es_wbuf *w) {
         conn_drop(c, "out of memory for output");
         return;
     }
-    c->t_active = now_s();
+    c->t_active = es_now_s();
     pthread_mutex_lock(&s->stats_mu);
     s->st.frames_out++;
     s->st.bytes_out += (int64_t)w->len;
@@ -467,7 +462,7 @@ static void conn_close_after_flush(es_conn *c) {
     if (c->state == CONN_DEAD || c->state == CONN_CLOSING) return;
     conn_close_sessions(c);
     c->state = CONN_CLOSING;
-    c->t_closing = now_s();
+    c->t_closing = es_now_s();
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setcb(c->bev, NULL, closing_write_cb, conn_event_cb, c);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_drop(c, "closed");
@@ -530,7 +525,7 @@ static void deliver_event(es_server *s, const es_sev *e) {
     int si = sess_find(c, sid);
     if (si < 0) return; /* closed by the client meanwhile */
     if (e->n_generated > c->sess[si].n_generated) c->sess[si].n_generated = e->n_generated;
-    c->sess[si].t_active = now_s();
+    c->sess[si].t_active = es_now_s();
     es_wbuf w;
     es_err err = {{0}};
     switch (e->type) {
@@ -826,7 +821,7 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     }
     c->sess[c->n_sess].id = sid;
     c->sess[c->n_sess].n_generated = 0;
-    c->sess[c->n_sess].t_active = now_s();
+    c->sess[c->n_sess].t_active = es_now_s();
     c->n_sess++;
     es_msg_opened o = {.n_prompt = (uint32_t)n_prompt,
                        .max_tokens = granted > 0 ? (uint32_t)granted : m.max_tokens,
@@ -858,7 +853,7 @@ static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n
     }
     st = es_sched_verify(s->sched, sess_key(c, sid), m.round, s->tree, &err);
     switch (st) {
-    case ES_OK: c->sess[si].t_active = now_s(); break;
+    case ES_OK: c->sess[si].t_active = es_now_s(); break;
     case ES_ERR_PROTOCOL: session_error(c, sid, ES_PERR_STATE, "%s", err.msg); break;
     case ES_ERR_FORMAT:
     case ES_ERR_RANGE: session_error(c, sid, ES_PERR_INVALID, "%s", err.msg); break;
@@ -976,7 +971,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg) {
             conn_drop(c, "out of memory for input");
             break;
         }
-        c->t_active = now_s();
+        c->t_active = es_now_s();
         pthread_mutex_lock(&s->stats_mu);
         s->st.frames_in++;
         s->st.bytes_in += ES_PROTO_HEADER_SIZE + (int64_t)h.len;
@@ -1031,7 +1026,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (++s->next_conn_id >= 0x80000000u) s->next_conn_id = 1; /* the key's top bit marks HTTP sessions */
     c->id = s->next_conn_id;
     c->state = CONN_HANDSHAKE;
-    c->t_open = c->t_active = now_s();
+    c->t_open = c->t_active = es_now_s();
     char addr[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (sa && sa->sa_family == AF_INET) {
@@ -1077,7 +1072,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg) {
     es_server *s = arg;
     int e = EVUTIL_SOCKET_ERROR();
     s->accept_fails++;
-    const double now = now_s();
+    const double now = es_now_s();
     if (s->accept_logged_at == 0 || now - s->accept_logged_at >= 10) {
         slog(s, 1, "accept failed: %s (%lld failures in all; pausing 100 ms at a time while descriptors run out)",
              evutil_socket_error_to_string(e), (long long)s->accept_fails);
@@ -1106,7 +1101,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     es_server *s = arg;
-    double t = now_s();
+    double t = es_now_s();
     http_snapshot(s);
     es_conn *next;
     for (es_conn *c = s->conns; c; c = next) {
@@ -1598,7 +1593,7 @@ es_status es_server_test_connect(es_server *s, struct bufferevent **peer, es_err
     if (++s->next_conn_id >= 0x80000000u) s->next_conn_id = 1;
     c->id = s->next_conn_id;
     c->state = CONN_HANDSHAKE;
-    c->t_open = c->t_active = now_s();
+    c->t_open = c->t_active = es_now_s();
     snprintf(c->peer, sizeof c->peer, "test-pair");
     es_conn **b = &s->buckets[c->id & (ES_SERVER_CONN_BUCKETS - 1)];
     c->hnext = *b;

@@ -3,13 +3,8 @@
 #include <time.h>
 
 #include "spec/spec.h"
+#include "util/clock.h"
 #include "util/err.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 es_status es_spec_generate(es_drafter *d, es_verifier *v, const int32_t *prompt, int n_prompt, int n_predict, int n_ctx,
                            const int32_t *stop_ids, int n_stop, int32_t *out, es_spec_stats *st,
@@ -32,13 +27,13 @@ es_status es_spec_generate(es_drafter *d, es_verifier *v, const int32_t *prompt,
         int max_nodes = n_predict - n - 1;
         if (max_nodes > n_ctx - len - 1) max_nodes = n_ctx - len - 1;
         if (max_nodes < 0) max_nodes = 0;
-        const double a = now_s();
+        const double a = es_now_s();
         if ((s = es_drafter_draft(d, root, max_nodes, &tree, err)) != ES_OK) return s;
-        const double b = now_s();
+        const double b = es_now_s();
         if ((s = es_verifier_verify(v, root, &tree, &vd, err)) != ES_OK) return s;
-        const double c = now_s();
+        const double c = es_now_s();
         if ((s = es_drafter_accept(d, &tree, &vd, err)) != ES_OK) return s;
-        st->draft_seconds += (b - a) + (now_s() - c);
+        st->draft_seconds += (b - a) + (es_now_s() - c);
         st->verify_seconds += c - b;
         st->rounds++;
         st->drafted += tree.n;
