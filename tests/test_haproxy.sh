@@ -127,6 +127,10 @@ for i in $(seq 0 11); do
 import json, sys
 e = json.load(open(sys.argv[1])); r = json.load(open(sys.argv[2]))
 assert e["tokens"] == r["tokens"], (e["tokens"], r["tokens"])
+# a moved edge reports its outage: one figure per reconnection that confirmed a token after it
+res = e["timings"]["resume_ms"]
+assert len(res) <= e["reconnects"] and all(x > 0 for x in res), (e["reconnects"], res)
+assert e["reconnects"] == 0 or len(res) >= 1, e  # it reconnected because tokens were still to come
 PY
 done
 moved=$(grep -l -i "reconnect\|resum" "$tmp"/edge*.err | wc -l)

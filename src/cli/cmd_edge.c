@@ -58,7 +58,7 @@ static void print_help(void) {
            "  --emulate-bandwidth-kbps K  serialise frames at K kbit/s each way\n"
            "  --fallback local|none     when the server goes away: finish with the draft alone (local) or\n"
            "                            reconnect and resume (none, default)\n"
-           "  --reconnect N             reconnection attempts, backoff 100 ms doubling to 5 s (default 5)\n"
+           "  --reconnect N             reconnection attempts: the first at once, then 100 ms doubling to 5 s (default 5)\n"
            "  --io-timeout S            give up on a silent server after S seconds (default 60)\n"
            "  --api-key K               the server's key, if it asks for one (default: $EDGESPEC_API_KEY)\n"
            "  --tls                     connect with TLS (the server runs with --tls-cert); its certificate is\n"
@@ -549,6 +549,8 @@ int cmd_edge(int argc, char **argv) {
         cJSON_AddNumberToObject(t, "ttft_ms", st.ttft_s * 1000.0);
         cJSON_AddNumberToObject(t, "total_s", st.total_s);
         cJSON_AddNumberToObject(t, "tokens_per_s", tps);
+        cJSON *rs = cJSON_AddArrayToObject(t, "resume_ms"); /* per reconnection: server lost -> first token after */
+        for (int k = 0; rs && k < st.n_resumes; k++) cJSON_AddItemToArray(rs, cJSON_CreateNumber(st.resume_s[k] * 1000.0));
         cJSON *sp = cJSON_AddObjectToObject(j, "spec");
         cJSON_AddStringToObject(sp, "draft_mode", o.r.spec_mode);
         cJSON_AddStringToObject(sp, "accept", o.r.accept);

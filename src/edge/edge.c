@@ -805,6 +805,7 @@ typedef struct gen {
     int n_ctx;                     /* positions usable: min(session's, draft's) */
     uint16_t hint;                 /* the server's suggested tree size (0: none) */
     es_drafter *d;
+    double t_lost;                 /* when the server was lost, until a new session confirms a token (0: none) */
 } gen;
 
 static bool is_stop(const gen *g, int32_t t) {
@@ -826,6 +827,10 @@ static void emit(gen *g, const int32_t *toks, int n) {
         if (is_stop(g, toks[k])) { g->done = true; g->stop_reason = ES_STOP_EOS; break; }
         shown++;
         if (g->n >= g->max_tokens) { g->done = true; g->stop_reason = ES_STOP_LENGTH; }
+    }
+    if (g->n > first && g->t_lost > 0) { /* the first tokens since a reconnection */
+        if (g->st->n_resumes < ES_EDGE_MAX_RESUMES) g->st->resume_s[g->st->n_resumes++] = es_now_s() - g->t_lost;
+        g->t_lost = 0;
     }
     if (g->n > first && !g->first_seen) {
         g->first_seen = true;
@@ -1023,12 +1028,18 @@ static es_status recover(gen *g, int kv_len, const es_err *why, es_err *err) {
         return s;
     }
     double backoff = 0.1;
+    if (g->t_lost <= 0) g->t_lost = es_now_s();
     es_err last;
     snprintf(last.msg, sizeof last.msg, "%s", why ? why->msg : "connection lost");
     for (int a = 1; a <= e->p.reconnect_attempts; a++) {
-        edge_log(e, 1, "lost the server (%s); reconnecting in %.1f s (attempt %d of %d)", last.msg, backoff, a, e->p.reconnect_attempts);
-        sleep_s(backoff);
-        backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
+        /* the first attempt at once: behind a balancer the connection lands on a live replica, and
+           every millisecond here is a stall the user sees; then 100 ms doubling to 5 s */
+        const double wait = a == 1 ? 0 : backoff;
+        edge_log(e, 1, "lost the server (%s); reconnecting in %.1f s (attempt %d of %d)", last.msg, wait, a, e->p.reconnect_attempts);
+        if (a > 1) {
+            sleep_s(backoff);
+            backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
+        }
         es_status s = edge_handshake(e, &last);
         if (s == ES_OK) s = open_session(g, &last);
         if (s == ES_OK) {

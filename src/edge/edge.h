@@ -49,7 +49,7 @@ typedef struct es_edge_params {
     double emulate_rtt_ms;          /* 0: off */
     double emulate_bandwidth_kbps;  /* 0: off */
     const char *api_key;
-    int reconnect_attempts;         /* default 5; backoff 100 ms doubling to 5 s */
+    int reconnect_attempts;         /* default 5; the first at once, then 100 ms doubling to 5 s */
     bool fallback_local;            /* continue with the draft alone when the server is gone */
     double io_timeout_s;            /* give up on a silent server after this long (default 60) */
     es_log_fn log;
@@ -66,6 +66,7 @@ typedef struct es_edge_params {
 
 es_edge_params es_edge_default_params(void);
 
+#define ES_EDGE_MAX_RESUMES 16
 typedef struct es_edge_stats {
     int n_prompt, n_generated;
     int stop;                        /* es_proto_stop */
@@ -82,6 +83,10 @@ typedef struct es_edge_stats {
     double draft_seconds, wait_seconds; /* drafting (incl. proactive) / waiting for the server */
     int reconnects;
     int fallback_tokens;             /* tokens produced by the draft alone after the server left */
+    /* after each reconnection (not local fallback): seconds from losing the server to the first token
+       the new session confirmed — the outage a user sees (the first ES_EDGE_MAX_RESUMES) */
+    int n_resumes;
+    double resume_s[ES_EDGE_MAX_RESUMES];
 } es_edge_stats;
 
 /* Connects and handshakes: ES_ERR_MISMATCH (message names the first differing fact) when the draft's
