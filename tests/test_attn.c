@@ -16,6 +16,7 @@
 #include "kernels/matmul.h"
 #include "model/kv.h"
 #include "testutil.h"
+#include "util/err.h"
 #include "util/rng.h"
 
 enum { HD = 64, NKV = 2, NQ = 4, KVD = NKV * HD, MAXS = 200 };
@@ -368,6 +369,20 @@ static void test_multi(void) {
     free(rk); free(rv); free(scratch); free(scratch1);
 }
 
+typedef struct copy_log {
+    int n;
+    int32_t src, dst;
+    bool fail;
+} copy_log;
+
+static es_status copy_hook(void *ud, int32_t src, int32_t dst, es_err *err) {
+    copy_log *l = ud;
+    l->n++;
+    l->src = src;
+    l->dst = dst;
+    return l->fail ? es_fail(err, ES_ERR_IO, "device copy failed") : ES_OK;
+}
+
 /* The KV prefix cache: pages of a closed sequence are adopted by a later one with the same tokens
  * (whole pages only, the chain must match from the first page), a shared page is copied before a
  * sequence writes into it (the cached rows never change), idle cached pages count as free and are
@@ -419,9 +434,18 @@ static void test_prefix_cache(void) {
     CHECK_OK(es_kv_seq_open(kv, &e, &err), &err);
     CHECK(es_kv_prefix_adopt(kv, e, tok + 8, 30) == 0);
     es_kv_seq_close(kv, e);
-    /* c rewinds into its second page (shared with the cache) and writes: it gets a copy */
+    /* c rewinds into its second page (shared with the cache) and writes: it gets a copy, and the
+       copy hook (a backend's own rows) hears of it; a hook that fails fails the write, changing nothing */
     es_kv_seq_truncate(kv, c, 10);
+    copy_log log = {0};
+    es_kv_set_copy_hook(kv, copy_hook, &log);
+    log.fail = true;
+    const int32_t page_before = es_kv_seq_blocks(kv, c)[1];
+    CHECK(es_kv_seq_reserve(kv, c, 12, &err) == ES_ERR_IO && es_kv_seq_blocks(kv, c)[1] == page_before);
+    log.fail = false;
     CHECK_OK(es_kv_seq_reserve(kv, c, 12, &err), &err);
+    CHECK(log.n == 2 && log.src == page_before && log.dst == es_kv_seq_blocks(kv, c)[1] && log.dst != page_before);
+    es_kv_set_copy_hook(kv, NULL, NULL);
     for (int j = 0; j < D; j++) rk[j] = 999, rv[j] = -999;
     for (int l = 0; l < L; l++) {
         es_kv_store(kv, c, l, 10, rk, rv);

@@ -38,6 +38,8 @@ struct es_kv {
     int64_t n_blocks, n_free;
     int32_t *ref;        /* [n_blocks] holders of each page: sequences, plus 1 while it is cached */
     kv_prefix *px;       /* NULL: no prefix cache */
+    es_kv_copy_fn copy;  /* told of every page copied on write (a backend with its own copy of the rows) */
+    void *copy_ud;
     es_kv_type type;
     size_t row_bytes;    /* one slot's row of kv_dim elements of `type` */
     size_t page_bytes;   /* bytes per page per K (or V): n_layer * block_size * row_bytes */
@@ -221,16 +223,29 @@ static int shared_from(const es_kv *kv, const kv_seq *s, int from) {
     return n;
 }
 
-static void unshare_from(es_kv *kv, kv_seq *s, int from) {
+static es_status unshare_from(es_kv *kv, kv_seq *s, int from, es_err *err) {
     for (int b = from / kv->block_size; b < s->n_blocks; b++) {
         const int32_t old = s->table[b];
         if (kv->ref[old] <= 1) continue;
         const int32_t nb = page_take(kv);
         memcpy(kv->k + (size_t)nb * kv->page_bytes, kv->k + (size_t)old * kv->page_bytes, kv->page_bytes);
         memcpy(kv->v + (size_t)nb * kv->page_bytes, kv->v + (size_t)old * kv->page_bytes, kv->page_bytes);
+        if (kv->copy) {
+            const es_status st = kv->copy(kv->copy_ud, old, nb, err);
+            if (st != ES_OK) {
+                page_unref(kv, nb);
+                return st;
+            }
+        }
         s->table[b] = nb;
         page_unref(kv, old);
     }
+    return ES_OK;
+}
+
+void es_kv_set_copy_hook(es_kv *kv, es_kv_copy_fn fn, void *ud) {
+    kv->copy = fn;
+    kv->copy_ud = ud;
 }
 
 void es_kv_seq_close(es_kv *kv, int seq) {
@@ -257,7 +272,10 @@ es_status es_kv_seq_reserve(es_kv *kv, int seq, int len, es_err *err) {
     if (more > pages_available(kv))
         return es_fail(err, ES_ERR_FULL, "KV pool exhausted: sequence %d needs %d more pages, %lld free of %lld", seq, more,
                        (long long)pages_available(kv), (long long)kv->n_blocks);
-    if (len > s->len) unshare_from(kv, s, s->len);
+    if (len > s->len) {
+        const es_status st = unshare_from(kv, s, s->len, err);
+        if (st != ES_OK) return st;
+    }
     while (s->n_blocks < need) s->table[s->n_blocks++] = page_take(kv);
     return ES_OK;
 }
@@ -317,7 +335,8 @@ es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int
     if (first < n) {
         if (shared_from(kv, s, base + first) > pages_available(kv))
             return es_fail(err, ES_ERR_FULL, "KV pool exhausted: no page to copy a shared page into");
-        unshare_from(kv, s, base + first);
+        const es_status st = unshare_from(kv, s, base + first, err);
+        if (st != ES_OK) return st;
     }
     const size_t row = kv->row_bytes; /* rows move in their stored form: no requantisation */
     for (int k = first; k < n; k++) {

@@ -64,6 +64,10 @@ void es_kv_seq_update_linear(es_kv *kv, int seq);
  * sharing never changes anyone's rows. Cached pages nobody else holds count as free: they are
  * evicted (least recently released first) when the free list runs out. */
 es_status es_kv_prefix_enable(es_kv *kv, es_err *err);
+/* Called after a page is copied on write (host rows already copied): a backend that keeps its own
+ * copy of the KV rows copies page src to page dst likewise. An error fails the write that needed it. */
+typedef es_status (*es_kv_copy_fn)(void *ud, int32_t src_page, int32_t dst_page, es_err *err);
+void es_kv_set_copy_hook(es_kv *kv, es_kv_copy_fn fn, void *ud);
 /* Gives the empty sequence the longest run of cached pages matching tokens[0..n) (whole pages):
  * returns the slots it now holds (0: none, or no cache, or the sequence is not empty). */
 int es_kv_prefix_adopt(es_kv *kv, int seq, const int32_t *tokens, int n);
