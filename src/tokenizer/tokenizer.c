@@ -181,13 +181,26 @@ static void fnv_u64(uint64_t *h, uint64_t v) {
 }
 
 /* FNV-1a over n_vocab, each token's length and bytes, BOS and EOS (integers as 8 little-endian
- * bytes, so the value does not depend on the host). */
+ * bytes, so the value does not depend on the host). A SentencePiece vocabulary that spells spaces
+ * ' ' (llama2.c's, and GGUF files edgespec wrote before it wrote U+2581) is hashed as if its normal
+ * tokens had U+2581, so that both forms of one vocabulary match. */
 static uint64_t compute_fingerprint(const es_tokenizer *t) {
     uint64_t h = ES_FNV_OFFSET;
+    bool canon = t->kind == ES_TOK_SPM && !t->escape_spaces;
     fnv_u64(&h, (uint64_t)t->n_vocab);
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        fnv_u64(&h, t->len[id]);
-        h = es_fnv1a(h, tok_text(t, id), t->len[id]);
+        const char *s = tok_text(t, id);
+        uint32_t n = t->len[id];
+        if (!canon || t->type[id] != ES_TOKTYPE_NORMAL || !memchr(s, ' ', n)) {
+            fnv_u64(&h, n);
+            h = es_fnv1a(h, s, n);
+            continue;
+        }
+        uint64_t spaces = 0;
+        for (uint32_t k = 0; k < n; k++) spaces += s[k] == ' ';
+        fnv_u64(&h, n + 2 * spaces);
+        for (uint32_t k = 0; k < n; k++)
+            h = s[k] == ' ' ? es_fnv1a(h, k_lower_block, 3) : es_fnv1a(h, s + k, 1);
     }
     fnv_u64(&h, (uint64_t)(int64_t)t->bos);
     fnv_u64(&h, (uint64_t)(int64_t)t->eos);
