@@ -49,7 +49,11 @@ static int read_text(const char *path, char **out, size_t *len) {
                 return cli_error("tokenize", "%s is larger than %u bytes", path, TOKENIZE_MAX_FILE);
             }
             char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return cli_error("tokenize", "out of memory reading %s", path);
+            }
             buf = nb;
             cap *= 2;
         }
