@@ -99,6 +99,19 @@ int main(void) {
         es_tokenizer_free(pres[i].tok);
     }
     CHECK_MSG(npre == 14 && lines >= 14 * 300, "%d pre-tokenizers, %d lines", npre, lines);
+
+    /* an empty name (like a missing key) is llama.cpp's fallback, "default" */
+    es_tokenizer *empty = vocab_with_pre(g, ""), *dflt = vocab_with_pre(g, "default");
+    if (empty && dflt) {
+        static const char text[] = "Hello, world!! 1234567 x+=y; 'tis";
+        int32_t a[64], b[64];
+        int na = -1, nb = -2;
+        CHECK_OK(es_tokenize(empty, text, sizeof text - 1, false, false, a, 64, &na, err), err);
+        CHECK_OK(es_tokenize(dflt, text, sizeof text - 1, false, false, b, 64, &nb, err), err);
+        CHECK(na == nb && na > 0 && memcmp(a, b, (size_t)na * sizeof *a) == 0);
+    }
+    es_tokenizer_free(empty);
+    es_tokenizer_free(dflt);
     free(ids);
     free(data);
     es_gguf_free(g);

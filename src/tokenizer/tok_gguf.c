@@ -6,7 +6,7 @@
  *   tokenizer.ggml.merges           string[] "left right"   (BPE; SPM when the vocabulary has them)
  *   tokenizer.ggml.{bos,eos,unknown,padding}_token_id  u32  (only those that exist)
  *   tokenizer.ggml.add_bos_token, add_eos_token, add_space_prefix  bool
- *   tokenizer.ggml.pre              string  (BPE pre-tokenizer)
+ *   tokenizer.ggml.pre              string  (BPE pre-tokenizer; absent or empty: "default", as llama.cpp)
  *   tokenizer.chat_template         string  (when set)
  * SentencePiece vocabularies are written the way the GGUF convention (and llama.cpp) reads them: a
  * space in a normal token is U+2581 "▁". llama2.c's tokenizer.bin stores plain spaces; files edgespec
@@ -247,6 +247,8 @@ static es_status from_gguf_body(const es_gguf *g, gguf_load *L, es_tokenizer **o
     size_t sl;
     if (es_gguf_find_kv(g, K_PRE) >= 0 && !es_gguf_get_str(g, K_PRE, &spec.pre, &sl))
         return es_fail(err, ES_ERR_FORMAT, "%s is not a string", K_PRE);
+    /* a byte-level file without the key (or with an empty name) gets llama.cpp's fallback regexes */
+    if (spec.kind == ES_TOK_BPE && (!spec.pre || !spec.pre[0])) spec.pre = "default";
     if (es_gguf_find_kv(g, K_TEMPLATE) >= 0 && !es_gguf_get_str(g, K_TEMPLATE, &spec.chat_template, &sl))
         return es_fail(err, ES_ERR_FORMAT, "%s is not a string", K_TEMPLATE);
     return es_tokenizer_init(&spec, out, err);

@@ -82,8 +82,9 @@ es_status tok_read_file(const char *path, size_t max, char **data, size_t *size,
 /* ---- tokenizer.c ---- */
 
 /* The pre-tokenizer a GGUF tokenizer.ggml.pre names, and whether its family takes a pre-token that is
- * a token whole (ignore_merges). NULL: GPT-2's, as edgespec has always read a vocabulary without the
- * key (llama.cpp would take "default"). ES_ERR_UNSUPPORTED for a name it does not know. */
+ * a token whole (ignore_merges). NULL: GPT-2's (es_vocab_spec's convention; a GGUF without the key is
+ * read as "default", llama.cpp's fallback, by tok_gguf.c). ES_ERR_UNSUPPORTED for a name it does not
+ * know. */
 es_status tok_pre_from_name(const char *name, tok_pre *pre, bool *ignore_merges, es_err *err);
 /* The id of the token whose text is s[0..n), or -1. */
 int32_t tok_lookup(const es_tokenizer *t, const char *s, size_t n);
