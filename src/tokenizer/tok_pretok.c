@@ -308,8 +308,9 @@ static size_t m_ds3_cjk(const pt_char *c, size_t i, size_t n) {
     return i;
 }
 
-static bool ascii_punct_sym(uint32_t cp) { return cp > 0x20 && cp < 0x7F && !((cp | 32) >= 'a' && (cp | 32) <= 'z') && !ascii_digit(cp); }
 static bool ascii_letter(uint32_t cp) { return (cp | 32) >= 'a' && (cp | 32) <= 'z'; }
+/* [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]: printable ASCII that is no letter or digit */
+static bool ascii_punct_sym(uint32_t cp) { return cp > 0x20 && cp < 0x7F && !ascii_letter(cp) && !ascii_digit(cp); }
 
 /* deepseek-v3's main regex (see the head of the file) */
 static size_t m_ds3(const pt_char *c, size_t i, size_t n) {
