@@ -12,6 +12,19 @@ has "$tmp/out" "\"output\":\"$tmp/s.gguf\""
 has "$tmp/out" '"n_params":'
 has "$tmp/out" '"seconds":'
 [ "$(wc -l <"$tmp/out")" -eq 1 ] && ok || bad "--json should print one line"
+# the vocabulary is written as GGUF's convention says (spaces as U+2581, what llama.cpp reads) and
+# encodes the golden prompt as llama2.c does
+expect 0 "$bin" tokenize -m "$tmp/s.gguf" -p "Once upon a time" --ids
+[ "$(cat "$tmp/out")" = "1 403 407 261 378" ] && ok || bad "converted llama2c vocabulary: $(cat "$tmp/out")"
+expect 0 "$bin" tokenize -m "$tmp/s.gguf" -p "Once upon a time" --json --no-bos
+has "$tmp/out" '"pieces":[" Once"," upon"," a"," time"]'
+"$(es_venv_python)" -c "
+import sys
+from gguf import GGUFReader
+f = GGUFReader(sys.argv[1]).fields['tokenizer.ggml.tokens']
+toks = [bytes(f.parts[i]).decode() for i in f.data]
+sys.exit(0 if toks[403] == '\u2581Once' and not any(' ' in t for t in toks) else 1)" "$tmp/s.gguf" && ok ||
+  bad "convert llama2c must write U+2581 for spaces (GGUF's convention)"
 expect 0 "$bin" convert llama2c "$models/stories260K_q80.bin" "$models/tok512.bin" -o "$tmp/q80.gguf" --type q4_0
 has "$tmp/err" "wrote $tmp/q80.gguf"
 expect 0 "$bin" convert hf "$models/TinyStories-656K" -o "$tmp/hf.gguf" --json --type f16

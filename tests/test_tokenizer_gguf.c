@@ -69,6 +69,56 @@ static void test_vocab(es_vocab *v, const char *name) {
     es_tokenizer_free(b);
 }
 
+/* True when some normal token's text contains `needle`. */
+static bool normal_has(const es_tokenizer *t, const char *needle) {
+    for (int32_t id = 0; id < es_tokenizer_n_vocab(t); id++) {
+        size_t len;
+        const char *s = es_tokenizer_token_text(t, id, &len);
+        if (es_tokenizer_token_type(t, id) == ES_TOKTYPE_NORMAL && s && memmem(s, len, needle, strlen(needle))) return true;
+    }
+    return false;
+}
+
+/* llama2.c vocabularies spell spaces ' '; GGUF's convention (what llama.cpp reads) is U+2581. The
+ * writer uses U+2581; a file written the old way (plain spaces, as edgespec wrote them before) still
+ * loads, with the same fingerprint and encodings. */
+static void test_space_forms(es_vocab *v, const char *name, const char *word, int32_t word_id) {
+    es_err err_ = {{0}}, *err = &err_;
+    const es_vocab_spec *spec = es_vocab_spec_of(v);
+    es_tokenizer *mem = NULL;
+    CHECK_OK(es_tokenizer_init(spec, &mem, err), err);
+    char path_new[64], path_old[64];
+    snprintf(path_new, sizeof path_new, "%s-new.gguf", name);
+    snprintf(path_old, sizeof path_old, "%s-old.gguf", name);
+    es_tokenizer *now = round_trip(spec, path_new);
+    /* the old form: the same metadata with the loader's plain-space texts put back */
+    es_gguf_writer *w = es_gguf_writer_init();
+    CHECK_OK(es_vocab_write_gguf(spec, w, err), err);
+    CHECK_OK(es_gguf_set_arr_str(w, "tokenizer.ggml.tokens", spec->tokens, spec->lens, (uint64_t)spec->n_vocab), err);
+    CHECK_OK(es_gguf_set_str(w, "general.architecture", "llama"), err);
+    CHECK_OK(es_gguf_write(w, es_test_tmp(path_old), NULL, NULL, err), err);
+    es_gguf_writer_free(w);
+    es_gguf *g = NULL;
+    es_tokenizer *old = NULL;
+    CHECK_OK(es_gguf_open(es_test_tmp(path_old), &g, err), err);
+    if (g) CHECK_OK(es_tokenizer_from_gguf(g, &old, err), err);
+    es_gguf_free(g);
+    if (mem && now && old) {
+        CHECK_MSG(normal_has(mem, " ") && !normal_has(mem, "\xE2\x96\x81"), "%s: the loader keeps llama2.c's spaces", name);
+        CHECK_MSG(normal_has(now, "\xE2\x96\x81") && !normal_has(now, " "), "%s: written with U+2581, no plain space", name);
+        CHECK_MSG(normal_has(old, " ") && !normal_has(old, "\xE2\x96\x81"), "%s: the old form has plain spaces", name);
+        size_t len;
+        const char *txt = es_tokenizer_token_text(now, word_id, &len);
+        CHECK_MSG(txt && len == strlen(word) && memcmp(txt, word, len) == 0, "%s: token %d is \"%.*s\"", name, word_id,
+                  (int)(txt ? len : 0), txt ? txt : "");
+        compare(now, old);
+        compare(mem, now);
+    }
+    es_tokenizer_free(mem);
+    es_tokenizer_free(now);
+    es_tokenizer_free(old);
+}
+
 /* A GGUF whose tokenizer metadata is broken by `breakit`. */
 static es_status load_broken(void (*breakit)(es_gguf_writer *w), es_vocab *v) {
     es_err err_ = {{0}}, *err = &err_;
@@ -155,6 +205,7 @@ int main(void) {
     CHECK_OK(es_vocab_load_llama2c(es_test_shared_model("tok512.bin"), 512, &v, err), err);
     if (v) {
         test_vocab(v, "tok512.gguf");
+        test_space_forms(v, "tok512", "\xE2\x96\x81Once", 403);
         CHECK(load_broken(short_scores, v) == ES_ERR_FORMAT);
         CHECK(load_broken(bad_bos, v) == ES_ERR_FORMAT);
         CHECK(load_broken(bad_model, v) == ES_ERR_UNSUPPORTED);
@@ -167,7 +218,10 @@ int main(void) {
     es_vocab_free(v);
     v = NULL;
     CHECK_OK(es_vocab_load_llama2c(es_test_shared_model("tokenizer.bin"), 32000, &v, err), err);
-    if (v) test_vocab(v, "tok32k.gguf");
+    if (v) {
+        test_vocab(v, "tok32k.gguf");
+        test_space_forms(v, "tok32k", "\xE2\x96\x81Hello", 15043); /* llama.cpp's id for " Hello" (ggml-vocab-llama-spm) */
+    }
     es_vocab_free(v);
     v = NULL;
     CHECK_OK(es_vocab_load_hf(es_test_shared_model("TinyStories-656K/tokenizer.json"),

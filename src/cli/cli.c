@@ -128,3 +128,34 @@ int cli_chat_template_file(const char *cmd, const char *path) {
     }
     return (int)fam;
 }
+
+/* A copy of s[0..len) that is valid UTF-8 without NULs (anything else becomes U+FFFD), for cJSON. */
+char *cli_utf8_clean(const char *s, size_t len) {
+    char *out = malloc(len * 3 + 1), *o = out;
+    if (!out) return NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        unsigned c = p[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = c != 0 && n > 0 && i + n <= len;
+        for (size_t k = 1; ok && k < n; k++) ok = (p[i + k] & 0xc0) == 0x80;
+        if (ok && n > 1) {
+            /* reject overlong forms, surrogates and code points past U+10FFFF */
+            uint32_t cp = n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
+            for (size_t k = 1; k < n; k++) cp = (cp << 6) | (p[i + k] & 0x3f);
+            ok = (n == 2 && cp >= 0x80) || (n == 3 && cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff)) ||
+                 (n == 4 && cp >= 0x10000 && cp <= 0x10ffff);
+        }
+        if (ok) {
+            memcpy(o, p + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i += 1;
+        }
+    }
+    *o = 0;
+    return out;
+}

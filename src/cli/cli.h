@@ -4,6 +4,7 @@
 #define ES_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "edgespec.h"
@@ -12,6 +13,7 @@ int cmd_run(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
@@ -42,6 +44,10 @@ int cli_chat_template_file(const char *cmd, const char *path);
 
 /* $EDGESPEC_MODELS or ../shared/models. */
 const char *cli_models_dir(void);
+
+/* A malloc'd copy of s[0..len) that is valid UTF-8 without NULs (anything else becomes U+FFFD), for
+ * cJSON; NULL when out of memory. */
+char *cli_utf8_clean(const char *s, size_t len);
 
 /* Monotonic seconds. */
 double cli_now(void);

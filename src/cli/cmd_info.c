@@ -27,37 +27,6 @@ static void print_help(void) {
            k_usage);
 }
 
-/* A copy of s[0..len) that is valid UTF-8 without NULs (anything else becomes U+FFFD), for cJSON. */
-static char *utf8_clean(const char *s, size_t len) {
-    char *out = malloc(len * 3 + 1), *o = out;
-    if (!out) return NULL;
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        unsigned c = p[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = c != 0 && n > 0 && i + n <= len;
-        for (size_t k = 1; ok && k < n; k++) ok = (p[i + k] & 0xc0) == 0x80;
-        if (ok && n > 1) {
-            /* reject overlong forms, surrogates and code points past U+10FFFF */
-            uint32_t cp = n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
-            for (size_t k = 1; k < n; k++) cp = (cp << 6) | (p[i + k] & 0x3f);
-            ok = (n == 2 && cp >= 0x80) || (n == 3 && cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff)) ||
-                 (n == 4 && cp >= 0x10000 && cp <= 0x10ffff);
-        }
-        if (ok) {
-            memcpy(o, p + i, n);
-            o += n;
-            i += n;
-        } else {
-            memcpy(o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i += 1;
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 /* A float32 as the double nearest its shortest decimal form, so JSON shows 0.1 rather than
  * 0.10000000149011612. */
 static double f32_shortest(double d) {
@@ -70,7 +39,7 @@ static double f32_shortest(double d) {
 }
 
 static cJSON *json_string(const char *s, size_t len) {
-    char *c = utf8_clean(s, len);
+    char *c = cli_utf8_clean(s, len);
     cJSON *j = cJSON_CreateString(c ? c : "");
     free(c);
     return j;
@@ -156,7 +125,7 @@ static int print_json(const es_gguf *g, bool tensors) {
     cJSON *md = cJSON_AddObjectToObject(root, "metadata");
     for (int64_t i = 0; i < es_gguf_n_kv(g); i++) {
         const char *key = es_gguf_kv_key(g, i);
-        char *clean = utf8_clean(key, strlen(key));
+        char *clean = cli_utf8_clean(key, strlen(key));
         cJSON_AddItemToObject(md, clean ? clean : key, json_value(g, i));
         free(clean);
     }

@@ -14,6 +14,7 @@ static const command k_commands[] = {
     {"run", cmd_run, "generate text with a model (optionally speculative with --draft)"},
     {"convert", cmd_convert, "convert llama2.c or Hugging Face models to GGUF"},
     {"quantize", cmd_quantize, "re-quantise a GGUF model (q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, f16, bf16, f32)"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text under a GGUF file's tokenizer"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"synth", cmd_synth, "write a synthetic GGUF at a real model's shape (random or padded)"},
     {"serve", cmd_serve, "run the verification server (target model) for edge clients"},

@@ -3,7 +3,8 @@
  * The first input byte picks what the rest is fed to:
  *   0: es_tokenize with the SPM vocabulary (tok512 from $EDGESPEC_MODELS, or a small built-in one),
  *      then decoding: the pieces must give back the input exactly (every byte has a <0xXX> token);
- *   1: the same with a byte-level BPE vocabulary under each pre-tokenizer;
+ *   1: the same with a byte-level BPE vocabulary under each pre-tokenizer (k_pre_names; bits 2-6 of
+ *      the first byte pick it);
  *   2: es_vocab_load_hf_buffer (tokenizer.json), and when it loads, a tokenizer built from it encodes
  *      and decodes a sample;
  *   3: es_vocab_load_llama2c_buffer with a vocabulary size taken from the next byte, likewise.
@@ -17,9 +18,14 @@
 
 #include "tokenizer/tok_impl.h"
 
+/* One of each pre-tokeniser family (tok_pretok.c). */
+static const char *const k_pre_names[] = {"gpt2", "llama-bpe", "qwen2", "starcoder", "falcon", "default",
+                                          "deepseek-coder", "deepseek-llm", "deepseek-v3", "gpt-4o"};
+#define N_PRE (sizeof k_pre_names / sizeof k_pre_names[0])
+
 typedef struct fuzz_state {
     es_tokenizer *spm;
-    es_tokenizer *bpe[3];
+    es_tokenizer *bpe[N_PRE];
 } fuzz_state;
 
 /* The built-in SPM vocabulary: <unk> <s> </s>, the 256 byte tokens, a few characters and merges. */
@@ -91,10 +97,9 @@ static fuzz_state *state(void) {
     static int ready;
     if (!ready) {
         s.spm = load_spm();
-        s.bpe[0] = builtin_bpe("gpt2");
-        s.bpe[1] = builtin_bpe("llama-bpe");
-        s.bpe[2] = builtin_bpe("qwen2");
-        if (!s.spm || !s.bpe[0] || !s.bpe[1] || !s.bpe[2]) abort();
+        if (!s.spm) abort();
+        for (size_t i = 0; i < N_PRE; i++)
+            if (!(s.bpe[i] = builtin_bpe(k_pre_names[i]))) abort();
         ready = 1;
     }
     return &s;
@@ -139,7 +144,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         encode_decode(s->spm, text, n, special, !special);
         break;
     case 1:
-        encode_decode(s->bpe[(data[0] >> 2) % 3], text, n, special, !special);
+        encode_decode(s->bpe[((data[0] >> 2) & 31) % N_PRE], text, n, special, !special);
         break;
     case 2: {
         es_vocab *v = NULL;

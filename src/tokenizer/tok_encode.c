@@ -20,7 +20,7 @@ typedef struct tok_sym {
     int32_t id;
     uint32_t start, len; /* its bytes in the text being merged; len 0: merged into its left neighbour */
     int32_t prev, next;  /* -1 at the ends */
-    bool mergeable;      /* score mode: false for byte-fallback and unknown symbols */
+    bool mergeable;      /* score mode: false for byte-fallback and unknown symbols; false for a byte without a token */
 } tok_sym;
 
 typedef struct tok_cand {
@@ -141,7 +141,8 @@ static es_status merge_and_emit(merger *m, int32_t n, tok_out *o, es_err *err) {
         if (L->next >= 0) try_pair(m, c.left, L->next);
     }
     if (m->oom) return es_fail(err, ES_ERR_NOMEM, "out of memory merging %d symbols", (int)n);
-    for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = s[i].next) tok_emit(o, s[i].id);
+    for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = s[i].next)
+        if (s[i].id >= 0) tok_emit(o, s[i].id);
     return ES_OK;
 }
 
@@ -229,7 +230,7 @@ typedef struct bpe_ctx {
 
 /* One pre-token: its bytes start as their byte tokens and merge by rank. With the llama-bpe
  * pre-tokeniser a pre-token that is itself a token is taken whole (Hugging Face's ignore_merges,
- * which llama-3's tokenizer.json sets). */
+ * which llama-3's tokenizer.json sets, and llama.cpp for the names of that family). */
 static es_status bpe_piece(void *vctx, size_t start, size_t end, es_err *err) {
     bpe_ctx *c = vctx;
     const es_tokenizer *t = c->t;
@@ -237,7 +238,7 @@ static es_status bpe_piece(void *vctx, size_t start, size_t end, es_err *err) {
     size_t n = end - start;
     es_status st = work_reserve(c->w, n, err);
     if (st != ES_OK) return st;
-    if (t->pre == TOK_PRE_LLAMA3 && n <= t->max_len) {
+    if (t->ignore_merges && n <= t->max_len) {
         /* every mapped character takes at most 2 bytes (code points < U+0144) */
         st = grow((void **)&c->w->buf, &c->w->buf_cap, 2 * n, 1, err);
         if (st != ES_OK) return st;
@@ -248,9 +249,12 @@ static es_status bpe_piece(void *vctx, size_t start, size_t end, es_err *err) {
     }
     tok_sym *sym = c->w->sym;
     int32_t ns = 0;
+    /* a byte without a token (and no unknown token) merges with nothing and is left out, as llama.cpp
+     * leaves it out */
     for (size_t i = 0; i < n; i++) {
         int32_t id = t->byte_tok[(uint8_t)p[i]];
-        add_sym(sym, &ns, id >= 0 ? id : t->unk, i, 1, true);
+        if (id < 0) id = t->unk;
+        add_sym(sym, &ns, id, i, 1, id >= 0);
     }
     merger mg = {.t = t, .text = p, .sym = sym, .w = c->w, .rank_mode = true};
     return merge_and_emit(&mg, ns, c->o, err);

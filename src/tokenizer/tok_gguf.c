@@ -6,8 +6,11 @@
  *   tokenizer.ggml.merges           string[] "left right"   (BPE; SPM when the vocabulary has them)
  *   tokenizer.ggml.{bos,eos,unknown,padding}_token_id  u32  (only those that exist)
  *   tokenizer.ggml.add_bos_token, add_eos_token, add_space_prefix  bool
- *   tokenizer.ggml.pre              string  (BPE pre-tokenizer)
+ *   tokenizer.ggml.pre              string  (BPE pre-tokenizer; absent or empty: "default", as llama.cpp)
  *   tokenizer.chat_template         string  (when set)
+ * SentencePiece vocabularies are written the way the GGUF convention (and llama.cpp) reads them: a
+ * space in a normal token is U+2581 "▁". llama2.c's tokenizer.bin stores plain spaces; files edgespec
+ * wrote with plain spaces before still load and encode the same (tokenizer.c reads both forms).
  * Kept apart from tokenizer.c so that programs that never touch GGUF do not link the GGUF module. */
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,34 @@
 #define K_PRE "tokenizer.ggml.pre"
 #define K_TEMPLATE "tokenizer.chat_template"
 
+static const char k_lower_block[] = "\xE2\x96\x81"; /* U+2581 */
+
+/* SPM vocabularies that spell spaces as ' ' (llama2.c's): copies of the normal tokens with each space
+ * as U+2581 in esc[i] (left NULL where a token needs no change, and for every token when the vocabulary
+ * already uses U+2581). */
+static es_status escape_spaces(const es_vocab_spec *spec, const size_t *lens, char **esc, es_err *err) {
+    size_t n = (size_t)spec->n_vocab;
+    for (size_t i = 0; i < n; i++)
+        if (lens[i] >= 3 && memmem(spec->tokens[i], lens[i], k_lower_block, 3)) return ES_OK;
+    for (size_t i = 0; i < n; i++) {
+        int32_t ty = spec->types ? spec->types[i] : es_tok_infer_type(spec, (int)i);
+        if (ty != ES_TOKTYPE_NORMAL && ty != 0) continue;
+        size_t sp = 0;
+        for (size_t k = 0; k < lens[i]; k++) sp += spec->tokens[i][k] == ' ';
+        if (!sp) continue;
+        char *e = malloc(lens[i] + 2 * sp + 1);
+        if (!e) return es_fail(err, ES_ERR_NOMEM, "out of memory writing the vocabulary");
+        size_t o = 0;
+        for (size_t k = 0; k < lens[i]; k++) {
+            if (spec->tokens[i][k] == ' ') { memcpy(e + o, k_lower_block, 3); o += 3; }
+            else e[o++] = spec->tokens[i][k];
+        }
+        e[o] = 0;
+        esc[i] = e;
+    }
+    return ES_OK;
+}
+
 static es_status wr(es_status st, const char *key, es_err *err) {
     return st == ES_OK ? ES_OK : es_fail(err, st, "cannot set GGUF key %s", key);
 }
@@ -42,8 +73,10 @@ es_status es_vocab_write_gguf(const es_vocab_spec *spec, es_gguf_writer *w, es_e
     float *scores = malloc(n * sizeof *scores);
     int32_t *types = malloc(n * sizeof *types);
     size_t *mlens = malloc((spec->n_merges > 0 ? (size_t)spec->n_merges : 1) * sizeof *mlens);
+    char **esc = calloc(n, sizeof *esc);
+    const char **texts = malloc(n * sizeof *texts);
     es_status st = ES_OK;
-    if (!lens || !scores || !types || !mlens) { st = es_fail(err, ES_ERR_NOMEM, "out of memory writing the vocabulary"); goto done; }
+    if (!lens || !scores || !types || !mlens || !esc || !texts) { st = es_fail(err, ES_ERR_NOMEM, "out of memory writing the vocabulary"); goto done; }
     for (size_t i = 0; i < n; i++) {
         if (!spec->tokens[i]) { st = es_fail(err, ES_ERR_INVALID_ARG, "token %zu has no text", i); goto done; }
         lens[i] = spec->lens ? spec->lens[i] : strlen(spec->tokens[i]);
@@ -55,8 +88,13 @@ es_status es_vocab_write_gguf(const es_vocab_spec *spec, es_gguf_writer *w, es_e
         mlens[i] = strlen(spec->merges[i]);
     }
     bool spm = spec->kind == ES_TOK_SPM;
+    if (spm && (st = escape_spaces(spec, lens, esc, err)) != ES_OK) goto done;
+    for (size_t i = 0; i < n; i++) {
+        texts[i] = esc[i] ? esc[i] : spec->tokens[i];
+        if (esc[i]) lens[i] = strlen(esc[i]);
+    }
     if ((st = wr(es_gguf_set_str(w, K_MODEL, spm ? "llama" : "gpt2"), K_MODEL, err))) goto done;
-    if ((st = wr(es_gguf_set_arr_str(w, K_TOKENS, spec->tokens, lens, n), K_TOKENS, err))) goto done;
+    if ((st = wr(es_gguf_set_arr_str(w, K_TOKENS, texts, lens, n), K_TOKENS, err))) goto done;
     if ((st = wr(es_gguf_set_arr(w, K_SCORES, ES_GGUF_FLOAT32, scores, n), K_SCORES, err))) goto done;
     if ((st = wr(es_gguf_set_arr(w, K_TYPES, ES_GGUF_INT32, types, n), K_TYPES, err))) goto done;
     if (spec->n_merges > 0 || !spm) {
@@ -80,6 +118,9 @@ es_status es_vocab_write_gguf(const es_vocab_spec *spec, es_gguf_writer *w, es_e
     if (!spm && (st = wr(es_gguf_set_str(w, K_PRE, spec->pre ? spec->pre : "gpt2"), K_PRE, err))) goto done;
     if (spec->chat_template && (st = wr(es_gguf_set_str(w, K_TEMPLATE, spec->chat_template), K_TEMPLATE, err))) goto done;
 done:
+    for (size_t i = 0; esc && i < n; i++) free(esc[i]);
+    free(esc);
+    free(texts);
     free(lens);
     free(scores);
     free(types);
@@ -206,6 +247,8 @@ static es_status from_gguf_body(const es_gguf *g, gguf_load *L, es_tokenizer **o
     size_t sl;
     if (es_gguf_find_kv(g, K_PRE) >= 0 && !es_gguf_get_str(g, K_PRE, &spec.pre, &sl))
         return es_fail(err, ES_ERR_FORMAT, "%s is not a string", K_PRE);
+    /* a byte-level file without the key (or with an empty name) gets llama.cpp's fallback regexes */
+    if (spec.kind == ES_TOK_BPE && (!spec.pre || !spec.pre[0])) spec.pre = "default";
     if (es_gguf_find_kv(g, K_TEMPLATE) >= 0 && !es_gguf_get_str(g, K_TEMPLATE, &spec.chat_template, &sl))
         return es_fail(err, ES_ERR_FORMAT, "%s is not a string", K_TEMPLATE);
     return es_tokenizer_init(&spec, out, err);

@@ -6,8 +6,13 @@
 
 #include "tokenizer/tokenizer.h"
 
-/* Byte-level BPE pre-tokeniser variants (the regex each one stands for is in tok_encode.c). */
-typedef enum tok_pre { TOK_PRE_GPT2 = 0, TOK_PRE_LLAMA3 = 1, TOK_PRE_QWEN2 = 2 } tok_pre;
+/* Byte-level BPE pre-tokeniser variants (the regexes each one stands for are in tok_pretok.c; the
+ * tokenizer.ggml.pre names that select them in tokenizer.c). */
+typedef enum tok_pre {
+    TOK_PRE_GPT2 = 0, TOK_PRE_LLAMA3, TOK_PRE_QWEN2, TOK_PRE_STARCODER, TOK_PRE_FALCON, TOK_PRE_DEFAULT,
+    TOK_PRE_DEEPSEEK_CODER, TOK_PRE_DEEPSEEK_LLM, TOK_PRE_DEEPSEEK3, TOK_PRE_GPT4O,
+    TOK_PRE_COUNT
+} tok_pre;
 
 /* The score below which llama2.c's encode never merges a pair: it starts its search for the best pair
  * at -1e10 and only takes scores strictly above it. */
@@ -47,6 +52,7 @@ struct es_tokenizer {
     bool add_bos, add_eos, add_space_prefix;
     bool escape_spaces; /* SPM: the vocabulary writes spaces as U+2581 */
     tok_pre pre;
+    bool ignore_merges; /* BPE: a pre-token that is itself a token is taken whole (llama-bpe) */
     char *chat_template; /* NULL if none */
     uint64_t fingerprint;
 };
@@ -75,6 +81,11 @@ es_status tok_read_file(const char *path, size_t max, char **data, size_t *size,
 
 /* ---- tokenizer.c ---- */
 
+/* The pre-tokenizer a GGUF tokenizer.ggml.pre names, and whether its family takes a pre-token that is
+ * a token whole (ignore_merges). NULL: GPT-2's (es_vocab_spec's convention; a GGUF without the key is
+ * read as "default", llama.cpp's fallback, by tok_gguf.c). ES_ERR_UNSUPPORTED for a name it does not
+ * know. */
+es_status tok_pre_from_name(const char *name, tok_pre *pre, bool *ignore_merges, es_err *err);
 /* The id of the token whose text is s[0..n), or -1. */
 int32_t tok_lookup(const es_tokenizer *t, const char *s, size_t n);
 /* The merge of (a, b): true and its rank and result when the pair is a merge. */
@@ -112,8 +123,11 @@ es_status tok_encode_bpe(const es_tokenizer *t, tok_work *w, const char *s, size
 
 /* ---- tok_unicode.c ---- */
 
-/* Character classes of the pre-tokeniser regexes: \p{L}, \p{N}, \s, and everything else. */
-typedef enum tok_cc { TOK_CC_LETTER = 0, TOK_CC_NUMBER, TOK_CC_SPACE, TOK_CC_OTHER } tok_cc;
+/* Character classes of the pre-tokeniser regexes: \p{L}, \p{N}, \s (white space wins over the general
+ * category), \p{P}, \p{S}, \p{M}, and everything else. [^\s\p{L}\p{N}] is every class from PUNCT on. */
+typedef enum tok_cc {
+    TOK_CC_LETTER = 0, TOK_CC_NUMBER, TOK_CC_SPACE, TOK_CC_PUNCT, TOK_CC_SYMBOL, TOK_CC_MARK, TOK_CC_OTHER
+} tok_cc;
 
 /* Decodes one UTF-8 character at s[0..n) (n >= 1). Invalid or truncated sequences decode as the
  * single byte (cp = the byte value | 0x80000000, so it matches no class table entry). Returns its

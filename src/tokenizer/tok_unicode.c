@@ -1,9 +1,10 @@
 /* tok_unicode.c — UTF-8 decoding, the character classes the pre-tokeniser regexes need (\p{L},
- * \p{N}, \s), and GPT-2's byte <-> printable-character mapping.
+ * \p{N}, \p{P}, \p{S}, \p{M}, \s), and GPT-2's byte <-> printable-character mapping.
  *
  * The class of a non-ASCII code point comes from a table generated from the Unicode database
- * (tok_unicode_table.h: general categories L* and N*, the White_Space property; unassigned code
- * points are "other", as Hugging Face's and llama.cpp's regexes see them). ASCII is classed inline. */
+ * (tok_unicode_table.h: general categories L*, N*, P*, S*, M*, the White_Space property; unassigned
+ * code points are "other", as Hugging Face's and llama.cpp's regexes see them). ASCII is classed
+ * inline, by the same Unicode categories. */
 #include "tokenizer/tok_impl.h"
 
 int tok_utf8_next(const char *s, size_t n, uint32_t *cp) {
@@ -44,14 +45,20 @@ int tok_utf8_put(uint32_t cp, char *out) {
 }
 
 /* Non-ASCII code point ranges that are not letters (generated: scripts/gen-unicode-table.py). */
-#define S TOK_CC_SPACE
+#define W TOK_CC_SPACE
 #define N TOK_CC_NUMBER
+#define P TOK_CC_PUNCT
+#define S TOK_CC_SYMBOL
+#define M TOK_CC_MARK
 #define O TOK_CC_OTHER
 static const struct { uint32_t lo, hi; uint8_t cc; } k_cc[] = {
 #include "tokenizer/tok_unicode_table.h"
 };
-#undef S
+#undef W
 #undef N
+#undef P
+#undef S
+#undef M
 #undef O
 
 bool tok_cc_table_ok(void) {
@@ -68,7 +75,11 @@ tok_cc tok_cp_class(uint32_t cp) {
         if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return TOK_CC_LETTER;
         if (cp >= '0' && cp <= '9') return TOK_CC_NUMBER;
         if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) return TOK_CC_SPACE;
-        return TOK_CC_OTHER;
+        if (cp < 0x20 || cp == 0x7F) return TOK_CC_OTHER;
+        /* Unicode's Sc, Sm, Sk: $ + < = > ^ ` | ~; the rest of ASCII's printable marks are P* */
+        if (cp == '$' || cp == '+' || (cp >= '<' && cp <= '>') || cp == '^' || cp == '`' || cp == '|' || cp == '~')
+            return TOK_CC_SYMBOL;
+        return TOK_CC_PUNCT;
     }
     if (cp > 0x10FFFF) return TOK_CC_OTHER; /* an invalid byte (see tok_utf8_next) */
     size_t lo = 0, hi = sizeof k_cc / sizeof k_cc[0];

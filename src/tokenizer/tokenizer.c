@@ -181,26 +181,68 @@ static void fnv_u64(uint64_t *h, uint64_t v) {
 }
 
 /* FNV-1a over n_vocab, each token's length and bytes, BOS and EOS (integers as 8 little-endian
- * bytes, so the value does not depend on the host). */
+ * bytes, so the value does not depend on the host). A SentencePiece vocabulary that spells spaces
+ * ' ' (llama2.c's, and GGUF files edgespec wrote before it wrote U+2581) is hashed as if its normal
+ * tokens had U+2581, so that both forms of one vocabulary match. */
 static uint64_t compute_fingerprint(const es_tokenizer *t) {
     uint64_t h = ES_FNV_OFFSET;
+    bool canon = t->kind == ES_TOK_SPM && !t->escape_spaces;
     fnv_u64(&h, (uint64_t)t->n_vocab);
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        fnv_u64(&h, t->len[id]);
-        h = es_fnv1a(h, tok_text(t, id), t->len[id]);
+        const char *s = tok_text(t, id);
+        uint32_t n = t->len[id];
+        if (!canon || t->type[id] != ES_TOKTYPE_NORMAL || !memchr(s, ' ', n)) {
+            fnv_u64(&h, n);
+            h = es_fnv1a(h, s, n);
+            continue;
+        }
+        uint64_t spaces = 0;
+        for (uint32_t k = 0; k < n; k++) spaces += s[k] == ' ';
+        fnv_u64(&h, n + 2 * spaces);
+        for (uint32_t k = 0; k < n; k++)
+            h = s[k] == ' ' ? es_fnv1a(h, k_lower_block, 3) : es_fnv1a(h, s + k, 1);
     }
     fnv_u64(&h, (uint64_t)(int64_t)t->bos);
     fnv_u64(&h, (uint64_t)(int64_t)t->eos);
     return h;
 }
 
-/* The pre-tokenizer a GGUF tokenizer.ggml.pre names (llama.cpp's names and aliases; NULL: GPT-2). */
-static es_status parse_pre(const char *pre, tok_pre *out, es_err *err) {
-    if (!pre || !strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2")) *out = TOK_PRE_GPT2;
-    else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3")) *out = TOK_PRE_LLAMA3;
-    else if (!strcmp(pre, "qwen2")) *out = TOK_PRE_QWEN2;
-    else return es_fail(err, ES_ERR_UNSUPPORTED, "unsupported BPE pre-tokenizer \"%.64s\"", pre);
-    return ES_OK;
+/* The tokenizer.ggml.pre names llama.cpp gives each pre-tokeniser (llama-vocab.cpp), and whether the
+ * family takes a pre-token that is a token whole (ignore_merges). */
+static const struct pre_name {
+    const char *name;
+    tok_pre pre;
+    bool ignore_merges;
+} k_pre_names[] = {
+    {"gpt2", TOK_PRE_GPT2, false}, {"gpt-2", TOK_PRE_GPT2, false}, {"mpt", TOK_PRE_GPT2, false},
+    {"olmo", TOK_PRE_GPT2, false}, {"phi-2", TOK_PRE_GPT2, false}, {"jais", TOK_PRE_GPT2, false},
+    {"llama-bpe", TOK_PRE_LLAMA3, true}, {"llama3", TOK_PRE_LLAMA3, true}, {"llama-v3", TOK_PRE_LLAMA3, true},
+    {"falcon3", TOK_PRE_LLAMA3, true}, {"pixtral", TOK_PRE_LLAMA3, true}, {"dbrx", TOK_PRE_LLAMA3, false},
+    {"smaug-bpe", TOK_PRE_LLAMA3, false},
+    {"qwen2", TOK_PRE_QWEN2, false}, {"deepseek-r1-qwen", TOK_PRE_QWEN2, false}, {"stablelm2", TOK_PRE_QWEN2, false},
+    {"megrez", TOK_PRE_QWEN2, false},
+    {"starcoder", TOK_PRE_STARCODER, false}, {"refact", TOK_PRE_STARCODER, false},
+    {"command-r", TOK_PRE_STARCODER, false}, {"smollm", TOK_PRE_STARCODER, false},
+    {"codeshell", TOK_PRE_STARCODER, false}, {"exaone", TOK_PRE_STARCODER, false},
+    {"minerva-7b", TOK_PRE_STARCODER, false},
+    {"falcon", TOK_PRE_FALCON, false}, {"default", TOK_PRE_DEFAULT, false},
+    {"deepseek-coder", TOK_PRE_DEEPSEEK_CODER, false}, {"deepseek-llm", TOK_PRE_DEEPSEEK_LLM, false},
+    {"deepseek-v3", TOK_PRE_DEEPSEEK3, false},
+    {"gpt-4o", TOK_PRE_GPT4O, false}, {"llama4", TOK_PRE_GPT4O, false},
+};
+
+es_status tok_pre_from_name(const char *pre, tok_pre *out, bool *ignore_merges, es_err *err) {
+    *out = TOK_PRE_GPT2;
+    *ignore_merges = false;
+    if (!pre) return ES_OK;
+    for (size_t i = 0; i < sizeof k_pre_names / sizeof k_pre_names[0]; i++) {
+        if (!strcmp(pre, k_pre_names[i].name)) {
+            *out = k_pre_names[i].pre;
+            *ignore_merges = k_pre_names[i].ignore_merges;
+            return ES_OK;
+        }
+    }
+    return es_fail(err, ES_ERR_UNSUPPORTED, "unsupported BPE pre-tokenizer \"%.64s\"", pre);
 }
 
 static es_status check_id(int32_t id, int n_vocab, const char *what, es_err *err) {
@@ -219,7 +261,7 @@ static es_status init_body(es_tokenizer *t, const es_vocab_spec *spec, es_err *e
     if ((st = check_id(spec->eos, spec->n_vocab, "EOS", err)) != ES_OK) return st;
     if ((st = check_id(spec->unk, spec->n_vocab, "unknown", err)) != ES_OK) return st;
     if ((st = check_id(spec->pad, spec->n_vocab, "padding", err)) != ES_OK) return st;
-    if (spec->kind == ES_TOK_BPE && (st = parse_pre(spec->pre, &t->pre, err)) != ES_OK) return st;
+    if (spec->kind == ES_TOK_BPE && (st = tok_pre_from_name(spec->pre, &t->pre, &t->ignore_merges, err)) != ES_OK) return st;
 
     int n = spec->n_vocab;
     t->kind = spec->kind;
@@ -270,9 +312,7 @@ static es_status init_body(es_tokenizer *t, const es_vocab_spec *spec, es_err *e
         size_t l;
         if (t->kind == ES_TOK_SPM) l = (size_t)snprintf(s, sizeof s, "<0x%02X>", b);
         else l = (size_t)tok_utf8_put(tok_byte_to_cp((uint8_t)b), s);
-        t->byte_tok[b] = tok_lookup(t, s, l);
-        if (t->kind == ES_TOK_BPE && t->byte_tok[b] < 0 && t->unk < 0)
-            return es_fail(err, ES_ERR_FORMAT, "byte-level vocabulary has no token for byte 0x%02x and no unknown token", b);
+        t->byte_tok[b] = tok_lookup(t, s, l); /* BPE without it (Falcon lacks some controls): see bpe_piece */
     }
     if (t->kind == ES_TOK_SPM) {
         for (int i = 0; i < n && !t->escape_spaces; i++)

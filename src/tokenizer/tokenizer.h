@@ -39,7 +39,8 @@ typedef struct es_vocab_spec {
     int32_t bos, eos, unk, pad; /* -1 if none */
     bool add_bos, add_eos;
     bool add_space_prefix;     /* SPM: prepend a space to the text */
-    const char *pre;           /* BPE pre-tokeniser name ("gpt2", "llama-bpe", "qwen2"); NULL: "gpt2" */
+    const char *pre;           /* BPE pre-tokeniser: a tokenizer.ggml.pre name llama.cpp knows (tokenizer.c's
+                                  k_pre_names: "gpt-2", "llama-bpe", "qwen2", "deepseek-v3", ...); NULL: "gpt2" */
     const char *chat_template; /* optional, copied to GGUF */
 } es_vocab_spec;
 
