@@ -12,7 +12,7 @@
 
 static const char k_usage[] =
     "edgespec synth (--random | --pad-from SMALL.gguf) --shape NAME [--type TYPE] [--noise S]\n"
-    "                [--seed N] [--tokenizer TOK.bin] [--threads N] -o OUT.gguf [--json]";
+    "                [--seed N] [--tokenizer TOK.bin|VOCAB.gguf] [--threads N] -o OUT.gguf [--json]";
 
 static void help(void) {
     printf("usage: %s\n\n"
@@ -32,7 +32,8 @@ static void help(void) {
            "                       llama.cpp mix q4_k_m (see edgespec quantize --help)\n"
            "  --noise S            pad mode: N(0, S) in the blocks that are zero by construction (default 0)\n"
            "  --seed N             random seed (default 1234)\n"
-           "  --tokenizer TOK.bin  random mode: a llama2.c tokenizer with the shape's vocabulary size\n"
+           "  --tokenizer FILE     random mode: a llama2.c tokenizer (.bin), or the tokenizer of a GGUF (.gguf: another\n"
+           "                       model or a vocabulary-only file), with the shape's vocabulary size\n"
            "  --threads N          threads generating tensors (default: CPUs, at most 8)\n"
            "  -o, --output PATH    output file (required)\n"
            "  --json               print one JSON object {output, mode, shape, arch, type, n_params, n_tensors, bytes, seconds}\n",

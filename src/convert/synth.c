@@ -59,7 +59,8 @@ static es_status parse_custom(const char *spec, synth_shape *s, es_err *err) {
         if (strcmp(key, "arch") == 0) {
             if (strcmp(val, "llama") == 0) s->arch = ES_ARCH_LLAMA;
             else if (strcmp(val, "qwen2") == 0) s->arch = ES_ARCH_QWEN2;
-            else return es_fail(err, ES_ERR_INVALID_ARG, "custom shape: arch must be llama or qwen2, not '%s'", val);
+            else if (strcmp(val, "phi3") == 0) s->arch = ES_ARCH_PHI3;
+            else return es_fail(err, ES_ERR_INVALID_ARG, "custom shape: arch must be llama, qwen2 or phi3, not '%s'", val);
             continue;
         }
         char *end;
@@ -118,8 +119,9 @@ static es_status shape_hparams(const char *name, es_hparams *hp, bool *tied, es_
     hp->n_ctx_train = s.ctx;
     hp->rms_eps = s.arch == ES_ARCH_QWEN2 ? 1e-6f : 1e-5f;
     hp->rope_base = s.arch == ES_ARCH_QWEN2 ? 1e6f : 1e4f;
-    hp->rope_neox = s.arch == ES_ARCH_QWEN2;
+    hp->rope_neox = s.arch == ES_ARCH_QWEN2 || s.arch == ES_ARCH_PHI3;
     hp->qkv_bias = s.arch == ES_ARCH_QWEN2;
+    hp->fused = s.arch == ES_ARCH_PHI3;
     hp->tied_output = s.tied;
     *tied = s.tied;
     es_status st = es_hparams_validate(hp, err);
@@ -259,7 +261,25 @@ done:
 static es_status synth_random(const es_synth_opts *o, const es_hparams *hp, es_gguf_writer *w, es_plan *plan, float *tab,
                               es_err *err) {
     es_status st;
-    if (o->tokenizer) {
+    const size_t tl = o->tokenizer ? strlen(o->tokenizer) : 0;
+    if (tl > 5 && !strcmp(o->tokenizer + tl - 5, ".gguf")) { /* another model's (or a vocabulary-only) GGUF */
+        es_gguf *g = NULL;
+        if ((st = es_gguf_open(o->tokenizer, &g, err)) != ES_OK) {
+            es_err_prefix(err, o->tokenizer);
+            return st;
+        }
+        es_gguf_vtype et;
+        uint64_t n = 0;
+        if (!es_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n) || et != ES_GGUF_STRING)
+            st = es_fail(err, ES_ERR_FORMAT, "%s has no tokenizer.ggml.tokens", o->tokenizer);
+        else if (n != (uint64_t)hp->n_vocab)
+            st = es_fail(err, ES_ERR_INVALID_ARG, "%s has %llu tokens; give the shape vocab=%llu", o->tokenizer,
+                         (unsigned long long)n, (unsigned long long)n);
+        else
+            st = es_copy_kv_prefix(w, g, "tokenizer.", err);
+        es_gguf_free(g);
+        if (st != ES_OK) return st;
+    } else if (o->tokenizer) {
         es_vocab *v = NULL;
         if ((st = es_vocab_load_llama2c(o->tokenizer, hp->n_vocab, &v, err)) != ES_OK) {
             es_err_prefix(err, o->tokenizer);
@@ -288,10 +308,18 @@ static es_status synth_random(const es_synth_opts *o, const es_hparams *hp, es_g
             {"ffn_up.weight", d, f, sd, 0},        {"attn_q.bias", qd, 0, sd, 0},     {"attn_k.bias", kvd, 0, sd, 0},
             {"attn_v.bias", kvd, 0, sd, 0},
         };
-        const size_t n = hp->qkv_bias ? 12 : 9;
+        /* phi3: Q, K, V in one matrix, gate and up in one (gate rows first) */
+        struct { const char *suffix; int64_t ne0, ne1; float std, value; } fz[] = {
+            {"attn_norm.weight", d, 0, 0, 1}, {"attn_qkv.weight", d, qd + 2 * kvd, sd, 0}, {"attn_output.weight", qd, d, sd, 0},
+            {"ffn_norm.weight", d, 0, 0, 1},  {"ffn_up.weight", d, 2 * f, sd, 0},          {"ffn_down.weight", f, d, sd, 0},
+        };
+        const size_t n = hp->fused ? 6 : hp->qkv_bias ? 12 : 9;
         for (size_t i = 0; i < n; i++) {
-            es_tensor_name(name, sizeof name, il, k[i].suffix);
-            if ((st = add_rand(plan, tab, seed, name, t, k[i].ne0, k[i].ne1, k[i].std, k[i].value, err)) != ES_OK) return st;
+            const char *suffix = hp->fused ? fz[i].suffix : k[i].suffix;
+            const int64_t ne0 = hp->fused ? fz[i].ne0 : k[i].ne0, ne1 = hp->fused ? fz[i].ne1 : k[i].ne1;
+            const float std = hp->fused ? fz[i].std : k[i].std, value = hp->fused ? fz[i].value : k[i].value;
+            es_tensor_name(name, sizeof name, il, suffix);
+            if ((st = add_rand(plan, tab, seed, name, t, ne0, ne1, std, value, err)) != ES_OK) return st;
         }
     }
     if ((st = add_rand(plan, tab, seed, "output_norm.weight", t, d, 0, 0, 1, err)) != ES_OK) return st;
@@ -533,6 +561,7 @@ static es_status synth_pad(const es_synth_opts *o, es_hparams *th, const es_gguf
     es_status st;
     if ((st = es_hparams_from_gguf(g, &m->sh, err)) != ES_OK) return st;
     const es_hparams *sh = &m->sh;
+    if (sh->fused || th->fused) return es_fail(err, ES_ERR_UNSUPPORTED, "pad: fused (phi3) models are not padded; use --random");
     m->th = *th;
     if ((st = pad_plan_maps(m, o, err)) != ES_OK) return st;
     if (th->n_vocab != sh->n_vocab)

@@ -5,7 +5,7 @@
 
 #include "util/err.h"
 
-const char *es_arch_name(es_arch a) { return a == ES_ARCH_QWEN2 ? "qwen2" : "llama"; }
+const char *es_arch_name(es_arch a) { return a == ES_ARCH_QWEN2 ? "qwen2" : a == ES_ARCH_PHI3 ? "phi3" : "llama"; }
 
 const char *es_tensor_name(char *buf, size_t cap, int layer, const char *suffix) {
     if (layer < 0) snprintf(buf, cap, "%s", suffix);
@@ -49,7 +49,8 @@ es_status es_hparams_from_gguf(const es_gguf *g, es_hparams *hp, es_err *err) {
         return es_fail(err, ES_ERR_FORMAT, "missing general.architecture");
     if (strcmp(arch, "llama") == 0) hp->arch = ES_ARCH_LLAMA;
     else if (strcmp(arch, "qwen2") == 0) hp->arch = ES_ARCH_QWEN2;
-    else return es_fail(err, ES_ERR_UNSUPPORTED, "architecture '%.64s' is not supported (llama, qwen2 are)", arch);
+    else if (strcmp(arch, "phi3") == 0) hp->arch = ES_ARCH_PHI3;
+    else return es_fail(err, ES_ERR_UNSUPPORTED, "architecture '%.64s' is not supported (llama, qwen2, phi3 are)", arch);
 
     if (!get_int(g, arch, "embedding_length", &hp->n_embd)) return es_fail(err, ES_ERR_FORMAT, "missing or bad %s.embedding_length", arch);
     if (!get_int(g, arch, "feed_forward_length", &hp->n_ff)) return es_fail(err, ES_ERR_FORMAT, "missing or bad %s.feed_forward_length", arch);
@@ -72,9 +73,19 @@ es_status es_hparams_from_gguf(const es_gguf *g, es_hparams *hp, es_err *err) {
             return es_fail(err, ES_ERR_FORMAT, "vocabulary size unknown: no %s.vocab_size and no tokenizer.ggml.tokens", arch);
         hp->n_vocab = (int)n;
     }
-    hp->rope_neox = hp->arch == ES_ARCH_QWEN2;
+    hp->rope_neox = hp->arch == ES_ARCH_QWEN2 || hp->arch == ES_ARCH_PHI3;
     hp->qkv_bias = hp->arch == ES_ARCH_QWEN2;
+    hp->fused = hp->arch == ES_ARCH_PHI3;
     hp->tied_output = es_gguf_find_tensor(g, "output.weight") == NULL;
+    if (hp->arch == ES_ARCH_PHI3) {
+        /* the 128k variants scale RoPE per frequency by context (LongRoPE): not computed here */
+        if (es_gguf_find_tensor(g, "rope_factors_long.weight") || es_gguf_find_tensor(g, "rope_factors_short.weight"))
+            return es_fail(err, ES_ERR_UNSUPPORTED, "phi3 with LongRoPE factors (the 128k-context variants) is not supported");
+        /* attention over a sliding window: within it, full attention is the same; beyond it, not, so the
+           context stops there */
+        int swa = 0;
+        if (get_int(g, arch, "attention.sliding_window", &swa) && swa > 0 && swa < hp->n_ctx_train) hp->n_ctx_train = swa;
+    }
     return es_hparams_validate(hp, err);
 }
 

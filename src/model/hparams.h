@@ -6,7 +6,7 @@
 #include "edgespec.h"
 #include "gguf/gguf.h"
 
-typedef enum es_arch { ES_ARCH_LLAMA = 0, ES_ARCH_QWEN2 = 1 } es_arch;
+typedef enum es_arch { ES_ARCH_LLAMA = 0, ES_ARCH_QWEN2 = 1, ES_ARCH_PHI3 = 2 } es_arch;
 
 typedef struct es_hparams {
     es_arch arch;
@@ -23,6 +23,8 @@ typedef struct es_hparams {
     int rope_dim;     /* dimensions rotated per head (= head_dim) */
     bool rope_neox;   /* true: pairs (i, i + rope_dim/2) (qwen2, NEOX); false: (2i, 2i+1) (llama) */
     bool qkv_bias;    /* qwen2 */
+    bool fused;       /* phi3: one attn_qkv matrix (Q, K, V rows in turn) and one ffn_up holding the gate
+                         rows then the up rows (no ffn_gate) */
     bool tied_output; /* no output.weight: the classifier is token_embd */
 } es_hparams;
 

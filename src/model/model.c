@@ -152,6 +152,14 @@ static es_status bind_vec(const es_gguf *g, const char *name, int64_t n, bool re
 
 static uint64_t mat_bytes(const es_mat *m) { return (uint64_t)m->row_bytes * (uint64_t)m->rows; }
 
+/* Rows [r0, r0 + n) of m, as a matrix of its own. */
+static es_mat row_view(const es_mat *m, int64_t r0, int64_t n) {
+    es_mat v = *m;
+    v.rows = n;
+    v.data = (const uint8_t *)m->data + (size_t)r0 * m->row_bytes;
+    return v;
+}
+
 static void report(const es_model_params *p, double frac) {
     if (p && p->progress) p->progress(p->ud, "loading", frac);
 }
@@ -208,13 +216,26 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
     if ((st = bind_vec(g, es_tensor_name(name, sizeof name, il, suffix), n, req, &L->field, &pool, err)) != ES_OK) goto fail;
         VEC(attn_norm, "attn_norm.weight", d, true)
         VEC(ffn_norm, "ffn_norm.weight", d, true)
-        MAT(wq, "attn_q.weight", d, qd)
-        MAT(wk, "attn_k.weight", d, kvd)
-        MAT(wv, "attn_v.weight", d, kvd)
+        if (hp->fused) { /* phi3: views of row ranges (rows are independent in every type) */
+            es_mat qkv = {0}, gu = {0}; /* (bind_mat sets all but the layout: the file's) */
+            if ((st = bind_mat(g, es_tensor_name(name, sizeof name, il, "attn_qkv.weight"), d, qd + 2 * kvd, &qkv, err)) != ES_OK ||
+                (st = bind_mat(g, es_tensor_name(name, sizeof name, il, "ffn_up.weight"), d, 2 * (int64_t)hp->n_ff, &gu, err)) != ES_OK)
+                goto fail;
+            L->wq = row_view(&qkv, 0, qd);
+            L->wk = row_view(&qkv, qd, kvd);
+            L->wv = row_view(&qkv, qd + kvd, kvd);
+            L->w1 = row_view(&gu, 0, hp->n_ff); /* the gate first, as llama.cpp splits a fused up */
+            L->w3 = row_view(&gu, hp->n_ff, hp->n_ff);
+            m->weight_bytes += mat_bytes(&qkv) + mat_bytes(&gu);
+        } else {
+            MAT(wq, "attn_q.weight", d, qd)
+            MAT(wk, "attn_k.weight", d, kvd)
+            MAT(wv, "attn_v.weight", d, kvd)
+            MAT(w1, "ffn_gate.weight", d, hp->n_ff)
+            MAT(w3, "ffn_up.weight", d, hp->n_ff)
+        }
         MAT(wo, "attn_output.weight", qd, d)
-        MAT(w1, "ffn_gate.weight", d, hp->n_ff)
         MAT(w2, "ffn_down.weight", hp->n_ff, d)
-        MAT(w3, "ffn_up.weight", d, hp->n_ff)
         VEC(bq, "attn_q.bias", qd, hp->qkv_bias)
         VEC(bk, "attn_k.bias", kvd, hp->qkv_bias)
         VEC(bv, "attn_v.bias", kvd, hp->qkv_bias)
