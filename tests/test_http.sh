@@ -303,7 +303,7 @@ grep -q "http .* requests" "$tmp/s1" && ok || bad "no http line in the final sta
 # hook: no further round, KV held, until the session is closed). A long generation therefore stays
 # running for exactly as long as the test needs, on an idle machine or a starved one: every check
 # below waits for an event (a first byte, a metric reaching a value), never for a time to pass.
-EDGESPEC_TEST_PARK_AFTER=8 start "$tmp/s2" --max-sessions 2
+EDGESPEC_TEST_PARK_AFTER=8 start "$tmp/s2" --max-sessions 2 --max-queue 0 # busy: 503 at once (the queue: test_http_queue.sh)
 port=$hport
 sport=$hport
 wait_ready "$port" || bad "second server not ready"

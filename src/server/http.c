@@ -82,6 +82,16 @@ typedef struct hreq {
     es_str piece;                 /* detokenised, before the stop-string check */
     es_str out;                   /* streams: the next chunk's text; plain: the whole text */
     int n_prompt, n_generated;
+    /* what backend->start is given, kept while the request waits in the queue */
+    es_http_gen g;                /* points into this hreq (prompt, stop_ids, stop, skip) */
+    int32_t *prompt;              /* owned until the backend took it */
+    int32_t stop_ids[HTTP_MAX_STOP_IDS];
+    bool queued;                  /* waiting in h's queue (the backend knows nothing of it yet) */
+    struct hreq *qnext;
+    struct event *qtimer;         /* queue_timeout_s */
+    /* latency (now_s()): arrival, admission by the backend, the latest tokens */
+    double t_arrive, t_admit, t_last;
+    bool got_tokens;
 } hreq;
 
 struct es_http {
@@ -106,7 +116,11 @@ struct es_http {
     struct evbuffer *chunk;       /* scratch for one SSE event */
     struct event *tick;
     hreq *reqs;
-    int n_active;
+    int n_active;                 /* requests on reqs: generating or queued */
+    hreq *q_head, *q_tail;        /* the queue, oldest first */
+    int n_queued;
+    struct event *pump;           /* tries the queue again on the loop's next turn (es_http_kick) */
+    char cors[1024];              /* "" off; "*"; or ",origin,origin," for a bounded substring match */
     uint64_t next_id, salt;
     double t_start;
     bool shutting_down;
@@ -146,6 +160,8 @@ es_http_params es_http_default_params(void) {
     p.max_connections = 1024;
     p.request_timeout_s = 60;
     p.chat_family = -1;
+    p.max_queue = 64;
+    p.queue_timeout_s = 60;
     return p;
 }
 
@@ -222,13 +238,32 @@ static hreq *find_req(es_http *h, uint64_t id) {
     return NULL;
 }
 
+/* Takes r out of the queue (it stays on the request list). */
+static void queue_remove(hreq *r) {
+    es_http *h = r->h;
+    for (hreq **pp = &h->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->qnext)
+        if (*pp == r) {
+            *pp = r->qnext;
+            if (h->q_tail == r) h->q_tail = prev;
+            break;
+        }
+    r->qnext = NULL;
+    r->queued = false;
+    h->n_queued--;
+    if (r->qtimer) event_del(r->qtimer);
+}
+
 /* Unlinks and frees; the evhttp request must already be answered or gone. */
 static void req_free(hreq *r) {
     es_http *h = r->h;
+    if (!r->queued && r->t_admit > 0) es_http_kick(h); /* its session is ending: the next may start */
     if (r->prev) r->prev->next = r->next;
     else if (h->reqs == r) h->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     h->n_active--;
+    if (r->queued) queue_remove(r);
+    if (r->qtimer) event_free(r->qtimer);
+    free(r->prompt);
     if (r->watch) event_free(r->watch);
     es_stopstr_free(&r->ss);
     es_str_free(&r->piece);
@@ -268,6 +303,7 @@ static const char *finish_name(int stop) {
 
 static void req_cancel(hreq *r) {
     es_http *h = r->h;
+    if (r->queued) return; /* the backend never saw it */
     if (h->p.backend.cancel) h->p.backend.cancel(h->p.backend.ud, r->id);
 }
 
@@ -352,6 +388,7 @@ static void req_finish(hreq *r, int stop) {
     const bool cut = r->ss.matched;
     const char *fin = cut ? "stop" : finish_name(stop);
     const es_oai_usage u = {r->n_prompt, r->n_generated};
+    es_metrics_observe(&h->m.e2e, now_s() - r->t_arrive);
     h->st.completion_tokens += r->n_generated;
     h->m.http_completion_tokens += r->n_generated;
     stream_start(r);
@@ -410,6 +447,14 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
     hreq *r = find_req(h, id);
     if (!r) return;
     if (n_generated > r->n_generated) r->n_generated = n_generated;
+    if (n > 0) {
+        const double t = now_s();
+        if (!r->got_tokens) es_metrics_observe(&h->m.ttft, t - r->t_arrive);
+        else
+            for (int i = 0; i < n; i++) es_metrics_observe(&h->m.itl, (t - r->t_last) / n);
+        r->got_tokens = true;
+        r->t_last = t;
+    }
     bool oom = false;
     for (int i = 0; i < n; i++) {
         if (is_skip(r, toks[i])) continue;
@@ -445,7 +490,10 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
 
 void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int status, const char *msg) {
     hreq *r = find_req(h, id);
-    if (!r) return;
+    if (!r) { /* a cancelled generation has let go of its session or worker only now */
+        es_http_kick(h);
+        return;
+    }
     if (n_generated > r->n_generated) r->n_generated = n_generated;
     if (stop == ES_STOP_ERROR && status == 503 && r->n_generated > 0) {
         /* the server ran out of room after tokens were made: they are the client's, so the reply ends
@@ -454,6 +502,112 @@ void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int stat
         req_finish(r, ES_STOP_LENGTH);
     } else if (stop == ES_STOP_ERROR) req_fail(r, status, msg);
     else req_finish(r, stop);
+}
+
+/* ---- admission: the backend, or the queue ---- */
+
+/* Asks the backend for a session for r (queued or new). On ES_OK the request is generating. */
+static es_status req_start(hreq *r, es_err *err) {
+    es_http *h = r->h;
+    int granted = 0;
+    es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &r->g, &granted, err)
+                                      : es_fail(err, ES_ERR_INTERNAL, "no backend");
+    if (st != ES_OK) return st;
+    free(r->prompt); /* the backend copied it */
+    r->prompt = NULL;
+    r->g.prompt = NULL;
+    r->t_admit = now_s();
+    es_metrics_observe(&h->m.queue_time, r->t_admit - r->t_arrive);
+    h->st.completions++;
+    h->st.prompt_tokens += r->n_prompt;
+    h->m.http_prompt_tokens += r->n_prompt;
+    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s%s", r->rid, r->endpoint, r->n_prompt, r->g.max_tokens,
+         granted, r->stream ? "streaming" : "plain", r->t_admit - r->t_arrive > 1e-3 ? ", after waiting in the queue" : "");
+    return ES_OK;
+}
+
+/* The backend refused r for good: the error reply, and r is freed. */
+static void req_refuse(hreq *r, es_status st, const es_err *err) {
+    es_http *h = r->h;
+    struct evhttp_request *req = r->req;
+    const char *ep = r->endpoint;
+    req_detach(r);
+    req_free(r);
+    if (st == ES_ERR_BUSY || st == ES_ERR_FULL)
+        reply_errorf(h, req, ep, 503, "server_error", "server_busy", "the server is busy: %s", err->msg);
+    else if (st == ES_ERR_RANGE)
+        reply_errorf(h, req, ep, 400, "invalid_request_error", "context_length_exceeded", "%s", err->msg);
+    else if (st == ES_ERR_INVALID_ARG)
+        reply_errorf(h, req, ep, 400, "invalid_request_error", "invalid_value", "%s", err->msg);
+    else if (st == ES_ERR_IO || st == ES_ERR_TIMEOUT)
+        reply_errorf(h, req, ep, 502, "server_error", "upstream_unavailable", "%s", err->msg);
+    else reply_errorf(h, req, ep, 500, "server_error", NULL, "%s", err->msg);
+}
+
+/* Watches the client from here on: a close (or, for plain replies and streams before their first
+ * tokens, a hang-up seen on the socket) abandons the request, queued or generating. */
+static void req_watch(hreq *r) {
+    es_http *h = r->h;
+    if (!r->evcon) return;
+    evhttp_connection_set_closecb(r->evcon, on_close, r);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
+    const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
+}
+
+/* A queued request waited past queue_timeout_s: 503 with Retry-After. */
+static void queue_timeout_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    hreq *r = arg;
+    es_http *h = r->h;
+    h->m.queue_timeouts++;
+    h->st.queue_timeouts++;
+    struct evhttp_request *req = r->req;
+    const char *ep = r->endpoint;
+    hlog(h, 2, "request %s: no session within --queue-timeout %.3g s", r->rid, h->p.queue_timeout_s);
+    req_detach(r);
+    req_free(r);
+    reply_errorf(h, req, ep, 503, "server_error", "queue_timeout",
+                 "the server is busy: the request waited %.3g s in the queue (--queue-timeout) without a free session", h->p.queue_timeout_s);
+}
+
+static void queue_add(hreq *r) {
+    es_http *h = r->h;
+    r->queued = true;
+    r->qnext = NULL;
+    if (h->q_tail) h->q_tail->qnext = r;
+    else h->q_head = r;
+    h->q_tail = r;
+    h->n_queued++;
+    if (h->p.queue_timeout_s > 0 && (r->qtimer || (r->qtimer = evtimer_new(h->p.base, queue_timeout_cb, r)))) {
+        const double t = h->p.queue_timeout_s;
+        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+        evtimer_add(r->qtimer, &tv);
+    }
+    hlog(h, 3, "request %s: queued (%d waiting)", r->rid, h->n_queued);
+}
+
+/* Starts queued requests, oldest first, until the backend is busy again. */
+static void queue_pump(es_http *h) {
+    while (h->q_head && !h->shutting_down) {
+        hreq *r = h->q_head;
+        es_err err = {{0}};
+        const es_status st = req_start(r, &err);
+        if (st == ES_ERR_BUSY || st == ES_ERR_FULL) return;
+        queue_remove(r);
+        if (st != ES_OK) req_refuse(r, st, &err);
+    }
+}
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    queue_pump(arg);
+}
+
+void es_http_kick(es_http *h) {
+    if (h && h->q_head && h->pump) event_active(h->pump, EV_TIMEOUT, 0);
 }
 
 /* ---- the endpoints ---- */
@@ -500,6 +654,7 @@ static int32_t *tokenize(es_http *h, const char *text, bool special, int *n, es_
 }
 
 static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
+    const double t_arrive = now_s();
     if (h->shutting_down) {
         reply_errorf(h, req, endpoint, 503, "server_error", "shutting_down", "the server is stopping");
         return;
@@ -593,6 +748,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->stream = q.stream;
     r->include_usage = q.stream && q.include_usage;
     r->created = (int64_t)time(NULL);
+    r->t_arrive = t_arrive;
     snprintf(r->rid, sizeof r->rid, "%s-%016llx", kind == ES_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)mix64(h->salt ^ r->id));
     r->model = q.model ? q.model : strdup(h->model_name);
     q.model = NULL;
@@ -603,6 +759,8 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->n_stop = q.n_stop;
     q.n_stop = 0;
     r->n_prompt = n_prompt;
+    r->prompt = prompt;
+    memcpy(r->stop_ids, stop_ids, (size_t)n_stop_ids * sizeof *stop_ids);
     if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
     for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
     es_detok_init(&r->dt, h->p.tok, prompt[n_prompt - 1]);
@@ -612,62 +770,52 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     h->reqs = r;
     h->n_active++;
 
-    es_http_gen g;
-    memset(&g, 0, sizeof g);
-    g.id = r->id;
-    g.prompt = prompt;
-    g.n_prompt = n_prompt;
-    g.max_tokens = max_tokens;
-    g.sampling = es_sampler_default_params();
-    g.sampling.temperature = (float)q.temperature;
-    g.sampling.top_p = (float)q.top_p;
-    g.sampling.top_k = q.top_k;
-    g.sampling.min_p = (float)q.min_p;
-    g.sampling.repeat_penalty = (float)q.repeat_penalty;
-    g.sampling.presence_penalty = (float)q.presence_penalty;
-    g.sampling.frequency_penalty = (float)q.frequency_penalty;
-    if (q.has_repeat_last_n) g.sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
-    g.sampling.n_bias = q.n_bias;
+    es_http_gen *g = &r->g;
+    g->id = r->id;
+    g->prompt = r->prompt;
+    g->n_prompt = n_prompt;
+    g->max_tokens = max_tokens;
+    g->sampling = es_sampler_default_params();
+    g->sampling.temperature = (float)q.temperature;
+    g->sampling.top_p = (float)q.top_p;
+    g->sampling.top_k = q.top_k;
+    g->sampling.min_p = (float)q.min_p;
+    g->sampling.repeat_penalty = (float)q.repeat_penalty;
+    g->sampling.presence_penalty = (float)q.presence_penalty;
+    g->sampling.frequency_penalty = (float)q.frequency_penalty;
+    if (q.has_repeat_last_n) g->sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
+    g->sampling.n_bias = q.n_bias;
     for (int i = 0; i < q.n_bias; i++) {
-        g.sampling.bias[i].id = q.bias[i].id;
-        g.sampling.bias[i].bias = q.bias[i].bias;
+        g->sampling.bias[i].id = q.bias[i].id;
+        g->sampling.bias[i].bias = q.bias[i].bias;
     }
-    g.sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
-    g.stop = stop_ids;
-    g.n_stop = n_stop_ids;
-    g.stop_strings = r->stop;
-    g.n_stop_strings = r->n_stop;
-    g.skip = r->skip;
-    g.n_skip = r->n_skip;
+    g->sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
+    g->stop = r->stop_ids;
+    g->n_stop = n_stop_ids;
+    g->stop_strings = r->stop;
+    g->n_stop_strings = r->n_stop;
+    g->skip = r->skip;
+    g->n_skip = r->n_skip;
     es_oai_request_free(&q);
-    int granted = 0;
-    es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, &err)
-                                      : es_fail(&err, ES_ERR_INTERNAL, "no backend");
-    free(prompt);
+    /* first come, first served: while others wait, a new request joins the back of the queue */
+    es_status st = h->q_head ? ES_ERR_BUSY : req_start(r, &err);
+    if (st == ES_ERR_BUSY || st == ES_ERR_FULL) {
+        if (h->n_queued < h->p.max_queue) {
+            queue_add(r);
+            req_watch(r);
+            return;
+        }
+        h->m.queue_full++;
+        h->st.queue_full++;
+        if (h->p.max_queue > 0) {
+            snprintf(err.msg, sizeof err.msg, "%d requests are already waiting (--max-queue %d)", h->n_queued, h->p.max_queue);
+        }
+    }
     if (st != ES_OK) {
-        req_free(r);
-        if (st == ES_ERR_BUSY || st == ES_ERR_FULL)
-            reply_errorf(h, req, endpoint, 503, "server_error", "server_busy", "the server is busy: %s", err.msg);
-        else if (st == ES_ERR_RANGE)
-            reply_errorf(h, req, endpoint, 400, "invalid_request_error", "context_length_exceeded", "%s", err.msg);
-        else if (st == ES_ERR_INVALID_ARG)
-            reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "%s", err.msg);
-        else if (st == ES_ERR_IO || st == ES_ERR_TIMEOUT)
-            reply_errorf(h, req, endpoint, 502, "server_error", "upstream_unavailable", "%s", err.msg);
-        else reply_errorf(h, req, endpoint, 500, "server_error", NULL, "%s", err.msg);
+        req_refuse(r, st, &err);
         return;
     }
-    h->st.completions++;
-    h->st.prompt_tokens += n_prompt;
-    h->m.http_prompt_tokens += n_prompt;
-    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s", r->rid, endpoint, n_prompt, max_tokens, granted,
-         r->stream ? "streaming" : "plain");
-    if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_close, r);
-    if (r->evcon) { /* streams too, until their first tokens (stream_start) */
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
-        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-        if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
-    }
+    req_watch(r);
 }
 
 static void handle_models(es_http *h, struct evhttp_request *req, const char *path) {
@@ -759,7 +907,8 @@ static void handle_tokenize(es_http *h, struct evhttp_request *req, const char *
 
 static void handle_metrics(es_http *h, struct evhttp_request *req) {
     es_metrics m = h->m;
-    m.http_active = h->n_active;
+    m.http_active = h->n_active - h->n_queued;
+    m.queue_depth = h->n_queued;
     m.uptime_seconds = now_s() - h->t_start;
     const char *up = NULL;
     m.ready = !h->shutting_down && (!h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up));
@@ -1049,6 +1198,39 @@ static const char *method_name(enum evhttp_cmd_type cmd) {
     }
 }
 
+/* Whether a browser page from `origin` may call the API (--cors). */
+static bool cors_allowed(const es_http *h, const char *origin) {
+    if (!h->cors[0] || !origin || !*origin) return false;
+    if (!strcmp(h->cors, "*")) return true;
+    char key[520];
+    const size_t n = strlen(origin);
+    if (n + 3 > sizeof key || strchr(origin, ',')) return false;
+    snprintf(key, sizeof key, ",%s,", origin);
+    return strstr(h->cors, key) != NULL;
+}
+
+/* CORS headers on a reply to an allowed origin; true when the request is a preflight (answer 204). */
+static bool cors_headers(es_http *h, struct evhttp_request *req, enum evhttp_cmd_type cmd) {
+    struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+    const char *origin = evhttp_find_header(ih, "Origin");
+    if (!h->cors[0]) return false;
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    if (strcmp(h->cors, "*") != 0) evhttp_add_header(oh, "Vary", "Origin"); /* the answer depends on it */
+    const bool preflight = cmd == EVHTTP_REQ_OPTIONS && evhttp_find_header(ih, "Access-Control-Request-Method");
+    if (!cors_allowed(h, origin)) return preflight; /* answered without the headers: the browser refuses */
+    evhttp_add_header(oh, "Access-Control-Allow-Origin", !strcmp(h->cors, "*") ? "*" : origin);
+    if (!preflight) {
+        evhttp_add_header(oh, "Access-Control-Expose-Headers", "Retry-After");
+        return false;
+    }
+    evhttp_add_header(oh, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    const char *want = evhttp_find_header(ih, "Access-Control-Request-Headers");
+    /* any request header is fine (the api key decides access): the ones asked for are allowed */
+    evhttp_add_header(oh, "Access-Control-Allow-Headers", want && *want && strlen(want) < 1024 ? want : "Authorization, Content-Type");
+    evhttp_add_header(oh, "Access-Control-Max-Age", "86400");
+    return true;
+}
+
 static void handle(struct evhttp_request *req, void *arg) {
     es_http *h = arg;
     hconn *hc = conn_of(h, req);
@@ -1085,6 +1267,12 @@ static void handle(struct evhttp_request *req, void *arg) {
     else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
     else if (!strcmp(path, EP_TOKENIZE) || !strcmp(path, "/v1/tokenize")) ep = EP_TOKENIZE, want_post = true;
     else if (!strcmp(path, EP_DETOKENIZE) || !strcmp(path, "/v1/detokenize")) ep = EP_DETOKENIZE, want_post = true;
+    const bool preflight = cors_headers(h, req, cmd);
+    if (preflight && ep != EP_OTHER) {
+        evhttp_send_reply(req, 204, "No Content", NULL);
+        count(h, ep, 204);
+        return;
+    }
     if (ep == EP_OTHER) {
         reply_errorf(h, req, ep, 404, "invalid_request_error", "unknown_url", "Unknown request URL: %s %.200s",
                      method_name(cmd), path);
@@ -1201,6 +1389,23 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->p.owned_by = h->owned_by;
     if (!h->p.max_body) h->p.max_body = HTTP_MAX_BODY_DEFAULT;
     if (!(h->p.timeout_s > 0)) h->p.timeout_s = 600;
+    if (h->p.max_queue < 0) h->p.max_queue = 0;
+    if (p->cors && *p->cors) {
+        /* kept as ",a,b," so that a lookup of ",ORIGIN," matches whole entries only */
+        es_str c = {0};
+        bool ok = es_str_puts(&c, ",");
+        for (const char *q = p->cors; *q && ok; q++)
+            if (*q != ' ') ok = es_str_append(&c, q, 1);
+        ok = ok && es_str_puts(&c, ",");
+        if (!ok || c.len >= sizeof h->cors) {
+            es_str_free(&c);
+            es_http_free(h);
+            return es_fail(err, ES_ERR_INVALID_ARG, "--cors: the origin list is longer than %zu bytes", sizeof h->cors - 3);
+        }
+        snprintf(h->cors, sizeof h->cors, "%s", !strcmp(c.s, ",*,") ? "*" : c.s);
+        es_str_free(&c);
+    }
+    h->p.cors = NULL;
     es_status kst = ES_OK;
     if (p->api_key && *p->api_key) kst = es_keys_add(&h->keys, p->api_key, err);
     for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&h->keys, p->api_keys[i], err);
@@ -1231,7 +1436,8 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->http = evhttp_new(p->base);
     h->tick = event_new(p->base, -1, EV_PERSIST, tick_cb, h);
     h->relisten = event_new(p->base, -1, 0, relisten_cb, h);
-    if (!h->chunk || !h->http || !h->tick || !h->relisten) {
+    h->pump = event_new(p->base, -1, 0, pump_cb, h);
+    if (!h->chunk || !h->http || !h->tick || !h->relisten || !h->pump) {
         es_http_free(h);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
@@ -1303,7 +1509,8 @@ void es_http_get_stats(const es_http *h, es_http_stats *out) {
     memset(out, 0, sizeof *out);
     if (!h) return;
     *out = h->st;
-    out->active = h->n_active;
+    out->active = h->n_active - h->n_queued;
+    out->queued = h->n_queued;
     out->conns_open = h->n_conns;
 }
 
@@ -1316,6 +1523,7 @@ void es_http_free(es_http *h) {
         req_free(r);
     }
     if (h->tick) event_free(h->tick);
+    if (h->pump) event_free(h->pump);
     if (h->relisten) event_free(h->relisten);
     if (h->http) evhttp_free(h->http);
     while (h->conns) { /* evhttp has freed every connection: drop our references */

@@ -16,6 +16,19 @@
 #define ES_METRICS_MAX_REQ 64      /* distinct (endpoint, status) pairs counted */
 #define ES_METRICS_BATCH_BUCKETS 12 /* batch-size histogram: le 1, 2, 4, ..., 1024, +Inf */
 
+/* Latency histograms (seconds): upper bounds of the buckets, the last one +Inf. */
+#define ES_METRICS_LAT_BUCKETS 18
+extern const double es_metrics_lat_le[ES_METRICS_LAT_BUCKETS - 1];
+
+typedef struct es_metrics_hist {
+    int64_t bucket[ES_METRICS_LAT_BUCKETS]; /* non-cumulative counts per bucket */
+    int64_t count;
+    double sum;
+} es_metrics_hist;
+
+/* Adds one observation of `seconds` (negative ones count as 0). */
+void es_metrics_observe(es_metrics_hist *hst, double seconds);
+
 typedef struct es_metrics_req {
     const char *endpoint;  /* a static string: "/v1/completions", ..., "other" */
     int status;
@@ -35,6 +48,12 @@ typedef struct es_metrics {
     int64_t http_conns_refused;    /* beyond --http-max-connections */
     int64_t http_conns_timed_out;  /* cut by --http-request-timeout */
     int64_t http_accept_failures;  /* accepts that failed (descriptors ran out) */
+    es_metrics_hist queue_time;    /* completion requests: arrival to admission by the backend */
+    es_metrics_hist ttft;          /* arrival to the first generated token */
+    es_metrics_hist itl;           /* between generated tokens (a delivery of n tokens after a gap g counts
+                                      n observations of g / n) */
+    es_metrics_hist e2e;           /* arrival to the end of the reply (completed requests only) */
+    int64_t queue_full, queue_timeouts; /* 503s of the request queue: full, waited too long */
     /* ---- the backend (< 0: not applicable) ---- */
     int edge_active;               /* edge-protocol sessions on the server */
     int64_t prompt_tokens;         /* every session's prompt tokens (server: edge + HTTP) */

@@ -194,6 +194,8 @@ es_server_params es_server_default_params(void) {
     p.http_fd = -1;
     p.chat_family = -1;
     p.http_server_spec = true;
+    p.http_max_queue = 64;
+    p.http_queue_timeout_s = 60;
     return p;
 }
 
@@ -344,6 +346,7 @@ static void conn_end_session(es_conn *c, int i) {
     es_sched_close(c->srv->sched, key);
     purge_session_events(c->srv, key);
     sess_remove(c, i);
+    es_http_kick(c->srv->http); /* a queued HTTP request may take its place */
 }
 
 /* Ends every session of a connection in the scheduler at once (KV blocks free before the next step). */
@@ -354,6 +357,7 @@ static void conn_close_sessions(es_conn *c) {
         es_sched_close(s->sched, key);
         purge_session_events(s, key);
     }
+    if (c->n_sess > 0) es_http_kick(s->http);
     c->n_sess = 0;
 }
 
@@ -524,6 +528,8 @@ static void deliver_event(es_server *s, const es_sev *e) {
         http_deliver(s, e);
         return;
     }
+    /* an edge session that ends frees room for a queued HTTP request */
+    if (e->type == ES_EV_DONE || e->type == ES_EV_ERROR) es_http_kick(s->http);
     es_conn *c = conn_find(s, (uint32_t)(e->node.key >> 32));
     if (!c || c->state != CONN_READY) return;
     uint32_t sid = (uint32_t)e->node.key;
@@ -1313,6 +1319,9 @@ static es_status start_http(es_server *s, es_err *err) {
     if (s->p.http_max_connections > 0) hp.max_connections = s->p.http_max_connections;
     if (s->p.http_request_timeout_s != 0) hp.request_timeout_s = s->p.http_request_timeout_s > 0 ? s->p.http_request_timeout_s : 0;
     if (s->p.idle_timeout_s > 0) hp.timeout_s = s->p.idle_timeout_s;
+    hp.max_queue = s->p.http_max_queue;
+    hp.queue_timeout_s = s->p.http_queue_timeout_s;
+    hp.cors = s->p.http_cors;
     hp.tok = s->p.target_tok;
     hp.n_ctx = s->n_ctx;
     hp.chat_family = s->p.chat_family;
