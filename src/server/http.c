@@ -92,7 +92,24 @@ typedef struct hreq {
     /* latency (now_s()): arrival, admission by the backend, the latest tokens */
     double t_arrive, t_admit, t_last;
     bool got_tokens;
+    /* logprobs: one entry per token shown as text, with where its text lies in the reply (before stop
+       strings cut it); streams send an entry with the chunk that completes its text */
+    bool logprobs;
+    int top_logprobs;
+    struct lpent *lp;
+    int n_lp, cap_lp, lp_sent;
+    size_t text_pos;              /* bytes of text the tokens so far made */
+    size_t sent_pos;              /* streams: bytes of text sent */
+    int32_t lp_prev;              /* the token before the next one (for its piece) */
 } hreq;
+
+typedef struct lpent {
+    es_token_logprob lp;
+    int32_t id, prev;
+    size_t start, end;            /* its text in the reply: [start, end) */
+} lpent;
+
+_Static_assert(ES_OAI_MAX_TOP_LOGPROBS == ES_SPEC_MAX_TOP_LOGPROBS, "one limit for top logprobs");
 
 struct es_http {
     es_http_params p;
@@ -264,6 +281,7 @@ static void req_free(hreq *r) {
     if (r->queued) queue_remove(r);
     if (r->qtimer) event_free(r->qtimer);
     free(r->prompt);
+    free(r->lp);
     if (r->watch) event_free(r->watch);
     es_stopstr_free(&r->ss);
     es_str_free(&r->piece);
@@ -291,10 +309,70 @@ static void sse(hreq *r, const char *data) {
     evhttp_send_reply_chunk(r->req, h->chunk); /* drains h->chunk */
 }
 
-static void sse_chunk(hreq *r, const char *role, const char *text, const char *finish) {
-    char *j = es_oai_chunk_json(r->kind, r->rid, r->created, r->model, role, text, finish);
+/* The JSON builders' view of entries [from, to): token pieces in `arena`, *view malloc'd (free it). */
+static bool lp_view(hreq *r, int from, int to, es_oai_logprobs *out, es_oai_lp_token **view, es_str *arena) {
+    es_http *h = r->h;
+    const int n = to - from;
+    memset(out, 0, sizeof *out);
+    out->top = r->top_logprobs > 0;
+    *view = n > 0 ? calloc((size_t)n, sizeof **view) : NULL;
+    if (n > 0 && !*view) return false;
+    /* pieces first (the arena moves as it grows), offsets stored in the text pointers meanwhile */
+    char piece[512];
+    for (int i = 0; i < n; i++) {
+        const lpent *e = &r->lp[from + i];
+        es_oai_lp_token *t = &(*view)[i];
+        int k = es_token_to_piece(h->p.tok, e->prev, e->id, piece, (int)sizeof piece);
+        t->text = (const char *)(uintptr_t)arena->len;
+        t->len = (size_t)(k > 0 ? k : 0);
+        if (!es_str_append(arena, piece, t->len)) return false;
+        t->logprob = e->lp.logprob;
+        t->offset = (int64_t)e->start;
+        t->n_top = e->lp.n_top < r->top_logprobs ? e->lp.n_top : r->top_logprobs;
+        for (int j = 0; j < t->n_top; j++) {
+            k = es_token_to_piece(h->p.tok, e->prev, e->lp.top_id[j], piece, (int)sizeof piece);
+            t->top[j].text = (const char *)(uintptr_t)arena->len;
+            t->top[j].len = (size_t)(k > 0 ? k : 0);
+            t->top[j].logprob = e->lp.top_logprob[j];
+            if (!es_str_append(arena, piece, t->top[j].len)) return false;
+        }
+    }
+    const char *base = es_str_cstr(arena);
+    for (int i = 0; i < n; i++) {
+        es_oai_lp_token *t = &(*view)[i];
+        t->text = base + (uintptr_t)t->text;
+        for (int j = 0; j < t->n_top; j++) t->top[j].text = base + (uintptr_t)t->top[j].text;
+    }
+    out->tok = *view;
+    out->n = n;
+    return true;
+}
+
+/* A stream chunk; with logprobs, those of entries [lp_sent, upto). */
+static void sse_chunk_lp(hreq *r, const char *role, const char *text, const char *finish, int upto) {
+    es_oai_logprobs lp;
+    es_oai_lp_token *view = NULL;
+    es_str arena = {0};
+    const bool with = r->logprobs && upto >= r->lp_sent && lp_view(r, r->lp_sent, upto, &lp, &view, &arena);
+    char *j = es_oai_chunk_json_ex(r->kind, r->rid, r->created, r->model, 0, role, text, finish, with ? &lp : NULL);
     if (j) sse(r, j);
     free(j);
+    free(view);
+    es_str_free(&arena);
+    if (with) r->lp_sent = upto;
+}
+
+static void sse_chunk(hreq *r, const char *role, const char *text, const char *finish) {
+    sse_chunk_lp(r, role, text, finish, -1);
+}
+
+/* Entries whose text lies within the first `len` bytes of the reply's text (whole tokens sent so
+ * far); at the end (`final`), every entry that made any of it — all of them unless a stop string
+ * cut the text. */
+static int lp_upto(const hreq *r, size_t len, bool final, bool cut) {
+    int k = r->lp_sent;
+    while (k < r->n_lp && (final ? (!cut || r->lp[k].start < len) : r->lp[k].end <= len)) k++;
+    return k;
 }
 
 static const char *finish_name(int stop) {
@@ -394,7 +472,9 @@ static void req_finish(hreq *r, int stop) {
     stream_start(r);
     req_detach(r);
     if (r->stream) {
-        if (r->out.len) sse_chunk(r, NULL, r->out.s, NULL);
+        r->sent_pos += r->out.len;
+        const int upto = lp_upto(r, r->sent_pos, true, cut);
+        if (r->out.len || (r->logprobs && upto > r->lp_sent)) sse_chunk_lp(r, NULL, r->out.s ? r->out.s : "", NULL, upto);
         if (r->kind == ES_OAI_CHAT) sse_chunk(r, NULL, NULL, fin);
         else sse_chunk(r, NULL, "", fin);
         if (r->include_usage) {
@@ -405,7 +485,14 @@ static void req_finish(hreq *r, int stop) {
         sse(r, "[DONE]");
         evhttp_send_reply_end(r->req);
     } else {
-        char *j = es_oai_response_json(r->kind, r->rid, r->created, r->model, es_str_cstr(&r->out), fin, &u);
+        es_oai_logprobs lp;
+        es_oai_lp_token *view = NULL;
+        es_str arena = {0};
+        bool ok = !r->logprobs || lp_view(r, 0, lp_upto(r, r->out.len, true, cut), &lp, &view, &arena);
+        const es_oai_choice c = {es_str_cstr(&r->out), fin, r->logprobs ? &lp : NULL};
+        char *j = ok ? es_oai_response_json_n(r->kind, r->rid, r->created, r->model, &c, 1, &u) : NULL;
+        free(view);
+        es_str_free(&arena);
         if (j) reply_json(h, r->req, r->endpoint, 200, j);
         else reply_errorf(h, r->req, r->endpoint, 500, "server_error", NULL, "out of memory");
         free(j);
@@ -444,6 +531,10 @@ static bool is_skip(const hreq *r, int32_t t) {
 }
 
 void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int n_generated) {
+    es_http_on_tokens_lp(h, id, toks, NULL, n, n_generated);
+}
+
+void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es_token_logprob *lps, int n, int n_generated) {
     hreq *r = find_req(h, id);
     if (!r) return;
     if (n_generated > r->n_generated) r->n_generated = n_generated;
@@ -458,7 +549,23 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
     bool oom = false;
     for (int i = 0; i < n; i++) {
         if (is_skip(r, toks[i])) continue;
+        const size_t before = r->piece.len;
         if (!es_detok_push(&r->dt, toks[i], &r->piece)) oom = true;
+        const size_t made = r->piece.len - before;
+        if (r->logprobs && lps) {
+            if (r->n_lp == r->cap_lp) {
+                const int cap = r->cap_lp ? 2 * r->cap_lp : 16;
+                lpent *p = realloc(r->lp, (size_t)cap * sizeof *p);
+                if (p) {
+                    r->lp = p;
+                    r->cap_lp = cap;
+                }
+            }
+            if (r->n_lp < r->cap_lp) r->lp[r->n_lp++] = (lpent){lps[i], toks[i], r->lp_prev, r->text_pos, r->text_pos + made};
+            else oom = true;
+        }
+        r->text_pos += made;
+        r->lp_prev = toks[i];
     }
     if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
     es_str_clear(&r->piece);
@@ -474,7 +581,8 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
     }
     stream_start(r);
     if (r->stream && r->out.len) {
-        sse_chunk(r, NULL, r->out.s, NULL);
+        r->sent_pos += r->out.len;
+        sse_chunk_lp(r, NULL, r->out.s, NULL, lp_upto(r, r->sent_pos, false, false));
         es_str_clear(&r->out);
         /* a client that does not read holds our memory: treat it as gone */
         struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
@@ -681,6 +789,14 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
             reply_error(h, req, endpoint, &e);
             return;
         }
+    if (q.logprobs && !h->p.backend.logprobs) {
+        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", "logprobs",
+                         "'logprobs' is not available here: the target model's probabilities are computed on the "
+                         "verification server (ask its HTTP API, serve --http-port)");
+        es_oai_request_free(&q);
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
     es_err err = {{0}};
     int32_t *prompt = NULL;
     int n_prompt = 0;
@@ -760,6 +876,9 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     q.n_stop = 0;
     r->n_prompt = n_prompt;
     r->prompt = prompt;
+    r->logprobs = q.logprobs;
+    r->top_logprobs = q.top_logprobs;
+    r->lp_prev = prompt[n_prompt - 1];
     memcpy(r->stop_ids, stop_ids, (size_t)n_stop_ids * sizeof *stop_ids);
     if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
     for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
@@ -796,6 +915,8 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     g->n_stop_strings = r->n_stop;
     g->skip = r->skip;
     g->n_skip = r->n_skip;
+    g->logprobs = q.logprobs;
+    g->top_logprobs = q.top_logprobs;
     es_oai_request_free(&q);
     /* first come, first served: while others wait, a new request joins the back of the queue */
     es_status st = h->q_head ? ES_ERR_BUSY : req_start(r, &err);

@@ -41,6 +41,7 @@
 
 #include "edgespec.h"
 #include "server/metrics.h"
+#include "spec/spec.h"
 
 struct event_base;
 typedef struct es_http es_http;
@@ -60,6 +61,8 @@ typedef struct es_http_gen {
     int n_stop_strings;
     const int32_t *skip;         /* ids never shown as text */
     int n_skip;
+    bool logprobs;               /* the request wants each token's log-probability (backend->logprobs) */
+    int top_logprobs;            /* ... and this many alternatives (0..ES_OAI_MAX_TOP_LOGPROBS) */
 } es_http_gen;
 
 typedef struct es_http_backend {
@@ -75,6 +78,8 @@ typedef struct es_http_backend {
      * the upstream for /health's "upstream" field (a static string). NULL: always ready. */
     bool (*health)(void *ud, const char **upstream);
     void *ud;
+    bool logprobs;               /* it can report the target's log-probabilities (es_http_on_tokens_lp);
+                                    without, requests asking for logprobs get 400 */
 } es_http_backend;
 
 typedef struct es_http_params {
@@ -134,6 +139,8 @@ int es_http_port(const es_http *h);
 /* The backend's results for generation `id` (unknown ids are ignored: the request is gone).
  * n_generated: tokens generated so far, stop tokens included (the usage count). */
 void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int n_generated);
+/* The same with each token's log-probabilities (lp[n]; NULL: none), for requests that asked for them. */
+void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es_token_logprob *lp, int n, int n_generated);
 /* The generation ended: stop is an es_proto_stop; ES_STOP_ERROR with an HTTP status and message. */
 void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int status, const char *msg);
 /* Capacity may have freed up (a session of another kind ended): queued requests are tried again on

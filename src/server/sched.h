@@ -25,6 +25,7 @@
 #ifndef ES_SERVER_SCHED_H
 #define ES_SERVER_SCHED_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "edgespec.h"
@@ -54,6 +55,7 @@ typedef struct es_sched_event {
     uint16_t suggested_budget;        /* VERDICT: hint for the edge's next tree size (0: none) */
     int code;                         /* ERROR: es_proto_err */
     const char *msg;                  /* ERROR */
+    const es_token_logprob *logprobs; /* TOKENS of a session opened with logprobs: one per token, else NULL */
 } es_sched_event;
 
 /* How edge sessions are batched (es_sched_params.policy). */
@@ -111,6 +113,8 @@ typedef struct es_sched_session_params {
     int max_tokens;               /* tokens to generate */
     const int32_t *stop;          /* stop token ids (the model's EOS is always one) */
     int n_stop;
+    bool logprobs;                /* ar / server-spec: TOKENS events carry each token's log-probability */
+    int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
 } es_sched_session_params;
 
 #define ES_SCHED_BATCH_HIST 12 /* steps by rows: <= 1, 2, 4, ..., 1024, more (es_sched_batch_bucket) */

@@ -80,8 +80,14 @@ typedef struct es_sev {
     char msg[ES_PROTO_MAX_MSG + 1];
     int n_path;                                 /* VERDICT: path length */
     int n_tokens;
+    bool has_lp;                                /* TOKENS: es_token_logprob[n_tokens] follow the tokens */
     int32_t data[];                             /* VERDICT: path[n_path] then tokens; TOKENS: tokens */
 } es_sev;
+
+/* The log-probabilities an HTTP session asked for, after the event's tokens (NULL: none). */
+static const es_token_logprob *sev_logprobs(const es_sev *e) {
+    return e->has_lp ? (const es_token_logprob *)(const void *)(e->data + e->n_path + e->n_tokens) : NULL;
+}
 
 /* ---- connections ---- */
 
@@ -256,8 +262,11 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
         n_tok = ev->n_tokens;
         tok = ev->tokens;
     }
-    es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t));
+    const bool has_lp = ev->type == ES_EV_TOKENS && ev->logprobs && n_tok > 0;
+    es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t) +
+                       (has_lp ? (size_t)n_tok * sizeof(es_token_logprob) : 0));
     if (!e) return;
+    e->has_lp = has_lp;
     e->node.key = ev->session;
     e->type = ev->type;
     e->round = ev->round;
@@ -273,6 +282,7 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     e->n_tokens = n_tok;
     if (n_path) memcpy(e->data, path, (size_t)n_path * sizeof(int32_t));
     if (n_tok) memcpy(e->data + n_path, tok, (size_t)n_tok * sizeof(int32_t));
+    if (has_lp) memcpy((void *)sev_logprobs(e), ev->logprobs, (size_t)n_tok * sizeof(es_token_logprob));
 
     es_wakeq_push(&s->q, &e->node);
     es_sev *done = stopped ? calloc(1, sizeof *done) : NULL;
@@ -511,7 +521,7 @@ static void http_deliver(es_server *s, const es_sev *e) {
     const uint64_t id = e->node.key & ~SERVER_HTTP_KEY;
     if (e->type == ES_EV_DONE || e->type == ES_EV_ERROR) watch_drop(s, e->node.key); /* its last event */
     switch (e->type) {
-    case ES_EV_TOKENS: es_http_on_tokens(s->http, id, e->data, e->n_tokens, e->n_generated); break;
+    case ES_EV_TOKENS: es_http_on_tokens_lp(s->http, id, e->data, sev_logprobs(e), e->n_tokens, e->n_generated); break;
     case ES_EV_DONE: es_http_on_end(s->http, id, e->stop, e->n_generated, 0, NULL); break;
     case ES_EV_ERROR:
         /* the context was checked at admission: a CONTEXT error now is the KV pool running out, the
@@ -1239,6 +1249,8 @@ static es_status http_start(void *ud, const es_http_gen *g, int *granted, es_err
     sp.max_tokens = g->max_tokens;
     sp.stop = g->stop;
     sp.n_stop = g->n_stop;
+    sp.logprobs = g->logprobs;
+    sp.top_logprobs = g->top_logprobs;
     /* the watch is in place before the first event can come; without memory for it, the front end
        still cuts the text (the session only runs on to max_tokens) */
     swatch *x = g->n_stop_strings > 0 ? calloc(1, sizeof *x) : NULL;
@@ -1328,6 +1340,7 @@ static es_status start_http(es_server *s, es_err *err) {
     hp.backend.start = http_start;
     hp.backend.cancel = http_cancel;
     hp.backend.metrics = http_metrics;
+    hp.backend.logprobs = true;
     hp.backend.ud = s;
     hp.log = s->p.log;
     hp.log_ud = s->p.log_ud;
