@@ -9,7 +9,7 @@ logprobs (the server: completions logprobs=N and chat logprobs + top_logprobs, p
 through the client's types): greedy, each emitted token is the first of its top_logprobs and its
 logprob their maximum, every logprob <= 0, the top ones sorted with probabilities summing to <= 1,
 the tokens spell the text, the streamed values equal the plain ones; the edge-local API refuses
-logprobs with 400 (the target's probabilities are on the server)."""
+logprobs with 400 (the target's probabilities are on the server). n = 2 on both, plain and streamed."""
 import math
 import json
 import sys
@@ -172,6 +172,18 @@ def suite(name, base_url, api_key, model):
     raises(openai.BadRequestError, 400,
            lambda: client.completions.create(model=model, prompt="x", max_tokens=4, temperature=7),
            f"{name}: temperature 7", "temperature")
+    # n = 2: two choices, indexed, each the greedy text; streamed, each index gets its own text and finish
+    n2 = client.completions.create(model=model, prompt="Once upon a time", max_tokens=40, temperature=0, n=2)
+    check([ch.index for ch in n2.choices] == [0, 1] and all(ch.text == ref_c["text"] for ch in n2.choices)
+          and n2.usage.completion_tokens == 2 * ref_c["n_generated"], f"{name}: n=2 completion {n2}")
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=40, temperature=0, n=2, stream=True)
+    texts, fins = {}, {}
+    for chunk in stream:
+        for ch in chunk.choices:
+            texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                fins[ch.index] = ch.finish_reason
+    check(texts == {0: ref_h["text"], 1: ref_h["text"]} and fins == {0: "length", 1: "length"}, f"{name}: n=2 chat stream {texts} {fins}")
     if name == "server":
         logprobs_suite(name, client, model)
     else:

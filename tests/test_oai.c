@@ -105,7 +105,8 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":0}", "top_p", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1.01}", "top_p", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-2}", "top_k", NULL);
-    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":2}", "n", "n = 1");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":17}", "n", "1..16");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":0}", "n", "1..16");
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":\"1\"}", "n", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"seed\":1.5}", "seed", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stream\":1}", "stream", "boolean");
@@ -450,6 +451,11 @@ static void test_logprobs(void) {
     es_oai_request_free(&r);
     CHECK(parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":false,\"top_logprobs\":0}", &r) &&
           !r.logprobs);
+    es_oai_request_free(&r);
+
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":3}", &r) && r.n == 3);
+    es_oai_request_free(&r);
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\"}", &r) && r.n == 1);
     es_oai_request_free(&r);
 
     es_oai_lp_token t[2];

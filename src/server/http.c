@@ -58,10 +58,39 @@ static const char *const EP_TOKENIZE = "/tokenize";
 static const char *const EP_DETOKENIZE = "/detokenize";
 static const char *const EP_OTHER = "other";
 
+typedef struct lpent {
+    es_token_logprob lp;
+    int32_t id, prev;
+    size_t start, end;            /* its text in the choice's reply: [start, end) */
+} lpent;
+
+_Static_assert(ES_OAI_MAX_TOP_LOGPROBS == ES_SPEC_MAX_TOP_LOGPROBS, "one limit for top logprobs");
+
+/* One choice of a request (n > 1: several, each its own generation of the backend). */
+typedef struct hchoice {
+    uint64_t id;                  /* its generation's id: the request's id + its index */
+    bool running;                 /* the backend took it and it has not ended or been cancelled */
+    bool done;                    /* its text is complete */
+    const char *fin;              /* its finish_reason once done */
+    es_detok dt;
+    es_stopstr ss;
+    es_str piece;                 /* detokenised, before the stop-string check */
+    es_str out;                   /* streams: the next chunk's text; plain: the whole text */
+    int n_generated;
+    double t_last;                /* its latest tokens (inter-token latency) */
+    /* logprobs: one entry per token shown as text, with where its text lies in the choice's reply
+       (before stop strings cut it); streams send an entry with the chunk that completes its text */
+    lpent *lp;
+    int n_lp, cap_lp, lp_sent;
+    size_t text_pos;              /* bytes of text the tokens so far made */
+    size_t sent_pos;              /* streams: bytes of text sent */
+    int32_t lp_prev;              /* the token before the next one (for its piece) */
+} hchoice;
+
 typedef struct hreq {
     struct es_http *h;
     struct hreq *prev, *next;
-    uint64_t id;
+    uint64_t id;                  /* choice i's generation is id + i */
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct event *watch;          /* plain replies: notices a client hanging up */
@@ -77,39 +106,22 @@ typedef struct hreq {
     int n_stop;
     int32_t skip[HTTP_MAX_STOP_IDS + 2]; /* ids never shown as text: EOS, BOS, end-of-turn */
     int n_skip;
-    es_detok dt;
-    es_stopstr ss;
-    es_str piece;                 /* detokenised, before the stop-string check */
-    es_str out;                   /* streams: the next chunk's text; plain: the whole text */
-    int n_prompt, n_generated;
-    /* what backend->start is given, kept while the request waits in the queue */
+    int n_prompt;
+    /* what backend->start is given (per choice: its id and seed), kept while the request waits */
     es_http_gen g;                /* points into this hreq (prompt, stop_ids, stop, skip) */
-    int32_t *prompt;              /* owned until the backend took it */
+    int32_t *prompt;              /* owned until the backend took every choice */
     int32_t stop_ids[HTTP_MAX_STOP_IDS];
-    bool queued;                  /* waiting in h's queue (the backend knows nothing of it yet) */
+    bool queued;                  /* waiting in h's queue for sessions for its choices from n_started on */
     struct hreq *qnext;
     struct event *qtimer;         /* queue_timeout_s */
-    /* latency (now_s()): arrival, admission by the backend, the latest tokens */
-    double t_arrive, t_admit, t_last;
+    /* latency (now_s()): arrival, admission of every choice */
+    double t_arrive, t_admit;
     bool got_tokens;
-    /* logprobs: one entry per token shown as text, with where its text lies in the reply (before stop
-       strings cut it); streams send an entry with the chunk that completes its text */
     bool logprobs;
     int top_logprobs;
-    struct lpent *lp;
-    int n_lp, cap_lp, lp_sent;
-    size_t text_pos;              /* bytes of text the tokens so far made */
-    size_t sent_pos;              /* streams: bytes of text sent */
-    int32_t lp_prev;              /* the token before the next one (for its piece) */
+    int n_choices, n_started, n_done;
+    hchoice *ch;                  /* [n_choices] */
 } hreq;
-
-typedef struct lpent {
-    es_token_logprob lp;
-    int32_t id, prev;
-    size_t start, end;            /* its text in the reply: [start, end) */
-} lpent;
-
-_Static_assert(ES_OAI_MAX_TOP_LOGPROBS == ES_SPEC_MAX_TOP_LOGPROBS, "one limit for top logprobs");
 
 struct es_http {
     es_http_params p;
@@ -249,10 +261,22 @@ static void reply_errorf(es_http *h, struct evhttp_request *req, const char *end
 
 /* ---- requests in flight ---- */
 
-static hreq *find_req(es_http *h, uint64_t id) {
+/* The running choice whose generation is `id` (and its request), or NULL: the request is gone, or
+ * that choice has ended or was cancelled. */
+static hchoice *find_choice(es_http *h, uint64_t id, hreq **out) {
     for (hreq *r = h->reqs; r; r = r->next)
-        if (r->id == id) return r;
+        if (id >= r->id && id - r->id < (uint64_t)r->n_choices) {
+            hchoice *c = &r->ch[id - r->id];
+            *out = r;
+            return c->running ? c : NULL;
+        }
     return NULL;
+}
+
+static int req_generated(const hreq *r) {
+    int n = 0;
+    for (int i = 0; i < r->n_choices; i++) n += r->ch[i].n_generated;
+    return n;
 }
 
 /* Takes r out of the queue (it stays on the request list). */
@@ -270,10 +294,10 @@ static void queue_remove(hreq *r) {
     if (r->qtimer) event_del(r->qtimer);
 }
 
-/* Unlinks and frees; the evhttp request must already be answered or gone. */
+/* Unlinks and frees; the evhttp request must already be answered or gone, and no choice running. */
 static void req_free(hreq *r) {
     es_http *h = r->h;
-    if (!r->queued && r->t_admit > 0) es_http_kick(h); /* its session is ending: the next may start */
+    if (r->n_started > 0) es_http_kick(h); /* its sessions are ending: the next may start */
     if (r->prev) r->prev->next = r->next;
     else if (h->reqs == r) h->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
@@ -281,11 +305,15 @@ static void req_free(hreq *r) {
     if (r->queued) queue_remove(r);
     if (r->qtimer) event_free(r->qtimer);
     free(r->prompt);
-    free(r->lp);
+    for (int i = 0; r->ch && i < r->n_choices; i++) {
+        hchoice *c = &r->ch[i];
+        free(c->lp);
+        es_stopstr_free(&c->ss);
+        es_str_free(&c->piece);
+        es_str_free(&c->out);
+    }
+    free(r->ch);
     if (r->watch) event_free(r->watch);
-    es_stopstr_free(&r->ss);
-    es_str_free(&r->piece);
-    es_str_free(&r->out);
     free(r->model);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r);
@@ -309,8 +337,10 @@ static void sse(hreq *r, const char *data) {
     evhttp_send_reply_chunk(r->req, h->chunk); /* drains h->chunk */
 }
 
-/* The JSON builders' view of entries [from, to): token pieces in `arena`, *view malloc'd (free it). */
-static bool lp_view(hreq *r, int from, int to, es_oai_logprobs *out, es_oai_lp_token **view, es_str *arena) {
+/* The JSON builders' view of choice c's entries [from, to): token pieces in `arena`, *view malloc'd
+ * (free it). */
+static bool lp_view(const hreq *r, const hchoice *c, int from, int to, es_oai_logprobs *out, es_oai_lp_token **view,
+                    es_str *arena) {
     es_http *h = r->h;
     const int n = to - from;
     memset(out, 0, sizeof *out);
@@ -320,7 +350,7 @@ static bool lp_view(hreq *r, int from, int to, es_oai_logprobs *out, es_oai_lp_t
     /* pieces first (the arena moves as it grows), offsets stored in the text pointers meanwhile */
     char piece[512];
     for (int i = 0; i < n; i++) {
-        const lpent *e = &r->lp[from + i];
+        const lpent *e = &c->lp[from + i];
         es_oai_lp_token *t = &(*view)[i];
         int k = es_token_to_piece(h->p.tok, e->prev, e->id, piece, (int)sizeof piece);
         t->text = (const char *)(uintptr_t)arena->len;
@@ -348,30 +378,28 @@ static bool lp_view(hreq *r, int from, int to, es_oai_logprobs *out, es_oai_lp_t
     return true;
 }
 
-/* A stream chunk; with logprobs, those of entries [lp_sent, upto). */
-static void sse_chunk_lp(hreq *r, const char *role, const char *text, const char *finish, int upto) {
+/* A stream chunk of choice c (NULL: choice 0 without logprobs); with logprobs, those of its entries
+ * [lp_sent, upto). */
+static void sse_chunk_lp(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto) {
     es_oai_logprobs lp;
     es_oai_lp_token *view = NULL;
     es_str arena = {0};
-    const bool with = r->logprobs && upto >= r->lp_sent && lp_view(r, r->lp_sent, upto, &lp, &view, &arena);
-    char *j = es_oai_chunk_json_ex(r->kind, r->rid, r->created, r->model, 0, role, text, finish, with ? &lp : NULL);
+    const bool with = c && r->logprobs && upto >= c->lp_sent && lp_view(r, c, c->lp_sent, upto, &lp, &view, &arena);
+    char *j = es_oai_chunk_json_ex(r->kind, r->rid, r->created, r->model, c ? (int)(c - r->ch) : 0, role, text, finish,
+                                   with ? &lp : NULL);
     if (j) sse(r, j);
     free(j);
     free(view);
     es_str_free(&arena);
-    if (with) r->lp_sent = upto;
+    if (with) c->lp_sent = upto;
 }
 
-static void sse_chunk(hreq *r, const char *role, const char *text, const char *finish) {
-    sse_chunk_lp(r, role, text, finish, -1);
-}
-
-/* Entries whose text lies within the first `len` bytes of the reply's text (whole tokens sent so
- * far); at the end (`final`), every entry that made any of it — all of them unless a stop string
- * cut the text. */
-static int lp_upto(const hreq *r, size_t len, bool final, bool cut) {
-    int k = r->lp_sent;
-    while (k < r->n_lp && (final ? (!cut || r->lp[k].start < len) : r->lp[k].end <= len)) k++;
+/* Choice c's entries whose text lies within the first `len` bytes of its text (whole tokens sent so
+ * far); at the end (`final`), every entry that made any of it — all of them unless a stop string cut
+ * the text. */
+static int lp_upto(const hchoice *c, size_t len, bool final, bool cut) {
+    int k = c->lp_sent;
+    while (k < c->n_lp && (final ? (!cut || c->lp[k].start < len) : c->lp[k].end <= len)) k++;
     return k;
 }
 
@@ -379,21 +407,28 @@ static const char *finish_name(int stop) {
     return stop == ES_STOP_LENGTH || stop == ES_STOP_CONTEXT ? "length" : "stop";
 }
 
-static void req_cancel(hreq *r) {
+/* Ends choice c's generation in the backend (nothing more is taken from it). */
+static void choice_cancel(hreq *r, hchoice *c) {
     es_http *h = r->h;
-    if (r->queued) return; /* the backend never saw it */
-    if (h->p.backend.cancel) h->p.backend.cancel(h->p.backend.ud, r->id);
+    if (!c->running) return;
+    c->running = false;
+    if (h->p.backend.cancel) h->p.backend.cancel(h->p.backend.ud, c->id);
 }
 
-/* The client is gone: free the session at once; the reply cannot be delivered. */
+static void req_cancel(hreq *r) {
+    for (int i = 0; i < r->n_choices; i++) choice_cancel(r, &r->ch[i]);
+}
+
+/* The client is gone: free the sessions at once; the reply cannot be delivered. */
 static void req_abandon(hreq *r, const char *why) {
     es_http *h = r->h;
     req_cancel(r);
+    const int gen = req_generated(r);
     h->st.disconnects++;
-    h->st.completion_tokens += r->n_generated;
-    h->m.http_completion_tokens += r->n_generated;
+    h->st.completion_tokens += gen;
+    h->m.http_completion_tokens += gen;
     if (!r->started) count(h, r->endpoint, 499); /* a started stream was counted with its 200 */
-    hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, r->n_generated);
+    hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, gen);
 }
 
 static void on_close(struct evhttp_connection *evcon, void *arg) {
@@ -430,8 +465,9 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 /* Streams: the first tokens came (or the end, without any): the 200, the event-stream headers and
- * the chat's role chunk go out now. Until then the request was watched as a plain one, so a failure
- * before the first token is still an ordinary error status with an OpenAI error object. */
+ * the chat's role chunk of every choice go out now. Until then the request was watched as a plain
+ * one, so a failure before the first token is still an ordinary error status with an OpenAI error
+ * object. */
 static void stream_start(hreq *r) {
     if (!r->stream || r->started) return;
     es_http *h = r->h;
@@ -452,31 +488,20 @@ static void stream_start(hreq *r) {
     evhttp_add_header(oh, "X-Accel-Buffering", "no");
     evhttp_send_reply_start(r->req, 200, "OK");
     count(h, r->endpoint, 200);
-    if (r->kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
+    for (int i = 0; r->kind == ES_OAI_CHAT && i < r->n_choices; i++) sse_chunk_lp(r, &r->ch[i], "assistant", "", NULL, -1);
 }
 
-/* Completes the reply with the text still held back, the finish reason and usage. */
-static void req_finish(hreq *r, int stop) {
+/* Every choice is done: the usage, and the reply completes (streams: [DONE]; plain: all choices). */
+static void req_complete(hreq *r) {
     es_http *h = r->h;
-    es_detok_flush(&r->dt, &r->piece);
-    bool oom = false;
-    if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
-    es_str_clear(&r->piece);
-    es_stopstr_flush(&r->ss, &r->out);
-    const bool cut = r->ss.matched;
-    const char *fin = cut ? "stop" : finish_name(stop);
-    const es_oai_usage u = {r->n_prompt, r->n_generated};
+    const int gen = req_generated(r);
+    const es_oai_usage u = {r->n_prompt, gen};
     es_metrics_observe(&h->m.e2e, now_s() - r->t_arrive);
-    h->st.completion_tokens += r->n_generated;
-    h->m.http_completion_tokens += r->n_generated;
+    h->st.completion_tokens += gen;
+    h->m.http_completion_tokens += gen;
     stream_start(r);
     req_detach(r);
     if (r->stream) {
-        r->sent_pos += r->out.len;
-        const int upto = lp_upto(r, r->sent_pos, true, cut);
-        if (r->out.len || (r->logprobs && upto > r->lp_sent)) sse_chunk_lp(r, NULL, r->out.s ? r->out.s : "", NULL, upto);
-        if (r->kind == ES_OAI_CHAT) sse_chunk(r, NULL, NULL, fin);
-        else sse_chunk(r, NULL, "", fin);
         if (r->include_usage) {
             char *j = es_oai_usage_chunk_json(r->kind, r->rid, r->created, r->model, &u);
             if (j) sse(r, j);
@@ -485,30 +510,67 @@ static void req_finish(hreq *r, int stop) {
         sse(r, "[DONE]");
         evhttp_send_reply_end(r->req);
     } else {
-        es_oai_logprobs lp;
-        es_oai_lp_token *view = NULL;
-        es_str arena = {0};
-        bool ok = !r->logprobs || lp_view(r, 0, lp_upto(r, r->out.len, true, cut), &lp, &view, &arena);
-        const es_oai_choice c = {es_str_cstr(&r->out), fin, r->logprobs ? &lp : NULL};
-        char *j = ok ? es_oai_response_json_n(r->kind, r->rid, r->created, r->model, &c, 1, &u) : NULL;
-        free(view);
-        es_str_free(&arena);
+        es_oai_logprobs lp[ES_OAI_MAX_N];
+        es_oai_lp_token *view[ES_OAI_MAX_N] = {0};
+        es_str arena[ES_OAI_MAX_N];
+        es_oai_choice ch[ES_OAI_MAX_N];
+        bool ok = true;
+        memset(arena, 0, sizeof arena);
+        for (int i = 0; i < r->n_choices; i++) {
+            hchoice *c = &r->ch[i];
+            ok = ok && (!r->logprobs || lp_view(r, c, 0, lp_upto(c, c->out.len, true, c->ss.matched), &lp[i], &view[i], &arena[i]));
+            ch[i] = (es_oai_choice){es_str_cstr(&c->out), c->fin, r->logprobs ? &lp[i] : NULL};
+        }
+        char *j = ok ? es_oai_response_json_n(r->kind, r->rid, r->created, r->model, ch, r->n_choices, &u) : NULL;
+        for (int i = 0; i < r->n_choices; i++) {
+            free(view[i]);
+            es_str_free(&arena[i]);
+        }
         if (j) reply_json(h, r->req, r->endpoint, 200, j);
         else reply_errorf(h, r->req, r->endpoint, 500, "server_error", NULL, "out of memory");
         free(j);
     }
-    hlog(h, 3, "request %s: done, %d prompt + %d generated tokens, finish %s", r->rid, r->n_prompt, r->n_generated, fin);
+    hlog(h, 3, "request %s: done, %d prompt + %d generated tokens in %d choice%s, finish %s", r->rid, r->n_prompt, gen, r->n_choices,
+         r->n_choices == 1 ? "" : "s", r->ch[0].fin);
     req_free(r);
 }
 
-/* A failure after the request was accepted: an error reply, or an error event on a stream. */
+/* Choice c is complete (stop: es_proto_stop, or a stop string matched): its text held back goes out,
+ * with its finish reason; the reply completes with the last choice. */
+static void choice_end(hreq *r, hchoice *c, int stop) {
+    c->running = false;
+    es_http_kick(r->h); /* its session is free: a queued request (or this one's next choice) may start */
+    es_detok_flush(&c->dt, &c->piece);
+    bool oom = false;
+    if (c->piece.len) es_stopstr_feed(&c->ss, c->piece.s, c->piece.len, &c->out, &oom);
+    es_str_clear(&c->piece);
+    es_stopstr_flush(&c->ss, &c->out);
+    const bool cut = c->ss.matched;
+    c->fin = cut ? "stop" : finish_name(stop);
+    c->done = true;
+    r->n_done++;
+    if (r->stream) {
+        stream_start(r);
+        c->sent_pos += c->out.len;
+        const int upto = lp_upto(c, c->sent_pos, true, cut);
+        if (c->out.len || (r->logprobs && upto > c->lp_sent)) sse_chunk_lp(r, c, NULL, c->out.s ? c->out.s : "", NULL, upto);
+        es_str_clear(&c->out);
+        if (r->kind == ES_OAI_CHAT) sse_chunk_lp(r, c, NULL, NULL, c->fin, -1);
+        else sse_chunk_lp(r, c, NULL, "", c->fin, -1);
+    }
+    if (r->n_done == r->n_choices) req_complete(r);
+}
+
+/* A failure after the request was accepted: an error reply, or an error event on a stream. Every
+ * choice must be cancelled already. */
 static void req_fail(hreq *r, int status, const char *msg) {
     es_http *h = r->h;
     es_oai_error e;
     es_oai_error_set(&e, status > 0 ? status : 500, status == 503 ? "server_error" : status < 500 ? "invalid_request_error" : "server_error",
                      NULL, NULL, "%s", msg && *msg ? msg : "generation failed");
-    h->st.completion_tokens += r->n_generated;
-    h->m.http_completion_tokens += r->n_generated;
+    const int gen = req_generated(r);
+    h->st.completion_tokens += gen;
+    h->m.http_completion_tokens += gen;
     req_detach(r);
     if (r->started) {
         char *j = es_oai_error_json(&e);
@@ -535,55 +597,56 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
 }
 
 void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es_token_logprob *lps, int n, int n_generated) {
-    hreq *r = find_req(h, id);
-    if (!r) return;
-    if (n_generated > r->n_generated) r->n_generated = n_generated;
+    hreq *r = NULL;
+    hchoice *c = find_choice(h, id, &r);
+    if (!c) return;
+    if (n_generated > c->n_generated) c->n_generated = n_generated;
     if (n > 0) {
         const double t = now_s();
         if (!r->got_tokens) es_metrics_observe(&h->m.ttft, t - r->t_arrive);
-        else
-            for (int i = 0; i < n; i++) es_metrics_observe(&h->m.itl, (t - r->t_last) / n);
+        else if (c->t_last > 0)
+            for (int i = 0; i < n; i++) es_metrics_observe(&h->m.itl, (t - c->t_last) / n);
         r->got_tokens = true;
-        r->t_last = t;
+        c->t_last = t;
     }
     bool oom = false;
     for (int i = 0; i < n; i++) {
         if (is_skip(r, toks[i])) continue;
-        const size_t before = r->piece.len;
-        if (!es_detok_push(&r->dt, toks[i], &r->piece)) oom = true;
-        const size_t made = r->piece.len - before;
+        const size_t before = c->piece.len;
+        if (!es_detok_push(&c->dt, toks[i], &c->piece)) oom = true;
+        const size_t made = c->piece.len - before;
         if (r->logprobs && lps) {
-            if (r->n_lp == r->cap_lp) {
-                const int cap = r->cap_lp ? 2 * r->cap_lp : 16;
-                lpent *p = realloc(r->lp, (size_t)cap * sizeof *p);
+            if (c->n_lp == c->cap_lp) {
+                const int cap = c->cap_lp ? 2 * c->cap_lp : 16;
+                lpent *p = realloc(c->lp, (size_t)cap * sizeof *p);
                 if (p) {
-                    r->lp = p;
-                    r->cap_lp = cap;
+                    c->lp = p;
+                    c->cap_lp = cap;
                 }
             }
-            if (r->n_lp < r->cap_lp) r->lp[r->n_lp++] = (lpent){lps[i], toks[i], r->lp_prev, r->text_pos, r->text_pos + made};
+            if (c->n_lp < c->cap_lp) c->lp[c->n_lp++] = (lpent){lps[i], toks[i], c->lp_prev, c->text_pos, c->text_pos + made};
             else oom = true;
         }
-        r->text_pos += made;
-        r->lp_prev = toks[i];
+        c->text_pos += made;
+        c->lp_prev = toks[i];
     }
-    if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
-    es_str_clear(&r->piece);
+    if (c->piece.len) es_stopstr_feed(&c->ss, c->piece.s, c->piece.len, &c->out, &oom);
+    es_str_clear(&c->piece);
     if (oom) {
         req_cancel(r);
         req_fail(r, 500, "out of memory");
         return;
     }
-    if (r->ss.matched) { /* the stop string ends it: free the session now */
-        req_cancel(r);
-        req_finish(r, ES_STOP_EOS);
+    if (c->ss.matched) { /* the stop string ends it: free the session now */
+        choice_cancel(r, c);
+        choice_end(r, c, ES_STOP_EOS);
         return;
     }
     stream_start(r);
-    if (r->stream && r->out.len) {
-        r->sent_pos += r->out.len;
-        sse_chunk_lp(r, NULL, r->out.s, NULL, lp_upto(r, r->sent_pos, false, false));
-        es_str_clear(&r->out);
+    if (r->stream && c->out.len) {
+        c->sent_pos += c->out.len;
+        sse_chunk_lp(r, c, NULL, c->out.s, NULL, lp_upto(c, c->sent_pos, false, false));
+        es_str_clear(&c->out);
         /* a client that does not read holds our memory: treat it as gone */
         struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
         if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > HTTP_MAX_OUTPUT) {
@@ -597,30 +660,46 @@ void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es
 }
 
 void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int status, const char *msg) {
-    hreq *r = find_req(h, id);
-    if (!r) { /* a cancelled generation has let go of its session or worker only now */
+    hreq *r = NULL;
+    hchoice *c = find_choice(h, id, &r);
+    if (!c) { /* a cancelled generation has let go of its session or worker only now */
         es_http_kick(h);
         return;
     }
-    if (n_generated > r->n_generated) r->n_generated = n_generated;
-    if (stop == ES_STOP_ERROR && status == 503 && r->n_generated > 0) {
-        /* the server ran out of room after tokens were made: they are the client's, so the reply ends
+    if (n_generated > c->n_generated) c->n_generated = n_generated;
+    if (stop == ES_STOP_ERROR && status == 503 && c->n_generated > 0) {
+        /* the server ran out of room after tokens were made: they are the client's, so the choice ends
            as a generation cut short ("length"), as the README promises, not as an error that loses them */
-        hlog(h, 1, "request %s: cut after %d tokens: %s", r->rid, r->n_generated, msg ? msg : "");
-        req_finish(r, ES_STOP_LENGTH);
-    } else if (stop == ES_STOP_ERROR) req_fail(r, status, msg);
-    else req_finish(r, stop);
+        hlog(h, 1, "request %s: cut after %d tokens: %s", r->rid, c->n_generated, msg ? msg : "");
+        choice_end(r, c, ES_STOP_LENGTH);
+    } else if (stop == ES_STOP_ERROR) {
+        c->running = false;
+        req_cancel(r); /* the other choices */
+        req_fail(r, status, msg);
+    } else {
+        choice_end(r, c, stop);
+    }
 }
 
 /* ---- admission: the backend, or the queue ---- */
 
-/* Asks the backend for a session for r (queued or new). On ES_OK the request is generating. */
+/* Asks the backend for sessions for r's choices not started yet, in order, until one is refused.
+ * ES_OK: every choice is generating. */
 static es_status req_start(hreq *r, es_err *err) {
     es_http *h = r->h;
     int granted = 0;
-    es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &r->g, &granted, err)
-                                      : es_fail(err, ES_ERR_INTERNAL, "no backend");
-    if (st != ES_OK) return st;
+    while (r->n_started < r->n_choices) {
+        hchoice *c = &r->ch[r->n_started];
+        es_http_gen g = r->g;
+        g.id = c->id;
+        /* choices that sample differ: choice 0 is the n = 1 request, the others get seeds mixed from it */
+        if (r->n_started > 0) g.sampling.seed = mix64(r->g.sampling.seed + (uint64_t)r->n_started);
+        es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, err)
+                                          : es_fail(err, ES_ERR_INTERNAL, "no backend");
+        if (st != ES_OK) return st;
+        c->running = true;
+        r->n_started++;
+    }
     free(r->prompt); /* the backend copied it */
     r->prompt = NULL;
     r->g.prompt = NULL;
@@ -629,14 +708,21 @@ static es_status req_start(hreq *r, es_err *err) {
     h->st.completions++;
     h->st.prompt_tokens += r->n_prompt;
     h->m.http_prompt_tokens += r->n_prompt;
-    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s%s", r->rid, r->endpoint, r->n_prompt, r->g.max_tokens,
-         granted, r->stream ? "streaming" : "plain", r->t_admit - r->t_arrive > 1e-3 ? ", after waiting in the queue" : "");
+    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %d choice%s, %s%s", r->rid, r->endpoint, r->n_prompt,
+         r->g.max_tokens, granted, r->n_choices, r->n_choices == 1 ? "" : "s", r->stream ? "streaming" : "plain",
+         r->t_admit - r->t_arrive > 1e-3 ? ", after waiting in the queue" : "");
     return ES_OK;
 }
 
-/* The backend refused r for good: the error reply, and r is freed. */
+/* The backend refused r for good: its started choices are cancelled, the error reply goes out, and r
+ * is freed. */
 static void req_refuse(hreq *r, es_status st, const es_err *err) {
     es_http *h = r->h;
+    req_cancel(r);
+    if (r->started) { /* choices that started have streamed already: an error event ends the stream */
+        req_fail(r, st == ES_ERR_BUSY || st == ES_ERR_FULL ? 503 : 500, err->msg);
+        return;
+    }
     struct evhttp_request *req = r->req;
     const char *ep = r->endpoint;
     req_detach(r);
@@ -663,7 +749,8 @@ static void req_watch(hreq *r) {
     if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
 }
 
-/* A queued request waited past queue_timeout_s: 503 with Retry-After. */
+/* A queued request waited past queue_timeout_s: 503 with Retry-After (choices that started meanwhile
+ * are cancelled). */
 static void queue_timeout_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
@@ -671,13 +758,20 @@ static void queue_timeout_cb(evutil_socket_t fd, short what, void *arg) {
     es_http *h = r->h;
     h->m.queue_timeouts++;
     h->st.queue_timeouts++;
+    hlog(h, 2, "request %s: no session within --queue-timeout %.3g s", r->rid, h->p.queue_timeout_s);
+    es_err err;
+    snprintf(err.msg, sizeof err.msg, "the request waited %.3g s in the queue (--queue-timeout) without a free session",
+             h->p.queue_timeout_s);
+    req_cancel(r);
+    if (r->started) {
+        req_fail(r, 503, err.msg);
+        return;
+    }
     struct evhttp_request *req = r->req;
     const char *ep = r->endpoint;
-    hlog(h, 2, "request %s: no session within --queue-timeout %.3g s", r->rid, h->p.queue_timeout_s);
     req_detach(r);
     req_free(r);
-    reply_errorf(h, req, ep, 503, "server_error", "queue_timeout",
-                 "the server is busy: the request waited %.3g s in the queue (--queue-timeout) without a free session", h->p.queue_timeout_s);
+    reply_errorf(h, req, ep, 503, "server_error", "queue_timeout", "the server is busy: %s", err.msg);
 }
 
 static void queue_add(hreq *r) {
@@ -849,14 +943,19 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     }
 
     hreq *r = calloc(1, sizeof *r);
-    if (!r) {
+    hchoice *ch = r ? calloc((size_t)q.n, sizeof *ch) : NULL;
+    if (!r || !ch) {
+        free(r);
         es_oai_request_free(&q);
         free(prompt);
         reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
         return;
     }
     r->h = h;
-    r->id = h->next_id++;
+    r->id = h->next_id;
+    h->next_id += (uint64_t)q.n;
+    r->ch = ch;
+    r->n_choices = q.n;
     r->req = req;
     r->evcon = evhttp_request_get_connection(req);
     r->endpoint = endpoint;
@@ -878,12 +977,16 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->prompt = prompt;
     r->logprobs = q.logprobs;
     r->top_logprobs = q.top_logprobs;
-    r->lp_prev = prompt[n_prompt - 1];
     memcpy(r->stop_ids, stop_ids, (size_t)n_stop_ids * sizeof *stop_ids);
     if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
     for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
-    es_detok_init(&r->dt, h->p.tok, prompt[n_prompt - 1]);
-    es_stopstr_init(&r->ss, r->stop, r->n_stop);
+    for (int i = 0; i < r->n_choices; i++) {
+        hchoice *c = &r->ch[i];
+        c->id = r->id + (uint64_t)i;
+        c->lp_prev = prompt[n_prompt - 1];
+        es_detok_init(&c->dt, h->p.tok, prompt[n_prompt - 1]);
+        es_stopstr_init(&c->ss, r->stop, r->n_stop);
+    }
     r->next = h->reqs;
     if (h->reqs) h->reqs->prev = r;
     h->reqs = r;
@@ -921,7 +1024,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     /* first come, first served: while others wait, a new request joins the back of the queue */
     es_status st = h->q_head ? ES_ERR_BUSY : req_start(r, &err);
     if (st == ES_ERR_BUSY || st == ES_ERR_FULL) {
-        if (h->n_queued < h->p.max_queue) {
+        if (h->n_queued < h->p.max_queue) { /* the choices that started generate meanwhile */
             queue_add(r);
             req_watch(r);
             return;

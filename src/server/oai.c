@@ -309,7 +309,8 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
     if (!is_null(v)) {
         int64_t n;
         if (!get_int(v, -1e9, 1e9, &n)) return BAD(e, "invalid_type", "n", "'n' must be an integer");
-        if (n != 1) return BAD(e, "invalid_value", "n", "only n = 1 is supported, got %lld", (long long)n);
+        if (n < 1 || n > ES_OAI_MAX_N) return BAD(e, "invalid_value", "n", "'n' must be in 1..%d, got %lld", ES_OAI_MAX_N, (long long)n);
+        r->n = (int)n;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "best_of");
     if (!is_null(v)) {
@@ -381,6 +382,7 @@ bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request
     out->temperature = 1.0;
     out->top_p = 1.0;
     out->repeat_penalty = 1.0;
+    out->n = 1;
     if (!body || len == 0)
         return BAD(e, "invalid_json", NULL, "the request body is empty; send a JSON object (Content-Type: application/json)");
     const char *end = NULL;
