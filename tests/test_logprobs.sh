@@ -7,7 +7,8 @@
 #    <= 0, the alternatives sorted and their probabilities summing to <= 1;
 #  - with a stop string the entries end with the text (their tokens spell exactly the text returned),
 #    plain and streamed;
-#  - sampling (temperature 1): the values are the target's, whatever the sampled token.
+#  - sampling (temperature 1): the values are the target's, whatever the sampled token;
+#  - /metrics edgespec_accepted_depth_total{depth}: acceptance by position, consistent with the totals.
 . "$(dirname "$0")/lib.sh"
 es_test_init logprobs
 model=$models/stories260K.gguf
@@ -80,6 +81,13 @@ for port in (ar, sp):
     assert all(v <= 0 and math.isfinite(v) for v in lp["token_logprobs"]) and 0 < len(lp["tokens"]) <= r["usage"]["completion_tokens"], lp
     for d, v in zip(lp["top_logprobs"], lp["token_logprobs"]):
         assert len(d) == 3 and max(d.values()) >= v - 1e-6, (d, v)
+# per-position acceptance (/metrics of the speculating server): rounds reaching depth k, non-increasing
+# in k, summing to the accepted tokens (a path deeper than the last bucket counts there once)
+page = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % sp, timeout=60).read().decode().splitlines()
+val = lambda name: float([l for l in page if l.split(" ")[0] == name][0].split(" ")[1])
+depth = [val('edgespec_accepted_depth_total{depth="%d"}' % k) for k in range(1, 17)]
+assert depth[0] > 0 and depth == sorted(depth, reverse=True) and depth[0] <= val("edgespec_drafts_total"), depth
+assert (sum(depth) == val("edgespec_accepted_tokens_total")) if depth[-1] == 0 else sum(depth) <= val("edgespec_accepted_tokens_total"), depth
 print("logprobs ok")
 PY
 python3 "$tmp/check.py" "$ar" "$sp" >"$tmp/check.out" 2>&1 && ok || bad "$(tail -c 2000 "$tmp/check.out")"

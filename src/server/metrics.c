@@ -190,6 +190,13 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         ok = ok && simple(o, "edgespec_acceptance_length", "gauge",
                           "Mean tokens confirmed per speculative round (accepted + 1 from the target), since start.",
                           m->drafts > 0 ? 1.0 + (double)m->accepted_tokens / (double)m->drafts : 0.0);
+        if (m->accept_depth_known) {
+            ok = ok && family(o, "edgespec_accepted_depth_total", "counter",
+                              "Speculative rounds whose accepted draft path reached this depth (1: the first draft token "
+                              "accepted; the last: that depth or more). Over edgespec_drafts_total: acceptance by position.");
+            for (int k = 0; k < ES_METRICS_ACCEPT_DEPTHS && ok; k++)
+                ok = es_str_printf(o, "edgespec_accepted_depth_total{depth=\"%d\"} ", k + 1) && value(o, (double)m->accept_depth[k]);
+        }
     }
     if (m->auth_failures_edge >= 0 || m->auth_failures_http >= 0) {
         ok = ok && family(o, "edgespec_auth_failures_total", "counter",

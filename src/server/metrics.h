@@ -14,7 +14,8 @@
 #include "util/str.h"
 
 #define ES_METRICS_MAX_REQ 64      /* distinct (endpoint, status) pairs counted */
-#define ES_METRICS_BATCH_BUCKETS 12 /* batch-size histogram: le 1, 2, 4, ..., 1024, +Inf */
+#define ES_METRICS_BATCH_BUCKETS 12
+#define ES_METRICS_ACCEPT_DEPTHS 16 /* = ES_SCHED_ACCEPT_DEPTHS */ /* batch-size histogram: le 1, 2, 4, ..., 1024, +Inf */
 
 /* Latency histograms (seconds): upper bounds of the buckets, the last one +Inf. */
 #define ES_METRICS_LAT_BUCKETS 18
@@ -60,6 +61,9 @@ typedef struct es_metrics {
     int64_t generated_tokens;      /* every session's generated tokens */
     int64_t refused;               /* sessions refused: no slot or no KV room (server), queue full (edge) */
     int64_t drafts, draft_tokens, accepted_tokens; /* verification rounds, drafted tokens, accepted ones */
+    int64_t accept_depth[ES_METRICS_ACCEPT_DEPTHS]; /* rounds whose accepted path reached depth k + 1 (last:
+                                                       that depth or more), when accept_depth_known */
+    bool accept_depth_known;       /* the backend counts them (the server's scheduler) */
     int64_t kv_blocks_used, kv_blocks_total;
     int64_t batch_buckets[ES_METRICS_BATCH_BUCKETS]; /* non-cumulative counts per bucket */
     int64_t batch_count;           /* forward passes (< 0: no batch histogram) */

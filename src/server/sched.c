@@ -1073,6 +1073,7 @@ static void publish_sess(es_sched *s, sess *x) {
                 s->st.rounds++;
                 s->st.drafted += nodes;
                 s->st.accepted += x->vd.n_accepted;
+                for (int k = 0; k < x->vd.n_accepted && k < ES_SCHED_ACCEPT_DEPTHS; k++) s->st.accept_depth[k]++;
                 x->last_rows = nodes + 1;
                 /* how often its draft's first token is right: what a 1-node tree earns */
                 x->first_tried = x->first_tried * SCHED_P_DECAY + (nodes > 0);

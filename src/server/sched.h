@@ -117,6 +117,7 @@ typedef struct es_sched_session_params {
     int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
 } es_sched_session_params;
 
+#define ES_SCHED_ACCEPT_DEPTHS 16 /* per-position acceptance: depths 1..16 (the last: 16 or more) */
 #define ES_SCHED_BATCH_HIST 12 /* steps by rows: <= 1, 2, 4, ..., 1024, more (es_sched_batch_bucket) */
 
 typedef struct es_sched_stats {
@@ -126,6 +127,8 @@ typedef struct es_sched_stats {
     int max_batch_rows;           /* the largest step */
     int64_t tokens_generated;     /* tokens emitted to sessions */
     int64_t rounds, drafted, accepted; /* edge + server-spec verification rounds */
+    int64_t accept_depth[ES_SCHED_ACCEPT_DEPTHS]; /* rounds whose accepted path reached depth k + 1 (the last
+                                     entry: 16 or more); / rounds: the acceptance rate by position */
     double busy_seconds;          /* wall time inside steps */
     double idle_seconds;          /* wall time the compute thread waited for work */
     double step_wait_s;           /* recent mean wait from one computing step's end to the next's start */

@@ -1293,6 +1293,9 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->drafts = k.rounds;
     m->draft_tokens = k.drafted;
     m->accepted_tokens = k.accepted;
+    _Static_assert(ES_METRICS_ACCEPT_DEPTHS == ES_SCHED_ACCEPT_DEPTHS, "one depth count");
+    for (int d = 0; d < ES_METRICS_ACCEPT_DEPTHS; d++) m->accept_depth[d] = k.accept_depth[d];
+    m->accept_depth_known = true;
     m->kv_blocks_used = k.kv_blocks_used;
     m->kv_blocks_total = k.kv_blocks_total;
     for (int b = 0; b < ES_METRICS_BATCH_BUCKETS; b++) m->batch_buckets[b] = k.batch_hist[b];
