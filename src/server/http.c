@@ -1346,6 +1346,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     es_http *h = arg;
     conn_tick(h, now_s());
+    /* a safety net under the kicks: capacity can also come back without an event (the scheduler reaps
+       slots of sessions closed during a long step when that step ends) */
+    if (h->q_head) queue_pump(h);
     es_metrics m;
     es_metrics_init(&m);
     if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
