@@ -1,10 +1,15 @@
 /* http.c — the OpenAI-compatible HTTP API on an event loop, with a pluggable generation backend
  * (see http.h for the contract).
  *
- * A request that generates is an `hreq` on the es_http's list, keyed by the id it gave the backend.
- * It ends in one of three ways, each of which frees it exactly once:
- *  - the backend finishes it (es_http_on_end) or a stop string matches (backend->cancel, then the
- *    reply is completed);
+ * A request that generates is an `hreq` on the es_http's list, with one `hchoice` per choice (n):
+ * choice i is the backend's generation id + i. A request the backend refuses as busy waits in the
+ * es_http's FIFO queue (its choices that did start generate meanwhile) and is tried again when a
+ * session ends (es_http_kick, deferred to the loop's next turn through the `pump` event, so the
+ * backend is never re-entered from its own callback), and once a second. It ends in one of four
+ * ways, each of which frees it exactly once:
+ *  - the backend finishes its last choice (es_http_on_end) or a stop string ends it (backend->cancel,
+ *    then the choice is complete), and the reply is completed; a failure of one choice fails all;
+ *  - the queue gives up on it (full, or queue_timeout_s);
  *  - the client goes away: evhttp's close callback (streams: evhttp reads while it sends) or our own
  *    watch on the socket (plain replies: evhttp does not read while a request is pending, so a peek
  *    on the socket tells a hang-up from a pipelined request) — backend->cancel at once;
