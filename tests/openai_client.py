@@ -4,7 +4,13 @@ OpenAI-compatible API: run by tests/test_openai_client.sh with the server's and 
 Per API: models (list, retrieve, a missing model -> NotFoundError), a completion and a chat equal to
 `edgespec run` on the target (text, finish_reason, usage), both streams (completion and chat, with the
 usage chunk), a sampled completion, and the error classes the client maps statuses to
-(AuthenticationError 401, BadRequestError 400 naming the parameter, NotFoundError 404)."""
+(AuthenticationError 401, BadRequestError 400 naming the parameter, NotFoundError 404).
+logprobs (the server: completions logprobs=N and chat logprobs + top_logprobs, plain and streamed, read
+through the client's types): greedy, each emitted token is the first of its top_logprobs and its
+logprob their maximum, every logprob <= 0, the top ones sorted with probabilities summing to <= 1,
+the tokens spell the text, the streamed values equal the plain ones; the edge-local API refuses
+logprobs with 400 (the target's probabilities are on the server). n = 2 on both, plain and streamed."""
+import math
 import json
 import sys
 
@@ -36,6 +42,57 @@ def raises(cls, status, fn, what, needle=None):
         check(False, f"{what}: {type(e).__name__} {e}")
         return
     check(False, f"{what}: accepted")
+
+
+def check_greedy_lp(name, toks, lps, tops):
+    """toks[i] (text), lps[i] (float), tops[i] ([(text, logprob)] most likely first) of greedy tokens."""
+    check(len(toks) > 0 and len(toks) == len(lps) == len(tops), f"{name}: {len(toks)} tokens, {len(lps)} logprobs, {len(tops)} tops")
+    for i, (t, lp, top) in enumerate(zip(toks, lps, tops)):
+        vals = [v for _, v in top]
+        ok = (lp <= 0 and len(top) > 0 and top[0][0] == t and abs(top[0][1] - lp) < 1e-6 and lp >= max(vals) - 1e-6
+              and vals == sorted(vals, reverse=True) and all(v <= 0 for v in vals) and sum(math.exp(v) for v in vals) <= 1 + 1e-5)
+        check(ok, f"{name}: token {i} {t!r} logprob {lp} top {top}")
+
+
+def logprobs_suite(name, client, model):
+    prompt, messages = "Once upon a time", [{"role": "user", "content": "Tell me about the cat."}]
+    c = client.completions.create(model=model, prompt=prompt, max_tokens=24, temperature=0, logprobs=5)
+    lp = c.choices[0].logprobs
+    check(lp is not None and "".join(lp.tokens) == c.choices[0].text, f"{name}: completion logprobs tokens {lp}")
+    check(all(len(d) == 5 for d in lp.top_logprobs), f"{name}: completion top_logprobs sizes {lp.top_logprobs}")
+    check(lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))], f"{name}: text_offset {lp.text_offset}")
+    tops = [sorted(d.items(), key=lambda kv: -kv[1]) for d in lp.top_logprobs]
+    check_greedy_lp(f"{name} completion", lp.tokens, lp.token_logprobs, tops)
+    stream = client.completions.create(model=model, prompt=prompt, max_tokens=24, temperature=0, logprobs=5, stream=True)
+    st, sv = [], []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].logprobs:
+            st += chunk.choices[0].logprobs.tokens
+            sv += chunk.choices[0].logprobs.token_logprobs
+    check(st == lp.tokens and all(abs(a - b) < 1e-6 for a, b in zip(sv, lp.token_logprobs)), f"{name}: streamed completion logprobs {st} {sv}")
+
+    h = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3)
+    content = h.choices[0].logprobs.content
+    check("".join(e.token for e in content) == h.choices[0].message.content, f"{name}: chat logprobs tokens {content}")
+    check(all(bytes(e.bytes) == e.token.encode() for e in content), f"{name}: chat logprobs bytes")
+    check(all(len(e.top_logprobs) == 3 for e in content), f"{name}: chat top_logprobs sizes")
+    check_greedy_lp(f"{name} chat", [e.token for e in content], [e.logprob for e in content],
+                    [[(t.token, t.logprob) for t in e.top_logprobs] for e in content])
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3,
+                                            stream=True)
+    sc = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            sc += chunk.choices[0].logprobs.content
+    check([e.token for e in sc] == [e.token for e in content] and all(abs(a.logprob - b.logprob) < 1e-6 for a, b in zip(sc, content)),
+          f"{name}: streamed chat logprobs {sc}")
+    # logprobs without alternatives; the sampled path reports the same kind of numbers
+    h = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0.9, seed=3, logprobs=True)
+    content = h.choices[0].logprobs.content
+    check(len(content) > 0 and all(e.logprob <= 0 and e.top_logprobs == [] for e in content), f"{name}: sampled chat logprobs {content}")
+    raises(openai.BadRequestError, 400,
+           lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=4, top_logprobs=21, logprobs=True),
+           f"{name}: top_logprobs 21", "top_logprobs")
 
 
 def suite(name, base_url, api_key, model):
@@ -115,6 +172,24 @@ def suite(name, base_url, api_key, model):
     raises(openai.BadRequestError, 400,
            lambda: client.completions.create(model=model, prompt="x", max_tokens=4, temperature=7),
            f"{name}: temperature 7", "temperature")
+    # n = 2: two choices, indexed, each the greedy text; streamed, each index gets its own text and finish
+    n2 = client.completions.create(model=model, prompt="Once upon a time", max_tokens=40, temperature=0, n=2)
+    check([ch.index for ch in n2.choices] == [0, 1] and all(ch.text == ref_c["text"] for ch in n2.choices)
+          and n2.usage.completion_tokens == 2 * ref_c["n_generated"], f"{name}: n=2 completion {n2}")
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=40, temperature=0, n=2, stream=True)
+    texts, fins = {}, {}
+    for chunk in stream:
+        for ch in chunk.choices:
+            texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                fins[ch.index] = ch.finish_reason
+    check(texts == {0: ref_h["text"], 1: ref_h["text"]} and fins == {0: "length", 1: "length"}, f"{name}: n=2 chat stream {texts} {fins}")
+    if name == "server":
+        logprobs_suite(name, client, model)
+    else:
+        raises(openai.BadRequestError, 400,
+               lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=4, logprobs=True),
+               f"{name}: logprobs on the edge-local API", "logprobs")
 
 
 try:

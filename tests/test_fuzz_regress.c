@@ -26,6 +26,10 @@
 #include "../src/fuzz/fuzz_hfconfig.c"
 #undef LLVMFuzzerTestOneInput
 
+#define LLVMFuzzerTestOneInput fuzz_oai_one
+#include "../src/fuzz/fuzz_oai.c"
+#undef LLVMFuzzerTestOneInput
+
 #include "../src/fuzz/fuzz_session.c"
 
 typedef struct target {
@@ -37,6 +41,7 @@ static const target TARGETS[] = {
     {"fuzz_proto", fuzz_proto_one},
     {"fuzz_hfconfig", fuzz_hfconfig_one},
     {"fuzz_session", es_fuzz_session_one},
+    {"fuzz_oai", fuzz_oai_one},
 };
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

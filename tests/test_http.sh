@@ -155,7 +155,7 @@ bad400 neg_maxtok '{"prompt": "x", "max_tokens": -5}' 'at least 1'
 bad400 neg_temp '{"prompt": "x", "temperature": -0.5}' '"param":"temperature"'
 bad400 big_temp '{"prompt": "x", "temperature": 2.5}' '"param":"temperature"'
 bad400 top_p '{"prompt": "x", "top_p": 0}' '"param":"top_p"'
-bad400 n2 '{"prompt": "x", "n": 2}' '"param":"n"'
+bad400 n17 '{"prompt": "x", "n": 17}' '"param":"n"'
 bad400 stream_type '{"prompt": "x", "stream": "yes"}' '"param":"stream"'
 bad400 token_range '{"prompt": [1, 99999]}' 'outside the vocabulary'
 bad400 context '{"prompt": "Once upon a time", "max_tokens": 300}' 'context_length_exceeded'
@@ -303,7 +303,7 @@ grep -q "http .* requests" "$tmp/s1" && ok || bad "no http line in the final sta
 # hook: no further round, KV held, until the session is closed). A long generation therefore stays
 # running for exactly as long as the test needs, on an idle machine or a starved one: every check
 # below waits for an event (a first byte, a metric reaching a value), never for a time to pass.
-EDGESPEC_TEST_PARK_AFTER=8 start "$tmp/s2" --max-sessions 2
+EDGESPEC_TEST_PARK_AFTER=8 start "$tmp/s2" --max-sessions 2 --max-queue 0 # busy: 503 at once (the queue: test_http_queue.sh)
 port=$hport
 sport=$hport
 wait_ready "$port" || bad "second server not ready"

@@ -105,7 +105,8 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":0}", "top_p", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1.01}", "top_p", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-2}", "top_k", NULL);
-    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":2}", "n", "n = 1");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":17}", "n", "1..16");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":0}", "n", "1..16");
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":\"1\"}", "n", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"seed\":1.5}", "seed", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stream\":1}", "stream", "boolean");
@@ -116,7 +117,14 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",7]}", "stop", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"model\":7}", "model", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", "echo", "not supported");
-    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":3}", "logprobs", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":21}", "logprobs", "0..20");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":-1}", "logprobs", NULL);
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":\"3\"}", "logprobs", "integer");
+    expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"top_logprobs\":3}", "top_logprobs", "chat field");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":3}", "logprobs", "boolean");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", "top_logprobs", "logprobs");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}",
+               "top_logprobs", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", "best_of", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"end\"}", "suffix", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":2.5}", "frequency_penalty", NULL);
@@ -428,6 +436,65 @@ static void test_metrics(void) {
 }
 
 /* The response builders produce what OpenAI clients parse. */
+/* logprobs requested (completions: an integer; chat: a boolean with top_logprobs) and built in
+ * OpenAI's shapes, token texts made valid UTF-8 (a token holding half a character). */
+static void test_logprobs(void) {
+    es_oai_request r;
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":3}", &r) && r.logprobs && r.top_logprobs == 3);
+    es_oai_request_free(&r);
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":0}", &r) && r.logprobs && r.top_logprobs == 0);
+    es_oai_request_free(&r);
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":null}", &r) && !r.logprobs);
+    es_oai_request_free(&r);
+    CHECK(parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":20}", &r) &&
+          r.logprobs && r.top_logprobs == 20);
+    es_oai_request_free(&r);
+    CHECK(parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":false,\"top_logprobs\":0}", &r) &&
+          !r.logprobs);
+    es_oai_request_free(&r);
+
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":3}", &r) && r.n == 3);
+    es_oai_request_free(&r);
+    CHECK(parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\"}", &r) && r.n == 1);
+    es_oai_request_free(&r);
+
+    es_oai_lp_token t[2];
+    memset(t, 0, sizeof t);
+    t[0] = (es_oai_lp_token){" a", 2, -0.5f, 0, 2, {{" a", 2, -0.5f}, {" b", 2, -1.5f}}};
+    t[1] = (es_oai_lp_token){"\xe2\x80", 2, -0.25f, 2, 1, {{"\xe2\x80", 2, -0.25f}}};
+    es_oai_logprobs lp = {t, 2, true};
+    const es_oai_choice ch = {" a\xe2\x80", "length", &lp};
+    const es_oai_usage u = {1, 2};
+    char *j = es_oai_response_json_n(ES_OAI_COMPLETION, "cmpl-1", 1, "m", &ch, 1, &u);
+    cJSON *o = cJSON_Parse(j);
+    const cJSON *l = o ? cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "logprobs") : NULL;
+    CHECK(l && cJSON_GetArraySize(cJSON_GetObjectItem(l, "tokens")) == 2);
+    if (l) {
+        CHECK(!strcmp(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "tokens"), 1)->valuestring, "\xef\xbf\xbd")); /* U+FFFD */
+        CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "token_logprobs"), 0)->valuedouble == -0.5);
+        CHECK(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "top_logprobs"), 0), " b")->valuedouble == -1.5);
+        CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "text_offset"), 1)->valueint == 2);
+    }
+    cJSON_Delete(o);
+    free(j);
+    j = es_oai_response_json_n(ES_OAI_CHAT, "c-1", 1, "m", &ch, 1, &u);
+    o = cJSON_Parse(j);
+    l = o ? cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "logprobs") : NULL;
+    const cJSON *e1 = l ? cJSON_GetArrayItem(cJSON_GetObjectItem(l, "content"), 1) : NULL;
+    CHECK(e1 && cJSON_IsNull(cJSON_GetObjectItem(l, "refusal")));
+    if (e1) { /* the raw bytes beside the repaired text */
+        const cJSON *b = cJSON_GetObjectItem(e1, "bytes");
+        CHECK(cJSON_GetArraySize(b) == 2 && cJSON_GetArrayItem(b, 0)->valueint == 0xe2 && cJSON_GetArrayItem(b, 1)->valueint == 0x80);
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(e1, "top_logprobs")) == 1);
+    }
+    cJSON_Delete(o);
+    free(j);
+    /* a stream chunk of choice 1 */
+    j = es_oai_chunk_json_ex(ES_OAI_CHAT, "c-1", 1, "m", 1, NULL, " a", NULL, &lp);
+    CHECK(j && strstr(j, "\"index\":1") && strstr(j, "\"logprobs\":{\"content\":[{\"token\":\" a\""));
+    free(j);
+}
+
 static void test_json(void) {
     const es_oai_usage u = {5, 7};
     char *j = es_oai_response_json(ES_OAI_CHAT, "chatcmpl-1", 1700000000, "m", "hi \"there\"", "length", &u);
@@ -538,5 +605,6 @@ int main(void) {
     test_chat();
     test_metrics();
     test_json();
+    test_logprobs();
     return es_test_finish("test_oai");
 }

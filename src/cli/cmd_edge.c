@@ -29,6 +29,7 @@ static const char *k_usage =
     "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
     "              [--http-api-key K] [--model-name NAME] [--chat-template FAMILY | --chat-template-file FILE]\n"
     "              [--http-max-body SIZE] [--http-max-connections N] [--http-request-timeout S]\n"
+    "              [--max-queue N] [--queue-timeout S] [--cors ORIGINS]\n"
     "              [drafting and sampling options as above]";
 
 static void print_help(void) {
@@ -77,7 +78,12 @@ static void print_help(void) {
            "generating one prompt: each request drafts here and is verified by the server. Runs until SIGINT.\n"
            "  --listen HOST:PORT        where the local API listens (keep it on 127.0.0.1 unless you mean it)\n"
            "  --parallel N              generations at once, each with its own server connection (default 4)\n"
-           "  --queue N                 requests waiting for a free worker before 503 (default 64)\n"
+           "  --queue N, --max-queue N  requests waiting for a free worker before 503 + Retry-After (FIFO;\n"
+           "                            default 64; 0: 503 at once)\n"
+           "  --queue-timeout S         a queued request waiting longer gets 503 + Retry-After (default 60;\n"
+           "                            0: no limit)\n"
+           "  --cors ORIGINS            let browser pages from ORIGINS (comma list of scheme://host[:port], or\n"
+           "                            *) call the local API: CORS headers and OPTIONS preflight (default off)\n"
            "  --http-api-key K          key the local API asks of its clients (Bearer; default none)\n"
            "  --model-name NAME         the model id the API reports (default edgespec-edge)\n"
            "  --chat-template FAMILY    auto (from the draft model's tokenizer.chat_template), chatml,\n"
@@ -113,6 +119,8 @@ typedef struct edge_opts {
     long max_body;
     int max_conns;       /* --http-max-connections (0: default) */
     double req_timeout;  /* --http-request-timeout (0: default, < 0: off) */
+    double queue_timeout; /* --queue-timeout (0: no limit) */
+    const char *cors;     /* --cors */
 } edge_opts;
 
 /* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port (min_port..65535). */
@@ -147,6 +155,7 @@ static int parse(int argc, char **argv, edge_opts *o) {
     o->reconnect = 5;
     o->parallel = 4;
     o->queue = 64;
+    o->queue_timeout = 60;
     o->chat_family = -1;
     char **rest = calloc((size_t)argc + 3, sizeof *rest);
     if (!rest) return cli_error("edge", "out of memory");
@@ -229,10 +238,19 @@ static int parse(int argc, char **argv, edge_opts *o) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 256, &lv)) rc = cli_usage_error("edge", k_usage, "--parallel must be in 1..256, got '%s'", v);
             o->parallel = (int)lv;
-        } else if (!strcmp(a, "--queue")) {
+        } else if (!strcmp(a, "--queue") || !strcmp(a, "--max-queue")) {
             NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 20, &lv)) rc = cli_usage_error("edge", k_usage, "--queue must be in 0..1048576, got '%s'", v);
+            if (!cli_parse_long(v, 0, 1 << 20, &lv)) rc = cli_usage_error("edge", k_usage, "%s must be in 0..1048576, got '%s'", a, v);
             o->queue = (int)lv;
+        } else if (!strcmp(a, "--queue-timeout")) {
+            NEED_VALUE();
+            double dv;
+            if (!cli_parse_float(v, 0, 86400, &dv)) rc = cli_usage_error("edge", k_usage, "--queue-timeout must be 0..86400 seconds (0: no limit), got '%s'", v);
+            else o->queue_timeout = dv;
+        } else if (!strcmp(a, "--cors")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 1000) rc = cli_usage_error("edge", k_usage, "--cors must be * or a comma list of origins (at most 1000 bytes)");
+            o->cors = v;
         } else if (!strcmp(a, "--http-api-key")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 256) rc = cli_usage_error("edge", k_usage, "--http-api-key must be 1..256 bytes");
@@ -424,6 +442,8 @@ static int run_listen(edge_opts *o) {
     hp.edge = edge_params(o, draft);
     hp.workers = o->parallel;
     hp.queue = o->queue;
+    hp.queue_timeout_s = o->queue_timeout;
+    hp.cors = o->cors;
     hp.api_key = o->http_key;
     hp.model_name = name;
     hp.max_body = (size_t)o->max_body;

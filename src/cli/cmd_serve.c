@@ -36,7 +36,8 @@ static const char *k_usage =
     "               [--drain-timeout S]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
-    "               [--http-max-connections N] [--http-request-timeout S]\n"
+    "               [--http-max-connections N] [--http-request-timeout S] [--max-queue N] [--queue-timeout S]\n"
+    "               [--cors ORIGINS]\n"
     "               [--chat-template auto|chatml|qwen2|llama2|llama3|zephyr|fallback | --chat-template-file FILE]\n"
     "               [--http-no-spec]";
 
@@ -100,6 +101,13 @@ static void print_help(void) {
            "  --http-request-timeout S a connection's request (headers and body) must be complete within S\n"
            "                           seconds of opening or of its previous reply, however slowly the bytes\n"
            "                           trickle in; else 408 and closed (default 60; 0: off)\n"
+           "  --max-queue N            completions waiting for a free session when the scheduler is full\n"
+           "                           (FIFO, started as sessions end); beyond N: 503 + Retry-After\n"
+           "                           (default 64; 0: 503 at once)\n"
+           "  --queue-timeout S        a queued request waiting longer gets 503 + Retry-After (default 60;\n"
+           "                           0: no limit)\n"
+           "  --cors ORIGINS           let browser pages from ORIGINS (comma list of scheme://host[:port], or\n"
+           "                           *) call the HTTP API: CORS headers and OPTIONS preflight (default off)\n"
            "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
            "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
            "                           tokenizer.chat_template), chatml, qwen2, llama2, llama3, zephyr,\n"
@@ -414,6 +422,19 @@ int cmd_serve(int argc, char **argv) {
             if (!cli_parse_float(v, 0, 86400, &dv))
                 return cli_usage_error("serve", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
             sp.http_request_timeout_s = dv > 0 ? dv : -1;
+        } else if (!strcmp(a, "--max-queue")) {
+            NEED_VALUE();
+            if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error("serve", k_usage, "--max-queue must be in 0..1048576, got '%s'", v);
+            sp.http_max_queue = (int)lv;
+        } else if (!strcmp(a, "--queue-timeout")) {
+            NEED_VALUE();
+            if (!cli_parse_float(v, 0, 86400, &dv))
+                return cli_usage_error("serve", k_usage, "--queue-timeout must be 0..86400 seconds (0: no limit), got '%s'", v);
+            sp.http_queue_timeout_s = dv;
+        } else if (!strcmp(a, "--cors")) {
+            NEED_VALUE();
+            if (!*v || strlen(v) > 1000) return cli_usage_error("serve", k_usage, "--cors must be * or a comma list of origins (at most 1000 bytes)");
+            sp.http_cors = v;
         } else if (!strcmp(a, "--model-name")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--model-name must be 1..255 bytes");

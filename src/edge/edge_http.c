@@ -109,6 +109,7 @@ es_edge_http_params es_edge_http_default_params(void) {
     p.edge = es_edge_default_params();
     p.workers = 4;
     p.queue = 64;
+    p.queue_timeout_s = 60;
     p.model_name = "edgespec";
     p.chat_family = -1;
     return p;
@@ -246,11 +247,12 @@ static void *worker_main(void *arg) {
             e->stop = rc == ES_OK ? st.stop : ES_STOP_ERROR;
             e->status = rc == ES_OK ? 200 : fail_status(rc);
             snprintf(e->msg, sizeof e->msg, "%s", rc == ES_OK ? "" : err.msg);
-            post(s, e);
         }
         if (rc != ES_OK) ehlog(s, 1, "generation failed: %s", err.msg);
         worker_link(w, false);
 
+        /* the worker is free before the end is posted: the front end, on that event, starts the next
+           queued request, which must find a free worker */
         pthread_mutex_lock(&s->mu);
         w->job = NULL;
         s->st.generations++;
@@ -263,6 +265,9 @@ static void *worker_main(void *arg) {
         es_stopwatch_free(j->watch);
         free(j->prompt);
         free(j);
+        pthread_mutex_unlock(&s->mu);
+        if (e) post(s, e);
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -300,14 +305,12 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
     pthread_mutex_lock(&s->mu);
     int busy = 0; /* workers generating; queued jobs wait for the others */
     for (int i = 0; i < s->n_w; i++) busy += s->w[i].job != NULL;
-    if (busy + s->q_len >= s->n_w + s->p.queue) {
-        s->st.refused++;
-        const int waiting = s->q_len;
+    if (busy + s->q_len >= s->n_w) { /* the front end queues it (es_http_params.max_queue = p.queue) */
         pthread_mutex_unlock(&s->mu);
         es_stopwatch_free(j->watch);
         free(prompt);
         free(j);
-        return es_fail(err, ES_ERR_BUSY, "all %d workers are busy and %d requests are waiting", s->n_w, waiting);
+        return es_fail(err, ES_ERR_BUSY, "all %d workers are busy", s->n_w);
     }
     if (s->q_tail) s->q_tail->next = j;
     else s->q_head = j;
@@ -364,11 +367,13 @@ static void be_metrics(void *ud, es_metrics *m) {
     pthread_mutex_lock(&s->mu);
     m->prompt_tokens = s->st.prompt_tokens;
     m->generated_tokens = s->st.generated_tokens;
-    m->refused = s->st.refused;
+    es_http_stats hs;
+    es_http_get_stats(s->http, &hs);
+    m->refused = hs.queue_full + hs.queue_timeouts; /* the front end's queue turned them away */
     m->drafts = s->st.rounds;
     m->draft_tokens = s->st.drafted;
     m->accepted_tokens = s->st.accepted;
-    m->queue_depth = s->q_len;
+    m->queue_depth = (m->queue_depth > 0 ? m->queue_depth : 0) + s->q_len; /* the front end's queue + jobs not yet taken */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -386,6 +391,7 @@ static void snapshot(es_edge_http *s) {
     es_http_get_stats(s->http, &hs);
     pthread_mutex_lock(&s->mu);
     s->st.http = hs;
+    s->st.refused = hs.queue_full + hs.queue_timeouts;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -526,6 +532,9 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     hp.tok = s->tok;
     hp.n_ctx = s->n_ctx;
     hp.chat_family = p->chat_family;
+    hp.max_queue = p->queue;
+    hp.queue_timeout_s = p->queue_timeout_s;
+    hp.cors = p->cors;
     hp.backend.start = be_start;
     hp.backend.cancel = be_cancel;
     hp.backend.metrics = be_metrics;

@@ -26,7 +26,10 @@ typedef struct es_edge_http_params {
     es_edge_params edge;       /* how each worker connects and drafts (edge.draft is required: it
                                   also tokenises the prompts and detokenises the replies) */
     int workers;               /* generations at once (default 4) */
-    int queue;                 /* requests waiting for a worker (all busy) before 503 (default 64) */
+    int queue;                 /* requests waiting for a worker (all busy) before 503 (default 64): the
+                                  front end's queue (es_http_params.max_queue) */
+    double queue_timeout_s;    /* longest wait in it before 503 (default 60; <= 0: no limit) */
+    const char *cors;          /* es_http_params.cors: NULL (default) no CORS; "*" or a comma list */
     const char *api_key;       /* the local API's key (NULL or "": none) */
     const char *model_name;    /* default "edgespec" */
     size_t max_body;           /* default 1 MiB */

@@ -69,6 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!(r.repeat_penalty > 0 && r.repeat_penalty <= 100) || r.n_bias < 0 || r.n_bias > ES_OAI_MAX_LOGIT_BIAS) abort();
         for (int i = 0; i < r.n_bias; i++)
             if (r.bias[i].id < 0 || !(r.bias[i].bias >= -100 && r.bias[i].bias <= 100)) abort();
+        if (r.top_logprobs < 0 || r.top_logprobs > ES_OAI_MAX_TOP_LOGPROBS || (!r.logprobs && r.top_logprobs > 0)) abort();
         if (r.top_k < 0 || !(r.presence_penalty >= -2 && r.presence_penalty <= 2) || !(r.frequency_penalty >= -2 && r.frequency_penalty <= 2))
             abort();
         for (int f = 0; f < ES_CHAT_FAMILY_COUNT && kind == ES_OAI_CHAT; f++) {
@@ -96,6 +97,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (!es_detok_flush(&d, &u)) abort();
     if (!es_utf8_valid(es_str_cstr(&u), u.len)) abort();
+
+    /* logprobs JSON over raw token bytes cut from the body (any bytes: the builder repairs them) */
+    es_oai_lp_token lt[4];
+    memset(lt, 0, sizeof lt);
+    for (int i = 0; i < 4; i++) {
+        const size_t off = n ? (size_t)data[(size_t)i % size] % n : 0, len = n - off < 6 ? n - off : 6;
+        lt[i].text = body + off;
+        lt[i].len = len;
+        lt[i].logprob = -(float)i;
+        lt[i].offset = (int64_t)off;
+        lt[i].n_top = i;
+        for (int k = 0; k < i; k++) lt[i].top[k] = (es_oai_lp_alt){body + off, len - (len > 0 && k), -(float)k};
+    }
+    const es_oai_logprobs lp = {lt, 4, (data[0] & 4) != 0};
+    const es_oai_choice ch = {es_str_cstr(&u), "stop", &lp};
+    char *lj = es_oai_response_json_n(kind, "x", 0, "m", &ch, 1, NULL);
+    if (lj && !es_utf8_valid(lj, strlen(lj))) abort();
+    free(lj);
 
     /* stop strings over the repaired text, fed in chunks */
     char s0[] = "\n\n", s1[] = "END", s2[] = "a";

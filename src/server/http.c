@@ -1,10 +1,15 @@
 /* http.c — the OpenAI-compatible HTTP API on an event loop, with a pluggable generation backend
  * (see http.h for the contract).
  *
- * A request that generates is an `hreq` on the es_http's list, keyed by the id it gave the backend.
- * It ends in one of three ways, each of which frees it exactly once:
- *  - the backend finishes it (es_http_on_end) or a stop string matches (backend->cancel, then the
- *    reply is completed);
+ * A request that generates is an `hreq` on the es_http's list, with one `hchoice` per choice (n):
+ * choice i is the backend's generation id + i. A request the backend refuses as busy waits in the
+ * es_http's FIFO queue (its choices that did start generate meanwhile) and is tried again when a
+ * session ends (es_http_kick, deferred to the loop's next turn through the `pump` event, so the
+ * backend is never re-entered from its own callback), and once a second. It ends in one of four
+ * ways, each of which frees it exactly once:
+ *  - the backend finishes its last choice (es_http_on_end) or a stop string ends it (backend->cancel,
+ *    then the choice is complete), and the reply is completed; a failure of one choice fails all;
+ *  - the queue gives up on it (full, or queue_timeout_s);
  *  - the client goes away: evhttp's close callback (streams: evhttp reads while it sends) or our own
  *    watch on the socket (plain replies: evhttp does not read while a request is pending, so a peek
  *    on the socket tells a hang-up from a pipelined request) — backend->cancel at once;
@@ -58,10 +63,39 @@ static const char *const EP_TOKENIZE = "/tokenize";
 static const char *const EP_DETOKENIZE = "/detokenize";
 static const char *const EP_OTHER = "other";
 
+typedef struct lpent {
+    es_token_logprob lp;
+    int32_t id, prev;
+    size_t start, end;            /* its text in the choice's reply: [start, end) */
+} lpent;
+
+_Static_assert(ES_OAI_MAX_TOP_LOGPROBS == ES_SPEC_MAX_TOP_LOGPROBS, "one limit for top logprobs");
+
+/* One choice of a request (n > 1: several, each its own generation of the backend). */
+typedef struct hchoice {
+    uint64_t id;                  /* its generation's id: the request's id + its index */
+    bool running;                 /* the backend took it and it has not ended or been cancelled */
+    bool done;                    /* its text is complete */
+    const char *fin;              /* its finish_reason once done */
+    es_detok dt;
+    es_stopstr ss;
+    es_str piece;                 /* detokenised, before the stop-string check */
+    es_str out;                   /* streams: the next chunk's text; plain: the whole text */
+    int n_generated;
+    double t_last;                /* its latest tokens (inter-token latency) */
+    /* logprobs: one entry per token shown as text, with where its text lies in the choice's reply
+       (before stop strings cut it); streams send an entry with the chunk that completes its text */
+    lpent *lp;
+    int n_lp, cap_lp, lp_sent;
+    size_t text_pos;              /* bytes of text the tokens so far made */
+    size_t sent_pos;              /* streams: bytes of text sent */
+    int32_t lp_prev;              /* the token before the next one (for its piece) */
+} hchoice;
+
 typedef struct hreq {
     struct es_http *h;
     struct hreq *prev, *next;
-    uint64_t id;
+    uint64_t id;                  /* choice i's generation is id + i */
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct event *watch;          /* plain replies: notices a client hanging up */
@@ -77,11 +111,21 @@ typedef struct hreq {
     int n_stop;
     int32_t skip[HTTP_MAX_STOP_IDS + 2]; /* ids never shown as text: EOS, BOS, end-of-turn */
     int n_skip;
-    es_detok dt;
-    es_stopstr ss;
-    es_str piece;                 /* detokenised, before the stop-string check */
-    es_str out;                   /* streams: the next chunk's text; plain: the whole text */
-    int n_prompt, n_generated;
+    int n_prompt;
+    /* what backend->start is given (per choice: its id and seed), kept while the request waits */
+    es_http_gen g;                /* points into this hreq (prompt, stop_ids, stop, skip) */
+    int32_t *prompt;              /* owned until the backend took every choice */
+    int32_t stop_ids[HTTP_MAX_STOP_IDS];
+    bool queued;                  /* waiting in h's queue for sessions for its choices from n_started on */
+    struct hreq *qnext;
+    struct event *qtimer;         /* queue_timeout_s */
+    /* latency (now_s()): arrival, admission of every choice */
+    double t_arrive, t_admit;
+    bool got_tokens;
+    bool logprobs;
+    int top_logprobs;
+    int n_choices, n_started, n_done;
+    hchoice *ch;                  /* [n_choices] */
 } hreq;
 
 struct es_http {
@@ -106,7 +150,11 @@ struct es_http {
     struct evbuffer *chunk;       /* scratch for one SSE event */
     struct event *tick;
     hreq *reqs;
-    int n_active;
+    int n_active;                 /* requests on reqs: generating or queued */
+    hreq *q_head, *q_tail;        /* the queue, oldest first */
+    int n_queued;
+    struct event *pump;           /* tries the queue again on the loop's next turn (es_http_kick) */
+    char cors[1024];              /* "" off; "*"; or ",origin,origin," for a bounded substring match */
     uint64_t next_id, salt;
     double t_start;
     bool shutting_down;
@@ -146,6 +194,8 @@ es_http_params es_http_default_params(void) {
     p.max_connections = 1024;
     p.request_timeout_s = 60;
     p.chat_family = -1;
+    p.max_queue = 64;
+    p.queue_timeout_s = 60;
     return p;
 }
 
@@ -216,23 +266,59 @@ static void reply_errorf(es_http *h, struct evhttp_request *req, const char *end
 
 /* ---- requests in flight ---- */
 
-static hreq *find_req(es_http *h, uint64_t id) {
+/* The running choice whose generation is `id` (and its request), or NULL: the request is gone, or
+ * that choice has ended or was cancelled. */
+static hchoice *find_choice(es_http *h, uint64_t id, hreq **out) {
     for (hreq *r = h->reqs; r; r = r->next)
-        if (r->id == id) return r;
+        if (id >= r->id && id - r->id < (uint64_t)r->n_choices) {
+            hchoice *c = &r->ch[id - r->id];
+            *out = r;
+            return c->running ? c : NULL;
+        }
     return NULL;
 }
 
-/* Unlinks and frees; the evhttp request must already be answered or gone. */
+static int req_generated(const hreq *r) {
+    int n = 0;
+    for (int i = 0; i < r->n_choices; i++) n += r->ch[i].n_generated;
+    return n;
+}
+
+/* Takes r out of the queue (it stays on the request list). */
+static void queue_remove(hreq *r) {
+    es_http *h = r->h;
+    for (hreq **pp = &h->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->qnext)
+        if (*pp == r) {
+            *pp = r->qnext;
+            if (h->q_tail == r) h->q_tail = prev;
+            break;
+        }
+    r->qnext = NULL;
+    r->queued = false;
+    h->n_queued--;
+    if (r->qtimer) event_del(r->qtimer);
+}
+
+/* Unlinks and frees; the evhttp request must already be answered or gone, and no choice running. */
 static void req_free(hreq *r) {
     es_http *h = r->h;
+    if (r->n_started > 0) es_http_kick(h); /* its sessions are ending: the next may start */
     if (r->prev) r->prev->next = r->next;
     else if (h->reqs == r) h->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     h->n_active--;
+    if (r->queued) queue_remove(r);
+    if (r->qtimer) event_free(r->qtimer);
+    free(r->prompt);
+    for (int i = 0; r->ch && i < r->n_choices; i++) {
+        hchoice *c = &r->ch[i];
+        free(c->lp);
+        es_stopstr_free(&c->ss);
+        es_str_free(&c->piece);
+        es_str_free(&c->out);
+    }
+    free(r->ch);
     if (r->watch) event_free(r->watch);
-    es_stopstr_free(&r->ss);
-    es_str_free(&r->piece);
-    es_str_free(&r->out);
     free(r->model);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r);
@@ -256,30 +342,98 @@ static void sse(hreq *r, const char *data) {
     evhttp_send_reply_chunk(r->req, h->chunk); /* drains h->chunk */
 }
 
-static void sse_chunk(hreq *r, const char *role, const char *text, const char *finish) {
-    char *j = es_oai_chunk_json(r->kind, r->rid, r->created, r->model, role, text, finish);
+/* The JSON builders' view of choice c's entries [from, to): token pieces in `arena`, *view malloc'd
+ * (free it). */
+static bool lp_view(const hreq *r, const hchoice *c, int from, int to, es_oai_logprobs *out, es_oai_lp_token **view,
+                    es_str *arena) {
+    es_http *h = r->h;
+    const int n = to - from;
+    memset(out, 0, sizeof *out);
+    out->top = r->top_logprobs > 0;
+    *view = n > 0 ? calloc((size_t)n, sizeof **view) : NULL;
+    if (n > 0 && !*view) return false;
+    /* pieces first (the arena moves as it grows), offsets stored in the text pointers meanwhile */
+    char piece[512];
+    for (int i = 0; i < n; i++) {
+        const lpent *e = &c->lp[from + i];
+        es_oai_lp_token *t = &(*view)[i];
+        int k = es_token_to_piece(h->p.tok, e->prev, e->id, piece, (int)sizeof piece);
+        t->text = (const char *)(uintptr_t)arena->len;
+        t->len = (size_t)(k > 0 ? k : 0);
+        if (!es_str_append(arena, piece, t->len)) return false;
+        t->logprob = e->lp.logprob;
+        t->offset = (int64_t)e->start;
+        t->n_top = e->lp.n_top < r->top_logprobs ? e->lp.n_top : r->top_logprobs;
+        for (int j = 0; j < t->n_top; j++) {
+            k = es_token_to_piece(h->p.tok, e->prev, e->lp.top_id[j], piece, (int)sizeof piece);
+            t->top[j].text = (const char *)(uintptr_t)arena->len;
+            t->top[j].len = (size_t)(k > 0 ? k : 0);
+            t->top[j].logprob = e->lp.top_logprob[j];
+            if (!es_str_append(arena, piece, t->top[j].len)) return false;
+        }
+    }
+    const char *base = es_str_cstr(arena);
+    for (int i = 0; i < n; i++) {
+        es_oai_lp_token *t = &(*view)[i];
+        t->text = base + (uintptr_t)t->text;
+        for (int j = 0; j < t->n_top; j++) t->top[j].text = base + (uintptr_t)t->top[j].text;
+    }
+    out->tok = *view;
+    out->n = n;
+    return true;
+}
+
+/* A stream chunk of choice c (NULL: choice 0 without logprobs); with logprobs, those of its entries
+ * [lp_sent, upto). */
+static void sse_chunk_lp(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto) {
+    es_oai_logprobs lp;
+    es_oai_lp_token *view = NULL;
+    es_str arena = {0};
+    const bool with = c && r->logprobs && upto >= c->lp_sent && lp_view(r, c, c->lp_sent, upto, &lp, &view, &arena);
+    char *j = es_oai_chunk_json_ex(r->kind, r->rid, r->created, r->model, c ? (int)(c - r->ch) : 0, role, text, finish,
+                                   with ? &lp : NULL);
     if (j) sse(r, j);
     free(j);
+    free(view);
+    es_str_free(&arena);
+    if (with) c->lp_sent = upto;
+}
+
+/* Choice c's entries whose text lies within the first `len` bytes of its text (whole tokens sent so
+ * far); at the end (`final`), every entry that made any of it — all of them unless a stop string cut
+ * the text. */
+static int lp_upto(const hchoice *c, size_t len, bool final, bool cut) {
+    int k = c->lp_sent;
+    while (k < c->n_lp && (final ? (!cut || c->lp[k].start < len) : c->lp[k].end <= len)) k++;
+    return k;
 }
 
 static const char *finish_name(int stop) {
     return stop == ES_STOP_LENGTH || stop == ES_STOP_CONTEXT ? "length" : "stop";
 }
 
-static void req_cancel(hreq *r) {
+/* Ends choice c's generation in the backend (nothing more is taken from it). */
+static void choice_cancel(hreq *r, hchoice *c) {
     es_http *h = r->h;
-    if (h->p.backend.cancel) h->p.backend.cancel(h->p.backend.ud, r->id);
+    if (!c->running) return;
+    c->running = false;
+    if (h->p.backend.cancel) h->p.backend.cancel(h->p.backend.ud, c->id);
 }
 
-/* The client is gone: free the session at once; the reply cannot be delivered. */
+static void req_cancel(hreq *r) {
+    for (int i = 0; i < r->n_choices; i++) choice_cancel(r, &r->ch[i]);
+}
+
+/* The client is gone: free the sessions at once; the reply cannot be delivered. */
 static void req_abandon(hreq *r, const char *why) {
     es_http *h = r->h;
     req_cancel(r);
+    const int gen = req_generated(r);
     h->st.disconnects++;
-    h->st.completion_tokens += r->n_generated;
-    h->m.http_completion_tokens += r->n_generated;
+    h->st.completion_tokens += gen;
+    h->m.http_completion_tokens += gen;
     if (!r->started) count(h, r->endpoint, 499); /* a started stream was counted with its 200 */
-    hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, r->n_generated);
+    hlog(h, 3, "request %s: client gone (%s) after %d tokens", r->rid, why, gen);
 }
 
 static void on_close(struct evhttp_connection *evcon, void *arg) {
@@ -316,8 +470,9 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 /* Streams: the first tokens came (or the end, without any): the 200, the event-stream headers and
- * the chat's role chunk go out now. Until then the request was watched as a plain one, so a failure
- * before the first token is still an ordinary error status with an OpenAI error object. */
+ * the chat's role chunk of every choice go out now. Until then the request was watched as a plain
+ * one, so a failure before the first token is still an ordinary error status with an OpenAI error
+ * object. */
 static void stream_start(hreq *r) {
     if (!r->stream || r->started) return;
     es_http *h = r->h;
@@ -338,28 +493,20 @@ static void stream_start(hreq *r) {
     evhttp_add_header(oh, "X-Accel-Buffering", "no");
     evhttp_send_reply_start(r->req, 200, "OK");
     count(h, r->endpoint, 200);
-    if (r->kind == ES_OAI_CHAT) sse_chunk(r, "assistant", "", NULL);
+    for (int i = 0; r->kind == ES_OAI_CHAT && i < r->n_choices; i++) sse_chunk_lp(r, &r->ch[i], "assistant", "", NULL, -1);
 }
 
-/* Completes the reply with the text still held back, the finish reason and usage. */
-static void req_finish(hreq *r, int stop) {
+/* Every choice is done: the usage, and the reply completes (streams: [DONE]; plain: all choices). */
+static void req_complete(hreq *r) {
     es_http *h = r->h;
-    es_detok_flush(&r->dt, &r->piece);
-    bool oom = false;
-    if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
-    es_str_clear(&r->piece);
-    es_stopstr_flush(&r->ss, &r->out);
-    const bool cut = r->ss.matched;
-    const char *fin = cut ? "stop" : finish_name(stop);
-    const es_oai_usage u = {r->n_prompt, r->n_generated};
-    h->st.completion_tokens += r->n_generated;
-    h->m.http_completion_tokens += r->n_generated;
+    const int gen = req_generated(r);
+    const es_oai_usage u = {r->n_prompt, gen};
+    es_metrics_observe(&h->m.e2e, now_s() - r->t_arrive);
+    h->st.completion_tokens += gen;
+    h->m.http_completion_tokens += gen;
     stream_start(r);
     req_detach(r);
     if (r->stream) {
-        if (r->out.len) sse_chunk(r, NULL, r->out.s, NULL);
-        if (r->kind == ES_OAI_CHAT) sse_chunk(r, NULL, NULL, fin);
-        else sse_chunk(r, NULL, "", fin);
         if (r->include_usage) {
             char *j = es_oai_usage_chunk_json(r->kind, r->rid, r->created, r->model, &u);
             if (j) sse(r, j);
@@ -368,23 +515,67 @@ static void req_finish(hreq *r, int stop) {
         sse(r, "[DONE]");
         evhttp_send_reply_end(r->req);
     } else {
-        char *j = es_oai_response_json(r->kind, r->rid, r->created, r->model, es_str_cstr(&r->out), fin, &u);
+        es_oai_logprobs lp[ES_OAI_MAX_N];
+        es_oai_lp_token *view[ES_OAI_MAX_N] = {0};
+        es_str arena[ES_OAI_MAX_N];
+        es_oai_choice ch[ES_OAI_MAX_N];
+        bool ok = true;
+        memset(arena, 0, sizeof arena);
+        for (int i = 0; i < r->n_choices; i++) {
+            hchoice *c = &r->ch[i];
+            ok = ok && (!r->logprobs || lp_view(r, c, 0, lp_upto(c, c->out.len, true, c->ss.matched), &lp[i], &view[i], &arena[i]));
+            ch[i] = (es_oai_choice){es_str_cstr(&c->out), c->fin, r->logprobs ? &lp[i] : NULL};
+        }
+        char *j = ok ? es_oai_response_json_n(r->kind, r->rid, r->created, r->model, ch, r->n_choices, &u) : NULL;
+        for (int i = 0; i < r->n_choices; i++) {
+            free(view[i]);
+            es_str_free(&arena[i]);
+        }
         if (j) reply_json(h, r->req, r->endpoint, 200, j);
         else reply_errorf(h, r->req, r->endpoint, 500, "server_error", NULL, "out of memory");
         free(j);
     }
-    hlog(h, 3, "request %s: done, %d prompt + %d generated tokens, finish %s", r->rid, r->n_prompt, r->n_generated, fin);
+    hlog(h, 3, "request %s: done, %d prompt + %d generated tokens in %d choice%s, finish %s", r->rid, r->n_prompt, gen, r->n_choices,
+         r->n_choices == 1 ? "" : "s", r->ch[0].fin);
     req_free(r);
 }
 
-/* A failure after the request was accepted: an error reply, or an error event on a stream. */
+/* Choice c is complete (stop: es_proto_stop, or a stop string matched): its text held back goes out,
+ * with its finish reason; the reply completes with the last choice. */
+static void choice_end(hreq *r, hchoice *c, int stop) {
+    c->running = false;
+    es_http_kick(r->h); /* its session is free: a queued request (or this one's next choice) may start */
+    es_detok_flush(&c->dt, &c->piece);
+    bool oom = false;
+    if (c->piece.len) es_stopstr_feed(&c->ss, c->piece.s, c->piece.len, &c->out, &oom);
+    es_str_clear(&c->piece);
+    es_stopstr_flush(&c->ss, &c->out);
+    const bool cut = c->ss.matched;
+    c->fin = cut ? "stop" : finish_name(stop);
+    c->done = true;
+    r->n_done++;
+    if (r->stream) {
+        stream_start(r);
+        c->sent_pos += c->out.len;
+        const int upto = lp_upto(c, c->sent_pos, true, cut);
+        if (c->out.len || (r->logprobs && upto > c->lp_sent)) sse_chunk_lp(r, c, NULL, c->out.s ? c->out.s : "", NULL, upto);
+        es_str_clear(&c->out);
+        if (r->kind == ES_OAI_CHAT) sse_chunk_lp(r, c, NULL, NULL, c->fin, -1);
+        else sse_chunk_lp(r, c, NULL, "", c->fin, -1);
+    }
+    if (r->n_done == r->n_choices) req_complete(r);
+}
+
+/* A failure after the request was accepted: an error reply, or an error event on a stream. Every
+ * choice must be cancelled already. */
 static void req_fail(hreq *r, int status, const char *msg) {
     es_http *h = r->h;
     es_oai_error e;
     es_oai_error_set(&e, status > 0 ? status : 500, status == 503 ? "server_error" : status < 500 ? "invalid_request_error" : "server_error",
                      NULL, NULL, "%s", msg && *msg ? msg : "generation failed");
-    h->st.completion_tokens += r->n_generated;
-    h->m.http_completion_tokens += r->n_generated;
+    const int gen = req_generated(r);
+    h->st.completion_tokens += gen;
+    h->m.http_completion_tokens += gen;
     req_detach(r);
     if (r->started) {
         char *j = es_oai_error_json(&e);
@@ -407,30 +598,60 @@ static bool is_skip(const hreq *r, int32_t t) {
 }
 
 void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int n_generated) {
-    hreq *r = find_req(h, id);
-    if (!r) return;
-    if (n_generated > r->n_generated) r->n_generated = n_generated;
+    es_http_on_tokens_lp(h, id, toks, NULL, n, n_generated);
+}
+
+void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es_token_logprob *lps, int n, int n_generated) {
+    hreq *r = NULL;
+    hchoice *c = find_choice(h, id, &r);
+    if (!c) return;
+    if (n_generated > c->n_generated) c->n_generated = n_generated;
+    if (n > 0) {
+        const double t = now_s();
+        if (!r->got_tokens) es_metrics_observe(&h->m.ttft, t - r->t_arrive);
+        else if (c->t_last > 0)
+            for (int i = 0; i < n; i++) es_metrics_observe(&h->m.itl, (t - c->t_last) / n);
+        r->got_tokens = true;
+        c->t_last = t;
+    }
     bool oom = false;
     for (int i = 0; i < n; i++) {
         if (is_skip(r, toks[i])) continue;
-        if (!es_detok_push(&r->dt, toks[i], &r->piece)) oom = true;
+        const size_t before = c->piece.len;
+        if (!es_detok_push(&c->dt, toks[i], &c->piece)) oom = true;
+        const size_t made = c->piece.len - before;
+        if (r->logprobs && lps) {
+            if (c->n_lp == c->cap_lp) {
+                const int cap = c->cap_lp ? 2 * c->cap_lp : 16;
+                lpent *p = realloc(c->lp, (size_t)cap * sizeof *p);
+                if (p) {
+                    c->lp = p;
+                    c->cap_lp = cap;
+                }
+            }
+            if (c->n_lp < c->cap_lp) c->lp[c->n_lp++] = (lpent){lps[i], toks[i], c->lp_prev, c->text_pos, c->text_pos + made};
+            else oom = true;
+        }
+        c->text_pos += made;
+        c->lp_prev = toks[i];
     }
-    if (r->piece.len) es_stopstr_feed(&r->ss, r->piece.s, r->piece.len, &r->out, &oom);
-    es_str_clear(&r->piece);
+    if (c->piece.len) es_stopstr_feed(&c->ss, c->piece.s, c->piece.len, &c->out, &oom);
+    es_str_clear(&c->piece);
     if (oom) {
         req_cancel(r);
         req_fail(r, 500, "out of memory");
         return;
     }
-    if (r->ss.matched) { /* the stop string ends it: free the session now */
-        req_cancel(r);
-        req_finish(r, ES_STOP_EOS);
+    if (c->ss.matched) { /* the stop string ends it: free the session now */
+        choice_cancel(r, c);
+        choice_end(r, c, ES_STOP_EOS);
         return;
     }
     stream_start(r);
-    if (r->stream && r->out.len) {
-        sse_chunk(r, NULL, r->out.s, NULL);
-        es_str_clear(&r->out);
+    if (r->stream && c->out.len) {
+        c->sent_pos += c->out.len;
+        sse_chunk_lp(r, c, NULL, c->out.s, NULL, lp_upto(c, c->sent_pos, false, false));
+        es_str_clear(&c->out);
         /* a client that does not read holds our memory: treat it as gone */
         struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
         if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > HTTP_MAX_OUTPUT) {
@@ -444,16 +665,156 @@ void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int 
 }
 
 void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int status, const char *msg) {
-    hreq *r = find_req(h, id);
-    if (!r) return;
-    if (n_generated > r->n_generated) r->n_generated = n_generated;
-    if (stop == ES_STOP_ERROR && status == 503 && r->n_generated > 0) {
-        /* the server ran out of room after tokens were made: they are the client's, so the reply ends
+    hreq *r = NULL;
+    hchoice *c = find_choice(h, id, &r);
+    if (!c) { /* a cancelled generation has let go of its session or worker only now */
+        es_http_kick(h);
+        return;
+    }
+    if (n_generated > c->n_generated) c->n_generated = n_generated;
+    if (stop == ES_STOP_ERROR && status == 503 && c->n_generated > 0) {
+        /* the server ran out of room after tokens were made: they are the client's, so the choice ends
            as a generation cut short ("length"), as the README promises, not as an error that loses them */
-        hlog(h, 1, "request %s: cut after %d tokens: %s", r->rid, r->n_generated, msg ? msg : "");
-        req_finish(r, ES_STOP_LENGTH);
-    } else if (stop == ES_STOP_ERROR) req_fail(r, status, msg);
-    else req_finish(r, stop);
+        hlog(h, 1, "request %s: cut after %d tokens: %s", r->rid, c->n_generated, msg ? msg : "");
+        choice_end(r, c, ES_STOP_LENGTH);
+    } else if (stop == ES_STOP_ERROR) {
+        c->running = false;
+        req_cancel(r); /* the other choices */
+        req_fail(r, status, msg);
+    } else {
+        choice_end(r, c, stop);
+    }
+}
+
+/* ---- admission: the backend, or the queue ---- */
+
+/* Asks the backend for sessions for r's choices not started yet, in order, until one is refused.
+ * ES_OK: every choice is generating. */
+static es_status req_start(hreq *r, es_err *err) {
+    es_http *h = r->h;
+    int granted = 0;
+    while (r->n_started < r->n_choices) {
+        hchoice *c = &r->ch[r->n_started];
+        es_http_gen g = r->g;
+        g.id = c->id;
+        /* choices that sample differ: choice 0 is the n = 1 request, the others get seeds mixed from it */
+        if (r->n_started > 0) g.sampling.seed = mix64(r->g.sampling.seed + (uint64_t)r->n_started);
+        es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, err)
+                                          : es_fail(err, ES_ERR_INTERNAL, "no backend");
+        if (st != ES_OK) return st;
+        c->running = true;
+        r->n_started++;
+    }
+    free(r->prompt); /* the backend copied it */
+    r->prompt = NULL;
+    r->g.prompt = NULL;
+    r->t_admit = now_s();
+    es_metrics_observe(&h->m.queue_time, r->t_admit - r->t_arrive);
+    h->st.completions++;
+    h->st.prompt_tokens += r->n_prompt;
+    h->m.http_prompt_tokens += r->n_prompt;
+    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %d choice%s, %s%s", r->rid, r->endpoint, r->n_prompt,
+         r->g.max_tokens, granted, r->n_choices, r->n_choices == 1 ? "" : "s", r->stream ? "streaming" : "plain",
+         r->t_admit - r->t_arrive > 1e-3 ? ", after waiting in the queue" : "");
+    return ES_OK;
+}
+
+/* The backend refused r for good: its started choices are cancelled, the error reply goes out, and r
+ * is freed. */
+static void req_refuse(hreq *r, es_status st, const es_err *err) {
+    es_http *h = r->h;
+    req_cancel(r);
+    if (r->started) { /* choices that started have streamed already: an error event ends the stream */
+        req_fail(r, st == ES_ERR_BUSY || st == ES_ERR_FULL ? 503 : 500, err->msg);
+        return;
+    }
+    struct evhttp_request *req = r->req;
+    const char *ep = r->endpoint;
+    req_detach(r);
+    req_free(r);
+    if (st == ES_ERR_BUSY || st == ES_ERR_FULL)
+        reply_errorf(h, req, ep, 503, "server_error", "server_busy", "the server is busy: %s", err->msg);
+    else if (st == ES_ERR_RANGE)
+        reply_errorf(h, req, ep, 400, "invalid_request_error", "context_length_exceeded", "%s", err->msg);
+    else if (st == ES_ERR_INVALID_ARG)
+        reply_errorf(h, req, ep, 400, "invalid_request_error", "invalid_value", "%s", err->msg);
+    else if (st == ES_ERR_IO || st == ES_ERR_TIMEOUT)
+        reply_errorf(h, req, ep, 502, "server_error", "upstream_unavailable", "%s", err->msg);
+    else reply_errorf(h, req, ep, 500, "server_error", NULL, "%s", err->msg);
+}
+
+/* Watches the client from here on: a close (or, for plain replies and streams before their first
+ * tokens, a hang-up seen on the socket) abandons the request, queued or generating. */
+static void req_watch(hreq *r) {
+    es_http *h = r->h;
+    if (!r->evcon) return;
+    evhttp_connection_set_closecb(r->evcon, on_close, r);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
+    const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
+}
+
+/* A queued request waited past queue_timeout_s: 503 with Retry-After (choices that started meanwhile
+ * are cancelled). */
+static void queue_timeout_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    hreq *r = arg;
+    es_http *h = r->h;
+    h->m.queue_timeouts++;
+    h->st.queue_timeouts++;
+    hlog(h, 2, "request %s: no session within --queue-timeout %.3g s", r->rid, h->p.queue_timeout_s);
+    es_err err;
+    snprintf(err.msg, sizeof err.msg, "the request waited %.3g s in the queue (--queue-timeout) without a free session",
+             h->p.queue_timeout_s);
+    req_cancel(r);
+    if (r->started) {
+        req_fail(r, 503, err.msg);
+        return;
+    }
+    struct evhttp_request *req = r->req;
+    const char *ep = r->endpoint;
+    req_detach(r);
+    req_free(r);
+    reply_errorf(h, req, ep, 503, "server_error", "queue_timeout", "the server is busy: %s", err.msg);
+}
+
+static void queue_add(hreq *r) {
+    es_http *h = r->h;
+    r->queued = true;
+    r->qnext = NULL;
+    if (h->q_tail) h->q_tail->qnext = r;
+    else h->q_head = r;
+    h->q_tail = r;
+    h->n_queued++;
+    if (h->p.queue_timeout_s > 0 && (r->qtimer || (r->qtimer = evtimer_new(h->p.base, queue_timeout_cb, r)))) {
+        const double t = h->p.queue_timeout_s;
+        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+        evtimer_add(r->qtimer, &tv);
+    }
+    hlog(h, 3, "request %s: queued (%d waiting)", r->rid, h->n_queued);
+}
+
+/* Starts queued requests, oldest first, until the backend is busy again. */
+static void queue_pump(es_http *h) {
+    while (h->q_head && !h->shutting_down) {
+        hreq *r = h->q_head;
+        es_err err = {{0}};
+        const es_status st = req_start(r, &err);
+        if (st == ES_ERR_BUSY || st == ES_ERR_FULL) return;
+        queue_remove(r);
+        if (st != ES_OK) req_refuse(r, st, &err);
+    }
+}
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    queue_pump(arg);
+}
+
+void es_http_kick(es_http *h) {
+    if (h && h->q_head && h->pump) event_active(h->pump, EV_TIMEOUT, 0);
 }
 
 /* ---- the endpoints ---- */
@@ -500,6 +861,7 @@ static int32_t *tokenize(es_http *h, const char *text, bool special, int *n, es_
 }
 
 static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
+    const double t_arrive = now_s();
     if (h->shutting_down) {
         reply_errorf(h, req, endpoint, 503, "server_error", "shutting_down", "the server is stopping");
         return;
@@ -526,6 +888,14 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
             reply_error(h, req, endpoint, &e);
             return;
         }
+    if (q.logprobs && !h->p.backend.logprobs) {
+        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", "logprobs",
+                         "'logprobs' is not available here: the target model's probabilities are computed on the "
+                         "verification server (ask its HTTP API, serve --http-port)");
+        es_oai_request_free(&q);
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
     es_err err = {{0}};
     int32_t *prompt = NULL;
     int n_prompt = 0;
@@ -578,14 +948,19 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     }
 
     hreq *r = calloc(1, sizeof *r);
-    if (!r) {
+    hchoice *ch = r ? calloc((size_t)q.n, sizeof *ch) : NULL;
+    if (!r || !ch) {
+        free(r);
         es_oai_request_free(&q);
         free(prompt);
         reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
         return;
     }
     r->h = h;
-    r->id = h->next_id++;
+    r->id = h->next_id;
+    h->next_id += (uint64_t)q.n;
+    r->ch = ch;
+    r->n_choices = q.n;
     r->req = req;
     r->evcon = evhttp_request_get_connection(req);
     r->endpoint = endpoint;
@@ -593,6 +968,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->stream = q.stream;
     r->include_usage = q.stream && q.include_usage;
     r->created = (int64_t)time(NULL);
+    r->t_arrive = t_arrive;
     snprintf(r->rid, sizeof r->rid, "%s-%016llx", kind == ES_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)mix64(h->salt ^ r->id));
     r->model = q.model ? q.model : strdup(h->model_name);
     q.model = NULL;
@@ -603,71 +979,72 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->n_stop = q.n_stop;
     q.n_stop = 0;
     r->n_prompt = n_prompt;
+    r->prompt = prompt;
+    r->logprobs = q.logprobs;
+    r->top_logprobs = q.top_logprobs;
+    memcpy(r->stop_ids, stop_ids, (size_t)n_stop_ids * sizeof *stop_ids);
     if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
     for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
-    es_detok_init(&r->dt, h->p.tok, prompt[n_prompt - 1]);
-    es_stopstr_init(&r->ss, r->stop, r->n_stop);
+    for (int i = 0; i < r->n_choices; i++) {
+        hchoice *c = &r->ch[i];
+        c->id = r->id + (uint64_t)i;
+        c->lp_prev = prompt[n_prompt - 1];
+        es_detok_init(&c->dt, h->p.tok, prompt[n_prompt - 1]);
+        es_stopstr_init(&c->ss, r->stop, r->n_stop);
+    }
     r->next = h->reqs;
     if (h->reqs) h->reqs->prev = r;
     h->reqs = r;
     h->n_active++;
 
-    es_http_gen g;
-    memset(&g, 0, sizeof g);
-    g.id = r->id;
-    g.prompt = prompt;
-    g.n_prompt = n_prompt;
-    g.max_tokens = max_tokens;
-    g.sampling = es_sampler_default_params();
-    g.sampling.temperature = (float)q.temperature;
-    g.sampling.top_p = (float)q.top_p;
-    g.sampling.top_k = q.top_k;
-    g.sampling.min_p = (float)q.min_p;
-    g.sampling.repeat_penalty = (float)q.repeat_penalty;
-    g.sampling.presence_penalty = (float)q.presence_penalty;
-    g.sampling.frequency_penalty = (float)q.frequency_penalty;
-    if (q.has_repeat_last_n) g.sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
-    g.sampling.n_bias = q.n_bias;
+    es_http_gen *g = &r->g;
+    g->id = r->id;
+    g->prompt = r->prompt;
+    g->n_prompt = n_prompt;
+    g->max_tokens = max_tokens;
+    g->sampling = es_sampler_default_params();
+    g->sampling.temperature = (float)q.temperature;
+    g->sampling.top_p = (float)q.top_p;
+    g->sampling.top_k = q.top_k;
+    g->sampling.min_p = (float)q.min_p;
+    g->sampling.repeat_penalty = (float)q.repeat_penalty;
+    g->sampling.presence_penalty = (float)q.presence_penalty;
+    g->sampling.frequency_penalty = (float)q.frequency_penalty;
+    if (q.has_repeat_last_n) g->sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
+    g->sampling.n_bias = q.n_bias;
     for (int i = 0; i < q.n_bias; i++) {
-        g.sampling.bias[i].id = q.bias[i].id;
-        g.sampling.bias[i].bias = q.bias[i].bias;
+        g->sampling.bias[i].id = q.bias[i].id;
+        g->sampling.bias[i].bias = q.bias[i].bias;
     }
-    g.sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
-    g.stop = stop_ids;
-    g.n_stop = n_stop_ids;
-    g.stop_strings = r->stop;
-    g.n_stop_strings = r->n_stop;
-    g.skip = r->skip;
-    g.n_skip = r->n_skip;
+    g->sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
+    g->stop = r->stop_ids;
+    g->n_stop = n_stop_ids;
+    g->stop_strings = r->stop;
+    g->n_stop_strings = r->n_stop;
+    g->skip = r->skip;
+    g->n_skip = r->n_skip;
+    g->logprobs = q.logprobs;
+    g->top_logprobs = q.top_logprobs;
     es_oai_request_free(&q);
-    int granted = 0;
-    es_status st = h->p.backend.start ? h->p.backend.start(h->p.backend.ud, &g, &granted, &err)
-                                      : es_fail(&err, ES_ERR_INTERNAL, "no backend");
-    free(prompt);
+    /* first come, first served: while others wait, a new request joins the back of the queue */
+    es_status st = h->q_head ? ES_ERR_BUSY : req_start(r, &err);
+    if (st == ES_ERR_BUSY || st == ES_ERR_FULL) {
+        if (h->n_queued < h->p.max_queue) { /* the choices that started generate meanwhile */
+            queue_add(r);
+            req_watch(r);
+            return;
+        }
+        h->m.queue_full++;
+        h->st.queue_full++;
+        if (h->p.max_queue > 0) {
+            snprintf(err.msg, sizeof err.msg, "%d requests are already waiting (--max-queue %d)", h->n_queued, h->p.max_queue);
+        }
+    }
     if (st != ES_OK) {
-        req_free(r);
-        if (st == ES_ERR_BUSY || st == ES_ERR_FULL)
-            reply_errorf(h, req, endpoint, 503, "server_error", "server_busy", "the server is busy: %s", err.msg);
-        else if (st == ES_ERR_RANGE)
-            reply_errorf(h, req, endpoint, 400, "invalid_request_error", "context_length_exceeded", "%s", err.msg);
-        else if (st == ES_ERR_INVALID_ARG)
-            reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "%s", err.msg);
-        else if (st == ES_ERR_IO || st == ES_ERR_TIMEOUT)
-            reply_errorf(h, req, endpoint, 502, "server_error", "upstream_unavailable", "%s", err.msg);
-        else reply_errorf(h, req, endpoint, 500, "server_error", NULL, "%s", err.msg);
+        req_refuse(r, st, &err);
         return;
     }
-    h->st.completions++;
-    h->st.prompt_tokens += n_prompt;
-    h->m.http_prompt_tokens += n_prompt;
-    hlog(h, 3, "request %s: %s, %d prompt tokens, max %d (granted %d), %s", r->rid, endpoint, n_prompt, max_tokens, granted,
-         r->stream ? "streaming" : "plain");
-    if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_close, r);
-    if (r->evcon) { /* streams too, until their first tokens (stream_start) */
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->evcon);
-        const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-        if (fd >= 0 && (r->watch = event_new(h->p.base, fd, EV_READ | EV_PERSIST, watch_cb, r))) event_add(r->watch, NULL);
-    }
+    req_watch(r);
 }
 
 static void handle_models(es_http *h, struct evhttp_request *req, const char *path) {
@@ -759,7 +1136,8 @@ static void handle_tokenize(es_http *h, struct evhttp_request *req, const char *
 
 static void handle_metrics(es_http *h, struct evhttp_request *req) {
     es_metrics m = h->m;
-    m.http_active = h->n_active;
+    m.http_active = h->n_active - h->n_queued;
+    m.queue_depth = h->n_queued;
     m.uptime_seconds = now_s() - h->t_start;
     const char *up = NULL;
     m.ready = !h->shutting_down && (!h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up));
@@ -973,6 +1351,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     es_http *h = arg;
     conn_tick(h, now_s());
+    /* a safety net under the kicks: capacity can also come back without an event (the scheduler reaps
+       slots of sessions closed during a long step when that step ends) */
+    if (h->q_head) queue_pump(h);
     es_metrics m;
     es_metrics_init(&m);
     if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
@@ -1049,6 +1430,39 @@ static const char *method_name(enum evhttp_cmd_type cmd) {
     }
 }
 
+/* Whether a browser page from `origin` may call the API (--cors). */
+static bool cors_allowed(const es_http *h, const char *origin) {
+    if (!h->cors[0] || !origin || !*origin) return false;
+    if (!strcmp(h->cors, "*")) return true;
+    char key[520];
+    const size_t n = strlen(origin);
+    if (n + 3 > sizeof key || strchr(origin, ',')) return false;
+    snprintf(key, sizeof key, ",%s,", origin);
+    return strstr(h->cors, key) != NULL;
+}
+
+/* CORS headers on a reply to an allowed origin; true when the request is a preflight (answer 204). */
+static bool cors_headers(es_http *h, struct evhttp_request *req, enum evhttp_cmd_type cmd) {
+    struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+    const char *origin = evhttp_find_header(ih, "Origin");
+    if (!h->cors[0]) return false;
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    if (strcmp(h->cors, "*") != 0) evhttp_add_header(oh, "Vary", "Origin"); /* the answer depends on it */
+    const bool preflight = cmd == EVHTTP_REQ_OPTIONS && evhttp_find_header(ih, "Access-Control-Request-Method");
+    if (!cors_allowed(h, origin)) return preflight; /* answered without the headers: the browser refuses */
+    evhttp_add_header(oh, "Access-Control-Allow-Origin", !strcmp(h->cors, "*") ? "*" : origin);
+    if (!preflight) {
+        evhttp_add_header(oh, "Access-Control-Expose-Headers", "Retry-After");
+        return false;
+    }
+    evhttp_add_header(oh, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    const char *want = evhttp_find_header(ih, "Access-Control-Request-Headers");
+    /* any request header is fine (the api key decides access): the ones asked for are allowed */
+    evhttp_add_header(oh, "Access-Control-Allow-Headers", want && *want && strlen(want) < 1024 ? want : "Authorization, Content-Type");
+    evhttp_add_header(oh, "Access-Control-Max-Age", "86400");
+    return true;
+}
+
 static void handle(struct evhttp_request *req, void *arg) {
     es_http *h = arg;
     hconn *hc = conn_of(h, req);
@@ -1085,6 +1499,12 @@ static void handle(struct evhttp_request *req, void *arg) {
     else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
     else if (!strcmp(path, EP_TOKENIZE) || !strcmp(path, "/v1/tokenize")) ep = EP_TOKENIZE, want_post = true;
     else if (!strcmp(path, EP_DETOKENIZE) || !strcmp(path, "/v1/detokenize")) ep = EP_DETOKENIZE, want_post = true;
+    const bool preflight = cors_headers(h, req, cmd);
+    if (preflight && ep != EP_OTHER) {
+        evhttp_send_reply(req, 204, "No Content", NULL);
+        count(h, ep, 204);
+        return;
+    }
     if (ep == EP_OTHER) {
         reply_errorf(h, req, ep, 404, "invalid_request_error", "unknown_url", "Unknown request URL: %s %.200s",
                      method_name(cmd), path);
@@ -1201,6 +1621,23 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->p.owned_by = h->owned_by;
     if (!h->p.max_body) h->p.max_body = HTTP_MAX_BODY_DEFAULT;
     if (!(h->p.timeout_s > 0)) h->p.timeout_s = 600;
+    if (h->p.max_queue < 0) h->p.max_queue = 0;
+    if (p->cors && *p->cors) {
+        /* kept as ",a,b," so that a lookup of ",ORIGIN," matches whole entries only */
+        es_str c = {0};
+        bool ok = es_str_puts(&c, ",");
+        for (const char *q = p->cors; *q && ok; q++)
+            if (*q != ' ') ok = es_str_append(&c, q, 1);
+        ok = ok && es_str_puts(&c, ",");
+        if (!ok || c.len >= sizeof h->cors) {
+            es_str_free(&c);
+            es_http_free(h);
+            return es_fail(err, ES_ERR_INVALID_ARG, "--cors: the origin list is longer than %zu bytes", sizeof h->cors - 3);
+        }
+        snprintf(h->cors, sizeof h->cors, "%s", !strcmp(c.s, ",*,") ? "*" : c.s);
+        es_str_free(&c);
+    }
+    h->p.cors = NULL;
     es_status kst = ES_OK;
     if (p->api_key && *p->api_key) kst = es_keys_add(&h->keys, p->api_key, err);
     for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&h->keys, p->api_keys[i], err);
@@ -1231,7 +1668,8 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->http = evhttp_new(p->base);
     h->tick = event_new(p->base, -1, EV_PERSIST, tick_cb, h);
     h->relisten = event_new(p->base, -1, 0, relisten_cb, h);
-    if (!h->chunk || !h->http || !h->tick || !h->relisten) {
+    h->pump = event_new(p->base, -1, 0, pump_cb, h);
+    if (!h->chunk || !h->http || !h->tick || !h->relisten || !h->pump) {
         es_http_free(h);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
@@ -1303,7 +1741,8 @@ void es_http_get_stats(const es_http *h, es_http_stats *out) {
     memset(out, 0, sizeof *out);
     if (!h) return;
     *out = h->st;
-    out->active = h->n_active;
+    out->active = h->n_active - h->n_queued;
+    out->queued = h->n_queued;
     out->conns_open = h->n_conns;
 }
 
@@ -1316,6 +1755,7 @@ void es_http_free(es_http *h) {
         req_free(r);
     }
     if (h->tick) event_free(h->tick);
+    if (h->pump) event_free(h->pump);
     if (h->relisten) event_free(h->relisten);
     if (h->http) evhttp_free(h->http);
     while (h->conns) { /* evhttp has freed every connection: drop our references */

@@ -17,7 +17,15 @@
  * Status codes: 400 (invalid JSON, wrong types, values out of range, prompt + max_tokens beyond the
  * context), 401 (--api-key: missing or wrong bearer token), 404 (unknown path or model), 405 (wrong
  * method; Allow says which), 413 (body above max_body: answered by evhttp itself, so its body is
- * libevent's HTML, not JSON), 503 (the backend is full: Retry-After: 1; or still loading), 500.
+ * libevent's HTML, not JSON), 503 (the backend is full and the queue too, or the request waited in
+ * the queue past queue_timeout_s: Retry-After: 1; or still loading), 500.
+ * Queue: a completion the backend refuses as busy waits (FIFO, at most max_queue) and is started when
+ * a session ends (es_http_on_end, or es_http_kick from the backend); a client that goes away while
+ * queued leaves the queue at once. Queued requests count in /metrics edgespec_queued_requests, and
+ * their wait in edgespec_queue_time_seconds.
+ * CORS (p.cors): allowed origins get Access-Control-Allow-Origin (and Vary: Origin) on every reply, and
+ * an OPTIONS preflight (Access-Control-Request-Method present) on a known path is answered 204 with
+ * the allowed methods and headers, before any api key check (browsers send no credentials there).
  * /health and /metrics need no key; everything under /v1 does when a key is set. Several keys may be
  * accepted (api_key plus api_keys, net/keys.h); refusals are counted in /metrics
  * (edgespec_auth_failures_total{listener="http"}). With `tls` the listener speaks HTTPS only.
@@ -33,6 +41,7 @@
 
 #include "edgespec.h"
 #include "server/metrics.h"
+#include "spec/spec.h"
 
 struct event_base;
 typedef struct es_http es_http;
@@ -52,6 +61,8 @@ typedef struct es_http_gen {
     int n_stop_strings;
     const int32_t *skip;         /* ids never shown as text */
     int n_skip;
+    bool logprobs;               /* the request wants each token's log-probability (backend->logprobs) */
+    int top_logprobs;            /* ... and this many alternatives (0..ES_OAI_MAX_TOP_LOGPROBS) */
 } es_http_gen;
 
 typedef struct es_http_backend {
@@ -67,6 +78,8 @@ typedef struct es_http_backend {
      * the upstream for /health's "upstream" field (a static string). NULL: always ready. */
     bool (*health)(void *ud, const char **upstream);
     void *ud;
+    bool logprobs;               /* it can report the target's log-probabilities (es_http_on_tokens_lp);
+                                    without, requests asking for logprobs get 400 */
 } es_http_backend;
 
 typedef struct es_http_params {
@@ -94,6 +107,14 @@ typedef struct es_http_params {
     int n_api_keys;
     struct ssl_ctx_st *tls;      /* non-NULL: serve HTTPS with this server context (net/tls.h); the
                                     caller keeps it alive until es_http_free */
+    int max_queue;               /* completions the backend refuses as busy wait in a FIFO queue of this
+                                    many, admitted as sessions end (es_http_kick); beyond it 503 with
+                                    Retry-After (default 64; 0: no queue, busy is 503 at once) */
+    double queue_timeout_s;      /* a queued request waiting longer gets 503 with Retry-After (default
+                                    60; <= 0: waits as long as it takes) */
+    const char *cors;            /* NULL or "": no CORS headers (default); "*" any origin; else a comma
+                                    list of origins (scheme://host[:port]) allowed to call the API from a
+                                    browser: Access-Control-Allow-Origin on replies, OPTIONS preflight 204 */
 } es_http_params;
 
 es_http_params es_http_default_params(void);
@@ -106,7 +127,9 @@ typedef struct es_http_stats {
     int64_t conns_refused;       /* connections beyond max_connections */
     int64_t conns_timed_out;     /* connections cut by request_timeout_s */
     int conns_open;
-    int active;
+    int active;                  /* requests generating now */
+    int queued;                  /* requests waiting in the queue now */
+    int64_t queue_full, queue_timeouts; /* 503s: the queue was full; a request waited past queue_timeout_s */
 } es_http_stats;
 
 /* Starts listening on p->base (the loop may already run, on the calling thread). A socket given in
@@ -116,8 +139,13 @@ int es_http_port(const es_http *h);
 /* The backend's results for generation `id` (unknown ids are ignored: the request is gone).
  * n_generated: tokens generated so far, stop tokens included (the usage count). */
 void es_http_on_tokens(es_http *h, uint64_t id, const int32_t *toks, int n, int n_generated);
+/* The same with each token's log-probabilities (lp[n]; NULL: none), for requests that asked for them. */
+void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es_token_logprob *lp, int n, int n_generated);
 /* The generation ended: stop is an es_proto_stop; ES_STOP_ERROR with an HTTP status and message. */
 void es_http_on_end(es_http *h, uint64_t id, int stop, int n_generated, int status, const char *msg);
+/* Capacity may have freed up (a session of another kind ended): queued requests are tried again on
+ * the loop's next turn. The front end kicks itself when one of its own requests ends. */
+void es_http_kick(es_http *h);
 /* Stops accepting and ends every request in flight (503, or an error event on a stream).
  * Returns the number of requests that were in flight. */
 int es_http_shutdown(es_http *h);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "edgespec.h"
+
 void es_metrics_init(es_metrics *m) {
     memset(m, 0, sizeof *m);
     m->edge_active = -1;
@@ -19,6 +21,18 @@ void es_metrics_init(es_metrics *m) {
     m->queue_depth = -1;
     m->auth_failures_edge = m->auth_failures_http = -1;
     m->tls_failures_edge = m->tls_failures_http = -1;
+}
+
+const double es_metrics_lat_le[ES_METRICS_LAT_BUCKETS - 1] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                              1,     2.5,    5,     10,   25,    60,   120,  300};
+
+void es_metrics_observe(es_metrics_hist *hst, double seconds) {
+    if (!(seconds > 0)) seconds = 0; /* (NaN too) */
+    int b = 0;
+    while (b < ES_METRICS_LAT_BUCKETS - 1 && seconds > es_metrics_lat_le[b]) b++;
+    hst->bucket[b]++;
+    hst->count++;
+    hst->sum += seconds;
 }
 
 void es_metrics_count_request(es_metrics *m, const char *endpoint, int status) {
@@ -67,8 +81,24 @@ static bool esc(es_str *o, const char *s) {
     return ok;
 }
 
+/* A latency histogram: cumulative buckets, _sum and _count. */
+static bool lat_hist(es_str *o, const char *name, const char *help, const es_metrics_hist *hst) {
+    bool ok = family(o, name, "histogram", help);
+    int64_t cum = 0;
+    for (int b = 0; b < ES_METRICS_LAT_BUCKETS && ok; b++) {
+        cum += hst->bucket[b];
+        if (b < ES_METRICS_LAT_BUCKETS - 1) ok = es_str_printf(o, "%s_bucket{le=\"%g\"} ", name, es_metrics_lat_le[b]);
+        else ok = es_str_printf(o, "%s_bucket{le=\"+Inf\"} ", name);
+        ok = ok && value(o, (double)cum);
+    }
+    return ok && es_str_printf(o, "%s_sum ", name) && value(o, hst->sum) && es_str_printf(o, "%s_count ", name) &&
+           value(o, (double)hst->count);
+}
+
 bool es_metrics_render(const es_metrics *m, es_str *o) {
-    bool ok = family(o, "edgespec_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
+    bool ok = family(o, "edgespec_build_info", "gauge", "Always 1; the labels say which edgespec this is.") &&
+              es_str_printf(o, "edgespec_build_info{version=\"%s\"} 1\n", ES_VERSION_STRING);
+    ok = ok && family(o, "edgespec_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
     for (int i = 0; i < m->n_req && ok; i++)
         ok = es_str_puts(o, "edgespec_requests_total{endpoint=\"") && esc(o, m->req[i].endpoint) &&
              es_str_printf(o, "\",status=\"%d\"} ", m->req[i].status) && value(o, (double)m->req[i].count);
@@ -97,7 +127,21 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
     if (m->edge_active >= 0) ok = ok && es_str_puts(o, "edgespec_active_sessions{kind=\"edge\"} ") && value(o, m->edge_active);
     ok = ok && es_str_puts(o, "edgespec_active_sessions{kind=\"http\"} ") && value(o, m->http_active);
     if (m->queue_depth >= 0)
-        ok = ok && simple(o, "edgespec_queued_requests", "gauge", "HTTP requests waiting for a free worker.", m->queue_depth);
+        ok = ok && simple(o, "edgespec_queued_requests", "gauge", "HTTP requests waiting for a session or a free worker (--max-queue).",
+                          m->queue_depth);
+    ok = ok && family(o, "edgespec_queue_rejected_total", "counter",
+                      "HTTP requests answered 503 by the request queue: it was full, or they waited past --queue-timeout.") &&
+         es_str_printf(o, "edgespec_queue_rejected_total{reason=\"full\"} ") && value(o, (double)m->queue_full) &&
+         es_str_printf(o, "edgespec_queue_rejected_total{reason=\"timeout\"} ") && value(o, (double)m->queue_timeouts);
+    ok = ok && lat_hist(o, "edgespec_queue_time_seconds", "Time completion requests waited in the queue before a session took them.",
+                        &m->queue_time);
+    ok = ok && lat_hist(o, "edgespec_time_to_first_token_seconds",
+                        "Time from a completion request's arrival to its first generated token (queue time included).", &m->ttft);
+    ok = ok && lat_hist(o, "edgespec_inter_token_latency_seconds",
+                        "Time between generated tokens of a request (a delivery of n tokens after a gap g counts n times g/n).",
+                        &m->itl);
+    ok = ok && lat_hist(o, "edgespec_request_latency_seconds",
+                        "Time from a completion request's arrival to the end of its reply (completed requests).", &m->e2e);
     if (m->refused >= 0)
         ok = ok && simple(o, "edgespec_refused_total", "counter",
                           "Sessions refused because the server was full (no session slot, no KV room, or a full queue).",
@@ -154,6 +198,13 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         ok = ok && simple(o, "edgespec_acceptance_length", "gauge",
                           "Mean tokens confirmed per speculative round (accepted + 1 from the target), since start.",
                           m->drafts > 0 ? 1.0 + (double)m->accepted_tokens / (double)m->drafts : 0.0);
+        if (m->accept_depth_known) {
+            ok = ok && family(o, "edgespec_accepted_depth_total", "counter",
+                              "Speculative rounds whose accepted draft path reached this depth (1: the first draft token "
+                              "accepted; the last: that depth or more). Over edgespec_drafts_total: acceptance by position.");
+            for (int k = 0; k < ES_METRICS_ACCEPT_DEPTHS && ok; k++)
+                ok = es_str_printf(o, "edgespec_accepted_depth_total{depth=\"%d\"} ", k + 1) && value(o, (double)m->accept_depth[k]);
+        }
     }
     if (m->auth_failures_edge >= 0 || m->auth_failures_http >= 0) {
         ok = ok && family(o, "edgespec_auth_failures_total", "counter",

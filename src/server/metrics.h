@@ -14,7 +14,21 @@
 #include "util/str.h"
 
 #define ES_METRICS_MAX_REQ 64      /* distinct (endpoint, status) pairs counted */
-#define ES_METRICS_BATCH_BUCKETS 12 /* batch-size histogram: le 1, 2, 4, ..., 1024, +Inf */
+#define ES_METRICS_BATCH_BUCKETS 12
+#define ES_METRICS_ACCEPT_DEPTHS 16 /* = ES_SCHED_ACCEPT_DEPTHS */ /* batch-size histogram: le 1, 2, 4, ..., 1024, +Inf */
+
+/* Latency histograms (seconds): upper bounds of the buckets, the last one +Inf. */
+#define ES_METRICS_LAT_BUCKETS 18
+extern const double es_metrics_lat_le[ES_METRICS_LAT_BUCKETS - 1];
+
+typedef struct es_metrics_hist {
+    int64_t bucket[ES_METRICS_LAT_BUCKETS]; /* non-cumulative counts per bucket */
+    int64_t count;
+    double sum;
+} es_metrics_hist;
+
+/* Adds one observation of `seconds` (negative ones count as 0). */
+void es_metrics_observe(es_metrics_hist *hst, double seconds);
 
 typedef struct es_metrics_req {
     const char *endpoint;  /* a static string: "/v1/completions", ..., "other" */
@@ -35,12 +49,21 @@ typedef struct es_metrics {
     int64_t http_conns_refused;    /* beyond --http-max-connections */
     int64_t http_conns_timed_out;  /* cut by --http-request-timeout */
     int64_t http_accept_failures;  /* accepts that failed (descriptors ran out) */
+    es_metrics_hist queue_time;    /* completion requests: arrival to admission by the backend */
+    es_metrics_hist ttft;          /* arrival to the first generated token */
+    es_metrics_hist itl;           /* between generated tokens (a delivery of n tokens after a gap g counts
+                                      n observations of g / n) */
+    es_metrics_hist e2e;           /* arrival to the end of the reply (completed requests only) */
+    int64_t queue_full, queue_timeouts; /* 503s of the request queue: full, waited too long */
     /* ---- the backend (< 0: not applicable) ---- */
     int edge_active;               /* edge-protocol sessions on the server */
     int64_t prompt_tokens;         /* every session's prompt tokens (server: edge + HTTP) */
     int64_t generated_tokens;      /* every session's generated tokens */
     int64_t refused;               /* sessions refused: no slot or no KV room (server), queue full (edge) */
     int64_t drafts, draft_tokens, accepted_tokens; /* verification rounds, drafted tokens, accepted ones */
+    int64_t accept_depth[ES_METRICS_ACCEPT_DEPTHS]; /* rounds whose accepted path reached depth k + 1 (last:
+                                                       that depth or more), when accept_depth_known */
+    bool accept_depth_known;       /* the backend counts them (the server's scheduler) */
     int64_t kv_blocks_used, kv_blocks_total;
     int64_t batch_buckets[ES_METRICS_BATCH_BUCKETS]; /* non-cumulative counts per bucket */
     int64_t batch_count;           /* forward passes (< 0: no batch histogram) */

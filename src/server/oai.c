@@ -233,6 +233,35 @@ static bool parse_penalty_bias(const cJSON *root, es_oai_request *r, es_oai_erro
     return true;
 }
 
+/* Completions: logprobs N (the chosen token's and the N most likely). Chat: logprobs true, with
+ * top_logprobs N. N in 0..ES_OAI_MAX_TOP_LOGPROBS. */
+static bool parse_logprobs(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "top_logprobs");
+    int64_t n = 0;
+    if (r->kind == ES_OAI_COMPLETION) {
+        if (!is_null(t) && !(cJSON_IsNumber(t) && t->valuedouble == 0))
+            return BAD(e, "unsupported_parameter", "top_logprobs",
+                       "'top_logprobs' is a chat field: completions take 'logprobs': N (0..%d)", ES_OAI_MAX_TOP_LOGPROBS);
+        if (is_null(v) || cJSON_IsFalse(v)) return true;
+        if (!get_int(v, -1e9, 1e9, &n)) return BAD(e, "invalid_type", "logprobs", "'logprobs' must be an integer (0..%d)", ES_OAI_MAX_TOP_LOGPROBS);
+        if (n < 0 || n > ES_OAI_MAX_TOP_LOGPROBS)
+            return BAD(e, "invalid_value", "logprobs", "'logprobs' must be in 0..%d, got %lld", ES_OAI_MAX_TOP_LOGPROBS, (long long)n);
+        r->logprobs = true;
+        r->top_logprobs = (int)n;
+        return true;
+    }
+    if (!is_null(v) && !cJSON_IsBool(v)) return BAD(e, "invalid_type", "logprobs", "'logprobs' must be a boolean");
+    r->logprobs = cJSON_IsTrue(v);
+    if (is_null(t)) return true;
+    if (!get_int(t, -1e9, 1e9, &n)) return BAD(e, "invalid_type", "top_logprobs", "'top_logprobs' must be an integer (0..%d)", ES_OAI_MAX_TOP_LOGPROBS);
+    if (n < 0 || n > ES_OAI_MAX_TOP_LOGPROBS)
+        return BAD(e, "invalid_value", "top_logprobs", "'top_logprobs' must be in 0..%d, got %lld", ES_OAI_MAX_TOP_LOGPROBS, (long long)n);
+    if (n > 0 && !r->logprobs) return BAD(e, "invalid_value", "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    r->top_logprobs = (int)n;
+    return true;
+}
+
 static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!is_null(v)) {
@@ -280,7 +309,8 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
     if (!is_null(v)) {
         int64_t n;
         if (!get_int(v, -1e9, 1e9, &n)) return BAD(e, "invalid_type", "n", "'n' must be an integer");
-        if (n != 1) return BAD(e, "invalid_value", "n", "only n = 1 is supported, got %lld", (long long)n);
+        if (n < 1 || n > ES_OAI_MAX_N) return BAD(e, "invalid_value", "n", "'n' must be in 1..%d, got %lld", ES_OAI_MAX_N, (long long)n);
+        r->n = (int)n;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "best_of");
     if (!is_null(v)) {
@@ -312,7 +342,8 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
                        "'tool_choice' %s%.32s%s is not supported: tool calls are not served (only \"none\" or \"auto\" without tools)",
                        cJSON_IsString(v) ? "'" : "", cJSON_IsString(v) ? v->valuestring : "(an object)", cJSON_IsString(v) ? "'" : "");
     }
-    const char *refused[] = {"echo", "logprobs", "top_logprobs", "tools", "functions"};
+    if (!parse_logprobs(root, r, e)) return false;
+    const char *refused[] = {"echo", "tools", "functions"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         v = cJSON_GetObjectItemCaseSensitive(root, refused[i]);
         if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) continue; /* empty tool lists change nothing */
@@ -351,6 +382,7 @@ bool es_oai_parse_request(int kind, const char *body, size_t len, es_oai_request
     out->temperature = 1.0;
     out->top_p = 1.0;
     out->repeat_penalty = 1.0;
+    out->n = 1;
     if (!body || len == 0)
         return BAD(e, "invalid_json", NULL, "the request body is empty; send a JSON object (Content-Type: application/json)");
     const char *end = NULL;
@@ -619,41 +651,136 @@ static cJSON *envelope_choice(int kind, const char *id, int64_t created, const c
     return o;
 }
 
-char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text, const char *finish_reason,
-                           const es_oai_usage *u) {
-    cJSON *c = NULL;
-    cJSON *o = envelope_choice(kind, id, created, model, false, &c);
+/* A token's bytes as a JSON string: valid UTF-8, U+FFFD for what is not (a token may hold part of a
+ * character). NULL when memory runs out. */
+static cJSON *token_string(const char *text, size_t len) {
+    es_detok d;
+    es_detok_init(&d, NULL, -1);
+    es_str s = {0};
+    cJSON *j = NULL;
+    if (es_detok_bytes(&d, text, len, &s) && es_detok_flush(&d, &s)) j = cJSON_CreateString(es_str_cstr(&s));
+    es_str_free(&s);
+    return j;
+}
+
+static cJSON *token_bytes(const char *text, size_t len) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < len; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)text[i]));
+    return a;
+}
+
+/* Chat: {"token","logprob","bytes"} (+ "top_logprobs" when `top`). */
+static cJSON *chat_lp_entry(const char *text, size_t len, float logprob) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddItemToObject(o, "token", token_string(text, len));
+    cJSON_AddNumberToObject(o, "logprob", logprob);
+    cJSON_AddItemToObject(o, "bytes", token_bytes(text, len));
+    return o;
+}
+
+/* The "logprobs" value of a choice: chat {"content":[...],"refusal":null}; completions {"tokens",
+ * "token_logprobs","top_logprobs","text_offset"}. */
+static cJSON *logprobs_json(int kind, const es_oai_logprobs *lp) {
+    cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     if (kind == ES_OAI_CHAT) {
-        cJSON *m = cJSON_AddObjectToObject(c, "message");
-        if (m) {
-            cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddStringToObject(m, "content", text ? text : "");
+        cJSON *content = cJSON_AddArrayToObject(o, "content");
+        for (int i = 0; content && i < lp->n; i++) {
+            const es_oai_lp_token *t = &lp->tok[i];
+            cJSON *e = chat_lp_entry(t->text, t->len, t->logprob);
+            cJSON *top = e ? cJSON_AddArrayToObject(e, "top_logprobs") : NULL;
+            for (int k = 0; top && k < t->n_top; k++) cJSON_AddItemToArray(top, chat_lp_entry(t->top[k].text, t->top[k].len, t->top[k].logprob));
+            cJSON_AddItemToArray(content, e);
         }
+        cJSON_AddNullToObject(o, "refusal");
+        return o;
+    }
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
+    cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = lp->top ? cJSON_AddArrayToObject(o, "top_logprobs") : cJSON_AddNullToObject(o, "top_logprobs");
+    cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
+    for (int i = 0; i < lp->n; i++) {
+        const es_oai_lp_token *t = &lp->tok[i];
+        if (tokens) cJSON_AddItemToArray(tokens, token_string(t->text, t->len));
+        if (lps) cJSON_AddItemToArray(lps, cJSON_CreateNumber(t->logprob));
+        if (offs) cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)t->offset));
+        if (!lp->top || !tops) continue;
+        cJSON *d = cJSON_CreateObject();
+        for (int k = 0; d && k < t->n_top; k++) {
+            cJSON *s = token_string(t->top[k].text, t->top[k].len);
+            if (s && cJSON_IsString(s)) cJSON_AddNumberToObject(d, s->valuestring, t->top[k].logprob);
+            cJSON_Delete(s);
+        }
+        cJSON_AddItemToArray(tops, d);
+    }
+    return o;
+}
+
+char *es_oai_response_json_n(int kind, const char *id, int64_t created, const char *model, const es_oai_choice *ch, int n,
+                             const es_oai_usage *u) {
+    cJSON *o = envelope(kind, id, created, model, false);
+    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+    if (!choices) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        if (!c) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        cJSON_AddItemToArray(choices, c);
+        cJSON_AddNumberToObject(c, "index", i);
+        const char *text = ch[i].text ? ch[i].text : "";
+        if (kind == ES_OAI_CHAT) {
+            cJSON *m = cJSON_AddObjectToObject(c, "message");
+            if (m) {
+                cJSON_AddStringToObject(m, "role", "assistant");
+                cJSON_AddStringToObject(m, "content", text);
+            }
+            if (ch[i].lp) cJSON_AddItemToObject(c, "logprobs", logprobs_json(kind, ch[i].lp));
+        } else {
+            cJSON_AddStringToObject(c, "text", text);
+            if (ch[i].lp) cJSON_AddItemToObject(c, "logprobs", logprobs_json(kind, ch[i].lp));
+            else cJSON_AddNullToObject(c, "logprobs");
+        }
+        add_finish(c, ch[i].finish_reason);
+    }
+    if (u) add_usage(o, u);
+    return print_delete(o);
+}
+
+char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text, const char *finish_reason,
+                           const es_oai_usage *u) {
+    const es_oai_choice c = {text, finish_reason, NULL};
+    return es_oai_response_json_n(kind, id, created, model, &c, 1, u);
+}
+
+char *es_oai_chunk_json_ex(int kind, const char *id, int64_t created, const char *model, int index, const char *role,
+                           const char *text, const char *finish_reason, const es_oai_logprobs *lp) {
+    cJSON *c = NULL;
+    cJSON *o = envelope_choice(kind, id, created, model, true, &c);
+    if (!o) return NULL;
+    cJSON_ReplaceItemInObject(c, "index", cJSON_CreateNumber(index));
+    if (kind == ES_OAI_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (d && role) cJSON_AddStringToObject(d, "role", role);
+        if (d && text) cJSON_AddStringToObject(d, "content", text);
+        if (lp) cJSON_AddItemToObject(c, "logprobs", logprobs_json(kind, lp));
     } else {
         cJSON_AddStringToObject(c, "text", text ? text : "");
-        cJSON_AddNullToObject(c, "logprobs");
+        if (lp) cJSON_AddItemToObject(c, "logprobs", logprobs_json(kind, lp));
+        else cJSON_AddNullToObject(c, "logprobs");
     }
     add_finish(c, finish_reason);
-    if (u) add_usage(o, u);
     return print_delete(o);
 }
 
 char *es_oai_chunk_json(int kind, const char *id, int64_t created, const char *model, const char *role, const char *text,
                         const char *finish_reason) {
-    cJSON *c = NULL;
-    cJSON *o = envelope_choice(kind, id, created, model, true, &c);
-    if (!o) return NULL;
-    if (kind == ES_OAI_CHAT) {
-        cJSON *d = cJSON_AddObjectToObject(c, "delta");
-        if (d && role) cJSON_AddStringToObject(d, "role", role);
-        if (d && text) cJSON_AddStringToObject(d, "content", text);
-    } else {
-        cJSON_AddStringToObject(c, "text", text ? text : "");
-        cJSON_AddNullToObject(c, "logprobs");
-    }
-    add_finish(c, finish_reason);
-    return print_delete(o);
+    return es_oai_chunk_json_ex(kind, id, created, model, 0, role, text, finish_reason, NULL);
 }
 
 char *es_oai_usage_chunk_json(int kind, const char *id, int64_t created, const char *model, const es_oai_usage *u) {

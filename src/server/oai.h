@@ -10,12 +10,13 @@
  *   assistant / tool roles; content a string, null, or an array of {"type":"text","text"} parts),
  *   max_tokens / max_completion_tokens (>= 1), temperature [0, 2], top_p (0, 1], top_k >= 0 and
  *   min_p [0, 1] (llama.cpp extensions), seed (integer), stop (string or array of up to 4
- *   non-empty strings), n (1 only), stream, stream_options.include_usage, presence_penalty and
+ *   non-empty strings), n (1..ES_OAI_MAX_N choices), stream, stream_options.include_usage, presence_penalty and
  *   frequency_penalty (0 only), repeat_penalty / repetition_penalty (> 0, <= 100; llama.cpp / vLLM:
  *   1 = off) with repeat_last_n (-1: the whole context), logit_bias (token id -> bias in [-100, 100],
  *   at most ES_OAI_MAX_LOGIT_BIAS entries), tool_choice ("none" or "auto": no tools are served),
  *   user (ignored). top_k -1 means off (vLLM), as 0 does.
- * Refused: n != 1, best_of > 1, echo, logprobs / top_logprobs, suffix, response_format other than
+ *   logprobs (completions: 0..20 alternatives; chat: a boolean, with top_logprobs 0..20).
+ * Refused: n outside 1..16, best_of > 1, echo, suffix, response_format other than
  *   text, tools / functions, tool_choice asking for a call, non-zero presence / frequency penalties,
  *   non-text content parts, and any string holding NUL (\u0000), which would cut it short. */
 #ifndef ES_SERVER_OAI_H
@@ -34,6 +35,8 @@
 #define ES_OAI_MAX_MESSAGES 4096
 #define ES_OAI_MAX_PROMPT_IDS (1 << 20)
 #define ES_OAI_MAX_LOGIT_BIAS 128   /* = ES_SAMPLER_MAX_BIAS (the sampler keeps them by value) */
+#define ES_OAI_MAX_N 16              /* choices per request (n) */
+#define ES_OAI_MAX_TOP_LOGPROBS 20  /* = ES_SPEC_MAX_TOP_LOGPROBS (OpenAI's chat limit) */
 
 typedef enum es_oai_kind { ES_OAI_COMPLETION = 0, ES_OAI_CHAT = 1 } es_oai_kind;
 
@@ -72,7 +75,32 @@ typedef struct es_oai_request {
     bool has_repeat_last_n;
     struct { int32_t id; float bias; } *bias; /* logit_bias (ids not yet checked against the vocabulary) */
     int n_bias;
+    int n;                            /* choices: 1..ES_OAI_MAX_N (default 1), each its own generation */
+    bool logprobs;                    /* completions: logprobs N given; chat: logprobs true */
+    int top_logprobs;                 /* alternatives per token, 0..ES_OAI_MAX_TOP_LOGPROBS */
 } es_oai_request;
+
+/* The log-probabilities of emitted tokens, as the response builders take them. Token texts are raw
+ * bytes (a token may hold part of a character): "token" gets them as valid UTF-8 (U+FFFD for what is
+ * not), chat's "bytes" as they are. */
+typedef struct es_oai_lp_alt {
+    const char *text;
+    size_t len;
+    float logprob;
+} es_oai_lp_alt;
+typedef struct es_oai_lp_token {
+    const char *text;
+    size_t len;
+    float logprob;
+    int64_t offset;                   /* completions' text_offset: where the token's text starts */
+    int n_top;
+    es_oai_lp_alt top[ES_OAI_MAX_TOP_LOGPROBS];
+} es_oai_lp_token;
+typedef struct es_oai_logprobs {
+    const es_oai_lp_token *tok;
+    int n;
+    bool top;                         /* completions: top_logprobs asked for (logprobs > 0) */
+} es_oai_logprobs;
 
 /* /tokenize and /detokenize bodies (llama.cpp's server): content + add_special (default true) +
  * parse_special (default false), or tokens (non-negative ids; the vocabulary is checked by the
@@ -152,6 +180,19 @@ char *es_oai_response_json(int kind, const char *id, int64_t created, const char
  * streaming. role NULL except on the first chat chunk; text NULL for an empty delta. */
 char *es_oai_chunk_json(int kind, const char *id, int64_t created, const char *model, const char *role, const char *text,
                         const char *finish_reason);
+/* One choice of a response (n > 1: several, index = position). lp NULL: logprobs not asked for
+ * (completions: "logprobs": null; chat: no field). */
+typedef struct es_oai_choice {
+    const char *text;
+    const char *finish_reason;
+    const es_oai_logprobs *lp;
+} es_oai_choice;
+/* The non-streamed response with n choices (es_oai_response_json is the n = 1 case without logprobs). */
+char *es_oai_response_json_n(int kind, const char *id, int64_t created, const char *model, const es_oai_choice *c, int n,
+                             const es_oai_usage *u);
+/* A stream chunk of choice `index`, with the logprobs of its tokens (lp NULL: none). */
+char *es_oai_chunk_json_ex(int kind, const char *id, int64_t created, const char *model, int index, const char *role,
+                           const char *text, const char *finish_reason, const es_oai_logprobs *lp);
 /* The final usage chunk (stream_options.include_usage): choices [] and usage. */
 char *es_oai_usage_chunk_json(int kind, const char *id, int64_t created, const char *model, const es_oai_usage *u);
 /* {"error":{"message","type","param","code"}} */

@@ -83,6 +83,7 @@ typedef struct sess {
     int32_t *prompt;
     int n_prompt;
     int max_tokens;
+    int top_logprobs;        /* -1: no logprobs */
     /* ---- the compute thread's ---- */
     int seq, dseq;           /* -1 until created */
     es_verifier *v;
@@ -411,6 +412,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
             return es_fail(err, ES_ERR_INVALID_ARG, "prompt token %d: id %d outside the vocabulary (0..%d)", i, prompt[i],
                            s->n_vocab - 1);
     if (sp->max_tokens < 1) return es_fail(err, ES_ERR_INVALID_ARG, "max_tokens must be at least 1");
+    if (sp->logprobs && (sp->top_logprobs < 0 || sp->top_logprobs > ES_SPEC_MAX_TOP_LOGPROBS))
+        return es_fail(err, ES_ERR_INVALID_ARG, "top_logprobs must be in 0..%d", ES_SPEC_MAX_TOP_LOGPROBS);
     if (sp->n_stop < 0 || sp->n_stop > ES_PROTO_MAX_STOP || (sp->n_stop > 0 && !sp->stop))
         return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_PROTO_MAX_STOP);
     /* the verifier's rule: AR samples one token per step with greedy (temperature 0) or match */
@@ -487,6 +490,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     slot->mode = sp->mode;
     slot->rule = rule;
     slot->sampling = sp->sampling;
+    slot->top_logprobs = sp->logprobs ? sp->top_logprobs : -1;
     for (int i = 0; i < sp->n_stop; i++) slot->stop[slot->n_stop++] = sp->stop[i];
     if (s->eos >= 0) slot->stop[slot->n_stop++] = s->eos;
     slot->prompt = pcopy;
@@ -632,6 +636,7 @@ static void init_new_locked(es_sched *s) {
             es_verifier_params vp = {(es_accept_rule)x->rule, x->sampling, 0.0};
             st = es_verifier_init(s->ctx, x->seq, &vp, &x->v, &e);
             if (st == ES_OK) es_verifier_add_history(x->v, x->prompt, x->n_prompt - 1);
+            if (st == ES_OK && x->top_logprobs >= 0 && x->mode != ES_MODE_EDGE) st = es_verifier_set_logprobs(x->v, x->top_logprobs, &e);
         }
         if (st == ES_OK && x->mode == ES_MODE_SERVER_SPEC) {
             if ((st = es_seq_open(s->dctx, &x->dseq, &e)) == ES_OK) {
@@ -1077,6 +1082,7 @@ static void publish_sess(es_sched *s, sess *x) {
                 s->st.rounds++;
                 s->st.drafted += nodes;
                 s->st.accepted += x->vd.n_accepted;
+                for (int k = 0; k < x->vd.n_accepted && k < ES_SCHED_ACCEPT_DEPTHS; k++) s->st.accept_depth[k]++;
                 x->last_rows = nodes + 1;
                 /* how often its draft's first token is right: what a 1-node tree earns */
                 x->first_tried = x->first_tried * SCHED_P_DECAY + (nodes > 0);
@@ -1132,6 +1138,7 @@ static void publish_sess(es_sched *s, sess *x) {
         ev.type = ES_EV_TOKENS;
         ev.tokens = x->vd.tokens;
         ev.n_tokens = x->n_emit;
+        ev.logprobs = es_verifier_logprobs(x->v);
     }
     deliver(s, x, &ev);
     if (ended) {

@@ -25,6 +25,7 @@
 #ifndef ES_SERVER_SCHED_H
 #define ES_SERVER_SCHED_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "edgespec.h"
@@ -54,6 +55,7 @@ typedef struct es_sched_event {
     uint16_t suggested_budget;        /* VERDICT: hint for the edge's next tree size (0: none) */
     int code;                         /* ERROR: es_proto_err */
     const char *msg;                  /* ERROR */
+    const es_token_logprob *logprobs; /* TOKENS of a session opened with logprobs: one per token, else NULL */
 } es_sched_event;
 
 /* How edge sessions are batched (es_sched_params.policy). */
@@ -115,8 +117,11 @@ typedef struct es_sched_session_params {
     int max_tokens;               /* tokens to generate */
     const int32_t *stop;          /* stop token ids (the model's EOS is always one) */
     int n_stop;
+    bool logprobs;                /* ar / server-spec: TOKENS events carry each token's log-probability */
+    int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
 } es_sched_session_params;
 
+#define ES_SCHED_ACCEPT_DEPTHS 16 /* per-position acceptance: depths 1..16 (the last: 16 or more) */
 #define ES_SCHED_BATCH_HIST 12 /* steps by rows: <= 1, 2, 4, ..., 1024, more (es_sched_batch_bucket) */
 
 typedef struct es_sched_stats {
@@ -126,6 +131,8 @@ typedef struct es_sched_stats {
     int max_batch_rows;           /* the largest step */
     int64_t tokens_generated;     /* tokens emitted to sessions */
     int64_t rounds, drafted, accepted; /* edge + server-spec verification rounds */
+    int64_t accept_depth[ES_SCHED_ACCEPT_DEPTHS]; /* rounds whose accepted path reached depth k + 1 (the last
+                                     entry: 16 or more); / rounds: the acceptance rate by position */
     double busy_seconds;          /* wall time inside steps */
     double idle_seconds;          /* wall time the compute thread waited for work */
     double step_wait_s;           /* recent mean wait from one computing step's end to the next's start */

@@ -81,8 +81,14 @@ typedef struct es_sev {
     char msg[ES_PROTO_MAX_MSG + 1];
     int n_path;                                 /* VERDICT: path length */
     int n_tokens;
+    bool has_lp;                                /* TOKENS: es_token_logprob[n_tokens] follow the tokens */
     int32_t data[];                             /* VERDICT: path[n_path] then tokens; TOKENS: tokens */
 } es_sev;
+
+/* The log-probabilities an HTTP session asked for, after the event's tokens (NULL: none). */
+static const es_token_logprob *sev_logprobs(const es_sev *e) {
+    return e->has_lp ? (const es_token_logprob *)(const void *)(e->data + e->n_path + e->n_tokens) : NULL;
+}
 
 /* ---- connections ---- */
 
@@ -189,6 +195,8 @@ es_server_params es_server_default_params(void) {
     p.http_fd = -1;
     p.chat_family = -1;
     p.http_server_spec = true;
+    p.http_max_queue = 64;
+    p.http_queue_timeout_s = 60;
     return p;
 }
 
@@ -249,8 +257,11 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
         n_tok = ev->n_tokens;
         tok = ev->tokens;
     }
-    es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t));
+    const bool has_lp = ev->type == ES_EV_TOKENS && ev->logprobs && n_tok > 0;
+    es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t) +
+                       (has_lp ? (size_t)n_tok * sizeof(es_token_logprob) : 0));
     if (!e) return;
+    e->has_lp = has_lp;
     e->node.key = ev->session;
     e->type = ev->type;
     e->round = ev->round;
@@ -266,6 +277,7 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     e->n_tokens = n_tok;
     if (n_path) memcpy(e->data, path, (size_t)n_path * sizeof(int32_t));
     if (n_tok) memcpy(e->data + n_path, tok, (size_t)n_tok * sizeof(int32_t));
+    if (has_lp) memcpy((void *)sev_logprobs(e), ev->logprobs, (size_t)n_tok * sizeof(es_token_logprob));
 
     es_wakeq_push(&s->q, &e->node);
     es_sev *done = stopped ? calloc(1, sizeof *done) : NULL;
@@ -339,6 +351,7 @@ static void conn_end_session(es_conn *c, int i) {
     es_sched_close(c->srv->sched, key);
     purge_session_events(c->srv, key);
     sess_remove(c, i);
+    es_http_kick(c->srv->http); /* a queued HTTP request may take its place */
 }
 
 /* Ends every session of a connection in the scheduler at once (KV blocks free before the next step). */
@@ -349,6 +362,7 @@ static void conn_close_sessions(es_conn *c) {
         es_sched_close(s->sched, key);
         purge_session_events(s, key);
     }
+    if (c->n_sess > 0) es_http_kick(s->http);
     c->n_sess = 0;
 }
 
@@ -502,7 +516,7 @@ static void http_deliver(es_server *s, const es_sev *e) {
     const uint64_t id = e->node.key & ~SERVER_HTTP_KEY;
     if (e->type == ES_EV_DONE || e->type == ES_EV_ERROR) watch_drop(s, e->node.key); /* its last event */
     switch (e->type) {
-    case ES_EV_TOKENS: es_http_on_tokens(s->http, id, e->data, e->n_tokens, e->n_generated); break;
+    case ES_EV_TOKENS: es_http_on_tokens_lp(s->http, id, e->data, sev_logprobs(e), e->n_tokens, e->n_generated); break;
     case ES_EV_DONE: es_http_on_end(s->http, id, e->stop, e->n_generated, 0, NULL); break;
     case ES_EV_ERROR:
         /* the context was checked at admission: a CONTEXT error now is the KV pool running out, the
@@ -519,6 +533,8 @@ static void deliver_event(es_server *s, const es_sev *e) {
         http_deliver(s, e);
         return;
     }
+    /* an edge session that ends frees room for a queued HTTP request */
+    if (e->type == ES_EV_DONE || e->type == ES_EV_ERROR) es_http_kick(s->http);
     es_conn *c = conn_find(s, (uint32_t)(e->node.key >> 32));
     if (!c || c->state != CONN_READY) return;
     uint32_t sid = (uint32_t)e->node.key;
@@ -1228,6 +1244,8 @@ static es_status http_start(void *ud, const es_http_gen *g, int *granted, es_err
     sp.max_tokens = g->max_tokens;
     sp.stop = g->stop;
     sp.n_stop = g->n_stop;
+    sp.logprobs = g->logprobs;
+    sp.top_logprobs = g->top_logprobs;
     /* the watch is in place before the first event can come; without memory for it, the front end
        still cuts the text (the session only runs on to max_tokens) */
     swatch *x = g->n_stop_strings > 0 ? calloc(1, sizeof *x) : NULL;
@@ -1270,6 +1288,9 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->drafts = k.rounds;
     m->draft_tokens = k.drafted;
     m->accepted_tokens = k.accepted;
+    _Static_assert(ES_METRICS_ACCEPT_DEPTHS == ES_SCHED_ACCEPT_DEPTHS, "one depth count");
+    for (int d = 0; d < ES_METRICS_ACCEPT_DEPTHS; d++) m->accept_depth[d] = k.accept_depth[d];
+    m->accept_depth_known = true;
     m->kv_blocks_used = k.kv_blocks_used;
     m->kv_blocks_total = k.kv_blocks_total;
     for (int b = 0; b < ES_METRICS_BATCH_BUCKETS; b++) m->batch_buckets[b] = k.batch_hist[b];
@@ -1310,12 +1331,16 @@ static es_status start_http(es_server *s, es_err *err) {
     if (s->p.http_max_connections > 0) hp.max_connections = s->p.http_max_connections;
     if (s->p.http_request_timeout_s != 0) hp.request_timeout_s = s->p.http_request_timeout_s > 0 ? s->p.http_request_timeout_s : 0;
     if (s->p.idle_timeout_s > 0) hp.timeout_s = s->p.idle_timeout_s;
+    hp.max_queue = s->p.http_max_queue;
+    hp.queue_timeout_s = s->p.http_queue_timeout_s;
+    hp.cors = s->p.http_cors;
     hp.tok = s->p.target_tok;
     hp.n_ctx = s->n_ctx;
     hp.chat_family = s->p.chat_family;
     hp.backend.start = http_start;
     hp.backend.cancel = http_cancel;
     hp.backend.metrics = http_metrics;
+    hp.backend.logprobs = true;
     hp.backend.ud = s;
     hp.log = s->p.log;
     hp.log_ud = s->p.log_ud;

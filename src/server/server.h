@@ -54,6 +54,10 @@ typedef struct es_server_params {
     size_t http_max_body;        /* request body limit (default 1 MiB) */
     int http_max_connections;    /* open HTTP connections (0: es_http's default, 1024) */
     double http_request_timeout_s; /* a complete HTTP request within this long (0: default 60; < 0: off) */
+    int http_max_queue;          /* HTTP completions waiting for a session when the scheduler is full
+                                    (es_http_params.max_queue; default 64; 0: 503 at once) */
+    double http_queue_timeout_s; /* longest wait in that queue before 503 (default 60; <= 0: no limit) */
+    const char *http_cors;       /* es_http_params.cors: NULL (default) no CORS; "*" or a comma list */
     const char *model_name;      /* the model id the HTTP API reports (default "edgespec") */
     int chat_family;             /* es_chat_family; -1 (default): from the model's chat template */
     bool http_server_spec;       /* with a draft model: HTTP sessions draft on the server (default true) */

@@ -149,6 +149,25 @@ es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *tr
  * over the batch's logits, keeps root + accepted path in the KV, and clears the staged round. */
 es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err);
 
+/* ---- log-probabilities of the emitted tokens (the OpenAI API's logprobs) ----
+ * The target's own distribution at each emitted token: log-softmax of its raw logits (temperature 1,
+ * before penalties, logit bias and top-k / top-p / min-p), as OpenAI and vLLM report them — so they do
+ * not depend on the request's sampling settings. */
+#define ES_SPEC_MAX_TOP_LOGPROBS 20
+typedef struct es_token_logprob {
+    float logprob;                              /* log p(emitted token) */
+    int n_top;                                  /* entries in top_* */
+    int32_t top_id[ES_SPEC_MAX_TOP_LOGPROBS];   /* the most likely tokens, most likely first (ties: lower id) */
+    float top_logprob[ES_SPEC_MAX_TOP_LOGPROBS];
+} es_token_logprob;
+/* From now on es_verifier_finish also computes, for each emitted token, its log-probability and the
+ * top_n most likely tokens (0..ES_SPEC_MAX_TOP_LOGPROBS); top_n < 0 turns it off (the default). The
+ * buffer is allocated here, once. ES_ERR_INVALID_ARG for top_n above the maximum. */
+es_status es_verifier_set_logprobs(es_verifier *v, int top_n, es_err *err);
+/* After es_verifier_finish: one entry per verdict token (tokens[0..n_tokens)), NULL when off. Valid
+ * until the next es_verifier_finish. */
+const es_token_logprob *es_verifier_logprobs(const es_verifier *v);
+
 /* ---- draft side ------------------------------------------------------------------------------- */
 
 typedef struct es_drafter es_drafter;

@@ -27,6 +27,8 @@ struct es_verifier {
     int st_L;               /* the root's KV slot */
     int32_t st_root_tok;    /* the staged root token */
     const es_spec_tree *st_tree;
+    es_token_logprob *lp;   /* [ES_SPEC_MAX_PATH + 1] es_verifier_set_logprobs (NULL: off) */
+    int lp_top;
 };
 
 static double sampler_uniform(void *ud) { return es_sampler_uniform(ud); }
@@ -111,6 +113,7 @@ void es_verifier_free(es_verifier *v) {
     if (!v) return;
     es_sampler_free(v->smp);
     free(v->probs);
+    free(v->lp);
     es_batch_builder_free(&v->own);
     free(v);
 }
@@ -193,6 +196,48 @@ es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *t,
     return ES_OK;
 }
 
+es_status es_verifier_set_logprobs(es_verifier *v, int top_n, es_err *err) {
+    if (top_n > ES_SPEC_MAX_TOP_LOGPROBS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "top logprobs %d above the maximum %d", top_n, ES_SPEC_MAX_TOP_LOGPROBS);
+    if (top_n < 0) {
+        free(v->lp);
+        v->lp = NULL;
+        return ES_OK;
+    }
+    if (!v->lp && !(v->lp = calloc(ES_SPEC_MAX_PATH + 1, sizeof *v->lp))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    v->lp_top = top_n;
+    return ES_OK;
+}
+
+const es_token_logprob *es_verifier_logprobs(const es_verifier *v) { return v->lp; }
+
+/* log p(tok) under softmax(logits) and the top_n most likely tokens (insertion into a short sorted
+ * list: strict comparison keeps the lower id first on ties, as the greedy argmax does). */
+static void token_logprob(const float *logits, int n_vocab, int32_t tok, int top_n, es_token_logprob *out) {
+    float mx = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - mx);
+    const double lse = mx + log(sum);
+    out->logprob = (float)(logits[tok] - lse);
+    int n = 0;
+    for (int i = 0; i < n_vocab && top_n > 0; i++) {
+        const float l = logits[i];
+        if (n == top_n && !(l > out->top_logprob[n - 1])) continue;
+        int k = n < top_n ? n++ : n - 1;
+        while (k > 0 && l > out->top_logprob[k - 1]) {
+            out->top_logprob[k] = out->top_logprob[k - 1];
+            out->top_id[k] = out->top_id[k - 1];
+            k--;
+        }
+        out->top_logprob[k] = l;
+        out->top_id[k] = i;
+    }
+    for (int k = 0; k < n; k++) out->top_logprob[k] = (float)(out->top_logprob[k] - lse);
+    out->n_top = n;
+}
+
 es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) {
     const es_spec_tree *t = v->st_tree;
     const int r0 = v->st_root, L = v->st_L;
@@ -246,6 +291,10 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
     out->n_tokens = 0;
     for (int k = 0; k < out->n_accepted; k++) out->tokens[out->n_tokens++] = t->token[out->path[k]];
     out->tokens[out->n_tokens++] = out->bonus;
+    /* token k was drawn at the root (k = 0) or at path node k - 1 */
+    for (int k = 0; v->lp && k < out->n_tokens; k++)
+        token_logprob(es_ctx_logits(v->ctx, k == 0 ? r0 : r0 + out->path[k - 1] + 1), v->n_vocab, out->tokens[k], v->lp_top,
+                      &v->lp[k]);
 
     /* Keep root + path: the root sits at slot L, node k at slot L + 1 + k. */
     int32_t slots[ES_SPEC_MAX_PATH + 1];
