@@ -808,7 +808,7 @@ static void regroup_locked(es_sched *s) {
  * (the rhythm slipped; that group goes now instead). Under mu; may release it while waiting. */
 static void pick_group_locked(es_sched *s, bool wait, double *t0) {
     s->serve_group = -1;
-    if (s->n_groups < 2) return;
+    if (s->n_groups < 2) return; /* one group: the caller gathers */
     struct timespec ts;
     if (wait) {
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -1179,13 +1179,14 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     init_new_locked(s);
     regroup_locked(s);
     s->serve_group = -1;
-    if (s->p.policy == ES_SCHED_PIPELINE) {
+    if (s->p.policy == ES_SCHED_PIPELINE && s->n_groups >= 2) {
         pick_group_locked(s, from_run && s->p.batch_window_ms > 0, &t0);
     } else if (from_run && s->p.batch_window_ms > 0 && plan_locked(s, false, t0) < s->p.max_batch_tokens / 4) {
-        /* Pipeline-aware batching: edge sessions whose verdict is out will send their next tree within
-           about one draft + round trip. Wait (up to the window) until every one of them has, so their
-           verifications share one pass over the weights instead of each paying for its own; woken by
-           every es_sched_verify / open. Waiting costs latency, never compute. */
+        /* Gathering (the gather policy, and the pipeline with one group): edge sessions whose verdict
+           is out will send their next tree within about one draft + round trip. Wait (up to the
+           window) until every one of them has, so their verifications share one pass over the weights
+           instead of each paying for its own; woken by every es_sched_verify / open. Waiting costs
+           latency, never compute. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
