@@ -235,6 +235,29 @@ void es_sampler_reset(es_sampler *s);
 /* Uniform double in [0,1) from the sampler's seeded stream. */
 double es_sampler_uniform(es_sampler *s);
 
+/* ---- compute devices --------------------------------------------------------------------------- */
+
+#define ES_DEVICE_FEATURES_MAX 8
+
+/* A device a forward pass can run on besides the CPU (today: Vulkan compute devices). */
+typedef struct es_device_info {
+    char backend[16];                   /* "vulkan" */
+    int index;                          /* N of --device vulkan:N */
+    char name[256];                     /* the driver's device name */
+    char type[16];                      /* "discrete", "integrated", "virtual", "cpu", "other" */
+    int64_t memory_bytes;               /* the largest device-local memory heap */
+    uint32_t subgroup_size;             /* 8 on lavapipe, 32 on NVIDIA, 32/64 on AMD: no kernel assumes it */
+    int64_t max_storage_buffer_range;   /* most bytes one buffer binding may cover */
+    int n_features;
+    const char *features[ES_DEVICE_FEATURES_MAX]; /* static names: "fp16", "int8", "storage16",
+                                                     "storage8", "subgroup_arith", "coopmat_nv", "int_dot" */
+} es_device_info;
+
+/* Lists the Vulkan devices: the first min(n, cap) into out, their number into *n.
+ * Returns ES_ERR_UNSUPPORTED when this build has no Vulkan backend (no loader or glslc at build time),
+ * ES_ERR_IO when the Vulkan loader or a driver cannot be used (none installed: *n = 0). */
+es_status es_devices(es_device_info *out, int cap, int *n, es_err *err);
+
 #ifdef __cplusplus
 }
 #endif
