@@ -122,6 +122,8 @@ typedef enum es_kv_type {
     ES_KV_Q8_0 = 2,
 } es_kv_type;
 
+typedef enum es_backend_kind { ES_BACKEND_CPU = 0, ES_BACKEND_VULKAN = 1 } es_backend_kind;
+
 typedef struct es_ctx_params {
     int n_threads;        /* compute threads (>= 1) */
     int n_ctx;            /* max positions per sequence (0: the model's training context) */
@@ -131,6 +133,17 @@ typedef struct es_ctx_params {
     int64_t kv_blocks;    /* pages in the pool (0: enough for n_seq_max full sequences) */
     int n_logits_max;     /* max rows of logits one es_decode may ask for (0: n_batch_max) */
     es_kv_type kv_type;   /* element type of the cached K / V rows (default ES_KV_F16) */
+    /* Where the forward pass runs. ES_BACKEND_CPU (default): this machine's cores, n_threads of them.
+     * ES_BACKEND_VULKAN: Vulkan device `device` (es_devices); the weights are uploaded at es_ctx_init
+     * (they must be in the file's layout: load the model with no_repack; F32, F16, Q8_0, Q4_0 and Q5_0
+     * widened to Q8_0 have kernels), the KV rows live in device memory as f32 whatever kv_type says
+     * (kv_type still sizes the host pool's pages), and logits come back for the rows that ask. */
+    es_backend_kind backend;
+    int device;
+    /* Vulkan: enable VK_LAYER_KHRONOS_validation and pass its messages to device_message (tests). */
+    bool device_validation;
+    void (*device_message)(void *ud, bool is_error, const char *msg);
+    void *device_message_ud;
 } es_ctx_params;
 
 es_ctx_params es_ctx_default_params(void);

@@ -22,6 +22,12 @@
  * the threads. */
 #define ES_ATTN_GROUP_MAX 16
 
+/* How deep a branch of not-yet-compacted tree slots in the cache may be below the sequence's chain. */
+#define ES_MAX_CACHED_TREE_DEPTH 256
+/* Most ancestor-list entries a plan of n rows holds: one chain of n (n(n+1)/2) plus a cached branch
+ * per row. */
+#define ES_PLAN_ANC_CAP(n) ((int64_t)(n) * ((n) + 1) / 2 + (int64_t)(n) * ES_MAX_CACHED_TREE_DEPTH)
+
 /* What one forward pass computes, as built by es_decode. Arrays are indexed by batch row [n] unless
  * noted and stay valid until the next es_decode. */
 typedef struct es_fwd_plan {
@@ -49,6 +55,10 @@ typedef struct es_backend_ops {
     es_status (*forward)(es_backend *be, const es_fwd_plan *plan, es_err *err);
     /* Logits (n_vocab floats) of logits row r (0 <= r < the last plan's n_out), in host memory. */
     const float *(*logits)(const es_backend *be, int r);
+    /* Called after es_kv_seq_keep moved a sequence's rows in the host pool: moves the backend's own
+     * copies of the KV rows likewise, cache row src[k] to cache row dst[k] in order (cache row = page
+     * · block_size + offset, as before the keep). NULL when the backend's KV is the host pool. */
+    es_status (*kv_move)(es_backend *be, const int32_t *src, const int32_t *dst, int n, es_err *err);
     /* CPU seconds its worker threads have used (0 if it has none). */
     double (*worker_cpu_seconds)(es_backend *be);
     void (*free)(es_backend *be);

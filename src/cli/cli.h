@@ -24,6 +24,8 @@ int bench_serve(int argc, char **argv);
 bool cli_parse_long(const char *s, long lo, long hi, long *out);
 bool cli_parse_u64(const char *s, uint64_t *out);
 bool cli_parse_float(const char *s, double lo, double hi, double *out);
+/* --device: "cpu", "vulkan" (device 0) or "vulkan:N". */
+bool cli_parse_device(const char *s, es_backend_kind *kind, int *index);
 /* --kv-type: "f32", "f16" or "q8_0". */
 bool cli_parse_kv_type(const char *s, es_kv_type *out);
 

@@ -13,13 +13,11 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
+#include "backend/vulkan/vk_backend.h"
 #include "model/ctx.h"
 #include "model/kv.h"
 #include "model/model.h"
 #include "util/err.h"
-
-/* How deep a branch of not-yet-compacted tree slots in the cache may be below the sequence's chain. */
-#define ES_MAX_CACHED_TREE_DEPTH 256
 
 struct es_ctx {
     const es_model *model;
@@ -42,6 +40,7 @@ struct es_ctx {
     int32_t *grp_start;   /* [n_batch_max + 1] attention groups: tokens [grp_start[g], grp_start[g+1]) */
     int32_t *grp_common;  /* [n_batch_max] leading ancestor-list entries all tokens of group g share */
     int n_grp;
+    int32_t *move_src, *move_dst; /* [n_ctx] cache rows es_seq_keep moves (backends with their own KV) */
 
     int n_last;           /* n_tokens of the last decode */
     int n_out;
@@ -64,6 +63,7 @@ void es_ctx_free(es_ctx *c) {
     es_kv_free(c->kv);
     free(c->slot); free(c->anc_off); free(c->anc_len); free(c->anc); free(c->prefix_len);
     free(c->seq_count); free(c->seq_last); free(c->logit_row); free(c->out_idx); free(c->grp_start); free(c->grp_common);
+    free(c->move_src); free(c->move_dst);
     free(c);
 }
 
@@ -95,7 +95,9 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     }
     if ((st = es_kv_init(hp->n_layer, kv_dim, p.kv_block_size, p.kv_blocks, p.n_seq_max, p.n_ctx, p.kv_type, &c->kv,
                          err)) != ES_OK ||
-        (st = es_backend_cpu_init(model, c->kv, p.n_threads, p.n_batch_max, p.n_logits_max, &c->be, err)) != ES_OK) {
+        (st = p.backend == ES_BACKEND_VULKAN
+                   ? es_backend_vulkan_init(model, c->kv, &p, &c->be, err)
+                   : es_backend_cpu_init(model, c->kv, p.n_threads, p.n_batch_max, p.n_logits_max, &c->be, err)) != ES_OK) {
         es_ctx_free(c);
         return st;
     }
@@ -103,7 +105,7 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->slot = malloc(n * sizeof(int32_t));
     c->anc_off = malloc(n * sizeof(int32_t));
     c->anc_len = malloc(n * sizeof(int32_t));
-    c->anc_cap = (int64_t)(n * (n + 1) / 2 + n * ES_MAX_CACHED_TREE_DEPTH);
+    c->anc_cap = ES_PLAN_ANC_CAP(n);
     c->anc = malloc((size_t)c->anc_cap * sizeof(int32_t));
     c->prefix_len = malloc(n * sizeof(int32_t));
     c->seq_count = calloc((size_t)p.n_seq_max, sizeof(int32_t));
@@ -112,8 +114,13 @@ es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx
     c->out_idx = malloc(n * sizeof(int32_t));
     c->grp_start = malloc((n + 1) * sizeof(int32_t));
     c->grp_common = malloc(n * sizeof(int32_t));
+    if (c->be->ops->kv_move) {
+        c->move_src = malloc((size_t)p.n_ctx * sizeof(int32_t));
+        c->move_dst = malloc((size_t)p.n_ctx * sizeof(int32_t));
+    }
     if (!c->slot || !c->anc_off || !c->anc_len || !c->anc || !c->prefix_len || !c->seq_count || !c->seq_last ||
-        !c->logit_row || !c->out_idx || !c->grp_start || !c->grp_common) {
+        !c->logit_row || !c->out_idx || !c->grp_start || !c->grp_common ||
+        (c->be->ops->kv_move && (!c->move_src || !c->move_dst))) {
         es_ctx_free(c);
         return es_fail(err, ES_ERR_NOMEM, "cannot allocate the context's batch bookkeeping (batch %d)", p.n_batch_max);
     }
@@ -280,7 +287,21 @@ es_status es_seq_truncate(es_ctx *c, int seq, int len, es_err *err) {
 }
 
 es_status es_seq_keep(es_ctx *c, int seq, int base, const int32_t *slots, int n, es_err *err) {
-    return es_kv_seq_keep(c->kv, seq, base, slots, n, err);
+    if (!c->be->ops->kv_move) return es_kv_seq_keep(c->kv, seq, base, slots, n, err);
+    /* the backend keeps its own KV rows: note where each moved row lives before the keep truncates
+     * the page table (es_kv_seq_keep validates the list; rows are only read once it accepted it) */
+    int moves = 0;
+    const int len = es_kv_seq_valid(c->kv, seq) ? es_kv_seq_len(c->kv, seq) : 0, bs = es_kv_block_size(c->kv);
+    const int32_t *tab = len ? es_kv_seq_blocks(c->kv, seq) : NULL;
+    for (int k = 0; k < n && tab && moves < c->p.n_ctx; k++) {
+        const int from = slots[k], to = base + k;
+        if (from == to || from < 0 || from >= len || to < 0 || to >= len) continue;
+        c->move_src[moves] = tab[from / bs] * bs + from % bs;
+        c->move_dst[moves++] = tab[to / bs] * bs + to % bs;
+    }
+    es_status st = es_kv_seq_keep(c->kv, seq, base, slots, n, err);
+    if (st != ES_OK || moves == 0) return st;
+    return c->be->ops->kv_move(c->be, c->move_src, c->move_dst, moves, err);
 }
 
 int64_t es_ctx_kv_blocks_used(const es_ctx *c) { return es_kv_blocks_used(c->kv); }

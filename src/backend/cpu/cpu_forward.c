@@ -270,7 +270,7 @@ static void cpu_free(es_backend *be) {
     free(c);
 }
 
-static const es_backend_ops cpu_ops = {"cpu", cpu_forward, cpu_logits, cpu_worker_cpu_seconds, cpu_free};
+static const es_backend_ops cpu_ops = {"cpu", cpu_forward, cpu_logits, NULL, cpu_worker_cpu_seconds, cpu_free};
 
 static void *falloc(size_t n_floats, bool *ok) {
     void *p = malloc(n_floats ? n_floats * sizeof(float) : 1);

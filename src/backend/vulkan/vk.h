@@ -78,5 +78,27 @@ es_status es_vk_add(es_vk *vk, es_vk_buf *a, const es_vk_buf *b, int64_t count, 
 es_status es_vk_bias(es_vk *vk, es_vk_buf *a, const es_vk_buf *bias, int64_t n, int64_t width, es_err *err);
 /* g[i] = silu(g[i]) · u[i] for i < count. */
 es_status es_vk_swiglu(es_vk *vk, es_vk_buf *g, const es_vk_buf *u, int64_t count, es_err *err);
+/* Rows of d floats by the int32 index list idx[n]: gather (dst[r] = src[idx[r]]) or scatter
+ * (dst[idx[r]] = src[r]). Indices must lie within the buffers (not checked on the device). */
+es_status es_vk_rows(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d,
+                     bool scatter, es_err *err);
+/* Copies bytes between buffers (regions must not overlap); later kernels and copies see it. */
+es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
+                     es_err *err);
+
+/* Tree-masked attention over a paged cache (shaders/attn.comp). For each of n rows and n_head query
+ * heads: q (n, n_head·head_dim) attends to its sequence's slots [0, meta[4i]) and then
+ * anc[meta[4i+1] .. + meta[4i+2]), slot s in cache row tab[meta[4i+3] + s / bs] · bs + s % bs of
+ * k_cache / v_cache (rows of kv_dim = n_head_kv·head_dim); out gets (n, n_head·head_dim). scores holds
+ * n · n_head · sc_stride floats (sc_stride >= the most slots a row attends). */
+typedef struct es_vk_attn_args {
+    es_vk_buf *out;
+    const es_vk_buf *q, *k_cache, *v_cache, *meta, *anc, *tab;
+    es_vk_buf *scores;
+    int64_t n, sc_stride;
+    int n_head, n_head_kv, head_dim, block_size;
+    float scale;
+} es_vk_attn_args;
+es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err);
 
 #endif

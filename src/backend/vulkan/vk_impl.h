@@ -7,7 +7,7 @@
 #include "backend/vulkan/vk.h"
 
 /* Storage-buffer bindings every pipeline's one descriptor set has (unused ones point at a bound buffer). */
-#define ES_VK_BINDINGS 4
+#define ES_VK_BINDINGS 8
 /* Bytes of push constants every pipeline layout declares (each kernel's block fits in it). */
 #define ES_VK_PUSH_BYTES 32
 /* Dispatches one recording may hold (descriptor sets in the pool). */
@@ -27,7 +27,7 @@ const es_vk_spirv *es_vk_shader(const char *name);
 typedef enum {
     ES_VK_PIPE_MV_F32, ES_VK_PIPE_MV_F16, ES_VK_PIPE_MV_Q4_0, ES_VK_PIPE_MV_Q8_0,
     ES_VK_PIPE_MM_F32, ES_VK_PIPE_MM_F16, ES_VK_PIPE_MM_Q4_0, ES_VK_PIPE_MM_Q8_0,
-    ES_VK_PIPE_RMSNORM, ES_VK_PIPE_ROPE, ES_VK_PIPE_EW,
+    ES_VK_PIPE_RMSNORM, ES_VK_PIPE_ROPE, ES_VK_PIPE_EW, ES_VK_PIPE_ROWS, ES_VK_PIPE_ATTN,
     ES_VK_PIPE_COUNT
 } es_vk_pipe;
 extern const char *const es_vk_pipe_shader[ES_VK_PIPE_COUNT];

@@ -66,3 +66,26 @@ es_status es_vk_swiglu(es_vk *vk, es_vk_buf *g, const es_vk_buf *u, int64_t coun
     (void)vk, (void)g, (void)u, (void)count;
     return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
 }
+es_status es_vk_rows(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d,
+                     bool scatter, es_err *err) {
+    (void)vk, (void)dst, (void)src, (void)idx, (void)n, (void)d, (void)scatter;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
+                     es_err *err) {
+    (void)vk, (void)dst, (void)dst_off, (void)src, (void)src_off, (void)bytes;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err) {
+    (void)vk, (void)a;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+
+#include "backend/vulkan/vk_backend.h"
+
+es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_params *p, es_backend **out,
+                                 es_err *err) {
+    (void)model, (void)kv, (void)p;
+    *out = NULL;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}

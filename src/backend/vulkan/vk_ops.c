@@ -11,7 +11,8 @@ const char *const es_vk_pipe_shader[ES_VK_PIPE_COUNT] = {
     [ES_VK_PIPE_MV_F32] = "matvec_f32",   [ES_VK_PIPE_MV_F16] = "matvec_f16", [ES_VK_PIPE_MV_Q4_0] = "matvec_q4_0",
     [ES_VK_PIPE_MV_Q8_0] = "matvec_q8_0", [ES_VK_PIPE_MM_F32] = "matmul_f32", [ES_VK_PIPE_MM_F16] = "matmul_f16",
     [ES_VK_PIPE_MM_Q4_0] = "matmul_q4_0", [ES_VK_PIPE_MM_Q8_0] = "matmul_q8_0", [ES_VK_PIPE_RMSNORM] = "rmsnorm",
-    [ES_VK_PIPE_ROPE] = "rope",           [ES_VK_PIPE_EW] = "ew",
+    [ES_VK_PIPE_ROPE] = "rope",           [ES_VK_PIPE_EW] = "ew",             [ES_VK_PIPE_ROWS] = "rows",
+    [ES_VK_PIPE_ATTN] = "attn",
 };
 
 #define ES_VK_MAX_GROUPS 65535u
@@ -163,4 +164,55 @@ es_status es_vk_bias(es_vk *vk, es_vk_buf *a, const es_vk_buf *bias, int64_t n, 
 
 es_status es_vk_swiglu(es_vk *vk, es_vk_buf *g, const es_vk_buf *u, int64_t count, es_err *err) {
     return ew(vk, 2, g, u, count, count, 1, err);
+}
+
+es_status es_vk_rows(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d,
+                     bool scatter, es_err *err) {
+    if (n <= 0 || d <= 0) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: rows op over %lld x %lld", (long long)n, (long long)d);
+    es_status st;
+    if ((st = need(idx, (uint64_t)n * 4, "row index", err)) != ES_OK ||
+        (st = need(scatter ? src : dst, (uint64_t)n * d * 4, "rows", err)) != ES_OK || (st = need(scatter ? dst : src, (uint64_t)d * 4, "rows", err)) != ES_OK)
+        return st;
+    const uint32_t pc[3] = {(uint32_t)n, (uint32_t)d, scatter};
+    const es_vk_buf *b[3] = {src, dst, idx};
+    uint32_t gx, gy;
+    if ((st = split_grid(((uint64_t)n * d + 63) / 64, &gx, &gy, err)) != ES_OK) return st;
+    return dispatch(vk, ES_VK_PIPE_ROWS, b, 3, pc, sizeof pc, gx, gy, 1, err);
+}
+
+es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
+                     es_err *err) {
+    if (!vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: copy recorded outside es_vk_begin / es_vk_submit");
+    if (src_off > src->bytes || bytes > src->bytes - src_off || dst_off > dst->bytes || bytes > dst->bytes - dst_off)
+        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: copy of %zu bytes outside its buffers", bytes);
+    if (bytes == 0) return ES_OK;
+    VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = bytes};
+    vkCmdCopyBuffer(vk->cmd, src->buf, dst->buf, 1, &c);
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |
+                                           VK_ACCESS_SHADER_WRITE_BIT};
+    vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    return ES_OK;
+}
+
+es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err) {
+    if (a->n <= 0 || a->n_head <= 0 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->head_dim <= 0 || a->block_size <= 0 ||
+        a->sc_stride <= 0)
+        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: attention of %d heads (%d kv) of %d", a->n_head, a->n_head_kv, a->head_dim);
+    const uint64_t qbytes = (uint64_t)a->n * a->n_head * a->head_dim * 4;
+    es_status st;
+    if ((st = need(a->q, qbytes, "attention q", err)) != ES_OK || (st = need(a->out, qbytes, "attention output", err)) != ES_OK ||
+        (st = need(a->meta, (uint64_t)a->n * 16, "attention rows", err)) != ES_OK ||
+        (st = need(a->scores, (uint64_t)a->n * a->n_head * a->sc_stride * 4, "attention scores", err)) != ES_OK ||
+        (st = need(a->k_cache, 4, "k cache", err)) != ES_OK || (st = need(a->v_cache, 4, "v cache", err)) != ES_OK ||
+        (st = need(a->anc, 4, "ancestors", err)) != ES_OK || (st = need(a->tab, 4, "block tables", err)) != ES_OK)
+        return st;
+    struct { uint32_t n, n_head, n_head_kv, head_dim, kv_dim, bs, sc_stride; float scale; } pc = {
+        (uint32_t)a->n, (uint32_t)a->n_head, (uint32_t)a->n_head_kv, (uint32_t)a->head_dim,
+        (uint32_t)(a->n_head_kv * a->head_dim), (uint32_t)a->block_size, (uint32_t)a->sc_stride, a->scale};
+    const es_vk_buf *b[8] = {a->q, a->k_cache, a->v_cache, a->out, a->meta, a->anc, a->tab, a->scores};
+    uint32_t gx, gy;
+    if ((st = split_grid((uint64_t)a->n * a->n_head, &gx, &gy, err)) != ES_OK) return st;
+    return dispatch(vk, ES_VK_PIPE_ATTN, b, 8, &pc, sizeof pc, gx, gy, 1, err);
 }
