@@ -42,7 +42,7 @@ static void print_help(void) {
            "                         int8 each and an fp16 scale); memory per token is\n"
            "                         2 x layers x n_head_kv x head_dim x 4, 2 or 34/32 bytes\n"
            "  --device DEV           where the (target's) forward pass runs: cpu (default) or vulkan[:N]\n"
-           "                         (`edgespec devices` lists them; f32, f16, q8_0, q4_0 weights; the\n"
+           "                         (`edgespec devices` lists them; f32, f16, q8_0, q4_0, q4_k, q6_k; the\n"
            "                         device keeps f32 KV rows); a draft model stays on the CPU\n"
            "  --no-bos               do not prepend BOS\n"
            "  --json                 print one JSON object with tokens, text and timings\n"

@@ -57,10 +57,10 @@ es_status es_vk_submit(es_vk *vk, es_err *err);
 
 /* ---- kernels (recorded; each checks its arguments and returns ES_ERR_INVALID_ARG on misuse) ---- */
 
-/* Whether es_vk_matmul takes weights of this GGUF type (F32, F16, Q8_0, Q4_0). */
+/* Whether es_vk_matmul takes weights of this GGUF type (F32, F16, Q8_0, Q4_0, Q4_K, Q6_K). */
 bool es_vk_matmul_supports(uint32_t type);
 /* y[n][rows] = x[n][cols] · wᵀ, w of `type` in GGUF's row layout (rows of row_bytes from byte
- * w_off, a multiple of 4). Quantised types need cols a multiple of their block (32). A matrix–vector
+ * w_off, a multiple of 4). Quantised types need cols a multiple of their block (32; 256 for K-quants). A matrix–vector
  * kernel for n <= 4 (each weight read once), a tiled matrix–matrix one above. */
 es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off, uint32_t type, int64_t rows,
                        int64_t cols, const es_vk_buf *x, int64_t n, es_err *err);

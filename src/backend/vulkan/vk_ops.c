@@ -8,9 +8,11 @@
 #include "util/err.h"
 
 const char *const es_vk_pipe_shader[ES_VK_PIPE_COUNT] = {
-    [ES_VK_PIPE_MV_F32] = "matvec_f32",   [ES_VK_PIPE_MV_F16] = "matvec_f16", [ES_VK_PIPE_MV_Q4_0] = "matvec_q4_0",
-    [ES_VK_PIPE_MV_Q8_0] = "matvec_q8_0", [ES_VK_PIPE_MM_F32] = "matmul_f32", [ES_VK_PIPE_MM_F16] = "matmul_f16",
-    [ES_VK_PIPE_MM_Q4_0] = "matmul_q4_0", [ES_VK_PIPE_MM_Q8_0] = "matmul_q8_0", [ES_VK_PIPE_RMSNORM] = "rmsnorm",
+    [ES_VK_PIPE_MV_F32] = "matvec_f32",   [ES_VK_PIPE_MV_F16] = "matvec_f16",   [ES_VK_PIPE_MV_Q4_0] = "matvec_q4_0",
+    [ES_VK_PIPE_MV_Q8_0] = "matvec_q8_0", [ES_VK_PIPE_MV_Q4_K] = "matvec_q4_k", [ES_VK_PIPE_MV_Q6_K] = "matvec_q6_k",
+    [ES_VK_PIPE_MM_F32] = "matmul_f32",   [ES_VK_PIPE_MM_F16] = "matmul_f16",   [ES_VK_PIPE_MM_Q4_0] = "matmul_q4_0",
+    [ES_VK_PIPE_MM_Q8_0] = "matmul_q8_0", [ES_VK_PIPE_MM_Q4_K] = "matmul_q4_k", [ES_VK_PIPE_MM_Q6_K] = "matmul_q6_k",
+    [ES_VK_PIPE_RMSNORM] = "rmsnorm",
     [ES_VK_PIPE_ROPE] = "rope",           [ES_VK_PIPE_EW] = "ew",             [ES_VK_PIPE_ROWS] = "rows",
     [ES_VK_PIPE_ATTN] = "attn",
 };
@@ -71,9 +73,20 @@ static es_status need(const es_vk_buf *b, uint64_t bytes, const char *what, es_e
     return ES_OK;
 }
 
-bool es_vk_matmul_supports(uint32_t type) {
-    return type == ES_TYPE_F32 || type == ES_TYPE_F16 || type == ES_TYPE_Q8_0 || type == ES_TYPE_Q4_0;
+/* Index of a weight type among the matmul pipelines (the order of es_vk_pipe), -1 if none. */
+static int wtype_index(uint32_t type) {
+    switch (type) {
+    case ES_TYPE_F32: return 0;
+    case ES_TYPE_F16: return 1;
+    case ES_TYPE_Q4_0: return 2;
+    case ES_TYPE_Q8_0: return 3;
+    case ES_TYPE_Q4_K: return 4;
+    case ES_TYPE_Q6_K: return 5;
+    default: return -1;
+    }
 }
+
+bool es_vk_matmul_supports(uint32_t type) { return wtype_index(type) >= 0; }
 
 /* Activation rows up to which the matrix–vector kernel runs (it reads each weight piece once for 4). */
 #define ES_VK_MV_ROWS 4
@@ -95,7 +108,7 @@ es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off
         return st;
     const uint32_t pc[5] = {(uint32_t)rows, (uint32_t)cols, (uint32_t)n, (uint32_t)row_bytes, (uint32_t)w_off};
     const es_vk_buf *b[3] = {w, x, y};
-    const int t = type == ES_TYPE_F32 ? 0 : type == ES_TYPE_F16 ? 1 : type == ES_TYPE_Q4_0 ? 2 : 3;
+    const int t = wtype_index(type);
     uint32_t gx, gy;
     if (n <= ES_VK_MV_ROWS) {
         if ((st = split_grid((uint64_t)rows, &gx, &gy, err)) != ES_OK) return st;

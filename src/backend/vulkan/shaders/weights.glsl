@@ -9,6 +9,8 @@
 #define WT_F16 1
 #define WT_Q4_0 2
 #define WT_Q8_0 8
+#define WT_Q4_K 12
+#define WT_Q6_K 14
 
 uint w_byte(uint o) { return (W[o >> 2] >> ((o & 3u) * 8u)) & 0xffu; }
 // an fp16 at an even byte offset (it never straddles two words)
@@ -32,6 +34,35 @@ void w_load16(uint row_base, uint k0, uint cols, out float v[16]) {
     const float d = w_half(blk);
     const uint sh = (k0 & 16u) != 0u ? 4u : 0u;
     for (uint j = 0u; j < 16u; j++) v[j] = d * (float((w_byte(blk + 2u + j) >> sh) & 15u) - 8.0);
+#elif WTYPE == WT_Q4_K
+    // super-block of 256 (144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128
+    // bytes of nibbles; byte 32c + l holds element 64c + l (low nibble, sub-block 2c) and 64c + 32 + l
+    // (high, sub-block 2c + 1); value = d * sc * q - dmin * m (kernels/types.h)
+    const uint blk = row_base + (k0 >> 8) * 144u;
+    const uint e = k0 & 255u, s = e >> 5, c = s >> 1, l0 = e & 31u;
+    uint sc, m;
+    if (s < 4u) {
+        sc = w_byte(blk + 4u + s) & 63u;
+        m = w_byte(blk + 8u + s) & 63u;
+    } else {
+        sc = (w_byte(blk + 8u + s) & 15u) | ((w_byte(blk + s) >> 6) << 4);
+        m = (w_byte(blk + 8u + s) >> 4) | ((w_byte(blk + 4u + s) >> 6) << 4);
+    }
+    const float D = w_half(blk) * float(sc), M = w_half(blk + 2u) * float(m);
+    const uint sh = (s & 1u) * 4u;
+    for (uint j = 0u; j < 16u; j++) v[j] = D * float((w_byte(blk + 16u + 32u * c + l0 + j) >> sh) & 15u) - M;
+#elif WTYPE == WT_Q6_K
+    // super-block of 256 (210 bytes): ql[128], qh[64], int8 scales[16], fp16 d; in each half h with
+    // l < 32, element 128h + 32t + l takes nibble t >> 1 of ql[64h + 32(t & 1) + l] and bits 2t, 2t+1
+    // of qh[32h + l]; value = d * scales[8h + 2t + l / 16] * (q - 32) (kernels/types.h)
+    const uint blk = row_base + (k0 >> 8) * 210u;
+    const uint e = k0 & 255u, h = e >> 7, t = (e >> 5) & 3u, l0 = e & 31u;
+    const float D = w_half(blk + 208u) * float(int(w_byte(blk + 192u + 8u * h + 2u * t + l0 / 16u) << 24) >> 24);
+    const uint qlo = blk + 64u * h + 32u * (t & 1u) + l0, qho = blk + 128u + 32u * h + l0, sh = 4u * (t >> 1);
+    for (uint j = 0u; j < 16u; j++) {
+        const uint q = ((w_byte(qlo + j) >> sh) & 15u) | (((w_byte(qho + j) >> (2u * t)) & 3u) << 4);
+        v[j] = D * float(int(q) - 32);
+    }
 #else
 #error "unsupported WTYPE"
 #endif
