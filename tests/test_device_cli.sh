@@ -2,7 +2,8 @@
 # test_device_cli.sh — `edgespec run --device vulkan` (lavapipe in CI, validation layer on through the
 # command's EDGESPEC_VK_VALIDATION test hook): greedy output token for token the CPU's with an f32
 # KV cache, for plain runs and for `--draft` chains and trees (the target verifies on the device, the
-# draft drafts on the CPU); bad --device values fail clearly. A build configured without Vulkan has
+# draft drafts on the CPU), and `serve --device vulkan` verifying for three edges with different
+# drafts at once; bad --device values fail clearly. A build configured without Vulkan has
 # nothing to check (exit 77).
 . "$(dirname "$0")/lib.sh"
 es_test_init device-cli
@@ -34,6 +35,34 @@ for spec in chain tree; do
     --kv-type f32 --device vulkan:0
   [ "$(tokens cpu)" = "$(tokens "spec-$spec")" ] && ok || bad "run --draft --spec $spec on the device: $(tokens "spec-$spec") != $(tokens cpu)"
 done
+
+# serve verifying on the device for three edges at once, each with another draft (chain, tree, tree
+# with an emulated round trip): every edge's text is the CPU's run
+es_reap_on_exit
+expect 0 "$bin" run -m "$target" -p "$prompt" -n 48 --temp 0 --kv-type f32 -t 1
+cp "$tmp/out" "$tmp/ref.txt"
+"$bin" serve -m "$target" --port 0 -t 1 --kv-type f32 --device vulkan >"$tmp/serve.out" 2>"$tmp/serve.err" &
+pid=$!
+pids+=("$pid")
+port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
+if [ -z "$port" ]; then
+  bad "serve --device vulkan did not start: $(head -c 400 "$tmp/serve.err")"
+else
+  srv=127.0.0.1:$port
+  "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 >"$tmp/e1.out" 2>"$tmp/e1.err" &
+  e1=$!
+  "$bin" edge -d "$models/draft-small.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/e2.out" 2>"$tmp/e2.err" &
+  e2=$!
+  "$bin" edge -d "$models/draft-random.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree --emulate-rtt-ms 5 \
+    >"$tmp/e3.out" 2>"$tmp/e3.err" &
+  e3=$!
+  for k in 1 2 3; do
+    eval "wait \$e$k" && ok || bad "edge $k against serve --device vulkan failed: $(head -c 300 "$tmp/e$k.err")"
+    cmp -s "$tmp/e$k.out" "$tmp/ref.txt" && ok || bad "edge $k: text differs from run: $(head -c 200 "$tmp/e$k.out")"
+  done
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+fi
 
 # quantised weights run on the device too (their tokens may differ from the CPU's int8 path)
 run_json q8 -m "$models/stories260K-q8_0.gguf" -p "$prompt" -n 16 --temp 0 --device vulkan

@@ -33,7 +33,7 @@ static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
     "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
-    "               [--drain-timeout S]\n"
+    "               [--drain-timeout S] [--device cpu|vulkan[:N]]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--http-max-connections N] [--http-request-timeout S]\n"
@@ -66,6 +66,8 @@ static void print_help(void) {
            "                           memory. A session that does not fit is busy.\n"
            "  --kv-type f32|f16|q8_0   KV cache element type (default f16; q8_0: 34 bytes per 32 values);\n"
            "                           --kv-memory is divided by the real bytes per token of this type\n"
+           "  --device cpu|vulkan[:N]  where the target's forward pass runs (default cpu; `edgespec devices`);\n"
+           "                           the server's own --draft stays on the CPU\n"
            "  --batch-window-ms MS     wait up to MS for the edges' next trees to batch them (default 20)\n"
            "  --max-frame BYTES        largest frame payload accepted (default 1M; suffixes as above)\n"
            "  --idle-timeout S         close connections silent for S seconds (default 300; 0 = never)\n"
@@ -155,8 +157,9 @@ static void serve_log(void *ud, int level, const char *msg) {
     fprintf(stderr, "edgespec serve: %s: %s\n", names[level], msg);
 }
 
-static es_model *load_model(const char *path) {
+static es_model *load_model(const char *path, bool device) {
     es_model_params mp = es_model_default_params();
+    if (device) mp.no_repack = true; /* a device reads the file's layout */
     mp.progress = cli_progress;
     mp.log = cli_log;
     es_model *m = NULL;
@@ -326,6 +329,10 @@ int cmd_serve(int argc, char **argv) {
             NEED_VALUE();
             if (!cli_parse_kv_type(v, &sp.sched.kv_type))
                 return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
+        } else if (!strcmp(a, "--device")) {
+            NEED_VALUE();
+            if (!cli_parse_device(v, &sp.sched.backend, &sp.sched.device))
+                return cli_usage_error("serve", k_usage, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
         } else if (!strcmp(a, "--batch-window-ms")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 10000, &dv)) return cli_usage_error("serve", k_usage, "--batch-window-ms must be in 0..10000, got '%s'", v);
@@ -504,9 +511,9 @@ int cmd_serve(int argc, char **argv) {
     const char *park = getenv("EDGESPEC_TEST_PARK_AFTER");
     long park_n;
     if (park && cli_parse_long(park, 1, 1 << 30, &park_n)) sp.sched.park_after_tokens = (int)park_n;
-    if (!(target = load_model(model_path))) goto done;
+    if (!(target = load_model(model_path, sp.sched.backend != ES_BACKEND_CPU))) goto done;
     if (draft_path) {
-        if (!(draft = load_model(draft_path))) goto done;
+        if (!(draft = load_model(draft_path, false))) goto done;
         if (es_spec_check_vocab(es_model_tokenizer(target), es_model_tokenizer(draft), &err) != ES_OK) {
             cli_error("serve", "draft %s cannot draft for %s: %s", draft_path, model_path, err.msg);
             goto done;

@@ -67,6 +67,8 @@ typedef struct es_sched_params {
     int64_t kv_memory_bytes;  /* KV pool budget (0: enough for max_sessions full contexts) */
     es_kv_type kv_type;       /* element type of the KV cache rows (default ES_KV_F16); the budget is
                                  divided by the real bytes per page of this type */
+    es_backend_kind backend;  /* where the target's forward pass runs (default the CPU); device `device`, */
+    int device;               /* model loaded with no_repack (es_ctx_params); the server's draft stays on the CPU */
     double batch_window_ms;   /* edge sessions whose verdict is out: wait up to this long for their next
                                  trees so they share a pass (default 20; 0: never wait) */
     int knee_tokens;          /* rows per forward pass up to which verification stays memory-bound (on a
