@@ -72,4 +72,7 @@ has "$tmp/err" "no device 99"
 expect 2 "$bin" run -m "$target" -p "$prompt" -n 4 --device gpu
 has "$tmp/err" "--device must be cpu, vulkan or vulkan:N"
 
+expect 2 "$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 -p "$prompt" --device vulkan
+has "$tmp/err" "an edge drafts on its CPU"
+
 es_test_finish test_device_cli

@@ -276,6 +276,8 @@ static int parse(int argc, char **argv, edge_opts *o) {
     free(rest);
     if (rc != 0) return rc;
     o->r.model_path = NULL;
+    if (o->r.backend != ES_BACKEND_CPU)
+        return cli_usage_error("edge", k_usage, "--device is for run, serve and bench: an edge drafts on its CPU");
     if (o->no_draft && o->server_spec) return cli_usage_error("edge", k_usage, "give --no-draft or --server-spec, not both");
     if (!have_draft && !o->no_draft && !o->server_spec)
         return cli_usage_error("edge", k_usage, "a draft model is required (-d DRAFT.gguf), or --no-draft / --server-spec");
