@@ -111,7 +111,7 @@ es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off
     const int t = wtype_index(type);
     uint32_t gx, gy;
     if (n <= ES_VK_MV_ROWS) {
-        if ((st = split_grid((uint64_t)rows, &gx, &gy, err)) != ES_OK) return st;
+        if ((st = split_grid(((uint64_t)rows + 7) / 8, &gx, &gy, err)) != ES_OK) return st; /* 8 rows per workgroup */
         return dispatch(vk, (es_vk_pipe)(ES_VK_PIPE_MV_F32 + t), b, 3, pc, sizeof pc, gx, gy, 1, err);
     }
     /* tiles of 32 × 32: weight-row tiles in x (then z), activation tiles in y */
