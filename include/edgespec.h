@@ -145,6 +145,9 @@ typedef struct es_ctx_params {
     bool device_validation;
     void (*device_message)(void *ud, bool is_error, const char *msg);
     void *device_message_ud;
+    /* Largest buffer one weight matrix may occupy on the device (0: the device's maxStorageBufferRange);
+     * larger matrices are split by rows across buffers. Tests set it small to exercise the split. */
+    int64_t device_buffer_max;
 } es_ctx_params;
 
 es_ctx_params es_ctx_default_params(void);

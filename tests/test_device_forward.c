@@ -10,7 +10,9 @@
  *    alone (the matrix–vector kernels) agrees within QUANT_TOL · (1 + max |logit|);
  *  - Qwen2 (q/k/v biases, NEOX RoPE, grouped-query heads) on a random synthetic model, f32 and Q4_K;
  *  - a token tree (parents, never a dense mask) verified in one pass, then es_seq_keep of one path
- *    (the device moves its own KV rows) and one more step: device == CPU within LOGIT_TOL;
+ *    (the device moves its own KV rows) and one more step: device == CPU within LOGIT_TOL; once more
+ *    with every weight matrix split by rows into 4 KiB buffers (as on a device whose
+ *    maxStorageBufferRange is smaller than a matrix);
  *  - errors: a device index past the list, a model repacked for the CPU.
  * A build without Vulkan has nothing to run (exit 77); a build with it but no device fails. */
 #include <dlfcn.h>
@@ -37,7 +39,8 @@ static void on_message(void *ud, bool is_error, const char *msg) {
     if (is_error) n_validation_errors++;
 }
 
-static es_ctx *make_ctx(es_model *m, es_backend_kind be, int device, int n_seq) {
+/* buffer_max > 0 splits every device weight matrix into buffers of at most that many bytes */
+static es_ctx *make_ctx(es_model *m, es_backend_kind be, int device, int64_t buffer_max, int n_seq) {
     es_ctx_params p = es_ctx_default_params();
     p.n_ctx = 256;
     p.n_seq_max = n_seq;
@@ -49,6 +52,7 @@ static es_ctx *make_ctx(es_model *m, es_backend_kind be, int device, int n_seq) 
     p.device = device;
     p.device_validation = true;
     p.device_message = on_message;
+    p.device_buffer_max = buffer_max;
     es_ctx *c = NULL;
     es_err err = {{0}};
     CHECK_OK(es_ctx_init(m, &p, &c, &err), &err);
@@ -122,7 +126,7 @@ static void test_golden(int device) {
     for (char *line = strtok(text, "\n"); line && n < N_SEQ; line = strtok(NULL, "\n"))
         if (es_test_golden_parse(line, &g[n])) n++;
     CHECK(n == N_SEQ);
-    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, N_SEQ), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, N_SEQ);
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, N_SEQ), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, N_SEQ);
     if (!dev || !cpu) goto done;
     const int nv = es_model_n_vocab(m);
     int32_t tok[512], pos[512], seq[512], sid_d[N_SEQ], sid_c[N_SEQ], last[N_SEQ], npos[N_SEQ];
@@ -179,7 +183,7 @@ done:
 static void test_quantised(int device, const char *file) {
     es_model *m = load(file, true);
     if (!m) return;
-    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 1);
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 1);
     if (dev && cpu) {
         const int nv = es_model_n_vocab(m);
         int sd, sc;
@@ -211,10 +215,10 @@ static void test_quantised(int device, const char *file) {
 
 /* ---- a token tree, then keeping one path ------------------------------------------------------ */
 
-static void test_tree(int device) {
+static void test_tree(int device, int64_t buffer_max) {
     es_model *m = load("stories260K.gguf", true);
     if (!m) return;
-    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 2), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 2);
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, buffer_max, 2), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 2);
     if (dev && cpu) {
         const int nv = es_model_n_vocab(m);
         int s0, s1, c0, c1;
@@ -254,7 +258,8 @@ static void test_tree(int device) {
         tok[0] = 10; pos[0] = 17; seq[0] = s0;
         b = (es_batch){.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
         decode_both(dev, cpu, &b, nv, LOGIT_TOL, "after truncate", &worst);
-        printf("tree, keep, truncate on the device: logits within %.2g of the CPU's\n", worst);
+        printf("tree, keep, truncate on the device%s: logits within %.2g of the CPU's\n",
+               buffer_max ? " (weights split into buffers of 4 KiB)" : "", worst);
     }
     es_ctx_free(dev);
     es_ctx_free(cpu);
@@ -276,7 +281,7 @@ static void test_qwen2(int device, uint32_t type, double tol) {
     es_model *m = NULL;
     CHECK_OK(es_model_load(path, &mp, &m, &err), &err);
     if (!m) return;
-    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 1);
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 1);
     if (dev && cpu) {
         const int nv = es_model_n_vocab(m);
         int sd, sc;
@@ -340,7 +345,8 @@ int main(void) {
         test_golden(d);
         test_quantised(d, "stories260K-q8_0.gguf");
         test_quantised(d, "stories260K-q4_0.gguf");
-        test_tree(d);
+        test_tree(d, 0);
+        test_tree(d, 4096); /* every matrix in several buffers, as past a small maxStorageBufferRange */
         test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
         test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
     }

@@ -64,6 +64,10 @@ bool es_vk_matmul_supports(uint32_t type);
  * kernel for n <= 4 (each weight read once), a tiled matrix–matrix one above. */
 es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off, uint32_t type, int64_t rows,
                        int64_t cols, const es_vk_buf *x, int64_t n, es_err *err);
+/* The same, writing y[a][y_off + r] for rows of y_stride floats: one part of a matrix whose rows are
+ * split across buffers (each at most maxStorageBufferRange). */
+es_status es_vk_matmul_part(es_vk *vk, es_vk_buf *y, int64_t y_stride, int64_t y_off, const es_vk_buf *w, size_t w_off,
+                            uint32_t type, int64_t rows, int64_t cols, const es_vk_buf *x, int64_t n, es_err *err);
 /* y[i] = w ⊙ x[i] / sqrt(mean(x[i]²) + eps) for n rows of d; with r non-NULL x[i] += r[i] first (and
  * x keeps the sum). */
 es_status es_vk_rmsnorm(es_vk *vk, es_vk_buf *y, es_vk_buf *x, const es_vk_buf *r, const es_vk_buf *w, int64_t n,

@@ -17,8 +17,14 @@
 #include "backend/vulkan/vk_backend.h"
 #include "util/err.h"
 
+/* Most buffers one weight matrix is split into (rows of at most the device's binding range each). */
+#define DMAT_PARTS 64
+
+/* A weight matrix on the device: rows [row0[i], row0[i] + rows_of[i]) in buf[i]. */
 typedef struct {
-    es_vk_buf *buf;
+    es_vk_buf *buf[DMAT_PARTS];
+    int64_t row0[DMAT_PARTS], rows_of[DMAT_PARTS];
+    int n_parts;
     uint32_t type;
     int64_t rows, cols;
 } dmat;
@@ -40,6 +46,7 @@ typedef struct vk_be {
     dmat output;
     int n_batch_max, n_logits_max, n_ctx, n_seq_max, block_size;
     int64_t tab_cap, anc_cap, sc_stride;
+    int64_t part_max;       /* bytes of one weight buffer */
 
     /* device activations, rows of the batch */
     es_vk_buf *x;          /* (n, n_embd) residual stream */
@@ -69,11 +76,14 @@ static void vk_be_free(es_backend *be) {
         if (b->L)
             for (int l = 0; l < b->model->hp.n_layer; l++) {
                 dlayer *L = &b->L[l];
-                es_vk_buf *bufs[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->wq.buf, L->wk.buf, L->wv.buf,
-                                     L->wo.buf, L->w1.buf, L->w2.buf, L->w3.buf, L->k_cache, L->v_cache};
+                es_vk_buf *bufs[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->k_cache, L->v_cache};
                 for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
+                dmat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+                for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+                    for (int k = 0; k < mats[i]->n_parts; k++) es_vk_buf_free(vk, mats[i]->buf[k]);
             }
-        es_vk_buf *bufs[] = {b->output_norm, b->output.buf, b->x, b->xb, b->q, b->k, b->v, b->hb, b->hb2, b->tmp, b->xl,
+        for (int k = 0; k < b->output.n_parts; k++) es_vk_buf_free(vk, b->output.buf[k]);
+        es_vk_buf *bufs[] = {b->output_norm, b->x, b->xb, b->q, b->k, b->v, b->hb, b->hb2, b->tmp, b->xl,
                              b->logits_d, b->cs, b->sn, b->scores, b->meta, b->anc, b->tab, b->cache_row, b->out_rows};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
         es_vk_free(vk);
@@ -114,7 +124,21 @@ static es_status upload_mat(vk_be *b, const es_mat *m, dmat *out, const char *wh
     out->type = m->type;
     out->rows = m->rows;
     out->cols = m->cols;
-    return upload(b, m->data, (size_t)m->rows * row, &out->buf, what, err);
+    /* whole rows per buffer, each buffer within the binding range */
+    const int64_t per = b->part_max / (int64_t)row;
+    if (per < 1) return es_fail(err, ES_ERR_RANGE, "vulkan: one row of %s (%zu bytes) exceeds a buffer (%lld)", what, row, (long long)b->part_max);
+    if ((m->rows + per - 1) / per > DMAT_PARTS)
+        return es_fail(err, ES_ERR_RANGE, "vulkan: %s needs more than %d buffers of %lld bytes", what, DMAT_PARTS, (long long)b->part_max);
+    for (int64_t r0 = 0; r0 < m->rows; r0 += per) {
+        const int64_t nr = m->rows - r0 < per ? m->rows - r0 : per;
+        const int k = out->n_parts;
+        es_status st = upload(b, (const char *)m->data + (size_t)r0 * row, (size_t)nr * row, &out->buf[k], what, err);
+        if (st != ES_OK) return st;
+        out->row0[k] = r0;
+        out->rows_of[k] = nr;
+        out->n_parts++;
+    }
+    return ES_OK;
 }
 
 static es_status alloc(vk_be *b, size_t bytes, es_vk_buf **out, const char *what, es_err *err) {
@@ -245,7 +269,10 @@ static es_status stage(vk_be *b, const es_fwd_plan *p, es_err *err) {
 }
 
 static es_status mm(vk_be *b, es_vk_buf *y, const dmat *w, es_vk_buf *x, int64_t n, es_err *err) {
-    return es_vk_matmul(b->vk, y, w->buf, 0, w->type, w->rows, w->cols, x, n, err);
+    es_status st = ES_OK;
+    for (int k = 0; k < w->n_parts && st == ES_OK; k++)
+        st = es_vk_matmul_part(b->vk, y, w->rows, w->row0[k], w->buf[k], 0, w->type, w->rows_of[k], w->cols, x, n, err);
+    return st;
 }
 
 /* One layer, recorded: the same steps in the same order as the CPU backend. */
@@ -356,6 +383,8 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
         vk_be_free(&b->base);
         return st;
     }
+    b->part_max = (es_vk_info(b->vk)->max_storage_buffer_range - 3) & ~(int64_t)3; /* es_vk_buf_alloc rounds up to 4 */
+    if (p->device_buffer_max > 0 && p->device_buffer_max < b->part_max) b->part_max = p->device_buffer_max;
     b->L = calloc((size_t)hp->n_layer, sizeof *b->L);
     if (!b->L) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
     if (st == ES_OK) st = upload_weights(b, err);

@@ -44,6 +44,11 @@ es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off
     (void)vk, (void)y, (void)w, (void)w_off, (void)type, (void)rows, (void)cols, (void)x, (void)n;
     return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
 }
+es_status es_vk_matmul_part(es_vk *vk, es_vk_buf *y, int64_t y_stride, int64_t y_off, const es_vk_buf *w, size_t w_off,
+                            uint32_t type, int64_t rows, int64_t cols, const es_vk_buf *x, int64_t n, es_err *err) {
+    (void)vk, (void)y, (void)y_stride, (void)y_off, (void)w, (void)w_off, (void)type, (void)rows, (void)cols, (void)x, (void)n;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
 es_status es_vk_rmsnorm(es_vk *vk, es_vk_buf *y, es_vk_buf *x, const es_vk_buf *r, const es_vk_buf *w, int64_t n,
                         int64_t d, float eps, es_err *err) {
     (void)vk, (void)y, (void)x, (void)r, (void)w, (void)n, (void)d, (void)eps;

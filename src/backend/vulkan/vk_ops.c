@@ -93,9 +93,14 @@ bool es_vk_matmul_supports(uint32_t type) { return wtype_index(type) >= 0; }
 
 es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off, uint32_t type, int64_t rows,
                        int64_t cols, const es_vk_buf *x, int64_t n, es_err *err) {
+    return es_vk_matmul_part(vk, y, rows, 0, w, w_off, type, rows, cols, x, n, err);
+}
+
+es_status es_vk_matmul_part(es_vk *vk, es_vk_buf *y, int64_t y_stride, int64_t y_off, const es_vk_buf *w, size_t w_off,
+                            uint32_t type, int64_t rows, int64_t cols, const es_vk_buf *x, int64_t n, es_err *err) {
     if (!es_vk_matmul_supports(type))
         return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: no matmul kernel for %s weights", es_type_name(type));
-    if (rows <= 0 || cols <= 0 || n <= 0 || w_off % 4)
+    if (rows <= 0 || cols <= 0 || n <= 0 || w_off % 4 || y_off < 0 || y_stride < y_off + rows)
         return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: matmul of %lld x %lld weights, %lld rows, offset %zu", (long long)rows,
                        (long long)cols, (long long)n, w_off);
     const size_t row_bytes = es_row_size(type, cols);
@@ -104,9 +109,10 @@ es_status es_vk_matmul(es_vk *vk, es_vk_buf *y, const es_vk_buf *w, size_t w_off
     es_status st;
     if ((st = need(w, w_off + (uint64_t)rows * row_bytes, "matmul weight", err)) != ES_OK ||
         (st = need(x, (uint64_t)n * cols * 4, "matmul input", err)) != ES_OK ||
-        (st = need(y, (uint64_t)n * rows * 4, "matmul output", err)) != ES_OK)
+        (st = need(y, ((uint64_t)(n - 1) * y_stride + y_off + rows) * 4, "matmul output", err)) != ES_OK)
         return st;
-    const uint32_t pc[5] = {(uint32_t)rows, (uint32_t)cols, (uint32_t)n, (uint32_t)row_bytes, (uint32_t)w_off};
+    const uint32_t pc[7] = {(uint32_t)rows, (uint32_t)cols, (uint32_t)n, (uint32_t)row_bytes, (uint32_t)w_off,
+                            (uint32_t)y_stride, (uint32_t)y_off};
     const es_vk_buf *b[3] = {w, x, y};
     const int t = wtype_index(type);
     uint32_t gx, gy;

@@ -8,7 +8,9 @@ layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer BW { uint W[]; };
 layout(std430, binding = 1) readonly buffer BX { float X[]; };
 layout(std430, binding = 2) writeonly buffer BY { float Y[]; };
-layout(push_constant) uniform PC { uint rows, cols, n, row_bytes, w_off; } pc;
+// Y rows are y_stride apart, this matrix's outputs from column y_off (a matrix split across buffers
+// writes each part into its columns)
+layout(push_constant) uniform PC { uint rows, cols, n, row_bytes, w_off, y_stride, y_off; } pc;
 #include "weights.glsl"
 
 #define TM 32
@@ -51,6 +53,6 @@ void main() {
     for (uint i = 0u; i < 4u; i++)
         for (uint j = 0u; j < 4u; j++) {
             const uint r = r0 + tr * 4u + i, a = a0 + tc * 4u + j;
-            if (r < pc.rows && a < pc.n) Y[a * pc.rows + r] = acc[i][j];
+            if (r < pc.rows && a < pc.n) Y[a * pc.y_stride + pc.y_off + r] = acc[i][j];
         }
 }

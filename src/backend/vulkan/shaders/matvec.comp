@@ -8,7 +8,9 @@ layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer BW { uint W[]; };
 layout(std430, binding = 1) readonly buffer BX { float X[]; };
 layout(std430, binding = 2) writeonly buffer BY { float Y[]; };
-layout(push_constant) uniform PC { uint rows, cols, n, row_bytes, w_off; } pc;
+// Y rows are y_stride apart, this matrix's outputs from column y_off (a matrix split across buffers
+// writes each part into its columns)
+layout(push_constant) uniform PC { uint rows, cols, n, row_bytes, w_off, y_stride, y_off; } pc;
 #include "weights.glsl"
 
 #define NR 4           // activation rows per pass over W
@@ -46,7 +48,7 @@ void main() {
                 for (uint i = 0u; i < NR; i++) red[i * 64u + t] += red[i * 64u + t + s];
             barrier();
         }
-        if (live && lane < NR && a0 + lane < pc.n) Y[(a0 + lane) * pc.rows + r] = red[lane * 64u + t - lane];
+        if (live && lane < NR && a0 + lane < pc.n) Y[(a0 + lane) * pc.y_stride + pc.y_off + r] = red[lane * 64u + t - lane];
         barrier();
     }
 }
