@@ -72,6 +72,15 @@ has "$tmp/err" "no device 99"
 expect 2 "$bin" run -m "$target" -p "$prompt" -n 4 --device gpu
 has "$tmp/err" "--device must be cpu, vulkan or vulkan:N"
 
+expect 1 "$bin" serve -m "$target" --port 0 --device vulkan:99
+has "$tmp/err" "no device 99"
+# no driver at all (the loader pointed at an ICD file that does not exist): devices lists the CPU and
+# says why, a run on the device fails at start with the reason
+VK_ICD_FILENAMES=$tmp/none.json expect 0 "$bin" devices --json
+has "$tmp/out" '"vulkan_error":"vulkan: vkCreateInstance failed: VK_ERROR_INCOMPATIBLE_DRIVER'
+has "$tmp/out" '"backend":"cpu"'
+VK_ICD_FILENAMES=$tmp/none.json expect 1 "$bin" run -m "$target" -p "$prompt" -n 4 --device vulkan
+has "$tmp/err" "no Vulkan driver installed?"
 expect 2 "$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 -p "$prompt" --device vulkan
 has "$tmp/err" "an edge drafts on its CPU"
 
