@@ -288,6 +288,37 @@ static void test_messenger(es_vk *vk) {
     n_validation_errors = before;
 }
 
+/* Writes and reads through the staging buffer (as on a discrete GPU without host-visible device
+ * memory), including transfers larger than the 4 MiB staging buffer and at offsets. */
+static void test_staging(int index) {
+    es_vk_params p = {.device = index, .validation = true, .on_message = on_message, .force_staging = true};
+    es_vk *vk = NULL;
+    es_err err = {0};
+    CHECK_OK(es_vk_init(&p, &vk, &err), &err);
+    if (!vk) return;
+    es_rng rng;
+    es_rng_seed(&rng, 99);
+    const size_t n = (size_t)3 << 20; /* 12 MiB of floats: three staging rounds */
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    fill(&rng, a, (int64_t)n, 1.0f);
+    es_vk_buf *buf = NULL;
+    CHECK_OK(es_vk_buf_alloc(vk, n * 4 + 6, &buf, &err), &err);
+    if (buf && a && b) {
+        CHECK_OK(es_vk_buf_write(vk, buf, 4, a, n * 4, &err), &err);
+        memset(b, 0, n * 4);
+        CHECK_OK(es_vk_buf_read(vk, buf, 4, b, n * 4, &err), &err);
+        CHECK_MSG(memcmp(a, b, n * 4) == 0, "staged write + read of %zu bytes at offset 4 changed the data", n * 4);
+    }
+    es_vk_buf_free(vk, buf);
+    free(a);
+    free(b);
+    test_matmul(vk, &rng, ES_TYPE_Q8_0, 37, 96, 1);
+    test_matmul(vk, &rng, ES_TYPE_F16, 45, 99, 40);
+    test_rmsnorm(vk, &rng, 5, 288, true);
+    test_elementwise(vk, &rng, 9, 333);
+    es_vk_free(vk);
+}
+
 static void test_device(int index) {
     es_vk_params p = {.device = index, .validation = true, .on_message = on_message};
     es_vk *vk = NULL;
@@ -343,7 +374,10 @@ int main(void) {
     CHECK(es_vk_init(&bad, &vk, &err) == ES_ERR_RANGE);
     CHECK(vk == NULL);
     CHECK(strstr(err.msg, "no device") != NULL);
-    for (int i = 0; i < n && i < 8; i++) test_device(i);
+    for (int i = 0; i < n && i < 8; i++) {
+        test_device(i);
+        test_staging(i);
+    }
     CHECK_MSG(n_validation_errors == 0, "%d validation errors", n_validation_errors);
     return es_test_finish("test_vulkan");
 }

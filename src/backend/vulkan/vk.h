@@ -27,6 +27,9 @@ typedef struct es_vk_params {
     bool validation;
     void (*on_message)(void *ud, bool is_error, const char *msg);
     void *ud;
+    /* Never map buffers, even where device memory is host-visible: every write and read goes through
+     * the staging buffer, as on a discrete GPU without resizable BAR (tests on lavapipe). */
+    bool force_staging;
 } es_vk_params;
 
 typedef struct es_vk es_vk;

@@ -376,7 +376,7 @@ es_status es_vk_buf_alloc_kind(es_vk *vk, size_t bytes, bool host, es_vk_buf **o
         VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size,
                                    .memoryTypeIndex = (uint32_t)mt};
         r = vkAllocateMemory(vk->dev, &ai, NULL, &b->mem);
-        if (r == VK_SUCCESS) b->host = (vk->mem.memoryTypes[mt].propertyFlags & hv) == hv;
+        if (r == VK_SUCCESS) b->host = (vk->mem.memoryTypes[mt].propertyFlags & hv) == hv && (host || !vk->p.force_staging);
     }
     if (r != VK_SUCCESS) {
         vkDestroyBuffer(vk->dev, b->buf, NULL);
