@@ -54,6 +54,16 @@ size_t es_vk_buf_size(const es_vk_buf *b);
 es_status es_vk_buf_write(es_vk *vk, es_vk_buf *b, size_t off, const void *src, size_t bytes, es_err *err);
 es_status es_vk_buf_read(es_vk *vk, const es_vk_buf *b, size_t off, void *dst, size_t bytes, es_err *err);
 
+/* Sizes the host-visible ring through which es_vk_upload and es_vk_readback move data inside a
+ * recording: `bytes` is the most one recording moves (plus 64 per transfer for alignment). */
+es_status es_vk_ring_init(es_vk *vk, size_t bytes, es_err *err);
+/* Recorded: src (copied into the ring now) lands in dst at dst_off when the submission runs, before
+ * the kernels recorded after it. One submission per pass, however many inputs it has. */
+es_status es_vk_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err);
+/* Recorded: bytes of src at src_off are copied into the ring when the submission runs (after every
+ * kernel recorded before); *out points at them from es_vk_submit until the next es_vk_begin. */
+es_status es_vk_readback(es_vk *vk, const es_vk_buf *src, size_t src_off, size_t bytes, const void **out, es_err *err);
+
 es_status es_vk_begin(es_vk *vk, es_err *err);
 /* Runs everything recorded since es_vk_begin and waits for it. ES_ERR_IO if the device is lost. */
 es_status es_vk_submit(es_vk *vk, es_err *err);

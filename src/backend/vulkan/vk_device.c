@@ -313,6 +313,7 @@ void es_vk_free(es_vk *vk) {
     if (vk->dev) {
         vkDeviceWaitIdle(vk->dev);
         es_vk_buf_free(vk, vk->staging);
+        es_vk_buf_free(vk, vk->ring);
         for (int i = 0; i < ES_VK_PIPE_COUNT; i++)
             if (vk->pipe[i]) vkDestroyPipeline(vk->dev, vk->pipe[i], NULL);
         if (vk->dpool) vkDestroyDescriptorPool(vk->dev, vk->dpool, NULL);
@@ -345,7 +346,7 @@ static int mem_type(const es_vk *vk, uint32_t bits, VkMemoryPropertyFlags want) 
 es_status es_vk_buf_alloc_kind(es_vk *vk, size_t bytes, bool host, es_vk_buf **out, es_err *err) {
     *out = NULL;
     if (bytes == 0) bytes = 4;
-    if (bytes > vk->limits.maxStorageBufferRange - 3)
+    if (!host && bytes > vk->limits.maxStorageBufferRange - 3) /* host kinds are never bound to a shader */
         return es_fail(err, ES_ERR_RANGE, "vulkan: a buffer of %zu bytes exceeds the device's maxStorageBufferRange (%u)",
                        bytes, vk->limits.maxStorageBufferRange);
     es_vk_buf *b = calloc(1, sizeof *b);
@@ -481,6 +482,58 @@ es_status es_vk_begin(es_vk *vk, es_err *err) {
     if ((r = vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) return es_vk_fail(err, r, "vkBeginCommandBuffer");
     vk->recording = true;
     vk->n_dispatch = 0;
+    vk->ring_used = 0;
+    return ES_OK;
+}
+
+es_status es_vk_ring_init(es_vk *vk, size_t bytes, es_err *err) {
+    if (vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: ring sized while recording");
+    es_vk_buf_free(vk, vk->ring);
+    vk->ring = NULL;
+    return es_vk_buf_alloc_kind(vk, bytes, true, &vk->ring, err);
+}
+
+/* A 64-byte aligned piece of the ring for this recording. */
+static es_status ring_take(es_vk *vk, size_t bytes, size_t *off, es_err *err) {
+    if (!vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: transfer recorded outside es_vk_begin / es_vk_submit");
+    const size_t at = (vk->ring_used + 63) & ~(size_t)63;
+    if (!vk->ring || at > vk->ring->bytes || bytes > vk->ring->bytes - at)
+        return es_fail(err, ES_ERR_FULL, "vulkan: %zu bytes do not fit the transfer ring (%zu)", bytes, vk->ring ? vk->ring->bytes : 0);
+    *off = at;
+    vk->ring_used = at + bytes;
+    return ES_OK;
+}
+
+es_status es_vk_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err) {
+    if (bytes == 0) return ES_OK;
+    if (dst_off > dst->bytes || bytes > dst->bytes - dst_off)
+        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: upload of %zu bytes at %zu outside a buffer of %zu", bytes, dst_off, dst->bytes);
+    size_t at;
+    es_status st = ring_take(vk, bytes, &at, err);
+    if (st != ES_OK) return st;
+    memcpy((char *)vk->ring->map + at, src, bytes); /* made visible to the device by the submission */
+    return es_vk_copy(vk, dst, dst_off, vk->ring, at, bytes, err);
+}
+
+es_status es_vk_readback(es_vk *vk, const es_vk_buf *src, size_t src_off, size_t bytes, const void **out, es_err *err) {
+    *out = NULL;
+    if (src_off > src->bytes || bytes > src->bytes - src_off)
+        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: readback of %zu bytes at %zu outside a buffer of %zu", bytes, src_off, src->bytes);
+    size_t at;
+    es_status st = ring_take(vk, bytes, &at, err);
+    if (st != ES_OK) return st;
+    /* the kernels' writes before the copy, the copy before the host reads after the fence */
+    VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT};
+    vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
+    if (bytes) {
+        VkBufferCopy c = {.srcOffset = src_off, .dstOffset = at, .size = bytes};
+        vkCmdCopyBuffer(vk->cmd, src->buf, vk->ring->buf, 1, &c);
+    }
+    VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                             .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+    vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &after, 0, NULL, 0, NULL);
+    *out = (const char *)vk->ring->map + at;
     return ES_OK;
 }
 

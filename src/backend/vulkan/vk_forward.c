@@ -216,8 +216,8 @@ static es_status alloc_activations(vk_be *b, es_err *err) {
 
 /* ---- the forward pass ------------------------------------------------------------------------- */
 
-/* Fills and uploads the per-pass host data: embeddings, RoPE tables, attention sets, block tables,
- * cache rows of the new K / V, logit rows. */
+/* Fills the per-pass host data — embeddings, RoPE tables, attention sets, block tables, cache rows of
+ * the new K / V, logit rows — and records its upload at the start of the pass's command buffer. */
 static es_status stage(vk_be *b, const es_fwd_plan *p, es_err *err) {
     const es_model *m = b->model;
     const es_hparams *hp = &m->hp;
@@ -256,14 +256,14 @@ static es_status stage(vk_be *b, const es_fwd_plan *p, es_err *err) {
     const int64_t anc_used = p->anc_off[n - 1] + p->anc_len[n - 1];
     es_vk *vk = b->vk;
     es_status st;
-    if ((st = es_vk_buf_write(vk, b->x, 0, b->x_host, (size_t)n * d * 4, err)) != ES_OK ||
-        (st = es_vk_buf_write(vk, b->cs, 0, b->cs_host, (size_t)n * half * 4, err)) != ES_OK ||
-        (st = es_vk_buf_write(vk, b->sn, 0, b->sn_host, (size_t)n * half * 4, err)) != ES_OK ||
-        (st = es_vk_buf_write(vk, b->meta, 0, b->meta_host, (size_t)n * 16, err)) != ES_OK ||
-        (st = es_vk_buf_write(vk, b->anc, 0, p->anc, (size_t)anc_used * 4, err)) != ES_OK ||
-        (st = es_vk_buf_write(vk, b->tab, 0, b->tab_host, (size_t)tab_used * 4, err)) != ES_OK ||
-        (st = es_vk_buf_write(vk, b->cache_row, 0, b->row_host, (size_t)n * 4, err)) != ES_OK ||
-        (p->n_out > 0 && (st = es_vk_buf_write(vk, b->out_rows, 0, p->out_idx, (size_t)p->n_out * 4, err)) != ES_OK))
+    if ((st = es_vk_upload(vk, b->x, 0, b->x_host, (size_t)n * d * 4, err)) != ES_OK ||
+        (st = es_vk_upload(vk, b->cs, 0, b->cs_host, (size_t)n * half * 4, err)) != ES_OK ||
+        (st = es_vk_upload(vk, b->sn, 0, b->sn_host, (size_t)n * half * 4, err)) != ES_OK ||
+        (st = es_vk_upload(vk, b->meta, 0, b->meta_host, (size_t)n * 16, err)) != ES_OK ||
+        (st = es_vk_upload(vk, b->anc, 0, p->anc, (size_t)anc_used * 4, err)) != ES_OK ||
+        (st = es_vk_upload(vk, b->tab, 0, b->tab_host, (size_t)tab_used * 4, err)) != ES_OK ||
+        (st = es_vk_upload(vk, b->cache_row, 0, b->row_host, (size_t)n * 4, err)) != ES_OK ||
+        (p->n_out > 0 && (st = es_vk_upload(vk, b->out_rows, 0, p->out_idx, (size_t)p->n_out * 4, err)) != ES_OK))
         return st;
     return ES_OK;
 }
@@ -312,21 +312,25 @@ static es_status vk_forward(es_backend *be, const es_fwd_plan *p, es_err *err) {
     vk_be *b = (vk_be *)be;
     const es_hparams *hp = &b->model->hp;
     es_vk *vk = b->vk;
-    es_status st = stage(b, p, err);
-    if (st != ES_OK || (st = es_vk_begin(vk, err)) != ES_OK) return st;
+    es_status st = es_vk_begin(vk, err);
+    if (st != ES_OK) return st;
+    st = stage(b, p, err);
     for (int il = 0; il < hp->n_layer && st == ES_OK; il++) st = layer(b, &b->L[il], il, p->n, err);
     /* the last residual add and the output norm (every row: the residual stream is not needed after
      * this pass), then only the rows that want logits through the output matrix */
     if (st == ES_OK) st = es_vk_rmsnorm(vk, b->xb, b->x, b->tmp, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
+    const void *lg = NULL;
+    const size_t lg_bytes = (size_t)p->n_out * hp->n_vocab * 4;
     if (st == ES_OK && p->n_out > 0) {
         st = es_vk_rows(vk, b->xl, b->xb, b->out_rows, p->n_out, hp->n_embd, false, err);
         if (st == ES_OK) st = mm(b, b->logits_d, &b->output, b->xl, p->n_out, err);
+        if (st == ES_OK) st = es_vk_readback(vk, b->logits_d, 0, lg_bytes, &lg, err);
     }
     es_status sub = es_vk_submit(vk, err); /* ends the recording even after a failed record */
     if (st != ES_OK) return st;
     if (sub != ES_OK) return sub;
-    if (p->n_out == 0) return ES_OK;
-    return es_vk_buf_read(vk, b->logits_d, 0, b->logits, (size_t)p->n_out * hp->n_vocab * 4, err);
+    if (lg) memcpy(b->logits, lg, lg_bytes); /* the ring is reused by the next recording (es_seq_keep's too) */
+    return ES_OK;
 }
 
 static const float *vk_logits(const es_backend *be, int r) {
@@ -389,6 +393,13 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     if (!b->L) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
     if (st == ES_OK) st = upload_weights(b, err);
     if (st == ES_OK) st = alloc_activations(b, err);
+    if (st == ES_OK) { /* one pass's uploads and its logits, each piece 64-byte aligned */
+        const size_t n = (size_t)p->n_batch_max, half = (size_t)hp->rope_dim / 2;
+        const size_t ring = n * (size_t)hp->n_embd * 4 + 2 * n * half * 4 + n * 16 + (size_t)b->anc_cap * 4 +
+                            (size_t)b->tab_cap * 4 + n * 4 + (size_t)p->n_logits_max * 4 +
+                            (size_t)p->n_logits_max * (size_t)hp->n_vocab * 4 + 9 * 64;
+        st = named(es_vk_ring_init(b->vk, ring, err), "transfer ring", err);
+    }
     if (st != ES_OK) {
         vk_be_free(&b->base);
         return st;

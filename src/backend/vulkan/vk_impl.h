@@ -61,6 +61,8 @@ struct es_vk {
     VkDescriptorPool dpool;
     VkPipeline pipe[ES_VK_PIPE_COUNT];
     es_vk_buf *staging;
+    es_vk_buf *ring;       /* es_vk_upload / es_vk_readback, reset by es_vk_begin */
+    size_t ring_used;
     bool recording;
     int n_dispatch;
 };

@@ -36,6 +36,19 @@ es_status es_vk_buf_read(es_vk *vk, const es_vk_buf *b, size_t off, void *dst, s
     (void)vk, (void)b, (void)off, (void)dst, (void)bytes;
     return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
 }
+es_status es_vk_ring_init(es_vk *vk, size_t bytes, es_err *err) {
+    (void)vk, (void)bytes;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err) {
+    (void)vk, (void)dst, (void)dst_off, (void)src, (void)bytes;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_readback(es_vk *vk, const es_vk_buf *src, size_t src_off, size_t bytes, const void **out, es_err *err) {
+    (void)vk, (void)src, (void)src_off, (void)bytes;
+    *out = NULL;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
 es_status es_vk_begin(es_vk *vk, es_err *err) { (void)vk; return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE); }
 es_status es_vk_submit(es_vk *vk, es_err *err) { (void)vk; return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE); }
 bool es_vk_matmul_supports(uint32_t type) { (void)type; return false; }
