@@ -49,6 +49,7 @@ if [ -z "$port" ]; then
   bad "serve --device vulkan did not start: $(head -c 400 "$tmp/serve.err")"
 else
   srv=127.0.0.1:$port
+  has "$tmp/serve.err" "the target's forward pass runs on vulkan:0 ("
   "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 >"$tmp/e1.out" 2>"$tmp/e1.err" &
   e1=$!
   "$bin" edge -d "$models/draft-small.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/e2.out" 2>"$tmp/e2.err" &

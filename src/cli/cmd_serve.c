@@ -202,8 +202,21 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
                 (long long)st->http.conns_refused, (long long)st->http.conns_timed_out);
 }
 
+/* "cpu", or "vulkan:N (name, M MiB)" for the device the target runs on. */
+static void device_desc(es_backend_kind backend, int device, char *buf, size_t len) {
+    snprintf(buf, len, "cpu");
+    if (backend != ES_BACKEND_VULKAN) return;
+    es_device_info d[16];
+    int n = 0;
+    es_err err = {{0}};
+    if (es_devices(d, 16, &n, &err) == ES_OK && device < n && device < 16)
+        snprintf(buf, len, "vulkan:%d (%s, %lld MiB)", device, d[device].name, (long long)(d[device].memory_bytes >> 20));
+    else
+        snprintf(buf, len, "vulkan:%d", device);
+}
+
 static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port,
-                             es_kv_type kv_type) {
+                             es_kv_type kv_type, const char *device) {
     const es_sched_stats *k = &st->sched;
     double active = k->busy_seconds + k->idle_seconds;
     cJSON *o = cJSON_CreateObject();
@@ -244,6 +257,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "kv_blocks_total", (double)k->kv_blocks_total);
     cJSON_AddNumberToObject(o, "kv_bytes_per_block", (double)k->kv_bytes_per_block);
     cJSON_AddStringToObject(o, "kv_type", es_kv_type_name(kv_type));
+    cJSON_AddStringToObject(o, "device", device);
     cJSON *h = cJSON_AddObjectToObject(o, "http");
     if (h) {
         cJSON_AddNumberToObject(h, "requests", (double)st->http.requests);
@@ -572,6 +586,9 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
             sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key || keys.n ? ", api key required" : "",
             tls ? ", TLS" : "", local ? "" : ", reachable from other machines");
+    char devdesc[320];
+    device_desc(sp.sched.backend, sp.sched.device, devdesc, sizeof devdesc);
+    if (sp.sched.backend != ES_BACKEND_CPU) fprintf(stderr, "edgespec serve: the target's forward pass runs on %s\n", devdesc);
     if (!local && !tls)
         fprintf(stderr, "edgespec serve: warning: listening beyond this machine without TLS: traffic and keys travel in "
                         "clear text (see --tls-cert)\n");
@@ -620,7 +637,7 @@ int cmd_serve(int argc, char **argv) {
     es_server_free(srv);
     srv = NULL;
     double uptime = cli_now() - t0;
-    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type);
+    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type, devdesc);
     else print_stats_human(&st, uptime);
     rc = 0;
 done:
