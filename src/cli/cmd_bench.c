@@ -89,7 +89,10 @@ static int bench_model(int argc, char **argv) {
     mp.no_repack = mp.no_repack || backend != ES_BACKEND_CPU; /* a device reads the file's layout */
     char devname[64] = "cpu";
     if (backend == ES_BACKEND_VULKAN) snprintf(devname, sizeof devname, "vulkan:%d", device);
-    if (backend != ES_BACKEND_CPU) bw_mib = 0; /* the host's memory bandwidth bounds nothing on a device */
+    if (backend != ES_BACKEND_CPU) {
+        bw_mib = 0; /* the host's memory bandwidth bounds nothing on a device */
+        cli_keep_vulkan_driver();
+    }
     es_model *m = NULL;
     es_err err = {{0}};
     if (es_model_load(model_path, &mp, &m, &err) != ES_OK) return cli_error("bench", "%s", err.msg);

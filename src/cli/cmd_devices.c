@@ -33,6 +33,7 @@ int cmd_devices(int argc, char **argv) {
         } else
             return cli_usage_error("devices", k_usage, "unknown option '%s'", argv[i]);
     }
+    cli_keep_vulkan_driver();
     es_device_info dev[MAX_DEVICES];
     int n = 0;
     es_err err = {0};

@@ -525,6 +525,7 @@ int cmd_serve(int argc, char **argv) {
     const char *park = getenv("EDGESPEC_TEST_PARK_AFTER");
     long park_n;
     if (park && cli_parse_long(park, 1, 1 << 30, &park_n)) sp.sched.park_after_tokens = (int)park_n;
+    if (sp.sched.backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
     if (!(target = load_model(model_path, sp.sched.backend != ES_BACKEND_CPU))) goto done;
     if (draft_path) {
         if (!(draft = load_model(draft_path, false))) goto done;

@@ -1,5 +1,6 @@
 #include "cli/run_opts.h"
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +219,12 @@ void es_textbuf_append(es_textbuf *t, const char *s, size_t n) {
     t->s[t->len] = 0;
 }
 
+void cli_keep_vulkan_driver(void) {
+#ifdef ES_SANITIZED
+    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE); /* absent is fine: then nothing is unloaded either */
+#endif
+}
+
 bool cli_parse_device(const char *s, es_backend_kind *kind, int *index) {
     long n = 0;
     if (!strcmp(s, "cpu")) { *kind = ES_BACKEND_CPU; *index = 0; return true; }
@@ -234,6 +241,7 @@ static void on_device_message(void *ud, bool is_error, const char *msg) {
 void es_run_device_params(const es_run_opts *o, es_ctx_params *cp) {
     cp->backend = o->backend;
     cp->device = o->device;
+    if (o->backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
     const char *v = getenv("EDGESPEC_VK_VALIDATION"); /* a test hook of the command, never read by the library */
     if (o->backend == ES_BACKEND_VULKAN && v && !strcmp(v, "1")) {
         cp->device_validation = true;
