@@ -240,7 +240,10 @@ static es_status stage(vk_be *b, const es_fwd_plan *p, es_err *err) {
         const int seq = p->b->seq[i];
         if (b->seq_tab[seq] < 0) {
             const int nblk = b->seq_max[seq] / bs + 1;
-            if (tab_used + nblk > b->tab_cap) return es_fail(err, ES_ERR_INTERNAL, "vulkan: block tables overflow");
+            if (tab_used + nblk > b->tab_cap) { /* cannot happen: at most min(n, n_seq_max) tables of n_ctx slots */
+                for (int k = 0; k < n; k++) b->seq_tab[p->b->seq[k]] = b->seq_max[p->b->seq[k]] = -1;
+                return es_fail(err, ES_ERR_INTERNAL, "vulkan: block tables overflow");
+            }
             memcpy(b->tab_host + tab_used, es_kv_seq_blocks(b->kv, seq), (size_t)nblk * sizeof(int32_t));
             b->seq_tab[seq] = (int32_t)tab_used;
             tab_used += nblk;
