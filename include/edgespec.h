@@ -122,6 +122,8 @@ typedef enum es_kv_type {
     ES_KV_Q8_0 = 2,
 } es_kv_type;
 
+typedef enum es_backend_kind { ES_BACKEND_CPU = 0, ES_BACKEND_VULKAN = 1 } es_backend_kind;
+
 typedef struct es_ctx_params {
     int n_threads;        /* compute threads (>= 1) */
     int n_ctx;            /* max positions per sequence (0: the model's training context) */
@@ -131,6 +133,21 @@ typedef struct es_ctx_params {
     int64_t kv_blocks;    /* pages in the pool (0: enough for n_seq_max full sequences) */
     int n_logits_max;     /* max rows of logits one es_decode may ask for (0: n_batch_max) */
     es_kv_type kv_type;   /* element type of the cached K / V rows (default ES_KV_F16) */
+    /* Where the forward pass runs. ES_BACKEND_CPU (default): this machine's cores, n_threads of them.
+     * ES_BACKEND_VULKAN: Vulkan device `device` (es_devices); the weights are uploaded at es_ctx_init
+     * (they must be in the file's layout: load the model with no_repack; F32, F16, Q8_0, Q4_0, Q4_K,
+     * Q6_K and Q5_0 widened to Q8_0 have kernels), the KV rows live in device memory as f32 whatever
+     * kv_type says (kv_type still sizes the host pool's pages), and logits come back for the rows that
+     * ask. n_threads is not used there. */
+    es_backend_kind backend;
+    int device;
+    /* Vulkan: enable VK_LAYER_KHRONOS_validation and pass its messages to device_message (tests). */
+    bool device_validation;
+    void (*device_message)(void *ud, bool is_error, const char *msg);
+    void *device_message_ud;
+    /* Largest buffer one weight matrix may occupy on the device (0: the device's maxStorageBufferRange);
+     * larger matrices are split by rows across buffers. Tests set it small to exercise the split. */
+    int64_t device_buffer_max;
 } es_ctx_params;
 
 es_ctx_params es_ctx_default_params(void);
@@ -256,6 +273,29 @@ void es_sampler_accept(es_sampler *s, int32_t token);
 void es_sampler_reset(es_sampler *s);
 /* Uniform double in [0,1) from the sampler's seeded stream. */
 double es_sampler_uniform(es_sampler *s);
+
+/* ---- compute devices --------------------------------------------------------------------------- */
+
+#define ES_DEVICE_FEATURES_MAX 8
+
+/* A device a forward pass can run on besides the CPU (today: Vulkan compute devices). */
+typedef struct es_device_info {
+    char backend[16];                   /* "vulkan" */
+    int index;                          /* N of --device vulkan:N */
+    char name[256];                     /* the driver's device name */
+    char type[16];                      /* "discrete", "integrated", "virtual", "cpu", "other" */
+    int64_t memory_bytes;               /* the largest device-local memory heap */
+    uint32_t subgroup_size;             /* 8 on lavapipe, 32 on NVIDIA, 32/64 on AMD: no kernel assumes it */
+    int64_t max_storage_buffer_range;   /* most bytes one buffer binding may cover */
+    int n_features;
+    const char *features[ES_DEVICE_FEATURES_MAX]; /* static names: "fp16", "int8", "storage16",
+                                                     "storage8", "subgroup_arith", "coopmat_nv", "int_dot" */
+} es_device_info;
+
+/* Lists the Vulkan devices: the first min(n, cap) into out, their number into *n.
+ * Returns ES_ERR_UNSUPPORTED when this build has no Vulkan backend (no loader or glslc at build time),
+ * ES_ERR_IO when the Vulkan loader or a driver cannot be used (none installed: *n = 0). */
+es_status es_devices(es_device_info *out, int cap, int *n, es_err *err);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@ int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_edge(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
 /* `edgespec bench serve` (cmd_bench_serve.c); argv[1] == "serve". */
 int bench_serve(int argc, char **argv);
 
@@ -25,6 +26,13 @@ int bench_serve(int argc, char **argv);
 bool cli_parse_long(const char *s, long lo, long hi, long *out);
 bool cli_parse_u64(const char *s, uint64_t *out);
 bool cli_parse_float(const char *s, double lo, double hi, double *out);
+/* Sanitized builds (make asan / tsan) only, called before a command first uses Vulkan: keeps Mesa's
+ * lavapipe loaded past vkDestroyInstance. The loader unloads the driver there, and LeakSanitizer,
+ * which looks at the end of the process, would then report the driver's still-referenced global
+ * allocations as leaks (the tests' harness does the same, tests/test_vulkan.c). A no-op elsewhere. */
+void cli_keep_vulkan_driver(void);
+/* --device: "cpu", "vulkan" (device 0) or "vulkan:N". */
+bool cli_parse_device(const char *s, es_backend_kind *kind, int *index);
 /* --kv-type: "f32", "f16" or "q8_0". */
 bool cli_parse_kv_type(const char *s, es_kv_type *out);
 

@@ -15,7 +15,7 @@
 
 static const char *k_usage_model =
     "edgespec bench [model] -m MODEL.gguf [--threads N] [--n-prompt N] [--n-gen N] [--ks 1,2,4,8,16,32,64]\n"
-    "               [--reps R] [--bw-mib M] [--kv-type f32|f16|q8_0] [--json]";
+    "               [--reps R] [--bw-mib M] [--kv-type f32|f16|q8_0] [--device cpu|vulkan[:N]] [--json]";
 static const char *k_usage_spec =
     "edgespec bench spec -m TARGET.gguf --draft D1.gguf[,D2.gguf...] [--threads N] [--n-gen N] [--prompts FILE]\n"
     "               [--n-prompts N] [--draft-max K] [--tree-budget N --tree-depth N --tree-width N]\n"
@@ -63,6 +63,8 @@ static int bench_model(int argc, char **argv) {
     int ks[16] = {1, 2, 4, 8, 16, 32, 64}, nk = 7;
     bool json = false;
     es_kv_type kv_type = ES_KV_F16;
+    es_backend_kind backend = ES_BACKEND_CPU;
+    int device = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
@@ -78,11 +80,19 @@ static int bench_model(int argc, char **argv) {
         else if (!strcmp(a, "--bw-mib")) { if (!cli_parse_long(v, 0, 65536, &lv)) return cli_usage_error("bench", k_usage_model, "bad --bw-mib '%s'", v); bw_mib = (int)lv; }
         else if (!strcmp(a, "--ks")) { if ((nk = parse_list(v, ks, 16)) <= 0) return cli_usage_error("bench", k_usage_model, "bad --ks '%s'", v); }
         else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &kv_type)) return cli_usage_error("bench", k_usage_model, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
+        else if (!strcmp(a, "--device")) { if (!cli_parse_device(v, &backend, &device)) return cli_usage_error("bench", k_usage_model, "bad --device '%s' (cpu, vulkan or vulkan:N)", v); }
         else return cli_usage_error("bench", k_usage_model, "unknown option '%s'", a);
     }
     if (!model_path) return cli_usage_error("bench", k_usage_model, "a model is required (-m MODEL.gguf)");
     es_model_params mp = es_model_default_params();
     mp.progress = cli_progress;
+    mp.no_repack = mp.no_repack || backend != ES_BACKEND_CPU; /* a device reads the file's layout */
+    char devname[64] = "cpu";
+    if (backend == ES_BACKEND_VULKAN) snprintf(devname, sizeof devname, "vulkan:%d", device);
+    if (backend != ES_BACKEND_CPU) {
+        bw_mib = 0; /* the host's memory bandwidth bounds nothing on a device */
+        cli_keep_vulkan_driver();
+    }
     es_model *m = NULL;
     es_err err = {{0}};
     if (es_model_load(model_path, &mp, &m, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
@@ -94,6 +104,8 @@ static int bench_model(int argc, char **argv) {
     cp.n_logits_max = 1;
     cp.n_ctx = n_prompt + n_gen + kmax + 8;
     cp.kv_type = kv_type;
+    cp.backend = backend;
+    cp.device = device;
     if (cp.n_ctx > es_model_n_ctx_train(m) && es_model_n_ctx_train(m) >= n_prompt + kmax + 8) cp.n_ctx = es_model_n_ctx_train(m);
     es_ctx *c = NULL;
     if (es_ctx_init(m, &cp, &c, &err) != ES_OK) { es_model_free(m); return cli_error("bench", "%s", err.msg); }
@@ -137,6 +149,7 @@ static int bench_model(int argc, char **argv) {
         cJSON_AddStringToObject(j, "model", model_path);
         cJSON_AddStringToObject(j, "model_desc", desc);
         cJSON_AddNumberToObject(j, "threads", threads);
+        cJSON_AddStringToObject(j, "device", devname);
         cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(kv_type));
         cJSON_AddNumberToObject(j, "kv_bytes_per_token", (double)es_ctx_kv_bytes_per_token(m, kv_type));
         cJSON_AddNumberToObject(j, "weight_bytes_per_token", bytes);
@@ -161,7 +174,7 @@ static int bench_model(int argc, char **argv) {
         free(s);
         cJSON_Delete(j);
     } else {
-        printf("model      %s\n           %s\nthreads    %d\n", model_path, desc, threads);
+        printf("model      %s\n           %s\nthreads    %d\ndevice     %s\n", model_path, desc, threads, devname);
         printf("kv cache   %s, %lld bytes per token\n", es_kv_type_name(kv_type), (long long)es_ctx_kv_bytes_per_token(m, kv_type));
         printf("bandwidth  %.1f GB/s read -> decode bound %.1f tok/s (%.1f MB per token)\n", bw, bound, bytes / 1e6);
         printf("decode     %.2f tok/s (%.0f%% of the bound)\n", dec_tps, bound > 0 ? 100 * dec_tps / bound : 0);

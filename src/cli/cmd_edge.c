@@ -294,6 +294,8 @@ static int parse(int argc, char **argv, edge_opts *o) {
     free(rest);
     if (rc != 0) return rc;
     o->r.model_path = NULL;
+    if (o->r.backend != ES_BACKEND_CPU)
+        return cli_usage_error("edge", k_usage, "--device is for run, serve and bench: an edge drafts on its CPU");
     if (o->no_draft && o->server_spec) return cli_usage_error("edge", k_usage, "give --no-draft or --server-spec, not both");
     if (!have_draft && !o->no_draft && !o->server_spec)
         return cli_usage_error("edge", k_usage, "a draft model is required (-d DRAFT.gguf), or --no-draft / --server-spec");
@@ -432,7 +434,7 @@ static int run_listen(edge_opts *o) {
     int rc = 1;
     es_err err = {{0}};
     es_edge_http *srv = NULL;
-    es_model *draft = es_run_load_model("edge", o->r.draft_path);
+    es_model *draft = es_run_load_model("edge", o->r.draft_path, ES_BACKEND_CPU);
     if (!draft) goto done;
     char name[256];
     snprintf(name, sizeof name, "%s", o->model_name ? o->model_name : "edgespec-edge");
@@ -498,7 +500,7 @@ int cmd_edge(int argc, char **argv) {
     sink sk;
     memset(&sk, 0, sizeof sk);
     sk.json = o.r.json;
-    if (o.r.draft_path && !(draft = es_run_load_model("edge", o.r.draft_path))) goto done;
+    if (o.r.draft_path && !(draft = es_run_load_model("edge", o.r.draft_path, ES_BACKEND_CPU))) goto done;
     const es_tokenizer *tok = draft ? es_model_tokenizer(draft) : NULL;
     if (tok && es_run_tokenize(tok, &o.r, &pr) != 0) goto done;
 

@@ -14,7 +14,7 @@ static const char *k_usage =
     "edgespec run -m MODEL.gguf (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P]\n"
     "             [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--presence-penalty P]\n"
     "             [--frequency-penalty F] [--logit-bias TOKEN=BIAS] [--seed S] [--threads N]\n"
-    "             [--ctx N] [--batch N] [--kv-type f32|f16|q8_0] [--no-bos] [--json]\n"
+    "             [--ctx N] [--batch N] [--kv-type f32|f16|q8_0] [--device cpu|vulkan[:N]] [--no-bos] [--json]\n"
     "             [--draft DRAFT.gguf [--spec chain|tree] [--accept greedy|match|rejection] [--draft-max K] ...]";
 
 static void print_help(void) {
@@ -41,6 +41,9 @@ static void print_help(void) {
            "  --kv-type TYPE         KV cache element type: f32, f16 (default) or q8_0 (per 32 values an\n"
            "                         int8 each and an fp16 scale); memory per token is\n"
            "                         2 x layers x n_head_kv x head_dim x 4, 2 or 34/32 bytes\n"
+           "  --device DEV           where the (target's) forward pass runs: cpu (default) or vulkan[:N]\n"
+           "                         (`edgespec devices` lists them; f32, f16, q8_0, q4_0, q4_k, q6_k; the\n"
+           "                         device keeps f32 KV rows); a draft model stays on the CPU\n"
            "  --no-bos               do not prepend BOS\n"
            "  --json                 print one JSON object with tokens, text and timings\n"
            "  --draft FILE           speculative decoding with this draft model (see `edgespec run --help-spec`)\n",

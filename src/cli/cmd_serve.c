@@ -33,7 +33,7 @@ static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
     "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
-    "               [--drain-timeout S]\n"
+    "               [--drain-timeout S] [--device cpu|vulkan[:N]]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--http-max-connections N] [--http-request-timeout S] [--max-queue N] [--queue-timeout S]\n"
@@ -67,6 +67,8 @@ static void print_help(void) {
            "                           memory. A session that does not fit is busy.\n"
            "  --kv-type f32|f16|q8_0   KV cache element type (default f16; q8_0: 34 bytes per 32 values);\n"
            "                           --kv-memory is divided by the real bytes per token of this type\n"
+           "  --device cpu|vulkan[:N]  where the target's forward pass runs (default cpu; `edgespec devices`);\n"
+           "                           the server's own --draft stays on the CPU\n"
            "  --sched pipeline|gather  how edge sessions share passes (default pipeline): pipeline (SpecEdge)\n"
            "                           splits them into groups verified in turn, so the server computes one\n"
            "                           group while the others' edges draft and their trees travel; gather\n"
@@ -170,8 +172,9 @@ static void serve_log(void *ud, int level, const char *msg) {
     fprintf(stderr, "edgespec serve: %s: %s\n", names[level], msg);
 }
 
-static es_model *load_model(const char *path) {
+static es_model *load_model(const char *path, bool device) {
     es_model_params mp = es_model_default_params();
+    if (device) mp.no_repack = true; /* a device reads the file's layout */
     mp.progress = cli_progress;
     mp.log = cli_log;
     es_model *m = NULL;
@@ -214,8 +217,21 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
                 (long long)st->http.conns_refused, (long long)st->http.conns_timed_out);
 }
 
+/* "cpu", or "vulkan:N (name, M MiB)" for the device the target runs on. */
+static void device_desc(es_backend_kind backend, int device, char *buf, size_t len) {
+    snprintf(buf, len, "cpu");
+    if (backend != ES_BACKEND_VULKAN) return;
+    es_device_info d[16];
+    int n = 0;
+    es_err err = {{0}};
+    if (es_devices(d, 16, &n, &err) == ES_OK && device < n && device < 16)
+        snprintf(buf, len, "vulkan:%d (%s, %lld MiB)", device, d[device].name, (long long)(d[device].memory_bytes >> 20));
+    else
+        snprintf(buf, len, "vulkan:%d", device);
+}
+
 static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port,
-                             es_kv_type kv_type, int policy) {
+                             es_kv_type kv_type, int policy, const char *device) {
     const es_sched_stats *k = &st->sched;
     double active = k->busy_seconds + k->idle_seconds;
     cJSON *o = cJSON_CreateObject();
@@ -267,6 +283,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "kv_blocks_total", (double)k->kv_blocks_total);
     cJSON_AddNumberToObject(o, "kv_bytes_per_block", (double)k->kv_bytes_per_block);
     cJSON_AddStringToObject(o, "kv_type", es_kv_type_name(kv_type));
+    cJSON_AddStringToObject(o, "device", device);
     cJSON *h = cJSON_AddObjectToObject(o, "http");
     if (h) {
         cJSON_AddNumberToObject(h, "requests", (double)st->http.requests);
@@ -359,6 +376,10 @@ int cmd_serve(int argc, char **argv) {
             const int pol = es_sched_policy_parse(v);
             if (pol < 0) return cli_usage_error("serve", k_usage, "--sched must be pipeline or gather, got '%s'", v);
             sp.sched.policy = pol;
+        } else if (!strcmp(a, "--device")) {
+            NEED_VALUE();
+            if (!cli_parse_device(v, &sp.sched.backend, &sp.sched.device))
+                return cli_usage_error("serve", k_usage, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
         } else if (!strcmp(a, "--batch-window-ms")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 10000, &dv)) return cli_usage_error("serve", k_usage, "--batch-window-ms must be in 0..10000, got '%s'", v);
@@ -550,9 +571,10 @@ int cmd_serve(int argc, char **argv) {
     const char *park = getenv("EDGESPEC_TEST_PARK_AFTER");
     long park_n;
     if (park && cli_parse_long(park, 1, 1 << 30, &park_n)) sp.sched.park_after_tokens = (int)park_n;
-    if (!(target = load_model(model_path))) goto done;
+    if (sp.sched.backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
+    if (!(target = load_model(model_path, sp.sched.backend != ES_BACKEND_CPU))) goto done;
     if (draft_path) {
-        if (!(draft = load_model(draft_path))) goto done;
+        if (!(draft = load_model(draft_path, false))) goto done;
         if (es_spec_check_vocab(es_model_tokenizer(target), es_model_tokenizer(draft), &err) != ES_OK) {
             cli_error("serve", "draft %s cannot draft for %s: %s", draft_path, model_path, err.msg);
             goto done;
@@ -611,6 +633,9 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
             sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key || keys.n ? ", api key required" : "",
             tls ? ", TLS" : "", local ? "" : ", reachable from other machines");
+    char devdesc[320];
+    device_desc(sp.sched.backend, sp.sched.device, devdesc, sizeof devdesc);
+    if (sp.sched.backend != ES_BACKEND_CPU) fprintf(stderr, "edgespec serve: the target's forward pass runs on %s\n", devdesc);
     if (!local && !tls)
         fprintf(stderr, "edgespec serve: warning: listening beyond this machine without TLS: traffic and keys travel in "
                         "clear text (see --tls-cert)\n");
@@ -659,7 +684,7 @@ int cmd_serve(int argc, char **argv) {
     es_server_free(srv);
     srv = NULL;
     double uptime = cli_now() - t0;
-    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type, sp.sched.policy);
+    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type, sp.sched.policy, devdesc);
     else print_stats_human(&st, uptime);
     rc = 0;
 done:

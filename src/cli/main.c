@@ -20,6 +20,7 @@ static const command k_commands[] = {
     {"serve", cmd_serve, "run the verification server (target model) for edge clients"},
     {"edge", cmd_edge, "generate on an edge device: draft locally, verify on a server"},
     {"bench", cmd_bench, "measure decode / prefill / verify / serving speed"},
+    {"devices", cmd_devices, "list the devices a forward pass can run on (cpu, vulkan:N)"},
 };
 
 static void usage(FILE *f) {

@@ -1,5 +1,6 @@
 #include "cli/run_opts.h"
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,10 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 1 << 24, &lv)) return cli_usage_error(cmd, usage, "--ctx must be a positive integer, got '%s'", v);
             o->n_ctx = (int)lv;
+        } else if (!strcmp(a, "--device")) {
+            NEED_VALUE();
+            if (!cli_parse_device(v, &o->backend, &o->device))
+                return cli_usage_error(cmd, usage, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
         } else if (!strcmp(a, "--kv-type")) {
             NEED_VALUE();
             if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error(cmd, usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
@@ -214,8 +219,39 @@ void es_textbuf_append(es_textbuf *t, const char *s, size_t n) {
     t->s[t->len] = 0;
 }
 
-es_model *es_run_load_model(const char *cmd, const char *path) {
+void cli_keep_vulkan_driver(void) {
+#ifdef ES_SANITIZED
+    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE); /* absent is fine: then nothing is unloaded either */
+#endif
+}
+
+bool cli_parse_device(const char *s, es_backend_kind *kind, int *index) {
+    long n = 0;
+    if (!strcmp(s, "cpu")) { *kind = ES_BACKEND_CPU; *index = 0; return true; }
+    if (!strcmp(s, "vulkan")) { *kind = ES_BACKEND_VULKAN; *index = 0; return true; }
+    if (!strncmp(s, "vulkan:", 7) && cli_parse_long(s + 7, 0, 255, &n)) { *kind = ES_BACKEND_VULKAN; *index = (int)n; return true; }
+    return false;
+}
+
+static void on_device_message(void *ud, bool is_error, const char *msg) {
+    (void)ud;
+    fprintf(stderr, "edgespec: vulkan validation %s: %s\n", is_error ? "error" : "warning", msg);
+}
+
+void es_run_device_params(const es_run_opts *o, es_ctx_params *cp) {
+    cp->backend = o->backend;
+    cp->device = o->device;
+    if (o->backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
+    const char *v = getenv("EDGESPEC_VK_VALIDATION"); /* a test hook of the command, never read by the library */
+    if (o->backend == ES_BACKEND_VULKAN && v && !strcmp(v, "1")) {
+        cp->device_validation = true;
+        cp->device_message = on_device_message;
+    }
+}
+
+es_model *es_run_load_model(const char *cmd, const char *path, es_backend_kind backend) {
     es_model_params mp = es_model_default_params();
+    if (backend != ES_BACKEND_CPU) mp.no_repack = true;
     mp.progress = cli_progress;
     mp.log = cli_log;
     es_model *m = NULL;

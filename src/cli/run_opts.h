@@ -16,6 +16,8 @@ typedef struct es_run_opts {
     int n_ctx;
     int n_batch;
     es_kv_type kv_type;      /* --kv-type (default f16) */
+    es_backend_kind backend; /* --device cpu|vulkan[:N] (the target's forward pass; a draft stays on the CPU) */
+    int device;
     bool add_bos;
     bool json;
     es_sampler_params sp;
@@ -40,8 +42,12 @@ void es_run_opts_print_spec_help(void);
 int es_run_plain(es_run_opts *o);
 int es_run_speculative(es_run_opts *o);
 
-/* Shared by both paths: loads a model with progress and prints errors. NULL on failure. */
-es_model *es_run_load_model(const char *cmd, const char *path);
+/* Shared by both paths: loads a model with progress and prints errors. NULL on failure. A model for a
+ * device backend keeps the file's layout (the CPU's repacked copies are of no use there). */
+es_model *es_run_load_model(const char *cmd, const char *path, es_backend_kind backend);
+/* Sets the context parameters of --device: backend, index, and with EDGESPEC_VK_VALIDATION=1 in the
+ * environment (tests) the Vulkan validation layer, its messages printed on stderr. */
+void es_run_device_params(const es_run_opts *o, es_ctx_params *cp);
 /* Streams a token's text to stdout (when not --json) and appends it to a growing buffer. */
 typedef struct es_textbuf { char *s; size_t len, cap; } es_textbuf;
 void es_textbuf_append(es_textbuf *t, const char *s, size_t n);

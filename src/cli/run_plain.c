@@ -14,7 +14,7 @@ int es_run_plain(es_run_opts *o) {
     es_ctx *ctx = NULL;
     es_sampler *smp = NULL;
     int32_t *prompt_ids = NULL, *pos = NULL, *seqv = NULL, *gen = NULL;
-    es_model *model = es_run_load_model("run", o->model_path);
+    es_model *model = es_run_load_model("run", o->model_path, o->backend);
     if (!model) goto done;
     const es_tokenizer *tok = es_model_tokenizer(model);
 
@@ -29,6 +29,7 @@ int es_run_plain(es_run_opts *o) {
     cp.n_batch_max = o->n_batch;
     cp.kv_type = o->kv_type;
     cp.n_logits_max = 1;
+    es_run_device_params(o, &cp);
     if (es_ctx_init(model, &cp, &ctx, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
     const int n_ctx = o->n_ctx > 0 ? o->n_ctx : es_model_n_ctx_train(model);
     if (n_prompt >= n_ctx) {

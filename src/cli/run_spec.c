@@ -34,12 +34,13 @@ void es_run_opts_print_spec_help(void) {
 
 static void on_token(void *ud, int32_t t) { es_run_output_token(ud, t); }
 
-static es_ctx *make_ctx(es_model *m, const es_run_opts *o) {
+static es_ctx *make_ctx(es_model *m, const es_run_opts *o, bool target) {
     es_ctx_params cp = es_ctx_default_params();
     cp.n_threads = o->n_threads;
     cp.n_ctx = o->n_ctx;
     cp.n_batch_max = ES_SPEC_MAX_NODES + 1;
     cp.kv_type = o->kv_type;
+    if (target) es_run_device_params(o, &cp);
     es_ctx *c = NULL;
     es_err err = {{0}};
     if (es_ctx_init(m, &cp, &c, &err) != ES_OK) cli_error("run", "%s", err.msg);
@@ -55,7 +56,8 @@ int es_run_speculative(es_run_opts *o) {
     es_drafter *dr = NULL;
     int32_t *gen = NULL;
     es_run_prompt pr = {0};
-    if (!(target = es_run_load_model("run", o->model_path)) || !(draft = es_run_load_model("run", o->draft_path))) goto done;
+    if (!(target = es_run_load_model("run", o->model_path, o->backend)) ||
+        !(draft = es_run_load_model("run", o->draft_path, ES_BACKEND_CPU))) goto done;
     const es_tokenizer *tok = es_model_tokenizer(target);
     if (es_spec_check_vocab(tok, es_model_tokenizer(draft), &err) != ES_OK) {
         cli_error("run", "draft %s cannot draft for %s: %s", o->draft_path, o->model_path, err.msg);
@@ -67,7 +69,7 @@ int es_run_speculative(es_run_opts *o) {
         goto done;
     }
     if (es_run_tokenize(tok, o, &pr) != 0) goto done;
-    if (!(tctx = make_ctx(target, o)) || !(dctx = make_ctx(draft, o))) goto done;
+    if (!(tctx = make_ctx(target, o, true)) || !(dctx = make_ctx(draft, o, false))) goto done;
     const int n_ctx_t = o->n_ctx > 0 ? o->n_ctx : es_model_n_ctx_train(target);
     const int n_ctx_d = o->n_ctx > 0 ? o->n_ctx : es_model_n_ctx_train(draft);
     const int n_ctx = n_ctx_t < n_ctx_d ? n_ctx_t : n_ctx_d;

@@ -299,6 +299,8 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     cp.kv_blocks = blocks;
     cp.n_logits_max = s->n_logits_max;
     cp.kv_type = p.kv_type;
+    cp.backend = p.backend;
+    cp.device = p.device;
     es_status st = es_ctx_init(target, &cp, &s->ctx, err);
     if (st == ES_OK && p.draft) {
         if (es_model_n_vocab(p.draft) != s->n_vocab) {
@@ -308,6 +310,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
         }
         /* Draft pages: the target's token budget plus room for one draft tree per session. */
         es_ctx_params dp = cp;
+        dp.backend = ES_BACKEND_CPU;
         dp.n_batch_max = ES_SPEC_MAX_NODES + 1; /* the drafter's largest batch */
         dp.n_logits_max = 0;
         dp.kv_blocks = blocks + (int64_t)p.max_sessions * ((ES_SPEC_MAX_NODES + SCHED_KV_BLOCK) / SCHED_KV_BLOCK + 1);

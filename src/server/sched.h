@@ -85,6 +85,8 @@ typedef struct es_sched_params {
     int max_groups;           /* pipeline: most edge groups (default 4; the number in use is sized from
                                  the measured round time of the edges and the profiled pass time, see
                                  es_sched_groups_for: 1 when splitting would not pay) */
+    es_backend_kind backend;  /* where the target's forward pass runs (default the CPU); device `device`, */
+    int device;               /* model loaded with no_repack (es_ctx_params); the server's draft stays on the CPU */
     double batch_window_ms;   /* edge sessions whose verdict is out: wait up to this long for their next
                                  trees so they share a pass (gather: all of them; pipeline: the group due
                                  next) (default 20; 0: never wait) */

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# test_device_cli.sh — `edgespec run --device vulkan` (lavapipe in CI, validation layer on through the
+# command's EDGESPEC_VK_VALIDATION test hook): greedy output token for token the CPU's with an f32
+# KV cache, for plain runs and for `--draft` chains and trees (the target verifies on the device, the
+# draft drafts on the CPU), and `serve --device vulkan` verifying for three edges with different
+# drafts at once; bad --device values fail clearly. A build configured without Vulkan has
+# nothing to check (exit 77).
+. "$(dirname "$0")/lib.sh"
+es_test_init device-cli
+
+expect 0 "$bin" devices --json
+if grep -qF "built without Vulkan" "$tmp/out"; then
+  echo "test_device_cli: this build has no Vulkan backend: nothing to check" >&2
+  exit 77
+fi
+export EDGESPEC_VK_VALIDATION=1
+target=$models/stories260K.gguf
+prompt="Once upon a time"
+
+# tokens PREFIX: the "tokens" array of $tmp/PREFIX.json, one line
+tokens() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"])' "$tmp/$1.json"; }
+# run_json PREFIX args...: edgespec run --json into $tmp/PREFIX.json, stderr into $tmp/PREFIX.err
+run_json() {
+  local p=$1; shift
+  if "$bin" run "$@" --json >"$tmp/$p.json" 2>"$tmp/$p.err"; then ok; else bad "run $*: $(head -c 400 "$tmp/$p.err")"; fi
+  if grep -q "vulkan validation" "$tmp/$p.err"; then bad "validation messages in run $*: $(grep -m 3 "vulkan validation" "$tmp/$p.err")"; else ok; fi
+}
+
+run_json cpu -m "$target" -p "$prompt" -n 48 --temp 0 --kv-type f32 -t 1
+run_json dev -m "$target" -p "$prompt" -n 48 --temp 0 --kv-type f32 --device vulkan
+[ "$(tokens cpu)" = "$(tokens dev)" ] && ok || bad "run --device vulkan: $(tokens dev) != cpu $(tokens cpu)"
+
+for spec in chain tree; do
+  run_json "spec-$spec" -m "$target" --draft "$models/draft-mid.gguf" --spec "$spec" -p "$prompt" -n 48 --temp 0 \
+    --kv-type f32 --device vulkan:0
+  [ "$(tokens cpu)" = "$(tokens "spec-$spec")" ] && ok || bad "run --draft --spec $spec on the device: $(tokens "spec-$spec") != $(tokens cpu)"
+done
+
+# serve verifying on the device for three edges at once, each with another draft (chain, tree, tree
+# with an emulated round trip): every edge's text is the CPU's run
+es_reap_on_exit
+expect 0 "$bin" run -m "$target" -p "$prompt" -n 48 --temp 0 --kv-type f32 -t 1
+cp "$tmp/out" "$tmp/ref.txt"
+"$bin" serve -m "$target" --port 0 -t 1 --kv-type f32 --device vulkan >"$tmp/serve.out" 2>"$tmp/serve.err" &
+pid=$!
+pids+=("$pid")
+port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
+if [ -z "$port" ]; then
+  bad "serve --device vulkan did not start: $(head -c 400 "$tmp/serve.err")"
+else
+  srv=127.0.0.1:$port
+  has "$tmp/serve.err" "the target's forward pass runs on vulkan:0 ("
+  "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 >"$tmp/e1.out" 2>"$tmp/e1.err" &
+  e1=$!
+  "$bin" edge -d "$models/draft-small.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/e2.out" 2>"$tmp/e2.err" &
+  e2=$!
+  "$bin" edge -d "$models/draft-random.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree --emulate-rtt-ms 5 \
+    >"$tmp/e3.out" 2>"$tmp/e3.err" &
+  e3=$!
+  for k in 1 2 3; do
+    eval "wait \$e$k" && ok || bad "edge $k against serve --device vulkan failed: $(head -c 300 "$tmp/e$k.err")"
+    cmp -s "$tmp/e$k.out" "$tmp/ref.txt" && ok || bad "edge $k: text differs from run: $(head -c 200 "$tmp/e$k.out")"
+  done
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+fi
+
+# quantised weights run on the device too (their tokens may differ from the CPU's int8 path)
+run_json q8 -m "$models/stories260K-q8_0.gguf" -p "$prompt" -n 16 --temp 0 --device vulkan
+
+expect 1 "$bin" run -m "$target" -p "$prompt" -n 4 --device vulkan:99
+has "$tmp/err" "no device 99"
+expect 2 "$bin" run -m "$target" -p "$prompt" -n 4 --device gpu
+has "$tmp/err" "--device must be cpu, vulkan or vulkan:N"
+
+expect 1 "$bin" serve -m "$target" --port 0 --device vulkan:99
+has "$tmp/err" "no device 99"
+# no driver at all (the loader pointed at an ICD file that does not exist): devices lists the CPU and
+# says why, a run on the device fails at start with the reason
+VK_ICD_FILENAMES=$tmp/none.json expect 0 "$bin" devices --json
+has "$tmp/out" '"vulkan_error":"vulkan: vkCreateInstance failed: VK_ERROR_INCOMPATIBLE_DRIVER'
+has "$tmp/out" '"backend":"cpu"'
+VK_ICD_FILENAMES=$tmp/none.json expect 1 "$bin" run -m "$target" -p "$prompt" -n 4 --device vulkan
+has "$tmp/err" "no Vulkan driver installed?"
+expect 2 "$bin" edge -d "$models/draft-mid.gguf" --server 127.0.0.1:1 -p "$prompt" --device vulkan
+has "$tmp/err" "an edge drafts on its CPU"
+
+es_test_finish test_device_cli

@@ -1,0 +1,355 @@
+/* test_device_forward.c — the whole forward pass on each Vulkan device (lavapipe in CI) against the
+ * CPU backend, under the validation layer (any validation error fails the test).
+ *
+ *  - golden: the 20 golden prompts of stories260K (f32) as 20 sequences batched together, prefilled in
+ *    one pass and then decoded greedily one row per sequence per pass, on the device and on a CPU
+ *    context with an f32 KV cache side by side: every row's logits agree within
+ *    LOGIT_TOL · (1 + max |logit|), every argmax is the same, and the tokens are the golden ones;
+ *  - quantised weights (Q8_0, Q4_0): the device dequantises and multiplies in f32 where the CPU
+ *    quantises the activations to int8, so their logits differ by that rounding; a sequence decoded
+ *    alone (the matrix–vector kernels) agrees within QUANT_TOL · (1 + max |logit|);
+ *  - Qwen2 (q/k/v biases, NEOX RoPE, grouped-query heads) on a random synthetic model, f32 and Q4_K;
+ *  - a token tree (parents, never a dense mask) verified in one pass, then es_seq_keep of one path
+ *    (the device moves its own KV rows) and one more step: device == CPU within LOGIT_TOL; once more
+ *    with every weight matrix split by rows into 4 KiB buffers (as on a device whose
+ *    maxStorageBufferRange is smaller than a matrix);
+ *  - errors: a device index past the list, a model repacked for the CPU.
+ * A build without Vulkan has nothing to run (exit 77); a build with it but no device fails. */
+#include <dlfcn.h>
+#include <math.h>
+#include <string.h>
+
+#include "backend/vulkan/vk.h"
+#include "convert/convert.h"
+#include "kernels/matmul.h"
+#include "testutil.h"
+
+/* f32 weights: the device and the CPU differ only in the order of their f32 sums */
+#define LOGIT_TOL 1e-4
+/* Q8_0 / Q4_0: the CPU rounds each activation block to int8 first (about 1/254 of its largest value) */
+#define QUANT_TOL 5e-2
+#define N_SEQ 20
+#define N_STEPS 48
+
+static int n_validation_errors;
+
+static void on_message(void *ud, bool is_error, const char *msg) {
+    (void)ud;
+    fprintf(stderr, "vulkan validation %s: %s\n", is_error ? "ERROR" : "warning", msg);
+    if (is_error) n_validation_errors++;
+}
+
+/* buffer_max > 0 splits every device weight matrix into buffers of at most that many bytes */
+static es_ctx *make_ctx(es_model *m, es_backend_kind be, int device, int64_t buffer_max, int n_seq) {
+    es_ctx_params p = es_ctx_default_params();
+    p.n_ctx = 256;
+    p.n_seq_max = n_seq;
+    p.n_batch_max = 512;
+    p.n_logits_max = 32;
+    p.kv_type = ES_KV_F32;
+    p.n_threads = 2;
+    p.backend = be;
+    p.device = device;
+    p.device_validation = true;
+    p.device_message = on_message;
+    p.device_buffer_max = buffer_max;
+    es_ctx *c = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_ctx_init(m, &p, &c, &err), &err);
+    return c;
+}
+
+static es_model *load(const char *file, bool no_repack) {
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = no_repack;
+    es_model *m = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_model_load(es_test_model(file), &mp, &m, &err), &err);
+    return m;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* max |a − b| / (1 + max |b|) over n logits */
+static double rel_diff(const float *a, const float *b, int n) {
+    double d = 0, mx = 0;
+    for (int i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - b[i]);
+        if (!(e <= d)) d = e;
+        if (fabs(b[i]) > mx) mx = fabs(b[i]);
+    }
+    return d / (1 + mx);
+}
+
+/* Runs the same batch on both contexts and compares the logits of every row that asked (and, with
+ * same_argmax, their argmax: not for random-weight models, whose logits are near ties). */
+static void decode_both_(es_ctx *dev, es_ctx *cpu, const es_batch *b, int n_vocab, double tol, const char *what,
+                         double *worst, bool same_argmax) {
+    es_err err = {{0}};
+    CHECK_OK(es_decode(dev, b, &err), &err);
+    CHECK_OK(es_decode(cpu, b, &err), &err);
+    for (int i = 0; i < b->n_tokens; i++) {
+        if (b->logits && !b->logits[i]) continue;
+        if (!b->logits && i != b->n_tokens - 1) continue;
+        const float *ld = es_ctx_logits(dev, i), *lc = es_ctx_logits(cpu, i);
+        CHECK(ld && lc);
+        if (!ld || !lc) continue;
+        const double e = rel_diff(ld, lc, n_vocab);
+        if (e > *worst) *worst = e;
+        CHECK_MSG(e <= tol, "%s, row %d: device logits differ from the CPU's by %.3g (tolerance %.g)", what, i, e, tol);
+        if (same_argmax)
+            CHECK_MSG(argmax(ld, n_vocab) == argmax(lc, n_vocab), "%s, row %d: device argmax %d, CPU %d", what, i,
+                      argmax(ld, n_vocab), argmax(lc, n_vocab));
+    }
+}
+
+static void decode_both(es_ctx *dev, es_ctx *cpu, const es_batch *b, int n_vocab, double tol, const char *what,
+                        double *worst) {
+    decode_both_(dev, cpu, b, n_vocab, tol, what, worst, true);
+}
+
+/* ---- the golden prompts, batched ------------------------------------------------------------- */
+
+static void test_golden(int device) {
+    size_t len;
+    char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
+    CHECK(text != NULL);
+    es_model *m = load("stories260K.gguf", true);
+    if (!text || !m) { free(text); es_model_free(m); return; }
+    static es_test_golden g[N_SEQ];
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line && n < N_SEQ; line = strtok(NULL, "\n"))
+        if (es_test_golden_parse(line, &g[n])) n++;
+    CHECK(n == N_SEQ);
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, N_SEQ), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, N_SEQ);
+    if (!dev || !cpu) goto done;
+    const int nv = es_model_n_vocab(m);
+    int32_t tok[512], pos[512], seq[512], sid_d[N_SEQ], sid_c[N_SEQ], last[N_SEQ], npos[N_SEQ];
+    int8_t want[512];
+    es_err err = {{0}};
+    int nt = 0;
+    for (int s = 0; s < n; s++) { /* one prefill pass over every prompt: logits of each one's last token */
+        CHECK_OK(es_seq_open(dev, &sid_d[s], &err), &err);
+        CHECK_OK(es_seq_open(cpu, &sid_c[s], &err), &err);
+        CHECK(sid_d[s] == sid_c[s]);
+        for (int i = 0; i < g[s].n_prompt && nt < 512; i++, nt++) {
+            tok[nt] = g[s].prompt_ids[i];
+            pos[nt] = i;
+            seq[nt] = sid_d[s];
+            want[nt] = i == g[s].n_prompt - 1;
+        }
+        npos[s] = g[s].n_prompt;
+    }
+    double worst = 0;
+    es_batch b = {.n_tokens = nt, .token = tok, .pos = pos, .seq = seq, .logits = want};
+    decode_both(dev, cpu, &b, nv, LOGIT_TOL, "golden prefill", &worst);
+    int r = 0, matched = 0, compared = 0;
+    for (int i = 0; i < nt; i++)
+        if (want[i]) last[r++] = argmax(es_ctx_logits(dev, i), nv);
+    for (int step = 0; step < N_STEPS; step++) {
+        int k = 0;
+        for (int s = 0; s < n; s++) {
+            if (step >= g[s].n_gen) continue; /* the reference stopped here */
+            compared++;
+            if (last[s] == g[s].gen_ids[step]) matched++;
+            else CHECK_MSG(0, "golden prompt %d: device token %d at step %d, the reference's %d", s, last[s], step, g[s].gen_ids[step]);
+            tok[k] = last[s];
+            pos[k] = npos[s]++;
+            seq[k] = sid_d[s];
+            want[k] = 1;
+            k++;
+        }
+        if (k == 0) break;
+        b.n_tokens = k;
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "golden decode", &worst);
+        for (int s = 0, i = 0; s < n; s++)
+            if (step < g[s].n_gen) last[s] = argmax(es_ctx_logits(dev, i++), nv);
+    }
+    printf("golden on the device: %d/%d tokens as the reference, logits within %.2g of the CPU's\n", matched, compared, worst);
+done:
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+    free(text);
+}
+
+/* ---- quantised weights, one sequence alone --------------------------------------------------- */
+
+static void test_quantised(int device, const char *file) {
+    es_model *m = load(file, true);
+    if (!m) return;
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 1);
+    if (dev && cpu) {
+        const int nv = es_model_n_vocab(m);
+        int sd, sc;
+        es_err err = {{0}};
+        CHECK_OK(es_seq_open(dev, &sd, &err), &err);
+        CHECK_OK(es_seq_open(cpu, &sc, &err), &err);
+        int32_t tok[8] = {1, 403, 407, 261, 378}, pos[8], seq[8] = {0};
+        for (int i = 0; i < 8; i++) pos[i] = i;
+        double worst = 0;
+        es_batch b = {.n_tokens = 5, .token = tok, .pos = pos, .seq = seq};
+        decode_both(dev, cpu, &b, nv, QUANT_TOL, file, &worst);
+        for (int step = 0; step < 12; step++) { /* CPU's greedy token, so both stay on one path */
+            tok[0] = argmax(es_ctx_logits(cpu, b.n_tokens - 1), nv);
+            pos[0] = 5 + step;
+            b = (es_batch){.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
+            es_err e2 = {{0}};
+            CHECK_OK(es_decode(dev, &b, &e2), &e2);
+            CHECK_OK(es_decode(cpu, &b, &e2), &e2);
+            const double e = rel_diff(es_ctx_logits(dev, 0), es_ctx_logits(cpu, 0), nv);
+            if (e > worst) worst = e;
+            CHECK_MSG(e <= QUANT_TOL, "%s step %d: device logits differ from the CPU's by %.3g", file, step, e);
+        }
+        printf("%s on the device: logits within %.2g of the CPU's (int8 activations there)\n", file, worst);
+    }
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+}
+
+/* ---- a token tree, then keeping one path ------------------------------------------------------ */
+
+static void test_tree(int device, int64_t buffer_max) {
+    es_model *m = load("stories260K.gguf", true);
+    if (!m) return;
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, buffer_max, 2), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 2);
+    if (dev && cpu) {
+        const int nv = es_model_n_vocab(m);
+        int s0, s1, c0, c1;
+        es_err err = {{0}};
+        CHECK_OK(es_seq_open(dev, &s0, &err), &err);
+        CHECK_OK(es_seq_open(dev, &s1, &err), &err);
+        CHECK_OK(es_seq_open(cpu, &c0, &err), &err);
+        CHECK_OK(es_seq_open(cpu, &c1, &err), &err);
+        double worst = 0;
+        /* two sequences with 17- and 9-token prompts (more than one 16-slot page) in one pass */
+        int32_t tok[32], pos[32], seq[32], par[32];
+        int8_t want[32];
+        int nt = 0;
+        for (int i = 0; i < 17; i++, nt++) { tok[nt] = 1 + (i * 37) % 500; pos[nt] = i; seq[nt] = s0; want[nt] = i == 16; }
+        for (int i = 0; i < 9; i++, nt++) { tok[nt] = 2 + (i * 53) % 500; pos[nt] = i; seq[nt] = s1; want[nt] = i == 8; }
+        es_batch b = {.n_tokens = nt, .token = tok, .pos = pos, .seq = seq, .logits = want};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "two prompts", &worst);
+        /* a tree on sequence 0: root 0; 1, 2 under 0; 3, 4 under 1; 5 under 2; 6 under 4 — plus one
+         * plain token of sequence 1 in the same pass */
+        static const int32_t parent[7] = {-1, 0, 0, 1, 1, 2, 4}, depth[7] = {0, 1, 1, 2, 2, 2, 3};
+        for (int i = 0; i < 7; i++) { tok[i] = 10 + 31 * i; pos[i] = 17 + depth[i]; seq[i] = s0; par[i] = parent[i]; want[i] = 1; }
+        tok[7] = 99; pos[7] = 9; seq[7] = s1; par[7] = -1; want[7] = 1;
+        b = (es_batch){.n_tokens = 8, .token = tok, .pos = pos, .seq = seq, .parent = par, .logits = want};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "tree", &worst);
+        /* keep the path 0 → 1 → 4 → 6 (slots 17, 18, 21, 23) and step on from it */
+        const int32_t path[4] = {17, 18, 21, 23};
+        CHECK_OK(es_seq_keep(dev, s0, 17, path, 4, &err), &err);
+        CHECK_OK(es_seq_keep(cpu, c0, 17, path, 4, &err), &err);
+        CHECK(es_seq_len(dev, s0) == 21 && es_seq_len(cpu, c0) == 21);
+        tok[0] = 7; pos[0] = 21; seq[0] = s0;
+        tok[1] = 8; pos[1] = 10; seq[1] = s1;
+        b = (es_batch){.n_tokens = 2, .token = tok, .pos = pos, .seq = seq, .logits = (const int8_t[]){1, 1}};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "after keep", &worst);
+        /* a rolled-back sequence gets the same result as before */
+        CHECK_OK(es_seq_truncate(dev, s0, 17, &err), &err);
+        CHECK_OK(es_seq_truncate(cpu, c0, 17, &err), &err);
+        tok[0] = 10; pos[0] = 17; seq[0] = s0;
+        b = (es_batch){.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "after truncate", &worst);
+        printf("tree, keep, truncate on the device%s: logits within %.2g of the CPU's\n",
+               buffer_max ? " (weights split into buffers of 4 KiB)" : "", worst);
+    }
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+}
+
+/* ---- Qwen2: q/k/v biases, NEOX RoPE, grouped-query heads (a random synthetic model) --------- */
+
+static void test_qwen2(int device, uint32_t type, double tol) {
+    char path[512];
+    snprintf(path, sizeof path, "%s", es_test_tmp(type == ES_TYPE_F32 ? "device-qwen2-f32.gguf" : "device-qwen2-q4k.gguf"));
+    /* every matrix's columns a multiple of 256, so Q4_K holds them all */
+    es_synth_opts o = {.shape = "custom:dim=256,ff=512,layers=2,heads=4,kv=2,ctx=128,vocab=300,arch=qwen2,tied=0",
+                       .type = type, .seed = 11, .out_path = path, .n_threads = 1};
+    es_err err = {{0}};
+    CHECK_OK(es_synth(&o, &err), &err);
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = true;
+    es_model *m = NULL;
+    CHECK_OK(es_model_load(path, &mp, &m, &err), &err);
+    if (!m) return;
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 1);
+    if (dev && cpu) {
+        const int nv = es_model_n_vocab(m);
+        int sd, sc;
+        CHECK_OK(es_seq_open(dev, &sd, &err), &err);
+        CHECK_OK(es_seq_open(cpu, &sc, &err), &err);
+        int32_t tok[12], pos[12], seq[12] = {0};
+        int8_t want[12];
+        for (int i = 0; i < 12; i++) { tok[i] = 3 + 23 * i; pos[i] = i; want[i] = 1; }
+        double worst = 0;
+        es_batch b = {.n_tokens = 12, .token = tok, .pos = pos, .seq = seq, .logits = want};
+        decode_both_(dev, cpu, &b, nv, tol, "qwen2 prefill", &worst, false);
+        for (int step = 0; step < 4; step++) {
+            tok[0] = 7 + step;
+            pos[0] = 12 + step;
+            b = (es_batch){.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
+            decode_both_(dev, cpu, &b, nv, tol, "qwen2 decode", &worst, false);
+        }
+        printf("qwen2 (%s) on the device: logits within %.2g of the CPU's\n", es_type_name(type), worst);
+    }
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+}
+
+static void test_errors(int n_devices) {
+    es_model *m = load("stories260K-q8_0.gguf", false);
+    if (!m) return;
+    es_ctx_params p = es_ctx_default_params();
+    p.n_ctx = 64;
+    p.backend = ES_BACKEND_VULKAN;
+    p.device = n_devices;
+    p.device_validation = true;
+    p.device_message = on_message;
+    es_ctx *c = NULL;
+    es_err err = {{0}};
+    CHECK(es_ctx_init(m, &p, &c, &err) == ES_ERR_RANGE && c == NULL);
+    CHECK(strstr(err.msg, "no device") != NULL);
+    if (es_matmul_prefers_x16(ES_TYPE_Q8_0)) { /* this CPU repacks Q8_0 at load: not for a device */
+        p.device = 0;
+        CHECK(es_ctx_init(m, &p, &c, &err) == ES_ERR_UNSUPPORTED && c == NULL);
+        CHECK(strstr(err.msg, "no_repack") != NULL);
+    }
+    es_model_free(m);
+}
+
+int main(void) {
+    /* keep lavapipe loaded past vkDestroyInstance (see test_vulkan.c) */
+    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE);
+    if (!es_vk_available()) {
+        fprintf(stderr, "test_device_forward: this build has no Vulkan backend: nothing to run\n");
+        return 77;
+    }
+    es_device_info devs[8];
+    int n = 0;
+    es_err err = {{0}};
+    CHECK_OK(es_devices(devs, 8, &n, &err), &err);
+    CHECK_MSG(n >= 1, "the build has Vulkan but the loader reports no device; CI runs on lavapipe (mesa-vulkan-drivers)");
+    test_errors(n);
+    for (int d = 0; d < n && d < 8; d++) {
+        printf("device %d: %s\n", d, devs[d].name);
+        test_golden(d);
+        test_quantised(d, "stories260K-q8_0.gguf");
+        test_quantised(d, "stories260K-q4_0.gguf");
+        test_tree(d, 0);
+        test_tree(d, 4096); /* every matrix in several buffers, as past a small maxStorageBufferRange */
+        test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
+        test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
+    }
+    CHECK_MSG(n_validation_errors == 0, "%d validation errors", n_validation_errors);
+    return es_test_finish("test_device_forward");
+}
