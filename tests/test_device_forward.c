@@ -17,6 +17,7 @@
  * A build without Vulkan has nothing to run (exit 77); a build with it but no device fails. */
 #include <dlfcn.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/vulkan/vk.h"
@@ -266,6 +267,72 @@ static void test_tree(int device, int64_t buffer_max) {
     es_model_free(m);
 }
 
+/* ---- the prefix cache on the device: adoption and copy on write ---------------------------------
+ * Sequence A computes 40 tokens and offers its pages to the cache; B adopts the first 32 (two pages),
+ * rolls back into the second and writes there, which copies the page (the pool's copy hook copies the
+ * device's rows too); C adopts the same 32 afterwards and must see A's rows, not B's: every step's
+ * logits equal the CPU's doing the same. */
+static void test_prefix_cow(int device) {
+    es_model *m = load("stories260K.gguf", true);
+    if (!m) return;
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 3), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 3);
+    es_err err = {{0}};
+    if (dev && cpu) {
+        CHECK_OK(es_ctx_prefix_cache_enable(dev, &err), &err);
+        CHECK_OK(es_ctx_prefix_cache_enable(cpu, &err), &err);
+        const int nv = es_model_n_vocab(m);
+        double worst = 0;
+        int32_t tok[40], pos[40], seq[40];
+        for (int i = 0; i < 40; i++) { tok[i] = 1 + (i * 41) % 500; pos[i] = i; }
+        es_ctx *ctx[2] = {dev, cpu};
+        int a[2], bq[2], c[2];
+        for (int k = 0; k < 2; k++) {
+            CHECK_OK(es_seq_open(ctx[k], &a[k], &err), &err);
+        }
+        for (int i = 0; i < 40; i++) seq[i] = a[0];
+        es_batch b = {.n_tokens = 40, .token = tok, .pos = pos, .seq = seq};
+        /* the same sequence number on both (both pools hand out 0 first) */
+        CHECK(a[0] == a[1]);
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "prefix: A", &worst);
+        for (int k = 0; k < 2; k++) {
+            CHECK(es_seq_prefix_keep(ctx[k], a[k], tok, 40) == 2);
+            es_seq_close(ctx[k], a[k]);
+            CHECK_OK(es_seq_open(ctx[k], &bq[k], &err), &err);
+            CHECK(es_seq_prefix_adopt(ctx[k], bq[k], tok, 39) == 32);
+            CHECK_OK(es_seq_truncate(ctx[k], bq[k], 20, &err), &err); /* into the shared second page */
+        }
+        int32_t t2[4] = {7, 8, 9, 10}, p2[4] = {20, 21, 22, 23}, s2[4];
+        for (int i = 0; i < 4; i++) s2[i] = bq[0];
+        b = (es_batch){.n_tokens = 4, .token = t2, .pos = p2, .seq = s2};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "prefix: B writes into a shared page", &worst);
+        for (int k = 0; k < 2; k++) {
+            CHECK_OK(es_seq_open(ctx[k], &c[k], &err), &err);
+            CHECK(es_seq_prefix_adopt(ctx[k], c[k], tok, 39) == 32);
+        }
+        CHECK(c[0] == c[1]);
+        int32_t t3[1] = {tok[32]}, p3[1] = {32}, s3[1] = {c[0]};
+        b = (es_batch){.n_tokens = 1, .token = t3, .pos = p3, .seq = s3};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "prefix: C after B's write", &worst);
+        /* and C's step is A's own step from the same 32 tokens, computed afresh */
+        float *lc = malloc((size_t)nv * sizeof *lc);
+        const float *l = es_ctx_logits(dev, 0);
+        if (lc && l) memcpy(lc, l, (size_t)nv * sizeof *lc);
+        int fresh;
+        CHECK_OK(es_seq_open(cpu, &fresh, &err), &err);
+        int32_t sf[33];
+        for (int i = 0; i < 33; i++) sf[i] = fresh;
+        es_batch bf = {.n_tokens = 33, .token = tok, .pos = pos, .seq = sf};
+        CHECK_OK(es_decode(cpu, &bf, &err), &err);
+        const float *lf = es_ctx_logits(cpu, 32);
+        CHECK_MSG(lc && l && lf && rel_diff(lc, lf, nv) <= LOGIT_TOL, "prefix: C's logits are not A's prefix's");
+        free(lc);
+        printf("prefix cache on the device: adoption and copy on write, logits within %.2g of the CPU's\n", worst);
+    }
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+}
+
 /* ---- Qwen2: q/k/v biases, NEOX RoPE, grouped-query heads (a random synthetic model) --------- */
 
 static void test_qwen2(int device, uint32_t type, double tol) {
@@ -347,6 +414,7 @@ int main(void) {
         test_quantised(d, "stories260K-q4_0.gguf");
         test_tree(d, 0);
         test_tree(d, 4096); /* every matrix in several buffers, as past a small maxStorageBufferRange */
+        test_prefix_cow(d);
         test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
         test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
     }
