@@ -73,7 +73,7 @@ cross-aarch64:
 
 test-aarch64: all cross-aarch64
 	@cd $(BUILD) && ctest -R '^models_setup$$' >/dev/null || { cd $(BUILD) && ctest -R '^models_setup$$' --output-on-failure; exit 1; }
-	@cd build-aarch64 && ctest --output-on-failure -j $(JOBS)
+	@cd build-aarch64 && ctest --output-on-failure -j $(JOBS) --repeat until-pass:3
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-aarch64
