@@ -89,9 +89,11 @@ for (m, s, c), x in pts.items():
     assert x["tokens_per_server_compute_s"] > 0 and x["itl_p50_ms"] > 0 and x["bytes_per_token"] > 0, x
     assert (x["acceptance_length"] == 1) == (m == "ar"), x
     assert 0 < x["server_busy_fraction"] <= 1 and x["sessions_per_pass"] >= 1 and x["rows_per_pass"] >= x["sessions_per_pass"], x
-    # one edge is one group; two edges are two groups of one under the pipeline, one group gathered
-    want = 0 if m == "ar" else 1 if c == 1 or s == "gather" else 2
-    assert abs(x["groups"] - want) < 0.5, (want, x)
+    # one edge is one group, and gathered edges are one group; two pipeline edges are two groups of
+    # one until their round time is measured, then what the cycle model says (1 or 2: timing decides)
+    if m == "ar": assert x["groups"] == 0, x
+    elif c == 1 or s == "gather": assert abs(x["groups"] - 1) < 1e-9, x
+    else: assert 1 <= x["groups"] <= 2, x
 PY
 expect 2 "$bin" bench serve -m "$model" --server-cpus "$cpu"
 has "$tmp/err" "go together"
