@@ -688,6 +688,16 @@ static int edge_awaited_locked(const es_sched *s) {
 
 static int plan_locked(es_sched *s, bool commit, double now);
 
+/* When a batch window starting now ends, on the clock pthread_cond_timedwait reads (CLOCK_REALTIME). */
+static struct timespec window_end(const es_sched *s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
+    ts.tv_sec = (time_t)wake;
+    ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
+    return ts;
+}
+
 /* ---- the pipeline (SpecEdge): edge sessions in groups served in turn ----------------------------
  * While the server verifies one group, the other groups' verdicts travel and their edges draft, so
  * the server need not wait for anybody's round trip, and each pass still holds a group's worth of
@@ -812,13 +822,7 @@ static void regroup_locked(es_sched *s) {
 static void pick_group_locked(es_sched *s, bool wait, double *t0) {
     s->serve_group = -1;
     if (s->n_groups < 2) return; /* one group: the caller gathers */
-    struct timespec ts;
-    if (wait) {
-        clock_gettime(CLOCK_REALTIME, &ts);
-        const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
-        ts.tv_sec = (time_t)wake;
-        ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
-    }
+    const struct timespec ts = window_end(s);
     bool waited = false;
     for (;;) {
         int ready[SCHED_MAX_GROUPS] = {0}, awaited[SCHED_MAX_GROUPS] = {0};
@@ -1190,11 +1194,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
            window) until every one of them has, so their verifications share one pass over the weights
            instead of each paying for its own; woken by every es_sched_verify / open. Waiting costs
            latency, never compute. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        const double wake = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s->p.batch_window_ms * 1e-3;
-        ts.tv_sec = (time_t)wake;
-        ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
+        const struct timespec ts = window_end(s);
         while (!s->stop && edge_awaited_locked(s) > 0 && plan_locked(s, false, es_now_s()) < s->p.max_batch_tokens / 4)
             if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0) break; /* window over */
         const double t1 = es_now_s();
