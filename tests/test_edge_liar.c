@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "edge/edge.h"
-#include "net/proto.h"
+#include "wire/proto.h"
 #include "testutil.h"
 
 typedef enum lie {

@@ -38,7 +38,7 @@
 #include "edge/edge.h"
 #include "edgespec.h"
 #include "model/ctx.h"
-#include "net/proto.h"
+#include "wire/proto.h"
 #include "server/server.h"
 #include "testutil.h"
 

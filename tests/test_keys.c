@@ -1,4 +1,4 @@
-/* test_keys.c — api keys (src/net/keys.c) and the security parts of /metrics and TLS set-up:
+/* test_keys.c — api keys (src/transport/keys.c) and the security parts of /metrics and TLS set-up:
  * keys files parse (comments, blanks, CRLF, trimming, duplicates) and refuse bad keys naming the line,
  * a file without keys, a missing file; es_keys_match accepts exactly the keys (no prefixes, no
  * extensions, no over-long keys, nothing for an empty set); the auth / TLS failure families render per
@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/keys.h"
-#include "net/tls.h"
-#include "server/metrics.h"
+#include "transport/keys.h"
+#include "transport/tls.h"
+#include "http/metrics.h"
 #include "testutil.h"
 
 static bool match(const es_keys *ks, const char *k) { return es_keys_match(ks, k, strlen(k)); }

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/chat.h"
-#include "server/metrics.h"
-#include "server/oai.h"
+#include "http/chat.h"
+#include "http/metrics.h"
+#include "http/oai.h"
 #include "testutil.h"
 #include "tokenizer/detok.h"
 

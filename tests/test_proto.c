@@ -1,4 +1,4 @@
-/* test_proto.c — the wire protocol (src/net/proto.c): every message round-trips (random contents,
+/* test_proto.c — the wire protocol (src/wire/proto.c): every message round-trips (random contents,
  * limits, empty trees, trees with sparse proposals laid out in any order), the byte layout matches
  * docs/PROTOCOL.md (golden bytes), headers are checked, and hostile input is refused cleanly: every
  * truncation of every frame, every one-byte corruption, trailing bytes, counts above the limits, bad
@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/proto.h"
-#include "spec/spec.h"
+#include "wire/proto.h"
+#include "specdec/spec.h"
 #include "testutil.h"
 #include "util/rng.h"
 

@@ -14,7 +14,7 @@
 
 #include "gguf/gguf.h"
 #include "model/model.h"
-#include "server/chat.h"
+#include "http/chat.h"
 #include "testutil.h"
 #include "tokenizer/tokenizer.h"
 #include "util/str.h"

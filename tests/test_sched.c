@@ -11,8 +11,8 @@
 #include <time.h>
 
 #include "edgespec.h"
-#include "server/sched.h"
-#include "spec/spec.h"
+#include "sched/sched.h"
+#include "specdec/spec.h"
 #include "testutil.h"
 #include "util/threadpool.h"
 

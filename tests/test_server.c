@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "edgespec.h"
-#include "net/proto.h"
+#include "wire/proto.h"
 #include "server/server.h"
 #include "testutil.h"
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "edgespec.h"
-#include "spec/spec.h"
+#include "specdec/spec.h"
 #include "testutil.h"
 #include "util/rng.h"
 

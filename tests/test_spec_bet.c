@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "edgespec.h"
-#include "spec/spec.h"
+#include "specdec/spec.h"
 #include "testutil.h"
 
 static es_ctx *make_ctx(es_model *m) {

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "kernels/attn.h"
-#include "server/chat.h"
+#include "http/chat.h"
 
 bool cli_parse_long(const char *s, long lo, long hi, long *out) {
     if (!s || !*s) return false;

@@ -10,7 +10,7 @@
 
 #include "cli/cli.h"
 #include "kernels/attn.h"
-#include "spec/spec.h"
+#include "specdec/spec.h"
 #include "util/membw.h"
 
 static const char *k_usage_model =

@@ -17,7 +17,7 @@
 #include "cli/run_output.h"
 #include "edge/edge.h"
 #include "edge/edge_http.h"
-#include "server/chat.h"
+#include "http/chat.h"
 
 static const char *k_usage =
     "edgespec edge -d DRAFT.gguf --server HOST:PORT (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K]\n"

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "spec/spec.h"
+#include "specdec/spec.h"
 
 static char *read_text_file(const char *path) {
     FILE *f = fopen(path, "rb");

@@ -8,7 +8,7 @@
 #include "cli/cli.h"
 #include "cli/run_opts.h"
 #include "cli/run_output.h"
-#include "spec/spec.h"
+#include "specdec/spec.h"
 
 void es_run_opts_print_spec_help(void) {
     const es_drafter_params dp = es_drafter_default_params(); /* what `run` uses unless told otherwise */

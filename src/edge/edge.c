@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "net/tls.h"
+#include "transport/tls.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/sig.h"

@@ -28,8 +28,8 @@
 #include <stdint.h>
 
 #include "edgespec.h"
-#include "net/proto.h"
-#include "spec/spec.h"
+#include "wire/proto.h"
+#include "specdec/spec.h"
 
 typedef struct es_edge es_edge;
 

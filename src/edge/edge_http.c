@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "server/oai.h"
+#include "http/oai.h"
 #include "util/err.h"
 #include "util/sig.h"
 #include "util/wakeq.h"

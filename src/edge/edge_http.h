@@ -1,5 +1,5 @@
 /* edge_http.h — the edge's local OpenAI-compatible API (`edgespec edge --listen 127.0.0.1:8081`): the
- * same endpoints as the server's (server/http.h), served on this machine; each completion request is
+ * same endpoints as the server's (http/http.h), served on this machine; each completion request is
  * generated speculatively — drafted here with the draft model, verified by the remote server — so an
  * application that points its OpenAI base URL at the edge gets speculative serving without knowing.
  *
@@ -16,7 +16,7 @@
 #include <stddef.h>
 
 #include "edge/edge.h"
-#include "server/http.h"
+#include "http/http.h"
 
 typedef struct es_edge_http es_edge_http;
 

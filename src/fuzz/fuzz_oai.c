@@ -1,5 +1,5 @@
 /* fuzz_oai.c — libFuzzer target for the OpenAI request parser and the text pipeline behind it
- * (src/server/oai.c, chat.c, tokenizer/detok.c).
+ * (src/http/oai.c, chat.c, tokenizer/detok.c).
  *
  * Byte 0 picks the endpoint (bit 0 clear: completions, set: chat; with bit 1 set /tokenize and
  * /detokenize instead, whose parse must succeed or be refused with 400); the rest is the body, copied to
@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/chat.h"
-#include "server/oai.h"
+#include "http/chat.h"
+#include "http/oai.h"
 #include "tokenizer/detok.h"
 
 /* The expected stop-string output: text before the earliest match of any stop string. */

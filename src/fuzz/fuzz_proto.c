@@ -1,4 +1,4 @@
-/* fuzz_proto.c — libFuzzer target for the wire protocol decoders (src/net/proto.c).
+/* fuzz_proto.c — libFuzzer target for the wire protocol decoders (src/wire/proto.c).
  *
  * The input is read two ways:
  *   1. byte 0 is a frame type, the rest its payload;
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/proto.h"
+#include "wire/proto.h"
 
 static void payload(int type, const uint8_t *p, size_t n) {
     es_err err;

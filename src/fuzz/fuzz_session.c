@@ -1,5 +1,5 @@
 /* fuzz_session.c — libFuzzer target for the verification server's per-connection state machine
- * (src/server/server.c + the scheduler it drives, src/server/sched.c).
+ * (src/server/server.c + the scheduler it drives, src/sched/sched.c).
  *
  * One real es_server in test mode (server/server_fuzz.h: no sockets, no threads) is created once with
  * a tiny model (EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf); each input is a program
@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/proto.h"
+#include "wire/proto.h"
 #include "server/server.h"
 #include "server/server_fuzz.h"
 

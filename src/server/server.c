@@ -15,7 +15,7 @@
  * scheduler emits nothing more for that key, and then purges any of its events still queued: so a
  * client that re-opens the same session id never sees a stale event of the old one.
  *
- * HTTP requests (server/http.h) are sessions of the same scheduler with keys SERVER_HTTP_KEY | request
+ * HTTP requests (http/http.h) are sessions of the same scheduler with keys SERVER_HTTP_KEY | request
  * id (the top bit is never set in an edge key: connection ids stay below 2^31); their events go to the
  * HTTP front end, which runs on this loop too. Cancelling one (client gone, stop string) is
  * es_sched_close + purge, as for an edge session.
@@ -48,11 +48,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "net/keys.h"
-#include "net/proto.h"
-#include "net/tls.h"
-#include "server/metrics.h"
-#include "server/oai.h"
+#include "transport/keys.h"
+#include "wire/proto.h"
+#include "transport/tls.h"
+#include "http/metrics.h"
+#include "http/oai.h"
 #include "server/server_fuzz.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -140,7 +140,7 @@ struct es_server {
     char compute_msg[sizeof(((es_err *)0)->msg)];
     bool compute_reported;
 
-    /* stop-string watches of HTTP requests (server/oai.h es_stopwatch), under watch_mu: added by the
+    /* stop-string watches of HTTP requests (http/oai.h es_stopwatch), under watch_mu: added by the
        loop before the session opens, fed on the compute thread inside the event callback, dropped by
        the loop when the request ends (cancel, or its DONE / ERROR delivered) */
     pthread_mutex_t watch_mu;
@@ -641,7 +641,7 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
         return;
     }
     if (s->keys.n > 0 && !es_keys_match(&s->keys, h.api_key, strnlen(h.api_key, ES_PROTO_MAX_KEY))) {
-        /* (constant time over every accepted key: net/keys.h) */
+        /* (constant time over every accepted key: transport/keys.h) */
         pthread_mutex_lock(&s->stats_mu);
         s->st.connections_refused++;
         s->st.auth_failures++;

@@ -1,5 +1,5 @@
 /* server.h — the verification server's network side: a libevent loop that speaks the wire protocol
- * (net/proto.h) on TCP, and a compute thread running the scheduler (server/sched.h). The loop never
+ * (wire/proto.h) on TCP, and a compute thread running the scheduler (sched/sched.h). The loop never
  * runs a forward pass; the compute thread never touches a socket. Results cross back through a
  * mutex-protected queue and a wake-up pipe watched by the loop.
  *
@@ -21,8 +21,8 @@
 #include <stdint.h>
 
 #include "edgespec.h"
-#include "server/http.h"
-#include "server/sched.h"
+#include "http/http.h"
+#include "sched/sched.h"
 
 typedef struct es_server es_server;
 
@@ -44,7 +44,7 @@ typedef struct es_server_params {
     int max_connections;         /* beyond this, a new connection gets ERROR busy (default 1024) */
     size_t max_output_bytes;     /* unread output a connection may pile up before it is dropped as a
                                     slow consumer (default 8 MiB) */
-    /* The OpenAI-compatible HTTP API (server/http.h) on the same loop and the same scheduler: each
+    /* The OpenAI-compatible HTTP API (http/http.h) on the same loop and the same scheduler: each
      * completion request is a session (autoregressive, or server-side speculation with sched.draft). */
     bool http;                   /* serve it (default false) */
     const char *http_host;       /* default: host */
@@ -62,10 +62,10 @@ typedef struct es_server_params {
     int chat_family;             /* es_chat_family; -1 (default): from the model's chat template */
     bool http_server_spec;       /* with a draft model: HTTP sessions draft on the server (default true) */
     const char *const *api_keys; /* more accepted keys besides api_key [n_api_keys], on both listeners
-                                    (net/keys.h: es_keys_load_file reads an --api-keys-file) */
+                                    (transport/keys.h: es_keys_load_file reads an --api-keys-file) */
     int n_api_keys;
     struct ssl_ctx_st *tls;      /* non-NULL: both listeners speak TLS only, with this server context
-                                    (net/tls.h: es_tls_server_ctx); kept alive by the caller until
+                                    (transport/tls.h: es_tls_server_ctx); kept alive by the caller until
                                     es_server_free */
 } es_server_params;
 

@@ -1,5 +1,5 @@
 /* tls.c — OpenSSL 3 contexts and the non-blocking client side (see tls.h). */
-#include "net/tls.h"
+#include "transport/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

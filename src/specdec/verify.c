@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spec/spec.h"
+#include "specdec/spec.h"
 #include "util/err.h"
 #include "util/rng.h"
 

@@ -1,6 +1,6 @@
 /* metrics.c — Prometheus text exposition (see metrics.h). Label values here are endpoint paths and
  * fixed words, which never need escaping beyond what esc() does for safety. */
-#include "server/metrics.h"
+#include "http/metrics.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* chat.c — chat template families (see chat.h). */
-#include "server/chat.h"
+#include "http/chat.h"
 
 #include <string.h>
 

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "spec/spec.h"
+#include "specdec/spec.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
 

@@ -2,7 +2,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "spec/spec.h"
+#include "specdec/spec.h"
 #include "util/clock.h"
 #include "util/err.h"
 

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "edgespec.h"
-#include "spec/spec.h"
+#include "specdec/spec.h"
 
 #define ES_PROTO_VERSION 1
 #define ES_PROTO_HEADER_SIZE 12

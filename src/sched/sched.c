@@ -28,7 +28,7 @@
  * the mark. So no event for a session follows the return of es_sched_close. A callback may call
  * es_sched_open / verify / close (close from the delivering thread does not wait on `ev_mu`, which
  * it already holds); it must not call es_sched_step, es_sched_run or es_sched_free. */
-#include "server/sched.h"
+#include "sched/sched.h"
 
 #include <pthread.h>
 #include <stdio.h>

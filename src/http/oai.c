@@ -1,5 +1,5 @@
 /* oai.c — OpenAI request parsing, stop strings and response JSON (see oai.h). */
-#include "server/oai.h"
+#include "http/oai.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

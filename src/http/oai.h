@@ -1,7 +1,7 @@
 /* oai.h — the OpenAI-compatible API as pure functions: request parsing and validation (cJSON) into
  * a plain struct with OpenAI-style errors, stop-string matching on streamed text, and the JSON of
  * responses, stream chunks, model lists and errors. No sockets and no model here, so all of it is
- * testable on its own (tests/test_oai.c); server/http.c puts it on the wire.
+ * testable on its own (tests/test_oai.c); http/http.c puts it on the wire.
  *
  * Supported request fields (everything else is ignored, except the unsupported ones listed below,
  * which are refused with 400 rather than silently changing what the client asked for):

@@ -5,8 +5,8 @@
  * same batches as edge sessions) or the edge's worker pool (edge/edge_http.c: local drafting,
  * remote verification) — which reports tokens back on the loop thread.
  *
- * Per request: authenticate (Bearer key, constant-time), parse and validate (server/oai.h), render
- * the chat template (server/chat.h), tokenise, check prompt + max_tokens against the context, then
+ * Per request: authenticate (Bearer key, constant-time), parse and validate (http/oai.h), render
+ * the chat template (http/chat.h), tokenise, check prompt + max_tokens against the context, then
  * backend->start. Tokens come back through es_http_on_tokens; they are detokenised incrementally
  * without splitting UTF-8 characters (tokenizer/detok.h) and matched against the stop strings (text
  * that may start one is held back; a match ends the reply and backend->cancel frees the session).
@@ -27,7 +27,7 @@
  * an OPTIONS preflight (Access-Control-Request-Method present) on a known path is answered 204 with
  * the allowed methods and headers, before any api key check (browsers send no credentials there).
  * /health and /metrics need no key; everything under /v1 does when a key is set. Several keys may be
- * accepted (api_key plus api_keys, net/keys.h); refusals are counted in /metrics
+ * accepted (api_key plus api_keys, transport/keys.h); refusals are counted in /metrics
  * (edgespec_auth_failures_total{listener="http"}). With `tls` the listener speaks HTTPS only.
  *
  * Threads: every function here runs on the loop's thread, except es_http_listen and the loading
@@ -40,8 +40,8 @@
 #include <stdint.h>
 
 #include "edgespec.h"
-#include "server/metrics.h"
-#include "spec/spec.h"
+#include "http/metrics.h"
+#include "specdec/spec.h"
 
 struct event_base;
 typedef struct es_http es_http;
@@ -56,7 +56,7 @@ typedef struct es_http_gen {
     const int32_t *stop;         /* stop token ids besides the model's EOS (which always stops) */
     int n_stop;
     /* the request's stop strings and what the front end matches them on (valid during start): a backend
-       that can stop generating where it generates runs an es_stopwatch (server/oai.h) over them */
+       that can stop generating where it generates runs an es_stopwatch (http/oai.h) over them */
     char *const *stop_strings;
     int n_stop_strings;
     const int32_t *skip;         /* ids never shown as text */
@@ -103,9 +103,9 @@ typedef struct es_http_params {
     es_http_backend backend;
     es_log_fn log;               /* optional */
     void *log_ud;
-    const char *const *api_keys; /* more accepted keys besides api_key [n_api_keys] (net/keys.h) */
+    const char *const *api_keys; /* more accepted keys besides api_key [n_api_keys] (transport/keys.h) */
     int n_api_keys;
-    struct ssl_ctx_st *tls;      /* non-NULL: serve HTTPS with this server context (net/tls.h); the
+    struct ssl_ctx_st *tls;      /* non-NULL: serve HTTPS with this server context (transport/tls.h); the
                                     caller keeps it alive until es_http_free */
     int max_queue;               /* completions the backend refuses as busy wait in a FIFO queue of this
                                     many, admitted as sessions end (es_http_kick); beyond it 503 with

@@ -6,7 +6,7 @@
  * fit, so a failed encode leaves the buffer untouched. Decoders read through a cursor that refuses to
  * step past the payload; every count is checked against its protocol limit and against the bytes left
  * before any element is read, and a payload must be consumed exactly. */
-#include "net/proto.h"
+#include "wire/proto.h"
 
 #include <math.h>
 #include <string.h>

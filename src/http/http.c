@@ -15,7 +15,7 @@
  *    on the socket tells a hang-up from a pipelined request) — backend->cancel at once;
  *  - shutdown / free.
  * The close callback is cleared before a reply is completed, so it never fires for a freed hreq. */
-#include "server/http.h"
+#include "http/http.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -39,11 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "net/keys.h"
-#include "net/proto.h"
-#include "net/tls.h"
-#include "server/chat.h"
-#include "server/oai.h"
+#include "transport/keys.h"
+#include "wire/proto.h"
+#include "transport/tls.h"
+#include "http/chat.h"
+#include "http/oai.h"
 #include "tokenizer/detok.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
@@ -827,7 +827,7 @@ static bool auth_ok(const es_http *h, struct evhttp_request *req) {
         tok = a + 7;
         while (*tok == ' ') tok++;
     }
-    return es_keys_match(&h->keys, tok, strnlen(tok, HTTP_MAX_KEY + 1)); /* constant time (net/keys.h) */
+    return es_keys_match(&h->keys, tok, strnlen(tok, HTTP_MAX_KEY + 1)); /* constant time (transport/keys.h) */
 }
 
 /* Tokenises text (BOS as the vocabulary asks). NULL with *n = 0 on failure (message in err). */

@@ -22,7 +22,7 @@
 
 #include <stdbool.h>
 
-#include "server/oai.h"
+#include "http/oai.h"
 #include "util/str.h"
 
 typedef enum es_chat_family {

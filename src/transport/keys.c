@@ -1,5 +1,5 @@
 /* keys.c — accepted api keys (see keys.h). */
-#include "net/keys.h"
+#include "transport/keys.h"
 
 #include <errno.h>
 #include <stdint.h>
