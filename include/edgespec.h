@@ -62,8 +62,8 @@ typedef struct es_model_params {
     void *ud;                 /* passed to log / progress */
     /* Keep every weight matrix in the file's layout. By default Q8_0 / Q4_0 matrices are copied once
      * at load into the interleaved layout the CPU's int8 kernels read fastest (same results, about
-     * 1.4x the multiply-add rate; the file's pages are released). es_model_default_params sets this
-     * when the environment has EDGESPEC_REPACK=0. */
+     * 1.4x the multiply-add rate; the file's pages are released). The CLI sets it when the
+     * environment has EDGESPEC_REPACK=0; the library never reads the environment. */
     bool no_repack;
 } es_model_params;
 

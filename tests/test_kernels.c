@@ -654,22 +654,26 @@ static void check_multi(es_threadpool *tp2, es_rng *rng) {
 }
 
 int main(void) {
-    /* $EDGESPEC_CPU lowers the level detected at first use; the setter can raise it again up to what
-     * the hardware has */
+    /* es_cpu_limit ($EDGESPEC_CPU in the CLI) lowers the level detected at first use; the setter can
+     * raise it again up to what the hardware has; an unknown name is refused */
+    es_err lerr = {0};
+    CHECK(es_cpu_limit("avx3", &lerr) == ES_ERR_INVALID_ARG && strstr(lerr.msg, "avx3"));
+    CHECK(es_cpu_limit(NULL, &lerr) == ES_OK && es_cpu_limit("", &lerr) == ES_OK);
 #if defined(__aarch64__)
-    setenv("EDGESPEC_CPU", "neon-nodot", 1);
+    CHECK(es_cpu_limit("neon-nodot", &lerr) == ES_OK);
     const es_cpu_level first = es_cpu_level_get();
-    CHECK_MSG(first == ES_CPU_NEON && !es_cpu_vnni_get(), "EDGESPEC_CPU=neon-nodot gave %s, dotprod %d",
+    CHECK_MSG(first == ES_CPU_NEON && !es_cpu_vnni_get(), "neon-nodot gave %s, dotprod %d",
               es_cpu_level_name(first), (int)es_cpu_vnni_get());
 #else
-    setenv("EDGESPEC_CPU", "avx2", 1);
+    CHECK(es_cpu_limit("avx2", &lerr) == ES_OK);
     const es_cpu_level first = es_cpu_level_get();
+    CHECK(es_cpu_limit("avx512", &lerr) == ES_OK && es_cpu_level_get() == first); /* never raises */
 #endif
 
     /* the levels this machine has: scalar first (the reference), then the SIMD ones */
     es_cpu_level best = es_cpu_level_set(ES_CPU_AVX512);
 #if !defined(__aarch64__)
-    CHECK_MSG(first == (best < ES_CPU_AVX2 ? best : ES_CPU_AVX2), "EDGESPEC_CPU=avx2 gave %s (hardware: %s)",
+    CHECK_MSG(first == (best < ES_CPU_AVX2 ? best : ES_CPU_AVX2), "limit avx2 gave %s (hardware: %s)",
               es_cpu_level_name(first), es_cpu_level_name(best));
 #endif
     const bool vnni = es_cpu_vnni_set(true);

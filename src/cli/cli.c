@@ -159,3 +159,10 @@ char *cli_utf8_clean(const char *s, size_t len) {
     *o = 0;
     return out;
 }
+
+es_model_params cli_model_params(void) {
+    es_model_params p = es_model_default_params();
+    const char *e = getenv("EDGESPEC_REPACK");
+    p.no_repack = e && !strcmp(e, "0");
+    return p;
+}

@@ -37,6 +37,10 @@ bool cli_parse_device(const char *s, es_backend_kind *kind, int *index);
 bool cli_parse_kv_type(const char *s, es_kv_type *out);
 
 /* Prints "edgespec <cmd>: <message>" on stderr; returns 1 (or 2 for usage errors via cli_usage_error). */
+/* es_model_default_params with the environment applied: EDGESPEC_REPACK=0 keeps the file's
+ * weight layout (the library itself never reads the environment). */
+es_model_params cli_model_params(void);
+
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

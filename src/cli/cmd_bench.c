@@ -84,7 +84,7 @@ static int bench_model(int argc, char **argv) {
         else return cli_usage_error("bench", k_usage_model, "unknown option '%s'", a);
     }
     if (!model_path) return cli_usage_error("bench", k_usage_model, "a model is required (-m MODEL.gguf)");
-    es_model_params mp = es_model_default_params();
+    es_model_params mp = cli_model_params();
     mp.progress = cli_progress;
     mp.no_repack = mp.no_repack || backend != ES_BACKEND_CPU; /* a device reads the file's layout */
     char devname[64] = "cpu";
@@ -312,7 +312,7 @@ static int bench_spec(int argc, char **argv) {
         snprintf(pdefault, sizeof pdefault, "%s/../prompts/stories.txt", cli_models_dir());
         prompts_path = pdefault;
     }
-    es_model_params mp = es_model_default_params();
+    es_model_params mp = cli_model_params();
     es_err err = {{0}};
     es_model *target = NULL;
     if (es_model_load(target_path, &mp, &target, &err) != ES_OK) return cli_error("bench", "%s", err.msg);

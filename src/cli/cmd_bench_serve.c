@@ -508,7 +508,7 @@ int bench_serve(int argc, char **argv) {
         o.prompts_path = pdefault;
     }
 
-    es_model_params mp = es_model_default_params();
+    es_model_params mp = cli_model_params();
     es_err err = {{0}};
     es_model *target = NULL, *draft = NULL, *sdraft = NULL;
     int rc = 1;

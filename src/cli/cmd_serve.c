@@ -173,7 +173,7 @@ static void serve_log(void *ud, int level, const char *msg) {
 }
 
 static es_model *load_model(const char *path, bool device) {
-    es_model_params mp = es_model_default_params();
+    es_model_params mp = cli_model_params();
     if (device) mp.no_repack = true; /* a device reads the file's layout */
     mp.progress = cli_progress;
     mp.log = cli_log;
@@ -539,7 +539,7 @@ int cmd_serve(int argc, char **argv) {
         if (!http_host) http_host = host;
         int bound = 0;
         if (es_http_listen(http_host, (int)http_port, &http_fd, &bound, &err) != ES_OK ||
-            es_http_loading_start_tls(http_fd, tls, &loading, &err) != ES_OK) {
+            es_http_loading_start(http_fd, tls, &loading, &err) != ES_OK) {
             cli_error("serve", "%s", err.msg);
             goto done;
         }

@@ -1,8 +1,10 @@
 /* main.c — `edgespec <subcommand> ...`: dispatches to cmd_*.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "kernels/matmul.h"
 
 typedef struct {
     const char *name;
@@ -43,6 +45,12 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("edgespec %s\n", ES_VERSION_STRING);
         return 0;
+    }
+    /* $EDGESPEC_CPU lowers the SIMD level the kernels use (for comparisons; README "CPU levels") */
+    es_err err = {0};
+    if (es_cpu_limit(getenv("EDGESPEC_CPU"), &err) != ES_OK) {
+        fprintf(stderr, "edgespec: EDGESPEC_CPU: %s\n", err.msg);
+        return 2;
     }
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
         if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);

@@ -250,7 +250,7 @@ void es_run_device_params(const es_run_opts *o, es_ctx_params *cp) {
 }
 
 es_model *es_run_load_model(const char *cmd, const char *path, es_backend_kind backend) {
-    es_model_params mp = es_model_default_params();
+    es_model_params mp = cli_model_params();
     if (backend != ES_BACKEND_CPU) mp.no_repack = true;
     mp.progress = cli_progress;
     mp.log = cli_log;

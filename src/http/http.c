@@ -1826,9 +1826,8 @@ static struct bufferevent *loading_tls_bev_cb(struct event_base *base, void *arg
     return b;
 }
 
-es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err) { return es_http_loading_start_tls(fd, NULL, out, err); }
 
-es_status es_http_loading_start_tls(int fd, struct ssl_ctx_st *tls, es_http_loading **out, es_err *err) {
+es_status es_http_loading_start(int fd, struct ssl_ctx_st *tls, es_http_loading **out, es_err *err) {
     *out = NULL;
     es_http_loading *l = calloc(1, sizeof *l);
     if (!l) return es_fail(err, ES_ERR_NOMEM, "out of memory");

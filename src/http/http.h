@@ -164,9 +164,8 @@ es_status es_http_listen(const char *host, int port, int *fd_out, int *port_out,
  * "loading"} on /health) from a thread of its own. es_http_loading_stop leaves fd open and
  * listening, so connections that arrive meanwhile wait in the backlog for the real server. */
 typedef struct es_http_loading es_http_loading;
-es_status es_http_loading_start(int fd, es_http_loading **out, es_err *err);
-/* The same over TLS with the server context tls (NULL: plain), kept alive by the caller until stop. */
-es_status es_http_loading_start_tls(int fd, struct ssl_ctx_st *tls, es_http_loading **out, es_err *err);
+/* tls: the server's TLS context (NULL: plain), kept alive by the caller until stop. */
+es_status es_http_loading_start(int fd, struct ssl_ctx_st *tls, es_http_loading **out, es_err *err);
 void es_http_loading_stop(es_http_loading *l);
 
 #endif

@@ -17,11 +17,12 @@
 
 #include "kernels/matmul_impl.h"
 #include "kernels/repack.h"
+#include "util/err.h"
 #include "util/fp16.h"
 
 /* ---------------------------------------------------------------------------------------------
- * CPU level. The best level is probed once (pthread_once); the level in use starts as that,
- * lowered by $EDGESPEC_CPU, and only the test setters change it afterwards. */
+ * CPU level. The best level is probed once (pthread_once); the level in use starts as that and is
+ * changed only by es_cpu_limit (the CLI applies $EDGESPEC_CPU with it) and the test setters. */
 
 typedef struct cpu_state {
     es_cpu_level best; /* what the hardware (and OS) can run */
@@ -58,25 +59,10 @@ static void cpu_detect(void) {
     best = ES_CPU_NEON;
     vnni = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #endif
-    es_cpu_level level = best;
-    bool use_vnni = vnni;
-    const char *env = getenv("EDGESPEC_CPU");
-    if (env && *env) {
-        es_cpu_level want = best;
-        if (!strcmp(env, "scalar")) want = ES_CPU_SCALAR;
-#if defined(__x86_64__)
-        else if (!strcmp(env, "avx2")) want = ES_CPU_AVX2;
-        else if (!strcmp(env, "avx512")) want = ES_CPU_AVX512;
-        else if (!strcmp(env, "avx512-novnni")) { want = ES_CPU_AVX512; use_vnni = false; }
-#elif defined(__aarch64__)
-        else if (!strcmp(env, "neon-nodot")) use_vnni = false;
-#endif
-        if (want < level) level = want; /* only ever lowers (on aarch64 the chain is scalar < neon) */
-    }
     g_cpu.best = best;
     g_cpu.vnni_hw = vnni;
-    atomic_store(&g_cpu.level, (int)level);
-    atomic_store(&g_cpu.vnni, use_vnni);
+    atomic_store(&g_cpu.level, (int)best);
+    atomic_store(&g_cpu.vnni, vnni);
 }
 
 static cpu_state *cpu(void) {
@@ -108,6 +94,32 @@ es_cpu_level es_cpu_level_set(es_cpu_level l) {
 #endif
     atomic_store(&c->level, (int)v);
     return v;
+}
+
+es_status es_cpu_limit(const char *spec, es_err *err) {
+    if (!spec || !*spec) return ES_OK;
+    cpu_state *c = cpu();
+    es_cpu_level want = c->best;
+    bool vnni = atomic_load(&c->vnni);
+    if (!strcmp(spec, "scalar")) want = ES_CPU_SCALAR;
+#if defined(__x86_64__)
+    else if (!strcmp(spec, "avx2")) want = ES_CPU_AVX2;
+    else if (!strcmp(spec, "avx512")) want = ES_CPU_AVX512;
+    else if (!strcmp(spec, "avx512-novnni")) { want = ES_CPU_AVX512; vnni = false; }
+    else if (!strcmp(spec, "neon") || !strcmp(spec, "neon-nodot")) { /* the other architecture's names: no limit */ }
+#elif defined(__aarch64__)
+    else if (!strcmp(spec, "neon")) want = ES_CPU_NEON;
+    else if (!strcmp(spec, "neon-nodot")) vnni = false;
+    else if (!strcmp(spec, "avx2") || !strcmp(spec, "avx512") || !strcmp(spec, "avx512-novnni")) { }
+#endif
+    else
+        return es_fail(err, ES_ERR_INVALID_ARG, "unknown CPU level '%s' (scalar, avx2, avx512, avx512-novnni, neon, neon-nodot)",
+                       spec);
+    /* only ever lowers: on aarch64 the chain is scalar < neon */
+    const es_cpu_level cur = (es_cpu_level)atomic_load(&c->level);
+    if (want < cur) atomic_store(&c->level, (int)want);
+    if (!vnni) atomic_store(&c->vnni, false);
+    return ES_OK;
 }
 
 bool es_cpu_vnni_get(void) { return atomic_load(&cpu()->vnni); }

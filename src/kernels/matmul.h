@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgespec.h"
 #include "kernels/types.h"
 #include "util/threadpool.h"
 
@@ -44,15 +45,17 @@ typedef struct es_mat {
 
 typedef enum es_cpu_level { ES_CPU_SCALAR = 0, ES_CPU_AVX2 = 1, ES_CPU_AVX512 = 2, ES_CPU_NEON = 3 } es_cpu_level;
 
-/* The level in use: the best the CPU supports, lowered by $EDGESPEC_CPU (x86-64: scalar|avx2|avx512,
- * or avx512-novnni to keep AVX-512 but not use VNNI; aarch64: scalar|neon, or neon-nodot to keep
- * NEON but not use the dot-product extension; names of the other architecture are ignored).
- * Detected once per process (thread-safe) and kept in one process-wide value: the only mutable
- * state of this module, changed only by the two setters below, which are meant for tests and
- * benchmarks. Results of int8 kernels do not depend on it. On x86-64 the levels form the chain
+/* The level in use: the best the CPU supports, lowered by es_cpu_limit. Detected once per process
+ * (thread-safe) and kept in one process-wide value: the only mutable state of this module, changed
+ * only by es_cpu_limit and the two setters below, which are meant for tests and benchmarks. Results of int8 kernels do not depend on it. On x86-64 the levels form the chain
  * scalar < avx2 < avx512; on aarch64 scalar < neon. */
 es_cpu_level es_cpu_level_get(void);
 const char *es_cpu_level_name(es_cpu_level l);
+/* Lowers the level in use (never raises it): x86-64: scalar|avx2|avx512, or avx512-novnni to keep
+ * AVX-512 but not use VNNI; aarch64: scalar|neon, or neon-nodot to keep NEON but not use the
+ * dot-product extension; names of the other architecture change nothing; NULL or "" changes
+ * nothing. ES_ERR_INVALID_ARG for an unknown name. The CLI applies $EDGESPEC_CPU with it. */
+es_status es_cpu_limit(const char *spec, es_err *err);
 /* Forces a level for tests (clamped to what the CPU supports; a level of the other architecture
  * means the best this CPU has). Returns the level now in use. */
 es_cpu_level es_cpu_level_set(es_cpu_level l);

@@ -14,8 +14,6 @@
 es_model_params es_model_default_params(void) {
     es_model_params p;
     memset(&p, 0, sizeof p);
-    const char *e = getenv("EDGESPEC_REPACK");
-    p.no_repack = e && !strcmp(e, "0");
     return p;
 }
 
@@ -33,7 +31,7 @@ static es_status repack_one(es_model *m, es_mat *w, es_threadpool *tp, es_err *e
     const size_t bytes = (es_mat_repacked_size(w) + 63) & ~(size_t)63;
     void *dst = bytes ? aligned_alloc(64, bytes) : NULL;
     if (!dst)
-        return es_fail(err, ES_ERR_NOMEM, "out of memory repacking the weights (%zu bytes); EDGESPEC_REPACK=0 keeps the file layout",
+        return es_fail(err, ES_ERR_NOMEM, "out of memory repacking the weights (%zu bytes); no_repack (EDGESPEC_REPACK=0 in the CLI) keeps the file layout",
                        bytes);
     const void *src = w->data;
     const size_t src_bytes = w->row_bytes * (size_t)w->rows;
