@@ -113,6 +113,17 @@ uint64_t es_tokenizer_fingerprint(const es_tokenizer *tok);
 
 typedef struct es_ctx es_ctx;
 
+/* Why a generation ended: the scheduler's events, the wire protocol's VERDICT / TOKENS / CLOSE frames
+ * (their stop byte, docs/PROTOCOL.md) and the HTTP API's finish_reason all use these values. */
+typedef enum es_stop_reason {
+    ES_STOP_NONE = 0,    /* still generating */
+    ES_STOP_EOS = 1,     /* a stop token was emitted (it is the last token sent) */
+    ES_STOP_LENGTH = 2,  /* max_tokens reached */
+    ES_STOP_CONTEXT = 3, /* context full */
+    ES_STOP_CLIENT = 4,  /* the client closed the session */
+    ES_STOP_ERROR = 5,
+} es_stop_reason;
+
 /* Element type of the KV cache rows. F16 (the default) halves the memory of F32 with a logit error
  * far below what changes a greedy choice except at near-ties; Q8_0 (int8 with one fp16 scale per 32
  * values, as GGUF Q8_0) quarters it and needs n_head_kv * head_dim and head_dim multiples of 32. */
@@ -121,6 +132,9 @@ typedef enum es_kv_type {
     ES_KV_F32 = 1,
     ES_KV_Q8_0 = 2,
 } es_kv_type;
+
+/* "f32", "f16", "q8_0"; "unknown" otherwise. */
+const char *es_kv_type_name(es_kv_type type);
 
 typedef enum es_backend_kind { ES_BACKEND_CPU = 0, ES_BACKEND_VULKAN = 1 } es_backend_kind;
 

@@ -18,8 +18,7 @@
 
 /* Bytes of one cache row of n elements of `type` (n a multiple of 32 for q8_0); 0 if impossible. */
 size_t es_kv_type_row_bytes(es_kv_type type, int64_t n);
-/* "f32", "f16", "q8_0"; "unknown" otherwise. */
-const char *es_kv_type_name(es_kv_type type);
+/* es_kv_type_name is declared in edgespec.h */
 /* Parses the names above (case-sensitive); -1 if unknown. */
 int es_kv_type_from_name(const char *name);
 

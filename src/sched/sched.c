@@ -36,7 +36,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels/attn.h"
 #include "model/ctx.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -78,7 +77,7 @@ typedef struct sess {
     /* ---- fixed at open ---- */
     int mode, rule;
     es_sampler_params sampling;
-    int32_t stop[ES_PROTO_MAX_STOP + 1];
+    int32_t stop[ES_SCHED_MAX_STOP + 1];
     int n_stop;
     int32_t *prompt;
     int n_prompt;
@@ -417,8 +416,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     if (sp->max_tokens < 1) return es_fail(err, ES_ERR_INVALID_ARG, "max_tokens must be at least 1");
     if (sp->logprobs && (sp->top_logprobs < 0 || sp->top_logprobs > ES_SPEC_MAX_TOP_LOGPROBS))
         return es_fail(err, ES_ERR_INVALID_ARG, "top_logprobs must be in 0..%d", ES_SPEC_MAX_TOP_LOGPROBS);
-    if (sp->n_stop < 0 || sp->n_stop > ES_PROTO_MAX_STOP || (sp->n_stop > 0 && !sp->stop))
-        return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_PROTO_MAX_STOP);
+    if (sp->n_stop < 0 || sp->n_stop > ES_SCHED_MAX_STOP || (sp->n_stop > 0 && !sp->stop))
+        return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_SCHED_MAX_STOP);
     /* the verifier's rule: AR samples one token per step with greedy (temperature 0) or match */
     int rule = sp->rule;
     if (sp->mode == ES_MODE_AR) rule = sp->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : ES_ACCEPT_MATCH;
@@ -1123,7 +1122,7 @@ static void publish_sess(es_sched *s, sess *x) {
 
     if (x->failed) {
         ev.type = ES_EV_ERROR;
-        ev.code = (x->fail_st == ES_ERR_FULL || x->fail_st == ES_ERR_RANGE) ? ES_PERR_CONTEXT : ES_PERR_INTERNAL;
+        ev.code = x->fail_st;
         ev.msg = x->fail_err.msg;
         ev.stop = ES_STOP_ERROR;
         ev.n_generated = x->n_generated;

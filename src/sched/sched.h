@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #include "edgespec.h"
-#include "wire/proto.h"
+#include "edgespec_serve.h"
 #include "specdec/spec.h"
 
 typedef struct es_sched es_sched;
@@ -49,11 +49,12 @@ typedef struct es_sched_event {
     const es_spec_verdict *verdict;   /* VERDICT */
     const int32_t *tokens;            /* TOKENS: generated tokens (VERDICT: verdict->tokens) */
     int n_tokens;
-    int stop;                         /* es_proto_stop: set on the last VERDICT/TOKENS and on DONE */
+    int stop;                         /* es_stop_reason: set on the last VERDICT/TOKENS and on DONE */
     int n_generated;                  /* tokens generated so far in the session */
     uint32_t queue_us, verify_us;     /* VERDICT: time waiting for a step, time in the step */
     uint16_t suggested_budget;        /* VERDICT: hint for the edge's next tree size (0: none) */
-    int code;                         /* ERROR: es_proto_err */
+    int code;                         /* ERROR: the es_status the session failed with (ES_ERR_FULL /
+                                         ES_ERR_RANGE: its context or the KV pool ran out) */
     const char *msg;                  /* ERROR */
     const es_token_logprob *logprobs; /* TOKENS of a session opened with logprobs: one per token, else NULL */
 } es_sched_event;
@@ -118,11 +119,12 @@ typedef struct es_sched_session_params {
     es_sampler_params sampling;   /* temperature 0 = greedy */
     int max_tokens;               /* tokens to generate */
     const int32_t *stop;          /* stop token ids (the model's EOS is always one) */
-    int n_stop;
+    int n_stop;                   /* at most ES_SCHED_MAX_STOP */
     bool logprobs;                /* ar / server-spec: TOKENS events carry each token's log-probability */
     int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
 } es_sched_session_params;
 
+#define ES_SCHED_MAX_STOP 16      /* stop token ids per session (the wire's OPEN carries as many) */
 #define ES_SCHED_ACCEPT_DEPTHS 16 /* per-position acceptance: depths 1..16 (the last: 16 or more) */
 #define ES_SCHED_BATCH_HIST 12 /* steps by rows: <= 1, 2, 4, ..., 1024, more (es_sched_batch_bucket) */
 

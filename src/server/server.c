@@ -67,6 +67,7 @@
 #define SERVER_HTTP_KEY (1ull << 63) /* session keys of HTTP requests */
 
 _Static_assert(ES_SCHED_BATCH_HIST == ES_METRICS_BATCH_BUCKETS, "the batch histogram buckets must agree");
+_Static_assert(ES_SCHED_MAX_STOP == ES_PROTO_MAX_STOP, "an OPEN's stop tokens must fit a session");
 
 /* ---- events crossing from the compute thread ---- */
 
@@ -270,7 +271,8 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     e->queue_us = ev->queue_us;
     e->verify_us = ev->verify_us;
     e->suggested_budget = ev->suggested_budget;
-    e->code = ev->code;
+    /* the scheduler speaks es_status; the wire and the HTTP status are derived here */
+    e->code = ev->type != ES_EV_ERROR ? 0 : (ev->code == ES_ERR_FULL || ev->code == ES_ERR_RANGE) ? ES_PERR_CONTEXT : ES_PERR_INTERNAL;
     e->msg[0] = 0;
     if (ev->msg) snprintf(e->msg, sizeof e->msg, "%s", ev->msg);
     e->n_path = n_path;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "edgespec.h"
+#include "edgespec_serve.h"
 #include "specdec/spec.h"
 
 #define ES_PROTO_VERSION 1
@@ -66,15 +67,8 @@ typedef enum es_proto_err {
 const char *es_proto_err_name(int code);   /* "busy", ...; "unknown" otherwise */
 const char *es_frame_type_name(int type);  /* "VERIFY", ...; "?" otherwise */
 
-/* Stop reasons in VERDICT / TOKENS / CLOSE. */
-typedef enum es_proto_stop {
-    ES_STOP_NONE = 0,     /* still generating */
-    ES_STOP_EOS = 1,      /* a stop token was emitted (it is the last token sent) */
-    ES_STOP_LENGTH = 2,   /* max_tokens reached */
-    ES_STOP_CONTEXT = 3,  /* context full */
-    ES_STOP_CLIENT = 4,   /* the client closed the session */
-    ES_STOP_ERROR = 5,
-} es_proto_stop;
+/* Stop reasons in VERDICT / TOKENS / CLOSE: the engine's (edgespec.h), one byte on the wire. */
+typedef es_stop_reason es_proto_stop;
 
 /* ---- header ---- */
 
@@ -129,11 +123,7 @@ typedef struct es_msg_welcome {
     uint8_t has_server_draft;           /* server-spec mode available */
 } es_msg_welcome;
 
-typedef enum es_session_mode {
-    ES_MODE_EDGE = 0,        /* the edge drafts and sends VERIFY frames */
-    ES_MODE_AR = 1,          /* the server generates autoregressively and streams TOKENS */
-    ES_MODE_SERVER_SPEC = 2, /* the server drafts with its own draft model and streams TOKENS */
-} es_session_mode;
+/* OPEN's mode byte: es_session_mode (edgespec_serve.h). */
 
 #define ES_OPEN_PROMPT_TEXT 1u /* flags bit: prompt is UTF-8 text (server tokenises, adds BOS) */
 #define ES_OPEN_PENALTY_BIAS 2u /* flags bit: penalties and logit bias follow the prompt */
@@ -192,9 +182,7 @@ typedef struct es_msg_verdict {
     uint16_t suggested_budget;
 } es_msg_verdict;
 
-/* suggested_budget value: the server is compute-bound; send empty trees (root only, i.e. plain
- * autoregressive rounds) until the hint changes. Older clients read it as "no limit". */
-#define ES_HINT_NO_DRAFT 0xFFFFu
+/* suggested_budget: ES_HINT_NO_DRAFT (edgespec_serve.h) or a node count. */
 
 /* TOKENS: u8 stop, u16 n, n x i32. */
 typedef struct es_msg_tokens {
