@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "transport/keys.h"
+#include "transport/listen.h"
 #include "wire/proto.h"
 #include "transport/tls.h"
 #include "http/chat.h"
@@ -1312,16 +1313,7 @@ static void req_complete_cb(struct evhttp_request *req, void *arg) {
 static struct bufferevent *conn_bev_cb(struct event_base *base, void *arg) {
     es_http *h = arg;
     conn_sweep(h);
-    struct bufferevent *b = NULL;
-    if (h->p.tls) {
-        struct ssl_st *ssl = es_tls_server_ssl(h->p.tls, &h->tls_failures);
-        if (!ssl) return NULL;
-        b = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-        if (b) bufferevent_openssl_set_allow_dirty_shutdown(b, 1); /* clients that just close are EOF, not errors */
-        else es_tls_close(ssl);
-    } else {
-        b = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
+    struct bufferevent *b = es_accepted_bev(base, -1, h->p.tls, &h->tls_failures);
     if (!b) return NULL;
     hconn *c = calloc(1, sizeof *c);
     if (c) c->act = event_new(base, -1, 0, conn_act_cb, c);
@@ -1558,42 +1550,7 @@ static es_status take_port(es_http *h, evutil_socket_t fd) {
 }
 
 es_status es_http_listen(const char *host, int port, int *fd_out, int *port_out, es_err *err) {
-    *fd_out = -1;
-    if (port < 0 || port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP port %d outside 0..65535", port);
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    const char *hs = host && *host ? host : "127.0.0.1";
-    int gai = getaddrinfo(hs, portstr, &hints, &res);
-    if (gai != 0) return es_fail(err, ES_ERR_IO, "cannot resolve host '%s': %s", hs, gai_strerror(gai));
-    int fd = -1, last = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) break;
-        last = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) return es_fail(err, ES_ERR_IO, "cannot listen on %s:%d for HTTP: %s", hs, port, strerror(last));
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (port_out && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) *port_out = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        else if (ss.ss_family == AF_INET6) *port_out = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    *fd_out = fd;
-    return ES_OK;
+    return es_listen_tcp(host && *host ? host : "127.0.0.1", port, "HTTP", fd_out, port_out, err);
 }
 
 static void configure(struct evhttp *http, size_t max_body, double timeout_s) {
@@ -1818,12 +1775,7 @@ static void loading_free(es_http_loading *l) {
 }
 
 static struct bufferevent *loading_tls_bev_cb(struct event_base *base, void *arg) {
-    struct ssl_st *ssl = es_tls_server_ssl(arg, NULL);
-    if (!ssl) return NULL;
-    struct bufferevent *b = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (b) bufferevent_openssl_set_allow_dirty_shutdown(b, 1);
-    else es_tls_close(ssl);
-    return b;
+    return es_accepted_bev(base, -1, arg, NULL);
 }
 
 

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "transport/keys.h"
+#include "transport/listen.h"
 #include "wire/proto.h"
 #include "transport/tls.h"
 #include "http/metrics.h"
@@ -1024,15 +1025,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     es_conn *c = calloc(1, sizeof *c);
-    struct bufferevent *bev = NULL;
-    if (c && s->p.tls) {
-        struct ssl_st *ssl = es_tls_server_ssl(s->p.tls, &s->tls_failures);
-        bev = ssl ? bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE) : NULL;
-        if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1); /* a peer that just closes is EOF */
-        else if (ssl) es_tls_close(ssl);
-    } else if (c) {
-        bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    }
+    struct bufferevent *bev = c ? es_accepted_bev(s->base, fd, s->p.tls, &s->tls_failures) : NULL;
     if (!bev) {
         free(c);
         evutil_closesocket(fd);
@@ -1192,37 +1185,9 @@ static void *loop_main(void *arg) {
 /* ---- start / free ---- */
 
 static es_status open_listener(es_server *s, es_err *err) {
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", s->p.port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int gai = getaddrinfo(s->host, portstr, &hints, &res);
-    if (gai != 0) return es_fail(err, ES_ERR_IO, "cannot resolve host '%s': %s", s->host, gai_strerror(gai));
-    int fd = -1, last_errno = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last_errno = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) break;
-        last_errno = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) return es_fail(err, ES_ERR_IO, "cannot listen on %s:%d: %s", s->host, s->p.port, strerror(last_errno));
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        else if (ss.ss_family == AF_INET6) s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
+    int fd = -1;
+    es_status st = es_listen_tcp(s->host, s->p.port, NULL, &fd, &s->port, err);
+    if (st != ES_OK) return st;
     s->listener = evconnlistener_new(s->base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (!s->listener) {
         close(fd);
