@@ -673,7 +673,14 @@ static void test_admission_close(es_model *target, es_model *mid) {
     sp = sess_params(a->id, ES_MODE_AR, 0, 0.0f, 0, 8);
     CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG);
     sp = sess_params(79, ES_MODE_SERVER_SPEC, 0, 0.0f, 0, 8);
-    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG); /* no draft model */
+    CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_UNSUPPORTED); /* no draft model */
+    {   /* a stop token outside the vocabulary (validated here, once, for the wire and HTTP alike) */
+        const int32_t bad_stop[1] = {99999};
+        sp = sess_params(79, ES_MODE_AR, 0, 0.0f, 0, 8);
+        sp.stop = bad_stop;
+        sp.n_stop = 1;
+        CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG && strstr(err.msg, "stop token"));
+    }
     sp = sess_params(79, ES_MODE_EDGE, ES_ACCEPT_GREEDY, 0.7f, 0, 8);
     CHECK(es_sched_open(s, &sp, G[0].prompt, G[0].np, &granted, &err) == ES_ERR_INVALID_ARG); /* greedy with temperature */
     int32_t bad_prompt[2] = {1, 99999};

@@ -407,8 +407,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     if (sp->mode != ES_MODE_EDGE && sp->mode != ES_MODE_AR && sp->mode != ES_MODE_SERVER_SPEC)
         return es_fail(err, ES_ERR_INVALID_ARG, "unknown session mode %d", sp->mode);
     if (sp->mode == ES_MODE_SERVER_SPEC && !s->dctx)
-        return es_fail(err, ES_ERR_INVALID_ARG, "server-spec sessions need a server-side draft model");
-    if (!prompt || n_prompt < 1) return es_fail(err, ES_ERR_INVALID_ARG, "the prompt must hold at least one token");
+        return es_fail(err, ES_ERR_UNSUPPORTED, "server-spec sessions need a server started with a draft model");
+    if (!prompt || n_prompt < 1) return es_fail(err, ES_ERR_INVALID_ARG, "empty prompt (send at least one token, e.g. BOS)");
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
             return es_fail(err, ES_ERR_INVALID_ARG, "prompt token %d: id %d outside the vocabulary (0..%d)", i, prompt[i],
@@ -418,6 +418,9 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
         return es_fail(err, ES_ERR_INVALID_ARG, "top_logprobs must be in 0..%d", ES_SPEC_MAX_TOP_LOGPROBS);
     if (sp->n_stop < 0 || sp->n_stop > ES_SCHED_MAX_STOP || (sp->n_stop > 0 && !sp->stop))
         return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_SCHED_MAX_STOP);
+    for (int i = 0; i < sp->n_stop; i++)
+        if (sp->stop[i] < 0 || sp->stop[i] >= s->n_vocab)
+            return es_fail(err, ES_ERR_INVALID_ARG, "stop token %d outside the vocabulary (0..%d)", sp->stop[i], s->n_vocab - 1);
     /* the verifier's rule: AR samples one token per step with greedy (temperature 0) or match */
     int rule = sp->rule;
     if (sp->mode == ES_MODE_AR) rule = sp->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : ES_ACCEPT_MATCH;

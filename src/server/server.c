@@ -734,34 +734,8 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
         send_error(c, sid, ES_PERR_INVALID, "session id 0 is reserved for the connection");
         return;
     }
-    if (m.mode > ES_MODE_SERVER_SPEC) {
-        send_error(c, sid, ES_PERR_INVALID, "unknown session mode %u", m.mode);
-        return;
-    }
-    if (m.mode == ES_MODE_SERVER_SPEC && !s->p.sched.draft) {
-        send_error(c, sid, ES_PERR_UNSUPPORTED, "server-spec sessions need a server started with a draft model");
-        return;
-    }
-    if (m.mode != ES_MODE_AR && m.rule > ES_ACCEPT_REJECTION) {
-        send_error(c, sid, ES_PERR_INVALID, "acceptance rule %u is not served", m.rule);
-        return;
-    }
-    if (m.max_tokens < 1) {
-        send_error(c, sid, ES_PERR_INVALID, "max_tokens must be at least 1");
-        return;
-    }
-    if (!isfinite(m.temperature) || m.temperature < 0 || !(m.top_p > 0 && m.top_p <= 1) || !(m.min_p >= 0 && m.min_p <= 1) ||
-        m.top_k < 0) {
-        send_error(c, sid, ES_PERR_INVALID, "sampling parameters out of range (temperature >= 0, top_p in (0,1], "
-                                            "min_p in [0,1], top_k >= 0)");
-        return;
-    }
-    for (int i = 0; i < m.n_stop && i < ES_PROTO_MAX_STOP; i++)
-        if (m.stop[i] < 0 || m.stop[i] >= s->n_vocab) {
-            send_error(c, sid, ES_PERR_INVALID, "stop token %d outside the vocabulary (0..%d)", m.stop[i], s->n_vocab - 1);
-            return;
-        }
-
+    /* everything about the session itself (mode, rule, sampling values, stop and prompt tokens, sizes)
+       is validated once, by es_sched_open below, whose status maps to the wire's code */
     int n_prompt = 0;
     if ((m.flags & ES_OPEN_PROMPT_TEXT) && m.mode == ES_MODE_EDGE) {
         /* the edge drafts from token ids, and its draft and the target must agree on them: a text
@@ -784,16 +758,6 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
         }
     } else {
         n_prompt = (int)m.n_prompt;
-        for (int i = 0; i < n_prompt; i++)
-            if (s->prompt_buf[i] < 0 || s->prompt_buf[i] >= s->n_vocab) {
-                send_error(c, sid, ES_PERR_INVALID, "prompt token %d at %d outside the vocabulary (0..%d)", s->prompt_buf[i],
-                           i, s->n_vocab - 1);
-                return;
-            }
-    }
-    if (n_prompt < 1) {
-        send_error(c, sid, ES_PERR_INVALID, "empty prompt (send at least one token, e.g. BOS)");
-        return;
     }
 
     es_sched_session_params sp;
