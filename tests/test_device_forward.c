@@ -336,9 +336,10 @@ static void test_prefix_cow(int device) {
 /* ---- Qwen2: q/k/v biases, NEOX RoPE, grouped-query heads (a random synthetic model) --------- */
 
 static void test_qwen2(int device, uint32_t type, double tol) {
-    char path[512];
-    snprintf(path, sizeof path, "%s", es_test_tmp(type == ES_TYPE_F32 ? "device-qwen2-f32.gguf" : "device-qwen2-q4k.gguf"));
-    /* every matrix's columns a multiple of 256, so Q4_K holds them all */
+    char path[512], name[64];
+    snprintf(name, sizeof name, "device-qwen2-%s.gguf", es_type_name(type));
+    snprintf(path, sizeof path, "%s", es_test_tmp(name));
+    /* every matrix's columns a multiple of 256, so the K-quants hold them all */
     es_synth_opts o = {.shape = "custom:dim=256,ff=512,layers=2,heads=4,kv=2,ctx=128,vocab=300,arch=qwen2,tied=0",
                        .type = type, .seed = 11, .out_path = path, .n_threads = 1};
     es_err err = {{0}};
@@ -417,6 +418,10 @@ int main(void) {
         test_prefix_cow(d);
         test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
         test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
+        /* each further weight type the device reads (the CPU dequantises the same blocks) */
+        test_qwen2(d, ES_TYPE_Q5_K, QUANT_TOL);
+        test_qwen2(d, ES_TYPE_Q6_K, QUANT_TOL);
+        test_qwen2(d, ES_TYPE_BF16, QUANT_TOL);
     }
     CHECK_MSG(n_validation_errors == 0, "%d validation errors", n_validation_errors);
     return es_test_finish("test_device_forward");

@@ -2,7 +2,7 @@
  * the validation layer: any validation error fails the test.
  *
  * Each kernel is held against a scalar reference on random inputs of awkward sizes:
- *  - matmul (matrix–vector for n <= 4, tiled matrix–matrix above) for F32, F16, Q8_0, Q4_0, Q4_K and
+ *  - matmul (matrix–vector for n <= 4, tiled matrix–matrix above) for F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and
  *    Q6_K weights
  *    against the weights dequantised by the CPU's type traits (kernels/types.c) and dotted in double;
  *    the device sums in f32 in another order, so |y − ref| <= 1e-5 · Σ|w·x| + 1e-6;
@@ -105,7 +105,7 @@ static void test_matmuls(es_vk *vk, es_rng *rng) {
      * switch between the matrix–vector (n <= 4) and the tiled kernel (n >= 5) */
     static const int64_t shapes[][3] = {{1, 32, 1},  {37, 96, 1},   {70, 160, 3},  {33, 64, 4},   {33, 64, 5},
                                         {65, 288, 37}, {130, 32, 33}, {31, 256, 64}, {100, 128, 100}};
-    static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+    static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         CHECK(es_vk_matmul_supports(types[t]));
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -116,10 +116,13 @@ static void test_matmuls(es_vk *vk, es_rng *rng) {
     test_matmul(vk, rng, ES_TYPE_F32, 41, 77, 9);
     test_matmul(vk, rng, ES_TYPE_F16, 19, 13, 2);
     test_matmul(vk, rng, ES_TYPE_F16, 45, 99, 40);
+    test_matmul(vk, rng, ES_TYPE_BF16, 19, 13, 2);
+    test_matmul(vk, rng, ES_TYPE_BF16, 45, 99, 40);
     /* K-quants: super-blocks of 256 */
     static const int64_t kshapes[][3] = {{1, 256, 1}, {37, 512, 1}, {33, 256, 4}, {70, 768, 5}, {65, 256, 37}};
-    for (int t = 0; t < 2; t++) {
-        const uint32_t kt = t ? ES_TYPE_Q6_K : ES_TYPE_Q4_K;
+    static const uint32_t ktypes[] = {ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    for (int t = 0; t < 3; t++) {
+        const uint32_t kt = ktypes[t];
         CHECK(es_vk_matmul_supports(kt));
         for (size_t s = 0; s < sizeof kshapes / sizeof kshapes[0]; s++) test_matmul(vk, rng, kt, kshapes[s][0], kshapes[s][1], kshapes[s][2]);
     }
@@ -256,10 +259,10 @@ static void test_errors(es_vk *vk, const es_device_info *info) {
     float f[4] = {0};
     CHECK(es_vk_buf_write(vk, b, 0, f, sizeof f, &err) == ES_ERR_INVALID_ARG);
     CHECK(es_vk_begin(vk, &err) == ES_ERR_INVALID_ARG);
-    /* Q8_0 rows must be whole blocks; Q5_K has no kernel here; buffers too small for the shape */
+    /* Q8_0 rows must be whole blocks; Q3_K has no kernel here; buffers too small for the shape */
     CHECK(es_vk_matmul(vk, b, b, 0, ES_TYPE_Q8_0, 2, 48, b, 1, &err) == ES_ERR_INVALID_ARG);
-    CHECK(es_vk_matmul(vk, b, b, 0, ES_TYPE_Q5_K, 1, 256, b, 1, &err) == ES_ERR_UNSUPPORTED);
-    CHECK(strstr(err.msg, "q5_k") != NULL);
+    CHECK(es_vk_matmul(vk, b, b, 0, ES_TYPE_Q3_K, 1, 256, b, 1, &err) == ES_ERR_UNSUPPORTED);
+    CHECK(strstr(err.msg, "q3_k") != NULL);
     CHECK(es_vk_matmul(vk, b, b, 0, ES_TYPE_F32, 64, 64, b, 1, &err) == ES_ERR_INVALID_ARG);
     CHECK(es_vk_add(vk, b, b, 2000, &err) == ES_ERR_INVALID_ARG);
     CHECK(es_vk_rope(vk, b, b, b, 1, 2, 8, 9, false, 16, &err) == ES_ERR_INVALID_ARG);

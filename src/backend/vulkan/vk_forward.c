@@ -116,7 +116,7 @@ static es_status upload_mat(vk_be *b, const es_mat *m, dmat *out, const char *wh
         return es_fail(err, ES_ERR_UNSUPPORTED,
                        "vulkan: %s is in the CPU's repacked layout; load the model with no_repack for a device", what);
     if (!es_vk_matmul_supports(m->type))
-        return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: %s is %s, which has no device kernel yet (f32, f16, q8_0, q4_0, q4_k, q6_k do)",
+        return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: %s is %s, which has no device kernel yet (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k do)",
                        what, es_type_name(m->type));
     const size_t row = es_row_size(m->type, m->cols);
     if (row == 0 || m->row_bytes != row)

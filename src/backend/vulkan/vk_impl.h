@@ -27,7 +27,9 @@ const es_vk_spirv *es_vk_shader(const char *name);
 typedef enum {
     /* per weight type, in the order of es_vk_wtype (vk_ops.c) */
     ES_VK_PIPE_MV_F32, ES_VK_PIPE_MV_F16, ES_VK_PIPE_MV_Q4_0, ES_VK_PIPE_MV_Q8_0, ES_VK_PIPE_MV_Q4_K, ES_VK_PIPE_MV_Q6_K,
+    ES_VK_PIPE_MV_Q5_K, ES_VK_PIPE_MV_BF16,
     ES_VK_PIPE_MM_F32, ES_VK_PIPE_MM_F16, ES_VK_PIPE_MM_Q4_0, ES_VK_PIPE_MM_Q8_0, ES_VK_PIPE_MM_Q4_K, ES_VK_PIPE_MM_Q6_K,
+    ES_VK_PIPE_MM_Q5_K, ES_VK_PIPE_MM_BF16,
     ES_VK_PIPE_RMSNORM, ES_VK_PIPE_ROPE, ES_VK_PIPE_EW, ES_VK_PIPE_ROWS, ES_VK_PIPE_ATTN,
     ES_VK_PIPE_COUNT
 } es_vk_pipe;

@@ -10,8 +10,10 @@
 const char *const es_vk_pipe_shader[ES_VK_PIPE_COUNT] = {
     [ES_VK_PIPE_MV_F32] = "matvec_f32",   [ES_VK_PIPE_MV_F16] = "matvec_f16",   [ES_VK_PIPE_MV_Q4_0] = "matvec_q4_0",
     [ES_VK_PIPE_MV_Q8_0] = "matvec_q8_0", [ES_VK_PIPE_MV_Q4_K] = "matvec_q4_k", [ES_VK_PIPE_MV_Q6_K] = "matvec_q6_k",
+    [ES_VK_PIPE_MV_Q5_K] = "matvec_q5_k", [ES_VK_PIPE_MV_BF16] = "matvec_bf16",
     [ES_VK_PIPE_MM_F32] = "matmul_f32",   [ES_VK_PIPE_MM_F16] = "matmul_f16",   [ES_VK_PIPE_MM_Q4_0] = "matmul_q4_0",
     [ES_VK_PIPE_MM_Q8_0] = "matmul_q8_0", [ES_VK_PIPE_MM_Q4_K] = "matmul_q4_k", [ES_VK_PIPE_MM_Q6_K] = "matmul_q6_k",
+    [ES_VK_PIPE_MM_Q5_K] = "matmul_q5_k", [ES_VK_PIPE_MM_BF16] = "matmul_bf16",
     [ES_VK_PIPE_RMSNORM] = "rmsnorm",
     [ES_VK_PIPE_ROPE] = "rope",           [ES_VK_PIPE_EW] = "ew",             [ES_VK_PIPE_ROWS] = "rows",
     [ES_VK_PIPE_ATTN] = "attn",
@@ -82,6 +84,8 @@ static int wtype_index(uint32_t type) {
     case ES_TYPE_Q8_0: return 3;
     case ES_TYPE_Q4_K: return 4;
     case ES_TYPE_Q6_K: return 5;
+    case ES_TYPE_Q5_K: return 6;
+    case ES_TYPE_BF16: return 7;
     default: return -1;
     }
 }

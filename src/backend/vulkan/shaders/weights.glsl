@@ -10,7 +10,9 @@
 #define WT_Q4_0 2
 #define WT_Q8_0 8
 #define WT_Q4_K 12
+#define WT_Q5_K 13
 #define WT_Q6_K 14
+#define WT_BF16 30
 
 uint w_byte(uint o) { return (W[o >> 2] >> ((o & 3u) * 8u)) & 0xffu; }
 // an fp16 at an even byte offset (it never straddles two words)
@@ -21,6 +23,12 @@ void w_load16(uint row_base, uint k0, uint cols, out float v[16]) {
     for (uint j = 0u; j < 16u; j++) v[j] = k0 + j < cols ? uintBitsToFloat(W[(row_base >> 2) + k0 + j]) : 0.0;
 #elif WTYPE == WT_F16
     for (uint j = 0u; j < 16u; j++) v[j] = k0 + j < cols ? w_half(row_base + 2u * (k0 + j)) : 0.0;
+#elif WTYPE == WT_BF16
+    // the high half of an f32
+    for (uint j = 0u; j < 16u; j++) {
+        const uint o = row_base + 2u * (k0 + j);
+        v[j] = k0 + j < cols ? uintBitsToFloat(((W[o >> 2] >> ((o & 2u) * 8u)) & 0xffffu) << 16) : 0.0;
+    }
 #elif WTYPE == WT_Q8_0
     // block of 32: fp16 scale d, then 32 int8 codes; value = d * q
     const uint blk = row_base + (k0 >> 5) * 34u;
@@ -51,6 +59,25 @@ void w_load16(uint row_base, uint k0, uint cols, out float v[16]) {
     const float D = w_half(blk) * float(sc), M = w_half(blk + 2u) * float(m);
     const uint sh = (s & 1u) * 4u;
     for (uint j = 0u; j < 16u; j++) v[j] = D * float((w_byte(blk + 16u + 32u * c + l0 + j) >> sh) & 15u) - M;
+#elif WTYPE == WT_Q5_K
+    // super-block of 256 (176 bytes): Q4_K's d, dmin and 12 bytes of scales and mins, then qh[32],
+    // then the 128 bytes of nibbles; bit s of qh[l] is the fifth bit of element 32s + l
+    const uint blk = row_base + (k0 >> 8) * 176u;
+    const uint e = k0 & 255u, s = e >> 5, c = s >> 1, l0 = e & 31u;
+    uint sc, m;
+    if (s < 4u) {
+        sc = w_byte(blk + 4u + s) & 63u;
+        m = w_byte(blk + 8u + s) & 63u;
+    } else {
+        sc = (w_byte(blk + 8u + s) & 15u) | ((w_byte(blk + s) >> 6) << 4);
+        m = (w_byte(blk + 8u + s) >> 4) | ((w_byte(blk + 4u + s) >> 6) << 4);
+    }
+    const float D = w_half(blk) * float(sc), M = w_half(blk + 2u) * float(m);
+    const uint sh = (s & 1u) * 4u;
+    for (uint j = 0u; j < 16u; j++) {
+        const uint q = ((w_byte(blk + 48u + 32u * c + l0 + j) >> sh) & 15u) | (((w_byte(blk + 16u + l0 + j) >> s) & 1u) << 4);
+        v[j] = D * float(q) - M;
+    }
 #elif WTYPE == WT_Q6_K
     // super-block of 256 (210 bytes): ql[128], qh[64], int8 scales[16], fp16 d; in each half h with
     // l < 32, element 128h + 32t + l takes nibble t >> 1 of ql[64h + 32(t & 1) + l] and bits 2t, 2t+1
