@@ -41,7 +41,7 @@ done
 es_reap_on_exit
 expect 0 "$bin" run -m "$target" -p "$prompt" -n 48 --temp 0 --kv-type f32 -t 1
 cp "$tmp/out" "$tmp/ref.txt"
-"$bin" serve -m "$target" --port 0 -t 1 --kv-type f32 --device vulkan >"$tmp/serve.out" 2>"$tmp/serve.err" &
+"$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --kv-type f32 --device vulkan >"$tmp/serve.out" 2>"$tmp/serve.err" &
 pid=$!
 pids+=("$pid")
 port=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_LISTEN")
@@ -50,6 +50,12 @@ if [ -z "$port" ]; then
 else
   srv=127.0.0.1:$port
   has "$tmp/serve.err" "the target's forward pass runs on vulkan:0 ("
+  # /metrics names the device (the name the driver reports, as `devices` lists it)
+  hport=$(wait_line "$tmp/serve.err" "$pid" "$ES_RE_HTTP")
+  dname=$("$bin" devices --json | python3 -c 'import json,sys; print([d for d in json.load(sys.stdin)["devices"] if d["backend"]=="vulkan"][0]["name"])')
+  curl -s "http://127.0.0.1:$hport/metrics" >"$tmp/metrics.txt"
+  has "$tmp/metrics.txt" "edgespec_device_info{backend=\"vulkan\",index=\"0\",name=\"$dname\"} 1"
+  grep -q '^edgespec_device_memory_bytes [1-9]' "$tmp/metrics.txt" && ok || bad "no device memory in /metrics: $(grep device "$tmp/metrics.txt")"
   "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 >"$tmp/e1.out" 2>"$tmp/e1.err" &
   e1=$!
   "$bin" edge -d "$models/draft-small.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/e2.out" 2>"$tmp/e2.err" &

@@ -280,6 +280,7 @@ need = {"edgespec_requests_total": "counter", "edgespec_prompt_tokens_total": "c
         "edgespec_refused_total": "counter"}
 for n, t in need.items(): assert t2.get(n) == t, (n, t2.get(n))
 assert 'edgespec_active_sessions{kind="edge"}' in v2 and 'edgespec_active_sessions{kind="http"}' in v2
+assert v2.get('edgespec_device_info{backend="cpu",index="0",name=""}') == 1, [k for k in v2 if "device" in k]
 assert v2['edgespec_batch_rows_bucket{le="+Inf"}'] == v2["edgespec_batch_rows_count"] > 0
 for k in ('edgespec_requests_total{endpoint="/metrics",status="200"}', 'edgespec_requests_total{endpoint="/v1/completions",status="200"}',
           "edgespec_generated_tokens_total", "edgespec_prompt_tokens_total", "edgespec_http_completion_tokens_total", "edgespec_batch_rows_count"):

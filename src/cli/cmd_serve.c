@@ -217,17 +217,21 @@ static void print_stats_human(const es_server_stats *st, double uptime) {
                 (long long)st->http.conns_refused, (long long)st->http.conns_timed_out);
 }
 
-/* "cpu", or "vulkan:N (name, M MiB)" for the device the target runs on. */
-static void device_desc(es_backend_kind backend, int device, char *buf, size_t len) {
+/* "cpu", or "vulkan:N (name, M MiB)" for the device the target runs on; *info gets the device's
+ * description when the driver lists it (memory_bytes 0 otherwise). */
+static void device_desc(es_backend_kind backend, int device, char *buf, size_t len, es_device_info *info) {
+    memset(info, 0, sizeof *info);
     snprintf(buf, len, "cpu");
     if (backend != ES_BACKEND_VULKAN) return;
     es_device_info d[16];
     int n = 0;
     es_err err = {{0}};
-    if (es_devices(d, 16, &n, &err) == ES_OK && device < n && device < 16)
+    if (es_devices(d, 16, &n, &err) == ES_OK && device < n && device < 16) {
+        *info = d[device];
         snprintf(buf, len, "vulkan:%d (%s, %lld MiB)", device, d[device].name, (long long)(d[device].memory_bytes >> 20));
-    else
+    } else {
         snprintf(buf, len, "vulkan:%d", device);
+    }
 }
 
 static void print_stats_json(const es_server_stats *st, double uptime, double process_cpu, const char *host, int port,
@@ -620,6 +624,11 @@ int cmd_serve(int argc, char **argv) {
         http_fd = -1; /* es_server_start owns it now */
     }
     double t0 = cli_now();
+    char devdesc[320];
+    es_device_info devinfo;
+    device_desc(sp.sched.backend, sp.sched.device, devdesc, sizeof devdesc, &devinfo);
+    sp.device_name = devinfo.name[0] ? devinfo.name : NULL;
+    sp.device_memory_bytes = devinfo.memory_bytes;
     if (es_server_start(&sp, &srv, &err) != ES_OK) {
         cli_error("serve", "%s", err.msg);
         goto done;
@@ -633,8 +642,6 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
             sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key || keys.n ? ", api key required" : "",
             tls ? ", TLS" : "", local ? "" : ", reachable from other machines");
-    char devdesc[320];
-    device_desc(sp.sched.backend, sp.sched.device, devdesc, sizeof devdesc);
     if (sp.sched.backend != ES_BACKEND_CPU) fprintf(stderr, "edgespec serve: the target's forward pass runs on %s\n", devdesc);
     if (!local && !tls)
         fprintf(stderr, "edgespec serve: warning: listening beyond this machine without TLS: traffic and keys travel in "

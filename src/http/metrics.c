@@ -98,6 +98,15 @@ static bool lat_hist(es_str *o, const char *name, const char *help, const es_met
 bool es_metrics_render(const es_metrics *m, es_str *o) {
     bool ok = family(o, "edgespec_build_info", "gauge", "Always 1; the labels say which edgespec this is.") &&
               es_str_printf(o, "edgespec_build_info{version=\"%s\"} 1\n", ES_VERSION_STRING);
+    if (m->device_backend) {
+        ok = ok && family(o, "edgespec_device_info", "gauge", "Always 1; the labels say where the target's forward pass runs.") &&
+             es_str_puts(o, "edgespec_device_info{backend=\"") && esc(o, m->device_backend) &&
+             es_str_printf(o, "\",index=\"%d\",name=\"", m->device_index) && esc(o, m->device_name ? m->device_name : "") &&
+             es_str_puts(o, "\"} 1\n");
+        if (m->device_memory_bytes > 0)
+            ok = ok && simple(o, "edgespec_device_memory_bytes", "gauge", "Device-local memory of the device the target runs on.",
+                              (double)m->device_memory_bytes);
+    }
     ok = ok && family(o, "edgespec_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
     for (int i = 0; i < m->n_req && ok; i++)
         ok = es_str_puts(o, "edgespec_requests_total{endpoint=\"") && esc(o, m->req[i].endpoint) &&

@@ -74,6 +74,10 @@ typedef struct es_metrics {
     int64_t prefix_hit_tokens;     /* prompt tokens adopted from the prefix cache (< 0: n/a) */
     int64_t prefix_blocks;         /* KV pages in the prefix cache now */
     int queue_depth;               /* requests waiting for a worker (edge) */
+    const char *device_backend;    /* where the target's forward pass runs: "cpu", "vulkan" (NULL: n/a) */
+    int device_index;              /* N of vulkan:N */
+    const char *device_name;       /* the driver's name (NULL: unknown) */
+    int64_t device_memory_bytes;   /* its largest device-local heap (<= 0: unknown) */
     /* ---- security, per listener (< 0: no such listener, or no TLS on it) ---- */
     int64_t auth_failures_edge;    /* edge connections refused for a missing or wrong api key */
     int64_t auth_failures_http;    /* HTTP requests answered 401 */

@@ -172,7 +172,7 @@ struct es_server {
 
     es_http *http;                     /* the OpenAI API (NULL without one) */
     int http_port;
-    char http_host[256], model_name[256];
+    char http_host[256], model_name[256], device_name[256];
 
     pthread_t loop_thread, compute_thread;
     bool loop_started, compute_started;
@@ -1231,6 +1231,10 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->busy_seconds = k.busy_seconds;
     m->idle_seconds = k.idle_seconds;
     m->groups = k.groups;
+    m->device_backend = s->p.sched.backend == ES_BACKEND_VULKAN ? "vulkan" : "cpu";
+    m->device_index = s->p.sched.backend == ES_BACKEND_VULKAN ? s->p.sched.device : 0;
+    m->device_name = s->p.device_name;
+    m->device_memory_bytes = s->p.device_memory_bytes;
     m->prefix_hit_tokens = k.prefix_hit_tokens;
     m->prefix_blocks = k.prefix_cached_blocks;
     pthread_mutex_lock(&s->stats_mu);
@@ -1368,6 +1372,8 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     s->p = *p;
     snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
     s->p.host = s->host;
+    snprintf(s->device_name, sizeof s->device_name, "%s", p->device_name ? p->device_name : "");
+    s->p.device_name = s->device_name[0] ? s->device_name : NULL;
     {
         es_status kst = ES_OK;
         if (p->api_key && *p->api_key) kst = es_keys_add(&s->keys, p->api_key, err);

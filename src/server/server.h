@@ -47,6 +47,10 @@ typedef struct es_server_params {
     /* The OpenAI-compatible HTTP API (http/http.h) on the same loop and the same scheduler: each
      * completion request is a session (autoregressive, or server-side speculation with sched.draft). */
     bool http;                   /* serve it (default false) */
+    /* The device the target runs on, for /metrics' edgespec_device_info (sched.backend / sched.device
+       say which; the caller names it, from es_devices): NULL / 0 when unknown or on the CPU. */
+    const char *device_name;
+    int64_t device_memory_bytes;
     const char *http_host;       /* default: host */
     int http_port;               /* 0: an ephemeral port (es_server_http_port) */
     int http_fd;                 /* >= 0: a listening socket to take over (es_http_listen; closed by
