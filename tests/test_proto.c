@@ -821,8 +821,42 @@ static void test_round_size(void) {
     free(t);
 }
 
+/* es_proto_frame_next, the reader both ends use: fed a stream of two frames one byte at a time, it
+ * reports each whole frame exactly when its last byte has arrived; a header it cannot trust fails. */
+static void test_frame_next(void) {
+    uint8_t buf[256];
+    es_wbuf w;
+    es_wbuf_init(&w, buf, sizeof buf);
+    es_err err = {{0}};
+    const es_msg_ping p = {.nonce = 42};
+    const es_msg_close cl = {.stop = ES_STOP_CLIENT};
+    CHECK_OK(es_proto_put_ping(&w, ES_FRAME_PING, &p, &err), &err);
+    const size_t first = w.len;
+    CHECK_OK(es_proto_put_close(&w, 7, &cl, &err), &err);
+    const size_t total = w.len;
+    size_t at = 0, frames = 0;
+    for (size_t have = 0; have <= total; have++) {
+        es_frame_header h;
+        size_t len = 1;
+        CHECK_OK(es_proto_frame_next(buf + at, have - at, ES_PROTO_MAX_PAYLOAD_DEFAULT, &h, &len, &err), &err);
+        if (len == 0) continue;
+        frames++;
+        CHECK(frames == 1 ? (have == first && h.type == ES_FRAME_PING) : (have == total && h.type == ES_FRAME_CLOSE && h.session == 7));
+        at += len;
+    }
+    CHECK(frames == 2 && at == total);
+    /* a payload above the limit: ES_ERR_RANGE before the payload arrives; garbage: ES_ERR_FORMAT */
+    es_frame_header h;
+    size_t len = 0;
+    CHECK(es_proto_frame_next(buf + first, ES_PROTO_HEADER_SIZE, 0, &h, &len, &err) == ES_ERR_RANGE && len == 0);
+    uint8_t junk[ES_PROTO_HEADER_SIZE];
+    memset(junk, 0xee, sizeof junk);
+    CHECK(es_proto_frame_next(junk, sizeof junk, ES_PROTO_MAX_PAYLOAD_DEFAULT, &h, &len, &err) == ES_ERR_FORMAT && len == 0);
+}
+
 int main(void) {
     es_rng_seed(&g_rng, 0x9d07);
+    test_frame_next();
     test_header();
     test_hello_welcome();
     test_open();

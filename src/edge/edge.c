@@ -181,12 +181,13 @@ static void wire_read(wire *w) {
         while (w->rlen - at >= ES_PROTO_HEADER_SIZE) {
             es_frame_header h;
             es_err err;
-            if (es_proto_get_header(w->rbuf + at, ES_PROTO_MAX_PAYLOAD_DEFAULT, &h, &err) != ES_OK) {
+            size_t frame_len = 0;
+            if (es_proto_frame_next(w->rbuf + at, w->rlen - at, ES_PROTO_MAX_PAYLOAD_DEFAULT, &h, &frame_len, &err) != ES_OK) {
                 wire_die(w, "the server sent a bad frame header: %s", err.msg);
                 pthread_mutex_unlock(&w->mu);
                 return;
             }
-            if (w->rlen - at - ES_PROTO_HEADER_SIZE < h.len) break;
+            if (frame_len == 0) break;
             if (w->in_bytes + h.len + ES_PROTO_HEADER_SIZE > EDGE_QUEUE_MAX) {
                 wire_die(w, "the server sent more than %zu MiB that the edge has not taken", EDGE_QUEUE_MAX >> 20);
                 pthread_mutex_unlock(&w->mu);

@@ -926,14 +926,14 @@ static void conn_read_cb(struct bufferevent *bev, void *arg) {
     es_server *s = c->srv;
     struct evbuffer *in = bufferevent_get_input(bev);
     while (c->state == CONN_HANDSHAKE || c->state == CONN_READY) {
-        size_t avail = evbuffer_get_length(in);
+        size_t avail = evbuffer_get_length(in), frame_len = 0;
         if (avail < ES_PROTO_HEADER_SIZE) break;
         uint8_t hb[ES_PROTO_HEADER_SIZE];
         evbuffer_copyout(in, hb, sizeof hb);
         es_frame_header h;
         memset(&h, 0, sizeof h);
         es_err err = {{0}};
-        es_status st = es_proto_get_header(hb, s->p.max_payload, &h, &err);
+        es_status st = es_proto_frame_next(hb, avail, s->p.max_payload, &h, &frame_len, &err);
         if (st != ES_OK) {
             evbuffer_drain(in, avail);
             if (c->state == CONN_HANDSHAKE) stat_add(s, &s->st.connections_refused, 1);
@@ -946,7 +946,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg) {
                 conn_fail(c, ES_PERR_MALFORMED, "bad frame header: %s", err.msg);
             break;
         }
-        if (avail - ES_PROTO_HEADER_SIZE < h.len) break; /* wait for the whole payload */
+        if (frame_len == 0) break; /* wait for the whole payload */
         evbuffer_drain(in, ES_PROTO_HEADER_SIZE);
         static const uint8_t empty[1] = {0};
         const uint8_t *payload = h.len ? evbuffer_pullup(in, (ev_ssize_t)h.len) : empty;

@@ -90,6 +90,16 @@ es_status es_proto_get_header(const uint8_t in[ES_PROTO_HEADER_SIZE], uint32_t m
     return ES_OK;
 }
 
+es_status es_proto_frame_next(const uint8_t *hdr, size_t avail, uint32_t max_payload, es_frame_header *h, size_t *frame_len,
+                              es_err *err) {
+    *frame_len = 0;
+    if (avail < ES_PROTO_HEADER_SIZE) return ES_OK;
+    const es_status st = es_proto_get_header(hdr, max_payload, h, err);
+    if (st != ES_OK) return st;
+    if (avail - ES_PROTO_HEADER_SIZE >= h->len) *frame_len = ES_PROTO_HEADER_SIZE + (size_t)h->len;
+    return ES_OK;
+}
+
 void es_wbuf_init(es_wbuf *w, uint8_t *data, size_t cap) {
     w->data = data;
     w->cap = data ? cap : 0;

@@ -86,6 +86,14 @@ void es_proto_put_header(uint8_t out[ES_PROTO_HEADER_SIZE], const es_frame_heade
  * fields even on failure, so the caller can tell a version mismatch (answer VERSION) from garbage. */
 es_status es_proto_get_header(const uint8_t in[ES_PROTO_HEADER_SIZE], uint32_t max_payload, es_frame_header *h, es_err *err);
 
+/* The one frame reader of both ends: `avail` bytes of the stream are buffered, the first
+ * min(avail, ES_PROTO_HEADER_SIZE) of them at hdr (only those are read). ES_OK with *frame_len = 0:
+ * no whole frame yet (read more); ES_OK with *frame_len = header + payload bytes: one is complete and
+ * *h says what it is; otherwise es_proto_get_header's refusal (with *h's raw fields), after which the
+ * stream cannot be resynchronised. */
+es_status es_proto_frame_next(const uint8_t *hdr, size_t avail, uint32_t max_payload, es_frame_header *h, size_t *frame_len,
+                              es_err *err);
+
 /* ---- a bounded output buffer ---- */
 
 typedef struct es_wbuf {
