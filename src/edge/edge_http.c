@@ -36,6 +36,7 @@ typedef struct ejob {
     int n_prompt;
     int max_tokens;
     es_sampler_params sampling;
+    bool seeded;               /* the request named its seed (es_http_gen.seeded) */
     int32_t stop[EH_MAX_STOP];
     int n_stop;
     int n_gen;                 /* tokens handed to the loop so far (worker only) */
@@ -234,7 +235,11 @@ static void *worker_main(void *arg) {
         memset(&st, 0, sizeof st);
         int32_t *out = malloc(((size_t)j->max_tokens + 1) * sizeof *out);
         es_status rc = out ? ES_OK : es_fail(&err, ES_ERR_NOMEM, "out of memory");
-        const int rule = j->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : s->rule_sampled;
+        /* A request that names its seed is verified by sample-then-match: the target draws once per
+           emitted token, in order, so the text is the one autoregressive sampling with that seed gives
+           (the server's API's too), whatever the draft proposed; rejection sampling accepts more but
+           draws per tried child, so its text depends on the drafts. */
+        const int rule = j->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : j->seeded ? ES_ACCEPT_MATCH : s->rule_sampled;
         if (rc == ES_OK) rc = es_edge_set_sampling(w->e, rule, &j->sampling, &err);
         if (rc == ES_OK)
             rc = es_edge_generate(w->e, j->prompt, j->n_prompt, j->max_tokens, j->stop, j->n_stop, out, &st, on_tokens, j, &err);
@@ -291,6 +296,7 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
     j->n_prompt = g->n_prompt;
     j->max_tokens = g->max_tokens;
     j->sampling = g->sampling;
+    j->seeded = g->seeded;
     j->s = s;
     memcpy(j->stop, g->stop, (size_t)g->n_stop * sizeof(int32_t));
     j->n_stop = g->n_stop;

@@ -1018,6 +1018,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         g->sampling.bias[i].bias = q.bias[i].bias;
     }
     g->sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
+    g->seeded = q.has_seed;
     g->stop = r->stop_ids;
     g->n_stop = n_stop_ids;
     g->stop_strings = r->stop;

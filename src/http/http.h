@@ -53,6 +53,8 @@ typedef struct es_http_gen {
     int n_prompt;
     int max_tokens;
     es_sampler_params sampling;  /* temperature 0 = greedy */
+    bool seeded;                 /* the request named its seed: its sampled text must follow from the seed
+                                    alone, whatever is drafted (the edge then verifies by the match rule) */
     const int32_t *stop;         /* stop token ids besides the model's EOS (which always stops) */
     int n_stop;
     /* the request's stop strings and what the front end matches them on (valid during start): a backend
