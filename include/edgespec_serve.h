@@ -12,6 +12,12 @@ typedef enum es_session_mode {
     ES_MODE_AR = 1,          /* the server generates autoregressively and streams TOKENS */
     ES_MODE_SERVER_SPEC = 2, /* the server drafts with its own draft model and streams TOKENS */
 } es_session_mode;
+#define ES_SESSION_MODES 3
+
+/* "edge", "autoregressive", "server_draft"; "unknown" otherwise (the `kind` label of /metrics). */
+static inline const char *es_session_mode_name(int mode) {
+    return mode == ES_MODE_EDGE ? "edge" : mode == ES_MODE_AR ? "autoregressive" : mode == ES_MODE_SERVER_SPEC ? "server_draft" : "unknown";
+}
 
 /* The scheduler's tree-size hint (VERDICT's suggested_budget) meaning: the server is compute-bound;
  * send empty trees (root only, i.e. plain autoregressive rounds) until the hint changes. Older

@@ -281,6 +281,16 @@ need = {"edgespec_requests_total": "counter", "edgespec_prompt_tokens_total": "c
 for n, t in need.items(): assert t2.get(n) == t, (n, t2.get(n))
 assert 'edgespec_active_sessions{kind="edge"}' in v2 and 'edgespec_active_sessions{kind="http"}' in v2
 assert v2.get('edgespec_device_info{backend="cpu",index="0",name=""}') == 1, [k for k in v2 if "device" in k]
+# counters by session kind: every kind listed, and per counter the kinds sum to the unlabelled total
+kinds = ("edge", "autoregressive", "server_draft")
+for fam, total in (("edgespec_kind_generated_tokens_total", "edgespec_generated_tokens_total"),
+                   ("edgespec_kind_prompt_tokens_total", "edgespec_prompt_tokens_total"),
+                   ("edgespec_kind_drafts_total", "edgespec_drafts_total"),
+                   ("edgespec_kind_accepted_tokens_total", "edgespec_accepted_tokens_total")):
+    assert t2.get(fam) == "counter", fam
+    assert sum(v2['%s{kind="%s"}' % (fam, k)] for k in kinds) == v2[total], (fam, [v2['%s{kind="%s"}' % (fam, k)] for k in kinds], v2[total])
+assert v2['edgespec_kind_sessions_total{kind="autoregressive"}'] > v1['edgespec_kind_sessions_total{kind="autoregressive"}']
+assert t2.get("edgespec_kind_active_sessions") == "gauge"
 assert v2['edgespec_batch_rows_bucket{le="+Inf"}'] == v2["edgespec_batch_rows_count"] > 0
 for k in ('edgespec_requests_total{endpoint="/metrics",status="200"}', 'edgespec_requests_total{endpoint="/v1/completions",status="200"}',
           "edgespec_generated_tokens_total", "edgespec_prompt_tokens_total", "edgespec_http_completion_tokens_total", "edgespec_batch_rows_count"):

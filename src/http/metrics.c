@@ -2,6 +2,8 @@
  * fixed words, which never need escaping beyond what esc() does for safety. */
 #include "http/metrics.h"
 
+#include <stddef.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -214,6 +216,35 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
             for (int k = 0; k < ES_METRICS_ACCEPT_DEPTHS && ok; k++)
                 ok = es_str_printf(o, "edgespec_accepted_depth_total{depth=\"%d\"} ", k + 1) && value(o, (double)m->accept_depth[k]);
         }
+    }
+    if (m->n_kinds > 0) {
+        /* one family per counter, a sample per kind: sum(by kind) is the unlabelled total above */
+        static const struct {
+            const char *name, *type, *help;
+            size_t off;
+        } fams[] = {
+            {"edgespec_kind_sessions_total", "counter", "Sessions admitted, by kind (edge: the edge drafts; server_draft: "
+             "the server's draft model; autoregressive: no draft).", offsetof(es_metrics_kind, sessions)},
+            {"edgespec_kind_prompt_tokens_total", "counter", "Prompt tokens of the sessions admitted, by kind.",
+             offsetof(es_metrics_kind, prompt_tokens)},
+            {"edgespec_kind_generated_tokens_total", "counter", "Tokens generated, by session kind.",
+             offsetof(es_metrics_kind, generated_tokens)},
+            {"edgespec_kind_drafts_total", "counter", "Speculative rounds verified, by session kind.",
+             offsetof(es_metrics_kind, drafts)},
+            {"edgespec_kind_draft_tokens_total", "counter", "Draft tokens proposed, by session kind.",
+             offsetof(es_metrics_kind, draft_tokens)},
+            {"edgespec_kind_accepted_tokens_total", "counter", "Draft tokens accepted, by session kind.",
+             offsetof(es_metrics_kind, accepted_tokens)},
+        };
+        for (size_t f = 0; f < sizeof fams / sizeof fams[0] && ok; f++) {
+            ok = family(o, fams[f].name, fams[f].type, fams[f].help);
+            for (int k = 0; k < m->n_kinds && ok; k++)
+                ok = es_str_printf(o, "%s{kind=\"%s\"} ", fams[f].name, m->kinds[k].kind) &&
+                     value(o, (double)*(const int64_t *)((const char *)&m->kinds[k] + fams[f].off));
+        }
+        ok = ok && family(o, "edgespec_kind_active_sessions", "gauge", "Sessions generating now, by kind.");
+        for (int k = 0; k < m->n_kinds && ok; k++)
+            ok = es_str_printf(o, "edgespec_kind_active_sessions{kind=\"%s\"} ", m->kinds[k].kind) && value(o, (double)m->kinds[k].active);
     }
     if (m->auth_failures_edge >= 0 || m->auth_failures_http >= 0) {
         ok = ok && family(o, "edgespec_auth_failures_total", "counter",

@@ -21,6 +21,8 @@
 #define ES_METRICS_LAT_BUCKETS 18
 extern const double es_metrics_lat_le[ES_METRICS_LAT_BUCKETS - 1];
 
+#define ES_METRICS_KINDS 4 /* session kinds a backend may split its counters by */
+
 typedef struct es_metrics_hist {
     int64_t bucket[ES_METRICS_LAT_BUCKETS]; /* non-cumulative counts per bucket */
     int64_t count;
@@ -29,6 +31,12 @@ typedef struct es_metrics_hist {
 
 /* Adds one observation of `seconds` (negative ones count as 0). */
 void es_metrics_observe(es_metrics_hist *hst, double seconds);
+
+typedef struct es_metrics_kind {
+    const char *kind; /* a static string */
+    int64_t sessions, prompt_tokens, generated_tokens, drafts, draft_tokens, accepted_tokens;
+    int active;
+} es_metrics_kind;
 
 typedef struct es_metrics_req {
     const char *endpoint;  /* a static string: "/v1/completions", ..., "other" */
@@ -74,6 +82,10 @@ typedef struct es_metrics {
     int64_t prefix_hit_tokens;     /* prompt tokens adopted from the prefix cache (< 0: n/a) */
     int64_t prefix_blocks;         /* KV pages in the prefix cache now */
     int queue_depth;               /* requests waiting for a worker (edge) */
+    /* the backend's counters by session kind (the server's scheduler: "edge", "autoregressive",
+       "server_draft"); n_kinds 0: not split */
+    es_metrics_kind kinds[ES_METRICS_KINDS];
+    int n_kinds;
     const char *device_backend;    /* where the target's forward pass runs: "cpu", "vulkan" (NULL: n/a) */
     int device_index;              /* N of vulkan:N */
     const char *device_name;       /* the driver's name (NULL: unknown) */

@@ -506,6 +506,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     slot->root = pcopy[n_prompt - 1];
     s->st.sessions_opened++;
     s->st.prompt_tokens += n_prompt;
+    s->st.by_mode[sp->mode].sessions_opened++;
+    s->st.by_mode[sp->mode].prompt_tokens += n_prompt;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (max_tokens_granted) *max_tokens_granted = max_tokens;
@@ -593,8 +595,12 @@ void es_sched_get_stats(es_sched *s, es_sched_stats *out) {
     out->pass_fixed_s = s->cost_a;
     out->pass_row_s = s->cost_b;
     out->sessions_active = 0;
+    for (int m = 0; m < ES_SESSION_MODES; m++) out->by_mode[m].sessions_active = 0;
     for (int i = 0; i < s->n_slots; i++)
-        if (s->sess[i].state == SESS_NEW || s->sess[i].state == SESS_LIVE) out->sessions_active++;
+        if (s->sess[i].state == SESS_NEW || s->sess[i].state == SESS_LIVE) {
+            out->sessions_active++;
+            out->by_mode[s->sess[i].mode].sessions_active++;
+        }
     pthread_mutex_unlock(&s->mu);
     out->compute_cpu_seconds += es_ctx_worker_cpu_seconds(s->ctx);
     if (s->dctx) out->compute_cpu_seconds += es_ctx_worker_cpu_seconds(s->dctx);
@@ -1091,6 +1097,9 @@ static void publish_sess(es_sched *s, sess *x) {
                 s->st.rounds++;
                 s->st.drafted += nodes;
                 s->st.accepted += x->vd.n_accepted;
+                s->st.by_mode[x->mode].rounds++;
+                s->st.by_mode[x->mode].drafted += nodes;
+                s->st.by_mode[x->mode].accepted += x->vd.n_accepted;
                 for (int k = 0; k < x->vd.n_accepted && k < ES_SCHED_ACCEPT_DEPTHS; k++) s->st.accept_depth[k]++;
                 x->last_rows = nodes + 1;
                 /* how often its draft's first token is right: what a 1-node tree earns */
@@ -1098,6 +1107,7 @@ static void publish_sess(es_sched *s, sess *x) {
                 x->first_hit = x->first_hit * SCHED_P_DECAY + (nodes > 0 && x->vd.n_accepted > 0);
             }
             s->st.tokens_generated += x->n_emit;
+            s->st.by_mode[x->mode].tokens_generated += x->n_emit;
         }
     }
     if (closed) { /* nothing more to say; the slot is reaped by the next step */

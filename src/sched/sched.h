@@ -161,6 +161,10 @@ typedef struct es_sched_stats {
     int64_t groups_sum;           /* edge groups in use at each pass, summed (mean: / steps) */
     double round_trip_s;          /* recent mean time from an edge verdict to the edge's next tree (its
                                      network round trip plus its drafting; kept when the edges leave) */
+    struct {                      /* the same counters by session kind, indexed by es_session_mode */
+        int64_t sessions_opened, prompt_tokens, tokens_generated, rounds, drafted, accepted;
+        int sessions_active;
+    } by_mode[ES_SESSION_MODES];
 } es_sched_stats;
 
 /* A measured pass-time curve: t[i] seconds (or any unit) for passes of rows[i] rows, rows increasing;

@@ -1231,6 +1231,18 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->busy_seconds = k.busy_seconds;
     m->idle_seconds = k.idle_seconds;
     m->groups = k.groups;
+    _Static_assert(ES_SESSION_MODES <= ES_METRICS_KINDS, "a metrics slot per session kind");
+    m->n_kinds = ES_SESSION_MODES;
+    for (int md = 0; md < ES_SESSION_MODES; md++) {
+        m->kinds[md].kind = es_session_mode_name(md);
+        m->kinds[md].sessions = k.by_mode[md].sessions_opened;
+        m->kinds[md].prompt_tokens = k.by_mode[md].prompt_tokens;
+        m->kinds[md].generated_tokens = k.by_mode[md].tokens_generated;
+        m->kinds[md].drafts = k.by_mode[md].rounds;
+        m->kinds[md].draft_tokens = k.by_mode[md].drafted;
+        m->kinds[md].accepted_tokens = k.by_mode[md].accepted;
+        m->kinds[md].active = k.by_mode[md].sessions_active;
+    }
     m->device_backend = s->p.sched.backend == ES_BACKEND_VULKAN ? "vulkan" : "cpu";
     m->device_index = s->p.sched.backend == ES_BACKEND_VULKAN ? s->p.sched.device : 0;
     m->device_name = s->p.device_name;
