@@ -106,13 +106,14 @@ es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf 
 /* Tree-masked attention over a paged cache (shaders/attn.comp). For each of n rows and n_head query
  * heads: q (n, n_head·head_dim) attends to its sequence's slots [0, meta[4i]) and then
  * anc[meta[4i+1] .. + meta[4i+2]), slot s in cache row tab[meta[4i+3] + s / bs] · bs + s % bs of
- * k_cache / v_cache (rows of kv_dim = n_head_kv·head_dim); out gets (n, n_head·head_dim). scores holds
- * n · n_head · sc_stride floats (sc_stride >= the most slots a row attends). */
+ * k_cache / v_cache (rows of kv_dim = n_head_kv·head_dim); out gets (n, n_head·head_dim). The
+ * softmax runs online over tiles of slots, so no scratch grows with the context; head_dim <= 256
+ * (ES_VK_ATTN_MAX_HEAD_DIM). */
+#define ES_VK_ATTN_MAX_HEAD_DIM 256
 typedef struct es_vk_attn_args {
     es_vk_buf *out;
     const es_vk_buf *q, *k_cache, *v_cache, *meta, *anc, *tab;
-    es_vk_buf *scores;
-    int64_t n, sc_stride;
+    int64_t n;
     int n_head, n_head_kv, head_dim, block_size;
     float scale;
 } es_vk_attn_args;

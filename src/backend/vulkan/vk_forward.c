@@ -45,7 +45,7 @@ typedef struct vk_be {
     es_vk_buf *output_norm;
     dmat output;
     int n_batch_max, n_logits_max, n_ctx, n_seq_max, block_size;
-    int64_t tab_cap, anc_cap, sc_stride;
+    int64_t tab_cap, anc_cap;
     int64_t part_max;       /* bytes of one weight buffer */
 
     /* device activations, rows of the batch */
@@ -57,7 +57,6 @@ typedef struct vk_be {
     es_vk_buf *xl;         /* (n_logits_max, n_embd) normed rows that want logits */
     es_vk_buf *logits_d;   /* (n_logits_max, n_vocab) */
     es_vk_buf *cs, *sn;    /* (n, rope_dim/2) */
-    es_vk_buf *scores;     /* (n · n_head, sc_stride) attention probabilities */
     es_vk_buf *meta;       /* (n, 4) int: prefix_len, anc_off, anc_len, table offset */
     es_vk_buf *anc, *tab;  /* ancestor lists, block tables of the batch's sequences */
     es_vk_buf *cache_row;  /* (n) int: each row's KV cache row */
@@ -84,7 +83,7 @@ static void vk_be_free(es_backend *be) {
             }
         for (int k = 0; k < b->output.n_parts; k++) es_vk_buf_free(vk, b->output.buf[k]);
         es_vk_buf *bufs[] = {b->output_norm, b->x, b->xb, b->q, b->k, b->v, b->hb, b->hb2, b->tmp, b->xl,
-                             b->logits_d, b->cs, b->sn, b->scores, b->meta, b->anc, b->tab, b->cache_row, b->out_rows};
+                             b->logits_d, b->cs, b->sn, b->meta, b->anc, b->tab, b->cache_row, b->out_rows};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
         es_vk_free(vk);
     }
@@ -184,7 +183,6 @@ static es_status alloc_activations(vk_be *b, es_err *err) {
         (st = alloc(b, nl * d * 4, &b->xl, "activations", err)) != ES_OK ||
         (st = alloc(b, nl * (size_t)hp->n_vocab * 4, &b->logits_d, "logits", err)) != ES_OK ||
         (st = alloc(b, n * half * 4, &b->cs, "rope table", err)) != ES_OK || (st = alloc(b, n * half * 4, &b->sn, "rope table", err)) != ES_OK ||
-        (st = alloc(b, n * (size_t)hp->n_head * (size_t)b->sc_stride * 4, &b->scores, "attention scores (batch x heads x context)", err)) != ES_OK ||
         (st = alloc(b, n * 16, &b->meta, "attention sets", err)) != ES_OK ||
         (st = alloc(b, (size_t)b->anc_cap * 4, &b->anc, "ancestor lists", err)) != ES_OK ||
         (st = alloc(b, (size_t)b->tab_cap * 4, &b->tab, "block tables", err)) != ES_OK ||
@@ -299,7 +297,7 @@ static es_status layer(vk_be *b, const dlayer *L, int il, int64_t n, es_err *err
         (st = es_vk_rows(vk, L->v_cache, b->v, b->cache_row, n, kvd, true, err)) != ES_OK)
         return st;
     const es_vk_attn_args a = {.out = b->xb, .q = b->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .meta = b->meta,
-                               .anc = b->anc, .tab = b->tab, .scores = b->scores, .n = n, .sc_stride = b->sc_stride,
+                               .anc = b->anc, .tab = b->tab, .n = n,
                                .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd, .block_size = b->block_size,
                                .scale = 1.0f / sqrtf((float)hd)};
     if ((st = es_vk_attention(vk, &a, err)) != ES_OK || (st = mm(b, b->tmp, &L->wo, b->xb, n, err)) != ES_OK ||
@@ -369,6 +367,9 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
                                  es_err *err) {
     *out = NULL;
     const es_hparams *hp = &model->hp;
+    if (hp->head_dim > ES_VK_ATTN_MAX_HEAD_DIM)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: attention heads of %d dimensions (the device's kernel takes up to %d)",
+                       hp->head_dim, ES_VK_ATTN_MAX_HEAD_DIM);
     vk_be *b = calloc(1, sizeof *b);
     if (!b) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     b->base.ops = &vk_ops;
@@ -379,7 +380,6 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     b->n_ctx = p->n_ctx;
     b->n_seq_max = p->n_seq_max;
     b->block_size = es_kv_block_size(kv);
-    b->sc_stride = p->n_ctx; /* a row attends to distinct slots of its sequence: at most n_ctx */
     const int64_t per_seq = (p->n_ctx + b->block_size - 1) / b->block_size;
     b->tab_cap = (int64_t)(p->n_batch_max < p->n_seq_max ? p->n_batch_max : p->n_seq_max) * per_seq;
     b->anc_cap = ES_PLAN_ANC_CAP(p->n_batch_max);

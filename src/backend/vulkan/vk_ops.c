@@ -220,22 +220,21 @@ es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf 
 }
 
 es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err) {
-    if (a->n <= 0 || a->n_head <= 0 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->head_dim <= 0 || a->block_size <= 0 ||
-        a->sc_stride <= 0)
+    if (a->n <= 0 || a->n_head <= 0 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->head_dim <= 0 ||
+        a->head_dim > ES_VK_ATTN_MAX_HEAD_DIM || a->block_size <= 0)
         return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: attention of %d heads (%d kv) of %d", a->n_head, a->n_head_kv, a->head_dim);
     const uint64_t qbytes = (uint64_t)a->n * a->n_head * a->head_dim * 4;
     es_status st;
     if ((st = need(a->q, qbytes, "attention q", err)) != ES_OK || (st = need(a->out, qbytes, "attention output", err)) != ES_OK ||
         (st = need(a->meta, (uint64_t)a->n * 16, "attention rows", err)) != ES_OK ||
-        (st = need(a->scores, (uint64_t)a->n * a->n_head * a->sc_stride * 4, "attention scores", err)) != ES_OK ||
         (st = need(a->k_cache, 4, "k cache", err)) != ES_OK || (st = need(a->v_cache, 4, "v cache", err)) != ES_OK ||
         (st = need(a->anc, 4, "ancestors", err)) != ES_OK || (st = need(a->tab, 4, "block tables", err)) != ES_OK)
         return st;
-    struct { uint32_t n, n_head, n_head_kv, head_dim, kv_dim, bs, sc_stride; float scale; } pc = {
+    struct { uint32_t n, n_head, n_head_kv, head_dim, kv_dim, bs; float scale; } pc = {
         (uint32_t)a->n, (uint32_t)a->n_head, (uint32_t)a->n_head_kv, (uint32_t)a->head_dim,
-        (uint32_t)(a->n_head_kv * a->head_dim), (uint32_t)a->block_size, (uint32_t)a->sc_stride, a->scale};
-    const es_vk_buf *b[8] = {a->q, a->k_cache, a->v_cache, a->out, a->meta, a->anc, a->tab, a->scores};
+        (uint32_t)(a->n_head_kv * a->head_dim), (uint32_t)a->block_size, a->scale};
+    const es_vk_buf *b[7] = {a->q, a->k_cache, a->v_cache, a->out, a->meta, a->anc, a->tab};
     uint32_t gx, gy;
     if ((st = split_grid((uint64_t)a->n * a->n_head, &gx, &gy, err)) != ES_OK) return st;
-    return dispatch(vk, ES_VK_PIPE_ATTN, b, 8, &pc, sizeof pc, gx, gy, 1, err);
+    return dispatch(vk, ES_VK_PIPE_ATTN, b, 7, &pc, sizeof pc, gx, gy, 1, err);
 }

@@ -4,9 +4,10 @@
 // to the slots ANC[anc_off .. + anc_len) (cached tree ancestors, batch ancestors, itself): the mask is
 // the parent structure, never a dense matrix. Slot s lives in cache row TAB[tab_off + s / bs] * bs +
 // s % bs (the block table of es_kv, shared with the CPU path).
-//   pass 1: each thread scores slots t, t+64, ... (q · k · scale) into SC, keeping its max;
-//   pass 2: the workgroup's max, then exp(score - max) and the sum;
-//   pass 3: each thread sums p · v for its output dims.
+// The slots go by in tiles of 64 with a running maximum and sum (online softmax): thread t scores
+// slot t of the tile into shared memory, the tile's maximum rescales what is accumulated so far, and
+// each thread adds p · v for its output dimensions (t, t + 64, ...). Nothing is kept per slot beyond
+// the tile, so the scratch does not grow with the context and any context fits.
 // No subgroup operations: reductions go through shared memory, so any subgroup size works.
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer BQ { float Q[]; };
@@ -16,10 +17,14 @@ layout(std430, binding = 3) writeonly buffer BO { float O[]; };
 layout(std430, binding = 4) readonly buffer BM { int META[]; }; // per row: prefix_len, anc_off, anc_len, tab_off
 layout(std430, binding = 5) readonly buffer BA { int ANC[]; };
 layout(std430, binding = 6) readonly buffer BT { int TAB[]; };
-layout(std430, binding = 7) buffer BSC { float SC[]; };         // (rows × n_head, sc_stride) scores
-layout(push_constant) uniform PC { uint n, n_head, n_head_kv, head_dim, kv_dim, bs, sc_stride; float scale; } pc;
+layout(push_constant) uniform PC { uint n, n_head, n_head_kv, head_dim, kv_dim, bs; float scale; } pc;
 
-shared float red[64];
+#define TILE 64u
+#define MAX_DIMS 4u // output dimensions per thread: head_dim <= 256 (es_vk_attention checks)
+
+shared float red[TILE];
+shared float prob[TILE];
+shared uint vrow[TILE]; // the tile's slots' V offsets
 
 uint cache_row(int tab_off, uint slot) { return uint(TAB[tab_off + int(slot / pc.bs)]) * pc.bs + slot % pc.bs; }
 
@@ -31,45 +36,53 @@ void main() {
     const uint kvh = h / (pc.n_head / pc.n_head_kv);
     const int prefix = META[4u * i], anc_off = META[4u * i + 1u], anc_len = META[4u * i + 2u], tab_off = META[4u * i + 3u];
     const uint total = uint(prefix + anc_len);
-    const uint qo = i * pc.n_head * pc.head_dim + h * pc.head_dim, so = wg * pc.sc_stride;
-    float m = -1.0 / 0.0;
-    for (uint k = t; k < total; k += 64u) {
-        const uint slot = k < uint(prefix) ? k : uint(ANC[anc_off + int(k) - prefix]);
-        const uint ko = cache_row(tab_off, slot) * pc.kv_dim + kvh * pc.head_dim;
-        float s = 0.0;
-        for (uint j = 0u; j < pc.head_dim; j++) s += Q[qo + j] * K[ko + j];
-        s *= pc.scale;
-        SC[so + k] = s;
-        m = max(m, s);
-    }
-    red[t] = m;
-    barrier();
-    for (uint r = 32u; r > 0u; r >>= 1) {
-        if (t < r) red[t] = max(red[t], red[t + r]);
-        barrier();
-    }
-    const float mx = red[0];
-    barrier();
-    float sum = 0.0;
-    for (uint k = t; k < total; k += 64u) {
-        const float e = exp(SC[so + k] - mx);
-        SC[so + k] = e;
-        sum += e;
-    }
-    red[t] = sum;
-    memoryBarrierBuffer(); // the probabilities are read by every thread below
-    barrier();
-    for (uint r = 32u; r > 0u; r >>= 1) {
-        if (t < r) red[t] += red[t + r];
-        barrier();
-    }
-    const float inv = 1.0 / red[0];
-    for (uint j = t; j < pc.head_dim; j += 64u) {
-        float acc = 0.0;
-        for (uint k = 0u; k < total; k++) {
+    const uint qo = i * pc.n_head * pc.head_dim + h * pc.head_dim;
+    float acc[MAX_DIMS];
+    for (uint c = 0u; c < MAX_DIMS; c++) acc[c] = 0.0;
+    float run_max = -1.0 / 0.0, run_sum = 0.0;
+    for (uint k0 = 0u; k0 < total; k0 += TILE) {
+        const uint k = k0 + t;
+        float s = -1.0 / 0.0;
+        if (k < total) {
             const uint slot = k < uint(prefix) ? k : uint(ANC[anc_off + int(k) - prefix]);
-            acc += SC[so + k] * V[cache_row(tab_off, slot) * pc.kv_dim + kvh * pc.head_dim + j];
+            const uint ko = cache_row(tab_off, slot) * pc.kv_dim + kvh * pc.head_dim;
+            s = 0.0;
+            for (uint j = 0u; j < pc.head_dim; j++) s += Q[qo + j] * K[ko + j];
+            s *= pc.scale;
+            vrow[t] = ko;
         }
-        O[qo + j] = acc * inv;
+        red[t] = s;
+        barrier();
+        for (uint r = TILE / 2u; r > 0u; r >>= 1) {
+            if (t < r) red[t] = max(red[t], red[t + r]);
+            barrier();
+        }
+        const float new_max = max(run_max, red[0]); // finite: the tile has at least one slot
+        barrier();
+        const float p = k < total ? exp(s - new_max) : 0.0;
+        prob[t] = p;
+        red[t] = p;
+        barrier();
+        for (uint r = TILE / 2u; r > 0u; r >>= 1) {
+            if (t < r) red[t] += red[t + r];
+            barrier();
+        }
+        const float alpha = exp(run_max - new_max); // 0 on the first tile (run_max = -inf)
+        run_sum = run_sum * alpha + red[0];
+        run_max = new_max;
+        const uint nk = min(TILE, total - k0);
+        for (uint c = 0u; c < MAX_DIMS; c++) {
+            const uint j = t + c * TILE;
+            if (j >= pc.head_dim) break;
+            float a = acc[c] * alpha;
+            for (uint q = 0u; q < nk; q++) a += prob[q] * V[vrow[q] + j];
+            acc[c] = a;
+        }
+        barrier(); // the tile's shared values are read before the next tile writes them
+    }
+    const float inv = 1.0 / run_sum;
+    for (uint c = 0u; c < MAX_DIMS; c++) {
+        const uint j = t + c * TILE;
+        if (j < pc.head_dim) O[qo + j] = acc[c] * inv;
     }
 }
