@@ -6,10 +6,14 @@
  * the CPU once past a few hundred pauses, because this runs on small machines shared with other
  * work (2 cores): an unbounded spin would starve the very thread everyone is waiting for.
  *
- * Sleeping without lost wake-ups: a worker registers itself in n_sleepers under the mutex and
- * re-checks the generation before waiting; the caller bumps the generation first and then reads
- * n_sleepers (both sequentially consistent), so at least one side sees the other, and the broadcast
- * is sent under the mutex. The completion wait mirrors this with main_sleeping / pending. */
+ * Sleeping without lost wake-ups: a worker re-checks the generation under the mutex before it waits,
+ * and the caller, after bumping the generation, always takes the mutex to broadcast; the last worker
+ * to finish likewise always takes it to signal completion. The mutex orders the two sides, so no
+ * store-then-load ordering between plain atomics is relied on: an earlier version skipped the lock
+ * when no one had registered as asleep (a Dekker handshake on two seq_cst atomics), and under
+ * qemu-user on an x86-64 host, whose translation of aarch64's STLR/LDAR pair does not keep a store
+ * before a later load, both sides missed each other and every thread slept. An uncontended lock and a
+ * broadcast without waiters cost tens of nanoseconds against a region of ~100 µs. */
 #include "util/threadpool.h"
 
 #include <pthread.h>
@@ -46,9 +50,7 @@ struct es_threadpool {
     es_task_fn fn; /* the current region; written before gen is bumped */
     void *ud;
     _Atomic unsigned gen;
-    _Atomic int pending;      /* workers that have not finished the current region */
-    _Atomic int n_sleepers;   /* workers waiting on cv_work */
-    _Atomic int main_waiting; /* the caller is waiting on cv_done */
+    _Atomic int pending; /* workers that have not finished the current region */
     _Atomic int stop;
 };
 
@@ -116,16 +118,14 @@ static void *worker_main(void *arg) {
         if (!spin_while_eq_uint(&tp->gen, seen)) {
             note_cpu(w, true); /* the spin before sleeping counts too */
             pthread_mutex_lock(&tp->mu);
-            atomic_fetch_add(&tp->n_sleepers, 1);
             while (atomic_load(&tp->gen) == seen) pthread_cond_wait(&tp->cv_work, &tp->mu);
-            atomic_fetch_sub(&tp->n_sleepers, 1);
             pthread_mutex_unlock(&tp->mu);
         }
         seen = atomic_load(&tp->gen);
         if (atomic_load(&tp->stop)) break;
         tp->fn(tp->ud, w->ith, tp->n_threads);
         note_cpu(w, false);
-        if (atomic_fetch_sub(&tp->pending, 1) == 1 && atomic_load(&tp->main_waiting)) {
+        if (atomic_fetch_sub(&tp->pending, 1) == 1) {
             pthread_mutex_lock(&tp->mu);
             pthread_cond_signal(&tp->cv_done);
             pthread_mutex_unlock(&tp->mu);
@@ -137,11 +137,9 @@ static void *worker_main(void *arg) {
 /* Publishes the next generation and wakes sleeping workers. */
 static void publish(es_threadpool *tp) {
     atomic_fetch_add(&tp->gen, 1);
-    if (atomic_load(&tp->n_sleepers) > 0) {
-        pthread_mutex_lock(&tp->mu);
-        pthread_cond_broadcast(&tp->cv_work);
-        pthread_mutex_unlock(&tp->mu);
-    }
+    pthread_mutex_lock(&tp->mu);
+    pthread_cond_broadcast(&tp->cv_work);
+    pthread_mutex_unlock(&tp->mu);
 }
 
 es_status es_threadpool_init(int n_threads, es_threadpool **out, es_err *err) {
@@ -220,9 +218,7 @@ void es_threadpool_run(es_threadpool *tp, es_task_fn fn, void *ud) {
 
     if (!spin_while_nonzero(&tp->pending)) {
         pthread_mutex_lock(&tp->mu);
-        atomic_store(&tp->main_waiting, 1);
         while (atomic_load(&tp->pending) != 0) pthread_cond_wait(&tp->cv_done, &tp->mu);
-        atomic_store(&tp->main_waiting, 0);
         pthread_mutex_unlock(&tp->mu);
     }
 }
