@@ -149,10 +149,10 @@ typedef struct es_ctx_params {
     es_kv_type kv_type;   /* element type of the cached K / V rows (default ES_KV_F16) */
     /* Where the forward pass runs. ES_BACKEND_CPU (default): this machine's cores, n_threads of them.
      * ES_BACKEND_VULKAN: Vulkan device `device` (es_devices); the weights are uploaded at es_ctx_init
-     * (they must be in the file's layout: load the model with no_repack; F32, F16, Q8_0, Q4_0, Q4_K,
-     * Q6_K and Q5_0 widened to Q8_0 have kernels), the KV rows live in device memory as f32 whatever
-     * kv_type says (kv_type still sizes the host pool's pages), and logits come back for the rows that
-     * ask. n_threads is not used there. */
+     * (they must be in the file's layout: load the model with no_repack; F32, F16, BF16, Q8_0, Q4_0,
+     * Q4_K, Q5_K, Q6_K and Q5_0 widened to Q8_0 have kernels), the KV rows live in device memory as
+     * f32 (kv_type f32) or f16 (f16, and q8_0, which has no device kernel), and logits come back for
+     * the rows that ask. n_threads is not used there. */
     es_backend_kind backend;
     int device;
     /* Vulkan: enable VK_LAYER_KHRONOS_validation and pass its messages to device_message (tests). */

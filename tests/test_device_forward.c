@@ -41,13 +41,15 @@ static void on_message(void *ud, bool is_error, const char *msg) {
 }
 
 /* buffer_max > 0 splits every device weight matrix into buffers of at most that many bytes */
+static es_kv_type g_kv_type = ES_KV_F32; /* the cache rows of the contexts make_ctx creates */
+
 static es_ctx *make_ctx(es_model *m, es_backend_kind be, int device, int64_t buffer_max, int n_seq) {
     es_ctx_params p = es_ctx_default_params();
     p.n_ctx = 256;
     p.n_seq_max = n_seq;
     p.n_batch_max = 512;
     p.n_logits_max = 32;
-    p.kv_type = ES_KV_F32;
+    p.kv_type = g_kv_type;
     p.n_threads = 2;
     p.backend = be;
     p.device = device;
@@ -374,6 +376,41 @@ static void test_qwen2(int device, uint32_t type, double tol) {
     es_model_free(m);
 }
 
+/* An f16 KV cache on both sides (the device packs two halves per word, the CPU pool stores fp16): a
+ * prompt and 48 greedy steps, each side fed the CPU's token, agree within the rounding of the cache
+ * (kv_type q8_0 keeps f16 rows on the device: the same path). 5e-4 tells it from an f32 device cache,
+ * which is 1.6e-3 from the CPU's f16 one here (f16 on both: 5e-5). */
+static void test_kv_f16(int device) {
+    es_model *m = load("stories260K.gguf", true);
+    if (!m) return;
+    g_kv_type = ES_KV_F16;
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 1);
+    g_kv_type = ES_KV_F32;
+    if (dev && cpu) {
+        const int nv = es_model_n_vocab(m);
+        es_err err = {{0}};
+        int sd, sc;
+        CHECK_OK(es_seq_open(dev, &sd, &err), &err);
+        CHECK_OK(es_seq_open(cpu, &sc, &err), &err);
+        int32_t tok[12], pos[12], seq[12] = {0};
+        for (int i = 0; i < 12; i++) { tok[i] = 1 + 17 * i; pos[i] = i; }
+        double worst = 0;
+        es_batch b = {.n_tokens = 12, .token = tok, .pos = pos, .seq = seq};
+        decode_both_(dev, cpu, &b, nv, 5e-4, "f16 cache prefill", &worst, false);
+        for (int step = 0; step < 48; step++) {
+            const float *lc = es_ctx_logits(cpu, 0);
+            tok[0] = lc ? argmax(lc, nv) : 1;
+            pos[0] = 12 + step;
+            b = (es_batch){.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
+            decode_both_(dev, cpu, &b, nv, 5e-4, "f16 cache decode", &worst, false);
+        }
+        printf("f16 KV cache on the device: logits within %.2g of the CPU's f16 cache\n", worst);
+    }
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+}
+
 static void test_errors(int n_devices) {
     es_model *m = load("stories260K-q8_0.gguf", false);
     if (!m) return;
@@ -416,6 +453,7 @@ int main(void) {
         test_tree(d, 0);
         test_tree(d, 4096); /* every matrix in several buffers, as past a small maxStorageBufferRange */
         test_prefix_cow(d);
+        test_kv_f16(d);
         test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
         test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
         /* each further weight type the device reads (the CPU dequantises the same blocks) */

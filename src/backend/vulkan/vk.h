@@ -99,6 +99,9 @@ es_status es_vk_swiglu(es_vk *vk, es_vk_buf *g, const es_vk_buf *u, int64_t coun
  * (dst[idx[r]] = src[r]). Indices must lie within the buffers (not checked on the device). */
 es_status es_vk_rows(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d,
                      bool scatter, es_err *err);
+/* Scatters n rows of d f32 values from src into the f16 rows idx[r] of dst (d even; round to nearest
+ * as the device converts). */
+es_status es_vk_rows_f16(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d, es_err *err);
 /* Copies bytes between buffers (regions must not overlap); later kernels and copies see it. */
 es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
                      es_err *err);
@@ -116,6 +119,7 @@ typedef struct es_vk_attn_args {
     int64_t n;
     int n_head, n_head_kv, head_dim, block_size;
     float scale;
+    bool kv_f16; /* the cache rows are f16 (es_vk_rows_f16), else f32 */
 } es_vk_attn_args;
 es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err);
 

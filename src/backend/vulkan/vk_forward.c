@@ -33,7 +33,7 @@ typedef struct {
     es_vk_buf *attn_norm, *ffn_norm; /* (n_embd) */
     es_vk_buf *bq, *bk, *bv;         /* qwen2 biases or NULL */
     dmat wq, wk, wv, wo, w1, w2, w3;
-    es_vk_buf *k_cache, *v_cache;    /* (kv rows, kv_dim) f32 */
+    es_vk_buf *k_cache, *v_cache;    /* (kv rows, kv_dim) f16 or f32 (vk_be.kv_f16) */
 } dlayer;
 
 typedef struct vk_be {
@@ -45,6 +45,7 @@ typedef struct vk_be {
     es_vk_buf *output_norm;
     dmat output;
     int n_batch_max, n_logits_max, n_ctx, n_seq_max, block_size;
+    bool kv_f16;            /* the cache rows are f16 (kv_type f16 or q8_0), else f32 */
     int64_t tab_cap, anc_cap;
     int64_t part_max;       /* bytes of one weight buffer */
 
@@ -148,7 +149,7 @@ static es_status upload_weights(vk_be *b, es_err *err) {
     const es_model *m = b->model;
     const es_hparams *hp = &m->hp;
     const size_t d = (size_t)hp->n_embd * 4, qd = (size_t)hp->n_head * hp->head_dim * 4, kvd = (size_t)hp->n_head_kv * hp->head_dim * 4;
-    const size_t cache = (size_t)es_kv_blocks_total(b->kv) * (size_t)b->block_size * kvd;
+    const size_t cache = (size_t)es_kv_blocks_total(b->kv) * (size_t)b->block_size * (b->kv_f16 ? kvd / 2 : kvd);
     es_status st;
     for (int l = 0; l < hp->n_layer; l++) {
         const es_layer *S = &m->layers[l];
@@ -293,13 +294,15 @@ static es_status layer(vk_be *b, const dlayer *L, int il, int64_t n, es_err *err
         return st;
     if ((st = es_vk_rope(vk, b->q, b->cs, b->sn, n, hp->n_head, hd, hp->rope_dim, hp->rope_neox, qd, err)) != ES_OK ||
         (st = es_vk_rope(vk, b->k, b->cs, b->sn, n, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, kvd, err)) != ES_OK ||
-        (st = es_vk_rows(vk, L->k_cache, b->k, b->cache_row, n, kvd, true, err)) != ES_OK ||
-        (st = es_vk_rows(vk, L->v_cache, b->v, b->cache_row, n, kvd, true, err)) != ES_OK)
+        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->k_cache, b->k, b->cache_row, n, kvd, err)
+                         : es_vk_rows(vk, L->k_cache, b->k, b->cache_row, n, kvd, true, err))) != ES_OK ||
+        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->v_cache, b->v, b->cache_row, n, kvd, err)
+                         : es_vk_rows(vk, L->v_cache, b->v, b->cache_row, n, kvd, true, err))) != ES_OK)
         return st;
     const es_vk_attn_args a = {.out = b->xb, .q = b->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .meta = b->meta,
                                .anc = b->anc, .tab = b->tab, .n = n,
                                .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd, .block_size = b->block_size,
-                               .scale = 1.0f / sqrtf((float)hd)};
+                               .scale = 1.0f / sqrtf((float)hd), .kv_f16 = b->kv_f16};
     if ((st = es_vk_attention(vk, &a, err)) != ES_OK || (st = mm(b, b->tmp, &L->wo, b->xb, n, err)) != ES_OK ||
         /* x += attention output; xb = ffn_norm(x) */
         (st = es_vk_rmsnorm(vk, b->xb, b->x, b->tmp, L->ffn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
@@ -342,7 +345,7 @@ static const float *vk_logits(const es_backend *be, int r) {
 static es_status vk_kv_move(es_backend *be, const int32_t *src, const int32_t *dst, int n, es_err *err) {
     vk_be *b = (vk_be *)be;
     const es_hparams *hp = &b->model->hp;
-    const size_t row = (size_t)hp->n_head_kv * hp->head_dim * 4;
+    const size_t row = (size_t)hp->n_head_kv * hp->head_dim * (b->kv_f16 ? 2 : 4);
     es_status st = es_vk_begin(b->vk, err);
     if (st != ES_OK) return st;
     /* one copy per row and layer, in order: a row moved later may be the source of an earlier move */
@@ -380,6 +383,9 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     b->n_ctx = p->n_ctx;
     b->n_seq_max = p->n_seq_max;
     b->block_size = es_kv_block_size(kv);
+    /* f16 rows as the host pool keeps them; q8_0 has no device kernel and is kept as f16 there (the
+       nearest size the attention kernel reads) */
+    b->kv_f16 = p->kv_type != ES_KV_F32 && hp->head_dim % 2 == 0;
     const int64_t per_seq = (p->n_ctx + b->block_size - 1) / b->block_size;
     b->tab_cap = (int64_t)(p->n_batch_max < p->n_seq_max ? p->n_batch_max : p->n_seq_max) * per_seq;
     b->anc_cap = ES_PLAN_ANC_CAP(p->n_batch_max);

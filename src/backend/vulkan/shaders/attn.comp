@@ -9,10 +9,21 @@
 // each thread adds p · v for its output dimensions (t, t + 64, ...). Nothing is kept per slot beyond
 // the tile, so the scratch does not grow with the context and any context fits.
 // No subgroup operations: reductions go through shared memory, so any subgroup size works.
+// Built twice: f32 cache rows, and with -DKV_F16 f16 rows (two values per 32-bit word; kv_dim and
+// head_dim even).
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer BQ { float Q[]; };
+#ifdef KV_F16
+layout(std430, binding = 1) readonly buffer BK { uint K[]; };
+layout(std430, binding = 2) readonly buffer BV { uint V[]; };
+float kval(uint e) { return unpackHalf2x16(K[e >> 1])[e & 1u]; }
+float vval(uint e) { return unpackHalf2x16(V[e >> 1])[e & 1u]; }
+#else
 layout(std430, binding = 1) readonly buffer BK { float K[]; };
 layout(std430, binding = 2) readonly buffer BV { float V[]; };
+float kval(uint e) { return K[e]; }
+float vval(uint e) { return V[e]; }
+#endif
 layout(std430, binding = 3) writeonly buffer BO { float O[]; };
 layout(std430, binding = 4) readonly buffer BM { int META[]; }; // per row: prefix_len, anc_off, anc_len, tab_off
 layout(std430, binding = 5) readonly buffer BA { int ANC[]; };
@@ -47,7 +58,7 @@ void main() {
             const uint slot = k < uint(prefix) ? k : uint(ANC[anc_off + int(k) - prefix]);
             const uint ko = cache_row(tab_off, slot) * pc.kv_dim + kvh * pc.head_dim;
             s = 0.0;
-            for (uint j = 0u; j < pc.head_dim; j++) s += Q[qo + j] * K[ko + j];
+            for (uint j = 0u; j < pc.head_dim; j++) s += Q[qo + j] * kval(ko + j);
             s *= pc.scale;
             vrow[t] = ko;
         }
@@ -75,7 +86,7 @@ void main() {
             const uint j = t + c * TILE;
             if (j >= pc.head_dim) break;
             float a = acc[c] * alpha;
-            for (uint q = 0u; q < nk; q++) a += prob[q] * V[vrow[q] + j];
+            for (uint q = 0u; q < nk; q++) a += prob[q] * vval(vrow[q] + j);
             acc[c] = a;
         }
         barrier(); // the tile's shared values are read before the next tile writes them
