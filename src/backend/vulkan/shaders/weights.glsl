@@ -18,6 +18,21 @@ uint w_byte(uint o) { return (W[o >> 2] >> ((o & 3u) * 8u)) & 0xffu; }
 // an fp16 at an even byte offset (it never straddles two words)
 float w_half(uint o) { return unpackHalf2x16((W[o >> 2] >> ((o & 2u) * 8u)) & 0xffffu).x; }
 
+// Q4_K / Q5_K: sub-block s's scale and min (6 bits each, packed in the 12 bytes after d and dmin,
+// kernels/types.h es_kq_scale_min), times the super-block's d and dmin
+void kq_scale_min(uint blk, uint s, out float D, out float M) {
+    uint sc, m;
+    if (s < 4u) {
+        sc = w_byte(blk + 4u + s) & 63u;
+        m = w_byte(blk + 8u + s) & 63u;
+    } else {
+        sc = (w_byte(blk + 8u + s) & 15u) | ((w_byte(blk + s) >> 6) << 4);
+        m = (w_byte(blk + 8u + s) >> 4) | ((w_byte(blk + 4u + s) >> 6) << 4);
+    }
+    D = w_half(blk) * float(sc);
+    M = w_half(blk + 2u) * float(m);
+}
+
 void w_load16(uint row_base, uint k0, uint cols, out float v[16]) {
 #if WTYPE == WT_F32
     for (uint j = 0u; j < 16u; j++) v[j] = k0 + j < cols ? uintBitsToFloat(W[(row_base >> 2) + k0 + j]) : 0.0;
@@ -48,15 +63,8 @@ void w_load16(uint row_base, uint k0, uint cols, out float v[16]) {
     // (high, sub-block 2c + 1); value = d * sc * q - dmin * m (kernels/types.h)
     const uint blk = row_base + (k0 >> 8) * 144u;
     const uint e = k0 & 255u, s = e >> 5, c = s >> 1, l0 = e & 31u;
-    uint sc, m;
-    if (s < 4u) {
-        sc = w_byte(blk + 4u + s) & 63u;
-        m = w_byte(blk + 8u + s) & 63u;
-    } else {
-        sc = (w_byte(blk + 8u + s) & 15u) | ((w_byte(blk + s) >> 6) << 4);
-        m = (w_byte(blk + 8u + s) >> 4) | ((w_byte(blk + 4u + s) >> 6) << 4);
-    }
-    const float D = w_half(blk) * float(sc), M = w_half(blk + 2u) * float(m);
+    float D, M;
+    kq_scale_min(blk, s, D, M);
     const uint sh = (s & 1u) * 4u;
     for (uint j = 0u; j < 16u; j++) v[j] = D * float((w_byte(blk + 16u + 32u * c + l0 + j) >> sh) & 15u) - M;
 #elif WTYPE == WT_Q5_K
@@ -64,15 +72,8 @@ void w_load16(uint row_base, uint k0, uint cols, out float v[16]) {
     // then the 128 bytes of nibbles; bit s of qh[l] is the fifth bit of element 32s + l
     const uint blk = row_base + (k0 >> 8) * 176u;
     const uint e = k0 & 255u, s = e >> 5, c = s >> 1, l0 = e & 31u;
-    uint sc, m;
-    if (s < 4u) {
-        sc = w_byte(blk + 4u + s) & 63u;
-        m = w_byte(blk + 8u + s) & 63u;
-    } else {
-        sc = (w_byte(blk + 8u + s) & 15u) | ((w_byte(blk + s) >> 6) << 4);
-        m = (w_byte(blk + 8u + s) >> 4) | ((w_byte(blk + 4u + s) >> 6) << 4);
-    }
-    const float D = w_half(blk) * float(sc), M = w_half(blk + 2u) * float(m);
+    float D, M;
+    kq_scale_min(blk, s, D, M);
     const uint sh = (s & 1u) * 4u;
     for (uint j = 0u; j < 16u; j++) {
         const uint q = ((w_byte(blk + 48u + 32u * c + l0 + j) >> sh) & 15u) | (((w_byte(blk + 16u + l0 + j) >> s) & 1u) << 4);
