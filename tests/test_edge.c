@@ -153,6 +153,7 @@ static long test_concurrent(const es_server *srv, es_model *const drafts[4], con
         j->p = edge_params(es_server_port(srv), drafts[i / 2]);
         j->p.draft_params.mode = i % 2 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
         j->p.proactive = (i % 4) != 3; /* off for draft-mid's and draft-random's trees */
+        if (i == 5) j->p.bet = ES_BET_BEST_LEAF; /* SpecEdge's bet: output exact all the same */
         j->g = &g_gold[i];
         j->max_tokens = GEN;
         pthread_create(&th[i], NULL, run_job, j);
@@ -169,6 +170,7 @@ static long test_concurrent(const es_server *srv, es_model *const drafts[4], con
                s->proactive_hits, (long long)s->bytes_sent, (long long)s->bytes_received);
         if (!jobs[i].p.proactive) CHECK(s->proactive_attempts == 0);
     }
+    CHECK_MSG(jobs[5].stats.proactive_attempts > 0, "the best-leaf edge made no bet");
     /* a good draft (the int8 copy) wins its bets */
     CHECK_MSG(jobs[0].stats.proactive_hits > 0, "no proactive hit with the int8 draft (%ld bets)", jobs[0].stats.proactive_attempts);
     if (g_knee >= 64) CHECK(jobs[0].stats.rounds < GEN / 2); /* (a saturated server asks for small trees) */

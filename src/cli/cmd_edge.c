@@ -52,6 +52,8 @@ static void print_help(void) {
            "  --tree-budget N, --tree-depth N, --tree-width N                 tree drafting (%d, %d, %d)\n"
            "  --proactive on|off        draft the next tree while the verdict is in flight, betting on the\n"
            "                            most likely path (default on)\n"
+           "  --bet first|best-leaf     the path a bet stands on: the first child at every level (default)\n"
+           "                            or SpecEdge's best-scored leaf (hits about half as often here)\n"
            "  --no-server-hints         ignore the server's suggested tree size\n"
            "  --no-draft                the server generates alone (autoregressive); -d optional\n"
            "  --server-spec             the server drafts with its own draft model; -d optional\n"
@@ -103,6 +105,7 @@ typedef struct edge_opts {
     char host_buf[256];
     int port;
     bool proactive, no_draft, server_spec, hints;
+    int bet;
     double rtt_ms, kbps, io_timeout;
     bool fallback;
     int reconnect;
@@ -184,6 +187,11 @@ static int parse(int argc, char **argv, edge_opts *o) {
         } else if (!strcmp(a, "--server")) {
             NEED_VALUE();
             if (!parse_server(v, o)) rc = cli_usage_error("edge", k_usage, "--server must be HOST:PORT, got '%s'", v);
+        } else if (!strcmp(a, "--bet")) {
+            NEED_VALUE();
+            if (!strcmp(v, "best-leaf")) o->bet = ES_BET_BEST_LEAF;
+            else if (!strcmp(v, "first")) o->bet = ES_BET_FIRST;
+            else rc = cli_usage_error("edge", k_usage, "--bet must be first or best-leaf, got '%s'", v);
         } else if (!strcmp(a, "--proactive")) {
             NEED_VALUE();
             if (!strcmp(v, "on")) o->proactive = true;
@@ -399,6 +407,7 @@ static es_edge_params edge_params(const edge_opts *o, const es_model *draft) {
     dp->temperature = o->r.sp.temperature > 0 ? o->r.sp.temperature : 1.0f;
     dp->seed = o->r.sp.seed;
     p.proactive = o->proactive;
+    p.bet = o->bet;
     p.adapt_to_server = o->hints;
     p.n_threads = o->r.n_threads;
     p.n_ctx = o->r.n_ctx;
@@ -588,6 +597,7 @@ int cmd_edge(int argc, char **argv) {
         for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)st.accepted_at_depth[k]));
         cJSON *pa = cJSON_AddObjectToObject(sp, "proactive");
         cJSON_AddBoolToObject(pa, "enabled", p.mode == ES_MODE_EDGE && o.proactive);
+        cJSON_AddStringToObject(pa, "bet", o.bet == ES_BET_FIRST ? "first" : "best-leaf");
         cJSON_AddNumberToObject(pa, "attempts", (double)st.proactive_attempts);
         cJSON_AddNumberToObject(pa, "hits", (double)st.proactive_hits);
         cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st.proactive_cut);

@@ -46,6 +46,7 @@ struct es_drafter {
     int32_t root_slot;
     int32_t out_index[ES_SPEC_MAX_NODES * 2 + 64]; /* node -> index in the emitted tree */
     int32_t tree_node[ES_SPEC_MAX_NODES];           /* emitted index -> node */
+    int n_emitted;                                  /* nodes in the tree the last draft returned */
     int32_t q_off_node[ES_SPEC_MAX_NODES * 2 + 65];  /* proposal of owner o (0 root, i+1 node i) */
     int32_t q_n_node[ES_SPEC_MAX_NODES * 2 + 65];
     /* batch scratch */
@@ -249,6 +250,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
     t->q_used = 0;
     t->has_q = d->p.sample;
     d->n_nodes = 0;
+    d->n_emitted = 0;
     d->aborted = false;
     memset(d->q_n_node, 0, sizeof d->q_n_node);
     memset(d->q_off_node, 0, sizeof d->q_off_node);
@@ -284,7 +286,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
             logits = es_ctx_logits(d->ctx, 0);
         }
         for (int k = 0; k < t->n; k++) d->tree_node[k] = k;
-        d->n_nodes = t->n;
+        d->n_nodes = d->n_emitted = t->n;
         if (t->has_q)
             for (int o = 0; o <= t->n; o++) { t->q_off[o] = d->q_off_node[o]; t->q_n[o] = d->q_n_node[o]; }
         return ES_OK;
@@ -386,6 +388,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
         d->out_index[i] = n++;
     }
     t->n = n;
+    d->n_emitted = n;
     if (t->has_q) { /* the proposals indexed by emitted owner */
         t->q_off[0] = d->q_off_node[0];
         t->q_n[0] = d->q_n_node[0];
@@ -395,6 +398,11 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
         }
     }
     return ES_OK;
+}
+
+float es_drafter_node_score(const es_drafter *d, int k) {
+    if (!d || k < 0 || k >= d->n_emitted || d->n_nodes == 0) return NAN;
+    return d->nodes[d->tree_node[k]].score;
 }
 
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_verdict *v, es_err *err) {

@@ -203,6 +203,10 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
  * bet's drafting as soon as the real verdict is in. NULL removes it. */
 void es_drafter_set_abort(es_drafter *d, bool (*fn)(void *ud), void *ud);
 bool es_drafter_aborted(const es_drafter *d);
+/* The draft's cumulative log-probability of node k of the tree the last es_drafter_draft returned
+ * (the sum along its path, the score trees are grown by); NAN once the tree is gone (after
+ * es_drafter_accept or _rewind) or for k outside it. */
+float es_drafter_node_score(const es_drafter *d, int k);
 /* Applies a verdict: keeps root + accepted path in the draft cache, queues the rest. */
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */
