@@ -6,6 +6,7 @@
  *  - a head's rows do not depend on the batch: one row alone equals the same row in a batch of many;
  *  - an identity adapter gives the zero-training head's logits; a calibrated head read back from a
  *    GGUF (exit.<L>.weight / .bias) equals the one set in memory;
+ *  - ridge regression recovers an exact affine map (y = M x + c) and errs on no rows;
  *  - errors: hook layers out of range or repeated, head layers out of range, adapter of the wrong
  *    shape, non-finite adapter. */
 #include <math.h>
@@ -15,6 +16,7 @@
 #include "kernels/matmul.h"
 #include "kernels/types.h"
 #include "model/model.h"
+#include "model/ridge.h"
 #include "testutil.h"
 
 #define MAXR 16
@@ -206,7 +208,51 @@ done:
     es_ctx_free(c);
 }
 
+static void test_ridge(void) {
+    enum { DI = 6, DO = 4, N = 200 };
+    static float x[N * DI], y[N * DO], W[DO * DI], b[DO];
+    float M[DO][DI], c[DO];
+    uint64_t seed = 42;
+    for (int o = 0; o < DO; o++) {
+        c[o] = (float)(o - 1.5);
+        for (int i = 0; i < DI; i++) M[o][i] = (float)sin(o * 7 + i * 3 + 1);
+    }
+    for (int k = 0; k < N; k++) {
+        for (int i = 0; i < DI; i++) { /* an LCG: independent features (sines of k would be rank 2) */
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            x[k * DI + i] = (float)((seed >> 40) / (double)(1 << 24) - 0.5) * (float)(1 + i);
+        }
+        for (int o = 0; o < DO; o++) {
+            double t = c[o];
+            for (int i = 0; i < DI; i++) t += M[o][i] * x[k * DI + i];
+            y[k * DO + o] = (float)t;
+        }
+    }
+    es_ridge *r = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_ridge_init(DI, DO, &r, &err), &err);
+    if (!r) return;
+    CHECK(es_ridge_solve(r, 0, W, b, &err) == ES_ERR_RANGE); /* no rows */
+    es_ridge_add(r, x, y, N / 2);
+    es_ridge_add(r, x + N / 2 * DI, y + N / 2 * DO, N / 2);
+    CHECK(es_ridge_rows(r) == N);
+    CHECK_OK(es_ridge_solve(r, 0, W, b, &err), &err);
+    double e = 0;
+    for (int o = 0; o < DO; o++) {
+        e = fmax(e, fabs(b[o] - c[o]));
+        for (int i = 0; i < DI; i++) e = fmax(e, fabs(W[o * DI + i] - M[o][i]));
+    }
+    CHECK_MSG(e < 1e-3, "ridge with lambda 0: error %g", e);
+    CHECK_OK(es_ridge_solve(r, 10, W, b, &err), &err); /* strong shrinkage moves the weights */
+    double e2 = 0;
+    for (int o = 0; o < DO; o++)
+        for (int i = 0; i < DI; i++) e2 = fmax(e2, fabs(W[o * DI + i] - M[o][i]));
+    CHECK(e2 > 1e-2);
+    es_ridge_free(r);
+}
+
 int main(void) {
+    test_ridge();
     es_model *m = es_test_load_model("stories260K.gguf");
     if (m) {
         test_hook(m);

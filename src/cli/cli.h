@@ -19,6 +19,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_edge(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_fit_exit(int argc, char **argv);
 /* `edgespec bench serve` (cmd_bench_serve.c); argv[1] == "serve". */
 int bench_serve(int argc, char **argv);
 
