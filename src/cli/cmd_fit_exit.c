@@ -85,25 +85,6 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-static bool parse_layers(const char *s, int *out, int *n) {
-    *n = 0;
-    while (*s) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 1 || v > 100000 || *n >= ES_EXIT_MAX) return false;
-        for (int i = 0; i < *n; i++)
-            if (out[i] == v) return false;
-        int i = (*n)++;
-        while (i > 0 && out[i - 1] > v) { out[i] = out[i - 1]; i--; }
-        out[i] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return false;
-        s = end;
-    }
-    return *n > 0;
-}
-
 /* Reads up to `max` non-empty lines of `path` into malloc'd strings. */
 static int read_prompts(const char *path, char **out, int max, int *n) {
     FILE *f = fopen(path, "r");
@@ -144,7 +125,7 @@ int cmd_fit_exit(int argc, char **argv) {
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has) {
             out_path = argv[++i];
         } else if (!strcmp(a, "--layers") && has) {
-            if (!parse_layers(argv[++i], layers, &n_layers))
+            if (!cli_parse_layers(argv[++i], layers, &n_layers))
                 return cli_usage_error("fit-exit", k_usage, "--layers wants up to %d distinct positive integers, e.g. 4,8",
                                        ES_EXIT_MAX);
         } else if (!strcmp(a, "--prompt-file") && has) {
