@@ -47,4 +47,34 @@ expect 1 "$bin" fit-exit -m "$models/stories260K.gguf" --layers 2 -o "$tmp/x.ggu
 expect 1 "$bin" fit-exit -m "$tmp/none.gguf" --layers 2 -o "$tmp/x.gguf"
 expect 0 "$bin" fit-exit --help
 has "$tmp/out" '--layers'
+
+# serve with the fitted adapters: an edge that asks gets EARLY frames and the same text as one that
+# does not; /metrics counts them; bad exit flags are refused before anything listens
+es_reap_on_exit
+model=$models/stories260K.gguf
+es_serve_start "$tmp/serve.log" --exit-file "$tmp/exits.gguf" --exit-layers 2
+[ -n "$eport" ] && ok || bad "serve with --exit-file did not start: $(head -c 300 "$tmp/serve.log")"
+expect 0 "$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" -p "Once upon a time" -n 40 --json --early-exit
+cp "$tmp/out" "$tmp/early.json"
+expect 0 "$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" -p "Once upon a time" -n 40 --json
+cp "$tmp/out" "$tmp/plain.json"
+python3 - "$tmp/early.json" "$tmp/plain.json" <<'PY' && ok || bad "edge --early-exit: $(head -c 600 "$tmp/early.json")"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a["text"] == b["text"] and a["tokens"] == b["tokens"]
+ea, eb = a["early"], b["early"]
+assert ea["enabled"] and ea["frames"] == a["spec"]["rounds"] > 0, ea
+assert 0 <= ea["agreed"] <= ea["frames"] and 0 <= ea["kept"] <= ea["frames"] and ea["lead_ms_p50"] >= 0
+assert not eb["enabled"] and eb["frames"] == 0
+PY
+curl -s "http://127.0.0.1:$hport/metrics" >"$tmp/metrics" && ok || bad "no /metrics"
+grep -Eq '^edgespec_early_frames_total [1-9]' "$tmp/metrics" && ok || bad "early frames not counted: $(grep early "$tmp/metrics")"
+has "$tmp/metrics" 'edgespec_early_agreed_total'
+kill -INT "$pid"
+wait "$pid" 2>/dev/null
+expect 1 "$bin" serve -m "$model" --port 0 --exit-layers 5
+has "$tmp/err" 'exit layer 5'
+expect 1 "$bin" serve -m "$model" --port 0 --exit-file "$model"
+has "$tmp/err" 'no exit.<L>.weight tensors'
+expect 2 "$bin" serve -m "$model" --port 0 --exit-layers 2,x
 es_test_finish test_fit_exit
