@@ -1242,7 +1242,11 @@ static es_status run_edge(gen *g, es_err *err) {
             s = es_proto_get_early(f->data, f->len, &em, err);
             free(f);
             f = NULL;
-            if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed EARLY: %s", err ? err->msg : "");
+            if (s != ES_OK) {
+                char why[sizeof err->msg]; /* (not err->msg itself: es_fail writes there) */
+                snprintf(why, sizeof why, "%s", err ? err->msg : "");
+                return es_fail(err, ES_ERR_PROTOCOL, "malformed EARLY: %.400s", why);
+            }
             if (!e->p.early_exit || early_seen)
                 return es_fail(err, ES_ERR_PROTOCOL, "%s EARLY frame for round %u", early_seen ? "a second" : "an unasked-for",
                                em.round);
