@@ -265,8 +265,8 @@ int cmd_fit_exit(int argc, char **argv) {
     }
     fs.hf = malloc((size_t)FIT_CHUNK * d * sizeof(float));
     lg = malloc((size_t)FIT_CHUNK * nv * sizeof(float));
-    W = malloc((size_t)d * d * sizeof(float));
-    B = malloc((size_t)d * sizeof(float));
+    W = malloc((size_t)n_layers * d * d * sizeof(float)); /* every layer's adapter, solved once */
+    B = malloc((size_t)n_layers * d * sizeof(float));
     int *final_top = malloc(FIT_CHUNK * sizeof(int));
     if (!fs.hf || !lg || !W || !B || !final_top) {
         free(final_top);
@@ -287,8 +287,10 @@ int cmd_fit_exit(int argc, char **argv) {
     for (int phase = 0; phase < 2; phase++) {
         if (phase == 1) {
             for (int k = 0; k < n_layers; k++) {
-                if (es_ridge_solve(ridge[k], lambda, W, B, &err) != ES_OK ||
-                    es_exit_heads_set_adapter(heads, layers[k], W, B, &err) != ES_OK) {
+                cli_progress(NULL, "solving", (double)k / n_layers);
+                float *wk = W + (size_t)k * d * d, *bk = B + (size_t)k * d;
+                if (es_ridge_solve(ridge[k], lambda, wk, bk, &err) != ES_OK ||
+                    es_exit_heads_set_adapter(heads, layers[k], wk, bk, &err) != ES_OK) {
                     free(final_top);
                     cli_error("fit-exit", "layer %d: %s", layers[k], err.msg);
                     goto done;
@@ -359,22 +361,16 @@ int cmd_fit_exit(int argc, char **argv) {
     if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.layers", ES_GGUF_INT32, layers32, (uint64_t)n_layers);
     if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.zero_top1", ES_GGUF_FLOAT32, zero_top, (uint64_t)n_layers);
     if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.calibrated_top1", ES_GGUF_FLOAT32, cal_top, (uint64_t)n_layers);
-    /* the adapters: solved again (the heads keep their own copies, not exposed) */
-    float *Ws = malloc((size_t)n_layers * d * d * sizeof(float)), *Bs = malloc((size_t)n_layers * d * sizeof(float));
-    if (!Ws || !Bs) ws = ES_ERR_NOMEM;
     for (int k = 0; k < n_layers && ws == ES_OK; k++) {
         char name[64];
         const int64_t ne2[2] = {d, d}, ne1[1] = {d};
-        float *wk = Ws + (size_t)k * d * d, *bk = Bs + (size_t)k * d;
-        if ((ws = es_ridge_solve(ridge[k], lambda, wk, bk, &err)) != ES_OK) break;
+        float *wk = W + (size_t)k * d * d, *bk = B + (size_t)k * d;
         snprintf(name, sizeof name, "exit.%d.weight", layers[k]);
         if ((ws = es_gguf_add_tensor(w, name, ES_TYPE_F32, 2, ne2, wk)) != ES_OK) break;
         snprintf(name, sizeof name, "exit.%d.bias", layers[k]);
         ws = es_gguf_add_tensor(w, name, ES_TYPE_F32, 1, ne1, bk);
     }
     if (ws == ES_OK) ws = es_gguf_write(w, out_path, NULL, NULL, &err);
-    free(Ws);
-    free(Bs);
     if (ws != ES_OK) {
         cli_error("fit-exit", "%s: %s", out_path, err.msg[0] ? err.msg : es_status_str(ws));
         goto done;

@@ -65,10 +65,8 @@ es_status es_ridge_solve(es_ridge *r, double lambda_rel, float *W, float *b, es_
     if (r->rows == 0) return es_fail(err, ES_ERR_RANGE, "ridge: no rows to fit");
     if (!(lambda_rel >= 0) || !isfinite(lambda_rel)) return es_fail(err, ES_ERR_INVALID_ARG, "ridge: lambda must be >= 0");
     const int p = r->p, dout = r->d_out;
-    double *L = malloc((size_t)p * p * sizeof(double)), *z = malloc((size_t)p * sizeof(double));
-    if (!L || !z) {
-        free(L);
-        free(z);
+    double *L = malloc((size_t)p * p * sizeof(double));
+    if (!L) {
         return es_fail(err, ES_ERR_NOMEM, "ridge: out of memory");
     }
     double tr = 0;
@@ -92,21 +90,36 @@ es_status es_ridge_solve(es_ridge *r, double lambda_rel, float *W, float *b, es_
             L[(size_t)i * p + j] = t / ljj;
         }
     }
-    for (int o = 0; o < dout && st == ES_OK; o++) {
-        for (int i = 0; i < p; i++) { /* L z = XᵀY[:, o] */
-            double t = r->xty[(size_t)i * dout + o];
-            for (int k = 0; k < i; k++) t -= L[(size_t)i * p + k] * z[k];
-            z[i] = t / L[(size_t)i * p + i];
+    /* all right-hand sides at once, row by row (rows of Z are contiguous, so the inner loops run
+       along memory): L Z = XᵀY, then Lᵀ A = Z, in place in Z */
+    double *Z = st == ES_OK ? malloc((size_t)p * dout * sizeof(double)) : NULL;
+    if (st == ES_OK && !Z) st = es_fail(err, ES_ERR_NOMEM, "ridge: out of memory");
+    if (st == ES_OK) {
+        memcpy(Z, r->xty, (size_t)p * dout * sizeof(double));
+        for (int i = 0; i < p; i++) {
+            double *zi = Z + (size_t)i * dout;
+            for (int k = 0; k < i; k++) {
+                const double l = L[(size_t)i * p + k], *zk = Z + (size_t)k * dout;
+                for (int o = 0; o < dout; o++) zi[o] -= l * zk[o];
+            }
+            const double inv = 1.0 / L[(size_t)i * p + i];
+            for (int o = 0; o < dout; o++) zi[o] *= inv;
         }
-        for (int i = p - 1; i >= 0; i--) { /* Lᵀ a = z, in place */
-            double t = z[i];
-            for (int k = i + 1; k < p; k++) t -= L[(size_t)k * p + i] * z[k];
-            z[i] = t / L[(size_t)i * p + i];
+        for (int i = p - 1; i >= 0; i--) {
+            double *zi = Z + (size_t)i * dout;
+            for (int k = i + 1; k < p; k++) {
+                const double l = L[(size_t)k * p + i], *zk = Z + (size_t)k * dout;
+                for (int o = 0; o < dout; o++) zi[o] -= l * zk[o];
+            }
+            const double inv = 1.0 / L[(size_t)i * p + i];
+            for (int o = 0; o < dout; o++) zi[o] *= inv;
         }
-        for (int i = 0; i < r->d_in; i++) W[(size_t)o * r->d_in + i] = (float)z[i];
-        b[o] = (float)z[p - 1];
+        for (int o = 0; o < dout; o++) {
+            for (int i = 0; i < r->d_in; i++) W[(size_t)o * r->d_in + i] = (float)Z[(size_t)i * dout + o];
+            b[o] = (float)Z[(size_t)(p - 1) * dout + o];
+        }
     }
+    free(Z);
     free(L);
-    free(z);
     return st;
 }
