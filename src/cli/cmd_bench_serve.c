@@ -607,6 +607,13 @@ int bench_serve(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
     cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
+    for (int i = 0; i < o.n_modes; i++)
+        if (o.modes[i] == MODE_EDGE_EARLY) { /* the exit heads edge+early ran with */
+            cJSON *el = cJSON_AddArrayToObject(root, "exit_layers");
+            for (int k = 0; el && k < o.n_exit_layers; k++) cJSON_AddItemToArray(el, cJSON_CreateNumber(o.exit_layers[k]));
+            if (o.exit_file) cJSON_AddStringToObject(root, "exit_file", o.exit_file);
+            else cJSON_AddNullToObject(root, "exit_file");
+        }
     cJSON_AddNumberToObject(root, "batch_window_ms", o.batch_window_ms);
     cJSON *sj = cJSON_AddArrayToObject(root, "sched");
     for (int i = 0; sj && i < o.n_scheds; i++) cJSON_AddItemToArray(sj, cJSON_CreateString(es_sched_policy_name(o.scheds[i])));
