@@ -236,6 +236,50 @@ void es_ctx_prefix_cache_info(const es_ctx *ctx, es_prefix_cache_info *out);
 int64_t es_ctx_kv_bytes_per_token(const es_model *model, es_kv_type type);
 const es_model *es_ctx_model(const es_ctx *ctx);
 
+/* ---- early exits ------------------------------------------------------------------------------ */
+
+/* Most exit layers one context or one set of exit heads takes. */
+#define ES_EXIT_MAX 8
+
+/* Called by es_decode on the thread that runs it, in the middle of the pass, as soon as the first
+ * `layer` layers are done (layer == n_layer: after the last one, the residual stream before the output
+ * norm). hidden holds n_rows rows of n_embd floats: row r is the state of batch row rows[r], for the
+ * rows that asked for logits, in batch order. Both stay valid only during the call. The pass goes on
+ * when the callback returns, so it should be quick (hand the rows to another thread, or compute an
+ * exit head's logits). */
+typedef void (*es_exit_fn)(void *ud, int layer, const float *hidden, int n_rows, const int32_t *rows);
+
+/* Asks every later es_decode on `ctx` to call fn after each of layers[0 .. n) (distinct values in
+ * 1 .. n_layer, at most ES_EXIT_MAX). n == 0 (or fn NULL) turns the hook off. CPU and Vulkan both:
+ * the device pass is split at each exit layer and the rows read back there. */
+es_status es_ctx_set_exit_hook(es_ctx *ctx, const int *layers, int n, es_exit_fn fn, void *ud, es_err *err);
+
+/* Exit heads: next-token logits from an intermediate hidden state h (after layer L) without running
+ * the rest of the model. Zero-training: output(final_norm(h)), the model's own head on the early
+ * state. Calibrated: output(final_norm(W_L h + b_L)) with a linear adapter (d × d plus bias) fitted so
+ * that W_L h + b_L approximates the final hidden state (edgespec fit-exit). Adapters are stored as
+ * GGUF tensors exit.<L>.weight (F32, ne {d, d}: row o holds the weights of output o) and exit.<L>.bias
+ * (F32, ne {d}), in a file of their own or in the model's GGUF (llama.cpp ignores unknown tensors). */
+typedef struct es_exit_heads es_exit_heads;
+
+/* Heads for `model` at layers[0 .. n) (1 .. n_layer - 1; n == 0: every layer that `path` has an
+ * adapter for). path (may be NULL): a GGUF with exit.<L>.* tensors; a layer with an adapter there is
+ * calibrated, one without is zero-training. n_rows_max: most rows one es_exit_heads_logits call takes;
+ * n_threads: threads of its own pool (the calling thread is one of them). */
+es_status es_exit_heads_init(const es_model *model, const char *path, const int *layers, int n, int n_rows_max,
+                             int n_threads, es_exit_heads **out, es_err *err);
+void es_exit_heads_free(es_exit_heads *h);
+int es_exit_heads_count(const es_exit_heads *h);
+int es_exit_heads_layer(const es_exit_heads *h, int i);       /* the i-th head's layer */
+bool es_exit_heads_calibrated(const es_exit_heads *h, int i); /* whether it has an adapter */
+/* Replaces (W non-NULL) or removes (W NULL: zero-training) the adapter of the head at `layer`.
+ * W: d × d, row o the weights of output o; b: d floats or NULL (zero). Copied. */
+es_status es_exit_heads_set_adapter(es_exit_heads *h, int layer, const float *W, const float *b, es_err *err);
+/* Logits (n_rows × n_vocab) of the head at `layer` for n_rows hidden states (n_rows × n_embd, as an
+ * es_exit_fn receives them). Never allocates; not thread-safe (one caller at a time per object). */
+es_status es_exit_heads_logits(es_exit_heads *h, int layer, const float *hidden, int n_rows, float *logits,
+                               es_err *err);
+
 /* ---- sampling ---------------------------------------------------------------------------------- */
 
 /* Order of application (details in src/sample/sampler.h): NaN logits -> -inf, +inf -> FLT_MAX;

@@ -76,6 +76,8 @@ proto_seeds() { # DIR: one valid payload of every frame type, as "type byte + pa
   { le 5 2; le 4 2; printf busy; } | emit error 9 0
   le 1234567 8 | emit ping 10 0
   le 1234567 8 | emit pong 11 0
+  # EARLY (protocol version 2): round 3, exit layer 4, path 0,2, tokens 10 11 12
+  { le 3 4; le 4 2; le 2 2; le 0 2; le 2 2; le 3 2; le 10 4; le 11 4; le 12 4; } | emit early 12 7
 }
 
 oai_seeds() { # DIR: requests for both endpoints (byte 0: 0 completions, 1 chat)

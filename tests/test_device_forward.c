@@ -13,6 +13,7 @@
  *    (the device moves its own KV rows) and one more step: device == CPU within LOGIT_TOL; once more
  *    with every weight matrix split by rows into 4 KiB buffers (as on a device whose
  *    maxStorageBufferRange is smaller than a matrix);
+ *  - early exits: the pass split at an exit layer gives the CPU's hidden rows and logits;
  *  - errors: a device index past the list, a model repacked for the CPU.
  * A build without Vulkan has nothing to run (exit 77); a build with it but no device fails. */
 #include <dlfcn.h>
@@ -432,6 +433,62 @@ static void test_errors(int n_devices) {
     es_model_free(m);
 }
 
+/* ---- early exits: the pass split at an exit layer ---------------------------------------------- */
+
+typedef struct {
+    int n, layer[4], n_rows[4];
+    float h[4][3 * 64];
+} exit_cap;
+
+static void on_exit_rows(void *ud, int layer, const float *hidden, int n_rows, const int32_t *rows) {
+    (void)rows;
+    exit_cap *c = ud;
+    if (c->n >= 4 || n_rows > 3) return;
+    c->layer[c->n] = layer;
+    c->n_rows[c->n] = n_rows;
+    memcpy(c->h[c->n++], hidden, (size_t)n_rows * 64 * sizeof(float));
+}
+
+/* Exit hooks at layer 2 and at the end on the device and the CPU: the same hidden rows, and the
+ * logits of the split pass and of the next step (the KV rows written across the split) agree. */
+static void test_exit_split(int device) {
+    es_model *m = load("stories260K.gguf", true);
+    if (!m) return;
+    es_ctx *dev = make_ctx(m, ES_BACKEND_VULKAN, device, 0, 1), *cpu = make_ctx(m, ES_BACKEND_CPU, 0, 0, 1);
+    static exit_cap cd, cc;
+    memset(&cd, 0, sizeof cd);
+    memset(&cc, 0, sizeof cc);
+    const int layers[2] = {2, es_model_n_layer(m)};
+    es_err err = {{0}};
+    if (dev && cpu) {
+        CHECK_OK(es_ctx_set_exit_hook(dev, layers, 2, on_exit_rows, &cd, &err), &err);
+        CHECK_OK(es_ctx_set_exit_hook(cpu, layers, 2, on_exit_rows, &cc, &err), &err);
+        const int nv = es_model_n_vocab(m);
+        int sd, sc;
+        CHECK_OK(es_seq_open(dev, &sd, &err), &err);
+        CHECK_OK(es_seq_open(cpu, &sc, &err), &err);
+        int32_t tok[8] = {1, 403, 407, 261, 378, 300, 290, 410}, pos[8], seq[8] = {0};
+        int8_t want[8] = {0, 0, 1, 0, 0, 1, 0, 1};
+        for (int i = 0; i < 8; i++) pos[i] = i;
+        double worst = 0;
+        es_batch b = {.n_tokens = 8, .token = tok, .pos = pos, .seq = seq, .logits = want};
+        decode_both(dev, cpu, &b, nv, LOGIT_TOL, "exit split", &worst);
+        CHECK(cd.n == 2 && cc.n == 2);
+        for (int k = 0; k < 2 && k < cd.n && k < cc.n; k++) {
+            CHECK(cd.layer[k] == layers[k] && cd.n_rows[k] == 3 && cc.n_rows[k] == 3);
+            CHECK_MSG(rel_diff(cd.h[k], cc.h[k], 3 * 64) <= LOGIT_TOL, "exit rows after layer %d: device and CPU differ",
+                      layers[k]);
+        }
+        tok[0] = 266;
+        pos[0] = 8;
+        es_batch b1 = {.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
+        decode_both(dev, cpu, &b1, nv, LOGIT_TOL, "after an exit split", &worst);
+    }
+    es_ctx_free(dev);
+    es_ctx_free(cpu);
+    es_model_free(m);
+}
+
 int main(void) {
     /* keep lavapipe loaded past vkDestroyInstance (see test_vulkan.c) */
     dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE);
@@ -454,6 +511,7 @@ int main(void) {
         test_tree(d, 4096); /* every matrix in several buffers, as past a small maxStorageBufferRange */
         test_prefix_cow(d);
         test_kv_f16(d);
+        test_exit_split(d);
         test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
         test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
         /* each further weight type the device reads (the CPU dequantises the same blocks) */

@@ -9,7 +9,11 @@
  *  - a second session while the server has one slot: ES_ERR_BUSY;
  *  - the server restarted mid-generation: the edge reconnects and resumes, output still golden;
  *  - the server killed mid-generation with fallback_local: the draft finishes alone;
- *  - a wrong api key is refused; a peer that never answers times out (io_timeout_s). */
+ *  - a wrong api key is refused; a peer that never answers times out (io_timeout_s);
+ *  - early exits (a server with an exit head at layer 3): edges that ask get one EARLY per round and
+ *    emit the golden tokens, with the zero-training head and with a deliberately bad adapter; seeded
+ *    sampling gives the same tokens with and without early exits; edges that do not ask get none; a
+ *    version-1 HELLO is answered with version 1 and an early-exit OPEN on it is refused. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <netinet/in.h>
@@ -21,6 +25,9 @@
 
 #include "edge/edge.h"
 #include "edgespec.h"
+#include "gguf/gguf.h"
+#include "kernels/types.h"
+#include "wire/proto.h"
 #include "server/server.h"
 #include "testutil.h"
 
@@ -61,8 +68,15 @@ static void load_golden(void) {
 
 static int g_knee = 64; /* fixed: these tests check outputs and bets, not the load policy */
 
+static const char *g_exit_file; /* start_server: exit heads at layer 3 from this file ("" zero-training, NULL none) */
+
 static es_server *start_server(es_model *target, es_model *server_draft, int port, int max_sessions) {
     es_server_params sp = es_server_default_params();
+    if (g_exit_file) {
+        sp.sched.exit_layers[0] = 3;
+        sp.sched.n_exit_layers = 1;
+        sp.sched.exit_file = g_exit_file[0] ? g_exit_file : NULL;
+    }
     sp.sched.knee_tokens = g_knee;
     sp.host = "127.0.0.1";
     sp.port = port;
@@ -181,9 +195,12 @@ static long test_concurrent(const es_server *srv, es_model *const drafts[4], con
 
 /* ---- seeded sampling ------------------------------------------------------------------------------ */
 
+static bool g_early; /* sample_run asks for early exits */
+
 static int sample_run(int port, es_model *draft, es_accept_rule rule, es_draft_mode mode, bool proactive, uint64_t seed,
                       int32_t *out, es_edge_stats *st) {
     es_edge_params p = edge_params(port, draft);
+    p.early_exit = g_early;
     p.rule = rule;
     p.sampling.temperature = 1.0f;
     p.sampling.seed = seed;
@@ -487,6 +504,143 @@ static void test_server_loss(es_model *target, es_model *draft) {
     }
 }
 
+/* ---- early exits ---------------------------------------------------------------------------------- */
+
+/* Four edges at once (early on with proactive on and off, early off), greedy: golden tokens; the
+ * ones that asked got one EARLY per round, the others none. */
+static void early_greedy(es_model *target, es_model *draft, const char *what) {
+    es_server *srv = start_server(target, NULL, 0, 0);
+    if (!srv) return;
+    static job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&jobs[i], 0, sizeof jobs[i]);
+        jobs[i].p = edge_params(es_server_port(srv), draft);
+        jobs[i].p.early_exit = i < 3;
+        jobs[i].p.proactive = i != 1;
+        jobs[i].p.draft_params.mode = i == 2 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+        jobs[i].g = &g_gold[5 + i];
+        jobs[i].max_tokens = 48;
+        pthread_create(&th[i], NULL, run_job, &jobs[i]);
+    }
+    long frames = 0, agreed = 0, kept = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        char w[96];
+        snprintf(w, sizeof w, "%s, edge %d", what, i);
+        check_golden_job(&jobs[i], w);
+        const es_edge_stats *st = &jobs[i].stats;
+        if (i < 3) CHECK_MSG(st->early_frames == st->rounds, "%s: %ld EARLY for %d rounds", w, st->early_frames, st->rounds);
+        else CHECK_MSG(st->early_frames == 0, "%s: an edge that did not ask got %ld EARLY frames", w, st->early_frames);
+        CHECK(st->early_agreed <= st->early_frames && st->early_kept <= st->early_frames);
+        CHECK(st->n_early_lead == st->early_frames && es_edge_early_lead_p50(st) >= 0);
+        frames += st->early_frames;
+        agreed += st->early_agreed;
+        kept += st->early_kept;
+    }
+    printf("%s: %ld EARLY frames, %ld agreed with the verdict, %ld next trees kept\n", what, frames, agreed, kept);
+    es_server_free(srv);
+}
+
+/* A raw version-1 client: WELCOME says 1, and an OPEN with the early-exit flag is refused. */
+static void early_old_client(es_model *target) {
+    es_server *srv = start_server(target, NULL, 0, 0);
+    if (!srv) return;
+    const int fd = es_test_tcp_connect(es_server_port(srv), 0);
+    CHECK(fd >= 0);
+    uint8_t buf[4096], hdr[ES_PROTO_HEADER_SIZE];
+    es_wbuf w;
+    es_err err = {{0}};
+    es_msg_hello h;
+    memset(&h, 0, sizeof h);
+    h.version_min = h.version_max = 1;
+    snprintf(h.name, sizeof h.name, "old-edge");
+    es_wbuf_init(&w, buf, sizeof buf);
+    CHECK_OK(es_proto_put_hello(&w, &h, &err), &err);
+    CHECK(fd >= 0 && es_test_send_all(fd, buf, w.len));
+    es_frame_header fh;
+    CHECK(fd >= 0 && es_test_recv_all(fd, hdr, sizeof hdr));
+    CHECK_OK(es_proto_get_header(hdr, 1 << 20, &fh, &err), &err);
+    CHECK(fh.type == ES_FRAME_WELCOME && fh.len <= sizeof buf && es_test_recv_all(fd, buf, fh.len));
+    es_msg_welcome wm;
+    CHECK_OK(es_proto_get_welcome(buf, fh.len, &wm, &err), &err);
+    CHECK_MSG(wm.version == 1, "a version-1 client was answered with version %u", wm.version);
+    es_msg_open om;
+    memset(&om, 0, sizeof om);
+    om.mode = ES_MODE_EDGE;
+    om.rule = ES_ACCEPT_GREEDY;
+    om.max_tokens = 8;
+    om.top_p = 1;
+    om.flags = ES_OPEN_EARLY_EXIT;
+    om.n_prompt = (uint32_t)g_gold[0].np;
+    om.prompt = g_gold[0].prompt;
+    es_wbuf_init(&w, buf, sizeof buf);
+    CHECK_OK(es_proto_put_open(&w, 5, &om, &err), &err);
+    CHECK(fd >= 0 && es_test_send_all(fd, buf, w.len));
+    CHECK(fd >= 0 && es_test_recv_all(fd, hdr, sizeof hdr));
+    CHECK_OK(es_proto_get_header(hdr, 1 << 20, &fh, &err), &err);
+    CHECK(fh.type == ES_FRAME_ERROR && fh.session == 5 && fh.len <= sizeof buf && es_test_recv_all(fd, buf, fh.len));
+    es_msg_error em;
+    CHECK_OK(es_proto_get_error(buf, fh.len, &em, &err), &err);
+    CHECK(em.code == ES_PERR_INVALID && strstr(em.msg, "version") != NULL);
+    if (fd >= 0) close(fd);
+    es_server_free(srv);
+}
+
+static void test_early_exit(es_model *target, es_model *draft) {
+    g_exit_file = ""; /* zero-training head */
+    early_greedy(target, draft, "early exits");
+    early_old_client(target);
+    /* sampled: early exits change nothing but where drafting starts */
+    es_server *srv = start_server(target, NULL, 0, 0);
+    if (srv) {
+        int32_t a[64], b[64];
+        es_edge_stats sa, sb;
+        for (int r = 0; r < 2; r++) {
+            const es_accept_rule rule = r ? ES_ACCEPT_REJECTION : ES_ACCEPT_MATCH;
+            g_early = false;
+            const int na = sample_run(es_server_port(srv), draft, rule, ES_DRAFT_CHAIN, true, 21, a, &sa);
+            g_early = true;
+            const int nb = sample_run(es_server_port(srv), draft, rule, ES_DRAFT_CHAIN, true, 21, b, &sb);
+            CHECK_MSG(na > 0 && na == nb && same_prefix(a, b, na) == na, "%s: early exits changed the sampled tokens",
+                      es_accept_rule_name(rule));
+            CHECK(sa.early_frames == 0 && sb.early_frames == sb.rounds && sb.rounds > 0);
+        }
+        g_early = false;
+        es_server_free(srv);
+    }
+    /* a bad adapter (W = 0, a bias that puts one token on top everywhere): nearly always wrong */
+    const int d = es_model_n_embd(target);
+    float *W = calloc((size_t)d * d, sizeof(float)), *B = malloc((size_t)d * sizeof(float));
+    for (int j = 0; j < d; j++) B[j] = (float)((j * 7919) % 13) - 6.0f;
+    const char *path = es_test_tmp("edge-bad-exit.gguf");
+    es_gguf_writer *w = es_gguf_writer_init();
+    es_err err = {{0}};
+    const int64_t ne2[2] = {d, d}, ne1[1] = {d};
+    CHECK(w && es_gguf_add_tensor(w, "exit.3.weight", ES_TYPE_F32, 2, ne2, W) == ES_OK &&
+          es_gguf_add_tensor(w, "exit.3.bias", ES_TYPE_F32, 1, ne1, B) == ES_OK);
+    CHECK_OK(es_gguf_write(w, path, NULL, NULL, &err), &err);
+    es_gguf_writer_free(w);
+    free(W);
+    free(B);
+    g_exit_file = path;
+    early_greedy(target, draft, "early exits, bad adapter");
+    srv = start_server(target, NULL, 0, 0);
+    if (srv) {
+        int32_t a[64], b[64];
+        es_edge_stats sa, sb;
+        g_early = false;
+        const int na = sample_run(es_server_port(srv), draft, ES_ACCEPT_REJECTION, ES_DRAFT_TREE, true, 33, a, &sa);
+        g_early = true;
+        const int nb = sample_run(es_server_port(srv), draft, ES_ACCEPT_REJECTION, ES_DRAFT_TREE, true, 33, b, &sb);
+        g_early = false;
+        CHECK_MSG(na > 0 && na == nb && same_prefix(a, b, na) == na, "a bad exit adapter changed the sampled tokens");
+        CHECK(sb.early_frames > 0 && sb.early_agreed * 2 < sb.early_frames);
+        es_server_free(srv);
+    }
+    g_exit_file = NULL;
+}
+
 int main(void) {
     load_golden();
     es_model *target = es_test_load_model("stories260K.gguf");
@@ -525,6 +679,7 @@ int main(void) {
     test_key_and_timeout(target, drafts[2]);
     test_limits_advertised(target, drafts[0]);
     test_server_loss(target, drafts[0]);
+    test_early_exit(target, drafts[1]);
     for (int i = 0; i < 4; i++) es_model_free(drafts[i]);
     es_model_free(target);
     return es_test_finish("test_edge");

@@ -185,6 +185,7 @@ static es_status enc_open(es_wbuf *w, const void *m, es_err *e) { return es_prot
 static es_status enc_opened(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_opened(w, g_session, m, e); }
 static es_status enc_verify(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_verify(w, g_session, m, e); }
 static es_status enc_verdict(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_verdict(w, g_session, m, e); }
+static es_status enc_early(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_early(w, g_session, m, e); }
 static es_status enc_tokens(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_tokens(w, g_session, m, e); }
 static es_status enc_close(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_close(w, g_session, m, e); }
 static es_status enc_error(es_wbuf *w, const void *m, es_err *e) { return es_proto_put_error(w, g_session, m, e); }
@@ -289,7 +290,7 @@ static void test_header(void) {
     for (int t = 0; t < 256; t++) {
         b[4] = (uint8_t)t;
         const es_status st = es_proto_get_header(b, ES_PROTO_MAX_PAYLOAD_DEFAULT, &g, &err);
-        CHECK_MSG((t >= ES_FRAME_HELLO && t <= ES_FRAME_PONG) == (st == ES_OK), "type %d: %s", t, es_status_str(st));
+        CHECK_MSG((t >= ES_FRAME_HELLO && t <= ES_FRAME_EARLY) == (st == ES_OK), "type %d: %s", t, es_status_str(st));
         if (st != ES_OK) CHECK(st == ES_ERR_FORMAT);
     }
     b[4] = ES_FRAME_PING;
@@ -302,7 +303,8 @@ static void test_header(void) {
     b[3] = 0xff;
     CHECK(es_proto_get_header(b, ES_PROTO_MAX_PAYLOAD_DEFAULT, &g, &err) == ES_ERR_FORMAT);
     CHECK(strcmp(es_frame_type_name(ES_FRAME_VERIFY), "VERIFY") == 0 && strcmp(es_frame_type_name(0), "?") == 0 &&
-          strcmp(es_frame_type_name(12), "?") == 0 && strcmp(es_frame_type_name(ES_FRAME_PONG), "PONG") == 0);
+          strcmp(es_frame_type_name(13), "?") == 0 && strcmp(es_frame_type_name(ES_FRAME_PONG), "PONG") == 0 &&
+          strcmp(es_frame_type_name(ES_FRAME_EARLY), "EARLY") == 0);
     CHECK(strcmp(es_proto_err_name(ES_PERR_BUSY), "busy") == 0 && strcmp(es_proto_err_name(99), "unknown") == 0 &&
           strcmp(es_proto_err_name(-1), "unknown") == 0 && strcmp(es_proto_err_name(ES_PERR_UNSUPPORTED), "unsupported") == 0);
 }
@@ -854,6 +856,46 @@ static void test_frame_next(void) {
     CHECK(es_proto_frame_next(junk, sizeof junk, ES_PROTO_MAX_PAYLOAD_DEFAULT, &h, &len, &err) == ES_ERR_FORMAT && len == 0);
 }
 
+/* EARLY (version 2): the golden bytes, a round trip under the hostile sweep, and the range checks an
+ * edge relies on (path order, token count, exit layer). */
+static void test_early(void) {
+    es_err err = {{0}};
+    es_msg_early m = {.round = 3, .layer = 4}, g;
+    m.v.n_accepted = 2;
+    m.v.path[0] = 0;
+    m.v.path[1] = 2;
+    m.v.n_tokens = 3;
+    m.v.tokens[0] = 10; m.v.tokens[1] = 11; m.v.tokens[2] = 12;
+    es_wbuf w;
+    es_wbuf_init(&w, g_buf, sizeof g_buf);
+    CHECK_OK(es_proto_put_early(&w, 7, &m, &err), &err);
+    static const uint8_t gold[] = {26, 0, 0, 0, 12, 1, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 4, 0, 2, 0, 0, 0, 2, 0,
+                                   3, 0, 10, 0, 0, 0, 11, 0, 0, 0, 12, 0, 0, 0};
+    CHECK(w.len == sizeof gold && memcmp(w.data, gold, sizeof gold) == 0);
+    size_t n;
+    const uint8_t *p = encode(enc_early, &m, ES_FRAME_EARLY, g_session, &n, true, "EARLY");
+    CHECK_OK(es_proto_get_early(p, n, &g, &err), &err);
+    CHECK(g.round == 3 && g.layer == 4 && g.v.n_accepted == 2 && g.v.path[1] == 2 && g.v.n_tokens == 3 && g.v.bonus == 12);
+    CHECK_OK(es_proto_check_payload(ES_FRAME_EARLY, p, n, &err), &err);
+    uint8_t bad[64];
+    memcpy(bad, p, n);
+    bad[10] = 0; /* path 0,0: not increasing */
+    CHECK(es_proto_get_early(bad, n, &g, &err) == ES_ERR_FORMAT && strstr(err.msg, "EARLY") != NULL);
+    memcpy(bad, p, n);
+    bad[4] = bad[5] = 0; /* layer 0 */
+    CHECK(es_proto_get_early(bad, n, &g, &err) == ES_ERR_FORMAT);
+    memcpy(bad, p, n);
+    bad[12] = 2; /* 2 tokens for 2 accepted nodes */
+    CHECK(es_proto_get_early(bad, n, &g, &err) == ES_ERR_FORMAT);
+    memcpy(bad, p, n);
+    bad[17] = 0x80; /* a negative token */
+    CHECK(es_proto_get_early(bad, n, &g, &err) == ES_ERR_FORMAT);
+    CHECK(es_proto_get_early(p, n - 1, &g, &err) == ES_ERR_FORMAT); /* short */
+    m.v.n_tokens = 2;
+    es_wbuf_init(&w, g_buf, sizeof g_buf);
+    CHECK(es_proto_put_early(&w, 1, &m, &err) == ES_ERR_INVALID_ARG && w.len == 0);
+}
+
 int main(void) {
     es_rng_seed(&g_rng, 0x9d07);
     test_frame_next();
@@ -864,6 +906,7 @@ int main(void) {
     test_tokens();
     test_verify();
     test_verdict();
+    test_early();
     test_round_size();
     return es_test_finish("test_proto");
 }

@@ -13,6 +13,8 @@
 #include "edgespec.h"
 #include "sched/sched.h"
 #include "specdec/spec.h"
+#include "gguf/gguf.h"
+#include "kernels/types.h"
 #include "testutil.h"
 #include "util/threadpool.h"
 
@@ -80,6 +82,11 @@ typedef struct client {
     es_spec_tree tree;
     int32_t root;
     bool want_tree;              /* threaded mode: a verdict arrived, the driver sends the next tree */
+    /* early exits */
+    bool early;                  /* asked for EARLY events */
+    int n_early, early_agreed, early_bad;
+    es_spec_verdict early_vd;
+    uint32_t early_round;
 } client;
 
 typedef struct harness {
@@ -88,6 +95,7 @@ typedef struct harness {
     int n_cl;
     bool threaded;               /* edge trees are sent by the driver thread, not from the callback */
     int max_tokens;              /* for the next open_client (0: NT) */
+    bool early;                  /* the next open_client asks for early exits */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } harness;
@@ -119,9 +127,21 @@ static void on_event(void *ud, const es_sched_event *ev) {
     c->n_events++;
     CHECK(!c->done && !c->error); /* nothing after DONE / ERROR */
     switch (ev->type) {
+    case ES_EV_EARLY:
+        /* before its round's verdict, once, only for sessions that asked */
+        CHECK(c->early && c->mode == ES_MODE_EDGE);
+        if (!c->early || ev->round != c->next_round || (c->n_early > 0 && c->early_round == ev->round)) c->early_bad++;
+        CHECK(ev->verdict && ev->verdict->n_tokens == ev->verdict->n_accepted + 1 && ev->exit_layer > 0);
+        if (ev->verdict) c->early_vd = *ev->verdict;
+        c->early_round = ev->round;
+        c->n_early++;
+        break;
     case ES_EV_VERDICT: {
         CHECK(c->mode == ES_MODE_EDGE);
         if (ev->round != c->next_round) c->bad_rounds++;
+        if (c->early && c->n_early > 0 && c->early_round == ev->round && ev->verdict &&
+            c->early_vd.n_accepted == ev->verdict->n_accepted && c->early_vd.bonus == ev->verdict->bonus)
+            c->early_agreed++;
         c->next_round++;
         CHECK(ev->verdict && ev->verdict->n_tokens == ev->verdict->n_accepted + 1 && ev->n_tokens == ev->verdict->n_tokens);
         CHECK(ev->suggested_budget >= 1);
@@ -203,6 +223,7 @@ static client *open_client(harness *h, int mode, int g, int rule, float temp, ui
     c->max_tokens = h->max_tokens > 0 ? h->max_tokens : NT;
     c->dseq = -1;
     es_sched_session_params sp = sess_params(c->id, mode, rule, temp, seed, c->max_tokens);
+    sp.early_exit = c->early = h->early;
     int granted = 0;
     h->n_cl++;
     if (mode == ES_MODE_EDGE) {
@@ -1038,6 +1059,91 @@ static void test_best_budget(void) {
     CHECK(es_sched_best_budget(&prop, 1, 0, 0, 0.8, 64, NAN) == ES_HINT_NO_DRAFT); /* a NaN wait is none */
 }
 
+/* Early exits: an exit head at layer 3 of 5. Sessions that ask get one EARLY per round, before its
+ * verdict; the others none; the output is the golden one (greedy) and, sampled with a seed, the same
+ * as without early exits — also with a deliberately bad adapter (W = 0, a bias that makes one token
+ * win everywhere), whose provisional verdicts rarely agree. */
+static void early_run(es_model *target, es_model *draft, const char *exit_file, bool early_on, float temp, int32_t out[4][1024],
+                      int n_out[4], int64_t *frames, int64_t *agreed) {
+    harness h;
+    memset(&h, 0, sizeof h);
+    es_sched_params p = es_sched_default_params();
+    p.knee_tokens = 64;
+    p.max_sessions = 4;
+    if (early_on) {
+        p.exit_layers[0] = 3;
+        p.n_exit_layers = 1;
+        p.exit_file = exit_file;
+    }
+    es_sched *s = init_sched(target, p, &h);
+    if (!s) return;
+    es_ctx *dctx = make_dctx(draft, 4);
+    es_drafter_params dp = draft_params(ES_DRAFT_CHAIN);
+    dp.sample = temp > 0;
+    for (int i = 0; i < 4; i++) {
+        h.early = early_on && i < 2; /* two ask, two do not */
+        open_client(&h, ES_MODE_EDGE, i, temp > 0 ? ES_ACCEPT_REJECTION : ES_ACCEPT_GREEDY, temp, 77 + (uint64_t)i, dctx, &dp);
+    }
+    drive(&h);
+    if (temp == 0) check_golden(&h, exit_file ? "early exits, bad adapter" : "early exits");
+    int64_t n_early = 0;
+    for (int i = 0; i < 4; i++) {
+        const client *c = &h.cl[i];
+        CHECK(c->done && !c->error && c->early_bad == 0);
+        if (c->early) CHECK_MSG(c->n_early == (int)c->next_round, "session %d: %d EARLY for %u rounds", i, c->n_early, c->next_round);
+        else CHECK(c->n_early == 0);
+        n_early += c->n_early;
+        n_out[i] = c->n_out;
+        memcpy(out[i], c->out, (size_t)c->n_out * sizeof(int32_t));
+    }
+    es_sched_stats st;
+    es_sched_get_stats(s, &st);
+    CHECK(st.early_frames == n_early && st.early_agreed <= st.early_frames);
+    CHECK(st.exit_layer == (early_on ? 3 : 0));
+    *frames = st.early_frames;
+    *agreed = st.early_agreed;
+    free_clients(&h);
+    es_ctx_free(dctx);
+    es_sched_free(s);
+}
+
+static void test_early_exit(es_model *target, es_model *draft) {
+    static int32_t a[4][1024], b[4][1024], c[4][1024];
+    int na[4], nb[4], nc[4];
+    int64_t f0, g0, f1, g1, f2, g2;
+    early_run(target, draft, NULL, true, 0.0f, a, na, &f1, &g1);
+    CHECK(f1 > 0);
+    /* the bad adapter: W = 0 and a bias whose final-normed image puts one token on top everywhere */
+    const int d = es_model_n_embd(target);
+    float *W = calloc((size_t)d * d, sizeof(float)), *B = malloc((size_t)d * sizeof(float));
+    for (int j = 0; j < d; j++) B[j] = (float)((j * 7919) % 13) - 6.0f;
+    const char *path = es_test_tmp("sched-bad-exit.gguf");
+    es_gguf_writer *w = es_gguf_writer_init();
+    es_err err = {{0}};
+    const int64_t ne2[2] = {d, d}, ne1[1] = {d};
+    CHECK(w && es_gguf_add_tensor(w, "exit.3.weight", ES_TYPE_F32, 2, ne2, W) == ES_OK &&
+          es_gguf_add_tensor(w, "exit.3.bias", ES_TYPE_F32, 1, ne1, B) == ES_OK);
+    CHECK_OK(es_gguf_write(w, path, NULL, NULL, &err), &err);
+    es_gguf_writer_free(w);
+    free(W);
+    free(B);
+    early_run(target, draft, path, true, 0.0f, b, nb, &f2, &g2);
+    CHECK(f2 > 0 && g2 * 2 < f2); /* mostly wrong, and the output above was still the golden one */
+    printf("early exits (greedy): %lld frames, %lld agreed (zero-training head), bad adapter %lld of %lld\n", (long long)f1,
+           (long long)g1, (long long)g2, (long long)f2);
+    /* sampled (rejection rule, seeded): the same tokens with and without early exits, good or bad head */
+    early_run(target, draft, NULL, false, 0.8f, a, na, &f0, &g0);
+    early_run(target, draft, NULL, true, 0.8f, b, nb, &f1, &g1);
+    early_run(target, draft, path, true, 0.8f, c, nc, &f2, &g2);
+    CHECK(f0 == 0 && f1 > 0 && f2 > 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK_MSG(na[i] == nb[i] && memcmp(a[i], b[i], (size_t)na[i] * sizeof(int32_t)) == 0,
+                  "sampled session %d differs with early exits", i);
+        CHECK_MSG(na[i] == nc[i] && memcmp(a[i], c[i], (size_t)na[i] * sizeof(int32_t)) == 0,
+                  "sampled session %d differs with a bad exit adapter", i);
+    }
+}
+
 int main(void) {
     test_best_budget();
     test_groups_for();
@@ -1063,6 +1169,7 @@ int main(void) {
     test_kv_exhaustion(target);
     test_server_spec(target, drafts[0]);
     test_threaded(target, drafts[0]);
+    test_early_exit(target, drafts[0]);
     for (int i = 0; i < 3; i++) es_model_free(drafts[i]);
     es_model_free(target);
     return es_test_finish("test_sched");

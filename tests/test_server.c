@@ -323,7 +323,7 @@ static void test_handshake(int port, const es_tokenizer *tok) {
     /* No common version (HELLO range), then a frame header of another version. */
     fd = es_test_tcp_connect(port, 0);
     m = hello_plain();
-    m.version_min = m.version_max = ES_PROTO_VERSION + 1;
+    m.version_min = m.version_max = ES_PROTO_LEVEL_MAX + 1;
     b = wb();
     CHECK_OK(es_proto_put_hello(b, &m, &err), &err);
     CHECK(cl_send_wb(fd, b));

@@ -385,6 +385,92 @@ static void test_vocab_check(es_model *target) {
     es_model_free(other);
 }
 
+/* es_verifier_provisional (early exits): walked on the round's own final logits it gives exactly
+ * es_verifier_finish's verdict, draws included (greedy, match, rejection, with penalties); walked on
+ * other logits (a spike on one token everywhere) it changes nothing: the run emits the same tokens
+ * as one that never asked. */
+static int provisional_run(es_ctx *tc, es_ctx *dc, es_accept_rule rule, float temp, int mode, int32_t *out, int *mismatch) {
+    es_err err = {{0}};
+    int ts, ds;
+    CHECK_OK(es_seq_open(tc, &ts, &err), &err);
+    CHECK_OK(es_seq_open(dc, &ds, &err), &err);
+    es_verifier_params vp = {rule, es_sampler_default_params(), 0.0};
+    vp.sampling.temperature = temp;
+    vp.sampling.top_k = 0;
+    vp.sampling.top_p = 1.0f;
+    vp.sampling.min_p = 0.0f;
+    vp.sampling.repeat_penalty = temp > 0 ? 1.3f : 1.0f; /* the history is part of the state copied */
+    vp.sampling.seed = 99;
+    es_verifier *v = NULL;
+    es_drafter *d = NULL;
+    es_drafter_params dp = es_drafter_default_params();
+    dp.sample = rule == ES_ACCEPT_REJECTION;
+    dp.seed = 99;
+    CHECK_OK(es_verifier_init(tc, ts, &vp, &v, &err), &err);
+    CHECK_OK(es_drafter_init(dc, ds, &dp, &d, &err), &err);
+    if (!v || !d) return 0;
+    if (mode > 0) CHECK_OK(es_verifier_enable_provisional(v, &err), &err);
+    else CHECK(es_verifier_provisional(v, NULL, NULL, NULL, &err) == ES_ERR_INVALID_ARG); /* not enabled */
+    static const int32_t prompt[5] = {1, 403, 407, 261, 378};
+    CHECK_OK(es_verifier_prefill(v, prompt, 4, &err), &err);
+    CHECK_OK(es_drafter_prefill(d, prompt, 4, &err), &err);
+    es_verifier_add_history(v, prompt, 4);
+    const int nv = es_model_n_vocab(es_ctx_model(tc));
+    static es_spec_tree tree;
+    static es_spec_verdict vd, pv;
+    static float lg[(ES_SPEC_MAX_NODES + 1) * 512];
+    es_batch_builder bb;
+    CHECK_OK(es_batch_builder_init(&bb, ES_SPEC_MAX_NODES + 1, &err), &err);
+    int32_t root = prompt[4];
+    int n = 0;
+    while (n < 48) {
+        CHECK_OK(es_drafter_draft(d, root, 6, &tree, &err), &err);
+        es_batch_builder_clear(&bb);
+        CHECK_OK(es_verifier_stage(v, root, &tree, &bb, &err), &err);
+        CHECK(es_verifier_staged_root(v, &bb) == 0 && es_verifier_staged_nodes(v, &bb) == tree.n);
+        es_batch b = es_batch_builder_batch(&bb);
+        CHECK_OK(es_decode(tc, &b, &err), &err);
+        if (mode == 1)
+            for (int r = 0; r <= tree.n; r++) memcpy(lg + (size_t)r * nv, es_ctx_logits(tc, r), (size_t)nv * sizeof(float));
+        if (mode == 2)
+            for (int r = 0; r <= tree.n; r++)
+                for (int t = 0; t < nv; t++) lg[(size_t)r * nv + t] = t == 7 ? 10.0f : 0.0f;
+        if (mode > 0) CHECK_OK(es_verifier_provisional(v, &bb, lg, &pv, &err), &err);
+        CHECK_OK(es_verifier_finish(v, &vd, &err), &err);
+        if (mode == 1 && (pv.n_accepted != vd.n_accepted || pv.n_tokens != vd.n_tokens ||
+                          memcmp(pv.tokens, vd.tokens, (size_t)vd.n_tokens * sizeof(int32_t)) != 0))
+            (*mismatch)++;
+        CHECK_OK(es_drafter_accept(d, &tree, &vd, &err), &err);
+        for (int k = 0; k < vd.n_tokens && n < 48; k++) out[n++] = vd.tokens[k];
+        root = vd.bonus;
+    }
+    es_batch_builder_free(&bb);
+    es_drafter_free(d);
+    es_verifier_free(v);
+    es_seq_close(tc, ts);
+    es_seq_close(dc, ds);
+    return n;
+}
+
+static void test_provisional(es_model *target, es_model *draft) {
+    es_ctx *tc = make_ctx(target, 1), *dc = make_ctx(draft, 1);
+    const es_accept_rule rules[3] = {ES_ACCEPT_GREEDY, ES_ACCEPT_MATCH, ES_ACCEPT_REJECTION};
+    for (int r = 0; tc && dc && r < 3; r++) {
+        const float temp = rules[r] == ES_ACCEPT_GREEDY ? 0.0f : 0.9f;
+        int32_t a[48], b[48], c[48];
+        int mismatch = 0;
+        const int na = provisional_run(tc, dc, rules[r], temp, 0, a, &mismatch);
+        const int nb = provisional_run(tc, dc, rules[r], temp, 1, b, &mismatch);
+        const int nc = provisional_run(tc, dc, rules[r], temp, 2, c, &mismatch);
+        CHECK_MSG(mismatch == 0, "%s: %d provisional verdicts on the final logits differ from the final ones",
+                  es_accept_rule_name(rules[r]), mismatch);
+        CHECK_MSG(na == 48 && na == nb && na == nc && !memcmp(a, b, sizeof a) && !memcmp(a, c, sizeof a),
+                  "%s: asking for provisional verdicts changed the output", es_accept_rule_name(rules[r]));
+    }
+    es_ctx_free(tc);
+    es_ctx_free(dc);
+}
+
 int main(void) {
     test_rrs_exact();
     es_model *target = es_test_load_model("stories260K.gguf");
@@ -408,6 +494,7 @@ int main(void) {
     es_model *mid = es_test_load_model("draft-mid.gguf");
     if (mid) {
         test_tree_budget1_is_chain1(target, mid);
+        test_provisional(target, mid);
         test_distribution(target, mid);
         es_model_free(mid);
     }

@@ -43,6 +43,13 @@ typedef struct es_fwd_plan {
     const int32_t *grp_common;  /* first grp_common[g] ancestor entries are the same slots */
     int n_out;                  /* rows whose logits are wanted: out_idx[0 .. n_out) (batch rows, */
     const int32_t *out_idx;     /* increasing); logits row r belongs to batch row out_idx[r] */
+    /* Early exits (es_ctx_set_exit_hook): after layer exit_layer[k] (1 .. n_layer, increasing) the
+     * backend calls exit_fn with the residual stream of the n_out rows (n_layer: before the output
+     * norm). n_exit == 0: none. */
+    int n_exit;
+    const int32_t *exit_layer;
+    es_exit_fn exit_fn;
+    void *exit_ud;
 } es_fwd_plan;
 
 typedef struct es_backend es_backend;

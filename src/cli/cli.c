@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gguf/gguf.h"
 #include "kernels/attn.h"
 #include "http/chat.h"
 
@@ -165,4 +166,41 @@ es_model_params cli_model_params(void) {
     const char *e = getenv("EDGESPEC_REPACK");
     p.no_repack = e && !strcmp(e, "0");
     return p;
+}
+
+bool cli_parse_layers(const char *s, int *out, int *n) {
+    *n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 1 || v > 100000 || *n >= ES_EXIT_MAX) return false;
+        for (int i = 0; i < *n; i++)
+            if (out[i] == v) return false;
+        int i = (*n)++;
+        while (i > 0 && out[i - 1] > v) { out[i] = out[i - 1]; i--; }
+        out[i] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return false;
+        s = end;
+    }
+    return *n > 0;
+}
+
+bool cli_exit_layers_in(const char *path, int *out, int *n) {
+    *n = 0;
+    es_gguf *g = NULL;
+    es_err err;
+    if (es_gguf_open(path, &g, &err) != ES_OK) return false;
+    for (int64_t t = 0; t < es_gguf_n_tensors(g) && *n < ES_EXIT_MAX; t++) {
+        int L, used = 0;
+        const char *name = es_gguf_tensor_at(g, t)->name;
+        if (sscanf(name, "exit.%d.weight%n", &L, &used) == 1 && used > 0 && name[used] == 0 && L >= 1) {
+            int i = (*n)++;
+            while (i > 0 && out[i - 1] > L) { out[i] = out[i - 1]; i--; }
+            out[i] = L;
+        }
+    }
+    es_gguf_free(g);
+    return true;
 }

@@ -19,6 +19,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_edge(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_fit_exit(int argc, char **argv);
 /* `edgespec bench serve` (cmd_bench_serve.c); argv[1] == "serve". */
 int bench_serve(int argc, char **argv);
 
@@ -31,6 +32,11 @@ bool cli_parse_float(const char *s, double lo, double hi, double *out);
  * which looks at the end of the process, would then report the driver's still-referenced global
  * allocations as leaks (the tests' harness does the same, tests/test_vulkan.c). A no-op elsewhere. */
 void cli_keep_vulkan_driver(void);
+/* A list of up to ES_EXIT_MAX distinct positive layer numbers "4,8" (stored in increasing order). */
+bool cli_parse_layers(const char *s, int *out, int *n);
+/* The layers L of the exit.<L>.weight tensors in a GGUF file (increasing; at most ES_EXIT_MAX);
+ * *n = 0 when it has none. False when the file cannot be read. */
+bool cli_exit_layers_in(const char *path, int *out, int *n);
 /* --device: "cpu", "vulkan" (device 0) or "vulkan:N". */
 bool cli_parse_device(const char *s, es_backend_kind *kind, int *index);
 /* --kv-type: "f32", "f16" or "q8_0". */

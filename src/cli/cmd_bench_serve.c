@@ -3,7 +3,9 @@
  *
  * Modes: ar (plain clients, the server generates autoregressively — the server-only baseline),
  * server-spec (the draft model runs on the server), edge (edges draft, the server verifies) and
- * edge+proactive (edges also draft under a bet while a verification is in flight).
+ * edge+proactive (edges also draft under a bet while a verification is in flight) and edge+early
+ * (edge+proactive plus early exits: the server sends each round's provisional verdict from an exit
+ * layer, --exit-layers / --exit-file, and the edges draft the next tree from it).
  *
  * Because the edges share this machine's cores with the server, the primary throughput figure is
  * generated tokens per second of *server compute* (CPU time of the scheduler's compute thread and its
@@ -28,7 +30,8 @@
 
 static const char *k_usage_serve =
     "edgespec bench serve -m TARGET.gguf [--draft DRAFT.gguf] [--server-draft DRAFT.gguf]\n"
-    "               [--modes ar,server-spec,edge,edge+proactive] [--clients 1,2,4,8,16,32]\n"
+    "               [--modes ar,server-spec,edge,edge+proactive,edge+early] [--clients 1,2,4,8,16,32]\n"
+    "               [--exit-layers L[,L...]] [--exit-file FILE]\n"
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
@@ -36,8 +39,9 @@ static const char *k_usage_serve =
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S]\n"
     "               [--server-cpus LIST --edge-cpus LIST] [--json]";
 
-enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_COUNT };
-static const char *k_mode_names[MODE_COUNT] = {"ar", "server-spec", "edge", "edge+proactive"};
+enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_EDGE_EARLY, MODE_COUNT };
+static const char *k_mode_names[MODE_COUNT] = {"ar", "server-spec", "edge", "edge+proactive", "edge+early"};
+#define IS_EDGE_MODE(m) ((m) == MODE_EDGE || (m) == MODE_EDGE_PROACTIVE || (m) == MODE_EDGE_EARLY)
 
 typedef struct bs_opts {
     const char *target_path, *draft_path, *server_draft_path, *prompts_path;
@@ -51,6 +55,8 @@ typedef struct bs_opts {
     const char *accept, *spec;
     uint64_t seed;
     bool json;
+    int exit_layers[ES_EXIT_MAX], n_exit_layers; /* edge+early: the server's exit heads */
+    const char *exit_file;
     /* --server-cpus / --edge-cpus: the server's threads and the edges' threads on disjoint cores, so
        edge drafting (proactive bets above all) does not preempt the server's compute as it would
        not on separate devices. Empty: no pinning. */
@@ -80,6 +86,9 @@ typedef struct bs_client {
     int ttft_n;
     double last_t;
     long tokens, rounds, drafted, accepted, pro_attempts, pro_hits;
+    long early_frames, early_agreed, early_kept;
+    float *leads;           /* EARLY lead times (ms) */
+    int n_leads, cap_leads;
     int64_t bytes;
     double draft_s;
     int errors;
@@ -116,7 +125,7 @@ static void *client_main(void *ud) {
     es_edge_params ep = es_edge_default_params();
     ep.host = "127.0.0.1";
     ep.port = c->port;
-    const bool has_draft = c->mode == MODE_EDGE || c->mode == MODE_EDGE_PROACTIVE;
+    const bool has_draft = IS_EDGE_MODE(c->mode);
     ep.draft = has_draft ? c->draft : NULL;
     ep.mode = c->mode == MODE_AR ? ES_MODE_AR : c->mode == MODE_SERVER_SPEC ? ES_MODE_SERVER_SPEC : ES_MODE_EDGE;
     ep.rule = es_accept_rule_parse(o->accept);
@@ -131,7 +140,8 @@ static void *client_main(void *ud) {
     ep.draft_params.tree_depth = o->tree_depth;
     ep.draft_params.tree_width = o->tree_width;
     ep.draft_params.sample = ep.rule == ES_ACCEPT_REJECTION;
-    ep.proactive = c->mode == MODE_EDGE_PROACTIVE;
+    ep.proactive = c->mode == MODE_EDGE_PROACTIVE || c->mode == MODE_EDGE_EARLY;
+    ep.early_exit = c->mode == MODE_EDGE_EARLY;
     ep.n_threads = 1;
     ep.emulate_rtt_ms = o->rtt_ms;
     ep.emulate_bandwidth_kbps = o->bandwidth_kbps;
@@ -162,6 +172,18 @@ static void *client_main(void *ud) {
         c->accepted += st.accepted;
         c->pro_attempts += st.proactive_attempts;
         c->pro_hits += st.proactive_hits;
+        c->early_frames += st.early_frames;
+        c->early_agreed += st.early_agreed;
+        c->early_kept += st.early_kept;
+        if (c->n_leads + st.n_early_lead > c->cap_leads) {
+            const int cap = (c->n_leads + st.n_early_lead) * 2;
+            float *p = realloc(c->leads, (size_t)cap * sizeof *p);
+            if (p) {
+                c->leads = p;
+                c->cap_leads = cap;
+            }
+        }
+        for (int i = 0; i < st.n_early_lead && c->n_leads < c->cap_leads; i++) c->leads[c->n_leads++] = st.early_lead_ms[i];
         c->bytes += st.bytes_sent + st.bytes_received;
         c->draft_s += st.draft_seconds;
     }
@@ -200,6 +222,11 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     sp.sched.policy = policy;
     sp.sched.kv_type = o->kv_type;
     if (o->knee_tokens) sp.sched.knee_tokens = o->knee_tokens;
+    if (mode == MODE_EDGE_EARLY) {
+        memcpy(sp.sched.exit_layers, o->exit_layers, sizeof o->exit_layers);
+        sp.sched.n_exit_layers = o->n_exit_layers;
+        sp.sched.exit_file = o->exit_file;
+    }
     if (mode == MODE_SERVER_SPEC) {
         sp.sched.draft = server_draft;
         sp.sched.draft_params = es_drafter_default_params();
@@ -243,7 +270,8 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     es_server_get_stats(srv, &s1);
     es_server_free(srv);
 
-    long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0;
+    long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0, ef = 0, eagree = 0, ekept = 0;
+    int n_leads = 0;
     int64_t bytes = 0;
     double draft_s = 0, ttft = 0;
     int ttft_n = 0, errors = 0, n_itl = 0;
@@ -255,6 +283,10 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
         accepted += cl[i].accepted;
         pa += cl[i].pro_attempts;
         ph += cl[i].pro_hits;
+        ef += cl[i].early_frames;
+        eagree += cl[i].early_agreed;
+        ekept += cl[i].early_kept;
+        n_leads += cl[i].n_leads;
         bytes += cl[i].bytes;
         draft_s += cl[i].draft_s;
         ttft += cl[i].ttft_sum;
@@ -300,6 +332,18 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     cJSON_AddNumberToObject(r, "accepted", (double)accepted);
     cJSON_AddNumberToObject(r, "proactive_attempts", (double)pa);
     cJSON_AddNumberToObject(r, "proactive_hit_ratio", pa ? (double)ph / pa : 0);
+    {
+        double *lv = malloc((size_t)(n_leads > 0 ? n_leads : 1) * sizeof *lv);
+        int nl = 0;
+        for (int i = 0; i < started && lv; i++)
+            for (int j = 0; j < cl[i].n_leads; j++) lv[nl++] = cl[i].leads[j];
+        cJSON *ea = cJSON_AddObjectToObject(r, "early");
+        cJSON_AddNumberToObject(ea, "frames", (double)ef);
+        cJSON_AddNumberToObject(ea, "agreed", (double)eagree);
+        cJSON_AddNumberToObject(ea, "kept", (double)ekept);
+        cJSON_AddNumberToObject(ea, "lead_ms_p50", nl > 0 ? percentile(lv, nl, 0.50) : 0);
+        free(lv);
+    }
     cJSON_AddNumberToObject(r, "bytes_per_token", tokens ? (double)bytes / tokens : 0);
     cJSON_AddNumberToObject(r, "server_idle_fraction", busy + idle > 0 ? idle / (busy + idle) : 0);
     cJSON_AddNumberToObject(r, "server_busy_fraction", busy + idle > 0 ? busy / (busy + idle) : 0);
@@ -317,7 +361,10 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", tokens ? (server_cost + edge_cost) / tokens * 1e6 : 0);
     cJSON_AddNumberToObject(r, "errors", errors);
     if (first_err) cJSON_AddStringToObject(r, "first_error", first_err);
-    for (int i = 0; i < started; i++) free(cl[i].itl);
+    for (int i = 0; i < started; i++) {
+        free(cl[i].itl);
+        free(cl[i].leads);
+    }
     free(itl);
     free(cl);
     free(th);
@@ -436,6 +483,12 @@ int bench_serve(int argc, char **argv) {
         else if (!strcmp(a, "--draft") || !strcmp(a, "-d")) o.draft_path = v;
         else if (!strcmp(a, "--server-draft")) o.server_draft_path = v;
         else if (!strcmp(a, "--prompts")) o.prompts_path = v;
+        else if (!strcmp(a, "--exit-file")) o.exit_file = v;
+        else if (!strcmp(a, "--exit-layers")) {
+            if (!cli_parse_layers(v, o.exit_layers, &o.n_exit_layers))
+                return cli_usage_error("bench", k_usage_serve, "--exit-layers wants up to %d distinct layer numbers, got '%s'",
+                                       ES_EXIT_MAX, v);
+        }
         else if (!strcmp(a, "--accept")) {
             if (es_accept_rule_parse(v) < 0 || !strcmp(v, "synthetic")) return cli_usage_error("bench", k_usage_serve, "bad --accept '%s'", v);
             o.accept = v;
@@ -495,7 +548,7 @@ int bench_serve(int argc, char **argv) {
         return cli_usage_error("bench", k_usage_serve, "--accept greedy needs --temp 0 (use match or rejection to sample)");
     bool need_draft = false, need_server_draft = false;
     for (int i = 0; i < o.n_modes; i++) {
-        if (o.modes[i] == MODE_EDGE || o.modes[i] == MODE_EDGE_PROACTIVE) need_draft = true;
+        if (IS_EDGE_MODE(o.modes[i])) need_draft = true;
         if (o.modes[i] == MODE_SERVER_SPEC) need_server_draft = true;
     }
     if ((need_draft || need_server_draft) && !o.draft_path && !o.server_draft_path)
@@ -513,6 +566,16 @@ int bench_serve(int argc, char **argv) {
     es_model *target = NULL, *draft = NULL, *sdraft = NULL;
     int rc = 1;
     if (es_model_load(o.target_path, &mp, &target, &err) != ES_OK) return cli_error("bench", "%s: %s", o.target_path, err.msg);
+    if (!o.n_exit_layers) { /* edge+early: the exit file's layers, else the middle layer (zero-training) */
+        if (o.exit_file && (!cli_exit_layers_in(o.exit_file, o.exit_layers, &o.n_exit_layers) || !o.n_exit_layers)) {
+            es_model_free(target);
+            return cli_error("bench", "%s: no exit.<L>.weight tensors", o.exit_file);
+        }
+        if (!o.n_exit_layers) {
+            o.exit_layers[0] = es_model_n_layer(target) / 2 > 0 ? es_model_n_layer(target) / 2 : 1;
+            o.n_exit_layers = 1;
+        }
+    }
     if (need_draft && es_model_load(o.draft_path, &mp, &draft, &err) != ES_OK) {
         cli_error("bench", "%s: %s", o.draft_path, err.msg);
         goto done;
@@ -544,6 +607,13 @@ int bench_serve(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
     cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
+    for (int i = 0; i < o.n_modes; i++)
+        if (o.modes[i] == MODE_EDGE_EARLY) { /* the exit heads edge+early ran with */
+            cJSON *el = cJSON_AddArrayToObject(root, "exit_layers");
+            for (int k = 0; el && k < o.n_exit_layers; k++) cJSON_AddItemToArray(el, cJSON_CreateNumber(o.exit_layers[k]));
+            if (o.exit_file) cJSON_AddStringToObject(root, "exit_file", o.exit_file);
+            else cJSON_AddNullToObject(root, "exit_file");
+        }
     cJSON_AddNumberToObject(root, "batch_window_ms", o.batch_window_ms);
     cJSON *sj = cJSON_AddArrayToObject(root, "sched");
     for (int i = 0; sj && i < o.n_scheds; i++) cJSON_AddItemToArray(sj, cJSON_CreateString(es_sched_policy_name(o.scheds[i])));
@@ -561,7 +631,7 @@ int bench_serve(int argc, char **argv) {
     for (int ci = 0; ci < o.n_clients; ci++)
         for (int mi = 0; mi < o.n_modes; mi++)
         for (int si = 0; si < o.n_scheds; si++) {
-            const bool edge_mode = o.modes[mi] == MODE_EDGE || o.modes[mi] == MODE_EDGE_PROACTIVE;
+            const bool edge_mode = IS_EDGE_MODE(o.modes[mi]);
             if (si > 0 && !edge_mode) continue; /* the policy only changes how edge sessions share passes */
             const char *pol = es_sched_policy_name(o.scheds[si]);
             fprintf(stderr, "bench serve: %s (%s) with %d client(s)...\n", k_mode_names[o.modes[mi]], pol, o.clients[ci]);

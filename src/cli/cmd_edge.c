@@ -23,7 +23,7 @@ static const char *k_usage =
     "edgespec edge -d DRAFT.gguf --server HOST:PORT (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K]\n"
     "              [--top-p P] [--min-p P] [--seed S] [--spec chain|tree] [--accept greedy|match|rejection]\n"
     "              [--draft-max K] [--draft-min K] [--draft-p-min P] [--tree-budget N] [--tree-depth N]\n"
-    "              [--tree-width N] [--proactive on|off] [--no-draft | --server-spec]\n"
+    "              [--tree-width N] [--proactive on|off] [--early-exit] [--no-draft | --server-spec]\n"
     "              [--emulate-rtt-ms MS] [--emulate-bandwidth-kbps K] [--fallback local|none] [--reconnect N]\n"
     "              [--api-key K] [--tls [--tls-ca FILE | --tls-insecure] [--tls-server-name NAME]] [-t N] [--json]\n"
     "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
@@ -54,6 +54,10 @@ static void print_help(void) {
            "                            most likely path (default on)\n"
            "  --bet first|best-leaf     the path a bet stands on: the first child at every level (default)\n"
            "                            or SpecEdge's best-scored leaf (hits about half as often here)\n"
+           "  --early-exit              ask the server for EARLY frames (serve --exit-layers): the round's\n"
+           "                            provisional verdict from an exit layer, from which the next tree\n"
+           "                            is drafted while the rest of the verification runs; kept when the\n"
+           "                            final verdict agrees (the output stays exactly the target's)\n"
            "  --no-server-hints         ignore the server's suggested tree size\n"
            "  --no-draft                the server generates alone (autoregressive); -d optional\n"
            "  --server-spec             the server drafts with its own draft model; -d optional\n"
@@ -104,7 +108,7 @@ typedef struct edge_opts {
     const char *host;
     char host_buf[256];
     int port;
-    bool proactive, no_draft, server_spec, hints;
+    bool proactive, no_draft, server_spec, hints, early_exit;
     int bet;
     double rtt_ms, kbps, io_timeout;
     bool fallback;
@@ -197,7 +201,8 @@ static int parse(int argc, char **argv, edge_opts *o) {
             if (!strcmp(v, "on")) o->proactive = true;
             else if (!strcmp(v, "off")) o->proactive = false;
             else rc = cli_usage_error("edge", k_usage, "--proactive must be on or off, got '%s'", v);
-        } else if (!strcmp(a, "--no-draft")) o->no_draft = true;
+        } else if (!strcmp(a, "--early-exit")) o->early_exit = true;
+        else if (!strcmp(a, "--no-draft")) o->no_draft = true;
         else if (!strcmp(a, "--server-spec")) o->server_spec = true;
         else if (!strcmp(a, "--no-server-hints")) o->hints = false;
         else if (!strcmp(a, "--emulate-rtt-ms")) {
@@ -408,6 +413,7 @@ static es_edge_params edge_params(const edge_opts *o, const es_model *draft) {
     dp->seed = o->r.sp.seed;
     p.proactive = o->proactive;
     p.bet = o->bet;
+    p.early_exit = o->early_exit;
     p.adapt_to_server = o->hints;
     p.n_threads = o->r.n_threads;
     p.n_ctx = o->r.n_ctx;
@@ -603,6 +609,12 @@ int cmd_edge(int argc, char **argv) {
         cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st.proactive_cut);
         cJSON_AddNumberToObject(pa, "stopped_by_verdict", (double)st.proactive_stopped);
         cJSON_AddNumberToObject(pa, "hit_ratio", hit_ratio);
+        cJSON *ea = cJSON_AddObjectToObject(j, "early");
+        cJSON_AddBoolToObject(ea, "enabled", p.mode == ES_MODE_EDGE && o.early_exit);
+        cJSON_AddNumberToObject(ea, "frames", (double)st.early_frames);
+        cJSON_AddNumberToObject(ea, "agreed", (double)st.early_agreed);
+        cJSON_AddNumberToObject(ea, "kept", (double)st.early_kept);
+        cJSON_AddNumberToObject(ea, "lead_ms_p50", es_edge_early_lead_p50(&st));
         cJSON_AddNumberToObject(sp, "draft_s", st.draft_seconds);
         cJSON_AddNumberToObject(sp, "wait_s", st.wait_seconds);
         cJSON *w = cJSON_AddObjectToObject(j, "wire");

@@ -33,7 +33,7 @@ static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
     "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
-    "               [--drain-timeout S] [--device cpu|vulkan[:N]]\n"
+    "               [--drain-timeout S] [--device cpu|vulkan[:N]] [--exit-layers L[,L...]] [--exit-file FILE]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
     "               [--http-max-connections N] [--http-request-timeout S] [--max-queue N] [--queue-timeout S]\n"
@@ -69,6 +69,13 @@ static void print_help(void) {
            "                           --kv-memory is divided by the real bytes per token of this type\n"
            "  --device cpu|vulkan[:N]  where the target's forward pass runs (default cpu; `edgespec devices`);\n"
            "                           the server's own --draft stays on the CPU\n"
+           "  --exit-layers L[,L...]   early exits: exit heads after these layers (1..n_layer-1); edges that\n"
+           "                           ask (edge --early-exit) get an EARLY frame, the round's provisional\n"
+           "                           verdict from the lowest of them, while the rest of the pass runs\n"
+           "  --exit-file FILE         calibrated adapters (edgespec fit-exit) for those layers (without\n"
+           "                           --exit-layers: every layer the file has); layers without one use\n"
+           "                           the zero-training head. Exit tensors in the target's own GGUF are\n"
+           "                           used when neither is given\n"
            "  --sched pipeline|gather  how edge sessions share passes (default pipeline): pipeline (SpecEdge)\n"
            "                           splits them into groups verified in turn, so the server computes one\n"
            "                           group while the others' edges draft and their trees travel; gather\n"
@@ -253,6 +260,9 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "rounds", (double)k->rounds);
     cJSON_AddNumberToObject(o, "drafted", (double)k->drafted);
     cJSON_AddNumberToObject(o, "accepted", (double)k->accepted);
+    cJSON_AddNumberToObject(o, "exit_layer", k->exit_layer);
+    cJSON_AddNumberToObject(o, "early_frames", (double)k->early_frames);
+    cJSON_AddNumberToObject(o, "early_agreed", (double)k->early_agreed);
     cJSON_AddNumberToObject(o, "busy_seconds", k->busy_seconds);
     cJSON_AddNumberToObject(o, "idle_seconds", k->idle_seconds);
     cJSON_AddNumberToObject(o, "idle_fraction", active > 0 ? k->idle_seconds / active : 1.0);
@@ -373,6 +383,14 @@ int cmd_serve(int argc, char **argv) {
             NEED_VALUE();
             if (!cli_parse_kv_type(v, &sp.sched.kv_type))
                 return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
+        } else if (!strcmp(a, "--exit-layers")) {
+            NEED_VALUE();
+            if (!cli_parse_layers(v, sp.sched.exit_layers, &sp.sched.n_exit_layers))
+                return cli_usage_error("serve", k_usage, "--exit-layers wants up to %d distinct positive layer numbers, got '%s'",
+                                       ES_EXIT_MAX, v);
+        } else if (!strcmp(a, "--exit-file")) {
+            NEED_VALUE();
+            sp.sched.exit_file = v;
         } else if (!strcmp(a, "--no-prefix-cache")) {
             sp.sched.prefix_cache = false;
         } else if (!strcmp(a, "--sched")) {
@@ -584,6 +602,18 @@ int cmd_serve(int argc, char **argv) {
             goto done;
         }
         sp.sched.draft = draft;
+    }
+    if (!sp.sched.n_exit_layers) { /* the file's layers, or exit tensors in the target's own GGUF */
+        const char *src = sp.sched.exit_file ? sp.sched.exit_file : model_path;
+        if (!cli_exit_layers_in(src, sp.sched.exit_layers, &sp.sched.n_exit_layers)) {
+            cli_error("serve", "cannot read %s", src);
+            goto done;
+        }
+        if (sp.sched.exit_file && !sp.sched.n_exit_layers) {
+            cli_error("serve", "%s has no exit.<L>.weight tensors (give --exit-layers for zero-training heads)", src);
+            goto done;
+        }
+        if (sp.sched.n_exit_layers && !sp.sched.exit_file) sp.sched.exit_file = model_path;
     }
     if (sp.sched.n_ctx > es_model_n_ctx_train(target))
         fprintf(stderr, "edgespec serve: warning: --ctx-size %d is beyond the model's training context %d\n", sp.sched.n_ctx,

@@ -21,6 +21,7 @@ static const command k_commands[] = {
     {"synth", cmd_synth, "write a synthetic GGUF at a real model's shape (random or padded)"},
     {"serve", cmd_serve, "run the verification server (target model) for edge clients"},
     {"edge", cmd_edge, "generate on an edge device: draft locally, verify on a server"},
+    {"fit-exit", cmd_fit_exit, "fit calibrated early-exit heads of a target model (for serve --exit-file)"},
     {"bench", cmd_bench, "measure decode / prefill / verify / serving speed"},
     {"devices", cmd_devices, "list the devices a forward pass can run on (cpu, vulkan:N)"},
 };

@@ -611,8 +611,8 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
     pthread_mutex_unlock(&e->wmu);
     es_msg_hello h;
     memset(&h, 0, sizeof h);
-    h.version_min = ES_PROTO_VERSION;
-    h.version_max = ES_PROTO_VERSION;
+    h.version_min = ES_PROTO_LEVEL_MIN;
+    h.version_max = ES_PROTO_LEVEL_MAX;
     snprintf(h.name, sizeof h.name, "%s", EDGE_NAME);
     const es_tokenizer *tok = e->p.draft ? es_model_tokenizer(e->p.draft) : NULL;
     if (tok) {
@@ -654,8 +654,9 @@ static es_status edge_handshake(es_edge *e, es_err *err) {
         es_fail(err, s, "%.200s (if the server uses TLS, connect with --tls)", why);
     }
     if (s != ES_OK) return s;
-    if (e->welcome.version != ES_PROTO_VERSION)
-        return es_fail(err, ES_ERR_UNSUPPORTED, "the server chose protocol version %u, this edge speaks %d", e->welcome.version, ES_PROTO_VERSION);
+    if (e->welcome.version < ES_PROTO_LEVEL_MIN || e->welcome.version > ES_PROTO_LEVEL_MAX)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "the server chose protocol version %u, this edge speaks %d..%d", e->welcome.version,
+                       ES_PROTO_LEVEL_MIN, ES_PROTO_LEVEL_MAX);
     if (tok && e->welcome.target_fingerprint != es_tokenizer_fingerprint(tok))
         return es_fail(err, ES_ERR_MISMATCH, "the target's vocabulary (%u tokens, fingerprint %016llx) differs from the draft's (%d tokens, %016llx)",
                        e->welcome.n_vocab, (unsigned long long)e->welcome.target_fingerprint, es_tokenizer_n_vocab(tok),
@@ -877,6 +878,9 @@ static es_status open_session(gen *g, es_err *err) {
     if (g->prompt) {
         m.n_prompt = (uint32_t)(g->n_prompt + g->n);
         m.prompt = g->conf;
+        /* early exits need version 2 (an older server is served without them) */
+        if (e->p.early_exit && e->p.mode == ES_MODE_EDGE && e->welcome.version >= ES_PROTO_LEVEL_EARLY)
+            m.flags |= ES_OPEN_EARLY_EXIT;
     } else {
         m.flags = ES_OPEN_PROMPT_TEXT;
         m.text = g->text;
@@ -1251,18 +1255,83 @@ static es_status run_edge(gen *g, es_err *err) {
             }
             st->draft_seconds += es_now_s() - t;
         }
-        /* the verdict */
+        /* the verdict (and, before it, the EARLY of a session that asked: the next tree is drafted
+           from the provisional verdict instead of the bet) */
         qframe *f = NULL;
-        if (s == ES_OK) {
+        bool early_seen = false, from_early = false;
+        double t_early = 0;
+        int early_n = 0;             /* the provisional verdict: path early_path[0 .. early_n), bonus */
+        int32_t early_path[ES_SPEC_MAX_PATH], early_bonus = -1;
+        while (s == ES_OK) {
             t = es_now_s();
             s = edge_next(e, g->session, true, &f, err);
             st->wait_seconds += es_now_s() - t;
-            if (s == ES_OK && !f) { /* cancelled while the verdict is awaited: end the server's session too */
-                g->done = true;
-                g->stop_reason = ES_STOP_CLIENT;
-                close_session(g);
-                break;
+            if (s != ES_OK || !f || f->h.type != ES_FRAME_EARLY) break;
+            es_msg_early em;
+            s = es_proto_get_early(f->data, f->len, &em, err);
+            free(f);
+            f = NULL;
+            if (s != ES_OK) {
+                char why[sizeof err->msg]; /* (not err->msg itself: es_fail writes there) */
+                snprintf(why, sizeof why, "%s", err ? err->msg : "");
+                return es_fail(err, ES_ERR_PROTOCOL, "malformed EARLY: %.400s", why);
             }
+            if (!e->p.early_exit || early_seen)
+                return es_fail(err, ES_ERR_PROTOCOL, "%s EARLY frame for round %u", early_seen ? "a second" : "an unasked-for",
+                               em.round);
+            /* range-checked like the verdict it stands for: a path in this round's tree, a token in
+               the vocabulary */
+            const es_msg_verdict as_v = {.round = em.round, .v = em.v};
+            if ((s = check_verdict(e, tree, &as_v, round, err)) != ES_OK) return s;
+            early_seen = true;
+            t_early = es_now_s();
+            st->early_frames++;
+            const es_spec_verdict *pv = &em.v;
+            const int pn = pv->n_accepted;
+            early_n = pn;
+            memcpy(early_path, pv->path, (size_t)pn * sizeof(int32_t));
+            early_bonus = pv->bonus;
+            bool has_stop = false;
+            for (int k = 0; k <= pn; k++) has_stop |= is_stop(g, pv->tokens[k]);
+            if (has_stop || g->n + pn + 1 >= g->max_tokens || conf_len + pn + 1 >= g->n_ctx) continue;
+            /* the bet already stands on this path with a whole tree: nothing to do */
+            bool same = bet && pl == pn && bonus_bet == pv->bonus && !bet_cut;
+            for (int k = 0; same && k < pn; k++) same = e->bet.path[k] == pv->path[k];
+            if (same) {
+                from_early = true;
+                continue;
+            }
+            t = es_now_s();
+            if (bet) { /* off the bet's path: root + the shared prefix stay, the rest is queued */
+                int j = 0;
+                while (j < pn && j < pl && pv->path[j] == e->bet.path[j]) j++;
+                if ((s = es_drafter_rewind(d, base + 1 + j, pv->tokens + j, pn - j, err)) != ES_OK) return s;
+                es_drafter_restore(d, &snap);
+                es_drafter_adapt(d, tree->n, pn);
+            } else {
+                es_drafter_save(d, &snap);
+                e->bet.n_accepted = pn;
+                memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
+                if ((s = es_drafter_accept(d, tree, &e->bet, err)) != ES_OK) return s;
+            }
+            memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
+            e->bet.n_accepted = pl = pn;
+            bonus_bet = pv->bonus;
+            bet = true;
+            from_early = true;
+            es_drafter_set_abort(d, bet_abort, e);
+            s = es_drafter_draft(d, bonus_bet, round_budget(g, g->n + pn + 1, conf_len + pn + 1), &e->next, err);
+            es_drafter_set_abort(d, NULL, NULL);
+            if (s != ES_OK) return s;
+            bet_cut = es_drafter_aborted(d);
+            bet_tree = true;
+            st->draft_seconds += es_now_s() - t;
+        }
+        if (s == ES_OK && !f) { /* cancelled while the verdict is awaited: end the server's session too */
+            g->done = true;
+            g->stop_reason = ES_STOP_CLIENT;
+            close_session(g);
+            break;
         }
         if (s == ES_OK && f->h.type != ES_FRAME_VERDICT) {
             s = session_frame_end(g, f, err);
@@ -1291,6 +1360,13 @@ static es_status run_edge(gen *g, es_err *err) {
         if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed VERDICT: %s", err ? err->msg : "");
         if ((s = check_verdict(e, tree, &vr, round, err)) != ES_OK) return s;
         const es_spec_verdict *v = &vr.v;
+        if (early_seen) {
+            if (st->n_early_lead < ES_EDGE_MAX_LEADS) st->early_lead_ms[st->n_early_lead++] = (float)(1000.0 * (es_now_s() - t_early));
+            /* agreement is the provisional verdict against the final one, whatever was drafted */
+            bool agree = v->n_accepted == early_n && v->bonus == early_bonus;
+            for (int k = 0; agree && k < early_n; k++) agree = v->path[k] == early_path[k];
+            st->early_agreed += agree;
+        }
         st->rounds++;
         st->drafted += tree->n;
         st->accepted += v->n_accepted;
@@ -1304,7 +1380,8 @@ static es_status run_edge(gen *g, es_err *err) {
                only greedy keeps it (a sampled run stays token-identical to one without bets) */
             const bool usable = !bet_cut || e->p.rule == ES_ACCEPT_GREEDY;
             if (v->n_accepted == pl && j == pl && v->tokens[pl] == bonus_bet && usable) {
-                st->proactive_hits++;
+                if (from_early) st->early_kept += bet_tree;
+                else st->proactive_hits++;
                 ready = bet_tree;
             } else {
                 /* miss: keep root + the shared prefix of the path, queue the rest */
@@ -1395,4 +1472,18 @@ es_status es_edge_generate_text(es_edge *e, const char *text, int max_tokens, co
                                 es_err *err) {
     if (!text) return es_fail(err, ES_ERR_INVALID_ARG, "no prompt");
     return generate(e, NULL, 0, text, max_tokens, stop, n_stop, out, st, on_tokens, ud, err);
+}
+
+static int cmp_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+double es_edge_early_lead_p50(const es_edge_stats *st) {
+    const int n = st->n_early_lead < ES_EDGE_MAX_LEADS ? st->n_early_lead : ES_EDGE_MAX_LEADS;
+    if (n <= 0) return 0;
+    float v[ES_EDGE_MAX_LEADS];
+    memcpy(v, st->early_lead_ms, (size_t)n * sizeof(float));
+    qsort(v, (size_t)n, sizeof v[0], cmp_float);
+    return n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
 }

@@ -52,6 +52,10 @@ typedef struct es_edge_params {
     es_drafter_params draft_params; /* chain/tree shape; adaptive length */
     bool proactive;
     int bet;                        /* es_bet_rule: which path a proactive bet stands on */
+    /* ask for EARLY frames (protocol version 2; servers started with exit heads): the round's
+     * provisional verdict from an exit layer arrives before the final one, and the next tree is
+     * drafted from it (instead of, or replacing, the proactive bet); kept when the verdict agrees */
+    bool early_exit;
     bool adapt_to_server;           /* follow the server's suggested_budget hints (default true) */
     int n_threads;                  /* draft compute threads (default 1) */
     int n_ctx;                      /* 0: the draft model's context, capped by the server's */
@@ -77,6 +81,7 @@ typedef struct es_edge_params {
 es_edge_params es_edge_default_params(void);
 
 #define ES_EDGE_MAX_RESUMES 16
+#define ES_EDGE_MAX_LEADS 1024 /* early-exit lead times kept per generation (for the median) */
 typedef struct es_edge_stats {
     int n_prompt, n_generated;
     int stop;                        /* es_proto_stop */
@@ -86,6 +91,11 @@ typedef struct es_edge_stats {
     long proactive_attempts, proactive_hits;
     long proactive_cut;           /* hits whose tree was cut to a smaller hint from the verdict */
     long proactive_stopped;       /* bets whose drafting stopped early because the verdict came */
+    long early_frames;            /* EARLY frames received */
+    long early_agreed;            /* of them, equal to their round's final verdict */
+    long early_kept;              /* next trees drafted from an EARLY and used */
+    int n_early_lead;             /* lead times recorded (at most ES_EDGE_MAX_LEADS; later ones dropped) */
+    float early_lead_ms[ES_EDGE_MAX_LEADS];    /* ms from each EARLY to its final verdict */
     int64_t bytes_sent, bytes_received; /* wire bytes incl. headers, handshake excluded */
     int64_t frames_sent, frames_received;
     double ttft_s;                   /* open sent -> first generated token confirmed */
@@ -98,6 +108,9 @@ typedef struct es_edge_stats {
     int n_resumes;
     double resume_s[ES_EDGE_MAX_RESUMES];
 } es_edge_stats;
+
+/* The median of st->early_lead_ms (0 when there is none). */
+double es_edge_early_lead_p50(const es_edge_stats *st);
 
 /* Connects and handshakes: ES_ERR_MISMATCH (message names the first differing fact) when the draft's
  * vocabulary differs from the target's, ES_ERR_PROTOCOL / ES_ERR_IO / ES_ERR_BUSY otherwise. */

@@ -15,6 +15,7 @@ void es_metrics_init(es_metrics *m) {
     m->edge_active = -1;
     m->prompt_tokens = m->generated_tokens = m->refused = -1;
     m->drafts = m->draft_tokens = m->accepted_tokens = -1;
+    m->early_frames = m->early_agreed = -1;
     m->kv_blocks_used = m->kv_blocks_total = -1;
     m->batch_count = -1;
     m->busy_seconds = m->idle_seconds = -1;
@@ -199,6 +200,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
     if (m->groups >= 0)
         ok = ok && simple(o, "edgespec_groups", "gauge",
                           "Edge groups the pipeline scheduler serves in turn now (1: gather, 0: no edge session).", m->groups);
+    if (m->early_frames >= 0) {
+        ok = ok && simple(o, "edgespec_early_frames_total", "counter",
+                          "EARLY frames (provisional verdicts from the exit layer) sent to edges.", (double)m->early_frames);
+        ok = ok && simple(o, "edgespec_early_agreed_total", "counter",
+                          "EARLY frames whose provisional verdict equalled the round's final verdict.", (double)m->early_agreed);
+    }
     if (m->drafts >= 0) {
         ok = ok && simple(o, "edgespec_drafts_total", "counter", "Speculative rounds verified (one draft tree or chain each).",
                           (double)m->drafts);

@@ -69,6 +69,7 @@ typedef struct es_metrics {
     int64_t generated_tokens;      /* every session's generated tokens */
     int64_t refused;               /* sessions refused: no slot or no KV room (server), queue full (edge) */
     int64_t drafts, draft_tokens, accepted_tokens; /* verification rounds, drafted tokens, accepted ones */
+    int64_t early_frames, early_agreed; /* EARLY frames sent, and of them equal to the final verdict (< 0: off) */
     int64_t accept_depth[ES_METRICS_ACCEPT_DEPTHS]; /* rounds whose accepted path reached depth k + 1 (last:
                                                        that depth or more), when accept_depth_known */
     bool accept_depth_known;       /* the backend counts them (the server's scheduler) */

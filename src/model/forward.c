@@ -42,6 +42,11 @@ struct es_ctx {
     int n_grp;
     int32_t *move_src, *move_dst; /* [n_ctx] cache rows es_seq_keep moves (backends with their own KV) */
 
+    int32_t exit_layer[ES_EXIT_MAX]; /* es_ctx_set_exit_hook: increasing */
+    int n_exit;
+    es_exit_fn exit_fn;
+    void *exit_ud;
+
     int n_last;           /* n_tokens of the last decode */
     int n_out;
 };
@@ -264,7 +269,8 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
     const int n = b->n_tokens;
     make_groups(c, b);
     const es_fwd_plan plan = {b, n, c->slot, c->prefix_len, c->anc_off, c->anc_len, c->anc,
-                              c->n_grp, c->grp_start, c->grp_common, c->n_out, c->out_idx};
+                              c->n_grp, c->grp_start, c->grp_common, c->n_out, c->out_idx,
+                              c->n_exit, c->exit_layer, c->exit_fn, c->exit_ud};
     st = c->be->ops->forward(c->be, &plan, err);
     if (st != ES_OK) { /* the reserved pages go back; the sequences keep their lengths */
         for (int s = 0; s < c->p.n_seq_max; s++)
@@ -283,6 +289,34 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
             es_kv_seq_update_linear(c->kv, s);
         }
     c->n_last = n;
+    return ES_OK;
+}
+
+es_status es_ctx_set_exit_hook(es_ctx *c, const int *layers, int n, es_exit_fn fn, void *ud, es_err *err) {
+    if (!c) return es_fail(err, ES_ERR_INVALID_ARG, "null context");
+    if (n == 0 || !fn) {
+        c->n_exit = 0;
+        c->exit_fn = NULL;
+        c->exit_ud = NULL;
+        return ES_OK;
+    }
+    const int nl = c->model->hp.n_layer;
+    if (n < 0 || n > ES_EXIT_MAX || !layers)
+        return es_fail(err, ES_ERR_INVALID_ARG, "exit hook: %d layers (must be 1..%d)", n, ES_EXIT_MAX);
+    int32_t sorted[ES_EXIT_MAX];
+    for (int i = 0; i < n; i++) {
+        if (layers[i] < 1 || layers[i] > nl)
+            return es_fail(err, ES_ERR_RANGE, "exit layer %d outside 1..%d (the model's layers)", layers[i], nl);
+        int j = i; /* insertion sort: at most ES_EXIT_MAX entries */
+        while (j > 0 && sorted[j - 1] > layers[i]) { sorted[j] = sorted[j - 1]; j--; }
+        sorted[j] = layers[i];
+    }
+    for (int i = 1; i < n; i++)
+        if (sorted[i] == sorted[i - 1]) return es_fail(err, ES_ERR_INVALID_ARG, "exit layer %d given twice", sorted[i]);
+    memcpy(c->exit_layer, sorted, (size_t)n * sizeof(int32_t));
+    c->n_exit = n;
+    c->exit_fn = fn;
+    c->exit_ud = ud;
     return ES_OK;
 }
 

@@ -534,3 +534,11 @@ int32_t es_sample_dense(const float *probs, int n, double u) {
     }
     return last;
 }
+
+void es_sampler_copy_state(es_sampler *dst, const es_sampler *src) {
+    dst->rng = src->rng;
+    const int cap = src->p.repeat_last_n < dst->p.repeat_last_n ? src->p.repeat_last_n : dst->p.repeat_last_n;
+    if (cap > 0 && src->hist && dst->hist) memcpy(dst->hist, src->hist, (size_t)cap * sizeof(int32_t));
+    dst->hist_head = src->hist_head;
+    dst->hist_len = src->hist_len;
+}

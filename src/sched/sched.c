@@ -104,6 +104,9 @@ typedef struct sess {
     int stop_reason;         /* es_proto_stop */
     double queue_s, verify_s;
     double accept_s;         /* server-spec: es_drafter_accept time */
+    bool early;              /* edge: early exits asked for (and the scheduler has heads) */
+    bool early_sent;         /* this round's EARLY went out (its verdict in early_vd) */
+    es_spec_verdict early_vd;
 } sess;
 
 struct es_sched {
@@ -115,6 +118,9 @@ struct es_sched {
     int64_t kv_bytes_per_block;
     int32_t eos;
     es_batch_builder bb;
+    es_exit_heads *heads;    /* early exits (NULL: off) */
+    int exit_layer;          /* the layer EARLY events come from */
+    float *early_logits;     /* (max_tree_nodes + 1, n_vocab) the exit head's rows of one round */
     es_spec_tree empty;      /* AR rounds verify this (no nodes) */
 
     sess *sess;              /* [n_slots] */
@@ -230,6 +236,66 @@ static void profile_knee(es_sched *s) {
     s->knee = cap; /* memory-bound over the whole measured range */
 }
 
+/* ---- early exits ------------------------------------------------------------------------------ */
+
+static void deliver(es_sched *s, sess *x, const es_sched_event *ev);
+
+/* The exit hook (compute thread, in the middle of es_decode of s->bb): for every edge session that
+ * asked, its round's rows through the exit head, the acceptance walk on them (es_verifier_provisional:
+ * the verifier's own draws, its state untouched), and the EARLY event, delivered now so the loop
+ * thread sends it while the rest of the pass runs. */
+static void early_hook(void *ud, int layer, const float *hidden, int n_rows, const int32_t *rows) {
+    es_sched *s = ud;
+    if (layer != s->exit_layer) return;
+    const int d = es_model_n_embd(s->target);
+    for (int k = 0; k < s->n_order; k++) {
+        sess *x = s->order[k];
+        if (!x->early || x->failed || !x->plan_round || x->early_sent || !x->v) continue;
+        const int r0 = es_verifier_staged_root(x->v, &s->bb), nn = es_verifier_staged_nodes(x->v, &s->bb) + 1;
+        if (r0 < 0 || nn < 1) continue;
+        int lo = 0, hi = n_rows; /* rows increase: the round's rows are consecutive there */
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (rows[mid] < r0) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo + nn > n_rows || rows[lo] != r0 || rows[lo + nn - 1] != r0 + nn - 1) continue;
+        es_err e = {{0}};
+        if (es_exit_heads_logits(s->heads, layer, hidden + (size_t)lo * d, nn, s->early_logits, &e) != ES_OK ||
+            es_verifier_provisional(x->v, &s->bb, s->early_logits, &x->early_vd, &e) != ES_OK)
+            continue; /* a hint only: the round goes on without one */
+        x->early_sent = true;
+        es_sched_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = ES_EV_EARLY;
+        ev.session = x->id;
+        ev.round = x->work_round;
+        ev.verdict = &x->early_vd;
+        ev.tokens = x->early_vd.tokens;
+        ev.n_tokens = x->early_vd.n_tokens;
+        ev.exit_layer = layer;
+        ev.n_generated = x->n_generated;
+        pthread_mutex_lock(&s->mu);
+        s->st.early_frames++;
+        pthread_mutex_unlock(&s->mu);
+        deliver(s, x, &ev);
+    }
+}
+
+static es_status early_init(es_sched *s, es_err *err) {
+    const es_sched_params *p = &s->p;
+    es_status st = es_exit_heads_init(s->target, p->exit_file, p->exit_layers, p->n_exit_layers, p->max_tree_nodes + 1,
+                                      p->n_threads, &s->heads, err);
+    if (st != ES_OK) return st;
+    s->exit_layer = p->exit_layers[0];
+    for (int i = 1; i < p->n_exit_layers; i++)
+        if (p->exit_layers[i] < s->exit_layer) s->exit_layer = p->exit_layers[i];
+    s->st.exit_layer = s->exit_layer;
+    s->early_logits = malloc((size_t)(p->max_tree_nodes + 1) * (size_t)s->n_vocab * sizeof(float));
+    if (!s->early_logits) return es_fail(err, ES_ERR_NOMEM, "out of memory for the exit head's logits");
+    return es_ctx_set_exit_hook(s->ctx, &s->exit_layer, 1, early_hook, s, err);
+}
+
 es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
     *out = NULL;
     if (!target || !params) return es_fail(err, ES_ERR_INVALID_ARG, "scheduler: null target or parameters");
@@ -317,6 +383,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
         st = es_ctx_init(p.draft, &dp, &s->dctx, err);
     }
     if (st == ES_OK && p.prefix_cache) st = es_ctx_prefix_cache_enable(s->ctx, err);
+    if (st == ES_OK && p.n_exit_layers > 0) st = early_init(s, err);
     if (st == ES_OK) st = es_batch_builder_init(&s->bb, p.max_batch_tokens, err);
     s->n_slots = 2 * p.max_sessions;
     s->sess = calloc((size_t)s->n_slots, sizeof *s->sess);
@@ -362,6 +429,8 @@ void es_sched_free(es_sched *s) {
         pthread_mutex_unlock(&s->mu);
     }
     es_batch_builder_free(&s->bb);
+    es_exit_heads_free(s->heads);
+    free(s->early_logits);
     es_ctx_free(s->dctx);
     es_ctx_free(s->ctx);
     free(s->sess);
@@ -496,6 +565,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     slot->rule = rule;
     slot->sampling = sp->sampling;
     slot->top_logprobs = sp->logprobs ? sp->top_logprobs : -1;
+    slot->early = sp->early_exit && sp->mode == ES_MODE_EDGE && s->heads;
     for (int i = 0; i < sp->n_stop; i++) slot->stop[slot->n_stop++] = sp->stop[i];
     if (s->eos >= 0) slot->stop[slot->n_stop++] = s->eos;
     slot->prompt = pcopy;
@@ -648,6 +718,7 @@ static void init_new_locked(es_sched *s) {
             st = es_verifier_init(s->ctx, x->seq, &vp, &x->v, &e);
             if (st == ES_OK) es_verifier_add_history(x->v, x->prompt, x->n_prompt - 1);
             if (st == ES_OK && x->top_logprobs >= 0 && x->mode != ES_MODE_EDGE) st = es_verifier_set_logprobs(x->v, x->top_logprobs, &e);
+            if (st == ES_OK && x->early) st = es_verifier_enable_provisional(x->v, &e);
         }
         if (st == ES_OK && x->mode == ES_MODE_SERVER_SPEC) {
             if ((st = es_seq_open(s->dctx, &x->dseq, &e)) == ES_OK) {
@@ -1101,6 +1172,11 @@ static void publish_sess(es_sched *s, sess *x) {
                 s->st.by_mode[x->mode].drafted += nodes;
                 s->st.by_mode[x->mode].accepted += x->vd.n_accepted;
                 for (int k = 0; k < x->vd.n_accepted && k < ES_SCHED_ACCEPT_DEPTHS; k++) s->st.accept_depth[k]++;
+                if (x->early_sent) { /* the uncut verdict against the provisional one */
+                    const es_spec_verdict *a = &x->early_vd;
+                    s->st.early_agreed += a->n_accepted == x->vd.n_accepted && a->bonus == x->vd.bonus &&
+                                          !memcmp(a->path, x->vd.path, (size_t)a->n_accepted * sizeof(int32_t));
+                }
                 x->last_rows = nodes + 1;
                 /* how often its draft's first token is right: what a 1-node tree earns */
                 x->first_tried = x->first_tried * SCHED_P_DECAY + (nodes > 0);
@@ -1110,6 +1186,7 @@ static void publish_sess(es_sched *s, sess *x) {
             s->st.by_mode[x->mode].tokens_generated += x->n_emit;
         }
     }
+    x->early_sent = false; /* the next round's */
     if (closed) { /* nothing more to say; the slot is reaped by the next step */
         pthread_mutex_unlock(&s->mu);
         return;

@@ -81,7 +81,8 @@ typedef struct es_sev {
     uint16_t suggested_budget;
     int code;
     char msg[ES_PROTO_MAX_MSG + 1];
-    int n_path;                                 /* VERDICT: path length */
+    int exit_layer;                             /* EARLY */
+    int n_path;                                 /* VERDICT / EARLY: path length */
     int n_tokens;
     bool has_lp;                                /* TOKENS: es_token_logprob[n_tokens] follow the tokens */
     int32_t data[];                             /* VERDICT: path[n_path] then tokens; TOKENS: tokens */
@@ -112,6 +113,7 @@ typedef struct es_conn {
     double t_open, t_active, t_closing;
     es_conn_sess *sess;               /* open sessions [n_sess] */
     int n_sess, cap_sess;
+    int level;                        /* protocol version chosen at HELLO (ES_PROTO_LEVEL_*) */
     char peer[64];
 } es_conn;
 
@@ -248,7 +250,7 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
                          watch_tokens(s, ev);
     int n_path = 0, n_tok = 0;
     const int32_t *path = NULL, *tok = NULL;
-    if (ev->type == ES_EV_VERDICT && ev->verdict) {
+    if ((ev->type == ES_EV_VERDICT || ev->type == ES_EV_EARLY) && ev->verdict) {
         n_path = ev->verdict->n_accepted;
         n_tok = ev->verdict->n_tokens;
         path = ev->verdict->path;
@@ -274,6 +276,7 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     e->suggested_budget = ev->suggested_budget;
     /* the scheduler speaks es_status; the wire and the HTTP status are derived here */
     e->code = ev->type != ES_EV_ERROR ? 0 : (ev->code == ES_ERR_FULL || ev->code == ES_ERR_RANGE) ? ES_PERR_CONTEXT : ES_PERR_INTERNAL;
+    e->exit_layer = ev->exit_layer;
     e->msg[0] = 0;
     if (ev->msg) snprintf(e->msg, sizeof e->msg, "%s", ev->msg);
     e->n_path = n_path;
@@ -565,6 +568,20 @@ static void deliver_event(es_server *s, const es_sev *e) {
         send_encoded(c, &w, es_proto_put_verdict(&w, sid, &m, &err), &err, "VERDICT");
         break;
     }
+    case ES_EV_EARLY: { /* (only sessions opened with the flag, on a version-2 connection, get these) */
+        es_msg_early m;
+        memset(&m, 0, sizeof m);
+        m.round = e->round;
+        m.layer = (uint16_t)(e->exit_layer > 0 && e->exit_layer <= UINT16_MAX ? e->exit_layer : 1);
+        m.v.n_accepted = e->n_path;
+        memcpy(m.v.path, e->data, (size_t)e->n_path * sizeof(int32_t));
+        m.v.n_tokens = e->n_tokens;
+        memcpy(m.v.tokens, e->data + e->n_path, (size_t)e->n_tokens * sizeof(int32_t));
+        m.v.bonus = e->n_tokens > 0 ? m.v.tokens[e->n_tokens - 1] : -1;
+        wbuf_begin(s, &w);
+        send_encoded(c, &w, es_proto_put_early(&w, sid, &m, &err), &err, "EARLY");
+        break;
+    }
     case ES_EV_TOKENS: {
         /* More tokens than one frame holds are split; only the last piece carries the stop reason. */
         int off = 0;
@@ -637,12 +654,14 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
         conn_fail(c, ES_PERR_MALFORMED, "HELLO: %s", err.msg);
         return;
     }
-    if (h.version_min > ES_PROTO_VERSION || h.version_max < ES_PROTO_VERSION) {
+    if (h.version_min > ES_PROTO_LEVEL_MAX || h.version_max < ES_PROTO_LEVEL_MIN) {
         stat_add(s, &s->st.connections_refused, 1);
-        conn_fail(c, ES_PERR_VERSION, "no common protocol version: the client speaks %u..%u, the server %d", h.version_min,
-                  h.version_max, ES_PROTO_VERSION);
+        conn_fail(c, ES_PERR_VERSION, "no common protocol version: the client speaks %u..%u, the server %d..%d", h.version_min,
+                  h.version_max, ES_PROTO_LEVEL_MIN, ES_PROTO_LEVEL_MAX);
         return;
     }
+    /* the highest both speak: a version-1 edge never gets a frame it does not know */
+    c->level = h.version_max < ES_PROTO_LEVEL_MAX ? h.version_max : ES_PROTO_LEVEL_MAX;
     if (s->keys.n > 0 && !es_keys_match(&s->keys, h.api_key, strnlen(h.api_key, ES_PROTO_MAX_KEY))) {
         /* (constant time over every accepted key: transport/keys.h) */
         pthread_mutex_lock(&s->stats_mu);
@@ -676,7 +695,7 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
     }
     es_msg_welcome w;
     memset(&w, 0, sizeof w);
-    w.version = ES_PROTO_VERSION;
+    w.version = (uint16_t)c->level;
     char desc[128], name[160];
     es_model_desc(s->p.target, desc, sizeof desc);
     int nl = snprintf(name, sizeof name, "edgespec %s %s", ES_VERSION_STRING, desc);
@@ -734,8 +753,14 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
         send_error(c, sid, ES_PERR_INVALID, "session id 0 is reserved for the connection");
         return;
     }
-    /* everything about the session itself (mode, rule, sampling values, stop and prompt tokens, sizes)
-       is validated once, by es_sched_open below, whose status maps to the wire's code */
+    /* the wire's own rule (protocol levels are the connection's); everything about the session itself
+       (mode, rule, sampling values, stop and prompt tokens, sizes) is validated once, by es_sched_open
+       below, whose status maps to the wire's code */
+    if ((m.flags & ES_OPEN_EARLY_EXIT) && (c->level < ES_PROTO_LEVEL_EARLY || m.mode != ES_MODE_EDGE)) {
+        send_error(c, sid, ES_PERR_INVALID, "early exits are for EDGE sessions on protocol version %d or later (this "
+                                            "connection: %d)", ES_PROTO_LEVEL_EARLY, c->level);
+        return;
+    }
     int n_prompt = 0;
     if ((m.flags & ES_OPEN_PROMPT_TEXT) && m.mode == ES_MODE_EDGE) {
         /* the edge drafts from token ids, and its draft and the target must agree on them: a text
@@ -780,6 +805,7 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     sp.max_tokens = m.max_tokens > (uint32_t)INT32_MAX ? INT32_MAX : (int)m.max_tokens;
     sp.stop = m.stop;
     sp.n_stop = m.n_stop;
+    sp.early_exit = (m.flags & ES_OPEN_EARLY_EXIT) != 0; /* no EARLY without exit heads: the edge just waits for verdicts */
 
     if (c->n_sess == c->cap_sess) {
         int cap = c->cap_sess ? c->cap_sess * 2 : 4;
@@ -1219,6 +1245,8 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->drafts = k.rounds;
     m->draft_tokens = k.drafted;
     m->accepted_tokens = k.accepted;
+    m->early_frames = k.exit_layer > 0 ? k.early_frames : -1;
+    m->early_agreed = k.early_agreed;
     _Static_assert(ES_METRICS_ACCEPT_DEPTHS == ES_SCHED_ACCEPT_DEPTHS, "one depth count");
     for (int d = 0; d < ES_METRICS_ACCEPT_DEPTHS; d++) m->accept_depth[d] = k.accept_depth[d];
     m->accept_depth_known = true;

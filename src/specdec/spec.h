@@ -148,6 +148,17 @@ es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *tr
 /* After the builder's batch went through es_decode: walks the staged tree with the acceptance rule
  * over the batch's logits, keeps root + accepted path in the KV, and clears the staged round. */
 es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err);
+/* Early exits. es_verifier_enable_provisional allocates what es_verifier_provisional needs (once).
+ * es_verifier_provisional: the verdict the staged round (staged in bb) would get if its rows had
+ * `logits` (root first, then node u at row u + 1; n_vocab floats each: an exit head's), walked with a
+ * copy of the verifier's sampler and coin, so the draws are the ones the final walk will make and
+ * nothing of the verifier changes: the final verdict is the same whether or not this was called. */
+es_status es_verifier_enable_provisional(es_verifier *v, es_err *err);
+es_status es_verifier_provisional(es_verifier *v, const es_batch_builder *bb, const float *logits, es_spec_verdict *out,
+                                  es_err *err);
+/* The batch row of the root of the round staged in bb (-1: none), and its tree's nodes. */
+int es_verifier_staged_root(const es_verifier *v, const es_batch_builder *bb);
+int es_verifier_staged_nodes(const es_verifier *v, const es_batch_builder *bb);
 
 /* ---- log-probabilities of the emitted tokens (the OpenAI API's logprobs) ----
  * The target's own distribution at each emitted token: log-softmax of its raw logits (temperature 1,

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sample/sampler.h"
 #include "specdec/spec.h"
 #include "util/err.h"
 #include "util/rng.h"
@@ -24,11 +25,13 @@ struct es_verifier {
     int st_rows;            /* rows of this sequence staged */
     int st_last;            /* batch row of the last of them (-1: none) */
     int st_root;            /* batch row of the staged root (-1: no round staged) */
+    int st_root_r0;         /* es_verifier_finish: the root's row during its walk */
     int st_L;               /* the root's KV slot */
     int32_t st_root_tok;    /* the staged root token */
     const es_spec_tree *st_tree;
     es_token_logprob *lp;   /* [ES_SPEC_MAX_PATH + 1] es_verifier_set_logprobs (NULL: off) */
     int lp_top;
+    es_sampler *psmp;       /* es_verifier_provisional: a copy of smp's state per walk (NULL: off) */
 };
 
 static double sampler_uniform(void *ud) { return es_sampler_uniform(ud); }
@@ -112,6 +115,7 @@ es_status es_verifier_init(es_ctx *ctx, int seq, const es_verifier_params *p, es
 void es_verifier_free(es_verifier *v) {
     if (!v) return;
     es_sampler_free(v->smp);
+    es_sampler_free(v->psmp);
     free(v->probs);
     free(v->lp);
     es_batch_builder_free(&v->own);
@@ -156,11 +160,6 @@ void es_verifier_add_history(es_verifier *v, const int32_t *tokens, int n) {
     if (!es_sampler_penalized(&v->p.sampling)) return;
     const int keep = v->p.sampling.repeat_last_n; /* only the last ones can matter */
     for (int i = n > keep ? n - keep : 0; i < n; i++) es_sampler_accept(v->smp, tokens[i]);
-}
-
-/* The target's token at a node under greedy / match: argmax or one sample of its distribution. */
-static int32_t target_token(es_verifier *v, const float *logits) {
-    return es_sampler_sample(v->smp, logits);
 }
 
 es_status es_verifier_stage(es_verifier *v, int32_t root, const es_spec_tree *t, es_batch_builder *bb, es_err *err) {
@@ -238,44 +237,46 @@ static void token_logprob(const float *logits, int n_vocab, int32_t tok, int top
     out->n_top = n;
 }
 
-es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) {
-    const es_spec_tree *t = v->st_tree;
-    const int r0 = v->st_root, L = v->st_L;
-    if (!v->st_bb || v->st_gen != v->st_bb->gen || r0 < 0 || !t)
-        return es_fail(err, ES_ERR_INVALID_ARG, "no round staged for this verifier");
-    v->st_root = -1; /* one finish per staged round, whatever happens below */
-    v->st_tree = NULL;
-    if (es_seq_len(v->ctx, v->seq) != L + t->n + 1 || !es_ctx_logits(v->ctx, r0))
-        return es_fail(err, ES_ERR_INVALID_ARG, "the staged round was not decoded");
+/* Logits of row `row` of the staged round (0: the root, u + 1: node u). */
+typedef const float *(*row_logits_fn)(void *ud, int row);
 
+static const float *ctx_row_logits(void *ud, int row) {
+    es_verifier *v = ud;
+    return es_ctx_logits(v->ctx, v->st_root_r0 + row);
+}
+
+/* The acceptance walk of tree t over the rows' logits with sampler smp and coin rng: fills
+ * out->path, n_accepted and bonus (not the tokens). */
+static void walk(es_verifier *v, const es_spec_tree *t, es_sampler *smp, es_rng *rng, row_logits_fn row_logits, void *ud,
+                 es_spec_verdict *out) {
     /* Walk from the root. Node u is batch row r0 + u + 1 (root = row r0 = node -1). The penalty
      * history follows the walk: the node's distribution sees the root and the path up to it. Only
      * the accepted path is walked, so the history never needs undoing. */
     const bool hist = es_sampler_penalized(&v->p.sampling);
-    if (hist) es_sampler_accept(v->smp, v->st_root_tok);
+    if (hist) es_sampler_accept(smp, v->st_root_tok);
     int u = -1;
     out->n_accepted = 0;
     for (;;) {
         int m = 0;
         for (int i = (u < 0 ? 0 : u + 1); i < t->n; i++)
             if (t->parent[i] == u) v->children[m++] = i;
-        const float *logits = es_ctx_logits(v->ctx, r0 + u + 1);
+        const float *logits = row_logits(ud, u + 1);
         int next = -1;
         int32_t bonus = -1;
         if (v->p.rule == ES_ACCEPT_REJECTION) {
-            es_sampler_probs(v->smp, logits, v->probs);
+            es_sampler_probs(smp, logits, v->probs);
             int32_t ctok[ES_SPEC_MAX_NODES];
             for (int j = 0; j < m; j++) ctok[j] = t->token[v->children[j]];
             const int o = u + 1;
             const int nq = m > 0 ? t->q_n[o] : 0;
             const int j = es_spec_rrs(v->probs, v->n_vocab, ctok, m, nq ? t->q_tok + t->q_off[o] : NULL,
-                                      nq ? t->q_p + t->q_off[o] : NULL, nq, sampler_uniform, v->smp, &bonus);
+                                      nq ? t->q_p + t->q_off[o] : NULL, nq, sampler_uniform, smp, &bonus);
             if (j >= 0) next = v->children[j];
         } else if (v->p.rule == ES_ACCEPT_SYNTHETIC) {
-            if (m > 0 && es_rng_uniform(&v->rng) < v->p.synthetic_alpha) next = v->children[0];
-            else bonus = target_token(v, logits);
+            if (m > 0 && es_rng_uniform(rng) < v->p.synthetic_alpha) next = v->children[0];
+            else bonus = es_sampler_sample(smp, logits);
         } else { /* greedy and match: one target token per node, follow the child that matches */
-            const int32_t tt = target_token(v, logits);
+            const int32_t tt = es_sampler_sample(smp, logits);
             for (int j = 0; j < m; j++)
                 if (t->token[v->children[j]] == tt) { next = v->children[j]; break; }
             if (next < 0) bonus = tt;
@@ -285,9 +286,23 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
             break;
         }
         out->path[out->n_accepted++] = next;
-        if (hist) es_sampler_accept(v->smp, t->token[next]);
+        if (hist) es_sampler_accept(smp, t->token[next]);
         u = next;
     }
+}
+
+es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) {
+    const es_spec_tree *t = v->st_tree;
+    const int r0 = v->st_root, L = v->st_L;
+    if (!v->st_bb || v->st_gen != v->st_bb->gen || r0 < 0 || !t)
+        return es_fail(err, ES_ERR_INVALID_ARG, "no round staged for this verifier");
+    v->st_root = -1; /* one finish per staged round, whatever happens below */
+    v->st_root_r0 = r0;
+    v->st_tree = NULL;
+    if (es_seq_len(v->ctx, v->seq) != L + t->n + 1 || !es_ctx_logits(v->ctx, r0))
+        return es_fail(err, ES_ERR_INVALID_ARG, "the staged round was not decoded");
+
+    walk(v, t, v->smp, &v->rng, ctx_row_logits, v, out);
     out->n_tokens = 0;
     for (int k = 0; k < out->n_accepted; k++) out->tokens[out->n_tokens++] = t->token[out->path[k]];
     out->tokens[out->n_tokens++] = out->bonus;
@@ -301,6 +316,47 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
     slots[0] = L;
     for (int k = 0; k < out->n_accepted; k++) slots[k + 1] = L + 1 + out->path[k];
     return es_seq_keep(v->ctx, v->seq, L, slots, out->n_accepted + 1, err);
+}
+
+es_status es_verifier_enable_provisional(es_verifier *v, es_err *err) {
+    if (v->psmp) return ES_OK;
+    return es_sampler_init(&v->p.sampling, v->n_vocab, &v->psmp, err);
+}
+
+int es_verifier_staged_root(const es_verifier *v, const es_batch_builder *bb) {
+    if (v->st_bb != bb || v->st_gen != bb->gen || !v->st_tree) return -1;
+    return v->st_root;
+}
+
+int es_verifier_staged_nodes(const es_verifier *v, const es_batch_builder *bb) {
+    return es_verifier_staged_root(v, bb) < 0 ? -1 : v->st_tree->n;
+}
+
+typedef struct {
+    const float *logits;
+    int n_vocab;
+} buf_rows;
+
+static const float *buf_row_logits(void *ud, int row) {
+    const buf_rows *b = ud;
+    return b->logits + (size_t)row * b->n_vocab;
+}
+
+es_status es_verifier_provisional(es_verifier *v, const es_batch_builder *bb, const float *logits, es_spec_verdict *out,
+                                  es_err *err) {
+    if (!v->psmp) return es_fail(err, ES_ERR_INVALID_ARG, "provisional verdicts are not enabled on this verifier");
+    if (es_verifier_staged_root(v, bb) < 0) return es_fail(err, ES_ERR_INVALID_ARG, "no round staged in this builder");
+    /* a copy of the sampler's state and of the coin: the same draws the final walk will make, while
+     * the real ones stay untouched (the provisional verdict never changes what is emitted) */
+    es_sampler_copy_state(v->psmp, v->smp);
+    es_rng rng = v->rng;
+    buf_rows b = {logits, v->n_vocab};
+    walk(v, v->st_tree, v->psmp, &rng, buf_row_logits, &b, out);
+    const es_spec_tree *t = v->st_tree;
+    out->n_tokens = 0;
+    for (int k = 0; k < out->n_accepted; k++) out->tokens[out->n_tokens++] = t->token[out->path[k]];
+    out->tokens[out->n_tokens++] = out->bonus;
+    return ES_OK;
 }
 
 es_status es_verifier_verify(es_verifier *v, int32_t root, const es_spec_tree *t, es_spec_verdict *out, es_err *err) {

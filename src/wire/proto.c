@@ -25,12 +25,12 @@ const char *es_proto_err_name(int code) {
 
 const char *es_frame_type_name(int type) {
     static const char *const names[] = {"?",      "HELLO", "WELCOME", "OPEN",  "OPENED", "VERIFY",
-                                        "VERDICT", "TOKENS", "CLOSE", "ERROR", "PING",   "PONG"};
+                                        "VERDICT", "TOKENS", "CLOSE", "ERROR", "PING",   "PONG", "EARLY"};
     if (type < 1 || type >= (int)(sizeof names / sizeof names[0])) return "?";
     return names[type];
 }
 
-static bool type_known(int type) { return type >= ES_FRAME_HELLO && type <= ES_FRAME_PONG; }
+static bool type_known(int type) { return type >= ES_FRAME_HELLO && type <= ES_FRAME_EARLY; }
 
 /* ---- little-endian packing ---- */
 
@@ -341,7 +341,7 @@ static es_status open_check(const es_msg_open *m, es_err *err) {
     if (m->n_stop > ES_PROTO_MAX_STOP) return es_fail(err, ES_ERR_FORMAT, "OPEN: %u stop tokens (at most %d)", m->n_stop, ES_PROTO_MAX_STOP);
     for (int i = 0; i < m->n_stop; i++)
         if (m->stop[i] < 0) return es_fail(err, ES_ERR_FORMAT, "OPEN: stop token %d", m->stop[i]);
-    if (m->flags & ~(ES_OPEN_PROMPT_TEXT | ES_OPEN_PENALTY_BIAS)) return es_fail(err, ES_ERR_FORMAT, "OPEN: unknown flags 0x%x", m->flags);
+    if (m->flags & ~(ES_OPEN_PROMPT_TEXT | ES_OPEN_PENALTY_BIAS | ES_OPEN_EARLY_EXIT)) return es_fail(err, ES_ERR_FORMAT, "OPEN: unknown flags 0x%x", m->flags);
     return ES_OK;
 }
 
@@ -620,20 +620,24 @@ es_status es_proto_get_verify(const uint8_t *pl, size_t n, es_msg_verify *m, int
 
 /* ---- VERDICT ---- */
 
-static es_status verdict_check(const es_msg_verdict *m, es_err *err) {
-    const es_spec_verdict *v = &m->v;
-    if (m->stop > ES_STOP_ERROR) return es_fail(err, ES_ERR_FORMAT, "VERDICT: stop reason %u is unknown", m->stop);
+/* The path and tokens of a VERDICT or an EARLY frame (`what` names it). */
+static es_status path_check(const es_spec_verdict *v, const char *what, es_err *err) {
     if (v->n_accepted < 0 || v->n_accepted > ES_SPEC_MAX_PATH - 1)
-        return es_fail(err, ES_ERR_FORMAT, "VERDICT: %d accepted nodes (at most %d)", v->n_accepted, ES_SPEC_MAX_PATH - 1);
+        return es_fail(err, ES_ERR_FORMAT, "%s: %d accepted nodes (at most %d)", what, v->n_accepted, ES_SPEC_MAX_PATH - 1);
     if (v->n_tokens != v->n_accepted + 1)
-        return es_fail(err, ES_ERR_FORMAT, "VERDICT: %d tokens for %d accepted nodes (must be one more)", v->n_tokens, v->n_accepted);
+        return es_fail(err, ES_ERR_FORMAT, "%s: %d tokens for %d accepted nodes (must be one more)", what, v->n_tokens, v->n_accepted);
     for (int i = 0; i < v->n_accepted; i++)
         if (v->path[i] < 0 || v->path[i] >= ES_SPEC_MAX_NODES || (i > 0 && v->path[i] <= v->path[i - 1]))
-            return es_fail(err, ES_ERR_FORMAT, "VERDICT: path entry %d is node %d (indices must increase, below %d)", i, v->path[i],
-                           ES_SPEC_MAX_NODES);
+            return es_fail(err, ES_ERR_FORMAT, "%s: path entry %d is node %d (indices must increase, below %d)", what, i,
+                           v->path[i], ES_SPEC_MAX_NODES);
     for (int i = 0; i < v->n_tokens; i++)
-        if (v->tokens[i] < 0) return es_fail(err, ES_ERR_FORMAT, "VERDICT: token %d is %d", i, v->tokens[i]);
+        if (v->tokens[i] < 0) return es_fail(err, ES_ERR_FORMAT, "%s: token %d is %d", what, i, v->tokens[i]);
     return ES_OK;
+}
+
+static es_status verdict_check(const es_msg_verdict *m, es_err *err) {
+    if (m->stop > ES_STOP_ERROR) return es_fail(err, ES_ERR_FORMAT, "VERDICT: stop reason %u is unknown", m->stop);
+    return path_check(&m->v, "VERDICT", err);
 }
 
 es_status es_proto_put_verdict(es_wbuf *w, uint32_t session, const es_msg_verdict *m, es_err *err) {
@@ -688,6 +692,59 @@ es_status es_proto_get_verdict(const uint8_t *pl, size_t n, es_msg_verdict *m, e
     es_status st = rd_finish(&r, err);
     if (st != ES_OK) return st;
     return verdict_check(m, err);
+}
+
+/* ---- EARLY ---- */
+
+static es_status early_check(const es_msg_early *m, es_err *err) {
+    if (m->layer < 1) return es_fail(err, ES_ERR_FORMAT, "EARLY: exit layer 0");
+    return path_check(&m->v, "EARLY", err);
+}
+
+es_status es_proto_put_early(es_wbuf *w, uint32_t session, const es_msg_early *m, es_err *err) {
+    es_status st = early_check(m, err);
+    if (st != ES_OK) return ES_ERR_INVALID_ARG;
+    const es_spec_verdict *v = &m->v;
+    const uint64_t plen = 4 + 2 + 2 + 2 * (uint64_t)v->n_accepted + 2 + 4 * (uint64_t)v->n_tokens;
+    uint8_t *p;
+    if ((st = frame_begin(w, ES_FRAME_EARLY, session, plen, &p, err)) != ES_OK) return st;
+    p = put_u32(p, m->round);
+    p = put_u16(p, m->layer);
+    p = put_u16(p, (uint16_t)v->n_accepted);
+    for (int i = 0; i < v->n_accepted; i++) p = put_u16(p, (uint16_t)v->path[i]);
+    p = put_u16(p, (uint16_t)v->n_tokens);
+    for (int i = 0; i < v->n_tokens; i++) p = put_i32(p, v->tokens[i]);
+    return frame_end(w, plen, p, err);
+}
+
+es_status es_proto_get_early(const uint8_t *pl, size_t n, es_msg_early *m, es_err *err) {
+    rd r = {pl, n, 0, "EARLY"};
+    es_spec_verdict *v = &m->v;
+    m->round = 0;
+    m->layer = 0;
+    v->n_accepted = v->n_tokens = 0;
+    v->bonus = -1;
+    uint16_t na, nt;
+    NEED(get_u32(&r, &m->round), "round");
+    NEED(get_u16(&r, &m->layer), "layer");
+    NEED(get_u16(&r, &na), "n_accepted");
+    if (na > ES_SPEC_MAX_PATH - 1) return es_fail(err, ES_ERR_FORMAT, "EARLY: %u accepted nodes (at most %d)", na, ES_SPEC_MAX_PATH - 1);
+    if (!rd_has(&r, 2 * (uint64_t)na)) return rd_short(&r, "path", err);
+    for (int i = 0; i < na; i++) {
+        uint16_t x = 0;
+        get_u16(&r, &x);
+        v->path[i] = x;
+    }
+    v->n_accepted = na;
+    NEED(get_u16(&r, &nt), "n_tokens");
+    if (nt != na + 1) return es_fail(err, ES_ERR_FORMAT, "EARLY: %u tokens for %u accepted nodes (must be one more)", nt, na);
+    if (!rd_has(&r, 4 * (uint64_t)nt)) return rd_short(&r, "tokens", err);
+    for (int i = 0; i < nt; i++) get_i32(&r, &v->tokens[i]);
+    v->n_tokens = nt;
+    v->bonus = v->tokens[nt - 1];
+    es_status st = rd_finish(&r, err);
+    if (st != ES_OK) return st;
+    return early_check(m, err);
 }
 
 /* ---- TOKENS ---- */
@@ -808,6 +865,7 @@ typedef union any_msg {
         es_spec_tree tree;
     } verify;
     es_msg_verdict verdict;
+    es_msg_early early;
     struct {
         es_msg_tokens m;
         int32_t toks[ES_PROTO_MAX_TOKENS_FRAME];
@@ -829,6 +887,7 @@ static es_status decode_any(int type, const uint8_t *p, size_t n, any_msg *a, es
         a->verify.m.tree = &a->verify.tree;
         return es_proto_get_verify(p, n, &a->verify.m, ES_SPEC_MAX_NODES, err);
     case ES_FRAME_VERDICT: return es_proto_get_verdict(p, n, &a->verdict, err);
+    case ES_FRAME_EARLY: return es_proto_get_early(p, n, &a->early, err);
     case ES_FRAME_TOKENS:
         a->tokens.m.tokens = a->tokens.toks;
         return es_proto_get_tokens(p, n, &a->tokens.m, err);
@@ -848,6 +907,7 @@ static es_status encode_any(es_wbuf *w, int type, uint32_t session, const any_ms
     case ES_FRAME_OPENED: return es_proto_put_opened(w, session, &a->opened, err);
     case ES_FRAME_VERIFY: return es_proto_put_verify(w, session, &a->verify.m, err);
     case ES_FRAME_VERDICT: return es_proto_put_verdict(w, session, &a->verdict, err);
+    case ES_FRAME_EARLY: return es_proto_put_early(w, session, &a->early, err);
     case ES_FRAME_TOKENS: return es_proto_put_tokens(w, session, &a->tokens.m, err);
     case ES_FRAME_CLOSE: return es_proto_put_close(w, session, &a->close, err);
     case ES_FRAME_ERROR: return es_proto_put_error(w, session, &a->error, err);

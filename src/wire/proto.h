@@ -23,7 +23,14 @@
 #include "edgespec_serve.h"
 #include "specdec/spec.h"
 
+/* The frame layout's version: the header's version byte, 1 in every protocol version so far. */
 #define ES_PROTO_VERSION 1
+/* Protocol versions (negotiated in HELLO / WELCOME): 1 the original set of frames; 2 adds EARLY
+ * (sent only to sessions opened with ES_OPEN_EARLY_EXIT on a connection that chose version 2). The
+ * frame layout is the same in both, so an old edge (1..1) is served as before and never sees EARLY. */
+#define ES_PROTO_LEVEL_MIN 1
+#define ES_PROTO_LEVEL_MAX 2
+#define ES_PROTO_LEVEL_EARLY 2
 #define ES_PROTO_HEADER_SIZE 12
 #define ES_PROTO_MAX_PAYLOAD_DEFAULT (1u << 20) /* servers may lower it (--max-frame) */
 #define ES_PROTO_MAX_NAME 64                     /* client / server name bytes */
@@ -44,6 +51,7 @@ typedef enum es_frame_type {
     ES_FRAME_ERROR = 9,    /* either way: error code + message; session 0 = whole connection */
     ES_FRAME_PING = 10,    /* either way: keep-alive; answered with PONG carrying the same nonce */
     ES_FRAME_PONG = 11,
+    ES_FRAME_EARLY = 12,   /* server -> edge (version 2): provisional verdict from an exit layer */
 } es_frame_type;
 
 typedef enum es_proto_err {
@@ -135,6 +143,7 @@ typedef struct es_msg_welcome {
 
 #define ES_OPEN_PROMPT_TEXT 1u /* flags bit: prompt is UTF-8 text (server tokenises, adds BOS) */
 #define ES_OPEN_PENALTY_BIAS 2u /* flags bit: penalties and logit bias follow the prompt */
+#define ES_OPEN_EARLY_EXIT 4u  /* flags bit (version 2): send EARLY frames for this edge session */
 
 typedef struct es_msg_open {
     uint8_t mode;                  /* es_session_mode */
@@ -192,6 +201,16 @@ typedef struct es_msg_verdict {
 
 /* suggested_budget: ES_HINT_NO_DRAFT (edgespec_serve.h) or a node count. */
 
+/* EARLY (version 2): u32 round, u16 layer, u16 n_accepted, n_accepted x u16 path, u16 n_tokens,
+ * n x i32 tokens. The verdict round `round` would have if the target ended at exit layer `layer`
+ * (the same acceptance rule, evaluated on the exit head's logits): a hint for drafting ahead, never
+ * output. Same constraints as VERDICT's path and tokens (n_tokens == n_accepted + 1). */
+typedef struct es_msg_early {
+    uint32_t round;
+    uint16_t layer;
+    es_spec_verdict v;
+} es_msg_early;
+
 /* TOKENS: u8 stop, u16 n, n x i32. */
 typedef struct es_msg_tokens {
     uint8_t stop;
@@ -235,6 +254,8 @@ es_status es_proto_put_verify(es_wbuf *w, uint32_t session, const es_msg_verify 
 es_status es_proto_get_verify(const uint8_t *p, size_t n, es_msg_verify *m, int max_nodes, es_err *err);
 es_status es_proto_put_verdict(es_wbuf *w, uint32_t session, const es_msg_verdict *m, es_err *err);
 es_status es_proto_get_verdict(const uint8_t *p, size_t n, es_msg_verdict *m, es_err *err);
+es_status es_proto_put_early(es_wbuf *w, uint32_t session, const es_msg_early *m, es_err *err);
+es_status es_proto_get_early(const uint8_t *p, size_t n, es_msg_early *m, es_err *err);
 es_status es_proto_put_tokens(es_wbuf *w, uint32_t session, const es_msg_tokens *m, es_err *err);
 es_status es_proto_get_tokens(const uint8_t *p, size_t n, es_msg_tokens *m, es_err *err);
 es_status es_proto_put_close(es_wbuf *w, uint32_t session, const es_msg_close *m, es_err *err);

@@ -41,6 +41,7 @@ typedef struct cpu_be {
     float *inv_freq;      /* (rope_dim/2) */
     float *logits;        /* (n_logits_max, n_vocab) */
     float *xl;            /* (n_logits_max, n_embd) final-normed rows that want logits */
+    float *xh;            /* (n_logits_max, n_embd) residual rows handed to an early-exit hook */
     void *mm_scratch;
 } cpu_be;
 
@@ -218,6 +219,7 @@ static es_status cpu_forward(es_backend *be, const es_fwd_plan *p, es_err *err) 
     int n_sub = 1;
     while ((int64_t)p->n_grp * hp->n_head_kv * n_sub < 2 * (int64_t)nth && group % (2 * n_sub) == 0) n_sub *= 2;
 
+    int next_exit = 0; /* index into p->exit_layer of the next exit to deliver */
     for (int il = 0; il < hp->n_layer; il++) {
         const es_layer *L = &m->layers[il];
         /* x += (previous layer's FFN output); xb = attn_norm(x) */
@@ -245,10 +247,24 @@ static es_status cpu_forward(es_backend *be, const es_fwd_plan *p, es_err *err) 
         et.kind = EW_SWIGLU;
         run_ew(c, &et);
         es_matmul(c->tp, c->tmp, &L->w2, c->hb, n, c->mm_scratch);
+        if (next_exit < p->n_exit && p->exit_layer[next_exit] == il + 1 && il + 1 < hp->n_layer) {
+            /* the layer's output without touching x (the next layer's norm adds tmp as always) */
+            for (int r = 0; r < p->n_out; r++) {
+                const float *x = c->x + (size_t)p->out_idx[r] * d, *y = c->tmp + (size_t)p->out_idx[r] * d;
+                float *h = c->xh + (size_t)r * d;
+                for (int j = 0; j < d; j++) h[j] = x[j] + y[j];
+            }
+            if (p->n_out > 0) p->exit_fn(p->exit_ud, il + 1, c->xh, p->n_out, p->out_idx);
+            next_exit++;
+        }
     }
 
     ew_task ft = {c, p, NULL, m->output_norm, hp->n_layer, p->n_out, EW_FINAL, true};
     run_ew(c, &ft);
+    if (next_exit < p->n_exit && p->exit_layer[next_exit] == hp->n_layer && p->n_out > 0) {
+        for (int r = 0; r < p->n_out; r++) memcpy(c->xh + (size_t)r * d, c->x + (size_t)p->out_idx[r] * d, (size_t)d * sizeof(float));
+        p->exit_fn(p->exit_ud, hp->n_layer, c->xh, p->n_out, p->out_idx);
+    }
     if (p->n_out > 0) es_matmul(c->tp, c->logits, &m->output, c->xl, p->n_out, c->mm_scratch);
     return ES_OK;
 }
@@ -265,7 +281,7 @@ static void cpu_free(es_backend *be) {
     if (!c) return;
     es_threadpool_free(c->tp);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->hb); free(c->hb2); free(c->tmp);
-    free(c->att); free(c->rope_cos); free(c->rope_sin); free(c->inv_freq); free(c->logits); free(c->xl);
+    free(c->att); free(c->rope_cos); free(c->rope_sin); free(c->inv_freq); free(c->logits); free(c->xl); free(c->xh);
     free(c->mm_scratch);
     free(c);
 }
@@ -311,6 +327,7 @@ es_status es_backend_cpu_init(const es_model *model, es_kv *kv, int n_threads, i
     c->inv_freq = falloc((size_t)hp->rope_dim / 2, &ok);
     c->logits = falloc((size_t)n_logits_max * (size_t)hp->n_vocab, &ok);
     c->xl = falloc((size_t)n_logits_max * d, &ok);
+    c->xh = falloc((size_t)n_logits_max * d, &ok);
     size_t mm = 0, cols[] = {d, qd, (size_t)hp->n_ff};
     for (int i = 0; i < 3; i++) {
         size_t s = es_matmul_scratch_size((int64_t)n, (int64_t)cols[i]);

@@ -56,6 +56,7 @@ typedef struct vk_be {
     es_vk_buf *hb, *hb2;   /* (n, n_ff) */
     es_vk_buf *tmp;        /* (n, n_embd) projection output before the residual add */
     es_vk_buf *xl;         /* (n_logits_max, n_embd) normed rows that want logits */
+    es_vk_buf *xh;         /* (n_logits_max, n_embd) residual rows for an early-exit hook */
     es_vk_buf *logits_d;   /* (n_logits_max, n_vocab) */
     es_vk_buf *cs, *sn;    /* (n, rope_dim/2) */
     es_vk_buf *meta;       /* (n, 4) int: prefix_len, anc_off, anc_len, table offset */
@@ -64,7 +65,7 @@ typedef struct vk_be {
     es_vk_buf *out_rows;   /* (n_logits_max) int: batch rows that want logits */
 
     /* host side, same shapes */
-    float *x_host, *cs_host, *sn_host, *inv_freq, *logits;
+    float *x_host, *cs_host, *sn_host, *inv_freq, *logits, *xh_host;
     int32_t *meta_host, *tab_host, *row_host, *seq_tab, *seq_max;
 } vk_be;
 
@@ -83,13 +84,13 @@ static void vk_be_free(es_backend *be) {
                     for (int k = 0; k < mats[i]->n_parts; k++) es_vk_buf_free(vk, mats[i]->buf[k]);
             }
         for (int k = 0; k < b->output.n_parts; k++) es_vk_buf_free(vk, b->output.buf[k]);
-        es_vk_buf *bufs[] = {b->output_norm, b->x, b->xb, b->q, b->k, b->v, b->hb, b->hb2, b->tmp, b->xl,
+        es_vk_buf *bufs[] = {b->output_norm, b->x, b->xb, b->q, b->k, b->v, b->hb, b->hb2, b->tmp, b->xl, b->xh,
                              b->logits_d, b->cs, b->sn, b->meta, b->anc, b->tab, b->cache_row, b->out_rows};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
         es_vk_free(vk);
     }
     free(b->L);
-    free(b->x_host); free(b->cs_host); free(b->sn_host); free(b->inv_freq); free(b->logits);
+    free(b->x_host); free(b->cs_host); free(b->sn_host); free(b->inv_freq); free(b->logits); free(b->xh_host);
     free(b->meta_host); free(b->tab_host); free(b->row_host); free(b->seq_tab); free(b->seq_max);
     free(b);
 }
@@ -182,6 +183,7 @@ static es_status alloc_activations(vk_be *b, es_err *err) {
         (st = alloc(b, n * kvd * 4, &b->v, "activations", err)) != ES_OK || (st = alloc(b, n * ff * 4, &b->hb, "activations", err)) != ES_OK ||
         (st = alloc(b, n * ff * 4, &b->hb2, "activations", err)) != ES_OK || (st = alloc(b, n * d * 4, &b->tmp, "activations", err)) != ES_OK ||
         (st = alloc(b, nl * d * 4, &b->xl, "activations", err)) != ES_OK ||
+        (st = alloc(b, nl * d * 4, &b->xh, "activations", err)) != ES_OK ||
         (st = alloc(b, nl * (size_t)hp->n_vocab * 4, &b->logits_d, "logits", err)) != ES_OK ||
         (st = alloc(b, n * half * 4, &b->cs, "rope table", err)) != ES_OK || (st = alloc(b, n * half * 4, &b->sn, "rope table", err)) != ES_OK ||
         (st = alloc(b, n * 16, &b->meta, "attention sets", err)) != ES_OK ||
@@ -200,6 +202,7 @@ static es_status alloc_activations(vk_be *b, es_err *err) {
     HOST(b->sn_host, n * half);
     HOST(b->inv_freq, half);
     HOST(b->logits, nl * (size_t)hp->n_vocab);
+    HOST(b->xh_host, nl * d);
     HOST(b->meta_host, n * 4);
     HOST(b->tab_host, b->tab_cap);
     HOST(b->row_host, n);
@@ -278,13 +281,13 @@ static es_status mm(vk_be *b, es_vk_buf *y, const dmat *w, es_vk_buf *x, int64_t
 }
 
 /* One layer, recorded: the same steps in the same order as the CPU backend. */
-static es_status layer(vk_be *b, const dlayer *L, int il, int64_t n, es_err *err) {
+static es_status layer(vk_be *b, const dlayer *L, int il, int64_t n, bool add_tmp, es_err *err) {
     const es_hparams *hp = &b->model->hp;
     es_vk *vk = b->vk;
     const int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
     es_status st;
     /* x += (previous layer's FFN output); xb = attn_norm(x) */
-    if ((st = es_vk_rmsnorm(vk, b->xb, b->x, il > 0 ? b->tmp : NULL, L->attn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
+    if ((st = es_vk_rmsnorm(vk, b->xb, b->x, add_tmp ? b->tmp : NULL, L->attn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
         (st = mm(b, b->q, &L->wq, b->xb, n, err)) != ES_OK || (st = mm(b, b->k, &L->wk, b->xb, n, err)) != ES_OK ||
         (st = mm(b, b->v, &L->wv, b->xb, n, err)) != ES_OK)
         return st;
@@ -319,11 +322,38 @@ static es_status vk_forward(es_backend *be, const es_fwd_plan *p, es_err *err) {
     es_status st = es_vk_begin(vk, err);
     if (st != ES_OK) return st;
     st = stage(b, p, err);
-    for (int il = 0; il < hp->n_layer && st == ES_OK; il++) st = layer(b, &b->L[il], il, p->n, err);
+    const size_t xh_bytes = (size_t)p->n_out * hp->n_embd * 4;
+    int next_exit = 0;
+    bool add_tmp = false; /* whether the next norm still has to add the last layer's output into x */
+    for (int il = 0; il < hp->n_layer && st == ES_OK; il++) {
+        st = layer(b, &b->L[il], il, p->n, add_tmp, err);
+        add_tmp = true;
+        if (st != ES_OK || next_exit >= p->n_exit || p->exit_layer[next_exit] != il + 1 || il + 1 >= hp->n_layer) continue;
+        next_exit++;
+        if (p->n_out == 0) continue;
+        /* An early exit splits the pass: add the layer's output into x now (the norm's output is not
+         * used), read the wanted rows back, run what is recorded, hand them over, record the rest. */
+        const void *h = NULL;
+        st = es_vk_rmsnorm(vk, b->xb, b->x, b->tmp, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
+        if (st == ES_OK) st = es_vk_rows(vk, b->xh, b->x, b->out_rows, p->n_out, hp->n_embd, false, err);
+        if (st == ES_OK) st = es_vk_readback(vk, b->xh, 0, xh_bytes, &h, err);
+        es_status sub = es_vk_submit(vk, err);
+        if (st == ES_OK) st = sub;
+        if (st != ES_OK) return st;
+        memcpy(b->xh_host, h, xh_bytes);
+        p->exit_fn(p->exit_ud, il + 1, b->xh_host, p->n_out, p->out_idx);
+        add_tmp = false;
+        if ((st = es_vk_begin(vk, err)) != ES_OK) return st;
+    }
     /* the last residual add and the output norm (every row: the residual stream is not needed after
      * this pass), then only the rows that want logits through the output matrix */
-    if (st == ES_OK) st = es_vk_rmsnorm(vk, b->xb, b->x, b->tmp, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
-    const void *lg = NULL;
+    if (st == ES_OK) st = es_vk_rmsnorm(vk, b->xb, b->x, add_tmp ? b->tmp : NULL, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
+    const void *lg = NULL, *hf = NULL;
+    const bool final_exit = next_exit < p->n_exit && p->exit_layer[next_exit] == hp->n_layer && p->n_out > 0;
+    if (st == ES_OK && final_exit) { /* the final residual stream of the wanted rows */
+        st = es_vk_rows(vk, b->xh, b->x, b->out_rows, p->n_out, hp->n_embd, false, err);
+        if (st == ES_OK) st = es_vk_readback(vk, b->xh, 0, xh_bytes, &hf, err);
+    }
     const size_t lg_bytes = (size_t)p->n_out * hp->n_vocab * 4;
     if (st == ES_OK && p->n_out > 0) {
         st = es_vk_rows(vk, b->xl, b->xb, b->out_rows, p->n_out, hp->n_embd, false, err);
@@ -334,6 +364,10 @@ static es_status vk_forward(es_backend *be, const es_fwd_plan *p, es_err *err) {
     if (st != ES_OK) return st;
     if (sub != ES_OK) return sub;
     if (lg) memcpy(b->logits, lg, lg_bytes); /* the ring is reused by the next recording (es_seq_keep's too) */
+    if (hf) {
+        memcpy(b->xh_host, hf, xh_bytes);
+        p->exit_fn(p->exit_ud, hp->n_layer, b->xh_host, p->n_out, p->out_idx);
+    }
     return ES_OK;
 }
 
@@ -406,7 +440,8 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
         const size_t n = (size_t)p->n_batch_max, half = (size_t)hp->rope_dim / 2;
         const size_t ring = n * (size_t)hp->n_embd * 4 + 2 * n * half * 4 + n * 16 + (size_t)b->anc_cap * 4 +
                             (size_t)b->tab_cap * 4 + n * 4 + (size_t)p->n_logits_max * 4 +
-                            (size_t)p->n_logits_max * (size_t)hp->n_vocab * 4 + 9 * 64;
+                            (size_t)p->n_logits_max * (size_t)hp->n_vocab * 4 +
+                            (size_t)p->n_logits_max * (size_t)hp->n_embd * 4 + 10 * 64; /* + early-exit rows */
         st = named(es_vk_ring_init(b->vk, ring, err), "transfer ring", err);
     }
     if (st != ES_OK) {
