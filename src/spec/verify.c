@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/grammar.h"
+#include "sample/sampler.h"
 #include "spec/spec.h"
 #include "util/err.h"
 #include "util/rng.h"
@@ -29,7 +31,10 @@ struct es_verifier {
     const es_spec_tree *st_tree;
     es_token_logprob *lp;   /* [ES_SPEC_MAX_PATH + 1] es_verifier_set_logprobs (NULL: off) */
     int lp_top;
+    es_gmatcher *gm;        /* es_verifier_set_grammar (borrowed), or NULL */
 };
+
+void es_verifier_set_grammar(es_verifier *v, es_gmatcher *m) { v->gm = m; }
 
 static double sampler_uniform(void *ud) { return es_sampler_uniform(ud); }
 
@@ -260,6 +265,9 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
         for (int i = (u < 0 ? 0 : u + 1); i < t->n; i++)
             if (t->parent[i] == u) v->children[m++] = i;
         const float *logits = es_ctx_logits(v->ctx, r0 + u + 1);
+        /* the grammar's mask at this node: every rule below then draws from the masked target */
+        const uint64_t *mask = v->gm ? es_gmatcher_mask(v->gm) : NULL;
+        es_sampler_set_mask(v->smp, mask);
         int next = -1;
         int32_t bonus = -1;
         if (v->p.rule == ES_ACCEPT_REJECTION) {
@@ -272,7 +280,8 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
                                       nq ? t->q_p + t->q_off[o] : NULL, nq, sampler_uniform, v->smp, &bonus);
             if (j >= 0) next = v->children[j];
         } else if (v->p.rule == ES_ACCEPT_SYNTHETIC) {
-            if (m > 0 && es_rng_uniform(&v->rng) < v->p.synthetic_alpha) next = v->children[0];
+            if (m > 0 && es_rng_uniform(&v->rng) < v->p.synthetic_alpha && (!mask || es_mask_test(mask, t->token[v->children[0]])))
+                next = v->children[0];
             else bonus = target_token(v, logits);
         } else { /* greedy and match: one target token per node, follow the child that matches */
             const int32_t tt = target_token(v, logits);
@@ -282,12 +291,15 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
         }
         if (next < 0) {
             out->bonus = bonus;
+            if (v->gm) es_gmatcher_accept(v->gm, bonus); /* allowed: drawn under the mask */
             break;
         }
+        if (v->gm) es_gmatcher_accept(v->gm, t->token[next]);
         out->path[out->n_accepted++] = next;
         if (hist) es_sampler_accept(v->smp, t->token[next]);
         u = next;
     }
+    es_sampler_set_mask(v->smp, NULL);
     out->n_tokens = 0;
     for (int k = 0; k < out->n_accepted; k++) out->tokens[out->n_tokens++] = t->token[out->path[k]];
     out->tokens[out->n_tokens++] = out->bonus;
