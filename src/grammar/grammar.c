@@ -102,6 +102,35 @@ void es_grammar_free(es_grammar *g) {
     free(g);
 }
 
+static void *dup_mem(const void *p, size_t n) {
+    if (n == 0) return NULL;
+    void *q = malloc(n);
+    if (q) memcpy(q, p, n);
+    return q;
+}
+
+es_grammar *es_grammar_clone(const es_grammar *g) {
+    es_grammar *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    *c = *g;
+    c->nodes = dup_mem(g->nodes, (size_t)g->n_nodes * sizeof *g->nodes);
+    c->props = dup_mem(g->props, (size_t)g->n_props * sizeof *g->props);
+    c->lits = dup_mem(g->lits, (size_t)g->n_lits * sizeof *g->lits);
+    c->alts = dup_mem(g->alts, (size_t)g->n_alts * sizeof *g->alts);
+    c->bytes = dup_mem(g->bytes, g->n_bytes);
+    c->cap_nodes = g->n_nodes;
+    c->cap_props = g->n_props;
+    c->cap_lits = g->n_lits;
+    c->cap_alts = g->n_alts;
+    c->cap_bytes = g->n_bytes;
+    if ((g->n_nodes && !c->nodes) || (g->n_props && !c->props) || (g->n_lits && !c->lits) || (g->n_alts && !c->alts) ||
+        (g->n_bytes && !c->bytes)) {
+        es_grammar_free(c);
+        return NULL;
+    }
+    return c;
+}
+
 es_status es_grammar_json_object(es_grammar **out, es_err *err) {
     *out = NULL;
     es_grammar *g = es_grammar_new();
@@ -256,9 +285,13 @@ static void pop(es_gstate *s) {
     if (--s->depth == 0) s->done = 1;
 }
 
-static bool take_ws(es_gstate *s) {
-    if (s->ws >= ES_GRAMMAR_MAX_WS) return false;
-    s->ws++;
+/* Whitespace between JSON tokens: at most ES_GRAMMAR_MAX_WS bytes and one line break per gap (bit 7
+ * of s->ws), enough for any indentation, and no '\r'. Small models otherwise fill a whole reply with
+ * blank lines: every gap would take as many as the cap allowed. */
+static bool take_ws(es_gstate *s, uint8_t c) {
+    const unsigned n = s->ws & 0x7f, nl = s->ws & 0x80;
+    if (n >= ES_GRAMMAR_MAX_WS || c == '\r' || (c == '\n' && nl)) return false;
+    s->ws = (uint8_t)((n + 1) | nl | (c == '\n' ? 0x80 : 0));
     return true;
 }
 
@@ -374,7 +407,7 @@ bool es_gstate_feed(const es_grammar *g, es_gstate *s, uint8_t c) {
         es_gframe *f = &s->f[s->depth - 1];
         switch (f->kind) {
         case FK_VALUE: {
-            if (is_ws(c)) return take_ws(s);
+            if (is_ws(c)) return s->depth > 1 && take_ws(s, c); /* the reply starts with the value itself */
             const int r = start_value(g, s, f, f->node, c);
             if (r != 2) return r == 1;
             continue; /* the number or literal frame takes c */
@@ -420,7 +453,7 @@ bool es_gstate_feed(const es_grammar *g, es_gstate *s, uint8_t c) {
             const bool any = x->type == GN_ANY;
             const uint32_t mn = any ? 0 : x->min_items, mx = any ? UINT32_MAX : x->max_items;
             const int items = any ? NODE_ANY : x->items;
-            if (is_ws(c)) return take_ws(s);
+            if (is_ws(c)) return take_ws(s, c);
             if (f->st == A_AFTER) {
                 if (c == ',' && f->a < mx) { f->st = A_NEXT; return true; }
                 if (c == ']' && f->a >= mn) { pop(s); return true; }
@@ -457,7 +490,7 @@ bool es_gstate_feed(const es_grammar *g, es_gstate *s, uint8_t c) {
                 }
                 return true;
             }
-            if (is_ws(c)) return take_ws(s);
+            if (is_ws(c)) return take_ws(s, c);
             switch (f->st) {
             case O_START:
             case O_NEXT:

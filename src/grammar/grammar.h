@@ -13,9 +13,9 @@
  * The automaton's state (es_gstate) is a fixed-size value: a stack of frames (one per open JSON
  * container or scalar), so it copies freely — drafters keep one per tree node.
  *
- * What it accepts: exactly one JSON value of the schema, whitespace allowed between tokens of JSON
- * (at most ES_GRAMMAR_MAX_WS bytes in a row, so a model cannot stall on blank lines), nothing after
- * the value but an end token. Objects with declared properties emit them in declaration order, each
+ * What it accepts: exactly one JSON value of the schema, nothing before it and nothing after it but an
+ * end token; whitespace between the tokens of JSON, at most ES_GRAMMAR_MAX_WS bytes and one line break
+ * per gap (so a model cannot stall on blank lines). Objects with declared properties emit them in declaration order, each
  * optional one possibly skipped, every required one present; no other keys (additionalProperties is
  * treated as false there, which yields output valid under either setting). Numbers are at most
  * ES_GRAMMAR_MAX_NUM bytes long.
@@ -34,7 +34,7 @@
 #include "edgespec.h"
 
 #define ES_GRAMMAR_MAX_DEPTH 32   /* nesting of JSON values (a deeper value is refused) */
-#define ES_GRAMMAR_MAX_WS 24      /* whitespace bytes in a row */
+#define ES_GRAMMAR_MAX_WS 20      /* whitespace bytes in a row */
 #define ES_GRAMMAR_MAX_NUM 24     /* bytes of one number */
 #define ES_GRAMMAR_MAX_PROPS 64   /* declared properties of one object schema */
 #define ES_GRAMMAR_MAX_END 8      /* end tokens a matcher accepts */
@@ -53,7 +53,7 @@ typedef struct es_gframe {
 
 typedef struct es_gstate {
     int16_t depth;  /* frames in use */
-    uint8_t ws;     /* whitespace bytes in a row */
+    uint8_t ws;     /* whitespace bytes in this gap (bit 7: it holds a line break) */
     uint8_t done;   /* the root value is complete (depth 0) */
     uint8_t ended;  /* an end token was accepted */
     es_gframe f[ES_GRAMMAR_MAX_DEPTH];
@@ -66,6 +66,8 @@ es_status es_grammar_json_object(es_grammar **out, es_err *err);
 /* A JSON Schema (text, len bytes). Unsupported keywords and shapes fail with ES_ERR_INVALID_ARG and a
  * message naming them (never ignored): see schema.c for the subset. Not in ES_CORE_ONLY builds. */
 es_status es_grammar_from_schema(const char *json, size_t len, es_grammar **out, es_err *err);
+/* A deep copy (a session keeps its own, so the request that compiled it may go); NULL: no memory. */
+es_grammar *es_grammar_clone(const es_grammar *g);
 void es_grammar_free(es_grammar *g);
 
 /* ---- vocabularies ---- */

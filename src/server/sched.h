@@ -121,6 +121,10 @@ typedef struct es_sched_session_params {
     int n_stop;
     bool logprobs;                /* ar / server-spec: TOKENS events carry each token's log-probability */
     int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
+    const struct es_grammar *grammar; /* constrained decoding (grammar/grammar.h), copied at open; NULL: none.
+                                     Every verified position draws under its mask (AR, server-spec and edge
+                                     trees alike), server-spec drafts are masked too, and the stop tokens
+                                     are allowed only once the document is complete. */
 } es_sched_session_params;
 
 #define ES_SCHED_ACCEPT_DEPTHS 16 /* per-position acceptance: depths 1..16 (the last: 16 or more) */
