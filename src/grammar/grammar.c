@@ -285,12 +285,14 @@ static void pop(es_gstate *s) {
     if (--s->depth == 0) s->done = 1;
 }
 
-/* Whitespace between JSON tokens: at most ES_GRAMMAR_MAX_WS bytes and one line break per gap (bit 7
- * of s->ws), enough for any indentation, and no '\r'. Small models otherwise fill a whole reply with
- * blank lines: every gap would take as many as the cap allowed. */
+/* Whitespace between JSON tokens: one line break per gap (bit 7 of s->ws), no '\r', and at most
+ * 1 + 4 bytes per open value (a line break plus a 4-space indentation at that depth; the frames on the
+ * stack are the open values), never more than ES_GRAMMAR_MAX_WS. Small models otherwise fill a reply
+ * with blank lines: every gap takes as much as the cap allows. */
 static bool take_ws(es_gstate *s, uint8_t c) {
     const unsigned n = s->ws & 0x7f, nl = s->ws & 0x80;
-    if (n >= ES_GRAMMAR_MAX_WS || c == '\r' || (c == '\n' && nl)) return false;
+    const unsigned cap = 1u + 4u * (unsigned)s->depth < ES_GRAMMAR_MAX_WS ? 1u + 4u * (unsigned)s->depth : ES_GRAMMAR_MAX_WS;
+    if (n >= cap || c == '\r' || (c == '\n' && nl)) return false;
     s->ws = (uint8_t)((n + 1) | nl | (c == '\n' ? 0x80 : 0));
     return true;
 }

@@ -14,8 +14,8 @@
  * container or scalar), so it copies freely — drafters keep one per tree node.
  *
  * What it accepts: exactly one JSON value of the schema, nothing before it and nothing after it but an
- * end token; whitespace between the tokens of JSON, at most ES_GRAMMAR_MAX_WS bytes and one line break
- * per gap (so a model cannot stall on blank lines). Objects with declared properties emit them in declaration order, each
+ * end token; whitespace between the tokens of JSON, one line break and an indentation of up to 4 spaces
+ * per open value (at most ES_GRAMMAR_MAX_WS bytes) per gap, so a model cannot stall on blank lines. Objects with declared properties emit them in declaration order, each
  * optional one possibly skipped, every required one present; no other keys (additionalProperties is
  * treated as false there, which yields output valid under either setting). Numbers are at most
  * ES_GRAMMAR_MAX_NUM bytes long.
