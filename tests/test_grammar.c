@@ -60,6 +60,10 @@ static void test_automaton(void) {
     CHECK(!accepts(g, "{\"name\":\"a\nb\",\"age\":1,\"role\":\"user\"}"));       /* raw control byte */
     CHECK(!accepts(g, "{\"name\":\"Ann\",\"age\":1,\"role\":\"user\""));         /* unfinished */
     CHECK(!accepts(g, "{                          \"name\":\"Ann\",\"age\":1,\"role\":\"user\"}")); /* > MAX_WS */
+    CHECK(!accepts(g, "{\n\n\"name\":\"Ann\",\"age\":1,\"role\":\"user\"}"));   /* two line breaks in a gap */
+    CHECK(!accepts(g, "{        \"name\":\"Ann\",\"age\":1,\"role\":\"user\"}"));   /* 8 > 1 + 4 at depth 1 */
+    CHECK(accepts(g, "{\n    \"name\":\"Ann\",\"age\":1,\"role\":\"user\"\n}"));
+    CHECK(!accepts(g, " {\"name\":\"Ann\",\"age\":1,\"role\":\"user\"}"));        /* nothing before the value */
     es_grammar_free(g);
 
     /* json_object: any object, nothing else */
@@ -259,11 +263,15 @@ static const char k_nested[] =
 static void test_vocab(const es_tokenizer *tok, const char *name, int walks, int full_checks) {
     es_err err = {0};
     es_grammar_vocab *gv = NULL;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
     CHECK_OK(es_grammar_vocab_init(tok, &gv, &err), &err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
     if (!gv) return;
     int nf, ns, np;
     es_grammar_vocab_stats(gv, &nf, &ns, &np);
-    printf("%s: %d tokens, trie %d nodes, special trie %d nodes, %d plain-string tokens\n", name, es_tokenizer_n_vocab(tok), nf, ns, np);
+    printf("%s: %d tokens, trie %d nodes, special trie %d nodes, %d plain-string tokens, built in %.1f ms\n", name,
+           es_tokenizer_n_vocab(tok), nf, ns, np, (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
     walk_and_check(tok, gv, k_person, walks, full_checks, 1);
     walk_and_check(tok, gv, k_nested, walks, full_checks, 2);
     walk_and_check(tok, gv, NULL, walks, full_checks, 3);

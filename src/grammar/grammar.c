@@ -315,7 +315,7 @@ static bool obj_may_close(const gnode *o, uint32_t a) {
 
 /* Starts a value of node n with first byte c in the frame f (a VALUE frame being replaced). Returns
  * 1: c consumed, 0: refused, 2: the new frame must see c (numbers and literals). */
-static int start_value(const es_grammar *g, es_gstate *s, es_gframe *f, int n, uint8_t c) {
+static int start_value(const es_grammar *g, es_gframe *f, int n, uint8_t c) {
     const unsigned cl = byte_class(c);
     if (!cl) return 0;
     for (int guard = 0;; guard++) {
@@ -374,7 +374,6 @@ static int start_value(const es_grammar *g, es_gstate *s, es_gframe *f, int n, u
     }
     default: return 0;
     }
-    (void)s;
 }
 
 /* Number sub-state after byte c, or -1 when c does not continue the number. */
@@ -410,7 +409,7 @@ bool es_gstate_feed(const es_grammar *g, es_gstate *s, uint8_t c) {
         switch (f->kind) {
         case FK_VALUE: {
             if (is_ws(c)) return s->depth > 1 && take_ws(s, c); /* the reply starts with the value itself */
-            const int r = start_value(g, s, f, f->node, c);
+            const int r = start_value(g, f, f->node, c);
             if (r != 2) return r == 1;
             continue; /* the number or literal frame takes c */
         }
@@ -678,9 +677,9 @@ es_status es_grammar_vocab_init(const es_tokenizer *tok, es_grammar_vocab **out,
         v->off[i] = (uint32_t)used;
         const int32_t ty = es_tokenizer_token_type(tok, i);
         if (ty != ES_TOKTYPE_NORMAL && ty != ES_TOKTYPE_BYTE) continue;
-        int len = es_token_to_piece(tok, -1, i, buf, (int)sizeof buf);
-        if (len <= 0) continue;
-        if (len > 255) len = 255; /* the trie's depth stack; no real token is this long */
+        const int len = es_token_to_piece(tok, -1, i, buf, (int)sizeof buf);
+        /* a piece that fills the buffer may have been cut: such a token (none is real) never takes part */
+        if (len <= 0 || len >= (int)sizeof buf - 1) continue;
         if (used + (size_t)len > cap) {
             uint8_t *q = realloc(v->bytes, cap * 2);
             if (!q) goto nomem;
