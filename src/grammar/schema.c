@@ -353,7 +353,7 @@ es_status es_grammar_from_schema(const char *json, size_t len, es_grammar **out,
     if (st == ES_OK && cJSON_IsObject(root)) st = collect_defs(&c, root);
     for (int i = 0; st == ES_OK && i < c.n_defs; i++) {
         char sp[512];
-        snprintf(sp, sizeof sp, "#/defs/%.400s", c.def_names[i]);
+        snprintf(sp, sizeof sp, "#/$defs/%.400s", c.def_names[i]);
         int n;
         st = compile(&c, c.defs[i], sp, 1, &n);
         if (st == ES_OK) g->nodes[c.def_node[i]].ref = n;
