@@ -9,10 +9,14 @@ logprobs (the server: completions logprobs=N and chat logprobs + top_logprobs, p
 through the client's types): greedy, each emitted token is the first of its top_logprobs and its
 logprob their maximum, every logprob <= 0, the top ones sorted with probabilities summing to <= 1,
 the tokens spell the text, the streamed values equal the plain ones; the edge-local API refuses
-logprobs with 400 (the target's probabilities are on the server). n = 2 on both, plain and streamed."""
+logprobs with 400 (the target's probabilities are on the server). n = 2 on both, plain and streamed.
+JSON mode (the server): response_format json_schema (nested object, array, enum, integer, boolean) and
+json_object, chat and completions, plain and streamed: the text parses and validates; a schema outside
+the supported subset and JSON mode on the edge-local API are refused with 400 naming response_format."""
 import math
 import json
 import sys
+import urllib.request
 
 import openai
 
@@ -93,6 +97,81 @@ def logprobs_suite(name, client, model):
     raises(openai.BadRequestError, 400,
            lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=4, top_logprobs=21, logprobs=True),
            f"{name}: top_logprobs 21", "top_logprobs")
+
+
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "mood": {"enum": ["happy", "sad"]},
+        "count": {"type": "integer"},
+        "ok": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"enum": ["cat", "dog"]}, "maxItems": 3},
+        "friend": {"type": "object", "properties": {"age": {"type": "integer"}, "kind": {"enum": ["fox", "owl"]}},
+                   "required": ["kind"], "additionalProperties": False},
+    },
+    "required": ["mood", "count", "ok", "tags"],
+    "additionalProperties": False,
+}
+
+
+def valid(doc):
+    """The JSON_SCHEMA constraints, checked by hand."""
+    if not isinstance(doc, dict) or not set(doc) <= set(JSON_SCHEMA["properties"]) or not set(JSON_SCHEMA["required"]) <= set(doc):
+        return False
+    f = doc.get("friend", {"kind": "fox"})
+    return (doc["mood"] in ("happy", "sad") and type(doc["count"]) is int and type(doc["ok"]) is bool
+            and isinstance(doc["tags"], list) and len(doc["tags"]) <= 3 and all(t in ("cat", "dog") for t in doc["tags"])
+            and isinstance(f, dict) and f.get("kind") in ("fox", "owl") and set(f) <= {"age", "kind"}
+            and type(f.get("age", 0)) is int)
+
+
+def json_suite(name, client, model, base_url, api_key):
+    # the tiny story model pads with blank tokens wherever JSON allows whitespace: a logit bias (a
+    # request field like any other) keeps its documents short enough for max_tokens
+    body = json.dumps({"content": " \n  ", "add_special": False}).encode()
+    rq = urllib.request.Request(base_url[:-3] + "/tokenize", data=body, headers={"Authorization": f"Bearer {api_key}"})
+    blank = sorted(set(json.load(urllib.request.urlopen(rq))["tokens"]))
+    bias = {str(t): -100 for t in blank}
+    fmt = {"type": "json_schema", "json_schema": {"name": "pet", "schema": JSON_SCHEMA, "strict": True}}
+    messages = [{"role": "user", "content": "Tell me about the cat."}]
+    for temp, seed in ((0, None), (0.9, 7), (1.0, 11)):
+        h = client.chat.completions.create(model=model, messages=messages, max_tokens=300, temperature=temp, seed=seed,
+                                           response_format=fmt, logit_bias=bias)
+        text = h.choices[0].message.content
+        check(h.choices[0].finish_reason == "stop", f"{name}: json_schema chat (T={temp}) finish {h.choices[0].finish_reason}: {text!r}")
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        check(doc is not None and valid(doc), f"{name}: json_schema chat (T={temp}) output {text!r}")
+    # the client's completions.create has no response_format parameter (OpenAI serves it for chat only)
+    c = client.completions.create(model=model, prompt="Once upon a time", max_tokens=300, temperature=0,
+                                  extra_body={"response_format": fmt}, logit_bias=bias)
+    stream = client.completions.create(model=model, prompt="Once upon a time", max_tokens=300, temperature=0,
+                                       extra_body={"response_format": fmt}, logit_bias=bias, stream=True)
+    st = "".join(ch.choices[0].text for ch in stream if ch.choices)
+    check(st == c.choices[0].text, f"{name}: streamed json_schema completion {st!r} != {c.choices[0].text!r}")
+    try:
+        check(valid(json.loads(st)), f"{name}: json_schema completion {st!r}")
+    except ValueError:
+        check(False, f"{name}: json_schema completion does not parse: {st!r}")
+    # json_object: any object; '"' and '}' are pushed too, so that strings and the object close within max_tokens
+    for piece, b in (('"', 8), ("}", 40)):
+        rq = urllib.request.Request(base_url[:-3] + "/tokenize", data=json.dumps({"content": piece, "add_special": False}).encode(),
+                                    headers={"Authorization": f"Bearer {api_key}"})
+        for t in json.load(urllib.request.urlopen(rq))["tokens"]:
+            bias[str(t)] = b
+    h = client.chat.completions.create(model=model, messages=messages, max_tokens=300, temperature=0,
+                                       response_format={"type": "json_object"}, logit_bias=bias)
+    text = h.choices[0].message.content
+    try:
+        check(isinstance(json.loads(text), dict) and h.choices[0].finish_reason == "stop", f"{name}: json_object chat {text!r}")
+    except ValueError:
+        check(False, f"{name}: json_object chat does not parse: {text!r}")
+    raises(openai.BadRequestError, 400,
+           lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=4, response_format={
+               "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}),
+           f"{name}: unsupported schema keyword", "response_format")
 
 
 def suite(name, base_url, api_key, model):
@@ -186,7 +265,12 @@ def suite(name, base_url, api_key, model):
     check(texts == {0: ref_h["text"], 1: ref_h["text"]} and fins == {0: "length", 1: "length"}, f"{name}: n=2 chat stream {texts} {fins}")
     if name == "server":
         logprobs_suite(name, client, model)
+        json_suite(name, client, model, base_url, api_key)
     else:
+        raises(openai.BadRequestError, 400,
+               lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=4,
+                                                      response_format={"type": "json_object"}),
+               f"{name}: JSON mode on the edge-local API", "response_format")
         raises(openai.BadRequestError, 400,
                lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=4, logprobs=True),
                f"{name}: logprobs on the edge-local API", "logprobs")

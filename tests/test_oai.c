@@ -129,8 +129,6 @@ static void test_parse(void) {
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"end\"}", "suffix", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":2.5}", "frequency_penalty", NULL);
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", "presence_penalty", NULL);
-    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
-               "response_format", NULL);
     expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", "tools", NULL);
     expect_400(ES_OAI_CHAT, "{}", "messages", "required");
     expect_400(ES_OAI_CHAT, "{\"messages\":{}}", "messages", NULL);
@@ -597,8 +595,45 @@ static void test_parse_extensions(void) {
     CHECK(!es_oai_parse_request(ES_OAI_COMPLETION, raw, sizeof raw - 1, &r, &e) && e.status == 400);
 }
 
+/* response_format: text is plain; json_object and json_schema compile a grammar; anything the
+ * grammar cannot honour is a 400 naming response_format and the reason. */
+static void test_response_format(void) {
+    static const char msg[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":";
+    char body[1024];
+    es_oai_request r;
+    snprintf(body, sizeof body, "%s{\"type\":\"text\"}}", msg);
+    if (parse_ok(ES_OAI_CHAT, body, &r)) { CHECK(r.grammar == NULL); es_oai_request_free(&r); }
+    snprintf(body, sizeof body, "%s{\"type\":\"json_object\"}}", msg);
+    if (parse_ok(ES_OAI_CHAT, body, &r)) { CHECK(r.grammar != NULL); es_oai_request_free(&r); }
+    snprintf(body, sizeof body, "%s{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"strict\":true,\"schema\":"
+             "{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[1,2]},\"b\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},"
+             "\"required\":[\"a\"],\"additionalProperties\":false}}}}", msg);
+    if (parse_ok(ES_OAI_CHAT, body, &r)) { CHECK(r.grammar != NULL); es_oai_request_free(&r); }
+    /* completions take it too (an extension: OpenAI's completions have no response_format) */
+    if (parse_ok(ES_OAI_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", &r)) {
+        CHECK(r.grammar != NULL);
+        es_oai_request_free(&r);
+    }
+    snprintf(body, sizeof body, "%s{\"type\":\"xml\"}}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format.type", "xml");
+    snprintf(body, sizeof body, "%s{\"type\":\"json_schema\"}}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format.json_schema", NULL);
+    snprintf(body, sizeof body, "%s{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\"}}}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format.json_schema.schema", NULL);
+    snprintf(body, sizeof body, "%s{\"type\":\"json_schema\",\"json_schema\":{\"name\":3,\"schema\":{}}}}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format.json_schema.name", NULL);
+    snprintf(body, sizeof body, "%s{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"string\",\"format\":\"date\"}}}}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format", "'format'");
+    snprintf(body, sizeof body, "%s{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"object\",\"properties\":"
+             "{\"a\":{\"type\":\"integer\",\"minimum\":1}}}}}}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format", "#/properties/a");
+    snprintf(body, sizeof body, "%s\"json\"}", msg);
+    expect_400(ES_OAI_CHAT, body, "response_format", NULL);
+}
+
 int main(void) {
     test_parse();
+    test_response_format();
     test_parse_extensions();
     test_stopstr();
     test_detok();

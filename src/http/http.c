@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "grammar/grammar.h"
 #include "transport/keys.h"
 #include "transport/listen.h"
 #include "wire/proto.h"
@@ -116,6 +117,7 @@ typedef struct hreq {
     /* what backend->start is given (per choice: its id and seed), kept while the request waits */
     es_http_gen g;                /* points into this hreq (prompt, stop_ids, stop, skip) */
     int32_t *prompt;              /* owned until the backend took every choice */
+    struct es_grammar *grammar;   /* response_format JSON (owned until the backend took every choice) */
     int32_t stop_ids[HTTP_MAX_STOP_IDS];
     bool queued;                  /* waiting in h's queue for sessions for its choices from n_started on */
     struct hreq *qnext;
@@ -311,6 +313,7 @@ static void req_free(hreq *r) {
     if (r->queued) queue_remove(r);
     if (r->qtimer) event_free(r->qtimer);
     free(r->prompt);
+    es_grammar_free(r->grammar);
     for (int i = 0; r->ch && i < r->n_choices; i++) {
         hchoice *c = &r->ch[i];
         free(c->lp);
@@ -709,6 +712,9 @@ static es_status req_start(hreq *r, es_err *err) {
     free(r->prompt); /* the backend copied it */
     r->prompt = NULL;
     r->g.prompt = NULL;
+    es_grammar_free(r->grammar); /* and its grammar */
+    r->grammar = NULL;
+    r->g.grammar = NULL;
     r->t_admit = now_s();
     es_metrics_observe(&h->m.queue_time, r->t_admit - r->t_arrive);
     h->st.completions++;
@@ -897,6 +903,14 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         reply_error(h, req, endpoint, &e);
         return;
     }
+    if (q.grammar && !h->p.backend.grammar) {
+        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", "response_format",
+                         "JSON response_format is not available here: constrained decoding runs where the target "
+                         "verifies (ask the server's HTTP API, serve --http-port)");
+        es_oai_request_free(&q);
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
     es_err err = {{0}};
     int32_t *prompt = NULL;
     int n_prompt = 0;
@@ -1027,6 +1041,9 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     g->n_skip = r->n_skip;
     g->logprobs = q.logprobs;
     g->top_logprobs = q.top_logprobs;
+    r->grammar = q.grammar;
+    q.grammar = NULL;
+    g->grammar = r->grammar;
     es_oai_request_free(&q);
     /* first come, first served: while others wait, a new request joins the back of the queue */
     es_status st = h->q_head ? ES_ERR_BUSY : req_start(r, &err);

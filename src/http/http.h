@@ -65,6 +65,8 @@ typedef struct es_http_gen {
     int n_skip;
     bool logprobs;               /* the request wants each token's log-probability (backend->logprobs) */
     int top_logprobs;            /* ... and this many alternatives (0..ES_OAI_MAX_TOP_LOGPROBS) */
+    const struct es_grammar *grammar; /* response_format JSON: constrain the output (grammar/grammar.h);
+                                    valid during start only (a backend copies it); NULL: free text */
 } es_http_gen;
 
 typedef struct es_http_backend {
@@ -82,6 +84,8 @@ typedef struct es_http_backend {
     void *ud;
     bool logprobs;               /* it can report the target's log-probabilities (es_http_on_tokens_lp);
                                     without, requests asking for logprobs get 400 */
+    bool grammar;                /* it can constrain output to es_http_gen.grammar; without, requests with a
+                                    JSON response_format get 400 */
 } es_http_backend;
 
 typedef struct es_http_params {

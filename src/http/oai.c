@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/grammar.h"
 #include "tokenizer/detok.h"
 
 void es_oai_error_set(es_oai_error *e, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
@@ -262,6 +263,41 @@ static bool parse_logprobs(const cJSON *root, es_oai_request *r, es_oai_error *e
     return true;
 }
 
+
+/* response_format: text (nothing to do), json_object, or json_schema compiled into r->grammar. */
+static bool parse_response_format(const cJSON *v, es_oai_request *r, es_oai_error *e) {
+    if (is_null(v)) return true;
+    const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
+    if (!cJSON_IsString(t)) return BAD(e, "invalid_type", "response_format", "'response_format' must be an object with a 'type'");
+    es_err err = {{0}};
+    es_status st;
+    if (!strcmp(t->valuestring, "text")) return true;
+    if (!strcmp(t->valuestring, "json_object")) {
+        st = es_grammar_json_object(&r->grammar, &err);
+    } else if (!strcmp(t->valuestring, "json_schema")) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+        if (!cJSON_IsObject(js))
+            return BAD(e, "invalid_type", "response_format.json_schema", "'response_format.json_schema' must be an object with a 'schema'");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(js, "name"), *strict = cJSON_GetObjectItemCaseSensitive(js, "strict");
+        if (name && !cJSON_IsString(name)) return BAD(e, "invalid_type", "response_format.json_schema.name", "'name' must be a string");
+        if (strict && !cJSON_IsBool(strict) && !cJSON_IsNull(strict))
+            return BAD(e, "invalid_type", "response_format.json_schema.strict", "'strict' must be a boolean");
+        const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+        if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema))
+            return BAD(e, "invalid_type", "response_format.json_schema.schema", "'response_format.json_schema.schema' must be a JSON Schema object");
+        char *txt = cJSON_PrintUnformatted(schema);
+        if (!txt) return BAD(e, "invalid_value", "response_format", "out of memory");
+        st = es_grammar_from_schema(txt, strlen(txt), &r->grammar, &err);
+        free(txt);
+    } else {
+        return BAD(e, "invalid_value", "response_format.type",
+                   "response_format type '%.32s' is not supported (text, json_object or json_schema)", t->valuestring);
+    }
+    /* strict or not, the output follows the schema: constrained decoding has no weaker mode */
+    if (st != ES_OK) return BAD(e, "invalid_value", "response_format", "%s", err.msg);
+    return true;
+}
+
 static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!is_null(v)) {
@@ -353,14 +389,7 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
     v = cJSON_GetObjectItemCaseSensitive(root, "suffix");
     if (!is_null(v) && !(cJSON_IsString(v) && v->valuestring[0] == 0))
         return BAD(e, "unsupported_parameter", "suffix", "'suffix' is not supported by this server");
-    v = cJSON_GetObjectItemCaseSensitive(root, "response_format");
-    if (!is_null(v)) {
-        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
-        if (!cJSON_IsString(t)) return BAD(e, "invalid_type", "response_format", "'response_format' must be an object with a 'type'");
-        if (strcmp(t->valuestring, "text") != 0)
-            return BAD(e, "unsupported_parameter", "response_format", "response_format '%.32s' is not supported (text only)", t->valuestring);
-    }
-    return true;
+    return parse_response_format(cJSON_GetObjectItemCaseSensitive(root, "response_format"), r, e);
 }
 
 /* True when a JSON string in body[0..len) holds the escape \u0000. cJSON would hand the string over cut
@@ -463,6 +492,8 @@ char *es_oai_content_json(const char *text) {
 
 void es_oai_request_free(es_oai_request *r) {
     if (!r) return;
+    es_grammar_free(r->grammar);
+    r->grammar = NULL;
     free(r->model);
     free(r->prompt);
     free(r->prompt_ids);

@@ -16,8 +16,10 @@
  *   at most ES_OAI_MAX_LOGIT_BIAS entries), tool_choice ("none" or "auto": no tools are served),
  *   user (ignored). top_k -1 means off (vLLM), as 0 does.
  *   logprobs (completions: 0..20 alternatives; chat: a boolean, with top_logprobs 0..20).
- * Refused: n outside 1..16, best_of > 1, echo, suffix, response_format other than
- *   text, tools / functions, tool_choice asking for a call, non-zero presence / frequency penalties,
+ *   response_format: {"type":"text"}, {"type":"json_object"} (any JSON object) or {"type":"json_schema",
+ *   "json_schema":{"name","schema","strict"}}: the schema is compiled (grammar/schema.c) here, so a
+ *   schema outside the supported subset is a 400 naming the keyword.
+ * Refused: n outside 1..16, best_of > 1, echo, suffix, tools / functions, tool_choice asking for a call, non-zero presence / frequency penalties,
  *   non-text content parts, and any string holding NUL (\u0000), which would cut it short. */
 #ifndef ES_SERVER_OAI_H
 #define ES_SERVER_OAI_H
@@ -78,6 +80,7 @@ typedef struct es_oai_request {
     int n;                            /* choices: 1..ES_OAI_MAX_N (default 1), each its own generation */
     bool logprobs;                    /* completions: logprobs N given; chat: logprobs true */
     int top_logprobs;                 /* alternatives per token, 0..ES_OAI_MAX_TOP_LOGPROBS */
+    struct es_grammar *grammar;       /* response_format json_object / json_schema, compiled (owned); NULL: text */
 } es_oai_request;
 
 /* The log-probabilities of emitted tokens, as the response builders take them. Token texts are raw

@@ -30,7 +30,21 @@ struct es_sampler {
     int hist_len;           /* valid entries, <= repeat_last_n */
     double q_sum;           /* sum of the probabilities es_sampler_dist left in cand (~1) */
     double mass[256];       /* top-p's histogram: softmax mass by float exponent of e */
+    const uint64_t *mask;   /* es_sampler_set_mask: allowed tokens (bit t), or NULL; borrowed */
 };
+
+void es_sampler_set_mask(es_sampler *s, const uint64_t *mask) { s->mask = mask; }
+
+/* The lowest allowed token (0 without a mask): what a distribution with no finite logit collapses to. */
+static int32_t first_allowed(const es_sampler *s) {
+    if (!s->mask) return 0;
+    for (int w = 0; w < (s->n_vocab + 63) / 64; w++)
+        if (s->mask[w]) {
+            const int32_t t = w * 64 + __builtin_ctzll(s->mask[w]);
+            return t < s->n_vocab ? t : 0;
+        }
+    return 0;
+}
 
 es_sampler_params es_sampler_default_params(void) {
     /* llama.cpp's defaults, except the seed, which is fixed so runs are reproducible by default. */
@@ -314,7 +328,7 @@ static inline bool penalty_active(const es_sampler *s) {
 }
 
 /* Whether the logits are changed before temperature (bias or penalty): the raw-argmax shortcut is off. */
-static inline bool adjust_active(const es_sampler *s) { return s->p.n_bias > 0 || penalty_active(s); }
+static inline bool adjust_active(const es_sampler *s) { return s->p.n_bias > 0 || penalty_active(s) || s->mask; }
 
 /* Steps 1-2: cand[i] = {sanitised, biased, penalised logit i, i} for every token. Returns the largest
  * value (-inf when no token has a finite one). */
@@ -329,6 +343,9 @@ static float prepare_logits(es_sampler *s, const float *logits) {
         vmax = x > vmax ? x : vmax;
     }
     if (!adjust_active(s)) return vmax;
+    if (s->mask) /* step 1c: a grammar's disallowed tokens can never be drawn */
+        for (int i = 0; i < n; i++)
+            if (!((s->mask[i >> 6] >> (i & 63)) & 1u)) c[i].p = -INFINITY;
     for (int j = 0; j < s->p.n_bias; j++) { /* ids checked at init; -inf stays -inf */
         es_sampler_cand *b = &c[s->p.bias[j].id];
         b->p = sanitise(b->p + s->p.bias[j].bias);
@@ -409,10 +426,11 @@ int es_sampler_dist(es_sampler *s, const float *logits, const es_sampler_cand **
         size_t best = 0;  /* ties -> lowest id: only a strictly larger value moves it */
         for (size_t i = 1; i < n; i++)
             if (c[i].p > c[best].p) best = i;
-        return one_hot(s, c[best].id);  /* all -inf -> index 0, which is token 0 */
+        if (c[best].p == -INFINITY) return one_hot(s, first_allowed(s)); /* all -inf: token 0 or the first allowed */
+        return one_hot(s, c[best].id);
     }
     const float vmax = prepare_logits(s, logits);
-    if (vmax == -INFINITY) return one_hot(s, 0);
+    if (vmax == -INFINITY) return one_hot(s, first_allowed(s));
 
     /* Step 4: top-k (values are still logits; the order is the same after softmax). The max is in. */
     if (p->top_k > 0 && (size_t)p->top_k < n) {

@@ -4,6 +4,7 @@
  * The pipeline, applied to a copy of the raw logits (n_vocab floats, never modified):
  *
  *   1. sanitise    NaN -> -inf, +inf -> FLT_MAX (so no arithmetic below produces NaN)
+ *   1a. mask       with a grammar mask set (es_sampler_set_mask), disallowed tokens -> -inf
  *   1b. bias       each logit_bias entry's value is added to its token's logit (clamped as in 1)
  *   2. penalties   for each distinct token among the last repeat_last_n accepted ones: logit > 0 ->
  *                  logit / repeat_penalty, else logit * repeat_penalty, then minus count *
@@ -72,5 +73,12 @@ int es_sampler_n_vocab(const es_sampler *s);
 /* Copies src's stream position and penalty history into dst, a sampler made with the same params and
  * n_vocab (for walks that must draw what src would draw without advancing it). */
 void es_sampler_copy_state(es_sampler *dst, const es_sampler *src);
+/* Constrained decoding (a grammar's mask, grammar/grammar.h): from now on only tokens whose bit is set
+ * in mask ((n_vocab + 63) / 64 words, bit t of word t / 64) can be drawn. It is applied right after
+ * step 1 (a disallowed token's logit becomes -inf), so greedy is the argmax over the allowed tokens and
+ * every distribution is the masked one renormalised. When no allowed token has a finite logit, the
+ * one-hot goes to the lowest allowed token instead of token 0. The mask is borrowed (the caller keeps
+ * it alive and may change its bits between calls); NULL removes it. */
+void es_sampler_set_mask(es_sampler *s, const uint64_t *mask);
 
 #endif

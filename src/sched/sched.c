@@ -36,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "grammar/grammar.h"
 #include "model/ctx.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -83,7 +84,9 @@ typedef struct sess {
     int n_prompt;
     int max_tokens;
     int top_logprobs;        /* -1: no logprobs */
+    es_grammar *grammar;     /* response_format: the session's own copy, or NULL */
     /* ---- the compute thread's ---- */
+    es_gmatcher *gm, *gdm;   /* grammar: the verifier's and the server-side drafter's matchers */
     int seq, dseq;           /* -1 until created */
     es_verifier *v;
     es_drafter *d;
@@ -122,6 +125,8 @@ struct es_sched {
     int exit_layer;          /* the layer EARLY events come from */
     float *early_logits;     /* (max_tree_nodes + 1, n_vocab) the exit head's rows of one round */
     es_spec_tree empty;      /* AR rounds verify this (no nodes) */
+    es_grammar_vocab *gvocab;/* the target vocabulary as grammars see it: built by the compute thread at
+                                the first session with a grammar (tens of ms on 151K tokens), then shared */
 
     sess *sess;              /* [n_slots] */
     int n_slots;             /* 2 * max_sessions: closed sessions wait for the compute thread's free */
@@ -405,6 +410,9 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
 static void sess_release(es_sched *s, sess *x) {
     es_verifier_free(x->v);
     es_drafter_free(x->d);
+    es_gmatcher_free(x->gm);
+    es_gmatcher_free(x->gdm);
+    es_grammar_free(x->grammar);
     /* its confirmed prefix stays in the prefix cache (slot i holds token i of the log; a failed
        session's rows may be half-written) */
     if (x->seq >= 0 && !x->failed && s->p.prefix_cache) es_seq_prefix_keep(s->ctx, x->seq, x->prompt, x->n_prompt + x->n_generated);
@@ -431,6 +439,7 @@ void es_sched_free(es_sched *s) {
     es_batch_builder_free(&s->bb);
     es_exit_heads_free(s->heads);
     free(s->early_logits);
+    es_grammar_vocab_free(s->gvocab);
     es_ctx_free(s->dctx);
     es_ctx_free(s->ctx);
     free(s->sess);
@@ -516,12 +525,14 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
        token log, which names its KV pages for the prefix cache) */
     int32_t *pcopy = malloc(((size_t)n_prompt + (size_t)max_tokens) * sizeof(int32_t));
     es_spec_tree *pend = NULL, *work = NULL;
+    es_grammar *gcopy = sp->grammar ? es_grammar_clone(sp->grammar) : NULL;
     if (sp->mode != ES_MODE_AR) work = malloc(sizeof *work);
     if (sp->mode == ES_MODE_EDGE) pend = malloc(sizeof *pend);
-    if (!pcopy || (sp->mode != ES_MODE_AR && !work) || (sp->mode == ES_MODE_EDGE && !pend)) {
+    if (!pcopy || (sp->mode != ES_MODE_AR && !work) || (sp->mode == ES_MODE_EDGE && !pend) || (sp->grammar && !gcopy)) {
         free(pcopy);
         free(pend);
         free(work);
+        es_grammar_free(gcopy);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
     memcpy(pcopy, prompt, (size_t)n_prompt * sizeof(int32_t));
@@ -551,9 +562,11 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
         free(pcopy);
         free(pend);
         free(work);
+        es_grammar_free(gcopy);
         return st;
     }
     memset(slot, 0, sizeof *slot);
+    slot->grammar = gcopy;
     slot->state = SESS_NEW;
     slot->id = sp->id;
     slot->order = s->next_order++;
@@ -701,6 +714,18 @@ static void reap_locked(es_sched *s) {
     s->st.prefix_evicted_blocks = pi.evicted_blocks;
 }
 
+/* The session's matchers: its stop tokens end the document (allowed only once it is complete). */
+static es_status grammar_init(es_sched *s, sess *x, es_err *e) {
+    es_status st = ES_OK;
+    if (!s->gvocab && (st = es_grammar_vocab_init(es_model_tokenizer(s->target), &s->gvocab, e)) != ES_OK) return st;
+    const int n_end = x->n_stop < ES_GRAMMAR_MAX_END ? x->n_stop : ES_GRAMMAR_MAX_END;
+    if ((st = es_gmatcher_init(x->grammar, s->gvocab, x->stop, n_end, &x->gm, e)) != ES_OK) return st;
+    es_verifier_set_grammar(x->v, x->gm);
+    if (!x->d) return ES_OK;
+    if ((st = es_gmatcher_init(x->grammar, s->gvocab, x->stop, n_end, &x->gdm, e)) != ES_OK) return st;
+    return es_drafter_set_grammar(x->d, x->gdm, e);
+}
+
 /* Creates sequences, verifiers and drafters of admitted sessions. Failures are reported with this
  * step's events (the session is put on the step's list). Compute thread, under mu. */
 static void init_new_locked(es_sched *s) {
@@ -730,6 +755,7 @@ static void init_new_locked(es_sched *s) {
             }
             if (st == ES_OK) st = es_drafter_prefill(x->d, x->prompt, x->n_prompt - 1, &e);
         }
+        if (st == ES_OK && x->grammar) st = grammar_init(s, x, &e);
         x->state = SESS_LIVE;
         x->plan_pf = x->plan_round = 0;
         x->failed = false;

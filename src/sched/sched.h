@@ -133,6 +133,10 @@ typedef struct es_sched_session_params {
     bool logprobs;                /* ar / server-spec: TOKENS events carry each token's log-probability */
     int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
     bool early_exit;              /* edge: ES_EV_EARLY events (ignored when the scheduler has no exit heads) */
+    const struct es_grammar *grammar; /* constrained decoding (grammar/grammar.h), copied at open; NULL: none.
+                                     Every verified position draws under its mask (AR, server-spec and edge
+                                     trees alike), server-spec drafts are masked too, and the stop tokens
+                                     are allowed only once the document is complete. */
 } es_sched_session_params;
 
 #define ES_SCHED_MAX_STOP 16      /* stop token ids per session (the wire's OPEN carries as many) */

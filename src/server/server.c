@@ -1203,6 +1203,7 @@ static es_status http_start(void *ud, const es_http_gen *g, int *granted, es_err
     sp.n_stop = g->n_stop;
     sp.logprobs = g->logprobs;
     sp.top_logprobs = g->top_logprobs;
+    sp.grammar = g->grammar;
     /* the watch is in place before the first event can come; without memory for it, the front end
        still cuts the text (the session only runs on to max_tokens) */
     swatch *x = g->n_stop_strings > 0 ? calloc(1, sizeof *x) : NULL;
@@ -1316,6 +1317,7 @@ static es_status start_http(es_server *s, es_err *err) {
     hp.backend.cancel = http_cancel;
     hp.backend.metrics = http_metrics;
     hp.backend.logprobs = true;
+    hp.backend.grammar = true;
     hp.backend.ud = s;
     hp.log = s->p.log;
     hp.log_ud = s->p.log_ud;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/grammar.h"
 #include "specdec/spec.h"
 #include "util/err.h"
 #include "util/rng.h"
@@ -57,7 +58,30 @@ struct es_drafter {
     bool (*abort_fn)(void *ud);
     void *abort_ud;
     bool aborted;            /* the last es_drafter_draft stopped early at abort_fn's request */
+    /* es_drafter_set_grammar */
+    es_gmatcher *gm;         /* borrowed; used as scratch: its state is set to the node's at each use */
+    es_gstate g_conf;        /* the automaton after every confirmed token (the root included) */
+    es_gstate *g_node;       /* [nodes] the automaton after each draft node's token */
+    float *mlogits;          /* (n_vocab) a logits row with the disallowed tokens at -inf */
 };
+
+es_status es_drafter_set_grammar(es_drafter *d, es_gmatcher *m, es_err *err) {
+    d->gm = m;
+    if (!m) return ES_OK;
+    if (!d->g_node) d->g_node = malloc(sizeof d->nodes / sizeof d->nodes[0] * sizeof *d->g_node);
+    if (!d->mlogits) d->mlogits = malloc((size_t)d->n_vocab * sizeof *d->mlogits);
+    if (!d->g_node || !d->mlogits) { d->gm = NULL; return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    d->g_conf = *es_gmatcher_state(m);
+    return ES_OK;
+}
+
+/* The state after token tok from state from (into out); false if the grammar refuses it. */
+static bool grammar_step(es_drafter *d, const es_gstate *from, int32_t tok, es_gstate *out) {
+    es_gmatcher_set_state(d->gm, from);
+    if (!es_gmatcher_accept(d->gm, tok)) return false;
+    *out = *es_gmatcher_state(d->gm);
+    return true;
+}
 
 void es_drafter_set_abort(es_drafter *d, bool (*fn)(void *ud), void *ud) {
     d->abort_fn = fn;
@@ -135,6 +159,8 @@ void es_drafter_free(es_drafter *d) {
     free(d->kv_tok);
     free(d->probs);
     free(d->topi);
+    free(d->g_node);
+    free(d->mlogits);
     free(d);
 }
 
@@ -197,10 +223,26 @@ typedef struct child { int32_t token; float logq; } child;
 
 /* Proposes up to w children of one node from its logits. When sampling, also records the node's
  * sparse proposal q into the tree (owner o). Returns the number of children. */
-static int propose(es_drafter *d, const float *logits, int w, child *out, es_spec_tree *t, int owner, float *top_p) {
+static int propose(es_drafter *d, const float *logits, int w, child *out, es_spec_tree *t, int owner, float *top_p,
+                   const es_gstate *gs) {
+    *top_p = 0;
+    if (d->gm && gs) { /* constrained: the node's own mask */
+        es_gmatcher_set_state(d->gm, gs);
+        if (es_gmatcher_ended(d->gm)) return 0; /* nothing follows an end token */
+        const uint64_t *mask = es_gmatcher_mask(d->gm);
+        bool any = false;
+        for (int i = 0; i < d->n_vocab; i++) {
+            const bool in = es_mask_test(mask, i) && logits[i] == logits[i];
+            d->mlogits[i] = in ? logits[i] : -INFINITY;
+            any |= in && logits[i] > -INFINITY;
+        }
+        if (!any) return 0;
+        logits = d->mlogits;
+    }
     if (!d->p.sample) {
         const float lse = log_sum_exp(logits, d->n_vocab);
-        const int k = top_tokens(logits, d->n_vocab, w, d->topi);
+        int k = top_tokens(logits, d->n_vocab, w, d->topi);
+        while (k > 0 && logits[d->topi[k - 1]] == -INFINITY) k--; /* fewer allowed tokens than w */
         for (int j = 0; j < k; j++) out[j] = (child){d->topi[j], logits[d->topi[j]] - lse};
         *top_p = k ? expf(out[0].logq) : 0;
         return k;
@@ -267,8 +309,11 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
         int k_lim = d->p.adaptive ? d->k_cur : d->p.k_max;
         if (k_lim > max_nodes) k_lim = max_nodes;
         int32_t parent_slot = d->root_slot;
+        es_gstate gs;
+        if (d->gm) gs = d->g_conf;
         for (int k = 0; k < k_lim; k++) {
-            if (propose(d, logits, 1, ch, t, k, &top_p) < 1) break;
+            if (propose(d, logits, 1, ch, t, k, &top_p, d->gm ? &gs : NULL) < 1) break;
+            if (d->gm && !grammar_step(d, &gs, ch[0].token, &gs)) break;
             if (d->p.p_min > 0 && top_p < d->p.p_min && k >= d->p.k_min) break;
             t->token[k] = ch[0].token;
             t->parent[k] = k - 1;
@@ -317,8 +362,10 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
                 w = w < left ? w : left;
                 if (w <= 0) break;
             }
-            const int m = propose(d, front_logits[f], w, ch, t, pn + 1, &top_p);
+            const es_gstate *gs = !d->gm ? NULL : pn < 0 ? &d->g_conf : &d->g_node[pn];
+            const int m = propose(d, front_logits[f], w, ch, t, pn + 1, &top_p, gs);
             for (int j = 0; j < m && d->n_nodes < cap_nodes; j++) {
+                if (d->gm && !grammar_step(d, gs, ch[j].token, &d->g_node[d->n_nodes])) continue;
                 dnode *nd = &d->nodes[d->n_nodes++];
                 *nd = (dnode){ch[j].token, pn, level, base + ch[j].logq, -1, order++, true};
             }
@@ -425,6 +472,11 @@ es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_
     /* accepted tokens the draft never evaluated are fed with the next round */
     for (; k < v->n_accepted; k++) d->pending[d->n_pending++] = t->token[v->path[k]];
     d->n_nodes = 0;
+    if (d->gm) { /* the confirmed state moves by the verdict's tokens */
+        es_gmatcher_set_state(d->gm, &d->g_conf);
+        for (int i = 0; i < v->n_tokens; i++) es_gmatcher_accept(d->gm, v->tokens[i]);
+        d->g_conf = *es_gmatcher_state(d->gm);
+    }
     es_drafter_adapt(d, t->n, v->n_accepted);
     return ES_OK;
 }

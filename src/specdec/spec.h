@@ -160,6 +160,16 @@ es_status es_verifier_provisional(es_verifier *v, const es_batch_builder *bb, co
 int es_verifier_staged_root(const es_verifier *v, const es_batch_builder *bb);
 int es_verifier_staged_nodes(const es_verifier *v, const es_batch_builder *bb);
 
+/* ---- constrained decoding (grammar/grammar.h) ----
+ * From now on every node the acceptance walk visits draws under the matcher's mask for the sequence so
+ * far (greedy: argmax over the allowed tokens; match: a sample of the masked distribution; rejection:
+ * recursive rejection sampling against the masked, renormalised target, so the output keeps exactly
+ * that distribution whatever the drafts were), and the matcher advances by every emitted token. The
+ * matcher is borrowed; it must stand at the state after the confirmed tokens (reset before the first
+ * round). A draft token the grammar refuses is simply never accepted. NULL turns it off. */
+typedef struct es_gmatcher es_gmatcher;
+void es_verifier_set_grammar(es_verifier *v, es_gmatcher *m);
+
 /* ---- log-probabilities of the emitted tokens (the OpenAI API's logprobs) ----
  * The target's own distribution at each emitted token: log-softmax of its raw logits (temperature 1,
  * before penalties, logit bias and top-k / top-p / min-p), as OpenAI and vLLM report them — so they do
@@ -218,6 +228,12 @@ bool es_drafter_aborted(const es_drafter *d);
  * (the sum along its path, the score trees are grown by); NAN once the tree is gone (after
  * es_drafter_accept or _rewind) or for k outside it. */
 float es_drafter_node_score(const es_drafter *d, int k);
+/* Constrained drafting: proposals are drawn under the grammar's mask for their own path (each tree node
+ * keeps its automaton state), so drafts stay inside the grammar and the masked target accepts them as
+ * often as it would without one. m is the drafter's own matcher (not the verifier's; borrowed), reset
+ * to the start of the output; es_drafter_accept advances it by each verdict's tokens. Not for
+ * proactive bets (es_drafter_rewind does not rewind it). NULL turns it off. ES_ERR_NOMEM only. */
+es_status es_drafter_set_grammar(es_drafter *d, es_gmatcher *m, es_err *err);
 /* Applies a verdict: keeps root + accepted path in the draft cache, queues the rest. */
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */

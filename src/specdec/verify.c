@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/grammar.h"
 #include "sample/sampler.h"
 #include "specdec/spec.h"
 #include "util/err.h"
@@ -32,7 +33,10 @@ struct es_verifier {
     es_token_logprob *lp;   /* [ES_SPEC_MAX_PATH + 1] es_verifier_set_logprobs (NULL: off) */
     int lp_top;
     es_sampler *psmp;       /* es_verifier_provisional: a copy of smp's state per walk (NULL: off) */
+    es_gmatcher *gm;        /* es_verifier_set_grammar (borrowed), or NULL */
 };
+
+void es_verifier_set_grammar(es_verifier *v, es_gmatcher *m) { v->gm = m; }
 
 static double sampler_uniform(void *ud) { return es_sampler_uniform(ud); }
 
@@ -247,7 +251,7 @@ static const float *ctx_row_logits(void *ud, int row) {
 
 /* The acceptance walk of tree t over the rows' logits with sampler smp and coin rng: fills
  * out->path, n_accepted and bonus (not the tokens). */
-static void walk(es_verifier *v, const es_spec_tree *t, es_sampler *smp, es_rng *rng, row_logits_fn row_logits, void *ud,
+static void walk(es_verifier *v, const es_spec_tree *t, es_sampler *smp, es_rng *rng, es_gmatcher *gm, row_logits_fn row_logits, void *ud,
                  es_spec_verdict *out) {
     /* Walk from the root. Node u is batch row r0 + u + 1 (root = row r0 = node -1). The penalty
      * history follows the walk: the node's distribution sees the root and the path up to it. Only
@@ -261,6 +265,9 @@ static void walk(es_verifier *v, const es_spec_tree *t, es_sampler *smp, es_rng 
         for (int i = (u < 0 ? 0 : u + 1); i < t->n; i++)
             if (t->parent[i] == u) v->children[m++] = i;
         const float *logits = row_logits(ud, u + 1);
+        /* the grammar's mask at this node: every rule below then draws from the masked target */
+        const uint64_t *mask = gm ? es_gmatcher_mask(gm) : NULL;
+        es_sampler_set_mask(smp, mask);
         int next = -1;
         int32_t bonus = -1;
         if (v->p.rule == ES_ACCEPT_REJECTION) {
@@ -273,7 +280,8 @@ static void walk(es_verifier *v, const es_spec_tree *t, es_sampler *smp, es_rng 
                                       nq ? t->q_p + t->q_off[o] : NULL, nq, sampler_uniform, smp, &bonus);
             if (j >= 0) next = v->children[j];
         } else if (v->p.rule == ES_ACCEPT_SYNTHETIC) {
-            if (m > 0 && es_rng_uniform(rng) < v->p.synthetic_alpha) next = v->children[0];
+            if (m > 0 && es_rng_uniform(rng) < v->p.synthetic_alpha && (!mask || es_mask_test(mask, t->token[v->children[0]])))
+                next = v->children[0];
             else bonus = es_sampler_sample(smp, logits);
         } else { /* greedy and match: one target token per node, follow the child that matches */
             const int32_t tt = es_sampler_sample(smp, logits);
@@ -283,12 +291,15 @@ static void walk(es_verifier *v, const es_spec_tree *t, es_sampler *smp, es_rng 
         }
         if (next < 0) {
             out->bonus = bonus;
+            if (gm) es_gmatcher_accept(gm, bonus); /* allowed: drawn under the mask */
             break;
         }
+        if (gm) es_gmatcher_accept(gm, t->token[next]);
         out->path[out->n_accepted++] = next;
         if (hist) es_sampler_accept(smp, t->token[next]);
         u = next;
     }
+    es_sampler_set_mask(smp, NULL);
 }
 
 es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) {
@@ -302,7 +313,7 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
     if (es_seq_len(v->ctx, v->seq) != L + t->n + 1 || !es_ctx_logits(v->ctx, r0))
         return es_fail(err, ES_ERR_INVALID_ARG, "the staged round was not decoded");
 
-    walk(v, t, v->smp, &v->rng, ctx_row_logits, v, out);
+    walk(v, t, v->smp, &v->rng, v->gm, ctx_row_logits, v, out);
     out->n_tokens = 0;
     for (int k = 0; k < out->n_accepted; k++) out->tokens[out->n_tokens++] = t->token[out->path[k]];
     out->tokens[out->n_tokens++] = out->bonus;
@@ -351,7 +362,9 @@ es_status es_verifier_provisional(es_verifier *v, const es_batch_builder *bb, co
     es_sampler_copy_state(v->psmp, v->smp);
     es_rng rng = v->rng;
     buf_rows b = {logits, v->n_vocab};
-    walk(v, v->st_tree, v->psmp, &rng, buf_row_logits, &b, out);
+    /* without the grammar: the matcher must not advance for a hint, and a provisional path outside
+       the grammar only costs a dropped pre-draft */
+    walk(v, v->st_tree, v->psmp, &rng, NULL, buf_row_logits, &b, out);
     const es_spec_tree *t = v->st_tree;
     out->n_tokens = 0;
     for (int k = 0; k < out->n_accepted; k++) out->tokens[out->n_tokens++] = t->token[out->path[k]];
