@@ -7,21 +7,23 @@
 # machine. The tiny story models are no JSON writers: the schema has no free string (their strings
 # rarely end) and json_object documents are often cut at max_tokens. No logit bias: the server-side
 # draft does not apply the request's, so a bias would be measured instead of the grammar.
-# usage: bench/grammar.sh [BUILD_DIR] [TARGET.gguf] [DRAFT.gguf] [REQUESTS]
+# usage: [THREADS=N] bench/grammar.sh [BUILD_DIR] [TARGET.gguf] [DRAFT.gguf] [REQUESTS] [MAX_TOKENS]
+# (defaults: build, stories260K + draft-mid, 20 requests per case, 400 tokens, 1 compute thread)
 set -euo pipefail
 build=${1:-build}
 target=${2:-$build/models/stories260K.gguf}
 draft=${3:-$build/models/draft-mid.gguf}
 reqs=${4:-20}
+max_tokens=${5:-400}
 tmp=$(mktemp -d)
 trap 'kill $spid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-"$build/edgespec" serve -m "$target" --draft "$draft" --port 0 --http-port 0 -t 1 >"$tmp/out" 2>"$tmp/err" &
+"$build/edgespec" serve -m "$target" --draft "$draft" --port 0 --http-port 0 -t "${THREADS:-1}" >"$tmp/out" 2>"$tmp/err" &
 spid=$!
-for _ in $(seq 100); do grep -q "HTTP API ready" "$tmp/err" && break; sleep 0.1; done
+for _ in $(seq 600); do grep -q "HTTP API ready" "$tmp/err" && break; sleep 0.1; done
 port=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/err" | head -1 | sed 's/.*://')
-python3 - "$port" "$reqs" <<'EOF'
+python3 - "$port" "$reqs" "$max_tokens" <<'EOF'
 import json, sys, time, urllib.request
-port, reqs = sys.argv[1], int(sys.argv[2])
+port, reqs, max_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 base = f"http://127.0.0.1:{port}"
 def post(path, body):
     rq = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
@@ -45,7 +47,7 @@ print(f"{'case':22} {'tokens':>7} {'rounds':>7} {'tokens/round':>13} {'accepted/
 for name, fmt in cases:
     m0, t0, toks, ok = metrics(), time.time(), 0, 0
     for i in range(reqs):
-        body = {"messages": [{"role": "user", "content": prompts[i % len(prompts)]}], "max_tokens": 400, "temperature": 0}
+        body = {"messages": [{"role": "user", "content": prompts[i % len(prompts)]}], "max_tokens": max_tokens, "temperature": 0}
         if fmt: body["response_format"] = fmt
         r = post("/v1/chat/completions", body)
         toks += r["usage"]["completion_tokens"]
