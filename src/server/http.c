@@ -61,7 +61,12 @@ static const char *const EP_HEALTH = "/health";
 static const char *const EP_METRICS = "/metrics";
 static const char *const EP_TOKENIZE = "/tokenize";
 static const char *const EP_DETOKENIZE = "/detokenize";
+static const char *const EP_PAGE = "/";
 static const char *const EP_OTHER = "other";
+
+/* the chat page, src/server/page/chat.html embedded at build time (cmake/embed-file.cmake) */
+extern const unsigned char es_chat_page[];
+extern const size_t es_chat_page_len;
 
 typedef struct lpent {
     es_token_logprob lp;
@@ -105,6 +110,7 @@ typedef struct hreq {
     const char *endpoint;
     int kind;
     bool stream, include_usage;
+    bool include_speculation;     /* streams: the "speculation" object on chunks of tokens */
     bool started;                 /* streams: the 200 and the event-stream headers went out (they wait
                                      for the first tokens, so a failure before any is a plain error) */
     char rid[48];
@@ -396,13 +402,26 @@ static bool lp_view(const hreq *r, const hchoice *c, int from, int to, es_oai_lo
 
 /* A stream chunk of choice c (NULL: choice 0 without logprobs); with logprobs, those of its entries
  * [lp_sent, upto). */
+static void sse_chunk_lp_ext(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto, const char *ext);
 static void sse_chunk_lp(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto) {
+    sse_chunk_lp_ext(r, c, role, text, finish, upto, NULL);
+}
+
+/* ... with `ext`, members added to the chunk object (the "speculation" extension), when not NULL */
+static void sse_chunk_lp_ext(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto, const char *ext) {
     es_oai_logprobs lp;
     es_oai_lp_token *view = NULL;
     es_str arena = {0};
     const bool with = c && r->logprobs && upto >= c->lp_sent && lp_view(r, c, c->lp_sent, upto, &lp, &view, &arena);
     char *j = es_oai_chunk_json_ex(r->kind, r->rid, r->created, r->model, c ? (int)(c - r->ch) : 0, role, text, finish,
                                    with ? &lp : NULL);
+    const size_t jn = j ? strlen(j) : 0;
+    if (j && ext && jn > 1 && j[jn - 1] == '}') { /* the chunk is one compact JSON object: members go before its '}' */
+        char *x = malloc(jn + strlen(ext) + 2);
+        if (x) snprintf(x, jn + strlen(ext) + 2, "%.*s,%s}", (int)(jn - 1), j, ext);
+        free(j);
+        j = x;
+    }
     if (j) sse(r, j);
     free(j);
     free(view);
@@ -654,11 +673,23 @@ void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es
         c->t_last = t;
     }
     bool oom = false;
+    /* one call is one step of the generator: every token but the last was drafted and accepted, the
+       last is the target's (its correction or bonus token); a skipped last token (EOS, end of turn)
+       leaves every shown token a drafted one */
+    int shown = 0;
+    size_t last_bytes = 0;
+    bool last_skipped = false;
     for (int i = 0; i < n; i++) {
-        if (is_skip(r, toks[i])) continue;
+        if (is_skip(r, toks[i])) {
+            last_skipped = true;
+            continue;
+        }
         const size_t before = c->piece.len;
         if (!es_detok_push(&c->dt, toks[i], &c->piece)) oom = true;
         const size_t made = c->piece.len - before;
+        shown++;
+        last_bytes = made;
+        last_skipped = false;
         if (r->logprobs && lps) {
             if (c->n_lp == c->cap_lp) {
                 const int cap = c->cap_lp ? 2 * c->cap_lp : 16;
@@ -698,9 +729,15 @@ void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es
             return;
         }
     }
+    char spec[128] = "";
+    if (r->stream && r->include_speculation && shown > 0)
+        snprintf(spec, sizeof spec, "\"speculation\":{\"tokens\":%d,\"drafted\":%d,\"target_bytes\":%zu}", shown,
+                 last_skipped ? shown : shown - 1, last_skipped ? (size_t)0 : last_bytes);
+    if (r->stream && spec[0] && !c->out.len) /* the step's text is held back (a stop string, a split character): its counts still go */
+        sse_chunk_lp_ext(r, c, NULL, NULL, NULL, -1, spec);
     if (r->stream && c->out.len) {
         c->sent_pos += c->out.len;
-        sse_chunk_lp(r, c, NULL, c->out.s, NULL, lp_upto(c, c->sent_pos, false, false));
+        sse_chunk_lp_ext(r, c, NULL, c->out.s, NULL, lp_upto(c, c->sent_pos, false, false), spec[0] ? spec : NULL);
         es_str_clear(&c->out);
         /* a client that does not read holds our memory: treat it as gone */
         struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
@@ -1063,6 +1100,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->kind = kind;
     r->stream = q.stream;
     r->include_usage = q.stream && q.include_usage;
+    r->include_speculation = q.stream && q.include_speculation;
     r->created = (int64_t)time(NULL);
     r->t_arrive = t_arrive;
     snprintf(r->rid, sizeof r->rid, "%s-%016llx", kind == ES_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)mix64(h->salt ^ r->id));
@@ -1598,6 +1636,7 @@ static void handle(struct evhttp_request *req, void *arg) {
     } else if (!strcmp(path, EP_MODELS) || !strncmp(path, "/v1/models/", 11)) ep = EP_MODELS;
     else if (!strcmp(path, EP_HEALTH)) ep = EP_HEALTH;
     else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
+    else if (!strcmp(path, EP_PAGE) || !strcmp(path, "/index.html")) ep = EP_PAGE;
     else if (!strcmp(path, EP_TOKENIZE) || !strcmp(path, "/v1/tokenize")) ep = EP_TOKENIZE, want_post = true;
     else if (!strcmp(path, EP_DETOKENIZE) || !strcmp(path, "/v1/detokenize")) ep = EP_DETOKENIZE, want_post = true;
     const bool preflight = cors_headers(h, req, cmd);
@@ -1632,6 +1671,17 @@ static void handle(struct evhttp_request *req, void *arg) {
     }
     if (ep == EP_METRICS) {
         handle_metrics(h, req);
+        return;
+    }
+    if (ep == EP_PAGE) { /* static and public, like /health: the page asks for the API key itself */
+        struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+        evhttp_add_header(oh, "Content-Type", "text/html; charset=utf-8");
+        evhttp_add_header(oh, "Cache-Control", "no-cache");
+        struct evbuffer *b = evbuffer_new();
+        if (b) evbuffer_add_reference(b, es_chat_page, es_chat_page_len, NULL, NULL);
+        evhttp_send_reply(req, b ? 200 : 500, reason(b ? 200 : 500), b);
+        if (b) evbuffer_free(b);
+        count(h, ep, b ? 200 : 500);
         return;
     }
     if (!auth_ok(h, req)) {

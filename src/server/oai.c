@@ -396,6 +396,12 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
             if (!cJSON_IsBool(u)) return BAD(e, "invalid_type", "stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
             r->include_usage = cJSON_IsTrue(u);
         }
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(v, "include_speculation"); /* an edgespec extension */
+        if (!is_null(sp)) {
+            if (!cJSON_IsBool(sp))
+                return BAD(e, "invalid_type", "stream_options.include_speculation", "'stream_options.include_speculation' must be a boolean");
+            r->include_speculation = cJSON_IsTrue(sp);
+        }
     }
     if (!opt_number(root, "presence_penalty", -2, false, 2, &r->presence_penalty, e)) return false;
     if (!opt_number(root, "frequency_penalty", -2, false, 2, &r->frequency_penalty, e)) return false;

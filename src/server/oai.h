@@ -10,7 +10,8 @@
  *   assistant / tool roles; content a string, null, or an array of {"type":"text","text"} parts),
  *   max_tokens / max_completion_tokens (>= 1), temperature [0, 2], top_p (0, 1], top_k >= 0 and
  *   min_p [0, 1] (llama.cpp extensions), seed (integer), stop (string or array of up to 4
- *   non-empty strings), n (1..ES_OAI_MAX_N choices), stream, stream_options.include_usage, presence_penalty and
+ *   non-empty strings), n (1..ES_OAI_MAX_N choices), stream, stream_options.include_usage (and
+ *   include_speculation, an edgespec extension), presence_penalty and
  *   frequency_penalty (0 only), repeat_penalty / repetition_penalty (> 0, <= 100; llama.cpp / vLLM:
  *   1 = off) with repeat_last_n (-1: the whole context), logit_bias (token id -> bias in [-100, 100],
  *   at most ES_OAI_MAX_LOGIT_BIAS entries), tools (up to ES_OAI_MAX_TOOLS objects
@@ -88,6 +89,8 @@ typedef struct es_oai_request {
     char *stop[ES_OAI_MAX_STOP];
     int n_stop;
     bool stream, include_usage;
+    bool include_speculation;         /* stream_options.include_speculation (edgespec): a "speculation"
+                                         object on every chunk of generated tokens (README) */
     double repeat_penalty;            /* repeat_penalty / repetition_penalty (1: off) */
     int repeat_last_n;                /* -1: the whole context */
     double presence_penalty, frequency_penalty; /* -2..2 (0: off) */
