@@ -4,7 +4,7 @@ with the standard library only (a minimal WebSocket client): opens URL, types ME
 for the page's "chat-done" event (no fixed sleeps: the page fires it when the stream ends), prints what
 the DOM shows as one JSON object, and writes a PNG screenshot to SHOT.
 
-usage: chat_page_cdp.py CHROMIUM URL MESSAGE SHOT
+usage: chat_page_cdp.py CHROMIUM URL MESSAGE SHOT   (ES_CHAT_MAX_TOKENS: the reply's max tokens, default 48)
 Exit 1 with a message when Chromium cannot start or the protocol fails: the test must fail, not skip.
 """
 import base64
@@ -138,10 +138,10 @@ def main():
         cdp.wait_event("Page.loadEventFired", session)
         state = evaluate(cdp, session, """new Promise((resolve) => {
             document.addEventListener('chat-done', (e) => resolve(e.detail.state), {once: true});
-            document.getElementById('max_tokens').value = 48;
+            document.getElementById('max_tokens').value = %d;
             document.getElementById('input').value = %s;
             document.getElementById('form').requestSubmit();
-        })""" % json.dumps(message))
+        })""" % (int(os.environ.get("ES_CHAT_MAX_TOKENS", "48")), json.dumps(message)))
         dom = evaluate(cdp, session, """(() => {
             const a = [...document.querySelectorAll('.msg.assistant')].pop();
             return {state: document.body.dataset.state, user: document.querySelector('.msg.user .body').textContent,
