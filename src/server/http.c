@@ -1030,7 +1030,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
             if (rs != ES_OK) {
                 es_str_free(&text);
                 es_oai_request_free(&q);
-                if (rs == ES_ERR_NOMEM) reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
+                if (rs == ES_ERR_NOMEM || rs == ES_ERR_INTERNAL) reply_errorf(h, req, endpoint, 500, "server_error", NULL, "%s", err.msg);
                 else reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "the model's chat template: %s", err.msg);
                 return;
             }
