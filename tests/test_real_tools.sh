@@ -3,7 +3,8 @@
 # (tokenizer.chat_template in the GGUF, the default): asked for the weather with a get_weather tool,
 # greedy, the reply is an OpenAI tool call (finish_reason "tool_calls", the function's name, JSON
 # arguments naming the city; content null), streamed as one tool_calls delta with no content deltas
-# of the call's JSON; the conversation continues with the tool's result (200, content). Skipped (77)
+# of the call's JSON; the conversation continues with the tool's result (200, content); the same
+# through the official openai client (plain, streamed, the next turn). Skipped (77)
 # without the real models (make models-real).
 . "$(dirname "$0")/lib.sh"
 es_test_init real-tools
@@ -44,4 +45,32 @@ PY
 next='"messages":[{"role":"user","content":"What is the weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"{\"temperature_c\": 21}"}],"max_tokens":24,"temperature":0'
 code=$(curl -s -o "$tmp/next.json" -w '%{http_code}' "http://127.0.0.1:$hport/v1/chat/completions" -H 'Content-Type: application/json' -d "{$next,$tools}")
 [ "$code" = 200 ] && ok || bad "the turn after a tool result: $code $(head -c 300 "$tmp/next.json")"
+# the official openai client (build/venv): the call through its types, plain and streamed
+py=$(es_venv_python) || { bad "no venv for the openai client"; es_test_finish test_real_tools; exit; }
+"$py" - "http://127.0.0.1:$hport/v1" <<'PY' >"$tmp/client.txt" 2>&1 && ok || bad "openai client: $(tail -c 600 "$tmp/client.txt")"
+import json, sys
+import openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="none")
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+r = c.chat.completions.create(model="m", messages=msgs, tools=tools, temperature=0, max_tokens=64)
+ch = r.choices[0]
+assert ch.finish_reason == "tool_calls" and ch.message.content is None, ch
+tc = ch.message.tool_calls[0]
+assert tc.type == "function" and tc.function.name == "get_weather" and json.loads(tc.function.arguments)["city"] == "Paris", tc
+name, args, finish = "", "", None
+for chunk in c.chat.completions.create(model="m", messages=msgs, tools=tools, temperature=0, max_tokens=64, stream=True):
+    d = chunk.choices[0].delta
+    for t in d.tool_calls or []:
+        name += t.function.name or ""
+        args += t.function.arguments or ""
+    finish = chunk.choices[0].finish_reason or finish
+assert (name, finish) == ("get_weather", "tool_calls") and json.loads(args) == json.loads(tc.function.arguments), (name, args, finish)
+# the next turn, with the client's own objects in the history
+msgs += [ch.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": tc.id, "content": '{"temperature_c": 21}'}]
+r2 = c.chat.completions.create(model="m", messages=msgs, tools=tools, temperature=0, max_tokens=24)
+assert r2.choices[0].finish_reason in ("stop", "length", "tool_calls"), r2
+print("ok")
+PY
 es_test_finish test_real_tools
