@@ -168,6 +168,13 @@ static void check_limits(void) {
     check_status("{{ 9223372036854775807 + 1 }}", ES_ERR_INVALID_ARG, "overflow", NULL);
     check_status("{{ [1] | tojson }}{{ x | unknownfilter }}", ES_ERR_INVALID_ARG, "unknown filter", NULL);
     check_status("{{ raise_exception('stop here') }}", ES_ERR_INVALID_ARG, "stop here", NULL);
+    /* work that would not be bounded by steps is bounded otherwise: powers by squaring, repeats by memory */
+    char *o2 = NULL;
+    CHECK(render("{{ 1 ** 999999999999999 }}|{{ (-1) ** 999999999999999 }}|{{ '' * 999999999999 }}|{{ 'ab'.split('b', 99999999999) }}", NULL, &o2,
+                 NULL) == ES_OK && !strcmp(o2, "1|-1||['a', '']"));
+    free(o2);
+    check_status("{{ 2 ** 999999999999999 }}", ES_ERR_INVALID_ARG, "overflow", NULL);
+    check_status("{{ 'ab' * 99999999999 }}", ES_ERR_RANGE, "memory", NULL);
     /* variables from JSON: integral numbers are ints, nesting is bounded */
     cJSON *v = cJSON_Parse("{\"n\": 3, \"f\": 0.5, \"s\": \"é\"}");
     char *out = NULL;

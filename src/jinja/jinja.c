@@ -167,6 +167,8 @@ typedef struct pctx {
     tok *toks;
     size_t ntok, cap, pos;
     int depth;
+    size_t line_off;  /* line_at's cache: offsets come in increasing order, so counting resumes here */
+    int line_no;
     jmp_buf jb;
     es_err *err;
     es_status st;
@@ -203,10 +205,13 @@ static void push_tok(pctx *p, tok t) {
     p->toks[p->ntok++] = t;
 }
 
-static int line_at(const pctx *p, size_t off) {
-    int l = 1;
-    for (size_t i = 0; i < off && i < p->len; i++) l += p->src[i] == '\n';
-    return l;
+static int line_at(pctx *p, size_t off) {
+    if (off < p->line_off) { /* rare (an error message looking back): count from the start */
+        p->line_off = 0;
+        p->line_no = 1;
+    }
+    for (; p->line_off < off && p->line_off < p->len; p->line_off++) p->line_no += p->src[p->line_off] == '\n';
+    return p->line_no;
 }
 
 static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
@@ -938,7 +943,7 @@ es_status es_jinja_parse(const char *src, size_t len, es_jinja **out, es_err *er
     es_jinja *t = calloc(1, sizeof *t);
     if (!t) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     t->a.limit = (size_t)64 << 20;
-    pctx p = {.a = &t->a, .src = src, .len = len, .err = err};
+    pctx p = {.a = &t->a, .src = src, .len = len, .err = err, .line_no = 1};
     if (setjmp(p.jb)) {
         es_jinja_free(t);
         return p.st;
@@ -1322,10 +1327,7 @@ static bool contains(rctx *r, const val *hay, const val *x, int line) {
     switch (hay->t) {
     case V_STR:
         if (x->t != V_STR) rerr(r, ES_ERR_INVALID_ARG, line, "'in <string>' needs a string on the left, not %s", type_name(x));
-        if (!x->s.n) return true;
-        for (size_t i = 0; i + x->s.n <= hay->s.n; i++)
-            if (!memcmp(hay->s.p + i, x->s.p, x->s.n)) return true;
-        return false;
+        return !x->s.n || (hay->s.n && memmem(hay->s.p, hay->s.n, x->s.p, x->s.n) != NULL);
     case V_LIST:
         for (size_t i = 0; i < hay->l->n; i++)
             if (equal(&hay->l->v[i], x, 0)) return true;
@@ -1529,11 +1531,13 @@ static val replace_v(rctx *r, str s, str from, str to, int64_t count) {
         return mkstr(b.p ? b.p : "", b.n);
     }
     while (i < s.n) {
-        if ((count < 0 || done < count) && i + from.n <= s.n && !memcmp(s.p + i, from.p, from.n)) {
-            bput(r, &b, to.p, to.n);
-            i += from.n;
-            done++;
-        } else bput(r, &b, s.p + i++, 1);
+        const char *m = count < 0 || done < count ? memmem(s.p + i, s.n - i, from.p, from.n) : NULL;
+        const size_t at = m ? (size_t)(m - s.p) : s.n;
+        bput(r, &b, s.p + i, at - i);
+        if (!m) break;
+        bput(r, &b, to.p, to.n);
+        i = at + from.n;
+        done++;
     }
     return mkstr(b.p ? b.p : "", b.n);
 }
@@ -1580,12 +1584,11 @@ static val split_v(rctx *r, str s, const val *sepv, const val *maxv, int line) {
     str sep = need_str(r, sepv, "the separator", line);
     if (!sep.n) rerr(r, ES_ERR_INVALID_ARG, line, "empty separator");
     size_t b = 0;
-    for (size_t i = 0; i + sep.n <= s.n;) {
-        if ((max < 0 || (int64_t)l->n < max) && !memcmp(s.p + i, sep.p, sep.n)) {
-            list_push(r, l, mkstr(s.p + b, i - b));
-            i += sep.n;
-            b = i;
-        } else i++;
+    while (max < 0 || (int64_t)l->n < max) {
+        const char *m = b < s.n ? memmem(s.p + b, s.n - b, sep.p, sep.n) : NULL;
+        if (!m) break;
+        list_push(r, l, mkstr(s.p + b, (size_t)(m - (s.p + b))));
+        b = (size_t)(m - s.p) + sep.n;
     }
     list_push(r, l, mkstr(s.p + b, s.n - b));
     return (val){.t = V_LIST, .l = l};
@@ -1758,8 +1761,9 @@ static val arith(rctx *r, int op, const val *a, const val *b, int line) {
     if (op == B_MUL && ((a->t == V_STR && b->t == V_INT) || (a->t == V_INT && b->t == V_STR))) {
         const val *s = a->t == V_STR ? a : b;
         const int64_t k = a->t == V_INT ? a->i : b->i;
+        if (k > 0 && s->s.n && (uint64_t)k > r->a.limit / s->s.n) rerr(r, ES_ERR_RANGE, line, "a repeated string longer than the memory limit");
         buf o = {0};
-        for (int64_t i = 0; i < k; i++) bput(r, &o, s->s.p, s->s.n);
+        for (int64_t i = 0; s->s.n && i < k; i++) bput(r, &o, s->s.p, s->s.n);
         return mkstr(o.p ? o.p : "", o.n);
     }
     if (!is_num(a) || !is_num(b)) {
@@ -1784,10 +1788,14 @@ static val arith(rctx *r, int op, const val *a, const val *b, int line) {
             return vint(op == B_FDIV ? q : m);
         }
         case B_POW:
-            if (y >= 0) {
-                int64_t acc = 1;
+            if (y >= 0) { /* by squaring: log2(y) steps, however large y is */
+                int64_t acc = 1, base = x, e = y;
                 bool ok = true;
-                for (int64_t i = 0; i < y && ok; i++) ok = !__builtin_mul_overflow(acc, x, &acc);
+                while (e && ok) {
+                    if (e & 1) ok = !__builtin_mul_overflow(acc, base, &acc);
+                    e >>= 1;
+                    if (e && ok) ok = !__builtin_mul_overflow(base, base, &base);
+                }
                 if (ok) return vint(acc);
             }
             break;
@@ -2120,6 +2128,7 @@ static val apply_filter(rctx *r, str name, const val *v, const args *a, int line
         const list *l = iter_list(r, v, line);
         list *o = list_new(r, l->n);
         for (size_t i = 0; i < l->n; i++) {
+            r->steps += (long)o->n; /* the comparisons with the kept items */
             step(r, line);
             if (!contains(r, &(val){.t = V_LIST, .l = o}, &l->v[i], line)) list_push(r, o, l->v[i]);
         }
@@ -2134,6 +2143,7 @@ static val apply_filter(rctx *r, str name, const val *v, const args *a, int line
             size_t k = o->n;
             list_push(r, o, l->v[i]);
             while (k > 0) {
+                step(r, line); /* a comparison: sorting is quadratic here */
                 const int c = compare(r, &o->v[k - 1], &l->v[i], line);
                 if (rev && truthy(rev) ? c >= 0 : c <= 0) break;
                 o->v[k] = o->v[k - 1];
