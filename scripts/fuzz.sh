@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/ and runs each src/fuzz/fuzz_*.c
 # target for FUZZ_SECONDS. GGUF targets are seeded with a small generated file, the GGUFs the test
 # suite wrote (build/tmp) and the converted test models (build/models; big files cut to 64 KiB);
-# fuzz_proto with one valid frame of every type, fuzz_hfconfig with the stored configs and a key dictionary, fuzz_oai with requests of both endpoints, fuzz_grammar with schemas (its regression inputs), fuzz_session
+# fuzz_proto with one valid frame of every type, fuzz_hfconfig with the stored configs and a key dictionary, fuzz_oai with requests of both endpoints, fuzz_grammar with
+# schemas (its regression inputs), fuzz_jinja with the chat templates of tests/data/chat-templates, fuzz_session
 # with recorded sessions (its model: EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf).
 # Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60)
 set -euo pipefail
@@ -131,6 +132,12 @@ for t in "${targets[@]}"; do
   if [[ $t == fuzz_grammar ]]; then # seeds: tests/data/fuzz-regress/fuzz_grammar (below); schema keywords as a dictionary
     printf '%s\n' '"type"' '"object"' '"properties"' '"required"' '"items"' '"enum"' '"anyOf"' '"$ref"' '"$defs"' \
       '"additionalProperties"' '"minItems"' '"maxItems"' '"const"' '"integer"' '"number"' '"string"' '"boolean"' >"$bdir/$t.dict"
+    extra+=(-dict="$bdir/$t.dict")
+  fi
+  if [[ $t == fuzz_jinja ]]; then # seeds: the chat templates the tests render; Jinja keywords as a dictionary
+    cp "$root"/tests/data/chat-templates/*.jinja "$seeds/"
+    printf '%s\n' '"{%"' '"%}"' '"{{"' '"}}"' '"{%-"' '"-%}"' '"for"' '"endfor"' '"if"' '"elif"' '"else"' '"endif"' '"set"' \
+      '"namespace("' '"macro"' '"endmacro"' '"loop.index0"' '"|tojson"' '"|trim"' '"is defined"' '"[::-1]"' '"messages"' >"$bdir/$t.dict"
     extra+=(-dict="$bdir/$t.dict")
   fi
   if [[ $t == fuzz_oai ]]; then

@@ -18,11 +18,12 @@ set -euo pipefail
 # nodejs: the benchmark drivers under scripts/*.mjs, which use only node's built-ins;
 # haproxy: the scale-out deployment (deploy/haproxy.cfg) that tests/test_haproxy.sh runs.
 # systemd: systemd-analyze, which tests/test_deploy.sh runs on deploy/edgespec.service.
+# chromium: headless, it loads the chat page (GET /) in tests/test_chat_page.sh.
 # The Vulkan device backend: libvulkan-dev (the loader and headers), glslc (compiles src/backend/vulkan/*.comp
 # at build time), mesa-vulkan-drivers (lavapipe, the CPU Vulkan driver the device tests run on) and
 # vulkan-validationlayers (the tests fail on any validation message).
 PKGS=(build-essential cmake pkg-config libcjson-dev libevent-dev libssl-dev openssl clang llvm python3 python3-venv curl nodejs haproxy
-      systemd libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers)
+      systemd libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers chromium)
 root=$(cd "$(dirname "$0")/.." && pwd)
 check=0
 venv=$root/build/venv

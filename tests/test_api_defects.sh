@@ -120,7 +120,7 @@ has "$tmp/out" "per node (default 4)"
 expect 0 "$bin" edge --help
 has "$tmp/out" "tree drafting (8, 8, 4)"
 printf '{%% for m in messages %%}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%% endfor %%}' >"$tmp/chatml.jinja"
-printf '{{ messages }}' >"$tmp/unknown.jinja"
+printf '{%% if %%}{{ messages }}' >"$tmp/unknown.jinja" # not Jinja this parser takes, nor a known family
 expect 2 "$bin" serve -m "$model" --chat-template-file "$tmp/unknown.jinja"
 has "$tmp/err" "not a template of a known family"
 expect 2 "$bin" serve -m "$model" --chat-template-file "$tmp/missing.jinja"

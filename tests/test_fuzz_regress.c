@@ -34,6 +34,10 @@
 #include "../src/fuzz/fuzz_grammar.c"
 #undef LLVMFuzzerTestOneInput
 
+#define LLVMFuzzerTestOneInput fuzz_jinja_one
+#include "../src/fuzz/fuzz_jinja.c"
+#undef LLVMFuzzerTestOneInput
+
 #include "../src/fuzz/fuzz_session.c"
 
 typedef struct target {
@@ -47,6 +51,7 @@ static const target TARGETS[] = {
     {"fuzz_session", es_fuzz_session_one},
     {"fuzz_oai", fuzz_oai_one},
     {"fuzz_grammar", fuzz_grammar_one},
+    {"fuzz_jinja", fuzz_jinja_one},
 };
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

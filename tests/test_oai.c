@@ -294,7 +294,7 @@ static void test_chat(void) {
     CHECK(es_chat_end_of_turn(ES_CHAT_FALLBACK) == NULL);
 
     char sys[] = "system", user[] = "user", asst[] = "assistant", s1[] = "Be brief.", u1[] = "Hi", a1[] = "Hello!", u2[] = "Bye";
-    es_oai_message m[] = {{sys, s1}, {user, u1}, {asst, a1}, {user, u2}};
+    es_oai_message m[] = {{.role = sys, .content = s1}, {.role = user, .content = u1}, {.role = asst, .content = a1}, {.role = user, .content = u2}};
     char *r = render(ES_CHAT_CHATML, m, 4);
     CHECK(!strcmp(r, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
                      "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"));
@@ -310,7 +310,7 @@ static void test_chat(void) {
     free(r);
     /* a run of tool messages is one user turn; a system message later on is an ordinary turn */
     char tool[] = "tool", t1[] = "42", t2[] = "{\"ok\": true}";
-    es_oai_message mt[] = {{user, u1}, {tool, t1}, {tool, t2}, {sys, s1}, {tool, t1}};
+    es_oai_message mt[] = {{.role = user, .content = u1}, {.role = tool, .content = t1}, {.role = tool, .content = t2}, {.role = sys, .content = s1}, {.role = tool, .content = t1}};
     r = render(ES_CHAT_QWEN2, mt, 5);
     CHECK_MSG(!strcmp(r, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
                          "<|im_start|>user\nHi<|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\n"
@@ -461,7 +461,7 @@ static void test_logprobs(void) {
     t[0] = (es_oai_lp_token){" a", 2, -0.5f, 0, 2, {{" a", 2, -0.5f}, {" b", 2, -1.5f}}};
     t[1] = (es_oai_lp_token){"\xe2\x80", 2, -0.25f, 2, 1, {{"\xe2\x80", 2, -0.25f}}};
     es_oai_logprobs lp = {t, 2, true};
-    const es_oai_choice ch = {" a\xe2\x80", "length", &lp};
+    const es_oai_choice ch = {" a\xe2\x80", "length", &lp, NULL};
     const es_oai_usage u = {1, 2};
     char *j = es_oai_response_json_n(ES_OAI_COMPLETION, "cmpl-1", 1, "m", &ch, 1, &u);
     cJSON *o = cJSON_Parse(j);
@@ -581,10 +581,18 @@ static void test_parse_extensions(void) {
     es_str_puts(&many, "}}");
     expect_400(ES_OAI_COMPLETION, es_str_cstr(&many), "logit_bias", "at most");
     es_str_free(&many);
-    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", "tool_choice",
-               "not supported");
+    /* tool_choice parses (the server decides what it can serve: tests/test_http_tools.sh) */
+    if (parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", &r)) {
+        CHECK(r.tool_choice == ES_OAI_TOOLS_REQUIRED && !r.tools);
+        es_oai_request_free(&r);
+    }
+    if (parse_ok(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", &r)) {
+        CHECK(r.tool_choice == ES_OAI_TOOLS_NAMED && r.tool_choice_name && !strcmp(r.tool_choice_name, "f"));
+        es_oai_request_free(&r);
+    }
     expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":{\"type\":\"function\"}}",
-               "tool_choice", "not supported");
+               "tool_choice", "function");
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"always\"}", "tool_choice", NULL);
     expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":3}", "tool_choice", NULL);
     /* NUL would cut the text short: refused wherever it is */
     expect_400(ES_OAI_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", NULL, "NUL");
@@ -631,7 +639,133 @@ static void test_response_format(void) {
     expect_400(ES_OAI_CHAT, body, "response_format", NULL);
 }
 
+/* tools and tool_calls: parsed into the request, rendered by the model's Jinja template as transformers
+ * renders them, and the model's <tool_call> blocks parsed into OpenAI tool_calls */
+static void test_tools(void) {
+    es_oai_request r;
+    const char *body =
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"You can look up weather.\"},"
+        "{\"role\":\"user\",\"content\":\"Weather in Paris and Tokyo?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+        "{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}},"
+        "{\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Tokyo\\\",\\\"unit\\\":\\\"celsius\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"{\\\"temp\\\": 18}\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_2\",\"content\":\"{\\\"temp\\\": 24}\"},"
+        "{\"role\":\"assistant\",\"content\":\"Paris 18°C, Tokyo 24°C.\"},{\"role\":\"user\",\"content\":\"Thanks\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Current weather <in a city> & more\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"unit\":{\"type\":\"string\","
+        "\"enum\":[\"celsius\",\"fahrenheit\"]}},\"required\":[\"city\"]}}}]}";
+    if (parse_ok(ES_OAI_CHAT, body, &r)) {
+        CHECK(r.tools && r.tool_choice == ES_OAI_TOOLS_AUTO && r.n_messages == 7);
+        CHECK(r.messages[2].null_content && r.messages[2].tool_calls && !r.messages[1].tool_calls);
+        CHECK(r.messages[3].tool_call_id && !strcmp(r.messages[3].tool_call_id, "call_1"));
+        /* the Qwen2.5 template renders it as jinja2 does conversation 5 of tests/data/chat-templates (whose
+           arguments are objects: OpenAI's JSON-text arguments become objects for the template) */
+        char path[1200];
+        const char *src = getenv("ES_SRC");
+        snprintf(path, sizeof path, "%s/tests/data/chat-templates/qwen2.5.jinja", src && *src ? src : "..");
+        FILE *f = fopen(path, "rb");
+        static char tmpl[65536], line[1 << 16];
+        const size_t n = f ? fread(tmpl, 1, sizeof tmpl - 1, f) : 0;
+        if (f) fclose(f);
+        tmpl[n] = 0;
+        es_jinja *t = NULL;
+        es_err err = {{0}};
+        CHECK_OK(es_jinja_parse(tmpl, n, &t, &err), &err);
+        es_str out = {0};
+        if (t) CHECK_OK(es_chat_render_jinja(t, r.messages, r.n_messages, r.tools, "", "", 0, &out, &err), &err);
+        snprintf(path, sizeof path, "%s/tests/data/chat-templates/ref.jsonl", src && *src ? src : "..");
+        f = fopen(path, "rb");
+        bool found = false;
+        while (f && fgets(line, sizeof line, f)) {
+            if (!strstr(line, "\"qwen2.5.jinja\", \"conversation\": 5, \"add_generation_prompt\": true")) continue;
+            cJSON *ref = cJSON_Parse(line);
+            const cJSON *o = cJSON_GetObjectItem(ref, "output");
+            found = cJSON_IsString(o);
+            CHECK_MSG(found && !strcmp(o->valuestring, es_str_cstr(&out)), "rendered [%s]", es_str_cstr(&out));
+            cJSON_Delete(ref);
+        }
+        if (f) fclose(f);
+        CHECK(found);
+        CHECK(es_chat_jinja_takes_tools(tmpl) && !es_chat_jinja_takes_tools("{{ mytools }}{{ tools_x }}"));
+        CHECK(es_chat_jinja_end_of_turn(tmpl) && !strcmp(es_chat_jinja_end_of_turn(tmpl), "<|im_end|>"));
+        es_str_free(&out);
+        es_jinja_free(t);
+        es_oai_request_free(&r);
+    }
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"type\":\"function\"}]}]}",
+               "messages[0].tool_calls", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"1\",\"tool_call_id\":5}]}", "messages[0].tool_call_id", NULL);
+    expect_400(ES_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", "tools", NULL);
+
+    /* streaming: content up to a tool call, or all but what may begin one */
+    bool call;
+    CHECK(es_chat_tool_content_len("Hello", 5, false, &call) == 5 && !call);
+    CHECK(es_chat_tool_content_len("Hi <tool", 8, false, &call) == 3 && !call);
+    CHECK(es_chat_tool_content_len("Hi <tool_call>{", 15, false, &call) == 3 && call);
+    CHECK(es_chat_tool_content_len("a<b", 3, false, &call) == 3 && !call);
+    CHECK(es_chat_tool_content_len("a<", 2, false, &call) == 1 && !call);
+    /* a complete reply */
+    size_t cl = 99;
+    char *calls = NULL;
+    const char *reply = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+                        "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+    CHECK(es_chat_parse_tool_calls(reply, strlen(reply), NULL, "x_0", &cl, &calls));
+    CHECK(cl == strlen("Let me check."));
+    cJSON *j = cJSON_Parse(calls);
+    CHECK(cJSON_GetArraySize(j) == 2);
+    const cJSON *c0 = cJSON_GetArrayItem(j, 0), *f0 = cJSON_GetObjectItem(c0, "function");
+    CHECK(!strcmp(cJSON_GetObjectItem(c0, "id")->valuestring, "call_x_0_0") && !strcmp(cJSON_GetObjectItem(c0, "type")->valuestring, "function"));
+    CHECK(!strcmp(cJSON_GetObjectItem(f0, "name")->valuestring, "get_weather"));
+    CHECK(!strcmp(cJSON_GetObjectItem(f0, "arguments")->valuestring, "{\"city\":\"Paris\"}")); /* JSON text, as OpenAI sends */
+    cJSON_Delete(j);
+    free(calls);
+    /* the closer may be missing at the very end (generation stopped on the end-of-turn token) */
+    const char *open_end = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": [1, 2]}}\n";
+    CHECK(es_chat_parse_tool_calls(open_end, strlen(open_end), NULL, "y", &cl, &calls) && cl == 0);
+    free(calls);
+    /* a reply that is only a call, bare or fenced, naming one of the request's tools (Qwen2.5-Coder's form) */
+    const char *tools = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
+    const char *bare[] = {"```json\n{\n  \"name\": \"get_weather\",\n  \"arguments\": {\"city\": \"Paris\"}\n}\n```",
+                          " {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"};
+    for (int i = 0; i < 2; i++) {
+        calls = NULL;
+        CHECK_MSG(es_chat_parse_tool_calls(bare[i], strlen(bare[i]), tools, "b", &cl, &calls) && cl == 0 && calls &&
+                      strstr(calls, "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\""),
+                  "bare call %d: %s", i, calls ? calls : "(none)");
+        free(calls);
+    }
+    CHECK(es_chat_tool_content_len("  ", 2, true, &call) == 0 && !call);
+    CHECK(es_chat_tool_content_len(" ```js", 6, true, &call) == 0 && call);
+    CHECK(es_chat_tool_content_len(" Sure", 5, true, &call) == 5 && !call);
+    /* not a call: plain text stays content */
+    const char *bad[] = {"no call here", "{\"name\": \"other_tool\", \"arguments\": {}}", "```json\n{\"name\": \"get_weather\"}\n```",
+                         "{\"name\": \"get_weather\", \"arguments\": {}} and text", "<tool_call>not json</tool_call>", "<tool_call>{\"arguments\": {}}</tool_call>",
+                         "<tool_call>{\"name\": \"f\"}</tool_call> and then more text", "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\":"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        calls = NULL;
+        CHECK_MSG(!es_chat_parse_tool_calls(bad[i], strlen(bad[i]), tools, "z", &cl, &calls) && !calls, "parsed a call in [%s]", bad[i]);
+    }
+    /* the response JSON: content null with calls, tool_calls in the message; the stream chunk indexes them */
+    const es_oai_choice ch = {"", "tool_calls", NULL, "[{\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"};
+    char *resp = es_oai_response_json_n(ES_OAI_CHAT, "chatcmpl-1", 1, "m", &ch, 1, NULL);
+    j = cJSON_Parse(resp);
+    const cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(msg, "content")) && cJSON_GetArraySize(cJSON_GetObjectItem(msg, "tool_calls")) == 1);
+    CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "finish_reason")->valuestring, "tool_calls"));
+    cJSON_Delete(j);
+    free(resp);
+    char *chunk = es_oai_tool_calls_chunk_json("chatcmpl-1", 1, "m", 0, ch.tool_calls);
+    j = cJSON_Parse(chunk);
+    const cJSON *d = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "delta");
+    const cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
+    CHECK(tc && cJSON_GetObjectItem(tc, "index")->valueint == 0 && !strcmp(cJSON_GetObjectItem(tc, "id")->valuestring, "call_a"));
+    cJSON_Delete(j);
+    free(chunk);
+}
+
 int main(void) {
+    test_tools();
     test_parse();
     test_response_format();
     test_parse_extensions();

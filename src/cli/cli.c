@@ -105,29 +105,42 @@ double cli_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int cli_chat_template_file(const char *cmd, const char *path) {
+bool cli_chat_template_file(const char *cmd, const char *path, const char **src, int *family) {
+    /* one template per process, kept for its lifetime: the servers parse it when they start */
+    static char buf[65536]; /* templates are a few KB; a longer file is not a chat template */
+    *src = NULL;
+    *family = -1;
     FILE *f = fopen(path, "rb");
     if (!f) {
         cli_error(cmd, "cannot read the chat template %s: %s", path, strerror(errno));
-        return -1;
+        return false;
     }
-    char buf[65536]; /* templates are a few KB; a longer file is not a chat template */
     const size_t n = fread(buf, 1, sizeof buf - 1, f);
     const bool more = fgetc(f) != EOF;
     fclose(f);
     buf[n] = 0;
     if (more) {
         cli_error(cmd, "%s is larger than %zu bytes: not a chat template", path, sizeof buf - 1);
-        return -1;
+        return false;
+    }
+    es_jinja *t = NULL;
+    es_err err = {{0}};
+    if (es_jinja_parse(buf, n, &t, &err) == ES_OK) {
+        es_jinja_free(t);
+        *src = buf;
+        return true;
     }
     const es_chat_family fam = es_chat_detect(buf);
     if (fam == ES_CHAT_FALLBACK) {
-        cli_error(cmd, "%s is not a template of a known family (chatml, llama2, llama3, zephyr: recognised by their "
+        cli_error(cmd, "%s: %s; and it is not a template of a known family (chatml, llama2, llama3, zephyr: recognised by their "
                        "markers); use --chat-template FAMILY",
-                  path);
-        return -1;
+                  path, err.msg);
+        return false;
     }
-    return (int)fam;
+    fprintf(stderr, "edgespec %s: warning: %s: %s; using the built-in %s template its markers name\n", cmd, path, err.msg,
+            es_chat_family_name(fam));
+    *family = (int)fam;
+    return true;
 }
 
 /* A copy of s[0..len) that is valid UTF-8 without NULs (anything else becomes U+FFFD), for cJSON. */

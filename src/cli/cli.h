@@ -55,10 +55,11 @@ void cli_progress(void *ud, const char *what, double fraction);
 /* Log callback: prints to stderr (levels <= 2 unless EDGESPEC_DEBUG is set). */
 void cli_log(void *ud, int level, const char *msg);
 
-/* --chat-template-file FILE: the family of the Jinja template in FILE (recognised by its markers, as
- * the model's own tokenizer.chat_template is). Returns -1 after printing an error when the file cannot
- * be read or is not a template of a known family (chatml, llama2, llama3, zephyr). */
-int cli_chat_template_file(const char *cmd, const char *path);
+/* --chat-template-file FILE: a Jinja chat template that renders requests in place of the model's own.
+ * *src = its text when it parses as Jinja (the subset of src/jinja/; the text lives until the process
+ * ends), else NULL and *family = the built-in family its markers name. Returns false after printing an
+ * error when the file cannot be read, or neither parses nor names a known family. */
+bool cli_chat_template_file(const char *cmd, const char *path, const char **src, int *family);
 
 /* $EDGESPEC_MODELS or ../shared/models. */
 const char *cli_models_dir(void);

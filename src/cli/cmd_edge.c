@@ -92,10 +92,11 @@ static void print_help(void) {
            "                            *) call the local API: CORS headers and OPTIONS preflight (default off)\n"
            "  --http-api-key K          key the local API asks of its clients (Bearer; default none)\n"
            "  --model-name NAME         the model id the API reports (default edgespec-edge)\n"
-           "  --chat-template FAMILY    auto (from the draft model's tokenizer.chat_template), chatml,\n"
-           "                            qwen2, llama2, llama3, zephyr or fallback\n"
-           "  --chat-template-file FILE a Jinja chat template (e.g. the model's own): its family is recognised\n"
-           "                            by its markers (an unknown one is refused)\n"
+           "  --chat-template FAMILY    auto (default: the draft model's own Jinja tokenizer.chat_template,\n"
+           "                            tools included; a family from its markers when it does not parse),\n"
+           "                            or a built-in: chatml, qwen2, llama2, llama3, zephyr or fallback\n"
+           "  --chat-template-file FILE a Jinja chat template rendered instead of the model's own (one that\n"
+           "                            does not parse: the built-in family its markers name, else refused)\n"
            "  --http-max-body SIZE      largest request body in bytes (default 1048576)\n"
            "  --http-max-connections N  open connections to the local API (default 1024); more get 503\n"
            "  --http-request-timeout S  a request must be complete within S seconds of its connection opening\n"
@@ -123,6 +124,7 @@ typedef struct edge_opts {
     int parallel, queue;
     const char *http_key, *model_name;
     int chat_family;
+    const char *chat_template;
     long max_body;
     int max_conns;       /* --http-max-connections (0: default) */
     double req_timeout;  /* --http-request-timeout (0: default, < 0: off) */
@@ -275,12 +277,12 @@ static int parse(int argc, char **argv, edge_opts *o) {
         } else if (!strcmp(a, "--chat-template")) {
             NEED_VALUE();
             o->chat_family = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
+            o->chat_template = NULL;
             if (strcmp(v, "auto") && o->chat_family < 0)
                 rc = cli_usage_error("edge", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
         } else if (!strcmp(a, "--chat-template-file")) {
             NEED_VALUE();
-            o->chat_family = cli_chat_template_file("edge", v);
-            if (o->chat_family < 0) rc = 2;
+            if (!cli_chat_template_file("edge", v, &o->chat_template, &o->chat_family)) rc = 2;
         } else if (!strcmp(a, "--http-max-body")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 256, 1L << 30, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-body must be in 256..1073741824 bytes, got '%s'", v);
@@ -467,6 +469,7 @@ static int run_listen(edge_opts *o) {
     hp.max_connections = o->max_conns;
     hp.request_timeout_s = o->req_timeout;
     hp.chat_family = o->chat_family;
+    hp.chat_template = o->chat_template;
     hp.log = listen_log;
     if (es_edge_http_start(&hp, &srv, &err) != ES_OK) {
         cli_error("edge", "%s", err.msg);

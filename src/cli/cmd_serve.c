@@ -118,12 +118,12 @@ static void print_help(void) {
            "  --cors ORIGINS           let browser pages from ORIGINS (comma list of scheme://host[:port], or\n"
            "                           *) call the HTTP API: CORS headers and OPTIONS preflight (default off)\n"
            "  --model-name NAME        the model id the API reports (default: the model file's name)\n"
-           "  --chat-template FAMILY   chat prompt format: auto (default: from the model's\n"
-           "                           tokenizer.chat_template), chatml, qwen2, llama2, llama3, zephyr,\n"
-           "                           or fallback (\"role: text\" lines); a template of no known family is\n"
-           "                           warned about at start and served as fallback\n"
-           "  --chat-template-file FILE a Jinja chat template (e.g. the model's own): its family is\n"
-           "                           recognised by its markers (an unknown one is refused)\n"
+           "  --chat-template FAMILY   chat prompt format: auto (default: the model's own Jinja\n"
+           "                           tokenizer.chat_template, tools included; one that does not parse is\n"
+           "                           warned about and its family, from its markers, serves), or a built-in:\n"
+           "                           chatml, qwen2, llama2, llama3, zephyr, or fallback (\"role: text\" lines)\n"
+           "  --chat-template-file FILE a Jinja chat template rendered instead of the model's own (one that\n"
+           "                           does not parse: the built-in family its markers name, else refused)\n"
            "  --http-no-spec           with --draft, HTTP requests still generate autoregressively\n"
            "                           (default: they use the server-side draft)\n"
            "  --json                   at exit, print one JSON object with the statistics on stdout\n"
@@ -488,11 +488,10 @@ int cmd_serve(int argc, char **argv) {
             if (strcmp(v, "auto") && f < 0)
                 return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
             sp.chat_family = f;
+            sp.chat_template = NULL;
         } else if (!strcmp(a, "--chat-template-file")) {
             NEED_VALUE();
-            const int f = cli_chat_template_file("serve", v);
-            if (f < 0) return 2;
-            sp.chat_family = f;
+            if (!cli_chat_template_file("serve", v, &sp.chat_template, &sp.chat_family)) return 2;
         } else if (!strcmp(a, "--http-no-spec")) {
             sp.http_server_spec = false;
         } else return cli_usage_error("serve", k_usage, "unknown option '%s'", a);

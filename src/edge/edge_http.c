@@ -538,6 +538,7 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     hp.tok = s->tok;
     hp.n_ctx = s->n_ctx;
     hp.chat_family = p->chat_family;
+    hp.chat_template = p->chat_template;
     hp.max_queue = p->queue;
     hp.queue_timeout_s = p->queue_timeout_s;
     hp.cors = p->cors;

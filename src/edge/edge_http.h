@@ -35,7 +35,9 @@ typedef struct es_edge_http_params {
     size_t max_body;           /* default 1 MiB */
     int max_connections;       /* open HTTP connections (0: default 1024) */
     double request_timeout_s;  /* a complete request within this long (0: default 60; < 0: off) */
-    int chat_family;           /* -1: from the draft model's chat template */
+    int chat_family;           /* a built-in es_chat_family; -1: the Jinja template (below, or the draft
+                                  model's) when it parses, else the family its markers name */
+    const char *chat_template; /* a Jinja chat template's source (--chat-template-file), NULL: the model's */
     es_log_fn log;
     void *log_ud;
 } es_edge_http_params;

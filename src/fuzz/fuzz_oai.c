@@ -111,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int k = 0; k < i; k++) lt[i].top[k] = (es_oai_lp_alt){body + off, len - (len > 0 && k), -(float)k};
     }
     const es_oai_logprobs lp = {lt, 4, (data[0] & 4) != 0};
-    const es_oai_choice ch = {es_str_cstr(&u), "stop", &lp};
+    const es_oai_choice ch = {es_str_cstr(&u), "stop", &lp, NULL};
     char *lj = es_oai_response_json_n(kind, "x", 0, "m", &ch, 1, NULL);
     if (lj && !es_utf8_valid(lj, strlen(lj))) abort();
     free(lj);

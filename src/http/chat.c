@@ -1,7 +1,14 @@
 /* chat.c — chat template families (see chat.h). */
 #include "http/chat.h"
 
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "util/err.h"
 
 static const char *const k_names[ES_CHAT_FAMILY_COUNT] = {"fallback", "chatml", "llama2", "llama3", "zephyr", "qwen2"};
 
@@ -105,4 +112,198 @@ bool es_chat_render(es_chat_family f, const es_oai_message *m, int n, es_str *o)
         for (int i = 0; i < n && ok; i++) ok = es_str_printf(o, "%s: %s\n", m[i].role, m[i].content);
         return ok && es_str_puts(o, "assistant:");
     }
+}
+
+/* ---- the model's Jinja template ---- */
+
+const char *es_chat_jinja_end_of_turn(const char *src) {
+    static const char *const marks[] = {"<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"};
+    for (size_t i = 0; src && i < sizeof marks / sizeof *marks; i++)
+        if (strstr(src, marks[i])) return marks[i];
+    return NULL;
+}
+
+bool es_chat_jinja_takes_tools(const char *src) {
+    /* a word match: "tools" as a name, not inside another identifier */
+    for (const char *p = src; p && (p = strstr(p, "tools")); p += 5) {
+        const bool before = p > src && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
+        const bool after = isalnum((unsigned char)p[5]) || p[5] == '_';
+        if (!before && !after) return true;
+    }
+    return false;
+}
+
+/* A tool call from a client, as templates expect it: function.arguments an object when it is JSON text
+ * of one (OpenAI sends a string; transformers' templates and the models' training use the object). */
+static cJSON *template_calls(const char *json) {
+    cJSON *calls = cJSON_Parse(json);
+    for (cJSON *c = calls ? calls->child : NULL; c; c = c->next) {
+        cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(f, "arguments");
+        if (!cJSON_IsString(a)) continue;
+        cJSON *obj = cJSON_Parse(a->valuestring);
+        if (cJSON_IsObject(obj)) cJSON_ReplaceItemInObjectCaseSensitive(f, "arguments", obj);
+        else cJSON_Delete(obj);
+    }
+    return calls;
+}
+
+es_status es_chat_render_jinja(const es_jinja *t, const es_oai_message *m, int n, const char *tools_json, const char *bos,
+                               const char *eos, int64_t now, es_str *out, es_err *err) {
+    cJSON *vars = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(vars, "messages");
+    bool ok = msgs != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        ok = o && cJSON_AddItemToArray(msgs, o) && cJSON_AddStringToObject(o, "role", m[i].role);
+        if (ok) ok = m[i].null_content && !m[i].content[0] ? cJSON_AddNullToObject(o, "content") != NULL
+                                                           : cJSON_AddStringToObject(o, "content", m[i].content) != NULL;
+        if (ok && m[i].tool_calls) {
+            cJSON *c = template_calls(m[i].tool_calls);
+            ok = c && cJSON_AddItemToObject(o, "tool_calls", c);
+        }
+        if (ok && m[i].tool_call_id) ok = cJSON_AddStringToObject(o, "tool_call_id", m[i].tool_call_id) != NULL;
+        if (ok && m[i].name) ok = cJSON_AddStringToObject(o, "name", m[i].name) != NULL;
+    }
+    if (ok && tools_json) {
+        cJSON *tools = cJSON_Parse(tools_json);
+        ok = tools && cJSON_AddItemToObject(vars, "tools", tools);
+    }
+    ok = ok && cJSON_AddBoolToObject(vars, "add_generation_prompt", true) && cJSON_AddStringToObject(vars, "bos_token", bos ? bos : "") &&
+         cJSON_AddStringToObject(vars, "eos_token", eos ? eos : "");
+    es_status st;
+    if (!ok) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+    else {
+        const es_jinja_params p = {.vars = vars, .now = now};
+        st = es_jinja_render(t, &p, out, err);
+    }
+    cJSON_Delete(vars);
+    return st;
+}
+
+/* ---- tool calls in a reply ---- */
+
+static const char k_call_open[] = "<tool_call>", k_call_close[] = "</tool_call>";
+
+size_t es_chat_tool_content_len(const char *s, size_t n, bool start, bool *call) {
+    const size_t ol = sizeof k_call_open - 1;
+    *call = false;
+    if (start) {
+        size_t i = 0;
+        while (i < n && isspace((unsigned char)s[i])) i++;
+        if (i == n) return 0;
+        if (s[i] == '{' || s[i] == '`') {
+            *call = true;
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const size_t k = n - i < ol ? n - i : ol;
+        if (!memcmp(s + i, k_call_open, k)) { /* a whole opener, or the start of one at the end */
+            *call = k == ol;
+            return i;
+        }
+    }
+    return n;
+}
+
+static bool is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isspace((unsigned char)s[i])) return false;
+    return true;
+}
+
+/* s[0..n) as one JSON value and nothing else but white space; NULL otherwise. */
+static cJSON *json_exact(const char *s, size_t n) {
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(s, n, &end, false);
+    if (j && end && !is_blank(end, n - (size_t)(end - s))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    return j;
+}
+
+/* Appends {"id","type":"function","function":{"name","arguments": JSON text}} for a parsed call body
+ * ({"name": ..., "arguments" (or "parameters"): object or JSON text}); false when it is not one. */
+static bool add_call(cJSON *calls, const cJSON *body, const char *id_prefix, int k) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(body, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(body, "arguments");
+    if (!args) args = cJSON_GetObjectItemCaseSensitive(body, "parameters");
+    if (!cJSON_IsObject(body) || !cJSON_IsString(name) || !name->valuestring[0] || (args && !cJSON_IsObject(args) && !cJSON_IsString(args)))
+        return false;
+    char id[96];
+    snprintf(id, sizeof id, "call_%.64s_%d", id_prefix ? id_prefix : "", k);
+    char *atext = !args ? strdup("{}") : cJSON_IsString(args) ? strdup(args->valuestring) : cJSON_PrintUnformatted(args);
+    cJSON *c = cJSON_CreateObject(), *f = NULL;
+    const bool ok = atext && c && cJSON_AddStringToObject(c, "id", id) && cJSON_AddStringToObject(c, "type", "function") &&
+                    (f = cJSON_AddObjectToObject(c, "function")) && cJSON_AddStringToObject(f, "name", name->valuestring) &&
+                    cJSON_AddStringToObject(f, "arguments", atext) && cJSON_AddItemToArray(calls, c);
+    if (!ok) cJSON_Delete(c);
+    free(atext);
+    return ok;
+}
+
+/* The whole reply as one bare call: a JSON object (optionally in a ```json fence) naming a tool of
+ * the request. */
+static bool bare_call(const char *s, size_t n, const char *tools_json, const char *id_prefix, cJSON *calls) {
+    size_t b = 0, e = n;
+    while (b < e && isspace((unsigned char)s[b])) b++;
+    while (e > b && isspace((unsigned char)s[e - 1])) e--;
+    if (e - b >= 6 && !memcmp(s + b, "```", 3) && !memcmp(s + e - 3, "```", 3)) {
+        b += 3;
+        e -= 3;
+        while (b < e && s[b] != '\n' && !isspace((unsigned char)s[b])) b++; /* the fence's language tag */
+    }
+    cJSON *body = json_exact(s + b, e - b);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(body, "name");
+    bool known = false;
+    cJSON *tools = cJSON_IsString(name) ? cJSON_Parse(tools_json ? tools_json : "[]") : NULL;
+    for (const cJSON *t = tools ? tools->child : NULL; t && !known; t = t->next) {
+        const cJSON *tn = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        known = cJSON_IsString(tn) && !strcmp(tn->valuestring, name->valuestring);
+    }
+    const bool ok = known && cJSON_GetObjectItemCaseSensitive(body, "arguments") && add_call(calls, body, id_prefix, 0);
+    cJSON_Delete(tools);
+    cJSON_Delete(body);
+    return ok;
+}
+
+bool es_chat_parse_tool_calls(const char *s, size_t n, const char *tools_json, const char *id_prefix, size_t *content_len, char **out) {
+    bool call;
+    size_t i = es_chat_tool_content_len(s, n, false, &call);
+    cJSON *calls = cJSON_CreateArray();
+    if (!calls) return false;
+    bool ok = true;
+    int k = 0;
+    if (!call) { /* no <tool_call>: perhaps the whole reply is one bare call */
+        ok = bare_call(s, n, tools_json, id_prefix, calls);
+        k = ok;
+        *content_len = 0;
+        i = n;
+    } else {
+        *content_len = i;
+        while (*content_len > 0 && isspace((unsigned char)s[*content_len - 1])) (*content_len)--;
+    }
+    while (ok && i < n) {
+        const size_t ol = sizeof k_call_open - 1, cl = sizeof k_call_close - 1;
+        if (n - i < ol || memcmp(s + i, k_call_open, ol)) { /* between and after calls: white space only */
+            ok = is_blank(s + i, n - i);
+            break;
+        }
+        i += ol;
+        size_t e = i;
+        while (e < n && (n - e < cl || memcmp(s + e, k_call_close, cl))) e++;
+        /* the body (a missing closer at the very end is forgiven: generation may stop on the
+           end-of-turn token right after the JSON) */
+        cJSON *body = json_exact(s + i, e - i);
+        ok = add_call(calls, body, id_prefix, k++);
+        cJSON_Delete(body);
+        i = e < n ? e + cl : n;
+        while (ok && i < n && isspace((unsigned char)s[i])) i++;
+    }
+    char *text = ok && k > 0 ? cJSON_PrintUnformatted(calls) : NULL;
+    cJSON_Delete(calls);
+    if (!text) return false;
+    *out = text;
+    return true;
 }

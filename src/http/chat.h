@@ -14,6 +14,9 @@
  *   fallback (no template, or one not recognised): a plain transcript, one "role: text" line per
  *   message and a final "assistant:" to continue from.
  *
+ * The model's own Jinja template (src/jinja/) renders instead of these when the GGUF carries one that
+ * parses (es_chat_render_jinja); the families remain for --chat-template FAMILY and as the fallback.
+ *
  * BOS is not written: the tokenizer adds it as the vocabulary asks. The rendered text holds control
  * tokens, so it is tokenised with parse_special. The family's end-of-turn token (<|im_end|>,
  * <|eot_id|>) is a stop token of the generation. */
@@ -23,6 +26,7 @@
 #include <stdbool.h>
 
 #include "http/oai.h"
+#include "jinja/jinja.h"
 #include "util/str.h"
 
 typedef enum es_chat_family {
@@ -45,5 +49,39 @@ int es_chat_family_parse(const char *name);
 const char *es_chat_end_of_turn(es_chat_family f);
 /* Renders the messages plus the opening of the assistant's turn into out. False when memory runs out. */
 bool es_chat_render(es_chat_family f, const es_oai_message *msgs, int n, es_str *out);
+
+/* ---- the model's Jinja template ---- */
+
+/* The end-of-turn marker a Jinja template writes (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>), or
+ * NULL when none is recognised (the model's EOS ends a turn). */
+const char *es_chat_jinja_end_of_turn(const char *src);
+/* Whether a template shows the model a `tools` variable (Qwen2.5, Llama 3.1, Mistral's newer ones). */
+bool es_chat_jinja_takes_tools(const char *src);
+/* Renders the messages with a Jinja template as transformers' apply_chat_template does: variables
+ * messages (role, content (null for a null content), tool_calls with each function's arguments as a
+ * JSON object when the client sent JSON text, as the templates expect, tool_call_id, name), tools
+ * (tools_json, when not NULL), add_generation_prompt = true, bos_token, eos_token; strftime_now reads
+ * `now`. ES_ERR_INVALID_ARG (the template refused the conversation, with its message) or
+ * ES_ERR_RANGE (a limit) are the client's to fix; ES_ERR_NOMEM. */
+es_status es_chat_render_jinja(const es_jinja *t, const es_oai_message *msgs, int n, const char *tools_json, const char *bos,
+                               const char *eos, int64_t now, es_str *out, es_err *err);
+
+/* ---- tool calls in a reply ----
+ * The Qwen2.5 / Hermes form, <tool_call>{"name":..., "arguments":{...}}</tool_call> (one or more, after
+ * optional text), and, as llama.cpp's parser also accepts, a reply that is nothing but one such JSON
+ * object, bare or in a ```json fence, naming one of the request's tools (the small Qwen2.5-Coder
+ * models answer so). */
+
+/* How many bytes of a streamed reply's text can go out as content now. `start`: the text is the
+ * reply's beginning. Up to a "<tool_call>" (*call set); at the start, nothing while only white space
+ * came, and nothing at all (*call set) when the reply opens with '{' or '`' (it may be a bare call:
+ * held to the end); else all but a tail that may begin "<tool_call>". */
+size_t es_chat_tool_content_len(const char *text, size_t len, bool start, bool *call);
+/* Splits a complete reply into its content (the first *content_len bytes, trailing white space
+ * dropped) and its calls, as OpenAI's tool_calls JSON array (*calls, malloc'd; ids are
+ * "call_<id_prefix>_<k>", arguments JSON text). tools_json: the request's tools (the names a bare call
+ * may use). False (nothing allocated) when the reply holds no well-formed call: it is plain content. */
+bool es_chat_parse_tool_calls(const char *text, size_t len, const char *tools_json, const char *id_prefix, size_t *content_len,
+                              char **calls);
 
 #endif

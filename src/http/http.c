@@ -63,7 +63,12 @@ static const char *const EP_HEALTH = "/health";
 static const char *const EP_METRICS = "/metrics";
 static const char *const EP_TOKENIZE = "/tokenize";
 static const char *const EP_DETOKENIZE = "/detokenize";
+static const char *const EP_PAGE = "/";
 static const char *const EP_OTHER = "other";
+
+/* the chat page, src/http/page/chat.html embedded at build time (cmake/embed-file.cmake) */
+extern const unsigned char es_chat_page[];
+extern const size_t es_chat_page_len;
 
 typedef struct lpent {
     es_token_logprob lp;
@@ -92,6 +97,9 @@ typedef struct hchoice {
     size_t text_pos;              /* bytes of text the tokens so far made */
     size_t sent_pos;              /* streams: bytes of text sent */
     int32_t lp_prev;              /* the token before the next one (for its piece) */
+    es_str held;                  /* streams with tools: text held back, a tool call or perhaps the start of one */
+    bool in_call;                 /* held text has a <tool_call>: nothing more streams as content */
+    char *tool_calls;             /* the calls parsed from the reply (JSON array), NULL when none */
 } hchoice;
 
 typedef struct hreq {
@@ -104,6 +112,7 @@ typedef struct hreq {
     const char *endpoint;
     int kind;
     bool stream, include_usage;
+    bool include_speculation;     /* streams: the "speculation" object on chunks of tokens */
     bool started;                 /* streams: the 200 and the event-stream headers went out (they wait
                                      for the first tokens, so a failure before any is a plain error) */
     char rid[48];
@@ -127,6 +136,8 @@ typedef struct hreq {
     bool got_tokens;
     bool logprobs;
     int top_logprobs;
+    bool tools;                   /* chat with tools: calls in the reply become tool_calls */
+    char *tools_json;             /* then the request's tools (a bare JSON call must name one) */
     int n_choices, n_started, n_done;
     hchoice *ch;                  /* [n_choices] */
 } hreq;
@@ -138,7 +149,10 @@ struct es_http {
     int64_t auth_failures;        /* requests answered 401 */
     _Atomic int64_t tls_failures; /* failed TLS handshakes (loop thread) */
     int chat_family;
-    int32_t eot;                  /* the chat family's end-of-turn token, -1 if none */
+    es_jinja *jinja;              /* the chat template when it is Jinja (else the family renders) */
+    bool jinja_tools;             /* that template shows the model `tools` */
+    char *bos_text, *eos_text;    /* the templates' bos_token and eos_token ("" when none) */
+    int32_t eot;                  /* the chat template's end-of-turn token, -1 if none */
     int32_t bos, eos;
     int n_vocab;
     struct evhttp *http;
@@ -320,10 +334,13 @@ static void req_free(hreq *r) {
         es_stopstr_free(&c->ss);
         es_str_free(&c->piece);
         es_str_free(&c->out);
+        es_str_free(&c->held);
+        free(c->tool_calls);
     }
     free(r->ch);
     if (r->watch) event_free(r->watch);
     free(r->model);
+    free(r->tools_json);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r);
 }
@@ -389,13 +406,26 @@ static bool lp_view(const hreq *r, const hchoice *c, int from, int to, es_oai_lo
 
 /* A stream chunk of choice c (NULL: choice 0 without logprobs); with logprobs, those of its entries
  * [lp_sent, upto). */
+static void sse_chunk_lp_ext(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto, const char *ext);
 static void sse_chunk_lp(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto) {
+    sse_chunk_lp_ext(r, c, role, text, finish, upto, NULL);
+}
+
+/* ... with `ext`, members added to the chunk object (the "speculation" extension), when not NULL */
+static void sse_chunk_lp_ext(hreq *r, hchoice *c, const char *role, const char *text, const char *finish, int upto, const char *ext) {
     es_oai_logprobs lp;
     es_oai_lp_token *view = NULL;
     es_str arena = {0};
     const bool with = c && r->logprobs && upto >= c->lp_sent && lp_view(r, c, c->lp_sent, upto, &lp, &view, &arena);
     char *j = es_oai_chunk_json_ex(r->kind, r->rid, r->created, r->model, c ? (int)(c - r->ch) : 0, role, text, finish,
                                    with ? &lp : NULL);
+    const size_t jn = j ? strlen(j) : 0;
+    if (j && ext && jn > 1 && j[jn - 1] == '}') { /* the chunk is one compact JSON object: members go before its '}' */
+        char *x = malloc(jn + strlen(ext) + 2);
+        if (x) snprintf(x, jn + strlen(ext) + 2, "%.*s,%s}", (int)(jn - 1), j, ext);
+        free(j);
+        j = x;
+    }
     if (j) sse(r, j);
     free(j);
     free(view);
@@ -528,7 +558,7 @@ static void req_complete(hreq *r) {
         for (int i = 0; i < r->n_choices; i++) {
             hchoice *c = &r->ch[i];
             ok = ok && (!r->logprobs || lp_view(r, c, 0, lp_upto(c, c->out.len, true, c->ss.matched), &lp[i], &view[i], &arena[i]));
-            ch[i] = (es_oai_choice){es_str_cstr(&c->out), c->fin, r->logprobs ? &lp[i] : NULL};
+            ch[i] = (es_oai_choice){es_str_cstr(&c->out), c->fin, r->logprobs ? &lp[i] : NULL, c->tool_calls};
         }
         char *j = ok ? es_oai_response_json_n(r->kind, r->rid, r->created, r->model, ch, r->n_choices, &u) : NULL;
         for (int i = 0; i < r->n_choices; i++) {
@@ -544,6 +574,28 @@ static void req_complete(hreq *r) {
     req_free(r);
 }
 
+/* A chat reply with tools is complete: its <tool_call> blocks become c->tool_calls, finish_reason
+ * "tool_calls", and the text before them stays the content (streams: c->out is what remains to send).
+ * A reply without a well-formed call is all content. */
+static void tools_settle(hreq *r, hchoice *c) {
+    if (r->stream) { /* the held text, then what came last */
+        if (!es_str_append(&c->held, c->out.s ? c->out.s : "", c->out.len)) return;
+        es_str_clear(&c->out);
+        es_str tmp = c->out;
+        c->out = c->held;
+        c->held = tmp;
+    }
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%.40s_%d", strchr(r->rid, '-') ? strchr(r->rid, '-') + 1 : r->rid, (int)(c - r->ch));
+    size_t content_len = 0;
+    char *calls = NULL;
+    if (!es_chat_parse_tool_calls(es_str_cstr(&c->out), c->out.len, r->tools_json, prefix, &content_len, &calls)) return;
+    c->tool_calls = calls;
+    c->out.len = content_len;
+    if (c->out.s) c->out.s[content_len] = 0;
+    c->fin = "tool_calls";
+}
+
 /* Choice c is complete (stop: es_proto_stop, or a stop string matched): its text held back goes out,
  * with its finish reason; the reply completes with the last choice. */
 static void choice_end(hreq *r, hchoice *c, int stop) {
@@ -556,6 +608,7 @@ static void choice_end(hreq *r, hchoice *c, int stop) {
     es_stopstr_flush(&c->ss, &c->out);
     const bool cut = c->ss.matched;
     c->fin = cut ? "stop" : finish_name(stop);
+    if (r->tools) tools_settle(r, c);
     c->done = true;
     r->n_done++;
     if (r->stream) {
@@ -564,6 +617,11 @@ static void choice_end(hreq *r, hchoice *c, int stop) {
         const int upto = lp_upto(c, c->sent_pos, true, cut);
         if (c->out.len || (r->logprobs && upto > c->lp_sent)) sse_chunk_lp(r, c, NULL, c->out.s ? c->out.s : "", NULL, upto);
         es_str_clear(&c->out);
+        if (c->tool_calls) {
+            char *j = es_oai_tool_calls_chunk_json(r->rid, r->created, r->model, (int)(c - r->ch), c->tool_calls);
+            if (j) sse(r, j);
+            free(j);
+        }
         if (r->kind == ES_OAI_CHAT) sse_chunk_lp(r, c, NULL, NULL, c->fin, -1);
         else sse_chunk_lp(r, c, NULL, "", c->fin, -1);
     }
@@ -619,11 +677,23 @@ void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es
         c->t_last = t;
     }
     bool oom = false;
+    /* one call is one step of the generator: every token but the last was drafted and accepted, the
+       last is the target's (its correction or bonus token); a skipped last token (EOS, end of turn)
+       leaves every shown token a drafted one */
+    int shown = 0;
+    size_t last_bytes = 0;
+    bool last_skipped = false;
     for (int i = 0; i < n; i++) {
-        if (is_skip(r, toks[i])) continue;
+        if (is_skip(r, toks[i])) {
+            last_skipped = true;
+            continue;
+        }
         const size_t before = c->piece.len;
         if (!es_detok_push(&c->dt, toks[i], &c->piece)) oom = true;
         const size_t made = c->piece.len - before;
+        shown++;
+        last_bytes = made;
+        last_skipped = false;
         if (r->logprobs && lps) {
             if (c->n_lp == c->cap_lp) {
                 const int cap = c->cap_lp ? 2 * c->cap_lp : 16;
@@ -652,9 +722,26 @@ void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es
         return;
     }
     stream_start(r);
+    if (r->stream && r->tools && c->out.len) { /* a tool call is sent whole at the end, not as content */
+        if (!es_str_append(&c->held, c->out.s, c->out.len)) oom = true;
+        es_str_clear(&c->out);
+        const size_t k = c->in_call ? 0 : es_chat_tool_content_len(es_str_cstr(&c->held), c->held.len, c->sent_pos == 0, &c->in_call);
+        if (k && es_str_append(&c->out, c->held.s, k)) es_str_consume(&c->held, k);
+        if (oom) {
+            req_cancel(r);
+            req_fail(r, 500, "out of memory");
+            return;
+        }
+    }
+    char spec[128] = "";
+    if (r->stream && r->include_speculation && shown > 0)
+        snprintf(spec, sizeof spec, "\"speculation\":{\"tokens\":%d,\"drafted\":%d,\"target_bytes\":%zu}", shown,
+                 last_skipped ? shown : shown - 1, last_skipped ? (size_t)0 : last_bytes);
+    if (r->stream && spec[0] && !c->out.len) /* the step's text is held back (a stop string, a split character): its counts still go */
+        sse_chunk_lp_ext(r, c, NULL, NULL, NULL, -1, spec);
     if (r->stream && c->out.len) {
         c->sent_pos += c->out.len;
-        sse_chunk_lp(r, c, NULL, c->out.s, NULL, lp_upto(c, c->sent_pos, false, false));
+        sse_chunk_lp_ext(r, c, NULL, c->out.s, NULL, lp_upto(c, c->sent_pos, false, false), spec[0] ? spec : NULL);
         es_str_clear(&c->out);
         /* a client that does not read holds our memory: treat it as gone */
         struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
@@ -867,6 +954,33 @@ static int32_t *tokenize(es_http *h, const char *text, bool special, int *n, es_
     return NULL;
 }
 
+/* tools and the assistant's tool_calls in the history need a template that shows them to the model
+ * (tool results render in every template, as they always did); a call the server cannot force is
+ * refused, never ignored. */
+static bool chat_tools_ok(const es_http *h, const es_oai_request *q, es_oai_error *e) {
+    bool calls = false;
+    for (int i = 0; i < q->n_messages; i++) calls = calls || q->messages[i].tool_calls;
+    if ((q->tools || calls) && !h->jinja_tools) {
+        es_oai_error_set(e, 400, "invalid_request_error", "unsupported_parameter", q->tools ? "tools" : "messages",
+                         "%s: the chat template in use does not take tools (a model whose tokenizer.chat_template does, "
+                         "served with --chat-template auto, or --chat-template-file FILE)",
+                         q->tools ? "'tools'" : "tool_calls in 'messages'");
+        return false;
+    }
+    if (q->tools && (q->tool_choice == ES_OAI_TOOLS_REQUIRED || q->tool_choice == ES_OAI_TOOLS_NAMED)) {
+        es_oai_error_set(e, 400, "invalid_request_error", "unsupported_parameter", "tool_choice",
+                         "'tool_choice' %s%s%s cannot be enforced by this server (it needs constrained decoding); use \"auto\" or \"none\"",
+                         q->tool_choice == ES_OAI_TOOLS_REQUIRED ? "\"required\"" : "naming '",
+                         q->tool_choice == ES_OAI_TOOLS_NAMED ? q->tool_choice_name : "", q->tool_choice == ES_OAI_TOOLS_NAMED ? "'" : "");
+        return false;
+    }
+    if (!q->tools && (q->tool_choice == ES_OAI_TOOLS_REQUIRED || q->tool_choice == ES_OAI_TOOLS_NAMED)) {
+        es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", "tool_choice", "'tool_choice' asks for a tool call but 'tools' is empty");
+        return false;
+    }
+    return true;
+}
+
 static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
     const double t_arrive = now_s();
     if (h->shutting_down) {
@@ -917,9 +1031,28 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     int32_t stop_ids[HTTP_MAX_STOP_IDS];
     int n_stop_ids = 0;
     if (h->bos >= 0 && h->bos != h->eos) stop_ids[n_stop_ids++] = h->bos; /* as `edgespec run`: BOS ends a story */
+    const bool tools = kind == ES_OAI_CHAT && q.tools && q.tool_choice != ES_OAI_TOOLS_NONE;
+    if (kind == ES_OAI_CHAT && !chat_tools_ok(h, &q, &e)) {
+        es_oai_request_free(&q);
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
     if (kind == ES_OAI_CHAT) {
         es_str text = {0};
-        if (!es_chat_render((es_chat_family)h->chat_family, q.messages, q.n_messages, &text)) {
+        if (h->jinja) {
+            const es_status rs = es_chat_render_jinja(h->jinja, q.messages, q.n_messages, tools ? q.tools : NULL, h->bos_text, h->eos_text,
+                                                      (int64_t)time(NULL), &text, &err);
+            if (rs != ES_OK) {
+                es_str_free(&text);
+                es_oai_request_free(&q);
+                if (rs == ES_ERR_NOMEM || rs == ES_ERR_INTERNAL) reply_errorf(h, req, endpoint, 500, "server_error", NULL, "%s", err.msg);
+                else reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "the model's chat template: %s", err.msg);
+                return;
+            }
+            /* the template writes BOS itself (Llama 3, Mistral, Gemma) where the tokenizer adds one too */
+            const size_t bl = strlen(h->bos_text);
+            if (bl && h->bos >= 0 && es_tokenizer_add_bos(h->p.tok) && text.len >= bl && !memcmp(text.s, h->bos_text, bl)) es_str_consume(&text, bl);
+        } else if (!es_chat_render((es_chat_family)h->chat_family, q.messages, q.n_messages, &text)) {
             es_str_free(&text);
             es_oai_request_free(&q);
             reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
@@ -927,7 +1060,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         }
         /* the template's markers are control tokens; the fallback transcript is plain text, tokenised
          * exactly as `edgespec run` would tokenise it */
-        prompt = tokenize(h, es_str_cstr(&text), h->chat_family != ES_CHAT_FALLBACK, &n_prompt, &err);
+        prompt = tokenize(h, es_str_cstr(&text), h->jinja || h->chat_family != ES_CHAT_FALLBACK, &n_prompt, &err);
         es_str_free(&text);
         if (h->eot >= 0) stop_ids[n_stop_ids++] = h->eot;
     } else if (q.prompt) {
@@ -982,6 +1115,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->kind = kind;
     r->stream = q.stream;
     r->include_usage = q.stream && q.include_usage;
+    r->include_speculation = q.stream && q.include_speculation;
     r->created = (int64_t)time(NULL);
     r->t_arrive = t_arrive;
     snprintf(r->rid, sizeof r->rid, "%s-%016llx", kind == ES_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)mix64(h->salt ^ r->id));
@@ -997,6 +1131,11 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
     r->prompt = prompt;
     r->logprobs = q.logprobs;
     r->top_logprobs = q.top_logprobs;
+    r->tools = tools;
+    if (tools) { /* taken over from the request */
+        r->tools_json = q.tools;
+        q.tools = NULL;
+    }
     memcpy(r->stop_ids, stop_ids, (size_t)n_stop_ids * sizeof *stop_ids);
     if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
     for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
@@ -1507,6 +1646,7 @@ static void handle(struct evhttp_request *req, void *arg) {
     } else if (!strcmp(path, EP_MODELS) || !strncmp(path, "/v1/models/", 11)) ep = EP_MODELS;
     else if (!strcmp(path, EP_HEALTH)) ep = EP_HEALTH;
     else if (!strcmp(path, EP_METRICS)) ep = EP_METRICS;
+    else if (!strcmp(path, EP_PAGE) || !strcmp(path, "/index.html")) ep = EP_PAGE;
     else if (!strcmp(path, EP_TOKENIZE) || !strcmp(path, "/v1/tokenize")) ep = EP_TOKENIZE, want_post = true;
     else if (!strcmp(path, EP_DETOKENIZE) || !strcmp(path, "/v1/detokenize")) ep = EP_DETOKENIZE, want_post = true;
     const bool preflight = cors_headers(h, req, cmd);
@@ -1541,6 +1681,17 @@ static void handle(struct evhttp_request *req, void *arg) {
     }
     if (ep == EP_METRICS) {
         handle_metrics(h, req);
+        return;
+    }
+    if (ep == EP_PAGE) { /* static and public, like /health: the page asks for the API key itself */
+        struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+        evhttp_add_header(oh, "Content-Type", "text/html; charset=utf-8");
+        evhttp_add_header(oh, "Cache-Control", "no-cache");
+        struct evbuffer *b = evbuffer_new();
+        if (b) evbuffer_add_reference(b, es_chat_page, es_chat_page_len, NULL, NULL);
+        evhttp_send_reply(req, b ? 200 : 500, reason(b ? 200 : 500), b);
+        if (b) evbuffer_free(b);
+        count(h, ep, b ? 200 : 500);
         return;
     }
     if (!auth_ok(h, req)) {
@@ -1579,6 +1730,42 @@ static void configure(struct evhttp *http, size_t max_body, double timeout_s) {
                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
     evhttp_set_timeout_tv(http, &tv);
+}
+
+/* A token's text (the templates' bos_token / eos_token), "" for none; NULL when memory runs out. */
+static char *token_text_dup(const es_tokenizer *tok, int32_t id) {
+    size_t n = 0;
+    const char *t = id >= 0 ? es_tokenizer_token_text(tok, id, &n) : NULL;
+    char *c = malloc(t ? n + 1 : 1);
+    if (!c) return NULL;
+    if (t) memcpy(c, t, n);
+    c[t ? n : 0] = 0;
+    return c;
+}
+
+/* The Jinja chat template becomes the one in use when it parses and renders a plain conversation (a
+ * template outside the subset fails here, once, rather than on every request); else a warning, and
+ * the built-in family detected from its markers serves. */
+static void chat_jinja_init(es_http *h, const char *tmpl) {
+    es_err e = {{0}};
+    es_status st = es_jinja_parse(tmpl, strlen(tmpl), &h->jinja, &e);
+    if (st == ES_OK) {
+        char role[] = "user", content[] = "hi";
+        const es_oai_message probe = {.role = role, .content = content};
+        es_str out = {0};
+        st = es_chat_render_jinja(h->jinja, &probe, 1, NULL, h->bos_text, h->eos_text, 0, &out, &e);
+        if (st != ES_OK) {
+            es_jinja_free(h->jinja);
+            h->jinja = NULL;
+        }
+        es_str_free(&out);
+    }
+    if (st != ES_OK) {
+        hlog(h, 1, "the chat template cannot be used as Jinja (%s): chat requests use the built-in %s template instead", e.msg,
+             es_chat_family_name((es_chat_family)h->chat_family));
+        return;
+    }
+    h->jinja_tools = es_chat_jinja_takes_tools(tmpl);
 }
 
 static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
@@ -1626,9 +1813,16 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     h->bos = es_tokenizer_bos(p->tok);
     h->eos = es_tokenizer_eos(p->tok);
     h->n_vocab = es_tokenizer_n_vocab(p->tok);
-    h->chat_family = p->chat_family >= 0 ? p->chat_family : (int)es_chat_detect(es_tokenizer_chat_template(p->tok));
+    const char *tmpl = p->chat_template ? p->chat_template : es_tokenizer_chat_template(p->tok);
+    h->chat_family = p->chat_family >= 0 ? p->chat_family : (int)es_chat_detect(tmpl);
+    h->p.chat_template = NULL; /* not kept: parsed here */
+    if (!(h->bos_text = token_text_dup(p->tok, h->bos)) || !(h->eos_text = token_text_dup(p->tok, h->eos))) {
+        es_http_free(h);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    if (p->chat_family < 0 && tmpl && *tmpl) chat_jinja_init(h, tmpl);
     h->eot = -1;
-    const char *eot = es_chat_end_of_turn((es_chat_family)h->chat_family);
+    const char *eot = h->jinja ? es_chat_jinja_end_of_turn(tmpl) : es_chat_end_of_turn((es_chat_family)h->chat_family);
     if (eot) { /* the end-of-turn marker stops generation when it is one token */
         int32_t ids[4];
         int n = 0;
@@ -1670,10 +1864,9 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     take_port(h, fd);
     struct timeval one = {1, 0};
     event_add(h->tick, &one);
-    hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s)", h->port, h->model_name,
-         es_chat_family_name((es_chat_family)h->chat_family));
-    const char *tmpl = es_tokenizer_chat_template(p->tok);
-    if (p->chat_family < 0 && tmpl && *tmpl && h->chat_family == ES_CHAT_FALLBACK) /* said once, not per request */
+    hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s%s)", h->port, h->model_name,
+         h->jinja ? "jinja" : es_chat_family_name((es_chat_family)h->chat_family), h->jinja_tools ? ", with tools" : "");
+    if (p->chat_family < 0 && tmpl && *tmpl && !h->jinja && h->chat_family == ES_CHAT_FALLBACK) /* said once, not per request */
         hlog(h, 1, "the model's chat template is not one of the known families (chatml, llama2, llama3, zephyr): chat "
                    "requests get a plain \"role: text\" transcript; choose one with --chat-template FAMILY or "
                    "--chat-template-file FILE");
@@ -1740,6 +1933,9 @@ void es_http_free(es_http *h) {
     }
     if (h->chunk) evbuffer_free(h->chunk);
     es_keys_free(&h->keys);
+    es_jinja_free(h->jinja);
+    free(h->bos_text);
+    free(h->eos_text);
     free(h);
 }
 

@@ -105,7 +105,10 @@ typedef struct es_http_params {
                                     bytes trickle in; else 408 and closed (default 60; 0: off) */
     const es_tokenizer *tok;
     int n_ctx;                   /* positions per session: prompt + max_tokens must fit */
-    int chat_family;             /* es_chat_family, or -1: detect from the tokenizer's template */
+    int chat_family;             /* es_chat_family: a built-in template; -1: the Jinja template (below, or
+                                    the tokenizer's) when it parses, else the family detected from it */
+    const char *chat_template;   /* a Jinja chat template's source (--chat-template-file; copied), NULL:
+                                    the tokenizer's tokenizer.chat_template */
     es_http_backend backend;
     es_log_fn log;               /* optional */
     void *log_ud;

@@ -134,6 +134,72 @@ static bool parse_prompt(const cJSON *root, es_oai_request *r, es_oai_error *e) 
     return BAD(e, "invalid_type", "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
 }
 
+/* A JSON value as compact text, or NULL when memory runs out. */
+static char *json_text(const cJSON *v) { return cJSON_PrintUnformatted(v); }
+
+/* An object {"type":"function","function":{"name":STRING,...}}: a tool, a call or a named tool_choice. */
+static bool is_function(const cJSON *v) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type"), *f = cJSON_GetObjectItemCaseSensitive(v, "function");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
+    return cJSON_IsObject(v) && (is_null(t) || (cJSON_IsString(t) && !strcmp(t->valuestring, "function"))) && cJSON_IsObject(f) &&
+           cJSON_IsString(n) && n->valuestring[0];
+}
+
+/* An assistant's tool_calls, a tool message's tool_call_id, a message's name. */
+static bool parse_message_tools(const cJSON *m, int i, es_oai_message *out, es_oai_error *e) {
+    char param[64];
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!is_null(tc) && !(cJSON_IsArray(tc) && cJSON_GetArraySize(tc) == 0)) {
+        snprintf(param, sizeof param, "messages[%d].tool_calls", i);
+        if (!cJSON_IsArray(tc)) return BAD(e, "invalid_type", param, "'%s' must be an array", param);
+        for (const cJSON *c = tc->child; c; c = c->next) {
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "function"), "arguments");
+            if (!is_function(c) || !(is_null(a) || cJSON_IsString(a) || cJSON_IsObject(a)))
+                return BAD(e, "invalid_value", param,
+                           "'%s' must hold objects {\"type\":\"function\",\"function\":{\"name\":...,\"arguments\":\"JSON text\"}}", param);
+        }
+        if (!(out->tool_calls = json_text(tc))) return oom(e);
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id"), *name = cJSON_GetObjectItemCaseSensitive(m, "name");
+    snprintf(param, sizeof param, "messages[%d].tool_call_id", i);
+    if (!is_null(id) && !cJSON_IsString(id)) return BAD(e, "invalid_type", param, "'%s' must be a string", param);
+    if (cJSON_IsString(id) && !(out->tool_call_id = dup_str(id->valuestring))) return oom(e);
+    snprintf(param, sizeof param, "messages[%d].name", i);
+    if (!is_null(name) && !cJSON_IsString(name)) return BAD(e, "invalid_type", param, "'%s' must be a string", param);
+    if (cJSON_IsString(name) && !(out->name = dup_str(name->valuestring))) return oom(e);
+    return true;
+}
+
+/* tools and tool_choice */
+static bool parse_tools(const cJSON *root, es_oai_request *r, es_oai_error *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    if (!is_null(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0)) {
+        if (!cJSON_IsArray(v)) return BAD(e, "invalid_type", "tools", "'tools' must be an array");
+        if (cJSON_GetArraySize(v) > ES_OAI_MAX_TOOLS) return BAD(e, "invalid_value", "tools", "'tools' holds more than %d tools", ES_OAI_MAX_TOOLS);
+        int i = 0;
+        for (const cJSON *t = v->child; t; t = t->next, i++)
+            if (!is_function(t))
+                return BAD(e, "invalid_value", "tools", "tools[%d] must be {\"type\":\"function\",\"function\":{\"name\":...}}", i);
+        if (!(r->tools = json_text(v))) return oom(e);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    if (is_null(v)) return true;
+    if (cJSON_IsString(v)) {
+        static const char *const names[] = {"auto", "none", "required"};
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(v->valuestring, names[k])) {
+                r->tool_choice = k;
+                return true;
+            }
+        return BAD(e, "invalid_value", "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or a function, got '%.32s'",
+                   v->valuestring);
+    }
+    if (!is_function(v)) return BAD(e, "invalid_type", "tool_choice", "'tool_choice' must be a string or {\"type\":\"function\",\"function\":{\"name\":...}}");
+    r->tool_choice = ES_OAI_TOOLS_NAMED;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(v, "function"), "name");
+    return (r->tool_choice_name = dup_str(n->valuestring)) ? true : oom(e);
+}
+
 static bool parse_messages(const cJSON *root, es_oai_request *r, es_oai_error *e) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (is_null(v)) return BAD(e, "missing_required_parameter", "messages", "'messages' is required");
@@ -189,6 +255,8 @@ static bool parse_messages(const cJSON *root, es_oai_request *r, es_oai_error *e
         }
         r->messages[i].content = text.s ? text.s : dup_str("");
         if (!r->messages[i].content) return oom(e);
+        r->messages[i].null_content = is_null(c);
+        if (!parse_message_tools(m, i, &r->messages[i], e)) return false;
     }
     return true;
 }
@@ -364,22 +432,19 @@ static bool parse_fields(const cJSON *root, es_oai_request *r, es_oai_error *e) 
             if (!cJSON_IsBool(u)) return BAD(e, "invalid_type", "stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
             r->include_usage = cJSON_IsTrue(u);
         }
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(v, "include_speculation"); /* an edgespec extension */
+        if (!is_null(sp)) {
+            if (!cJSON_IsBool(sp))
+                return BAD(e, "invalid_type", "stream_options.include_speculation", "'stream_options.include_speculation' must be a boolean");
+            r->include_speculation = cJSON_IsTrue(sp);
+        }
     }
     if (!opt_number(root, "presence_penalty", -2, false, 2, &r->presence_penalty, e)) return false;
     if (!opt_number(root, "frequency_penalty", -2, false, 2, &r->frequency_penalty, e)) return false;
     if (!parse_penalty_bias(root, r, e)) return false;
-    v = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
-    if (!is_null(v)) {
-        /* without tools "none" and "auto" both mean plain text; anything that asks for a call cannot be served */
-        if (!cJSON_IsString(v) && !cJSON_IsObject(v))
-            return BAD(e, "invalid_type", "tool_choice", "'tool_choice' must be a string or an object");
-        if (!cJSON_IsString(v) || (strcmp(v->valuestring, "none") && strcmp(v->valuestring, "auto")))
-            return BAD(e, "unsupported_parameter", "tool_choice",
-                       "'tool_choice' %s%.32s%s is not supported: tool calls are not served (only \"none\" or \"auto\" without tools)",
-                       cJSON_IsString(v) ? "'" : "", cJSON_IsString(v) ? v->valuestring : "(an object)", cJSON_IsString(v) ? "'" : "");
-    }
+    if (!parse_tools(root, r, e)) return false;
     if (!parse_logprobs(root, r, e)) return false;
-    const char *refused[] = {"echo", "tools", "functions"};
+    const char *refused[] = {"echo", "functions"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         v = cJSON_GetObjectItemCaseSensitive(root, refused[i]);
         if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) continue; /* empty tool lists change nothing */
@@ -500,8 +565,13 @@ void es_oai_request_free(es_oai_request *r) {
     for (int i = 0; i < r->n_messages; i++) {
         free(r->messages[i].role);
         free(r->messages[i].content);
+        free(r->messages[i].tool_calls);
+        free(r->messages[i].tool_call_id);
+        free(r->messages[i].name);
     }
     free(r->messages);
+    free(r->tools);
+    free(r->tool_choice_name);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->bias);
     const int kind = r->kind;
@@ -769,7 +839,10 @@ char *es_oai_response_json_n(int kind, const char *id, int64_t created, const ch
             cJSON *m = cJSON_AddObjectToObject(c, "message");
             if (m) {
                 cJSON_AddStringToObject(m, "role", "assistant");
-                cJSON_AddStringToObject(m, "content", text);
+                cJSON *calls = ch[i].tool_calls ? cJSON_Parse(ch[i].tool_calls) : NULL;
+                if (calls && !*text) cJSON_AddNullToObject(m, "content");
+                else cJSON_AddStringToObject(m, "content", text);
+                if (calls) cJSON_AddItemToObject(m, "tool_calls", calls);
             }
             if (ch[i].lp) cJSON_AddItemToObject(c, "logprobs", logprobs_json(kind, ch[i].lp));
         } else {
@@ -785,7 +858,7 @@ char *es_oai_response_json_n(int kind, const char *id, int64_t created, const ch
 
 char *es_oai_response_json(int kind, const char *id, int64_t created, const char *model, const char *text, const char *finish_reason,
                            const es_oai_usage *u) {
-    const es_oai_choice c = {text, finish_reason, NULL};
+    const es_oai_choice c = {text, finish_reason, NULL, NULL};
     return es_oai_response_json_n(kind, id, created, model, &c, 1, u);
 }
 
@@ -812,6 +885,24 @@ char *es_oai_chunk_json_ex(int kind, const char *id, int64_t created, const char
 char *es_oai_chunk_json(int kind, const char *id, int64_t created, const char *model, const char *role, const char *text,
                         const char *finish_reason) {
     return es_oai_chunk_json_ex(kind, id, created, model, 0, role, text, finish_reason, NULL);
+}
+
+char *es_oai_tool_calls_chunk_json(const char *id, int64_t created, const char *model, int index, const char *tool_calls) {
+    cJSON *c = NULL;
+    cJSON *o = envelope_choice(ES_OAI_CHAT, id, created, model, true, &c);
+    cJSON *calls = cJSON_Parse(tool_calls);
+    cJSON *d = o ? cJSON_AddObjectToObject(c, "delta") : NULL;
+    if (!d || !cJSON_IsArray(calls)) {
+        cJSON_Delete(calls);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_ReplaceItemInObject(c, "index", cJSON_CreateNumber(index));
+    int k = 0;
+    for (cJSON *t = calls->child; t; t = t->next) cJSON_AddNumberToObject(t, "index", k++);
+    cJSON_AddItemToObject(d, "tool_calls", calls);
+    add_finish(c, NULL);
+    return print_delete(o);
 }
 
 char *es_oai_usage_chunk_json(int kind, const char *id, int64_t created, const char *model, const es_oai_usage *u) {

@@ -10,16 +10,21 @@
  *   assistant / tool roles; content a string, null, or an array of {"type":"text","text"} parts),
  *   max_tokens / max_completion_tokens (>= 1), temperature [0, 2], top_p (0, 1], top_k >= 0 and
  *   min_p [0, 1] (llama.cpp extensions), seed (integer), stop (string or array of up to 4
- *   non-empty strings), n (1..ES_OAI_MAX_N choices), stream, stream_options.include_usage, presence_penalty and
+ *   non-empty strings), n (1..ES_OAI_MAX_N choices), stream, stream_options.include_usage (and
+ *   include_speculation, an edgespec extension), presence_penalty and
  *   frequency_penalty (0 only), repeat_penalty / repetition_penalty (> 0, <= 100; llama.cpp / vLLM:
  *   1 = off) with repeat_last_n (-1: the whole context), logit_bias (token id -> bias in [-100, 100],
- *   at most ES_OAI_MAX_LOGIT_BIAS entries), tool_choice ("none" or "auto": no tools are served),
+ *   at most ES_OAI_MAX_LOGIT_BIAS entries), tools (up to ES_OAI_MAX_TOOLS objects
+ *   {"type":"function","function":{"name",...}}), tool_choice ("none", "auto", "required" or a named
+ *   function: the parse accepts them, the server decides what it can serve), assistant messages'
+ *   tool_calls and tool messages' tool_call_id,
  *   user (ignored). top_k -1 means off (vLLM), as 0 does.
  *   logprobs (completions: 0..20 alternatives; chat: a boolean, with top_logprobs 0..20).
  *   response_format: {"type":"text"}, {"type":"json_object"} (any JSON object) or {"type":"json_schema",
  *   "json_schema":{"name","schema","strict"}}: the schema is compiled (grammar/schema.c) here, so a
  *   schema outside the supported subset is a 400 naming the keyword.
- * Refused: n outside 1..16, best_of > 1, echo, suffix, tools / functions, tool_choice asking for a call, non-zero presence / frequency penalties,
+ * Refused: n outside 1..16, best_of > 1, echo, suffix, functions (the legacy form of tools), tool_choice
+ *   asking for a call, non-zero presence / frequency penalties,
  *   non-text content parts, and any string holding NUL (\u0000), which would cut it short. */
 #ifndef ES_SERVER_OAI_H
 #define ES_SERVER_OAI_H
@@ -53,7 +58,20 @@ typedef struct es_oai_error {
 typedef struct es_oai_message {
     char *role;           /* "system", "user", "assistant", "tool" ("developer" is read as "system") */
     char *content;        /* text parts joined; "" for null content */
+    bool null_content;    /* content was null or absent (an assistant turn that only calls tools) */
+    char *tool_calls;     /* assistant: its "tool_calls" array as JSON text, NULL when none */
+    char *tool_call_id;   /* tool: the call it answers, NULL when not given */
+    char *name;           /* the optional "name", NULL when not given */
 } es_oai_message;
+
+#define ES_OAI_MAX_TOOLS 128
+
+typedef enum es_oai_tool_choice {
+    ES_OAI_TOOLS_AUTO = 0,  /* "auto" (the default): the model may call a tool */
+    ES_OAI_TOOLS_NONE,      /* "none": the tools are not shown to the model and no call is parsed */
+    ES_OAI_TOOLS_REQUIRED,  /* "required" */
+    ES_OAI_TOOLS_NAMED      /* {"type":"function","function":{"name":...}} */
+} es_oai_tool_choice;
 
 typedef struct es_oai_request {
     int kind;                         /* es_oai_kind */
@@ -63,6 +81,9 @@ typedef struct es_oai_request {
     int n_prompt_ids;
     es_oai_message *messages;         /* chat */
     int n_messages;
+    char *tools;                      /* chat: the "tools" array as JSON text (each a function), NULL when none */
+    int tool_choice;                  /* es_oai_tool_choice */
+    char *tool_choice_name;           /* ES_OAI_TOOLS_NAMED: the function */
     int max_tokens;                   /* 0: not given (completions default 16, chat: what fits) */
     double temperature, top_p, min_p;
     int top_k;
@@ -71,6 +92,8 @@ typedef struct es_oai_request {
     char *stop[ES_OAI_MAX_STOP];
     int n_stop;
     bool stream, include_usage;
+    bool include_speculation;         /* stream_options.include_speculation (edgespec): a "speculation"
+                                         object on every chunk of generated tokens (README) */
     double repeat_penalty;            /* repeat_penalty / repetition_penalty (1: off) */
     int repeat_last_n;                /* -1: the whole context */
     double presence_penalty, frequency_penalty; /* -2..2 (0: off) */
@@ -189,6 +212,8 @@ typedef struct es_oai_choice {
     const char *text;
     const char *finish_reason;
     const es_oai_logprobs *lp;
+    const char *tool_calls;  /* chat: the message's tool_calls as a JSON array text (NULL: none); with
+                                them an empty text is "content": null */
 } es_oai_choice;
 /* The non-streamed response with n choices (es_oai_response_json is the n = 1 case without logprobs). */
 char *es_oai_response_json_n(int kind, const char *id, int64_t created, const char *model, const es_oai_choice *c, int n,
@@ -196,6 +221,9 @@ char *es_oai_response_json_n(int kind, const char *id, int64_t created, const ch
 /* A stream chunk of choice `index`, with the logprobs of its tokens (lp NULL: none). */
 char *es_oai_chunk_json_ex(int kind, const char *id, int64_t created, const char *model, int index, const char *role,
                            const char *text, const char *finish_reason, const es_oai_logprobs *lp);
+/* A chat stream chunk of choice `index` whose delta carries tool calls (tool_calls: a JSON array of
+ * {"id","type","function":{"name","arguments"}}); each gets its "index" in the array, as OpenAI sends. */
+char *es_oai_tool_calls_chunk_json(const char *id, int64_t created, const char *model, int index, const char *tool_calls);
 /* The final usage chunk (stream_options.include_usage): choices [] and usage. */
 char *es_oai_usage_chunk_json(int kind, const char *id, int64_t created, const char *model, const es_oai_usage *u);
 /* {"error":{"message","type","param","code"}} */

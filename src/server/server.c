@@ -1313,6 +1313,7 @@ static es_status start_http(es_server *s, es_err *err) {
     hp.tok = s->p.target_tok;
     hp.n_ctx = s->n_ctx;
     hp.chat_family = s->p.chat_family;
+    hp.chat_template = s->p.chat_template;
     hp.backend.start = http_start;
     hp.backend.cancel = http_cancel;
     hp.backend.metrics = http_metrics;

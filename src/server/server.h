@@ -63,7 +63,9 @@ typedef struct es_server_params {
     double http_queue_timeout_s; /* longest wait in that queue before 503 (default 60; <= 0: no limit) */
     const char *http_cors;       /* es_http_params.cors: NULL (default) no CORS; "*" or a comma list */
     const char *model_name;      /* the model id the HTTP API reports (default "edgespec") */
-    int chat_family;             /* es_chat_family; -1 (default): from the model's chat template */
+    int chat_family;             /* a built-in es_chat_family; -1 (default): the Jinja template (below, or
+                                    the model's) when it parses, else the family its markers name */
+    const char *chat_template;   /* a Jinja chat template's source (--chat-template-file), NULL: the model's */
     bool http_server_spec;       /* with a draft model: HTTP sessions draft on the server (default true) */
     const char *const *api_keys; /* more accepted keys besides api_key [n_api_keys], on both listeners
                                     (transport/keys.h: es_keys_load_file reads an --api-keys-file) */

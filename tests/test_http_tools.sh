@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# test_http_tools.sh — chat templates from Jinja and tools on /v1/chat/completions, on the tiny models:
+#  - a Jinja template given with --chat-template-file renders requests: tools, assistant tool_calls
+#    (OpenAI's JSON-text arguments) and tool results in the history are accepted (200);
+#  - a template's raise_exception reaches the client as a 400 with its message (Mistral's template
+#    refuses a system message), and the server keeps serving;
+#  - tool_choice "required" or a named function cannot be enforced: 400, never ignored; without tools
+#    it is a 400 too; malformed tools are 400;
+#  - a built-in template (--chat-template chatml) takes no tools: 400 naming 'tools'.
+# What the model makes of tools (tool_calls in the reply, streamed and not) needs a model that calls
+# them: tests/test_real_tools.sh; the parsing itself is tests/test_oai.c's.
+. "$(dirname "$0")/lib.sh"
+es_test_init http-tools
+model=$models/stories260K.gguf
+data=$(cd "$(dirname "$0")" && pwd)/data/chat-templates
+command -v curl >/dev/null || { echo "test_http_tools: curl is required" >&2; exit 1; }
+es_reap_on_exit
+
+# post PATH JSON: "STATUS BODY" of a POST to the server on $hport
+post() { curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$hport$1" -H 'Content-Type: application/json' -d "$2"; }
+status_is() { # NAME WANT GOT
+  if [ "$3" = "$2" ]; then ok; else bad "$1: status $3 (want $2): $(head -c 400 "$tmp/body")"; fi
+}
+
+tools='"tools":[{"type":"function","function":{"name":"get_weather","description":"Current weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]'
+history='"messages":[{"role":"system","content":"You can look up weather."},{"role":"user","content":"Weather in Paris?"},
+  {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},
+  {"role":"tool","tool_call_id":"call_1","content":"{\"temp\": 18}"}]'
+
+# ---- a Jinja template with tools from a file (a compact one: the tiny model's context is 512 tokens,
+# less than Qwen2.5's tool preamble; tests/test_jinja.c holds Qwen2.5's own against jinja2) ----
+cat >"$tmp/tools.jinja" <<'TMPL'
+{%- if tools %}<tools>{% for t in tools %}{{ t.function.name }} {% endfor %}</tools>{% endif %}
+{%- for m in messages %}{{ m.role }}: {{ m.content if m.content is not none else '' }}
+{%- for c in m.tool_calls if m.tool_calls %}<call>{{ c.function.arguments | tojson }}</call>{% endfor %}
+{% endfor %}assistant:
+TMPL
+es_serve_start "$tmp/qwen.log" --chat-template-file "$tmp/tools.jinja"
+[ -n "$hport" ] || { bad "serve with --chat-template-file did not start: $(tail -n 5 "$tmp/qwen.log")"; es_test_finish test_http_tools; exit; }
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4,$tools}")
+status_is "chat with tools" 200 "$s"
+has "$tmp/body" '"finish_reason":"'
+s=$(post /v1/chat/completions "{$history,\"max_tokens\":4,$tools}")
+status_is "tool history" 200 "$s"
+s=$(post /v1/chat/completions "{$history,\"max_tokens\":4,$tools,\"stream\":true}")
+status_is "tool history streamed" 200 "$s"
+has "$tmp/body" 'data: [DONE]'
+s=$(post /v1/chat/completions "{$history,\"max_tokens\":4,$tools,\"tool_choice\":\"none\"}")
+status_is "tool_choice none" 200 "$s"
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4,$tools,\"tool_choice\":\"required\"}")
+status_is "tool_choice required" 400 "$s"
+has "$tmp/body" '"param":"tool_choice"'
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4,$tools,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}}")
+status_is "tool_choice named" 400 "$s"
+has "$tmp/body" "get_weather"
+s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"tool_choice":"required"}')
+status_is "tool_choice required without tools" 400 "$s"
+s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"tools":[{"type":"function","function":{}}]}')
+status_is "a tool without a name" 400 "$s"
+has "$tmp/body" '"param":"tools"'
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+
+# ---- a template that refuses a conversation: raise_exception is the client's 400 ----
+es_serve_start "$tmp/mistral.log" --chat-template-file "$data/mistral.jinja"
+s=$(post /v1/chat/completions '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"}],"max_tokens":2}')
+status_is "mistral refuses a system message" 400 "$s"
+has "$tmp/body" "Conversation roles must alternate"
+s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}')
+status_is "mistral after a refusal" 200 "$s"
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2,$tools}")
+status_is "mistral's template takes no tools" 400 "$s"
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+
+# ---- a built-in family takes no tools ----
+es_serve_start "$tmp/chatml.log" --chat-template chatml
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2,$tools}")
+status_is "chatml with tools" 400 "$s"
+has "$tmp/body" "does not take tools"
+s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"},{"role":"tool","content":"42"}],"max_tokens":2}')
+status_is "chatml with a tool result" 200 "$s"
+
+es_test_finish test_http_tools
