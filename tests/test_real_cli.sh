@@ -63,9 +63,12 @@ fi
 # llama.cpp's greedy continuations (scripts/gen-llamacpp-ref.py, llama-cpp-python on the same file):
 # each of our 32-token continuations must equal llama.cpp's, or part from it only at a near tie, a step
 # where llama.cpp's own top two logits are less than 0.25 apart (its "margins"; the median step's is
-# several logits). There kernels that round differently pick either token: llama.cpp quantises the
-# activations of a K-quant product in blocks of 256 (Q8_K), edgespec in blocks of 32, and llama.cpp
-# itself gives another argmax batched than token by token at reference 1's parting step.
+# several logits). There kernels that round differently pick either token: both quantise the
+# activations of a K-quant product as Q8_K now, but sum in other orders, round attention elsewhere (f16
+# queries and probabilities in llama.cpp), and the model amplifies one ulp into a flipped int8 step;
+# llama.cpp itself gives another argmax batched than token by token at reference 1's parting step, and
+# with flash attention on (llama-cpp-python 0.3.36, 2 threads) it reproduces only 13 of its own 20
+# flash-attention-off continuations, edgespec 12 (issue 15 notes).
 ref=${ES_SRC:-.}/tests/data/qwen2.5-coder-1.5b-llamacpp-ref.jsonl
 same=0 ties=0 total=0
 while IFS= read -r line; do
