@@ -160,6 +160,21 @@ def lc_spec_gen(tgt, dft, ids, n, n_draft, p_min):
     return (len(out) - 1) / dt, out, (len(out) - 1) / passes
 
 
+def save(res, path):
+    """Writes what has been measured so far (a run cut short still leaves its pairs)."""
+    if path:
+        with open(path, "w") as f:
+            f.write(json.dumps(res, indent=1) + "\n")
+
+
+def load_avg():
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except OSError:
+        return None
+
+
 def med(xs):
     return statistics.median(xs) if xs else None
 
@@ -196,7 +211,9 @@ def main():
                     got[eng] = es_plain(a.edgespec, model, a.threads, a.n_prompt, a.n_gen) if eng == "es" else \
                         lc_plain(llm, a.n_prompt, a.n_gen)
                 rows.append({"edgespec": {"prefill": got["es"][0], "decode": got["es"][1]},
-                             "llama.cpp": {"prefill": got["lc"][0], "decode": got["lc"][1]}})
+                             "llama.cpp": {"prefill": got["lc"][0], "decode": got["lc"][1]}, "load_avg": load_avg()})
+                res["plain"][name] = {"runs": rows}
+                save(res, a.out)
                 print(f"{name} rep {r + 1}: prefill es {got['es'][0]:.1f} lc {got['lc'][0]:.1f} tok/s, "
                       f"decode es {got['es'][1]:.2f} lc {got['lc'][1]:.2f} tok/s", flush=True)
             del llm
@@ -228,7 +245,10 @@ def main():
                         row["llama.cpp"] = {"plain": plain, "spec": spec, "per_pass": per, "same_tokens": toks0 == toks1}
                 for e in ("edgespec", "llama.cpp"):
                     row[e]["speedup"] = row[e]["spec"] / row[e]["plain"]
+                row["load_avg"] = load_avg()
                 runs.append(row)
+                res["spec"]["runs"] = runs
+                save(res, a.out)
                 print(f"spec rep {r + 1} prompt {i}: " + "; ".join(
                     f"{e} {row[e]['plain']:.2f} -> {row[e]['spec']:.2f} tok/s (x{row[e]['speedup']:.2f}, "
                     f"{row[e]['per_pass']:.2f} tok/pass{'' if row[e]['same_tokens'] else ', TOKENS DIFFER'})"
@@ -241,10 +261,7 @@ def main():
         res["spec"].update(s)
 
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    text = json.dumps(res, indent=1)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    save(res, a.out)
     summary = {k: {m: {q: v for q, v in s.items() if q != "runs"} for m, s in res[k].items() if isinstance(s, dict)}
                for k in ("plain",)}
     print(json.dumps(summary, indent=1))
