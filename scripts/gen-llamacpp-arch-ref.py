@@ -22,6 +22,11 @@ from llama_cpp import Llama
 MODELS = [
     ("phi3", "custom:dim=128,ff=344,layers=3,heads=8,kv=4,ctx=512,vocab=32064,arch=phi3", 7),
     ("llama", "custom:dim=128,ff=344,layers=3,heads=8,kv=4,ctx=512,vocab=32064,arch=llama,tied=0", 11),
+    # per-head q/k norms, no biases, a head size (48) that is not dim / heads
+    ("qwen3", "custom:dim=128,ff=344,layers=3,heads=4,kv=2,headdim=48,ctx=512,vocab=32064,arch=qwen3", 13),
+    # Llama 3.x RoPE factors (rope_freqs.weight); weights 5x the usual scale make attention peaked enough
+    # that the rotation angles show in the logits
+    ("llama3", "custom:dim=128,ff=344,layers=3,heads=8,kv=4,ctx=512,vocab=32064,arch=llama,tied=0,ropefreqs=1,wscale=5", 17),
 ]
 PROMPTS = ["def fibonacci(n):", "Once upon a time, there was", "The capital of France is"]
 

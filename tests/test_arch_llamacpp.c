@@ -1,9 +1,10 @@
 /* test_arch_llamacpp.c — the architectures against llama.cpp: small random models of each (`synth`,
  * f32, fixed seeds, the phi-3 vocabulary of ../shared/tokenizer-tests) are made through the library
  * exactly as scripts/gen-llamacpp-arch-ref.py made them for llama.cpp (llama-cpp-python); edgespec's
- * prompt ids, its 16 largest logits after the prompt (within 2e-3) and 16 greedy tokens must equal
+ * prompt ids, its 16 largest logits after the prompt (within 2e-3 of the largest's size, at least 1) and 16 greedy tokens must equal
  * llama.cpp's (tests/data/arch-llamacpp-ref.jsonl). phi3 checks the fused QKV / gate-up matrices and
- * its NEOX rotation; llama the plain path beside it. */
+ * its NEOX rotation; llama the plain path beside it; qwen3 its per-head q/k norms and a head size that
+ * is not dim / heads; llama3 the RoPE factors of rope_freqs.weight. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,14 +63,16 @@ static void check_case(es_model *m, const cJSON *c) {
     es_batch b = {n, ids, pos, sq, NULL, lg, NULL};
     CHECK_OK(es_decode(ctx, &b, &err), &err);
     const float *l = es_ctx_logits(ctx, n - 1);
-    double worst = 0;
+    double worst = 0, scale = 1;
     const cJSON *t;
     cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "top")) {
         const int id = cJSON_GetArrayItem(t, 0)->valueint;
         const double v = cJSON_GetArrayItem(t, 1)->valuedouble;
         if (l && !(fabs(l[id] - v) <= worst)) worst = fabs(l[id] - v); /* (a NaN stays the worst) */
+        if (fabs(v) > scale) scale = fabs(v);
     }
-    CHECK_MSG(l && worst <= TOL, "%s '%s': logits differ from llama.cpp's by %g", arch, prompt, worst);
+    /* relative to the logits' size: the llama3 model's weights are 5x larger, so are its rounding errors */
+    CHECK_MSG(l && worst <= TOL * scale, "%s '%s': logits differ from llama.cpp's by %g", arch, prompt, worst);
     /* greedy */
     es_test_json_ints(cJSON_GetObjectItem(c, "greedy"), want_greedy, 16);
     int32_t got[16];
@@ -116,7 +119,7 @@ int main(void) {
         cases++;
         cJSON_Delete(c);
     }
-    CHECK(cases == 6);
+    CHECK(cases == 12);
     es_model_free(m);
     free(text);
     return es_test_finish("test_arch_llamacpp");

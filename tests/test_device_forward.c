@@ -8,7 +8,8 @@
  *  - quantised weights (Q8_0, Q4_0): the device dequantises and multiplies in f32 where the CPU
  *    quantises the activations to int8, so their logits differ by that rounding; a sequence decoded
  *    alone (the matrix–vector kernels) agrees within QUANT_TOL · (1 + max |logit|);
- *  - Qwen2 (q/k/v biases, NEOX RoPE, grouped-query heads) on a random synthetic model, f32 and Q4_K;
+ *  - Qwen2 (q/k/v biases, NEOX RoPE, grouped-query heads), Qwen3 (per-head q/k norms) and Llama 3
+ *    (rope_freqs) on random synthetic models, f32 and Q4_K;
  *  - a token tree (parents, never a dense mask) verified in one pass, then es_seq_keep of one path
  *    (the device moves its own KV rows) and one more step: device == CPU within LOGIT_TOL; once more
  *    with every weight matrix split by rows into 4 KiB buffers (as on a device whose
@@ -336,15 +337,23 @@ static void test_prefix_cow(int device) {
     es_model_free(m);
 }
 
-/* ---- Qwen2: q/k/v biases, NEOX RoPE, grouped-query heads (a random synthetic model) --------- */
+/* ---- random synthetic models of the other architectures ---------------------------------------
+ * qwen2: q/k/v biases, NEOX RoPE, grouped-query heads; qwen3: per-head q/k norms and a head size that
+ * is not dim / heads; llama3: the rope_freqs factors (larger weights, so the angles show). */
 
-static void test_qwen2(int device, uint32_t type, double tol) {
-    char path[512], name[64];
-    snprintf(name, sizeof name, "device-qwen2-%s.gguf", es_type_name(type));
-    snprintf(path, sizeof path, "%s", es_test_tmp(name));
+static const char *const k_shapes[] = {
     /* every matrix's columns a multiple of 256, so the K-quants hold them all */
-    es_synth_opts o = {.shape = "custom:dim=256,ff=512,layers=2,heads=4,kv=2,ctx=128,vocab=300,arch=qwen2,tied=0",
-                       .type = type, .seed = 11, .out_path = path, .n_threads = 1};
+    "custom:dim=256,ff=512,layers=2,heads=4,kv=2,ctx=128,vocab=300,arch=qwen2,tied=0",
+    "custom:dim=256,ff=512,layers=2,heads=4,kv=2,headdim=64,ctx=128,vocab=300,arch=qwen3,tied=0",
+    "custom:dim=256,ff=512,layers=2,heads=4,kv=2,ctx=128,vocab=300,arch=llama,tied=0,ropefreqs=1,wscale=5",
+};
+static const char *const k_shape_names[] = {"qwen2", "qwen3", "llama3"};
+
+static void test_synth(int device, int shape, uint32_t type, double tol) {
+    char path[512], name[64];
+    snprintf(name, sizeof name, "device-%s-%s.gguf", k_shape_names[shape], es_type_name(type));
+    snprintf(path, sizeof path, "%s", es_test_tmp(name));
+    es_synth_opts o = {.shape = k_shapes[shape], .type = type, .seed = 11, .out_path = path, .n_threads = 1};
     es_err err = {{0}};
     CHECK_OK(es_synth(&o, &err), &err);
     es_model_params mp = es_model_default_params();
@@ -363,14 +372,14 @@ static void test_qwen2(int device, uint32_t type, double tol) {
         for (int i = 0; i < 12; i++) { tok[i] = 3 + 23 * i; pos[i] = i; want[i] = 1; }
         double worst = 0;
         es_batch b = {.n_tokens = 12, .token = tok, .pos = pos, .seq = seq, .logits = want};
-        decode_both_(dev, cpu, &b, nv, tol, "qwen2 prefill", &worst, false);
+        decode_both_(dev, cpu, &b, nv, tol, k_shape_names[shape], &worst, false);
         for (int step = 0; step < 4; step++) {
             tok[0] = 7 + step;
             pos[0] = 12 + step;
             b = (es_batch){.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
-            decode_both_(dev, cpu, &b, nv, tol, "qwen2 decode", &worst, false);
+            decode_both_(dev, cpu, &b, nv, tol, k_shape_names[shape], &worst, false);
         }
-        printf("qwen2 (%s) on the device: logits within %.2g of the CPU's\n", es_type_name(type), worst);
+        printf("%s (%s) on the device: logits within %.2g of the CPU's\n", k_shape_names[shape], es_type_name(type), worst);
     }
     es_ctx_free(dev);
     es_ctx_free(cpu);
@@ -512,12 +521,14 @@ int main(void) {
         test_prefix_cow(d);
         test_kv_f16(d);
         test_exit_split(d);
-        test_qwen2(d, ES_TYPE_F32, LOGIT_TOL);
-        test_qwen2(d, ES_TYPE_Q4_K, QUANT_TOL);
+        for (int s = 0; s < 3; s++) {
+            test_synth(d, s, ES_TYPE_F32, LOGIT_TOL);
+            if (s != 2) test_synth(d, s, ES_TYPE_Q4_K, QUANT_TOL); /* (llama3's 5x weights: f32 only, its point is RoPE) */
+        }
         /* each further weight type the device reads (the CPU dequantises the same blocks) */
-        test_qwen2(d, ES_TYPE_Q5_K, QUANT_TOL);
-        test_qwen2(d, ES_TYPE_Q6_K, QUANT_TOL);
-        test_qwen2(d, ES_TYPE_BF16, QUANT_TOL);
+        test_synth(d, 0, ES_TYPE_Q5_K, QUANT_TOL);
+        test_synth(d, 0, ES_TYPE_Q6_K, QUANT_TOL);
+        test_synth(d, 0, ES_TYPE_BF16, QUANT_TOL);
     }
     CHECK_MSG(n_validation_errors == 0, "%d validation errors", n_validation_errors);
     return es_test_finish("test_device_forward");

@@ -105,6 +105,7 @@ es_status es_hf_parse_config(const char *text, size_t len, es_hparams *hp, bool 
     if (st == ES_OK) st = cfg_int(cfg, "head_dim", false, hp->n_embd / hp->n_head, 1, 4096, &hp->head_dim, err);
     if (st == ES_OK) st = cfg_float(cfg, "rms_norm_eps", 1e-6, 0.0, 1.0, &hp->rms_eps, err);
     if (st == ES_OK) st = cfg_float(cfg, "rope_theta", 10000.0, 1.0, 1e12, &hp->rope_base, err);
+    hp->rope_freq_scale = 1.0f;
     if (st == ES_OK && !cJSON_GetObjectItemCaseSensitive(cfg, "head_dim") && hp->n_embd % hp->n_head != 0)
         st = es_fail(err, ES_ERR_FORMAT, "hidden_size %d is not a multiple of num_attention_heads %d", hp->n_embd, hp->n_head);
     *tie = cfg_true(cfg, "tie_word_embeddings", false);

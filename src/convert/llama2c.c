@@ -264,6 +264,7 @@ es_status es_convert_llama2c(const char *model_path, const char *tokenizer_path,
     hp.n_ctx_train = info.seq_len;
     hp.rms_eps = 1e-5f;
     hp.rope_base = 10000.0f;
+    hp.rope_freq_scale = 1.0f;
     hp.tied_output = info.shared_classifier;
     plan.n_layers = info.n_layers;
     plan.tied_output = info.shared_classifier;

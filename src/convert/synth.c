@@ -33,15 +33,19 @@ typedef struct synth_shape {
     int dim, ff, layers, heads, kv, vocab, ctx;
     es_arch arch;
     bool tied;
+    int head_dim;    /* 0: dim / heads */
+    bool rope_freqs; /* write Llama 3.x's per-frequency RoPE factors (rope_freqs.weight) */
+    int wscale;      /* --random weights' standard deviation in units of 0.02 (0: 1); larger makes attention
+                        peaked, so that position (RoPE) visibly changes the outputs of a small model */
 } synth_shape;
 
 static const synth_shape k_shapes[] = {
-    {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, ES_ARCH_LLAMA, false},
-    {"llama-7b", 4096, 11008, 32, 32, 32, 32000, 4096, ES_ARCH_LLAMA, false},
-    {"qwen2-0.5b", 896, 4864, 24, 14, 2, 151936, 32768, ES_ARCH_QWEN2, true},
-    {"stories15m", 288, 768, 6, 6, 6, 32000, 256, ES_ARCH_LLAMA, true},
-    {"stories42m", 512, 1376, 8, 8, 8, 32000, 1024, ES_ARCH_LLAMA, true},
-    {"stories110m", 768, 2048, 12, 12, 12, 32000, 1024, ES_ARCH_LLAMA, true},
+    {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, ES_ARCH_LLAMA, false, 0, false, 0},
+    {"llama-7b", 4096, 11008, 32, 32, 32, 32000, 4096, ES_ARCH_LLAMA, false, 0, false, 0},
+    {"qwen2-0.5b", 896, 4864, 24, 14, 2, 151936, 32768, ES_ARCH_QWEN2, true, 0, false, 0},
+    {"stories15m", 288, 768, 6, 6, 6, 32000, 256, ES_ARCH_LLAMA, true, 0, false, 0},
+    {"stories42m", 512, 1376, 8, 8, 8, 32000, 1024, ES_ARCH_LLAMA, true, 0, false, 0},
+    {"stories110m", 768, 2048, 12, 12, 12, 32000, 1024, ES_ARCH_LLAMA, true, 0, false, 0},
 };
 
 static es_status parse_custom(const char *spec, synth_shape *s, es_err *err) {
@@ -60,7 +64,8 @@ static es_status parse_custom(const char *spec, synth_shape *s, es_err *err) {
             if (strcmp(val, "llama") == 0) s->arch = ES_ARCH_LLAMA;
             else if (strcmp(val, "qwen2") == 0) s->arch = ES_ARCH_QWEN2;
             else if (strcmp(val, "phi3") == 0) s->arch = ES_ARCH_PHI3;
-            else return es_fail(err, ES_ERR_INVALID_ARG, "custom shape: arch must be llama, qwen2 or phi3, not '%s'", val);
+            else if (strcmp(val, "qwen3") == 0) s->arch = ES_ARCH_QWEN3;
+            else return es_fail(err, ES_ERR_INVALID_ARG, "custom shape: arch must be llama, qwen2, qwen3 or phi3, not '%s'", val);
             continue;
         }
         char *end;
@@ -79,7 +84,11 @@ static es_status parse_custom(const char *spec, synth_shape *s, es_err *err) {
         if (strcmp(key, "ctx") == 0) s->ctx = (int)v;
         else if (strcmp(key, "vocab") == 0) s->vocab = (int)v;
         else if (strcmp(key, "tied") == 0 && v <= 1) s->tied = v == 1;
-        else return es_fail(err, ES_ERR_INVALID_ARG, "custom shape: unknown key '%s' (dim, ff, layers, heads, kv, ctx, vocab, arch, tied)", key);
+        else if (strcmp(key, "headdim") == 0) s->head_dim = (int)v;
+        else if (strcmp(key, "ropefreqs") == 0 && v <= 1) s->rope_freqs = v == 1;
+        else if (strcmp(key, "wscale") == 0 && v >= 1 && v <= 50) s->wscale = (int)v;
+        else return es_fail(err, ES_ERR_INVALID_ARG,
+                            "custom shape: unknown key '%s' (dim, ff, layers, heads, kv, ctx, vocab, arch, tied, headdim, ropefreqs, wscale 1..50)", key);
     }
     for (int i = 0; i < 5; i++)
         if (!have[i]) return es_fail(err, ES_ERR_INVALID_ARG, "custom shape needs dim, ff, layers, heads and kv");
@@ -87,7 +96,7 @@ static es_status parse_custom(const char *spec, synth_shape *s, es_err *err) {
 }
 
 /* Resolves a shape name (or custom:...) to hyper-parameters. */
-static es_status shape_hparams(const char *name, es_hparams *hp, bool *tied, es_err *err) {
+static es_status shape_hparams(const char *name, es_hparams *hp, bool *tied, bool *rope_freqs, int *wscale, es_err *err) {
     synth_shape s;
     if (!name) return es_fail(err, ES_ERR_INVALID_ARG, "no shape given");
     if (strncmp(name, "custom:", 7) == 0) {
@@ -104,8 +113,10 @@ static es_status shape_hparams(const char *name, es_hparams *hp, bool *tied, es_
             return es_fail(err, ES_ERR_INVALID_ARG,
                            "unknown shape '%s' (tinyllama-1.1b, llama-7b, qwen2-0.5b, stories15m, stories42m, stories110m, custom:...)", name);
     }
-    if (s.heads <= 0 || s.dim % s.heads != 0)
-        return es_fail(err, ES_ERR_INVALID_ARG, "shape %s: heads %d must divide dim %d", name, s.heads, s.dim);
+    if (s.heads <= 0 || (s.head_dim == 0 && s.dim % s.heads != 0))
+        return es_fail(err, ES_ERR_INVALID_ARG, "shape %s: heads %d must divide dim %d (or give headdim)", name, s.heads, s.dim);
+    if (s.rope_freqs && s.arch != ES_ARCH_LLAMA)
+        return es_fail(err, ES_ERR_INVALID_ARG, "shape %s: ropefreqs (Llama 3.x RoPE factors) needs arch=llama", name);
     memset(hp, 0, sizeof *hp);
     hp->arch = s.arch;
     hp->n_embd = s.dim;
@@ -113,17 +124,22 @@ static es_status shape_hparams(const char *name, es_hparams *hp, bool *tied, es_
     hp->n_layer = s.layers;
     hp->n_head = s.heads;
     hp->n_head_kv = s.kv;
-    hp->head_dim = s.dim / s.heads;
+    hp->head_dim = s.head_dim ? s.head_dim : s.dim / s.heads;
     hp->rope_dim = hp->head_dim;
     hp->n_vocab = s.vocab;
     hp->n_ctx_train = s.ctx;
-    hp->rms_eps = s.arch == ES_ARCH_QWEN2 ? 1e-6f : 1e-5f;
-    hp->rope_base = s.arch == ES_ARCH_QWEN2 ? 1e6f : 1e4f;
-    hp->rope_neox = s.arch == ES_ARCH_QWEN2 || s.arch == ES_ARCH_PHI3;
+    const bool qwen = s.arch == ES_ARCH_QWEN2 || s.arch == ES_ARCH_QWEN3;
+    hp->rms_eps = qwen ? 1e-6f : 1e-5f;
+    hp->rope_base = qwen ? 1e6f : 1e4f;
+    hp->rope_freq_scale = 1.0f;
+    hp->rope_neox = qwen || s.arch == ES_ARCH_PHI3;
     hp->qkv_bias = s.arch == ES_ARCH_QWEN2;
+    hp->qk_norm = s.arch == ES_ARCH_QWEN3;
     hp->fused = s.arch == ES_ARCH_PHI3;
     hp->tied_output = s.tied;
     *tied = s.tied;
+    if (rope_freqs) *rope_freqs = s.rope_freqs;
+    if (wscale) *wscale = s.wscale ? s.wscale : 1;
     es_status st = es_hparams_validate(hp, err);
     if (st != ES_OK) {
         es_err_prefix(err, name);
@@ -135,7 +151,7 @@ static es_status shape_hparams(const char *name, es_hparams *hp, bool *tied, es_
 es_status es_synth_check_shape(const char *shape, int *n_vocab, es_err *err) {
     es_hparams hp;
     bool tied;
-    es_status st = shape_hparams(shape, &hp, &tied, err);
+    es_status st = shape_hparams(shape, &hp, &tied, NULL, NULL, err);
     if (st == ES_OK && n_vocab) *n_vocab = hp.n_vocab;
     return st;
 }
@@ -204,6 +220,28 @@ static es_status rand_row(void *ud, int64_t row, float *dst, es_err *err) {
         for (int64_t i = 0; i < s->ne0; i++) dst[i] = s->value;
     } else {
         fill_normal(s->tab, row_stream(s->seed, s->tensor, (uint64_t)row), s->std, dst, s->ne0);
+        if (s->value != 0.0f)
+            for (int64_t i = 0; i < s->ne0; i++) dst[i] += s->value;
+    }
+    return ES_OK;
+}
+
+/* Llama 3.x's RoPE factors by its Hugging Face definition (rope_type "llama3": factor 8, low and high
+ * frequency factors 1 and 4), with the shape's context standing for the original 8192 so that a small
+ * model's few positions already turn by visibly different angles: 1 for wavelengths under ctx/4, 8
+ * over ctx, smoothly between. The forward pass divides each inverse frequency by its factor. */
+static es_status llama3_factors_row(void *ud, int64_t row, float *dst, es_err *err) {
+    (void)row, (void)err;
+    const es_hparams *hp = ud;
+    const double factor = 8, lo = 1, hi = 4, old_ctx = hp->n_ctx_train, pi = 3.14159265358979323846;
+    for (int i = 0; i < hp->rope_dim / 2; i++) {
+        const double freq = 1.0 / pow(hp->rope_base, (double)(2 * i) / hp->rope_dim), wavelen = 2 * pi / freq;
+        if (wavelen < old_ctx / hi) dst[i] = 1.0f;
+        else if (wavelen > old_ctx / lo) dst[i] = (float)factor;
+        else {
+            const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+            dst[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+        }
     }
     return ES_OK;
 }
@@ -258,8 +296,8 @@ done:
     return st;
 }
 
-static es_status synth_random(const es_synth_opts *o, const es_hparams *hp, es_gguf_writer *w, es_plan *plan, float *tab,
-                              es_err *err) {
+static es_status synth_random(const es_synth_opts *o, const es_hparams *hp, bool rope_freqs, int wscale, es_gguf_writer *w,
+                              es_plan *plan, float *tab, es_err *err) {
     es_status st;
     const size_t tl = o->tokenizer ? strlen(o->tokenizer) : 0;
     if (tl > 5 && !strcmp(o->tokenizer + tl - 5, ".gguf")) { /* another model's (or a vocabulary-only) GGUF */
@@ -293,7 +331,7 @@ static es_status synth_random(const es_synth_opts *o, const es_hparams *hp, es_g
     }
     if (st != ES_OK) return st;
 
-    const float sd = 0.02f;
+    const float sd = 0.02f * (float)wscale;
     const int64_t d = hp->n_embd, f = hp->n_ff, qd = (int64_t)hp->n_head * hp->head_dim,
                   kvd = (int64_t)hp->n_head_kv * hp->head_dim;
     const uint32_t t = o->type;
@@ -321,7 +359,16 @@ static es_status synth_random(const es_synth_opts *o, const es_hparams *hp, es_g
             es_tensor_name(name, sizeof name, il, suffix);
             if ((st = add_rand(plan, tab, seed, name, t, ne0, ne1, std, value, err)) != ES_OK) return st;
         }
+        /* qwen3's per-head norms: weights around 1, not all 1, so a test sees them applied */
+        for (int j = 0; j < 2 && hp->qk_norm; j++) {
+            es_tensor_name(name, sizeof name, il, j ? "attn_k_norm.weight" : "attn_q_norm.weight");
+            if ((st = add_rand(plan, tab, seed, name, t, hp->head_dim, 0, 0.2f, 1.0f, err)) != ES_OK) return st;
+        }
     }
+    if (rope_freqs &&
+        (st = es_plan_add_rows(plan, "rope_freqs.weight", ES_TYPE_F32, 1, (int64_t[]){hp->rope_dim / 2}, llama3_factors_row,
+                               (void *)hp, false, err)) != ES_OK)
+        return st;
     if ((st = add_rand(plan, tab, seed, "output_norm.weight", t, d, 0, 0, 1, err)) != ES_OK) return st;
     if (!hp->tied_output && (st = add_rand(plan, tab, seed, "output.weight", t, d, hp->n_vocab, sd, 0, err)) != ES_OK) return st;
     return ES_OK;
@@ -562,6 +609,9 @@ static es_status synth_pad(const es_synth_opts *o, es_hparams *th, const es_gguf
     if ((st = es_hparams_from_gguf(g, &m->sh, err)) != ES_OK) return st;
     const es_hparams *sh = &m->sh;
     if (sh->fused || th->fused) return es_fail(err, ES_ERR_UNSUPPORTED, "pad: fused (phi3) models are not padded; use --random");
+    if (sh->qk_norm || th->qk_norm) return es_fail(err, ES_ERR_UNSUPPORTED, "pad: qwen3 models are not padded; use --random");
+    if (sh->rope_freq_scale != 1.0f || es_gguf_find_tensor(g, "rope_freqs.weight"))
+        return es_fail(err, ES_ERR_UNSUPPORTED, "pad: models with RoPE scaling are not padded; use --random");
     m->th = *th;
     if ((st = pad_plan_maps(m, o, err)) != ES_OK) return st;
     if (th->n_vocab != sh->n_vocab)
@@ -614,8 +664,9 @@ es_status es_synth(const es_synth_opts *o, es_err *err) {
                        es_convert_type_name(o->type));
     if (!(o->noise >= 0.0f && o->noise < 100.0f)) return es_fail(err, ES_ERR_INVALID_ARG, "synth: noise must be in [0, 100)");
     es_hparams hp;
-    bool tied;
-    es_status st = shape_hparams(o->shape, &hp, &tied, err);
+    bool tied, rope_freqs = false;
+    int wscale = 1;
+    es_status st = shape_hparams(o->shape, &hp, &tied, &rope_freqs, &wscale, err);
     if (st != ES_OK) return st;
 
     es_gguf *small = NULL;
@@ -648,6 +699,10 @@ es_status es_synth(const es_synth_opts *o, es_err *err) {
         m.kvh_src = malloc((size_t)hp.n_head_kv * sizeof(int));
         m.qk_src = malloc((size_t)hp.head_dim * sizeof(int));
         m.tab = tab;
+        if (rope_freqs || wscale != 1) {
+            st = es_fail(err, ES_ERR_INVALID_ARG, "pad: ropefreqs and wscale are for --random models");
+            goto done;
+        }
         if (!m.layer_src || !m.head_src || !m.kvh_src || !m.qk_src) {
             st = es_fail(err, ES_ERR_NOMEM, "out of memory");
             goto done;
@@ -655,7 +710,7 @@ es_status es_synth(const es_synth_opts *o, es_err *err) {
         if ((st = synth_pad(o, &hp, small, w, &plan, &m, &cache, err)) != ES_OK) goto done;
         snprintf(name, sizeof name, "%s-pad-%s", es_path_stem(o->pad_from, stem, sizeof stem), o->shape);
     } else {
-        if ((st = synth_random(o, &hp, w, &plan, tab, err)) != ES_OK) goto done;
+        if ((st = synth_random(o, &hp, rope_freqs, wscale, w, &plan, tab, err)) != ES_OK) goto done;
         snprintf(name, sizeof name, "synth-random-%s", o->shape);
     }
     if ((st = es_hparams_to_gguf(&hp, w, err)) != ES_OK) goto done;

@@ -170,6 +170,35 @@ static void quant_row_ref(const float *x, int64_t nb, int64_t stride, int32_t c,
     }
 }
 
+/* The K-quants' activations, quantised as llama.cpp's Q8_K does (one scale per 256 values, and that
+ * scale's exact arithmetic: iscale = 127 / max|x|, q = nearbyint(x * iscale), d = 1 / iscale), then
+ * stored as eight of our 32-value blocks sharing d. The kernels are unchanged; their integer dot
+ * products become llama.cpp's, so a near tie in a real model's logits falls the same way as in
+ * llama.cpp (with a scale per 32 values, as for Q8_0, the massive activations of a Qwen2 model's first
+ * position put its logits ~10 apart). Scalar on every level: the pass is O(n · cols), beside the
+ * matmul's O(n · cols · rows), and one definition keeps every level's results identical. */
+static void quant_row_q8k(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d, int32_t *corr) {
+    (void)c;
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const float *xs = x + sb * 8 * ES_QK;
+        float amax = 0.0f;
+        for (int i = 0; i < 8 * ES_QK; i++) amax = fmaxf(amax, fabsf(xs[i]));
+        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f, db = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        for (int64_t b = sb * 8; b < sb * 8 + 8; b++) {
+            const float *xb = x + b * ES_QK;
+            for (int i = 0; i < ES_QK; i++) {
+                /* round half to even by the 1.5 * 2^23 trick, as llama.cpp's nearest_int (and as
+                   nearbyintf, but vectorisable); ISO C mode keeps the product and the sum unfused */
+                const float p = xb[i] * iscale, v = (p + 12582912.0f) - 12582912.0f;
+                /* only a non-finite input lands outside [-127, 127]; keep the cast defined */
+                qs[b * stride * ES_QK + i] = (int8_t)(v >= -127.0f && v <= 127.0f ? (int)v : 0);
+            }
+            d[b * stride] = db;
+            corr[b * stride] = ES_QX_MAGIC; /* (the K-quant kernels take their sums from fs and k16) */
+        }
+    }
+}
+
 static void q8_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                           int64_t r1) {
     const int64_t nb = qx->nb, rows = w->rows;
@@ -461,7 +490,9 @@ void es_matmul_multi(es_threadpool *tp, int m, float *const ys[], const es_mat *
          * region of its own (each thread a share of the rows), or the other threads would wait. */
         const int64_t nb = cols / ES_QK;
         uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        quant_task q = {.quant_row = k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n, .c = cls == 1000 ? 0 : cls};
+        /* (K-quant rows are whole super-blocks of 256: nb is a multiple of 8) */
+        quant_task q = {.quant_row = cls == 1000 ? quant_row_q8k : k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n,
+                        .c = cls == 1000 ? 0 : cls};
         q.qs = (int8_t *)s;
         q.d = (float *)(s + ALIGN64((size_t)(n * cols)));
         q.corr = (int32_t *)((uint8_t *)q.d + ALIGN64((size_t)(n * nb) * 4));

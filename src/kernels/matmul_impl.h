@@ -12,7 +12,11 @@
  * Integer sums are exact and fmaf rounds once, so every level (scalar reference, AVX2, AVX-512
  * with or without VNNI, NEON with or without the dot-product extension) produces bit-identical y — for any n, any row tiling and any thread split.
  *
- * K-quant weights (Q4_K, Q5_K, Q6_K) use the same per-32 activation blocks: a Q4_K / Q5_K
+ * K-quant weights (Q4_K, Q5_K, Q6_K) use the same per-32 activation blocks, but quantised as
+ * llama.cpp's Q8_K does: one scale per 256 values (a super-block), with its arithmetic
+ *     iscale = 127 / max|x| over the 256,  q = round_half_even(x * iscale),  dx = 1 / iscale
+ * so the eight blocks of a super-block share dx (matmul.c: quant_row_q8k, scalar on every level), and
+ * the integer products are llama.cpp's. A Q4_K / Q5_K
  * sub-block is one activation block, a Q6_K sub-block half of one. Per activation block b the
  * quantisation also yields xsum_b (the sum of its 32 int8 values, as an exact integer) and
  *     fs_b = dx_b * (float)xsum_b                        (one rounding; es_qx.fs)

@@ -5,7 +5,9 @@
 
 #include "util/err.h"
 
-const char *es_arch_name(es_arch a) { return a == ES_ARCH_QWEN2 ? "qwen2" : a == ES_ARCH_PHI3 ? "phi3" : "llama"; }
+const char *es_arch_name(es_arch a) {
+    return a == ES_ARCH_QWEN2 ? "qwen2" : a == ES_ARCH_PHI3 ? "phi3" : a == ES_ARCH_QWEN3 ? "qwen3" : "llama";
+}
 
 const char *es_tensor_name(char *buf, size_t cap, int layer, const char *suffix) {
     if (layer < 0) snprintf(buf, cap, "%s", suffix);
@@ -29,6 +31,8 @@ es_status es_hparams_validate(const es_hparams *hp, es_err *err) {
     if (hp->n_ctx_train <= 0 || hp->n_ctx_train > 16 * lim) return es_fail(err, ES_ERR_FORMAT, "context length %d out of range", hp->n_ctx_train);
     if (!(hp->rms_eps > 0.0f && hp->rms_eps < 1.0f)) return es_fail(err, ES_ERR_FORMAT, "rms epsilon %g out of range", (double)hp->rms_eps);
     if (!(hp->rope_base > 1.0f && hp->rope_base < 1e12f)) return es_fail(err, ES_ERR_FORMAT, "rope base %g out of range", (double)hp->rope_base);
+    if (!(hp->rope_freq_scale > 0.0f && hp->rope_freq_scale <= 1e3f))
+        return es_fail(err, ES_ERR_FORMAT, "rope frequency scale %g out of range", (double)hp->rope_freq_scale);
     return ES_OK;
 }
 
@@ -50,7 +54,8 @@ es_status es_hparams_from_gguf(const es_gguf *g, es_hparams *hp, es_err *err) {
     if (strcmp(arch, "llama") == 0) hp->arch = ES_ARCH_LLAMA;
     else if (strcmp(arch, "qwen2") == 0) hp->arch = ES_ARCH_QWEN2;
     else if (strcmp(arch, "phi3") == 0) hp->arch = ES_ARCH_PHI3;
-    else return es_fail(err, ES_ERR_UNSUPPORTED, "architecture '%.64s' is not supported (llama, qwen2, phi3 are)", arch);
+    else if (strcmp(arch, "qwen3") == 0) hp->arch = ES_ARCH_QWEN3;
+    else return es_fail(err, ES_ERR_UNSUPPORTED, "architecture '%.64s' is not supported (llama, qwen2, qwen3, phi3 are)", arch);
 
     if (!get_int(g, arch, "embedding_length", &hp->n_embd)) return es_fail(err, ES_ERR_FORMAT, "missing or bad %s.embedding_length", arch);
     if (!get_int(g, arch, "feed_forward_length", &hp->n_ff)) return es_fail(err, ES_ERR_FORMAT, "missing or bad %s.feed_forward_length", arch);
@@ -73,8 +78,27 @@ es_status es_hparams_from_gguf(const es_gguf *g, es_hparams *hp, es_err *err) {
             return es_fail(err, ES_ERR_FORMAT, "vocabulary size unknown: no %s.vocab_size and no tokenizer.ggml.tokens", arch);
         hp->n_vocab = (int)n;
     }
-    hp->rope_neox = hp->arch == ES_ARCH_QWEN2 || hp->arch == ES_ARCH_PHI3;
+    hp->rope_neox = hp->arch == ES_ARCH_QWEN2 || hp->arch == ES_ARCH_PHI3 || hp->arch == ES_ARCH_QWEN3;
     hp->qkv_bias = hp->arch == ES_ARCH_QWEN2;
+    hp->qk_norm = hp->arch == ES_ARCH_QWEN3;
+    /* RoPE scaling as llama.cpp reads it: none, or linear (angles / factor). Llama 3.x's own scheme
+       needs no key: its per-frequency factors come as the rope_freqs tensor (model.c). Position
+       interpolation schemes that change the angles by context (yarn, longrope) are not computed here. */
+    hp->rope_freq_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const char *stype;
+    size_t slen;
+    if (es_gguf_get_str(g, key, &stype, &slen) && slen > 0 && strcmp(stype, "none") != 0) {
+        if (strcmp(stype, "linear") != 0)
+            return es_fail(err, ES_ERR_UNSUPPORTED, "RoPE scaling '%.32s' is not supported (none, linear and Llama 3's rope_freqs are)",
+                           stype);
+        float factor = 0;
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        if (es_gguf_get_f32(g, key, &factor) && factor != 0.0f) {
+            if (!(factor >= 1e-3f && factor <= 1e6f)) return es_fail(err, ES_ERR_FORMAT, "RoPE scaling factor %g out of range", (double)factor);
+            hp->rope_freq_scale = 1.0f / factor;
+        }
+    }
     hp->fused = hp->arch == ES_ARCH_PHI3;
     hp->tied_output = es_gguf_find_tensor(g, "output.weight") == NULL;
     if (hp->arch == ES_ARCH_PHI3) {
@@ -117,6 +141,12 @@ es_status es_hparams_to_gguf(const es_hparams *hp, es_gguf_writer *w, es_err *er
     if ((st = es_gguf_set_f32(w, key, hp->rms_eps)) != ES_OK) goto fail;
     snprintf(key, sizeof key, "%s.rope.freq_base", arch);
     if ((st = es_gguf_set_f32(w, key, hp->rope_base)) != ES_OK) goto fail;
+    if (hp->rope_freq_scale != 1.0f) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+        if ((st = es_gguf_set_str(w, key, "linear")) != ES_OK) goto fail;
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        if ((st = es_gguf_set_f32(w, key, 1.0f / hp->rope_freq_scale)) != ES_OK) goto fail;
+    }
     return ES_OK;
 fail:
     return es_fail(err, st, "writing model metadata failed");

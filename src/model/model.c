@@ -2,6 +2,7 @@
  * and shape against the hyper-parameters, and keep views into the mapping (no copies of matrices). */
 #include "model/model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,7 +190,9 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
     /* One pool for every converted vector, sized by a first pass over the names. */
     char name[96];
     int64_t need = vec_copy_need(g, "output_norm.weight");
-    static const char *const vec_names[] = {"attn_norm.weight", "ffn_norm.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias"};
+    need += vec_copy_need(g, "rope_freqs.weight");
+    static const char *const vec_names[] = {"attn_norm.weight", "ffn_norm.weight", "attn_q.bias",       "attn_k.bias",
+                                            "attn_v.bias",      "attn_q_norm.weight", "attn_k_norm.weight"};
     for (int il = 0; il < hp->n_layer; il++)
         for (size_t k = 0; k < sizeof vec_names / sizeof vec_names[0]; k++)
             need += vec_copy_need(g, es_tensor_name(name, sizeof name, il, vec_names[k]));
@@ -201,6 +204,12 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
 
     if ((st = bind_mat(g, "token_embd.weight", d, hp->n_vocab, &m->tok_embd, err)) != ES_OK) goto fail;
     if ((st = bind_vec(g, "output_norm.weight", d, true, &m->output_norm, &pool, err)) != ES_OK) goto fail;
+    if ((st = bind_vec(g, "rope_freqs.weight", hp->rope_dim / 2, false, &m->rope_freqs, &pool, err)) != ES_OK) goto fail;
+    for (int i = 0; m->rope_freqs && i < hp->rope_dim / 2; i++)
+        if (!(m->rope_freqs[i] >= 1e-6f && m->rope_freqs[i] <= 1e6f)) { /* (also refuses NaN) */
+            st = es_fail(err, ES_ERR_FORMAT, "rope_freqs.weight[%d] = %g is not a positive factor", i, (double)m->rope_freqs[i]);
+            goto fail;
+        }
     if (hp->tied_output) m->output = m->tok_embd;
     else if ((st = bind_mat(g, "output.weight", d, hp->n_vocab, &m->output, err)) != ES_OK) goto fail;
     m->weight_bytes = mat_bytes(&m->output);
@@ -237,6 +246,8 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
         VEC(bq, "attn_q.bias", qd, hp->qkv_bias)
         VEC(bk, "attn_k.bias", kvd, hp->qkv_bias)
         VEC(bv, "attn_v.bias", kvd, hp->qkv_bias)
+        VEC(q_norm, "attn_q_norm.weight", hp->head_dim, hp->qk_norm)
+        VEC(k_norm, "attn_k_norm.weight", hp->head_dim, hp->qk_norm)
 #undef MAT
 #undef VEC
         report(params, 0.1 + 0.8 * (il + 1) / hp->n_layer);
@@ -266,6 +277,15 @@ void es_model_free(es_model *m) {
     es_tokenizer_free(m->tok);
     es_gguf_free(m->gguf);
     free(m);
+}
+
+void es_model_rope_inv_freq(const es_model *m, float *inv) {
+    const es_hparams *hp = &m->hp;
+    for (int i = 0; i < hp->rope_dim / 2; i++) {
+        inv[i] = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+        if (m->rope_freqs) inv[i] /= m->rope_freqs[i];
+        if (hp->rope_freq_scale != 1.0f) inv[i] *= hp->rope_freq_scale;
+    }
 }
 
 int es_model_n_vocab(const es_model *m) { return m->hp.n_vocab; }

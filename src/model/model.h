@@ -15,6 +15,7 @@ typedef struct es_layer {
     es_mat wk, wv;                 /* (n_head_kv*head_dim, n_embd) */
     es_mat wo;                     /* (n_embd, n_head*head_dim) */
     const float *bq, *bk, *bv;     /* qwen2 biases (rows of wq / wk / wv), NULL for llama */
+    const float *q_norm, *k_norm;  /* qwen3 per-head RMSNorm weights (head_dim), NULL otherwise */
     const float *ffn_norm;         /* (n_embd) */
     es_mat w1;                     /* gate (n_ff, n_embd) */
     es_mat w2;                     /* down (n_embd, n_ff) */
@@ -27,6 +28,7 @@ struct es_model {
     es_tokenizer *tok;
     es_mat tok_embd;               /* (n_vocab, n_embd) */
     const float *output_norm;      /* (n_embd) */
+    const float *rope_freqs;       /* (rope_dim/2) Llama 3.x RoPE factors, or NULL */
     es_mat output;                 /* (n_vocab, n_embd); a copy of tok_embd's view when tied */
     es_layer *layers;              /* [n_layer] */
     float *owned;                  /* f32 copies of small vectors stored in other types */
@@ -35,5 +37,10 @@ struct es_model {
     uint64_t weight_bytes;         /* bytes of matrices read per decode step */
     char name[128];
 };
+
+/* The inverse frequency of each of the rope_dim/2 rotated pairs: base^(-2i/rope_dim) as float powf
+ * computes it (as llama2.c does, so greedy outputs match it), divided by the model's rope_freqs factor
+ * and times its linear scaling. Both backends rotate by angles pos · inv[i] from this one table. */
+void es_model_rope_inv_freq(const es_model *m, float *inv);
 
 #endif

@@ -134,6 +134,10 @@ static void ew_worker(void *ud, int ith, int nth) {
             if (L->bq) for (int j = 0; j < qd; j++) q[j] += L->bq[j];
             if (L->bk) for (int j = 0; j < kvd; j++) k[j] += L->bk[j];
             if (L->bv) for (int j = 0; j < kvd; j++) v[j] += L->bv[j];
+            if (L->q_norm) /* qwen3: each head normed on its own, before the rotation */
+                for (int h = 0; h < hp->n_head; h++) rmsnorm(q + (size_t)h * hd, q + (size_t)h * hd, L->q_norm, hd, hp->rms_eps);
+            if (L->k_norm)
+                for (int h = 0; h < hp->n_head_kv; h++) rmsnorm(k + (size_t)h * hd, k + (size_t)h * hd, L->k_norm, hd, hp->rms_eps);
             rope(q, hp->n_head, hd, hp->rope_dim, hp->rope_neox, cs, sn);
             rope(k, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, cs, sn);
             es_kv_store(c->kv, p->b->seq[i], t->layer, p->slot[i], k, v);
@@ -230,7 +234,7 @@ static es_status cpu_forward(es_backend *be, const es_fwd_plan *p, es_err *err) 
             const es_mat *const ws[3] = {&L->wq, &L->wk, &L->wv};
             es_matmul_multi(c->tp, 3, ys, ws, c->xb, n, c->mm_scratch);
         }
-        et.kind = EW_QKV; /* biases, RoPE, K/V into the cache */
+        et.kind = EW_QKV; /* biases or per-head norms, RoPE, K/V into the cache */
         run_ew(c, &et);
         att_task at = {c, p, il, n_sub, 0};
         es_threadpool_run(c->tp, attention_worker, &at);
@@ -339,9 +343,7 @@ es_status es_backend_cpu_init(const es_model *model, es_kv *kv, int n_threads, i
         cpu_free(&c->base);
         return es_fail(err, ES_ERR_NOMEM, "cannot allocate the CPU backend's scratch buffers (batch %d)", n_batch_max);
     }
-    /* Inverse frequencies computed exactly as llama2.c does (float powf), so greedy outputs match it. */
-    for (int i = 0; i < hp->rope_dim / 2; i++)
-        c->inv_freq[i] = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+    es_model_rope_inv_freq(model, c->inv_freq);
     *out = &c->base;
     return ES_OK;
 }

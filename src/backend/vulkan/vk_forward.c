@@ -32,6 +32,7 @@ typedef struct {
 typedef struct {
     es_vk_buf *attn_norm, *ffn_norm; /* (n_embd) */
     es_vk_buf *bq, *bk, *bv;         /* qwen2 biases or NULL */
+    es_vk_buf *q_norm, *k_norm;      /* qwen3 per-head norm weights (head_dim) or NULL */
     dmat wq, wk, wv, wo, w1, w2, w3;
     es_vk_buf *k_cache, *v_cache;    /* (kv rows, kv_dim) f16 or f32 (vk_be.kv_f16) */
 } dlayer;
@@ -77,7 +78,7 @@ static void vk_be_free(es_backend *be) {
         if (b->L)
             for (int l = 0; l < b->model->hp.n_layer; l++) {
                 dlayer *L = &b->L[l];
-                es_vk_buf *bufs[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->k_cache, L->v_cache};
+                es_vk_buf *bufs[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->q_norm, L->k_norm, L->k_cache, L->v_cache};
                 for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
                 dmat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
                 for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
@@ -160,6 +161,8 @@ static es_status upload_weights(vk_be *b, es_err *err) {
             (S->bq && (st = upload(b, S->bq, qd, &L->bq, "bq", err)) != ES_OK) ||
             (S->bk && (st = upload(b, S->bk, kvd, &L->bk, "bk", err)) != ES_OK) ||
             (S->bv && (st = upload(b, S->bv, kvd, &L->bv, "bv", err)) != ES_OK) ||
+            (S->q_norm && (st = upload(b, S->q_norm, (size_t)hp->head_dim * 4, &L->q_norm, "q_norm", err)) != ES_OK) ||
+            (S->k_norm && (st = upload(b, S->k_norm, (size_t)hp->head_dim * 4, &L->k_norm, "k_norm", err)) != ES_OK) ||
             (st = upload_mat(b, &S->wq, &L->wq, "wq", err)) != ES_OK || (st = upload_mat(b, &S->wk, &L->wk, "wk", err)) != ES_OK ||
             (st = upload_mat(b, &S->wv, &L->wv, "wv", err)) != ES_OK || (st = upload_mat(b, &S->wo, &L->wo, "wo", err)) != ES_OK ||
             (st = upload_mat(b, &S->w1, &L->w1, "w1", err)) != ES_OK || (st = upload_mat(b, &S->w2, &L->w2, "w2", err)) != ES_OK ||
@@ -211,8 +214,7 @@ static es_status alloc_activations(vk_be *b, es_err *err) {
 #undef HOST
     if (!ok) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     for (int s = 0; s < b->n_seq_max; s++) b->seq_tab[s] = b->seq_max[s] = -1;
-    /* the CPU backend's inverse frequencies (float powf), so both rotate by the same angles */
-    for (size_t i = 0; i < half; i++) b->inv_freq[i] = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+    es_model_rope_inv_freq(b->model, b->inv_freq); /* the CPU backend's table: both rotate by the same angles */
     return ES_OK;
 }
 
@@ -294,6 +296,10 @@ static es_status layer(vk_be *b, const dlayer *L, int il, int64_t n, bool add_tm
     if ((L->bq && (st = es_vk_bias(vk, b->q, L->bq, n, qd, err)) != ES_OK) ||
         (L->bk && (st = es_vk_bias(vk, b->k, L->bk, n, kvd, err)) != ES_OK) ||
         (L->bv && (st = es_vk_bias(vk, b->v, L->bv, n, kvd, err)) != ES_OK))
+        return st;
+    /* qwen3: every head of q and k normed on its own (rows of head_dim, in place), before RoPE */
+    if ((L->q_norm && (st = es_vk_rmsnorm(vk, b->q, b->q, NULL, L->q_norm, n * hp->n_head, hd, hp->rms_eps, err)) != ES_OK) ||
+        (L->k_norm && (st = es_vk_rmsnorm(vk, b->k, b->k, NULL, L->k_norm, n * hp->n_head_kv, hd, hp->rms_eps, err)) != ES_OK))
         return st;
     if ((st = es_vk_rope(vk, b->q, b->cs, b->sn, n, hp->n_head, hd, hp->rope_dim, hp->rope_neox, qd, err)) != ES_OK ||
         (st = es_vk_rope(vk, b->k, b->cs, b->sn, n, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, kvd, err)) != ES_OK ||
