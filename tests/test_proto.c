@@ -11,6 +11,7 @@
 #include "wire/proto.h"
 #include "specdec/spec.h"
 #include "testutil.h"
+#include "util/err.h"
 #include "util/rng.h"
 
 #define BUF_CAP (1u << 20)
@@ -896,8 +897,18 @@ static void test_early(void) {
     CHECK(es_proto_put_early(&w, 1, &m, &err) == ES_ERR_INVALID_ARG && w.len == 0);
 }
 
+/* es_fail adding context to the message already in err (as the edge does with a decoder's message):
+ * the old text survives whole after the prefix; control bytes from a peer are defanged. */
+static void test_err_context(void) {
+    es_err err = {{0}};
+    es_fail(&err, ES_ERR_FORMAT, "frame of %d bytes\x1b[2J", 7);
+    CHECK(es_fail(&err, ES_ERR_PROTOCOL, "malformed VERDICT: %s", err.msg) == ES_ERR_PROTOCOL);
+    CHECK_MSG(!strcmp(err.msg, "malformed VERDICT: frame of 7 bytes?[2J"), "[%s]", err.msg);
+}
+
 int main(void) {
     es_rng_seed(&g_rng, 0x9d07);
+    test_err_context();
     test_frame_next();
     test_header();
     test_hello_welcome();

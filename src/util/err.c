@@ -32,10 +32,15 @@ void es_defang(char *s) {
 
 es_status es_fail(es_err *err, es_status st, const char *fmt, ...) {
     if (err) {
+        /* formatted aside first: callers add context to the message already there
+           (es_fail(err, st, "malformed VERDICT: %s", err->msg)), and vsnprintf's output must not
+           overlap its arguments */
+        char tmp[sizeof err->msg];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        vsnprintf(tmp, sizeof tmp, fmt, ap);
         va_end(ap);
+        memcpy(err->msg, tmp, sizeof tmp);
         es_defang(err->msg);
     }
     return st;
