@@ -640,6 +640,37 @@ static es_status verdict_check(const es_msg_verdict *m, es_err *err) {
     return path_check(&m->v, "VERDICT", err);
 }
 
+/* The accepted path and the emitted tokens, as VERDICT and EARLY both carry them: u16 A, A x u16 path,
+ * u16 T (= A + 1), T x i32 tokens (the last is the bonus). */
+static uint8_t *put_path_tokens(uint8_t *p, const es_spec_verdict *v) {
+    p = put_u16(p, (uint16_t)v->n_accepted);
+    for (int i = 0; i < v->n_accepted; i++) p = put_u16(p, (uint16_t)v->path[i]);
+    p = put_u16(p, (uint16_t)v->n_tokens);
+    for (int i = 0; i < v->n_tokens; i++) p = put_i32(p, v->tokens[i]);
+    return p;
+}
+
+static es_status get_path_tokens(rd *r, es_spec_verdict *v, es_err *err) {
+    uint16_t na, nt;
+    if (!get_u16(r, &na)) return rd_short(r, "n_accepted", err);
+    if (na > ES_SPEC_MAX_PATH - 1)
+        return es_fail(err, ES_ERR_FORMAT, "%s: %u accepted nodes (at most %d)", r->what, na, ES_SPEC_MAX_PATH - 1);
+    if (!rd_has(r, 2 * (uint64_t)na)) return rd_short(r, "path", err);
+    for (int i = 0; i < na; i++) {
+        uint16_t x = 0;
+        get_u16(r, &x);
+        v->path[i] = x;
+    }
+    v->n_accepted = na;
+    if (!get_u16(r, &nt)) return rd_short(r, "n_tokens", err);
+    if (nt != na + 1) return es_fail(err, ES_ERR_FORMAT, "%s: %u tokens for %u accepted nodes (must be one more)", r->what, nt, na);
+    if (!rd_has(r, 4 * (uint64_t)nt)) return rd_short(r, "tokens", err);
+    for (int i = 0; i < nt; i++) get_i32(r, &v->tokens[i]);
+    v->n_tokens = nt;
+    v->bonus = v->tokens[nt - 1];
+    return ES_OK;
+}
+
 es_status es_proto_put_verdict(es_wbuf *w, uint32_t session, const es_msg_verdict *m, es_err *err) {
     es_status st = verdict_check(m, err);
     if (st != ES_OK) return ES_ERR_INVALID_ARG;
@@ -649,10 +680,7 @@ es_status es_proto_put_verdict(es_wbuf *w, uint32_t session, const es_msg_verdic
     if ((st = frame_begin(w, ES_FRAME_VERDICT, session, plen, &p, err)) != ES_OK) return st;
     p = put_u32(p, m->round);
     p = put_u8(p, m->stop);
-    p = put_u16(p, (uint16_t)v->n_accepted);
-    for (int i = 0; i < v->n_accepted; i++) p = put_u16(p, (uint16_t)v->path[i]);
-    p = put_u16(p, (uint16_t)v->n_tokens);
-    for (int i = 0; i < v->n_tokens; i++) p = put_i32(p, v->tokens[i]);
+    p = put_path_tokens(p, v);
     p = put_u32(p, m->queue_us);
     p = put_u32(p, m->verify_us);
     p = put_u16(p, m->suggested_budget);
@@ -668,24 +696,10 @@ es_status es_proto_get_verdict(const uint8_t *pl, size_t n, es_msg_verdict *m, e
     m->suggested_budget = 0;
     v->n_accepted = v->n_tokens = 0;
     v->bonus = -1;
-    uint16_t na, nt;
     NEED(get_u32(&r, &m->round), "round");
     NEED(get_u8(&r, &m->stop), "stop");
-    NEED(get_u16(&r, &na), "n_accepted");
-    if (na > ES_SPEC_MAX_PATH - 1) return es_fail(err, ES_ERR_FORMAT, "VERDICT: %u accepted nodes (at most %d)", na, ES_SPEC_MAX_PATH - 1);
-    if (!rd_has(&r, 2 * (uint64_t)na)) return rd_short(&r, "path", err);
-    for (int i = 0; i < na; i++) {
-        uint16_t x = 0;
-        get_u16(&r, &x);
-        v->path[i] = x;
-    }
-    v->n_accepted = na;
-    NEED(get_u16(&r, &nt), "n_tokens");
-    if (nt != na + 1) return es_fail(err, ES_ERR_FORMAT, "VERDICT: %u tokens for %u accepted nodes (must be one more)", nt, na);
-    if (!rd_has(&r, 4 * (uint64_t)nt)) return rd_short(&r, "tokens", err);
-    for (int i = 0; i < nt; i++) get_i32(&r, &v->tokens[i]);
-    v->n_tokens = nt;
-    v->bonus = v->tokens[nt - 1];
+    es_status pst = get_path_tokens(&r, v, err);
+    if (pst != ES_OK) return pst;
     NEED(get_u32(&r, &m->queue_us), "queue_us");
     NEED(get_u32(&r, &m->verify_us), "verify_us");
     NEED(get_u16(&r, &m->suggested_budget), "suggested_budget");
@@ -710,10 +724,7 @@ es_status es_proto_put_early(es_wbuf *w, uint32_t session, const es_msg_early *m
     if ((st = frame_begin(w, ES_FRAME_EARLY, session, plen, &p, err)) != ES_OK) return st;
     p = put_u32(p, m->round);
     p = put_u16(p, m->layer);
-    p = put_u16(p, (uint16_t)v->n_accepted);
-    for (int i = 0; i < v->n_accepted; i++) p = put_u16(p, (uint16_t)v->path[i]);
-    p = put_u16(p, (uint16_t)v->n_tokens);
-    for (int i = 0; i < v->n_tokens; i++) p = put_i32(p, v->tokens[i]);
+    p = put_path_tokens(p, v);
     return frame_end(w, plen, p, err);
 }
 
@@ -724,24 +735,10 @@ es_status es_proto_get_early(const uint8_t *pl, size_t n, es_msg_early *m, es_er
     m->layer = 0;
     v->n_accepted = v->n_tokens = 0;
     v->bonus = -1;
-    uint16_t na, nt;
     NEED(get_u32(&r, &m->round), "round");
     NEED(get_u16(&r, &m->layer), "layer");
-    NEED(get_u16(&r, &na), "n_accepted");
-    if (na > ES_SPEC_MAX_PATH - 1) return es_fail(err, ES_ERR_FORMAT, "EARLY: %u accepted nodes (at most %d)", na, ES_SPEC_MAX_PATH - 1);
-    if (!rd_has(&r, 2 * (uint64_t)na)) return rd_short(&r, "path", err);
-    for (int i = 0; i < na; i++) {
-        uint16_t x = 0;
-        get_u16(&r, &x);
-        v->path[i] = x;
-    }
-    v->n_accepted = na;
-    NEED(get_u16(&r, &nt), "n_tokens");
-    if (nt != na + 1) return es_fail(err, ES_ERR_FORMAT, "EARLY: %u tokens for %u accepted nodes (must be one more)", nt, na);
-    if (!rd_has(&r, 4 * (uint64_t)nt)) return rd_short(&r, "tokens", err);
-    for (int i = 0; i < nt; i++) get_i32(&r, &v->tokens[i]);
-    v->n_tokens = nt;
-    v->bonus = v->tokens[nt - 1];
+    es_status pst = get_path_tokens(&r, v, err);
+    if (pst != ES_OK) return pst;
     es_status st = rd_finish(&r, err);
     if (st != ES_OK) return st;
     return early_check(m, err);
