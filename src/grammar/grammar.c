@@ -30,16 +30,6 @@ enum { NODE_ANY = 0, NODE_BOOL_LITS = 1, NODE_NULL_LIT = 2 };
 
 /* ---- tables ------------------------------------------------------------------------------------- */
 
-static bool grow(void **p, int *cap, int need, size_t elem) {
-    if (need <= *cap) return true;
-    int nc = *cap ? *cap * 2 : 16;
-    while (nc < need) nc *= 2;
-    void *q = realloc(*p, (size_t)nc * elem);
-    if (!q) return false;
-    *p = q;
-    *cap = nc;
-    return true;
-}
 
 int es_grammar_add_node(es_grammar *g, gn_type type) {
     if (g->n_nodes >= 60000 || !grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof *g->nodes)) return -1;

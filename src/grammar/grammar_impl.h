@@ -3,6 +3,10 @@
 #ifndef ES_GRAMMAR_IMPL_H
 #define ES_GRAMMAR_IMPL_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+
 #include "grammar/grammar.h"
 
 typedef enum gn_type {
@@ -62,5 +66,18 @@ int es_grammar_resolve(const es_grammar *g, int n);
 /* Checks the finished grammar: refs resolve, alternatives start with distinct bytes (else a message
  * naming the clash), literal tables sorted. */
 es_status es_grammar_finish(es_grammar *g, es_err *err);
+
+/* Grows the array *p of *cap elements of `elem` bytes to hold `need` (doubling); false when out of
+ * memory (*p is then unchanged). */
+static inline bool grow(void **p, int *cap, int need, size_t elem) {
+    if (need <= *cap) return true;
+    int nc = *cap ? *cap * 2 : 16;
+    while (nc < need) nc *= 2;
+    void *q = realloc(*p, (size_t)nc * elem);
+    if (!q) return false;
+    *p = q;
+    *cap = nc;
+    return true;
+}
 
 #endif

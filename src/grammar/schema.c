@@ -45,16 +45,6 @@ static es_status bad(cctx *c, const char *path, const char *what) {
 
 static es_status nomem(cctx *c) { return es_fail(c->err, ES_ERR_NOMEM, "out of memory"); }
 
-static bool grow(void **p, int *cap, int need, size_t elem) {
-    if (need <= *cap) return true;
-    int nc = *cap ? *cap * 2 : 16;
-    while (nc < need) nc *= 2;
-    void *q = realloc(*p, (size_t)nc * elem);
-    if (!q) return false;
-    *p = q;
-    *cap = nc;
-    return true;
-}
 
 static void sub_path(char *out, size_t cap, const char *path, const char *a, const char *b) {
     snprintf(out, cap, "%s/%s%s%s", path[0] ? path : "#", a, b ? "/" : "", b ? b : "");
