@@ -20,7 +20,7 @@ static const char *k_usage =
 static void print_help(void) {
     printf("usage: %s\n\n"
            "Generates text from PROMPT and prints it (not the prompt) on stdout; timing on stderr.\n\n"
-           "  -m, --model FILE       GGUF model (llama or qwen2 architecture)\n"
+           "  -m, --model FILE       GGUF model (llama, qwen2, qwen3 or phi3 architecture)\n"
            "  -p, --prompt TEXT      prompt text\n"
            "  -f, --file FILE        read the prompt from a file\n"
            "  -n, --n-predict N      tokens to generate at most (default 256; stops earlier at EOS, or at BOS\n"
