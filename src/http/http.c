@@ -40,15 +40,16 @@
 #include <unistd.h>
 
 #include "grammar/grammar.h"
-#include "transport/keys.h"
-#include "transport/listen.h"
-#include "wire/proto.h"
-#include "transport/tls.h"
 #include "http/chat.h"
 #include "http/oai.h"
 #include "tokenizer/detok.h"
 #include "tokenizer/tokenizer.h"
+#include "transport/keys.h"
+#include "transport/listen.h"
+#include "transport/tls.h"
+#include "util/clock.h"
 #include "util/err.h"
+#include "wire/proto.h"
 
 #define HTTP_MAX_BODY_DEFAULT ((size_t)1 << 20)
 #define HTTP_MAX_KEY 256
@@ -131,7 +132,7 @@ typedef struct hreq {
     bool queued;                  /* waiting in h's queue for sessions for its choices from n_started on */
     struct hreq *qnext;
     struct event *qtimer;         /* queue_timeout_s */
-    /* latency (now_s()): arrival, admission of every choice */
+    /* latency (es_now_s): arrival, admission of every choice */
     double t_arrive, t_admit;
     bool got_tokens;
     bool logprobs;
@@ -182,12 +183,6 @@ struct es_http {
     int64_t tps_tok[HTTP_TPS_WINDOW];
     int tps_n, tps_at;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* splitmix64: ids and default seeds that differ between runs and requests */
 static uint64_t mix64(uint64_t x) {
@@ -535,7 +530,7 @@ static void req_complete(hreq *r) {
     es_http *h = r->h;
     const int gen = req_generated(r);
     const es_oai_usage u = {r->n_prompt, gen};
-    es_metrics_observe(&h->m.e2e, now_s() - r->t_arrive);
+    es_metrics_observe(&h->m.e2e, es_now_s() - r->t_arrive);
     h->st.completion_tokens += gen;
     h->m.http_completion_tokens += gen;
     stream_start(r);
@@ -669,7 +664,7 @@ void es_http_on_tokens_lp(es_http *h, uint64_t id, const int32_t *toks, const es
     if (!c) return;
     if (n_generated > c->n_generated) c->n_generated = n_generated;
     if (n > 0) {
-        const double t = now_s();
+        const double t = es_now_s();
         if (!r->got_tokens) es_metrics_observe(&h->m.ttft, t - r->t_arrive);
         else if (c->t_last > 0)
             for (int i = 0; i < n; i++) es_metrics_observe(&h->m.itl, (t - c->t_last) / n);
@@ -802,7 +797,7 @@ static es_status req_start(hreq *r, es_err *err) {
     es_grammar_free(r->grammar); /* and its grammar */
     r->grammar = NULL;
     r->g.grammar = NULL;
-    r->t_admit = now_s();
+    r->t_admit = es_now_s();
     es_metrics_observe(&h->m.queue_time, r->t_admit - r->t_arrive);
     h->st.completions++;
     h->st.prompt_tokens += r->n_prompt;
@@ -982,7 +977,7 @@ static bool chat_tools_ok(const es_http *h, const es_oai_request *q, es_oai_erro
 }
 
 static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
-    const double t_arrive = now_s();
+    const double t_arrive = es_now_s();
     if (h->shutting_down) {
         reply_errorf(h, req, endpoint, 503, "server_error", "shutting_down", "the server is stopping");
         return;
@@ -1206,7 +1201,7 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
 }
 
 static void handle_models(es_http *h, struct evhttp_request *req, const char *path) {
-    const int64_t created = (int64_t)time(NULL) - (int64_t)(now_s() - h->t_start);
+    const int64_t created = (int64_t)time(NULL) - (int64_t)(es_now_s() - h->t_start);
     if (!strcmp(path, EP_MODELS)) {
         char *j = es_oai_models_json(h->model_name, created, h->owned_by);
         reply_json(h, req, EP_MODELS, j ? 200 : 500, j);
@@ -1296,7 +1291,7 @@ static void handle_metrics(es_http *h, struct evhttp_request *req) {
     es_metrics m = h->m;
     m.http_active = h->n_active - h->n_queued;
     m.queue_depth = h->n_queued;
-    m.uptime_seconds = now_s() - h->t_start;
+    m.uptime_seconds = es_now_s() - h->t_start;
     const char *up = NULL;
     m.ready = !h->shutting_down && (!h->p.backend.health || h->p.backend.health(h->p.backend.ud, &up));
     if (h->tps_n >= 2) {
@@ -1462,7 +1457,7 @@ static void req_complete_cb(struct evhttp_request *req, void *arg) {
     hconn *c = conn_of(arg, req);
     if (!c) return;
     if (c->busy > 0) c->busy--;
-    c->since = now_s();
+    c->since = es_now_s();
 }
 
 /* evhttp asks for each accepted connection's bufferevent (it sets the socket afterwards): a plain
@@ -1482,7 +1477,7 @@ static struct bufferevent *conn_bev_cb(struct event_base *base, void *arg) {
     c->h = h;
     c->bev = b;
     c->out_cb = evbuffer_add_cb(bufferevent_get_output(b), out_cb, c);
-    c->since = now_s();
+    c->since = es_now_s();
     c->next = h->conns;
     h->conns = c;
     h->n_conns++;
@@ -1499,7 +1494,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     es_http *h = arg;
-    conn_tick(h, now_s());
+    conn_tick(h, es_now_s());
     /* a safety net under the kicks: capacity can also come back without an event (the scheduler reaps
        slots of sessions closed during a long step when that step ends) */
     if (h->q_head) queue_pump(h);
@@ -1507,7 +1502,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     es_metrics_init(&m);
     if (h->p.backend.metrics) h->p.backend.metrics(h->p.backend.ud, &m);
     const int64_t tok = m.generated_tokens >= 0 ? m.generated_tokens : h->m.http_completion_tokens;
-    h->tps_t[h->tps_at] = now_s();
+    h->tps_t[h->tps_at] = es_now_s();
     h->tps_tok[h->tps_at] = tok;
     h->tps_at = (h->tps_at + 1) % HTTP_TPS_WINDOW;
     if (h->tps_n < HTTP_TPS_WINDOW) h->tps_n++;
@@ -1555,7 +1550,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg) {
     if (!h) return;
     h->accept_fails++;
     h->accept_fails_unlogged++;
-    const double now = now_s();
+    const double now = es_now_s();
     if (h->accept_logged_at == 0 || now - h->accept_logged_at >= 10) {
         hlog(h, 1, "HTTP API: accept failed: %s (%lld failures in all; pausing 100 ms at a time while descriptors run out)",
              evutil_socket_error_to_string(e), (long long)h->accept_fails);
@@ -1831,7 +1826,7 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     }
     h->next_id = 1;
     h->salt = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h);
-    h->t_start = now_s();
+    h->t_start = es_now_s();
     es_metrics_init(&h->m);
     h->chunk = evbuffer_new();
     h->http = evhttp_new(p->base);
