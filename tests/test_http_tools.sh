@@ -4,8 +4,11 @@
 #    (OpenAI's JSON-text arguments) and tool results in the history are accepted (200);
 #  - a template's raise_exception reaches the client as a 400 with its message (Mistral's template
 #    refuses a system message), and the server keeps serving;
-#  - tool_choice "required" or a named function cannot be enforced: 400, never ignored; without tools
-#    it is a 400 too; malformed tools are 400;
+#  - tool_choice "required" or a named function is enforced by constrained decoding (the grammar of a
+#    JSON call naming a requested tool, its arguments under the tool's parameters schema): even the tiny
+#    story model then answers with tool_calls and finish_reason "tool_calls", plain and streamed; a
+#    name not in tools, or a JSON response_format beside it, is 400; without tools it is a 400 too;
+#    malformed tools are 400;
 #  - a built-in template (--chat-template chatml) takes no tools: 400 naming 'tools'.
 # What the model makes of tools (tool_calls in the reply, streamed and not) needs a model that calls
 # them: tests/test_real_tools.sh; the parsing itself is tests/test_oai.c's.
@@ -47,12 +50,44 @@ status_is "tool history streamed" 200 "$s"
 has "$tmp/body" 'data: [DONE]'
 s=$(post /v1/chat/completions "{$history,\"max_tokens\":4,$tools,\"tool_choice\":\"none\"}")
 status_is "tool_choice none" 200 "$s"
-s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4,$tools,\"tool_choice\":\"required\"}")
-status_is "tool_choice required" 400 "$s"
+# tool_choice "required" / a named function: enforced by constrained decoding, so even the tiny story
+# model answers with a call (tools whose arguments are enums keep the reply short and complete)
+etools='"tools":[{"type":"function","function":{"name":"set_unit","parameters":{"type":"object","properties":{"unit":{"enum":["c","f"]}},"required":["unit"],"additionalProperties":false}}},{"type":"function","function":{"name":"set_mode","parameters":{"type":"object","properties":{"mode":{"enum":["on","off"]}},"required":["mode"]}}}]'
+check_call() { # NAME WANT_TOOL(s, |-separated) [stream]
+  python3 - "$tmp/body" "$2" "${3:-}" <<'PY' && ok || bad "$1: $(head -c 600 "$tmp/body")"
+import json, sys
+body, want, stream = open(sys.argv[1]).read(), sys.argv[2].split("|"), sys.argv[3] == "stream"
+if stream:
+    ev = [json.loads(l[6:]) for l in body.split("\n") if l.startswith("data: ") and l != "data: [DONE]"]
+    calls = [tc for e in ev for c in e["choices"] for tc in c.get("delta", {}).get("tool_calls") or []]
+    fin = [c["finish_reason"] for e in ev for c in e["choices"] if c.get("finish_reason")]
+else:
+    ch = json.loads(body)["choices"][0]
+    calls, fin = ch["message"].get("tool_calls") or [], [ch["finish_reason"]]
+assert fin == ["tool_calls"] and len(calls) == 1, (fin, calls)
+f = calls[0]["function"]
+args = json.loads(f["arguments"])
+assert f["name"] in want, f
+assert args in ({"unit": "c"}, {"unit": "f"}) if f["name"] == "set_unit" else args.get("mode") in ("on", "off"), args
+PY
+}
+# "required" with one tool: its arguments follow its schema (with several, only the name is one of
+# them and the arguments any object, which a story model fills without end)
+otool='"tools":[{"type":"function","function":{"name":"set_unit","parameters":{"type":"object","properties":{"unit":{"enum":["c","f"]}},"required":["unit"]}}}]'
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":256,$otool,\"tool_choice\":\"required\"}")
+status_is "tool_choice required" 200 "$s"
+check_call "tool_choice required" "set_unit"
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":256,$etools,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"set_unit\"}}}")
+status_is "tool_choice named" 200 "$s"
+check_call "tool_choice named" "set_unit"
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":256,$etools,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"set_mode\"}},\"stream\":true}")
+status_is "tool_choice named, streamed" 200 "$s"
+check_call "tool_choice named, streamed" "set_mode" stream
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":8,$etools,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}")
+status_is "tool_choice naming no tool" 400 "$s"
 has "$tmp/body" '"param":"tool_choice"'
-s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4,$tools,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}}")
-status_is "tool_choice named" 400 "$s"
-has "$tmp/body" "get_weather"
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":8,$etools,\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}")
+status_is "tool_choice required with a JSON response_format" 400 "$s"
 s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"tool_choice":"required"}')
 status_is "tool_choice required without tools" 400 "$s"
 s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"tools":[{"type":"function","function":{}}]}')

@@ -962,15 +962,81 @@ static bool chat_tools_ok(const es_http *h, const es_oai_request *q, es_oai_erro
                          q->tools ? "'tools'" : "tool_calls in 'messages'");
         return false;
     }
-    if (q->tools && (q->tool_choice == ES_OAI_TOOLS_REQUIRED || q->tool_choice == ES_OAI_TOOLS_NAMED)) {
-        es_oai_error_set(e, 400, "invalid_request_error", "unsupported_parameter", "tool_choice",
-                         "'tool_choice' %s%s%s cannot be enforced by this server (it needs constrained decoding); use \"auto\" or \"none\"",
-                         q->tool_choice == ES_OAI_TOOLS_REQUIRED ? "\"required\"" : "naming '",
-                         q->tool_choice == ES_OAI_TOOLS_NAMED ? q->tool_choice_name : "", q->tool_choice == ES_OAI_TOOLS_NAMED ? "'" : "");
-        return false;
-    }
     if (!q->tools && (q->tool_choice == ES_OAI_TOOLS_REQUIRED || q->tool_choice == ES_OAI_TOOLS_NAMED)) {
         es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", "tool_choice", "'tool_choice' asks for a tool call but 'tools' is empty");
+        return false;
+    }
+    return true;
+}
+
+/* tool_choice "required" or a named function, enforced by constrained decoding: the reply must be
+ * one JSON call {"name": N, "arguments": {...}} with N a requested tool (or the named one). When one
+ * tool is possible (named, or the only one) its arguments follow its parameters schema where the
+ * grammar takes it; with several, or outside the grammar's subset, any object (the schemas of several
+ * tools all start with '{', which the grammar's alternatives cannot tell apart). The reply parser
+ * (es_chat_parse_tool_calls) reads such a bare call as a tool call. */
+static bool tool_choice_grammar(es_oai_request *q, es_oai_error *e) {
+    if (!q->tools || (q->tool_choice != ES_OAI_TOOLS_REQUIRED && q->tool_choice != ES_OAI_TOOLS_NAMED)) return true;
+    if (q->grammar) {
+        es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", "tool_choice",
+                         "'tool_choice' asking for a call cannot be combined with a JSON response_format");
+        return false;
+    }
+    cJSON *tools = cJSON_Parse(q->tools), *names = cJSON_CreateArray(), *params = NULL;
+    bool found = false;
+    for (const cJSON *t = tools ? tools->child : NULL; t && names; t = t->next) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
+        if (!cJSON_IsString(n)) continue;
+        if (q->tool_choice == ES_OAI_TOOLS_NAMED && strcmp(n->valuestring, q->tool_choice_name)) continue;
+        cJSON_AddItemToArray(names, cJSON_CreateString(n->valuestring));
+        const cJSON *pa = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        if (!found && cJSON_IsObject(pa)) params = cJSON_Duplicate(pa, true);
+        else if (found) { /* several tools: their schemas cannot be told apart by a first byte */
+            cJSON_Delete(params);
+            params = NULL;
+        }
+        found = true;
+    }
+    if (!found) {
+        cJSON_Delete(tools);
+        cJSON_Delete(names);
+        cJSON_Delete(params);
+        es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'",
+                         q->tool_choice_name ? q->tool_choice_name : "");
+        return false;
+    }
+    es_err err = {{0}};
+    es_status st = ES_ERR_NOMEM;
+    /* first with the tool's parameters schema, then (outside the grammar's subset) any object */
+    for (int pass = params ? 0 : 1; pass < 2 && st != ES_OK; pass++) {
+        cJSON *schema = cJSON_CreateObject(), *props = cJSON_CreateObject(), *name = cJSON_CreateObject(), *req = cJSON_CreateArray();
+        cJSON *args = pass == 0 ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
+        if (!schema || !props || !name || !req || !args) {
+            cJSON_Delete(schema); cJSON_Delete(props); cJSON_Delete(name); cJSON_Delete(req); cJSON_Delete(args);
+            break;
+        }
+        if (pass == 1) cJSON_AddStringToObject(args, "type", "object");
+        cJSON_AddItemToObject(name, "enum", cJSON_Duplicate(names, true));
+        cJSON_AddItemToObject(props, "name", name);
+        cJSON_AddItemToObject(props, "arguments", args);
+        cJSON_AddStringToObject(schema, "type", "object");
+        cJSON_AddItemToObject(schema, "properties", props);
+        cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+        cJSON_AddItemToArray(req, cJSON_CreateString("arguments"));
+        cJSON_AddItemToObject(schema, "required", req);
+        cJSON_AddBoolToObject(schema, "additionalProperties", false);
+        char *txt = cJSON_PrintUnformatted(schema);
+        cJSON_Delete(schema);
+        st = txt ? es_grammar_from_schema(txt, strlen(txt), &q->grammar, &err) : ES_ERR_NOMEM;
+        free(txt);
+    }
+    cJSON_Delete(tools);
+    cJSON_Delete(names);
+    cJSON_Delete(params);
+    if (st != ES_OK) {
+        es_oai_error_set(e, st == ES_ERR_NOMEM ? 500 : 400, "invalid_request_error", "invalid_value", "tool_choice",
+                         "'tool_choice' cannot be enforced: %s", err.msg[0] ? err.msg : "out of memory");
         return false;
     }
     return true;
@@ -1012,10 +1078,17 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         reply_error(h, req, endpoint, &e);
         return;
     }
+    if (kind == ES_OAI_CHAT && !tool_choice_grammar(&q, &e)) {
+        es_oai_request_free(&q);
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
     if (q.grammar && !h->p.backend.grammar) {
-        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", "response_format",
-                         "JSON response_format is not available here: constrained decoding runs where the target "
-                         "verifies (ask the server's HTTP API, serve --http-port)");
+        const bool by_tools = q.tools && (q.tool_choice == ES_OAI_TOOLS_REQUIRED || q.tool_choice == ES_OAI_TOOLS_NAMED);
+        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", by_tools ? "tool_choice" : "response_format",
+                         "%s is not available here: constrained decoding runs where the target verifies (ask the "
+                         "server's HTTP API, serve --http-port)",
+                         by_tools ? "'tool_choice' asking for a call" : "JSON response_format");
         es_oai_request_free(&q);
         reply_error(h, req, endpoint, &e);
         return;
