@@ -2262,6 +2262,25 @@ static void exec_body(rctx *r, scope *sc, const nlist *body) {
     r->depth--;
 }
 
+/* The render proper, below es_jinja_render's setjmp: its locals (compound literals included) live in
+ * this frame, so nothing the longjmp lands on was changed after the setjmp. */
+__attribute__((noinline)) static es_status render_run(rctx *r, const es_jinja *t, const es_jinja_params *p, es_str *out, es_err *err) {
+    scope *g = scope_new(r, NULL);
+    static const struct { const char *name; fn_id f; } fns[] = {
+        {"range", FN_RANGE}, {"namespace", FN_NAMESPACE}, {"dict", FN_DICT}, {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME}};
+    for (size_t i = 0; i < sizeof fns / sizeof *fns; i++)
+        scope_set(r, g, (str){fns[i].name, strlen(fns[i].name)}, (val){.t = V_FUNC, .fn = fns[i].f});
+    if (p->vars)
+        for (const cJSON *c = p->vars->child; c; c = c->next)
+            if (c->string) scope_set(r, g, (str){c->string, strlen(c->string)}, from_json(r, c, 0));
+    scope *top = scope_new(r, g); /* the template's own sets shadow the variables without changing them */
+    buf b = {0};
+    r->out = &b;
+    exec_body(r, top, &t->body);
+    if (b.n && !es_str_append(out, b.p, b.n)) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    return ES_OK;
+}
+
 es_status es_jinja_render(const es_jinja *t, const es_jinja_params *p, es_str *out, es_err *err) {
     if (!t || !p || !out) return es_fail(err, ES_ERR_INVALID_ARG, "es_jinja_render: NULL argument");
     rctx *r = calloc(1, sizeof *r); /* on the heap: jmp_buf and the context are large */
@@ -2271,24 +2290,9 @@ es_status es_jinja_render(const es_jinja *t, const es_jinja_params *p, es_str *o
     r->max_steps = p->max_steps > 0 ? p->max_steps : 1000000;
     r->now = p->now;
     r->err = err;
-    es_status st = ES_OK;
-    if (setjmp(r->jb)) {
-        st = r->st;
-    } else {
-        scope *g = scope_new(r, NULL);
-        static const struct { const char *name; fn_id f; } fns[] = {
-            {"range", FN_RANGE}, {"namespace", FN_NAMESPACE}, {"dict", FN_DICT}, {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME}};
-        for (size_t i = 0; i < sizeof fns / sizeof *fns; i++)
-            scope_set(r, g, (str){fns[i].name, strlen(fns[i].name)}, (val){.t = V_FUNC, .fn = fns[i].f});
-        if (p->vars)
-            for (const cJSON *c = p->vars->child; c; c = c->next)
-                if (c->string) scope_set(r, g, (str){c->string, strlen(c->string)}, from_json(r, c, 0));
-        scope *top = scope_new(r, g); /* the template's own sets shadow the variables without changing them */
-        buf b = {0};
-        r->out = &b;
-        exec_body(r, top, &t->body);
-        if (b.n && !es_str_append(out, b.p, b.n)) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
-    }
+    es_status st;
+    if (setjmp(r->jb)) st = r->st;
+    else st = render_run(r, t, p, out, err);
     arena_free(&r->a);
     free(r);
     return st;
