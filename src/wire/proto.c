@@ -372,10 +372,12 @@ es_status es_proto_put_open(es_wbuf *w, uint32_t session, const es_msg_open *m, 
     if (!text)
         for (uint32_t i = 0; i < cnt; i++)
             if (m->prompt[i] < 0) return es_fail(err, ES_ERR_INVALID_ARG, "OPEN: prompt token %u is %d", i, m->prompt[i]);
-    /* the extension is sent only when it says something, so default sessions stay readable by servers
-       that predate it */
+    /* the extension is sent when it says something, so default sessions stay readable by servers that
+       predate it, or when the caller's flags ask for it (a decoded OPEN that carried it re-encodes to
+       the same bytes) */
     const float pen = m->repeat_penalty == 0.0f ? 1.0f : m->repeat_penalty; /* 0: a zeroed message, not set */
-    const bool ext = pen != 1.0f || m->presence_penalty != 0.0f || m->frequency_penalty != 0.0f || m->n_bias > 0;
+    const bool ext = (m->flags & ES_OPEN_PENALTY_BIAS) || pen != 1.0f || m->presence_penalty != 0.0f ||
+                     m->frequency_penalty != 0.0f || m->n_bias > 0;
     if (ext && pen == m->repeat_penalty && open_check_ext(m, err) != ES_OK) return ES_ERR_INVALID_ARG;
     if (ext && m->n_bias > ES_SAMPLER_MAX_BIAS) return es_fail(err, ES_ERR_INVALID_ARG, "OPEN: %u logit-bias entries", m->n_bias);
     const uint32_t flags = (m->flags & ~ES_OPEN_PENALTY_BIAS) | (ext ? ES_OPEN_PENALTY_BIAS : 0);
