@@ -80,16 +80,6 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-/* max |a − b| / (1 + max |b|) over n logits */
-static double rel_diff(const float *a, const float *b, int n) {
-    double d = 0, mx = 0;
-    for (int i = 0; i < n; i++) {
-        const double e = fabs((double)a[i] - b[i]);
-        if (!(e <= d)) d = e;
-        if (fabs(b[i]) > mx) mx = fabs(b[i]);
-    }
-    return d / (1 + mx);
-}
 
 /* Runs the same batch on both contexts and compares the logits of every row that asked (and, with
  * same_argmax, their argmax: not for random-weight models, whose logits are near ties). */
@@ -104,7 +94,7 @@ static void decode_both_(es_ctx *dev, es_ctx *cpu, const es_batch *b, int n_voca
         const float *ld = es_ctx_logits(dev, i), *lc = es_ctx_logits(cpu, i);
         CHECK(ld && lc);
         if (!ld || !lc) continue;
-        const double e = rel_diff(ld, lc, n_vocab);
+        const double e = es_test_rel_diff(ld, lc, n_vocab);
         if (e > *worst) *worst = e;
         CHECK_MSG(e <= tol, "%s, row %d: device logits differ from the CPU's by %.3g (tolerance %.g)", what, i, e, tol);
         if (same_argmax)
@@ -207,7 +197,7 @@ static void test_quantised(int device, const char *file) {
             es_err e2 = {{0}};
             CHECK_OK(es_decode(dev, &b, &e2), &e2);
             CHECK_OK(es_decode(cpu, &b, &e2), &e2);
-            const double e = rel_diff(es_ctx_logits(dev, 0), es_ctx_logits(cpu, 0), nv);
+            const double e = es_test_rel_diff(es_ctx_logits(dev, 0), es_ctx_logits(cpu, 0), nv);
             if (e > worst) worst = e;
             CHECK_MSG(e <= QUANT_TOL, "%s step %d: device logits differ from the CPU's by %.3g", file, step, e);
         }
@@ -328,7 +318,7 @@ static void test_prefix_cow(int device) {
         es_batch bf = {.n_tokens = 33, .token = tok, .pos = pos, .seq = sf};
         CHECK_OK(es_decode(cpu, &bf, &err), &err);
         const float *lf = es_ctx_logits(cpu, 32);
-        CHECK_MSG(lc && l && lf && rel_diff(lc, lf, nv) <= LOGIT_TOL, "prefix: C's logits are not A's prefix's");
+        CHECK_MSG(lc && l && lf && es_test_rel_diff(lc, lf, nv) <= LOGIT_TOL, "prefix: C's logits are not A's prefix's");
         free(lc);
         printf("prefix cache on the device: adoption and copy on write, logits within %.2g of the CPU's\n", worst);
     }
@@ -485,7 +475,7 @@ static void test_exit_split(int device) {
         CHECK(cd.n == 2 && cc.n == 2);
         for (int k = 0; k < 2 && k < cd.n && k < cc.n; k++) {
             CHECK(cd.layer[k] == layers[k] && cd.n_rows[k] == 3 && cc.n_rows[k] == 3);
-            CHECK_MSG(rel_diff(cd.h[k], cc.h[k], 3 * 64) <= LOGIT_TOL, "exit rows after layer %d: device and CPU differ",
+            CHECK_MSG(es_test_rel_diff(cd.h[k], cc.h[k], 3 * 64) <= LOGIT_TOL, "exit rows after layer %d: device and CPU differ",
                       layers[k]);
         }
         tok[0] = 266;

@@ -610,19 +610,7 @@ static void test_early_exit(es_model *target, es_model *draft) {
         es_server_free(srv);
     }
     /* a bad adapter (W = 0, a bias that puts one token on top everywhere): nearly always wrong */
-    const int d = es_model_n_embd(target);
-    float *W = calloc((size_t)d * d, sizeof(float)), *B = malloc((size_t)d * sizeof(float));
-    for (int j = 0; j < d; j++) B[j] = (float)((j * 7919) % 13) - 6.0f;
-    const char *path = es_test_tmp("edge-bad-exit.gguf");
-    es_gguf_writer *w = es_gguf_writer_init();
-    es_err err = {{0}};
-    const int64_t ne2[2] = {d, d}, ne1[1] = {d};
-    CHECK(w && es_gguf_add_tensor(w, "exit.3.weight", ES_TYPE_F32, 2, ne2, W) == ES_OK &&
-          es_gguf_add_tensor(w, "exit.3.bias", ES_TYPE_F32, 1, ne1, B) == ES_OK);
-    CHECK_OK(es_gguf_write(w, path, NULL, NULL, &err), &err);
-    es_gguf_writer_free(w);
-    free(W);
-    free(B);
+    const char *path = es_test_write_bad_exit(es_model_n_embd(target), 3, "edge-bad-exit.gguf");
     g_exit_file = path;
     early_greedy(target, draft, "early exits, bad adapter");
     srv = start_server(target, NULL, 0, 0);

@@ -51,15 +51,6 @@ static es_ctx *make_ctx(es_model *m) {
     return c;
 }
 
-static double rel_diff(const float *a, const float *b, int n) {
-    double d = 0, mx = 0;
-    for (int i = 0; i < n; i++) {
-        const double e = fabs((double)a[i] - b[i]);
-        if (!(e <= d)) d = e;
-        if (fabs(b[i]) > mx) mx = fabs(b[i]);
-    }
-    return d / (1 + mx);
-}
 
 static const int32_t PROMPT[10] = {1, 403, 407, 261, 378, 300, 290, 410, 266, 302};
 
@@ -107,7 +98,7 @@ static void test_hook(es_model *m) {
         const float s = 1.0f / sqrtf((float)(ss / d) + m->hp.rms_eps);
         for (int j = 0; j < d; j++) xn[j] = m->output_norm[j] * (s * h[j]);
         es_matmul(NULL, lg, &m->output, xn, 1, NULL);
-        CHECK_MSG(b && rel_diff(lg, b, nv) < 1e-4, "final hidden row %d does not give the pass's logits", r);
+        CHECK_MSG(b && es_test_rel_diff(lg, b, nv) < 1e-4, "final hidden row %d does not give the pass's logits", r);
         /* an early state is not the final one */
         CHECK(memcmp(cap.h[0] + (size_t)r * d, h, (size_t)d * sizeof(float)) != 0);
     }
@@ -160,13 +151,13 @@ static void test_heads(es_model *m) {
     CHECK_OK(es_exit_heads_set_adapter(h, L, W, NULL, &err), &err);
     CHECK(es_exit_heads_calibrated(h, 0));
     CHECK_OK(es_exit_heads_logits(h, L, cap.h[0], 3, id_lg, &err), &err);
-    CHECK(rel_diff(id_lg, z, 3 * nv) < 1e-6);
+    CHECK(es_test_rel_diff(id_lg, z, 3 * nv) < 1e-6);
     /* some adapter, written to a GGUF and read back */
     for (int i = 0; i < d * d; i++) W[i] = (float)sin(i * 0.37) * 0.2f;
     for (int i = 0; i < d; i++) B[i] = (float)cos(i * 0.11);
     CHECK_OK(es_exit_heads_set_adapter(h, L, W, B, &err), &err);
     CHECK_OK(es_exit_heads_logits(h, L, cap.h[0], 3, cal, &err), &err);
-    CHECK(rel_diff(cal, z, 3 * nv) > 1e-3);
+    CHECK(es_test_rel_diff(cal, z, 3 * nv) > 1e-3);
     const char *path = es_test_tmp("exits.gguf");
     es_gguf_writer *w = es_gguf_writer_init();
     CHECK(w != NULL);

@@ -1,8 +1,14 @@
 #include "testutil.h"
 
+#include "gguf/gguf.h"
+#include "kernels/types.h"
+
 #ifndef ES_CORE_ONLY
 #include <cjson/cJSON.h>
 #endif
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -233,4 +239,40 @@ bool es_test_recv_all(int fd, void *p, size_t n) {
         n -= (size_t)r;
     }
     return true;
+}
+
+double es_test_rel_diff(const float *a, const float *b, int n) {
+    double d = 0, mx = 0;
+    for (int i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - b[i]);
+        if (!(e <= d)) d = e;
+        if (fabs(b[i]) > mx) mx = fabs(b[i]);
+    }
+    return d / (1 + mx);
+}
+
+const char *es_test_write_bad_exit(int d, int layer, const char *file) {
+    float *W = calloc((size_t)d * d, sizeof(float)), *B = malloc((size_t)d * sizeof(float));
+    const char *path = es_test_tmp(file);
+    es_gguf_writer *w = es_gguf_writer_init();
+    es_err err = {{0}};
+    bool ok = W && B && w;
+    CHECK(ok);
+    if (ok) {
+        for (int j = 0; j < d; j++) B[j] = (float)((j * 7919) % 13) - 6.0f;
+        char wn[64], bn[64];
+        snprintf(wn, sizeof wn, "exit.%d.weight", layer);
+        snprintf(bn, sizeof bn, "exit.%d.bias", layer);
+        const int64_t ne2[2] = {d, d}, ne1[1] = {d};
+        ok = es_gguf_add_tensor(w, wn, ES_TYPE_F32, 2, ne2, W) == ES_OK && es_gguf_add_tensor(w, bn, ES_TYPE_F32, 1, ne1, B) == ES_OK;
+        CHECK(ok);
+        if (ok) {
+            CHECK_OK(es_gguf_write(w, path, NULL, NULL, &err), &err);
+            ok = err.msg[0] == 0;
+        }
+    }
+    es_gguf_writer_free(w);
+    free(W);
+    free(B);
+    return ok ? path : NULL;
 }

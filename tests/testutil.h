@@ -68,6 +68,14 @@ const char *es_test_shared(const char *rel);
 /* A fresh path under $ES_BUILD/tmp for a test's output file. */
 const char *es_test_tmp(const char *file);
 
+/* max |a − b| / (1 + max |b|) over n logits: how far a's logits are from the reference b's. */
+double es_test_rel_diff(const float *a, const float *b, int n);
+
+/* Writes an exit-head GGUF (exit.<layer>.weight / .bias) for a model of n_embd dims whose adapter is
+ * deliberately bad: W = 0 and a bias whose final-normed image puts one token on top everywhere, so the
+ * exit head is nearly always wrong. Returns the path (es_test_tmp(file)), or NULL after a failed check. */
+const char *es_test_write_bad_exit(int n_embd, int layer, const char *file);
+
 /* Reads a whole file into a malloc'd buffer (NUL-terminated); NULL on failure. */
 char *es_test_read_file(const char *path, size_t *len);
 
