@@ -162,6 +162,14 @@ typedef struct es_ctx_params {
     /* Largest buffer one weight matrix may occupy on the device (0: the device's maxStorageBufferRange);
      * larger matrices are split by rows across buffers. Tests set it small to exercise the split. */
     int64_t device_buffer_max;
+    /* Vulkan: KV pages that also have room in device memory. 0: all kv_blocks (the cache lives on the
+     * device). Fewer gives the context two tiers (APEX): the pool's kv_blocks pages are in host
+     * memory, and each sequence's rows are either in device memory (its attention runs there) or in
+     * host memory (its attention runs on this machine's cores, n_threads of them, overlapped with the
+     * device's work). Sequences start in the device tier; es_seq_set_tier moves them, and a device-tier
+     * sequence that finds no device page left moves to the host tier by itself. Needs kv_type f16 or
+     * f32 (both tiers hold the same rows). */
+    int64_t device_kv_blocks;
 } es_ctx_params;
 
 es_ctx_params es_ctx_default_params(void);
@@ -195,6 +203,32 @@ typedef struct es_batch {
 es_status es_decode(es_ctx *ctx, const es_batch *batch, es_err *err);
 /* Logits (n_vocab floats) of batch row i of the last es_decode, or NULL if they were not asked for. */
 const float *es_ctx_logits(const es_ctx *ctx, int i);
+
+/* ---- KV tiers (a Vulkan context with device_kv_blocks < kv_blocks) ---- */
+typedef enum { ES_KV_TIER_DEVICE = 0, ES_KV_TIER_HOST = 1 } es_kv_tier;
+/* How a pass with host-tier rows overlaps the two: ASYNC_OVERLAP runs every row's linear layers in
+ * one device batch while the host computes the host-tier rows' attention, joined before the output
+ * projection; ASYMMETRIC splits the batch into two sub-batches (whole sequences each) whose device
+ * work and host attention alternate, so the host works on one while the device runs the other. */
+typedef enum { ES_HYBRID_ASYNC_OVERLAP = 0, ES_HYBRID_ASYMMETRIC = 1 } es_hybrid_mode;
+/* Moves a sequence's KV rows to `tier` now (whole pages; the device copy goes by the same transfers a
+ * pass uses). ES_ERR_FULL: not enough free device pages (nothing moved); ES_ERR_UNSUPPORTED: the
+ * context has one tier. */
+es_status es_seq_set_tier(es_ctx *ctx, int seq, es_kv_tier tier, es_err *err);
+es_kv_tier es_seq_tier(const es_ctx *ctx, int seq);
+/* The mode of the passes that follow (default ASYNC_OVERLAP). */
+void es_ctx_set_hybrid_mode(es_ctx *ctx, es_hybrid_mode mode);
+typedef struct es_tier_info {
+    bool tiered;                    /* the context has two tiers */
+    int64_t device_blocks_total;    /* device pages */
+    int64_t device_blocks_used;     /* device pages holding rows (idle prefix-cache pages included) */
+    int host_seqs;                  /* open sequences in the host tier now */
+    int64_t moves_to_host, moves_to_device; /* sequences moved (es_seq_set_tier and automatic) */
+    int64_t auto_to_host;           /* of which: a device-tier sequence found no device page left */
+    int64_t pages_moved;            /* pages copied between the tiers */
+    int64_t hybrid_passes[2];       /* passes with host-tier rows, by es_hybrid_mode */
+} es_tier_info;
+void es_ctx_tier_info(const es_ctx *ctx, es_tier_info *out);
 
 /* Sequences live in a shared paged KV pool. */
 es_status es_seq_open(es_ctx *ctx, int *seq_out, es_err *err);

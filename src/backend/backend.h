@@ -50,6 +50,9 @@ typedef struct es_fwd_plan {
     const int32_t *exit_layer;
     es_exit_fn exit_fn;
     void *exit_ud;
+    /* A context with two KV tiers (es_ctx_params.device_kv_blocks): how rows of host-tier sequences
+     * overlap with the device's work (es_ctx_set_hybrid_mode). */
+    es_hybrid_mode hybrid;
 } es_fwd_plan;
 
 typedef struct es_backend es_backend;
@@ -62,10 +65,19 @@ typedef struct es_backend_ops {
     es_status (*forward)(es_backend *be, const es_fwd_plan *plan, es_err *err);
     /* Logits (n_vocab floats) of logits row r (0 <= r < the last plan's n_out), in host memory. */
     const float *(*logits)(const es_backend *be, int r);
-    /* Called after es_kv_seq_keep moved a sequence's rows in the host pool: moves the backend's own
+    /* Called after es_kv_seq_keep moved sequence seq's rows in the host pool: moves the backend's own
      * copies of the KV rows likewise, cache row src[k] to cache row dst[k] in order (cache row = page
      * · block_size + offset, as before the keep). NULL when the backend's KV is the host pool. */
-    es_status (*kv_move)(es_backend *be, const int32_t *src, const int32_t *dst, int n, es_err *err);
+    es_status (*kv_move)(es_backend *be, int seq, const int32_t *src, const int32_t *dst, int n, es_err *err);
+    /* Called after the pool copied page src to page dst in host memory (copy on write of a page the
+     * prefix cache shares): the backend's own copy follows. NULL with kv_move. */
+    es_status (*page_copy)(es_backend *be, int32_t src, int32_t dst, es_err *err);
+    /* Two KV tiers (NULL: one). set_tier moves a sequence's rows now; seq_reset forgets a closed
+     * sequence (its next opening starts in the device tier). */
+    es_status (*set_tier)(es_backend *be, int seq, es_kv_tier tier, es_err *err);
+    es_kv_tier (*tier)(const es_backend *be, int seq);
+    void (*seq_reset)(es_backend *be, int seq);
+    void (*tier_info)(const es_backend *be, es_tier_info *out);
     /* CPU seconds its worker threads have used (0 if it has none). */
     double (*worker_cpu_seconds)(es_backend *be);
     void (*free)(es_backend *be);

@@ -47,6 +47,7 @@ struct es_ctx {
     es_exit_fn exit_fn;
     void *exit_ud;
 
+    es_hybrid_mode hybrid; /* es_ctx_set_hybrid_mode */
     int n_last;           /* n_tokens of the last decode */
     int n_out;
 };
@@ -76,18 +77,7 @@ void es_ctx_free(es_ctx *c) {
  * shares): a backend with its own KV rows copies them likewise, row by row in the page. */
 static es_status copy_page(void *ud, int32_t src, int32_t dst, es_err *err) {
     es_ctx *c = ud;
-    const int bs = es_kv_block_size(c->kv);
-    int32_t from[256], to[256]; /* in chunks: no allocation, whatever the page size */
-    for (int at = 0; at < bs; at += 256) {
-        const int m = bs - at < 256 ? bs - at : 256;
-        for (int j = 0; j < m; j++) {
-            from[j] = src * bs + at + j;
-            to[j] = dst * bs + at + j;
-        }
-        const es_status st = c->be->ops->kv_move(c->be, from, to, m, err);
-        if (st != ES_OK) return st;
-    }
-    return ES_OK;
+    return c->be->ops->page_copy(c->be, src, dst, err);
 }
 
 es_status es_ctx_init(const es_model *model, const es_ctx_params *params, es_ctx **out, es_err *err) {
@@ -270,7 +260,7 @@ es_status es_decode(es_ctx *c, const es_batch *b, es_err *err) {
     make_groups(c, b);
     const es_fwd_plan plan = {b, n, c->slot, c->prefix_len, c->anc_off, c->anc_len, c->anc,
                               c->n_grp, c->grp_start, c->grp_common, c->n_out, c->out_idx,
-                              c->n_exit, c->exit_layer, c->exit_fn, c->exit_ud};
+                              c->n_exit, c->exit_layer, c->exit_fn, c->exit_ud, c->hybrid};
     st = c->be->ops->forward(c->be, &plan, err);
     if (st != ES_OK) { /* the reserved pages go back; the sequences keep their lengths */
         for (int s = 0; s < c->p.n_seq_max; s++)
@@ -328,7 +318,11 @@ const float *es_ctx_logits(const es_ctx *c, int i) {
 /* ---- sequences -------------------------------------------------------------------------------- */
 
 es_status es_seq_open(es_ctx *c, int *seq, es_err *err) { return es_kv_seq_open(c->kv, seq, err); }
-void es_seq_close(es_ctx *c, int seq) { es_kv_seq_close(c->kv, seq); }
+void es_seq_close(es_ctx *c, int seq) {
+    if (!es_kv_seq_valid(c->kv, seq)) return;
+    es_kv_seq_close(c->kv, seq);
+    if (c->be->ops->seq_reset) c->be->ops->seq_reset(c->be, seq);
+}
 int es_seq_len(const es_ctx *c, int seq) { return es_kv_seq_len(c->kv, seq); }
 
 es_status es_seq_truncate(es_ctx *c, int seq, int len, es_err *err) {
@@ -356,7 +350,29 @@ es_status es_seq_keep(es_ctx *c, int seq, int base, const int32_t *slots, int n,
     if (st != ES_OK || moves == 0) return st;
     tab = es_kv_seq_blocks(c->kv, seq); /* (a source page copied on write still holds the same rows) */
     for (int k = 0; k < moves; k++) c->move_dst[k] = tab[c->move_dst[k] / bs] * bs + c->move_dst[k] % bs;
-    return c->be->ops->kv_move(c->be, c->move_src, c->move_dst, moves, err);
+    return c->be->ops->kv_move(c->be, seq, c->move_src, c->move_dst, moves, err);
+}
+
+es_status es_seq_set_tier(es_ctx *c, int seq, es_kv_tier tier, es_err *err) {
+    if (!es_kv_seq_valid(c->kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d is not open", seq);
+    if (tier != ES_KV_TIER_DEVICE && tier != ES_KV_TIER_HOST) return es_fail(err, ES_ERR_INVALID_ARG, "no KV tier %d", (int)tier);
+    if (!c->be->ops->set_tier)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "this context has one KV tier (a Vulkan device with device_kv_blocks below kv_blocks has two)");
+    return c->be->ops->set_tier(c->be, seq, tier, err);
+}
+
+es_kv_tier es_seq_tier(const es_ctx *c, int seq) {
+    if (!c->be->ops->tier || !es_kv_seq_valid(c->kv, seq)) return ES_KV_TIER_DEVICE;
+    return c->be->ops->tier(c->be, seq);
+}
+
+void es_ctx_set_hybrid_mode(es_ctx *c, es_hybrid_mode mode) {
+    c->hybrid = mode == ES_HYBRID_ASYMMETRIC ? ES_HYBRID_ASYMMETRIC : ES_HYBRID_ASYNC_OVERLAP;
+}
+
+void es_ctx_tier_info(const es_ctx *c, es_tier_info *out) {
+    memset(out, 0, sizeof *out);
+    if (c->be->ops->tier_info) c->be->ops->tier_info(c->be, out);
 }
 
 int64_t es_ctx_kv_blocks_used(const es_ctx *c) { return es_kv_blocks_used(c->kv); }
@@ -377,7 +393,13 @@ int64_t es_ctx_kv_bytes_per_token(const es_model *m, es_kv_type type) {
 
 es_kv_type es_ctx_kv_type(const es_ctx *c) { return c->p.kv_type; }
 
-es_status es_ctx_prefix_cache_enable(es_ctx *c, es_err *err) { return es_kv_prefix_enable(c->kv, err); }
+es_status es_ctx_prefix_cache_enable(es_ctx *c, es_err *err) {
+    /* a device-tier page and its host copy would have to agree whenever the cache hands it over; with
+     * two tiers pages stay private to one sequence */
+    if (c->be->ops->set_tier)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "the prefix cache does not work with two KV tiers (device_kv_blocks below kv_blocks)");
+    return es_kv_prefix_enable(c->kv, err);
+}
 int es_seq_prefix_adopt(es_ctx *c, int seq, const int32_t *tokens, int n) { return es_kv_prefix_adopt(c->kv, seq, tokens, n); }
 int es_seq_prefix_keep(es_ctx *c, int seq, const int32_t *tokens, int n) { return es_kv_prefix_keep(c->kv, seq, tokens, n); }
 void es_ctx_prefix_cache_info(const es_ctx *c, es_prefix_cache_info *out) { es_kv_prefix_stats(c->kv, out); }

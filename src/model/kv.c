@@ -40,6 +40,8 @@ struct es_kv {
     kv_prefix *px;       /* NULL: no prefix cache */
     es_kv_copy_fn copy;  /* told of every page copied on write (a backend with its own copy of the rows) */
     void *copy_ud;
+    es_kv_page_fn page_fn; /* told of pages taken and freed (a backend with a device tier) */
+    void *page_ud;
     es_kv_type type;
     size_t row_bytes;    /* one slot's row of kv_dim elements of `type` */
     size_t page_bytes;   /* bytes per page per K (or V): n_layer * block_size * row_bytes */
@@ -173,7 +175,10 @@ static void lru_push(kv_prefix *px, int32_t b) { /* newest */
 
 /* One holder less; a page nobody holds goes back to the free list, one only the cache holds idles. */
 static void page_unref(es_kv *kv, int32_t b) {
-    if (--kv->ref[b] == 0) kv->free_list[kv->n_free++] = b;
+    if (--kv->ref[b] == 0) {
+        kv->free_list[kv->n_free++] = b;
+        if (kv->page_fn) kv->page_fn(kv->page_ud, b, ES_KV_PAGE_FREED);
+    }
     else if (kv->ref[b] == 1 && kv->px && kv->px->cached[b]) lru_push(kv->px, b);
 }
 
@@ -208,6 +213,7 @@ static int32_t page_take(es_kv *kv) {
     }
     const int32_t b = kv->free_list[--kv->n_free];
     kv->ref[b] = 1;
+    if (kv->page_fn) kv->page_fn(kv->page_ud, b, ES_KV_PAGE_TAKEN);
     return b;
 }
 
@@ -247,6 +253,21 @@ void es_kv_set_copy_hook(es_kv *kv, es_kv_copy_fn fn, void *ud) {
     kv->copy = fn;
     kv->copy_ud = ud;
 }
+
+void es_kv_set_page_hook(es_kv *kv, es_kv_page_fn fn, void *ud) {
+    kv->page_fn = fn;
+    kv->page_ud = ud;
+}
+
+uint8_t *es_kv_page_k(es_kv *kv, int32_t page, int layer) {
+    return kv->k + (size_t)page * kv->page_bytes + (size_t)layer * kv->block_size * kv->row_bytes;
+}
+uint8_t *es_kv_page_v(es_kv *kv, int32_t page, int layer) {
+    return kv->v + (size_t)page * kv->page_bytes + (size_t)layer * kv->block_size * kv->row_bytes;
+}
+size_t es_kv_row_bytes(const es_kv *kv) { return kv->row_bytes; }
+bool es_kv_page_idle(const es_kv *kv, int32_t page) { return kv->px && kv->px->cached[page] && kv->ref[page] == 1; }
+int es_kv_seq_n_blocks(const es_kv *kv, int seq) { return es_kv_seq_valid(kv, seq) ? kv->seqs[seq].n_blocks : 0; }
 
 void es_kv_seq_close(es_kv *kv, int seq) {
     if (!es_kv_seq_valid(kv, seq)) return;

@@ -68,6 +68,18 @@ es_status es_kv_prefix_enable(es_kv *kv, es_err *err);
  * copy of the KV rows copies page src to page dst likewise. An error fails the write that needed it. */
 typedef es_status (*es_kv_copy_fn)(void *ud, int32_t src_page, int32_t dst_page, es_err *err);
 void es_kv_set_copy_hook(es_kv *kv, es_kv_copy_fn fn, void *ud);
+/* What happens to a page, for a backend that keeps copies of some pages elsewhere (a device tier):
+ * TAKEN: a sequence got it for new rows (its old content is gone); FREED: nobody holds it any more.
+ * Called inside the pool's operations: the hook only does bookkeeping. */
+typedef enum { ES_KV_PAGE_TAKEN, ES_KV_PAGE_FREED } es_kv_page_event;
+typedef void (*es_kv_page_fn)(void *ud, int32_t page, es_kv_page_event ev);
+void es_kv_set_page_hook(es_kv *kv, es_kv_page_fn fn, void *ud);
+/* The rows of one layer of a page in the host pool: block_size rows of the pool's row size, K and V. */
+uint8_t *es_kv_page_k(es_kv *kv, int32_t page, int layer);
+uint8_t *es_kv_page_v(es_kv *kv, int32_t page, int layer);
+size_t es_kv_row_bytes(const es_kv *kv);
+/* Whether only the prefix cache holds the page (no sequence): its rows are kept for a later adopter. */
+bool es_kv_page_idle(const es_kv *kv, int32_t page);
 /* Gives the empty sequence the longest run of cached pages matching tokens[0..n) (whole pages):
  * returns the slots it now holds (0: none, or no cache, or the sequence is not empty). */
 int es_kv_prefix_adopt(es_kv *kv, int seq, const int32_t *tokens, int n);
@@ -79,6 +91,8 @@ void es_kv_prefix_stats(const es_kv *kv, es_prefix_cache_info *out);
 int es_kv_block_size(const es_kv *kv);
 /* The page table of a sequence (for walking slots page by page in attention). */
 const int32_t *es_kv_seq_blocks(const es_kv *kv, int seq);
+/* Pages the sequence holds now (its table's length). */
+int es_kv_seq_n_blocks(const es_kv *kv, int seq);
 
 int64_t es_kv_blocks_used(const es_kv *kv);
 int64_t es_kv_blocks_total(const es_kv *kv);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "backend/host_attn.h"
 #include "kernels/attn.h"
 #include "kernels/matmul.h"
 #include "util/err.h"
@@ -163,50 +164,6 @@ static void run_ew(cpu_be *c, ew_task *t) {
     es_threadpool_run(t->n >= ES_EW_PAR_ROWS ? c->tp : NULL, ew_worker, t);
 }
 
-/* ---- attention -------------------------------------------------------------------------------- */
-
-typedef struct {
-    cpu_be *c;
-    const es_fwd_plan *p;
-    int layer;
-    int n_sub;        /* each kv head's group of query heads is split into n_sub items */
-    atomic_int next;  /* next work item to take */
-} att_task;
-
-/* Work items w = (token group, kv head, sub-group), taken dynamically, latest groups (longest
- * contexts) first. Each runs es_attn_multi over the group's tokens for the query heads of its
- * sub-group, writing their outputs into xb. */
-static void attention_worker(void *ud, int ith, int nth) {
-    (void)nth;
-    att_task *t = ud;
-    cpu_be *c = t->c;
-    const es_fwd_plan *p = t->p;
-    const es_hparams *hp = &c->model->hp;
-    const int hd = hp->head_dim, qd = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
-    const int sub = group / t->n_sub, per_grp = hp->n_head_kv * t->n_sub;
-    const float scale = 1.0f / sqrtf((float)hd);
-    float *scratch = c->att + (size_t)ith * c->att_floats;
-    const int64_t total = (int64_t)p->n_grp * per_grp;
-    es_attn_query tq[ES_ATTN_GROUP_MAX];
-    for (;;) {
-        const int64_t w = atomic_fetch_add(&t->next, 1);
-        if (w >= total) break;
-        const int g = p->n_grp - 1 - (int)(w / per_grp), r = (int)(w % per_grp);
-        const int kvh = r / t->n_sub, h0 = kvh * group + (r % t->n_sub) * sub;
-        const int i0 = p->grp_start[g], nt = p->grp_start[g + 1] - i0;
-        for (int k = 0; k < nt; k++) {
-            const int i = i0 + k;
-            tq[k].q = c->q + (size_t)i * qd + (size_t)h0 * hd;
-            tq[k].out = c->xb + (size_t)i * qd + (size_t)h0 * hd;
-            tq[k].anc = p->anc + p->anc_off[i];
-            tq[k].n_anc = p->anc_len[i];
-        }
-        es_attn_cache view;
-        es_kv_attn_view(c->kv, p->b->seq[i0], t->layer, &view);
-        es_attn_multi(&view, kvh, hd, sub, scale, p->prefix_len[i0], p->grp_common[g], tq, nt, scratch);
-    }
-}
-
 /* ---- the forward pass ------------------------------------------------------------------------- */
 
 static es_status cpu_forward(es_backend *be, const es_fwd_plan *p, es_err *err) {
@@ -215,13 +172,8 @@ static es_status cpu_forward(es_backend *be, const es_fwd_plan *p, es_err *err) 
     const es_model *m = c->model;
     const es_hparams *hp = &m->hp;
     const int n = p->n, d = hp->n_embd;
-    const int nth = es_threadpool_n_threads(c->tp), group = hp->n_head / hp->n_head_kv;
 
     for (int i = 0; i < n; i++) es_mat_get_row(&m->tok_embd, p->b->token[i], c->x + (size_t)i * d);
-    /* Split each kv head's query heads into sub-groups only when there are too few items to keep
-     * every thread busy (decode of one token with few kv heads). */
-    int n_sub = 1;
-    while ((int64_t)p->n_grp * hp->n_head_kv * n_sub < 2 * (int64_t)nth && group % (2 * n_sub) == 0) n_sub *= 2;
 
     int next_exit = 0; /* index into p->exit_layer of the next exit to deliver */
     for (int il = 0; il < hp->n_layer; il++) {
@@ -236,8 +188,9 @@ static es_status cpu_forward(es_backend *be, const es_fwd_plan *p, es_err *err) 
         }
         et.kind = EW_QKV; /* biases or per-head norms, RoPE, K/V into the cache */
         run_ew(c, &et);
-        att_task at = {c, p, il, n_sub, 0};
-        es_threadpool_run(c->tp, attention_worker, &at);
+        es_host_attn at = {.kv = c->kv, .p = p, .layer = il, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                           .head_dim = hp->head_dim, .q = c->q, .out = c->xb, .scratch = c->att, .scratch_floats = c->att_floats};
+        es_host_attention(c->tp, &at);
         es_matmul(c->tp, c->tmp, &L->wo, c->xb, n, c->mm_scratch);
         et.kind = EW_NORM; /* x += attention output; xb = ffn_norm(x) */
         et.norm = L->ffn_norm;
@@ -290,7 +243,8 @@ static void cpu_free(es_backend *be) {
     free(c);
 }
 
-static const es_backend_ops cpu_ops = {"cpu", cpu_forward, cpu_logits, NULL, cpu_worker_cpu_seconds, cpu_free};
+static const es_backend_ops cpu_ops = {.name = "cpu", .forward = cpu_forward, .logits = cpu_logits,
+                                       .worker_cpu_seconds = cpu_worker_cpu_seconds, .free = cpu_free};
 
 static void *falloc(size_t n_floats, bool *ok) {
     void *p = malloc(n_floats ? n_floats * sizeof(float) : 1);
@@ -324,7 +278,7 @@ es_status es_backend_cpu_init(const es_model *model, es_kv *kv, int n_threads, i
     c->hb = falloc(n * (size_t)hp->n_ff, &ok);
     c->hb2 = falloc(n * (size_t)hp->n_ff, &ok);
     c->tmp = falloc(n * d, &ok);
-    c->att_floats = es_attn_multi_scratch_floats(ES_ATTN_GROUP_MAX * (hp->n_head / hp->n_head_kv), hp->head_dim);
+    c->att_floats = es_host_attn_scratch_floats(hp->n_head, hp->n_head_kv, hp->head_dim);
     c->att = falloc((size_t)n_threads * c->att_floats, &ok);
     c->rope_cos = falloc(n * (size_t)hp->rope_dim / 2, &ok);
     c->rope_sin = falloc(n * (size_t)hp->rope_dim / 2, &ok);

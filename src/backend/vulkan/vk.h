@@ -68,6 +68,23 @@ es_status es_vk_begin(es_vk *vk, es_err *err);
 /* Runs everything recorded since es_vk_begin and waits for it. ES_ERR_IO if the device is lost. */
 es_status es_vk_submit(es_vk *vk, es_err *err);
 
+/* A pass that hands work to the host in the middle (the hybrid pass of host-tier sessions) submits
+ * what is recorded so far without waiting, and goes on recording: es_vk_flush returns a ticket that
+ * es_vk_wait waits for, so the host computes while the device runs. Submissions run in order (each
+ * recording starts with a full barrier), and es_vk_submit waits for all of them. At most `n` flushes
+ * between es_vk_begin and es_vk_submit (es_vk_reserve_flushes, not while recording). */
+es_status es_vk_reserve_flushes(es_vk *vk, int n, es_err *err);
+es_status es_vk_flush(es_vk *vk, int *ticket, es_err *err);
+es_status es_vk_wait(es_vk *vk, int ticket, es_err *err);
+/* A buffer in host memory the device copies to and from (never bound to a kernel): written and read
+ * through es_vk_buf_map between submissions. */
+es_status es_vk_buf_alloc_host(es_vk *vk, size_t bytes, es_vk_buf **out, es_err *err);
+void *es_vk_buf_map(es_vk_buf *b);
+/* Recorded: bytes of src at src_off into the host buffer dst at dst_off, after every kernel recorded
+ * before, readable on the host once the submission holding it is waited for. */
+es_status es_vk_copy_to_host(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
+                             es_err *err);
+
 /* ---- kernels (recorded; each checks its arguments and returns ES_ERR_INVALID_ARG on misuse) ---- */
 
 /* Whether es_vk_matmul takes weights of this GGUF type (F32, F16, Q8_0, Q4_0, Q4_K, Q6_K). */

@@ -320,6 +320,8 @@ void es_vk_free(es_vk *vk) {
         if (vk->layout) vkDestroyPipelineLayout(vk->dev, vk->layout, NULL);
         if (vk->dsl) vkDestroyDescriptorSetLayout(vk->dev, vk->dsl, NULL);
         if (vk->fence) vkDestroyFence(vk->dev, vk->fence, NULL);
+        for (int i = 1; i < vk->n_cmds; i++)
+            if (vk->fences[i]) vkDestroyFence(vk->dev, vk->fences[i], NULL);
         if (vk->cpool) vkDestroyCommandPool(vk->dev, vk->cpool, NULL);
         vkDestroyDevice(vk->dev, NULL);
     }
@@ -329,6 +331,8 @@ void es_vk_free(es_vk *vk) {
         if (rm) rm(vk->inst, vk->messenger, NULL);
     }
     if (vk->inst) vkDestroyInstance(vk->inst, NULL);
+    free(vk->cmds);
+    free(vk->fences);
     free(vk);
 }
 
@@ -473,8 +477,24 @@ es_status es_vk_run(es_vk *vk, VkCommandBuffer cb, es_err *err) {
     return ES_OK;
 }
 
+/* Waits for the flushed submissions of the pass (they ran before its last one, or a failed pass left
+ * them) and resets their fences for the next pass. */
+static es_status drain(es_vk *vk, es_err *err) {
+    es_status st = ES_OK;
+    for (int t = 0; t < vk->cur; t++) {
+        VkResult r = vkWaitForFences(vk->dev, 1, &vk->fences[t + 1], VK_TRUE, UINT64_MAX);
+        if (r != VK_SUCCESS && st == ES_OK) st = es_vk_fail(err, r, "vkWaitForFences");
+        vkResetFences(vk->dev, 1, &vk->fences[t + 1]);
+    }
+    vk->cur = 0;
+    if (vk->n_cmds > 0) vk->cmd = vk->cmds[0];
+    return st;
+}
+
 es_status es_vk_begin(es_vk *vk, es_err *err) {
     if (vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: es_vk_begin while recording");
+    es_status dst = drain(vk, err);
+    if (dst != ES_OK) return dst;
     VkResult r = vkResetDescriptorPool(vk->dev, vk->dpool, 0);
     if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkResetDescriptorPool");
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
@@ -541,6 +561,96 @@ es_status es_vk_submit(es_vk *vk, es_err *err) {
     if (!vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: es_vk_submit without es_vk_begin");
     vk->recording = false;
     VkResult r = vkEndCommandBuffer(vk->cmd);
-    if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkEndCommandBuffer");
-    return es_vk_run(vk, vk->cmd, err);
+    es_status st = r != VK_SUCCESS ? es_vk_fail(err, r, "vkEndCommandBuffer") : es_vk_run(vk, vk->cmd, err);
+    const es_status d = drain(vk, err);
+    return st != ES_OK ? st : d;
+}
+
+es_status es_vk_reserve_flushes(es_vk *vk, int n, es_err *err) {
+    if (vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: flushes reserved while recording");
+    if (n < 0 || n > 65536) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: %d flushes", n);
+    if (n + 1 <= vk->n_cmds) return ES_OK;
+    VkCommandBuffer *cmds = realloc(vk->cmds, (size_t)(n + 1) * sizeof *cmds);
+    if (cmds) vk->cmds = cmds;
+    VkFence *fences = realloc(vk->fences, (size_t)(n + 1) * sizeof *fences);
+    if (fences) vk->fences = fences;
+    if (!cmds || !fences) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    if (vk->n_cmds == 0) { /* the home command buffer is the one es_vk_init made */
+        vk->cmds[0] = vk->cmd;
+        vk->fences[0] = VK_NULL_HANDLE;
+        vk->n_cmds = 1;
+    }
+    const int add = n + 1 - vk->n_cmds;
+    VkCommandBufferAllocateInfo ca = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = vk->cpool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = (uint32_t)add};
+    VkResult r = vkAllocateCommandBuffers(vk->dev, &ca, vk->cmds + vk->n_cmds);
+    if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    for (int i = 0; i < add; i++) {
+        vk->fences[vk->n_cmds] = VK_NULL_HANDLE;
+        if ((r = vkCreateFence(vk->dev, &fi, NULL, &vk->fences[vk->n_cmds])) != VK_SUCCESS) return es_vk_fail(err, r, "vkCreateFence");
+        vk->n_cmds++;
+    }
+    return ES_OK;
+}
+
+es_status es_vk_flush(es_vk *vk, int *ticket, es_err *err) {
+    if (!vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: es_vk_flush without es_vk_begin");
+    if (vk->cur + 1 >= vk->n_cmds) return es_fail(err, ES_ERR_FULL, "vulkan: more than %d flushes in one pass", vk->n_cmds > 0 ? vk->n_cmds - 1 : 0);
+    VkResult r = vkEndCommandBuffer(vk->cmd);
+    if (r != VK_SUCCESS) {
+        vk->recording = false;
+        return es_vk_fail(err, r, "vkEndCommandBuffer");
+    }
+    /* ticket t is the submission of cmds[t], signalled on fences[t + 1] (fences[0] is unused: the
+     * last recording of a pass waits on vk->fence) */
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &vk->cmd};
+    if ((r = vkQueueSubmit(vk->queue, 1, &si, vk->fences[vk->cur + 1])) != VK_SUCCESS) {
+        vk->recording = false;
+        return es_vk_fail(err, r, "vkQueueSubmit");
+    }
+    *ticket = vk->cur++;
+    vk->cmd = vk->cmds[vk->cur];
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    if ((r = vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) {
+        vk->recording = false;
+        return es_vk_fail(err, r, "vkBeginCommandBuffer");
+    }
+    /* everything submitted before finishes before anything recorded from here on starts */
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT};
+    vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    return ES_OK;
+}
+
+es_status es_vk_wait(es_vk *vk, int ticket, es_err *err) {
+    if (ticket < 0 || ticket + 1 >= vk->n_cmds) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: no flush %d", ticket);
+    VkResult r = vkWaitForFences(vk->dev, 1, &vk->fences[ticket + 1], VK_TRUE, UINT64_MAX);
+    if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkWaitForFences");
+    return ES_OK;
+}
+
+es_status es_vk_buf_alloc_host(es_vk *vk, size_t bytes, es_vk_buf **out, es_err *err) {
+    return es_vk_buf_alloc_kind(vk, bytes, true, out, err);
+}
+
+void *es_vk_buf_map(es_vk_buf *b) { return b->map; }
+
+es_status es_vk_copy_to_host(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
+                             es_err *err) {
+    if (!vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: copy recorded outside es_vk_begin / es_vk_submit");
+    if (!dst->map || src_off > src->bytes || bytes > src->bytes - src_off || dst_off > dst->bytes || bytes > dst->bytes - dst_off)
+        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: copy to host of %zu bytes outside its buffers", bytes);
+    VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT};
+    vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
+    if (bytes) {
+        VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = bytes};
+        vkCmdCopyBuffer(vk->cmd, src->buf, dst->buf, 1, &c);
+    }
+    VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                             .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+    vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &after, 0, NULL, 0, NULL);
+    return ES_OK;
 }

@@ -14,8 +14,10 @@
 #include <string.h>
 
 #include "backend/vulkan/vk.h"
+#include "backend/host_attn.h"
 #include "backend/vulkan/vk_backend.h"
 #include "util/err.h"
+#include "util/threadpool.h"
 
 /* Most buffers one weight matrix is split into (rows of at most the device's binding range each). */
 #define DMAT_PARTS 64
@@ -37,6 +39,32 @@ typedef struct {
     es_vk_buf *k_cache, *v_cache;    /* (kv rows, kv_dim) f16 or f32 (vk_be.kv_f16) */
 } dlayer;
 
+/* One sub-batch: rows [r0, r0 + n) of the pass, with its own activations so that the device can run
+ * one sub-batch while the host computes the other's attention (ES_HYBRID_ASYMMETRIC). A pass without
+ * that split is one sub-batch of every row. */
+typedef struct {
+    es_vk_buf *x;          /* (n, n_embd) residual stream */
+    es_vk_buf *xb;         /* (n, max(n_embd, q_dim)) normed input / attention output */
+    es_vk_buf *q, *k, *v;  /* (n, q_dim), (n, kv_dim) */
+    es_vk_buf *hb, *hb2;   /* (n, n_ff) */
+    es_vk_buf *tmp;        /* (n, n_embd) projection output before the residual add */
+    es_vk_buf *cs, *sn;    /* (n, rope_dim/2) */
+    es_vk_buf *meta;       /* (n, 4) int: prefix_len, anc_off, anc_len (-1: attention on the host), table offset */
+    es_vk_buf *cache_row;  /* (n) int: each row's device KV row (-1: a host-tier row, written by the host) */
+    /* host-tier rows (two tiers only) */
+    es_vk_buf *hidx;       /* (n) int: the sub-batch rows of host-tier sessions */
+    es_vk_buf *hq, *hk, *hv; /* (n, q_dim), (n, kv_dim) those rows' q / k / v, gathered */
+    es_vk_buf *hatt;       /* (n, q_dim) their attention output, from the host */
+    es_vk_buf *down, *up;  /* host memory: q | k | v of the host rows; their attention output */
+    int r0, n, n_host, ticket;
+    bool add_tmp;          /* the next norm still has to add the last layer's output into x */
+    int32_t *hgrp;         /* [n_batch_max] plan groups of host-tier rows in this sub-batch */
+    int n_hgrp;
+    int32_t *hrow_host;    /* [n_batch_max] hidx on the host (sub-batch rows) */
+} vk_sb;
+
+#define VK_SB_MAX 2
+
 typedef struct vk_be {
     es_backend base;
     const es_model *model;
@@ -50,25 +78,43 @@ typedef struct vk_be {
     int64_t tab_cap, anc_cap;
     int64_t part_max;       /* bytes of one weight buffer */
 
-    /* device activations, rows of the batch */
-    es_vk_buf *x;          /* (n, n_embd) residual stream */
-    es_vk_buf *xb;         /* (n, max(n_embd, q_dim)) normed input / attention output */
-    es_vk_buf *q, *k, *v;  /* (n, q_dim), (n, kv_dim) */
-    es_vk_buf *hb, *hb2;   /* (n, n_ff) */
-    es_vk_buf *tmp;        /* (n, n_embd) projection output before the residual add */
+    vk_sb sb[VK_SB_MAX];
+    int n_sb_alloc;         /* sub-batches with buffers: 2 with two tiers */
     es_vk_buf *xl;         /* (n_logits_max, n_embd) normed rows that want logits */
     es_vk_buf *xh;         /* (n_logits_max, n_embd) residual rows for an early-exit hook */
     es_vk_buf *logits_d;   /* (n_logits_max, n_vocab) */
-    es_vk_buf *cs, *sn;    /* (n, rope_dim/2) */
-    es_vk_buf *meta;       /* (n, 4) int: prefix_len, anc_off, anc_len, table offset */
-    es_vk_buf *anc, *tab;  /* ancestor lists, block tables of the batch's sequences */
-    es_vk_buf *cache_row;  /* (n) int: each row's KV cache row */
+    es_vk_buf *anc, *tab;  /* ancestor lists, block tables of the batch's sequences (device pages) */
     es_vk_buf *out_rows;   /* (n_logits_max) int: batch rows that want logits */
 
-    /* host side, same shapes */
+    /* host side, shapes of the whole batch */
     float *x_host, *cs_host, *sn_host, *inv_freq, *logits, *xh_host;
     int32_t *meta_host, *tab_host, *row_host, *seq_tab, *seq_max;
+
+    /* two KV tiers (APEX): the device holds n_dev pages; dev_of maps a host page to its device page */
+    bool tiered;
+    int64_t n_dev;
+    int32_t *dev_of;       /* [kv pages] device page or -1 */
+    int32_t *dev_free;     /* stack of free device pages */
+    int64_t n_dev_free;
+    uint8_t *tier;         /* [n_seq_max] es_kv_tier */
+    int32_t *hrow_of;      /* [n_batch_max] a host-tier row's index among its sub-batch's host rows */
+    uint8_t *seen;         /* [n_seq_max] scratch: sequences of the batch already prepared */
+    int32_t *xfer_pages;   /* [kv pages] scratch: pages of one move */
+    const void **xfer_ptr; /* [xfer_chunk * 2 * n_layer] readbacks of one chunk */
+    int xfer_chunk;        /* pages per transfer recording */
+    es_threadpool *tp;     /* the host's attention */
+    float *att;            /* (threads, att_floats) its scratch */
+    size_t att_floats;
+    es_tier_info stats;
 } vk_be;
+
+static void sb_free(es_vk *vk, vk_sb *sb) {
+    es_vk_buf *bufs[] = {sb->x, sb->xb, sb->q, sb->k, sb->v, sb->hb, sb->hb2, sb->tmp, sb->cs, sb->sn, sb->meta, sb->cache_row,
+                         sb->hidx, sb->hq, sb->hk, sb->hv, sb->hatt, sb->down, sb->up};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
+    free(sb->hgrp);
+    free(sb->hrow_host);
+}
 
 static void vk_be_free(es_backend *be) {
     vk_be *b = (vk_be *)be;
@@ -85,14 +131,17 @@ static void vk_be_free(es_backend *be) {
                     for (int k = 0; k < mats[i]->n_parts; k++) es_vk_buf_free(vk, mats[i]->buf[k]);
             }
         for (int k = 0; k < b->output.n_parts; k++) es_vk_buf_free(vk, b->output.buf[k]);
-        es_vk_buf *bufs[] = {b->output_norm, b->x, b->xb, b->q, b->k, b->v, b->hb, b->hb2, b->tmp, b->xl, b->xh,
-                             b->logits_d, b->cs, b->sn, b->meta, b->anc, b->tab, b->cache_row, b->out_rows};
+        for (int k = 0; k < VK_SB_MAX; k++) sb_free(vk, &b->sb[k]);
+        es_vk_buf *bufs[] = {b->output_norm, b->xl, b->xh, b->logits_d, b->anc, b->tab, b->out_rows};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) es_vk_buf_free(vk, bufs[i]);
         es_vk_free(vk);
     }
+    es_threadpool_free(b->tp);
     free(b->L);
     free(b->x_host); free(b->cs_host); free(b->sn_host); free(b->inv_freq); free(b->logits); free(b->xh_host);
     free(b->meta_host); free(b->tab_host); free(b->row_host); free(b->seq_tab); free(b->seq_max);
+    free(b->dev_of); free(b->dev_free); free(b->tier); free(b->hrow_of); free(b->seen); free(b->xfer_pages); free(b->xfer_ptr);
+    free(b->att);
     free(b);
 }
 
@@ -151,7 +200,7 @@ static es_status upload_weights(vk_be *b, es_err *err) {
     const es_model *m = b->model;
     const es_hparams *hp = &m->hp;
     const size_t d = (size_t)hp->n_embd * 4, qd = (size_t)hp->n_head * hp->head_dim * 4, kvd = (size_t)hp->n_head_kv * hp->head_dim * 4;
-    const size_t cache = (size_t)es_kv_blocks_total(b->kv) * (size_t)b->block_size * (b->kv_f16 ? kvd / 2 : kvd);
+    const size_t cache = (size_t)(b->tiered ? b->n_dev : es_kv_blocks_total(b->kv)) * (size_t)b->block_size * (b->kv_f16 ? kvd / 2 : kvd);
     es_status st;
     for (int l = 0; l < hp->n_layer; l++) {
         const es_layer *S = &m->layers[l];
@@ -175,24 +224,46 @@ static es_status upload_weights(vk_be *b, es_err *err) {
     return upload_mat(b, &m->output, &b->output, "output", err);
 }
 
-static es_status alloc_activations(vk_be *b, es_err *err) {
+static es_status alloc_sb(vk_be *b, vk_sb *sb, es_err *err) {
     const es_hparams *hp = &b->model->hp;
-    const size_t n = (size_t)b->n_batch_max, nl = (size_t)b->n_logits_max, d = (size_t)hp->n_embd;
+    const size_t n = (size_t)b->n_batch_max, d = (size_t)hp->n_embd;
     const size_t qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim, ff = (size_t)hp->n_ff;
     const size_t half = (size_t)hp->rope_dim / 2, wide = qd > d ? qd : d;
     es_status st;
-    if ((st = alloc(b, n * d * 4, &b->x, "activations", err)) != ES_OK || (st = alloc(b, n * wide * 4, &b->xb, "activations", err)) != ES_OK ||
-        (st = alloc(b, n * qd * 4, &b->q, "activations", err)) != ES_OK || (st = alloc(b, n * kvd * 4, &b->k, "activations", err)) != ES_OK ||
-        (st = alloc(b, n * kvd * 4, &b->v, "activations", err)) != ES_OK || (st = alloc(b, n * ff * 4, &b->hb, "activations", err)) != ES_OK ||
-        (st = alloc(b, n * ff * 4, &b->hb2, "activations", err)) != ES_OK || (st = alloc(b, n * d * 4, &b->tmp, "activations", err)) != ES_OK ||
-        (st = alloc(b, nl * d * 4, &b->xl, "activations", err)) != ES_OK ||
+    if ((st = alloc(b, n * d * 4, &sb->x, "activations", err)) != ES_OK || (st = alloc(b, n * wide * 4, &sb->xb, "activations", err)) != ES_OK ||
+        (st = alloc(b, n * qd * 4, &sb->q, "activations", err)) != ES_OK || (st = alloc(b, n * kvd * 4, &sb->k, "activations", err)) != ES_OK ||
+        (st = alloc(b, n * kvd * 4, &sb->v, "activations", err)) != ES_OK || (st = alloc(b, n * ff * 4, &sb->hb, "activations", err)) != ES_OK ||
+        (st = alloc(b, n * ff * 4, &sb->hb2, "activations", err)) != ES_OK || (st = alloc(b, n * d * 4, &sb->tmp, "activations", err)) != ES_OK ||
+        (st = alloc(b, n * half * 4, &sb->cs, "rope table", err)) != ES_OK || (st = alloc(b, n * half * 4, &sb->sn, "rope table", err)) != ES_OK ||
+        (st = alloc(b, n * 16, &sb->meta, "attention sets", err)) != ES_OK ||
+        (st = alloc(b, n * 4, &sb->cache_row, "cache rows", err)) != ES_OK)
+        return st;
+    if (!b->tiered) return ES_OK;
+    if ((st = alloc(b, n * 4, &sb->hidx, "host rows", err)) != ES_OK || (st = alloc(b, n * qd * 4, &sb->hq, "host rows", err)) != ES_OK ||
+        (st = alloc(b, n * kvd * 4, &sb->hk, "host rows", err)) != ES_OK || (st = alloc(b, n * kvd * 4, &sb->hv, "host rows", err)) != ES_OK ||
+        (st = alloc(b, n * qd * 4, &sb->hatt, "host rows", err)) != ES_OK ||
+        (st = named(es_vk_buf_alloc_host(b->vk, n * (qd + 2 * kvd) * 4, &sb->down, err), "host exchange", err)) != ES_OK ||
+        (st = named(es_vk_buf_alloc_host(b->vk, n * qd * 4, &sb->up, err), "host exchange", err)) != ES_OK)
+        return st;
+    sb->hgrp = malloc(n * sizeof(int32_t));
+    sb->hrow_host = malloc(n * sizeof(int32_t));
+    if (!sb->hgrp || !sb->hrow_host) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    return ES_OK;
+}
+
+static es_status alloc_activations(vk_be *b, es_err *err) {
+    const es_hparams *hp = &b->model->hp;
+    const size_t n = (size_t)b->n_batch_max, nl = (size_t)b->n_logits_max, d = (size_t)hp->n_embd;
+    const size_t half = (size_t)hp->rope_dim / 2;
+    es_status st;
+    for (int k = 0; k < b->n_sb_alloc; k++)
+        if ((st = alloc_sb(b, &b->sb[k], err)) != ES_OK) return st;
+    if ((st = alloc(b, nl * d * 4, &b->xl, "activations", err)) != ES_OK ||
         (st = alloc(b, nl * d * 4, &b->xh, "activations", err)) != ES_OK ||
         (st = alloc(b, nl * (size_t)hp->n_vocab * 4, &b->logits_d, "logits", err)) != ES_OK ||
-        (st = alloc(b, n * half * 4, &b->cs, "rope table", err)) != ES_OK || (st = alloc(b, n * half * 4, &b->sn, "rope table", err)) != ES_OK ||
-        (st = alloc(b, n * 16, &b->meta, "attention sets", err)) != ES_OK ||
         (st = alloc(b, (size_t)b->anc_cap * 4, &b->anc, "ancestor lists", err)) != ES_OK ||
         (st = alloc(b, (size_t)b->tab_cap * 4, &b->tab, "block tables", err)) != ES_OK ||
-        (st = alloc(b, n * 4, &b->cache_row, "cache rows", err)) != ES_OK || (st = alloc(b, nl * 4, &b->out_rows, "logit rows", err)) != ES_OK)
+        (st = alloc(b, nl * 4, &b->out_rows, "logit rows", err)) != ES_OK)
         return st;
     bool ok = true;
 #define HOST(ptr, count)                                 \
@@ -218,11 +289,180 @@ static es_status alloc_activations(vk_be *b, es_err *err) {
     return ES_OK;
 }
 
+/* ---- two KV tiers ------------------------------------------------------------------------------ */
+
+/* A host page's device copy goes back to the free device pages. */
+static void dev_drop(vk_be *b, int32_t page) {
+    const int32_t d = b->dev_of[page];
+    if (d < 0) return;
+    b->dev_free[b->n_dev_free++] = d;
+    b->dev_of[page] = -1;
+}
+
+/* The pool took or freed a page: whatever the device held for it is stale. */
+static void page_event(void *ud, int32_t page, es_kv_page_event ev) {
+    (void)ev;
+    dev_drop(ud, page);
+}
+
+/* Copies whole pages between the tiers (K and V of every layer): up, host rows into device page
+ * dev_of[p]; or down. In recordings of xfer_chunk pages, which the transfer ring holds. */
+static es_status xfer(vk_be *b, const int32_t *pages, int n, bool up, es_err *err) {
+    const int nl = b->model->hp.n_layer;
+    const size_t bytes = (size_t)b->block_size * es_kv_row_bytes(b->kv);
+    for (int at = 0; at < n; at += b->xfer_chunk) {
+        const int m = n - at < b->xfer_chunk ? n - at : b->xfer_chunk;
+        es_status st = es_vk_begin(b->vk, err);
+        if (st != ES_OK) return st;
+        for (int k = 0; k < m && st == ES_OK; k++) {
+            const int32_t pg = pages[at + k];
+            const size_t off = (size_t)b->dev_of[pg] * bytes;
+            for (int l = 0; l < nl && st == ES_OK; l++) {
+                const void **ptr = b->xfer_ptr + ((size_t)k * nl + l) * 2;
+                if (up) {
+                    st = es_vk_upload(b->vk, b->L[l].k_cache, off, es_kv_page_k(b->kv, pg, l), bytes, err);
+                    if (st == ES_OK) st = es_vk_upload(b->vk, b->L[l].v_cache, off, es_kv_page_v(b->kv, pg, l), bytes, err);
+                } else {
+                    st = es_vk_readback(b->vk, b->L[l].k_cache, off, bytes, &ptr[0], err);
+                    if (st == ES_OK) st = es_vk_readback(b->vk, b->L[l].v_cache, off, bytes, &ptr[1], err);
+                }
+            }
+        }
+        const es_status sub = es_vk_submit(b->vk, err);
+        if (st != ES_OK) return st;
+        if (sub != ES_OK) return sub;
+        if (!up)
+            for (int k = 0; k < m; k++)
+                for (int l = 0; l < nl; l++) {
+                    const void **ptr = b->xfer_ptr + ((size_t)k * nl + l) * 2;
+                    memcpy(es_kv_page_k(b->kv, pages[at + k], l), ptr[0], bytes);
+                    memcpy(es_kv_page_v(b->kv, pages[at + k], l), ptr[1], bytes);
+                }
+    }
+    b->stats.pages_moved += n;
+    return ES_OK;
+}
+
+/* Device tier → host tier: the rows come down, the device pages are freed. */
+static es_status to_host(vk_be *b, int seq, es_err *err) {
+    const int nb = es_kv_seq_n_blocks(b->kv, seq);
+    const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
+    int n = 0;
+    for (int k = 0; k < nb; k++)
+        if (b->dev_of[tab[k]] >= 0) b->xfer_pages[n++] = tab[k];
+    const es_status st = xfer(b, b->xfer_pages, n, false, err);
+    if (st != ES_OK) return st; /* still whole in the device tier */
+    for (int k = 0; k < nb; k++) dev_drop(b, tab[k]);
+    b->tier[seq] = ES_KV_TIER_HOST;
+    b->stats.moves_to_host++;
+    return ES_OK;
+}
+
+/* Host tier → device tier: a device page for each of its pages, the rows go up. */
+static es_status to_device(vk_be *b, int seq, es_err *err) {
+    const int nb = es_kv_seq_n_blocks(b->kv, seq);
+    const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
+    if (nb > b->n_dev_free)
+        return es_fail(err, ES_ERR_FULL, "device KV tier full: sequence %d needs %d pages, %lld of %lld free", seq, nb,
+                       (long long)b->n_dev_free, (long long)b->n_dev);
+    for (int k = 0; k < nb; k++) {
+        b->dev_of[tab[k]] = b->dev_free[--b->n_dev_free];
+        b->xfer_pages[k] = tab[k];
+    }
+    const es_status st = xfer(b, b->xfer_pages, nb, true, err);
+    if (st != ES_OK) {
+        for (int k = 0; k < nb; k++) dev_drop(b, tab[k]);
+        return st;
+    }
+    b->tier[seq] = ES_KV_TIER_DEVICE;
+    b->stats.moves_to_device++;
+    return ES_OK;
+}
+
+/* Before a pass: every page of a device-tier sequence of the batch gets a device page (the pages it
+ * took for this batch are new: nothing to upload); one that finds none left moves to the host tier. */
+static es_status prepare_tiers(vk_be *b, const es_fwd_plan *p, es_err *err) {
+    es_status st = ES_OK;
+    for (int i = 0; i < p->n && st == ES_OK; i++) {
+        const int seq = p->b->seq[i];
+        if (b->seen[seq]) continue;
+        b->seen[seq] = 1;
+        if (b->tier[seq] != ES_KV_TIER_DEVICE) continue;
+        const int nb = es_kv_seq_n_blocks(b->kv, seq);
+        const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
+        int need = 0;
+        for (int k = 0; k < nb; k++) need += b->dev_of[tab[k]] < 0;
+        if (need <= b->n_dev_free) {
+            for (int k = 0; k < nb; k++)
+                if (b->dev_of[tab[k]] < 0) b->dev_of[tab[k]] = b->dev_free[--b->n_dev_free];
+        } else if ((st = to_host(b, seq, err)) == ES_OK) {
+            b->stats.auto_to_host++;
+        }
+    }
+    for (int i = 0; i < p->n; i++) b->seen[p->b->seq[i]] = 0;
+    return st;
+}
+
+static es_status vk_set_tier(es_backend *be, int seq, es_kv_tier tier, es_err *err) {
+    vk_be *b = (vk_be *)be;
+    if (seq < 0 || seq >= b->n_seq_max) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d out of range", seq);
+    if (b->tier[seq] == tier) return ES_OK;
+    return tier == ES_KV_TIER_HOST ? to_host(b, seq, err) : to_device(b, seq, err);
+}
+
+static es_kv_tier vk_tier(const es_backend *be, int seq) {
+    const vk_be *b = (const vk_be *)be;
+    return seq >= 0 && seq < b->n_seq_max ? (es_kv_tier)b->tier[seq] : ES_KV_TIER_DEVICE;
+}
+
+static void vk_seq_reset(es_backend *be, int seq) {
+    vk_be *b = (vk_be *)be;
+    if (seq >= 0 && seq < b->n_seq_max) b->tier[seq] = ES_KV_TIER_DEVICE; /* its pages were freed (page_event) */
+}
+
+static void vk_tier_info(const es_backend *be, es_tier_info *out) {
+    const vk_be *b = (const vk_be *)be;
+    *out = b->stats;
+    out->tiered = true;
+    out->device_blocks_total = b->n_dev;
+    out->device_blocks_used = b->n_dev - b->n_dev_free;
+    out->host_seqs = 0;
+    for (int s = 0; s < b->n_seq_max; s++) out->host_seqs += es_kv_seq_valid(b->kv, s) && b->tier[s] == ES_KV_TIER_HOST;
+}
+
 /* ---- the forward pass ------------------------------------------------------------------------- */
 
-/* Fills the per-pass host data — embeddings, RoPE tables, attention sets, block tables, cache rows of
- * the new K / V, logit rows — and records its upload at the start of the pass's command buffer. */
-static es_status stage(vk_be *b, const es_fwd_plan *p, es_err *err) {
+static bool host_row(const vk_be *b, const es_fwd_plan *p, int i) { return b->tiered && b->tier[p->b->seq[i]] == ES_KV_TIER_HOST; }
+
+/* The sub-batches of a pass: one, or (ES_HYBRID_ASYMMETRIC with host-tier rows) two split between
+ * whole sequences where the host rows are closest to half and half. */
+static int split(vk_be *b, const es_fwd_plan *p, int n_host) {
+    b->sb[0].r0 = 0;
+    b->sb[0].n = p->n;
+    if (n_host == 0 || p->hybrid != ES_HYBRID_ASYMMETRIC || p->n_exit > 0 || b->n_sb_alloc < 2) return 1;
+    /* seq_max as scratch: the last row of each sequence */
+    for (int i = 0; i < p->n; i++) b->seq_max[p->b->seq[i]] = i;
+    int best = -1, best_diff = 0, host_before = 0, reach = -1;
+    for (int r = 1; r < p->n; r++) {
+        host_before += host_row(b, p, r - 1);
+        const int last = b->seq_max[p->b->seq[r - 1]];
+        if (last > reach) reach = last;
+        if (reach >= r) continue; /* a sequence of rows before r goes on past it */
+        const int diff = abs(2 * host_before - n_host);
+        if (best < 0 || diff < best_diff) best = r, best_diff = diff;
+    }
+    for (int i = 0; i < p->n; i++) b->seq_max[p->b->seq[i]] = -1;
+    if (best < 0) return 1;
+    b->sb[0].n = best;
+    b->sb[1].r0 = best;
+    b->sb[1].n = p->n - best;
+    return 2;
+}
+
+/* Fills the per-pass host data — embeddings, RoPE tables, attention sets, block tables (device pages
+ * for device-tier sequences), cache rows of the new K / V, logit rows, host-tier rows and groups — and
+ * records its upload at the start of the pass's command buffer. */
+static es_status stage(vk_be *b, const es_fwd_plan *p, int n_sb, es_err *err) {
     const es_model *m = b->model;
     const es_hparams *hp = &m->hp;
     const int n = p->n, d = hp->n_embd, half = hp->rope_dim / 2, bs = b->block_size;
@@ -242,36 +482,55 @@ static es_status stage(vk_be *b, const es_fwd_plan *p, es_err *err) {
     int64_t tab_used = 0;
     for (int i = 0; i < n; i++) {
         const int seq = p->b->seq[i];
+        const bool host = host_row(b, p, i);
         if (b->seq_tab[seq] < 0) {
             const int nblk = b->seq_max[seq] / bs + 1;
             if (tab_used + nblk > b->tab_cap) { /* cannot happen: at most min(n, n_seq_max) tables of n_ctx slots */
                 for (int k = 0; k < n; k++) b->seq_tab[p->b->seq[k]] = b->seq_max[p->b->seq[k]] = -1;
                 return es_fail(err, ES_ERR_INTERNAL, "vulkan: block tables overflow");
             }
-            memcpy(b->tab_host + tab_used, es_kv_seq_blocks(b->kv, seq), (size_t)nblk * sizeof(int32_t));
+            const int32_t *t = es_kv_seq_blocks(b->kv, seq);
+            for (int k = 0; k < nblk; k++) /* the device's pages (a host-tier table is never read there) */
+                b->tab_host[tab_used + k] = !b->tiered ? t[k] : host ? 0 : b->dev_of[t[k]];
             b->seq_tab[seq] = (int32_t)tab_used;
             tab_used += nblk;
         }
         const int32_t *t = b->tab_host + b->seq_tab[seq];
         b->meta_host[4 * i] = p->prefix_len[i];
         b->meta_host[4 * i + 1] = p->anc_off[i];
-        b->meta_host[4 * i + 2] = p->anc_len[i];
+        b->meta_host[4 * i + 2] = host ? -1 : p->anc_len[i];
         b->meta_host[4 * i + 3] = b->seq_tab[seq];
-        b->row_host[i] = t[p->slot[i] / bs] * bs + p->slot[i] % bs;
+        b->row_host[i] = host ? -1 : t[p->slot[i] / bs] * bs + p->slot[i] % bs;
     }
     for (int i = 0; i < n; i++) b->seq_tab[p->b->seq[i]] = b->seq_max[p->b->seq[i]] = -1;
     const int64_t anc_used = p->anc_off[n - 1] + p->anc_len[n - 1];
     es_vk *vk = b->vk;
     es_status st;
-    if ((st = es_vk_upload(vk, b->x, 0, b->x_host, (size_t)n * d * 4, err)) != ES_OK ||
-        (st = es_vk_upload(vk, b->cs, 0, b->cs_host, (size_t)n * half * 4, err)) != ES_OK ||
-        (st = es_vk_upload(vk, b->sn, 0, b->sn_host, (size_t)n * half * 4, err)) != ES_OK ||
-        (st = es_vk_upload(vk, b->meta, 0, b->meta_host, (size_t)n * 16, err)) != ES_OK ||
-        (st = es_vk_upload(vk, b->anc, 0, p->anc, (size_t)anc_used * 4, err)) != ES_OK ||
+    if ((st = es_vk_upload(vk, b->anc, 0, p->anc, (size_t)anc_used * 4, err)) != ES_OK ||
         (st = es_vk_upload(vk, b->tab, 0, b->tab_host, (size_t)tab_used * 4, err)) != ES_OK ||
-        (st = es_vk_upload(vk, b->cache_row, 0, b->row_host, (size_t)n * 4, err)) != ES_OK ||
         (p->n_out > 0 && (st = es_vk_upload(vk, b->out_rows, 0, p->out_idx, (size_t)p->n_out * 4, err)) != ES_OK))
         return st;
+    for (int s = 0; s < n_sb; s++) {
+        vk_sb *sb = &b->sb[s];
+        const size_t r0 = (size_t)sb->r0, rn = (size_t)sb->n;
+        if ((st = es_vk_upload(vk, sb->x, 0, b->x_host + r0 * d, rn * d * 4, err)) != ES_OK ||
+            (st = es_vk_upload(vk, sb->cs, 0, b->cs_host + r0 * half, rn * half * 4, err)) != ES_OK ||
+            (st = es_vk_upload(vk, sb->sn, 0, b->sn_host + r0 * half, rn * half * 4, err)) != ES_OK ||
+            (st = es_vk_upload(vk, sb->meta, 0, b->meta_host + r0 * 4, rn * 16, err)) != ES_OK ||
+            (st = es_vk_upload(vk, sb->cache_row, 0, b->row_host + r0, rn * 4, err)) != ES_OK)
+            return st;
+        sb->add_tmp = false;
+        sb->n_host = sb->n_hgrp = 0;
+        if (!b->tiered) continue;
+        for (int i = sb->r0; i < sb->r0 + sb->n; i++)
+            if (host_row(b, p, i)) {
+                b->hrow_of[i] = sb->n_host;
+                sb->hrow_host[sb->n_host++] = i - sb->r0;
+            }
+        for (int g = 0; g < p->n_grp; g++)
+            if (p->grp_start[g] >= sb->r0 && p->grp_start[g] < sb->r0 + sb->n && host_row(b, p, p->grp_start[g])) sb->hgrp[sb->n_hgrp++] = g;
+        if (sb->n_host && (st = es_vk_upload(vk, sb->hidx, 0, sb->hrow_host, (size_t)sb->n_host * 4, err)) != ES_OK) return st;
+    }
     return ES_OK;
 }
 
@@ -282,87 +541,185 @@ static es_status mm(vk_be *b, es_vk_buf *y, const dmat *w, es_vk_buf *x, int64_t
     return st;
 }
 
-/* One layer, recorded: the same steps in the same order as the CPU backend. */
-static es_status layer(vk_be *b, const dlayer *L, int il, int64_t n, bool add_tmp, es_err *err) {
+/* A layer up to its attention, recorded: the same steps in the same order as the CPU backend. The
+ * host-tier rows' q, k and v are gathered and copied to host memory. */
+static es_status pre_attention(vk_be *b, vk_sb *sb, const dlayer *L, es_err *err) {
     const es_hparams *hp = &b->model->hp;
     es_vk *vk = b->vk;
     const int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    const int64_t n = sb->n;
     es_status st;
     /* x += (previous layer's FFN output); xb = attn_norm(x) */
-    if ((st = es_vk_rmsnorm(vk, b->xb, b->x, add_tmp ? b->tmp : NULL, L->attn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
-        (st = mm(b, b->q, &L->wq, b->xb, n, err)) != ES_OK || (st = mm(b, b->k, &L->wk, b->xb, n, err)) != ES_OK ||
-        (st = mm(b, b->v, &L->wv, b->xb, n, err)) != ES_OK)
+    if ((st = es_vk_rmsnorm(vk, sb->xb, sb->x, sb->add_tmp ? sb->tmp : NULL, L->attn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
+        (st = mm(b, sb->q, &L->wq, sb->xb, n, err)) != ES_OK || (st = mm(b, sb->k, &L->wk, sb->xb, n, err)) != ES_OK ||
+        (st = mm(b, sb->v, &L->wv, sb->xb, n, err)) != ES_OK)
         return st;
-    if ((L->bq && (st = es_vk_bias(vk, b->q, L->bq, n, qd, err)) != ES_OK) ||
-        (L->bk && (st = es_vk_bias(vk, b->k, L->bk, n, kvd, err)) != ES_OK) ||
-        (L->bv && (st = es_vk_bias(vk, b->v, L->bv, n, kvd, err)) != ES_OK))
+    sb->add_tmp = true;
+    if ((L->bq && (st = es_vk_bias(vk, sb->q, L->bq, n, qd, err)) != ES_OK) ||
+        (L->bk && (st = es_vk_bias(vk, sb->k, L->bk, n, kvd, err)) != ES_OK) ||
+        (L->bv && (st = es_vk_bias(vk, sb->v, L->bv, n, kvd, err)) != ES_OK))
         return st;
     /* qwen3: every head of q and k normed on its own (rows of head_dim, in place), before RoPE */
-    if ((L->q_norm && (st = es_vk_rmsnorm(vk, b->q, b->q, NULL, L->q_norm, n * hp->n_head, hd, hp->rms_eps, err)) != ES_OK) ||
-        (L->k_norm && (st = es_vk_rmsnorm(vk, b->k, b->k, NULL, L->k_norm, n * hp->n_head_kv, hd, hp->rms_eps, err)) != ES_OK))
+    if ((L->q_norm && (st = es_vk_rmsnorm(vk, sb->q, sb->q, NULL, L->q_norm, n * hp->n_head, hd, hp->rms_eps, err)) != ES_OK) ||
+        (L->k_norm && (st = es_vk_rmsnorm(vk, sb->k, sb->k, NULL, L->k_norm, n * hp->n_head_kv, hd, hp->rms_eps, err)) != ES_OK))
         return st;
-    if ((st = es_vk_rope(vk, b->q, b->cs, b->sn, n, hp->n_head, hd, hp->rope_dim, hp->rope_neox, qd, err)) != ES_OK ||
-        (st = es_vk_rope(vk, b->k, b->cs, b->sn, n, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, kvd, err)) != ES_OK ||
-        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->k_cache, b->k, b->cache_row, n, kvd, err)
-                         : es_vk_rows(vk, L->k_cache, b->k, b->cache_row, n, kvd, true, err))) != ES_OK ||
-        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->v_cache, b->v, b->cache_row, n, kvd, err)
-                         : es_vk_rows(vk, L->v_cache, b->v, b->cache_row, n, kvd, true, err))) != ES_OK)
+    if ((st = es_vk_rope(vk, sb->q, sb->cs, sb->sn, n, hp->n_head, hd, hp->rope_dim, hp->rope_neox, qd, err)) != ES_OK ||
+        (st = es_vk_rope(vk, sb->k, sb->cs, sb->sn, n, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, kvd, err)) != ES_OK ||
+        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->k_cache, sb->k, sb->cache_row, n, kvd, err)
+                         : es_vk_rows(vk, L->k_cache, sb->k, sb->cache_row, n, kvd, true, err))) != ES_OK ||
+        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->v_cache, sb->v, sb->cache_row, n, kvd, err)
+                         : es_vk_rows(vk, L->v_cache, sb->v, sb->cache_row, n, kvd, true, err))) != ES_OK)
         return st;
-    const es_vk_attn_args a = {.out = b->xb, .q = b->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .meta = b->meta,
-                               .anc = b->anc, .tab = b->tab, .n = n,
-                               .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd, .block_size = b->block_size,
-                               .scale = 1.0f / sqrtf((float)hd), .kv_f16 = b->kv_f16};
-    if ((st = es_vk_attention(vk, &a, err)) != ES_OK || (st = mm(b, b->tmp, &L->wo, b->xb, n, err)) != ES_OK ||
+    if (sb->n_host == 0) return ES_OK;
+    const size_t nh = (size_t)sb->n_host;
+    if ((st = es_vk_rows(vk, sb->hq, sb->q, sb->hidx, sb->n_host, qd, false, err)) != ES_OK ||
+        (st = es_vk_rows(vk, sb->hk, sb->k, sb->hidx, sb->n_host, kvd, false, err)) != ES_OK ||
+        (st = es_vk_rows(vk, sb->hv, sb->v, sb->hidx, sb->n_host, kvd, false, err)) != ES_OK ||
+        (st = es_vk_copy_to_host(vk, sb->down, 0, sb->hq, 0, nh * qd * 4, err)) != ES_OK ||
+        (st = es_vk_copy_to_host(vk, sb->down, nh * qd * 4, sb->hk, 0, nh * kvd * 4, err)) != ES_OK ||
+        (st = es_vk_copy_to_host(vk, sb->down, nh * (qd + kvd) * 4, sb->hv, 0, nh * kvd * 4, err)) != ES_OK)
+        return st;
+    return ES_OK;
+}
+
+/* The device-tier rows' attention (host-tier rows are skipped by the kernel: anc_len -1). */
+static es_status device_attention(vk_be *b, vk_sb *sb, const dlayer *L, es_err *err) {
+    if (sb->n_host == sb->n) return ES_OK;
+    const es_hparams *hp = &b->model->hp;
+    const es_vk_attn_args a = {.out = sb->xb, .q = sb->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .meta = sb->meta,
+                               .anc = b->anc, .tab = b->tab, .n = sb->n,
+                               .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
+                               .block_size = b->block_size, .scale = 1.0f / sqrtf((float)hp->head_dim), .kv_f16 = b->kv_f16};
+    return es_vk_attention(b->vk, &a, err);
+}
+
+/* The host-tier rows' K / V into the host pool and their attention on this machine's cores, once the
+ * device has copied their q / k / v down. */
+static es_status host_attention(vk_be *b, const es_fwd_plan *p, vk_sb *sb, int il, es_err *err) {
+    es_status st = es_vk_wait(b->vk, sb->ticket, err);
+    if (st != ES_OK) return st;
+    const es_hparams *hp = &b->model->hp;
+    const int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    const float *down = es_vk_buf_map(sb->down);
+    const float *hk = down + (size_t)sb->n_host * qd, *hv = hk + (size_t)sb->n_host * kvd;
+    for (int j = 0; j < sb->n_host; j++) {
+        const int i = sb->r0 + sb->hrow_host[j];
+        es_kv_store(b->kv, p->b->seq[i], il, p->slot[i], hk + (size_t)j * kvd, hv + (size_t)j * kvd);
+    }
+    es_host_attn at = {.kv = b->kv, .p = p, .layer = il, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                       .head_dim = hp->head_dim, .grp = sb->hgrp, .n_grp = sb->n_hgrp, .q = down,
+                       .out = es_vk_buf_map(sb->up), .row = b->hrow_of, .scratch = b->att, .scratch_floats = b->att_floats};
+    es_host_attention(b->tp, &at);
+    return ES_OK;
+}
+
+/* The rest of a layer: the host's attention rows join the device's, then the output projection and
+ * the FFN. */
+static es_status post_attention(vk_be *b, vk_sb *sb, const dlayer *L, es_err *err) {
+    const es_hparams *hp = &b->model->hp;
+    es_vk *vk = b->vk;
+    const int qd = hp->n_head * hp->head_dim;
+    const int64_t n = sb->n;
+    es_status st;
+    if (sb->n_host > 0 &&
+        ((st = es_vk_copy(vk, sb->hatt, 0, sb->up, 0, (size_t)sb->n_host * qd * 4, err)) != ES_OK ||
+         (st = es_vk_rows(vk, sb->xb, sb->hatt, sb->hidx, sb->n_host, qd, true, err)) != ES_OK))
+        return st;
+    if ((st = mm(b, sb->tmp, &L->wo, sb->xb, n, err)) != ES_OK ||
         /* x += attention output; xb = ffn_norm(x) */
-        (st = es_vk_rmsnorm(vk, b->xb, b->x, b->tmp, L->ffn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
-        (st = mm(b, b->hb, &L->w1, b->xb, n, err)) != ES_OK || (st = mm(b, b->hb2, &L->w3, b->xb, n, err)) != ES_OK ||
-        (st = es_vk_swiglu(vk, b->hb, b->hb2, n * hp->n_ff, err)) != ES_OK)
+        (st = es_vk_rmsnorm(vk, sb->xb, sb->x, sb->tmp, L->ffn_norm, n, hp->n_embd, hp->rms_eps, err)) != ES_OK ||
+        (st = mm(b, sb->hb, &L->w1, sb->xb, n, err)) != ES_OK || (st = mm(b, sb->hb2, &L->w3, sb->xb, n, err)) != ES_OK ||
+        (st = es_vk_swiglu(vk, sb->hb, sb->hb2, n * hp->n_ff, err)) != ES_OK)
         return st;
-    return mm(b, b->tmp, &L->w2, b->hb, n, err);
+    return mm(b, sb->tmp, &L->w2, sb->hb, n, err);
+}
+
+/* Records a layer's start for a sub-batch; with host-tier rows, submits it (the host waits for its
+ * q / k / v) and then the device's attention, so the device runs while the host computes. */
+static es_status begin_layer(vk_be *b, vk_sb *sb, const dlayer *L, es_err *err) {
+    es_status st = pre_attention(b, sb, L, err);
+    if (st == ES_OK && sb->n_host > 0) st = es_vk_flush(b->vk, &sb->ticket, err);
+    if (st == ES_OK) st = device_attention(b, sb, L, err);
+    int t;
+    if (st == ES_OK && sb->n_host > 0) st = es_vk_flush(b->vk, &t, err);
+    return st;
+}
+
+/* An early exit after a layer (one sub-batch): add the layer's output into x now (the norm's output
+ * is not used), read the wanted rows back, run what is recorded, hand them over, record the rest. */
+static es_status early_exit(vk_be *b, const es_fwd_plan *p, int layer, es_err *err) {
+    const es_hparams *hp = &b->model->hp;
+    es_vk *vk = b->vk;
+    vk_sb *sb = &b->sb[0];
+    const size_t xh_bytes = (size_t)p->n_out * hp->n_embd * 4;
+    const void *h = NULL;
+    es_status st = es_vk_rmsnorm(vk, sb->xb, sb->x, sb->tmp, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
+    if (st == ES_OK) st = es_vk_rows(vk, b->xh, sb->x, b->out_rows, p->n_out, hp->n_embd, false, err);
+    if (st == ES_OK) st = es_vk_readback(vk, b->xh, 0, xh_bytes, &h, err);
+    es_status sub = es_vk_submit(vk, err);
+    if (st == ES_OK) st = sub;
+    if (st != ES_OK) return st;
+    memcpy(b->xh_host, h, xh_bytes);
+    p->exit_fn(p->exit_ud, layer, b->xh_host, p->n_out, p->out_idx);
+    sb->add_tmp = false;
+    return es_vk_begin(vk, err);
+}
+
+static es_status run_layers(vk_be *b, const es_fwd_plan *p, int n_sb, es_err *err) {
+    const int nl = b->model->hp.n_layer;
+    es_status st = ES_OK;
+    int next_exit = 0;
+    for (int s = 0; s < n_sb && st == ES_OK; s++) st = begin_layer(b, &b->sb[s], &b->L[0], err);
+    for (int il = 0; il < nl && st == ES_OK; il++)
+        for (int s = 0; s < n_sb && st == ES_OK; s++) {
+            vk_sb *sb = &b->sb[s];
+            if (sb->n_host > 0 && (st = host_attention(b, p, sb, il, err)) != ES_OK) break;
+            if ((st = post_attention(b, sb, &b->L[il], err)) != ES_OK) break;
+            if (next_exit < p->n_exit && p->exit_layer[next_exit] == il + 1 && il + 1 < nl) {
+                next_exit++;
+                if (p->n_out > 0 && (st = early_exit(b, p, il + 1, err)) != ES_OK) break;
+            }
+            if (il + 1 < nl) st = begin_layer(b, sb, &b->L[il + 1], err);
+            else if (s > 0) { /* the last layer: the second sub-batch's rows join the first's for the output */
+                const size_t d4 = (size_t)b->model->hp.n_embd * 4;
+                st = es_vk_copy(b->vk, b->sb[0].x, (size_t)sb->r0 * d4, sb->x, 0, (size_t)sb->n * d4, err);
+                if (st == ES_OK) st = es_vk_copy(b->vk, b->sb[0].tmp, (size_t)sb->r0 * d4, sb->tmp, 0, (size_t)sb->n * d4, err);
+            }
+        }
+    return st;
 }
 
 static es_status vk_forward(es_backend *be, const es_fwd_plan *p, es_err *err) {
     vk_be *b = (vk_be *)be;
     const es_hparams *hp = &b->model->hp;
     es_vk *vk = b->vk;
-    es_status st = es_vk_begin(vk, err);
-    if (st != ES_OK) return st;
-    st = stage(b, p, err);
-    const size_t xh_bytes = (size_t)p->n_out * hp->n_embd * 4;
-    int next_exit = 0;
-    bool add_tmp = false; /* whether the next norm still has to add the last layer's output into x */
-    for (int il = 0; il < hp->n_layer && st == ES_OK; il++) {
-        st = layer(b, &b->L[il], il, p->n, add_tmp, err);
-        add_tmp = true;
-        if (st != ES_OK || next_exit >= p->n_exit || p->exit_layer[next_exit] != il + 1 || il + 1 >= hp->n_layer) continue;
-        next_exit++;
-        if (p->n_out == 0) continue;
-        /* An early exit splits the pass: add the layer's output into x now (the norm's output is not
-         * used), read the wanted rows back, run what is recorded, hand them over, record the rest. */
-        const void *h = NULL;
-        st = es_vk_rmsnorm(vk, b->xb, b->x, b->tmp, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
-        if (st == ES_OK) st = es_vk_rows(vk, b->xh, b->x, b->out_rows, p->n_out, hp->n_embd, false, err);
-        if (st == ES_OK) st = es_vk_readback(vk, b->xh, 0, xh_bytes, &h, err);
-        es_status sub = es_vk_submit(vk, err);
-        if (st == ES_OK) st = sub;
-        if (st != ES_OK) return st;
-        memcpy(b->xh_host, h, xh_bytes);
-        p->exit_fn(p->exit_ud, il + 1, b->xh_host, p->n_out, p->out_idx);
-        add_tmp = false;
-        if ((st = es_vk_begin(vk, err)) != ES_OK) return st;
+    es_status st;
+    int n_host = 0;
+    if (b->tiered) {
+        if ((st = prepare_tiers(b, p, err)) != ES_OK) return st;
+        for (int i = 0; i < p->n; i++) n_host += host_row(b, p, i);
     }
+    const int n_sb = split(b, p, n_host);
+    if (n_host > 0) b->stats.hybrid_passes[n_sb == 2 ? ES_HYBRID_ASYMMETRIC : ES_HYBRID_ASYNC_OVERLAP]++;
+    if ((st = es_vk_begin(vk, err)) != ES_OK) return st;
+    st = stage(b, p, n_sb, err);
+    if (st == ES_OK) st = run_layers(b, p, n_sb, err);
+    vk_sb *sb = &b->sb[0];
+    sb->r0 = 0;
+    sb->n = p->n;
     /* the last residual add and the output norm (every row: the residual stream is not needed after
      * this pass), then only the rows that want logits through the output matrix */
-    if (st == ES_OK) st = es_vk_rmsnorm(vk, b->xb, b->x, add_tmp ? b->tmp : NULL, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
+    if (st == ES_OK) st = es_vk_rmsnorm(vk, sb->xb, sb->x, sb->add_tmp ? sb->tmp : NULL, b->output_norm, p->n, hp->n_embd, hp->rms_eps, err);
     const void *lg = NULL, *hf = NULL;
-    const bool final_exit = next_exit < p->n_exit && p->exit_layer[next_exit] == hp->n_layer && p->n_out > 0;
+    const size_t xh_bytes = (size_t)p->n_out * hp->n_embd * 4;
+    const bool final_exit = p->n_exit > 0 && p->exit_layer[p->n_exit - 1] == hp->n_layer && p->n_out > 0;
     if (st == ES_OK && final_exit) { /* the final residual stream of the wanted rows */
-        st = es_vk_rows(vk, b->xh, b->x, b->out_rows, p->n_out, hp->n_embd, false, err);
+        st = es_vk_rows(vk, b->xh, sb->x, b->out_rows, p->n_out, hp->n_embd, false, err);
         if (st == ES_OK) st = es_vk_readback(vk, b->xh, 0, xh_bytes, &hf, err);
     }
     const size_t lg_bytes = (size_t)p->n_out * hp->n_vocab * 4;
     if (st == ES_OK && p->n_out > 0) {
-        st = es_vk_rows(vk, b->xl, b->xb, b->out_rows, p->n_out, hp->n_embd, false, err);
+        st = es_vk_rows(vk, b->xl, sb->xb, b->out_rows, p->n_out, hp->n_embd, false, err);
         if (st == ES_OK) st = mm(b, b->logits_d, &b->output, b->xl, p->n_out, err);
         if (st == ES_OK) st = es_vk_readback(vk, b->logits_d, 0, lg_bytes, &lg, err);
     }
@@ -382,29 +739,99 @@ static const float *vk_logits(const es_backend *be, int r) {
     return b->logits + (size_t)r * b->model->hp.n_vocab;
 }
 
-static es_status vk_kv_move(es_backend *be, const int32_t *src, const int32_t *dst, int n, es_err *err) {
-    vk_be *b = (vk_be *)be;
+/* Device copies of cache rows, src[k] to dst[k] in order (host pages: translated to device pages with
+ * two tiers). */
+static es_status move_rows(vk_be *b, const int32_t *src, const int32_t *dst, int n, es_err *err) {
     const es_hparams *hp = &b->model->hp;
     const size_t row = (size_t)hp->n_head_kv * hp->head_dim * (b->kv_f16 ? 2 : 4);
+    const int bs = b->block_size;
     es_status st = es_vk_begin(b->vk, err);
     if (st != ES_OK) return st;
     /* one copy per row and layer, in order: a row moved later may be the source of an earlier move */
-    for (int k = 0; k < n && st == ES_OK; k++)
-        for (int l = 0; l < hp->n_layer && st == ES_OK; l++) {
-            st = es_vk_copy(b->vk, b->L[l].k_cache, (size_t)dst[k] * row, b->L[l].k_cache, (size_t)src[k] * row, row, err);
-            if (st == ES_OK)
-                st = es_vk_copy(b->vk, b->L[l].v_cache, (size_t)dst[k] * row, b->L[l].v_cache, (size_t)src[k] * row, row, err);
+    for (int k = 0; k < n && st == ES_OK; k++) {
+        int64_t from = src[k], to = dst[k];
+        if (b->tiered) {
+            const int32_t fp = b->dev_of[from / bs], tp = b->dev_of[to / bs];
+            if (fp < 0 || tp < 0) {
+                st = es_fail(err, ES_ERR_INTERNAL, "vulkan: a device-tier row without a device page");
+                break;
+            }
+            from = (int64_t)fp * bs + from % bs;
+            to = (int64_t)tp * bs + to % bs;
         }
+        for (int l = 0; l < hp->n_layer && st == ES_OK; l++) {
+            st = es_vk_copy(b->vk, b->L[l].k_cache, (size_t)to * row, b->L[l].k_cache, (size_t)from * row, row, err);
+            if (st == ES_OK) st = es_vk_copy(b->vk, b->L[l].v_cache, (size_t)to * row, b->L[l].v_cache, (size_t)from * row, row, err);
+        }
+    }
     es_status sub = es_vk_submit(b->vk, err);
     return st != ES_OK ? st : sub;
 }
 
-static double vk_worker_cpu_seconds(es_backend *be) {
-    (void)be;
-    return 0;
+static es_status vk_kv_move(es_backend *be, int seq, const int32_t *src, const int32_t *dst, int n, es_err *err) {
+    vk_be *b = (vk_be *)be;
+    if (b->tiered && b->tier[seq] == ES_KV_TIER_HOST) return ES_OK; /* the pool moved its rows itself */
+    return move_rows(b, src, dst, n, err);
 }
 
-static const es_backend_ops vk_ops = {"vulkan", vk_forward, vk_logits, vk_kv_move, vk_worker_cpu_seconds, vk_be_free};
+static es_status vk_page_copy(es_backend *be, int32_t src, int32_t dst, es_err *err) {
+    vk_be *b = (vk_be *)be;
+    if (b->tiered) return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: no prefix cache with two KV tiers");
+    const int bs = b->block_size;
+    int32_t from[256], to[256]; /* in chunks: no allocation, whatever the page size */
+    for (int at = 0; at < bs; at += 256) {
+        const int m = bs - at < 256 ? bs - at : 256;
+        for (int j = 0; j < m; j++) {
+            from[j] = src * bs + at + j;
+            to[j] = dst * bs + at + j;
+        }
+        const es_status st = move_rows(b, from, to, m, err);
+        if (st != ES_OK) return st;
+    }
+    return ES_OK;
+}
+
+static double vk_worker_cpu_seconds(es_backend *be) {
+    vk_be *b = (vk_be *)be;
+    return b->tp ? es_threadpool_cpu_seconds(b->tp) : 0;
+}
+
+static const es_backend_ops vk_ops = {.name = "vulkan", .forward = vk_forward, .logits = vk_logits, .kv_move = vk_kv_move,
+                                      .page_copy = vk_page_copy, .worker_cpu_seconds = vk_worker_cpu_seconds, .free = vk_be_free};
+static const es_backend_ops vk_tiered_ops = {.name = "vulkan", .forward = vk_forward, .logits = vk_logits, .kv_move = vk_kv_move,
+                                             .page_copy = vk_page_copy, .set_tier = vk_set_tier, .tier = vk_tier,
+                                             .seq_reset = vk_seq_reset, .tier_info = vk_tier_info,
+                                             .worker_cpu_seconds = vk_worker_cpu_seconds, .free = vk_be_free};
+
+/* Host-side state of two tiers: every device page free, every sequence in the device tier. */
+static es_status init_tiers(vk_be *b, const es_ctx_params *p, es_err *err) {
+    const es_hparams *hp = &b->model->hp;
+    const int64_t pages = es_kv_blocks_total(b->kv);
+    const size_t dev_row = (size_t)hp->n_head_kv * hp->head_dim * (b->kv_f16 ? 2 : 4);
+    if (es_kv_row_bytes(b->kv) != dev_row)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "two KV tiers need the same rows in both: kv_type %s keeps %zu bytes per row on the host, "
+                       "the device %zu (use f16 or f32)", es_kv_type_name(p->kv_type), es_kv_row_bytes(b->kv), dev_row);
+    b->n_dev = p->device_kv_blocks;
+    b->xfer_chunk = 16;
+    b->dev_of = malloc((size_t)pages * sizeof(int32_t));
+    b->dev_free = malloc((size_t)b->n_dev * sizeof(int32_t));
+    b->tier = calloc((size_t)p->n_seq_max, 1);
+    b->seen = calloc((size_t)p->n_seq_max, 1);
+    b->hrow_of = malloc((size_t)p->n_batch_max * sizeof(int32_t));
+    b->xfer_pages = malloc((size_t)pages * sizeof(int32_t));
+    b->xfer_ptr = malloc((size_t)b->xfer_chunk * 2 * hp->n_layer * sizeof *b->xfer_ptr);
+    b->att_floats = es_host_attn_scratch_floats(hp->n_head, hp->n_head_kv, hp->head_dim);
+    b->att = malloc((size_t)(p->n_threads > 0 ? p->n_threads : 1) * b->att_floats * sizeof(float));
+    if (!b->dev_of || !b->dev_free || !b->tier || !b->seen || !b->hrow_of || !b->xfer_pages || !b->xfer_ptr || !b->att)
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < pages; i++) b->dev_of[i] = -1;
+    for (int64_t i = 0; i < b->n_dev; i++) b->dev_free[i] = (int32_t)(b->n_dev - 1 - i);
+    b->n_dev_free = b->n_dev;
+    es_status st = es_threadpool_init(p->n_threads > 0 ? p->n_threads : 1, &b->tp, err);
+    if (st != ES_OK) return st;
+    es_kv_set_page_hook(b->kv, page_event, b);
+    return ES_OK;
+}
 
 es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_params *p, es_backend **out,
                                  es_err *err) {
@@ -426,6 +853,9 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     /* f16 rows as the host pool keeps them; q8_0 has no device kernel and is kept as f16 there (the
        nearest size the attention kernel reads) */
     b->kv_f16 = p->kv_type != ES_KV_F32 && hp->head_dim % 2 == 0;
+    b->tiered = p->device_kv_blocks > 0 && p->device_kv_blocks < es_kv_blocks_total(kv);
+    b->n_sb_alloc = b->tiered ? VK_SB_MAX : 1;
+    if (b->tiered) b->base.ops = &vk_tiered_ops;
     const int64_t per_seq = (p->n_ctx + b->block_size - 1) / b->block_size;
     b->tab_cap = (int64_t)(p->n_batch_max < p->n_seq_max ? p->n_batch_max : p->n_seq_max) * per_seq;
     b->anc_cap = ES_PLAN_ANC_CAP(p->n_batch_max);
@@ -440,6 +870,9 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     if (p->device_buffer_max > 0 && p->device_buffer_max < b->part_max) b->part_max = p->device_buffer_max;
     b->L = calloc((size_t)hp->n_layer, sizeof *b->L);
     if (!b->L) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+    if (st == ES_OK && b->tiered) st = init_tiers(b, p, err);
+    /* a hybrid pass submits twice per layer and sub-batch, and once per early exit */
+    if (st == ES_OK && b->tiered) st = es_vk_reserve_flushes(b->vk, 2 * VK_SB_MAX * hp->n_layer + 2, err);
     if (st == ES_OK) st = upload_weights(b, err);
     if (st == ES_OK) st = alloc_activations(b, err);
     if (st == ES_OK) { /* one pass's uploads and its logits, each piece 64-byte aligned */
@@ -448,7 +881,8 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
                             (size_t)b->tab_cap * 4 + n * 4 + (size_t)p->n_logits_max * 4 +
                             (size_t)p->n_logits_max * (size_t)hp->n_vocab * 4 +
                             (size_t)p->n_logits_max * (size_t)hp->n_embd * 4 + 10 * 64; /* + early-exit rows */
-        st = named(es_vk_ring_init(b->vk, ring, err), "transfer ring", err);
+        const size_t moves = b->tiered ? (size_t)b->xfer_chunk * 2 * hp->n_layer * ((size_t)b->block_size * es_kv_row_bytes(kv) + 64) : 0;
+        st = named(es_vk_ring_init(b->vk, ring > moves ? ring : moves, err), "transfer ring", err);
     }
     if (st != ES_OK) {
         vk_be_free(&b->base);

@@ -58,6 +58,11 @@ struct es_vk {
     VkCommandBuffer cmd;   /* kernels, between es_vk_begin and es_vk_submit */
     VkCommandBuffer xfer;  /* staged copies */
     VkFence fence;
+    /* es_vk_flush: the recording goes on in cmds[cur] after cmds[0 .. cur) were submitted, each with
+     * its fence (es_vk_reserve_flushes); cmds[0] is cmd's home */
+    VkCommandBuffer *cmds;
+    VkFence *fences;
+    int n_cmds, cur;
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;
     VkDescriptorPool dpool;

@@ -107,3 +107,27 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     *out = NULL;
     return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
 }
+es_status es_vk_reserve_flushes(es_vk *vk, int n, es_err *err) {
+    (void)vk, (void)n;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_flush(es_vk *vk, int *ticket, es_err *err) {
+    (void)vk;
+    *ticket = -1;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_wait(es_vk *vk, int ticket, es_err *err) {
+    (void)vk, (void)ticket;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_buf_alloc_host(es_vk *vk, size_t bytes, es_vk_buf **out, es_err *err) {
+    (void)vk, (void)bytes;
+    *out = NULL;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+void *es_vk_buf_map(es_vk_buf *b) { (void)b; return NULL; }
+es_status es_vk_copy_to_host(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
+                             es_err *err) {
+    (void)vk, (void)dst, (void)dst_off, (void)src, (void)src_off, (void)bytes;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}

@@ -46,6 +46,7 @@ void main() {
     const uint i = wg / pc.n_head, h = wg % pc.n_head;
     const uint kvh = h / (pc.n_head / pc.n_head_kv);
     const int prefix = META[4u * i], anc_off = META[4u * i + 1u], anc_len = META[4u * i + 2u], tab_off = META[4u * i + 3u];
+    if (anc_len < 0) return; // the row's attention is computed elsewhere (a host-tier session's, on the CPU)
     const uint total = uint(prefix + anc_len);
     const uint qo = i * pc.n_head * pc.head_dim + h * pc.head_dim;
     float acc[MAX_DIMS];

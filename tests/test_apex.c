@@ -1,0 +1,384 @@
+/* test_apex.c — two KV tiers on a Vulkan device (lavapipe in CI), APEX's hybrid pass: sessions whose
+ * KV rows live in host memory get their attention from the CPU while the device runs the rest.
+ *
+ *  - golden prompts of stories260K as 20 sequences, prefilled together and decoded greedily, on a
+ *    device context whose device tier holds a few sequences (the rest move to the host tier by
+ *    themselves) against the same device without tiers: every token is the same and the logits agree
+ *    within TIER_TOL · (1 + max |logit|); in both hybrid modes (asynchronous overlap, asymmetric
+ *    sub-batches), and once more with sequences moved between the tiers every few steps;
+ *  - seeded sampling (inverse CDF of the softmax with a fixed stream of uniforms): the same tokens,
+ *    except where u falls within the two distributions' rounding difference of a CDF boundary (at
+ *    most 1 % of the picks; any other difference fails);
+ *  - a token tree of a host-tier sequence verified in one pass, es_seq_keep of one path, one more
+ *    step: the same logits as the untiered device;
+ *  - the pools return to empty: every device page free and no host page used once all are closed;
+ *  - errors: moving to a full device tier (ES_ERR_FULL, nothing moved), one tier (UNSUPPORTED), the
+ *    prefix cache with two tiers, bad sequence or tier.
+ * A build without Vulkan has nothing to run (exit 77); a build with it but no device fails. */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/vulkan/vk.h"
+#include "testutil.h"
+
+/* the host tier converts K / V to f16 and sums as the CPU does (test_device_forward allows 5e-4 for
+ * an f16 cache against the CPU over 48 steps): the sampled paths here go through less likely tokens */
+#define TIER_TOL 1e-3
+#define N_SEQ 20
+#define N_STEPS 40
+#define DEV_PAGES 12 /* of 16-slot pages: about four sequences of the golden prompts */
+
+static int n_validation_errors;
+
+static void on_message(void *ud, bool is_error, const char *msg) {
+    (void)ud;
+    fprintf(stderr, "vulkan validation %s: %s\n", is_error ? "ERROR" : "warning", msg);
+    if (is_error) n_validation_errors++;
+}
+
+static es_ctx *make_ctx_(es_model *m, int device, int64_t dev_pages, es_kv_type kv_type, es_err *err) {
+    es_ctx_params p = es_ctx_default_params();
+    p.n_ctx = 256;
+    p.n_seq_max = N_SEQ;
+    p.n_batch_max = 512;
+    p.n_logits_max = 64;
+    p.kv_type = kv_type;
+    p.n_threads = 2;
+    p.backend = ES_BACKEND_VULKAN;
+    p.device = device;
+    p.device_validation = true;
+    p.device_message = on_message;
+    p.device_kv_blocks = dev_pages;
+    es_ctx *c = NULL;
+    es_ctx_init(m, &p, &c, err);
+    return c;
+}
+
+static es_ctx *make_ctx(es_model *m, int device, int64_t dev_pages) {
+    es_err err = {{0}};
+    es_ctx *c = make_ctx_(m, device, dev_pages, ES_KV_F16, &err);
+    CHECK_MSG(c != NULL, "context with %lld device pages: %s", (long long)dev_pages, err.msg);
+    return c;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static void softmax(const float *x, int n, double *p) {
+    const float mx = x[argmax(x, n)];
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += p[i] = exp((double)x[i] - mx);
+    for (int i = 0; i < n; i++) p[i] /= sum;
+}
+
+/* Inverse CDF of softmax(x) at u; *margin gets u's distance to the nearest CDF boundary. */
+static int sample(const float *x, int n, double u, double *margin) {
+    static double p[4096];
+    softmax(x, n < 4096 ? n : 4096, p);
+    double acc = 0, lo = 0;
+    int pick = n - 1;
+    for (int i = 0; i < n; i++) {
+        lo = acc;
+        acc += p[i];
+        if (u < acc) { pick = i; break; }
+    }
+    *margin = fmin(u - lo, acc - u);
+    return pick;
+}
+
+/* Total variation distance of softmax(a) and softmax(b). */
+static double tv(const float *a, const float *b, int n) {
+    static double pa[4096], pb[4096];
+    softmax(a, n, pa);
+    softmax(b, n, pb);
+    double d = 0;
+    for (int i = 0; i < n; i++) d += fabs(pa[i] - pb[i]);
+    return d / 2;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static double uniform(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+typedef enum { PICK_GREEDY, PICK_SAMPLED } pick_kind;
+
+/* Prefills the golden prompts in one pass and decodes them together on `ref` (no tiers) and `t`
+ * (two tiers) side by side; each row's token is picked from ref's logits and must be t's pick too.
+ * move_every > 0: every move_every steps one sequence changes tier (es_seq_set_tier). */
+static void golden_run(es_model *m, es_ctx *ref, es_ctx *t, es_hybrid_mode mode, pick_kind pick, int move_every, const char *what) {
+    size_t len;
+    char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
+    CHECK(text != NULL);
+    if (!text) return;
+    static es_test_golden g[N_SEQ];
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line && n < N_SEQ; line = strtok(NULL, "\n"))
+        if (es_test_golden_parse(line, &g[n])) n++;
+    CHECK(n == N_SEQ);
+    es_ctx_set_hybrid_mode(t, mode);
+    const int nv = es_model_n_vocab(m);
+    int32_t tok[512], pos[512], seq[512], sid[N_SEQ], npos[N_SEQ], last[N_SEQ];
+    int8_t want[512];
+    es_err err = {{0}};
+    int nt = 0;
+    for (int s = 0; s < n; s++) {
+        int s2;
+        CHECK_OK(es_seq_open(ref, &sid[s], &err), &err);
+        CHECK_OK(es_seq_open(t, &s2, &err), &err);
+        CHECK(s2 == sid[s]);
+        for (int i = 0; i < g[s].n_prompt && nt < 512; i++, nt++) {
+            tok[nt] = g[s].prompt_ids[i];
+            pos[nt] = i;
+            seq[nt] = sid[s];
+            want[nt] = i == g[s].n_prompt - 1;
+        }
+        npos[s] = g[s].n_prompt;
+    }
+    es_batch b = {.n_tokens = nt, .token = tok, .pos = pos, .seq = seq, .logits = want};
+    double worst = 0;
+    int picks = 0, same = 0, moved = 0, ties = 0;
+    for (int step = 0; step <= N_STEPS; step++) {
+        CHECK_OK(es_decode(ref, &b, &err), &err);
+        CHECK_OK(es_decode(t, &b, &err), &err);
+        for (int i = 0, s = 0; i < b.n_tokens; i++) {
+            if (!want[i]) continue;
+            const float *lr = es_ctx_logits(ref, i), *lt = es_ctx_logits(t, i);
+            CHECK(lr && lt);
+            if (!lr || !lt) return;
+            const double e = es_test_rel_diff(lr, lt, nv);
+            if (e > worst) worst = e;
+            const double u = uniform();
+            double margin = 1, m2;
+            const int a = pick == PICK_GREEDY ? argmax(lr, nv) : sample(lr, nv, u, &margin);
+            const int c = pick == PICK_GREEDY ? argmax(lt, nv) : sample(lt, nv, u, &m2);
+            picks++;
+            same += a == c;
+            /* Sampling: u may land between the two sides' CDFs where the distributions differ by
+             * rounding — a pick may then differ, but only with u within their total variation of a
+             * boundary of the reference's CDF (any other difference would be a wrong row). */
+            if (pick == PICK_SAMPLED && a != c) {
+                const double d = tv(lr, lt, nv);
+                CHECK_MSG(margin <= 2 * d, "%s, step %d row %d: token %d with two tiers, %d without, u %.3g from a boundary (TV %.3g)",
+                          what, step, i, c, a, margin, d);
+                ties++;
+            } else
+                CHECK_MSG(a == c, "%s, step %d row %d: token %d with two tiers, %d without", what, step, i, c, a);
+            while (s < n && seq[i] != sid[s]) s++;
+            last[s] = a;
+        }
+        if (step == N_STEPS) break;
+        if (move_every > 0 && step % move_every == move_every - 1) { /* one sequence changes tier */
+            const int s = (step / move_every * 7) % n;
+            const es_kv_tier to = es_seq_tier(t, sid[s]) == ES_KV_TIER_HOST ? ES_KV_TIER_DEVICE : ES_KV_TIER_HOST;
+            es_err e2 = {{0}};
+            const es_status st = es_seq_set_tier(t, sid[s], to, &e2);
+            CHECK_MSG(st == ES_OK || (st == ES_ERR_FULL && to == ES_KV_TIER_DEVICE), "%s: moving sequence %d: %s", what, s, e2.msg);
+            if (st == ES_OK) {
+                moved++;
+                CHECK(es_seq_tier(t, sid[s]) == to);
+            }
+        }
+        int k = 0;
+        for (int s = 0; s < n; s++) {
+            tok[k] = last[s];
+            pos[k] = npos[s]++;
+            seq[k] = sid[s];
+            want[k] = 1;
+            k++;
+        }
+        b = (es_batch){.n_tokens = k, .token = tok, .pos = pos, .seq = seq, .logits = want};
+    }
+    es_tier_info ti;
+    es_ctx_tier_info(t, &ti);
+    CHECK(ti.tiered);
+    CHECK_MSG(ti.auto_to_host > 0, "%s: no sequence went to the host tier by itself (device pages %lld)", what, (long long)ti.device_blocks_total);
+    CHECK_MSG(ti.hybrid_passes[mode] > 0, "%s: no pass in the %s mode", what, mode == ES_HYBRID_ASYMMETRIC ? "asymmetric" : "overlap");
+    CHECK(ti.host_seqs > 0 && ti.host_seqs <= n);
+    if (move_every > 0) CHECK_MSG(moved > 0 && ti.moves_to_device > 0, "%s: nothing moved to the device tier (%d moves)", what, moved);
+    CHECK(ties <= picks / 100); /* rounding-level ties are rare: more is a different distribution */
+    printf("%s: %d/%d picks the same (%d at a rounding tie), logits within %.2g; host-tier sequences %d, auto moves %lld, moves %lld/%lld, pages moved %lld, "
+           "hybrid passes %lld overlap / %lld asymmetric\n",
+           what, same, picks, ties, worst, ti.host_seqs, (long long)ti.auto_to_host, (long long)ti.moves_to_host, (long long)ti.moves_to_device,
+           (long long)ti.pages_moved, (long long)ti.hybrid_passes[0], (long long)ti.hybrid_passes[1]);
+    CHECK_MSG(worst <= TIER_TOL, "%s: logits differ by %.3g", what, worst);
+    /* every sequence closed: both pools are empty again */
+    for (int s = 0; s < n; s++) {
+        es_seq_close(ref, sid[s]);
+        es_seq_close(t, sid[s]);
+    }
+    es_ctx_tier_info(t, &ti);
+    CHECK_MSG(ti.device_blocks_used == 0, "%s: %lld device pages still used", what, (long long)ti.device_blocks_used);
+    CHECK_MSG(es_ctx_kv_blocks_used(t) == 0, "%s: %lld host pages still used", what, (long long)es_ctx_kv_blocks_used(t));
+    CHECK(ti.host_seqs == 0);
+    free(text);
+}
+
+static void test_golden(int device) {
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = true;
+    es_model *m = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    if (!m) return;
+    struct { es_hybrid_mode mode; pick_kind pick; int move_every; const char *what; } runs[] = {
+        {ES_HYBRID_ASYNC_OVERLAP, PICK_GREEDY, 0, "greedy, overlap"},
+        {ES_HYBRID_ASYMMETRIC, PICK_GREEDY, 0, "greedy, asymmetric"},
+        {ES_HYBRID_ASYNC_OVERLAP, PICK_SAMPLED, 0, "sampled, overlap"},
+        {ES_HYBRID_ASYMMETRIC, PICK_GREEDY, 3, "greedy, asymmetric, moved between tiers"},
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        es_ctx *ref = make_ctx(m, device, 0), *t = make_ctx(m, device, DEV_PAGES);
+        if (ref && t) golden_run(m, ref, t, runs[r].mode, runs[r].pick, runs[r].move_every, runs[r].what);
+        es_ctx_free(ref);
+        es_ctx_free(t);
+    }
+    es_model_free(m);
+}
+
+/* A token tree of a host-tier sequence beside a device-tier one, then keep one path. */
+static void test_tree(int device) {
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = true;
+    es_model *m = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    if (!m) return;
+    es_ctx *ref = make_ctx(m, device, 0), *t = make_ctx(m, device, DEV_PAGES);
+    if (!ref || !t) goto done;
+    const int nv = es_model_n_vocab(m);
+    int a, b2, a2, b3;
+    CHECK_OK(es_seq_open(ref, &a, &err), &err);
+    CHECK_OK(es_seq_open(ref, &b2, &err), &err);
+    CHECK_OK(es_seq_open(t, &a2, &err), &err);
+    CHECK_OK(es_seq_open(t, &b3, &err), &err);
+    CHECK(a == a2 && b2 == b3);
+    CHECK_OK(es_seq_set_tier(t, b2, ES_KV_TIER_HOST, &err), &err); /* empty: a move of nothing */
+    CHECK(es_seq_tier(t, b2) == ES_KV_TIER_HOST && es_seq_tier(t, a) == ES_KV_TIER_DEVICE);
+    /* prompts of 20 tokens each */
+    int32_t tok[64], pos[64], seq[64], par[64];
+    int8_t want[64];
+    int n = 0;
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < 20; i++, n++) {
+            tok[n] = 1 + (i * 37 + s * 11) % 500;
+            pos[n] = i;
+            seq[n] = s == 0 ? a : b2;
+            par[n] = i == 0 ? -1 : n - 1;
+            want[n] = 0;
+        }
+    es_batch bt = {.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .parent = par, .logits = want};
+    CHECK_OK(es_decode(ref, &bt, &err), &err);
+    CHECK_OK(es_decode(t, &bt, &err), &err);
+    /* a tree of 7 under each: root, two children, two grandchildren each */
+    static const int tp[7] = {-1, 0, 0, 1, 1, 2, 2}, depth[7] = {0, 1, 1, 2, 2, 2, 2};
+    n = 0;
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 7; k++, n++) {
+            tok[n] = 5 + 13 * k + s;
+            pos[n] = 20 + depth[k];
+            seq[n] = s == 0 ? a : b2;
+            par[n] = tp[k] < 0 ? -1 : s * 7 + tp[k];
+            want[n] = 1;
+        }
+    bt = (es_batch){.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .parent = par, .logits = want};
+    CHECK_OK(es_decode(ref, &bt, &err), &err);
+    CHECK_OK(es_decode(t, &bt, &err), &err);
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        const double e = es_test_rel_diff(es_ctx_logits(ref, i), es_ctx_logits(t, i), nv);
+        if (e > worst) worst = e;
+    }
+    /* keep the path root → child 2 → its second child (slots 20, 22, 26) in both sequences */
+    const int32_t path[3] = {20, 22, 26};
+    for (int s = 0; s < 2; s++) {
+        CHECK_OK(es_seq_keep(ref, s == 0 ? a : b2, 20, path, 3, &err), &err);
+        CHECK_OK(es_seq_keep(t, s == 0 ? a : b2, 20, path, 3, &err), &err);
+    }
+    n = 0;
+    for (int s = 0; s < 2; s++, n++) {
+        tok[n] = 99 + s;
+        pos[n] = 23;
+        seq[n] = s == 0 ? a : b2;
+        want[n] = 1;
+    }
+    bt = (es_batch){.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .logits = want};
+    CHECK_OK(es_decode(ref, &bt, &err), &err);
+    CHECK_OK(es_decode(t, &bt, &err), &err);
+    for (int i = 0; i < n; i++) {
+        const double e = es_test_rel_diff(es_ctx_logits(ref, i), es_ctx_logits(t, i), nv);
+        if (e > worst) worst = e;
+    }
+    printf("tree of a host-tier sequence and keep: logits within %.2g of the untiered device\n", worst);
+    CHECK_MSG(worst <= TIER_TOL, "tree / keep: logits differ by %.3g", worst);
+    CHECK(es_seq_tier(t, b2) == ES_KV_TIER_HOST);
+done:
+    es_ctx_free(ref);
+    es_ctx_free(t);
+    es_model_free(m);
+}
+
+static void test_errors(int device) {
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = true;
+    es_model *m = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    if (!m) return;
+    es_ctx *one = make_ctx(m, device, 0), *t = make_ctx(m, device, 2);
+    if (one && t) {
+        int s;
+        CHECK_OK(es_seq_open(one, &s, &err), &err);
+        CHECK(es_seq_set_tier(one, s, ES_KV_TIER_HOST, &err) == ES_ERR_UNSUPPORTED);
+        es_tier_info ti;
+        es_ctx_tier_info(one, &ti);
+        CHECK(!ti.tiered);
+        CHECK(es_ctx_prefix_cache_enable(t, &err) == ES_ERR_UNSUPPORTED);
+        CHECK_MSG(strstr(err.msg, "tier") != NULL, "prefix cache refusal: %s", err.msg);
+        /* a sequence of 3 pages in the host tier cannot move into 2 device pages: nothing moves */
+        int q;
+        CHECK_OK(es_seq_open(t, &q, &err), &err);
+        CHECK_OK(es_seq_set_tier(t, q, ES_KV_TIER_HOST, &err), &err);
+        int32_t tok[40], pos[40], seq[40];
+        for (int i = 0; i < 40; i++) { tok[i] = 1 + i; pos[i] = i; seq[i] = q; }
+        es_batch b = {.n_tokens = 40, .token = tok, .pos = pos, .seq = seq};
+        CHECK_OK(es_decode(t, &b, &err), &err);
+        CHECK(es_seq_set_tier(t, q, ES_KV_TIER_DEVICE, &err) == ES_ERR_FULL);
+        CHECK(es_seq_tier(t, q) == ES_KV_TIER_HOST);
+        es_ctx_tier_info(t, &ti);
+        CHECK(ti.device_blocks_used == 0 && ti.device_blocks_total == 2);
+        CHECK(es_seq_set_tier(t, 999, ES_KV_TIER_HOST, &err) == ES_ERR_INVALID_ARG);
+        CHECK(es_seq_set_tier(t, q, (es_kv_tier)7, &err) == ES_ERR_INVALID_ARG);
+    }
+    es_ctx_free(one);
+    es_ctx_free(t);
+    es_model_free(m);
+}
+
+int main(void) {
+    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE); /* see test_vulkan.c */
+    if (!es_vk_available()) {
+        fprintf(stderr, "test_apex: this build has no Vulkan backend: nothing to run\n");
+        return 77;
+    }
+    es_device_info devs[8];
+    int n = 0;
+    es_err err = {{0}};
+    CHECK_OK(es_devices(devs, 8, &n, &err), &err);
+    CHECK_MSG(n >= 1, "the build has Vulkan but the loader reports no device; CI runs on lavapipe (mesa-vulkan-drivers)");
+    for (int d = 0; d < n && d < 8; d++) {
+        printf("device %d: %s\n", d, devs[d].name);
+        test_errors(d);
+        test_tree(d);
+        test_golden(d);
+    }
+    CHECK_MSG(n_validation_errors == 0, "%d validation errors", n_validation_errors);
+    return es_test_finish("test_apex");
+}
