@@ -269,6 +269,14 @@ es_status es_apex_new(const es_apex_profile *initial, es_apex **out, es_err *err
 
 void es_apex_free(es_apex *a) { free(a); }
 
+void es_apex_get_profile(const es_apex *a, es_apex_profile *out) { *out = a->prof; }
+
+es_status es_apex_set_profile(es_apex *a, const es_apex_profile *p, es_err *err) {
+    es_status st = es_apex_profile_check(p, err);
+    if (st == ES_OK) a->prof = *p;
+    return st;
+}
+
 double es_apex_correction(const es_apex *a, es_plan plan) {
     if (!a || (int)plan < 0 || plan >= ES_PLAN_COUNT) return 1;
     return exp(a->log_corr[plan]);

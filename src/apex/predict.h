@@ -165,6 +165,10 @@ typedef struct es_apex es_apex;
  * correction; ES_ERR_NOMEM. The only allocation: choose / observe / stats never allocate. */
 es_status es_apex_new(const es_apex_profile *initial, es_apex **out, es_err *err);
 void es_apex_free(es_apex *a);
+/* The profile in use, and a new one (a start-up measurement replacing a preset's part; checked as
+ * es_apex_new does, the corrections kept). */
+void es_apex_get_profile(const es_apex *a, es_apex_profile *out);
+es_status es_apex_set_profile(es_apex *a, const es_apex_profile *p, es_err *err);
 
 /* es_apex_choose with each plan's prediction multiplied by its correction, and the starvation bound
  * applied to the larger of st->host_waited and the state's own count of consecutive steps it chose

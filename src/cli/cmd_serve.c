@@ -32,7 +32,7 @@
 static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
-    "               [--kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
+    "               [--kv-memory SIZE] [--device-kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--drain-timeout S] [--device cpu|vulkan[:N]] [--exit-layers L[,L...]] [--exit-file FILE]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
@@ -69,6 +69,13 @@ static void print_help(void) {
            "                           --kv-memory is divided by the real bytes per token of this type\n"
            "  --device cpu|vulkan[:N]  where the target's forward pass runs (default cpu; `edgespec devices`);\n"
            "                           the server's own --draft stays on the CPU\n"
+           "  --device-kv-memory SIZE  two KV tiers (APEX, with --device vulkan): the device holds this much\n"
+           "                           of the KV cache; the rest of --kv-memory is host memory, where the\n"
+           "                           sessions that do not fit keep their KV and get their attention\n"
+           "                           from this machine's cores (--threads) beside the device's work.\n"
+           "                           Each step a profiled predictor picks how (asymmetric sub-batches,\n"
+           "                           asynchronous overlap, or host sessions wait a step); sessions move\n"
+           "                           back to the device when they fit. Turns the prefix cache off.\n"
            "  --exit-layers L[,L...]   early exits: exit heads after these layers (1..n_layer-1); edges that\n"
            "                           ask (edge --early-exit) get an EARLY frame, the round's provisional\n"
            "                           verdict from the lowest of them, while the rest of the pass runs\n"
@@ -298,6 +305,23 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "kv_bytes_per_block", (double)k->kv_bytes_per_block);
     cJSON_AddStringToObject(o, "kv_type", es_kv_type_name(kv_type));
     cJSON_AddStringToObject(o, "device", device);
+    /* two KV tiers (APEX): zeros with one */
+    cJSON_AddBoolToObject(o, "kv_tiers", k->tiered);
+    cJSON_AddNumberToObject(o, "device_kv_blocks_total", (double)k->device_kv_blocks_total);
+    cJSON_AddNumberToObject(o, "device_kv_blocks_used", (double)k->device_kv_blocks_used);
+    cJSON_AddNumberToObject(o, "host_tier_sessions", (double)k->host_tier_sessions);
+    cJSON_AddNumberToObject(o, "host_tier_sessions_now", k->host_tier_now);
+    cJSON_AddNumberToObject(o, "tier_moves_to_host", (double)k->tier_moves_to_host);
+    cJSON_AddNumberToObject(o, "tier_moves_to_device", (double)k->tier_moves_to_device);
+    cJSON_AddNumberToObject(o, "tier_auto_to_host", (double)k->tier_auto_to_host);
+    cJSON *plans = cJSON_AddObjectToObject(o, "plans");
+    if (plans) {
+        cJSON_AddNumberToObject(plans, "device_only", (double)k->plans[0]);
+        cJSON_AddNumberToObject(plans, "asymmetric", (double)k->plans[1]);
+        cJSON_AddNumberToObject(plans, "async_overlap", (double)k->plans[2]);
+    }
+    cJSON_AddNumberToObject(o, "prediction_error_p50", k->prediction_error_p50);
+    cJSON_AddNumberToObject(o, "prediction_error_p90", k->prediction_error_p90);
     cJSON *h = cJSON_AddObjectToObject(o, "http");
     if (h) {
         cJSON_AddNumberToObject(h, "requests", (double)st->http.requests);
@@ -379,6 +403,11 @@ int cmd_serve(int argc, char **argv) {
             if (!parse_size(v, 1, 1ull << 50, &uv))
                 return cli_usage_error("serve", k_usage, "--kv-memory must be a size such as 536870912, 512M or 2G, got '%s'", v);
             sp.sched.kv_memory_bytes = (int64_t)uv;
+        } else if (!strcmp(a, "--device-kv-memory")) {
+            NEED_VALUE();
+            if (!parse_size(v, 1, 1ull << 50, &uv))
+                return cli_usage_error("serve", k_usage, "--device-kv-memory must be a size such as 268435456, 256M or 1G, got '%s'", v);
+            sp.sched.device_kv_memory_bytes = (int64_t)uv;
         } else if (!strcmp(a, "--kv-type")) {
             NEED_VALUE();
             if (!cli_parse_kv_type(v, &sp.sched.kv_type))

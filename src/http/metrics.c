@@ -253,6 +253,26 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         for (int k = 0; k < m->n_kinds && ok; k++)
             ok = es_str_printf(o, "edgespec_kind_active_sessions{kind=\"%s\"} ", m->kinds[k].kind) && value(o, (double)m->kinds[k].active);
     }
+    if (m->tiered) {
+        ok = ok && simple(o, "edgespec_device_kv_blocks_used", "gauge", "KV pages in device memory holding rows (two KV tiers).",
+                          (double)m->device_kv_blocks_used);
+        ok = ok && simple(o, "edgespec_device_kv_blocks_total", "gauge", "KV pages the device tier holds.", (double)m->device_kv_blocks_total);
+        ok = ok && simple(o, "edgespec_host_tier_sessions", "gauge",
+                          "Sessions whose KV cache is in host memory now (their attention runs on the CPU).", m->host_tier_now);
+        ok = ok && simple(o, "edgespec_host_tier_sessions_total", "counter", "Sessions that ran in the host tier at least once.",
+                          (double)m->host_tier_sessions);
+        ok = ok && family(o, "edgespec_tier_moves_total", "counter", "Sessions moved between the KV tiers, by destination.") &&
+             es_str_puts(o, "edgespec_tier_moves_total{to=\"host\"} ") && value(o, (double)m->tier_moves_to_host) &&
+             es_str_puts(o, "edgespec_tier_moves_total{to=\"device\"} ") && value(o, (double)m->tier_moves_to_device);
+        static const char *const plan_names[3] = {"device_only", "asymmetric", "async_overlap"};
+        ok = ok && family(o, "edgespec_plan_steps_total", "counter",
+                          "Steps with host-tier work by the plan the predictor chose (device_only: host-tier sessions waited).");
+        for (int k = 0; k < 3 && ok; k++)
+            ok = es_str_printf(o, "edgespec_plan_steps_total{plan=\"%s\"} ", plan_names[k]) && value(o, (double)m->plans[k]);
+        ok = ok && simple(o, "edgespec_plan_prediction_error", "gauge",
+                          "Median |predicted - measured| / measured step time over recent steps with host-tier work.",
+                          m->prediction_error_p50);
+    }
     if (m->auth_failures_edge >= 0 || m->auth_failures_http >= 0) {
         ok = ok && family(o, "edgespec_auth_failures_total", "counter",
                           "Connections (edge protocol) or requests (HTTP) refused for a missing or wrong api key.");

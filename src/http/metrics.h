@@ -83,6 +83,14 @@ typedef struct es_metrics {
     int64_t prefix_hit_tokens;     /* prompt tokens adopted from the prefix cache (< 0: n/a) */
     int64_t prefix_blocks;         /* KV pages in the prefix cache now */
     int queue_depth;               /* requests waiting for a worker (edge) */
+    /* two KV tiers (APEX); tiered false: none of these */
+    bool tiered;
+    int64_t device_kv_blocks_used, device_kv_blocks_total;
+    int host_tier_now;             /* sessions whose KV is in host memory now */
+    int64_t host_tier_sessions;    /* sessions that ran in the host tier at least once */
+    int64_t tier_moves_to_host, tier_moves_to_device;
+    int64_t plans[3];              /* steps by plan: device_only, asymmetric, async_overlap */
+    double prediction_error_p50;
     /* the backend's counters by session kind (the server's scheduler: "edge", "autoregressive",
        "server_draft"); n_kinds 0: not split */
     es_metrics_kind kinds[ES_METRICS_KINDS];

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apex/predict.h"
 #include "grammar/grammar.h"
 #include "model/ctx.h"
 #include "util/clock.h"
@@ -88,6 +89,7 @@ typedef struct sess {
     /* ---- the compute thread's ---- */
     es_gmatcher *gm, *gdm;   /* grammar: the verifier's and the server-side drafter's matchers */
     int seq, dseq;           /* -1 until created */
+    bool ran_host;           /* it had rows in a pass while its KV was in the host tier */
     es_verifier *v;
     es_drafter *d;
     es_spec_tree *work;      /* edge / server-spec: the tree verified this step (AR: NULL) */
@@ -151,6 +153,13 @@ struct es_sched {
     int regroup_votes;       /* steps in a row whose sizing asked for another number of groups */
     int last_n_edge;         /* live edge sessions at the last regrouping */
     int64_t n_waits;         /* waits measured into st.step_wait_s (its decayed mean) */
+    /* two KV tiers */
+    es_apex *apex;           /* the plan predictor (NULL: one tier) */
+    bool skip_host;          /* this step leaves host-tier sessions out (device_only) */
+    es_plan plan;            /* this step's plan */
+    es_apex_step apex_step;  /* and what it was predicted for */
+    double apex_pred_s;
+    int64_t host_row_bytes;  /* per host row and layer crossing the tiers: q, k, v down, attention up */
 };
 
 static double thread_cpu_s(void) {
@@ -287,6 +296,51 @@ static void early_hook(void *ud, int layer, const float *hidden, int n_rows, con
     }
 }
 
+/* The plan predictor of two KV tiers: a profile derived for the device's kind (apex/presets.c: a
+ * device on the CPU's own cores, or a discrete GPU), its linear part replaced by this model's
+ * measured pass times when profile_knee measured them, corrected online from every step. */
+static es_status apex_init(es_sched *s, es_err *err) {
+    es_device_info devs[16];
+    int n = 0;
+    es_err e2 = {{0}};
+    bool on_cpu = false;
+    if (es_devices(devs, 16, &n, &e2) == ES_OK && s->p.device < n && s->p.device < 16) on_cpu = !strcmp(devs[s->p.device].type, "cpu");
+    const es_apex_preset *pre = es_apex_preset_find(on_cpu ? "lavapipe" : "a10");
+    if (!pre) return es_fail(err, ES_ERR_INTERNAL, "no APEX profile preset");
+    /* f32 q, k, v down and the attention output up; q and the output are n_embd wide in the models
+       served (n_head · head_dim), k and v kv_dim */
+    const int64_t kvd = es_ctx_kv_bytes_per_token(s->target, ES_KV_F32) / ((int64_t)es_model_n_layer(s->target) * 8);
+    s->host_row_bytes = 4 * (2 * (int64_t)es_model_n_embd(s->target) + 2 * kvd);
+    return es_apex_new(&pre->profile, &s->apex, err);
+}
+
+/* Start-up profile of two tiers: passes of 1..64 rows timed (profile_knee's, run here if the knee
+ * is fixed, keeping that knee) give this model's device time per layer t(r) = a + b·r, which
+ * replaces the preset's linear part; the preset's attention, host and round-trip terms are scaled
+ * by the same factor as its linear part (the preset's shape, this model's scale). The per-plan
+ * corrections (es_apex_observe) then learn from every step what this leaves out. */
+static void apex_calibrate(es_sched *s) {
+    if (s->cost.n < 2) {
+        const int knee = s->knee;
+        profile_knee(s);
+        s->knee = knee;
+    }
+    if (s->cost.n < 2 || !(s->cost_a + s->cost_b > 0)) return;
+    es_apex_profile pr;
+    es_apex_get_profile(s->apex, &pr);
+    const int nl = es_model_n_layer(s->target);
+    const double meas1 = (s->cost_a + s->cost_b) / nl, pre1 = pr.lin_a + pr.lin_b + pr.gatt_a + pr.gatt_b + pr.gatt_c;
+    if (!(pre1 > 0)) return;
+    const double f = meas1 / pre1;
+    pr.gatt_a *= f, pr.gatt_b *= f, pr.gatt_c *= f;
+    pr.catt_a *= f, pr.catt_b *= f, pr.catt_c *= f;
+    pr.sync_s *= f;
+    pr.lin_a = s->cost_a / nl > 0 ? s->cost_a / nl : 0;
+    pr.lin_b = s->cost_b / nl > 0 ? s->cost_b / nl : 0;
+    es_err e = {{0}};
+    (void)es_apex_set_profile(s->apex, &pr, &e); /* a profile that fails the check keeps the preset */
+}
+
 static es_status early_init(es_sched *s, es_err *err) {
     const es_sched_params *p = &s->p;
     es_status st = es_exit_heads_init(s->target, p->exit_file, p->exit_layers, p->n_exit_layers, p->max_tree_nodes + 1,
@@ -371,7 +425,19 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     cp.kv_type = p.kv_type;
     cp.backend = p.backend;
     cp.device = p.device;
-    es_status st = es_ctx_init(target, &cp, &s->ctx, err);
+    es_status st = ES_OK;
+    if (p.device_kv_memory_bytes > 0) { /* two tiers: the device holds part of the pool */
+        if (p.backend != ES_BACKEND_VULKAN)
+            st = es_fail(err, ES_ERR_INVALID_ARG, "a device KV budget needs the target on a device (--device vulkan)");
+        cp.device_kv_blocks = p.device_kv_memory_bytes / s->kv_bytes_per_block;
+        if (st == ES_OK && cp.device_kv_blocks < 1)
+            st = es_fail(err, ES_ERR_INVALID_ARG, "device KV budget of %lld bytes is below one page (%lld bytes)",
+                         (long long)p.device_kv_memory_bytes, (long long)s->kv_bytes_per_block);
+        if (cp.device_kv_blocks < blocks) p.prefix_cache = s->p.prefix_cache = false; /* pages stay private (es_ctx_params) */
+    }
+    if (st == ES_OK) st = es_ctx_init(target, &cp, &s->ctx, err);
+    es_tier_info ti;
+    if (st == ES_OK && (es_ctx_tier_info(s->ctx, &ti), ti.tiered)) st = apex_init(s, err);
     if (st == ES_OK && p.draft) {
         if (es_model_n_vocab(p.draft) != s->n_vocab) {
             es_sched_free(s);
@@ -402,6 +468,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     s->st.kv_bytes_per_block = s->kv_bytes_per_block;
     s->st.pass_row_ratio = 1; /* until a pass is measured */
     if (p.knee_tokens == 0) profile_knee(s);
+    if (s->apex) apex_calibrate(s);
     *out = s;
     return ES_OK;
 }
@@ -442,6 +509,7 @@ void es_sched_free(es_sched *s) {
     es_grammar_vocab_free(s->gvocab);
     es_ctx_free(s->dctx);
     es_ctx_free(s->ctx);
+    es_apex_free(s->apex);
     free(s->sess);
     free(s->order);
     pthread_mutex_destroy(&s->ev_mu);
@@ -699,6 +767,9 @@ static void fail_sess(sess *x, es_status st, const es_err *e) {
 }
 
 /* Frees closed / finished / failed sessions and refreshes the KV numbers. Compute thread, under mu. */
+static int round_rows(const es_sched *s, const sess *x);
+static bool round_allowed(const es_sched *s, const sess *x);
+
 static void reap_locked(es_sched *s) {
     int active = 0;
     for (int i = 0; i < s->n_slots; i++) {
@@ -712,6 +783,69 @@ static void reap_locked(es_sched *s) {
     es_ctx_prefix_cache_info(s->ctx, &pi);
     s->st.prefix_cached_blocks = pi.cached_blocks;
     s->st.prefix_evicted_blocks = pi.evicted_blocks;
+    if (s->apex) {
+        es_tier_info ti;
+        es_ctx_tier_info(s->ctx, &ti);
+        s->st.tiered = true;
+        s->st.device_kv_blocks_used = ti.device_blocks_used;
+        s->st.device_kv_blocks_total = ti.device_blocks_total;
+        s->st.host_tier_now = ti.host_seqs;
+        s->st.tier_moves_to_host = ti.moves_to_host;
+        s->st.tier_moves_to_device = ti.moves_to_device;
+        s->st.tier_auto_to_host = ti.auto_to_host;
+        es_apex_stats as;
+        es_apex_get_stats(s->apex, &as);
+        for (int k = 0; k < ES_PLAN_COUNT; k++) s->st.plans[k] = as.steps[k];
+        s->st.prediction_error_p50 = as.prediction_error_p50;
+        s->st.prediction_error_p90 = as.prediction_error_p90;
+    }
+}
+
+/* Two KV tiers, before a step is planned: a host-tier session whose pages fit the device's free
+ * pages (with a page of growth left for every device-tier session) moves back, the one with the
+ * longest context first (its attention gains the most); then the predictor picks this step's plan
+ * from the rows each tier would bring. One move per step bounds the transfer a step waits for. */
+static void apex_plan_locked(es_sched *s) {
+    s->skip_host = false;
+    s->plan = ES_PLAN_DEVICE_ONLY;
+    memset(&s->apex_step, 0, sizeof s->apex_step);
+    if (!s->apex) return;
+    es_tier_info ti;
+    es_ctx_tier_info(s->ctx, &ti);
+    int n_dev_sess = 0;
+    sess *best = NULL;
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state != SESS_LIVE || x->failed || x->seq < 0) continue;
+        if (es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_DEVICE) n_dev_sess++;
+        else if (!best || es_seq_len(s->ctx, x->seq) > es_seq_len(s->ctx, best->seq)) best = x;
+    }
+    if (best) {
+        const int64_t need = blocks_for(es_seq_len(s->ctx, best->seq) + 1) + n_dev_sess + 1;
+        es_err e = {{0}};
+        if (need <= ti.device_blocks_total - ti.device_blocks_used) (void)es_seq_set_tier(s->ctx, best->seq, ES_KV_TIER_DEVICE, &e);
+    }
+    es_apex_step *st = &s->apex_step;
+    st->n_layer = es_model_n_layer(s->target);
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state != SESS_LIVE || x->failed || x->seq < 0) continue;
+        const int left = x->n_prompt - 1 - x->n_prefilled;
+        const int rows = (left > 0 ? imin(s->p.prefill_chunk, left) : 0) + (round_allowed(s, x) ? round_rows(s, x) : 0);
+        if (rows <= 0) continue;
+        const int64_t ctx = (int64_t)rows * (es_seq_len(s->ctx, x->seq) + rows);
+        if (es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_HOST) {
+            st->host_rows += rows;
+            st->host_ctx += ctx;
+        } else {
+            st->dev_rows += rows;
+            st->dev_ctx += ctx;
+        }
+    }
+    st->host_row_bytes = s->host_row_bytes;
+    s->plan = es_apex_step_choose(s->apex, st, &s->apex_pred_s);
+    s->skip_host = s->plan == ES_PLAN_DEVICE_ONLY && st->host_rows > 0;
+    es_ctx_set_hybrid_mode(s->ctx, s->plan == ES_PLAN_ASYMMETRIC ? ES_HYBRID_ASYMMETRIC : ES_HYBRID_ASYNC_OVERLAP);
 }
 
 /* The session's matchers: its stop tokens end the document (allowed only once it is complete). */
@@ -977,6 +1111,7 @@ static int plan_locked(es_sched *s, bool commit, double now) {
     for (int i = 0; i < s->n_slots; i++) {
         sess *x = &s->sess[i];
         if (x->state != SESS_LIVE || x->failed) continue;
+        if (s->skip_host && x->seq >= 0 && es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_HOST) continue; /* waits this step */
         if (x->n_prefilled < x->n_prompt - 1 || round_rows(s, x) > 0) s->order[n++] = x;
     }
     qsort(s->order + first, (size_t)(n - first), sizeof s->order[0], ready_cmp);
@@ -1297,6 +1432,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     s->stepping = true;
     s->step_tid = pthread_self();
     s->n_order = 0;
+    s->skip_host = false;
     reap_locked(s);
     init_new_locked(s);
     regroup_locked(s);
@@ -1317,6 +1453,7 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         t0 = t1;
         init_new_locked(s); /* (no reap here: sessions on this step's list must stay until published) */
     }
+    apex_plan_locked(s);
     const double t_plan = es_now_s();
     if (plan_locked(s, true, t_plan) > 0 && s->last_end > 0) {
         /* the wait for this step's work (edges drafting, the network, the batch window), counted
@@ -1384,6 +1521,16 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         const sess *x = s->order[k];
         n_pass += x->decoded;
         n_pass_edge += x->decoded && x->mode == ES_MODE_EDGE && x->plan_round;
+    }
+    if (s->apex) {
+        for (int k = 0; k < s->n_order; k++) {
+            sess *x = s->order[k];
+            if (x->decoded && !x->ran_host && x->seq >= 0 && es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_HOST) {
+                x->ran_host = true;
+                s->st.host_tier_sessions++;
+            }
+        }
+        if (pass_s > 0 && s->apex_step.host_rows > 0) es_apex_observe(s->apex, s->plan, &s->apex_step, s->apex_pred_s, pass_s);
     }
     for (int k = 0; k < s->n_order; k++) publish_sess(s, s->order[k]);
 

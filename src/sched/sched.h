@@ -91,6 +91,13 @@ typedef struct es_sched_params {
                                  es_sched_groups_for: 1 when splitting would not pay) */
     es_backend_kind backend;  /* where the target's forward pass runs (default the CPU); device `device`, */
     int device;               /* model loaded with no_repack (es_ctx_params); the server's draft stays on the CPU */
+    /* Two KV tiers (APEX, a Vulkan device only): device memory for this many bytes of KV pages, the
+     * rest of kv_memory_bytes in host memory, where sessions' attention runs on the CPU. Each step a
+     * predictor (apex/predict.h) picks how the host-tier rows run beside the device's — asynchronous
+     * overlap, asymmetric sub-batches, or not this step (device_only) — and the scheduler moves a
+     * host-tier session back to the device when its pages fit there. 0: one tier (the whole pool on
+     * the device). The prefix cache is off with two tiers. */
+    int64_t device_kv_memory_bytes;
     double batch_window_ms;   /* edge sessions whose verdict is out: wait up to this long for their next
                                  trees so they share a pass (gather: all of them; pipeline: the group due
                                  next) (default 20; 0: never wait) */
@@ -179,6 +186,14 @@ typedef struct es_sched_stats {
     int exit_layer;               /* the layer EARLY events come from (0: early exits off) */
     double round_trip_s;          /* recent mean time from an edge verdict to the edge's next tree (its
                                      network round trip plus its drafting; kept when the edges leave) */
+    /* two KV tiers (device_kv_memory_bytes; all 0 with one) */
+    bool tiered;
+    int64_t device_kv_blocks_used, device_kv_blocks_total;
+    int host_tier_now;            /* sessions whose KV is in host memory now */
+    int64_t host_tier_sessions;   /* sessions that ran in the host tier at least once */
+    int64_t tier_moves_to_host, tier_moves_to_device, tier_auto_to_host;
+    int64_t plans[3];             /* steps with host-tier work, by es_plan: device_only, asymmetric, async_overlap */
+    double prediction_error_p50, prediction_error_p90; /* |predicted - measured| / measured step time */
     struct {                      /* the same counters by session kind, indexed by es_session_mode */
         int64_t sessions_opened, prompt_tokens, tokens_generated, rounds, drafted, accepted;
         int sessions_active;

@@ -1278,6 +1278,15 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->device_memory_bytes = s->p.device_memory_bytes;
     m->prefix_hit_tokens = k.prefix_hit_tokens;
     m->prefix_blocks = k.prefix_cached_blocks;
+    m->tiered = k.tiered;
+    m->device_kv_blocks_used = k.device_kv_blocks_used;
+    m->device_kv_blocks_total = k.device_kv_blocks_total;
+    m->host_tier_now = k.host_tier_now;
+    m->host_tier_sessions = k.host_tier_sessions;
+    m->tier_moves_to_host = k.tier_moves_to_host;
+    m->tier_moves_to_device = k.tier_moves_to_device;
+    for (int i = 0; i < 3; i++) m->plans[i] = k.plans[i];
+    m->prediction_error_p50 = k.prediction_error_p50;
     pthread_mutex_lock(&s->stats_mu);
     m->auth_failures_edge = s->st.auth_failures;
     pthread_mutex_unlock(&s->stats_mu);

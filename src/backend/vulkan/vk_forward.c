@@ -100,6 +100,9 @@ typedef struct vk_be {
     int32_t *hrow_of;      /* [n_batch_max] a host-tier row's index among its sub-batch's host rows */
     uint8_t *seen;         /* [n_seq_max] scratch: sequences of the batch already prepared */
     int32_t *xfer_pages;   /* [kv pages] scratch: pages of one move */
+    int32_t *freed;        /* [kv pages] pages freed whose device copy is still to drop (page_event) */
+    int64_t n_freed;
+    uint8_t *is_freed;     /* [kv pages] listed in freed */
     const void **xfer_ptr; /* [xfer_chunk * 2 * n_layer] readbacks of one chunk */
     int xfer_chunk;        /* pages per transfer recording */
     es_threadpool *tp;     /* the host's attention */
@@ -140,7 +143,7 @@ static void vk_be_free(es_backend *be) {
     free(b->L);
     free(b->x_host); free(b->cs_host); free(b->sn_host); free(b->inv_freq); free(b->logits); free(b->xh_host);
     free(b->meta_host); free(b->tab_host); free(b->row_host); free(b->seq_tab); free(b->seq_max);
-    free(b->dev_of); free(b->dev_free); free(b->tier); free(b->hrow_of); free(b->seen); free(b->xfer_pages); free(b->xfer_ptr);
+    free(b->dev_of); free(b->dev_free); free(b->tier); free(b->hrow_of); free(b->seen); free(b->xfer_pages); free(b->freed); free(b->is_freed); free(b->xfer_ptr);
     free(b->att);
     free(b);
 }
@@ -299,10 +302,24 @@ static void dev_drop(vk_be *b, int32_t page) {
     b->dev_of[page] = -1;
 }
 
-/* The pool took or freed a page: whatever the device held for it is stale. */
+/* The pool took a page for new rows: whatever the device held for it is stale. It freed one: the
+ * device copy goes once the operation that freed it is over, since es_seq_keep frees the pages past
+ * the kept path before the device moves rows out of them (flush_freed). */
 static void page_event(void *ud, int32_t page, es_kv_page_event ev) {
-    (void)ev;
-    dev_drop(ud, page);
+    vk_be *b = ud;
+    if (ev == ES_KV_PAGE_TAKEN) dev_drop(b, page);
+    else if (b->dev_of[page] >= 0 && !b->is_freed[page]) { /* listed once: at most every page */
+        b->is_freed[page] = 1;
+        b->freed[b->n_freed++] = page;
+    }
+}
+
+static void flush_freed(vk_be *b) {
+    for (int64_t k = 0; k < b->n_freed; k++) {
+        dev_drop(b, b->freed[k]); /* (a page taken since was dropped then) */
+        b->is_freed[b->freed[k]] = 0;
+    }
+    b->n_freed = 0;
 }
 
 /* Copies whole pages between the tiers (K and V of every layer): up, host rows into device page
@@ -382,6 +399,7 @@ static es_status to_device(vk_be *b, int seq, es_err *err) {
 /* Before a pass: every page of a device-tier sequence of the batch gets a device page (the pages it
  * took for this batch are new: nothing to upload); one that finds none left moves to the host tier. */
 static es_status prepare_tiers(vk_be *b, const es_fwd_plan *p, es_err *err) {
+    flush_freed(b);
     es_status st = ES_OK;
     for (int i = 0; i < p->n && st == ES_OK; i++) {
         const int seq = p->b->seq[i];
@@ -407,6 +425,7 @@ static es_status vk_set_tier(es_backend *be, int seq, es_kv_tier tier, es_err *e
     vk_be *b = (vk_be *)be;
     if (seq < 0 || seq >= b->n_seq_max) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d out of range", seq);
     if (b->tier[seq] == tier) return ES_OK;
+    flush_freed(b);
     return tier == ES_KV_TIER_HOST ? to_host(b, seq, err) : to_device(b, seq, err);
 }
 
@@ -418,6 +437,7 @@ static es_kv_tier vk_tier(const es_backend *be, int seq) {
 static void vk_seq_reset(es_backend *be, int seq) {
     vk_be *b = (vk_be *)be;
     if (seq >= 0 && seq < b->n_seq_max) b->tier[seq] = ES_KV_TIER_DEVICE; /* its pages were freed (page_event) */
+    flush_freed(b);
 }
 
 static void vk_tier_info(const es_backend *be, es_tier_info *out) {
@@ -770,8 +790,13 @@ static es_status move_rows(vk_be *b, const int32_t *src, const int32_t *dst, int
 
 static es_status vk_kv_move(es_backend *be, int seq, const int32_t *src, const int32_t *dst, int n, es_err *err) {
     vk_be *b = (vk_be *)be;
-    if (b->tiered && b->tier[seq] == ES_KV_TIER_HOST) return ES_OK; /* the pool moved its rows itself */
-    return move_rows(b, src, dst, n, err);
+    if (b->tiered && b->tier[seq] == ES_KV_TIER_HOST) {
+        flush_freed(b);
+        return ES_OK; /* the pool moved its rows itself */
+    }
+    const es_status st = move_rows(b, src, dst, n, err);
+    if (b->tiered) flush_freed(b);
+    return st;
 }
 
 static es_status vk_page_copy(es_backend *be, int32_t src, int32_t dst, es_err *err) {
@@ -819,10 +844,12 @@ static es_status init_tiers(vk_be *b, const es_ctx_params *p, es_err *err) {
     b->seen = calloc((size_t)p->n_seq_max, 1);
     b->hrow_of = malloc((size_t)p->n_batch_max * sizeof(int32_t));
     b->xfer_pages = malloc((size_t)pages * sizeof(int32_t));
+    b->freed = malloc((size_t)pages * sizeof(int32_t));
+    b->is_freed = calloc((size_t)pages, 1);
     b->xfer_ptr = malloc((size_t)b->xfer_chunk * 2 * hp->n_layer * sizeof *b->xfer_ptr);
     b->att_floats = es_host_attn_scratch_floats(hp->n_head, hp->n_head_kv, hp->head_dim);
     b->att = malloc((size_t)(p->n_threads > 0 ? p->n_threads : 1) * b->att_floats * sizeof(float));
-    if (!b->dev_of || !b->dev_free || !b->tier || !b->seen || !b->hrow_of || !b->xfer_pages || !b->xfer_ptr || !b->att)
+    if (!b->dev_of || !b->dev_free || !b->tier || !b->seen || !b->hrow_of || !b->xfer_pages || !b->freed || !b->is_freed || !b->xfer_ptr || !b->att)
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < pages; i++) b->dev_of[i] = -1;
     for (int64_t i = 0; i < b->n_dev; i++) b->dev_free[i] = (int32_t)(b->n_dev - 1 - i);
