@@ -71,6 +71,42 @@ else
   wait "$pid" 2>/dev/null
 fi
 
+# two KV tiers (APEX): a device tier of two pages under three edges, so their KV lives mostly in host
+# memory and the CPU computes their attention beside the device's work: every edge's text is still
+# the CPU's run, and /metrics reports the tiers and the plans the predictor chose
+page=$(( 5 * 16 * 2 * 32 * 4 )) # stories260K: 5 layers, kv_dim 32 (4 kv heads of 8), f32 rows, 16 slots a page
+"$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --kv-type f32 --device vulkan --device-kv-memory $((2 * page)) \
+  >"$tmp/tserve.out" 2>"$tmp/tserve.err" &
+pid=$!
+pids+=("$pid")
+port=$(wait_line "$tmp/tserve.err" "$pid" "$ES_RE_LISTEN")
+if [ -z "$port" ]; then
+  bad "serve --device-kv-memory did not start: $(head -c 400 "$tmp/tserve.err")"
+else
+  srv=127.0.0.1:$port
+  hport=$(wait_line "$tmp/tserve.err" "$pid" "$ES_RE_HTTP")
+  "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 >"$tmp/t1.out" 2>"$tmp/t1.err" &
+  e1=$!
+  "$bin" edge -d "$models/draft-small.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/t2.out" 2>"$tmp/t2.err" &
+  e2=$!
+  "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/t3.out" 2>"$tmp/t3.err" &
+  e3=$!
+  for k in 1 2 3; do
+    eval "wait \$e$k" && ok || bad "edge $k against serve --device-kv-memory failed: $(head -c 300 "$tmp/t$k.err")"
+    cmp -s "$tmp/t$k.out" "$tmp/ref.txt" && ok || bad "edge $k with two tiers: text differs from run: $(head -c 200 "$tmp/t$k.out")"
+  done
+  curl -s "http://127.0.0.1:$hport/metrics" >"$tmp/tmetrics.txt"
+  has "$tmp/tmetrics.txt" 'edgespec_device_kv_blocks_total 2'
+  grep -q '^edgespec_host_tier_sessions_total [1-9]' "$tmp/tmetrics.txt" && ok || bad "no session in the host tier: $(grep tier "$tmp/tmetrics.txt")"
+  has "$tmp/tmetrics.txt" 'edgespec_plan_steps_total{plan="async_overlap"}'
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+fi
+expect 1 "$bin" serve -m "$target" --port 0 --device-kv-memory 1M
+has "$tmp/err" "needs the target on a device"
+expect 2 "$bin" serve -m "$target" --port 0 --device vulkan --device-kv-memory lots
+has "$tmp/err" "--device-kv-memory must be a size"
+
 # quantised weights run on the device too (their tokens may differ from the CPU's int8 path)
 run_json q8 -m "$models/stories260K-q8_0.gguf" -p "$prompt" -n 16 --temp 0 --device vulkan
 
