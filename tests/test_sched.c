@@ -4,6 +4,7 @@
  * protocol errors, a session failing inside a batch without hurting the others, seeded sampling
  * reproducible, and one threaded run (es_sched_run on its own thread, sessions driven from another). */
 #include <cjson/cJSON.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -1142,6 +1143,7 @@ static void test_early_exit(es_model *target, es_model *draft) {
  * end. Which plans run depends on measured times; that some plan served the host rows does not (the
  * predictor's wait bound). */
 static void test_tiers(es_model *draft) {
+    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE); /* keep lavapipe loaded past vkDestroyInstance (see test_vulkan.c) */
     if (!es_vk_available()) {
         printf("tiers: this build has no Vulkan backend: not run\n");
         return;
