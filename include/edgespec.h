@@ -227,6 +227,7 @@ typedef struct es_tier_info {
     int64_t auto_to_host;           /* of which: a device-tier sequence found no device page left */
     int64_t pages_moved;            /* pages copied between the tiers */
     int64_t hybrid_passes[2];       /* passes with host-tier rows, by es_hybrid_mode */
+    double host_attn_seconds;       /* wall time of the host tier's attention (K/V stores included) */
 } es_tier_info;
 void es_ctx_tier_info(const es_ctx *ctx, es_tier_info *out);
 

@@ -102,6 +102,26 @@ else
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
 fi
+# bench serve --device-kv-memory: each point with two tiers and as the device-only baseline (clients
+# queue for a session slot), every client's tokens generated in both
+expect 0 "$bin" bench serve -m "$target" --modes ar --clients 3 --n-gen 16 -t 1 --kv-type f32 --device vulkan \
+  --device-kv-memory $((4 * page)) --json
+python3 - "$tmp/out" <<'PY' && ok || bad "bench serve --device-kv-memory --json: $(head -c 600 "$tmp/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+rs = d["results"]
+assert d["device"] == "vulkan" and d["device_kv_memory"] > 0, d
+assert [r["kv"] for r in rs] == ["hybrid", "device_only"], [r["kv"] for r in rs]
+for r in rs:
+    assert r["tokens"] == 3 * 16 and r["errors"] == 0, r
+    assert r["device_sessions"] >= 1
+h = rs[0]
+assert set(h["plans"]) == {"device_only", "asymmetric", "async_overlap"}, h
+assert h["host_tier_sessions"] >= 1 and h["apex_profile"] in ("measured", "preset"), h
+assert sum(h["plans"].values()) >= 1 and h["plans"]["asymmetric"] + h["plans"]["async_overlap"] >= 1, h
+PY
+expect 2 "$bin" bench serve -m "$target" --modes ar --device-kv-memory 1M
+has "$tmp/err" "needs --device vulkan"
 expect 1 "$bin" serve -m "$target" --port 0 --device-kv-memory 1M
 has "$tmp/err" "needs the target on a device"
 expect 2 "$bin" serve -m "$target" --port 0 --device vulkan --device-kv-memory lots

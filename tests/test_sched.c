@@ -1180,14 +1180,15 @@ static void test_tiers(es_model *draft) {
                   (long long)st.plans[1], (long long)st.plans[2]);
         CHECK_MSG(st.tier_moves_to_device > 0, "tiers: no session came back to the device tier");
         CHECK(st.prediction_error_p50 > 0);
+        CHECK_MSG(st.apex_profile == 2, "tiers: the predictor's profile was not measured at start-up (%d)", st.apex_profile);
         check_kv_empty(s, "tiers");
         CHECK_MSG(st.device_kv_blocks_used == 0 && st.host_tier_now == 0, "tiers: %lld device pages, %d host-tier sessions left",
                   (long long)st.device_kv_blocks_used, st.host_tier_now);
         printf("tiers: %lld steps, %lld sessions in the host tier, moves %lld to host (%lld by themselves) / %lld to device, "
-               "plans device_only %lld asymmetric %lld async_overlap %lld, prediction error p50 %.2f\n",
+               "plans device_only %lld asymmetric %lld async_overlap %lld, prediction error p50 %.2f (profile %s)\n",
                (long long)st.steps, (long long)st.host_tier_sessions, (long long)st.tier_moves_to_host, (long long)st.tier_auto_to_host,
                (long long)st.tier_moves_to_device, (long long)st.plans[0], (long long)st.plans[1], (long long)st.plans[2],
-               st.prediction_error_p50);
+               st.prediction_error_p50, st.apex_profile == 2 ? "measured" : "preset");
     }
     free_clients(&h);
     es_sched_free(s);

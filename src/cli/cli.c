@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,39 @@ bool cli_parse_float(const char *s, double lo, double hi, double *out) {
     char *end;
     double v = strtod(s, &end);
     if (errno || *end || !isfinite(v) || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool mul_add(uint64_t *v, uint64_t mul, uint64_t add) {
+    uint64_t t;
+    if (__builtin_mul_overflow(*v, mul, &t) || __builtin_add_overflow(t, add, &t)) return false;
+    *v = t;
+    return true;
+}
+
+/* "1048576", "512K", "512M", "2G", "2GiB", "512mb": bytes, suffixes in powers of 1024. */
+bool cli_parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
+    if (!s || !isdigit((unsigned char)*s)) return false;
+    uint64_t v = 0;
+    const char *p = s;
+    while (isdigit((unsigned char)*p)) {
+        if (!mul_add(&v, 10, (uint64_t)(*p - '0'))) return false;
+        p++;
+    }
+    uint64_t mul = 1;
+    switch (tolower((unsigned char)*p)) {
+    case 'k': mul = 1ull << 10; p++; break;
+    case 'm': mul = 1ull << 20; p++; break;
+    case 'g': mul = 1ull << 30; p++; break;
+    case 't': mul = 1ull << 40; p++; break;
+    default: break;
+    }
+    if (mul > 1 && tolower((unsigned char)*p) == 'i') p++;
+    if (tolower((unsigned char)*p) == 'b') p++;
+    if (*p) return false;
+    if (!mul_add(&v, mul, 0)) return false;
+    if (v < lo || v > hi) return false;
     *out = v;
     return true;
 }

@@ -39,6 +39,9 @@ bool cli_parse_layers(const char *s, int *out, int *n);
 bool cli_exit_layers_in(const char *path, int *out, int *n);
 /* --device: "cpu", "vulkan" (device 0) or "vulkan:N". */
 bool cli_parse_device(const char *s, es_backend_kind *kind, int *index);
+/* A byte count: digits with an optional K, M, G or T (powers of 1024; "KiB", "MB" read alike), within
+ * lo..hi. */
+bool cli_parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 /* --kv-type: "f32", "f16" or "q8_0". */
 bool cli_parse_kv_type(const char *s, es_kv_type *out);
 

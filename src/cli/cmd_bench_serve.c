@@ -16,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ static const char *k_usage_serve =
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
     "               [--sched pipeline,gather] [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S]\n"
-    "               [--server-cpus LIST --edge-cpus LIST] [--json]";
+    "               [--server-cpus LIST --edge-cpus LIST] [--device cpu|vulkan[:N]] [--device-kv-memory SIZE] [--json]";
 
 enum { MODE_AR, MODE_SERVER_SPEC, MODE_EDGE, MODE_EDGE_PROACTIVE, MODE_EDGE_EARLY, MODE_COUNT };
 static const char *k_mode_names[MODE_COUNT] = {"ar", "server-spec", "edge", "edge+proactive", "edge+early"};
@@ -62,7 +63,16 @@ typedef struct bs_opts {
        not on separate devices. Empty: no pinning. */
     cpu_set_t server_cpus, edge_cpus;
     bool pin;
+    es_backend_kind backend; /* where the server's target runs */
+    int device;
+    /* --device-kv-memory: each point twice, the server with two KV tiers (this much on the device,
+       the rest in host memory, APEX) and the device-only baseline (the KV pool this size, clients
+       admitted as their sessions fit: the rest queue, as vLLM's scheduler does) */
+    int64_t device_kv_memory;
 } bs_opts;
+
+enum { KV_ONE, KV_HYBRID, KV_DEVICE_ONLY };
+static const char *k_kv_names[3] = {"one_tier", "hybrid", "device_only"};
 
 typedef struct bs_prompts {
     int32_t **tok;
@@ -79,6 +89,7 @@ typedef struct bs_client {
     const es_model *draft;
     int port;
     int32_t eos;
+    sem_t *gate;            /* device_only: a session slot is taken for each generation (NULL: none) */
     /* out */
     double *itl;            /* samples (s) */
     int n_itl, cap_itl;
@@ -159,8 +170,11 @@ static void *client_main(void *ud) {
         es_edge_stats st;
         c->last_t = -1;
         const int32_t stop[1] = {c->eos};
+        if (c->gate) /* queued until a session's KV fits the device (a finished one gives its slot back) */
+            while (sem_wait(c->gate) != 0) {}
         es_status s = es_edge_generate(e, c->prompts->tok[pi], c->prompts->n[pi], o->n_gen, stop, c->eos >= 0 ? 1 : 0, out,
                                        &st, on_tokens, c, &err);
+        if (c->gate) sem_post(c->gate);
         if (s != ES_OK) {
             snprintf(c->err, sizeof c->err, "%s", err.msg);
             c->errors++;
@@ -207,9 +221,17 @@ static double percentile(double *v, int n, double q) {
 }
 
 /* One (mode, clients) point: a fresh server, N client threads, results as a JSON object. */
-static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, es_model *target, es_model *draft,
+static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_clients, es_model *target, es_model *draft,
                         es_model *server_draft, const bs_prompts *prompts) {
     es_err err = {{0}};
+    /* device_only: as many sessions at once as their whole KV (longest prompt + n_gen) fits */
+    int max_prompt = 1;
+    for (int i = 0; i < prompts->count; i++) max_prompt = prompts->n[i] > max_prompt ? prompts->n[i] : max_prompt;
+    const int64_t per_block = 16 * es_ctx_kv_bytes_per_token(target, o->kv_type);
+    const int64_t per_sess = (int64_t)((max_prompt + o->n_gen + 15) / 16 + 1) * per_block;
+    const int dev_sessions = per_sess > 0 && o->device_kv_memory / per_sess > 0 ? (int)(o->device_kv_memory / per_sess) : 1;
+    sem_t gate;
+    const bool gated = kv == KV_DEVICE_ONLY && sem_init(&gate, 0, (unsigned)dev_sessions) == 0;
     es_server_params sp = es_server_default_params();
     sp.host = "127.0.0.1";
     sp.port = 0;
@@ -221,6 +243,10 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     sp.sched.batch_window_ms = o->batch_window_ms;
     sp.sched.policy = policy;
     sp.sched.kv_type = o->kv_type;
+    sp.sched.backend = o->backend;
+    sp.sched.device = o->device;
+    if (kv == KV_HYBRID) sp.sched.device_kv_memory_bytes = o->device_kv_memory;
+    if (kv == KV_DEVICE_ONLY) sp.sched.kv_memory_bytes = o->device_kv_memory;
     if (o->knee_tokens) sp.sched.knee_tokens = o->knee_tokens;
     if (mode == MODE_EDGE_EARLY) {
         memcpy(sp.sched.exit_layers, o->exit_layers, sizeof o->exit_layers);
@@ -262,6 +288,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
         cl[i].draft = draft;
         cl[i].port = es_server_port(srv);
         cl[i].eos = es_tokenizer_eos(es_model_tokenizer(target));
+        cl[i].gate = gated ? &gate : NULL;
         if (pthread_create(&th[i], NULL, client_main, &cl[i]) != 0) break;
         started++;
     }
@@ -269,6 +296,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     const double wall = cli_now() - t0;
     es_server_get_stats(srv, &s1);
     es_server_free(srv);
+    if (gated) sem_destroy(&gate);
 
     long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0, ef = 0, eagree = 0, ekept = 0;
     int n_leads = 0;
@@ -361,6 +389,21 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int n_clients, e
     cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", tokens ? (server_cost + edge_cost) / tokens * 1e6 : 0);
     cJSON_AddNumberToObject(r, "errors", errors);
     if (first_err) cJSON_AddStringToObject(r, "first_error", first_err);
+    cJSON_AddStringToObject(r, "kv", k_kv_names[kv]);
+    if (kv != KV_ONE) {
+        cJSON_AddNumberToObject(r, "device_kv_memory", (double)o->device_kv_memory);
+        cJSON_AddNumberToObject(r, "device_sessions", dev_sessions); /* what device_only admits at once */
+    }
+    if (kv == KV_HYBRID) {
+        const es_sched_stats *k1 = &s1.sched;
+        cJSON_AddNumberToObject(r, "host_tier_sessions", (double)(k1->host_tier_sessions - s0.sched.host_tier_sessions));
+        cJSON *pl = cJSON_AddObjectToObject(r, "plans");
+        cJSON_AddNumberToObject(pl, "device_only", (double)(k1->plans[0] - s0.sched.plans[0]));
+        cJSON_AddNumberToObject(pl, "asymmetric", (double)(k1->plans[1] - s0.sched.plans[1]));
+        cJSON_AddNumberToObject(pl, "async_overlap", (double)(k1->plans[2] - s0.sched.plans[2]));
+        cJSON_AddNumberToObject(r, "prediction_error_p50", k1->prediction_error_p50);
+        cJSON_AddStringToObject(r, "apex_profile", k1->apex_profile == 2 ? "measured" : "preset");
+    }
     for (int i = 0; i < started; i++) {
         free(cl[i].itl);
         free(cl[i].leads);
@@ -519,6 +562,14 @@ int bench_serve(int argc, char **argv) {
             if (!o.n_scheds) return cli_usage_error("bench", k_usage_serve, "--sched takes pipeline, gather or both, got '%s'", v);
         } else if (!strcmp(a, "--seed")) {
             if (!cli_parse_u64(v, &o.seed)) return cli_usage_error("bench", k_usage_serve, "bad --seed '%s'", v);
+        } else if (!strcmp(a, "--device")) {
+            if (!cli_parse_device(v, &o.backend, &o.device))
+                return cli_usage_error("bench", k_usage_serve, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
+        } else if (!strcmp(a, "--device-kv-memory")) {
+            uint64_t uv;
+            if (!cli_parse_size(v, 1, 1ull << 50, &uv))
+                return cli_usage_error("bench", k_usage_serve, "--device-kv-memory must be a size such as 268435456, 256M or 1G, got '%s'", v);
+            o.device_kv_memory = (int64_t)uv;
         }
         INTOPT("--n-gen", o.n_gen, 1, 100000)
         INTOPT("--prompts-per-client", o.prompts_per_client, 1, 10000)
@@ -541,6 +592,8 @@ int bench_serve(int argc, char **argv) {
 #undef DBLOPT
     }
     if (!o.target_path) return cli_usage_error("bench", k_usage_serve, "-m TARGET is required");
+    if (o.device_kv_memory > 0 && o.backend != ES_BACKEND_VULKAN)
+        return cli_usage_error("bench", k_usage_serve, "--device-kv-memory needs --device vulkan (two KV tiers: device and host memory)");
     if (pinned_opts && pinned_opts != 3)
         return cli_usage_error("bench", k_usage_serve, "--server-cpus and --edge-cpus go together");
     o.pin = pinned_opts == 3;
@@ -565,7 +618,9 @@ int bench_serve(int argc, char **argv) {
     es_err err = {{0}};
     es_model *target = NULL, *draft = NULL, *sdraft = NULL;
     int rc = 1;
-    if (es_model_load(o.target_path, &mp, &target, &err) != ES_OK) return cli_error("bench", "%s: %s", o.target_path, err.msg);
+    es_model_params tmp = mp;
+    if (o.backend == ES_BACKEND_VULKAN) tmp.no_repack = true; /* a device reads the file's layout */
+    if (es_model_load(o.target_path, &tmp, &target, &err) != ES_OK) return cli_error("bench", "%s: %s", o.target_path, err.msg);
     if (!o.n_exit_layers) { /* edge+early: the exit file's layers, else the middle layer (zero-training) */
         if (o.exit_file && (!cli_exit_layers_in(o.exit_file, o.exit_layers, &o.n_exit_layers) || !o.n_exit_layers)) {
             es_model_free(target);
@@ -604,6 +659,9 @@ int bench_serve(int argc, char **argv) {
         cJSON_AddNumberToObject(root, "edge_cpus", CPU_COUNT(&o.edge_cpus));
     }
     cJSON_AddStringToObject(root, "kv_type", es_kv_type_name(o.kv_type));
+    if (o.backend == ES_BACKEND_VULKAN) cJSON_AddNumberToObject(root, "vulkan_device", o.device);
+    cJSON_AddStringToObject(root, "device", o.backend == ES_BACKEND_VULKAN ? "vulkan" : "cpu");
+    if (o.device_kv_memory > 0) cJSON_AddNumberToObject(root, "device_kv_memory", (double)o.device_kv_memory);
     cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
     cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
     cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
@@ -635,16 +693,19 @@ int bench_serve(int argc, char **argv) {
             if (si > 0 && !edge_mode) continue; /* the policy only changes how edge sessions share passes */
             const char *pol = es_sched_policy_name(o.scheds[si]);
             fprintf(stderr, "bench serve: %s (%s) with %d client(s)...\n", k_mode_names[o.modes[mi]], pol, o.clients[ci]);
-            cJSON *r = run_point(&o, o.modes[mi], o.scheds[si], o.clients[ci], target, draft, sdraft, &prompts);
+            for (int kv = o.device_kv_memory > 0 ? KV_HYBRID : KV_ONE; kv <= (o.device_kv_memory > 0 ? KV_DEVICE_ONLY : KV_ONE); kv++) {
+            if (kv != KV_ONE) fprintf(stderr, "bench serve: ... %s\n", k_kv_names[kv]);
+            cJSON *r = run_point(&o, o.modes[mi], o.scheds[si], kv, o.clients[ci], target, draft, sdraft, &prompts);
             if (!r) continue;
             cJSON_AddItemToArray(rows, r);
 #define NUM(k) cJSON_GetNumberValue(cJSON_GetObjectItem(r, k))
             if (!o.json)
-                printf("%-15s %-8s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %6.2f %9.2f\n",
+                printf("%-15s %-8s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %6.2f %9.2f%s%s\n",
                        k_mode_names[o.modes[mi]], edge_mode ? pol : "-", o.clients[ci], NUM("tokens"),
                        NUM("tokens_per_server_compute_s"), NUM("tokens_per_s_wall"), NUM("itl_p50_ms"), NUM("itl_p99_ms"),
                        NUM("ttft_ms"), NUM("acceptance_length"), NUM("proactive_hit_ratio"), NUM("bytes_per_token"),
-                       NUM("server_busy_fraction"), NUM("sessions_per_pass"), NUM("cost_per_1m_tokens_usd"));
+                       NUM("server_busy_fraction"), NUM("sessions_per_pass"), NUM("cost_per_1m_tokens_usd"), kv != KV_ONE ? "  " : "",
+                       kv != KV_ONE ? k_kv_names[kv] : "");
             if (NUM("errors") > 0) {
                 const cJSON *fe = cJSON_GetObjectItem(r, "first_error");
                 fprintf(stderr, "bench serve: %s/%s/%d: %.0f client error(s): %s\n", k_mode_names[o.modes[mi]], pol, o.clients[ci],
@@ -652,6 +713,7 @@ int bench_serve(int argc, char **argv) {
             }
 #undef NUM
             fflush(stdout);
+            }
         }
     if (o.json) {
         char *s = cJSON_PrintUnformatted(root);

@@ -142,38 +142,6 @@ static void print_help(void) {
 }
 
 /* *v = *v * mul + add, false on overflow. */
-static bool mul_add(uint64_t *v, uint64_t mul, uint64_t add) {
-    uint64_t t;
-    if (__builtin_mul_overflow(*v, mul, &t) || __builtin_add_overflow(t, add, &t)) return false;
-    *v = t;
-    return true;
-}
-
-/* "1048576", "512K", "512M", "2G", "2GiB", "512mb": bytes, suffixes in powers of 1024. */
-static bool parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
-    if (!s || !isdigit((unsigned char)*s)) return false;
-    uint64_t v = 0;
-    const char *p = s;
-    while (isdigit((unsigned char)*p)) {
-        if (!mul_add(&v, 10, (uint64_t)(*p - '0'))) return false;
-        p++;
-    }
-    uint64_t mul = 1;
-    switch (tolower((unsigned char)*p)) {
-    case 'k': mul = 1ull << 10; p++; break;
-    case 'm': mul = 1ull << 20; p++; break;
-    case 'g': mul = 1ull << 30; p++; break;
-    case 't': mul = 1ull << 40; p++; break;
-    default: break;
-    }
-    if (mul > 1 && tolower((unsigned char)*p) == 'i') p++;
-    if (tolower((unsigned char)*p) == 'b') p++;
-    if (*p) return false;
-    if (!mul_add(&v, mul, 0)) return false;
-    if (v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
 
 static int g_log_level = 1;
 
@@ -322,6 +290,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     }
     cJSON_AddNumberToObject(o, "prediction_error_p50", k->prediction_error_p50);
     cJSON_AddNumberToObject(o, "prediction_error_p90", k->prediction_error_p90);
+    cJSON_AddStringToObject(o, "apex_profile", k->apex_profile == 2 ? "measured" : k->apex_profile == 1 ? "preset" : "none");
     cJSON *h = cJSON_AddObjectToObject(o, "http");
     if (h) {
         cJSON_AddNumberToObject(h, "requests", (double)st->http.requests);
@@ -400,12 +369,12 @@ int cmd_serve(int argc, char **argv) {
             sp.sched.max_tree_nodes = (int)lv;
         } else if (!strcmp(a, "--kv-memory")) {
             NEED_VALUE();
-            if (!parse_size(v, 1, 1ull << 50, &uv))
+            if (!cli_parse_size(v, 1, 1ull << 50, &uv))
                 return cli_usage_error("serve", k_usage, "--kv-memory must be a size such as 536870912, 512M or 2G, got '%s'", v);
             sp.sched.kv_memory_bytes = (int64_t)uv;
         } else if (!strcmp(a, "--device-kv-memory")) {
             NEED_VALUE();
-            if (!parse_size(v, 1, 1ull << 50, &uv))
+            if (!cli_parse_size(v, 1, 1ull << 50, &uv))
                 return cli_usage_error("serve", k_usage, "--device-kv-memory must be a size such as 268435456, 256M or 1G, got '%s'", v);
             sp.sched.device_kv_memory_bytes = (int64_t)uv;
         } else if (!strcmp(a, "--kv-type")) {
@@ -437,7 +406,7 @@ int cmd_serve(int argc, char **argv) {
             sp.sched.batch_window_ms = dv;
         } else if (!strcmp(a, "--max-frame")) {
             NEED_VALUE();
-            if (!parse_size(v, 4096, 64ull << 20, &uv))
+            if (!cli_parse_size(v, 4096, 64ull << 20, &uv))
                 return cli_usage_error("serve", k_usage, "--max-frame must be a size in 4096..64M bytes, got '%s'", v);
             sp.max_payload = (uint32_t)uv;
         } else if (!strcmp(a, "--drain-timeout")) {
@@ -481,7 +450,7 @@ int cmd_serve(int argc, char **argv) {
             http_host = v;
         } else if (!strcmp(a, "--http-max-body")) {
             NEED_VALUE();
-            if (!parse_size(v, 256, 1ull << 30, &uv))
+            if (!cli_parse_size(v, 256, 1ull << 30, &uv))
                 return cli_usage_error("serve", k_usage, "--http-max-body must be a size in 256..1G bytes, got '%s'", v);
             sp.http_max_body = (size_t)uv;
         } else if (!strcmp(a, "--http-max-connections")) {

@@ -160,6 +160,8 @@ struct es_sched {
     es_apex_step apex_step;  /* and what it was predicted for */
     double apex_pred_s;
     int64_t host_row_bytes;  /* per host row and layer crossing the tiers: q, k, v down, attention up */
+    bool apex_on_cpu;        /* the device runs on this machine's cores (lavapipe): its work and the host's contend */
+    es_tier_info tier_base;  /* the tier counters after the start-up profile */
 };
 
 static double thread_cpu_s(void) {
@@ -305,6 +307,7 @@ static es_status apex_init(es_sched *s, es_err *err) {
     es_err e2 = {{0}};
     bool on_cpu = false;
     if (es_devices(devs, 16, &n, &e2) == ES_OK && s->p.device < n && s->p.device < 16) on_cpu = !strcmp(devs[s->p.device].type, "cpu");
+    s->apex_on_cpu = on_cpu;
     const es_apex_preset *pre = es_apex_preset_find(on_cpu ? "lavapipe" : "a10");
     if (!pre) return es_fail(err, ES_ERR_INTERNAL, "no APEX profile preset");
     /* f32 q, k, v down and the attention output up; q and the output are n_embd wide in the models
@@ -314,31 +317,137 @@ static es_status apex_init(es_sched *s, es_err *err) {
     return es_apex_new(&pre->profile, &s->apex, err);
 }
 
-/* Start-up profile of two tiers: passes of 1..64 rows timed (profile_knee's, run here if the knee
- * is fixed, keeping that knee) give this model's device time per layer t(r) = a + b·r, which
- * replaces the preset's linear part; the preset's attention, host and round-trip terms are scaled
- * by the same factor as its linear part (the preset's shape, this model's scale). The per-plan
- * corrections (es_apex_observe) then learn from every step what this leaves out. */
-static void apex_calibrate(es_sched *s) {
+/* One timed pass of `rows` chain rows appended to sequence sq (positions from its length): seconds,
+ * the best of two (each pass's rows are removed again), or -1 when a pass fails. */
+static double profile_pass(es_sched *s, int sq, int rows) {
+    int32_t tok[64], pos[64], seq[64];
+    int8_t want[64];
+    const int len = es_seq_len(s->ctx, sq);
+    double best = -1;
+    for (int rep = 0; rep < 2; rep++) {
+        for (int i = 0; i < rows; i++) {
+            tok[i] = (int32_t)((i * 7919 + 3) % s->n_vocab);
+            pos[i] = len + i;
+            seq[i] = sq;
+            want[i] = i == rows - 1;
+        }
+        es_batch b = {rows, tok, pos, seq, NULL, want, NULL};
+        es_err e = {{0}};
+        const double t0 = es_now_s();
+        const es_status st = es_decode(s->ctx, &b, &e);
+        const double t = es_now_s() - t0;
+        es_seq_truncate(s->ctx, sq, len, &e);
+        if (st != ES_OK) return -1;
+        if (best < 0 || t < best) best = t;
+    }
+    return best;
+}
+
+/* Prefills sequence sq with n tokens in passes of the batch limit; false when a pass fails. */
+static bool profile_fill(es_sched *s, int sq, int n) {
+    int32_t tok[64], pos[64], seq[64];
+    for (int at = es_seq_len(s->ctx, sq); at < n;) {
+        const int k = imin(imin(64, n - at), s->p.max_batch_tokens);
+        for (int i = 0; i < k; i++) {
+            tok[i] = (int32_t)(((at + i) * 104729 + 11) % s->n_vocab);
+            pos[i] = at + i;
+            seq[i] = sq;
+        }
+        es_batch b = {k, tok, pos, seq, NULL, NULL, NULL};
+        es_err e = {{0}};
+        if (es_decode(s->ctx, &b, &e) != ES_OK) return false;
+        at += k;
+    }
+    return true;
+}
+
+/* Start-up profile of two tiers, measured on this model and device:
+ *  - LINEAR: the passes of 1..64 rows at a near-empty context (profile_knee's, run here when the knee
+ *    is fixed, keeping that knee), per layer;
+ *  - DEV_ATTN: passes of 1 and 8 rows over a context of C and C/2 slots in the device tier, less
+ *    the linear time of as many rows (the difference is the attention over the context);
+ *  - CPU_ATTN: the same passes with the sequence in the host tier, timed by the backend inside its
+ *    host attention (es_tier_info.host_attn_seconds);
+ *  - XFER: the sequence's pages moved to the host tier; SYNC: what a 1-row hybrid pass costs beyond
+ *    its linear work and its host attention.
+ * es_apex_fit turns them into the profile (contend: 1 for a device on the CPU's cores, else 0).
+ * When a measurement fails or the fit refuses the samples, the preset stays, its terms scaled by
+ * the measured linear time (the preset's shape at this model's scale). The per-plan corrections
+ * (es_apex_observe) then learn from every step what the model leaves out. */
+static void apex_calibrate(es_sched *s, bool on_cpu) {
     if (s->cost.n < 2) {
         const int knee = s->knee;
         profile_knee(s);
         s->knee = knee;
     }
     if (s->cost.n < 2 || !(s->cost_a + s->cost_b > 0)) return;
+    const int nl = es_model_n_layer(s->target);
     es_apex_profile pr;
     es_apex_get_profile(s->apex, &pr);
-    const int nl = es_model_n_layer(s->target);
-    const double meas1 = (s->cost_a + s->cost_b) / nl, pre1 = pr.lin_a + pr.lin_b + pr.gatt_a + pr.gatt_b + pr.gatt_c;
-    if (!(pre1 > 0)) return;
-    const double f = meas1 / pre1;
-    pr.gatt_a *= f, pr.gatt_b *= f, pr.gatt_c *= f;
-    pr.catt_a *= f, pr.catt_b *= f, pr.catt_c *= f;
-    pr.sync_s *= f;
-    pr.lin_a = s->cost_a / nl > 0 ? s->cost_a / nl : 0;
-    pr.lin_b = s->cost_b / nl > 0 ? s->cost_b / nl : 0;
+    { /* the preset at this model's scale: the fallback */
+        const double meas1 = (s->cost_a + s->cost_b) / nl, pre1 = pr.lin_a + pr.lin_b + pr.gatt_a + pr.gatt_b + pr.gatt_c;
+        const double f = pre1 > 0 ? meas1 / pre1 : 1;
+        pr.gatt_a *= f, pr.gatt_b *= f, pr.gatt_c *= f;
+        pr.catt_a *= f, pr.catt_b *= f, pr.catt_c *= f;
+        pr.sync_s *= f;
+        pr.lin_a = s->cost_a / nl > 0 ? s->cost_a / nl : 0;
+        pr.lin_b = s->cost_b / nl > 0 ? s->cost_b / nl : 0;
+        es_err e = {{0}};
+        (void)es_apex_set_profile(s->apex, &pr, &e);
+        s->st.apex_profile = 1;
+    }
+    es_apex_sample smp[32];
+    int n = 0;
+    for (int k = 0; k < s->cost.n && n < 8; k++)
+        smp[n++] = (es_apex_sample){ES_APEX_SAMPLE_LINEAR, (int)s->cost.rows[k], 0, 0, s->cost.t[k] / nl};
+    es_tier_info t0, t1;
+    es_ctx_tier_info(s->ctx, &t0); /* the context must fit the device tier, with a page for the rows */
+    const int C = (int)(imin(512, (s->n_ctx - 16) / 2 * 2) < (t0.device_blocks_total - 2) * SCHED_KV_BLOCK
+                            ? imin(512, (s->n_ctx - 16) / 2 * 2) : (t0.device_blocks_total - 2) * SCHED_KV_BLOCK);
+    if (C < 32) return;
     es_err e = {{0}};
-    (void)es_apex_set_profile(s->apex, &pr, &e); /* a profile that fails the check keeps the preset */
+    int sq;
+    if (es_seq_open(s->ctx, &sq, &e) != ES_OK) return;
+    bool ok = profile_fill(s, sq, C);
+    static const int rows_at[2] = {1, 8};
+    for (int half = 0; half < 2 && ok; half++) {
+        const int ctx = half ? C / 2 : C;
+        if (half) es_seq_truncate(s->ctx, sq, ctx, &e);
+        for (int r = 0; r < 2 && ok; r++) { /* the device tier */
+            const int rows = rows_at[r];
+            const double t = profile_pass(s, sq, rows);
+            ok = t > 0;
+            const double att = (t - es_pass_cost_at(&s->cost, rows)) / nl;
+            smp[n++] = (es_apex_sample){ES_APEX_SAMPLE_DEV_ATTN, rows, (int64_t)rows * ctx, 0, att > 0 ? att : 0};
+        }
+        es_ctx_tier_info(s->ctx, &t0);
+        const double m0 = es_now_s();
+        ok = ok && es_seq_set_tier(s->ctx, sq, ES_KV_TIER_HOST, &e) == ES_OK;
+        const double moved = es_now_s() - m0;
+        es_ctx_tier_info(s->ctx, &t1);
+        if (ok && t1.pages_moved > t0.pages_moved)
+            smp[n++] = (es_apex_sample){ES_APEX_SAMPLE_XFER, 0, 0, (t1.pages_moved - t0.pages_moved) * s->kv_bytes_per_block, moved};
+        for (int r = 0; r < 2 && ok; r++) { /* the host tier */
+            const int rows = rows_at[r];
+            es_ctx_tier_info(s->ctx, &t0);
+            const double t = profile_pass(s, sq, rows);
+            es_ctx_tier_info(s->ctx, &t1);
+            ok = t > 0;
+            const double host = (t1.host_attn_seconds - t0.host_attn_seconds) / 2; /* two passes (profile_pass) */
+            smp[n++] = (es_apex_sample){ES_APEX_SAMPLE_CPU_ATTN, rows, (int64_t)rows * ctx, 0, host / nl};
+            if (rows == 1) {
+                const double sync = (t - es_pass_cost_at(&s->cost, 1) - host) / nl;
+                smp[n++] = (es_apex_sample){ES_APEX_SAMPLE_SYNC, 1, 0, 0, sync > 0 ? sync : 0};
+            }
+        }
+        ok = ok && es_seq_set_tier(s->ctx, sq, ES_KV_TIER_DEVICE, &e) == ES_OK;
+    }
+    es_seq_close(s->ctx, sq);
+    if (!ok) return;
+    es_apex_profile fit;
+    if (es_apex_fit(smp, n, &fit, &e) != ES_OK) return;
+    fit.contend = on_cpu ? 1 : 0;
+    if (es_apex_set_profile(s->apex, &fit, &e) == ES_OK) s->st.apex_profile = 2;
 }
 
 static es_status early_init(es_sched *s, es_err *err) {
@@ -468,7 +577,10 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     s->st.kv_bytes_per_block = s->kv_bytes_per_block;
     s->st.pass_row_ratio = 1; /* until a pass is measured */
     if (p.knee_tokens == 0) profile_knee(s);
-    if (s->apex) apex_calibrate(s);
+    if (s->apex) {
+        apex_calibrate(s, s->apex_on_cpu);
+        es_ctx_tier_info(s->ctx, &s->tier_base);
+    }
     *out = s;
     return ES_OK;
 }
@@ -790,9 +902,9 @@ static void reap_locked(es_sched *s) {
         s->st.device_kv_blocks_used = ti.device_blocks_used;
         s->st.device_kv_blocks_total = ti.device_blocks_total;
         s->st.host_tier_now = ti.host_seqs;
-        s->st.tier_moves_to_host = ti.moves_to_host;
-        s->st.tier_moves_to_device = ti.moves_to_device;
-        s->st.tier_auto_to_host = ti.auto_to_host;
+        s->st.tier_moves_to_host = ti.moves_to_host - s->tier_base.moves_to_host; /* (the start-up profile's not counted) */
+        s->st.tier_moves_to_device = ti.moves_to_device - s->tier_base.moves_to_device;
+        s->st.tier_auto_to_host = ti.auto_to_host - s->tier_base.auto_to_host;
         es_apex_stats as;
         es_apex_get_stats(s->apex, &as);
         for (int k = 0; k < ES_PLAN_COUNT; k++) s->st.plans[k] = as.steps[k];
@@ -801,30 +913,40 @@ static void reap_locked(es_sched *s) {
     }
 }
 
-/* Two KV tiers, before a step is planned: a host-tier session whose pages fit the device's free
- * pages (with a page of growth left for every device-tier session) moves back, the one with the
- * longest context first (its attention gains the most); then the predictor picks this step's plan
- * from the rows each tier would bring. One move per step bounds the transfer a step waits for. */
+/* Two KV tiers, at the start of a step: a host-tier session whose pages fit the device's free pages
+ * (with a page of growth left for every device-tier session) moves back, the one with the longest
+ * context first (its attention gains the most). The candidate is picked under mu and moved outside
+ * it (the copy takes a while; sequences are only closed by this thread, so it stays valid); one
+ * move per step bounds what a step waits for. */
+static void apex_promote(es_sched *s, bool from_run) {
+    if (!s->apex) return;
+    int n_dev_sess = 0, seq = -1, len = -1;
+    pthread_mutex_lock(&s->mu);
+    if (!from_run && s->running) { /* es_sched_step beside es_sched_run: step() refuses it */
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (x->state != SESS_LIVE || x->failed || x->seq < 0) continue;
+        if (es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_DEVICE) n_dev_sess++;
+        else if (es_seq_len(s->ctx, x->seq) > len) seq = x->seq, len = es_seq_len(s->ctx, x->seq);
+    }
+    pthread_mutex_unlock(&s->mu);
+    es_tier_info ti;
+    es_ctx_tier_info(s->ctx, &ti);
+    if (seq < 0 || blocks_for(len + 1) + n_dev_sess + 1 > ti.device_blocks_total - ti.device_blocks_used) return;
+    es_err e = {{0}};
+    (void)es_seq_set_tier(s->ctx, seq, ES_KV_TIER_DEVICE, &e); /* ES_ERR_FULL or a failed copy: it stays on the host */
+}
+
+/* Two KV tiers, before a step is planned (under mu): the predictor picks this step's plan from the
+ * rows each tier would bring. */
 static void apex_plan_locked(es_sched *s) {
     s->skip_host = false;
     s->plan = ES_PLAN_DEVICE_ONLY;
     memset(&s->apex_step, 0, sizeof s->apex_step);
     if (!s->apex) return;
-    es_tier_info ti;
-    es_ctx_tier_info(s->ctx, &ti);
-    int n_dev_sess = 0;
-    sess *best = NULL;
-    for (int i = 0; i < s->n_slots; i++) {
-        sess *x = &s->sess[i];
-        if (x->state != SESS_LIVE || x->failed || x->seq < 0) continue;
-        if (es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_DEVICE) n_dev_sess++;
-        else if (!best || es_seq_len(s->ctx, x->seq) > es_seq_len(s->ctx, best->seq)) best = x;
-    }
-    if (best) {
-        const int64_t need = blocks_for(es_seq_len(s->ctx, best->seq) + 1) + n_dev_sess + 1;
-        es_err e = {{0}};
-        if (need <= ti.device_blocks_total - ti.device_blocks_used) (void)es_seq_set_tier(s->ctx, best->seq, ES_KV_TIER_DEVICE, &e);
-    }
     es_apex_step *st = &s->apex_step;
     st->n_layer = es_model_n_layer(s->target);
     for (int i = 0; i < s->n_slots; i++) {
@@ -843,6 +965,7 @@ static void apex_plan_locked(es_sched *s) {
         }
     }
     st->host_row_bytes = s->host_row_bytes;
+    if (st->host_rows == 0) return; /* every row on the device: the plain pass, nothing to choose or count */
     s->plan = es_apex_step_choose(s->apex, st, &s->apex_pred_s);
     s->skip_host = s->plan == ES_PLAN_DEVICE_ONLY && st->host_rows > 0;
     es_ctx_set_hybrid_mode(s->ctx, s->plan == ES_PLAN_ASYMMETRIC ? ES_HYBRID_ASYMMETRIC : ES_HYBRID_ASYNC_OVERLAP);
@@ -1424,6 +1547,7 @@ static bool has_work_locked(const es_sched *s) {
 static int step(es_sched *s, bool from_run, es_err *err) {
     const double cpu0 = thread_cpu_s();
     double t0 = es_now_s();
+    apex_promote(s, from_run);
     pthread_mutex_lock(&s->mu);
     if (!from_run && s->running) {
         pthread_mutex_unlock(&s->mu);

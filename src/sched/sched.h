@@ -194,6 +194,8 @@ typedef struct es_sched_stats {
     int64_t tier_moves_to_host, tier_moves_to_device, tier_auto_to_host;
     int64_t plans[3];             /* steps with host-tier work, by es_plan: device_only, asymmetric, async_overlap */
     double prediction_error_p50, prediction_error_p90; /* |predicted - measured| / measured step time */
+    int apex_profile;             /* the predictor's profile: 2 measured at start-up, 1 a preset scaled to
+                                     the measured linear time (a measurement failed), 0 none */
     struct {                      /* the same counters by session kind, indexed by es_session_mode */
         int64_t sessions_opened, prompt_tokens, tokens_generated, rounds, drafted, accepted;
         int sessions_active;
