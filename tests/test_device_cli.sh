@@ -85,6 +85,7 @@ if [ -z "$port" ]; then
 else
   srv=127.0.0.1:$port
   hport=$(wait_line "$tmp/tserve.err" "$pid" "$ES_RE_HTTP")
+  has "$tmp/tserve.err" "two KV tiers: 2 pages"
   "$bin" edge -d "$models/draft-mid.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 >"$tmp/t1.out" 2>"$tmp/t1.err" &
   e1=$!
   "$bin" edge -d "$models/draft-small.gguf" --server "$srv" -p "$prompt" -n 48 -t 1 --spec tree >"$tmp/t2.out" 2>"$tmp/t2.err" &

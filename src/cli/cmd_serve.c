@@ -670,6 +670,19 @@ int cmd_serve(int argc, char **argv) {
             sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key || keys.n ? ", api key required" : "",
             tls ? ", TLS" : "", local ? "" : ", reachable from other machines");
     if (sp.sched.backend != ES_BACKEND_CPU) fprintf(stderr, "edgespec serve: the target's forward pass runs on %s\n", devdesc);
+    {
+        es_server_stats ts;
+        es_server_get_stats(srv, &ts);
+        const es_sched_stats *k = &ts.sched;
+        if (k->tiered)
+            fprintf(stderr, "edgespec serve: two KV tiers: %lld pages (%.1f KiB) on the device of %lld in all, host-tier attention on "
+                            "%d thread%s, predictor profile %s; prefix cache off\n",
+                    (long long)k->device_kv_blocks_total, (double)k->device_kv_blocks_total * (double)k->kv_bytes_per_block / 1024.0,
+                    (long long)k->kv_blocks_total, sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s",
+                    k->apex_profile == 2 ? "measured at start-up" : "a preset scaled to this model");
+        else if (sp.sched.device_kv_memory_bytes > 0)
+            fprintf(stderr, "edgespec serve: --device-kv-memory holds the whole KV pool: one tier\n");
+    }
     if (!local && !tls)
         fprintf(stderr, "edgespec serve: warning: listening beyond this machine without TLS: traffic and keys travel in "
                         "clear text (see --tls-cert)\n");

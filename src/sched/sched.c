@@ -580,6 +580,8 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     if (s->apex) {
         apex_calibrate(s, s->apex_on_cpu);
         es_ctx_tier_info(s->ctx, &s->tier_base);
+        s->st.tiered = true;
+        s->st.device_kv_blocks_total = s->tier_base.device_blocks_total;
     }
     *out = s;
     return ES_OK;
