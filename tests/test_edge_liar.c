@@ -8,7 +8,9 @@
  *    way) and the connection dropped, instead of growing its memory without bound;
  *  - OPENED granting 0xFFFFFFFF of 16 tokens, or a context of 4 G positions: a protocol error (the
  *    grant was cast to -1: the edge returned no tokens with stop "length" and status ok);
- *  - an ERROR whose text holds terminal escapes: the message the edge returns has none.
+ *  - an ERROR whose text holds terminal escapes: the message the edge returns has none;
+ *  - EARLY frames out of place (unasked for, a path past the tree, two for one round, a round not
+ *    pending): a protocol error that names it.
  * No case depends on timing: the fake server misbehaves until the edge hangs up (or a cap against
  * hangs, ES_TEST_WAIT_CAP_S, passes). */
 #include <errno.h>
@@ -33,7 +35,14 @@ typedef enum lie {
     LIE_BIG_GRANT,    /* OPENED max_tokens 0xFFFFFFFF */
     LIE_BIG_CTX,      /* OPENED n_ctx 0xFFFFFFFF */
     LIE_ESCAPE,       /* ERROR text with terminal escapes */
+    /* edge mode, protocol version 2: EARLY frames the edge must refuse (a protocol error, never a
+       tree drafted from them) */
+    LIE_EARLY_UNASKED, /* an EARLY to an edge that did not ask for early exits */
+    LIE_EARLY_BADPATH, /* an EARLY whose path names a node past the tree */
+    LIE_EARLY_TWICE,   /* two EARLYs for one round */
+    LIE_EARLY_ROUND,   /* an EARLY for a round that is not pending */
 } lie;
+#define IS_EARLY_LIE(m) ((m) >= LIE_EARLY_UNASKED)
 
 typedef struct fake {
     int lfd, port;
@@ -90,7 +99,7 @@ static void *fake_main(void *arg) {
     if (!read_frame(fd, &h) || h.type != ES_FRAME_HELLO) goto out;
     es_msg_welcome wl;
     memset(&wl, 0, sizeof wl);
-    wl.version = ES_PROTO_VERSION;
+    wl.version = IS_EARLY_LIE(f->mode) ? ES_PROTO_LEVEL_EARLY : ES_PROTO_VERSION;
     snprintf(wl.name, sizeof wl.name, "liar");
     wl.target_fingerprint = es_tokenizer_fingerprint(f->tok);
     wl.n_vocab = (uint32_t)es_tokenizer_n_vocab(f->tok);
@@ -119,6 +128,29 @@ static void *fake_main(void *arg) {
     es_wbuf_init(&w, tx, sizeof tx);
     if (es_proto_put_opened(&w, sid, &op, &err) != ES_OK || !send_wb(fd, &w)) goto out;
     if (f->mode == LIE_BIG_GRANT || f->mode == LIE_BIG_CTX) goto wait_gone;
+    if (IS_EARLY_LIE(f->mode)) {
+        if (!read_frame(fd, &h) || h.type != ES_FRAME_VERIFY) goto out;
+        f->saw_verify = true;
+        es_msg_early em;
+        memset(&em, 0, sizeof em);
+        em.round = f->mode == LIE_EARLY_ROUND ? 7 : 0;
+        em.layer = 2;
+        em.v.n_accepted = 0;
+        em.v.n_tokens = 1;
+        em.v.tokens[0] = em.v.bonus = 5;
+        if (f->mode == LIE_EARLY_BADPATH) { /* node 60 of a tree the edge sent with far fewer */
+            em.v.n_accepted = 1;
+            em.v.path[0] = 60;
+            em.v.n_tokens = 2;
+            em.v.tokens[0] = 5;
+            em.v.tokens[1] = em.v.bonus = 6;
+        }
+        es_wbuf_init(&w, tx, sizeof tx);
+        if (es_proto_put_early(&w, sid, &em, &err) != ES_OK) goto out;
+        if (f->mode == LIE_EARLY_TWICE && es_proto_put_early(&w, sid, &em, &err) != ES_OK) goto out;
+        if (!send_wb(fd, &w)) goto out;
+        goto wait_gone;
+    }
     if (f->mode == LIE_PING_FOREVER) {
         if (!read_frame(fd, &h) || h.type != ES_FRAME_VERIFY) goto out;
         f->saw_verify = true;
@@ -203,6 +235,7 @@ static void quiet_log(void *ud, int level, const char *msg) {
 
 /* Runs one generation against a fake server in `mode`; returns its status, message in err. */
 static es_status run_case(lie mode, es_model *draft, int edge_mode, fake *f, es_edge_stats *st, es_err *err) {
+    const bool early = IS_EARLY_LIE(mode) && mode != LIE_EARLY_UNASKED;
     CHECK(fake_start(f, mode, es_model_tokenizer(draft)));
     es_edge_params p = es_edge_default_params();
     p.host = "127.0.0.1";
@@ -212,6 +245,7 @@ static es_status run_case(lie mode, es_model *draft, int edge_mode, fake *f, es_
     p.io_timeout_s = 0.5;
     p.reconnect_attempts = 0;
     p.log = quiet_log;
+    p.early_exit = early;
     es_edge *e = NULL;
     es_status s = es_edge_connect(&p, &e, err);
     CHECK_MSG(s == ES_OK, "connect to the fake server: %s", err->msg);
@@ -279,6 +313,23 @@ int main(void) {
     s = run_case(LIE_ESCAPE, draft, ES_MODE_AR, &f, &st, &err);
     CHECK_MSG(s != ES_OK && strstr(err.msg, "pwned") && strstr(err.msg, "go away"), "escape: %s (%s)", es_status_str(s), err.msg);
     CHECK_MSG(!has_control(err.msg), "control bytes in the edge's error message");
+
+    /* EARLY frames out of place: a protocol error naming what is wrong, never a draft from them */
+    static const struct { lie mode; const char *what; } early_lies[] = {
+        {LIE_EARLY_UNASKED, "unasked-for EARLY"},
+        {LIE_EARLY_BADPATH, "EARLY frame: verdict path step 0 (node 60)"},
+        {LIE_EARLY_TWICE, "a second EARLY"},
+        {LIE_EARLY_ROUND, "EARLY frame: verdict for round 7"},
+    };
+    for (size_t k = 0; k < sizeof early_lies / sizeof early_lies[0]; k++) {
+        memset(&err, 0, sizeof err);
+        s = run_case(early_lies[k].mode, draft, ES_MODE_EDGE, &f, &st, &err);
+        CHECK(f.saw_verify);
+        CHECK_MSG(s == ES_ERR_PROTOCOL && strstr(err.msg, early_lies[k].what), "EARLY lie %d: %s (%s)", (int)early_lies[k].mode,
+                  es_status_str(s), err.msg);
+        CHECK(st.n_generated == 0);
+        printf("early lie %d: %s\n", (int)early_lies[k].mode, err.msg);
+    }
 
     es_model_free(draft);
     return es_test_finish("test_edge_liar");

@@ -1282,7 +1282,8 @@ static es_status run_edge(gen *g, es_err *err) {
             /* range-checked like the verdict it stands for: a path in this round's tree, a token in
                the vocabulary */
             const es_msg_verdict as_v = {.round = em.round, .v = em.v};
-            if ((s = check_verdict(e, tree, &as_v, round, err)) != ES_OK) return s;
+            if ((s = check_verdict(e, tree, &as_v, round, err)) != ES_OK)
+                return es_fail(err, s, "EARLY frame: %s", err ? err->msg : ""); /* (es_fail formats before it copies) */
             early_seen = true;
             t_early = es_now_s();
             st->early_frames++;

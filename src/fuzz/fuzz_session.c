@@ -5,7 +5,8 @@
  * a tiny model (EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf); each input is a program
  * of operations on up to three in-memory connections: frames built with the proto encoders from input
  * bytes so they are mostly well-formed (HELLO with the right / wrong fingerprint, key or version; OPEN
- * with small prompts, all modes, odd sampling; VERIFY with trees for the session's expected round or a
+ * with small prompts, all modes, odd sampling, early exits asked for on protocol version 1 or 2 (the
+ * server has an exit head at layer 2, so EARLY frames come out and are checked like the rest); VERIFY with trees for the session's expected round or a
  * wrong one; CLOSE; PING; client ERROR), raw garbage frames and bytes, scheduler steps, and EOFs. The
  * server's replies are parsed so VERIFY can follow the rounds the verdicts announce.
  *
@@ -112,7 +113,7 @@ static void put_hello(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap) {
     es_msg_hello h;
     memset(&h, 0, sizeof h);
     h.version_min = 1;
-    h.version_max = (v & 7) == 1 ? 0 : 1; /* no common version */
+    h.version_max = (v & 7) == 1 ? 0 : (v & 0x10) ? ES_PROTO_LEVEL_EARLY : 1; /* 0: no common version; 2: EARLY frames */
     snprintf(h.name, sizeof h.name, "fuzz");
     h.has_draft = (v >> 3) & 1;
     h.draft_fingerprint = (v & 7) == 2 ? g_fz.fingerprint ^ 1 : g_fz.fingerprint;
@@ -143,12 +144,13 @@ static void put_open(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap) {
     m.seed = u8(in);
     const uint8_t ns = u8(in);
     m.n_stop = (uint16_t)(ns % 3);
+    if (ns & 0x40) m.flags |= ES_OPEN_EARLY_EXIT; /* refused below version 2 or outside EDGE mode */
     for (int i = 0; i < m.n_stop; i++) m.stop[i] = (ns & 0x80) ? g_fz.n_vocab : (int32_t)(u8(in) % (unsigned)g_fz.n_vocab);
     const uint8_t pl = u8(in);
     int32_t prompt[40];
     static const char *texts[] = {"Once upon a time", "", "Lily", "\xff\xfe bad utf8"};
     if (pl & 0x80) {
-        m.flags = ES_OPEN_PROMPT_TEXT;
+        m.flags |= ES_OPEN_PROMPT_TEXT;
         m.text = texts[pl % 4];
         m.text_len = (uint32_t)strlen(m.text);
     } else {
@@ -259,6 +261,8 @@ static bool fz_init(void) {
     p.sched.max_batch_tokens = 32;
     p.sched.batch_window_ms = 0;
     p.sched.knee_tokens = 16; /* fixed: no profiling at start-up */
+    p.sched.exit_layers[0] = 2; /* zero-training exit head: EDGE sessions that ask get EARLY frames */
+    p.sched.n_exit_layers = 1;
     if (es_server_test_new(&p, &g_fz.srv, &err) != ES_OK) {
         fprintf(stderr, "fuzz_session: cannot start the test server: %s\n", err.msg);
         return false;
