@@ -151,8 +151,8 @@ typedef struct es_ctx_params {
      * ES_BACKEND_VULKAN: Vulkan device `device` (es_devices); the weights are uploaded at es_ctx_init
      * (they must be in the file's layout: load the model with no_repack; F32, F16, BF16, Q8_0, Q4_0,
      * Q4_K, Q5_K, Q6_K and Q5_0 widened to Q8_0 have kernels), the KV rows live in device memory as
-     * f32 (kv_type f32) or f16 (f16, and q8_0, which has no device kernel), and logits come back for
-     * the rows that ask. n_threads is not used there. */
+     * f32, f16 or q8_0 as kv_type says (q8_0 where kv_dim is a multiple of 64, else f16), and logits
+     * come back for the rows that ask. n_threads is not used there. */
     es_backend_kind backend;
     int device;
     /* Vulkan: enable VK_LAYER_KHRONOS_validation and pass its messages to device_message (tests). */
@@ -167,8 +167,8 @@ typedef struct es_ctx_params {
      * memory, and each sequence's rows are either in device memory (its attention runs there) or in
      * host memory (its attention runs on this machine's cores, n_threads of them, overlapped with the
      * device's work). Sequences start in the device tier; es_seq_set_tier moves them, and a device-tier
-     * sequence that finds no device page left moves to the host tier by itself. Needs kv_type f16 or
-     * f32 (both tiers hold the same rows). */
+     * sequence that finds no device page left moves to the host tier by itself. Both tiers hold the
+     * same rows: kv_type f32, f16, or q8_0 where the device keeps q8_0 (kv_dim a multiple of 64). */
     int64_t device_kv_blocks;
 } es_ctx_params;
 

@@ -119,6 +119,10 @@ es_status es_vk_rows(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_v
 /* Scatters n rows of d f32 values from src into the f16 rows idx[r] of dst (d even; round to nearest
  * as the device converts). */
 es_status es_vk_rows_f16(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d, es_err *err);
+/* Scatters n rows of d f32 values from src into the q8_0 rows idx[r] of dst (GGUF Q8_0 blocks of 32:
+ * an fp16 scale max|x| / 127, int8 values rounded half away from zero, as the CPU quantises; d a
+ * multiple of 64, so every row starts on a 32-bit word); a negative index is skipped. */
+es_status es_vk_rows_q8(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d, es_err *err);
 /* Copies bytes between buffers (regions must not overlap); later kernels and copies see it. */
 es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
                      es_err *err);
@@ -137,6 +141,7 @@ typedef struct es_vk_attn_args {
     int n_head, n_head_kv, head_dim, block_size;
     float scale;
     bool kv_f16; /* the cache rows are f16 (es_vk_rows_f16), else f32 */
+    bool kv_q8;  /* the cache rows are q8_0 (es_vk_rows_q8); kv_f16 ignored */
 } es_vk_attn_args;
 es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err);
 

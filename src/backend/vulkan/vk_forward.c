@@ -37,7 +37,7 @@ typedef struct {
     es_vk_buf *bq, *bk, *bv;         /* qwen2 biases or NULL */
     es_vk_buf *q_norm, *k_norm;      /* qwen3 per-head norm weights (head_dim) or NULL */
     dmat wq, wk, wv, wo, w1, w2, w3;
-    es_vk_buf *k_cache, *v_cache;    /* (kv rows, kv_dim) f16 or f32 (vk_be.kv_f16) */
+    es_vk_buf *k_cache, *v_cache;    /* (kv rows, kv_dim) q8_0, f16 or f32 (vk_be.kv_q8, kv_f16) */
 } dlayer;
 
 /* One sub-batch: rows [r0, r0 + n) of the pass, with its own activations so that the device can run
@@ -75,7 +75,9 @@ typedef struct vk_be {
     es_vk_buf *output_norm;
     dmat output;
     int n_batch_max, n_logits_max, n_ctx, n_seq_max, block_size;
-    bool kv_f16;            /* the cache rows are f16 (kv_type f16 or q8_0), else f32 */
+    bool kv_f16;            /* the cache rows are f16 (kv_type f16, or q8_0 where kv_q8 cannot), else f32 */
+    bool kv_q8;             /* the cache rows are q8_0 (kv_type q8_0, kv_dim a multiple of 64) */
+    size_t row_bytes;       /* one cache row of kv_dim values */
     int64_t tab_cap, anc_cap;
     int64_t part_max;       /* bytes of one weight buffer */
 
@@ -204,7 +206,8 @@ static es_status upload_weights(vk_be *b, es_err *err) {
     const es_model *m = b->model;
     const es_hparams *hp = &m->hp;
     const size_t d = (size_t)hp->n_embd * 4, qd = (size_t)hp->n_head * hp->head_dim * 4, kvd = (size_t)hp->n_head_kv * hp->head_dim * 4;
-    const size_t cache = (size_t)(b->tiered ? b->n_dev : es_kv_blocks_total(b->kv)) * (size_t)b->block_size * (b->kv_f16 ? kvd / 2 : kvd);
+    (void)kvd;
+    const size_t cache = (size_t)(b->tiered ? b->n_dev : es_kv_blocks_total(b->kv)) * (size_t)b->block_size * b->row_bytes;
     es_status st;
     for (int l = 0; l < hp->n_layer; l++) {
         const es_layer *S = &m->layers[l];
@@ -586,9 +589,11 @@ static es_status pre_attention(vk_be *b, vk_sb *sb, const dlayer *L, es_err *err
         return st;
     if ((st = es_vk_rope(vk, sb->q, sb->cs, sb->sn, n, hp->n_head, hd, hp->rope_dim, hp->rope_neox, qd, err)) != ES_OK ||
         (st = es_vk_rope(vk, sb->k, sb->cs, sb->sn, n, hp->n_head_kv, hd, hp->rope_dim, hp->rope_neox, kvd, err)) != ES_OK ||
-        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->k_cache, sb->k, sb->cache_row, n, kvd, err)
+        (st = (b->kv_q8 ? es_vk_rows_q8(vk, L->k_cache, sb->k, sb->cache_row, n, kvd, err)
+               : b->kv_f16 ? es_vk_rows_f16(vk, L->k_cache, sb->k, sb->cache_row, n, kvd, err)
                          : es_vk_rows(vk, L->k_cache, sb->k, sb->cache_row, n, kvd, true, err))) != ES_OK ||
-        (st = (b->kv_f16 ? es_vk_rows_f16(vk, L->v_cache, sb->v, sb->cache_row, n, kvd, err)
+        (st = (b->kv_q8 ? es_vk_rows_q8(vk, L->v_cache, sb->v, sb->cache_row, n, kvd, err)
+               : b->kv_f16 ? es_vk_rows_f16(vk, L->v_cache, sb->v, sb->cache_row, n, kvd, err)
                          : es_vk_rows(vk, L->v_cache, sb->v, sb->cache_row, n, kvd, true, err))) != ES_OK)
         return st;
     if (sb->n_host == 0) return ES_OK;
@@ -610,7 +615,8 @@ static es_status device_attention(vk_be *b, vk_sb *sb, const dlayer *L, es_err *
     const es_vk_attn_args a = {.out = sb->xb, .q = sb->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .meta = sb->meta,
                                .anc = b->anc, .tab = b->tab, .n = sb->n,
                                .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
-                               .block_size = b->block_size, .scale = 1.0f / sqrtf((float)hp->head_dim), .kv_f16 = b->kv_f16};
+                               .block_size = b->block_size, .scale = 1.0f / sqrtf((float)hp->head_dim), .kv_f16 = b->kv_f16,
+                               .kv_q8 = b->kv_q8};
     return es_vk_attention(b->vk, &a, err);
 }
 
@@ -766,7 +772,7 @@ static const float *vk_logits(const es_backend *be, int r) {
  * two tiers). */
 static es_status move_rows(vk_be *b, const int32_t *src, const int32_t *dst, int n, es_err *err) {
     const es_hparams *hp = &b->model->hp;
-    const size_t row = (size_t)hp->n_head_kv * hp->head_dim * (b->kv_f16 ? 2 : 4);
+    const size_t row = b->row_bytes;
     const int bs = b->block_size;
     es_status st = es_vk_begin(b->vk, err);
     if (st != ES_OK) return st;
@@ -835,10 +841,10 @@ static const es_backend_ops vk_tiered_ops = {.name = "vulkan", .forward = vk_for
 static es_status init_tiers(vk_be *b, const es_ctx_params *p, es_err *err) {
     const es_hparams *hp = &b->model->hp;
     const int64_t pages = es_kv_blocks_total(b->kv);
-    const size_t dev_row = (size_t)hp->n_head_kv * hp->head_dim * (b->kv_f16 ? 2 : 4);
+    const size_t dev_row = b->row_bytes;
     if (es_kv_row_bytes(b->kv) != dev_row)
         return es_fail(err, ES_ERR_UNSUPPORTED, "two KV tiers need the same rows in both: kv_type %s keeps %zu bytes per row on the host, "
-                       "the device %zu (use f16 or f32)", es_kv_type_name(p->kv_type), es_kv_row_bytes(b->kv), dev_row);
+                       "the device %zu (use f16 or f32, or q8_0 with kv_dim a multiple of 64)", es_kv_type_name(p->kv_type), es_kv_row_bytes(b->kv), dev_row);
     b->n_dev = p->device_kv_blocks;
     b->xfer_chunk = 16;
     b->dev_of = malloc((size_t)pages * sizeof(int32_t));
@@ -880,9 +886,12 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
     b->n_ctx = p->n_ctx;
     b->n_seq_max = p->n_seq_max;
     b->block_size = es_kv_block_size(kv);
-    /* f16 rows as the host pool keeps them; q8_0 has no device kernel and is kept as f16 there (the
-       nearest size the attention kernel reads) */
-    b->kv_f16 = p->kv_type != ES_KV_F32 && hp->head_dim % 2 == 0;
+    /* the host pool's row type: f32, f16, or q8_0 (GGUF blocks, the same bytes as the host's) where
+       the rows are a whole number of 32-bit words (kv_dim a multiple of 64), else q8_0 is kept as f16 */
+    const int kvd = hp->n_head_kv * hp->head_dim;
+    b->kv_q8 = p->kv_type == ES_KV_Q8_0 && hp->head_dim % 32 == 0 && kvd % 64 == 0;
+    b->kv_f16 = !b->kv_q8 && p->kv_type != ES_KV_F32 && hp->head_dim % 2 == 0;
+    b->row_bytes = b->kv_q8 ? (size_t)kvd / 32 * 34 : (size_t)kvd * (b->kv_f16 ? 2 : 4);
     b->tiered = p->device_kv_blocks > 0 && p->device_kv_blocks < es_kv_blocks_total(kv);
     b->n_sb_alloc = b->tiered ? VK_SB_MAX : 1;
     if (b->tiered) b->base.ops = &vk_tiered_ops;

@@ -131,3 +131,7 @@ es_status es_vk_copy_to_host(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es
     (void)vk, (void)dst, (void)dst_off, (void)src, (void)src_off, (void)bytes;
     return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
 }
+es_status es_vk_rows_q8(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d, es_err *err) {
+    (void)vk, (void)dst, (void)src, (void)idx, (void)n, (void)d;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}

@@ -16,7 +16,7 @@ const char *const es_vk_pipe_shader[ES_VK_PIPE_COUNT] = {
     [ES_VK_PIPE_MM_Q5_K] = "matmul_q5_k", [ES_VK_PIPE_MM_BF16] = "matmul_bf16",
     [ES_VK_PIPE_RMSNORM] = "rmsnorm",
     [ES_VK_PIPE_ROPE] = "rope",           [ES_VK_PIPE_EW] = "ew",             [ES_VK_PIPE_ROWS] = "rows",
-    [ES_VK_PIPE_ATTN] = "attn",           [ES_VK_PIPE_ATTN_F16] = "attn_f16",
+    [ES_VK_PIPE_ATTN] = "attn",           [ES_VK_PIPE_ATTN_F16] = "attn_f16", [ES_VK_PIPE_ATTN_Q8] = "attn_q8",
 };
 
 #define ES_VK_MAX_GROUPS 65535u
@@ -191,9 +191,9 @@ es_status es_vk_swiglu(es_vk *vk, es_vk_buf *g, const es_vk_buf *u, int64_t coun
 
 static es_status rows_op(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d,
                          uint32_t mode, es_err *err) {
-    if (n <= 0 || d <= 0 || (mode == 2 && d % 2))
+    if (n <= 0 || d <= 0 || (mode == 2 && d % 2) || (mode == 3 && d % 64))
         return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: rows op over %lld x %lld", (long long)n, (long long)d);
-    const uint64_t big = (uint64_t)n * d * 4, one = (uint64_t)d * (mode == 2 ? 2 : 4);
+    const uint64_t big = (uint64_t)n * d * 4, one = mode == 3 ? (uint64_t)d / 32 * 34 : (uint64_t)d * (mode == 2 ? 2 : 4);
     es_status st;
     if ((st = need(idx, (uint64_t)n * 4, "row index", err)) != ES_OK || (st = need(mode ? src : dst, big, "rows", err)) != ES_OK ||
         (st = need(mode ? dst : src, one, "rows", err)) != ES_OK)
@@ -201,7 +201,7 @@ static es_status rows_op(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const 
     const uint32_t pc[3] = {(uint32_t)n, (uint32_t)d, mode};
     const es_vk_buf *b[3] = {src, dst, idx};
     uint32_t gx, gy;
-    const uint64_t items = mode == 2 ? (uint64_t)n * (uint64_t)(d / 2) : (uint64_t)n * d;
+    const uint64_t items = mode == 3 ? (uint64_t)n : mode == 2 ? (uint64_t)n * (uint64_t)(d / 2) : (uint64_t)n * d;
     if ((st = split_grid((items + 63) / 64, &gx, &gy, err)) != ES_OK) return st;
     return dispatch(vk, ES_VK_PIPE_ROWS, b, 3, pc, sizeof pc, gx, gy, 1, err);
 }
@@ -213,6 +213,10 @@ es_status es_vk_rows(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_v
 
 es_status es_vk_rows_f16(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d, es_err *err) {
     return rows_op(vk, dst, src, idx, n, d, 2u, err);
+}
+
+es_status es_vk_rows_q8(es_vk *vk, es_vk_buf *dst, const es_vk_buf *src, const es_vk_buf *idx, int64_t n, int64_t d, es_err *err) {
+    return rows_op(vk, dst, src, idx, n, d, 3u, err);
 }
 
 es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
@@ -233,7 +237,8 @@ es_status es_vk_copy(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf 
 
 es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err) {
     if (a->n <= 0 || a->n_head <= 0 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->head_dim <= 0 ||
-        a->head_dim > ES_VK_ATTN_MAX_HEAD_DIM || a->block_size <= 0 || (a->kv_f16 && a->head_dim % 2))
+        a->head_dim > ES_VK_ATTN_MAX_HEAD_DIM || a->block_size <= 0 || (a->kv_f16 && a->head_dim % 2) ||
+        (a->kv_q8 && (a->head_dim % 32 || (a->n_head_kv * a->head_dim) % 64)))
         return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: attention of %d heads (%d kv) of %d", a->n_head, a->n_head_kv, a->head_dim);
     const uint64_t qbytes = (uint64_t)a->n * a->n_head * a->head_dim * 4;
     es_status st;
@@ -248,5 +253,5 @@ es_status es_vk_attention(es_vk *vk, const es_vk_attn_args *a, es_err *err) {
     const es_vk_buf *b[7] = {a->q, a->k_cache, a->v_cache, a->out, a->meta, a->anc, a->tab};
     uint32_t gx, gy;
     if ((st = split_grid((uint64_t)a->n * a->n_head, &gx, &gy, err)) != ES_OK) return st;
-    return dispatch(vk, a->kv_f16 ? ES_VK_PIPE_ATTN_F16 : ES_VK_PIPE_ATTN, b, 7, &pc, sizeof pc, gx, gy, 1, err);
+    return dispatch(vk, a->kv_q8 ? ES_VK_PIPE_ATTN_Q8 : a->kv_f16 ? ES_VK_PIPE_ATTN_F16 : ES_VK_PIPE_ATTN, b, 7, &pc, sizeof pc, gx, gy, 1, err);
 }

@@ -9,15 +9,32 @@
 // each thread adds p · v for its output dimensions (t, t + 64, ...). Nothing is kept per slot beyond
 // the tile, so the scratch does not grow with the context and any context fits.
 // No subgroup operations: reductions go through shared memory, so any subgroup size works.
-// Built twice: f32 cache rows, and with -DKV_F16 f16 rows (two values per 32-bit word; kv_dim and
-// head_dim even).
+// Built three times: f32 cache rows, with -DKV_F16 f16 rows (two values per 32-bit word; kv_dim and
+// head_dim even), with -DKV_Q8 q8_0 rows (kv_dim a multiple of 64, head_dim of 32).
 layout(local_size_x = 64) in;
+layout(push_constant) uniform PC { uint n, n_head, n_head_kv, head_dim, kv_dim, bs; float scale; } pc;
 layout(std430, binding = 0) readonly buffer BQ { float Q[]; };
-#ifdef KV_F16
+#if defined(KV_F16)
 layout(std430, binding = 1) readonly buffer BK { uint K[]; };
 layout(std430, binding = 2) readonly buffer BV { uint V[]; };
 float kval(uint e) { return unpackHalf2x16(K[e >> 1])[e & 1u]; }
 float vval(uint e) { return unpackHalf2x16(V[e >> 1])[e & 1u]; }
+#elif defined(KV_Q8)
+// q8_0 rows (rows.comp mode 3): element e = row · kv_dim + col lives in block col / 32 of the row,
+// an fp16 scale then 32 int8 values; a row is kv_dim / 32 · 34 bytes.
+layout(std430, binding = 1) readonly buffer BK { uint K[]; };
+layout(std430, binding = 2) readonly buffer BV { uint V[]; };
+uint kbyte(uint o) { return (K[o >> 2] >> (8u * (o & 3u))) & 0xffu; }
+uint vbyte(uint o) { return (V[o >> 2] >> (8u * (o & 3u))) & 0xffu; }
+float q8(uint e, bool isk) {
+    const uint row = e / pc.kv_dim, col = e % pc.kv_dim;
+    const uint o = row * (pc.kv_dim / 32u * 34u) + (col >> 5) * 34u;
+    const uint dh = isk ? kbyte(o) | (kbyte(o + 1u) << 8) : vbyte(o) | (vbyte(o + 1u) << 8);
+    const uint qb = isk ? kbyte(o + 2u + (col & 31u)) : vbyte(o + 2u + (col & 31u));
+    return unpackHalf2x16(dh).x * float(int(qb << 24) >> 24);
+}
+float kval(uint e) { return q8(e, true); }
+float vval(uint e) { return q8(e, false); }
 #else
 layout(std430, binding = 1) readonly buffer BK { float K[]; };
 layout(std430, binding = 2) readonly buffer BV { float V[]; };
@@ -28,7 +45,6 @@ layout(std430, binding = 3) writeonly buffer BO { float O[]; };
 layout(std430, binding = 4) readonly buffer BM { int META[]; }; // per row: prefix_len, anc_off, anc_len, tab_off
 layout(std430, binding = 5) readonly buffer BA { int ANC[]; };
 layout(std430, binding = 6) readonly buffer BT { int TAB[]; };
-layout(push_constant) uniform PC { uint n, n_head, n_head_kv, head_dim, kv_dim, bs; float scale; } pc;
 
 #define TILE 64u
 #define MAX_DIMS 4u // output dimensions per thread: head_dim <= 256 (es_vk_attention checks)
