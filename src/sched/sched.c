@@ -915,29 +915,49 @@ static void reap_locked(es_sched *s) {
     }
 }
 
-/* Two KV tiers, at the start of a step: a host-tier session whose pages fit the device's free pages
- * (with a page of growth left for every device-tier session) moves back, the one with the longest
- * context first (its attention gains the most). The candidate is picked under mu and moved outside
- * it (the copy takes a while; sequences are only closed by this thread, so it stays valid); one
- * move per step bounds what a step waits for. */
+/* Two KV tiers: the placement rule. A session belongs in the device tier when its whole context
+ * (prompt + max_tokens, and a page for a draft tree) fits the free device pages beside what the
+ * device-tier sessions will still take before they finish; otherwise in the host tier. New sessions
+ * are placed by it (an empty sequence moves for free), and when device-tier sessions finish the
+ * host-tier session with the longest context that now fits moves up (its attention gains the most).
+ * A session therefore seldom outgrows the device tier; when one does (max_tokens is a bound, a tree
+ * can take a page more), the backend moves it down by itself. */
+static int64_t sess_pages(const sess *x) { return blocks_for(x->n_prompt + x->max_tokens) + 1; }
+
+/* Free device pages less what the device-tier sessions (other than `skip`) will still take; under mu. */
+static int64_t device_room_locked(es_sched *s, const sess *skip) {
+    es_tier_info ti;
+    es_ctx_tier_info(s->ctx, &ti);
+    int64_t room = ti.device_blocks_total - ti.device_blocks_used;
+    for (int i = 0; i < s->n_slots; i++) {
+        const sess *x = &s->sess[i];
+        if (x == skip || x->state != SESS_LIVE || x->failed || x->seq < 0 || es_seq_tier(s->ctx, x->seq) != ES_KV_TIER_DEVICE) continue;
+        const int64_t more = sess_pages(x) - blocks_for(es_seq_len(s->ctx, x->seq));
+        if (more > 0) room -= more;
+    }
+    return room;
+}
+
+/* At the start of a step: the host-tier session with the longest context whose pages fit moves up.
+ * Picked under mu, copied outside it (the copy takes a while; sequences are only closed by this
+ * thread, so it stays valid); one move per step bounds what a step waits for. */
 static void apex_promote(es_sched *s, bool from_run) {
     if (!s->apex) return;
-    int n_dev_sess = 0, seq = -1, len = -1;
+    int seq = -1, len = -1;
     pthread_mutex_lock(&s->mu);
     if (!from_run && s->running) { /* es_sched_step beside es_sched_run: step() refuses it */
         pthread_mutex_unlock(&s->mu);
         return;
     }
+    const int64_t room = device_room_locked(s, NULL);
     for (int i = 0; i < s->n_slots; i++) {
         const sess *x = &s->sess[i];
-        if (x->state != SESS_LIVE || x->failed || x->seq < 0) continue;
-        if (es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_DEVICE) n_dev_sess++;
-        else if (es_seq_len(s->ctx, x->seq) > len) seq = x->seq, len = es_seq_len(s->ctx, x->seq);
+        if (x->state != SESS_LIVE || x->failed || x->seq < 0 || es_seq_tier(s->ctx, x->seq) != ES_KV_TIER_HOST) continue;
+        const int l = es_seq_len(s->ctx, x->seq);
+        if (sess_pages(x) <= room && l > len) seq = x->seq, len = l;
     }
     pthread_mutex_unlock(&s->mu);
-    es_tier_info ti;
-    es_ctx_tier_info(s->ctx, &ti);
-    if (seq < 0 || blocks_for(len + 1) + n_dev_sess + 1 > ti.device_blocks_total - ti.device_blocks_used) return;
+    if (seq < 0) return;
     es_err e = {{0}};
     (void)es_seq_set_tier(s->ctx, seq, ES_KV_TIER_DEVICE, &e); /* ES_ERR_FULL or a failed copy: it stays on the host */
 }
@@ -993,6 +1013,8 @@ static void init_new_locked(es_sched *s) {
         if (x->state != SESS_NEW) continue;
         es_err e = {{0}};
         es_status st = es_seq_open(s->ctx, &x->seq, &e);
+        if (st == ES_OK && s->apex && sess_pages(x) > device_room_locked(s, x)) /* placement: the device has no room */
+            st = es_seq_set_tier(s->ctx, x->seq, ES_KV_TIER_HOST, &e);
         if (st == ES_OK && s->p.prefix_cache) { /* prompt pages computed before: not again */
             x->n_prefilled = es_seq_prefix_adopt(s->ctx, x->seq, x->prompt, x->n_prompt - 1);
             s->st.prefix_hit_tokens += x->n_prefilled;
