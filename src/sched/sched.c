@@ -464,9 +464,8 @@ static es_status early_init(es_sched *s, es_err *err) {
     return es_ctx_set_exit_hook(s->ctx, &s->exit_layer, 1, early_hook, s, err);
 }
 
-es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
-    *out = NULL;
-    if (!target || !params) return es_fail(err, ES_ERR_INVALID_ARG, "scheduler: null target or parameters");
+/* The parameters with defaults filled in and limits checked: the scheduler's one validation of them. */
+static es_status resolve_params(const es_model *target, const es_sched_params *params, es_sched_params *out, es_err *err) {
     es_sched_params p = *params;
     const es_sched_params dflt = es_sched_default_params();
     if (p.n_threads <= 0) p.n_threads = dflt.n_threads;
@@ -489,7 +488,16 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     p.max_tree_nodes = imin(imin(p.max_tree_nodes, ES_SPEC_MAX_NODES), p.max_batch_tokens - 1);
     if (p.prefill_chunk > p.max_batch_tokens) p.prefill_chunk = p.max_batch_tokens;
     if (p.max_new_tokens <= 0 || p.max_new_tokens > p.n_ctx) p.max_new_tokens = p.n_ctx;
+    *out = p;
+    return ES_OK;
+}
 
+es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
+    *out = NULL;
+    if (!target || !params) return es_fail(err, ES_ERR_INVALID_ARG, "scheduler: null target or parameters");
+    es_sched_params p;
+    es_status st = resolve_params(target, params, &p, err);
+    if (st != ES_OK) return st;
     es_sched *s = calloc(1, sizeof *s);
     if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     s->p = p;
@@ -534,7 +542,6 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     cp.kv_type = p.kv_type;
     cp.backend = p.backend;
     cp.device = p.device;
-    es_status st = ES_OK;
     if (p.device_kv_memory_bytes > 0) { /* two tiers: the device holds part of the pool */
         if (p.backend != ES_BACKEND_VULKAN)
             st = es_fail(err, ES_ERR_INVALID_ARG, "a device KV budget needs the target on a device (--device vulkan)");
@@ -660,10 +667,31 @@ static int64_t kv_available_locked(es_sched *s) {
     return avail;
 }
 
-es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const int32_t *prompt, int n_prompt,
-                        int *max_tokens_granted, es_err *err) {
-    if (max_tokens_granted) *max_tokens_granted = 0;
-    if (!s || !sp) return es_fail(err, ES_ERR_INVALID_ARG, "null scheduler or session parameters");
+/* Admission, under mu: a free slot, a session count under max_sessions, and KV pages for the prompt
+ * (in either tier: the host pool is the whole budget). *slot: where the session goes. */
+static es_status admit_locked(es_sched *s, uint64_t id, int n_prompt, sess **slot, es_err *err) {
+    int live = 0;
+    *slot = NULL;
+    for (int i = 0; i < s->n_slots; i++) {
+        sess *x = &s->sess[i];
+        if (x->state == SESS_NEW || x->state == SESS_LIVE) live++;
+        else if (x->state == SESS_FREE && !*slot) *slot = x;
+    }
+    if (find_locked(s, id)) return es_fail(err, ES_ERR_INVALID_ARG, "the session is already open");
+    if (live >= s->p.max_sessions) return es_fail(err, ES_ERR_BUSY, "all %d sessions are in use", s->p.max_sessions);
+    if (!*slot) /* sessions closed during a long step: the step frees them when it ends */
+        return es_fail(err, ES_ERR_BUSY, "%d closed sessions are still being released; retry shortly", s->n_slots - live);
+    const int64_t need = blocks_for(n_prompt) + 1, avail = kv_available_locked(s);
+    if (need > avail)
+        return es_fail(err, ES_ERR_BUSY, "the KV pool has %lld free pages, the prompt needs %lld", (long long)(avail > 0 ? avail : 0),
+                       (long long)need);
+    return ES_OK;
+}
+
+/* The one validation of a session's request (the server and the HTTP front end rely on it): mode,
+ * prompt, limits, stop tokens, rule and sampling values. *rule_out: the verifier's rule. */
+static es_status check_open(const es_sched *s, const es_sched_session_params *sp, const int32_t *prompt, int n_prompt,
+                            int *rule_out, es_err *err) {
     if (sp->mode != ES_MODE_EDGE && sp->mode != ES_MODE_AR && sp->mode != ES_MODE_SERVER_SPEC)
         return es_fail(err, ES_ERR_INVALID_ARG, "unknown session mode %d", sp->mode);
     if (sp->mode == ES_MODE_SERVER_SPEC && !s->dctx)
@@ -692,6 +720,17 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     es_status st = es_sampler_init(&sp->sampling, s->n_vocab, &probe, err); /* validates the sampling values */
     es_sampler_free(probe);
     if (st != ES_OK) return es_fail(err, ES_ERR_INVALID_ARG, "%s", err ? err->msg : "bad sampling parameters");
+    *rule_out = rule;
+    return ES_OK;
+}
+
+es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const int32_t *prompt, int n_prompt,
+                        int *max_tokens_granted, es_err *err) {
+    if (max_tokens_granted) *max_tokens_granted = 0;
+    if (!s || !sp) return es_fail(err, ES_ERR_INVALID_ARG, "null scheduler or session parameters");
+    int rule = 0;
+    es_status st = check_open(s, sp, prompt, n_prompt, &rule, err);
+    if (st != ES_OK) return st;
 
     int max_tokens = imin(sp->max_tokens, s->p.max_new_tokens);
     if (n_prompt >= s->n_ctx || max_tokens > s->n_ctx - n_prompt) {
@@ -720,24 +759,8 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     memcpy(pcopy, prompt, (size_t)n_prompt * sizeof(int32_t));
 
     pthread_mutex_lock(&s->mu);
-    int live = 0;
     sess *slot = NULL;
-    for (int i = 0; i < s->n_slots; i++) {
-        sess *x = &s->sess[i];
-        if (x->state == SESS_NEW || x->state == SESS_LIVE) live++;
-        else if (x->state == SESS_FREE && !slot) slot = x;
-    }
-    if (find_locked(s, sp->id)) st = es_fail(err, ES_ERR_INVALID_ARG, "the session is already open");
-    else if (live >= s->p.max_sessions)
-        st = es_fail(err, ES_ERR_BUSY, "all %d sessions are in use", s->p.max_sessions);
-    else if (!slot) /* sessions closed during a long step: the step frees them when it ends */
-        st = es_fail(err, ES_ERR_BUSY, "%d closed sessions are still being released; retry shortly", s->n_slots - live);
-    else {
-        const int64_t need = blocks_for(n_prompt) + 1, avail = kv_available_locked(s);
-        if (need > avail)
-            st = es_fail(err, ES_ERR_BUSY, "the KV pool has %lld free pages, the prompt needs %lld", (long long)(avail > 0 ? avail : 0),
-                         (long long)need);
-    }
+    st = admit_locked(s, sp->id, n_prompt, &slot, err);
     if (st != ES_OK) {
         if (st == ES_ERR_BUSY) s->st.sessions_refused++;
         pthread_mutex_unlock(&s->mu);
@@ -1568,15 +1591,17 @@ static bool has_work_locked(const es_sched *s) {
 
 /* One step. from_run: called by es_sched_run (the batch window applies); otherwise by es_sched_step,
  * which is refused while a run loop is active (one compute thread at a time). */
-static int step(es_sched *s, bool from_run, es_err *err) {
-    const double cpu0 = thread_cpu_s();
-    double t0 = es_now_s();
-    apex_promote(s, from_run);
-    pthread_mutex_lock(&s->mu);
-    if (!from_run && s->running) {
-        pthread_mutex_unlock(&s->mu);
-        return -(int)es_fail(err, ES_ERR_INVALID_ARG, "es_sched_step while es_sched_run is active");
-    }
+/* What one step did, for its accounting. */
+typedef struct step_result {
+    int rows, max_rows;   /* rows in its passes; the largest pass */
+    double pass_s;        /* the batched pass's wall time (0: none, or it failed and sessions ran alone) */
+    double draft_s;       /* server-spec drafting */
+    int n_pass, n_pass_edge; /* sessions in its passes; of them, edge sessions with a round */
+} step_result;
+
+/* The step's work, under mu: new sessions set up, the edge group due or a gathering wait, the plan
+ * (APEX's and the rows), the wait measured. Returns the plan's start time; *t0 moves past a wait. */
+static double gather_locked(es_sched *s, bool from_run, double *t0) {
     s->stepping = true;
     s->step_tid = pthread_self();
     s->n_order = 0;
@@ -1586,8 +1611,8 @@ static int step(es_sched *s, bool from_run, es_err *err) {
     regroup_locked(s);
     s->serve_group = -1;
     if (s->p.policy == ES_SCHED_PIPELINE && s->n_groups >= 2) {
-        pick_group_locked(s, from_run && s->p.batch_window_ms > 0, &t0);
-    } else if (from_run && s->p.batch_window_ms > 0 && plan_locked(s, false, t0) < s->p.max_batch_tokens / 4) {
+        pick_group_locked(s, from_run && s->p.batch_window_ms > 0, t0);
+    } else if (from_run && s->p.batch_window_ms > 0 && plan_locked(s, false, *t0) < s->p.max_batch_tokens / 4) {
         /* Gathering (the gather policy, and the pipeline with one group): edge sessions whose verdict
            is out will send their next tree within about one draft + round trip. Wait (up to the
            window) until every one of them has, so their verifications share one pass over the weights
@@ -1597,8 +1622,8 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         while (!s->stop && edge_awaited_locked(s) > 0 && plan_locked(s, false, es_now_s()) < s->p.max_batch_tokens / 4)
             if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0) break; /* window over */
         const double t1 = es_now_s();
-        s->st.idle_seconds += t1 - t0; /* waiting for work, not computing */
-        t0 = t1;
+        s->st.idle_seconds += t1 - *t0; /* waiting for work, not computing */
+        *t0 = t1;
         init_new_locked(s); /* (no reap here: sessions on this step's list must stay until published) */
     }
     apex_plan_locked(s);
@@ -1610,21 +1635,25 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         const double w = t_plan - s->last_end < 0.5 ? t_plan - s->last_end : 0.5;
         s->st.step_wait_s = s->n_waits++ > 0 ? 0.8 * s->st.step_wait_s + 0.2 * w : w;
     }
-    pthread_mutex_unlock(&s->mu);
+    return t_plan;
+}
 
-    /* server-spec trees, drafted for the rows reserved */
-    double draft_s = 0;
+/* Server-spec trees, drafted for the rows reserved. */
+static void draft_trees(es_sched *s, step_result *r) {
     for (int k = 0; k < s->n_order; k++) {
         sess *x = s->order[k];
         if (x->failed || x->mode != ES_MODE_SERVER_SPEC || !x->plan_round) continue;
         es_err e = {{0}};
         const double a = es_now_s();
         es_status st = es_drafter_draft(x->d, x->root, x->plan_round - 1, x->work, &e);
-        draft_s += es_now_s() - a;
+        r->draft_s += es_now_s() - a;
         if (st != ES_OK) fail_sess(x, st, &e);
     }
+}
 
-    /* one batch for everybody */
+/* One batch for everybody; if it fails (the KV pool ran out, say), each session alone, so only the
+ * ones that cannot proceed fail. */
+static void run_passes(es_sched *s, double t_plan, step_result *r) {
     es_batch_builder_clear(&s->bb);
     for (int k = 0; k < s->n_order; k++) {
         sess *x = s->order[k];
@@ -1633,92 +1662,111 @@ static int step(es_sched *s, bool from_run, es_err *err) {
         es_status st = stage_sess(s, x, &e);
         if (st != ES_OK) fail_sess(x, st, &e);
     }
-    int rows = 0, max_rows = 0;
-    double pass_s = 0; /* the batched pass's wall time (0: none, or it failed and sessions ran alone) */
-    if (s->bb.n > 0) {
-        es_err e = {{0}};
-        es_batch b = es_batch_builder_batch(&s->bb);
-        const double t_dec = es_now_s();
-        if (es_decode(s->ctx, &b, &e) == ES_OK) {
-            rows = max_rows = s->bb.n;
-            pass_s = es_now_s() - t_dec;
-            for (int k = 0; k < s->n_order; k++)
-                if (!s->order[k]->failed && s->order[k]->staged_rows > 0) finish_sess(s, s->order[k], t_plan);
-        } else { /* alone, so only the sessions that cannot proceed fail */
-            for (int k = 0; k < s->n_order; k++) {
-                sess *x = s->order[k];
-                if (x->failed) continue;
-                es_batch_builder_clear(&s->bb);
-                es_status st = stage_sess(s, x, &e);
-                if (st == ES_OK && s->bb.n > 0) {
-                    b = es_batch_builder_batch(&s->bb);
-                    st = es_decode(s->ctx, &b, &e);
-                    if (st == ES_OK) {
-                        rows += s->bb.n;
-                        max_rows = imax(max_rows, s->bb.n);
-                        finish_sess(s, x, t_plan);
-                    }
-                }
-                if (st != ES_OK) fail_sess(x, st, &e);
-            }
-        }
+    if (s->bb.n == 0) return;
+    es_err e = {{0}};
+    es_batch b = es_batch_builder_batch(&s->bb);
+    const double t_dec = es_now_s();
+    if (es_decode(s->ctx, &b, &e) == ES_OK) {
+        r->rows = r->max_rows = s->bb.n;
+        r->pass_s = es_now_s() - t_dec;
+        for (int k = 0; k < s->n_order; k++)
+            if (!s->order[k]->failed && s->order[k]->staged_rows > 0) finish_sess(s, s->order[k], t_plan);
+        return;
     }
-
-    int n_pass = 0, n_pass_edge = 0; /* sessions in this step's passes (counted before publishing reaps them) */
     for (int k = 0; k < s->n_order; k++) {
-        const sess *x = s->order[k];
-        n_pass += x->decoded;
-        n_pass_edge += x->decoded && x->mode == ES_MODE_EDGE && x->plan_round;
-    }
-    if (s->apex) {
-        for (int k = 0; k < s->n_order; k++) {
-            sess *x = s->order[k];
-            if (x->decoded && !x->ran_host && x->seq >= 0 && es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_HOST) {
-                x->ran_host = true;
-                s->st.host_tier_sessions++;
+        sess *x = s->order[k];
+        if (x->failed) continue;
+        es_batch_builder_clear(&s->bb);
+        es_status st = stage_sess(s, x, &e);
+        if (st == ES_OK && s->bb.n > 0) {
+            b = es_batch_builder_batch(&s->bb);
+            st = es_decode(s->ctx, &b, &e);
+            if (st == ES_OK) {
+                r->rows += s->bb.n;
+                r->max_rows = imax(r->max_rows, s->bb.n);
+                finish_sess(s, x, t_plan);
             }
         }
-        if (pass_s > 0 && s->apex_step.host_rows > 0) es_apex_observe(s->apex, s->plan, &s->apex_step, s->apex_pred_s, pass_s);
+        if (st != ES_OK) fail_sess(x, st, &e);
     }
+}
+
+/* Two KV tiers, after the passes: sessions that ran in the host tier are counted, the predictor
+ * learns the measured time of the plan it chose. */
+static void apex_after(es_sched *s, const step_result *r) {
+    if (!s->apex) return;
+    for (int k = 0; k < s->n_order; k++) {
+        sess *x = s->order[k];
+        if (x->decoded && !x->ran_host && x->seq >= 0 && es_seq_tier(s->ctx, x->seq) == ES_KV_TIER_HOST) {
+            x->ran_host = true;
+            s->st.host_tier_sessions++;
+        }
+    }
+    if (r->pass_s > 0 && s->apex_step.host_rows > 0) es_apex_observe(s->apex, s->plan, &s->apex_step, s->apex_pred_s, r->pass_s);
+}
+
+/* The step in the stats, under mu: rows, batch sizes, the per-row cost diagnostic, the next group's
+ * turn. */
+static void account_locked(es_sched *s, const step_result *r) {
+    s->last_end = es_now_s(); /* the next step's wait starts here */
+    /* measured / profiled per-row pass time, a diagnostic for the stats (passes of 4+ rows; live
+       batches also attend over each session's prefix, which the profile's fresh sequences do not) */
+    if (r->pass_s > 0 && r->rows >= 4 && s->cost.n >= 2) {
+        const double c1 = s->cost.t[0], pred = es_pass_cost_at(&s->cost, r->rows) - c1;
+        if (pred > 0) {
+            double obs = (r->pass_s - c1) / pred;
+            obs = obs < 0.25 ? 0.25 : obs > 4 ? 4 : obs;
+            s->st.pass_row_ratio = 0.9 * s->st.pass_row_ratio + 0.1 * obs;
+        }
+    }
+    s->st.steps++;
+    s->st.batch_rows += r->rows;
+    if (r->max_rows > s->st.max_batch_rows) s->st.max_batch_rows = r->max_rows;
+    s->st.batch_hist[es_sched_batch_bucket(r->rows)]++;
+    s->st.groups_sum += s->n_groups;
+    s->st.pass_sessions += r->n_pass;
+    s->st.pass_edge_sessions += r->n_pass_edge;
+    /* the next group's turn (a step of prefill or AR rows only leaves the turn where it is) */
+    if (r->n_pass_edge > 0 && s->serve_group >= 0 && s->n_groups > 0) s->due_group = (s->serve_group + 1) % s->n_groups;
+}
+
+/* One step: gather the work → draft server-spec trees → one batched pass → publish the results →
+ * account. Returns the rows computed, or a negative es_status. */
+static int step(es_sched *s, bool from_run, es_err *err) {
+    const double cpu0 = thread_cpu_s();
+    double t0 = es_now_s();
+    apex_promote(s, from_run);
+    pthread_mutex_lock(&s->mu);
+    if (!from_run && s->running) {
+        pthread_mutex_unlock(&s->mu);
+        return -(int)es_fail(err, ES_ERR_INVALID_ARG, "es_sched_step while es_sched_run is active");
+    }
+    const double t_plan = gather_locked(s, from_run, &t0);
+    pthread_mutex_unlock(&s->mu);
+
+    step_result r = {0};
+    draft_trees(s, &r);
+    run_passes(s, t_plan, &r);
+    for (int k = 0; k < s->n_order; k++) { /* counted before publishing reaps them */
+        const sess *x = s->order[k];
+        r.n_pass += x->decoded;
+        r.n_pass_edge += x->decoded && x->mode == ES_MODE_EDGE && x->plan_round;
+    }
+    apex_after(s, &r);
     for (int k = 0; k < s->n_order; k++) publish_sess(s, s->order[k]);
 
     pthread_mutex_lock(&s->mu);
     reap_locked(s); /* finished and failed sessions give their pages back now */
-    if (rows > 0) {
-        s->last_end = es_now_s(); /* the next step's wait starts here */
-        /* How the profiled curve's per-row part compares with real passes (a diagnostic in the
-           stats): the profile times fresh sequences, while live batches also attend over each
-           session's prefix, and on a shared machine get preempted. Passes of 4+ rows only. Not fed
-           back into the hint: in bench serve runs (4-8 edge clients, 2 threads sharing the cores
-           with the edges) it measured 0.8-3.5 from run to run, and scaling the curve by it changed
-           edge / ar by +6 % at 4 clients and -4 % at 8, within the noise. */
-        if (pass_s > 0 && rows >= 4 && s->cost.n >= 2) {
-            const double c1 = s->cost.t[0], pred = es_pass_cost_at(&s->cost, rows) - c1;
-            if (pred > 0) {
-                double obs = (pass_s - c1) / pred;
-                obs = obs < 0.25 ? 0.25 : obs > 4 ? 4 : obs;
-                s->st.pass_row_ratio = 0.9 * s->st.pass_row_ratio + 0.1 * obs;
-            }
-        }
-        s->st.steps++;
-        s->st.batch_rows += rows;
-        if (max_rows > s->st.max_batch_rows) s->st.max_batch_rows = max_rows;
-        s->st.batch_hist[es_sched_batch_bucket(rows)]++;
-        s->st.groups_sum += s->n_groups;
-        s->st.pass_sessions += n_pass;
-        s->st.pass_edge_sessions += n_pass_edge;
-        /* the next group's turn (a step of prefill or AR rows only leaves the turn where it is) */
-        if (n_pass_edge > 0 && s->serve_group >= 0 && s->n_groups > 0) s->due_group = (s->serve_group + 1) % s->n_groups;
-    }
+    if (r.rows > 0) account_locked(s, &r);
     const int worked = s->n_order;
     s->n_order = 0;
-    if (worked > 0 || rows > 0) s->st.busy_seconds += es_now_s() - t0;
-    s->st.draft_seconds += draft_s;
+    if (worked > 0 || r.rows > 0) s->st.busy_seconds += es_now_s() - t0;
+    s->st.draft_seconds += r.draft_s;
     s->caller_cpu += thread_cpu_s() - cpu0;
     s->stepping = false;
     pthread_cond_broadcast(&s->cv); /* es_sched_run may be waiting for this step to end */
     pthread_mutex_unlock(&s->mu);
-    return rows;
+    return r.rows;
 }
 
 int es_sched_step(es_sched *s, es_err *err) { return step(s, false, err); }
