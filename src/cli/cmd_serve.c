@@ -606,7 +606,7 @@ static bool open_http_api(serve_state *s) {
 }
 
 /* The test hooks of `serve`, read from the environment here in the command and never by the library;
- * they are not options because no user should ever need them (README, "Tests never depend on timing"):
+ * they are not options because no user needs them (all the hooks: README, "Test hooks"):
  *  - EDGESPEC_TEST_LOAD_GATE=FILE: with --http-port, the loading phase lasts until FILE exists, so a
  *    test sees /health answer 503 "loading" without assuming how long a load takes;
  *  - EDGESPEC_TEST_PARK_AFTER=N: every session parks after N generated tokens (its KV held, no further
