@@ -53,7 +53,7 @@ struct es_tokenizer {
     uint32_t spec_first[257];
     bool has_user_defined; /* some literal token is USER_DEFINED (matched even without parse_special) */
 
-    int32_t bos, eos, unk, pad;
+    int32_t bos, eos, unk;
     bool add_bos, add_eos, add_space_prefix;
     bool escape_spaces; /* SPM: the vocabulary writes spaces as U+2581 */
     tok_pre pre;

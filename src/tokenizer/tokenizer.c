@@ -238,7 +238,6 @@ static es_status init_body(es_tokenizer *t, const es_vocab_spec *spec, es_err *e
     t->bos = spec->bos;
     t->eos = spec->eos;
     t->unk = spec->unk;
-    t->pad = spec->pad;
     t->add_bos = spec->add_bos;
     t->add_eos = spec->add_eos;
     t->add_space_prefix = spec->kind == ES_TOK_SPM && spec->add_space_prefix;
@@ -326,7 +325,6 @@ int es_tokenizer_n_vocab(const es_tokenizer *t) { return t ? t->n_vocab : 0; }
 int32_t es_tokenizer_bos(const es_tokenizer *t) { return t ? t->bos : -1; }
 int32_t es_tokenizer_eos(const es_tokenizer *t) { return t ? t->eos : -1; }
 int32_t es_tokenizer_unk(const es_tokenizer *t) { return t ? t->unk : -1; }
-int32_t es_tokenizer_pad(const es_tokenizer *t) { return t ? t->pad : -1; }
 bool es_tokenizer_add_bos(const es_tokenizer *t) { return t && t->add_bos; }
 bool es_tokenizer_add_eos(const es_tokenizer *t) { return t && t->add_eos; }
 es_tok_kind es_tokenizer_kind(const es_tokenizer *t) { return t ? t->kind : ES_TOK_SPM; }
