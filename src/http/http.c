@@ -1878,14 +1878,10 @@ static void chat_jinja_init(es_http *h, const char *tmpl) {
     h->jinja_tools = es_chat_jinja_takes_tools(tmpl);
 }
 
-static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
-    *out = NULL;
-    if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
-    if (p->n_ctx < 2) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: context of %d positions", p->n_ctx);
-    if (p->api_key && strlen(p->api_key) > HTTP_MAX_KEY) return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", HTTP_MAX_KEY);
-    if (p->chat_family >= ES_CHAT_FAMILY_COUNT) return es_fail(err, ES_ERR_INVALID_ARG, "unknown chat template family %d", p->chat_family);
-    es_http *h = calloc(1, sizeof *h);
-    if (!h) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+/* h's copy of the parameters (the strings it keeps are copied; the api keys go into h->keys), its
+ * defaults, and the --cors list kept as ",a,b," so that a lookup of ",ORIGIN," matches whole entries
+ * only. */
+static es_status take_params(es_http *h, const es_http_params *p, es_err *err) {
     h->p = *p;
     snprintf(h->model_name, sizeof h->model_name, "%s", p->model_name && *p->model_name ? p->model_name : "edgespec");
     snprintf(h->owned_by, sizeof h->owned_by, "%s", p->owned_by && *p->owned_by ? p->owned_by : "edgespec");
@@ -1895,7 +1891,6 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     if (!(h->p.timeout_s > 0)) h->p.timeout_s = 600;
     if (h->p.max_queue < 0) h->p.max_queue = 0;
     if (p->cors && *p->cors) {
-        /* kept as ",a,b," so that a lookup of ",ORIGIN," matches whole entries only */
         es_str c = {0};
         bool ok = es_str_puts(&c, ",");
         for (const char *q = p->cors; *q && ok; q++)
@@ -1903,7 +1898,6 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
         ok = ok && es_str_puts(&c, ",");
         if (!ok || c.len >= sizeof h->cors) {
             es_str_free(&c);
-            es_http_free(h);
             return es_fail(err, ES_ERR_INVALID_ARG, "--cors: the origin list is longer than %zu bytes", sizeof h->cors - 3);
         }
         snprintf(h->cors, sizeof h->cors, "%s", !strcmp(c.s, ",*,") ? "*" : c.s);
@@ -1913,65 +1907,90 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     es_status kst = ES_OK;
     if (p->api_key && *p->api_key) kst = es_keys_add(&h->keys, p->api_key, err);
     for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&h->keys, p->api_keys[i], err);
-    if (kst != ES_OK) {
-        es_http_free(h);
-        return kst;
-    }
+    if (kst != ES_OK) return kst;
     h->p.api_key = NULL;
     h->p.api_keys = NULL;
     h->p.n_api_keys = 0;
+    return ES_OK;
+}
+
+/* The chat template tmpl (the given one, else the tokenizer's): Jinja when it parses, else the built-in
+ * family its markers name (or the one given); the texts of BOS and EOS the templates see; the
+ * end-of-turn marker, which stops generation when it is one token. */
+static es_status init_chat(es_http *h, const char *tmpl, es_err *err) {
+    const es_http_params *p = &h->p;
     h->bos = es_tokenizer_bos(p->tok);
     h->eos = es_tokenizer_eos(p->tok);
     h->n_vocab = es_tokenizer_n_vocab(p->tok);
-    const char *tmpl = p->chat_template ? p->chat_template : es_tokenizer_chat_template(p->tok);
     h->chat_family = p->chat_family >= 0 ? p->chat_family : (int)es_chat_detect(tmpl);
     h->p.chat_template = NULL; /* not kept: parsed here */
-    if (!(h->bos_text = token_text_dup(p->tok, h->bos)) || !(h->eos_text = token_text_dup(p->tok, h->eos))) {
-        es_http_free(h);
+    if (!(h->bos_text = token_text_dup(p->tok, h->bos)) || !(h->eos_text = token_text_dup(p->tok, h->eos)))
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    }
     if (p->chat_family < 0 && tmpl && *tmpl) chat_jinja_init(h, tmpl);
     h->eot = -1;
     const char *eot = h->jinja ? es_chat_jinja_end_of_turn(tmpl) : es_chat_end_of_turn((es_chat_family)h->chat_family);
-    if (eot) { /* the end-of-turn marker stops generation when it is one token */
+    if (eot) {
         int32_t ids[4];
         int n = 0;
         es_err e2;
         if (es_tokenize(p->tok, eot, strlen(eot), false, true, ids, 4, &n, &e2) == ES_OK && n == 1) h->eot = ids[0];
     }
-    h->next_id = 1;
-    h->salt = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h);
-    h->t_start = es_now_s();
+    return ES_OK;
+}
+
+/* evhttp on the caller's loop, with h's own events (the tick, re-listening, the queue's pump). */
+static es_status init_events(es_http *h, es_err *err) {
+    struct event_base *base = h->p.base;
     es_metrics_init(&h->m);
     h->chunk = evbuffer_new();
-    h->http = evhttp_new(p->base);
-    h->tick = event_new(p->base, -1, EV_PERSIST, tick_cb, h);
-    h->relisten = event_new(p->base, -1, 0, relisten_cb, h);
-    h->pump = event_new(p->base, -1, 0, pump_cb, h);
-    if (!h->chunk || !h->http || !h->tick || !h->relisten || !h->pump) {
-        es_http_free(h);
-        return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    }
+    h->http = evhttp_new(base);
+    h->tick = event_new(base, -1, EV_PERSIST, tick_cb, h);
+    h->relisten = event_new(base, -1, 0, relisten_cb, h);
+    h->pump = event_new(base, -1, 0, pump_cb, h);
+    if (!h->chunk || !h->http || !h->tick || !h->relisten || !h->pump) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     configure(h->http, h->p.max_body, h->p.timeout_s);
     evhttp_set_bevcb(h->http, conn_bev_cb, h);
     evhttp_set_gencb(h->http, handle, h);
-    int fd = p->fd;
+    return ES_OK;
+}
+
+/* evhttp accepts on the caller's socket (p->fd), or on one opened here on host:port. *fd_taken: the
+ * socket is h's (closed by it) from then on. */
+static es_status listen_on(es_http *h, bool *fd_taken, es_err *err) {
+    int fd = h->p.fd;
     if (fd < 0) {
-        es_status st = es_http_listen(p->host, p->port, &fd, NULL, err);
-        if (st != ES_OK) {
-            es_http_free(h);
-            return st;
-        }
+        es_status st = es_http_listen(h->p.host, h->p.port, &fd, NULL, err);
+        if (st != ES_OK) return st;
     }
     *fd_taken = true;
     h->bound = evhttp_accept_socket_with_handle(h->http, fd);
     if (!h->bound) {
         close(fd);
-        es_http_free(h);
         return es_fail(err, ES_ERR_IO, "HTTP API: libevent refused the listening socket");
     }
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(h->bound), accept_error_cb);
     take_port(h, fd);
+    return ES_OK;
+}
+
+static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
+    *out = NULL;
+    if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
+    if (p->n_ctx < 2) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: context of %d positions", p->n_ctx);
+    if (p->api_key && strlen(p->api_key) > HTTP_MAX_KEY) return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", HTTP_MAX_KEY);
+    if (p->chat_family >= ES_CHAT_FAMILY_COUNT) return es_fail(err, ES_ERR_INVALID_ARG, "unknown chat template family %d", p->chat_family);
+    es_http *h = calloc(1, sizeof *h);
+    if (!h) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    h->next_id = 1;
+    h->salt = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h);
+    h->t_start = es_now_s();
+    const char *tmpl = p->chat_template ? p->chat_template : es_tokenizer_chat_template(p->tok);
+    es_status st;
+    if ((st = take_params(h, p, err)) != ES_OK || (st = init_chat(h, tmpl, err)) != ES_OK || (st = init_events(h, err)) != ES_OK ||
+        (st = listen_on(h, fd_taken, err)) != ES_OK) {
+        es_http_free(h);
+        return st;
+    }
     struct timeval one = {1, 0};
     event_add(h->tick, &one);
     hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s%s)", h->port, h->model_name,
@@ -1983,8 +2002,6 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     *out = h;
     return ES_OK;
 }
-
-/* A socket handed over in p->fd is ours from here on: closed on failure. */
 es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
     bool taken = false;
     es_status st = http_start(p, out, &taken, err);
