@@ -500,6 +500,125 @@ done:
     return rc;
 }
 
+/* The client, connected to the server. Unreachable with --fallback local and a draft, it starts with
+ * the draft alone (the generation switches to the server when it answers). False after the error was
+ * printed (with --json, as the result object too). */
+static bool edge_connect(const edge_opts *o, const es_edge_params *p, bool have_draft, es_edge **e) {
+    es_err err = {{0}};
+    if (es_edge_init(p, e, &err) != ES_OK) {
+        cli_error("edge", "%s", err.msg);
+        return false;
+    }
+    const es_status cs = es_edge_reconnect(*e, &err);
+    if (cs == ES_OK) return true;
+    if ((cs == ES_ERR_IO || cs == ES_ERR_TIMEOUT) && p->fallback_local && have_draft) {
+        fprintf(stderr, "edgespec edge: %s:%d: %s; starting with the draft model alone\n", o->host, o->port, err.msg);
+        return true;
+    }
+    cli_error("edge", "%s:%d: %s", o->host, o->port, err.msg);
+    if (o->r.json) print_fail_json(o, mode_name(p), err.msg);
+    return false;
+}
+
+/* The tokens that end the generation: BOS and EOS, the draft's or (without one) the server's. */
+static int stop_tokens(const es_tokenizer *tok, const es_edge *e, int32_t stops[2]) {
+    const es_msg_welcome *wl = es_edge_server_info(e);
+    int n_stop = 0;
+    const int32_t bos = tok ? es_tokenizer_bos(tok) : wl->bos, eos = tok ? es_tokenizer_eos(tok) : wl->eos;
+    if (bos >= 0) stops[n_stop++] = bos;
+    if (eos >= 0 && eos != bos) stops[n_stop++] = eos;
+    return n_stop;
+}
+
+/* --json: the generation as one object; after a failure (s, error) too, with the tokens it had. */
+static void print_result_json(const edge_opts *o, const es_edge_params *p, const es_edge_stats *st, const int32_t *gen,
+                              const char *text, es_status s, const char *error) {
+    const int ng = st->n_generated;
+    const int64_t wire_bytes = st->bytes_sent + st->bytes_received;
+    cJSON *j = cJSON_CreateObject();
+    if (s != ES_OK) cJSON_AddStringToObject(j, "error", error);
+    cJSON_AddStringToObject(j, "server", o->host);
+    cJSON_AddNumberToObject(j, "port", o->port);
+    cJSON_AddStringToObject(j, "mode", mode_name(p));
+    if (o->r.draft_path) cJSON_AddStringToObject(j, "draft", o->r.draft_path);
+    cJSON_AddStringToObject(j, "text", text);
+    cJSON_AddItemToObject(j, "tokens", int_array(gen, ng));
+    cJSON_AddNumberToObject(j, "n_prompt", st->n_prompt);
+    cJSON_AddNumberToObject(j, "n_generated", ng);
+    cJSON_AddStringToObject(j, "stop", stop_name(s != ES_OK ? ES_STOP_ERROR : st->stop));
+    cJSON_AddNumberToObject(j, "temperature", o->r.sp.temperature);
+    cJSON_AddNumberToObject(j, "seed", (double)o->r.sp.seed);
+    cJSON *t = cJSON_AddObjectToObject(j, "timings");
+    cJSON_AddNumberToObject(t, "ttft_ms", st->ttft_s * 1000.0);
+    cJSON_AddNumberToObject(t, "total_s", st->total_s);
+    cJSON_AddNumberToObject(t, "tokens_per_s", st->total_s > 0 ? ng / st->total_s : 0);
+    cJSON *rs = cJSON_AddArrayToObject(t, "resume_ms"); /* per reconnection: server lost -> first token after */
+    for (int k = 0; rs && k < st->n_resumes; k++) cJSON_AddItemToArray(rs, cJSON_CreateNumber(st->resume_s[k] * 1000.0));
+    cJSON *sp = cJSON_AddObjectToObject(j, "spec");
+    cJSON_AddStringToObject(sp, "draft_mode", o->r.spec_mode);
+    cJSON_AddStringToObject(sp, "accept", o->r.accept);
+    cJSON_AddNumberToObject(sp, "rounds", st->rounds);
+    cJSON_AddNumberToObject(sp, "drafted", (double)st->drafted);
+    cJSON_AddNumberToObject(sp, "accepted", (double)st->accepted);
+    cJSON_AddNumberToObject(sp, "acceptance_length", st->rounds ? 1.0 + (double)st->accepted / st->rounds : 0);
+    cJSON_AddNumberToObject(sp, "acceptance_rate", st->drafted ? (double)st->accepted / (double)st->drafted : 0);
+    int maxd = 0;
+    for (int k = 1; k <= ES_SPEC_MAX_PATH; k++)
+        if (st->accepted_at_depth[k]) maxd = k;
+    cJSON *dh = cJSON_AddArrayToObject(sp, "accepted_at_depth");
+    for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)st->accepted_at_depth[k]));
+    cJSON *pa = cJSON_AddObjectToObject(sp, "proactive");
+    cJSON_AddBoolToObject(pa, "enabled", p->mode == ES_MODE_EDGE && o->proactive);
+    cJSON_AddStringToObject(pa, "bet", o->bet == ES_BET_FIRST ? "first" : "best-leaf");
+    cJSON_AddNumberToObject(pa, "attempts", (double)st->proactive_attempts);
+    cJSON_AddNumberToObject(pa, "hits", (double)st->proactive_hits);
+    cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st->proactive_cut);
+    cJSON_AddNumberToObject(pa, "stopped_by_verdict", (double)st->proactive_stopped);
+    cJSON_AddNumberToObject(pa, "hit_ratio", st->proactive_attempts ? (double)st->proactive_hits / (double)st->proactive_attempts : 0);
+    cJSON *ea = cJSON_AddObjectToObject(j, "early");
+    cJSON_AddBoolToObject(ea, "enabled", p->mode == ES_MODE_EDGE && o->early_exit);
+    cJSON_AddNumberToObject(ea, "frames", (double)st->early_frames);
+    cJSON_AddNumberToObject(ea, "agreed", (double)st->early_agreed);
+    cJSON_AddNumberToObject(ea, "kept", (double)st->early_kept);
+    cJSON_AddNumberToObject(ea, "lead_ms_p50", es_edge_early_lead_p50(st));
+    cJSON_AddNumberToObject(sp, "draft_s", st->draft_seconds);
+    cJSON_AddNumberToObject(sp, "wait_s", st->wait_seconds);
+    cJSON *w = cJSON_AddObjectToObject(j, "wire");
+    cJSON_AddNumberToObject(w, "bytes_sent", (double)st->bytes_sent);
+    cJSON_AddNumberToObject(w, "bytes_received", (double)st->bytes_received);
+    cJSON_AddNumberToObject(w, "frames", (double)(st->frames_sent + st->frames_received));
+    cJSON_AddNumberToObject(w, "bytes_per_token", ng ? (double)wire_bytes / ng : 0);
+    cJSON_AddNumberToObject(j, "reconnects", st->reconnects);
+    cJSON_AddNumberToObject(j, "fallback_tokens", st->fallback_tokens);
+    char *js = cJSON_PrintUnformatted(j);
+    if (js) puts(js);
+    free(js);
+    cJSON_Delete(j);
+}
+
+/* Without --json: the text ends its line on stdout, the statistics go to stderr. */
+static void print_result_human(const es_edge_params *p, const es_edge_stats *st) {
+    const int ng = st->n_generated;
+    const double tps = st->total_s > 0 ? ng / st->total_s : 0;
+    const int64_t wire_bytes = st->bytes_sent + st->bytes_received;
+    putchar('\n');
+    fflush(stdout);
+    fprintf(stderr, "edgespec edge: %s mode, prompt %d tokens, generated %d tokens in %.3f s (%.1f tok/s), ttft %.1f ms, stop: %s\n",
+            mode_name(p), st->n_prompt, ng, st->total_s, tps, st->ttft_s * 1000.0, stop_name(st->stop));
+    if (p->mode == ES_MODE_EDGE)
+        fprintf(stderr, "edgespec edge: %d rounds, acceptance length %.2f, rate %.2f, proactive %ld/%ld hits, draft %.3f s, wait %.3f s\n",
+                st->rounds, st->rounds ? 1.0 + (double)st->accepted / st->rounds : 0,
+                st->drafted ? (double)st->accepted / (double)st->drafted : 0, st->proactive_hits, st->proactive_attempts,
+                st->draft_seconds, st->wait_seconds);
+    fprintf(stderr, "edgespec edge: wire %lld bytes sent, %lld received, %.1f bytes/token", (long long)st->bytes_sent,
+            (long long)st->bytes_received, ng ? (double)wire_bytes / ng : 0.0);
+    if (st->reconnects) fprintf(stderr, ", %d reconnects", st->reconnects);
+    if (st->fallback_tokens) fprintf(stderr, ", %d tokens from the draft alone (server gone)", st->fallback_tokens);
+    fputc('\n', stderr);
+}
+
+/* One generation: the draft (when given) tokenises the prompt, the client connects, generates while
+ * the tokens stream out, then reports. */
 int cmd_edge(int argc, char **argv) {
     edge_opts o;
     int rc = parse(argc, argv, &o);
@@ -521,30 +640,10 @@ int cmd_edge(int argc, char **argv) {
     if (o.r.draft_path && !(draft = es_run_load_model("edge", o.r.draft_path, ES_BACKEND_CPU))) goto done;
     const es_tokenizer *tok = draft ? es_model_tokenizer(draft) : NULL;
     if (tok && es_run_tokenize(tok, &o.r, &pr) != 0) goto done;
-
-    es_edge_params p = edge_params(&o, draft);
-    if (es_edge_init(&p, &e, &err) != ES_OK) {
-        cli_error("edge", "%s", err.msg);
-        goto done;
-    }
-    es_status cs = es_edge_reconnect(e, &err);
-    if (cs != ES_OK) {
-        /* unreachable with --fallback local: start with the draft alone; the generation switches to the
-           server when it answers */
-        if ((cs == ES_ERR_IO || cs == ES_ERR_TIMEOUT) && p.fallback_local && draft) {
-            fprintf(stderr, "edgespec edge: %s:%d: %s; starting with the draft model alone\n", o.host, o.port, err.msg);
-        } else {
-            cli_error("edge", "%s:%d: %s", o.host, o.port, err.msg);
-            if (o.r.json) print_fail_json(&o, mode_name(&p), err.msg);
-            goto done;
-        }
-    }
-    const es_msg_welcome *wl = es_edge_server_info(e);
+    const es_edge_params p = edge_params(&o, draft);
+    if (!edge_connect(&o, &p, draft != NULL, &e)) goto done;
     int32_t stops[2];
-    int n_stop = 0;
-    const int32_t bos = tok ? es_tokenizer_bos(tok) : wl->bos, eos = tok ? es_tokenizer_eos(tok) : wl->eos;
-    if (bos >= 0) stops[n_stop++] = bos;
-    if (eos >= 0 && eos != bos) stops[n_stop++] = eos;
+    const int n_stop = stop_tokens(tok, e, stops);
     gen = malloc(((size_t)o.r.n_predict + 1) * sizeof *gen);
     if (!gen) { cli_error("edge", "out of memory"); goto done; }
     sk.have_tok = tok != NULL;
@@ -559,98 +658,11 @@ int cmd_edge(int argc, char **argv) {
     if (s != ES_OK) {
         if (!o.r.json) putchar('\n');
         cli_error("edge", "%s", err.msg);
-        if (!o.r.json) {
-            if (tok) es_run_output_free(&sk.out);
-            goto done;
-        }
     }
-    const int ng = st.n_generated;
-    const double tps = st.total_s > 0 ? ng / st.total_s : 0;
-    const double acc_len = st.rounds ? 1.0 + (double)st.accepted / st.rounds : 0;
-    const double acc_rate = st.drafted ? (double)st.accepted / (double)st.drafted : 0;
-    const double hit_ratio = st.proactive_attempts ? (double)st.proactive_hits / (double)st.proactive_attempts : 0;
-    const int64_t wire_bytes = st.bytes_sent + st.bytes_received;
-    const char *mode = mode_name(&p);
-    if (o.r.json) { /* also after a failure: the tokens it had, and the error */
-        cJSON *j = cJSON_CreateObject();
-        if (s != ES_OK) cJSON_AddStringToObject(j, "error", err.msg);
-        cJSON_AddStringToObject(j, "server", o.host);
-        cJSON_AddNumberToObject(j, "port", o.port);
-        cJSON_AddStringToObject(j, "mode", mode);
-        if (o.r.draft_path) cJSON_AddStringToObject(j, "draft", o.r.draft_path);
-        cJSON_AddStringToObject(j, "text", tok ? es_run_output_utf8(&sk.out) : "");
-        cJSON_AddItemToObject(j, "tokens", int_array(gen, ng));
-        cJSON_AddNumberToObject(j, "n_prompt", st.n_prompt);
-        cJSON_AddNumberToObject(j, "n_generated", ng);
-        cJSON_AddStringToObject(j, "stop", stop_name(s != ES_OK ? ES_STOP_ERROR : st.stop));
-        cJSON_AddNumberToObject(j, "temperature", o.r.sp.temperature);
-        cJSON_AddNumberToObject(j, "seed", (double)o.r.sp.seed);
-        cJSON *t = cJSON_AddObjectToObject(j, "timings");
-        cJSON_AddNumberToObject(t, "ttft_ms", st.ttft_s * 1000.0);
-        cJSON_AddNumberToObject(t, "total_s", st.total_s);
-        cJSON_AddNumberToObject(t, "tokens_per_s", tps);
-        cJSON *rs = cJSON_AddArrayToObject(t, "resume_ms"); /* per reconnection: server lost -> first token after */
-        for (int k = 0; rs && k < st.n_resumes; k++) cJSON_AddItemToArray(rs, cJSON_CreateNumber(st.resume_s[k] * 1000.0));
-        cJSON *sp = cJSON_AddObjectToObject(j, "spec");
-        cJSON_AddStringToObject(sp, "draft_mode", o.r.spec_mode);
-        cJSON_AddStringToObject(sp, "accept", o.r.accept);
-        cJSON_AddNumberToObject(sp, "rounds", st.rounds);
-        cJSON_AddNumberToObject(sp, "drafted", (double)st.drafted);
-        cJSON_AddNumberToObject(sp, "accepted", (double)st.accepted);
-        cJSON_AddNumberToObject(sp, "acceptance_length", acc_len);
-        cJSON_AddNumberToObject(sp, "acceptance_rate", acc_rate);
-        int maxd = 0;
-        for (int k = 1; k <= ES_SPEC_MAX_PATH; k++)
-            if (st.accepted_at_depth[k]) maxd = k;
-        cJSON *dh = cJSON_AddArrayToObject(sp, "accepted_at_depth");
-        for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)st.accepted_at_depth[k]));
-        cJSON *pa = cJSON_AddObjectToObject(sp, "proactive");
-        cJSON_AddBoolToObject(pa, "enabled", p.mode == ES_MODE_EDGE && o.proactive);
-        cJSON_AddStringToObject(pa, "bet", o.bet == ES_BET_FIRST ? "first" : "best-leaf");
-        cJSON_AddNumberToObject(pa, "attempts", (double)st.proactive_attempts);
-        cJSON_AddNumberToObject(pa, "hits", (double)st.proactive_hits);
-        cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st.proactive_cut);
-        cJSON_AddNumberToObject(pa, "stopped_by_verdict", (double)st.proactive_stopped);
-        cJSON_AddNumberToObject(pa, "hit_ratio", hit_ratio);
-        cJSON *ea = cJSON_AddObjectToObject(j, "early");
-        cJSON_AddBoolToObject(ea, "enabled", p.mode == ES_MODE_EDGE && o.early_exit);
-        cJSON_AddNumberToObject(ea, "frames", (double)st.early_frames);
-        cJSON_AddNumberToObject(ea, "agreed", (double)st.early_agreed);
-        cJSON_AddNumberToObject(ea, "kept", (double)st.early_kept);
-        cJSON_AddNumberToObject(ea, "lead_ms_p50", es_edge_early_lead_p50(&st));
-        cJSON_AddNumberToObject(sp, "draft_s", st.draft_seconds);
-        cJSON_AddNumberToObject(sp, "wait_s", st.wait_seconds);
-        cJSON *w = cJSON_AddObjectToObject(j, "wire");
-        cJSON_AddNumberToObject(w, "bytes_sent", (double)st.bytes_sent);
-        cJSON_AddNumberToObject(w, "bytes_received", (double)st.bytes_received);
-        cJSON_AddNumberToObject(w, "frames", (double)(st.frames_sent + st.frames_received));
-        cJSON_AddNumberToObject(w, "bytes_per_token", ng ? (double)wire_bytes / ng : 0);
-        cJSON_AddNumberToObject(j, "reconnects", st.reconnects);
-        cJSON_AddNumberToObject(j, "fallback_tokens", st.fallback_tokens);
-        char *js = cJSON_PrintUnformatted(j);
-        if (js) puts(js);
-        free(js);
-        cJSON_Delete(j);
-        if (s != ES_OK) {
-            if (tok) es_run_output_free(&sk.out);
-            goto done;
-        }
-    } else {
-        putchar('\n');
-        fflush(stdout);
-        fprintf(stderr, "edgespec edge: %s mode, prompt %d tokens, generated %d tokens in %.3f s (%.1f tok/s), ttft %.1f ms, stop: %s\n",
-                mode, st.n_prompt, ng, st.total_s, tps, st.ttft_s * 1000.0, stop_name(st.stop));
-        if (p.mode == ES_MODE_EDGE)
-            fprintf(stderr, "edgespec edge: %d rounds, acceptance length %.2f, rate %.2f, proactive %ld/%ld hits, draft %.3f s, wait %.3f s\n",
-                    st.rounds, acc_len, acc_rate, st.proactive_hits, st.proactive_attempts, st.draft_seconds, st.wait_seconds);
-        fprintf(stderr, "edgespec edge: wire %lld bytes sent, %lld received, %.1f bytes/token", (long long)st.bytes_sent,
-                (long long)st.bytes_received, ng ? (double)wire_bytes / ng : 0.0);
-        if (st.reconnects) fprintf(stderr, ", %d reconnects", st.reconnects);
-        if (st.fallback_tokens) fprintf(stderr, ", %d tokens from the draft alone (server gone)", st.fallback_tokens);
-        fputc('\n', stderr);
-    }
+    if (o.r.json) print_result_json(&o, &p, &st, gen, tok ? es_run_output_utf8(&sk.out) : "", s, err.msg);
+    else if (s == ES_OK) print_result_human(&p, &st);
     if (tok) es_run_output_free(&sk.out);
-    rc = 0;
+    rc = s == ES_OK ? 0 : 1;
 done:
     free(gen);
     free(pr.ids);

@@ -106,13 +106,47 @@ static int read_prompts(const char *path, char **out, int max, int *n) {
     return 0;
 }
 
-int cmd_fit_exit(int argc, char **argv) {
-    const char *model_path = NULL, *out_path = NULL, *prompt_file = NULL;
-    static char default_prompts[4096];
-    int layers[ES_EXIT_MAX], n_layers = 0, n_prompts = 16, n_tokens = 128, threads = 2;
-    uint64_t seed = 1;
-    double temp = 0.8, lambda = 1e-3;
-    bool json = false;
+/* What fit-exit was asked to do. */
+typedef struct fit_opts {
+    const char *model_path, *out_path, *prompt_file;
+    char default_prompts[4096];
+    int layers[ES_EXIT_MAX], n_layers;
+    int n_prompts, n_tokens, threads;
+    uint64_t seed;
+    double temp, lambda;
+    bool json;
+} fit_opts;
+
+/* Everything one fit holds; fit_free releases it. */
+typedef struct fit_run {
+    fit_opts o;
+    es_err err;
+    es_model *m;
+    int nl, d, nv;                 /* the model's layers, embedding width, vocabulary */
+    int n_ctx;                     /* positions of the context (the model's, at most 4096) */
+    es_ctx *ctx;
+    es_sampler *smp;
+    char *prompts[FIT_MAX_PROMPTS];
+    int32_t **texts;               /* [n_texts] prompt + generated tokens, text_len[t] of them */
+    int *text_len, n_texts;
+    es_ridge *ridge[ES_EXIT_MAX];  /* one system per exit layer */
+    es_exit_heads *heads, *zero;   /* calibrated, zero-training */
+    float *W, *B;                  /* every layer's adapter (n_layers, d, d) and bias (n_layers, d) */
+    float *lg;                     /* (FIT_CHUNK, nv) logits of an exit head */
+    int *final_top;                /* [FIT_CHUNK] the final layer's top-1 token per row */
+    int64_t agree_zero[ES_EXIT_MAX], agree_cal[ES_EXIT_MAX], n_held;
+    fit_state fs;
+} fit_run;
+
+/* Reads argv into *o. Returns -1 to go on, else the exit code: 0 after --help, 2 for a usage error. */
+static int parse_options(int argc, char **argv, fit_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_prompts = 16;
+    o->n_tokens = 128;
+    o->threads = 2;
+    o->seed = 1;
+    o->temp = 0.8;
+    o->lambda = 1e-3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has = i + 1 < argc;
@@ -121,315 +155,332 @@ int cmd_fit_exit(int argc, char **argv) {
             print_help();
             return 0;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has) {
-            model_path = argv[++i];
+            o->model_path = argv[++i];
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has) {
-            out_path = argv[++i];
+            o->out_path = argv[++i];
         } else if (!strcmp(a, "--layers") && has) {
-            if (!cli_parse_layers(argv[++i], layers, &n_layers))
+            if (!cli_parse_layers(argv[++i], o->layers, &o->n_layers))
                 return cli_usage_error("fit-exit", k_usage, "--layers wants up to %d distinct positive integers, e.g. 4,8",
                                        ES_EXIT_MAX);
         } else if (!strcmp(a, "--prompt-file") && has) {
-            prompt_file = argv[++i];
+            o->prompt_file = argv[++i];
         } else if (!strcmp(a, "--prompts") && has) {
             if (!cli_parse_long(argv[++i], 2, FIT_MAX_PROMPTS, &v))
                 return cli_usage_error("fit-exit", k_usage, "--prompts must be in 2..%d", FIT_MAX_PROMPTS);
-            n_prompts = (int)v;
+            o->n_prompts = (int)v;
         } else if (!strcmp(a, "--tokens") && has) {
             if (!cli_parse_long(argv[++i], 1, 8192, &v)) return cli_usage_error("fit-exit", k_usage, "--tokens must be in 1..8192");
-            n_tokens = (int)v;
+            o->n_tokens = (int)v;
         } else if (!strcmp(a, "--threads") && has) {
             if (!cli_parse_long(argv[++i], 1, 512, &v)) return cli_usage_error("fit-exit", k_usage, "--threads must be in 1..512");
-            threads = (int)v;
+            o->threads = (int)v;
         } else if (!strcmp(a, "--temp") && has) {
-            if (!cli_parse_float(argv[++i], 0, 10, &temp)) return cli_usage_error("fit-exit", k_usage, "--temp must be in 0..10");
+            if (!cli_parse_float(argv[++i], 0, 10, &o->temp)) return cli_usage_error("fit-exit", k_usage, "--temp must be in 0..10");
         } else if (!strcmp(a, "--lambda") && has) {
-            if (!cli_parse_float(argv[++i], 0, 1e6, &lambda)) return cli_usage_error("fit-exit", k_usage, "--lambda must be in 0..1e6");
+            if (!cli_parse_float(argv[++i], 0, 1e6, &o->lambda)) return cli_usage_error("fit-exit", k_usage, "--lambda must be in 0..1e6");
         } else if (!strcmp(a, "--seed") && has) {
-            if (!cli_parse_u64(argv[++i], &seed)) return cli_usage_error("fit-exit", k_usage, "--seed must be an unsigned integer");
+            if (!cli_parse_u64(argv[++i], &o->seed)) return cli_usage_error("fit-exit", k_usage, "--seed must be an unsigned integer");
         } else if (!strcmp(a, "--json")) {
-            json = true;
+            o->json = true;
         } else {
             return cli_usage_error("fit-exit", k_usage, "unknown or incomplete option '%s'", a);
         }
     }
-    if (!model_path || !out_path || !n_layers) return cli_usage_error("fit-exit", k_usage, "-m, --layers and -o are required");
-    if (!prompt_file) {
-        snprintf(default_prompts, sizeof default_prompts, "%s/../prompts/stories.txt", cli_models_dir());
-        prompt_file = default_prompts;
+    if (!o->model_path || !o->out_path || !o->n_layers) return cli_usage_error("fit-exit", k_usage, "-m, --layers and -o are required");
+    if (!o->prompt_file) {
+        snprintf(o->default_prompts, sizeof o->default_prompts, "%s/../prompts/stories.txt", cli_models_dir());
+        o->prompt_file = o->default_prompts;
     }
+    return -1;
+}
 
-    int rc = 1;
-    es_err err = {{0}};
-    es_model *m = NULL;
-    es_ctx *ctx = NULL;
-    es_sampler *smp = NULL;
-    es_exit_heads *heads = NULL, *zero = NULL; /* calibrated, zero-training */
-    es_ridge *ridge[ES_EXIT_MAX] = {0};
-    es_gguf_writer *w = NULL;
-    char *prompts[FIT_MAX_PROMPTS] = {0};
-    int32_t **texts = NULL;
-    int *text_len = NULL, n_texts = 0;
-    float *W = NULL, *B = NULL, *lg = NULL;
-    int64_t agree_zero[ES_EXIT_MAX] = {0}, agree_cal[ES_EXIT_MAX] = {0}, n_held = 0;
-    fit_state fs = {0};
-
+/* The model (its exit layers checked), the prompts, a context and a sampler. Returns 0, else the
+ * exit code after the error was printed. */
+static int fit_setup(fit_run *r) {
+    const fit_opts *o = &r->o;
     es_model_params mp = es_model_default_params();
     mp.progress = cli_progress;
-    if (es_model_load(model_path, &mp, &m, &err) != ES_OK) {
-        cli_error("fit-exit", "%s: %s", model_path, err.msg);
-        goto done;
-    }
-    const int nl = es_model_n_layer(m), d = es_model_n_embd(m), nv = es_model_n_vocab(m);
-    for (int k = 0; k < n_layers; k++)
-        if (layers[k] >= nl) {
-            rc = cli_usage_error("fit-exit", k_usage, "layer %d: the model has %d layers (exits at 1..%d)", layers[k], nl, nl - 1);
-            goto done;
-        }
-    if (read_prompts(prompt_file, prompts, n_prompts, &n_texts)) goto done;
-    if (n_texts < 2) {
-        cli_error("fit-exit", "%s has %d prompts; at least 2 are needed (one to fit, one held out)", prompt_file, n_texts);
-        goto done;
-    }
-    const es_tokenizer *tok = es_model_tokenizer(m);
-    int n_ctx = es_model_n_ctx_train(m);
-    if (n_ctx > 4096) n_ctx = 4096;
+    if (es_model_load(o->model_path, &mp, &r->m, &r->err) != ES_OK) return cli_error("fit-exit", "%s: %s", o->model_path, r->err.msg);
+    r->nl = es_model_n_layer(r->m);
+    r->d = es_model_n_embd(r->m);
+    r->nv = es_model_n_vocab(r->m);
+    for (int k = 0; k < o->n_layers; k++)
+        if (o->layers[k] >= r->nl)
+            return cli_usage_error("fit-exit", k_usage, "layer %d: the model has %d layers (exits at 1..%d)", o->layers[k], r->nl,
+                                   r->nl - 1);
+    if (read_prompts(o->prompt_file, r->prompts, o->n_prompts, &r->n_texts)) return 1;
+    if (r->n_texts < 2)
+        return cli_error("fit-exit", "%s has %d prompts; at least 2 are needed (one to fit, one held out)", o->prompt_file, r->n_texts);
+    r->n_ctx = es_model_n_ctx_train(r->m);
+    if (r->n_ctx > 4096) r->n_ctx = 4096;
     es_ctx_params cp = es_ctx_default_params();
-    cp.n_threads = threads;
-    cp.n_ctx = n_ctx;
+    cp.n_threads = o->threads;
+    cp.n_ctx = r->n_ctx;
     cp.n_batch_max = FIT_CHUNK;
     cp.kv_type = ES_KV_F32;
     es_sampler_params sp = es_sampler_default_params();
-    sp.temperature = (float)temp;
-    sp.seed = seed;
-    texts = calloc((size_t)n_texts, sizeof *texts);
-    text_len = calloc((size_t)n_texts, sizeof *text_len);
-    if (!texts || !text_len || es_ctx_init(m, &cp, &ctx, &err) != ES_OK || es_sampler_init(&sp, nv, &smp, &err) != ES_OK) {
-        cli_error("fit-exit", "%s", err.msg[0] ? err.msg : "out of memory");
-        goto done;
-    }
+    sp.temperature = (float)o->temp;
+    sp.seed = o->seed;
+    r->texts = calloc((size_t)r->n_texts, sizeof *r->texts);
+    r->text_len = calloc((size_t)r->n_texts, sizeof *r->text_len);
+    if (!r->texts || !r->text_len || es_ctx_init(r->m, &cp, &r->ctx, &r->err) != ES_OK ||
+        es_sampler_init(&sp, r->nv, &r->smp, &r->err) != ES_OK)
+        return cli_error("fit-exit", "%s", r->err.msg[0] ? r->err.msg : "out of memory");
+    return 0;
+}
 
-    /* 1. generate */
-    for (int t = 0; t < n_texts; t++) {
-        cli_progress(NULL, "generating", (double)t / n_texts);
-        int32_t *ids = malloc((size_t)n_ctx * sizeof(int32_t));
-        texts[t] = ids;
-        int n = 0;
-        if (!ids || es_tokenize(tok, prompts[t], strlen(prompts[t]), true, false, ids, n_ctx / 2, &n, &err) != ES_OK) {
-            cli_error("fit-exit", "prompt %d: %s", t + 1, ids ? err.msg : "out of memory");
-            goto done;
-        }
-        if (n > n_ctx / 2) n = n_ctx / 2;
-        if (n == 0) ids[n++] = es_tokenizer_bos(tok) >= 0 ? es_tokenizer_bos(tok) : 0;
-        int s;
-        if (es_seq_open(ctx, &s, &err) != ES_OK) goto fail;
-        es_sampler_reset(smp);
-        int32_t pos[FIT_CHUNK], seq[FIT_CHUNK];
-        for (int i = 0; i < FIT_CHUNK; i++) seq[i] = s;
-        int done_n = 0;
-        while (done_n < n) { /* the prompt, in chunks */
-            const int k = n - done_n < FIT_CHUNK ? n - done_n : FIT_CHUNK;
-            for (int i = 0; i < k; i++) pos[i] = done_n + i;
-            es_batch b = {.n_tokens = k, .token = ids + done_n, .pos = pos, .seq = seq};
-            if (es_decode(ctx, &b, &err) != ES_OK) goto fail;
-            done_n += k;
-        }
-        const int32_t eos = es_tokenizer_eos(tok);
-        int last_row = (n - 1) % FIT_CHUNK;
-        for (int g = 0; g < n_tokens && n < n_ctx; g++) {
-            const int32_t next = es_sampler_sample(smp, es_ctx_logits(ctx, last_row));
-            es_sampler_accept(smp, next);
-            if (next == eos) break;
-            ids[n] = next;
-            pos[0] = n;
-            es_batch b = {.n_tokens = 1, .token = ids + n, .pos = pos, .seq = seq};
-            n++;
-            if (es_decode(ctx, &b, &err) != ES_OK) goto fail;
-            last_row = 0;
-        }
-        text_len[t] = n;
-        es_seq_close(ctx, s);
+/* 1. generate: prompt t (at most half the context), continued for --tokens tokens or to EOS, into
+ * texts[t]. Returns 0, else the exit code after the error was printed. */
+static int generate_text(fit_run *r, int t) {
+    const es_tokenizer *tok = es_model_tokenizer(r->m);
+    const int n_ctx = r->n_ctx;
+    int32_t *ids = malloc((size_t)n_ctx * sizeof(int32_t));
+    r->texts[t] = ids;
+    int n = 0;
+    if (!ids || es_tokenize(tok, r->prompts[t], strlen(r->prompts[t]), true, false, ids, n_ctx / 2, &n, &r->err) != ES_OK) {
+        return cli_error("fit-exit", "prompt %d: %s", t + 1, ids ? r->err.msg : "out of memory");
     }
+    if (n > n_ctx / 2) n = n_ctx / 2;
+    if (n == 0) ids[n++] = es_tokenizer_bos(tok) >= 0 ? es_tokenizer_bos(tok) : 0;
+    int s;
+    if (es_seq_open(r->ctx, &s, &r->err) != ES_OK) return cli_error("fit-exit", "%s", r->err.msg);
+    es_sampler_reset(r->smp);
+    int32_t pos[FIT_CHUNK], seq[FIT_CHUNK];
+    for (int i = 0; i < FIT_CHUNK; i++) seq[i] = s;
+    int done_n = 0;
+    while (done_n < n) { /* the prompt, in chunks */
+        const int k = n - done_n < FIT_CHUNK ? n - done_n : FIT_CHUNK;
+        for (int i = 0; i < k; i++) pos[i] = done_n + i;
+        es_batch b = {.n_tokens = k, .token = ids + done_n, .pos = pos, .seq = seq};
+        if (es_decode(r->ctx, &b, &r->err) != ES_OK) return cli_error("fit-exit", "%s", r->err.msg);
+        done_n += k;
+    }
+    const int32_t eos = es_tokenizer_eos(tok);
+    int last_row = (n - 1) % FIT_CHUNK;
+    for (int g = 0; g < r->o.n_tokens && n < n_ctx; g++) {
+        const int32_t next = es_sampler_sample(r->smp, es_ctx_logits(r->ctx, last_row));
+        es_sampler_accept(r->smp, next);
+        if (next == eos) break;
+        ids[n] = next;
+        pos[0] = n;
+        es_batch b = {.n_tokens = 1, .token = ids + n, .pos = pos, .seq = seq};
+        n++;
+        if (es_decode(r->ctx, &b, &r->err) != ES_OK) return cli_error("fit-exit", "%s", r->err.msg);
+        last_row = 0;
+    }
+    r->text_len[t] = n;
+    es_seq_close(r->ctx, s);
+    return 0;
+}
 
-    /* 2. collect, 3. fit on the first texts; the last quarter is held out */
-    const int n_held_texts = n_texts / 4 > 0 ? n_texts / 4 : 1, n_train = n_texts - n_held_texts;
-    fs.m = m;
-    fs.d = d;
-    fs.n_exit = n_layers;
-    memcpy(fs.layers, layers, sizeof layers);
-    for (int k = 0; k < n_layers; k++) {
-        fs.h[k] = malloc((size_t)FIT_CHUNK * d * sizeof(float));
-        if (!fs.h[k] || es_ridge_init(d, d, &ridge[k], &err) != ES_OK) {
-            cli_error("fit-exit", "%s", err.msg[0] ? err.msg : "out of memory");
-            goto done;
-        }
+/* The ridge systems, the buffers of the collection, and the exit hook that fills fs. Returns 0, else
+ * the exit code after the error was printed. */
+static int fit_prepare(fit_run *r) {
+    const fit_opts *o = &r->o;
+    const int d = r->d;
+    r->fs.m = r->m;
+    r->fs.d = d;
+    r->fs.n_exit = o->n_layers;
+    memcpy(r->fs.layers, o->layers, sizeof o->layers);
+    for (int k = 0; k < o->n_layers; k++) {
+        r->fs.h[k] = malloc((size_t)FIT_CHUNK * d * sizeof(float));
+        if (!r->fs.h[k] || es_ridge_init(d, d, &r->ridge[k], &r->err) != ES_OK)
+            return cli_error("fit-exit", "%s", r->err.msg[0] ? r->err.msg : "out of memory");
     }
-    fs.hf = malloc((size_t)FIT_CHUNK * d * sizeof(float));
-    lg = malloc((size_t)FIT_CHUNK * nv * sizeof(float));
-    W = malloc((size_t)n_layers * d * d * sizeof(float)); /* every layer's adapter, solved once */
-    B = malloc((size_t)n_layers * d * sizeof(float));
-    int *final_top = malloc(FIT_CHUNK * sizeof(int));
-    if (!fs.hf || !lg || !W || !B || !final_top) {
-        free(final_top);
-        cli_error("fit-exit", "out of memory");
-        goto done;
-    }
+    r->fs.hf = malloc((size_t)FIT_CHUNK * d * sizeof(float));
+    r->lg = malloc((size_t)FIT_CHUNK * r->nv * sizeof(float));
+    r->W = malloc((size_t)o->n_layers * d * d * sizeof(float)); /* every layer's adapter, solved once */
+    r->B = malloc((size_t)o->n_layers * d * sizeof(float));
+    r->final_top = malloc(FIT_CHUNK * sizeof(int));
+    if (!r->fs.hf || !r->lg || !r->W || !r->B || !r->final_top) return cli_error("fit-exit", "out of memory");
     int hook_layers[ES_EXIT_MAX + 1];
-    memcpy(hook_layers, layers, (size_t)n_layers * sizeof(int));
-    hook_layers[n_layers] = nl;
-    if (es_ctx_set_exit_hook(ctx, hook_layers, n_layers + 1, on_exit_rows, &fs, &err) != ES_OK ||
-        es_exit_heads_init(m, NULL, layers, n_layers, FIT_CHUNK, threads, &heads, &err) != ES_OK ||
-        es_exit_heads_init(m, NULL, layers, n_layers, FIT_CHUNK, threads, &zero, &err) != ES_OK) {
-        free(final_top);
-        goto fail;
-    }
-    /* two sweeps over the texts: training rows into the systems, then (after the fit) the held-out
-     * rows through both heads */
-    for (int phase = 0; phase < 2; phase++) {
-        if (phase == 1) {
-            for (int k = 0; k < n_layers; k++) {
-                cli_progress(NULL, "solving", (double)k / n_layers);
-                float *wk = W + (size_t)k * d * d, *bk = B + (size_t)k * d;
-                if (es_ridge_solve(ridge[k], lambda, wk, bk, &err) != ES_OK ||
-                    es_exit_heads_set_adapter(heads, layers[k], wk, bk, &err) != ES_OK) {
-                    free(final_top);
-                    cli_error("fit-exit", "layer %d: %s", layers[k], err.msg);
-                    goto done;
-                }
-            }
-        }
-        const int t0 = phase == 0 ? 0 : n_train, t1 = phase == 0 ? n_train : n_texts;
-        for (int t = t0; t < t1; t++) {
-            cli_progress(NULL, phase == 0 ? "collecting" : "evaluating", (double)(t - t0) / (t1 - t0));
-            int s;
-            if (es_seq_open(ctx, &s, &err) != ES_OK) {
-                free(final_top);
-                goto fail;
-            }
-            int32_t pos[FIT_CHUNK], seq[FIT_CHUNK];
-            int8_t want[FIT_CHUNK];
-            for (int i = 0; i < FIT_CHUNK; i++) { seq[i] = s; want[i] = 1; }
-            for (int at = 0; at < text_len[t]; at += FIT_CHUNK) {
-                const int k = text_len[t] - at < FIT_CHUNK ? text_len[t] - at : FIT_CHUNK;
-                for (int i = 0; i < k; i++) pos[i] = at + i;
-                es_batch b = {.n_tokens = k, .token = texts[t] + at, .pos = pos, .seq = seq, .logits = want};
-                fs.n_rows = 0;
-                if (es_decode(ctx, &b, &err) != ES_OK) {
-                    free(final_top);
-                    goto fail;
-                }
-                if (phase == 0) {
-                    for (int e = 0; e < n_layers; e++) es_ridge_add(ridge[e], fs.h[e], fs.hf, k);
-                    continue;
-                }
-                for (int i = 0; i < k; i++) final_top[i] = argmax(es_ctx_logits(ctx, i), nv);
-                n_held += k;
-                for (int e = 0; e < n_layers; e++)
-                    for (int cal = 0; cal < 2; cal++) {
-                        if (es_exit_heads_logits(cal ? heads : zero, layers[e], fs.h[e], k, lg, &err) != ES_OK) {
-                            free(final_top);
-                            goto fail;
-                        }
-                        for (int i = 0; i < k; i++)
-                            if (argmax(lg + (size_t)i * nv, nv) == final_top[i]) (cal ? agree_cal : agree_zero)[e]++;
-                    }
-            }
-            es_seq_close(ctx, s);
-        }
-    }
-    free(final_top);
-    cli_progress(NULL, "", 1.0);
+    memcpy(hook_layers, o->layers, (size_t)o->n_layers * sizeof(int));
+    hook_layers[o->n_layers] = r->nl;
+    if (es_ctx_set_exit_hook(r->ctx, hook_layers, o->n_layers + 1, on_exit_rows, &r->fs, &r->err) != ES_OK ||
+        es_exit_heads_init(r->m, NULL, o->layers, o->n_layers, FIT_CHUNK, o->threads, &r->heads, &r->err) != ES_OK ||
+        es_exit_heads_init(r->m, NULL, o->layers, o->n_layers, FIT_CHUNK, o->threads, &r->zero, &r->err) != ES_OK)
+        return cli_error("fit-exit", "%s", r->err.msg);
+    return 0;
+}
 
-    /* 5. write */
-    w = es_gguf_writer_init();
-    if (!w) {
-        cli_error("fit-exit", "out of memory");
-        goto done;
+/* One pass of text t with every row's logits asked: 2. collect (the exit hook's rows into the ridge
+ * systems), or 4. evaluate (how often each exit head's top-1 token is the final layer's). Returns 0,
+ * else the exit code after the error was printed. */
+static int sweep_text(fit_run *r, int t, bool evaluate) {
+    const fit_opts *o = &r->o;
+    const int nv = r->nv;
+    int s;
+    if (es_seq_open(r->ctx, &s, &r->err) != ES_OK) return cli_error("fit-exit", "%s", r->err.msg);
+    int32_t pos[FIT_CHUNK], seq[FIT_CHUNK];
+    int8_t want[FIT_CHUNK];
+    for (int i = 0; i < FIT_CHUNK; i++) { seq[i] = s; want[i] = 1; }
+    for (int at = 0; at < r->text_len[t]; at += FIT_CHUNK) {
+        const int k = r->text_len[t] - at < FIT_CHUNK ? r->text_len[t] - at : FIT_CHUNK;
+        for (int i = 0; i < k; i++) pos[i] = at + i;
+        es_batch b = {.n_tokens = k, .token = r->texts[t] + at, .pos = pos, .seq = seq, .logits = want};
+        r->fs.n_rows = 0;
+        if (es_decode(r->ctx, &b, &r->err) != ES_OK) return cli_error("fit-exit", "%s", r->err.msg);
+        if (!evaluate) {
+            for (int e = 0; e < o->n_layers; e++) es_ridge_add(r->ridge[e], r->fs.h[e], r->fs.hf, k);
+            continue;
+        }
+        for (int i = 0; i < k; i++) r->final_top[i] = argmax(es_ctx_logits(r->ctx, i), nv);
+        r->n_held += k;
+        for (int e = 0; e < o->n_layers; e++)
+            for (int cal = 0; cal < 2; cal++) {
+                if (es_exit_heads_logits(cal ? r->heads : r->zero, o->layers[e], r->fs.h[e], k, r->lg, &r->err) != ES_OK)
+                    return cli_error("fit-exit", "%s", r->err.msg);
+                for (int i = 0; i < k; i++)
+                    if (argmax(r->lg + (size_t)i * nv, nv) == r->final_top[i]) (cal ? r->agree_cal : r->agree_zero)[e]++;
+            }
     }
+    es_seq_close(r->ctx, s);
+    return 0;
+}
+
+/* 3. fit: each layer's (XᵀX + λI) W = XᵀY, solved and set as the calibrated head's adapter. */
+static int fit_solve(fit_run *r) {
+    const fit_opts *o = &r->o;
+    const int d = r->d;
+    for (int k = 0; k < o->n_layers; k++) {
+        cli_progress(NULL, "solving", (double)k / o->n_layers);
+        float *wk = r->W + (size_t)k * d * d, *bk = r->B + (size_t)k * d;
+        if (es_ridge_solve(r->ridge[k], o->lambda, wk, bk, &r->err) != ES_OK ||
+            es_exit_heads_set_adapter(r->heads, o->layers[k], wk, bk, &r->err) != ES_OK)
+            return cli_error("fit-exit", "layer %d: %s", o->layers[k], r->err.msg);
+    }
+    return 0;
+}
+
+/* 5. write: the adapters as exit.<L>.weight / exit.<L>.bias, the agreement figures as metadata. */
+static int write_adapters(fit_run *r, const float *zero_top, const float *cal_top) {
+    const fit_opts *o = &r->o;
+    const int d = r->d;
+    es_gguf_writer *w = es_gguf_writer_init();
+    if (!w) return cli_error("fit-exit", "out of memory");
     int32_t layers32[ES_EXIT_MAX];
-    float zero_top[ES_EXIT_MAX], cal_top[ES_EXIT_MAX];
-    for (int k = 0; k < n_layers; k++) {
-        layers32[k] = layers[k];
-        zero_top[k] = n_held ? (float)agree_zero[k] / (float)n_held : 0;
-        cal_top[k] = n_held ? (float)agree_cal[k] / (float)n_held : 0;
-    }
+    for (int k = 0; k < o->n_layers; k++) layers32[k] = o->layers[k];
     char desc[256];
-    es_model_desc(m, desc, sizeof desc);
+    es_model_desc(r->m, desc, sizeof desc);
     es_status ws = es_gguf_set_str(w, "general.type", "edgespec-exit-heads");
     if (ws == ES_OK) ws = es_gguf_set_str(w, "edgespec.exit.target", desc);
     if (ws == ES_OK) ws = es_gguf_set_u32(w, "edgespec.exit.n_embd", (uint32_t)d);
-    if (ws == ES_OK) ws = es_gguf_set_u32(w, "edgespec.exit.n_layer", (uint32_t)nl);
-    if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.layers", ES_GGUF_INT32, layers32, (uint64_t)n_layers);
-    if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.zero_top1", ES_GGUF_FLOAT32, zero_top, (uint64_t)n_layers);
-    if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.calibrated_top1", ES_GGUF_FLOAT32, cal_top, (uint64_t)n_layers);
-    for (int k = 0; k < n_layers && ws == ES_OK; k++) {
+    if (ws == ES_OK) ws = es_gguf_set_u32(w, "edgespec.exit.n_layer", (uint32_t)r->nl);
+    if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.layers", ES_GGUF_INT32, layers32, (uint64_t)o->n_layers);
+    if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.zero_top1", ES_GGUF_FLOAT32, zero_top, (uint64_t)o->n_layers);
+    if (ws == ES_OK) ws = es_gguf_set_arr(w, "edgespec.exit.calibrated_top1", ES_GGUF_FLOAT32, cal_top, (uint64_t)o->n_layers);
+    for (int k = 0; k < o->n_layers && ws == ES_OK; k++) {
         char name[64];
         const int64_t ne2[2] = {d, d}, ne1[1] = {d};
-        float *wk = W + (size_t)k * d * d, *bk = B + (size_t)k * d;
-        snprintf(name, sizeof name, "exit.%d.weight", layers[k]);
+        float *wk = r->W + (size_t)k * d * d, *bk = r->B + (size_t)k * d;
+        snprintf(name, sizeof name, "exit.%d.weight", o->layers[k]);
         if ((ws = es_gguf_add_tensor(w, name, ES_TYPE_F32, 2, ne2, wk)) != ES_OK) break;
-        snprintf(name, sizeof name, "exit.%d.bias", layers[k]);
+        snprintf(name, sizeof name, "exit.%d.bias", o->layers[k]);
         ws = es_gguf_add_tensor(w, name, ES_TYPE_F32, 1, ne1, bk);
     }
-    if (ws == ES_OK) ws = es_gguf_write(w, out_path, NULL, NULL, &err);
-    if (ws != ES_OK) {
-        cli_error("fit-exit", "%s: %s", out_path, err.msg[0] ? err.msg : es_status_str(ws));
-        goto done;
-    }
-    int64_t train_rows = es_ridge_rows(ridge[0]);
-    if (json) {
+    if (ws == ES_OK) ws = es_gguf_write(w, o->out_path, NULL, NULL, &r->err);
+    es_gguf_writer_free(w);
+    if (ws != ES_OK) return cli_error("fit-exit", "%s: %s", o->out_path, r->err.msg[0] ? r->err.msg : es_status_str(ws));
+    return 0;
+}
+
+static void print_report(const fit_run *r, const float *zero_top, const float *cal_top) {
+    const fit_opts *o = &r->o;
+    const int64_t train_rows = es_ridge_rows(r->ridge[0]);
+    if (o->json) {
         cJSON *j = cJSON_CreateObject(), *jl = cJSON_CreateArray();
-        char *mc = cli_utf8_clean(model_path, strlen(model_path)), *oc = cli_utf8_clean(out_path, strlen(out_path));
+        char *mc = cli_utf8_clean(o->model_path, strlen(o->model_path)), *oc = cli_utf8_clean(o->out_path, strlen(o->out_path));
         cJSON_AddStringToObject(j, "model", mc ? mc : "");
         cJSON_AddStringToObject(j, "output", oc ? oc : "");
         free(mc);
         free(oc);
-        cJSON_AddNumberToObject(j, "n_layer", nl);
-        cJSON_AddNumberToObject(j, "n_embd", d);
-        cJSON_AddNumberToObject(j, "texts", n_texts);
+        cJSON_AddNumberToObject(j, "n_layer", r->nl);
+        cJSON_AddNumberToObject(j, "n_embd", r->d);
+        cJSON_AddNumberToObject(j, "texts", r->n_texts);
         cJSON_AddNumberToObject(j, "train_rows", (double)train_rows);
-        cJSON_AddNumberToObject(j, "heldout_rows", (double)n_held);
-        cJSON_AddNumberToObject(j, "lambda", lambda);
-        for (int k = 0; k < n_layers; k++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "layer", layers[k]);
-            cJSON_AddNumberToObject(o, "zero_top1", zero_top[k]);
-            cJSON_AddNumberToObject(o, "calibrated_top1", cal_top[k]);
-            cJSON_AddItemToArray(jl, o);
+        cJSON_AddNumberToObject(j, "heldout_rows", (double)r->n_held);
+        cJSON_AddNumberToObject(j, "lambda", o->lambda);
+        for (int k = 0; k < o->n_layers; k++) {
+            cJSON *l = cJSON_CreateObject();
+            cJSON_AddNumberToObject(l, "layer", o->layers[k]);
+            cJSON_AddNumberToObject(l, "zero_top1", zero_top[k]);
+            cJSON_AddNumberToObject(l, "calibrated_top1", cal_top[k]);
+            cJSON_AddItemToArray(jl, l);
         }
         cJSON_AddItemToObject(j, "layers", jl);
         char *out = cJSON_PrintUnformatted(j);
         cJSON_Delete(j);
         if (out) printf("%s\n", out);
         free(out);
-    } else {
-        printf("fit-exit: %s, %d texts (%lld rows fitted, %lld held out) -> %s\n", desc, n_texts, (long long)train_rows,
-               (long long)n_held, out_path);
-        printf("%6s  %14s  %16s\n", "layer", "zero-training", "calibrated");
-        for (int k = 0; k < n_layers; k++)
-            printf("%3d/%-2d  %13.1f%%  %15.1f%%\n", layers[k], nl, 100 * zero_top[k], 100 * cal_top[k]);
+        return;
     }
-    rc = 0;
-    goto done;
-fail:
-    cli_error("fit-exit", "%s", err.msg);
-done:
+    char desc[256];
+    es_model_desc(r->m, desc, sizeof desc);
+    printf("fit-exit: %s, %d texts (%lld rows fitted, %lld held out) -> %s\n", desc, r->n_texts, (long long)train_rows,
+           (long long)r->n_held, o->out_path);
+    printf("%6s  %14s  %16s\n", "layer", "zero-training", "calibrated");
+    for (int k = 0; k < o->n_layers; k++)
+        printf("%3d/%-2d  %13.1f%%  %15.1f%%\n", o->layers[k], r->nl, 100 * zero_top[k], 100 * cal_top[k]);
+}
+
+static void fit_free(fit_run *r) {
     for (int k = 0; k < ES_EXIT_MAX; k++) {
-        es_ridge_free(ridge[k]);
-        free(fs.h[k]);
+        es_ridge_free(r->ridge[k]);
+        free(r->fs.h[k]);
     }
-    free(fs.hf);
-    free(lg);
-    free(W);
-    free(B);
-    for (int t = 0; texts && t < n_texts; t++) free(texts[t]);
-    free(texts);
-    free(text_len);
-    for (int i = 0; i < FIT_MAX_PROMPTS; i++) free(prompts[i]);
-    es_gguf_writer_free(w);
-    es_exit_heads_free(heads);
-    es_exit_heads_free(zero);
-    es_sampler_free(smp);
-    es_ctx_free(ctx);
-    es_model_free(m);
+    free(r->fs.hf);
+    free(r->lg);
+    free(r->final_top);
+    free(r->W);
+    free(r->B);
+    for (int t = 0; r->texts && t < r->n_texts; t++) free(r->texts[t]);
+    free(r->texts);
+    free(r->text_len);
+    for (int i = 0; i < FIT_MAX_PROMPTS; i++) free(r->prompts[i]);
+    es_exit_heads_free(r->heads);
+    es_exit_heads_free(r->zero);
+    es_sampler_free(r->smp);
+    es_ctx_free(r->ctx);
+    es_model_free(r->m);
+}
+
+/* The five steps of the file's header: generate, collect, fit, evaluate, write. */
+static int fit_exit(fit_run *r) {
+    int rc = fit_setup(r);
+    if (rc) return rc;
+    for (int t = 0; t < r->n_texts; t++) {
+        cli_progress(NULL, "generating", (double)t / r->n_texts);
+        if ((rc = generate_text(r, t))) return rc;
+    }
+    /* collect and fit on the first texts; the last quarter is held out for the evaluation */
+    const int n_held_texts = r->n_texts / 4 > 0 ? r->n_texts / 4 : 1, n_train = r->n_texts - n_held_texts;
+    if ((rc = fit_prepare(r))) return rc;
+    for (int t = 0; t < n_train; t++) {
+        cli_progress(NULL, "collecting", (double)t / n_train);
+        if ((rc = sweep_text(r, t, false))) return rc;
+    }
+    if ((rc = fit_solve(r))) return rc;
+    for (int t = n_train; t < r->n_texts; t++) {
+        cli_progress(NULL, "evaluating", (double)(t - n_train) / (r->n_texts - n_train));
+        if ((rc = sweep_text(r, t, true))) return rc;
+    }
+    cli_progress(NULL, "", 1.0);
+    float zero_top[ES_EXIT_MAX], cal_top[ES_EXIT_MAX];
+    for (int k = 0; k < r->o.n_layers; k++) {
+        zero_top[k] = r->n_held ? (float)r->agree_zero[k] / (float)r->n_held : 0;
+        cal_top[k] = r->n_held ? (float)r->agree_cal[k] / (float)r->n_held : 0;
+    }
+    if ((rc = write_adapters(r, zero_top, cal_top))) return rc;
+    print_report(r, zero_top, cal_top);
+    return 0;
+}
+
+int cmd_fit_exit(int argc, char **argv) {
+    fit_run r;
+    memset(&r, 0, sizeof r);
+    int rc = parse_options(argc, argv, &r.o);
+    if (rc >= 0) return rc;
+    rc = fit_exit(&r);
+    fit_free(&r);
     return rc;
 }

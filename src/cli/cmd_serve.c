@@ -141,13 +141,9 @@ static void print_help(void) {
            k_usage, ES_SPEC_MAX_NODES);
 }
 
-/* *v = *v * mul + add, false on overflow. */
-
-static int g_log_level = 1;
-
+/* ud: the serve_state's log_level. */
 static void serve_log(void *ud, int level, const char *msg) {
-    (void)ud;
-    if (level > g_log_level) return;
+    if (level > *(const int *)ud) return;
     static const char *names[] = {"error", "warning", "info", "debug"};
     if (level < 0) level = 0;
     if (level > 3) level = 3;
@@ -309,15 +305,41 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_Delete(o);
 }
 
-int cmd_serve(int argc, char **argv) {
-    const char *model_path = NULL, *draft_path = NULL, *host = "127.0.0.1", *api_key = NULL;
-    const char *http_host = NULL, *model_name = NULL, *keys_file = NULL, *tls_cert = NULL, *tls_key = NULL;
-    long port = 7700, http_port = -1;
-    bool json = false, verbose = false;
-    double drain_timeout_s = 0;
-    es_server_params sp = es_server_default_params();
+/* What `serve` was asked to do: its options, checked by parse_options and check_options. */
+typedef struct serve_opts {
+    const char *model_path, *draft_path, *host, *api_key;
+    const char *http_host, *model_name, *keys_file, *tls_cert, *tls_key;
+    long port, http_port; /* http_port -1: no HTTP API */
+    bool json, verbose;
+    double drain_timeout_s;
+    es_server_params sp; /* what the options set directly; start_server fills in the rest */
+} serve_opts;
+
+/* Everything serve holds while it runs; serve_free releases it in reverse order of creation. */
+typedef struct serve_state {
+    serve_opts o;
+    int log_level;              /* serve_log's threshold (its ud): 1, or 3 with --verbose */
+    es_keys keys;               /* --api-keys-file */
+    const char **key_ptrs;      /* keys.k as the server's api_keys */
+    struct ssl_ctx_st *tls;     /* --tls-cert / --tls-key */
+    int http_fd;                /* the HTTP socket, until es_server_start takes it; -1: none */
+    es_http_loading *loading;   /* the 503 responder on http_fd while the models load */
+    char name_buf[256];         /* the model id the API reports, when --model-name is not given */
+    es_model *target, *draft;
+    es_server *srv;
+    char devdesc[320];          /* the device the target runs on, for the reports */
+    double t0;                  /* when the server started, for the uptime */
+} serve_state;
+
+/* Reads argv into *o. Returns -1 to go on, else the exit code: 0 after --help, 2 for a usage error. */
+static int parse_options(int argc, char **argv, serve_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 7700;
+    o->http_port = -1;
+    o->sp = es_server_default_params();
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    sp.sched.n_threads = nc > 0 ? (int)nc : 1;
+    o->sp.sched.n_threads = nc > 0 ? (int)nc : 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -330,418 +352,489 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             print_help();
             return 0;
-        } else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); model_path = v; }
-        else if (!strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) { NEED_VALUE(); draft_path = v; }
+        } else if (!strcmp(a, "--json")) o->json = true;
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) o->verbose = true;
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model_path = v; }
+        else if (!strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) { NEED_VALUE(); o->draft_path = v; }
         else if (!strcmp(a, "--host")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--host must be a host name or address");
-            host = v;
+            o->host = v;
         } else if (!strcmp(a, "--port") || !strcmp(a, "-p")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 0, 65535, &lv)) return cli_usage_error("serve", k_usage, "--port must be in 0..65535, got '%s'", v);
-            port = lv;
+            o->port = lv;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error("serve", k_usage, "--threads must be in 1..512, got '%s'", v);
-            sp.sched.n_threads = (int)lv;
+            o->sp.sched.n_threads = (int)lv;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size") || !strcmp(a, "--ctx")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 2, 1 << 24, &lv)) return cli_usage_error("serve", k_usage, "--ctx-size must be in 2..16777216, got '%s'", v);
-            sp.sched.n_ctx = (int)lv;
+            o->sp.sched.n_ctx = (int)lv;
         } else if (!strcmp(a, "--max-sessions")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 65536, &lv)) return cli_usage_error("serve", k_usage, "--max-sessions must be in 1..65536, got '%s'", v);
-            sp.sched.max_sessions = (int)lv;
+            o->sp.sched.max_sessions = (int)lv;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 65536, &lv)) return cli_usage_error("serve", k_usage, "--max-batch-tokens must be in 1..65536, got '%s'", v);
-            sp.sched.max_batch_tokens = (int)lv;
+            o->sp.sched.max_batch_tokens = (int)lv;
         } else if (!strcmp(a, "--prefill-chunk")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 65536, &lv)) return cli_usage_error("serve", k_usage, "--prefill-chunk must be in 1..65536, got '%s'", v);
-            sp.sched.prefill_chunk = (int)lv;
+            o->sp.sched.prefill_chunk = (int)lv;
         } else if (!strcmp(a, "--max-tree-nodes")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, ES_SPEC_MAX_NODES, &lv))
                 return cli_usage_error("serve", k_usage, "--max-tree-nodes must be in 1..%d, got '%s'", ES_SPEC_MAX_NODES, v);
-            sp.sched.max_tree_nodes = (int)lv;
+            o->sp.sched.max_tree_nodes = (int)lv;
         } else if (!strcmp(a, "--kv-memory")) {
             NEED_VALUE();
             if (!cli_parse_size(v, 1, 1ull << 50, &uv))
                 return cli_usage_error("serve", k_usage, "--kv-memory must be a size such as 536870912, 512M or 2G, got '%s'", v);
-            sp.sched.kv_memory_bytes = (int64_t)uv;
+            o->sp.sched.kv_memory_bytes = (int64_t)uv;
         } else if (!strcmp(a, "--device-kv-memory")) {
             NEED_VALUE();
             if (!cli_parse_size(v, 1, 1ull << 50, &uv))
                 return cli_usage_error("serve", k_usage, "--device-kv-memory must be a size such as 268435456, 256M or 1G, got '%s'", v);
-            sp.sched.device_kv_memory_bytes = (int64_t)uv;
+            o->sp.sched.device_kv_memory_bytes = (int64_t)uv;
         } else if (!strcmp(a, "--kv-type")) {
             NEED_VALUE();
-            if (!cli_parse_kv_type(v, &sp.sched.kv_type))
+            if (!cli_parse_kv_type(v, &o->sp.sched.kv_type))
                 return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
         } else if (!strcmp(a, "--exit-layers")) {
             NEED_VALUE();
-            if (!cli_parse_layers(v, sp.sched.exit_layers, &sp.sched.n_exit_layers))
+            if (!cli_parse_layers(v, o->sp.sched.exit_layers, &o->sp.sched.n_exit_layers))
                 return cli_usage_error("serve", k_usage, "--exit-layers wants up to %d distinct positive layer numbers, got '%s'",
                                        ES_EXIT_MAX, v);
         } else if (!strcmp(a, "--exit-file")) {
             NEED_VALUE();
-            sp.sched.exit_file = v;
+            o->sp.sched.exit_file = v;
         } else if (!strcmp(a, "--no-prefix-cache")) {
-            sp.sched.prefix_cache = false;
+            o->sp.sched.prefix_cache = false;
         } else if (!strcmp(a, "--sched")) {
             NEED_VALUE();
             const int pol = es_sched_policy_parse(v);
             if (pol < 0) return cli_usage_error("serve", k_usage, "--sched must be pipeline or gather, got '%s'", v);
-            sp.sched.policy = pol;
+            o->sp.sched.policy = pol;
         } else if (!strcmp(a, "--device")) {
             NEED_VALUE();
-            if (!cli_parse_device(v, &sp.sched.backend, &sp.sched.device))
+            if (!cli_parse_device(v, &o->sp.sched.backend, &o->sp.sched.device))
                 return cli_usage_error("serve", k_usage, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
         } else if (!strcmp(a, "--batch-window-ms")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 10000, &dv)) return cli_usage_error("serve", k_usage, "--batch-window-ms must be in 0..10000, got '%s'", v);
-            sp.sched.batch_window_ms = dv;
+            o->sp.sched.batch_window_ms = dv;
         } else if (!strcmp(a, "--max-frame")) {
             NEED_VALUE();
             if (!cli_parse_size(v, 4096, 64ull << 20, &uv))
                 return cli_usage_error("serve", k_usage, "--max-frame must be a size in 4096..64M bytes, got '%s'", v);
-            sp.max_payload = (uint32_t)uv;
+            o->sp.max_payload = (uint32_t)uv;
         } else if (!strcmp(a, "--drain-timeout")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 1e7, &dv)) return cli_usage_error("serve", k_usage, "--drain-timeout must be a number of seconds >= 0, got '%s'", v);
-            drain_timeout_s = dv;
+            o->drain_timeout_s = dv;
         } else if (!strcmp(a, "--idle-timeout")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 1e7, &dv)) return cli_usage_error("serve", k_usage, "--idle-timeout must be a number of seconds >= 0, got '%s'", v);
-            sp.idle_timeout_s = dv;
+            o->sp.idle_timeout_s = dv;
         } else if (!strcmp(a, "--handshake-timeout")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0.01, 1e7, &dv) || dv <= 0)
                 return cli_usage_error("serve", k_usage, "--handshake-timeout must be a number of seconds > 0, got '%s'", v);
-            sp.handshake_timeout_s = dv;
+            o->sp.handshake_timeout_s = dv;
         } else if (!strcmp(a, "--max-connections")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 1 << 20, &lv)) return cli_usage_error("serve", k_usage, "--max-connections must be in 1..1048576, got '%s'", v);
-            sp.max_connections = (int)lv;
+            o->sp.max_connections = (int)lv;
         } else if (!strcmp(a, "--api-key")) {
             NEED_VALUE();
             if (!*v || strlen(v) > ES_PROTO_MAX_KEY)
                 return cli_usage_error("serve", k_usage, "--api-key must be 1..%d bytes", ES_PROTO_MAX_KEY);
-            api_key = v;
+            o->api_key = v;
         } else if (!strcmp(a, "--api-keys-file")) {
             NEED_VALUE();
-            keys_file = v;
+            o->keys_file = v;
         } else if (!strcmp(a, "--tls-cert")) {
             NEED_VALUE();
-            tls_cert = v;
+            o->tls_cert = v;
         } else if (!strcmp(a, "--tls-key")) {
             NEED_VALUE();
-            tls_key = v;
+            o->tls_key = v;
         } else if (!strcmp(a, "--http-port")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 0, 65535, &lv)) return cli_usage_error("serve", k_usage, "--http-port must be in 0..65535, got '%s'", v);
-            http_port = lv;
+            o->http_port = lv;
         } else if (!strcmp(a, "--http-host")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--http-host must be a host name or address");
-            http_host = v;
+            o->http_host = v;
         } else if (!strcmp(a, "--http-max-body")) {
             NEED_VALUE();
             if (!cli_parse_size(v, 256, 1ull << 30, &uv))
                 return cli_usage_error("serve", k_usage, "--http-max-body must be a size in 256..1G bytes, got '%s'", v);
-            sp.http_max_body = (size_t)uv;
+            o->sp.http_max_body = (size_t)uv;
         } else if (!strcmp(a, "--http-max-connections")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 1, 1000000, &lv))
                 return cli_usage_error("serve", k_usage, "--http-max-connections must be in 1..1000000, got '%s'", v);
-            sp.http_max_connections = (int)lv;
+            o->sp.http_max_connections = (int)lv;
         } else if (!strcmp(a, "--http-request-timeout")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 86400, &dv))
                 return cli_usage_error("serve", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
-            sp.http_request_timeout_s = dv > 0 ? dv : -1;
+            o->sp.http_request_timeout_s = dv > 0 ? dv : -1;
         } else if (!strcmp(a, "--max-queue")) {
             NEED_VALUE();
             if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error("serve", k_usage, "--max-queue must be in 0..1048576, got '%s'", v);
-            sp.http_max_queue = (int)lv;
+            o->sp.http_max_queue = (int)lv;
         } else if (!strcmp(a, "--queue-timeout")) {
             NEED_VALUE();
             if (!cli_parse_float(v, 0, 86400, &dv))
                 return cli_usage_error("serve", k_usage, "--queue-timeout must be 0..86400 seconds (0: no limit), got '%s'", v);
-            sp.http_queue_timeout_s = dv;
+            o->sp.http_queue_timeout_s = dv;
         } else if (!strcmp(a, "--cors")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 1000) return cli_usage_error("serve", k_usage, "--cors must be * or a comma list of origins (at most 1000 bytes)");
-            sp.http_cors = v;
+            o->sp.http_cors = v;
         } else if (!strcmp(a, "--model-name")) {
             NEED_VALUE();
             if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--model-name must be 1..255 bytes");
-            model_name = v;
+            o->model_name = v;
         } else if (!strcmp(a, "--chat-template")) {
             NEED_VALUE();
             const int f = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
             if (strcmp(v, "auto") && f < 0)
                 return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
-            sp.chat_family = f;
-            sp.chat_template = NULL;
+            o->sp.chat_family = f;
+            o->sp.chat_template = NULL;
         } else if (!strcmp(a, "--chat-template-file")) {
             NEED_VALUE();
-            if (!cli_chat_template_file("serve", v, &sp.chat_template, &sp.chat_family)) return 2;
+            if (!cli_chat_template_file("serve", v, &o->sp.chat_template, &o->sp.chat_family)) return 2;
         } else if (!strcmp(a, "--http-no-spec")) {
-            sp.http_server_spec = false;
+            o->sp.http_server_spec = false;
         } else return cli_usage_error("serve", k_usage, "unknown option '%s'", a);
 #undef NEED_VALUE
     }
-    if (!model_path) return cli_usage_error("serve", k_usage, "a target model is required (-m TARGET.gguf)");
-    if (!api_key) {
+    return -1;
+}
+
+/* The rules between options, and the api key from the environment. Returns -1 to go on, else 2. */
+static int check_options(serve_opts *o) {
+    if (!o->model_path) return cli_usage_error("serve", k_usage, "a target model is required (-m TARGET.gguf)");
+    if (!o->api_key) {
         const char *env = getenv("EDGESPEC_API_KEY");
         if (env && *env) {
             if (strlen(env) > ES_PROTO_MAX_KEY) return cli_usage_error("serve", k_usage, "$EDGESPEC_API_KEY must be at most %d bytes", ES_PROTO_MAX_KEY);
-            api_key = env;
+            o->api_key = env;
         }
     }
-    if (!tls_cert != !tls_key)
+    if (!o->tls_cert != !o->tls_key)
         return cli_usage_error("serve", k_usage, "TLS needs both --tls-cert FILE and --tls-key FILE");
-    if (sp.sched.prefill_chunk > sp.sched.max_batch_tokens)
-        return cli_usage_error("serve", k_usage, "--prefill-chunk (%d) cannot exceed --max-batch-tokens (%d)", sp.sched.prefill_chunk,
-                               sp.sched.max_batch_tokens);
-    if (sp.sched.max_tree_nodes + 1 > sp.sched.max_batch_tokens)
+    const es_sched_params *k = &o->sp.sched;
+    if (k->prefill_chunk > k->max_batch_tokens)
+        return cli_usage_error("serve", k_usage, "--prefill-chunk (%d) cannot exceed --max-batch-tokens (%d)", k->prefill_chunk,
+                               k->max_batch_tokens);
+    if (k->max_tree_nodes + 1 > k->max_batch_tokens)
         return cli_usage_error("serve", k_usage, "--max-batch-tokens (%d) must hold a whole tree: at least --max-tree-nodes + 1 (%d)",
-                               sp.sched.max_batch_tokens, sp.sched.max_tree_nodes + 1);
+                               k->max_batch_tokens, k->max_tree_nodes + 1);
     /* both listeners would take the same socket: refuse before "HTTP API listening" is printed */
-    if (http_port > 0 && http_port == port && (!http_host || !strcmp(http_host, host)))
-        return cli_usage_error("serve", k_usage, "--port and --http-port must differ (both are %ld)", port);
-    g_log_level = verbose ? 3 : 1;
+    if (o->http_port > 0 && o->http_port == o->port && (!o->http_host || !strcmp(o->http_host, o->host)))
+        return cli_usage_error("serve", k_usage, "--port and --http-port must differ (both are %ld)", o->port);
+    return -1;
+}
 
-    /* Before any thread exists (model loading may start some), so that all of them inherit it. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+/* SIGINT/SIGTERM blocked before any thread exists (model loading may start some), so that all of them
+ * inherit the mask and only the main thread takes the signals, in sigwait. */
+static void block_signals(sigset_t *sigs) {
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
 
-    int rc = 1;
-    es_model *target = NULL, *draft = NULL;
-    es_server *srv = NULL;
-    es_http_loading *loading = NULL;
-    int http_fd = -1;
+/* Keys and certificates are checked before anything listens or loads: a typo fails at once. */
+static bool load_credentials(serve_state *s) {
     es_err err = {{0}};
-    char name_buf[256];
-    es_keys keys = {0};
-    const char **key_ptrs = NULL;
-    struct ssl_ctx_st *tls = NULL;
-    /* Keys and certificates are checked before anything listens or loads: a typo fails at once. */
-    if (keys_file) {
-        if (es_keys_load_file(&keys, keys_file, &err) != ES_OK) {
+    if (s->o.keys_file) {
+        if (es_keys_load_file(&s->keys, s->o.keys_file, &err) != ES_OK) {
             cli_error("serve", "%s", err.msg);
-            goto done;
+            return false;
         }
-        if (!(key_ptrs = malloc((size_t)keys.n * sizeof *key_ptrs))) {
+        if (!(s->key_ptrs = malloc((size_t)s->keys.n * sizeof *s->key_ptrs))) {
             cli_error("serve", "out of memory");
-            goto done;
+            return false;
         }
-        for (int k = 0; k < keys.n; k++) key_ptrs[k] = keys.k[k];
-        sp.api_keys = key_ptrs;
-        sp.n_api_keys = keys.n;
+        for (int k = 0; k < s->keys.n; k++) s->key_ptrs[k] = s->keys.k[k];
+        s->o.sp.api_keys = s->key_ptrs;
+        s->o.sp.n_api_keys = s->keys.n;
     }
-    if (tls_cert && es_tls_server_ctx(tls_cert, tls_key, &tls, &err) != ES_OK) {
+    if (s->o.tls_cert && es_tls_server_ctx(s->o.tls_cert, s->o.tls_key, &s->tls, &err) != ES_OK) {
         cli_error("serve", "%s", err.msg);
-        goto done;
+        return false;
     }
-    sp.tls = tls;
-    const char *scheme = tls ? "https" : "http";
-    if (http_port >= 0) {
-        if (!http_host) http_host = host;
-        int bound = 0;
-        if (es_http_listen(http_host, (int)http_port, &http_fd, &bound, &err) != ES_OK ||
-            es_http_loading_start(http_fd, tls, &loading, &err) != ES_OK) {
-            cli_error("serve", "%s", err.msg);
-            goto done;
-        }
-        const bool v6h = strchr(http_host, ':') != NULL;
-        fprintf(stderr, "HTTP API listening on %s://%s%s%s:%d\n", scheme, v6h ? "[" : "", http_host, v6h ? "]" : "", bound);
-        fflush(stderr);
-        if (!model_name) { /* the file's name without folders and .gguf */
-            const char *b = strrchr(model_path, '/');
-            snprintf(name_buf, sizeof name_buf, "%s", b ? b + 1 : model_path);
-            char *dot = strstr(name_buf, ".gguf");
-            if (dot && dot != name_buf && dot[5] == 0) *dot = 0;
-            model_name = name_buf;
-        }
-        /* tests hold the loading phase open until they have seen /health answer 503, then create the
-           gate file (not an option for users): no timing assumption, however loaded the machine */
-        const char *gate = getenv("EDGESPEC_TEST_LOAD_GATE");
-        if (gate && *gate) {
-            const struct timespec tick = {0, 10 * 1000000L};
-            for (int i = 0; access(gate, F_OK) != 0; i++) {
-                if (i == 60000) { /* ten minutes: the test that set it is gone */
-                    cli_error("serve", "EDGESPEC_TEST_LOAD_GATE %s never appeared", gate);
-                    goto done;
-                }
-                nanosleep(&tick, NULL);
+    s->o.sp.tls = s->tls;
+    return true;
+}
+
+/* With --http-port: the API listens before the models load, and answers 503 until they have. */
+static bool open_http_api(serve_state *s) {
+    serve_opts *o = &s->o;
+    if (o->http_port < 0) return true;
+    if (!o->http_host) o->http_host = o->host;
+    es_err err = {{0}};
+    int bound = 0;
+    if (es_http_listen(o->http_host, (int)o->http_port, &s->http_fd, &bound, &err) != ES_OK ||
+        es_http_loading_start(s->http_fd, s->tls, &s->loading, &err) != ES_OK) {
+        cli_error("serve", "%s", err.msg);
+        return false;
+    }
+    const bool v6h = strchr(o->http_host, ':') != NULL;
+    fprintf(stderr, "HTTP API listening on %s://%s%s%s:%d\n", s->tls ? "https" : "http", v6h ? "[" : "", o->http_host,
+            v6h ? "]" : "", bound);
+    fflush(stderr);
+    if (!o->model_name) { /* the file's name without folders and .gguf */
+        const char *b = strrchr(o->model_path, '/');
+        snprintf(s->name_buf, sizeof s->name_buf, "%s", b ? b + 1 : o->model_path);
+        char *dot = strstr(s->name_buf, ".gguf");
+        if (dot && dot != s->name_buf && dot[5] == 0) *dot = 0;
+        o->model_name = s->name_buf;
+    }
+    return true;
+}
+
+/* The test hooks of `serve`, read from the environment here in the command and never by the library;
+ * they are not options because no user needs them (all the hooks: README, "Test hooks"):
+ *  - EDGESPEC_TEST_LOAD_GATE=FILE: with --http-port, the loading phase lasts until FILE exists, so a
+ *    test sees /health answer 503 "loading" without assuming how long a load takes;
+ *  - EDGESPEC_TEST_PARK_AFTER=N: every session parks after N generated tokens (its KV held, no further
+ *    round) until it is closed (es_sched_params.park_after_tokens), so a test keeps generations running
+ *    for as long as it checks a full scheduler, a drain or a disconnecting client. */
+static bool apply_test_hooks(serve_state *s) {
+    const char *gate = s->o.http_port >= 0 ? getenv("EDGESPEC_TEST_LOAD_GATE") : NULL;
+    if (gate && *gate) {
+        const struct timespec tick = {0, 10 * 1000000L};
+        for (int i = 0; access(gate, F_OK) != 0; i++) {
+            if (i == 60000) { /* ten minutes: the test that set it is gone */
+                cli_error("serve", "EDGESPEC_TEST_LOAD_GATE %s never appeared", gate);
+                return false;
             }
+            nanosleep(&tick, NULL);
         }
     }
-    /* tests keep sessions running for as long as they need (see es_sched_params.park_after_tokens) */
     const char *park = getenv("EDGESPEC_TEST_PARK_AFTER");
     long park_n;
-    if (park && cli_parse_long(park, 1, 1 << 30, &park_n)) sp.sched.park_after_tokens = (int)park_n;
-    if (sp.sched.backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
-    if (!(target = load_model(model_path, sp.sched.backend != ES_BACKEND_CPU))) goto done;
-    if (draft_path) {
-        if (!(draft = load_model(draft_path, false))) goto done;
-        if (es_spec_check_vocab(es_model_tokenizer(target), es_model_tokenizer(draft), &err) != ES_OK) {
-            cli_error("serve", "draft %s cannot draft for %s: %s", draft_path, model_path, err.msg);
-            goto done;
-        }
-        sp.sched.draft = draft;
+    if (park && cli_parse_long(park, 1, 1 << 30, &park_n)) s->o.sp.sched.park_after_tokens = (int)park_n;
+    return true;
+}
+
+/* The target, and the server-side draft, which must share its vocabulary. */
+static bool load_models(serve_state *s) {
+    serve_opts *o = &s->o;
+    if (o->sp.sched.backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
+    if (!(s->target = load_model(o->model_path, o->sp.sched.backend != ES_BACKEND_CPU))) return false;
+    if (!o->draft_path) return true;
+    if (!(s->draft = load_model(o->draft_path, false))) return false;
+    es_err err = {{0}};
+    if (es_spec_check_vocab(es_model_tokenizer(s->target), es_model_tokenizer(s->draft), &err) != ES_OK) {
+        cli_error("serve", "draft %s cannot draft for %s: %s", o->draft_path, o->model_path, err.msg);
+        return false;
     }
-    if (!sp.sched.n_exit_layers) { /* the file's layers, or exit tensors in the target's own GGUF */
-        const char *src = sp.sched.exit_file ? sp.sched.exit_file : model_path;
-        if (!cli_exit_layers_in(src, sp.sched.exit_layers, &sp.sched.n_exit_layers)) {
+    o->sp.sched.draft = s->draft;
+    return true;
+}
+
+/* The defaults that depend on the models: the exit layers and the KV pool's size. */
+static bool resolve_defaults(serve_state *s) {
+    es_sched_params *k = &s->o.sp.sched;
+    if (!k->n_exit_layers) { /* the file's layers, or exit tensors in the target's own GGUF */
+        const char *src = k->exit_file ? k->exit_file : s->o.model_path;
+        if (!cli_exit_layers_in(src, k->exit_layers, &k->n_exit_layers)) {
             cli_error("serve", "cannot read %s", src);
-            goto done;
+            return false;
         }
-        if (sp.sched.exit_file && !sp.sched.n_exit_layers) {
+        if (k->exit_file && !k->n_exit_layers) {
             cli_error("serve", "%s has no exit.<L>.weight tensors (give --exit-layers for zero-training heads)", src);
-            goto done;
+            return false;
         }
-        if (sp.sched.n_exit_layers && !sp.sched.exit_file) sp.sched.exit_file = model_path;
+        if (k->n_exit_layers && !k->exit_file) k->exit_file = s->o.model_path;
     }
-    if (sp.sched.n_ctx > es_model_n_ctx_train(target))
-        fprintf(stderr, "edgespec serve: warning: --ctx-size %d is beyond the model's training context %d\n", sp.sched.n_ctx,
-                es_model_n_ctx_train(target));
-    if (sp.sched.kv_memory_bytes <= 0) {
+    if (k->n_ctx > es_model_n_ctx_train(s->target))
+        fprintf(stderr, "edgespec serve: warning: --ctx-size %d is beyond the model's training context %d\n", k->n_ctx,
+                es_model_n_ctx_train(s->target));
+    if (k->kv_memory_bytes <= 0) {
         /* the default pool holds a full context for every session; with a real model's context
            (Qwen2.5: 32,768) and 64 sessions that is tens of GB, so it is capped at half of this
            machine's memory: sessions are admitted while pages are free (busy otherwise), as with an
            explicit --kv-memory */
         const es_sched_params d = es_sched_default_params();
-        const int64_t ms = sp.sched.max_sessions > 0 ? sp.sched.max_sessions : d.max_sessions;
-        const int64_t ctx = sp.sched.n_ctx > 0 ? sp.sched.n_ctx : es_model_n_ctx_train(target);
-        const int64_t per_block = es_model_kv_bytes_per_block(target, 16, sp.sched.kv_type);
+        const int64_t ms = k->max_sessions > 0 ? k->max_sessions : d.max_sessions;
+        const int64_t ctx = k->n_ctx > 0 ? k->n_ctx : es_model_n_ctx_train(s->target);
+        const int64_t per_block = es_model_kv_bytes_per_block(s->target, 16, k->kv_type);
         const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
         const double full = (double)ms * (double)((ctx + 15) / 16) * (double)per_block;
         const double cap = pages > 0 && page > 0 ? 0.5 * (double)pages * (double)page : 0;
         if (per_block > 0 && cap > 0 && full > cap) {
-            sp.sched.kv_memory_bytes = (int64_t)cap;
+            k->kv_memory_bytes = (int64_t)cap;
             fprintf(stderr, "edgespec serve: KV pool %.1f GiB, half of this machine's memory (%lld full %lld-token contexts "
                             "would take %.1f GiB): about %.0f tokens in all; --kv-memory sets it\n",
                     cap / 1073741824.0, (long long)ms, (long long)ctx, full / 1073741824.0, cap / (double)per_block * 16.0);
         }
     }
-    sp.host = host;
-    sp.port = (int)port;
-    sp.target = target;
-    sp.target_tok = es_model_tokenizer(target);
-    sp.api_key = api_key;
-    sp.log = serve_log;
-    sp.log_ud = NULL;
-    if (http_fd >= 0) {
-        es_http_loading_stop(loading); /* the socket stays open: connections wait in its backlog */
-        loading = NULL;
-        sp.http = true;
-        sp.http_fd = http_fd;
-        sp.http_host = http_host;
-        sp.model_name = model_name;
-        http_fd = -1; /* es_server_start owns it now */
+    return true;
+}
+
+/* Hands the models, the HTTP socket and the settings to the server, which starts listening. */
+static bool start_server(serve_state *s) {
+    es_server_params *sp = &s->o.sp;
+    sp->host = s->o.host;
+    sp->port = (int)s->o.port;
+    sp->target = s->target;
+    sp->target_tok = es_model_tokenizer(s->target);
+    sp->api_key = s->o.api_key;
+    sp->log = serve_log;
+    sp->log_ud = &s->log_level;
+    if (s->http_fd >= 0) {
+        es_http_loading_stop(s->loading); /* the socket stays open: connections wait in its backlog */
+        s->loading = NULL;
+        sp->http = true;
+        sp->http_fd = s->http_fd;
+        sp->http_host = s->o.http_host;
+        sp->model_name = s->o.model_name;
+        s->http_fd = -1; /* es_server_start owns it now */
     }
-    double t0 = cli_now();
-    char devdesc[320];
+    s->t0 = cli_now();
     es_device_info devinfo;
-    device_desc(sp.sched.backend, sp.sched.device, devdesc, sizeof devdesc, &devinfo);
-    sp.device_name = devinfo.name[0] ? devinfo.name : NULL;
-    sp.device_memory_bytes = devinfo.memory_bytes;
-    if (es_server_start(&sp, &srv, &err) != ES_OK) {
+    device_desc(sp->sched.backend, sp->sched.device, s->devdesc, sizeof s->devdesc, &devinfo);
+    sp->device_name = devinfo.name[0] ? devinfo.name : NULL;
+    sp->device_memory_bytes = devinfo.memory_bytes;
+    es_err err = {{0}};
+    if (es_server_start(sp, &s->srv, &err) != ES_OK) {
         cli_error("serve", "%s", err.msg);
-        goto done;
+        return false;
     }
+    return true;
+}
+
+static bool is_local(const char *host) { return !strcmp(host, "127.0.0.1") || !strcmp(host, "localhost") || !strcmp(host, "::1"); }
+
+/* What runs where, the warnings about exposure, then "listening on", which scripts wait for. */
+static void report_start(const serve_state *s) {
+    const serve_opts *o = &s->o;
+    const es_server_params *sp = &o->sp;
     char desc[128];
-    es_model_desc(target, desc, sizeof desc);
-    bool v6 = strchr(host, ':') != NULL;
-#define IS_LOCAL(hn) (!strcmp(hn, "127.0.0.1") || !strcmp(hn, "localhost") || !strcmp(hn, "::1"))
-    bool local = IS_LOCAL(host) && (!sp.http || !http_host || IS_LOCAL(http_host));
-#undef IS_LOCAL
-    fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s%s\n", desc, draft ? ", draft " : "", draft ? draft_path : "",
-            sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s", api_key || keys.n ? ", api key required" : "",
-            tls ? ", TLS" : "", local ? "" : ", reachable from other machines");
-    if (sp.sched.backend != ES_BACKEND_CPU) fprintf(stderr, "edgespec serve: the target's forward pass runs on %s\n", devdesc);
-    {
-        es_server_stats ts;
-        es_server_get_stats(srv, &ts);
-        const es_sched_stats *k = &ts.sched;
-        if (k->tiered)
-            fprintf(stderr, "edgespec serve: two KV tiers: %lld pages (%.1f KiB) on the device of %lld in all, host-tier attention on "
-                            "%d thread%s, predictor profile %s; prefix cache off\n",
-                    (long long)k->device_kv_blocks_total, (double)k->device_kv_blocks_total * (double)k->kv_bytes_per_block / 1024.0,
-                    (long long)k->kv_blocks_total, sp.sched.n_threads, sp.sched.n_threads == 1 ? "" : "s",
-                    k->apex_profile == 2 ? "measured at start-up" : "a preset scaled to this model");
-        else if (sp.sched.device_kv_memory_bytes > 0)
-            fprintf(stderr, "edgespec serve: --device-kv-memory holds the whole KV pool: one tier\n");
-    }
-    if (!local && !tls)
+    es_model_desc(s->target, desc, sizeof desc);
+    const bool v6 = strchr(o->host, ':') != NULL;
+    const bool local = is_local(o->host) && (!sp->http || !o->http_host || is_local(o->http_host));
+    const bool keys = o->api_key || s->keys.n;
+    fprintf(stderr, "edgespec serve: %s%s%s, %d thread%s%s%s%s\n", desc, s->draft ? ", draft " : "", s->draft ? o->draft_path : "",
+            sp->sched.n_threads, sp->sched.n_threads == 1 ? "" : "s", keys ? ", api key required" : "", s->tls ? ", TLS" : "",
+            local ? "" : ", reachable from other machines");
+    if (sp->sched.backend != ES_BACKEND_CPU) fprintf(stderr, "edgespec serve: the target's forward pass runs on %s\n", s->devdesc);
+    es_server_stats ts;
+    es_server_get_stats(s->srv, &ts);
+    const es_sched_stats *k = &ts.sched;
+    if (k->tiered)
+        fprintf(stderr, "edgespec serve: two KV tiers: %lld pages (%.1f KiB) on the device of %lld in all, host-tier attention on "
+                        "%d thread%s, predictor profile %s; prefix cache off\n",
+                (long long)k->device_kv_blocks_total, (double)k->device_kv_blocks_total * (double)k->kv_bytes_per_block / 1024.0,
+                (long long)k->kv_blocks_total, sp->sched.n_threads, sp->sched.n_threads == 1 ? "" : "s",
+                k->apex_profile == 2 ? "measured at start-up" : "a preset scaled to this model");
+    else if (sp->sched.device_kv_memory_bytes > 0)
+        fprintf(stderr, "edgespec serve: --device-kv-memory holds the whole KV pool: one tier\n");
+    if (!local && !s->tls)
         fprintf(stderr, "edgespec serve: warning: listening beyond this machine without TLS: traffic and keys travel in "
                         "clear text (see --tls-cert)\n");
-    if (!local && !api_key && !keys.n)
+    if (!local && !keys)
         fprintf(stderr, "edgespec serve: warning: listening beyond this machine without an api key: anyone who can "
                         "reach the port can use the model (see --api-key / --api-keys-file)\n");
-    fprintf(stderr, "listening on %s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", es_server_port(srv));
-    if (sp.http) fprintf(stderr, "edgespec serve: HTTP API ready (model \"%s\")\n", model_name);
+    fprintf(stderr, "listening on %s%s%s:%d\n", v6 ? "[" : "", o->host, v6 ? "]" : "", es_server_port(s->srv));
+    if (sp->http) fprintf(stderr, "edgespec serve: HTTP API ready (model \"%s\")\n", o->model_name);
     fflush(stderr);
+}
 
+static int wait_for_signal(const sigset_t *sigs) {
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
+    while (sigwait(sigs, &sig) != 0) {
     }
-    if (sig == SIGTERM && drain_timeout_s > 0) {
-        /* drain: the sessions already running finish here while a balancer sends new ones elsewhere;
-           the wait ends when none is left (checked every 50 ms), at the deadline, or at a second signal */
-        es_server_drain(srv);
-        es_server_stats ds;
-        es_server_get_stats(srv, &ds);
-        fprintf(stderr, "edgespec serve: terminated, draining %d session%s (at most %.3g s)\n", ds.sched.sessions_active,
-                ds.sched.sessions_active == 1 ? "" : "s", drain_timeout_s);
-        fflush(stderr);
-        const double t_drain = cli_now();
-        for (;;) {
-            es_server_get_stats(srv, &ds);
-            if (ds.sched.sessions_active == 0) break;
-            if (cli_now() - t_drain >= drain_timeout_s) {
-                fprintf(stderr, "edgespec serve: drain timeout: %d session%s told to move\n", ds.sched.sessions_active,
-                        ds.sched.sessions_active == 1 ? "" : "s");
-                break;
-            }
-            const struct timespec tick = {0, 50 * 1000000L};
-            if (sigtimedwait(&sigs, NULL, &tick) > 0) {
-                fprintf(stderr, "edgespec serve: a second signal: stopping now\n");
-                break;
-            }
+    return sig;
+}
+
+/* SIGTERM with --drain-timeout: the sessions already running finish here while a balancer sends new
+ * ones elsewhere; the wait ends when none is left (checked every 50 ms), at the deadline, or at a
+ * second signal. */
+static void drain(serve_state *s, const sigset_t *sigs) {
+    es_server_drain(s->srv);
+    es_server_stats ds;
+    es_server_get_stats(s->srv, &ds);
+    fprintf(stderr, "edgespec serve: terminated, draining %d session%s (at most %.3g s)\n", ds.sched.sessions_active,
+            ds.sched.sessions_active == 1 ? "" : "s", s->o.drain_timeout_s);
+    fflush(stderr);
+    const double t_drain = cli_now();
+    for (;;) {
+        es_server_get_stats(s->srv, &ds);
+        if (ds.sched.sessions_active == 0) break;
+        if (cli_now() - t_drain >= s->o.drain_timeout_s) {
+            fprintf(stderr, "edgespec serve: drain timeout: %d session%s told to move\n", ds.sched.sessions_active,
+                    ds.sched.sessions_active == 1 ? "" : "s");
+            break;
         }
-        fprintf(stderr, "edgespec serve: drained, stopping\n");
-    } else {
-        fprintf(stderr, "edgespec serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+        const struct timespec tick = {0, 50 * 1000000L};
+        if (sigtimedwait(sigs, NULL, &tick) > 0) {
+            fprintf(stderr, "edgespec serve: a second signal: stopping now\n");
+            break;
+        }
     }
-    es_server_stop(srv);
+    fprintf(stderr, "edgespec serve: drained, stopping\n");
+}
+
+/* Stops the server (every session is told it is stopping) and prints what it did. */
+static void stop_and_report(serve_state *s) {
+    es_server_stop(s->srv);
     es_server_stats st;
-    es_server_get_stats(srv, &st);
-    int port_used = es_server_port(srv);
-    es_server_free(srv);
-    srv = NULL;
-    double uptime = cli_now() - t0;
-    if (json) print_stats_json(&st, uptime, cpu_seconds(), host, port_used, sp.sched.kv_type, sp.sched.policy, devdesc);
+    es_server_get_stats(s->srv, &st);
+    const int port_used = es_server_port(s->srv);
+    es_server_free(s->srv);
+    s->srv = NULL;
+    const double uptime = cli_now() - s->t0;
+    const es_sched_params *k = &s->o.sp.sched;
+    if (s->o.json) print_stats_json(&st, uptime, cpu_seconds(), s->o.host, port_used, k->kv_type, k->policy, s->devdesc);
     else print_stats_human(&st, uptime);
-    rc = 0;
-done:
-    es_http_loading_stop(loading);
-    if (http_fd >= 0) close(http_fd);
-    es_server_free(srv);
-    es_tls_ctx_free(tls); /* after the server and the loading responder, which use it */
-    free(key_ptrs);
-    es_keys_free(&keys);
-    es_model_free(draft);
-    es_model_free(target);
+}
+
+static void serve_free(serve_state *s) {
+    es_http_loading_stop(s->loading);
+    if (s->http_fd >= 0) close(s->http_fd);
+    es_server_free(s->srv);
+    es_tls_ctx_free(s->tls); /* after the server and the loading responder, which use it */
+    free(s->key_ptrs);
+    es_keys_free(&s->keys);
+    es_model_free(s->draft);
+    es_model_free(s->target);
+}
+
+int cmd_serve(int argc, char **argv) {
+    serve_state s;
+    memset(&s, 0, sizeof s);
+    s.http_fd = -1;
+    int rc = parse_options(argc, argv, &s.o);
+    if (rc < 0) rc = check_options(&s.o);
+    if (rc >= 0) return rc;
+    s.log_level = s.o.verbose ? 3 : 1;
+    sigset_t sigs;
+    block_signals(&sigs);
+    rc = 1;
+    if (load_credentials(&s) && open_http_api(&s) && apply_test_hooks(&s) && load_models(&s) && resolve_defaults(&s) &&
+        start_server(&s)) {
+        report_start(&s);
+        const int sig = wait_for_signal(&sigs);
+        if (sig == SIGTERM && s.o.drain_timeout_s > 0) drain(&s, &sigs);
+        else fprintf(stderr, "edgespec serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+        stop_and_report(&s);
+        rc = 0;
+    }
+    serve_free(&s);
     return rc;
 }

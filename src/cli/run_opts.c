@@ -242,7 +242,8 @@ void es_run_device_params(const es_run_opts *o, es_ctx_params *cp) {
     cp->backend = o->backend;
     cp->device = o->device;
     if (o->backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
-    const char *v = getenv("EDGESPEC_VK_VALIDATION"); /* a test hook of the command, never read by the library */
+    /* a test hook of the command, never read by the library (README, "Test hooks") */
+    const char *v = getenv("EDGESPEC_VK_VALIDATION");
     if (o->backend == ES_BACKEND_VULKAN && v && !strcmp(v, "1")) {
         cp->device_validation = true;
         cp->device_message = on_device_message;

@@ -28,7 +28,6 @@ static const struct { const char *name; size_t size; } k_dtypes[ES_ST_DTYPE_COUN
 };
 
 const char *es_st_dtype_name(es_st_dtype t) { return (unsigned)t < ES_ST_DTYPE_COUNT ? k_dtypes[t].name : "?"; }
-size_t es_st_dtype_size(es_st_dtype t) { return (unsigned)t < ES_ST_DTYPE_COUNT ? k_dtypes[t].size : 0; }
 
 void es_st_free(es_safetensors *st) {
     if (!st) return;

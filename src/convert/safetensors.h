@@ -45,7 +45,6 @@ const es_st_tensor *es_st_tensor_at(const es_safetensors *st, int i); /* in name
 const es_st_tensor *es_st_find(const es_safetensors *st, const char *name);
 
 const char *es_st_dtype_name(es_st_dtype t);
-size_t es_st_dtype_size(es_st_dtype t);
 
 /* Elements [first, first + n) of an F32, F16 or BF16 tensor as f32 (the caller keeps the range
  * within numel). ES_ERR_UNSUPPORTED for other dtypes. */

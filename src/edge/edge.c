@@ -1181,152 +1181,273 @@ static es_status check_verdict(const es_edge *e, const es_spec_tree *t, const es
  * else) has arrived, so betting never delays the answer to it. */
 static bool bet_abort(void *ud) { return wire_ready(((es_edge *)ud)->w); }
 
-/* Edge mode: draft locally, verify remotely, with the proactive bet. */
-static es_status run_edge(gen *g, es_err *err) {
+/* One round of edge mode after its tree went out: the bet placed while the tree travels, and the
+ * provisional verdict of an EARLY frame. The bet path (a made-up verdict) is e->bet, the tree drafted
+ * after it e->next. */
+typedef struct edge_round {
+    uint32_t id;                 /* the round number its verdict must carry */
+    int conf_len;                /* confirmed tokens (prompt + generated) when the tree was drafted */
+    int base;                    /* the drafter's KV length before the bet (the root's slot) */
+    bool bet;                    /* the drafter stands on the bet path e->bet.path[0 .. pl) + bonus_bet */
+    bool bet_tree, bet_cut;      /* a tree was drafted after the bet into e->next; bet_abort cut it short */
+    int pl;
+    int32_t bonus_bet;
+    es_drafter_state snap;       /* the drafter before the bet */
+    bool early_seen;             /* an EARLY frame came ... */
+    bool from_early;             /* ... and the bet stands on its provisional verdict */
+    double t_early;
+    int early_n;                 /* the provisional verdict: path early_path[0 .. early_n), bonus */
+    int32_t early_path[ES_SPEC_MAX_PATH], early_bonus;
+} edge_round;
+
+/* The drafter over the prompt (all but its last token, the first root, which *root gets) and the
+ * server session; a server lost already is recovered from (tokens may be made locally meanwhile). */
+static es_status edge_begin(gen *g, int32_t *root, es_err *err) {
     es_edge *e = g->e;
-    es_edge_stats *st = g->st;
     es_drafter_params dp = e->p.draft_params;
     dp.sample = e->p.rule == ES_ACCEPT_REJECTION;
     es_status s = es_seq_truncate(e->dctx, e->dseq, 0, err);
     if (s != ES_OK) return s;
     if ((s = es_drafter_init(e->dctx, e->dseq, &dp, &g->d, err)) != ES_OK) return s;
-    es_drafter *d = g->d;
-    if ((s = es_drafter_prefill(d, g->prompt, g->n_prompt - 1, err)) != ES_OK) return s;
-    int32_t root = g->prompt[g->n_prompt - 1];
+    if ((s = es_drafter_prefill(g->d, g->prompt, g->n_prompt - 1, err)) != ES_OK) return s;
+    *root = g->prompt[g->n_prompt - 1];
     if ((s = open_session(g, err)) != ES_OK && !lost(s)) return s;
     if (lost(s)) {
         es_err why = err ? *err : (es_err){{0}};
         if ((s = recover(g, 0, &why, err)) != ES_OK) return s;
         if (g->done) return ES_OK;
-        root = g->conf[g->n_prompt + g->n - 1]; /* tokens may have been made locally meanwhile */
+        *root = g->conf[g->n_prompt + g->n - 1]; /* tokens may have been made locally meanwhile */
     }
+    return ES_OK;
+}
+
+/* The round's tree into e->tree: drafted from root, or (ready) the one drafted under the winning bet. */
+static es_status draft_tree(gen *g, bool ready, int32_t root, int conf_len, es_err *err) {
+    es_edge *e = g->e;
+    const double t = es_now_s();
+    if (ready) {
+        /* drafted under the bet with the hint of the round before: the verdict since may have
+         * asked for smaller trees (or none). Nodes come parents first, so the first m are a tree. */
+        memcpy(&e->tree, &e->next, sizeof e->tree);
+        const int m = round_budget(g, g->n, conf_len);
+        if (e->tree.n > m) {
+            e->tree.n = m;
+            g->st->proactive_cut++;
+        }
+    } else {
+        es_status s = es_drafter_draft(g->d, root, round_budget(g, g->n, conf_len), &e->tree, err);
+        if (s != ES_OK) return s;
+    }
+    g->st->draft_seconds += es_now_s() - t;
+    return ES_OK;
+}
+
+/* The next tree, after the bet (root rd->bonus_bet, n_done tokens and conf_len confirmed by then),
+ * into e->next; the drafter stops when anything arrives from the server (bet_abort). */
+static es_status draft_after_bet(gen *g, edge_round *rd, int n_done, int conf_len, es_err *err) {
+    es_drafter_set_abort(g->d, bet_abort, g->e);
+    es_status s = es_drafter_draft(g->d, rd->bonus_bet, round_budget(g, n_done, conf_len), &g->e->next, err);
+    es_drafter_set_abort(g->d, NULL, NULL);
+    if (s != ES_OK) return s;
+    rd->bet_cut = es_drafter_aborted(g->d);
+    rd->bet_tree = true;
+    return ES_OK;
+}
+
+/* The proactive bet, while the tree travels: the drafter accepts the bet path (bet_path) as if the
+ * verdict had, predicts the bonus token, and drafts the next tree from it. No bet on a path that holds
+ * a stop token or would end past max_tokens or the context. */
+static es_status place_bet(gen *g, edge_round *rd, es_err *err) {
+    es_edge *e = g->e;
+    es_drafter *d = g->d;
+    const double t = es_now_s();
+    rd->pl = bet_path(&e->tree, d, e->p.bet, e->bet.path);
+    bool has_stop = false;
+    for (int k = 0; k < rd->pl; k++) has_stop |= is_stop(g, e->tree.token[e->bet.path[k]]);
+    if (!has_stop && g->n + rd->pl + 1 < g->max_tokens && rd->conf_len + rd->pl + 1 < g->n_ctx) {
+        es_drafter_save(d, &rd->snap);
+        e->bet.n_accepted = rd->pl;
+        es_status s;
+        if ((s = es_drafter_accept(d, &e->tree, &e->bet, err)) != ES_OK) return s;
+        if ((s = es_drafter_predict(d, &rd->bonus_bet, err)) != ES_OK) return s;
+        rd->bet = true;
+        g->st->proactive_attempts++;
+        if (!is_stop(g, rd->bonus_bet)) {
+            if ((s = draft_after_bet(g, rd, g->n + rd->pl + 1, rd->conf_len + rd->pl + 1, err)) != ES_OK) return s;
+            if (rd->bet_cut) g->st->proactive_stopped++;
+        }
+    }
+    g->st->draft_seconds += es_now_s() - t;
+    return ES_OK;
+}
+
+/* An EARLY frame (f, freed here), the provisional verdict of a session that asked for early exits,
+ * range-checked like the verdict it stands for. Unless the bet already stands on its path with a whole
+ * tree, the drafter moves onto that path (root and the prefix shared with the bet stay) and drafts the
+ * next tree from it instead of the bet's. */
+static es_status take_early(gen *g, edge_round *rd, qframe *f, es_err *err) {
+    es_edge *e = g->e;
+    es_drafter *d = g->d;
+    es_msg_early em;
+    es_status s = es_proto_get_early(f->data, f->len, &em, err);
+    free(f);
+    if (s != ES_OK) {
+        char why[sizeof err->msg]; /* (not err->msg itself: es_fail writes there) */
+        snprintf(why, sizeof why, "%s", err ? err->msg : "");
+        return es_fail(err, ES_ERR_PROTOCOL, "malformed EARLY: %.400s", why);
+    }
+    if (!e->p.early_exit || rd->early_seen)
+        return es_fail(err, ES_ERR_PROTOCOL, "%s EARLY frame for round %u", rd->early_seen ? "a second" : "an unasked-for", em.round);
+    const es_msg_verdict as_v = {.round = em.round, .v = em.v};
+    if ((s = check_verdict(e, &e->tree, &as_v, rd->id, err)) != ES_OK)
+        return es_fail(err, s, "EARLY frame: %s", err ? err->msg : ""); /* (es_fail formats before it copies) */
+    rd->early_seen = true;
+    rd->t_early = es_now_s();
+    g->st->early_frames++;
+    const es_spec_verdict *pv = &em.v;
+    const int pn = pv->n_accepted;
+    rd->early_n = pn;
+    memcpy(rd->early_path, pv->path, (size_t)pn * sizeof(int32_t));
+    rd->early_bonus = pv->bonus;
+    bool has_stop = false;
+    for (int k = 0; k <= pn; k++) has_stop |= is_stop(g, pv->tokens[k]);
+    if (has_stop || g->n + pn + 1 >= g->max_tokens || rd->conf_len + pn + 1 >= g->n_ctx) return ES_OK;
+    /* the bet already stands on this path with a whole tree: nothing to do */
+    bool same = rd->bet && rd->pl == pn && rd->bonus_bet == pv->bonus && !rd->bet_cut;
+    for (int k = 0; same && k < pn; k++) same = e->bet.path[k] == pv->path[k];
+    if (same) {
+        rd->from_early = true;
+        return ES_OK;
+    }
+    const double t = es_now_s();
+    if (rd->bet) { /* off the bet's path: root + the shared prefix stay, the rest is queued */
+        int j = 0;
+        while (j < pn && j < rd->pl && pv->path[j] == e->bet.path[j]) j++;
+        if ((s = es_drafter_rewind(d, rd->base + 1 + j, pv->tokens + j, pn - j, err)) != ES_OK) return s;
+        es_drafter_restore(d, &rd->snap);
+        es_drafter_adapt(d, e->tree.n, pn);
+    } else {
+        es_drafter_save(d, &rd->snap);
+        e->bet.n_accepted = pn;
+        memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
+        if ((s = es_drafter_accept(d, &e->tree, &e->bet, err)) != ES_OK) return s;
+    }
+    memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
+    e->bet.n_accepted = rd->pl = pn;
+    rd->bonus_bet = pv->bonus;
+    rd->bet = true;
+    rd->from_early = true;
+    if ((s = draft_after_bet(g, rd, g->n + pn + 1, rd->conf_len + pn + 1, err)) != ES_OK) return s;
+    g->st->draft_seconds += es_now_s() - t;
+    return ES_OK;
+}
+
+/* The server was lost during the round: the drafter goes back to the state before the round's bet
+ * (the cache holds the confirmed tokens but the root, which the next draft evaluates again), then a
+ * new session; *root is the last confirmed token (tokens may have been made locally meanwhile). */
+static es_status recover_round(gen *g, edge_round *rd, int32_t *root, es_err *err) {
+    if (rd->bet) {
+        es_status s2 = es_drafter_rewind(g->d, rd->base, NULL, 0, err);
+        if (s2 != ES_OK) return s2;
+        es_drafter_restore(g->d, &rd->snap);
+    }
+    es_err why = err ? *err : (es_err){{0}};
+    es_status s = recover(g, rd->base, &why, err);
+    if (s != ES_OK) return s;
+    *root = g->conf[g->n_prompt + g->n - 1];
+    return ES_OK;
+}
+
+/* The round's VERDICT (f, freed here), checked against the tree and counted. A bet it confirms is kept
+ * (*ready: its tree is the next round's); otherwise the drafter moves to the verdict's path. Then its
+ * tokens are confirmed, and *root is the next round's root. */
+static es_status take_verdict(gen *g, edge_round *rd, qframe *f, bool *ready, int32_t *root, es_err *err) {
+    es_edge *e = g->e;
+    es_drafter *d = g->d;
+    es_edge_stats *st = g->st;
+    es_msg_verdict vr;
+    es_status s = es_proto_get_verdict(f->data, f->len, &vr, err);
+    free(f);
+    if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed VERDICT: %s", err ? err->msg : "");
+    if ((s = check_verdict(e, &e->tree, &vr, rd->id, err)) != ES_OK) return s;
+    const es_spec_verdict *v = &vr.v;
+    if (rd->early_seen) {
+        if (st->n_early_lead < ES_EDGE_MAX_LEADS) st->early_lead_ms[st->n_early_lead++] = (float)(1000.0 * (es_now_s() - rd->t_early));
+        /* agreement is the provisional verdict against the final one, whatever was drafted */
+        bool agree = v->n_accepted == rd->early_n && v->bonus == rd->early_bonus;
+        for (int k = 0; agree && k < rd->early_n; k++) agree = v->path[k] == rd->early_path[k];
+        st->early_agreed += agree;
+    }
+    st->rounds++;
+    st->drafted += e->tree.n;
+    st->accepted += v->n_accepted;
+    for (int k = 1; k <= v->n_accepted; k++) st->accepted_at_depth[k]++;
+    g->hint = vr.suggested_budget;
+    if (rd->bet) {
+        const int pl = rd->pl;
+        int j = 0;
+        while (j < v->n_accepted && j < pl && v->path[j] == e->bet.path[j]) j++;
+        /* a bet tree cut short is still a valid tree, but a smaller one than a run without bets
+           would draft: under sampling rules that changes which random draws the round uses, so
+           only greedy keeps it (a sampled run stays token-identical to one without bets) */
+        const bool usable = !rd->bet_cut || e->p.rule == ES_ACCEPT_GREEDY;
+        if (v->n_accepted == pl && j == pl && v->tokens[pl] == rd->bonus_bet && usable) {
+            if (rd->from_early) st->early_kept += rd->bet_tree;
+            else st->proactive_hits++;
+            *ready = rd->bet_tree;
+        } else {
+            /* miss: keep root + the shared prefix of the path, queue the rest */
+            if ((s = es_drafter_rewind(d, rd->base + 1 + j, v->tokens + j, v->n_accepted - j, err)) != ES_OK) return s;
+            es_drafter_restore(d, &rd->snap);
+            es_drafter_adapt(d, e->tree.n, v->n_accepted);
+        }
+    } else if ((s = es_drafter_accept(d, &e->tree, v, err)) != ES_OK) return s;
+    emit(g, v->tokens, v->n_tokens);
+    if (vr.stop != ES_STOP_NONE) {
+        if (!g->done) g->stop_reason = vr.stop;
+        g->done = true;
+    } else if (g->done) close_session(g);
+    *root = v->tokens[v->n_accepted];
+    return ES_OK;
+}
+
+/* Edge mode: draft locally, verify remotely, with the proactive bet. Each round: the tree is drafted
+ * (or taken from a winning bet) and sent; the bet is placed while it travels; the verdict is awaited
+ * (an EARLY frame before it may move the bet); a lost server is recovered from, else the verdict is
+ * taken. */
+static es_status run_edge(gen *g, es_err *err) {
+    es_edge *e = g->e;
+    int32_t root;
+    es_status s = edge_begin(g, &root, err);
+    if (s != ES_OK || g->done) return s;
     uint32_t round = 0;
     bool ready = false; /* e->next holds a tree drafted under a winning bet */
-    es_spec_tree *tree = &e->tree;
     while (!g->done) {
         const int conf_len = g->n_prompt + g->n;
         if (conf_len >= g->n_ctx) { g->done = true; g->stop_reason = ES_STOP_CONTEXT; close_session(g); break; }
-        double t = es_now_s();
-        if (ready) {
-            /* drafted under the bet with the hint of the round before: the verdict since may have
-             * asked for smaller trees (or none). Nodes come parents first, so the first m are a tree. */
-            memcpy(tree, &e->next, sizeof *tree);
-            const int m = round_budget(g, g->n, conf_len);
-            if (tree->n > m) {
-                tree->n = m;
-                st->proactive_cut++;
-            }
-        } else if ((s = es_drafter_draft(d, root, round_budget(g, g->n, conf_len), tree, err)) != ES_OK) return s;
+        if ((s = draft_tree(g, ready, root, conf_len, err)) != ES_OK) return s;
         ready = false;
-        st->draft_seconds += es_now_s() - t;
-        /* send the tree */
-        es_msg_verify vm = {round, tree};
+        edge_round rd = {.id = round, .conf_len = conf_len, .base = es_drafter_kv_len(g->d), .bonus_bet = -1, .early_bonus = -1};
+        es_msg_verify vm = {round, &e->tree};
         es_wbuf w;
         wbuf_reset(e, &w);
         if ((s = es_proto_put_verify(&w, g->session, &vm, err)) != ES_OK) return s;
         s = edge_send(e, &w, err);
-        /* the bet, while the tree is on its way */
-        bool bet = false, bet_tree = false, bet_cut = false;
-        int base = es_drafter_kv_len(d), pl = 0;
-        int32_t bonus_bet = -1;
-        es_drafter_state snap;
-        if (s == ES_OK && e->p.proactive && tree->n > 0) {
-            t = es_now_s();
-            pl = bet_path(tree, d, e->p.bet, e->bet.path);
-            bool has_stop = false;
-            for (int k = 0; k < pl; k++) has_stop |= is_stop(g, tree->token[e->bet.path[k]]);
-            if (!has_stop && g->n + pl + 1 < g->max_tokens && conf_len + pl + 1 < g->n_ctx) {
-                es_drafter_save(d, &snap);
-                e->bet.n_accepted = pl;
-                if ((s = es_drafter_accept(d, tree, &e->bet, err)) != ES_OK) return s;
-                if ((s = es_drafter_predict(d, &bonus_bet, err)) != ES_OK) return s;
-                bet = true;
-                st->proactive_attempts++;
-                if (!is_stop(g, bonus_bet)) {
-                    const int n2 = g->n + pl + 1;
-                    es_drafter_set_abort(d, bet_abort, e);
-                    s = es_drafter_draft(d, bonus_bet, round_budget(g, n2, conf_len + pl + 1), &e->next, err);
-                    es_drafter_set_abort(d, NULL, NULL);
-                    if (s != ES_OK) return s;
-                    bet_cut = es_drafter_aborted(d);
-                    if (bet_cut) st->proactive_stopped++;
-                    bet_tree = true;
-                }
-            }
-            st->draft_seconds += es_now_s() - t;
+        if (s == ES_OK && e->p.proactive && e->tree.n > 0) {
+            const es_status bs = place_bet(g, &rd, err);
+            if (bs != ES_OK) return bs;
         }
         /* the verdict (and, before it, the EARLY of a session that asked: the next tree is drafted
            from the provisional verdict instead of the bet) */
         qframe *f = NULL;
-        bool early_seen = false, from_early = false;
-        double t_early = 0;
-        int early_n = 0;             /* the provisional verdict: path early_path[0 .. early_n), bonus */
-        int32_t early_path[ES_SPEC_MAX_PATH], early_bonus = -1;
         while (s == ES_OK) {
-            t = es_now_s();
+            const double t = es_now_s();
             s = edge_next(e, g->session, true, &f, err);
-            st->wait_seconds += es_now_s() - t;
+            g->st->wait_seconds += es_now_s() - t;
             if (s != ES_OK || !f || f->h.type != ES_FRAME_EARLY) break;
-            es_msg_early em;
-            s = es_proto_get_early(f->data, f->len, &em, err);
-            free(f);
+            const es_status es = take_early(g, &rd, f, err);
             f = NULL;
-            if (s != ES_OK) {
-                char why[sizeof err->msg]; /* (not err->msg itself: es_fail writes there) */
-                snprintf(why, sizeof why, "%s", err ? err->msg : "");
-                return es_fail(err, ES_ERR_PROTOCOL, "malformed EARLY: %.400s", why);
-            }
-            if (!e->p.early_exit || early_seen)
-                return es_fail(err, ES_ERR_PROTOCOL, "%s EARLY frame for round %u", early_seen ? "a second" : "an unasked-for",
-                               em.round);
-            /* range-checked like the verdict it stands for: a path in this round's tree, a token in
-               the vocabulary */
-            const es_msg_verdict as_v = {.round = em.round, .v = em.v};
-            if ((s = check_verdict(e, tree, &as_v, round, err)) != ES_OK)
-                return es_fail(err, s, "EARLY frame: %s", err ? err->msg : ""); /* (es_fail formats before it copies) */
-            early_seen = true;
-            t_early = es_now_s();
-            st->early_frames++;
-            const es_spec_verdict *pv = &em.v;
-            const int pn = pv->n_accepted;
-            early_n = pn;
-            memcpy(early_path, pv->path, (size_t)pn * sizeof(int32_t));
-            early_bonus = pv->bonus;
-            bool has_stop = false;
-            for (int k = 0; k <= pn; k++) has_stop |= is_stop(g, pv->tokens[k]);
-            if (has_stop || g->n + pn + 1 >= g->max_tokens || conf_len + pn + 1 >= g->n_ctx) continue;
-            /* the bet already stands on this path with a whole tree: nothing to do */
-            bool same = bet && pl == pn && bonus_bet == pv->bonus && !bet_cut;
-            for (int k = 0; same && k < pn; k++) same = e->bet.path[k] == pv->path[k];
-            if (same) {
-                from_early = true;
-                continue;
-            }
-            t = es_now_s();
-            if (bet) { /* off the bet's path: root + the shared prefix stay, the rest is queued */
-                int j = 0;
-                while (j < pn && j < pl && pv->path[j] == e->bet.path[j]) j++;
-                if ((s = es_drafter_rewind(d, base + 1 + j, pv->tokens + j, pn - j, err)) != ES_OK) return s;
-                es_drafter_restore(d, &snap);
-                es_drafter_adapt(d, tree->n, pn);
-            } else {
-                es_drafter_save(d, &snap);
-                e->bet.n_accepted = pn;
-                memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
-                if ((s = es_drafter_accept(d, tree, &e->bet, err)) != ES_OK) return s;
-            }
-            memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
-            e->bet.n_accepted = pl = pn;
-            bonus_bet = pv->bonus;
-            bet = true;
-            from_early = true;
-            es_drafter_set_abort(d, bet_abort, e);
-            s = es_drafter_draft(d, bonus_bet, round_budget(g, g->n + pn + 1, conf_len + pn + 1), &e->next, err);
-            es_drafter_set_abort(d, NULL, NULL);
-            if (s != ES_OK) return s;
-            bet_cut = es_drafter_aborted(d);
-            bet_tree = true;
-            st->draft_seconds += es_now_s() - t;
+            if (es != ES_OK) return es;
         }
         if (s == ES_OK && !f) { /* cancelled while the verdict is awaited: end the server's session too */
             g->done = true;
@@ -1341,62 +1462,11 @@ static es_status run_edge(gen *g, es_err *err) {
             if (s == ES_OK) break; /* the server closed the session */
         }
         if (s != ES_OK) {
-            if (!lost(s)) return s;
-            /* back to the state before this round's bet: the cache holds the confirmed tokens but
-             * the root, which the next draft evaluates again */
-            if (bet) {
-                es_status s2 = es_drafter_rewind(d, base, NULL, 0, err);
-                if (s2 != ES_OK) return s2;
-                es_drafter_restore(d, &snap);
-            }
-            es_err why = err ? *err : (es_err){{0}};
-            if ((s = recover(g, base, &why, err)) != ES_OK) return s;
-            root = g->conf[g->n_prompt + g->n - 1]; /* tokens may have been made locally meanwhile */
+            if (!lost(s) || (s = recover_round(g, &rd, &root, err)) != ES_OK) return s;
             round = 0;
             continue;
         }
-        es_msg_verdict vr;
-        s = es_proto_get_verdict(f->data, f->len, &vr, err);
-        free(f);
-        if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed VERDICT: %s", err ? err->msg : "");
-        if ((s = check_verdict(e, tree, &vr, round, err)) != ES_OK) return s;
-        const es_spec_verdict *v = &vr.v;
-        if (early_seen) {
-            if (st->n_early_lead < ES_EDGE_MAX_LEADS) st->early_lead_ms[st->n_early_lead++] = (float)(1000.0 * (es_now_s() - t_early));
-            /* agreement is the provisional verdict against the final one, whatever was drafted */
-            bool agree = v->n_accepted == early_n && v->bonus == early_bonus;
-            for (int k = 0; agree && k < early_n; k++) agree = v->path[k] == early_path[k];
-            st->early_agreed += agree;
-        }
-        st->rounds++;
-        st->drafted += tree->n;
-        st->accepted += v->n_accepted;
-        for (int k = 1; k <= v->n_accepted; k++) st->accepted_at_depth[k]++;
-        g->hint = vr.suggested_budget;
-        if (bet) {
-            int j = 0;
-            while (j < v->n_accepted && j < pl && v->path[j] == e->bet.path[j]) j++;
-            /* a bet tree cut short is still a valid tree, but a smaller one than a run without bets
-               would draft: under sampling rules that changes which random draws the round uses, so
-               only greedy keeps it (a sampled run stays token-identical to one without bets) */
-            const bool usable = !bet_cut || e->p.rule == ES_ACCEPT_GREEDY;
-            if (v->n_accepted == pl && j == pl && v->tokens[pl] == bonus_bet && usable) {
-                if (from_early) st->early_kept += bet_tree;
-                else st->proactive_hits++;
-                ready = bet_tree;
-            } else {
-                /* miss: keep root + the shared prefix of the path, queue the rest */
-                if ((s = es_drafter_rewind(d, base + 1 + j, v->tokens + j, v->n_accepted - j, err)) != ES_OK) return s;
-                es_drafter_restore(d, &snap);
-                es_drafter_adapt(d, tree->n, v->n_accepted);
-            }
-        } else if ((s = es_drafter_accept(d, tree, v, err)) != ES_OK) return s;
-        emit(g, v->tokens, v->n_tokens);
-        if (vr.stop != ES_STOP_NONE) {
-            if (!g->done) g->stop_reason = vr.stop;
-            g->done = true;
-        } else if (g->done) close_session(g);
-        root = v->tokens[v->n_accepted];
+        if ((s = take_verdict(g, &rd, f, &ready, &root, err)) != ES_OK) return s;
         round++;
     }
     return ES_OK;

@@ -444,14 +444,8 @@ static void *loop_main(void *arg) {
 
 /* ---- start / free ---- */
 
-es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, es_err *err) {
-    *out = NULL;
-    if (!p || !p->edge.draft) return es_fail(err, ES_ERR_INVALID_ARG, "the edge's HTTP API needs a draft model (it also tokenises)");
-    if (p->workers < 1 || p->workers > 1024) return es_fail(err, ES_ERR_INVALID_ARG, "workers must be in 1..1024, got %d", p->workers);
-    if (p->queue < 0) return es_fail(err, ES_ERR_INVALID_ARG, "queue must be >= 0");
-    if (p->port < 0 || p->port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "port %d outside 0..65535", p->port);
-    es_edge_http *s = calloc(1, sizeof *s);
-    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+/* s's copy of the parameters (the strings copied) and the rule of sampled requests. */
+static void take_params(es_edge_http *s, const es_edge_http_params *p) {
     s->p = *p;
     snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
     snprintf(s->model_name, sizeof s->model_name, "%s", p->model_name && *p->model_name ? p->model_name : "edgespec");
@@ -464,31 +458,23 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     s->rule_sampled = p->edge.rule == ES_ACCEPT_GREEDY ? ES_ACCEPT_REJECTION : p->edge.rule;
     s->p.edge.rule = ES_ACCEPT_GREEDY;
     s->p.edge.sampling.temperature = 0;
-    es_status st = ES_OK;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->mu_ok = true;
-    if ((st = es_wakeq_init(&s->evq, err)) != ES_OK) {
-        es_edge_http_free(s);
-        return st;
-    }
+}
+
+/* Every worker's client, connected now: a refusal (vocabulary, version, key) fails the start. A server
+ * that cannot be reached does too, unless the draft may answer alone (fallback_local): then the API
+ * starts, serves locally and the workers keep trying to connect. Then the context the API offers: the
+ * server's, at most the draft's. */
+static es_status connect_workers(es_edge_http *s, es_err *err) {
+    const es_edge_http_params *p = &s->p;
     s->w = calloc((size_t)p->workers, sizeof *s->w);
-    if (!s->w) {
-        es_edge_http_free(s);
-        return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    }
-    /* Every worker connects now; a refusal (vocabulary, version, key) fails the start. A server that
-       cannot be reached does too, unless the draft may answer alone (fallback_local): then the API
-       starts, serves locally and the workers keep trying to connect. */
+    if (!s->w) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     bool offline = false;
     for (int i = 0; i < p->workers; i++) {
         eworker *w = &s->w[i];
         w->s = s;
         w->backoff_s = EH_BACKOFF_MIN_S;
-        if ((st = es_edge_init(&s->p.edge, &w->e, err)) != ES_OK) {
-            es_edge_http_free(s);
-            return st;
-        }
+        es_status st = es_edge_init(&s->p.edge, &w->e, err);
+        if (st != ES_OK) return st;
         s->n_w = i + 1;
         if (offline) continue;
         es_err why = {{0}};
@@ -504,7 +490,6 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
             continue;
         }
         if (err) *err = why;
-        es_edge_http_free(s);
         return st;
     }
     for (int i = 0; i < s->n_w; i++) s->w[i].next_try = mono_s() + s->w[i].backoff_s;
@@ -512,19 +497,25 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     s->n_ctx = wl->n_ctx > 0 ? (int)wl->n_ctx : es_model_n_ctx_train(p->edge.draft);
     const int n_ctx_draft = p->edge.n_ctx > 0 ? p->edge.n_ctx : es_model_n_ctx_train(p->edge.draft);
     if (n_ctx_draft < s->n_ctx) s->n_ctx = n_ctx_draft;
+    return ES_OK;
+}
 
+/* The event loop: the workers' event queue, the one-second tick, the stop deadline. */
+static es_status init_loop(es_edge_http *s, es_err *err) {
     s->base = event_base_new();
     s->wake_ev = s->base ? event_new(s->base, es_wakeq_fd(&s->evq), EV_READ | EV_PERSIST, wake_cb, s) : NULL;
     s->tick_ev = s->base ? event_new(s->base, -1, EV_PERSIST, tick_cb, s) : NULL;
     s->deadline_ev = s->base ? event_new(s->base, -1, 0, deadline_cb, s) : NULL;
-    if (!s->wake_ev || !s->tick_ev || !s->deadline_ev) {
-        es_edge_http_free(s);
-        return es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
-    }
+    if (!s->wake_ev || !s->tick_ev || !s->deadline_ev) return es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
     event_add(s->wake_ev, NULL);
     struct timeval one = {1, 0};
     event_add(s->tick_ev, &one);
+    return ES_OK;
+}
 
+/* The OpenAI front end (src/http) on s's loop, with the workers as its backend. */
+static es_status start_http(es_edge_http *s, es_err *err) {
+    const es_edge_http_params *p = &s->p;
     es_http_params hp = es_http_default_params();
     hp.base = s->base;
     hp.host = s->host;
@@ -549,22 +540,38 @@ es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, e
     hp.backend.ud = s;
     hp.log = p->log;
     hp.log_ud = p->log_ud;
-    if ((st = es_http_start(&hp, &s->http, err)) != ES_OK) {
+    return es_http_start(&hp, &s->http, err);
+}
+
+static es_status start_threads(es_edge_http *s, es_err *err) {
+    for (int i = 0; i < s->n_w; i++) {
+        if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0)
+            return es_fail(err, ES_ERR_NOMEM, "cannot start a worker thread");
+        s->w[i].started = true;
+    }
+    if (pthread_create(&s->loop_th, NULL, loop_main, s) != 0) return es_fail(err, ES_ERR_NOMEM, "cannot start the event-loop thread");
+    s->loop_started = true;
+    return ES_OK;
+}
+
+es_status es_edge_http_start(const es_edge_http_params *p, es_edge_http **out, es_err *err) {
+    *out = NULL;
+    if (!p || !p->edge.draft) return es_fail(err, ES_ERR_INVALID_ARG, "the edge's HTTP API needs a draft model (it also tokenises)");
+    if (p->workers < 1 || p->workers > 1024) return es_fail(err, ES_ERR_INVALID_ARG, "workers must be in 1..1024, got %d", p->workers);
+    if (p->queue < 0) return es_fail(err, ES_ERR_INVALID_ARG, "queue must be >= 0");
+    if (p->port < 0 || p->port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "port %d outside 0..65535", p->port);
+    es_edge_http *s = calloc(1, sizeof *s);
+    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    take_params(s, p);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->mu_ok = true;
+    es_status st;
+    if ((st = es_wakeq_init(&s->evq, err)) != ES_OK || (st = connect_workers(s, err)) != ES_OK || (st = init_loop(s, err)) != ES_OK ||
+        (st = start_http(s, err)) != ES_OK || (st = start_threads(s, err)) != ES_OK) {
         es_edge_http_free(s);
         return st;
     }
-    for (int i = 0; i < s->n_w; i++) {
-        if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0) {
-            es_edge_http_free(s);
-            return es_fail(err, ES_ERR_NOMEM, "cannot start a worker thread");
-        }
-        s->w[i].started = true;
-    }
-    if (pthread_create(&s->loop_th, NULL, loop_main, s) != 0) {
-        es_edge_http_free(s);
-        return es_fail(err, ES_ERR_NOMEM, "cannot start the event-loop thread");
-    }
-    s->loop_started = true;
     ehlog(s, 2, "local API on %s:%d, %d workers, server %s:%d", s->host, es_http_port(s->http), s->n_w, p->edge.host, p->edge.port);
     *out = s;
     return ES_OK;

@@ -30,7 +30,6 @@ enum { NODE_ANY = 0, NODE_BOOL_LITS = 1, NODE_NULL_LIT = 2 };
 
 /* ---- tables ------------------------------------------------------------------------------------- */
 
-
 int es_grammar_add_node(es_grammar *g, gn_type type) {
     if (g->n_nodes >= 60000 || !grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof *g->nodes)) return -1;
     gnode *n = &g->nodes[g->n_nodes];
@@ -711,8 +710,6 @@ void es_grammar_vocab_free(es_grammar_vocab *v) {
     free(v);
 }
 
-int es_grammar_vocab_n_vocab(const es_grammar_vocab *v) { return v->n_vocab; }
-
 void es_grammar_vocab_stats(const es_grammar_vocab *v, int *n_full, int *n_special, int *n_plain) {
     *n_full = v->full.n;
     *n_special = v->special.n;
@@ -843,7 +840,6 @@ const uint64_t *es_gmatcher_mask(es_gmatcher *m) {
     return m->mask;
 }
 
-bool es_gmatcher_complete(const es_gmatcher *m) { return es_gstate_can_end(m->g, &m->cur); }
 bool es_gmatcher_ended(const es_gmatcher *m) { return m->cur.ended != 0; }
 const es_gstate *es_gmatcher_state(const es_gmatcher *m) { return &m->cur; }
 
@@ -852,5 +848,3 @@ void es_gmatcher_set_state(es_gmatcher *m, const es_gstate *s) {
     m->mask_ok = false;
 }
 
-const es_grammar *es_gmatcher_grammar(const es_gmatcher *m) { return m->g; }
-const es_grammar_vocab *es_gmatcher_vocab(const es_gmatcher *m) { return m->v; }

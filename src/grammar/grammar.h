@@ -76,7 +76,6 @@ void es_grammar_free(es_grammar *g);
  * user-defined, unused) are never allowed, except as end tokens. */
 es_status es_grammar_vocab_init(const es_tokenizer *tok, es_grammar_vocab **out, es_err *err);
 void es_grammar_vocab_free(es_grammar_vocab *v);
-int es_grammar_vocab_n_vocab(const es_grammar_vocab *v);
 /* Trie nodes (full, special): for the docs and benchmarks. */
 void es_grammar_vocab_stats(const es_grammar_vocab *v, int *n_full, int *n_special, int *n_plain);
 
@@ -103,13 +102,9 @@ bool es_gmatcher_allows(const es_gmatcher *m, int32_t t);
 /* The allowed-token bitset for the current state ((n_vocab + 63) / 64 words; bit t of word t / 64):
  * computed on first call after a state change, then cached. Valid until the matcher changes. */
 const uint64_t *es_gmatcher_mask(es_gmatcher *m);
-/* The value is complete (an end token is allowed), or an end token has been accepted. */
-bool es_gmatcher_complete(const es_gmatcher *m);
 bool es_gmatcher_ended(const es_gmatcher *m);
 const es_gstate *es_gmatcher_state(const es_gmatcher *m);
 void es_gmatcher_set_state(es_gmatcher *m, const es_gstate *s);
-const es_grammar *es_gmatcher_grammar(const es_gmatcher *m);
-const es_grammar_vocab *es_gmatcher_vocab(const es_gmatcher *m);
 
 static inline bool es_mask_test(const uint64_t *mask, int32_t t) { return (mask[t >> 6] >> (t & 63)) & 1u; }
 

@@ -1042,220 +1042,229 @@ static bool tool_choice_grammar(es_oai_request *q, es_oai_error *e) {
     return true;
 }
 
-static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
-    const double t_arrive = es_now_s();
+/* 503 while the server stops or drains; false after that reply. */
+static bool accepting(es_http *h, struct evhttp_request *req, const char *endpoint) {
     if (h->shutting_down) {
         reply_errorf(h, req, endpoint, 503, "server_error", "shutting_down", "the server is stopping");
-        return;
+        return false;
     }
     if (h->draining) {
         reply_errorf(h, req, endpoint, 503, "server_error", "draining", "this server is draining: retry on another replica");
-        return;
+        return false;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    const size_t blen = evbuffer_get_length(in);
-    const char *body = blen ? (const char *)evbuffer_pullup(in, -1) : "";
-    es_oai_request q;
-    es_oai_error e;
-    memset(&e, 0, sizeof e);
-    if (!es_oai_parse_request(kind, body, blen, &q, &e)) {
-        reply_error(h, req, endpoint, &e);
-        return;
-    }
-    for (int i = 0; i < q.n_bias; i++)
-        if (q.bias[i].id >= h->n_vocab) {
-            es_oai_error_set(&e, 400, "invalid_request_error", "invalid_value", "logit_bias",
-                             "'logit_bias' names token %d, outside the vocabulary (0..%d)", q.bias[i].id, h->n_vocab - 1);
-            es_oai_request_free(&q);
-            reply_error(h, req, endpoint, &e);
-            return;
+    return true;
+}
+
+/* What a well-formed request (es_oai_parse_request) may still ask in vain here: tokens outside the
+ * vocabulary, logprobs or constrained decoding from a backend without them, tools the chat template
+ * does not show. A tool_choice that asks for a call becomes q->grammar on the way. */
+static bool request_supported(es_http *h, int kind, es_oai_request *q, es_oai_error *e) {
+    for (int i = 0; i < q->n_bias; i++)
+        if (q->bias[i].id >= h->n_vocab) {
+            es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", "logit_bias",
+                             "'logit_bias' names token %d, outside the vocabulary (0..%d)", q->bias[i].id, h->n_vocab - 1);
+            return false;
         }
-    if (q.logprobs && !h->p.backend.logprobs) {
-        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", "logprobs",
+    if (q->logprobs && !h->p.backend.logprobs) {
+        es_oai_error_set(e, 400, "invalid_request_error", "unsupported_parameter", "logprobs",
                          "'logprobs' is not available here: the target model's probabilities are computed on the "
                          "verification server (ask its HTTP API, serve --http-port)");
-        es_oai_request_free(&q);
-        reply_error(h, req, endpoint, &e);
-        return;
+        return false;
     }
-    if (kind == ES_OAI_CHAT && !tool_choice_grammar(&q, &e)) {
-        es_oai_request_free(&q);
-        reply_error(h, req, endpoint, &e);
-        return;
-    }
-    if (q.grammar && !h->p.backend.grammar) {
-        const bool by_tools = q.tools && (q.tool_choice == ES_OAI_TOOLS_REQUIRED || q.tool_choice == ES_OAI_TOOLS_NAMED);
-        es_oai_error_set(&e, 400, "invalid_request_error", "unsupported_parameter", by_tools ? "tool_choice" : "response_format",
+    if (kind == ES_OAI_CHAT && !tool_choice_grammar(q, e)) return false;
+    if (q->grammar && !h->p.backend.grammar) {
+        const bool by_tools = q->tools && (q->tool_choice == ES_OAI_TOOLS_REQUIRED || q->tool_choice == ES_OAI_TOOLS_NAMED);
+        es_oai_error_set(e, 400, "invalid_request_error", "unsupported_parameter", by_tools ? "tool_choice" : "response_format",
                          "%s is not available here: constrained decoding runs where the target verifies (ask the "
                          "server's HTTP API, serve --http-port)",
                          by_tools ? "'tool_choice' asking for a call" : "JSON response_format");
-        es_oai_request_free(&q);
-        reply_error(h, req, endpoint, &e);
-        return;
+        return false;
+    }
+    if (kind == ES_OAI_CHAT && !chat_tools_ok(h, q, e)) return false;
+    return true;
+}
+
+/* A completion's prompt as token ids and the ids that end its choices. */
+typedef struct hprompt {
+    int32_t *ids;                        /* malloc'd; the request in flight takes it */
+    int n;
+    int max_tokens;                      /* the request's, or the default of its kind */
+    int32_t stop_ids[HTTP_MAX_STOP_IDS];
+    int n_stop_ids;
+    bool tools;                          /* a chat with tools the model may call */
+} hprompt;
+
+/* A chat's messages through the chat template: the Jinja one (the model's, or --chat-template-file),
+ * else the built-in family. The caller frees *text either way. */
+static bool render_chat(es_http *h, const es_oai_request *q, bool tools, es_str *text, es_oai_error *e) {
+    if (!h->jinja) {
+        if (es_chat_render((es_chat_family)h->chat_family, q->messages, q->n_messages, text)) return true;
+        es_oai_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
     }
     es_err err = {{0}};
-    int32_t *prompt = NULL;
-    int n_prompt = 0;
-    int32_t stop_ids[HTTP_MAX_STOP_IDS];
-    int n_stop_ids = 0;
-    if (h->bos >= 0 && h->bos != h->eos) stop_ids[n_stop_ids++] = h->bos; /* as `edgespec run`: BOS ends a story */
-    const bool tools = kind == ES_OAI_CHAT && q.tools && q.tool_choice != ES_OAI_TOOLS_NONE;
-    if (kind == ES_OAI_CHAT && !chat_tools_ok(h, &q, &e)) {
-        es_oai_request_free(&q);
-        reply_error(h, req, endpoint, &e);
-        return;
+    const es_status rs = es_chat_render_jinja(h->jinja, q->messages, q->n_messages, tools ? q->tools : NULL, h->bos_text, h->eos_text,
+                                              (int64_t)time(NULL), text, &err);
+    if (rs != ES_OK) {
+        if (rs == ES_ERR_NOMEM || rs == ES_ERR_INTERNAL) es_oai_error_set(e, 500, "server_error", NULL, NULL, "%s", err.msg);
+        else es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", NULL, "the model's chat template: %s", err.msg);
+        return false;
     }
+    /* the template writes BOS itself (Llama 3, Mistral, Gemma) where the tokenizer adds one too */
+    const size_t bl = strlen(h->bos_text);
+    if (bl && h->bos >= 0 && es_tokenizer_add_bos(h->p.tok) && text->len >= bl && !memcmp(text->s, h->bos_text, bl)) es_str_consume(text, bl);
+    return true;
+}
+
+/* The prompt of q as token ids (a chat rendered and tokenised, a text tokenised, or ids checked against
+ * the vocabulary: q's are taken), and max_tokens resolved and checked against the context. On failure
+ * the caller frees p->ids. */
+static bool request_prompt(es_http *h, int kind, es_oai_request *q, hprompt *p, es_oai_error *e) {
+    es_err err = {{0}};
+    if (h->bos >= 0 && h->bos != h->eos) p->stop_ids[p->n_stop_ids++] = h->bos; /* as `edgespec run`: BOS ends a story */
+    p->tools = kind == ES_OAI_CHAT && q->tools && q->tool_choice != ES_OAI_TOOLS_NONE;
     if (kind == ES_OAI_CHAT) {
         es_str text = {0};
-        if (h->jinja) {
-            const es_status rs = es_chat_render_jinja(h->jinja, q.messages, q.n_messages, tools ? q.tools : NULL, h->bos_text, h->eos_text,
-                                                      (int64_t)time(NULL), &text, &err);
-            if (rs != ES_OK) {
-                es_str_free(&text);
-                es_oai_request_free(&q);
-                if (rs == ES_ERR_NOMEM || rs == ES_ERR_INTERNAL) reply_errorf(h, req, endpoint, 500, "server_error", NULL, "%s", err.msg);
-                else reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "the model's chat template: %s", err.msg);
-                return;
-            }
-            /* the template writes BOS itself (Llama 3, Mistral, Gemma) where the tokenizer adds one too */
-            const size_t bl = strlen(h->bos_text);
-            if (bl && h->bos >= 0 && es_tokenizer_add_bos(h->p.tok) && text.len >= bl && !memcmp(text.s, h->bos_text, bl)) es_str_consume(&text, bl);
-        } else if (!es_chat_render((es_chat_family)h->chat_family, q.messages, q.n_messages, &text)) {
+        if (!render_chat(h, q, p->tools, &text, e)) {
             es_str_free(&text);
-            es_oai_request_free(&q);
-            reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
-            return;
+            return false;
         }
         /* the template's markers are control tokens; the fallback transcript is plain text, tokenised
          * exactly as `edgespec run` would tokenise it */
-        prompt = tokenize(h, es_str_cstr(&text), h->jinja || h->chat_family != ES_CHAT_FALLBACK, &n_prompt, &err);
+        p->ids = tokenize(h, es_str_cstr(&text), h->jinja || h->chat_family != ES_CHAT_FALLBACK, &p->n, &err);
         es_str_free(&text);
-        if (h->eot >= 0) stop_ids[n_stop_ids++] = h->eot;
-    } else if (q.prompt) {
-        prompt = tokenize(h, q.prompt, false, &n_prompt, &err);
+        if (h->eot >= 0) p->stop_ids[p->n_stop_ids++] = h->eot;
+    } else if (q->prompt) {
+        p->ids = tokenize(h, q->prompt, false, &p->n, &err);
     } else {
-        for (int i = 0; i < q.n_prompt_ids; i++)
-            if (q.prompt_ids[i] >= h->n_vocab) {
-                es_oai_error_set(&e, 400, "invalid_request_error", "invalid_value", "prompt",
-                                 "prompt token %d: id %d is outside the vocabulary (0..%d)", i, q.prompt_ids[i], h->n_vocab - 1);
-                es_oai_request_free(&q);
-                reply_error(h, req, endpoint, &e);
-                return;
+        for (int i = 0; i < q->n_prompt_ids; i++)
+            if (q->prompt_ids[i] >= h->n_vocab) {
+                es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", "prompt",
+                                 "prompt token %d: id %d is outside the vocabulary (0..%d)", i, q->prompt_ids[i], h->n_vocab - 1);
+                return false;
             }
-        prompt = q.prompt_ids;
-        n_prompt = q.n_prompt_ids;
-        q.prompt_ids = NULL;
+        p->ids = q->prompt_ids;
+        p->n = q->n_prompt_ids;
+        q->prompt_ids = NULL;
     }
-    if (!prompt || n_prompt < 1) {
-        es_oai_request_free(&q);
-        free(prompt);
-        if (err.msg[0]) reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "cannot tokenise the prompt: %s", err.msg);
-        else reply_errorf(h, req, endpoint, 400, "invalid_request_error", "invalid_value", "the prompt is empty");
-        return;
+    if (!p->ids || p->n < 1) {
+        if (err.msg[0]) es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", NULL, "cannot tokenise the prompt: %s", err.msg);
+        else es_oai_error_set(e, 400, "invalid_request_error", "invalid_value", NULL, "the prompt is empty");
+        return false;
     }
-    int max_tokens = q.max_tokens;
-    if (max_tokens == 0) max_tokens = kind == ES_OAI_CHAT ? h->p.n_ctx - n_prompt : ES_OAI_COMPLETION_DEFAULT_MAX_TOKENS;
-    if (max_tokens < 1) max_tokens = 1; /* a prompt that fills the context: the check below says so */
-    if (!es_oai_check_context(n_prompt, max_tokens, h->p.n_ctx, &e)) {
-        es_oai_request_free(&q);
-        free(prompt);
-        reply_error(h, req, endpoint, &e);
-        return;
-    }
+    p->max_tokens = q->max_tokens;
+    if (p->max_tokens == 0) p->max_tokens = kind == ES_OAI_CHAT ? h->p.n_ctx - p->n : ES_OAI_COMPLETION_DEFAULT_MAX_TOKENS;
+    if (p->max_tokens < 1) p->max_tokens = 1; /* a prompt that fills the context: the check below says so */
+    return es_oai_check_context(p->n, p->max_tokens, h->p.n_ctx, e);
+}
 
+/* The request in flight for q and its prompt p, linked into h's list; it takes over q's model, stop
+ * strings, tools and grammar, and p's ids. NULL when out of memory (nothing taken then). */
+static hreq *req_new(es_http *h, struct evhttp_request *req, int kind, const char *endpoint, es_oai_request *q, hprompt *p,
+                     double t_arrive) {
     hreq *r = calloc(1, sizeof *r);
-    hchoice *ch = r ? calloc((size_t)q.n, sizeof *ch) : NULL;
+    hchoice *ch = r ? calloc((size_t)q->n, sizeof *ch) : NULL;
     if (!r || !ch) {
         free(r);
-        es_oai_request_free(&q);
-        free(prompt);
-        reply_errorf(h, req, endpoint, 500, "server_error", NULL, "out of memory");
-        return;
+        return NULL;
     }
     r->h = h;
     r->id = h->next_id;
-    h->next_id += (uint64_t)q.n;
+    h->next_id += (uint64_t)q->n;
     r->ch = ch;
-    r->n_choices = q.n;
+    r->n_choices = q->n;
     r->req = req;
     r->evcon = evhttp_request_get_connection(req);
     r->endpoint = endpoint;
     r->kind = kind;
-    r->stream = q.stream;
-    r->include_usage = q.stream && q.include_usage;
-    r->include_speculation = q.stream && q.include_speculation;
+    r->stream = q->stream;
+    r->include_usage = q->stream && q->include_usage;
+    r->include_speculation = q->stream && q->include_speculation;
     r->created = (int64_t)time(NULL);
     r->t_arrive = t_arrive;
     snprintf(r->rid, sizeof r->rid, "%s-%016llx", kind == ES_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)mix64(h->salt ^ r->id));
-    r->model = q.model ? q.model : strdup(h->model_name);
-    q.model = NULL;
-    for (int i = 0; i < q.n_stop; i++) {
-        r->stop[i] = q.stop[i];
-        q.stop[i] = NULL;
+    r->model = q->model ? q->model : strdup(h->model_name);
+    q->model = NULL;
+    for (int i = 0; i < q->n_stop; i++) {
+        r->stop[i] = q->stop[i];
+        q->stop[i] = NULL;
     }
-    r->n_stop = q.n_stop;
-    q.n_stop = 0;
-    r->n_prompt = n_prompt;
-    r->prompt = prompt;
-    r->logprobs = q.logprobs;
-    r->top_logprobs = q.top_logprobs;
-    r->tools = tools;
-    if (tools) { /* taken over from the request */
-        r->tools_json = q.tools;
-        q.tools = NULL;
+    r->n_stop = q->n_stop;
+    q->n_stop = 0;
+    r->n_prompt = p->n;
+    r->prompt = p->ids;
+    p->ids = NULL;
+    r->logprobs = q->logprobs;
+    r->top_logprobs = q->top_logprobs;
+    r->tools = p->tools;
+    if (p->tools) { /* taken over from the request */
+        r->tools_json = q->tools;
+        q->tools = NULL;
     }
-    memcpy(r->stop_ids, stop_ids, (size_t)n_stop_ids * sizeof *stop_ids);
+    r->grammar = q->grammar;
+    q->grammar = NULL;
+    memcpy(r->stop_ids, p->stop_ids, (size_t)p->n_stop_ids * sizeof *p->stop_ids);
     if (h->eos >= 0) r->skip[r->n_skip++] = h->eos;
-    for (int i = 0; i < n_stop_ids; i++) r->skip[r->n_skip++] = stop_ids[i];
+    for (int i = 0; i < p->n_stop_ids; i++) r->skip[r->n_skip++] = p->stop_ids[i];
     for (int i = 0; i < r->n_choices; i++) {
         hchoice *c = &r->ch[i];
         c->id = r->id + (uint64_t)i;
-        c->lp_prev = prompt[n_prompt - 1];
-        es_detok_init(&c->dt, h->p.tok, prompt[n_prompt - 1]);
+        c->lp_prev = r->prompt[r->n_prompt - 1];
+        es_detok_init(&c->dt, h->p.tok, r->prompt[r->n_prompt - 1]);
         es_stopstr_init(&c->ss, r->stop, r->n_stop);
     }
     r->next = h->reqs;
     if (h->reqs) h->reqs->prev = r;
     h->reqs = r;
     h->n_active++;
+    return r;
+}
 
+/* What the backend is given for each of r's choices (es_http_gen): the sampling values of q, the stops
+ * and the grammar r holds. */
+static void req_set_gen(hreq *r, const es_oai_request *q, const hprompt *p) {
+    es_http *h = r->h;
     es_http_gen *g = &r->g;
     g->id = r->id;
     g->prompt = r->prompt;
-    g->n_prompt = n_prompt;
-    g->max_tokens = max_tokens;
+    g->n_prompt = r->n_prompt;
+    g->max_tokens = p->max_tokens;
     g->sampling = es_sampler_default_params();
-    g->sampling.temperature = (float)q.temperature;
-    g->sampling.top_p = (float)q.top_p;
-    g->sampling.top_k = q.top_k;
-    g->sampling.min_p = (float)q.min_p;
-    g->sampling.repeat_penalty = (float)q.repeat_penalty;
-    g->sampling.presence_penalty = (float)q.presence_penalty;
-    g->sampling.frequency_penalty = (float)q.frequency_penalty;
-    if (q.has_repeat_last_n) g->sampling.repeat_last_n = q.repeat_last_n < 0 ? h->p.n_ctx : q.repeat_last_n;
-    g->sampling.n_bias = q.n_bias;
-    for (int i = 0; i < q.n_bias; i++) {
-        g->sampling.bias[i].id = q.bias[i].id;
-        g->sampling.bias[i].bias = q.bias[i].bias;
+    g->sampling.temperature = (float)q->temperature;
+    g->sampling.top_p = (float)q->top_p;
+    g->sampling.top_k = q->top_k;
+    g->sampling.min_p = (float)q->min_p;
+    g->sampling.repeat_penalty = (float)q->repeat_penalty;
+    g->sampling.presence_penalty = (float)q->presence_penalty;
+    g->sampling.frequency_penalty = (float)q->frequency_penalty;
+    if (q->has_repeat_last_n) g->sampling.repeat_last_n = q->repeat_last_n < 0 ? h->p.n_ctx : q->repeat_last_n;
+    g->sampling.n_bias = q->n_bias;
+    for (int i = 0; i < q->n_bias; i++) {
+        g->sampling.bias[i].id = q->bias[i].id;
+        g->sampling.bias[i].bias = q->bias[i].bias;
     }
-    g->sampling.seed = q.has_seed ? q.seed : mix64(h->salt + 0x5eed + r->id);
-    g->seeded = q.has_seed;
+    g->sampling.seed = q->has_seed ? q->seed : mix64(h->salt + 0x5eed + r->id);
+    g->seeded = q->has_seed;
     g->stop = r->stop_ids;
-    g->n_stop = n_stop_ids;
+    g->n_stop = p->n_stop_ids;
     g->stop_strings = r->stop;
     g->n_stop_strings = r->n_stop;
     g->skip = r->skip;
     g->n_skip = r->n_skip;
-    g->logprobs = q.logprobs;
-    g->top_logprobs = q.top_logprobs;
-    r->grammar = q.grammar;
-    q.grammar = NULL;
+    g->logprobs = q->logprobs;
+    g->top_logprobs = q->top_logprobs;
     g->grammar = r->grammar;
-    es_oai_request_free(&q);
-    /* first come, first served: while others wait, a new request joins the back of the queue */
+}
+
+/* First come, first served: r starts its choices now, or, while others wait or no session is free,
+ * joins the back of the queue (its choices that started generate meanwhile); refused when the queue
+ * is full. */
+static void req_begin(hreq *r) {
+    es_http *h = r->h;
+    es_err err = {{0}};
     es_status st = h->q_head ? ES_ERR_BUSY : req_start(r, &err);
     if (st == ES_ERR_BUSY || st == ES_ERR_FULL) {
-        if (h->n_queued < h->p.max_queue) { /* the choices that started generate meanwhile */
+        if (h->n_queued < h->p.max_queue) {
             queue_add(r);
             req_watch(r);
             return;
@@ -1271,6 +1280,39 @@ static void handle_completion(es_http *h, struct evhttp_request *req, int kind, 
         return;
     }
     req_watch(r);
+}
+
+/* POST /v1/completions and /v1/chat/completions: the request checked, its prompt made, then it starts
+ * or waits in the queue; the replies come from the backend's events. */
+static void handle_completion(es_http *h, struct evhttp_request *req, int kind, const char *endpoint) {
+    const double t_arrive = es_now_s();
+    if (!accepting(h, req, endpoint)) return;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const size_t blen = evbuffer_get_length(in);
+    const char *body = blen ? (const char *)evbuffer_pullup(in, -1) : "";
+    es_oai_request q;
+    es_oai_error e;
+    memset(&e, 0, sizeof e);
+    if (!es_oai_parse_request(kind, body, blen, &q, &e)) {
+        reply_error(h, req, endpoint, &e);
+        return;
+    }
+    hprompt p;
+    memset(&p, 0, sizeof p);
+    hreq *r = NULL;
+    if (!request_supported(h, kind, &q, &e) || !request_prompt(h, kind, &q, &p, &e)) goto refuse;
+    if (!(r = req_new(h, req, kind, endpoint, &q, &p, t_arrive))) {
+        es_oai_error_set(&e, 500, "server_error", NULL, NULL, "out of memory");
+        goto refuse;
+    }
+    req_set_gen(r, &q, &p);
+    es_oai_request_free(&q);
+    req_begin(r);
+    return;
+refuse:
+    es_oai_request_free(&q);
+    free(p.ids);
+    reply_error(h, req, endpoint, &e);
 }
 
 static void handle_models(es_http *h, struct evhttp_request *req, const char *path) {
@@ -1836,14 +1878,10 @@ static void chat_jinja_init(es_http *h, const char *tmpl) {
     h->jinja_tools = es_chat_jinja_takes_tools(tmpl);
 }
 
-static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
-    *out = NULL;
-    if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
-    if (p->n_ctx < 2) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: context of %d positions", p->n_ctx);
-    if (p->api_key && strlen(p->api_key) > HTTP_MAX_KEY) return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", HTTP_MAX_KEY);
-    if (p->chat_family >= ES_CHAT_FAMILY_COUNT) return es_fail(err, ES_ERR_INVALID_ARG, "unknown chat template family %d", p->chat_family);
-    es_http *h = calloc(1, sizeof *h);
-    if (!h) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+/* h's copy of the parameters (the strings it keeps are copied; the api keys go into h->keys), its
+ * defaults, and the --cors list kept as ",a,b," so that a lookup of ",ORIGIN," matches whole entries
+ * only. */
+static es_status take_params(es_http *h, const es_http_params *p, es_err *err) {
     h->p = *p;
     snprintf(h->model_name, sizeof h->model_name, "%s", p->model_name && *p->model_name ? p->model_name : "edgespec");
     snprintf(h->owned_by, sizeof h->owned_by, "%s", p->owned_by && *p->owned_by ? p->owned_by : "edgespec");
@@ -1853,7 +1891,6 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     if (!(h->p.timeout_s > 0)) h->p.timeout_s = 600;
     if (h->p.max_queue < 0) h->p.max_queue = 0;
     if (p->cors && *p->cors) {
-        /* kept as ",a,b," so that a lookup of ",ORIGIN," matches whole entries only */
         es_str c = {0};
         bool ok = es_str_puts(&c, ",");
         for (const char *q = p->cors; *q && ok; q++)
@@ -1861,7 +1898,6 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
         ok = ok && es_str_puts(&c, ",");
         if (!ok || c.len >= sizeof h->cors) {
             es_str_free(&c);
-            es_http_free(h);
             return es_fail(err, ES_ERR_INVALID_ARG, "--cors: the origin list is longer than %zu bytes", sizeof h->cors - 3);
         }
         snprintf(h->cors, sizeof h->cors, "%s", !strcmp(c.s, ",*,") ? "*" : c.s);
@@ -1871,65 +1907,90 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     es_status kst = ES_OK;
     if (p->api_key && *p->api_key) kst = es_keys_add(&h->keys, p->api_key, err);
     for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&h->keys, p->api_keys[i], err);
-    if (kst != ES_OK) {
-        es_http_free(h);
-        return kst;
-    }
+    if (kst != ES_OK) return kst;
     h->p.api_key = NULL;
     h->p.api_keys = NULL;
     h->p.n_api_keys = 0;
+    return ES_OK;
+}
+
+/* The chat template tmpl (the given one, else the tokenizer's): Jinja when it parses, else the built-in
+ * family its markers name (or the one given); the texts of BOS and EOS the templates see; the
+ * end-of-turn marker, which stops generation when it is one token. */
+static es_status init_chat(es_http *h, const char *tmpl, es_err *err) {
+    const es_http_params *p = &h->p;
     h->bos = es_tokenizer_bos(p->tok);
     h->eos = es_tokenizer_eos(p->tok);
     h->n_vocab = es_tokenizer_n_vocab(p->tok);
-    const char *tmpl = p->chat_template ? p->chat_template : es_tokenizer_chat_template(p->tok);
     h->chat_family = p->chat_family >= 0 ? p->chat_family : (int)es_chat_detect(tmpl);
     h->p.chat_template = NULL; /* not kept: parsed here */
-    if (!(h->bos_text = token_text_dup(p->tok, h->bos)) || !(h->eos_text = token_text_dup(p->tok, h->eos))) {
-        es_http_free(h);
+    if (!(h->bos_text = token_text_dup(p->tok, h->bos)) || !(h->eos_text = token_text_dup(p->tok, h->eos)))
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    }
     if (p->chat_family < 0 && tmpl && *tmpl) chat_jinja_init(h, tmpl);
     h->eot = -1;
     const char *eot = h->jinja ? es_chat_jinja_end_of_turn(tmpl) : es_chat_end_of_turn((es_chat_family)h->chat_family);
-    if (eot) { /* the end-of-turn marker stops generation when it is one token */
+    if (eot) {
         int32_t ids[4];
         int n = 0;
         es_err e2;
         if (es_tokenize(p->tok, eot, strlen(eot), false, true, ids, 4, &n, &e2) == ES_OK && n == 1) h->eot = ids[0];
     }
-    h->next_id = 1;
-    h->salt = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h);
-    h->t_start = es_now_s();
+    return ES_OK;
+}
+
+/* evhttp on the caller's loop, with h's own events (the tick, re-listening, the queue's pump). */
+static es_status init_events(es_http *h, es_err *err) {
+    struct event_base *base = h->p.base;
     es_metrics_init(&h->m);
     h->chunk = evbuffer_new();
-    h->http = evhttp_new(p->base);
-    h->tick = event_new(p->base, -1, EV_PERSIST, tick_cb, h);
-    h->relisten = event_new(p->base, -1, 0, relisten_cb, h);
-    h->pump = event_new(p->base, -1, 0, pump_cb, h);
-    if (!h->chunk || !h->http || !h->tick || !h->relisten || !h->pump) {
-        es_http_free(h);
-        return es_fail(err, ES_ERR_NOMEM, "out of memory");
-    }
+    h->http = evhttp_new(base);
+    h->tick = event_new(base, -1, EV_PERSIST, tick_cb, h);
+    h->relisten = event_new(base, -1, 0, relisten_cb, h);
+    h->pump = event_new(base, -1, 0, pump_cb, h);
+    if (!h->chunk || !h->http || !h->tick || !h->relisten || !h->pump) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     configure(h->http, h->p.max_body, h->p.timeout_s);
     evhttp_set_bevcb(h->http, conn_bev_cb, h);
     evhttp_set_gencb(h->http, handle, h);
-    int fd = p->fd;
+    return ES_OK;
+}
+
+/* evhttp accepts on the caller's socket (p->fd), or on one opened here on host:port. *fd_taken: the
+ * socket is h's (closed by it) from then on. */
+static es_status listen_on(es_http *h, bool *fd_taken, es_err *err) {
+    int fd = h->p.fd;
     if (fd < 0) {
-        es_status st = es_http_listen(p->host, p->port, &fd, NULL, err);
-        if (st != ES_OK) {
-            es_http_free(h);
-            return st;
-        }
+        es_status st = es_http_listen(h->p.host, h->p.port, &fd, NULL, err);
+        if (st != ES_OK) return st;
     }
     *fd_taken = true;
     h->bound = evhttp_accept_socket_with_handle(h->http, fd);
     if (!h->bound) {
         close(fd);
-        es_http_free(h);
         return es_fail(err, ES_ERR_IO, "HTTP API: libevent refused the listening socket");
     }
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(h->bound), accept_error_cb);
     take_port(h, fd);
+    return ES_OK;
+}
+
+static es_status http_start(const es_http_params *p, es_http **out, bool *fd_taken, es_err *err) {
+    *out = NULL;
+    if (!p || !p->base || !p->tok) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: an event loop and a tokenizer are required");
+    if (p->n_ctx < 2) return es_fail(err, ES_ERR_INVALID_ARG, "HTTP API: context of %d positions", p->n_ctx);
+    if (p->api_key && strlen(p->api_key) > HTTP_MAX_KEY) return es_fail(err, ES_ERR_INVALID_ARG, "api key longer than %d bytes", HTTP_MAX_KEY);
+    if (p->chat_family >= ES_CHAT_FAMILY_COUNT) return es_fail(err, ES_ERR_INVALID_ARG, "unknown chat template family %d", p->chat_family);
+    es_http *h = calloc(1, sizeof *h);
+    if (!h) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    h->next_id = 1;
+    h->salt = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h);
+    h->t_start = es_now_s();
+    const char *tmpl = p->chat_template ? p->chat_template : es_tokenizer_chat_template(p->tok);
+    es_status st;
+    if ((st = take_params(h, p, err)) != ES_OK || (st = init_chat(h, tmpl, err)) != ES_OK || (st = init_events(h, err)) != ES_OK ||
+        (st = listen_on(h, fd_taken, err)) != ES_OK) {
+        es_http_free(h);
+        return st;
+    }
     struct timeval one = {1, 0};
     event_add(h->tick, &one);
     hlog(h, 2, "HTTP API on port %d (model \"%s\", chat template %s%s)", h->port, h->model_name,
@@ -1941,8 +2002,6 @@ static es_status http_start(const es_http_params *p, es_http **out, bool *fd_tak
     *out = h;
     return ES_OK;
 }
-
-/* A socket handed over in p->fd is ours from here on: closed on failure. */
 es_status es_http_start(const es_http_params *p, es_http **out, es_err *err) {
     bool taken = false;
     es_status st = http_start(p, out, &taken, err);

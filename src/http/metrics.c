@@ -98,7 +98,8 @@ static bool lat_hist(es_str *o, const char *name, const char *help, const es_met
            value(o, (double)hst->count);
 }
 
-bool es_metrics_render(const es_metrics *m, es_str *o) {
+/* Which edgespec this is, and the device the target runs on. */
+static bool render_identity(const es_metrics *m, es_str *o) {
     bool ok = family(o, "edgespec_build_info", "gauge", "Always 1; the labels say which edgespec this is.") &&
               es_str_printf(o, "edgespec_build_info{version=\"%s\"} 1\n", ES_VERSION_STRING);
     if (m->device_backend) {
@@ -110,6 +111,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
             ok = ok && simple(o, "edgespec_device_memory_bytes", "gauge", "Device-local memory of the device the target runs on.",
                               (double)m->device_memory_bytes);
     }
+    return ok;
+}
+
+/* The HTTP API: requests, tokens, connections, the request queue and the latencies. */
+static bool render_http(const es_metrics *m, es_str *o) {
+    bool ok = true;
     ok = ok && family(o, "edgespec_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
     for (int i = 0; i < m->n_req && ok; i++)
         ok = es_str_puts(o, "edgespec_requests_total{endpoint=\"") && esc(o, m->req[i].endpoint) &&
@@ -154,6 +161,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
                         &m->itl);
     ok = ok && lat_hist(o, "edgespec_request_latency_seconds",
                         "Time from a completion request's arrival to the end of its reply (completed requests).", &m->e2e);
+    return ok;
+}
+
+/* The scheduler: refusals, KV pages, batches, busy time, prefix cache, groups, EARLY frames. */
+static bool render_sched(const es_metrics *m, es_str *o) {
+    bool ok = true;
     if (m->refused >= 0)
         ok = ok && simple(o, "edgespec_refused_total", "counter",
                           "Sessions refused because the server was full (no session slot, no KV room, or a full queue).",
@@ -206,6 +219,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         ok = ok && simple(o, "edgespec_early_agreed_total", "counter",
                           "EARLY frames whose provisional verdict equalled the round's final verdict.", (double)m->early_agreed);
     }
+    return ok;
+}
+
+/* Speculative rounds: drafts and acceptance, overall and by session kind. */
+static bool render_speculation(const es_metrics *m, es_str *o) {
+    bool ok = true;
     if (m->drafts >= 0) {
         ok = ok && simple(o, "edgespec_drafts_total", "counter", "Speculative rounds verified (one draft tree or chain each).",
                           (double)m->drafts);
@@ -253,6 +272,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
         for (int k = 0; k < m->n_kinds && ok; k++)
             ok = es_str_printf(o, "edgespec_kind_active_sessions{kind=\"%s\"} ", m->kinds[k].kind) && value(o, (double)m->kinds[k].active);
     }
+    return ok;
+}
+
+/* Two KV tiers (APEX): device pages, host-tier sessions, moves, the plans chosen. */
+static bool render_tiers(const es_metrics *m, es_str *o) {
+    bool ok = true;
     if (m->tiered) {
         ok = ok && simple(o, "edgespec_device_kv_blocks_used", "gauge", "KV pages in device memory holding rows (two KV tiers).",
                           (double)m->device_kv_blocks_used);
@@ -273,6 +298,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
                           "Median |predicted - measured| / measured step time over recent steps with host-tier work.",
                           m->prediction_error_p50);
     }
+    return ok;
+}
+
+/* Refused api keys and failed TLS handshakes, by listener. */
+static bool render_security(const es_metrics *m, es_str *o) {
+    bool ok = true;
     if (m->auth_failures_edge >= 0 || m->auth_failures_http >= 0) {
         ok = ok && family(o, "edgespec_auth_failures_total", "counter",
                           "Connections (edge protocol) or requests (HTTP) refused for a missing or wrong api key.");
@@ -292,6 +323,12 @@ bool es_metrics_render(const es_metrics *m, es_str *o) {
             ok = ok && es_str_puts(o, "edgespec_tls_handshake_failures_total{listener=\"http\"} ") &&
                  value(o, (double)m->tls_failures_http);
     }
+    return ok;
+}
+
+bool es_metrics_render(const es_metrics *m, es_str *o) {
+    bool ok = render_identity(m, o) && render_http(m, o) && render_sched(m, o) && render_speculation(m, o) && render_tiers(m, o) &&
+              render_security(m, o);
     ok = ok && simple(o, "edgespec_ready", "gauge", "1 when the model is loaded and requests are served.", m->ready ? 1 : 0);
     ok = ok && simple(o, "edgespec_uptime_seconds", "gauge", "Seconds since the HTTP API started.", m->uptime_seconds);
     return ok;

@@ -11,7 +11,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels/types.h"
+#include "kernels/blocks.h"
 #include "util/fp16.h"
 
 /* nearest integer of a finite or non-finite float, clamped to [lo, hi] (NaN gives lo) */

@@ -12,7 +12,5 @@ double es_ctx_worker_cpu_seconds(es_ctx *ctx);
  * the K and V rows of every layer (see es_kv_bytes_per_block in model/kv.h); 0 if the type cannot
  * hold the model's rows. Pool sizes from a memory budget divide by this. */
 int64_t es_model_kv_bytes_per_block(const es_model *model, int kv_block_size, es_kv_type type);
-/* The KV element type the context was created with. */
-es_kv_type es_ctx_kv_type(const es_ctx *ctx);
 
 #endif

@@ -391,8 +391,6 @@ int64_t es_ctx_kv_bytes_per_token(const es_model *m, es_kv_type type) {
     return es_model_kv_bytes_per_block(m, 1, type);
 }
 
-es_kv_type es_ctx_kv_type(const es_ctx *c) { return c->p.kv_type; }
-
 es_status es_ctx_prefix_cache_enable(es_ctx *c, es_err *err) {
     /* a device-tier page and its host copy would have to agree whenever the cache hands it over; with
      * two tiers pages stay private to one sequence */

@@ -266,7 +266,6 @@ uint8_t *es_kv_page_v(es_kv *kv, int32_t page, int layer) {
     return kv->v + (size_t)page * kv->page_bytes + (size_t)layer * kv->block_size * kv->row_bytes;
 }
 size_t es_kv_row_bytes(const es_kv *kv) { return kv->row_bytes; }
-bool es_kv_page_idle(const es_kv *kv, int32_t page) { return kv->px && kv->px->cached[page] && kv->ref[page] == 1; }
 int es_kv_seq_n_blocks(const es_kv *kv, int seq) { return es_kv_seq_valid(kv, seq) ? kv->seqs[seq].n_blocks : 0; }
 
 void es_kv_seq_close(es_kv *kv, int seq) {
@@ -339,8 +338,6 @@ void es_kv_attn_view(const es_kv *kv, int seq, int layer, es_attn_cache *out) {
     out->v = kv->v + lo;
     out->table = kv->seqs[seq].table;
 }
-
-es_kv_type es_kv_get_type(const es_kv *kv) { return kv->type; }
 
 es_status es_kv_seq_keep(es_kv *kv, int seq, int base, const int32_t *slots, int n, es_err *err) {
     if (!es_kv_seq_valid(kv, seq)) return es_fail(err, ES_ERR_INVALID_ARG, "sequence %d is not open", seq);
@@ -506,5 +503,3 @@ void es_kv_prefix_stats(const es_kv *kv, es_prefix_cache_info *out) {
     out->evicted_blocks = kv->px->evicted;
 }
 int64_t es_kv_blocks_total(const es_kv *kv) { return kv->n_blocks; }
-int es_kv_n_seq_max(const es_kv *kv) { return kv->n_seq_max; }
-int es_kv_n_ctx(const es_kv *kv) { return kv->n_ctx; }

@@ -47,7 +47,6 @@ void es_kv_store(es_kv *kv, int seq, int layer, int slot, const float *k, const 
 void es_kv_load(const es_kv *kv, int seq, int layer, int slot, float *k, float *v);
 /* The attention view of one layer of a sequence (valid until the sequence's pages change). */
 void es_kv_attn_view(const es_kv *kv, int seq, int layer, es_attn_cache *out);
-es_kv_type es_kv_get_type(const es_kv *kv);
 
 /* Tree structure of a sequence's slots: parent slot of every slot (-1 for slot 0), and the length of
  * the leading run of slots that form a plain chain (slot i's parent is i-1). Tokens attend to their
@@ -78,8 +77,6 @@ void es_kv_set_page_hook(es_kv *kv, es_kv_page_fn fn, void *ud);
 uint8_t *es_kv_page_k(es_kv *kv, int32_t page, int layer);
 uint8_t *es_kv_page_v(es_kv *kv, int32_t page, int layer);
 size_t es_kv_row_bytes(const es_kv *kv);
-/* Whether only the prefix cache holds the page (no sequence): its rows are kept for a later adopter. */
-bool es_kv_page_idle(const es_kv *kv, int32_t page);
 /* Gives the empty sequence the longest run of cached pages matching tokens[0..n) (whole pages):
  * returns the slots it now holds (0: none, or no cache, or the sequence is not empty). */
 int es_kv_prefix_adopt(es_kv *kv, int seq, const int32_t *tokens, int n);
@@ -96,7 +93,5 @@ int es_kv_seq_n_blocks(const es_kv *kv, int seq);
 
 int64_t es_kv_blocks_used(const es_kv *kv);
 int64_t es_kv_blocks_total(const es_kv *kv);
-int es_kv_n_seq_max(const es_kv *kv);
-int es_kv_n_ctx(const es_kv *kv);
 
 #endif

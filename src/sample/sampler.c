@@ -119,8 +119,6 @@ void es_sampler_free(es_sampler *s) {
     free(s);
 }
 
-int es_sampler_n_vocab(const es_sampler *s) { return s->n_vocab; }
-
 bool es_sampler_penalized(const es_sampler_params *p) {
     return p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
 }

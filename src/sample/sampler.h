@@ -68,8 +68,6 @@ void es_cand_select(es_sampler_cand *c, size_t n, size_t k);
 void es_cand_sort(es_sampler_cand *c, size_t n);
 void es_cand_heap_sort(es_sampler_cand *c, size_t n);
 
-int es_sampler_n_vocab(const es_sampler *s);
-
 /* Copies src's stream position and penalty history into dst, a sampler made with the same params and
  * n_vocab (for walks that must draw what src would draw without advancing it). */
 void es_sampler_copy_state(es_sampler *dst, const es_sampler *src);

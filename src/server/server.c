@@ -726,107 +726,140 @@ static void handle_hello(es_conn *c, const uint8_t *p, uint32_t n) {
          h.has_draft ? "with a draft" : "no draft");
 }
 
+/* OPEN's decoding and the wire's own rules about it (session ids, protocol levels, text prompts of EDGE
+ * sessions); everything about the session itself (mode, rule, sampling values, stop and prompt tokens,
+ * sizes) is validated once, by es_sched_open, whose status send_open_refusal maps to the wire's code.
+ * The prompt's ids land in s->prompt_buf. False after an ERROR went out. */
+static bool open_decode(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n, es_msg_open *m) {
+    es_server *s = c->srv;
+    if (sid != 0 && sess_find(c, sid) >= 0) {
+        send_error(c, sid, ES_PERR_STATE, "session %u is already open on this connection", sid);
+        return false;
+    }
+    memset(m, 0, sizeof *m);
+    m->prompt = s->prompt_buf;
+    es_err err = {{0}};
+    es_status st = es_proto_get_open(p, n, m, (uint32_t)s->max_prompt, &err);
+    if (st == ES_ERR_RANGE) {
+        send_error(c, sid, ES_PERR_CONTEXT, "prompt longer than the server's limit of %d tokens", s->max_prompt);
+        return false;
+    }
+    if (st != ES_OK) {
+        send_error(c, sid, ES_PERR_MALFORMED, "OPEN: %s", err.msg);
+        return false;
+    }
+    if (sid == 0) {
+        send_error(c, sid, ES_PERR_INVALID, "session id 0 is reserved for the connection");
+        return false;
+    }
+    if ((m->flags & ES_OPEN_EARLY_EXIT) && (c->level < ES_PROTO_LEVEL_EARLY || m->mode != ES_MODE_EDGE)) {
+        send_error(c, sid, ES_PERR_INVALID, "early exits are for EDGE sessions on protocol version %d or later (this "
+                                            "connection: %d)", ES_PROTO_LEVEL_EARLY, c->level);
+        return false;
+    }
+    if ((m->flags & ES_OPEN_PROMPT_TEXT) && m->mode == ES_MODE_EDGE) {
+        /* the edge drafts from token ids, and its draft and the target must agree on them: a text
+           prompt is for AR and SERVER_SPEC sessions (PROTOCOL.md, OPEN) */
+        send_error(c, sid, ES_PERR_INVALID, "an EDGE session sends its prompt as token ids (text prompts are for AR and "
+                                            "SERVER_SPEC sessions)");
+        return false;
+    }
+    return true;
+}
+
+/* The prompt's length in s->prompt_buf: OPEN's ids, or its text tokenised here. False after an ERROR
+ * went out. */
+static bool open_prompt(es_conn *c, uint32_t sid, const es_msg_open *m, int *n_prompt) {
+    es_server *s = c->srv;
+    if (!(m->flags & ES_OPEN_PROMPT_TEXT)) {
+        *n_prompt = (int)m->n_prompt;
+        return true;
+    }
+    es_err err = {{0}};
+    es_status st = es_tokenize(s->p.target_tok, m->text ? m->text : "", m->text_len, true, false, s->prompt_buf, s->max_prompt,
+                               n_prompt, &err);
+    if (st != ES_OK) {
+        send_error(c, sid, ES_PERR_INVALID, "cannot tokenise the prompt: %s", err.msg);
+        return false;
+    }
+    if (*n_prompt > s->max_prompt) {
+        send_error(c, sid, ES_PERR_CONTEXT, "prompt of %d tokens is longer than the server's limit of %d", *n_prompt,
+                   s->max_prompt);
+        return false;
+    }
+    return true;
+}
+
+/* The scheduler's session for OPEN m, as session sid of connection c. */
+static es_sched_session_params open_session_params(es_conn *c, uint32_t sid, const es_msg_open *m) {
+    es_sched_session_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.id = sess_key(c, sid);
+    sp.mode = m->mode;
+    sp.rule = m->rule;
+    sp.sampling = es_sampler_default_params();
+    sp.sampling.temperature = m->temperature;
+    sp.sampling.top_k = m->top_k;
+    sp.sampling.top_p = m->top_p;
+    sp.sampling.min_p = m->min_p;
+    sp.sampling.repeat_penalty = m->repeat_penalty;
+    sp.sampling.repeat_last_n = m->repeat_last_n;
+    sp.sampling.presence_penalty = m->presence_penalty;
+    sp.sampling.frequency_penalty = m->frequency_penalty;
+    sp.sampling.n_bias = m->n_bias;
+    memcpy(sp.sampling.bias, m->bias, (size_t)m->n_bias * sizeof m->bias[0]);
+    sp.sampling.seed = m->seed;
+    sp.max_tokens = m->max_tokens > (uint32_t)INT32_MAX ? INT32_MAX : (int)m->max_tokens;
+    sp.stop = m->stop;
+    sp.n_stop = m->n_stop;
+    sp.early_exit = (m->flags & ES_OPEN_EARLY_EXIT) != 0; /* no EARLY without exit heads: the edge just waits for verdicts */
+    return sp;
+}
+
+/* Room in c's session list for one more; false after a BUSY went out. */
+static bool sess_reserve(es_conn *c, uint32_t sid) {
+    if (c->n_sess < c->cap_sess) return true;
+    int cap = c->cap_sess ? c->cap_sess * 2 : 4;
+    es_conn_sess *ns = realloc(c->sess, (size_t)cap * sizeof *ns);
+    if (!ns) {
+        send_error(c, sid, ES_PERR_BUSY, "out of memory");
+        return false;
+    }
+    c->sess = ns;
+    c->cap_sess = cap;
+    return true;
+}
+
+/* es_sched_open's refusal as the wire's ERROR code. */
+static void send_open_refusal(es_conn *c, uint32_t sid, es_status st, const es_err *err) {
+    switch (st) {
+    case ES_ERR_BUSY:
+    case ES_ERR_FULL: send_error(c, sid, ES_PERR_BUSY, "%s", err->msg[0] ? err->msg : "server busy"); return;
+    case ES_ERR_RANGE: send_error(c, sid, ES_PERR_CONTEXT, "%s", err->msg); return;
+    case ES_ERR_INVALID_ARG: send_error(c, sid, ES_PERR_INVALID, "%s", err->msg); return;
+    case ES_ERR_UNSUPPORTED: send_error(c, sid, ES_PERR_UNSUPPORTED, "%s", err->msg); return;
+    default: send_error(c, sid, ES_PERR_INTERNAL, "%s", err->msg); return;
+    }
+}
+
+/* OPEN: decoded and checked, its prompt made, the session opened in the scheduler, OPENED sent. */
 static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) {
     if (c->srv->draining) { /* SHUTDOWN is recoverable: the edge reconnects (through a balancer, elsewhere) */
         send_error(c, sid, ES_PERR_SHUTDOWN, "this server is draining: open the session on another replica");
         return;
     }
     es_server *s = c->srv;
-    if (sid != 0 && sess_find(c, sid) >= 0) {
-        send_error(c, sid, ES_PERR_STATE, "session %u is already open on this connection", sid);
-        return;
-    }
     es_msg_open m;
-    memset(&m, 0, sizeof m);
-    m.prompt = s->prompt_buf;
-    es_err err = {{0}};
-    es_status st = es_proto_get_open(p, n, &m, (uint32_t)s->max_prompt, &err);
-    if (st == ES_ERR_RANGE) {
-        send_error(c, sid, ES_PERR_CONTEXT, "prompt longer than the server's limit of %d tokens", s->max_prompt);
-        return;
-    }
-    if (st != ES_OK) {
-        send_error(c, sid, ES_PERR_MALFORMED, "OPEN: %s", err.msg);
-        return;
-    }
-    if (sid == 0) {
-        send_error(c, sid, ES_PERR_INVALID, "session id 0 is reserved for the connection");
-        return;
-    }
-    /* the wire's own rule (protocol levels are the connection's); everything about the session itself
-       (mode, rule, sampling values, stop and prompt tokens, sizes) is validated once, by es_sched_open
-       below, whose status maps to the wire's code */
-    if ((m.flags & ES_OPEN_EARLY_EXIT) && (c->level < ES_PROTO_LEVEL_EARLY || m.mode != ES_MODE_EDGE)) {
-        send_error(c, sid, ES_PERR_INVALID, "early exits are for EDGE sessions on protocol version %d or later (this "
-                                            "connection: %d)", ES_PROTO_LEVEL_EARLY, c->level);
-        return;
-    }
     int n_prompt = 0;
-    if ((m.flags & ES_OPEN_PROMPT_TEXT) && m.mode == ES_MODE_EDGE) {
-        /* the edge drafts from token ids, and its draft and the target must agree on them: a text
-           prompt is for AR and SERVER_SPEC sessions (PROTOCOL.md, OPEN) */
-        send_error(c, sid, ES_PERR_INVALID, "an EDGE session sends its prompt as token ids (text prompts are for AR and "
-                                            "SERVER_SPEC sessions)");
-        return;
-    }
-    if (m.flags & ES_OPEN_PROMPT_TEXT) {
-        st = es_tokenize(s->p.target_tok, m.text ? m.text : "", m.text_len, true, false, s->prompt_buf, s->max_prompt,
-                         &n_prompt, &err);
-        if (st != ES_OK) {
-            send_error(c, sid, ES_PERR_INVALID, "cannot tokenise the prompt: %s", err.msg);
-            return;
-        }
-        if (n_prompt > s->max_prompt) {
-            send_error(c, sid, ES_PERR_CONTEXT, "prompt of %d tokens is longer than the server's limit of %d", n_prompt,
-                       s->max_prompt);
-            return;
-        }
-    } else {
-        n_prompt = (int)m.n_prompt;
-    }
-
-    es_sched_session_params sp;
-    memset(&sp, 0, sizeof sp);
-    sp.id = sess_key(c, sid);
-    sp.mode = m.mode;
-    sp.rule = m.rule;
-    sp.sampling = es_sampler_default_params();
-    sp.sampling.temperature = m.temperature;
-    sp.sampling.top_k = m.top_k;
-    sp.sampling.top_p = m.top_p;
-    sp.sampling.min_p = m.min_p;
-    sp.sampling.repeat_penalty = m.repeat_penalty;
-    sp.sampling.repeat_last_n = m.repeat_last_n;
-    sp.sampling.presence_penalty = m.presence_penalty;
-    sp.sampling.frequency_penalty = m.frequency_penalty;
-    sp.sampling.n_bias = m.n_bias;
-    memcpy(sp.sampling.bias, m.bias, (size_t)m.n_bias * sizeof m.bias[0]);
-    sp.sampling.seed = m.seed;
-    sp.max_tokens = m.max_tokens > (uint32_t)INT32_MAX ? INT32_MAX : (int)m.max_tokens;
-    sp.stop = m.stop;
-    sp.n_stop = m.n_stop;
-    sp.early_exit = (m.flags & ES_OPEN_EARLY_EXIT) != 0; /* no EARLY without exit heads: the edge just waits for verdicts */
-
-    if (c->n_sess == c->cap_sess) {
-        int cap = c->cap_sess ? c->cap_sess * 2 : 4;
-        es_conn_sess *ns = realloc(c->sess, (size_t)cap * sizeof *ns);
-        if (!ns) {
-            send_error(c, sid, ES_PERR_BUSY, "out of memory");
-            return;
-        }
-        c->sess = ns;
-        c->cap_sess = cap;
-    }
+    if (!open_decode(c, sid, p, n, &m) || !open_prompt(c, sid, &m, &n_prompt)) return;
+    const es_sched_session_params sp = open_session_params(c, sid, &m);
+    if (!sess_reserve(c, sid)) return;
     int granted = 0;
-    st = es_sched_open(s->sched, &sp, s->prompt_buf, n_prompt, &granted, &err);
-    switch (st) {
-    case ES_OK: break;
-    case ES_ERR_BUSY:
-    case ES_ERR_FULL: send_error(c, sid, ES_PERR_BUSY, "%s", err.msg[0] ? err.msg : "server busy"); return;
-    case ES_ERR_RANGE: send_error(c, sid, ES_PERR_CONTEXT, "%s", err.msg); return;
-    case ES_ERR_INVALID_ARG: send_error(c, sid, ES_PERR_INVALID, "%s", err.msg); return;
-    case ES_ERR_UNSUPPORTED: send_error(c, sid, ES_PERR_UNSUPPORTED, "%s", err.msg); return;
-    default: send_error(c, sid, ES_PERR_INTERNAL, "%s", err.msg); return;
+    es_err err = {{0}};
+    es_status st = es_sched_open(s->sched, &sp, s->prompt_buf, n_prompt, &granted, &err);
+    if (st != ES_OK) {
+        send_open_refusal(c, sid, st, &err);
+        return;
     }
     c->sess[c->n_sess].id = sid;
     c->sess[c->n_sess].n_generated = 0;
@@ -1405,12 +1438,8 @@ static void server_destroy(es_server *s) {
     free(s);
 }
 
-/* test_mode (server_fuzz.h): no listener, no HTTP API, no threads; the caller pumps the loop and the
- * scheduler itself. */
-static es_status server_start(const es_server_params *p, es_server **out, bool *http_fd_taken, bool test_mode,
-                              es_err *err) {
-    if (!out) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: out is NULL");
-    *out = NULL;
+/* The parameters es_server_start refuses outright. */
+static es_status check_params(const es_server_params *p, es_err *err) {
     if (!p || !p->target) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: a target model is required");
     if (p->port < 0 || p->port > 65535) return es_fail(err, ES_ERR_INVALID_ARG, "port %d outside 0..65535", p->port);
     if (!(p->idle_timeout_s >= 0) || !(p->handshake_timeout_s >= 0))
@@ -1418,99 +1447,83 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     if (p->max_payload != 0 && p->max_payload < 64)
         return es_fail(err, ES_ERR_INVALID_ARG, "max_payload %u is too small (at least 64 bytes)", p->max_payload);
     if (p->max_prompt_tokens < 0) return es_fail(err, ES_ERR_INVALID_ARG, "max_prompt_tokens must be >= 0");
+    return ES_OK;
+}
 
-    es_server *s = calloc(1, sizeof *s);
-    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+/* s's copy of the parameters (the caller's strings are not kept: the host, the device's name and the
+ * keys are copied), its defaults, and what the WELCOME says about the target's tokenizer. */
+static es_status take_params(es_server *s, const es_server_params *p, es_err *err) {
     s->p = *p;
     snprintf(s->host, sizeof s->host, "%s", p->host && *p->host ? p->host : "127.0.0.1");
     s->p.host = s->host;
     snprintf(s->device_name, sizeof s->device_name, "%s", p->device_name ? p->device_name : "");
     s->p.device_name = s->device_name[0] ? s->device_name : NULL;
-    {
-        es_status kst = ES_OK;
-        if (p->api_key && *p->api_key) kst = es_keys_add(&s->keys, p->api_key, err);
-        for (int i = 0; kst == ES_OK && i < p->n_api_keys; i++) kst = es_keys_add(&s->keys, p->api_keys[i], err);
-        if (kst != ES_OK) {
-            es_keys_free(&s->keys);
-            free(s);
-            return kst;
-        }
-    }
-    s->p.api_key = NULL; /* the caller's strings are not kept */
+    es_status st = ES_OK;
+    if (p->api_key && *p->api_key) st = es_keys_add(&s->keys, p->api_key, err);
+    for (int i = 0; st == ES_OK && i < p->n_api_keys; i++) st = es_keys_add(&s->keys, p->api_keys[i], err);
+    if (st != ES_OK) return st;
+    s->p.api_key = NULL;
     s->p.api_keys = NULL;
     s->p.n_api_keys = 0;
     if (!s->p.target_tok) s->p.target_tok = es_model_tokenizer(p->target);
     if (!s->p.max_payload) s->p.max_payload = ES_PROTO_MAX_PAYLOAD_DEFAULT;
     s->max_output = p->max_output_bytes ? p->max_output_bytes : ES_SERVER_MAX_OUTPUT_DEFAULT;
     s->max_connections = p->max_connections > 0 ? p->max_connections : 1024;
-
     s->n_vocab = es_model_n_vocab(p->target);
     const es_tokenizer *tok = s->p.target_tok;
-    s->fingerprint = tok ? es_tokenizer_fingerprint(tok) : 0;
-    s->tok_n_vocab = tok ? es_tokenizer_n_vocab(tok) : s->n_vocab;
-    s->bos = tok ? es_tokenizer_bos(tok) : -1;
-    s->eos = tok ? es_tokenizer_eos(tok) : -1;
-    if (!tok) {
-        es_keys_free(&s->keys);
-        free(s);
-        return es_fail(err, ES_ERR_INVALID_ARG, "the target model has no tokenizer");
-    }
+    if (!tok) return es_fail(err, ES_ERR_INVALID_ARG, "the target model has no tokenizer");
+    s->fingerprint = es_tokenizer_fingerprint(tok);
+    s->tok_n_vocab = es_tokenizer_n_vocab(tok);
+    s->bos = es_tokenizer_bos(tok);
+    s->eos = es_tokenizer_eos(tok);
+    return ES_OK;
+}
 
-    es_status st = ES_OK;
-    if (pthread_mutex_init(&s->mu, NULL) != 0) {
-        es_keys_free(&s->keys);
-        free(s);
-        return es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
-    }
+static es_status init_locks(es_server *s, es_err *err) {
+    if (pthread_mutex_init(&s->mu, NULL) != 0) return es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
     s->mu_ok = true;
-    if (pthread_mutex_init(&s->stats_mu, NULL) != 0) {
-        st = es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
-        goto fail;
-    }
+    if (pthread_mutex_init(&s->stats_mu, NULL) != 0) return es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
     s->stats_mu_ok = true;
-    if (pthread_mutex_init(&s->watch_mu, NULL) != 0) {
-        st = es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
-        goto fail;
-    }
+    if (pthread_mutex_init(&s->watch_mu, NULL) != 0) return es_fail(err, ES_ERR_NOMEM, "cannot create a mutex");
     s->watch_mu_ok = true;
+    return ES_OK;
+}
 
-    es_sched_params sp = p->sched;
+/* The scheduler, the limits the WELCOME advertises (the scheduler's own, as it resolved them: a tree
+ * is clamped to one pass), and the buffers sized from them. */
+static es_status init_sched(es_server *s, es_err *err) {
+    es_sched_params sp = s->p.sched;
     sp.on_event = on_sched_event;
     sp.ud = s;
-    st = es_sched_init(p->target, &sp, &s->sched, err);
-    if (st != ES_OK) goto fail;
-    /* the WELCOME limits are the scheduler's own, as it resolved them (a tree is clamped to one pass) */
+    es_status st = es_sched_init(s->p.target, &sp, &s->sched, err);
+    if (st != ES_OK) return st;
     es_sched_limits lim;
     es_sched_get_limits(s->sched, &lim);
     s->n_ctx = lim.n_ctx;
     s->max_tree_nodes = lim.max_tree_nodes;
     s->max_new_tokens = lim.max_new_tokens;
-    s->max_prompt = p->max_prompt_tokens > 0 ? p->max_prompt_tokens : s->n_ctx - 1;
+    s->max_prompt = s->p.max_prompt_tokens > 0 ? s->p.max_prompt_tokens : s->n_ctx - 1;
     if (s->max_prompt < 1) s->max_prompt = 1;
-
     s->obuf = malloc(ES_SERVER_OBUF_CAP);
     s->prompt_buf = malloc((size_t)s->max_prompt * sizeof(int32_t));
     s->tree = malloc(sizeof *s->tree);
-    if (!s->obuf || !s->prompt_buf || !s->tree) {
-        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
+    if (!s->obuf || !s->prompt_buf || !s->tree) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    return ES_OK;
+}
 
-    if ((st = es_wakeq_init(&s->q, err)) != ES_OK) goto fail;
+/* The event loop: the compute thread's wake-up queue, the timeout tick and the one-shot events. */
+static es_status init_loop(es_server *s, es_err *err) {
+    es_status st = es_wakeq_init(&s->q, err);
+    if (st != ES_OK) return st;
     s->base = event_base_new();
-    if (!s->base) {
-        st = es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
-        goto fail;
-    }
+    if (!s->base) return es_fail(err, ES_ERR_NOMEM, "cannot create an event loop");
     s->wake_ev = event_new(s->base, es_wakeq_fd(&s->q), EV_READ | EV_PERSIST, wake_cb, s);
     s->tick_ev = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
     s->reap_ev = event_new(s->base, -1, 0, reap_cb, s);
     s->deadline_ev = event_new(s->base, -1, 0, deadline_cb, s);
     s->relisten_ev = event_new(s->base, -1, 0, relisten_cb, s);
-    if (!s->wake_ev || !s->tick_ev || !s->reap_ev || !s->deadline_ev || !s->relisten_ev) {
-        st = es_fail(err, ES_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
+    if (!s->wake_ev || !s->tick_ev || !s->reap_ev || !s->deadline_ev || !s->relisten_ev)
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
     /* The tick checks timeouts at a quarter of the shortest one, between 20 ms and 1 s. */
     double tick = 1.0;
     if (s->p.handshake_timeout_s > 0 && s->p.handshake_timeout_s / 4 < tick) tick = s->p.handshake_timeout_s / 4;
@@ -1519,26 +1532,40 @@ static es_status server_start(const es_server_params *p, es_server **out, bool *
     struct timeval tv = {(time_t)tick, (suseconds_t)((tick - floor(tick)) * 1e6)};
     event_add(s->wake_ev, NULL);
     event_add(s->tick_ev, &tv);
+    return ES_OK;
+}
 
+static es_status start_threads(es_server *s, es_err *err) {
+    if (pthread_create(&s->compute_thread, NULL, compute_main, s) != 0)
+        return es_fail(err, ES_ERR_NOMEM, "cannot start the compute thread");
+    s->compute_started = true;
+    if (pthread_create(&s->loop_thread, NULL, loop_main, s) != 0)
+        return es_fail(err, ES_ERR_NOMEM, "cannot start the event-loop thread");
+    s->loop_started = true;
+    return ES_OK;
+}
+
+/* test_mode (server_fuzz.h): no listener, no HTTP API, no threads; the caller pumps the loop and the
+ * scheduler itself. *http_fd_taken: the HTTP socket is the server's (closed by it) from then on. */
+static es_status server_start(const es_server_params *p, es_server **out, bool *http_fd_taken, bool test_mode,
+                              es_err *err) {
+    if (!out) return es_fail(err, ES_ERR_INVALID_ARG, "es_server_start: out is NULL");
+    *out = NULL;
+    es_status st = check_params(p, err);
+    if (st != ES_OK) return st;
+    es_server *s = calloc(1, sizeof *s);
+    if (!s) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    if ((st = take_params(s, p, err)) != ES_OK || (st = init_locks(s, err)) != ES_OK || (st = init_sched(s, err)) != ES_OK ||
+        (st = init_loop(s, err)) != ES_OK)
+        goto fail;
     if (test_mode) {
         *out = s;
         return ES_OK;
     }
-    st = open_listener(s, err);
-    if (st != ES_OK) goto fail;
+    if ((st = open_listener(s, err)) != ES_OK) goto fail;
     *http_fd_taken = true;
     if (p->http && (st = start_http(s, err)) != ES_OK) goto fail;
-
-    if (pthread_create(&s->compute_thread, NULL, compute_main, s) != 0) {
-        st = es_fail(err, ES_ERR_NOMEM, "cannot start the compute thread");
-        goto fail;
-    }
-    s->compute_started = true;
-    if (pthread_create(&s->loop_thread, NULL, loop_main, s) != 0) {
-        st = es_fail(err, ES_ERR_NOMEM, "cannot start the event-loop thread");
-        goto fail;
-    }
-    s->loop_started = true;
+    if ((st = start_threads(s, err)) != ES_OK) goto fail;
     slog(s, 2, "listening on %s:%d", s->host, s->port);
     *out = s;
     return ES_OK;

@@ -287,6 +287,195 @@ static int node_cmp(const void *a, const void *b) {
     return x->order < y->order ? -1 : 1;
 }
 
+/* Chain: each next token the draft's best (or, sampling, a draw), evaluated one at a time, until
+ * k_max (adaptive: the current length), a token below p_min past k_min, the grammar's end, or an
+ * abort. */
+static es_status draft_chain(es_drafter *d, const float *logits, int max_nodes, es_spec_tree *t, es_err *err) {
+    child ch[64];
+    float top_p;
+    int k_lim = d->p.adaptive ? d->k_cur : d->p.k_max;
+    if (k_lim > max_nodes) k_lim = max_nodes;
+    int32_t parent_slot = d->root_slot;
+    es_gstate gs;
+    if (d->gm) gs = d->g_conf;
+    for (int k = 0; k < k_lim; k++) {
+        if (propose(d, logits, 1, ch, t, k, &top_p, d->gm ? &gs : NULL) < 1) break;
+        if (d->gm && !grammar_step(d, &gs, ch[0].token, &gs)) break;
+        if (d->p.p_min > 0 && top_p < d->p.p_min && k >= d->p.k_min) break;
+        t->token[k] = ch[0].token;
+        t->parent[k] = k - 1;
+        t->depth[k] = k + 1;
+        t->n = k + 1;
+        d->nodes[k] = (dnode){ch[0].token, k - 1, k + 1, 0, -1, k, true};
+        if (k + 1 == k_lim || want_abort(d)) break;
+        int32_t pos = d->root_slot + k + 1;
+        es_batch b = {1, &t->token[k], &pos, &d->seq, NULL, NULL, &parent_slot};
+        int32_t par = -1;
+        b.parent = &par;
+        es_status st = es_decode(d->ctx, &b, err);
+        if (st != ES_OK) return st;
+        parent_slot = es_seq_len(d->ctx, d->seq) - 1;
+        d->nodes[k].slot = parent_slot;
+        logits = es_ctx_logits(d->ctx, 0);
+    }
+    for (int k = 0; k < t->n; k++) d->tree_node[k] = k;
+    d->n_nodes = d->n_emitted = t->n;
+    if (t->has_q)
+        for (int o = 0; o <= t->n; o++) { t->q_off[o] = d->q_off_node[o]; t->q_n[o] = d->q_n_node[o]; }
+    return ES_OK;
+}
+
+/* One level of the tree: up to tree_width children of every frontier node, scored by their cumulative
+ * log q, appended to d->nodes. */
+static void expand_level(es_drafter *d, es_spec_tree *t, const int *frontier, int n_front, const float *const *front_logits, int level,
+                         int budget, int kept_before, int *order) {
+    const int cap_nodes = (int)(sizeof d->nodes / sizeof d->nodes[0]);
+    const int first_new = d->n_nodes;
+    child ch[64];
+    float top_p;
+    for (int f = 0; f < n_front; f++) {
+        const int pn = frontier[f];
+        const float base = pn < 0 ? 0.0f : d->nodes[pn].score;
+        /* Sampling: how many children a node gets is fixed before they are drawn (best-scored
+         * frontier nodes first, while the budget lasts) and nothing drawn is pruned afterwards.
+         * Choosing by the drawn tokens' scores would bias the children away from the proposal
+         * q that recursive rejection sampling assumes they were drawn from. */
+        int w = d->p.tree_width;
+        if (d->p.sample) {
+            const int left = budget - (d->n_nodes - first_new) - kept_before;
+            w = w < left ? w : left;
+            if (w <= 0) break;
+        }
+        const es_gstate *gs = !d->gm ? NULL : pn < 0 ? &d->g_conf : &d->g_node[pn];
+        const int m = propose(d, front_logits[f], w, ch, t, pn + 1, &top_p, gs);
+        for (int j = 0; j < m && d->n_nodes < cap_nodes; j++) {
+            if (d->gm && !grammar_step(d, gs, ch[j].token, &d->g_node[d->n_nodes])) continue;
+            dnode *nd = &d->nodes[d->n_nodes++];
+            *nd = (dnode){ch[j].token, pn, level, base + ch[j].logq, -1, (*order)++, true};
+        }
+    }
+}
+
+/* Sampling: the next frontier is the new nodes [first_new, n_nodes) best first, as many as the budget
+ * could still give a child (room). */
+static int frontier_sampled(es_drafter *d, int first_new, int room, int *frontier) {
+    dnode *sorted[sizeof d->nodes / sizeof d->nodes[0]];
+    int n_new = 0;
+    for (int i = first_new; i < d->n_nodes; i++) sorted[n_new++] = &d->nodes[i];
+    qsort(sorted, (size_t)n_new, sizeof sorted[0], node_cmp);
+    int n_front = 0;
+    for (int i = 0; i < n_new && n_front < room && n_front < ES_SPEC_MAX_NODES; i++) frontier[n_front++] = (int)(sorted[i] - d->nodes);
+    return n_front;
+}
+
+/* Greedy: keep the best `budget` nodes overall, the set closed under ancestors. Returns how many were
+ * kept before this cut; *cut is the score of the last one kept when the budget is full (else -inf). */
+static int keep_best(es_drafter *d, int budget, float *cut) {
+    dnode *sorted[sizeof d->nodes / sizeof d->nodes[0]];
+    int n_alive = 0;
+    for (int i = 0; i < d->n_nodes; i++)
+        if (d->nodes[i].keep) sorted[n_alive++] = &d->nodes[i];
+    qsort(sorted, (size_t)n_alive, sizeof sorted[0], node_cmp);
+    for (int i = budget; i < n_alive; i++) sorted[i]->keep = false;
+    /* ties are broken toward parents, so this only triggers on exact score ties across depths */
+    for (int i = 0; i < d->n_nodes; i++)
+        if (d->nodes[i].parent >= 0 && !d->nodes[d->nodes[i].parent].keep) d->nodes[i].keep = false;
+    *cut = n_alive >= budget ? sorted[budget - 1]->score : -INFINITY;
+    return n_alive;
+}
+
+/* Greedy: the next frontier is the surviving new nodes that could still add children above the cut. */
+static int frontier_greedy(es_drafter *d, int first_new, int n_alive, int budget, float cut, int *frontier) {
+    int n_front = 0;
+    for (int i = first_new; i < d->n_nodes && n_front < ES_SPEC_MAX_NODES; i++)
+        if (d->nodes[i].keep && (n_alive < budget || d->nodes[i].score > cut)) {
+            d->b_node[n_front] = i;
+            frontier[n_front++] = i;
+        }
+    return n_front;
+}
+
+/* One batched draft forward over the frontier: each node gets its KV slot, and its logits for the
+ * next level. */
+static es_status eval_frontier(es_drafter *d, const int *frontier, int n_front, const float **front_logits, es_err *err) {
+    const int base = es_seq_len(d->ctx, d->seq);
+    for (int f = 0; f < n_front; f++) {
+        const dnode *nd = &d->nodes[frontier[f]];
+        d->b_tok[f] = nd->token;
+        d->b_pos[f] = d->root_slot + nd->depth; /* root sits at position root_slot */
+        d->b_seq[f] = d->seq;
+        d->b_par[f] = -1;
+        d->b_cpar[f] = nd->parent < 0 ? d->root_slot : d->nodes[nd->parent].slot;
+        d->b_logits[f] = 1;
+    }
+    es_batch b = {n_front, d->b_tok, d->b_pos, d->b_seq, d->b_par, d->b_logits, d->b_cpar};
+    es_status st = es_decode(d->ctx, &b, err);
+    if (st != ES_OK) return st;
+    for (int f = 0; f < n_front; f++) {
+        d->nodes[frontier[f]].slot = base + f;
+        front_logits[f] = es_ctx_logits(d->ctx, f);
+    }
+    return ES_OK;
+}
+
+/* The kept nodes into t in creation order (parents before children), with the proposals (sampling)
+ * indexed by emitted owner. */
+static void emit_tree(es_drafter *d, es_spec_tree *t) {
+    int n = 0;
+    for (int i = 0; i < d->n_nodes; i++) {
+        d->out_index[i] = -1;
+        if (!d->nodes[i].keep || n >= ES_SPEC_MAX_NODES) continue;
+        const int par = d->nodes[i].parent;
+        if (par >= 0 && d->out_index[par] < 0) continue;
+        t->token[n] = d->nodes[i].token;
+        t->parent[n] = par < 0 ? -1 : d->out_index[par];
+        t->depth[n] = d->nodes[i].depth;
+        d->tree_node[n] = i;
+        d->out_index[i] = n++;
+    }
+    t->n = n;
+    d->n_emitted = n;
+    if (t->has_q) {
+        t->q_off[0] = d->q_off_node[0];
+        t->q_n[0] = d->q_n_node[0];
+        for (int k = 0; k < n; k++) {
+            t->q_off[k + 1] = d->q_off_node[d->tree_node[k] + 1];
+            t->q_n[k + 1] = d->q_n_node[d->tree_node[k] + 1];
+        }
+    }
+}
+
+/* Tree: level by level, from the root (node -1, its logits in hand): expand the frontier, choose the
+ * next frontier (sampling: best first within the budget; greedy: the best `budget` nodes overall),
+ * evaluate it in one batched forward; then emit the kept nodes. */
+static es_status draft_tree(es_drafter *d, const float *logits, int max_nodes, es_spec_tree *t, es_err *err) {
+    const int budget = d->p.tree_budget < max_nodes ? d->p.tree_budget : max_nodes;
+    int frontier[ES_SPEC_MAX_NODES + 1], n_front = 1, order = 0;
+    frontier[0] = -1;
+    const float *front_logits[ES_SPEC_MAX_NODES + 1];
+    front_logits[0] = logits;
+    int kept_before = 0; /* sampling: nodes added before this level */
+    for (int level = 1; level <= d->p.tree_depth && n_front > 0; level++) {
+        const int first_new = d->n_nodes;
+        expand_level(d, t, frontier, n_front, front_logits, level, budget, kept_before, &order);
+        if (d->p.sample) {
+            kept_before = d->n_nodes;
+            if (level == d->p.tree_depth || kept_before >= budget) break;
+            n_front = frontier_sampled(d, first_new, budget - kept_before, frontier);
+        } else {
+            float cut;
+            const int n_alive = keep_best(d, budget, &cut);
+            if (level == d->p.tree_depth) break;
+            n_front = frontier_greedy(d, first_new, n_alive, budget, cut, frontier);
+        }
+        if (n_front == 0 || want_abort(d)) break;
+        es_status st = eval_frontier(d, frontier, n_front, front_logits, err);
+        if (st != ES_OK) return st;
+    }
+    emit_tree(d, t);
+    return ES_OK;
+}
+
 es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *t, es_err *err) {
     memset(t, 0, offsetof(es_spec_tree, q_tok));
     t->q_used = 0;
@@ -302,149 +491,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
     const int room = d->n_ctx - es_seq_len(d->ctx, d->seq) - 1;
     if (max_nodes > room) max_nodes = room;
     if (max_nodes <= 0) return ES_OK;
-    child ch[64];
-    float top_p;
-
-    if (d->p.mode == ES_DRAFT_CHAIN) {
-        int k_lim = d->p.adaptive ? d->k_cur : d->p.k_max;
-        if (k_lim > max_nodes) k_lim = max_nodes;
-        int32_t parent_slot = d->root_slot;
-        es_gstate gs;
-        if (d->gm) gs = d->g_conf;
-        for (int k = 0; k < k_lim; k++) {
-            if (propose(d, logits, 1, ch, t, k, &top_p, d->gm ? &gs : NULL) < 1) break;
-            if (d->gm && !grammar_step(d, &gs, ch[0].token, &gs)) break;
-            if (d->p.p_min > 0 && top_p < d->p.p_min && k >= d->p.k_min) break;
-            t->token[k] = ch[0].token;
-            t->parent[k] = k - 1;
-            t->depth[k] = k + 1;
-            t->n = k + 1;
-            d->nodes[k] = (dnode){ch[0].token, k - 1, k + 1, 0, -1, k, true};
-            if (k + 1 == k_lim || want_abort(d)) break;
-            int32_t pos = d->root_slot + k + 1;
-            es_batch b = {1, &t->token[k], &pos, &d->seq, NULL, NULL, &parent_slot};
-            int32_t par = -1;
-            b.parent = &par;
-            if ((st = es_decode(d->ctx, &b, err)) != ES_OK) return st;
-            parent_slot = es_seq_len(d->ctx, d->seq) - 1;
-            d->nodes[k].slot = parent_slot;
-            logits = es_ctx_logits(d->ctx, 0);
-        }
-        for (int k = 0; k < t->n; k++) d->tree_node[k] = k;
-        d->n_nodes = d->n_emitted = t->n;
-        if (t->has_q)
-            for (int o = 0; o <= t->n; o++) { t->q_off[o] = d->q_off_node[o]; t->q_n[o] = d->q_n_node[o]; }
-        return ES_OK;
-    }
-
-    /* Tree: level by level. The frontier starts as the root (node -1) with its logits in hand. */
-    const int budget = d->p.tree_budget < max_nodes ? d->p.tree_budget : max_nodes;
-    const int cap_nodes = (int)(sizeof d->nodes / sizeof d->nodes[0]);
-    int frontier[ES_SPEC_MAX_NODES + 1], n_front = 1, order = 0;
-    frontier[0] = -1;
-    const float *front_logits[ES_SPEC_MAX_NODES + 1];
-    front_logits[0] = logits;
-    dnode *sorted[sizeof d->nodes / sizeof d->nodes[0]];
-    int kept_before = 0; /* sampling: nodes added before this level */
-    for (int level = 1; level <= d->p.tree_depth && n_front > 0; level++) {
-        /* children of every frontier node */
-        const int first_new = d->n_nodes;
-        for (int f = 0; f < n_front; f++) {
-            const int pn = frontier[f];
-            const float base = pn < 0 ? 0.0f : d->nodes[pn].score;
-            /* Sampling: how many children a node gets is fixed before they are drawn (best-scored
-             * frontier nodes first, while the budget lasts) and nothing drawn is pruned afterwards.
-             * Choosing by the drawn tokens' scores would bias the children away from the proposal
-             * q that recursive rejection sampling assumes they were drawn from. */
-            int w = d->p.tree_width;
-            if (d->p.sample) {
-                const int left = budget - (d->n_nodes - first_new) - kept_before;
-                w = w < left ? w : left;
-                if (w <= 0) break;
-            }
-            const es_gstate *gs = !d->gm ? NULL : pn < 0 ? &d->g_conf : &d->g_node[pn];
-            const int m = propose(d, front_logits[f], w, ch, t, pn + 1, &top_p, gs);
-            for (int j = 0; j < m && d->n_nodes < cap_nodes; j++) {
-                if (d->gm && !grammar_step(d, gs, ch[j].token, &d->g_node[d->n_nodes])) continue;
-                dnode *nd = &d->nodes[d->n_nodes++];
-                *nd = (dnode){ch[j].token, pn, level, base + ch[j].logq, -1, order++, true};
-            }
-        }
-        if (d->p.sample) {
-            kept_before = d->n_nodes;
-            if (level == d->p.tree_depth || kept_before >= budget) break;
-            /* expand the new nodes best first, as many as the budget could still give a child */
-            int n_new = 0;
-            for (int i = first_new; i < d->n_nodes; i++) sorted[n_new++] = &d->nodes[i];
-            qsort(sorted, (size_t)n_new, sizeof sorted[0], node_cmp);
-            n_front = 0;
-            for (int i = 0; i < n_new && n_front < budget - kept_before && n_front < ES_SPEC_MAX_NODES; i++)
-                frontier[n_front++] = (int)(sorted[i] - d->nodes);
-        } else {
-        /* keep the best `budget` nodes overall */
-        int n_alive = 0;
-        for (int i = 0; i < d->n_nodes; i++)
-            if (d->nodes[i].keep) sorted[n_alive++] = &d->nodes[i];
-        qsort(sorted, (size_t)n_alive, sizeof sorted[0], node_cmp);
-        for (int i = budget; i < n_alive; i++) sorted[i]->keep = false;
-        /* keep the set closed under ancestors (ties are broken toward parents, so this only
-         * triggers on exact score ties across depths) */
-        for (int i = 0; i < d->n_nodes; i++)
-            if (d->nodes[i].parent >= 0 && !d->nodes[d->nodes[i].parent].keep) d->nodes[i].keep = false;
-        if (level == d->p.tree_depth) break;
-        /* the new frontier: surviving new nodes that could still add children above the cut */
-        float cut = -INFINITY;
-        if (n_alive >= budget) cut = sorted[budget - 1]->score;
-        n_front = 0;
-        for (int i = first_new; i < d->n_nodes && n_front < ES_SPEC_MAX_NODES; i++)
-            if (d->nodes[i].keep && (n_alive < budget || d->nodes[i].score > cut)) {
-                d->b_node[n_front] = i;
-                frontier[n_front++] = i;
-            }
-        }
-        if (n_front == 0 || want_abort(d)) break;
-        /* one batched draft forward over the frontier */
-        const int base = es_seq_len(d->ctx, d->seq);
-        for (int f = 0; f < n_front; f++) {
-            const dnode *nd = &d->nodes[frontier[f]];
-            d->b_tok[f] = nd->token;
-            d->b_pos[f] = d->root_slot + nd->depth; /* root sits at position root_slot */
-            d->b_seq[f] = d->seq;
-            d->b_par[f] = -1;
-            d->b_cpar[f] = nd->parent < 0 ? d->root_slot : d->nodes[nd->parent].slot;
-            d->b_logits[f] = 1;
-        }
-        es_batch b = {n_front, d->b_tok, d->b_pos, d->b_seq, d->b_par, d->b_logits, d->b_cpar};
-        if ((st = es_decode(d->ctx, &b, err)) != ES_OK) return st;
-        for (int f = 0; f < n_front; f++) {
-            d->nodes[frontier[f]].slot = base + f;
-            front_logits[f] = es_ctx_logits(d->ctx, f);
-        }
-    }
-    /* Emit the kept nodes in creation order (parents before children). */
-    int n = 0;
-    for (int i = 0; i < d->n_nodes; i++) {
-        d->out_index[i] = -1;
-        if (!d->nodes[i].keep || n >= ES_SPEC_MAX_NODES) continue;
-        const int par = d->nodes[i].parent;
-        if (par >= 0 && d->out_index[par] < 0) continue;
-        t->token[n] = d->nodes[i].token;
-        t->parent[n] = par < 0 ? -1 : d->out_index[par];
-        t->depth[n] = d->nodes[i].depth;
-        d->tree_node[n] = i;
-        d->out_index[i] = n++;
-    }
-    t->n = n;
-    d->n_emitted = n;
-    if (t->has_q) { /* the proposals indexed by emitted owner */
-        t->q_off[0] = d->q_off_node[0];
-        t->q_n[0] = d->q_n_node[0];
-        for (int k = 0; k < n; k++) {
-            t->q_off[k + 1] = d->q_off_node[d->tree_node[k] + 1];
-            t->q_n[k + 1] = d->q_n_node[d->tree_node[k] + 1];
-        }
-    }
-    return ES_OK;
+    return d->p.mode == ES_DRAFT_CHAIN ? draft_chain(d, logits, max_nodes, t, err) : draft_tree(d, logits, max_nodes, t, err);
 }
 
 float es_drafter_node_score(const es_drafter *d, int k) {

@@ -1,10 +1,15 @@
-/* tok_impl.h — the tokenizer's internals shared by its source files (tokenizer.c: building, lookups,
- * decoding; tok_encode.c: the SPM and byte-level BPE encoders; tok_unicode.c: UTF-8 and the
- * pre-tokeniser's character classes). Not for use outside src/tokenizer. */
+/* tok_impl.h — the tokenizer's internals shared by its source files (here: the tokenizer's tables and
+ * the lookups in them; tokenizer.c: building, es_tokenize, decoding; tok_encode.c: the SPM and
+ * byte-level BPE encoders; tok_unicode.c: UTF-8 and the pre-tokeniser's character classes). The
+ * lookups live here, below both tokenizer.c and the encoders, so that the encoders do not call back
+ * into the file that calls them. Not for use outside src/tokenizer. */
 #ifndef ES_TOKENIZER_TOK_IMPL_H
 #define ES_TOKENIZER_TOK_IMPL_H
 
+#include <string.h>
+
 #include "tokenizer/tokenizer.h"
+#include "util/hash.h"
 
 /* Byte-level BPE pre-tokeniser variants (the regexes each one stands for are in tok_pretok.c; the
  * tokenizer.ggml.pre names that select them in tokenizer.c). */
@@ -48,7 +53,7 @@ struct es_tokenizer {
     uint32_t spec_first[257];
     bool has_user_defined; /* some literal token is USER_DEFINED (matched even without parse_special) */
 
-    int32_t bos, eos, unk, pad;
+    int32_t bos, eos, unk;
     bool add_bos, add_eos, add_space_prefix;
     bool escape_spaces; /* SPM: the vocabulary writes spaces as U+2581 */
     tok_pre pre;
@@ -79,6 +84,41 @@ es_status tok_read_file(const char *path, size_t max, char **data, size_t *size,
 #define TOK_MAX_VOCAB (1 << 24)
 #define TOK_MAX_TOKEN_LEN (1u << 20)
 
+/* ---- lookups in the tables of struct es_tokenizer (built by tokenizer.c, read by every encoder) ---- */
+
+static inline const char *tok_text(const es_tokenizer *t, int32_t id) { return t->blob + t->off[id]; }
+
+static inline uint64_t tok_text_hash(const char *s, size_t n) { return es_fnv1a(ES_FNV_OFFSET, s, n); }
+
+/* The id of the token whose text is s[0..n), or -1. */
+static inline int32_t tok_lookup(const es_tokenizer *t, const char *s, size_t n) {
+    for (uint64_t i = tok_text_hash(s, n) & t->hmask;; i = (i + 1) & t->hmask) {
+        int32_t id = t->htab[i];
+        if (id < 0) return -1;
+        if (t->len[id] == n && memcmp(tok_text(t, id), s, n) == 0) return id;
+    }
+}
+
+static inline uint64_t tok_pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
+
+static inline uint64_t tok_pair_hash(uint64_t key) {
+    key ^= key >> 33;
+    key *= 0xff51afd7ed558ccdull;
+    key ^= key >> 33;
+    return key;
+}
+
+/* The merge of (a, b): true and its rank and result when the pair is a merge. */
+static inline bool tok_merge_find(const es_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *result) {
+    if (!t->mtab) return false;
+    uint64_t key = tok_pair_key(a, b);
+    for (uint64_t i = tok_pair_hash(key) & t->mmask;; i = (i + 1) & t->mmask) {
+        const struct tok_merge_slot *sl = &t->mtab[i];
+        if (sl->key == UINT64_MAX) return false;
+        if (sl->key == key) { *rank = sl->rank; *result = sl->result; return true; }
+    }
+}
+
 /* ---- tokenizer.c ---- */
 
 /* The pre-tokenizer a GGUF tokenizer.ggml.pre names, and whether its family takes a pre-token that is
@@ -86,11 +126,6 @@ es_status tok_read_file(const char *path, size_t max, char **data, size_t *size,
  * read as "default", llama.cpp's fallback, by tok_gguf.c). ES_ERR_UNSUPPORTED for a name it does not
  * know. */
 es_status tok_pre_from_name(const char *name, tok_pre *pre, bool *ignore_merges, es_err *err);
-/* The id of the token whose text is s[0..n), or -1. */
-int32_t tok_lookup(const es_tokenizer *t, const char *s, size_t n);
-/* The merge of (a, b): true and its rank and result when the pair is a merge. */
-bool tok_merge_find(const es_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *result);
-static inline const char *tok_text(const es_tokenizer *t, int32_t id) { return t->blob + t->off[id]; }
 
 /* ---- tok_encode.c ---- */
 

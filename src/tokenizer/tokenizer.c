@@ -1,4 +1,4 @@
-/* tokenizer.c — building a tokenizer from a vocabulary, lookups, es_tokenize (special-token
+/* tokenizer.c — building a tokenizer from a vocabulary (its lookup tables), es_tokenize (special-token
  * splitting, then the encoder of the vocabulary's kind), decoding and the fingerprint. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,37 +9,6 @@
 #include "util/hash.h"
 
 static const char k_lower_block[] = "\xE2\x96\x81"; /* U+2581, SentencePiece's space */
-
-/* ---- lookups ---------------------------------------------------------------------------------- */
-
-static uint64_t text_hash(const char *s, size_t n) { return es_fnv1a(ES_FNV_OFFSET, s, n); }
-
-int32_t tok_lookup(const es_tokenizer *t, const char *s, size_t n) {
-    for (uint64_t i = text_hash(s, n) & t->hmask;; i = (i + 1) & t->hmask) {
-        int32_t id = t->htab[i];
-        if (id < 0) return -1;
-        if (t->len[id] == n && memcmp(tok_text(t, id), s, n) == 0) return id;
-    }
-}
-
-static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
-
-static uint64_t pair_hash(uint64_t key) {
-    key ^= key >> 33;
-    key *= 0xff51afd7ed558ccdull;
-    key ^= key >> 33;
-    return key;
-}
-
-bool tok_merge_find(const es_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *result) {
-    if (!t->mtab) return false;
-    uint64_t key = pair_key(a, b);
-    for (uint64_t i = pair_hash(key) & t->mmask;; i = (i + 1) & t->mmask) {
-        const struct tok_merge_slot *sl = &t->mtab[i];
-        if (sl->key == UINT64_MAX) return false;
-        if (sl->key == key) { *rank = sl->rank; *result = sl->result; return true; }
-    }
-}
 
 /* ---- building --------------------------------------------------------------------------------- */
 
@@ -81,7 +50,7 @@ static es_status build_text_table(es_tokenizer *t, es_err *err) {
     if (!t->htab) return es_fail(err, ES_ERR_NOMEM, "out of memory for the token table");
     memset(t->htab, 0xff, (t->hmask + 1) * sizeof *t->htab);
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        uint64_t i = text_hash(tok_text(t, id), t->len[id]) & t->hmask;
+        uint64_t i = tok_text_hash(tok_text(t, id), t->len[id]) & t->hmask;
         for (;; i = (i + 1) & t->hmask) {
             int32_t o = t->htab[i];
             if (o < 0) { t->htab[i] = id; break; }
@@ -131,8 +100,8 @@ static es_status build_merges(es_tokenizer *t, const es_vocab_spec *spec, es_err
         int32_t a, b, r;
         es_status st = parse_merge(t, spec->merges[m], m, &a, &b, &r, err);
         if (st != ES_OK) return st;
-        uint64_t key = pair_key(a, b);
-        for (uint64_t i = pair_hash(key) & t->mmask;; i = (i + 1) & t->mmask) {
+        uint64_t key = tok_pair_key(a, b);
+        for (uint64_t i = tok_pair_hash(key) & t->mmask;; i = (i + 1) & t->mmask) {
             struct tok_merge_slot *sl = &t->mtab[i];
             if (sl->key == key) break; /* a repeated merge keeps its first rank */
             if (sl->key == UINT64_MAX) { *sl = (struct tok_merge_slot){key, m, r}; break; }
@@ -269,7 +238,6 @@ static es_status init_body(es_tokenizer *t, const es_vocab_spec *spec, es_err *e
     t->bos = spec->bos;
     t->eos = spec->eos;
     t->unk = spec->unk;
-    t->pad = spec->pad;
     t->add_bos = spec->add_bos;
     t->add_eos = spec->add_eos;
     t->add_space_prefix = spec->kind == ES_TOK_SPM && spec->add_space_prefix;
@@ -357,7 +325,6 @@ int es_tokenizer_n_vocab(const es_tokenizer *t) { return t ? t->n_vocab : 0; }
 int32_t es_tokenizer_bos(const es_tokenizer *t) { return t ? t->bos : -1; }
 int32_t es_tokenizer_eos(const es_tokenizer *t) { return t ? t->eos : -1; }
 int32_t es_tokenizer_unk(const es_tokenizer *t) { return t ? t->unk : -1; }
-int32_t es_tokenizer_pad(const es_tokenizer *t) { return t ? t->pad : -1; }
 bool es_tokenizer_add_bos(const es_tokenizer *t) { return t && t->add_bos; }
 bool es_tokenizer_add_eos(const es_tokenizer *t) { return t && t->add_eos; }
 es_tok_kind es_tokenizer_kind(const es_tokenizer *t) { return t ? t->kind : ES_TOK_SPM; }

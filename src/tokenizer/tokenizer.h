@@ -54,7 +54,6 @@ int32_t es_tokenizer_token_type(const es_tokenizer *tok, int32_t id);
 float es_tokenizer_token_score(const es_tokenizer *tok, int32_t id);
 es_tok_kind es_tokenizer_kind(const es_tokenizer *tok);
 int32_t es_tokenizer_unk(const es_tokenizer *tok); /* -1 if none */
-int32_t es_tokenizer_pad(const es_tokenizer *tok); /* -1 if none */
 /* What the vocabulary asks for: es_tokenize prepends BOS only when both its add_bos argument and
  * this are true; it never appends EOS (callers that want it check es_tokenizer_add_eos). */
 bool es_tokenizer_add_bos(const es_tokenizer *tok);

@@ -206,16 +206,22 @@ static es_status merge_string(const cJSON *m, int i, char **out, es_err *err) {
 
 typedef struct hf_load {
     cJSON *root, *cfg;
+    const cJSON *model, *vocab, *merges, *added; /* parts of root */
+    bool byte_fallback;
+    int n;              /* tokens: max id + 1 */
     const char **texts; /* [n], borrowed from root */
     uint8_t *flags;     /* [n]: HF_ADDED, HF_SPECIAL */
+    es_tok_kind kind;   /* the algorithm, from the components ... */
+    const char *pre;    /* ... and its pre-tokenizer (NULL: none named) */
+    bool add_space_prefix;
     es_vocab *v;
     es_tokenizer *tmp;
 } hf_load;
 
 enum { HF_ADDED = 1, HF_SPECIAL = 2 };
 
-static es_status load_body(hf_load *L, const char *json, size_t json_len, const char *config, size_t config_len,
-                           es_err *err) {
+/* The two files parsed, and the parts of tokenizer.json's BPE model that are read, checked for type. */
+static es_status parse_docs(hf_load *L, const char *json, size_t json_len, const char *config, size_t config_len, es_err *err) {
     L->root = cJSON_ParseWithLength(json, json_len);
     if (!L->root || !cJSON_IsObject(L->root)) return es_fail(err, ES_ERR_FORMAT, "tokenizer.json is not a JSON object");
     if (config) {
@@ -223,28 +229,33 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
         if (!L->cfg || !cJSON_IsObject(L->cfg))
             return es_fail(err, ES_ERR_FORMAT, "tokenizer_config.json is not a JSON object");
     }
-    const cJSON *model = get(L->root, "model");
+    const cJSON *model = L->model = get(L->root, "model");
     if (!cJSON_IsObject(model)) return es_fail(err, ES_ERR_FORMAT, "tokenizer.json has no model object");
     const char *mtype = get_str(model, "type");
     if (get(model, "type") && (!mtype || strcmp(mtype, "BPE") != 0))
         return es_fail(err, ES_ERR_UNSUPPORTED, "tokenizer model type \"%.32s\" is not supported (only BPE)",
                        mtype ? mtype : "?");
-    const cJSON *vocab = get(model, "vocab");
-    if (!cJSON_IsObject(vocab)) return es_fail(err, ES_ERR_FORMAT, "tokenizer.json model has no vocab object");
-    const cJSON *merges = get(model, "merges");
-    if (merges && !cJSON_IsArray(merges) && !cJSON_IsNull(merges))
+    L->vocab = get(model, "vocab");
+    if (!cJSON_IsObject(L->vocab)) return es_fail(err, ES_ERR_FORMAT, "tokenizer.json model has no vocab object");
+    L->merges = get(model, "merges");
+    if (L->merges && !cJSON_IsArray(L->merges) && !cJSON_IsNull(L->merges))
         return es_fail(err, ES_ERR_FORMAT, "tokenizer.json model.merges is not an array");
     const char *cs = get_str(model, "continuing_subword_prefix"), *ew = get_str(model, "end_of_word_suffix");
     if ((cs && *cs) || (ew && *ew))
         return es_fail(err, ES_ERR_UNSUPPORTED, "BPE with a continuing_subword_prefix / end_of_word_suffix is not supported");
-    bool byte_fallback = false;
-    if (!get_bool(model, "byte_fallback", &byte_fallback))
+    if (!get_bool(model, "byte_fallback", &L->byte_fallback))
         return es_fail(err, ES_ERR_FORMAT, "tokenizer.json model.byte_fallback is not a bool");
-    const cJSON *added = get(L->root, "added_tokens");
-    if (added && !cJSON_IsArray(added) && !cJSON_IsNull(added))
+    L->added = get(L->root, "added_tokens");
+    if (L->added && !cJSON_IsArray(L->added) && !cJSON_IsNull(L->added))
         return es_fail(err, ES_ERR_FORMAT, "tokenizer.json added_tokens is not an array");
+    return ES_OK;
+}
 
-    /* ids must be dense: n = max id + 1 can be no more than the number of entries */
+/* Every token's text by id (vocab, then added tokens, which may restate a vocab entry), with the added
+ * and special flags. The ids must be dense: n = max id + 1 can be no more than the number of entries,
+ * checked before anything of that size is allocated. */
+static es_status read_tokens(hf_load *L, es_err *err) {
+    const cJSON *vocab = L->vocab, *added = L->added;
     int64_t entries = (int64_t)cJSON_GetArraySize(vocab) + (cJSON_IsArray(added) ? cJSON_GetArraySize(added) : 0);
     if (entries == 0) return es_fail(err, ES_ERR_FORMAT, "tokenizer.json has an empty vocabulary");
     int64_t max_id = -1;
@@ -264,7 +275,7 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
         return es_fail(err, ES_ERR_FORMAT, "token ids are not dense: id %lld with %lld entries", (long long)max_id,
                        (long long)entries);
     if (max_id + 1 > TOK_MAX_VOCAB) return es_fail(err, ES_ERR_FORMAT, "vocabulary too large (%lld)", (long long)max_id + 1);
-    int n = (int)(max_id + 1);
+    const int n = L->n = (int)(max_id + 1);
     L->texts = calloc((size_t)n, sizeof *L->texts);
     L->flags = calloc((size_t)n, 1);
     if (!L->texts || !L->flags) return es_fail(err, ES_ERR_NOMEM, "out of memory for %d tokens", n);
@@ -286,17 +297,18 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
     }
     for (int i = 0; i < n; i++)
         if (!L->texts[i]) return es_fail(err, ES_ERR_FORMAT, "token ids are not dense: id %d is missing", i);
+    return ES_OK;
+}
 
-    /* which algorithm */
+/* Which algorithm the normalizer, pre-tokenizer and decoder describe: byte-level BPE with one of the
+ * known split regexes, or SentencePiece-style BPE; anything else is refused. */
+static es_status which_algorithm(hf_load *L, es_err *err) {
     shape sh = {0};
     each_component(get(L->root, "normalizer"), "normalizers", on_normalizer, &sh);
     each_component(get(L->root, "pre_tokenizer"), "pretokenizers", on_pretokenizer, &sh);
     each_component(get(L->root, "decoder"), "decoders", on_decoder, &sh);
-    es_tok_kind kind;
-    const char *pre = NULL;
-    bool add_space_prefix = false;
     if (sh.pre_bytelevel || sh.dec_bytelevel) {
-        kind = ES_TOK_BPE;
+        L->kind = ES_TOK_BPE;
         if (!sh.pre_bytelevel) return es_fail(err, ES_ERR_UNSUPPORTED, "ByteLevel decoder without a ByteLevel pre-tokenizer");
         if (sh.pre_bl_prefix_space) return es_fail(err, ES_ERR_UNSUPPORTED, "ByteLevel add_prefix_space is not supported");
         if (sh.pre_other || sh.pre_metaspace)
@@ -304,33 +316,41 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
         if (sh.norm_other || sh.prepend_lb || sh.replace_space)
             return es_fail(err, ES_ERR_UNSUPPORTED, "normalizer %s is not supported with ByteLevel", sh.norm_other ? sh.norm_other_name : "Prepend/Replace");
         if (sh.split_regex && sh.n_pre == 2 && !sh.pre_bl_use_regex) {
-            if (!strcmp(sh.split_regex, k_re_llama3)) pre = "llama-bpe";
-            else if (!strcmp(sh.split_regex, k_re_qwen2)) pre = "qwen2";
-            else if (!strcmp(sh.split_regex, k_re_gpt2)) pre = "gpt2";
+            if (!strcmp(sh.split_regex, k_re_llama3)) L->pre = "llama-bpe";
+            else if (!strcmp(sh.split_regex, k_re_qwen2)) L->pre = "qwen2";
+            else if (!strcmp(sh.split_regex, k_re_gpt2)) L->pre = "gpt2";
             else return es_fail(err, ES_ERR_UNSUPPORTED, "pre-tokenizer regex \"%.200s\" is not supported", sh.split_regex);
         } else if (!sh.split_regex && sh.n_pre == 1 && sh.pre_bl_use_regex) {
-            pre = "gpt2";
+            L->pre = "gpt2";
         } else {
             return es_fail(err, ES_ERR_UNSUPPORTED, "this arrangement of ByteLevel pre-tokenizers is not supported");
         }
-    } else if (sh.prepend_lb || sh.replace_space || sh.pre_metaspace || byte_fallback) {
-        kind = ES_TOK_SPM;
+    } else if (sh.prepend_lb || sh.replace_space || sh.pre_metaspace || L->byte_fallback) {
+        L->kind = ES_TOK_SPM;
         if (sh.norm_other) return es_fail(err, ES_ERR_UNSUPPORTED, "normalizer %s is not supported", sh.norm_other_name);
         if (sh.pre_other || sh.pre_bytelevel || sh.split_regex)
             return es_fail(err, ES_ERR_UNSUPPORTED, "pre-tokenizer %s is not supported with SentencePiece-style BPE",
                            sh.pre_other ? sh.pre_other_name : "Split");
-        add_space_prefix = sh.prepend_lb || (sh.pre_metaspace && sh.meta_prefix);
+        L->add_space_prefix = sh.prepend_lb || (sh.pre_metaspace && sh.meta_prefix);
     } else {
         return es_fail(err, ES_ERR_UNSUPPORTED, "tokenizer.json is neither byte-level nor SentencePiece-style BPE");
     }
+    return ES_OK;
+}
 
-    int n_merges = cJSON_IsArray(merges) ? cJSON_GetArraySize(merges) : 0;
+/* The vocabulary: every token's text and type (special: CONTROL, added: USER_DEFINED, else inferred),
+ * the merges as "left right", the unknown token. */
+static es_status fill_vocab(hf_load *L, es_err *err) {
+    const int n = L->n;
+    const es_tok_kind kind = L->kind;
+    const cJSON *it;
+    int n_merges = cJSON_IsArray(L->merges) ? cJSON_GetArraySize(L->merges) : 0;
     L->v = tok_vocab_alloc(n, n_merges);
     if (!L->v) return es_fail(err, ES_ERR_NOMEM, "out of memory for %d tokens", n);
     es_vocab *v = L->v;
     v->spec.kind = kind;
-    v->spec.add_space_prefix = add_space_prefix;
-    if (pre && !(v->pre = dup_str(pre))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    v->spec.add_space_prefix = L->add_space_prefix;
+    if (L->pre && !(v->pre = dup_str(L->pre))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     v->spec.pre = v->pre;
     for (int i = 0; i < n; i++) {
         if (!(v->tokens[i] = dup_str(L->texts[i]))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
@@ -343,23 +363,26 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
         }
     }
     int mi = 0;
-    cJSON_ArrayForEach(it, merges) {
+    cJSON_ArrayForEach(it, L->merges) {
         es_status st = merge_string(it, mi, &v->merges[mi], err);
         if (st != ES_OK) return st;
         mi++;
     }
-    const char *unk = get_str(model, "unk_token");
+    const char *unk = get_str(L->model, "unk_token");
     if (unk) {
         for (int i = 0; i < n && v->spec.unk < 0; i++)
             if (!strcmp(v->tokens[i], unk)) v->spec.unk = i;
         if (v->spec.unk < 0) return es_fail(err, ES_ERR_FORMAT, "unk_token \"%.64s\" is not in the vocabulary", unk);
         v->types[v->spec.unk] = ES_TOKTYPE_UNKNOWN;
     }
-    /* validates the merges and gives the lookups the rest needs */
-    es_status st = es_tokenizer_init(&v->spec, &L->tmp, err);
-    if (st != ES_OK) return st;
-    const es_tokenizer *t = L->tmp;
+    return ES_OK;
+}
 
+/* BOS and EOS (tokenizer_config.json's, else the post-processor's template), PAD, whether they are
+ * added, and the chat template ("default" of a list, else the first). t: the vocabulary's lookups. */
+static es_status read_specials(hf_load *L, const es_tokenizer *t, es_err *err) {
+    es_vocab *v = L->v;
+    const cJSON *it;
     int32_t pp_bos = -1, pp_eos = -1;
     template_specials(t, get(L->root, "post_processor"), &pp_bos, &pp_eos);
     int32_t bos = special_id(t, get(L->cfg, "bos_token")), eos = special_id(t, get(L->cfg, "eos_token"));
@@ -383,27 +406,43 @@ static es_status load_body(hf_load *L, const char *json, size_t json_len, const 
     }
     if (tpl_s && !(v->chat_template = dup_str(tpl_s))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
     v->spec.chat_template = v->chat_template;
-
-    if (kind == ES_TOK_SPM) {
-        /* score = -(lowest rank of a merge making the token); see the file comment */
-        bool *made = calloc((size_t)n, sizeof *made);
-        if (!made) return es_fail(err, ES_ERR_NOMEM, "out of memory");
-        for (uint64_t i = 0; t->mtab && i <= t->mmask; i++) {
-            const struct tok_merge_slot *sl = &t->mtab[i];
-            if (sl->key == UINT64_MAX) continue;
-            float s = -(float)sl->rank;
-            if (!made[sl->result] || s > v->scores[sl->result]) v->scores[sl->result] = s;
-            made[sl->result] = true;
-        }
-        for (int i = 0; i < n; i++) {
-            if (made[i]) continue;
-            uint32_t cp;
-            bool one_char = v->lens[i] > 0 && (size_t)tok_utf8_next(v->tokens[i], v->lens[i], &cp) == v->lens[i];
-            v->scores[i] = (v->types[i] == ES_TOKTYPE_NORMAL && !one_char) ? TOK_SCORE_FLOOR : 0.0f;
-        }
-        free(made);
-    }
     return ES_OK;
+}
+
+/* SentencePiece-style BPE ranks by score: a token's score is -(the lowest rank of a merge making it;
+ * see the file comment); a token no merge makes scores 0 when it is one character or not NORMAL, else
+ * TOK_SCORE_FLOOR (no merge produces it). */
+static es_status spm_scores(hf_load *L, const es_tokenizer *t, es_err *err) {
+    es_vocab *v = L->v;
+    const int n = L->n;
+    bool *made = calloc((size_t)n, sizeof *made);
+    if (!made) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    for (uint64_t i = 0; t->mtab && i <= t->mmask; i++) {
+        const struct tok_merge_slot *sl = &t->mtab[i];
+        if (sl->key == UINT64_MAX) continue;
+        float s = -(float)sl->rank;
+        if (!made[sl->result] || s > v->scores[sl->result]) v->scores[sl->result] = s;
+        made[sl->result] = true;
+    }
+    for (int i = 0; i < n; i++) {
+        if (made[i]) continue;
+        uint32_t cp;
+        bool one_char = v->lens[i] > 0 && (size_t)tok_utf8_next(v->tokens[i], v->lens[i], &cp) == v->lens[i];
+        v->scores[i] = (v->types[i] == ES_TOKTYPE_NORMAL && !one_char) ? TOK_SCORE_FLOOR : 0.0f;
+    }
+    free(made);
+    return ES_OK;
+}
+
+static es_status load_body(hf_load *L, const char *json, size_t json_len, const char *config, size_t config_len,
+                           es_err *err) {
+    es_status st;
+    if ((st = parse_docs(L, json, json_len, config, config_len, err)) != ES_OK || (st = read_tokens(L, err)) != ES_OK ||
+        (st = which_algorithm(L, err)) != ES_OK || (st = fill_vocab(L, err)) != ES_OK)
+        return st;
+    /* validates the merges and gives the lookups the rest needs */
+    if ((st = es_tokenizer_init(&L->v->spec, &L->tmp, err)) != ES_OK || (st = read_specials(L, L->tmp, err)) != ES_OK) return st;
+    return L->kind == ES_TOK_SPM ? spm_scores(L, L->tmp, err) : ES_OK;
 }
 
 es_status es_vocab_load_hf_buffer(const char *json, size_t json_len, const char *config, size_t config_len,
