@@ -9,7 +9,16 @@
  * weights come from DRAM, not the 36 MiB L3, as in a real forward pass. First it prints the read
  * bandwidth probe over 1 GiB with 1 and 2 threads (best of 3).
  *
+ * With --act-quant it times only es_matmul's first step, the activation quantisation of n rows of
+ * C columns (Q8_K for the K-quant types, per-32 blocks for q8_0 / q4_0), at the scalar level and
+ * at the level in use, the two interleaved call by call so that both see the same machine load:
+ *   {"act_quant","n","cols","threads","level","ms","ms_median","ns_per_value"} per level, then
+ *   {"act_quant","n","cols","threads","scalar_ms","simd_ms","level","speedup"}
+ * (ms the lower decile again; defaults: q4_k, n 512, C 1536 = Qwen2.5-1.5B's width, threads 1 and 2).
+ * $EDGESPEC_CPU lowers the level in use as in the CLI (EDGESPEC_CPU=avx2 times the AVX2 kernels).
+ *
  * Usage: bench_kernels [type ...] [--threads T] [--n N] [--shape RxC] [--layout rows|x16] [--no-probe]
+ *                      [--act-quant]
  *        (layout: default what a model load gives the type, X16 for Q8_0/Q4_0/K-quants where the CPU's kernels have it)
  *        (defaults: q8_0 q4_0 q4_k q5_k q6_k f16 f32, threads 1 and 2, n 1..64, the three TinyLlama shapes) */
 #include <stdio.h>
@@ -18,6 +27,7 @@
 
 #include "bench_util.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_impl.h"
 #include "kernels/repack.h"
 #include "kernels/types.h"
 #include "util/rng.h"
@@ -51,6 +61,57 @@ static void time_case(es_threadpool *tp, const es_mat *copies, int n_copies, con
     *median = t[reps / 2];
 }
 
+/* --act-quant: es_qx_quantize of x[n][cols] for `type` at the scalar level and at `simd` (the level
+ * in use), alternating call by call; prints the JSON lines described at the top. */
+static void bench_act_quant(const char *tname, uint32_t type, es_threadpool *tp, int threads, int64_t n, int64_t cols,
+                            es_cpu_level simd, const char *simd_name) {
+    float *x = malloc((size_t)(n * cols) * sizeof(float));
+    void *scratch = malloc(es_matmul_scratch_size(n, cols));
+    if (!x || !scratch) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    es_rng rng;
+    es_rng_seed(&rng, 7);
+    for (int64_t i = 0; i < n * cols; i++) x[i] = (float)es_rng_normal(&rng);
+    es_qx qx;
+    if (!es_qx_quantize(tp, type, x, n, cols, scratch, &qx)) {
+        fprintf(stderr, "%s: no int8 activations with %lld columns\n", tname, (long long)cols);
+        free(x);
+        free(scratch);
+        return;
+    }
+    const es_cpu_level lv[2] = {ES_CPU_SCALAR, simd};
+    double t[2][256];
+    int reps = 0;
+    double spent = 0;
+    for (; reps < 256 && (reps < 30 || spent < 2.0); reps++) { /* about 2 s, at least 30 pairs */
+        for (int l = 0; l < 2; l++) {
+            es_cpu_level_set(lv[l]);
+            const double t0 = es_bench_now();
+            es_qx_quantize(tp, type, x, n, cols, scratch, &qx);
+            t[l][reps] = es_bench_now() - t0;
+            spent += t[l][reps];
+        }
+    }
+    es_cpu_level_set(simd);
+    double p10[2];
+    for (int l = 0; l < 2; l++) {
+        qsort(t[l], (size_t)reps, sizeof(double), cmp_double);
+        p10[l] = t[l][reps / 10];
+        printf("{\"act_quant\":\"%s\",\"n\":%lld,\"cols\":%lld,\"threads\":%d,\"level\":\"%s\",\"ms\":%.4f,"
+               "\"ms_median\":%.4f,\"ns_per_value\":%.3f}\n",
+               tname, (long long)n, (long long)cols, threads, l ? simd_name : "scalar", p10[l] * 1e3,
+               t[l][reps / 2] * 1e3, p10[l] * 1e9 / (double)(n * cols));
+    }
+    printf("{\"act_quant\":\"%s\",\"n\":%lld,\"cols\":%lld,\"threads\":%d,\"scalar_ms\":%.4f,\"simd_ms\":%.4f,"
+           "\"level\":\"%s\",\"speedup\":%.2f}\n",
+           tname, (long long)n, (long long)cols, threads, p10[0] * 1e3, p10[1] * 1e3, simd_name, p10[0] / p10[1]);
+    fflush(stdout);
+    free(x);
+    free(scratch);
+}
+
 int main(int argc, char **argv) {
     const char *types[16];
     int n_types = 0;
@@ -58,7 +119,7 @@ int main(int argc, char **argv) {
     int ns[16] = {1, 2, 4, 8, 16, 32, 64}, n_ns = 7;
     shape shapes[4] = {{2048, 5632}, {5632, 2048}, {2048, 2048}}, one_shape;
     int n_shapes = 3;
-    int probe = 1;
+    int probe = 1, act_quant = 0, n_given = 0, shape_given = 0;
     int layout = -1; /* -1: what a loaded model would use (X16 where the kernels prefer it) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -67,6 +128,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
             ns[0] = atoi(argv[++i]);
             n_ns = 1;
+            n_given = ns[0];
             if (ns[0] != 1) ns[n_ns++] = ns[0], ns[0] = 1; /* cost_vs_n1 needs n = 1 */
         } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
             long long r, c;
@@ -74,16 +136,20 @@ int main(int argc, char **argv) {
                 one_shape = (shape){r, c};
                 shapes[0] = one_shape;
                 n_shapes = 1;
+                shape_given = 1;
             }
         } else if (!strcmp(argv[i], "--layout") && i + 1 < argc) {
             i++;
             layout = !strcmp(argv[i], "rows") ? 0 : !strcmp(argv[i], "x16") ? 1 : -1;
         } else if (!strcmp(argv[i], "--no-probe")) {
             probe = 0;
+        } else if (!strcmp(argv[i], "--act-quant")) {
+            act_quant = 1;
         } else if (n_types < 16) {
             types[n_types++] = argv[i];
         }
     }
+    if (act_quant && n_types == 0) types[n_types++] = "q4_k";
     if (n_types == 0) {
         types[0] = "q8_0", types[1] = "q4_0", types[2] = "q4_k", types[3] = "q5_k", types[4] = "q6_k";
         types[5] = "f16", types[6] = "f32";
@@ -91,6 +157,11 @@ int main(int argc, char **argv) {
     }
 
     es_err err = {0};
+    /* $EDGESPEC_CPU lowers the level, as in the CLI (e.g. avx2 on an AVX-512 machine) */
+    if (es_cpu_limit(getenv("EDGESPEC_CPU"), &err) != ES_OK) {
+        fprintf(stderr, "EDGESPEC_CPU: %s\n", err.msg);
+        return 1;
+    }
     es_threadpool *tp2 = NULL;
     if (es_threadpool_init(2, &tp2, &err) != ES_OK) {
         fprintf(stderr, "thread pool: %s\n", err.msg);
@@ -98,6 +169,23 @@ int main(int argc, char **argv) {
     }
     const char *level = es_cpu_level_name(es_cpu_level_get());
     if (es_cpu_level_get() == ES_CPU_AVX512 && es_cpu_vnni_get()) level = "avx512-vnni";
+
+    if (act_quant) {
+        const int64_t n = n_given > 0 ? n_given : 512, cols = shape_given ? shapes[0].cols : 1536;
+        const es_cpu_level simd = es_cpu_level_get();
+        for (int ti = 0; ti < n_types; ti++) {
+            const int type = es_type_from_name(types[ti]);
+            if (type < 0) {
+                fprintf(stderr, "unknown type %s\n", types[ti]);
+                continue;
+            }
+            for (int thi = 0; thi < n_threads; thi++)
+                bench_act_quant(types[ti], (uint32_t)type, threads[thi] == 1 ? NULL : tp2, threads[thi], n, cols, simd,
+                                level);
+        }
+        es_threadpool_free(tp2);
+        return 0;
+    }
 
     if (probe) {
         const size_t gib = (size_t)1 << 30;

@@ -21,6 +21,9 @@
  *   sub-block scale and min against the super-scales (see kq_bound below); and on plain N(0,1)
  *   rows the rms error relative to the rms value is below 0.11 (Q4_K), 0.055 (Q5_K), 0.03 (Q6_K).
  *   to_float also agrees bit for bit with ggml's layout, walked the way ggml walks it.
+ * Q8_K activation quantisation (the K-quants' es_qx: qs, d, corr, fs, k16): the scalar reference
+ * equals llama.cpp's arithmetic written out here (nearbyintf, ties to even), and every level equals
+ * it bit for bit, on awkward rows (zeros, -0, ties, tiny, subnormal, huge, NaN, Inf).
  * Also: 1 and 2 threads give identical bits; a row's result does not depend on n (computed alone
  * or in a batch of n); round-trip quantisation errors per type; level selection. */
 #include <math.h>
@@ -28,6 +31,7 @@
 #include <string.h>
 
 #include "kernels/matmul.h"
+#include "kernels/matmul_impl.h"
 #include "kernels/repack.h"
 #include "kernels/types.h"
 #include "testutil.h"
@@ -604,6 +608,151 @@ static void check_misc(void) {
     }
 }
 
+/* Q8_K rows (768 columns: three super-blocks each) that stress the quantiser: row j is kind j % 10,
+ * scaled by 10^(j % 7 - 3) where the kind leaves the scale free. */
+enum { Q8K_COLS = 768 };
+
+static void q8k_row(float *x, int64_t j, es_rng *rng) {
+    const float s = powf(10.0f, (float)(j % 7) - 3.0f);
+    for (int i = 0; i < Q8K_COLS; i++) x[i] = s * (float)es_rng_normal(rng);
+    switch (j % 10) {
+    case 0: break; /* plain random */
+    case 1: /* zeros mixed in, and a -0 */
+        for (int i = 0; i < Q8K_COLS; i += 3) x[i] = 0.0f;
+        x[1] = -0.0f;
+        break;
+    case 2: memset(x, 0, Q8K_COLS * sizeof(float)); break; /* all zero */
+    case 3: /* all -0, then -0 beside values, then one massive activation (a Qwen2 first position) */
+        for (int i = 0; i < 256; i++) x[i] = -0.0f;
+        for (int i = 256; i < 512; i += 2) x[i] = -0.0f;
+        x[600] = 3000.0f * s;
+        break;
+    case 4: /* ties: max|x| = 127 gives iscale = 1 exactly, 254 gives 0.5, so k + 0.5 lands on a tie */
+        for (int i = 0; i < 256; i++) x[i] = (float)(i % 254) - 126.5f;
+        x[7] = 127.0f;
+        for (int i = 256; i < 512; i++) x[i] = (float)(2 * (i % 127) - 126 + 1);
+        x[300] = -254.0f;
+        break;
+    case 5: /* tiny: normal 1e-30, subnormal (127 / max|x| overflows to inf), the smallest subnormal */
+        for (int i = 0; i < 256; i++) x[i] *= 1e-30f / s;
+        for (int i = 256; i < 512; i++) x[i] *= 1e-41f / s;
+        for (int i = 512; i < Q8K_COLS; i++) x[i] = i % 2 ? 1.4e-45f : -1.4e-45f;
+        break;
+    case 6: /* huge: near FLT_MAX, and 1e30 */
+        for (int i = 0; i < 256; i++) x[i] = i % 5 == 0 ? (i % 2 ? 3.4e38f : -3.4e38f) : x[i] * 1e37f / s;
+        for (int i = 256; i < 512; i++) x[i] *= 1e30f / s;
+        break;
+    case 7: /* non-finite: a NaN among values, +Inf, and -Inf beside NaNs */
+        x[5] = NAN;
+        x[256 + 9] = INFINITY;
+        x[512 + 1] = -INFINITY;
+        x[512 + 2] = NAN;
+        x[512 + 3] = -NAN;
+        break;
+    case 8: /* a super-block all NaN, one all Inf */
+        for (int i = 0; i < 256; i++) x[i] = NAN;
+        for (int i = 256; i < 512; i++) x[i] = i % 2 ? INFINITY : -INFINITY;
+        break;
+    case 9: /* every element a multiple of 1/2 step away from a tie after scaling: exact steps */
+        for (int i = 0; i < Q8K_COLS; i++) x[i] = (float)((int)(x[i] / s * 40.0f)) * 0.5f;
+        x[0] = 127.0f, x[256] = -127.0f, x[512] = 127.0f;
+        break;
+    }
+}
+
+/* The Q8_K arithmetic as llama.cpp's quantize_row_q8_K writes it (nearbyintf for nearest_int),
+ * for row x: the expected qs (row-major), d per block, and the block sums. */
+static void q8k_expect(const float *x, int8_t *qs, float *d, float *fs, int32_t *k16) {
+    for (int sb = 0; sb < Q8K_COLS / 256; sb++) {
+        float amax = 0.0f;
+        for (int i = 0; i < 256; i++) amax = fmaxf(amax, fabsf(x[256 * sb + i]));
+        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f, dx = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        for (int b = 8 * sb; b < 8 * sb + 8; b++) {
+            int32_t h[2] = {0, 0};
+            for (int i = 0; i < 32; i++) {
+                const float v = nearbyintf(x[32 * b + i] * iscale);
+                const int q = v >= -127.0f && v <= 127.0f ? (int)v : 0;
+                qs[32 * b + i] = (int8_t)q;
+                h[i / 16] += q;
+            }
+            d[b] = dx;
+            fs[b] = dx * (float)(h[0] + h[1]);
+            k16[2 * b] = -32 * h[0];
+            k16[2 * b + 1] = -32 * h[1];
+        }
+    }
+}
+
+static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+/* The Q8_K activations (es_qx_quantize for a K-quant type) at every level, 1 and 2 threads: the
+ * scalar reference against q8k_expect and a few ties spelt out, every other level against the
+ * scalar reference bit for bit (qs, d, corr, fs, k16). */
+static void check_q8k(es_threadpool *tp2, es_rng *rng) {
+    const int64_t n = 37, cols = Q8K_COLS, nb = cols / 32;
+    float *x = malloc((size_t)(n * cols) * sizeof(float));
+    for (int64_t j = 0; j < n; j++) q8k_row(x + j * cols, j, rng);
+    void *scr[2] = {malloc(es_matmul_scratch_size(n, cols)), malloc(es_matmul_scratch_size(n, cols))};
+    es_qx ref, qx;
+    set_level(&g_levels[0]);
+    CHECK(es_qx_quantize(NULL, ES_TYPE_Q4_K, x, n, cols, scr[0], &ref));
+    CHECK(ref.nb == nb && ref.n == n && ref.fs && ref.k16);
+
+    /* the reference is llama.cpp's arithmetic */
+    int8_t eq[Q8K_COLS];
+    float ed[Q8K_COLS / 32], efs[Q8K_COLS / 32];
+    int32_t ek16[Q8K_COLS / 16];
+    int bad = 0;
+    for (int64_t j = 0; j < n; j++) {
+        q8k_expect(x + j * cols, eq, ed, efs, ek16);
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t o = b * n + j;
+            bad += !same_bits(ref.qs + o * 32, eq + 32 * b, 32) || !same_bits(&ref.d[o], &ed[b], 4) ||
+                   !same_bits(&ref.fs[o], &efs[b], 4) || !same_bits(ref.k16 + 2 * o, ek16 + 2 * b, 8) ||
+                   ref.corr[o] != ES_QX_MAGIC;
+        }
+    }
+    CHECK_MSG(bad == 0, "Q8_K reference: %d blocks differ from llama.cpp's arithmetic", bad);
+    /* row 4, super-block 0: iscale 1, so x = k + 0.5 rounds to the even neighbour */
+    const int64_t r4 = 4;
+    for (int i = 0; i < 32; i++) {
+        const float xv = x[r4 * cols + i];
+        if (i == 7) continue; /* the 127 */
+        const float f = floorf(xv);
+        const int want = ((int)f % 2 == 0) ? (int)f : (int)f + 1;
+        CHECK_MSG(ref.qs[r4 * 32 + i] == want, "tie %g quantised to %d, want %d", xv, ref.qs[r4 * 32 + i], want);
+    }
+    /* row 8: an all-NaN super-block quantises to 0 with dx 0; an Inf one to 0 with dx inf (127 / inf = 0) */
+    CHECK(ref.d[0 * n + 8] == 0.0f && isinf(ref.d[8 * n + 8]) && ref.qs[(8 * n + 8) * 32] == 0);
+    /* row 5, super-block 1: subnormal max|x|, iscale overflows, every value quantises to 0 with dx 0 */
+    CHECK(ref.d[8 * n + 5] == 0.0f && ref.k16[2 * (8 * n + 5)] == 0);
+
+    for (int li = 1; li < g_nlevels; li++) {
+        for (int th = 0; th < 2; th++) {
+            set_level(&g_levels[li]);
+            memset(scr[1], 0x5a, es_matmul_scratch_size(n, cols));
+            CHECK(es_qx_quantize(th ? tp2 : NULL, ES_TYPE_Q6_K, x, n, cols, scr[1], &qx));
+            int64_t bq = 0, bd = 0, bs = 0;
+            for (int64_t o = 0; o < nb * n; o++) {
+                if (!same_bits(qx.qs + o * 32, ref.qs + o * 32, 32)) bq++;
+                if (!same_bits(&qx.d[o], &ref.d[o], 4) || qx.corr[o] != ref.corr[o]) bd++;
+                if (!same_bits(&qx.fs[o], &ref.fs[o], 4) || !same_bits(qx.k16 + 2 * o, ref.k16 + 2 * o, 8)) bs++;
+            }
+            CHECK_MSG(bq == 0 && bd == 0 && bs == 0,
+                      "Q8_K at %s, %d threads: of %lld blocks %lld differ in qs, %lld in d / corr, %lld in fs / k16",
+                      g_levels[li].name, th + 1, (long long)(nb * n), (long long)bq, (long long)bd, (long long)bs);
+        }
+    }
+    /* types and shapes it refuses */
+    CHECK(!es_qx_quantize(NULL, ES_TYPE_Q4_K, x, n, 512 + 32, scr[1], &qx));
+    CHECK(!es_qx_quantize(NULL, ES_TYPE_F16, x, n, cols, scr[1], &qx));
+    CHECK(!es_qx_quantize(NULL, ES_TYPE_Q8_0, x, 0, cols, scr[1], &qx));
+    es_cpu_level_set(g_levels[g_nlevels - 1].lvl);
+    free(x);
+    free(scr[0]);
+    free(scr[1]);
+}
+
 /* es_matmul_multi equals one es_matmul per matrix, bit for bit, at every level and with 2 threads:
  * matrices of different row counts sharing an input (q/k/v-like), in one type, in the X16 layout
  * where there is one, and a mix of types (which falls back to separate calls). */
@@ -710,6 +859,7 @@ int main(void) {
     check_kquant_roundtrip(&rng);
     check_q5_0(&rng);
     check_kquant_extremes(tp2, &rng);
+    check_q8k(tp2, &rng);
 
     static const int64_t small_cols[] = {32, 64, 96}, k_cols[] = {256, 512, 768};
     static const int64_t all_rows[] = {1, 3, 7, 64, 257};

@@ -172,13 +172,13 @@ static void quant_row_ref(const float *x, int64_t nb, int64_t stride, int32_t c,
 
 /* The K-quants' activations, quantised as llama.cpp's Q8_K does (one scale per 256 values, and that
  * scale's exact arithmetic: iscale = 127 / max|x|, q = nearbyint(x * iscale), d = 1 / iscale), then
- * stored as eight of our 32-value blocks sharing d. The kernels are unchanged; their integer dot
- * products become llama.cpp's, so a near tie in a real model's logits falls the same way as in
- * llama.cpp (with a scale per 32 values, as for Q8_0, the massive activations of a Qwen2 model's first
- * position put its logits ~10 apart). Scalar on every level: the pass is O(n · cols), beside the
- * matmul's O(n · cols · rows), and one definition keeps every level's results identical. */
-static void quant_row_q8k(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d, int32_t *corr) {
-    (void)c;
+ * stored as eight of our 32-value blocks sharing d, with each block's sums for fs and k16 (see
+ * es_quant_row_k_fn). The kernels are unchanged; their integer dot products become llama.cpp's, so
+ * a near tie in a real model's logits falls the same way as in llama.cpp (with a scale per 32 values,
+ * as for Q8_0, the massive activations of a Qwen2 model's first position put its logits ~10 apart).
+ * The SIMD levels (quant_row_k_avx2, _avx512, _neon) give the same bits. */
+static void quant_row_q8k_ref(const float *x, int64_t nb, int64_t stride, int8_t *qs, float *d, int32_t *corr,
+                              float *fs, int32_t *k16) {
     for (int64_t sb = 0; sb < nb / 8; sb++) {
         const float *xs = x + sb * 8 * ES_QK;
         float amax = 0.0f;
@@ -186,15 +186,21 @@ static void quant_row_q8k(const float *x, int64_t nb, int64_t stride, int32_t c,
         const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f, db = amax != 0.0f ? 1.0f / iscale : 0.0f;
         for (int64_t b = sb * 8; b < sb * 8 + 8; b++) {
             const float *xb = x + b * ES_QK;
+            int32_t half[2] = {0, 0};
             for (int i = 0; i < ES_QK; i++) {
                 /* round half to even by the 1.5 * 2^23 trick, as llama.cpp's nearest_int (and as
                    nearbyintf, but vectorisable); ISO C mode keeps the product and the sum unfused */
                 const float p = xb[i] * iscale, v = (p + 12582912.0f) - 12582912.0f;
                 /* only a non-finite input lands outside [-127, 127]; keep the cast defined */
-                qs[b * stride * ES_QK + i] = (int8_t)(v >= -127.0f && v <= 127.0f ? (int)v : 0);
+                const int q = v >= -127.0f && v <= 127.0f ? (int)v : 0;
+                qs[b * stride * ES_QK + i] = (int8_t)q;
+                half[i / 16] += q;
             }
             d[b * stride] = db;
             corr[b * stride] = ES_QX_MAGIC; /* (the K-quant kernels take their sums from fs and k16) */
+            fs[b * stride] = db * (float)(half[0] + half[1]);
+            k16[2 * b * stride] = -32 * half[0];
+            k16[2 * b * stride + 1] = -32 * half[1];
         }
     }
 }
@@ -292,6 +298,7 @@ const es_mm_kernels es_mm_ref = {
     .q5_k_x16 = es_q5_k_rows_ref,
     .q6_k_x16 = es_q6_k_rows_ref,
     .quant_row = quant_row_ref,
+    .quant_row_k = quant_row_q8k_ref,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -348,21 +355,70 @@ static void mm_worker(void *ud, int ith, int nth) {
 
 /* Activation quantisation, rows split across the threads. */
 typedef struct quant_task {
-    es_quant_row_fn quant_row;
+    es_quant_row_fn quant_row;     /* Q8_0 / Q4_0 */
+    es_quant_row_k_fn quant_row_k; /* the K-quants: also writes fs and k16; c unused */
     const float *x;
     int64_t cols, nb, n;
     int32_t c;
-    int8_t *qs;
-    float *d;
-    int32_t *corr;
+    int8_t *qs; /* the es_qx arrays */
+    float *d, *fs;
+    int32_t *corr, *k16;
 } quant_task;
 
 static void quant_worker(void *ud, int ith, int nth) {
     quant_task *q = ud;
     int64_t j0, j1;
     es_split_range(q->n, ith, nth, &j0, &j1);
-    for (int64_t j = j0; j < j1; j++)
-        q->quant_row(q->x + j * q->cols, q->nb, q->n, q->c, q->qs + j * ES_QK, q->d + j, q->corr + j);
+    for (int64_t j = j0; j < j1; j++) {
+        const float *x = q->x + j * q->cols;
+        if (q->quant_row_k)
+            q->quant_row_k(x, q->nb, q->n, q->qs + j * ES_QK, q->d + j, q->corr + j, q->fs + j, q->k16 + 2 * j);
+        else
+            q->quant_row(x, q->nb, q->n, q->c, q->qs + j * ES_QK, q->d + j, q->corr + j);
+    }
+}
+
+/* How a weight type wants its activations: 0 f32 as they are, else the correction multiplier c of
+ * the int8 quantisation + 1000 for the K-quants (which also need the extra sums). */
+static int act_class(uint32_t type) {
+    switch (type) {
+    case ES_TYPE_Q8_0: return 128;
+    case ES_TYPE_Q4_0: return 8;
+    case ES_TYPE_Q4_K: case ES_TYPE_Q5_K: case ES_TYPE_Q6_K: return 1000;
+    default: return 0;
+    }
+}
+
+/* Quantises x[n][cols] for activation class cls (!= 0) with table k into scratch (the five arrays
+ * of es_matmul_scratch_size's layout), split across tp's threads when tp is not NULL. cols is a
+ * multiple of 32 (of 256 for the K-quants). */
+static es_qx quantize(const es_mm_kernels *k, int cls, es_threadpool *tp, const float *x, int64_t n, int64_t cols,
+                      void *scratch) {
+    const int64_t nb = cols / ES_QK;
+    uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    const size_t a = ALIGN64((size_t)(n * nb) * 4);
+    quant_task q = {.x = x, .cols = cols, .nb = nb, .n = n, .c = cls == 1000 ? 0 : cls};
+    q.qs = (int8_t *)s;
+    q.d = (float *)(s + ALIGN64((size_t)(n * cols)));
+    q.corr = (int32_t *)((uint8_t *)q.d + a);
+    if (cls == 1000) {
+        q.quant_row_k = k->quant_row_k ? k->quant_row_k : es_mm_ref.quant_row_k;
+        q.fs = (float *)((uint8_t *)q.corr + a);
+        q.k16 = (int32_t *)((uint8_t *)q.fs + a);
+    } else {
+        q.quant_row = k->quant_row;
+    }
+    if (tp) es_threadpool_run(tp, quant_worker, &q);
+    else quant_worker(&q, 0, 1);
+    return (es_qx){.qs = q.qs, .d = q.d, .corr = q.corr, .fs = q.fs, .k16 = q.k16, .nb = nb, .n = n};
+}
+
+bool es_qx_quantize(es_threadpool *tp, uint32_t type, const float *x, int64_t n, int64_t cols, void *scratch,
+                    es_qx *qx) {
+    const int cls = act_class(type);
+    if (cls == 0 || n < 1 || cols < 1 || cols % (cls == 1000 ? ES_QK_K : ES_QK) != 0) return false;
+    *qx = quantize(kernels_for_level(), cls, tp, x, n, cols, scratch);
+    return true;
 }
 
 /* The kernel of table k for a weight type; NULL if the table has none (a level may leave a type to
@@ -414,17 +470,6 @@ static es_mm_rows_fn kquant_fn(uint32_t type) {
 
 static void fill_nan(float *y, int64_t n, int64_t rows) {
     for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
-}
-
-/* How a weight type wants its activations: 0 f32 as they are, else the correction multiplier c of
- * the int8 quantisation + 1000 for the K-quants (which also need the extra sums). */
-static int act_class(uint32_t type) {
-    switch (type) {
-    case ES_TYPE_Q8_0: return 128;
-    case ES_TYPE_Q4_0: return 8;
-    case ES_TYPE_Q4_K: case ES_TYPE_Q5_K: case ES_TYPE_Q6_K: return 1000;
-    default: return 0;
-    }
 }
 
 /* The kernel for w at level k (falling back to the reference), or NULL if w cannot be multiplied. */
@@ -485,29 +530,9 @@ void es_matmul_multi(es_threadpool *tp, int m, float *const ys[], const es_mat *
     if (t.m == 0) return;
     const bool threaded = nth > 1 && groups_all > 1 && macs >= 65536.0; /* a region costs ~1 µs */
 
-    if (cls != 0) {
-        /* Quantise the activations once for all weight rows of all matrices; for several rows in a
-         * region of its own (each thread a share of the rows), or the other threads would wait. */
-        const int64_t nb = cols / ES_QK;
-        uint8_t *s = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        /* (K-quant rows are whole super-blocks of 256: nb is a multiple of 8) */
-        quant_task q = {.quant_row = cls == 1000 ? quant_row_q8k : k->quant_row, .x = x, .cols = cols, .nb = nb, .n = n,
-                        .c = cls == 1000 ? 0 : cls};
-        q.qs = (int8_t *)s;
-        q.d = (float *)(s + ALIGN64((size_t)(n * cols)));
-        q.corr = (int32_t *)((uint8_t *)q.d + ALIGN64((size_t)(n * nb) * 4));
-        if (threaded && n >= 4) es_threadpool_run(tp, quant_worker, &q);
-        else quant_worker(&q, 0, 1);
-        t.qx = (es_qx){.qs = q.qs, .d = q.d, .corr = q.corr, .nb = nb, .n = n};
-        if (cls == 1000) {
-            /* the per-block sums the K-quant kernels need (a pass over n * cols bytes) */
-            float *fs = (float *)((uint8_t *)q.corr + ALIGN64((size_t)(n * nb) * 4));
-            int32_t *k16 = (int32_t *)((uint8_t *)fs + ALIGN64((size_t)(n * nb) * 4));
-            es_qx_kquant_sums(q.qs, q.d, nb, n, fs, k16);
-            t.qx.fs = fs;
-            t.qx.k16 = k16;
-        }
-    }
+    /* Quantise the activations once for all weight rows of all matrices; for several rows in a
+     * region of its own (each thread a share of the rows), or the other threads would wait. */
+    if (cls != 0) t.qx = quantize(k, cls, threaded && n >= 4 ? tp : NULL, x, n, cols, scratch);
     atomic_init(&t.next, 0);
     if (threaded) es_threadpool_run(tp, mm_worker, &t);
     else mm_worker(&t, 0, 1);

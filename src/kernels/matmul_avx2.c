@@ -62,6 +62,50 @@ static void quant_row_avx2(const float *x, int64_t nb, int64_t stride, int32_t c
     }
 }
 
+/* Q8_K for the K-quants, as quant_row_q8k_ref (matmul.c) bit for bit: max|x| of the 256 values
+ * with vmaxps(|x|, m), which returns m when |x| is NaN (fmaxf skips a NaN the same way); iscale and
+ * dx in scalar by the reference's own expressions; the product x * iscale, then + 1.5 * 2^23 and
+ * - 1.5 * 2^23 as separate instructions (ISO C mode: GCC does not contract a product and a sum
+ * into an FMA), which rounds half to even; an element whose value lies outside [-127, 127] (only a
+ * non-finite input) is 0. The block sums come from the int32 values before they are packed. */
+static void quant_row_k_avx2(const float *x, int64_t nb, int64_t stride, int8_t *qs, float *d, int32_t *corr,
+                             float *fs, int32_t *k16) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 magic = _mm256_set1_ps(12582912.0f), lim = _mm256_set1_ps(127.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const float *xs = x + sb * 256;
+        __m256 m[4];
+        ES_UNROLL
+        for (int k = 0; k < 4; k++) m[k] = _mm256_setzero_ps();
+        for (int i = 0; i < 256; i += 32) {
+            ES_UNROLL
+            for (int k = 0; k < 4; k++) m[k] = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xs + i + 8 * k), absmask), m[k]);
+        }
+        const float amax = hmax8(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
+        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f, db = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        const __m256 vis = _mm256_set1_ps(iscale);
+        for (int64_t b = sb * 8; b < sb * 8 + 8; b++) {
+            __m256i q[4];
+            ES_UNROLL
+            for (int k = 0; k < 4; k++) {
+                const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(x + b * 32 + 8 * k), vis);
+                const __m256 v = _mm256_sub_ps(_mm256_add_ps(p, magic), magic);
+                const __m256 in = _mm256_cmp_ps(_mm256_and_ps(v, absmask), lim, _CMP_LE_OQ); /* false for NaN */
+                q[k] = _mm256_and_si256(_mm256_cvttps_epi32(v), _mm256_castps_si256(in));
+            }
+            const int32_t lo = hsum8i(_mm256_add_epi32(q[0], q[1])), hi = hsum8i(_mm256_add_epi32(q[2], q[3]));
+            const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(qs + b * stride * 32), _mm256_permutevar8x32_epi32(p8, perm));
+            d[b * stride] = db;
+            corr[b * stride] = ES_QX_MAGIC;
+            fs[b * stride] = db * (float)(lo + hi);
+            k16[2 * b * stride] = -32 * lo;
+            k16[2 * b * stride + 1] = -32 * hi;
+        }
+    }
+}
+
 /* ---- int8 kernels --------------------------------------------------------------------------- */
 
 #define QJ 4 /* activation rows per pass over a row group (register budget: 16 ymm) */
@@ -457,4 +501,5 @@ const es_mm_kernels es_mm_avx2 = {
     .q5_k_x16 = es_q5_k_x16_avx2,
     .q6_k_x16 = es_q6_k_x16_avx2,
     .quant_row = quant_row_avx2,
+    .quant_row_k = quant_row_k_avx2,
 };

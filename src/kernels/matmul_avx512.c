@@ -120,6 +120,49 @@ static void quant_row_avx512(const float *x, int64_t nb, int64_t stride, int32_t
     for (; b < nb; b++) quant_block(x + b * 32, c, qs + b * stride * 32, d + b * stride, corr + b * stride);
 }
 
+/* Q8_K for the K-quants, as quant_row_q8k_ref (matmul.c) bit for bit (see quant_row_k_avx2 for
+ * why each step matches): vmaxps(|x|, m) skips NaN like fmaxf; iscale and dx in scalar; the
+ * product, + and - 1.5 * 2^23 unfused; lanes outside [-127, 127] masked to 0 in the conversion. The
+ * 16 half-block sums of a super-block are reduced together (REDUCE16, lane 2i = block i's first
+ * half, 2i + 1 its second). */
+static void quant_row_k_avx512(const float *x, int64_t nb, int64_t stride, int8_t *qs, float *d, int32_t *corr,
+                               float *fs, int32_t *k16) {
+    const __m512 magic = _mm512_set1_ps(12582912.0f), lim = _mm512_set1_ps(127.0f);
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const float *xs = x + sb * 256;
+        __m512 m[4];
+        ES_UNROLL
+        for (int k = 0; k < 4; k++) m[k] = _mm512_setzero_ps();
+        ES_UNROLL
+        for (int k = 0; k < 16; k++) m[k & 3] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xs + 16 * k)), m[k & 3]);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3])));
+        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f, db = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        const __m512 vis = _mm512_set1_ps(iscale);
+        __m512i sv[16];
+        ES_UNROLL
+        for (int k = 0; k < 16; k++) {
+            const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(xs + 16 * k), vis);
+            const __m512 v = _mm512_sub_ps(_mm512_add_ps(p, magic), magic);
+            const __mmask16 in = _mm512_cmp_ps_mask(_mm512_abs_ps(v), lim, _CMP_LE_OQ); /* false for NaN */
+            sv[k] = _mm512_maskz_cvttps_epi32(in, v);
+            _mm_storeu_si128((__m128i *)(qs + (sb * 8 + k / 2) * stride * 32 + 16 * (k & 1)), _mm512_cvtsepi32_epi8(sv[k]));
+        }
+        __m512i sum;
+        REDUCE16(__m512i, _mm512_add_epi32, _mm512_unpacklo_epi32, _mm512_unpackhi_epi32, _mm512_unpacklo_epi64,
+                 _mm512_unpackhi_epi64, shuf_si, sv, sum);
+        int32_t h[16];
+        _mm512_storeu_si512(h, sum);
+        for (int i = 0; i < 8; i++) {
+            const int64_t o = (sb * 8 + i) * stride;
+            d[o] = db;
+            corr[o] = ES_QX_MAGIC;
+            fs[o] = db * (float)(h[2 * i] + h[2 * i + 1]);
+            k16[2 * o] = -32 * h[2 * i];
+            k16[2 * o + 1] = -32 * h[2 * i + 1];
+        }
+    }
+}
+
 /* ---- int8 kernels --------------------------------------------------------------------------- */
 
 #define QJ 16       /* activation rows per pass over a row group (VNNI) */
@@ -691,6 +734,7 @@ const es_mm_kernels es_mm_avx512 = {
     .q5_k_x16 = es_q5_k_x16_avx512,
     .q6_k_x16 = es_q6_k_x16_avx512,
     .quant_row = quant_row_avx512,
+    .quant_row_k = quant_row_k_avx512,
 };
 
 const es_mm_kernels es_mm_avx512_vnni = {
@@ -705,4 +749,5 @@ const es_mm_kernels es_mm_avx512_vnni = {
     .q5_k_x16 = es_q5_k_x16_avx512_vnni,
     .q6_k_x16 = es_q6_k_x16_avx512_vnni,
     .quant_row = quant_row_avx512,
+    .quant_row_k = quant_row_k_avx512,
 };

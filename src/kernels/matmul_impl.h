@@ -15,8 +15,11 @@
  * K-quant weights (Q4_K, Q5_K, Q6_K) use the same per-32 activation blocks, but quantised as
  * llama.cpp's Q8_K does: one scale per 256 values (a super-block), with its arithmetic
  *     iscale = 127 / max|x| over the 256,  q = round_half_even(x * iscale),  dx = 1 / iscale
- * so the eight blocks of a super-block share dx (matmul.c: quant_row_q8k, scalar on every level), and
- * the integer products are llama.cpp's. A Q4_K / Q5_K
+ * so the eight blocks of a super-block share dx, and the integer products are llama.cpp's. Every level
+ * computes max|x| exactly (a NaN element is skipped, as fmaxf does), iscale and dx in scalar f32 as
+ * above, the product x * iscale unfused and rounded half to even, and stores 0 where the rounded value
+ * lies outside [-127, 127] (only a non-finite input gets there), so the int8 values and dx are the
+ * same at every level (matmul.c: quant_row_q8k_ref; es_mm_kernels.quant_row_k). A Q4_K / Q5_K
  * sub-block is one activation block, a Q6_K sub-block half of one. Per activation block b the
  * quantisation also yields xsum_b (the sum of its 32 int8 values, as an exact integer) and
  *     fs_b = dx_b * (float)xsum_b                        (one rounding; es_qx.fs)
@@ -101,19 +104,33 @@ typedef void (*es_mm_rows_fn)(const es_mat *w, const float *x, const es_qx *qx, 
 typedef void (*es_quant_row_fn)(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
                                 int32_t *corr);
 
+/* Quantises one activation row x[nb * 32] for K-quant weights (Q8_K, nb a multiple of 8): block b
+ * goes to qs[b * stride * 32 ..], d[b * stride], corr[b * stride] (ES_QX_MAGIC), fs[b * stride] and
+ * k16[2 * b * stride ..] (the es_qx layout seen from row j = the pointers advanced by j). The block
+ * sums come from the int8 values while they are in registers: es_qx's fs and k16 need no pass of
+ * their own. Bit-identical at every level. */
+typedef void (*es_quant_row_k_fn)(const float *x, int64_t nb, int64_t stride, int8_t *qs, float *d, int32_t *corr,
+                                  float *fs, int32_t *k16);
+
 typedef struct es_mm_kernels {
     es_mm_rows_fn f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k;
     es_mm_rows_fn q8_0_x16, q4_0_x16; /* Q8_0 / Q4_0 in the X16 layout (kernels/repack.h) */
     es_mm_rows_fn q4_k_x16, q5_k_x16, q6_k_x16; /* the K-quants in the X16 layout */
     es_quant_row_fn quant_row;
+    es_quant_row_k_fn quant_row_k;
 } es_mm_kernels;
 
 /* The scalar reference on X16 matrices, Q8_0 and Q4_0 (kernels/repack.c). */
 void es_x16_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 
-/* The K-quant extras of es_qx (fs, k16) from its qs and d, for all nb * n blocks: a plain pass over
- * the int8 values, so every level gets the same numbers. */
-void es_qx_kquant_sums(const int8_t *qs, const float *d, int64_t nb, int64_t n, float *fs, int32_t *k16);
+/* es_matmul's first step, on its own for tests and benchmarks: the activations x[n][cols] quantised
+ * as weights of `type` want them (Q8_0 / Q4_0: es_quant_row_fn; Q4_K / Q5_K / Q6_K: Q8_K with fs and
+ * k16) into qx, whose arrays point into scratch (es_matmul_scratch_size(n, cols) bytes), by the
+ * kernels of the level in use; rows split across tp's threads when tp is not NULL. False (qx
+ * untouched) for a type with f32 activations, n < 1, or cols not a multiple of the type's block
+ * (32, or 256 for the K-quants). */
+bool es_qx_quantize(es_threadpool *tp, uint32_t type, const float *x, int64_t n, int64_t cols, void *scratch,
+                    es_qx *qx);
 
 /* Scalar reference kernels of the K-quants (kernels/matmul_kquant.c), for either layout. */
 void es_q4_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
@@ -121,7 +138,8 @@ void es_q5_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y
 void es_q6_k_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 
 /* Per-level kernel tables (constant). es_mm_ref has every entry; in the others a NULL entry falls
- * back to es_mm_ref's (the quant_row entry must be set where any int8 kernel is). */
+ * back to es_mm_ref's (the quant_row entry must be set where any int8 kernel is; quant_row_k may
+ * be NULL). */
 extern const es_mm_kernels es_mm_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const es_mm_kernels es_mm_avx2;

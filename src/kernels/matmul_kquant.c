@@ -10,20 +10,6 @@
 
 enum { MAXJ = 64 };
 
-void es_qx_kquant_sums(const int8_t *qs, const float *d, int64_t nb, int64_t n, float *fs, int32_t *k16) {
-    for (int64_t i = 0; i < nb * n; i++) {
-        const int8_t *q = qs + i * ES_QK;
-        int32_t lo = 0, hi = 0;
-        for (int l = 0; l < 16; l++) {
-            lo += q[l];
-            hi += q[16 + l];
-        }
-        fs[i] = d[i] * (float)(lo + hi);
-        k16[2 * i] = -32 * lo;
-        k16[2 * i + 1] = -32 * hi;
-    }
-}
-
 /* Super-block sb of row r as the file's block of bsz bytes: in place for the file layout, rebuilt
  * into tmp for X16 (so both layouts run the very same arithmetic). */
 static const uint8_t *kq_block(const es_mat *w, int64_t r, int64_t sb, size_t bsz, uint8_t *tmp) {

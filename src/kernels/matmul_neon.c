@@ -60,6 +60,50 @@ static void quant_row_neon(const float *x, int64_t nb, int64_t stride, int32_t c
     }
 }
 
+/* Q8_K for the K-quants, as quant_row_q8k_ref (matmul.c) bit for bit: max|x| of the 256 values with
+ * maxNum (a NaN element is skipped like fmaxf does); iscale and dx in scalar by the reference's own
+ * expressions; the product x * iscale rounded half to even by vrndnq (for |p| < 2^22 exactly the
+ * reference's (p + 1.5 * 2^23) - 1.5 * 2^23, and beyond that both results lie outside [-127, 127]);
+ * an element outside [-127, 127] (only a non-finite input) is 0. */
+static void quant_row_k_neon(const float *x, int64_t nb, int64_t stride, int8_t *qs, float *d, int32_t *corr,
+                             float *fs, int32_t *k16) {
+    const float32x4_t lim = vdupq_n_f32(127.0f);
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const float *xs = x + sb * 256;
+        float32x4_t m[4];
+        ES_UNROLL
+        for (int k = 0; k < 4; k++) m[k] = vdupq_n_f32(0.0f);
+        for (int i = 0; i < 256; i += 16) {
+            ES_UNROLL
+            for (int k = 0; k < 4; k++) m[k] = vmaxnmq_f32(m[k], vabsq_f32(vld1q_f32(xs + i + 4 * k)));
+        }
+        const float amax = vmaxnmvq_f32(vmaxnmq_f32(vmaxnmq_f32(m[0], m[1]), vmaxnmq_f32(m[2], m[3])));
+        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f, db = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        for (int64_t b = sb * 8; b < sb * 8 + 8; b++) {
+            int32x4_t q[8];
+            ES_UNROLL
+            for (int k = 0; k < 8; k++) {
+                const float32x4_t v = vrndnq_f32(vmulq_n_f32(vld1q_f32(x + b * 32 + 4 * k), iscale));
+                const uint32x4_t in = vcaleq_f32(v, lim); /* |v| <= 127; false for NaN */
+                q[k] = vandq_s32(vcvtq_s32_f32(v), vreinterpretq_s32_u32(in));
+            }
+            const int32_t lo = vaddvq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])));
+            const int32_t hi = vaddvq_s32(vaddq_s32(vaddq_s32(q[4], q[5]), vaddq_s32(q[6], q[7])));
+            const int8x16_t p0 = vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]))),
+                                             vqmovn_s16(vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]))));
+            const int8x16_t p1 = vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(q[4]), vqmovn_s32(q[5]))),
+                                             vqmovn_s16(vcombine_s16(vqmovn_s32(q[6]), vqmovn_s32(q[7]))));
+            vst1q_s8(qs + b * stride * 32, p0);
+            vst1q_s8(qs + b * stride * 32 + 16, p1);
+            d[b * stride] = db;
+            corr[b * stride] = ES_QX_MAGIC;
+            fs[b * stride] = db * (float)(lo + hi);
+            k16[2 * b * stride] = -32 * lo;
+            k16[2 * b * stride + 1] = -32 * hi;
+        }
+    }
+}
+
 /* ---- int8 kernels --------------------------------------------------------------------------- */
 
 #define QJ 4 /* activation rows per pass over a row group (32 vector registers: 8 hold the weights) */
@@ -173,6 +217,7 @@ const es_mm_kernels es_mm_neon = {
     .q8_0 = q8_0_rows_neon,
     .q4_0 = q4_0_rows_neon,
     .quant_row = quant_row_neon,
+    .quant_row_k = quant_row_k_neon,
 };
 
 const es_mm_kernels es_mm_neon_dotprod = {
@@ -182,4 +227,5 @@ const es_mm_kernels es_mm_neon_dotprod = {
     .q8_0 = q8_0_rows_neon_dotprod,
     .q4_0 = q4_0_rows_neon_dotprod,
     .quant_row = quant_row_neon,
+    .quant_row_k = quant_row_k_neon,
 };
