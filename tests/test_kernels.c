@@ -753,6 +753,43 @@ static void check_q8k(es_threadpool *tp2, es_rng *rng) {
     free(scr[1]);
 }
 
+/* The Q8_0 / Q4_0 activations (per-32 blocks) at every level, 1 and 2 threads, equal the scalar
+ * reference bit for bit (qs, d, corr) on the same awkward rows as the Q8_K check: zeros, -0, ties,
+ * tiny, subnormal, huge, NaN and Inf values (a NaN or Inf quantises to 0, as the reference's guard
+ * says: the kernels assume |q| <= 127). */
+static void check_q8_0_act(es_threadpool *tp2, es_rng *rng) {
+    const int64_t n = 37, cols = Q8K_COLS, nb = cols / 32;
+    float *x = malloc((size_t)(n * cols) * sizeof(float));
+    for (int64_t j = 0; j < n; j++) q8k_row(x + j * cols, j, rng);
+    void *scr[2] = {malloc(es_matmul_scratch_size(n, cols)), malloc(es_matmul_scratch_size(n, cols))};
+    static const uint32_t types[2] = {ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+    for (int ti = 0; ti < 2; ti++) {
+        es_qx ref, qx;
+        set_level(&g_levels[0]);
+        CHECK(es_qx_quantize(NULL, types[ti], x, n, cols, scr[0], &ref));
+        int64_t out = 0;
+        for (int64_t o = 0; o < nb * n * 32; o++) out += ref.qs[o] < -127;
+        CHECK_MSG(out == 0, "%s activations: %lld values below -127 in the reference", es_type_name(types[ti]), (long long)out);
+        for (int li = 1; li < g_nlevels; li++)
+            for (int th = 0; th < 2; th++) {
+                set_level(&g_levels[li]);
+                memset(scr[1], 0x5a, es_matmul_scratch_size(n, cols));
+                CHECK(es_qx_quantize(th ? tp2 : NULL, types[ti], x, n, cols, scr[1], &qx));
+                int64_t bq = 0, bd = 0;
+                for (int64_t o = 0; o < nb * n; o++) {
+                    if (!same_bits(qx.qs + o * 32, ref.qs + o * 32, 32)) bq++;
+                    if (!same_bits(&qx.d[o], &ref.d[o], 4) || qx.corr[o] != ref.corr[o]) bd++;
+                }
+                CHECK_MSG(bq == 0 && bd == 0, "%s activations at %s, %d threads: of %lld blocks %lld differ in qs, %lld in d / corr",
+                          es_type_name(types[ti]), g_levels[li].name, th + 1, (long long)(nb * n), (long long)bq, (long long)bd);
+            }
+    }
+    es_cpu_level_set(g_levels[g_nlevels - 1].lvl);
+    free(x);
+    free(scr[0]);
+    free(scr[1]);
+}
+
 /* es_matmul_multi equals one es_matmul per matrix, bit for bit, at every level and with 2 threads:
  * matrices of different row counts sharing an input (q/k/v-like), in one type, in the X16 layout
  * where there is one, and a mix of types (which falls back to separate calls). */
@@ -860,6 +897,7 @@ int main(void) {
     check_q5_0(&rng);
     check_kquant_extremes(tp2, &rng);
     check_q8k(tp2, &rng);
+    check_q8_0_act(tp2, &rng);
 
     static const int64_t small_cols[] = {32, 64, 96}, k_cols[] = {256, 512, 768};
     static const int64_t all_rows[] = {1, 3, 7, 64, 257};

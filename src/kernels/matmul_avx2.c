@@ -38,6 +38,15 @@ AI int32_t hsum8i(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* x · id rounded half to even (as nearbyintf), as int32; a lane outside [-127, 127] (only a NaN,
+ * an Inf or an overflowing id gets there) is 0, as the reference's guard says. */
+static inline __m256i quant8(__m256 x, __m256 vid) {
+    const __m256 r = _mm256_round_ps(_mm256_mul_ps(x, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 in = _mm256_and_ps(_mm256_cmp_ps(r, _mm256_set1_ps(127.0f), _CMP_LE_OQ),
+                                    _mm256_cmp_ps(r, _mm256_set1_ps(-127.0f), _CMP_GE_OQ));
+    return _mm256_cvtps_epi32(_mm256_and_ps(r, in));
+}
+
 static void quant_row_avx2(const float *x, int64_t nb, int64_t stride, int32_t c, int8_t *qs, float *d,
                              int32_t *corr) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -46,14 +55,15 @@ static void quant_row_avx2(const float *x, int64_t nb, int64_t stride, int32_t c
         const float *xb = x + b * 32;
         __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
         __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_and_ps(v1, absmask)),
-                                 _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
+        /* vmaxps(|x|, m) returns m for a NaN lane: NaN skipped, as fmaxf skips it */
+        __m256 m = _mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_setzero_ps());
+        m = _mm256_max_ps(_mm256_and_ps(v1, absmask), m);
+        m = _mm256_max_ps(_mm256_and_ps(v2, absmask), m);
+        m = _mm256_max_ps(_mm256_and_ps(v3, absmask), m);
         const float amax = hmax8(m);
         const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
         const __m256 vid = _mm256_set1_ps(id);
-        /* cvtps2dq rounds half to even (MXCSR default), like nearbyintf in the reference */
-        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
-        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        __m256i i0 = quant8(v0, vid), i1 = quant8(v1, vid), i2 = quant8(v2, vid), i3 = quant8(v3, vid);
         const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_storeu_si256((__m256i *)(qs + b * stride * 32), _mm256_permutevar8x32_epi32(p, perm));

@@ -56,13 +56,26 @@ AI __m512 unhi64_ps(__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpackh
 #define shuf_si(a, b, imm) _mm512_shuffle_i32x4(a, b, imm)
 
 /* One block, the plain way (row tails shorter than 16 blocks). */
+/* x · id rounded half to even (as nearbyintf), as int32; a lane outside [-127, 127] (only a NaN,
+ * an Inf or an overflowing id gets there) is 0, as the reference's guard says. */
+AI __m512i quant16(__m512 x, __m512 vid) {
+    const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(x, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 lim = _mm512_set1_ps(127.0f);
+    const __mmask16 in = _mm512_cmp_ps_mask(r, lim, _CMP_LE_OQ) & _mm512_cmp_ps_mask(r, _mm512_sub_ps(_mm512_setzero_ps(), lim), _CMP_GE_OQ);
+    return _mm512_maskz_cvtps_epi32(in, r);
+}
+
+/* max|x| of a block: vmaxps(|x|, m) returns m for a NaN lane, so a NaN is skipped as fmaxf skips it */
+AI __m512 absmax32(const float *xb) {
+    return _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + 16)), _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb)), _mm512_setzero_ps()));
+}
+
 AI void quant_block(const float *xb, int32_t c, int8_t *qs, float *d, int32_t *corr) {
     __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float amax = _mm512_reduce_max_ps(absmax32(xb));
     const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
     const __m512 vid = _mm512_set1_ps(id);
-    /* cvtps2dq rounds half to even (MXCSR default), like nearbyintf in the reference */
-    __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+    __m512i i0 = quant16(v0, vid), i1 = quant16(v1, vid);
     const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
     _mm_storeu_si128((__m128i *)qs, _mm512_cvtsepi32_epi8(i0));
     _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtsepi32_epi8(i1));
@@ -80,7 +93,7 @@ static void quant_row_avx512(const float *x, int64_t nb, int64_t stride, int32_t
         __m512 m[16];
         ES_UNROLL
         for (int i = 0; i < 16; i++)
-            m[i] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + 32 * i)), _mm512_abs_ps(_mm512_loadu_ps(xb + 32 * i + 16)));
+            m[i] = absmax32(xb + 32 * i);
         __m512 amax;
         REDUCE16(__m512, _mm512_max_ps, _mm512_unpacklo_ps, _mm512_unpackhi_ps, unlo64_ps, unhi64_ps, shuf_ps, m, amax);
         const __m512 db = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
@@ -92,8 +105,8 @@ static void quant_row_avx512(const float *x, int64_t nb, int64_t stride, int32_t
         ES_UNROLL
         for (int i = 0; i < 16; i++) {
             const __m512 vid = _mm512_set1_ps(idb[i]);
-            const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * i), vid));
-            const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * i + 16), vid));
+            const __m512i i0 = quant16(_mm512_loadu_ps(xb + 32 * i), vid);
+            const __m512i i1 = quant16(_mm512_loadu_ps(xb + 32 * i + 16), vid);
             sv[i] = _mm512_add_epi32(i0, i1);
             int8_t *q = qs + (b + i) * stride * 32;
             _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(i0));
