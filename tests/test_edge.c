@@ -158,7 +158,33 @@ static void check_golden_job(const job *j, const char *what) {
     CHECK(j->stats.ttft_s > 0 && j->stats.ttft_s <= j->stats.total_s);
 }
 
-static long test_concurrent(const es_server *srv, es_model *const drafts[4], const char *const names[4]) {
+/* The server's count of edge trees by how they were drafted (VERIFY's drafted field) against the
+ * edges' own: one tree per round; a hit's pre-drafted tree is sent unless the session ended on that
+ * verdict, so the hits the server saw are at most the edges'. */
+static void check_trees(es_server *srv, const es_server_stats *before, const job *jobs, int n, const char *what) {
+    es_server_stats st;
+    es_server_get_stats(srv, &st);
+    int64_t d[ES_TREE_ORIGINS], sum = 0;
+    long rounds = 0, hits = 0, kept = 0, bets = 0; /* bets: placed while a tree travelled, or moved by an EARLY */
+    for (int k = 0; k < ES_TREE_ORIGINS; k++) sum += d[k] = st.trees[k] - before->trees[k];
+    for (int i = 0; i < n; i++) {
+        rounds += jobs[i].stats.rounds;
+        hits += jobs[i].stats.proactive_hits;
+        kept += jobs[i].stats.early_kept;
+        bets += jobs[i].stats.proactive_attempts + jobs[i].stats.early_frames;
+    }
+    printf("%s: server saw %lld fresh, %lld bet_hit, %lld bet_miss, %lld early_hit trees for %ld rounds (%ld bets, %ld hits, "
+           "%ld early kept)\n", what, (long long)d[ES_TREE_FRESH], (long long)d[ES_TREE_BET_HIT], (long long)d[ES_TREE_BET_MISS],
+           (long long)d[ES_TREE_EARLY_HIT], rounds, bets, hits, kept);
+    CHECK_MSG(sum == rounds, "%s: %lld trees counted for %ld rounds", what, (long long)sum, rounds);
+    CHECK_MSG(d[ES_TREE_BET_HIT] + d[ES_TREE_BET_MISS] + d[ES_TREE_EARLY_HIT] > 0, "%s: no tree drafted under a bet counted", what);
+    CHECK(d[ES_TREE_BET_HIT] <= hits && d[ES_TREE_EARLY_HIT] <= kept);
+    CHECK(d[ES_TREE_BET_HIT] + d[ES_TREE_BET_MISS] + d[ES_TREE_EARLY_HIT] <= bets);
+}
+
+static long test_concurrent(es_server *srv, es_model *const drafts[4], const char *const names[4]) {
+    es_server_stats before;
+    es_server_get_stats(srv, &before);
     static job jobs[8];
     pthread_t th[8];
     for (int i = 0; i < 8; i++) {
@@ -184,6 +210,7 @@ static long test_concurrent(const es_server *srv, es_model *const drafts[4], con
                s->proactive_hits, (long long)s->bytes_sent, (long long)s->bytes_received);
         if (!jobs[i].p.proactive) CHECK(s->proactive_attempts == 0);
     }
+    check_trees(srv, &before, jobs, 8, "8 edges");
     CHECK_MSG(jobs[5].stats.proactive_attempts > 0, "the best-leaf edge made no bet");
     /* a good draft (the int8 copy) wins its bets */
     CHECK_MSG(jobs[0].stats.proactive_hits > 0, "no proactive hit with the int8 draft (%ld bets)", jobs[0].stats.proactive_attempts);
@@ -511,6 +538,8 @@ static void test_server_loss(es_model *target, es_model *draft) {
 static void early_greedy(es_model *target, es_model *draft, const char *what) {
     es_server *srv = start_server(target, NULL, 0, 0);
     if (!srv) return;
+    es_server_stats before;
+    es_server_get_stats(srv, &before);
     static job jobs[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
@@ -539,6 +568,7 @@ static void early_greedy(es_model *target, es_model *draft, const char *what) {
         kept += st->early_kept;
     }
     printf("%s: %ld EARLY frames, %ld agreed with the verdict, %ld next trees kept\n", what, frames, agreed, kept);
+    check_trees(srv, &before, jobs, 4, what);
     es_server_free(srv);
 }
 

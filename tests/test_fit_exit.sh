@@ -70,6 +70,16 @@ PY
 curl -s "http://127.0.0.1:$hport/metrics" >"$tmp/metrics" && ok || bad "no /metrics"
 grep -Eq '^edgespec_early_frames_total [1-9]' "$tmp/metrics" && ok || bad "early frames not counted: $(grep early "$tmp/metrics")"
 has "$tmp/metrics" 'edgespec_early_agreed_total'
+# both edges bet (proactive is on by default): the server counts their trees by how they were drafted
+python3 - "$tmp/metrics" "$tmp/early.json" "$tmp/plain.json" <<'PY' && ok || bad "edge trees: $(grep edge_trees "$tmp/metrics")"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert "# TYPE edgespec_edge_trees_total counter" in lines and any(l.startswith("# HELP edgespec_edge_trees_total ") for l in lines)
+t = {l.split('"')[1]: float(l.split()[-1]) for l in lines if l.startswith("edgespec_edge_trees_total{drafted=")}
+assert set(t) == {"fresh", "bet_hit", "bet_miss", "early_hit"}, t
+rounds = sum(json.load(open(p))["spec"]["rounds"] for p in sys.argv[2:4])
+assert sum(t.values()) == rounds and t["bet_hit"] + t["bet_miss"] + t["early_hit"] > 0, (t, rounds)
+PY
 kill -INT "$pid"
 wait "$pid" 2>/dev/null
 expect 1 "$bin" serve -m "$model" --port 0 --exit-layers 5

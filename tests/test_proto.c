@@ -668,7 +668,7 @@ static void test_verify(void) {
     TREE_HDR(0, 2); r32(r, 1); r16(r, 0xffff); r32(r, 2); r16(r, 0); /* fine; depths recomputed */
     CHECK_OK(es_proto_get_verify(r->b, r->n, &gm, 256, &err), &err);
     CHECK(g->n == 2 && g->depth[0] == 1 && g->depth[1] == 2 && !g->has_q);
-    TREE_HDR(2, 0); /* unknown vflag */
+    TREE_HDR(8, 0); /* unknown vflag */
     CHECK(es_proto_get_verify(r->b, r->n, &gm, 256, &err) == ES_ERR_FORMAT);
     TREE_HDR(0, 1); r32(r, 0x80000000u); r16(r, 0xffff); /* negative token */
     CHECK(es_proto_get_verify(r->b, r->n, &gm, 256, &err) == ES_ERR_FORMAT);
@@ -859,6 +859,67 @@ static void test_frame_next(void) {
 
 /* EARLY (version 2): the golden bytes, a round trip under the hostile sweep, and the range checks an
  * edge relies on (path order, token count, exit layer). */
+/* VERIFY's drafted field (version 3): vflags bits 1-2. A version 1..2 VERIFY (bits 0) decodes as fresh
+ * with the same bytes as before; every origin round-trips canonically, with and without proposals;
+ * an origin outside es_tree_origin is refused by the encoder, bits above the field by the decoder. */
+static void test_verify_drafted(void) {
+    es_err err = {{0}};
+    size_t n;
+    es_spec_tree *t = malloc(sizeof *t), *g = malloc(sizeof *g);
+    es_msg_verify m = {.round = 7, .tree = t}, gm = {.tree = g, .drafted = 99};
+    memset(t, 0, sizeof *t);
+    t->n = 2;
+    t->token[0] = 5; t->parent[0] = -1; t->depth[0] = 1;
+    t->token[1] = 300; t->parent[1] = 0; t->depth[1] = 2;
+    static const uint8_t gold[] = {7, 0, 0, 0, 0, 2, 0, 5, 0, 0, 0, 0xff, 0xff, 44, 1, 0, 0, 0, 0}; /* as in test_verify */
+    const uint8_t *p = encode(enc_verify, &m, ES_FRAME_VERIFY, g_session, &n, false, "VERIFY fresh");
+    CHECK(n == sizeof gold && memcmp(p, gold, n) == 0); /* fresh: what a version 1..2 edge sends */
+    CHECK_OK(es_proto_get_verify(p, n, &gm, 16, &err), &err);
+    CHECK(gm.drafted == ES_TREE_FRESH);
+    uint8_t bytes[sizeof gold];
+    for (int o = 0; o < ES_TREE_ORIGINS; o++)
+        for (int hq = 0; hq < 2; hq++) {
+            rand_tree(t, 3, hq, 4);
+            m.drafted = (uint8_t)o;
+            char what[64];
+            snprintf(what, sizeof what, "VERIFY drafted %s q=%d", es_tree_origin_name(o), hq);
+            p = encode(enc_verify, &m, ES_FRAME_VERIFY, g_session, &n, o == ES_TREE_BET_MISS, what);
+            CHECK(n > 4 && p[4] == (uint8_t)((hq ? ES_VERIFY_HAS_Q : 0) | o << 1));
+            gm.drafted = 99;
+            CHECK_OK(es_proto_get_verify(p, n, &gm, 16, &err), &err);
+            CHECK_MSG(gm.drafted == o && g->has_q == (hq != 0), "%s: drafted %u", what, gm.drafted);
+            check_tree_equal(t, g, what);
+            CHECK_MSG(canonical(ES_FRAME_VERIFY, g_session, p, n), "%s: not canonical", what);
+        }
+    /* golden: bet_miss, no proposals */
+    memset(t, 0, sizeof *t);
+    t->n = 2;
+    t->token[0] = 5; t->parent[0] = -1;
+    t->token[1] = 300; t->parent[1] = 0;
+    m.drafted = ES_TREE_BET_MISS;
+    p = encode(enc_verify, &m, ES_FRAME_VERIFY, g_session, &n, false, "VERIFY bet_miss");
+    memcpy(bytes, gold, sizeof gold);
+    bytes[4] = 2 << 1;
+    CHECK(n == sizeof bytes && memcmp(p, bytes, n) == 0);
+    /* out of range: the encoder refuses an origin past the enum, the decoder any bit above the field */
+    es_wbuf w;
+    es_wbuf_init(&w, g_buf, sizeof g_buf);
+    m.drafted = ES_TREE_ORIGINS;
+    CHECK(es_proto_put_verify(&w, 1, &m, &err) == ES_ERR_INVALID_ARG && w.len == 0 && strstr(err.msg, "drafted"));
+    m.drafted = 0xff;
+    CHECK(es_proto_put_verify(&w, 1, &m, &err) == ES_ERR_INVALID_ARG && w.len == 0);
+    for (int bit = 3; bit < 8; bit++) {
+        memcpy(bytes, gold, sizeof gold);
+        bytes[4] = (uint8_t)(1u << bit | ES_TREE_EARLY_HIT << 1);
+        CHECK_MSG(es_proto_get_verify(bytes, sizeof bytes, &gm, 16, &err) == ES_ERR_FORMAT, "vflags 0x%x accepted", bytes[4]);
+        CHECK(es_proto_check_payload(ES_FRAME_VERIFY, bytes, sizeof bytes, &err) == ES_ERR_FORMAT);
+    }
+    /* the level constants: version 3 is the highest, drafted arrived with it */
+    CHECK(ES_PROTO_LEVEL_MAX == ES_PROTO_LEVEL_BET && ES_PROTO_LEVEL_BET > ES_PROTO_LEVEL_EARLY);
+    free(t);
+    free(g);
+}
+
 static void test_early(void) {
     es_err err = {{0}};
     es_msg_early m = {.round = 3, .layer = 4}, g;
@@ -916,6 +977,7 @@ int main(void) {
     test_small_frames();
     test_tokens();
     test_verify();
+    test_verify_drafted();
     test_verdict();
     test_early();
     test_round_size();

@@ -40,7 +40,8 @@ rc=$?
 [ "$(wc -l <"$tmp/s2.out")" -eq 1 ] && ok || bad "--json should print one line: $(cat "$tmp/s2.out")"
 for k in '"steps":' '"mean_batch_rows":' '"tokens_generated":' '"idle_fraction":' '"compute_cpu_seconds":' \
          '"sessions_opened":' '"frames_in":' '"bytes_out":' '"protocol_errors":' '"connections_total":0' \
-         '"sched":"gather"' '"server_busy_fraction":' '"sessions_per_pass":' '"rows_per_pass":' '"groups":0'; do
+         '"sched":"gather"' '"server_busy_fraction":' '"sessions_per_pass":' '"rows_per_pass":' '"groups":0' \
+         '"trees":{"fresh":0,"bet_hit":0,"bet_miss":0,"early_hit":0}'; do
   has "$tmp/s2.out" "$k"
 done
 

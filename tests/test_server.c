@@ -210,7 +210,8 @@ static int collect_tokens(int fd, uint32_t sid, int32_t *out, int cap, int *stop
     }
 }
 
-static bool send_verify(int fd, uint32_t sid, uint32_t round, const int32_t *tok, const int32_t *parent, int n) {
+/* A VERIFY saying how its tree was drafted (es_tree_origin; the field of protocol version 3). */
+static bool send_verify_as(int fd, uint32_t sid, uint32_t round, const int32_t *tok, const int32_t *parent, int n, int drafted) {
     static es_spec_tree t;
     memset(&t, 0, sizeof t);
     t.n = n;
@@ -219,7 +220,7 @@ static bool send_verify(int fd, uint32_t sid, uint32_t round, const int32_t *tok
         t.parent[i] = parent[i];
         t.depth[i] = parent[i] < 0 ? 1 : t.depth[parent[i]] + 1;
     }
-    es_msg_verify m = {.round = round, .tree = &t};
+    es_msg_verify m = {.round = round, .tree = &t, .drafted = (uint8_t)drafted};
     es_err err = {{0}};
     es_wbuf *b = wb();
     if (es_proto_put_verify(b, sid, &m, &err) != ES_OK) {
@@ -227,6 +228,10 @@ static bool send_verify(int fd, uint32_t sid, uint32_t round, const int32_t *tok
         return false;
     }
     return cl_send_wb(fd, b);
+}
+
+static bool send_verify(int fd, uint32_t sid, uint32_t round, const int32_t *tok, const int32_t *parent, int n) {
+    return send_verify_as(fd, sid, round, tok, parent, n, ES_TREE_FRESH);
 }
 
 static bool expect_verdict(int fd, uint32_t sid, uint32_t round, es_msg_verdict *v) {
@@ -775,6 +780,44 @@ static void test_idle(int port) {
     close(fd);
 }
 
+/* VERIFY's drafted field: a version-3 client's trees are counted by how it drafted them; a version-2
+ * client that sets the field (which a version-2 server refuses as unknown flags) is refused as
+ * malformed, and nothing is counted. */
+static void test_drafted(es_server *srv, int port) {
+    const es_server_stats before = stats_of(srv);
+    for (int level = ES_PROTO_LEVEL_BET; level >= ES_PROTO_LEVEL_EARLY; level--) {
+        const int fd = es_test_tcp_connect(port, 0);
+        CHECK(fd >= 0);
+        es_msg_hello m = hello_plain();
+        m.version_max = (uint16_t)level;
+        es_msg_welcome w;
+        memset(&w, 0, sizeof w);
+        CHECK(fd >= 0 && cl_hello(fd, &m, &w));
+        CHECK_MSG(w.version == level, "HELLO up to %d answered with version %u", level, w.version);
+        const uint32_t sid = 4;
+        es_msg_opened o;
+        CHECK(send_open_ids(fd, sid, ES_MODE_EDGE, g_prompt, g_n_prompt, 16) && expect_opened(fd, sid, &o));
+        if (level == ES_PROTO_LEVEL_BET) {
+            for (int r = 0; r < ES_TREE_ORIGINS; r++) { /* empty trees: one plain step each */
+                es_msg_verdict v;
+                CHECK(send_verify_as(fd, sid, (uint32_t)r, NULL, NULL, 0, ES_TREE_ORIGINS - 1 - r));
+                CHECK(expect_verdict(fd, sid, (uint32_t)r, &v));
+            }
+            const es_server_stats st = stats_of(srv);
+            for (int k = 0; k < ES_TREE_ORIGINS; k++)
+                CHECK_MSG(st.trees[k] == before.trees[k] + 1, "%s: %lld trees, %lld before", es_tree_origin_name(k),
+                          (long long)st.trees[k], (long long)before.trees[k]);
+        } else {
+            CHECK(send_verify_as(fd, sid, 0, NULL, NULL, 0, ES_TREE_BET_HIT));
+            const char *msg = EXPECT_ERROR(fd, sid, ES_PERR_MALFORMED);
+            CHECK_MSG(msg && strstr(msg, "version 3"), "%s", msg ? msg : "(none)");
+            const es_server_stats st = stats_of(srv);
+            for (int k = 0; k < ES_TREE_ORIGINS; k++) CHECK(st.trees[k] == before.trees[k] + 1);
+        }
+        if (fd >= 0) close(fd);
+    }
+}
+
 static void test_auth(es_server *srv, int port) {
     (void)srv;
     int fd = es_test_tcp_connect(port, 0);
@@ -844,6 +887,7 @@ int main(void) {
     TIMED(test_edge(port));
     TIMED(test_protocol_errors(port, sp.max_payload));
     TIMED(test_vanish(srv, port));
+    TIMED(test_drafted(srv, port));
 
     es_server_stats st = stats_of(srv);
     CHECK(st.connections_total >= 10 && st.connections_refused >= 5);

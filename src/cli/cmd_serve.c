@@ -234,6 +234,8 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "exit_layer", k->exit_layer);
     cJSON_AddNumberToObject(o, "early_frames", (double)k->early_frames);
     cJSON_AddNumberToObject(o, "early_agreed", (double)k->early_agreed);
+    cJSON *trees = cJSON_AddObjectToObject(o, "trees"); /* edge trees verified, by how the edge drafted them */
+    for (int t = 0; trees && t < ES_TREE_ORIGINS; t++) cJSON_AddNumberToObject(trees, es_tree_origin_name(t), (double)st->trees[t]);
     cJSON_AddNumberToObject(o, "busy_seconds", k->busy_seconds);
     cJSON_AddNumberToObject(o, "idle_seconds", k->idle_seconds);
     cJSON_AddNumberToObject(o, "idle_fraction", active > 0 ? k->idle_seconds / active : 1.0);

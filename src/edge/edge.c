@@ -1422,13 +1422,14 @@ static es_status run_edge(gen *g, es_err *err) {
     if (s != ES_OK || g->done) return s;
     uint32_t round = 0;
     bool ready = false; /* e->next holds a tree drafted under a winning bet */
+    es_tree_origin origin = ES_TREE_FRESH; /* how the round's tree came to be (VERIFY tells version 3 servers) */
     while (!g->done) {
         const int conf_len = g->n_prompt + g->n;
         if (conf_len >= g->n_ctx) { g->done = true; g->stop_reason = ES_STOP_CONTEXT; close_session(g); break; }
         if ((s = draft_tree(g, ready, root, conf_len, err)) != ES_OK) return s;
         ready = false;
         edge_round rd = {.id = round, .conf_len = conf_len, .base = es_drafter_kv_len(g->d), .bonus_bet = -1, .early_bonus = -1};
-        es_msg_verify vm = {round, &e->tree};
+        es_msg_verify vm = {round, &e->tree, e->welcome.version >= ES_PROTO_LEVEL_BET ? (uint8_t)origin : ES_TREE_FRESH};
         es_wbuf w;
         wbuf_reset(e, &w);
         if ((s = es_proto_put_verify(&w, g->session, &vm, err)) != ES_OK) return s;
@@ -1464,9 +1465,12 @@ static es_status run_edge(gen *g, es_err *err) {
         if (s != ES_OK) {
             if (!lost(s) || (s = recover_round(g, &rd, &root, err)) != ES_OK) return s;
             round = 0;
+            origin = ES_TREE_FRESH;
             continue;
         }
         if ((s = take_verdict(g, &rd, f, &ready, &root, err)) != ES_OK) return s;
+        /* a tree drafted under a bet (or an EARLY frame) is either the next one or was dropped */
+        origin = ready ? (rd.from_early ? ES_TREE_EARLY_HIT : ES_TREE_BET_HIT) : rd.bet_tree ? ES_TREE_BET_MISS : ES_TREE_FRESH;
         round++;
     }
     return ES_OK;

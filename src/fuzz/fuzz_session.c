@@ -5,9 +5,9 @@
  * a tiny model (EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf); each input is a program
  * of operations on up to three in-memory connections: frames built with the proto encoders from input
  * bytes so they are mostly well-formed (HELLO with the right / wrong fingerprint, key or version; OPEN
- * with small prompts, all modes, odd sampling, early exits asked for on protocol version 1 or 2 (the
+ * with small prompts, all modes, odd sampling, early exits asked for on protocol version 1, 2 or 3 (the
  * server has an exit head at layer 2, so EARLY frames come out and are checked like the rest); VERIFY with trees for the session's expected round or a
- * wrong one; CLOSE; PING; client ERROR), raw garbage frames and bytes, scheduler steps, and EOFs. The
+ * wrong one, saying any drafted origin (refused below protocol version 3); CLOSE; PING; client ERROR), raw garbage frames and bytes, scheduler steps, and EOFs. The
  * server's replies are parsed so VERIFY can follow the rounds the verdicts announce.
  *
  * After every input all connections are closed and the scheduler drained; then (abort on violation):
@@ -113,7 +113,8 @@ static void put_hello(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap) {
     es_msg_hello h;
     memset(&h, 0, sizeof h);
     h.version_min = 1;
-    h.version_max = (v & 7) == 1 ? 0 : (v & 0x10) ? ES_PROTO_LEVEL_EARLY : 1; /* 0: no common version; 2: EARLY frames */
+    /* 0: no common version; 2: EARLY frames; 3: VERIFY's drafted field */
+    h.version_max = (v & 7) == 1 ? 0 : (v & 0x10) ? ((v & 0x20) ? ES_PROTO_LEVEL_BET : ES_PROTO_LEVEL_EARLY) : 1;
     snprintf(h.name, sizeof h.name, "fuzz");
     h.has_draft = (v >> 3) & 1;
     h.draft_fingerprint = (v & 7) == 2 ? g_fz.fingerprint ^ 1 : g_fz.fingerprint;
@@ -199,7 +200,8 @@ static void put_verify(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap, es_spec
         }
         t->q_used = used;
     }
-    es_msg_verify m = {.round = (a & 0x80) ? u8(in) % 4 : fc->next_round[sid], .tree = t};
+    /* drafted: any origin, refused below version 3 */
+    es_msg_verify m = {.round = (a & 0x80) ? u8(in) % 4 : fc->next_round[sid], .tree = t, .drafted = (uint8_t)((a >> 5) & 3)};
     es_wbuf w;
     es_wbuf_init(&w, buf, cap);
     es_err err;

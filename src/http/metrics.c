@@ -222,7 +222,7 @@ static bool render_sched(const es_metrics *m, es_str *o) {
     return ok;
 }
 
-/* Speculative rounds: drafts and acceptance, overall and by session kind. */
+/* Speculative rounds: drafts and acceptance, overall and by session kind; edge trees by how they were drafted. */
 static bool render_speculation(const es_metrics *m, es_str *o) {
     bool ok = true;
     if (m->drafts >= 0) {
@@ -271,6 +271,15 @@ static bool render_speculation(const es_metrics *m, es_str *o) {
         ok = ok && family(o, "edgespec_kind_active_sessions", "gauge", "Sessions generating now, by kind.");
         for (int k = 0; k < m->n_kinds && ok; k++)
             ok = es_str_printf(o, "edgespec_kind_active_sessions{kind=\"%s\"} ", m->kinds[k].kind) && value(o, (double)m->kinds[k].active);
+    }
+    if (m->trees_known) {
+        ok = ok && family(o, "edgespec_edge_trees_total", "counter",
+                          "Edge draft trees verified, by how the edge drafted them (fresh: after the previous verdict, no "
+                          "bet; bet_hit / early_hit: drafted ahead under a bet / from an EARLY frame that the verdict "
+                          "confirmed; bet_miss: after a verdict that dropped the tree drafted under a bet). Edges below "
+                          "protocol version 3 count as fresh.");
+        for (int k = 0; k < ES_TREE_ORIGINS && ok; k++)
+            ok = es_str_printf(o, "edgespec_edge_trees_total{drafted=\"%s\"} ", es_tree_origin_name(k)) && value(o, (double)m->trees[k]);
     }
     return ok;
 }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "edgespec_serve.h"
 #include "util/str.h"
 
 #define ES_METRICS_MAX_REQ 64      /* distinct (endpoint, status) pairs counted */
@@ -95,6 +96,8 @@ typedef struct es_metrics {
        "server_draft"); n_kinds 0: not split */
     es_metrics_kind kinds[ES_METRICS_KINDS];
     int n_kinds;
+    int64_t trees[ES_TREE_ORIGINS]; /* edge trees verified, by es_tree_origin, when trees_known */
+    bool trees_known;              /* the backend counts them (the server, from VERIFY frames) */
     const char *device_backend;    /* where the target's forward pass runs: "cpu", "vulkan" (NULL: n/a) */
     int device_index;              /* N of vulkan:N */
     const char *device_name;       /* the driver's name (NULL: unknown) */

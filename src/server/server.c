@@ -888,6 +888,11 @@ static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n
         session_error(c, sid, ES_PERR_MALFORMED, "VERIFY: %s", err.msg);
         return;
     }
+    if (m.drafted != ES_TREE_FRESH && c->level < ES_PROTO_LEVEL_BET) {
+        session_error(c, sid, ES_PERR_MALFORMED, "VERIFY: drafted %u is for protocol version %d or later (this connection: %d)",
+                      m.drafted, ES_PROTO_LEVEL_BET, c->level);
+        return;
+    }
     int si = sess_find(c, sid);
     if (si < 0) {
         send_error(c, sid, ES_PERR_NO_SESSION, "no session %u on this connection", sid);
@@ -895,7 +900,12 @@ static void handle_verify(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n
     }
     st = es_sched_verify(s->sched, sess_key(c, sid), m.round, s->tree, &err);
     switch (st) {
-    case ES_OK: c->sess[si].t_active = es_now_s(); break;
+    case ES_OK:
+        c->sess[si].t_active = es_now_s();
+        pthread_mutex_lock(&s->stats_mu);
+        s->st.trees[m.drafted]++; /* a round the scheduler took: the counts sum to the edge rounds */
+        pthread_mutex_unlock(&s->stats_mu);
+        break;
     case ES_ERR_PROTOCOL: session_error(c, sid, ES_PERR_STATE, "%s", err.msg); break;
     case ES_ERR_FORMAT:
     case ES_ERR_RANGE: session_error(c, sid, ES_PERR_INVALID, "%s", err.msg); break;
@@ -1322,6 +1332,8 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->prediction_error_p50 = k.prediction_error_p50;
     pthread_mutex_lock(&s->stats_mu);
     m->auth_failures_edge = s->st.auth_failures;
+    for (int o = 0; o < ES_TREE_ORIGINS; o++) m->trees[o] = s->st.trees[o];
+    m->trees_known = true;
     pthread_mutex_unlock(&s->stats_mu);
     if (s->p.tls) m->tls_failures_edge = atomic_load(&s->tls_failures);
 }

@@ -86,6 +86,8 @@ typedef struct es_server_stats {
     int64_t auth_failures;       /* connections refused for a missing or wrong api key (also counted
                                     in connections_refused) */
     int64_t tls_handshake_failures; /* edge-port TLS handshakes that failed */
+    int64_t trees[ES_TREE_ORIGINS]; /* edge trees verified, by how the edge drafted them (es_tree_origin,
+                                       from VERIFY; edges below protocol version 3 count as fresh) */
 } es_server_stats;
 
 /* Binds, listens, starts the loop thread and the compute thread; returns once accepting. */

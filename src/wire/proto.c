@@ -498,6 +498,8 @@ es_status es_proto_get_opened(const uint8_t *pl, size_t n, es_msg_opened *m, es_
 
 /* ---- VERIFY ---- */
 
+_Static_assert(ES_TREE_ORIGINS - 1 <= (ES_VERIFY_DRAFTED_MASK >> ES_VERIFY_DRAFTED_SHIFT), "every es_tree_origin fits vflags");
+
 /* Payload bytes of a tree whose counts were already checked. */
 static uint64_t verify_size(const es_spec_tree *t) {
     uint64_t s = 4 + 1 + 2 + 6 * (uint64_t)t->n;
@@ -511,6 +513,7 @@ static uint64_t verify_size(const es_spec_tree *t) {
 es_status es_proto_put_verify(es_wbuf *w, uint32_t session, const es_msg_verify *m, es_err *err) {
     const es_spec_tree *t = m->tree;
     if (!t) return es_fail(err, ES_ERR_INVALID_ARG, "VERIFY: no tree");
+    if (m->drafted >= ES_TREE_ORIGINS) return es_fail(err, ES_ERR_INVALID_ARG, "VERIFY: drafted %u", m->drafted);
     if (t->n < 0 || t->n > ES_SPEC_MAX_NODES) return es_fail(err, ES_ERR_INVALID_ARG, "VERIFY: tree of %d nodes", t->n);
     for (int i = 0; i < t->n; i++) {
         if (t->token[i] < 0) return es_fail(err, ES_ERR_INVALID_ARG, "VERIFY: node %d has token %d", i, t->token[i]);
@@ -542,7 +545,7 @@ es_status es_proto_put_verify(es_wbuf *w, uint32_t session, const es_msg_verify 
     es_status st = frame_begin(w, ES_FRAME_VERIFY, session, plen, &p, err);
     if (st != ES_OK) return st;
     p = put_u32(p, m->round);
-    p = put_u8(p, t->has_q ? ES_VERIFY_HAS_Q : 0);
+    p = put_u8(p, (uint8_t)((t->has_q ? ES_VERIFY_HAS_Q : 0) | (unsigned)m->drafted << ES_VERIFY_DRAFTED_SHIFT));
     p = put_u16(p, (uint16_t)t->n);
     for (int i = 0; i < t->n; i++) {
         p = put_i32(p, t->token[i]);
@@ -566,6 +569,7 @@ es_status es_proto_get_verify(const uint8_t *pl, size_t n, es_msg_verify *m, int
     t->n = 0;
     t->has_q = false;
     t->q_used = 0;
+    m->drafted = ES_TREE_FRESH;
     if (max_nodes > ES_SPEC_MAX_NODES) max_nodes = ES_SPEC_MAX_NODES;
     if (max_nodes < 0) max_nodes = 0;
     uint8_t vflags;
@@ -573,7 +577,8 @@ es_status es_proto_get_verify(const uint8_t *pl, size_t n, es_msg_verify *m, int
     NEED(get_u32(&r, &m->round), "round");
     NEED(get_u8(&r, &vflags), "flags");
     NEED(get_u16(&r, &cnt), "node count");
-    if (vflags & ~ES_VERIFY_HAS_Q) return es_fail(err, ES_ERR_FORMAT, "VERIFY: unknown flags 0x%x", vflags);
+    if (vflags & ~(ES_VERIFY_HAS_Q | ES_VERIFY_DRAFTED_MASK)) return es_fail(err, ES_ERR_FORMAT, "VERIFY: unknown flags 0x%x", vflags);
+    m->drafted = (uint8_t)((vflags & ES_VERIFY_DRAFTED_MASK) >> ES_VERIFY_DRAFTED_SHIFT); /* every value of the field is an es_tree_origin */
     if (cnt > ES_SPEC_MAX_NODES) return es_fail(err, ES_ERR_FORMAT, "VERIFY: tree of %u nodes (protocol limit %d)", cnt, ES_SPEC_MAX_NODES);
     if (cnt > max_nodes) return es_fail(err, ES_ERR_RANGE, "VERIFY: tree of %u nodes (this server takes %d)", cnt, max_nodes);
     if (!rd_has(&r, 6 * (uint64_t)cnt)) return rd_short(&r, "tree nodes", err);

@@ -26,11 +26,14 @@
 /* The frame layout's version: the header's version byte, 1 in every protocol version so far. */
 #define ES_PROTO_VERSION 1
 /* Protocol versions (negotiated in HELLO / WELCOME): 1 the original set of frames; 2 adds EARLY
- * (sent only to sessions opened with ES_OPEN_EARLY_EXIT on a connection that chose version 2). The
- * frame layout is the same in both, so an old edge (1..1) is served as before and never sees EARLY. */
+ * (sent only to sessions opened with ES_OPEN_EARLY_EXIT on a connection that chose version 2); 3
+ * adds VERIFY's drafted field (how the edge drafted the tree; zero below version 3, where older
+ * servers refuse the bits). The frame layout is the same in all, so an old edge (1..1) is served as
+ * before and never sees EARLY. */
 #define ES_PROTO_LEVEL_MIN 1
-#define ES_PROTO_LEVEL_MAX 2
+#define ES_PROTO_LEVEL_MAX 3
 #define ES_PROTO_LEVEL_EARLY 2
+#define ES_PROTO_LEVEL_BET 3
 #define ES_PROTO_HEADER_SIZE 12
 #define ES_PROTO_MAX_PAYLOAD_DEFAULT (1u << 20) /* servers may lower it (--max-frame) */
 #define ES_PROTO_MAX_NAME 64                     /* client / server name bytes */
@@ -177,13 +180,18 @@ typedef struct es_msg_opened {
 } es_msg_opened;
 
 /* VERIFY: the tree for round `round` (rounds count from 0 per session, strictly +1 each time).
- * Wire: u32 round, u8 vflags (bit 0 = ES_VERIFY_HAS_Q, other bits 0), u16 n, then n x (i32 token,
- * i16 parent), then if has_q the sparse proposals: for each owner o in 0..n (u8 count, then count x
- * (i32 token, f32 p)). Depths are not sent: the decoder recomputes them from the parents. */
+ * Wire: u32 round, u8 vflags (bit 0 = ES_VERIFY_HAS_Q, bits 1-2 = drafted (version 3; 0 below),
+ * other bits 0), u16 n, then n x (i32 token, i16 parent), then if has_q the sparse proposals: for
+ * each owner o in 0..n (u8 count, then count x (i32 token, f32 p)). Depths are not sent: the decoder
+ * recomputes them from the parents. */
 #define ES_VERIFY_HAS_Q 1u
+#define ES_VERIFY_DRAFTED_SHIFT 1
+#define ES_VERIFY_DRAFTED_MASK 0x6u /* es_tree_origin << ES_VERIFY_DRAFTED_SHIFT */
 typedef struct es_msg_verify {
     uint32_t round;
     es_spec_tree *tree; /* decoded into / encoded from caller storage */
+    uint8_t drafted;    /* es_tree_origin (0 = fresh: what a version 1 or 2 VERIFY says); the protocol
+                           version is the caller's to check (send it only on version 3) */
 } es_msg_verify;
 
 /* VERDICT: u32 round, u8 stop, u16 n_accepted, n_accepted x u16 path, u16 n_tokens, n x i32 tokens,
