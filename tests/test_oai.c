@@ -735,13 +735,45 @@ static void test_tools(void) {
                   "bare call %d: %s", i, calls ? calls : "(none)");
         free(calls);
     }
+    /* Mistral's [TOOL_CALLS] array, Llama 3.1's <|python_tag|> calls (with "parameters"; two separated
+       by ';'), and Llama's bare form without the tag (an object or an array naming request tools) */
+    const char *tools2 = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+                         "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}]";
+    static const struct { const char *text; size_t content; int n; } forms[] = {
+        {"[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_time\", \"arguments\": {}}]", 0, 2},
+        {"Sure. [TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", 5, 1},
+        {"<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", 0, 1},
+        {"<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}; {\"name\": \"get_time\", \"parameters\": {}}", 0, 2},
+        {"{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", 0, 1},
+        {"[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_time\", \"arguments\": {}}]", 0, 2},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        calls = NULL;
+        cl = 99;
+        const bool got = es_chat_parse_tool_calls(forms[i].text, strlen(forms[i].text), tools2, "m", &cl, &calls);
+        cJSON *fj = got ? cJSON_Parse(calls) : NULL;
+        const cJSON *ff = cJSON_GetObjectItem(cJSON_GetArrayItem(fj, 0), "function");
+        CHECK_MSG(got && cl == forms[i].content && cJSON_GetArraySize(fj) == forms[i].n && ff &&
+                      !strcmp(cJSON_GetObjectItem(ff, "name")->valuestring, "get_weather") &&
+                      !strcmp(cJSON_GetObjectItem(ff, "arguments")->valuestring, "{\"city\":\"Paris\"}"),
+                  "tool-call form %zu: %s (content %zu)", i, calls ? calls : "(none)", cl);
+        cJSON_Delete(fj);
+        free(calls);
+    }
+    CHECK(es_chat_tool_content_len("Hi [TOOL", 8, false, &call) == 3 && !call);
+    CHECK(es_chat_tool_content_len("Hi [TOOL_CALLS][", 16, false, &call) == 3 && call);
+    CHECK(es_chat_tool_content_len("Hi <|python_tag|>{", 18, false, &call) == 3 && call);
+    CHECK(es_chat_tool_content_len("Hi [1, 2]", 9, false, &call) == 9 && !call);
+    CHECK(es_chat_tool_content_len(" [{", 3, true, &call) == 0 && call);
     CHECK(es_chat_tool_content_len("  ", 2, true, &call) == 0 && !call);
     CHECK(es_chat_tool_content_len(" ```js", 6, true, &call) == 0 && call);
     CHECK(es_chat_tool_content_len(" Sure", 5, true, &call) == 5 && !call);
     /* not a call: plain text stays content */
     const char *bad[] = {"no call here", "{\"name\": \"other_tool\", \"arguments\": {}}", "```json\n{\"name\": \"get_weather\"}\n```",
                          "{\"name\": \"get_weather\", \"arguments\": {}} and text", "<tool_call>not json</tool_call>", "<tool_call>{\"arguments\": {}}</tool_call>",
-                         "<tool_call>{\"name\": \"f\"}</tool_call> and then more text", "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\":"};
+                         "<tool_call>{\"name\": \"f\"}</tool_call> and then more text", "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\":",
+                         "[TOOL_CALLS] not json", "[TOOL_CALLS] [{\"arguments\": {}}]", "[TOOL_CALLS] []", "<|python_tag|>{\"name\": \"f\"} trailing",
+                         "[{\"name\": \"get_weather\", \"arguments\": {}}, {\"name\": \"unknown\", \"arguments\": {}}]", "[1, 2]"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         calls = NULL;
         CHECK_MSG(!es_chat_parse_tool_calls(bad[i], strlen(bad[i]), tools, "z", &cl, &calls) && !calls, "parsed a call in [%s]", bad[i]);

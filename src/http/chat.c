@@ -183,23 +183,39 @@ es_status es_chat_render_jinja(const es_jinja *t, const es_oai_message *m, int n
 /* ---- tool calls in a reply ---- */
 
 static const char k_call_open[] = "<tool_call>", k_call_close[] = "</tool_call>";
+/* Where a reply's calls may begin: Qwen2.5 / Hermes blocks, Mistral's [TOOL_CALLS] before a JSON
+ * array of calls, Llama 3.1's <|python_tag|> before a call's JSON (several separated by ';'). */
+static const char *const k_openers[] = {k_call_open, "[TOOL_CALLS]", "<|python_tag|>"};
+#define N_OPENERS (sizeof k_openers / sizeof k_openers[0])
+
+/* The first opener at s[i] (*which), whole (true) or cut by the end of the text (false); -1: none. */
+static int opener_at(const char *s, size_t n, size_t i, int *which) {
+    for (size_t o = 0; o < N_OPENERS; o++) {
+        const size_t ol = strlen(k_openers[o]), k = n - i < ol ? n - i : ol;
+        if (k > 0 && !memcmp(s + i, k_openers[o], k)) {
+            *which = (int)o;
+            return k == ol;
+        }
+    }
+    return -1;
+}
 
 size_t es_chat_tool_content_len(const char *s, size_t n, bool start, bool *call) {
-    const size_t ol = sizeof k_call_open - 1;
     *call = false;
     if (start) {
         size_t i = 0;
         while (i < n && isspace((unsigned char)s[i])) i++;
         if (i == n) return 0;
-        if (s[i] == '{' || s[i] == '`') {
+        if (s[i] == '{' || s[i] == '`' || (s[i] == '[' && (n - i < 2 || s[i + 1] != 'T'))) { /* may be a bare call (or array) */
             *call = true;
             return 0;
         }
     }
     for (size_t i = 0; i < n; i++) {
-        const size_t k = n - i < ol ? n - i : ol;
-        if (!memcmp(s + i, k_call_open, k)) { /* a whole opener, or the start of one at the end */
-            *call = k == ol;
+        int which;
+        const int r = opener_at(s, n, i, &which);
+        if (r >= 0) { /* a whole opener, or the start of one at the end */
+            *call = r == 1;
             return i;
         }
     }
@@ -255,17 +271,44 @@ static bool bare_call(const char *s, size_t n, const char *tools_json, const cha
         while (b < e && s[b] != '\n' && !isspace((unsigned char)s[b])) b++; /* the fence's language tag */
     }
     cJSON *body = json_exact(s + b, e - b);
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(body, "name");
-    bool known = false;
-    cJSON *tools = cJSON_IsString(name) ? cJSON_Parse(tools_json ? tools_json : "[]") : NULL;
-    for (const cJSON *t = tools ? tools->child : NULL; t && !known; t = t->next) {
-        const cJSON *tn = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
-        known = cJSON_IsString(tn) && !strcmp(tn->valuestring, name->valuestring);
+    cJSON *tools = cJSON_Parse(tools_json ? tools_json : "[]");
+    /* one call, or (Mistral's and Llama's bare form) an array of them; each names a tool of the
+       request and has its arguments ("parameters" in Llama 3.1's form) */
+    bool ok = cJSON_IsObject(body) || (cJSON_IsArray(body) && cJSON_GetArraySize(body) > 0);
+    int k = 0;
+    for (const cJSON *c = cJSON_IsArray(body) ? body->child : body; ok && c; c = cJSON_IsArray(body) ? c->next : NULL) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        bool known = false;
+        for (const cJSON *t = tools && cJSON_IsString(name) ? tools->child : NULL; t && !known; t = t->next) {
+            const cJSON *tn = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+            known = cJSON_IsString(tn) && !strcmp(tn->valuestring, name->valuestring);
+        }
+        ok = known && (cJSON_GetObjectItemCaseSensitive(c, "arguments") || cJSON_GetObjectItemCaseSensitive(c, "parameters")) &&
+             add_call(calls, c, id_prefix, k++);
     }
-    const bool ok = known && cJSON_GetObjectItemCaseSensitive(body, "arguments") && add_call(calls, body, id_prefix, 0);
     cJSON_Delete(tools);
     cJSON_Delete(body);
     return ok;
+}
+
+/* After a [TOOL_CALLS] or <|python_tag|> opener: JSON values to the end, separated by white space or
+ * ';', each a call object or an array of them. */
+static bool json_calls(const char *s, size_t n, const char *id_prefix, cJSON *calls, int *k) {
+    size_t i = 0;
+    bool any = false;
+    for (;;) {
+        while (i < n && (isspace((unsigned char)s[i]) || s[i] == ';')) i++;
+        if (i == n) return any;
+        const char *end = NULL;
+        cJSON *v = cJSON_ParseWithLengthOpts(s + i, n - i, &end, false);
+        bool ok = v && end && (cJSON_IsObject(v) || (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0));
+        for (const cJSON *c = cJSON_IsArray(v) ? v->child : v; ok && c; c = cJSON_IsArray(v) ? c->next : NULL)
+            ok = add_call(calls, c, id_prefix, (*k)++);
+        cJSON_Delete(v);
+        if (!ok) return false;
+        any = true;
+        i = (size_t)(end - s);
+    }
 }
 
 bool es_chat_parse_tool_calls(const char *s, size_t n, const char *tools_json, const char *id_prefix, size_t *content_len, char **out) {
@@ -283,6 +326,11 @@ bool es_chat_parse_tool_calls(const char *s, size_t n, const char *tools_json, c
     } else {
         *content_len = i;
         while (*content_len > 0 && isspace((unsigned char)s[*content_len - 1])) (*content_len)--;
+    }
+    int which = 0;
+    if (ok && call && opener_at(s, n, i, &which) == 1 && which > 0) { /* [TOOL_CALLS] / <|python_tag|>: JSON to the end */
+        ok = json_calls(s + i + strlen(k_openers[which]), n - i - strlen(k_openers[which]), id_prefix, calls, &k);
+        i = n;
     }
     while (ok && i < n) {
         const size_t ol = sizeof k_call_open - 1, cl = sizeof k_call_close - 1;

@@ -68,14 +68,17 @@ es_status es_chat_render_jinja(const es_jinja *t, const es_oai_message *msgs, in
 
 /* ---- tool calls in a reply ----
  * The Qwen2.5 / Hermes form, <tool_call>{"name":..., "arguments":{...}}</tool_call> (one or more, after
- * optional text), and, as llama.cpp's parser also accepts, a reply that is nothing but one such JSON
- * object, bare or in a ```json fence, naming one of the request's tools (the small Qwen2.5-Coder
- * models answer so). */
+ * optional text); Mistral's [TOOL_CALLS] followed by a JSON array of calls; Llama 3.1's <|python_tag|>
+ * followed by a call's JSON ({"name":..., "parameters":{...}}, several separated by ';'); and, as
+ * llama.cpp's parser also accepts, a reply that is nothing but one such JSON object (or an array of
+ * them), bare or in a ```json fence, naming tools of the request (the small Qwen2.5-Coder models
+ * answer so, and Llama 3.1 without its python tag). */
 
 /* How many bytes of a streamed reply's text can go out as content now. `start`: the text is the
- * reply's beginning. Up to a "<tool_call>" (*call set); at the start, nothing while only white space
- * came, and nothing at all (*call set) when the reply opens with '{' or '`' (it may be a bare call:
- * held to the end); else all but a tail that may begin "<tool_call>". */
+ * reply's beginning. Up to an opener ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>": *call set);
+ * at the start, nothing while only white space came, and nothing at all (*call set) when the reply
+ * opens with '{', '`' or '[' (it may be a bare call: held to the end); else all but a tail that may
+ * begin an opener. */
 size_t es_chat_tool_content_len(const char *text, size_t len, bool start, bool *call);
 /* Splits a complete reply into its content (the first *content_len bytes, trailing white space
  * dropped) and its calls, as OpenAI's tool_calls JSON array (*calls, malloc'd; ids are
