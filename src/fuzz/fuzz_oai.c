@@ -6,14 +6,17 @@
  * an exact-size buffer so any over-read is caught. A body must parse or be refused with a 400 that
  * names a message; a parsed chat request must render under every template family. Then the body's
  * bytes go through the incremental UTF-8 repair in chunks whose sizes come from the input, and the
- * result must be valid UTF-8; and through the stop-string matcher (stop strings taken from the
- * request, or fixed ones), whose output must equal the text up to the earliest match, found naively.
- * Anything else aborts.
+ * result must be valid UTF-8; through the stop-string matcher (stop strings taken from the
+ * request, or fixed ones), whose output must equal the text up to the earliest match, found naively;
+ * and through the tool-call parser (every format it reads), whose calls must be well-formed OpenAI
+ * calls. Anything else aborts.
  *
  * Build: clang -fsanitize=fuzzer,address,undefined (scripts/fuzz.sh, which seeds it with requests). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "http/chat.h"
 #include "http/oai.h"
@@ -137,6 +140,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (hit != want_hit || out.len != cut || memcmp(es_str_cstr(&out), es_str_cstr(&u), cut) != 0) abort();
     es_stopstr_free(&ss);
     es_str_free(&out);
+
+    /* the repaired text as a model's reply with tools: the calls parsed out of it (any format) are a
+       JSON array of OpenAI calls, the content before them a prefix of the text; the streaming hold
+       never lets out more than the text, nor anything of a reply that parses as calls from the start */
+    static const char tools[] = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+                                "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]";
+    size_t cl = 0;
+    char *calls = NULL;
+    bool call_start = false, call_any = false;
+    const size_t shown = es_chat_tool_content_len(es_str_cstr(&u), u.len, true, &call_start);
+    const size_t shown_mid = es_chat_tool_content_len(es_str_cstr(&u), u.len, false, &call_any);
+    if (shown > u.len || shown_mid > u.len) abort();
+    if (es_chat_parse_tool_calls(es_str_cstr(&u), u.len, tools, "fz", &cl, &calls)) {
+        cJSON *cj = cJSON_Parse(calls);
+        if (!cJSON_IsArray(cj) || cJSON_GetArraySize(cj) < 1 || cl > u.len) abort();
+        for (const cJSON *c = cj->child; c; c = c->next) {
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+            if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, "id")) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(f, "name")) ||
+                !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(f, "arguments")))
+                abort();
+        }
+        cJSON_Delete(cj);
+        free(calls);
+    }
     es_str_free(&u);
     es_oai_request_free(&r);
     free(body);
