@@ -535,7 +535,7 @@ static void test_server_loss(es_model *target, es_model *draft) {
 
 /* Four edges at once (early on with proactive on and off, early off), greedy: golden tokens; the
  * ones that asked got one EARLY per round, the others none. */
-static void early_greedy(es_model *target, es_model *draft, const char *what) {
+static void early_greedy(es_model *target, es_model *draft, const char *what, bool bad_head) {
     es_server *srv = start_server(target, NULL, 0, 0);
     if (!srv) return;
     es_server_stats before;
@@ -548,6 +548,7 @@ static void early_greedy(es_model *target, es_model *draft, const char *what) {
         jobs[i].p.early_exit = i < 3;
         jobs[i].p.proactive = i != 1;
         jobs[i].p.draft_params.mode = i == 2 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+        jobs[i].p.early_follow = i == 2 ? ES_EARLY_FOLLOW_ALWAYS : ES_EARLY_FOLLOW_ADAPTIVE;
         jobs[i].g = &g_gold[5 + i];
         jobs[i].max_tokens = 48;
         pthread_create(&th[i], NULL, run_job, &jobs[i]);
@@ -562,12 +563,18 @@ static void early_greedy(es_model *target, es_model *draft, const char *what) {
         if (i < 3) CHECK_MSG(st->early_frames == st->rounds, "%s: %ld EARLY for %d rounds", w, st->early_frames, st->rounds);
         else CHECK_MSG(st->early_frames == 0, "%s: an edge that did not ask got %ld EARLY frames", w, st->early_frames);
         CHECK(st->early_agreed <= st->early_frames && st->early_kept <= st->early_frames);
+        /* following: never ignored without a bet (edge 1) or told to follow always (edge 2); an
+           adaptive edge whose exit head is nearly always wrong keeps its bets once it has seen that */
+        if (i == 1 || i == 2) CHECK_MSG(st->early_ignored == 0, "%s: %ld EARLY frames ignored", w, st->early_ignored);
+        if (i == 0 && bad_head) CHECK_MSG(st->early_ignored > 0, "%s: a wrong exit head was followed every round (%ld frames, %ld agreed)", w,
+                                         st->early_frames, st->early_agreed);
         CHECK(st->n_early_lead == st->early_frames && es_edge_early_lead_p50(st) >= 0);
         frames += st->early_frames;
         agreed += st->early_agreed;
         kept += st->early_kept;
     }
-    printf("%s: %ld EARLY frames, %ld agreed with the verdict, %ld next trees kept\n", what, frames, agreed, kept);
+    printf("%s: %ld EARLY frames, %ld agreed with the verdict, %ld next trees kept, %ld not followed by edge 0\n", what, frames, agreed, kept,
+           jobs[0].stats.early_ignored);
     check_trees(srv, &before, jobs, 4, what);
     es_server_free(srv);
 }
@@ -619,7 +626,7 @@ static void early_old_client(es_model *target) {
 
 static void test_early_exit(es_model *target, es_model *draft) {
     g_exit_file = ""; /* zero-training head */
-    early_greedy(target, draft, "early exits");
+    early_greedy(target, draft, "early exits", false);
     early_old_client(target);
     /* sampled: early exits change nothing but where drafting starts */
     es_server *srv = start_server(target, NULL, 0, 0);
@@ -642,7 +649,7 @@ static void test_early_exit(es_model *target, es_model *draft) {
     /* a bad adapter (W = 0, a bias that puts one token on top everywhere): nearly always wrong */
     const char *path = es_test_write_bad_exit(es_model_n_embd(target), 3, "edge-bad-exit.gguf");
     g_exit_file = path;
-    early_greedy(target, draft, "early exits, bad adapter");
+    early_greedy(target, draft, "early exits, bad adapter", true);
     srv = start_server(target, NULL, 0, 0);
     if (srv) {
         int32_t a[64], b[64];

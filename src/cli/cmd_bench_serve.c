@@ -97,7 +97,7 @@ typedef struct bs_client {
     int ttft_n;
     double last_t;
     long tokens, rounds, drafted, accepted, pro_attempts, pro_hits;
-    long early_frames, early_agreed, early_kept;
+    long early_frames, early_agreed, early_kept, early_ignored;
     float *leads;           /* EARLY lead times (ms) */
     int n_leads, cap_leads;
     int64_t bytes;
@@ -189,6 +189,7 @@ static void *client_main(void *ud) {
         c->early_frames += st.early_frames;
         c->early_agreed += st.early_agreed;
         c->early_kept += st.early_kept;
+        c->early_ignored += st.early_ignored;
         if (c->n_leads + st.n_early_lead > c->cap_leads) {
             const int cap = (c->n_leads + st.n_early_lead) * 2;
             float *p = realloc(c->leads, (size_t)cap * sizeof *p);
@@ -298,7 +299,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_cl
     es_server_free(srv);
     if (gated) sem_destroy(&gate);
 
-    long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0, ef = 0, eagree = 0, ekept = 0;
+    long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0, ef = 0, eagree = 0, ekept = 0, eign = 0;
     int n_leads = 0;
     int64_t bytes = 0;
     double draft_s = 0, ttft = 0;
@@ -314,6 +315,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_cl
         ef += cl[i].early_frames;
         eagree += cl[i].early_agreed;
         ekept += cl[i].early_kept;
+        eign += cl[i].early_ignored;
         n_leads += cl[i].n_leads;
         bytes += cl[i].bytes;
         draft_s += cl[i].draft_s;
@@ -369,6 +371,7 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_cl
         cJSON_AddNumberToObject(ea, "frames", (double)ef);
         cJSON_AddNumberToObject(ea, "agreed", (double)eagree);
         cJSON_AddNumberToObject(ea, "kept", (double)ekept);
+        cJSON_AddNumberToObject(ea, "ignored", (double)eign);
         cJSON_AddNumberToObject(ea, "lead_ms_p50", nl > 0 ? percentile(lv, nl, 0.50) : 0);
         free(lv);
     }

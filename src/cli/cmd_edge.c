@@ -23,7 +23,7 @@ static const char *k_usage =
     "edgespec edge -d DRAFT.gguf --server HOST:PORT (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K]\n"
     "              [--top-p P] [--min-p P] [--seed S] [--spec chain|tree] [--accept greedy|match|rejection]\n"
     "              [--draft-max K] [--draft-min K] [--draft-p-min P] [--tree-budget N] [--tree-depth N]\n"
-    "              [--tree-width N] [--proactive on|off] [--early-exit] [--no-draft | --server-spec]\n"
+    "              [--tree-width N] [--proactive on|off] [--early-exit] [--early-follow adaptive|always] [--no-draft | --server-spec]\n"
     "              [--emulate-rtt-ms MS] [--emulate-bandwidth-kbps K] [--fallback local|none] [--reconnect N]\n"
     "              [--api-key K] [--tls [--tls-ca FILE | --tls-insecure] [--tls-server-name NAME]] [-t N] [--json]\n"
     "       edgespec edge -d DRAFT.gguf --server HOST:PORT --listen HOST:PORT [--parallel N] [--queue N]\n"
@@ -58,6 +58,9 @@ static void print_help(void) {
            "                            provisional verdict from an exit layer, from which the next tree\n"
            "                            is drafted while the rest of the verification runs; kept when the\n"
            "                            final verdict agrees (the output stays exactly the target's)\n"
+           "  --early-follow adaptive|always  with a proactive bet standing on another path: follow the\n"
+           "                            EARLY frame only while EARLY frames have agreed with the verdict\n"
+           "                            more often than the bets (default adaptive), or always\n"
            "  --no-server-hints         ignore the server's suggested tree size\n"
            "  --no-draft                the server generates alone (autoregressive); -d optional\n"
            "  --server-spec             the server drafts with its own draft model; -d optional\n"
@@ -110,6 +113,7 @@ typedef struct edge_opts {
     char host_buf[256];
     int port;
     bool proactive, no_draft, server_spec, hints, early_exit;
+    int early_follow;
     int bet;
     double rtt_ms, kbps, io_timeout;
     bool fallback;
@@ -204,6 +208,12 @@ static int parse(int argc, char **argv, edge_opts *o) {
             else if (!strcmp(v, "off")) o->proactive = false;
             else rc = cli_usage_error("edge", k_usage, "--proactive must be on or off, got '%s'", v);
         } else if (!strcmp(a, "--early-exit")) o->early_exit = true;
+        else if (!strcmp(a, "--early-follow")) {
+            NEED_VALUE();
+            if (!strcmp(v, "adaptive")) o->early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
+            else if (!strcmp(v, "always")) o->early_follow = ES_EARLY_FOLLOW_ALWAYS;
+            else rc = cli_usage_error("edge", k_usage, "--early-follow must be adaptive or always, got '%s'", v);
+        }
         else if (!strcmp(a, "--no-draft")) o->no_draft = true;
         else if (!strcmp(a, "--server-spec")) o->server_spec = true;
         else if (!strcmp(a, "--no-server-hints")) o->hints = false;
@@ -416,6 +426,7 @@ static es_edge_params edge_params(const edge_opts *o, const es_model *draft) {
     p.proactive = o->proactive;
     p.bet = o->bet;
     p.early_exit = o->early_exit;
+    p.early_follow = o->early_follow;
     p.adapt_to_server = o->hints;
     p.n_threads = o->r.n_threads;
     p.n_ctx = o->r.n_ctx;
@@ -580,6 +591,7 @@ static void print_result_json(const edge_opts *o, const es_edge_params *p, const
     cJSON_AddNumberToObject(ea, "frames", (double)st->early_frames);
     cJSON_AddNumberToObject(ea, "agreed", (double)st->early_agreed);
     cJSON_AddNumberToObject(ea, "kept", (double)st->early_kept);
+    cJSON_AddNumberToObject(ea, "ignored", (double)st->early_ignored);
     cJSON_AddNumberToObject(ea, "lead_ms_p50", es_edge_early_lead_p50(st));
     cJSON_AddNumberToObject(sp, "draft_s", st->draft_seconds);
     cJSON_AddNumberToObject(sp, "wait_s", st->wait_seconds);

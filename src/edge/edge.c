@@ -468,6 +468,10 @@ struct es_edge {
     int32_t *tokbuf;               /* (ES_PROTO_MAX_TOKENS_FRAME) TOKENS decoding */
     es_spec_tree tree, next;       /* the round's tree; the tree drafted under a bet */
     es_spec_verdict bet;           /* the bet path as a made-up verdict */
+    /* how often each guess at a round's verdict was right, recent rounds weighing most: the
+       proactive bet as placed, and the EARLY frame (es_edge_params.early_follow) */
+    double bet_rate, early_rate;
+    int n_bet_seen, n_early_seen;
     es_edge_stats *st;             /* stats of the running generation (wire counters), or NULL */
     atomic_bool cancel;            /* es_edge_cancel: stop at the next confirmed tokens, or while a verdict is awaited */
     pthread_mutex_t wmu;           /* guards the pointer e->w against es_edge_cancel's wake-up from another
@@ -1198,7 +1202,22 @@ typedef struct edge_round {
     double t_early;
     int early_n;                 /* the provisional verdict: path early_path[0 .. early_n), bonus */
     int32_t early_path[ES_SPEC_MAX_PATH], early_bonus;
+    bool placed;                 /* a bet was placed this round: its path placed_path[0 .. placed_n), bonus */
+    int placed_n;
+    int32_t placed_path[ES_SPEC_MAX_PATH], placed_bonus;
 } edge_round;
+
+/* The weight of the newest round in the guesses' hit rates, and the rounds an edge follows EARLY
+ * frames before it compares (the rates mean little before). */
+#define EDGE_RATE_ALPHA 0.125
+#define EDGE_EARLY_WARMUP 4
+
+/* Whether a verdict's path and bonus are the guess's. */
+static bool guess_hit(const es_spec_verdict *v, const int32_t *path, int n, int32_t bonus) {
+    bool hit = v->n_accepted == n && v->bonus == bonus;
+    for (int k = 0; hit && k < n; k++) hit = v->path[k] == path[k];
+    return hit;
+}
 
 /* The drafter over the prompt (all but its last token, the first root, which *root gets) and the
  * server session; a server lost already is recovered from (tokens may be made locally meanwhile). */
@@ -1271,6 +1290,10 @@ static es_status place_bet(gen *g, edge_round *rd, es_err *err) {
         if ((s = es_drafter_accept(d, &e->tree, &e->bet, err)) != ES_OK) return s;
         if ((s = es_drafter_predict(d, &rd->bonus_bet, err)) != ES_OK) return s;
         rd->bet = true;
+        rd->placed = true;
+        rd->placed_n = rd->pl;
+        memcpy(rd->placed_path, e->bet.path, (size_t)rd->pl * sizeof(int32_t));
+        rd->placed_bonus = rd->bonus_bet;
         g->st->proactive_attempts++;
         if (!is_stop(g, rd->bonus_bet)) {
             if ((s = draft_after_bet(g, rd, g->n + rd->pl + 1, rd->conf_len + rd->pl + 1, err)) != ES_OK) return s;
@@ -1317,6 +1340,13 @@ static es_status take_early(gen *g, edge_round *rd, qframe *f, es_err *err) {
     for (int k = 0; same && k < pn; k++) same = e->bet.path[k] == pv->path[k];
     if (same) {
         rd->from_early = true;
+        return ES_OK;
+    }
+    /* another path than the bet's: follow it only while EARLY frames have been the better guess
+       (an exit head that seldom agrees would throw away bets that would have hit) */
+    if (rd->bet && e->p.early_follow == ES_EARLY_FOLLOW_ADAPTIVE && e->n_early_seen >= EDGE_EARLY_WARMUP &&
+        e->early_rate <= e->bet_rate) {
+        g->st->early_ignored++;
         return ES_OK;
     }
     const double t = es_now_s();
@@ -1374,9 +1404,14 @@ static es_status take_verdict(gen *g, edge_round *rd, qframe *f, bool *ready, in
     if (rd->early_seen) {
         if (st->n_early_lead < ES_EDGE_MAX_LEADS) st->early_lead_ms[st->n_early_lead++] = (float)(1000.0 * (es_now_s() - rd->t_early));
         /* agreement is the provisional verdict against the final one, whatever was drafted */
-        bool agree = v->n_accepted == rd->early_n && v->bonus == rd->early_bonus;
-        for (int k = 0; agree && k < rd->early_n; k++) agree = v->path[k] == rd->early_path[k];
+        const bool agree = guess_hit(v, rd->early_path, rd->early_n, rd->early_bonus);
         st->early_agreed += agree;
+        e->early_rate += EDGE_RATE_ALPHA * ((agree ? 1.0 : 0.0) - e->early_rate);
+        e->n_early_seen++;
+    }
+    if (rd->placed) { /* the bet as placed, whatever an EARLY frame made of it */
+        e->bet_rate += EDGE_RATE_ALPHA * ((guess_hit(v, rd->placed_path, rd->placed_n, rd->placed_bonus) ? 1.0 : 0.0) - e->bet_rate);
+        e->n_bet_seen++;
     }
     st->rounds++;
     st->drafted += e->tree.n;

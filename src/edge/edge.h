@@ -42,6 +42,9 @@ typedef enum es_bet_rule {
     ES_BET_BEST_LEAF = 1, /* SpecEdge: the path to the leaf of best score (log-probability + log 0.9 per level) */
 } es_bet_rule;
 
+/* es_edge_params.early_follow */
+typedef enum { ES_EARLY_FOLLOW_ADAPTIVE = 0, ES_EARLY_FOLLOW_ALWAYS = 1 } es_early_follow;
+
 typedef struct es_edge_params {
     const char *host;               /* server address (default 127.0.0.1) */
     int port;                       /* default 7700 */
@@ -56,6 +59,11 @@ typedef struct es_edge_params {
      * provisional verdict from an exit layer arrives before the final one, and the next tree is
      * drafted from it (instead of, or replacing, the proactive bet); kept when the verdict agrees */
     bool early_exit;
+    /* es_early_follow: when an EARLY frame's path differs from a standing bet, ADAPTIVE (default)
+     * follows it only while EARLY frames have agreed with the final verdict more often than the bets
+     * have (both measured over this edge's recent rounds; the first rounds always follow), ALWAYS
+     * follows every one */
+    int early_follow;
     bool adapt_to_server;           /* follow the server's suggested_budget hints (default true) */
     int n_threads;                  /* draft compute threads (default 1) */
     int n_ctx;                      /* 0: the draft model's context, capped by the server's */
@@ -94,6 +102,7 @@ typedef struct es_edge_stats {
     long early_frames;            /* EARLY frames received */
     long early_agreed;            /* of them, equal to their round's final verdict */
     long early_kept;              /* next trees drafted from an EARLY and used */
+    long early_ignored;           /* EARLY frames not followed: the standing bet has been the better guess */
     int n_early_lead;             /* lead times recorded (at most ES_EDGE_MAX_LEADS; later ones dropped) */
     float early_lead_ms[ES_EDGE_MAX_LEADS];    /* ms from each EARLY to its final verdict */
     int64_t bytes_sent, bytes_received; /* wire bytes incl. headers, handshake excluded */
