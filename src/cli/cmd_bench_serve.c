@@ -32,7 +32,7 @@
 static const char *k_usage_serve =
     "edgespec bench serve -m TARGET.gguf [--draft DRAFT.gguf] [--server-draft DRAFT.gguf]\n"
     "               [--modes ar,server-spec,edge,edge+proactive,edge+early] [--clients 1,2,4,8,16,32]\n"
-    "               [--exit-layers L[,L...]] [--exit-file FILE]\n"
+    "               [--exit-layers L[,L...]] [--exit-file FILE] [--early-follow adaptive|always]\n"
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
@@ -57,6 +57,7 @@ typedef struct bs_opts {
     uint64_t seed;
     bool json;
     int exit_layers[ES_EXIT_MAX], n_exit_layers; /* edge+early: the server's exit heads */
+    int early_follow;                            /* edge+early: es_early_follow */
     const char *exit_file;
     /* --server-cpus / --edge-cpus: the server's threads and the edges' threads on disjoint cores, so
        edge drafting (proactive bets above all) does not preempt the server's compute as it would
@@ -153,6 +154,7 @@ static void *client_main(void *ud) {
     ep.draft_params.sample = ep.rule == ES_ACCEPT_REJECTION;
     ep.proactive = c->mode == MODE_EDGE_PROACTIVE || c->mode == MODE_EDGE_EARLY;
     ep.early_exit = c->mode == MODE_EDGE_EARLY;
+    ep.early_follow = o->early_follow;
     ep.n_threads = 1;
     ep.emulate_rtt_ms = o->rtt_ms;
     ep.emulate_bandwidth_kbps = o->bandwidth_kbps;
@@ -530,6 +532,11 @@ int bench_serve(int argc, char **argv) {
         else if (!strcmp(a, "--server-draft")) o.server_draft_path = v;
         else if (!strcmp(a, "--prompts")) o.prompts_path = v;
         else if (!strcmp(a, "--exit-file")) o.exit_file = v;
+        else if (!strcmp(a, "--early-follow")) {
+            if (!strcmp(v, "adaptive")) o.early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
+            else if (!strcmp(v, "always")) o.early_follow = ES_EARLY_FOLLOW_ALWAYS;
+            else return cli_usage_error("bench", k_usage_serve, "--early-follow must be adaptive or always, got '%s'", v);
+        }
         else if (!strcmp(a, "--exit-layers")) {
             if (!cli_parse_layers(v, o.exit_layers, &o.n_exit_layers))
                 return cli_usage_error("bench", k_usage_serve, "--exit-layers wants up to %d distinct layer numbers, got '%s'",
@@ -672,6 +679,7 @@ int bench_serve(int argc, char **argv) {
         if (o.modes[i] == MODE_EDGE_EARLY) { /* the exit heads edge+early ran with */
             cJSON *el = cJSON_AddArrayToObject(root, "exit_layers");
             for (int k = 0; el && k < o.n_exit_layers; k++) cJSON_AddItemToArray(el, cJSON_CreateNumber(o.exit_layers[k]));
+            cJSON_AddStringToObject(root, "early_follow", o.early_follow == ES_EARLY_FOLLOW_ALWAYS ? "always" : "adaptive");
             if (o.exit_file) cJSON_AddStringToObject(root, "exit_file", o.exit_file);
             else cJSON_AddNullToObject(root, "exit_file");
         }
