@@ -629,7 +629,10 @@ int bench_serve(int argc, char **argv) {
     es_model *target = NULL, *draft = NULL, *sdraft = NULL;
     int rc = 1;
     es_model_params tmp = mp;
-    if (o.backend == ES_BACKEND_VULKAN) tmp.no_repack = true; /* a device reads the file's layout */
+    if (o.backend == ES_BACKEND_VULKAN) {
+        tmp.no_repack = true; /* a device reads the file's layout */
+        cli_keep_vulkan_driver(); /* (sanitized builds: lavapipe stays loaded between the points' servers) */
+    }
     if (es_model_load(o.target_path, &tmp, &target, &err) != ES_OK) return cli_error("bench", "%s: %s", o.target_path, err.msg);
     if (!o.n_exit_layers) { /* edge+early: the exit file's layers, else the middle layer (zero-training) */
         if (o.exit_file && (!cli_exit_layers_in(o.exit_file, o.exit_layers, &o.n_exit_layers) || !o.n_exit_layers)) {
