@@ -37,7 +37,7 @@
 
 #include "edge/edge.h"
 #include "edgespec.h"
-#include "model/ctx.h"
+#include "engine/ctx.h"
 #include "wire/proto.h"
 #include "server/server.h"
 #include "testutil.h"

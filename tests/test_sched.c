@@ -16,7 +16,7 @@
 #include "specdec/spec.h"
 #include "gguf/gguf.h"
 #include "backend/vulkan/vk.h"
-#include "model/ctx.h"
+#include "engine/ctx.h"
 #include "kernels/types.h"
 #include "testutil.h"
 #include "util/threadpool.h"

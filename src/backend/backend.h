@@ -1,6 +1,6 @@
 /* backend.h — the seam between the engine's bookkeeping and the arithmetic of a forward pass.
  *
- * es_decode (model/forward.c) validates a batch, gives each token its KV slot and its attention set,
+ * es_decode (engine/forward.c) validates a batch, gives each token its KV slot and its attention set,
  * groups the tokens for attention, and reserves KV pages: all of that is host work on the context's
  * block tables and is the same whatever computes the layers. It then hands the resulting plan to the
  * context's backend, which runs embedding → layers → final norm → output matrix over it and keeps the

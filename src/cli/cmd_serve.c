@@ -19,8 +19,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "engine/ctx.h"
 #include "kernels/attn.h"
-#include "model/ctx.h"
 #include "transport/keys.h"
 #include "wire/proto.h"
 #include "transport/tls.h"

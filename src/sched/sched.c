@@ -38,7 +38,7 @@
 
 #include "apex/predict.h"
 #include "grammar/grammar.h"
-#include "model/ctx.h"
+#include "engine/ctx.h"
 #include "util/clock.h"
 #include "util/err.h"
 

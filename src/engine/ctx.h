@@ -1,6 +1,6 @@
 /* ctx.h — in-library accessors of es_ctx that the public API does not expose. */
-#ifndef ES_MODEL_CTX_H
-#define ES_MODEL_CTX_H
+#ifndef ES_ENGINE_CTX_H
+#define ES_ENGINE_CTX_H
 
 #include "edgespec.h"
 

@@ -14,7 +14,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
 #include "backend/vulkan/vk_backend.h"
-#include "model/ctx.h"
+#include "engine/ctx.h"
 #include "model/kv.h"
 #include "model/model.h"
 #include "util/err.h"
