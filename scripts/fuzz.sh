@@ -79,6 +79,14 @@ proto_seeds() { # DIR: one valid payload of every frame type, as "type byte + pa
   le 1234567 8 | emit pong 11 0
   # EARLY (protocol version 2): round 3, exit layer 4, path 0,2, tokens 10 11 12
   { le 3 4; le 4 2; le 2 2; le 0 2; le 2 2; le 3 2; le 10 4; le 11 4; le 12 4; } | emit early 12 7
+  # version 4: OPEN with logprobs (top 2) and a schema after 1 output token; VERDICT and TOKENS with
+  # their log-probability blocks (-0.5 = 3204448256, -1.0 = 3212836864)
+  { le 0 1; le 0 1; le 8 4; le 0 4; le 1065353216 4; le 0 4; le 0 4; le 0 8; le 0 2; le 24 4; le 2 4; le 1 4; le 20 4
+    le 2 1; le 2 1; le 1 4; le 14 4; printf '{"enum":["a"]}'; } | emit open_api 3 9
+  { le 0 4; le 0 1; le 0 2; le 1 2; le 10 4; le 0 4; le 0 4; le 0 2; le 3204448256 4; le 1 1; le 10 4; le 3204448256 4; } |
+    emit verdict_lp 6 9
+  { le 0 1; le 2 2; le 5 4; le 6 4; le 3212836864 4; le 0 1; le 3204448256 4; le 2 1; le 6 4; le 3204448256 4; le 5 4
+    le 3212836864 4; } | emit tokens_lp 7 9
 }
 
 oai_seeds() { # DIR: requests for both endpoints (byte 0: 0 completions, 1 chat)
@@ -108,6 +116,10 @@ session_seeds() { # DIR: programs for fuzz_session (the byte code is described i
   printf "${hello}\x09\x05\x01\x04\x01\x02\x03\x04\x09\x63\x00\x00\x0a\x05\x00\x00\x00\x10\x03\x04\x01\x80\x07\x00\x00\x00\x00" >"$d/garbage"
   # text prompt, AR with sampling and a stop token, a client ERROR ending it
   printf "${hello}\x02\x03\x21\x10\x05\x01\x10\x80\x0f\x08\x03\x0f" >"$d/text"
+  # version 4: an edge session with logprobs (3 alternatives) and a JSON-object grammar, two rounds;
+  # then an AR session whose schema the server cannot enforce (refused with the reason)
+  local hello4='\x00\x78'
+  printf "${hello4}\x02\x02\x00\x10\x00\x33${prompt}${steps}${tree}${steps}${tree}${steps}\x02\x03\x01\x08\x00\x3c${prompt}${steps}" >"$d/api"
 }
 
 export EDGESPEC_FUZZ_MODEL=${EDGESPEC_FUZZ_MODEL:-$root/build/models/stories260K.gguf}

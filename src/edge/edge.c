@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "grammar/grammar.h"
 #include "transport/tls.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -474,6 +475,12 @@ struct es_edge {
     int n_bet_seen, n_early_seen;
     es_edge_stats *st;             /* stats of the running generation (wire counters), or NULL */
     atomic_bool cancel;            /* es_edge_cancel: stop at the next confirmed tokens, or while a verdict is awaited */
+    /* es_edge_set_request */
+    int top_logprobs;              /* -1: none */
+    void (*on_logprobs)(void *ud, const es_token_logprob *lp, int n);
+    es_grammar *grammar;           /* owned copy, or NULL */
+    es_grammar_vocab *gvocab;      /* the draft's vocabulary as grammars see it (built at the first grammar) */
+    es_token_logprob *lpbuf;       /* (ES_PROTO_MAX_LP_TOKENS) TOKENS decoding, with log-probabilities */
     pthread_mutex_t wmu;           /* guards the pointer e->w against es_edge_cancel's wake-up from another
                                       thread (the generating thread swaps it on reconnection) */
 };
@@ -684,6 +691,7 @@ es_status es_edge_init(const es_edge_params *p, es_edge **out, es_err *err) {
     pthread_mutex_init(&e->wmu, NULL);
     e->dseq = -1;
     e->next_session = 1;
+    e->top_logprobs = -1;
     e->host = strdup(p->host && *p->host ? p->host : "127.0.0.1");
     e->api_key = p->api_key && *p->api_key ? strdup(p->api_key) : NULL;
     e->obuf = malloc(EDGE_OBUF);
@@ -748,6 +756,9 @@ void es_edge_free(es_edge *e) {
     es_ctx_free(e->dctx);
     free(e->obuf);
     free(e->tokbuf);
+    free(e->lpbuf);
+    es_grammar_free(e->grammar);
+    es_grammar_vocab_free(e->gvocab);
     free(e->host);
     free(e->api_key);
     es_tls_ctx_free(e->tls);
@@ -786,6 +797,34 @@ es_status es_edge_set_sampling(es_edge *e, int rule, const es_sampler_params *sa
     return ES_OK;
 }
 
+es_status es_edge_set_request(es_edge *e, const es_edge_request *rq, es_err *err) {
+    if (!e || !rq) return es_fail(err, ES_ERR_INVALID_ARG, "null edge or request");
+    if (rq->top_logprobs < -1 || rq->top_logprobs > ES_SPEC_MAX_TOP_LOGPROBS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "top_logprobs %d outside -1..%d", rq->top_logprobs, ES_SPEC_MAX_TOP_LOGPROBS);
+    size_t slen = 0;
+    if (rq->grammar && es_grammar_source(rq->grammar, &slen) && (slen < 1 || slen > ES_PROTO_MAX_SCHEMA))
+        return es_fail(err, ES_ERR_INVALID_ARG, "a JSON schema of %zu bytes (the wire carries 1..%d)", slen, ES_PROTO_MAX_SCHEMA);
+    es_grammar *g = NULL;
+    if (rq->grammar && !(g = es_grammar_clone(rq->grammar))) return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    if (g && e->dctx && !e->gvocab) { /* once per edge: tens of ms on a large vocabulary */
+        const es_status s = es_grammar_vocab_init(es_model_tokenizer(e->p.draft), &e->gvocab, err);
+        if (s != ES_OK) {
+            es_grammar_free(g);
+            return s;
+        }
+    }
+    if ((rq->top_logprobs >= 0 && e->p.mode != ES_MODE_EDGE) && !e->lpbuf &&
+        !(e->lpbuf = malloc(ES_PROTO_MAX_LP_TOKENS * sizeof *e->lpbuf))) {
+        es_grammar_free(g);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    es_grammar_free(e->grammar);
+    e->grammar = g;
+    e->top_logprobs = rq->top_logprobs;
+    e->on_logprobs = rq->on_logprobs;
+    return ES_OK;
+}
+
 /* ---- one generation ------------------------------------------------------------------------- */
 
 typedef struct gen {
@@ -812,6 +851,7 @@ typedef struct gen {
     int n_ctx;                     /* positions usable: min(session's, draft's) */
     uint16_t hint;                 /* the server's suggested tree size (0: none) */
     es_drafter *d;
+    es_gmatcher *gm;               /* the drafter's grammar matcher (NULL: free text) */
     double t_lost;                 /* when the server was lost, until a new session confirms a token (0: none) */
 } gen;
 
@@ -822,8 +862,8 @@ static bool is_stop(const gen *g, int32_t t) {
 }
 
 /* Confirms tokens: into out (max_tokens at most; a stop token ends the generation and is kept in out
- * but not passed on), then to the callback. */
-static void emit(gen *g, const int32_t *toks, int n) {
+ * but not passed on), then to the callbacks (lp: their log-probabilities, or NULL). */
+static void emit(gen *g, const int32_t *toks, int n, const es_token_logprob *lp) {
     const int first = g->n;
     int shown = 0;
     for (int k = 0; k < n && !g->done; k++) {
@@ -843,6 +883,7 @@ static void emit(gen *g, const int32_t *toks, int n) {
         g->first_seen = true;
         g->st->ttft_s = es_now_s() - (g->t_open > 0 ? g->t_open : g->t0); /* not opened: generated locally */
     }
+    if (shown > 0 && lp && g->e->on_logprobs) g->e->on_logprobs(g->ud, lp, shown);
     if (shown > 0 && g->cb) g->cb(g->ud, g->out + first, shown, es_now_s() - g->t0);
     if (!g->done && atomic_load(&g->e->cancel)) { /* the caller stopped it (possibly from the callback) */
         g->done = true;
@@ -861,6 +902,9 @@ static es_status open_session(gen *g, es_err *err) {
         return es_fail(err, ES_ERR_UNSUPPORTED, "the server has no draft model of its own (server-spec mode)");
     if (!g->prompt && g->n > 0)
         return es_fail(err, ES_ERR_IO, "cannot resume a text-prompt generation after %d tokens without a local tokenizer", g->n);
+    if ((e->top_logprobs >= 0 || e->grammar) && wl->version < ES_PROTO_LEVEL_API)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "the server speaks protocol version %u: logprobs and JSON output need %d", wl->version,
+                       ES_PROTO_LEVEL_API);
     es_msg_open m;
     memset(&m, 0, sizeof m);
     m.mode = (uint8_t)e->p.mode;
@@ -879,6 +923,18 @@ static es_status open_session(gen *g, es_err *err) {
     memcpy(m.bias, e->p.sampling.bias, (size_t)e->p.sampling.n_bias * sizeof m.bias[0]);
     m.n_stop = (uint16_t)g->n_stop;
     for (int j = 0; j < g->n_stop; j++) m.stop[j] = g->stop[j];
+    if (e->top_logprobs >= 0) {
+        m.flags |= ES_OPEN_LOGPROBS;
+        m.top_logprobs = (uint8_t)e->top_logprobs;
+    }
+    if (e->grammar) { /* resumed sessions too: the server's matcher is fed the tokens so far with the prompt */
+        size_t len = 0;
+        m.schema = es_grammar_source(e->grammar, &len);
+        m.schema_len = (uint32_t)len;
+        m.grammar_kind = m.schema ? ES_PROTO_GRAMMAR_SCHEMA : ES_PROTO_GRAMMAR_JSON_OBJECT;
+        m.grammar_done = g->prompt ? (uint32_t)g->n : 0; /* (a text prompt is never resumed past a token) */
+        m.flags |= ES_OPEN_GRAMMAR;
+    }
     if (g->prompt) {
         m.n_prompt = (uint32_t)(g->n_prompt + g->n);
         m.prompt = g->conf;
@@ -987,10 +1043,19 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
     es_edge *e = g->e;
     edge_log(e, 1, "the server is gone: continuing with the draft model alone after %d tokens (output is the draft's, not the target's)", g->n);
     double backoff = 0.1, next_try = es_now_s() + backoff;
+    const int n_vocab = es_model_n_vocab(e->p.draft);
     es_sampler *smp = NULL;
-    es_status s = es_sampler_init(&e->p.sampling, es_model_n_vocab(e->p.draft), &smp, err);
+    es_status s = es_sampler_init(&e->p.sampling, n_vocab, &smp, err);
     if (s != ES_OK) return s;
-    if ((s = es_seq_truncate(e->dctx, e->dseq, kv_len, err)) != ES_OK) { es_sampler_free(smp); return s; }
+    /* a response format holds here too: the draft samples under the grammar's mask, from where the
+       output stands */
+    float *masked = g->gm ? malloc((size_t)n_vocab * sizeof *masked) : NULL;
+    if (g->gm && !masked) { es_sampler_free(smp); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    if (g->gm) {
+        es_gmatcher_reset(g->gm);
+        for (int i = 0; i < g->n; i++) es_gmatcher_accept(g->gm, g->out[i]);
+    }
+    if ((s = es_seq_truncate(e->dctx, e->dseq, kv_len, err)) != ES_OK) { es_sampler_free(smp); free(masked); return s; }
     int32_t pos[ES_SPEC_MAX_NODES + 1], seq[ES_SPEC_MAX_NODES + 1];
     int at = kv_len;
     const int n_ctx = e->n_ctx_draft;
@@ -1002,14 +1067,29 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
             const int m = len - at < ES_SPEC_MAX_NODES + 1 ? len - at : ES_SPEC_MAX_NODES + 1;
             for (int i = 0; i < m; i++) { pos[i] = at + i; seq[i] = e->dseq; }
             es_batch b = {m, g->conf + at, pos, seq, NULL, NULL, NULL};
-            if ((s = es_decode(e->dctx, &b, err)) != ES_OK) { es_sampler_free(smp); return s; }
+            if ((s = es_decode(e->dctx, &b, err)) != ES_OK) { es_sampler_free(smp); free(masked); return s; }
             logits = es_ctx_logits(e->dctx, m - 1);
             at += m;
         }
-        const int32_t t = es_sampler_sample(smp, logits);
+        const float *pick = logits;
+        if (g->gm) {
+            const uint64_t *mask = es_gmatcher_mask(g->gm);
+            bool any = false;
+            for (int i = 0; i < n_vocab; i++) {
+                const bool ok = es_mask_test(mask, i);
+                masked[i] = ok ? logits[i] : -INFINITY;
+                any |= ok;
+            }
+            if (!any) { g->done = true; g->stop_reason = ES_STOP_EOS; break; } /* the document is complete */
+            pick = masked;
+        }
+        const int32_t t = es_sampler_sample(smp, pick);
         es_sampler_accept(smp, t);
+        if (g->gm) es_gmatcher_accept(g->gm, t);
+        es_token_logprob lp; /* the draft's own: the target is not there to ask */
+        if (e->top_logprobs >= 0) es_token_logprob_compute(logits, n_vocab, t, e->top_logprobs, &lp);
         g->st->fallback_tokens++;
-        emit(g, &t, 1);
+        emit(g, &t, 1, e->top_logprobs >= 0 ? &lp : NULL);
         if (!g->done && es_now_s() >= next_try) {
             if (try_resume(g)) {
                 g->resumed = true;
@@ -1020,6 +1100,7 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
         }
     }
     es_sampler_free(smp);
+    free(masked);
     return ES_OK;
 }
 
@@ -1030,7 +1111,9 @@ static es_status recover(gen *g, int kv_len, const es_err *why, es_err *err) {
     es_edge *e = g->e;
     if (e->p.fallback_local && e->dctx) {
         g->resumed = false;
+        const int n_before = g->n;
         es_status s = run_local(g, kv_len, err);
+        if (g->d) es_drafter_feed_grammar(g->d, g->out + n_before, g->n - n_before); /* the tokens made locally */
         /* the local tokens were decoded past the drafter's bookkeeping: back to its kv_len, the rest
            (all confirmed but the new root) queued for its next draft */
         if (s == ES_OK && g->resumed && g->d)
@@ -1067,6 +1150,21 @@ static es_status recover(gen *g, int kv_len, const es_err *why, es_err *err) {
 
 static bool lost(es_status s) { return s == ES_ERR_IO || s == ES_ERR_TIMEOUT; }
 
+/* The log-probabilities of n confirmed tokens from the server (lp NULL: none came): there exactly when
+ * they were asked for, with as many alternatives as asked and every id inside the vocabulary. */
+static es_status check_logprobs(const es_edge *e, const es_token_logprob *lp, int n, const char *what, es_err *err) {
+    if ((lp != NULL) != (e->top_logprobs >= 0))
+        return es_fail(err, ES_ERR_PROTOCOL, "%s %s log-probabilities", what, lp ? "carries unasked-for" : "lacks the asked-for");
+    for (int i = 0; lp && i < n; i++) {
+        if (lp[i].n_top > e->top_logprobs)
+            return es_fail(err, ES_ERR_PROTOCOL, "%s: %d alternatives for token %d (%d asked for)", what, lp[i].n_top, i, e->top_logprobs);
+        for (int k = 0; k < lp[i].n_top; k++)
+            if (e->welcome.n_vocab && (uint32_t)lp[i].top_id[k] >= e->welcome.n_vocab)
+                return es_fail(err, ES_ERR_PROTOCOL, "%s: alternative token %d is outside the vocabulary", what, lp[i].top_id[k]);
+    }
+    return ES_OK;
+}
+
 /* Plain client: the server generates and streams TOKENS. */
 static es_status run_plain(gen *g, es_err *err) {
     es_edge *e = g->e;
@@ -1086,15 +1184,18 @@ static es_status run_plain(gen *g, es_err *err) {
             if (f->h.type == ES_FRAME_TOKENS) {
                 es_msg_tokens tm;
                 tm.tokens = e->tokbuf;
+                tm.lp = e->top_logprobs >= 0 ? e->lpbuf : NULL; /* a block nobody asked for is refused */
                 s = es_proto_get_tokens(f->data, f->len, &tm, err);
                 if (s != ES_OK) s = es_fail(err, ES_ERR_PROTOCOL, "malformed TOKENS: %s", err ? err->msg : "");
                 else {
                     for (int k = 0; k < tm.n; k++)
                         if (tm.tokens[k] < 0 || (e->welcome.n_vocab && (uint32_t)tm.tokens[k] >= e->welcome.n_vocab))
                             s = es_fail(err, ES_ERR_PROTOCOL, "the server sent token %d, outside the vocabulary", tm.tokens[k]);
+                    if (s == ES_OK && tm.n > 0)
+                        s = check_logprobs(e, tm.has_lp ? tm.lp : NULL, tm.n, "TOKENS", err);
                     if (s == ES_OK) {
                         g->st->rounds++;
-                        emit(g, tm.tokens, tm.n);
+                        emit(g, tm.tokens, tm.n, tm.has_lp ? tm.lp : NULL);
                         if (tm.stop != ES_STOP_NONE) {
                             if (!g->done) g->stop_reason = tm.stop;
                             g->done = true;
@@ -1228,6 +1329,12 @@ static es_status edge_begin(gen *g, int32_t *root, es_err *err) {
     es_status s = es_seq_truncate(e->dctx, e->dseq, 0, err);
     if (s != ES_OK) return s;
     if ((s = es_drafter_init(e->dctx, e->dseq, &dp, &g->d, err)) != ES_OK) return s;
+    if (e->grammar) { /* drafts under the response format's mask, so the masked target accepts them */
+        if ((s = es_gmatcher_init(e->grammar, e->gvocab, g->stop, g->n_stop < ES_GRAMMAR_MAX_END ? g->n_stop : ES_GRAMMAR_MAX_END,
+                                  &g->gm, err)) != ES_OK)
+            return s;
+        if ((s = es_drafter_set_grammar(g->d, g->gm, err)) != ES_OK) return s;
+    }
     if ((s = es_drafter_prefill(g->d, g->prompt, g->n_prompt - 1, err)) != ES_OK) return s;
     *root = g->prompt[g->n_prompt - 1];
     if ((s = open_session(g, err)) != ES_OK && !lost(s)) return s;
@@ -1286,6 +1393,9 @@ static es_status place_bet(gen *g, edge_round *rd, es_err *err) {
     if (!has_stop && g->n + rd->pl + 1 < g->max_tokens && rd->conf_len + rd->pl + 1 < g->n_ctx) {
         es_drafter_save(d, &rd->snap);
         e->bet.n_accepted = rd->pl;
+        /* the path's tokens move the grammar (es_drafter_predict adds the bonus it guesses) */
+        for (int k = 0; k < rd->pl; k++) e->bet.tokens[k] = e->tree.token[e->bet.path[k]];
+        e->bet.n_tokens = rd->pl;
         es_status s;
         if ((s = es_drafter_accept(d, &e->tree, &e->bet, err)) != ES_OK) return s;
         if ((s = es_drafter_predict(d, &rd->bonus_bet, err)) != ES_OK) return s;
@@ -1356,10 +1466,13 @@ static es_status take_early(gen *g, edge_round *rd, qframe *f, es_err *err) {
         if ((s = es_drafter_rewind(d, rd->base + 1 + j, pv->tokens + j, pn - j, err)) != ES_OK) return s;
         es_drafter_restore(d, &rd->snap);
         es_drafter_adapt(d, e->tree.n, pn);
+        es_drafter_feed_grammar(d, pv->tokens, pv->n_tokens);
     } else {
         es_drafter_save(d, &rd->snap);
         e->bet.n_accepted = pn;
         memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
+        memcpy(e->bet.tokens, pv->tokens, (size_t)pv->n_tokens * sizeof(int32_t)); /* bonus included */
+        e->bet.n_tokens = pv->n_tokens;
         if ((s = es_drafter_accept(d, &e->tree, &e->bet, err)) != ES_OK) return s;
     }
     memcpy(e->bet.path, pv->path, (size_t)pn * sizeof(int32_t));
@@ -1400,6 +1513,7 @@ static es_status take_verdict(gen *g, edge_round *rd, qframe *f, bool *ready, in
     free(f);
     if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed VERDICT: %s", err ? err->msg : "");
     if ((s = check_verdict(e, &e->tree, &vr, rd->id, err)) != ES_OK) return s;
+    if ((s = check_logprobs(e, vr.has_lp ? vr.lp : NULL, vr.v.n_tokens, "VERDICT", err)) != ES_OK) return s;
     const es_spec_verdict *v = &vr.v;
     if (rd->early_seen) {
         if (st->n_early_lead < ES_EDGE_MAX_LEADS) st->early_lead_ms[st->n_early_lead++] = (float)(1000.0 * (es_now_s() - rd->t_early));
@@ -1435,9 +1549,10 @@ static es_status take_verdict(gen *g, edge_round *rd, qframe *f, bool *ready, in
             if ((s = es_drafter_rewind(d, rd->base + 1 + j, v->tokens + j, v->n_accepted - j, err)) != ES_OK) return s;
             es_drafter_restore(d, &rd->snap);
             es_drafter_adapt(d, e->tree.n, v->n_accepted);
+            es_drafter_feed_grammar(d, v->tokens, v->n_tokens);
         }
     } else if ((s = es_drafter_accept(d, &e->tree, v, err)) != ES_OK) return s;
-    emit(g, v->tokens, v->n_tokens);
+    emit(g, v->tokens, v->n_tokens, vr.has_lp ? vr.lp : NULL);
     if (vr.stop != ES_STOP_NONE) {
         if (!g->done) g->stop_reason = vr.stop;
         g->done = true;
@@ -1563,6 +1678,7 @@ static es_status generate(es_edge *e, const int32_t *prompt, int n_prompt, const
     es_status s = e->p.mode == ES_MODE_EDGE ? run_edge(&g, err) : run_plain(&g, err);
     e->st = NULL;
     es_drafter_free(g.d);
+    es_gmatcher_free(g.gm);
     free(g.conf);
     st->n_generated = g.n;
     st->stop = g.stop_reason;

@@ -146,6 +146,26 @@ void es_edge_cancel(es_edge *e, bool cancel);
  * same temperature, with the same seed). Not while a generation runs. */
 es_status es_edge_set_sampling(es_edge *e, int rule, const es_sampler_params *sampling, es_err *err);
 
+/* What the next generations report and how their output is constrained, beyond sampling (the OpenAI
+ * API's logprobs and response_format; protocol version 4 — a server that speaks less refuses such a
+ * generation with ES_ERR_UNSUPPORTED). */
+typedef struct es_edge_request {
+    /* -1: none; 0..ES_SPEC_MAX_TOP_LOGPROBS: each confirmed token's log-probability under the target
+       (from the server's verification) and this many most likely alternatives, passed to on_logprobs */
+    int top_logprobs;
+    /* the output is one JSON value of this grammar (grammar/grammar.h; NULL: free text): the server
+       masks the target's sampling with it, and the edge drafts under the same mask so speculation still
+       pays (copied; its schema text is what the server compiles) */
+    const struct es_grammar *grammar;
+    /* called on the generating thread right before on_tokens with the same tokens' entries (generated
+       locally after the server left: the draft's own log-probabilities) */
+    void (*on_logprobs)(void *ud, const es_token_logprob *lp, int n);
+} es_edge_request;
+
+/* For the next generations (not while one runs). ES_ERR_NOMEM, or ES_ERR_INVALID_ARG for values out of
+ * range or a grammar without a draft or over a vocabulary it cannot be used with. */
+es_status es_edge_set_request(es_edge *e, const es_edge_request *rq, es_err *err);
+
 /* Generates up to max_tokens after the prompt (token ids, BOS included by the caller). Confirmed tokens
  * go to out (capacity max_tokens, stop token included) and, as they are confirmed, to on_tokens
  * (stop token excluded) with the time since the generation started. */

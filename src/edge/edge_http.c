@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "grammar/grammar.h"
 #include "http/oai.h"
 #include "util/err.h"
 #include "util/sig.h"
@@ -41,6 +42,10 @@ typedef struct ejob {
     int n_stop;
     int n_gen;                 /* tokens handed to the loop so far (worker only) */
     es_stopwatch *watch;       /* the request's stop strings (NULL: none): the worker stops where one completes */
+    int top_logprobs;          /* -1: no logprobs */
+    es_grammar *grammar;       /* response_format (owned), or NULL */
+    const es_token_logprob *lp_now; /* the log-probabilities of the tokens on_tokens gets next (worker only) */
+    int n_lp_now;
     es_edge *e;                /* the worker's edge while it runs the job */
     struct es_edge_http *s;
 } ejob;
@@ -68,8 +73,20 @@ typedef struct eev {
     int stop, n_generated, status;
     char msg[sizeof(((es_err *)0)->msg)];
     int n;
+    bool has_lp;               /* es_token_logprob[n] follow the tokens */
     int32_t toks[];
 } eev;
+
+static const es_token_logprob *eev_logprobs(const eev *e) {
+    return e->has_lp ? (const es_token_logprob *)(const void *)(e->toks + e->n) : NULL;
+}
+
+static void job_free(ejob *j) {
+    es_stopwatch_free(j->watch);
+    es_grammar_free(j->grammar);
+    free(j->prompt);
+    free(j);
+}
 
 struct es_edge_http {
     es_edge_http_params p;
@@ -122,20 +139,33 @@ static void post(es_edge_http *s, eev *e) { es_wakeq_push(&s->evq, &e->node); }
 
 static void purge(es_edge_http *s, uint64_t id) { es_wakeq_purge(&s->evq, id, free); }
 
+/* Worker thread: the log-probabilities of the tokens on_tokens is called with next (the edge calls
+ * both from one place, this first). */
+static void on_logprobs(void *ud, const es_token_logprob *lp, int n) {
+    ejob *j = ud;
+    j->lp_now = lp;
+    j->n_lp_now = n;
+}
+
 /* Worker thread: confirmed tokens of the running job (stop tokens are not passed on by the edge).
  * An allocation failure drops the piece; the usage count at the end stays right. */
 static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
     (void)t_s;
     ejob *j = ud;
     j->n_gen += n;
-    eev *e = malloc(sizeof *e + (size_t)n * sizeof(int32_t));
+    const bool has_lp = j->lp_now && j->n_lp_now == n;
+    const es_token_logprob *lp = j->lp_now;
+    j->lp_now = NULL;
+    eev *e = malloc(sizeof *e + (size_t)n * sizeof(int32_t) + (has_lp ? (size_t)n * sizeof(es_token_logprob) : 0));
     if (!e) return;
     memset(e, 0, sizeof *e);
     e->type = EV_TOKENS;
     e->node.key = j->id;
     e->n_generated = j->n_gen;
     e->n = n;
+    e->has_lp = has_lp;
     memcpy(e->toks, toks, (size_t)n * sizeof(int32_t));
+    if (has_lp) memcpy((void *)eev_logprobs(e), lp, (size_t)n * sizeof(es_token_logprob));
     post(j->s, e);
     /* a completed stop string ends the generation at these tokens (the front end cuts the text at the
        same token with its own matcher) */
@@ -241,6 +271,10 @@ static void *worker_main(void *arg) {
            draws per tried child, so its text depends on the drafts. */
         const int rule = j->sampling.temperature == 0 ? ES_ACCEPT_GREEDY : j->seeded ? ES_ACCEPT_MATCH : s->rule_sampled;
         if (rc == ES_OK) rc = es_edge_set_sampling(w->e, rule, &j->sampling, &err);
+        if (rc == ES_OK) {
+            const es_edge_request rq = {j->top_logprobs, j->grammar, on_logprobs};
+            rc = es_edge_set_request(w->e, &rq, &err);
+        }
         if (rc == ES_OK)
             rc = es_edge_generate(w->e, j->prompt, j->n_prompt, j->max_tokens, j->stop, j->n_stop, out, &st, on_tokens, j, &err);
         free(out);
@@ -267,9 +301,7 @@ static void *worker_main(void *arg) {
         s->st.rounds += st.rounds;
         s->st.drafted += st.drafted;
         s->st.accepted += st.accepted;
-        es_stopwatch_free(j->watch);
-        free(j->prompt);
-        free(j);
+        job_free(j);
         pthread_mutex_unlock(&s->mu);
         if (e) post(s, e);
         pthread_mutex_lock(&s->mu);
@@ -297,13 +329,18 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
     j->max_tokens = g->max_tokens;
     j->sampling = g->sampling;
     j->seeded = g->seeded;
+    j->top_logprobs = g->logprobs ? g->top_logprobs : -1;
     j->s = s;
+    if (g->grammar && !(j->grammar = es_grammar_clone(g->grammar))) {
+        free(prompt);
+        free(j);
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
     memcpy(j->stop, g->stop, (size_t)g->n_stop * sizeof(int32_t));
     j->n_stop = g->n_stop;
     if (g->n_stop_strings > 0 && !(j->watch = es_stopwatch_new(s->tok, g->prompt[g->n_prompt - 1], g->stop_strings,
                                                                g->n_stop_strings, g->skip, g->n_skip))) {
-        free(prompt);
-        free(j);
+        job_free(j);
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     }
     const int32_t eos = es_tokenizer_eos(s->tok);
@@ -313,9 +350,7 @@ static es_status be_start(void *ud, const es_http_gen *g, int *granted, es_err *
     for (int i = 0; i < s->n_w; i++) busy += s->w[i].job != NULL;
     if (busy + s->q_len >= s->n_w) { /* the front end queues it (es_http_params.max_queue = p.queue) */
         pthread_mutex_unlock(&s->mu);
-        es_stopwatch_free(j->watch);
-        free(prompt);
-        free(j);
+        job_free(j);
         return es_fail(err, ES_ERR_BUSY, "all %d workers are busy", s->n_w);
     }
     if (s->q_tail) s->q_tail->next = j;
@@ -338,9 +373,7 @@ static void be_cancel(void *ud, uint64_t id) {
         if (j->id == id) {
             *pp = j->next;
             s->q_len--;
-            es_stopwatch_free(j->watch);
-            free(j->prompt);
-            free(j);
+            job_free(j);
             found = true;
         } else {
             last = j;
@@ -418,7 +451,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
         eev *e = list;
         list = (eev *)e->node.next;
         const uint64_t id = e->node.key;
-        if (e->type == EV_TOKENS) es_http_on_tokens(s->http, id, e->toks, e->n, e->n_generated);
+        if (e->type == EV_TOKENS) es_http_on_tokens_lp(s->http, id, e->toks, eev_logprobs(e), e->n, e->n_generated);
         else es_http_on_end(s->http, id, e->stop, e->n_generated, e->status, e->msg);
         free(e);
     }
@@ -538,6 +571,10 @@ static es_status start_http(es_edge_http *s, es_err *err) {
     hp.backend.metrics = be_metrics;
     hp.backend.health = be_health;
     hp.backend.ud = s;
+    /* both through the server's verification (protocol version 4; an older server refuses the
+       generation, which the client sees as a 502 naming the version) */
+    hp.backend.logprobs = true;
+    hp.backend.grammar = true;
     hp.log = p->log;
     hp.log_ud = p->log_ud;
     return es_http_start(&hp, &s->http, err);
@@ -610,9 +647,7 @@ void es_edge_http_free(es_edge_http *s) {
     while (s->q_head) {
         ejob *j = s->q_head;
         s->q_head = j->next;
-        es_stopwatch_free(j->watch);
-        free(j->prompt);
-        free(j);
+        job_free(j);
     }
     if (s->wake_ev) event_free(s->wake_ev);
     if (s->tick_ev) event_free(s->tick_ev);

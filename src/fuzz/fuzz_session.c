@@ -5,7 +5,8 @@
  * a tiny model (EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf); each input is a program
  * of operations on up to three in-memory connections: frames built with the proto encoders from input
  * bytes so they are mostly well-formed (HELLO with the right / wrong fingerprint, key or version; OPEN
- * with small prompts, all modes, odd sampling, early exits asked for on protocol version 1, 2 or 3 (the
+ * with small prompts, all modes, odd sampling, logprobs and JSON grammars (version 4; refused below,
+ * an unenforceable schema refused with its reason), early exits asked for on protocol version 1, 2 or 3 (the
  * server has an exit head at layer 2, so EARLY frames come out and are checked like the rest); VERIFY with trees for the session's expected round or a
  * wrong one, saying any drafted origin (refused below protocol version 3); CLOSE; PING; client ERROR), raw garbage frames and bytes, scheduler steps, and EOFs. The
  * server's replies are parsed so VERIFY can follow the rounds the verdicts announce.
@@ -113,8 +114,8 @@ static void put_hello(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap) {
     es_msg_hello h;
     memset(&h, 0, sizeof h);
     h.version_min = 1;
-    /* 0: no common version; 2: EARLY frames; 3: VERIFY's drafted field */
-    h.version_max = (v & 7) == 1 ? 0 : (v & 0x10) ? ((v & 0x20) ? ES_PROTO_LEVEL_BET : ES_PROTO_LEVEL_EARLY) : 1;
+    /* 0: no common version; 2: EARLY frames; 3: VERIFY's drafted field; 4: logprobs and grammars */
+    h.version_max = (v & 7) == 1 ? 0 : (v & 0x10) ? ((v & 0x20) ? ((v & 0x40) ? ES_PROTO_LEVEL_API : ES_PROTO_LEVEL_BET) : ES_PROTO_LEVEL_EARLY) : 1;
     snprintf(h.name, sizeof h.name, "fuzz");
     h.has_draft = (v >> 3) & 1;
     h.draft_fingerprint = (v & 7) == 2 ? g_fz.fingerprint ^ 1 : g_fz.fingerprint;
@@ -146,6 +147,22 @@ static void put_open(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap) {
     const uint8_t ns = u8(in);
     m.n_stop = (uint16_t)(ns % 3);
     if (ns & 0x40) m.flags |= ES_OPEN_EARLY_EXIT; /* refused below version 2 or outside EDGE mode */
+    /* version 4 (refused below): logprobs with 0..7 alternatives; a grammar (any object, a schema, one
+       the server cannot enforce), possibly after one prompt token named as output already */
+    static const char *const schemas[] = {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}",
+                                          "{\"enum\":[\"cat\",\"dog\"]}", "{\"type\":\"string\",\"pattern\":\"x\"}", "[1,"};
+    if (ns & 0x10) {
+        m.flags |= ES_OPEN_LOGPROBS;
+        m.top_logprobs = (uint8_t)(ns & 7);
+    }
+    if (ns & 0x20) {
+        m.flags |= ES_OPEN_GRAMMAR;
+        m.grammar_kind = (ns & 8) ? ES_PROTO_GRAMMAR_SCHEMA : ES_PROTO_GRAMMAR_JSON_OBJECT;
+        if (ns & 8) {
+            m.schema = schemas[(ns >> 1) & 3];
+            m.schema_len = (uint32_t)strlen(m.schema);
+        }
+    }
     for (int i = 0; i < m.n_stop; i++) m.stop[i] = (ns & 0x80) ? g_fz.n_vocab : (int32_t)(u8(in) % (unsigned)g_fz.n_vocab);
     const uint8_t pl = u8(in);
     int32_t prompt[40];
@@ -161,6 +178,7 @@ static void put_open(fz_conn *fc, fz_in *in, uint8_t *buf, size_t cap) {
             prompt[i] = i == 0 && !(t & 1) ? g_fz.bos : (int32_t)(t * 2 + (t & 1)) - (t == 255 ? 1000 : 0);
         }
         m.prompt = prompt;
+        if ((ns & 0x24) == 0x24 && m.n_prompt >= 2) m.grammar_done = 1;
     }
     es_wbuf w;
     es_wbuf_init(&w, buf, cap);

@@ -88,6 +88,7 @@ void es_grammar_free(es_grammar *g) {
     free(g->lits);
     free(g->alts);
     free(g->bytes);
+    free(g->source);
     free(g);
 }
 
@@ -107,13 +108,14 @@ es_grammar *es_grammar_clone(const es_grammar *g) {
     c->lits = dup_mem(g->lits, (size_t)g->n_lits * sizeof *g->lits);
     c->alts = dup_mem(g->alts, (size_t)g->n_alts * sizeof *g->alts);
     c->bytes = dup_mem(g->bytes, g->n_bytes);
+    c->source = g->source ? dup_mem(g->source, g->source_len + 1) : NULL;
     c->cap_nodes = g->n_nodes;
     c->cap_props = g->n_props;
     c->cap_lits = g->n_lits;
     c->cap_alts = g->n_alts;
     c->cap_bytes = g->n_bytes;
     if ((g->n_nodes && !c->nodes) || (g->n_props && !c->props) || (g->n_lits && !c->lits) || (g->n_alts && !c->alts) ||
-        (g->n_bytes && !c->bytes)) {
+        (g->n_bytes && !c->bytes) || (g->source && !c->source)) {
         es_grammar_free(c);
         return NULL;
     }
@@ -131,6 +133,11 @@ es_status es_grammar_json_object(es_grammar **out, es_err *err) {
     g->root = n;
     *out = g;
     return ES_OK;
+}
+
+const char *es_grammar_source(const es_grammar *g, size_t *len) {
+    if (len) *len = g->source_len;
+    return g->source;
 }
 
 int es_grammar_resolve(const es_grammar *g, int n) {

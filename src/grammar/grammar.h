@@ -69,6 +69,9 @@ es_status es_grammar_from_schema(const char *json, size_t len, es_grammar **out,
 /* A deep copy (a session keeps its own, so the request that compiled it may go); NULL: no memory. */
 es_grammar *es_grammar_clone(const es_grammar *g);
 void es_grammar_free(es_grammar *g);
+/* The schema text a grammar was compiled from (es_grammar_from_schema; *len its bytes), so the same
+ * grammar can be compiled elsewhere (the edge sends it to the server); NULL for es_grammar_json_object. */
+const char *es_grammar_source(const es_grammar *g, size_t *len);
 
 /* ---- vocabularies ---- */
 

@@ -55,6 +55,8 @@ struct es_grammar {
     int n_alts, cap_alts;
     char *bytes;
     size_t n_bytes, cap_bytes;
+    char *source;            /* the schema text it was compiled from (NUL-terminated); NULL: any object */
+    size_t source_len;
 };
 
 /* Table growth for the compiler (false: out of memory). */

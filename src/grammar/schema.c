@@ -355,6 +355,15 @@ es_status es_grammar_from_schema(const char *json, size_t len, es_grammar **out,
         st = es_grammar_finish(g, err);
     }
     cJSON_Delete(root);
+    if (st == ES_OK) { /* kept, so the grammar can be sent to a peer that compiles its own */
+        g->source = malloc(len + 1);
+        if (!g->source) st = es_fail(err, ES_ERR_NOMEM, "out of memory");
+        else {
+            memcpy(g->source, json, len);
+            g->source[len] = 0;
+            g->source_len = len;
+        }
+    }
     if (st != ES_OK) { es_grammar_free(g); return st; }
     *out = g;
     return ES_OK;

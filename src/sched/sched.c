@@ -86,6 +86,7 @@ typedef struct sess {
     int max_tokens;
     int top_logprobs;        /* -1: no logprobs */
     es_grammar *grammar;     /* response_format: the session's own copy, or NULL */
+    int grammar_done;        /* prompt tokens at its end that are output already (es_sched_session_params) */
     /* ---- the compute thread's ---- */
     es_gmatcher *gm, *gdm;   /* grammar: the verifier's and the server-side drafter's matchers */
     int seq, dseq;           /* -1 until created */
@@ -704,6 +705,8 @@ static es_status check_open(const es_sched *s, const es_sched_session_params *sp
     if (sp->max_tokens < 1) return es_fail(err, ES_ERR_INVALID_ARG, "max_tokens must be at least 1");
     if (sp->logprobs && (sp->top_logprobs < 0 || sp->top_logprobs > ES_SPEC_MAX_TOP_LOGPROBS))
         return es_fail(err, ES_ERR_INVALID_ARG, "top_logprobs must be in 0..%d", ES_SPEC_MAX_TOP_LOGPROBS);
+    if (sp->grammar_done < 0 || (sp->grammar_done > 0 && (!sp->grammar || sp->grammar_done >= n_prompt)))
+        return es_fail(err, ES_ERR_INVALID_ARG, "%d of %d prompt tokens named as output already", sp->grammar_done, n_prompt);
     if (sp->n_stop < 0 || sp->n_stop > ES_SCHED_MAX_STOP || (sp->n_stop > 0 && !sp->stop))
         return es_fail(err, ES_ERR_INVALID_ARG, "at most %d stop tokens", ES_SCHED_MAX_STOP);
     for (int i = 0; i < sp->n_stop; i++)
@@ -772,6 +775,7 @@ es_status es_sched_open(es_sched *s, const es_sched_session_params *sp, const in
     }
     memset(slot, 0, sizeof *slot);
     slot->grammar = gcopy;
+    slot->grammar_done = gcopy ? sp->grammar_done : 0;
     slot->state = SESS_NEW;
     slot->id = sp->id;
     slot->order = s->next_order++;
@@ -1016,15 +1020,26 @@ static void apex_plan_locked(es_sched *s) {
     es_ctx_set_hybrid_mode(s->ctx, s->plan == ES_PLAN_ASYMMETRIC ? ES_HYBRID_ASYMMETRIC : ES_HYBRID_ASYNC_OVERLAP);
 }
 
+/* A new matcher of x's grammar, past the output a resumed session has already. */
+static es_status grammar_matcher(es_sched *s, sess *x, es_gmatcher **out, es_err *e) {
+    const int n_end = x->n_stop < ES_GRAMMAR_MAX_END ? x->n_stop : ES_GRAMMAR_MAX_END;
+    es_status st = es_gmatcher_init(x->grammar, s->gvocab, x->stop, n_end, out, e);
+    if (st != ES_OK) return st;
+    for (int i = x->n_prompt - x->grammar_done; i < x->n_prompt; i++)
+        if (!es_gmatcher_accept(*out, x->prompt[i]))
+            return es_fail(e, ES_ERR_INVALID_ARG, "the output so far leaves the response format at its token %d (id %d)",
+                           i - (x->n_prompt - x->grammar_done), x->prompt[i]);
+    return ES_OK;
+}
+
 /* The session's matchers: its stop tokens end the document (allowed only once it is complete). */
 static es_status grammar_init(es_sched *s, sess *x, es_err *e) {
     es_status st = ES_OK;
     if (!s->gvocab && (st = es_grammar_vocab_init(es_model_tokenizer(s->target), &s->gvocab, e)) != ES_OK) return st;
-    const int n_end = x->n_stop < ES_GRAMMAR_MAX_END ? x->n_stop : ES_GRAMMAR_MAX_END;
-    if ((st = es_gmatcher_init(x->grammar, s->gvocab, x->stop, n_end, &x->gm, e)) != ES_OK) return st;
+    if ((st = grammar_matcher(s, x, &x->gm, e)) != ES_OK) return st;
     es_verifier_set_grammar(x->v, x->gm);
     if (!x->d) return ES_OK;
-    if ((st = es_gmatcher_init(x->grammar, s->gvocab, x->stop, n_end, &x->gdm, e)) != ES_OK) return st;
+    if ((st = grammar_matcher(s, x, &x->gdm, e)) != ES_OK) return st;
     return es_drafter_set_grammar(x->d, x->gdm, e);
 }
 
@@ -1046,7 +1061,7 @@ static void init_new_locked(es_sched *s) {
             es_verifier_params vp = {(es_accept_rule)x->rule, x->sampling, 0.0};
             st = es_verifier_init(s->ctx, x->seq, &vp, &x->v, &e);
             if (st == ES_OK) es_verifier_add_history(x->v, x->prompt, x->n_prompt - 1);
-            if (st == ES_OK && x->top_logprobs >= 0 && x->mode != ES_MODE_EDGE) st = es_verifier_set_logprobs(x->v, x->top_logprobs, &e);
+            if (st == ES_OK && x->top_logprobs >= 0) st = es_verifier_set_logprobs(x->v, x->top_logprobs, &e);
             if (st == ES_OK && x->early) st = es_verifier_enable_provisional(x->v, &e);
         }
         if (st == ES_OK && x->mode == ES_MODE_SERVER_SPEC) {
@@ -1561,6 +1576,7 @@ static void publish_sess(es_sched *s, sess *x) {
         ev.n_tokens = x->vd.n_tokens;
         ev.queue_us = to_us(x->queue_s);
         ev.verify_us = to_us(x->verify_s);
+        ev.logprobs = es_verifier_logprobs(x->v);
     } else {
         ev.type = ES_EV_TOKENS;
         ev.tokens = x->vd.tokens;

@@ -59,7 +59,8 @@ typedef struct es_sched_event {
     int code;                         /* ERROR: the es_status the session failed with (ES_ERR_FULL /
                                          ES_ERR_RANGE: its context or the KV pool ran out) */
     const char *msg;                  /* ERROR */
-    const es_token_logprob *logprobs; /* TOKENS of a session opened with logprobs: one per token, else NULL */
+    const es_token_logprob *logprobs; /* TOKENS / VERDICT of a session opened with logprobs: one per token
+                                         (VERDICT: per verdict->tokens), else NULL */
 } es_sched_event;
 
 /* How edge sessions are batched (es_sched_params.policy). */
@@ -137,13 +138,16 @@ typedef struct es_sched_session_params {
     int max_tokens;               /* tokens to generate */
     const int32_t *stop;          /* stop token ids (the model's EOS is always one) */
     int n_stop;                   /* at most ES_SCHED_MAX_STOP */
-    bool logprobs;                /* ar / server-spec: TOKENS events carry each token's log-probability */
+    bool logprobs;                /* TOKENS / VERDICT events carry each token's log-probability */
     int top_logprobs;             /* ... and this many most likely alternatives (0..ES_SPEC_MAX_TOP_LOGPROBS) */
     bool early_exit;              /* edge: ES_EV_EARLY events (ignored when the scheduler has no exit heads) */
     const struct es_grammar *grammar; /* constrained decoding (grammar/grammar.h), copied at open; NULL: none.
                                      Every verified position draws under its mask (AR, server-spec and edge
                                      trees alike), server-spec drafts are masked too, and the stop tokens
                                      are allowed only once the document is complete. */
+    int grammar_done;             /* with a grammar: the last grammar_done prompt tokens are output already
+                                     (a session resumed after a reconnection), fed to its matchers at the
+                                     start (0..n_prompt - 1) */
 } es_sched_session_params;
 
 #define ES_SCHED_MAX_STOP 16      /* stop token ids per session (the wire's OPEN carries as many) */

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "grammar/grammar.h"
 #include "transport/keys.h"
 #include "transport/listen.h"
 #include "wire/proto.h"
@@ -62,7 +63,8 @@
 
 #define ES_SERVER_MAX_OUTPUT_DEFAULT ((size_t)8 << 20)
 #define ES_SERVER_CONN_BUCKETS 1024 /* hash buckets of the connection table (power of two) */
-#define ES_SERVER_OBUF_CAP ((size_t)64 << 10) /* one outgoing frame: TOKENS of 4096 ids is ~16 KiB */
+#define ES_SERVER_OBUF_CAP ((size_t)64 << 10) /* one outgoing frame: TOKENS of 4096 ids is ~16 KiB, of 256
+                                                   with 20 log-probabilities each ~43 KiB */
 #define ES_SERVER_CLOSE_GRACE_S 2.0 /* a closing connection gets this long to take its last frames */
 #define ES_SERVER_SHUTDOWN_GRACE_S 1.0
 #define SERVER_HTTP_KEY (1ull << 63) /* session keys of HTTP requests */
@@ -84,11 +86,11 @@ typedef struct es_sev {
     int exit_layer;                             /* EARLY */
     int n_path;                                 /* VERDICT / EARLY: path length */
     int n_tokens;
-    bool has_lp;                                /* TOKENS: es_token_logprob[n_tokens] follow the tokens */
+    bool has_lp;                                /* TOKENS / VERDICT: es_token_logprob[n_tokens] follow the tokens */
     int32_t data[];                             /* VERDICT: path[n_path] then tokens; TOKENS: tokens */
 } es_sev;
 
-/* The log-probabilities an HTTP session asked for, after the event's tokens (NULL: none). */
+/* The log-probabilities a session asked for, after the event's tokens (NULL: none). */
 static const es_token_logprob *sev_logprobs(const es_sev *e) {
     return e->has_lp ? (const es_token_logprob *)(const void *)(e->data + e->n_path + e->n_tokens) : NULL;
 }
@@ -261,7 +263,7 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
         n_tok = ev->n_tokens;
         tok = ev->tokens;
     }
-    const bool has_lp = ev->type == ES_EV_TOKENS && ev->logprobs && n_tok > 0;
+    const bool has_lp = (ev->type == ES_EV_TOKENS || ev->type == ES_EV_VERDICT) && ev->logprobs && n_tok > 0;
     es_sev *e = malloc(sizeof *e + ((size_t)n_path + (size_t)n_tok) * sizeof(int32_t) +
                        (has_lp ? (size_t)n_tok * sizeof(es_token_logprob) : 0));
     if (!e) return;
@@ -275,7 +277,10 @@ static void on_sched_event(void *ud, const es_sched_event *ev) {
     e->verify_us = ev->verify_us;
     e->suggested_budget = ev->suggested_budget;
     /* the scheduler speaks es_status; the wire and the HTTP status are derived here */
-    e->code = ev->type != ES_EV_ERROR ? 0 : (ev->code == ES_ERR_FULL || ev->code == ES_ERR_RANGE) ? ES_PERR_CONTEXT : ES_PERR_INTERNAL;
+    e->code = ev->type != ES_EV_ERROR                                  ? 0
+              : (ev->code == ES_ERR_FULL || ev->code == ES_ERR_RANGE) ? ES_PERR_CONTEXT
+              : ev->code == ES_ERR_INVALID_ARG                        ? ES_PERR_INVALID /* e.g. output that leaves the grammar */
+                                                                      : ES_PERR_INTERNAL;
     e->exit_layer = ev->exit_layer;
     e->msg[0] = 0;
     if (ev->msg) snprintf(e->msg, sizeof e->msg, "%s", ev->msg);
@@ -564,6 +569,8 @@ static void deliver_event(es_server *s, const es_sev *e) {
         m.queue_us = e->queue_us;
         m.verify_us = e->verify_us;
         m.suggested_budget = e->suggested_budget;
+        m.has_lp = e->has_lp;
+        if (e->has_lp) memcpy(m.lp, sev_logprobs(e), (size_t)e->n_tokens * sizeof(es_token_logprob));
         wbuf_begin(s, &w);
         send_encoded(c, &w, es_proto_put_verdict(&w, sid, &m, &err), &err, "VERDICT");
         break;
@@ -584,13 +591,16 @@ static void deliver_event(es_server *s, const es_sev *e) {
     }
     case ES_EV_TOKENS: {
         /* More tokens than one frame holds are split; only the last piece carries the stop reason. */
+        const int per_frame = e->has_lp ? ES_PROTO_MAX_LP_TOKENS : ES_PROTO_MAX_TOKENS_FRAME;
         int off = 0;
         do {
             int n = e->n_tokens - off;
-            if (n > ES_PROTO_MAX_TOKENS_FRAME) n = ES_PROTO_MAX_TOKENS_FRAME;
+            if (n > per_frame) n = per_frame;
             es_msg_tokens m;
             m.n = (uint16_t)n;
             m.tokens = (int32_t *)(e->data + off);
+            m.has_lp = e->has_lp;
+            m.lp = e->has_lp ? (es_token_logprob *)(sev_logprobs(e) + off) : NULL;
             off += n;
             m.stop = off >= e->n_tokens ? (uint8_t)e->stop : (uint8_t)ES_STOP_NONE;
             wbuf_begin(s, &w);
@@ -757,6 +767,11 @@ static bool open_decode(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n, 
                                             "connection: %d)", ES_PROTO_LEVEL_EARLY, c->level);
         return false;
     }
+    if ((m->flags & (ES_OPEN_LOGPROBS | ES_OPEN_GRAMMAR)) && c->level < ES_PROTO_LEVEL_API) {
+        send_error(c, sid, ES_PERR_INVALID, "logprobs and constrained decoding need protocol version %d or later (this "
+                                            "connection: %d)", ES_PROTO_LEVEL_API, c->level);
+        return false;
+    }
     if ((m->flags & ES_OPEN_PROMPT_TEXT) && m->mode == ES_MODE_EDGE) {
         /* the edge drafts from token ids, and its draft and the target must agree on them: a text
            prompt is for AR and SERVER_SPEC sessions (PROTOCOL.md, OPEN) */
@@ -813,7 +828,23 @@ static es_sched_session_params open_session_params(es_conn *c, uint32_t sid, con
     sp.stop = m->stop;
     sp.n_stop = m->n_stop;
     sp.early_exit = (m->flags & ES_OPEN_EARLY_EXIT) != 0; /* no EARLY without exit heads: the edge just waits for verdicts */
+    sp.logprobs = (m->flags & ES_OPEN_LOGPROBS) != 0;
+    sp.top_logprobs = m->top_logprobs;
     return sp;
+}
+
+/* OPEN's grammar compiled here (the scheduler copies it at open; the caller frees it): *g NULL when
+ * none was asked. False after an ERROR went out (a schema outside what the grammar enforces is refused
+ * with its reason, never ignored). */
+static bool open_grammar(es_conn *c, uint32_t sid, const es_msg_open *m, es_grammar **g) {
+    *g = NULL;
+    if (!(m->flags & ES_OPEN_GRAMMAR)) return true;
+    es_err err = {{0}};
+    const es_status st = m->grammar_kind == ES_PROTO_GRAMMAR_JSON_OBJECT ? es_grammar_json_object(g, &err)
+                                                                         : es_grammar_from_schema(m->schema, m->schema_len, g, &err);
+    if (st == ES_OK) return true;
+    send_error(c, sid, st == ES_ERR_NOMEM ? ES_PERR_BUSY : ES_PERR_INVALID, "response format: %s", err.msg);
+    return false;
 }
 
 /* Room in c's session list for one more; false after a BUSY went out. */
@@ -851,12 +882,19 @@ static void handle_open(es_conn *c, uint32_t sid, const uint8_t *p, uint32_t n) 
     es_server *s = c->srv;
     es_msg_open m;
     int n_prompt = 0;
-    if (!open_decode(c, sid, p, n, &m) || !open_prompt(c, sid, &m, &n_prompt)) return;
-    const es_sched_session_params sp = open_session_params(c, sid, &m);
-    if (!sess_reserve(c, sid)) return;
+    es_grammar *grammar = NULL;
+    if (!open_decode(c, sid, p, n, &m) || !open_prompt(c, sid, &m, &n_prompt) || !open_grammar(c, sid, &m, &grammar)) return;
+    es_sched_session_params sp = open_session_params(c, sid, &m);
+    sp.grammar = grammar;
+    sp.grammar_done = grammar ? (int)m.grammar_done : 0;
+    if (!sess_reserve(c, sid)) {
+        es_grammar_free(grammar);
+        return;
+    }
     int granted = 0;
     es_err err = {{0}};
     es_status st = es_sched_open(s->sched, &sp, s->prompt_buf, n_prompt, &granted, &err);
+    es_grammar_free(grammar); /* the scheduler keeps its own copy */
     if (st != ES_OK) {
         send_open_refusal(c, sid, st, &err);
         return;

@@ -519,11 +519,7 @@ es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_
     /* accepted tokens the draft never evaluated are fed with the next round */
     for (; k < v->n_accepted; k++) d->pending[d->n_pending++] = t->token[v->path[k]];
     d->n_nodes = 0;
-    if (d->gm) { /* the confirmed state moves by the verdict's tokens */
-        es_gmatcher_set_state(d->gm, &d->g_conf);
-        for (int i = 0; i < v->n_tokens; i++) es_gmatcher_accept(d->gm, v->tokens[i]);
-        d->g_conf = *es_gmatcher_state(d->gm);
-    }
+    es_drafter_feed_grammar(d, v->tokens, v->n_tokens); /* the confirmed state moves by the verdict's tokens */
     es_drafter_adapt(d, t->n, v->n_accepted);
     return ES_OK;
 }
@@ -537,11 +533,20 @@ void es_drafter_adapt(es_drafter *d, int n_drafted, int n_accepted) {
 void es_drafter_save(const es_drafter *d, es_drafter_state *s) {
     s->k_cur = d->k_cur;
     memcpy(s->rng, d->rng.s, sizeof s->rng);
+    s->g_conf = d->g_conf;
 }
 
 void es_drafter_restore(es_drafter *d, const es_drafter_state *s) {
     d->k_cur = s->k_cur;
     memcpy(d->rng.s, s->rng, sizeof s->rng);
+    d->g_conf = s->g_conf;
+}
+
+void es_drafter_feed_grammar(es_drafter *d, const int32_t *tokens, int n) {
+    if (!d->gm || n <= 0) return;
+    es_gmatcher_set_state(d->gm, &d->g_conf);
+    for (int i = 0; i < n; i++) es_gmatcher_accept(d->gm, tokens[i]);
+    d->g_conf = *es_gmatcher_state(d->gm);
 }
 
 es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, int n_pending, es_err *err) {
@@ -583,9 +588,16 @@ es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err) {
     d->kv_confirmed += n;
     d->n_pending = 0;
     d->n_nodes = 0;
-    int32_t best = 0;
-    for (int i = 1; i < d->n_vocab; i++)
-        if (logits[i] > logits[best]) best = i;
+    int32_t best = -1;
+    const uint64_t *mask = NULL;
+    if (d->gm) {
+        es_gmatcher_set_state(d->gm, &d->g_conf);
+        mask = es_gmatcher_mask(d->gm);
+    }
+    for (int i = 0; i < d->n_vocab; i++)
+        if ((!mask || es_mask_test(mask, i)) && (best < 0 || logits[i] > logits[best])) best = i;
+    if (best < 0) best = 0; /* the grammar allows nothing more: any guess misses alike */
     *next = best;
+    es_drafter_feed_grammar(d, next, 1);
     return ES_OK;
 }

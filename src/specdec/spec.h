@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "edgespec.h"
+#include "grammar/grammar.h"
 
 #define ES_SPEC_MAX_NODES 256 /* draft nodes per tree (root excluded) */
 #define ES_SPEC_MAX_Q 64      /* entries of one sparse proposal distribution */
@@ -185,6 +186,9 @@ typedef struct es_token_logprob {
  * top_n most likely tokens (0..ES_SPEC_MAX_TOP_LOGPROBS); top_n < 0 turns it off (the default). The
  * buffer is allocated here, once. ES_ERR_INVALID_ARG for top_n above the maximum. */
 es_status es_verifier_set_logprobs(es_verifier *v, int top_n, es_err *err);
+/* log p(tok) under softmax(logits) and the top_n most likely tokens (0..ES_SPEC_MAX_TOP_LOGPROBS), as
+ * the verifier reports them; for other sources of logits (an edge generating alone). */
+void es_token_logprob_compute(const float *logits, int n_vocab, int32_t tok, int top_n, es_token_logprob *out);
 /* After es_verifier_finish: one entry per verdict token (tokens[0..n_tokens)), NULL when off. Valid
  * until the next es_verifier_finish. */
 const es_token_logprob *es_verifier_logprobs(const es_verifier *v);
@@ -231,9 +235,15 @@ float es_drafter_node_score(const es_drafter *d, int k);
 /* Constrained drafting: proposals are drawn under the grammar's mask for their own path (each tree node
  * keeps its automaton state), so drafts stay inside the grammar and the masked target accepts them as
  * often as it would without one. m is the drafter's own matcher (not the verifier's; borrowed), reset
- * to the start of the output; es_drafter_accept advances it by each verdict's tokens. Not for
- * proactive bets (es_drafter_rewind does not rewind it). NULL turns it off. ES_ERR_NOMEM only. */
+ * to the start of the output; es_drafter_accept advances it by each verdict's tokens. Proactive bets:
+ * the state is part of es_drafter_state (es_drafter_rewind leaves it), so a missed bet is undone by
+ * es_drafter_restore + es_drafter_feed_grammar. NULL turns it off. ES_ERR_NOMEM only. */
 es_status es_drafter_set_grammar(es_drafter *d, es_gmatcher *m, es_err *err);
+/* Moves the grammar's confirmed state by tokens the drafter confirmed some other way: es_drafter_accept
+ * moves it by each verdict's tokens, es_drafter_restore puts back a saved one, and a proactive bet that
+ * missed (rewind + restore) is followed by this with the real verdict's tokens. Tokens it refuses are
+ * skipped (the target, masked by the same grammar, never emits them). No-op without a grammar. */
+void es_drafter_feed_grammar(es_drafter *d, const int32_t *tokens, int n);
 /* Applies a verdict: keeps root + accepted path in the draft cache, queues the rest. */
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *tree, const es_spec_verdict *v, es_err *err);
 /* Current chain length target (adaptive). */
@@ -255,6 +265,7 @@ void es_drafter_adapt(es_drafter *d, int n_drafted, int n_accepted);
 typedef struct es_drafter_state {
     int k_cur;        /* adaptive chain length */
     uint64_t rng[4];  /* the sampling stream (rejection-rule trees) */
+    es_gstate g_conf; /* the grammar's state after the confirmed tokens (es_drafter_set_grammar) */
 } es_drafter_state;
 
 void es_drafter_save(const es_drafter *d, es_drafter_state *s);
@@ -263,8 +274,9 @@ void es_drafter_restore(es_drafter *d, const es_drafter_state *s);
  * makes `pending` (n_pending tokens, root excluded) the confirmed tokens still to evaluate. */
 es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, int n_pending, es_err *err);
 /* Evaluates the pending tokens (none pending: the last cached token is popped and re-evaluated, for
- * its logits) and returns the draft's argmax after them in *next (ties: lowest id). Afterwards the
- * cache holds every confirmed token and es_drafter_draft(d, *next, ...) drafts under that root. */
+ * its logits) and returns the draft's argmax after them in *next (ties: lowest id; with a grammar, the
+ * best token it allows, which then counts as confirmed for it). Afterwards the cache holds every
+ * confirmed token and es_drafter_draft(d, *next, ...) drafts under that root. */
 es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err);
 /* Confirmed tokens held in the draft cache (a prefix of the confirmed sequence); the rest are fed
  * with the next draft. */

@@ -214,9 +214,9 @@ es_status es_verifier_set_logprobs(es_verifier *v, int top_n, es_err *err) {
 
 const es_token_logprob *es_verifier_logprobs(const es_verifier *v) { return v->lp; }
 
-/* log p(tok) under softmax(logits) and the top_n most likely tokens (insertion into a short sorted
- * list: strict comparison keeps the lower id first on ties, as the greedy argmax does). */
-static void token_logprob(const float *logits, int n_vocab, int32_t tok, int top_n, es_token_logprob *out) {
+/* Insertion into a short sorted list: strict comparison keeps the lower id first on ties, as the
+ * greedy argmax does. */
+void es_token_logprob_compute(const float *logits, int n_vocab, int32_t tok, int top_n, es_token_logprob *out) {
     float mx = logits[0];
     for (int i = 1; i < n_vocab; i++)
         if (logits[i] > mx) mx = logits[i];
@@ -319,7 +319,7 @@ es_status es_verifier_finish(es_verifier *v, es_spec_verdict *out, es_err *err) 
     out->tokens[out->n_tokens++] = out->bonus;
     /* token k was drawn at the root (k = 0) or at path node k - 1 */
     for (int k = 0; v->lp && k < out->n_tokens; k++)
-        token_logprob(es_ctx_logits(v->ctx, k == 0 ? r0 : r0 + out->path[k - 1] + 1), v->n_vocab, out->tokens[k], v->lp_top,
+        es_token_logprob_compute(es_ctx_logits(v->ctx, k == 0 ? r0 : r0 + out->path[k - 1] + 1), v->n_vocab, out->tokens[k], v->lp_top,
                       &v->lp[k]);
 
     /* Keep root + path: the root sits at slot L, node k at slot L + 1 + k. */

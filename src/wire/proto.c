@@ -341,7 +341,29 @@ static es_status open_check(const es_msg_open *m, es_err *err) {
     if (m->n_stop > ES_PROTO_MAX_STOP) return es_fail(err, ES_ERR_FORMAT, "OPEN: %u stop tokens (at most %d)", m->n_stop, ES_PROTO_MAX_STOP);
     for (int i = 0; i < m->n_stop; i++)
         if (m->stop[i] < 0) return es_fail(err, ES_ERR_FORMAT, "OPEN: stop token %d", m->stop[i]);
-    if (m->flags & ~(ES_OPEN_PROMPT_TEXT | ES_OPEN_PENALTY_BIAS | ES_OPEN_EARLY_EXIT)) return es_fail(err, ES_ERR_FORMAT, "OPEN: unknown flags 0x%x", m->flags);
+    if (m->flags & ~(ES_OPEN_PROMPT_TEXT | ES_OPEN_PENALTY_BIAS | ES_OPEN_EARLY_EXIT | ES_OPEN_LOGPROBS | ES_OPEN_GRAMMAR))
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: unknown flags 0x%x", m->flags);
+    return ES_OK;
+}
+
+/* The ES_OPEN_LOGPROBS and ES_OPEN_GRAMMAR fields (decoder: after they were read; encoder: before
+ * writing). */
+static es_status open_check_api(const es_msg_open *m, es_err *err) {
+    if ((m->flags & ES_OPEN_LOGPROBS) && m->top_logprobs > ES_SPEC_MAX_TOP_LOGPROBS)
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: top_logprobs %u (at most %d)", m->top_logprobs, ES_SPEC_MAX_TOP_LOGPROBS);
+    if (!(m->flags & ES_OPEN_GRAMMAR)) return ES_OK;
+    const uint32_t n_prompt = (m->flags & ES_OPEN_PROMPT_TEXT) ? 0 : m->n_prompt;
+    if (m->grammar_done > 0 && m->grammar_done >= n_prompt)
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: %u of %u prompt tokens are output already", m->grammar_done, n_prompt);
+    if (m->grammar_kind == ES_PROTO_GRAMMAR_JSON_OBJECT) {
+        if (m->schema_len) return es_fail(err, ES_ERR_FORMAT, "OPEN: a json_object grammar with %u schema bytes", m->schema_len);
+        return ES_OK;
+    }
+    if (m->grammar_kind != ES_PROTO_GRAMMAR_SCHEMA) return es_fail(err, ES_ERR_FORMAT, "OPEN: grammar kind %u is unknown", m->grammar_kind);
+    if (m->schema_len < 1 || m->schema_len > ES_PROTO_MAX_SCHEMA)
+        return es_fail(err, ES_ERR_FORMAT, "OPEN: a schema of %u bytes (1..%d)", m->schema_len, ES_PROTO_MAX_SCHEMA);
+    if (!m->schema) return es_fail(err, ES_ERR_FORMAT, "OPEN: %u schema bytes without storage", m->schema_len);
+    if (memchr(m->schema, 0, m->schema_len)) return es_fail(err, ES_ERR_FORMAT, "OPEN: the schema contains a NUL byte");
     return ES_OK;
 }
 
@@ -381,8 +403,11 @@ es_status es_proto_put_open(es_wbuf *w, uint32_t session, const es_msg_open *m, 
     if (ext && pen == m->repeat_penalty && open_check_ext(m, err) != ES_OK) return ES_ERR_INVALID_ARG;
     if (ext && m->n_bias > ES_SAMPLER_MAX_BIAS) return es_fail(err, ES_ERR_INVALID_ARG, "OPEN: %u logit-bias entries", m->n_bias);
     const uint32_t flags = (m->flags & ~ES_OPEN_PENALTY_BIAS) | (ext ? ES_OPEN_PENALTY_BIAS : 0);
+    if (open_check_api(m, err) != ES_OK) return ES_ERR_INVALID_ARG;
+    const bool lp = flags & ES_OPEN_LOGPROBS, gr = flags & ES_OPEN_GRAMMAR;
     const uint64_t plen = 1 + 1 + 4 + 4 * 3 + 4 + 8 + 2 + 4 * (uint64_t)m->n_stop + 4 + 4 + (text ? 1 : 4) * (uint64_t)cnt +
-                          (ext ? 4 + 4 + 4 + 4 + 2 + 8 * (uint64_t)m->n_bias : 0);
+                          (ext ? 4 + 4 + 4 + 4 + 2 + 8 * (uint64_t)m->n_bias : 0) + (lp ? 1 : 0) +
+                          (gr ? 1 + 4 + 4 + (uint64_t)m->schema_len : 0);
     uint8_t *p;
     if ((st = frame_begin(w, ES_FRAME_OPEN, session, plen, &p, err)) != ES_OK) return st;
     p = put_u8(p, m->mode);
@@ -411,6 +436,13 @@ es_status es_proto_put_open(es_wbuf *w, uint32_t session, const es_msg_open *m, 
             p = put_i32(p, m->bias[i].id);
             p = put_f32(p, m->bias[i].bias);
         }
+    }
+    if (lp) p = put_u8(p, m->top_logprobs);
+    if (gr) {
+        p = put_u8(p, m->grammar_kind);
+        p = put_u32(p, m->grammar_done);
+        p = put_u32(p, m->schema_len);
+        p = put_bytes(p, m->schema, m->schema_len);
     }
     return frame_end(w, plen, p, err);
 }
@@ -471,6 +503,18 @@ es_status es_proto_get_open(const uint8_t *pl, size_t n, es_msg_open *m, uint32_
         }
         if ((st = open_check_ext(m, err)) != ES_OK) return st;
     }
+    if (m->flags & ES_OPEN_LOGPROBS) NEED(get_u8(&r, &m->top_logprobs), "top_logprobs");
+    if (m->flags & ES_OPEN_GRAMMAR) {
+        NEED(get_u8(&r, &m->grammar_kind), "grammar kind");
+        NEED(get_u32(&r, &m->grammar_done), "grammar done");
+        NEED(get_u32(&r, &m->schema_len), "schema length");
+        if (m->schema_len > ES_PROTO_MAX_SCHEMA)
+            return es_fail(err, ES_ERR_FORMAT, "OPEN: a schema of %u bytes (at most %d)", m->schema_len, ES_PROTO_MAX_SCHEMA);
+        if (!rd_has(&r, m->schema_len)) return rd_short(&r, "schema", err);
+        m->schema = m->schema_len ? (const char *)(r.p + r.off) : NULL;
+        r.off += m->schema_len;
+    }
+    if ((st = open_check_api(m, err)) != ES_OK) return st;
     return rd_finish(&r, err);
 }
 
@@ -678,11 +722,65 @@ static es_status get_path_tokens(rd *r, es_spec_verdict *v, es_err *err) {
     return ES_OK;
 }
 
+/* ---- log-probability blocks (VERDICT, TOKENS; version 4) ---- */
+
+/* A logprob as the block allows it: finite, <= 0 up to rounding. */
+static bool lp_ok(float x) { return isfinite(x) && x <= 1e-3f; }
+
+static es_status lp_check(const es_token_logprob *lp, int n, const char *what, es_err *err) {
+    for (int i = 0; i < n; i++) {
+        if (!lp_ok(lp[i].logprob)) return es_fail(err, ES_ERR_FORMAT, "%s: token %d's logprob %g", what, i, (double)lp[i].logprob);
+        if (lp[i].n_top < 0 || lp[i].n_top > ES_SPEC_MAX_TOP_LOGPROBS)
+            return es_fail(err, ES_ERR_FORMAT, "%s: token %d has %d alternatives (at most %d)", what, i, lp[i].n_top, ES_SPEC_MAX_TOP_LOGPROBS);
+        for (int k = 0; k < lp[i].n_top; k++)
+            if (lp[i].top_id[k] < 0 || !lp_ok(lp[i].top_logprob[k]))
+                return es_fail(err, ES_ERR_FORMAT, "%s: token %d's alternative %d (token %d, %g)", what, i, k, lp[i].top_id[k],
+                               (double)lp[i].top_logprob[k]);
+    }
+    return ES_OK;
+}
+
+static uint64_t lp_size(const es_token_logprob *lp, int n) {
+    uint64_t b = 0;
+    for (int i = 0; i < n; i++) b += 4 + 1 + 8 * (uint64_t)lp[i].n_top;
+    return b;
+}
+
+static uint8_t *put_lp(uint8_t *p, const es_token_logprob *lp, int n) {
+    for (int i = 0; i < n; i++) {
+        p = put_f32(p, lp[i].logprob);
+        p = put_u8(p, (uint8_t)lp[i].n_top);
+        for (int k = 0; k < lp[i].n_top; k++) {
+            p = put_i32(p, lp[i].top_id[k]);
+            p = put_f32(p, lp[i].top_logprob[k]);
+        }
+    }
+    return p;
+}
+
+static es_status get_lp(rd *r, es_token_logprob *lp, int n, es_err *err) {
+    for (int i = 0; i < n; i++) {
+        uint8_t nt;
+        if (!get_f32(r, &lp[i].logprob) || !get_u8(r, &nt)) return rd_short(r, "log-probabilities", err);
+        if (nt > ES_SPEC_MAX_TOP_LOGPROBS)
+            return es_fail(err, ES_ERR_FORMAT, "%s: token %d has %u alternatives (at most %d)", r->what, i, nt, ES_SPEC_MAX_TOP_LOGPROBS);
+        if (!rd_has(r, 8 * (uint64_t)nt)) return rd_short(r, "alternatives", err);
+        lp[i].n_top = nt;
+        for (int k = 0; k < nt; k++) {
+            get_i32(r, &lp[i].top_id[k]); /* bytes checked above */
+            get_f32(r, &lp[i].top_logprob[k]);
+        }
+    }
+    return lp_check(lp, n, r->what, err);
+}
+
 es_status es_proto_put_verdict(es_wbuf *w, uint32_t session, const es_msg_verdict *m, es_err *err) {
     es_status st = verdict_check(m, err);
     if (st != ES_OK) return ES_ERR_INVALID_ARG;
     const es_spec_verdict *v = &m->v;
-    const uint64_t plen = 4 + 1 + 2 + 2 * (uint64_t)v->n_accepted + 2 + 4 * (uint64_t)v->n_tokens + 4 + 4 + 2;
+    if (m->has_lp && lp_check(m->lp, v->n_tokens, "VERDICT", err) != ES_OK) return ES_ERR_INVALID_ARG;
+    const uint64_t plen = 4 + 1 + 2 + 2 * (uint64_t)v->n_accepted + 2 + 4 * (uint64_t)v->n_tokens + 4 + 4 + 2 +
+                          (m->has_lp ? lp_size(m->lp, v->n_tokens) : 0);
     uint8_t *p;
     if ((st = frame_begin(w, ES_FRAME_VERDICT, session, plen, &p, err)) != ES_OK) return st;
     p = put_u32(p, m->round);
@@ -691,6 +789,7 @@ es_status es_proto_put_verdict(es_wbuf *w, uint32_t session, const es_msg_verdic
     p = put_u32(p, m->queue_us);
     p = put_u32(p, m->verify_us);
     p = put_u16(p, m->suggested_budget);
+    if (m->has_lp) p = put_lp(p, m->lp, v->n_tokens);
     return frame_end(w, plen, p, err);
 }
 
@@ -701,6 +800,7 @@ es_status es_proto_get_verdict(const uint8_t *pl, size_t n, es_msg_verdict *m, e
     m->stop = 0;
     m->queue_us = m->verify_us = 0;
     m->suggested_budget = 0;
+    m->has_lp = false;
     v->n_accepted = v->n_tokens = 0;
     v->bonus = -1;
     NEED(get_u32(&r, &m->round), "round");
@@ -710,6 +810,10 @@ es_status es_proto_get_verdict(const uint8_t *pl, size_t n, es_msg_verdict *m, e
     NEED(get_u32(&r, &m->queue_us), "queue_us");
     NEED(get_u32(&r, &m->verify_us), "verify_us");
     NEED(get_u16(&r, &m->suggested_budget), "suggested_budget");
+    if (r.off < r.n) { /* the log-probability block of a session that asked */
+        if ((pst = get_lp(&r, m->lp, v->n_tokens, err)) != ES_OK) return pst;
+        m->has_lp = true;
+    }
     es_status st = rd_finish(&r, err);
     if (st != ES_OK) return st;
     return verdict_check(m, err);
@@ -759,13 +863,19 @@ es_status es_proto_put_tokens(es_wbuf *w, uint32_t session, const es_msg_tokens 
     if (m->n && !m->tokens) return es_fail(err, ES_ERR_INVALID_ARG, "TOKENS: no token storage");
     for (int i = 0; i < m->n; i++)
         if (m->tokens[i] < 0) return es_fail(err, ES_ERR_INVALID_ARG, "TOKENS: token %d is %d", i, m->tokens[i]);
-    const uint64_t plen = 1 + 2 + 4 * (uint64_t)m->n;
+    const bool lp = m->has_lp;
+    if (lp && !m->lp) return es_fail(err, ES_ERR_INVALID_ARG, "TOKENS: no log-probability storage");
+    if (lp && m->n > ES_PROTO_MAX_LP_TOKENS)
+        return es_fail(err, ES_ERR_INVALID_ARG, "TOKENS: %u tokens with log-probabilities (at most %d per frame)", m->n, ES_PROTO_MAX_LP_TOKENS);
+    if (lp && lp_check(m->lp, m->n, "TOKENS", err) != ES_OK) return ES_ERR_INVALID_ARG;
+    const uint64_t plen = 1 + 2 + 4 * (uint64_t)m->n + (lp ? lp_size(m->lp, m->n) : 0);
     uint8_t *p;
     es_status st = frame_begin(w, ES_FRAME_TOKENS, session, plen, &p, err);
     if (st != ES_OK) return st;
     p = put_u8(p, m->stop);
     p = put_u16(p, m->n);
     for (int i = 0; i < m->n; i++) p = put_i32(p, m->tokens[i]);
+    if (lp) p = put_lp(p, m->lp, m->n);
     return frame_end(w, plen, p, err);
 }
 
@@ -774,6 +884,7 @@ es_status es_proto_get_tokens(const uint8_t *pl, size_t n, es_msg_tokens *m, es_
     uint16_t cnt;
     m->stop = 0;
     m->n = 0;
+    m->has_lp = false;
     NEED(get_u8(&r, &m->stop), "stop");
     if (m->stop > ES_STOP_ERROR) return es_fail(err, ES_ERR_FORMAT, "TOKENS: stop reason %u is unknown", m->stop);
     NEED(get_u16(&r, &cnt), "count");
@@ -785,6 +896,14 @@ es_status es_proto_get_tokens(const uint8_t *pl, size_t n, es_msg_tokens *m, es_
         if (m->tokens[i] < 0) return es_fail(err, ES_ERR_FORMAT, "TOKENS: token %d is %d", i, m->tokens[i]);
     }
     m->n = cnt;
+    if (r.off < r.n) { /* the log-probability block of a session that asked */
+        if (!m->lp) return es_fail(err, ES_ERR_FORMAT, "TOKENS: log-probabilities nobody asked for");
+        if (cnt > ES_PROTO_MAX_LP_TOKENS)
+            return es_fail(err, ES_ERR_FORMAT, "TOKENS: %u tokens with log-probabilities (at most %d per frame)", cnt, ES_PROTO_MAX_LP_TOKENS);
+        es_status st = get_lp(&r, m->lp, cnt, err);
+        if (st != ES_OK) return st;
+        m->has_lp = true;
+    }
     return rd_finish(&r, err);
 }
 
@@ -855,7 +974,7 @@ es_status es_proto_get_ping(const uint8_t *pl, size_t n, es_msg_ping *m, es_err 
 
 /* ---- any payload ---- */
 
-/* Scratch for one decoded message of any type, with its variable-length storage (about 21 KiB). */
+/* Scratch for one decoded message of any type, with its variable-length storage (about 60 KiB). */
 typedef union any_msg {
     es_msg_hello hello;
     es_msg_welcome welcome;
@@ -873,6 +992,7 @@ typedef union any_msg {
     struct {
         es_msg_tokens m;
         int32_t toks[ES_PROTO_MAX_TOKENS_FRAME];
+        es_token_logprob lp[ES_PROTO_MAX_LP_TOKENS];
     } tokens;
     es_msg_close close;
     es_msg_error error;
@@ -894,6 +1014,7 @@ static es_status decode_any(int type, const uint8_t *p, size_t n, any_msg *a, es
     case ES_FRAME_EARLY: return es_proto_get_early(p, n, &a->early, err);
     case ES_FRAME_TOKENS:
         a->tokens.m.tokens = a->tokens.toks;
+        a->tokens.m.lp = a->tokens.lp;
         return es_proto_get_tokens(p, n, &a->tokens.m, err);
     case ES_FRAME_CLOSE: return es_proto_get_close(p, n, &a->close, err);
     case ES_FRAME_ERROR: return es_proto_get_error(p, n, &a->error, err);

@@ -16,6 +16,7 @@
 #ifndef ES_NET_PROTO_H
 #define ES_NET_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,9 +32,13 @@
  * servers refuse the bits). The frame layout is the same in all, so an old edge (1..1) is served as
  * before and never sees EARLY. */
 #define ES_PROTO_LEVEL_MIN 1
-#define ES_PROTO_LEVEL_MAX 3
+#define ES_PROTO_LEVEL_MAX 4
 #define ES_PROTO_LEVEL_EARLY 2
 #define ES_PROTO_LEVEL_BET 3
+/* 4 adds OPEN's ES_OPEN_LOGPROBS and ES_OPEN_GRAMMAR (the OpenAI API's logprobs and response_format,
+ * for sessions whose text the edge's own API serves) and the log-probability blocks of VERDICT and
+ * TOKENS that answer the first (sent only to sessions that asked) */
+#define ES_PROTO_LEVEL_API 4
 #define ES_PROTO_HEADER_SIZE 12
 #define ES_PROTO_MAX_PAYLOAD_DEFAULT (1u << 20) /* servers may lower it (--max-frame) */
 #define ES_PROTO_MAX_NAME 64                     /* client / server name bytes */
@@ -41,6 +46,8 @@
 #define ES_PROTO_MAX_MSG 512                     /* error message bytes */
 #define ES_PROTO_MAX_STOP 16                     /* stop token ids per session */
 #define ES_PROTO_MAX_TOKENS_FRAME 4096           /* tokens in one TOKENS frame */
+#define ES_PROTO_MAX_LP_TOKENS 256               /* tokens in one TOKENS frame that carries log-probabilities */
+#define ES_PROTO_MAX_SCHEMA (64 * 1024)          /* JSON Schema bytes in OPEN (ES_OPEN_GRAMMAR) */
 
 typedef enum es_frame_type {
     ES_FRAME_HELLO = 1,    /* edge -> server: versions, draft vocabulary fingerprint, api key */
@@ -147,6 +154,14 @@ typedef struct es_msg_welcome {
 #define ES_OPEN_PROMPT_TEXT 1u /* flags bit: prompt is UTF-8 text (server tokenises, adds BOS) */
 #define ES_OPEN_PENALTY_BIAS 2u /* flags bit: penalties and logit bias follow the prompt */
 #define ES_OPEN_EARLY_EXIT 4u  /* flags bit (version 2): send EARLY frames for this edge session */
+#define ES_OPEN_LOGPROBS 8u    /* flags bit (version 4): VERDICT / TOKENS carry each token's log-probability
+                                  and top_logprobs alternatives (u8 top_logprobs follows) */
+#define ES_OPEN_GRAMMAR 16u    /* flags bit (version 4): the output is constrained to JSON (u8 kind, u32
+                                  done, u32 length, the schema's bytes follow) */
+
+/* OPEN's grammar kinds (ES_OPEN_GRAMMAR) */
+#define ES_PROTO_GRAMMAR_JSON_OBJECT 1 /* any JSON object (response_format json_object); no schema bytes */
+#define ES_PROTO_GRAMMAR_SCHEMA 2      /* a JSON Schema (response_format json_schema), 1..ES_PROTO_MAX_SCHEMA bytes */
 
 typedef struct es_msg_open {
     uint8_t mode;                  /* es_session_mode */
@@ -170,6 +185,16 @@ typedef struct es_msg_open {
     float presence_penalty, frequency_penalty; /* finite (0 = off) */
     uint16_t n_bias;               /* <= ES_SAMPLER_MAX_BIAS */
     es_logit_bias bias[ES_SAMPLER_MAX_BIAS];
+    /* with ES_OPEN_LOGPROBS: alternatives per token (0..ES_SPEC_MAX_TOP_LOGPROBS) */
+    uint8_t top_logprobs;
+    /* with ES_OPEN_GRAMMAR: ES_PROTO_GRAMMAR_*, and the schema (pointer into the payload when decoded;
+       no NUL byte inside; compiled by the receiver, which names what it cannot enforce) */
+    uint8_t grammar_kind;
+    uint32_t grammar_done;         /* the last grammar_done prompt tokens are output already (a session
+                                      resumed after a reconnection): the grammar starts before them;
+                                      at most n_prompt - 1, 0 with a text prompt */
+    const char *schema;
+    uint32_t schema_len;
 } es_msg_open;
 #define ES_PROTO_MAX_LAST_N (1 << 20)
 
@@ -205,7 +230,15 @@ typedef struct es_msg_verdict {
     es_spec_verdict v;         /* path + tokens (bonus last) */
     uint32_t queue_us, verify_us;
     uint16_t suggested_budget;
+    bool has_lp;               /* (version 4, sessions opened with ES_OPEN_LOGPROBS) a log-probability
+                                  block follows: lp[0 .. v.n_tokens) */
+    es_token_logprob lp[ES_SPEC_MAX_PATH + 1];
 } es_msg_verdict;
+
+/* The log-probability block of VERDICT and TOKENS (version 4): for each token, f32 logprob, u8 n_top
+ * (<= ES_SPEC_MAX_TOP_LOGPROBS), n_top x (i32 token, f32 logprob), most likely first. Every logprob
+ * finite and <= 0 (a rounding error of 1e-3 above is taken as 0); ids >= 0 (the vocabulary's bound is
+ * the receiver's to check). Its presence is known from the bytes after the fixed fields. */
 
 /* suggested_budget: ES_HINT_NO_DRAFT (edgespec_serve.h) or a node count. */
 
@@ -219,11 +252,15 @@ typedef struct es_msg_early {
     es_spec_verdict v;
 } es_msg_early;
 
-/* TOKENS: u8 stop, u16 n, n x i32. */
+/* TOKENS: u8 stop, u16 n, n x i32, then (version 4, sessions opened with ES_OPEN_LOGPROBS) the
+ * log-probability block of the n tokens, n <= ES_PROTO_MAX_LP_TOKENS then. */
 typedef struct es_msg_tokens {
     uint8_t stop;
     uint16_t n;
     int32_t *tokens; /* caller storage, capacity ES_PROTO_MAX_TOKENS_FRAME */
+    bool has_lp;     /* the log-probability block: lp[0 .. n) (decode: it came) */
+    es_token_logprob *lp; /* encode: the block's entries; decode: caller storage for
+                             ES_PROTO_MAX_LP_TOKENS entries (NULL: a block is refused) */
 } es_msg_tokens;
 
 typedef struct es_msg_close {
