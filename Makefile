@@ -48,7 +48,7 @@ asan: deps
 # scheduler, the thread pool, the wake-up queue and the fault-injection tests, and the Vulkan kernels
 # (lavapipe runs them on its own threads) and the two KV tiers (the host attention beside the device).
 # Suppressions (each one justified) in tests/tsan.supp.
-TSAN_TESTS ?= test_(server|edge|edge_liar|sched|threadpool|wakeq|faults|fuzz_regress|vulkan|apex)$$
+TSAN_TESTS ?= test_(server|edge|edge_api|edge_liar|sched|threadpool|wakeq|faults|fuzz_regress|vulkan|apex)$$
 tsan: deps
 	@test -f build-tsan/CMakeCache.txt || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DES_TSAN=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS)

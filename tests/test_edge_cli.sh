@@ -61,6 +61,8 @@ for k in ("rounds", "drafted", "accepted", "acceptance_length", "acceptance_rate
 assert s["rounds"] > 0 and s["acceptance_length"] > 1
 p = s["proactive"]
 assert p["enabled"] is True and p["attempts"] > 0 and 0 <= p["hit_ratio"] <= 1
+t = s["trees"]  # one tree per round, by how it was drafted; a bet that hit sends its tree as the next
+assert sum(t.values()) == s["rounds"] and t["bet_hit"] == p["hits"], (t, s["rounds"], p)
 w = e["wire"]
 assert w["bytes_sent"] > 0 and w["bytes_received"] > 0 and w["frames"] > 0 and w["bytes_per_token"] > 0
 assert e["reconnects"] == 0 and e["fallback_tokens"] == 0

@@ -95,6 +95,12 @@ for (m, s, c), x in pts.items():
     if m == "ar": assert x["groups"] == 0, x
     elif c == 1 or s == "gather": assert abs(x["groups"] - 1) < 1e-9, x
     else: assert 1 <= x["groups"] <= 2, x
+    # every edge tree the server verified, by how it was drafted: as many as the edges' rounds, and
+    # with proactive drafting some drafted ahead under a bet (hit or missed)
+    t = x["trees"]
+    assert set(t) == {"fresh", "bet_hit", "bet_miss", "early_hit"} and all(v >= 0 for v in t.values()), x
+    assert sum(t.values()) == (0 if m == "ar" else x["rounds"]), x
+    if m == "edge+proactive": assert t["bet_hit"] + t["bet_miss"] > 0, x
 PY
 expect 2 "$bin" bench serve -m "$model" --server-cpus "$cpu"
 has "$tmp/err" "go together"

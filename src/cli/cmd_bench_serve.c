@@ -364,6 +364,8 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_cl
     cJSON_AddNumberToObject(r, "accepted", (double)accepted);
     cJSON_AddNumberToObject(r, "proactive_attempts", (double)pa);
     cJSON_AddNumberToObject(r, "proactive_hit_ratio", pa ? (double)ph / pa : 0);
+    cJSON *tr = cJSON_AddObjectToObject(r, "trees"); /* edge trees the server verified, by how they were drafted */
+    for (int t = 0; tr && t < ES_TREE_ORIGINS; t++) cJSON_AddNumberToObject(tr, es_tree_origin_name(t), (double)(s1.trees[t] - s0.trees[t]));
     {
         double *lv = malloc((size_t)(n_leads > 0 ? n_leads : 1) * sizeof *lv);
         int nl = 0;

@@ -586,6 +586,8 @@ static void print_result_json(const edge_opts *o, const es_edge_params *p, const
     cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st->proactive_cut);
     cJSON_AddNumberToObject(pa, "stopped_by_verdict", (double)st->proactive_stopped);
     cJSON_AddNumberToObject(pa, "hit_ratio", st->proactive_attempts ? (double)st->proactive_hits / (double)st->proactive_attempts : 0);
+    cJSON *tr = cJSON_AddObjectToObject(sp, "trees"); /* trees sent, by how they were drafted (as serve counts them) */
+    for (int k = 0; tr && k < ES_TREE_ORIGINS; k++) cJSON_AddNumberToObject(tr, es_tree_origin_name(k), (double)st->trees[k]);
     cJSON *ea = cJSON_AddObjectToObject(j, "early");
     cJSON_AddBoolToObject(ea, "enabled", p->mode == ES_MODE_EDGE && o->early_exit);
     cJSON_AddNumberToObject(ea, "frames", (double)st->early_frames);

@@ -1580,6 +1580,7 @@ static es_status run_edge(gen *g, es_err *err) {
         ready = false;
         edge_round rd = {.id = round, .conf_len = conf_len, .base = es_drafter_kv_len(g->d), .bonus_bet = -1, .early_bonus = -1};
         es_msg_verify vm = {round, &e->tree, e->welcome.version >= ES_PROTO_LEVEL_BET ? (uint8_t)origin : ES_TREE_FRESH};
+        g->st->trees[origin]++;
         es_wbuf w;
         wbuf_reset(e, &w);
         if ((s = es_proto_put_verify(&w, g->session, &vm, err)) != ES_OK) return s;
