@@ -5,7 +5,8 @@
 # fuzz_proto with one valid frame of every type, fuzz_hfconfig with the stored configs and a key dictionary, fuzz_oai with requests of both endpoints, fuzz_grammar with
 # schemas (its regression inputs), fuzz_jinja with the chat templates of tests/data/chat-templates, fuzz_session
 # with recorded sessions (its model: EDGESPEC_FUZZ_MODEL, default build/models/stories260K.gguf).
-# Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60)
+# Crashing inputs land in build-fuzz/artifacts/. usage: scripts/fuzz.sh [FUZZ_SECONDS]  (default 60);
+# FUZZ_TARGETS="fuzz_proto fuzz_session" runs only the targets named.
 set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +17,10 @@ CC=${CC:-clang} cmake -S "$root" -B "$bdir" -DES_FUZZ=ON -DCMAKE_BUILD_TYPE=Debu
 targets=()
 for src in "$root"/src/fuzz/fuzz_*.c; do
   [ -e "$src" ] || continue
-  targets+=("$(basename "$src" .c)")
+  t=$(basename "$src" .c)
+  # FUZZ_TARGETS="fuzz_proto fuzz_session": only those (default: all)
+  if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $t "* ]]; then continue; fi
+  targets+=("$t")
 done
 [ ${#targets[@]} -gt 0 ] || { echo "fuzz.sh: no fuzz targets in src/fuzz" >&2; exit 1; }
 cmake --build "$bdir" -j2 --target "${targets[@]}"
