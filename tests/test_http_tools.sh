@@ -9,6 +9,8 @@
 #    story model then answers with tool_calls and finish_reason "tool_calls", plain and streamed; a
 #    name not in tools, or a JSON response_format beside it, is 400; without tools it is a 400 too;
 #    malformed tools are 400;
+#  - the same tool_choice calls on the edge-local API (edge --listen --chat-template-file): the
+#    grammar travels to the server (protocol version 4), the greedy call equals the server's own;
 #  - a built-in template (--chat-template chatml) takes no tools: 400 naming 'tools'.
 # What the model makes of tools (tool_calls in the reply, streamed and not) needs a model that calls
 # them: tests/test_real_tools.sh; the parsing itself is tests/test_oai.c's.
@@ -93,6 +95,38 @@ status_is "tool_choice required without tools" 400 "$s"
 s=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"tools":[{"type":"function","function":{}}]}')
 status_is "a tool without a name" 400 "$s"
 has "$tmp/body" '"param":"tools"'
+s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":256,$otool,\"tool_choice\":\"required\",\"temperature\":0}")
+cp "$tmp/body" "$tmp/server_required.json"
+
+# ---- the same on the edge-local API (protocol version 4 carries the call's grammar to the server;
+# the edge drafts under it): the same calls, the greedy one identical to the server's own ----
+"$bin" edge -d "$models/draft-mid.gguf" --server "127.0.0.1:$eport" --listen 127.0.0.1:0 --parallel 1 -t 1 \
+  --chat-template-file "$tmp/tools.jinja" >"$tmp/edge.out" 2>"$tmp/edge.err" &
+epid=$!
+pids+=("$epid")
+lport=$(wait_line "$tmp/edge.err" "$epid" "$ES_RE_HTTP")
+if [ -z "$lport" ]; then
+  bad "edge --listen did not start: $(tail -n 5 "$tmp/edge.err")"
+else
+  spport=$hport
+  hport=$lport
+  s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":256,$otool,\"tool_choice\":\"required\",\"temperature\":0}")
+  status_is "edge: tool_choice required" 200 "$s"
+  check_call "edge: tool_choice required" "set_unit"
+  python3 - "$tmp/body" "$tmp/server_required.json" <<'PY' && ok || bad "edge: the greedy call differs from the server's: $(head -c 300 "$tmp/body")"
+import json, sys
+e, s = (json.load(open(f))["choices"][0]["message"]["tool_calls"][0]["function"] for f in sys.argv[1:3])
+assert e == s, (e, s)
+PY
+  s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":256,$etools,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"set_mode\"}},\"stream\":true}")
+  status_is "edge: tool_choice named, streamed" 200 "$s"
+  check_call "edge: tool_choice named, streamed" "set_mode" stream
+  s=$(post /v1/chat/completions "{$history,\"max_tokens\":4,$tools}")
+  status_is "edge: tool history" 200 "$s"
+  hport=$spport
+  kill "$epid" 2>/dev/null
+  wait "$epid" 2>/dev/null
+fi
 kill "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 
