@@ -222,6 +222,9 @@ typedef struct es_tier_info {
     bool tiered;                    /* the context has two tiers */
     int64_t device_blocks_total;    /* device pages */
     int64_t device_blocks_used;     /* device pages holding rows (idle prefix-cache pages included) */
+    int64_t device_blocks_cached;   /* of them, copies no device-tier sequence holds (prefix-cache pages
+                                       nobody uses now): given back whenever a sequence needs room */
+    int64_t device_evictions;       /* such copies given back (brought down first if only the device had them) */
     int host_seqs;                  /* open sequences in the host tier now */
     int64_t moves_to_host, moves_to_device; /* sequences moved (es_seq_set_tier and automatic) */
     int64_t auto_to_host;           /* of which: a device-tier sequence found no device page left */

@@ -13,8 +13,11 @@
  *    step: the same logits as the untiered device;
  *  - the pools return to empty: every device page free and no host page used once all are closed;
  *  - q8_0 rows in both tiers (a synthetic model with kv_dim 128): moves copy the GGUF blocks;
- *  - errors: moving to a full device tier (ES_ERR_FULL, nothing moved), one tier (UNSUPPORTED), the
- *    prefix cache with two tiers, bad sequence or tier.
+ *  - the prefix cache across the tiers (test_prefix): pages cached by sequences of either tier and
+ *    adopted by sequences of either tier, copied on write, moved: logits of a context without tiers
+ *    or cache, golden tokens; cached device copies given back when the device needs room;
+ *  - errors: moving to a full device tier (ES_ERR_FULL, nothing moved), one tier (UNSUPPORTED), bad
+ *    sequence or tier.
  * A build without Vulkan has nothing to run (exit 77); a build with it but no device fails. */
 #include <dlfcn.h>
 #include <math.h>
@@ -405,6 +408,139 @@ static void test_q8(int device) {
     es_model_free(m);
 }
 
+/* The prefix cache across the tiers. Six sequences decode golden prompts with their continuations,
+ * half in each tier, offer their pages to the cache and close (the device-tier ones leave device
+ * copies, the host-tier ones host copies). Eight more, in both tiers, adopt those prefixes (two
+ * adopters of each of some prefixes, in different tiers: one page in both tiers), two of them cut
+ * back into a shared page so that their next rows are written into a private copy, sequences move
+ * between the tiers, and all eight decode on together: the logits equal a context without tiers or
+ * cache computing everything, and the tokens are golden. The device tier (12 pages) cannot hold
+ * them: cached device copies are given back, brought down first when only the device had them. */
+static void test_prefix(int device) {
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = true;
+    es_model *m = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    size_t len;
+    char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
+    es_ctx *ref = m ? make_ctx(m, device, 0) : NULL, *t = m ? make_ctx(m, device, DEV_PAGES) : NULL;
+    if (!m || !text || !ref || !t) {
+        CHECK(m && text && ref && t);
+        free(text);
+        es_ctx_free(ref);
+        es_ctx_free(t);
+        es_model_free(m);
+        return;
+    }
+    CHECK_OK(es_ctx_prefix_cache_enable(t, &err), &err);
+    enum { W1 = 6, W2 = 8, ADD = 40, STEPS = 6 };
+    static es_test_golden g[W1];
+    int ng = 0;
+    for (char *line = strtok(text, "\n"); line && ng < W1; line = strtok(NULL, "\n"))
+        if (es_test_golden_parse(line, &g[ng])) ng++;
+    CHECK(ng == W1);
+    const int nv = es_model_n_vocab(m);
+    static int32_t toks[W1][256];
+    int L[W1];
+    int32_t pos[256], seq[256];
+    int8_t want[256];
+    for (int w = 0; w < ng; w++) { /* wave 1 */
+        const int add = g[w].n_gen < ADD + STEPS + 1 ? g[w].n_gen - STEPS - 1 : ADD;
+        L[w] = g[w].n_prompt + add;
+        memcpy(toks[w], g[w].prompt_ids, (size_t)g[w].n_prompt * sizeof(int32_t));
+        memcpy(toks[w] + g[w].n_prompt, g[w].gen_ids, (size_t)add * sizeof(int32_t));
+        int s;
+        CHECK_OK(es_seq_open(t, &s, &err), &err);
+        if (w % 2 == 0) CHECK_OK(es_seq_set_tier(t, s, ES_KV_TIER_HOST, &err), &err);
+        for (int i = 0; i < L[w]; i++) { pos[i] = i; seq[i] = s; want[i] = i == L[w] - 1; }
+        es_batch b = {.n_tokens = L[w], .token = toks[w], .pos = pos, .seq = seq, .logits = want};
+        CHECK_OK(es_decode(t, &b, &err), &err);
+        CHECK(argmax(es_ctx_logits(t, L[w] - 1), nv) == g[w].gen_ids[L[w] - g[w].n_prompt]);
+        CHECK(es_seq_prefix_keep(t, s, toks[w], L[w]) == L[w] / 16);
+        es_seq_close(t, s);
+    }
+    es_tier_info ti;
+    es_ctx_tier_info(t, &ti);
+    CHECK_MSG(ti.device_blocks_cached > 0 && ti.device_blocks_cached == ti.device_blocks_used, "after wave 1: %lld device pages used, %lld cached",
+              (long long)ti.device_blocks_used, (long long)ti.device_blocks_cached);
+    CHECK(es_ctx_kv_blocks_used(t) == 0);
+
+    int tq[W2], sr[W2], at[W2], adopted_total = 0;
+    int32_t last[W2];
+    for (int i = 0; i < W2; i++) { /* wave 2 */
+        const int j = i % W1;
+        CHECK_OK(es_seq_open(t, &tq[i], &err), &err);
+        CHECK_OK(es_seq_open(ref, &sr[i], &err), &err);
+        if (i % 3 == 0) CHECK_OK(es_seq_set_tier(t, tq[i], ES_KV_TIER_HOST, &err), &err);
+        int from = es_seq_prefix_adopt(t, tq[i], toks[j], L[j] - 1);
+        CHECK_MSG(from >= 16 && from % 16 == 0, "sequence %d adopted %d slots", i, from);
+        adopted_total += from;
+        if (i == 1 || i == 3) { /* back into a shared page: the rows written next go to a private copy */
+            CHECK_OK(es_seq_truncate(t, tq[i], from - 5, &err), &err);
+            from -= 5;
+        }
+        for (int k = from; k < L[j]; k++) { pos[k - from] = k; seq[k - from] = tq[i]; want[k - from] = k == L[j] - 1; }
+        es_batch b = {.n_tokens = L[j] - from, .token = toks[j] + from, .pos = pos, .seq = seq, .logits = want};
+        CHECK_OK(es_decode(t, &b, &err), &err);
+        const float *lt = es_ctx_logits(t, L[j] - from - 1);
+        for (int k = 0; k < L[j]; k++) { pos[k] = k; seq[k] = sr[i]; want[k] = k == L[j] - 1; }
+        b = (es_batch){.n_tokens = L[j], .token = toks[j], .pos = pos, .seq = seq, .logits = want};
+        CHECK_OK(es_decode(ref, &b, &err), &err);
+        const float *lr = es_ctx_logits(ref, L[j] - 1);
+        const double e = lt && lr ? es_test_rel_diff(lr, lt, nv) : 1;
+        CHECK_MSG(e <= TIER_TOL, "sequence %d (prefix %d, %s tier): logits differ by %.3g", i, j,
+                  es_seq_tier(t, tq[i]) == ES_KV_TIER_HOST ? "host" : "device", e);
+        last[i] = lt ? argmax(lt, nv) : -1;
+        CHECK(last[i] == g[j].gen_ids[L[j] - g[j].n_prompt]);
+        at[i] = L[j];
+        if (i % 3 == 2) { /* an earlier one changes tier (a full device tier refuses, nothing moved) */
+            const int q = tq[i - 2];
+            const es_kv_tier to = es_seq_tier(t, q) == ES_KV_TIER_HOST ? ES_KV_TIER_DEVICE : ES_KV_TIER_HOST;
+            const es_status ms = es_seq_set_tier(t, q, to, &err);
+            CHECK_MSG(ms == ES_OK || (ms == ES_ERR_FULL && to == ES_KV_TIER_DEVICE), "move: %s", err.msg);
+        }
+    }
+    for (int step = 0; step < STEPS; step++) { /* all eight on together, one row each */
+        int32_t tk[W2], ps[W2], sq[W2], pr[W2];
+        int8_t wl[W2];
+        for (int i = 0; i < W2; i++) { tk[i] = last[i]; ps[i] = at[i]; sq[i] = tq[i]; pr[i] = sr[i]; wl[i] = 1; }
+        es_batch bt = {.n_tokens = W2, .token = tk, .pos = ps, .seq = sq, .logits = wl};
+        es_batch br = {.n_tokens = W2, .token = tk, .pos = ps, .seq = pr, .logits = wl};
+        CHECK_OK(es_decode(t, &bt, &err), &err);
+        CHECK_OK(es_decode(ref, &br, &err), &err);
+        for (int i = 0; i < W2; i++) {
+            const int j = i % W1;
+            const float *lt = es_ctx_logits(t, i), *lr = es_ctx_logits(ref, i);
+            const double e = lt && lr ? es_test_rel_diff(lr, lt, nv) : 1;
+            CHECK_MSG(e <= TIER_TOL, "step %d, sequence %d: logits differ by %.3g", step, i, e);
+            at[i]++;
+            last[i] = lt ? argmax(lt, nv) : -1;
+            CHECK_MSG(last[i] == g[j].gen_ids[at[i] - g[j].n_prompt], "step %d, sequence %d: token %d, golden %d", step, i, last[i],
+                      g[j].gen_ids[at[i] - g[j].n_prompt]);
+        }
+    }
+    es_ctx_tier_info(t, &ti);
+    CHECK_MSG(ti.device_evictions > 0, "no cached device copy was given back (%lld device pages)", (long long)ti.device_blocks_total);
+    CHECK(ti.host_seqs > 0 && ti.host_seqs < W2);
+    printf("prefix cache across tiers: %d slots adopted by %d sequences, %d in the host tier now, %lld device copies given back, "
+           "%lld pages moved, %lld/%lld moves\n",
+           adopted_total, W2, ti.host_seqs, (long long)ti.device_evictions, (long long)ti.pages_moved, (long long)ti.moves_to_host,
+           (long long)ti.moves_to_device);
+    for (int i = 0; i < W2; i++) {
+        es_seq_close(t, tq[i]);
+        es_seq_close(ref, sr[i]);
+    }
+    es_ctx_tier_info(t, &ti);
+    CHECK_MSG(ti.device_blocks_used == ti.device_blocks_cached, "%lld device pages used by no sequence but %lld cached",
+              (long long)ti.device_blocks_used, (long long)ti.device_blocks_cached);
+    CHECK(es_ctx_kv_blocks_used(t) == 0 && ti.host_seqs == 0);
+    free(text);
+    es_ctx_free(ref);
+    es_ctx_free(t);
+    es_model_free(m);
+}
+
 static void test_errors(int device) {
     es_model_params mp = es_model_default_params();
     mp.no_repack = true;
@@ -420,8 +556,6 @@ static void test_errors(int device) {
         es_tier_info ti;
         es_ctx_tier_info(one, &ti);
         CHECK(!ti.tiered);
-        CHECK(es_ctx_prefix_cache_enable(t, &err) == ES_ERR_UNSUPPORTED);
-        CHECK_MSG(strstr(err.msg, "tier") != NULL, "prefix cache refusal: %s", err.msg);
         /* a sequence of 3 pages in the host tier cannot move into 2 device pages: nothing moves */
         int q;
         CHECK_OK(es_seq_open(t, &q, &err), &err);
@@ -458,6 +592,7 @@ int main(void) {
         test_errors(d);
         test_q8(d);
         test_tree(d);
+        test_prefix(d);
         test_golden(d);
     }
     CHECK_MSG(n_validation_errors == 0, "%d validation errors", n_validation_errors);

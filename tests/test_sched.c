@@ -1140,7 +1140,7 @@ static void test_early_exit(es_model *target, es_model *draft) {
  * attention from the CPU, in plans the predictor picks each step; every session still gives the
  * golden output, a host-tier session came back to the device once an edge session (opened first, so
  * in the device tier, and faster: several tokens a round) finished, and both pools are empty at the
- * end. Which plans run depends on measured times; that some plan served the host rows does not (the
+ * end (the prefix cache on: finished sessions' pages cached, their device copies counted free). Which plans run depends on measured times; that some plan served the host rows does not (the
  * predictor's wait bound). */
 static void test_tiers(es_model *draft) {
     dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE); /* keep lavapipe loaded past vkDestroyInstance (see test_vulkan.c) */
@@ -1184,6 +1184,10 @@ static void test_tiers(es_model *draft) {
         check_kv_empty(s, "tiers");
         CHECK_MSG(st.device_kv_blocks_used == 0 && st.host_tier_now == 0, "tiers: %lld device pages, %d host-tier sessions left",
                   (long long)st.device_kv_blocks_used, st.host_tier_now);
+        /* the prefix cache runs across the tiers: finished sessions' pages are cached, device copies of
+           them count as free */
+        CHECK_MSG(st.prefix_cached_blocks > 0 && st.device_kv_blocks_cached <= st.device_kv_blocks_total, "tiers: %lld pages cached, %lld device copies",
+                  (long long)st.prefix_cached_blocks, (long long)st.device_kv_blocks_cached);
         printf("tiers: %lld steps, %lld sessions in the host tier, moves %lld to host (%lld by themselves) / %lld to device, "
                "plans device_only %lld asymmetric %lld async_overlap %lld, prediction error p50 %.2f (profile %s)\n",
                (long long)st.steps, (long long)st.host_tier_sessions, (long long)st.tier_moves_to_host, (long long)st.tier_auto_to_host,

@@ -75,7 +75,9 @@ static void print_help(void) {
            "                           from this machine's cores (--threads) beside the device's work.\n"
            "                           Each step a profiled predictor picks how (asymmetric sub-batches,\n"
            "                           asynchronous overlap, or host sessions wait a step); sessions move\n"
-           "                           back to the device when they fit. Turns the prefix cache off.\n"
+           "                           back to the device when they fit. Prefix-cache pages are shared\n"
+           "                           across the tiers (copied over when a session of the other tier\n"
+           "                           adopts one; idle device copies make way when room is needed).\n"
            "  --exit-layers L[,L...]   early exits: exit heads after these layers (1..n_layer-1); edges that\n"
            "                           ask (edge --early-exit) get an EARLY frame, the round's provisional\n"
            "                           verdict from the lowest of them, while the rest of the pass runs\n"
@@ -275,6 +277,7 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddBoolToObject(o, "kv_tiers", k->tiered);
     cJSON_AddNumberToObject(o, "device_kv_blocks_total", (double)k->device_kv_blocks_total);
     cJSON_AddNumberToObject(o, "device_kv_blocks_used", (double)k->device_kv_blocks_used);
+    cJSON_AddNumberToObject(o, "device_kv_blocks_cached", (double)k->device_kv_blocks_cached);
     cJSON_AddNumberToObject(o, "host_tier_sessions", (double)k->host_tier_sessions);
     cJSON_AddNumberToObject(o, "host_tier_sessions_now", k->host_tier_now);
     cJSON_AddNumberToObject(o, "tier_moves_to_host", (double)k->tier_moves_to_host);
@@ -740,10 +743,10 @@ static void report_start(const serve_state *s) {
     const es_sched_stats *k = &ts.sched;
     if (k->tiered)
         fprintf(stderr, "edgespec serve: two KV tiers: %lld pages (%.1f KiB) on the device of %lld in all, host-tier attention on "
-                        "%d thread%s, predictor profile %s; prefix cache off\n",
+                        "%d thread%s, predictor profile %s; prefix cache %s\n",
                 (long long)k->device_kv_blocks_total, (double)k->device_kv_blocks_total * (double)k->kv_bytes_per_block / 1024.0,
                 (long long)k->kv_blocks_total, sp->sched.n_threads, sp->sched.n_threads == 1 ? "" : "s",
-                k->apex_profile == 2 ? "measured at start-up" : "a preset scaled to this model");
+                k->apex_profile == 2 ? "measured at start-up" : "a preset scaled to this model", sp->sched.prefix_cache ? "on" : "off");
     else if (sp->sched.device_kv_memory_bytes > 0)
         fprintf(stderr, "edgespec serve: --device-kv-memory holds the whole KV pool: one tier\n");
     if (!local && !s->tls)

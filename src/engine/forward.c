@@ -392,10 +392,7 @@ int64_t es_ctx_kv_bytes_per_token(const es_model *m, es_kv_type type) {
 }
 
 es_status es_ctx_prefix_cache_enable(es_ctx *c, es_err *err) {
-    /* a device-tier page and its host copy would have to agree whenever the cache hands it over; with
-     * two tiers pages stay private to one sequence */
-    if (c->be->ops->set_tier)
-        return es_fail(err, ES_ERR_UNSUPPORTED, "the prefix cache does not work with two KV tiers (device_kv_blocks below kv_blocks)");
+    /* (with two KV tiers the backend follows which copies of a shared page hold its rows: page events) */
     return es_kv_prefix_enable(c->kv, err);
 }
 int es_seq_prefix_adopt(es_ctx *c, int seq, const int32_t *tokens, int n) { return es_kv_prefix_adopt(c->kv, seq, tokens, n); }

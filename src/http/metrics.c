@@ -288,8 +288,11 @@ static bool render_speculation(const es_metrics *m, es_str *o) {
 static bool render_tiers(const es_metrics *m, es_str *o) {
     bool ok = true;
     if (m->tiered) {
-        ok = ok && simple(o, "edgespec_device_kv_blocks_used", "gauge", "KV pages in device memory holding rows (two KV tiers).",
+        ok = ok && simple(o, "edgespec_device_kv_blocks_used", "gauge", "KV pages in device memory held by device-tier sessions (two KV tiers).",
                           (double)m->device_kv_blocks_used);
+        ok = ok && simple(o, "edgespec_device_kv_blocks_cached", "gauge",
+                          "Device copies of prefix-cache KV pages no device-tier session holds (given back when room is needed).",
+                          (double)m->device_kv_blocks_cached);
         ok = ok && simple(o, "edgespec_device_kv_blocks_total", "gauge", "KV pages the device tier holds.", (double)m->device_kv_blocks_total);
         ok = ok && simple(o, "edgespec_host_tier_sessions", "gauge",
                           "Sessions whose KV cache is in host memory now (their attention runs on the CPU).", m->host_tier_now);

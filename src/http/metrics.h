@@ -86,7 +86,7 @@ typedef struct es_metrics {
     int queue_depth;               /* requests waiting for a worker (edge) */
     /* two KV tiers (APEX); tiered false: none of these */
     bool tiered;
-    int64_t device_kv_blocks_used, device_kv_blocks_total;
+    int64_t device_kv_blocks_used, device_kv_blocks_total, device_kv_blocks_cached;
     int host_tier_now;             /* sessions whose KV is in host memory now */
     int64_t host_tier_sessions;    /* sessions that ran in the host tier at least once */
     int64_t tier_moves_to_host, tier_moves_to_device;

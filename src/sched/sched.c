@@ -550,7 +550,6 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
         if (st == ES_OK && cp.device_kv_blocks < 1)
             st = es_fail(err, ES_ERR_INVALID_ARG, "device KV budget of %lld bytes is below one page (%lld bytes)",
                          (long long)p.device_kv_memory_bytes, (long long)s->kv_bytes_per_block);
-        if (cp.device_kv_blocks < blocks) p.prefix_cache = s->p.prefix_cache = false; /* pages stay private (es_ctx_params) */
     }
     if (st == ES_OK) st = es_ctx_init(target, &cp, &s->ctx, err);
     es_tier_info ti;
@@ -928,7 +927,8 @@ static void reap_locked(es_sched *s) {
         es_tier_info ti;
         es_ctx_tier_info(s->ctx, &ti);
         s->st.tiered = true;
-        s->st.device_kv_blocks_used = ti.device_blocks_used;
+        s->st.device_kv_blocks_used = ti.device_blocks_used - ti.device_blocks_cached;
+        s->st.device_kv_blocks_cached = ti.device_blocks_cached;
         s->st.device_kv_blocks_total = ti.device_blocks_total;
         s->st.host_tier_now = ti.host_seqs;
         s->st.tier_moves_to_host = ti.moves_to_host - s->tier_base.moves_to_host; /* (the start-up profile's not counted) */
@@ -955,7 +955,7 @@ static int64_t sess_pages(const sess *x) { return blocks_for(x->n_prompt + x->ma
 static int64_t device_room_locked(es_sched *s, const sess *skip) {
     es_tier_info ti;
     es_ctx_tier_info(s->ctx, &ti);
-    int64_t room = ti.device_blocks_total - ti.device_blocks_used;
+    int64_t room = ti.device_blocks_total - ti.device_blocks_used + ti.device_blocks_cached; /* (cached copies make way) */
     for (int i = 0; i < s->n_slots; i++) {
         const sess *x = &s->sess[i];
         if (x == skip || x->state != SESS_LIVE || x->failed || x->seq < 0 || es_seq_tier(s->ctx, x->seq) != ES_KV_TIER_DEVICE) continue;

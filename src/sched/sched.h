@@ -192,7 +192,10 @@ typedef struct es_sched_stats {
                                      network round trip plus its drafting; kept when the edges leave) */
     /* two KV tiers (device_kv_memory_bytes; all 0 with one) */
     bool tiered;
-    int64_t device_kv_blocks_used, device_kv_blocks_total;
+    int64_t device_kv_blocks_used, device_kv_blocks_total; /* used: held by device-tier sessions (as
+                                     kv_blocks_used, pages only the prefix cache holds count as free) */
+    int64_t device_kv_blocks_cached; /* device copies of prefix-cache pages no device-tier session holds
+                                        (given back when room is needed) */
     int host_tier_now;            /* sessions whose KV is in host memory now */
     int64_t host_tier_sessions;   /* sessions that ran in the host tier at least once */
     int64_t tier_moves_to_host, tier_moves_to_device, tier_auto_to_host;

@@ -1361,6 +1361,7 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->prefix_blocks = k.prefix_cached_blocks;
     m->tiered = k.tiered;
     m->device_kv_blocks_used = k.device_kv_blocks_used;
+    m->device_kv_blocks_cached = k.device_kv_blocks_cached;
     m->device_kv_blocks_total = k.device_kv_blocks_total;
     m->host_tier_now = k.host_tier_now;
     m->host_tier_sessions = k.host_tier_sessions;

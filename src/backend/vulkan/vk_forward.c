@@ -93,16 +93,24 @@ typedef struct vk_be {
     float *x_host, *cs_host, *sn_host, *inv_freq, *logits, *xh_host;
     int32_t *meta_host, *tab_host, *row_host, *seq_tab, *seq_max;
 
-    /* two KV tiers (APEX): the device holds n_dev pages; dev_of maps a host page to its device page */
+    /* two KV tiers (APEX): the device holds n_dev pages; dev_of maps a host page to its device page.
+     * A page's rows are valid on the device (dev_of >= 0), in the host pool (host_ok), or in both: a
+     * page the prefix cache shares is full and never written again, so its two copies stay equal; a
+     * page being written is held by one sequence only (copy on write), whose tier gets the rows and
+     * whose other copy is dropped or marked stale. Device-tier sequences read device copies, host-tier
+     * ones host copies; what a pass needs is brought over before it (prepare_tiers). */
     bool tiered;
-    int64_t n_dev;
+    int64_t n_dev, n_pages;
     int32_t *dev_of;       /* [kv pages] device page or -1 */
+    uint8_t *host_ok;      /* [kv pages] the host pool's copy holds the page's rows */
+    uint8_t *mark;         /* [kv pages] scratch: pages a device-tier sequence holds (mark_device_held) */
     int32_t *dev_free;     /* stack of free device pages */
     int64_t n_dev_free;
     uint8_t *tier;         /* [n_seq_max] es_kv_tier */
     int32_t *hrow_of;      /* [n_batch_max] a host-tier row's index among its sub-batch's host rows */
     uint8_t *seen;         /* [n_seq_max] scratch: sequences of the batch already prepared */
     int32_t *xfer_pages;   /* [kv pages] scratch: pages of one move */
+    int32_t *given;        /* [kv pages] scratch: device copies device_copies gave */
     int32_t *freed;        /* [kv pages] pages freed whose device copy is still to drop (page_event) */
     int64_t n_freed;
     uint8_t *is_freed;     /* [kv pages] listed in freed */
@@ -146,7 +154,7 @@ static void vk_be_free(es_backend *be) {
     free(b->L);
     free(b->x_host); free(b->cs_host); free(b->sn_host); free(b->inv_freq); free(b->logits); free(b->xh_host);
     free(b->meta_host); free(b->tab_host); free(b->row_host); free(b->seq_tab); free(b->seq_max);
-    free(b->dev_of); free(b->dev_free); free(b->tier); free(b->hrow_of); free(b->seen); free(b->xfer_pages); free(b->freed); free(b->is_freed); free(b->xfer_ptr);
+    free(b->dev_of); free(b->host_ok); free(b->mark); free(b->dev_free); free(b->tier); free(b->hrow_of); free(b->seen); free(b->xfer_pages); free(b->given); free(b->freed); free(b->is_freed); free(b->xfer_ptr);
     free(b->att);
     free(b);
 }
@@ -306,13 +314,15 @@ static void dev_drop(vk_be *b, int32_t page) {
     b->dev_of[page] = -1;
 }
 
-/* The pool took a page for new rows: whatever the device held for it is stale. It freed one: the
+/* The pool took a page for new rows: whatever either tier held for it is stale. It freed one: the
  * device copy goes once the operation that freed it is over, since es_seq_keep frees the pages past
  * the kept path before the device moves rows out of them (flush_freed). */
 static void page_event(void *ud, int32_t page, es_kv_page_event ev) {
     vk_be *b = ud;
-    if (ev == ES_KV_PAGE_TAKEN) dev_drop(b, page);
-    else if (b->dev_of[page] >= 0 && !b->is_freed[page]) { /* listed once: at most every page */
+    if (ev == ES_KV_PAGE_TAKEN) {
+        dev_drop(b, page);
+        b->host_ok[page] = 0;
+    } else if (b->dev_of[page] >= 0 && !b->is_freed[page]) { /* listed once: at most every page */
         b->is_freed[page] = 1;
         b->freed[b->n_freed++] = page;
     }
@@ -327,7 +337,8 @@ static void flush_freed(vk_be *b) {
 }
 
 /* Copies whole pages between the tiers (K and V of every layer): up, host rows into device page
- * dev_of[p]; or down. In recordings of xfer_chunk pages, which the transfer ring holds. */
+ * dev_of[p]; or down, after which the host copies hold the rows. In recordings of xfer_chunk pages,
+ * which the transfer ring holds. */
 static es_status xfer(vk_be *b, const int32_t *pages, int n, bool up, es_err *err) {
     const int nl = b->model->hp.n_layer;
     const size_t bytes = (size_t)b->block_size * es_kv_row_bytes(b->kv);
@@ -353,55 +364,122 @@ static es_status xfer(vk_be *b, const int32_t *pages, int n, bool up, es_err *er
         if (st != ES_OK) return st;
         if (sub != ES_OK) return sub;
         if (!up)
-            for (int k = 0; k < m; k++)
+            for (int k = 0; k < m; k++) {
                 for (int l = 0; l < nl; l++) {
                     const void **ptr = b->xfer_ptr + ((size_t)k * nl + l) * 2;
                     memcpy(es_kv_page_k(b->kv, pages[at + k], l), ptr[0], bytes);
                     memcpy(es_kv_page_v(b->kv, pages[at + k], l), ptr[1], bytes);
                 }
+                b->host_ok[pages[at + k]] = 1;
+            }
     }
     b->stats.pages_moved += n;
     return ES_OK;
 }
 
-/* Device tier → host tier: the rows come down, the device pages are freed. */
-static es_status to_host(vk_be *b, int seq, es_err *err) {
+/* b->mark: the pages device-tier sequences hold (every one but `skip`, -1: none). */
+static void mark_device_held(vk_be *b, int skip) {
+    memset(b->mark, 0, (size_t)b->n_pages);
+    for (int s = 0; s < b->n_seq_max; s++) {
+        if (s == skip || b->tier[s] != ES_KV_TIER_DEVICE || !es_kv_seq_valid(b->kv, s)) continue;
+        const int nb = es_kv_seq_n_blocks(b->kv, s);
+        const int32_t *tab = es_kv_seq_blocks(b->kv, s);
+        for (int k = 0; k < nb; k++) b->mark[tab[k]] = 1;
+    }
+}
+
+/* At least `need` free device pages: device copies no device-tier sequence holds (prefix-cache pages
+ * nobody uses now, shared pages a sequence took to the host tier) give theirs back — those the host
+ * pool holds too first, the others after they were brought down (nothing is lost). `also`: a
+ * sequence whose pages are kept as well (-1: none). ES_ERR_FULL when the rest is all in use. */
+static es_status make_dev_room(vk_be *b, int64_t need, int also, es_err *err) {
+    if (b->n_dev_free >= need) return ES_OK;
+    mark_device_held(b, -1);
+    if (also >= 0) {
+        const int nb = es_kv_seq_n_blocks(b->kv, also);
+        const int32_t *tab = es_kv_seq_blocks(b->kv, also);
+        for (int k = 0; k < nb; k++) b->mark[tab[k]] = 1;
+    }
+    /* (pages freed by the operation under way keep their copies until it is over: flush_freed) */
+    for (int64_t pg = 0; pg < b->n_pages && b->n_dev_free < need; pg++)
+        if (b->dev_of[pg] >= 0 && !b->mark[pg] && !b->is_freed[pg] && b->host_ok[pg]) {
+            dev_drop(b, (int32_t)pg);
+            b->stats.device_evictions++;
+        }
+    int n = 0;
+    for (int64_t pg = 0; pg < b->n_pages && b->n_dev_free + n < need; pg++)
+        if (b->dev_of[pg] >= 0 && !b->mark[pg] && !b->is_freed[pg]) b->xfer_pages[n++] = (int32_t)pg;
+    if (n > 0) {
+        const es_status st = xfer(b, b->xfer_pages, n, false, err);
+        if (st != ES_OK) return st;
+        for (int k = 0; k < n; k++) dev_drop(b, b->xfer_pages[k]);
+        b->stats.device_evictions += n;
+    }
+    if (b->n_dev_free >= need) return ES_OK;
+    return es_fail(err, ES_ERR_FULL, "device KV tier full: %lld pages needed, %lld of %lld free", (long long)need,
+                   (long long)b->n_dev_free, (long long)b->n_dev);
+}
+
+/* The pages of seq valid only on the device come down (a host-tier sequence reads host copies). */
+static es_status host_copies(vk_be *b, int seq, es_err *err) {
     const int nb = es_kv_seq_n_blocks(b->kv, seq);
     const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
     int n = 0;
     for (int k = 0; k < nb; k++)
-        if (b->dev_of[tab[k]] >= 0) b->xfer_pages[n++] = tab[k];
-    const es_status st = xfer(b, b->xfer_pages, n, false, err);
+        if (!b->host_ok[tab[k]] && b->dev_of[tab[k]] >= 0) b->xfer_pages[n++] = tab[k];
+    return n ? xfer(b, b->xfer_pages, n, false, err) : ES_OK;
+}
+
+/* Every page of seq gets a device copy (rows the host pool holds go up; a page with rows nowhere yet
+ * is new: nothing to copy). ES_ERR_FULL, nothing changed, when the device cannot make room. */
+static es_status device_copies(vk_be *b, int seq, es_err *err) {
+    const int nb = es_kv_seq_n_blocks(b->kv, seq);
+    const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
+    int need = 0;
+    for (int k = 0; k < nb; k++) need += b->dev_of[tab[k]] < 0;
+    if (need == 0) return ES_OK;
+    es_status st = make_dev_room(b, need, seq, err);
+    if (st != ES_OK) return st;
+    int n = 0, n_given = 0;
+    for (int k = 0; k < nb; k++) {
+        if (b->dev_of[tab[k]] >= 0) continue;
+        b->dev_of[tab[k]] = b->dev_free[--b->n_dev_free];
+        b->given[n_given++] = tab[k];
+        if (b->host_ok[tab[k]]) b->xfer_pages[n++] = tab[k];
+    }
+    st = n ? xfer(b, b->xfer_pages, n, true, err) : ES_OK;
+    if (st != ES_OK) /* the copies just given hold nothing: back */
+        for (int k = 0; k < n_given; k++) dev_drop(b, b->given[k]);
+    return st;
+}
+
+/* Device tier → host tier: rows only the device holds come down; device copies no other device-tier
+ * sequence uses are freed. */
+static es_status to_host(vk_be *b, int seq, es_err *err) {
+    const es_status st = host_copies(b, seq, err);
     if (st != ES_OK) return st; /* still whole in the device tier */
-    for (int k = 0; k < nb; k++) dev_drop(b, tab[k]);
+    const int nb = es_kv_seq_n_blocks(b->kv, seq);
+    const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
+    mark_device_held(b, seq);
+    for (int k = 0; k < nb; k++)
+        if (!b->mark[tab[k]]) dev_drop(b, tab[k]);
     b->tier[seq] = ES_KV_TIER_HOST;
     b->stats.moves_to_host++;
     return ES_OK;
 }
 
-/* Host tier → device tier: a device page for each of its pages, the rows go up. */
+/* Host tier → device tier: a device copy of each of its pages. */
 static es_status to_device(vk_be *b, int seq, es_err *err) {
-    const int nb = es_kv_seq_n_blocks(b->kv, seq);
-    const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
-    if (nb > b->n_dev_free)
-        return es_fail(err, ES_ERR_FULL, "device KV tier full: sequence %d needs %d pages, %lld of %lld free", seq, nb,
-                       (long long)b->n_dev_free, (long long)b->n_dev);
-    for (int k = 0; k < nb; k++) {
-        b->dev_of[tab[k]] = b->dev_free[--b->n_dev_free];
-        b->xfer_pages[k] = tab[k];
-    }
-    const es_status st = xfer(b, b->xfer_pages, nb, true, err);
-    if (st != ES_OK) {
-        for (int k = 0; k < nb; k++) dev_drop(b, tab[k]);
-        return st;
-    }
+    const es_status st = device_copies(b, seq, err);
+    if (st != ES_OK) return st;
     b->tier[seq] = ES_KV_TIER_DEVICE;
     b->stats.moves_to_device++;
     return ES_OK;
 }
 
-/* Before a pass: every page of a device-tier sequence of the batch gets a device page (the pages it
- * took for this batch are new: nothing to upload); one that finds none left moves to the host tier. */
+/* Before a pass: host-tier sequences of the batch get host copies of their pages, device-tier ones
+ * device copies (one that finds no room moves to the host tier); then the pages the pass writes keep
+ * only the writer's tier's copy. */
 static es_status prepare_tiers(vk_be *b, const es_fwd_plan *p, es_err *err) {
     flush_freed(b);
     es_status st = ES_OK;
@@ -409,20 +487,26 @@ static es_status prepare_tiers(vk_be *b, const es_fwd_plan *p, es_err *err) {
         const int seq = p->b->seq[i];
         if (b->seen[seq]) continue;
         b->seen[seq] = 1;
-        if (b->tier[seq] != ES_KV_TIER_DEVICE) continue;
-        const int nb = es_kv_seq_n_blocks(b->kv, seq);
-        const int32_t *tab = es_kv_seq_blocks(b->kv, seq);
-        int need = 0;
-        for (int k = 0; k < nb; k++) need += b->dev_of[tab[k]] < 0;
-        if (need <= b->n_dev_free) {
-            for (int k = 0; k < nb; k++)
-                if (b->dev_of[tab[k]] < 0) b->dev_of[tab[k]] = b->dev_free[--b->n_dev_free];
-        } else if ((st = to_host(b, seq, err)) == ES_OK) {
+        if (b->tier[seq] == ES_KV_TIER_HOST) {
+            st = host_copies(b, seq, err);
+        } else if ((st = device_copies(b, seq, err)) == ES_ERR_FULL && (st = to_host(b, seq, err)) == ES_OK) {
             b->stats.auto_to_host++;
         }
     }
     for (int i = 0; i < p->n; i++) b->seen[p->b->seq[i]] = 0;
-    return st;
+    if (st != ES_OK) return st;
+    const int bs = b->block_size;
+    for (int i = 0; i < p->n; i++) {
+        const int seq = p->b->seq[i];
+        const int32_t pg = es_kv_seq_blocks(b->kv, seq)[p->slot[i] / bs];
+        if (b->tier[seq] == ES_KV_TIER_HOST) {
+            dev_drop(b, pg);
+            b->host_ok[pg] = 1;
+        } else {
+            b->host_ok[pg] = 0;
+        }
+    }
+    return ES_OK;
 }
 
 static es_status vk_set_tier(es_backend *be, int seq, es_kv_tier tier, es_err *err) {
@@ -445,11 +529,14 @@ static void vk_seq_reset(es_backend *be, int seq) {
 }
 
 static void vk_tier_info(const es_backend *be, es_tier_info *out) {
-    const vk_be *b = (const vk_be *)be;
+    vk_be *b = (vk_be *)be; /* (mark is scratch) */
     *out = b->stats;
     out->tiered = true;
     out->device_blocks_total = b->n_dev;
     out->device_blocks_used = b->n_dev - b->n_dev_free;
+    mark_device_held(b, -1);
+    out->device_blocks_cached = 0;
+    for (int64_t pg = 0; pg < b->n_pages; pg++) out->device_blocks_cached += b->dev_of[pg] >= 0 && !b->mark[pg];
     out->host_seqs = 0;
     for (int s = 0; s < b->n_seq_max; s++) out->host_seqs += es_kv_seq_valid(b->kv, s) && b->tier[s] == ES_KV_TIER_HOST;
 }
@@ -797,21 +884,83 @@ static es_status move_rows(vk_be *b, const int32_t *src, const int32_t *dst, int
     return st != ES_OK ? st : sub;
 }
 
+/* A keep of a device-tier sequence whose pages are not all on the device (one was copied on write
+ * into the host pool when the device had no page left): the moves are made in host memory from host
+ * copies of every page involved, and the destination pages keep only those (the next pass brings them
+ * up). Sources are never earlier destinations (slots[k] >= base + k), so the order is the pool's. */
+static es_status move_on_host(vk_be *b, const int32_t *src, const int32_t *dst, int n, es_err *err) {
+    const int bs = b->block_size;
+    const size_t row = es_kv_row_bytes(b->kv);
+    int m = 0;
+    for (int k = 0; k < n; k++)
+        for (int e = 0; e < 2; e++) {
+            const int32_t pg = (e ? dst[k] : src[k]) / bs;
+            bool listed = false;
+            for (int j = 0; j < m && !listed; j++) listed = b->xfer_pages[j] == pg; /* (a tree's few pages) */
+            if (!listed && !b->host_ok[pg] && b->dev_of[pg] >= 0) b->xfer_pages[m++] = pg;
+        }
+    es_status st = m ? xfer(b, b->xfer_pages, m, false, err) : ES_OK;
+    if (st != ES_OK) return st;
+    for (int k = 0; k < n; k++) {
+        const int32_t sp = src[k] / bs, dp = dst[k] / bs;
+        const size_t so = (size_t)(src[k] % bs) * row, dof = (size_t)(dst[k] % bs) * row;
+        for (int l = 0; l < b->model->hp.n_layer; l++) {
+            memcpy(es_kv_page_k(b->kv, dp, l) + dof, es_kv_page_k(b->kv, sp, l) + so, row);
+            memcpy(es_kv_page_v(b->kv, dp, l) + dof, es_kv_page_v(b->kv, sp, l) + so, row);
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        b->host_ok[dst[k] / bs] = 1;
+        dev_drop(b, dst[k] / bs);
+    }
+    return ES_OK;
+}
+
 static es_status vk_kv_move(es_backend *be, int seq, const int32_t *src, const int32_t *dst, int n, es_err *err) {
     vk_be *b = (vk_be *)be;
-    if (b->tiered && b->tier[seq] == ES_KV_TIER_HOST) {
+    const int bs = b->block_size;
+    if (b->tiered && b->tier[seq] == ES_KV_TIER_HOST) { /* the pool moved its rows itself: device copies of them are stale */
+        for (int k = 0; k < n; k++) dev_drop(b, dst[k] / bs);
         flush_freed(b);
-        return ES_OK; /* the pool moved its rows itself */
+        return ES_OK;
     }
-    const es_status st = move_rows(b, src, dst, n, err);
+    bool on_device = true;
+    for (int k = 0; b->tiered && k < n; k++) on_device &= b->dev_of[src[k] / bs] >= 0 && b->dev_of[dst[k] / bs] >= 0;
+    es_status st;
+    if (on_device) {
+        st = move_rows(b, src, dst, n, err);
+        for (int k = 0; b->tiered && k < n; k++) b->host_ok[dst[k] / bs] = 0;
+    } else {
+        st = move_on_host(b, src, dst, n, err);
+    }
     if (b->tiered) flush_freed(b);
     return st;
 }
 
+/* The page's rows in host memory from its device copy, into page dst's host copy too. */
+static es_status page_copy_host(vk_be *b, int32_t src, int32_t dst, es_err *err) {
+    if (!b->host_ok[src]) {
+        const es_status st = xfer(b, &src, 1, false, err);
+        if (st != ES_OK) return st;
+    }
+    const size_t bytes = (size_t)b->block_size * es_kv_row_bytes(b->kv);
+    for (int l = 0; l < b->model->hp.n_layer; l++) {
+        memcpy(es_kv_page_k(b->kv, dst, l), es_kv_page_k(b->kv, src, l), bytes);
+        memcpy(es_kv_page_v(b->kv, dst, l), es_kv_page_v(b->kv, src, l), bytes);
+    }
+    b->host_ok[dst] = 1;
+    return ES_OK;
+}
+
 static es_status vk_page_copy(es_backend *be, int32_t src, int32_t dst, es_err *err) {
     vk_be *b = (vk_be *)be;
-    if (b->tiered) return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: no prefix cache with two KV tiers");
     const int bs = b->block_size;
+    if (b->tiered) { /* dst was just taken; the pool copied the host rows, which hold src's if its host copy did */
+        b->host_ok[dst] = b->host_ok[src];
+        if (b->dev_of[src] < 0) return ES_OK;
+        if (b->n_dev_free == 0) return page_copy_host(b, src, dst, err); /* the writer's tier gets it before the pass */
+        b->dev_of[dst] = b->dev_free[--b->n_dev_free];
+    }
     int32_t from[256], to[256]; /* in chunks: no allocation, whatever the page size */
     for (int at = 0; at < bs; at += 256) {
         const int m = bs - at < 256 ? bs - at : 256;
@@ -847,7 +996,11 @@ static es_status init_tiers(vk_be *b, const es_ctx_params *p, es_err *err) {
                        "the device %zu (use f16 or f32, or q8_0 with kv_dim a multiple of 64)", es_kv_type_name(p->kv_type), es_kv_row_bytes(b->kv), dev_row);
     b->n_dev = p->device_kv_blocks;
     b->xfer_chunk = 16;
+    b->n_pages = pages;
     b->dev_of = malloc((size_t)pages * sizeof(int32_t));
+    b->host_ok = calloc((size_t)pages, 1);
+    b->mark = calloc((size_t)pages, 1);
+    b->given = malloc((size_t)pages * sizeof(int32_t));
     b->dev_free = malloc((size_t)b->n_dev * sizeof(int32_t));
     b->tier = calloc((size_t)p->n_seq_max, 1);
     b->seen = calloc((size_t)p->n_seq_max, 1);
@@ -858,7 +1011,7 @@ static es_status init_tiers(vk_be *b, const es_ctx_params *p, es_err *err) {
     b->xfer_ptr = malloc((size_t)b->xfer_chunk * 2 * hp->n_layer * sizeof *b->xfer_ptr);
     b->att_floats = es_host_attn_scratch_floats(hp->n_head, hp->n_head_kv, hp->head_dim);
     b->att = malloc((size_t)(p->n_threads > 0 ? p->n_threads : 1) * b->att_floats * sizeof(float));
-    if (!b->dev_of || !b->dev_free || !b->tier || !b->seen || !b->hrow_of || !b->xfer_pages || !b->freed || !b->is_freed || !b->xfer_ptr || !b->att)
+    if (!b->dev_of || !b->host_ok || !b->mark || !b->given || !b->dev_free || !b->tier || !b->seen || !b->hrow_of || !b->xfer_pages || !b->freed || !b->is_freed || !b->xfer_ptr || !b->att)
         return es_fail(err, ES_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < pages; i++) b->dev_of[i] = -1;
     for (int64_t i = 0; i < b->n_dev; i++) b->dev_free[i] = (int32_t)(b->n_dev - 1 - i);
