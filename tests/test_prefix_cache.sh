@@ -3,7 +3,8 @@
 # prompt is the first turn's prompt + its answer + more text adopts the first turn's KV pages
 # (`edgespec_prefix_cache_hit_tokens_total` grows by at least the whole pages of the first prompt)
 # and prefills only the rest, and its answer is the same as a server without the cache gives
-# (`--no-prefix-cache`, the counter stays 0). `serve --json` reports the same counter.
+# (`--no-prefix-cache`, the counter stays 0). `serve --json` reports the same counter. The same with
+# two KV tiers, the second turn in the host tier adopting pages the device holds.
 . "$(dirname "$0")/lib.sh"
 es_test_init prefix-cache
 model=$models/stories260K.gguf
@@ -47,4 +48,25 @@ done
 [ "$(field "$tmp/on.out" 'r["prefix_cache_hit_tokens"]')" = "$h1" ] && ok || bad "serve --json: $(head -c 400 "$tmp/on.out")"
 grep -q '"prefix_cache_blocks":0' "$tmp/on.out" && bad "no page cached: $(cat "$tmp/on.out")" || ok
 echo "prefix cache: second turn of $n2 prompt tokens (first $n1) adopted $((h1 - h0))"
+
+# ---- the same across two KV tiers (APEX on the Vulkan device, lavapipe here): a 6-page device tier
+# (10 KiB pages) takes the first turn's session, not the second's, which goes to the host tier and
+# adopts pages only the device holds (brought down for it); the answers equal a tiered server
+# without the cache ----
+tiers=(--device vulkan --kv-type f16 --device-kv-memory 60K)
+run_turns tiers "${tiers[@]}"
+run_turns tiers_off "${tiers[@]}" --no-prefix-cache
+h0=$(cat "$tmp/tiers.h0") h1=$(cat "$tmp/tiers.h1")
+[ -n "$h1" ] && [ $((h1 - h0)) -ge $((n1 / 16 * 16)) ] && ok || bad "two tiers: second turn adopted $h0 -> $h1 tokens"
+for t in t1 t2; do
+  [ "$(field "$tmp/tiers.$t" 'r["choices"][0]["text"]')" = "$(field "$tmp/tiers_off.$t" 'r["choices"][0]["text"]')" ] && ok ||
+    bad "two tiers: $t differs with the cache: $(head -c 300 "$tmp/tiers.$t") / $(head -c 300 "$tmp/tiers_off.$t")"
+done
+python3 - "$tmp/tiers.out" <<'PY' && ok || bad "two tiers, serve --json: $(head -c 600 "$tmp/tiers.out")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["kv_tiers"] and r["host_tier_sessions"] >= 1, r
+assert r["prefix_cache_hit_tokens"] > 0 and r["device_kv_blocks_used"] == 0, r
+PY
+echo "prefix cache across two tiers: second turn adopted $((h1 - h0))"
 es_test_finish test_prefix_cache
