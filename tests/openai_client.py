@@ -10,6 +10,8 @@ through the client's types): greedy, each emitted token is the first of its top_
 logprob their maximum, every logprob <= 0, the top ones sorted with probabilities summing to <= 1,
 the tokens spell the text, the streamed values equal the plain ones, and the edge-local API's equal
 the server's (they come from its verification). n = 2 on both, plain and streamed.
+Tool calls (both APIs, on a second server / edge with tests/data/tools-compact.jinja): tool_choice
+"required" gives one call of the tool through the client's types, plain and streamed, the same on both.
 JSON mode (both APIs): response_format json_schema (nested object, array, enum, integer, boolean) and
 json_object, chat and completions, plain and streamed: the text parses and validates; a schema outside
 the supported subset is refused with 400 naming response_format."""
@@ -20,7 +22,7 @@ import urllib.request
 
 import openai
 
-server_url, server_key, edge_url, edge_key, ref_completion, ref_chat = sys.argv[1:7]
+server_url, server_key, edge_url, edge_key, ref_completion, ref_chat, tools_server_url, tools_edge_url = sys.argv[1:9]
 ref_c = json.load(open(ref_completion))
 ref_h = json.load(open(ref_chat))
 passed = failed = 0
@@ -175,6 +177,38 @@ def json_suite(name, client, model, base_url, api_key):
            f"{name}: unsupported schema keyword", "response_format")
 
 
+TOOLS = [{"type": "function", "function": {"name": "set_unit", "description": "Sets the temperature unit",
+          "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"]}}}]
+
+
+def tools_suite(name, client, model):
+    """tool_choice "required" (a call is enforced by the grammar of a call of the tool, which the edge
+    carries to the server): the client reads tool_calls, plain and streamed; greedy, the same call both
+    ways and on both APIs."""
+    messages = [{"role": "user", "content": "Use Fahrenheit."}]
+    h = client.chat.completions.create(model=model, messages=messages, max_tokens=256, temperature=0, tools=TOOLS, tool_choice="required")
+    ch = h.choices[0]
+    calls = ch.message.tool_calls or []
+    check(ch.finish_reason == "tool_calls" and len(calls) == 1 and calls[0].type == "function" and calls[0].function.name == "set_unit",
+          f"{name}: tool call {ch}")
+    args = json.loads(calls[0].function.arguments) if calls else None
+    check(args in ({"unit": "c"}, {"unit": "f"}), f"{name}: tool call arguments {args}")
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=256, temperature=0, tools=TOOLS, tool_choice="required",
+                                            stream=True)
+    sname, sargs, fins = "", "", []
+    for chunk in stream:
+        for c in chunk.choices:
+            for tc in c.delta.tool_calls or []:
+                if tc.function:
+                    sname += tc.function.name or ""
+                    sargs += tc.function.arguments or ""
+            if c.finish_reason:
+                fins.append(c.finish_reason)
+    check(fins == ["tool_calls"] and sname == "set_unit" and calls and sargs == calls[0].function.arguments,
+          f"{name}: streamed tool call {sname!r} {sargs!r} {fins}")
+    got_call[name] = (calls[0].function.name, calls[0].function.arguments) if calls else None
+
+
 def suite(name, base_url, api_key, model):
     client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 
@@ -268,9 +302,12 @@ def suite(name, base_url, api_key, model):
     # by the same grammar on the edge
     logprobs_suite(name, client, model)
     json_suite(name, client, model, base_url, api_key)
+    # tool calls: the same kind of server / edge started with a chat template that takes tools
+    tools_suite(name, openai.OpenAI(base_url=tools_server_url if name == "server" else tools_edge_url, api_key=api_key, max_retries=0,
+                                    timeout=120), model)
 
 
-got_lp = {}
+got_lp, got_call = {}, {}
 try:
     suite("server", server_url, server_key, "stories")
     suite("edge", edge_url, edge_key, "edgespec-edge")
@@ -280,6 +317,8 @@ try:
     e_t, e_v = got_lp.get("edge", ([], []))
     check(s_t == e_t and len(s_v) == len(e_v) and all(abs(a - b) < 1e-3 for a, b in zip(s_v, e_v)),
           f"edge logprobs equal the server's: {list(zip(e_t, e_v))} vs {list(zip(s_t, s_v))}")
+    check(got_call.get("edge") is not None and got_call.get("edge") == got_call.get("server"),
+          f"the edge's greedy tool call equals the server's: {got_call}")
 except Exception as e:  # anything unexpected (a connection error, a parse error in the client) fails
     failed += 1
     print(f"FAIL: unexpected {type(e).__name__}: {e}", file=sys.stderr)

@@ -34,12 +34,7 @@ history='"messages":[{"role":"system","content":"You can look up weather."},{"ro
 
 # ---- a Jinja template with tools from a file (a compact one: the tiny model's context is 512 tokens,
 # less than Qwen2.5's tool preamble; tests/test_jinja.c holds Qwen2.5's own against jinja2) ----
-cat >"$tmp/tools.jinja" <<'TMPL'
-{%- if tools %}<tools>{% for t in tools %}{{ t.function.name }} {% endfor %}</tools>{% endif %}
-{%- for m in messages %}{{ m.role }}: {{ m.content if m.content is not none else '' }}
-{%- for c in m.tool_calls if m.tool_calls %}<call>{{ c.function.arguments | tojson }}</call>{% endfor %}
-{% endfor %}assistant:
-TMPL
+cp "$data/../tools-compact.jinja" "$tmp/tools.jinja" # (also the openai client test's)
 es_serve_start "$tmp/qwen.log" --chat-template-file "$tmp/tools.jinja"
 [ -n "$hport" ] || { bad "serve with --chat-template-file did not start: $(tail -n 5 "$tmp/qwen.log")"; es_test_finish test_http_tools; exit; }
 s=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4,$tools}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_openai_client.sh — the official `openai` Python client (build/venv, pinned in
 # scripts/requirements-test.txt) talks to `edgespec serve --http-port` and to `edgespec edge --listen`:
-# models, completion, chat, both streams with usage, sampling, and the client's error classes; greedy
+# models, completion, chat, both streams with usage, sampling, logprobs, JSON mode, tool calls, and the
+# client's error classes; greedy
 # results equal `edgespec run` on the target for the same prompt text (tests/openai_client.py).
 #
 # Needs the venv that scripts/install-deps.sh makes. Without it the test FAILS (it does not skip): the
@@ -33,6 +34,19 @@ epid=$!
 pids+=("$epid")
 lport=$(wait_line "$tmp/edge.err" "$epid" "$ES_RE_HTTP")
 [ -n "$lport" ] || fail "edge --listen did not start: $(head -c 400 "$tmp/edge.err")"
+# tool calls want a chat template that takes tools: a second pair with the compact one
+tmpl="$(dirname "$0")/data/tools-compact.jinja"
+"$bin" serve -m "$target" --port 0 --http-port 0 -t 1 --api-key "$KEY" --model-name stories --chat-template-file "$tmpl" \
+  >"$tmp/tserve.out" 2>"$tmp/tserve.err" &
+pids+=("$!")
+tsport=$(wait_line "$tmp/tserve.err" "$!" "$ES_RE_HTTP")
+teport=$(wait_line "$tmp/tserve.err" "$!" "$ES_RE_LISTEN")
+[ -n "$tsport" ] && [ -n "$teport" ] || fail "serve with the tools template did not start: $(head -c 400 "$tmp/tserve.err")"
+"$bin" edge -d "$draft" --server "127.0.0.1:$teport" --api-key "$KEY" --listen 127.0.0.1:0 --parallel 1 -t 1 \
+  --http-api-key "$EDGE_KEY" --chat-template-file "$tmpl" >"$tmp/tedge.out" 2>"$tmp/tedge.err" &
+pids+=("$!")
+tlport=$(wait_line "$tmp/tedge.err" "$!" "$ES_RE_HTTP")
+[ -n "$tlport" ] || fail "edge with the tools template did not start: $(head -c 400 "$tmp/tedge.err")"
 
 # ---- references: the target alone ----
 chat_text=$(printf 'user: Tell me about the cat.\nassistant:') # the fallback chat template of stories260K
@@ -40,7 +54,7 @@ chat_text=$(printf 'user: Tell me about the cat.\nassistant:') # the fallback ch
 "$bin" run -m "$target" -p "$chat_text" -n 40 -t 1 --temp 0 --json >"$tmp/ref_chat.json" 2>/dev/null || fail "edgespec run failed"
 
 "$py" "$(dirname "$0")/openai_client.py" "http://127.0.0.1:$sport/v1" "$KEY" "http://127.0.0.1:$lport/v1" "$EDGE_KEY" \
-  "$tmp/ref_completion.json" "$tmp/ref_chat.json"
+  "$tmp/ref_completion.json" "$tmp/ref_chat.json" "http://127.0.0.1:$tsport/v1" "http://127.0.0.1:$tlport/v1"
 rc=$?
 if [ "$rc" -ne 0 ]; then
   echo "--- serve log" >&2; tail -c 600 "$tmp/serve.err" >&2
