@@ -3,7 +3,9 @@
  * path, drafts the next tree under the predicted bonus, and rewinds on a miss. It must emit exactly
  * what the non-proactive run emits (greedy: the golden tokens; match / rejection: the same samples
  * for the same seed, since restoring the saved state makes it draft the same trees), hit with a good
- * draft, and leave the draft cache equal to a fresh evaluation of the confirmed tokens. */
+ * draft, and leave the draft cache equal to a fresh evaluation of the confirmed tokens. Bets stopped
+ * after one draft pass and finished when they hit (es_drafter_resume) give the very trees of uncut
+ * bets: the same rounds, nodes and tokens, under greedy and sampling rules, chain and tree. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@ typedef struct cfg {
     bool proactive;
     bool check_kv;
     int stop_after;  /* > 0: the abort hook stops bet drafting after this many draft passes */
+    bool resume;     /* a stopped bet tree whose bet hit is finished (es_drafter_resume) and used */
 } cfg;
 
 /* The abort hook of a bet: yes once *left draft passes have been allowed. */
@@ -43,7 +46,8 @@ static bool stop_hook(void *ud) {
 typedef struct result {
     int n;
     int32_t tok[600];
-    int rounds, attempts, hits, misses_rewound, stopped;
+    int rounds, attempts, hits, misses_rewound, stopped, resumed;
+    long drafted;    /* nodes of every tree verified */
     float kv_worst;
 } result;
 
@@ -142,14 +146,20 @@ static void run(es_ctx *tc, es_ctx *dc, const cfg *c, const int32_t *prompt, int
         }
         if (es_verifier_verify(v, root, &tree, &vd, &err) != ES_OK) { CHECK_MSG(0, "verify: %s", err.msg); break; }
         r->rounds++;
+        r->drafted += tree.n;
         if (bet) {
             int j = 0;
             while (j < vd.n_accepted && j < pl && tree.token[vd.path[j]] == tree.token[fake.path[j]]) j++;
-            /* as the edge does: a cut bet tree is used by greedy runs only */
-            const bool hit = vd.n_accepted == pl && j == pl && vd.bonus == bonus_bet && (!bet_cut || c->rule == ES_ACCEPT_GREEDY);
+            /* a cut bet tree is used by greedy runs, or finished first (as the edge does) */
+            const bool hit = vd.n_accepted == pl && j == pl && vd.bonus == bonus_bet && (!bet_cut || c->rule == ES_ACCEPT_GREEDY || c->resume);
             if (hit) {
                 r->hits++;
                 ready = bet_tree;
+                if (bet_cut && c->resume) {
+                    CHECK_OK(es_drafter_resume(d, &next, &err), &err);
+                    CHECK(!es_drafter_aborted(d));
+                    r->resumed++;
+                }
             } else {
                 int32_t rest[ES_SPEC_MAX_PATH];
                 for (int k = j; k < vd.n_accepted; k++) rest[k - j] = tree.token[vd.path[k]];
@@ -207,7 +217,7 @@ int main(void) {
         for (int mode = 0; mode < 2; mode++) {
             es_ctx *dc = prompts % 2 ? dc_small : dc_mid;
             /* greedy: proactive == golden */
-            cfg c = {(es_draft_mode)mode, ES_ACCEPT_GREEDY, 0.0f, 1, true, prompts == 0, 0};
+            cfg c = {(es_draft_mode)mode, ES_ACCEPT_GREEDY, 0.0f, 1, true, prompts == 0, 0, false};
             run(tc, dc, &c, prompt, np, max_gen, &a);
             int same = 0;
             while (same < a.n && same < max_gen && a.tok[same] == want[same]) same++;
@@ -223,6 +233,18 @@ int main(void) {
             CHECK_MSG(same == max_gen && sa.n == max_gen, "prompt %d %s: stopped bets diverge from golden at %d", prompts,
                       mode ? "tree" : "chain", same);
             CHECK_MSG(sa.stopped > 0, "prompt %d %s: no bet was stopped", prompts, mode ? "tree" : "chain");
+            /* stopped and finished when the bet hits: the very trees of uncut bets (same rounds, same
+               nodes drafted), the golden tokens */
+            cfg cr = cs;
+            cr.resume = true;
+            static result ra;
+            run(tc, dc, &cr, prompt, np, max_gen, &ra);
+            CHECK_MSG(ra.n == a.n && memcmp(ra.tok, a.tok, (size_t)a.n * sizeof(int32_t)) == 0 && ra.rounds == a.rounds &&
+                          ra.drafted == a.drafted,
+                      "prompt %d %s: resumed bets: %d rounds / %ld nodes, uncut %d / %ld", prompts, mode ? "tree" : "chain", ra.rounds,
+                      ra.drafted, a.rounds, a.drafted);
+            CHECK_MSG(ra.resumed > 0, "prompt %d %s: no stopped bet hit and was finished", prompts, mode ? "tree" : "chain");
+            if (cr.check_kv) CHECK_MSG(ra.kv_worst < 1e-4f, "draft KV after resumed bets differs by %g", (double)ra.kv_worst);
             if (cs.check_kv) CHECK_MSG(sa.kv_worst < 1e-4f, "draft KV after stopped bets differs by %g", (double)sa.kv_worst);
             if (c.check_kv) CHECK_MSG(a.kv_worst < 1e-4f, "draft KV differs from a fresh evaluation by %g", (double)a.kv_worst);
             attempts += a.attempts;
@@ -232,7 +254,7 @@ int main(void) {
             /* sampling: proactive on and off give the same tokens for the same seed */
             const es_accept_rule rules[2] = {ES_ACCEPT_MATCH, ES_ACCEPT_REJECTION};
             for (int ri = 0; ri < 2; ri++) {
-                cfg on = {(es_draft_mode)mode, rules[ri], 1.0f, 7 + (uint64_t)prompts, true, prompts == 0 && ri == 1, 0};
+                cfg on = {(es_draft_mode)mode, rules[ri], 1.0f, 7 + (uint64_t)prompts, true, prompts == 0 && ri == 1, 0, false};
                 cfg off = on;
                 off.proactive = false;
                 off.check_kv = false;
@@ -249,6 +271,16 @@ int main(void) {
                 CHECK_MSG(sb.n == b.n && memcmp(sb.tok, b.tok, (size_t)sb.n * sizeof(int32_t)) == 0,
                           "prompt %d %s %s: stopped bets change the samples", prompts, mode ? "tree" : "chain",
                           es_accept_rule_name(rules[ri]));
+                /* stopped, and finished when they hit (now used under sampling too): the same samples,
+                   and the trees of uncut bets (same rounds and nodes as the proactive run) */
+                static result sr;
+                cfg onr = ons;
+                onr.resume = true;
+                run(tc, dc, &onr, prompt, np, 64, &sr);
+                CHECK_MSG(sr.n == b.n && memcmp(sr.tok, b.tok, (size_t)sr.n * sizeof(int32_t)) == 0 && sr.rounds == a.rounds &&
+                              sr.drafted == a.drafted,
+                          "prompt %d %s %s: resumed bets: %d rounds / %ld nodes, uncut %d / %ld", prompts, mode ? "tree" : "chain",
+                          es_accept_rule_name(rules[ri]), sr.rounds, sr.drafted, a.rounds, a.drafted);
                 CHECK(a.rounds == b.rounds);
                 if (on.check_kv) CHECK_MSG(a.kv_worst < 1e-4f, "draft KV (sampling) differs by %g", (double)a.kv_worst);
                 attempts += a.attempts;

@@ -585,6 +585,7 @@ static void print_result_json(const edge_opts *o, const es_edge_params *p, const
     cJSON_AddNumberToObject(pa, "hits", (double)st->proactive_hits);
     cJSON_AddNumberToObject(pa, "cut_to_hint", (double)st->proactive_cut);
     cJSON_AddNumberToObject(pa, "stopped_by_verdict", (double)st->proactive_stopped);
+    cJSON_AddNumberToObject(pa, "resumed", (double)st->proactive_resumed);
     cJSON_AddNumberToObject(pa, "hit_ratio", st->proactive_attempts ? (double)st->proactive_hits / (double)st->proactive_attempts : 0);
     cJSON *tr = cJSON_AddObjectToObject(sp, "trees"); /* trees sent, by how they were drafted (as serve counts them) */
     for (int k = 0; tr && k < ES_TREE_ORIGINS; k++) cJSON_AddNumberToObject(tr, es_tree_origin_name(k), (double)st->trees[k]);

@@ -1352,8 +1352,15 @@ static es_status draft_tree(gen *g, bool ready, int32_t root, int conf_len, es_e
     es_edge *e = g->e;
     const double t = es_now_s();
     if (ready) {
-        /* drafted under the bet with the hint of the round before: the verdict since may have
-         * asked for smaller trees (or none). Nodes come parents first, so the first m are a tree. */
+        /* a tree drafted under the bet and stopped when the verdict came is finished first (the
+         * tree it would have been uncut), then: drafted with the hint of the round before, the
+         * verdict since may have asked for smaller trees (or none). Nodes come parents first, so
+         * the first m are a tree. */
+        if (es_drafter_aborted(g->d)) {
+            const es_status s = es_drafter_resume(g->d, &e->next, err);
+            if (s != ES_OK) return s;
+            g->st->proactive_resumed++;
+        }
         memcpy(&e->tree, &e->next, sizeof e->tree);
         const int m = round_budget(g, g->n, conf_len);
         if (e->tree.n > m) {
@@ -1445,11 +1452,21 @@ static es_status take_early(gen *g, edge_round *rd, qframe *f, es_err *err) {
     bool has_stop = false;
     for (int k = 0; k <= pn; k++) has_stop |= is_stop(g, pv->tokens[k]);
     if (has_stop || g->n + pn + 1 >= g->max_tokens || rd->conf_len + pn + 1 >= g->n_ctx) return ES_OK;
-    /* the bet already stands on this path with a whole tree: nothing to do */
-    bool same = rd->bet && rd->pl == pn && rd->bonus_bet == pv->bonus && !rd->bet_cut;
+    /* the bet already stands on this path: its tree is kept — finished if this frame's arrival
+       stopped it (until the verdict comes) */
+    bool same = rd->bet && rd->pl == pn && rd->bonus_bet == pv->bonus;
     for (int k = 0; same && k < pn; k++) same = e->bet.path[k] == pv->path[k];
     if (same) {
         rd->from_early = true;
+        if (rd->bet_tree && rd->bet_cut) {
+            const double t = es_now_s();
+            es_drafter_set_abort(d, bet_abort, e);
+            s = es_drafter_resume(d, &e->next, err);
+            es_drafter_set_abort(d, NULL, NULL);
+            if (s != ES_OK) return s;
+            rd->bet_cut = es_drafter_aborted(d);
+            g->st->draft_seconds += es_now_s() - t;
+        }
         return ES_OK;
     }
     /* another path than the bet's: follow it only while EARLY frames have been the better guess
@@ -1536,10 +1553,10 @@ static es_status take_verdict(gen *g, edge_round *rd, qframe *f, bool *ready, in
         const int pl = rd->pl;
         int j = 0;
         while (j < v->n_accepted && j < pl && v->path[j] == e->bet.path[j]) j++;
-        /* a bet tree cut short is still a valid tree, but a smaller one than a run without bets
-           would draft: under sampling rules that changes which random draws the round uses, so
-           only greedy keeps it (a sampled run stays token-identical to one without bets) */
-        const bool usable = !rd->bet_cut || e->p.rule == ES_ACCEPT_GREEDY;
+        /* a bet tree cut short is finished before it is sent (es_drafter_resume: the tree it would
+           have been uncut, the same random draws), so a sampled run stays token-identical to one
+           without bets */
+        const bool usable = true;
         if (v->n_accepted == pl && j == pl && v->tokens[pl] == rd->bonus_bet && usable) {
             if (rd->from_early) st->early_kept += rd->bet_tree;
             else st->proactive_hits++;

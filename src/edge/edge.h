@@ -99,6 +99,7 @@ typedef struct es_edge_stats {
     long proactive_attempts, proactive_hits;
     long proactive_cut;           /* hits whose tree was cut to a smaller hint from the verdict */
     long proactive_stopped;       /* bets whose drafting stopped early because the verdict came */
+    long proactive_resumed;       /* of those that hit, trees finished after the verdict before they went out */
     long trees[ES_TREE_ORIGINS];  /* trees sent, by how they were drafted (es_tree_origin: fresh, under a
                                      bet that hit, after a bet that missed, from an EARLY frame) */
     long early_frames;            /* EARLY frames received */

@@ -58,6 +58,13 @@ struct es_drafter {
     bool (*abort_fn)(void *ud);
     void *abort_ud;
     bool aborted;            /* the last es_drafter_draft stopped early at abort_fn's request */
+    /* where an aborted draft stood, for es_drafter_resume: the next level's frontier (tree) or the
+       token whose forward pass was next (chain), and the loop's counters */
+    bool resumable;
+    int r_max_nodes, r_level, r_n_front, r_kept_before, r_order, r_k, r_k_lim;
+    int32_t r_parent_slot;
+    int r_frontier[ES_SPEC_MAX_NODES + 1];
+    es_gstate r_gs;
     /* es_drafter_set_grammar */
     es_gmatcher *gm;         /* borrowed; used as scratch: its state is set to the node's at each use */
     es_gstate g_conf;        /* the automaton after every confirmed token (the root included) */
@@ -290,15 +297,26 @@ static int node_cmp(const void *a, const void *b) {
 /* Chain: each next token the draft's best (or, sampling, a draw), evaluated one at a time, until
  * k_max (adaptive: the current length), a token below p_min past k_min, the grammar's end, or an
  * abort. */
-static es_status draft_chain(es_drafter *d, const float *logits, int max_nodes, es_spec_tree *t, es_err *err) {
+/* The chain's forward pass of token k (its logits for the next). */
+static es_status chain_eval(es_drafter *d, es_spec_tree *t, int k, int32_t *parent_slot, const float **logits, es_err *err) {
+    int32_t pos = d->root_slot + k + 1;
+    es_batch b = {1, &t->token[k], &pos, &d->seq, NULL, NULL, parent_slot};
+    int32_t par = -1;
+    b.parent = &par;
+    es_status st = es_decode(d->ctx, &b, err);
+    if (st != ES_OK) return st;
+    *parent_slot = es_seq_len(d->ctx, d->seq) - 1;
+    d->nodes[k].slot = *parent_slot;
+    *logits = es_ctx_logits(d->ctx, 0);
+    return ES_OK;
+}
+
+/* Chain tokens from k on (logits: the draft's after token k - 1, or the root's). */
+static es_status chain_from(es_drafter *d, const float *logits, int k, int k_lim, int32_t parent_slot, es_gstate gs, es_spec_tree *t,
+                            es_err *err) {
     child ch[64];
     float top_p;
-    int k_lim = d->p.adaptive ? d->k_cur : d->p.k_max;
-    if (k_lim > max_nodes) k_lim = max_nodes;
-    int32_t parent_slot = d->root_slot;
-    es_gstate gs;
-    if (d->gm) gs = d->g_conf;
-    for (int k = 0; k < k_lim; k++) {
+    for (; k < k_lim; k++) {
         if (propose(d, logits, 1, ch, t, k, &top_p, d->gm ? &gs : NULL) < 1) break;
         if (d->gm && !grammar_step(d, &gs, ch[0].token, &gs)) break;
         if (d->p.p_min > 0 && top_p < d->p.p_min && k >= d->p.k_min) break;
@@ -307,22 +325,32 @@ static es_status draft_chain(es_drafter *d, const float *logits, int max_nodes, 
         t->depth[k] = k + 1;
         t->n = k + 1;
         d->nodes[k] = (dnode){ch[0].token, k - 1, k + 1, 0, -1, k, true};
-        if (k + 1 == k_lim || want_abort(d)) break;
-        int32_t pos = d->root_slot + k + 1;
-        es_batch b = {1, &t->token[k], &pos, &d->seq, NULL, NULL, &parent_slot};
-        int32_t par = -1;
-        b.parent = &par;
-        es_status st = es_decode(d->ctx, &b, err);
+        if (k + 1 == k_lim) break;
+        if (want_abort(d)) { /* token k's pass is what comes next */
+            d->resumable = true;
+            d->r_k = k;
+            d->r_k_lim = k_lim;
+            d->r_parent_slot = parent_slot;
+            if (d->gm) d->r_gs = gs;
+            break;
+        }
+        es_status st = chain_eval(d, t, k, &parent_slot, &logits, err);
         if (st != ES_OK) return st;
-        parent_slot = es_seq_len(d->ctx, d->seq) - 1;
-        d->nodes[k].slot = parent_slot;
-        logits = es_ctx_logits(d->ctx, 0);
     }
-    for (int k = 0; k < t->n; k++) d->tree_node[k] = k;
+    for (int k2 = 0; k2 < t->n; k2++) d->tree_node[k2] = k2;
     d->n_nodes = d->n_emitted = t->n;
     if (t->has_q)
         for (int o = 0; o <= t->n; o++) { t->q_off[o] = d->q_off_node[o]; t->q_n[o] = d->q_n_node[o]; }
     return ES_OK;
+}
+
+static es_status draft_chain(es_drafter *d, const float *logits, int max_nodes, es_spec_tree *t, es_err *err) {
+    int k_lim = d->p.adaptive ? d->k_cur : d->p.k_max;
+    if (k_lim > max_nodes) k_lim = max_nodes;
+    es_gstate gs;
+    if (d->gm) gs = d->g_conf;
+    else memset(&gs, 0, sizeof gs);
+    return chain_from(d, logits, 0, k_lim, d->root_slot, gs, t, err);
 }
 
 /* One level of the tree: up to tree_width children of every frontier node, scored by their cumulative
@@ -448,14 +476,23 @@ static void emit_tree(es_drafter *d, es_spec_tree *t) {
 /* Tree: level by level, from the root (node -1, its logits in hand): expand the frontier, choose the
  * next frontier (sampling: best first within the budget; greedy: the best `budget` nodes overall),
  * evaluate it in one batched forward; then emit the kept nodes. */
+static es_status tree_from(es_drafter *d, int level, int *frontier, int n_front, const float **front_logits, int budget, int kept_before,
+                           int order, es_spec_tree *t, es_err *err);
+
 static es_status draft_tree(es_drafter *d, const float *logits, int max_nodes, es_spec_tree *t, es_err *err) {
     const int budget = d->p.tree_budget < max_nodes ? d->p.tree_budget : max_nodes;
-    int frontier[ES_SPEC_MAX_NODES + 1], n_front = 1, order = 0;
+    int frontier[ES_SPEC_MAX_NODES + 1];
     frontier[0] = -1;
     const float *front_logits[ES_SPEC_MAX_NODES + 1];
     front_logits[0] = logits;
-    int kept_before = 0; /* sampling: nodes added before this level */
-    for (int level = 1; level <= d->p.tree_depth && n_front > 0; level++) {
+    return tree_from(d, 1, frontier, 1, front_logits, budget, 0, 0, t, err);
+}
+
+/* Levels from `level` on, the frontier's logits in hand (kept_before, sampling: nodes added before this
+ * level; order: nodes created so far). */
+static es_status tree_from(es_drafter *d, int level, int *frontier, int n_front, const float **front_logits, int budget, int kept_before,
+                           int order, es_spec_tree *t, es_err *err) {
+    for (; level <= d->p.tree_depth && n_front > 0; level++) {
         const int first_new = d->n_nodes;
         expand_level(d, t, frontier, n_front, front_logits, level, budget, kept_before, &order);
         if (d->p.sample) {
@@ -468,12 +505,40 @@ static es_status draft_tree(es_drafter *d, const float *logits, int max_nodes, e
             if (level == d->p.tree_depth) break;
             n_front = frontier_greedy(d, first_new, n_alive, budget, cut, frontier);
         }
-        if (n_front == 0 || want_abort(d)) break;
+        if (n_front == 0) break;
+        if (want_abort(d)) { /* the frontier's pass is what comes next */
+            d->resumable = true;
+            d->r_level = level + 1;
+            d->r_n_front = n_front;
+            memcpy(d->r_frontier, frontier, (size_t)n_front * sizeof *frontier);
+            d->r_kept_before = kept_before;
+            d->r_order = order;
+            d->r_max_nodes = budget;
+            break;
+        }
         es_status st = eval_frontier(d, frontier, n_front, front_logits, err);
         if (st != ES_OK) return st;
     }
     emit_tree(d, t);
     return ES_OK;
+}
+
+es_status es_drafter_resume(es_drafter *d, es_spec_tree *t, es_err *err) {
+    if (!d->aborted || !d->resumable) return ES_OK;
+    d->aborted = d->resumable = false;
+    if (d->p.mode == ES_DRAFT_CHAIN) {
+        const float *logits = NULL;
+        int32_t parent_slot = d->r_parent_slot;
+        es_status st = chain_eval(d, t, d->r_k, &parent_slot, &logits, err);
+        if (st != ES_OK) return st;
+        return chain_from(d, logits, d->r_k + 1, d->r_k_lim, parent_slot, d->r_gs, t, err);
+    }
+    int frontier[ES_SPEC_MAX_NODES + 1];
+    const float *front_logits[ES_SPEC_MAX_NODES + 1];
+    memcpy(frontier, d->r_frontier, (size_t)d->r_n_front * sizeof *frontier);
+    es_status st = eval_frontier(d, frontier, d->r_n_front, front_logits, err);
+    if (st != ES_OK) return st;
+    return tree_from(d, d->r_level, frontier, d->r_n_front, front_logits, d->r_max_nodes, d->r_kept_before, d->r_order, t, err);
 }
 
 es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *t, es_err *err) {
@@ -482,7 +547,7 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
     t->has_q = d->p.sample;
     d->n_nodes = 0;
     d->n_emitted = 0;
-    d->aborted = false;
+    d->aborted = d->resumable = false;
     memset(d->q_n_node, 0, sizeof d->q_n_node);
     memset(d->q_off_node, 0, sizeof d->q_off_node);
     const float *logits = NULL;
@@ -500,6 +565,7 @@ float es_drafter_node_score(const es_drafter *d, int k) {
 }
 
 es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_verdict *v, es_err *err) {
+    d->resumable = false;
     /* Keep the root, then the evaluated prefix of the accepted path. */
     int32_t slots[ES_SPEC_MAX_PATH + 1];
     int n = 0;
@@ -550,6 +616,7 @@ void es_drafter_feed_grammar(es_drafter *d, const int32_t *tokens, int n) {
 }
 
 es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, int n_pending, es_err *err) {
+    d->resumable = false;
     if (kv_len < 0 || kv_len > d->kv_confirmed)
         return es_fail(err, ES_ERR_INVALID_ARG, "cannot rewind the draft cache to %d of %d confirmed tokens", kv_len, d->kv_confirmed);
     if (n_pending < 0 || kv_len + n_pending > d->n_ctx)
@@ -564,6 +631,7 @@ es_status es_drafter_rewind(es_drafter *d, int kv_len, const int32_t *pending, i
 }
 
 es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err) {
+    d->resumable = false;
     es_status st = es_seq_truncate(d->ctx, d->seq, d->kv_confirmed, err); /* drop tree slots */
     if (st != ES_OK) return st;
     if (d->n_pending == 0) { /* recompute the last cached token's logits */

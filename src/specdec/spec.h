@@ -228,6 +228,11 @@ es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_t
  * bet's drafting as soon as the real verdict is in. NULL removes it. */
 void es_drafter_set_abort(es_drafter *d, bool (*fn)(void *ud), void *ud);
 bool es_drafter_aborted(const es_drafter *d);
+/* Goes on with a draft the hook stopped, into the same tree t, to what the draft would have been
+ * without the stop: the same nodes, scores and random draws (the drafter must not have been used
+ * since: es_drafter_accept / _rewind / _predict forbid it). Nothing to do when the last draft ran to
+ * its end. The edge finishes a proactive tree cut short when its bet turns out right. */
+es_status es_drafter_resume(es_drafter *d, es_spec_tree *t, es_err *err);
 /* The draft's cumulative log-probability of node k of the tree the last es_drafter_draft returned
  * (the sum along its path, the score trees are grown by); NAN once the tree is gone (after
  * es_drafter_accept or _rewind) or for k outside it. */
