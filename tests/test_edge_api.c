@@ -191,6 +191,22 @@ static void test_agreement(es_model *target, es_model *draft, const es_grammar *
     es_server_free(srv);
 }
 
+/* One generation during which the server goes away after 10 tokens (restarted on its port, or not). */
+static void one_loss(const es_edge_params *p, const es_grammar *g, const int32_t *prompt, int np, es_server **srv, es_model *target,
+                     bool restart, run *r) {
+    memset(r, 0, sizeof *r);
+    r->srv = srv;
+    r->target = target;
+    r->after = 10;
+    r->port = p->port;
+    r->restart = restart;
+    es_edge *e = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_edge_connect(p, &e, &err), &err);
+    if (e) CHECK_OK(generate(e, g, prompt, np, r, &err), &err);
+    es_edge_free(e);
+}
+
 /* The server restarted after 10 tokens: the resumed session's grammar knows the output so far. Then
  * killed for good with fallback_local: the draft goes on alone inside the grammar. */
 static void test_loss(es_model *target, es_model *draft, const es_grammar *g) {
@@ -209,32 +225,15 @@ static void test_loss(es_model *target, es_model *draft, const es_grammar *g) {
     if (e) CHECK_OK(generate(e, g, prompt, np, &ref, &err), &err);
     es_edge_free(e);
 
-    run r;
-    memset(&r, 0, sizeof r);
-    r.srv = &srv;
-    r.target = target;
-    r.after = 10;
-    r.port = port;
-    r.restart = true;
-    e = NULL;
-    CHECK_OK(es_edge_connect(&p, &e, &err), &err);
-    if (e) CHECK_OK(generate(e, g, prompt, np, &r, &err), &err);
-    es_edge_free(e);
+    static run r;
+    one_loss(&p, g, prompt, np, &srv, target, true, &r);
     CHECK_MSG(srv != NULL, "the server did not restart on port %d", port);
     CHECK_MSG(r.st.reconnects >= 1, "%d reconnects", r.st.reconnects);
     check_same(&ref, &r, "resumed under a grammar");
 
-    run f;
-    memset(&f, 0, sizeof f);
-    f.srv = &srv;
-    f.target = target;
-    f.after = 10;
-    f.port = port;
+    static run f;
     p.fallback_local = true;
-    e = NULL;
-    if (srv) CHECK_OK(es_edge_connect(&p, &e, &err), &err);
-    if (e) CHECK_OK(generate(e, g, prompt, np, &f, &err), &err);
-    es_edge_free(e);
+    if (srv) one_loss(&p, g, prompt, np, &srv, target, false, &f);
     CHECK_MSG(f.st.fallback_tokens > 0, "fallback_tokens %d", f.st.fallback_tokens);
     CHECK_MSG(follows(g, es_model_tokenizer(target), f.out, f.st.n_generated), "the draft alone left the grammar");
     CHECK_MSG(f.n_lp == f.n_cb && !f.lp_mismatch, "fallback: %d log-probabilities for %d tokens", f.n_lp, f.n_cb);
