@@ -5,7 +5,8 @@
 #    same mask, chat and completions, plain and streamed, and parse and validate (nested object,
 #    array, enums, integer, boolean, anyOf string|null);
 #  - sampled replies (temperature 1, several seeds) validate too, and the same seed repeats;
-#  - a schema outside the subset is 400 naming the keyword; the edge-local API refuses JSON mode (400).
+#  - a schema outside the subset is 400 naming the keyword, on both APIs;
+#  - the edge-local API (protocol version 4) gives the AR server's greedy JSON replies.
 # The story model is no JSON writer: the schema's only free string is optional and the model may leave
 # it out; max_tokens is generous (its documents end by themselves: blank runs are capped per gap).
 . "$(dirname "$0")/lib.sh"
@@ -95,8 +96,15 @@ code, msg = status(sp, "/v1/chat/completions", {"messages": [{"role": "user", "c
     "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "maxLength": 3}}}})
 check(code == 400 and "maxLength" in msg and "response_format" in msg, f"unsupported schema: {code} {msg}")
 if edge:
-    code, msg = status(edge, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})
-    check(code == 400 and "response_format" in msg, f"edge-local JSON mode: {code} {msg}")
+    # the edge-local API (protocol version 4: the schema travels in OPEN, the edge drafts under the
+    # same mask): greedy, the autoregressive server's reply, chat and completions
+    for kind, path, base in bodies[:1] + bodies[2:3]:
+        body = dict(base, max_tokens=400, temperature=0, response_format=fmt)
+        te, ta = text_of(post(edge, path, body), kind), text_of(post(ar, path, body), kind)
+        check(te == ta, f"edge-local {kind}: {te!r} vs the server's {ta!r}")
+    code, msg = status(edge, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "maxLength": 3}}}})
+    check(code == 400 and "maxLength" in msg, f"edge-local unsupported schema: {code} {msg}")
 else:
     check(False, "the edge did not start")
 print("test_grammar_http: %d failed" % fails)
