@@ -1329,6 +1329,7 @@ static es_status edge_begin(gen *g, int32_t *root, es_err *err) {
     es_status s = es_seq_truncate(e->dctx, e->dseq, 0, err);
     if (s != ES_OK) return s;
     if ((s = es_drafter_init(e->dctx, e->dseq, &dp, &g->d, err)) != ES_OK) return s;
+    if ((s = es_drafter_set_bias(g->d, e->p.sampling.bias, e->p.sampling.n_bias, err)) != ES_OK) return s; /* as the target's sampler */
     if (e->grammar) { /* drafts under the response format's mask, so the masked target accepts them */
         if ((s = es_gmatcher_init(e->grammar, e->gvocab, g->stop, g->n_stop < ES_GRAMMAR_MAX_END ? g->n_stop : ES_GRAMMAR_MAX_END,
                                   &g->gm, err)) != ES_OK)

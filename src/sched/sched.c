@@ -1071,6 +1071,7 @@ static void init_new_locked(es_sched *s) {
                 if (dp.sample && x->sampling.temperature > 0) dp.temperature = x->sampling.temperature;
                 dp.seed = x->sampling.seed;
                 st = es_drafter_init(s->dctx, x->dseq, &dp, &x->d, &e);
+                if (st == ES_OK) st = es_drafter_set_bias(x->d, x->sampling.bias, x->sampling.n_bias, &e);
             }
             if (st == ES_OK) st = es_drafter_prefill(x->d, x->prompt, x->n_prompt - 1, &e);
         }

@@ -69,8 +69,33 @@ struct es_drafter {
     es_gmatcher *gm;         /* borrowed; used as scratch: its state is set to the node's at each use */
     es_gstate g_conf;        /* the automaton after every confirmed token (the root included) */
     es_gstate *g_node;       /* [nodes] the automaton after each draft node's token */
-    float *mlogits;          /* (n_vocab) a logits row with the disallowed tokens at -inf */
+    float *mlogits;          /* (n_vocab) a logits row with the disallowed tokens at -inf (and the bias added) */
+    /* es_drafter_set_bias */
+    es_logit_bias bias[ES_SAMPLER_MAX_BIAS];
+    int n_bias;
 };
+
+es_status es_drafter_set_bias(es_drafter *d, const es_logit_bias *bias, int n, es_err *err) {
+    if (n < 0 || n > ES_SAMPLER_MAX_BIAS || (n > 0 && !bias)) return es_fail(err, ES_ERR_INVALID_ARG, "at most %d logit-bias entries", ES_SAMPLER_MAX_BIAS);
+    d->n_bias = 0;
+    for (int k = 0; k < n; k++)
+        if (bias[k].id >= 0 && bias[k].id < d->n_vocab && isfinite(bias[k].bias)) d->bias[d->n_bias++] = bias[k];
+    if (d->n_bias && !d->mlogits && !(d->mlogits = malloc((size_t)d->n_vocab * sizeof *d->mlogits))) {
+        d->n_bias = 0;
+        return es_fail(err, ES_ERR_NOMEM, "out of memory");
+    }
+    return ES_OK;
+}
+
+/* logits with the request's logit bias added (into mlogits; logits may already be mlogits), as the
+ * target's sampler adds it: the draft then proposes what the biased target will pick. */
+static const float *biased(es_drafter *d, const float *logits) {
+    if (!d->n_bias) return logits;
+    if (logits != d->mlogits) memcpy(d->mlogits, logits, (size_t)d->n_vocab * sizeof *d->mlogits);
+    for (int k = 0; k < d->n_bias; k++)
+        if (d->mlogits[d->bias[k].id] > -INFINITY) d->mlogits[d->bias[k].id] += d->bias[k].bias;
+    return d->mlogits;
+}
 
 es_status es_drafter_set_grammar(es_drafter *d, es_gmatcher *m, es_err *err) {
     d->gm = m;
@@ -246,6 +271,7 @@ static int propose(es_drafter *d, const float *logits, int w, child *out, es_spe
         if (!any) return 0;
         logits = d->mlogits;
     }
+    logits = biased(d, logits);
     if (!d->p.sample) {
         const float lse = log_sum_exp(logits, d->n_vocab);
         int k = top_tokens(logits, d->n_vocab, w, d->topi);
@@ -656,6 +682,7 @@ es_status es_drafter_predict(es_drafter *d, int32_t *next, es_err *err) {
     d->kv_confirmed += n;
     d->n_pending = 0;
     d->n_nodes = 0;
+    logits = biased(d, logits);
     int32_t best = -1;
     const uint64_t *mask = NULL;
     if (d->gm) {

@@ -244,6 +244,10 @@ float es_drafter_node_score(const es_drafter *d, int k);
  * the state is part of es_drafter_state (es_drafter_rewind leaves it), so a missed bet is undone by
  * es_drafter_restore + es_drafter_feed_grammar. NULL turns it off. ES_ERR_NOMEM only. */
 es_status es_drafter_set_grammar(es_drafter *d, es_gmatcher *m, es_err *err);
+/* The request's logit bias (the target's sampler adds it to every verified position): the drafter
+ * adds it too, so it proposes what the biased target picks (ids outside the vocabulary are skipped;
+ * penalties, which depend on the history, are not mirrored). n = 0 removes it. */
+es_status es_drafter_set_bias(es_drafter *d, const es_logit_bias *bias, int n, es_err *err);
 /* Moves the grammar's confirmed state by tokens the drafter confirmed some other way: es_drafter_accept
  * moves it by each verdict's tokens, es_drafter_restore puts back a saved one, and a proactive bet that
  * missed (rewind + restore) is followed by this with the real verdict's tokens. Tokens it refuses are
