@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "grammar/grammar.h"
+#include "sample/sampler.h"
 #include "transport/tls.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -1047,15 +1048,13 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
     es_sampler *smp = NULL;
     es_status s = es_sampler_init(&e->p.sampling, n_vocab, &smp, err);
     if (s != ES_OK) return s;
-    /* a response format holds here too: the draft samples under the grammar's mask, from where the
-       output stands */
-    float *masked = g->gm ? malloc((size_t)n_vocab * sizeof *masked) : NULL;
-    if (g->gm && !masked) { es_sampler_free(smp); return es_fail(err, ES_ERR_NOMEM, "out of memory"); }
+    /* a response format holds here too: the draft samples under the grammar's mask (the sampler's
+       own constrained decoding), from where the output stands */
     if (g->gm) {
         es_gmatcher_reset(g->gm);
         for (int i = 0; i < g->n; i++) es_gmatcher_accept(g->gm, g->out[i]);
     }
-    if ((s = es_seq_truncate(e->dctx, e->dseq, kv_len, err)) != ES_OK) { es_sampler_free(smp); free(masked); return s; }
+    if ((s = es_seq_truncate(e->dctx, e->dseq, kv_len, err)) != ES_OK) { es_sampler_free(smp); return s; }
     int32_t pos[ES_SPEC_MAX_NODES + 1], seq[ES_SPEC_MAX_NODES + 1];
     int at = kv_len;
     const int n_ctx = e->n_ctx_draft;
@@ -1067,23 +1066,18 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
             const int m = len - at < ES_SPEC_MAX_NODES + 1 ? len - at : ES_SPEC_MAX_NODES + 1;
             for (int i = 0; i < m; i++) { pos[i] = at + i; seq[i] = e->dseq; }
             es_batch b = {m, g->conf + at, pos, seq, NULL, NULL, NULL};
-            if ((s = es_decode(e->dctx, &b, err)) != ES_OK) { es_sampler_free(smp); free(masked); return s; }
+            if ((s = es_decode(e->dctx, &b, err)) != ES_OK) { es_sampler_free(smp); return s; }
             logits = es_ctx_logits(e->dctx, m - 1);
             at += m;
         }
-        const float *pick = logits;
         if (g->gm) {
             const uint64_t *mask = es_gmatcher_mask(g->gm);
             bool any = false;
-            for (int i = 0; i < n_vocab; i++) {
-                const bool ok = es_mask_test(mask, i);
-                masked[i] = ok ? logits[i] : -INFINITY;
-                any |= ok;
-            }
+            for (int w = 0; w < (n_vocab + 63) / 64 && !any; w++) any = mask[w] != 0;
             if (!any) { g->done = true; g->stop_reason = ES_STOP_EOS; break; } /* the document is complete */
-            pick = masked;
+            es_sampler_set_mask(smp, mask);
         }
-        const int32_t t = es_sampler_sample(smp, pick);
+        const int32_t t = es_sampler_sample(smp, logits);
         es_sampler_accept(smp, t);
         if (g->gm) es_gmatcher_accept(g->gm, t);
         es_token_logprob lp; /* the draft's own: the target is not there to ask */
@@ -1100,7 +1094,6 @@ static es_status run_local(gen *g, int kv_len, es_err *err) {
         }
     }
     es_sampler_free(smp);
-    free(masked);
     return ES_OK;
 }
 
@@ -1554,11 +1547,10 @@ static es_status take_verdict(gen *g, edge_round *rd, qframe *f, bool *ready, in
         const int pl = rd->pl;
         int j = 0;
         while (j < v->n_accepted && j < pl && v->path[j] == e->bet.path[j]) j++;
-        /* a bet tree cut short is finished before it is sent (es_drafter_resume: the tree it would
-           have been uncut, the same random draws), so a sampled run stays token-identical to one
-           without bets */
-        const bool usable = true;
-        if (v->n_accepted == pl && j == pl && v->tokens[pl] == rd->bonus_bet && usable) {
+        /* (a bet tree cut short is finished before it is sent — es_drafter_resume: the tree it would
+           have been uncut, the same random draws — so a sampled run stays token-identical to one
+           without bets) */
+        if (v->n_accepted == pl && j == pl && v->tokens[pl] == rd->bonus_bet) {
             if (rd->from_early) st->early_kept += rd->bet_tree;
             else st->proactive_hits++;
             *ready = rd->bet_tree;

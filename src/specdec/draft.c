@@ -61,7 +61,7 @@ struct es_drafter {
     /* where an aborted draft stood, for es_drafter_resume: the next level's frontier (tree) or the
        token whose forward pass was next (chain), and the loop's counters */
     bool resumable;
-    int r_max_nodes, r_level, r_n_front, r_kept_before, r_order, r_k, r_k_lim;
+    int r_budget, r_level, r_n_front, r_kept_before, r_order, r_k, r_k_lim;
     int32_t r_parent_slot;
     int r_frontier[ES_SPEC_MAX_NODES + 1];
     es_gstate r_gs;
@@ -539,7 +539,7 @@ static es_status tree_from(es_drafter *d, int level, int *frontier, int n_front,
             memcpy(d->r_frontier, frontier, (size_t)n_front * sizeof *frontier);
             d->r_kept_before = kept_before;
             d->r_order = order;
-            d->r_max_nodes = budget;
+            d->r_budget = budget;
             break;
         }
         es_status st = eval_frontier(d, frontier, n_front, front_logits, err);
@@ -564,7 +564,7 @@ es_status es_drafter_resume(es_drafter *d, es_spec_tree *t, es_err *err) {
     memcpy(frontier, d->r_frontier, (size_t)d->r_n_front * sizeof *frontier);
     es_status st = eval_frontier(d, frontier, d->r_n_front, front_logits, err);
     if (st != ES_OK) return st;
-    return tree_from(d, d->r_level, frontier, d->r_n_front, front_logits, d->r_max_nodes, d->r_kept_before, d->r_order, t, err);
+    return tree_from(d, d->r_level, frontier, d->r_n_front, front_logits, d->r_budget, d->r_kept_before, d->r_order, t, err);
 }
 
 es_status es_drafter_draft(es_drafter *d, int32_t root, int max_nodes, es_spec_tree *t, es_err *err) {

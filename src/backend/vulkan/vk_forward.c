@@ -534,9 +534,13 @@ static void vk_tier_info(const es_backend *be, es_tier_info *out) {
     out->tiered = true;
     out->device_blocks_total = b->n_dev;
     out->device_blocks_used = b->n_dev - b->n_dev_free;
-    mark_device_held(b, -1);
     out->device_blocks_cached = 0;
-    for (int64_t pg = 0; pg < b->n_pages; pg++) out->device_blocks_cached += b->dev_of[pg] >= 0 && !b->mark[pg];
+    es_prefix_cache_info pc;
+    es_kv_prefix_stats(b->kv, &pc);
+    if (pc.enabled) { /* (without the cache every page has one holder, and a move drops its device copies) */
+        mark_device_held(b, -1);
+        for (int64_t pg = 0; pg < b->n_pages; pg++) out->device_blocks_cached += b->dev_of[pg] >= 0 && !b->mark[pg];
+    }
     out->host_seqs = 0;
     for (int s = 0; s < b->n_seq_max; s++) out->host_seqs += es_kv_seq_valid(b->kv, s) && b->tier[s] == ES_KV_TIER_HOST;
 }
