@@ -9,6 +9,9 @@
  * weights come from DRAM, not the 36 MiB L3, as in a real forward pass. First it prints the read
  * bandwidth probe over 1 GiB with 1 and 2 threads (best of 3).
  *
+ * With --hot every call uses the same copy, so a matrix that fits the caches (e.g. --shape 256x1536)
+ * is read from them: the kernel's arithmetic throughput, without DRAM (gbps then exceeds the probe).
+ *
  * With --act-quant it times only es_matmul's first step, the activation quantisation of n rows of
  * C columns (Q8_K for the K-quant types, per-32 blocks for q8_0 / q4_0), at the scalar level and
  * at the level in use, the two interleaved call by call so that both see the same machine load:
@@ -18,7 +21,7 @@
  * $EDGESPEC_CPU lowers the level in use as in the CLI (EDGESPEC_CPU=avx2 times the AVX2 kernels).
  *
  * Usage: bench_kernels [type ...] [--threads T] [--n N] [--shape RxC] [--layout rows|x16] [--no-probe]
- *                      [--act-quant]
+ *                      [--act-quant] [--hot]
  *        (layout: default what a model load gives the type, X16 for Q8_0/Q4_0/K-quants where the CPU's kernels have it)
  *        (defaults: q8_0 q4_0 q4_k q5_k q6_k f16 f32, threads 1 and 2, n 1..64, the three TinyLlama shapes) */
 #include <stdio.h>
@@ -119,7 +122,7 @@ int main(int argc, char **argv) {
     int ns[16] = {1, 2, 4, 8, 16, 32, 64}, n_ns = 7;
     shape shapes[4] = {{2048, 5632}, {5632, 2048}, {2048, 2048}}, one_shape;
     int n_shapes = 3;
-    int probe = 1, act_quant = 0, n_given = 0, shape_given = 0;
+    int probe = 1, act_quant = 0, n_given = 0, shape_given = 0, hot = 0;
     int layout = -1; /* -1: what a loaded model would use (X16 where the kernels prefer it) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -145,6 +148,8 @@ int main(int argc, char **argv) {
             probe = 0;
         } else if (!strcmp(argv[i], "--act-quant")) {
             act_quant = 1;
+        } else if (!strcmp(argv[i], "--hot")) {
+            hot = 1;
         } else if (n_types < 16) {
             types[n_types++] = argv[i];
         }
@@ -207,8 +212,8 @@ int main(int argc, char **argv) {
         for (int si = 0; si < n_shapes; si++) {
             const int64_t rows = shapes[si].rows, cols = shapes[si].cols;
             const size_t rb = es_row_size((uint32_t)type, cols), wbytes = rb * (size_t)rows;
-            int n_copies = (int)((TOTAL_BYTES + wbytes - 1) / wbytes);
-            if (n_copies < 2) n_copies = 2;
+            int n_copies = hot ? 1 : (int)((TOTAL_BYTES + wbytes - 1) / wbytes);
+            if (n_copies < 2 && !hot) n_copies = 2;
             /* one random matrix, copied (values do not change the speed) */
             float *src = malloc((size_t)cols * sizeof(float));
             uint8_t *data = malloc(wbytes * (size_t)n_copies);

@@ -60,10 +60,11 @@ typedef struct es_model_params {
     es_log_fn log;            /* optional */
     es_progress_fn progress;  /* optional */
     void *ud;                 /* passed to log / progress */
-    /* Keep every weight matrix in the file's layout. By default Q8_0 / Q4_0 matrices are copied once
-     * at load into the interleaved layout the CPU's int8 kernels read fastest (same results, about
-     * 1.4x the multiply-add rate; the file's pages are released). The CLI sets it when the
-     * environment has EDGESPEC_REPACK=0; the library never reads the environment. */
+    /* Keep every weight matrix in the file's layout. By default Q8_0 / Q4_0 / Q5_0 and K-quant
+     * matrices are copied once at load into the interleaved layout the CPU's int8 kernels read
+     * fastest (same results, about 1.4x the multiply-add rate; the file's pages are released).
+     * Either way a Q5_0 matrix that is not repacked is widened exactly to Q8_0. The CLI sets it when
+     * the environment has EDGESPEC_REPACK=0; the library never reads the environment. */
     bool no_repack;
 } es_model_params;
 

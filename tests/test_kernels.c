@@ -6,7 +6,7 @@
  *   F32        |y - exact| <= 1e-5 * S                       (exact: double product)
  *   F16, BF16  |y - exact| <= 1e-4 * S                       (exact: double product of the
  *                                                              dequantised weights and f32 x)
- *   Q8_0, Q4_0, Q4_K, Q5_K, Q6_K
+ *   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K
  *              SIMD == scalar reference, bit for bit (the contract of kernels/matmul_impl.h; the
  *              brief's 1e-4 relative is implied), and
  *              |ref - exact| <= sum_b (dx_b / 2) * sum_{i in b} |w_i| + 1e-5 * S
@@ -39,20 +39,22 @@
 #include "util/rng.h"
 #include "util/threadpool.h"
 
-static const uint32_t k_types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,
-                                   ES_TYPE_Q4_0, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+static const uint32_t k_types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0,
+                                   ES_TYPE_Q5_0, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
 static const int k_ns[] = {1, 2, 3, 4, 7, 8, 16, 31, 32, 33, 64};
 #define N_NS ((int)(sizeof(k_ns) / sizeof(k_ns[0])))
 
 static bool is_kquant(uint32_t t) { return t == ES_TYPE_Q4_K || t == ES_TYPE_Q5_K || t == ES_TYPE_Q6_K; }
-static bool is_quant(uint32_t t) { return t == ES_TYPE_Q8_0 || t == ES_TYPE_Q4_0 || is_kquant(t); }
+static bool is_quant(uint32_t t) {
+    return t == ES_TYPE_Q8_0 || t == ES_TYPE_Q4_0 || t == ES_TYPE_Q5_0 || is_kquant(t);
+}
 
 /* A weight matrix in `type`, from N(0,1) values with a few larger outliers per row. */
 typedef struct wmat {
     es_mat m;
     void *data;
     float *deq; /* [rows][cols] dequantised */
-    es_mat x16; /* Q8_0 / Q4_0: the same matrix in the X16 layout (kernels/repack.h) */
+    es_mat x16; /* the same matrix in the X16 layout (kernels/repack.h), where it has one */
     void *x16data;
 } wmat;
 
@@ -66,7 +68,9 @@ static void wmat_make(wmat *w, uint32_t type, int64_t rows, int64_t cols, es_rng
         src[i] = (float)v;
     }
     w->data = malloc(rb * (size_t)rows);
-    for (int64_t r = 0; r < rows; r++) tr->from_float(src + r * cols, (uint8_t *)w->data + (size_t)r * rb, cols);
+    /* Q5_0 is a type we read but do not write (its traits have no from_float): its test quantiser */
+    void (*from_float)(const float *, void *, int64_t) = type == ES_TYPE_Q5_0 ? es_q5_0_from_float : tr->from_float;
+    for (int64_t r = 0; r < rows; r++) from_float(src + r * cols, (uint8_t *)w->data + (size_t)r * rb, cols);
     w->m = (es_mat){.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .data = w->data};
     w->deq = src;
     for (int64_t r = 0; r < rows; r++) es_mat_get_row(&w->m, r, w->deq + r * cols);
@@ -161,6 +165,18 @@ static void check_case(const wmat *w, const float *x, int64_t n, es_threadpool *
 
     const level *ref = &g_levels[0];
     matmul_at(ref, NULL, yref, &w->m, x, n, scratch);
+    if (type == ES_TYPE_Q5_0) { /* the loader's other way (model.c): widened to Q8_0, the same bits */
+        const size_t wrb = es_row_size(ES_TYPE_Q8_0, cols);
+        void *wide = malloc(wrb * (size_t)rows);
+        for (int64_t r = 0; r < rows; r++)
+            es_q5_0_to_q8_0((const uint8_t *)w->m.data + (size_t)r * w->m.row_bytes, (uint8_t *)wide + (size_t)r * wrb, cols);
+        const es_mat wm = {.type = ES_TYPE_Q8_0, .rows = rows, .cols = cols, .row_bytes = wrb, .data = wide};
+        memset(y, 0xff, ny * sizeof(float));
+        matmul_at(ref, NULL, y, &wm, x, n, scratch);
+        CHECK_MSG(memcmp(y, yref, ny * sizeof(float)) == 0, "q5_0 %lldx%lld n=%lld: differs from its Q8_0 widening",
+                  (long long)rows, (long long)cols, (long long)n);
+        free(wide);
+    }
 
     /* the reference against the exact product */
     for (int64_t j = 0; j < n; j++) {
@@ -282,7 +298,7 @@ static void check_roundtrip(es_rng *rng) {
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
         const uint32_t t = k_types[ti];
         const es_type_traits *tr = es_type_get(t);
-        if (is_kquant(t)) continue; /* check_kquant_roundtrip */
+        if (is_kquant(t) || t == ES_TYPE_Q5_0) continue; /* check_kquant_roundtrip, check_q5_0 */
         tr->from_float(x, buf, N);
         tr->to_float(buf, back, N);
         int bad = 0;
@@ -919,7 +935,7 @@ int main(void) {
         /* a prefill-sized batch whose int8 activations outgrow L2 (300 x 1024 > 256 KB): the X16
          * kernels then sweep several row groups per pass (7 groups here: 4 + 3, the last partial) */
         static const int n_prefill[] = {300};
-        if (t == ES_TYPE_Q8_0 || t == ES_TYPE_Q4_0) check_shape(t, 100, 1024, n_prefill, 1, tp2, &rng);
+        if (t == ES_TYPE_Q8_0 || t == ES_TYPE_Q4_0 || t == ES_TYPE_Q5_0) check_shape(t, 100, 1024, n_prefill, 1, tp2, &rng);
     }
     CHECK_MSG(g_exact_fail == 0, "%lld results outside their bound of the exact product", (long long)g_exact_fail);
     CHECK_MSG(g_rel_fail == 0, "%lld quantised results off by more than 2%% relative", (long long)g_rel_fail);

@@ -15,6 +15,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "http/chat.h"
+#include "kernels/matmul.h"
 #include "testutil.h"
 #include "tokenizer/tokenizer.h"
 #include "util/str.h"
@@ -52,15 +53,38 @@ static void check_models(void) {
     CHECK(t->hp.qkv_bias && t->hp.rope_neox && t->hp.rope_base == 1e6f);
     CHECK(!strcmp(t->name, "Qwen2.5 Coder 1.5B Instruct GGUF") && !strcmp(d->name, "Qwen2.5 Coder 0.5B Instruct AWQ"));
     CHECK(es_tokenizer_fingerprint(t->tok) == es_tokenizer_fingerprint(d->tok));
-    /* the draft's Q5_0 matrices were widened (kernels/types.h): none is left for the kernels */
+    /* the draft's Q5_0 matrices are either repacked to X16 as Q5_0 (the CPU has its kernels) or widened
+     * to Q8_0 (model.c); none is left in the file layout, which only the scalar reference multiplies */
+    const bool native = es_matmul_prefers_x16(ES_TYPE_Q5_0);
+    int q5 = 0;
     for (int il = 0; il < d->hp.n_layer; il++) {
         const es_layer *L = &d->layers[il];
         const es_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-        for (int k = 0; k < 7; k++) CHECK(ms[k]->type != ES_TYPE_Q5_0);
+        for (int k = 0; k < 7; k++) {
+            CHECK(ms[k]->type != ES_TYPE_Q5_0 || ms[k]->layout == ES_LAYOUT_X16);
+            q5 += ms[k]->type == ES_TYPE_Q5_0;
+        }
     }
+    CHECK_MSG(native ? q5 > 0 : q5 == 0, "%d Q5_0 matrices kept (native Q5_0 kernels: %d)", q5, (int)native);
     CHECK(d->tok_embd.type == ES_TYPE_Q5_0); /* the embedding stays as it is, read a row at a time */
 done:
     es_model_free(t);
+    es_model_free(d);
+}
+
+/* Loaded without repacking (as the device backends load it), no Q5_0 matrix is left: all widened. */
+static void check_widened(void) {
+    es_err err = {0};
+    es_model *d = NULL;
+    es_model_params p = es_model_default_params();
+    p.no_repack = true;
+    CHECK_OK(es_model_load(real_path(k_draft), &p, &d, &err), &err);
+    if (!d) return;
+    for (int il = 0; il < d->hp.n_layer; il++) {
+        const es_layer *L = &d->layers[il];
+        const es_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (int k = 0; k < 7; k++) CHECK(ms[k]->type != ES_TYPE_Q5_0 && ms[k]->layout == ES_LAYOUT_ROWS);
+    }
     es_model_free(d);
 }
 
@@ -198,6 +222,7 @@ int main(void) {
         return 77;
     }
     check_models();
+    check_widened();
     es_gguf *gt = NULL, *gd = NULL;
     es_tokenizer *tt = open_tok(real_path(k_target), &gt), *td = open_tok(real_path(k_draft), &gd);
     if (tt) check_tokenizer(tt);

@@ -244,6 +244,32 @@ static void q4_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, floa
     }
 }
 
+/* Q5_0 on the file layout: the reference only (models widen such matrices to Q8_0 or repack them
+ * to X16, kernels/types.h); the product is that of the widened Q8_0 matrix, bit for bit. */
+static void q5_0_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                          int64_t r1) {
+    const int64_t nb = qx->nb, rows = w->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const es_block_q5_0 *wb = (const es_block_q5_0 *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const int8_t *xb = qx->qs + (b * n + j) * ES_QK;
+                uint32_t qh;
+                memcpy(&qh, wb[b].qh, 4);
+                int32_t s = 0;
+                for (int i = 0; i < ES_QK / 2; i++) {
+                    const int32_t lo = (int32_t)(wb[b].qs[i] & 0x0f) | (int32_t)(((qh >> i) & 1u) << 4);
+                    const int32_t hi = (int32_t)(wb[b].qs[i] >> 4) | (int32_t)(((qh >> (i + ES_QK / 2)) & 1u) << 4);
+                    s += (lo - 16) * xb[i] + (hi - 16) * xb[i + ES_QK / 2];
+                }
+                acc = fmaf((float)s, es_fp16_to_fp32(wb[b].d) * qx->d[b * n + j], acc);
+            }
+            y[j * rows + r] = acc;
+        }
+    }
+}
+
 /* Float weights: the row is converted to f32 in chunks of FCHUNK (so F16/BF16 are decoded once per
  * row, not once per activation row), then dotted in order into one f32 accumulator per (r, j). */
 #define FCHUNK 256
@@ -289,8 +315,10 @@ const es_mm_kernels es_mm_ref = {
     .bf16 = f32_rows_ref,
     .q8_0 = q8_0_rows_ref,
     .q4_0 = q4_0_rows_ref,
+    .q5_0 = q5_0_rows_ref,
     .q8_0_x16 = es_x16_rows_ref,
     .q4_0_x16 = es_x16_rows_ref,
+    .q5_0_x16 = es_x16_rows_ref,
     .q4_k = es_q4_k_rows_ref,
     .q5_k = es_q5_k_rows_ref,
     .q6_k = es_q6_k_rows_ref,
@@ -384,6 +412,7 @@ static int act_class(uint32_t type) {
     switch (type) {
     case ES_TYPE_Q8_0: return 128;
     case ES_TYPE_Q4_0: return 8;
+    case ES_TYPE_Q5_0: return 16;
     case ES_TYPE_Q4_K: case ES_TYPE_Q5_K: case ES_TYPE_Q6_K: return 1000;
     default: return 0;
     }
@@ -428,6 +457,7 @@ static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type, uint32_t lay
         switch (type) {
         case ES_TYPE_Q8_0: return k->q8_0_x16;
         case ES_TYPE_Q4_0: return k->q4_0_x16;
+        case ES_TYPE_Q5_0: return k->q5_0_x16;
         case ES_TYPE_Q4_K: return k->q4_k_x16;
         case ES_TYPE_Q5_K: return k->q5_k_x16;
         case ES_TYPE_Q6_K: return k->q6_k_x16;
@@ -441,6 +471,7 @@ static es_mm_rows_fn rows_fn(const es_mm_kernels *k, uint32_t type, uint32_t lay
     case ES_TYPE_BF16: return k->bf16;
     case ES_TYPE_Q8_0: return k->q8_0;
     case ES_TYPE_Q4_0: return k->q4_0;
+    case ES_TYPE_Q5_0: return k->q5_0;
     case ES_TYPE_Q4_K: return k->q4_k;
     case ES_TYPE_Q5_K: return k->q5_k;
     case ES_TYPE_Q6_K: return k->q6_k;

@@ -5,9 +5,9 @@
  * rows for its slice of W, so every weight block is read from memory once per call whatever n is:
  * verifying k draft tokens costs about one decode step while the model is memory-bound.
  *
- * For Q8_0 / Q4_0 (and K-quant) weights the activations are first quantised to int8 blocks of 32
+ * For Q8_0 / Q4_0 / Q5_0 (and K-quant) weights the activations are first quantised to int8 blocks of 32
  * with an f32 scale (once per call, into the caller's scratch) so the inner loop is an int8 dot
- * product. Q8_0 / Q4_0 matrices are normally repacked at load into the X16 layout
+ * product. Q8_0 / Q4_0 / Q5_0 matrices are normally repacked at load into the X16 layout
  * (kernels/repack.h), which the SIMD kernels read without shuffles; results do not depend on it. The
  * kernels for the running CPU (scalar reference, AVX2, AVX-512 with or without VNNI, NEON with or
  * without the dot-product extension) are chosen per
@@ -27,7 +27,7 @@
 typedef enum es_mat_layout {
     /* As in the file: `rows` rows of `cols` elements of `type`, rows contiguous (row_bytes apart). */
     ES_LAYOUT_ROWS = 0,
-    /* Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K only, made by es_mat_repack (kernels/repack.h): rows
+    /* Q8_0 / Q4_0 / Q5_0 / Q4_K / Q5_K / Q6_K only, made by es_mat_repack (kernels/repack.h): rows
      * interleaved in groups of 16, block by block, in the order the int8 kernels consume them.
      * row_bytes keeps the size of a file row (for byte counts); the data is es_mat_repacked_size
      * bytes. */
@@ -70,10 +70,11 @@ size_t es_matmul_scratch_size(int64_t n, int64_t cols);
 
 /* y[n][w->rows] = x[n][w->cols] · wᵀ. `scratch` holds es_matmul_scratch_size(n, cols) bytes (any
  * alignment; unused, and may be NULL, for F32/F16/BF16 weights). x and y rows are contiguous (stride
- * cols and rows). Never allocates. w->type must be F32, F16, BF16, Q8_0 or Q4_0 with cols a multiple
- * of the block size and row_bytes >= es_row_size(type, cols) (the loader checks this); otherwise y
- * is filled with NaN. Each y row is bit-identical whatever n and the thread count are; for Q8_0 and
- * Q4_0 it is also identical at every CPU level (see kernels/matmul_impl.h for the arithmetic). */
+ * cols and rows). Never allocates. w->type must be F32, F16, BF16, Q8_0, Q4_0, Q5_0 (in the file
+ * layout by the scalar reference only) or a K-quant, with cols a multiple of the block size and
+ * row_bytes >= es_row_size(type, cols) (the loader checks this); otherwise y is filled with NaN.
+ * Each y row is bit-identical whatever n and the thread count are; for the int8 types it is also
+ * identical at every CPU level and in either layout (see kernels/matmul_impl.h for the arithmetic). */
 void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n, void *scratch);
 
 /* The most matrices es_matmul_multi runs in one region (more are split into several calls). */

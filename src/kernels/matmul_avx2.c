@@ -234,6 +234,25 @@ AI __m256 q4_dot_acc(const __m256i L[4], const __m256i H[4], const es_qx *qx, in
     return _mm256_fmadd_ps(tofloat(s), _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb])), acc);
 }
 
+/* Q5_0: codes 0..31 (the fifth bit ORed into the nibbles), the -16 in the correction. Pair sums are
+ * at most 2*31*127, so the block's int16 sums go in two halves of four. */
+AI __m256 q5_dot_acc(const __m256i L[4], const __m256i H[4], const es_qx *qx, int64_t jb, __m256 dw, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *xb = qx->qs + jb * 32;
+    __m256i s = _mm256_set1_epi32(qx->corr[jb]);
+    ES_UNROLL
+    for (int h = 0; h < 2; h++) {
+        __m256i s16 = _mm256_setzero_si256();
+        ES_UNROLL
+        for (int k = 2 * h; k < 2 * h + 2; k++) {
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(L[k], bcast32(xb + 4 * k)));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(H[k], bcast32(xb + 16 + 4 * k)));
+        }
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
+    }
+    return _mm256_fmadd_ps(tofloat(s), _mm256_mul_ps(dw, _mm256_set1_ps(qx->d[jb])), acc);
+}
+
 /* y[j][r0..r0+8) for j in [j0, j0+J): Q8_0 weights, sign trick |w| * (x * sign(w)) for maddubs. */
 AI void q8_tile(const grp8 *g, const es_qx *qx, int64_t cols, int64_t j0, const int J, float *y, int64_t rows,
                 int64_t r0) {
@@ -336,11 +355,12 @@ static void q4_0_rows_avx2(const es_mat *w, const float *x, const es_qx *qx, flo
 
 /* A 16-row group is two halves of 8: bytes 0..31 of every 64-byte chunk hold rows 0..7, bytes
  * 32..63 rows 8..15, already in the W[k] order the tiles above build with transposes. So each half
- * is 8 (Q8_0) or 4 (Q4_0) plain loads and its 8 scales one 16-byte load. Same arithmetic. */
+ * is 8 (Q8_0), 4 (Q4_0) or 5 (Q5_0) plain loads and its 8 scales one 16-byte load. Same
+ * arithmetic. */
 AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
-                 const int h, int valid, float *y, int64_t rows, int64_t r0) {
+                 const bool q5, const int h, int valid, float *y, int64_t rows, int64_t r0) {
     const int64_t nb = qx->nb;
-    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
+    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : q5 ? ES_TYPE_Q5_0 : ES_TYPE_Q4_0);
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
     __m256 acc[QJ];
     ES_UNROLL
@@ -366,15 +386,27 @@ AI void x16_half(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
                 L[k] = _mm256_and_si256(u, lo4);
                 H[k] = _mm256_and_si256(_mm256_srli_epi16(u, 4), lo4);
             }
-            ES_UNROLL
-            for (int j = 0; j < J; j++) acc[j] = q4_dot_acc(L, H, qx, jb0 + j, dw, acc[j]);
+            if (q5) { /* the bit planes of repack.h: plane k is L[k]'s fifth bits, plane 4 + k H[k]'s */
+                const __m256i hb = _mm256_loadu_si256((const __m256i *)(q + 256)), b4 = _mm256_set1_epi8(0x10);
+                ES_UNROLL
+                for (int k = 0; k < 4; k++) {
+                    L[k] = _mm256_or_si256(L[k], _mm256_and_si256(_mm256_slli_epi16(hb, 4 - k), b4));
+                    H[k] = _mm256_or_si256(H[k], _mm256_and_si256(k ? _mm256_srli_epi16(hb, k) : hb, b4));
+                }
+                ES_UNROLL
+                for (int j = 0; j < J; j++) acc[j] = q5_dot_acc(L, H, qx, jb0 + j, dw, acc[j]);
+            } else {
+                ES_UNROLL
+                for (int j = 0; j < J; j++) acc[j] = q4_dot_acc(L, H, qx, jb0 + j, dw, acc[j]);
+            }
         }
     }
     ES_UNROLL
     for (int j = 0; j < J; j++) store8(y + (j0 + j) * rows + r0 + 8 * h, acc[j], valid);
 }
 
-AI void x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const bool q8) {
+AI void x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1, const bool q8,
+                 const bool q5) {
     const int64_t nb = qx->nb;
     const size_t qb = es_x16_qbytes(w->type), gbytes = es_x16_group_bytes(w->type, nb);
     for (int64_t r = r0; r < r1; r += 16) {
@@ -385,10 +417,10 @@ AI void x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t 
             const int valid = left < 8 ? (int)left : 8;
             for (int64_t j0 = 0; j0 < n; j0 += QJ) {
                 switch (n - j0 < QJ ? n - j0 : QJ) {
-                case 1: x16_half(gq, gs, qx, j0, 1, q8, h, valid, y, w->rows, r); break;
-                case 2: x16_half(gq, gs, qx, j0, 2, q8, h, valid, y, w->rows, r); break;
-                case 3: x16_half(gq, gs, qx, j0, 3, q8, h, valid, y, w->rows, r); break;
-                default: x16_half(gq, gs, qx, j0, 4, q8, h, valid, y, w->rows, r); break;
+                case 1: x16_half(gq, gs, qx, j0, 1, q8, q5, h, valid, y, w->rows, r); break;
+                case 2: x16_half(gq, gs, qx, j0, 2, q8, q5, h, valid, y, w->rows, r); break;
+                case 3: x16_half(gq, gs, qx, j0, 3, q8, q5, h, valid, y, w->rows, r); break;
+                default: x16_half(gq, gs, qx, j0, 4, q8, q5, h, valid, y, w->rows, r); break;
                 }
             }
         }
@@ -397,11 +429,15 @@ AI void x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t 
 
 static void q8_0_x16_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                           int64_t r1) {
-    x16_rows(w, qx, y, n, r0, r1, true);
+    x16_rows(w, qx, y, n, r0, r1, true, false);
 }
 static void q4_0_x16_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
                           int64_t r1) {
-    x16_rows(w, qx, y, n, r0, r1, false);
+    x16_rows(w, qx, y, n, r0, r1, false, false);
+}
+static void q5_0_x16_avx2(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,
+                          int64_t r1) {
+    x16_rows(w, qx, y, n, r0, r1, false, true);
 }
 
 /* ---- float kernels -------------------------------------------------------------------------- */
@@ -507,6 +543,7 @@ const es_mm_kernels es_mm_avx2 = {
     .q4_0 = q4_0_rows_avx2,
     .q8_0_x16 = q8_0_x16_avx2,
     .q4_0_x16 = q4_0_x16_avx2,
+    .q5_0_x16 = q5_0_x16_avx2,
     .q4_k_x16 = es_q4_k_x16_avx2,
     .q5_k_x16 = es_q5_k_x16_avx2,
     .q6_k_x16 = es_q6_k_x16_avx2,

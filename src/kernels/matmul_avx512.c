@@ -368,15 +368,19 @@ AI void q8_block(__m512i W[8], const es_qx *qx, int64_t jb0, const int J, const 
     }
 }
 
-/* Q4_0: L[k] / H[k] = elements 4k..4k+3 / 16+4k.. of the 16 rows as unsigned nibbles; the -8 comes
- * in through the correction. */
+/* Q4_0 (q5 false) / Q5_0: L[k] / H[k] = elements 4k..4k+3 / 16+4k.. of the 16 rows as unsigned
+ * codes (nibbles, or 0..31 with the fifth bit); the -8 (-16) comes in through the correction. */
 AI void q4_block(const __m512i L[4], const __m512i H[4], const es_qx *qx, int64_t jb0, const int J, const bool vnni,
-                 __m512i s[]) {
+                 const bool q5, __m512i s[]) {
     const __m512i ones = _mm512_set1_epi16(1);
     const int8_t *xb = qx->qs + jb0 * 32;
+    __m512i t[QJ]; /* non-VNNI Q5_0: the int16 sums of half a block */
     ES_UNROLL
-    for (int j = 0; j < J; j++)
-        s[j] = vnni ? _mm512_set1_epi32(qx->corr[jb0 + j]) /* -8 * sum(x) + magic */ : _mm512_setzero_si512();
+    for (int j = 0; j < J; j++) {
+        /* VNNI: -8 (-16) * sum(x) + magic; without: int16 sums first, Q5_0's in two halves */
+        s[j] = vnni || q5 ? _mm512_set1_epi32(qx->corr[jb0 + j]) : _mm512_setzero_si512();
+        t[j] = _mm512_setzero_si512();
+    }
     ES_UNROLL
     for (int k = 0; k < 4; k++) {
         ES_UNROLL
@@ -385,14 +389,22 @@ AI void q4_block(const __m512i L[4], const __m512i H[4], const es_qx *qx, int64_
             if (vnni) {
                 s[j] = dpbusd_bcast(s[j], L[k], xj + 4 * k);
                 s[j] = dpbusd_bcast(s[j], H[k], xj + 16 + 4 * k);
-            } else {
+            } else if (!q5) {
                 /* int16 pair sums <= 2*15*127: all eight of a block fit in int16 */
                 s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(L[k], bcast32(xj + 4 * k)));
                 s[j] = _mm512_add_epi16(s[j], _mm512_maddubs_epi16(H[k], bcast32(xj + 16 + 4 * k)));
+            } else {
+                /* pair sums <= 2*31*127: four fit in int16, so the block goes in two halves */
+                t[j] = _mm512_add_epi16(t[j], _mm512_maddubs_epi16(L[k], bcast32(xj + 4 * k)));
+                t[j] = _mm512_add_epi16(t[j], _mm512_maddubs_epi16(H[k], bcast32(xj + 16 + 4 * k)));
+                if (k & 1) {
+                    s[j] = _mm512_add_epi32(s[j], _mm512_madd_epi16(t[j], ones));
+                    t[j] = _mm512_setzero_si512();
+                }
             }
         }
     }
-    if (!vnni) {
+    if (!vnni && !q5) {
         ES_UNROLL
         for (int j = 0; j < J; j++)
             s[j] = _mm512_add_epi32(_mm512_madd_epi16(s[j], ones), _mm512_set1_epi32(qx->corr[jb0 + j]));
@@ -443,7 +455,7 @@ AI void q4_tile(const grp16 *g, const es_qx *qx, int64_t cols, int64_t j0, const
         prefetch_next(g, b, sizeof(es_block_q4_0), tail);
         load_q4_16(p, 2, L, H);
         const int64_t jb0 = b * qx->n + j0;
-        q4_block(L, H, qx, jb0, J, vnni, s);
+        q4_block(L, H, qx, jb0, J, vnni, false, s);
         block_acc(acc, s, scales16(p), qx, jb0, J);
     }
     ES_UNROLL
@@ -497,11 +509,25 @@ DEFINE_ROWS(q4_0_rows_novnni, q4_tile, false, QJ_NOVNNI)
  * 16 rows is at most ~100 KB for the shapes we serve). */
 #define XJ 8
 
+/* Q5_0: ORs the fifth bits into a block's nibble vectors, from the bit-plane chunk after them
+ * (repack.h): vector v's bits are bit v of each byte, moved to bit 4 by a 16-bit shift (which
+ * stays within the byte for the bit that is kept) and selected by one ternary-logic op. */
+AI void q5_fifth_bits(const uint8_t *q, __m512i L[4], __m512i H[4]) {
+    const __m512i hb = _mm512_loadu_si512((const void *)(q + 256)), b4 = _mm512_set1_epi8(0x10);
+    ES_UNROLL
+    for (int k = 0; k < 4; k++) { /* L[k] is plane k (shift left 4 - k), H[k] plane 4 + k (right k) */
+        const __m512i l = _mm512_slli_epi16(hb, (unsigned)(4 - k));
+        const __m512i h = k ? _mm512_srli_epi16(hb, (unsigned)k) : hb;
+        L[k] = _mm512_ternarylogic_epi32(L[k], l, b4, 0xF8); /* L | (l & b4) */
+        H[k] = _mm512_ternarylogic_epi32(H[k], h, b4, 0xF8);
+    }
+}
+
 /* y[j][r0..r0+16) for j in [j0, j0+J), one group of an X16 matrix. gq: the group's quants, gs: its
  * scales. */
 AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
-                 const bool vnni, const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
-    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
+                 const bool q5, const bool vnni, const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : q5 ? ES_TYPE_Q5_0 : ES_TYPE_Q4_0);
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
     __m512 acc[XJ];
     ES_UNROLL
@@ -524,7 +550,8 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
                 L[k] = _mm512_and_si512(u, lo4);
                 H[k] = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
             }
-            q4_block(L, H, qx, jb0, J, vnni, s);
+            if (q5) q5_fifth_bits(q, L, H);
+            q4_block(L, H, qx, jb0, J, vnni, q5, s);
         }
         block_acc(acc, s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)b * 32))), qx, jb0, J);
     }
@@ -542,8 +569,8 @@ AI void x16_tile(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t 
  * against 88-102 ms in two, of 16 tokens 81-112 against 105-164 ms (interleaved runs, the one pass
  * faster in each). The integer sums are exact in any order: the bits equal the 8-row tiles'. */
 AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_t j0, const int J, const bool q8,
-                   const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
-    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : ES_TYPE_Q4_0);
+                   const bool q5, const bool pf, __mmask16 mask, float *y, int64_t rows, int64_t r0) {
+    const size_t qb = es_x16_qbytes(q8 ? ES_TYPE_Q8_0 : q5 ? ES_TYPE_Q5_0 : ES_TYPE_Q4_0);
     const __m512i lo4 = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[16];
     ES_UNROLL
@@ -563,6 +590,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                 W[k] = _mm512_and_si512(u, lo4);
                 W[4 + k] = _mm512_and_si512(_mm512_srli_epi16(u, 4), lo4);
             }
+            if (q5) q5_fifth_bits(q, W, W + 4);
         }
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)b * 32)));
         const int8_t *xb = qx->qs + jb0 * 32;
@@ -590,10 +618,10 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
 }
 
 #define X16_CASE16(q8, J_)                                                                                        \
-    case J_: x16_tile16(gq, gs, qx, j0, J_, q8, pf, mask, y, w->rows, r); break;
+    case J_: x16_tile16(gq, gs, qx, j0, J_, q8, q5, pf, mask, y, w->rows, r); break;
 
 #define X16_CASE(q8, vnni, J_)                                                                                     \
-    case J_: x16_tile(gq, gs, qx, j0, J_, q8, vnni, pf, mask, y, w->rows, r); break;
+    case J_: x16_tile(gq, gs, qx, j0, J_, q8, q5, vnni, pf, mask, y, w->rows, r); break;
 
 /* Groups of weight rows taken together when the activations outgrow L2 (XG_ACT_BYTES of int8
  * rows): each pass's XJ activation rows are used against XG groups (64 weight rows, ~380 KB of an
@@ -603,9 +631,10 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
 #define XG 4
 #define XG_ACT_BYTES (256 << 10)
 
-#define DEFINE_X16_ROWS(name, q8, vnni)                                                                           \
+#define DEFINE_X16_ROWS(name, q8, q5_, vnni)                                                                           \
     static void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0,         \
                      int64_t r1) {                                                                               \
+        const bool q5 = q5_;                                                                                     \
         const int64_t nb = qx->nb;                                                                               \
         const size_t gbytes = es_x16_group_bytes(w->type, nb), qb = es_x16_qbytes(w->type);                      \
         const int64_t xg = n * qx->nb * 32 > XG_ACT_BYTES ? XG : 1;                                              \
@@ -624,7 +653,7 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                         switch (step) {                                                                          \
                             X16_CASE16(q8, 9) X16_CASE16(q8, 10) X16_CASE16(q8, 11) X16_CASE16(q8, 12)           \
                             X16_CASE16(q8, 13) X16_CASE16(q8, 14) X16_CASE16(q8, 15)                            \
-                        default: x16_tile16(gq, gs, qx, j0, 16, q8, pf, mask, y, w->rows, r); break;             \
+                        default: x16_tile16(gq, gs, qx, j0, 16, q8, q5, pf, mask, y, w->rows, r); break;             \
                         }                                                                                        \
                         continue;                                                                                \
                     }                                                                                            \
@@ -632,17 +661,19 @@ AI void x16_tile16(const uint8_t *gq, const uint8_t *gs, const es_qx *qx, int64_
                         X16_CASE(q8, vnni, 1) X16_CASE(q8, vnni, 2) X16_CASE(q8, vnni, 3)                        \
                         X16_CASE(q8, vnni, 4) X16_CASE(q8, vnni, 5) X16_CASE(q8, vnni, 6)                        \
                         X16_CASE(q8, vnni, 7)                                                                    \
-                    default: x16_tile(gq, gs, qx, j0, XJ, q8, vnni, pf, mask, y, w->rows, r); break;             \
+                    default: x16_tile(gq, gs, qx, j0, XJ, q8, q5, vnni, pf, mask, y, w->rows, r); break;             \
                     }                                                                                            \
                 }                                                                                                \
             }                                                                                                    \
         }                                                                                                        \
     }
 
-DEFINE_X16_ROWS(q8_0_x16_vnni, true, true)
-DEFINE_X16_ROWS(q4_0_x16_vnni, false, true)
-DEFINE_X16_ROWS(q8_0_x16_novnni, true, false)
-DEFINE_X16_ROWS(q4_0_x16_novnni, false, false)
+DEFINE_X16_ROWS(q8_0_x16_vnni, true, false, true)
+DEFINE_X16_ROWS(q4_0_x16_vnni, false, false, true)
+DEFINE_X16_ROWS(q5_0_x16_vnni, false, true, true)
+DEFINE_X16_ROWS(q8_0_x16_novnni, true, false, false)
+DEFINE_X16_ROWS(q4_0_x16_novnni, false, false, false)
+DEFINE_X16_ROWS(q5_0_x16_novnni, false, true, false)
 
 /* ---- float kernels -------------------------------------------------------------------------- */
 
@@ -743,6 +774,7 @@ const es_mm_kernels es_mm_avx512 = {
     .q4_0 = q4_0_rows_novnni,
     .q8_0_x16 = q8_0_x16_novnni,
     .q4_0_x16 = q4_0_x16_novnni,
+    .q5_0_x16 = q5_0_x16_novnni,
     .q4_k_x16 = es_q4_k_x16_avx512,
     .q5_k_x16 = es_q5_k_x16_avx512,
     .q6_k_x16 = es_q6_k_x16_avx512,
@@ -758,6 +790,7 @@ const es_mm_kernels es_mm_avx512_vnni = {
     .q4_0 = q4_0_rows_vnni,
     .q8_0_x16 = q8_0_x16_vnni,
     .q4_0_x16 = q4_0_x16_vnni,
+    .q5_0_x16 = q5_0_x16_vnni,
     .q4_k_x16 = es_q4_k_x16_avx512_vnni,
     .q5_k_x16 = es_q5_k_x16_avx512_vnni,
     .q6_k_x16 = es_q6_k_x16_avx512_vnni,

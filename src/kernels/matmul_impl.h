@@ -2,13 +2,14 @@
  *
  * Arithmetic contract, the same at every CPU level so results do not depend on it:
  *
- * Quantised weights (Q8_0, Q4_0). Each activation row x[cols] is quantised per 32-element block to
+ * Quantised weights (Q8_0, Q4_0, Q5_0). Each activation row x[cols] is quantised per 32-element block to
  * int8 with an f32 scale (not fp16 like a real Q8_0 block: this costs nothing in memory traffic and
  * keeps the activation error at the int8 rounding alone):
  *     dx = max|x| / 127,  q = nearbyint(x * (1/dx))   (round half to even, |q| <= 127)
  * and the row's output is, with the blocks summed strictly in order b = 0, 1, ...:
  *     acc = 0;  acc = fmaf((float)isum_b, dw_b * dx_b, acc)
- * where isum_b is the exact integer dot of the block (w_q - 8 for Q4_0) and dw_b the weight scale.
+ * where isum_b is the exact integer dot of the block (w_q - 8 for Q4_0, w_q - 16 for
+ * Q5_0) and dw_b the weight scale.
  * Integer sums are exact and fmaf rounds once, so every level (scalar reference, AVX2, AVX-512
  * with or without VNNI, NEON with or without the dot-product extension) produces bit-identical y — for any n, any row tiling and any thread split.
  *
@@ -59,7 +60,7 @@
 typedef struct es_qx {
     const int8_t *qs;    /* [nb][n][32] quantised values */
     const float *d;      /* [nb][n] per-block scales dx */
-    const int32_t *corr; /* [nb][n] ES_QX_MAGIC - c * (sum of the block's qs): c = 128 for Q8_0, 8 for Q4_0 */
+    const int32_t *corr; /* [nb][n] ES_QX_MAGIC - c * (sum of the block's qs): c = 128 for Q8_0, 8 for Q4_0, 16 for Q5_0 */
     const float *fs;     /* [nb][n] dx * (float)(sum of the block's qs); K-quants only, else NULL */
     const int32_t *k16;  /* [nb][n][2] -32 * (sum of each 16-value half of the block); K-quants only */
     int64_t nb;          /* blocks per row = cols / 32 */
@@ -79,7 +80,9 @@ typedef struct es_qx {
  * compute-bound too and skip it (pp512 measured 150 tok/s with it, against 171 in an earlier,
  * quieter run without). Past the end of a group the addresses are the next group's (or unmapped, which
  * prefetches ignore). */
+#ifndef ES_X16_PREFETCH_AHEAD
 #define ES_X16_PREFETCH_AHEAD 4096
+#endif
 static inline void es_x16_prefetch(const uint8_t *p, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + ES_X16_PREFETCH_AHEAD + o, 0, 3);
 }
@@ -115,16 +118,17 @@ typedef void (*es_quant_row_k_fn)(const float *x, int64_t nb, int64_t stride, in
 typedef struct es_mm_kernels {
     es_mm_rows_fn f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k;
     es_mm_rows_fn q8_0_x16, q4_0_x16; /* Q8_0 / Q4_0 in the X16 layout (kernels/repack.h) */
+    es_mm_rows_fn q5_0, q5_0_x16;     /* Q5_0 (the file layout: the reference only) */
     es_mm_rows_fn q4_k_x16, q5_k_x16, q6_k_x16; /* the K-quants in the X16 layout */
     es_quant_row_fn quant_row;
     es_quant_row_k_fn quant_row_k;
 } es_mm_kernels;
 
-/* The scalar reference on X16 matrices, Q8_0 and Q4_0 (kernels/repack.c). */
+/* The scalar reference on X16 matrices, Q8_0, Q4_0 and Q5_0 (kernels/repack.c). */
 void es_x16_rows_ref(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1);
 
 /* es_matmul's first step, on its own for tests and benchmarks: the activations x[n][cols] quantised
- * as weights of `type` want them (Q8_0 / Q4_0: es_quant_row_fn; Q4_K / Q5_K / Q6_K: Q8_K with fs and
+ * as weights of `type` want them (Q8_0 / Q4_0 / Q5_0: es_quant_row_fn; Q4_K / Q5_K / Q6_K: Q8_K with fs and
  * k16) into qx, whose arrays point into scratch (es_matmul_scratch_size(n, cols) bytes), by the
  * kernels of the level in use; rows split across tp's threads when tp is not NULL. False (qx
  * untouched) for a type with f32 activations, n < 1, or cols not a multiple of the type's block

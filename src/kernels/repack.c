@@ -11,7 +11,8 @@
 bool es_mat_can_repack(const es_mat *w) {
     const int64_t blk = es_x16_is_kquant(w->type) ? ES_QK_K : ES_QK;
     return w->layout == ES_LAYOUT_ROWS &&
-           (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0 || es_x16_is_kquant(w->type)) && w->rows > 0 &&
+           (w->type == ES_TYPE_Q8_0 || w->type == ES_TYPE_Q4_0 || w->type == ES_TYPE_Q5_0 || es_x16_is_kquant(w->type)) &&
+           w->rows > 0 &&
            w->cols >= blk && w->cols % blk == 0 && w->row_bytes >= es_row_size(w->type, w->cols);
 }
 
@@ -124,7 +125,9 @@ static void repack_worker(void *ud, int ith, int nth) {
     }
     const int64_t nb = w->cols / ES_QK, groups = (w->rows + ES_X16_ROWS - 1) / ES_X16_ROWS;
     const size_t qb = es_x16_qbytes(w->type), gbytes = es_x16_group_bytes(w->type, nb);
-    const size_t bsz = w->type == ES_TYPE_Q8_0 ? sizeof(es_block_q8_0) : sizeof(es_block_q4_0);
+    const bool q5 = w->type == ES_TYPE_Q5_0;
+    const size_t bsz = w->type == ES_TYPE_Q8_0 ? sizeof(es_block_q8_0) : q5 ? sizeof(es_block_q5_0) : sizeof(es_block_q4_0);
+    const size_t words = q5 ? 4 : qb / 64; /* 4-byte quant words per row and block */
     int64_t g0, g1;
     es_split_range(groups, ith, nth, &g0, &g1);
     for (int64_t g = g0; g < g1; g++) {
@@ -139,8 +142,19 @@ static void repack_worker(void *ud, int ith, int nth) {
                     continue;
                 }
                 const uint8_t *src = (const uint8_t *)w->data + (size_t)r * w->row_bytes + (size_t)b * bsz;
-                const uint8_t *sq = src + 2; /* Q8_0 and Q4_0 blocks: fp16 scale, then the quants */
-                for (size_t k = 0; k < qb / 64; k++) memcpy(q + 64 * k + 4 * i, sq + 4 * k, 4);
+                /* every block starts with its fp16 scale; Q5_0's fifth bits follow it, then the
+                 * nibbles as in Q4_0 */
+                const uint8_t *sq = src + (q5 ? 6 : 2);
+                for (size_t k = 0; k < words; k++) memcpy(q + 64 * k + 4 * i, sq + 4 * k, 4);
+                if (q5) {
+                    uint32_t qh;
+                    memcpy(&qh, src + 2, 4);
+                    for (int m = 0; m < 4; m++) { /* the bit planes of repack.h */
+                        uint8_t v = 0;
+                        for (int p = 0; p < 8; p++) v |= (uint8_t)(((qh >> (4 * p + m)) & 1u) << p);
+                        q[256 + 4 * i + m] = v;
+                    }
+                }
                 memcpy(s + 2 * i, src, 2);
             }
         }
@@ -157,6 +171,8 @@ void es_mat_repack(es_threadpool *tp, const es_mat *w, void *dst, es_mat *out) {
 
 /* Quant byte t (0 .. QB/16-1, the file block's byte t) and scale of row lane i in a group's block. */
 static inline uint8_t x16_qbyte(const uint8_t *q, int i, int t) { return q[64 * (t / 4) + 4 * i + t % 4]; }
+/* Q5_0: the fifth bit of element e (0..31) of row lane i in a group's block (the bit planes). */
+static inline int x16_q5_bit(const uint8_t *q, int i, int e) { return (q[256 + 4 * i + e % 4] >> (e / 4)) & 1; }
 static inline uint16_t x16_scale(const uint8_t *s, int i) {
     uint16_t h;
     memcpy(&h, s + 2 * i, 2);
@@ -189,10 +205,16 @@ void es_x16_get_row(const es_mat *w, int64_t r, float *dst) {
         if (w->type == ES_TYPE_Q8_0) {
             for (int t = 0; t < ES_QK; t++) o[t] = d * (float)(int8_t)x16_qbyte(q, i, t);
         } else {
+            const bool q5 = w->type == ES_TYPE_Q5_0;
             for (int t = 0; t < ES_QK / 2; t++) {
                 const uint8_t v = x16_qbyte(q, i, t);
-                o[t] = d * (float)((int)(v & 0x0f) - 8);
-                o[t + ES_QK / 2] = d * (float)((int)(v >> 4) - 8);
+                if (q5) {
+                    o[t] = d * (float)((int)(v & 0x0f) + 16 * x16_q5_bit(q, i, t) - 16);
+                    o[t + ES_QK / 2] = d * (float)((int)(v >> 4) + 16 * x16_q5_bit(q, i, t + ES_QK / 2) - 16);
+                } else {
+                    o[t] = d * (float)((int)(v & 0x0f) - 8);
+                    o[t + ES_QK / 2] = d * (float)((int)(v >> 4) - 8);
+                }
             }
         }
     }
@@ -203,7 +225,8 @@ void es_x16_get_row(const es_mat *w, int64_t r, float *dst) {
 static void x16_rows_ref(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1) {
     const int64_t nb = qx->nb, rows = w->rows;
     const size_t qb = es_x16_qbytes(w->type), gbytes = es_x16_group_bytes(w->type, nb);
-    const bool q8 = w->type == ES_TYPE_Q8_0;
+    const bool q8 = w->type == ES_TYPE_Q8_0, q5 = w->type == ES_TYPE_Q5_0;
+    const int off = q5 ? 16 : 8; /* the codes' offset */
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *gq = (const uint8_t *)w->data + (size_t)(r / ES_X16_ROWS) * gbytes, *gs = gq + (size_t)nb * qb;
         const int i = (int)(r % ES_X16_ROWS);
@@ -218,7 +241,9 @@ static void x16_rows_ref(const es_mat *w, const es_qx *qx, float *y, int64_t n, 
                 } else {
                     for (int t = 0; t < ES_QK / 2; t++) {
                         const uint8_t v = x16_qbyte(q, i, t);
-                        s += ((int32_t)(v & 0x0f) - 8) * xb[t] + ((int32_t)(v >> 4) - 8) * xb[t + ES_QK / 2];
+                        const int32_t lo = (v & 0x0f) + (q5 ? 16 * x16_q5_bit(q, i, t) : 0);
+                        const int32_t hi = (v >> 4) + (q5 ? 16 * x16_q5_bit(q, i, t + ES_QK / 2) : 0);
+                        s += (lo - off) * xb[t] + (hi - off) * xb[t + ES_QK / 2];
                     }
                 }
                 acc = fmaf((float)s, es_fp16_to_fp32(x16_scale(gs + (size_t)b * 32, i)) * qx->d[b * n + j], acc);

@@ -1,4 +1,4 @@
-/* repack.h — the X16 weight layout: Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K matrices rearranged once at
+/* repack.h — the X16 weight layout: Q8_0 / Q4_0 / Q5_0 / Q4_K / Q5_K / Q6_K matrices rearranged once at
  * load time into the order the int8 kernels consume them.
  *
  * In the file layout a kernel that works on 16 weight rows at once reads 16 separate row streams
@@ -10,7 +10,11 @@
  *   group g = rows 16g .. 16g+15 (rows past the end are zero), nb = cols / 32 blocks:
  *     nb quant blocks of QB bytes: for k = 0 .. QB/64-1, 16 rows x 4 bytes = the 4-byte word k of
  *       the block's quants of each row, row i at byte 4i (Q8_0: QB = 512, the 32 int8 values;
- *       Q4_0: QB = 256, the 16 bytes of packed nibbles as in the file)
+ *       Q4_0: QB = 256, the 16 bytes of packed nibbles as in the file; Q5_0: QB = 320, Q4_0's four
+ *       chunks of nibbles, then one chunk of fifth bits as bit planes: bit v of byte 4i + m is the
+ *       fifth bit of element 4v + m of row i, i.e. of the byte m of nibble vector v = 0..7 in the
+ *       order chunk 0 low, .. chunk 3 low, chunk 0 high, .. chunk 3 high; so one shift and one
+ *       mask put every vector's fifth bits in place, as Q5_K's chunks do)
  *     then nb x 32 bytes of scales: the 16 rows' fp16 scales of block b at 32b.
  *   Groups follow each other; group g starts at g * es_x16_group_bytes(type, nb).
  *
@@ -45,7 +49,9 @@
 #define ES_X16_ROWS 16
 
 /* Quant bytes of one block of a group (16 rows), Q8_0 / Q4_0. */
-static inline size_t es_x16_qbytes(uint32_t type) { return type == ES_TYPE_Q8_0 ? 512 : 256; }
+static inline size_t es_x16_qbytes(uint32_t type) {
+    return type == ES_TYPE_Q8_0 ? 512 : type == ES_TYPE_Q5_0 ? 320 : 256;
+}
 
 static inline bool es_x16_is_kquant(uint32_t type) {
     return type == ES_TYPE_Q4_K || type == ES_TYPE_Q5_K || type == ES_TYPE_Q6_K;
@@ -65,8 +71,8 @@ static inline size_t es_x16_group_bytes(uint32_t type, int64_t nb) {
     return (size_t)nb * (es_x16_qbytes(type) + 32);
 }
 
-/* Whether w (file layout) can be repacked: Q8_0, Q4_0, Q4_K, Q5_K or Q6_K with at least one row
- * and block. */
+/* Whether w (file layout) can be repacked: Q8_0, Q4_0, Q5_0, Q4_K, Q5_K or Q6_K with at least one
+ * row and block. */
 bool es_mat_can_repack(const es_mat *w);
 
 /* Bytes of the repacked copy of w (0 if it cannot be repacked or the size overflows). */

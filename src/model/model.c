@@ -48,10 +48,13 @@ static es_status repack_one(es_model *m, es_mat *w, es_threadpool *tp, es_err *e
     return ES_OK;
 }
 
-/* Widens a Q5_0 matrix into an owned Q8_0 copy (exact, kernels/types.h): the kernels have no Q5_0
- * path, and the int8 one computes the same products. Costs 34 bytes per block of 32 instead of 22. */
-static es_status widen_one(es_model *m, es_mat *w, es_err *err) {
+/* Widens a Q5_0 matrix into an owned Q8_0 copy (exact, kernels/types.h) where it will not be
+ * repacked: only the X16 layout has fast Q5_0 kernels (x86-64), and the Q8_0 ones compute the same
+ * products at every level. Costs 34 bytes per block of 32 instead of 22; the device backends,
+ * which load with no_repack, read it as Q8_0 too. */
+static es_status widen_one(es_model *m, es_mat *w, bool will_repack, es_err *err) {
     if (w->type != ES_TYPE_Q5_0 || w->layout != ES_LAYOUT_ROWS) return ES_OK;
+    if (will_repack && es_mat_can_repack(w) && es_matmul_prefers_x16(ES_TYPE_Q5_0)) return ES_OK;
     const size_t row_bytes = es_row_size(ES_TYPE_Q8_0, w->cols), bytes = row_bytes * (size_t)w->rows;
     void *dst = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!dst) return es_fail(err, ES_ERR_NOMEM, "out of memory widening a q5_0 matrix (%zu bytes)", bytes);
@@ -72,17 +75,17 @@ static int layer_mats(es_layer *L, es_mat *ls[7]) {
     return 7;
 }
 
-static es_status widen_all(es_model *m, es_err *err) {
-    es_status st = widen_one(m, &m->output, err);
+static es_status widen_all(es_model *m, bool will_repack, es_err *err) {
+    es_status st = widen_one(m, &m->output, will_repack, err);
     for (int il = 0; il < m->hp.n_layer && st == ES_OK; il++) {
         es_mat *ls[7];
         const int k = layer_mats(&m->layers[il], ls);
-        for (int i = 0; i < k && st == ES_OK; i++) st = widen_one(m, ls[i], err);
+        for (int i = 0; i < k && st == ES_OK; i++) st = widen_one(m, ls[i], will_repack, err);
     }
     return st;
 }
 
-/* Repacks every Q8_0 / Q4_0 / K-quant matrix the forward pass multiplies with (not the embedding
+/* Repacks every Q8_0 / Q4_0 / Q5_0 / K-quant matrix the forward pass multiplies with (not the embedding
  * table, which is only read row by row) into the X16 layout when the kernels in use prefer it. The copies are
  * owned by the model; the file's pages of a repacked tensor are released, so memory does not
  * double. A tied output matrix is copied but its file pages stay (they are the embedding table). */
@@ -257,8 +260,9 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
         st = es_fail(err, ES_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((st = widen_all(m, err)) != ES_OK) goto fail;
-    if (!(params && params->no_repack) && (st = repack_all(m, err)) != ES_OK) goto fail;
+    const bool repack = !(params && params->no_repack);
+    if ((st = widen_all(m, repack, err)) != ES_OK) goto fail;
+    if (repack && (st = repack_all(m, err)) != ES_OK) goto fail;
     report(params, 1.0);
     *out = m;
     return ES_OK;
