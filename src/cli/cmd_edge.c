@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "cli/run_opts.h"
 #include "cli/run_output.h"
 #include "edge/edge.h"
@@ -109,6 +110,7 @@ static void print_help(void) {
 
 typedef struct edge_opts {
     es_run_opts r;           /* the options shared with `edgespec run` */
+    const char *draft_path;  /* -d: handed to run's parser as --draft */
     const char *host;
     char host_buf[256];
     int port;
@@ -157,6 +159,70 @@ static bool parse_server(const char *v, edge_opts *o) {
     return true;
 }
 
+/* The options that need code of their own (cli/opts.h handlers; dst: the edge_opts). */
+static bool opt_server(const cli_arg *a) { return parse_server(a->value, a->dst); }
+static bool opt_bet(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    if (!strcmp(a->value, "best-leaf")) o->bet = ES_BET_BEST_LEAF;
+    else if (!strcmp(a->value, "first")) o->bet = ES_BET_FIRST;
+    else return false;
+    return true;
+}
+static bool opt_on_off(const char *v, const char *on, const char *off, bool *dst) {
+    if (!strcmp(v, on)) *dst = true;
+    else if (!strcmp(v, off)) *dst = false;
+    else return false;
+    return true;
+}
+static bool opt_proactive(const cli_arg *a) { return opt_on_off(a->value, "on", "off", &((edge_opts *)a->dst)->proactive); }
+static bool opt_fallback(const cli_arg *a) { return opt_on_off(a->value, "local", "none", &((edge_opts *)a->dst)->fallback); }
+static bool opt_early_follow(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    if (!strcmp(a->value, "adaptive")) o->early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
+    else if (!strcmp(a->value, "always")) o->early_follow = ES_EARLY_FOLLOW_ALWAYS;
+    else return false;
+    return true;
+}
+static bool opt_tls_insecure(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    o->tls = o->tls_insecure = true;
+    return true;
+}
+static bool opt_tls_ca(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    o->tls = true;
+    o->tls_ca = a->value;
+    return true;
+}
+static bool opt_tls_name(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    if (!*a->value || strlen(a->value) > 255) return false;
+    o->tls = true;
+    o->tls_name = a->value;
+    return true;
+}
+static bool opt_listen(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    o->listen = true;
+    return parse_hostport(a->value, o->listen_host, sizeof o->listen_host, &o->listen_port, 0);
+}
+static bool opt_request_timeout(const cli_arg *a) {
+    double dv;
+    if (!cli_parse_float(a->value, 0, 86400, &dv)) return false;
+    ((edge_opts *)a->dst)->req_timeout = dv > 0 ? dv : -1; /* 0: off */
+    return true;
+}
+static bool opt_chat_template(const cli_arg *a) {
+    edge_opts *o = a->dst;
+    o->chat_family = strcmp(a->value, "auto") ? es_chat_family_parse(a->value) : -1;
+    o->chat_template = NULL;
+    return !strcmp(a->value, "auto") || o->chat_family >= 0;
+}
+static bool opt_chat_template_file(const cli_arg *a) { /* prints its own errors */
+    edge_opts *o = a->dst;
+    return cli_chat_template_file(a->cmd, a->value, &o->chat_template, &o->chat_family);
+}
+
 /* Parses the edge-only options and hands the rest to the `run` parser (which knows the shared ones). */
 static int parse(int argc, char **argv, edge_opts *o) {
     memset(o, 0, sizeof *o);
@@ -170,148 +236,59 @@ static int parse(int argc, char **argv, edge_opts *o) {
     o->queue = 64;
     o->queue_timeout = 60;
     o->chat_family = -1;
-    char **rest = calloc((size_t)argc + 3, sizeof *rest);
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = -1},
+        {.names = "-d|--draft|-md|--model-draft", .kind = CLI_STR, .dst = &o->draft_path},
+        {.names = "-m|--model", .kind = CLI_REFUSE, .must = "the target lives on the server; give the draft with -d"},
+        {.names = "-b|--batch|--synthetic-accept|--help-spec", .kind = CLI_REFUSE, .must = "not available with `edgespec edge`"},
+        {.names = "--server", .kind = CLI_FN, .dst = o, .fn = opt_server, .must = "must be HOST:PORT"},
+        {.names = "--bet", .kind = CLI_FN, .dst = o, .fn = opt_bet, .must = "must be first or best-leaf"},
+        {.names = "--proactive", .kind = CLI_FN, .dst = o, .fn = opt_proactive, .must = "must be on or off"},
+        {.names = "--early-exit", .kind = CLI_SET, .dst = &o->early_exit},
+        {.names = "--early-follow", .kind = CLI_FN, .dst = o, .fn = opt_early_follow, .must = "must be adaptive or always"},
+        {.names = "--no-draft", .kind = CLI_SET, .dst = &o->no_draft},
+        {.names = "--server-spec", .kind = CLI_SET, .dst = &o->server_spec},
+        {.names = "--no-server-hints", .kind = CLI_CLEAR, .dst = &o->hints},
+        {.names = "--emulate-rtt-ms", .kind = CLI_DOUBLE, .dst = &o->rtt_ms, .lo = 0, .hi = 1e6, .must = "must be >= 0"},
+        {.names = "--emulate-bandwidth-kbps", .kind = CLI_DOUBLE, .dst = &o->kbps, .lo = 0, .hi = 1e9, .must = "must be >= 0"},
+        {.names = "--fallback", .kind = CLI_FN, .dst = o, .fn = opt_fallback, .must = "must be local or none"},
+        {.names = "--reconnect", .kind = CLI_INT, .dst = &o->reconnect, .lo = 0, .hi = 1000, .must = "must be in 0..1000"},
+        {.names = "--io-timeout", .kind = CLI_DOUBLE, .dst = &o->io_timeout, .lo = 0.001, .hi = 1e6, .must = "must be > 0"},
+        {.names = "--api-key", .kind = CLI_STR, .dst = &o->api_key},
+        {.names = "--tls", .kind = CLI_SET, .dst = &o->tls},
+        {.names = "--tls-insecure", .kind = CLI_FN0, .dst = o, .fn = opt_tls_insecure},
+        {.names = "--tls-ca", .kind = CLI_FN, .dst = o, .fn = opt_tls_ca},
+        {.names = "--tls-server-name", .kind = CLI_FN, .dst = o, .fn = opt_tls_name, .must = "must be 1..255 bytes"},
+        {.names = "--listen", .kind = CLI_FN, .dst = o, .fn = opt_listen, .must = "must be HOST:PORT"},
+        {.names = "--parallel", .kind = CLI_INT, .dst = &o->parallel, .lo = 1, .hi = 256, .must = "must be in 1..256"},
+        {.names = "--queue|--max-queue", .kind = CLI_INT, .dst = &o->queue, .lo = 0, .hi = 1 << 20, .must = "must be in 0..1048576"},
+        {.names = "--queue-timeout", .kind = CLI_DOUBLE, .dst = &o->queue_timeout, .lo = 0, .hi = 86400, .must = "must be 0..86400 seconds (0: no limit)"},
+        {.names = "--cors", .kind = CLI_STR, .dst = &o->cors, .max = 1000, .must = "must be * or a comma list of origins (at most 1000 bytes)"},
+        {.names = "--http-api-key", .kind = CLI_STR, .dst = &o->http_key, .max = 256, .must = "must be 1..256 bytes"},
+        {.names = "--model-name", .kind = CLI_STR, .dst = &o->model_name, .max = 255, .must = "must be 1..255 bytes"},
+        {.names = "--chat-template", .kind = CLI_FN, .dst = o, .fn = opt_chat_template, .must = "must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback"},
+        {.names = "--chat-template-file", .kind = CLI_FN, .dst = o, .fn = opt_chat_template_file},
+        {.names = "--http-max-body", .kind = CLI_LONG, .dst = &o->max_body, .lo = 256, .hi = 1L << 30, .must = "must be in 256..1073741824 bytes"},
+        {.names = "--http-max-connections", .kind = CLI_INT, .dst = &o->max_conns, .lo = 1, .hi = 1000000, .must = "must be in 1..1000000"},
+        {.names = "--http-request-timeout", .kind = CLI_FN, .dst = o, .fn = opt_request_timeout, .must = "must be 0..86400 seconds (0: off)"},
+    };
+    /* what no row names goes to run's parser (which knows the options the two share) as
+     * "edge -m - [--draft DRAFT] REST...": it wants a model, and the edge's model is the draft */
+    char **rest = calloc((size_t)argc + 5, sizeof *rest);
     if (!rest) return cli_error("edge", "out of memory");
-    int nr = 0;
+    int nr = 0, n_extra = 0;
     rest[nr++] = "edge";
     rest[nr++] = "-m";
-    rest[nr++] = "-"; /* run's parser wants a model; the edge's model is the draft */
-    bool have_draft = false;
-    int rc = 0;
-    for (int i = 1; i < argc && rc == 0; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        double dv;
-#define NEED_VALUE()                                                              \
-    if (!v) { rc = cli_usage_error("edge", k_usage, "%s needs a value", a); break; } \
-    i++;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { rc = -1; break; }
-        else if (!strcmp(a, "-d") || !strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) {
-            NEED_VALUE();
-            rest[nr++] = "--draft";
-            rest[nr++] = (char *)v;
-            have_draft = true;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            rc = cli_usage_error("edge", k_usage, "the target lives on the server; give the draft with -d");
-        } else if (!strcmp(a, "--server")) {
-            NEED_VALUE();
-            if (!parse_server(v, o)) rc = cli_usage_error("edge", k_usage, "--server must be HOST:PORT, got '%s'", v);
-        } else if (!strcmp(a, "--bet")) {
-            NEED_VALUE();
-            if (!strcmp(v, "best-leaf")) o->bet = ES_BET_BEST_LEAF;
-            else if (!strcmp(v, "first")) o->bet = ES_BET_FIRST;
-            else rc = cli_usage_error("edge", k_usage, "--bet must be first or best-leaf, got '%s'", v);
-        } else if (!strcmp(a, "--proactive")) {
-            NEED_VALUE();
-            if (!strcmp(v, "on")) o->proactive = true;
-            else if (!strcmp(v, "off")) o->proactive = false;
-            else rc = cli_usage_error("edge", k_usage, "--proactive must be on or off, got '%s'", v);
-        } else if (!strcmp(a, "--early-exit")) o->early_exit = true;
-        else if (!strcmp(a, "--early-follow")) {
-            NEED_VALUE();
-            if (!strcmp(v, "adaptive")) o->early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
-            else if (!strcmp(v, "always")) o->early_follow = ES_EARLY_FOLLOW_ALWAYS;
-            else rc = cli_usage_error("edge", k_usage, "--early-follow must be adaptive or always, got '%s'", v);
-        }
-        else if (!strcmp(a, "--no-draft")) o->no_draft = true;
-        else if (!strcmp(a, "--server-spec")) o->server_spec = true;
-        else if (!strcmp(a, "--no-server-hints")) o->hints = false;
-        else if (!strcmp(a, "--emulate-rtt-ms")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1e6, &dv)) rc = cli_usage_error("edge", k_usage, "--emulate-rtt-ms must be >= 0, got '%s'", v);
-            o->rtt_ms = dv;
-        } else if (!strcmp(a, "--emulate-bandwidth-kbps")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1e9, &dv)) rc = cli_usage_error("edge", k_usage, "--emulate-bandwidth-kbps must be >= 0, got '%s'", v);
-            o->kbps = dv;
-        } else if (!strcmp(a, "--fallback")) {
-            NEED_VALUE();
-            if (!strcmp(v, "local")) o->fallback = true;
-            else if (!strcmp(v, "none")) o->fallback = false;
-            else rc = cli_usage_error("edge", k_usage, "--fallback must be local or none, got '%s'", v);
-        } else if (!strcmp(a, "--reconnect")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1000, &lv)) rc = cli_usage_error("edge", k_usage, "--reconnect must be in 0..1000, got '%s'", v);
-            o->reconnect = (int)lv;
-        } else if (!strcmp(a, "--io-timeout")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0.001, 1e6, &dv)) rc = cli_usage_error("edge", k_usage, "--io-timeout must be > 0, got '%s'", v);
-            o->io_timeout = dv;
-        } else if (!strcmp(a, "--api-key")) {
-            NEED_VALUE();
-            o->api_key = v;
-        } else if (!strcmp(a, "--tls")) {
-            o->tls = true;
-        } else if (!strcmp(a, "--tls-insecure")) {
-            o->tls = o->tls_insecure = true;
-        } else if (!strcmp(a, "--tls-ca")) {
-            NEED_VALUE();
-            o->tls = true;
-            o->tls_ca = v;
-        } else if (!strcmp(a, "--tls-server-name")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 255) rc = cli_usage_error("edge", k_usage, "--tls-server-name must be 1..255 bytes");
-            o->tls = true;
-            o->tls_name = v;
-        } else if (!strcmp(a, "--listen")) {
-            NEED_VALUE();
-            if (!parse_hostport(v, o->listen_host, sizeof o->listen_host, &o->listen_port, 0))
-                rc = cli_usage_error("edge", k_usage, "--listen must be HOST:PORT, got '%s'", v);
-            o->listen = true;
-        } else if (!strcmp(a, "--parallel")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 256, &lv)) rc = cli_usage_error("edge", k_usage, "--parallel must be in 1..256, got '%s'", v);
-            o->parallel = (int)lv;
-        } else if (!strcmp(a, "--queue") || !strcmp(a, "--max-queue")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 20, &lv)) rc = cli_usage_error("edge", k_usage, "%s must be in 0..1048576, got '%s'", a, v);
-            o->queue = (int)lv;
-        } else if (!strcmp(a, "--queue-timeout")) {
-            NEED_VALUE();
-            double dv;
-            if (!cli_parse_float(v, 0, 86400, &dv)) rc = cli_usage_error("edge", k_usage, "--queue-timeout must be 0..86400 seconds (0: no limit), got '%s'", v);
-            else o->queue_timeout = dv;
-        } else if (!strcmp(a, "--cors")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 1000) rc = cli_usage_error("edge", k_usage, "--cors must be * or a comma list of origins (at most 1000 bytes)");
-            o->cors = v;
-        } else if (!strcmp(a, "--http-api-key")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 256) rc = cli_usage_error("edge", k_usage, "--http-api-key must be 1..256 bytes");
-            o->http_key = v;
-        } else if (!strcmp(a, "--model-name")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 255) rc = cli_usage_error("edge", k_usage, "--model-name must be 1..255 bytes");
-            o->model_name = v;
-        } else if (!strcmp(a, "--chat-template")) {
-            NEED_VALUE();
-            o->chat_family = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
-            o->chat_template = NULL;
-            if (strcmp(v, "auto") && o->chat_family < 0)
-                rc = cli_usage_error("edge", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
-        } else if (!strcmp(a, "--chat-template-file")) {
-            NEED_VALUE();
-            if (!cli_chat_template_file("edge", v, &o->chat_template, &o->chat_family)) rc = 2;
-        } else if (!strcmp(a, "--http-max-body")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 256, 1L << 30, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-body must be in 256..1073741824 bytes, got '%s'", v);
-            o->max_body = lv;
-        } else if (!strcmp(a, "--http-max-connections")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1000000, &lv)) rc = cli_usage_error("edge", k_usage, "--http-max-connections must be in 1..1000000, got '%s'", v);
-            o->max_conns = (int)lv;
-        } else if (!strcmp(a, "--http-request-timeout")) {
-            NEED_VALUE();
-            double dv;
-            if (!cli_parse_float(v, 0, 86400, &dv)) rc = cli_usage_error("edge", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
-            else o->req_timeout = dv > 0 ? dv : -1;
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch") ||
-                   !strcmp(a, "--synthetic-accept") || !strcmp(a, "--help-spec")) {
-            rc = cli_usage_error("edge", k_usage, "%s is not available with `edgespec edge`", a);
-        } else rest[nr++] = (char *)a;
-#undef NEED_VALUE
+    rest[nr++] = "-";
+    char **extra = rest + 5;
+    int rc = cli_opts_parse("edge", k_usage, t, sizeof t / sizeof t[0], argc, argv, extra, &n_extra);
+    const bool have_draft = o->draft_path != NULL;
+    if (have_draft) {
+        rest[nr++] = "--draft";
+        rest[nr++] = (char *)o->draft_path;
     }
+    memmove(rest + nr, extra, (size_t)n_extra * sizeof *rest);
+    nr += n_extra;
     if (rc == 0) {
         rc = es_run_opts_parse(nr, rest, &o->r, k_usage);
         if (rc == -1 || rc == -2) rc = -1;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "engine/ctx.h"
 #include "kernels/attn.h"
 #include "transport/keys.h"
@@ -336,6 +337,40 @@ typedef struct serve_state {
     double t0;                  /* when the server started, for the uptime */
 } serve_state;
 
+/* The options that need code of their own (cli/opts.h handlers; dst: the server's parameters). */
+static bool opt_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, &((es_server_params *)a->dst)->sched.kv_type); }
+static bool opt_exit_layers(const cli_arg *a) {
+    es_sched_params *sp = &((es_server_params *)a->dst)->sched;
+    return cli_parse_layers(a->value, sp->exit_layers, &sp->n_exit_layers);
+}
+static bool opt_sched(const cli_arg *a) {
+    const int pol = es_sched_policy_parse(a->value);
+    if (pol >= 0) ((es_server_params *)a->dst)->sched.policy = pol;
+    return pol >= 0;
+}
+static bool opt_device(const cli_arg *a) {
+    es_sched_params *sp = &((es_server_params *)a->dst)->sched;
+    return cli_parse_device(a->value, &sp->backend, &sp->device);
+}
+static bool opt_request_timeout(const cli_arg *a) {
+    double dv;
+    if (!cli_parse_float(a->value, 0, 86400, &dv)) return false;
+    ((es_server_params *)a->dst)->http_request_timeout_s = dv > 0 ? dv : -1; /* 0: off */
+    return true;
+}
+static bool opt_chat_template(const cli_arg *a) {
+    es_server_params *sp = a->dst;
+    const int f = strcmp(a->value, "auto") ? es_chat_family_parse(a->value) : -1;
+    if (strcmp(a->value, "auto") && f < 0) return false;
+    sp->chat_family = f;
+    sp->chat_template = NULL;
+    return true;
+}
+static bool opt_chat_template_file(const cli_arg *a) { /* prints its own errors */
+    es_server_params *sp = a->dst;
+    return cli_chat_template_file(a->cmd, a->value, &sp->chat_template, &sp->chat_family);
+}
+
 /* Reads argv into *o. Returns -1 to go on, else the exit code: 0 after --help, 2 for a usage error. */
 static int parse_options(int argc, char **argv, serve_opts *o) {
     memset(o, 0, sizeof *o);
@@ -345,184 +380,63 @@ static int parse_options(int argc, char **argv, serve_opts *o) {
     o->sp = es_server_default_params();
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o->sp.sched.n_threads = nc > 0 ? (int)nc : 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        double dv;
-        uint64_t uv;
-#define NEED_VALUE() \
-    if (!v) return cli_usage_error("serve", k_usage, "%s needs a value", a); \
-    i++;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            print_help();
-            return 0;
-        } else if (!strcmp(a, "--json")) o->json = true;
-        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) o->verbose = true;
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model_path = v; }
-        else if (!strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) { NEED_VALUE(); o->draft_path = v; }
-        else if (!strcmp(a, "--host")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--host must be a host name or address");
-            o->host = v;
-        } else if (!strcmp(a, "--port") || !strcmp(a, "-p")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 65535, &lv)) return cli_usage_error("serve", k_usage, "--port must be in 0..65535, got '%s'", v);
-            o->port = lv;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error("serve", k_usage, "--threads must be in 1..512, got '%s'", v);
-            o->sp.sched.n_threads = (int)lv;
-        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size") || !strcmp(a, "--ctx")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 2, 1 << 24, &lv)) return cli_usage_error("serve", k_usage, "--ctx-size must be in 2..16777216, got '%s'", v);
-            o->sp.sched.n_ctx = (int)lv;
-        } else if (!strcmp(a, "--max-sessions")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 65536, &lv)) return cli_usage_error("serve", k_usage, "--max-sessions must be in 1..65536, got '%s'", v);
-            o->sp.sched.max_sessions = (int)lv;
-        } else if (!strcmp(a, "--max-batch-tokens")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 65536, &lv)) return cli_usage_error("serve", k_usage, "--max-batch-tokens must be in 1..65536, got '%s'", v);
-            o->sp.sched.max_batch_tokens = (int)lv;
-        } else if (!strcmp(a, "--prefill-chunk")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 65536, &lv)) return cli_usage_error("serve", k_usage, "--prefill-chunk must be in 1..65536, got '%s'", v);
-            o->sp.sched.prefill_chunk = (int)lv;
-        } else if (!strcmp(a, "--max-tree-nodes")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, ES_SPEC_MAX_NODES, &lv))
-                return cli_usage_error("serve", k_usage, "--max-tree-nodes must be in 1..%d, got '%s'", ES_SPEC_MAX_NODES, v);
-            o->sp.sched.max_tree_nodes = (int)lv;
-        } else if (!strcmp(a, "--kv-memory")) {
-            NEED_VALUE();
-            if (!cli_parse_size(v, 1, 1ull << 50, &uv))
-                return cli_usage_error("serve", k_usage, "--kv-memory must be a size such as 536870912, 512M or 2G, got '%s'", v);
-            o->sp.sched.kv_memory_bytes = (int64_t)uv;
-        } else if (!strcmp(a, "--device-kv-memory")) {
-            NEED_VALUE();
-            if (!cli_parse_size(v, 1, 1ull << 50, &uv))
-                return cli_usage_error("serve", k_usage, "--device-kv-memory must be a size such as 268435456, 256M or 1G, got '%s'", v);
-            o->sp.sched.device_kv_memory_bytes = (int64_t)uv;
-        } else if (!strcmp(a, "--kv-type")) {
-            NEED_VALUE();
-            if (!cli_parse_kv_type(v, &o->sp.sched.kv_type))
-                return cli_usage_error("serve", k_usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
-        } else if (!strcmp(a, "--exit-layers")) {
-            NEED_VALUE();
-            if (!cli_parse_layers(v, o->sp.sched.exit_layers, &o->sp.sched.n_exit_layers))
-                return cli_usage_error("serve", k_usage, "--exit-layers wants up to %d distinct positive layer numbers, got '%s'",
-                                       ES_EXIT_MAX, v);
-        } else if (!strcmp(a, "--exit-file")) {
-            NEED_VALUE();
-            o->sp.sched.exit_file = v;
-        } else if (!strcmp(a, "--no-prefix-cache")) {
-            o->sp.sched.prefix_cache = false;
-        } else if (!strcmp(a, "--sched")) {
-            NEED_VALUE();
-            const int pol = es_sched_policy_parse(v);
-            if (pol < 0) return cli_usage_error("serve", k_usage, "--sched must be pipeline or gather, got '%s'", v);
-            o->sp.sched.policy = pol;
-        } else if (!strcmp(a, "--device")) {
-            NEED_VALUE();
-            if (!cli_parse_device(v, &o->sp.sched.backend, &o->sp.sched.device))
-                return cli_usage_error("serve", k_usage, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
-        } else if (!strcmp(a, "--batch-window-ms")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 10000, &dv)) return cli_usage_error("serve", k_usage, "--batch-window-ms must be in 0..10000, got '%s'", v);
-            o->sp.sched.batch_window_ms = dv;
-        } else if (!strcmp(a, "--max-frame")) {
-            NEED_VALUE();
-            if (!cli_parse_size(v, 4096, 64ull << 20, &uv))
-                return cli_usage_error("serve", k_usage, "--max-frame must be a size in 4096..64M bytes, got '%s'", v);
-            o->sp.max_payload = (uint32_t)uv;
-        } else if (!strcmp(a, "--drain-timeout")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1e7, &dv)) return cli_usage_error("serve", k_usage, "--drain-timeout must be a number of seconds >= 0, got '%s'", v);
-            o->drain_timeout_s = dv;
-        } else if (!strcmp(a, "--idle-timeout")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1e7, &dv)) return cli_usage_error("serve", k_usage, "--idle-timeout must be a number of seconds >= 0, got '%s'", v);
-            o->sp.idle_timeout_s = dv;
-        } else if (!strcmp(a, "--handshake-timeout")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0.01, 1e7, &dv) || dv <= 0)
-                return cli_usage_error("serve", k_usage, "--handshake-timeout must be a number of seconds > 0, got '%s'", v);
-            o->sp.handshake_timeout_s = dv;
-        } else if (!strcmp(a, "--max-connections")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1 << 20, &lv)) return cli_usage_error("serve", k_usage, "--max-connections must be in 1..1048576, got '%s'", v);
-            o->sp.max_connections = (int)lv;
-        } else if (!strcmp(a, "--api-key")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > ES_PROTO_MAX_KEY)
-                return cli_usage_error("serve", k_usage, "--api-key must be 1..%d bytes", ES_PROTO_MAX_KEY);
-            o->api_key = v;
-        } else if (!strcmp(a, "--api-keys-file")) {
-            NEED_VALUE();
-            o->keys_file = v;
-        } else if (!strcmp(a, "--tls-cert")) {
-            NEED_VALUE();
-            o->tls_cert = v;
-        } else if (!strcmp(a, "--tls-key")) {
-            NEED_VALUE();
-            o->tls_key = v;
-        } else if (!strcmp(a, "--http-port")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 65535, &lv)) return cli_usage_error("serve", k_usage, "--http-port must be in 0..65535, got '%s'", v);
-            o->http_port = lv;
-        } else if (!strcmp(a, "--http-host")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--http-host must be a host name or address");
-            o->http_host = v;
-        } else if (!strcmp(a, "--http-max-body")) {
-            NEED_VALUE();
-            if (!cli_parse_size(v, 256, 1ull << 30, &uv))
-                return cli_usage_error("serve", k_usage, "--http-max-body must be a size in 256..1G bytes, got '%s'", v);
-            o->sp.http_max_body = (size_t)uv;
-        } else if (!strcmp(a, "--http-max-connections")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1000000, &lv))
-                return cli_usage_error("serve", k_usage, "--http-max-connections must be in 1..1000000, got '%s'", v);
-            o->sp.http_max_connections = (int)lv;
-        } else if (!strcmp(a, "--http-request-timeout")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 86400, &dv))
-                return cli_usage_error("serve", k_usage, "--http-request-timeout must be 0..86400 seconds (0: off), got '%s'", v);
-            o->sp.http_request_timeout_s = dv > 0 ? dv : -1;
-        } else if (!strcmp(a, "--max-queue")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error("serve", k_usage, "--max-queue must be in 0..1048576, got '%s'", v);
-            o->sp.http_max_queue = (int)lv;
-        } else if (!strcmp(a, "--queue-timeout")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 86400, &dv))
-                return cli_usage_error("serve", k_usage, "--queue-timeout must be 0..86400 seconds (0: no limit), got '%s'", v);
-            o->sp.http_queue_timeout_s = dv;
-        } else if (!strcmp(a, "--cors")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 1000) return cli_usage_error("serve", k_usage, "--cors must be * or a comma list of origins (at most 1000 bytes)");
-            o->sp.http_cors = v;
-        } else if (!strcmp(a, "--model-name")) {
-            NEED_VALUE();
-            if (!*v || strlen(v) > 255) return cli_usage_error("serve", k_usage, "--model-name must be 1..255 bytes");
-            o->model_name = v;
-        } else if (!strcmp(a, "--chat-template")) {
-            NEED_VALUE();
-            const int f = strcmp(v, "auto") ? es_chat_family_parse(v) : -1;
-            if (strcmp(v, "auto") && f < 0)
-                return cli_usage_error("serve", k_usage, "--chat-template must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback, got '%s'", v);
-            o->sp.chat_family = f;
-            o->sp.chat_template = NULL;
-        } else if (!strcmp(a, "--chat-template-file")) {
-            NEED_VALUE();
-            if (!cli_chat_template_file("serve", v, &o->sp.chat_template, &o->sp.chat_family)) return 2;
-        } else if (!strcmp(a, "--http-no-spec")) {
-            o->sp.http_server_spec = false;
-        } else return cli_usage_error("serve", k_usage, "unknown option '%s'", a);
-#undef NEED_VALUE
+    es_server_params *sp = &o->sp;
+    es_sched_params *sc = &o->sp.sched;
+    char must_nodes[64], must_key[64], must_exits[96];
+    snprintf(must_nodes, sizeof must_nodes, "must be in 1..%d", ES_SPEC_MAX_NODES);
+    snprintf(must_key, sizeof must_key, "must be 1..%d bytes", ES_PROTO_MAX_KEY);
+    snprintf(must_exits, sizeof must_exits, "wants up to %d distinct positive layer numbers", ES_EXIT_MAX);
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = 1},
+        {.names = "--json", .kind = CLI_SET, .dst = &o->json},
+        {.names = "-v|--verbose", .kind = CLI_SET, .dst = &o->verbose},
+        {.names = "-m|--model", .kind = CLI_STR, .dst = &o->model_path},
+        {.names = "--draft|-md|--model-draft", .kind = CLI_STR, .dst = &o->draft_path},
+        {.names = "--host", .kind = CLI_STR, .dst = &o->host, .max = 255, .must = "must be a host name or address"},
+        {.names = "-p|--port", .kind = CLI_LONG, .dst = &o->port, .lo = 0, .hi = 65535, .must = "must be in 0..65535"},
+        {.names = "-t|--threads", .kind = CLI_INT, .dst = &sc->n_threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
+        {.names = "-c|--ctx-size|--ctx", .kind = CLI_INT, .dst = &sc->n_ctx, .lo = 2, .hi = 1 << 24, .must = "must be in 2..16777216"},
+        {.names = "--max-sessions", .kind = CLI_INT, .dst = &sc->max_sessions, .lo = 1, .hi = 65536, .must = "must be in 1..65536"},
+        {.names = "--max-batch-tokens", .kind = CLI_INT, .dst = &sc->max_batch_tokens, .lo = 1, .hi = 65536, .must = "must be in 1..65536"},
+        {.names = "--prefill-chunk", .kind = CLI_INT, .dst = &sc->prefill_chunk, .lo = 1, .hi = 65536, .must = "must be in 1..65536"},
+        {.names = "--max-tree-nodes", .kind = CLI_INT, .dst = &sc->max_tree_nodes, .lo = 1, .hi = ES_SPEC_MAX_NODES, .must = must_nodes},
+        {.names = "--kv-memory", .kind = CLI_I64, .dst = &sc->kv_memory_bytes, .lo = 1, .hi = (double)(1ull << 50), .must = "must be a size such as 536870912, 512M or 2G"},
+        {.names = "--device-kv-memory", .kind = CLI_I64, .dst = &sc->device_kv_memory_bytes, .lo = 1, .hi = (double)(1ull << 50), .must = "must be a size such as 268435456, 256M or 1G"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = sp, .fn = opt_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "--exit-layers", .kind = CLI_FN, .dst = sp, .fn = opt_exit_layers, .must = must_exits},
+        {.names = "--exit-file", .kind = CLI_STR, .dst = &sc->exit_file},
+        {.names = "--no-prefix-cache", .kind = CLI_CLEAR, .dst = &sc->prefix_cache},
+        {.names = "--sched", .kind = CLI_FN, .dst = sp, .fn = opt_sched, .must = "must be pipeline or gather"},
+        {.names = "--device", .kind = CLI_FN, .dst = sp, .fn = opt_device, .must = "must be cpu, vulkan or vulkan:N"},
+        {.names = "--batch-window-ms", .kind = CLI_DOUBLE, .dst = &sc->batch_window_ms, .lo = 0, .hi = 10000, .must = "must be in 0..10000"},
+        {.names = "--max-frame", .kind = CLI_U32, .dst = &sp->max_payload, .lo = 4096, .hi = (double)(64ull << 20), .must = "must be a size in 4096..64M bytes"},
+        {.names = "--drain-timeout", .kind = CLI_DOUBLE, .dst = &o->drain_timeout_s, .lo = 0, .hi = 1e7, .must = "must be a number of seconds >= 0"},
+        {.names = "--idle-timeout", .kind = CLI_DOUBLE, .dst = &sp->idle_timeout_s, .lo = 0, .hi = 1e7, .must = "must be a number of seconds >= 0"},
+        {.names = "--handshake-timeout", .kind = CLI_DOUBLE, .dst = &sp->handshake_timeout_s, .lo = 0, .hi = 1e7, .must = "must be a number of seconds > 0", .lo_open = true},
+        {.names = "--max-connections", .kind = CLI_INT, .dst = &sp->max_connections, .lo = 1, .hi = 1 << 20, .must = "must be in 1..1048576"},
+        {.names = "--api-key", .kind = CLI_STR, .dst = &o->api_key, .max = ES_PROTO_MAX_KEY, .must = must_key},
+        {.names = "--api-keys-file", .kind = CLI_STR, .dst = &o->keys_file},
+        {.names = "--tls-cert", .kind = CLI_STR, .dst = &o->tls_cert},
+        {.names = "--tls-key", .kind = CLI_STR, .dst = &o->tls_key},
+        {.names = "--http-port", .kind = CLI_LONG, .dst = &o->http_port, .lo = 0, .hi = 65535, .must = "must be in 0..65535"},
+        {.names = "--http-host", .kind = CLI_STR, .dst = &o->http_host, .max = 255, .must = "must be a host name or address"},
+        {.names = "--http-max-body", .kind = CLI_ZU, .dst = &sp->http_max_body, .lo = 256, .hi = (double)(1ull << 30), .must = "must be a size in 256..1G bytes"},
+        {.names = "--http-max-connections", .kind = CLI_INT, .dst = &sp->http_max_connections, .lo = 1, .hi = 1000000, .must = "must be in 1..1000000"},
+        {.names = "--http-request-timeout", .kind = CLI_FN, .dst = sp, .fn = opt_request_timeout, .must = "must be 0..86400 seconds (0: off)"},
+        {.names = "--max-queue", .kind = CLI_INT, .dst = &sp->http_max_queue, .lo = 0, .hi = 1 << 20, .must = "must be in 0..1048576"},
+        {.names = "--queue-timeout", .kind = CLI_DOUBLE, .dst = &sp->http_queue_timeout_s, .lo = 0, .hi = 86400, .must = "must be 0..86400 seconds (0: no limit)"},
+        {.names = "--cors", .kind = CLI_STR, .dst = &sp->http_cors, .max = 1000, .must = "must be * or a comma list of origins (at most 1000 bytes)"},
+        {.names = "--model-name", .kind = CLI_STR, .dst = &o->model_name, .max = 255, .must = "must be 1..255 bytes"},
+        {.names = "--chat-template", .kind = CLI_FN, .dst = sp, .fn = opt_chat_template, .must = "must be auto, chatml, qwen2, llama2, llama3, zephyr or fallback"},
+        {.names = "--chat-template-file", .kind = CLI_FN, .dst = sp, .fn = opt_chat_template_file},
+        {.names = "--http-no-spec", .kind = CLI_CLEAR, .dst = &sp->http_server_spec},
+    };
+    const int rc = cli_opts_parse("serve", k_usage, t, sizeof t / sizeof t[0], argc, argv, NULL, NULL);
+    if (rc == 1) {
+        print_help();
+        return 0;
     }
-    return -1;
+    return rc == 0 ? -1 : rc;
 }
 
 /* The rules between options, and the api key from the environment. Returns -1 to go on, else 2. */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "specdec/spec.h"
 
 static char *read_text_file(const char *path) {
@@ -28,6 +29,44 @@ static char *read_text_file(const char *path) {
     fclose(f);
     if (buf) buf[len] = 0;
     return buf;
+}
+
+/* The options that need code of their own (cli/opts.h handlers). */
+static bool opt_device(const cli_arg *a) {
+    es_run_opts *o = a->dst;
+    return cli_parse_device(a->value, &o->backend, &o->device);
+}
+static bool opt_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, a->dst); }
+static bool opt_seed(const cli_arg *a) { return cli_parse_u64(a->value, a->dst); }
+/* dst: {&top_k, &top_k_set}: an explicit --top-k survives the default of 40 when sampling */
+static bool opt_top_k(const cli_arg *a) {
+    void *const *d = a->dst;
+    long lv;
+    if (!cli_parse_long(a->value, 0, 1 << 30, &lv)) return false;
+    *(int *)d[0] = (int)lv;
+    *(bool *)d[1] = true;
+    return true;
+}
+/* --logit-bias TOKEN=BIAS, repeatable (the token id's vocabulary range is checked with the model);
+ * prints its own errors */
+static bool opt_logit_bias(const cli_arg *a) {
+    es_sampler_params *sp = a->dst;
+    const char *v = a->value, *eq = strchr(v, '=');
+    char id[32];
+    long lv;
+    double dv;
+    if (!eq || (size_t)(eq - v) >= sizeof id) return cli_usage_error(a->cmd, a->usage, "--logit-bias takes TOKEN=BIAS, got '%s'", v), false;
+    memcpy(id, v, (size_t)(eq - v));
+    id[eq - v] = 0;
+    if (!cli_parse_long(id, 0, INT32_MAX, &lv) || !cli_parse_float(eq + 1, -100, 100, &dv))
+        return cli_usage_error(a->cmd, a->usage, "--logit-bias takes TOKEN=BIAS (a token id, a bias in -100..100), got '%s'", v), false;
+    for (int k = 0; k < sp->n_bias; k++)
+        if (sp->bias[k].id == (int32_t)lv) return cli_usage_error(a->cmd, a->usage, "--logit-bias names token %ld twice", lv), false;
+    if (sp->n_bias >= ES_SAMPLER_MAX_BIAS) return cli_usage_error(a->cmd, a->usage, "at most %d --logit-bias", ES_SAMPLER_MAX_BIAS), false;
+    sp->bias[sp->n_bias].id = (int32_t)lv;
+    sp->bias[sp->n_bias].bias = (float)dv;
+    sp->n_bias++;
+    return true;
 }
 
 int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) {
@@ -59,137 +98,47 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
     o->tree_width = dp.tree_width;
     o->synthetic_alpha = -1;
     o->adaptive = true;
-    bool top_k_set = false;
     const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        double dv;
-#define NEED_VALUE() \
-    if (!v) return cli_usage_error(cmd, usage, "%s needs a value", a); \
-    i++;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
-        else if (!strcmp(a, "--help-spec")) return -2;
-        else if (!strcmp(a, "--json")) o->json = true;
-        else if (!strcmp(a, "--no-bos")) o->add_bos = false;
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model_path = v; }
-        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); o->prompt = v; }
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE(); file = v; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 24, &lv)) return cli_usage_error(cmd, usage, "-n must be an integer in 0..16777216, got '%s'", v);
-            o->n_predict = (int)lv;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error(cmd, usage, "--threads must be in 1..512, got '%s'", v);
-            o->n_threads = (int)lv;
-        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1 << 24, &lv)) return cli_usage_error(cmd, usage, "--ctx must be a positive integer, got '%s'", v);
-            o->n_ctx = (int)lv;
-        } else if (!strcmp(a, "--device")) {
-            NEED_VALUE();
-            if (!cli_parse_device(v, &o->backend, &o->device))
-                return cli_usage_error(cmd, usage, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
-        } else if (!strcmp(a, "--kv-type")) {
-            NEED_VALUE();
-            if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error(cmd, usage, "--kv-type must be f32, f16 or q8_0, got '%s'", v);
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error(cmd, usage, "--batch must be in 1..8192, got '%s'", v);
-            o->n_batch = (int)lv;
-        } else if (!strcmp(a, "--temp") || !strcmp(a, "--temperature")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1e6, &dv)) return cli_usage_error(cmd, usage, "--temp must be a number >= 0, got '%s'", v);
-            o->sp.temperature = (float)dv;
-        } else if (!strcmp(a, "--top-k")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 30, &lv)) return cli_usage_error(cmd, usage, "--top-k must be an integer >= 0, got '%s'", v);
-            o->sp.top_k = (int)lv;
-            top_k_set = true;
-        } else if (!strcmp(a, "--top-p")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv) || dv <= 0) return cli_usage_error(cmd, usage, "--top-p must be in (0, 1], got '%s'", v);
-            o->sp.top_p = (float)dv;
-        } else if (!strcmp(a, "--min-p")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error(cmd, usage, "--min-p must be in [0, 1], got '%s'", v);
-            o->sp.min_p = (float)dv;
-        } else if (!strcmp(a, "--repeat-penalty")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 1e-3, 1e3, &dv)) return cli_usage_error(cmd, usage, "--repeat-penalty must be > 0, got '%s'", v);
-            o->sp.repeat_penalty = (float)dv;
-        } else if (!strcmp(a, "--repeat-last-n")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 1 << 20, &lv)) return cli_usage_error(cmd, usage, "--repeat-last-n must be >= 0, got '%s'", v);
-            o->sp.repeat_last_n = (int)lv;
-        } else if (!strcmp(a, "--presence-penalty") || !strcmp(a, "--frequency-penalty")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, -2, 2, &dv)) return cli_usage_error(cmd, usage, "%s must be in -2..2, got '%s'", a, v);
-            if (a[2] == 'p') o->sp.presence_penalty = (float)dv;
-            else o->sp.frequency_penalty = (float)dv;
-        } else if (!strcmp(a, "--logit-bias")) {
-            NEED_VALUE();
-            /* TOKEN=BIAS (repeatable; the token id's vocabulary range is checked with the model) */
-            const char *eq = strchr(v, '=');
-            char id[32];
-            if (!eq || (size_t)(eq - v) >= sizeof id) return cli_usage_error(cmd, usage, "--logit-bias takes TOKEN=BIAS, got '%s'", v);
-            memcpy(id, v, (size_t)(eq - v));
-            id[eq - v] = 0;
-            if (!cli_parse_long(id, 0, INT32_MAX, &lv) || !cli_parse_float(eq + 1, -100, 100, &dv))
-                return cli_usage_error(cmd, usage, "--logit-bias takes TOKEN=BIAS (a token id, a bias in -100..100), got '%s'", v);
-            for (int k = 0; k < o->sp.n_bias; k++)
-                if (o->sp.bias[k].id == (int32_t)lv) return cli_usage_error(cmd, usage, "--logit-bias names token %ld twice", lv);
-            if (o->sp.n_bias >= ES_SAMPLER_MAX_BIAS) return cli_usage_error(cmd, usage, "at most %d --logit-bias", ES_SAMPLER_MAX_BIAS);
-            o->sp.bias[o->sp.n_bias].id = (int32_t)lv;
-            o->sp.bias[o->sp.n_bias].bias = (float)dv;
-            o->sp.n_bias++;
-        } else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
-            NEED_VALUE();
-            if (!cli_parse_u64(v, &o->sp.seed)) return cli_usage_error(cmd, usage, "--seed must be a non-negative integer, got '%s'", v);
-        } else if (!strcmp(a, "--draft") || !strcmp(a, "-md") || !strcmp(a, "--model-draft")) { NEED_VALUE(); o->draft_path = v; }
-        else if (!strcmp(a, "--spec")) {
-            NEED_VALUE();
-            if (strcmp(v, "chain") && strcmp(v, "tree")) return cli_usage_error(cmd, usage, "--spec must be chain or tree, got '%s'", v);
-            o->spec_mode = v;
-        } else if (!strcmp(a, "--accept")) {
-            NEED_VALUE();
-            if (strcmp(v, "greedy") && strcmp(v, "match") && strcmp(v, "rejection"))
-                return cli_usage_error(cmd, usage, "--accept must be greedy, match or rejection, got '%s'", v);
-            o->accept = v;
-        } else if (!strcmp(a, "--draft-max")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 256, &lv)) return cli_usage_error(cmd, usage, "--draft-max must be in 1..256, got '%s'", v);
-            o->draft_max = (int)lv;
-        } else if (!strcmp(a, "--draft-min")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 0, 256, &lv)) return cli_usage_error(cmd, usage, "--draft-min must be in 0..256, got '%s'", v);
-            o->draft_min = (int)lv;
-        } else if (!strcmp(a, "--draft-p-min")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error(cmd, usage, "--draft-p-min must be in [0, 1], got '%s'", v);
-            o->draft_p_min = dv;
-        } else if (!strcmp(a, "--tree-budget")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 1024, &lv)) return cli_usage_error(cmd, usage, "--tree-budget must be in 1..1024, got '%s'", v);
-            o->tree_budget = (int)lv;
-        } else if (!strcmp(a, "--tree-depth")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 256, &lv)) return cli_usage_error(cmd, usage, "--tree-depth must be in 1..256, got '%s'", v);
-            o->tree_depth = (int)lv;
-        } else if (!strcmp(a, "--tree-width")) {
-            NEED_VALUE();
-            if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error(cmd, usage, "--tree-width must be in 1..64, got '%s'", v);
-            o->tree_width = (int)lv;
-        } else if (!strcmp(a, "--synthetic-accept")) {
-            NEED_VALUE();
-            if (!cli_parse_float(v, 0, 1, &dv)) return cli_usage_error(cmd, usage, "--synthetic-accept must be in [0, 1], got '%s'", v);
-            o->synthetic_alpha = dv;
-        } else if (!strcmp(a, "--no-adaptive")) o->adaptive = false;
-        else return cli_usage_error(cmd, usage, "unknown option '%s'", a);
-#undef NEED_VALUE
-    }
+    bool top_k_set = false;
+    void *top_k_dst[2] = {&o->sp.top_k, &top_k_set};
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = -1},
+        {.names = "--help-spec", .kind = CLI_STOP, .stop = -2},
+        {.names = "--json", .kind = CLI_SET, .dst = &o->json},
+        {.names = "--no-bos", .kind = CLI_CLEAR, .dst = &o->add_bos},
+        {.names = "-m|--model", .kind = CLI_STR, .dst = &o->model_path},
+        {.names = "-p|--prompt", .kind = CLI_STR, .dst = &o->prompt},
+        {.names = "-f|--file", .kind = CLI_STR, .dst = &file},
+        {.names = "-n|--n-predict", .kind = CLI_INT, .dst = &o->n_predict, .lo = 0, .hi = 1 << 24, .must = "must be an integer in 0..16777216"},
+        {.names = "-t|--threads", .kind = CLI_INT, .dst = &o->n_threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
+        {.names = "-c|--ctx", .kind = CLI_INT, .dst = &o->n_ctx, .lo = 1, .hi = 1 << 24, .must = "must be a positive integer"},
+        {.names = "--device", .kind = CLI_FN, .dst = o, .fn = opt_device, .must = "must be cpu, vulkan or vulkan:N"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = opt_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "-b|--batch", .kind = CLI_INT, .dst = &o->n_batch, .lo = 1, .hi = 8192, .must = "must be in 1..8192"},
+        {.names = "--temp|--temperature", .kind = CLI_FLOAT, .dst = &o->sp.temperature, .lo = 0, .hi = 1e6, .must = "must be a number >= 0"},
+        {.names = "--top-k", .kind = CLI_FN, .dst = top_k_dst, .fn = opt_top_k, .must = "must be an integer >= 0"},
+        {.names = "--top-p", .kind = CLI_FLOAT, .dst = &o->sp.top_p, .lo = 0, .hi = 1, .must = "must be in (0, 1]", .lo_open = true},
+        {.names = "--min-p", .kind = CLI_FLOAT, .dst = &o->sp.min_p, .lo = 0, .hi = 1, .must = "must be in [0, 1]"},
+        {.names = "--repeat-penalty", .kind = CLI_FLOAT, .dst = &o->sp.repeat_penalty, .lo = 1e-3, .hi = 1e3, .must = "must be > 0"},
+        {.names = "--repeat-last-n", .kind = CLI_INT, .dst = &o->sp.repeat_last_n, .lo = 0, .hi = 1 << 20, .must = "must be >= 0"},
+        {.names = "--presence-penalty", .kind = CLI_FLOAT, .dst = &o->sp.presence_penalty, .lo = -2, .hi = 2, .must = "must be in -2..2"},
+        {.names = "--frequency-penalty", .kind = CLI_FLOAT, .dst = &o->sp.frequency_penalty, .lo = -2, .hi = 2, .must = "must be in -2..2"},
+        {.names = "--logit-bias", .kind = CLI_FN, .dst = &o->sp, .fn = opt_logit_bias},
+        {.names = "-s|--seed", .kind = CLI_FN, .dst = &o->sp.seed, .fn = opt_seed, .must = "must be a non-negative integer"},
+        {.names = "--draft|-md|--model-draft", .kind = CLI_STR, .dst = &o->draft_path},
+        {.names = "--spec", .kind = CLI_STR, .dst = &o->spec_mode, .choices = "chain|tree", .must = "must be chain or tree"},
+        {.names = "--accept", .kind = CLI_STR, .dst = &o->accept, .choices = "greedy|match|rejection", .must = "must be greedy, match or rejection"},
+        {.names = "--draft-max", .kind = CLI_INT, .dst = &o->draft_max, .lo = 1, .hi = 256, .must = "must be in 1..256"},
+        {.names = "--draft-min", .kind = CLI_INT, .dst = &o->draft_min, .lo = 0, .hi = 256, .must = "must be in 0..256"},
+        {.names = "--draft-p-min", .kind = CLI_DOUBLE, .dst = &o->draft_p_min, .lo = 0, .hi = 1, .must = "must be in [0, 1]"},
+        {.names = "--tree-budget", .kind = CLI_INT, .dst = &o->tree_budget, .lo = 1, .hi = 1024, .must = "must be in 1..1024"},
+        {.names = "--tree-depth", .kind = CLI_INT, .dst = &o->tree_depth, .lo = 1, .hi = 256, .must = "must be in 1..256"},
+        {.names = "--tree-width", .kind = CLI_INT, .dst = &o->tree_width, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--synthetic-accept", .kind = CLI_DOUBLE, .dst = &o->synthetic_alpha, .lo = 0, .hi = 1, .must = "must be in [0, 1]"},
+        {.names = "--no-adaptive", .kind = CLI_CLEAR, .dst = &o->adaptive},
+    };
+    const int rc = cli_opts_parse(cmd, usage, t, sizeof t / sizeof t[0], argc, argv, NULL, NULL);
+    if (rc != 0) return rc;
     if (!o->model_path) return cli_usage_error(cmd, usage, "a model is required (-m MODEL.gguf)");
     if (o->prompt && file) return cli_usage_error(cmd, usage, "give either -p or -f, not both");
     if (file) {
