@@ -1,4 +1,5 @@
-/* test_synth.c — `synth --random`: shapes, weight statistics, determinism, vocabularies, bad shapes. */
+/* test_synth.c — `synth --random`: shapes, weight statistics, determinism, vocabularies, bad shapes; and
+ * the RoPE scaling keys a model file may carry: which are computed, which refused with a clear error. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include "convert/convert.h"
 #include "gguf/gguf.h"
 #include "kernels/types.h"
+#include "model/hparams.h"
 #include "testutil.h"
 #include "tokenizer/tokenizer.h"
 
@@ -183,9 +185,79 @@ static void test_bad_shapes(void) {
     CHECK(es_synth(&o, &err) == ES_ERR_INVALID_ARG);
 }
 
+/* The hyperparameters of `base`'s metadata with extra keys: string keys[i] = vals[i] (a value that
+ * parses as a number is written as f32), and an f32 tensor `tensor` of 4 values when not NULL. */
+static es_status hparams_with(const char *base, const char *const *keys, const char *const *vals, int n,
+                              const char *tensor, es_hparams *hp, es_err *err) {
+    es_gguf *g = NULL;
+    es_status st = es_gguf_open(base, &g, err);
+    if (st != ES_OK) return st;
+    es_gguf_writer *w = es_gguf_writer_init();
+    static const float four[4] = {1, 1, 1, 1};
+    const int64_t ne[1] = {4};
+    CHECK(w && es_gguf_copy_kv(w, g) == ES_OK);
+    for (int i = 0; i < n; i++) {
+        char *end;
+        const float f = strtof(vals[i], &end);
+        CHECK((*end ? es_gguf_set_str(w, keys[i], vals[i]) : es_gguf_set_f32(w, keys[i], f)) == ES_OK);
+    }
+    if (tensor) CHECK(es_gguf_add_tensor(w, tensor, ES_TYPE_F32, 1, ne, four) == ES_OK);
+    char path[4096];
+    snprintf(path, sizeof path, "%s", es_test_tmp("synth-rope.gguf"));
+    es_err werr = {0};
+    CHECK_OK(es_gguf_write(w, path, NULL, NULL, &werr), &werr);
+    es_gguf_writer_free(w);
+    es_gguf_free(g);
+    es_gguf *g2 = NULL;
+    if ((st = es_gguf_open(path, &g2, err)) != ES_OK) return st;
+    st = es_hparams_from_gguf(g2, hp, err);
+    es_gguf_free(g2);
+    return st;
+}
+
+static void test_rope_scaling(void) {
+    es_err err = {0};
+    es_hparams hp;
+    char llama[4096], phi3[4096]; /* (es_test_tmp's buffers are reused) */
+    snprintf(llama, sizeof llama, "%s", es_test_tmp("synth-rope-llama.gguf"));
+    snprintf(phi3, sizeof phi3, "%s", es_test_tmp("synth-rope-phi3.gguf"));
+    CHECK_OK(synth("custom:dim=64,ff=128,layers=2,heads=4,kv=2,ctx=128,vocab=300", ES_TYPE_F32, 1, NULL, llama, &err), &err);
+    CHECK_OK(synth("custom:dim=64,ff=128,layers=2,heads=4,kv=2,ctx=128,vocab=300,arch=phi3", ES_TYPE_F32, 1, NULL, phi3, &err),
+             &err);
+    /* none, or no key: the angles as they are */
+    CHECK_OK(hparams_with(llama, NULL, NULL, 0, NULL, &hp, &err), &err);
+    CHECK(hp.rope_freq_scale == 1.0f);
+    const char *type_key[] = {"llama.rope.scaling.type", "llama.rope.scaling.factor"};
+    const char *none[] = {"none"};
+    CHECK_OK(hparams_with(llama, type_key, none, 1, NULL, &hp, &err), &err);
+    CHECK(hp.rope_freq_scale == 1.0f);
+    /* linear: the angles divided by the factor */
+    const char *linear[] = {"linear", "4"};
+    CHECK_OK(hparams_with(llama, type_key, linear, 2, NULL, &hp, &err), &err);
+    CHECK_MSG(hp.rope_freq_scale == 0.25f, "linear x4: frequency scale %g, want 0.25", (double)hp.rope_freq_scale);
+    /* a factor out of range is a format error naming it */
+    const char *huge[] = {"linear", "1e9"};
+    es_status st = hparams_with(llama, type_key, huge, 2, NULL, &hp, &err);
+    CHECK_MSG(st == ES_ERR_FORMAT && strstr(err.msg, "factor"), "linear x1e9: %d %s", (int)st, err.msg);
+    /* schemes that change the angles by context are refused by name */
+    const char *schemes[] = {"yarn", "longrope", "dynamic"};
+    for (int i = 0; i < 3; i++) {
+        st = hparams_with(llama, type_key, &schemes[i], 1, NULL, &hp, &err);
+        CHECK_MSG(st == ES_ERR_UNSUPPORTED && strstr(err.msg, schemes[i]), "%s: %d %s", schemes[i], (int)st, err.msg);
+    }
+    /* phi3: the 128k variants' LongRoPE factors are refused; without them it loads */
+    CHECK_OK(hparams_with(phi3, NULL, NULL, 0, NULL, &hp, &err), &err);
+    st = hparams_with(phi3, NULL, NULL, 0, "rope_factors_long.weight", &hp, &err);
+    CHECK_MSG(st == ES_ERR_UNSUPPORTED && strstr(err.msg, "LongRoPE"), "phi3 LongRoPE: %d %s", (int)st, err.msg);
+    remove(llama);
+    remove(phi3);
+    remove(es_test_tmp("synth-rope.gguf"));
+}
+
 int main(void) {
     test_random_llama();
     test_random_qwen2_and_tok();
     test_bad_shapes();
+    test_rope_scaling();
     return es_test_finish("test_synth");
 }

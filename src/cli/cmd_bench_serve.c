@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "kernels/attn.h"
 #include "edge/edge.h"
 #include "server/server.h"
@@ -70,6 +71,8 @@ typedef struct bs_opts {
        the rest in host memory, APEX) and the device-only baseline (the KV pool this size, clients
        admitted as their sessions fit: the rest queue, as vLLM's scheduler does) */
     int64_t device_kv_memory;
+    int pinned; /* bits: 1 --server-cpus given, 2 --edge-cpus given */
+    bool need_draft, need_server_draft; /* what the modes asked for needs loaded (bs_check) */
 } bs_opts;
 
 enum { KV_ONE, KV_HYBRID, KV_DEVICE_ONLY };
@@ -495,131 +498,162 @@ static int load_prompts(const char *path, const es_tokenizer *tok, int max, bs_p
     return p->count > 0 ? 0 : -1;
 }
 
+/* The rules between bench serve's options. Returns -1 to go on, else 2 after a usage error. */
+static int bs_check(bs_opts *o) {
+    if (!o->target_path) return cli_usage_error("bench", k_usage_serve, "-m TARGET is required");
+    if (o->device_kv_memory > 0 && o->backend != ES_BACKEND_VULKAN)
+        return cli_usage_error("bench", k_usage_serve, "--device-kv-memory needs --device vulkan (two KV tiers: device and host memory)");
+    if (o->pinned && o->pinned != 3)
+        return cli_usage_error("bench", k_usage_serve, "--server-cpus and --edge-cpus go together");
+    o->pin = o->pinned == 3;
+    if (!strcmp(o->accept, "greedy") && o->temp != 0)
+        return cli_usage_error("bench", k_usage_serve, "--accept greedy needs --temp 0 (use match or rejection to sample)");
+    for (int i = 0; i < o->n_modes; i++) {
+        if (IS_EDGE_MODE(o->modes[i])) o->need_draft = true;
+        if (o->modes[i] == MODE_SERVER_SPEC) o->need_server_draft = true;
+    }
+    if ((o->need_draft || o->need_server_draft) && !o->draft_path && !o->server_draft_path)
+        return cli_usage_error("bench", k_usage_serve, "--draft DRAFT is required for the speculative modes");
+    if (!o->server_draft_path) o->server_draft_path = o->draft_path;
+    if (!o->draft_path) o->draft_path = o->server_draft_path;
+    return -1;
+}
+
+/* The options that need code of their own (cli/opts.h handlers; dst: the bs_opts). */
+static bool bs_early_follow(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    if (!strcmp(a->value, "adaptive")) o->early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
+    else if (!strcmp(a->value, "always")) o->early_follow = ES_EARLY_FOLLOW_ALWAYS;
+    else return false;
+    return true;
+}
+static bool bs_exit_layers(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    return cli_parse_layers(a->value, o->exit_layers, &o->n_exit_layers);
+}
+static bool bs_accept(const cli_arg *a) {
+    if (es_accept_rule_parse(a->value) < 0 || !strcmp(a->value, "synthetic")) return false;
+    ((bs_opts *)a->dst)->accept = a->value;
+    return true;
+}
+static bool bs_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, &((bs_opts *)a->dst)->kv_type); }
+static bool bs_modes(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    return (o->n_modes = parse_modes(a->value, o->modes)) > 0;
+}
+static bool bs_clients(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    return (o->n_clients = parse_int_list(a->value, o->clients, 16, 1, 4096)) > 0;
+}
+static bool bs_cpus(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    const bool server = !strcmp(a->name, "--server-cpus");
+    if (parse_cpu_list(a->value, server ? &o->server_cpus : &o->edge_cpus) != 0) return false;
+    o->pinned |= server ? 1 : 2;
+    return true;
+}
+static bool bs_sched(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", a->value);
+    o->n_scheds = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        const int pol = es_sched_policy_parse(t);
+        if (pol < 0 || o->n_scheds == 2 || (o->n_scheds == 1 && o->scheds[0] == pol)) return false;
+        o->scheds[o->n_scheds++] = pol;
+    }
+    return o->n_scheds > 0;
+}
+static bool bs_seed(const cli_arg *a) { return cli_parse_u64(a->value, &((bs_opts *)a->dst)->seed); }
+static bool bs_device(const cli_arg *a) {
+    bs_opts *o = a->dst;
+    return cli_parse_device(a->value, &o->backend, &o->device);
+}
+
+/* Reads argv (argv[1] == "serve") into *o with the defaults, then the rules between options.
+ * Returns -1 to go on, else the exit code: 0 after --help, 2 for a usage error. */
+static int bs_parse(int argc, char **argv, bs_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_gen = 64;
+    o->prompts_per_client = 1;
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    o->threads = nc > 0 ? (int)nc : 1;
+    o->kv_type = ES_KV_F16;
+    o->draft_max = 8;
+    o->tree_budget = 8;
+    o->tree_depth = 8;
+    o->tree_width = 4;
+    o->rtt_ms = 14.0;
+    o->batch_window_ms = 20;
+    o->server_cost_h = 5.05;
+    o->edge_cost_h = 0.35;
+    o->accept = "greedy";
+    o->spec = "chain";
+    o->seed = 1;
+    o->n_modes = parse_modes("ar,server-spec,edge,edge+proactive", o->modes);
+    o->n_clients = parse_int_list("1,2,4", o->clients, 16, 1, 4096);
+    o->scheds[0] = ES_SCHED_PIPELINE;
+    o->n_scheds = 1;
+    char must_budget[64], must_exits[96];
+    snprintf(must_budget, sizeof must_budget, "must be in 1..%d", ES_SPEC_MAX_NODES);
+    snprintf(must_exits, sizeof must_exits, "wants up to %d distinct layer numbers", ES_EXIT_MAX);
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = 1},
+        {.names = "--json", .kind = CLI_SET, .dst = &o->json},
+        {.names = "-m|--model", .kind = CLI_STR, .dst = &o->target_path},
+        {.names = "--draft|-d", .kind = CLI_STR, .dst = &o->draft_path},
+        {.names = "--server-draft", .kind = CLI_STR, .dst = &o->server_draft_path},
+        {.names = "--prompts", .kind = CLI_STR, .dst = &o->prompts_path},
+        {.names = "--exit-file", .kind = CLI_STR, .dst = &o->exit_file},
+        {.names = "--early-follow", .kind = CLI_FN, .dst = o, .fn = bs_early_follow, .must = "must be adaptive or always"},
+        {.names = "--exit-layers", .kind = CLI_FN, .dst = o, .fn = bs_exit_layers, .must = must_exits},
+        {.names = "--accept", .kind = CLI_FN, .dst = o, .fn = bs_accept, .must = "must be greedy, match or rejection"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = o, .fn = bs_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "--spec", .kind = CLI_STR, .dst = &o->spec, .choices = "chain|tree", .must = "must be chain or tree"},
+        {.names = "--modes", .kind = CLI_FN, .dst = o, .fn = bs_modes,
+         .must = "must be a comma list of ar, server-spec, edge, edge+proactive, edge+early"},
+        {.names = "--clients", .kind = CLI_FN, .dst = o, .fn = bs_clients, .must = "must be a comma list of 1..16 client counts in 1..4096"},
+        {.names = "--server-cpus|--edge-cpus", .kind = CLI_FN, .dst = o, .fn = bs_cpus,
+         .must = "must list CPUs this process may use, e.g. 0,2-3"},
+        {.names = "--sched", .kind = CLI_FN, .dst = o, .fn = bs_sched, .must = "takes pipeline, gather or both"},
+        {.names = "--seed", .kind = CLI_FN, .dst = o, .fn = bs_seed, .must = "must be a non-negative integer"},
+        {.names = "--device", .kind = CLI_FN, .dst = o, .fn = bs_device, .must = "must be cpu, vulkan or vulkan:N"},
+        {.names = "--device-kv-memory", .kind = CLI_I64, .dst = &o->device_kv_memory, .lo = 1, .hi = (double)(1ull << 50),
+         .must = "must be a size such as 268435456, 256M or 1G"},
+        {.names = "--n-gen", .kind = CLI_INT, .dst = &o->n_gen, .lo = 1, .hi = 100000, .must = "must be in 1..100000"},
+        {.names = "--prompts-per-client", .kind = CLI_INT, .dst = &o->prompts_per_client, .lo = 1, .hi = 10000,
+         .must = "must be in 1..10000"},
+        {.names = "-t|--threads", .kind = CLI_INT, .dst = &o->threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
+        {.names = "--draft-max", .kind = CLI_INT, .dst = &o->draft_max, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--tree-budget", .kind = CLI_INT, .dst = &o->tree_budget, .lo = 1, .hi = ES_SPEC_MAX_NODES, .must = must_budget},
+        {.names = "--tree-depth", .kind = CLI_INT, .dst = &o->tree_depth, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--tree-width", .kind = CLI_INT, .dst = &o->tree_width, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--max-batch-tokens", .kind = CLI_INT, .dst = &o->max_batch_tokens, .lo = 1, .hi = 65536,
+         .must = "must be in 1..65536"},
+        {.names = "--rtt-ms", .kind = CLI_DOUBLE, .dst = &o->rtt_ms, .lo = 0, .hi = 60000, .must = "must be in 0..60000"},
+        {.names = "--batch-window-ms", .kind = CLI_DOUBLE, .dst = &o->batch_window_ms, .lo = 0, .hi = 10000,
+         .must = "must be in 0..10000"},
+        {.names = "--knee-tokens", .kind = CLI_INT, .dst = &o->knee_tokens, .lo = -1, .hi = 65536, .must = "must be in -1..65536"},
+        {.names = "--bandwidth-kbps", .kind = CLI_DOUBLE, .dst = &o->bandwidth_kbps, .lo = 0, .hi = 1e9, .must = "must be >= 0"},
+        {.names = "--temp", .kind = CLI_DOUBLE, .dst = &o->temp, .lo = 0, .hi = 100, .must = "must be in 0..100"},
+        {.names = "--server-cost-per-hour", .kind = CLI_DOUBLE, .dst = &o->server_cost_h, .lo = 0, .hi = 1e6,
+         .must = "must be in 0..1000000"},
+        {.names = "--edge-cost-per-hour", .kind = CLI_DOUBLE, .dst = &o->edge_cost_h, .lo = 0, .hi = 1e6,
+         .must = "must be in 0..1000000"},
+    };
+    const int rc = cli_opts_parse("bench", k_usage_serve, t, sizeof t / sizeof t[0], argc - 1, argv + 1, NULL, NULL);
+    if (rc == 1) {
+        printf("usage: %s\n", k_usage_serve);
+        return 0;
+    }
+    if (rc != 0) return rc;
+    return bs_check(o);
+}
+
 int bench_serve(int argc, char **argv) {
     bs_opts o;
-    memset(&o, 0, sizeof o);
-    o.n_gen = 64;
-    o.prompts_per_client = 1;
-    long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    o.threads = nc > 0 ? (int)nc : 1;
-    o.kv_type = ES_KV_F16;
-    o.draft_max = 8;
-    o.tree_budget = 8;
-    o.tree_depth = 8;
-    o.tree_width = 4;
-    o.rtt_ms = 14.0;
-    o.batch_window_ms = 20;
-    o.server_cost_h = 5.05;
-    o.edge_cost_h = 0.35;
-    o.accept = "greedy";
-    o.spec = "chain";
-    o.seed = 1;
-    o.n_modes = parse_modes("ar,server-spec,edge,edge+proactive", o.modes);
-    o.n_clients = parse_int_list("1,2,4", o.clients, 16, 1, 4096);
-    o.scheds[0] = ES_SCHED_PIPELINE;
-    o.n_scheds = 1;
-    int pinned_opts = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        double dv;
-        if (!strcmp(a, "--json")) { o.json = true; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: %s\n", k_usage_serve); return 0; }
-        if (!v) return cli_usage_error("bench", k_usage_serve, "unknown option or missing value: '%s'", a);
-        i++;
-#define INTOPT(name, var, lo, hi) else if (!strcmp(a, name)) { if (!cli_parse_long(v, lo, hi, &lv)) return cli_usage_error("bench", k_usage_serve, "bad %s '%s'", name, v); var = (int)lv; }
-#define DBLOPT(name, var, lo, hi) else if (!strcmp(a, name)) { if (!cli_parse_float(v, lo, hi, &dv)) return cli_usage_error("bench", k_usage_serve, "bad %s '%s'", name, v); var = dv; }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.target_path = v;
-        else if (!strcmp(a, "--draft") || !strcmp(a, "-d")) o.draft_path = v;
-        else if (!strcmp(a, "--server-draft")) o.server_draft_path = v;
-        else if (!strcmp(a, "--prompts")) o.prompts_path = v;
-        else if (!strcmp(a, "--exit-file")) o.exit_file = v;
-        else if (!strcmp(a, "--early-follow")) {
-            if (!strcmp(v, "adaptive")) o.early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
-            else if (!strcmp(v, "always")) o.early_follow = ES_EARLY_FOLLOW_ALWAYS;
-            else return cli_usage_error("bench", k_usage_serve, "--early-follow must be adaptive or always, got '%s'", v);
-        }
-        else if (!strcmp(a, "--exit-layers")) {
-            if (!cli_parse_layers(v, o.exit_layers, &o.n_exit_layers))
-                return cli_usage_error("bench", k_usage_serve, "--exit-layers wants up to %d distinct layer numbers, got '%s'",
-                                       ES_EXIT_MAX, v);
-        }
-        else if (!strcmp(a, "--accept")) {
-            if (es_accept_rule_parse(v) < 0 || !strcmp(v, "synthetic")) return cli_usage_error("bench", k_usage_serve, "bad --accept '%s'", v);
-            o.accept = v;
-        } else if (!strcmp(a, "--kv-type")) {
-            if (!cli_parse_kv_type(v, &o.kv_type)) return cli_usage_error("bench", k_usage_serve, "bad --kv-type '%s' (f32, f16 or q8_0)", v);
-        } else if (!strcmp(a, "--spec")) {
-            if (strcmp(v, "chain") && strcmp(v, "tree")) return cli_usage_error("bench", k_usage_serve, "bad --spec '%s'", v);
-            o.spec = v;
-        } else if (!strcmp(a, "--modes")) {
-            if ((o.n_modes = parse_modes(v, o.modes)) <= 0) return cli_usage_error("bench", k_usage_serve, "bad --modes '%s'", v);
-        } else if (!strcmp(a, "--clients")) {
-            if ((o.n_clients = parse_int_list(v, o.clients, 16, 1, 4096)) <= 0) return cli_usage_error("bench", k_usage_serve, "bad --clients '%s'", v);
-        } else if (!strcmp(a, "--server-cpus") || !strcmp(a, "--edge-cpus")) {
-            cpu_set_t *set = !strcmp(a, "--server-cpus") ? &o.server_cpus : &o.edge_cpus;
-            if (parse_cpu_list(v, set) != 0)
-                return cli_usage_error("bench", k_usage_serve, "bad %s '%s' (CPU numbers this process may use, e.g. 0,2-3)", a, v);
-            pinned_opts |= !strcmp(a, "--server-cpus") ? 1 : 2;
-        } else if (!strcmp(a, "--sched")) {
-            char buf[64];
-            snprintf(buf, sizeof buf, "%s", v);
-            o.n_scheds = 0;
-            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-                const int pol = es_sched_policy_parse(t);
-                if (pol < 0 || o.n_scheds == 2 || (o.n_scheds == 1 && o.scheds[0] == pol))
-                    return cli_usage_error("bench", k_usage_serve, "--sched takes pipeline, gather or both, got '%s'", v);
-                o.scheds[o.n_scheds++] = pol;
-            }
-            if (!o.n_scheds) return cli_usage_error("bench", k_usage_serve, "--sched takes pipeline, gather or both, got '%s'", v);
-        } else if (!strcmp(a, "--seed")) {
-            if (!cli_parse_u64(v, &o.seed)) return cli_usage_error("bench", k_usage_serve, "bad --seed '%s'", v);
-        } else if (!strcmp(a, "--device")) {
-            if (!cli_parse_device(v, &o.backend, &o.device))
-                return cli_usage_error("bench", k_usage_serve, "--device must be cpu, vulkan or vulkan:N, got '%s'", v);
-        } else if (!strcmp(a, "--device-kv-memory")) {
-            uint64_t uv;
-            if (!cli_parse_size(v, 1, 1ull << 50, &uv))
-                return cli_usage_error("bench", k_usage_serve, "--device-kv-memory must be a size such as 268435456, 256M or 1G, got '%s'", v);
-            o.device_kv_memory = (int64_t)uv;
-        }
-        INTOPT("--n-gen", o.n_gen, 1, 100000)
-        INTOPT("--prompts-per-client", o.prompts_per_client, 1, 10000)
-        INTOPT("--threads", o.threads, 1, 512)
-        INTOPT("-t", o.threads, 1, 512)
-        INTOPT("--draft-max", o.draft_max, 1, 64)
-        INTOPT("--tree-budget", o.tree_budget, 1, ES_SPEC_MAX_NODES)
-        INTOPT("--tree-depth", o.tree_depth, 1, 64)
-        INTOPT("--tree-width", o.tree_width, 1, 64)
-        INTOPT("--max-batch-tokens", o.max_batch_tokens, 1, 65536)
-        DBLOPT("--rtt-ms", o.rtt_ms, 0, 60000)
-        DBLOPT("--batch-window-ms", o.batch_window_ms, 0, 10000)
-        INTOPT("--knee-tokens", o.knee_tokens, -1, 65536)
-        DBLOPT("--bandwidth-kbps", o.bandwidth_kbps, 0, 1e9)
-        DBLOPT("--temp", o.temp, 0, 100)
-        DBLOPT("--server-cost-per-hour", o.server_cost_h, 0, 1e6)
-        DBLOPT("--edge-cost-per-hour", o.edge_cost_h, 0, 1e6)
-        else return cli_usage_error("bench", k_usage_serve, "unknown option '%s'", a);
-#undef INTOPT
-#undef DBLOPT
-    }
-    if (!o.target_path) return cli_usage_error("bench", k_usage_serve, "-m TARGET is required");
-    if (o.device_kv_memory > 0 && o.backend != ES_BACKEND_VULKAN)
-        return cli_usage_error("bench", k_usage_serve, "--device-kv-memory needs --device vulkan (two KV tiers: device and host memory)");
-    if (pinned_opts && pinned_opts != 3)
-        return cli_usage_error("bench", k_usage_serve, "--server-cpus and --edge-cpus go together");
-    o.pin = pinned_opts == 3;
-    if (!strcmp(o.accept, "greedy") && o.temp != 0)
-        return cli_usage_error("bench", k_usage_serve, "--accept greedy needs --temp 0 (use match or rejection to sample)");
-    bool need_draft = false, need_server_draft = false;
-    for (int i = 0; i < o.n_modes; i++) {
-        if (IS_EDGE_MODE(o.modes[i])) need_draft = true;
-        if (o.modes[i] == MODE_SERVER_SPEC) need_server_draft = true;
-    }
-    if ((need_draft || need_server_draft) && !o.draft_path && !o.server_draft_path)
-        return cli_usage_error("bench", k_usage_serve, "--draft DRAFT is required for the speculative modes");
-    if (!o.server_draft_path) o.server_draft_path = o.draft_path;
-    if (!o.draft_path) o.draft_path = o.server_draft_path;
+    const int prc = bs_parse(argc, argv, &o);
+    if (prc >= 0) return prc;
     char pdefault[4096];
     if (!o.prompts_path) {
         snprintf(pdefault, sizeof pdefault, "%s/../prompts/stories.txt", cli_models_dir());
@@ -646,12 +680,12 @@ int bench_serve(int argc, char **argv) {
             o.n_exit_layers = 1;
         }
     }
-    if (need_draft && es_model_load(o.draft_path, &mp, &draft, &err) != ES_OK) {
+    if (o.need_draft && es_model_load(o.draft_path, &mp, &draft, &err) != ES_OK) {
         cli_error("bench", "%s: %s", o.draft_path, err.msg);
         goto done;
     }
-    if (need_server_draft) {
-        if (need_draft && !strcmp(o.server_draft_path, o.draft_path)) sdraft = draft;
+    if (o.need_server_draft) {
+        if (o.need_draft && !strcmp(o.server_draft_path, o.draft_path)) sdraft = draft;
         else if (es_model_load(o.server_draft_path, &mp, &sdraft, &err) != ES_OK) {
             cli_error("bench", "%s: %s", o.server_draft_path, err.msg);
             goto done;
@@ -666,8 +700,8 @@ int bench_serve(int argc, char **argv) {
     }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "target", o.target_path);
-    if (need_draft) cJSON_AddStringToObject(root, "draft", o.draft_path);
-    if (need_server_draft) cJSON_AddStringToObject(root, "server_draft", o.server_draft_path);
+    if (o.need_draft) cJSON_AddStringToObject(root, "draft", o.draft_path);
+    if (o.need_server_draft) cJSON_AddStringToObject(root, "server_draft", o.server_draft_path);
     cJSON_AddNumberToObject(root, "server_threads", o.threads);
     if (o.pin) {
         cJSON_AddNumberToObject(root, "server_cpus", CPU_COUNT(&o.server_cpus));
