@@ -520,13 +520,6 @@ static int bs_check(bs_opts *o) {
 }
 
 /* The options that need code of their own (cli/opts.h handlers; dst: the bs_opts). */
-static bool bs_early_follow(const cli_arg *a) {
-    bs_opts *o = a->dst;
-    if (!strcmp(a->value, "adaptive")) o->early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
-    else if (!strcmp(a->value, "always")) o->early_follow = ES_EARLY_FOLLOW_ALWAYS;
-    else return false;
-    return true;
-}
 static bool bs_exit_layers(const cli_arg *a) {
     bs_opts *o = a->dst;
     return cli_parse_layers(a->value, o->exit_layers, &o->n_exit_layers);
@@ -594,6 +587,7 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
     o->n_clients = parse_int_list("1,2,4", o->clients, 16, 1, 4096);
     o->scheds[0] = ES_SCHED_PIPELINE;
     o->n_scheds = 1;
+    static const int follow_vals[] = {ES_EARLY_FOLLOW_ADAPTIVE, ES_EARLY_FOLLOW_ALWAYS};
     char must_budget[64], must_exits[96];
     snprintf(must_budget, sizeof must_budget, "must be in 1..%d", ES_SPEC_MAX_NODES);
     snprintf(must_exits, sizeof must_exits, "wants up to %d distinct layer numbers", ES_EXIT_MAX);
@@ -605,7 +599,8 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
         {.names = "--server-draft", .kind = CLI_STR, .dst = &o->server_draft_path},
         {.names = "--prompts", .kind = CLI_STR, .dst = &o->prompts_path},
         {.names = "--exit-file", .kind = CLI_STR, .dst = &o->exit_file},
-        {.names = "--early-follow", .kind = CLI_FN, .dst = o, .fn = bs_early_follow, .must = "must be adaptive or always"},
+        {.names = "--early-follow", .kind = CLI_CHOICE, .dst = &o->early_follow, .choices = "adaptive|always",
+         .vals = follow_vals, .must = "must be adaptive or always"},
         {.names = "--exit-layers", .kind = CLI_FN, .dst = o, .fn = bs_exit_layers, .must = must_exits},
         {.names = "--accept", .kind = CLI_FN, .dst = o, .fn = bs_accept, .must = "must be greedy, match or rejection"},
         {.names = "--kv-type", .kind = CLI_FN, .dst = o, .fn = bs_kv_type, .must = "must be f32, f16 or q8_0"},

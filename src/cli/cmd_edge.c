@@ -161,13 +161,6 @@ static bool parse_server(const char *v, edge_opts *o) {
 
 /* The options that need code of their own (cli/opts.h handlers; dst: the edge_opts). */
 static bool opt_server(const cli_arg *a) { return parse_server(a->value, a->dst); }
-static bool opt_bet(const cli_arg *a) {
-    edge_opts *o = a->dst;
-    if (!strcmp(a->value, "best-leaf")) o->bet = ES_BET_BEST_LEAF;
-    else if (!strcmp(a->value, "first")) o->bet = ES_BET_FIRST;
-    else return false;
-    return true;
-}
 static bool opt_on_off(const char *v, const char *on, const char *off, bool *dst) {
     if (!strcmp(v, on)) *dst = true;
     else if (!strcmp(v, off)) *dst = false;
@@ -176,13 +169,6 @@ static bool opt_on_off(const char *v, const char *on, const char *off, bool *dst
 }
 static bool opt_proactive(const cli_arg *a) { return opt_on_off(a->value, "on", "off", &((edge_opts *)a->dst)->proactive); }
 static bool opt_fallback(const cli_arg *a) { return opt_on_off(a->value, "local", "none", &((edge_opts *)a->dst)->fallback); }
-static bool opt_early_follow(const cli_arg *a) {
-    edge_opts *o = a->dst;
-    if (!strcmp(a->value, "adaptive")) o->early_follow = ES_EARLY_FOLLOW_ADAPTIVE;
-    else if (!strcmp(a->value, "always")) o->early_follow = ES_EARLY_FOLLOW_ALWAYS;
-    else return false;
-    return true;
-}
 static bool opt_tls_insecure(const cli_arg *a) {
     edge_opts *o = a->dst;
     o->tls = o->tls_insecure = true;
@@ -205,12 +191,6 @@ static bool opt_listen(const cli_arg *a) {
     edge_opts *o = a->dst;
     o->listen = true;
     return parse_hostport(a->value, o->listen_host, sizeof o->listen_host, &o->listen_port, 0);
-}
-static bool opt_request_timeout(const cli_arg *a) {
-    double dv;
-    if (!cli_parse_float(a->value, 0, 86400, &dv)) return false;
-    ((edge_opts *)a->dst)->req_timeout = dv > 0 ? dv : -1; /* 0: off */
-    return true;
 }
 static bool opt_chat_template(const cli_arg *a) {
     edge_opts *o = a->dst;
@@ -236,16 +216,20 @@ static int parse(int argc, char **argv, edge_opts *o) {
     o->queue = 64;
     o->queue_timeout = 60;
     o->chat_family = -1;
+    static const int bet_vals[] = {ES_BET_FIRST, ES_BET_BEST_LEAF};
+    static const int follow_vals[] = {ES_EARLY_FOLLOW_ADAPTIVE, ES_EARLY_FOLLOW_ALWAYS};
     const cli_opt t[] = {
         {.names = "-h|--help", .kind = CLI_STOP, .stop = -1},
         {.names = "-d|--draft|-md|--model-draft", .kind = CLI_STR, .dst = &o->draft_path},
         {.names = "-m|--model", .kind = CLI_REFUSE, .must = "the target lives on the server; give the draft with -d"},
         {.names = "-b|--batch|--synthetic-accept|--help-spec", .kind = CLI_REFUSE, .must = "not available with `edgespec edge`"},
         {.names = "--server", .kind = CLI_FN, .dst = o, .fn = opt_server, .must = "must be HOST:PORT"},
-        {.names = "--bet", .kind = CLI_FN, .dst = o, .fn = opt_bet, .must = "must be first or best-leaf"},
+        {.names = "--bet", .kind = CLI_CHOICE, .dst = &o->bet, .choices = "first|best-leaf", .vals = bet_vals,
+         .must = "must be first or best-leaf"},
         {.names = "--proactive", .kind = CLI_FN, .dst = o, .fn = opt_proactive, .must = "must be on or off"},
         {.names = "--early-exit", .kind = CLI_SET, .dst = &o->early_exit},
-        {.names = "--early-follow", .kind = CLI_FN, .dst = o, .fn = opt_early_follow, .must = "must be adaptive or always"},
+        {.names = "--early-follow", .kind = CLI_CHOICE, .dst = &o->early_follow, .choices = "adaptive|always",
+         .vals = follow_vals, .must = "must be adaptive or always"},
         {.names = "--no-draft", .kind = CLI_SET, .dst = &o->no_draft},
         {.names = "--server-spec", .kind = CLI_SET, .dst = &o->server_spec},
         {.names = "--no-server-hints", .kind = CLI_CLEAR, .dst = &o->hints},
@@ -270,7 +254,8 @@ static int parse(int argc, char **argv, edge_opts *o) {
         {.names = "--chat-template-file", .kind = CLI_FN, .dst = o, .fn = opt_chat_template_file},
         {.names = "--http-max-body", .kind = CLI_LONG, .dst = &o->max_body, .lo = 256, .hi = 1L << 30, .must = "must be in 256..1073741824 bytes"},
         {.names = "--http-max-connections", .kind = CLI_INT, .dst = &o->max_conns, .lo = 1, .hi = 1000000, .must = "must be in 1..1000000"},
-        {.names = "--http-request-timeout", .kind = CLI_FN, .dst = o, .fn = opt_request_timeout, .must = "must be 0..86400 seconds (0: off)"},
+        {.names = "--http-request-timeout", .kind = CLI_DOUBLE, .dst = &o->req_timeout, .lo = 0, .hi = 86400, .zero_off = true,
+         .must = "must be 0..86400 seconds (0: off)"},
     };
     /* what no row names goes to run's parser (which knows the options the two share) as
      * "edge -m - [--draft DRAFT] REST...": it wants a model, and the edge's model is the draft */

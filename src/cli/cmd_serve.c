@@ -352,12 +352,6 @@ static bool opt_device(const cli_arg *a) {
     es_sched_params *sp = &((es_server_params *)a->dst)->sched;
     return cli_parse_device(a->value, &sp->backend, &sp->device);
 }
-static bool opt_request_timeout(const cli_arg *a) {
-    double dv;
-    if (!cli_parse_float(a->value, 0, 86400, &dv)) return false;
-    ((es_server_params *)a->dst)->http_request_timeout_s = dv > 0 ? dv : -1; /* 0: off */
-    return true;
-}
 static bool opt_chat_template(const cli_arg *a) {
     es_server_params *sp = a->dst;
     const int f = strcmp(a->value, "auto") ? es_chat_family_parse(a->value) : -1;
@@ -422,7 +416,8 @@ static int parse_options(int argc, char **argv, serve_opts *o) {
         {.names = "--http-host", .kind = CLI_STR, .dst = &o->http_host, .max = 255, .must = "must be a host name or address"},
         {.names = "--http-max-body", .kind = CLI_ZU, .dst = &sp->http_max_body, .lo = 256, .hi = (double)(1ull << 30), .must = "must be a size in 256..1G bytes"},
         {.names = "--http-max-connections", .kind = CLI_INT, .dst = &sp->http_max_connections, .lo = 1, .hi = 1000000, .must = "must be in 1..1000000"},
-        {.names = "--http-request-timeout", .kind = CLI_FN, .dst = sp, .fn = opt_request_timeout, .must = "must be 0..86400 seconds (0: off)"},
+        {.names = "--http-request-timeout", .kind = CLI_DOUBLE, .dst = &sp->http_request_timeout_s, .lo = 0, .hi = 86400,
+         .zero_off = true, .must = "must be 0..86400 seconds (0: off)"},
         {.names = "--max-queue", .kind = CLI_INT, .dst = &sp->http_max_queue, .lo = 0, .hi = 1 << 20, .must = "must be in 0..1048576"},
         {.names = "--queue-timeout", .kind = CLI_DOUBLE, .dst = &sp->http_queue_timeout_s, .lo = 0, .hi = 86400, .must = "must be 0..86400 seconds (0: no limit)"},
         {.names = "--cors", .kind = CLI_STR, .dst = &sp->http_cors, .max = 1000, .must = "must be * or a comma list of origins (at most 1000 bytes)"},

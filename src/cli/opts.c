@@ -33,6 +33,19 @@ static const char *canonical(const char *names, char *buf, size_t cap) {
 
 static bool in_choices(const char *choices, const char *v) { return names_have(choices, v); }
 
+/* The index of v among the '|'-separated choices, or -1. */
+static int choice_index(const char *choices, const char *v) {
+    const size_t vl = strlen(v);
+    int i = 0;
+    for (const char *p = choices;; i++) {
+        const char *bar = strchr(p, '|');
+        const size_t l = bar ? (size_t)(bar - p) : strlen(p);
+        if (l == vl && !memcmp(p, v, l)) return i;
+        if (!bar) return -1;
+        p = bar + 1;
+    }
+}
+
 /* Takes the value v of row o; false when it is refused. */
 static bool take(const cli_opt *o, const cli_arg *arg) {
     const char *v = arg->value;
@@ -45,6 +58,12 @@ static bool take(const cli_opt *o, const cli_arg *arg) {
         if (o->choices && !in_choices(o->choices, v)) return false;
         *(const char **)o->dst = v;
         return true;
+    case CLI_CHOICE: {
+        const int i = choice_index(o->choices, v);
+        if (i < 0) return false;
+        *(int *)o->dst = o->vals ? o->vals[i] : i;
+        return true;
+    }
     case CLI_INT:
     case CLI_LONG:
         if (!cli_parse_long(v, (long)o->lo, (long)o->hi, &lv)) return false;
@@ -54,7 +73,7 @@ static bool take(const cli_opt *o, const cli_arg *arg) {
     case CLI_DOUBLE:
     case CLI_FLOAT:
         if (!cli_parse_float(v, o->lo, o->hi, &dv) || (o->lo_open && dv <= o->lo)) return false;
-        if (o->kind == CLI_DOUBLE) *(double *)o->dst = dv;
+        if (o->kind == CLI_DOUBLE) *(double *)o->dst = o->zero_off && dv == 0 ? -1 : dv;
         else *(float *)o->dst = (float)dv;
         return true;
     case CLI_I64:

@@ -13,9 +13,11 @@ typedef enum cli_kind {
     CLI_STOP,   /* a flag that ends parsing at once: cli_opts_parse returns the row's stop code */
     CLI_REFUSE, /* refused with "NAME: must" (an option of another command) */
     CLI_STR,    /* *(const char **)dst = the value; max > 0: 1..max bytes; choices: "a|b|c" */
+    CLI_CHOICE, /* *(int *)dst = vals[i] for the value that is the i-th of choices "a|b|c" */
     CLI_INT,    /* *(int *)dst: an integer in lo..hi */
     CLI_LONG,   /* *(long *)dst: an integer in lo..hi */
-    CLI_DOUBLE, /* *(double *)dst: a number in lo..hi (above lo when lo_open) */
+    CLI_DOUBLE, /* *(double *)dst: a number in lo..hi (above lo when lo_open; 0 stored as -1 when
+                 * zero_off: "0: off" where 0 is taken to mean "the default") */
     CLI_FLOAT,  /* *(float *)dst: the same, stored as float */
     CLI_I64,    /* *(int64_t *)dst: a byte count (digits with K, M, G or T) in lo..hi */
     CLI_U32,    /* *(uint32_t *)dst: the same */
@@ -41,8 +43,10 @@ typedef struct cli_opt {
                         * CLI_FN row with must NULL prints its own errors */
     bool (*fn)(const cli_arg *a);
     size_t max;        /* CLI_STR: the most bytes (then at least 1); 0: any */
-    const char *choices; /* CLI_STR: the values allowed, "a|b" */
+    const char *choices; /* CLI_STR, CLI_CHOICE: the values allowed, "a|b" */
+    const int *vals;   /* CLI_CHOICE: what each choice stores */
     bool lo_open;      /* CLI_DOUBLE / CLI_FLOAT: lo itself is refused */
+    bool zero_off;     /* CLI_DOUBLE: 0 is stored as -1 */
     int stop;          /* CLI_STOP: what cli_opts_parse returns */
 } cli_opt;
 
