@@ -6,17 +6,17 @@
 
 #include "cli/cli.h"
 
-/* Whether `a` is one of the '|'-separated spellings in names. */
-static bool names_have(const char *names, const char *a) {
-    const size_t al = strlen(a);
-    for (const char *p = names; *p;) {
+/* The index of v among the '|'-separated words of list ("-t|--threads", "chain|tree"), or -1. */
+static int index_of(const char *list, const char *v) {
+    const size_t vl = strlen(v);
+    int i = 0;
+    for (const char *p = list;; i++) {
         const char *bar = strchr(p, '|');
         const size_t l = bar ? (size_t)(bar - p) : strlen(p);
-        if (l == al && !memcmp(p, a, l)) return true;
-        if (!bar) break;
+        if (l == vl && !memcmp(p, v, l)) return i;
+        if (!bar) return -1;
         p = bar + 1;
     }
-    return false;
 }
 
 /* The spelling errors name the option by: its first "--" one (else its first), into buf. */
@@ -31,21 +31,6 @@ static const char *canonical(const char *names, char *buf, size_t cap) {
     return buf;
 }
 
-static bool in_choices(const char *choices, const char *v) { return names_have(choices, v); }
-
-/* The index of v among the '|'-separated choices, or -1. */
-static int choice_index(const char *choices, const char *v) {
-    const size_t vl = strlen(v);
-    int i = 0;
-    for (const char *p = choices;; i++) {
-        const char *bar = strchr(p, '|');
-        const size_t l = bar ? (size_t)(bar - p) : strlen(p);
-        if (l == vl && !memcmp(p, v, l)) return i;
-        if (!bar) return -1;
-        p = bar + 1;
-    }
-}
-
 /* Takes the value v of row o; false when it is refused. */
 static bool take(const cli_opt *o, const cli_arg *arg) {
     const char *v = arg->value;
@@ -55,11 +40,11 @@ static bool take(const cli_opt *o, const cli_arg *arg) {
     switch (o->kind) {
     case CLI_STR:
         if (o->max && (!*v || strlen(v) > o->max)) return false;
-        if (o->choices && !in_choices(o->choices, v)) return false;
+        if (o->choices && index_of(o->choices, v) < 0) return false;
         *(const char **)o->dst = v;
         return true;
     case CLI_CHOICE: {
-        const int i = choice_index(o->choices, v);
+        const int i = index_of(o->choices, v);
         if (i < 0) return false;
         *(int *)o->dst = o->vals ? o->vals[i] : i;
         return true;
@@ -95,7 +80,7 @@ int cli_opts_parse(const char *cmd, const char *usage, const cli_opt *t, size_t 
         const char *a = argv[i];
         const cli_opt *o = NULL;
         for (size_t k = 0; k < n && !o; k++)
-            if (names_have(t[k].names, a)) o = &t[k];
+            if (index_of(t[k].names, a) >= 0) o = &t[k];
         if (!o) {
             if (!rest) return cli_usage_error(cmd, usage, "unknown option '%s'", a);
             rest[(*n_rest)++] = argv[i];
