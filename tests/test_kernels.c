@@ -810,13 +810,17 @@ static void check_q8_0_act(es_threadpool *tp2, es_rng *rng) {
  * matrices of different row counts sharing an input (q/k/v-like), in one type, in the X16 layout
  * where there is one, and a mix of types (which falls back to separate calls). */
 static void check_multi(es_threadpool *tp2, es_rng *rng) {
-    static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_Q8_0, ES_TYPE_Q4_0, ES_TYPE_Q4_K, ES_TYPE_Q6_K};
+    static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_Q8_0, ES_TYPE_Q4_0, ES_TYPE_Q5_0, ES_TYPE_Q4_K, ES_TYPE_Q6_K};
+    /* mixed formats: three kinds of input (f32, per-32 int8, Q8_K); an AWQ-style q, k, v (two Q5_0
+       beside a Q8_0: two int8 formats that differ only in their correction) */
+    static const uint32_t mixes[2][3] = {{ES_TYPE_F32, ES_TYPE_Q8_0, ES_TYPE_Q4_K}, {ES_TYPE_Q5_0, ES_TYPE_Q5_0, ES_TYPE_Q8_0}};
     static const int64_t rows[3] = {37, 16, 5};
     const int64_t cols = 512, n = 9;
-    for (size_t ti = 0; ti <= sizeof types / sizeof types[0]; ti++) {
-        const bool mixed = ti == sizeof types / sizeof types[0];
+    const size_t nt = sizeof types / sizeof types[0];
+    for (size_t ti = 0; ti < nt + 2; ti++) {
+        const bool mixed = ti >= nt;
         wmat w[3];
-        for (int i = 0; i < 3; i++) wmat_make(&w[i], mixed ? types[(size_t)i * 2] : types[ti], rows[i], cols, rng);
+        for (int i = 0; i < 3; i++) wmat_make(&w[i], mixed ? mixes[ti - nt][i] : types[ti], rows[i], cols, rng);
         float *x = rand_x(n, cols, rng);
         void *scr = malloc(es_matmul_scratch_size(n, cols));
         float *y1[3], *ym[3];

@@ -528,8 +528,19 @@ void es_matmul_multi(es_threadpool *tp, int m, float *const ys[], const es_mat *
     const int64_t cols = ws[0]->cols;
     const int cls = act_class(ws[0]->type);
     for (int i = 1; i < m; i++)
-        if (ws[i]->cols != cols || act_class(ws[i]->type) != cls) { /* nothing to share: one at a time */
-            for (int j = 0; j < m; j++) es_matmul_multi(tp, 1, ys + j, ws + j, x, n, scratch);
+        if (ws[i]->cols != cols || act_class(ws[i]->type) != cls) {
+            /* the matrices that share ws[0]'s input format in one region, then the others (a Q5_0 q/k
+               beside a Q8_0 v: AWQ-style files mix them), each group sharing what it can */
+            float *ya[ES_MATMUL_MULTI_MAX], *yb[ES_MATMUL_MULTI_MAX];
+            const es_mat *wa[ES_MATMUL_MULTI_MAX], *wb[ES_MATMUL_MULTI_MAX];
+            int na = 0, nb = 0;
+            for (int j = 0; j < m; j++) {
+                const bool same = ws[j]->cols == cols && act_class(ws[j]->type) == cls;
+                if (same) ya[na] = ys[j], wa[na++] = ws[j];
+                else yb[nb] = ys[j], wb[nb++] = ws[j];
+            }
+            es_matmul_multi(tp, na, ya, wa, x, n, scratch);
+            es_matmul_multi(tp, nb, yb, wb, x, n, scratch);
             return;
         }
     const es_mm_kernels *k = kernels_for_level();

@@ -84,7 +84,8 @@ void es_matmul(es_threadpool *tp, float *y, const es_mat *w, const float *x, int
  * with the same cols and the same activation format (all int8 of one kind, or all float) the
  * activations are quantised once and all rows of all matrices are shared out in one parallel
  * region, so small matrices do not each pay a region and a ragged end. Each ys[i] is bit-identical
- * to es_matmul(tp, ys[i], ws[i], ...). Otherwise it is m separate es_matmul calls. */
+ * to es_matmul(tp, ys[i], ws[i], ...). Matrices of different formats are split into groups that
+ * share one (a Q5_0 q and k with a Q8_0 v: two regions), each run as above. */
 void es_matmul_multi(es_threadpool *tp, int m, float *const ys[], const es_mat *const ws[], const float *x, int64_t n,
                      void *scratch);
 
