@@ -16,6 +16,7 @@ typedef struct vals {
     double d, timeout;
     float f;
     int64_t size;
+    uint64_t seed;
     uint32_t small;
     size_t body;
     int fn_calls, fn0_calls;
@@ -52,6 +53,7 @@ static int parse(vals *v, char **rest, int *n_rest, const char *const *args) {
         {.names = "--timeout", .kind = CLI_DOUBLE, .dst = &v->timeout, .lo = 0, .hi = 100, .zero_off = true,
          .must = "must be 0..100 (0: off)"},
         {.names = "--flt", .kind = CLI_FLOAT, .dst = &v->f, .lo = -2, .hi = 2, .must = "must be in -2..2"},
+        {.names = "--seed", .kind = CLI_U64, .dst = &v->seed, .must = "must be a non-negative integer"},
         {.names = "--size", .kind = CLI_I64, .dst = &v->size, .lo = 1, .hi = (double)(1ull << 40), .must = "must be a size"},
         {.names = "--small", .kind = CLI_U32, .dst = &v->small, .lo = 4096, .hi = 1 << 20, .must = "must be 4K..1M"},
         {.names = "--body", .kind = CLI_ZU, .dst = &v->body, .lo = 256, .hi = 1 << 30, .must = "must be 256..1G"},
@@ -78,6 +80,7 @@ int main(void) {
     CHECK(v.choice == 30 && v.i == -3 && v.l == 1L << 40 && v.d == 1.0 && v.timeout == 2.5 && v.f == -1.5f);
     CHECK(v.size == (int64_t)2 << 30 && v.small == 4096 && v.body == (size_t)1 << 20);
     CHECK(v.fn_calls == 1 && v.fn0_calls == 1);
+    CHECK(parse(&v, NULL, NULL, ARGS("--seed", "18446744073709551615")) == 0 && v.seed == UINT64_MAX);
     /* the last of a repeated option wins; 0 stored as -1 where 0 means off */
     CHECK(parse(&v, NULL, NULL, ARGS("-i", "1", "--int", "5", "--timeout", "0")) == 0 && v.i == 5 && v.timeout == -1);
     /* nothing given: the table's destinations untouched */
@@ -89,7 +92,7 @@ int main(void) {
         {"-i", "-4"},        {"--int", "6"},      {"-i", "1.5"},       {"-i", "3x"},         {"--long", "-1"},
         {"--dbl", "0"},      {"--dbl", "1.01"},   {"--dbl", "nan"},    {"--timeout", "-1"},  {"--flt", "2.5"},
         {"--size", "0"},     {"--size", "2T"},    {"--small", "4095"}, {"--small", "2M"},    {"--body", "255"},
-        {"--even", "abc"},
+        {"--even", "abc"},   {"--seed", "-1"},    {"--seed", "1e3"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         const int rc = parse(&v, NULL, NULL, ARGS(bad[k][0], bad[k][1]));

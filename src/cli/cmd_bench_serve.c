@@ -529,7 +529,6 @@ static bool bs_accept(const cli_arg *a) {
     ((bs_opts *)a->dst)->accept = a->value;
     return true;
 }
-static bool bs_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, &((bs_opts *)a->dst)->kv_type); }
 static bool bs_modes(const cli_arg *a) {
     bs_opts *o = a->dst;
     return (o->n_modes = parse_modes(a->value, o->modes)) > 0;
@@ -557,7 +556,6 @@ static bool bs_sched(const cli_arg *a) {
     }
     return o->n_scheds > 0;
 }
-static bool bs_seed(const cli_arg *a) { return cli_parse_u64(a->value, &((bs_opts *)a->dst)->seed); }
 static bool bs_device(const cli_arg *a) {
     bs_opts *o = a->dst;
     return cli_parse_device(a->value, &o->backend, &o->device);
@@ -603,7 +601,7 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
          .vals = follow_vals, .must = "must be adaptive or always"},
         {.names = "--exit-layers", .kind = CLI_FN, .dst = o, .fn = bs_exit_layers, .must = must_exits},
         {.names = "--accept", .kind = CLI_FN, .dst = o, .fn = bs_accept, .must = "must be greedy, match or rejection"},
-        {.names = "--kv-type", .kind = CLI_FN, .dst = o, .fn = bs_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
         {.names = "--spec", .kind = CLI_STR, .dst = &o->spec, .choices = "chain|tree", .must = "must be chain or tree"},
         {.names = "--modes", .kind = CLI_FN, .dst = o, .fn = bs_modes,
          .must = "must be a comma list of ar, server-spec, edge, edge+proactive, edge+early"},
@@ -611,7 +609,7 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
         {.names = "--server-cpus|--edge-cpus", .kind = CLI_FN, .dst = o, .fn = bs_cpus,
          .must = "must list CPUs this process may use, e.g. 0,2-3"},
         {.names = "--sched", .kind = CLI_FN, .dst = o, .fn = bs_sched, .must = "takes pipeline, gather or both"},
-        {.names = "--seed", .kind = CLI_FN, .dst = o, .fn = bs_seed, .must = "must be a non-negative integer"},
+        {.names = "--seed", .kind = CLI_U64, .dst = &o->seed, .must = "must be a non-negative integer"},
         {.names = "--device", .kind = CLI_FN, .dst = o, .fn = bs_device, .must = "must be cpu, vulkan or vulkan:N"},
         {.names = "--device-kv-memory", .kind = CLI_I64, .dst = &o->device_kv_memory, .lo = 1, .hi = (double)(1ull << 50),
          .must = "must be a size such as 268435456, 256M or 1G"},

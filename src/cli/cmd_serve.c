@@ -338,7 +338,6 @@ typedef struct serve_state {
 } serve_state;
 
 /* The options that need code of their own (cli/opts.h handlers; dst: the server's parameters). */
-static bool opt_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, &((es_server_params *)a->dst)->sched.kv_type); }
 static bool opt_exit_layers(const cli_arg *a) {
     es_sched_params *sp = &((es_server_params *)a->dst)->sched;
     return cli_parse_layers(a->value, sp->exit_layers, &sp->n_exit_layers);
@@ -396,7 +395,7 @@ static int parse_options(int argc, char **argv, serve_opts *o) {
         {.names = "--max-tree-nodes", .kind = CLI_INT, .dst = &sc->max_tree_nodes, .lo = 1, .hi = ES_SPEC_MAX_NODES, .must = must_nodes},
         {.names = "--kv-memory", .kind = CLI_I64, .dst = &sc->kv_memory_bytes, .lo = 1, .hi = (double)(1ull << 50), .must = "must be a size such as 536870912, 512M or 2G"},
         {.names = "--device-kv-memory", .kind = CLI_I64, .dst = &sc->device_kv_memory_bytes, .lo = 1, .hi = (double)(1ull << 50), .must = "must be a size such as 268435456, 256M or 1G"},
-        {.names = "--kv-type", .kind = CLI_FN, .dst = sp, .fn = opt_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = &sc->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
         {.names = "--exit-layers", .kind = CLI_FN, .dst = sp, .fn = opt_exit_layers, .must = must_exits},
         {.names = "--exit-file", .kind = CLI_STR, .dst = &sc->exit_file},
         {.names = "--no-prefix-cache", .kind = CLI_CLEAR, .dst = &sc->prefix_cache},

@@ -55,6 +55,7 @@ static bool take(const cli_opt *o, const cli_arg *arg) {
         if (o->kind == CLI_INT) *(int *)o->dst = (int)lv;
         else *(long *)o->dst = lv;
         return true;
+    case CLI_U64: return cli_parse_u64(v, o->dst);
     case CLI_DOUBLE:
     case CLI_FLOAT:
         if (!cli_parse_float(v, o->lo, o->hi, &dv) || (o->lo_open && dv <= o->lo)) return false;
@@ -106,3 +107,5 @@ int cli_opts_parse(const char *cmd, const char *usage, const cli_opt *t, size_t 
     }
     return 0;
 }
+
+bool cli_opt_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, a->dst); }

@@ -16,6 +16,7 @@ typedef enum cli_kind {
     CLI_CHOICE, /* *(int *)dst = vals[i] for the value that is the i-th of choices "a|b|c" */
     CLI_INT,    /* *(int *)dst: an integer in lo..hi */
     CLI_LONG,   /* *(long *)dst: an integer in lo..hi */
+    CLI_U64,    /* *(uint64_t *)dst: any non-negative integer (a seed) */
     CLI_DOUBLE, /* *(double *)dst: a number in lo..hi (above lo when lo_open; 0 stored as -1 when
                  * zero_off: "0: off" where 0 is taken to mean "the default") */
     CLI_FLOAT,  /* *(float *)dst: the same, stored as float */
@@ -56,5 +57,8 @@ typedef struct cli_opt {
  * printing a usage error (cli_usage_error: "edgespec CMD: ..." and the usage). */
 int cli_opts_parse(const char *cmd, const char *usage, const cli_opt *t, size_t n, int argc, char **argv, char **rest,
                    int *n_rest);
+
+/* A handler several commands share: --kv-type f32|f16|q8_0 into *(es_kv_type *)dst. */
+bool cli_opt_kv_type(const cli_arg *a);
 
 #endif

@@ -36,8 +36,6 @@ static bool opt_device(const cli_arg *a) {
     es_run_opts *o = a->dst;
     return cli_parse_device(a->value, &o->backend, &o->device);
 }
-static bool opt_kv_type(const cli_arg *a) { return cli_parse_kv_type(a->value, a->dst); }
-static bool opt_seed(const cli_arg *a) { return cli_parse_u64(a->value, a->dst); }
 /* dst: {&top_k, &top_k_set}: an explicit --top-k survives the default of 40 when sampling */
 static bool opt_top_k(const cli_arg *a) {
     void *const *d = a->dst;
@@ -113,7 +111,7 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
         {.names = "-t|--threads", .kind = CLI_INT, .dst = &o->n_threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
         {.names = "-c|--ctx", .kind = CLI_INT, .dst = &o->n_ctx, .lo = 1, .hi = 1 << 24, .must = "must be a positive integer"},
         {.names = "--device", .kind = CLI_FN, .dst = o, .fn = opt_device, .must = "must be cpu, vulkan or vulkan:N"},
-        {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = opt_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
         {.names = "-b|--batch", .kind = CLI_INT, .dst = &o->n_batch, .lo = 1, .hi = 8192, .must = "must be in 1..8192"},
         {.names = "--temp|--temperature", .kind = CLI_FLOAT, .dst = &o->sp.temperature, .lo = 0, .hi = 1e6, .must = "must be a number >= 0"},
         {.names = "--top-k", .kind = CLI_FN, .dst = top_k_dst, .fn = opt_top_k, .must = "must be an integer >= 0"},
@@ -124,7 +122,7 @@ int es_run_opts_parse(int argc, char **argv, es_run_opts *o, const char *usage) 
         {.names = "--presence-penalty", .kind = CLI_FLOAT, .dst = &o->sp.presence_penalty, .lo = -2, .hi = 2, .must = "must be in -2..2"},
         {.names = "--frequency-penalty", .kind = CLI_FLOAT, .dst = &o->sp.frequency_penalty, .lo = -2, .hi = 2, .must = "must be in -2..2"},
         {.names = "--logit-bias", .kind = CLI_FN, .dst = &o->sp, .fn = opt_logit_bias},
-        {.names = "-s|--seed", .kind = CLI_FN, .dst = &o->sp.seed, .fn = opt_seed, .must = "must be a non-negative integer"},
+        {.names = "-s|--seed", .kind = CLI_U64, .dst = &o->sp.seed, .must = "must be a non-negative integer"},
         {.names = "--draft|-md|--model-draft", .kind = CLI_STR, .dst = &o->draft_path},
         {.names = "--spec", .kind = CLI_STR, .dst = &o->spec_mode, .choices = "chain|tree", .must = "must be chain or tree"},
         {.names = "--accept", .kind = CLI_STR, .dst = &o->accept, .choices = "greedy|match|rejection", .must = "must be greedy, match or rejection"},

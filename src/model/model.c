@@ -25,10 +25,13 @@ static int owned_slot(const es_model *m, const void *data) {
     return -1;
 }
 
+/* Whether w goes to the X16 layout at load: the CPU level in use has an X16 kernel for its type. */
+static bool x16_wanted(const es_mat *w) { return es_mat_can_repack(w) && es_matmul_prefers_x16(w->type); }
+
 /* Repacks one matrix if it pays (see repack_all). A matrix already copied by widen_one has its copy
  * replaced; one still in the file has its pages released. */
 static es_status repack_one(es_model *m, es_mat *w, es_threadpool *tp, es_err *err) {
-    if (!es_mat_can_repack(w) || !es_matmul_prefers_x16(w->type)) return ES_OK;
+    if (!x16_wanted(w)) return ES_OK;
     const size_t bytes = (es_mat_repacked_size(w) + 63) & ~(size_t)63;
     void *dst = bytes ? aligned_alloc(64, bytes) : NULL;
     if (!dst)
@@ -54,7 +57,7 @@ static es_status repack_one(es_model *m, es_mat *w, es_threadpool *tp, es_err *e
  * which load with no_repack, read it as Q8_0 too. */
 static es_status widen_one(es_model *m, es_mat *w, bool will_repack, es_err *err) {
     if (w->type != ES_TYPE_Q5_0 || w->layout != ES_LAYOUT_ROWS) return ES_OK;
-    if (will_repack && es_mat_can_repack(w) && es_matmul_prefers_x16(ES_TYPE_Q5_0)) return ES_OK;
+    if (will_repack && x16_wanted(w)) return ES_OK;
     const size_t row_bytes = es_row_size(ES_TYPE_Q8_0, w->cols), bytes = row_bytes * (size_t)w->rows;
     void *dst = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!dst) return es_fail(err, ES_ERR_NOMEM, "out of memory widening a q5_0 matrix (%zu bytes)", bytes);
