@@ -107,14 +107,16 @@ typedef struct level {
     es_cpu_level lvl;
     bool vnni;
     const char *name;
+    int kq_decode; /* es_cpu_kq_decode_set: negative for the CPU's default */
 } level;
 
 static int g_nlevels;
-static level g_levels[4];
+static level g_levels[5];
 
 static void set_level(const level *l) {
     es_cpu_level_set(l->lvl);
     es_cpu_vnni_set(l->vnni);
+    es_cpu_kq_decode_set(l->kq_decode);
 }
 
 static void matmul_at(const level *l, es_threadpool *tp, float *y, const es_mat *w, const float *x, int64_t n,
@@ -883,16 +885,20 @@ int main(void) {
               es_cpu_level_name(first), es_cpu_level_name(best));
 #endif
     const bool vnni = es_cpu_vnni_set(true);
-    g_levels[g_nlevels++] = (level){ES_CPU_SCALAR, false, "scalar"};
-    if (best >= ES_CPU_AVX2 && best != ES_CPU_NEON) g_levels[g_nlevels++] = (level){ES_CPU_AVX2, false, "avx2"};
+    g_levels[g_nlevels++] = (level){ES_CPU_SCALAR, false, "scalar", -1};
+    if (best >= ES_CPU_AVX2 && best != ES_CPU_NEON) g_levels[g_nlevels++] = (level){ES_CPU_AVX2, false, "avx2", -1};
     if (best == ES_CPU_AVX512) {
-        g_levels[g_nlevels++] = (level){ES_CPU_AVX512, false, "avx512"};
-        if (vnni) g_levels[g_nlevels++] = (level){ES_CPU_AVX512, true, "avx512-vnni"};
+        g_levels[g_nlevels++] = (level){ES_CPU_AVX512, false, "avx512", -1};
+        if (vnni) g_levels[g_nlevels++] = (level){ES_CPU_AVX512, true, "avx512-vnni", -1};
+        /* the K-quant batch path this CPU does not take by default (es_cpu_kq_decode_set) */
+        const bool dec = es_cpu_kq_decode_set(-1) > 0;
+        g_levels[g_nlevels++] = (level){ES_CPU_AVX512, vnni, dec ? "avx512-kq-tiles" : "avx512-kq-decode",
+                                        dec ? 0 : ES_KQ_DECODE_ROWS};
     }
     if (best == ES_CPU_NEON) {
         /* both int8 paths where the CPU has the dot-product extension (qemu's default cpu does) */
-        g_levels[g_nlevels++] = (level){ES_CPU_NEON, false, "neon-nodot"};
-        if (vnni) g_levels[g_nlevels++] = (level){ES_CPU_NEON, true, "neon-dotprod"};
+        g_levels[g_nlevels++] = (level){ES_CPU_NEON, false, "neon-nodot", -1};
+        if (vnni) g_levels[g_nlevels++] = (level){ES_CPU_NEON, true, "neon-dotprod", -1};
     }
     /* $ES_EXPECT_DOT (0 or 1): what the detection must find (set where the CPU is known, e.g. a
      * qemu cpu model chosen by the test) */

@@ -464,10 +464,10 @@ AI void q6x16_tile(const uint8_t *g, int64_t nsb, const es_qx *qx, int64_t j0, c
     for (int j = 0; j < J; j++) _mm512_mask_storeu_ps(y + (j0 + j) * rows + r0, mask, acc[j]);
 }
 
-/* For batches of KJ_DEC activation rows or more, a super-block is decoded once per QJ activation rows
- * into the kq_dec buffer of the file-layout kernels above (cheap here: no transposes) and their dot
- * steps run on it; small batches use the tiles above, which need no buffer. */
-#define KJ_DEC 5
+/* For batches of qx->kq_decode activation rows or more (ES_KQ_DECODE_ROWS, or never on cores where
+ * that lost: kernels/matmul_impl.h), a super-block is decoded once per QJ activation rows into the
+ * kq_dec buffer of the file-layout kernels above (cheap here: no transposes) and their dot steps run
+ * on it; otherwise the tiles above make passes of KJ rows, which need no buffer. */
 
 AI void decode_kx_x16(const uint8_t *p, const bool q5, kq_dec *D) {
     const uint32_t type = q5 ? ES_TYPE_Q5_K : ES_TYPE_Q4_K;
@@ -588,7 +588,7 @@ AI void kq_x16_rows(const es_mat *w, const es_qx *qx, float *y, int64_t n, int64
 #define DEFINE_KQ_X16(name, type, vnni)                                                                             \
     void name(const es_mat *w, const float *x, const es_qx *qx, float *y, int64_t n, int64_t r0, int64_t r1) {     \
         (void)x;                                                                                                    \
-        if (n >= KJ_DEC) kq_x16_rows_dec(w, qx, y, n, r0, r1, type, vnni);                                          \
+        if (qx->kq_decode > 0 && n >= qx->kq_decode) kq_x16_rows_dec(w, qx, y, n, r0, r1, type, vnni);                                          \
         else kq_x16_rows(w, qx, y, n, r0, r1, type, vnni);                                                          \
     }
 DEFINE_KQ_X16(es_q4_k_x16_avx512_vnni, 0, true)

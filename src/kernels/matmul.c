@@ -29,6 +29,8 @@ typedef struct cpu_state {
     bool vnni_hw;      /* the int8 dot-product instruction: VNNI on x86-64, SDOT on aarch64 */
     _Atomic int level; /* in use */
     _Atomic bool vnni; /* in use (only meaningful at ES_CPU_AVX512 / ES_CPU_NEON) */
+    bool amd;          /* an AMD core: K-quant batches never use the decode buffer (ES_KQ_DECODE_ROWS) */
+    _Atomic int kq_decode; /* es_qx.kq_decode: in use */
 } cpu_state;
 
 static cpu_state g_cpu; /* the process-wide detected-once value (see matmul.h) */
@@ -50,6 +52,7 @@ static void cpu_detect(void) {
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         best = ES_CPU_AVX512;
     vnni = best == ES_CPU_AVX512 && __builtin_cpu_supports("avx512vnni");
+    g_cpu.amd = __builtin_cpu_is("amd");
 #elif defined(__aarch64__)
     /* Advanced SIMD is part of the AArch64 base ISA; the dot-product extension (optional from
      * Armv8.2) is reported by the kernel in HWCAP. */
@@ -63,6 +66,7 @@ static void cpu_detect(void) {
     g_cpu.vnni_hw = vnni;
     atomic_store(&g_cpu.level, (int)best);
     atomic_store(&g_cpu.vnni, vnni);
+    atomic_store(&g_cpu.kq_decode, g_cpu.amd ? 0 : ES_KQ_DECODE_ROWS);
 }
 
 static cpu_state *cpu(void) {
@@ -128,6 +132,13 @@ bool es_cpu_vnni_set(bool enable) {
     cpu_state *c = cpu();
     bool v = enable && c->vnni_hw;
     atomic_store(&c->vnni, v);
+    return v;
+}
+
+int es_cpu_kq_decode_set(int rows) {
+    cpu_state *c = cpu();
+    const int v = rows >= 0 ? rows : c->amd ? 0 : ES_KQ_DECODE_ROWS;
+    atomic_store(&c->kq_decode, v);
     return v;
 }
 
@@ -439,7 +450,8 @@ static es_qx quantize(const es_mm_kernels *k, int cls, es_threadpool *tp, const 
     }
     if (tp) es_threadpool_run(tp, quant_worker, &q);
     else quant_worker(&q, 0, 1);
-    return (es_qx){.qs = q.qs, .d = q.d, .corr = q.corr, .fs = q.fs, .k16 = q.k16, .nb = nb, .n = n};
+    return (es_qx){.qs = q.qs, .d = q.d, .corr = q.corr, .fs = q.fs, .k16 = q.k16, .nb = nb, .n = n,
+                   .kq_decode = atomic_load(&cpu()->kq_decode)};
 }
 
 bool es_qx_quantize(es_threadpool *tp, uint32_t type, const float *x, int64_t n, int64_t cols, void *scratch,

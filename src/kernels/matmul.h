@@ -64,6 +64,11 @@ es_cpu_level es_cpu_level_set(es_cpu_level l);
  * in use. */
 bool es_cpu_vnni_get(void);
 bool es_cpu_vnni_set(bool enable);
+/* For tests: from how many activation rows the K-quant X16 AVX-512 kernels decode each super-block
+ * once into a buffer instead of computing in passes of 4 rows (0: never; negative: this CPU's
+ * default, ES_KQ_DECODE_ROWS in kernels/matmul_impl.h). Both give the same bits. Returns the value
+ * now in use. */
+int es_cpu_kq_decode_set(int rows);
 
 /* Bytes of scratch es_matmul needs for n rows of `cols` (activation quantisation). */
 size_t es_matmul_scratch_size(int64_t n, int64_t cols);

@@ -65,7 +65,20 @@ typedef struct es_qx {
     const int32_t *k16;  /* [nb][n][2] -32 * (sum of each 16-value half of the block); K-quants only */
     int64_t nb;          /* blocks per row = cols / 32 */
     int64_t n;           /* activation rows */
+    int64_t kq_decode;   /* K-quant X16 AVX-512 kernels: decode each super-block once into a buffer
+                            from this many activation rows on (0: never); see ES_KQ_DECODE_ROWS */
 } es_qx;
+
+/* The K-quant X16 AVX-512 kernels (kernels/kquant_avx512.c) compute a pass of up to 4 activation
+ * rows straight from the weights (tiles), and for larger batches either make more such passes or
+ * decode each super-block once into a 4 KB buffer that the rows' dot steps then read. Which is
+ * faster depends on the core: on AMD Zen 4 the buffer (64 512-bit stores and their reloads per
+ * super-block, at half rate there) lost at every batch size measured (bench_kernels 8960 x 1536,
+ * 2 threads: Q4_K 8 rows 0.58 ms with tiles against 0.81 decoded, 16 rows 0.96 / 1.20, 128 rows
+ * 5.84 / 6.64; Q6_K 8 rows 0.77 / 0.97; the 1.5B Q4_K_M target's verification of 8 tokens 76-82 ms
+ * against 93-100, of 16 115-130 / 139-142), so es_qx_quantize sets kq_decode to 0 there and to this
+ * elsewhere (es_cpu_kq_decode_set lets the tests run both). */
+#define ES_KQ_DECODE_ROWS 5
 
 /* Software prefetch for the AVX-512 X16 kernels, which read each group as one linear stream: while
  * a block is computed in a group's first pass, the bytes ES_X16_PREFETCH_AHEAD further on are
