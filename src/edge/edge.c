@@ -892,9 +892,9 @@ static void emit(gen *g, const int32_t *toks, int n, const es_token_logprob *lp)
     }
 }
 
-/* Sends OPEN for the rest of the generation (prompt + tokens so far) and waits for OPENED. */
-static es_status open_session(gen *g, es_err *err) {
-    es_edge *e = g->e;
+/* Whether this server can take the session as asked (before anything is sent). */
+static es_status open_check(const gen *g, es_err *err) {
+    const es_edge *e = g->e;
     const es_msg_welcome *wl = &e->welcome;
     if (!e->w) return es_fail(err, ES_ERR_IO, "not connected to the server"); /* the welcome below is not known */
     if (e->p.mode == ES_MODE_EDGE && !(wl->rules & (1u << e->p.rule)))
@@ -906,55 +906,58 @@ static es_status open_session(gen *g, es_err *err) {
     if ((e->top_logprobs >= 0 || e->grammar) && wl->version < ES_PROTO_LEVEL_API)
         return es_fail(err, ES_ERR_UNSUPPORTED, "the server speaks protocol version %u: logprobs and JSON output need %d", wl->version,
                        ES_PROTO_LEVEL_API);
-    es_msg_open m;
-    memset(&m, 0, sizeof m);
-    m.mode = (uint8_t)e->p.mode;
-    m.rule = (uint8_t)e->p.rule;
-    m.max_tokens = (uint32_t)(g->max_tokens - g->n);
-    m.temperature = e->p.sampling.temperature;
-    m.top_p = e->p.sampling.top_p;
-    m.min_p = e->p.sampling.min_p;
-    m.top_k = e->p.sampling.top_k;
-    m.seed = e->p.sampling.seed;
-    m.repeat_penalty = e->p.sampling.repeat_penalty;
-    m.repeat_last_n = e->p.sampling.repeat_last_n;
-    m.presence_penalty = e->p.sampling.presence_penalty;
-    m.frequency_penalty = e->p.sampling.frequency_penalty;
-    m.n_bias = (uint16_t)e->p.sampling.n_bias;
-    memcpy(m.bias, e->p.sampling.bias, (size_t)e->p.sampling.n_bias * sizeof m.bias[0]);
-    m.n_stop = (uint16_t)g->n_stop;
-    for (int j = 0; j < g->n_stop; j++) m.stop[j] = g->stop[j];
+    return ES_OK;
+}
+
+/* The OPEN message for the rest of the generation (prompt + tokens so far). */
+static void open_msg(const gen *g, es_msg_open *m) {
+    const es_edge *e = g->e;
+    memset(m, 0, sizeof *m);
+    m->mode = (uint8_t)e->p.mode;
+    m->rule = (uint8_t)e->p.rule;
+    m->max_tokens = (uint32_t)(g->max_tokens - g->n);
+    m->temperature = e->p.sampling.temperature;
+    m->top_p = e->p.sampling.top_p;
+    m->min_p = e->p.sampling.min_p;
+    m->top_k = e->p.sampling.top_k;
+    m->seed = e->p.sampling.seed;
+    m->repeat_penalty = e->p.sampling.repeat_penalty;
+    m->repeat_last_n = e->p.sampling.repeat_last_n;
+    m->presence_penalty = e->p.sampling.presence_penalty;
+    m->frequency_penalty = e->p.sampling.frequency_penalty;
+    m->n_bias = (uint16_t)e->p.sampling.n_bias;
+    memcpy(m->bias, e->p.sampling.bias, (size_t)e->p.sampling.n_bias * sizeof m->bias[0]);
+    m->n_stop = (uint16_t)g->n_stop;
+    for (int j = 0; j < g->n_stop; j++) m->stop[j] = g->stop[j];
     if (e->top_logprobs >= 0) {
-        m.flags |= ES_OPEN_LOGPROBS;
-        m.top_logprobs = (uint8_t)e->top_logprobs;
+        m->flags |= ES_OPEN_LOGPROBS;
+        m->top_logprobs = (uint8_t)e->top_logprobs;
     }
     if (e->grammar) { /* resumed sessions too: the server's matcher is fed the tokens so far with the prompt */
         size_t len = 0;
-        m.schema = es_grammar_source(e->grammar, &len);
-        m.schema_len = (uint32_t)len;
-        m.grammar_kind = m.schema ? ES_PROTO_GRAMMAR_SCHEMA : ES_PROTO_GRAMMAR_JSON_OBJECT;
-        m.grammar_done = g->prompt ? (uint32_t)g->n : 0; /* (a text prompt is never resumed past a token) */
-        m.flags |= ES_OPEN_GRAMMAR;
+        m->schema = es_grammar_source(e->grammar, &len);
+        m->schema_len = (uint32_t)len;
+        m->grammar_kind = m->schema ? ES_PROTO_GRAMMAR_SCHEMA : ES_PROTO_GRAMMAR_JSON_OBJECT;
+        m->grammar_done = g->prompt ? (uint32_t)g->n : 0; /* (a text prompt is never resumed past a token) */
+        m->flags |= ES_OPEN_GRAMMAR;
     }
     if (g->prompt) {
-        m.n_prompt = (uint32_t)(g->n_prompt + g->n);
-        m.prompt = g->conf;
+        m->n_prompt = (uint32_t)(g->n_prompt + g->n);
+        m->prompt = g->conf;
         /* early exits need version 2 (an older server is served without them) */
         if (e->p.early_exit && e->p.mode == ES_MODE_EDGE && e->welcome.version >= ES_PROTO_LEVEL_EARLY)
-            m.flags |= ES_OPEN_EARLY_EXIT;
+            m->flags |= ES_OPEN_EARLY_EXIT;
     } else {
-        m.flags = ES_OPEN_PROMPT_TEXT;
-        m.text = g->text;
-        m.text_len = (uint32_t)strlen(g->text);
+        m->flags = ES_OPEN_PROMPT_TEXT;
+        m->text = g->text;
+        m->text_len = (uint32_t)strlen(g->text);
     }
-    g->session = e->next_session++;
-    if (e->next_session == 0) e->next_session = 1;
-    es_wbuf w;
-    wbuf_reset(e, &w);
-    es_status s = es_proto_put_open(&w, g->session, &m, err);
-    if (s != ES_OK) return s;
-    if (g->t_open == 0) g->t_open = es_now_s();
-    if ((s = edge_send(e, &w, err)) != ES_OK) return s;
+}
+
+/* Waits for the server's answer to OPEN: OPENED into *op, or the refusal as an error. */
+static es_status await_opened(gen *g, es_msg_opened *op, es_err *err) {
+    es_edge *e = g->e;
+    es_status s;
     qframe *f = NULL;
     for (;;) {
         if ((s = edge_next(e, g->session, false, &f, err)) != ES_OK) return s;
@@ -972,10 +975,28 @@ static es_status open_session(gen *g, es_err *err) {
         free(f);
         return s;
     }
-    es_msg_opened op;
-    s = es_proto_get_opened(f->data, f->len, &op, err);
+    s = es_proto_get_opened(f->data, f->len, op, err);
     free(f);
     if (s != ES_OK) return es_fail(err, ES_ERR_PROTOCOL, "malformed OPENED: %s", err ? err->msg : "");
+    return ES_OK;
+}
+
+/* Sends OPEN for the rest of the generation (prompt + tokens so far) and waits for OPENED. */
+static es_status open_session(gen *g, es_err *err) {
+    es_edge *e = g->e;
+    es_status s = open_check(g, err);
+    if (s != ES_OK) return s;
+    es_msg_open m;
+    open_msg(g, &m);
+    g->session = e->next_session++;
+    if (e->next_session == 0) e->next_session = 1;
+    es_wbuf w;
+    wbuf_reset(e, &w);
+    if ((s = es_proto_put_open(&w, g->session, &m, err)) != ES_OK) return s;
+    if (g->t_open == 0) g->t_open = es_now_s();
+    if ((s = edge_send(e, &w, err)) != ES_OK) return s;
+    es_msg_opened op;
+    if ((s = await_opened(g, &op, err)) != ES_OK) return s;
     /* the server's numbers against what was asked, before any is used (a cast of a huge grant
        would turn it negative) */
     const uint32_t asked = (uint32_t)(g->max_tokens - g->n);
