@@ -47,6 +47,59 @@ static es_ctx *make_ctx(es_model *m, const es_run_opts *o, bool target) {
     return c;
 }
 
+/* The drafter's parameters from the run options and the acceptance rule. */
+static es_drafter_params drafter_params(const es_run_opts *o, int rule) {
+    es_drafter_params dp = es_drafter_default_params();
+    dp.mode = strcmp(o->spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
+    dp.k_max = o->draft_max;
+    dp.k_min = o->draft_min > o->draft_max ? o->draft_max : o->draft_min;
+    dp.p_min = (float)o->draft_p_min;
+    dp.adaptive = o->adaptive;
+    dp.tree_budget = o->tree_budget;
+    dp.tree_depth = o->tree_depth;
+    dp.tree_width = o->tree_width;
+    dp.sample = rule == ES_ACCEPT_REJECTION;
+    dp.temperature = o->sp.temperature > 0 ? o->sp.temperature : 1.0f;
+    dp.seed = o->sp.seed;
+    return dp;
+}
+
+/* The `spec` object of run --json: the draft, the rule and what the rounds did. */
+static cJSON *spec_json(const es_run_opts *o, int rule, const es_drafter_params *dp, const es_spec_stats *st) {
+    const int rounds = st->rounds;
+    const long drafted = st->drafted, accepted = st->accepted;
+    const long *depth_hits = st->accepted_at_depth;
+    const double t_draft = st->draft_seconds, t_verify = st->verify_seconds;
+    cJSON *spec = cJSON_CreateObject();
+    cJSON_AddStringToObject(spec, "draft", o->draft_path);
+    cJSON_AddStringToObject(spec, "mode", o->spec_mode);
+    cJSON_AddStringToObject(spec, "accept", es_accept_rule_name((es_accept_rule)rule));
+    cJSON_AddBoolToObject(spec, "synthetic", rule == ES_ACCEPT_SYNTHETIC);
+    if (rule == ES_ACCEPT_SYNTHETIC) cJSON_AddNumberToObject(spec, "synthetic_alpha", o->synthetic_alpha);
+    cJSON_AddNumberToObject(spec, "rounds", rounds);
+    cJSON_AddNumberToObject(spec, "drafted", (double)drafted);
+    cJSON_AddNumberToObject(spec, "accepted", (double)accepted);
+    cJSON_AddNumberToObject(spec, "acceptance_length", rounds ? 1.0 + (double)accepted / rounds : 0);
+    cJSON_AddNumberToObject(spec, "acceptance_rate", drafted ? (double)accepted / (double)drafted : 0);
+    int maxd = 0;
+    for (int k = 1; k <= ES_SPEC_MAX_PATH; k++)
+        if (depth_hits[k]) maxd = k;
+    cJSON *dh = cJSON_CreateArray();
+    for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)depth_hits[k]));
+    cJSON_AddItemToObject(spec, "accepted_at_depth", dh);
+    cJSON_AddNumberToObject(spec, "draft_seconds", t_draft);
+    cJSON_AddNumberToObject(spec, "verify_seconds", t_verify);
+    if (dp->mode == ES_DRAFT_TREE) {
+        cJSON_AddNumberToObject(spec, "tree_budget", dp->tree_budget);
+        cJSON_AddNumberToObject(spec, "tree_depth", dp->tree_depth);
+        cJSON_AddNumberToObject(spec, "tree_width", dp->tree_width);
+    } else {
+        cJSON_AddNumberToObject(spec, "draft_max", dp->k_max);
+        cJSON_AddBoolToObject(spec, "adaptive", dp->adaptive);
+    }
+    return spec;
+}
+
 int es_run_speculative(es_run_opts *o) {
     int rc = 1;
     es_err err = {{0}};
@@ -79,18 +132,7 @@ int es_run_speculative(es_run_opts *o) {
     if (es_seq_open(tctx, &tseq, &err) != ES_OK || es_seq_open(dctx, &dseq, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
     es_verifier_params vp = {.rule = (es_accept_rule)rule, .sampling = o->sp, .synthetic_alpha = o->synthetic_alpha};
     if (es_verifier_init(tctx, tseq, &vp, &ver, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
-    es_drafter_params dp = es_drafter_default_params();
-    dp.mode = strcmp(o->spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
-    dp.k_max = o->draft_max;
-    dp.k_min = o->draft_min > o->draft_max ? o->draft_max : o->draft_min;
-    dp.p_min = (float)o->draft_p_min;
-    dp.adaptive = o->adaptive;
-    dp.tree_budget = o->tree_budget;
-    dp.tree_depth = o->tree_depth;
-    dp.tree_width = o->tree_width;
-    dp.sample = rule == ES_ACCEPT_REJECTION;
-    dp.temperature = o->sp.temperature > 0 ? o->sp.temperature : 1.0f;
-    dp.seed = o->sp.seed;
+    const es_drafter_params dp = drafter_params(o, rule);
     if (es_drafter_init(dctx, dseq, &dp, &dr, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
 
     es_run_output out;
@@ -107,41 +149,9 @@ int es_run_speculative(es_run_opts *o) {
     }
     /* prefill happens inside the first rounds (lazily on the draft side), so it is counted as decode */
     out.decode_s = cli_now() - t0;
-    const int n_gen = st.n_generated, rounds = st.rounds;
-    const long drafted = st.drafted, accepted = st.accepted;
-    const char *stop = st.stop;
-    const long *depth_hits = st.accepted_at_depth;
-    const double t_draft = st.draft_seconds, t_verify = st.verify_seconds;
-
-    cJSON *spec = cJSON_CreateObject();
-    cJSON_AddStringToObject(spec, "draft", o->draft_path);
-    cJSON_AddStringToObject(spec, "mode", o->spec_mode);
-    cJSON_AddStringToObject(spec, "accept", es_accept_rule_name((es_accept_rule)rule));
-    cJSON_AddBoolToObject(spec, "synthetic", rule == ES_ACCEPT_SYNTHETIC);
-    if (rule == ES_ACCEPT_SYNTHETIC) cJSON_AddNumberToObject(spec, "synthetic_alpha", o->synthetic_alpha);
-    cJSON_AddNumberToObject(spec, "rounds", rounds);
-    cJSON_AddNumberToObject(spec, "drafted", (double)drafted);
-    cJSON_AddNumberToObject(spec, "accepted", (double)accepted);
-    cJSON_AddNumberToObject(spec, "acceptance_length", rounds ? 1.0 + (double)accepted / rounds : 0);
-    cJSON_AddNumberToObject(spec, "acceptance_rate", drafted ? (double)accepted / (double)drafted : 0);
-    int maxd = 0;
-    for (int k = 1; k <= ES_SPEC_MAX_PATH; k++)
-        if (depth_hits[k]) maxd = k;
-    cJSON *dh = cJSON_CreateArray();
-    for (int k = 1; k <= maxd; k++) cJSON_AddItemToArray(dh, cJSON_CreateNumber((double)depth_hits[k]));
-    cJSON_AddItemToObject(spec, "accepted_at_depth", dh);
-    cJSON_AddNumberToObject(spec, "draft_seconds", t_draft);
-    cJSON_AddNumberToObject(spec, "verify_seconds", t_verify);
-    if (dp.mode == ES_DRAFT_TREE) {
-        cJSON_AddNumberToObject(spec, "tree_budget", dp.tree_budget);
-        cJSON_AddNumberToObject(spec, "tree_depth", dp.tree_depth);
-        cJSON_AddNumberToObject(spec, "tree_width", dp.tree_width);
-    } else {
-        cJSON_AddNumberToObject(spec, "draft_max", dp.k_max);
-        cJSON_AddBoolToObject(spec, "adaptive", dp.adaptive);
-    }
+    cJSON *spec = spec_json(o, rule, &dp, &st);
     if (rule == ES_ACCEPT_SYNTHETIC) fprintf(stderr, "edgespec run: SYNTHETIC acceptance (alpha %.2f): output is not the target's\n", o->synthetic_alpha);
-    es_run_output_finish(&out, gen, n_gen, stop, target, spec);
+    es_run_output_finish(&out, gen, st.n_generated, st.stop, target, spec);
     es_run_output_free(&out);
     rc = 0;
 done:
