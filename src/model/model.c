@@ -169,6 +169,52 @@ static void report(const es_model_params *p, double frac) {
     if (p && p->progress) p->progress(p->ud, "loading", frac);
 }
 
+/* Binds layer il's matrices and vectors (vectors converted into *pool), adding the matrices'
+ * bytes to m->weight_bytes. */
+static es_status bind_layer(es_model *m, int il, float **pool, es_err *err) {
+    const es_gguf *g = m->gguf;
+    const es_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    char name[96];
+    es_status st;
+    es_layer *L = &m->layers[il];
+#define MAT(field, suffix, cols, rows) \
+    if ((st = bind_mat(g, es_tensor_name(name, sizeof name, il, suffix), cols, rows, &L->field, err)) != ES_OK) return st; \
+    m->weight_bytes += mat_bytes(&L->field);
+#define VEC(field, suffix, n, req) \
+    if ((st = bind_vec(g, es_tensor_name(name, sizeof name, il, suffix), n, req, &L->field, pool, err)) != ES_OK) return st;
+    VEC(attn_norm, "attn_norm.weight", d, true)
+    VEC(ffn_norm, "ffn_norm.weight", d, true)
+    if (hp->fused) { /* phi3: views of row ranges (rows are independent in every type) */
+        es_mat qkv = {0}, gu = {0}; /* (bind_mat sets all but the layout: the file's) */
+        if ((st = bind_mat(g, es_tensor_name(name, sizeof name, il, "attn_qkv.weight"), d, qd + 2 * kvd, &qkv, err)) != ES_OK ||
+            (st = bind_mat(g, es_tensor_name(name, sizeof name, il, "ffn_up.weight"), d, 2 * (int64_t)hp->n_ff, &gu, err)) != ES_OK)
+            return st;
+        L->wq = row_view(&qkv, 0, qd);
+        L->wk = row_view(&qkv, qd, kvd);
+        L->wv = row_view(&qkv, qd + kvd, kvd);
+        L->w1 = row_view(&gu, 0, hp->n_ff); /* the gate first, as llama.cpp splits a fused up */
+        L->w3 = row_view(&gu, hp->n_ff, hp->n_ff);
+        m->weight_bytes += mat_bytes(&qkv) + mat_bytes(&gu);
+    } else {
+        MAT(wq, "attn_q.weight", d, qd)
+        MAT(wk, "attn_k.weight", d, kvd)
+        MAT(wv, "attn_v.weight", d, kvd)
+        MAT(w1, "ffn_gate.weight", d, hp->n_ff)
+        MAT(w3, "ffn_up.weight", d, hp->n_ff)
+    }
+    MAT(wo, "attn_output.weight", qd, d)
+    MAT(w2, "ffn_down.weight", hp->n_ff, d)
+    VEC(bq, "attn_q.bias", qd, hp->qkv_bias)
+    VEC(bk, "attn_k.bias", kvd, hp->qkv_bias)
+    VEC(bv, "attn_v.bias", kvd, hp->qkv_bias)
+    VEC(q_norm, "attn_q_norm.weight", hp->head_dim, hp->qk_norm)
+    VEC(k_norm, "attn_k_norm.weight", hp->head_dim, hp->qk_norm)
+#undef MAT
+#undef VEC
+    return ES_OK;
+}
+
 es_status es_model_load(const char *path, const es_model_params *params, es_model **out, es_err *err) {
     *out = NULL;
     es_model *m = calloc(1, sizeof *m);
@@ -189,7 +235,7 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
     size_t nlen;
     snprintf(m->name, sizeof m->name, "%s", es_gguf_get_str(g, "general.name", &nm, &nlen) ? nm : "model");
 
-    const int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t d = hp->n_embd;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) { st = es_fail(err, ES_ERR_NOMEM, "out of memory"); goto fail; }
 
@@ -221,41 +267,7 @@ es_status es_model_load(const char *path, const es_model_params *params, es_mode
     m->weight_bytes = mat_bytes(&m->output);
 
     for (int il = 0; il < hp->n_layer; il++) {
-        es_layer *L = &m->layers[il];
-#define MAT(field, suffix, cols, rows) \
-    if ((st = bind_mat(g, es_tensor_name(name, sizeof name, il, suffix), cols, rows, &L->field, err)) != ES_OK) goto fail; \
-    m->weight_bytes += mat_bytes(&L->field);
-#define VEC(field, suffix, n, req) \
-    if ((st = bind_vec(g, es_tensor_name(name, sizeof name, il, suffix), n, req, &L->field, &pool, err)) != ES_OK) goto fail;
-        VEC(attn_norm, "attn_norm.weight", d, true)
-        VEC(ffn_norm, "ffn_norm.weight", d, true)
-        if (hp->fused) { /* phi3: views of row ranges (rows are independent in every type) */
-            es_mat qkv = {0}, gu = {0}; /* (bind_mat sets all but the layout: the file's) */
-            if ((st = bind_mat(g, es_tensor_name(name, sizeof name, il, "attn_qkv.weight"), d, qd + 2 * kvd, &qkv, err)) != ES_OK ||
-                (st = bind_mat(g, es_tensor_name(name, sizeof name, il, "ffn_up.weight"), d, 2 * (int64_t)hp->n_ff, &gu, err)) != ES_OK)
-                goto fail;
-            L->wq = row_view(&qkv, 0, qd);
-            L->wk = row_view(&qkv, qd, kvd);
-            L->wv = row_view(&qkv, qd + kvd, kvd);
-            L->w1 = row_view(&gu, 0, hp->n_ff); /* the gate first, as llama.cpp splits a fused up */
-            L->w3 = row_view(&gu, hp->n_ff, hp->n_ff);
-            m->weight_bytes += mat_bytes(&qkv) + mat_bytes(&gu);
-        } else {
-            MAT(wq, "attn_q.weight", d, qd)
-            MAT(wk, "attn_k.weight", d, kvd)
-            MAT(wv, "attn_v.weight", d, kvd)
-            MAT(w1, "ffn_gate.weight", d, hp->n_ff)
-            MAT(w3, "ffn_up.weight", d, hp->n_ff)
-        }
-        MAT(wo, "attn_output.weight", qd, d)
-        MAT(w2, "ffn_down.weight", hp->n_ff, d)
-        VEC(bq, "attn_q.bias", qd, hp->qkv_bias)
-        VEC(bk, "attn_k.bias", kvd, hp->qkv_bias)
-        VEC(bv, "attn_v.bias", kvd, hp->qkv_bias)
-        VEC(q_norm, "attn_q_norm.weight", hp->head_dim, hp->qk_norm)
-        VEC(k_norm, "attn_k_norm.weight", hp->head_dim, hp->qk_norm)
-#undef MAT
-#undef VEC
+        if ((st = bind_layer(m, il, &pool, err)) != ES_OK) goto fail;
         report(params, 0.1 + 0.8 * (il + 1) / hp->n_layer);
     }
     /* every owned copy (a widened matrix, then its X16 form, takes one slot) */
