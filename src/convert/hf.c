@@ -259,6 +259,37 @@ static bool file_exists(const char *path) {
     return stat(path, &sb) == 0;
 }
 
+/* Plans every tensor of the checkpoint in the GGUF's order (embedding, layers, norm, classifier) and
+ * logs the tensors it does not know. */
+static es_status plan_tensors(es_plan *plan, const es_safetensors *sf, const es_hparams *hp, const char *embed_name, uint32_t t,
+                              es_log_fn log, void *ud, es_err *err) {
+    const bool tie = hp->tied_output;
+    es_status st;
+    const int64_t d = hp->n_embd, f = hp->n_ff, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int perm = hp->arch == ES_ARCH_LLAMA ? hp->head_dim : 0;
+    if ((st = add_hf(plan, sf, embed_name, "token_embd.weight", hp->n_vocab, d, 0, t, err)) != ES_OK) return st;
+    const size_t n_suffix = hp->qkv_bias ? 12 : 9;
+    for (int il = 0; il < hp->n_layer; il++) {
+        for (size_t i = 0; i < n_suffix; i++) {
+            const hf_layer_tensor *k = &k_layer[i];
+            const int64_t rows = k->rows == 'd' ? d : k->rows == 'f' ? f : k->rows == 'q' ? qd : kvd;
+            const int64_t cols = k->cols == 'd' ? d : k->cols == 'f' ? f : k->cols == 'q' ? qd : 0;
+            char hn[160], gn[96];
+            snprintf(hn, sizeof hn, "model.layers.%d.%s", il, k->hf);
+            es_tensor_name(gn, sizeof gn, il, k->gg);
+            if ((st = add_hf(plan, sf, hn, gn, rows, cols, k->permute ? perm : 0, t, err)) != ES_OK) return st;
+        }
+    }
+    if ((st = add_hf(plan, sf, "model.norm.weight", "output_norm.weight", d, 0, 0, t, err)) != ES_OK) return st;
+    if (!tie && (st = add_hf(plan, sf, "lm_head.weight", "output.weight", hp->n_vocab, d, 0, t, err)) != ES_OK) return st;
+    /* Anything else in the checkpoint is not part of a llama / qwen2 model we understand: say so. */
+    for (int i = 0; i < es_st_n_tensors(sf); i++) {
+        const char *name = es_st_tensor_at(sf, i)->name;
+        if (!hf_known(name, hp->n_layer, n_suffix)) es_convert_logf(log, ud, 1, "ignoring tensor %s", name);
+    }
+    return ES_OK;
+}
+
 es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_opts *opts_in, es_err *err) {
     const es_convert_opts opts = opts_in ? *opts_in : es_convert_default_opts();
     if (!dir || !out_path) return es_fail(err, ES_ERR_INVALID_ARG, "missing path");
@@ -320,29 +351,7 @@ es_status es_convert_hf(const char *dir, const char *out_path, const es_convert_
 
     if ((st = es_convert_writer_begin(&hp, opts.name, dir, opts.out_type, spec, &w, err)) != ES_OK) goto done;
 
-    const uint32_t t = opts.out_type;
-    const int64_t d = hp.n_embd, f = hp.n_ff, qd = (int64_t)hp.n_head * hp.head_dim, kvd = (int64_t)hp.n_head_kv * hp.head_dim;
-    const int perm = hp.arch == ES_ARCH_LLAMA ? hp.head_dim : 0;
-    if ((st = add_hf(&plan, sf, embed_name, "token_embd.weight", hp.n_vocab, d, 0, t, err)) != ES_OK) goto done;
-    const size_t n_suffix = hp.qkv_bias ? 12 : 9;
-    for (int il = 0; il < hp.n_layer; il++) {
-        for (size_t i = 0; i < n_suffix; i++) {
-            const hf_layer_tensor *k = &k_layer[i];
-            const int64_t rows = k->rows == 'd' ? d : k->rows == 'f' ? f : k->rows == 'q' ? qd : kvd;
-            const int64_t cols = k->cols == 'd' ? d : k->cols == 'f' ? f : k->cols == 'q' ? qd : 0;
-            char hn[160], gn[96];
-            snprintf(hn, sizeof hn, "model.layers.%d.%s", il, k->hf);
-            es_tensor_name(gn, sizeof gn, il, k->gg);
-            if ((st = add_hf(&plan, sf, hn, gn, rows, cols, k->permute ? perm : 0, t, err)) != ES_OK) goto done;
-        }
-    }
-    if ((st = add_hf(&plan, sf, "model.norm.weight", "output_norm.weight", d, 0, 0, t, err)) != ES_OK) goto done;
-    if (!tie && (st = add_hf(&plan, sf, "lm_head.weight", "output.weight", hp.n_vocab, d, 0, t, err)) != ES_OK) goto done;
-    /* Anything else in the checkpoint is not part of a llama / qwen2 model we understand: say so. */
-    for (int i = 0; i < es_st_n_tensors(sf); i++) {
-        const char *name = es_st_tensor_at(sf, i)->name;
-        if (!hf_known(name, hp.n_layer, n_suffix)) es_convert_logf(opts.log, opts.ud, 1, "ignoring tensor %s", name);
-    }
+    if ((st = plan_tensors(&plan, sf, &hp, embed_name, opts.out_type, opts.log, opts.ud, err)) != ES_OK) goto done;
 
     st = es_plan_write(&plan, w, out_path, opts.progress, opts.ud, err);
     if (st != ES_OK) goto done;
