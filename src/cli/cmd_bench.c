@@ -56,139 +56,222 @@ static double time_batch(es_ctx *c, int seq, int base, int k, int reps, int n_vo
     return t[reps / 2];
 }
 
-static int bench_model(int argc, char **argv) {
-    const char *model_path = NULL;
+/* ---- one model ---------------------------------------------------------------------------------- */
+
+/* bench model's options (k_usage_model). */
+typedef struct bm_opts {
+    const char *model_path;
+    int threads, n_prompt, n_gen, reps, bw_mib;
+    int ks[16], nk; /* the verification sizes timed */
+    bool json;
+    es_kv_type kv_type;
+    es_backend_kind backend;
+    int device;
+} bm_opts;
+
+/* What bench model measured, then what it derives for the report. */
+typedef struct bm_result {
+    double bw_gbs;       /* the host's memory read bandwidth; 0: not measured */
+    double prefill_s;    /* best of 3 prefills of n_prompt tokens */
+    double decode_s;     /* n_gen single-token steps */
+    double verify_s[16]; /* median of `reps` passes of ks[i] tokens */
+    /* derived (bm_summarize) */
+    double decode_tps, prefill_tps, weight_bytes, bound_tps, verify_k1_s;
+    char desc[256], devname[64];
+} bm_result;
+
+/* Reads argv into *o with the defaults. Returns -1 to go on, else the exit code: 0 after --help, 2 for
+ * a usage error. */
+static int bm_parse(int argc, char **argv, bm_opts *o) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = nc > 0 ? (int)nc : 1, n_prompt = 128, n_gen = 32, reps = 5, bw_mib = 512;
-    int ks[16] = {1, 2, 4, 8, 16, 32, 64}, nk = 7;
-    bool json = false;
-    es_kv_type kv_type = ES_KV_F16;
-    es_backend_kind backend = ES_BACKEND_CPU;
-    int device = 0;
+    *o = (bm_opts){.threads = nc > 0 ? (int)nc : 1, .n_prompt = 128, .n_gen = 32, .reps = 5, .bw_mib = 512,
+                   .ks = {1, 2, 4, 8, 16, 32, 64}, .nk = 7, .kv_type = ES_KV_F16, .backend = ES_BACKEND_CPU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
-        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--json")) { o->json = true; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: %s\n", k_usage_model); return 0; }
         if (!v) return cli_usage_error("bench", k_usage_model, "unknown option or missing value: '%s'", a);
         i++;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error("bench", k_usage_model, "bad --threads '%s'", v); threads = (int)lv; }
-        else if (!strcmp(a, "--n-prompt")) { if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error("bench", k_usage_model, "bad --n-prompt '%s'", v); n_prompt = (int)lv; }
-        else if (!strcmp(a, "--n-gen")) { if (!cli_parse_long(v, 1, 100000, &lv)) return cli_usage_error("bench", k_usage_model, "bad --n-gen '%s'", v); n_gen = (int)lv; }
-        else if (!strcmp(a, "--reps")) { if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error("bench", k_usage_model, "bad --reps '%s'", v); reps = (int)lv; }
-        else if (!strcmp(a, "--bw-mib")) { if (!cli_parse_long(v, 0, 65536, &lv)) return cli_usage_error("bench", k_usage_model, "bad --bw-mib '%s'", v); bw_mib = (int)lv; }
-        else if (!strcmp(a, "--ks")) { if ((nk = parse_list(v, ks, 16)) <= 0) return cli_usage_error("bench", k_usage_model, "bad --ks '%s'", v); }
-        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &kv_type)) return cli_usage_error("bench", k_usage_model, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
-        else if (!strcmp(a, "--device")) { if (!cli_parse_device(v, &backend, &device)) return cli_usage_error("bench", k_usage_model, "bad --device '%s' (cpu, vulkan or vulkan:N)", v); }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model_path = v;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error("bench", k_usage_model, "bad --threads '%s'", v); o->threads = (int)lv; }
+        else if (!strcmp(a, "--n-prompt")) { if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error("bench", k_usage_model, "bad --n-prompt '%s'", v); o->n_prompt = (int)lv; }
+        else if (!strcmp(a, "--n-gen")) { if (!cli_parse_long(v, 1, 100000, &lv)) return cli_usage_error("bench", k_usage_model, "bad --n-gen '%s'", v); o->n_gen = (int)lv; }
+        else if (!strcmp(a, "--reps")) { if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error("bench", k_usage_model, "bad --reps '%s'", v); o->reps = (int)lv; }
+        else if (!strcmp(a, "--bw-mib")) { if (!cli_parse_long(v, 0, 65536, &lv)) return cli_usage_error("bench", k_usage_model, "bad --bw-mib '%s'", v); o->bw_mib = (int)lv; }
+        else if (!strcmp(a, "--ks")) { if ((o->nk = parse_list(v, o->ks, 16)) <= 0) return cli_usage_error("bench", k_usage_model, "bad --ks '%s'", v); }
+        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error("bench", k_usage_model, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
+        else if (!strcmp(a, "--device")) { if (!cli_parse_device(v, &o->backend, &o->device)) return cli_usage_error("bench", k_usage_model, "bad --device '%s' (cpu, vulkan or vulkan:N)", v); }
         else return cli_usage_error("bench", k_usage_model, "unknown option '%s'", a);
     }
-    if (!model_path) return cli_usage_error("bench", k_usage_model, "a model is required (-m MODEL.gguf)");
+    if (!o->model_path) return cli_usage_error("bench", k_usage_model, "a model is required (-m MODEL.gguf)");
+    if (o->backend != ES_BACKEND_CPU) o->bw_mib = 0; /* the host's memory bandwidth bounds nothing on a device */
+    return -1;
+}
+
+/* Loads the model and a context sized for the longest batch (the prompt or the largest k) and the
+ * whole run. Returns 0, else 1 after saying why. */
+static int bm_open(const bm_opts *o, es_model **m, es_ctx **c) {
     es_model_params mp = cli_model_params();
     mp.progress = cli_progress;
-    mp.no_repack = mp.no_repack || backend != ES_BACKEND_CPU; /* a device reads the file's layout */
-    char devname[64] = "cpu";
-    if (backend == ES_BACKEND_VULKAN) snprintf(devname, sizeof devname, "vulkan:%d", device);
-    if (backend != ES_BACKEND_CPU) {
-        bw_mib = 0; /* the host's memory bandwidth bounds nothing on a device */
-        cli_keep_vulkan_driver();
-    }
-    es_model *m = NULL;
+    mp.no_repack = mp.no_repack || o->backend != ES_BACKEND_CPU; /* a device reads the file's layout */
+    if (o->backend != ES_BACKEND_CPU) cli_keep_vulkan_driver();
     es_err err = {{0}};
-    if (es_model_load(model_path, &mp, &m, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
+    if (es_model_load(o->model_path, &mp, m, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
     int kmax = 1;
-    for (int i = 0; i < nk; i++) if (ks[i] > kmax) kmax = ks[i];
+    for (int i = 0; i < o->nk; i++) if (o->ks[i] > kmax) kmax = o->ks[i];
     es_ctx_params cp = es_ctx_default_params();
-    cp.n_threads = threads;
-    cp.n_batch_max = n_prompt > kmax ? n_prompt : kmax;
+    cp.n_threads = o->threads;
+    cp.n_batch_max = o->n_prompt > kmax ? o->n_prompt : kmax;
     cp.n_logits_max = 1;
-    cp.n_ctx = n_prompt + n_gen + kmax + 8;
-    cp.kv_type = kv_type;
-    cp.backend = backend;
-    cp.device = device;
-    if (cp.n_ctx > es_model_n_ctx_train(m) && es_model_n_ctx_train(m) >= n_prompt + kmax + 8) cp.n_ctx = es_model_n_ctx_train(m);
-    es_ctx *c = NULL;
-    if (es_ctx_init(m, &cp, &c, &err) != ES_OK) { es_model_free(m); return cli_error("bench", "%s", err.msg); }
-    const int nv = es_model_n_vocab(m);
-    int seq;
-    es_seq_open(c, &seq, &err);
-
-    double bw = bw_mib > 0 ? es_membw_read_gbs((size_t)bw_mib << 20, threads, 3) : 0;
-    /* prefill: best of 3 */
-    double pf_best = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t = time_batch(c, seq, 0, n_prompt, 1, nv);
-        if (t > 0 && t < pf_best) pf_best = t;
+    cp.n_ctx = o->n_prompt + o->n_gen + kmax + 8;
+    cp.kv_type = o->kv_type;
+    cp.backend = o->backend;
+    cp.device = o->device;
+    const int n_train = es_model_n_ctx_train(*m);
+    if (cp.n_ctx > n_train && n_train >= o->n_prompt + kmax + 8) cp.n_ctx = n_train;
+    if (es_ctx_init(*m, &cp, c, &err) != ES_OK) {
+        es_model_free(*m);
+        *m = NULL;
+        return cli_error("bench", "%s", err.msg);
     }
-    /* leave a real prefix in the cache for decode and verify measurements */
+    return 0;
+}
+
+/* Decodes a fixed prompt of n_prompt tokens into `seq`: the prefix the decode and verify timings
+ * extend. */
+static void bm_fill_prefix(es_ctx *c, int seq, int n_prompt, int n_vocab) {
     int32_t *ptok = malloc((size_t)n_prompt * sizeof *ptok), *ppos = malloc((size_t)n_prompt * sizeof *ppos), *psq = malloc((size_t)n_prompt * sizeof *psq);
-    for (int i = 0; i < n_prompt; i++) { ptok[i] = (int32_t)((i * 37 + 11) % nv); ppos[i] = i; psq[i] = seq; }
+    for (int i = 0; i < n_prompt; i++) { ptok[i] = (int32_t)((i * 37 + 11) % n_vocab); ppos[i] = i; psq[i] = seq; }
     es_batch pb = {n_prompt, ptok, ppos, psq, NULL, NULL, NULL};
+    es_err err;
     es_decode(c, &pb, &err);
-    /* decode: n_gen single steps */
+    free(ptok); free(ppos); free(psq);
+}
+
+/* Seconds of n_gen single-token steps after the prefix; the steps are truncated away again. */
+static double bm_time_decode(es_ctx *c, int seq, int n_prompt, int n_gen, int n_vocab) {
+    es_err err;
     double t0 = cli_now();
     for (int i = 0; i < n_gen; i++) {
-        int32_t t = (int32_t)((i * 17 + 5) % nv), p = n_prompt + i;
+        int32_t t = (int32_t)((i * 17 + 5) % n_vocab), p = n_prompt + i;
         es_batch b = {1, &t, &p, &seq, NULL, NULL, NULL};
         if (es_decode(c, &b, &err) != ES_OK) break;
     }
     double dec_s = cli_now() - t0;
     es_seq_truncate(c, seq, n_prompt, &err);
-    double kt[16] = {0};
-    for (int i = 0; i < nk; i++) kt[i] = time_batch(c, seq, n_prompt, ks[i], reps, nv);
-    double k1 = kt[0];
-    for (int i = 0; i < nk; i++) if (ks[i] == 1) k1 = kt[i];
+    return dec_s;
+}
 
-    const double dec_tps = n_gen / dec_s, pf_tps = n_prompt / pf_best;
-    const double bytes = (double)es_model_weight_bytes(m);
-    const double bound = bw > 0 ? bw * 1e9 / bytes : 0;
-    char desc[256];
-    es_model_desc(m, desc, sizeof desc);
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", model_path);
-        cJSON_AddStringToObject(j, "model_desc", desc);
-        cJSON_AddNumberToObject(j, "threads", threads);
-        cJSON_AddStringToObject(j, "device", devname);
-        cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(kv_type));
-        cJSON_AddNumberToObject(j, "kv_bytes_per_token", (double)es_ctx_kv_bytes_per_token(m, kv_type));
-        cJSON_AddNumberToObject(j, "weight_bytes_per_token", bytes);
-        cJSON_AddNumberToObject(j, "memory_bandwidth_gbs", bw);
-        cJSON_AddNumberToObject(j, "decode_tokens_per_second", dec_tps);
-        cJSON_AddNumberToObject(j, "decode_bound_tokens_per_second", bound);
-        cJSON_AddNumberToObject(j, "decode_fraction_of_bound", bound > 0 ? dec_tps / bound : 0);
-        cJSON_AddNumberToObject(j, "prefill_tokens", n_prompt);
-        cJSON_AddNumberToObject(j, "prefill_tokens_per_second", pf_tps);
-        cJSON *arr = cJSON_CreateArray();
-        for (int i = 0; i < nk; i++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "k", ks[i]);
-            cJSON_AddNumberToObject(o, "ms", kt[i] * 1e3);
-            cJSON_AddNumberToObject(o, "cost_vs_k1", kt[i] / k1);
-            cJSON_AddNumberToObject(o, "tokens_per_second", ks[i] / kt[i]);
-            cJSON_AddItemToArray(arr, o);
-        }
-        cJSON_AddItemToObject(j, "verify", arr);
-        char *s = cJSON_PrintUnformatted(j);
-        puts(s);
-        free(s);
-        cJSON_Delete(j);
-    } else {
-        printf("model      %s\n           %s\nthreads    %d\ndevice     %s\n", model_path, desc, threads, devname);
-        printf("kv cache   %s, %lld bytes per token\n", es_kv_type_name(kv_type), (long long)es_ctx_kv_bytes_per_token(m, kv_type));
-        printf("bandwidth  %.1f GB/s read -> decode bound %.1f tok/s (%.1f MB per token)\n", bw, bound, bytes / 1e6);
-        printf("decode     %.2f tok/s (%.0f%% of the bound)\n", dec_tps, bound > 0 ? 100 * dec_tps / bound : 0);
-        printf("prefill    %.2f tok/s (%d tokens)\n", pf_tps, n_prompt);
-        printf("verify     k  ms       cost/k1  tok/s\n");
-        for (int i = 0; i < nk; i++) printf("           %-3d%-9.2f%-9.2f%.1f\n", ks[i], kt[i] * 1e3, kt[i] / k1, ks[i] / kt[i]);
+/* The measurements, in order: bandwidth, prefill, decode, then one verification pass per k. */
+static void bm_measure(es_ctx *c, const bm_opts *o, int n_vocab, bm_result *r) {
+    es_err err;
+    int seq;
+    es_seq_open(c, &seq, &err);
+    r->bw_gbs = o->bw_mib > 0 ? es_membw_read_gbs((size_t)o->bw_mib << 20, o->threads, 3) : 0;
+    /* prefill: best of 3 */
+    r->prefill_s = 1e30;
+    for (int i = 0; i < 3; i++) {
+        double t = time_batch(c, seq, 0, o->n_prompt, 1, n_vocab);
+        if (t > 0 && t < r->prefill_s) r->prefill_s = t;
     }
-    free(ptok); free(ppos); free(psq);
+    /* leave a real prefix in the cache for decode and verify measurements */
+    bm_fill_prefix(c, seq, o->n_prompt, n_vocab);
+    /* decode: n_gen single steps */
+    r->decode_s = bm_time_decode(c, seq, o->n_prompt, o->n_gen, n_vocab);
+    for (int i = 0; i < o->nk; i++) r->verify_s[i] = time_batch(c, seq, o->n_prompt, o->ks[i], o->reps, n_vocab);
+}
+
+/* Rates, the bandwidth bound (every weight read once per decoded token) and the k = 1 reference. */
+static void bm_summarize(const es_model *m, const bm_opts *o, bm_result *r) {
+    r->decode_tps = o->n_gen / r->decode_s;
+    r->prefill_tps = o->n_prompt / r->prefill_s;
+    r->weight_bytes = (double)es_model_weight_bytes(m);
+    r->bound_tps = r->bw_gbs > 0 ? r->bw_gbs * 1e9 / r->weight_bytes : 0;
+    r->verify_k1_s = r->verify_s[0];
+    for (int i = 0; i < o->nk; i++) if (o->ks[i] == 1) r->verify_k1_s = r->verify_s[i];
+    es_model_desc(m, r->desc, sizeof r->desc);
+    snprintf(r->devname, sizeof r->devname, "cpu");
+    if (o->backend == ES_BACKEND_VULKAN) snprintf(r->devname, sizeof r->devname, "vulkan:%d", o->device);
+}
+
+static void bm_print_json(const es_model *m, const bm_opts *o, const bm_result *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", o->model_path);
+    cJSON_AddStringToObject(j, "model_desc", r->desc);
+    cJSON_AddNumberToObject(j, "threads", o->threads);
+    cJSON_AddStringToObject(j, "device", r->devname);
+    cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(o->kv_type));
+    cJSON_AddNumberToObject(j, "kv_bytes_per_token", (double)es_ctx_kv_bytes_per_token(m, o->kv_type));
+    cJSON_AddNumberToObject(j, "weight_bytes_per_token", r->weight_bytes);
+    cJSON_AddNumberToObject(j, "memory_bandwidth_gbs", r->bw_gbs);
+    cJSON_AddNumberToObject(j, "decode_tokens_per_second", r->decode_tps);
+    cJSON_AddNumberToObject(j, "decode_bound_tokens_per_second", r->bound_tps);
+    cJSON_AddNumberToObject(j, "decode_fraction_of_bound", r->bound_tps > 0 ? r->decode_tps / r->bound_tps : 0);
+    cJSON_AddNumberToObject(j, "prefill_tokens", o->n_prompt);
+    cJSON_AddNumberToObject(j, "prefill_tokens_per_second", r->prefill_tps);
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < o->nk; i++) {
+        cJSON *v = cJSON_CreateObject();
+        cJSON_AddNumberToObject(v, "k", o->ks[i]);
+        cJSON_AddNumberToObject(v, "ms", r->verify_s[i] * 1e3);
+        cJSON_AddNumberToObject(v, "cost_vs_k1", r->verify_s[i] / r->verify_k1_s);
+        cJSON_AddNumberToObject(v, "tokens_per_second", o->ks[i] / r->verify_s[i]);
+        cJSON_AddItemToArray(arr, v);
+    }
+    cJSON_AddItemToObject(j, "verify", arr);
+    char *s = cJSON_PrintUnformatted(j);
+    puts(s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void bm_print_text(const es_model *m, const bm_opts *o, const bm_result *r) {
+    printf("model      %s\n           %s\nthreads    %d\ndevice     %s\n", o->model_path, r->desc, o->threads, r->devname);
+    printf("kv cache   %s, %lld bytes per token\n", es_kv_type_name(o->kv_type), (long long)es_ctx_kv_bytes_per_token(m, o->kv_type));
+    printf("bandwidth  %.1f GB/s read -> decode bound %.1f tok/s (%.1f MB per token)\n", r->bw_gbs, r->bound_tps, r->weight_bytes / 1e6);
+    printf("decode     %.2f tok/s (%.0f%% of the bound)\n", r->decode_tps, r->bound_tps > 0 ? 100 * r->decode_tps / r->bound_tps : 0);
+    printf("prefill    %.2f tok/s (%d tokens)\n", r->prefill_tps, o->n_prompt);
+    printf("verify     k  ms       cost/k1  tok/s\n");
+    for (int i = 0; i < o->nk; i++)
+        printf("           %-3d%-9.2f%-9.2f%.1f\n", o->ks[i], r->verify_s[i] * 1e3, r->verify_s[i] / r->verify_k1_s, o->ks[i] / r->verify_s[i]);
+}
+
+static int bench_model(int argc, char **argv) {
+    bm_opts o;
+    const int prc = bm_parse(argc, argv, &o);
+    if (prc >= 0) return prc;
+    es_model *m = NULL;
+    es_ctx *c = NULL;
+    const int orc = bm_open(&o, &m, &c);
+    if (orc != 0) return orc;
+    bm_result r = {0};
+    bm_measure(c, &o, es_model_n_vocab(m), &r);
+    bm_summarize(m, &o, &r);
+    if (o.json) bm_print_json(m, &o, &r);
+    else bm_print_text(m, &o, &r);
     es_ctx_free(c);
     es_model_free(m);
     return 0;
 }
 
 /* ---- speculative side by side ------------------------------------------------------------------ */
+
+/* bench spec's options (k_usage_spec). */
+typedef struct spec_opts {
+    const char *target_path, *drafts_arg, *prompts_path, *alphas_arg;
+    int threads, n_gen, n_prompts, draft_max, tb, td, tw; /* tb, td, tw: the tree's budget, depth, width */
+    bool json;
+    es_kv_type kv_type;
+    char prompts_default[4096]; /* prompts_path when --prompts is not given */
+} spec_opts;
+
+/* The prompts every case runs, tokenized with the target's tokenizer. */
+typedef struct spec_prompts {
+    int32_t **tok;
+    int *n;
+    int count;
+} spec_prompts;
 
 typedef struct spec_case {
     const char *draft;    /* NULL: target only */
@@ -201,22 +284,39 @@ typedef struct spec_result {
     long tokens, rounds, drafted, accepted;
 } spec_result;
 
-static int run_case(es_model *target, es_model *draft, const spec_case *sc, int threads, es_kv_type kv_type, int n_gen, int32_t **prompts,
-                    const int *np, int n_prompts, int draft_max, int tb, int td, int tw, spec_result *res) {
+/* What every row of the table shares: the options, the target and its prompts, the synthetic
+ * acceptance rates asked for, the target-only speed the rows compare with, and the JSON rows. */
+typedef struct spec_run {
+    const spec_opts *o;
+    es_model_params mp;
+    es_model *target;
+    const spec_prompts *prompts;
+    double alphas[8];
+    int na; /* 0: real acceptance */
+    double base_tps;
+    cJSON *rows;
+} spec_run;
+
+/* One case over every prompt: a fresh target and draft context, one verifier and drafter per prompt.
+ * The sums go into *res; a failure is reported and ends the case with what it has. */
+static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, spec_result *res) {
+    const spec_opts *o = sr->o;
+    es_model *target = sr->target;
+    const spec_prompts *pr = sr->prompts;
     memset(res, 0, sizeof *res);
     es_err err = {{0}};
     es_ctx_params cp = es_ctx_default_params();
-    cp.n_threads = threads;
+    cp.n_threads = o->threads;
     cp.n_batch_max = ES_SPEC_MAX_NODES + 1;
-    cp.kv_type = kv_type;
+    cp.kv_type = o->kv_type;
     es_ctx *tc = NULL, *dc = NULL;
     if (es_ctx_init(target, &cp, &tc, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
     es_model *dm = draft ? draft : target;
     if (es_ctx_init(dm, &cp, &dc, &err) != ES_OK) { es_ctx_free(tc); return cli_error("bench", "%s", err.msg); }
     int n_ctx = es_model_n_ctx_train(target) < es_model_n_ctx_train(dm) ? es_model_n_ctx_train(target) : es_model_n_ctx_train(dm);
-    int32_t *out = malloc((size_t)n_gen * sizeof *out);
+    int32_t *out = malloc((size_t)o->n_gen * sizeof *out);
     const int32_t stops[2] = {es_tokenizer_bos(es_model_tokenizer(target)), es_tokenizer_eos(es_model_tokenizer(target))};
-    for (int p = 0; p < n_prompts; p++) {
+    for (int p = 0; p < pr->count; p++) {
         int ts, ds;
         es_seq_open(tc, &ts, &err);
         es_seq_open(dc, &ds, &err);
@@ -225,11 +325,11 @@ static int run_case(es_model *target, es_model *draft, const spec_case *sc, int 
         vp.sampling.repeat_penalty = 1.0f;
         es_drafter_params dp = es_drafter_default_params();
         dp.mode = sc->mode;
-        dp.k_max = draft ? draft_max : 1;
+        dp.k_max = draft ? o->draft_max : 1;
         dp.adaptive = sc->alpha < 0;
-        dp.tree_budget = tb;
-        dp.tree_depth = td;
-        dp.tree_width = tw;
+        dp.tree_budget = o->tb;
+        dp.tree_depth = o->td;
+        dp.tree_width = o->tw;
         es_verifier *v = NULL;
         es_drafter *d = NULL;
         es_spec_stats st;
@@ -242,12 +342,12 @@ static int run_case(es_model *target, es_model *draft, const spec_case *sc, int 
         es_status s;
         if (!draft) {
             /* no drafter work at all: verify empty trees */
-            s = es_verifier_prefill(v, prompts[p], np[p] - 1, &err);
+            s = es_verifier_prefill(v, pr->tok[p], pr->n[p] - 1, &err);
             es_spec_tree *tree = calloc(1, sizeof *tree);
             es_spec_verdict vd;
-            int32_t root = prompts[p][np[p] - 1];
+            int32_t root = pr->tok[p][pr->n[p] - 1];
             int n = 0;
-            while (s == ES_OK && n < n_gen && np[p] + n < n_ctx) {
+            while (s == ES_OK && n < o->n_gen && pr->n[p] + n < n_ctx) {
                 s = es_verifier_verify(v, root, tree, &vd, &err);
                 root = vd.bonus;
                 n++;
@@ -257,7 +357,7 @@ static int run_case(es_model *target, es_model *draft, const spec_case *sc, int 
             free(tree);
             res->tokens += n;
         } else {
-            s = es_spec_generate(d, v, prompts[p], np[p], n_gen, n_ctx, stops, 2, out, &st, NULL, NULL, &err);
+            s = es_spec_generate(d, v, pr->tok[p], pr->n[p], o->n_gen, n_ctx, stops, 2, out, &st, NULL, NULL, &err);
             res->tokens += st.n_generated;
             res->rounds += st.rounds;
             res->drafted += st.drafted;
@@ -276,152 +376,203 @@ static int run_case(es_model *target, es_model *draft, const spec_case *sc, int 
     return 0;
 }
 
-static int bench_spec(int argc, char **argv) {
-    const char *target_path = NULL, *drafts_arg = NULL, *prompts_path = NULL, *alphas_arg = NULL;
+/* Reads argv (argv[1] == "spec") into *o with the defaults. Returns -1 to go on, else the exit code:
+ * 0 after --help, 2 for a usage error. */
+static int spec_parse(int argc, char **argv, spec_opts *o) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = nc > 0 ? (int)nc : 1, n_gen = 128, n_prompts = 8, draft_max = 8, tb = 8, td = 8, tw = 4;
-    bool json = false;
-    es_kv_type kv_type = ES_KV_F16;
+    *o = (spec_opts){.threads = nc > 0 ? (int)nc : 1, .n_gen = 128, .n_prompts = 8, .draft_max = 8, .tb = 8, .td = 8, .tw = 4,
+                     .kv_type = ES_KV_F16};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
-        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--json")) { o->json = true; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: %s\n", k_usage_spec); return 0; }
         if (!v) return cli_usage_error("bench", k_usage_spec, "unknown option or missing value: '%s'", a);
         i++;
 #define INTOPT(name, var, lo, hi) else if (!strcmp(a, name)) { if (!cli_parse_long(v, lo, hi, &lv)) return cli_usage_error("bench", k_usage_spec, "bad %s '%s'", name, v); var = (int)lv; }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) target_path = v;
-        else if (!strcmp(a, "--draft")) drafts_arg = v;
-        else if (!strcmp(a, "--prompts")) prompts_path = v;
-        else if (!strcmp(a, "--synthetic")) alphas_arg = v;
-        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &kv_type)) return cli_usage_error("bench", k_usage_spec, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
-        INTOPT("--threads", threads, 1, 512)
-        INTOPT("-t", threads, 1, 512)
-        INTOPT("--n-gen", n_gen, 1, 100000)
-        INTOPT("--n-prompts", n_prompts, 1, 10000)
-        INTOPT("--draft-max", draft_max, 1, 64)
-        INTOPT("--tree-budget", tb, 1, ES_SPEC_MAX_NODES)
-        INTOPT("--tree-depth", td, 1, 64)
-        INTOPT("--tree-width", tw, 1, 64)
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->target_path = v;
+        else if (!strcmp(a, "--draft")) o->drafts_arg = v;
+        else if (!strcmp(a, "--prompts")) o->prompts_path = v;
+        else if (!strcmp(a, "--synthetic")) o->alphas_arg = v;
+        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error("bench", k_usage_spec, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
+        INTOPT("--threads", o->threads, 1, 512)
+        INTOPT("-t", o->threads, 1, 512)
+        INTOPT("--n-gen", o->n_gen, 1, 100000)
+        INTOPT("--n-prompts", o->n_prompts, 1, 10000)
+        INTOPT("--draft-max", o->draft_max, 1, 64)
+        INTOPT("--tree-budget", o->tb, 1, ES_SPEC_MAX_NODES)
+        INTOPT("--tree-depth", o->td, 1, 64)
+        INTOPT("--tree-width", o->tw, 1, 64)
         else return cli_usage_error("bench", k_usage_spec, "unknown option '%s'", a);
 #undef INTOPT
     }
-    if (!target_path || !drafts_arg) return cli_usage_error("bench", k_usage_spec, "-m TARGET and --draft DRAFT are required");
-    char pdefault[4096];
-    if (!prompts_path) {
-        snprintf(pdefault, sizeof pdefault, "%s/../prompts/stories.txt", cli_models_dir());
-        prompts_path = pdefault;
+    if (!o->target_path || !o->drafts_arg) return cli_usage_error("bench", k_usage_spec, "-m TARGET and --draft DRAFT are required");
+    if (!o->prompts_path) {
+        snprintf(o->prompts_default, sizeof o->prompts_default, "%s/../prompts/stories.txt", cli_models_dir());
+        o->prompts_path = o->prompts_default;
     }
-    es_model_params mp = cli_model_params();
+    return -1;
+}
+
+/* The first `max` non-empty lines of `path`, tokenized. Returns 0, or -1 when the file cannot be read. */
+static int spec_load_prompts(const char *path, const es_tokenizer *tok, int max, spec_prompts *p) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    p->tok = calloc((size_t)max, sizeof *p->tok);
+    p->n = calloc((size_t)max, sizeof *p->n);
     es_err err = {{0}};
-    es_model *target = NULL;
-    if (es_model_load(target_path, &mp, &target, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
-    const es_tokenizer *tok = es_model_tokenizer(target);
-    /* prompts */
-    FILE *f = fopen(prompts_path, "r");
-    if (!f) { es_model_free(target); return cli_error("bench", "cannot read prompts from %s", prompts_path); }
-    int32_t *prompts[10000];
-    int np[10000], n = 0;
     char line[4096];
-    while (n < n_prompts && fgets(line, sizeof line, f)) {
+    while (p->tok && p->n && p->count < max && fgets(line, sizeof line, f)) {
         size_t l = strcspn(line, "\r\n");
         line[l] = 0;
         if (!l) continue;
-        prompts[n] = malloc((l + 8) * sizeof(int32_t));
-        es_tokenize(tok, line, l, true, false, prompts[n], (int)l + 8, &np[n], &err);
-        n++;
+        p->tok[p->count] = malloc((l + 8) * sizeof(int32_t));
+        es_tokenize(tok, line, l, true, false, p->tok[p->count], (int)l + 8, &p->n[p->count], &err);
+        p->count++;
     }
     fclose(f);
-    n_prompts = n;
+    return p->tok && p->n ? 0 : -1;
+}
 
+static void spec_free_prompts(spec_prompts *p) {
+    for (int i = 0; i < p->count; i++) free(p->tok[i]);
+    free(p->tok);
+    free(p->n);
+}
+
+/* --synthetic A1[,A2...] into sr->alphas (at most 8). Returns -1 to go on, else 2 after a usage error. */
+static int spec_parse_alphas(const char *arg, spec_run *sr) {
+    sr->na = 0;
+    if (!arg) return -1;
+    char abuf[256];
+    snprintf(abuf, sizeof abuf, "%s", arg);
+    for (char *t = strtok(abuf, ","); t && sr->na < 8; t = strtok(NULL, ",")) {
+        double a;
+        if (!cli_parse_float(t, 0, 1, &a)) return cli_usage_error("bench", k_usage_spec, "bad --synthetic '%s'", t);
+        sr->alphas[sr->na++] = a;
+    }
+    return -1;
+}
+
+/* The first row: the target alone, the speed every other row is compared with (sr->base_tps). */
+static void spec_run_baseline(spec_run *sr) {
+    spec_result base;
+    spec_case none = {NULL, ES_DRAFT_CHAIN, -1};
+    run_case(sr, NULL, &none, &base);
+    sr->base_tps = base.tokens / base.seconds;
+    if (!sr->o->json) printf("%-40s %-6s %-6s %8s %8s %8s %8s\n", "draft", "mode", "alpha", "tok/s", "speedup", "acc.len", "E_k");
+    if (!sr->o->json) printf("%-40s %-6s %-6s %8.2f %8.2f %8s %8s\n", "(target only)", "-", "-", sr->base_tps, 1.0, "1.00", "-");
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "draft", "none");
+    cJSON_AddNumberToObject(b, "tokens_per_second", sr->base_tps);
+    cJSON_AddNumberToObject(b, "tokens", (double)base.tokens);
+    cJSON_AddItemToArray(sr->rows, b);
+}
+
+/* One row: a draft in one mode at one acceptance rate (ai: its index in sr->alphas, synthetic runs
+ * only). E_k is the expected tokens per chain round of k = --draft-max at that rate. */
+static void spec_add_row(spec_run *sr, const char *dname, int mode, int ai, const spec_result *r) {
+    const int na = sr->na;
+    const double tps = r->tokens / r->seconds, al = r->rounds ? 1.0 + (double)r->accepted / r->rounds : 0;
+    const double alpha = na ? sr->alphas[ai] : (r->drafted ? (double)r->accepted / r->drafted : 0);
+    const int k = sr->o->draft_max;
+    const double ek = alpha < 1 ? (1 - pow(alpha, k + 1)) / (1 - alpha) : k + 1;
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "draft", dname);
+    cJSON_AddStringToObject(row, "mode", mode ? "tree" : "chain");
+    cJSON_AddBoolToObject(row, "synthetic", na > 0);
+    if (na) cJSON_AddNumberToObject(row, "synthetic_alpha", sr->alphas[ai]);
+    cJSON_AddNumberToObject(row, "tokens_per_second", tps);
+    cJSON_AddNumberToObject(row, "speedup", tps / sr->base_tps);
+    cJSON_AddNumberToObject(row, "acceptance_length", al);
+    cJSON_AddNumberToObject(row, "acceptance_rate", r->drafted ? (double)r->accepted / r->drafted : 0);
+    cJSON_AddNumberToObject(row, "expected_chain_tokens_per_round", ek);
+    cJSON_AddNumberToObject(row, "rounds", (double)r->rounds);
+    cJSON_AddNumberToObject(row, "tokens", (double)r->tokens);
+    cJSON_AddItemToArray(sr->rows, row);
+    if (!sr->o->json) {
+        char as[16];
+        snprintf(as, sizeof as, na ? "%.2f" : "real", sr->alphas[na ? ai : 0]);
+        printf("%-40s %-6s %-6s %8.2f %8.2f %8.2f %8.2f\n", dname, mode ? "tree" : "chain", as, tps, tps / sr->base_tps, al, ek);
+    }
+}
+
+/* Every row of one draft: chain and tree at its real acceptance, or a chain at each synthetic rate.
+ * A draft that does not load or does not share the target's vocabulary is reported and skipped. */
+static void spec_run_draft(spec_run *sr, const char *dname) {
+    es_err err = {{0}};
+    es_model *dm = NULL;
+    if (es_model_load(dname, &sr->mp, &dm, &err) != ES_OK) { cli_error("bench", "%s", err.msg); return; }
+    if (es_spec_check_vocab(es_model_tokenizer(sr->target), es_model_tokenizer(dm), &err) != ES_OK) {
+        cli_error("bench", "%s: %s", dname, err.msg);
+        es_model_free(dm);
+        return;
+    }
+    const int na = sr->na, n_alpha = na ? na : 1;
+    for (int ai = 0; ai < n_alpha; ai++)
+        /* Synthetic acceptance flips one coin per depth on the first child only, so a tree would be a
+           chain with wasted verify rows: synthetic runs measure chains (as vLLM's synthetic sampler). */
+        for (int mode = 0; mode < (na ? 1 : 2); mode++) {
+            spec_case sc = {dname, (es_draft_mode)mode, na ? sr->alphas[ai] : -1};
+            spec_result r;
+            run_case(sr, dm, &sc, &r);
+            spec_add_row(sr, dname, mode, ai, &r);
+        }
+    es_model_free(dm);
+}
+
+/* The run's settings and its rows (sr->rows moves into the printed object). */
+static void spec_print_json(spec_run *sr) {
+    const spec_opts *o = sr->o;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "target", o->target_path);
+    cJSON_AddNumberToObject(j, "threads", o->threads);
+    cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(o->kv_type));
+    cJSON_AddNumberToObject(j, "n_gen", o->n_gen);
+    cJSON_AddNumberToObject(j, "n_prompts", sr->prompts->count);
+    cJSON_AddNumberToObject(j, "draft_max", o->draft_max);
+    cJSON_AddNumberToObject(j, "tree_budget", o->tb);
+    cJSON_AddNumberToObject(j, "tree_depth", o->td);
+    cJSON_AddNumberToObject(j, "tree_width", o->tw);
+    cJSON_AddItemToObject(j, "results", sr->rows);
+    sr->rows = NULL;
+    char *s = cJSON_PrintUnformatted(j);
+    puts(s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static int bench_spec(int argc, char **argv) {
+    spec_opts o;
+    int rc = spec_parse(argc, argv, &o);
+    if (rc >= 0) return rc;
+    spec_run sr = {.o = &o, .mp = cli_model_params()};
+    es_err err = {{0}};
+    if (es_model_load(o.target_path, &sr.mp, &sr.target, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
+    spec_prompts prompts = {0};
+    if (spec_load_prompts(o.prompts_path, es_model_tokenizer(sr.target), o.n_prompts, &prompts) != 0) {
+        spec_free_prompts(&prompts);
+        es_model_free(sr.target);
+        return cli_error("bench", "cannot read prompts from %s", o.prompts_path);
+    }
+    sr.prompts = &prompts;
     char dbuf[2048];
-    snprintf(dbuf, sizeof dbuf, "%s", drafts_arg);
+    snprintf(dbuf, sizeof dbuf, "%s", o.drafts_arg);
     const char *dnames[16];
     int nd = 0;
     for (char *t = strtok(dbuf, ","); t && nd < 16; t = strtok(NULL, ",")) dnames[nd++] = t;
-    double alphas[8];
-    int na = 0;
-    if (alphas_arg) {
-        char abuf[256];
-        snprintf(abuf, sizeof abuf, "%s", alphas_arg);
-        for (char *t = strtok(abuf, ","); t && na < 8; t = strtok(NULL, ",")) {
-            double a;
-            if (!cli_parse_float(t, 0, 1, &a)) { es_model_free(target); return cli_usage_error("bench", k_usage_spec, "bad --synthetic '%s'", t); }
-            alphas[na++] = a;
-        }
+    rc = spec_parse_alphas(o.alphas_arg, &sr);
+    if (rc < 0) {
+        sr.rows = cJSON_CreateArray();
+        spec_run_baseline(&sr);
+        for (int di = 0; di < nd; di++) spec_run_draft(&sr, dnames[di]);
+        if (o.json) spec_print_json(&sr);
+        cJSON_Delete(sr.rows);
+        rc = 0;
     }
-
-    cJSON *rows = cJSON_CreateArray();
-    spec_result base;
-    spec_case none = {NULL, ES_DRAFT_CHAIN, -1};
-    run_case(target, NULL, &none, threads, kv_type, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &base);
-    const double base_tps = base.tokens / base.seconds;
-    if (!json) printf("%-40s %-6s %-6s %8s %8s %8s %8s\n", "draft", "mode", "alpha", "tok/s", "speedup", "acc.len", "E_k");
-    if (!json) printf("%-40s %-6s %-6s %8.2f %8.2f %8s %8s\n", "(target only)", "-", "-", base_tps, 1.0, "1.00", "-");
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "draft", "none");
-    cJSON_AddNumberToObject(b, "tokens_per_second", base_tps);
-    cJSON_AddNumberToObject(b, "tokens", (double)base.tokens);
-    cJSON_AddItemToArray(rows, b);
-    for (int di = 0; di < nd; di++) {
-        es_model *dm = NULL;
-        if (es_model_load(dnames[di], &mp, &dm, &err) != ES_OK) { cli_error("bench", "%s", err.msg); continue; }
-        if (es_spec_check_vocab(tok, es_model_tokenizer(dm), &err) != ES_OK) { cli_error("bench", "%s: %s", dnames[di], err.msg); es_model_free(dm); continue; }
-        const int n_alpha = na ? na : 1;
-        for (int ai = 0; ai < n_alpha; ai++)
-            /* Synthetic acceptance flips one coin per depth on the first child only, so a tree would be a
-               chain with wasted verify rows: synthetic runs measure chains (as vLLM's synthetic sampler). */
-            for (int mode = 0; mode < (na ? 1 : 2); mode++) {
-                spec_case sc = {dnames[di], (es_draft_mode)mode, na ? alphas[ai] : -1};
-                spec_result r;
-                run_case(target, dm, &sc, threads, kv_type, n_gen, prompts, np, n_prompts, draft_max, tb, td, tw, &r);
-                const double tps = r.tokens / r.seconds, al = r.rounds ? 1.0 + (double)r.accepted / r.rounds : 0;
-                const double alpha = na ? alphas[ai] : (r.drafted ? (double)r.accepted / r.drafted : 0);
-                const int k = draft_max;
-                const double ek = alpha < 1 ? (1 - pow(alpha, k + 1)) / (1 - alpha) : k + 1;
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "draft", dnames[di]);
-                cJSON_AddStringToObject(o, "mode", mode ? "tree" : "chain");
-                cJSON_AddBoolToObject(o, "synthetic", na > 0);
-                if (na) cJSON_AddNumberToObject(o, "synthetic_alpha", alphas[ai]);
-                cJSON_AddNumberToObject(o, "tokens_per_second", tps);
-                cJSON_AddNumberToObject(o, "speedup", tps / base_tps);
-                cJSON_AddNumberToObject(o, "acceptance_length", al);
-                cJSON_AddNumberToObject(o, "acceptance_rate", r.drafted ? (double)r.accepted / r.drafted : 0);
-                cJSON_AddNumberToObject(o, "expected_chain_tokens_per_round", ek);
-                cJSON_AddNumberToObject(o, "rounds", (double)r.rounds);
-                cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
-                cJSON_AddItemToArray(rows, o);
-                if (!json) {
-                    char as[16];
-                    snprintf(as, sizeof as, na ? "%.2f" : "real", alphas[na ? ai : 0]);
-                    printf("%-40s %-6s %-6s %8.2f %8.2f %8.2f %8.2f\n", dnames[di], mode ? "tree" : "chain", as, tps, tps / base_tps, al, ek);
-                }
-            }
-        es_model_free(dm);
-    }
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "target", target_path);
-        cJSON_AddNumberToObject(j, "threads", threads);
-        cJSON_AddStringToObject(j, "kv_type", es_kv_type_name(kv_type));
-        cJSON_AddNumberToObject(j, "n_gen", n_gen);
-        cJSON_AddNumberToObject(j, "n_prompts", n_prompts);
-        cJSON_AddNumberToObject(j, "draft_max", draft_max);
-        cJSON_AddNumberToObject(j, "tree_budget", tb);
-        cJSON_AddNumberToObject(j, "tree_depth", td);
-        cJSON_AddNumberToObject(j, "tree_width", tw);
-        cJSON_AddItemToObject(j, "results", rows);
-        char *s = cJSON_PrintUnformatted(j);
-        puts(s);
-        free(s);
-        cJSON_Delete(j);
-    } else {
-        cJSON_Delete(rows);
-    }
-    for (int i = 0; i < n_prompts; i++) free(prompts[i]);
-    es_model_free(target);
-    return 0;
+    spec_free_prompts(&prompts);
+    es_model_free(sr.target);
+    return rc;
 }
 
 int cmd_bench(int argc, char **argv) {

@@ -84,6 +84,18 @@ typedef struct bs_prompts {
     int count;
 } bs_prompts;
 
+/* One point of the sweep: a serving mode under a scheduling policy (es_sched_policy) and a KV layout
+ * (KV_*), with n_clients clients. */
+typedef struct bs_point {
+    int mode, policy, kv, n_clients;
+} bs_point;
+
+/* The models of a sweep: the server's target, the edges' draft, the server's own draft (server-spec;
+ * the edges' draft when both name the same file). NULL where no mode needs it. */
+typedef struct bs_models {
+    es_model *target, *draft, *server_draft;
+} bs_models;
+
 /* One client thread's job and results. */
 typedef struct bs_client {
     /* in */
@@ -109,6 +121,23 @@ typedef struct bs_client {
     int errors;
     char err[sizeof(((es_err *)0)->msg) + 16];
 } bs_client;
+
+/* What one point measured: the server's counters before and after, the clients' results summed. */
+typedef struct bs_outcome {
+    es_server_stats s0, s1; /* when the clients started and when the last one ended */
+    double wall_s, cpu_s;   /* the clients' wall time; the server's compute CPU time in it */
+    int dev_sessions;       /* what device_only admits at once */
+    long tokens, rounds, drafted, accepted, pro_attempts, pro_hits;
+    long early_frames, early_agreed, early_kept, early_ignored;
+    int64_t bytes;
+    double draft_s, ttft_sum;
+    int ttft_n, errors;
+    const char *first_err; /* the first failing client's message (points into its bs_client) */
+    double *itl;           /* every client's ITL samples (s) */
+    int n_itl;
+    double *leads;         /* every client's EARLY lead times (ms) */
+    int n_leads;
+} bs_outcome;
 
 static void on_tokens(void *ud, const int32_t *toks, int n, double t_s) {
     (void)toks;
@@ -226,41 +255,42 @@ static double percentile(double *v, int n, double q) {
     return v[i];
 }
 
-/* One (mode, clients) point: a fresh server, N client threads, results as a JSON object. */
-static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_clients, es_model *target, es_model *draft,
-                        es_model *server_draft, const bs_prompts *prompts) {
-    es_err err = {{0}};
-    /* device_only: as many sessions at once as their whole KV (longest prompt + n_gen) fits */
+/* How many sessions device_only admits at once: as many as their whole KV (longest prompt + n_gen,
+ * in blocks of 16 tokens) fits in --device-kv-memory; at least one. */
+static int device_sessions(const bs_opts *o, const es_model *target, const bs_prompts *prompts) {
     int max_prompt = 1;
     for (int i = 0; i < prompts->count; i++) max_prompt = prompts->n[i] > max_prompt ? prompts->n[i] : max_prompt;
     const int64_t per_block = 16 * es_ctx_kv_bytes_per_token(target, o->kv_type);
     const int64_t per_sess = (int64_t)((max_prompt + o->n_gen + 15) / 16 + 1) * per_block;
-    const int dev_sessions = per_sess > 0 && o->device_kv_memory / per_sess > 0 ? (int)(o->device_kv_memory / per_sess) : 1;
-    sem_t gate;
-    const bool gated = kv == KV_DEVICE_ONLY && sem_init(&gate, 0, (unsigned)dev_sessions) == 0;
+    return per_sess > 0 && o->device_kv_memory / per_sess > 0 ? (int)(o->device_kv_memory / per_sess) : 1;
+}
+
+/* The server of one point: on loopback, any free port, its scheduler set up for the point's mode,
+ * policy and KV layout. */
+static es_server_params point_server_params(const bs_opts *o, const bs_point *pt, const bs_models *ms) {
     es_server_params sp = es_server_default_params();
     sp.host = "127.0.0.1";
     sp.port = 0;
-    sp.target = target;
-    sp.target_tok = es_model_tokenizer(target);
+    sp.target = ms->target;
+    sp.target_tok = es_model_tokenizer(ms->target);
     sp.sched.n_threads = o->threads;
-    sp.sched.max_sessions = n_clients + 4;
+    sp.sched.max_sessions = pt->n_clients + 4;
     if (o->max_batch_tokens > 0) sp.sched.max_batch_tokens = o->max_batch_tokens;
     sp.sched.batch_window_ms = o->batch_window_ms;
-    sp.sched.policy = policy;
+    sp.sched.policy = pt->policy;
     sp.sched.kv_type = o->kv_type;
     sp.sched.backend = o->backend;
     sp.sched.device = o->device;
-    if (kv == KV_HYBRID) sp.sched.device_kv_memory_bytes = o->device_kv_memory;
-    if (kv == KV_DEVICE_ONLY) sp.sched.kv_memory_bytes = o->device_kv_memory;
+    if (pt->kv == KV_HYBRID) sp.sched.device_kv_memory_bytes = o->device_kv_memory;
+    if (pt->kv == KV_DEVICE_ONLY) sp.sched.kv_memory_bytes = o->device_kv_memory;
     if (o->knee_tokens) sp.sched.knee_tokens = o->knee_tokens;
-    if (mode == MODE_EDGE_EARLY) {
+    if (pt->mode == MODE_EDGE_EARLY) {
         memcpy(sp.sched.exit_layers, o->exit_layers, sizeof o->exit_layers);
         sp.sched.n_exit_layers = o->n_exit_layers;
         sp.sched.exit_file = o->exit_file;
     }
-    if (mode == MODE_SERVER_SPEC) {
-        sp.sched.draft = server_draft;
+    if (pt->mode == MODE_SERVER_SPEC) {
+        sp.sched.draft = ms->server_draft;
         sp.sched.draft_params = es_drafter_default_params();
         sp.sched.draft_params.mode = !strcmp(o->spec, "tree") ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
         sp.sched.draft_params.k_max = o->draft_max;
@@ -269,158 +299,194 @@ static cJSON *run_point(const bs_opts *o, int mode, int policy, int kv, int n_cl
         sp.sched.draft_params.tree_width = o->tree_width;
         sp.sched.draft_params.sample = !strcmp(o->accept, "rejection");
     }
-    es_server *srv = NULL;
+    return sp;
+}
+
+/* Starts the server on --server-cpus when pinning. */
+static es_status start_server(const bs_opts *o, const es_server_params *sp, es_server **srv, es_err *err) {
     /* the server's threads (event loop, compute, pool) are created here and inherit this affinity */
     cpu_set_t saved;
     const bool pinned = o->pin && pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0 &&
                         pthread_setaffinity_np(pthread_self(), sizeof o->server_cpus, &o->server_cpus) == 0;
-    const es_status sst = es_server_start(&sp, &srv, &err);
+    const es_status sst = es_server_start(sp, srv, err);
     if (pinned) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
-    if (sst != ES_OK) {
-        cli_error("bench", "server: %s", err.msg);
-        return NULL;
-    }
-    es_server_stats s0, s1;
-    es_server_get_stats(srv, &s0);
-    bs_client *cl = calloc((size_t)n_clients, sizeof *cl);
-    pthread_t *th = calloc((size_t)n_clients, sizeof *th);
-    const double t0 = cli_now();
+    return sst;
+}
+
+/* Runs n client threads, cl[i] a copy of *job with id i, to the end. Returns how many ran: the first
+ * thread that cannot be created ends the start-up. */
+static int run_clients(const bs_client *job, int n, bs_client *cl) {
+    pthread_t *th = calloc((size_t)n, sizeof *th);
     int started = 0;
-    for (int i = 0; cl && th && i < n_clients; i++) {
+    for (int i = 0; cl && th && i < n; i++) {
+        cl[i] = *job;
         cl[i].id = i;
-        cl[i].mode = mode;
-        cl[i].o = o;
-        cl[i].prompts = prompts;
-        cl[i].draft = draft;
-        cl[i].port = es_server_port(srv);
-        cl[i].eos = es_tokenizer_eos(es_model_tokenizer(target));
-        cl[i].gate = gated ? &gate : NULL;
         if (pthread_create(&th[i], NULL, client_main, &cl[i]) != 0) break;
         started++;
     }
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    const double wall = cli_now() - t0;
-    es_server_get_stats(srv, &s1);
-    es_server_free(srv);
-    if (gated) sem_destroy(&gate);
+    free(th);
+    return started;
+}
 
-    long tokens = 0, rounds = 0, drafted = 0, accepted = 0, pa = 0, ph = 0, ef = 0, eagree = 0, ekept = 0, eign = 0;
-    int n_leads = 0;
-    int64_t bytes = 0;
-    double draft_s = 0, ttft = 0;
-    int ttft_n = 0, errors = 0, n_itl = 0;
-    const char *first_err = NULL;
+/* The clients' results summed into *oc, their ITL samples and EARLY lead times gathered (oc->itl,
+ * oc->leads: the caller frees them). oc->s0 and oc->s1 must be set: server-spec's rounds are the
+ * server's. */
+static void sum_clients(const bs_client *cl, int started, int mode, bs_outcome *oc) {
     for (int i = 0; i < started; i++) {
-        tokens += cl[i].tokens;
-        rounds += cl[i].rounds;
-        drafted += cl[i].drafted;
-        accepted += cl[i].accepted;
-        pa += cl[i].pro_attempts;
-        ph += cl[i].pro_hits;
-        ef += cl[i].early_frames;
-        eagree += cl[i].early_agreed;
-        ekept += cl[i].early_kept;
-        eign += cl[i].early_ignored;
-        n_leads += cl[i].n_leads;
-        bytes += cl[i].bytes;
-        draft_s += cl[i].draft_s;
-        ttft += cl[i].ttft_sum;
-        ttft_n += cl[i].ttft_n;
-        errors += cl[i].errors;
-        n_itl += cl[i].n_itl;
-        if (cl[i].errors && !first_err) first_err = cl[i].err;
+        oc->tokens += cl[i].tokens;
+        oc->rounds += cl[i].rounds;
+        oc->drafted += cl[i].drafted;
+        oc->accepted += cl[i].accepted;
+        oc->pro_attempts += cl[i].pro_attempts;
+        oc->pro_hits += cl[i].pro_hits;
+        oc->early_frames += cl[i].early_frames;
+        oc->early_agreed += cl[i].early_agreed;
+        oc->early_kept += cl[i].early_kept;
+        oc->early_ignored += cl[i].early_ignored;
+        oc->n_leads += cl[i].n_leads;
+        oc->bytes += cl[i].bytes;
+        oc->draft_s += cl[i].draft_s;
+        oc->ttft_sum += cl[i].ttft_sum;
+        oc->ttft_n += cl[i].ttft_n;
+        oc->errors += cl[i].errors;
+        oc->n_itl += cl[i].n_itl;
+        if (cl[i].errors && !oc->first_err) oc->first_err = cl[i].err;
     }
     if (mode == MODE_SERVER_SPEC) { /* the server drafted: its own counters */
-        rounds = (long)(s1.sched.rounds - s0.sched.rounds);
-        drafted = (long)(s1.sched.drafted - s0.sched.drafted);
-        accepted = (long)(s1.sched.accepted - s0.sched.accepted);
+        oc->rounds = (long)(oc->s1.sched.rounds - oc->s0.sched.rounds);
+        oc->drafted = (long)(oc->s1.sched.drafted - oc->s0.sched.drafted);
+        oc->accepted = (long)(oc->s1.sched.accepted - oc->s0.sched.accepted);
     }
-    double *itl = malloc((size_t)(n_itl > 0 ? n_itl : 1) * sizeof *itl);
+    oc->itl = malloc((size_t)(oc->n_itl > 0 ? oc->n_itl : 1) * sizeof *oc->itl);
     int k = 0;
-    for (int i = 0; i < started && itl; i++) {
-        memcpy(itl + k, cl[i].itl, (size_t)cl[i].n_itl * sizeof *itl);
+    for (int i = 0; i < started && oc->itl; i++) {
+        memcpy(oc->itl + k, cl[i].itl, (size_t)cl[i].n_itl * sizeof *oc->itl);
         k += cl[i].n_itl;
     }
-    const double cpu = s1.sched.compute_cpu_seconds - s0.sched.compute_cpu_seconds;
-    const double busy = s1.sched.busy_seconds - s0.sched.busy_seconds;
-    const double idle = s1.sched.idle_seconds - s0.sched.idle_seconds;
-    const int64_t steps = s1.sched.steps - s0.sched.steps;
-    const int64_t rows = s1.sched.batch_rows - s0.sched.batch_rows;
-    const double server_cost = o->server_cost_h / 3600.0 * (cpu / o->threads);
-    const double edge_cost = o->edge_cost_h / 3600.0 * draft_s;
+    oc->leads = malloc((size_t)(oc->n_leads > 0 ? oc->n_leads : 1) * sizeof *oc->leads);
+    int nl = 0;
+    for (int i = 0; i < started && oc->leads; i++)
+        for (int j = 0; j < cl[i].n_leads; j++) oc->leads[nl++] = cl[i].leads[j];
+    oc->n_leads = nl;
+}
 
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "mode", k_mode_names[mode]);
-    cJSON_AddStringToObject(r, "sched", es_sched_policy_name(policy));
-    cJSON_AddNumberToObject(r, "clients", n_clients);
-    cJSON_AddNumberToObject(r, "tokens", (double)tokens);
-    cJSON_AddNumberToObject(r, "wall_s", wall);
-    cJSON_AddNumberToObject(r, "server_compute_cpu_s", cpu);
-    cJSON_AddNumberToObject(r, "tokens_per_server_compute_s", cpu > 0 ? tokens / cpu : 0);
-    cJSON_AddNumberToObject(r, "tokens_per_s_wall", wall > 0 ? tokens / wall : 0);
-    cJSON_AddNumberToObject(r, "itl_p50_ms", 1e3 * percentile(itl, n_itl, 0.50));
-    cJSON_AddNumberToObject(r, "itl_p99_ms", 1e3 * percentile(itl, n_itl, 0.99));
-    cJSON_AddNumberToObject(r, "ttft_ms", ttft_n ? 1e3 * ttft / ttft_n : 0);
-    cJSON_AddNumberToObject(r, "acceptance_length", rounds ? 1.0 + (double)accepted / rounds : 1.0);
-    cJSON_AddNumberToObject(r, "rounds", (double)rounds);
-    cJSON_AddNumberToObject(r, "drafted", (double)drafted);
-    cJSON_AddNumberToObject(r, "accepted", (double)accepted);
-    cJSON_AddNumberToObject(r, "proactive_attempts", (double)pa);
-    cJSON_AddNumberToObject(r, "proactive_hit_ratio", pa ? (double)ph / pa : 0);
-    cJSON *tr = cJSON_AddObjectToObject(r, "trees"); /* edge trees the server verified, by how they were drafted */
-    for (int t = 0; tr && t < ES_TREE_ORIGINS; t++) cJSON_AddNumberToObject(tr, es_tree_origin_name(t), (double)(s1.trees[t] - s0.trees[t]));
-    {
-        double *lv = malloc((size_t)(n_leads > 0 ? n_leads : 1) * sizeof *lv);
-        int nl = 0;
-        for (int i = 0; i < started && lv; i++)
-            for (int j = 0; j < cl[i].n_leads; j++) lv[nl++] = cl[i].leads[j];
-        cJSON *ea = cJSON_AddObjectToObject(r, "early");
-        cJSON_AddNumberToObject(ea, "frames", (double)ef);
-        cJSON_AddNumberToObject(ea, "agreed", (double)eagree);
-        cJSON_AddNumberToObject(ea, "kept", (double)ekept);
-        cJSON_AddNumberToObject(ea, "ignored", (double)eign);
-        cJSON_AddNumberToObject(ea, "lead_ms_p50", nl > 0 ? percentile(lv, nl, 0.50) : 0);
-        free(lv);
-    }
-    cJSON_AddNumberToObject(r, "bytes_per_token", tokens ? (double)bytes / tokens : 0);
+/* The server's side of a point: how busy it was, how it batched, what a token cost. */
+static void add_server_load(cJSON *r, const bs_opts *o, const bs_outcome *oc) {
+    const es_sched_stats *k0 = &oc->s0.sched, *k1 = &oc->s1.sched;
+    const double busy = k1->busy_seconds - k0->busy_seconds;
+    const double idle = k1->idle_seconds - k0->idle_seconds;
+    const int64_t steps = k1->steps - k0->steps;
+    const int64_t rows = k1->batch_rows - k0->batch_rows;
+    const double server_cost = o->server_cost_h / 3600.0 * (oc->cpu_s / o->threads);
+    const double edge_cost = o->edge_cost_h / 3600.0 * oc->draft_s;
+    cJSON_AddNumberToObject(r, "bytes_per_token", oc->tokens ? (double)oc->bytes / oc->tokens : 0);
     cJSON_AddNumberToObject(r, "server_idle_fraction", busy + idle > 0 ? idle / (busy + idle) : 0);
     cJSON_AddNumberToObject(r, "server_busy_fraction", busy + idle > 0 ? busy / (busy + idle) : 0);
-    const int64_t psess = s1.sched.pass_sessions - s0.sched.pass_sessions;
+    const int64_t psess = k1->pass_sessions - k0->pass_sessions;
     cJSON_AddNumberToObject(r, "sessions_per_pass", steps ? (double)psess / (double)steps : 0);
     cJSON_AddNumberToObject(r, "rows_per_pass", steps ? (double)rows / (double)steps : 0);
-    cJSON_AddNumberToObject(r, "groups", steps ? (double)(s1.sched.groups_sum - s0.sched.groups_sum) / (double)steps : 0);
-    cJSON_AddNumberToObject(r, "edge_round_trip_ms", 1e3 * s1.sched.round_trip_s);
+    cJSON_AddNumberToObject(r, "groups", steps ? (double)(k1->groups_sum - k0->groups_sum) / (double)steps : 0);
+    cJSON_AddNumberToObject(r, "edge_round_trip_ms", 1e3 * k1->round_trip_s);
     cJSON_AddNumberToObject(r, "server_steps", (double)steps);
     cJSON_AddNumberToObject(r, "mean_batch_rows", steps ? (double)rows / steps : 0);
-    cJSON_AddNumberToObject(r, "max_batch_rows", s1.sched.max_batch_rows);
-    cJSON_AddNumberToObject(r, "knee_rows", s1.sched.knee_rows);
-    cJSON_AddNumberToObject(r, "pass_row_ratio", s1.sched.pass_row_ratio);
-    cJSON_AddNumberToObject(r, "edge_draft_s", draft_s);
-    cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", tokens ? (server_cost + edge_cost) / tokens * 1e6 : 0);
-    cJSON_AddNumberToObject(r, "errors", errors);
-    if (first_err) cJSON_AddStringToObject(r, "first_error", first_err);
+    cJSON_AddNumberToObject(r, "max_batch_rows", k1->max_batch_rows);
+    cJSON_AddNumberToObject(r, "knee_rows", k1->knee_rows);
+    cJSON_AddNumberToObject(r, "pass_row_ratio", k1->pass_row_ratio);
+    cJSON_AddNumberToObject(r, "edge_draft_s", oc->draft_s);
+    cJSON_AddNumberToObject(r, "cost_per_1m_tokens_usd", oc->tokens ? (server_cost + edge_cost) / oc->tokens * 1e6 : 0);
+}
+
+/* The KV layout of a point; with two tiers, how the sessions and the passes used them. */
+static void add_kv_layout(cJSON *r, const bs_opts *o, int kv, const bs_outcome *oc) {
     cJSON_AddStringToObject(r, "kv", k_kv_names[kv]);
     if (kv != KV_ONE) {
         cJSON_AddNumberToObject(r, "device_kv_memory", (double)o->device_kv_memory);
-        cJSON_AddNumberToObject(r, "device_sessions", dev_sessions); /* what device_only admits at once */
+        cJSON_AddNumberToObject(r, "device_sessions", oc->dev_sessions); /* what device_only admits at once */
     }
     if (kv == KV_HYBRID) {
-        const es_sched_stats *k1 = &s1.sched;
-        cJSON_AddNumberToObject(r, "host_tier_sessions", (double)(k1->host_tier_sessions - s0.sched.host_tier_sessions));
+        const es_sched_stats *k0 = &oc->s0.sched, *k1 = &oc->s1.sched;
+        cJSON_AddNumberToObject(r, "host_tier_sessions", (double)(k1->host_tier_sessions - k0->host_tier_sessions));
         cJSON *pl = cJSON_AddObjectToObject(r, "plans");
-        cJSON_AddNumberToObject(pl, "device_only", (double)(k1->plans[0] - s0.sched.plans[0]));
-        cJSON_AddNumberToObject(pl, "asymmetric", (double)(k1->plans[1] - s0.sched.plans[1]));
-        cJSON_AddNumberToObject(pl, "async_overlap", (double)(k1->plans[2] - s0.sched.plans[2]));
+        cJSON_AddNumberToObject(pl, "device_only", (double)(k1->plans[0] - k0->plans[0]));
+        cJSON_AddNumberToObject(pl, "asymmetric", (double)(k1->plans[1] - k0->plans[1]));
+        cJSON_AddNumberToObject(pl, "async_overlap", (double)(k1->plans[2] - k0->plans[2]));
         cJSON_AddNumberToObject(r, "prediction_error_p50", k1->prediction_error_p50);
         cJSON_AddStringToObject(r, "apex_profile", k1->apex_profile == 2 ? "measured" : "preset");
     }
+}
+
+/* One point's JSON object (sorts oc->itl and oc->leads). */
+static cJSON *point_json(const bs_opts *o, const bs_point *pt, bs_outcome *oc) {
+    const double cpu = oc->cpu_s;
+    const long tokens = oc->tokens, rounds = oc->rounds, pa = oc->pro_attempts;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "mode", k_mode_names[pt->mode]);
+    cJSON_AddStringToObject(r, "sched", es_sched_policy_name(pt->policy));
+    cJSON_AddNumberToObject(r, "clients", pt->n_clients);
+    cJSON_AddNumberToObject(r, "tokens", (double)tokens);
+    cJSON_AddNumberToObject(r, "wall_s", oc->wall_s);
+    cJSON_AddNumberToObject(r, "server_compute_cpu_s", cpu);
+    cJSON_AddNumberToObject(r, "tokens_per_server_compute_s", cpu > 0 ? tokens / cpu : 0);
+    cJSON_AddNumberToObject(r, "tokens_per_s_wall", oc->wall_s > 0 ? tokens / oc->wall_s : 0);
+    cJSON_AddNumberToObject(r, "itl_p50_ms", 1e3 * percentile(oc->itl, oc->n_itl, 0.50));
+    cJSON_AddNumberToObject(r, "itl_p99_ms", 1e3 * percentile(oc->itl, oc->n_itl, 0.99));
+    cJSON_AddNumberToObject(r, "ttft_ms", oc->ttft_n ? 1e3 * oc->ttft_sum / oc->ttft_n : 0);
+    cJSON_AddNumberToObject(r, "acceptance_length", rounds ? 1.0 + (double)oc->accepted / rounds : 1.0);
+    cJSON_AddNumberToObject(r, "rounds", (double)rounds);
+    cJSON_AddNumberToObject(r, "drafted", (double)oc->drafted);
+    cJSON_AddNumberToObject(r, "accepted", (double)oc->accepted);
+    cJSON_AddNumberToObject(r, "proactive_attempts", (double)pa);
+    cJSON_AddNumberToObject(r, "proactive_hit_ratio", pa ? (double)oc->pro_hits / pa : 0);
+    cJSON *tr = cJSON_AddObjectToObject(r, "trees"); /* edge trees the server verified, by how they were drafted */
+    for (int t = 0; tr && t < ES_TREE_ORIGINS; t++) cJSON_AddNumberToObject(tr, es_tree_origin_name(t), (double)(oc->s1.trees[t] - oc->s0.trees[t]));
+    cJSON *ea = cJSON_AddObjectToObject(r, "early");
+    cJSON_AddNumberToObject(ea, "frames", (double)oc->early_frames);
+    cJSON_AddNumberToObject(ea, "agreed", (double)oc->early_agreed);
+    cJSON_AddNumberToObject(ea, "kept", (double)oc->early_kept);
+    cJSON_AddNumberToObject(ea, "ignored", (double)oc->early_ignored);
+    cJSON_AddNumberToObject(ea, "lead_ms_p50", oc->n_leads > 0 ? percentile(oc->leads, oc->n_leads, 0.50) : 0);
+    add_server_load(r, o, oc);
+    cJSON_AddNumberToObject(r, "errors", oc->errors);
+    if (oc->first_err) cJSON_AddStringToObject(r, "first_error", oc->first_err);
+    add_kv_layout(r, o, pt->kv, oc);
+    return r;
+}
+
+/* One (mode, clients) point: a fresh server, N client threads, results as a JSON object (NULL when
+ * the server did not start). */
+static cJSON *run_point(const bs_opts *o, const bs_point *pt, const bs_models *ms, const bs_prompts *prompts) {
+    es_err err = {{0}};
+    bs_outcome oc = {.dev_sessions = device_sessions(o, ms->target, prompts)};
+    sem_t gate;
+    const bool gated = pt->kv == KV_DEVICE_ONLY && sem_init(&gate, 0, (unsigned)oc.dev_sessions) == 0;
+    const es_server_params sp = point_server_params(o, pt, ms);
+    es_server *srv = NULL;
+    if (start_server(o, &sp, &srv, &err) != ES_OK) {
+        cli_error("bench", "server: %s", err.msg);
+        if (gated) sem_destroy(&gate);
+        return NULL;
+    }
+    es_server_get_stats(srv, &oc.s0);
+    const bs_client job = {.mode = pt->mode, .o = o, .prompts = prompts, .draft = ms->draft, .port = es_server_port(srv),
+                           .eos = es_tokenizer_eos(es_model_tokenizer(ms->target)), .gate = gated ? &gate : NULL};
+    bs_client *cl = calloc((size_t)pt->n_clients, sizeof *cl);
+    const double t0 = cli_now();
+    const int started = run_clients(&job, pt->n_clients, cl);
+    oc.wall_s = cli_now() - t0;
+    es_server_get_stats(srv, &oc.s1);
+    oc.cpu_s = oc.s1.sched.compute_cpu_seconds - oc.s0.sched.compute_cpu_seconds;
+    es_server_free(srv);
+    if (gated) sem_destroy(&gate);
+    sum_clients(cl, started, pt->mode, &oc);
+    cJSON *r = point_json(o, pt, &oc);
     for (int i = 0; i < started; i++) {
         free(cl[i].itl);
         free(cl[i].leads);
     }
-    free(itl);
+    free(oc.itl);
+    free(oc.leads);
     free(cl);
-    free(th);
     return r;
 }
 
@@ -643,6 +709,142 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
     return bs_check(o);
 }
 
+/* Loads the target, in the file's layout under --device vulkan. Returns 0, else 1 after saying why. */
+static int load_target(const bs_opts *o, bs_models *ms) {
+    es_model_params mp = cli_model_params();
+    if (o->backend == ES_BACKEND_VULKAN) {
+        mp.no_repack = true; /* a device reads the file's layout */
+        cli_keep_vulkan_driver(); /* (sanitized builds: lavapipe stays loaded between the points' servers) */
+    }
+    es_err err = {{0}};
+    if (es_model_load(o->target_path, &mp, &ms->target, &err) != ES_OK) return cli_error("bench", "%s: %s", o->target_path, err.msg);
+    return 0;
+}
+
+/* edge+early without --exit-layers: the exit file's layers, else the middle layer (zero-training).
+ * Returns 0, else 1 after saying why. */
+static int default_exit_layers(bs_opts *o, const es_model *target) {
+    if (o->n_exit_layers) return 0;
+    if (o->exit_file && (!cli_exit_layers_in(o->exit_file, o->exit_layers, &o->n_exit_layers) || !o->n_exit_layers))
+        return cli_error("bench", "%s: no exit.<L>.weight tensors", o->exit_file);
+    if (!o->n_exit_layers) {
+        o->exit_layers[0] = es_model_n_layer(target) / 2 > 0 ? es_model_n_layer(target) / 2 : 1;
+        o->n_exit_layers = 1;
+    }
+    return 0;
+}
+
+/* Loads the drafts the modes need (bs_check); a file named for both is loaded once. Returns 0, else 1
+ * after saying why. */
+static int load_drafts(const bs_opts *o, bs_models *ms) {
+    es_model_params mp = cli_model_params();
+    es_err err = {{0}};
+    if (o->need_draft && es_model_load(o->draft_path, &mp, &ms->draft, &err) != ES_OK)
+        return cli_error("bench", "%s: %s", o->draft_path, err.msg);
+    if (o->need_server_draft) {
+        if (o->need_draft && !strcmp(o->server_draft_path, o->draft_path)) ms->server_draft = ms->draft;
+        else if (es_model_load(o->server_draft_path, &mp, &ms->server_draft, &err) != ES_OK)
+            return cli_error("bench", "%s: %s", o->server_draft_path, err.msg);
+    }
+    return 0;
+}
+
+static void free_models(bs_models *ms) {
+    if (ms->server_draft && ms->server_draft != ms->draft) es_model_free(ms->server_draft);
+    es_model_free(ms->draft);
+    es_model_free(ms->target);
+}
+
+static void free_prompts(bs_prompts *p) {
+    for (int i = 0; i < p->count; i++) free(p->tok[i]);
+    free(p->tok);
+    free(p->n);
+}
+
+/* The sweep's settings: the top of the JSON report. *rows: its "results" array, for the points. */
+static cJSON *sweep_json(const bs_opts *o, cJSON **rows) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "target", o->target_path);
+    if (o->need_draft) cJSON_AddStringToObject(root, "draft", o->draft_path);
+    if (o->need_server_draft) cJSON_AddStringToObject(root, "server_draft", o->server_draft_path);
+    cJSON_AddNumberToObject(root, "server_threads", o->threads);
+    if (o->pin) {
+        cJSON_AddNumberToObject(root, "server_cpus", CPU_COUNT(&o->server_cpus));
+        cJSON_AddNumberToObject(root, "edge_cpus", CPU_COUNT(&o->edge_cpus));
+    }
+    cJSON_AddStringToObject(root, "kv_type", es_kv_type_name(o->kv_type));
+    if (o->backend == ES_BACKEND_VULKAN) cJSON_AddNumberToObject(root, "vulkan_device", o->device);
+    cJSON_AddStringToObject(root, "device", o->backend == ES_BACKEND_VULKAN ? "vulkan" : "cpu");
+    if (o->device_kv_memory > 0) cJSON_AddNumberToObject(root, "device_kv_memory", (double)o->device_kv_memory);
+    cJSON_AddNumberToObject(root, "n_gen", o->n_gen);
+    cJSON_AddNumberToObject(root, "prompts_per_client", o->prompts_per_client);
+    cJSON_AddNumberToObject(root, "rtt_ms", o->rtt_ms);
+    for (int i = 0; i < o->n_modes; i++)
+        if (o->modes[i] == MODE_EDGE_EARLY) { /* the exit heads edge+early ran with */
+            cJSON *el = cJSON_AddArrayToObject(root, "exit_layers");
+            for (int k = 0; el && k < o->n_exit_layers; k++) cJSON_AddItemToArray(el, cJSON_CreateNumber(o->exit_layers[k]));
+            cJSON_AddStringToObject(root, "early_follow", o->early_follow == ES_EARLY_FOLLOW_ALWAYS ? "always" : "adaptive");
+            if (o->exit_file) cJSON_AddStringToObject(root, "exit_file", o->exit_file);
+            else cJSON_AddNullToObject(root, "exit_file");
+        }
+    cJSON_AddNumberToObject(root, "batch_window_ms", o->batch_window_ms);
+    cJSON *sj = cJSON_AddArrayToObject(root, "sched");
+    for (int i = 0; sj && i < o->n_scheds; i++) cJSON_AddItemToArray(sj, cJSON_CreateString(es_sched_policy_name(o->scheds[i])));
+    cJSON_AddNumberToObject(root, "knee_tokens", o->knee_tokens);
+    cJSON_AddNumberToObject(root, "bandwidth_kbps", o->bandwidth_kbps);
+    cJSON_AddNumberToObject(root, "temperature", o->temp);
+    cJSON_AddStringToObject(root, "accept", o->accept);
+    cJSON_AddStringToObject(root, "spec", o->spec);
+    cJSON_AddNumberToObject(root, "server_cost_per_hour", o->server_cost_h);
+    cJSON_AddNumberToObject(root, "edge_cost_per_hour", o->edge_cost_h);
+    *rows = cJSON_AddArrayToObject(root, "results");
+    return root;
+}
+
+/* A point's row of the table (unless --json) and its clients' errors on stderr. */
+static void report_point(const bs_opts *o, const bs_point *pt, const cJSON *r) {
+    const char *mode = k_mode_names[pt->mode], *pol = es_sched_policy_name(pt->policy);
+#define NUM(k) cJSON_GetNumberValue(cJSON_GetObjectItem(r, k))
+    if (!o->json)
+        printf("%-15s %-8s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %6.2f %9.2f%s%s\n",
+               mode, IS_EDGE_MODE(pt->mode) ? pol : "-", pt->n_clients, NUM("tokens"),
+               NUM("tokens_per_server_compute_s"), NUM("tokens_per_s_wall"), NUM("itl_p50_ms"), NUM("itl_p99_ms"),
+               NUM("ttft_ms"), NUM("acceptance_length"), NUM("proactive_hit_ratio"), NUM("bytes_per_token"),
+               NUM("server_busy_fraction"), NUM("sessions_per_pass"), NUM("cost_per_1m_tokens_usd"), pt->kv != KV_ONE ? "  " : "",
+               pt->kv != KV_ONE ? k_kv_names[pt->kv] : "");
+    if (NUM("errors") > 0) {
+        const cJSON *fe = cJSON_GetObjectItem(r, "first_error");
+        fprintf(stderr, "bench serve: %s/%s/%d: %.0f client error(s): %s\n", mode, pol, pt->n_clients, NUM("errors"),
+                fe ? cJSON_GetStringValue(fe) : "?");
+    }
+#undef NUM
+    fflush(stdout);
+}
+
+/* Every point, each into `rows` and the table: client counts, then modes, then policies, then KV
+ * layouts (two tiers, then device-only, under --device-kv-memory; else one). */
+static void run_sweep(const bs_opts *o, const bs_models *ms, const bs_prompts *prompts, cJSON *rows) {
+    const int kv_first = o->device_kv_memory > 0 ? KV_HYBRID : KV_ONE, kv_last = o->device_kv_memory > 0 ? KV_DEVICE_ONLY : KV_ONE;
+    if (!o->json)
+        printf("%-15s %-8s %7s %8s %10s %9s %8s %8s %8s %7s %6s %8s %6s %6s %9s\n", "mode", "sched", "clients", "tokens",
+               "tok/cpu-s", "tok/s", "itl p50", "itl p99", "ttft ms", "acc.len", "hit", "B/token", "busy", "s/pass", "$/1M tok");
+    for (int ci = 0; ci < o->n_clients; ci++)
+        for (int mi = 0; mi < o->n_modes; mi++)
+            for (int si = 0; si < o->n_scheds; si++) {
+                if (si > 0 && !IS_EDGE_MODE(o->modes[mi])) continue; /* the policy only changes how edge sessions share passes */
+                fprintf(stderr, "bench serve: %s (%s) with %d client(s)...\n", k_mode_names[o->modes[mi]],
+                        es_sched_policy_name(o->scheds[si]), o->clients[ci]);
+                for (int kv = kv_first; kv <= kv_last; kv++) {
+                    if (kv != KV_ONE) fprintf(stderr, "bench serve: ... %s\n", k_kv_names[kv]);
+                    const bs_point pt = {.mode = o->modes[mi], .policy = o->scheds[si], .kv = kv, .n_clients = o->clients[ci]};
+                    cJSON *r = run_point(o, &pt, ms, prompts);
+                    if (!r) continue;
+                    cJSON_AddItemToArray(rows, r);
+                    report_point(o, &pt, r);
+                }
+            }
+}
+
 int bench_serve(int argc, char **argv) {
     bs_opts o;
     const int prc = bs_parse(argc, argv, &o);
@@ -652,126 +854,30 @@ int bench_serve(int argc, char **argv) {
         snprintf(pdefault, sizeof pdefault, "%s/../prompts/stories.txt", cli_models_dir());
         o.prompts_path = pdefault;
     }
-
-    es_model_params mp = cli_model_params();
-    es_err err = {{0}};
-    es_model *target = NULL, *draft = NULL, *sdraft = NULL;
-    int rc = 1;
-    es_model_params tmp = mp;
-    if (o.backend == ES_BACKEND_VULKAN) {
-        tmp.no_repack = true; /* a device reads the file's layout */
-        cli_keep_vulkan_driver(); /* (sanitized builds: lavapipe stays loaded between the points' servers) */
-    }
-    if (es_model_load(o.target_path, &tmp, &target, &err) != ES_OK) return cli_error("bench", "%s: %s", o.target_path, err.msg);
-    if (!o.n_exit_layers) { /* edge+early: the exit file's layers, else the middle layer (zero-training) */
-        if (o.exit_file && (!cli_exit_layers_in(o.exit_file, o.exit_layers, &o.n_exit_layers) || !o.n_exit_layers)) {
-            es_model_free(target);
-            return cli_error("bench", "%s: no exit.<L>.weight tensors", o.exit_file);
-        }
-        if (!o.n_exit_layers) {
-            o.exit_layers[0] = es_model_n_layer(target) / 2 > 0 ? es_model_n_layer(target) / 2 : 1;
-            o.n_exit_layers = 1;
-        }
-    }
-    if (o.need_draft && es_model_load(o.draft_path, &mp, &draft, &err) != ES_OK) {
-        cli_error("bench", "%s: %s", o.draft_path, err.msg);
-        goto done;
-    }
-    if (o.need_server_draft) {
-        if (o.need_draft && !strcmp(o.server_draft_path, o.draft_path)) sdraft = draft;
-        else if (es_model_load(o.server_draft_path, &mp, &sdraft, &err) != ES_OK) {
-            cli_error("bench", "%s: %s", o.server_draft_path, err.msg);
-            goto done;
-        }
+    bs_models ms = {0};
+    if (load_target(&o, &ms) != 0) return 1;
+    if (default_exit_layers(&o, ms.target) != 0 || load_drafts(&o, &ms) != 0) {
+        free_models(&ms);
+        return 1;
     }
     int max_clients = 0;
     for (int i = 0; i < o.n_clients; i++) max_clients = o.clients[i] > max_clients ? o.clients[i] : max_clients;
     bs_prompts prompts = {0};
-    if (load_prompts(o.prompts_path, es_model_tokenizer(target), max_clients * o.prompts_per_client, &prompts) != 0) {
+    int rc = 1;
+    if (load_prompts(o.prompts_path, es_model_tokenizer(ms.target), max_clients * o.prompts_per_client, &prompts) != 0) {
         cli_error("bench", "cannot read prompts from %s", o.prompts_path);
-        goto done_prompts;
-    }
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "target", o.target_path);
-    if (o.need_draft) cJSON_AddStringToObject(root, "draft", o.draft_path);
-    if (o.need_server_draft) cJSON_AddStringToObject(root, "server_draft", o.server_draft_path);
-    cJSON_AddNumberToObject(root, "server_threads", o.threads);
-    if (o.pin) {
-        cJSON_AddNumberToObject(root, "server_cpus", CPU_COUNT(&o.server_cpus));
-        cJSON_AddNumberToObject(root, "edge_cpus", CPU_COUNT(&o.edge_cpus));
-    }
-    cJSON_AddStringToObject(root, "kv_type", es_kv_type_name(o.kv_type));
-    if (o.backend == ES_BACKEND_VULKAN) cJSON_AddNumberToObject(root, "vulkan_device", o.device);
-    cJSON_AddStringToObject(root, "device", o.backend == ES_BACKEND_VULKAN ? "vulkan" : "cpu");
-    if (o.device_kv_memory > 0) cJSON_AddNumberToObject(root, "device_kv_memory", (double)o.device_kv_memory);
-    cJSON_AddNumberToObject(root, "n_gen", o.n_gen);
-    cJSON_AddNumberToObject(root, "prompts_per_client", o.prompts_per_client);
-    cJSON_AddNumberToObject(root, "rtt_ms", o.rtt_ms);
-    for (int i = 0; i < o.n_modes; i++)
-        if (o.modes[i] == MODE_EDGE_EARLY) { /* the exit heads edge+early ran with */
-            cJSON *el = cJSON_AddArrayToObject(root, "exit_layers");
-            for (int k = 0; el && k < o.n_exit_layers; k++) cJSON_AddItemToArray(el, cJSON_CreateNumber(o.exit_layers[k]));
-            cJSON_AddStringToObject(root, "early_follow", o.early_follow == ES_EARLY_FOLLOW_ALWAYS ? "always" : "adaptive");
-            if (o.exit_file) cJSON_AddStringToObject(root, "exit_file", o.exit_file);
-            else cJSON_AddNullToObject(root, "exit_file");
+    } else {
+        cJSON *rows = NULL, *root = sweep_json(&o, &rows);
+        run_sweep(&o, &ms, &prompts, rows);
+        if (o.json) {
+            char *s = cJSON_PrintUnformatted(root);
+            if (s) printf("%s\n", s);
+            free(s);
         }
-    cJSON_AddNumberToObject(root, "batch_window_ms", o.batch_window_ms);
-    cJSON *sj = cJSON_AddArrayToObject(root, "sched");
-    for (int i = 0; sj && i < o.n_scheds; i++) cJSON_AddItemToArray(sj, cJSON_CreateString(es_sched_policy_name(o.scheds[i])));
-    cJSON_AddNumberToObject(root, "knee_tokens", o.knee_tokens);
-    cJSON_AddNumberToObject(root, "bandwidth_kbps", o.bandwidth_kbps);
-    cJSON_AddNumberToObject(root, "temperature", o.temp);
-    cJSON_AddStringToObject(root, "accept", o.accept);
-    cJSON_AddStringToObject(root, "spec", o.spec);
-    cJSON_AddNumberToObject(root, "server_cost_per_hour", o.server_cost_h);
-    cJSON_AddNumberToObject(root, "edge_cost_per_hour", o.edge_cost_h);
-    cJSON *rows = cJSON_AddArrayToObject(root, "results");
-    if (!o.json)
-        printf("%-15s %-8s %7s %8s %10s %9s %8s %8s %8s %7s %6s %8s %6s %6s %9s\n", "mode", "sched", "clients", "tokens",
-               "tok/cpu-s", "tok/s", "itl p50", "itl p99", "ttft ms", "acc.len", "hit", "B/token", "busy", "s/pass", "$/1M tok");
-    for (int ci = 0; ci < o.n_clients; ci++)
-        for (int mi = 0; mi < o.n_modes; mi++)
-        for (int si = 0; si < o.n_scheds; si++) {
-            const bool edge_mode = IS_EDGE_MODE(o.modes[mi]);
-            if (si > 0 && !edge_mode) continue; /* the policy only changes how edge sessions share passes */
-            const char *pol = es_sched_policy_name(o.scheds[si]);
-            fprintf(stderr, "bench serve: %s (%s) with %d client(s)...\n", k_mode_names[o.modes[mi]], pol, o.clients[ci]);
-            for (int kv = o.device_kv_memory > 0 ? KV_HYBRID : KV_ONE; kv <= (o.device_kv_memory > 0 ? KV_DEVICE_ONLY : KV_ONE); kv++) {
-            if (kv != KV_ONE) fprintf(stderr, "bench serve: ... %s\n", k_kv_names[kv]);
-            cJSON *r = run_point(&o, o.modes[mi], o.scheds[si], kv, o.clients[ci], target, draft, sdraft, &prompts);
-            if (!r) continue;
-            cJSON_AddItemToArray(rows, r);
-#define NUM(k) cJSON_GetNumberValue(cJSON_GetObjectItem(r, k))
-            if (!o.json)
-                printf("%-15s %-8s %7d %8.0f %10.1f %9.1f %8.1f %8.1f %8.1f %7.2f %6.2f %8.0f %6.2f %6.2f %9.2f%s%s\n",
-                       k_mode_names[o.modes[mi]], edge_mode ? pol : "-", o.clients[ci], NUM("tokens"),
-                       NUM("tokens_per_server_compute_s"), NUM("tokens_per_s_wall"), NUM("itl_p50_ms"), NUM("itl_p99_ms"),
-                       NUM("ttft_ms"), NUM("acceptance_length"), NUM("proactive_hit_ratio"), NUM("bytes_per_token"),
-                       NUM("server_busy_fraction"), NUM("sessions_per_pass"), NUM("cost_per_1m_tokens_usd"), kv != KV_ONE ? "  " : "",
-                       kv != KV_ONE ? k_kv_names[kv] : "");
-            if (NUM("errors") > 0) {
-                const cJSON *fe = cJSON_GetObjectItem(r, "first_error");
-                fprintf(stderr, "bench serve: %s/%s/%d: %.0f client error(s): %s\n", k_mode_names[o.modes[mi]], pol, o.clients[ci],
-                        NUM("errors"), fe ? cJSON_GetStringValue(fe) : "?");
-            }
-#undef NUM
-            fflush(stdout);
-            }
-        }
-    if (o.json) {
-        char *s = cJSON_PrintUnformatted(root);
-        if (s) printf("%s\n", s);
-        free(s);
+        cJSON_Delete(root);
+        rc = 0;
     }
-    cJSON_Delete(root);
-    rc = 0;
-done_prompts:
-    for (int i = 0; i < prompts.count; i++) free(prompts.tok[i]);
-    free(prompts.tok);
-    free(prompts.n);
-done:
-    if (sdraft && sdraft != draft) es_model_free(sdraft);
-    es_model_free(draft);
-    es_model_free(target);
+    free_prompts(&prompts);
+    free_models(&ms);
     return rc;
 }
