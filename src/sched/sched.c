@@ -522,9 +522,11 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     if (p.kv_memory_bytes > 0) {
         blocks = p.kv_memory_bytes / s->kv_bytes_per_block;
         if (blocks < 1) {
+            /* the message reads s: it is built before s is freed */
+            const es_status bad = es_fail(err, ES_ERR_INVALID_ARG, "KV budget of %lld bytes is below one page (%lld bytes)",
+                                          (long long)p.kv_memory_bytes, (long long)s->kv_bytes_per_block);
             es_sched_free(s);
-            return es_fail(err, ES_ERR_INVALID_ARG, "KV budget of %lld bytes is below one page (%lld bytes)",
-                           (long long)p.kv_memory_bytes, (long long)s->kv_bytes_per_block);
+            return bad;
         }
         if (blocks > per_seq * p.max_sessions) blocks = per_seq * p.max_sessions;
     }
@@ -556,9 +558,10 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     if (st == ES_OK && (es_ctx_tier_info(s->ctx, &ti), ti.tiered)) st = apex_init(s, err);
     if (st == ES_OK && p.draft) {
         if (es_model_n_vocab(p.draft) != s->n_vocab) {
+            const es_status bad = es_fail(err, ES_ERR_MISMATCH, "draft vocabulary has %d tokens, target has %d",
+                                          es_model_n_vocab(p.draft), s->n_vocab);
             es_sched_free(s);
-            return es_fail(err, ES_ERR_MISMATCH, "draft vocabulary has %d tokens, target has %d", es_model_n_vocab(p.draft),
-                           s->n_vocab);
+            return bad;
         }
         /* Draft pages: the target's token budget plus room for one draft tree per session. */
         es_ctx_params dp = cp;
