@@ -268,12 +268,15 @@ es_status es_vk_init(const es_vk_params *p, es_vk **out, es_err *err) {
     for (uint32_t i = 0; i < nq && vk->qfam == UINT32_MAX; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) vk->qfam = i;
     if (vk->qfam == UINT32_MAX) {
-        es_vk_free(vk);
-        return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: device %d (%s) has no compute queue", p->device, vk->info.name);
+        const es_status bad = es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: device %d (%s) has no compute queue", p->device, vk->info.name);
+        es_vk_free(vk); /* after the message, which names the device from vk */
+        return bad;
     }
     if (vk->limits.maxComputeWorkGroupInvocations < 64 || vk->limits.maxComputeSharedMemorySize < 16384) {
+        const es_status bad =
+            es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: device %d (%s) allows too small workgroups", p->device, vk->info.name);
         es_vk_free(vk);
-        return es_fail(err, ES_ERR_UNSUPPORTED, "vulkan: device %d (%s) allows too small workgroups", p->device, vk->info.name);
+        return bad;
     }
     const float prio = 1.0f;
     VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = vk->qfam,
