@@ -112,4 +112,15 @@ expect 2 "$bin" bench serve -m "$model" --clients 0
 expect 2 "$bin" bench serve -m "$model" --sched pipeline,pipeline
 expect 2 "$bin" bench serve -m "$model" --sched later
 
+# bench (one model): a prompt past 512 tokens (its batch arrays were 512 long: it crashed there),
+# one JSON object with the prefill length and a verify entry per k
+expect 0 "$bin" bench -m "$model" --n-prompt 600 --n-gen 4 --ks 1,4 --reps 1 --bw-mib 0 -t 1 --json
+python3 - "$tmp/out" <<'PY' && ok || bad "bench --json: $(head -c 400 "$tmp/out")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["prefill_tokens"] == 600 and r["prefill_tokens_per_second"] > 0 and r["decode_tokens_per_second"] > 0, r
+assert [v["k"] for v in r["verify"]] == [1, 4] and all(v["ms"] > 0 for v in r["verify"]), r
+PY
+expect 2 "$bin" bench -m "$model" --n-prompt 9000
+
 es_test_finish test_serve_cli

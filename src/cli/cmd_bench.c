@@ -39,18 +39,36 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* Median seconds of `reps` runs of a k-token chain on top of a prefix of `base` tokens. */
-static double time_batch(es_ctx *c, int seq, int base, int k, int reps, int n_vocab) {
-    int32_t tok[512], pos[512], sq[512];
+/* Token, position and sequence arrays for batches of up to cap tokens (one allocation, made before
+ * anything is timed: --n-prompt goes to 8192, past any fixed array). */
+typedef struct bench_batch {
+    int32_t *tok, *pos, *sq;
+    int cap;
+} bench_batch;
+
+static bool bench_batch_init(bench_batch *bb, int cap) {
+    int32_t *a = malloc((size_t)cap * 3 * sizeof *a);
+    *bb = (bench_batch){a, a ? a + cap : NULL, a ? a + 2 * (size_t)cap : NULL, a ? cap : 0};
+    return a != NULL;
+}
+
+/* Median seconds of `reps` passes of k tokens at positions base.. of seq (each truncated away
+ * again); -1 when a pass fails (its message in *err). */
+static double time_batch(es_ctx *c, const bench_batch *bb, int seq, int base, int k, int reps, int n_vocab, es_err *err) {
     double t[64];
     if (reps > 64) reps = 64;
+    if (k > bb->cap) return -1;
     for (int r = 0; r < reps; r++) {
-        for (int i = 0; i < k; i++) { tok[i] = (int32_t)((i * 131 + r * 7 + 3) % n_vocab); pos[i] = base + i; sq[i] = seq; }
-        es_batch b = {k, tok, pos, sq, NULL, NULL, NULL};
-        es_err err;
+        for (int i = 0; i < k; i++) {
+            bb->tok[i] = (int32_t)((i * 131 + r * 7 + 3) % n_vocab);
+            bb->pos[i] = base + i;
+            bb->sq[i] = seq;
+        }
+        es_batch b = {k, bb->tok, bb->pos, bb->sq, NULL, NULL, NULL};
         double t0 = cli_now();
-        if (es_decode(c, &b, &err) != ES_OK) return -1;
+        if (es_decode(c, &b, err) != ES_OK) return -1;
         t[r] = cli_now() - t0;
-        es_seq_truncate(c, seq, base, &err);
+        es_seq_truncate(c, seq, base, err);
     }
     qsort(t, (size_t)reps, sizeof t[0], cmp_double);
     return t[reps / 2];
@@ -140,46 +158,63 @@ static int bm_open(const bm_opts *o, es_model **m, es_ctx **c) {
 
 /* Decodes a fixed prompt of n_prompt tokens into `seq`: the prefix the decode and verify timings
  * extend. */
-static void bm_fill_prefix(es_ctx *c, int seq, int n_prompt, int n_vocab) {
-    int32_t *ptok = malloc((size_t)n_prompt * sizeof *ptok), *ppos = malloc((size_t)n_prompt * sizeof *ppos), *psq = malloc((size_t)n_prompt * sizeof *psq);
-    for (int i = 0; i < n_prompt; i++) { ptok[i] = (int32_t)((i * 37 + 11) % n_vocab); ppos[i] = i; psq[i] = seq; }
-    es_batch pb = {n_prompt, ptok, ppos, psq, NULL, NULL, NULL};
-    es_err err;
-    es_decode(c, &pb, &err);
-    free(ptok); free(ppos); free(psq);
+static es_status bm_fill_prefix(es_ctx *c, const bench_batch *bb, int seq, int n_prompt, int n_vocab, es_err *err) {
+    for (int i = 0; i < n_prompt; i++) {
+        bb->tok[i] = (int32_t)((i * 37 + 11) % n_vocab);
+        bb->pos[i] = i;
+        bb->sq[i] = seq;
+    }
+    es_batch pb = {n_prompt, bb->tok, bb->pos, bb->sq, NULL, NULL, NULL};
+    return es_decode(c, &pb, err);
 }
 
 /* Seconds of n_gen single-token steps after the prefix; the steps are truncated away again. */
-static double bm_time_decode(es_ctx *c, int seq, int n_prompt, int n_gen, int n_vocab) {
-    es_err err;
+static double bm_time_decode(es_ctx *c, int seq, int n_prompt, int n_gen, int n_vocab, es_err *err) {
     double t0 = cli_now();
     for (int i = 0; i < n_gen; i++) {
         int32_t t = (int32_t)((i * 17 + 5) % n_vocab), p = n_prompt + i;
         es_batch b = {1, &t, &p, &seq, NULL, NULL, NULL};
-        if (es_decode(c, &b, &err) != ES_OK) break;
+        if (es_decode(c, &b, err) != ES_OK) return -1;
     }
     double dec_s = cli_now() - t0;
-    es_seq_truncate(c, seq, n_prompt, &err);
+    es_seq_truncate(c, seq, n_prompt, err);
     return dec_s;
 }
 
-/* The measurements, in order: bandwidth, prefill, decode, then one verification pass per k. */
-static void bm_measure(es_ctx *c, const bm_opts *o, int n_vocab, bm_result *r) {
-    es_err err;
-    int seq;
-    es_seq_open(c, &seq, &err);
+/* The measurements, in order: bandwidth, prefill, decode, then one verification pass per k.
+ * Returns 0, else 1 after saying which failed. */
+static int bm_measure(es_ctx *c, const bm_opts *o, int n_vocab, bm_result *r) {
+    es_err err = {{0}};
+    int seq, kmax = o->n_prompt;
+    for (int i = 0; i < o->nk; i++) kmax = o->ks[i] > kmax ? o->ks[i] : kmax;
+    bench_batch bb;
+    if (!bench_batch_init(&bb, kmax)) return cli_error("bench", "out of memory");
+    int rc = 1;
+    if (es_seq_open(c, &seq, &err) != ES_OK) { cli_error("bench", "%s", err.msg); goto done; }
     r->bw_gbs = o->bw_mib > 0 ? es_membw_read_gbs((size_t)o->bw_mib << 20, o->threads, 3) : 0;
     /* prefill: best of 3 */
     r->prefill_s = 1e30;
     for (int i = 0; i < 3; i++) {
-        double t = time_batch(c, seq, 0, o->n_prompt, 1, n_vocab);
+        double t = time_batch(c, &bb, seq, 0, o->n_prompt, 1, n_vocab, &err);
+        if (t < 0) { cli_error("bench", "prefill of %d tokens: %s", o->n_prompt, err.msg); goto done; }
         if (t > 0 && t < r->prefill_s) r->prefill_s = t;
     }
     /* leave a real prefix in the cache for decode and verify measurements */
-    bm_fill_prefix(c, seq, o->n_prompt, n_vocab);
+    if (bm_fill_prefix(c, &bb, seq, o->n_prompt, n_vocab, &err) != ES_OK) { cli_error("bench", "prefix: %s", err.msg); goto done; }
     /* decode: n_gen single steps */
-    r->decode_s = bm_time_decode(c, seq, o->n_prompt, o->n_gen, n_vocab);
-    for (int i = 0; i < o->nk; i++) r->verify_s[i] = time_batch(c, seq, o->n_prompt, o->ks[i], o->reps, n_vocab);
+    if ((r->decode_s = bm_time_decode(c, seq, o->n_prompt, o->n_gen, n_vocab, &err)) < 0) {
+        cli_error("bench", "decode: %s", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < o->nk; i++)
+        if ((r->verify_s[i] = time_batch(c, &bb, seq, o->n_prompt, o->ks[i], o->reps, n_vocab, &err)) < 0) {
+            cli_error("bench", "verification of %d tokens: %s", o->ks[i], err.msg);
+            goto done;
+        }
+    rc = 0;
+done:
+    free(bb.tok);
+    return rc;
 }
 
 /* Rates, the bandwidth bound (every weight read once per decoded token) and the k = 1 reference. */
@@ -246,13 +281,15 @@ static int bench_model(int argc, char **argv) {
     const int orc = bm_open(&o, &m, &c);
     if (orc != 0) return orc;
     bm_result r = {0};
-    bm_measure(c, &o, es_model_n_vocab(m), &r);
-    bm_summarize(m, &o, &r);
-    if (o.json) bm_print_json(m, &o, &r);
-    else bm_print_text(m, &o, &r);
+    const int mrc = bm_measure(c, &o, es_model_n_vocab(m), &r);
+    if (mrc == 0) {
+        bm_summarize(m, &o, &r);
+        if (o.json) bm_print_json(m, &o, &r);
+        else bm_print_text(m, &o, &r);
+    }
     es_ctx_free(c);
     es_model_free(m);
-    return 0;
+    return mrc;
 }
 
 /* ---- speculative side by side ------------------------------------------------------------------ */
