@@ -122,5 +122,8 @@ assert r["prefill_tokens"] == 600 and r["prefill_tokens_per_second"] > 0 and r["
 assert [v["k"] for v in r["verify"]] == [1, 4] and all(v["ms"] > 0 for v in r["verify"]), r
 PY
 expect 2 "$bin" bench -m "$model" --n-prompt 9000
+# bench spec: more synthetic rates than it keeps is a usage error (it dropped the rest silently)
+expect 2 "$bin" bench spec -m "$model" --draft "$models/draft-mid.gguf" --synthetic 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
+has "$tmp/err" "at most 8"
 
 es_test_finish test_serve_cli

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "kernels/attn.h"
 #include "specdec/spec.h"
+#include "util/err.h"
 #include "util/membw.h"
 
 static const char *k_usage_model =
@@ -352,6 +353,11 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
     if (es_ctx_init(dm, &cp, &dc, &err) != ES_OK) { es_ctx_free(tc); return cli_error("bench", "%s", err.msg); }
     int n_ctx = es_model_n_ctx_train(target) < es_model_n_ctx_train(dm) ? es_model_n_ctx_train(target) : es_model_n_ctx_train(dm);
     int32_t *out = malloc((size_t)o->n_gen * sizeof *out);
+    if (!out) {
+        es_ctx_free(dc);
+        es_ctx_free(tc);
+        return cli_error("bench", "out of memory");
+    }
     const int32_t stops[2] = {es_tokenizer_bos(es_model_tokenizer(target)), es_tokenizer_eos(es_model_tokenizer(target))};
     for (int p = 0; p < pr->count; p++) {
         int ts, ds;
@@ -381,6 +387,7 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
             /* no drafter work at all: verify empty trees */
             s = es_verifier_prefill(v, pr->tok[p], pr->n[p] - 1, &err);
             es_spec_tree *tree = calloc(1, sizeof *tree);
+            if (s == ES_OK && !tree) s = es_fail(&err, ES_ERR_NOMEM, "out of memory");
             es_spec_verdict vd;
             int32_t root = pr->tok[p][pr->n[p] - 1];
             int n = 0;
@@ -483,8 +490,9 @@ static int spec_parse_alphas(const char *arg, spec_run *sr) {
     if (!arg) return -1;
     char abuf[256];
     snprintf(abuf, sizeof abuf, "%s", arg);
-    for (char *t = strtok(abuf, ","); t && sr->na < 8; t = strtok(NULL, ",")) {
+    for (char *t = strtok(abuf, ","); t; t = strtok(NULL, ",")) {
         double a;
+        if (sr->na == 8) return cli_usage_error("bench", k_usage_spec, "--synthetic takes at most 8 rates");
         if (!cli_parse_float(t, 0, 1, &a)) return cli_usage_error("bench", k_usage_spec, "bad --synthetic '%s'", t);
         sr->alphas[sr->na++] = a;
     }

@@ -359,6 +359,7 @@ static void sum_clients(const bs_client *cl, int started, int mode, bs_outcome *
         oc->accepted = (long)(oc->s1.sched.accepted - oc->s0.sched.accepted);
     }
     oc->itl = malloc((size_t)(oc->n_itl > 0 ? oc->n_itl : 1) * sizeof *oc->itl);
+    if (!oc->itl) oc->n_itl = 0; /* (out of memory: the point reports no ITL rather than reading NULL) */
     int k = 0;
     for (int i = 0; i < started && oc->itl; i++) {
         memcpy(oc->itl + k, cl[i].itl, (size_t)cl[i].n_itl * sizeof *oc->itl);
