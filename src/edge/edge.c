@@ -727,10 +727,29 @@ es_status es_edge_init(const es_edge_params *p, es_edge **out, es_err *err) {
     return ES_OK;
 }
 
+/* edge_handshake, again when the connection was made but closed before WELCOME: behind a balancer the
+ * replica it reached may have died or be draining, and the next attempt lands on a live one. Retried
+ * as a lost session is (p.reconnect_attempts, the first at once, then 100 ms doubling); nothing
+ * listening (no connection made) and a server that stays silent (a timeout) fail at once. */
+static es_status handshake_retrying(es_edge *e, es_err *err) {
+    es_status s = edge_handshake(e, err);
+    double backoff = 0.1;
+    for (int a = 1; a <= e->p.reconnect_attempts && s == ES_ERR_IO && e->w; a++) {
+        edge_log(e, 1, "lost the server during the handshake (%s); reconnecting in %.1f s (attempt %d of %d)",
+                 err ? err->msg : "", a == 1 ? 0.0 : backoff, a, e->p.reconnect_attempts);
+        if (a > 1) {
+            sleep_s(backoff);
+            backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
+        }
+        s = edge_handshake(e, err);
+    }
+    return s;
+}
+
 es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
     es_status s = es_edge_init(p, out, err);
     if (s != ES_OK) return s;
-    if ((s = edge_handshake(*out, err)) != ES_OK) {
+    if ((s = handshake_retrying(*out, err)) != ES_OK) {
         es_edge_free(*out);
         *out = NULL;
     }
@@ -739,7 +758,7 @@ es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err) {
 
 es_status es_edge_reconnect(es_edge *e, es_err *err) {
     if (!e) return es_fail(err, ES_ERR_INVALID_ARG, "no edge");
-    return edge_handshake(e, err);
+    return handshake_retrying(e, err);
 }
 
 bool es_edge_connected(const es_edge *e) {

@@ -125,7 +125,9 @@ typedef struct es_edge_stats {
 double es_edge_early_lead_p50(const es_edge_stats *st);
 
 /* Connects and handshakes: ES_ERR_MISMATCH (message names the first differing fact) when the draft's
- * vocabulary differs from the target's, ES_ERR_PROTOCOL / ES_ERR_IO / ES_ERR_BUSY otherwise. */
+ * vocabulary differs from the target's, ES_ERR_PROTOCOL / ES_ERR_IO / ES_ERR_BUSY otherwise. A
+ * connection made but closed before the server's WELCOME (a balancer's replica dying or draining) is
+ * tried again up to p->reconnect_attempts times; nothing listening, or a silent server, fails at once. */
 es_status es_edge_connect(const es_edge_params *p, es_edge **out, es_err *err);
 /* es_edge_connect without the connection: validates, sets up the draft context; the server is
  * reached later (es_edge_reconnect, or the next generation, which tries once). */
