@@ -727,6 +727,14 @@ es_status es_edge_init(const es_edge_params *p, es_edge **out, es_err *err) {
     return ES_OK;
 }
 
+/* The reconnection schedule shared by the handshake and a lost session: attempt 1 at once, then a
+ * pause of *backoff, 100 ms doubling to 5 s. */
+static void reconnect_pause(int attempt, double *backoff) {
+    if (attempt <= 1) return;
+    sleep_s(*backoff);
+    *backoff = *backoff * 2 < 5.0 ? *backoff * 2 : 5.0;
+}
+
 /* edge_handshake, again when the connection was made but closed before WELCOME: behind a balancer the
  * replica it reached may have died or be draining, and the next attempt lands on a live one. Retried
  * as a lost session is (p.reconnect_attempts, the first at once, then 100 ms doubling); nothing
@@ -737,10 +745,7 @@ static es_status handshake_retrying(es_edge *e, es_err *err) {
     for (int a = 1; a <= e->p.reconnect_attempts && s == ES_ERR_IO && e->w; a++) {
         edge_log(e, 1, "lost the server during the handshake (%s); reconnecting in %.1f s (attempt %d of %d)",
                  err ? err->msg : "", a == 1 ? 0.0 : backoff, a, e->p.reconnect_attempts);
-        if (a > 1) {
-            sleep_s(backoff);
-            backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
-        }
+        reconnect_pause(a, &backoff);
         s = edge_handshake(e, err);
     }
     return s;
@@ -1162,10 +1167,7 @@ static es_status recover(gen *g, int kv_len, const es_err *why, es_err *err) {
            every millisecond here is a stall the user sees; then 100 ms doubling to 5 s */
         const double wait = a == 1 ? 0 : backoff;
         edge_log(e, 1, "lost the server (%s); reconnecting in %.1f s (attempt %d of %d)", last.msg, wait, a, e->p.reconnect_attempts);
-        if (a > 1) {
-            sleep_s(backoff);
-            backoff = backoff * 2 < 5.0 ? backoff * 2 : 5.0;
-        }
+        reconnect_pause(a, &backoff);
         es_status s = edge_handshake(e, &last);
         if (s == ES_OK) s = open_session(g, &last);
         if (s == ES_OK) {
