@@ -212,9 +212,10 @@ typedef enum { ES_KV_TIER_DEVICE = 0, ES_KV_TIER_HOST = 1 } es_kv_tier;
  * projection; ASYMMETRIC splits the batch into two sub-batches (whole sequences each) whose device
  * work and host attention alternate, so the host works on one while the device runs the other. */
 typedef enum { ES_HYBRID_ASYNC_OVERLAP = 0, ES_HYBRID_ASYMMETRIC = 1 } es_hybrid_mode;
-/* Moves a sequence's KV rows to `tier` now (whole pages; the device copy goes by the same transfers a
- * pass uses). ES_ERR_FULL: not enough free device pages (nothing moved); ES_ERR_UNSUPPORTED: the
- * context has one tier. */
+/* Moves a sequence's KV rows to `tier` now (whole pages). Up, the copy is submitted and not waited
+ * for: the device runs it before the next pass, which the host records meanwhile; down, the rows are
+ * in host memory on return. ES_ERR_FULL: not enough free device pages (nothing moved);
+ * ES_ERR_UNSUPPORTED: the context has one tier. */
 es_status es_seq_set_tier(es_ctx *ctx, int seq, es_kv_tier tier, es_err *err);
 es_kv_tier es_seq_tier(const es_ctx *ctx, int seq);
 /* The mode of the passes that follow (default ASYNC_OVERLAP). */
@@ -230,6 +231,9 @@ typedef struct es_tier_info {
     int64_t moves_to_host, moves_to_device; /* sequences moved (es_seq_set_tier and automatic) */
     int64_t auto_to_host;           /* of which: a device-tier sequence found no device page left */
     int64_t pages_moved;            /* pages copied between the tiers */
+    int64_t xfer_async;             /* copies up submitted without the host waiting for them (it records
+                                       the next pass meanwhile; the device runs the copy first) */
+    int64_t xfer_waits;             /* times the host waited for an earlier copy up to free its staging */
     int64_t hybrid_passes[2];       /* passes with host-tier rows, by es_hybrid_mode */
     double host_attn_seconds;       /* wall time of the host tier's attention (K/V stores included) */
 } es_tier_info;

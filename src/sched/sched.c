@@ -969,8 +969,9 @@ static int64_t device_room_locked(es_sched *s, const sess *skip) {
 }
 
 /* At the start of a step: the host-tier session with the longest context whose pages fit moves up.
- * Picked under mu, copied outside it (the copy takes a while; sequences are only closed by this
- * thread, so it stays valid); one move per step bounds what a step waits for. */
+ * Picked under mu, staged outside it (sequences are only closed by this thread, so it stays valid);
+ * the copy itself is not waited for (the device runs it before the step's pass). One move per step
+ * bounds the staging a step does. */
 static void apex_promote(es_sched *s, bool from_run) {
     if (!s->apex) return;
     int seq = -1, len = -1;

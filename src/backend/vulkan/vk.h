@@ -85,6 +85,22 @@ void *es_vk_buf_map(es_vk_buf *b);
 es_status es_vk_copy_to_host(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es_vk_buf *src, size_t src_off, size_t bytes,
                              es_err *err);
 
+/* Asynchronous uploads (two KV tiers: sessions promoted to the device tier). es_vk_async_upload
+ * stages host bytes now and records their copy into dst; es_vk_async_submit hands the copies to the
+ * queue and returns without waiting. Outside a recording. They run before anything submitted after
+ * them: es_vk_begin submits what is still open and starts the next recording with a barrier, and the
+ * buffer reads / writes wait for them. ES_VK_ASYNC_SLOTS staging slots of slot_bytes each are used in
+ * turn; the host waits only when the slot it needs next is still being copied from (es_vk_async_stats'
+ * waits), so one upload is at most slot_bytes (ES_ERR_RANGE). */
+#define ES_VK_ASYNC_SLOTS 2
+es_status es_vk_async_init(es_vk *vk, size_t slot_bytes, es_err *err);
+es_status es_vk_async_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err);
+es_status es_vk_async_submit(es_vk *vk, es_err *err);
+/* Waits until every asynchronous upload has landed. */
+es_status es_vk_async_wait(es_vk *vk, es_err *err);
+/* Submissions made without waiting, and the times the host waited for a staging slot. */
+void es_vk_async_stats(const es_vk *vk, int64_t *submits, int64_t *waits);
+
 /* ---- kernels (recorded; each checks its arguments and returns ES_ERR_INVALID_ARG on misuse) ---- */
 
 /* Whether es_vk_matmul takes weights of this GGUF type (F32, F16, Q8_0, Q4_0, Q4_K, Q6_K). */

@@ -317,6 +317,10 @@ void es_vk_free(es_vk *vk) {
         vkDeviceWaitIdle(vk->dev);
         es_vk_buf_free(vk, vk->staging);
         es_vk_buf_free(vk, vk->ring);
+        for (int i = 0; i < ES_VK_ASYNC_SLOTS; i++) {
+            es_vk_buf_free(vk, vk->async[i].stage);
+            if (vk->async[i].fence) vkDestroyFence(vk->dev, vk->async[i].fence, NULL);
+        }
         for (int i = 0; i < ES_VK_PIPE_COUNT; i++)
             if (vk->pipe[i]) vkDestroyPipeline(vk->dev, vk->pipe[i], NULL);
         if (vk->dpool) vkDestroyDescriptorPool(vk->dev, vk->dpool, NULL);
@@ -438,6 +442,7 @@ static es_status check_range(const es_vk *vk, const es_vk_buf *b, size_t off, si
 
 es_status es_vk_buf_write(es_vk *vk, es_vk_buf *b, size_t off, const void *src, size_t bytes, es_err *err) {
     es_status st = check_range(vk, b, off, bytes, err);
+    if (st == ES_OK) st = es_vk_async_wait(vk, err); /* (an upload in flight may target these bytes) */
     if (st != ES_OK) return st;
     if (b->map) {
         memcpy((char *)b->map + off, src, bytes);
@@ -454,6 +459,7 @@ es_status es_vk_buf_write(es_vk *vk, es_vk_buf *b, size_t off, const void *src, 
 
 es_status es_vk_buf_read(es_vk *vk, const es_vk_buf *b, size_t off, void *dst, size_t bytes, es_err *err) {
     es_status st = check_range(vk, b, off, bytes, err);
+    if (st == ES_OK) st = es_vk_async_wait(vk, err);
     if (st != ES_OK) return st;
     if (b->map) {
         memcpy(dst, (const char *)b->map + off, bytes);
@@ -497,12 +503,21 @@ static es_status drain(es_vk *vk, es_err *err) {
 es_status es_vk_begin(es_vk *vk, es_err *err) {
     if (vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: es_vk_begin while recording");
     es_status dst = drain(vk, err);
+    if (dst == ES_OK) dst = es_vk_async_submit(vk, err); /* staged uploads go first */
     if (dst != ES_OK) return dst;
     VkResult r = vkResetDescriptorPool(vk->dev, vk->dpool, 0);
     if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkResetDescriptorPool");
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     if ((r = vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) return es_vk_fail(err, r, "vkBeginCommandBuffer");
+    if (vk->async_unordered) { /* the asynchronous copies submitted before land before this recording reads or writes */
+        VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                                               VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
+        vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                             0, 1, &mb, 0, NULL, 0, NULL);
+        vk->async_unordered = false;
+    }
     vk->recording = true;
     vk->n_dispatch = 0;
     vk->ring_used = 0;
@@ -656,4 +671,97 @@ es_status es_vk_copy_to_host(es_vk *vk, es_vk_buf *dst, size_t dst_off, const es
                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
     vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &after, 0, NULL, 0, NULL);
     return ES_OK;
+}
+
+/* ---- asynchronous uploads --------------------------------------------------------------------- */
+
+es_status es_vk_async_init(es_vk *vk, size_t slot_bytes, es_err *err) {
+    if (vk->async[0].stage) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: asynchronous uploads set up twice");
+    VkCommandBuffer cbs[ES_VK_ASYNC_SLOTS];
+    VkCommandBufferAllocateInfo ca = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = vk->cpool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = ES_VK_ASYNC_SLOTS};
+    VkResult r = vkAllocateCommandBuffers(vk->dev, &ca, cbs);
+    if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    for (int i = 0; i < ES_VK_ASYNC_SLOTS; i++) {
+        struct vk_async_slot *a = &vk->async[i];
+        a->cmd = cbs[i];
+        if ((r = vkCreateFence(vk->dev, &fi, NULL, &a->fence)) != VK_SUCCESS) return es_vk_fail(err, r, "vkCreateFence");
+        const es_status st = es_vk_buf_alloc_kind(vk, slot_bytes, true, &a->stage, err);
+        if (st != ES_OK) return st;
+    }
+    return ES_OK;
+}
+
+/* Slot i free for staging: its last submission has landed (waited for when it has not yet). */
+static es_status async_ready(es_vk *vk, int i, es_err *err) {
+    struct vk_async_slot *a = &vk->async[i];
+    if (!a->busy) return ES_OK;
+    VkResult r = vkGetFenceStatus(vk->dev, a->fence);
+    if (r == VK_NOT_READY) {
+        vk->async_waits++;
+        r = vkWaitForFences(vk->dev, 1, &a->fence, VK_TRUE, UINT64_MAX);
+    }
+    if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkWaitForFences");
+    vkResetFences(vk->dev, 1, &a->fence);
+    a->busy = false;
+    return ES_OK;
+}
+
+es_status es_vk_async_submit(es_vk *vk, es_err *err) {
+    struct vk_async_slot *a = &vk->async[vk->async_cur];
+    if (!a->open) return ES_OK;
+    a->open = false;
+    VkResult r = vkEndCommandBuffer(a->cmd);
+    if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkEndCommandBuffer");
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &a->cmd};
+    if ((r = vkQueueSubmit(vk->queue, 1, &si, a->fence)) != VK_SUCCESS) return es_vk_fail(err, r, "vkQueueSubmit");
+    a->busy = true;
+    vk->async_unordered = true;
+    vk->async_submits++;
+    vk->async_cur = (vk->async_cur + 1) % ES_VK_ASYNC_SLOTS;
+    return ES_OK;
+}
+
+es_status es_vk_async_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err) {
+    if (vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: asynchronous upload while recording");
+    if (!vk->async[0].stage) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: asynchronous uploads not set up (es_vk_async_init)");
+    if (dst_off > dst->bytes || bytes > dst->bytes - dst_off)
+        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: upload of %zu bytes at %zu outside a buffer of %zu", bytes, dst_off, dst->bytes);
+    const size_t cap = vk->async[0].stage->bytes;
+    if (bytes > cap) return es_fail(err, ES_ERR_RANGE, "vulkan: an asynchronous upload of %zu bytes exceeds its staging (%zu)", bytes, cap);
+    if (bytes == 0) return ES_OK;
+    struct vk_async_slot *a = &vk->async[vk->async_cur];
+    size_t at = (a->used + 63) & ~(size_t)63;
+    es_status st;
+    if (a->open && (at > cap || bytes > cap - at)) { /* full: on its way, and the next slot */
+        if ((st = es_vk_async_submit(vk, err)) != ES_OK) return st;
+        a = &vk->async[vk->async_cur];
+    }
+    if (!a->open) {
+        if ((st = async_ready(vk, vk->async_cur, err)) != ES_OK) return st;
+        VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                       .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+        VkResult r = vkBeginCommandBuffer(a->cmd, &bi);
+        if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkBeginCommandBuffer");
+        a->open = true;
+        a->used = 0;
+        at = 0;
+    }
+    memcpy((char *)a->stage->map + at, src, bytes); /* made visible to the device by the submission */
+    VkBufferCopy c = {.srcOffset = at, .dstOffset = dst_off, .size = bytes};
+    vkCmdCopyBuffer(a->cmd, a->stage->buf, dst->buf, 1, &c);
+    a->used = at + bytes;
+    return ES_OK;
+}
+
+es_status es_vk_async_wait(es_vk *vk, es_err *err) {
+    es_status st = es_vk_async_submit(vk, err);
+    for (int i = 0; i < ES_VK_ASYNC_SLOTS && st == ES_OK; i++) st = async_ready(vk, i, err);
+    return st;
+}
+
+void es_vk_async_stats(const es_vk *vk, int64_t *submits, int64_t *waits) {
+    *submits = vk->async_submits;
+    *waits = vk->async_waits;
 }

@@ -135,6 +135,8 @@ static void vk_be_free(es_backend *be) {
     if (!b) return;
     es_vk *vk = b->vk;
     if (vk) {
+        es_err e = {{0}};
+        (void)es_vk_async_wait(vk, &e); /* copies up may still be writing the caches freed below */
         if (b->L)
             for (int l = 0; l < b->model->hp.n_layer; l++) {
                 dlayer *L = &b->L[l];
@@ -337,11 +339,28 @@ static void flush_freed(vk_be *b) {
 }
 
 /* Copies whole pages between the tiers (K and V of every layer): up, host rows into device page
- * dev_of[p]; or down, after which the host copies hold the rows. In recordings of xfer_chunk pages,
- * which the transfer ring holds. */
+ * dev_of[p]; or down, after which the host copies hold the rows. Up is asynchronous: the rows are
+ * staged and their copy submitted without waiting (the next pass is ordered after it, es_vk_begin),
+ * so the host goes on to record that pass while the device copies; the host copy stays valid, so
+ * nothing on the host waits for it. Down is waited for (the host reads the rows next), in recordings
+ * of xfer_chunk pages, which the transfer ring holds. */
 static es_status xfer(vk_be *b, const int32_t *pages, int n, bool up, es_err *err) {
     const int nl = b->model->hp.n_layer;
     const size_t bytes = (size_t)b->block_size * es_kv_row_bytes(b->kv);
+    if (up) {
+        es_status st = ES_OK;
+        for (int k = 0; k < n && st == ES_OK; k++) {
+            const int32_t pg = pages[k];
+            const size_t off = (size_t)b->dev_of[pg] * bytes;
+            for (int l = 0; l < nl && st == ES_OK; l++) {
+                st = es_vk_async_upload(b->vk, b->L[l].k_cache, off, es_kv_page_k(b->kv, pg, l), bytes, err);
+                if (st == ES_OK) st = es_vk_async_upload(b->vk, b->L[l].v_cache, off, es_kv_page_v(b->kv, pg, l), bytes, err);
+            }
+        }
+        if (st == ES_OK) st = es_vk_async_submit(b->vk, err);
+        if (st == ES_OK) b->stats.pages_moved += n;
+        return st;
+    }
     for (int at = 0; at < n; at += b->xfer_chunk) {
         const int m = n - at < b->xfer_chunk ? n - at : b->xfer_chunk;
         es_status st = es_vk_begin(b->vk, err);
@@ -351,27 +370,21 @@ static es_status xfer(vk_be *b, const int32_t *pages, int n, bool up, es_err *er
             const size_t off = (size_t)b->dev_of[pg] * bytes;
             for (int l = 0; l < nl && st == ES_OK; l++) {
                 const void **ptr = b->xfer_ptr + ((size_t)k * nl + l) * 2;
-                if (up) {
-                    st = es_vk_upload(b->vk, b->L[l].k_cache, off, es_kv_page_k(b->kv, pg, l), bytes, err);
-                    if (st == ES_OK) st = es_vk_upload(b->vk, b->L[l].v_cache, off, es_kv_page_v(b->kv, pg, l), bytes, err);
-                } else {
-                    st = es_vk_readback(b->vk, b->L[l].k_cache, off, bytes, &ptr[0], err);
-                    if (st == ES_OK) st = es_vk_readback(b->vk, b->L[l].v_cache, off, bytes, &ptr[1], err);
-                }
+                st = es_vk_readback(b->vk, b->L[l].k_cache, off, bytes, &ptr[0], err);
+                if (st == ES_OK) st = es_vk_readback(b->vk, b->L[l].v_cache, off, bytes, &ptr[1], err);
             }
         }
         const es_status sub = es_vk_submit(b->vk, err);
         if (st != ES_OK) return st;
         if (sub != ES_OK) return sub;
-        if (!up)
-            for (int k = 0; k < m; k++) {
-                for (int l = 0; l < nl; l++) {
-                    const void **ptr = b->xfer_ptr + ((size_t)k * nl + l) * 2;
-                    memcpy(es_kv_page_k(b->kv, pages[at + k], l), ptr[0], bytes);
-                    memcpy(es_kv_page_v(b->kv, pages[at + k], l), ptr[1], bytes);
-                }
-                b->host_ok[pages[at + k]] = 1;
+        for (int k = 0; k < m; k++) {
+            for (int l = 0; l < nl; l++) {
+                const void **ptr = b->xfer_ptr + ((size_t)k * nl + l) * 2;
+                memcpy(es_kv_page_k(b->kv, pages[at + k], l), ptr[0], bytes);
+                memcpy(es_kv_page_v(b->kv, pages[at + k], l), ptr[1], bytes);
             }
+            b->host_ok[pages[at + k]] = 1;
+        }
     }
     b->stats.pages_moved += n;
     return ES_OK;
@@ -543,6 +556,7 @@ static void vk_tier_info(const es_backend *be, es_tier_info *out) {
     }
     out->host_seqs = 0;
     for (int s = 0; s < b->n_seq_max; s++) out->host_seqs += es_kv_seq_valid(b->kv, s) && b->tier[s] == ES_KV_TIER_HOST;
+    es_vk_async_stats(b->vk, &out->xfer_async, &out->xfer_waits);
 }
 
 /* ---- the forward pass ------------------------------------------------------------------------- */
@@ -1079,6 +1093,8 @@ es_status es_backend_vulkan_init(const es_model *model, es_kv *kv, const es_ctx_
                             (size_t)p->n_logits_max * (size_t)hp->n_embd * 4 + 10 * 64; /* + early-exit rows */
         const size_t moves = b->tiered ? (size_t)b->xfer_chunk * 2 * hp->n_layer * ((size_t)b->block_size * es_kv_row_bytes(kv) + 64) : 0;
         st = named(es_vk_ring_init(b->vk, ring > moves ? ring : moves, err), "transfer ring", err);
+        /* pages moving up are staged in slots of as many pages as a recording moves down */
+        if (st == ES_OK && b->tiered) st = named(es_vk_async_init(b->vk, moves, err), "transfer staging", err);
     }
     if (st != ES_OK) {
         vk_be_free(&b->base);

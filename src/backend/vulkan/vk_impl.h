@@ -72,6 +72,18 @@ struct es_vk {
     size_t ring_used;
     bool recording;
     int n_dispatch;
+    /* es_vk_async_*: uploads the host does not wait for, staged in slots used in turn; a slot is
+     * reused once its fence has signalled */
+    struct vk_async_slot {
+        VkCommandBuffer cmd;
+        VkFence fence;
+        es_vk_buf *stage;
+        size_t used;
+        bool open, busy; /* recording / submitted and not yet seen done */
+    } async[ES_VK_ASYNC_SLOTS];
+    int async_cur;
+    bool async_unordered;  /* submitted since the last es_vk_begin: the next recording starts with a barrier */
+    int64_t async_submits, async_waits;
 };
 
 es_status es_vk_fail(es_err *err, VkResult r, const char *what);

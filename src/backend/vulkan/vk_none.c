@@ -49,6 +49,20 @@ es_status es_vk_readback(es_vk *vk, const es_vk_buf *src, size_t src_off, size_t
     *out = NULL;
     return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
 }
+es_status es_vk_async_init(es_vk *vk, size_t slot_bytes, es_err *err) {
+    (void)vk, (void)slot_bytes;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_async_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err) {
+    (void)vk, (void)dst, (void)dst_off, (void)src, (void)bytes;
+    return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE);
+}
+es_status es_vk_async_submit(es_vk *vk, es_err *err) { (void)vk; return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE); }
+es_status es_vk_async_wait(es_vk *vk, es_err *err) { (void)vk; return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE); }
+void es_vk_async_stats(const es_vk *vk, int64_t *submits, int64_t *waits) {
+    (void)vk;
+    *submits = *waits = 0;
+}
 es_status es_vk_begin(es_vk *vk, es_err *err) { (void)vk; return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE); }
 es_status es_vk_submit(es_vk *vk, es_err *err) { (void)vk; return es_fail(err, ES_ERR_UNSUPPORTED, ES_VK_NONE); }
 bool es_vk_matmul_supports(uint32_t type) { (void)type; return false; }
