@@ -493,6 +493,81 @@ static es_status resolve_params(const es_model *target, const es_sched_params *p
     return ES_OK;
 }
 
+/* KV pool pages: the budget's, or full contexts for every session. */
+static es_status pool_blocks(const es_sched *s, int64_t *out, es_err *err) {
+    const es_sched_params *p = &s->p;
+    const int64_t per_seq = (p->n_ctx + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK;
+    int64_t blocks = per_seq * p->max_sessions;
+    if (p->kv_memory_bytes > 0) {
+        blocks = p->kv_memory_bytes / s->kv_bytes_per_block;
+        if (blocks < 1)
+            return es_fail(err, ES_ERR_INVALID_ARG, "KV budget of %lld bytes is below one page (%lld bytes)",
+                           (long long)p->kv_memory_bytes, (long long)s->kv_bytes_per_block);
+        if (blocks > per_seq * p->max_sessions) blocks = per_seq * p->max_sessions;
+    }
+    *out = blocks > INT32_MAX ? INT32_MAX : blocks;
+    return ES_OK;
+}
+
+/* The target's context over `blocks` pages (*cp: its parameters); with a device KV budget, two tiers
+ * and their predictor. */
+static es_status target_ctx(es_sched *s, int64_t blocks, es_ctx_params *cp, es_err *err) {
+    const es_sched_params *p = &s->p;
+    *cp = es_ctx_default_params();
+    cp->n_threads = p->n_threads;
+    cp->n_ctx = p->n_ctx;
+    cp->n_seq_max = p->max_sessions;
+    cp->n_batch_max = p->max_batch_tokens;
+    cp->kv_block_size = SCHED_KV_BLOCK;
+    cp->kv_blocks = blocks;
+    cp->n_logits_max = s->n_logits_max;
+    cp->kv_type = p->kv_type;
+    cp->backend = p->backend;
+    cp->device = p->device;
+    if (p->device_kv_memory_bytes > 0) { /* two tiers: the device holds part of the pool */
+        if (p->backend != ES_BACKEND_VULKAN)
+            return es_fail(err, ES_ERR_INVALID_ARG, "a device KV budget needs the target on a device (--device vulkan)");
+        cp->device_kv_blocks = p->device_kv_memory_bytes / s->kv_bytes_per_block;
+        if (cp->device_kv_blocks < 1)
+            return es_fail(err, ES_ERR_INVALID_ARG, "device KV budget of %lld bytes is below one page (%lld bytes)",
+                           (long long)p->device_kv_memory_bytes, (long long)s->kv_bytes_per_block);
+    }
+    es_status st = es_ctx_init(s->target, cp, &s->ctx, err);
+    es_tier_info ti;
+    if (st == ES_OK && (es_ctx_tier_info(s->ctx, &ti), ti.tiered)) st = apex_init(s, err);
+    return st;
+}
+
+/* The server-side drafter's context, on the CPU: the target's pages plus room for one draft tree per
+ * session. */
+static es_status draft_ctx(es_sched *s, const es_ctx_params *cp, es_err *err) {
+    const es_sched_params *p = &s->p;
+    if (es_model_n_vocab(p->draft) != s->n_vocab)
+        return es_fail(err, ES_ERR_MISMATCH, "draft vocabulary has %d tokens, target has %d", es_model_n_vocab(p->draft), s->n_vocab);
+    const int64_t per_seq = (p->n_ctx + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK;
+    es_ctx_params dp = *cp;
+    dp.backend = ES_BACKEND_CPU;
+    dp.n_batch_max = ES_SPEC_MAX_NODES + 1; /* the drafter's largest batch */
+    dp.n_logits_max = 0;
+    dp.kv_blocks = cp->kv_blocks + (int64_t)p->max_sessions * ((ES_SPEC_MAX_NODES + SCHED_KV_BLOCK) / SCHED_KV_BLOCK + 1);
+    if (dp.kv_blocks > per_seq * p->max_sessions) dp.kv_blocks = per_seq * p->max_sessions;
+    return es_ctx_init(p->draft, &dp, &s->dctx, err);
+}
+
+/* After the contexts: the knee of the pass curve, and with two tiers the predictor's start-up profile. */
+static void calibrate(es_sched *s) {
+    s->st.kv_blocks_total = es_ctx_kv_blocks_total(s->ctx);
+    s->st.kv_bytes_per_block = s->kv_bytes_per_block;
+    s->st.pass_row_ratio = 1; /* until a pass is measured */
+    if (s->p.knee_tokens == 0) profile_knee(s);
+    if (s->apex) {
+        apex_calibrate(s, s->apex_on_cpu);
+        es_ctx_tier_info(s->ctx, &s->tier_base);
+        s->st.tiered = true;
+        s->st.device_kv_blocks_total = s->tier_base.device_blocks_total;
+    }
+}
+
 es_status es_sched_init(const es_model *target, const es_sched_params *params, es_sched **out, es_err *err) {
     *out = NULL;
     if (!target || !params) return es_fail(err, ES_ERR_INVALID_ARG, "scheduler: null target or parameters");
@@ -515,63 +590,14 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->ev_mu, NULL);
-
-    /* KV pool: the budget in pages, or full contexts for every session */
-    const int64_t per_seq = (p.n_ctx + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK;
-    int64_t blocks = per_seq * p.max_sessions;
-    if (p.kv_memory_bytes > 0) {
-        blocks = p.kv_memory_bytes / s->kv_bytes_per_block;
-        if (blocks < 1) {
-            /* the message reads s: it is built before s is freed */
-            const es_status bad = es_fail(err, ES_ERR_INVALID_ARG, "KV budget of %lld bytes is below one page (%lld bytes)",
-                                          (long long)p.kv_memory_bytes, (long long)s->kv_bytes_per_block);
-            es_sched_free(s);
-            return bad;
-        }
-        if (blocks > per_seq * p.max_sessions) blocks = per_seq * p.max_sessions;
-    }
-    if (blocks > INT32_MAX) blocks = INT32_MAX;
-    int64_t lg = (int64_t)p.max_sessions * (p.max_tree_nodes + 1);
+    const int64_t lg = (int64_t)p.max_sessions * (p.max_tree_nodes + 1);
     s->n_logits_max = (int)(lg < p.max_batch_tokens ? lg : p.max_batch_tokens);
-
-    es_ctx_params cp = es_ctx_default_params();
-    cp.n_threads = p.n_threads;
-    cp.n_ctx = p.n_ctx;
-    cp.n_seq_max = p.max_sessions;
-    cp.n_batch_max = p.max_batch_tokens;
-    cp.kv_block_size = SCHED_KV_BLOCK;
-    cp.kv_blocks = blocks;
-    cp.n_logits_max = s->n_logits_max;
-    cp.kv_type = p.kv_type;
-    cp.backend = p.backend;
-    cp.device = p.device;
-    if (p.device_kv_memory_bytes > 0) { /* two tiers: the device holds part of the pool */
-        if (p.backend != ES_BACKEND_VULKAN)
-            st = es_fail(err, ES_ERR_INVALID_ARG, "a device KV budget needs the target on a device (--device vulkan)");
-        cp.device_kv_blocks = p.device_kv_memory_bytes / s->kv_bytes_per_block;
-        if (st == ES_OK && cp.device_kv_blocks < 1)
-            st = es_fail(err, ES_ERR_INVALID_ARG, "device KV budget of %lld bytes is below one page (%lld bytes)",
-                         (long long)p.device_kv_memory_bytes, (long long)s->kv_bytes_per_block);
-    }
-    if (st == ES_OK) st = es_ctx_init(target, &cp, &s->ctx, err);
-    es_tier_info ti;
-    if (st == ES_OK && (es_ctx_tier_info(s->ctx, &ti), ti.tiered)) st = apex_init(s, err);
-    if (st == ES_OK && p.draft) {
-        if (es_model_n_vocab(p.draft) != s->n_vocab) {
-            const es_status bad = es_fail(err, ES_ERR_MISMATCH, "draft vocabulary has %d tokens, target has %d",
-                                          es_model_n_vocab(p.draft), s->n_vocab);
-            es_sched_free(s);
-            return bad;
-        }
-        /* Draft pages: the target's token budget plus room for one draft tree per session. */
-        es_ctx_params dp = cp;
-        dp.backend = ES_BACKEND_CPU;
-        dp.n_batch_max = ES_SPEC_MAX_NODES + 1; /* the drafter's largest batch */
-        dp.n_logits_max = 0;
-        dp.kv_blocks = blocks + (int64_t)p.max_sessions * ((ES_SPEC_MAX_NODES + SCHED_KV_BLOCK) / SCHED_KV_BLOCK + 1);
-        if (dp.kv_blocks > per_seq * p.max_sessions) dp.kv_blocks = per_seq * p.max_sessions;
-        st = es_ctx_init(p.draft, &dp, &s->dctx, err);
-    }
+    /* (every message below is built before s is freed: some read it) */
+    int64_t blocks = 0;
+    es_ctx_params cp;
+    st = pool_blocks(s, &blocks, err);
+    if (st == ES_OK) st = target_ctx(s, blocks, &cp, err);
+    if (st == ES_OK && p.draft) st = draft_ctx(s, &cp, err);
     if (st == ES_OK && p.prefix_cache) st = es_ctx_prefix_cache_enable(s->ctx, err);
     if (st == ES_OK && p.n_exit_layers > 0) st = early_init(s, err);
     if (st == ES_OK) st = es_batch_builder_init(&s->bb, p.max_batch_tokens, err);
@@ -583,16 +609,7 @@ es_status es_sched_init(const es_model *target, const es_sched_params *params, e
         es_sched_free(s);
         return st;
     }
-    s->st.kv_blocks_total = es_ctx_kv_blocks_total(s->ctx);
-    s->st.kv_bytes_per_block = s->kv_bytes_per_block;
-    s->st.pass_row_ratio = 1; /* until a pass is measured */
-    if (p.knee_tokens == 0) profile_knee(s);
-    if (s->apex) {
-        apex_calibrate(s, s->apex_on_cpu);
-        es_ctx_tier_info(s->ctx, &s->tier_base);
-        s->st.tiered = true;
-        s->st.device_kv_blocks_total = s->tier_base.device_blocks_total;
-    }
+    calibrate(s);
     *out = s;
     return ES_OK;
 }
