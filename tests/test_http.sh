@@ -277,8 +277,9 @@ need = {"edgespec_requests_total": "counter", "edgespec_prompt_tokens_total": "c
         "edgespec_tokens_per_second": "gauge", "edgespec_active_sessions": "gauge", "edgespec_kv_blocks_used": "gauge",
         "edgespec_kv_blocks_total": "gauge", "edgespec_batch_rows": "histogram", "edgespec_drafts_total": "counter",
         "edgespec_draft_tokens_total": "counter", "edgespec_accepted_tokens_total": "counter", "edgespec_acceptance_length": "gauge",
-        "edgespec_refused_total": "counter"}
+        "edgespec_refused_total": "counter", "edgespec_groups": "gauge", "edgespec_group_trial_tokens_per_second": "gauge"}
 for n, t in need.items(): assert t2.get(n) == t, (n, t2.get(n))
+assert v2['edgespec_group_trial_tokens_per_second{arm="one"}'] >= 0 and v2['edgespec_group_trial_tokens_per_second{arm="split"}'] >= 0
 assert 'edgespec_active_sessions{kind="edge"}' in v2 and 'edgespec_active_sessions{kind="http"}' in v2
 assert v2.get('edgespec_device_info{backend="cpu",index="0",name=""}') == 1, [k for k in v2 if "device" in k]
 # counters by session kind: every kind listed, and per counter the kinds sum to the unlabelled total

@@ -497,6 +497,7 @@ static void test_pipeline_groups(es_model *target, es_model *draft, int policy) 
     p.knee_tokens = 64;
     p.max_sessions = 4;
     p.policy = policy;
+    p.group_trial = false; /* the structure the cycle model asks for, not the measured check's choice */
     es_sched *s = init_sched(target, p, &h);
     if (!s) return;
     es_ctx *dctx = make_dctx(draft, 4);
@@ -546,6 +547,64 @@ static void test_pipeline_groups(es_model *target, es_model *draft, int policy) 
 /* es_sched_groups_for: two groups without a measurement (SpecEdge); with one, the count with the
  * shortest cycle max(g t(R/g), t(R/g) + round), if it beats one group by 10 %; capped by max_groups
  * and by a third of the sessions. Cycles below for t(r) = 10 + r and R = 128. */
+/* es_group_trial: one epoch (a warm-up round per session, then ES_SCHED_TRIAL_ROUNDS rounds per
+ * session measured) of the model's split, then one of a single group; the better kept, one group on
+ * a tie within the margin; the loser measured again every ES_SCHED_TRIAL_EXPLORE epochs; rates
+ * forgotten for new conditions and kept over a pause. 4 edge sessions; the clock and the token count
+ * are made up. */
+static double trial_epoch(es_group_trial *t, double *now, int64_t *tok, double rate) {
+    const int n = t->n_edge;
+    if (t->warm) { /* warm-up: its tokens and time are not counted */
+        *now += 1;
+        *tok += 1000;
+        es_group_trial_observe(t, n, *now, *tok);
+    }
+    CHECK(!t->warm);
+    for (int k = 0; k < ES_SCHED_TRIAL_ROUNDS * n - 1; k++) es_group_trial_observe(t, 1, *now, *tok);
+    const int64_t e0 = t->epochs;
+    *now += 2;
+    *tok += (int64_t)(2 * rate);
+    es_group_trial_observe(t, 1, *now, *tok);
+    CHECK(t->epochs == e0 + 1);
+    return rate;
+}
+
+static void test_group_trial(void) {
+    es_group_trial t = {0};
+    double now = 0;
+    int64_t tok = 0;
+    CHECK(es_group_trial_pick(&t, 1, 4, now, tok) == 1 && !t.active); /* the model asks for one: no trial */
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 2 && t.active && t.warm); /* the split first */
+    es_group_trial_observe(&t, 3, now, tok);
+    CHECK(t.warm); /* 3 of 4 warm-up rounds */
+    trial_epoch(&t, &now, &tok, 100);
+    CHECK(t.rate[1] == 100 && t.arm == 0 && t.switched);
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1); /* then one group */
+    trial_epoch(&t, &now, &tok, 150);
+    CHECK(t.rate[0] == 150 && t.arm == 0 && !t.switched); /* one group is better: kept */
+    for (int e = 0; e < ES_SCHED_TRIAL_EXPLORE - 2; e++) trial_epoch(&t, &now, &tok, 150);
+    CHECK(t.arm == 0);
+    trial_epoch(&t, &now, &tok, 150);
+    CHECK(t.arm == 1 && t.switched); /* the loser measured again */
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 2);
+    trial_epoch(&t, &now, &tok, 200); /* better now: averaged to 150, a tie within the margin */
+    CHECK(t.rate[1] == 150 && t.arm == 0);
+    trial_epoch(&t, &now, &tok, 150);
+    CHECK(t.arm == 0);
+    /* a pause keeps the rates; new conditions forget them */
+    CHECK(es_group_trial_pick(&t, 1, 4, now, tok) == 1 && !t.active);
+    es_group_trial_observe(&t, 100, now + 5, tok + 5000); /* nothing measured while paused */
+    CHECK(t.rate[0] == 150 && t.rate[1] == 150);
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1 && t.warm && t.rate[0] == 150);
+    CHECK(es_group_trial_pick(&t, 2, 5, now, tok) == 2 && t.rate[0] == 0 && t.rate[1] == 0);
+    t.n_edge = 4; /* (4 sessions again, as trial_epoch assumes) */
+    trial_epoch(&t, &now, &tok, 160);
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1);
+    trial_epoch(&t, &now, &tok, 150); /* the split wins by more than the margin: kept */
+    CHECK(t.arm == 1 && es_group_trial_pick(&t, 2, 4, now, tok) == 2);
+    CHECK(es_group_trial_pick(&t, 3, 4, now, tok) == 3 && t.rate[1] == 0); /* another split: measured afresh */
+}
+
 static void test_groups_for(void) {
     const es_pass_cost c = es_pass_cost_linear(10); /* "seconds": 11 for one row, 10 + r for r */
     CHECK(es_sched_groups_for(&c, 0, 0, 1, 4) == 0);
@@ -1215,6 +1274,7 @@ static void test_tiers(es_model *draft) {
 int main(void) {
     test_best_budget();
     test_groups_for();
+    test_group_trial();
     test_pool_cpu();
     load_golden();
     es_model *target = es_test_load_model("stories260K.gguf");

@@ -41,7 +41,8 @@ rc=$?
 for k in '"steps":' '"mean_batch_rows":' '"tokens_generated":' '"idle_fraction":' '"compute_cpu_seconds":' \
          '"sessions_opened":' '"frames_in":' '"bytes_out":' '"protocol_errors":' '"connections_total":0' \
          '"sched":"gather"' '"server_busy_fraction":' '"sessions_per_pass":' '"rows_per_pass":' '"groups":0' \
-         '"trees":{"fresh":0,"bet_hit":0,"bet_miss":0,"early_hit":0}'; do
+         '"trees":{"fresh":0,"bet_hit":0,"bet_miss":0,"early_hit":0}' \
+         '"group_trial":{"model_groups":0,"one_group_tokens_per_s":0,"split_tokens_per_s":0,"epochs":0}'; do
   has "$tmp/s2.out" "$k"
 done
 
@@ -101,6 +102,21 @@ for (m, s, c), x in pts.items():
     assert set(t) == {"fresh", "bet_hit", "bet_miss", "early_hit"} and all(v >= 0 for v in t.values()), x
     assert sum(t.values()) == (0 if m == "ar" else x["rounds"]), x
     if m == "edge+proactive": assert t["bet_hit"] + t["bet_miss"] > 0, x
+    # the measured check of a split: only pipeline points with two or more edges measure anything
+    g = x["group_trial"]
+    assert set(g) == {"model_groups", "one_group_tokens_per_s", "split_tokens_per_s", "epochs"} and min(g.values()) >= 0, x
+    if s == "gather" or c == 1: assert g["epochs"] == 0 and g["model_groups"] == 0, x
+assert r["group_trial"] is True
+PY
+# --no-group-trial: the pipeline trusts the cycle model, and measures nothing
+expect 0 "$bin" bench serve -m "$model" --draft "$models/draft-mid.gguf" --modes edge --clients 2 --sched pipeline \
+  --no-group-trial --n-gen 16 --rtt-ms 1 -t 1 --server-cpus "$cpu" --edge-cpus "$cpu" --json
+python3 - "$tmp/out" <<'PY' && ok || bad "bench serve --no-group-trial: $(head -c 400 "$tmp/out")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["group_trial"] is False and len(r["results"]) == 1, r
+g = r["results"][0]["group_trial"]
+assert g["epochs"] == 0 and g["one_group_tokens_per_s"] == 0 and g["split_tokens_per_s"] == 0, g
 PY
 expect 2 "$bin" bench serve -m "$model" --server-cpus "$cpu"
 has "$tmp/err" "go together"

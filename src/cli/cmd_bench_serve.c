@@ -37,7 +37,7 @@ static const char *k_usage_serve =
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
-    "               [--sched pipeline,gather] [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
+    "               [--sched pipeline,gather] [--no-group-trial] [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S]\n"
     "               [--server-cpus LIST --edge-cpus LIST] [--device cpu|vulkan[:N]] [--device-kv-memory SIZE] [--json]";
 
@@ -57,6 +57,7 @@ typedef struct bs_opts {
     const char *accept, *spec;
     uint64_t seed;
     bool json;
+    bool group_trial; /* pipeline points check the model's split by measurement (--no-group-trial: not) */
     int exit_layers[ES_EXIT_MAX], n_exit_layers; /* edge+early: the server's exit heads */
     int early_follow;                            /* edge+early: es_early_follow */
     const char *exit_file;
@@ -278,6 +279,7 @@ static es_server_params point_server_params(const bs_opts *o, const bs_point *pt
     if (o->max_batch_tokens > 0) sp.sched.max_batch_tokens = o->max_batch_tokens;
     sp.sched.batch_window_ms = o->batch_window_ms;
     sp.sched.policy = pt->policy;
+    sp.sched.group_trial = o->group_trial;
     sp.sched.kv_type = o->kv_type;
     sp.sched.backend = o->backend;
     sp.sched.device = o->device;
@@ -389,6 +391,13 @@ static void add_server_load(cJSON *r, const bs_opts *o, const bs_outcome *oc) {
     cJSON_AddNumberToObject(r, "rows_per_pass", steps ? (double)rows / (double)steps : 0);
     cJSON_AddNumberToObject(r, "groups", steps ? (double)(k1->groups_sum - k0->groups_sum) / (double)steps : 0);
     cJSON_AddNumberToObject(r, "edge_round_trip_ms", 1e3 * k1->round_trip_s);
+    cJSON *gt = cJSON_AddObjectToObject(r, "group_trial"); /* the pipeline's measured check, at the point's end */
+    if (gt) {
+        cJSON_AddNumberToObject(gt, "model_groups", k1->trial_model_groups);
+        cJSON_AddNumberToObject(gt, "one_group_tokens_per_s", k1->trial_rate_one);
+        cJSON_AddNumberToObject(gt, "split_tokens_per_s", k1->trial_rate_split);
+        cJSON_AddNumberToObject(gt, "epochs", (double)(k1->trial_epochs - k0->trial_epochs));
+    }
     cJSON_AddNumberToObject(r, "server_steps", (double)steps);
     cJSON_AddNumberToObject(r, "mean_batch_rows", steps ? (double)rows / steps : 0);
     cJSON_AddNumberToObject(r, "max_batch_rows", k1->max_batch_rows);
@@ -636,6 +645,7 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
     o->prompts_per_client = 1;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = nc > 0 ? (int)nc : 1;
+    o->group_trial = true;
     o->kv_type = ES_KV_F16;
     o->draft_max = 8;
     o->tree_budget = 8;
@@ -676,6 +686,7 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
         {.names = "--server-cpus|--edge-cpus", .kind = CLI_FN, .dst = o, .fn = bs_cpus,
          .must = "must list CPUs this process may use, e.g. 0,2-3"},
         {.names = "--sched", .kind = CLI_FN, .dst = o, .fn = bs_sched, .must = "takes pipeline, gather or both"},
+        {.names = "--no-group-trial", .kind = CLI_CLEAR, .dst = &o->group_trial},
         {.names = "--seed", .kind = CLI_U64, .dst = &o->seed, .must = "must be a non-negative integer"},
         {.names = "--device", .kind = CLI_FN, .dst = o, .fn = bs_device, .must = "must be cpu, vulkan or vulkan:N"},
         {.names = "--device-kv-memory", .kind = CLI_I64, .dst = &o->device_kv_memory, .lo = 1, .hi = (double)(1ull << 50),
@@ -789,6 +800,7 @@ static cJSON *sweep_json(const bs_opts *o, cJSON **rows) {
             else cJSON_AddNullToObject(root, "exit_file");
         }
     cJSON_AddNumberToObject(root, "batch_window_ms", o->batch_window_ms);
+    cJSON_AddBoolToObject(root, "group_trial", o->group_trial);
     cJSON *sj = cJSON_AddArrayToObject(root, "sched");
     for (int i = 0; sj && i < o->n_scheds; i++) cJSON_AddItemToArray(sj, cJSON_CreateString(es_sched_policy_name(o->scheds[i])));
     cJSON_AddNumberToObject(root, "knee_tokens", o->knee_tokens);

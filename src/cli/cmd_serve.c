@@ -248,6 +248,13 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "edge_sessions_per_pass", k->steps ? (double)k->pass_edge_sessions / (double)k->steps : 0.0);
     cJSON_AddNumberToObject(o, "rows_per_pass", k->steps ? (double)k->batch_rows / (double)k->steps : 0.0);
     cJSON_AddNumberToObject(o, "groups", k->groups);
+    cJSON *gt = cJSON_AddObjectToObject(o, "group_trial"); /* the measured check of the model's split */
+    if (gt) {
+        cJSON_AddNumberToObject(gt, "model_groups", k->trial_model_groups);
+        cJSON_AddNumberToObject(gt, "one_group_tokens_per_s", k->trial_rate_one);
+        cJSON_AddNumberToObject(gt, "split_tokens_per_s", k->trial_rate_split);
+        cJSON_AddNumberToObject(gt, "epochs", (double)k->trial_epochs);
+    }
     cJSON_AddNumberToObject(o, "edge_round_trip_seconds", k->round_trip_s);
     cJSON_AddNumberToObject(o, "prompt_tokens", (double)k->prompt_tokens);
     cJSON_AddNumberToObject(o, "prefix_cache_hit_tokens", (double)k->prefix_hit_tokens);
@@ -399,6 +406,7 @@ static int parse_options(int argc, char **argv, serve_opts *o) {
         {.names = "--exit-layers", .kind = CLI_FN, .dst = sp, .fn = opt_exit_layers, .must = must_exits},
         {.names = "--exit-file", .kind = CLI_STR, .dst = &sc->exit_file},
         {.names = "--no-prefix-cache", .kind = CLI_CLEAR, .dst = &sc->prefix_cache},
+        {.names = "--no-group-trial", .kind = CLI_CLEAR, .dst = &sc->group_trial},
         {.names = "--sched", .kind = CLI_FN, .dst = sp, .fn = opt_sched, .must = "must be pipeline or gather"},
         {.names = "--device", .kind = CLI_FN, .dst = sp, .fn = opt_device, .must = "must be cpu, vulkan or vulkan:N"},
         {.names = "--batch-window-ms", .kind = CLI_DOUBLE, .dst = &sc->batch_window_ms, .lo = 0, .hi = 10000, .must = "must be in 0..10000"},

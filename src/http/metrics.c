@@ -210,9 +210,16 @@ static bool render_sched(const es_metrics *m, es_str *o) {
         ok = ok && simple(o, "edgespec_prefix_cache_blocks", "gauge", "KV pages held in the prefix cache.",
                           (double)m->prefix_blocks);
     }
-    if (m->groups >= 0)
+    if (m->groups >= 0) {
         ok = ok && simple(o, "edgespec_groups", "gauge",
                           "Edge groups the pipeline scheduler serves in turn now (1: gather, 0: no edge session).", m->groups);
+        ok = ok && es_str_puts(o, "# HELP edgespec_group_trial_tokens_per_second Edge tokens per second the pipeline measured "
+                                  "under one group and under the cycle model's split (0: not measured).\n"
+                                  "# TYPE edgespec_group_trial_tokens_per_second gauge\n"
+                                  "edgespec_group_trial_tokens_per_second{arm=\"one\"} ") &&
+             value(o, m->trial_rate_one) && es_str_puts(o, "edgespec_group_trial_tokens_per_second{arm=\"split\"} ") &&
+             value(o, m->trial_rate_split);
+    }
     if (m->early_frames >= 0) {
         ok = ok && simple(o, "edgespec_early_frames_total", "counter",
                           "EARLY frames (provisional verdicts from the exit layer) sent to edges.", (double)m->early_frames);

@@ -81,6 +81,8 @@ typedef struct es_metrics {
     int64_t pass_sessions;         /* sessions with rows in a pass, summed over the passes */
     double busy_seconds, idle_seconds; /* the compute thread in passes / waiting for work (< 0: n/a) */
     int groups;                    /* edge groups of the pipeline now (< 0: n/a) */
+    double trial_rate_one, trial_rate_split; /* the pipeline's measured check of its split: edge tokens per
+                                      second under one group / the split (0: not measured; groups < 0: n/a) */
     int64_t prefix_hit_tokens;     /* prompt tokens adopted from the prefix cache (< 0: n/a) */
     int64_t prefix_blocks;         /* KV pages in the prefix cache now */
     int queue_depth;               /* requests waiting for a worker (edge) */

@@ -153,6 +153,7 @@ struct es_sched {
     int serve_group;         /* this step's edge group (-1: every edge session may have its round) */
     int regroup_votes;       /* steps in a row whose sizing asked for another number of groups */
     int last_n_edge;         /* live edge sessions at the last regrouping */
+    es_group_trial trial;    /* pipeline: the measured check of the model's split */
     int64_t n_waits;         /* waits measured into st.step_wait_s (its decayed mean) */
     /* two KV tiers */
     es_apex *apex;           /* the plan predictor (NULL: one tier) */
@@ -186,6 +187,7 @@ es_sched_params es_sched_default_params(void) {
     p.policy = ES_SCHED_PIPELINE;
     p.prefix_cache = true;
     p.max_groups = 4;
+    p.group_trial = true;
     p.batch_window_ms = 20; /* measured: gathers the edge cohort (bench serve, 4 clients: +33 % tokens per CPU-second) */
     p.kv_type = ES_KV_F16;
     p.knee_tokens = 0; /* automatic (measured) */
@@ -1182,6 +1184,55 @@ int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double r
     return best;
 }
 
+static void trial_begin(es_group_trial *t, bool warm, double now, int64_t tokens) {
+    t->warm = warm;
+    t->rounds = 0;
+    t->t0 = now;
+    t->tok0 = tokens;
+}
+
+int es_group_trial_pick(es_group_trial *t, int model_g, int n_edge, double now, int64_t tokens) {
+    if (model_g < 2) { /* paused: what was measured stays for when the model asks again */
+        t->active = false;
+        return model_g;
+    }
+    if (model_g != t->model_g || n_edge != t->n_edge) { /* new conditions: the split is measured first */
+        t->model_g = model_g;
+        t->n_edge = n_edge;
+        t->rate[0] = t->rate[1] = 0;
+        t->arm = 1;
+        t->since_explore = 0;
+        trial_begin(t, true, now, tokens);
+    } else if (!t->active) {
+        trial_begin(t, true, now, tokens);
+    }
+    t->active = true;
+    return t->arm ? model_g : 1;
+}
+
+void es_group_trial_observe(es_group_trial *t, int rounds, double now, int64_t tokens) {
+    if (!t->active || rounds <= 0) return;
+    t->rounds += rounds;
+    if (t->warm) {
+        if (t->rounds >= t->n_edge) trial_begin(t, false, now, tokens);
+        return;
+    }
+    if (t->rounds < (int64_t)ES_SCHED_TRIAL_ROUNDS * t->n_edge || !(now > t->t0)) return;
+    const double r = (double)(tokens - t->tok0) / (now - t->t0);
+    t->rate[t->arm] = t->rate[t->arm] > 0 ? 0.5 * (t->rate[t->arm] + r) : r;
+    t->epochs++;
+    const int was = t->arm;
+    if (t->rate[1 - was] == 0) {
+        t->arm = 1 - was; /* the other is not measured yet */
+    } else {
+        const int best = t->rate[1] > t->rate[0] * (1 + ES_SCHED_TRIAL_MARGIN);
+        t->arm = ++t->since_explore >= ES_SCHED_TRIAL_EXPLORE ? 1 - best : best;
+        if (t->arm != best) t->since_explore = 0;
+    }
+    t->switched = t->arm != was;
+    trial_begin(t, t->switched, now, tokens);
+}
+
 /* Sizes the groups and places every live edge session in one. Compute thread, under mu. */
 static void regroup_locked(es_sched *s) {
     int n_edge = 0, rows = 0, n_rt = 0;
@@ -1198,14 +1249,21 @@ static void regroup_locked(es_sched *s) {
     }
     if (n_rt) s->st.round_trip_s = rt / n_rt;
     /* the profiled curve is in seconds, as the round time is; a configured knee's is not: two groups */
-    const int want = s->p.policy == ES_SCHED_PIPELINE
-                         ? es_sched_groups_for(s->cost.n >= 2 ? &s->cost : NULL, n_edge, rows, n_rt ? rt / n_rt : 0, s->p.max_groups)
-                         : imin(n_edge, 1);
+    int want = imin(n_edge, 1);
+    bool trial_switch = false;
+    if (s->p.policy == ES_SCHED_PIPELINE) {
+        /* the cycle model's count, unless the measured check (es_group_trial) prefers one group */
+        const int model = es_sched_groups_for(s->cost.n >= 2 ? &s->cost : NULL, n_edge, rows, n_rt ? rt / n_rt : 0, s->p.max_groups);
+        want = !s->p.group_trial ? model : es_group_trial_pick(&s->trial, model, n_edge, es_now_s(), s->st.by_mode[ES_MODE_EDGE].tokens_generated);
+        trial_switch = s->trial.active && s->trial.switched;
+        s->trial.switched = false;
+    }
     bool reform = false;
     if (want != s->n_groups) {
-        /* sessions came or went: follow at once; a drifting measurement: only once it has asked for
-           the new count SCHED_REGROUP_VOTES steps in a row (no flapping between two counts) */
-        reform = n_edge != s->last_n_edge || s->n_groups == 0 || ++s->regroup_votes >= SCHED_REGROUP_VOTES;
+        /* sessions came or went, or the trial switched arms: follow at once; a drifting measurement:
+           only once it has asked for the new count SCHED_REGROUP_VOTES steps in a row (no flapping
+           between two counts) */
+        reform = trial_switch || n_edge != s->last_n_edge || s->n_groups == 0 || ++s->regroup_votes >= SCHED_REGROUP_VOTES;
     } else {
         s->regroup_votes = 0;
     }
@@ -1764,6 +1822,13 @@ static void account_locked(es_sched *s, const step_result *r) {
     s->st.groups_sum += s->n_groups;
     s->st.pass_sessions += r->n_pass;
     s->st.pass_edge_sessions += r->n_pass_edge;
+    if (s->p.policy == ES_SCHED_PIPELINE && s->p.group_trial) {
+        es_group_trial_observe(&s->trial, r->n_pass_edge, s->last_end, s->st.by_mode[ES_MODE_EDGE].tokens_generated);
+        s->st.trial_rate_one = s->trial.rate[0];
+        s->st.trial_rate_split = s->trial.rate[1];
+        s->st.trial_epochs = s->trial.epochs;
+        s->st.trial_model_groups = s->trial.active ? s->trial.model_g : 0;
+    }
     /* the next group's turn (a step of prefill or AR rows only leaves the turn where it is) */
     if (r->n_pass_edge > 0 && s->serve_group >= 0 && s->n_groups > 0) s->due_group = (s->serve_group + 1) % s->n_groups;
 }

@@ -90,6 +90,8 @@ typedef struct es_sched_params {
     int max_groups;           /* pipeline: most edge groups (default 4; the number in use is sized from
                                  the measured round time of the edges and the profiled pass time, see
                                  es_sched_groups_for: 1 when splitting would not pay) */
+    bool group_trial;         /* pipeline: check the model's split by measurement (es_group_trial;
+                                 default true); false trusts the cycle model alone */
     es_backend_kind backend;  /* where the target's forward pass runs (default the CPU); device `device`, */
     int device;               /* model loaded with no_repack (es_ctx_params); the server's draft stays on the CPU */
     /* Two KV tiers (APEX, a Vulkan device only): device memory for this many bytes of KV pages, the
@@ -190,6 +192,10 @@ typedef struct es_sched_stats {
     int exit_layer;               /* the layer EARLY events come from (0: early exits off) */
     double round_trip_s;          /* recent mean time from an edge verdict to the edge's next tree (its
                                      network round trip plus its drafting; kept when the edges leave) */
+    double trial_rate_one, trial_rate_split; /* pipeline: the edge tokens per second measured under one
+                                     group and under the model's split (es_group_trial; 0: not measured) */
+    int64_t trial_epochs;         /* the trial's epochs measured, since start */
+    int trial_model_groups;       /* the split under trial (0: the model asks for one group) */
     /* two KV tiers (device_kv_memory_bytes; all 0 with one) */
     bool tiered;
     int64_t device_kv_blocks_used, device_kv_blocks_total; /* used: held by device-tier sessions (as
@@ -251,6 +257,40 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
  * SpecEdge. 0 for no edge session. Pure. */
 int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups);
 #define ES_SCHED_GROUP_MARGIN 0.1
+
+/* The measured check of a split. The cycle model above assumes that the edges draft on their own
+ * devices while the server computes; where they do not (edges sharing the server's cores, as in a
+ * one-machine benchmark) or the curve misleads, g groups only add passes over the weights. So while
+ * the model asks for g >= 2 the pipeline measures the edge sessions' realised tokens per second of
+ * wall time under g groups and under one (gathering), an epoch each, and keeps the better; one group
+ * must lose by ES_SCHED_TRIAL_MARGIN to be left (it costs less compute per token). An epoch is one
+ * round per edge session of warm-up after a change (the rhythm settles) and then
+ * ES_SCHED_TRIAL_ROUNDS rounds per session measured, so it spans the same work whatever the load.
+ * The loser is measured again every ES_SCHED_TRIAL_EXPLORE epochs (rates are averaged, so a drift is
+ * followed); both rates are forgotten when the model's count or the number of edge sessions
+ * changes, and kept while the model asks for one group (the trial pauses). Pure; exposed for tests. */
+typedef struct es_group_trial {
+    int model_g, n_edge;   /* what the rates belong to */
+    bool active;           /* the model asks for a split now (else the trial pauses) */
+    bool switched;         /* the last epoch's end changed the arm (the groups re-form at once) */
+    int arm;               /* 0: one group, 1: the model's split; in force now */
+    double rate[2];        /* edge tokens per second measured under each (0: not yet) */
+    int64_t epochs;        /* epochs measured, in all */
+    int since_explore;     /* epochs since the loser was last measured */
+    bool warm;             /* the epoch under way is still warming up */
+    int64_t rounds;        /* edge rounds in the epoch under way (or its warm-up) */
+    double t0;             /* its measured part's start (seconds) */
+    int64_t tok0;          /* the edge tokens then */
+} es_group_trial;
+#define ES_SCHED_TRIAL_MARGIN 0.05
+#define ES_SCHED_TRIAL_ROUNDS 2
+#define ES_SCHED_TRIAL_EXPLORE 6
+/* The groups to use when the model asks for model_g with n_edge edge sessions (model_g itself
+ * below 2). now / tokens: the clock and the edge tokens committed so far, an epoch's start. */
+int es_group_trial_pick(es_group_trial *t, int model_g, int n_edge, double now, int64_t tokens);
+/* After a step: its edge rounds, the clock and the edge tokens committed so far. Ends the epoch
+ * when it is complete and picks the next arm. */
+void es_group_trial_observe(es_group_trial *t, int rounds, double now, int64_t tokens);
 
 /* The histogram bucket of a step of `rows` rows: the smallest b with rows <= 2^b, or the last. */
 int es_sched_batch_bucket(int64_t rows);

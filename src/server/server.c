@@ -1341,6 +1341,8 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->busy_seconds = k.busy_seconds;
     m->idle_seconds = k.idle_seconds;
     m->groups = k.groups;
+    m->trial_rate_one = k.trial_rate_one;
+    m->trial_rate_split = k.trial_rate_split;
     _Static_assert(ES_SESSION_MODES <= ES_METRICS_KINDS, "a metrics slot per session kind");
     m->n_kinds = ES_SESSION_MODES;
     for (int md = 0; md < ES_SESSION_MODES; md++) {
