@@ -790,6 +790,113 @@ static void expect_kw(pctx *p, const char *kw) {
     if (!accept_name(p, kw)) perr(p, ES_ERR_FORMAT, peek(p)->line, "expected '%s'", kw);
 }
 
+/* {% if %} ... {% elif %} ... {% else %} ... {% endif %}, after the keyword */
+static node *parse_if(pctx *p, int line) {
+    node *n = mk(p, S_IF, line);
+    n->a = parse_expr(p);
+    expect_bend(p);
+    static const char *const stops[] = {"elif", "else", "endif", NULL};
+    n->body = parse_body(p, stops);
+    node *cur = n;
+    for (;;) {
+        tok *k = next(p);
+        if (str_is(k->s, "elif")) { /* an elif is an if in the else branch */
+            node *e = mk(p, S_IF, k->line);
+            e->a = parse_expr(p);
+            expect_bend(p);
+            e->body = parse_body(p, stops);
+            nl_push(p, &cur->els, e);
+            cur = e;
+        } else if (str_is(k->s, "else")) {
+            expect_bend(p);
+            static const char *const end[] = {"endif", NULL};
+            cur->els = parse_body(p, end);
+        } else {
+            expect_bend(p);
+            break;
+        }
+    }
+    return n;
+}
+
+/* {% for targets in expr [if cond] %} ... [{% else %} ...] {% endfor %}, after the keyword */
+static node *parse_for(pctx *p, int line) {
+    node *n = mk(p, S_FOR, line);
+    n->ntn = target_list(p, &n->tn);
+    expect_kw(p, "in");
+    n->a = parse_or(p); /* not parse_expr: 'if' here filters the loop */
+    if (accept_name(p, "if")) n->cond = parse_or(p);
+    if (accept_name(p, "recursive")) perr(p, ES_ERR_UNSUPPORTED, line, "recursive loops are not supported");
+    expect_bend(p);
+    static const char *const stops[] = {"else", "endfor", NULL};
+    n->body = parse_body(p, stops);
+    if (str_is(next(p)->s, "else")) {
+        expect_bend(p);
+        static const char *const end[] = {"endfor", NULL};
+        n->els = parse_body(p, end);
+        next(p);
+    }
+    expect_bend(p);
+    return n;
+}
+
+/* {% set targets = expr %}, {% set ns.attr = expr %} or {% set name %} ... {% endset %}, after the keyword */
+static node *parse_set(pctx *p, int line) {
+    node *n = mk(p, S_SET, line);
+    n->ntn = target_list(p, &n->tn);
+    if (n->ntn == 1 && accept_op(p, ".")) { /* ns.attr = */
+        n->s = n->tn[0];
+        n->b = mk(p, N_LIT, line);
+        n->b->s = expect_ident(p);
+    }
+    if (accept_op(p, "=")) {
+        n->a = parse_expr(p);
+        if (is_op(peek(p), ",")) { /* set a, b = x, y */
+            node *l = mk(p, N_LIST, line);
+            nl_push(p, &l->args, n->a);
+            while (accept_op(p, ",")) nl_push(p, &l->args, parse_expr(p));
+            n->a = l;
+        }
+        expect_bend(p);
+    } else {
+        if (n->ntn != 1 || n->b) perr(p, ES_ERR_FORMAT, line, "a block set takes one name");
+        expect_bend(p);
+        n->k = S_SETBLOCK;
+        static const char *const stops[] = {"endset", NULL};
+        n->body = parse_body(p, stops);
+        next(p);
+        expect_bend(p);
+    }
+    return n;
+}
+
+/* {% macro name(params [= defaults]) %} ... {% endmacro %}, after the keyword */
+static node *parse_macro(pctx *p, int line) {
+    node *n = mk(p, S_MACRO, line);
+    n->s = expect_ident(p);
+    expect_op(p, "(");
+    str names[32];
+    node *defs[32] = {0};
+    int k = 0;
+    while (!accept_op(p, ")")) {
+        if (k) expect_op(p, ",");
+        if (k == 32) perr(p, ES_ERR_FORMAT, line, "more than 32 macro parameters");
+        names[k] = expect_ident(p);
+        if (accept_op(p, "=")) defs[k] = parse_expr(p);
+        k++;
+    }
+    n->ntn = k;
+    n->tn = palloc(p, (size_t)(k ? k : 1) * sizeof *n->tn);
+    if (k) memcpy(n->tn, names, (size_t)k * sizeof *names);
+    for (int i = 0; i < k; i++) nl_push(p, &n->args, defs[i]); /* NULL: no default */
+    expect_bend(p);
+    static const char *const stops[] = {"endmacro", NULL};
+    n->body = parse_body(p, stops);
+    next(p);
+    expect_bend(p);
+    return n;
+}
+
 static node *parse_stmt(pctx *p) {
     tok *t = next(p);
     const int line = t->line;
@@ -809,98 +916,11 @@ static node *parse_stmt(pctx *p) {
     if (kw->t != T_NAME) perr(p, ES_ERR_FORMAT, line, "expected a statement keyword");
     enter(p);
     node *n;
-    if (str_is(kw->s, "if")) {
-        n = mk(p, S_IF, line);
-        n->a = parse_expr(p);
-        expect_bend(p);
-        static const char *const stops[] = {"elif", "else", "endif", NULL};
-        n->body = parse_body(p, stops);
-        node *cur = n;
-        for (;;) {
-            tok *k = next(p);
-            if (str_is(k->s, "elif")) { /* an elif is an if in the else branch */
-                node *e = mk(p, S_IF, k->line);
-                e->a = parse_expr(p);
-                expect_bend(p);
-                e->body = parse_body(p, stops);
-                nl_push(p, &cur->els, e);
-                cur = e;
-            } else if (str_is(k->s, "else")) {
-                expect_bend(p);
-                static const char *const end[] = {"endif", NULL};
-                cur->els = parse_body(p, end);
-            } else {
-                expect_bend(p);
-                break;
-            }
-        }
-    } else if (str_is(kw->s, "for")) {
-        n = mk(p, S_FOR, line);
-        n->ntn = target_list(p, &n->tn);
-        expect_kw(p, "in");
-        n->a = parse_or(p); /* not parse_expr: 'if' here filters the loop */
-        if (accept_name(p, "if")) n->cond = parse_or(p);
-        if (accept_name(p, "recursive")) perr(p, ES_ERR_UNSUPPORTED, line, "recursive loops are not supported");
-        expect_bend(p);
-        static const char *const stops[] = {"else", "endfor", NULL};
-        n->body = parse_body(p, stops);
-        if (str_is(next(p)->s, "else")) {
-            expect_bend(p);
-            static const char *const end[] = {"endfor", NULL};
-            n->els = parse_body(p, end);
-            next(p);
-        }
-        expect_bend(p);
-    } else if (str_is(kw->s, "set")) {
-        n = mk(p, S_SET, line);
-        n->ntn = target_list(p, &n->tn);
-        if (n->ntn == 1 && accept_op(p, ".")) { /* ns.attr = */
-            n->s = n->tn[0];
-            n->b = mk(p, N_LIT, line);
-            n->b->s = expect_ident(p);
-        }
-        if (accept_op(p, "=")) {
-            n->a = parse_expr(p);
-            if (is_op(peek(p), ",")) { /* set a, b = x, y */
-                node *l = mk(p, N_LIST, line);
-                nl_push(p, &l->args, n->a);
-                while (accept_op(p, ",")) nl_push(p, &l->args, parse_expr(p));
-                n->a = l;
-            }
-            expect_bend(p);
-        } else {
-            if (n->ntn != 1 || n->b) perr(p, ES_ERR_FORMAT, line, "a block set takes one name");
-            expect_bend(p);
-            n->k = S_SETBLOCK;
-            static const char *const stops[] = {"endset", NULL};
-            n->body = parse_body(p, stops);
-            next(p);
-            expect_bend(p);
-        }
-    } else if (str_is(kw->s, "macro")) {
-        n = mk(p, S_MACRO, line);
-        n->s = expect_ident(p);
-        expect_op(p, "(");
-        str names[32];
-        node *defs[32] = {0};
-        int k = 0;
-        while (!accept_op(p, ")")) {
-            if (k) expect_op(p, ",");
-            if (k == 32) perr(p, ES_ERR_FORMAT, line, "more than 32 macro parameters");
-            names[k] = expect_ident(p);
-            if (accept_op(p, "=")) defs[k] = parse_expr(p);
-            k++;
-        }
-        n->ntn = k;
-        n->tn = palloc(p, (size_t)(k ? k : 1) * sizeof *n->tn);
-        if (k) memcpy(n->tn, names, (size_t)k * sizeof *names);
-        for (int i = 0; i < k; i++) nl_push(p, &n->args, defs[i]); /* NULL: no default */
-        expect_bend(p);
-        static const char *const stops[] = {"endmacro", NULL};
-        n->body = parse_body(p, stops);
-        next(p);
-        expect_bend(p);
-    } else if (str_is(kw->s, "break") || str_is(kw->s, "continue")) {
+    if (str_is(kw->s, "if")) n = parse_if(p, line);
+    else if (str_is(kw->s, "for")) n = parse_for(p, line);
+    else if (str_is(kw->s, "set")) n = parse_set(p, line);
+    else if (str_is(kw->s, "macro")) n = parse_macro(p, line);
+    else if (str_is(kw->s, "break") || str_is(kw->s, "continue")) {
         n = mk(p, str_is(kw->s, "break") ? S_BREAK : S_CONTINUE, line);
         expect_bend(p);
     } else {
