@@ -1840,6 +1840,79 @@ static val arith(rctx *r, int op, const val *a, const val *b, int line) {
     }
 }
 
+static val eval_slice(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    val lo = n->b ? eval(r, sc, n->b) : vnone(), hi = n->c ? eval(r, sc, n->c) : vnone(), st = n->cond ? eval(r, sc, n->cond) : vnone();
+    if (o.t == V_UNDEF) rerr(r, ES_ERR_INVALID_ARG, n->line, "'%.*s' is undefined", (int)(o.s.n < 64 ? o.s.n : 64), o.s.p);
+    return do_slice(r, &o, &lo, &hi, &st, n->line);
+}
+
+static val eval_filter(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    args a;
+    eval_args(r, sc, n, &a);
+    return apply_filter(r, n->s, &o, &a, n->line);
+}
+
+static val eval_test(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    args a;
+    eval_args(r, sc, n, &a);
+    return vbool(apply_test(r, n->s, &o, &a, n->line) != (n->op != 0));
+}
+
+static val eval_sign(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    if (!is_num(&o)) rerr(r, ES_ERR_INVALID_ARG, n->line, "bad operand type for unary %c: '%s'", n->k == N_NEG ? '-' : '+', type_name(&o));
+    if (n->k == N_POS) return o.t == V_BOOL ? vint(o.b) : o;
+    if (o.t == V_FLOAT) return (val){.t = V_FLOAT, .f = -o.f};
+    if (inum(&o) == INT64_MIN) rerr(r, ES_ERR_INVALID_ARG, n->line, "integer overflow");
+    return vint(-inum(&o));
+}
+
+static val eval_list(rctx *r, scope *sc, const node *n) {
+    list *l = list_new(r, (size_t)n->args.n);
+    for (int i = 0; i < n->args.n; i++) list_push(r, l, eval(r, sc, n->args.v[i]));
+    l->tuple = n->op == 1;
+    return (val){.t = V_LIST, .l = l};
+}
+
+static val eval_dict(rctx *r, scope *sc, const node *n) {
+    dict *d = dict_new(r, (size_t)n->args.n / 2 + 1);
+    for (int i = 0; i + 1 < n->args.n; i += 2) {
+        const val k = eval(r, sc, n->args.v[i]);
+        if (k.t != V_STR) rerr(r, ES_ERR_INVALID_ARG, n->line, "dict keys must be strings here");
+        dict_set(r, d, k.s, eval(r, sc, n->args.v[i + 1]));
+    }
+    return (val){.t = V_DICT, .d = d};
+}
+
+/* Comparisons, membership and ~ of two evaluated operands; arithmetic is arith's. */
+static val binop_v(rctx *r, int op, const val *a, const val *b, int line) {
+    switch (op) {
+    case B_EQ: return vbool(equal(a, b, 0));
+    case B_NE: return vbool(!equal(a, b, 0));
+    case B_LT: return vbool(compare(r, a, b, line) < 0);
+    case B_LE: return vbool(compare(r, a, b, line) <= 0);
+    case B_GT: return vbool(compare(r, a, b, line) > 0);
+    case B_GE: return vbool(compare(r, a, b, line) >= 0);
+    case B_IN: return vbool(contains(r, b, a, line));
+    case B_NOTIN: return vbool(!contains(r, b, a, line));
+    case B_CAT: {
+        buf o = {0};
+        to_str(r, &o, a, false, 0);
+        to_str(r, &o, b, false, 0);
+        return mkstr(o.p ? o.p : "", o.n);
+    }
+    default:
+        if (a->t == V_UNDEF || b->t == V_UNDEF) {
+            const val *u = a->t == V_UNDEF ? a : b;
+            rerr(r, ES_ERR_INVALID_ARG, line, "'%.*s' is undefined", (int)(u->s.n < 64 ? u->s.n : 64), u->s.p);
+        }
+        return arith(r, op, a, b, line);
+    }
+}
+
 static val eval(rctx *r, scope *sc, const node *n) {
     if (++r->depth > MAX_EVAL_DEPTH) rerr(r, ES_ERR_RANGE, n->line, "expressions or macro calls nested more than %d deep", MAX_EVAL_DEPTH);
     val v;
@@ -1860,42 +1933,16 @@ static val eval(rctx *r, scope *sc, const node *n) {
         v = getitem_v(r, &o, &k, n->line);
         break;
     }
-    case N_SLICE: {
-        const val o = eval(r, sc, n->a);
-        val lo = n->b ? eval(r, sc, n->b) : vnone(), hi = n->c ? eval(r, sc, n->c) : vnone(), st = n->cond ? eval(r, sc, n->cond) : vnone();
-        if (o.t == V_UNDEF) rerr(r, ES_ERR_INVALID_ARG, n->line, "'%.*s' is undefined", (int)(o.s.n < 64 ? o.s.n : 64), o.s.p);
-        v = do_slice(r, &o, &lo, &hi, &st, n->line);
-        break;
-    }
+    case N_SLICE: v = eval_slice(r, sc, n); break;
     case N_CALL: v = eval_call(r, sc, n); break;
-    case N_FILTER: {
-        const val o = eval(r, sc, n->a);
-        args a;
-        eval_args(r, sc, n, &a);
-        v = apply_filter(r, n->s, &o, &a, n->line);
-        break;
-    }
-    case N_TEST: {
-        const val o = eval(r, sc, n->a);
-        args a;
-        eval_args(r, sc, n, &a);
-        v = vbool(apply_test(r, n->s, &o, &a, n->line) != (n->op != 0));
-        break;
-    }
+    case N_FILTER: v = eval_filter(r, sc, n); break;
+    case N_TEST: v = eval_test(r, sc, n); break;
     case N_NOT: {
         const val o = eval(r, sc, n->a);
         v = vbool(!truthy(&o));
         break;
     }
-    case N_NEG: case N_POS: {
-        const val o = eval(r, sc, n->a);
-        if (!is_num(&o)) rerr(r, ES_ERR_INVALID_ARG, n->line, "bad operand type for unary %c: '%s'", n->k == N_NEG ? '-' : '+', type_name(&o));
-        if (n->k == N_POS) v = o.t == V_BOOL ? vint(o.b) : o;
-        else if (o.t == V_FLOAT) v = (val){.t = V_FLOAT, .f = -o.f};
-        else if (inum(&o) == INT64_MIN) rerr(r, ES_ERR_INVALID_ARG, n->line, "integer overflow");
-        else v = vint(-inum(&o));
-        break;
-    }
+    case N_NEG: case N_POS: v = eval_sign(r, sc, n); break;
     case N_AND: case N_OR: { /* Python's: the deciding operand itself */
         v = eval(r, sc, n->a);
         if (truthy(&v) == (n->k == N_AND)) v = eval(r, sc, n->b);
@@ -1906,48 +1953,11 @@ static val eval(rctx *r, scope *sc, const node *n) {
         v = truthy(&c) ? eval(r, sc, n->a) : n->b ? eval(r, sc, n->b) : undef((str){"else", 4});
         break;
     }
-    case N_LIST: {
-        list *l = list_new(r, (size_t)n->args.n);
-        for (int i = 0; i < n->args.n; i++) list_push(r, l, eval(r, sc, n->args.v[i]));
-        l->tuple = n->op == 1;
-        v = (val){.t = V_LIST, .l = l};
-        break;
-    }
-    case N_DICT: {
-        dict *d = dict_new(r, (size_t)n->args.n / 2 + 1);
-        for (int i = 0; i + 1 < n->args.n; i += 2) {
-            const val k = eval(r, sc, n->args.v[i]);
-            if (k.t != V_STR) rerr(r, ES_ERR_INVALID_ARG, n->line, "dict keys must be strings here");
-            dict_set(r, d, k.s, eval(r, sc, n->args.v[i + 1]));
-        }
-        v = (val){.t = V_DICT, .d = d};
-        break;
-    }
+    case N_LIST: v = eval_list(r, sc, n); break;
+    case N_DICT: v = eval_dict(r, sc, n); break;
     case N_BIN: {
         const val a = eval(r, sc, n->a), b = eval(r, sc, n->b);
-        switch (n->op) {
-        case B_EQ: v = vbool(equal(&a, &b, 0)); break;
-        case B_NE: v = vbool(!equal(&a, &b, 0)); break;
-        case B_LT: v = vbool(compare(r, &a, &b, n->line) < 0); break;
-        case B_LE: v = vbool(compare(r, &a, &b, n->line) <= 0); break;
-        case B_GT: v = vbool(compare(r, &a, &b, n->line) > 0); break;
-        case B_GE: v = vbool(compare(r, &a, &b, n->line) >= 0); break;
-        case B_IN: v = vbool(contains(r, &b, &a, n->line)); break;
-        case B_NOTIN: v = vbool(!contains(r, &b, &a, n->line)); break;
-        case B_CAT: {
-            buf o = {0};
-            to_str(r, &o, &a, false, 0);
-            to_str(r, &o, &b, false, 0);
-            v = mkstr(o.p ? o.p : "", o.n);
-            break;
-        }
-        default:
-            if (a.t == V_UNDEF || b.t == V_UNDEF) {
-                const val *u = a.t == V_UNDEF ? &a : &b;
-                rerr(r, ES_ERR_INVALID_ARG, n->line, "'%.*s' is undefined", (int)(u->s.n < 64 ? u->s.n : 64), u->s.p);
-            }
-            v = arith(r, n->op, &a, &b, n->line);
-        }
+        v = binop_v(r, n->op, &a, &b, n->line);
         break;
     }
     default: rerr(r, ES_ERR_INTERNAL, n->line, "a statement where an expression was expected");
