@@ -2029,8 +2029,130 @@ static bool select_one(rctx *r, const val *item, const args *a, int from, bool b
     return apply_test(r, need_str(r, tn, "the test name", line), &x, &ta, line);
 }
 
-static val apply_filter(rctx *r, str name, const val *v, const args *a, int line) {
+static val length_v(rctx *r, const val *v, int line) {
+    switch (v->t) {
+    case V_STR: { /* characters, not bytes */
+        int64_t n = 0;
+        for (size_t i = 0; i < v->s.n; i++) n += ((unsigned char)v->s.p[i] & 0xc0) != 0x80;
+        return vint(n);
+    }
+    case V_LIST: return vint((int64_t)v->l->n);
+    case V_DICT: return vint((int64_t)v->d->n);
+    case V_UNDEF: return vint(0);
+    default: rerr(r, ES_ERR_INVALID_ARG, line, "object of type '%s' has no len()", type_name(v));
+    }
+}
+
+static val int_v(const val *v, const val *dflt) {
+    if (v->t == V_INT) return *v;
+    if (v->t == V_BOOL) return vint(v->b);
+    if (v->t == V_FLOAT && isfinite(v->f) && fabs(v->f) < 9.2e18) return vint((int64_t)v->f);
+    if (v->t == V_STR) {
+        char t[48];
+        const size_t k = v->s.n < sizeof t - 1 ? v->s.n : sizeof t - 1;
+        memcpy(t, v->s.p, k);
+        t[k] = 0;
+        char *e;
+        const long long x = strtoll(t, &e, 10);
+        if (e != t && !*e) return vint(x);
+    }
+    return dflt && dflt->t == V_INT ? *dflt : vint(0);
+}
+
+static val join_v(rctx *r, const val *v, const args *a, int line) {
+    const list *l = iter_list(r, v, line);
     const val *a0 = arg(a, 0, NULL);
+    const str sep = a0 ? need_str(r, a0, "join's separator", line) : (str){"", 0};
+    const val *attr = arg(a, 1, "attribute");
+    buf b = {0};
+    for (size_t i = 0; i < l->n; i++) {
+        if (i) bput(r, &b, sep.p, sep.n);
+        val x = attr ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : l->v[i];
+        to_str(r, &b, &x, false, 0);
+    }
+    return mkstr(b.p ? b.p : "", b.n);
+}
+
+/* select, reject, selectattr, rejectattr */
+static val select_v(rctx *r, str name, const val *v, const args *a, int line) {
+    const bool by_attr = name.n == 10, keep = name.p[0] == 's';
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        step(r, line);
+        if (select_one(r, &l->v[i], a, by_attr ? 1 : 0, by_attr, line) == keep) list_push(r, o, l->v[i]);
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val map_v(rctx *r, const val *v, const args *a, int line) {
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    const val *attr = arg(a, -1, "attribute"), *dflt = arg(a, -1, "default");
+    for (size_t i = 0; i < l->n; i++) {
+        step(r, line);
+        if (attr) {
+            val x = l->v[i].t == V_DICT ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : undef(attr->s);
+            list_push(r, o, x.t == V_UNDEF && dflt ? *dflt : x);
+        } else {
+            args fa = {.npos = a->npos > 0 ? a->npos - 1 : 0};
+            for (int k = 0; k < fa.npos; k++) fa.pos[k] = a->pos[k + 1];
+            list_push(r, o, apply_filter(r, need_str(r, arg(a, 0, NULL), "map's filter name", line), &l->v[i], &fa, line));
+        }
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val unique_v(rctx *r, const val *v, int line) {
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        r->steps += (long)o->n; /* the comparisons with the kept items */
+        step(r, line);
+        if (!contains(r, &(val){.t = V_LIST, .l = o}, &l->v[i], line)) list_push(r, o, l->v[i]);
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val sort_v(rctx *r, const val *v, const args *a, int line) {
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    const val *rev = arg(a, 0, "reverse");
+    for (size_t i = 0; i < l->n; i++) { /* insertion sort: stable, and chat templates sort a handful */
+        step(r, line);
+        size_t k = o->n;
+        list_push(r, o, l->v[i]);
+        while (k > 0) {
+            step(r, line); /* a comparison: sorting is quadratic here */
+            const int c = compare(r, &o->v[k - 1], &l->v[i], line);
+            if (rev && truthy(rev) ? c >= 0 : c <= 0) break;
+            o->v[k] = o->v[k - 1];
+            k--;
+        }
+        o->v[k] = l->v[i];
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val indent_v(rctx *r, const val *v, const args *a) {
+    const val *w = arg(a, 0, "width"), *first = arg(a, 1, "first"), *blank = arg(a, 2, "blank");
+    const int64_t width = w && w->t == V_INT ? (w->i < 0 ? 0 : w->i > 64 ? 64 : w->i) : 4;
+    const str s = as_str(r, v);
+    buf b = {0};
+    bool line_start = true;
+    for (size_t i = 0; i < s.n; i++) {
+        if (line_start && (i > 0 || (first && truthy(first))) && (s.p[i] != '\n' || (blank && truthy(blank))))
+            for (int64_t k = 0; k < width; k++) bputs(r, &b, " ");
+        bput(r, &b, s.p + i, 1);
+        line_start = s.p[i] == '\n';
+    }
+    return mkstr(b.p ? b.p : "", b.n);
+}
+
+/* The filters that make text: case, whitespace, escaping, JSON, replace, indent. *found: name is one. */
+static val text_filter(rctx *r, str name, const val *v, const args *a, int line, bool *found) {
+    const val *a0 = arg(a, 0, NULL);
+    *found = true;
     if (str_is(name, "trim") || str_is(name, "strip")) return strip_v(r, as_str(r, v), a0, true, true, line);
     if (str_is(name, "upper")) return case_v(r, as_str(r, v), 1);
     if (str_is(name, "lower")) return case_v(r, as_str(r, v), 0);
@@ -2044,19 +2166,43 @@ static val apply_filter(rctx *r, str name, const val *v, const args *a, int line
         to_json(r, &b, v, ind && ind->t == V_INT ? (int)(ind->i > 16 ? 16 : ind->i < 0 ? 0 : ind->i) : -1, 0, line);
         return mkstr(b.p ? b.p : "", b.n);
     }
-    if (str_is(name, "length") || str_is(name, "count")) {
-        switch (v->t) {
-        case V_STR: { /* characters, not bytes */
-            int64_t n = 0;
-            for (size_t i = 0; i < v->s.n; i++) n += ((unsigned char)v->s.p[i] & 0xc0) != 0x80;
-            return vint(n);
-        }
-        case V_LIST: return vint((int64_t)v->l->n);
-        case V_DICT: return vint((int64_t)v->d->n);
-        case V_UNDEF: return vint(0);
-        default: rerr(r, ES_ERR_INVALID_ARG, line, "object of type '%s' has no len()", type_name(v));
-        }
+    if (str_is(name, "replace")) {
+        const val *c = arg(a, 2, "count");
+        return replace_v(r, as_str(r, v), need_str(r, a0, "replace's first argument", line),
+                         need_str(r, arg(a, 1, NULL), "replace's second argument", line), c && c->t == V_INT ? c->i : -1);
     }
+    if (str_is(name, "indent")) return indent_v(r, v, a);
+    *found = false;
+    return vnone();
+}
+
+/* The filters of one value: its length, a default, numbers. *found: name is one. */
+static val value_filter(rctx *r, str name, const val *v, const args *a, int line, bool *found) {
+    const val *a0 = arg(a, 0, NULL);
+    *found = true;
+    if (str_is(name, "length") || str_is(name, "count")) return length_v(r, v, line);
+    if (str_is(name, "default") || str_is(name, "d")) {
+        const val *bo = arg(a, 1, "boolean");
+        const bool use = v->t == V_UNDEF || (bo && truthy(bo) && !truthy(v));
+        return use ? (a0 ? *a0 : mkstr("", 0)) : *v;
+    }
+    if (str_is(name, "int")) return int_v(v, a0);
+    if (str_is(name, "float")) {
+        if (is_num(v)) return (val){.t = V_FLOAT, .f = num(v)};
+        return (val){.t = V_FLOAT, .f = 0};
+    }
+    if (str_is(name, "abs")) {
+        if (v->t == V_INT && v->i != INT64_MIN) return vint(v->i < 0 ? -v->i : v->i);
+        if (v->t == V_FLOAT) return (val){.t = V_FLOAT, .f = fabs(v->f)};
+        rerr(r, ES_ERR_INVALID_ARG, line, "abs needs a number");
+    }
+    *found = false;
+    return vnone();
+}
+
+/* The filters over a sequence's items (iter_list's). *found: name is one. */
+static val sequence_filter(rctx *r, str name, const val *v, const args *a, int line, bool *found) {
+    *found = true;
     if (str_is(name, "first") || str_is(name, "last")) {
         const list *l = iter_list(r, v, line);
         if (!l->n) return undef(name);
@@ -2081,123 +2227,23 @@ static val apply_filter(rctx *r, str name, const val *v, const args *a, int line
         bool f;
         return call_method(r, v, name, a, line, &f);
     }
-    if (str_is(name, "default") || str_is(name, "d")) {
-        const val *bo = arg(a, 1, "boolean");
-        const bool use = v->t == V_UNDEF || (bo && truthy(bo) && !truthy(v));
-        return use ? (a0 ? *a0 : mkstr("", 0)) : *v;
-    }
-    if (str_is(name, "join")) {
-        const list *l = iter_list(r, v, line);
-        const str sep = a0 ? need_str(r, a0, "join's separator", line) : (str){"", 0};
-        const val *attr = arg(a, 1, "attribute");
-        buf b = {0};
-        for (size_t i = 0; i < l->n; i++) {
-            if (i) bput(r, &b, sep.p, sep.n);
-            val x = attr ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : l->v[i];
-            to_str(r, &b, &x, false, 0);
-        }
-        return mkstr(b.p ? b.p : "", b.n);
-    }
-    if (str_is(name, "replace")) {
-        const val *c = arg(a, 2, "count");
-        return replace_v(r, as_str(r, v), need_str(r, a0, "replace's first argument", line),
-                         need_str(r, arg(a, 1, NULL), "replace's second argument", line), c && c->t == V_INT ? c->i : -1);
-    }
-    if (str_is(name, "int")) {
-        if (v->t == V_INT) return *v;
-        if (v->t == V_BOOL) return vint(v->b);
-        if (v->t == V_FLOAT && isfinite(v->f) && fabs(v->f) < 9.2e18) return vint((int64_t)v->f);
-        if (v->t == V_STR) {
-            char t[48];
-            const size_t k = v->s.n < sizeof t - 1 ? v->s.n : sizeof t - 1;
-            memcpy(t, v->s.p, k);
-            t[k] = 0;
-            char *e;
-            const long long x = strtoll(t, &e, 10);
-            if (e != t && !*e) return vint(x);
-        }
-        return a0 && a0->t == V_INT ? *a0 : vint(0);
-    }
-    if (str_is(name, "float")) {
-        if (is_num(v)) return (val){.t = V_FLOAT, .f = num(v)};
-        return (val){.t = V_FLOAT, .f = 0};
-    }
-    if (str_is(name, "abs")) {
-        if (v->t == V_INT && v->i != INT64_MIN) return vint(v->i < 0 ? -v->i : v->i);
-        if (v->t == V_FLOAT) return (val){.t = V_FLOAT, .f = fabs(v->f)};
-        rerr(r, ES_ERR_INVALID_ARG, line, "abs needs a number");
-    }
-    if (str_is(name, "selectattr") || str_is(name, "rejectattr") || str_is(name, "select") || str_is(name, "reject")) {
-        const bool by_attr = name.n == 10, keep = name.p[0] == 's';
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        for (size_t i = 0; i < l->n; i++) {
-            step(r, line);
-            if (select_one(r, &l->v[i], a, by_attr ? 1 : 0, by_attr, line) == keep) list_push(r, o, l->v[i]);
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "map")) {
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        const val *attr = arg(a, -1, "attribute"), *dflt = arg(a, -1, "default");
-        for (size_t i = 0; i < l->n; i++) {
-            step(r, line);
-            if (attr) {
-                val x = l->v[i].t == V_DICT ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : undef(attr->s);
-                list_push(r, o, x.t == V_UNDEF && dflt ? *dflt : x);
-            } else {
-                args fa = {.npos = a->npos > 0 ? a->npos - 1 : 0};
-                for (int k = 0; k < fa.npos; k++) fa.pos[k] = a->pos[k + 1];
-                list_push(r, o, apply_filter(r, need_str(r, a0, "map's filter name", line), &l->v[i], &fa, line));
-            }
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "unique")) {
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        for (size_t i = 0; i < l->n; i++) {
-            r->steps += (long)o->n; /* the comparisons with the kept items */
-            step(r, line);
-            if (!contains(r, &(val){.t = V_LIST, .l = o}, &l->v[i], line)) list_push(r, o, l->v[i]);
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "sort")) {
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        const val *rev = arg(a, 0, "reverse");
-        for (size_t i = 0; i < l->n; i++) { /* insertion sort: stable, and chat templates sort a handful */
-            step(r, line);
-            size_t k = o->n;
-            list_push(r, o, l->v[i]);
-            while (k > 0) {
-                step(r, line); /* a comparison: sorting is quadratic here */
-                const int c = compare(r, &o->v[k - 1], &l->v[i], line);
-                if (rev && truthy(rev) ? c >= 0 : c <= 0) break;
-                o->v[k] = o->v[k - 1];
-                k--;
-            }
-            o->v[k] = l->v[i];
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "indent")) {
-        const val *w = arg(a, 0, "width"), *first = arg(a, 1, "first"), *blank = arg(a, 2, "blank");
-        const int64_t width = w && w->t == V_INT ? (w->i < 0 ? 0 : w->i > 64 ? 64 : w->i) : 4;
-        const str s = as_str(r, v);
-        buf b = {0};
-        bool line_start = true;
-        for (size_t i = 0; i < s.n; i++) {
-            if (line_start && (i > 0 || (first && truthy(first))) && (s.p[i] != '\n' || (blank && truthy(blank))))
-                for (int64_t k = 0; k < width; k++) bputs(r, &b, " ");
-            bput(r, &b, s.p + i, 1);
-            line_start = s.p[i] == '\n';
-        }
-        return mkstr(b.p ? b.p : "", b.n);
-    }
-    rerr(r, ES_ERR_INVALID_ARG, line, "unknown filter '%.*s'", (int)(name.n < 64 ? name.n : 64), name.p);
+    if (str_is(name, "join")) return join_v(r, v, a, line);
+    if (str_is(name, "selectattr") || str_is(name, "rejectattr") || str_is(name, "select") || str_is(name, "reject"))
+        return select_v(r, name, v, a, line);
+    if (str_is(name, "map")) return map_v(r, v, a, line);
+    if (str_is(name, "unique")) return unique_v(r, v, line);
+    if (str_is(name, "sort")) return sort_v(r, v, a, line);
+    *found = false;
+    return vnone();
+}
+
+static val apply_filter(rctx *r, str name, const val *v, const args *a, int line) {
+    bool found;
+    val o = text_filter(r, name, v, a, line, &found);
+    if (!found) o = value_filter(r, name, v, a, line, &found);
+    if (!found) o = sequence_filter(r, name, v, a, line, &found);
+    if (!found) rerr(r, ES_ERR_INVALID_ARG, line, "unknown filter '%.*s'", (int)(name.n < 64 ? name.n : 64), name.p);
+    return o;
 }
 
 /* ---- statements ---- */
