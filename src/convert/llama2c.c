@@ -69,34 +69,39 @@ static es_status check_params(const es_llama2c_info *in, es_err *err) {
     return ES_OK;
 }
 
-es_status es_llama2c_parse(const void *data, size_t size, es_llama2c_info *in, es_err *err) {
-    const uint8_t *p = data;
-    memset(in, 0, sizeof *in);
+/* The ak42 header's own fields: version, classifier flag, int8 group size. */
+static es_status read_ak42_header(const uint8_t *p, size_t size, es_llama2c_info *in, es_err *err) {
+    if (size < ES_L2C_HEADER_V)
+        return es_fail(err, ES_ERR_FORMAT, "file is %zu bytes, too short for a llama2.c ak42 header (256)", size);
+    int32_t version = rd_i32(p + 4);
+    if (version != 1 && version != 2)
+        return es_fail(err, ES_ERR_UNSUPPORTED, "llama2.c ak42 version %d is not supported (1 and 2 are)", (int)version);
+    in->kind = version == 1 ? ES_L2C_V1 : ES_L2C_V2;
+    if (p[36] > 1) return es_fail(err, ES_ERR_FORMAT, "bad shared_classifier flag %u in llama2.c header", p[36]);
+    in->shared_classifier = p[36] == 1;
+    if (in->kind == ES_L2C_V2) {
+        in->group_size = rd_i32(p + 37); /* packed: right after the flag byte */
+        if (in->group_size <= 0 || in->group_size > (1 << 20))
+            return es_fail(err, ES_ERR_FORMAT, "bad group_size %d in llama2.c header", in->group_size);
+    }
+    return ES_OK;
+}
+
+/* The header of either layout, up to the hyper-parameters; *off: where the tensors start. */
+static es_status read_header(const uint8_t *p, size_t size, es_llama2c_info *in, uint64_t *off, es_err *err) {
     if (size < 28) return es_fail(err, ES_ERR_FORMAT, "file is %zu bytes, too short for a llama2.c checkpoint header", size);
     uint32_t magic;
     memcpy(&magic, p, 4);
     const uint8_t *hp;
-    uint64_t off;
     if (magic == ES_L2C_MAGIC) {
-        if (size < ES_L2C_HEADER_V)
-            return es_fail(err, ES_ERR_FORMAT, "file is %zu bytes, too short for a llama2.c ak42 header (256)", size);
-        int32_t version = rd_i32(p + 4);
-        if (version != 1 && version != 2)
-            return es_fail(err, ES_ERR_UNSUPPORTED, "llama2.c ak42 version %d is not supported (1 and 2 are)", (int)version);
-        in->kind = version == 1 ? ES_L2C_V1 : ES_L2C_V2;
+        es_status st = read_ak42_header(p, size, in, err);
+        if (st != ES_OK) return st;
         hp = p + 8;
-        if (p[36] > 1) return es_fail(err, ES_ERR_FORMAT, "bad shared_classifier flag %u in llama2.c header", p[36]);
-        in->shared_classifier = p[36] == 1;
-        if (in->kind == ES_L2C_V2) {
-            in->group_size = rd_i32(p + 37); /* packed: right after the flag byte */
-            if (in->group_size <= 0 || in->group_size > (1 << 20))
-                return es_fail(err, ES_ERR_FORMAT, "bad group_size %d in llama2.c header", in->group_size);
-        }
-        off = ES_L2C_HEADER_V;
+        *off = ES_L2C_HEADER_V;
     } else {
         in->kind = ES_L2C_LEGACY;
         hp = p;
-        off = 28;
+        *off = 28;
     }
     in->dim = rd_i32(hp);
     in->hidden_dim = rd_i32(hp + 4);
@@ -112,52 +117,78 @@ es_status es_llama2c_parse(const void *data, size_t size, es_llama2c_info *in, e
     } else {
         in->vocab_size = vocab;
     }
-    es_status st = check_params(in, err);
+    return ES_OK;
+}
+
+/* The legacy layout: tensors in llama2.c's TransformerWeights order, the RoPE tables before the
+ * classifier. false: the sizes overflow. */
+static bool place_legacy(es_llama2c_info *in, uint64_t *off) {
+    const int64_t d = in->dim, h = in->hidden_dim, kv = in->kv_dim, v = in->vocab_size;
+    bool ok = true;
+    ok = ok && place(in, ES_L2C_TOK, false, false, d, v, off);
+    ok = ok && place(in, ES_L2C_ATT_NORM, true, false, d, 1, off);
+    ok = ok && place(in, ES_L2C_WQ, true, false, d, d, off);
+    ok = ok && place(in, ES_L2C_WK, true, false, d, kv, off);
+    ok = ok && place(in, ES_L2C_WV, true, false, d, kv, off);
+    ok = ok && place(in, ES_L2C_WO, true, false, d, d, off);
+    ok = ok && place(in, ES_L2C_FFN_NORM, true, false, d, 1, off);
+    ok = ok && place(in, ES_L2C_W1, true, false, d, h, off);
+    ok = ok && place(in, ES_L2C_W2, true, false, h, d, off);
+    ok = ok && place(in, ES_L2C_W3, true, false, d, h, off);
+    ok = ok && place(in, ES_L2C_FINAL_NORM, false, false, d, 1, off);
+    /* freq_cis_real and freq_cis_imag: [seq_len][head_size/2] each, unused (RoPE is recomputed) */
+    uint64_t fc;
+    ok = ok && es_mul_ok((uint64_t)in->seq_len, (uint64_t)in->head_size * 4, &fc) && es_add_ok(*off, fc, off);
+    if (!in->shared_classifier) ok = ok && place(in, ES_L2C_WCLS, false, false, d, v, off);
+    return ok;
+}
+
+/* The ak42 layout: the norms first, then the matrices, int8 when q8. false: the sizes overflow. */
+static bool place_ak42(es_llama2c_info *in, bool q8, uint64_t *off) {
+    const int64_t d = in->dim, h = in->hidden_dim, kv = in->kv_dim, v = in->vocab_size;
+    bool ok = true;
+    ok = ok && place(in, ES_L2C_ATT_NORM, true, false, d, 1, off);
+    ok = ok && place(in, ES_L2C_FFN_NORM, true, false, d, 1, off);
+    ok = ok && place(in, ES_L2C_FINAL_NORM, false, false, d, 1, off);
+    ok = ok && place(in, ES_L2C_TOK, false, q8, d, v, off);
+    ok = ok && place(in, ES_L2C_WQ, true, q8, d, d, off);
+    ok = ok && place(in, ES_L2C_WK, true, q8, d, kv, off);
+    ok = ok && place(in, ES_L2C_WV, true, q8, d, kv, off);
+    ok = ok && place(in, ES_L2C_WO, true, q8, d, d, off);
+    ok = ok && place(in, ES_L2C_W1, true, q8, d, h, off);
+    ok = ok && place(in, ES_L2C_W2, true, q8, h, d, off);
+    ok = ok && place(in, ES_L2C_W3, true, q8, d, h, off);
+    if (!in->shared_classifier) ok = ok && place(in, ES_L2C_WCLS, false, q8, d, v, off);
+    return ok;
+}
+
+/* every quantised tensor must be a whole number of groups */
+static es_status check_groups(const es_llama2c_info *in, es_err *err) {
+    const int64_t d = in->dim, h = in->hidden_dim, kv = in->kv_dim, v = in->vocab_size;
+    const int64_t numels[] = {v * d, d * d, kv * d, h * d};
+    for (size_t i = 0; i < sizeof numels / sizeof numels[0]; i++)
+        if (numels[i] % in->group_size != 0)
+            return es_fail(err, ES_ERR_FORMAT, "llama2.c int8 checkpoint: a tensor of %lld elements is not a whole number of groups of %d",
+                           (long long)numels[i], in->group_size);
+    return ES_OK;
+}
+
+es_status es_llama2c_parse(const void *data, size_t size, es_llama2c_info *in, es_err *err) {
+    memset(in, 0, sizeof *in);
+    uint64_t off;
+    es_status st = read_header(data, size, in, &off, err);
+    if (st != ES_OK) return st;
+    st = check_params(in, err);
     if (st != ES_OK) return st;
     in->head_size = in->dim / in->n_heads;
     in->kv_dim = in->n_kv_heads * in->head_size;
 
-    const int64_t d = in->dim, h = in->hidden_dim, kv = in->kv_dim, v = in->vocab_size;
     const bool q8 = in->kind == ES_L2C_V2;
-    bool ok = true;
     if (q8) {
-        /* every quantised tensor must be a whole number of groups */
-        const int64_t numels[] = {v * d, d * d, kv * d, h * d};
-        for (size_t i = 0; i < sizeof numels / sizeof numels[0]; i++)
-            if (numels[i] % in->group_size != 0)
-                return es_fail(err, ES_ERR_FORMAT, "llama2.c int8 checkpoint: a tensor of %lld elements is not a whole number of groups of %d",
-                               (long long)numels[i], in->group_size);
+        st = check_groups(in, err);
+        if (st != ES_OK) return st;
     }
-    if (in->kind == ES_L2C_LEGACY) {
-        ok = ok && place(in, ES_L2C_TOK, false, false, d, v, &off);
-        ok = ok && place(in, ES_L2C_ATT_NORM, true, false, d, 1, &off);
-        ok = ok && place(in, ES_L2C_WQ, true, false, d, d, &off);
-        ok = ok && place(in, ES_L2C_WK, true, false, d, kv, &off);
-        ok = ok && place(in, ES_L2C_WV, true, false, d, kv, &off);
-        ok = ok && place(in, ES_L2C_WO, true, false, d, d, &off);
-        ok = ok && place(in, ES_L2C_FFN_NORM, true, false, d, 1, &off);
-        ok = ok && place(in, ES_L2C_W1, true, false, d, h, &off);
-        ok = ok && place(in, ES_L2C_W2, true, false, h, d, &off);
-        ok = ok && place(in, ES_L2C_W3, true, false, d, h, &off);
-        ok = ok && place(in, ES_L2C_FINAL_NORM, false, false, d, 1, &off);
-        /* freq_cis_real and freq_cis_imag: [seq_len][head_size/2] each, unused (RoPE is recomputed) */
-        uint64_t fc;
-        ok = ok && es_mul_ok((uint64_t)in->seq_len, (uint64_t)in->head_size * 4, &fc) && es_add_ok(off, fc, &off);
-        if (!in->shared_classifier) ok = ok && place(in, ES_L2C_WCLS, false, false, d, v, &off);
-    } else {
-        ok = ok && place(in, ES_L2C_ATT_NORM, true, false, d, 1, &off);
-        ok = ok && place(in, ES_L2C_FFN_NORM, true, false, d, 1, &off);
-        ok = ok && place(in, ES_L2C_FINAL_NORM, false, false, d, 1, &off);
-        ok = ok && place(in, ES_L2C_TOK, false, q8, d, v, &off);
-        ok = ok && place(in, ES_L2C_WQ, true, q8, d, d, &off);
-        ok = ok && place(in, ES_L2C_WK, true, q8, d, kv, &off);
-        ok = ok && place(in, ES_L2C_WV, true, q8, d, kv, &off);
-        ok = ok && place(in, ES_L2C_WO, true, q8, d, d, &off);
-        ok = ok && place(in, ES_L2C_W1, true, q8, d, h, &off);
-        ok = ok && place(in, ES_L2C_W2, true, q8, h, d, &off);
-        ok = ok && place(in, ES_L2C_W3, true, q8, d, h, &off);
-        if (!in->shared_classifier) ok = ok && place(in, ES_L2C_WCLS, false, q8, d, v, &off);
-    }
+    const bool ok = in->kind == ES_L2C_LEGACY ? place_legacy(in, &off) : place_ak42(in, q8, &off);
     if (!ok) return es_fail(err, ES_ERR_FORMAT, "llama2.c header describes a model too large to address");
     in->file_size = off;
     if (off != size)

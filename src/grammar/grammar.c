@@ -396,141 +396,165 @@ static bool lit_complete(const es_grammar *g, const es_gframe *f) {
     return f->a < f->b && (uint64_t)g->lits[x->lit_off + f->a].len == f->c;
 }
 
+/* What a frame did with a byte, counted as start_value counts (a bool reads as refused or taken):
+ * refused it, consumed it, or left it to the frame now on top (the number or literal a value became,
+ * the value an array item opened, or the parent of a number or literal that ended). */
+enum { FEED_REFUSED, FEED_TAKEN, FEED_AGAIN };
+
+static int feed_value(const es_grammar *g, es_gstate *s, es_gframe *f, uint8_t c) {
+    if (is_ws(c)) return s->depth > 1 && take_ws(s, c); /* the reply starts with the value itself */
+    return start_value(g, f, f->node, c);
+}
+
+static int feed_str(es_gstate *s, es_gframe *f, uint8_t c) {
+    if (f->st == S_CHAR) {
+        if (c == '"') { pop(s); return FEED_TAKEN; }
+        if (c == '\\') { f->st = S_ESC; return FEED_TAKEN; }
+        return c >= 0x20;
+    }
+    if (f->st == S_ESC) {
+        if (c == 'u') { f->st = S_U1; return FEED_TAKEN; }
+        if (!strchr("\"\\/bfnrt", c) || c == 0) return FEED_REFUSED;
+        f->st = S_CHAR;
+        return FEED_TAKEN;
+    }
+    if (!is_hex(c)) return FEED_REFUSED;
+    f->st = f->st == S_U1 + 3 ? S_CHAR : f->st + 1;
+    return FEED_TAKEN;
+}
+
+static int feed_num(es_gstate *s, es_gframe *f, uint8_t c) {
+    const int nx = f->a < ES_GRAMMAR_MAX_NUM ? num_next(f->st, c, f->b != 0) : -1;
+    if (nx >= 0) { f->st = (uint8_t)nx; f->a++; return FEED_TAKEN; }
+    if (!num_accepting(f->st)) return FEED_REFUSED;
+    pop(s);
+    return FEED_AGAIN;
+}
+
+/* Narrows the literal frame's range [a, b) to the literals whose next byte is c. */
+static int feed_lit(const es_grammar *g, es_gstate *s, es_gframe *f, uint8_t c) {
+    const gnode *x = &g->nodes[f->node];
+    const glit *l = g->lits + x->lit_off;
+    uint32_t lo = f->b, hi = f->a;
+    for (uint32_t i = f->a; i < f->b; i++)
+        if ((uint64_t)l[i].len > f->c && (uint8_t)g->bytes[l[i].off + f->c] == c) {
+            if (lo == f->b) lo = i;
+            hi = i + 1;
+        }
+    if (lo < hi) { f->a = lo; f->b = hi; f->c++; return FEED_TAKEN; }
+    if (!lit_complete(g, f)) return FEED_REFUSED;
+    pop(s);
+    return FEED_AGAIN;
+}
+
+static int feed_arr(const es_grammar *g, es_gstate *s, es_gframe *f, uint8_t c) {
+    const gnode *x = &g->nodes[f->node];
+    const bool any = x->type == GN_ANY;
+    const uint32_t mn = any ? 0 : x->min_items, mx = any ? UINT32_MAX : x->max_items;
+    const int items = any ? NODE_ANY : x->items;
+    if (is_ws(c)) return take_ws(s, c);
+    if (f->st == A_AFTER) {
+        if (c == ',' && f->a < mx) { f->st = A_NEXT; return FEED_TAKEN; }
+        if (c == ']' && f->a >= mn) { pop(s); return FEED_TAKEN; }
+        return FEED_REFUSED;
+    }
+    if (f->st == A_START && c == ']') {
+        if (mn > 0) return FEED_REFUSED;
+        pop(s);
+        return FEED_TAKEN;
+    }
+    if (f->a >= mx || items < 0) return FEED_REFUSED;
+    f->a++;
+    f->st = A_AFTER;
+    if (!push(s, FK_VALUE, items, 0)) return FEED_REFUSED;
+    return FEED_AGAIN; /* the item's value frame takes c */
+}
+
+/* A byte of a declared property's name: c narrows the candidates (bit per property) to those whose
+ * next name byte it is; a candidate whose whole name has been read is the key. */
+static bool feed_key(const es_grammar *g, const gnode *x, es_gframe *f, uint8_t c) {
+    const gprop *p = g->props + x->prop_off;
+    uint64_t nc = 0;
+    for (uint64_t m = f->c; m; m &= m - 1) {
+        const int i = __builtin_ctzll(m);
+        if ((uint32_t)p[i].name_len > f->b && (uint8_t)g->bytes[p[i].name_off + f->b] == c) nc |= 1ull << i;
+    }
+    if (!nc) return false;
+    f->c = nc;
+    f->b++;
+    for (uint64_t m = nc; m; m &= m - 1) {
+        const int i = __builtin_ctzll(m);
+        if ((uint32_t)p[i].name_len == f->b) { f->a = (uint32_t)i + 1; f->st = O_COLON; break; }
+    }
+    return true;
+}
+
+/* An object never leaves c to another frame: a key or value it opens starts after c. */
+static int feed_obj(const es_grammar *g, es_gstate *s, es_gframe *f, uint8_t c) {
+    const gnode *x = &g->nodes[f->node];
+    const bool closed = x->type == GN_OBJECT && x->n_props > 0;
+    const int addl = x->type == GN_ANY ? NODE_ANY : x->addl;
+    if (f->st == O_KEY) return feed_key(g, x, f, c);
+    if (is_ws(c)) return take_ws(s, c);
+    switch (f->st) {
+    case O_START:
+    case O_NEXT:
+        if (c == '}' && f->st == O_START) {
+            if (!(closed ? obj_may_close(x, f->a) : true)) return FEED_REFUSED;
+            pop(s);
+            return FEED_TAKEN;
+        }
+        if (c != '"') return FEED_REFUSED;
+        if (closed) {
+            const uint64_t k = allowed_keys(x, f->a);
+            if (!k) return FEED_REFUSED;
+            f->c = k;
+            f->b = 1;
+            f->st = O_KEY;
+            return FEED_TAKEN;
+        }
+        if (addl < 0) return FEED_REFUSED;
+        f->st = O_COLON;
+        return push(s, FK_STR, 0, S_CHAR);
+    case O_COLON: {
+        if (c != ':') return FEED_REFUSED;
+        const int vn = closed ? g->props[x->prop_off + f->a - 1].node : addl;
+        f->st = O_AFTER;
+        return push(s, FK_VALUE, vn, 0);
+    }
+    case O_AFTER:
+        if (c == ',') {
+            if (closed && !allowed_keys(x, f->a)) return FEED_REFUSED;
+            f->st = O_NEXT;
+            return FEED_TAKEN;
+        }
+        if (c == '}') {
+            if (closed && !obj_may_close(x, f->a)) return FEED_REFUSED;
+            pop(s);
+            return FEED_TAKEN;
+        }
+        return FEED_REFUSED;
+    default: return FEED_REFUSED;
+    }
+}
+
 bool es_gstate_feed(const es_grammar *g, es_gstate *s, uint8_t c) {
     if (s->ended || s->done) return false;
     if (!is_ws(c)) s->ws = 0;
     for (;;) {
         if (s->depth <= 0) return false;
         es_gframe *f = &s->f[s->depth - 1];
+        int r;
         switch (f->kind) {
-        case FK_VALUE: {
-            if (is_ws(c)) return s->depth > 1 && take_ws(s, c); /* the reply starts with the value itself */
-            const int r = start_value(g, f, f->node, c);
-            if (r != 2) return r == 1;
-            continue; /* the number or literal frame takes c */
-        }
-        case FK_STR:
-            if (f->st == S_CHAR) {
-                if (c == '"') { pop(s); return true; }
-                if (c == '\\') { f->st = S_ESC; return true; }
-                return c >= 0x20;
-            }
-            if (f->st == S_ESC) {
-                if (c == 'u') { f->st = S_U1; return true; }
-                if (!strchr("\"\\/bfnrt", c) || c == 0) return false;
-                f->st = S_CHAR;
-                return true;
-            }
-            if (!is_hex(c)) return false;
-            f->st = f->st == S_U1 + 3 ? S_CHAR : f->st + 1;
-            return true;
-        case FK_NUM: {
-            const int nx = f->a < ES_GRAMMAR_MAX_NUM ? num_next(f->st, c, f->b != 0) : -1;
-            if (nx >= 0) { f->st = (uint8_t)nx; f->a++; return true; }
-            if (!num_accepting(f->st)) return false;
-            pop(s);
-            continue; /* the frame below takes c */
-        }
-        case FK_LIT: {
-            const gnode *x = &g->nodes[f->node];
-            const glit *l = g->lits + x->lit_off;
-            uint32_t lo = f->b, hi = f->a;
-            for (uint32_t i = f->a; i < f->b; i++)
-                if ((uint64_t)l[i].len > f->c && (uint8_t)g->bytes[l[i].off + f->c] == c) {
-                    if (lo == f->b) lo = i;
-                    hi = i + 1;
-                }
-            if (lo < hi) { f->a = lo; f->b = hi; f->c++; return true; }
-            if (!lit_complete(g, f)) return false;
-            pop(s);
-            continue;
-        }
-        case FK_ARR: {
-            const gnode *x = &g->nodes[f->node];
-            const bool any = x->type == GN_ANY;
-            const uint32_t mn = any ? 0 : x->min_items, mx = any ? UINT32_MAX : x->max_items;
-            const int items = any ? NODE_ANY : x->items;
-            if (is_ws(c)) return take_ws(s, c);
-            if (f->st == A_AFTER) {
-                if (c == ',' && f->a < mx) { f->st = A_NEXT; return true; }
-                if (c == ']' && f->a >= mn) { pop(s); return true; }
-                return false;
-            }
-            if (f->st == A_START && c == ']') {
-                if (mn > 0) return false;
-                pop(s);
-                return true;
-            }
-            if (f->a >= mx || items < 0) return false;
-            f->a++;
-            f->st = A_AFTER;
-            if (!push(s, FK_VALUE, items, 0)) return false;
-            continue;
-        }
-        case FK_OBJ: {
-            const gnode *x = &g->nodes[f->node];
-            const bool closed = x->type == GN_OBJECT && x->n_props > 0;
-            const int addl = x->type == GN_ANY ? NODE_ANY : x->addl;
-            if (f->st == O_KEY) {
-                const gprop *p = g->props + x->prop_off;
-                uint64_t nc = 0;
-                for (uint64_t m = f->c; m; m &= m - 1) {
-                    const int i = __builtin_ctzll(m);
-                    if ((uint32_t)p[i].name_len > f->b && (uint8_t)g->bytes[p[i].name_off + f->b] == c) nc |= 1ull << i;
-                }
-                if (!nc) return false;
-                f->c = nc;
-                f->b++;
-                for (uint64_t m = nc; m; m &= m - 1) {
-                    const int i = __builtin_ctzll(m);
-                    if ((uint32_t)p[i].name_len == f->b) { f->a = (uint32_t)i + 1; f->st = O_COLON; break; }
-                }
-                return true;
-            }
-            if (is_ws(c)) return take_ws(s, c);
-            switch (f->st) {
-            case O_START:
-            case O_NEXT:
-                if (c == '}' && f->st == O_START) {
-                    if (!(closed ? obj_may_close(x, f->a) : true)) return false;
-                    pop(s);
-                    return true;
-                }
-                if (c != '"') return false;
-                if (closed) {
-                    const uint64_t k = allowed_keys(x, f->a);
-                    if (!k) return false;
-                    f->c = k;
-                    f->b = 1;
-                    f->st = O_KEY;
-                    return true;
-                }
-                if (addl < 0) return false;
-                f->st = O_COLON;
-                return push(s, FK_STR, 0, S_CHAR);
-            case O_COLON: {
-                if (c != ':') return false;
-                const int vn = closed ? g->props[x->prop_off + f->a - 1].node : addl;
-                f->st = O_AFTER;
-                return push(s, FK_VALUE, vn, 0);
-            }
-            case O_AFTER:
-                if (c == ',') {
-                    if (closed && !allowed_keys(x, f->a)) return false;
-                    f->st = O_NEXT;
-                    return true;
-                }
-                if (c == '}') {
-                    if (closed && !obj_may_close(x, f->a)) return false;
-                    pop(s);
-                    return true;
-                }
-                return false;
-            default: return false;
-            }
-        }
+        case FK_VALUE: r = feed_value(g, s, f, c); break;
+        case FK_STR: r = feed_str(s, f, c); break;
+        case FK_NUM: r = feed_num(s, f, c); break;
+        case FK_LIT: r = feed_lit(g, s, f, c); break;
+        case FK_ARR: r = feed_arr(g, s, f, c); break;
+        case FK_OBJ: r = feed_obj(g, s, f, c); break;
         default: return false;
         }
+        if (r != FEED_AGAIN) return r == FEED_TAKEN;
     }
 }
 

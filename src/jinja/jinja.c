@@ -790,6 +790,113 @@ static void expect_kw(pctx *p, const char *kw) {
     if (!accept_name(p, kw)) perr(p, ES_ERR_FORMAT, peek(p)->line, "expected '%s'", kw);
 }
 
+/* {% if %} ... {% elif %} ... {% else %} ... {% endif %}, after the keyword */
+static node *parse_if(pctx *p, int line) {
+    node *n = mk(p, S_IF, line);
+    n->a = parse_expr(p);
+    expect_bend(p);
+    static const char *const stops[] = {"elif", "else", "endif", NULL};
+    n->body = parse_body(p, stops);
+    node *cur = n;
+    for (;;) {
+        tok *k = next(p);
+        if (str_is(k->s, "elif")) { /* an elif is an if in the else branch */
+            node *e = mk(p, S_IF, k->line);
+            e->a = parse_expr(p);
+            expect_bend(p);
+            e->body = parse_body(p, stops);
+            nl_push(p, &cur->els, e);
+            cur = e;
+        } else if (str_is(k->s, "else")) {
+            expect_bend(p);
+            static const char *const end[] = {"endif", NULL};
+            cur->els = parse_body(p, end);
+        } else {
+            expect_bend(p);
+            break;
+        }
+    }
+    return n;
+}
+
+/* {% for targets in expr [if cond] %} ... [{% else %} ...] {% endfor %}, after the keyword */
+static node *parse_for(pctx *p, int line) {
+    node *n = mk(p, S_FOR, line);
+    n->ntn = target_list(p, &n->tn);
+    expect_kw(p, "in");
+    n->a = parse_or(p); /* not parse_expr: 'if' here filters the loop */
+    if (accept_name(p, "if")) n->cond = parse_or(p);
+    if (accept_name(p, "recursive")) perr(p, ES_ERR_UNSUPPORTED, line, "recursive loops are not supported");
+    expect_bend(p);
+    static const char *const stops[] = {"else", "endfor", NULL};
+    n->body = parse_body(p, stops);
+    if (str_is(next(p)->s, "else")) {
+        expect_bend(p);
+        static const char *const end[] = {"endfor", NULL};
+        n->els = parse_body(p, end);
+        next(p);
+    }
+    expect_bend(p);
+    return n;
+}
+
+/* {% set targets = expr %}, {% set ns.attr = expr %} or {% set name %} ... {% endset %}, after the keyword */
+static node *parse_set(pctx *p, int line) {
+    node *n = mk(p, S_SET, line);
+    n->ntn = target_list(p, &n->tn);
+    if (n->ntn == 1 && accept_op(p, ".")) { /* ns.attr = */
+        n->s = n->tn[0];
+        n->b = mk(p, N_LIT, line);
+        n->b->s = expect_ident(p);
+    }
+    if (accept_op(p, "=")) {
+        n->a = parse_expr(p);
+        if (is_op(peek(p), ",")) { /* set a, b = x, y */
+            node *l = mk(p, N_LIST, line);
+            nl_push(p, &l->args, n->a);
+            while (accept_op(p, ",")) nl_push(p, &l->args, parse_expr(p));
+            n->a = l;
+        }
+        expect_bend(p);
+    } else {
+        if (n->ntn != 1 || n->b) perr(p, ES_ERR_FORMAT, line, "a block set takes one name");
+        expect_bend(p);
+        n->k = S_SETBLOCK;
+        static const char *const stops[] = {"endset", NULL};
+        n->body = parse_body(p, stops);
+        next(p);
+        expect_bend(p);
+    }
+    return n;
+}
+
+/* {% macro name(params [= defaults]) %} ... {% endmacro %}, after the keyword */
+static node *parse_macro(pctx *p, int line) {
+    node *n = mk(p, S_MACRO, line);
+    n->s = expect_ident(p);
+    expect_op(p, "(");
+    str names[32];
+    node *defs[32] = {0};
+    int k = 0;
+    while (!accept_op(p, ")")) {
+        if (k) expect_op(p, ",");
+        if (k == 32) perr(p, ES_ERR_FORMAT, line, "more than 32 macro parameters");
+        names[k] = expect_ident(p);
+        if (accept_op(p, "=")) defs[k] = parse_expr(p);
+        k++;
+    }
+    n->ntn = k;
+    n->tn = palloc(p, (size_t)(k ? k : 1) * sizeof *n->tn);
+    if (k) memcpy(n->tn, names, (size_t)k * sizeof *names);
+    for (int i = 0; i < k; i++) nl_push(p, &n->args, defs[i]); /* NULL: no default */
+    expect_bend(p);
+    static const char *const stops[] = {"endmacro", NULL};
+    n->body = parse_body(p, stops);
+    next(p);
+    expect_bend(p);
+    return n;
+}
+
 static node *parse_stmt(pctx *p) {
     tok *t = next(p);
     const int line = t->line;
@@ -809,98 +916,11 @@ static node *parse_stmt(pctx *p) {
     if (kw->t != T_NAME) perr(p, ES_ERR_FORMAT, line, "expected a statement keyword");
     enter(p);
     node *n;
-    if (str_is(kw->s, "if")) {
-        n = mk(p, S_IF, line);
-        n->a = parse_expr(p);
-        expect_bend(p);
-        static const char *const stops[] = {"elif", "else", "endif", NULL};
-        n->body = parse_body(p, stops);
-        node *cur = n;
-        for (;;) {
-            tok *k = next(p);
-            if (str_is(k->s, "elif")) { /* an elif is an if in the else branch */
-                node *e = mk(p, S_IF, k->line);
-                e->a = parse_expr(p);
-                expect_bend(p);
-                e->body = parse_body(p, stops);
-                nl_push(p, &cur->els, e);
-                cur = e;
-            } else if (str_is(k->s, "else")) {
-                expect_bend(p);
-                static const char *const end[] = {"endif", NULL};
-                cur->els = parse_body(p, end);
-            } else {
-                expect_bend(p);
-                break;
-            }
-        }
-    } else if (str_is(kw->s, "for")) {
-        n = mk(p, S_FOR, line);
-        n->ntn = target_list(p, &n->tn);
-        expect_kw(p, "in");
-        n->a = parse_or(p); /* not parse_expr: 'if' here filters the loop */
-        if (accept_name(p, "if")) n->cond = parse_or(p);
-        if (accept_name(p, "recursive")) perr(p, ES_ERR_UNSUPPORTED, line, "recursive loops are not supported");
-        expect_bend(p);
-        static const char *const stops[] = {"else", "endfor", NULL};
-        n->body = parse_body(p, stops);
-        if (str_is(next(p)->s, "else")) {
-            expect_bend(p);
-            static const char *const end[] = {"endfor", NULL};
-            n->els = parse_body(p, end);
-            next(p);
-        }
-        expect_bend(p);
-    } else if (str_is(kw->s, "set")) {
-        n = mk(p, S_SET, line);
-        n->ntn = target_list(p, &n->tn);
-        if (n->ntn == 1 && accept_op(p, ".")) { /* ns.attr = */
-            n->s = n->tn[0];
-            n->b = mk(p, N_LIT, line);
-            n->b->s = expect_ident(p);
-        }
-        if (accept_op(p, "=")) {
-            n->a = parse_expr(p);
-            if (is_op(peek(p), ",")) { /* set a, b = x, y */
-                node *l = mk(p, N_LIST, line);
-                nl_push(p, &l->args, n->a);
-                while (accept_op(p, ",")) nl_push(p, &l->args, parse_expr(p));
-                n->a = l;
-            }
-            expect_bend(p);
-        } else {
-            if (n->ntn != 1 || n->b) perr(p, ES_ERR_FORMAT, line, "a block set takes one name");
-            expect_bend(p);
-            n->k = S_SETBLOCK;
-            static const char *const stops[] = {"endset", NULL};
-            n->body = parse_body(p, stops);
-            next(p);
-            expect_bend(p);
-        }
-    } else if (str_is(kw->s, "macro")) {
-        n = mk(p, S_MACRO, line);
-        n->s = expect_ident(p);
-        expect_op(p, "(");
-        str names[32];
-        node *defs[32] = {0};
-        int k = 0;
-        while (!accept_op(p, ")")) {
-            if (k) expect_op(p, ",");
-            if (k == 32) perr(p, ES_ERR_FORMAT, line, "more than 32 macro parameters");
-            names[k] = expect_ident(p);
-            if (accept_op(p, "=")) defs[k] = parse_expr(p);
-            k++;
-        }
-        n->ntn = k;
-        n->tn = palloc(p, (size_t)(k ? k : 1) * sizeof *n->tn);
-        if (k) memcpy(n->tn, names, (size_t)k * sizeof *names);
-        for (int i = 0; i < k; i++) nl_push(p, &n->args, defs[i]); /* NULL: no default */
-        expect_bend(p);
-        static const char *const stops[] = {"endmacro", NULL};
-        n->body = parse_body(p, stops);
-        next(p);
-        expect_bend(p);
-    } else if (str_is(kw->s, "break") || str_is(kw->s, "continue")) {
+    if (str_is(kw->s, "if")) n = parse_if(p, line);
+    else if (str_is(kw->s, "for")) n = parse_for(p, line);
+    else if (str_is(kw->s, "set")) n = parse_set(p, line);
+    else if (str_is(kw->s, "macro")) n = parse_macro(p, line);
+    else if (str_is(kw->s, "break") || str_is(kw->s, "continue")) {
         n = mk(p, str_is(kw->s, "break") ? S_BREAK : S_CONTINUE, line);
         expect_bend(p);
     } else {
@@ -1820,6 +1840,79 @@ static val arith(rctx *r, int op, const val *a, const val *b, int line) {
     }
 }
 
+static val eval_slice(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    val lo = n->b ? eval(r, sc, n->b) : vnone(), hi = n->c ? eval(r, sc, n->c) : vnone(), st = n->cond ? eval(r, sc, n->cond) : vnone();
+    if (o.t == V_UNDEF) rerr(r, ES_ERR_INVALID_ARG, n->line, "'%.*s' is undefined", (int)(o.s.n < 64 ? o.s.n : 64), o.s.p);
+    return do_slice(r, &o, &lo, &hi, &st, n->line);
+}
+
+static val eval_filter(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    args a;
+    eval_args(r, sc, n, &a);
+    return apply_filter(r, n->s, &o, &a, n->line);
+}
+
+static val eval_test(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    args a;
+    eval_args(r, sc, n, &a);
+    return vbool(apply_test(r, n->s, &o, &a, n->line) != (n->op != 0));
+}
+
+static val eval_sign(rctx *r, scope *sc, const node *n) {
+    const val o = eval(r, sc, n->a);
+    if (!is_num(&o)) rerr(r, ES_ERR_INVALID_ARG, n->line, "bad operand type for unary %c: '%s'", n->k == N_NEG ? '-' : '+', type_name(&o));
+    if (n->k == N_POS) return o.t == V_BOOL ? vint(o.b) : o;
+    if (o.t == V_FLOAT) return (val){.t = V_FLOAT, .f = -o.f};
+    if (inum(&o) == INT64_MIN) rerr(r, ES_ERR_INVALID_ARG, n->line, "integer overflow");
+    return vint(-inum(&o));
+}
+
+static val eval_list(rctx *r, scope *sc, const node *n) {
+    list *l = list_new(r, (size_t)n->args.n);
+    for (int i = 0; i < n->args.n; i++) list_push(r, l, eval(r, sc, n->args.v[i]));
+    l->tuple = n->op == 1;
+    return (val){.t = V_LIST, .l = l};
+}
+
+static val eval_dict(rctx *r, scope *sc, const node *n) {
+    dict *d = dict_new(r, (size_t)n->args.n / 2 + 1);
+    for (int i = 0; i + 1 < n->args.n; i += 2) {
+        const val k = eval(r, sc, n->args.v[i]);
+        if (k.t != V_STR) rerr(r, ES_ERR_INVALID_ARG, n->line, "dict keys must be strings here");
+        dict_set(r, d, k.s, eval(r, sc, n->args.v[i + 1]));
+    }
+    return (val){.t = V_DICT, .d = d};
+}
+
+/* Comparisons, membership and ~ of two evaluated operands; arithmetic is arith's. */
+static val binop_v(rctx *r, int op, const val *a, const val *b, int line) {
+    switch (op) {
+    case B_EQ: return vbool(equal(a, b, 0));
+    case B_NE: return vbool(!equal(a, b, 0));
+    case B_LT: return vbool(compare(r, a, b, line) < 0);
+    case B_LE: return vbool(compare(r, a, b, line) <= 0);
+    case B_GT: return vbool(compare(r, a, b, line) > 0);
+    case B_GE: return vbool(compare(r, a, b, line) >= 0);
+    case B_IN: return vbool(contains(r, b, a, line));
+    case B_NOTIN: return vbool(!contains(r, b, a, line));
+    case B_CAT: {
+        buf o = {0};
+        to_str(r, &o, a, false, 0);
+        to_str(r, &o, b, false, 0);
+        return mkstr(o.p ? o.p : "", o.n);
+    }
+    default:
+        if (a->t == V_UNDEF || b->t == V_UNDEF) {
+            const val *u = a->t == V_UNDEF ? a : b;
+            rerr(r, ES_ERR_INVALID_ARG, line, "'%.*s' is undefined", (int)(u->s.n < 64 ? u->s.n : 64), u->s.p);
+        }
+        return arith(r, op, a, b, line);
+    }
+}
+
 static val eval(rctx *r, scope *sc, const node *n) {
     if (++r->depth > MAX_EVAL_DEPTH) rerr(r, ES_ERR_RANGE, n->line, "expressions or macro calls nested more than %d deep", MAX_EVAL_DEPTH);
     val v;
@@ -1840,42 +1933,16 @@ static val eval(rctx *r, scope *sc, const node *n) {
         v = getitem_v(r, &o, &k, n->line);
         break;
     }
-    case N_SLICE: {
-        const val o = eval(r, sc, n->a);
-        val lo = n->b ? eval(r, sc, n->b) : vnone(), hi = n->c ? eval(r, sc, n->c) : vnone(), st = n->cond ? eval(r, sc, n->cond) : vnone();
-        if (o.t == V_UNDEF) rerr(r, ES_ERR_INVALID_ARG, n->line, "'%.*s' is undefined", (int)(o.s.n < 64 ? o.s.n : 64), o.s.p);
-        v = do_slice(r, &o, &lo, &hi, &st, n->line);
-        break;
-    }
+    case N_SLICE: v = eval_slice(r, sc, n); break;
     case N_CALL: v = eval_call(r, sc, n); break;
-    case N_FILTER: {
-        const val o = eval(r, sc, n->a);
-        args a;
-        eval_args(r, sc, n, &a);
-        v = apply_filter(r, n->s, &o, &a, n->line);
-        break;
-    }
-    case N_TEST: {
-        const val o = eval(r, sc, n->a);
-        args a;
-        eval_args(r, sc, n, &a);
-        v = vbool(apply_test(r, n->s, &o, &a, n->line) != (n->op != 0));
-        break;
-    }
+    case N_FILTER: v = eval_filter(r, sc, n); break;
+    case N_TEST: v = eval_test(r, sc, n); break;
     case N_NOT: {
         const val o = eval(r, sc, n->a);
         v = vbool(!truthy(&o));
         break;
     }
-    case N_NEG: case N_POS: {
-        const val o = eval(r, sc, n->a);
-        if (!is_num(&o)) rerr(r, ES_ERR_INVALID_ARG, n->line, "bad operand type for unary %c: '%s'", n->k == N_NEG ? '-' : '+', type_name(&o));
-        if (n->k == N_POS) v = o.t == V_BOOL ? vint(o.b) : o;
-        else if (o.t == V_FLOAT) v = (val){.t = V_FLOAT, .f = -o.f};
-        else if (inum(&o) == INT64_MIN) rerr(r, ES_ERR_INVALID_ARG, n->line, "integer overflow");
-        else v = vint(-inum(&o));
-        break;
-    }
+    case N_NEG: case N_POS: v = eval_sign(r, sc, n); break;
     case N_AND: case N_OR: { /* Python's: the deciding operand itself */
         v = eval(r, sc, n->a);
         if (truthy(&v) == (n->k == N_AND)) v = eval(r, sc, n->b);
@@ -1886,48 +1953,11 @@ static val eval(rctx *r, scope *sc, const node *n) {
         v = truthy(&c) ? eval(r, sc, n->a) : n->b ? eval(r, sc, n->b) : undef((str){"else", 4});
         break;
     }
-    case N_LIST: {
-        list *l = list_new(r, (size_t)n->args.n);
-        for (int i = 0; i < n->args.n; i++) list_push(r, l, eval(r, sc, n->args.v[i]));
-        l->tuple = n->op == 1;
-        v = (val){.t = V_LIST, .l = l};
-        break;
-    }
-    case N_DICT: {
-        dict *d = dict_new(r, (size_t)n->args.n / 2 + 1);
-        for (int i = 0; i + 1 < n->args.n; i += 2) {
-            const val k = eval(r, sc, n->args.v[i]);
-            if (k.t != V_STR) rerr(r, ES_ERR_INVALID_ARG, n->line, "dict keys must be strings here");
-            dict_set(r, d, k.s, eval(r, sc, n->args.v[i + 1]));
-        }
-        v = (val){.t = V_DICT, .d = d};
-        break;
-    }
+    case N_LIST: v = eval_list(r, sc, n); break;
+    case N_DICT: v = eval_dict(r, sc, n); break;
     case N_BIN: {
         const val a = eval(r, sc, n->a), b = eval(r, sc, n->b);
-        switch (n->op) {
-        case B_EQ: v = vbool(equal(&a, &b, 0)); break;
-        case B_NE: v = vbool(!equal(&a, &b, 0)); break;
-        case B_LT: v = vbool(compare(r, &a, &b, n->line) < 0); break;
-        case B_LE: v = vbool(compare(r, &a, &b, n->line) <= 0); break;
-        case B_GT: v = vbool(compare(r, &a, &b, n->line) > 0); break;
-        case B_GE: v = vbool(compare(r, &a, &b, n->line) >= 0); break;
-        case B_IN: v = vbool(contains(r, &b, &a, n->line)); break;
-        case B_NOTIN: v = vbool(!contains(r, &b, &a, n->line)); break;
-        case B_CAT: {
-            buf o = {0};
-            to_str(r, &o, &a, false, 0);
-            to_str(r, &o, &b, false, 0);
-            v = mkstr(o.p ? o.p : "", o.n);
-            break;
-        }
-        default:
-            if (a.t == V_UNDEF || b.t == V_UNDEF) {
-                const val *u = a.t == V_UNDEF ? &a : &b;
-                rerr(r, ES_ERR_INVALID_ARG, n->line, "'%.*s' is undefined", (int)(u->s.n < 64 ? u->s.n : 64), u->s.p);
-            }
-            v = arith(r, n->op, &a, &b, n->line);
-        }
+        v = binop_v(r, n->op, &a, &b, n->line);
         break;
     }
     default: rerr(r, ES_ERR_INTERNAL, n->line, "a statement where an expression was expected");
@@ -1999,8 +2029,130 @@ static bool select_one(rctx *r, const val *item, const args *a, int from, bool b
     return apply_test(r, need_str(r, tn, "the test name", line), &x, &ta, line);
 }
 
-static val apply_filter(rctx *r, str name, const val *v, const args *a, int line) {
+static val length_v(rctx *r, const val *v, int line) {
+    switch (v->t) {
+    case V_STR: { /* characters, not bytes */
+        int64_t n = 0;
+        for (size_t i = 0; i < v->s.n; i++) n += ((unsigned char)v->s.p[i] & 0xc0) != 0x80;
+        return vint(n);
+    }
+    case V_LIST: return vint((int64_t)v->l->n);
+    case V_DICT: return vint((int64_t)v->d->n);
+    case V_UNDEF: return vint(0);
+    default: rerr(r, ES_ERR_INVALID_ARG, line, "object of type '%s' has no len()", type_name(v));
+    }
+}
+
+static val int_v(const val *v, const val *dflt) {
+    if (v->t == V_INT) return *v;
+    if (v->t == V_BOOL) return vint(v->b);
+    if (v->t == V_FLOAT && isfinite(v->f) && fabs(v->f) < 9.2e18) return vint((int64_t)v->f);
+    if (v->t == V_STR) {
+        char t[48];
+        const size_t k = v->s.n < sizeof t - 1 ? v->s.n : sizeof t - 1;
+        memcpy(t, v->s.p, k);
+        t[k] = 0;
+        char *e;
+        const long long x = strtoll(t, &e, 10);
+        if (e != t && !*e) return vint(x);
+    }
+    return dflt && dflt->t == V_INT ? *dflt : vint(0);
+}
+
+static val join_v(rctx *r, const val *v, const args *a, int line) {
+    const list *l = iter_list(r, v, line);
     const val *a0 = arg(a, 0, NULL);
+    const str sep = a0 ? need_str(r, a0, "join's separator", line) : (str){"", 0};
+    const val *attr = arg(a, 1, "attribute");
+    buf b = {0};
+    for (size_t i = 0; i < l->n; i++) {
+        if (i) bput(r, &b, sep.p, sep.n);
+        val x = attr ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : l->v[i];
+        to_str(r, &b, &x, false, 0);
+    }
+    return mkstr(b.p ? b.p : "", b.n);
+}
+
+/* select, reject, selectattr, rejectattr */
+static val select_v(rctx *r, str name, const val *v, const args *a, int line) {
+    const bool by_attr = name.n == 10, keep = name.p[0] == 's';
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        step(r, line);
+        if (select_one(r, &l->v[i], a, by_attr ? 1 : 0, by_attr, line) == keep) list_push(r, o, l->v[i]);
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val map_v(rctx *r, const val *v, const args *a, int line) {
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    const val *attr = arg(a, -1, "attribute"), *dflt = arg(a, -1, "default");
+    for (size_t i = 0; i < l->n; i++) {
+        step(r, line);
+        if (attr) {
+            val x = l->v[i].t == V_DICT ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : undef(attr->s);
+            list_push(r, o, x.t == V_UNDEF && dflt ? *dflt : x);
+        } else {
+            args fa = {.npos = a->npos > 0 ? a->npos - 1 : 0};
+            for (int k = 0; k < fa.npos; k++) fa.pos[k] = a->pos[k + 1];
+            list_push(r, o, apply_filter(r, need_str(r, arg(a, 0, NULL), "map's filter name", line), &l->v[i], &fa, line));
+        }
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val unique_v(rctx *r, const val *v, int line) {
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        r->steps += (long)o->n; /* the comparisons with the kept items */
+        step(r, line);
+        if (!contains(r, &(val){.t = V_LIST, .l = o}, &l->v[i], line)) list_push(r, o, l->v[i]);
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val sort_v(rctx *r, const val *v, const args *a, int line) {
+    const list *l = iter_list(r, v, line);
+    list *o = list_new(r, l->n);
+    const val *rev = arg(a, 0, "reverse");
+    for (size_t i = 0; i < l->n; i++) { /* insertion sort: stable, and chat templates sort a handful */
+        step(r, line);
+        size_t k = o->n;
+        list_push(r, o, l->v[i]);
+        while (k > 0) {
+            step(r, line); /* a comparison: sorting is quadratic here */
+            const int c = compare(r, &o->v[k - 1], &l->v[i], line);
+            if (rev && truthy(rev) ? c >= 0 : c <= 0) break;
+            o->v[k] = o->v[k - 1];
+            k--;
+        }
+        o->v[k] = l->v[i];
+    }
+    return (val){.t = V_LIST, .l = o};
+}
+
+static val indent_v(rctx *r, const val *v, const args *a) {
+    const val *w = arg(a, 0, "width"), *first = arg(a, 1, "first"), *blank = arg(a, 2, "blank");
+    const int64_t width = w && w->t == V_INT ? (w->i < 0 ? 0 : w->i > 64 ? 64 : w->i) : 4;
+    const str s = as_str(r, v);
+    buf b = {0};
+    bool line_start = true;
+    for (size_t i = 0; i < s.n; i++) {
+        if (line_start && (i > 0 || (first && truthy(first))) && (s.p[i] != '\n' || (blank && truthy(blank))))
+            for (int64_t k = 0; k < width; k++) bputs(r, &b, " ");
+        bput(r, &b, s.p + i, 1);
+        line_start = s.p[i] == '\n';
+    }
+    return mkstr(b.p ? b.p : "", b.n);
+}
+
+/* The filters that make text: case, whitespace, escaping, JSON, replace, indent. *found: name is one. */
+static val text_filter(rctx *r, str name, const val *v, const args *a, int line, bool *found) {
+    const val *a0 = arg(a, 0, NULL);
+    *found = true;
     if (str_is(name, "trim") || str_is(name, "strip")) return strip_v(r, as_str(r, v), a0, true, true, line);
     if (str_is(name, "upper")) return case_v(r, as_str(r, v), 1);
     if (str_is(name, "lower")) return case_v(r, as_str(r, v), 0);
@@ -2014,19 +2166,43 @@ static val apply_filter(rctx *r, str name, const val *v, const args *a, int line
         to_json(r, &b, v, ind && ind->t == V_INT ? (int)(ind->i > 16 ? 16 : ind->i < 0 ? 0 : ind->i) : -1, 0, line);
         return mkstr(b.p ? b.p : "", b.n);
     }
-    if (str_is(name, "length") || str_is(name, "count")) {
-        switch (v->t) {
-        case V_STR: { /* characters, not bytes */
-            int64_t n = 0;
-            for (size_t i = 0; i < v->s.n; i++) n += ((unsigned char)v->s.p[i] & 0xc0) != 0x80;
-            return vint(n);
-        }
-        case V_LIST: return vint((int64_t)v->l->n);
-        case V_DICT: return vint((int64_t)v->d->n);
-        case V_UNDEF: return vint(0);
-        default: rerr(r, ES_ERR_INVALID_ARG, line, "object of type '%s' has no len()", type_name(v));
-        }
+    if (str_is(name, "replace")) {
+        const val *c = arg(a, 2, "count");
+        return replace_v(r, as_str(r, v), need_str(r, a0, "replace's first argument", line),
+                         need_str(r, arg(a, 1, NULL), "replace's second argument", line), c && c->t == V_INT ? c->i : -1);
     }
+    if (str_is(name, "indent")) return indent_v(r, v, a);
+    *found = false;
+    return vnone();
+}
+
+/* The filters of one value: its length, a default, numbers. *found: name is one. */
+static val value_filter(rctx *r, str name, const val *v, const args *a, int line, bool *found) {
+    const val *a0 = arg(a, 0, NULL);
+    *found = true;
+    if (str_is(name, "length") || str_is(name, "count")) return length_v(r, v, line);
+    if (str_is(name, "default") || str_is(name, "d")) {
+        const val *bo = arg(a, 1, "boolean");
+        const bool use = v->t == V_UNDEF || (bo && truthy(bo) && !truthy(v));
+        return use ? (a0 ? *a0 : mkstr("", 0)) : *v;
+    }
+    if (str_is(name, "int")) return int_v(v, a0);
+    if (str_is(name, "float")) {
+        if (is_num(v)) return (val){.t = V_FLOAT, .f = num(v)};
+        return (val){.t = V_FLOAT, .f = 0};
+    }
+    if (str_is(name, "abs")) {
+        if (v->t == V_INT && v->i != INT64_MIN) return vint(v->i < 0 ? -v->i : v->i);
+        if (v->t == V_FLOAT) return (val){.t = V_FLOAT, .f = fabs(v->f)};
+        rerr(r, ES_ERR_INVALID_ARG, line, "abs needs a number");
+    }
+    *found = false;
+    return vnone();
+}
+
+/* The filters over a sequence's items (iter_list's). *found: name is one. */
+static val sequence_filter(rctx *r, str name, const val *v, const args *a, int line, bool *found) {
+    *found = true;
     if (str_is(name, "first") || str_is(name, "last")) {
         const list *l = iter_list(r, v, line);
         if (!l->n) return undef(name);
@@ -2051,123 +2227,23 @@ static val apply_filter(rctx *r, str name, const val *v, const args *a, int line
         bool f;
         return call_method(r, v, name, a, line, &f);
     }
-    if (str_is(name, "default") || str_is(name, "d")) {
-        const val *bo = arg(a, 1, "boolean");
-        const bool use = v->t == V_UNDEF || (bo && truthy(bo) && !truthy(v));
-        return use ? (a0 ? *a0 : mkstr("", 0)) : *v;
-    }
-    if (str_is(name, "join")) {
-        const list *l = iter_list(r, v, line);
-        const str sep = a0 ? need_str(r, a0, "join's separator", line) : (str){"", 0};
-        const val *attr = arg(a, 1, "attribute");
-        buf b = {0};
-        for (size_t i = 0; i < l->n; i++) {
-            if (i) bput(r, &b, sep.p, sep.n);
-            val x = attr ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : l->v[i];
-            to_str(r, &b, &x, false, 0);
-        }
-        return mkstr(b.p ? b.p : "", b.n);
-    }
-    if (str_is(name, "replace")) {
-        const val *c = arg(a, 2, "count");
-        return replace_v(r, as_str(r, v), need_str(r, a0, "replace's first argument", line),
-                         need_str(r, arg(a, 1, NULL), "replace's second argument", line), c && c->t == V_INT ? c->i : -1);
-    }
-    if (str_is(name, "int")) {
-        if (v->t == V_INT) return *v;
-        if (v->t == V_BOOL) return vint(v->b);
-        if (v->t == V_FLOAT && isfinite(v->f) && fabs(v->f) < 9.2e18) return vint((int64_t)v->f);
-        if (v->t == V_STR) {
-            char t[48];
-            const size_t k = v->s.n < sizeof t - 1 ? v->s.n : sizeof t - 1;
-            memcpy(t, v->s.p, k);
-            t[k] = 0;
-            char *e;
-            const long long x = strtoll(t, &e, 10);
-            if (e != t && !*e) return vint(x);
-        }
-        return a0 && a0->t == V_INT ? *a0 : vint(0);
-    }
-    if (str_is(name, "float")) {
-        if (is_num(v)) return (val){.t = V_FLOAT, .f = num(v)};
-        return (val){.t = V_FLOAT, .f = 0};
-    }
-    if (str_is(name, "abs")) {
-        if (v->t == V_INT && v->i != INT64_MIN) return vint(v->i < 0 ? -v->i : v->i);
-        if (v->t == V_FLOAT) return (val){.t = V_FLOAT, .f = fabs(v->f)};
-        rerr(r, ES_ERR_INVALID_ARG, line, "abs needs a number");
-    }
-    if (str_is(name, "selectattr") || str_is(name, "rejectattr") || str_is(name, "select") || str_is(name, "reject")) {
-        const bool by_attr = name.n == 10, keep = name.p[0] == 's';
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        for (size_t i = 0; i < l->n; i++) {
-            step(r, line);
-            if (select_one(r, &l->v[i], a, by_attr ? 1 : 0, by_attr, line) == keep) list_push(r, o, l->v[i]);
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "map")) {
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        const val *attr = arg(a, -1, "attribute"), *dflt = arg(a, -1, "default");
-        for (size_t i = 0; i < l->n; i++) {
-            step(r, line);
-            if (attr) {
-                val x = l->v[i].t == V_DICT ? getattr_v(r, &l->v[i], need_str(r, attr, "the attribute", line), line) : undef(attr->s);
-                list_push(r, o, x.t == V_UNDEF && dflt ? *dflt : x);
-            } else {
-                args fa = {.npos = a->npos > 0 ? a->npos - 1 : 0};
-                for (int k = 0; k < fa.npos; k++) fa.pos[k] = a->pos[k + 1];
-                list_push(r, o, apply_filter(r, need_str(r, a0, "map's filter name", line), &l->v[i], &fa, line));
-            }
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "unique")) {
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        for (size_t i = 0; i < l->n; i++) {
-            r->steps += (long)o->n; /* the comparisons with the kept items */
-            step(r, line);
-            if (!contains(r, &(val){.t = V_LIST, .l = o}, &l->v[i], line)) list_push(r, o, l->v[i]);
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "sort")) {
-        const list *l = iter_list(r, v, line);
-        list *o = list_new(r, l->n);
-        const val *rev = arg(a, 0, "reverse");
-        for (size_t i = 0; i < l->n; i++) { /* insertion sort: stable, and chat templates sort a handful */
-            step(r, line);
-            size_t k = o->n;
-            list_push(r, o, l->v[i]);
-            while (k > 0) {
-                step(r, line); /* a comparison: sorting is quadratic here */
-                const int c = compare(r, &o->v[k - 1], &l->v[i], line);
-                if (rev && truthy(rev) ? c >= 0 : c <= 0) break;
-                o->v[k] = o->v[k - 1];
-                k--;
-            }
-            o->v[k] = l->v[i];
-        }
-        return (val){.t = V_LIST, .l = o};
-    }
-    if (str_is(name, "indent")) {
-        const val *w = arg(a, 0, "width"), *first = arg(a, 1, "first"), *blank = arg(a, 2, "blank");
-        const int64_t width = w && w->t == V_INT ? (w->i < 0 ? 0 : w->i > 64 ? 64 : w->i) : 4;
-        const str s = as_str(r, v);
-        buf b = {0};
-        bool line_start = true;
-        for (size_t i = 0; i < s.n; i++) {
-            if (line_start && (i > 0 || (first && truthy(first))) && (s.p[i] != '\n' || (blank && truthy(blank))))
-                for (int64_t k = 0; k < width; k++) bputs(r, &b, " ");
-            bput(r, &b, s.p + i, 1);
-            line_start = s.p[i] == '\n';
-        }
-        return mkstr(b.p ? b.p : "", b.n);
-    }
-    rerr(r, ES_ERR_INVALID_ARG, line, "unknown filter '%.*s'", (int)(name.n < 64 ? name.n : 64), name.p);
+    if (str_is(name, "join")) return join_v(r, v, a, line);
+    if (str_is(name, "selectattr") || str_is(name, "rejectattr") || str_is(name, "select") || str_is(name, "reject"))
+        return select_v(r, name, v, a, line);
+    if (str_is(name, "map")) return map_v(r, v, a, line);
+    if (str_is(name, "unique")) return unique_v(r, v, line);
+    if (str_is(name, "sort")) return sort_v(r, v, a, line);
+    *found = false;
+    return vnone();
+}
+
+static val apply_filter(rctx *r, str name, const val *v, const args *a, int line) {
+    bool found;
+    val o = text_filter(r, name, v, a, line, &found);
+    if (!found) o = value_filter(r, name, v, a, line, &found);
+    if (!found) o = sequence_filter(r, name, v, a, line, &found);
+    if (!found) rerr(r, ES_ERR_INVALID_ARG, line, "unknown filter '%.*s'", (int)(name.n < 64 ? name.n : 64), name.p);
+    return o;
 }
 
 /* ---- statements ---- */
