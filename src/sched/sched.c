@@ -1824,8 +1824,9 @@ static void account_locked(es_sched *s, const step_result *r) {
     s->st.pass_edge_sessions += r->n_pass_edge;
     if (s->p.policy == ES_SCHED_PIPELINE && s->p.group_trial) {
         es_group_trial_observe(&s->trial, r->n_pass_edge, s->last_end, s->st.by_mode[ES_MODE_EDGE].tokens_generated);
-        s->st.trial_rate_one = s->trial.rate[0];
-        s->st.trial_rate_split = s->trial.rate[1];
+        /* the last rates measured (kept when new conditions make the trial forget them) */
+        if (s->trial.rate[0] > 0) s->st.trial_rate_one = s->trial.rate[0];
+        if (s->trial.rate[1] > 0) s->st.trial_rate_split = s->trial.rate[1];
         s->st.trial_epochs = s->trial.epochs;
         s->st.trial_model_groups = s->trial.active ? s->trial.model_g : 0;
     }

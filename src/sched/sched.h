@@ -192,8 +192,8 @@ typedef struct es_sched_stats {
     int exit_layer;               /* the layer EARLY events come from (0: early exits off) */
     double round_trip_s;          /* recent mean time from an edge verdict to the edge's next tree (its
                                      network round trip plus its drafting; kept when the edges leave) */
-    double trial_rate_one, trial_rate_split; /* pipeline: the edge tokens per second measured under one
-                                     group and under the model's split (es_group_trial; 0: not measured) */
+    double trial_rate_one, trial_rate_split; /* pipeline: the edge tokens per second last measured under
+                                     one group and under the model's split (es_group_trial; 0: never) */
     int64_t trial_epochs;         /* the trial's epochs measured, since start */
     int trial_model_groups;       /* the split under trial (0: the model asks for one group) */
     /* two KV tiers (device_kv_memory_bytes; all 0 with one) */
