@@ -37,7 +37,7 @@ static const char *k_usage_serve =
     "               [--n-gen N] [--prompts FILE] [--prompts-per-client N] [--rtt-ms MS] [--bandwidth-kbps K]\n"
     "               [--threads N] [--temp T] [--accept greedy|match|rejection] [--spec chain|tree]\n"
     "               [--draft-max K] [--tree-budget N] [--tree-depth N] [--tree-width N] [--max-batch-tokens N]\n"
-    "               [--sched pipeline,gather] [--no-group-trial] [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
+    "               [--sched pipeline,gather] [--group-trial] [--batch-window-ms MS] [--knee-tokens N] [--kv-type f32|f16|q8_0]\n"
     "               [--server-cost-per-hour USD] [--edge-cost-per-hour USD] [--seed S]\n"
     "               [--server-cpus LIST --edge-cpus LIST] [--device cpu|vulkan[:N]] [--device-kv-memory SIZE] [--json]";
 
@@ -57,7 +57,7 @@ typedef struct bs_opts {
     const char *accept, *spec;
     uint64_t seed;
     bool json;
-    bool group_trial; /* pipeline points check the model's split by measurement (--no-group-trial: not) */
+    bool group_trial; /* pipeline points check the model's split by measurement (--group-trial) */
     int exit_layers[ES_EXIT_MAX], n_exit_layers; /* edge+early: the server's exit heads */
     int early_follow;                            /* edge+early: es_early_follow */
     const char *exit_file;
@@ -645,7 +645,6 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
     o->prompts_per_client = 1;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = nc > 0 ? (int)nc : 1;
-    o->group_trial = true;
     o->kv_type = ES_KV_F16;
     o->draft_max = 8;
     o->tree_budget = 8;
@@ -686,7 +685,7 @@ static int bs_parse(int argc, char **argv, bs_opts *o) {
         {.names = "--server-cpus|--edge-cpus", .kind = CLI_FN, .dst = o, .fn = bs_cpus,
          .must = "must list CPUs this process may use, e.g. 0,2-3"},
         {.names = "--sched", .kind = CLI_FN, .dst = o, .fn = bs_sched, .must = "takes pipeline, gather or both"},
-        {.names = "--no-group-trial", .kind = CLI_CLEAR, .dst = &o->group_trial},
+        {.names = "--group-trial", .kind = CLI_SET, .dst = &o->group_trial},
         {.names = "--seed", .kind = CLI_U64, .dst = &o->seed, .must = "must be a non-negative integer"},
         {.names = "--device", .kind = CLI_FN, .dst = o, .fn = bs_device, .must = "must be cpu, vulkan or vulkan:N"},
         {.names = "--device-kv-memory", .kind = CLI_I64, .dst = &o->device_kv_memory, .lo = 1, .hi = (double)(1ull << 50),

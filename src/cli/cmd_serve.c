@@ -33,7 +33,7 @@
 static const char *k_usage =
     "edgespec serve -m TARGET.gguf [--host ADDR] [--port N] [--draft DRAFT.gguf] [-t N] [--ctx-size N]\n"
     "               [--max-sessions N] [--max-batch-tokens N] [--prefill-chunk N] [--max-tree-nodes N]\n"
-    "               [--kv-memory SIZE] [--device-kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--no-group-trial] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
+    "               [--kv-memory SIZE] [--device-kv-memory SIZE] [--kv-type f32|f16|q8_0] [--sched pipeline|gather] [--group-trial] [--no-prefix-cache] [--batch-window-ms MS] [--max-frame BYTES] [--idle-timeout S]\n"
     "               [--drain-timeout S] [--device cpu|vulkan[:N]] [--exit-layers L[,L...]] [--exit-file FILE]\n"
     "               [--handshake-timeout S] [--max-connections N] [--api-key KEY] [--json] [--verbose]\n"
     "               [--http-port N] [--http-host ADDR] [--http-max-body SIZE] [--model-name NAME]\n"
@@ -90,9 +90,9 @@ static void print_help_passes(void) {
           "                           splits them into groups verified in turn, so the server computes one\n"
           "                           group while the others' edges draft and their trees travel; gather\n"
           "                           waits for every edge's next tree and verifies them all in one pass\n"
-          "  --no-group-trial         pipeline: trust the cycle model's split; by default it is checked by\n"
-          "                           measurement (an epoch split, one gathered, the faster kept), which\n"
-          "                           matters where edges share the server's cores\n"
+          "  --group-trial            pipeline: check the cycle model's split by measurement (an epoch\n"
+          "                           split, one gathered, the faster kept); for edges that share the\n"
+          "                           server's cores, where the model's overlap does not exist\n"
           "  --no-prefix-cache        do not keep finished sessions' KV pages for later prompts that start\n"
           "                           with the same tokens (multi-turn chat, resumed edges); on by default\n"
           "  --batch-window-ms MS     wait up to MS for the next trees of the edges due (pipeline: the group\n"
@@ -445,7 +445,7 @@ static int parse_options(int argc, char **argv, serve_opts *o) {
         {.names = "--exit-layers", .kind = CLI_FN, .dst = sp, .fn = opt_exit_layers, .must = must_exits},
         {.names = "--exit-file", .kind = CLI_STR, .dst = &sc->exit_file},
         {.names = "--no-prefix-cache", .kind = CLI_CLEAR, .dst = &sc->prefix_cache},
-        {.names = "--no-group-trial", .kind = CLI_CLEAR, .dst = &sc->group_trial},
+        {.names = "--group-trial", .kind = CLI_SET, .dst = &sc->group_trial},
         {.names = "--sched", .kind = CLI_FN, .dst = sp, .fn = opt_sched, .must = "must be pipeline or gather"},
         {.names = "--device", .kind = CLI_FN, .dst = sp, .fn = opt_device, .must = "must be cpu, vulkan or vulkan:N"},
         {.names = "--batch-window-ms", .kind = CLI_DOUBLE, .dst = &sc->batch_window_ms, .lo = 0, .hi = 10000, .must = "must be in 0..10000"},

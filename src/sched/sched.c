@@ -187,7 +187,6 @@ es_sched_params es_sched_default_params(void) {
     p.policy = ES_SCHED_PIPELINE;
     p.prefix_cache = true;
     p.max_groups = 4;
-    p.group_trial = true;
     p.batch_window_ms = 20; /* measured: gathers the edge cohort (bench serve, 4 clients: +33 % tokens per CPU-second) */
     p.kv_type = ES_KV_F16;
     p.knee_tokens = 0; /* automatic (measured) */

@@ -91,7 +91,7 @@ typedef struct es_sched_params {
                                  the measured round time of the edges and the profiled pass time, see
                                  es_sched_groups_for: 1 when splitting would not pay) */
     bool group_trial;         /* pipeline: check the model's split by measurement (es_group_trial;
-                                 default true); false trusts the cycle model alone */
+                                 default false: the cycle model alone) */
     es_backend_kind backend;  /* where the target's forward pass runs (default the CPU); device `device`, */
     int device;               /* model loaded with no_repack (es_ctx_params); the server's draft stays on the CPU */
     /* Two KV tiers (APEX, a Vulkan device only): device memory for this many bytes of KV pages, the
@@ -284,7 +284,7 @@ typedef struct es_group_trial {
 } es_group_trial;
 #define ES_SCHED_TRIAL_MARGIN 0.05
 #define ES_SCHED_TRIAL_ROUNDS 2
-#define ES_SCHED_TRIAL_EXPLORE 6
+#define ES_SCHED_TRIAL_EXPLORE 10
 /* The groups to use when the model asks for model_g with n_edge edge sessions (model_g itself
  * below 2). now / tokens: the clock and the edge tokens committed so far, an epoch's start. */
 int es_group_trial_pick(es_group_trial *t, int model_g, int n_edge, double now, int64_t tokens);
