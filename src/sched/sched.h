@@ -284,7 +284,7 @@ typedef struct es_group_trial {
 } es_group_trial;
 #define ES_SCHED_TRIAL_MARGIN 0.05
 #define ES_SCHED_TRIAL_ROUNDS 2
-#define ES_SCHED_TRIAL_EXPLORE 10
+#define ES_SCHED_TRIAL_EXPLORE 6
 /* The groups to use when the model asks for model_g with n_edge edge sessions (model_g itself
  * below 2). now / tokens: the clock and the edge tokens committed so far, an epoch's start. */
 int es_group_trial_pick(es_group_trial *t, int model_g, int n_edge, double now, int64_t tokens);
