@@ -46,6 +46,16 @@ static void on_message(void *ud, bool is_error, const char *msg) {
     if (is_error) n_validation_errors++;
 }
 
+/* stories260K as the device backends load it (file layout: no CPU repacking). */
+static es_model *load_stories(void) {
+    es_model_params mp = es_model_default_params();
+    mp.no_repack = true;
+    es_model *m = NULL;
+    es_err err = {{0}};
+    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    return m;
+}
+
 static es_ctx *make_ctx_(es_model *m, int device, int64_t dev_pages, es_kv_type kv_type, es_err *err) {
     es_ctx_params p = es_ctx_default_params();
     p.n_ctx = 256;
@@ -230,11 +240,7 @@ static void golden_run(es_model *m, es_ctx *ref, es_ctx *t, es_hybrid_mode mode,
 }
 
 static void test_golden(int device) {
-    es_model_params mp = es_model_default_params();
-    mp.no_repack = true;
-    es_model *m = NULL;
-    es_err err = {{0}};
-    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    es_model *m = load_stories();
     if (!m) return;
     struct { es_hybrid_mode mode; pick_kind pick; int move_every; const char *what; } runs[] = {
         {ES_HYBRID_ASYNC_OVERLAP, PICK_GREEDY, 0, "greedy, overlap"},
@@ -253,12 +259,9 @@ static void test_golden(int device) {
 
 /* A token tree of a host-tier sequence beside a device-tier one, then keep one path. */
 static void test_tree(int device) {
-    es_model_params mp = es_model_default_params();
-    mp.no_repack = true;
-    es_model *m = NULL;
-    es_err err = {{0}};
-    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    es_model *m = load_stories();
     if (!m) return;
+    es_err err = {{0}};
     es_ctx *ref = make_ctx(m, device, 0), *t = make_ctx(m, device, DEV_PAGES);
     if (!ref || !t) goto done;
     const int nv = es_model_n_vocab(m);
@@ -339,12 +342,9 @@ done:
  * the device and gives the untiered device's logits. Without the copies (or their order before the
  * pass) the device pages hold nothing of these rows. */
 static void test_async_moves(int device) {
-    es_model_params mp = es_model_default_params();
-    mp.no_repack = true;
-    es_model *m = NULL;
-    es_err err = {{0}};
-    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    es_model *m = load_stories();
     if (!m) return;
+    es_err err = {{0}};
     enum { NS = 3, LEN = 240 };
     es_ctx *ref = make_ctx(m, device, 0), *t = make_ctx(m, device, NS * 16);
     int32_t *tok = malloc(NS * LEN * sizeof *tok), *pos = malloc(NS * LEN * sizeof *pos), *seq = malloc(NS * LEN * sizeof *seq);
@@ -616,12 +616,9 @@ static void test_prefix(int device) {
 }
 
 static void test_errors(int device) {
-    es_model_params mp = es_model_default_params();
-    mp.no_repack = true;
-    es_model *m = NULL;
-    es_err err = {{0}};
-    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    es_model *m = load_stories();
     if (!m) return;
+    es_err err = {{0}};
     es_ctx *one = make_ctx(m, device, 0), *t = make_ctx(m, device, 2);
     if (one && t) {
         int s;
