@@ -693,13 +693,14 @@ es_status es_vk_async_init(es_vk *vk, size_t slot_bytes, es_err *err) {
     return ES_OK;
 }
 
-/* Slot i free for staging: its last submission has landed (waited for when it has not yet). */
-static es_status async_ready(es_vk *vk, int i, es_err *err) {
+/* Slot i free for staging: its last submission has landed (waited for when it has not yet; a wait
+ * for staging counted). */
+static es_status async_ready(es_vk *vk, int i, bool staging, es_err *err) {
     struct vk_async_slot *a = &vk->async[i];
     if (!a->busy) return ES_OK;
     VkResult r = vkGetFenceStatus(vk->dev, a->fence);
     if (r == VK_NOT_READY) {
-        vk->async_waits++;
+        vk->async_waits += staging;
         r = vkWaitForFences(vk->dev, 1, &a->fence, VK_TRUE, UINT64_MAX);
     }
     if (r != VK_SUCCESS) return es_vk_fail(err, r, "vkWaitForFences");
@@ -739,7 +740,7 @@ es_status es_vk_async_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const vo
         a = &vk->async[vk->async_cur];
     }
     if (!a->open) {
-        if ((st = async_ready(vk, vk->async_cur, err)) != ES_OK) return st;
+        if ((st = async_ready(vk, vk->async_cur, true, err)) != ES_OK) return st;
         VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
         VkResult r = vkBeginCommandBuffer(a->cmd, &bi);
@@ -757,7 +758,7 @@ es_status es_vk_async_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const vo
 
 es_status es_vk_async_wait(es_vk *vk, es_err *err) {
     es_status st = es_vk_async_submit(vk, err);
-    for (int i = 0; i < ES_VK_ASYNC_SLOTS && st == ES_OK; i++) st = async_ready(vk, i, err);
+    for (int i = 0; i < ES_VK_ASYNC_SLOTS && st == ES_OK; i++) st = async_ready(vk, i, false, err);
     return st;
 }
 
