@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # bench-device.sh — the Vulkan backend on a GPU: decode tokens/s against the memory-bandwidth bound,
 # and the verification cost curve (k = 1 … 256 rows in one pass, relative to one decode step), on the
-# TinyLlama-1.1B shape (synthetic weights) and the real Qwen2.5-Coder 1.5B target when it is cached.
+# TinyLlama-1.1B shape (synthetic weights) and the real Qwen2.5-Coder 1.5B target when it is cached;
+# then APEX's case (issue 17): a device KV budget that holds N sessions and 2N / 4N clients, two KV
+# tiers (`bench serve --device-kv-memory`, kv "hybrid") against device-only admission at N (kv
+# "device_only", vLLM's), on the first model.
 # Meant for a machine with a GPU and no network: it needs only the built tree.
 #
 # usage: scripts/bench-device.sh [--build DIR] [--device vulkan:N] [--bw-gbs G] [--ks LIST]
-#                                [--models "A.gguf B.gguf"] [--out FILE]
+#                                [--models "A.gguf B.gguf"] [--out FILE] [--apex-sessions N] [--no-apex]
 #        scripts/bench-device.sh --pack [--build DIR]
+#   --apex-sessions  N, the sessions the device KV budget holds (default 8; 0 or --no-apex: skip)
 #   --pack     run on the build machine: copies its Vulkan loader (libvulkan.so.1) into DIR/vulkan, so
 #              carrying DIR brings the loader to a GPU machine that has the NVIDIA driver but no loader.
 #   --bw-gbs   the device's memory bandwidth for the bound (default: from the device name for H100 /
@@ -19,7 +23,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$root/build device=vulkan:0 bw= ks=1,2,4,8,16,32,64,128,256 models= out= pack=0
+build=$root/build device=vulkan:0 bw= ks=1,2,4,8,16,32,64,128,256 models= out= pack=0 apex_n=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -29,6 +33,8 @@ while [ $# -gt 0 ]; do
     --models) models=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --pack) pack=1; shift ;;
+    --apex-sessions) apex_n=$2; shift 2 ;;
+    --no-apex) apex_n=0; shift ;;
     *) echo "bench-device: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -112,4 +118,44 @@ PY
     echo "bench failed or ran out of time: $(head -c 400 "$tmp/b.err")"
   fi
 done
+
+# APEX: the budget is N sessions of prompt + 64 generated tokens (+ a page), f16 rows
+first=${models%% *}
+if [ "$apex_n" -gt 0 ]; then
+  echo "== APEX on $first: device KV for $apex_n sessions, $((2 * apex_n)) and $((4 * apex_n)) clients"
+  "$bin" info "$first" --json --no-tensors >"$tmp/info.json"
+  budget=$(python3 - "$tmp/info.json" "$apex_n" <<'PY'
+import json, sys
+md = json.load(open(sys.argv[1]))["metadata"]
+arch = md["general.architecture"]
+g = lambda k: md[f"{arch}.{k}"]
+n_head = g("attention.head_count")
+head_dim = md.get(f"{arch}.attention.key_length", g("embedding_length") // n_head)
+kv_tok = g("block_count") * 2 * md.get(f"{arch}.attention.head_count_kv", n_head) * head_dim * 2  # f16 K and V
+per_sess = (128 + 64 + 16) * kv_tok  # the longest prompt is about 128 tokens; 64 generated; a page of tree
+print(int(sys.argv[2]) * per_sess)
+PY
+)
+  echo "device KV budget: $budget bytes"
+  if timeout 200 "$bin" bench serve -m "$first" --device "$device" --device-kv-memory "$budget" --kv-type f16 --modes ar \
+    --clients $((2 * apex_n)),$((4 * apex_n)) --n-gen 64 --threads 8 --json >"$tmp/apex.json" 2>"$tmp/apex.err"; then
+    python3 - "$tmp/apex.json" "$name" "$out" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+pts = {(x["clients"], x["kv"]): x for x in r["results"]}
+print("clients  hybrid tok/s  device_only tok/s  ratio   ITL p99 hybrid / device_only (ms)  plans")
+for c in sorted({c for c, _ in pts}):
+    h, d = pts.get((c, "hybrid")), pts.get((c, "device_only"))
+    if not h or not d: continue
+    print(f"{c:7d}  {h['tokens_per_s_wall']:12.1f}  {d['tokens_per_s_wall']:17.1f}  {h['tokens_per_s_wall'] / d['tokens_per_s_wall']:5.2f}x"
+          f"  {h['itl_p99_ms']:10.1f} / {d['itl_p99_ms']:.1f}  {h.get('plans')}")
+r["device_name"] = sys.argv[2]
+r["what"] = "APEX (issue 17): two KV tiers against device-only admission, scripts/bench-device.sh"
+with open(sys.argv[3], "a") as f:
+    f.write(json.dumps(r) + "\n")
+PY
+  else
+    echo "APEX bench failed or ran out of time: $(head -c 400 "$tmp/apex.err")"
+  fi
+fi
 echo "results appended to $out"
