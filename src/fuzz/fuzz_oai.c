@@ -2,8 +2,8 @@
  * (src/http/oai.c, chat.c, tokenizer/detok.c).
  *
  * Byte 0 picks the endpoint (bit 0 clear: completions, set: chat; with bit 1 set /tokenize and
- * /detokenize instead, whose parse must succeed or be refused with 400); the rest is the body, copied to
- * an exact-size buffer so any over-read is caught. A body must parse or be refused with a 400 that
+ * /detokenize instead, whose parse must succeed or be refused with 400, or 500 when out of memory);
+ * the rest is the body, copied to an exact-size buffer so any over-read is caught. A body must parse or be refused with a 400 that
  * names a message; a parsed chat request must render under every template family. Then the body's
  * bytes go through the incremental UTF-8 repair in chunks whose sizes come from the input, and the
  * result must be valid UTF-8; through the stop-string matcher (stop strings taken from the
@@ -36,7 +36,7 @@ static size_t naive_cut(const char *t, size_t n, char *const *stop, int n_stop, 
     return n;
 }
 
-/* A /tokenize body (or with detokenize, a /detokenize one) must parse or be refused with a 400 (or 500). */
+/* A /tokenize body (or with detokenize, a /detokenize one) must parse or be refused with a 400 (a 500: out of memory). */
 static void check_tokenize_body(bool detokenize, const uint8_t *p, size_t n) {
     char *b = malloc(n ? n : 1);
     if (!b) return;
