@@ -3,13 +3,13 @@
  *
  * Byte 0 picks the endpoint (bit 0 clear: completions, set: chat; with bit 1 set /tokenize and
  * /detokenize instead, whose parse must succeed or be refused with 400, or 500 when out of memory);
- * the rest is the body, copied to an exact-size buffer so any over-read is caught. A body must parse
- * or be refused with a 400 that names a message; a parsed chat request must render under every template family. Then the body's
- * bytes go through the incremental UTF-8 repair in chunks whose sizes come from the input, and the
- * result must be valid UTF-8; through the stop-string matcher (stop strings taken from the
- * request, or fixed ones), whose output must equal the text up to the earliest match, found naively;
- * and through the tool-call parser (every format it reads), whose calls must be well-formed OpenAI
- * calls. Anything else aborts.
+ * the rest is the body, copied to an exact-size buffer so any over-read is caught. A body must
+ * parse or be refused with a 400 that names a message; a parsed chat request must render under
+ * every template family. Then the body's bytes go through the incremental UTF-8 repair in chunks
+ * whose sizes come from the input, and the result must be valid UTF-8; through the stop-string
+ * matcher (stop strings taken from the request, or fixed ones), whose output must equal the text up
+ * to the earliest match, found naively; and through the tool-call parser (every format it reads),
+ * whose calls must be well-formed OpenAI calls. Anything else aborts.
  *
  * Build: clang -fsanitize=fuzzer,address,undefined (scripts/fuzz.sh, which seeds it with requests). */
 #include <stdint.h>
