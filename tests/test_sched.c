@@ -549,10 +549,10 @@ static void test_pipeline_groups(es_model *target, es_model *draft, int policy) 
  * and by a third of the sessions. Cycles below for t(r) = 10 + r and R = 128. */
 /* es_group_trial: one epoch (a warm-up round per session, then ES_SCHED_TRIAL_ROUNDS rounds per
  * session measured) of the model's split, then one of a single group; the better kept, one group on
- * a tie within the margin; the loser measured again every ES_SCHED_TRIAL_EXPLORE epochs; rates
- * forgotten for new conditions and kept over a pause. 4 edge sessions; the clock and the token count
- * are made up. */
-static double trial_epoch(es_group_trial *t, double *now, int64_t *tok, double rate) {
+ * a tie within the margin; the loser measured again every ES_SCHED_TRIAL_EXPLORE epochs; rates kept
+ * per number of edge sessions (and over a pause), forgotten for another split. The clock and the
+ * token count are made up. */
+static void trial_epoch(es_group_trial *t, double *now, int64_t *tok, double rate) {
     const int n = t->n_edge;
     if (t->warm) { /* warm-up: its tokens and time are not counted */
         *now += 1;
@@ -566,11 +566,11 @@ static double trial_epoch(es_group_trial *t, double *now, int64_t *tok, double r
     *tok += (int64_t)(2 * rate);
     es_group_trial_observe(t, 1, *now, *tok);
     CHECK(t->epochs == e0 + 1);
-    return rate;
 }
 
 static void test_group_trial(void) {
-    es_group_trial t = {0};
+    static es_group_trial t; /* (large: not on the stack) */
+    memset(&t, 0, sizeof t);
     double now = 0;
     int64_t tok = 0;
     CHECK(es_group_trial_pick(&t, 1, 4, now, tok) == 1 && !t.active); /* the model asks for one: no trial */
@@ -578,31 +578,40 @@ static void test_group_trial(void) {
     es_group_trial_observe(&t, 3, now, tok);
     CHECK(t.warm); /* 3 of 4 warm-up rounds */
     trial_epoch(&t, &now, &tok, 100);
-    CHECK(t.rate[1] == 100 && t.arm == 0 && t.switched);
+    CHECK(t.by_n[4].rate[1] == 100 && t.arm == 0 && t.switched);
+    t.switched = false;
     CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1); /* then one group */
     trial_epoch(&t, &now, &tok, 150);
-    CHECK(t.rate[0] == 150 && t.arm == 0 && !t.switched); /* one group is better: kept */
+    CHECK(t.by_n[4].rate[0] == 150 && t.arm == 0 && !t.switched); /* one group is better: kept */
+    CHECK(t.last_rate[0] == 150 && t.last_rate[1] == 100);
     for (int e = 0; e < ES_SCHED_TRIAL_EXPLORE - 2; e++) trial_epoch(&t, &now, &tok, 150);
     CHECK(t.arm == 0);
     trial_epoch(&t, &now, &tok, 150);
     CHECK(t.arm == 1 && t.switched); /* the loser measured again */
+    t.switched = false;
     CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 2);
     trial_epoch(&t, &now, &tok, 200); /* better now: averaged to 150, a tie within the margin */
-    CHECK(t.rate[1] == 150 && t.arm == 0);
+    CHECK(t.by_n[4].rate[1] == 150 && t.arm == 0);
     trial_epoch(&t, &now, &tok, 150);
     CHECK(t.arm == 0);
-    /* a pause keeps the rates; new conditions forget them */
+    /* a pause keeps the rates */
     CHECK(es_group_trial_pick(&t, 1, 4, now, tok) == 1 && !t.active);
     es_group_trial_observe(&t, 100, now + 5, tok + 5000); /* nothing measured while paused */
-    CHECK(t.rate[0] == 150 && t.rate[1] == 150);
-    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1 && t.warm && t.rate[0] == 150);
-    CHECK(es_group_trial_pick(&t, 2, 5, now, tok) == 2 && t.rate[0] == 0 && t.rate[1] == 0);
-    t.n_edge = 4; /* (4 sessions again, as trial_epoch assumes) */
+    CHECK(t.by_n[4].rate[0] == 150 && t.by_n[4].rate[1] == 150);
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1 && t.warm); /* back: one group, as measured */
+    /* another number of edge sessions has its own entry: measured from the split */
+    CHECK(es_group_trial_pick(&t, 2, 5, now, tok) == 2 && t.switched && t.by_n[5].rate[1] == 0);
+    t.switched = false;
     trial_epoch(&t, &now, &tok, 160);
-    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1);
+    CHECK(es_group_trial_pick(&t, 2, 5, now, tok) == 1);
     trial_epoch(&t, &now, &tok, 150); /* the split wins by more than the margin: kept */
-    CHECK(t.arm == 1 && es_group_trial_pick(&t, 2, 4, now, tok) == 2);
-    CHECK(es_group_trial_pick(&t, 3, 4, now, tok) == 3 && t.rate[1] == 0); /* another split: measured afresh */
+    CHECK(t.arm == 1 && es_group_trial_pick(&t, 2, 5, now, tok) == 2);
+    /* four sessions again: their entry's choice at once, no exploring */
+    CHECK(es_group_trial_pick(&t, 2, 4, now, tok) == 1 && t.by_n[4].rate[0] == 150);
+    /* another split at a count forgets that count's rates */
+    CHECK(es_group_trial_pick(&t, 3, 5, now, tok) == 3 && t.by_n[5].rate[1] == 0 && t.by_n[5].model_g == 3);
+    /* counts past ES_SCHED_TRIAL_EDGES share the last entry */
+    CHECK(es_group_trial_pick(&t, 2, 1000, now, tok) == 2 && t.by_n[ES_SCHED_TRIAL_EDGES].model_g == 2);
 }
 
 static void test_groups_for(void) {

@@ -175,7 +175,7 @@ static es_status check_groups(const es_llama2c_info *in, es_err *err) {
 
 es_status es_llama2c_parse(const void *data, size_t size, es_llama2c_info *in, es_err *err) {
     memset(in, 0, sizeof *in);
-    uint64_t off;
+    uint64_t off = 0; /* (set by read_header; initialised for the compilers that cannot see it) */
     es_status st = read_header(data, size, in, &off, err);
     if (st != ES_OK) return st;
     st = check_params(in, err);

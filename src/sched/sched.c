@@ -1190,19 +1190,34 @@ static void trial_begin(es_group_trial *t, bool warm, double now, int64_t tokens
     t->tok0 = tokens;
 }
 
+static es_group_trial_entry *trial_entry(es_group_trial *t) { return &t->by_n[imin(imax(t->n_edge, 0), ES_SCHED_TRIAL_EDGES)]; }
+
+/* The arm an entry asks for next: an unmeasured one (the split first), else the better, and the
+ * loser every ES_SCHED_TRIAL_EXPLORE epochs (counted when `counting`: an epoch just ended). */
+static int trial_next(es_group_trial_entry *e, bool counting) {
+    if (e->rate[1] == 0) return 1;
+    if (e->rate[0] == 0) return 0;
+    const int best = e->rate[1] > e->rate[0] * (1 + ES_SCHED_TRIAL_MARGIN);
+    if (counting && ++e->since_explore >= ES_SCHED_TRIAL_EXPLORE) {
+        e->since_explore = 0;
+        return 1 - best;
+    }
+    return best;
+}
+
 int es_group_trial_pick(es_group_trial *t, int model_g, int n_edge, double now, int64_t tokens) {
     if (model_g < 2) { /* paused: what was measured stays for when the model asks again */
         t->active = false;
         return model_g;
     }
-    if (model_g != t->model_g || n_edge != t->n_edge) { /* new conditions: the split is measured first */
+    if (!t->active || model_g != t->model_g || n_edge != t->n_edge) { /* new conditions: their entry decides */
         t->model_g = model_g;
         t->n_edge = n_edge;
-        t->rate[0] = t->rate[1] = 0;
-        t->arm = 1;
-        t->since_explore = 0;
-        trial_begin(t, true, now, tokens);
-    } else if (!t->active) {
+        es_group_trial_entry *e = trial_entry(t);
+        if (e->model_g != model_g) *e = (es_group_trial_entry){.model_g = model_g};
+        const int arm = trial_next(e, false);
+        t->switched = t->switched || arm != t->arm;
+        t->arm = arm;
         trial_begin(t, true, now, tokens);
     }
     t->active = true;
@@ -1217,19 +1232,17 @@ void es_group_trial_observe(es_group_trial *t, int rounds, double now, int64_t t
         return;
     }
     if (t->rounds < (int64_t)ES_SCHED_TRIAL_ROUNDS * t->n_edge || !(now > t->t0)) return;
+    es_group_trial_entry *e = trial_entry(t);
     const double r = (double)(tokens - t->tok0) / (now - t->t0);
-    t->rate[t->arm] = t->rate[t->arm] > 0 ? 0.5 * (t->rate[t->arm] + r) : r;
+    e->rate[t->arm] = e->rate[t->arm] > 0 ? 0.5 * (e->rate[t->arm] + r) : r;
+    t->last_rate[0] = e->rate[0];
+    t->last_rate[1] = e->rate[1];
     t->epochs++;
-    const int was = t->arm;
-    if (t->rate[1 - was] == 0) {
-        t->arm = 1 - was; /* the other is not measured yet */
-    } else {
-        const int best = t->rate[1] > t->rate[0] * (1 + ES_SCHED_TRIAL_MARGIN);
-        t->arm = ++t->since_explore >= ES_SCHED_TRIAL_EXPLORE ? 1 - best : best;
-        if (t->arm != best) t->since_explore = 0;
-    }
-    t->switched = t->arm != was;
-    trial_begin(t, t->switched, now, tokens);
+    const int arm = trial_next(e, e->rate[1 - t->arm] > 0);
+    const bool changed = arm != t->arm;
+    t->switched = t->switched || changed;
+    t->arm = arm;
+    trial_begin(t, changed, now, tokens);
 }
 
 /* Sizes the groups and places every live edge session in one. Compute thread, under mu. */
@@ -1823,9 +1836,8 @@ static void account_locked(es_sched *s, const step_result *r) {
     s->st.pass_edge_sessions += r->n_pass_edge;
     if (s->p.policy == ES_SCHED_PIPELINE && s->p.group_trial) {
         es_group_trial_observe(&s->trial, r->n_pass_edge, s->last_end, s->st.by_mode[ES_MODE_EDGE].tokens_generated);
-        /* the last rates measured (kept when new conditions make the trial forget them) */
-        if (s->trial.rate[0] > 0) s->st.trial_rate_one = s->trial.rate[0];
-        if (s->trial.rate[1] > 0) s->st.trial_rate_split = s->trial.rate[1];
+        s->st.trial_rate_one = s->trial.last_rate[0]; /* (the entry of the last epoch measured) */
+        s->st.trial_rate_split = s->trial.last_rate[1];
         s->st.trial_epochs = s->trial.epochs;
         s->st.trial_model_groups = s->trial.active ? s->trial.model_g : 0;
     }

@@ -192,8 +192,9 @@ typedef struct es_sched_stats {
     int exit_layer;               /* the layer EARLY events come from (0: early exits off) */
     double round_trip_s;          /* recent mean time from an edge verdict to the edge's next tree (its
                                      network round trip plus its drafting; kept when the edges leave) */
-    double trial_rate_one, trial_rate_split; /* pipeline: the edge tokens per second last measured under
-                                     one group and under the model's split (es_group_trial; 0: never) */
+    double trial_rate_one, trial_rate_split; /* pipeline: the edge tokens per second measured under one
+                                     group and under the model's split for the edge count of the last
+                                     epoch (es_group_trial; 0: not measured) */
     int64_t trial_epochs;         /* the trial's epochs measured, since start */
     int trial_model_groups;       /* the split under trial (0: the model asks for one group) */
     /* two KV tiers (device_kv_memory_bytes; all 0 with one) */
@@ -266,21 +267,29 @@ int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double r
  * must lose by ES_SCHED_TRIAL_MARGIN to be left (it costs less compute per token). An epoch is one
  * round per edge session of warm-up after a change (the rhythm settles) and then
  * ES_SCHED_TRIAL_ROUNDS rounds per session measured, so it spans the same work whatever the load.
- * The loser is measured again every ES_SCHED_TRIAL_EXPLORE epochs (rates are averaged, so a drift is
- * followed); both rates are forgotten when the model's count or the number of edge sessions
- * changes, and kept while the model asks for one group (the trial pauses). Pure; exposed for tests. */
+ * The rates are kept per number of edge sessions (up to ES_SCHED_TRIAL_EDGES; more share the last
+ * entry), so sessions coming and going do not make it explore again: each count is measured once,
+ * and its loser again every ES_SCHED_TRIAL_EXPLORE of its epochs (rates are averaged, so a drift is
+ * followed); an entry is forgotten when the model asks for another split at that count. Pure;
+ * exposed for tests. */
+#define ES_SCHED_TRIAL_EDGES 64
+typedef struct es_group_trial_entry {
+    int model_g;           /* the split its rates belong to (0: none yet) */
+    double rate[2];        /* edge tokens per second under one group / the split (0: not yet) */
+    int since_explore;     /* epochs since its loser was last measured */
+} es_group_trial_entry;
 typedef struct es_group_trial {
-    int model_g, n_edge;   /* what the rates belong to */
+    int model_g, n_edge;   /* the conditions now */
     bool active;           /* the model asks for a split now (else the trial pauses) */
-    bool switched;         /* the last epoch's end changed the arm (the groups re-form at once) */
+    bool switched;         /* the arm changed since the caller last looked (the groups re-form at once) */
     int arm;               /* 0: one group, 1: the model's split; in force now */
-    double rate[2];        /* edge tokens per second measured under each (0: not yet) */
     int64_t epochs;        /* epochs measured, in all */
-    int since_explore;     /* epochs since the loser was last measured */
     bool warm;             /* the epoch under way is still warming up */
     int64_t rounds;        /* edge rounds in the epoch under way (or its warm-up) */
     double t0;             /* its measured part's start (seconds) */
     int64_t tok0;          /* the edge tokens then */
+    double last_rate[2];   /* the rates of the last epoch's entry (reporting) */
+    es_group_trial_entry by_n[ES_SCHED_TRIAL_EDGES + 1];
 } es_group_trial;
 #define ES_SCHED_TRIAL_MARGIN 0.05
 #define ES_SCHED_TRIAL_ROUNDS 2
