@@ -67,6 +67,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["kv_tiers"] and r["host_tier_sessions"] >= 1, r
 assert r["prefix_cache_hit_tokens"] > 0 and r["device_kv_blocks_used"] == 0, r
+assert 0 <= r["tier_copy_waits"] <= r["tier_copies_async"], r
 PY
 echo "prefix cache across two tiers: second turn adopted $((h1 - h0))"
 es_test_finish test_prefix_cache

@@ -1259,6 +1259,9 @@ static void test_tiers(es_model *draft) {
         CHECK_MSG(plans > 0 && st.plans[1] + st.plans[2] > 0, "tiers: plans %lld/%lld/%lld", (long long)st.plans[0],
                   (long long)st.plans[1], (long long)st.plans[2]);
         CHECK_MSG(st.tier_moves_to_device > 0, "tiers: no session came back to the device tier");
+        /* (whether a session came back with rows to copy depends on the plans: only what must hold) */
+        CHECK_MSG(st.tier_copy_waits >= 0 && st.tier_copy_waits <= st.tier_copies_async, "tiers: %lld waits for %lld copies up",
+                  (long long)st.tier_copy_waits, (long long)st.tier_copies_async);
         CHECK(st.prediction_error_p50 > 0);
         CHECK_MSG(st.apex_profile == 2, "tiers: the predictor's profile was not measured at start-up (%d)", st.apex_profile);
         check_kv_empty(s, "tiers");
@@ -1268,10 +1271,10 @@ static void test_tiers(es_model *draft) {
            them count as free */
         CHECK_MSG(st.prefix_cached_blocks > 0 && st.device_kv_blocks_cached <= st.device_kv_blocks_total, "tiers: %lld pages cached, %lld device copies",
                   (long long)st.prefix_cached_blocks, (long long)st.device_kv_blocks_cached);
-        printf("tiers: %lld steps, %lld sessions in the host tier, moves %lld to host (%lld by themselves) / %lld to device, "
-               "plans device_only %lld asymmetric %lld async_overlap %lld, prediction error p50 %.2f (profile %s)\n",
+        printf("tiers: %lld steps, %lld sessions in the host tier, moves %lld to host (%lld by themselves) / %lld to device "
+               "(%lld copies up, %lld waits), plans device_only %lld asymmetric %lld async_overlap %lld, prediction error p50 %.2f (profile %s)\n",
                (long long)st.steps, (long long)st.host_tier_sessions, (long long)st.tier_moves_to_host, (long long)st.tier_auto_to_host,
-               (long long)st.tier_moves_to_device, (long long)st.plans[0], (long long)st.plans[1], (long long)st.plans[2],
+               (long long)st.tier_moves_to_device, (long long)st.tier_copies_async, (long long)st.tier_copy_waits, (long long)st.plans[0], (long long)st.plans[1], (long long)st.plans[2],
                st.prediction_error_p50, st.apex_profile == 2 ? "measured" : "preset");
     }
     free_clients(&h);

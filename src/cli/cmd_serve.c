@@ -330,6 +330,8 @@ static void print_stats_json(const es_server_stats *st, double uptime, double pr
     cJSON_AddNumberToObject(o, "tier_moves_to_host", (double)k->tier_moves_to_host);
     cJSON_AddNumberToObject(o, "tier_moves_to_device", (double)k->tier_moves_to_device);
     cJSON_AddNumberToObject(o, "tier_auto_to_host", (double)k->tier_auto_to_host);
+    cJSON_AddNumberToObject(o, "tier_copies_async", (double)k->tier_copies_async);
+    cJSON_AddNumberToObject(o, "tier_copy_waits", (double)k->tier_copy_waits);
     cJSON *plans = cJSON_AddObjectToObject(o, "plans");
     if (plans) {
         cJSON_AddNumberToObject(plans, "device_only", (double)k->plans[0]);

@@ -213,12 +213,11 @@ static bool render_sched(const es_metrics *m, es_str *o) {
     if (m->groups >= 0) {
         ok = ok && simple(o, "edgespec_groups", "gauge",
                           "Edge groups the pipeline scheduler serves in turn now (1: gather, 0: no edge session).", m->groups);
-        ok = ok && es_str_puts(o, "# HELP edgespec_group_trial_tokens_per_second Edge tokens per second the pipeline measured "
-                                  "under one group and under the cycle model's split (0: not measured).\n"
-                                  "# TYPE edgespec_group_trial_tokens_per_second gauge\n"
-                                  "edgespec_group_trial_tokens_per_second{arm=\"one\"} ") &&
-             value(o, m->trial_rate_one) && es_str_puts(o, "edgespec_group_trial_tokens_per_second{arm=\"split\"} ") &&
-             value(o, m->trial_rate_split);
+        ok = ok && family(o, "edgespec_group_trial_tokens_per_second", "gauge",
+                          "Edge tokens per second the pipeline measured under one group and under the cycle model's split "
+                          "(--group-trial; 0: not measured).") &&
+             es_str_puts(o, "edgespec_group_trial_tokens_per_second{arm=\"one\"} ") && value(o, m->trial_rate_one) &&
+             es_str_puts(o, "edgespec_group_trial_tokens_per_second{arm=\"split\"} ") && value(o, m->trial_rate_split);
     }
     if (m->early_frames >= 0) {
         ok = ok && simple(o, "edgespec_early_frames_total", "counter",
@@ -308,6 +307,10 @@ static bool render_tiers(const es_metrics *m, es_str *o) {
         ok = ok && family(o, "edgespec_tier_moves_total", "counter", "Sessions moved between the KV tiers, by destination.") &&
              es_str_puts(o, "edgespec_tier_moves_total{to=\"host\"} ") && value(o, (double)m->tier_moves_to_host) &&
              es_str_puts(o, "edgespec_tier_moves_total{to=\"device\"} ") && value(o, (double)m->tier_moves_to_device);
+        ok = ok && simple(o, "edgespec_tier_copies_async_total", "counter",
+                          "Copies of KV pages up to the device submitted without the server waiting for them.", (double)m->tier_copies_async);
+        ok = ok && simple(o, "edgespec_tier_copy_waits_total", "counter",
+                          "Times the server waited for an earlier copy up to free its staging.", (double)m->tier_copy_waits);
         static const char *const plan_names[3] = {"device_only", "asymmetric", "async_overlap"};
         ok = ok && family(o, "edgespec_plan_steps_total", "counter",
                           "Steps with host-tier work by the plan the predictor chose (device_only: host-tier sessions waited).");

@@ -92,6 +92,7 @@ typedef struct es_metrics {
     int host_tier_now;             /* sessions whose KV is in host memory now */
     int64_t host_tier_sessions;    /* sessions that ran in the host tier at least once */
     int64_t tier_moves_to_host, tier_moves_to_device;
+    int64_t tier_copies_async, tier_copy_waits; /* copies up not waited for / waits for their staging */
     int64_t plans[3];              /* steps by plan: device_only, asymmetric, async_overlap */
     double prediction_error_p50;
     /* the backend's counters by session kind (the server's scheduler: "edge", "autoregressive",

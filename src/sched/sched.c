@@ -955,6 +955,8 @@ static void reap_locked(es_sched *s) {
         s->st.tier_moves_to_host = ti.moves_to_host - s->tier_base.moves_to_host; /* (the start-up profile's not counted) */
         s->st.tier_moves_to_device = ti.moves_to_device - s->tier_base.moves_to_device;
         s->st.tier_auto_to_host = ti.auto_to_host - s->tier_base.auto_to_host;
+        s->st.tier_copies_async = ti.xfer_async - s->tier_base.xfer_async;
+        s->st.tier_copy_waits = ti.xfer_waits - s->tier_base.xfer_waits;
         es_apex_stats as;
         es_apex_get_stats(s->apex, &as);
         for (int k = 0; k < ES_PLAN_COUNT; k++) s->st.plans[k] = as.steps[k];

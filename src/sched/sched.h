@@ -206,6 +206,8 @@ typedef struct es_sched_stats {
     int host_tier_now;            /* sessions whose KV is in host memory now */
     int64_t host_tier_sessions;   /* sessions that ran in the host tier at least once */
     int64_t tier_moves_to_host, tier_moves_to_device, tier_auto_to_host;
+    int64_t tier_copies_async;    /* copies up submitted without waiting (es_tier_info.xfer_async) */
+    int64_t tier_copy_waits;      /* waits for their staging (es_tier_info.xfer_waits) */
     int64_t plans[3];             /* steps with host-tier work, by es_plan: device_only, asymmetric, async_overlap */
     double prediction_error_p50, prediction_error_p90; /* |predicted - measured| / measured step time */
     int apex_profile;             /* the predictor's profile: 2 measured at start-up, 1 a preset scaled to

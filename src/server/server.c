@@ -1369,6 +1369,8 @@ static void http_metrics(void *ud, es_metrics *m) {
     m->host_tier_sessions = k.host_tier_sessions;
     m->tier_moves_to_host = k.tier_moves_to_host;
     m->tier_moves_to_device = k.tier_moves_to_device;
+    m->tier_copies_async = k.tier_copies_async;
+    m->tier_copy_waits = k.tier_copy_waits;
     for (int i = 0; i < 3; i++) m->plans[i] = k.plans[i];
     m->prediction_error_p50 = k.prediction_error_p50;
     pthread_mutex_lock(&s->stats_mu);
