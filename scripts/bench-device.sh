@@ -39,6 +39,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+case "$apex_n" in ''|*[!0-9]*) echo "bench-device: --apex-sessions takes a number of sessions (0: skip), not '$apex_n'" >&2; exit 2 ;; esac
+
 if [ "$pack" = 1 ]; then
   lib=$(ldconfig -p | sed -n 's|.*libvulkan.so.1 (libc6,x86-64) => \(.*\)|\1|p' | sed -n 1p)
   [ -n "$lib" ] || { echo "bench-device: no libvulkan.so.1 here to pack (scripts/install-deps.sh installs it)" >&2; exit 1; }

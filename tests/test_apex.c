@@ -46,15 +46,17 @@ static void on_message(void *ud, bool is_error, const char *msg) {
     if (is_error) n_validation_errors++;
 }
 
-/* stories260K as the device backends load it (file layout: no CPU repacking). */
-static es_model *load_stories(void) {
+/* A model as the device backends load it (file layout: no CPU repacking); NULL after a failed check. */
+static es_model *load_model(const char *path) {
     es_model_params mp = es_model_default_params();
     mp.no_repack = true;
     es_model *m = NULL;
     es_err err = {{0}};
-    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
+    CHECK_OK(es_model_load(path, &mp, &m, &err), &err);
     return m;
 }
+
+static es_model *load_stories(void) { return load_model(es_test_model("stories260K.gguf")); }
 
 static es_ctx *make_ctx_(es_model *m, int device, int64_t dev_pages, es_kv_type kv_type, es_err *err) {
     es_ctx_params p = es_ctx_default_params();
@@ -415,10 +417,7 @@ static void test_q8(int device) {
                        .type = ES_TYPE_F32, .seed = 3, .out_path = path, .n_threads = 1};
     es_err err = {{0}};
     CHECK_OK(es_synth(&o, &err), &err);
-    es_model_params mp = es_model_default_params();
-    mp.no_repack = true;
-    es_model *m = NULL;
-    CHECK_OK(es_model_load(path, &mp, &m, &err), &err);
+    es_model *m = load_model(path);
     if (!m) return;
     es_ctx *ref = make_ctx_(m, device, 0, ES_KV_Q8_0, &err), *t = make_ctx_(m, device, 4, ES_KV_Q8_0, &err);
     CHECK_MSG(ref && t, "q8_0 contexts: %s", err.msg);
@@ -491,11 +490,8 @@ static void test_q8(int device) {
  * cache computing everything, and the tokens are golden. The device tier (12 pages) cannot hold
  * them: cached device copies are given back, brought down first when only the device had them. */
 static void test_prefix(int device) {
-    es_model_params mp = es_model_default_params();
-    mp.no_repack = true;
-    es_model *m = NULL;
+    es_model *m = load_stories();
     es_err err = {{0}};
-    CHECK_OK(es_model_load(es_test_model("stories260K.gguf"), &mp, &m, &err), &err);
     size_t len;
     char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
     es_ctx *ref = m ? make_ctx(m, device, 0) : NULL, *t = m ? make_ctx(m, device, DEV_PAGES) : NULL;

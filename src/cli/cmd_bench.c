@@ -39,7 +39,6 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Median seconds of `reps` runs of a k-token chain on top of a prefix of `base` tokens. */
 /* Token, position and sequence arrays for batches of up to cap tokens (one allocation, made before
  * anything is timed: --n-prompt goes to 8192, past any fixed array). */
 typedef struct bench_batch {
@@ -58,7 +57,7 @@ static bool bench_batch_init(bench_batch *bb, int cap) {
 static double time_batch(es_ctx *c, const bench_batch *bb, int seq, int base, int k, int reps, int n_vocab, es_err *err) {
     double t[64];
     if (reps > 64) reps = 64;
-    if (k > bb->cap) return -1;
+    if (k > bb->cap) return (void)es_fail(err, ES_ERR_INVALID_ARG, "%d tokens past the batch arrays' %d", k, bb->cap), -1;
     for (int r = 0; r < reps; r++) {
         for (int i = 0; i < k; i++) {
             bb->tok[i] = (int32_t)((i * 131 + r * 7 + 3) % n_vocab);

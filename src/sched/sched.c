@@ -494,10 +494,13 @@ static es_status resolve_params(const es_model *target, const es_sched_params *p
     return ES_OK;
 }
 
+/* KV pages that `tokens` rows take. */
+static int64_t blocks_for(int tokens) { return (tokens + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK; }
+
 /* KV pool pages: the budget's, or full contexts for every session. */
 static es_status pool_blocks(const es_sched *s, int64_t *out, es_err *err) {
     const es_sched_params *p = &s->p;
-    const int64_t per_seq = (p->n_ctx + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK;
+    const int64_t per_seq = blocks_for(p->n_ctx);
     int64_t blocks = per_seq * p->max_sessions;
     if (p->kv_memory_bytes > 0) {
         blocks = p->kv_memory_bytes / s->kv_bytes_per_block;
@@ -545,7 +548,7 @@ static es_status draft_ctx(es_sched *s, const es_ctx_params *cp, es_err *err) {
     const es_sched_params *p = &s->p;
     if (es_model_n_vocab(p->draft) != s->n_vocab)
         return es_fail(err, ES_ERR_MISMATCH, "draft vocabulary has %d tokens, target has %d", es_model_n_vocab(p->draft), s->n_vocab);
-    const int64_t per_seq = (p->n_ctx + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK;
+    const int64_t per_seq = blocks_for(p->n_ctx);
     es_ctx_params dp = *cp;
     dp.backend = ES_BACKEND_CPU;
     dp.n_batch_max = ES_SPEC_MAX_NODES + 1; /* the drafter's largest batch */
@@ -670,8 +673,6 @@ static sess *find_locked(es_sched *s, uint64_t id) {
     }
     return NULL;
 }
-
-static int64_t blocks_for(int tokens) { return (tokens + SCHED_KV_BLOCK - 1) / SCHED_KV_BLOCK; }
 
 /* Pages admission may count on, under mu: free now, plus what closed sessions are about to return,
  * minus what sessions still prefilling will take for their prompts. */

@@ -542,10 +542,16 @@ static es_status ring_take(es_vk *vk, size_t bytes, size_t *off, es_err *err) {
     return ES_OK;
 }
 
+/* Whether an upload of `bytes` at dst_off lies inside dst (else the error says so). */
+static bool upload_fits(const es_vk_buf *dst, size_t dst_off, size_t bytes, es_err *err) {
+    if (dst_off <= dst->bytes && bytes <= dst->bytes - dst_off) return true;
+    es_fail(err, ES_ERR_INVALID_ARG, "vulkan: upload of %zu bytes at %zu outside a buffer of %zu", bytes, dst_off, dst->bytes);
+    return false;
+}
+
 es_status es_vk_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err) {
     if (bytes == 0) return ES_OK;
-    if (dst_off > dst->bytes || bytes > dst->bytes - dst_off)
-        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: upload of %zu bytes at %zu outside a buffer of %zu", bytes, dst_off, dst->bytes);
+    if (!upload_fits(dst, dst_off, bytes, err)) return ES_ERR_INVALID_ARG;
     size_t at;
     es_status st = ring_take(vk, bytes, &at, err);
     if (st != ES_OK) return st;
@@ -727,8 +733,7 @@ es_status es_vk_async_submit(es_vk *vk, es_err *err) {
 es_status es_vk_async_upload(es_vk *vk, es_vk_buf *dst, size_t dst_off, const void *src, size_t bytes, es_err *err) {
     if (vk->recording) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: asynchronous upload while recording");
     if (!vk->async[0].stage) return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: asynchronous uploads not set up (es_vk_async_init)");
-    if (dst_off > dst->bytes || bytes > dst->bytes - dst_off)
-        return es_fail(err, ES_ERR_INVALID_ARG, "vulkan: upload of %zu bytes at %zu outside a buffer of %zu", bytes, dst_off, dst->bytes);
+    if (!upload_fits(dst, dst_off, bytes, err)) return ES_ERR_INVALID_ARG;
     const size_t cap = vk->async[0].stage->bytes;
     if (bytes > cap) return es_fail(err, ES_ERR_RANGE, "vulkan: an asynchronous upload of %zu bytes exceeds its staging (%zu)", bytes, cap);
     if (bytes == 0) return ES_OK;
