@@ -544,7 +544,8 @@ static void test_pipeline_groups(es_model *target, es_model *draft, int policy) 
     es_sched_free(s);
 }
 
-/* es_sched_groups_for: two groups without a measurement (SpecEdge); with one, the count with the
+/* es_sched_groups_for: two groups without a curve in seconds (SpecEdge), one before a round is
+ * measured; with both, the count with the
  * shortest cycle max(g t(R/g), t(R/g) + round), if it beats one group by 10 %; capped by max_groups
  * and by a third of the sessions. Cycles below for t(r) = 10 + r and R = 128. */
 /* es_group_trial: one epoch (a warm-up round per session, then ES_SCHED_TRIAL_ROUNDS rounds per
@@ -619,7 +620,7 @@ static void test_groups_for(void) {
     CHECK(es_sched_groups_for(&c, 0, 0, 1, 4) == 0);
     CHECK(es_sched_groups_for(&c, 1, 8, 100, 4) == 1);
     CHECK(es_sched_groups_for(NULL, 8, 64, 0.02, 4) == 2);   /* no curve in seconds */
-    CHECK(es_sched_groups_for(&c, 8, 64, 0, 4) == 2);        /* no round measured yet */
+    CHECK(es_sched_groups_for(&c, 8, 64, 0, 4) == 1);        /* no round measured yet: gather */
     /* a short round: 148 with one group, 148 / 158 / 168 with 2 / 3 / 4 — splitting only adds passes */
     CHECK(es_sched_groups_for(&c, 16, 128, 10, 4) == 1);
     /* round 100: 238 | 174 | 158 | 168 — three groups keep the server busy */

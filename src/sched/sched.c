@@ -1169,7 +1169,10 @@ static bool round_allowed(const es_sched *s, const sess *x) {
 int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups) {
     if (n_edge <= 1 || max_groups <= 1) return imax(imin(n_edge, 1), 0);
     const int cap = imin(imin(imin(max_groups, n_edge), imax(2, n_edge / 3)), SCHED_MAX_GROUPS);
-    if (!(round_s > 0) || !cost || cost->n < 2) return imin(2, cap);
+    if (!cost || cost->n < 2) return imin(2, cap);
+    /* no round measured yet: one group (the least compute per token) until the first rounds say a
+       split pays; one group measures the rounds as well as two would */
+    if (!(round_s > 0)) return 1;
     /* one cycle (every session one round) with g groups: g passes back to back, or one group's pass
        plus its round trip, whichever is longer */
     double cyc[SCHED_MAX_GROUPS + 1];

@@ -256,8 +256,8 @@ int es_sched_best_budget(const es_pass_cost *cost, int n_edge, int other_rows, i
  * SpecEdge's measure), if it beats a single group (gather) by ES_SCHED_GROUP_MARGIN, else 1; of
  * counts within half that margin of the best, the fewest (larger passes cost less compute per
  * row). At most max_groups and n_edge, and beyond two at most n_edge / 3 so that a pass keeps
- * several sessions. Without a measured round time or a curve in seconds (cost NULL): two, as in
- * SpecEdge. 0 for no edge session. Pure. */
+ * several sessions. Without a curve in seconds (cost NULL): two, as in SpecEdge; with one but no
+ * measured round time yet: one, until the first rounds are measured. 0 for no edge session. Pure. */
 int es_sched_groups_for(const es_pass_cost *cost, int n_edge, int rows, double round_s, int max_groups);
 #define ES_SCHED_GROUP_MARGIN 0.1
 
