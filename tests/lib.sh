@@ -3,13 +3,16 @@
 # usage: . "$(dirname "$0")/lib.sh"; es_test_init cli-foo   (sets bin, models, tmp; $tmp is created)
 set -u
 
+# The repository (the folder above tests/): where build/ is when ctest's environment does not say, so a
+# test run by hand works from any folder.
+es_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # es_test_init SUBDIR: the binary, the converted test models and a scratch folder build/tmp/SUBDIR,
 # emptied first: a log left by an earlier run must never be read as this run's (a background server
 # truncates its log only once it has started, and wait_line may look before that).
 es_test_init() {
-  bin=${ES_BIN:-build/edgespec}
-  models=${ES_TEST_MODELS:-build/models}
-  tmp=${ES_BUILD:-build}/tmp/$1
+  bin=${ES_BIN:-$es_root/build/edgespec}
+  models=${ES_TEST_MODELS:-$es_root/build/models}
+  tmp=${ES_BUILD:-$es_root/build}/tmp/$1
   rm -rf "$tmp"
   mkdir -p "$tmp"
   pass=0 fail=0
@@ -44,9 +47,9 @@ wait_line() {
 # es_venv_python: prints the venv's python (build/venv unless ES_VENV says otherwise); fails, saying
 # how to make it, when the venv is missing
 es_venv_python() {
-  local py=${ES_VENV:-build/venv}/bin/python
+  local py=${ES_VENV:-$es_root/build/venv}/bin/python
   if [ ! -x "$py" ]; then
-    echo "FAIL: no Python venv at ${ES_VENV:-build/venv} (scripts/install-deps.sh makes it)" >&2
+    echo "FAIL: no Python venv at ${ES_VENV:-$es_root/build/venv} (scripts/install-deps.sh makes it)" >&2
     return 1
   fi
   printf '%s' "$py"

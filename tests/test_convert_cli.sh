@@ -3,7 +3,7 @@
 # uses, --json output, --help, and exit codes (0 ok, 1 runtime error, 2 usage error).
 . "$(dirname "$0")/lib.sh"
 es_test_init cli-convert
-models=${EDGESPEC_MODELS:-../shared/models} # the sources, not the converted test models
+models=${EDGESPEC_MODELS:-$es_root/../shared/models} # the sources, not the converted test models
 
 expect 0 "$bin" convert llama2c "$models/stories260K.bin" "$models/tok512.bin" -o "$tmp/s.gguf" --json
 has "$tmp/out" '"arch":"llama"'

@@ -45,13 +45,15 @@ static const char *join(const char *dir, const char *file) {
     return p;
 }
 
-const char *es_test_shared_model(const char *file) { return join(env_or("EDGESPEC_MODELS", "../shared/models"), file); }
-const char *es_test_model(const char *file) { return join(env_or("ES_TEST_MODELS", "build/models"), file); }
-const char *es_test_shared(const char *rel) { return join(env_or("ES_SHARED", "../shared"), rel); }
+/* The environment ctest sets (CMakeLists.txt ES_TEST_ENV) says where things are; without it (a test run
+ * by hand) the same folders, compiled in, so the test works from any working directory. */
+const char *es_test_shared_model(const char *file) { return join(env_or("EDGESPEC_MODELS", ES_TEST_SHARED_MODELS_DIR), file); }
+const char *es_test_model(const char *file) { return join(env_or("ES_TEST_MODELS", ES_TEST_MODELS_DIR), file); }
+const char *es_test_shared(const char *rel) { return join(env_or("ES_SHARED", ES_TEST_SHARED_DIR), rel); }
 
 const char *es_test_tmp(const char *file) {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/tmp", env_or("ES_BUILD", "build"));
+    snprintf(dir, sizeof dir, "%s/tmp", env_or("ES_BUILD", ES_TEST_BUILD_DIR));
     mkdir(dir, 0755);
     return join(dir, file);
 }

@@ -52,7 +52,8 @@ const char *es_test_errmsg(const void *err);
 /* Prints "N passed, M failed" and returns the process exit code. */
 int es_test_finish(const char *name);
 
-/* $EDGESPEC_MODELS/<file> (default ../shared/models). Returns a static buffer per call slot. */
+/* $EDGESPEC_MODELS/<file> (default: the models folder the build was configured with, ../shared/models
+ * unless EDGESPEC_MODELS said otherwise). Returns a static buffer per call slot. */
 const char *es_test_shared_model(const char *file);
 /* How long a test waits for an event (a connection closing, KV pages returning, a thread starting)
  * before it gives up: a cap against hangs, never a timing expectation. A loaded machine (sanitizers,
