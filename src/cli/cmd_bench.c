@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/prompts.h"
 #include "kernels/attn.h"
 #include "specdec/spec.h"
 #include "util/err.h"
@@ -303,13 +304,6 @@ typedef struct spec_opts {
     char prompts_default[4096]; /* prompts_path when --prompts is not given */
 } spec_opts;
 
-/* The prompts every case runs, tokenized with the target's tokenizer. */
-typedef struct spec_prompts {
-    int32_t **tok;
-    int *n;
-    int count;
-} spec_prompts;
-
 typedef struct spec_case {
     const char *draft;    /* NULL: target only */
     es_draft_mode mode;
@@ -321,13 +315,14 @@ typedef struct spec_result {
     long tokens, rounds, drafted, accepted;
 } spec_result;
 
-/* What every row of the table shares: the options, the target and its prompts, the synthetic
- * acceptance rates asked for, the target-only speed the rows compare with, and the JSON rows. */
+/* What every row of the table shares: the options, the target and its prompts (with its tokens), the
+ * synthetic acceptance rates asked for, the target-only speed the rows compare with, and the JSON
+ * rows. */
 typedef struct spec_run {
     const spec_opts *o;
     es_model_params mp;
     es_model *target;
-    const spec_prompts *prompts;
+    const cli_prompts *prompts;
     double alphas[8];
     int na; /* 0: real acceptance */
     double base_tps;
@@ -339,7 +334,7 @@ typedef struct spec_run {
 static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, spec_result *res) {
     const spec_opts *o = sr->o;
     es_model *target = sr->target;
-    const spec_prompts *pr = sr->prompts;
+    const cli_prompts *pr = sr->prompts;
     memset(res, 0, sizeof *res);
     es_err err = {{0}};
     es_ctx_params cp = es_ctx_default_params();
@@ -359,6 +354,7 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
     }
     const int32_t stops[2] = {es_tokenizer_bos(es_model_tokenizer(target)), es_tokenizer_eos(es_model_tokenizer(target))};
     for (int p = 0; p < pr->count; p++) {
+        const cli_prompt *q = &pr->at[p];
         int ts, ds;
         es_seq_open(tc, &ts, &err);
         es_seq_open(dc, &ds, &err);
@@ -384,13 +380,13 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
         es_status s;
         if (!draft) {
             /* no drafter work at all: verify empty trees */
-            s = es_verifier_prefill(v, pr->tok[p], pr->n[p] - 1, &err);
+            s = es_verifier_prefill(v, q->tok, q->n_tok - 1, &err);
             es_spec_tree *tree = calloc(1, sizeof *tree);
             if (s == ES_OK && !tree) s = es_fail(&err, ES_ERR_NOMEM, "out of memory");
             es_spec_verdict vd;
-            int32_t root = pr->tok[p][pr->n[p] - 1];
+            int32_t root = q->tok[q->n_tok - 1];
             int n = 0;
-            while (s == ES_OK && n < o->n_gen && pr->n[p] + n < n_ctx) {
+            while (s == ES_OK && n < o->n_gen && q->n_tok + n < n_ctx) {
                 s = es_verifier_verify(v, root, tree, &vd, &err);
                 root = vd.bonus;
                 n++;
@@ -400,7 +396,7 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
             free(tree);
             res->tokens += n;
         } else {
-            s = es_spec_generate(d, v, pr->tok[p], pr->n[p], o->n_gen, n_ctx, stops, 2, out, &st, NULL, NULL, &err);
+            s = es_spec_generate(d, v, q->tok, q->n_tok, o->n_gen, n_ctx, stops, 2, out, &st, NULL, NULL, &err);
             res->tokens += st.n_generated;
             res->rounds += st.rounds;
             res->drafted += st.drafted;
@@ -455,32 +451,6 @@ static int spec_parse(int argc, char **argv, spec_opts *o) {
         o->prompts_path = o->prompts_default;
     }
     return -1;
-}
-
-/* The first `max` non-empty lines of `path`, tokenized. Returns 0, or -1 when the file cannot be read. */
-static int spec_load_prompts(const char *path, const es_tokenizer *tok, int max, spec_prompts *p) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    p->tok = calloc((size_t)max, sizeof *p->tok);
-    p->n = calloc((size_t)max, sizeof *p->n);
-    es_err err = {{0}};
-    char line[4096];
-    while (p->tok && p->n && p->count < max && fgets(line, sizeof line, f)) {
-        size_t l = strcspn(line, "\r\n");
-        line[l] = 0;
-        if (!l) continue;
-        p->tok[p->count] = malloc((l + 8) * sizeof(int32_t));
-        es_tokenize(tok, line, l, true, false, p->tok[p->count], (int)l + 8, &p->n[p->count], &err);
-        p->count++;
-    }
-    fclose(f);
-    return p->tok && p->n ? 0 : -1;
-}
-
-static void spec_free_prompts(spec_prompts *p) {
-    for (int i = 0; i < p->count; i++) free(p->tok[i]);
-    free(p->tok);
-    free(p->n);
 }
 
 /* --synthetic A1[,A2...] into sr->alphas (at most 8). Returns -1 to go on, else 2 after a usage error. */
@@ -593,9 +563,9 @@ static int bench_spec(int argc, char **argv) {
     spec_run sr = {.o = &o, .mp = cli_model_params()};
     es_err err = {{0}};
     if (es_model_load(o.target_path, &sr.mp, &sr.target, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
-    spec_prompts prompts = {0};
-    if (spec_load_prompts(o.prompts_path, es_model_tokenizer(sr.target), o.n_prompts, &prompts) != 0) {
-        spec_free_prompts(&prompts);
+    cli_prompts prompts;
+    if (cli_prompts_read(o.prompts_path, o.n_prompts, es_model_tokenizer(sr.target), &prompts, &err) != ES_OK) {
+        cli_prompts_free(&prompts);
         es_model_free(sr.target);
         return cli_error("bench", "cannot read prompts from %s", o.prompts_path);
     }
@@ -614,7 +584,7 @@ static int bench_spec(int argc, char **argv) {
         cJSON_Delete(sr.rows);
         rc = 0;
     }
-    spec_free_prompts(&prompts);
+    cli_prompts_free(&prompts);
     es_model_free(sr.target);
     return rc;
 }

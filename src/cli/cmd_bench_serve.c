@@ -26,6 +26,7 @@
 
 #include "cli/cli.h"
 #include "cli/opts.h"
+#include "cli/prompts.h"
 #include "kernels/attn.h"
 #include "edge/edge.h"
 #include "server/server.h"
@@ -79,12 +80,6 @@ typedef struct bs_opts {
 enum { KV_ONE, KV_HYBRID, KV_DEVICE_ONLY };
 static const char *k_kv_names[3] = {"one_tier", "hybrid", "device_only"};
 
-typedef struct bs_prompts {
-    int32_t **tok;
-    int *n;
-    int count;
-} bs_prompts;
-
 /* One point of the sweep: a serving mode under a scheduling policy (es_sched_policy) and a KV layout
  * (KV_*), with n_clients clients. */
 typedef struct bs_point {
@@ -102,7 +97,7 @@ typedef struct bs_client {
     /* in */
     int id, mode;
     const bs_opts *o;
-    const bs_prompts *prompts;
+    const cli_prompts *prompts;
     const es_model *draft;
     int port;
     int32_t eos;
@@ -201,14 +196,14 @@ static void *client_main(void *ud) {
     int32_t *out = malloc((size_t)o->n_gen * sizeof *out);
     for (int k = 0; k < o->prompts_per_client && out; k++) {
         const int pi = (c->id * o->prompts_per_client + k) % c->prompts->count;
+        const cli_prompt *q = &c->prompts->at[pi];
         ep.sampling.seed = o->seed + (uint64_t)pi;
         es_edge_stats st;
         c->last_t = -1;
         const int32_t stop[1] = {c->eos};
         if (c->gate) /* queued until a session's KV fits the device (a finished one gives its slot back) */
             while (sem_wait(c->gate) != 0) {}
-        es_status s = es_edge_generate(e, c->prompts->tok[pi], c->prompts->n[pi], o->n_gen, stop, c->eos >= 0 ? 1 : 0, out,
-                                       &st, on_tokens, c, &err);
+        es_status s = es_edge_generate(e, q->tok, q->n_tok, o->n_gen, stop, c->eos >= 0 ? 1 : 0, out, &st, on_tokens, c, &err);
         if (c->gate) sem_post(c->gate);
         if (s != ES_OK) {
             snprintf(c->err, sizeof c->err, "%s", err.msg);
@@ -258,9 +253,9 @@ static double percentile(double *v, int n, double q) {
 
 /* How many sessions device_only admits at once: as many as their whole KV (longest prompt + n_gen,
  * in blocks of 16 tokens) fits in --device-kv-memory; at least one. */
-static int device_sessions(const bs_opts *o, const es_model *target, const bs_prompts *prompts) {
+static int device_sessions(const bs_opts *o, const es_model *target, const cli_prompts *prompts) {
     int max_prompt = 1;
-    for (int i = 0; i < prompts->count; i++) max_prompt = prompts->n[i] > max_prompt ? prompts->n[i] : max_prompt;
+    for (int i = 0; i < prompts->count; i++) max_prompt = prompts->at[i].n_tok > max_prompt ? prompts->at[i].n_tok : max_prompt;
     const int64_t per_block = 16 * es_ctx_kv_bytes_per_token(target, o->kv_type);
     const int64_t per_sess = (int64_t)((max_prompt + o->n_gen + 15) / 16 + 1) * per_block;
     return per_sess > 0 && o->device_kv_memory / per_sess > 0 ? (int)(o->device_kv_memory / per_sess) : 1;
@@ -465,7 +460,7 @@ static cJSON *point_json(const bs_opts *o, const bs_point *pt, bs_outcome *oc) {
 
 /* One (mode, clients) point: a fresh server, N client threads, results as a JSON object (NULL when
  * the server did not start). */
-static cJSON *run_point(const bs_opts *o, const bs_point *pt, const bs_models *ms, const bs_prompts *prompts) {
+static cJSON *run_point(const bs_opts *o, const bs_point *pt, const bs_models *ms, const cli_prompts *prompts) {
     es_err err = {{0}};
     bs_outcome oc = {.dev_sessions = device_sessions(o, ms->target, prompts)};
     sem_t gate;
@@ -548,30 +543,6 @@ static int parse_modes(const char *s, int *out) {
         out[n++] = m;
     }
     return n;
-}
-
-static int load_prompts(const char *path, const es_tokenizer *tok, int max, bs_prompts *p) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    p->tok = calloc((size_t)max, sizeof *p->tok);
-    p->n = calloc((size_t)max, sizeof *p->n);
-    char line[4096];
-    es_err err = {{0}};
-    while (p->tok && p->n && p->count < max && fgets(line, sizeof line, f)) {
-        size_t l = strcspn(line, "\r\n");
-        line[l] = 0;
-        if (!l) continue;
-        int32_t *t = malloc((l + 8) * sizeof *t);
-        int nt = 0;
-        if (!t || es_tokenize(tok, line, l, true, false, t, (int)l + 8, &nt, &err) != ES_OK || nt < 1) {
-            free(t);
-            continue;
-        }
-        p->tok[p->count] = t;
-        p->n[p->count++] = nt;
-    }
-    fclose(f);
-    return p->count > 0 ? 0 : -1;
 }
 
 /* The rules between bench serve's options. Returns -1 to go on, else 2 after a usage error. */
@@ -766,12 +737,6 @@ static void free_models(bs_models *ms) {
     es_model_free(ms->target);
 }
 
-static void free_prompts(bs_prompts *p) {
-    for (int i = 0; i < p->count; i++) free(p->tok[i]);
-    free(p->tok);
-    free(p->n);
-}
-
 /* The sweep's settings: the top of the JSON report. *rows: its "results" array, for the points. */
 static cJSON *sweep_json(const bs_opts *o, cJSON **rows) {
     cJSON *root = cJSON_CreateObject();
@@ -835,7 +800,7 @@ static void report_point(const bs_opts *o, const bs_point *pt, const cJSON *r) {
 
 /* Every point, each into `rows` and the table: client counts, then modes, then policies, then KV
  * layouts (two tiers, then device-only, under --device-kv-memory; else one). */
-static void run_sweep(const bs_opts *o, const bs_models *ms, const bs_prompts *prompts, cJSON *rows) {
+static void run_sweep(const bs_opts *o, const bs_models *ms, const cli_prompts *prompts, cJSON *rows) {
     const int kv_first = o->device_kv_memory > 0 ? KV_HYBRID : KV_ONE, kv_last = o->device_kv_memory > 0 ? KV_DEVICE_ONLY : KV_ONE;
     if (!o->json)
         printf("%-15s %-8s %7s %8s %10s %9s %8s %8s %8s %7s %6s %8s %6s %6s %9s\n", "mode", "sched", "clients", "tokens",
@@ -874,9 +839,11 @@ int bench_serve(int argc, char **argv) {
     }
     int max_clients = 0;
     for (int i = 0; i < o.n_clients; i++) max_clients = o.clients[i] > max_clients ? o.clients[i] : max_clients;
-    bs_prompts prompts = {0};
+    cli_prompts prompts;
+    es_err err = {{0}};
     int rc = 1;
-    if (load_prompts(o.prompts_path, es_model_tokenizer(ms.target), max_clients * o.prompts_per_client, &prompts) != 0) {
+    if (cli_prompts_read(o.prompts_path, max_clients * o.prompts_per_client, es_model_tokenizer(ms.target), &prompts, &err) != ES_OK ||
+        prompts.count == 0) {
         cli_error("bench", "cannot read prompts from %s", o.prompts_path);
     } else {
         cJSON *rows = NULL, *root = sweep_json(&o, &rows);
@@ -889,7 +856,7 @@ int bench_serve(int argc, char **argv) {
         cJSON_Delete(root);
         rc = 0;
     }
-    free_prompts(&prompts);
+    cli_prompts_free(&prompts);
     free_models(&ms);
     return rc;
 }

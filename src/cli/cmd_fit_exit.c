@@ -12,12 +12,12 @@
  *    for the zero-training head (final norm + output on h_L) and the calibrated one;
  * 5. write exit.<L>.weight / exit.<L>.bias (and the agreement figures as metadata) to -o. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/prompts.h"
 #include "gguf/gguf.h"
 #include "kernels/types.h"
 #include "model/ridge.h"
@@ -85,27 +85,6 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-/* Reads up to `max` non-empty lines of `path` into malloc'd strings. */
-static int read_prompts(const char *path, char **out, int max, int *n) {
-    FILE *f = fopen(path, "r");
-    if (!f) return cli_error("fit-exit", "cannot open %s: %s", path, strerror(errno));
-    char line[4096];
-    *n = 0;
-    while (*n < max && fgets(line, sizeof line, f)) {
-        size_t l = strlen(line);
-        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
-        if (!l) continue;
-        out[*n] = strdup(line);
-        if (!out[*n]) {
-            fclose(f);
-            return cli_error("fit-exit", "out of memory");
-        }
-        (*n)++;
-    }
-    fclose(f);
-    return 0;
-}
-
 /* What fit-exit was asked to do. */
 typedef struct fit_opts {
     const char *model_path, *out_path, *prompt_file;
@@ -126,7 +105,7 @@ typedef struct fit_run {
     int n_ctx;                     /* positions of the context (the model's, at most 4096) */
     es_ctx *ctx;
     es_sampler *smp;
-    char *prompts[FIT_MAX_PROMPTS];
+    cli_prompts prompts;           /* the first --prompts lines of --prompt-file */
     int32_t **texts;               /* [n_texts] prompt + generated tokens, text_len[t] of them */
     int *text_len, n_texts;
     es_ridge *ridge[ES_EXIT_MAX];  /* one system per exit layer */
@@ -208,7 +187,9 @@ static int fit_setup(fit_run *r) {
         if (o->layers[k] >= r->nl)
             return cli_usage_error("fit-exit", k_usage, "layer %d: the model has %d layers (exits at 1..%d)", o->layers[k], r->nl,
                                    r->nl - 1);
-    if (read_prompts(o->prompt_file, r->prompts, o->n_prompts, &r->n_texts)) return 1;
+    if (cli_prompts_read(o->prompt_file, o->n_prompts, NULL, &r->prompts, &r->err) != ES_OK)
+        return cli_error("fit-exit", "%s", r->err.msg);
+    r->n_texts = r->prompts.count;
     if (r->n_texts < 2)
         return cli_error("fit-exit", "%s has %d prompts; at least 2 are needed (one to fit, one held out)", o->prompt_file, r->n_texts);
     r->n_ctx = es_model_n_ctx_train(r->m);
@@ -237,7 +218,7 @@ static int generate_text(fit_run *r, int t) {
     int32_t *ids = malloc((size_t)n_ctx * sizeof(int32_t));
     r->texts[t] = ids;
     int n = 0;
-    if (!ids || es_tokenize(tok, r->prompts[t], strlen(r->prompts[t]), true, false, ids, n_ctx / 2, &n, &r->err) != ES_OK) {
+    if (!ids || es_tokenize(tok, r->prompts.at[t].text, r->prompts.at[t].len, true, false, ids, n_ctx / 2, &n, &r->err) != ES_OK) {
         return cli_error("fit-exit", "prompt %d: %s", t + 1, ids ? r->err.msg : "out of memory");
     }
     if (n > n_ctx / 2) n = n_ctx / 2;
@@ -436,7 +417,7 @@ static void fit_free(fit_run *r) {
     for (int t = 0; r->texts && t < r->n_texts; t++) free(r->texts[t]);
     free(r->texts);
     free(r->text_len);
-    for (int i = 0; i < FIT_MAX_PROMPTS; i++) free(r->prompts[i]);
+    cli_prompts_free(&r->prompts);
     es_exit_heads_free(r->heads);
     es_exit_heads_free(r->zero);
     es_sampler_free(r->smp);
