@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "cli/prompts.h"
 #include "kernels/attn.h"
 #include "specdec/spec.h"
@@ -99,30 +100,41 @@ typedef struct bm_result {
     char desc[256], devname[64];
 } bm_result;
 
+/* The options that need code of their own (cli/opts.h handlers; dst: the bm_opts). */
+static bool bm_ks(const cli_arg *a) {
+    bm_opts *o = a->dst;
+    return (o->nk = parse_list(a->value, o->ks, 16)) > 0;
+}
+static bool bm_device(const cli_arg *a) {
+    bm_opts *o = a->dst;
+    return cli_parse_device(a->value, &o->backend, &o->device);
+}
+
 /* Reads argv into *o with the defaults. Returns -1 to go on, else the exit code: 0 after --help, 2 for
  * a usage error. */
 static int bm_parse(int argc, char **argv, bm_opts *o) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     *o = (bm_opts){.threads = nc > 0 ? (int)nc : 1, .n_prompt = 128, .n_gen = 32, .reps = 5, .bw_mib = 512,
                    .ks = {1, 2, 4, 8, 16, 32, 64}, .nk = 7, .kv_type = ES_KV_F16, .backend = ES_BACKEND_CPU};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        if (!strcmp(a, "--json")) { o->json = true; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: %s\n", k_usage_model); return 0; }
-        if (!v) return cli_usage_error("bench", k_usage_model, "unknown option or missing value: '%s'", a);
-        i++;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model_path = v;
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_parse_long(v, 1, 512, &lv)) return cli_usage_error("bench", k_usage_model, "bad --threads '%s'", v); o->threads = (int)lv; }
-        else if (!strcmp(a, "--n-prompt")) { if (!cli_parse_long(v, 1, 8192, &lv)) return cli_usage_error("bench", k_usage_model, "bad --n-prompt '%s'", v); o->n_prompt = (int)lv; }
-        else if (!strcmp(a, "--n-gen")) { if (!cli_parse_long(v, 1, 100000, &lv)) return cli_usage_error("bench", k_usage_model, "bad --n-gen '%s'", v); o->n_gen = (int)lv; }
-        else if (!strcmp(a, "--reps")) { if (!cli_parse_long(v, 1, 64, &lv)) return cli_usage_error("bench", k_usage_model, "bad --reps '%s'", v); o->reps = (int)lv; }
-        else if (!strcmp(a, "--bw-mib")) { if (!cli_parse_long(v, 0, 65536, &lv)) return cli_usage_error("bench", k_usage_model, "bad --bw-mib '%s'", v); o->bw_mib = (int)lv; }
-        else if (!strcmp(a, "--ks")) { if ((o->nk = parse_list(v, o->ks, 16)) <= 0) return cli_usage_error("bench", k_usage_model, "bad --ks '%s'", v); }
-        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error("bench", k_usage_model, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
-        else if (!strcmp(a, "--device")) { if (!cli_parse_device(v, &o->backend, &o->device)) return cli_usage_error("bench", k_usage_model, "bad --device '%s' (cpu, vulkan or vulkan:N)", v); }
-        else return cli_usage_error("bench", k_usage_model, "unknown option '%s'", a);
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = 1},
+        {.names = "--json", .kind = CLI_SET, .dst = &o->json},
+        {.names = "-m|--model", .kind = CLI_STR, .dst = &o->model_path},
+        {.names = "-t|--threads", .kind = CLI_INT, .dst = &o->threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
+        {.names = "--n-prompt", .kind = CLI_INT, .dst = &o->n_prompt, .lo = 1, .hi = 8192, .must = "must be in 1..8192"},
+        {.names = "--n-gen", .kind = CLI_INT, .dst = &o->n_gen, .lo = 1, .hi = 100000, .must = "must be in 1..100000"},
+        {.names = "--reps", .kind = CLI_INT, .dst = &o->reps, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--bw-mib", .kind = CLI_INT, .dst = &o->bw_mib, .lo = 0, .hi = 65536, .must = "must be in 0..65536"},
+        {.names = "--ks", .kind = CLI_FN, .dst = o, .fn = bm_ks, .must = "must be a comma list of sizes in 1..512"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "--device", .kind = CLI_FN, .dst = o, .fn = bm_device, .must = "must be cpu, vulkan or vulkan:N"},
+    };
+    const int rc = cli_opts_parse("bench", k_usage_model, t, sizeof t / sizeof t[0], argc, argv, NULL, NULL);
+    if (rc == 1) {
+        printf("usage: %s\n", k_usage_model);
+        return 0;
     }
+    if (rc != 0) return rc;
     if (!o->model_path) return cli_usage_error("bench", k_usage_model, "a model is required (-m MODEL.gguf)");
     if (o->backend != ES_BACKEND_CPU) o->bw_mib = 0; /* the host's memory bandwidth bounds nothing on a device */
     return -1;
