@@ -309,8 +309,10 @@ static int bench_model(int argc, char **argv) {
 
 /* bench spec's options (k_usage_spec). */
 typedef struct spec_opts {
-    const char *target_path, *drafts_arg, *prompts_path, *alphas_arg;
+    const char *target_path, *drafts_arg, *prompts_path;
     int threads, n_gen, n_prompts, draft_max, tb, td, tw; /* tb, td, tw: the tree's budget, depth, width */
+    double alphas[8]; /* --synthetic: the acceptance rates */
+    int na;           /* 0: real acceptance */
     bool json;
     es_kv_type kv_type;
     char prompts_default[4096]; /* prompts_path when --prompts is not given */
@@ -328,15 +330,12 @@ typedef struct spec_result {
 } spec_result;
 
 /* What every row of the table shares: the options, the target and its prompts (with its tokens), the
- * synthetic acceptance rates asked for, the target-only speed the rows compare with, and the JSON
- * rows. */
+ * target-only speed the rows compare with, and the JSON rows. */
 typedef struct spec_run {
     const spec_opts *o;
     es_model_params mp;
     es_model *target;
     const cli_prompts *prompts;
-    double alphas[8];
-    int na; /* 0: real acceptance */
     double base_tps;
     cJSON *rows;
 } spec_run;
@@ -427,55 +426,54 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
     return 0;
 }
 
+/* --synthetic A1[,A2...]: at most 8 rates in 0..1 into the spec_opts (dst). */
+static bool spec_alphas(const cli_arg *a) {
+    spec_opts *o = a->dst;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", a->value);
+    o->na = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        double v;
+        if (o->na == 8 || !cli_parse_float(t, 0, 1, &v)) return false;
+        o->alphas[o->na++] = v;
+    }
+    return true;
+}
+
 /* Reads argv (argv[1] == "spec") into *o with the defaults. Returns -1 to go on, else the exit code:
  * 0 after --help, 2 for a usage error. */
 static int spec_parse(int argc, char **argv, spec_opts *o) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     *o = (spec_opts){.threads = nc > 0 ? (int)nc : 1, .n_gen = 128, .n_prompts = 8, .draft_max = 8, .tb = 8, .td = 8, .tw = 4,
                      .kv_type = ES_KV_F16};
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        if (!strcmp(a, "--json")) { o->json = true; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: %s\n", k_usage_spec); return 0; }
-        if (!v) return cli_usage_error("bench", k_usage_spec, "unknown option or missing value: '%s'", a);
-        i++;
-#define INTOPT(name, var, lo, hi) else if (!strcmp(a, name)) { if (!cli_parse_long(v, lo, hi, &lv)) return cli_usage_error("bench", k_usage_spec, "bad %s '%s'", name, v); var = (int)lv; }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->target_path = v;
-        else if (!strcmp(a, "--draft")) o->drafts_arg = v;
-        else if (!strcmp(a, "--prompts")) o->prompts_path = v;
-        else if (!strcmp(a, "--synthetic")) o->alphas_arg = v;
-        else if (!strcmp(a, "--kv-type")) { if (!cli_parse_kv_type(v, &o->kv_type)) return cli_usage_error("bench", k_usage_spec, "bad --kv-type '%s' (f32, f16 or q8_0)", v); }
-        INTOPT("--threads", o->threads, 1, 512)
-        INTOPT("-t", o->threads, 1, 512)
-        INTOPT("--n-gen", o->n_gen, 1, 100000)
-        INTOPT("--n-prompts", o->n_prompts, 1, 10000)
-        INTOPT("--draft-max", o->draft_max, 1, 64)
-        INTOPT("--tree-budget", o->tb, 1, ES_SPEC_MAX_NODES)
-        INTOPT("--tree-depth", o->td, 1, 64)
-        INTOPT("--tree-width", o->tw, 1, 64)
-        else return cli_usage_error("bench", k_usage_spec, "unknown option '%s'", a);
-#undef INTOPT
+    char must_budget[64];
+    snprintf(must_budget, sizeof must_budget, "must be in 1..%d", ES_SPEC_MAX_NODES);
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = 1},
+        {.names = "--json", .kind = CLI_SET, .dst = &o->json},
+        {.names = "-m|--model", .kind = CLI_STR, .dst = &o->target_path},
+        {.names = "--draft", .kind = CLI_STR, .dst = &o->drafts_arg},
+        {.names = "--prompts", .kind = CLI_STR, .dst = &o->prompts_path},
+        {.names = "--synthetic", .kind = CLI_FN, .dst = o, .fn = spec_alphas, .must = "must be a comma list of at most 8 rates in 0..1"},
+        {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
+        {.names = "-t|--threads", .kind = CLI_INT, .dst = &o->threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
+        {.names = "--n-gen", .kind = CLI_INT, .dst = &o->n_gen, .lo = 1, .hi = 100000, .must = "must be in 1..100000"},
+        {.names = "--n-prompts", .kind = CLI_INT, .dst = &o->n_prompts, .lo = 1, .hi = 10000, .must = "must be in 1..10000"},
+        {.names = "--draft-max", .kind = CLI_INT, .dst = &o->draft_max, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--tree-budget", .kind = CLI_INT, .dst = &o->tb, .lo = 1, .hi = ES_SPEC_MAX_NODES, .must = must_budget},
+        {.names = "--tree-depth", .kind = CLI_INT, .dst = &o->td, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+        {.names = "--tree-width", .kind = CLI_INT, .dst = &o->tw, .lo = 1, .hi = 64, .must = "must be in 1..64"},
+    };
+    const int rc = cli_opts_parse("bench", k_usage_spec, t, sizeof t / sizeof t[0], argc - 1, argv + 1, NULL, NULL);
+    if (rc == 1) {
+        printf("usage: %s\n", k_usage_spec);
+        return 0;
     }
+    if (rc != 0) return rc;
     if (!o->target_path || !o->drafts_arg) return cli_usage_error("bench", k_usage_spec, "-m TARGET and --draft DRAFT are required");
     if (!o->prompts_path) {
         snprintf(o->prompts_default, sizeof o->prompts_default, "%s/../prompts/stories.txt", cli_models_dir());
         o->prompts_path = o->prompts_default;
-    }
-    return -1;
-}
-
-/* --synthetic A1[,A2...] into sr->alphas (at most 8). Returns -1 to go on, else 2 after a usage error. */
-static int spec_parse_alphas(const char *arg, spec_run *sr) {
-    sr->na = 0;
-    if (!arg) return -1;
-    char abuf[256];
-    snprintf(abuf, sizeof abuf, "%s", arg);
-    for (char *t = strtok(abuf, ","); t; t = strtok(NULL, ",")) {
-        double a;
-        if (sr->na == 8) return cli_usage_error("bench", k_usage_spec, "--synthetic takes at most 8 rates");
-        if (!cli_parse_float(t, 0, 1, &a)) return cli_usage_error("bench", k_usage_spec, "bad --synthetic '%s'", t);
-        sr->alphas[sr->na++] = a;
     }
     return -1;
 }
@@ -495,19 +493,20 @@ static void spec_run_baseline(spec_run *sr) {
     cJSON_AddItemToArray(sr->rows, b);
 }
 
-/* One row: a draft in one mode at one acceptance rate (ai: its index in sr->alphas, synthetic runs
- * only). E_k is the expected tokens per chain round of k = --draft-max at that rate. */
+/* One row: a draft in one mode at one acceptance rate (ai: its index in --synthetic's rates, synthetic
+ * runs only). E_k is the expected tokens per chain round of k = --draft-max at that rate. */
 static void spec_add_row(spec_run *sr, const char *dname, int mode, int ai, const spec_result *r) {
-    const int na = sr->na;
+    const spec_opts *o = sr->o;
+    const int na = o->na;
     const double tps = r->tokens / r->seconds, al = r->rounds ? 1.0 + (double)r->accepted / r->rounds : 0;
-    const double alpha = na ? sr->alphas[ai] : (r->drafted ? (double)r->accepted / r->drafted : 0);
-    const int k = sr->o->draft_max;
+    const double alpha = na ? o->alphas[ai] : (r->drafted ? (double)r->accepted / r->drafted : 0);
+    const int k = o->draft_max;
     const double ek = alpha < 1 ? (1 - pow(alpha, k + 1)) / (1 - alpha) : k + 1;
     cJSON *row = cJSON_CreateObject();
     cJSON_AddStringToObject(row, "draft", dname);
     cJSON_AddStringToObject(row, "mode", mode ? "tree" : "chain");
     cJSON_AddBoolToObject(row, "synthetic", na > 0);
-    if (na) cJSON_AddNumberToObject(row, "synthetic_alpha", sr->alphas[ai]);
+    if (na) cJSON_AddNumberToObject(row, "synthetic_alpha", o->alphas[ai]);
     cJSON_AddNumberToObject(row, "tokens_per_second", tps);
     cJSON_AddNumberToObject(row, "speedup", tps / sr->base_tps);
     cJSON_AddNumberToObject(row, "acceptance_length", al);
@@ -516,9 +515,9 @@ static void spec_add_row(spec_run *sr, const char *dname, int mode, int ai, cons
     cJSON_AddNumberToObject(row, "rounds", (double)r->rounds);
     cJSON_AddNumberToObject(row, "tokens", (double)r->tokens);
     cJSON_AddItemToArray(sr->rows, row);
-    if (!sr->o->json) {
+    if (!o->json) {
         char as[16];
-        snprintf(as, sizeof as, na ? "%.2f" : "real", sr->alphas[na ? ai : 0]);
+        snprintf(as, sizeof as, na ? "%.2f" : "real", o->alphas[na ? ai : 0]);
         printf("%-40s %-6s %-6s %8.2f %8.2f %8.2f %8.2f\n", dname, mode ? "tree" : "chain", as, tps, tps / sr->base_tps, al, ek);
     }
 }
@@ -534,12 +533,12 @@ static void spec_run_draft(spec_run *sr, const char *dname) {
         es_model_free(dm);
         return;
     }
-    const int na = sr->na, n_alpha = na ? na : 1;
+    const int na = sr->o->na, n_alpha = na ? na : 1;
     for (int ai = 0; ai < n_alpha; ai++)
         /* Synthetic acceptance flips one coin per depth on the first child only, so a tree would be a
            chain with wasted verify rows: synthetic runs measure chains (as vLLM's synthetic sampler). */
         for (int mode = 0; mode < (na ? 1 : 2); mode++) {
-            spec_case sc = {dname, (es_draft_mode)mode, na ? sr->alphas[ai] : -1};
+            spec_case sc = {dname, (es_draft_mode)mode, na ? sr->o->alphas[ai] : -1};
             spec_result r;
             run_case(sr, dm, &sc, &r);
             spec_add_row(sr, dname, mode, ai, &r);
@@ -570,7 +569,7 @@ static void spec_print_json(spec_run *sr) {
 
 static int bench_spec(int argc, char **argv) {
     spec_opts o;
-    int rc = spec_parse(argc, argv, &o);
+    const int rc = spec_parse(argc, argv, &o);
     if (rc >= 0) return rc;
     spec_run sr = {.o = &o, .mp = cli_model_params()};
     es_err err = {{0}};
@@ -587,18 +586,14 @@ static int bench_spec(int argc, char **argv) {
     const char *dnames[16];
     int nd = 0;
     for (char *t = strtok(dbuf, ","); t && nd < 16; t = strtok(NULL, ",")) dnames[nd++] = t;
-    rc = spec_parse_alphas(o.alphas_arg, &sr);
-    if (rc < 0) {
-        sr.rows = cJSON_CreateArray();
-        spec_run_baseline(&sr);
-        for (int di = 0; di < nd; di++) spec_run_draft(&sr, dnames[di]);
-        if (o.json) spec_print_json(&sr);
-        cJSON_Delete(sr.rows);
-        rc = 0;
-    }
+    sr.rows = cJSON_CreateArray();
+    spec_run_baseline(&sr);
+    for (int di = 0; di < nd; di++) spec_run_draft(&sr, dnames[di]);
+    if (o.json) spec_print_json(&sr);
+    cJSON_Delete(sr.rows);
     cli_prompts_free(&prompts);
     es_model_free(sr.target);
-    return rc;
+    return 0;
 }
 
 int cmd_bench(int argc, char **argv) {
