@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "cli/prompts.h"
 #include "gguf/gguf.h"
 #include "kernels/types.h"
@@ -117,6 +118,12 @@ typedef struct fit_run {
     fit_state fs;
 } fit_run;
 
+/* --layers L1[,L2...] into the fit_opts (dst). */
+static bool opt_layers(const cli_arg *a) {
+    fit_opts *o = a->dst;
+    return cli_parse_layers(a->value, o->layers, &o->n_layers);
+}
+
 /* Reads argv into *o. Returns -1 to go on, else the exit code: 0 after --help, 2 for a usage error. */
 static int parse_options(int argc, char **argv, fit_opts *o) {
     memset(o, 0, sizeof *o);
@@ -126,45 +133,29 @@ static int parse_options(int argc, char **argv, fit_opts *o) {
     o->seed = 1;
     o->temp = 0.8;
     o->lambda = 1e-3;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const bool has = i + 1 < argc;
-        long v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            print_help();
-            return 0;
-        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has) {
-            o->model_path = argv[++i];
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has) {
-            o->out_path = argv[++i];
-        } else if (!strcmp(a, "--layers") && has) {
-            if (!cli_parse_layers(argv[++i], o->layers, &o->n_layers))
-                return cli_usage_error("fit-exit", k_usage, "--layers wants up to %d distinct positive integers, e.g. 4,8",
-                                       ES_EXIT_MAX);
-        } else if (!strcmp(a, "--prompt-file") && has) {
-            o->prompt_file = argv[++i];
-        } else if (!strcmp(a, "--prompts") && has) {
-            if (!cli_parse_long(argv[++i], 2, FIT_MAX_PROMPTS, &v))
-                return cli_usage_error("fit-exit", k_usage, "--prompts must be in 2..%d", FIT_MAX_PROMPTS);
-            o->n_prompts = (int)v;
-        } else if (!strcmp(a, "--tokens") && has) {
-            if (!cli_parse_long(argv[++i], 1, 8192, &v)) return cli_usage_error("fit-exit", k_usage, "--tokens must be in 1..8192");
-            o->n_tokens = (int)v;
-        } else if (!strcmp(a, "--threads") && has) {
-            if (!cli_parse_long(argv[++i], 1, 512, &v)) return cli_usage_error("fit-exit", k_usage, "--threads must be in 1..512");
-            o->threads = (int)v;
-        } else if (!strcmp(a, "--temp") && has) {
-            if (!cli_parse_float(argv[++i], 0, 10, &o->temp)) return cli_usage_error("fit-exit", k_usage, "--temp must be in 0..10");
-        } else if (!strcmp(a, "--lambda") && has) {
-            if (!cli_parse_float(argv[++i], 0, 1e6, &o->lambda)) return cli_usage_error("fit-exit", k_usage, "--lambda must be in 0..1e6");
-        } else if (!strcmp(a, "--seed") && has) {
-            if (!cli_parse_u64(argv[++i], &o->seed)) return cli_usage_error("fit-exit", k_usage, "--seed must be an unsigned integer");
-        } else if (!strcmp(a, "--json")) {
-            o->json = true;
-        } else {
-            return cli_usage_error("fit-exit", k_usage, "unknown or incomplete option '%s'", a);
-        }
+    char must_layers[80], must_prompts[32];
+    snprintf(must_layers, sizeof must_layers, "wants up to %d distinct positive integers (e.g. 4,8)", ES_EXIT_MAX);
+    snprintf(must_prompts, sizeof must_prompts, "must be in 2..%d", FIT_MAX_PROMPTS);
+    const cli_opt t[] = {
+        {.names = "-h|--help", .kind = CLI_STOP, .stop = 1},
+        {.names = "--json", .kind = CLI_SET, .dst = &o->json},
+        {.names = "-m|--model", .kind = CLI_STR, .dst = &o->model_path},
+        {.names = "-o|--output", .kind = CLI_STR, .dst = &o->out_path},
+        {.names = "--layers", .kind = CLI_FN, .dst = o, .fn = opt_layers, .must = must_layers},
+        {.names = "--prompt-file", .kind = CLI_STR, .dst = &o->prompt_file},
+        {.names = "--prompts", .kind = CLI_INT, .dst = &o->n_prompts, .lo = 2, .hi = FIT_MAX_PROMPTS, .must = must_prompts},
+        {.names = "--tokens", .kind = CLI_INT, .dst = &o->n_tokens, .lo = 1, .hi = 8192, .must = "must be in 1..8192"},
+        {.names = "--threads", .kind = CLI_INT, .dst = &o->threads, .lo = 1, .hi = 512, .must = "must be in 1..512"},
+        {.names = "--temp", .kind = CLI_DOUBLE, .dst = &o->temp, .lo = 0, .hi = 10, .must = "must be in 0..10"},
+        {.names = "--lambda", .kind = CLI_DOUBLE, .dst = &o->lambda, .lo = 0, .hi = 1e6, .must = "must be in 0..1e6"},
+        {.names = "--seed", .kind = CLI_U64, .dst = &o->seed, .must = "must be a non-negative integer"},
+    };
+    const int rc = cli_opts_parse("fit-exit", k_usage, t, sizeof t / sizeof t[0], argc, argv, NULL, NULL);
+    if (rc == 1) {
+        print_help();
+        return 0;
     }
+    if (rc != 0) return rc;
     if (!o->model_path || !o->out_path || !o->n_layers) return cli_usage_error("fit-exit", k_usage, "-m, --layers and -o are required");
     if (!o->prompt_file) {
         snprintf(o->default_prompts, sizeof o->default_prompts, "%s/../prompts/stories.txt", cli_models_dir());
