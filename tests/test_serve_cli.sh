@@ -145,5 +145,10 @@ expect 2 "$bin" bench -m "$model" --n-prompt 9000
 # bench spec: more synthetic rates than it keeps is a usage error (it dropped the rest silently)
 expect 2 "$bin" bench spec -m "$model" --draft "$models/draft-mid.gguf" --synthetic 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
 has "$tmp/err" "at most 8"
+# nor are lists longer than kept: 17 verification sizes, 17 drafts (the 17th was left out without a word)
+expect 2 "$bin" bench -m "$model" --ks 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
+has "$tmp/err" "at most 16 sizes"
+expect 2 "$bin" bench spec -m "$model" --draft "$(printf '%s,' $(seq 1 16 | sed "s#.*#$models/draft-mid.gguf#"))$models/draft-mid.gguf"
+has "$tmp/err" "at most 16 GGUF files"
 
 es_test_finish test_serve_cli

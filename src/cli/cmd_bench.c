@@ -24,13 +24,16 @@ static const char *k_usage_spec =
     "               [--n-prompts N] [--draft-max K] [--tree-budget N --tree-depth N --tree-width N]\n"
     "               [--synthetic A1[,A2...]] [--kv-type f32|f16|q8_0] [--json]";
 
+/* A comma list of at most cap sizes in 1..512 into out; its count, or -1 (a list too long is refused,
+ * not cut short). */
 static int parse_list(const char *s, int *out, int cap) {
     int n = 0;
     char buf[256];
+    if (strlen(s) >= sizeof buf) return -1;
     snprintf(buf, sizeof buf, "%s", s);
-    for (char *tok = strtok(buf, ","); tok && n < cap; tok = strtok(NULL, ",")) {
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         long v;
-        if (!cli_parse_long(tok, 1, 512, &v)) return -1;
+        if (n == cap || !cli_parse_long(tok, 1, 512, &v)) return -1;
         out[n++] = (int)v;
     }
     return n;
@@ -125,7 +128,7 @@ static int bm_parse(int argc, char **argv, bm_opts *o) {
         {.names = "--n-gen", .kind = CLI_INT, .dst = &o->n_gen, .lo = 1, .hi = 100000, .must = "must be in 1..100000"},
         {.names = "--reps", .kind = CLI_INT, .dst = &o->reps, .lo = 1, .hi = 64, .must = "must be in 1..64"},
         {.names = "--bw-mib", .kind = CLI_INT, .dst = &o->bw_mib, .lo = 0, .hi = 65536, .must = "must be in 0..65536"},
-        {.names = "--ks", .kind = CLI_FN, .dst = o, .fn = bm_ks, .must = "must be a comma list of sizes in 1..512"},
+        {.names = "--ks", .kind = CLI_FN, .dst = o, .fn = bm_ks, .must = "must be a comma list of at most 16 sizes in 1..512"},
         {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
         {.names = "--device", .kind = CLI_FN, .dst = o, .fn = bm_device, .must = "must be cpu, vulkan or vulkan:N"},
     };
@@ -430,6 +433,7 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
 static bool spec_alphas(const cli_arg *a) {
     spec_opts *o = a->dst;
     char buf[256];
+    if (strlen(a->value) >= sizeof buf) return false;
     snprintf(buf, sizeof buf, "%s", a->value);
     o->na = 0;
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
@@ -437,6 +441,18 @@ static bool spec_alphas(const cli_arg *a) {
         if (o->na == 8 || !cli_parse_float(t, 0, 1, &v)) return false;
         o->alphas[o->na++] = v;
     }
+    return true;
+}
+
+/* --draft D1[,D2...]: at most SPEC_MAX_DRAFTS files, the list under SPEC_DRAFTS_BYTES (refused, not cut
+ * short: a draft left out would be missing from the table without a word). */
+#define SPEC_MAX_DRAFTS 16
+#define SPEC_DRAFTS_BYTES 2048
+static bool spec_drafts(const cli_arg *a) {
+    int n = 1;
+    for (const char *c = a->value; *c; c++) n += *c == ',';
+    if (!a->value[0] || n > SPEC_MAX_DRAFTS || strlen(a->value) >= SPEC_DRAFTS_BYTES) return false;
+    *(const char **)a->dst = a->value;
     return true;
 }
 
@@ -452,7 +468,7 @@ static int spec_parse(int argc, char **argv, spec_opts *o) {
         {.names = "-h|--help", .kind = CLI_STOP, .stop = 1},
         {.names = "--json", .kind = CLI_SET, .dst = &o->json},
         {.names = "-m|--model", .kind = CLI_STR, .dst = &o->target_path},
-        {.names = "--draft", .kind = CLI_STR, .dst = &o->drafts_arg},
+        {.names = "--draft", .kind = CLI_FN, .dst = &o->drafts_arg, .fn = spec_drafts, .must = "must be a comma list of at most 16 GGUF files"},
         {.names = "--prompts", .kind = CLI_STR, .dst = &o->prompts_path},
         {.names = "--synthetic", .kind = CLI_FN, .dst = o, .fn = spec_alphas, .must = "must be a comma list of at most 8 rates in 0..1"},
         {.names = "--kv-type", .kind = CLI_FN, .dst = &o->kv_type, .fn = cli_opt_kv_type, .must = "must be f32, f16 or q8_0"},
@@ -581,11 +597,11 @@ static int bench_spec(int argc, char **argv) {
         return cli_error("bench", "cannot read prompts from %s", o.prompts_path);
     }
     sr.prompts = &prompts;
-    char dbuf[2048];
+    char dbuf[SPEC_DRAFTS_BYTES];
     snprintf(dbuf, sizeof dbuf, "%s", o.drafts_arg);
-    const char *dnames[16];
+    const char *dnames[SPEC_MAX_DRAFTS];
     int nd = 0;
-    for (char *t = strtok(dbuf, ","); t && nd < 16; t = strtok(NULL, ",")) dnames[nd++] = t;
+    for (char *t = strtok(dbuf, ","); t && nd < SPEC_MAX_DRAFTS; t = strtok(NULL, ",")) dnames[nd++] = t;
     sr.rows = cJSON_CreateArray();
     spec_run_baseline(&sr);
     for (int di = 0; di < nd; di++) spec_run_draft(&sr, dnames[di]);
