@@ -150,5 +150,8 @@ expect 2 "$bin" bench -m "$model" --ks 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
 has "$tmp/err" "at most 16 sizes"
 expect 2 "$bin" bench spec -m "$model" --draft "$(printf '%s,' $(seq 1 16 | sed "s#.*#$models/draft-mid.gguf#"))$models/draft-mid.gguf"
 has "$tmp/err" "at most 16 GGUF files"
+# a prompts file that cannot be read is an error, not an empty file (a folder read as none)
+expect 1 "$bin" bench serve -m "$model" --modes ar --clients 1 --prompts "$tmp"
+has "$tmp/err" "cannot read $tmp"
 
 es_test_finish test_serve_cli

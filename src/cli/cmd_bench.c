@@ -594,7 +594,7 @@ static int bench_spec(int argc, char **argv) {
     if (cli_prompts_read(o.prompts_path, o.n_prompts, es_model_tokenizer(sr.target), &prompts, &err) != ES_OK) {
         cli_prompts_free(&prompts);
         es_model_free(sr.target);
-        return cli_error("bench", "cannot read prompts from %s", o.prompts_path);
+        return cli_error("bench", "prompts: %s", err.msg);
     }
     sr.prompts = &prompts;
     char dbuf[SPEC_DRAFTS_BYTES];

@@ -60,6 +60,8 @@ es_status cli_prompts_read(const char *path, int max, const es_tokenizer *tok, c
         const size_t len = strcspn(line, "\r\n");
         if (len) st = add_prompt(p, line, len, tok, err);
     }
+    /* a read error (a folder given as the file: EISDIR) is not an empty file */
+    if (st == ES_OK && ferror(f)) st = es_fail(err, ES_ERR_IO, "cannot read %s: %s", path, strerror(errno));
     fclose(f);
     return st;
 }

@@ -26,8 +26,8 @@ typedef struct cli_prompts {
 /* Reads the first `max` prompts of the file at path into *p: each line that is not empty once cut at
  * its first CR or LF. With tok, each is also tokenized (BOS added, control-token texts read as plain
  * text), and a line that does not tokenize or gives no token is passed over: it does not count
- * toward max. Returns ES_OK, possibly with no prompts; ES_ERR_IO when the file cannot be opened
- * ("cannot open PATH: REASON" in err); ES_ERR_NOMEM. *p is to be released with cli_prompts_free
+ * toward max. Returns ES_OK, possibly with no prompts; ES_ERR_IO when the file cannot be opened or
+ * read ("cannot open PATH: REASON", "cannot read PATH: REASON" in err); ES_ERR_NOMEM. *p is to be released with cli_prompts_free
  * whatever the result. */
 es_status cli_prompts_read(const char *path, int max, const es_tokenizer *tok, cli_prompts *p, es_err *err);
 
