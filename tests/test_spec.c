@@ -37,6 +37,7 @@ typedef struct run_cfg {
     const es_logit_bias *bias; /* the target's logit bias (n_bias entries) ... */
     int n_bias;
     bool draft_bias;           /* ... mirrored by the drafter (es_drafter_set_bias) */
+    float cost_ratio;          /* es_drafter_params.cost_ratio */
 } run_cfg;
 
 typedef struct run_stats {
@@ -85,6 +86,7 @@ static int spec_generate(es_ctx *tc, es_ctx *dc, const run_cfg *cfg, const int32
     dp.mode = cfg->mode;
     dp.k_max = cfg->k_max;
     dp.adaptive = cfg->adaptive;
+    dp.cost_ratio = cfg->cost_ratio;
     dp.tree_budget = cfg->budget;
     dp.tree_depth = cfg->depth;
     dp.tree_width = cfg->width;
@@ -176,7 +178,7 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
 #else
         const int nw = g.n_gen;
 #endif
-        run_cfg cfg = {mode, ES_ACCEPT_GREEDY, 0.0f, 6, 24, 6, 3, true, 1, prompts < kv_prompts, NULL, 0, false};
+        run_cfg cfg = {mode, ES_ACCEPT_GREEDY, 0.0f, 6, 24, 6, 3, true, 1, prompts < kv_prompts, NULL, 0, false, 0.0f};
         run_stats st;
         int ng = spec_generate(tc, dc, &cfg, prompt, np, nw, got, &st);
         int same = 0;
@@ -202,6 +204,43 @@ static void test_greedy_identical(es_model *target, const char *draft_file, es_d
     es_ctx_free(tc);
     es_ctx_free(dc);
     es_model_free(dm);
+}
+
+/* An adaptive chain told its draft steps are costly (es_drafter_params.cost_ratio) stops where the
+ * draft is unsure: fewer draft tokens for the same greedy output. Told they cost next to nothing
+ * (below the rule's floor, 0.05), it drafts exactly as without the rule. */
+static void test_cost_stop(es_model *target, es_model *draft) {
+    es_ctx *tc = make_ctx(target, 3), *dc = make_ctx(draft, 3);
+    size_t len;
+    char *text = es_test_read_file(es_test_shared("golden/stories260K-greedy.jsonl"), &len);
+    CHECK(text != NULL);
+    const float ratios[3] = {0.0f, 0.01f, 0.9f};
+    long drafted[3] = {0}, rounds[3] = {0};
+    int prompts = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line && prompts < 4; line = strtok(NULL, "\n")) {
+        static es_test_golden g;
+        if (!es_test_golden_parse(line, &g)) continue;
+        const int nw = g.n_gen < 96 ? g.n_gen : 96;
+        int32_t got[3][1024];
+        for (int i = 0; i < 3; i++) {
+            run_cfg cfg = {ES_DRAFT_CHAIN, ES_ACCEPT_GREEDY, 0.0f, 8, 8, 8, 4, true, 1, false, NULL, 0, false, ratios[i]};
+            run_stats st;
+            const int ng = spec_generate(tc, dc, &cfg, g.prompt_ids, g.n_prompt, nw, got[i], &st);
+            CHECK_MSG(ng == nw && !memcmp(got[i], g.gen_ids, (size_t)nw * sizeof(int32_t)),
+                      "cost ratio %.2f: the greedy output is not the target's", (double)ratios[i]);
+            drafted[i] += st.drafted;
+            rounds[i] += st.rounds;
+        }
+        prompts++;
+    }
+    printf("cost stop: drafted %ld / %ld / %ld tokens in %ld / %ld / %ld rounds (cost ratio 0 / 0.01 / 0.9)\n", drafted[0],
+           drafted[1], drafted[2], rounds[0], rounds[1], rounds[2]);
+    CHECK(prompts == 4);
+    CHECK(drafted[1] == drafted[0] && rounds[1] == rounds[0]);
+    CHECK_MSG(drafted[2] < drafted[0], "a costly draft drafted %ld tokens, as many as a free one (%ld)", drafted[2], drafted[0]);
+    free(text);
+    es_ctx_free(tc);
+    es_ctx_free(dc);
 }
 
 /* ---- per-node exactness of recursive rejection sampling ---------------------------------------- */
@@ -340,7 +379,7 @@ static void test_distribution(es_model *target, es_model *draft) {
         memset(got, 0, (size_t)POS * nv * sizeof(int));
         long rounds = 0, acc = 0;
         for (int s = 0; s < N; s++) {
-            run_cfg cfg = {cases[ci].mode, cases[ci].rule, 1.0f, 4, 12, 4, 3, false, 5000000 + (uint64_t)s * 7919, false, NULL, 0, false};
+            run_cfg cfg = {cases[ci].mode, cases[ci].rule, 1.0f, 4, 12, 4, 3, false, 5000000 + (uint64_t)s * 7919, false, NULL, 0, false, 0.0f};
             run_stats st;
             int32_t out[16];
             int n = spec_generate(tc, dc, &cfg, prompt, np, POS, out, &st);
@@ -370,8 +409,8 @@ static void test_tree_budget1_is_chain1(es_model *target, es_model *draft) {
     const int32_t prompt[] = {1, 403, 407, 261, 378};
     int32_t a[200], b[200];
     run_stats sa, sb;
-    run_cfg chain = {ES_DRAFT_CHAIN, ES_ACCEPT_MATCH, 1.0f, 1, 1, 1, 1, false, 77, false, NULL, 0, false};
-    run_cfg tree = {ES_DRAFT_TREE, ES_ACCEPT_MATCH, 1.0f, 1, 1, 6, 4, false, 77, false, NULL, 0, false};
+    run_cfg chain = {ES_DRAFT_CHAIN, ES_ACCEPT_MATCH, 1.0f, 1, 1, 1, 1, false, 77, false, NULL, 0, false, 0.0f};
+    run_cfg tree = {ES_DRAFT_TREE, ES_ACCEPT_MATCH, 1.0f, 1, 1, 6, 4, false, 77, false, NULL, 0, false, 0.0f};
     int na = spec_generate(tc, dc, &chain, prompt, 5, 150, a, &sa);
     int nb = spec_generate(tc, dc, &tree, prompt, 5, 150, b, &sb);
     CHECK(na == nb && memcmp(a, b, (size_t)na * sizeof(int32_t)) == 0);
@@ -510,7 +549,7 @@ static void test_draft_bias(es_model *target, es_model *draft) {
             static int32_t out[2][256];
             int got[2];
             for (int mirror = 0; mirror < 2; mirror++) {
-                run_cfg cfg = {(es_draft_mode)mode, ES_ACCEPT_GREEDY, 0.0f, 6, 16, 5, 3, false, 1, false, bias, 5, mirror == 1};
+                run_cfg cfg = {(es_draft_mode)mode, ES_ACCEPT_GREEDY, 0.0f, 6, 16, 5, 3, false, 1, false, bias, 5, mirror == 1, 0.0f};
                 run_stats st;
                 got[mirror] = spec_generate(tc, dc, &cfg, g[i].prompt_ids, g[i].n_prompt, 96, out[mirror], &st);
                 acc[mirror] += st.accepted;
@@ -553,6 +592,7 @@ int main(void) {
     es_model *mid = es_test_load_model("draft-mid.gguf");
     if (mid) {
         test_tree_budget1_is_chain1(target, mid);
+        test_cost_stop(target, mid);
         test_draft_bias(target, mid);
         test_provisional(target, mid);
         test_distribution(target, mid);

@@ -24,6 +24,9 @@ void es_run_opts_print_spec_help(void) {
            "  --draft-min K          chain: fewest tokens when adapting (default 1)\n"
            "  --draft-p-min P        chain: stop drafting when the draft's top probability < P (default 0)\n"
            "  --no-adaptive          chain: always draft --draft-max tokens\n"
+           "                         (adaptive chains also stop early where another draft step would\n"
+           "                         cost more than it is expected to return: the draft's confidence\n"
+           "                         in the chain against its cost, the ratio of the weights' bytes)\n"
            "  --tree-budget N        tree: most nodes (default %d)\n"
            "  --tree-depth N         tree: most levels (default %d)\n"
            "  --tree-width N         tree: most children per node (default %d)\n"
@@ -47,14 +50,19 @@ static es_ctx *make_ctx(es_model *m, const es_run_opts *o, bool target) {
     return c;
 }
 
-/* The drafter's parameters from the run options and the acceptance rule. */
-static es_drafter_params drafter_params(const es_run_opts *o, int rule) {
+/* The drafter's parameters from the run options and the acceptance rule. An adaptive chain on the
+ * CPU is told what a draft step costs against a target step: both read their weights once per step,
+ * so the ratio of their bytes (fixed, so a run and its seed give the same rounds every time). Not
+ * for a target on a device, whose step costs what its own memory does. */
+static es_drafter_params drafter_params(const es_run_opts *o, int rule, const es_model *target, const es_model *draft) {
     es_drafter_params dp = es_drafter_default_params();
     dp.mode = strcmp(o->spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
     dp.k_max = o->draft_max;
     dp.k_min = o->draft_min > o->draft_max ? o->draft_max : o->draft_min;
     dp.p_min = (float)o->draft_p_min;
     dp.adaptive = o->adaptive;
+    const uint64_t tb = es_model_weight_bytes(target);
+    if (o->adaptive && o->backend == ES_BACKEND_CPU && tb > 0) dp.cost_ratio = (float)((double)es_model_weight_bytes(draft) / (double)tb);
     dp.tree_budget = o->tree_budget;
     dp.tree_depth = o->tree_depth;
     dp.tree_width = o->tree_width;
@@ -96,6 +104,7 @@ static cJSON *spec_json(const es_run_opts *o, int rule, const es_drafter_params 
     } else {
         cJSON_AddNumberToObject(spec, "draft_max", dp->k_max);
         cJSON_AddBoolToObject(spec, "adaptive", dp->adaptive);
+        cJSON_AddNumberToObject(spec, "cost_ratio", dp->cost_ratio);
     }
     return spec;
 }
@@ -132,7 +141,7 @@ int es_run_speculative(es_run_opts *o) {
     if (es_seq_open(tctx, &tseq, &err) != ES_OK || es_seq_open(dctx, &dseq, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
     es_verifier_params vp = {.rule = (es_accept_rule)rule, .sampling = o->sp, .synthetic_alpha = o->synthetic_alpha};
     if (es_verifier_init(tctx, tseq, &vp, &ver, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
-    const es_drafter_params dp = drafter_params(o, rule);
+    const es_drafter_params dp = drafter_params(o, rule, target, draft);
     if (es_drafter_init(dctx, dseq, &dp, &dr, &err) != ES_OK) { cli_error("run", "%s", err.msg); goto done; }
 
     es_run_output out;

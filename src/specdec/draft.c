@@ -60,6 +60,11 @@ struct es_drafter {
     bool aborted;            /* the last es_drafter_draft stopped early at abort_fn's request */
     /* where an aborted draft stood, for es_drafter_resume: the next level's frontier (tree) or the
        token whose forward pass was next (chain), and the loop's counters */
+    double c_pi, c_e, c_sum; /* the chain so far (chain_worth): the draft's chance that all of it is
+                                accepted, the tokens the round is expected to give, and the sum of the
+                                uncalibrated chances */
+    double c_obs, c_exp;     /* tokens accepted, and expected by the draft's own chances, over recent
+                                rounds (decayed): the calibration of chain_worth */
     bool resumable;
     int r_budget, r_level, r_n_front, r_kept_before, r_order, r_k, r_k_lim;
     int32_t r_parent_slot;
@@ -337,6 +342,33 @@ static es_status chain_eval(es_drafter *d, es_spec_tree *t, int k, int32_t *pare
     return ES_OK;
 }
 
+/* Whether a chain of k + 1 tokens, token k drafted at the draft's probability top_p, is worth
+ * another draft step. With r = cost_ratio and costs in target steps, the round so far costs
+ * C = 1 + (k + 1) r (the verification, about one step while it is memory-bound, and the draft steps
+ * including the next) and is expected to give E = 1 + sum_j pi_j tokens, pi_j the chance that the
+ * first j + 1 tokens are all accepted. The next token adds at most pi_k tokens, each worth C / E
+ * target steps at the round's rate, for r more: it is drafted while pi_k C >= r E. pi_j is the
+ * product of the draft's top probabilities, scaled by how many tokens such products have predicted
+ * against how many were accepted (a distilled draft can be right far more often than it is sure),
+ * at most 1. So a draft that costs a third of the target stops once the chain's chance has fallen
+ * to about a half, and one that costs little (r below CHAIN_COST_MIN) drafts to k_lim. */
+#define CHAIN_COST_MIN 0.05
+static bool chain_worth(es_drafter *d, int k, float top_p) {
+    if (k == 0) {
+        d->c_pi = d->c_e = 1.0;
+        d->c_sum = 0.0;
+    }
+    d->c_pi *= top_p;
+    d->c_sum += d->c_pi;
+    const double rho = d->c_exp > 0 ? d->c_obs / d->c_exp : 1.0, pi = fmin(1.0, rho * d->c_pi);
+    d->c_e += pi;
+    /* below CHAIN_COST_MIN a cut saves too little to bet a round on pi, an estimate: a distilled
+       draft's products fall fast where it is still right (stories260K's draft-mid) */
+    const double r = d->p.cost_ratio;
+    if (!(r >= CHAIN_COST_MIN) || k + 1 < d->p.k_min) return true;
+    return pi * (1.0 + (k + 1) * r) >= r * d->c_e;
+}
+
 /* Chain tokens from k on (logits: the draft's after token k - 1, or the root's). */
 static es_status chain_from(es_drafter *d, const float *logits, int k, int k_lim, int32_t parent_slot, es_gstate gs, es_spec_tree *t,
                             es_err *err) {
@@ -351,7 +383,8 @@ static es_status chain_from(es_drafter *d, const float *logits, int k, int k_lim
         t->depth[k] = k + 1;
         t->n = k + 1;
         d->nodes[k] = (dnode){ch[0].token, k - 1, k + 1, 0, -1, k, true};
-        if (k + 1 == k_lim) break;
+        const bool worth = chain_worth(d, k, top_p); /* (its sums count every token, the last too) */
+        if (k + 1 == k_lim || !worth) break;
         if (want_abort(d)) { /* token k's pass is what comes next */
             d->resumable = true;
             d->r_k = k;
@@ -618,6 +651,10 @@ es_status es_drafter_accept(es_drafter *d, const es_spec_tree *t, const es_spec_
 
 void es_drafter_adapt(es_drafter *d, int n_drafted, int n_accepted) {
     if (!d->p.adaptive || d->p.mode != ES_DRAFT_CHAIN || n_drafted <= 0) return;
+    if (d->p.cost_ratio > 0) { /* chain_worth's calibration: this round's record, older ones fading */
+        d->c_obs = 0.9 * d->c_obs + n_accepted;
+        d->c_exp = 0.9 * d->c_exp + d->c_sum;
+    }
     if (n_accepted >= n_drafted) d->k_cur = d->k_cur + 2 < d->p.k_max ? d->k_cur + 2 : d->p.k_max;
     else d->k_cur = n_accepted + 1 > d->p.k_min ? n_accepted + 1 : (d->p.k_min > 0 ? d->p.k_min : 1);
 }

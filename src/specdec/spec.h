@@ -205,6 +205,10 @@ typedef struct es_drafter_params {
     int k_min;           /* chain: fewest tokens per round when adaptive */
     float p_min;         /* chain: stop drafting when the draft's top probability falls below */
     bool adaptive;       /* chain: grow k by 2 after a fully accepted round, shrink to accepted+1 else */
+    float cost_ratio;    /* chain: what one draft step costs in target steps (run --draft: the ratio of
+                          * the weights' bytes, both read once per step); > 0: the chain stops where
+                          * another step would cost more than it is expected to return (draft.c,
+                          * chain_worth), 0: off */
     int tree_budget;     /* tree: most nodes */
     int tree_depth;      /* tree: most levels */
     int tree_width;      /* tree: most children per node */
