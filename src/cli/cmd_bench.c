@@ -330,6 +330,7 @@ typedef struct spec_case {
 typedef struct spec_result {
     double seconds;
     long tokens, rounds, drafted, accepted;
+    double cost_ratio; /* the chain's es_drafter_params.cost_ratio (0: off) */
 } spec_result;
 
 /* What every row of the table shares: the options, the target and its prompts (with its tokens), the
@@ -379,6 +380,10 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
         dp.mode = sc->mode;
         dp.k_max = draft ? o->draft_max : 1;
         dp.adaptive = sc->alpha < 0;
+        /* as run --draft: a real draft's adaptive chain stops by its cost, the weights' bytes ratio */
+        if (draft && dp.adaptive && es_model_weight_bytes(target) > 0)
+            dp.cost_ratio = (float)((double)es_model_weight_bytes(draft) / (double)es_model_weight_bytes(target));
+        res->cost_ratio = dp.mode == ES_DRAFT_CHAIN ? dp.cost_ratio : 0;
         dp.tree_budget = o->tb;
         dp.tree_depth = o->td;
         dp.tree_width = o->tw;
@@ -528,6 +533,7 @@ static void spec_add_row(spec_run *sr, const char *dname, int mode, int ai, cons
     cJSON_AddNumberToObject(row, "acceptance_length", al);
     cJSON_AddNumberToObject(row, "acceptance_rate", r->drafted ? (double)r->accepted / r->drafted : 0);
     cJSON_AddNumberToObject(row, "expected_chain_tokens_per_round", ek);
+    cJSON_AddNumberToObject(row, "cost_ratio", r->cost_ratio);
     cJSON_AddNumberToObject(row, "rounds", (double)r->rounds);
     cJSON_AddNumberToObject(row, "tokens", (double)r->tokens);
     cJSON_AddItemToArray(sr->rows, row);
