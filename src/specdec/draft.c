@@ -54,17 +54,17 @@ struct es_drafter {
     int32_t b_tok[ES_SPEC_MAX_NODES + 1], b_pos[ES_SPEC_MAX_NODES + 1], b_seq[ES_SPEC_MAX_NODES + 1];
     int32_t b_cpar[ES_SPEC_MAX_NODES + 1], b_par[ES_SPEC_MAX_NODES + 1], b_node[ES_SPEC_MAX_NODES + 1];
     int8_t b_logits[ES_SPEC_MAX_NODES + 1];
+    double c_pi, c_e, c_sum; /* the chain so far (chain_worth): the draft's chance that all of it is
+                                accepted, the tokens the round is expected to give, and the sum of the
+                                uncalibrated chances */
+    double c_obs, c_exp;     /* tokens accepted, and expected by the draft's own chances, over recent
+                                rounds (decayed): the calibration of chain_worth */
     /* es_drafter_set_abort */
     bool (*abort_fn)(void *ud);
     void *abort_ud;
     bool aborted;            /* the last es_drafter_draft stopped early at abort_fn's request */
     /* where an aborted draft stood, for es_drafter_resume: the next level's frontier (tree) or the
        token whose forward pass was next (chain), and the loop's counters */
-    double c_pi, c_e, c_sum; /* the chain so far (chain_worth): the draft's chance that all of it is
-                                accepted, the tokens the round is expected to give, and the sum of the
-                                uncalibrated chances */
-    double c_obs, c_exp;     /* tokens accepted, and expected by the draft's own chances, over recent
-                                rounds (decayed): the calibration of chain_worth */
     bool resumable;
     int r_budget, r_level, r_n_front, r_kept_before, r_order, r_k, r_k_lim;
     int32_t r_parent_slot;

@@ -208,7 +208,7 @@ typedef struct es_drafter_params {
     float cost_ratio;    /* chain: what one draft step costs in target steps (run --draft: the ratio of
                           * the weights' bytes, both read once per step); > 0: the chain stops where
                           * another step would cost more than it is expected to return (draft.c,
-                          * chain_worth), 0: off */
+                          * chain_worth); below 0.05, 0 included: off */
     int tree_budget;     /* tree: most nodes */
     int tree_depth;      /* tree: most levels */
     int tree_width;      /* tree: most children per node */
