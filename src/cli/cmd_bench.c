@@ -380,9 +380,7 @@ static int run_case(const spec_run *sr, es_model *draft, const spec_case *sc, sp
         dp.mode = sc->mode;
         dp.k_max = draft ? o->draft_max : 1;
         dp.adaptive = sc->alpha < 0;
-        /* as run --draft: a real draft's adaptive chain stops by its cost, the weights' bytes ratio */
-        if (draft && dp.adaptive && es_model_weight_bytes(target) > 0)
-            dp.cost_ratio = (float)((double)es_model_weight_bytes(draft) / (double)es_model_weight_bytes(target));
+        if (draft && dp.adaptive) dp.cost_ratio = es_drafter_cost_ratio(target, draft); /* as run --draft's */
         res->cost_ratio = dp.mode == ES_DRAFT_CHAIN ? dp.cost_ratio : 0;
         dp.tree_budget = o->tb;
         dp.tree_depth = o->td;

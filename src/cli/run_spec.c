@@ -51,9 +51,8 @@ static es_ctx *make_ctx(es_model *m, const es_run_opts *o, bool target) {
 }
 
 /* The drafter's parameters from the run options and the acceptance rule. An adaptive chain on the
- * CPU is told what a draft step costs against a target step: both read their weights once per step,
- * so the ratio of their bytes (fixed, so a run and its seed give the same rounds every time). Not
- * for a target on a device, whose step costs what its own memory does. */
+ * CPU is told what a draft step costs against a target step (es_drafter_cost_ratio); not one whose
+ * target runs on a device, whose step costs what its own memory does. */
 static es_drafter_params drafter_params(const es_run_opts *o, int rule, const es_model *target, const es_model *draft) {
     es_drafter_params dp = es_drafter_default_params();
     dp.mode = strcmp(o->spec_mode, "tree") == 0 ? ES_DRAFT_TREE : ES_DRAFT_CHAIN;
@@ -61,8 +60,7 @@ static es_drafter_params drafter_params(const es_run_opts *o, int rule, const es
     dp.k_min = o->draft_min > o->draft_max ? o->draft_max : o->draft_min;
     dp.p_min = (float)o->draft_p_min;
     dp.adaptive = o->adaptive;
-    const uint64_t tb = es_model_weight_bytes(target);
-    if (o->adaptive && o->backend == ES_BACKEND_CPU && tb > 0) dp.cost_ratio = (float)((double)es_model_weight_bytes(draft) / (double)tb);
+    if (o->adaptive && o->backend == ES_BACKEND_CPU) dp.cost_ratio = es_drafter_cost_ratio(target, draft);
     dp.tree_budget = o->tree_budget;
     dp.tree_depth = o->tree_depth;
     dp.tree_width = o->tree_width;

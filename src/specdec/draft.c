@@ -133,6 +133,11 @@ static bool want_abort(es_drafter *d) {
     return d->aborted;
 }
 
+float es_drafter_cost_ratio(const es_model *target, const es_model *draft) {
+    const uint64_t tb = es_model_weight_bytes(target);
+    return tb > 0 ? (float)((double)es_model_weight_bytes(draft) / (double)tb) : 0.0f;
+}
+
 es_drafter_params es_drafter_default_params(void) {
     es_drafter_params p;
     memset(&p, 0, sizeof p);

@@ -219,6 +219,10 @@ typedef struct es_drafter_params {
 } es_drafter_params;
 
 es_drafter_params es_drafter_default_params(void);
+/* cost_ratio for a draft beside a target on the CPU: each reads its weights once per step, so the
+ * ratio of their weight bytes (a constant, so a seed gives the same rounds on every run). 0 when the
+ * target has no weight bytes. */
+float es_drafter_cost_ratio(const es_model *target, const es_model *draft);
 
 es_status es_drafter_init(es_ctx *ctx, int seq, const es_drafter_params *p, es_drafter **out, es_err *err);
 void es_drafter_free(es_drafter *d);
