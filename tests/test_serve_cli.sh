@@ -153,5 +153,11 @@ has "$tmp/err" "at most 16 GGUF files"
 # a prompts file that cannot be read is an error, not an empty file (a folder read as none)
 expect 1 "$bin" bench serve -m "$model" --modes ar --clients 1 --prompts "$tmp"
 has "$tmp/err" "cannot read $tmp"
+# nor is a file with no prompt in it (bench spec printed rows of NaN tokens/s)
+printf '\n\n' >"$tmp/empty.txt"
+expect 1 "$bin" bench spec -m "$model" --draft "$models/draft-mid.gguf" --prompts "$tmp/empty.txt"
+has "$tmp/err" "no line of $tmp/empty.txt gives a token"
+expect 1 "$bin" bench serve -m "$model" --modes ar --clients 1 --prompts "$tmp/empty.txt"
+has "$tmp/err" "no line of $tmp/empty.txt gives a token"
 
 es_test_finish test_serve_cli

@@ -595,7 +595,10 @@ static int bench_spec(int argc, char **argv) {
     es_err err = {{0}};
     if (es_model_load(o.target_path, &sr.mp, &sr.target, &err) != ES_OK) return cli_error("bench", "%s", err.msg);
     cli_prompts prompts;
-    if (cli_prompts_read(o.prompts_path, o.n_prompts, es_model_tokenizer(sr.target), &prompts, &err) != ES_OK) {
+    if (cli_prompts_read(o.prompts_path, o.n_prompts, es_model_tokenizer(sr.target), &prompts, &err) != ES_OK ||
+        prompts.count == 0) {
+        /* no prompt would make every row 0 tokens in 0 seconds (tokens/s NaN) */
+        if (prompts.count == 0 && !err.msg[0]) snprintf(err.msg, sizeof err.msg, "no line of %s gives a token", o.prompts_path);
         cli_prompts_free(&prompts);
         es_model_free(sr.target);
         return cli_error("bench", "prompts: %s", err.msg);

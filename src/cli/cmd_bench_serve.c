@@ -845,7 +845,7 @@ int bench_serve(int argc, char **argv) {
     if (cli_prompts_read(o.prompts_path, max_clients * o.prompts_per_client, es_model_tokenizer(ms.target), &prompts, &err) != ES_OK) {
         cli_error("bench", "prompts: %s", err.msg);
     } else if (prompts.count == 0) {
-        cli_error("bench", "cannot read prompts from %s: no line gives a token", o.prompts_path);
+        cli_error("bench", "prompts: no line of %s gives a token", o.prompts_path);
     } else {
         cJSON *rows = NULL, *root = sweep_json(&o, &rows);
         run_sweep(&o, &ms, &prompts, rows);
